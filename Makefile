@@ -1,0 +1,39 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test install lint chromium clean-demo
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The portal with its worker (and, once configured, the Graph emulator) on SQLite.
+run: install
+	$(PY) scripts/write_demo_env.py
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py create_demo_users
+	$(PY) manage.py runportal
+
+## The whole suite, browser tests included. DATABASE_URL set: on PostgreSQL.
+test: install chromium
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+## Browser tests drive Debian's chromium (never `playwright install`).
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; \
+	  else echo "Browser tests need /usr/bin/chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
+
+## Forget the demo: database and .env (the next `make run` starts afresh).
+clean-demo:
+	rm -f db.sqlite3 db.sqlite3-wal db.sqlite3-shm .env

@@ -1,0 +1,100 @@
+"""Who is acting: a signed-in person, an API token, or the system itself."""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+
+from portal.access.roles import ADMIN, ROLES
+
+SYSTEM_ROLE = "system"
+
+
+def role_of(user: Any) -> str:
+    """The highest role group the user belongs to ('' for none); superusers are admins."""
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return ""
+    if user.is_superuser:
+        return ADMIN
+    cached = getattr(user, "_portal_role", None)
+    if cached is None:
+        names = set(user.groups.values_list("name", flat=True))
+        cached = next((role for role in reversed(ROLES) if role in names), "")
+        user._portal_role = cached
+    return cached
+
+
+def client_ip(request: HttpRequest) -> str:
+    if settings.TRUST_X_FORWARDED_FOR:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if forwarded:
+            return forwarded.split(",")[0].strip()[:45]
+    return request.META.get("REMOTE_ADDR", "")[:45]
+
+
+@dataclass(frozen=True)
+class Actor:
+    kind: str  # "user", "token" or "system"
+    name: str
+    role: str
+    user: Any = None
+    token: Any = None
+    ip: str = ""
+    user_agent: str = ""
+    request_id: str = ""
+
+    @property
+    def actor_id(self) -> str:
+        if self.token is not None:
+            return str(self.token.pk)
+        if self.user is not None:
+            return str(self.user.pk)
+        return ""
+
+    def can(self, codename: str) -> bool:
+        if self.kind == "system":
+            return True
+        if self.user is None or not self.user.is_active:
+            return False
+        if self.token is not None and not self.token.allows(codename):
+            return False
+        return self.user.has_perm(f"access.{codename}")
+
+    @classmethod
+    def from_request(cls, request: HttpRequest) -> Actor:
+        common = {
+            "ip": client_ip(request),
+            "user_agent": request.headers.get("User-Agent", "")[:300],
+            "request_id": getattr(request, "request_id", ""),
+        }
+        token = getattr(request, "api_token", None)
+        user = getattr(request, "user", None)
+        if token is not None:
+            return cls(kind="token", name=token.display_name, role=role_of(token.user),
+                       user=token.user, token=token, **common)
+        if user is not None and user.is_authenticated:
+            return cls(kind="user", name=user.get_username(), role=role_of(user), user=user,
+                       **common)
+        return cls(kind="anonymous", name="anonymous", role="", **common)
+
+    @classmethod
+    def system(cls, name: str) -> Actor:
+        """The portal itself: the scheduler, a worker, or a shell command.
+
+        Someone with a shell on the deployment can do anything an admin can, and the commands
+        are how the first admin is created, so commands act as the system, named after the
+        operating-system account that ran them.
+        """
+        return cls(kind="system", name=name, role=SYSTEM_ROLE)
+
+    @classmethod
+    def command(cls, command_name: str) -> Actor:
+        try:
+            account = getpass.getuser()
+        except (KeyError, OSError):
+            account = "unknown"
+        return cls.system(f"cli:{account}:{command_name}")

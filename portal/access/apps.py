@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def _sync_roles_after_migrate(sender: AppConfig, **kwargs: Any) -> None:
+    from django.apps import apps
+
+    from portal.access.sync import sync_roles
+
+    sync_roles(apps)
+
+
+class AccessConfig(AppConfig):
+    name = "portal.access"
+    label = "access"
+    verbose_name = "Access control"
+
+    def ready(self) -> None:
+        post_migrate.connect(_sync_roles_after_migrate, sender=self)

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+
+from portal.access.actors import role_of
+
+
+def navigation(request: HttpRequest) -> dict[str, Any]:
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {"nav_items": [], "portal_role": "", "tenant_label": _tenant_label()}
+    from portal.console.navigation import visible_items
+
+    return {
+        "nav_items": visible_items(user, request.path),
+        "portal_role": role_of(user),
+        "tenant_label": _tenant_label(),
+    }
+
+
+def _tenant_label() -> str:
+    return getattr(settings, "TENANT_LABEL", "") or ""

@@ -1,0 +1,52 @@
+"""Every view declares who may use it; DenyByDefaultMiddleware refuses views that do not."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse
+from django_htmx.http import HttpResponseClientRedirect
+
+from portal.access.actors import Actor
+from portal.access.authz import require
+
+PUBLIC = "public"
+ViewFunc = Callable[..., HttpResponse]
+
+
+def requires(codename: str) -> Callable[[ViewFunc], ViewFunc]:
+    """Allow the view to people (or tokens) holding `access.<codename>`; 403 and audit others."""
+
+    def decorator(view: ViewFunc) -> ViewFunc:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            has_token = getattr(request, "api_token", None) is not None
+            if not has_token and not request.user.is_authenticated:
+                if getattr(request, "htmx", False):
+                    from django.conf import settings
+                    from django.shortcuts import resolve_url
+
+                    return HttpResponseClientRedirect(resolve_url(settings.LOGIN_URL))
+                return redirect_to_login(request.get_full_path())
+            require(
+                Actor.from_request(request),
+                codename,
+                action="access.view",
+                target_type="url",
+                target_id=request.path,
+            )
+            return view(request, *args, **kwargs)
+
+        wrapped.required_permission = codename  # type: ignore[attr-defined]
+        return wrapped
+
+    return decorator
+
+
+def public(view: ViewFunc) -> ViewFunc:
+    """Mark a view as open to everyone (it must authenticate callers itself if it needs to)."""
+    view.required_permission = PUBLIC  # type: ignore[attr-defined]
+    return view

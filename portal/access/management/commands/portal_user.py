@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from portal.access import users
+from portal.access.actors import Actor
+from portal.access.roles import ROLES
+
+
+class Command(BaseCommand):
+    help = "Create portal users, change their role, or deactivate them (each audited)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        create = sub.add_parser("create", help="Create a user with one role.")
+        create.add_argument("username")
+        create.add_argument("--role", required=True, choices=ROLES)
+        create.add_argument("--email", default="")
+        create.add_argument("--password-stdin", action="store_true",
+                            help="Read the password from standard input instead of generating one.")
+        set_role = sub.add_parser("set-role", help="Give a user another role.")
+        set_role.add_argument("username")
+        set_role.add_argument("role", choices=ROLES)
+        deactivate = sub.add_parser("deactivate", help="Deactivate a user and end their sessions.")
+        deactivate.add_argument("username")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        actor = Actor.command("portal_user")
+        try:
+            if options["action"] == "create":
+                password = None
+                if options["password_stdin"]:
+                    password = sys.stdin.readline().rstrip("\n")
+                    if not password:
+                        raise CommandError("No password on standard input.")
+                user, password = users.create_user(
+                    actor, options["username"], options["role"], password, options["email"]
+                )
+                self.stdout.write(f"Created {user.get_username()} with role {options['role']}.")
+                if not options["password_stdin"]:
+                    self.stdout.write(f"Password (shown once): {password}")
+            elif options["action"] == "set-role":
+                users.set_role(actor, options["username"], options["role"])
+                self.stdout.write(f"{options['username']} now has role {options['role']}.")
+            else:
+                users.deactivate(actor, options["username"])
+                self.stdout.write(f"Deactivated {options['username']}; their sessions are ended.")
+        except users.UserError as exc:
+            raise CommandError(str(exc)) from None

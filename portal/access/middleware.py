@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import logout
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+
+logger = logging.getLogger(__name__)
+
+SESSION_STARTED_KEY = "portal_session_started"
+
+
+def view_permission(view_func: Callable[..., Any]) -> str | None:
+    """What a resolved view declares (None: nothing, which means it is refused)."""
+    declared = getattr(view_func, "required_permission", None)
+    if declared is not None:
+        return declared
+    # The admin site's own pages (login, logout, catalog) are its bound methods; it guards
+    # them with PortalAdminSite.has_permission.
+    from django.contrib.admin import AdminSite
+
+    if isinstance(getattr(view_func, "__self__", None), AdminSite):
+        return "use_django_admin"
+    return None
+
+
+class DenyByDefaultMiddleware:
+    """Refuse any view that does not declare a permission (fail closed)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(self, request: HttpRequest, view_func: Callable[..., Any], *args: Any) -> None:
+        if view_permission(view_func) is None:
+            logger.error("View %s declares no permission; refused", view_func)
+            raise PermissionDenied("This page declares no permission and is closed.")
+
+
+class SessionLifetimeMiddleware:
+    """End sessions SESSION_MAX_HOURS after sign-in, however active (idle expiry is the cookie's)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.user.is_authenticated:
+            started = request.session.get(SESSION_STARTED_KEY)
+            now = time.time()
+            if started is None:
+                request.session[SESSION_STARTED_KEY] = now
+            elif now - started > settings.SESSION_MAX_HOURS * 3600:
+                logout(request)
+        return self.get_response(request)

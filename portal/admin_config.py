@@ -1,0 +1,7 @@
+from django.contrib.admin.apps import AdminConfig
+
+
+class PortalAdminConfig(AdminConfig):
+    """The stock admin app, with the role-guarded site (kept apart: app configs load early)."""
+
+    default_site = "portal.admin_site.PortalAdminSite"

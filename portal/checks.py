@@ -1,0 +1,94 @@
+"""System checks for configuration mistakes that would otherwise surface at 3 a.m."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+
+@register(Tags.compatibility)
+def check_task_queue(app_configs: Any = None, **kwargs: Any) -> list:
+    errors: list = []
+    cluster = getattr(settings, "Q_CLUSTER", {}) or {}
+    timeout, retry = cluster.get("timeout"), cluster.get("retry")
+    if not timeout:
+        errors.append(
+            Error(
+                "Q_CLUSTER has no timeout: a hung task would block its worker for ever.",
+                hint="Set Q_TIMEOUT (seconds).",
+                id="portal.E001",
+            )
+        )
+    elif retry is None or retry <= timeout:
+        errors.append(
+            Error(
+                f"Q_CLUSTER retry ({retry}) must be greater than timeout ({timeout}); otherwise "
+                "django-q2 delivers a task again while it is still running.",
+                hint="Set Q_RETRY above Q_TIMEOUT.",
+                id="portal.E002",
+            )
+        )
+    orm_alias = cluster.get("orm")
+    if orm_alias and orm_alias not in settings.DATABASES:
+        errors.append(
+            Error(
+                f"Q_CLUSTER uses the ORM broker on database {orm_alias!r}, which is not configured.",
+                id="portal.E003",
+            )
+        )
+    if not orm_alias and not cluster.get("redis"):
+        errors.append(
+            Error("Q_CLUSTER names no broker (neither orm nor redis).", id="portal.E004")
+        )
+    if cluster.get("save_limit", 250) > 0:
+        errors.append(
+            Warning(
+                "Q_CLUSTER save_limit > 0 prunes on every task and caps throughput near 70/s.",
+                hint="Use 0 or -1; the Job table keeps the history.",
+                id="portal.W001",
+            )
+        )
+    return errors
+
+
+@register(Tags.database)
+def check_database_options(app_configs: Any = None, **kwargs: Any) -> list:
+    errors: list = []
+    db = settings.DATABASES.get("default", {})
+    engine = db.get("ENGINE", "")
+    if engine.endswith("sqlite3"):
+        if db.get("OPTIONS", {}).get("transaction_mode") != "IMMEDIATE":
+            errors.append(
+                Error(
+                    "SQLite must use transaction_mode IMMEDIATE: with deferred transactions the "
+                    "worker loses results with 'database is locked'.",
+                    id="portal.E010",
+                )
+            )
+    elif engine.endswith("postgresql"):
+        max_age = db.get("CONN_MAX_AGE") or 0
+        if max_age is not None and max_age < 60:
+            errors.append(
+                Warning(
+                    f"CONN_MAX_AGE is {max_age}; the ORM broker reconnects on every call below 60 "
+                    "and runs 3-15 times slower.",
+                    hint="Set DB_CONN_MAX_AGE to 60 or more.",
+                    id="portal.W010",
+                )
+            )
+    return errors
+
+
+@register(Tags.security, deploy=True)
+def check_encryption_keys(app_configs: Any = None, **kwargs: Any) -> list:
+    if getattr(settings, "FIELD_ENCRYPTION_KEYS", None):
+        return []
+    return [
+        Error(
+            "FIELD_ENCRYPTION_KEYS is empty: client secrets and token caches cannot be stored.",
+            hint="Generate one with `python manage.py generate_encryption_key`.",
+            id="portal.E020",
+        )
+    ]

@@ -1,0 +1,35 @@
+"""The console's navigation: each entry shows only to roles that may use it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.urls import NoReverseMatch, reverse
+
+
+@dataclass(frozen=True)
+class NavItem:
+    label: str
+    url_name: str
+    permission: str
+
+
+NAV_ITEMS: tuple[NavItem, ...] = (
+    NavItem("Dashboard", "console:dashboard", "view_console"),
+    NavItem("Audit log", "console:audit", "view_audit"),
+    NavItem("Django admin", "admin:index", "use_django_admin"),
+)
+
+
+def visible_items(user: object, current_path: str) -> list[dict[str, object]]:
+    items = []
+    for item in NAV_ITEMS:
+        if not user.has_perm(f"access.{item.permission}"):  # type: ignore[attr-defined]
+            continue
+        try:
+            url = reverse(item.url_name)
+        except NoReverseMatch:
+            continue
+        active = current_path == url or (url != "/" and current_path.startswith(url))
+        items.append({"label": item.label, "url": url, "active": active})
+    return items

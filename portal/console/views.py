@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from axes.models import AccessAttempt
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from portal.access.actors import Actor
+from portal.access.decorators import requires
+from portal.access.roles import ROLES
+from portal.audit.models import AuditEvent
+from portal.audit.services import record
+from portal.console.forms import AuditFilterForm
+
+AUDIT_PAGE_SIZE = 50
+
+
+@require_GET
+@requires("view_console")
+def dashboard(request: HttpRequest) -> HttpResponse:
+    since = timezone.now() - timedelta(hours=24)
+    users_by_role = dict(
+        get_user_model()
+        .objects.filter(is_active=True, groups__name__in=ROLES)
+        .values_list("groups__name")
+        .annotate(n=Count("id"))
+    )
+    recent = AuditEvent.objects.filter(created_at__gte=since)
+    context = {
+        "users_by_role": [(role, users_by_role.get(role, 0)) for role in ROLES],
+        "events_24h": recent.count(),
+        "denied_24h": recent.filter(outcome=AuditEvent.Outcome.DENIED).count(),
+        "failed_logins_24h": recent.filter(action="auth.login",
+                                           outcome=AuditEvent.Outcome.FAILURE).count(),
+        "locked_out": AccessAttempt.objects.filter(
+            failures_since_start__gte=settings.AXES_FAILURE_LIMIT,
+            attempt_time__gte=timezone.now() - settings.AXES_COOLOFF_TIME,
+        ).count(),
+        "latest_events": AuditEvent.objects.all()[:8]
+        if request.user.has_perm("access.view_audit") else [],
+    }
+    template = "console/dashboard.html#health" if request.htmx else "console/dashboard.html"
+    return render(request, template, context)
+
+
+def _query_without_cursor(params: QueryDict) -> str:
+    query = params.copy()
+    query.pop("before", None)
+    return query.urlencode()
+
+
+@require_GET
+@requires("view_audit")
+def audit_log(request: HttpRequest) -> HttpResponse:
+    form = AuditFilterForm(request.GET)
+    events: list[AuditEvent] = []
+    if form.is_valid():
+        queryset = form.filter(AuditEvent.objects.all())
+        if form.cleaned_data.get("before"):
+            queryset = queryset.filter(id__lt=form.cleaned_data["before"])
+        # Keyset pagination: one row more than a page tells us whether there is an older page.
+        events = list(queryset.order_by("-id")[: AUDIT_PAGE_SIZE + 1])
+    has_older = len(events) > AUDIT_PAGE_SIZE
+    events = events[:AUDIT_PAGE_SIZE]
+    filters = _query_without_cursor(request.GET)
+    context = {
+        "form": form,
+        "events": events,
+        "older_cursor": events[-1].id if has_older else None,
+        "filters": filters,
+        "is_first_page": not request.GET.get("before"),
+        "can_export": request.user.has_perm("access.export_audit"),
+    }
+    template = "console/audit.html#results" if request.htmx else "console/audit.html"
+    return render(request, template, context)
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+CSV_COLUMNS = ("id", "created_at", "actor_type", "actor_name", "actor_role", "action",
+               "target_type", "target_id", "outcome", "reason", "ip", "request_id", "params",
+               "prev_hash", "hash")
+
+
+def _csv_rows(queryset: Any) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow(CSV_COLUMNS)
+    for event in queryset.iterator(chunk_size=2000):
+        row = []
+        for column in CSV_COLUMNS:
+            value = getattr(event, column)
+            row.append(value.isoformat() if column == "created_at" else value)
+        yield writer.writerow(_defuse_formulas(row))
+
+
+def _defuse_formulas(row: list[Any]) -> list[Any]:
+    # Spreadsheet programs run cells starting with these characters as formulas.
+    return [f"'{value}" if isinstance(value, str) and value[:1] in "=+-@\t\r" else value
+            for value in row]
+
+
+@require_GET
+@requires("export_audit")
+def audit_export(request: HttpRequest) -> HttpResponse:
+    form = AuditFilterForm(request.GET)
+    if not form.is_valid():
+        return HttpResponse("Invalid filters: " + "; ".join(
+            f"{k}: {' '.join(v)}" for k, v in form.errors.items()), status=400,
+            content_type="text/plain")
+    queryset = form.filter(AuditEvent.objects.all()).order_by("id")
+    filters = {k: v for k, v in request.GET.items() if v}
+    with transaction.atomic():
+        # The export is itself recorded, before any row leaves the building.
+        upto = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+        record("audit.export", actor=Actor.from_request(request), target_type="audit_log",
+               params={"filters": filters, "up_to_event": upto})
+    queryset = queryset.filter(id__lte=upto)
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response = StreamingHttpResponse(_csv_rows(queryset), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.csv"'
+    return response

@@ -1,0 +1,13 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from portal.access.decorators import public
+
+urlpatterns = [
+    path("login/", public(auth_views.LoginView.as_view(redirect_authenticated_user=True)),
+         name="login"),
+    path("logout/", public(auth_views.LogoutView.as_view()), name="logout"),
+    path("admin/", admin.site.urls),
+    path("", include("portal.console.urls")),
+]
