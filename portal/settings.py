@@ -200,6 +200,45 @@ FIELD_ENCRYPTION_KEYS = [
     key.strip() for key in env_secret("FIELD_ENCRYPTION_KEYS").split(",") if key.strip()
 ]
 
+# --- Microsoft Graph ----------------------------------------------------------------------
+# Defaults are Microsoft's; `make run` points them at the local emulator (a demo tenant).
+MICROSOFT_TENANT_ID = env_str("MICROSOFT_TENANT_ID")
+MICROSOFT_CLIENT_ID = env_str("MICROSOFT_CLIENT_ID")
+# Bootstraps the credential store; after that, rotate with the console or rotate_client_secret.
+MICROSOFT_CLIENT_SECRET = env_secret("MICROSOFT_CLIENT_SECRET")
+MICROSOFT_AUTHORITY_HOST = env_str(
+    "MICROSOFT_AUTHORITY_HOST", "https://login.microsoftonline.com"
+).rstrip("/")
+MICROSOFT_GRAPH_URL = env_str("MICROSOFT_GRAPH_URL", "https://graph.microsoft.com/v1.0").rstrip("/")
+# A CA bundle for Graph and the identity platform ("" = the system's CA store).
+MICROSOFT_CA_BUNDLE = env_str("MICROSOFT_CA_BUNDLE")
+MICROSOFT_ALLOW_EMULATOR = env_bool("MICROSOFT_ALLOW_EMULATOR", DEBUG)
+GRAPH_CONNECT_TIMEOUT = env_int("GRAPH_CONNECT_TIMEOUT", 5, minimum=1)
+GRAPH_READ_TIMEOUT = env_int("GRAPH_READ_TIMEOUT", 30, minimum=1)
+GRAPH_MAX_IN_FLIGHT_PER_MAILBOX = env_int("GRAPH_MAX_IN_FLIGHT_PER_MAILBOX", 4, minimum=1)
+GRAPH_MAILBOX_BUDGET_PER_10_MIN = env_int("GRAPH_MAILBOX_BUDGET_PER_10_MIN", 10_000, minimum=1)
+# Throttling waits up to this long are slept in-process; longer ones go back to the job layer.
+GRAPH_MAX_IN_PROCESS_WAIT_SECONDS = env_int("GRAPH_MAX_IN_PROCESS_WAIT_SECONDS", 10, minimum=0)
+GRAPH_MAX_RETRIES = env_int("GRAPH_MAX_RETRIES", 3, minimum=0)
+CREDENTIAL_GRACE_HOURS = env_int("CREDENTIAL_GRACE_HOURS", 24, minimum=0)
+EMULATOR_PORT = env_int("EMULATOR_PORT", 8443, minimum=1, maximum=65535)
+EMULATOR_STATE_DIR = Path(env_str("EMULATOR_STATE_DIR", str(BASE_DIR / ".emulator")))
+
+
+def _is_loopback_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    return (urlsplit(url).hostname or "") in {"127.0.0.1", "localhost", "::1"}
+
+
+USING_EMULATOR = _is_loopback_url(MICROSOFT_AUTHORITY_HOST)
+if USING_EMULATOR and not MICROSOFT_ALLOW_EMULATOR:
+    raise ImproperlyConfigured(
+        "MICROSOFT_AUTHORITY_HOST points at a local Graph emulator while DEBUG is off. "
+        "Set MICROSOFT_ALLOW_EMULATOR=true if that is really intended."
+    )
+TENANT_LABEL = env_str("TENANT_LABEL", "Demo tenant (emulator)" if USING_EMULATOR else "")
+
 # --- Internationalisation, static files ---------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
