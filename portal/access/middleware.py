@@ -20,11 +20,15 @@ def view_permission(view_func: Callable[..., Any]) -> str | None:
     declared = getattr(view_func, "required_permission", None)
     if declared is not None:
         return declared
-    # The admin site's own pages (login, logout, catalog) are its bound methods; it guards
-    # them with PortalAdminSite.has_permission.
+    # Admin URLs are wrapped by AdminSite/ModelAdmin (marked with admin_site or model_admin)
+    # and guarded at call time by PortalAdminSite.admin_view (use_django_admin, audited).
     from django.contrib.admin import AdminSite
 
-    if isinstance(getattr(view_func, "__self__", None), AdminSite):
+    if (
+        getattr(view_func, "admin_site", None) is not None
+        or getattr(view_func, "model_admin", None) is not None
+        or isinstance(getattr(view_func, "__self__", None), AdminSite)
+    ):
         return "use_django_admin"
     return None
 

@@ -27,7 +27,8 @@ DROP FUNCTION IF EXISTS audit_event_append_only();
 def _run_on_postgresql(sql):
     def run(apps, schema_editor):
         if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(sql)
+            # No params: the SQL contains a literal % (RAISE EXCEPTION format).
+            schema_editor.execute(sql, None)
 
     return run
 
