@@ -139,6 +139,7 @@ else:
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
+    "portal.access.backends.AdminRoleBackend",
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "console:dashboard"

@@ -1,0 +1,103 @@
+import io
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+
+from portal.access.actors import role_of
+from portal.audit.models import AuditEvent
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args, stdin=None):
+    out = io.StringIO()
+    if stdin is not None:
+        import sys
+
+        old, sys.stdin = sys.stdin, io.StringIO(stdin)
+        try:
+            call_command("portal_user", *args, stdout=out)
+        finally:
+            sys.stdin = old
+    else:
+        call_command("portal_user", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_create_prints_a_generated_password_once_and_audits_without_it():
+    output = run("create", "nina", "--role", "operator")
+    password = output.split("Password (shown once): ")[1].strip()
+    user = get_user_model().objects.get(username="nina")
+    assert user.check_password(password)
+    assert role_of(user) == "operator"
+    event = AuditEvent.objects.get(action="user.create")
+    assert event.actor_type == "system" and event.actor_name.startswith("cli:")
+    assert event.params == {"username": "nina", "role": "operator"}
+    assert password not in str(event.params)
+
+
+def test_create_with_password_stdin_prints_no_password():
+    output = run("create", "omar", "--role", "viewer", "--password-stdin",
+                 stdin="a long enough passphrase 9\n")
+    assert "Password" not in output
+    assert get_user_model().objects.get(username="omar").check_password(
+        "a long enough passphrase 9")
+
+
+def test_create_refuses_duplicates_and_weak_passwords_with_a_message():
+    run("create", "nina", "--role", "operator")
+    with pytest.raises(CommandError, match="already exists"):
+        run("create", "NINA", "--role", "viewer")
+    with pytest.raises(CommandError, match="too weak"):
+        run("create", "weak", "--role", "viewer", "--password-stdin", stdin="123\n")
+    assert not get_user_model().objects.filter(username="weak").exists()
+
+
+def test_set_role_records_before_and_after():
+    run("create", "nina", "--role", "viewer")
+    run("set-role", "nina", "admin")
+    assert role_of(get_user_model().objects.get(username="nina")) == "admin"
+    event = AuditEvent.objects.get(action="user.set_role")
+    assert (event.params["before"], event.params["after"]) == ("viewer", "admin")
+
+
+def test_deactivate_ends_the_users_sessions(client):
+    run("create", "nina", "--role", "support")
+    user = get_user_model().objects.get(username="nina")
+    client.force_login(user)
+    run("deactivate", "nina")
+    user.refresh_from_db()
+    assert not user.is_active
+    assert client.get("/").status_code == 302
+    assert AuditEvent.objects.filter(action="user.deactivate").exists()
+
+
+def test_unknown_users_and_roles_are_reported():
+    with pytest.raises(CommandError, match="No user named 'ghost'"):
+        run("set-role", "ghost", "admin")
+    with pytest.raises(CommandError):
+        run("create", "x", "--role", "superhero")
+
+
+def test_create_demo_users_makes_one_per_role_and_never_overwrites():
+    out = io.StringIO()
+    call_command("create_demo_users", stdout=out)
+    assert out.getvalue().count("demo-") == 4
+    again = io.StringIO()
+    call_command("create_demo_users", stdout=again)
+    assert "already exist" in again.getvalue()
+    assert get_user_model().objects.filter(username__startswith="demo-").count() == 4
+
+
+def test_a_web_user_without_manage_users_is_refused_and_audited(otto_operator):
+    from django.core.exceptions import PermissionDenied
+
+    from portal.access import users
+    from portal.access.actors import Actor
+
+    actor = Actor(kind="user", name="otto-operator", role="operator", user=otto_operator)
+    with pytest.raises(PermissionDenied):
+        users.create_user(actor, "sneaky", "admin")
+    assert not get_user_model().objects.filter(username="sneaky").exists()
+    assert AuditEvent.objects.filter(action="user.create", outcome="denied").exists()
