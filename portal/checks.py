@@ -16,7 +16,7 @@ def check_task_queue(app_configs: Any = None, **kwargs: Any) -> list:
     if not timeout:
         errors.append(
             Error(
-                "Q_CLUSTER has no timeout: a hung task would block its worker for ever.",
+                "Q_CLUSTER has no timeout: a hung task would block its worker forever.",
                 hint="Set Q_TIMEOUT (seconds).",
                 id="portal.E001",
             )
@@ -34,7 +34,8 @@ def check_task_queue(app_configs: Any = None, **kwargs: Any) -> list:
     if orm_alias and orm_alias not in settings.DATABASES:
         errors.append(
             Error(
-                f"Q_CLUSTER uses the ORM broker on database {orm_alias!r}, which is not configured.",
+                f"Q_CLUSTER uses the ORM broker on database {orm_alias!r}, which is not "
+                "configured.",
                 id="portal.E003",
             )
         )

@@ -29,4 +29,5 @@ def require(actor: Actor, codename: str, *, action: str, target_type: str = "",
         outcome="denied",
         reason=f"requires {codename}; role is {actor.role or 'none'}",
     )
-    raise PermissionDenied(f"Your role ({actor.role or 'none'}) may not {PERMISSIONS[codename].lower()}.")
+    role = actor.role or "none"
+    raise PermissionDenied(f"Your role ({role}) may not {PERMISSIONS[codename].lower()}.")

@@ -49,7 +49,10 @@ class DenyByDefaultMiddleware:
 
 
 class SessionLifetimeMiddleware:
-    """End sessions SESSION_MAX_HOURS after sign-in, however active (idle expiry is the cookie's)."""
+    """End a session SESSION_MAX_HOURS after sign-in, however active it is.
+
+    Idle expiry is the session cookie's own (SESSION_COOKIE_AGE, renewed on every request).
+    """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response

@@ -14,7 +14,7 @@ class AuditFilterForm(forms.Form):
     target_type = forms.CharField(required=False, max_length=64, label="Target type")
     target_id = forms.CharField(required=False, max_length=255, label="Target id")
     outcome = forms.ChoiceField(
-        required=False, choices=[("", "any")] + list(AuditEvent.Outcome.choices)
+        required=False, choices=[("", "any"), *AuditEvent.Outcome.choices]
     )
     date_from = forms.DateField(required=False, label="From",
                                 widget=forms.DateInput(attrs={"type": "date"}))

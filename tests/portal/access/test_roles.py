@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 from django.contrib.auth.models import Group
 
@@ -13,7 +15,7 @@ def test_each_role_group_holds_exactly_its_matrix_permissions():
 
 
 def test_roles_are_cumulative_and_only_admins_touch_credentials_users_and_recovery():
-    for lower, higher in zip(ROLES, ROLES[1:], strict=False):
+    for lower, higher in itertools.pairwise(ROLES):
         assert MATRIX[lower] < MATRIX[higher]
     for codename in ("rotate_credentials", "manage_users", "manage_api_tokens", "run_recovery",
                      "view_secrets_metadata", "use_django_admin"):

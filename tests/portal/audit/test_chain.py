@@ -107,7 +107,7 @@ def test_concurrent_writers_do_not_fork_the_chain():
         try:
             for i in range(per_writer):
                 record(f"demo.concurrent.{n}.{i}", actor=SYSTEM)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()

@@ -11,7 +11,7 @@ from portal.access.roles import ROLES
 
 
 class Command(BaseCommand):
-    help = "Create one demo user per role (demo-viewer, demo-support, …); never touches existing ones."
+    help = "Create one demo user per role (demo-viewer, …); existing users are never touched."
 
     def handle(self, *args: Any, **options: Any) -> None:
         actor = Actor.command("create_demo_users")
