@@ -1,0 +1,1 @@
+"""A local, stateful emulator of the Microsoft identity platform and Microsoft Graph."""
