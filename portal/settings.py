@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "portal",
     "portal.access",
     "portal.audit",
+    "portal.jobs",
     "portal.console",
     "integrations.microsoft",
     "integrations.graph_emulator",
@@ -130,6 +131,10 @@ Q_CLUSTER = {
     "label": "Django Q",
     "sync": env_bool("Q_SYNC", False),
 }
+# Succeeded jobs are kept this long (failed and dead ones until an operator acts).
+JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 7, minimum=1)
+# Extra modules that register job handlers (beyond every app's job_handlers.py).
+JOB_HANDLER_MODULES = env_list("JOB_HANDLER_MODULES")
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:

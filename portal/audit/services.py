@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from django.db import connection, transaction
@@ -12,33 +11,10 @@ from django.utils import timezone
 from portal.access.actors import Actor
 from portal.audit.chain import GENESIS_HASH, compute_hash
 from portal.audit.models import AuditEvent
+from portal.redaction import mask_secrets, redact_text
 
-MASK = "••••••"
-_SECRET_KEY_PATTERN = re.compile(
-    r"secret|password|passwd|token|credential|authorization|api[_-]?key|client[_-]?state|"
-    r"cookie|private|refresh|cache",
-    re.IGNORECASE,
-)
-# Any value that looks like one of our API tokens is masked wherever it appears.
-_TOKEN_VALUE_PATTERN = re.compile(r"\bfgp_[A-Za-z0-9_-]{8,}")
 # Arbitrary fixed key for pg_advisory_xact_lock: one writer appends to the chain at a time.
 _CHAIN_LOCK_KEY = 7_401_305_113
-
-
-def mask_secrets(value: Any) -> Any:
-    """A copy of value with secret-looking keys masked, in JSON-safe types."""
-    if isinstance(value, dict):
-        return {
-            str(key): MASK if _SECRET_KEY_PATTERN.search(str(key)) else mask_secrets(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, list | tuple | set | frozenset):
-        return [mask_secrets(item) for item in value]
-    if isinstance(value, str):
-        return _TOKEN_VALUE_PATTERN.sub(MASK, value)
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    return str(value)
 
 
 def _lock_chain() -> None:
@@ -73,7 +49,7 @@ def record(
         "target_id": str(target_id)[:255],
         "params": safe_params,
         "outcome": str(outcome),
-        "reason": mask_secrets(reason)[:2000],
+        "reason": redact_text(reason)[:2000],
         "ip": actor.ip,
         "user_agent": actor.user_agent,
         "request_id": actor.request_id,

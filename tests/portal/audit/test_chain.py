@@ -8,7 +8,8 @@ from django.db import DatabaseError, connection, transaction
 from portal.access.actors import Actor
 from portal.audit.chain import GENESIS_HASH, compute_hash, find_first_break
 from portal.audit.models import AuditEvent
-from portal.audit.services import MASK, record
+from portal.audit.services import record
+from portal.redaction import MASK
 
 SYSTEM = Actor.system("tests")
 

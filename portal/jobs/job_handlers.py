@@ -1,0 +1,21 @@
+"""The job layer's own job types."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from portal.jobs.registry import job_handler
+
+
+@job_handler("jobs.bulk_retry", max_attempts=10, backoff_base=5, timeout=280,
+             description="Retry a frozen set of jobs in chunks (resumable)")
+def bulk_retry(job: Any) -> dict[str, int]:
+    from portal.jobs.services import process_bulk_retry
+
+    return process_bulk_retry(job.payload["operation_id"])
+
+
+@job_handler("jobs.noop", max_attempts=3, backoff_base=1, timeout=30,
+             description="Does nothing; for health checks and benchmarks")
+def noop(job: Any) -> None:
+    return None

@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+
+class Job(models.Model):
+    """A unit of durable work. This table, not django-q2, is the source of truth for its state.
+
+    django-q2 only executes: each dispatch puts a `run_job(id)` task on its broker. Attempts are
+    counted when a run starts, so a job that kills its worker cannot loop forever.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"  # ready to run (dispatched, or waiting for its type to resume)
+        RUNNING = "running"
+        RETRYING = "retrying"  # failed, waiting for next_attempt_at
+        SUCCEEDED = "succeeded"
+        DEAD = "dead"  # out of attempts or permanently failed: the dead-letter queue
+        CANCELLED = "cancelled"  # discarded by an operator
+
+    id = models.BigAutoField(primary_key=True)
+    job_type = models.CharField(max_length=64, db_index=True)
+    payload = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0, help_text="Runs in the current cycle")
+    runs = models.PositiveIntegerField(default=0, help_text="Runs ever, across manual retries")
+    max_attempts = models.PositiveIntegerField(default=5)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=128, blank=True)
+    last_error = models.TextField(blank=True)
+    error_class = models.CharField(max_length=128, blank=True)
+    error_signature = models.CharField(max_length=16, blank=True, db_index=True)
+    result = models.JSONField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    created_by = models.CharField(max_length=150, blank=True)
+    correlation_id = models.CharField(max_length=64, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="job_status_next_idx"),
+            models.Index(fields=["status", "job_type", "id"], name="job_status_type_idx"),
+            models.Index(fields=["status", "lease_expires_at"], name="job_running_lease_idx",
+                         condition=Q(status="running")),
+            models.Index(fields=["status", "finished_at"], name="job_status_finished_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Job #{self.pk} {self.job_type} ({self.status})"
+
+
+class JobAttempt(models.Model):
+    class Outcome(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        LOST = "lost"  # the worker died or the task timed out; found by the watchdog
+
+    id = models.BigAutoField(primary_key=True)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    worker = models.CharField(max_length=128, blank=True)
+
+    class Meta:
+        ordering = ["job_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "number"], name="job_attempt_unique_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Attempt {self.number} of job #{self.job_id} ({self.outcome})"
+
+
+class PausedJobType(models.Model):
+    """While a row exists, jobs of that type wait (pending) instead of running."""
+
+    job_type = models.CharField(max_length=64, primary_key=True)
+    paused_at = models.DateTimeField(auto_now_add=True)
+    paused_by = models.CharField(max_length=150)
+    reason = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.job_type} paused by {self.paused_by}"
+
+
+class BulkOperation(models.Model):
+    """A bulk action over a frozen set of jobs (e.g. retry all dead jobs), run as a job."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+
+    id = models.BigAutoField(primary_key=True)
+    kind = models.CharField(max_length=32)
+    filters = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    created_by = models.CharField(max_length=150)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL,
+                            related_name="+")
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk} ({self.processed}/{self.total})"
+
+    @property
+    def progress_percent(self) -> int:
+        return 100 if not self.total else int(100 * self.processed / self.total)
+
+
+class BulkOperationItem(models.Model):
+    """One job in a bulk operation, frozen when the operation starts, with its own result."""
+
+    class Result(models.TextChoices):
+        WAITING = "waiting"
+        DONE = "done"
+        SKIPPED = "skipped"  # its state changed since the preview (e.g. already retried)
+
+    id = models.BigAutoField(primary_key=True)
+    operation = models.ForeignKey(BulkOperation, on_delete=models.CASCADE, related_name="items")
+    job_id = models.BigIntegerField()
+    result = models.CharField(max_length=16, choices=Result.choices, default=Result.WAITING)
+
+    class Meta:
+        indexes = [models.Index(fields=["operation", "result", "id"], name="bulk_item_todo_idx")]
+
+    def __str__(self) -> str:
+        return f"job #{self.job_id} in bulk #{self.operation_id}: {self.result}"

@@ -1,0 +1,52 @@
+"""Job types and their handlers. Apps register theirs in a `job_handlers.py` module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Handler = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class JobType:
+    name: str
+    handler: Handler
+    max_attempts: int = 5
+    backoff_base: float = 30.0  # seconds before the first retry
+    backoff_cap: float = 3600.0  # the longest wait between two attempts
+    timeout: int = 120  # seconds a run may take before the watchdog presumes it lost
+    description: str = ""
+
+
+_REGISTRY: dict[str, JobType] = {}
+
+
+class UnknownJobType(LookupError):
+    pass
+
+
+def job_handler(name: str, **options: Any) -> Callable[[Handler], Handler]:
+    """Register `func(job)` as the handler of job type `name`.
+
+    Handlers must be safe to run twice (delivery is at-least-once): they take what they need
+    from `job.payload` and use `job.idempotency_key` to avoid repeating side effects.
+    """
+
+    def register(func: Handler) -> Handler:
+        _REGISTRY[name] = JobType(name=name, handler=func, **options)
+        return func
+
+    return register
+
+
+def get_job_type(name: str) -> JobType:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownJobType(f"No handler is registered for job type {name!r}.") from None
+
+
+def job_types() -> list[JobType]:
+    return sorted(_REGISTRY.values(), key=lambda job_type: job_type.name)

@@ -1,0 +1,297 @@
+"""Enqueue, dispatch and run jobs.
+
+With the ORM broker, `enqueue()` inside the caller's transaction is a transactional outbox:
+the job row and django-q2's task row commit (or roll back) together. With Redis, dispatch
+waits for the commit; the release sweep re-dispatches anything a crash left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import re
+import socket
+import time
+import traceback
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from portal.jobs.models import Job, JobAttempt, PausedJobType
+from portal.jobs.registry import JobType, UnknownJobType, get_job_type
+from portal.redaction import redact_text
+
+logger = logging.getLogger(__name__)
+
+RUN_TASK = "portal.jobs.tasks.run_job"
+# A pending job dispatched this long ago and still not started is dispatched again (a lost
+# broker message); run_job's atomic claim makes the duplicate harmless.
+STALE_DISPATCH = timedelta(minutes=15)
+LEASE_GRACE = timedelta(seconds=30)
+TRACEBACK_LIMIT = 8000
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _broker_is_transactional() -> bool:
+    return bool(settings.Q_CLUSTER.get("orm")) and not settings.Q_CLUSTER.get("redis")
+
+
+def dispatch(job_ids: Iterable[int]) -> None:
+    """Hand jobs to django-q2. Callers have already marked them dispatched."""
+    ids = list(job_ids)
+    if not ids:
+        return
+
+    def push() -> None:
+        for job_id in ids:
+            async_task(RUN_TASK, job_id, task_name=f"job-{job_id}")
+
+    if _broker_is_transactional():
+        push()
+    else:
+        transaction.on_commit(push)
+
+
+def paused_types() -> set[str]:
+    return set(PausedJobType.objects.values_list("job_type", flat=True))
+
+
+def enqueue(
+    job_type: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    idempotency_key: str | None = None,
+    created_by: str = "",
+    correlation_id: str = "",
+    delay_seconds: float | None = None,
+    max_attempts: int | None = None,
+) -> Job:
+    """Create a job (or return the one with the same idempotency key) and dispatch it."""
+    definition = get_job_type(job_type)
+    now = timezone.now()
+    with transaction.atomic():
+        if idempotency_key:
+            existing = Job.objects.filter(idempotency_key=idempotency_key).first()
+            if existing is not None:
+                return existing
+        waits = bool(delay_seconds) or PausedJobType.objects.filter(job_type=job_type).exists()
+        fields = {
+            "job_type": job_type,
+            "payload": payload or {},
+            "max_attempts": max_attempts or definition.max_attempts,
+            "idempotency_key": idempotency_key or None,
+            "created_by": created_by[:150],
+            "correlation_id": correlation_id[:64],
+            "next_attempt_at": now + timedelta(seconds=delay_seconds) if delay_seconds else None,
+            "dispatched_at": None if waits else now,
+        }
+        try:
+            with transaction.atomic():
+                job = Job.objects.create(**fields)
+        except IntegrityError:
+            if not idempotency_key:
+                raise
+            return Job.objects.get(idempotency_key=idempotency_key)
+        if not waits:
+            dispatch([job.pk])
+    return job
+
+
+def backoff_seconds(definition: JobType, attempts: int, retry_after: float | None) -> float:
+    """Exponential backoff with jitter; Graph's Retry-After, when given, wins."""
+    if retry_after is not None and retry_after > 0:
+        return retry_after + random.uniform(0, min(5.0, retry_after * 0.1))
+    delay = min(definition.backoff_cap, definition.backoff_base * 2 ** max(0, attempts - 1))
+    # "Equal jitter": never less than half the delay, so retries stay spread but not instant.
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+_NORMALISE = (
+    (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I), "<uuid>"),
+    (re.compile(r"\b[0-9a-f]{16,}\b", re.I), "<hex>"),
+    (re.compile(r"'[^']*'|\"[^\"]*\""), "<str>"),
+    (re.compile(r"\d+"), "<n>"),
+)
+
+
+def error_signature(exc: BaseException) -> tuple[str, str]:
+    """(exception class, short signature) grouping failures that are the same problem."""
+    error_class = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    message = str(exc)
+    for pattern, placeholder in _NORMALISE:
+        message = pattern.sub(placeholder, message)
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    top = f"{os.path.basename(frames[-1].filename)}:{frames[-1].name}" if frames else ""
+    digest = hashlib.sha256(f"{error_class}|{message[:300]}|{top}".encode()).hexdigest()[:16]
+    return error_class[:128], digest
+
+
+def _lease(definition: JobType) -> timedelta:
+    limit = min(definition.timeout, settings.Q_CLUSTER.get("timeout") or definition.timeout)
+    return timedelta(seconds=limit) + LEASE_GRACE
+
+
+def _claim(job_id: int, definition: JobType, worker: str) -> tuple[Job, JobAttempt] | None:
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = Job.objects.filter(pk=job_id, status=Job.Status.PENDING).update(
+            status=Job.Status.RUNNING,
+            attempts=F("attempts") + 1,
+            runs=F("runs") + 1,
+            started_at=now,
+            finished_at=None,
+            lease_expires_at=now + _lease(definition),
+            worker=worker,
+        )
+        if not claimed:
+            return None
+        job = Job.objects.get(pk=job_id)
+        attempt = JobAttempt.objects.create(job=job, number=job.runs, started_at=now,
+                                            worker=worker)
+    return job, attempt
+
+
+def run_job(job_id: int) -> str:
+    """Run one job if it is still due. Safe to call twice: only one run claims it."""
+    job_type = Job.objects.filter(pk=job_id).values_list("job_type", flat=True).first()
+    if job_type is None:
+        return "missing"
+    if PausedJobType.objects.filter(job_type=job_type).exists():
+        # Wait, undispatched, until the type is resumed.
+        Job.objects.filter(pk=job_id, status=Job.Status.PENDING).update(dispatched_at=None)
+        return "paused"
+    try:
+        definition = get_job_type(job_type)
+    except UnknownJobType as exc:
+        Job.objects.filter(pk=job_id, status=Job.Status.PENDING).update(
+            status=Job.Status.DEAD, last_error=str(exc), finished_at=timezone.now())
+        return "dead"
+    worker = worker_identity()
+    claimed = _claim(job_id, definition, worker)
+    if claimed is None:
+        return "not-claimable"
+    job, attempt = claimed
+    started = time.monotonic()
+    try:
+        result = definition.handler(job)
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded and classified
+        outcome = record_failure(job, attempt, exc, definition, started, worker)
+    else:
+        outcome = record_success(job, attempt, result, started, worker)
+    release_due_jobs_now_and_then()
+    return outcome
+
+
+def _json_safe(value: Any) -> Any:
+    import json
+
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return {"repr": repr(value)[:1000]}
+    return value
+
+
+def record_success(job: Job, attempt: JobAttempt, result: Any, started: float,
+                   worker: str) -> str:
+    now = timezone.now()
+    with transaction.atomic():
+        # Conditional: if the watchdog already gave this run up, its verdict stands.
+        updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, worker=worker).update(
+            status=Job.Status.SUCCEEDED, finished_at=now, lease_expires_at=None,
+            next_attempt_at=None, result=_json_safe(result))
+        JobAttempt.objects.filter(pk=attempt.pk).update(
+            outcome=JobAttempt.Outcome.SUCCEEDED, finished_at=now,
+            duration_ms=int((time.monotonic() - started) * 1000))
+    return "succeeded" if updated else "succeeded-late"
+
+
+def record_failure(job: Job, attempt: JobAttempt, exc: BaseException, definition: JobType,
+                   started: float, worker: str | None, *, lost: bool = False) -> str:
+    now = timezone.now()
+    error_class, signature = error_signature(exc)
+    message = redact_text(f"{type(exc).__name__}: {exc}")[:2000]
+    trace = redact_text("".join(traceback.format_exception(exc)))[-TRACEBACK_LIMIT:]
+    transient = getattr(exc, "transient", True)
+    retry_after = getattr(exc, "retry_after", None)
+    attempts = Job.objects.filter(pk=job.pk).values_list("attempts", "max_attempts").first()
+    used, allowed = attempts or (job.attempts, job.max_attempts)
+    fields: dict[str, Any] = {
+        "finished_at": now, "lease_expires_at": None, "last_error": message,
+        "error_class": error_class, "error_signature": signature,
+    }
+    if transient and used < allowed:
+        fields.update(status=Job.Status.RETRYING, dispatched_at=None,
+                      next_attempt_at=now + timedelta(
+                          seconds=backoff_seconds(definition, used, retry_after)))
+        verdict = "retrying"
+    else:
+        fields.update(status=Job.Status.DEAD, next_attempt_at=None)
+        verdict = "dead"
+    condition = Q(pk=job.pk, status=Job.Status.RUNNING)
+    if worker is not None:
+        condition &= Q(worker=worker)
+    with transaction.atomic():
+        updated = Job.objects.filter(condition).update(**fields)
+        JobAttempt.objects.filter(pk=attempt.pk).update(
+            outcome=JobAttempt.Outcome.LOST if lost else JobAttempt.Outcome.FAILED,
+            finished_at=now, error=message, traceback=trace,
+            duration_ms=int((time.monotonic() - started) * 1000) if started else None)
+    if updated:
+        logger.warning("Job %s (%s) attempt %s failed: %s -> %s", job.pk, job.job_type,
+                       attempt.number, message, verdict)
+    return verdict if updated else "failed-late"
+
+
+def release_due_jobs(limit: int = 500) -> int:
+    """Dispatch jobs whose wait is over (retries, delayed and resumed jobs, lost dispatches)."""
+    now = timezone.now()
+    due = (
+        Q(status=Job.Status.RETRYING, next_attempt_at__lte=now)
+        | Q(status=Job.Status.PENDING, dispatched_at__isnull=True)
+        & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        | Q(status=Job.Status.PENDING, dispatched_at__lt=now - STALE_DISPATCH)
+    )
+    with transaction.atomic():
+        candidates = Job.objects.filter(due).exclude(job_type__in=paused_types())
+        candidates = candidates.order_by("next_attempt_at", "id")
+        if connection.features.has_select_for_update_skip_locked:
+            # Two releasers (two nodes) never dispatch the same job twice.
+            candidates = candidates.select_for_update(skip_locked=True)
+        ids = list(candidates.values_list("id", flat=True)[:limit])
+        if not ids:
+            return 0
+        Job.objects.filter(pk__in=ids).update(status=Job.Status.PENDING, dispatched_at=now)
+        dispatch(ids)
+    return len(ids)
+
+
+_last_opportunistic_release = 0.0
+
+
+def release_due_jobs_now_and_then(every_seconds: float = 1.0) -> None:
+    """While workers are busy, release due retries about once a second.
+
+    django-q2 schedules fire at most once a minute; this keeps short backoffs short without a
+    query per job.
+    """
+    global _last_opportunistic_release
+    now = time.monotonic()
+    if now - _last_opportunistic_release < every_seconds:
+        return
+    _last_opportunistic_release = now
+    try:
+        release_due_jobs(limit=200)
+    except Exception:  # noqa: BLE001 - never fail a finished job over this
+        logger.exception("Releasing due jobs failed")

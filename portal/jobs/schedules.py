@@ -1,0 +1,28 @@
+"""The periodic work, as django-q2 schedules (created or corrected on every migrate)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# name -> (function, minutes between runs). django-q2 checks schedules about every 30 s.
+SCHEDULES: dict[str, tuple[str, int]] = {
+    "jobs.release_due": ("portal.jobs.tasks.release_due_jobs", 1),
+    "jobs.watchdog": ("portal.jobs.tasks.requeue_lost_jobs", 1),
+    "jobs.prune": ("portal.jobs.tasks.prune_succeeded_jobs", 60),
+}
+
+
+def register(name: str, func: str, minutes: int) -> None:
+    """Other apps add their periodic work here too (in their AppConfig.ready)."""
+    SCHEDULES[name] = (func, minutes)
+
+
+def ensure_schedules(sender: Any = None, **kwargs: Any) -> None:
+    from django_q.models import Schedule
+
+    for name, (func, minutes) in SCHEDULES.items():
+        Schedule.objects.update_or_create(
+            name=name,
+            defaults={"func": func, "schedule_type": Schedule.MINUTES, "minutes": minutes,
+                      "repeats": -1},
+        )

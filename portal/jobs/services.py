@@ -1,0 +1,238 @@
+"""Operator actions on jobs. Each checks the role and writes an audit event with its effect."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, QuerySet
+from django.utils import timezone
+
+from portal.access.actors import Actor
+from portal.access.authz import require
+from portal.audit.services import record
+from portal.jobs.models import BulkOperation, BulkOperationItem, Job, PausedJobType
+from portal.jobs.runner import dispatch, enqueue, paused_types
+
+RETRYABLE = (Job.Status.DEAD, Job.Status.RETRYING, Job.Status.CANCELLED)
+BULK_CHUNK = 1000
+
+
+class JobActionError(Exception):
+    """An action that cannot be done in the job's current state (the message says why)."""
+
+
+def _get_job(job_id: Any) -> Job:
+    try:
+        return Job.objects.get(pk=int(job_id))
+    except (Job.DoesNotExist, TypeError, ValueError):
+        raise JobActionError(f"There is no job #{job_id}.") from None
+
+
+def _requeue(ids: list[int]) -> int:
+    """Make retryable jobs pending again (their history stays) and dispatch the runnable ones."""
+    now = timezone.now()
+    paused = paused_types()
+    queryset = Job.objects.filter(pk__in=ids, status__in=RETRYABLE)
+    runnable = list(queryset.exclude(job_type__in=paused).values_list("id", flat=True))
+    reset = {"status": Job.Status.PENDING, "attempts": 0, "next_attempt_at": None,
+             "finished_at": None}
+    # Jobs of a paused type wait undispatched; resume_job_type dispatches them.
+    changed = queryset.filter(job_type__in=paused).update(dispatched_at=None, **reset)
+    changed += Job.objects.filter(pk__in=runnable).update(dispatched_at=now, **reset)
+    dispatch(runnable)
+    return changed
+
+
+def retry_job(actor: Actor, job_id: Any) -> Job:
+    require(actor, "retry_job", action="job.retry", target_type="job", target_id=job_id)
+    with transaction.atomic():
+        job = _get_job(job_id)
+        if job.status not in RETRYABLE:
+            raise JobActionError(
+                f"Job #{job.pk} is {job.status}; only dead, retrying or cancelled jobs can be "
+                "retried."
+            )
+        before = job.status
+        _requeue([job.pk])
+        record("job.retry", actor=actor, target_type="job", target_id=job.pk,
+               params={"job_type": job.job_type, "before": before, "runs_so_far": job.runs})
+        job.refresh_from_db()
+    return job
+
+
+def discard_job(actor: Actor, job_id: Any, reason: str) -> Job:
+    require(actor, "discard_job", action="job.discard", target_type="job", target_id=job_id)
+    reason = (reason or "").strip()
+    if not reason:
+        raise JobActionError("Say why the job is discarded; the reason goes in the audit log.")
+    with transaction.atomic():
+        job = _get_job(job_id)
+        if job.status in (Job.Status.SUCCEEDED, Job.Status.CANCELLED, Job.Status.RUNNING):
+            raise JobActionError(f"Job #{job.pk} is {job.status} and cannot be discarded.")
+        before = job.status
+        Job.objects.filter(pk=job.pk).update(status=Job.Status.CANCELLED,
+                                             finished_at=timezone.now(), next_attempt_at=None)
+        record("job.discard", actor=actor, target_type="job", target_id=job.pk,
+               params={"job_type": job.job_type, "before": before}, reason=reason)
+        job.refresh_from_db()
+    return job
+
+
+def pause_job_type(actor: Actor, job_type: str, reason: str = "") -> PausedJobType:
+    require(actor, "pause_processing", action="jobs.pause", target_type="job_type",
+            target_id=job_type)
+    with transaction.atomic():
+        paused, created = PausedJobType.objects.get_or_create(
+            job_type=job_type, defaults={"paused_by": actor.name, "reason": reason})
+        record("jobs.pause", actor=actor, target_type="job_type", target_id=job_type,
+               params={"already_paused": not created}, reason=reason)
+    return paused
+
+
+def resume_job_type(actor: Actor, job_type: str) -> int:
+    """Resume a type; its waiting jobs are dispatched. Returns how many."""
+    require(actor, "pause_processing", action="jobs.resume", target_type="job_type",
+            target_id=job_type)
+    now = timezone.now()
+    with transaction.atomic():
+        deleted, _ = PausedJobType.objects.filter(job_type=job_type).delete()
+        waiting = list(
+            Job.objects.filter(job_type=job_type, status=Job.Status.PENDING,
+                               dispatched_at__isnull=True)
+            .exclude(next_attempt_at__gt=now).values_list("id", flat=True)
+        )
+        Job.objects.filter(pk__in=waiting).update(dispatched_at=now)
+        dispatch(waiting)
+        record("jobs.resume", actor=actor, target_type="job_type", target_id=job_type,
+               params={"was_paused": bool(deleted), "released": len(waiting)})
+    return len(waiting)
+
+
+# --- Retry all ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs a bulk action covers. Empty fields match everything."""
+
+    status: str = Job.Status.DEAD
+    job_type: str = ""
+    error_signature: str = ""
+
+    def queryset(self) -> QuerySet[Job]:
+        queryset = Job.objects.filter(status=self.status)
+        if self.job_type:
+            queryset = queryset.filter(job_type=self.job_type)
+        if self.error_signature:
+            queryset = queryset.filter(error_signature=self.error_signature)
+        return queryset
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: v for k, v in self.__dict__.items() if v}
+
+
+@dataclass(frozen=True)
+class BulkPreview:
+    count: int
+    sample: list[Job]
+
+
+def preview_retry_all(job_filter: JobFilter, sample_size: int = 5) -> BulkPreview:
+    queryset = job_filter.queryset()
+    return BulkPreview(count=queryset.count(), sample=list(queryset.order_by("-id")[:sample_size]))
+
+
+def start_retry_all(actor: Actor, job_filter: JobFilter) -> BulkOperation:
+    """Freeze the matching ids now, then retry them in chunks in the background."""
+    if job_filter.status not in RETRYABLE:
+        raise JobActionError("Only dead, retrying or cancelled jobs can be retried.")
+    require(actor, "retry_all_jobs", action="job.retry_all", target_type="bulk_operation")
+    with transaction.atomic():
+        operation = BulkOperation.objects.create(kind="retry", filters=job_filter.as_dict(),
+                                                 created_by=actor.name)
+        ids_sql, params = job_filter.queryset().values("id").query.sql_with_params()
+        table = BulkOperationItem._meta.db_table
+        with connection.cursor() as cursor:
+            # INSERT … SELECT: freezing 100,000 ids costs one statement, not 100,000 rows
+            # through Python.
+            cursor.execute(
+                f"INSERT INTO {table} (operation_id, job_id, result) "  # noqa: S608
+                f"SELECT %s, frozen.id, %s FROM ({ids_sql}) AS frozen",
+                [operation.pk, BulkOperationItem.Result.WAITING, *params],
+            )
+            total = cursor.rowcount
+        job = enqueue("jobs.bulk_retry", {"operation_id": operation.pk},
+                      created_by=actor.name, correlation_id=f"bulk-{operation.pk}")
+        BulkOperation.objects.filter(pk=operation.pk).update(total=total, job=job)
+        record("job.retry_all", actor=actor, target_type="bulk_operation", target_id=operation.pk,
+               params={"filters": job_filter.as_dict(), "count": total})
+        operation.refresh_from_db()
+    return operation
+
+
+def cancel_bulk_operation(actor: Actor, operation_id: int) -> BulkOperation:
+    require(actor, "retry_all_jobs", action="bulk.cancel", target_type="bulk_operation",
+            target_id=operation_id)
+    with transaction.atomic():
+        updated = BulkOperation.objects.filter(
+            pk=operation_id, status__in=(BulkOperation.Status.PENDING,
+                                         BulkOperation.Status.RUNNING),
+        ).update(status=BulkOperation.Status.CANCELLED, finished_at=timezone.now())
+        if not updated:
+            raise JobActionError(f"Bulk operation #{operation_id} is not running.")
+        record("bulk.cancel", actor=actor, target_type="bulk_operation", target_id=operation_id)
+    return BulkOperation.objects.get(pk=operation_id)
+
+
+def process_bulk_retry(operation_id: int) -> dict[str, int]:
+    """Work through a bulk retry chunk by chunk; resumable, stops when cancelled."""
+    BulkOperation.objects.filter(pk=operation_id, status=BulkOperation.Status.PENDING).update(
+        status=BulkOperation.Status.RUNNING)
+    while True:
+        operation = BulkOperation.objects.get(pk=operation_id)
+        if operation.status != BulkOperation.Status.RUNNING:
+            break
+        with transaction.atomic():
+            items = list(
+                BulkOperationItem.objects.filter(
+                    operation_id=operation_id, result=BulkOperationItem.Result.WAITING)
+                .order_by("id").values_list("id", "job_id")[:BULK_CHUNK]
+            )
+            if not items:
+                BulkOperation.objects.filter(pk=operation_id).update(
+                    status=BulkOperation.Status.DONE, finished_at=timezone.now())
+                break
+            job_ids = [job_id for _, job_id in items]
+            retried = set(Job.objects.filter(pk__in=job_ids, status__in=RETRYABLE)
+                          .values_list("id", flat=True))
+            _requeue(list(retried))
+            item_ids_done = [item_id for item_id, job_id in items if job_id in retried]
+            item_ids_skipped = [item_id for item_id, job_id in items if job_id not in retried]
+            BulkOperationItem.objects.filter(pk__in=item_ids_done).update(
+                result=BulkOperationItem.Result.DONE)
+            BulkOperationItem.objects.filter(pk__in=item_ids_skipped).update(
+                result=BulkOperationItem.Result.SKIPPED)
+            BulkOperation.objects.filter(pk=operation_id).update(
+                processed=F("processed") + len(items),
+                succeeded=F("succeeded") + len(item_ids_done),
+                skipped=F("skipped") + len(item_ids_skipped),
+            )
+    operation = BulkOperation.objects.get(pk=operation_id)
+    return {"processed": operation.processed, "succeeded": operation.succeeded,
+            "skipped": operation.skipped}
+
+
+def prune_succeeded_jobs(batch: int = 5000) -> int:
+    """Delete succeeded jobs older than JOB_RETENTION_DAYS, in batches."""
+    cutoff = timezone.now() - timedelta(days=settings.JOB_RETENTION_DAYS)
+    total = 0
+    while True:
+        ids = list(Job.objects.filter(status=Job.Status.SUCCEEDED, finished_at__lt=cutoff)
+                   .values_list("id", flat=True)[:batch])
+        if not ids:
+            return total
+        Job.objects.filter(pk__in=ids).delete()
+        total += len(ids)

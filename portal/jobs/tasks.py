@@ -1,0 +1,21 @@
+"""django-q2 entry points: thin, take ids, safe to run twice."""
+
+from __future__ import annotations
+
+from portal.jobs import runner, services, watchdog
+
+
+def run_job(job_id: int) -> str:
+    return runner.run_job(job_id)
+
+
+def release_due_jobs() -> int:
+    return runner.release_due_jobs()
+
+
+def requeue_lost_jobs() -> int:
+    return watchdog.requeue_lost_jobs()
+
+
+def prune_succeeded_jobs() -> int:
+    return services.prune_succeeded_jobs()

@@ -1,0 +1,31 @@
+import pytest
+from django_q.models import OrmQ
+from django_q.signing import SignedPackage
+
+import tests.portal.jobs.handlers  # noqa: F401  (registers the test job types)
+from portal.jobs.runner import RUN_TASK, run_job
+
+
+def queued_job_ids() -> list[int]:
+    """The job ids waiting on django-q2's ORM broker, oldest first."""
+    ids = []
+    for row in OrmQ.objects.order_by("id"):
+        task = SignedPackage.loads(row.payload)
+        assert task["func"] == RUN_TASK
+        ids.append(task["args"][0])
+    return ids
+
+
+@pytest.fixture
+def drain():
+    """Run what is on the broker the way a worker would (one pass, in this process)."""
+
+    def run_all() -> list[str]:
+        outcomes = []
+        for row in list(OrmQ.objects.order_by("id")):
+            task = SignedPackage.loads(row.payload)
+            row.delete()
+            outcomes.append(run_job(task["args"][0]))
+        return outcomes
+
+    return run_all

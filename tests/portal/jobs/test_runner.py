@@ -1,0 +1,145 @@
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.db import transaction
+from django.utils import timezone
+from django_q.models import OrmQ
+
+from portal.jobs.models import Job, JobAttempt, PausedJobType
+from portal.jobs.registry import UnknownJobType
+from portal.jobs.runner import enqueue, error_signature, release_due_jobs, run_job
+from tests.portal.jobs.conftest import queued_job_ids
+
+pytestmark = pytest.mark.django_db
+
+
+class TestEnqueue:
+    def test_the_job_and_its_broker_task_commit_together(self):
+        job = enqueue("test.ok", {"value": 1}, created_by="tests")
+        assert job.status == Job.Status.PENDING and job.dispatched_at is not None
+        assert queued_job_ids() == [job.pk]
+
+    def test_a_rolled_back_transaction_leaves_neither(self):
+        with pytest.raises(RuntimeError), transaction.atomic():
+            enqueue("test.ok")
+            raise RuntimeError("the caller failed")
+        assert not Job.objects.exists()
+        assert not OrmQ.objects.exists()
+
+    def test_the_same_idempotency_key_returns_the_same_job(self):
+        first = enqueue("test.ok", idempotency_key="send:42")
+        second = enqueue("test.ok", idempotency_key="send:42")
+        assert first.pk == second.pk
+        assert Job.objects.count() == 1 and OrmQ.objects.count() == 1
+
+    def test_unknown_types_are_refused_at_once(self):
+        with pytest.raises(UnknownJobType, match="test.nope"):
+            enqueue("test.nope")
+
+    def test_a_delayed_job_waits_for_its_time(self, drain):
+        job = enqueue("test.ok", delay_seconds=60)
+        assert queued_job_ids() == []
+        assert release_due_jobs() == 0
+        with time_machine.travel(timezone.now() + timedelta(seconds=61)):
+            assert release_due_jobs() == 1
+        assert drain() == ["succeeded"]
+        job.refresh_from_db()
+        assert job.status == Job.Status.SUCCEEDED
+
+
+class TestRun:
+    def test_success_is_recorded_with_its_attempt_and_result(self, drain):
+        job = enqueue("test.ok", {"value": "x"})
+        assert drain() == ["succeeded"]
+        job.refresh_from_db()
+        assert (job.status, job.attempts, job.runs, job.result) == (
+            Job.Status.SUCCEEDED, 1, 1, {"echo": "x"})
+        attempt = JobAttempt.objects.get(job=job)
+        assert attempt.outcome == JobAttempt.Outcome.SUCCEEDED and attempt.duration_ms >= 0
+
+    def test_running_twice_runs_once(self, drain):
+        job = enqueue("test.ok")
+        assert run_job(job.pk) == "succeeded"
+        assert run_job(job.pk) == "not-claimable"
+        assert JobAttempt.objects.filter(job=job).count() == 1
+
+    def test_a_transient_failure_backs_off_exponentially_with_jitter(self, drain):
+        job = enqueue("test.flaky", {"fail_times": 3})
+        before = timezone.now()
+        assert drain() == ["retrying"]
+        job.refresh_from_db()
+        assert job.status == Job.Status.RETRYING and job.attempts == 1
+        # base 10 s, first retry: between half and all of 10 s.
+        assert before + timedelta(seconds=5) <= job.next_attempt_at
+        assert job.next_attempt_at <= timezone.now() + timedelta(seconds=10)
+        waits = []
+        for _ in range(2):
+            with time_machine.travel(job.next_attempt_at + timedelta(seconds=1)):
+                assert release_due_jobs() == 1
+                started = timezone.now()
+                drain()
+            job.refresh_from_db()
+            waits.append((job.next_attempt_at - started).total_seconds())
+        assert 9 <= waits[0] <= 21 and 19 <= waits[1] <= 41
+        with time_machine.travel(job.next_attempt_at + timedelta(seconds=1)):
+            release_due_jobs()
+            assert drain() == ["succeeded"]
+        assert JobAttempt.objects.filter(job=job).count() == 4
+
+    def test_a_retry_after_is_honoured(self, drain):
+        job = enqueue("test.flaky", {"fail_times": 1, "retry_after": 120})
+        drain()
+        job.refresh_from_db()
+        wait = (job.next_attempt_at - timezone.now()).total_seconds()
+        assert 118 <= wait <= 132
+        assert release_due_jobs() == 0
+
+    def test_a_permanent_failure_dead_letters_at_once(self, drain):
+        job = enqueue("test.permanent")
+        assert drain() == ["dead"]
+        job.refresh_from_db()
+        assert job.status == Job.Status.DEAD and job.attempts == 1
+        assert "the mailbox does not exist" in job.last_error
+
+    def test_after_the_last_attempt_a_job_is_dead(self, drain):
+        job = enqueue("test.bug")
+        assert drain() == ["retrying"]
+        with time_machine.travel(timezone.now() + timedelta(minutes=5)):
+            release_due_jobs()
+            assert drain() == ["dead"]
+        job.refresh_from_db()
+        assert (job.status, job.attempts, job.error_class) == (Job.Status.DEAD, 2,
+                                                                "builtins.KeyError")
+
+    def test_errors_are_stored_without_secrets(self, drain):
+        job = enqueue("test.bug")
+        drain()
+        job.refresh_from_db()
+        attempt = JobAttempt.objects.get(job=job)
+        for text in (job.last_error, attempt.error, attempt.traceback):
+            assert "hunter2" not in text and "abcdefghijklmnop" not in text
+        assert "Traceback" in attempt.traceback
+
+    def test_a_paused_type_waits_and_loses_nothing(self, drain):
+        PausedJobType.objects.create(job_type="test.ok", paused_by="tests")
+        job = enqueue("test.ok")
+        assert queued_job_ids() == []
+        assert release_due_jobs() == 0
+        job.refresh_from_db()
+        assert job.status == Job.Status.PENDING
+
+
+def test_error_signatures_group_the_same_problem():
+    def fail(message):
+        try:
+            raise ValueError(message)
+        except ValueError as exc:
+            return exc
+
+    a = error_signature(fail("mailbox 1234 not found for 'ann@x'"))
+    b = error_signature(fail("mailbox 99 not found for 'bob@y'"))
+    c = error_signature(fail("token expired"))
+    assert a == b
+    assert a != c
+    assert a[0] == "builtins.ValueError"
