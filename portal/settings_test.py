@@ -22,4 +22,10 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     # A file, not pytest-django's shared in-memory database: it locks like production SQLite
     # (WAL, busy timeout) and a worker subprocess (qcluster) can open it.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}  # noqa: F405
+    # One file per test run, so parallel runs in one checkout never share it.
+    import tempfile
+
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": os.environ.get("PORTAL_TEST_SQLITE_PATH")
+        or os.path.join(tempfile.gettempdir(), f"fleet-portal-test-{os.getpid()}.sqlite3")
+    }

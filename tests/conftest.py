@@ -38,7 +38,7 @@ PERSONAS = {
 PERSONA_PASSWORD = "correct horse battery staple 42"
 
 
-def make_persona(role: str):  # noqa: ANN201
+def make_persona(role: str):
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
 
@@ -48,26 +48,84 @@ def make_persona(role: str):  # noqa: ANN201
 
 
 @pytest.fixture
-def vera_viewer(db):  # noqa: ANN001, ANN201
+def vera_viewer(db):
     return make_persona("viewer")
 
 
 @pytest.fixture
-def sam_support(db):  # noqa: ANN001, ANN201
+def sam_support(db):
     return make_persona("support")
 
 
 @pytest.fixture
-def otto_operator(db):  # noqa: ANN001, ANN201
+def otto_operator(db):
     return make_persona("operator")
 
 
 @pytest.fixture
-def ada_admin(db):  # noqa: ANN001, ANN201
+def ada_admin(db):
     return make_persona("admin")
 
 
 @pytest.fixture
-def personas(db):  # noqa: ANN001, ANN201
+def personas(db):
     """Every persona, by role."""
     return {role: make_persona(role) for role in PERSONAS}
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for a portal subprocess (worker, command) that uses the test database."""
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(PORTAL_IGNORE_DOTENV="1", DJANGO_SETTINGS_MODULE="portal.settings_test")
+    if connection.vendor == "postgresql":
+        auth = quote(db["USER"] or "", safe="")
+        if db["PASSWORD"]:
+            auth += ":" + quote(db["PASSWORD"], safe="")
+        host = db["HOST"] or "127.0.0.1"
+        port = f":{db['PORT']}" if db["PORT"] else ""
+        env["DATABASE_URL"] = f"postgres://{auth}@{host}{port}/{db['NAME']}"
+    else:
+        env["SQLITE_PATH"] = str(db["NAME"])
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def qcluster(transactional_db):  # noqa: ARG001 - the worker must see committed rows
+    """Start real django-q2 worker processes on the test database; stop them afterwards."""
+    import signal
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    started = []
+
+    def start(workers: int = 2, **extra: str) -> subprocess.Popen:
+        env = subprocess_env(
+            Q_WORKERS=str(workers), Q_TIMEOUT="20", Q_RETRY="30",
+            JOB_HANDLER_MODULES="tests.portal.jobs.handlers", **extra,
+        )
+        process = subprocess.Popen(
+            [sys.executable, str(settings.BASE_DIR / "manage.py"), "qcluster"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.terminate()  # the cluster's main process stops its workers itself
+    for process in started:
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

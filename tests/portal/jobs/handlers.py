@@ -16,9 +16,9 @@ def ok(job):
 
 @job_handler("test.flaky", max_attempts=4, backoff_base=10, backoff_cap=40)
 def flaky(job):
-    """Fails transiently until it has run `fail_times` times."""
-    if job.attempts <= job.payload.get("fail_times", 1):
-        raise TransientJobError(f"flaky failure {job.attempts} at 0x{id(job):x}",
+    """Fails transiently in its first `fail_times` runs (across manual retries)."""
+    if job.runs <= job.payload.get("fail_times", 1):
+        raise TransientJobError(f"flaky failure {job.runs} at 0x{id(job):x}",
                                 retry_after=job.payload.get("retry_after"))
     return "ok"
 

@@ -1,0 +1,50 @@
+"""The job layer with real django-q2 worker processes."""
+
+import time
+
+import pytest
+
+from portal.jobs.models import Job, JobAttempt
+from portal.jobs.runner import enqueue, release_due_jobs
+from portal.jobs.watchdog import requeue_lost_jobs
+
+
+def wait_until(predicate, timeout=60.0, tick=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if tick:
+            tick()
+        if predicate():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_workers_run_every_job_once(qcluster):
+    jobs = [enqueue("test.count") for _ in range(30)]
+    qcluster(workers=2)
+    ids = [job.pk for job in jobs]
+    assert wait_until(lambda: Job.objects.filter(pk__in=ids, status="succeeded").count() == 30)
+    assert JobAttempt.objects.filter(job_id__in=ids).count() == 30
+    assert len({job.result["ran_in"] for job in Job.objects.filter(pk__in=ids)}) >= 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_that_kills_its_worker_is_recovered_and_finally_dead_letters(qcluster):
+    killer = enqueue("test.kill_worker")
+    survivor = enqueue("test.count")
+    qcluster(workers=2)
+
+    def sweep():
+        # What the watchdog and release schedules do every minute, sooner.
+        requeue_lost_jobs()
+        release_due_jobs()
+
+    assert wait_until(lambda: Job.objects.get(pk=killer.pk).status == "dead", timeout=90,
+                      tick=sweep)
+    killer.refresh_from_db()
+    assert killer.runs == 2  # its two attempts, each counted when it started
+    assert set(JobAttempt.objects.filter(job=killer).values_list("outcome", flat=True)) == {
+        "lost"}
+    assert wait_until(lambda: Job.objects.get(pk=survivor.pk).status == "succeeded")
