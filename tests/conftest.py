@@ -96,7 +96,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def qcluster(transactional_db):  # noqa: ARG001 - the worker must see committed rows
+def qcluster(transactional_db):
     """Start real django-q2 worker processes on the test database; stop them afterwards."""
     import signal
     import subprocess

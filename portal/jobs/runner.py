@@ -185,7 +185,7 @@ def run_job(job_id: int) -> str:
     started = time.monotonic()
     try:
         result = definition.handler(job)
-    except Exception as exc:  # noqa: BLE001 - every failure is recorded and classified
+    except Exception as exc:
         outcome = record_failure(job, attempt, exc, definition, started, worker)
     else:
         outcome = record_success(job, attempt, result, started, worker)
@@ -293,5 +293,5 @@ def release_due_jobs_now_and_then(every_seconds: float = 1.0) -> None:
     _last_opportunistic_release = now
     try:
         release_due_jobs(limit=200)
-    except Exception:  # noqa: BLE001 - never fail a finished job over this
+    except Exception:
         logger.exception("Releasing due jobs failed")

@@ -34,7 +34,7 @@ class TestEnqueue:
         assert Job.objects.count() == 1 and OrmQ.objects.count() == 1
 
     def test_unknown_types_are_refused_at_once(self):
-        with pytest.raises(UnknownJobType, match="test.nope"):
+        with pytest.raises(UnknownJobType, match=r"test\.nope"):
             enqueue("test.nope")
 
     def test_a_delayed_job_waits_for_its_time(self, drain):

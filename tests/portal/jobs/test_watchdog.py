@@ -5,8 +5,8 @@ import time_machine
 from django.utils import timezone
 
 from portal.jobs.models import Job, JobAttempt
-from portal.jobs.runner import _claim, enqueue, worker_identity
 from portal.jobs.registry import get_job_type
+from portal.jobs.runner import _claim, enqueue, worker_identity
 from portal.jobs.watchdog import requeue_lost_jobs
 
 pytestmark = pytest.mark.django_db
