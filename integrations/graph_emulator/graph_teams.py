@@ -1,0 +1,337 @@
+"""Graph routes: chats, chat messages, teams, channels, Teams delta and POST rules."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from .delta import delta_response
+from .graph_common import (
+    Ctx,
+    Router,
+    collection,
+    decode_skiptoken,
+    encode_skiptoken,
+    entity,
+    next_link,
+    require,
+    user_or_404,
+)
+from .httptypes import GraphError, Response, iso
+from .odata import apply_select, compile_filter, parse_select, parse_top
+from .state import Chat, Team
+
+CHAT_READ_APP = ("Chat.Read.All", "Chat.ReadWrite.All", "Chat.ReadBasic.All")
+CHAT_READ_DEL = ("Chat.Read", "Chat.ReadWrite", "Chat.ReadBasic")
+CHANNEL_READ_APP = ("ChannelMessage.Read.All", "ChannelMessage.ReadWrite.All",
+                    "ChannelMessage.Read.Group")
+CHANNEL_READ_DEL = ("ChannelMessage.Read.All", "ChannelMessage.ReadWrite", "Group.Read.All",
+                    "Group.ReadWrite.All")
+IMPORT_ONLY = ("Message POST is allowed in application-only context only for import purposes. "
+               "Refer to https://docs.microsoft.com/microsoftteams/platform/graph-api/"
+               "import-messages/import-external-messages-to-teams for more details.")
+EIGHT_MONTHS = timedelta(days=243)
+
+
+def _forbidden(ctx: Ctx) -> GraphError:
+    return GraphError(403, "Forbidden", "Missing role permissions on the request. API requires "
+                      "one of 'Chat.Read.All, Chat.ReadWrite.All'. Roles on the request "
+                      f"'{ctx.principal.granted_text}'. Resource specific consent permissions "
+                      "on the request ''.")
+
+
+def chat_or_404(ctx: Ctx, chat_id: str) -> Chat:
+    chat = ctx.state.chats.get(chat_id)
+    if chat is None:
+        raise GraphError(404, "NotFound", f"Chat '{chat_id}' was not found.")
+    return chat
+
+
+def team_or_404(ctx: Ctx, team_id: str) -> Team:
+    team = ctx.state.teams.get(team_id)
+    if team is None:
+        raise GraphError(404, "NotFound", "No team found with Group Id " + team_id)
+    return team
+
+
+def _read_chats(ctx: Ctx) -> None:
+    p = ctx.principal
+    perms = CHAT_READ_DEL if p.delegated else CHAT_READ_APP
+    if not p.has_any(*perms):
+        raise _forbidden(ctx)
+
+
+def _member_check(ctx: Ctx, members: list[str]) -> None:
+    p = ctx.principal
+    if p.delegated and p.user_id not in members:
+        raise GraphError(403, "Forbidden", "Forbidden: the caller is not a member of this "
+                         "conversation.")
+
+
+def _page(ctx: Ctx, items: list[dict[str, Any]], default_top: int, max_top: int,
+          context: str) -> Response:
+    q = ctx.query
+    top = min(parse_top(q.get("$top"), max_top) or default_top, max_top)
+    offset = int(decode_skiptoken(q["$skiptoken"]).get("o", 0)) if q.get("$skiptoken") else 0
+    select = parse_select(q.get("$select"))
+    page = [apply_select(m, select) for m in items[offset: offset + top]]
+    nxt = None
+    if offset + top < len(items):
+        nxt = next_link(ctx, {"$skiptoken": encode_skiptoken({"o": offset + top})})
+    return collection(ctx, context, page, nxt,
+                      extra={"@odata.count": len(page)} if "chats" in context else None)
+
+
+# --------------------------------------------------------------------------- chats
+
+
+def list_user_chats(ctx: Ctx) -> Response:
+    _read_chats(ctx)
+    with ctx.state.lock:
+        user = user_or_404(ctx, ctx.params["user"])
+        if ctx.principal.delegated and user["id"] != ctx.principal.user_id:
+            raise GraphError(403, "Forbidden", "Requested API is not supported in delegated "
+                             "context for another user.")
+        chats = [dict(c.data) for c in ctx.state.chats.values() if user["id"] in c.members]
+    chats.sort(key=lambda c: c.get("lastUpdatedDateTime") or "", reverse=True)
+    return _page(ctx, chats, 50, 50, f"users('{user['id']}')/chats")
+
+
+def get_chat(ctx: Ctx) -> Response:
+    _read_chats(ctx)
+    with ctx.state.lock:
+        chat = chat_or_404(ctx, ctx.params["chat"])
+        _member_check(ctx, chat.members)
+        data = dict(chat.data)
+    return entity(ctx, "chats/$entity", data)
+
+
+def list_chat_messages(ctx: Ctx) -> Response:
+    _read_chats(ctx)
+    with ctx.state.lock:
+        chat = chat_or_404(ctx, ctx.params["chat"])
+        _member_check(ctx, chat.members)
+        msgs = [dict(m) for m in reversed(chat.messages.values())]
+    return _page(ctx, msgs, 20, 50, f"chats('{chat.data['id']}')/messages")
+
+
+def get_chat_message(ctx: Ctx) -> Response:
+    _read_chats(ctx)
+    with ctx.state.lock:
+        chat = chat_or_404(ctx, ctx.params["chat"])
+        _member_check(ctx, chat.members)
+        msg = chat.messages.get(ctx.params["message"])
+        if msg is None:
+            raise GraphError(404, "NotFound", "Message not found.")
+        msg = dict(msg)
+    return entity(ctx, f"chats('{chat.data['id']}')/messages/$entity", msg)
+
+
+def _post_body(ctx: Ctx) -> tuple[str, str]:
+    body = ctx.body_json()
+    b = body.get("body")
+    if not isinstance(b, dict) or not str(b.get("content") or "").strip():
+        raise GraphError(400, "BadRequest", "Message body cannot be empty.")
+    ctype = str(b.get("contentType") or "text").lower()
+    if ctype not in ("text", "html"):
+        raise GraphError(400, "BadRequest", f"Invalid content type '{ctype}'.")
+    content = str(b["content"])
+    if len(content.encode()) > 28 * 1024:
+        raise GraphError(413, "RequestEntityTooLarge", "Message size exceeds the 28 KB limit.")
+    return content, ctype
+
+
+def _app_only_post(ctx: Ctx) -> None:
+    p = ctx.principal
+    if p.delegated:
+        return
+    if not p.has_any("Teamwork.Migrate.All"):
+        raise GraphError(403, "Forbidden", "Missing role permissions on the request. API "
+                         "requires one of 'Teamwork.Migrate.All'. Roles on the request "
+                         f"'{p.granted_text}'. Resource specific consent permissions on the "
+                         "request ''.")
+    raise GraphError(401, "Unauthorized", IMPORT_ONLY)
+
+
+def _throttle_post(ctx: Ctx, resource: str) -> None:
+    rej = ctx.app.throttler.teams_post(ctx.principal.app_id, resource)
+    if rej is not None:
+        ctx.app.mark_throttled(ctx)
+        raise GraphError(429, rej.code, rej.message, {"Retry-After": str(rej.retry_after)})
+
+
+def post_chat_message(ctx: Ctx) -> Response:
+    _app_only_post(ctx)
+    require(ctx, (), ("ChatMessage.Send", "Chat.ReadWrite", "Group.ReadWrite.All"),
+            code="Forbidden", message="Missing scope permissions on the request. API requires "
+            "one of 'ChatMessage.Send, Chat.ReadWrite, Group.ReadWrite.All'.")
+    content, ctype = _post_body(ctx)
+    with ctx.state.lock:
+        chat = chat_or_404(ctx, ctx.params["chat"])
+        _member_check(ctx, chat.members)
+    _throttle_post(ctx, "chat:" + chat.data["id"])
+    with ctx.state.lock:
+        msg = ctx.state.chat_message(ctx.principal.user_id or "", content, ctype,
+                                     chat_id=chat.data["id"])
+        ctx.state.post_chat_message(chat.data["id"], msg)
+        ctx.state.record_sent({"kind": "chat", "app_id": ctx.principal.app_id,
+                               "sender": ctx.principal.upn, "chat_id": chat.data["id"],
+                               "message_id": msg["id"], "body": msg["body"]})
+        out = dict(msg)
+    return entity(ctx, f"chats('{chat.data['id']}')/messages/$entity", out, status=201)
+
+
+def all_messages(ctx: Ctx) -> Response:
+    """GET /users/{id}/chats/getAllMessages (non-delta export API)."""
+    if ctx.principal.delegated:
+        raise GraphError(403, "Forbidden", "Requested API is not supported in delegated context")
+    _read_chats(ctx)
+    q = ctx.query
+    with ctx.state.lock:
+        user = user_or_404(ctx, ctx.params["user"])
+        msgs = [dict(m) for c in ctx.state.chats.values() if user["id"] in c.members
+                for m in c.messages.values()]
+    if q.get("$filter"):
+        pred = compile_filter(q["$filter"])
+        msgs = [m for m in msgs if pred(m)]
+    msgs.sort(key=lambda m: m["createdDateTime"])
+    return _page(ctx, msgs, 20, 50, "Collection(chatMessage)")
+
+
+def chats_delta(ctx: Ctx) -> Response:
+    if ctx.principal.delegated:
+        raise GraphError(403, "Forbidden", "Requested API is not supported in delegated context")
+    _read_chats(ctx)
+    with ctx.state.lock:
+        user = user_or_404(ctx, ctx.params["user"])
+        chats = {cid: c for cid, c in ctx.state.chats.items() if user["id"] in c.members}
+        streams = [("chat", cid) for cid in chats]
+        oldest = iso(ctx.state.clock.now() - EIGHT_MONTHS)
+
+        def render(key: tuple[str, ...], item_id: str, select: list[str] | None):
+            chat = ctx.state.chats.get(key[1])
+            msg = chat.messages.get(item_id) if chat else None
+            if msg is None or msg["createdDateTime"] < oldest:
+                return None
+            return {"@odata.type": "#microsoft.graph.chatMessage", **apply_select(msg, select)}
+
+        return delta_response(ctx, scope={"kind": "chats", "user_id": user["id"]},
+                              streams=streams, render=render,
+                              context="Collection(chatMessage)",
+                              removed_type="#microsoft.graph.chatMessage")
+
+
+# --------------------------------------------------------------------------- teams
+
+
+def _read_channels(ctx: Ctx) -> None:
+    p = ctx.principal
+    if not p.has_any(*(CHANNEL_READ_DEL if p.delegated else CHANNEL_READ_APP)):
+        raise GraphError(403, "Forbidden", "Missing role permissions on the request. API "
+                         "requires one of 'ChannelMessage.Read.All, ChannelMessage.Read.Group'. "
+                         f"Roles on the request '{p.granted_text}'.")
+
+
+def _channel(ctx: Ctx):
+    team = team_or_404(ctx, ctx.params["team"])
+    ch = team.channels.get(ctx.params["channel"])
+    if ch is None:
+        raise GraphError(404, "NotFound", "Channel not found.")
+    return team, ch
+
+
+def get_team(ctx: Ctx) -> Response:
+    require(ctx, ("Team.ReadBasic.All", "TeamSettings.Read.All", "Group.Read.All",
+                  "Directory.Read.All", "ChannelMessage.Read.All"),
+            ("Team.ReadBasic.All", "Group.Read.All", "ChannelMessage.Send"), code="Forbidden",
+            message="Missing role permissions on the request.")
+    with ctx.state.lock:
+        team = team_or_404(ctx, ctx.params["team"])
+        data = dict(team.data)
+    return entity(ctx, "teams/$entity", data)
+
+
+def list_channels(ctx: Ctx) -> Response:
+    require(ctx, ("Channel.ReadBasic.All", "ChannelSettings.Read.All", "Group.Read.All",
+                  "ChannelMessage.Read.All"),
+            ("Channel.ReadBasic.All", "Group.Read.All", "ChannelMessage.Send"),
+            code="Forbidden", message="Missing role permissions on the request.")
+    with ctx.state.lock:
+        team = team_or_404(ctx, ctx.params["team"])
+        items = [dict(c.data) for c in team.channels.values()]
+    return collection(ctx, f"teams('{team.data['id']}')/channels", items,
+                      extra={"@odata.count": len(items)})
+
+
+def joined_teams(ctx: Ctx) -> Response:
+    with ctx.state.lock:
+        user = user_or_404(ctx, ctx.params["user"])
+        items = [dict(t.data) for t in ctx.state.teams.values() if user["id"] in t.members]
+    return collection(ctx, "teams", items, extra={"@odata.count": len(items)})
+
+
+def list_channel_messages(ctx: Ctx) -> Response:
+    _read_channels(ctx)
+    with ctx.state.lock:
+        team, ch = _channel(ctx)
+        _member_check(ctx, team.members)
+        msgs = [dict(m) for m in reversed(ch.messages.values())]
+    return _page(ctx, msgs, 20, 50, f"teams('{team.data['id']}')/channels('{ch.data['id']}')"
+                 "/messages")
+
+
+def channel_delta(ctx: Ctx) -> Response:
+    _read_channels(ctx)
+    with ctx.state.lock:
+        team, ch = _channel(ctx)
+        key = ("channel", team.data["id"], ch.data["id"])
+
+        def render(k: tuple[str, ...], item_id: str, select: list[str] | None):
+            msg = ch.messages.get(item_id)
+            return None if msg is None else {"@odata.type": "#microsoft.graph.chatMessage",
+                                             **apply_select(msg, select)}
+
+        return delta_response(ctx, scope={"kind": "channel", "team": team.data["id"],
+                                          "channel": ch.data["id"]},
+                              streams=[key], render=render, context="Collection(chatMessage)",
+                              removed_type="#microsoft.graph.chatMessage")
+
+
+def post_channel_message(ctx: Ctx) -> Response:
+    _app_only_post(ctx)
+    require(ctx, (), ("ChannelMessage.Send", "Group.ReadWrite.All"), code="Forbidden",
+            message="Missing scope permissions on the request. API requires one of "
+            "'ChannelMessage.Send, Group.ReadWrite.All'.")
+    content, ctype = _post_body(ctx)
+    with ctx.state.lock:
+        team, ch = _channel(ctx)
+        _member_check(ctx, team.members)
+    _throttle_post(ctx, "channel:" + ch.data["id"])
+    with ctx.state.lock:
+        msg = ctx.state.chat_message(ctx.principal.user_id or "", content, ctype,
+                                     team_id=team.data["id"], channel_id=ch.data["id"])
+        ctx.state.post_channel_message(team.data["id"], ch.data["id"], msg)
+        ctx.state.record_sent({"kind": "channel", "app_id": ctx.principal.app_id,
+                               "sender": ctx.principal.upn, "team_id": team.data["id"],
+                               "channel_id": ch.data["id"], "message_id": msg["id"],
+                               "body": msg["body"]})
+        out = dict(msg)
+    return entity(ctx, f"teams('{team.data['id']}')/channels('{ch.data['id']}')/messages/"
+                  "$entity", out, status=201)
+
+
+def register(router: Router) -> None:
+    router.add("GET", "users/{user}/chats", list_user_chats)
+    router.add("GET", "users/{user}/chats/getAllMessages", all_messages)
+    router.add("GET", "users/{user}/chats/getAllMessages/delta", chats_delta)
+    router.add("GET", "users/{user}/joinedTeams", joined_teams)
+    router.add("GET", "chats/{chat}", get_chat)
+    router.add("GET", "chats/{chat}/messages", list_chat_messages)
+    router.add("POST", "chats/{chat}/messages", post_chat_message, teams_post=True)
+    router.add("GET", "chats/{chat}/messages/{message}", get_chat_message)
+    router.add("GET", "teams/{team}", get_team)
+    router.add("GET", "teams/{team}/channels", list_channels)
+    router.add("GET", "teams/{team}/channels/{channel}/messages", list_channel_messages)
+    router.add("GET", "teams/{team}/channels/{channel}/messages/delta", channel_delta)
+    router.add("POST", "teams/{team}/channels/{channel}/messages", post_channel_message,
+               teams_post=True)

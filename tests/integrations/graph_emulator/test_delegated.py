@@ -1,0 +1,90 @@
+"""Delegated auth-code + refresh flow for the Teams service account, through MSAL."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs, urlsplit
+
+import msal
+
+from integrations.graph_emulator.httptypes import b64url_decode
+
+from .conftest import BOT, HANNAH
+
+REDIRECT = "http://localhost:8000/microsoft/callback"
+SCOPES = ["ChatMessage.Send", "ChannelMessage.Send"]
+
+
+def _msal(emu):
+    return msal.ConfidentialClientApplication(
+        emu.client_id, client_credential=emu.client_secret, authority=emu.authority,
+        instance_discovery=False, http_client=emu.session())
+
+
+def _claims(token):
+    return json.loads(b64url_decode(token.split(".")[1]))
+
+
+def test_msal_auth_code_flow_refresh_and_silent(emulator):
+    app = _msal(emulator)
+    flow = app.initiate_auth_code_flow(SCOPES, redirect_uri=REDIRECT)
+    r = emulator.session().get(flow["auth_uri"], allow_redirects=False)
+    assert r.status_code == 302
+    loc = urlsplit(r.headers["Location"])
+    assert f"{loc.scheme}://{loc.netloc}{loc.path}" == REDIRECT
+    auth_response = {k: v[0] for k, v in parse_qs(loc.query).items()}
+    assert auth_response["state"] == flow["state"]
+    result = app.acquire_token_by_auth_code_flow(flow, auth_response)
+    assert "access_token" in result, result
+    assert result["id_token_claims"]["preferred_username"] == BOT
+    assert result["id_token_claims"]["tid"] == emulator.tenant_id
+    at = _claims(result["access_token"])
+    assert set(at["scp"].split()) == set(SCOPES)
+    assert at["upn"] == BOT and at["oid"] == result["id_token_claims"]["oid"]
+    assert "refresh_token" in result
+
+    accounts = app.get_accounts()
+    assert accounts and accounts[0]["username"] == BOT
+    cached = app.acquire_token_silent(SCOPES, account=accounts[0])
+    assert cached["token_source"] == "cache"
+    refreshed = app.acquire_token_silent(SCOPES, account=accounts[0], force_refresh=True)
+    assert refreshed["token_source"] == "identity_provider"
+    assert refreshed["access_token"] != result["access_token"]
+
+    # the code is single-use
+    again = app.acquire_token_by_auth_code_flow(dict(flow), auth_response)
+    assert again.get("error") == "invalid_grant"
+
+
+def test_login_hint_and_account_picker(emulator):
+    s = emulator.session()
+    params = {"client_id": emulator.client_id, "redirect_uri": REDIRECT,
+              "response_type": "code", "scope": "openid ChatMessage.Send", "state": "s1"}
+    r = s.get(f"{emulator.authority}/oauth2/v2.0/authorize",
+              params={**params, "login_hint": HANNAH}, allow_redirects=False)
+    code = parse_qs(urlsplit(r.headers["Location"]).query)["code"][0]
+    t = s.post(f"{emulator.authority}/oauth2/v2.0/token", data={
+        "client_id": emulator.client_id, "client_secret": emulator.client_secret,
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT})
+    assert _claims(t.json()["access_token"])["upn"] == HANNAH
+    page = s.get(f"{emulator.authority}/oauth2/v2.0/authorize",
+                 params={**params, "prompt": "select_account"})
+    assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]
+    assert BOT in page.text and HANNAH in page.text
+
+
+def test_redirect_uri_mismatch_and_bad_client(emulator):
+    s = emulator.session()
+    r = s.get(f"{emulator.authority}/oauth2/v2.0/authorize", params={
+        "client_id": emulator.client_id, "redirect_uri": REDIRECT, "response_type": "code",
+        "scope": "ChatMessage.Send", "state": "s"}, allow_redirects=False)
+    code = parse_qs(urlsplit(r.headers["Location"]).query)["code"][0]
+    t = s.post(f"{emulator.authority}/oauth2/v2.0/token", data={
+        "client_id": emulator.client_id, "client_secret": emulator.client_secret,
+        "grant_type": "authorization_code", "code": code,
+        "redirect_uri": "http://localhost:9999/other"})
+    assert t.status_code == 400 and t.json()["error"] == "invalid_grant"
+    r = s.get(f"{emulator.authority}/oauth2/v2.0/authorize", params={
+        "client_id": "nope", "redirect_uri": REDIRECT, "response_type": "code",
+        "scope": "openid"}, allow_redirects=False)
+    assert r.status_code == 400

@@ -1,0 +1,45 @@
+"""In-process checks of the request pipeline (no sockets)."""
+
+from __future__ import annotations
+
+from integrations.graph_emulator.httptypes import Headers, Request
+from integrations.graph_emulator.server import EmulatorApp
+
+
+def _token(app: EmulatorApp) -> str:
+    form = (f"grant_type=client_credentials&client_id={app.ident['client_id']}"
+            f"&client_secret={app.ident['client_secret']}"
+            "&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default")
+    resp = app.dispatch(Request("POST", f"/{app.ident['tenant_id']}/oauth2/v2.0/token",
+                                headers=Headers({"Content-Type":
+                                                 "application/x-www-form-urlencoded"}),
+                                body=form.encode()))
+    assert resp.status == 200
+    return resp.json()["access_token"]
+
+
+def test_handler_exception_becomes_graph_500(tmp_path):
+    app = EmulatorApp(tmp_path)
+
+    def boom(ctx):
+        raise RuntimeError("kaput")
+
+    app.router.add("GET", "boom", boom)
+    resp = app.dispatch(Request("GET", "/v1.0/boom", headers=Headers(
+        {"Authorization": f"Bearer {_token(app)}"})))
+    assert resp.status == 500
+    err = resp.json()["error"]
+    assert err["code"] == "InternalServerError"
+    assert set(err["innerError"]) == {"date", "request-id", "client-request-id"}
+    # the app keeps serving
+    ok = app.dispatch(Request("GET", "/v1.0/users", headers=Headers(
+        {"Authorization": f"Bearer {_token(app)}"})))
+    assert ok.status == 200
+
+
+def test_request_log_is_bounded(tmp_path):
+    app = EmulatorApp(tmp_path, config={"logs": {"request_log_size": 10}})
+    for _ in range(25):
+        app.dispatch(Request("GET", "/v1.0/users"))
+    assert len(app.request_log) == 10
+    assert app.request_log[-1]["status"] == 401

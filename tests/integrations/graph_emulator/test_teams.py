@@ -1,0 +1,102 @@
+"""Teams: chats, getAllMessages delta, POST rules (app-only refused, delegated OK), 1 rps."""
+
+from __future__ import annotations
+
+from .conftest import BOT, Graph, delegated_token
+
+
+def _bot_chat(emu):
+    tenant = emu.control.tenant()
+    bot_id = next(u["id"] for u in tenant["users"] if u["userPrincipalName"] == BOT)
+    chat = next(c for c in tenant["chats"] if c["topic"] == "Dispatch desk")
+    return bot_id, chat, tenant
+
+
+def test_list_chats_and_messages(graph):
+    bot_id, chat, _ = _bot_chat(graph.emu)
+    chats = graph.get(f"users/{bot_id}/chats").json()["value"]
+    assert chat["id"] in {c["id"] for c in chats}
+    msgs = graph.get(f"chats/{chat['id']}/messages", params={"$top": "2"}).json()
+    assert len(msgs["value"]) == 2 and "@odata.nextLink" in msgs
+    m = msgs["value"][0]
+    assert m["messageType"] == "message" and m["id"].isdigit()
+    assert m["from"]["user"]["userIdentityType"] == "aadUser"
+
+
+def test_user_chats_delta(graph):
+    emu = graph.emu
+    bot_id, chat, _ = _bot_chat(emu)
+    url = f"users/{bot_id}/chats/getAllMessages/delta"
+    items = []
+    while True:
+        body = graph.get(url, headers={"Prefer": "odata.maxpagesize=4"}).json()
+        items += body["value"]
+        if "@odata.deltaLink" in body:
+            link = body["@odata.deltaLink"]
+            break
+        url = body["@odata.nextLink"]
+    assert items and all(i["@odata.type"] == "#microsoft.graph.chatMessage" for i in items)
+    new = emu.control.create_chat_message("Truck 104 back on the road", chat_id=chat["id"],
+                                          **{"from": BOT})
+    body = graph.get(link).json()
+    assert [i["id"] for i in body["value"]] == [new["id"]]
+    assert "@odata.deltaLink" in body
+    emu.control.expire_delta_tokens()
+    r = graph.get(body["@odata.deltaLink"])
+    assert r.status_code == 410 and r.json()["error"]["code"] == "SyncStateNotFound"
+
+
+def test_app_only_post_is_refused(graph):
+    emu = graph.emu
+    _, chat, tenant = _bot_chat(emu)
+    r = graph.post(f"chats/{chat['id']}/messages", {"body": {"content": "hello"}})
+    assert r.status_code == 403
+    assert "Teamwork.Migrate.All" in r.json()["error"]["message"]
+    emu.control.set_roles(emu.client_id, ["Chat.Read.All", "Teamwork.Migrate.All"])
+    migrate = Graph(emu)
+    r = migrate.post(f"chats/{chat['id']}/messages", {"body": {"content": "hello"}})
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "Unauthorized"
+    assert "only for import purposes" in r.json()["error"]["message"]
+    team = tenant["teams"][0]
+    ch = team["channels"][0]
+    r = migrate.post(f"teams/{team['id']}/channels/{ch['id']}/messages",
+                     {"body": {"content": "hi"}})
+    assert r.status_code == 401
+    assert emu.control.sent_messages() == []
+
+
+def test_delegated_post_chat_and_channel(graph):
+    emu = graph.emu
+    _, chat, tenant = _bot_chat(emu)
+    bot = Graph(emu, token=delegated_token(emu))
+    r = bot.post(f"chats/{chat['id']}/messages",
+                 {"body": {"contentType": "html", "content": "<b>Bay 3 blocked</b>"}})
+    assert r.status_code == 201, r.text
+    msg = r.json()
+    assert msg["id"].isdigit() and abs(int(msg["id"]) / 1000 - __import__("time").time()) < 60
+    assert msg["chatId"] == chat["id"]
+    assert msg["from"]["user"]["displayName"] == "Fleet Bot"
+    team = tenant["teams"][0]
+    ch = team["channels"][1]
+    r = bot.post(f"teams/{team['id']}/channels/{ch['id']}/messages",
+                 {"body": {"content": "Dispatch update"}})
+    assert r.status_code == 201
+    assert r.json()["channelIdentity"] == {"teamId": team["id"], "channelId": ch["id"]}
+    sent = emu.control.sent_messages()
+    assert [s["kind"] for s in sent] == ["chat", "channel"]
+    r = bot.post(f"chats/{chat['id']}/messages", {"body": {"content": ""}})
+    assert r.status_code == 400
+
+
+def test_chat_post_one_per_second(graph):
+    emu = graph.emu
+    _, chat, _ = _bot_chat(emu)
+    bot = Graph(emu, token=delegated_token(emu))
+    first = bot.post(f"chats/{chat['id']}/messages", {"body": {"content": "one"}})
+    second = bot.post(f"chats/{chat['id']}/messages", {"body": {"content": "two"}})
+    assert first.status_code == 201
+    assert second.status_code == 429
+    assert int(second.headers["Retry-After"]) >= 1
+    log = emu.control.requests_log(path="/messages$", method="POST")
+    assert [e["throttled"] for e in log] == [False, True]
