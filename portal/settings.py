@@ -45,6 +45,8 @@ INSTALLED_APPS = [
     "portal.access",
     "portal.audit",
     "portal.jobs",
+    "portal.runtime",
+    "portal.api",
     "portal.console",
     "integrations.microsoft",
     "integrations.graph_emulator",
@@ -198,6 +200,10 @@ SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 # Client addresses come from REMOTE_ADDR unless a proxy we trust sets X-Forwarded-For.
 TRUST_X_FORWARDED_FOR = env_bool("TRUST_X_FORWARDED_FOR", False)
+
+# --- API ----------------------------------------------------------------------------------
+# Networks whose callers may read /api/metrics/* without a token (the runbook's curls do).
+API_TRUSTED_NETWORKS = env_list("API_TRUSTED_NETWORKS", ["127.0.0.1/32", "::1/128"])
 
 # --- Secrets at rest ----------------------------------------------------------------------
 # Fernet keys (newest first, comma-separated) for client secrets, token caches and

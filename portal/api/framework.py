@@ -1,0 +1,155 @@
+"""The JSON API's plumbing: bearer tokens, JSON bodies whatever the content type, JSON errors.
+
+The runbook's curl commands send `-d '{…}'` without a Content-Type header, which curl labels
+as a form; every body is therefore read as JSON, whatever it is labelled.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from portal.access.actors import Actor, client_ip
+from portal.access.authz import require
+from portal.access.roles import PERMISSIONS
+from portal.api.tokens import authenticate
+from portal.audit.services import record
+
+logger = logging.getLogger(__name__)
+MAX_BODY_BYTES = 64 * 1024
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, detail: str = "") -> None:
+        super().__init__(detail or error)
+        self.status, self.error, self.detail = status, error, detail
+
+
+def error_response(status: int, error: str, detail: str = "") -> JsonResponse:
+    return JsonResponse({"error": error, "detail": detail}, status=status)
+
+
+@dataclass
+class Endpoint:
+    path: str
+    method: str
+    summary: str
+    permission: str
+    request_body: dict[str, Any] | None = None
+    responses: dict[str, str] = field(default_factory=dict)
+    query: dict[str, str] = field(default_factory=dict)
+    trusted_network: bool = False
+
+
+ENDPOINTS: list[Endpoint] = []
+
+
+def _in_trusted_network(request: HttpRequest) -> bool:
+    try:
+        address = ipaddress.ip_address(client_ip(request))
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(network, strict=False)
+               for network in settings.API_TRUSTED_NETWORKS)
+
+
+def _bearer(request: HttpRequest) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def _read_json_body(request: HttpRequest) -> dict[str, Any]:
+    if int(request.headers.get("Content-Length") or 0) > MAX_BODY_BYTES:
+        raise ApiError(413, "payload_too_large", f"Bodies are limited to {MAX_BODY_BYTES} bytes.")
+    raw = request.body
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"The body must be a JSON object: {exc}.") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "The body must be a JSON object.")
+    return body
+
+
+def api_endpoint(
+    path: str,
+    method: str,
+    permission: str,
+    summary: str,
+    *,
+    request_body: dict[str, Any] | None = None,
+    responses: dict[str, str] | None = None,
+    query: dict[str, str] | None = None,
+    trusted_network: bool = False,
+) -> Callable[[Callable[..., Any]], Callable[..., HttpResponse]]:
+    """Declare a JSON endpoint. The view gets (request, actor, body, **kwargs).
+
+    With `trusted_network`, callers from API_TRUSTED_NETWORKS may call it without a token
+    (the runbook's metrics curls do); everyone else needs a token.
+    """
+    if permission not in PERMISSIONS:
+        raise ValueError(f"Unknown permission {permission!r}")
+    ENDPOINTS.append(Endpoint(path, method, summary, permission, request_body,
+                              responses or {}, query or {}, trusted_network))
+
+    def decorator(view: Callable[..., Any]) -> Callable[..., HttpResponse]:
+        @csrf_exempt
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method != method:
+                response = error_response(405, "method_not_allowed",
+                                          f"Use {method} for this endpoint.")
+                response["Allow"] = method
+                return response
+            try:
+                actor = _authenticate(request, trusted_network)
+                require(actor, permission, action="api.call", target_type="url",
+                        target_id=request.path)
+                body = _read_json_body(request) if method in {"POST", "PUT", "PATCH"} else {}
+                result = view(request, actor, body, *args, **kwargs)
+            except ApiError as exc:
+                return error_response(exc.status, exc.error, exc.detail)
+            except PermissionDenied as exc:
+                return error_response(403, "forbidden", str(exc))
+            if isinstance(result, HttpResponse):
+                return result
+            return JsonResponse(result, json_dumps_params={"default": str})
+
+        wrapped.required_permission = permission  # type: ignore[attr-defined]
+        wrapped.api_endpoint = True  # type: ignore[attr-defined]
+        return wrapped
+
+    return decorator
+
+
+def _authenticate(request: HttpRequest, trusted_network: bool) -> Actor:
+    raw = _bearer(request)
+    if raw is not None:
+        token = authenticate(raw)
+        if token is None:
+            actor = Actor.from_request(request)
+            record("api.authenticate", actor=actor, target_type="url", target_id=request.path,
+                   outcome="denied", reason="unknown, expired or revoked token")
+            raise ApiError(401, "unauthorized", "The bearer token is unknown, expired or revoked.")
+        request.api_token = token
+        return Actor.from_request(request)
+    if trusted_network and _in_trusted_network(request):
+        base = Actor.from_request(request)
+        return Actor(kind="system", name=f"trusted-network:{base.ip}", role="system",
+                     ip=base.ip, user_agent=base.user_agent, request_id=base.request_id)
+    raise ApiError(401, "unauthorized", "Send an API token: Authorization: Bearer <token>.")

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+TOKEN_PREFIX = "fgp_"
+
+
+def hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+def new_token_value() -> tuple[str, str]:
+    """(full token, visible prefix). The prefix lets people and secret scanners spot it."""
+    visible = secrets.token_hex(4)
+    return f"{TOKEN_PREFIX}{visible}_{secrets.token_urlsafe(32)}", f"{TOKEN_PREFIX}{visible}"
+
+
+class ApiToken(models.Model):
+    """A bearer token for machine clients. Only its SHA-256 is stored."""
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, db_index=True)
+    token_hash = models.CharField(max_length=64, unique=True)
+    # Permission codenames; empty means "whatever the user's role allows".
+    scopes = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name})"
+
+    @property
+    def display_name(self) -> str:
+        return f"token:{self.prefix}:{self.user.get_username()}"
+
+    @property
+    def is_usable(self) -> bool:
+        now = timezone.now()
+        return (self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+                and self.user.is_active)
+
+    def allows(self, codename: str) -> bool:
+        return not self.scopes or codename in self.scopes

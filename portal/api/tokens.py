@@ -1,0 +1,89 @@
+"""API tokens: create, revoke, authenticate."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from portal.access.actors import Actor, role_of
+from portal.access.authz import require
+from portal.access.roles import MATRIX, PERMISSIONS
+from portal.api.models import TOKEN_PREFIX, ApiToken, hash_token, new_token_value
+from portal.audit.services import record
+
+MAX_EXPIRY_DAYS = 365
+DEFAULT_EXPIRY_DAYS = 90
+# last_used_at is refreshed at most this often, so reads do not become writes.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class TokenError(Exception):
+    """A token request that cannot be carried out (the message says why)."""
+
+
+def create_token(actor: Actor, username: str, name: str, scopes: list[str] | None = None,
+                 expires_days: int | None = DEFAULT_EXPIRY_DAYS) -> tuple[ApiToken, str]:
+    """Create a token for a user; returns it and the raw value (shown once, never stored)."""
+    require(actor, "manage_api_tokens", action="api_token.create", target_type="user",
+            target_id=username)
+    try:
+        user = get_user_model().objects.get(username=username, is_active=True)
+    except get_user_model().DoesNotExist:
+        raise TokenError(f"No active user named {username!r}.") from None
+    scopes = sorted(set(scopes or []))
+    unknown = [scope for scope in scopes if scope not in PERMISSIONS]
+    if unknown:
+        raise TokenError(f"Unknown scopes: {', '.join(unknown)}.")
+    role = role_of(user)
+    beyond_role = [scope for scope in scopes if scope not in MATRIX.get(role, ())]
+    if beyond_role:
+        raise TokenError(
+            f"{username} (role {role or 'none'}) may not {', '.join(beyond_role)}; a token "
+            "cannot carry more than its user's role."
+        )
+    if expires_days is not None and not 1 <= expires_days <= MAX_EXPIRY_DAYS:
+        raise TokenError(f"Expiry must be between 1 and {MAX_EXPIRY_DAYS} days.")
+    raw, prefix = new_token_value()
+    with transaction.atomic():
+        token = ApiToken.objects.create(
+            user=user, name=(name or "API token")[:100], prefix=prefix,
+            token_hash=hash_token(raw), scopes=scopes, created_by=actor.name,
+            expires_at=timezone.now() + timedelta(days=expires_days) if expires_days else None,
+        )
+        record("api_token.create", actor=actor, target_type="api_token", target_id=token.pk,
+               params={"user": username, "name": token.name, "prefix": prefix,
+                       "scopes": scopes or "role", "expires_days": expires_days})
+    return token, raw
+
+
+def revoke_token(actor: Actor, token_id: int) -> ApiToken:
+    require(actor, "manage_api_tokens", action="api_token.revoke", target_type="api_token",
+            target_id=token_id)
+    with transaction.atomic():
+        try:
+            token = ApiToken.objects.select_for_update().get(pk=token_id)
+        except ApiToken.DoesNotExist:
+            raise TokenError(f"There is no API token #{token_id}.") from None
+        if token.revoked_at is None:
+            token.revoked_at = timezone.now()
+            token.save(update_fields=["revoked_at"])
+        record("api_token.revoke", actor=actor, target_type="api_token", target_id=token.pk,
+               params={"prefix": token.prefix, "user": token.user.get_username()})
+    return token
+
+
+def authenticate(raw: str) -> ApiToken | None:
+    """The usable token with this value, or None."""
+    if not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
+        return None
+    token = ApiToken.objects.select_related("user").filter(token_hash=hash_token(raw)).first()
+    if token is None or not token.is_usable:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
+    return token
