@@ -9,5 +9,6 @@ urlpatterns = [
          name="login"),
     path("logout/", public(auth_views.LogoutView.as_view()), name="logout"),
     path("admin/", admin.site.urls),
+    path("api/", include("portal.api.urls")),
     path("", include("portal.console.urls")),
 ]
