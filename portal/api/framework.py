@@ -77,6 +77,8 @@ def _read_json_body(request: HttpRequest) -> dict[str, Any]:
     raw = request.body
     if not raw.strip():
         return {}
+    if request.content_type == "multipart/form-data" and not request.POST and not request.FILES:
+        return {}  # an empty form (some clients send one for a bodiless POST)
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
