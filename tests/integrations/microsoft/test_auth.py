@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from django.core.exceptions import PermissionDenied
+
+from integrations.microsoft import auth, graph
+from integrations.microsoft.errors import TokenError
+from integrations.microsoft.models import Credential, DelegatedAccount
+from portal.access.actors import Actor
+from portal.audit.models import AuditEvent
+from tests.integrations.microsoft.conftest import token_requests
+
+pytestmark = pytest.mark.django_db
+
+
+class TestAppTokens:
+    def test_the_env_secret_bootstraps_the_store(self, graph_settings, emulator):
+        token = auth.app_token()
+        claims = auth.token_claims(token)
+        assert "User.Read.All" in claims["roles"]
+        credential = Credential.objects.get()
+        assert credential.state == Credential.State.ACTIVE
+        assert credential.secret_value() == emulator.client_secret
+        event = AuditEvent.objects.get(action="credential.bootstrap")
+        assert event.actor_type == "system"
+        assert emulator.client_secret not in str(event.params)
+
+    def test_the_token_is_cached_per_process(self, graph_settings, emulator):
+        first = auth.app_token()
+        assert auth.app_token() == first
+        assert len(token_requests(emulator)) == 1
+        auth.invalidate()
+        auth.app_token()
+        assert len(token_requests(emulator)) == 2
+
+    def test_a_wrong_secret_says_so_without_the_secret(self, graph_settings, emulator):
+        graph_settings.MICROSOFT_CLIENT_SECRET = "definitely-wrong-secret-value"
+        with pytest.raises(TokenError) as caught:
+            auth.app_token()
+        assert caught.value.aadsts == 7000215 and not caught.value.transient
+        assert "rejected" in str(caught.value)
+        assert "definitely-wrong" not in str(caught.value)
+
+    def test_an_expired_secret_says_so(self, graph_settings, emulator):
+        key_id = emulator.control.secrets(emulator.client_id)[0]["keyId"]
+        emulator.control.expire_secret(emulator.client_id, key_id)
+        with pytest.raises(TokenError, match="expired") as caught:
+            auth.app_token()
+        assert caught.value.aadsts == 7000222
+
+    def test_an_unknown_app_says_so(self, graph_settings, emulator):
+        graph_settings.MICROSOFT_CLIENT_ID = "11111111-2222-3333-4444-555555555555"
+        with pytest.raises(TokenError, match="not found in tenant") as caught:
+            auth.app_token()
+        assert caught.value.aadsts == 700016
+
+    def test_an_unknown_tenant_says_so(self, graph_settings, emulator):
+        graph_settings.MICROSOFT_TENANT_ID = "99999999-0000-0000-0000-000000000000"
+        with pytest.raises(TokenError, match="MICROSOFT_TENANT_ID") as caught:
+            auth.app_token()
+        assert caught.value.aadsts == 90002
+
+    def test_identity_platform_trouble_is_transient(self, graph_settings, emulator):
+        emulator.control.inject_fault(path="/oauth2/v2.0/token", kind="503", count=1)
+        with pytest.raises(TokenError) as caught:
+            auth.app_token()
+        assert caught.value.transient
+
+    def test_an_unreachable_identity_platform_is_transient(self, graph_settings):
+        graph_settings.MICROSOFT_AUTHORITY_HOST = "https://127.0.0.1:9"
+        with pytest.raises(TokenError, match="Could not reach") as caught:
+            auth.app_token()
+        assert caught.value.transient
+
+    def test_http_authorities_are_refused(self, graph_settings):
+        graph_settings.MICROSOFT_AUTHORITY_HOST = "http://127.0.0.1:9"
+        with pytest.raises(TokenError, match="https"):
+            auth.app_token()
+
+    def test_the_env_ca_bundle_does_not_override_ours(self, graph_settings, emulator,
+                                                      monkeypatch):
+        # The machine's bundle lacks the emulator CA; with trust_env it would win (§9.9).
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+        monkeypatch.setenv("CURL_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+        assert auth.app_token()
+        assert graph.get("/users", params={"$top": "1"})["value"]
+
+    def test_no_secret_anywhere_is_a_clear_error(self, graph_settings):
+        graph_settings.MICROSOFT_CLIENT_SECRET = ""
+        with pytest.raises(TokenError, match="No active client secret"):
+            auth.app_token()
+
+
+class TestDelegatedSender:
+    def _connect(self, emulator, actor):
+        redirect_uri = "http://127.0.0.1:8000/console/credentials/teams-sender/callback"
+        auth_url, flow = auth.start_delegated_connect(
+            redirect_uri, login_hint=emulator.service_account_upn, prompt=None)
+        assert auth_url.startswith(emulator.authority)
+        # The admin's browser: the emulator signs the service account in and redirects back.
+        response = emulator.session().get(auth_url, allow_redirects=False, timeout=10)
+        assert response.status_code in (302, 303)
+        location = urlsplit(response.headers["Location"])
+        assert location.path.endswith("/teams-sender/callback")
+        params = {k: v[0] for k, v in parse_qs(location.query).items()}
+        return auth.complete_delegated_connect(actor, flow, params)
+
+    def test_connect_stores_an_encrypted_cache_and_sends(self, graph_settings, emulator,
+                                                         ada_admin):
+        account = self._connect(emulator, Actor(kind="user", name="ada-admin", role="admin",
+                                                user=ada_admin))
+        assert account.upn == emulator.service_account_upn
+        assert "refresh_token" not in account.token_cache_encrypted.lower()
+        event = AuditEvent.objects.get(action="teams_sender.connect")
+        assert event.outcome == "success" and event.params["upn"] == account.upn
+
+        token = auth.delegated_token()
+        assert auth.token_claims(token).get("scp")
+        tenant = emulator.control.tenant()
+        bot = next(u["id"] for u in tenant["users"]
+                   if u["userPrincipalName"] == emulator.service_account_upn)
+        chat = next(c["id"] for c in tenant["chats"] if bot in c["members"])
+        body = graph.post(f"/chats/{chat}/messages", {"body": {"content": "Truck 12 late"}},
+                          token_kind="delegated")
+        assert body["id"]
+        assert any("Truck 12 late" in str(m) for m in emulator.control.sent_messages())
+
+    def test_app_only_cannot_post_to_a_chat(self, graph_settings, emulator):
+        from integrations.microsoft.errors import GraphPermissionDenied, Permanent
+
+        chat = emulator.control.tenant()["chats"][0]["id"]
+        with pytest.raises((GraphPermissionDenied, Permanent)):
+            graph.post(f"/chats/{chat}/messages", {"body": {"content": "x"}})
+
+    def test_a_refresh_writes_the_cache_back(self, graph_settings, emulator, ada_admin):
+        account = self._connect(emulator, Actor(kind="user", name="ada-admin", role="admin",
+                                                user=ada_admin))
+        first = auth.delegated_token()
+        refreshed = auth.delegated_token(force_refresh=True)
+        assert refreshed != first
+        account.refresh_from_db()
+        assert account.cache_version == 2 and account.last_refresh_at
+        # Another process (simulated by forgetting ours) reloads the stored cache.
+        auth.invalidate()
+        assert auth.delegated_token() == refreshed
+
+    def test_only_admins_connect(self, graph_settings, emulator, otto_operator):
+        actor = Actor(kind="user", name="otto-operator", role="operator", user=otto_operator)
+        with pytest.raises(PermissionDenied):
+            auth.complete_delegated_connect(actor, {}, {})
+        assert AuditEvent.objects.get(action="teams_sender.connect").outcome == "denied"
+
+    def test_a_forged_redirect_is_refused_and_audited(self, graph_settings, emulator,
+                                                      ada_admin):
+        _, flow = auth.start_delegated_connect("http://127.0.0.1:8000/cb", prompt=None)
+        actor = Actor(kind="user", name="ada-admin", role="admin", user=ada_admin)
+        with pytest.raises(TokenError):
+            auth.complete_delegated_connect(actor, flow, {"code": "x", "state": "forged"})
+        assert AuditEvent.objects.get(action="teams_sender.connect").outcome == "failure"
+        assert not DelegatedAccount.objects.exists()
+
+    def test_without_a_sender_the_error_says_what_to_do(self, graph_settings, emulator):
+        with pytest.raises(TokenError, match="Connect Teams sender"):
+            auth.delegated_token()
+
+    def test_disconnect(self, graph_settings, emulator, ada_admin):
+        actor = Actor(kind="user", name="ada-admin", role="admin", user=ada_admin)
+        self._connect(emulator, actor)
+        assert auth.disconnect_delegated(actor) == 1
+        assert DelegatedAccount.objects.get().token_cache_encrypted == ""
+        with pytest.raises(TokenError):
+            auth.delegated_token()

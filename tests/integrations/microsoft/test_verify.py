@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import PermissionDenied
+from django.db import connection
+
+from integrations.graph_emulator.testing import RunningEmulator
+from integrations.microsoft import verify
+from portal.access.actors import Actor
+from portal.audit.models import AuditEvent
+from tests.integrations.microsoft.conftest import free_port, reset_singletons
+
+pytestmark = pytest.mark.django_db
+
+NAMES = ["Configuration", "Token acquisition", "Graph reachable", "Required permissions",
+         "Subscriptions", "Webhook endpoint", "Worker alive", "Queue"]
+
+
+def by_name(results):
+    return {r.name: r for r in results}
+
+
+@pytest.fixture
+def healthy(graph_settings, webhook_receiver, q_sync):
+    graph_settings.PUBLIC_BASE_URL = webhook_receiver
+    return graph_settings
+
+
+def test_everything_passes_against_a_healthy_setup(healthy):
+    results = verify.run_checks(timeout=5)
+    assert [r.name for r in results] == NAMES
+    assert all(r.ok for r in results), [r for r in results if not r.ok]
+    checks = by_name(results)
+    assert "Mail.Send" in checks["Token acquisition"].detail
+    assert "eyJ" not in checks["Token acquisition"].detail  # the roles, never the token
+    assert checks["Subscriptions"].detail.startswith("no subscriptions yet")
+    assert "echoed" in checks["Webhook endpoint"].detail
+
+
+def test_a_stopped_emulator_fails_clearly(settings, webhook_receiver, q_sync, tmp_path):
+    with RunningEmulator(state_dir=tmp_path / "emu") as emu:
+        settings.MICROSOFT_AUTHORITY_HOST = emu.authority_host
+        settings.MICROSOFT_GRAPH_URL = emu.graph_url
+        settings.MICROSOFT_TENANT_ID = emu.tenant_id
+        settings.MICROSOFT_CLIENT_ID = emu.client_id
+        settings.MICROSOFT_CLIENT_SECRET = emu.client_secret
+        settings.MICROSOFT_CA_BUNDLE = str(Path(emu.ca_path))
+        settings.PUBLIC_BASE_URL = webhook_receiver
+        ca = Path(emu.ca_path).read_bytes()
+        assert all(r.ok for r in verify.run_checks(timeout=5))
+    (tmp_path / "ca.pem").write_bytes(ca)  # the emulator's state dir is gone now
+    settings.MICROSOFT_CA_BUNDLE = str(tmp_path / "ca.pem")
+    reset_singletons()
+    started = time.monotonic()
+    checks = by_name(verify.run_checks(timeout=2))
+    assert time.monotonic() - started < 10
+    assert not checks["Token acquisition"].ok
+    assert "Could not reach the identity platform" in checks["Token acquisition"].detail
+    assert checks["Graph reachable"].detail == "skipped: no token"
+    assert checks["Configuration"].ok and checks["Worker alive"].ok
+
+
+def test_a_wrong_secret_fails_the_token_check(healthy):
+    healthy.MICROSOFT_CLIENT_SECRET = "wrong-secret-value"
+    checks = by_name(verify.run_checks(timeout=5))
+    assert not checks["Token acquisition"].ok
+    assert "AADSTS7000215" in checks["Token acquisition"].detail
+    assert "wrong-secret-value" not in str(checks)
+
+
+def test_a_missing_role_fails_the_permission_check(healthy, emulator):
+    emulator.control.set_roles(emulator.client_id, ["User.Read.All", "Mail.ReadWrite",
+                                                    "Mail.Send"])
+    checks = by_name(verify.run_checks(timeout=5))
+    assert checks["Token acquisition"].ok and checks["Graph reachable"].ok
+    assert not checks["Required permissions"].ok
+    assert "Chat.Read.All" in checks["Required permissions"].detail
+
+
+def test_missing_configuration_fails(healthy):
+    healthy.MICROSOFT_TENANT_ID = ""
+    checks = by_name(verify.run_checks(timeout=5))
+    assert not checks["Configuration"].ok
+    assert "MICROSOFT_TENANT_ID is not set" in checks["Configuration"].detail
+    assert not checks["Token acquisition"].ok
+
+
+def test_graph_unreachable_fails_within_the_timeout(healthy, emulator):
+    emulator.control.inject_fault(path="/v1.0/users$", kind="latency", latency_ms=4000)
+    started = time.monotonic()
+    checks = by_name(verify.run_checks(timeout=1))
+    assert time.monotonic() - started < 4
+    assert not checks["Graph reachable"].ok
+    assert "read timeout" in checks["Graph reachable"].detail
+
+
+def test_no_webhook_receiver_fails(healthy):
+    healthy.PUBLIC_BASE_URL = f"http://127.0.0.1:{free_port()}"
+    checks = by_name(verify.run_checks(timeout=2))
+    assert not checks["Webhook endpoint"].ok
+    assert "webhook receiver not reachable" in checks["Webhook endpoint"].detail
+
+
+def test_a_receiver_without_the_route_is_not_installed(healthy, webhook_receiver):
+    healthy.WEBHOOK_VALIDATION_URL = webhook_receiver + "/api/webhooks/nothing-here"
+    checks = by_name(verify.run_checks(timeout=2))
+    assert "not installed" in checks["Webhook endpoint"].detail
+
+
+def test_no_worker_fails(graph_settings, webhook_receiver):
+    graph_settings.PUBLIC_BASE_URL = webhook_receiver
+    checks = by_name(verify.run_checks(timeout=1))
+    assert not checks["Worker alive"].ok
+    assert "no worker answered a ping within 1s" in checks["Worker alive"].detail
+
+
+def test_a_deep_queue_fails(healthy):
+    from django_q.conf import Conf
+    from django_q.tasks import async_task
+
+    Conf.SYNC = False
+    async_task("integrations.microsoft.tasks.answer_ping", 0)
+    async_task("integrations.microsoft.tasks.answer_ping", 0)
+    Conf.SYNC = True
+    healthy.ALERT_QUEUE_DEPTH = 1
+    checks = by_name(verify.run_checks(timeout=2))
+    assert checks["Queue"].detail.startswith("2 queued, 0 dead-lettered: queue depth 2 > 1")
+
+
+def test_the_service_is_role_checked_and_audited(healthy, vera_viewer, sam_support):
+    viewer = Actor(kind="user", name="vera", role="viewer", user=vera_viewer)
+    with pytest.raises(PermissionDenied):
+        verify.verify_integration(viewer, timeout=2)
+    support = Actor(kind="user", name="sam", role="support", user=sam_support)
+    results = verify.verify_integration(support, timeout=5)
+    assert all(r.ok for r in results)
+    outcomes = list(AuditEvent.objects.filter(action="integration.verify")
+                    .order_by("id").values_list("outcome", flat=True))
+    assert outcomes == ["denied", "success"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_answers_the_ping(graph_settings, webhook_receiver):
+    if connection.vendor == "sqlite" and connection.is_in_memory_db():
+        pytest.skip("qcluster runs in a subprocess and cannot share an in-memory SQLite test "
+                    "database; this test runs on PostgreSQL (DATABASE_URL)")
+    db = connection.settings_dict
+    env = dict(os.environ)
+    user = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    if connection.vendor == "postgresql":
+        env["DATABASE_URL"] = (f"postgres://{user}@{db['HOST'] or '127.0.0.1'}:"
+                               f"{db['PORT'] or 5432}/{db['NAME']}")
+    else:
+        env.pop("DATABASE_URL", None)
+        env["SQLITE_PATH"] = db["NAME"]
+    env.update({"DJANGO_SETTINGS_MODULE": "portal.settings_test", "Q_WORKERS": "1",
+                "Q_SYNC": "false"})
+    root = Path(__file__).resolve().parents[3]
+    worker = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=root, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        graph_settings.PUBLIC_BASE_URL = webhook_receiver
+        checks = by_name(verify.run_checks(timeout=20))
+        assert checks["Worker alive"].ok, checks["Worker alive"].detail
+        assert "Q_SYNC" not in checks["Worker alive"].detail
+    finally:
+        # django-q2 takes >10 s to stop gracefully; the test only needs it gone.
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(3)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(5)

@@ -1,0 +1,156 @@
+import pytest
+from django.urls import reverse
+
+from portal.audit.models import AuditEvent
+from portal.jobs.models import BulkOperation, Job, JobAttempt, PausedJobType
+from portal.jobs.runner import enqueue
+
+pytestmark = pytest.mark.django_db
+
+
+def dead(n=1, **fields):
+    return [Job.objects.create(job_type=fields.get("job_type", "jobs.noop"),
+                               status=Job.Status.DEAD, last_error="GraphError: 503 at 1234",
+                               error_signature=fields.get("sig", "aaaa"),
+                               payload=fields.get("payload", {"user": "ann@fleet"}))
+            for _ in range(n)]
+
+
+class TestList:
+    def test_dead_jobs_with_tabs_counts_and_failure_groups(self, client, vera_viewer):
+        dead(3, sig="aaaa")
+        dead(1, sig="bbbb", job_type="other")
+        client.force_login(vera_viewer)
+        response = client.get(reverse("console:jobs"))
+        assert response.status_code == 200
+        assert len(response.context["jobs"]) == 4
+        assert dict((t, c) for t, c, _ in response.context["tabs"])["dead"] == 4
+        groups = {g["error_signature"]: g["count"] for g in response.context["groups"]}
+        assert groups == {"aaaa": 3, "bbbb": 1}
+        assert b"Retry all matching" not in response.content  # viewers get no buttons
+
+    def test_filters_by_type_signature_and_payload_search(self, client, vera_viewer):
+        dead(2, sig="aaaa")
+        target = dead(1, sig="bbbb", payload={"user": "zed@fleet"})[0]
+        client.force_login(vera_viewer)
+        url = reverse("console:jobs")
+        assert [j.pk for j in client.get(url + "?signature=bbbb").context["jobs"]] == [target.pk]
+        assert [j.pk for j in client.get(url + "?q=zed@").context["jobs"]] == [target.pk]
+        assert client.get(url + "?job_type=nope").context["jobs"] == []
+
+    def test_bad_filters_are_explained(self, client, vera_viewer):
+        client.force_login(vera_viewer)
+        response = client.get(reverse("console:jobs") + "?status=exploded&before=x")
+        assert response.status_code == 200
+        assert b"Select a valid choice" in response.content
+
+    def test_htmx_gets_the_table_partial(self, client, vera_viewer):
+        client.force_login(vera_viewer)
+        body = client.get(reverse("console:jobs"), headers={"HX-Request": "true"}).content
+        assert body.decode().lstrip().startswith('<div id="job-table">')
+
+
+class TestDetailAndActions:
+    def test_detail_masks_secrets_and_lists_attempts(self, client, otto_operator):
+        job = dead(payload={"user": "ann", "client_secret": "hunter2"})[0]
+        JobAttempt.objects.create(job=job, number=1, started_at=job.created_at,
+                                  outcome="failed", error="boom", traceback="Traceback: x")
+        client.force_login(otto_operator)
+        response = client.get(reverse("console:job_detail", args=[job.pk]))
+        assert response.status_code == 200
+        assert b"hunter2" not in response.content
+        assert b"Traceback: x" in response.content
+
+    def test_support_retries_from_the_console(self, client, sam_support):
+        job = dead()[0]
+        client.force_login(sam_support)
+        response = client.post(reverse("console:job_retry", args=[job.pk]),
+                               {"next": reverse("console:jobs")})
+        assert response.status_code == 302 and response["Location"] == reverse("console:jobs")
+        job.refresh_from_db()
+        assert job.status == Job.Status.PENDING
+        assert AuditEvent.objects.get(action="job.retry").actor_name == "sam-support"
+
+    def test_the_next_parameter_never_leaves_the_portal(self, client, sam_support):
+        job = dead()[0]
+        client.force_login(sam_support)
+        response = client.post(reverse("console:job_retry", args=[job.pk]),
+                               {"next": "//evil.example/"})
+        assert response["Location"] == reverse("console:job_detail", args=[job.pk])
+
+    def test_viewers_cannot_retry_or_discard(self, client, vera_viewer):
+        job = dead()[0]
+        client.force_login(vera_viewer)
+        assert client.post(reverse("console:job_retry", args=[job.pk])).status_code == 403
+        assert client.post(reverse("console:job_discard", args=[job.pk]),
+                           {"reason": "x"}).status_code == 403
+        assert Job.objects.get(pk=job.pk).status == Job.Status.DEAD
+
+    def test_discard_without_a_reason_explains(self, client, otto_operator):
+        job = dead()[0]
+        client.force_login(otto_operator)
+        response = client.post(reverse("console:job_discard", args=[job.pk]), {"reason": ""},
+                               follow=True)
+        assert b"Say why" in response.content
+        assert Job.objects.get(pk=job.pk).status == Job.Status.DEAD
+
+    def test_unknown_jobs_are_404(self, client, vera_viewer):
+        client.force_login(vera_viewer)
+        assert client.get(reverse("console:job_detail", args=[424242])).status_code == 404
+
+
+class TestRetryAll:
+    def test_the_preview_shows_the_count_and_a_sample(self, client, otto_operator):
+        dead(7)
+        client.force_login(otto_operator)
+        response = client.get(reverse("console:jobs_retry_all") + "?status=dead")
+        assert response.context["preview"].count == 7
+        assert len(response.context["preview"].sample) == 5
+        assert not response.context["needs_typing"]
+
+    def test_confirming_starts_a_bulk_operation_and_shows_progress(self, client, otto_operator):
+        dead(3)
+        client.force_login(otto_operator)
+        response = client.post(reverse("console:jobs_retry_all"), {"status": "dead"})
+        operation = BulkOperation.objects.get()
+        assert response["Location"] == reverse("console:bulk_operation", args=[operation.pk])
+        page = client.get(response["Location"])
+        assert b"0 of 3 processed" in page.content
+        partial = client.get(response["Location"], headers={"HX-Request": "true"})
+        assert partial.content.decode().lstrip().startswith('<section id="progress"')
+
+    def test_above_the_threshold_the_count_must_be_typed(self, client, otto_operator):
+        from portal.console.jobs_views import TYPED_CONFIRMATION_THRESHOLD
+
+        dead(TYPED_CONFIRMATION_THRESHOLD + 1)
+        client.force_login(otto_operator)
+        url = reverse("console:jobs_retry_all")
+        refused = client.post(url, {"status": "dead", "confirm_count": "1"})
+        assert refused.status_code == 400 and not BulkOperation.objects.exists()
+        accepted = client.post(url, {"status": "dead",
+                                     "confirm_count": str(TYPED_CONFIRMATION_THRESHOLD + 1)})
+        assert accepted.status_code == 302 and BulkOperation.objects.count() == 1
+
+    def test_support_cannot_retry_all(self, client, sam_support):
+        dead(2)
+        client.force_login(sam_support)
+        assert client.get(reverse("console:jobs_retry_all")).status_code == 403
+        assert client.post(reverse("console:jobs_retry_all"), {}).status_code == 403
+
+
+class TestPause:
+    def test_an_operator_pauses_and_resumes_a_type(self, client, otto_operator):
+        client.force_login(otto_operator)
+        url = reverse("console:job_type_pause")
+        client.post(url, {"job_type": "jobs.noop", "action": "pause", "reason": "429 storm"})
+        assert PausedJobType.objects.get().reason == "429 storm"
+        enqueue("jobs.noop")
+        response = client.post(url, {"job_type": "jobs.noop", "action": "resume"}, follow=True)
+        assert b"1 waiting jobs released" in response.content
+        assert not PausedJobType.objects.exists()
+
+    def test_support_cannot_pause(self, client, sam_support):
+        client.force_login(sam_support)
+        response = client.post(reverse("console:job_type_pause"),
+                               {"job_type": "jobs.noop", "action": "pause"})
+        assert response.status_code == 403 and not PausedJobType.objects.exists()
