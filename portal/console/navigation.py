@@ -17,6 +17,7 @@ class NavItem:
 NAV_ITEMS: tuple[NavItem, ...] = (
     NavItem("Dashboard", "console:dashboard", "view_console"),
     NavItem("Jobs", "console:jobs", "view_console"),
+    NavItem("Settings", "console:settings", "view_console"),
     NavItem("Audit log", "console:audit", "view_audit"),
     NavItem("Django admin", "admin:index", "use_django_admin"),
 )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from portal.console import jobs_views, views
+from portal.console import jobs_views, settings_views, views
 
 app_name = "console"
 
@@ -8,6 +8,8 @@ urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("audit/", views.audit_log, name="audit"),
     path("audit/export.csv", views.audit_export, name="audit_export"),
+    path("settings/", settings_views.settings_page, name="settings"),
+    path("settings/<str:key>", settings_views.settings_change, name="settings_change"),
     path("jobs/", jobs_views.job_list, name="jobs"),
     path("jobs/<int:job_id>/", jobs_views.job_detail, name="job_detail"),
     path("jobs/<int:job_id>/retry", jobs_views.job_retry, name="job_retry"),

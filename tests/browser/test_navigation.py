@@ -9,10 +9,10 @@ from tests.conftest import PERSONAS
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 EXPECTED_NAV = {
-    "viewer": ["Dashboard", "Jobs"],
-    "support": ["Dashboard", "Jobs", "Audit log"],
-    "operator": ["Dashboard", "Jobs", "Audit log"],
-    "admin": ["Dashboard", "Jobs", "Audit log", "Django admin"],
+    "viewer": ["Dashboard", "Jobs", "Settings"],
+    "support": ["Dashboard", "Jobs", "Settings", "Audit log"],
+    "operator": ["Dashboard", "Jobs", "Settings", "Audit log"],
+    "admin": ["Dashboard", "Jobs", "Settings", "Audit log", "Django admin"],
 }
 
 

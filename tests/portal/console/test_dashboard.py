@@ -33,10 +33,10 @@ def test_the_live_refresh_swaps_only_the_health_partial(client, vera_viewer):
 
 
 @pytest.mark.parametrize(("role", "visible", "hidden"), [
-    ("viewer", ["Dashboard", "Jobs"], ["Audit log", "Django admin"]),
-    ("support", ["Dashboard", "Jobs", "Audit log"], ["Django admin"]),
-    ("operator", ["Dashboard", "Jobs", "Audit log"], ["Django admin"]),
-    ("admin", ["Dashboard", "Jobs", "Audit log", "Django admin"], []),
+    ("viewer", ["Dashboard", "Jobs", "Settings"], ["Audit log", "Django admin"]),
+    ("support", ["Dashboard", "Jobs", "Settings", "Audit log"], ["Django admin"]),
+    ("operator", ["Dashboard", "Jobs", "Settings", "Audit log"], ["Django admin"]),
+    ("admin", ["Dashboard", "Jobs", "Settings", "Audit log", "Django admin"], []),
 ])
 def test_navigation_shows_only_what_the_role_may_use(client, personas, role, visible, hidden):
     client.force_login(personas[role])
