@@ -24,10 +24,15 @@ def view_permission(view_func: Callable[..., Any]) -> str | None:
     # and guarded at call time by PortalAdminSite.admin_view (use_django_admin, audited).
     from django.contrib.admin import AdminSite
 
+    bound_to = getattr(view_func, "__self__", None)
+    is_admin_site_page = isinstance(bound_to, AdminSite) or isinstance(
+        getattr(view_func, "admin_site", None), AdminSite)
+    if is_admin_site_page and getattr(view_func, "__name__", "") in {"login", "logout"}:
+        return "public"  # admin sign-in sends people to the portal's sign-in page
     if (
         getattr(view_func, "admin_site", None) is not None
         or getattr(view_func, "model_admin", None) is not None
-        or isinstance(getattr(view_func, "__self__", None), AdminSite)
+        or isinstance(bound_to, AdminSite)
     ):
         return "use_django_admin"
     return None

@@ -134,6 +134,7 @@ def api_endpoint(
 
         wrapped.required_permission = permission  # type: ignore[attr-defined]
         wrapped.api_endpoint = True  # type: ignore[attr-defined]
+        wrapped.trusted_network = trusted_network  # type: ignore[attr-defined]
         return wrapped
 
     return decorator
@@ -154,4 +155,7 @@ def _authenticate(request: HttpRequest, trusted_network: bool) -> Actor:
         base = Actor.from_request(request)
         return Actor(kind="system", name=f"trusted-network:{base.ip}", role="system",
                      ip=base.ip, user_agent=base.user_agent, request_id=base.request_id)
+    if request.method != "GET":
+        record("api.authenticate", actor=Actor.from_request(request), target_type="url",
+               target_id=request.path, outcome="denied", reason="no bearer token")
     raise ApiError(401, "unauthorized", "Send an API token: Authorization: Bearer <token>.")

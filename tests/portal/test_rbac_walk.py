@@ -1,0 +1,112 @@
+"""Walk every URL as anonymous, viewer, support, operator and admin, with GET and POST.
+
+Allowed or denied must match the role matrix for the permission the view declares; every
+denial must be a 403 (401 for the API, a sign-in redirect for anonymous pages) and audited;
+nothing may answer 500.
+"""
+
+import re
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from portal.access.middleware import view_permission
+from portal.access.roles import MATRIX
+from portal.audit.models import AuditEvent
+from portal.jobs.models import BulkOperation, Job
+from tests.conftest import PERSONAS
+
+pytestmark = pytest.mark.django_db
+
+
+def walk(patterns, prefix=""):
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            yield from walk(pattern.url_patterns, prefix + str(pattern.pattern))
+        elif isinstance(pattern, URLPattern):
+            yield prefix + str(pattern.pattern), pattern.callback
+
+
+def concrete(route, ids):
+    """A real path for a route pattern, filling parameters with existing objects' ids."""
+    path = route.lstrip("^").rstrip("$").replace("\\Z", "").replace("\\", "")
+    path = re.sub(r"<int:(\w+)>", lambda m: str(ids.get(m.group(1), 1)), path)
+    path = re.sub(r"<(?:str|slug|path):(\w+)>", lambda m: str(ids.get(m.group(1), "x")), path)
+    path = re.sub(r"<(\w+)>", lambda m: str(ids.get(m.group(1), "1")), path)
+    path = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: str(ids.get(m.group(1), "1")), path)
+    return "/" + path
+
+
+def routes():
+    seen = set()
+    for route, callback in walk(get_resolver().url_patterns):
+        if route in seen or ("(?P<" in route and "admin" in route and "app_label" in route):
+            continue
+        seen.add(route)
+        yield route, callback
+
+
+@pytest.fixture
+def objects(db):
+    job = Job.objects.create(job_type="jobs.noop", status=Job.Status.DEAD)
+    operation = BulkOperation.objects.create(kind="retry", created_by="tests")
+    return {"job_id": job.pk, "operation_id": operation.pk, "object_id": job.pk,
+            "key": "SYNC_INTERVAL_MINUTES"}
+
+
+@pytest.mark.parametrize("role", ["anonymous", *PERSONAS])
+def test_every_url_answers_each_role_as_the_matrix_says(client, personas, objects, role):
+    if role != "anonymous":
+        client.force_login(personas[role])
+    granted = MATRIX.get(role, frozenset())
+    headers = {}
+    if role != "anonymous":
+        # People use the console with their session and the API with a token.
+        from portal.access.actors import Actor
+        from portal.api.tokens import create_token
+
+        raw = create_token(Actor.system("tests"), personas[role].username, "walk")[1]
+        headers = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+    problems = []
+    checked = 0
+    for route, callback in routes():
+        permission = view_permission(callback)
+        path = concrete(route, objects)
+        is_api = path.startswith("/api/")
+        for method in ("get", "post"):
+            if role != "anonymous":
+                client.force_login(personas[role])  # the walk signs out on /logout/
+            before = AuditEvent.objects.filter(outcome="denied").count()
+            response = getattr(client, method)(path, **(headers if is_api else {}))
+            checked += 1
+            status = response.status_code
+            if status >= 500:
+                problems.append(f"{method.upper()} {path}: {status}")
+                continue
+            if permission == "public":
+                continue
+            if role == "anonymous":
+                if getattr(callback, "trusted_network", False):
+                    continue  # open to API_TRUSTED_NETWORKS (the test client is 127.0.0.1)
+                if is_api:
+                    ok = status in (401, 405)
+                else:
+                    ok = status in (302, 405) and (status == 405 or "/login/" in response[
+                        "Location"] or "/admin/login/" in response["Location"])
+                if not ok:
+                    problems.append(f"anonymous {method.upper()} {path}: {status}")
+                continue
+            allowed = permission in granted
+            if not allowed:
+                if status == 405:
+                    continue  # the method check comes first and changes nothing
+                if status != 403:
+                    problems.append(f"{role} {method.upper()} {path}: {status}, expected 403")
+                elif AuditEvent.objects.filter(outcome="denied").count() <= before:
+                    problems.append(f"{role} {method.upper()} {path}: denial not audited")
+            elif AuditEvent.objects.filter(outcome="denied").count() > before:
+                # A 403 without a denial is a model admin being read-only, not the role check.
+                problems.append(f"{role} {method.upper()} {path}: denied but {permission} "
+                                "granted")
+    assert checked > 40
+    assert problems == [], "\n".join(problems)
