@@ -20,7 +20,7 @@ class Job(models.Model):
         CANCELLED = "cancelled"  # discarded by an operator
 
     id = models.BigAutoField(primary_key=True)
-    job_type = models.CharField(max_length=64, db_index=True)
+    job_type = models.CharField(max_length=64)
     payload = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0, help_text="Runs in the current cycle")
@@ -28,7 +28,7 @@ class Job(models.Model):
     max_attempts = models.PositiveIntegerField(default=5)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -36,20 +36,30 @@ class Job(models.Model):
     worker = models.CharField(max_length=128, blank=True)
     last_error = models.TextField(blank=True)
     error_class = models.CharField(max_length=128, blank=True)
-    error_signature = models.CharField(max_length=16, blank=True, db_index=True)
+    error_signature = models.CharField(max_length=16, blank=True)
     result = models.JSONField(null=True, blank=True)
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
     created_by = models.CharField(max_length=150, blank=True)
-    correlation_id = models.CharField(max_length=64, blank=True, db_index=True)
+    correlation_id = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["-id"]
+        # Every state change rewrites the row and its index entries, so indexes are few and
+        # partial where they serve one state: this table's write rate is the queue's speed.
         indexes = [
-            models.Index(fields=["status", "next_attempt_at"], name="job_status_next_idx"),
             models.Index(fields=["status", "job_type", "id"], name="job_status_type_idx"),
-            models.Index(fields=["status", "lease_expires_at"], name="job_running_lease_idx",
+            models.Index(fields=["next_attempt_at"], name="job_waiting_idx",
+                         condition=Q(status__in=["retrying", "pending"])),
+            models.Index(fields=["lease_expires_at"], name="job_running_lease_idx",
                          condition=Q(status="running")),
-            models.Index(fields=["status", "finished_at"], name="job_status_finished_idx"),
+            models.Index(fields=["error_signature"], name="job_failed_signature_idx",
+                         condition=Q(status__in=["dead", "retrying"])),
+            models.Index(fields=["correlation_id"], name="job_correlation_idx",
+                         condition=~Q(correlation_id="")),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["idempotency_key"], name="job_idempotency_key_unique",
+                                    condition=Q(idempotency_key__isnull=False)),
         ]
 
     def __str__(self) -> str:
@@ -57,18 +67,21 @@ class Job(models.Model):
 
 
 class JobAttempt(models.Model):
+    """One finished run of a job (the run in progress is on the Job row itself)."""
+
     class Outcome(models.TextChoices):
-        RUNNING = "running"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         LOST = "lost"  # the worker died or the task timed out; found by the watchdog
 
     id = models.BigAutoField(primary_key=True)
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempt_log")
+    # No index of its own: the (job, number) unique constraint serves lookups by job.
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempt_log",
+                            db_index=False)
     number = models.PositiveIntegerField()
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
-    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
     error = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)

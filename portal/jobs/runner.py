@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -96,13 +96,15 @@ def enqueue(
             "next_attempt_at": now + timedelta(seconds=delay_seconds) if delay_seconds else None,
             "dispatched_at": None if waits else now,
         }
-        try:
-            with transaction.atomic():
-                job = Job.objects.create(**fields)
-        except IntegrityError:
-            if not idempotency_key:
-                raise
-            return Job.objects.get(idempotency_key=idempotency_key)
+        if idempotency_key:
+            try:
+                # A savepoint: a concurrent enqueue with the same key may win the insert.
+                with transaction.atomic():
+                    job = Job.objects.create(**fields)
+            except IntegrityError:
+                return Job.objects.get(idempotency_key=idempotency_key)
+        else:
+            job = Job.objects.create(**fields)
         if not waits:
             dispatch([job.pk])
     return job
@@ -137,60 +139,71 @@ def error_signature(exc: BaseException) -> tuple[str, str]:
     return error_class[:128], digest
 
 
-def _lease(definition: JobType) -> timedelta:
-    limit = min(definition.timeout, settings.Q_CLUSTER.get("timeout") or definition.timeout)
-    return timedelta(seconds=limit) + LEASE_GRACE
+def _lease() -> timedelta:
+    # django-q2 kills a task after Q_CLUSTER["timeout"]; past that (and a grace period) a run
+    # that has not finished has no worker any more.
+    return timedelta(seconds=settings.Q_CLUSTER.get("timeout") or 300) + LEASE_GRACE
 
 
-def _claim(job_id: int, definition: JobType, worker: str) -> tuple[Job, JobAttempt] | None:
+_CLAIM_SQL = """
+UPDATE {job} SET status = %s, attempts = attempts + 1, runs = runs + 1, started_at = %s,
+    finished_at = NULL, lease_expires_at = %s, worker = %s
+WHERE id = %s AND status = %s
+  AND NOT EXISTS (SELECT 1 FROM {paused} WHERE {paused}.job_type = {job}.job_type)
+RETURNING {columns}
+"""
+
+
+def _claim(job_id: int, worker: str) -> Job | None:
+    """Atomically take a pending job of a type that is not paused (one statement)."""
     now = timezone.now()
-    with transaction.atomic():
-        claimed = Job.objects.filter(pk=job_id, status=Job.Status.PENDING).update(
-            status=Job.Status.RUNNING,
-            attempts=F("attempts") + 1,
-            runs=F("runs") + 1,
-            started_at=now,
-            finished_at=None,
-            lease_expires_at=now + _lease(definition),
-            worker=worker,
-        )
-        if not claimed:
-            return None
-        job = Job.objects.get(pk=job_id)
-        attempt = JobAttempt.objects.create(job=job, number=job.runs, started_at=now,
-                                            worker=worker)
-    return job, attempt
+    ops = connection.ops
+    columns = [field.column for field in Job._meta.concrete_fields]
+    sql = _CLAIM_SQL.format(job=Job._meta.db_table, paused=PausedJobType._meta.db_table,
+                            columns=", ".join(columns))
+    params = [Job.Status.RUNNING, ops.adapt_datetimefield_value(now),
+              ops.adapt_datetimefield_value(now + _lease()), worker, job_id, Job.Status.PENDING]
+    claimed = list(Job.objects.raw(sql, params))
+    return claimed[0] if claimed else None
 
 
 def run_job(job_id: int) -> str:
     """Run one job if it is still due. Safe to call twice: only one run claims it."""
-    job_type = Job.objects.filter(pk=job_id).values_list("job_type", flat=True).first()
-    if job_type is None:
+    worker = worker_identity()
+    job = _claim(job_id, worker)
+    if job is None:
+        return _why_not_claimed(job_id)
+    # The claim counted the attempt (attempts, runs, started_at, worker on the job row). The
+    # attempt's own row is written with its outcome; if the worker dies first, the watchdog
+    # writes it as lost.
+    started = time.monotonic()
+    try:
+        definition = get_job_type(job.job_type)
+        result = definition.handler(job)
+    except UnknownJobType as exc:
+        outcome = record_failure(job, _Permanent(str(exc)), None, started, worker)
+    except Exception as exc:
+        outcome = record_failure(job, exc, definition, started, worker)
+    else:
+        outcome = record_success(job, result, started, worker)
+    release_due_jobs_now_and_then()
+    return outcome
+
+
+class _Permanent(Exception):
+    transient = False
+
+
+def _why_not_claimed(job_id: int) -> str:
+    row = Job.objects.filter(pk=job_id).values_list("status", "job_type").first()
+    if row is None:
         return "missing"
-    if PausedJobType.objects.filter(job_type=job_type).exists():
+    status, job_type = row
+    if status == Job.Status.PENDING and PausedJobType.objects.filter(job_type=job_type).exists():
         # Wait, undispatched, until the type is resumed.
         Job.objects.filter(pk=job_id, status=Job.Status.PENDING).update(dispatched_at=None)
         return "paused"
-    try:
-        definition = get_job_type(job_type)
-    except UnknownJobType as exc:
-        Job.objects.filter(pk=job_id, status=Job.Status.PENDING).update(
-            status=Job.Status.DEAD, last_error=str(exc), finished_at=timezone.now())
-        return "dead"
-    worker = worker_identity()
-    claimed = _claim(job_id, definition, worker)
-    if claimed is None:
-        return "not-claimable"
-    job, attempt = claimed
-    started = time.monotonic()
-    try:
-        result = definition.handler(job)
-    except Exception as exc:
-        outcome = record_failure(job, attempt, exc, definition, started, worker)
-    else:
-        outcome = record_success(job, attempt, result, started, worker)
-    release_due_jobs_now_and_then()
-    return outcome
+    return "not-claimable"
 
 
 def _json_safe(value: Any) -> Any:
@@ -203,22 +216,28 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def record_success(job: Job, attempt: JobAttempt, result: Any, started: float,
-                   worker: str) -> str:
+def _attempt(job: Job, outcome: str, now: Any, worker: str | None, started: float,
+             **fields: Any) -> JobAttempt:
+    return JobAttempt(
+        job_id=job.pk, number=job.runs, started_at=job.started_at or now, finished_at=now,
+        outcome=outcome, worker=worker or job.worker,
+        duration_ms=int((time.monotonic() - started) * 1000) if started else None, **fields)
+
+
+def record_success(job: Job, result: Any, started: float, worker: str) -> str:
     now = timezone.now()
     with transaction.atomic():
         # Conditional: if the watchdog already gave this run up, its verdict stands.
         updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, worker=worker).update(
             status=Job.Status.SUCCEEDED, finished_at=now, lease_expires_at=None,
             next_attempt_at=None, result=_json_safe(result))
-        JobAttempt.objects.filter(pk=attempt.pk).update(
-            outcome=JobAttempt.Outcome.SUCCEEDED, finished_at=now,
-            duration_ms=int((time.monotonic() - started) * 1000))
+        if updated:
+            _attempt(job, JobAttempt.Outcome.SUCCEEDED, now, worker, started).save()
     return "succeeded" if updated else "succeeded-late"
 
 
-def record_failure(job: Job, attempt: JobAttempt, exc: BaseException, definition: JobType,
-                   started: float, worker: str | None, *, lost: bool = False) -> str:
+def record_failure(job: Job, exc: BaseException, definition: JobType | None, started: float,
+                   worker: str | None, *, lost: bool = False) -> str:
     now = timezone.now()
     error_class, signature = error_signature(exc)
     message = redact_text(f"{type(exc).__name__}: {exc}")[:2000]
@@ -231,7 +250,7 @@ def record_failure(job: Job, attempt: JobAttempt, exc: BaseException, definition
         "finished_at": now, "lease_expires_at": None, "last_error": message,
         "error_class": error_class, "error_signature": signature,
     }
-    if transient and used < allowed:
+    if transient and used < allowed and definition is not None:
         fields.update(status=Job.Status.RETRYING, dispatched_at=None,
                       next_attempt_at=now + timedelta(
                           seconds=backoff_seconds(definition, used, retry_after)))
@@ -244,13 +263,12 @@ def record_failure(job: Job, attempt: JobAttempt, exc: BaseException, definition
         condition &= Q(worker=worker)
     with transaction.atomic():
         updated = Job.objects.filter(condition).update(**fields)
-        JobAttempt.objects.filter(pk=attempt.pk).update(
-            outcome=JobAttempt.Outcome.LOST if lost else JobAttempt.Outcome.FAILED,
-            finished_at=now, error=message, traceback=trace,
-            duration_ms=int((time.monotonic() - started) * 1000) if started else None)
+        if updated:
+            outcome = JobAttempt.Outcome.LOST if lost else JobAttempt.Outcome.FAILED
+            _attempt(job, outcome, now, worker, started, error=message, traceback=trace).save()
     if updated:
-        logger.warning("Job %s (%s) attempt %s failed: %s -> %s", job.pk, job.job_type,
-                       attempt.number, message, verdict)
+        logger.warning("Job %s (%s) run %s failed: %s -> %s", job.pk, job.job_type, job.runs,
+                       message, verdict)
     return verdict if updated else "failed-late"
 
 

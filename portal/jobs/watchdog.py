@@ -8,7 +8,7 @@ import socket
 from django.db.models import Q
 from django.utils import timezone
 
-from portal.jobs.models import Job, JobAttempt
+from portal.jobs.models import Job
 from portal.jobs.registry import JobType, UnknownJobType, get_job_type
 from portal.jobs.runner import record_failure
 
@@ -49,20 +49,13 @@ def requeue_lost_jobs() -> int:
         expired = job.lease_expires_at is not None and job.lease_expires_at < now
         if not expired and not _worker_gone_here(job.worker):
             continue
-        attempt = JobAttempt.objects.filter(job=job, outcome=JobAttempt.Outcome.RUNNING).last()
-        if attempt is None:
-            continue
         try:
             definition: JobType | None = get_job_type(job.job_type)
         except UnknownJobType:
             definition = None
         reason = "its run timed out" if expired else f"its worker {job.worker} is gone"
         exc = WorkerLost(f"Worker lost: {reason}; counted as a failed attempt.")
-        verdict = record_failure(
-            job, attempt, exc,
-            definition or JobType(name=job.job_type, handler=lambda j: None),
-            0.0, job.worker, lost=True,
-        )
+        verdict = record_failure(job, exc, definition, 0.0, job.worker, lost=True)
         if verdict in {"retrying", "dead"}:
             recovered += 1
     return recovered

@@ -5,7 +5,6 @@ import time_machine
 from django.utils import timezone
 
 from portal.jobs.models import Job, JobAttempt
-from portal.jobs.registry import get_job_type
 from portal.jobs.runner import _claim, enqueue, worker_identity
 from portal.jobs.watchdog import requeue_lost_jobs
 
@@ -13,8 +12,8 @@ pytestmark = pytest.mark.django_db
 
 
 def start_without_finishing(job, worker):
-    """What a worker that dies mid-run leaves behind: a claimed job and a running attempt."""
-    return _claim(job.pk, get_job_type(job.job_type), worker)
+    """What a worker that dies mid-run leaves behind: a claimed, running job."""
+    return _claim(job.pk, worker)
 
 
 def test_a_run_past_its_lease_is_counted_as_a_lost_attempt_and_retried():
@@ -60,3 +59,4 @@ def test_a_job_that_keeps_killing_its_worker_ends_dead_not_looping():
             requeue_lost_jobs()
     job.refresh_from_db()
     assert job.status == Job.Status.DEAD and job.runs == 2
+
