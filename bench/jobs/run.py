@@ -3,7 +3,7 @@
     python bench/jobs/run.py [--quick] [--jobs N] [--workers N]
 
 Each run enqueues everything first, then starts `qcluster` and times the drain (cluster start
-to the last job done). Target: Job-layer throughput ≥ 0.7 × plain django-q2.
+to the last job done). Target: Job-layer throughput at least 0.7 times plain django-q2.
 """
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ class Job(models.Model):
     error_class = models.CharField(max_length=128, blank=True)
     error_signature = models.CharField(max_length=16, blank=True)
     result = models.JSONField(null=True, blank=True)
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    # NULL, not "", when absent: the unique constraint covers only jobs that have a key.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     created_by = models.CharField(max_length=150, blank=True)
     correlation_id = models.CharField(max_length=64, blank=True)
 
