@@ -15,6 +15,7 @@ import re
 import socket
 import time
 import traceback
+import uuid
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
@@ -23,6 +24,10 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django_q.brokers import get_broker
+from django_q.conf import Conf
+from django_q.models import OrmQ
+from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
 from portal.jobs.models import Job, JobAttempt, PausedJobType
@@ -52,15 +57,46 @@ def dispatch(job_ids: Iterable[int]) -> None:
     ids = list(job_ids)
     if not ids:
         return
-
-    def push() -> None:
-        for job_id in ids:
-            async_task(RUN_TASK, job_id, task_name=f"job-{job_id}")
+    if Conf.SYNC or len(ids) < BULK_DISPATCH_MIN:
+        def push() -> None:
+            for job_id in ids:
+                async_task(RUN_TASK, job_id, task_name=f"job-{job_id}")
+    else:
+        def push() -> None:
+            _bulk_push(ids)
 
     if _broker_is_transactional():
         push()
     else:
         transaction.on_commit(push)
+
+
+# From this many jobs on, dispatch writes the broker's rows in bulk (retry-all of 100,000).
+BULK_DISPATCH_MIN = 50
+_BULK_BATCH = 2000
+
+
+def _task_package(job_id: int, now: Any) -> str:
+    """The same signed package django-q2's async_task builds for run_job(job_id)."""
+    task: dict[str, Any] = {"id": uuid.uuid4().hex, "name": f"job-{job_id}", "func": RUN_TASK,
+                            "args": (job_id,), "kwargs": {}, "started": now}
+    if Conf.ACK_FAILURES:
+        task["ack_failure"] = True
+    return SignedPackage.dumps(task)
+
+
+def _bulk_push(ids: list[int]) -> None:
+    broker = get_broker()
+    now = timezone.now()
+    if _broker_is_transactional():
+        key = broker.list_key or Conf.CLUSTER_NAME
+        for start in range(0, len(ids), _BULK_BATCH):
+            OrmQ.objects.using(Conf.ORM).bulk_create(
+                OrmQ(key=key, payload=_task_package(job_id, now), lock=now)
+                for job_id in ids[start:start + _BULK_BATCH])
+    else:
+        for job_id in ids:
+            broker.enqueue(_task_package(job_id, now))
 
 
 def paused_types() -> set[str]:

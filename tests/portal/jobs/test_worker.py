@@ -22,11 +22,21 @@ def wait_until(predicate, timeout=60.0, tick=None):
 
 @pytest.mark.django_db(transaction=True)
 def test_workers_run_every_job_once(qcluster):
+    from django.utils import timezone
+
+    from portal.jobs.runner import BULK_DISPATCH_MIN, dispatch
+
     jobs = [enqueue("test.count") for _ in range(30)]
+    # And a bulk dispatch (what retry-all uses), whose packages we build ourselves.
+    bulk = Job.objects.bulk_create(Job(job_type="test.count", dispatched_at=timezone.now())
+                                   for _ in range(BULK_DISPATCH_MIN))
+    dispatch([job.pk for job in bulk])
+    jobs += bulk
     qcluster(workers=2)
     ids = [job.pk for job in jobs]
-    assert wait_until(lambda: Job.objects.filter(pk__in=ids, status="succeeded").count() == 30)
-    assert JobAttempt.objects.filter(job_id__in=ids).count() == 30
+    total = len(ids)
+    assert wait_until(lambda: Job.objects.filter(pk__in=ids, status="succeeded").count() == total)
+    assert JobAttempt.objects.filter(job_id__in=ids).count() == total
     assert len({job.result["ran_in"] for job in Job.objects.filter(pk__in=ids)}) >= 1
 
 
