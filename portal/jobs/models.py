@@ -163,3 +163,14 @@ class BulkOperationItem(models.Model):
 
     def __str__(self) -> str:
         return f"job #{self.job_id} in bulk #{self.operation_id}: {self.result}"
+
+
+class WorkerHeartbeat(models.Model):
+    """Each worker process says it is alive about every 30 s while it works, and the
+    heartbeat schedule once a minute when it is idle."""
+
+    worker = models.CharField(max_length=128, primary_key=True)
+    last_seen = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.worker} at {self.last_seen:%H:%M:%S}"

@@ -30,8 +30,9 @@ from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
-from portal.jobs.models import Job, JobAttempt, PausedJobType
+from portal.jobs.models import Job, JobAttempt, PausedJobType, WorkerHeartbeat
 from portal.jobs.registry import JobType, UnknownJobType, get_job_type
+from portal.logging import job_id_var
 from portal.redaction import redact_text
 
 logger = logging.getLogger(__name__)
@@ -213,6 +214,7 @@ def run_job(job_id: int) -> str:
     # attempt's own row is written with its outcome; if the worker dies first, the watchdog
     # writes it as lost.
     started = time.monotonic()
+    log_context = job_id_var.set(str(job.pk))
     try:
         definition = get_job_type(job.job_type)
         result = definition.handler(job)
@@ -222,6 +224,8 @@ def run_job(job_id: int) -> str:
         outcome = record_failure(job, exc, definition, started, worker)
     else:
         outcome = record_success(job, result, started, worker)
+    finally:
+        job_id_var.reset(log_context)
     release_due_jobs_now_and_then()
     return outcome
 
@@ -332,6 +336,14 @@ def release_due_jobs(limit: int = 500) -> int:
 
 
 _last_opportunistic_release = 0.0
+_last_heartbeat = 0.0
+HEARTBEAT_EVERY_SECONDS = 30.0
+
+
+def beat() -> None:
+    """Record that this worker process is alive."""
+    WorkerHeartbeat.objects.update_or_create(worker=worker_identity(),
+                                             defaults={"last_seen": timezone.now()})
 
 
 def release_due_jobs_now_and_then(every_seconds: float = 1.0) -> None:

@@ -9,6 +9,7 @@ SCHEDULES: dict[str, tuple[str, int]] = {
     "jobs.release_due": ("portal.jobs.tasks.release_due_jobs", 1),
     "jobs.watchdog": ("portal.jobs.tasks.requeue_lost_jobs", 1),
     "jobs.prune": ("portal.jobs.tasks.prune_succeeded_jobs", 60),
+    "jobs.heartbeat": ("portal.jobs.tasks.heartbeat", 1),
 }
 
 

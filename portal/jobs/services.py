@@ -236,3 +236,11 @@ def prune_succeeded_jobs(batch: int = 5000) -> int:
             return total
         Job.objects.filter(pk__in=ids).delete()
         total += len(ids)
+
+
+def prune_heartbeats() -> int:
+    """Forget worker processes not seen for a day (recycled workers get new pids)."""
+    from portal.jobs.models import WorkerHeartbeat
+
+    cutoff = timezone.now() - timedelta(days=1)
+    return WorkerHeartbeat.objects.filter(last_seen__lt=cutoff).delete()[0]

@@ -19,3 +19,8 @@ def requeue_lost_jobs() -> int:
 
 def prune_succeeded_jobs() -> int:
     return services.prune_succeeded_jobs()
+
+
+def heartbeat() -> None:
+    runner.beat()
+    services.prune_heartbeats()
