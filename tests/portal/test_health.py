@@ -45,7 +45,7 @@ def test_worker_health_command():
         call_command("worker_health")
     WorkerHeartbeat.objects.create(worker="h:1",
                                    last_seen=timezone.now() - timezone.timedelta(minutes=10))
-    with pytest.raises(CommandError, match="600 s ago|60[0-9] s ago"):
+    with pytest.raises(CommandError, match=r"60\d s ago"):
         call_command("worker_health")
     beat()
     call_command("worker_health")
@@ -69,4 +69,5 @@ def test_json_logs_carry_request_and_job_ids_and_no_secrets():
 def test_every_response_carries_a_request_id(client):
     assert len(client.get("/healthz")["X-Request-ID"]) == 32
     assert client.get("/healthz", headers={"X-Request-ID": "abc-123"})["X-Request-ID"] == "abc-123"
-    assert client.get("/healthz", headers={"X-Request-ID": "<script>"})["X-Request-ID"] != "<script>"
+    unsafe = client.get("/healthz", headers={"X-Request-ID": "<script>"})
+    assert unsafe["X-Request-ID"] != "<script>"
