@@ -1,3 +1,11 @@
-"""Graph's webhook endpoints (the receiver views arrive with the webhook issue)."""
+"""Graph's webhook endpoints, under /api/webhooks/ (public: each item carries a clientState)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from integrations.microsoft import webhook_views
+
+urlpatterns = [
+    path("mail", webhook_views.mail, name="webhook_mail"),
+    path("teams", webhook_views.teams, name="webhook_teams"),
+    path("lifecycle", webhook_views.lifecycle, name="webhook_lifecycle"),
+]

@@ -226,3 +226,24 @@ def test_secret_values_never_leak(graph_settings, emulator, admin_actor, caplog,
     for value in (env_secret, new_value, wrong_value):
         assert value not in blob
     assert Credential.objects.filter(secret_encrypted__contains=new_value[:10]).count() == 0
+
+
+def test_the_admin_shows_metadata_only(client, graph_settings, emulator, ada_admin):
+    auth.app_token()
+    credential = Credential.objects.get()
+    client.force_login(ada_admin)
+    pages = [
+        "/admin/microsoft/credential/",
+        f"/admin/microsoft/credential/{credential.pk}/change/",
+        "/admin/microsoft/graphcall/",
+        "/admin/microsoft/delegatedaccount/",
+        "/admin/microsoft/workerping/",
+    ]
+    for url in pages:
+        response = client.get(url)
+        assert response.status_code == 200, url
+        html = response.content.decode()
+        assert credential.secret_encrypted not in html
+        assert emulator.client_secret not in html
+    assert credential.fingerprint in client.get(pages[0]).content.decode()
+    assert client.get("/admin/microsoft/credential/add/").status_code == 403

@@ -289,9 +289,10 @@ def test_no_more_than_the_limit_in_flight_per_mailbox(graph_settings, emulator, 
         thread.start()
     for thread in threads:
         thread.join()
-    assert not errors
+    assert not errors, errors
     log = emulator.control.requests_log(path=f"/users/{mailbox}/mailFolders")
-    assert len(log) == 6 and all(e["status"] == 200 for e in log)
+    assert [e["status"] for e in log] == [200] * 6, log
+    # The emulator's spans sit inside our semaphore-held spans, so this is exact.
     spans = [(e["monotonic"], e["monotonic"] + e["duration_ms"] / 1000) for e in log]
     peak = max(sum(1 for s, f in spans if s <= t < f) for t, _ in spans)
-    assert peak == 2
+    assert peak <= 2, spans

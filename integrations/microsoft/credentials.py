@@ -1,0 +1,305 @@
+"""Client-secret rotation: add (pending) → verify → activate → grace → retire, and rollback.
+
+Every operator step checks `rotate_credentials` before its transaction (so a denial is
+audited even though nothing happens) and writes its audit event in the same transaction as
+its effect. Secret values are never logged, audited, put in exceptions or returned; the
+fingerprint (a SHA-256 prefix) is how people tell secrets apart.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from integrations.microsoft import auth
+from integrations.microsoft.crypto import encrypt, fingerprint
+from integrations.microsoft.errors import TokenError
+from integrations.microsoft.models import Credential
+from portal.access.actors import Actor
+from portal.access.authz import require
+from portal.audit.services import record
+
+logger = logging.getLogger("integrations.microsoft.credentials")
+
+TARGET = "credential"
+MAX_SECRET_LENGTH = 1024
+
+
+class CredentialError(Exception):
+    """A rotation step that cannot be done as asked (message is for the operator)."""
+
+
+@dataclass
+class VerifyOutcome:
+    ok: bool
+    detail: str
+    roles: list[str] = field(default_factory=list)
+
+
+def _refresh_tokens_after_commit() -> None:
+    # The next token in this process must come from the newly active secret; other
+    # processes notice within CREDENTIAL_RECHECK_SECONDS (auth._resolve_active).
+    transaction.on_commit(auth.invalidate)
+
+
+def _public(credential: Credential) -> dict[str, Any]:
+    """Audit parameters: what identifies the credential, never its value."""
+    return {"display_name": credential.display_name, "fingerprint": credential.fingerprint,
+            "state": credential.state}
+
+
+# --------------------------------------------------------------------------- lookups
+
+
+def active_credential() -> Credential:
+    """The active credential; bootstraps the store from MICROSOFT_CLIENT_SECRET when needed."""
+    credential = Credential.objects.filter(state=Credential.State.ACTIVE).first()
+    if credential is not None:
+        return credential
+    credential = bootstrap_from_environment()
+    if credential is not None:
+        return credential
+    raise TokenError(
+        "No active client secret: set MICROSOFT_CLIENT_SECRET (bootstraps the credential "
+        "store) or add, verify and activate one (console or `manage.py rotate_client_secret`).",
+        error="no_credential",
+    )
+
+
+def bootstrap_from_environment() -> Credential | None:
+    """Create the first active credential from MICROSOFT_CLIENT_SECRET, audited as system.
+
+    Only when nothing is active and that secret is not already stored (a retired secret is not
+    resurrected by a stale environment variable).
+    """
+    secret = (getattr(settings, "MICROSOFT_CLIENT_SECRET", "") or "").strip()
+    if not secret:
+        return None
+    print_ = fingerprint(secret)
+    if Credential.objects.filter(fingerprint=print_).exists():
+        # Either another thread/process bootstrapped it a moment ago (use it), or it was
+        # retired or demoted on purpose (None: don't resurrect it from a stale variable).
+        return Credential.objects.filter(state=Credential.State.ACTIVE).first()
+    actor = Actor.system("credential-bootstrap")
+    try:
+        with transaction.atomic():
+            credential = Credential.objects.create(
+                display_name="From MICROSOFT_CLIENT_SECRET", secret_encrypted=encrypt(secret),
+                fingerprint=print_, state=Credential.State.ACTIVE, activated_at=timezone.now(),
+                created_by=actor.name,
+            )
+            record("credential.bootstrap", actor=actor, target_type=TARGET,
+                   target_id=credential.pk, params=_public(credential))
+    except IntegrityError:
+        # Another process bootstrapped (or activated) at the same moment.
+        return Credential.objects.filter(state=Credential.State.ACTIVE).first()
+    logger.info("Credential store bootstrapped from MICROSOFT_CLIENT_SECRET (…%s)", print_)
+    return credential
+
+
+def inventory() -> list[Credential]:
+    """Every credential, newest first (for `view_secrets_metadata` pages; no values)."""
+    return list(Credential.objects.defer("secret_encrypted"))
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def add_secret(actor: Actor, value: str, display_name: str,
+               expires_at: datetime | None = None) -> Credential:
+    """Store a new secret as pending."""
+    require(actor, "rotate_credentials", action="credential.add", target_type=TARGET)
+    value = (value or "").strip()
+    display_name = (display_name or "").strip()[:120] or f"Added {timezone.now():%Y-%m-%d}"
+    if not value:
+        raise CredentialError("The secret is empty.")
+    if len(value) > MAX_SECRET_LENGTH:
+        raise CredentialError("The secret is too long to be a client secret.")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise CredentialError("The expiry date is in the past.")
+    print_ = fingerprint(value)
+    existing = Credential.objects.filter(fingerprint=print_).first()
+    if existing is not None:
+        raise CredentialError(
+            f"This secret is already stored as #{existing.pk} “{existing.display_name}” "
+            f"({existing.state}).")
+    with transaction.atomic():
+        credential = Credential.objects.create(
+            display_name=display_name, secret_encrypted=encrypt(value), fingerprint=print_,
+            expires_at=expires_at, created_by=actor.name[:150],
+        )
+        record("credential.add", actor=actor, target_type=TARGET, target_id=credential.pk,
+               params={**_public(credential),
+                       "expires_at": expires_at.isoformat() if expires_at else None})
+    return credential
+
+
+def _get(credential_id: int) -> Credential:
+    try:
+        return Credential.objects.get(pk=credential_id)
+    except Credential.DoesNotExist:
+        raise CredentialError(f"There is no credential #{credential_id}.") from None
+
+
+def verify_secret(actor: Actor, credential_id: int) -> VerifyOutcome:
+    """Ask for a token with this secret using a fresh MSAL app; store the outcome."""
+    require(actor, "rotate_credentials", action="credential.verify", target_type=TARGET,
+            target_id=credential_id)
+    credential = _get(credential_id)
+    if credential.state == Credential.State.RETIRED:
+        raise CredentialError(f"Credential #{credential.pk} is retired; its secret was erased.")
+    # The token request happens outside any transaction: no lock held during network I/O.
+    try:
+        result = auth.acquire_with_secret(credential.secret_value())
+    except TokenError as exc:
+        outcome = VerifyOutcome(False, exc.message)
+    else:
+        roles = sorted(auth.token_claims(result["access_token"]).get("roles") or [])
+        outcome = VerifyOutcome(True, "A token was issued with this secret.", roles)
+    now = timezone.now()
+    with transaction.atomic():
+        if outcome.ok:
+            Credential.objects.filter(pk=credential.pk).update(
+                last_verified_at=now, last_error="", last_error_at=None)
+        else:
+            Credential.objects.filter(pk=credential.pk).update(
+                last_error=outcome.detail[:2000], last_error_at=now)
+        record("credential.verify", actor=actor, target_type=TARGET, target_id=credential.pk,
+               params={**_public(credential), "roles": outcome.roles},
+               outcome="success" if outcome.ok else "failure",
+               reason="" if outcome.ok else outcome.detail[:500])
+    return outcome
+
+
+def activate(actor: Actor, credential_id: int) -> Credential:
+    """Make a verified pending credential the one used for tokens, atomically.
+
+    The previous active one goes to grace until now + CREDENTIAL_GRACE_HOURS (the rollback
+    target); a credential already in grace is retired, since there is one rollback target.
+    """
+    require(actor, "rotate_credentials", action="credential.activate", target_type=TARGET,
+            target_id=credential_id)
+    now = timezone.now()
+    with transaction.atomic():
+        # Lock every live row so two activations cannot interleave (PostgreSQL; SQLite
+        # already serialises writers with BEGIN IMMEDIATE).
+        rows = {c.pk: c for c in Credential.objects.select_for_update().exclude(
+            state=Credential.State.RETIRED)}
+        credential = rows.get(credential_id)
+        if credential is None:
+            raise CredentialError(f"There is no live credential #{credential_id}.")
+        if credential.state != Credential.State.PENDING:
+            raise CredentialError(
+                f"Only a pending credential can be activated; #{credential.pk} is "
+                f"{credential.state}.")
+        if not credential.is_verified:
+            raise CredentialError(
+                f"Verify credential #{credential.pk} first (a token must be issued with it)"
+                + (f"; last error: {credential.last_error}" if credential.last_error else "."))
+        if credential.is_expired:
+            raise CredentialError(f"Credential #{credential.pk} has expired.")
+        previous = next((c for c in rows.values() if c.state == Credential.State.ACTIVE), None)
+        for old in rows.values():
+            if old.state == Credential.State.GRACE:
+                _retire_row(old, now)
+                record("credential.retire", actor=actor, target_type=TARGET,
+                       target_id=old.pk, params=_public(old),
+                       reason="replaced as rollback target by a newer activation")
+        if previous is not None:
+            previous.state = Credential.State.GRACE
+            previous.grace_until = now + timedelta(hours=int(settings.CREDENTIAL_GRACE_HOURS))
+            previous.save(update_fields=["state", "grace_until"])
+        credential.state = Credential.State.ACTIVE
+        credential.activated_at = now
+        credential.save(update_fields=["state", "activated_at"])
+        record("credential.activate", actor=actor, target_type=TARGET, target_id=credential.pk,
+               params={**_public(credential),
+                       "previous": previous.pk if previous else None,
+                       "grace_until": previous.grace_until.isoformat() if previous else None})
+        _refresh_tokens_after_commit()
+    return credential
+
+
+def rollback(actor: Actor) -> Credential:
+    """Make the credential in grace active again.
+
+    The current active one goes back to *pending* with its verification cleared, not to
+    retired: a rollback usually means "the new secret misbehaved somewhere" (not yet
+    propagated in Entra ID, deleted by mistake, another deployment still on the old one), and
+    keeping it lets the operator re-verify and re-activate it later — or retire it explicitly.
+    """
+    require(actor, "rotate_credentials", action="credential.rollback", target_type=TARGET)
+    now = timezone.now()
+    with transaction.atomic():
+        rows = list(Credential.objects.select_for_update().filter(
+            state__in=[Credential.State.ACTIVE, Credential.State.GRACE]))
+        grace = next((c for c in rows if c.state == Credential.State.GRACE), None)
+        current = next((c for c in rows if c.state == Credential.State.ACTIVE), None)
+        if grace is None:
+            raise CredentialError("There is no credential in its grace period to roll back to.")
+        if grace.is_expired:
+            raise CredentialError(f"Credential #{grace.pk} (in grace) has expired.")
+        if current is not None:
+            current.state = Credential.State.PENDING
+            current.last_verified_at = None
+            current.activated_at = None
+            current.save(update_fields=["state", "last_verified_at", "activated_at"])
+        grace.state = Credential.State.ACTIVE
+        grace.grace_until = None
+        grace.activated_at = now
+        grace.save(update_fields=["state", "grace_until", "activated_at"])
+        record("credential.rollback", actor=actor, target_type=TARGET, target_id=grace.pk,
+               params={**_public(grace), "demoted": current.pk if current else None,
+                       "demoted_to": "pending"})
+        _refresh_tokens_after_commit()
+    return grace
+
+
+def _retire_row(credential: Credential, now: datetime) -> None:
+    credential.state = Credential.State.RETIRED
+    credential.retired_at = now
+    credential.grace_until = None
+    # Nothing will use it again: erase the ciphertext rather than keep a copy around.
+    credential.secret_encrypted = ""
+    credential.save(update_fields=["state", "retired_at", "grace_until", "secret_encrypted"])
+
+
+def retire(actor: Actor, credential_id: int) -> Credential:
+    """Retire a pending or grace credential (the active one cannot be retired)."""
+    require(actor, "rotate_credentials", action="credential.retire", target_type=TARGET,
+            target_id=credential_id)
+    with transaction.atomic():
+        credential = Credential.objects.select_for_update().filter(pk=credential_id).first()
+        if credential is None:
+            raise CredentialError(f"There is no credential #{credential_id}.")
+        if credential.state == Credential.State.ACTIVE:
+            raise CredentialError("The active credential cannot be retired: activate another "
+                                  "one first (or roll back).")
+        if credential.state == Credential.State.RETIRED:
+            raise CredentialError(f"Credential #{credential.pk} is already retired.")
+        _retire_row(credential, timezone.now())
+        record("credential.retire", actor=actor, target_type=TARGET, target_id=credential.pk,
+               params=_public(credential))
+    return credential
+
+
+def retire_expired_grace() -> int:
+    """Retire credentials whose grace period is over (a schedule calls this). Returns count."""
+    actor = Actor.system("schedule:retire_expired_grace")
+    now = timezone.now()
+    count = 0
+    with transaction.atomic():
+        for credential in Credential.objects.select_for_update().filter(
+                state=Credential.State.GRACE, grace_until__lte=now):
+            _retire_row(credential, now)
+            record("credential.retire", actor=actor, target_type=TARGET,
+                   target_id=credential.pk, params=_public(credential),
+                   reason="grace period over")
+            count += 1
+    return count

@@ -1,0 +1,53 @@
+"""Job types of the Graph integration. Thin: take ids from the payload, call a service.
+
+Every handler is safe to run twice (delivery is at-least-once): the services take only
+work that is still pending, with conditional UPDATEs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from portal.jobs.registry import job_handler
+
+
+@job_handler("graph.process_notifications", max_attempts=10, backoff_base=5,
+             backoff_cap=600, timeout=60,
+             description="Turn a batch of received change notifications into delta syncs")
+def process_notifications(job: Any) -> dict[str, int]:
+    from integrations.microsoft.notifications import process_batch
+
+    return process_batch(job.payload["batch"])
+
+
+@job_handler("graph.lifecycle_event", max_attempts=8, backoff_base=30, backoff_cap=1800,
+             timeout=120,
+             description="Handle a lifecycle notification (reauthorize, recreate, resync)")
+def lifecycle_event(job: Any) -> str:
+    from integrations.microsoft.subscriptions import handle_lifecycle_event
+
+    return handle_lifecycle_event(job.payload["event"])
+
+
+@job_handler("graph.sync_delta", max_attempts=8, backoff_base=15, backoff_cap=900,
+             timeout=300, description="Run (or continue) a delta sync for one user and kind")
+def sync_delta(job: Any) -> dict[str, Any] | None:
+    from integrations.microsoft import sync
+    from integrations.microsoft.models import SyncState
+
+    state_id = job.payload["state"]
+    if not SyncState.objects.filter(pk=state_id).exists():
+        return None  # the user was removed since
+    run = sync.run(state_id, job=job, trigger=job.payload.get("trigger", ""))
+    if run is None:
+        return None
+    return {"run": run.pk, "kind": run.kind, "outcome": run.outcome, "pages": run.pages,
+            "added": run.added, "updated": run.updated, "removed": run.removed}
+
+
+@job_handler("graph.subscriptions_maintain", max_attempts=3, backoff_base=60, timeout=280,
+             description="Renew subscriptions past half-life, recreate vanished ones")
+def subscriptions_maintain(job: Any) -> dict[str, int]:
+    from integrations.microsoft.subscriptions import maintain
+
+    return maintain().counts()

@@ -1,0 +1,102 @@
+"""`manage.py rotate_client_secret`: add → verify → activate a new client secret.
+
+The secret is read from stdin (`printf %s "$NEW" | manage.py rotate_client_secret`) or, on a
+terminal, prompted for without echo. It is never printed, logged or put on the command line.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from integrations.microsoft import credentials
+from integrations.microsoft.credentials import CredentialError
+from portal.access.actors import Actor
+
+
+class Command(BaseCommand):
+    help = "Rotate the Graph client secret (reads the new secret from stdin)."
+    stealth_options = ("stdin",)
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--display-name", default="",
+                            help="Label for the new secret (e.g. the Entra ID description).")
+        parser.add_argument("--expires-days", type=int, default=None,
+                            help="Days until the secret expires in Entra ID (for reminders).")
+        parser.add_argument("--no-activate", action="store_true",
+                            help="Add and verify only; activate later.")
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument("--rollback", action="store_true",
+                           help="Make the credential in its grace period active again.")
+        group.add_argument("--retire", type=int, metavar="ID",
+                           help="Retire a pending or grace credential.")
+        group.add_argument("--list", action="store_true",
+                           help="List stored credentials (never their values).")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        actor = Actor.command("rotate_client_secret")
+        try:
+            if options["list"]:
+                self._list()
+            elif options["rollback"]:
+                credential = credentials.rollback(actor)
+                self.stdout.write(self.style.SUCCESS(
+                    f"Rolled back: #{credential.pk} “{credential.display_name}” "
+                    f"(…{credential.fingerprint}) is active again; the previous one is "
+                    "pending."))
+            elif options["retire"] is not None:
+                credential = credentials.retire(actor, options["retire"])
+                self.stdout.write(self.style.SUCCESS(f"Retired #{credential.pk}."))
+            else:
+                self._rotate(actor, options)
+        except CredentialError as exc:
+            raise CommandError(str(exc)) from None
+
+    def _read_secret(self, stream: Any) -> str:
+        if stream.isatty():
+            value = getpass.getpass("New client secret (input hidden): ")
+        else:
+            value = stream.readline()
+        return value.strip()
+
+    def _rotate(self, actor: Actor, options: dict[str, Any]) -> None:
+        value = self._read_secret(options.get("stdin") or sys.stdin)
+        if not value:
+            raise CommandError("No secret on stdin. Usage: printf %s \"$SECRET\" | "
+                               "manage.py rotate_client_secret --display-name NAME")
+        expires_at = None
+        if options["expires_days"] is not None:
+            if options["expires_days"] <= 0:
+                raise CommandError("--expires-days must be positive.")
+            expires_at = timezone.now() + timedelta(days=options["expires_days"])
+        credential = credentials.add_secret(actor, value, options["display_name"], expires_at)
+        del value
+        self.stdout.write(f"1. Added #{credential.pk} “{credential.display_name}” "
+                          f"(…{credential.fingerprint}) as pending.")
+        outcome = credentials.verify_secret(actor, credential.pk)
+        if not outcome.ok:
+            raise CommandError(f"2. Verification failed: {outcome.detail} The credential stays "
+                               f"pending (#{credential.pk}); fix it or retire it with "
+                               f"--retire {credential.pk}.")
+        self.stdout.write(f"2. Verified: a token was issued (roles: "
+                          f"{', '.join(outcome.roles) or 'none'}).")
+        if options["no_activate"]:
+            self.stdout.write(f"3. Not activated (--no-activate). Activate #{credential.pk} "
+                              "from the console when ready.")
+            return
+        credentials.activate(actor, credential.pk)
+        self.stdout.write(self.style.SUCCESS(
+            f"3. Activated #{credential.pk}. The previous secret stays usable for rollback "
+            "during its grace period (--rollback)."))
+
+    def _list(self) -> None:
+        for c in credentials.inventory():
+            extra = f" grace until {c.grace_until:%Y-%m-%d %H:%M}" if c.grace_until else ""
+            error = f" last error: {c.last_error[:80]}" if c.last_error else ""
+            self.stdout.write(f"#{c.pk} {c.state:8} …{c.fingerprint} {c.display_name}"
+                              f"{extra}{error}")

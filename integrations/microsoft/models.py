@@ -1,0 +1,476 @@
+"""Graph call log, client-secret store, the delegated Teams sender and worker pings."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class GraphCall(models.Model):
+    """One HTTP exchange with Graph (inner `$batch` responses get a row each, too).
+
+    Written with a single INSERT per call on the hot path; feeds metrics and alerts
+    (error rate, 429s per hour). Pruned by a schedule in a later issue.
+    """
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    method = models.CharField(max_length=8)
+    # The path with ids replaced, e.g. /users/{id}/mailFolders/{id}/messages/delta.
+    route = models.CharField(max_length=300)
+    # Null when no response arrived (timeout, reset).
+    status = models.PositiveSmallIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    throttled = models.BooleanField(default=False)
+    retry_after = models.FloatField(null=True, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    error_code = models.CharField(max_length=100, blank=True)
+    mailbox = models.CharField(max_length=255, blank=True)
+    in_batch = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.route} → {self.status or 'no response'}"
+
+
+class Credential(models.Model):
+    """A client secret of the app registration. Only the ciphertext is stored.
+
+    Life cycle: pending (added) → verified (a fresh MSAL app got a token with it) → active
+    (used for every token) → grace (previous active, kept for rollback until grace_until) →
+    retired (ciphertext erased).
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ACTIVE = "active", "Active"
+        GRACE = "grace", "Grace period"
+        RETIRED = "retired", "Retired"
+
+    display_name = models.CharField(max_length=120)
+    # Fernet ciphertext (crypto.encrypt); "" once retired.
+    secret_encrypted = models.TextField(blank=True, editable=False)
+    # First 12 hex digits of SHA-256(secret): tells secrets apart without revealing any part.
+    fingerprint = models.CharField(max_length=16, db_index=True, editable=False)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING,
+                             db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=150, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    grace_until = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+    last_verified_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # Exactly one secret is used for tokens at any time.
+            models.UniqueConstraint(fields=["state"], condition=Q(state="active"),
+                                    name="microsoft_one_active_credential"),
+            # One rollback target at most.
+            models.UniqueConstraint(fields=["state"], condition=Q(state="grace"),
+                                    name="microsoft_one_grace_credential"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.display_name} (…{self.fingerprint}, {self.state})"
+
+    def __repr__(self) -> str:
+        return f"<Credential #{self.pk} {self.fingerprint} {self.state}>"
+
+    @property
+    def is_verified(self) -> bool:
+        """Verified since the last failure (a failed verification clears it)."""
+        return self.last_verified_at is not None and not self.last_error
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    def secret_value(self) -> str:
+        """The plaintext secret, for MSAL only. Never log, render or audit it."""
+        from integrations.microsoft.crypto import decrypt
+
+        if not self.secret_encrypted:
+            raise ValueError(f"Credential #{self.pk} is retired; its secret was erased.")
+        return decrypt(self.secret_encrypted)
+
+
+class DelegatedAccount(models.Model):
+    """The service account that sends Teams messages (app-only tokens cannot, §5.2).
+
+    Its MSAL token cache (refresh token included) is stored encrypted; the current sender is
+    the most recently connected account that is not disconnected.
+    """
+
+    upn = models.CharField("user principal name", max_length=255)
+    display_name = models.CharField(max_length=255, blank=True)
+    home_account_id = models.CharField(max_length=255, blank=True, editable=False)
+    scopes = models.CharField(max_length=500, blank=True)
+    token_cache_encrypted = models.TextField(blank=True, editable=False)
+    # Bumped on every cache write so each process knows when to reload its copy.
+    cache_version = models.PositiveIntegerField(default=0, editable=False)
+    connected_at = models.DateTimeField(default=timezone.now)
+    connected_by = models.CharField(max_length=150, blank=True)
+    disconnected_at = models.DateTimeField(null=True, blank=True)
+    last_refresh_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-connected_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.upn
+
+    def __repr__(self) -> str:
+        return f"<DelegatedAccount #{self.pk} {self.upn}>"
+
+
+class WorkerPing(models.Model):
+    """verify_integration's "is a worker alive?" probe: a task answers it."""
+
+    nonce = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    answered_by = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"ping {self.nonce[:8]} {'answered' if self.answered_at else 'waiting'}"
+
+
+# =====================================================================================
+# Webhooks and delta sync (issue 4, issue 5 item 2). Owned by the webhook/sync work:
+# MonitoredUser, Subscription, LifecycleEvent, NotificationInbox, WebhookRejection,
+# SyncState, SyncRun, SyncedItem. Fields the workers own are edited only by the services.
+# =====================================================================================
+
+
+class ResourceKind(models.TextChoices):
+    MESSAGES = "messages", "Outlook inbox messages"
+    CHAT_MESSAGES = "chatMessages", "Teams chat messages"
+
+
+class MonitoredUser(models.Model):
+    """A user whose inbox and/or chats the portal keeps subscriptions and delta state for.
+
+    Added by UPN or Graph id (`identifier`); the Graph object id is resolved with
+    GET /users/{identifier} and stored, because resource paths should use ids, not UPNs
+    (graph-reference.md §1.5).
+    """
+
+    identifier = models.CharField(max_length=255, unique=True,
+                                  help_text="UPN or Graph user id, as entered")
+    graph_id = models.CharField("Graph user id", max_length=64, blank=True, db_index=True,
+                                editable=False)
+    upn = models.CharField("user principal name", max_length=255, blank=True, editable=False)
+    display_name = models.CharField(max_length=255, blank=True, editable=False)
+    watch_messages = models.BooleanField("messages", default=True,
+                                         help_text="Outlook inbox messages")
+    watch_chat_messages = models.BooleanField("chatMessages", default=True,
+                                              help_text="Teams chats (getAllMessages)")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_by = models.CharField(max_length=150, blank=True, editable=False)
+    resolved_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_error = models.TextField(blank=True, editable=False)
+
+    class Meta:
+        ordering = ["identifier"]
+
+    def __str__(self) -> str:
+        return self.upn or self.identifier
+
+    @property
+    def kinds(self) -> list[str]:
+        out = []
+        if self.watch_messages:
+            out.append(ResourceKind.MESSAGES.value)
+        if self.watch_chat_messages:
+            out.append(ResourceKind.CHAT_MESSAGES.value)
+        return out
+
+
+class Subscription(models.Model):
+    """Our record of one Graph change-notification subscription.
+
+    The clientState is random per subscription and stored Fernet-encrypted (crypto.py); the
+    receiver decrypts it and compares in constant time. It is never shown or logged.
+    """
+
+    class State(models.TextChoices):
+        CREATING = "creating", "Creating"  # row written, POST /subscriptions not confirmed
+        ACTIVE = "active", "Active"
+        REMOVED = "removed", "Removed by Graph"  # gone from Graph; to be recreated
+        FAILED = "failed", "Failed"  # creation failed; last_error says why
+
+    monitored_user = models.ForeignKey(MonitoredUser, null=True, blank=True,
+                                       on_delete=models.SET_NULL, related_name="subscriptions")
+    kind = models.CharField(max_length=20, choices=ResourceKind.choices)
+    graph_id = models.CharField("Graph subscription id", max_length=64, null=True, blank=True,
+                                unique=True)
+    resource = models.CharField(max_length=500)
+    change_types = models.CharField(max_length=100)
+    notification_url = models.CharField(max_length=500)
+    lifecycle_url = models.CharField(max_length=500, blank=True)
+    client_state_encrypted = models.TextField(editable=False)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.CREATING,
+                             db_index=True)
+    expiration = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Start of the current lifetime (creation or last renewal): half-life is measured from it.
+    lifetime_started_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_renewed_at = models.DateTimeField(null=True, blank=True)
+    last_reauthorized_at = models.DateTimeField(null=True, blank=True)
+    last_notification_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    replaced_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+
+    class Meta:
+        ordering = ["monitored_user_id", "kind", "-id"]
+        indexes = [models.Index(fields=["monitored_user", "kind", "state"],
+                                name="ms_sub_user_kind_state")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} for {self.monitored_user or '?'} ({self.state})"
+
+    def __repr__(self) -> str:
+        return f"<Subscription #{self.pk} {self.graph_id} {self.state}>"
+
+    def client_state(self) -> str:
+        """The plaintext clientState, for the receiver's comparison and Graph only."""
+        from integrations.microsoft.crypto import decrypt
+
+        return decrypt(self.client_state_encrypted)
+
+
+class LifecycleEvent(models.Model):
+    """A lifecycle notification (graph-reference.md §3), stored, then handled by a job."""
+
+    class Event(models.TextChoices):
+        REAUTHORIZATION_REQUIRED = "reauthorizationRequired"
+        SUBSCRIPTION_REMOVED = "subscriptionRemoved"
+        MISSED = "missed"
+
+    class Status(models.TextChoices):
+        RECEIVED = "received"
+        HANDLED = "handled"
+        IGNORED = "ignored"  # nothing to do (subscription already replaced or unknown here)
+        FAILED = "failed"
+
+    subscription = models.ForeignKey(Subscription, null=True, blank=True,
+                                     on_delete=models.SET_NULL, related_name="lifecycle_events")
+    subscription_graph_id = models.CharField(max_length=64, db_index=True)
+    event = models.CharField(max_length=32, choices=Event.choices)
+    subscription_expiration = models.DateTimeField(null=True, blank=True)
+    dedupe_key = models.CharField(max_length=64, unique=True)
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
+    handled_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.TextField(blank=True)
+    # The job that handles the event, and the delta sync it started (catch-up / resync).
+    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
+                            related_name="+")
+    followup_job = models.ForeignKey("jobs.Job", null=True, blank=True,
+                                     on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.event} for {self.subscription_graph_id} ({self.status})"
+
+
+class NotificationInbox(models.Model):
+    """One accepted change notification, written by the receiver in the request.
+
+    `dedupe_key` (SHA-256 of subscriptionId | resource id | changeType | etag or time) is
+    unique, so Graph's at-least-once redeliveries are absorbed by the INSERT itself.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PROCESSED = "processed"
+        IGNORED = "ignored"  # its subscription or user is gone
+
+    dedupe_key = models.CharField(max_length=64, unique=True)
+    batch = models.CharField(max_length=32, db_index=True,
+                             help_text="The request that delivered it; one job per batch")
+    subscription = models.ForeignKey(Subscription, null=True, blank=True,
+                                     on_delete=models.SET_NULL, related_name="+")
+    subscription_graph_id = models.CharField(max_length=64)
+    monitored_user = models.ForeignKey(MonitoredUser, null=True, blank=True,
+                                       on_delete=models.SET_NULL, related_name="+")
+    kind = models.CharField(max_length=20, choices=ResourceKind.choices)
+    change_type = models.CharField(max_length=20)
+    resource = models.CharField(max_length=500)
+    resource_id = models.CharField(max_length=255, blank=True)
+    etag = models.CharField(max_length=200, blank=True)
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
+                            related_name="+", help_text="The processing job of this batch")
+    sync_job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="+", help_text="The delta sync it caused")
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        verbose_name_plural = "notification inbox"
+
+    def __str__(self) -> str:
+        return f"{self.change_type} {self.kind} {self.resource_id[:20]} ({self.status})"
+
+
+class WebhookRejection(models.Model):
+    """Security counter: notifications refused for an unknown subscription or a wrong
+    clientState, per endpoint, reason and day (one row, counted up)."""
+
+    class Reason(models.TextChoices):
+        UNKNOWN_SUBSCRIPTION = "unknown_subscription", "Unknown subscription"
+        CLIENT_STATE_MISMATCH = "client_state_mismatch", "Wrong clientState"
+
+    day = models.DateField()
+    endpoint = models.CharField(max_length=20)
+    reason = models.CharField(max_length=30, choices=Reason.choices)
+    count = models.PositiveIntegerField(default=0)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    last_subscription_id = models.CharField(max_length=64, blank=True)
+    last_remote_addr = models.CharField(max_length=45, blank=True)
+
+    class Meta:
+        ordering = ["-day", "endpoint", "reason"]
+        constraints = [models.UniqueConstraint(fields=["day", "endpoint", "reason"],
+                                               name="ms_webhook_rejection_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.endpoint} {self.reason}: {self.count}"
+
+
+class SyncState(models.Model):
+    """Delta-sync state of one monitored user and resource kind.
+
+    `delta_link` is the last completed round's link; `next_link` is the in-round checkpoint
+    (the next page to fetch) so a crash resumes mid-round. `lease_*` is the claim that keeps
+    two workers from running the same user-and-kind at once.
+    """
+
+    class Status(models.TextChoices):
+        NEVER = "never", "Never synced"
+        IDLE = "idle", "Idle"
+        RUNNING = "running", "Running"
+        FAILED = "failed", "Failed"
+
+    class RoundKind(models.TextChoices):
+        DELTA = "delta", "Delta"
+        FULL = "full", "Full (initial)"
+        AUTO_RESET = "auto_reset", "Automatic reset (token expired)"
+        MANUAL_RESET = "manual_reset", "Manual reset"
+
+    monitored_user = models.ForeignKey(MonitoredUser, on_delete=models.CASCADE,
+                                       related_name="sync_states")
+    kind = models.CharField(max_length=20, choices=ResourceKind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.NEVER)
+    delta_link = models.TextField(blank=True)
+    next_link = models.TextField(blank=True)
+    round_kind = models.CharField(max_length=16, choices=RoundKind.choices, blank=True)
+    round_number = models.PositiveIntegerField(default=0)
+    round_started_at = models.DateTimeField(null=True, blank=True)
+    # A full round is wanted next (manual reset); consumed when that round starts.
+    reset_requested = models.BooleanField(default=False)
+    token_obtained_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    # Set when a notification arrives with real-time sync off: the interval run is due.
+    due_since = models.DateTimeField(null=True, blank=True)
+    item_count = models.PositiveIntegerField(default=0)
+    total_added = models.PositiveBigIntegerField(default=0)
+    total_updated = models.PositiveBigIntegerField(default=0)
+    total_removed = models.PositiveBigIntegerField(default=0)
+    queued_job_id = models.BigIntegerField(null=True, blank=True,
+                                           help_text="The pending delta job (coalescing)")
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["monitored_user_id", "kind"]
+        constraints = [models.UniqueConstraint(fields=["monitored_user", "kind"],
+                                               name="ms_sync_state_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.monitored_user} {self.kind} ({self.status})"
+
+    @property
+    def token_age(self) -> timezone.timedelta | None:
+        return timezone.now() - self.token_obtained_at if self.token_obtained_at else None
+
+
+class SyncRun(models.Model):
+    """One run of the sync engine over one user-and-kind (a round may span several runs)."""
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"  # the round completed: a new delta link is stored
+        CONTINUED = "continued"  # page budget used; a follow-up job continues the round
+        RESET = "reset"  # the token expired; a full round follows (auto_reset run)
+        FAILED = "failed"
+
+    state = models.ForeignKey(SyncState, on_delete=models.CASCADE, related_name="runs")
+    kind = models.CharField(max_length=16, choices=SyncState.RoundKind.choices)
+    resumed = models.BooleanField(default=False, help_text="Started from a checkpoint")
+    trigger = models.CharField(max_length=40, blank=True)
+    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
+                            related_name="+")
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    pages = models.PositiveIntegerField(default=0)
+    added = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    removed = models.PositiveIntegerField(default=0)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.RUNNING)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} run of {self.state} ({self.outcome})"
+
+
+class SyncedItem(models.Model):
+    """A message or chat message as last seen by delta sync (a trimmed copy, no bodies)."""
+
+    monitored_user = models.ForeignKey(MonitoredUser, on_delete=models.CASCADE,
+                                       related_name="+")
+    kind = models.CharField(max_length=20, choices=ResourceKind.choices)
+    graph_id = models.CharField(max_length=255)
+    summary = models.CharField(max_length=255, blank=True)
+    item_at = models.DateTimeField(null=True, blank=True,
+                                   help_text="receivedDateTime / createdDateTime")
+    data = models.JSONField(default=dict, blank=True)
+    seen_round = models.PositiveIntegerField(default=0)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    removed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-item_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["monitored_user", "kind", "graph_id"],
+                                               name="ms_synced_item_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.summary[:40] or self.graph_id[:20]}"

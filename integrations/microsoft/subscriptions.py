@@ -1,0 +1,672 @@
+"""Webhook subscriptions: set up / reconcile, renew at half-life, reauthorize, recreate,
+delete, clean up (both ways), and lifecycle events (graph-reference.md §1, §3).
+
+Public functions that an operator triggers take an `Actor`, check its role before any work
+and write one AuditEvent with the effect. Graph calls are never made inside a database
+transaction: each Graph operation is followed by a short transaction that stores its result,
+so a crash leaves at worst an orphan in Graph, which `cleanup()` finds by listing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from integrations.microsoft import graph
+from integrations.microsoft.crypto import encrypt
+from integrations.microsoft.errors import Conflict, GraphError, NotFound
+from integrations.microsoft.models import (
+    LifecycleEvent,
+    MonitoredUser,
+    ResourceKind,
+    Subscription,
+)
+from portal.access.actors import Actor
+from portal.access.authz import require
+from portal.audit.services import record
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """What we subscribe to for one resource kind, and for how long."""
+
+    kind: str
+    endpoint: str  # the receiver: /api/webhooks/<endpoint>
+    resource: str  # with {id} = the Graph user id (ids, not UPNs: §1.5)
+    change_types: str
+    # Lifetime we ask for. Graph's maxima (§1.3): Outlook messages 10,080 min, but live Graph
+    # rejects > 10,070, so 10,000; Teams chatMessage 4,320 min — we stay a little below so
+    # clock skew between us and Graph cannot push a request over the limit.
+    lifetime_minutes: int
+    delta_path: str
+
+
+KINDS: dict[str, KindSpec] = {
+    ResourceKind.MESSAGES: KindSpec(
+        ResourceKind.MESSAGES, "mail", "users/{id}/mailFolders('inbox')/messages",
+        "created,updated,deleted", 10_000, "/users/{id}/mailFolders/inbox/messages/delta"),
+    ResourceKind.CHAT_MESSAGES: KindSpec(
+        ResourceKind.CHAT_MESSAGES, "teams", "users/{id}/chats/getAllMessages",
+        "created,updated,deleted", 4_200, "/users/{id}/chats/getAllMessages/delta"),
+}
+ENDPOINTS = ("mail", "teams", "lifecycle")
+# clientState: random, URL-safe, 64 characters (Graph allows 128: §1.2).
+CLIENT_STATE_BYTES = 48
+
+
+def webhook_url(endpoint: str) -> str:
+    base = getattr(settings, "WEBHOOK_BASE_URL", "") or settings.PUBLIC_BASE_URL
+    return f"{base.rstrip('/')}/api/webhooks/{endpoint}"
+
+
+def renew_fraction() -> float:
+    """Renew once this fraction of a subscription's lifetime has passed (default: half)."""
+    return float(getattr(settings, "SUBSCRIPTION_RENEW_FRACTION", 0.5))
+
+
+def renewal_due_at(sub: Subscription) -> datetime | None:
+    if sub.expiration is None or sub.lifetime_started_at is None:
+        return None
+    return sub.lifetime_started_at + (sub.expiration - sub.lifetime_started_at) * renew_fraction()
+
+
+def renewal_due(sub: Subscription, now: datetime | None = None) -> bool:
+    due = renewal_due_at(sub)
+    return due is not None and (now or timezone.now()) >= due
+
+
+_FRACTION = re.compile(r"(\.\d{1,6})\d*")
+
+
+def parse_graph_datetime(value: str | None) -> datetime | None:
+    """Graph sends 7 fractional digits and a Z (`2026-03-19T22:11:09.9523456Z`)."""
+    if not value:
+        return None
+    text = _FRACTION.sub(r"\1", str(value).strip()).replace("Z", "+00:00")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+@dataclass
+class Summary:
+    """What a setup/cleanup/maintenance run did (or, dry run, would do)."""
+
+    action: str
+    dry_run: bool = False
+    created: list[str] = field(default_factory=list)
+    renewed: list[str] = field(default_factory=list)
+    recreated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    rows_deleted: list[str] = field(default_factory=list)
+    resolved: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    COUNTED = ("created", "renewed", "recreated", "unchanged", "deleted", "rows_deleted",
+               "resolved", "skipped", "failed")
+
+    def counts(self) -> dict[str, int]:
+        return {name: len(getattr(self, name)) for name in self.COUNTED}
+
+    @property
+    def changed(self) -> bool:
+        return any(getattr(self, n) for n in ("created", "renewed", "recreated", "deleted",
+                                               "rows_deleted", "resolved"))
+
+    def lines(self) -> list[str]:
+        verb = "would be " if self.dry_run else ""
+        out = []
+        for name in self.COUNTED:
+            for entry in getattr(self, name):
+                out.append(f"{verb}{name.replace('_', ' ')}: {entry}")
+        counts = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in self.counts().items()
+                           if n)
+        prefix = "Dry run: " if self.dry_run else ""
+        out.append(f"{prefix}{self.action}: {counts or 'nothing to do'}")
+        return out
+
+
+def _label(user: MonitoredUser | None, kind: str, graph_id: str | None = None) -> str:
+    who = str(user) if user is not None else "(no user)"
+    return f"{who} {kind}" + (f" [{graph_id}]" if graph_id else "")
+
+
+# --------------------------------------------------------------------------- monitored users
+
+
+def resolve_user(user: MonitoredUser) -> bool:
+    """Look the user up in Graph and store its id, UPN and name. Returns success."""
+    try:
+        data = graph.get(f"/users/{user.identifier}",
+                         params={"$select": "id,userPrincipalName,displayName"}, mailbox="")
+    except GraphError as exc:
+        MonitoredUser.objects.filter(pk=user.pk).update(last_error=str(exc)[:2000])
+        user.last_error = str(exc)
+        if exc.transient:
+            raise
+        return False
+    user.graph_id = str(data.get("id") or "")
+    user.upn = str(data.get("userPrincipalName") or "")
+    user.display_name = str(data.get("displayName") or "")
+    user.resolved_at = timezone.now()
+    user.last_error = ""
+    MonitoredUser.objects.filter(pk=user.pk).update(
+        graph_id=user.graph_id, upn=user.upn, display_name=user.display_name,
+        resolved_at=user.resolved_at, last_error="")
+    return bool(user.graph_id)
+
+
+def add_monitored_user(actor: Actor, identifier: str, *, messages: bool = True,
+                       chat_messages: bool = True, resolve: bool = True) -> MonitoredUser:
+    """Add (or re-activate) a monitored user by UPN or id; resolves its Graph id.
+
+    A transient Graph failure keeps the user unresolved (setup_webhooks resolves it later);
+    a user Graph does not know is refused.
+    """
+    identifier = identifier.strip()
+    require(actor, "manage_monitored_users", action="monitored_user.add",
+            target_type="monitored_user", target_id=identifier)
+    if not identifier:
+        raise ValueError("Enter a user principal name or a Graph user id.")
+    with transaction.atomic():
+        user, created = MonitoredUser.objects.update_or_create(
+            identifier=identifier,
+            defaults={"watch_messages": messages, "watch_chat_messages": chat_messages,
+                      "is_active": True},
+            create_defaults={"watch_messages": messages, "watch_chat_messages": chat_messages,
+                             "created_by": actor.name[:150]})
+        record("monitored_user.add", actor=actor, target_type="monitored_user",
+               target_id=user.pk, params={"identifier": identifier, "kinds": user.kinds,
+                                          "created": created})
+    if resolve:
+        try:
+            ok = resolve_user(user)
+        except GraphError:
+            ok = True  # transient: left unresolved for setup_webhooks
+        if not ok:
+            raise ValueError(f"Graph does not know the user {identifier!r}: {user.last_error}")
+    return user
+
+
+def remove_monitored_user(actor: Actor, user_id: int) -> None:
+    """Stop monitoring (the next setup/cleanup deletes its subscriptions)."""
+    require(actor, "manage_monitored_users", action="monitored_user.remove",
+            target_type="monitored_user", target_id=user_id)
+    with transaction.atomic():
+        MonitoredUser.objects.filter(pk=user_id).update(is_active=False)
+        record("monitored_user.remove", actor=actor, target_type="monitored_user",
+               target_id=user_id)
+
+
+# --------------------------------------------------------------------------- Graph operations
+# These do the work without role checks; the public functions below and the jobs call them.
+
+
+_CONFLICT_ID = re.compile(r"Subscription Id ([0-9A-Za-z-]+) already exists")
+
+
+def _create(user: MonitoredUser, kind: str, *, replaces: Subscription | None = None
+            ) -> Subscription:
+    """POST /subscriptions (Graph runs the validation handshake against our receiver)."""
+    spec = KINDS[kind]
+    client_state = secrets.token_urlsafe(CLIENT_STATE_BYTES)
+    sub = Subscription.objects.create(
+        monitored_user=user, kind=kind, resource=spec.resource.format(id=user.graph_id),
+        change_types=spec.change_types, notification_url=webhook_url(spec.endpoint),
+        # Always set: Teams requires it above 1 h, and for mail it brings `missed` and
+        # `subscriptionRemoved` (§3); it cannot be added later (§1.2).
+        lifecycle_url=webhook_url("lifecycle"),
+        client_state_encrypted=encrypt(client_state), state=Subscription.State.CREATING)
+    started = timezone.now()
+    body = {
+        "changeType": sub.change_types,
+        "notificationUrl": sub.notification_url,
+        "lifecycleNotificationUrl": sub.lifecycle_url,
+        "resource": sub.resource,
+        "expirationDateTime": _iso(started + timedelta(minutes=spec.lifetime_minutes)),
+        "clientState": client_state,
+        "latestSupportedTlsVersion": "v1_2",
+    }
+    try:
+        try:
+            data = graph.post("/subscriptions", json=body)
+        except Conflict as exc:
+            # Graph already has one for this resource that we lost track of (its clientState
+            # is unknown to us, so we could not verify its notifications): replace it.
+            match = _CONFLICT_ID.search(exc.message)
+            if not match:
+                raise
+            logger.warning("Subscription %s already existed in Graph; replacing it",
+                           match.group(1))
+            graph.delete(f"/subscriptions/{match.group(1)}")
+            data = graph.post("/subscriptions", json=body)
+    except GraphError as exc:
+        Subscription.objects.filter(pk=sub.pk).update(
+            state=Subscription.State.FAILED, last_error=str(exc)[:2000],
+            last_error_at=timezone.now())
+        raise
+    with transaction.atomic():
+        sub.graph_id = str(data["id"])
+        sub.expiration = parse_graph_datetime(data.get("expirationDateTime"))
+        sub.lifetime_started_at = started
+        sub.state = Subscription.State.ACTIVE
+        sub.last_error = ""
+        sub.save(update_fields=["graph_id", "expiration", "lifetime_started_at", "state",
+                                "last_error"])
+        if replaces is not None:
+            Subscription.objects.filter(pk=replaces.pk).update(
+                state=Subscription.State.REMOVED, replaced_by=sub)
+        # Rows of earlier failed attempts for this user-and-kind have nothing in Graph.
+        Subscription.objects.filter(
+            monitored_user=user, kind=kind, graph_id__isnull=True,
+            state__in=[Subscription.State.FAILED, Subscription.State.CREATING],
+        ).exclude(pk=sub.pk).delete()
+    logger.info("Subscription %s created for %s", sub.graph_id, _label(user, kind))
+    return sub
+
+
+def _renew(sub: Subscription) -> Subscription:
+    """PATCH a new expirationDateTime (renews and reauthorizes: §1.1)."""
+    spec = KINDS[sub.kind]
+    started = timezone.now()
+    try:
+        data = graph.patch(f"/subscriptions/{sub.graph_id}", json={
+            "expirationDateTime": _iso(started + timedelta(minutes=spec.lifetime_minutes))})
+    except GraphError as exc:
+        Subscription.objects.filter(pk=sub.pk).update(last_error=str(exc)[:2000],
+                                                      last_error_at=timezone.now())
+        if isinstance(exc, NotFound):
+            Subscription.objects.filter(pk=sub.pk).update(state=Subscription.State.REMOVED)
+            sub.state = Subscription.State.REMOVED
+        raise
+    sub.expiration = parse_graph_datetime(data.get("expirationDateTime")) or sub.expiration
+    sub.lifetime_started_at = started
+    sub.last_renewed_at = started
+    sub.last_error = ""
+    sub.save(update_fields=["expiration", "lifetime_started_at", "last_renewed_at",
+                            "last_error"])
+    logger.info("Subscription %s renewed until %s", sub.graph_id, sub.expiration)
+    return sub
+
+
+def _reauthorize(sub: Subscription) -> Subscription:
+    try:
+        graph.post(f"/subscriptions/{sub.graph_id}/reauthorize")
+    except GraphError as exc:
+        Subscription.objects.filter(pk=sub.pk).update(last_error=str(exc)[:2000],
+                                                      last_error_at=timezone.now())
+        if isinstance(exc, NotFound):
+            Subscription.objects.filter(pk=sub.pk).update(state=Subscription.State.REMOVED)
+            sub.state = Subscription.State.REMOVED
+        raise
+    sub.last_reauthorized_at = timezone.now()
+    sub.save(update_fields=["last_reauthorized_at"])
+    return sub
+
+
+def _delete_remote(graph_id: str) -> bool:
+    """DELETE in Graph; False when Graph did not have it (already gone is fine)."""
+    try:
+        graph.delete(f"/subscriptions/{graph_id}")
+    except NotFound:
+        return False
+    return True
+
+
+def _recreate(sub: Subscription) -> Subscription:
+    """Replace a subscription: delete it in Graph if still there, create a new one, then
+    catch up with a delta sync (no notifications arrived in between: §3)."""
+    if sub.monitored_user is None:
+        raise ValueError("This subscription belongs to no monitored user; delete it instead.")
+    if sub.graph_id and sub.state == Subscription.State.ACTIVE:
+        _delete_remote(sub.graph_id)
+    new = _create(sub.monitored_user, sub.kind, replaces=sub)
+    return new
+
+
+def _catch_up(sub: Subscription, trigger: str) -> Any:
+    from integrations.microsoft import sync
+
+    if sub.monitored_user_id is None:
+        return None
+    return sync.request_delta(sub.monitored_user_id, sub.kind, trigger=trigger)
+
+
+def list_remote() -> list[dict[str, Any]]:
+    """GET /subscriptions: with an app token, every subscription this app created (§1.1)."""
+    items: list[dict[str, Any]] = []
+    for page in graph.iter_pages("/subscriptions"):
+        items.extend(page.get("value") or [])
+    return items
+
+
+def ours(remote: dict[str, Any]) -> bool:
+    """A Graph subscription pointing at this deployment's receiver (other deployments of the
+    same app registration are left alone)."""
+    prefix = webhook_url("")
+    return str(remote.get("notificationUrl") or "").startswith(prefix)
+
+
+# --------------------------------------------------------------------------- reconcile
+
+
+def _reconcile(summary: Summary, *, create_missing: bool, delete_unwanted: bool) -> None:
+    dry = summary.dry_run
+    users = list(MonitoredUser.objects.all())
+    for user in users:
+        if user.is_active and not user.graph_id:
+            if dry:
+                summary.skipped.append(f"{user}: Graph id not resolved yet")
+                continue
+            try:
+                if resolve_user(user):
+                    summary.resolved.append(str(user))
+                else:
+                    summary.failed.append(f"{user}: {user.last_error}")
+            except GraphError as exc:
+                summary.failed.append(f"{user}: {exc}")
+    remote = {r["id"]: r for r in list_remote()}
+    rows = list(Subscription.objects.select_related("monitored_user").exclude(
+        state=Subscription.State.REMOVED, replaced_by__isnull=False))
+    for user in users:
+        for kind in KINDS:
+            wanted = user.is_active and bool(user.graph_id) and kind in user.kinds
+            mine = [s for s in rows if s.monitored_user_id == user.pk and s.kind == kind]
+            live = sorted((s for s in mine if s.state == Subscription.State.ACTIVE
+                           and s.graph_id in remote), key=lambda s: s.pk, reverse=True)
+            if not wanted:
+                if delete_unwanted:
+                    for sub in live:
+                        _do(summary, "deleted", _label(user, kind, sub.graph_id),
+                            lambda sub=sub: _delete_and_forget(sub))
+                continue
+            if live:
+                sub = live[0]
+                if sub.notification_url != webhook_url(KINDS[kind].endpoint):
+                    # PUBLIC_BASE_URL changed; the lifecycle URL cannot be PATCHed: recreate.
+                    _do(summary, "recreated", _label(user, kind, sub.graph_id),
+                        lambda sub=sub: _recreate_and_catch_up(sub, "setup:url-changed"))
+                elif renewal_due(sub):
+                    _do(summary, "renewed", _label(user, kind, sub.graph_id),
+                        lambda sub=sub: _renew(sub))
+                else:
+                    summary.unchanged.append(_label(user, kind, sub.graph_id))
+                continue
+            vanished = [s for s in mine if s.graph_id and s.state in (
+                Subscription.State.ACTIVE, Subscription.State.REMOVED)]
+            if vanished:
+                old = max(vanished, key=lambda s: s.pk)
+                # Graph no longer has it (expired, or removed): new subscription + catch-up.
+                _do(summary, "recreated", _label(user, kind, old.graph_id),
+                    lambda old=old: _replace_vanished(old))
+            elif create_missing:
+                _do(summary, "created", _label(user, kind),
+                    lambda user=user, kind=kind: _create_and_sync(user, kind))
+
+
+def _do(summary: Summary, bucket: str, label: str, operation: Any) -> None:
+    if summary.dry_run:
+        getattr(summary, bucket).append(label)
+        return
+    try:
+        operation()
+    except (GraphError, ValueError) as exc:
+        summary.failed.append(f"{label}: {bucket[:-1] if bucket.endswith('d') else bucket} "
+                              f"failed: {exc}")
+        logger.warning("Subscription %s: %s failed: %s", label, bucket, exc)
+    else:
+        getattr(summary, bucket).append(label)
+
+
+def _create_and_sync(user: MonitoredUser, kind: str) -> Subscription:
+    sub = _create(user, kind)
+    _catch_up(sub, "subscription:created")  # baseline (or catch-up) delta round
+    return sub
+
+
+def _recreate_and_catch_up(sub: Subscription, trigger: str) -> Subscription:
+    new = _recreate(sub)
+    _catch_up(new, trigger)
+    return new
+
+
+def _replace_vanished(old: Subscription) -> Subscription:
+    Subscription.objects.filter(pk=old.pk).update(state=Subscription.State.REMOVED)
+    old.state = Subscription.State.REMOVED
+    return _recreate_and_catch_up(old, "subscription:vanished")
+
+
+def _delete_and_forget(sub: Subscription) -> None:
+    if sub.graph_id:
+        _delete_remote(sub.graph_id)
+    Subscription.objects.filter(pk=sub.pk).delete()
+
+
+def _audit(actor: Actor, action: str, summary: Summary, *, target_id: Any = "") -> None:
+    with transaction.atomic():
+        record(action, actor=actor, target_type="subscription", target_id=target_id,
+               params={"dry_run": summary.dry_run, **summary.counts(),
+                       "failures": summary.failed[:20]},
+               outcome="failure" if summary.failed else "success")
+
+
+def setup(actor: Actor, *, dry_run: bool = False) -> Summary:
+    """The runbook's `setup:webhooks`: make Graph and the database match the monitored users.
+
+    Creates missing subscriptions (the handshake must succeed), renews those past half-life,
+    recreates expired or removed ones (then catches up with delta), deletes ones no longer
+    wanted. Idempotent. One audit event for the whole run.
+    """
+    require(actor, "setup_subscriptions", action="webhooks.setup", target_type="subscription")
+    summary = Summary("setup_webhooks", dry_run=dry_run)
+    try:
+        _reconcile(summary, create_missing=True, delete_unwanted=True)
+    except GraphError as exc:  # listing failed: nothing can be reconciled
+        summary.failed.append(f"listing Graph subscriptions failed: {exc}")
+    _audit(actor, "webhooks.setup", summary)
+    return summary
+
+
+def maintain() -> Summary:
+    """The schedule: renew due subscriptions, recreate vanished ones, create missing ones.
+
+    Audited (as the system) only when it changed something or failed, so the log is not
+    flooded with no-op runs.
+    """
+    summary = Summary("maintain_webhooks")
+    _reconcile(summary, create_missing=True, delete_unwanted=False)
+    if summary.changed or summary.failed:
+        _audit(Actor.system("schedule:webhooks.maintain"), "webhooks.maintain", summary)
+    return summary
+
+
+def cleanup(actor: Actor, *, dry_run: bool = False) -> Summary:
+    """The runbook's `webhooks:cleanup`: delete expired rows, Graph subscriptions of this
+    deployment that the database does not know (orphans), and rows Graph no longer has."""
+    require(actor, "cleanup_subscriptions", action="webhooks.cleanup",
+            target_type="subscription")
+    summary = Summary("cleanup_webhooks", dry_run=dry_run)
+    now = timezone.now()
+    try:
+        remote = {r["id"]: r for r in list_remote()}
+    except GraphError as exc:
+        summary.failed.append(f"listing Graph subscriptions failed: {exc}")
+        _audit(actor, "webhooks.cleanup", summary)
+        return summary
+    known = set(Subscription.objects.exclude(graph_id__isnull=True)
+                .values_list("graph_id", flat=True))
+    for graph_id, item in remote.items():
+        if graph_id in known:
+            continue
+        if not ours(item):
+            summary.skipped.append(f"{graph_id}: notificationUrl of another deployment")
+            continue
+        _do(summary, "deleted", f"orphan {graph_id} ({item.get('resource')})",
+            lambda graph_id=graph_id: _delete_remote(graph_id))
+    for sub in Subscription.objects.select_related("monitored_user"):
+        label = _label(sub.monitored_user, sub.kind, sub.graph_id)
+        reason = ""
+        if sub.expiration is not None and sub.expiration <= now:
+            reason = "expired"
+        elif sub.graph_id and sub.graph_id not in remote and sub.state in (
+                Subscription.State.ACTIVE, Subscription.State.REMOVED):
+            reason = "not in Graph"
+        elif sub.state == Subscription.State.FAILED:
+            reason = "creation failed"
+        elif (sub.state == Subscription.State.CREATING
+              and sub.created_at < now - timedelta(hours=1)):
+            reason = "creation never confirmed"
+        if not reason:
+            continue
+        summary.rows_deleted.append(f"{label}: {reason}")
+        if not dry_run:
+            Subscription.objects.filter(pk=sub.pk).delete()
+    _audit(actor, "webhooks.cleanup", summary)
+    return summary
+
+
+# --------------------------------------------------------------------------- one subscription
+
+
+def _get(subscription_id: int) -> Subscription:
+    return Subscription.objects.select_related("monitored_user").get(pk=subscription_id)
+
+
+def renew(actor: Actor, subscription_id: int) -> Subscription:
+    require(actor, "renew_subscription", action="subscription.renew",
+            target_type="subscription", target_id=subscription_id)
+    sub = _renew(_get(subscription_id))
+    with transaction.atomic():
+        record("subscription.renew", actor=actor, target_type="subscription",
+               target_id=sub.pk, params={"graph_id": sub.graph_id,
+                                         "expiration": str(sub.expiration)})
+    return sub
+
+
+def recreate(actor: Actor, subscription_id: int) -> Subscription:
+    require(actor, "recreate_subscription", action="subscription.recreate",
+            target_type="subscription", target_id=subscription_id)
+    old = _get(subscription_id)
+    new = _recreate_and_catch_up(old, "operator:recreate")
+    with transaction.atomic():
+        record("subscription.recreate", actor=actor, target_type="subscription",
+               target_id=old.pk, params={"old": old.graph_id, "new": new.graph_id})
+    return new
+
+
+def delete(actor: Actor, subscription_id: int) -> None:
+    """Delete in Graph and forget it (setup_webhooks recreates it while the user is
+    monitored)."""
+    require(actor, "delete_subscription", action="subscription.delete",
+            target_type="subscription", target_id=subscription_id)
+    sub = _get(subscription_id)
+    existed = _delete_remote(sub.graph_id) if sub.graph_id else False
+    with transaction.atomic():
+        Subscription.objects.filter(pk=sub.pk).delete()
+        record("subscription.delete", actor=actor, target_type="subscription",
+               target_id=subscription_id, params={"graph_id": sub.graph_id,
+                                                  "existed_in_graph": existed})
+
+
+# --------------------------------------------------------------------------- lifecycle events
+
+
+def handle_lifecycle_event(event_id: int) -> str:
+    """Act on one stored lifecycle event. Safe to run twice (the outcome is stored, and a
+    subscription already replaced is not replaced again)."""
+    event = LifecycleEvent.objects.get(pk=event_id)
+    if event.status != LifecycleEvent.Status.RECEIVED:
+        return event.status
+    sub = (Subscription.objects.select_related("monitored_user")
+           .filter(pk=event.subscription_id).first() if event.subscription_id else None)
+    followup = None
+    status = LifecycleEvent.Status.HANDLED
+    if sub is None:
+        status, outcome = LifecycleEvent.Status.IGNORED, "subscription no longer known"
+    elif event.event == LifecycleEvent.Event.REAUTHORIZATION_REQUIRED:
+        if sub.state != Subscription.State.ACTIVE:
+            status, outcome = LifecycleEvent.Status.IGNORED, f"subscription is {sub.state}"
+        else:
+            try:
+                if renewal_due(sub):
+                    _renew(sub)
+                    outcome = "renewed (past half-life; renewal also reauthorizes)"
+                else:
+                    _reauthorize(sub)
+                    outcome = "reauthorized"
+            except NotFound:
+                new = _recreate(sub)
+                followup = _catch_up(new, "lifecycle:reauthorize-recreated")
+                outcome = f"Graph no longer had it: recreated as {new.graph_id}"
+                _system_audit("subscription.recreate", sub, new, event.event)
+            else:
+                # Notifications may have paused before we reauthorized: catch up (§3).
+                followup = _catch_up(sub, "lifecycle:reauthorizationRequired")
+    elif event.event == LifecycleEvent.Event.SUBSCRIPTION_REMOVED:
+        current = sub
+        if sub.replaced_by_id is None:
+            Subscription.objects.filter(pk=sub.pk).update(state=Subscription.State.REMOVED)
+            sub.state = Subscription.State.REMOVED
+            current = _create(sub.monitored_user, sub.kind, replaces=sub)
+            outcome = f"recreated as {current.graph_id}"
+            _system_audit("subscription.recreate", sub, current, event.event)
+        else:
+            outcome = "already replaced"
+        followup = _catch_up(current, "lifecycle:subscriptionRemoved")
+    elif event.event == LifecycleEvent.Event.MISSED:
+        # A delta round from the stored token returns every change since the last round,
+        # the missed ones included; a full resync would re-read the whole mailbox for nothing.
+        followup = _catch_up(sub, "lifecycle:missed")
+        outcome = "delta resync requested"
+    else:
+        status, outcome = LifecycleEvent.Status.IGNORED, f"unknown event {event.event!r}"
+    LifecycleEvent.objects.filter(pk=event.pk, status=LifecycleEvent.Status.RECEIVED).update(
+        status=status, outcome=outcome, handled_at=timezone.now(),
+        followup_job=followup)
+    logger.info("Lifecycle event %s (%s) for %s: %s", event.pk, event.event,
+                event.subscription_graph_id, outcome)
+    return status
+
+
+def _system_audit(action: str, old: Subscription, new: Subscription, why: str) -> None:
+    with transaction.atomic():
+        record(action, actor=Actor.system("lifecycle"), target_type="subscription",
+               target_id=old.pk, params={"old": old.graph_id, "new": new.graph_id,
+                                         "reason": why})
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def enqueue_maintenance() -> int:
+    """Schedule entry (every few minutes): one maintenance job per 10-minute slot."""
+    from portal.jobs.runner import enqueue
+
+    slot = int(timezone.now().timestamp() // 600)
+    job = enqueue("graph.subscriptions_maintain", {}, idempotency_key=f"graph.subs.maint:{slot}",
+                  created_by="schedule:webhooks.maintain")
+    return job.pk

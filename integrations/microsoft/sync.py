@@ -1,0 +1,475 @@
+"""Delta sync engine (graph-reference.md §4): one SyncState per monitored user and kind.
+
+A run claims the state with a lease (a conditional UPDATE, so two workers never run the
+same user-and-kind at once), then follows the round page by page. Each page is applied and the
+checkpoint (the next link, or the new delta link at the end) is stored in one transaction,
+so a crash resumes on the page it was on and a replayed page is harmless (upserts by Graph
+id). A run fetches at most SYNC_MAX_PAGES_PER_RUN pages, then hands the rest of the round to
+a follow-up job: a huge mailbox takes turns with the others instead of holding a worker.
+
+An expired token (410 / syncStateNotFound / resyncRequired) starts a full round at once,
+recorded as an automatic reset; a full round ends with a sweep that marks items it did not
+see as removed.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import time
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from integrations.microsoft import graph
+from integrations.microsoft.errors import DeltaTokenExpired, GraphError
+from integrations.microsoft.models import (
+    MonitoredUser,
+    ResourceKind,
+    SyncedItem,
+    SyncRun,
+    SyncState,
+)
+from portal.access.actors import Actor
+from portal.access.authz import require
+from portal.audit.services import record
+from portal.jobs.models import Job
+
+logger = logging.getLogger(__name__)
+
+JOB_TYPE = "graph.sync_delta"
+_RESET_CODES = {"syncstatenotfound", "resyncrequired"}
+# The fields we keep of each item: enough for the console and for matching, no bodies.
+KEEP: dict[str, tuple[str, ...]] = {
+    ResourceKind.MESSAGES: ("subject", "from", "receivedDateTime", "lastModifiedDateTime",
+                            "isRead", "conversationId", "importance", "hasAttachments"),
+    ResourceKind.CHAT_MESSAGES: ("chatId", "from", "createdDateTime", "lastModifiedDateTime",
+                                 "deletedDateTime", "messageType", "replyToId", "subject",
+                                 "importance"),
+}
+MAIL_SELECT = ",".join(KEEP[ResourceKind.MESSAGES])
+_TAGS = re.compile(r"<[^>]+>")
+
+
+class SyncBusy(Exception):
+    """Another run holds this user-and-kind; the job layer retries shortly."""
+
+    transient = True
+    retry_after = 5.0
+
+
+class LeaseLost(Exception):
+    """The state was reset, or the lease expired and another run took over."""
+
+    transient = True
+    retry_after = 1.0
+
+
+def page_size() -> int:
+    return int(getattr(settings, "SYNC_PAGE_SIZE", 100))
+
+
+def max_pages_per_run() -> int:
+    return int(getattr(settings, "SYNC_MAX_PAGES_PER_RUN", 50))
+
+
+def lease_duration() -> timedelta:
+    # Longer than the job timeout, so a lease only outlives a run that really died.
+    return timedelta(seconds=int(getattr(settings, "SYNC_LEASE_SECONDS", 330)))
+
+
+def initial_request(user: MonitoredUser, kind: str) -> tuple[str, dict[str, str] | None]:
+    from integrations.microsoft.subscriptions import KINDS
+
+    path = KINDS[kind].delta_path.format(id=user.graph_id)
+    # Query options go on the first call only; they are encoded in the links (§4.1).
+    return path, ({"$select": MAIL_SELECT} if kind == ResourceKind.MESSAGES else None)
+
+
+# --------------------------------------------------------------------------- state and jobs
+
+
+def ensure_state(monitored_user_id: int, kind: str) -> SyncState:
+    state = SyncState.objects.filter(monitored_user_id=monitored_user_id, kind=kind).first()
+    if state is not None:
+        return state
+    try:
+        with transaction.atomic():
+            return SyncState.objects.create(monitored_user_id=monitored_user_id, kind=kind)
+    except IntegrityError:  # created concurrently
+        return SyncState.objects.get(monitored_user_id=monitored_user_id, kind=kind)
+
+
+def request_delta(monitored_user_id: int, kind: str, *, trigger: str, created_by: str = "",
+                  idempotency_key: str | None = None, delay_seconds: float | None = None
+                  ) -> Job:
+    """Enqueue a delta run for user-and-kind unless one is already waiting (coalescing).
+
+    A job waiting for its first run, or retrying, absorbs the request: it will see every
+    change made until it runs. A running job does not: it may be past the change already.
+    """
+    from portal.jobs.runner import enqueue
+
+    state = ensure_state(monitored_user_id, kind)
+    with transaction.atomic():
+        # Row lock (PostgreSQL) / the write lock (SQLite IMMEDIATE): one enqueuer at a time.
+        state = SyncState.objects.select_for_update().get(pk=state.pk)
+        if state.queued_job_id:
+            now = timezone.now()
+            waiting_q = (Q(status=Job.Status.RETRYING)
+                         | Q(status=Job.Status.PENDING, next_attempt_at__isnull=True)
+                         | Q(status=Job.Status.PENDING, next_attempt_at__lte=now))
+            if delay_seconds:
+                # A request that may wait is satisfied by any job that is waiting anyway.
+                waiting_q |= Q(status=Job.Status.PENDING)
+            waiting = Job.objects.filter(waiting_q, pk=state.queued_job_id).first()
+            if waiting is not None:
+                return waiting
+        job = enqueue(JOB_TYPE, {"state": state.pk, "trigger": trigger[:40]},
+                      idempotency_key=idempotency_key, delay_seconds=delay_seconds,
+                      created_by=created_by or f"sync:{trigger}"[:150])
+        if job.status in (Job.Status.PENDING, Job.Status.RETRYING):
+            SyncState.objects.filter(pk=state.pk).update(queued_job_id=job.pk)
+    return job
+
+
+def mark_due(monitored_user_id: int, kind: str) -> None:
+    """Real-time sync off: remember that changes are waiting for the next interval run."""
+    state = ensure_state(monitored_user_id, kind)
+    SyncState.objects.filter(pk=state.pk, due_since__isnull=True).update(
+        due_since=timezone.now())
+
+
+def enqueue_interval_syncs(now: datetime | None = None) -> int:
+    """Schedule entry (every minute): one delta job per user-and-kind per interval slot.
+
+    SYNC_INTERVAL_MINUTES is read on every call, so a change applies without a restart.
+    The idempotency key per slot makes a second scheduler (or a second call in the same
+    slot) harmless; a stable per-state offset spreads the jobs over the first part of the
+    interval so they do not all hit Graph in the same second.
+    """
+    from portal.runtime.registry import get
+
+    interval = max(1, int(get("SYNC_INTERVAL_MINUTES")))
+    now = now or timezone.now()
+    slot = int(now.timestamp() // (interval * 60))
+    spread = int(min(interval * 60 / 2, float(getattr(settings, "SYNC_SPREAD_SECONDS", 120))))
+    queued = 0
+    users = MonitoredUser.objects.filter(is_active=True).exclude(graph_id="")
+    for user in users:
+        for kind in user.kinds:
+            state = ensure_state(user.pk, kind)
+            delay = (state.pk * 7919) % spread if spread >= 1 else 0
+            request_delta(user.pk, kind, trigger="interval",
+                          created_by="schedule:sync.interval",
+                          idempotency_key=f"{JOB_TYPE}:{state.pk}:{interval}m:{slot}",
+                          delay_seconds=delay or None)
+            queued += 1
+    return queued
+
+
+# --------------------------------------------------------------------------- operations
+
+
+def _state_for(monitored_user_id: int, kind: str) -> SyncState:
+    if kind not in dict(ResourceKind.choices):
+        raise ValueError(f"Unknown resource type {kind!r}: use messages or chatMessages.")
+    if not MonitoredUser.objects.filter(pk=monitored_user_id).exists():
+        raise MonitoredUser.DoesNotExist(f"No monitored user #{monitored_user_id}.")
+    return ensure_state(monitored_user_id, kind)
+
+
+def delta_now(actor: Actor, monitored_user_id: int, kind: str) -> Job:
+    """Run a delta sync for one user and kind now (coalesced with a waiting one)."""
+    require(actor, "sync_delta", action="sync.delta", target_type="sync_state",
+            target_id=f"{monitored_user_id}:{kind}")
+    state = _state_for(monitored_user_id, kind)
+    with transaction.atomic():
+        job = request_delta(monitored_user_id, kind, trigger="operator:delta",
+                            created_by=actor.name)
+        record("sync.delta", actor=actor, target_type="sync_state", target_id=state.pk,
+               params={"user": monitored_user_id, "kind": kind, "job": job.pk})
+    return job
+
+
+def _drop_token(state_id: int, *, manual_reset: bool) -> None:
+    # Clearing the lease makes a run in progress stop at its next checkpoint (LeaseLost)
+    # instead of writing its links back over the reset.
+    SyncState.objects.filter(pk=state_id).update(
+        delta_link="", next_link="", round_kind="", token_obtained_at=None,
+        reset_requested=manual_reset, lease_owner="", lease_expires_at=None)
+
+
+def reset(actor: Actor, monitored_user_id: int, kind: str) -> SyncState:
+    """Drop the delta token: the next run (interval, notification or operator) is full."""
+    require(actor, "sync_reset", action="sync.reset", target_type="sync_state",
+            target_id=f"{monitored_user_id}:{kind}")
+    state = _state_for(monitored_user_id, kind)
+    with transaction.atomic():
+        _drop_token(state.pk, manual_reset=True)
+        record("sync.reset", actor=actor, target_type="sync_state", target_id=state.pk,
+               params={"user": monitored_user_id, "kind": kind})
+    state.refresh_from_db()
+    return state
+
+
+def full_sync(actor: Actor, monitored_user_id: int, kind: str) -> Job:
+    """Reset and run: a full round starts now."""
+    require(actor, "sync_full", action="sync.full", target_type="sync_state",
+            target_id=f"{monitored_user_id}:{kind}")
+    state = _state_for(monitored_user_id, kind)
+    with transaction.atomic():
+        _drop_token(state.pk, manual_reset=False)
+        job = request_delta(monitored_user_id, kind, trigger="operator:full",
+                            created_by=actor.name)
+        record("sync.full", actor=actor, target_type="sync_state", target_id=state.pk,
+               params={"user": monitored_user_id, "kind": kind, "job": job.pk})
+    return job
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+def _is_reset(exc: GraphError) -> bool:
+    return isinstance(exc, DeltaTokenExpired) or (exc.code or "").lower() in _RESET_CODES
+
+
+def _claim(state_id: int, owner: str, job: Job | None) -> bool:
+    now = timezone.now()
+    claimed = SyncState.objects.filter(pk=state_id).filter(
+        Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now)
+    ).update(lease_owner=owner, lease_expires_at=now + lease_duration(),
+             status=SyncState.Status.RUNNING, last_attempt_at=now)
+    if claimed and job is not None:
+        # From now on a new notification needs a new job: this run may be past its change.
+        SyncState.objects.filter(pk=state_id, queued_job_id=job.pk).update(queued_job_id=None)
+    return bool(claimed)
+
+
+def _save_state(state_id: int, owner: str, **fields: Any) -> None:
+    """Write the state only while we hold the lease (conditional UPDATE)."""
+    fields.setdefault("lease_expires_at", timezone.now() + lease_duration())
+    if not SyncState.objects.filter(pk=state_id, lease_owner=owner).update(**fields):
+        raise LeaseLost(f"Sync state #{state_id} was reset or taken over during the run")
+
+
+def _trim(kind: str, item: dict[str, Any]) -> dict[str, Any]:
+    out = {k: item[k] for k in KEEP[kind] if k in item}
+    body = item.get("body")
+    if kind == ResourceKind.CHAT_MESSAGES and isinstance(body, dict):
+        text = html.unescape(_TAGS.sub(" ", str(body.get("content") or "")))
+        out["preview"] = " ".join(text.split())[:200]
+    return out
+
+
+def _item_fields(kind: str, data: dict[str, Any]) -> tuple[str, datetime | None]:
+    from integrations.microsoft.subscriptions import parse_graph_datetime
+
+    if kind == ResourceKind.MESSAGES:
+        return str(data.get("subject") or "")[:255], parse_graph_datetime(
+            data.get("receivedDateTime"))
+    return str(data.get("preview") or data.get("subject") or "")[:255], parse_graph_datetime(
+        data.get("createdDateTime"))
+
+
+def apply_page(state: SyncState, items: list[dict[str, Any]]) -> tuple[int, int, int]:
+    """Upsert one page by Graph id; returns (added, updated, removed). Idempotent.
+
+    Call inside a transaction. Updated items may carry only changed properties (§4.1), so
+    they are merged into what we have. A replayed, unchanged item counts as nothing.
+    """
+    kind, user_id = state.kind, state.monitored_user_id
+    live: dict[str, dict[str, Any]] = {}
+    removed_ids: set[str] = set()
+    for item in items:
+        graph_id = item.get("id") if isinstance(item, dict) else None
+        if not graph_id:
+            continue
+        if "@removed" in item:
+            removed_ids.add(graph_id)
+            live.pop(graph_id, None)
+        else:
+            live[graph_id] = item
+            removed_ids.discard(graph_id)
+    now = timezone.now()
+    added = updated = 0
+    if live:
+        existing = {
+            gid: (data, removed_at) for gid, data, removed_at in SyncedItem.objects.filter(
+                monitored_user_id=user_id, kind=kind, graph_id__in=list(live)
+            ).values_list("graph_id", "data", "removed_at")
+        }
+        rows = []
+        for graph_id, item in live.items():
+            previous = existing.get(graph_id)
+            data = {**(previous[0] if previous else {}), **_trim(kind, item)}
+            if previous is None or previous[1] is not None:
+                added += 1
+            elif data != previous[0]:
+                updated += 1
+            summary, item_at = _item_fields(kind, data)
+            rows.append(SyncedItem(monitored_user_id=user_id, kind=kind, graph_id=graph_id,
+                                   summary=summary, item_at=item_at, data=data,
+                                   seen_round=state.round_number, first_seen_at=now,
+                                   updated_at=now, removed_at=None))
+        SyncedItem.objects.bulk_create(
+            rows, update_conflicts=True, unique_fields=["monitored_user", "kind", "graph_id"],
+            update_fields=["summary", "item_at", "data", "seen_round", "updated_at",
+                           "removed_at"])
+    removed = 0
+    if removed_ids:
+        removed = SyncedItem.objects.filter(
+            monitored_user_id=user_id, kind=kind, graph_id__in=list(removed_ids),
+            removed_at__isnull=True).update(removed_at=now)
+    return added, updated, removed
+
+
+def _finish_run(run: SyncRun, outcome: str, started: float, error: str = "") -> None:
+    run.outcome = outcome
+    run.error = error[:2000]
+    run.finished_at = timezone.now()
+    run.duration_ms = int((time.monotonic() - started) * 1000)
+    run.save(update_fields=["outcome", "error", "finished_at", "duration_ms"])
+
+
+def run(state_id: int, *, job: Job | None = None, trigger: str = "",
+        max_pages: int | None = None) -> SyncRun | None:
+    """Run (or continue) the delta round of one state. Raises on failure (the job retries;
+    the checkpoint keeps the pages already applied)."""
+    owner = uuid.uuid4().hex[:16]
+    if not _claim(state_id, owner, job):
+        raise SyncBusy(f"Sync state #{state_id} is being synced by another run")
+    state = SyncState.objects.select_related("monitored_user").get(pk=state_id)
+    user = state.monitored_user
+    started = time.monotonic()
+    if not user.is_active or not user.graph_id or state.kind not in user.kinds:
+        _save_state(state_id, owner, lease_owner="", lease_expires_at=None,
+                    status=SyncState.Status.IDLE)
+        return None
+    budget = max_pages or max_pages_per_run()
+    headers = {"Prefer": f"odata.maxpagesize={page_size()}"}
+
+    params: dict[str, str] | None = None
+    resumed = bool(state.next_link)
+    if state.next_link:
+        url, kind = state.next_link, state.round_kind or SyncState.RoundKind.DELTA
+    elif state.delta_link and not state.reset_requested:
+        url, kind = state.delta_link, SyncState.RoundKind.DELTA
+    else:
+        url, params = initial_request(user, state.kind)
+        kind = (SyncState.RoundKind.MANUAL_RESET if state.reset_requested
+                else SyncState.RoundKind.FULL)
+    if not resumed:
+        state.round_kind = kind
+        state.round_started_at = timezone.now()
+        if kind != SyncState.RoundKind.DELTA:
+            state.round_number += 1
+        _save_state(state_id, owner, round_kind=kind, round_started_at=state.round_started_at,
+                    round_number=state.round_number, reset_requested=False)
+    sync_run = SyncRun.objects.create(state=state, kind=kind, resumed=resumed,
+                                      trigger=trigger[:40], job=job)
+    reset_done = False
+    try:
+        while True:
+            try:
+                body = graph.request("GET", url, params=params, headers=headers).body or {}
+            except GraphError as exc:
+                if not _is_reset(exc) or reset_done:
+                    raise
+                # The token (or a stale nextLink) is gone: start over with a full round.
+                reset_done = True
+                logger.warning("Delta token of %s expired (%s); full resync", state, exc.code)
+                _finish_run(sync_run, SyncRun.Outcome.RESET, started, str(exc))
+                state.round_kind = SyncState.RoundKind.AUTO_RESET
+                state.round_number += 1
+                state.round_started_at = timezone.now()
+                _save_state(state_id, owner, delta_link="", next_link="",
+                            round_kind=state.round_kind, round_number=state.round_number,
+                            round_started_at=state.round_started_at, token_obtained_at=None)
+                sync_run = SyncRun.objects.create(state=state, kind=state.round_kind,
+                                                  trigger="token-expired", job=job)
+                started = time.monotonic()
+                url, params = initial_request(user, state.kind)
+                continue
+            items = body.get("value") or []
+            next_link = body.get("@odata.nextLink") or ""
+            delta_link = body.get("@odata.deltaLink") or ""
+            if not next_link and not delta_link:
+                raise GraphError("Delta page without nextLink or deltaLink",
+                                 code="MalformedDeltaPage")
+            with transaction.atomic():
+                added, updated, removed = apply_page(state, items)
+                sync_run.pages += 1
+                sync_run.added += added
+                sync_run.updated += updated
+                sync_run.removed += removed
+                fields: dict[str, Any] = {
+                    "next_link": next_link,
+                    "total_added": F("total_added") + added,
+                    "total_updated": F("total_updated") + updated,
+                    "total_removed": F("total_removed") + removed,
+                }
+                if delta_link:
+                    swept = _sweep(state)
+                    sync_run.removed += swept
+                    fields.update(_complete_round(state), delta_link=delta_link,
+                                  total_removed=F("total_removed") + removed + swept)
+                _save_state(state_id, owner, **fields)
+                sync_run.save(update_fields=["pages", "added", "updated", "removed"])
+            if delta_link:
+                _finish_run(sync_run, SyncRun.Outcome.SUCCEEDED, started)
+                return sync_run
+            url, params = next_link, None
+            if sync_run.pages >= budget:
+                with transaction.atomic():
+                    _save_state(state_id, owner, lease_owner="", lease_expires_at=None,
+                                status=SyncState.Status.IDLE)
+                    request_delta(user.pk, state.kind, trigger="continuation",
+                                  created_by="sync:continuation")
+                _finish_run(sync_run, SyncRun.Outcome.CONTINUED, started)
+                return sync_run
+    except Exception as exc:
+        _finish_run(sync_run, SyncRun.Outcome.FAILED, started, f"{type(exc).__name__}: {exc}")
+        SyncState.objects.filter(pk=state_id, lease_owner=owner).update(
+            status=SyncState.Status.FAILED, last_error=f"{type(exc).__name__}: {exc}"[:2000],
+            last_error_at=timezone.now(), lease_owner="", lease_expires_at=None)
+        raise
+
+
+def _sweep(state: SyncState) -> int:
+    """After a full round: what it did not see no longer exists (deleted during a gap)."""
+    if state.round_kind == SyncState.RoundKind.DELTA:
+        return 0
+    return SyncedItem.objects.filter(
+        monitored_user_id=state.monitored_user_id, kind=state.kind,
+        removed_at__isnull=True, seen_round__lt=state.round_number,
+    ).update(removed_at=timezone.now())
+
+
+def _complete_round(state: SyncState) -> dict[str, Any]:
+    """State fields for a finished round (inside the last page's transaction)."""
+    now = timezone.now()
+    count = SyncedItem.objects.filter(monitored_user_id=state.monitored_user_id,
+                                      kind=state.kind, removed_at__isnull=True).count()
+    fresh = SyncState.objects.filter(pk=state.pk).values_list(
+        "token_obtained_at", "due_since").get()
+    due_since = fresh[1]
+    return {
+        "status": SyncState.Status.IDLE,
+        "last_success_at": now,
+        "last_error": "",
+        "item_count": count,
+        # The age of the token chain: reset by every full round.
+        "token_obtained_at": fresh[0] if state.round_kind == SyncState.RoundKind.DELTA
+        and fresh[0] else now,
+        "due_since": None if due_since is None or (
+            state.round_started_at and due_since <= state.round_started_at) else due_since,
+        "lease_owner": "",
+        "lease_expires_at": None,
+    }

@@ -1,0 +1,309 @@
+"""The integration checklist behind `manage.py verify_integration` and the console button.
+
+Each check returns a CheckResult and is bounded: HTTP calls run under `graph.timeout_cap`,
+the worker ping polls until a deadline, and any unexpected exception becomes a failed check
+rather than a crash, so the command cannot hang or die half-way. Checks that need a token
+report "skipped" (failed) when the token check failed, instead of repeating its error.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from django.apps import apps
+from django.conf import settings
+from django.core.exceptions import FieldError
+from django.db import transaction
+from django.db.models import Min
+from django.utils import timezone
+
+from integrations.microsoft import auth, graph
+from integrations.microsoft.errors import GraphError, TokenError
+
+logger = logging.getLogger("integrations.microsoft.verify")
+
+DEFAULT_REQUIRED_ROLES = ("User.Read.All", "Mail.ReadWrite", "Mail.Send", "Chat.Read.All")
+
+
+@dataclass
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+    duration_ms: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Context:
+    timeout: float
+    claims: dict[str, Any] | None = None
+    token_error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_configuration(ctx: _Context) -> CheckResult:
+    from integrations.microsoft.models import Credential
+
+    problems = [f"{name} is not set" for name in ("MICROSOFT_TENANT_ID", "MICROSOFT_CLIENT_ID")
+                if not getattr(settings, name, "")]
+    for name in ("MICROSOFT_AUTHORITY_HOST", "MICROSOFT_GRAPH_URL"):
+        if urlsplit(getattr(settings, name, "")).scheme != "https":
+            problems.append(f"{name} must be an https URL")
+    has_active = Credential.objects.filter(state=Credential.State.ACTIVE).exists()
+    if not has_active and not getattr(settings, "MICROSOFT_CLIENT_SECRET", ""):
+        problems.append("no client secret (set MICROSOFT_CLIENT_SECRET or add one to the "
+                        "credential store)")
+    if not getattr(settings, "FIELD_ENCRYPTION_KEYS", None):
+        problems.append("FIELD_ENCRYPTION_KEYS is empty")
+    if problems:
+        return CheckResult("Configuration", False, "; ".join(problems))
+    source = "credential store" if has_active else "MICROSOFT_CLIENT_SECRET (bootstraps the store)"
+    return CheckResult("Configuration", True,
+                       f"tenant {settings.MICROSOFT_TENANT_ID}, client "
+                       f"{settings.MICROSOFT_CLIENT_ID}, secret from {source}, Graph at "
+                       f"{settings.MICROSOFT_GRAPH_URL}")
+
+
+def check_token(ctx: _Context) -> CheckResult:
+    from integrations.microsoft.credentials import active_credential
+
+    try:
+        # A fresh MSAL app: MSAL caches identical 400 answers for 60 s per app, so the
+        # process-wide one could report a fixed problem as still broken.
+        result = auth.acquire_with_secret(active_credential().secret_value())
+    except TokenError as exc:
+        ctx.token_error = exc.message
+        return CheckResult("Token acquisition", False, exc.message)
+    ctx.claims = auth.token_claims(result["access_token"])
+    roles = sorted(ctx.claims.get("roles") or [])
+    if not ctx.claims:
+        return CheckResult("Token acquisition", True,
+                           "token issued (not a JWT: its roles cannot be shown)")
+    return CheckResult("Token acquisition", True,
+                       f"token issued; roles: {', '.join(roles) if roles else '(none)'}")
+
+
+def check_graph_reachable(ctx: _Context) -> CheckResult:
+    if ctx.token_error:
+        return CheckResult("Graph reachable", False, "skipped: no token")
+    try:
+        response = graph.request("GET", "/users", params={"$top": "1"}, max_retries=0)
+    except GraphError as exc:
+        return CheckResult("Graph reachable", False, str(exc))
+    users = (response.body or {}).get("value", []) if isinstance(response.body, dict) else []
+    return CheckResult("Graph reachable", True,
+                       f"GET /users?$top=1 → {response.status} ({len(users)} user returned)")
+
+
+def check_permissions(ctx: _Context) -> CheckResult:
+    if ctx.claims is None:
+        return CheckResult("Required permissions", False, "skipped: no token")
+    required = list(getattr(settings, "GRAPH_REQUIRED_ROLES", DEFAULT_REQUIRED_ROLES))
+    granted = {str(role).lower() for role in ctx.claims.get("roles") or []}
+    missing = [role for role in required if role.lower() not in granted]
+    if missing:
+        return CheckResult("Required permissions", False,
+                           f"missing application permission(s): {', '.join(missing)} — grant "
+                           "them in the app registration and give admin consent")
+    return CheckResult("Required permissions", True, f"present: {', '.join(required)}")
+
+
+def check_subscriptions(ctx: _Context) -> CheckResult:
+    """Count, soonest expiry, expired and failed subscriptions.
+
+    A `Subscription.health_summary() -> (ok, detail)` classmethod, when the subscription
+    manager defines one, replaces this generic summary.
+    """
+    try:
+        model = apps.get_model("microsoft", "Subscription")
+    except LookupError:
+        return CheckResult("Subscriptions", True,
+                           "no subscriptions yet (the subscription manager is not installed)")
+    summary = getattr(model, "health_summary", None)
+    if summary is not None:
+        ok, detail = summary()
+        return CheckResult("Subscriptions", bool(ok), str(detail))
+    try:
+        return _generic_subscription_summary(model)
+    except FieldError:
+        return CheckResult("Subscriptions", True, f"{model.objects.count()} subscription(s)")
+
+
+def _generic_subscription_summary(model: Any) -> CheckResult:
+    now = timezone.now()
+    active = model.objects.filter(state="active")
+    total = model.objects.count()
+    if total == 0:
+        return CheckResult("Subscriptions", True, "no subscriptions yet")
+    count = active.count()
+    expired = active.filter(expiration__lte=now).count()
+    broken = model.objects.filter(state__in=["failed", "removed"]).count()
+    soonest = active.filter(expiration__gt=now).aggregate(soonest=Min("expiration"))["soonest"]
+    detail = f"{count} active"
+    if soonest is not None:
+        hours = (soonest - now).total_seconds() / 3600
+        detail += f", soonest expiry in {hours:.1f} h ({soonest:%Y-%m-%d %H:%M} UTC)"
+    detail += f", {expired} expired, {broken} failed/removed"
+    return CheckResult("Subscriptions", expired == 0 and broken == 0, detail)
+
+
+def webhook_validation_url() -> str:
+    explicit = getattr(settings, "WEBHOOK_VALIDATION_URL", "")
+    if explicit:
+        return explicit
+    return settings.PUBLIC_BASE_URL.rstrip("/") + "/api/webhooks/mail"
+
+
+def check_webhook(ctx: _Context) -> CheckResult:
+    """The validation round trip Graph does on subscription create (graph-reference §1.4)."""
+    url = webhook_validation_url()
+    token = f"verify {secrets.token_urlsafe(12)}"  # a space, like Graph's tokens
+    client = requests.Session()
+    client.trust_env = False
+    try:
+        response = client.get(url, params={"validationToken": token},
+                              timeout=(min(5.0, ctx.timeout), ctx.timeout),
+                              allow_redirects=False)
+    except requests.RequestException as exc:
+        return CheckResult("Webhook endpoint", False,
+                           f"webhook receiver not reachable at {url} ({type(exc).__name__}): "
+                           "is PUBLIC_BASE_URL right and the portal running?")
+    finally:
+        client.close()
+    content_type = response.headers.get("Content-Type", "")
+    if response.status_code == 404:
+        return CheckResult("Webhook endpoint", False,
+                           f"webhook receiver not installed: {url} answered 404")
+    if response.status_code != 200 or not content_type.startswith("text/plain"):
+        return CheckResult("Webhook endpoint", False,
+                           f"webhook receiver not reachable/not installed: {url} answered "
+                           f"{response.status_code} {content_type or 'no content type'} "
+                           "(Graph needs 200 text/plain with the token echoed)")
+    if response.text != token:
+        return CheckResult("Webhook endpoint", False,
+                           f"{url} answered 200 but did not echo the validation token exactly")
+    return CheckResult("Webhook endpoint", True, f"{url} echoed the validation token")
+
+
+def check_worker(ctx: _Context) -> CheckResult:
+    """Enqueue a ping task and wait for a worker to answer it."""
+    from django_q.conf import Conf
+    from django_q.tasks import async_task
+
+    from integrations.microsoft.models import WorkerPing
+
+    ping = WorkerPing.objects.create(nonce=secrets.token_hex(16))
+    # Keep the table small: answered or abandoned pings older than a day are useless.
+    WorkerPing.objects.filter(created_at__lt=timezone.now() - timedelta(days=1)).delete()
+    started = time.monotonic()
+    async_task("integrations.microsoft.tasks.answer_ping", ping.pk,
+               task_name=f"ping-{ping.nonce[:8]}")
+    deadline = started + ctx.timeout
+    while True:
+        ping.refresh_from_db(fields=["answered_at", "answered_by"])
+        if ping.answered_at is not None:
+            waited = time.monotonic() - started
+            how = " (Q_SYNC: ran inline, no worker involved)" if Conf.SYNC else ""
+            return CheckResult("Worker alive", True,
+                               f"ping answered by {ping.answered_by or 'a worker'} in "
+                               f"{waited:.1f}s{how}")
+        if time.monotonic() >= deadline:
+            hint = (" (this ran inside a transaction: a worker cannot see the ping before "
+                    "it commits)" if transaction.get_connection().in_atomic_block else "")
+            return CheckResult("Worker alive", False,
+                               f"no worker answered a ping within {ctx.timeout:g}s: is "
+                               f"`manage.py qcluster` running against this database?{hint}")
+        time.sleep(0.2)
+
+
+def queue_depth() -> int:
+    """Tasks waiting in the broker. Replaced by the Job table's count in a later issue."""
+    from django_q.brokers import get_broker
+
+    return int(get_broker().queue_size() or 0)
+
+
+def dead_letter_count() -> int:
+    """Failed tasks kept by django-q2 (the Job layer's dead jobs replace this later)."""
+    from django_q.models import Failure
+
+    return Failure.objects.count()
+
+
+def check_queue(ctx: _Context) -> CheckResult:
+    depth, dead = queue_depth(), dead_letter_count()
+    depth_limit = int(getattr(settings, "ALERT_QUEUE_DEPTH", 1000))
+    dead_limit = int(getattr(settings, "ALERT_DEAD_LETTER", 100))
+    problems = []
+    if depth > depth_limit:
+        problems.append(f"queue depth {depth} > {depth_limit}")
+    if dead > dead_limit:
+        problems.append(f"dead letters {dead} > {dead_limit}")
+    detail = f"{depth} queued, {dead} dead-lettered"
+    if problems:
+        return CheckResult("Queue", False, f"{detail}: {'; '.join(problems)}")
+    return CheckResult("Queue", True, detail)
+
+
+CHECKS: list[Callable[[_Context], CheckResult]] = [
+    check_configuration,
+    check_token,
+    check_graph_reachable,
+    check_permissions,
+    check_subscriptions,
+    check_webhook,
+    check_worker,
+    check_queue,
+]
+
+
+def run_checks(timeout: float = 10.0) -> list[CheckResult]:
+    """Run every check in order; each is bounded by `timeout` seconds of network waiting."""
+    ctx = _Context(timeout=float(timeout))
+    results = []
+    for check in CHECKS:
+        started = time.monotonic()
+        try:
+            with graph.timeout_cap(ctx.timeout):
+                result = check(ctx)
+        except Exception as exc:  # a broken check must not stop the others
+            logger.exception("verify_integration check %s crashed", check.__name__)
+            name = check.__name__.removeprefix("check_").replace("_", " ").capitalize()
+            result = CheckResult(name, False, f"check crashed: {type(exc).__name__}: "
+                                              f"{str(exc)[:200]}")
+            if check is check_token:
+                ctx.token_error = result.detail
+        result.duration_ms = int((time.monotonic() - started) * 1000)
+        results.append(result)
+    return results
+
+
+def verify_integration(actor: Any, *, timeout: float = 10.0) -> list[CheckResult]:
+    """Role-checked, audited run of the checklist (console button and command)."""
+    from portal.access.authz import require
+    from portal.audit.services import record
+
+    require(actor, "verify_integration", action="integration.verify", target_type="integration")
+    results = run_checks(timeout=timeout)
+    failed = [r.name for r in results if not r.ok]
+    record("integration.verify", actor=actor, target_type="integration",
+           target_id=socket.gethostname()[:100],
+           params={"failed": failed, "checks": len(results), "timeout": timeout},
+           outcome="failure" if failed else "success",
+           reason="; ".join(f"{r.name}: {r.detail}" for r in results if not r.ok)[:1900])
+    return results

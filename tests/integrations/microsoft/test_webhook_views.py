@@ -1,0 +1,179 @@
+"""The receiver: validation handshake, size and shape checks, clientState, inbox, 503."""
+
+from __future__ import annotations
+
+import logging
+from unittest import mock
+
+import pytest
+from django.db import OperationalError
+from django.test import override_settings
+from django.urls import reverse
+
+from integrations.microsoft.models import (
+    GraphCall,
+    LifecycleEvent,
+    NotificationInbox,
+    WebhookRejection,
+)
+from portal.jobs.models import Job
+from tests.integrations.microsoft import webhook_support
+from tests.integrations.microsoft.webhook_support import make_sub, notification, post_json
+
+pytestmark = pytest.mark.django_db
+monitored = webhook_support.monitored
+URLS = ["/api/webhooks/mail", "/api/webhooks/teams", "/api/webhooks/lifecycle"]
+TOKEN = "Validation: Testing client application reachability for subscription Request-Id: 1"
+
+
+@pytest.fixture
+def emulator_user():
+    # The receiver tests need no emulator: a fixed user stands in.
+    return {"id": "0b2a1c2d-0000-4000-8000-000000000001",
+            "userPrincipalName": "maria@fleetdemo.test", "displayName": "Maria"}
+
+
+class TestValidation:
+    @pytest.mark.parametrize("url", URLS)
+    def test_it_echoes_the_url_decoded_query_token_as_plain_text(self, client, url):
+        response = client.post(f"{url}?validationToken=Validation%3A%20a%20b%26c%3Cscript%3E",
+                               data=b"", content_type="text/plain; charset=utf-8")
+        assert response.status_code == 200
+        assert response.content == b"Validation: a b&c<script>"
+        assert response["Content-Type"].startswith("text/plain")
+        assert response["X-Content-Type-Options"] == "nosniff"
+
+    def test_get_works_too_for_verify_integration(self, client):
+        response = client.get("/api/webhooks/mail", {"validationToken": TOKEN})
+        assert response.status_code == 200 and response.content.decode() == TOKEN
+
+    @pytest.mark.parametrize("content_type", ["application/json",
+                                              "application/x-www-form-urlencoded",
+                                              "text/plain", ""])
+    def test_the_runbook_json_body_form_with_any_content_type(self, client, content_type):
+        response = client.post("/api/webhooks/teams", data=b'{"validationToken": "abc 123"}',
+                               content_type=content_type)
+        assert response.status_code == 200
+        assert response.content == b"abc 123"
+        assert response["X-Content-Type-Options"] == "nosniff"
+
+    def test_a_token_over_the_cap_is_refused(self, client, settings):
+        settings.WEBHOOK_MAX_VALIDATION_TOKEN_CHARS = 10
+        response = client.post("/api/webhooks/mail?validationToken=" + "a" * 11)
+        assert response.status_code == 400
+
+    def test_no_session_or_csrf_is_needed(self, client):
+        client.handler.enforce_csrf_checks = True
+        response = client.post(f"/api/webhooks/mail?validationToken={TOKEN}")
+        assert response.status_code == 200
+        assert "sessionid" not in response.cookies and "csrftoken" not in response.cookies
+
+    def test_url_names(self):
+        assert reverse("api:webhook_mail") == "/api/webhooks/mail"
+        assert reverse("api:webhook_teams") == "/api/webhooks/teams"
+        assert reverse("api:webhook_lifecycle") == "/api/webhooks/lifecycle"
+
+
+class TestErrors:
+    @pytest.mark.parametrize("body, reason", [
+        (b"", "empty body"),
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b'{"value": []}', "non-empty array"),
+        (b'{"value": "x"}', "non-empty array"),
+        (b'{"value": [1]}', "value[0] is not an object"),
+        (b'{"value": [{"clientState": "x"}]}', "subscriptionId"),
+        (b'{"value": [{"subscriptionId": "a", "resource": "r"}]}', "changeType"),
+        (b'{"value": [{"subscriptionId": "a", "changeType": "created"}]}', "names no resource"),
+        (b"[" * 100_000, "not valid JSON"),
+    ])
+    def test_malformed_bodies_get_400_with_a_reason(self, client, body, reason):
+        response = client.post("/api/webhooks/mail", data=body, content_type="application/json")
+        assert response.status_code == 400
+        assert reason in response.content.decode()
+        assert not NotificationInbox.objects.exists()
+
+    def test_a_body_over_the_cap_gets_413_before_parsing(self, client, settings):
+        settings.WEBHOOK_MAX_BODY_BYTES = 1000
+        response = client.post("/api/webhooks/mail", data=b"x" * 1001,
+                               content_type="application/json")
+        assert response.status_code == 413
+
+    def test_other_methods_get_405(self, client):
+        assert client.put("/api/webhooks/mail").status_code == 405
+        assert client.get("/api/webhooks/mail").status_code == 400
+
+
+class TestNotifications:
+    def test_valid_items_become_inbox_rows_and_one_job(self, client, monitored):
+        sub = make_sub(monitored, graph_id="sub-1", client_state="right")
+        body = {"value": [notification("sub-1", "right", message_id=f"m{i}") for i in range(3)]}
+        response = post_json(client, "/api/webhooks/mail", body)
+        assert response.status_code == 202
+        rows = list(NotificationInbox.objects.all())
+        assert len(rows) == 3 and {r.subscription_id for r in rows} == {sub.pk}
+        assert {r.monitored_user_id for r in rows} == {monitored.pk}
+        assert len({r.batch for r in rows}) == 1
+        job = Job.objects.get(job_type="graph.process_notifications")
+        assert job.payload == {"batch": rows[0].batch} and {r.job_id for r in rows} == {job.pk}
+
+    def test_duplicates_are_absorbed(self, client, monitored):
+        make_sub(monitored, graph_id="sub-1", client_state="right")
+        item = notification("sub-1", "right")
+        assert post_json(client, "/api/webhooks/mail", {"value": [item, item]}).status_code == 202
+        assert post_json(client, "/api/webhooks/mail", {"value": [item]}).status_code == 202
+        assert NotificationInbox.objects.count() == 1
+
+    def test_a_wrong_client_state_is_refused_counted_and_logged(self, client, monitored,
+                                                                caplog):
+        make_sub(monitored, graph_id="sub-1", client_state="right")
+        body = {"value": [notification("sub-1", "wrong"), notification("nope", "right"),
+                          notification("sub-1", "right", message_id="ok")]}
+        with caplog.at_level(logging.WARNING):
+            response = post_json(client, "/api/webhooks/mail", body)
+        assert response.status_code == 202
+        assert list(NotificationInbox.objects.values_list("resource_id", flat=True)) == ["ok"]
+        counters = {r.reason: r.count for r in WebhookRejection.objects.all()}
+        assert counters == {"client_state_mismatch": 1, "unknown_subscription": 1}
+        messages = [r.getMessage() for r in caplog.records if "Webhook" in r.getMessage()]
+        assert len(messages) == 2
+        assert all("wrong" not in m and "right" not in m for m in messages)  # no secrets
+
+    def test_only_rejections_store_no_job(self, client, monitored):
+        make_sub(monitored, graph_id="sub-1", client_state="right")
+        body = {"value": [notification("sub-1", "wrong"), notification("sub-1", None)]}
+        assert post_json(client, "/api/webhooks/mail", body).status_code == 202
+        assert not Job.objects.exists() and not NotificationInbox.objects.exists()
+        assert WebhookRejection.objects.get().count == 2
+
+    def test_lifecycle_items_become_events_with_their_own_job(self, client, monitored):
+        sub = make_sub(monitored, graph_id="sub-1", client_state="right")
+        item = {"subscriptionId": "sub-1", "clientState": "right",
+                "lifecycleEvent": "reauthorizationRequired",
+                "subscriptionExpirationDateTime": "2030-01-01T00:00:00.1234567Z"}
+        assert post_json(client, "/api/webhooks/lifecycle", {"value": [item]}).status_code == 202
+        assert post_json(client, "/api/webhooks/lifecycle", {"value": [item]}).status_code == 202
+        event = LifecycleEvent.objects.get()
+        assert event.subscription == sub and event.event == "reauthorizationRequired"
+        assert event.job.job_type == "graph.lifecycle_event"
+        assert event.job.payload == {"event": event.pk}
+
+    def test_database_down_gives_503_and_stores_nothing(self, client, monitored):
+        make_sub(monitored, graph_id="sub-1", client_state="right")
+        body = {"value": [notification("sub-1", "right")]}
+        with mock.patch.object(NotificationInbox.objects, "bulk_create",
+                               side_effect=OperationalError("database is down")):
+            response = post_json(client, "/api/webhooks/mail", body)
+        assert response.status_code == 503
+        assert response["Retry-After"]
+        assert not Job.objects.exists()  # the job rolled back with the inbox rows
+
+    def test_no_graph_call_happens_in_the_request(self, client, monitored):
+        make_sub(monitored, graph_id="sub-1", client_state="right")
+        # Graph unreachable: any call would fail the request and leave a GraphCall row.
+        with override_settings(MICROSOFT_GRAPH_URL="https://127.0.0.1:9/v1.0"):
+            response = post_json(client, "/api/webhooks/mail",
+                                 {"value": [notification("sub-1", "right")]})
+        assert response.status_code == 202
+        assert not GraphCall.objects.exists()
