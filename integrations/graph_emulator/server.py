@@ -374,6 +374,10 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     server: EmulatorHTTPServer
 
+    # Headers and body go out in separate writes; without TCP_NODELAY each response waits
+    # for the client's delayed ACK (about 40 ms on Linux).
+    disable_nagle_algorithm = True
+
     def setup(self) -> None:
         self.request.settimeout(120)
         self._reset = False
