@@ -66,6 +66,24 @@ def env_int(
     return result
 
 
+def env_float(
+    name: str, default: float, *, minimum: float | None = None, maximum: float | None = None
+) -> float:
+    value = _raw(name)
+    if value is None:
+        result = default
+    else:
+        try:
+            result = float(value)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} must be a number, not {value!r}.") from None
+    if minimum is not None and result < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {result}.")
+    if maximum is not None and result > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum}, not {result}.")
+    return result
+
+
 def env_list(name: str, default: list[str] | None = None) -> list[str]:
     value = _raw(name)
     if value is None:

@@ -14,7 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
 from portal.dburl import parse_database_url
-from portal.env import env_bool, env_int, env_list, env_secret, env_str
+from portal.env import env_bool, env_float, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 if not env_bool("PORTAL_IGNORE_DOTENV", False):
@@ -234,6 +234,37 @@ GRAPH_MAILBOX_BUDGET_PER_10_MIN = env_int("GRAPH_MAILBOX_BUDGET_PER_10_MIN", 10_
 # Throttling waits up to this long are slept in-process; longer ones go back to the job layer.
 GRAPH_MAX_IN_PROCESS_WAIT_SECONDS = env_int("GRAPH_MAX_IN_PROCESS_WAIT_SECONDS", 10, minimum=0)
 GRAPH_MAX_RETRIES = env_int("GRAPH_MAX_RETRIES", 3, minimum=0)
+# Backoff when Graph gives no Retry-After: base * 2^attempt with jitter, capped.
+GRAPH_BACKOFF_BASE_SECONDS = env_float("GRAPH_BACKOFF_BASE_SECONDS", 1.0, minimum=0.0)
+GRAPH_BACKOFF_MAX_SECONDS = env_float("GRAPH_BACKOFF_MAX_SECONDS", 60.0, minimum=0.0)
+MICROSOFT_GRAPH_RESOURCE = env_str("MICROSOFT_GRAPH_RESOURCE", "https://graph.microsoft.com")
+# Application permissions verify_integration requires in the token's roles claim.
+GRAPH_REQUIRED_ROLES = env_list(
+    "GRAPH_REQUIRED_ROLES", ["User.Read.All", "Mail.ReadWrite", "Mail.Send", "Chat.Read.All"]
+)
+# How often each process re-reads which client secret is active (after a rotation).
+CREDENTIAL_RECHECK_SECONDS = env_int("CREDENTIAL_RECHECK_SECONDS", 30, minimum=1)
+# Where the identity platform sends the Teams sender's browser back (a console page).
+MICROSOFT_DELEGATED_REDIRECT_PATH = env_str(
+    "MICROSOFT_DELEGATED_REDIRECT_PATH", "/credentials/teams-sender/callback"
+)
+
+# --- Webhooks and sync ----------------------------------------------------------------------
+# Where Graph posts notifications ("" = PUBLIC_BASE_URL); verify_integration's round trip
+# goes to WEBHOOK_VALIDATION_URL ("" = the mail receiver under it).
+WEBHOOK_BASE_URL = env_str("WEBHOOK_BASE_URL")
+WEBHOOK_VALIDATION_URL = env_str("WEBHOOK_VALIDATION_URL")
+WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 1_000_000, minimum=1024)
+WEBHOOK_MAX_VALIDATION_TOKEN_CHARS = env_int("WEBHOOK_MAX_VALIDATION_TOKEN_CHARS", 1024,
+                                             minimum=16)
+# Renew a subscription once this fraction of its lifetime has passed.
+SUBSCRIPTION_RENEW_FRACTION = env_float("SUBSCRIPTION_RENEW_FRACTION", 0.5, minimum=0.1,
+                                        maximum=0.9)
+SYNC_PAGE_SIZE = env_int("SYNC_PAGE_SIZE", 100, minimum=1, maximum=1000)
+SYNC_MAX_PAGES_PER_RUN = env_int("SYNC_MAX_PAGES_PER_RUN", 50, minimum=1)
+SYNC_LEASE_SECONDS = env_int("SYNC_LEASE_SECONDS", 330, minimum=30)
+# Interval syncs are spread over this many seconds so mailboxes don't all start at once.
+SYNC_SPREAD_SECONDS = env_int("SYNC_SPREAD_SECONDS", 120, minimum=0)
 CREDENTIAL_GRACE_HOURS = env_int("CREDENTIAL_GRACE_HOURS", 24, minimum=0)
 EMULATOR_PORT = env_int("EMULATOR_PORT", 8443, minimum=1, maximum=65535)
 EMULATOR_STATE_DIR = Path(env_str("EMULATOR_STATE_DIR", str(BASE_DIR / ".emulator")))
