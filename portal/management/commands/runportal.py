@@ -1,15 +1,24 @@
-"""Run the whole portal in one terminal: the web server and the django-q2 worker.
+"""Run the whole portal in one terminal: the Graph emulator (demo tenant), the web server and
+the django-q2 worker.
 
 Ctrl-C (or SIGTERM) stops every process cleanly; if one of them dies, the others are stopped
 too, so a half-running portal never pretends to be healthy.
+
+The emulator starts when no real tenant is configured (or the configured one is the
+emulator). On its first start its demo app's values are added to `.env` — only keys that are
+missing, so a `.env` pointing at a real tenant is never changed.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -24,14 +33,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--port", type=int, default=None, help="Web port (default: PORT).")
         parser.add_argument("--no-worker", action="store_true", help="Do not start qcluster.")
+        parser.add_argument("--emulator", action=argparse.BooleanOptionalAction, default=None,
+                            help="Start the Graph emulator (default: when no real tenant is "
+                                 "configured).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         port = options["port"] or settings.PORT
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
-        commands: dict[str, list[str]] = {}
-        if not options["no_worker"]:
-            commands["worker"] = [*manage, "qcluster"]
-        commands["web"] = [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"]
+        use_emulator = options["emulator"]
+        if use_emulator is None:
+            use_emulator = settings.USING_EMULATOR or not settings.MICROSOFT_TENANT_ID
 
         stopping = False
 
@@ -43,11 +54,30 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, request_stop)
 
         processes: dict[str, subprocess.Popen] = {}
+        if use_emulator:
+            state_dir = Path(settings.EMULATOR_STATE_DIR)
+            processes["emulator"] = subprocess.Popen(
+                [sys.executable, "-m", "integrations.graph_emulator", "--port",
+                 str(settings.EMULATOR_PORT), "--state-dir", str(state_dir), "--demo"],
+                cwd=settings.BASE_DIR, start_new_session=True)
+            self.stdout.write(f"started emulator (pid {processes['emulator'].pid})")
+            if not self._wait_for_file(state_dir / "demo-tenant.json", processes["emulator"]):
+                self._stop_all(processes)
+                sys.exit("The Graph emulator did not start; see its output above.")
+            self._add_emulator_to_env(state_dir / "demo-tenant.json")
+
+        commands: dict[str, list[str]] = {}
+        if not options["no_worker"]:
+            commands["worker"] = [*manage, "qcluster"]
+        commands["web"] = [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"]
         for name, command in commands.items():
             # Own process groups: our signal handler decides when and how they stop.
             processes[name] = subprocess.Popen(command, start_new_session=True)
             self.stdout.write(f"started {name} (pid {processes[name].pid})")
         self.stdout.write(f"Portal on http://127.0.0.1:{port}/ — press Ctrl-C to stop.")
+        if use_emulator and self._wait_for_web(port, processes["web"]):
+            # Webhook set-up needs our receiver up: the emulator calls it back.
+            subprocess.run([*manage, "demo_bootstrap"], check=False)
 
         exit_code = 0
         while not stopping:
@@ -61,6 +91,51 @@ class Command(BaseCommand):
         self._stop_all(processes)
         if exit_code:
             sys.exit(exit_code)
+
+    @staticmethod
+    def _wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 30) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if path.exists() and json.loads(path.read_text()):
+                    return True
+            except ValueError:
+                pass
+            time.sleep(0.2)
+        return False
+
+    @staticmethod
+    def _wait_for_web(port: int, process: subprocess.Popen, timeout: float = 30) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    return True
+            except OSError:
+                time.sleep(0.3)
+        return False
+
+    def _add_emulator_to_env(self, tenant_file: Path) -> None:
+        tenant = json.loads(tenant_file.read_text())
+        wanted = {
+            "MICROSOFT_TENANT_ID": tenant["tenant_id"],
+            "MICROSOFT_CLIENT_ID": tenant["client_id"],
+            "MICROSOFT_CLIENT_SECRET": tenant["client_secret"],
+            "MICROSOFT_AUTHORITY_HOST": tenant["authority_host"],
+            "MICROSOFT_GRAPH_URL": tenant["graph_url"],
+            "MICROSOFT_CA_BUNDLE": tenant["ca_bundle"],
+        }
+        env_file = Path(settings.BASE_DIR) / ".env"
+        existing = env_file.read_text() if env_file.exists() else ""
+        present = {line.split("=", 1)[0].strip() for line in existing.splitlines()
+                   if "=" in line and not line.lstrip().startswith("#")}
+        missing = {k: v for k, v in wanted.items() if k not in present}
+        if missing:
+            lines = ["", "# The local Graph emulator's demo tenant (added by make run)."]
+            lines += [f"{key}={value}" for key, value in missing.items()]
+            with env_file.open("a", encoding="utf-8") as handle:
+                handle.write("\n".join(lines) + "\n")
+            self.stdout.write("Pointed .env at the emulator's demo tenant.")
 
     def _stop_all(self, processes: dict[str, subprocess.Popen]) -> None:
         for process in processes.values():
