@@ -15,3 +15,6 @@ urlpatterns = [
     path("api/", include("portal.api.urls")),
     path("", include("portal.console.urls")),
 ]
+
+handler404 = "portal.errors.not_found"
+handler500 = "portal.errors.server_error"

@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from portal.api import views
+from portal.api import sync_views, views
 
 app_name = "api"
 
@@ -11,5 +11,12 @@ urlpatterns = [
     path("queue/retry-all", views.retry_all, name="retry_all"),
     path("queue/operations/<int:operation_id>", views.operation_status, name="operation"),
     path("metrics/queue", views.metrics_queue, name="metrics_queue"),
+    path("metrics/sync", sync_views.metrics_sync, name="metrics_sync"),
+    path("metrics/graph", sync_views.metrics_graph, name="metrics_graph"),
+    path("sync/reset", sync_views.sync_reset, name="sync_reset"),
+    path("sync/full", sync_views.sync_full, name="sync_full"),
+    path("sync/delta", sync_views.sync_delta, name="sync_delta"),
+    path("sync/state/<str:user_id>/<str:resource_type>", sync_views.sync_state,
+         name="sync_state"),
     path("webhooks/", include("integrations.microsoft.webhook_urls")),
 ]
