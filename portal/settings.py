@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "portal.audit",
     "portal.jobs",
     "portal.runtime",
+    "portal.alerts",
     "portal.api",
     "portal.console",
     "integrations.microsoft",
@@ -206,6 +207,20 @@ TRUST_X_FORWARDED_FOR = env_bool("TRUST_X_FORWARDED_FOR", False)
 # --- API ----------------------------------------------------------------------------------
 # Networks whose callers may read /api/metrics/* without a token (the runbook's curls do).
 API_TRUSTED_NETWORKS = env_list("API_TRUSTED_NETWORKS", ["127.0.0.1/32", "::1/128"])
+
+# --- Alerts and metrics ---------------------------------------------------------------------
+# Who gets alert e-mails (Django's EMAIL_* settings send them), comma-separated.
+ALERT_EMAIL_TO = env_list("ALERT_EMAIL_TO")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "fleet-graph-portal@localhost")
+if DEBUG and not env_str("EMAIL_HOST"):
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+# /metrics also answers a bearer token (Prometheus' `authorization` setting) from anywhere.
+METRICS_TOKEN = env_secret("METRICS_TOKEN")
 
 # --- Secrets at rest ----------------------------------------------------------------------
 # Fernet keys (newest first, comma-separated) for client secrets, token caches and

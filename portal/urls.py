@@ -2,12 +2,13 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from portal import health
+from portal import health, metrics
 from portal.access.decorators import public
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("login/", public(auth_views.LoginView.as_view(redirect_authenticated_user=True)),
          name="login"),
     path("logout/", public(auth_views.LogoutView.as_view()), name="logout"),

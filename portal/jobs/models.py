@@ -90,6 +90,8 @@ class JobAttempt(models.Model):
 
     class Meta:
         ordering = ["job_id", "number"]
+        # Attempt rows are written once and never updated, so this index costs one insert.
+        indexes = [models.Index(fields=["finished_at"], name="job_attempt_finished_idx")]
         constraints = [
             models.UniqueConstraint(fields=["job", "number"], name="job_attempt_unique_number"),
         ]

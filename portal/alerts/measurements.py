@@ -1,0 +1,66 @@
+"""Current values of what the alerts and /metrics watch. Each is one cheap, indexed query."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db.models import Count, Min, Q
+from django.utils import timezone
+
+from portal.jobs.models import Job
+
+HOUR = timedelta(hours=1)
+
+
+def job_counts() -> dict[str, int]:
+    """Jobs by state, leaving out succeeded (the big, uninteresting partition)."""
+    counts = dict(Job.objects.exclude(status=Job.Status.SUCCEEDED).values_list("status")
+                  .annotate(n=Count("id")).order_by())
+    return {status: counts.get(status, 0) for status in Job.Status.values
+            if status != Job.Status.SUCCEEDED}
+
+
+def queue_length() -> int:
+    counts = job_counts()
+    return counts[Job.Status.PENDING] + counts[Job.Status.RETRYING]
+
+
+def dead_letters() -> int:
+    return Job.objects.filter(status=Job.Status.DEAD).count()
+
+
+def graph_calls_last_hour() -> dict[str, int]:
+    from integrations.microsoft.models import GraphCall
+
+    return GraphCall.objects.filter(created_at__gte=timezone.now() - HOUR).aggregate(
+        total=Count("id"),
+        failed=Count("id", filter=Q(status__isnull=True) | Q(status__gte=400)),
+        throttled=Count("id", filter=Q(throttled=True)),
+    )
+
+
+def subscriptions_expiring(within: timedelta) -> tuple[int, float | None]:
+    """(active subscriptions expiring within `within`, seconds until the soonest expiry)."""
+    from integrations.microsoft.models import Subscription
+
+    now = timezone.now()
+    active = Subscription.objects.filter(state=Subscription.State.ACTIVE)
+    soonest = active.aggregate(soonest=Min("expiration"))["soonest"]
+    expiring = active.filter(expiration__lt=now + within).count()
+    return expiring, (soonest - now).total_seconds() if soonest else None
+
+
+def secret_expires_in() -> float | None:
+    """Seconds until the active client secret expires (None: no expiry known)."""
+    from integrations.microsoft.models import Credential
+
+    expires = (Credential.objects.filter(state=Credential.State.ACTIVE)
+               .values_list("expires_at", flat=True).first())
+    return (expires - timezone.now()).total_seconds() if expires else None
+
+
+def audit_chain_ok() -> bool | None:
+    from portal.alerts.models import AuditChainCheck
+
+    latest = AuditChainCheck.objects.order_by("-id").values_list("ok", flat=True).first()
+    return latest

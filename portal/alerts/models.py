@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class Alert(models.Model):
+    """One alert rule's current state; changes are kept in AlertEvent."""
+
+    class State(models.TextChoices):
+        OK = "ok"
+        FIRING = "firing"
+
+    rule = models.CharField(max_length=64, primary_key=True)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.OK)
+    value = models.FloatField(null=True, blank=True)
+    threshold = models.FloatField(null=True, blank=True)
+    message = models.TextField(blank=True)
+    firing_since = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    last_evaluated_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.CharField(max_length=150, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    snoozed_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.rule}: {self.state}"
+
+
+class AlertEvent(models.Model):
+    """A state change (firing, resolved) and whether people were told."""
+
+    id = models.BigAutoField(primary_key=True)
+    rule = models.CharField(max_length=64, db_index=True)
+    state = models.CharField(max_length=8, choices=Alert.State.choices)
+    value = models.FloatField(null=True, blank=True)
+    message = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    notified = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.rule} {self.state} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class AuditChainCheck(models.Model):
+    """The hourly verification of the audit log's hash chain (metrics read the latest)."""
+
+    id = models.BigAutoField(primary_key=True)
+    checked_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    ok = models.BooleanField()
+    events = models.PositiveBigIntegerField()
+    first_bad_event = models.BigIntegerField(null=True, blank=True)
+    problem = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"audit chain {'ok' if self.ok else 'BROKEN'} at {self.checked_at}"

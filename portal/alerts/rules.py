@@ -1,0 +1,139 @@
+"""The alert rules: the runbook's five plus secret expiry, worker down and audit chain.
+
+Thresholds are runtime settings (Settings page), so an operator can tune them at 3 a.m.
+without a deploy. deploy/prometheus/alerts.yml expresses the same rules in PromQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from portal.alerts import measurements
+from portal.runtime.registry import SettingSpec, define, get
+
+
+@dataclass(frozen=True)
+class Verdict:
+    firing: bool
+    value: float | None
+    threshold: float
+    message: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    title: str
+    evaluate: Callable[[], Verdict]
+    runbook: str  # what to do, shown with the alert
+
+
+def _setting(key: str, label: str, help_text: str, default: int, maximum: int) -> str:
+    define(SettingSpec(key, label, help_text, int, default, 1, maximum, group="Alerts"))
+    return key
+
+
+QUEUE = _setting("ALERT_QUEUE_LENGTH", "Alert: queue length", "Fire when more jobs than this "
+                 "are waiting (pending + retrying).", 1000, 10_000_000)
+DLQ = _setting("ALERT_DEAD_LETTERS", "Alert: dead letters", "Fire when more jobs than this are "
+               "dead.", 100, 10_000_000)
+ERROR_RATE = _setting("ALERT_ERROR_RATE_PERCENT", "Alert: Graph error rate (%)", "Fire when "
+                      "more than this percentage of Graph calls failed in the last hour (with "
+                      "at least 20 calls).", 5, 100)
+THROTTLED = _setting("ALERT_THROTTLED_PER_HOUR", "Alert: 429s per hour", "Fire when Graph "
+                     "throttled us more than this many times in the last hour.", 10, 1_000_000)
+SUB_HOURS = _setting("ALERT_SUBSCRIPTION_EXPIRY_HOURS", "Alert: subscription expiry (hours)",
+                     "Fire when an active subscription expires within this many hours "
+                     "(renewal should have happened long before).", 24, 240)
+SECRET_DAYS = _setting("ALERT_SECRET_EXPIRY_DAYS", "Alert: client secret expiry (days)",
+                       "Fire when the active client secret expires within this many days.",
+                       14, 365)
+WORKER_MINUTES = _setting("ALERT_WORKER_STALE_MINUTES", "Alert: worker silent (minutes)",
+                          "Fire when no worker has reported a heartbeat for this long.", 3, 60)
+MIN_CALLS_FOR_ERROR_RATE = 20
+
+
+def _queue() -> Verdict:
+    value, threshold = measurements.queue_length(), get(QUEUE)
+    return Verdict(value > threshold, value, threshold,
+                   f"{value} jobs are waiting (threshold {threshold}).")
+
+
+def _dead() -> Verdict:
+    value, threshold = measurements.dead_letters(), get(DLQ)
+    return Verdict(value > threshold, value, threshold,
+                   f"{value} jobs are in the dead-letter queue (threshold {threshold}).")
+
+
+def _error_rate() -> Verdict:
+    calls = measurements.graph_calls_last_hour()
+    threshold = get(ERROR_RATE)
+    rate = 100.0 * calls["failed"] / calls["total"] if calls["total"] else 0.0
+    firing = calls["total"] >= MIN_CALLS_FOR_ERROR_RATE and rate > threshold
+    return Verdict(firing, round(rate, 2), threshold,
+                   f"{calls['failed']} of {calls['total']} Graph calls failed in the last hour "
+                   f"({rate:.1f} %, threshold {threshold} %).")
+
+
+def _throttled() -> Verdict:
+    value, threshold = measurements.graph_calls_last_hour()["throttled"], get(THROTTLED)
+    return Verdict(value > threshold, value, threshold,
+                   f"Graph answered 429 {value} times in the last hour (threshold {threshold}).")
+
+
+def _subscription_expiry() -> Verdict:
+    hours = get(SUB_HOURS)
+    expiring, soonest = measurements.subscriptions_expiring(timedelta(hours=hours))
+    soon = f"; the soonest in {soonest / 3600:.1f} h" if soonest is not None else ""
+    return Verdict(expiring > 0, expiring, hours,
+                   f"{expiring} subscriptions expire within {hours} h{soon}.")
+
+
+def _secret_expiry() -> Verdict:
+    days = get(SECRET_DAYS)
+    seconds = measurements.secret_expires_in()
+    if seconds is None:
+        return Verdict(False, None, days, "The active client secret has no known expiry.")
+    left = seconds / 86400
+    return Verdict(left < days, round(left, 2), days,
+                   f"The active client secret expires in {left:.1f} days (threshold {days}).")
+
+
+def _worker() -> Verdict:
+    from portal.health import worker_heartbeat_age
+
+    minutes = get(WORKER_MINUTES)
+    age = worker_heartbeat_age()
+    if age is None:
+        return Verdict(True, None, minutes, "No worker has ever reported a heartbeat.")
+    return Verdict(age > minutes * 60, round(age), minutes * 60,
+                   f"The last worker heartbeat was {int(age)} s ago.")
+
+
+def _audit_chain() -> Verdict:
+    ok = measurements.audit_chain_ok()
+    return Verdict(ok is False, None if ok is None else float(not ok), 0,
+                   "The audit log's hash chain is broken: run verify_audit_chain."
+                   if ok is False else "The audit chain verified.")
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("subscription_expiring", "Webhook subscription expiring", _subscription_expiry,
+         "Subscriptions page → Set up all (or `manage.py setup_webhooks`)."),
+    Rule("queue_length", "Queue too long", _queue,
+         "Jobs page: look for a paused type or a failing worker; Graph pages for throttling."),
+    Rule("dead_letters", "Too many dead jobs", _dead,
+         "Jobs page → Dead: group by error, fix the cause, then retry the group."),
+    Rule("graph_error_rate", "Graph error rate high", _error_rate,
+         "Graph calls page: which routes fail; Verify integration."),
+    Rule("graph_throttled", "Graph throttling us", _throttled,
+         "Settings: turn real-time sync off or raise the sync interval; pause sync jobs."),
+    Rule("secret_expiring", "Client secret expiring", _secret_expiry,
+         "Credentials page → add the new secret, verify, activate."),
+    Rule("worker_down", "No worker running", _worker,
+         "Start the sync-worker (Kubernetes: sync-worker Deployment)."),
+    Rule("audit_chain_broken", "Audit chain broken", _audit_chain,
+         "Run `manage.py verify_audit_chain`; treat as a security incident."),
+)

@@ -1,0 +1,134 @@
+"""Evaluate the rules, record state changes, tell people; acknowledge and snooze."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.utils import timezone
+
+from portal.access.actors import Actor
+from portal.access.authz import require
+from portal.alerts.models import Alert, AlertEvent, AuditChainCheck
+from portal.alerts.rules import RULES, Rule
+from portal.audit.services import record
+
+logger = logging.getLogger(__name__)
+MAX_SNOOZE = timedelta(days=7)
+
+
+class AlertError(Exception):
+    """An alert action that cannot be carried out (the message says why)."""
+
+
+def evaluate_all() -> list[AlertEvent]:
+    """Evaluate every rule once; returns the state changes (firing or resolved)."""
+    changes = []
+    for rule in RULES:
+        try:
+            verdict = rule.evaluate()
+        except Exception:
+            logger.exception("Alert rule %s could not be evaluated", rule.name)
+            continue
+        event = _apply(rule, verdict.firing, verdict.value, verdict.threshold, verdict.message)
+        if event is not None:
+            changes.append(event)
+    return changes
+
+
+def _apply(rule: Rule, firing: bool, value: float | None, threshold: float,
+           message: str) -> AlertEvent | None:
+    now = timezone.now()
+    new_state = Alert.State.FIRING if firing else Alert.State.OK
+    with transaction.atomic():
+        alert, _ = Alert.objects.select_for_update().get_or_create(rule=rule.name)
+        changed = alert.state != new_state
+        alert.value, alert.threshold, alert.message = value, threshold, message
+        alert.last_evaluated_at = now
+        if changed:
+            alert.state = new_state
+            if firing:
+                alert.firing_since, alert.resolved_at = now, None
+            else:
+                alert.resolved_at = now
+                alert.acknowledged_by, alert.acknowledged_at = "", None
+        alert.save()
+        if not changed:
+            return None
+        event = AlertEvent.objects.create(rule=rule.name, state=new_state, value=value,
+                                          message=message)
+    snoozed = alert.snoozed_until is not None and alert.snoozed_until > now
+    if not snoozed:
+        event.notified = notify(rule, new_state, message)
+        AlertEvent.objects.filter(pk=event.pk).update(notified=event.notified)
+    logger.warning("Alert %s %s: %s", rule.name, new_state, message)
+    return event
+
+
+def notify(rule: Rule, state: str, message: str) -> str:
+    """E-mail the on-call list (ALERT_EMAIL_TO). Returns who was told, for the record."""
+    recipients = list(getattr(settings, "ALERT_EMAIL_TO", []))
+    if not recipients:
+        return ""
+    verb = "FIRING" if state == Alert.State.FIRING else "resolved"
+    subject = f"[Fleet Graph Portal] {verb}: {rule.title}"
+    body = f"{message}\n\nWhat to do: {rule.runbook}\n"
+    try:
+        send_mail(subject, body, None, recipients, fail_silently=False)
+    except Exception:
+        logger.exception("Could not e-mail alert %s", rule.name)
+        return "e-mail failed"
+    return "e-mail: " + ", ".join(recipients)
+
+
+def _get(rule: str) -> Alert:
+    alert = Alert.objects.filter(rule=rule).first()
+    if alert is None:
+        raise AlertError(f"There is no alert {rule!r}.")
+    return alert
+
+
+def acknowledge(actor: Actor, rule: str) -> Alert:
+    require(actor, "acknowledge_alerts", action="alert.acknowledge", target_type="alert",
+            target_id=rule)
+    with transaction.atomic():
+        alert = _get(rule)
+        if alert.state != Alert.State.FIRING:
+            raise AlertError(f"{rule} is not firing.")
+        alert.acknowledged_by, alert.acknowledged_at = actor.name, timezone.now()
+        alert.save(update_fields=["acknowledged_by", "acknowledged_at"])
+        record("alert.acknowledge", actor=actor, target_type="alert", target_id=rule,
+               params={"value": alert.value})
+    return alert
+
+
+def snooze(actor: Actor, rule: str, minutes: int, reason: str = "") -> Alert:
+    require(actor, "acknowledge_alerts", action="alert.snooze", target_type="alert",
+            target_id=rule)
+    if not 1 <= minutes <= MAX_SNOOZE.total_seconds() // 60:
+        raise AlertError("Snooze for between 1 minute and 7 days.")
+    with transaction.atomic():
+        alert = _get(rule)
+        alert.snoozed_until = timezone.now() + timedelta(minutes=minutes)
+        alert.save(update_fields=["snoozed_until"])
+        record("alert.snooze", actor=actor, target_type="alert", target_id=rule,
+               params={"minutes": minutes}, reason=reason)
+    return alert
+
+
+def active_alerts() -> list[Alert]:
+    return list(Alert.objects.filter(state=Alert.State.FIRING).order_by("firing_since"))
+
+
+def check_audit_chain() -> AuditChainCheck:
+    from portal.audit.chain import find_first_break
+    from portal.audit.models import AuditEvent
+
+    checked, problem = find_first_break(AuditEvent.objects.order_by("id").iterator(2000))
+    return AuditChainCheck.objects.create(
+        ok=problem is None, events=checked,
+        first_bad_event=problem.event_id if problem else None,
+        problem=problem.problem if problem else "")

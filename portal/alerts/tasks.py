@@ -1,0 +1,13 @@
+"""django-q2 entry points for alerts (thin; safe to run twice)."""
+
+from __future__ import annotations
+
+from portal.alerts import services
+
+
+def evaluate_alerts() -> int:
+    return len(services.evaluate_all())
+
+
+def check_audit_chain() -> bool:
+    return services.check_audit_chain().ok

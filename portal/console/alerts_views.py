@@ -1,0 +1,51 @@
+"""Alerts: what fires now, its history, acknowledge and snooze."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from portal.access.actors import Actor
+from portal.access.decorators import requires
+from portal.alerts import services
+from portal.alerts.models import Alert, AlertEvent
+from portal.alerts.rules import RULES
+
+
+@require_GET
+@requires("view_console")
+def alerts_page(request: HttpRequest) -> HttpResponse:
+    alerts = {alert.rule: alert for alert in Alert.objects.all()}
+    rows = [{"rule": rule, "alert": alerts.get(rule.name)} for rule in RULES]
+    rows.sort(key=lambda row: (row["alert"] is None or row["alert"].state != "firing",
+                               row["rule"].name))
+    return render(request, "console/alerts.html", {
+        "rows": rows,
+        "history": AlertEvent.objects.all()[:30],
+        "can_acknowledge": request.user.has_perm("access.acknowledge_alerts"),
+        "now": timezone.now(),
+    })
+
+
+@require_POST
+@requires("acknowledge_alerts")
+def alert_action(request: HttpRequest, rule: str) -> HttpResponse:
+    actor = Actor.from_request(request)
+    try:
+        if request.POST.get("action") == "snooze":
+            try:
+                minutes = int(request.POST.get("minutes", ""))
+            except ValueError:
+                raise services.AlertError("Choose how long to snooze.") from None
+            services.snooze(actor, rule, minutes, request.POST.get("reason", "").strip())
+            messages.success(request, f"{rule} snoozed for {minutes} minutes: it stays on "
+                                      "this page but sends no notifications.")
+        else:
+            services.acknowledge(actor, rule)
+            messages.success(request, f"{rule} acknowledged.")
+    except services.AlertError as exc:
+        messages.error(request, str(exc))
+    return redirect("console:alerts")

@@ -1,0 +1,206 @@
+"""/metrics in Prometheus' text format, computed at scrape time from the database.
+
+Every value comes from a bounded, indexed query (the last hour of Graph calls, the
+non-succeeded jobs, the active subscriptions), never a scan of a whole big table, so a
+scrape stays cheap however large the history grows. Windowed figures are gauges
+("…_last_hour"); the rules in deploy/prometheus/alerts.yml use them directly.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Count, Min, Q, Sum
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from portal.access.decorators import public
+from portal.alerts import measurements
+
+LATENCY_BUCKETS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class PortalCollector(Collector):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._graph()
+        yield from self._jobs()
+        yield from self._notifications()
+        yield from self._subscriptions()
+        yield from self._sync()
+        yield from self._health()
+
+    def _graph(self) -> Iterator[GaugeMetricFamily]:
+        from integrations.microsoft.models import GraphCall
+
+        recent = GraphCall.objects.filter(created_at__gte=timezone.now() - measurements.HOUR)
+        calls = GaugeMetricFamily("fleet_graph_calls_last_hour",
+                                  "Graph calls in the last hour by route and status",
+                                  labels=["route", "status"])
+        throttled = GaugeMetricFamily("fleet_graph_throttled_last_hour",
+                                      "Graph 429 answers in the last hour by route",
+                                      labels=["route"])
+        totals = {"all": 0, "failed": 0}
+        for route, status, is_throttled, n in (recent.values_list("route", "status", "throttled")
+                                               .annotate(n=Count("id")).order_by()):
+            calls.add_metric([route, str(status or "none")], n)
+            totals["all"] += n
+            if status is None or status >= 400:
+                totals["failed"] += n
+            if is_throttled:
+                throttled.add_metric([route], n)
+        yield calls
+        yield throttled
+        failed = GaugeMetricFamily(
+            "fleet_graph_failed_last_hour",
+            "Graph calls in the last hour that failed (no answer, 4xx, 5xx)")
+        failed.add_metric([], totals["failed"])
+        yield failed
+        total = GaugeMetricFamily("fleet_graph_total_last_hour", "Graph calls in the last hour")
+        total.add_metric([], totals["all"])
+        yield total
+        aggregates = recent.aggregate(**{
+            f"le_{bound}": Count("id", filter=Q(duration_ms__lte=bound))
+            for bound in LATENCY_BUCKETS_MS
+        }, total=Count("id"), sum_ms=Sum("duration_ms"))
+        buckets = [(str(float(bound) / 1000), aggregates[f"le_{bound}"])
+                   for bound in LATENCY_BUCKETS_MS] + [("+Inf", aggregates["total"])]
+        yield GaugeHistogramMetricFamily("fleet_graph_latency_seconds_last_hour",
+                                         "Graph call latency over the last hour",
+                                         buckets=buckets,
+                                         gsum_value=(aggregates["sum_ms"] or 0) / 1000)
+
+    def _jobs(self) -> Iterator[GaugeMetricFamily]:
+        from portal.jobs.models import Job, JobAttempt
+
+        by_state = GaugeMetricFamily("fleet_jobs", "Jobs by state (succeeded jobs are left out)",
+                                     labels=["state", "type"])
+        for job_type, status, n in (Job.objects.exclude(status=Job.Status.SUCCEEDED)
+                                    .values_list("job_type", "status").annotate(n=Count("id"))
+                                    .order_by()):
+            by_state.add_metric([status, job_type], n)
+        yield by_state
+        queue = GaugeMetricFamily("fleet_queue_length", "Jobs waiting (pending + retrying)")
+        queue.add_metric([], measurements.queue_length())
+        yield queue
+        dead = GaugeMetricFamily("fleet_dead_letters", "Jobs in the dead-letter queue")
+        dead.add_metric([], measurements.dead_letters())
+        yield dead
+        outcomes = GaugeMetricFamily("fleet_job_attempts_last_hour",
+                                     "Job attempts finished in the last hour by outcome",
+                                     labels=["outcome"])
+        since = timezone.now() - measurements.HOUR
+        for outcome, n in (JobAttempt.objects.filter(finished_at__gte=since)
+                           .values_list("outcome").annotate(n=Count("id")).order_by()):
+            outcomes.add_metric([outcome], n)
+        yield outcomes
+
+    def _notifications(self) -> Iterator[GaugeMetricFamily]:
+        from integrations.microsoft.models import NotificationInbox, WebhookRejection
+
+        since = timezone.now() - measurements.HOUR
+        received = GaugeMetricFamily("fleet_notifications_last_hour",
+                                     "Change notifications stored in the last hour by status",
+                                     labels=["status"])
+        for status, n in (NotificationInbox.objects.filter(received_at__gte=since)
+                          .values_list("status").annotate(n=Count("id")).order_by()):
+            received.add_metric([status], n)
+        yield received
+        invalid = GaugeMetricFamily("fleet_notifications_rejected_today",
+                                    "Notifications refused today (unknown subscription, wrong "
+                                    "clientState)", labels=["reason"])
+        for reason, n in (WebhookRejection.objects.filter(day=timezone.now().date())
+                          .values_list("reason").annotate(n=Sum("count")).order_by()):
+            invalid.add_metric([reason], n)
+        yield invalid
+
+    def _subscriptions(self) -> Iterator[GaugeMetricFamily]:
+        from integrations.microsoft.models import Subscription
+
+        by_state = GaugeMetricFamily("fleet_subscriptions", "Webhook subscriptions by state",
+                                     labels=["state"])
+        for state, n in Subscription.objects.values_list("state").annotate(n=Count("id")) \
+                .order_by():
+            by_state.add_metric([state], n)
+        yield by_state
+        _, soonest = measurements.subscriptions_expiring(timedelta(0))
+        expiry = GaugeMetricFamily("fleet_subscription_soonest_expiry_seconds",
+                                   "Seconds until the soonest active subscription expires")
+        if soonest is not None:
+            expiry.add_metric([], soonest)
+        yield expiry
+
+    def _sync(self) -> Iterator[GaugeMetricFamily]:
+        from integrations.microsoft.models import SyncState
+
+        lag = GaugeMetricFamily("fleet_sync_lag_seconds",
+                                "Seconds since the least recently synced user's last success",
+                                labels=["resource_type"])
+        failed = GaugeMetricFamily("fleet_sync_failed", "Sync states whose last run failed",
+                                   labels=["resource_type"])
+        now = timezone.now()
+        for kind, oldest, n_failed in (
+                SyncState.objects.filter(monitored_user__is_active=True).values_list("kind")
+                .annotate(oldest=Min("last_success_at"),
+                          failed=Count("id", filter=Q(status=SyncState.Status.FAILED)))
+                .order_by()):
+            if oldest is not None:
+                lag.add_metric([kind], (now - oldest).total_seconds())
+            failed.add_metric([kind], n_failed)
+        yield lag
+        yield failed
+
+    def _health(self) -> Iterator[GaugeMetricFamily]:
+        from portal.alerts.models import Alert
+        from portal.health import worker_heartbeat_age
+
+        secret = GaugeMetricFamily("fleet_client_secret_expiry_seconds",
+                                   "Seconds until the active client secret expires")
+        seconds = measurements.secret_expires_in()
+        if seconds is not None:
+            secret.add_metric([], seconds)
+        yield secret
+        worker = GaugeMetricFamily("fleet_worker_heartbeat_age_seconds",
+                                   "Seconds since a worker last reported")
+        age = worker_heartbeat_age()
+        if age is not None:
+            worker.add_metric([], age)
+        yield worker
+        chain = GaugeMetricFamily("fleet_audit_chain_ok",
+                                  "1 if the last audit chain verification passed")
+        ok = measurements.audit_chain_ok()
+        if ok is not None:
+            chain.add_metric([], 1 if ok else 0)
+        yield chain
+        alerts = GaugeMetricFamily("fleet_alert_firing", "1 while the portal's own rule fires",
+                                   labels=["rule"])
+        for rule, state in Alert.objects.values_list("rule", "state"):
+            alerts.add_metric([rule], 1 if state == Alert.State.FIRING else 0)
+        yield alerts
+
+
+def _authorised(request: HttpRequest) -> bool:
+    from portal.api.framework import _in_trusted_network
+
+    expected = settings.METRICS_TOKEN
+    header = request.headers.get("Authorization", "")
+    if expected and header.lower().startswith("bearer "):
+        return hmac.compare_digest(header[7:].strip().encode(), expected.encode())
+    return _in_trusted_network(request)
+
+
+@public  # guarded by METRICS_TOKEN or API_TRUSTED_NETWORKS, as Prometheus cannot sign in
+def metrics(request: HttpRequest) -> HttpResponse:
+    if not _authorised(request):
+        return JsonResponse({"error": "unauthorized",
+                             "detail": "Send the metrics token or scrape from a trusted "
+                                       "network."}, status=401)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PortalCollector())
+    return HttpResponse(generate_latest(registry),
+                        content_type="text/plain; version=0.0.4; charset=utf-8")
