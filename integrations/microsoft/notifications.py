@@ -10,6 +10,7 @@ counters. Either all of it commits or the view answers 503 and Graph retries.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -141,6 +142,16 @@ class IngestResult:
     job_id: int | None = None
 
 
+@functools.lru_cache(maxsize=10_000)
+def _client_state(ciphertext: str) -> bytes:
+    """Decrypted clientState, cached per process by its ciphertext: Fernet decryption is
+    the receiver's most expensive step and the same subscriptions notify again and again.
+    A recreated subscription has a new ciphertext, so the cache never serves a stale value."""
+    from integrations.microsoft.crypto import decrypt
+
+    return decrypt(ciphertext).encode("utf-8")
+
+
 def ingest(endpoint: str, items: list[dict[str, Any]], *, remote_addr: str = "") -> IngestResult:
     """Verify each item's clientState and store the valid ones with their job(s).
 
@@ -163,7 +174,7 @@ def ingest(endpoint: str, items: list[dict[str, Any]], *, remote_addr: str = "")
         given = _secret_bytes(item.get("clientState"))
         if sub is not None and sub_id not in secrets_by_sub:
             try:
-                secrets_by_sub[sub_id] = sub.client_state().encode("utf-8")
+                secrets_by_sub[sub_id] = _client_state(sub.client_state_encrypted)
             except DecryptionError:
                 secrets_by_sub[sub_id] = None
                 logger.error("Webhook: clientState of subscription %s cannot be decrypted "

@@ -76,6 +76,7 @@ class TestPause:
         actor = actor_for(otto_operator)
         services.pause_job_type(actor, "test.ok", reason="Graph throttling us")
         jobs = [enqueue("test.ok", {"value": i}) for i in range(3)]
+        assert drain() == ["paused"] * 3  # workers park them
         assert queued_job_ids() == []
         assert services.resume_job_type(actor, "test.ok") == 3
         assert drain() == ["succeeded"] * 3
