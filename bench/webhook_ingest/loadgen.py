@@ -19,7 +19,8 @@ def main() -> None:
     url, bodies_file, seconds, concurrency = sys.argv[1], sys.argv[2], float(sys.argv[3]), \
         int(sys.argv[4])
     rate = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0  # total requests/s; 0 = flat out
-    bodies = json.load(open(bodies_file))
+    with open(bodies_file) as handle:
+        bodies = json.load(handle)
     lock = threading.Lock()
     latencies: list[float] = []
     statuses: dict[str, int] = {}
