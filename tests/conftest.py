@@ -37,6 +37,16 @@ PERSONAS = {
 }
 PERSONA_PASSWORD = "correct horse battery staple 42"
 
+# The main navigation each role sees, in order.
+_NAV_COMMON = ["Dashboard", "Alerts", "Subscriptions", "Users & sync", "Jobs", "Graph calls"]
+NAV_BY_ROLE = {
+    "viewer": [*_NAV_COMMON, "Settings"],
+    "support": [*_NAV_COMMON, "Verify", "Settings", "Audit log"],
+    "operator": [*_NAV_COMMON, "Verify", "Settings", "Audit log"],
+    "admin": [*_NAV_COMMON, "Verify", "Settings", "Credentials", "Recovery", "Audit log",
+              "Django admin"],
+}
+
 
 def make_persona(role: str):
     from django.contrib.auth import get_user_model

@@ -16,8 +16,15 @@ class NavItem:
 
 NAV_ITEMS: tuple[NavItem, ...] = (
     NavItem("Dashboard", "console:dashboard", "view_console"),
+    NavItem("Alerts", "console:alerts", "view_console"),
+    NavItem("Subscriptions", "console:subscriptions", "view_console"),
+    NavItem("Users & sync", "console:sync_users", "view_console"),
     NavItem("Jobs", "console:jobs", "view_console"),
+    NavItem("Graph calls", "console:graph_calls", "view_console"),
+    NavItem("Verify", "console:verify", "verify_integration"),
     NavItem("Settings", "console:settings", "view_console"),
+    NavItem("Credentials", "console:credentials", "view_secrets_metadata"),
+    NavItem("Recovery", "console:recovery", "run_recovery"),
     NavItem("Audit log", "console:audit", "view_audit"),
     NavItem("Django admin", "admin:index", "use_django_admin"),
 )

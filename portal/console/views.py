@@ -18,9 +18,11 @@ from django.views.decorators.http import require_GET
 from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.access.roles import ROLES
+from portal.alerts.services import active_alerts
 from portal.audit.models import AuditEvent
 from portal.audit.services import record
 from portal.console.forms import AuditFilterForm
+from portal.health import WORKER_STALE_AFTER
 
 AUDIT_PAGE_SIZE = 50
 
@@ -49,8 +51,66 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "latest_events": AuditEvent.objects.all()[:8]
         if request.user.has_perm("access.view_audit") else [],
     }
+    context.update(_integration_health())
+    context["active_alerts"] = active_alerts()
     template = "console/dashboard.html#health" if request.htmx else "console/dashboard.html"
     return render(request, template, context)
+
+
+# Workers beat every 30 s while busy and once a minute when idle (portal.health).
+WORKER_STALE_SECONDS = WORKER_STALE_AFTER.total_seconds()
+
+
+def _integration_health() -> dict[str, Any]:
+    """Graph-side tiles. Read from the database only: a dead Graph must not slow this page."""
+    from portal.api.views import queue_metrics
+    from portal.console import metrics
+    from portal.health import worker_heartbeat_age
+
+    window = metrics.graph_window(hours=1)
+    heartbeat = worker_heartbeat_age()
+    secret = metrics.credential_expiry()
+    lag = metrics.sync_lag()
+    if window.total == 0:
+        graph_state, graph_text = "unknown", "no Graph calls in the last hour"
+    elif window.last_success_at is None:
+        graph_state, graph_text = "bad", "no successful call in the last hour"
+    elif (window.success_rate or 0) < 95:
+        graph_state, graph_text = "warn", f"{window.success_rate}% of calls succeeded"
+    else:
+        since_success = (timezone.now() - window.last_success_at).total_seconds()
+        graph_state = "ok"
+        graph_text = f"last success {metrics.humanize_seconds(since_success)} ago"
+    active = secret["active"]
+    if active is None:
+        token_state, token_text = "bad", "no active client secret"
+    elif active.last_error:
+        token_state, token_text = "bad", active.last_error
+    elif secret["days_left"] is not None and secret["days_left"] < 14:
+        token_state, token_text = "warn", f"secret expires in {secret['days_left']} days"
+    else:
+        token_state, token_text = "ok", f"secret …{active.fingerprint} active"
+    if heartbeat is None:
+        worker_state, worker_text = "bad", "no worker has ever reported"
+    elif heartbeat > WORKER_STALE_SECONDS:
+        worker_state = "bad"
+        worker_text = f"last heartbeat {metrics.humanize_seconds(heartbeat)} ago"
+    else:
+        worker_state, worker_text = "ok", f"heartbeat {metrics.humanize_seconds(heartbeat)} ago"
+    return {
+        "health": [
+            {"name": "Token", "state": token_state, "text": token_text},
+            {"name": "Graph", "state": graph_state, "text": graph_text},
+            {"name": "Worker", "state": worker_state, "text": worker_text},
+        ],
+        "graph": window,
+        "queue": queue_metrics(),
+        "expiring_24h": metrics.subscriptions_expiring(24),
+        "sync": lag,
+        "sync_lag_text": metrics.humanize_seconds(lag["lag_seconds"]),
+        "secret": secret,
+        "tenant": getattr(settings, "TENANT_LABEL", "") or "(no tenant label set)",
+    }
 
 
 def _query_without_cursor(params: QueryDict) -> str:

@@ -4,16 +4,11 @@ import pytest
 from playwright.sync_api import expect
 
 from portal.audit.models import AuditEvent
-from tests.conftest import PERSONAS
+from tests.conftest import NAV_BY_ROLE, PERSONAS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-EXPECTED_NAV = {
-    "viewer": ["Dashboard", "Jobs", "Settings"],
-    "support": ["Dashboard", "Jobs", "Settings", "Audit log"],
-    "operator": ["Dashboard", "Jobs", "Settings", "Audit log"],
-    "admin": ["Dashboard", "Jobs", "Settings", "Audit log", "Django admin"],
-}
+EXPECTED_NAV = NAV_BY_ROLE
 
 
 @pytest.mark.parametrize("role", list(PERSONAS))

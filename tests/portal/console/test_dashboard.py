@@ -3,8 +3,11 @@ from django.urls import reverse
 
 from portal.access.actors import Actor
 from portal.audit.services import record
+from tests.conftest import NAV_BY_ROLE
 
 pytestmark = pytest.mark.django_db
+
+VIEWER_NAV, SUPPORT_NAV, ADMIN_NAV = (NAV_BY_ROLE[r] for r in ("viewer", "support", "admin"))
 
 
 def test_it_shows_real_counts_from_the_database(client, personas):
@@ -33,10 +36,10 @@ def test_the_live_refresh_swaps_only_the_health_partial(client, vera_viewer):
 
 
 @pytest.mark.parametrize(("role", "visible", "hidden"), [
-    ("viewer", ["Dashboard", "Jobs", "Settings"], ["Audit log", "Django admin"]),
-    ("support", ["Dashboard", "Jobs", "Settings", "Audit log"], ["Django admin"]),
-    ("operator", ["Dashboard", "Jobs", "Settings", "Audit log"], ["Django admin"]),
-    ("admin", ["Dashboard", "Jobs", "Settings", "Audit log", "Django admin"], []),
+    ("viewer", VIEWER_NAV, ["Verify", "Credentials", "Recovery", "Audit log", "Django admin"]),
+    ("support", SUPPORT_NAV, ["Credentials", "Recovery", "Django admin"]),
+    ("operator", SUPPORT_NAV, ["Credentials", "Recovery", "Django admin"]),
+    ("admin", ADMIN_NAV, []),
 ])
 def test_navigation_shows_only_what_the_role_may_use(client, personas, role, visible, hidden):
     client.force_login(personas[role])

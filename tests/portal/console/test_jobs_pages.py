@@ -3,7 +3,7 @@ from django.urls import reverse
 
 from portal.audit.models import AuditEvent
 from portal.jobs.models import BulkOperation, Job, JobAttempt, PausedJobType
-from portal.jobs.runner import enqueue
+from portal.jobs.runner import enqueue, run_job
 
 pytestmark = pytest.mark.django_db
 
@@ -144,7 +144,8 @@ class TestPause:
         url = reverse("console:job_type_pause")
         client.post(url, {"job_type": "jobs.noop", "action": "pause", "reason": "429 storm"})
         assert PausedJobType.objects.get().reason == "429 storm"
-        enqueue("jobs.noop")
+        job = enqueue("jobs.noop")
+        assert run_job(job.pk) == "paused"  # the worker that picks it up parks it
         response = client.post(url, {"job_type": "jobs.noop", "action": "resume"}, follow=True)
         assert b"1 waiting jobs released" in response.content
         assert not PausedJobType.objects.exists()

@@ -1,0 +1,229 @@
+"""Credentials: the client-secret inventory (never values), the rotation wizard, the Teams
+sender account (delegated sign-in).
+
+The services in integrations.microsoft.credentials / auth check `rotate_credentials` and
+audit every step; these views only translate between forms, messages and redirects.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from integrations.microsoft import auth, credentials
+from integrations.microsoft.credentials import CredentialError
+from integrations.microsoft.errors import GraphError
+from integrations.microsoft.models import Credential, DelegatedAccount
+from portal.access.actors import Actor
+from portal.access.decorators import requires
+
+# The MSAL auth-code flow (PKCE verifier, state, nonce) waits in the session for the callback.
+FLOW_SESSION_KEY = "console.teams_sender_flow"
+
+
+class AddSecretForm(forms.Form):
+    value = forms.CharField(label="Secret value", max_length=credentials.MAX_SECRET_LENGTH,
+                            strip=True, widget=forms.PasswordInput(
+                                attrs={"autocomplete": "off", "spellcheck": "false"}))
+    display_name = forms.CharField(label="Name (e.g. the description in Entra ID)",
+                                   max_length=120, required=False)
+    expires_on = forms.DateField(label="Expires on (from Entra ID)", required=False,
+                                 widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean_expires_on(self) -> datetime | None:
+        day = self.cleaned_data.get("expires_on")
+        if day is None:
+            return None
+        expires = timezone.make_aware(datetime.combine(day, time.min))
+        if expires <= timezone.now():
+            raise forms.ValidationError("This date is in the past: the secret has expired.")
+        return expires
+
+
+class ConnectSenderForm(forms.Form):
+    login_hint = forms.CharField(label="Service account (UPN, optional)", max_length=255,
+                                 required=False)
+
+
+def _rotation_step(rows: list[Credential]) -> dict[str, object]:
+    """Where the rotation stands, for the wizard's stepper."""
+    pending = [c for c in rows if c.state == Credential.State.PENDING]
+    verified = [c for c in pending if c.is_verified]
+    grace = next((c for c in rows if c.state == Credential.State.GRACE), None)
+    if verified:
+        return {"current": 3, "hint": f"#{verified[0].pk} is verified: activate it."}
+    if pending:
+        return {"current": 2, "hint": f"#{pending[0].pk} is stored but not verified yet."}
+    if grace is not None:
+        return {"current": 4, "hint": f"The previous secret #{grace.pk} is kept for rollback "
+                                      f"until {grace.grace_until:%Y-%m-%d %H:%M} UTC."}
+    return {"current": 1, "hint": "No rotation in progress."}
+
+
+@require_GET
+@requires("view_secrets_metadata")
+def credentials_page(request: HttpRequest) -> HttpResponse:
+    rows = credentials.inventory()
+    now = timezone.now()
+    for row in rows:
+        row.days_left = (row.expires_at - now).days if row.expires_at else None  # type: ignore[attr-defined]
+    sender = auth.current_delegated_account()
+    context = {
+        "rows": rows,
+        "step": _rotation_step(rows),
+        "has_grace": any(c.state == Credential.State.GRACE for c in rows),
+        "grace_hours": int(settings.CREDENTIAL_GRACE_HOURS),
+        "add_form": AddSecretForm(),
+        "connect_form": ConnectSenderForm(),
+        "sender": sender,
+        "past_senders": DelegatedAccount.objects.filter(disconnected_at__isnull=False)[:5],
+        "callback_url": request.build_absolute_uri(reverse("console:teams_sender_callback")),
+        "can_rotate": request.user.has_perm("access.rotate_credentials"),
+    }
+    return render(request, "console/credentials.html", context)
+
+
+def _back() -> HttpResponse:
+    return redirect("console:credentials")
+
+
+@require_POST
+@requires("rotate_credentials")
+def credential_add(request: HttpRequest) -> HttpResponse:
+    form = AddSecretForm(request.POST)
+    if not form.is_valid():
+        for field, errors in form.errors.items():
+            label = form.fields[field].label if field in form.fields else ""
+            messages.error(request, f"{label or 'Secret'}: {' '.join(errors)}")
+        return _back()
+    try:
+        credential = credentials.add_secret(
+            Actor.from_request(request), form.cleaned_data["value"],
+            form.cleaned_data["display_name"], form.cleaned_data["expires_on"])
+    except CredentialError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Stored as #{credential.pk} (fingerprint …"
+                                  f"{credential.fingerprint}), pending. Nothing uses it yet: "
+                                  "verify it next.")
+    return _back()
+
+
+@require_POST
+@requires("rotate_credentials")
+def credential_verify(request: HttpRequest, credential_id: int) -> HttpResponse:
+    try:
+        outcome = credentials.verify_secret(Actor.from_request(request), credential_id)
+    except CredentialError as exc:
+        messages.error(request, str(exc))
+        return _back()
+    if outcome.ok:
+        roles = ", ".join(outcome.roles) or "no application roles"
+        messages.success(request, f"Credential #{credential_id} works: {outcome.detail} "
+                                  f"Roles in the token: {roles}.")
+    else:
+        messages.error(request, f"Credential #{credential_id} did not get a token: "
+                                f"{outcome.detail}")
+    return _back()
+
+
+@require_POST
+@requires("rotate_credentials")
+def credential_activate(request: HttpRequest, credential_id: int) -> HttpResponse:
+    try:
+        credential = credentials.activate(Actor.from_request(request), credential_id)
+    except CredentialError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"#{credential.pk} is now the active secret. The previous "
+                                  "one stays valid for rollback during its grace period.")
+    return _back()
+
+
+@require_POST
+@requires("rotate_credentials")
+def credential_rollback(request: HttpRequest) -> HttpResponse:
+    try:
+        credential = credentials.rollback(Actor.from_request(request))
+    except CredentialError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Rolled back: #{credential.pk} is active again; the newer "
+                                  "secret went back to pending.")
+    return _back()
+
+
+@require_POST
+@requires("rotate_credentials")
+def credential_retire(request: HttpRequest, credential_id: int) -> HttpResponse:
+    try:
+        credential = credentials.retire(Actor.from_request(request), credential_id)
+    except CredentialError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"#{credential.pk} is retired and its stored value erased. "
+                                  "Delete it in Entra ID too.")
+    return _back()
+
+
+@require_POST
+@requires("rotate_credentials")
+def teams_sender_connect(request: HttpRequest) -> HttpResponse:
+    form = ConnectSenderForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "The service account name is too long.")
+        return _back()
+    redirect_uri = request.build_absolute_uri(reverse("console:teams_sender_callback"))
+    hint = form.cleaned_data["login_hint"].strip() or None
+    try:
+        # With a named account, sign that one in; without, let the admin pick one.
+        auth_url, flow = auth.start_delegated_connect(
+            redirect_uri, login_hint=hint, prompt=None if hint else "select_account")
+    except GraphError as exc:
+        messages.error(request, f"Could not start the sign-in: {exc.message}")
+        return _back()
+    request.session[FLOW_SESSION_KEY] = flow
+    return redirect(auth_url)
+
+
+@require_GET
+@requires("rotate_credentials")
+def teams_sender_callback(request: HttpRequest) -> HttpResponse:
+    flow = request.session.pop(FLOW_SESSION_KEY, None)
+    if not flow:
+        messages.error(request, "No Teams sender sign-in was in progress in this browser "
+                                "session (or it was already completed). Start it again.")
+        return _back()
+    if request.GET.get("error"):
+        description = request.GET.get("error_description", "")[:300]
+        messages.error(request, f"The sign-in was not completed: {request.GET['error']}"
+                                f"{' — ' + description if description else ''}")
+        return _back()
+    try:
+        account = auth.complete_delegated_connect(Actor.from_request(request), flow,
+                                                  request.GET.dict())
+    except GraphError as exc:
+        messages.error(request, f"The Teams sender was not connected: {exc.message}")
+    else:
+        messages.success(request, f"Teams messages are now sent as {account.upn}.")
+    return _back()
+
+
+@require_POST
+@requires("rotate_credentials")
+def teams_sender_disconnect(request: HttpRequest) -> HttpResponse:
+    count = auth.disconnect_delegated(Actor.from_request(request))
+    if count:
+        messages.success(request, "The Teams sender is disconnected and its tokens erased. "
+                                  "Teams messages fail until someone connects an account.")
+    else:
+        messages.info(request, "No Teams sender was connected.")
+    return _back()

@@ -1,0 +1,102 @@
+"""Graph calls and rate limits: success rate, 429s by route and mailbox, backoff, recent calls.
+
+GraphCall grows by millions of rows: every query is bounded by a time window on the indexed
+created_at, and the list is keyset-paged by id. No exact COUNT(*) over the table.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django import forms
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from integrations.microsoft.models import GraphCall
+from portal.access.decorators import requires
+from portal.console import metrics
+
+PAGE_SIZE = 50
+WINDOWS = {"1h": 1, "24h": 24, "7d": 24 * 7}
+
+
+class GraphCallFilter(forms.Form):
+    # The default (24 h) first, so the form shows what an empty filter means.
+    window = forms.ChoiceField(choices=[("24h", "last 24 hours"), ("1h", "last hour"),
+                                        ("7d", "last 7 days")], required=False, label="Period")
+    status = forms.ChoiceField(required=False, label="Outcome", choices=[
+        ("", "any"), ("ok", "success (< 400)"), ("4xx", "client error (4xx)"),
+        ("429", "429 throttled"), ("5xx", "server error (5xx)"), ("none", "no response")])
+    route = forms.CharField(required=False, max_length=300, label="Route starts with")
+    mailbox = forms.CharField(required=False, max_length=255, label="Mailbox")
+    throttled = forms.ChoiceField(required=False, label="Throttled",
+                                  choices=[("", "any"), ("yes", "only 429s"), ("no", "no 429s")])
+    before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+    def hours(self) -> int:
+        return WINDOWS.get(self.cleaned_data.get("window") or "24h", 24)
+
+    def queryset(self) -> Any:
+        data = self.cleaned_data
+        since = timezone.now() - timedelta(hours=self.hours())
+        queryset = GraphCall.objects.filter(created_at__gte=since)
+        status = data.get("status")
+        if status == "ok":
+            queryset = queryset.filter(metrics.SUCCESS_Q)
+        elif status == "4xx":
+            queryset = queryset.filter(status__gte=400, status__lt=500)
+        elif status == "429":
+            queryset = queryset.filter(status=429)
+        elif status == "5xx":
+            queryset = queryset.filter(status__gte=500)
+        elif status == "none":
+            queryset = queryset.filter(status__isnull=True)
+        if data.get("route"):
+            queryset = queryset.filter(route__startswith=data["route"])
+        if data.get("mailbox"):
+            queryset = queryset.filter(mailbox=data["mailbox"].strip().lower())
+        if data.get("throttled") == "yes":
+            queryset = queryset.filter(throttled=True)
+        elif data.get("throttled") == "no":
+            queryset = queryset.filter(throttled=False)
+        return queryset
+
+
+def _filters_query(request: HttpRequest) -> str:
+    query = request.GET.copy()
+    query.pop("before", None)
+    return query.urlencode()
+
+
+@require_GET
+@requires("view_console")
+def graph_calls(request: HttpRequest) -> HttpResponse:
+    form = GraphCallFilter(request.GET)
+    calls: list[GraphCall] = []
+    if form.is_valid():
+        page = form.queryset()
+        if form.cleaned_data.get("before"):
+            page = page.filter(pk__lt=form.cleaned_data["before"])
+        calls = list(page.order_by("-id")[: PAGE_SIZE + 1])
+    has_older = len(calls) > PAGE_SIZE
+    calls = calls[:PAGE_SIZE]
+    context: dict[str, Any] = {
+        "form": form,
+        "calls": calls,
+        "filters": _filters_query(request),
+        "older_cursor": calls[-1].pk if has_older else None,
+        "is_first_page": not request.GET.get("before"),
+    }
+    if request.htmx and request.htmx.target == "calls":
+        return render(request, "console/graph_calls.html#calls", context)
+    context.update({
+        "hour": metrics.graph_window(hours=1),
+        "day": metrics.graph_window(hours=24),
+        "by_route": metrics.throttled_by("route"),
+        "by_mailbox": metrics.throttled_by("mailbox"),
+        "backoffs": metrics.backoff_windows(),
+    })
+    return render(request, "console/graph_calls.html", context)

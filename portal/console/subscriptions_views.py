@@ -1,0 +1,327 @@
+"""Subscriptions: database and Graph side by side, expiry against the resource's maximum,
+renew / recreate / delete, bulk renew, set up all, clean up, and the lifecycle event feed.
+
+The list reads only the database. Graph is asked only when an operator asks for it (the
+comparison, a dry run, an action), never by a page load or the live refresh.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.db.models import Count
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from integrations.microsoft import subscriptions
+from integrations.microsoft.errors import GraphError
+from integrations.microsoft.models import LifecycleEvent, ResourceKind, Subscription
+from portal.access.actors import Actor
+from portal.access.decorators import requires
+from portal.audit.services import record
+
+PAGE_SIZE = 50
+TYPED_CONFIRMATION_THRESHOLD = 20
+BULK_RENEW_LIMIT = 500
+SAMPLE_SIZE = 5
+
+
+class SubscriptionFilter(forms.Form):
+    state = forms.ChoiceField(required=False, choices=[("", "any"), *Subscription.State.choices])
+    kind = forms.ChoiceField(required=False, label="Resource",
+                             choices=[("", "any"), *ResourceKind.choices])
+    expiring = forms.IntegerField(required=False, min_value=1, max_value=24 * 8,
+                                  label="Expiring within (hours)")
+    user = forms.CharField(required=False, max_length=255, label="User starts with")
+    before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+    def queryset(self) -> Any:
+        data = self.cleaned_data
+        queryset = Subscription.objects.select_related("monitored_user")
+        if data.get("state"):
+            queryset = queryset.filter(state=data["state"])
+        if data.get("kind"):
+            queryset = queryset.filter(kind=data["kind"])
+        if data.get("expiring"):
+            queryset = queryset.filter(
+                state=Subscription.State.ACTIVE,
+                expiration__lt=timezone.now() + timedelta(hours=data["expiring"]))
+        if data.get("user"):
+            queryset = queryset.filter(monitored_user__identifier__istartswith=data["user"])
+        return queryset
+
+
+def decorate(sub: Subscription, now: Any) -> Subscription:
+    """Expiry countdown against the resource's maximum lifetime, and the renewal time."""
+    spec = subscriptions.KINDS.get(sub.kind)
+    maximum = spec.lifetime_minutes * 60 if spec else None
+    left = (sub.expiration - now).total_seconds() if sub.expiration else None
+    sub.seconds_left = left  # type: ignore[attr-defined]
+    sub.max_seconds = maximum  # type: ignore[attr-defined]
+    sub.percent_left = (max(0, min(100, int(100 * left / maximum)))  # type: ignore[attr-defined]
+                        if left is not None and maximum else None)
+    sub.renewal_due_at = subscriptions.renewal_due_at(sub)  # type: ignore[attr-defined]
+    sub.expired = left is not None and left <= 0  # type: ignore[attr-defined]
+    sub.expiring_soon = left is not None and 0 < left < 24 * 3600  # type: ignore[attr-defined]
+    return sub
+
+
+def _filters_query(request: HttpRequest) -> str:
+    query = request.GET.copy()
+    query.pop("before", None)
+    return query.urlencode()
+
+
+@require_GET
+@requires("view_console")
+def subscription_list(request: HttpRequest) -> HttpResponse:
+    form = SubscriptionFilter(request.GET)
+    rows: list[Subscription] = []
+    if form.is_valid():
+        page = form.queryset()
+        if form.cleaned_data.get("before"):
+            page = page.filter(pk__lt=form.cleaned_data["before"])
+        rows = list(page.order_by("-id")[: PAGE_SIZE + 1])
+    has_older = len(rows) > PAGE_SIZE
+    now = timezone.now()
+    rows = [decorate(sub, now) for sub in rows[:PAGE_SIZE]]
+    user = request.user
+    context: dict[str, Any] = {
+        "form": form,
+        "rows": rows,
+        "filters": _filters_query(request),
+        "older_cursor": rows[-1].pk if has_older else None,
+        "is_first_page": not request.GET.get("before"),
+        "can_renew": user.has_perm("access.renew_subscription"),
+        "can_recreate": user.has_perm("access.recreate_subscription"),
+        "can_delete": user.has_perm("access.delete_subscription"),
+        "can_setup": user.has_perm("access.setup_subscriptions"),
+        "can_cleanup": user.has_perm("access.cleanup_subscriptions"),
+    }
+    if request.htmx and request.htmx.target == "subscriptions":
+        return render(request, "console/subscriptions.html#subscriptions", context)
+    context.update({
+        "counts": dict(Subscription.objects.values_list("state").annotate(n=Count("id"))
+                       .order_by()),
+        "expiring_24h": Subscription.objects.filter(
+            state=Subscription.State.ACTIVE,
+            expiration__lt=now + timedelta(hours=24)).count(),
+        "events": LifecycleEvent.objects.select_related(
+            "subscription__monitored_user", "job", "followup_job")[:15],
+        "kinds": subscriptions.KINDS.values(),
+    })
+    return render(request, "console/subscriptions.html", context)
+
+
+@require_GET
+@requires("view_console")
+def subscription_compare(request: HttpRequest) -> HttpResponse:
+    """Database and Graph side by side (one GET /subscriptions, paged by Graph)."""
+    error = ""
+    pairs: list[dict[str, Any]] = []
+    try:
+        remote = {item["id"]: item for item in subscriptions.list_remote()}
+    except GraphError as exc:
+        remote, error = {}, exc.message
+    if not error:
+        now = timezone.now()
+        known = list(Subscription.objects.select_related("monitored_user")
+                     .exclude(graph_id__isnull=True).order_by("-id")[:500])
+        for sub in known:
+            item = remote.pop(sub.graph_id, None)
+            graph_expiry = subscriptions.parse_graph_datetime(
+                item.get("expirationDateTime")) if item else None
+            if item is None and sub.state == Subscription.State.ACTIVE:
+                verdict, state = "missing in Graph: recreate (or run Set up all)", "failed"
+            elif item is None:
+                verdict, state = f"{sub.get_state_display()}, not in Graph", "cancelled"
+            elif sub.state != Subscription.State.ACTIVE:
+                verdict, state = f"in Graph but {sub.state} here: clean up", "paused"
+            elif graph_expiry and sub.expiration and abs(
+                    (graph_expiry - sub.expiration).total_seconds()) > 60:
+                verdict, state = "expiry differs: renew", "paused"
+            else:
+                verdict, state = "in step", "succeeded"
+            pairs.append({"sub": decorate(sub, now), "remote": item,
+                          "graph_expiry": graph_expiry, "verdict": verdict, "state": state})
+        for item in remote.values():
+            ours = subscriptions.ours(item)
+            pairs.append({"sub": None, "remote": item, "graph_expiry":
+                          subscriptions.parse_graph_datetime(item.get("expirationDateTime")),
+                          "verdict": "orphan of this deployment: Clean up deletes it" if ours
+                          else "another deployment's: left alone",
+                          "state": "failed" if ours else "cancelled"})
+    context = {"pairs": pairs, "error": error,
+               "in_step": sum(1 for p in pairs if p["state"] == "succeeded"),
+               "can_cleanup": request.user.has_perm("access.cleanup_subscriptions")}
+    template = ("console/subscription_compare.html#compare" if request.htmx
+                else "console/subscription_compare.html")
+    return render(request, template, context)
+
+
+def _get_or_404(subscription_id: int) -> Subscription:
+    sub = (Subscription.objects.select_related("monitored_user")
+           .filter(pk=subscription_id).first())
+    if sub is None:
+        raise Http404(f"There is no subscription #{subscription_id}.")
+    return sub
+
+
+def _back(request: HttpRequest) -> HttpResponse:
+    target = request.POST.get("next") or reverse("console:subscriptions")
+    if not target.startswith("/") or target.startswith("//"):
+        target = reverse("console:subscriptions")
+    return redirect(target)
+
+
+@require_POST
+@requires("renew_subscription")
+def subscription_renew(request: HttpRequest, subscription_id: int) -> HttpResponse:
+    _get_or_404(subscription_id)
+    try:
+        sub = subscriptions.renew(Actor.from_request(request), subscription_id)
+    except GraphError as exc:
+        messages.error(request, f"Graph refused the renewal of #{subscription_id}: "
+                                f"{exc.message}")
+    else:
+        messages.success(request, f"Subscription #{sub.pk} renewed: it now expires "
+                                  f"{sub.expiration:%Y-%m-%d %H:%M} UTC.")
+    return _back(request)
+
+
+def _confirm(request: HttpRequest, sub: Subscription, action: str) -> HttpResponse:
+    return render(request, "console/subscription_confirm.html",
+                  {"sub": decorate(sub, timezone.now()), "action": action})
+
+
+@requires("recreate_subscription")
+def subscription_recreate(request: HttpRequest, subscription_id: int) -> HttpResponse:
+    """GET: what recreating does. POST: do it."""
+    sub = _get_or_404(subscription_id)
+    if request.method != "POST":
+        return _confirm(request, sub, "recreate")
+    if sub.monitored_user is None:
+        messages.error(request, "This subscription belongs to no monitored user: delete it "
+                                "instead.")
+        return _back(request)
+    try:
+        new = subscriptions.recreate(Actor.from_request(request), subscription_id)
+    except (GraphError, ValueError) as exc:
+        messages.error(request, f"Recreating #{subscription_id} failed: "
+                                f"{getattr(exc, 'message', exc)}")
+    else:
+        messages.success(request, f"Recreated as #{new.pk} (Graph id {new.graph_id}); a delta "
+                                  "sync catches up what was missed.")
+    return redirect("console:subscriptions")
+
+
+@requires("delete_subscription")
+def subscription_delete(request: HttpRequest, subscription_id: int) -> HttpResponse:
+    """GET: what deleting does. POST: do it."""
+    sub = _get_or_404(subscription_id)
+    if request.method != "POST":
+        return _confirm(request, sub, "delete")
+    try:
+        subscriptions.delete(Actor.from_request(request), subscription_id)
+    except GraphError as exc:
+        messages.error(request, f"Graph refused to delete #{subscription_id}: {exc.message}")
+    else:
+        messages.success(request, f"Subscription #{subscription_id} deleted in Graph and here. "
+                                  "Set up all recreates it while its user is monitored.")
+    return redirect("console:subscriptions")
+
+
+class BulkRenewForm(forms.Form):
+    hours = forms.IntegerField(min_value=1, max_value=24 * 8, initial=24,
+                               label="Expiring within (hours)")
+    confirm_count = forms.CharField(required=False, max_length=12)
+
+
+@requires("renew_subscription")
+def subscription_bulk_renew(request: HttpRequest) -> HttpResponse:
+    """GET: the impact (count and sample). POST: renew that frozen set, one by one."""
+    form = BulkRenewForm(request.POST if request.method == "POST" else request.GET or None)
+    if not form.is_valid():
+        return render(request, "console/subscription_bulk_renew.html", {"form": form},
+                      status=400 if form.is_bound else 200)
+    hours = form.cleaned_data["hours"]
+    matching = Subscription.objects.filter(
+        state=Subscription.State.ACTIVE, graph_id__isnull=False,
+        expiration__lt=timezone.now() + timedelta(hours=hours))
+    count = matching.count()
+    context: dict[str, Any] = {
+        "form": form, "hours": hours, "count": count,
+        "sample": [decorate(s, timezone.now()) for s in
+                   matching.select_related("monitored_user").order_by("expiration")[:SAMPLE_SIZE]],
+        "needs_typing": count > TYPED_CONFIRMATION_THRESHOLD,
+        "threshold": TYPED_CONFIRMATION_THRESHOLD, "limit": BULK_RENEW_LIMIT,
+    }
+    if request.method != "POST":
+        return render(request, "console/subscription_bulk_renew.html", context)
+    if count == 0:
+        messages.info(request, "No subscription expires in that window any more; nothing was "
+                               "renewed.")
+        return redirect("console:subscriptions")
+    if context["needs_typing"] and form.cleaned_data["confirm_count"].strip() != str(count):
+        context["confirm_error"] = f"Type {count} to confirm."
+        return render(request, "console/subscription_bulk_renew.html", context, status=400)
+    actor = Actor.from_request(request)
+    ids = list(matching.order_by("expiration").values_list("id", flat=True)[:BULK_RENEW_LIMIT])
+    renewed, failed = [], []
+    for sub_id in ids:
+        try:
+            subscriptions.renew(actor, sub_id)
+        except (GraphError, Subscription.DoesNotExist) as exc:
+            failed.append(f"#{sub_id}: {getattr(exc, 'message', exc)}")
+        else:
+            renewed.append(sub_id)
+    record("subscription.bulk_renew", actor=actor, target_type="subscription",
+           params={"hours": hours, "ids": ids, "renewed": len(renewed),
+                   "failures": failed[:20]},
+           outcome="failure" if failed else "success")
+    if renewed:
+        messages.success(request, f"{len(renewed)} subscription{'s' if len(renewed) != 1 else ''}"
+                                  f" renewed.")
+    for line in failed[:10]:
+        messages.error(request, line)
+    if count > len(ids):
+        messages.info(request, f"{count - len(ids)} more expire in the window: run it again.")
+    return redirect("console:subscriptions")
+
+
+def _summary_action(request: HttpRequest, *, kind: str) -> HttpResponse:
+    """Set up all / clean up: GET is a dry run (the impact), POST does it."""
+    actor = Actor.from_request(request)
+    service = subscriptions.setup if kind == "setup" else subscriptions.cleanup
+    if request.method != "POST":
+        summary = service(actor, dry_run=True)
+        return render(request, "console/subscription_summary.html",
+                      {"summary": summary, "kind": kind, "lines": summary.lines()})
+    if request.POST.get("confirm") != "yes":
+        messages.error(request, "Confirm first: the dry run shows what will change.")
+        return redirect("console:subscriptions_setup" if kind == "setup"
+                        else "console:subscriptions_cleanup")
+    summary = service(actor, dry_run=False)
+    counts = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in summary.counts().items()
+                       if n) or "nothing to do"
+    (messages.error if summary.failed else messages.success)(
+        request, f"{'Set up all' if kind == 'setup' else 'Clean up'}: {counts}.")
+    for line in summary.failed[:10]:
+        messages.error(request, line)
+    return redirect("console:subscriptions")
+
+
+@requires("setup_subscriptions")
+def subscriptions_setup(request: HttpRequest) -> HttpResponse:
+    return _summary_action(request, kind="setup")
+
+
+@requires("cleanup_subscriptions")
+def subscriptions_cleanup(request: HttpRequest) -> HttpResponse:
+    return _summary_action(request, kind="cleanup")

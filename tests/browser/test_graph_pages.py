@@ -1,0 +1,191 @@
+"""The Graph pages in a real browser, against the Graph emulator: renew a subscription, rotate
+a secret, reset a user's sync, toggle real-time sync, run the recovery — and find each in the
+audit log. Every page gets a screenshot under test-artifacts/screenshots/."""
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from playwright.sync_api import expect
+
+from integrations.microsoft import subscriptions
+from integrations.microsoft.models import GraphCall, SyncRun, SyncState
+from portal.access.actors import Actor
+from portal.audit.models import AuditEvent
+from tests.conftest import PERSONAS
+from tests.integrations.microsoft import conftest as graph_fixtures
+from tests.integrations.microsoft import webhook_support
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+graph_emulator = graph_fixtures.graph_emulator
+emulator = graph_fixtures.emulator
+graph_settings = graph_fixtures.graph_settings
+q_sync = graph_fixtures.q_sync
+fresh_process_state = graph_fixtures._fresh_process_state
+drain = webhook_support.drain
+emulator_user = webhook_support.emulator_user
+monitored = webhook_support.monitored
+webhook_settings = webhook_support.webhook_settings
+
+
+def nav(page, label):
+    page.get_by_role("navigation", name="Main").get_by_role("link", name=label,
+                                                            exact=True).click()
+
+
+def find_in_audit_log(page, action):
+    nav(page, "Audit log")
+    page.get_by_label("Action").fill(action)
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#results tbody tr").first).to_contain_text(action)
+
+
+@pytest.fixture
+def subscribed(webhook_settings, monitored, drain):
+    subscriptions.setup(Actor.system("tests"))
+    drain()
+    return monitored
+
+
+def test_operator_compares_and_renews_a_subscription(page, live_server, personas, sign_in,
+                                                     screenshot, subscribed):
+    sign_in(PERSONAS["operator"])
+    nav(page, "Subscriptions")
+    expect(page.get_by_role("heading", name="Webhook subscriptions")).to_be_visible()
+    expect(page.locator("#subscriptions tbody tr")).to_have_count(2)
+    screenshot("subscriptions")
+    page.get_by_role("link", name="Compare with Graph").click()
+    expect(page.locator("#compare")).to_contain_text("2 of 2 in step")
+    screenshot("subscriptions-compare")
+    page.locator("#subscriptions").get_by_role("button", name="Renew").first.click()
+    expect(page.locator(".messages")).to_contain_text("renewed: it now expires")
+    page.get_by_role("link", name="Set up all…").click()
+    expect(page.get_by_role("heading", name="Dry run: what would happen now")).to_be_visible()
+    screenshot("subscriptions-setup-dry-run")
+    find_in_audit_log(page, "subscription.renew")
+    assert AuditEvent.objects.filter(action="subscription.renew",
+                                     actor_name=PERSONAS["operator"]).exists()
+
+
+def test_admin_rotates_the_client_secret(page, live_server, personas, sign_in, screenshot,
+                                         graph_settings, emulator):
+    from integrations.microsoft import auth
+
+    auth.app_token()  # the running secret becomes the active credential
+    new_value = emulator.control.add_secret(emulator.client_id)["secretText"]
+    sign_in(PERSONAS["admin"])
+    nav(page, "Credentials")
+    page.get_by_label("Secret value").fill(new_value)
+    page.get_by_label(re.compile("^Name")).fill("Rotation Q3")
+    page.get_by_role("button", name="Add as pending").click()
+    expect(page.locator(".messages")).to_contain_text("verify it next")
+    row = page.locator("tr", has_text="Rotation Q3")
+    row.get_by_role("button", name="Verify").click()
+    expect(page.locator(".messages")).to_contain_text("works")
+    page.locator("tr", has_text="Rotation Q3").get_by_role("button", name="Activate").click()
+    expect(page.locator(".messages")).to_contain_text("now the active secret")
+    expect(page.locator("tr", has_text="Rotation Q3")).to_contain_text("active")
+    expect(page.get_by_role("button", name="Roll back to this")).to_be_visible()
+    screenshot("credentials")
+    assert new_value not in page.content()
+    find_in_audit_log(page, "credential.activate")
+
+
+def test_operator_resets_a_users_sync_and_reads_the_timeline(page, live_server, personas,
+                                                             sign_in, screenshot, monitored):
+    now = timezone.now()
+    state = SyncState.objects.create(
+        monitored_user=monitored, kind="messages", status="idle", delta_link="https://d/l",
+        token_obtained_at=now - timedelta(days=3), last_success_at=now - timedelta(minutes=4),
+        last_attempt_at=now - timedelta(minutes=4), item_count=42, total_added=42)
+    SyncRun.objects.create(state=state, kind="full", outcome="succeeded", pages=3, added=42,
+                           duration_ms=812, trigger="subscription:created",
+                           finished_at=now)
+    GraphCall.objects.create(method="GET", route="/users/{id}/mailFolders/{id}/messages/delta",
+                             status=429, throttled=True, retry_after=30,
+                             mailbox=monitored.graph_id.lower())
+    sign_in(PERSONAS["operator"])
+    nav(page, "Users & sync")
+    screenshot("sync-users")
+    page.get_by_role("link", name=str(monitored), exact=True).click()
+    expect(page.get_by_role("heading", name=str(monitored))).to_be_visible()
+    card = page.locator(".sync-card", has_text="messages").first
+    card.locator("summary", has_text="Reset…").click()
+    expect(card.get_by_text("the next run")).to_be_visible()
+    screenshot("sync-user")
+    card.get_by_role("button", name="Reset messages sync state").click()
+    expect(page.locator(".messages")).to_contain_text("Sync state of")
+    state.refresh_from_db()
+    assert state.delta_link == "" and state.reset_requested
+    page.get_by_role("link", name=re.compile("Why isn't this syncing")).click()
+    expect(page.locator(".timeline tbody")).to_contain_text("sync.reset")
+    expect(page.locator(".timeline tbody")).to_contain_text("Graph throttled")
+    screenshot("sync-timeline")
+    find_in_audit_log(page, "sync.reset")
+
+
+def test_operator_turns_realtime_sync_off(page, live_server, personas, sign_in, screenshot):
+    from portal.runtime import registry
+
+    registry._cache.clear()
+    sign_in(PERSONAS["operator"])
+    nav(page, "Settings")
+    card = page.locator("#setting-ENABLE_REALTIME_SYNC")
+    card.get_by_role("textbox").fill("429 storm, runbook §4")
+    card.get_by_role("button", name="Turn off").click()
+    expect(page.locator(".messages")).to_contain_text("is now off")
+    find_in_audit_log(page, "settings.change")
+    event = AuditEvent.objects.get(action="settings.change")
+    assert event.params == {"before": True, "after": False}
+
+
+def test_admin_runs_the_recovery_page(page, live_server, personas, sign_in, screenshot,
+                                      subscribed, q_sync):
+    sign_in(PERSONAS["admin"])
+    nav(page, "Recovery")
+    screenshot("recovery")
+    page.get_by_label("Type RECOVER to start").fill("RECOVER")
+    page.get_by_role("button", name="Start recovery").click()
+    expect(page.get_by_role("heading", name=re.compile("Recovery session"))).to_be_visible()
+    for title in ("Pause processing", "Clean up subscriptions"):
+        page.get_by_role("button", name=f"Run: {title}").click()
+        expect(page.locator(".messages")).to_contain_text(f"“{title}” done")
+    page.get_by_role("button", name="Skip this step").click()
+    expect(page.locator(".messages")).to_contain_text("skipped")
+    for title in ("Resume processing", "Set up webhooks"):
+        page.get_by_role("button", name=f"Run: {title}").click()
+        expect(page.locator(".messages")).to_contain_text(f"“{title}” done")
+    page.get_by_role("button", name="Run: Verify").click()
+    expect(page.locator(".page-head .big-state")).to_contain_text("finished")
+    screenshot("recovery-session")
+    start = AuditEvent.objects.get(action="recovery.start")
+    session_events = set(AuditEvent.objects.filter(request_id=start.target_id)
+                         .values_list("action", flat=True))
+    assert {"jobs.pause", "webhooks.cleanup", "jobs.resume", "webhooks.setup",
+            "integration.verify", "recovery.finish"} <= session_events
+    find_in_audit_log(page, "recovery.")
+
+
+def test_support_runs_the_checklist_and_views_graph_calls(page, live_server, personas,
+                                                          sign_in, screenshot, subscribed,
+                                                          q_sync):
+    sign_in(PERSONAS["support"])
+    nav(page, "Verify")
+    page.get_by_role("button", name="Run the checks").click()
+    expect(page.locator("#results .checklist li")).to_have_count(8)
+    expect(page.locator("#results")).to_contain_text("Token")
+    screenshot("verify")
+    nav(page, "Graph calls")
+    expect(page.get_by_role("heading", name="Graph calls and rate limits")).to_be_visible()
+    page.get_by_label("Outcome").select_option("ok")
+    page.get_by_role("button", name="Filter").click()
+    expect(page).to_have_url(re.compile(r"status=ok"))
+    expect(page.locator("#calls tbody tr").first).to_contain_text("200")
+    screenshot("graph-calls")
+    nav(page, "Dashboard")
+    expect(page.get_by_role("heading", name="Integration health")).to_be_visible()
+    screenshot("dashboard-graph")
+    assert AuditEvent.objects.filter(action="integration.verify",
+                                     actor_name=PERSONAS["support"]).exists()

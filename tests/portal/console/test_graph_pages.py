@@ -1,0 +1,132 @@
+"""Graph calls and rate limits page (portal/console/graph_views.py) and the dashboard tiles."""
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from integrations.microsoft.models import Credential, GraphCall
+from portal.console import metrics
+
+pytestmark = pytest.mark.django_db
+
+URL = "/graph/"
+
+
+def call(status=200, *, route="/users/{id}/messages", mailbox="", ago=0, retry_after=None,
+         **fields):
+    row = GraphCall.objects.create(method="GET", route=route, status=status,
+                                   throttled=status == 429, mailbox=mailbox,
+                                   retry_after=retry_after, duration_ms=42, **fields)
+    if ago:
+        GraphCall.objects.filter(pk=row.pk).update(
+            created_at=timezone.now() - timedelta(seconds=ago))
+    return row
+
+
+def test_anonymous_is_sent_to_sign_in(client):
+    response = client.get(URL)
+    assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def test_viewers_see_success_rate_and_429s_by_route_and_mailbox(client, vera_viewer):
+    for _ in range(7):
+        call(200)
+    call(429, route="/users/{id}/mailFolders/{id}/messages/delta", mailbox="u-1",
+         retry_after=30)
+    call(429, route="/users/{id}/mailFolders/{id}/messages/delta", mailbox="u-1",
+         retry_after=30)
+    call(503)
+    call(200, ago=2 * 3600)  # outside the hour
+    client.force_login(vera_viewer)
+    response = client.get(URL)
+    assert response.status_code == 200
+    hour = response.context["hour"]
+    assert (hour.total, hour.succeeded, hour.throttled) == (10, 7, 2)
+    assert hour.success_rate == 70.0
+    assert response.context["by_route"][0]["count"] == 2
+    assert response.context["by_mailbox"][0]["mailbox"] == "u-1"
+    body = response.content.decode()
+    assert "429 throttled" in body and "70.0%" in body
+
+
+def test_a_running_retry_after_shows_as_a_backoff_window(client, vera_viewer):
+    call(429, mailbox="u-2", retry_after=120, route="/users/{id}/messages")
+    call(429, mailbox="u-3", retry_after=1, ago=60)  # over already
+    client.force_login(vera_viewer)
+    backoffs = client.get(URL).context["backoffs"]
+    assert [b.mailbox for b in backoffs] == ["u-2"]
+    assert 100 < backoffs[0].seconds_left <= 120
+
+
+def test_filters_and_keyset_pages(client, vera_viewer):
+    rows = [call(200, mailbox="m") for _ in range(55)]
+    call(429, mailbox="other", retry_after=5)
+    client.force_login(vera_viewer)
+    response = client.get(URL, {"mailbox": "M", "status": "ok"})
+    assert len(response.context["calls"]) == 50
+    assert response.context["older_cursor"] == rows[5].pk
+    older = client.get(URL, {"mailbox": "m", "status": "ok",
+                             "before": response.context["older_cursor"]})
+    assert [c.pk for c in older.context["calls"]] == [r.pk for r in rows[:5]][::-1]
+    assert older.context["older_cursor"] is None
+    throttled = client.get(URL, {"throttled": "yes"}).context["calls"]
+    assert [c.mailbox for c in throttled] == ["other"]
+
+
+def test_the_time_window_bounds_the_list(client, vera_viewer):
+    call(200, ago=3 * 3600)
+    client.force_login(vera_viewer)
+    assert len(client.get(URL, {"window": "1h"}).context["calls"]) == 0
+    assert len(client.get(URL, {"window": "24h"}).context["calls"]) == 1
+
+
+@pytest.mark.parametrize("params", [{"status": "bogus"}, {"before": "-3"},
+                                    {"window": "1y"}, {"route": "x" * 400}])
+def test_bad_filters_are_form_errors_not_500(client, vera_viewer, params):
+    client.force_login(vera_viewer)
+    response = client.get(URL, params)
+    assert response.status_code == 200
+    assert response.context["form"].errors
+    assert response.context["calls"] == []
+
+
+def test_htmx_filtering_swaps_only_the_calls_table(client, vera_viewer):
+    call(200)
+    client.force_login(vera_viewer)
+    body = client.get(URL, headers={"HX-Request": "true", "HX-Target": "calls"}).content
+    assert body.decode().lstrip().startswith('<section id="calls"')
+
+
+def test_the_dashboard_shows_graph_queue_secret_and_health_without_calling_graph(
+        client, vera_viewer, monkeypatch):
+    from integrations.microsoft import graph
+
+    def no_graph(*args, **kwargs):
+        raise AssertionError("the dashboard must not call Graph")
+
+    monkeypatch.setattr(graph, "request", no_graph)
+    call(200)
+    call(429, retry_after=1)
+    Credential.objects.create(display_name="prod", fingerprint="abc123", state="active",
+                              expires_at=timezone.now() + timedelta(days=20, hours=1))
+    client.force_login(vera_viewer)
+    response = client.get(reverse("console:dashboard"))
+    assert response.status_code == 200
+    assert response.context["graph"].throttled == 1
+    assert response.context["secret"]["days_left"] == 20
+    assert response.context["queue"]["dead"] == 0
+    health = {h["name"]: h["state"] for h in response.context["health"]}
+    assert health == {"Token": "ok", "Graph": "warn", "Worker": "bad"}
+    body = response.content.decode()
+    assert "days until the client secret expires" in body
+    assert "subscriptions expiring within 24 h" in body
+
+
+def test_humanize_seconds():
+    assert metrics.humanize_seconds(None) == "—"
+    assert metrics.humanize_seconds(30) == "30 s"
+    assert metrics.humanize_seconds(3600) == "60 min"
+    assert metrics.humanize_seconds(5 * 3600 + 60) == "5 h 01 min"
+    assert metrics.humanize_seconds(3 * 86400) == "3 d 0 h"

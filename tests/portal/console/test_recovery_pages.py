@@ -1,0 +1,146 @@
+"""Recovery page and `manage.py recover` (portal/console/recovery*.py)."""
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from integrations.microsoft import subscriptions, verify
+from integrations.microsoft.models import MonitoredUser, SyncState
+from portal.audit.models import AuditEvent
+from portal.console import recovery
+from portal.jobs.models import PausedJobType
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def fake_graph(monkeypatch):
+    """The Graph-facing services, replaced: cleanup and setup succeed, verify passes."""
+    seen = []
+
+    def summary(name):
+        def service(actor, *, dry_run=False):
+            seen.append((name, actor.request_id))
+            s = subscriptions.Summary(name, dry_run=dry_run)
+            s.created.append("driver1 messages")
+            return s
+        return service
+
+    monkeypatch.setattr(subscriptions, "setup", summary("setup_webhooks"))
+    monkeypatch.setattr(subscriptions, "cleanup", summary("cleanup_webhooks"))
+    monkeypatch.setattr(verify, "CHECKS", [
+        lambda ctx: verify.CheckResult("Token", True, "issued")])
+    return seen
+
+
+@pytest.mark.parametrize("persona", ["vera_viewer", "sam_support", "otto_operator"])
+def test_only_admins_run_it(client, request, persona):
+    client.force_login(request.getfixturevalue(persona))
+    assert client.get("/recovery/").status_code == 403
+    assert client.post("/recovery/start", {"confirm": "RECOVER"}).status_code == 403
+
+
+def test_starting_needs_the_typed_word(client, ada_admin):
+    client.force_login(ada_admin)
+    response = client.post("/recovery/start", {"confirm": "recover"})
+    assert response.status_code == 400
+    assert not AuditEvent.objects.filter(action="recovery.start").exists()
+
+
+def test_a_guided_session_runs_each_step_in_order_as_one_audit_session(client, ada_admin,
+                                                                      fake_graph):
+    user = MonitoredUser.objects.create(identifier="d@x.test", graph_id="g")
+    SyncState.objects.create(monitored_user=user, kind="messages", delta_link="https://l")
+    PausedJobType.objects.create(job_type="graph.lifecycle_event", paused_by="earlier")
+    client.force_login(ada_admin)
+    response = client.post("/recovery/start", {"confirm": "RECOVER"})
+    session_id = response["Location"].rstrip("/").rsplit("/", 1)[-1]
+    page = client.get(response["Location"])
+    assert [r["is_next"] for r in page.context["rows"]] == [True] + [False] * 5
+    step_url = f"/recovery/{session_id}/step"
+    # Out of order is refused.
+    response = client.post(step_url, {"step": "setup"}, follow=True)
+    assert any("The next step is" in str(m) for m in response.context["messages"])
+    client.post(step_url, {"step": "pause"})
+    paused = set(PausedJobType.objects.values_list("job_type", flat=True))
+    assert {"graph.sync_delta", "graph.process_notifications"} <= paused
+    client.post(step_url, {"step": "cleanup"})
+    # Reset is optional and cannot be skipped silently for others.
+    response = client.post(step_url, {"step": "reset_sync", "skip": "on"}, follow=True)
+    assert SyncState.objects.get().delta_link == "https://l"
+    client.post(step_url, {"step": "resume"})
+    # Only what this session paused is resumed.
+    assert list(PausedJobType.objects.values_list("job_type", flat=True)) == [
+        "graph.lifecycle_event"]
+    client.post(step_url, {"step": "setup"})
+    client.post(step_url, {"step": "verify"})
+    state = recovery.load(session_id)
+    assert state.finished is not None and state.finished.outcome == "success"
+    assert [k for k in recovery.STEP_KEYS if state.results[k]["ok"]] == list(
+        recovery.STEP_KEYS)
+    assert state.results["reset_sync"]["skipped"]
+    # Every event the steps wrote carries the session id as its request id.
+    actions = set(AuditEvent.objects.filter(request_id=session_id)
+                  .values_list("action", flat=True))
+    assert {"recovery.start", "recovery.step", "jobs.pause", "jobs.resume",
+            "integration.verify", "recovery.finish"} <= actions
+    assert {rid for _, rid in fake_graph} == {session_id}
+    page = client.get(f"/recovery/{session_id}/")
+    assert "finished · verified" in page.content.decode()
+    response = client.post(step_url, {"step": "verify"}, follow=True)
+    assert any("finished" in str(m) for m in response.context["messages"])
+
+
+def test_a_failed_step_can_be_run_again(client, ada_admin, fake_graph, monkeypatch):
+    def broken(actor, *, dry_run=False):
+        s = subscriptions.Summary("cleanup_webhooks")
+        s.failed.append("listing Graph subscriptions failed: 503")
+        return s
+
+    client.force_login(ada_admin)
+    session_id = recovery.start(recovery.Actor.system("t"))
+    client.post(f"/recovery/{session_id}/step", {"step": "pause"})
+    monkeypatch.setattr(subscriptions, "cleanup", broken)
+    client.post(f"/recovery/{session_id}/step", {"step": "cleanup"})
+    state = recovery.load(session_id)
+    assert state.results["cleanup"]["ok"] is False
+    assert recovery._next_runnable(state) == "cleanup"
+
+
+@pytest.mark.parametrize("path", ["/recovery/nope/", "/recovery/recovery-0000000000000000/"])
+def test_unknown_sessions_are_404(client, ada_admin, path):
+    client.force_login(ada_admin)
+    assert client.get(path).status_code == 404
+    assert client.post(path + "step", {"step": "pause"}).status_code == 404
+
+
+def test_the_command_lists_the_steps_without_yes(capsys):
+    with pytest.raises(CommandError, match="--yes"):
+        call_command("recover")
+    assert "Pause processing" in capsys.readouterr().out
+    assert not AuditEvent.objects.filter(action="recovery.start").exists()
+
+
+def test_the_command_runs_the_same_steps(fake_graph, capsys):
+    user = MonitoredUser.objects.create(identifier="d@x.test", graph_id="g")
+    SyncState.objects.create(monitored_user=user, kind="messages", delta_link="https://l")
+    call_command("recover", "--yes", "--reset-sync", "--timeout", "2")
+    out = capsys.readouterr().out
+    assert "Recovery complete and verified." in out and "reset 1 sync state" in out
+    assert SyncState.objects.get().delta_link == ""
+    assert not PausedJobType.objects.exists()
+    start = AuditEvent.objects.get(action="recovery.start")
+    assert start.actor_name.startswith("cli:")
+    assert AuditEvent.objects.filter(request_id=start.target_id, action="sync.reset").exists()
+
+
+def test_the_command_resumes_processing_when_a_middle_step_fails(fake_graph, monkeypatch):
+    def broken(actor, *, dry_run=False):
+        s = subscriptions.Summary("cleanup_webhooks")
+        s.failed.append("boom")
+        return s
+
+    monkeypatch.setattr(subscriptions, "cleanup", broken)
+    with pytest.raises(CommandError, match="cleanup"):
+        call_command("recover", "--yes")
+    assert not PausedJobType.objects.exists()
+    assert AuditEvent.objects.get(action="recovery.finish").params["aborted"]

@@ -1,0 +1,211 @@
+"""Subscriptions pages (portal/console/subscriptions_views.py). Graph is replaced at the
+service boundary here; tests/browser/test_graph_pages.py renews against the emulator."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from integrations.microsoft import subscriptions
+from integrations.microsoft.errors import GraphError
+from integrations.microsoft.models import LifecycleEvent, MonitoredUser, Subscription
+from portal.audit.models import AuditEvent
+from portal.jobs.models import Job
+from tests.integrations.microsoft.webhook_support import make_sub
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def user(db):
+    return MonitoredUser.objects.create(identifier="driver1@fleet.test", graph_id="g-1",
+                                        upn="driver1@fleet.test")
+
+
+def sub(user, n, *, hours=48, **fields):
+    now = timezone.now()
+    return make_sub(user, graph_id=f"graph-{n}", expiration=now + timedelta(hours=hours),
+                    lifetime_started_at=now - timedelta(hours=1),
+                    lifecycle_url="https://x/api/webhooks/lifecycle", **fields)
+
+
+def messages_of(response):
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_viewers_see_the_list_with_expiry_against_the_maximum(client, vera_viewer, user):
+    s = sub(user, 1, hours=24 * 3)
+    expired = sub(user, 2, hours=-1)
+    event = LifecycleEvent.objects.create(
+        subscription=s, subscription_graph_id=s.graph_id, event="missed", dedupe_key="k1",
+        status="handled", outcome="delta resync requested",
+        followup_job=Job.objects.create(job_type="graph.sync_delta"))
+    client.force_login(vera_viewer)
+    response = client.get("/subscriptions/")
+    assert response.status_code == 200
+    rows = {r.pk: r for r in response.context["rows"]}
+    # 72 h of messages' 10,000-minute maximum is about 43 %.
+    assert rows[s.pk].percent_left == 43
+    assert rows[expired.pk].expired
+    body = response.content.decode()
+    assert "expired" in body and "delta resync requested" in body
+    assert f"#{event.followup_job_id}" in body
+    assert response.context["expiring_24h"] == 1
+    assert "Renew</button>" not in body  # viewers get no action buttons
+
+
+def test_filters_keyset_and_bad_input(client, vera_viewer, user):
+    rows = [sub(user, n) for n in range(53)]
+    sub(user, 99, hours=2)
+    client.force_login(vera_viewer)
+    response = client.get("/subscriptions/", {"state": "active"})
+    assert len(response.context["rows"]) == 50
+    older = client.get("/subscriptions/", {"state": "active",
+                                           "before": response.context["older_cursor"]})
+    assert len(older.context["rows"]) == 4
+    assert [r.graph_id for r in client.get("/subscriptions/", {"expiring": 3})
+            .context["rows"]] == ["graph-99"]
+    assert rows
+    for bad in ({"state": "nope"}, {"expiring": "-1"}, {"before": "x"}):
+        response = client.get("/subscriptions/", bad)
+        assert response.status_code == 200 and response.context["form"].errors
+    partial = client.get("/subscriptions/", headers={"HX-Request": "true",
+                                                     "HX-Target": "subscriptions"})
+    assert partial.content.decode().lstrip().startswith('<section id="subscriptions"')
+
+
+def test_operators_renew_one_and_graph_errors_become_messages(client, otto_operator, user,
+                                                             monkeypatch):
+    s = sub(user, 1)
+    calls = []
+
+    def renew(actor, subscription_id):
+        calls.append((actor.name, subscription_id))
+        return Subscription.objects.get(pk=subscription_id)
+
+    monkeypatch.setattr(subscriptions, "renew", renew)
+    client.force_login(otto_operator)
+    response = client.post(f"/subscriptions/{s.pk}/renew", follow=True)
+    assert calls == [("otto-operator", s.pk)]
+    assert any("renewed" in m for m in messages_of(response))
+
+    def refuse(actor, subscription_id):
+        raise GraphError("Graph said no", status=400)
+
+    monkeypatch.setattr(subscriptions, "renew", refuse)
+    response = client.post(f"/subscriptions/{s.pk}/renew", follow=True)
+    assert any("Graph said no" in m for m in messages_of(response))
+    assert client.post("/subscriptions/999/renew").status_code == 404
+
+
+def test_support_may_not_renew(client, sam_support, user):
+    s = sub(user, 1)
+    client.force_login(sam_support)
+    assert client.post(f"/subscriptions/{s.pk}/renew").status_code == 403
+    assert AuditEvent.objects.filter(outcome="denied", actor_name="sam-support").exists()
+
+
+def test_delete_and_recreate_show_their_impact_before_acting(client, otto_operator, user,
+                                                            monkeypatch):
+    s = sub(user, 1)
+    done = []
+    monkeypatch.setattr(subscriptions, "delete", lambda actor, pk: done.append(("delete", pk)))
+    monkeypatch.setattr(subscriptions, "recreate",
+                        lambda actor, pk: done.append(("recreate", pk)) or s)
+    client.force_login(otto_operator)
+    page = client.get(f"/subscriptions/{s.pk}/delete")
+    assert "Notifications for driver1@fleet.test stop" in page.content.decode()
+    page = client.get(f"/subscriptions/{s.pk}/recreate")
+    assert "delta sync" in page.content.decode()
+    assert done == []
+    client.post(f"/subscriptions/{s.pk}/recreate")
+    client.post(f"/subscriptions/{s.pk}/delete")
+    assert done == [("recreate", s.pk), ("delete", s.pk)]
+
+
+def test_bulk_renew_previews_then_needs_the_typed_count(client, otto_operator, user,
+                                                        monkeypatch):
+    from portal.console.subscriptions_views import TYPED_CONFIRMATION_THRESHOLD
+
+    count = TYPED_CONFIRMATION_THRESHOLD + 1
+    expiring = [sub(user, n, hours=5) for n in range(count)]
+    sub(user, 500, hours=100)
+    renewed = []
+    monkeypatch.setattr(subscriptions, "renew",
+                        lambda actor, pk: renewed.append(pk) or Subscription.objects.get(pk=pk))
+    client.force_login(otto_operator)
+    preview = client.get("/subscriptions/renew-expiring", {"hours": 24})
+    assert preview.context["count"] == count and len(preview.context["sample"]) == 5
+    assert renewed == []
+    wrong = client.post("/subscriptions/renew-expiring", {"hours": 24, "confirm_count": "3"})
+    assert wrong.status_code == 400 and renewed == []
+    done = client.post("/subscriptions/renew-expiring",
+                       {"hours": 24, "confirm_count": str(count)}, follow=True)
+    assert sorted(renewed) == sorted(s.pk for s in expiring)
+    assert any(f"{count} subscriptions renewed" in m for m in messages_of(done))
+    event = AuditEvent.objects.get(action="subscription.bulk_renew")
+    assert event.params["renewed"] == count
+    assert client.post("/subscriptions/renew-expiring", {"hours": "x"}).status_code == 400
+
+
+def test_setup_and_cleanup_are_dry_runs_until_confirmed(client, otto_operator, monkeypatch):
+    runs = []
+
+    def fake(name):
+        def service(actor, *, dry_run=False):
+            runs.append((name, dry_run))
+            summary = subscriptions.Summary(name, dry_run=dry_run)
+            summary.created.append("driver1 messages")
+            return summary
+        return service
+
+    monkeypatch.setattr(subscriptions, "setup", fake("setup_webhooks"))
+    monkeypatch.setattr(subscriptions, "cleanup", fake("cleanup_webhooks"))
+    client.force_login(otto_operator)
+    page = client.get("/subscriptions/setup")
+    assert "would be created: driver1 messages" in page.content.decode()
+    assert runs == [("setup_webhooks", True)]
+    client.post("/subscriptions/setup")  # no confirmation: nothing happens
+    assert runs == [("setup_webhooks", True)]
+    done = client.post("/subscriptions/setup", {"confirm": "yes"}, follow=True)
+    assert runs[-1] == ("setup_webhooks", False)
+    assert any("1 created" in m for m in messages_of(done))
+    client.get("/subscriptions/cleanup")
+    client.post("/subscriptions/cleanup", {"confirm": "yes"})
+    assert runs[-2:] == [("cleanup_webhooks", True), ("cleanup_webhooks", False)]
+
+
+def test_compare_puts_database_and_graph_side_by_side(client, vera_viewer, user, monkeypatch,
+                                                      settings):
+    settings.PUBLIC_BASE_URL = "https://portal.test"
+    in_step = sub(user, 1)
+    sub(user, 2)  # active here, gone from Graph
+    remote = [
+        {"id": "graph-1", "resource": in_step.resource,
+         "expirationDateTime": in_step.expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
+         "notificationUrl": "https://portal.test/api/webhooks/mail"},
+        {"id": "orphan", "resource": "users/x/messages",
+         "expirationDateTime": "2030-01-01T00:00:00Z",
+         "notificationUrl": "https://portal.test/api/webhooks/mail"},
+        {"id": "theirs", "resource": "users/y/messages",
+         "expirationDateTime": "2030-01-01T00:00:00Z",
+         "notificationUrl": "https://elsewhere.test/api/webhooks/mail"},
+    ]
+    monkeypatch.setattr(subscriptions, "list_remote", lambda: remote)
+    client.force_login(vera_viewer)
+    response = client.get("/subscriptions/compare")
+    verdicts = {(p["sub"].graph_id if p["sub"] else p["remote"]["id"]): p["verdict"]
+                for p in response.context["pairs"]}
+    assert verdicts["graph-1"] == "in step"
+    assert verdicts["graph-2"].startswith("missing in Graph")
+    assert verdicts["orphan"].startswith("orphan of this deployment")
+    assert verdicts["theirs"].startswith("another deployment")
+    partial = client.get("/subscriptions/compare", headers={"HX-Request": "true"})
+    assert partial.content.decode().lstrip().startswith('<section id="compare"')
+
+    def down():
+        raise GraphError("Graph is down", status=503)
+
+    monkeypatch.setattr(subscriptions, "list_remote", down)
+    response = client.get("/subscriptions/compare")
+    assert response.status_code == 200 and "Graph is down" in response.content.decode()
