@@ -24,6 +24,7 @@ NAV_ITEMS: tuple[NavItem, ...] = (
     NavItem("Verify", "console:verify", "verify_integration"),
     NavItem("Settings", "console:settings", "view_console"),
     NavItem("Credentials", "console:credentials", "view_secrets_metadata"),
+    NavItem("API tokens", "console:tokens", "manage_api_tokens"),
     NavItem("Recovery", "console:recovery", "run_recovery"),
     NavItem("Audit log", "console:audit", "view_audit"),
     NavItem("Django admin", "admin:index", "use_django_admin"),

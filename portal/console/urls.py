@@ -9,6 +9,7 @@ from portal.console import (
     settings_views,
     subscriptions_views,
     sync_views,
+    tokens_views,
     verify_views,
     views,
 )
@@ -18,6 +19,9 @@ app_name = "console"
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("alerts/", alerts_views.alerts_page, name="alerts"),
+    path("tokens/", tokens_views.token_list, name="tokens"),
+    path("tokens/create", tokens_views.token_create, name="token_create"),
+    path("tokens/<int:token_id>/revoke", tokens_views.token_revoke, name="token_revoke"),
     path("alerts/<str:rule>", alerts_views.alert_action, name="alert_action"),
     path("audit/", views.audit_log, name="audit"),
     path("audit/export.csv", views.audit_export, name="audit_export"),
