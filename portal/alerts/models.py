@@ -56,3 +56,18 @@ class AuditChainCheck(models.Model):
 
     def __str__(self) -> str:
         return f"audit chain {'ok' if self.ok else 'BROKEN'} at {self.checked_at}"
+
+
+class MetricSample(models.Model):
+    """A once-a-minute snapshot for the dashboard's 24-hour charts (kept for two days)."""
+
+    id = models.BigAutoField(primary_key=True)
+    taken_at = models.DateTimeField(db_index=True)
+    queue_length = models.PositiveIntegerField()
+    dead = models.PositiveIntegerField()
+    calls_ok = models.PositiveIntegerField()
+    calls_failed = models.PositiveIntegerField()
+    calls_throttled = models.PositiveIntegerField()
+
+    def __str__(self) -> str:
+        return f"sample at {self.taken_at:%H:%M}"

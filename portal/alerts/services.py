@@ -132,3 +132,28 @@ def check_audit_chain() -> AuditChainCheck:
         ok=problem is None, events=checked,
         first_bad_event=problem.event_id if problem else None,
         problem=problem.problem if problem else "")
+
+
+SAMPLE_RETENTION = timedelta(days=2)
+
+
+def take_sample() -> None:
+    """Record the queue and the last minute's Graph calls for the dashboard charts."""
+    from django.db.models import Count, Q
+
+    from integrations.microsoft.models import GraphCall
+    from portal.alerts import measurements
+    from portal.alerts.models import MetricSample
+
+    now = timezone.now()
+    last = (MetricSample.objects.order_by("-taken_at").values_list("taken_at", flat=True)
+            .first())
+    since = max(last, now - timedelta(minutes=5)) if last else now - timedelta(minutes=1)
+    calls = GraphCall.objects.filter(created_at__gt=since, created_at__lte=now).aggregate(
+        ok=Count("id", filter=Q(status__gte=200, status__lt=400)),
+        failed=Count("id", filter=Q(status__isnull=True) | Q(status__gte=400)),
+        throttled=Count("id", filter=Q(throttled=True)))
+    MetricSample.objects.create(taken_at=now, queue_length=measurements.queue_length(),
+                                dead=measurements.dead_letters(), calls_ok=calls["ok"],
+                                calls_failed=calls["failed"], calls_throttled=calls["throttled"])
+    MetricSample.objects.filter(taken_at__lt=now - SAMPLE_RETENTION).delete()

@@ -6,6 +6,7 @@ from portal.alerts import services
 
 
 def evaluate_alerts() -> int:
+    services.take_sample()
     return len(services.evaluate_all())
 
 

@@ -21,6 +21,7 @@ from portal.access.roles import ROLES
 from portal.alerts.services import active_alerts
 from portal.audit.models import AuditEvent
 from portal.audit.services import record
+from portal.console.charts import dashboard_charts
 from portal.console.forms import AuditFilterForm
 from portal.health import WORKER_STALE_AFTER
 
@@ -53,6 +54,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     }
     context.update(_integration_health())
     context["active_alerts"] = active_alerts()
+    context["charts"] = dashboard_charts()
     template = "console/dashboard.html#health" if request.htmx else "console/dashboard.html"
     return render(request, template, context)
 

@@ -47,3 +47,35 @@ def test_navigation_shows_only_what_the_role_may_use(client, personas, role, vis
               client.get(reverse("console:dashboard")).context["nav_items"]]
     assert labels == visible
     assert not set(hidden) & set(labels)
+
+
+def test_the_24_hour_charts_come_from_the_minute_samples(client, vera_viewer):
+    from django.utils import timezone
+
+    from portal.alerts.models import MetricSample
+
+    now = timezone.now()
+    MetricSample.objects.create(taken_at=now, queue_length=40, dead=2, calls_ok=90,
+                                calls_failed=10, calls_throttled=3)
+    MetricSample.objects.create(taken_at=now - timezone.timedelta(hours=30), queue_length=999,
+                                dead=0, calls_ok=1, calls_failed=0, calls_throttled=0)
+    client.force_login(vera_viewer)
+    charts = client.get(reverse("console:dashboard")).context["charts"]
+    assert len(charts["bars"]) == 24 and charts["has_data"]
+    latest = charts["bars"][-1]
+    assert (latest["ok"], latest["failed"], latest["throttled"], latest["queue"]) == (
+        90, 10, 3, 40)
+    assert latest["ok_height"] + latest["failed_height"] == 100
+    assert charts["queue_max"] == 40  # the 30-hour-old sample is outside the window
+
+
+def test_taking_a_sample_counts_the_last_minutes_calls():
+    from integrations.microsoft.models import GraphCall
+    from portal.alerts.models import MetricSample
+    from portal.alerts.services import take_sample
+
+    GraphCall.objects.create(method="GET", route="/users", status=200)
+    GraphCall.objects.create(method="GET", route="/users", status=429, throttled=True)
+    take_sample()
+    sample = MetricSample.objects.get()
+    assert (sample.calls_ok, sample.calls_failed, sample.calls_throttled) == (1, 1, 1)
