@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET
 from integrations.microsoft.models import GraphCall
 from portal.access.decorators import requires
 from portal.console import metrics
+from portal.console.paging import empty_page, keyset_page
 
 PAGE_SIZE = 50
 WINDOWS = {"1h": 1, "24h": 24, "7d": 24 * 7}
@@ -65,30 +66,17 @@ class GraphCallFilter(forms.Form):
         return queryset
 
 
-def _filters_query(request: HttpRequest) -> str:
-    query = request.GET.copy()
-    query.pop("before", None)
-    return query.urlencode()
-
-
 @require_GET
 @requires("view_console")
 def graph_calls(request: HttpRequest) -> HttpResponse:
     form = GraphCallFilter(request.GET)
-    calls: list[GraphCall] = []
-    if form.is_valid():
-        page = form.queryset()
-        if form.cleaned_data.get("before"):
-            page = page.filter(pk__lt=form.cleaned_data["before"])
-        calls = list(page.order_by("-id")[: PAGE_SIZE + 1])
-    has_older = len(calls) > PAGE_SIZE
-    calls = calls[:PAGE_SIZE]
+    page = (keyset_page(request, form.queryset(), form.cleaned_data.get("before"), PAGE_SIZE)
+            if form.is_valid() else empty_page(request))
+    calls = page.rows
     context: dict[str, Any] = {
         "form": form,
         "calls": calls,
-        "filters": _filters_query(request),
-        "older_cursor": calls[-1].pk if has_older else None,
-        "is_first_page": not request.GET.get("before"),
+        **page.context(),
     }
     if request.htmx and request.htmx.target == "calls":
         return render(request, "console/graph_calls.html#calls", context)

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.audit.models import AuditEvent
+from portal.console.paging import empty_page, keyset_page, query_without
 from portal.jobs import services
 from portal.jobs.models import BulkOperation, Job, JobAttempt, PausedJobType
 from portal.jobs.registry import job_types
@@ -59,27 +60,17 @@ class JobListFilter(forms.Form):
         return queryset
 
 
-def _filters_query(params: QueryDict, *drop: str) -> str:
-    query = params.copy()
-    for key in ("before", *drop):
-        query.pop(key, None)
-    return query.urlencode()
-
-
 @require_GET
 @requires("view_console")
 def job_list(request: HttpRequest) -> HttpResponse:
     form = JobListFilter(request.GET)
-    jobs: list[Job] = []
     groups: list[dict] = []
     status = Job.Status.DEAD
+    page = empty_page(request)
     if form.is_valid():
         status = form.cleaned_data.get("status") or Job.Status.DEAD
         queryset = form.queryset()
-        page = queryset
-        if form.cleaned_data.get("before"):
-            page = page.filter(pk__lt=form.cleaned_data["before"])
-        jobs = list(page.order_by("-id")[: PAGE_SIZE + 1])
+        page = keyset_page(request, queryset, form.cleaned_data.get("before"), PAGE_SIZE)
         if status in (Job.Status.DEAD, Job.Status.RETRYING):
             groups = list(queryset.values("error_signature", "error_class", "job_type")
                           .annotate(count=Count("id"), latest=Max("id"))
@@ -88,20 +79,15 @@ def job_list(request: HttpRequest) -> HttpResponse:
                                  .values_list("pk", "last_error"))
             for group in groups:
                 group["example"] = latest_errors.get(group["latest"], "")
-    has_older = len(jobs) > PAGE_SIZE
-    jobs = jobs[:PAGE_SIZE]
     counts = dict(Job.objects.values_list("status").annotate(n=Count("id")).order_by())
-    filters = _filters_query(request.GET)
     context = {
         "form": form,
         "status": status,
         "tabs": [(tab, counts.get(tab, 0), _tab_query(request.GET, tab)) for tab in STATUS_TABS],
-        "jobs": jobs,
+        "jobs": page.rows,
         "groups": groups,
-        "filters": filters,
-        "retry_all_query": _filters_query(request.GET, "q", "date_from"),
-        "older_cursor": jobs[-1].pk if has_older else None,
-        "is_first_page": not request.GET.get("before"),
+        **page.context(),
+        "retry_all_query": query_without(request.GET, "q", "date_from"),
         "types": _type_rows(),
         "can_retry": request.user.has_perm("access.retry_job"),
         "can_retry_all": request.user.has_perm("access.retry_all_jobs"),

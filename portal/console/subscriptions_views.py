@@ -25,6 +25,7 @@ from integrations.microsoft.models import LifecycleEvent, ResourceKind, Subscrip
 from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.audit.services import record
+from portal.console.paging import empty_page, keyset_page
 
 PAGE_SIZE = 50
 TYPED_CONFIRMATION_THRESHOLD = 20
@@ -72,32 +73,19 @@ def decorate(sub: Subscription, now: Any) -> Subscription:
     return sub
 
 
-def _filters_query(request: HttpRequest) -> str:
-    query = request.GET.copy()
-    query.pop("before", None)
-    return query.urlencode()
-
-
 @require_GET
 @requires("view_console")
 def subscription_list(request: HttpRequest) -> HttpResponse:
     form = SubscriptionFilter(request.GET)
-    rows: list[Subscription] = []
-    if form.is_valid():
-        page = form.queryset()
-        if form.cleaned_data.get("before"):
-            page = page.filter(pk__lt=form.cleaned_data["before"])
-        rows = list(page.order_by("-id")[: PAGE_SIZE + 1])
-    has_older = len(rows) > PAGE_SIZE
+    page = (keyset_page(request, form.queryset(), form.cleaned_data.get("before"), PAGE_SIZE)
+            if form.is_valid() else empty_page(request))
     now = timezone.now()
-    rows = [decorate(sub, now) for sub in rows[:PAGE_SIZE]]
+    rows = [decorate(sub, now) for sub in page.rows]
     user = request.user
     context: dict[str, Any] = {
         "form": form,
         "rows": rows,
-        "filters": _filters_query(request),
-        "older_cursor": rows[-1].pk if has_older else None,
-        "is_first_page": not request.GET.get("before"),
+        **page.context(),
         "can_renew": user.has_perm("access.renew_subscription"),
         "can_recreate": user.has_perm("access.recreate_subscription"),
         "can_delete": user.has_perm("access.delete_subscription"),

@@ -31,6 +31,7 @@ from integrations.microsoft.models import (
 from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.audit.models import AuditEvent
+from portal.console.paging import empty_page, keyset_page
 from portal.jobs.models import Job
 
 PAGE_SIZE = 50
@@ -64,7 +65,7 @@ class AddUserForm(forms.Form):
 @requires("view_console")
 def user_list(request: HttpRequest) -> HttpResponse:
     form = UserFilter(request.GET)
-    users: list[MonitoredUser] = []
+    page = empty_page(request)
     if form.is_valid():
         data = form.cleaned_data
         queryset = MonitoredUser.objects.all()
@@ -75,23 +76,16 @@ def user_list(request: HttpRequest) -> HttpResponse:
                                        | Q(upn__istartswith=data["q"]))
         if data.get("status"):
             queryset = queryset.filter(sync_states__status=data["status"]).distinct()
-        if data.get("before"):
-            queryset = queryset.filter(pk__lt=data["before"])
-        users = list(queryset.order_by("-id")[: PAGE_SIZE + 1])
-    has_older = len(users) > PAGE_SIZE
-    users = users[:PAGE_SIZE]
+        page = keyset_page(request, queryset, data.get("before"), PAGE_SIZE)
+    users = page.rows
     states: dict[int, dict[str, SyncState]] = {}
     for state in SyncState.objects.filter(monitored_user__in=users):
         states.setdefault(state.monitored_user_id, {})[state.kind] = state
     for user in users:
         by_kind = states.get(user.pk, {})
         user.state_rows = [(kind, by_kind.get(kind)) for kind in user.kinds]  # type: ignore[attr-defined]
-    query = request.GET.copy()
-    query.pop("before", None)
     context = {
-        "form": form, "users": users, "filters": query.urlencode(),
-        "older_cursor": users[-1].pk if has_older else None,
-        "is_first_page": not request.GET.get("before"),
+        "form": form, "users": users, **page.context(),
         "add_form": AddUserForm(),
         "can_manage": request.user.has_perm("access.manage_monitored_users"),
     }

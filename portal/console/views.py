@@ -10,7 +10,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Count
-from django.http import HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -23,6 +23,7 @@ from portal.audit.models import AuditEvent
 from portal.audit.services import record
 from portal.console.charts import dashboard_charts
 from portal.console.forms import AuditFilterForm
+from portal.console.paging import empty_page, keyset_page
 from portal.health import WORKER_STALE_AFTER
 
 AUDIT_PAGE_SIZE = 50
@@ -115,32 +116,17 @@ def _integration_health() -> dict[str, Any]:
     }
 
 
-def _query_without_cursor(params: QueryDict) -> str:
-    query = params.copy()
-    query.pop("before", None)
-    return query.urlencode()
-
-
 @require_GET
 @requires("view_audit")
 def audit_log(request: HttpRequest) -> HttpResponse:
     form = AuditFilterForm(request.GET)
-    events: list[AuditEvent] = []
-    if form.is_valid():
-        queryset = form.filter(AuditEvent.objects.all())
-        if form.cleaned_data.get("before"):
-            queryset = queryset.filter(id__lt=form.cleaned_data["before"])
-        # Keyset pagination: one row more than a page tells us whether there is an older page.
-        events = list(queryset.order_by("-id")[: AUDIT_PAGE_SIZE + 1])
-    has_older = len(events) > AUDIT_PAGE_SIZE
-    events = events[:AUDIT_PAGE_SIZE]
-    filters = _query_without_cursor(request.GET)
+    page = (keyset_page(request, form.filter(AuditEvent.objects.all()),
+                        form.cleaned_data.get("before"), AUDIT_PAGE_SIZE)
+            if form.is_valid() else empty_page(request))
     context = {
         "form": form,
-        "events": events,
-        "older_cursor": events[-1].id if has_older else None,
-        "filters": filters,
-        "is_first_page": not request.GET.get("before"),
+        "events": page.rows,
+        **page.context(),
         "can_export": request.user.has_perm("access.export_audit"),
     }
     template = "console/audit.html#results" if request.htmx else "console/audit.html"
