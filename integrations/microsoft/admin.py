@@ -231,3 +231,29 @@ class SyncedItemAdmin(ReadOnlyAdmin):
     search_fields = ("graph_id", "summary")
     list_select_related = ("monitored_user",)
     show_full_result_count = False
+
+
+# =====================================================================================
+# Outbound mail and Teams messages (issue 5 item 3): read-only; sending and retrying go
+# through messaging.py and the job operations.
+# =====================================================================================
+
+from integrations.microsoft.models import OutboundMessage, SendBudget  # noqa: E402
+
+
+@admin.register(OutboundMessage)
+class OutboundMessageAdmin(BigTableAdminMixin, ReadOnlyAdmin):
+    list_display = ("id", "channel", "status", "step", "sender", "subject", "created_at",
+                    "sent_at", "job", "last_error")
+    list_filter = ("status", "channel", "step")
+    search_fields = ("=idempotency_key", "=graph_message_id", "=internet_message_id",
+                     "sender", "=chat_id", "=correlation_id")
+    list_select_related = ("job",)
+    raw_id_fields = ("job",)
+    date_hierarchy = "created_at"
+
+
+@admin.register(SendBudget)
+class SendBudgetAdmin(ReadOnlyAdmin):
+    list_display = ("key", "next_slot_at", "blocked_until", "updated_at")
+    search_fields = ("key",)

@@ -51,3 +51,4 @@ def subscriptions_maintain(job: Any) -> dict[str, int]:
     from integrations.microsoft.subscriptions import maintain
 
     return maintain().counts()
+from integrations.microsoft import messaging_handlers  # noqa: E402,F401  (outbound messages)

@@ -1,0 +1,29 @@
+"""Job types for outbound messages (messaging.py). Thin: take the id, call the service.
+
+Attempts are generous because a run that hands back to wait for its sending slot (the rate
+budget) counts as one; backoff honours Graph's Retry-After and the budget's slot time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from portal.jobs.registry import job_handler
+
+
+@job_handler("graph.send_mail", max_attempts=12, backoff_base=10, backoff_cap=900,
+             timeout=120, description="Send one e-mail (draft tagged with the job's key, "
+             "then sent; a retry finds the draft or the sent item)")
+def send_mail(job: Any) -> str:
+    from integrations.microsoft.messaging import deliver
+
+    return deliver(job.payload["message"], job)
+
+
+@job_handler("graph.send_teams", max_attempts=12, backoff_base=10, backoff_cap=900,
+             timeout=120, description="Post one Teams chat or channel message as the "
+             "connected sender account")
+def send_teams(job: Any) -> str:
+    from integrations.microsoft.messaging import deliver
+
+    return deliver(job.payload["message"], job)

@@ -1,0 +1,390 @@
+"""Outbound mail and Teams messages against the emulator: exactly once, across crashes."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from django_q.models import OrmQ
+from django_q.signing import SignedPackage
+
+from integrations.microsoft import auth, messaging
+from integrations.microsoft.models import OutboundMessage, SendBudget
+from portal.access.actors import Actor
+from portal.audit.models import AuditEvent
+from portal.jobs.models import Job
+from portal.jobs.runner import release_due_jobs, run_job
+from portal.jobs.watchdog import requeue_lost_jobs
+
+pytestmark = pytest.mark.django_db
+
+
+class Crash(BaseException):
+    """Stands for the worker dying (SIGKILL): no handler code runs after it."""
+
+
+def run_queued() -> list[str]:
+    outcomes = []
+    for row in list(OrmQ.objects.order_by("id")):
+        task = SignedPackage.loads(row.payload)
+        row.delete()
+        outcomes.append(run_job(task["args"][0]))
+    return outcomes
+
+
+@pytest.fixture
+def tenant(emulator) -> dict[str, Any]:
+    return emulator.control.tenant()
+
+
+@pytest.fixture
+def people(tenant) -> tuple[str, str]:
+    """(sender UPN, recipient UPN): two seeded people with mailboxes."""
+    users = [u for u in tenant["users"] if not u["userPrincipalName"].startswith("fleet.bot")]
+    return users[0]["userPrincipalName"], users[1]["userPrincipalName"]
+
+
+@pytest.fixture
+def bot(tenant, emulator) -> dict[str, Any]:
+    return next(u for u in tenant["users"]
+                if u["userPrincipalName"] == emulator.service_account_upn)
+
+
+@pytest.fixture
+def bot_chat(tenant, bot) -> str:
+    return next(c["id"] for c in tenant["chats"] if bot["id"] in c["members"])
+
+
+def connect_sender(emulator, user) -> None:
+    """An admin connects the Teams sender account (the emulator signs the bot in)."""
+    actor = Actor(kind="user", name=user.username, role="admin", user=user)
+    redirect_uri = "http://127.0.0.1:8000/console/credentials/teams-sender/callback"
+    auth_url, flow = auth.start_delegated_connect(
+        redirect_uri, login_hint=emulator.service_account_upn, prompt=None)
+    response = emulator.session().get(auth_url, allow_redirects=False, timeout=10)
+    params = {k: v[0] for k, v in parse_qs(urlsplit(response.headers["Location"]).query).items()}
+    auth.complete_delegated_connect(actor, flow, params)
+
+
+@pytest.fixture
+def sender_connected(graph_settings, emulator, ada_admin) -> None:
+    connect_sender(emulator, ada_admin)
+
+
+def mails(emulator, subject: str) -> list[dict[str, Any]]:
+    return [m for m in emulator.control.sent_messages(kind="mail") if m["subject"] == subject]
+
+
+def posts(emulator, text: str) -> list[dict[str, Any]]:
+    return [m for m in emulator.control.sent_messages()
+            if m["kind"] in ("chat", "channel") and text in str(m["body"])]
+
+
+def crash_after(monkeypatch, method: str, path_suffix: str) -> None:
+    """Let the first matching Graph call happen, then 'kill the worker' before its result is
+    recorded."""
+    real = messaging._call
+    state = {"done": False}
+
+    def call(m: str, path: str, **kwargs: Any):
+        response = real(m, path, **kwargs)
+        if not state["done"] and m == method and path.endswith(path_suffix):
+            state["done"] = True
+            raise Crash(f"killed after {m} {path}")
+        return response
+
+    monkeypatch.setattr(messaging, "_call", call)
+
+
+def tagged_items(emulator, sender: str, key: str) -> list[dict[str, Any]]:
+    token = emulator.token()
+    flt = (f"singleValueExtendedProperties/Any(ep: ep/id eq '{messaging.TAG_PROPERTY_ID}' "
+           f"and ep/value eq '{key}')")
+    return emulator.session().get(
+        f"{emulator.graph_url}/users/{sender}/messages", params={"$filter": flt},
+        headers={"Authorization": f"Bearer {token}"}, timeout=10).json()["value"]
+
+
+class TestMail:
+    def test_a_mail_is_sent_once_as_a_tagged_draft(self, graph_settings, emulator, people):
+        sender, to = people
+        message = messaging.send_mail(sender, [to], "Route R7 closed", "Use R9.",
+                                      idempotency_key="ticket-7")
+        assert message.status == "queued" and message.job.idempotency_key == "msg:ticket-7"
+        # The same key again: the same message, no second job.
+        again = messaging.send_mail(sender, [to], "Route R7 closed", "Use R9.",
+                                    idempotency_key="ticket-7")
+        assert again.pk == message.pk and Job.objects.count() == 1
+
+        assert run_queued() == ["succeeded"]
+        message.refresh_from_db()
+        assert message.status == "sent" and message.step == "done" and message.sent_at
+        assert message.graph_message_id and message.internet_message_id
+        sent = mails(emulator, "Route R7 closed")
+        assert len(sent) == 1 and sent[0]["via"] == "draft.send" and sent[0]["to"] == [to]
+        assert sent[0]["singleValueExtendedProperties"] == [
+            {"id": messaging.TAG_PROPERTY_ID, "value": "msg:ticket-7"}]
+        # The sent item keeps the tag: that is how a retry recognises it.
+        items = tagged_items(emulator, sender, "msg:ticket-7")
+        assert [i["isDraft"] for i in items] == [False]
+        assert Job.objects.get().status == "succeeded"
+
+    def test_a_crash_after_the_draft_sends_that_draft_once(self, graph_settings, emulator,
+                                                           people, monkeypatch):
+        sender, to = people
+        message = messaging.send_mail(sender, to, "Brake pads late", "Friday.")
+        crash_after(monkeypatch, "POST", "/messages")
+        job_id = message.job_id
+        with pytest.raises(Crash):
+            run_queued()
+        message.refresh_from_db()
+        assert message.step == "draft_requested" and not message.graph_draft_id
+        assert [i["isDraft"] for i in tagged_items(emulator, sender,
+                                                   message.idempotency_key)] == [True]
+        assert mails(emulator, "Brake pads late") == []
+
+        # The worker is gone: the watchdog counts the run as lost and the retry runs.
+        Job.objects.filter(pk=job_id).update(lease_expires_at=timezone.now()
+                                             - timedelta(seconds=1))
+        assert requeue_lost_jobs() == 1
+        Job.objects.filter(pk=job_id).update(next_attempt_at=timezone.now())
+        assert release_due_jobs() == 1
+        assert run_queued() == ["succeeded"]
+
+        message.refresh_from_db()
+        assert message.status == "sent"
+        assert len(mails(emulator, "Brake pads late")) == 1
+        drafts_created = emulator.control.requests_log(path=r"/users/[^/]+/messages$",
+                                                       method="POST")
+        assert len(drafts_created) == 1  # the existing draft was reused
+        assert [i["isDraft"] for i in tagged_items(emulator, sender,
+                                                   message.idempotency_key)] == [False]
+        job = Job.objects.get(pk=job_id)
+        assert job.runs == 2 and list(job.attempt_log.values_list("outcome", flat=True)) == [
+            "lost", "succeeded"]
+
+    def test_a_crash_after_the_send_finds_the_sent_item(self, graph_settings, emulator, people,
+                                                        monkeypatch):
+        sender, to = people
+        message = messaging.send_mail(sender, to, "Tyre check done", "All fine.")
+        crash_after(monkeypatch, "POST", "/send")
+        with pytest.raises(Crash):
+            messaging.deliver(message.pk)
+        message.refresh_from_db()
+        assert message.step == "send_requested" and message.status == "sending"
+        monkeypatch.undo()
+
+        assert messaging.deliver(message.pk) == "sent"
+        message.refresh_from_db()
+        assert message.status == "sent"
+        assert len(mails(emulator, "Tyre check done")) == 1
+        assert len(emulator.control.requests_log(path=r"/send$", method="POST")) == 1
+        # Running it yet again (a duplicate delivery) does nothing.
+        assert messaging.deliver(message.pk) == "already-sent"
+
+    def test_a_crash_before_the_send_left_graph_waits_then_sends_the_draft(
+            self, graph_settings, emulator, people, monkeypatch):
+        sender, to = people
+        message = messaging.send_mail(sender, to, "Yard closed", "Sunday.")
+
+        def die(*args: Any, **kwargs: Any):
+            raise Crash("killed before the send")
+
+        real = messaging._call
+        monkeypatch.setattr(messaging, "_call", lambda m, p, **kw: die() if p.endswith(
+            "/send") else real(m, p, **kw))
+        with pytest.raises(Crash):
+            messaging.deliver(message.pk)
+        monkeypatch.undo()
+        # The send was requested and its outcome is unknown: wait for Exchange to settle.
+        graph_settings.MESSAGING_SEND_SETTLE_SECONDS = 30
+        with pytest.raises(messaging.TransientJobError) as caught:
+            messaging.deliver(message.pk)
+        assert 25 < caught.value.retry_after <= 30
+        assert mails(emulator, "Yard closed") == []
+        graph_settings.MESSAGING_SEND_SETTLE_SECONDS = 0
+        assert messaging.deliver(message.pk) == "sent"
+        assert len(mails(emulator, "Yard closed")) == 1
+
+    def test_a_refused_recipient_dead_letters_with_graphs_reason(self, graph_settings,
+                                                                 emulator, people):
+        sender, _ = people
+        emulator.control.inject_fault(path=r"/send$", kind="status", status=400, count=1)
+        message = messaging.send_mail(sender, "nobody@example.com", "Bad", "x")
+        assert run_queued() == ["dead"]
+        message.refresh_from_db()
+        assert message.status == "failed" and message.last_error
+        assert message.job.status == "dead"
+
+    def test_bad_input_is_refused_before_anything_is_queued(self, db):
+        with pytest.raises(ValueError):
+            messaging.send_mail("a@b.c", [], "s", "b")
+        with pytest.raises(ValueError):
+            messaging.send_mail("a@b.c", ["not-an-address"], "s", "b")
+        with pytest.raises(ValueError):
+            messaging.send_teams_message("x", chat_id="c", team_id="t")
+        assert not OutboundMessage.objects.exists() and not Job.objects.exists()
+
+
+class TestTeams:
+    def test_a_chat_message_goes_out_as_the_sender(self, sender_connected, emulator, bot,
+                                                   bot_chat):
+        message = messaging.send_teams_message("Truck 12 is late", chat_id=bot_chat)
+        assert run_queued() == ["succeeded"]
+        message.refresh_from_db()
+        assert message.status == "sent" and message.sender == emulator.service_account_upn
+        sent = posts(emulator, "Truck 12 is late")
+        assert len(sent) == 1 and sent[0]["kind"] == "chat"
+        assert sent[0]["message_id"] == message.graph_message_id
+        assert sent[0]["sender"] == emulator.service_account_upn
+
+    def test_a_channel_message_goes_out(self, sender_connected, emulator, tenant):
+        team = tenant["teams"][0]
+        channel = team["channels"][0]["id"]
+        message = messaging.send_teams_message("<b>Depot</b> closes at 6", team_id=team["id"],
+                                               channel_id=channel, content_type="html")
+        assert run_queued() == ["succeeded"]
+        message.refresh_from_db()
+        assert message.status == "sent" and message.channel == "teams_channel"
+        assert posts(emulator, "closes at 6")[0]["channel_id"] == channel
+
+    def test_a_crash_after_the_post_does_not_post_again(self, sender_connected, emulator,
+                                                        bot_chat, graph_settings, monkeypatch):
+        graph_settings.MESSAGING_TEAMS_SETTLE_SECONDS = 0
+        other = messaging.send_teams_message("Shift swap OK", chat_id=bot_chat)
+        messaging.deliver(other.pk)  # the same text, posted earlier by another message
+        message = messaging.send_teams_message("Shift swap OK", chat_id=bot_chat)
+        crash_after(monkeypatch, "POST", "/messages")
+        with pytest.raises(Crash):
+            messaging.deliver(message.pk)
+        monkeypatch.undo()
+        message.refresh_from_db()
+        assert message.step == "post_requested" and not message.graph_message_id
+        assert len(posts(emulator, "Shift swap OK")) == 2
+
+        assert messaging.deliver(message.pk) == "sent"
+        message.refresh_from_db()
+        ids = [p["message_id"] for p in posts(emulator, "Shift swap OK")]
+        assert len(ids) == 2  # not posted a third time
+        # It claimed its own post, not the earlier one of the other message.
+        other.refresh_from_db()
+        assert {message.graph_message_id, other.graph_message_id} == set(ids)
+
+    def test_a_retry_before_the_chat_settles_waits(self, sender_connected, emulator, bot_chat,
+                                                   graph_settings, monkeypatch):
+        graph_settings.MESSAGING_TEAMS_SETTLE_SECONDS = 20
+        message = messaging.send_teams_message("Fuel card blocked", chat_id=bot_chat)
+        crash_after(monkeypatch, "POST", "/messages")
+        with pytest.raises(Crash):
+            messaging.deliver(message.pk)
+        monkeypatch.undo()
+        with pytest.raises(messaging.TransientJobError):
+            messaging.deliver(message.pk)
+        assert len(posts(emulator, "Fuel card blocked")) == 1
+
+    def test_app_only_posting_is_refused_as_by_graph(self, graph_settings, emulator, bot_chat):
+        graph_settings.MESSAGING_TEAMS_TOKEN_KIND = "app"
+        message = messaging.send_teams_message("From the app", chat_id=bot_chat)
+        assert run_queued() == ["dead"]
+        message.refresh_from_db()
+        assert message.status == "failed"
+        assert "only for importing messages" in message.last_error
+        assert "Missing role permissions" in message.last_error  # Graph's own words (403)
+        assert posts(emulator, "From the app") == []
+        assert message.job.status == "dead" and message.job.attempts == 1
+
+    def test_without_a_sender_account_the_job_dies_saying_what_to_do(self, graph_settings,
+                                                                     emulator, bot_chat):
+        message = messaging.send_teams_message("Anyone there?", chat_id=bot_chat)
+        assert run_queued() == ["dead"]
+        message.refresh_from_db()
+        assert message.status == "failed"
+        assert message.last_error == messaging.NO_SENDER_MESSAGE
+        job = message.job
+        assert job.status == "dead" and messaging.NO_SENDER_MESSAGE in job.last_error
+        assert emulator.control.requests_log(method="POST", path=r"/chats/") == []
+
+
+def post_times(emulator, path: str) -> list[float]:
+    return [r["monotonic"] for r in emulator.control.requests_log(method="POST", path=path)]
+
+
+class TestBudgets:
+    def test_mail_sends_keep_to_the_mailbox_budget(self, graph_settings, emulator, people):
+        graph_settings.MESSAGING_MAIL_PER_MINUTE = 120  # one send every 0.5 s
+        sender, to = people
+        for i in range(4):
+            messaging.send_mail(sender, to, f"Budget {i}", "x")
+        assert run_queued() == ["succeeded"] * 4
+        times = post_times(emulator, r"/send$")
+        assert len(times) == 4
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert min(gaps) >= 0.45, gaps
+        assert SendBudget.objects.filter(key=f"mail:{sender.lower()}").exists()
+
+    def test_a_far_slot_is_reserved_and_the_job_comes_back_then(self, graph_settings,
+                                                                emulator, people):
+        graph_settings.MESSAGING_MAIL_PER_MINUTE = 2  # one send every 30 s
+        sender, to = people
+        first = messaging.send_mail(sender, to, "First", "x")
+        second = messaging.send_mail(sender, to, "Second", "x")
+        assert run_queued() == ["succeeded", "retrying"]
+        second.refresh_from_db()
+        assert second.budget_slot_at is not None
+        wait = (second.budget_slot_at - timezone.now()).total_seconds()
+        assert 25 < wait <= 32
+        job = Job.objects.get(pk=second.job_id)
+        assert job.status == "retrying" and "budget" in job.last_error
+        assert abs((job.next_attempt_at - second.budget_slot_at).total_seconds()) < 4
+        assert len(mails(emulator, "Second")) == 0 and first.pk
+
+    def test_teams_posts_keep_to_one_per_second_per_chat(self, sender_connected, emulator,
+                                                         bot_chat):
+        for i in range(3):
+            messaging.send_teams_message(f"Tick {i}", chat_id=bot_chat)
+        assert run_queued() == ["succeeded"] * 3
+        log = emulator.control.requests_log(method="POST", path=r"/chats/[^/]+/messages$")
+        assert [r["status"] for r in log] == [201, 201, 201]  # no 429 collected
+        times = [r["monotonic"] for r in log]
+        assert min(b - a for a, b in itertools.pairwise(times)) >= 0.95
+
+    def test_a_429_blocks_the_mailbox_for_every_worker(self, graph_settings, emulator, people):
+        sender, to = people
+        emulator.control.inject_fault(path=r"/send$", kind="429", retry_after=2, count=1)
+        message = messaging.send_mail(sender, to, "After a 429", "x")
+        assert run_queued() == ["succeeded"]
+        budget = SendBudget.objects.get(key=f"mail:{sender.lower()}")
+        assert budget.blocked_until is not None
+        times = post_times(emulator, r"/send$")
+        assert len(times) == 2 and times[1] - times[0] >= 2.0
+        message.refresh_from_db()
+        assert message.status == "sent" and len(mails(emulator, "After a 429")) == 1
+
+    def test_a_long_retry_after_goes_back_to_the_job_layer(self, graph_settings, emulator,
+                                                           people):
+        sender, to = people
+        emulator.control.inject_fault(path=r"/send$", kind="429", retry_after=120, count=1)
+        message = messaging.send_mail(sender, to, "Long wait", "x")
+        assert run_queued() == ["retrying"]
+        job = Job.objects.get(pk=message.job_id)
+        assert (job.next_attempt_at - timezone.now()).total_seconds() > 100
+        assert messaging.blocked_for(f"mail:{sender.lower()}") > 100
+        message.refresh_from_db()
+        assert message.step == "draft_created"  # Graph did not send it: no settle wait
+
+
+class TestCommand:
+    def test_send_test_message_queues_and_audits(self, graph_settings, emulator, people):
+        sender, to = people
+        call_command("send_test_message", "--mail", "--from", sender, "--to", to)
+        message = OutboundMessage.objects.get()
+        assert message.channel == "mail" and message.to_recipients == [to]
+        event = AuditEvent.objects.get(action="message.send_test")
+        assert event.actor_type == "system" and event.target_id == str(message.pk)
+        assert run_queued() == ["succeeded"]
+        assert len(mails(emulator, message.subject)) == 1
