@@ -264,6 +264,20 @@ MICROSOFT_DELEGATED_REDIRECT_PATH = env_str(
     "MICROSOFT_DELEGATED_REDIRECT_PATH", "/credentials/teams-sender/callback"
 )
 
+# --- Outbound messages ------------------------------------------------------------------------
+# Budgets shared by every worker (Graph's own limits: 30 mails/min per mailbox, 1 post/s per chat).
+MESSAGING_MAIL_PER_MINUTE = env_float("MESSAGING_MAIL_PER_MINUTE", 30, minimum=0.1)
+MESSAGING_TEAMS_PER_SECOND = env_float("MESSAGING_TEAMS_PER_SECOND", 1.0, minimum=0.01)
+MESSAGING_TEAMS_SENDER_PER_SECOND = env_float("MESSAGING_TEAMS_SENDER_PER_SECOND", 1.0,
+                                              minimum=0.01)
+# A send waits in the worker this long for its budget slot; longer waits reschedule the job.
+MESSAGING_MAX_BUDGET_WAIT_SECONDS = env_float("MESSAGING_MAX_BUDGET_WAIT_SECONDS", 20, minimum=0)
+# After a crash mid-send, how long a retry waits for Graph to show what was already sent.
+MESSAGING_SEND_SETTLE_SECONDS = env_float("MESSAGING_SEND_SETTLE_SECONDS", 60, minimum=0)
+MESSAGING_TEAMS_SETTLE_SECONDS = env_float("MESSAGING_TEAMS_SETTLE_SECONDS", 10, minimum=0)
+# "delegated" (the connected sender account). "app" only demonstrates Graph's refusal.
+MESSAGING_TEAMS_TOKEN_KIND = env_str("MESSAGING_TEAMS_TOKEN_KIND", "delegated")
+
 # --- Webhooks and sync ----------------------------------------------------------------------
 # Where Graph posts notifications ("" = PUBLIC_BASE_URL); verify_integration's round trip
 # goes to WEBHOOK_VALIDATION_URL ("" = the mail receiver under it).

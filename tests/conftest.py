@@ -117,10 +117,10 @@ def qcluster(transactional_db):
     started = []
 
     def start(workers: int = 2, **extra: str) -> subprocess.Popen:
-        env = subprocess_env(
-            Q_WORKERS=str(workers), Q_TIMEOUT="20", Q_RETRY="30",
-            JOB_HANDLER_MODULES="tests.portal.jobs.handlers", **extra,
-        )
+        env = subprocess_env(**{
+            "Q_WORKERS": str(workers), "Q_TIMEOUT": "20", "Q_RETRY": "30",
+            "JOB_HANDLER_MODULES": "tests.portal.jobs.handlers", **extra,
+        })
         process = subprocess.Popen(
             [sys.executable, str(settings.BASE_DIR / "manage.py"), "qcluster"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

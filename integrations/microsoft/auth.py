@@ -274,7 +274,7 @@ def _redirect_uri(request_or_redirect_uri: HttpRequest | str) -> str:
     if isinstance(request_or_redirect_uri, str):
         return request_or_redirect_uri
     path = getattr(settings, "MICROSOFT_DELEGATED_REDIRECT_PATH",
-                   "/console/credentials/teams-sender/callback")
+                   "/credentials/teams-sender/callback")
     return request_or_redirect_uri.build_absolute_uri(path)
 
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import html
 import logging
-import os
 import re
 import time
 import uuid
@@ -77,11 +76,8 @@ MATCH_SKEW = timedelta(minutes=5)  # clock difference tolerated between us and G
 
 
 def _setting(name: str, default: float) -> float:
-    """A number from settings, else the environment (until settings.py declares it)."""
-    value = getattr(settings, name, None)
-    if value is None:
-        value = os.environ.get(name)
-    return float(value) if value not in (None, "") else float(default)
+    """Read at call time, so tests and a changed environment apply without a restart."""
+    return float(getattr(settings, name, default))
 
 
 def mail_per_minute() -> float:

@@ -223,15 +223,39 @@ def run_job(job_id: int) -> str:
         definition = get_job_type(job.job_type)
         result = definition.handler(job)
     except UnknownJobType as exc:
-        outcome = record_failure(job, _Permanent(str(exc)), None, started, worker)
-    except Exception as exc:
-        outcome = record_failure(job, exc, definition, started, worker)
+        outcome = _recording(record_failure, job, _Permanent(str(exc)), None, started, worker)
+    except Exception as exc:  # every failure is recorded and classified
+        outcome = _recording(record_failure, job, exc, definition, started, worker)
     else:
-        outcome = record_success(job, result, started, worker)
+        outcome = _recording(record_success, job, result, started, worker)
     finally:
         job_id_var.reset(log_context)
     release_due_jobs_now_and_then()
     return outcome
+
+
+RECORD_RETRIES = (1.0, 2.0, 4.0, 8.0)
+
+
+def _recording(record: Any, *args: Any) -> str:
+    """Write a run's outcome, riding out a short database outage (a restart, a failover).
+
+    Without this, a database error here would leave the job running until its lease
+    expires, and a finished side effect (a sent mail) would be attempted again.
+    """
+    from django.db import DatabaseError
+
+    for pause in (*RECORD_RETRIES, None):
+        try:
+            return record(*args)
+        except DatabaseError:
+            if pause is None:
+                raise
+            logger.warning("Recording a job outcome failed; retrying in %.0f s", pause)
+            if not connection.in_atomic_block:
+                connection.close()  # the next query reconnects
+            time.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 class _Permanent(Exception):

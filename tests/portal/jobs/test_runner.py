@@ -144,3 +144,26 @@ def test_error_signatures_group_the_same_problem():
     assert a == b
     assert a != c
     assert a[0] == "builtins.ValueError"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_blip_while_recording_the_outcome_is_ridden_out(drain, monkeypatch):
+    from django.db import OperationalError
+
+    from portal.jobs import runner
+
+    monkeypatch.setattr(runner, "RECORD_RETRIES", (0.0, 0.0))
+    real = runner.record_success
+    calls = {"n": 0}
+
+    def flaky(*args):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(*args)
+
+    monkeypatch.setattr(runner, "record_success", flaky)
+    job = enqueue("test.ok")
+    assert drain() == ["succeeded"]
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED and calls["n"] == 2
