@@ -25,6 +25,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 STOP_GRACE_SECONDS = 10
+WORKER_STUCK_SECONDS = 300
 
 
 class Command(BaseCommand):
@@ -80,6 +81,7 @@ class Command(BaseCommand):
             subprocess.run([*manage, "demo_bootstrap"], check=False)
 
         exit_code = 0
+        worker_started = next_check = time.monotonic()
         while not stopping:
             for name, process in processes.items():
                 if process.poll() is not None:
@@ -87,10 +89,32 @@ class Command(BaseCommand):
                     exit_code = process.returncode or 1
                     stopping = True
                     break
+            now = time.monotonic()
+            if "worker" in processes and not stopping and now >= next_check:
+                next_check = now + 60
+                if now - worker_started > WORKER_STUCK_SECONDS and self._worker_stuck():
+                    # A django-q2 cluster can hang after a worker is killed; in Kubernetes the
+                    # worker_health probe restarts it, here we do.
+                    self.stderr.write("The worker has sent no heartbeat for "
+                                      f"{WORKER_STUCK_SECONDS} s; restarting it.")
+                    self._stop_all({"worker": processes["worker"]})
+                    processes["worker"] = subprocess.Popen(commands["worker"],
+                                                           start_new_session=True)
+                    worker_started = now
             time.sleep(0.3)
         self._stop_all(processes)
         if exit_code:
             sys.exit(exit_code)
+
+    @staticmethod
+    def _worker_stuck() -> bool:
+        from django.db import close_old_connections
+
+        from portal.health import worker_heartbeat_age
+
+        close_old_connections()
+        age = worker_heartbeat_age()
+        return age is not None and age > WORKER_STUCK_SECONDS
 
     @staticmethod
     def _wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 30) -> bool:
