@@ -18,7 +18,7 @@ def bench_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         PORTAL_IGNORE_DOTENV="1",
-        DJANGO_SETTINGS_MODULE="portal.settings",
+        DJANGO_SETTINGS_MODULE="bench.settings",
         SECRET_KEY=env.get("SECRET_KEY") or secrets.token_urlsafe(50),
         DEBUG="false",
         SECURE_SSL_REDIRECT="false",

@@ -14,10 +14,9 @@ HOUR = timedelta(hours=1)
 
 def job_counts() -> dict[str, int]:
     """Jobs by state, leaving out succeeded (the big, uninteresting partition)."""
-    counts = dict(Job.objects.exclude(status=Job.Status.SUCCEEDED).values_list("status")
-                  .annotate(n=Count("id")).order_by())
-    return {status: counts.get(status, 0) for status in Job.Status.values
-            if status != Job.Status.SUCCEEDED}
+    from portal.jobs.stats import active_counts
+
+    return active_counts()
 
 
 def queue_length() -> int:

@@ -82,7 +82,7 @@ def graph_calls(request: HttpRequest) -> HttpResponse:
         return render(request, "console/graph_calls.html#calls", context)
     context.update({
         "hour": metrics.graph_window(hours=1),
-        "day": metrics.graph_window(hours=24),
+        "day": metrics.graph_day_from_samples(),
         "by_route": metrics.throttled_by("route"),
         "by_mailbox": metrics.throttled_by("mailbox"),
         "backoffs": metrics.backoff_windows(),

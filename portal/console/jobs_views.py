@@ -22,9 +22,11 @@ from portal.jobs import services
 from portal.jobs.models import BulkOperation, Job, JobAttempt, PausedJobType
 from portal.jobs.registry import job_types
 from portal.jobs.services import JobActionError, JobFilter
+from portal.jobs.stats import state_counts
 from portal.redaction import mask_secrets
 
 PAGE_SIZE = 50
+GROUP_WINDOW = 5000
 # Above this many jobs, retry-all asks the operator to type the count.
 TYPED_CONFIRMATION_THRESHOLD = 100
 STATUS_TABS = [Job.Status.DEAD, Job.Status.RETRYING, Job.Status.PENDING, Job.Status.RUNNING,
@@ -72,18 +74,23 @@ def job_list(request: HttpRequest) -> HttpResponse:
         queryset = form.queryset()
         page = keyset_page(request, queryset, form.cleaned_data.get("before"), PAGE_SIZE)
         if status in (Job.Status.DEAD, Job.Status.RETRYING):
-            groups = list(queryset.values("error_signature", "error_class", "job_type")
+            # Grouped over the latest GROUP_WINDOW failures: bounded however many there are.
+            floor = next(iter(queryset.order_by("-id").values_list("id", flat=True)
+                              [GROUP_WINDOW - 1:GROUP_WINDOW]), None)
+            recent = queryset.filter(id__gte=floor) if floor else queryset
+            groups = list(recent.values("error_signature", "error_class", "job_type")
                           .annotate(count=Count("id"), latest=Max("id"))
                           .order_by("-count")[:10])
             latest_errors = dict(Job.objects.filter(pk__in=[g["latest"] for g in groups])
                                  .values_list("pk", "last_error"))
             for group in groups:
                 group["example"] = latest_errors.get(group["latest"], "")
-    counts = dict(Job.objects.values_list("status").annotate(n=Count("id")).order_by())
+    counts, counts_exact = state_counts()
     context = {
         "form": form,
         "status": status,
         "tabs": [(tab, counts.get(tab, 0), _tab_query(request.GET, tab)) for tab in STATUS_TABS],
+        "counts_exact": counts_exact,
         "jobs": page.rows,
         "groups": groups,
         **page.context(),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Max, Min, Q
+from django.db.models import Count, Max, Min, Q, Sum
 from django.utils import timezone
 
 from integrations.microsoft import graph
@@ -55,6 +55,22 @@ def graph_window(hours: float = 1.0) -> GraphWindow:
         last_success_at=Max("created_at", filter=SUCCESS_Q),
     )
     return GraphWindow(since=since, **row)
+
+
+def graph_day_from_samples() -> GraphWindow:
+    """The last 24 hours from the per-minute samples (1,440 rows), not from millions of calls.
+
+    Used where only totals are shown; the samples start when the worker starts sampling.
+    """
+    from portal.alerts.models import MetricSample
+
+    since = timezone.now() - timedelta(hours=24)
+    row = MetricSample.objects.filter(taken_at__gte=since).aggregate(
+        ok=Sum("calls_ok"), failed=Sum("calls_failed"), throttled=Sum("calls_throttled"))
+    ok, failed = row["ok"] or 0, row["failed"] or 0
+    return GraphWindow(since=since, total=ok + failed, succeeded=ok,
+                       throttled=row["throttled"] or 0, server_errors=0, no_response=0,
+                       last_call_at=None, last_success_at=None)
 
 
 def throttled_by(field: str, hours: float = 1.0, limit: int = 10) -> list[dict[str, Any]]:

@@ -107,7 +107,7 @@ def _integration_health() -> dict[str, Any]:
             {"name": "Worker", "state": worker_state, "text": worker_text},
         ],
         "graph": window,
-        "queue": queue_metrics(),
+        "queue": queue_metrics(by_type=False),
         "expiring_24h": metrics.subscriptions_expiring(24),
         "sync": lag,
         "sync_lag_text": metrics.humanize_seconds(lag["lag_seconds"]),

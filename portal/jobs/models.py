@@ -48,7 +48,8 @@ class Job(models.Model):
         # Every state change rewrites the row and its index entries, so indexes are few and
         # partial where they serve one state: this table's write rate is the queue's speed.
         indexes = [
-            models.Index(fields=["status", "job_type", "id"], name="job_status_type_idx"),
+            # Lists and counts by state, newest first (type filters ride along).
+            models.Index(fields=["status", "id"], name="job_status_id_idx"),
             models.Index(fields=["next_attempt_at"], name="job_waiting_idx",
                          condition=Q(status__in=["retrying", "pending"])),
             models.Index(fields=["lease_expires_at"], name="job_running_lease_idx",
