@@ -46,6 +46,7 @@ def main() -> int:
     from integrations.microsoft.models import GraphCall, MonitoredUser, Subscription
     from portal.audit.models import AuditEvent
     from portal.jobs.models import Job
+    from portal.jobs.stats import state_counts
 
     counts = {table: _estimate(connection, table) for table in BIG_TABLES}
     print("rows (planner estimates): " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
@@ -64,7 +65,7 @@ def main() -> int:
 
     pages = [
         ("dashboard", url("console:dashboard"), False,
-         lambda: Job.objects.exclude(status="succeeded").values("status").count()),
+         lambda: state_counts()),
         ("jobs: dead", url("console:jobs", query="status=dead"), False,
          lambda: list(Job.objects.filter(status="dead").order_by("-id")[:51])),
         ("jobs: succeeded", url("console:jobs", query="status=succeeded"), False,

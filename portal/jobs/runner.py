@@ -292,10 +292,39 @@ def _attempt(job: Job, outcome: str, now: Any, worker: str | None, started: floa
         duration_ms=int((time.monotonic() - started) * 1000) if started else None, **fields)
 
 
+_SUCCESS_SQL = """
+WITH finished AS (
+    UPDATE {job} SET status = %s, finished_at = %s, lease_expires_at = NULL,
+        next_attempt_at = NULL, result = %s::jsonb
+    WHERE id = %s AND status = %s AND worker = %s
+    RETURNING id, runs, started_at
+)
+INSERT INTO {attempt} (job_id, number, started_at, finished_at, outcome, error, traceback,
+                       duration_ms, worker)
+SELECT id, runs, COALESCE(started_at, %s), %s, %s, '', '', %s, %s FROM finished
+"""
+
+
 def record_success(job: Job, result: Any, started: float, worker: str) -> str:
     now = timezone.now()
+    # Conditional: if the watchdog already gave this run up, its verdict stands.
+    if connection.vendor == "postgresql":
+        # One statement (a data-modifying CTE) instead of four round trips: the job's update
+        # and its attempt row commit together. This is the queue's hottest path.
+        import json
+
+        ops = connection.ops
+        moment = ops.adapt_datetimefield_value(now)
+        duration = int((time.monotonic() - started) * 1000)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _SUCCESS_SQL.format(job=Job._meta.db_table, attempt=JobAttempt._meta.db_table),
+                [Job.Status.SUCCEEDED, moment, json.dumps(_json_safe(result)), job.pk,
+                 Job.Status.RUNNING, worker, moment, moment, JobAttempt.Outcome.SUCCEEDED,
+                 duration, worker])
+            updated = cursor.rowcount
+        return "succeeded" if updated else "succeeded-late"
     with transaction.atomic():
-        # Conditional: if the watchdog already gave this run up, its verdict stands.
         updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, worker=worker).update(
             status=Job.Status.SUCCEEDED, finished_at=now, lease_expires_at=None,
             next_attempt_at=None, result=_json_safe(result))
