@@ -51,4 +51,5 @@ def subscriptions_maintain(job: Any) -> dict[str, int]:
     from integrations.microsoft.subscriptions import maintain
 
     return maintain().counts()
+from integrations.microsoft import bulk_kinds as _bulk_kinds  # noqa: E402,F401  (registers them)
 from integrations.microsoft import messaging_handlers  # noqa: E402,F401  (outbound messages)

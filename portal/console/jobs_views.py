@@ -18,7 +18,7 @@ from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.audit.models import AuditEvent
 from portal.console.paging import empty_page, keyset_page, query_without
-from portal.jobs import services
+from portal.jobs import bulk, services
 from portal.jobs.models import BulkOperation, Job, JobAttempt, PausedJobType
 from portal.jobs.registry import job_types
 from portal.jobs.services import JobActionError, JobFilter
@@ -220,8 +220,11 @@ def bulk_operation(request: HttpRequest, operation_id: int) -> HttpResponse:
     operation = BulkOperation.objects.filter(pk=operation_id).first()
     if operation is None:
         raise Http404("No such operation.")
-    context = {"operation": operation,
-               "can_cancel": request.user.has_perm("access.retry_all_jobs")
+    kind = bulk.KINDS.get(operation.kind)
+    failures = operation.items.filter(result="failed").values_list("target_id", "error")[:20]
+    context = {"operation": operation, "kind": kind, "failures": list(failures),
+               "can_cancel": kind is not None
+               and request.user.has_perm(f"access.{kind.permission}")
                and operation.status in (BulkOperation.Status.PENDING,
                                         BulkOperation.Status.RUNNING)}
     template = ("console/bulk_operation.html#progress" if request.htmx
@@ -230,14 +233,14 @@ def bulk_operation(request: HttpRequest, operation_id: int) -> HttpResponse:
 
 
 @require_POST
-@requires("retry_all_jobs")
+@requires("view_console")  # the operation's own permission is checked (and audited) by cancel
 def bulk_cancel(request: HttpRequest, operation_id: int) -> HttpResponse:
     try:
-        services.cancel_bulk_operation(Actor.from_request(request), operation_id)
-    except JobActionError as exc:
+        bulk.cancel(Actor.from_request(request), operation_id)
+    except bulk.BulkError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, "Cancelled. Jobs already queued stay queued.")
+        messages.success(request, "Cancelled. What was already done stays done.")
     return redirect("console:bulk_operation", operation_id=operation_id)
 
 

@@ -24,12 +24,11 @@ from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import LifecycleEvent, ResourceKind, Subscription
 from portal.access.actors import Actor
 from portal.access.decorators import requires
-from portal.audit.services import record
 from portal.console.paging import empty_page, keyset_page
+from portal.jobs import bulk
 
 PAGE_SIZE = 50
 TYPED_CONFIRMATION_THRESHOLD = 20
-BULK_RENEW_LIMIT = 500
 SAMPLE_SIZE = 5
 
 
@@ -233,7 +232,8 @@ class BulkRenewForm(forms.Form):
 
 @requires("renew_subscription")
 def subscription_bulk_renew(request: HttpRequest) -> HttpResponse:
-    """GET: the impact (count and sample). POST: renew that frozen set, one by one."""
+    """GET: the impact (count and sample). POST: renew that frozen set as a background
+    operation with progress (cancellable)."""
     form = BulkRenewForm(request.POST if request.method == "POST" else request.GET or None)
     if not form.is_valid():
         return render(request, "console/subscription_bulk_renew.html", {"form": form},
@@ -248,7 +248,7 @@ def subscription_bulk_renew(request: HttpRequest) -> HttpResponse:
         "sample": [decorate(s, timezone.now()) for s in
                    matching.select_related("monitored_user").order_by("expiration")[:SAMPLE_SIZE]],
         "needs_typing": count > TYPED_CONFIRMATION_THRESHOLD,
-        "threshold": TYPED_CONFIRMATION_THRESHOLD, "limit": BULK_RENEW_LIMIT,
+        "threshold": TYPED_CONFIRMATION_THRESHOLD,
     }
     if request.method != "POST":
         return render(request, "console/subscription_bulk_renew.html", context)
@@ -259,28 +259,9 @@ def subscription_bulk_renew(request: HttpRequest) -> HttpResponse:
     if context["needs_typing"] and form.cleaned_data["confirm_count"].strip() != str(count):
         context["confirm_error"] = f"Type {count} to confirm."
         return render(request, "console/subscription_bulk_renew.html", context, status=400)
-    actor = Actor.from_request(request)
-    ids = list(matching.order_by("expiration").values_list("id", flat=True)[:BULK_RENEW_LIMIT])
-    renewed, failed = [], []
-    for sub_id in ids:
-        try:
-            subscriptions.renew(actor, sub_id)
-        except (GraphError, Subscription.DoesNotExist) as exc:
-            failed.append(f"#{sub_id}: {getattr(exc, 'message', exc)}")
-        else:
-            renewed.append(sub_id)
-    record("subscription.bulk_renew", actor=actor, target_type="subscription",
-           params={"hours": hours, "ids": ids, "renewed": len(renewed),
-                   "failures": failed[:20]},
-           outcome="failure" if failed else "success")
-    if renewed:
-        messages.success(request, f"{len(renewed)} subscription{'s' if len(renewed) != 1 else ''}"
-                                  f" renewed.")
-    for line in failed[:10]:
-        messages.error(request, line)
-    if count > len(ids):
-        messages.info(request, f"{count - len(ids)} more expire in the window: run it again.")
-    return redirect("console:subscriptions")
+    operation = bulk.start(Actor.from_request(request), "renew_subscriptions", matching,
+                           {"expiring_within_hours": hours})
+    return redirect("console:bulk_operation", operation_id=operation.pk)
 
 
 def _summary_action(request: HttpRequest, *, kind: str) -> HttpResponse:

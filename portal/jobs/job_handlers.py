@@ -7,12 +7,12 @@ from typing import Any
 from portal.jobs.registry import job_handler
 
 
-@job_handler("jobs.bulk_retry", max_attempts=10, backoff_base=5, timeout=280,
-             description="Retry a frozen set of jobs in chunks (resumable)")
-def bulk_retry(job: Any) -> dict[str, int]:
-    from portal.jobs.services import process_bulk_retry
+@job_handler("jobs.bulk", max_attempts=10, backoff_base=5, timeout=280,
+             description="Work through a bulk operation's frozen targets in chunks (resumable)")
+def bulk_operation(job: Any) -> dict[str, int]:
+    from portal.jobs.bulk import process
 
-    return process_bulk_retry(job.payload["operation_id"])
+    return process(job.payload["operation_id"])
 
 
 @job_handler("jobs.noop", max_attempts=3, backoff_base=1, timeout=30,

@@ -114,7 +114,8 @@ class PausedJobType(models.Model):
 
 
 class BulkOperation(models.Model):
-    """A bulk action over a frozen set of jobs (e.g. retry all dead jobs), run as a job."""
+    """A bulk action over a frozen set of targets (retry all dead jobs, renew expiring
+    subscriptions…), run as a job in chunks: resumable, cancellable, with progress."""
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -131,6 +132,7 @@ class BulkOperation(models.Model):
     processed = models.PositiveIntegerField(default=0)
     succeeded = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
     created_by = models.CharField(max_length=150)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -149,23 +151,26 @@ class BulkOperation(models.Model):
 
 
 class BulkOperationItem(models.Model):
-    """One job in a bulk operation, frozen when the operation starts, with its own result."""
+    """One target of a bulk operation, frozen when the operation starts, with its result."""
 
     class Result(models.TextChoices):
         WAITING = "waiting"
         DONE = "done"
         SKIPPED = "skipped"  # its state changed since the preview (e.g. already retried)
+        FAILED = "failed"
 
     id = models.BigAutoField(primary_key=True)
     operation = models.ForeignKey(BulkOperation, on_delete=models.CASCADE, related_name="items")
-    job_id = models.BigIntegerField()
+    # The job, subscription… the operation acts on (which table depends on the kind).
+    target_id = models.BigIntegerField()
     result = models.CharField(max_length=16, choices=Result.choices, default=Result.WAITING)
+    error = models.TextField(blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["operation", "result", "id"], name="bulk_item_todo_idx")]
 
     def __str__(self) -> str:
-        return f"job #{self.job_id} in bulk #{self.operation_id}: {self.result}"
+        return f"#{self.target_id} in bulk #{self.operation_id}: {self.result}"
 
 
 class WorkerHeartbeat(models.Model):

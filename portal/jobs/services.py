@@ -7,15 +7,16 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import F, QuerySet
+from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.audit.services import record
-from portal.jobs.models import BulkOperation, BulkOperationItem, Job, PausedJobType
-from portal.jobs.runner import dispatch, enqueue, paused_types
+from portal.jobs import bulk
+from portal.jobs.models import BulkOperation, Job, PausedJobType
+from portal.jobs.runner import dispatch, paused_types
 
 RETRYABLE = (Job.Status.DEAD, Job.Status.RETRYING, Job.Status.CANCELLED)
 BULK_CHUNK = 1000
@@ -149,80 +150,26 @@ def start_retry_all(actor: Actor, job_filter: JobFilter) -> BulkOperation:
     """Freeze the matching ids now, then retry them in chunks in the background."""
     if job_filter.status not in RETRYABLE:
         raise JobActionError("Only dead, retrying or cancelled jobs can be retried.")
-    require(actor, "retry_all_jobs", action="job.retry_all", target_type="bulk_operation")
-    with transaction.atomic():
-        operation = BulkOperation.objects.create(kind="retry", filters=job_filter.as_dict(),
-                                                 created_by=actor.name)
-        ids_sql, params = job_filter.queryset().values("id").query.sql_with_params()
-        table = BulkOperationItem._meta.db_table
-        with connection.cursor() as cursor:
-            # INSERT … SELECT: freezing 100,000 ids costs one statement, not 100,000 rows
-            # through Python.
-            cursor.execute(
-                f"INSERT INTO {table} (operation_id, job_id, result) "  # noqa: S608
-                f"SELECT %s, frozen.id, %s FROM ({ids_sql}) AS frozen",
-                [operation.pk, BulkOperationItem.Result.WAITING, *params],
-            )
-            total = cursor.rowcount
-        job = enqueue("jobs.bulk_retry", {"operation_id": operation.pk},
-                      created_by=actor.name, correlation_id=f"bulk-{operation.pk}")
-        BulkOperation.objects.filter(pk=operation.pk).update(total=total, job=job)
-        record("job.retry_all", actor=actor, target_type="bulk_operation", target_id=operation.pk,
-               params={"filters": job_filter.as_dict(), "count": total})
-        operation.refresh_from_db()
-    return operation
+    return bulk.start(actor, "retry", job_filter.queryset(), job_filter.as_dict())
 
 
 def cancel_bulk_operation(actor: Actor, operation_id: int) -> BulkOperation:
-    require(actor, "retry_all_jobs", action="bulk.cancel", target_type="bulk_operation",
-            target_id=operation_id)
-    with transaction.atomic():
-        updated = BulkOperation.objects.filter(
-            pk=operation_id, status__in=(BulkOperation.Status.PENDING,
-                                         BulkOperation.Status.RUNNING),
-        ).update(status=BulkOperation.Status.CANCELLED, finished_at=timezone.now())
-        if not updated:
-            raise JobActionError(f"Bulk operation #{operation_id} is not running.")
-        record("bulk.cancel", actor=actor, target_type="bulk_operation", target_id=operation_id)
-    return BulkOperation.objects.get(pk=operation_id)
+    try:
+        return bulk.cancel(actor, operation_id)
+    except bulk.BulkError as exc:
+        raise JobActionError(str(exc)) from None
 
 
-def process_bulk_retry(operation_id: int) -> dict[str, int]:
-    """Work through a bulk retry chunk by chunk; resumable, stops when cancelled."""
-    BulkOperation.objects.filter(pk=operation_id, status=BulkOperation.Status.PENDING).update(
-        status=BulkOperation.Status.RUNNING)
-    while True:
-        operation = BulkOperation.objects.get(pk=operation_id)
-        if operation.status != BulkOperation.Status.RUNNING:
-            break
-        with transaction.atomic():
-            items = list(
-                BulkOperationItem.objects.filter(
-                    operation_id=operation_id, result=BulkOperationItem.Result.WAITING)
-                .order_by("id").values_list("id", "job_id")[:BULK_CHUNK]
-            )
-            if not items:
-                BulkOperation.objects.filter(pk=operation_id).update(
-                    status=BulkOperation.Status.DONE, finished_at=timezone.now())
-                break
-            job_ids = [job_id for _, job_id in items]
-            retried = set(Job.objects.filter(pk__in=job_ids, status__in=RETRYABLE)
-                          .values_list("id", flat=True))
-            _requeue(list(retried))
-            item_ids_done = [item_id for item_id, job_id in items if job_id in retried]
-            item_ids_skipped = [item_id for item_id, job_id in items if job_id not in retried]
-            BulkOperationItem.objects.filter(pk__in=item_ids_done).update(
-                result=BulkOperationItem.Result.DONE)
-            BulkOperationItem.objects.filter(pk__in=item_ids_skipped).update(
-                result=BulkOperationItem.Result.SKIPPED)
-            BulkOperation.objects.filter(pk=operation_id).update(
-                processed=F("processed") + len(items),
-                succeeded=F("succeeded") + len(item_ids_done),
-                skipped=F("skipped") + len(item_ids_skipped),
-            )
-    operation = BulkOperation.objects.get(pk=operation_id)
-    return {"processed": operation.processed, "succeeded": operation.succeeded,
-            "skipped": operation.skipped}
+def _retry_chunk(operation: BulkOperation, job_ids: list[int]) -> bulk.ChunkResult:
+    retried = set(Job.objects.filter(pk__in=job_ids, status__in=RETRYABLE)
+                  .values_list("id", flat=True))
+    _requeue(list(retried))
+    return bulk.ChunkResult(done=retried)
+
+
+bulk.register(bulk.BulkKind(
+    name="retry", label="Retry all", permission="retry_all_jobs", action="job.retry_all",
+    chunk_size=BULK_CHUNK, apply=_retry_chunk, back_url="console:jobs"))
 
 
 def prune_succeeded_jobs(batch: int = 5000) -> int:

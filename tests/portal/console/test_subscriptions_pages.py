@@ -10,7 +10,8 @@ from integrations.microsoft import subscriptions
 from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import LifecycleEvent, MonitoredUser, Subscription
 from portal.audit.models import AuditEvent
-from portal.jobs.models import Job
+from portal.jobs.models import BulkOperation, Job
+from portal.jobs.runner import run_job
 from tests.integrations.microsoft.webhook_support import make_sub
 
 pytestmark = pytest.mark.django_db
@@ -139,12 +140,19 @@ def test_bulk_renew_previews_then_needs_the_typed_count(client, otto_operator, u
     assert renewed == []
     wrong = client.post("/subscriptions/renew-expiring", {"hours": 24, "confirm_count": "3"})
     assert wrong.status_code == 400 and renewed == []
-    done = client.post("/subscriptions/renew-expiring",
-                       {"hours": 24, "confirm_count": str(count)}, follow=True)
+    started = client.post("/subscriptions/renew-expiring",
+                          {"hours": 24, "confirm_count": str(count)})
+    operation = BulkOperation.objects.get(kind="renew_subscriptions")
+    assert started["Location"] == f"/jobs/operations/{operation.pk}/"
+    assert renewed == []  # renewed in the background, not in the request
+    run_job(operation.job_id)  # what a worker does
     assert sorted(renewed) == sorted(s.pk for s in expiring)
-    assert any(f"{count} subscriptions renewed" in m for m in messages_of(done))
+    operation.refresh_from_db()
+    assert (operation.status, operation.succeeded, operation.total) == ("done", count, count)
+    progress = client.get(started["Location"])
+    assert f"{count} done".encode() in progress.content
     event = AuditEvent.objects.get(action="subscription.bulk_renew")
-    assert event.params["renewed"] == count
+    assert event.params["count"] == count
     assert client.post("/subscriptions/renew-expiring", {"hours": "x"}).status_code == 400
 
 

@@ -125,7 +125,7 @@ class TestRetryAll:
         jobs = [dead_job(drain) for _ in range(2)]
         operation = services.start_retry_all(actor_for(otto_operator), JobFilter())
         services.retry_job(actor_for(sam_support), jobs[0].pk)  # someone was faster
-        run_bulk = Job.objects.get(job_type="jobs.bulk_retry")
+        run_bulk = Job.objects.get(job_type="jobs.bulk")
         from portal.jobs.runner import run_job
 
         run_job(run_bulk.pk)
