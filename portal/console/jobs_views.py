@@ -233,7 +233,9 @@ def bulk_operation(request: HttpRequest, operation_id: int) -> HttpResponse:
 
 
 @require_POST
-@requires("view_console")  # the operation's own permission is checked (and audited) by cancel
+# Every bulk kind is an operator action; cancel also checks (and audits) the kind's own
+# permission, e.g. renew_subscription.
+@requires("retry_all_jobs")
 def bulk_cancel(request: HttpRequest, operation_id: int) -> HttpResponse:
     try:
         bulk.cancel(Actor.from_request(request), operation_id)
