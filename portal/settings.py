@@ -211,6 +211,8 @@ API_TRUSTED_NETWORKS = env_list("API_TRUSTED_NETWORKS", ["127.0.0.1/32", "::1/12
 # --- Alerts and metrics ---------------------------------------------------------------------
 # Who gets alert e-mails (Django's EMAIL_* settings send them), comma-separated.
 ALERT_EMAIL_TO = env_list("ALERT_EMAIL_TO")
+# Also post alerts to this Teams chat through the connected sender (e-mail when it cannot).
+ALERT_TEAMS_CHAT_ID = env_str("ALERT_TEAMS_CHAT_ID")
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")

@@ -69,16 +69,50 @@ def _apply(rule: Rule, firing: bool, value: float | None, threshold: float,
 
 
 def notify(rule: Rule, state: str, message: str) -> str:
-    """E-mail the on-call list (ALERT_EMAIL_TO). Returns who was told, for the record."""
-    recipients = list(getattr(settings, "ALERT_EMAIL_TO", []))
-    if not recipients:
-        return ""
+    """Tell people: a Teams chat (ALERT_TEAMS_CHAT_ID) through the integration itself while
+    it is healthy, else e-mail (ALERT_EMAIL_TO). Returns who was told, for the record."""
     verb = "FIRING" if state == Alert.State.FIRING else "resolved"
     subject = f"[Fleet Graph Portal] {verb}: {rule.title}"
     body = f"{message}\n\nWhat to do: {rule.runbook}\n"
+    told = []
+    teams_sent = _notify_teams(rule, subject, body)
+    if teams_sent:
+        told.append(teams_sent)
+    if not teams_sent or rule.name in TEAMS_CANNOT_REPORT:
+        told.append(_notify_email(rule, subject, body))
+    return "; ".join(t for t in told if t)
+
+
+# When these fire, the Teams path itself may be what is broken: always e-mail too.
+TEAMS_CANNOT_REPORT = {"graph_error_rate", "graph_throttled", "worker_down",
+                       "secret_expiring"}
+
+
+def _notify_teams(rule: Rule, subject: str, body: str) -> str:
+    chat_id = getattr(settings, "ALERT_TEAMS_CHAT_ID", "")
+    if not chat_id:
+        return ""
+    try:
+        from integrations.microsoft.auth import current_delegated_account
+        from integrations.microsoft.messaging import send_teams_message
+
+        if current_delegated_account() is None:
+            return ""  # no sender connected: e-mail instead
+        send_teams_message(f"{subject}\n\n{body}", chat_id=chat_id,
+                           created_by=f"alert:{rule.name}")
+    except Exception:  # noqa: BLE001 - fall back to e-mail
+        logger.exception("Could not queue the Teams alert for %s", rule.name)
+        return ""
+    return f"Teams chat {chat_id}"
+
+
+def _notify_email(rule: Rule, subject: str, body: str) -> str:
+    recipients = list(getattr(settings, "ALERT_EMAIL_TO", []))
+    if not recipients:
+        return ""
     try:
         send_mail(subject, body, None, recipients, fail_silently=False)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a mail outage must not break evaluation
         logger.exception("Could not e-mail alert %s", rule.name)
         return "e-mail failed"
     return "e-mail: " + ", ".join(recipients)

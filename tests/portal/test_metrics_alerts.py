@@ -167,3 +167,36 @@ class TestOperatorActions:
             services.snooze(support, "worker_down", 0)
         with pytest.raises(services.AlertError, match="no alert"):
             services.acknowledge(support, "nope")
+
+
+class TestTeamsNotifications:
+    def test_without_a_connected_sender_alerts_go_by_mail(self, settings):
+        settings.ALERT_EMAIL_TO = ["oncall@example.com"]
+        settings.ALERT_TEAMS_CHAT_ID = "19:ops@thread.v2"
+        registry.set_value(Actor.system("tests"), "ALERT_DEAD_LETTERS", 1)
+        Job.objects.bulk_create(Job(job_type="jobs.noop", status=Job.Status.DEAD)
+                                for _ in range(2))
+        services.evaluate_all()
+        event = AlertEvent.objects.get(rule="dead_letters")
+        assert event.notified == "e-mail: oncall@example.com"
+
+    def test_with_a_sender_alerts_are_posted_to_the_chat(self, settings):
+        from integrations.microsoft.models import DelegatedAccount, OutboundMessage
+
+        settings.ALERT_EMAIL_TO = ["oncall@example.com"]
+        settings.ALERT_TEAMS_CHAT_ID = "19:ops@thread.v2"
+        DelegatedAccount.objects.create(upn="fleet.bot@example.com",
+                                        token_cache_encrypted="x")
+        registry.set_value(Actor.system("tests"), "ALERT_DEAD_LETTERS", 1)
+        Job.objects.bulk_create(Job(job_type="jobs.noop", status=Job.Status.DEAD)
+                                for _ in range(2))
+        mail.outbox.clear()
+        services.evaluate_all()
+        event = AlertEvent.objects.get(rule="dead_letters")
+        assert event.notified == "Teams chat 19:ops@thread.v2"
+        assert OutboundMessage.objects.filter(chat_id="19:ops@thread.v2",
+                                              body__contains="Too many dead jobs").exists()
+        assert not [m for m in mail.outbox if "dead jobs" in m.subject]
+        # Alerts about the Teams path itself (no worker to send it) also go by mail.
+        worker = AlertEvent.objects.get(rule="worker_down")
+        assert worker.notified == "Teams chat 19:ops@thread.v2; e-mail: oncall@example.com"
