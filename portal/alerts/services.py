@@ -100,7 +100,7 @@ def _notify_teams(rule: Rule, subject: str, body: str) -> str:
             return ""  # no sender connected: e-mail instead
         send_teams_message(f"{subject}\n\n{body}", chat_id=chat_id,
                            created_by=f"alert:{rule.name}")
-    except Exception:  # noqa: BLE001 - fall back to e-mail
+    except Exception:
         logger.exception("Could not queue the Teams alert for %s", rule.name)
         return ""
     return f"Teams chat {chat_id}"
@@ -112,7 +112,7 @@ def _notify_email(rule: Rule, subject: str, body: str) -> str:
         return ""
     try:
         send_mail(subject, body, None, recipients, fail_silently=False)
-    except Exception:  # noqa: BLE001 - a mail outage must not break evaluation
+    except Exception:
         logger.exception("Could not e-mail alert %s", rule.name)
         return "e-mail failed"
     return "e-mail: " + ", ".join(recipients)
