@@ -139,3 +139,26 @@ def qcluster(transactional_db):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def run_queued_jobs(rounds: int = 1) -> list[str]:
+    """Run what is on django-q2's ORM broker in this process, as a worker would.
+
+    One round runs what is queued now; more rounds also run what those jobs queued
+    (notification → delta sync → continuation). Returns each run's outcome.
+    """
+    from django_q.models import OrmQ
+    from django_q.signing import SignedPackage
+
+    from portal.jobs.runner import run_job
+
+    outcomes: list[str] = []
+    for _ in range(rounds):
+        rows = list(OrmQ.objects.order_by("id"))
+        if not rows:
+            break
+        for row in rows:
+            task = SignedPackage.loads(row.payload)
+            row.delete()
+            outcomes.append(run_job(task["args"][0]))
+    return outcomes

@@ -10,16 +10,15 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
-from django_q.models import OrmQ
-from django_q.signing import SignedPackage
 
 from integrations.microsoft import auth, messaging
 from integrations.microsoft.models import OutboundMessage, SendBudget
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
 from portal.jobs.models import Job
-from portal.jobs.runner import release_due_jobs, run_job
+from portal.jobs.runner import release_due_jobs
 from portal.jobs.watchdog import requeue_lost_jobs
+from tests.conftest import run_queued_jobs
 
 pytestmark = pytest.mark.django_db
 
@@ -28,13 +27,7 @@ class Crash(BaseException):
     """Stands for the worker dying (SIGKILL): no handler code runs after it."""
 
 
-def run_queued() -> list[str]:
-    outcomes = []
-    for row in list(OrmQ.objects.order_by("id")):
-        task = SignedPackage.loads(row.payload)
-        row.delete()
-        outcomes.append(run_job(task["args"][0]))
-    return outcomes
+run_queued = run_queued_jobs
 
 
 @pytest.fixture

@@ -12,13 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django_q.models import OrmQ
-from django_q.signing import SignedPackage
 
 from integrations.graph_emulator.testing import RunningEmulator
 from integrations.microsoft.crypto import encrypt
 from integrations.microsoft.models import MonitoredUser, Subscription
-from portal.jobs.runner import run_job
+from tests.conftest import run_queued_jobs
 
 __all__ = [
     "drain",
@@ -38,16 +36,7 @@ def drain() -> Callable[..., list[str]]:
     (jobs enqueue jobs: notification → delta sync → continuation)."""
 
     def run_all(max_rounds: int = 20) -> list[str]:
-        outcomes: list[str] = []
-        for _ in range(max_rounds):
-            rows = list(OrmQ.objects.order_by("id"))
-            if not rows:
-                break
-            for row in rows:
-                task = SignedPackage.loads(row.payload)
-                row.delete()
-                outcomes.append(run_job(task["args"][0]))
-        return outcomes
+        return run_queued_jobs(rounds=max_rounds)
 
     return run_all
 

@@ -3,7 +3,8 @@ from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
 import tests.portal.jobs.handlers  # noqa: F401  (registers the test job types)
-from portal.jobs.runner import RUN_TASK, run_job
+from portal.jobs.runner import RUN_TASK
+from tests.conftest import run_queued_jobs
 
 
 def queued_job_ids() -> list[int]:
@@ -19,13 +20,4 @@ def queued_job_ids() -> list[int]:
 @pytest.fixture
 def drain():
     """Run what is on the broker the way a worker would (one pass, in this process)."""
-
-    def run_all() -> list[str]:
-        outcomes = []
-        for row in list(OrmQ.objects.order_by("id")):
-            task = SignedPackage.loads(row.payload)
-            row.delete()
-            outcomes.append(run_job(task["args"][0]))
-        return outcomes
-
-    return run_all
+    return run_queued_jobs
