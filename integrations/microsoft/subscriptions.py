@@ -289,6 +289,14 @@ def _create(user: MonitoredUser, kind: str, *, replaces: Subscription | None = N
     return sub
 
 
+def _note_failure(sub: Subscription, exc: GraphError) -> None:
+    """Keep Graph's answer on the row; a 404 means Graph no longer has the subscription."""
+    fields: dict[str, Any] = {"last_error": str(exc)[:2000], "last_error_at": timezone.now()}
+    if isinstance(exc, NotFound):
+        fields["state"] = sub.state = Subscription.State.REMOVED
+    Subscription.objects.filter(pk=sub.pk).update(**fields)
+
+
 def _renew(sub: Subscription) -> Subscription:
     """PATCH a new expirationDateTime (renews and reauthorizes: §1.1)."""
     spec = KINDS[sub.kind]
@@ -297,11 +305,7 @@ def _renew(sub: Subscription) -> Subscription:
         data = graph.patch(f"/subscriptions/{sub.graph_id}", json={
             "expirationDateTime": _iso(started + timedelta(minutes=spec.lifetime_minutes))})
     except GraphError as exc:
-        Subscription.objects.filter(pk=sub.pk).update(last_error=str(exc)[:2000],
-                                                      last_error_at=timezone.now())
-        if isinstance(exc, NotFound):
-            Subscription.objects.filter(pk=sub.pk).update(state=Subscription.State.REMOVED)
-            sub.state = Subscription.State.REMOVED
+        _note_failure(sub, exc)
         raise
     sub.expiration = parse_graph_datetime(data.get("expirationDateTime")) or sub.expiration
     sub.lifetime_started_at = started
@@ -317,11 +321,7 @@ def _reauthorize(sub: Subscription) -> Subscription:
     try:
         graph.post(f"/subscriptions/{sub.graph_id}/reauthorize")
     except GraphError as exc:
-        Subscription.objects.filter(pk=sub.pk).update(last_error=str(exc)[:2000],
-                                                      last_error_at=timezone.now())
-        if isinstance(exc, NotFound):
-            Subscription.objects.filter(pk=sub.pk).update(state=Subscription.State.REMOVED)
-            sub.state = Subscription.State.REMOVED
+        _note_failure(sub, exc)
         raise
     sub.last_reauthorized_at = timezone.now()
     sub.save(update_fields=["last_reauthorized_at"])
