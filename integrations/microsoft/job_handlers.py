@@ -52,4 +52,23 @@ def subscriptions_maintain(job: Any) -> dict[str, int]:
 
     return maintain().counts()
 from integrations.microsoft import bulk_kinds as _bulk_kinds  # noqa: E402,F401  (registers them)
+
+
+@job_handler("graph.subscriptions_run", max_attempts=1, timeout=280,
+             description="Set up all or clean up subscriptions, started from the console")
+def subscriptions_run(job: Any) -> dict[str, Any]:
+    """Runs once (max_attempts=1): a half-done run is finished by the next one or by the
+    maintenance schedule, and an operator should see a failure rather than a silent retry."""
+    from integrations.microsoft import subscriptions
+    from portal.access.actors import Actor
+
+    # The role was checked when the operator started it; the service audits the run in the
+    # name of the console user who did.
+    actor = Actor.system(f"console:{job.payload['started_by']}")
+    service = subscriptions.setup if job.payload["action"] == "setup" else subscriptions.cleanup
+    summary = service(actor)
+    return {"counts": summary.counts(), "lines": summary.lines()[-200:],
+            "failed": summary.failed[:50]}
+
+
 from integrations.microsoft import messaging_handlers  # noqa: E402,F401  (outbound messages)

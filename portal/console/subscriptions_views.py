@@ -12,6 +12,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import messages
+from django.db import transaction
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -24,8 +25,11 @@ from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import LifecycleEvent, ResourceKind, Subscription
 from portal.access.actors import Actor
 from portal.access.decorators import requires
+from portal.audit.services import record
 from portal.console.paging import empty_page, keyset_page
 from portal.jobs import bulk
+from portal.jobs.models import Job
+from portal.jobs.runner import enqueue
 
 PAGE_SIZE = 50
 TYPED_CONFIRMATION_THRESHOLD = 20
@@ -276,14 +280,25 @@ def _summary_action(request: HttpRequest, *, kind: str) -> HttpResponse:
         messages.error(request, "Confirm first: the dry run shows what will change.")
         return redirect("console:subscriptions_setup" if kind == "setup"
                         else "console:subscriptions_cleanup")
-    summary = service(actor, dry_run=False)
-    counts = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in summary.counts().items()
-                       if n) or "nothing to do"
-    (messages.error if summary.failed else messages.success)(
-        request, f"{'Set up all' if kind == 'setup' else 'Clean up'}: {counts}.")
-    for line in summary.failed[:10]:
-        messages.error(request, line)
-    return redirect("console:subscriptions")
+    # Graph calls for every monitored user: run it in the background and show its result.
+    with transaction.atomic():
+        job = enqueue("graph.subscriptions_run", {"action": kind, "started_by": actor.name},
+                      created_by=actor.name)
+        record(f"webhooks.{kind}.start", actor=actor, target_type="job", target_id=job.pk)
+    return redirect("console:subscriptions_run", job_id=job.pk)
+
+
+@require_GET
+@requires("view_console")
+def subscriptions_run(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = Job.objects.filter(pk=job_id, job_type="graph.subscriptions_run").first()
+    if job is None:
+        raise Http404("No such run.")
+    context = {"job": job, "kind": job.payload.get("action", "setup"),
+               "result": job.result or {}}
+    template = ("console/subscription_run.html#run" if request.htmx
+                else "console/subscription_run.html")
+    return render(request, template, context)
 
 
 @requires("setup_subscriptions")

@@ -57,6 +57,8 @@ urlpatterns = [
     path("credentials/teams-sender/disconnect", credentials_views.teams_sender_disconnect,
          name="teams_sender_disconnect"),
     path("subscriptions/", subscriptions_views.subscription_list, name="subscriptions"),
+    path("subscriptions/runs/<int:job_id>/", subscriptions_views.subscriptions_run,
+         name="subscriptions_run"),
     path("subscriptions/compare", subscriptions_views.subscription_compare,
          name="subscriptions_compare"),
     path("subscriptions/renew-expiring", subscriptions_views.subscription_bulk_renew,

@@ -175,11 +175,22 @@ def test_setup_and_cleanup_are_dry_runs_until_confirmed(client, otto_operator, m
     assert runs == [("setup_webhooks", True)]
     client.post("/subscriptions/setup")  # no confirmation: nothing happens
     assert runs == [("setup_webhooks", True)]
-    done = client.post("/subscriptions/setup", {"confirm": "yes"}, follow=True)
+    started = client.post("/subscriptions/setup", {"confirm": "yes"})
+    job = Job.objects.get(job_type="graph.subscriptions_run")
+    assert started["Location"] == f"/subscriptions/runs/{job.pk}/"
+    assert runs == [("setup_webhooks", True)]  # runs in the background, not in the request
+    waiting = client.get(started["Location"], headers={"HX-Request": "true"})
+    assert b"waiting for a worker" in waiting.content
+    assert b'hx-trigger="every 1s"' in waiting.content
+    run_job(job.pk)
     assert runs[-1] == ("setup_webhooks", False)
-    assert any("1 created" in m for m in messages_of(done))
+    done = client.get(started["Location"])
+    assert b"<strong>1</strong> created" in done.content
+    assert AuditEvent.objects.filter(action="webhooks.setup.start",
+                                     actor_name="otto-operator").exists()
     client.get("/subscriptions/cleanup")
     client.post("/subscriptions/cleanup", {"confirm": "yes"})
+    run_job(Job.objects.filter(job_type="graph.subscriptions_run").order_by("-id")[0].pk)
     assert runs[-2:] == [("cleanup_webhooks", True), ("cleanup_webhooks", False)]
 
 
