@@ -71,3 +71,11 @@ def test_every_response_carries_a_request_id(client):
     assert client.get("/healthz", headers={"X-Request-ID": "abc-123"})["X-Request-ID"] == "abc-123"
     unsafe = client.get("/healthz", headers={"X-Request-ID": "<script>"})
     assert unsafe["X-Request-ID"] != "<script>"
+
+
+def test_html_pages_carry_a_content_security_policy(client):
+    response = client.get("/login/")
+    policy = response["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
+    assert "Content-Security-Policy" not in client.get("/healthz")
