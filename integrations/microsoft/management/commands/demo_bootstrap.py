@@ -38,4 +38,6 @@ class Command(BaseCommand):
             add_monitored_user(actor, upn)
             self.stdout.write(f"Monitoring {upn}")
         summary = setup(actor)
-        self.stdout.write(f"Webhooks: {summary}")
+        self.stdout.write(summary.lines()[-1])
+        for line in summary.failed:
+            self.stderr.write(f"Failed: {line}")
