@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 
 from portal.access.actors import Actor
 from portal.access.authz import require
+from portal.access.decorators import _to_second_factor, needs_second_factor
 
 
 class PortalAdminSite(admin.AdminSite):
@@ -35,6 +36,8 @@ class PortalAdminSite(admin.AdminSite):
         @wraps(inner)
         def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.user.is_authenticated:
+                if needs_second_factor(request):
+                    return _to_second_factor(request)
                 require(Actor.from_request(request), "use_django_admin", action="access.view",
                         target_type="url", target_id=request.path)
             return inner(request, *args, **kwargs)

@@ -8,6 +8,8 @@ os.environ.setdefault("SECRET_KEY", "test-secret-key-" + "x" * 50)
 os.environ.setdefault("DEBUG", "false")
 os.environ.setdefault("SECURE_COOKIES", "false")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
+# Sign-in tests use force_login; the MFA tests turn this on themselves.
+os.environ.setdefault("REQUIRE_MFA", "false")
 os.environ.setdefault("FIELD_ENCRYPTION_KEYS", "Z7v0bqVXc3L8RJd2f5m9gQq5bUq1ZkBl3sRr8uH1o2U=")
 
 from portal.settings import *  # noqa: F403

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from portal import health, metrics
+from portal.access import views as access_views
 from portal.access.decorators import public
 
 urlpatterns = [
@@ -12,6 +13,7 @@ urlpatterns = [
     path("login/", public(auth_views.LoginView.as_view(redirect_authenticated_user=True)),
          name="login"),
     path("logout/", public(auth_views.LogoutView.as_view()), name="logout"),
+    path("login/second-step/", access_views.second_factor, name="second_factor"),
     path("admin/", admin.site.urls),
     path("api/", include("portal.api.urls")),
     path("", include("portal.console.urls")),

@@ -31,6 +31,8 @@ def requires(codename: str) -> Callable[[ViewFunc], ViewFunc]:
 
                     return HttpResponseClientRedirect(resolve_url(settings.LOGIN_URL))
                 return redirect_to_login(request.get_full_path())
+            if not has_token and needs_second_factor(request):
+                return _to_second_factor(request)
             require(
                 Actor.from_request(request),
                 codename,
@@ -44,6 +46,24 @@ def requires(codename: str) -> Callable[[ViewFunc], ViewFunc]:
         return wrapped
 
     return decorator
+
+
+def needs_second_factor(request: HttpRequest) -> bool:
+    from django.conf import settings
+
+    return bool(settings.REQUIRE_MFA) and not request.user.is_verified()
+
+
+def _to_second_factor(request: HttpRequest) -> HttpResponse:
+    from urllib.parse import urlencode
+
+    from django.shortcuts import redirect
+    from django.urls import reverse
+
+    target = reverse("second_factor") + "?" + urlencode({"next": request.get_full_path()})
+    if getattr(request, "htmx", False):
+        return HttpResponseClientRedirect(target)
+    return redirect(target)
 
 
 def public(view: ViewFunc) -> ViewFunc:

@@ -62,7 +62,7 @@ def create_user(actor: Actor, username: str, role: str, password: str | None = N
     return user, password
 
 
-def _get_user(username: str) -> AbstractBaseUser:
+def get_user(username: str) -> AbstractBaseUser:
     try:
         return get_user_model().objects.get(username=username)
     except get_user_model().DoesNotExist:
@@ -72,7 +72,7 @@ def _get_user(username: str) -> AbstractBaseUser:
 def set_role(actor: Actor, username: str, role: str) -> AbstractBaseUser:
     require(actor, "manage_users", action="user.set_role", target_type="user", target_id=username)
     _check_role(role)
-    user = _get_user(username)
+    user = get_user(username)
     before = role_of(user)
     with transaction.atomic():
         _set_role(user, role)
@@ -84,7 +84,7 @@ def set_role(actor: Actor, username: str, role: str) -> AbstractBaseUser:
 def deactivate(actor: Actor, username: str) -> AbstractBaseUser:
     require(actor, "manage_users", action="user.deactivate", target_type="user",
             target_id=username)
-    user = _get_user(username)
+    user = get_user(username)
     if actor.user is not None and actor.user.pk == user.pk:
         raise UserError("You cannot deactivate your own account.")
     with transaction.atomic():

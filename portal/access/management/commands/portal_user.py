@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from portal.access import users
+from portal.access import mfa, users
 from portal.access.actors import Actor
 from portal.access.roles import ROLES
 
@@ -26,6 +26,9 @@ class Command(BaseCommand):
         set_role.add_argument("role", choices=ROLES)
         deactivate = sub.add_parser("deactivate", help="Deactivate a user and end their sessions.")
         deactivate.add_argument("username")
+        reset_mfa = sub.add_parser("reset-mfa", help="Forget a user's authenticator (lost "
+                                   "phone); they set up a new one at their next sign-in.")
+        reset_mfa.add_argument("username")
 
     def handle(self, *args: Any, **options: Any) -> None:
         actor = Actor.command("portal_user")
@@ -45,6 +48,10 @@ class Command(BaseCommand):
             elif options["action"] == "set-role":
                 users.set_role(actor, options["username"], options["role"])
                 self.stdout.write(f"{options['username']} now has role {options['role']}.")
+            elif options["action"] == "reset-mfa":
+                user = users.get_user(options["username"])
+                removed = mfa.reset(actor, user)
+                self.stdout.write(f"Removed {removed} authenticator(s) of {options['username']}.")
             else:
                 users.deactivate(actor, options["username"])
                 self.stdout.write(f"Deactivated {options['username']}; their sessions are ended.")

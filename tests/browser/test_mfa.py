@@ -1,0 +1,22 @@
+import pytest
+from django_otp.oath import totp
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from playwright.sync_api import expect
+
+from tests.conftest import PERSONAS
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_a_first_sign_in_sets_up_an_authenticator(page, live_server, personas, sign_in,
+                                                  screenshot, settings):
+    settings.REQUIRE_MFA = True
+    sign_in(PERSONAS["support"])
+    expect(page.get_by_role("heading", name="Set up your authenticator")).to_be_visible()
+    expect(page.get_by_role("img", name="QR code to add Fleet Graph Portal")).to_be_visible()
+    screenshot("mfa-enrol")
+    device = TOTPDevice.objects.get(user=personas["support"], confirmed=False)
+    code = totp(device.bin_key, device.step, device.t0, device.digits, device.drift)
+    page.get_by_label("Code").fill(f"{code:06d}")
+    page.get_by_role("button", name="Finish set-up").click()
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
