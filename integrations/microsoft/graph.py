@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -183,6 +184,50 @@ def _gate(mailbox: str) -> _MailboxGate:
                 int(settings.GRAPH_MAILBOX_BUDGET_PER_10_MIN),
             )
         return gate
+
+
+# Retry-After windows are shared with the other worker processes through the database
+# (SendBudget rows keyed "graph-mailbox:<mailbox>"): a 429 seen by one worker stops every
+# worker from calling that mailbox. One primary-key lookup before each call, against a
+# network call of tens of milliseconds.
+SHARED_WINDOW_PREFIX = "graph-mailbox:"
+
+
+def _shared_key(mailbox: str) -> str:
+    return (SHARED_WINDOW_PREFIX + mailbox)[:300]
+
+
+def _share_block(mailbox: str, seconds: float) -> None:
+    from django.db import DatabaseError
+
+    from integrations.microsoft.models import SendBudget
+
+    now = timezone.now()
+    until = now + timedelta(seconds=seconds)
+    key = _shared_key(mailbox)
+    try:
+        if not SendBudget.objects.filter(key=key).update(blocked_until=until):
+            SendBudget.objects.get_or_create(key=key, defaults={"next_slot_at": now,
+                                                                "blocked_until": until})
+    except DatabaseError:  # sharing is best effort; this process still honours the window
+        logger.warning("Could not share the Retry-After window of %s", mailbox, exc_info=True)
+
+
+def _adopt_shared_block(mailbox: str, gate: _MailboxGate) -> None:
+    """Apply a window another process recorded for this mailbox."""
+    from django.db import DatabaseError
+
+    from integrations.microsoft.models import SendBudget
+
+    try:
+        until = (SendBudget.objects.filter(key=_shared_key(mailbox))
+                 .values_list("blocked_until", flat=True).first())
+    except DatabaseError:
+        return
+    if until is not None:
+        remaining = (until - timezone.now()).total_seconds()
+        if remaining > 0:
+            gate.block_for(remaining)
 
 
 def mailbox_blocked_for(mailbox: str) -> float:
@@ -452,6 +497,7 @@ def request(
 
     while True:
         if gate is not None:
+            _adopt_shared_block(mailbox_key, gate)
             # Budget and 429 window: sleep here when short, else hand back to the job layer.
             while (wait := gate.wait_needed()) > 0:
                 _wait_or_raise(wait, last_error, method=method, route=route,
@@ -521,7 +567,9 @@ def request(
             refresh_token = True
             continue
         if isinstance(error, Throttled) and gate is not None:
-            gate.block_for(error.retry_after if error.retry_after is not None else 1.0)
+            window = error.retry_after if error.retry_after is not None else 1.0
+            gate.block_for(window)
+            _share_block(mailbox_key, window)
         if not error.transient:
             raise error
         if retries_left <= 0:
@@ -696,6 +744,7 @@ def _send_batch_chunk(chunk: list[dict[str, Any]], *, mailbox: str | None,
             key = mailbox if mailbox is not None else mailbox_of(entry["url"])
             if key:
                 gate = _gate(key.lower())
+                _adopt_shared_block(key.lower(), gate)
                 while (wait := gate.wait_needed()) > 0:
                     _wait_or_raise(wait, None, method="POST", route="/$batch", mailbox=key)
         sent_ids = {entry["id"] for entry in pending}
@@ -734,6 +783,7 @@ def _send_batch_chunk(chunk: list[dict[str, Any]], *, mailbox: str | None,
                 wait = error.retry_after if error.retry_after is not None else 0.0
                 if isinstance(error, Throttled) and inner_mailbox:
                     _gate(inner_mailbox).block_for(wait or 1.0)
+                    _share_block(inner_mailbox, wait or 1.0)
                 else:
                     gated_only = False
                 largest_wait = max(largest_wait, wait)

@@ -95,3 +95,17 @@ def test_an_admin_resets_a_lost_authenticator(sam_support):
     assert "Removed 1 authenticator" in out.getvalue()
     assert not TOTPDevice.objects.filter(user=sam_support).exists()
     assert AuditEvent.objects.filter(action="user.reset_mfa").exists()
+
+
+def test_the_admin_never_shows_anyones_authenticator_key(client, ada_admin, sam_support):
+    device = TOTPDevice.objects.create(user=sam_support, name="app", confirmed=True)
+    client.force_login(ada_admin)
+    TOTPDevice.objects.create(user=ada_admin, name="app", confirmed=True)
+    session = client.session
+    session["otp_device_id"] = TOTPDevice.objects.get(user=ada_admin).persistent_id
+    session.save()
+    page = client.get(f"/admin/otp_totp/totpdevice/{device.pk}/change/")
+    assert page.status_code == 200
+    assert device.key.encode() not in page.content
+    config = client.get(f"/admin/otp_totp/totpdevice/{device.pk}/config/", follow=True)
+    assert device.key.encode() not in config.content  # django-otp's QR view is gone

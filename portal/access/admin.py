@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from portal.admin_utils import ReadOnlyAdminMixin
+
+# django-otp's own admin shows each device's secret key and QR code: nobody, admins
+# included, should read another person's second factor. Devices are enrolled by their owner
+# and reset with `portal_user reset-mfa`.
+if admin.site.is_registered(TOTPDevice):
+    admin.site.unregister(TOTPDevice)
+
+
+@admin.register(TOTPDevice)
+class TOTPDeviceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("user", "name", "confirmed", "created_at", "last_used_at")
+    list_filter = ("confirmed",)
+    fields = ("user", "name", "confirmed", "created_at", "last_used_at", "throttling_failure_count")
+    readonly_fields = fields
