@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 
 from portal.access.actors import Actor
 from portal.access.authz import require
-from portal.access.decorators import _to_second_factor, needs_second_factor
+from portal.access.decorators import needs_second_factor, second_factor_redirect
 
 
 class PortalAdminSite(admin.AdminSite):
@@ -37,7 +37,7 @@ class PortalAdminSite(admin.AdminSite):
         def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.user.is_authenticated:
                 if needs_second_factor(request):
-                    return _to_second_factor(request)
+                    return second_factor_redirect(request)
                 require(Actor.from_request(request), "use_django_admin", action="access.view",
                         target_type="url", target_id=request.path)
             return inner(request, *args, **kwargs)

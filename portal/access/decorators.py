@@ -32,7 +32,7 @@ def requires(codename: str) -> Callable[[ViewFunc], ViewFunc]:
                     return HttpResponseClientRedirect(resolve_url(settings.LOGIN_URL))
                 return redirect_to_login(request.get_full_path())
             if not has_token and needs_second_factor(request):
-                return _to_second_factor(request)
+                return second_factor_redirect(request)
             require(
                 Actor.from_request(request),
                 codename,
@@ -54,7 +54,7 @@ def needs_second_factor(request: HttpRequest) -> bool:
     return bool(settings.REQUIRE_MFA) and not request.user.is_verified()
 
 
-def _to_second_factor(request: HttpRequest) -> HttpResponse:
+def second_factor_redirect(request: HttpRequest) -> HttpResponse:
     from urllib.parse import urlencode
 
     from django.shortcuts import redirect

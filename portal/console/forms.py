@@ -44,13 +44,13 @@ class AuditFilterForm(forms.Form):
             queryset = queryset.filter(outcome=data["outcome"])
         # Whole days in the portal's time zone, as ranges so the created_at index is used.
         if data.get("date_from"):
-            queryset = queryset.filter(created_at__gte=_start_of(data["date_from"]))
+            queryset = queryset.filter(created_at__gte=start_of_day(data["date_from"]))
         if data.get("date_to"):
             queryset = queryset.filter(
-                created_at__lt=_start_of(data["date_to"] + timedelta(days=1))
+                created_at__lt=start_of_day(data["date_to"] + timedelta(days=1))
             )
         return queryset
 
 
-def _start_of(day: date) -> datetime:
+def start_of_day(day: date) -> datetime:
     return timezone.make_aware(datetime.combine(day, time.min))

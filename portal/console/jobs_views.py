@@ -56,9 +56,9 @@ class JobListFilter(forms.Form):
                                        | Q(last_error__icontains=data["q"])
                                        | Q(correlation_id=data["q"]))
         if data.get("date_from"):
-            from portal.console.forms import _start_of
+            from portal.console.forms import start_of_day
 
-            queryset = queryset.filter(created_at__gte=_start_of(data["date_from"]))
+            queryset = queryset.filter(created_at__gte=start_of_day(data["date_from"]))
         return queryset
 
 
