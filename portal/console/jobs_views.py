@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Max
+from django.db.models import Count, Max, Q
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.audit.models import AuditEvent
+from portal.console.forms import start_of_day
 from portal.console.paging import empty_page, keyset_page, query_without
 from portal.jobs import bulk, services
 from portal.jobs.models import BulkOperation, Job, JobAttempt, PausedJobType
@@ -50,14 +51,10 @@ class JobListFilter(forms.Form):
         if data.get("signature"):
             queryset = queryset.filter(error_signature=data["signature"])
         if data.get("q"):
-            from django.db.models import Q
-
             queryset = queryset.filter(Q(payload__icontains=data["q"])
                                        | Q(last_error__icontains=data["q"])
                                        | Q(correlation_id=data["q"]))
         if data.get("date_from"):
-            from portal.console.forms import start_of_day
-
             queryset = queryset.filter(created_at__gte=start_of_day(data["date_from"]))
         return queryset
 
