@@ -28,7 +28,7 @@ test: install chromium
 lint: install
 	$(VENV)/bin/ruff check .
 
-## Browser tests drive Debian's chromium (never `playwright install`).
+## Browser tests drive Debian's chromium; Playwright never downloads a browser here.
 chromium:
 	@test -x /usr/bin/chromium || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; \
