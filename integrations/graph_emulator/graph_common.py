@@ -125,6 +125,14 @@ def require(ctx: Ctx, app_perms: tuple[str, ...], delegated_perms: tuple[str, ..
         raise GraphError(status, code, message)
 
 
+def raise_if_throttled(ctx: Ctx, rejection: Any) -> None:
+    """Answer a throttler's rejection as Graph does: 429 with an integer Retry-After."""
+    if rejection is not None:
+        ctx.app.mark_throttled(ctx)
+        raise GraphError(429, rejection.code, rejection.message,
+                         {"Retry-After": str(rejection.retry_after)})
+
+
 def require_directory(ctx: Ctx) -> None:
     require(ctx, ("User.Read.All", "User.ReadWrite.All", "Directory.Read.All",
                   "Directory.ReadWrite.All", "User.ReadBasic.All"),

@@ -12,7 +12,14 @@ from urllib.parse import quote
 import requests
 
 from . import outbound
-from .graph_common import Ctx, Router, collection, entity, normalize_segments
+from .graph_common import (
+    Ctx,
+    Router,
+    collection,
+    entity,
+    normalize_segments,
+    raise_if_throttled,
+)
 from .httptypes import GraphError, Response, empty_response, parse_iso
 from .state import ResourceSpec, Subscription
 
@@ -197,10 +204,7 @@ def _duplicate(ctx: Ctx, spec: ResourceSpec, change_types: list[str]) -> Subscri
 
 
 def _budget(ctx: Ctx, op: str) -> None:
-    rej = ctx.app.throttler.subscription(ctx.principal.app_id, op)
-    if rej is not None:
-        ctx.app.mark_throttled(ctx)
-        raise GraphError(429, rej.code, rej.message, {"Retry-After": str(rej.retry_after)})
+    raise_if_throttled(ctx, ctx.app.throttler.subscription(ctx.principal.app_id, op))
 
 
 def _purge_expired(ctx: Ctx) -> None:

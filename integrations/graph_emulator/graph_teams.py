@@ -14,6 +14,7 @@ from .graph_common import (
     encode_skiptoken,
     entity,
     next_link,
+    raise_if_throttled,
     require,
     user_or_404,
 )
@@ -154,10 +155,7 @@ def _app_only_post(ctx: Ctx) -> None:
 
 
 def _throttle_post(ctx: Ctx, resource: str) -> None:
-    rej = ctx.app.throttler.teams_post(ctx.principal.app_id, resource)
-    if rej is not None:
-        ctx.app.mark_throttled(ctx)
-        raise GraphError(429, rej.code, rej.message, {"Retry-After": str(rej.retry_after)})
+    raise_if_throttled(ctx, ctx.app.throttler.teams_post(ctx.principal.app_id, resource))
 
 
 def post_chat_message(ctx: Ctx) -> Response:
