@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from django.db.models import QuerySet
 from django.http import HttpRequest, QueryDict
@@ -27,10 +28,23 @@ class KeysetPage:
     is_first_page: bool
     filters: str
 
+    @property
+    def newest_query(self) -> str:
+        """The query string of the first (newest) page with the same filters."""
+        return self.filters
+
+    @property
+    def older_query(self) -> str:
+        """The query string of the next older page, or "" when this is the last page."""
+        if self.older_cursor is None:
+            return ""
+        cursor = urlencode({"before": self.older_cursor})
+        return f"{self.filters}&{cursor}" if self.filters else cursor
+
     def context(self) -> dict[str, Any]:
-        """What the templates' pager needs."""
-        return {"older_cursor": self.older_cursor, "is_first_page": self.is_first_page,
-                "filters": self.filters}
+        """What templates/console/includes/pager.html needs (as `pager`), and the figures."""
+        return {"pager": self, "older_cursor": self.older_cursor,
+                "is_first_page": self.is_first_page, "filters": self.filters}
 
 
 def keyset_page(request: HttpRequest, queryset: QuerySet, before: int | None,
