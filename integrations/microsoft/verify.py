@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from integrations.microsoft import auth, graph
 from integrations.microsoft.errors import GraphError, TokenError
+from portal.alerts.rules import RULES
 
 logger = logging.getLogger("integrations.microsoft.verify")
 
@@ -231,33 +232,19 @@ def check_worker(ctx: _Context) -> CheckResult:
         time.sleep(0.2)
 
 
-def queue_depth() -> int:
-    """Tasks waiting in the broker. Replaced by the Job table's count in a later issue."""
-    from django_q.brokers import get_broker
-
-    return int(get_broker().queue_size() or 0)
-
-
-def dead_letter_count() -> int:
-    """Failed tasks kept by django-q2 (the Job layer's dead jobs replace this later)."""
-    from django_q.models import Failure
-
-    return Failure.objects.count()
-
-
 def check_queue(ctx: _Context) -> CheckResult:
-    depth, dead = queue_depth(), dead_letter_count()
-    depth_limit = int(getattr(settings, "ALERT_QUEUE_DEPTH", 1000))
-    dead_limit = int(getattr(settings, "ALERT_DEAD_LETTER", 100))
-    problems = []
-    if depth > depth_limit:
-        problems.append(f"queue depth {depth} > {depth_limit}")
-    if dead > dead_limit:
-        problems.append(f"dead letters {dead} > {dead_limit}")
-    detail = f"{depth} queued, {dead} dead-lettered"
+    """The Job table's waiting and dead jobs, judged by the alert rules themselves (same
+    figures, same runtime thresholds), so this check and the dashboard never disagree."""
+    verdicts = {rule.name: rule.evaluate() for rule in RULES if rule.name in QUEUE_RULES}
+    waiting, dead = verdicts["queue_length"], verdicts["dead_letters"]
+    detail = f"{waiting.value:g} waiting, {dead.value:g} dead"
+    problems = [verdict.message for verdict in (waiting, dead) if verdict.firing]
     if problems:
-        return CheckResult("Queue", False, f"{detail}: {'; '.join(problems)}")
+        return CheckResult("Queue", False, f"{detail}: {' '.join(problems)}")
     return CheckResult("Queue", True, detail)
+
+
+QUEUE_RULES = ("queue_length", "dead_letters")
 
 
 CHECKS: list[Callable[[_Context], CheckResult]] = [

@@ -1,20 +1,17 @@
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from django.core.exceptions import PermissionDenied
-from django.db import connection
 
 from integrations.graph_emulator.testing import RunningEmulator
 from integrations.microsoft import verify
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
+from portal.jobs.models import Job
+from portal.runtime import registry
 from tests.integrations.microsoft.conftest import free_port, reset_singletons
 
 pytestmark = pytest.mark.django_db
@@ -121,17 +118,34 @@ def test_no_worker_fails(graph_settings, webhook_receiver):
     assert "no worker answered a ping within 1s" in checks["Worker alive"].detail
 
 
-def test_a_deep_queue_fails(healthy):
-    from django_q.conf import Conf
-    from django_q.tasks import async_task
+def make_jobs(status: str, count: int) -> None:
+    Job.objects.bulk_create(Job(job_type="tests.noop", status=status) for _ in range(count))
 
-    Conf.SYNC = False
-    async_task("integrations.microsoft.tasks.answer_ping", 0)
-    async_task("integrations.microsoft.tasks.answer_ping", 0)
-    Conf.SYNC = True
-    healthy.ALERT_QUEUE_DEPTH = 1
-    checks = by_name(verify.run_checks(timeout=2))
-    assert checks["Queue"].detail.startswith("2 queued, 0 dead-lettered: queue depth 2 > 1")
+
+def test_the_queue_check_counts_the_job_table(healthy):
+    make_jobs(Job.Status.PENDING, 2)
+    make_jobs(Job.Status.RETRYING, 1)
+    make_jobs(Job.Status.DEAD, 3)
+    make_jobs(Job.Status.SUCCEEDED, 4)
+    check = by_name(verify.run_checks(timeout=2))["Queue"]
+    assert check.ok
+    assert check.detail == "3 waiting, 3 dead"
+
+
+def test_a_deep_queue_fails_at_the_alert_threshold(healthy):
+    make_jobs(Job.Status.PENDING, 2)
+    registry.set_value(Actor.system("tests"), "ALERT_QUEUE_LENGTH", 1)
+    check = by_name(verify.run_checks(timeout=2))["Queue"]
+    assert not check.ok
+    assert check.detail == "2 waiting, 0 dead: 2 jobs are waiting (threshold 1)."
+
+
+def test_dead_jobs_fail_at_the_alert_threshold(healthy):
+    make_jobs(Job.Status.DEAD, 3)
+    registry.set_value(Actor.system("tests"), "ALERT_DEAD_LETTERS", 2)
+    check = by_name(verify.run_checks(timeout=2))["Queue"]
+    assert not check.ok
+    assert check.detail.endswith("3 jobs are in the dead-letter queue (threshold 2).")
 
 
 def test_the_service_is_role_checked_and_audited(healthy, vera_viewer, sam_support):
@@ -146,36 +160,9 @@ def test_the_service_is_role_checked_and_audited(healthy, vera_viewer, sam_suppo
     assert outcomes == ["denied", "success"]
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_real_worker_answers_the_ping(graph_settings, webhook_receiver):
-    if connection.vendor == "sqlite" and connection.is_in_memory_db():
-        pytest.skip("qcluster runs in a subprocess and cannot share an in-memory SQLite test "
-                    "database; this test runs on PostgreSQL (DATABASE_URL)")
-    db = connection.settings_dict
-    env = dict(os.environ)
-    user = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    if connection.vendor == "postgresql":
-        env["DATABASE_URL"] = (f"postgres://{user}@{db['HOST'] or '127.0.0.1'}:"
-                               f"{db['PORT'] or 5432}/{db['NAME']}")
-    else:
-        env.pop("DATABASE_URL", None)
-        env["SQLITE_PATH"] = db["NAME"]
-    env.update({"DJANGO_SETTINGS_MODULE": "portal.settings_test", "Q_WORKERS": "1",
-                "Q_SYNC": "false"})
-    root = Path(__file__).resolve().parents[3]
-    worker = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=root, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    try:
-        graph_settings.PUBLIC_BASE_URL = webhook_receiver
-        checks = by_name(verify.run_checks(timeout=20))
-        assert checks["Worker alive"].ok, checks["Worker alive"].detail
-        assert "Q_SYNC" not in checks["Worker alive"].detail
-    finally:
-        # django-q2 takes >10 s to stop gracefully; the test only needs it gone.
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(3)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(5)
+def test_a_real_worker_answers_the_ping(graph_settings, webhook_receiver, qcluster):
+    qcluster(workers=1)
+    graph_settings.PUBLIC_BASE_URL = webhook_receiver
+    checks = by_name(verify.run_checks(timeout=20))
+    assert checks["Worker alive"].ok, checks["Worker alive"].detail
+    assert "Q_SYNC" not in checks["Worker alive"].detail
