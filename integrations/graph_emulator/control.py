@@ -13,6 +13,7 @@ import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from . import sign_in
 from .config import ConfigError
 from .faults import parse_rule
 from .httptypes import Request, Response, json_response, parse_iso
@@ -356,6 +357,12 @@ def _route(app: EmulatorApp, req: Request, segs: list[str]) -> Response:
                 if rest[2:] == ["expire"] and m == "POST":
                     secret.expired = True
                     return _ok(secret.public())
+    try:
+        answer = sign_in.control(st, m, segs, _body(req) if m in ("PUT", "POST") else {})
+    except LookupError as exc:
+        raise ControlError(404, str(exc)) from None
+    if answer is not None:
+        return _ok(answer)
     return _err(404, f"no control route for {m} /_emulator/{path}")
 
 

@@ -33,6 +33,7 @@ from .httptypes import (
     opaque_token,
     text_response,
 )
+from . import sign_in
 from .state import App, EmulatorState
 
 GRAPH_RESOURCES = {
@@ -114,6 +115,7 @@ class IdentityService:
     def __init__(self, state: EmulatorState, signing_key: bytes) -> None:
         self.state = state
         self.key = signing_key
+        self.oidc_key: sign_in.SigningKey | None = None  # set by the server (RS256 id tokens)
         self.base_url = "https://127.0.0.1"
 
     # ------------------------------------------------------------------ helpers
@@ -374,10 +376,15 @@ class IdentityService:
             "ext_expires_in": TOKEN_LIFETIME,
             "access_token": jwt_encode(at_claims, self.key),
             "refresh_token": rt,
-            "id_token": jwt_encode(id_claims, self.key),
+            "id_token": self._id_token(id_claims),
             "client_info": b64url(json.dumps({"uid": user["id"], "utid": tid}).encode()),
         }, {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"},
             content_type="application/json; charset=utf-8")
+
+    def _id_token(self, claims: dict[str, Any]) -> str:
+        if self.oidc_key is None:
+            return jwt_encode(claims, self.key)
+        return sign_in.id_token(self.state, self.oidc_key, claims)
 
     def _auth_code(self, app: App, form: dict[str, str], now: datetime) -> Response:
         code = form.get("code") or ""
@@ -431,6 +438,8 @@ class IdentityService:
         user = self.state.users.get(rec["user_id"])
         if user is None:
             raise AadError(400, "invalid_grant", 50034, "The user account does not exist.")
+        if sign_in.disabled_reason(user):
+            raise AadError(400, "invalid_grant", 50057, "The user account is disabled.")
         requested = (form.get("scope") or " ".join(rec["scopes"])).split()
         return self._delegated_tokens(app, user, requested, None, now)
 
@@ -469,6 +478,9 @@ class IdentityService:
                     params = {"error": "access_denied",
                               "error_description": f"AADSTS50034: The user account {hint} "
                               "does not exist in the directory."}
+                elif sign_in.disabled_reason(user):
+                    params = {"error": "access_denied",
+                              "error_description": sign_in.disabled_reason(user) or ""}
                 else:
                     code = "0.AAAA" + opaque_token(48)
                     self.state.auth_codes[code] = {
@@ -513,17 +525,7 @@ class IdentityService:
         return parts.scheme in ("http", "https") and (parts.hostname or "") in LOOPBACK_HOSTS
 
     def _picker(self, tenant: str, req: Request) -> Response:
-        q = {k: v for k, v in req.query.items() if k not in ("prompt", "login_hint")}
-        rows = []
-        for u in self.state.users.values():
-            link = (f"/{tenant}/oauth2/v2.0/authorize?"
-                    + urlencode({**q, "login_hint": u["userPrincipalName"]}))
-            rows.append(f'<li><a href="{html.escape(link)}">{html.escape(u["displayName"])}'
-                        f' &lt;{html.escape(u["userPrincipalName"])}&gt;</a></li>')
-        page = ("<!doctype html><html><head><title>Pick an account</title></head><body>"
-                "<h1>Graph emulator &mdash; pick an account</h1><ul>" + "".join(rows)
-                + "</ul></body></html>")
-        return text_response(200, page, "text/html; charset=utf-8")
+        return sign_in.picker_page(self.state, tenant, req.query)
 
     def _error_page(self, status: int, code: int, message: str) -> Response:
         page = (f"<!doctype html><html><body><h1>Sign in error</h1><p>AADSTS{code}: "

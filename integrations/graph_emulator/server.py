@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from . import control, graph_batch, graph_mail, graph_subscriptions, graph_teams
+from . import control, graph_batch, graph_mail, graph_subscriptions, graph_teams, sign_in
 from .certs import ensure_certs, server_context
 from .config import Clock, Config
 from .delivery import DeliveryManager
@@ -103,6 +103,8 @@ class EmulatorApp:
         self.control_token: str = self.ident["control_token"]
         self.state = self._fresh_state()
         self.identity = IdentityService(self.state, bytes.fromhex(self.ident["signing_key"]))
+        self.oidc_key = sign_in.SigningKey(state_dir)
+        self.identity.oidc_key = self.oidc_key
         self.throttler = Throttler(self.config)
         self.faults = FaultRegistry(self.rng)
         self.delivery = DeliveryManager(self.state, self.config, self.rng)
@@ -131,6 +133,7 @@ class EmulatorApp:
                             start=self.clock.now())])
         with st.lock:
             seed_tenant(st, self.seed)
+            sign_in.seed_demo_profiles(st)
         return st
 
     def _apply_limits(self) -> None:
@@ -327,7 +330,7 @@ class EmulatorApp:
                 if req.method == "GET" and rest == ["oauth2", "v2.0", "authorize"]:
                     return self.identity.authorize(tenant, req)
                 if req.method == "GET" and rest == ["discovery", "v2.0", "keys"]:
-                    return json_response(200, {"keys": []})
+                    return sign_in.jwks_response(self.oidc_key)
         except AadError as err:
             return aad_error_response(err, self.clock.now())
         return json_response(404, {"error": "not_found",

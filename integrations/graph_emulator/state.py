@@ -222,6 +222,9 @@ class EmulatorState:
         self.sent_log: deque[dict[str, Any]] = deque(maxlen=50_000)
         self.sent_seq = 0
         self.service_account_upn: str | None = None
+        # Staff sign-in (sign_in.py): per user id {"app_roles", "amr", "groups"}.
+        self.sign_in_profiles: dict[str, dict[str, Any]] = {}
+        self.id_token_tamper: str | None = None
         self.notifier: NotificationSink | None = None
         self.tombstone_cap = 2000
         self.max_cursors = 20_000

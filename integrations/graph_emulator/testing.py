@@ -158,6 +158,22 @@ class ControlClient:
     def secrets(self, client_id: str) -> list[dict[str, Any]]:
         return self._call("GET", f"apps/{client_id}/secrets")["value"]
 
+    # staff sign-in (sign_in.py)
+    def set_app_roles(self, upn: str, roles: list[str]) -> dict[str, Any]:
+        return self._call("PUT", f"users/{upn}/app-roles", {"roles": roles})
+
+    def set_amr(self, upn: str, amr: list[str]) -> dict[str, Any]:
+        return self._call("PUT", f"users/{upn}/amr", {"amr": amr})
+
+    def set_groups(self, upn: str, groups: list[str]) -> dict[str, Any]:
+        return self._call("PUT", f"users/{upn}/groups", {"groups": groups})
+
+    def set_account_enabled(self, upn: str, enabled: bool) -> dict[str, Any]:
+        return self._call("PUT", f"users/{upn}/account-enabled", {"enabled": enabled})
+
+    def tamper_next_id_token(self, mode: str | None) -> None:
+        self._call("POST", "sign-in/tamper", {"mode": mode})
+
 
 class RunningEmulator:
     """Start ``python -m integrations.graph_emulator`` in a subprocess.
