@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from . import sign_in
 from .httptypes import (
     GraphError,
     Request,
@@ -33,7 +34,6 @@ from .httptypes import (
     opaque_token,
     text_response,
 )
-from . import sign_in
 from .state import App, EmulatorState
 
 GRAPH_RESOURCES = {

@@ -59,8 +59,8 @@ class SigningKey:
             tmp.replace(path)
         public_der = self.private.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        self.kid = base64.urlsafe_b64encode(hashlib.sha1(public_der).digest()).decode().rstrip(
-            "=")
+        digest = hashlib.sha256(public_der).digest()[:20]
+        self.kid = base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
     def jwks(self) -> dict[str, Any]:
         jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self.private.public_key(), as_dict=True)
