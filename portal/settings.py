@@ -67,6 +67,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
     "portal.access.middleware.SessionLifetimeMiddleware",
+    "portal.access.middleware.EntraRoleRecheckMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -152,7 +153,10 @@ else:
 # --- Authentication, sessions, login throttling -------------------------------------------
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # Passwords: refused for everyone but the break-glass accounts when SSO_ONLY is on.
+    "portal.access.backends.LocalPasswordBackend",
+    # Sessions started by "Sign in with Microsoft" (it authenticates nothing itself).
+    "portal.access.backends.EntraBackend",
     "portal.access.backends.AdminRoleBackend",
 ]
 LOGIN_URL = "login"
@@ -306,6 +310,48 @@ SYNC_LEASE_SECONDS = env_int("SYNC_LEASE_SECONDS", 330, minimum=30)
 # Interval syncs are spread over this many seconds so mailboxes don't all start at once.
 SYNC_SPREAD_SECONDS = env_int("SYNC_SPREAD_SECONDS", 120, minimum=0)
 CREDENTIAL_GRACE_HOURS = env_int("CREDENTIAL_GRACE_HOURS", 24, minimum=0)
+# --- Staff sign-in with Microsoft Entra ID (docs/sso.md) -----------------------------------
+SSO_ENABLED = env_bool("SSO_ENABLED", False)
+# The same tenant as the integration unless told otherwise; its GUID (tokens carry it as tid).
+SSO_TENANT_ID = env_str("SSO_TENANT_ID", MICROSOFT_TENANT_ID)
+SSO_AUTHORITY_HOST = env_str("SSO_AUTHORITY_HOST", MICROSOFT_AUTHORITY_HOST).rstrip("/")
+# Empty: the integration's registration (and its active client secret) signs people in too.
+SSO_CLIENT_ID = env_str("SSO_CLIENT_ID", MICROSOFT_CLIENT_ID)
+SSO_CLIENT_SECRET = env_secret("SSO_CLIENT_SECRET")
+# Empty: built from the request (https://<host>/login/microsoft/callback).
+SSO_REDIRECT_URI = env_str("SSO_REDIRECT_URI")
+SSO_PROMPT = env_str("SSO_PROMPT", "select_account")
+SSO_ROLE_RECHECK_MINUTES = env_int("SSO_ROLE_RECHECK_MINUTES", 15, minimum=1, maximum=1440)
+SSO_TRUST_ENTRA_MFA = env_bool("SSO_TRUST_ENTRA_MFA", False)
+SSO_ONLY = env_bool("SSO_ONLY", False)
+SSO_BREAK_GLASS_ACCOUNTS = env_list("SSO_BREAK_GLASS_ACCOUNTS")
+
+
+def _role_pairs(name: str, default: list[str], key_is_role: bool) -> dict[str, str]:
+    from portal.access.roles import ROLES
+
+    pairs: dict[str, str] = {}
+    for item in env_list(name, default):
+        left, sep, right = (part.strip() for part in item.partition("="))
+        role = left if key_is_role else right
+        if not sep or not left or not right or role not in ROLES:
+            shape = "role=AppRoleValue" if key_is_role else "group-object-id=role"
+            raise ImproperlyConfigured(f"{name} entries look like {shape} with a role among "
+                                       f"{', '.join(ROLES)}; {item!r} is not one.")
+        pairs[left] = right
+    return pairs
+
+
+# portal role -> the app role's value on the registration ("Portal.Viewer", ...).
+SSO_APP_ROLES = _role_pairs("SSO_APP_ROLES", ["viewer=Portal.Viewer", "support=Portal.Support",
+                                              "operator=Portal.Operator", "admin=Portal.Admin"],
+                            key_is_role=True)
+# Entra group object id -> portal role (optional; needs the groups claim on the registration).
+SSO_GROUP_ROLE_MAP = _role_pairs("SSO_GROUP_ROLE_MAP", [], key_is_role=False)
+if SSO_ENABLED and not (SSO_TENANT_ID and SSO_CLIENT_ID):
+    raise ImproperlyConfigured("SSO_ENABLED needs SSO_TENANT_ID and SSO_CLIENT_ID (or the "
+                               "integration's MICROSOFT_TENANT_ID and MICROSOFT_CLIENT_ID).")
+
 EMULATOR_PORT = env_int("EMULATOR_PORT", 8443, minimum=1, maximum=65535)
 EMULATOR_STATE_DIR = Path(env_str("EMULATOR_STATE_DIR", str(BASE_DIR / ".emulator")))
 

@@ -21,3 +21,4 @@ class AccessConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(_sync_roles_after_migrate, sender=self)
+        from portal.access import signals  # noqa: F401  (connects the sign-in receivers)

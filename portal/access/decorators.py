@@ -51,7 +51,10 @@ def requires(codename: str) -> Callable[[ViewFunc], ViewFunc]:
 def needs_second_factor(request: HttpRequest) -> bool:
     from django.conf import settings
 
-    return bool(settings.REQUIRE_MFA) and not request.user.is_verified()
+    from portal.access.sso import entra_mfa_trusted
+
+    return (bool(settings.REQUIRE_MFA) and not request.user.is_verified()
+            and not entra_mfa_trusted(request))
 
 
 def second_factor_redirect(request: HttpRequest) -> HttpResponse:

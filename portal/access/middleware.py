@@ -9,6 +9,9 @@ from django.conf import settings
 from django.contrib.auth import logout
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from portal.access import sso
 
 logger = logging.getLogger(__name__)
 
@@ -70,4 +73,23 @@ class SessionLifetimeMiddleware:
                 request.session[SESSION_STARTED_KEY] = now
             elif now - started > settings.SESSION_MAX_HOURS * 3600:
                 logout(request)
+        return self.get_response(request)
+
+
+class EntraRoleRecheckMiddleware:
+    """Re-ask Entra (silent refresh) what an SSO session may do every SSO_ROLE_RECHECK_MINUTES:
+    a role removed or an account disabled in Entra ends the session; a changed role applies."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.user.is_authenticated and sso.recheck_due(request):
+            why = sso.recheck(request)
+            if why:
+                logout(request)
+                return render(request, "registration/sso_refused.html", {
+                    "message": "Your portal access was re-checked with Microsoft Entra ID and "
+                               "has ended (your role was removed or your account disabled). "
+                               "Sign in again if you think that is wrong."}, status=403)
         return self.get_response(request)

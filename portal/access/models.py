@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 from portal.access.roles import PERMISSIONS
@@ -12,3 +13,46 @@ class AccessPolicy(models.Model):
         managed = False
         default_permissions = ()
         permissions = list(PERMISSIONS.items())
+
+
+class EntraAccount(models.Model):
+    """Links a portal account to a person in Microsoft Entra ID, by tenant + object id (oid).
+
+    Never by e-mail or UPN: those can be renamed and reassigned; the oid cannot. An account
+    with this link is SSO-managed: its role comes from Entra at every sign-in and re-check.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="entra_account")
+    tenant_id = models.CharField(max_length=36)
+    object_id = models.CharField(max_length=36)
+    upn = models.CharField("user principal name", max_length=255, blank=True)
+    # What Entra last granted (app role values, and group ids that matched the map).
+    grants = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant_id", "object_id"],
+                                               name="entra_account_unique_oid")]
+
+    def __str__(self) -> str:
+        return f"{self.upn or self.object_id} (Entra)"
+
+
+class LastSignIn(models.Model):
+    """When and how a person last signed in (the users page shows it)."""
+
+    class Method(models.TextChoices):
+        PASSWORD = "password", "Password"
+        BREAK_GLASS = "break-glass", "Password (break-glass account)"
+        ENTRA = "entra", "Microsoft Entra ID"
+        ENTRA_MFA = "entra-mfa", "Microsoft Entra ID with MFA"
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="last_sign_in")
+    at = models.DateTimeField()
+    method = models.CharField(max_length=20, choices=Method.choices)
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.method} at {self.at:%Y-%m-%d %H:%M}"

@@ -29,9 +29,12 @@ def _check_role(role: str) -> None:
         raise UserError(f"Unknown role {role!r}; choose one of {', '.join(ROLES)}.")
 
 
-def _set_role(user: AbstractBaseUser, role: str) -> None:
+def apply_role(user: AbstractBaseUser, role: str) -> None:
+    """Make `role` the user's only role group ('' removes every role). Not audited: callers
+    record why (an admin's choice, or what Entra said)."""
     user.groups.remove(*Group.objects.filter(name__in=ROLES))
-    user.groups.add(Group.objects.get(name=role))
+    if role:
+        user.groups.add(Group.objects.get(name=role))
     user.__dict__.pop("_portal_role", None)
     for cache in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
         user.__dict__.pop(cache, None)
@@ -56,10 +59,14 @@ def create_user(actor: Actor, username: str, role: str, password: str | None = N
         raise UserError("The password is too weak: " + " ".join(exc.messages)) from None
     with transaction.atomic():
         user = User.objects.create_user(username=username, email=email, password=password)
-        _set_role(user, role)
+        apply_role(user, role)
         record("user.create", actor=actor, target_type="user", target_id=user.pk,
                params={"username": username, "role": role})
     return user, password
+
+
+def is_sso_managed(user: AbstractBaseUser) -> bool:
+    return hasattr(user, "entra_account")
 
 
 def get_user(username: str) -> AbstractBaseUser:
@@ -73,9 +80,14 @@ def set_role(actor: Actor, username: str, role: str) -> AbstractBaseUser:
     require(actor, "manage_users", action="user.set_role", target_type="user", target_id=username)
     _check_role(role)
     user = get_user(username)
+    if is_sso_managed(user):
+        raise UserError(f"{username} signs in with Microsoft: their role comes from the app "
+                        "roles assigned in Entra ID. Change it there (Enterprise applications "
+                        "→ the portal → Users and groups); it applies at their next sign-in or "
+                        "role re-check.")
     before = role_of(user)
     with transaction.atomic():
-        _set_role(user, role)
+        apply_role(user, role)
         record("user.set_role", actor=actor, target_type="user", target_id=user.pk,
                params={"username": username, "before": before, "after": role})
     return user

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.conf import settings
-from django.contrib.auth.views import redirect_to_login
+from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.views import LoginView, redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from portal.access import mfa
+from portal.access import mfa, sso
+from portal.access.backends import is_break_glass, password_allowed
 from portal.access.decorators import public
+from portal.access.sso import entra_mfa_trusted
 
 
 def _next(request: HttpRequest) -> str:
@@ -25,7 +30,7 @@ def second_factor(request: HttpRequest) -> HttpResponse:
     user = request.user
     if not user.is_authenticated:
         return redirect_to_login(request.get_full_path())
-    if user.is_verified():
+    if user.is_verified() or entra_mfa_trusted(request):
         return redirect(_next(request))
     enrolled = mfa.confirmed_device(user) is not None
     error = ""
@@ -43,3 +48,64 @@ def second_factor(request: HttpRequest) -> HttpResponse:
         context["secret"] = device.config_url.split("secret=")[1].split("&")[0]
     return render(request, "registration/second_factor.html", context,
                   status=400 if error else 200)
+
+
+SSO_ONLY_MESSAGE = ("Sign in with Microsoft: password sign-in is kept for named break-glass "
+                    "accounts only.")
+
+
+class PortalAuthenticationForm(AuthenticationForm):
+    """Username + password, refused up front (with the reason) where SSO owns the account."""
+
+    def clean(self) -> dict:
+        username = (self.cleaned_data.get("username") or "").strip()
+        if username and settings.SSO_ENABLED:
+            account = get_user_model().objects.filter(username__iexact=username).first()
+            if account is not None and not password_allowed(account):
+                raise forms.ValidationError(SSO_ONLY_MESSAGE, code="sso_only")
+            if account is None and settings.SSO_ONLY and not is_break_glass(username):
+                raise forms.ValidationError(SSO_ONLY_MESSAGE, code="sso_only")
+        return super().clean()
+
+
+class PortalLoginView(LoginView):
+    authentication_form = PortalAuthenticationForm
+    redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs: object) -> dict:
+        context = super().get_context_data(**kwargs)
+        context.update(sso_enabled=sso.enabled(),
+                       sso_only=settings.SSO_ENABLED and settings.SSO_ONLY)
+        return context
+
+
+def _refused(request: HttpRequest, refused: sso.SignInRefused) -> HttpResponse:
+    return render(request, "registration/sso_refused.html", {"message": refused.message},
+                  status=refused.status)
+
+
+@public  # the start of a sign-in
+def sign_in_with_microsoft(request: HttpRequest) -> HttpResponse:
+    if not sso.enabled():
+        return render(request, "registration/sso_refused.html", {
+            "message": "Sign-in with Microsoft is not switched on here."}, status=404)
+    try:
+        return redirect(sso.begin(request, _next(request)))
+    except sso.SignInRefused as refused:
+        return _refused(request, refused)
+
+
+@public  # Microsoft's redirect back; MSAL + the id token checks decide who this is
+def sign_in_with_microsoft_callback(request: HttpRequest) -> HttpResponse:
+    if not sso.enabled():
+        return render(request, "registration/sso_refused.html", {
+            "message": "Sign-in with Microsoft is not switched on here."}, status=404)
+    try:
+        signed = sso.complete(request)
+    except sso.SignInRefused as refused:
+        return _refused(request, refused)
+    sso.log_in(request, signed)
+    target = signed.next_url if url_has_allowed_host_and_scheme(
+        signed.next_url, allowed_hosts={request.get_host()},
+        require_https=request.is_secure()) else ""
+    return redirect(target or settings.LOGIN_REDIRECT_URL)

@@ -7,8 +7,16 @@ class AlertsConfig(AppConfig):
     verbose_name = "Alerts"
 
     def ready(self) -> None:
+        from portal.access.signals import break_glass_used
         from portal.alerts import rules  # noqa: F401  (defines the threshold settings)
         from portal.jobs.schedules import register
 
         register("alerts.evaluate", "portal.alerts.tasks.evaluate_alerts", 1)
         register("audit.verify_chain", "portal.alerts.tasks.check_audit_chain", 60)
+        break_glass_used.connect(_raise_break_glass_alert, dispatch_uid="break-glass-alert")
+
+
+def _raise_break_glass_alert(sender: object, **kwargs: object) -> None:
+    from portal.alerts.services import evaluate_rule
+
+    evaluate_rule("break_glass_sign_in")

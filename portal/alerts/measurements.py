@@ -63,3 +63,11 @@ def audit_chain_ok() -> bool | None:
 
     latest = AuditChainCheck.objects.order_by("-id").values_list("ok", flat=True).first()
     return latest
+
+
+def break_glass_sign_ins(within: timedelta) -> int:
+    """Password sign-ins by break-glass accounts (audited as auth.break_glass) lately."""
+    from portal.audit.models import AuditEvent
+
+    return AuditEvent.objects.filter(action="auth.break_glass",
+                                     created_at__gte=timezone.now() - within).count()

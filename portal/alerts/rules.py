@@ -119,6 +119,16 @@ def _audit_chain() -> Verdict:
                    if ok is False else "The audit chain verified.")
 
 
+BREAK_GLASS_WINDOW = timedelta(hours=24)
+
+
+def _break_glass() -> Verdict:
+    count = measurements.break_glass_sign_ins(BREAK_GLASS_WINDOW)
+    return Verdict(count > 0, count, 0,
+                   f"{count} break-glass password sign-ins in the last 24 h (see the audit "
+                   "log, action auth.break_glass).")
+
+
 RULES: tuple[Rule, ...] = (
     Rule("subscription_expiring", "Webhook subscription expiring", _subscription_expiry,
          "Subscriptions page → Set up all (or `manage.py setup_webhooks`)."),
@@ -136,4 +146,7 @@ RULES: tuple[Rule, ...] = (
          "Start the sync-worker (Kubernetes: sync-worker Deployment)."),
     Rule("audit_chain_broken", "Audit chain broken", _audit_chain,
          "Run `manage.py verify_audit_chain`; treat as a security incident."),
+    Rule("break_glass_sign_in", "Break-glass account used", _break_glass,
+         "Confirm with the person who used it why Entra sign-in was not possible; rotate its "
+         "password afterwards. Audit log → auth.break_glass."),
 )

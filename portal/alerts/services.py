@@ -39,6 +39,13 @@ def evaluate_all() -> list[AlertEvent]:
     return changes
 
 
+def evaluate_rule(name: str) -> AlertEvent | None:
+    """Evaluate one rule now (an event that must not wait for the next periodic run)."""
+    rule = next(r for r in RULES if r.name == name)
+    verdict = rule.evaluate()
+    return _apply(rule, verdict.firing, verdict.value, verdict.threshold, verdict.message)
+
+
 def _apply(rule: Rule, firing: bool, value: float | None, threshold: float,
            message: str) -> AlertEvent | None:
     now = timezone.now()

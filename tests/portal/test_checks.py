@@ -104,3 +104,34 @@ def test_a_short_secret_key_is_refused_in_production():
     result = _manage(["check"], **{**PRODUCTION, "SECRET_KEY": "short"})
     assert result.returncode != 0
     assert "SECRET_KEY must be at least 50 characters" in result.stderr
+
+
+SSO_PRODUCTION = {
+    **PRODUCTION,
+    "SSO_ENABLED": "true",
+    "SSO_TENANT_ID": "8d2f6c5e-4b1a-4f0e-9c3d-2a7b6e5f4d3c",
+    "SSO_CLIENT_ID": "3f1e2d4c-5b6a-4978-8c9d-0e1f2a3b4c5d",
+    "SSO_CLIENT_SECRET": "not-a-real-secret-but-long-enough-to-look-like-one",
+    "SSO_REDIRECT_URI": "https://portal.example.com/login/microsoft/callback",
+    "SSO_ONLY": "true",
+    "SSO_BREAK_GLASS_ACCOUNTS": "breakglass-1",
+    "SSO_TRUST_ENTRA_MFA": "true",
+}
+
+
+def test_a_production_configuration_with_sso_passes_check_deploy():
+    result = _manage(["check", "--deploy", "--fail-level", "WARNING"], **SSO_PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("change", "check_id"), [
+    ({"SSO_TENANT_ID": "contoso.onmicrosoft.com"}, "portal.E040"),
+    ({"SSO_CLIENT_SECRET": ""}, "portal.E042"),
+    ({"SSO_REDIRECT_URI": "http://portal.example.com/login/microsoft/callback"},
+     "portal.W042"),
+    ({"SSO_BREAK_GLASS_ACCOUNTS": ""}, "portal.W043"),
+])
+def test_unsafe_sso_settings_fail_check_deploy(change, check_id):
+    result = _manage(["check", "--deploy", "--fail-level", "WARNING"],
+                     **{**SSO_PRODUCTION, **change})
+    assert result.returncode != 0 and check_id in result.stdout + result.stderr
