@@ -8,6 +8,7 @@ Secrets may also come from `<NAME>_FILE` (a path, as Kubernetes and Docker secre
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -89,6 +90,19 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     if value is None:
         return list(default or [])
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_networks(name: str, default: list[str] | None = None) -> list[str]:
+    """Comma-separated IP addresses or networks (`10.0.0.0/8`, `192.0.2.7`, `fd00::/8`)."""
+    values = env_list(name, default)
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} must list IP addresses or networks (like 10.0.0.0/8), not {value!r}."
+            ) from None
+    return values
 
 
 def env_secret(name: str, default: str | None = None, *, required: bool = False) -> str:

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from portal.access.addresses import from_api_trusted_network
 from portal.access.decorators import public
 from portal.alerts import measurements
 
@@ -185,13 +186,11 @@ class PortalCollector(Collector):
 
 
 def _authorised(request: HttpRequest) -> bool:
-    from portal.api.framework import _in_trusted_network
-
     expected = settings.METRICS_TOKEN
     header = request.headers.get("Authorization", "")
     if expected and header.lower().startswith("bearer "):
         return hmac.compare_digest(header[7:].strip().encode(), expected.encode())
-    return _in_trusted_network(request)
+    return from_api_trusted_network(request)
 
 
 @public  # guarded by METRICS_TOKEN or API_TRUSTED_NETWORKS, as Prometheus cannot sign in

@@ -14,7 +14,15 @@ from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
 from portal.dburl import parse_database_url
-from portal.env import env_bool, env_float, env_int, env_list, env_secret, env_str
+from portal.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_networks,
+    env_secret,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 if not env_bool("PORTAL_IGNORE_DOTENV", False):
@@ -177,7 +185,9 @@ OTP_TOTP_ISSUER = "Fleet Graph Portal"
 
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+# Per username and the client's real address (behind a proxy too), never per proxy.
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_CLIENT_IP_CALLABLE = "portal.access.addresses.client_ip"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
@@ -214,12 +224,19 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-# Client addresses come from REMOTE_ADDR unless a proxy we trust sets X-Forwarded-For.
-TRUST_X_FORWARDED_FOR = env_bool("TRUST_X_FORWARDED_FOR", False)
+# Client addresses: REMOTE_ADDR, unless the peer is one of these reverse proxies; then the
+# right-most X-Forwarded-For hop that is not one of them (portal/access/addresses.py).
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
+if env_bool("TRUST_X_FORWARDED_FOR", False):
+    # It believed the left-most hop, which any caller can write.
+    raise ImproperlyConfigured(
+        "TRUST_X_FORWARDED_FOR is gone: list your reverse proxies' addresses or networks in "
+        "TRUSTED_PROXIES instead (X-Forwarded-For is read only from them)."
+    )
 
 # --- API ----------------------------------------------------------------------------------
 # Networks whose callers may read /api/metrics/* without a token (the runbook's curls do).
-API_TRUSTED_NETWORKS = env_list("API_TRUSTED_NETWORKS", ["127.0.0.1/32", "::1/128"])
+API_TRUSTED_NETWORKS = env_networks("API_TRUSTED_NETWORKS", ["127.0.0.1/32", "::1/128"])
 
 # --- Alerts and metrics ---------------------------------------------------------------------
 # Who gets alert e-mails (Django's EMAIL_* settings send them), comma-separated.

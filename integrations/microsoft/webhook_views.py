@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from integrations.microsoft import notifications
-from portal.access.actors import client_ip
+from portal.access.addresses import client_ip
 from portal.access.decorators import public
 
 logger = logging.getLogger(__name__)

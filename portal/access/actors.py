@@ -6,9 +6,9 @@ import getpass
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.http import HttpRequest
 
+from portal.access.addresses import client_ip
 from portal.access.roles import ADMIN, ROLES
 
 SYSTEM_ROLE = "system"
@@ -26,14 +26,6 @@ def role_of(user: Any) -> str:
         cached = next((role for role in reversed(ROLES) if role in names), "")
         user._portal_role = cached
     return cached
-
-
-def client_ip(request: HttpRequest) -> str:
-    if settings.TRUST_X_FORWARDED_FOR:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip()[:45]
-    return request.META.get("REMOTE_ADDR", "")[:45]
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ as a form; every body is therefore read as JSON, whatever it is labelled.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 from collections.abc import Callable
@@ -14,12 +13,12 @@ from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from portal.access.actors import Actor, client_ip
+from portal.access.actors import Actor
+from portal.access.addresses import from_api_trusted_network
 from portal.access.authz import require
 from portal.access.roles import PERMISSIONS
 from portal.api.tokens import authenticate
@@ -52,15 +51,6 @@ class Endpoint:
 
 
 ENDPOINTS: list[Endpoint] = []
-
-
-def _in_trusted_network(request: HttpRequest) -> bool:
-    try:
-        address = ipaddress.ip_address(client_ip(request))
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(network, strict=False)
-               for network in settings.API_TRUSTED_NETWORKS)
 
 
 def _bearer(request: HttpRequest) -> str | None:
@@ -151,7 +141,7 @@ def _authenticate(request: HttpRequest, trusted_network: bool) -> Actor:
             raise ApiError(401, "unauthorized", "The bearer token is unknown, expired or revoked.")
         request.api_token = token
         return Actor.from_request(request)
-    if trusted_network and _in_trusted_network(request):
+    if trusted_network and from_api_trusted_network(request):
         base = Actor.from_request(request)
         return Actor(kind="system", name=f"trusted-network:{base.ip}", role="system",
                      ip=base.ip, user_agent=base.user_agent, request_id=base.request_id)

@@ -1,5 +1,6 @@
 """The deployment files: names and keys the runbook uses, and wiring the portal reads."""
 
+import ipaddress
 import re
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def by_kind_and_name():
 
 def settings_read_from_environment() -> set[str]:
     source = (Path(settings.BASE_DIR) / "portal" / "settings.py").read_text()
-    return set(re.findall(r'env_(?:str|bool|int|list|secret)\(\s*"([A-Z0-9_]+)"', source))
+    return set(re.findall(r'env_(?:str|bool|int|list|networks|secret)\(\s*"([A-Z0-9_]+)"', source))
 
 
 def containers(doc):
@@ -70,6 +71,14 @@ def test_deployments_wire_every_variable_to_a_setting_and_a_real_key(name):
     security = container["securityContext"]
     assert security["runAsNonRoot"] and not security["allowPrivilegeEscalation"]
     assert container["resources"]["requests"] and container["resources"]["limits"]
+
+
+def test_client_addresses_come_only_from_the_ingress_proxies():
+    config = by_kind_and_name()[("ConfigMap", "fleet-portal-config")]["data"]
+    assert "TRUST_X_FORWARDED_FOR" not in config  # it believed any caller's header
+    proxies = [ipaddress.ip_network(value.strip(), strict=False)
+               for value in config["TRUSTED_PROXIES"].split(",")]
+    assert proxies and all(network.is_private and network.prefixlen >= 8 for network in proxies)
 
 
 def test_the_web_probes_point_at_real_endpoints():
