@@ -235,6 +235,11 @@ if env_bool("TRUST_X_FORWARDED_FOR", False):
     )
 
 # --- API ----------------------------------------------------------------------------------
+# Refused API credentials allowed per client address and per token prefix in each window;
+# past it the API answers 429 with Retry-After (portal/access/credential_limits.py).
+API_AUTH_FAILURE_LIMIT = env_int("API_AUTH_FAILURE_LIMIT", 20, minimum=1)
+API_AUTH_FAILURE_WINDOW_SECONDS = env_int("API_AUTH_FAILURE_WINDOW_SECONDS", 300, minimum=10,
+                                          maximum=86_400)
 # Networks whose callers may read /api/metrics/* without a token (the runbook's curls do).
 API_TRUSTED_NETWORKS = env_networks("API_TRUSTED_NETWORKS", ["127.0.0.1/32", "::1/128"])
 

@@ -20,5 +20,9 @@ class AccessConfig(AppConfig):
     verbose_name = "Access control"
 
     def ready(self) -> None:
-        post_migrate.connect(_sync_roles_after_migrate, sender=self)
         from portal.access import signals  # noqa: F401  (connects the sign-in receivers)
+        from portal.jobs.schedules import register
+
+        post_migrate.connect(_sync_roles_after_migrate, sender=self)
+        register("access.prune_credential_failures",
+                 "portal.access.tasks.prune_credential_failures", 24 * 60)

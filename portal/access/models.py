@@ -56,3 +56,37 @@ class LastSignIn(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} {self.method} at {self.at:%Y-%m-%d %H:%M}"
+
+
+class CredentialFailure(models.Model):
+    """Security counter: refused credentials from one source in one time window.
+
+    One row per (scope, key, window), counted up, instead of one audit row per attempt: an
+    unauthenticated caller must not be able to grow the append-only audit log (issue 11).
+    `key` is the client's address (IPv6 by /64) or a token's public prefix, never a secret.
+    """
+
+    class Scope(models.TextChoices):
+        ADDRESS = "address", "Client address"
+        TOKEN_PREFIX = "token_prefix", "Token prefix"
+
+    scope = models.CharField(max_length=16, choices=Scope.choices)
+    key = models.CharField(max_length=64)
+    window_start = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+    refused = models.PositiveIntegerField(
+        default=0, help_text="Attempts answered 429 because the limit was reached")
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    last_reason = models.CharField(max_length=100, blank=True)
+    last_path = models.CharField(max_length=255, blank=True)
+    last_address = models.CharField(max_length=45, blank=True)
+
+    class Meta:
+        ordering = ["-window_start", "scope", "key"]
+        constraints = [models.UniqueConstraint(fields=["scope", "key", "window_start"],
+                                               name="access_credential_failure_unique")]
+        indexes = [models.Index(fields=["window_start"], name="access_cred_failure_window")]
+
+    def __str__(self) -> str:
+        return f"{self.window_start:%Y-%m-%d %H:%M} {self.scope} {self.key}: {self.count}"

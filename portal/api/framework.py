@@ -17,25 +17,32 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from portal.access import credential_limits
 from portal.access.actors import Actor
 from portal.access.addresses import from_api_trusted_network
 from portal.access.authz import require
 from portal.access.roles import PERMISSIONS
+from portal.api.models import public_prefix
 from portal.api.tokens import authenticate
-from portal.audit.services import record
 
 logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, error: str, detail: str = "") -> None:
+    def __init__(self, status: int, error: str, detail: str = "", *,
+                 retry_after: int | None = None) -> None:
         super().__init__(detail or error)
         self.status, self.error, self.detail = status, error, detail
+        self.retry_after = retry_after
 
 
-def error_response(status: int, error: str, detail: str = "") -> JsonResponse:
-    return JsonResponse({"error": error, "detail": detail}, status=status)
+def error_response(status: int, error: str, detail: str = "",
+                   retry_after: int | None = None) -> JsonResponse:
+    response = JsonResponse({"error": error, "detail": detail}, status=status)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 @dataclass
@@ -115,7 +122,7 @@ def api_endpoint(
                 body = _read_json_body(request) if method in {"POST", "PUT", "PATCH"} else {}
                 result = view(request, actor, body, *args, **kwargs)
             except ApiError as exc:
-                return error_response(exc.status, exc.error, exc.detail)
+                return error_response(exc.status, exc.error, exc.detail, exc.retry_after)
             except PermissionDenied as exc:
                 return error_response(403, "forbidden", str(exc))
             if isinstance(result, HttpResponse):
@@ -130,14 +137,27 @@ def api_endpoint(
     return decorator
 
 
+def _too_many_failures(wait: int) -> ApiError:
+    return ApiError(429, "too_many_failures",
+                    f"Too many refused credentials from here; try again in {wait} s.",
+                    retry_after=wait)
+
+
 def _authenticate(request: HttpRequest, trusted_network: bool) -> Actor:
+    # Refused credentials are counted (credential_limits), not audited one row each: an
+    # unauthenticated caller must not be able to grow the append-only audit log.
     raw = _bearer(request)
     if raw is not None:
+        wait = credential_limits.wait_before_trying(request)
+        if wait:
+            raise _too_many_failures(wait)
         token = authenticate(raw)
         if token is None:
-            actor = Actor.from_request(request)
-            record("api.authenticate", actor=actor, target_type="url", target_id=request.path,
-                   outcome="denied", reason="unknown, expired or revoked token")
+            wait = credential_limits.record_failure(
+                request, token_prefix=public_prefix(raw) or credential_limits.OTHER_PREFIX,
+                reason="unknown, expired or revoked token")
+            if wait:
+                raise _too_many_failures(wait)
             raise ApiError(401, "unauthorized", "The bearer token is unknown, expired or revoked.")
         request.api_token = token
         return Actor.from_request(request)
@@ -146,6 +166,8 @@ def _authenticate(request: HttpRequest, trusted_network: bool) -> Actor:
         return Actor(kind="system", name=f"trusted-network:{base.ip}", role="system",
                      ip=base.ip, user_agent=base.user_agent, request_id=base.request_id)
     if request.method != "GET":
-        record("api.authenticate", actor=Actor.from_request(request), target_type="url",
-               target_id=request.path, outcome="denied", reason="no bearer token")
+        wait = credential_limits.record_failure(request, token_prefix=None,
+                                                reason="no bearer token")
+        if wait:
+            raise _too_many_failures(wait)
     raise ApiError(401, "unauthorized", "Send an API token: Authorization: Bearer <token>.")

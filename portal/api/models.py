@@ -20,6 +20,16 @@ def new_token_value() -> tuple[str, str]:
     return f"{TOKEN_PREFIX}{visible}_{secrets.token_urlsafe(32)}", f"{TOKEN_PREFIX}{visible}"
 
 
+def public_prefix(raw: str) -> str | None:
+    """The visible `fgp_xxxxxxxx` part of a value shaped like one of our tokens, else None."""
+    head, sep, _ = raw[len(TOKEN_PREFIX):].partition("_")
+    if not raw.startswith(TOKEN_PREFIX) or not sep or len(head) != 8:
+        return None
+    if any(char not in "0123456789abcdef" for char in head):
+        return None
+    return f"{TOKEN_PREFIX}{head}"
+
+
 class ApiToken(models.Model):
     """A bearer token for machine clients. Only its SHA-256 is stored."""
 

@@ -6,6 +6,7 @@ import pytest
 from django.core.management import call_command
 
 from portal.access.actors import Actor
+from portal.access.models import CredentialFailure
 from portal.api.models import ApiToken
 from portal.api.tokens import create_token
 from portal.audit.models import AuditEvent
@@ -112,11 +113,13 @@ class TestAuthentication:
         assert response.status_code == 401
         assert response.json()["error"] == "unauthorized"
 
-    def test_a_revoked_or_expired_token_is_401_and_audited(self, client, token_for):
+    def test_a_revoked_or_expired_token_is_401_and_counted(self, client, token_for):
         token = token_for("viewer")
+        stored = ApiToken.objects.get()
         ApiToken.objects.update(revoked_at="2026-01-01T00:00:00Z")
         assert client.get("/api/queue/dead-letter", **auth(token)).status_code == 401
-        assert AuditEvent.objects.filter(action="api.authenticate", outcome="denied").exists()
+        counted = CredentialFailure.objects.get(scope="token_prefix")
+        assert (counted.key, counted.count) == (stored.prefix, 1)
 
     def test_a_token_is_narrowed_by_its_scopes(self, client, token_for):
         token = token_for("operator", ["view_console"])
