@@ -43,8 +43,8 @@ NAV_BY_ROLE = {
     "viewer": [*_NAV_COMMON, "Settings"],
     "support": [*_NAV_COMMON, "Verify", "Settings", "Audit log"],
     "operator": [*_NAV_COMMON, "Verify", "Settings", "Audit log"],
-    "admin": [*_NAV_COMMON, "Verify", "Settings", "Credentials", "API tokens", "Recovery",
-              "Audit log", "Django admin"],
+    "admin": [*_NAV_COMMON, "Verify", "Settings", "Credentials", "API tokens", "People",
+              "Recovery", "Audit log", "Django admin"],
 }
 
 

@@ -25,6 +25,7 @@ NAV_ITEMS: tuple[NavItem, ...] = (
     NavItem("Settings", "console:settings", "view_console"),
     NavItem("Credentials", "console:credentials", "view_secrets_metadata"),
     NavItem("API tokens", "console:tokens", "manage_api_tokens"),
+    NavItem("People", "console:people", "manage_users"),
     NavItem("Recovery", "console:recovery", "run_recovery"),
     NavItem("Audit log", "console:audit", "view_audit"),
     NavItem("Django admin", "admin:index", "use_django_admin"),
