@@ -1,0 +1,96 @@
+"""Sign in with Microsoft in a real browser, through the emulator's sign-in page."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.conftest import NAV_BY_ROLE
+from tests.portal.access.sso_support import (  # noqa: F401  (fixtures)
+    ENTRA_STAFF,
+    NO_ROLE,
+    configure,
+    emulator,
+    graph_emulator,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def browser_context_args(browser_context_args: dict) -> dict:
+    # The emulator's certificate comes from its own local CA.
+    return {**browser_context_args, "ignore_https_errors": True}
+
+
+@pytest.fixture
+def entra(settings, emulator, live_server):  # noqa: F811
+    configure(settings, emulator, live_server.url)
+    return emulator
+
+
+# Portal-wide, not of these pages, being fixed with the shared browser fixture (hk-a): the
+# dashboard's live refresh evaluates its trigger filter (CSP unsafe-eval) and there is no
+# favicon. Everything else seen on the way (emulator pages included) fails the test.
+KNOWN_ELSEWHERE = ("/favicon.ico", "unsafe-eval")
+
+
+@pytest.fixture
+def problems(page):
+    """Console errors, page errors, CSP violations and failed requests: each fails the test."""
+    seen: list[str] = []
+    page.on("console", lambda m: seen.append(f"console {m.type}: {m.text} at {m.location}")
+            if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: seen.append(f"page error: {e}"))
+    page.on("requestfailed", lambda r: seen.append(f"failed: {r.url} {r.failure}"))
+    page.on("response", lambda r: seen.append(f"HTTP {r.status}: {r.url}")
+            if r.status >= 400 else None)
+    yield seen
+    real = [p for p in seen if not any(known in p for known in KNOWN_ELSEWHERE)]
+    assert not real, real
+
+
+def _sign_in_with_microsoft(page, live_server, name):
+    page.goto(live_server.url + "/login/")
+    page.get_by_role("link", name="Sign in with Microsoft").click()
+    expect(page.get_by_role("heading", name="Graph emulator — sign in")).to_be_visible()
+    page.get_by_role("link", name=name, exact=True).click()
+
+
+@pytest.mark.parametrize(("role", "name"), [("viewer", "Sofia Marchetti"),
+                                            ("support", "Priya Raman"),
+                                            ("operator", "Hannah Lindqvist"),
+                                            ("admin", "Maria Kowalski")])
+def test_each_role_signs_in_with_microsoft(page, live_server, entra, problems, screenshot,
+                                           role, name):
+    _sign_in_with_microsoft(page, live_server, name)
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    nav = page.get_by_role("navigation", name="Main")
+    expect(nav.get_by_role("link")).to_have_text(NAV_BY_ROLE[role])
+    expect(page.locator(".whoami .badge")).to_have_text(role)
+    if role == "admin":
+        screenshot("sso-sign-in-admin")
+
+
+def test_no_role_gets_a_clear_page(page, live_server, entra, problems, screenshot):
+    _sign_in_with_microsoft(page, live_server, "Erik Johansson")
+    expect(page.get_by_role("heading", name="Not signed in")).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("no portal role is assigned to you")
+    screenshot("sso-no-role")
+    # The refusal itself is the one expected 403 (the page above); nothing else may fail.
+    problems[:] = [p for p in problems if "/login/microsoft/callback" not in p]
+
+
+def test_a_role_change_in_entra_shows_at_the_next_sign_in_and_on_people(
+        page, live_server, entra, problems, screenshot):
+    _sign_in_with_microsoft(page, live_server, "Sofia Marchetti")
+    expect(page.locator(".whoami .badge")).to_have_text("viewer")
+    page.get_by_role("button", name="Sign out").click()
+    entra.control.set_app_roles(ENTRA_STAFF["viewer"], ["Portal.Admin"])
+    _sign_in_with_microsoft(page, live_server, "Sofia Marchetti")
+    expect(page.locator(".whoami .badge")).to_have_text("admin")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="People").click()
+    row = page.get_by_role("row").filter(has_text=ENTRA_STAFF["viewer"])
+    expect(row).to_contain_text("Entra ID")
+    expect(row).to_contain_text("Microsoft Entra ID with MFA")
+    screenshot("people")
