@@ -148,6 +148,9 @@ class Command(BaseCommand):
             "MICROSOFT_AUTHORITY_HOST": tenant["authority_host"],
             "MICROSOFT_GRAPH_URL": tenant["graph_url"],
             "MICROSOFT_CA_BUNDLE": tenant["ca_bundle"],
+            # "Sign in with Microsoft" against the emulator's demo staff (docs/sso.md).
+            "SSO_ENABLED": "true",
+            "SSO_TRUST_ENTRA_MFA": "true",
         }
         env_file = Path(settings.BASE_DIR) / ".env"
         existing = env_file.read_text() if env_file.exists() else ""
