@@ -9,7 +9,8 @@ from django.conf import settings
 from django.contrib.auth import logout
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import render, resolve_url
+from django_htmx.http import HttpResponseClientRedirect
 
 from portal.access import sso
 
@@ -88,6 +89,8 @@ class EntraRoleRecheckMiddleware:
             why = sso.recheck(request)
             if why:
                 logout(request)
+                if request.headers.get("HX-Request"):  # a fragment swap: go to the sign-in page
+                    return HttpResponseClientRedirect(resolve_url(settings.LOGIN_URL))
                 return render(request, "registration/sso_refused.html", {
                     "message": "Your portal access was re-checked with Microsoft Entra ID and "
                                "has ended (your role was removed or your account disabled). "

@@ -280,3 +280,36 @@ def test_an_admin_cannot_give_an_sso_user_a_role_by_hand(client, emulator, sso_s
         set_role(admin, user.username, "admin")
     assert role_of(get_user_model().objects.get(pk=user.pk)) == "viewer"
     assert Group.objects.get(name="admin").user_set.filter(pk=user.pk).count() == 0
+
+
+def test_a_live_htmx_request_whose_session_ended_is_sent_to_sign_in(client, emulator,
+                                                                    sso_settings):
+    upn = ENTRA_STAFF["viewer"]
+    sign_in(client, emulator, upn)
+    emulator.control.set_app_roles(upn, [])
+    _age_check(client)
+    response = client.get("/", HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and response["HX-Redirect"] == "/login/"
+
+
+FUZZ_QUERIES = [
+    "", "code=", "state=", "code=x&state=y", "error=access_denied",
+    "error=%00&error_description=%FF%FE", "code=" + "A" * 5000 + "&state=" + "B" * 5000,
+    "state=\u00e9\u00e8&code=\U0001F600", "code=a&code=b&state=c&state=d",
+]
+
+
+@pytest.mark.parametrize("query", FUZZ_QUERIES)
+@pytest.mark.parametrize("pending", [False, True])
+def test_garbage_at_the_callback_is_a_clear_refusal_never_a_500(client, emulator, sso_settings,
+                                                                query, pending):
+    if pending:
+        start = client.get("/login/microsoft/")
+        if "state=" not in query:  # right state, garbage code: the token endpoint refuses
+            state = [p for p in urlsplit(start["Location"]).query.split("&")
+                     if p.startswith("state=")][0]
+            query = f"{query}&{state}" if query else state
+    response = client.get(f"/login/microsoft/callback?{query}")
+    assert response.status_code in (400, 403), response.content[:300]
+    assert signed_in_user(client) is None
+    assert events("auth.sso", outcome="denied")
