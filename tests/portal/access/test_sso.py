@@ -306,8 +306,8 @@ def test_garbage_at_the_callback_is_a_clear_refusal_never_a_500(client, emulator
     if pending:
         start = client.get("/login/microsoft/")
         if "state=" not in query:  # right state, garbage code: the token endpoint refuses
-            state = [p for p in urlsplit(start["Location"]).query.split("&")
-                     if p.startswith("state=")][0]
+            state = next(p for p in urlsplit(start["Location"]).query.split("&")
+                         if p.startswith("state="))
             query = f"{query}&{state}" if query else state
     response = client.get(f"/login/microsoft/callback?{query}")
     assert response.status_code in (400, 403), response.content[:300]
