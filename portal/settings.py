@@ -25,8 +25,11 @@ from portal.env import (
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-if not env_bool("PORTAL_IGNORE_DOTENV", False):
-    load_dotenv(BASE_DIR / ".env", override=False)
+# The .env this portal reads (None: settings come from the environment only); connect_tenant
+# writes the tenant settings into it.
+DOTENV_FILE = None if env_bool("PORTAL_IGNORE_DOTENV", False) else BASE_DIR / ".env"
+if DOTENV_FILE is not None:
+    load_dotenv(DOTENV_FILE, override=False)
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_secret("SECRET_KEY", required=True)

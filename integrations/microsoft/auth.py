@@ -60,46 +60,70 @@ def delegated_scopes() -> list[str]:
     return [f"{graph_resource()}/{scope}" for scope in DELEGATED_SCOPES]
 
 
+@dataclass(frozen=True)
+class AppRegistration:
+    """Where and as whom the portal asks for tokens: the configured app, or one being
+    connected (connect_tenant acquires a token with the new values before switching)."""
+
+    tenant_id: str
+    client_id: str
+    authority_host: str
+    ca_bundle: str = ""
+
+    @classmethod
+    def configured(cls) -> AppRegistration:
+        return cls(settings.MICROSOFT_TENANT_ID, settings.MICROSOFT_CLIENT_ID,
+                   settings.MICROSOFT_AUTHORITY_HOST, settings.MICROSOFT_CA_BUNDLE or "")
+
+    @property
+    def authority(self) -> str:
+        return f"{self.authority_host.rstrip('/')}/{self.tenant_id}"
+
+
 def authority() -> str:
-    return f"{settings.MICROSOFT_AUTHORITY_HOST.rstrip('/')}/{settings.MICROSOFT_TENANT_ID}"
+    return AppRegistration.configured().authority
 
 
-def _check_configuration() -> None:
-    missing = [name for name in ("MICROSOFT_TENANT_ID", "MICROSOFT_CLIENT_ID")
-               if not getattr(settings, name, "")]
+def _check_configuration(app: AppRegistration) -> None:
+    missing = [name for name, value in (("MICROSOFT_TENANT_ID", app.tenant_id),
+                                        ("MICROSOFT_CLIENT_ID", app.client_id)) if not value]
     if missing:
         raise TokenError(f"{' and '.join(missing)} not set: the portal cannot ask for tokens.")
-    if urlsplit(settings.MICROSOFT_AUTHORITY_HOST).scheme != "https":
+    if urlsplit(app.authority_host).scheme != "https":
         raise TokenError("MICROSOFT_AUTHORITY_HOST must be an https URL (MSAL refuses http).")
 
 
-def build_app(secret: str, *, token_cache: msal.TokenCache | None = None
+def build_app(secret: str, *, token_cache: msal.TokenCache | None = None,
+              registration: AppRegistration | None = None,
               ) -> msal.ConfidentialClientApplication:
     """A new MSAL app for `secret` (does OIDC discovery now). Raises TokenError."""
     from integrations.microsoft.graph import build_session
 
-    _check_configuration()
-    host = (urlsplit(settings.MICROSOFT_AUTHORITY_HOST).hostname or "").lower()
+    app = registration or AppRegistration.configured()
+    _check_configuration(app)
+    host = (urlsplit(app.authority_host).hostname or "").lower()
+    session = build_session()
+    session.verify = app.ca_bundle or True
     try:
         return msal.ConfidentialClientApplication(
-            settings.MICROSOFT_CLIENT_ID,
+            app.client_id,
             client_credential=secret,
-            authority=authority(),
-            http_client=build_session(),
+            authority=app.authority,
+            http_client=session,
             instance_discovery=host in MICROSOFT_AUTHORITY_HOSTS,
             token_cache=token_cache,
         )
     except ValueError as exc:
         # Raised for a 4xx on OIDC discovery: in practice an unknown tenant (AADSTS90002).
         raise TokenError(
-            f"The identity platform has no tenant {settings.MICROSOFT_TENANT_ID!r} at "
-            f"{settings.MICROSOFT_AUTHORITY_HOST} (AADSTS90002: check MICROSOFT_TENANT_ID and "
+            f"The identity platform has no tenant {app.tenant_id!r} at "
+            f"{app.authority_host} (AADSTS90002: check MICROSOFT_TENANT_ID and "
             f"MICROSOFT_AUTHORITY_HOST). {_scrub(str(exc), secret)[:300]}",
             aadsts=90002, error="invalid_tenant",
         ) from None
     except requests.RequestException as exc:
         raise TokenError(
-            f"Could not reach the identity platform at {settings.MICROSOFT_AUTHORITY_HOST} "
+            f"Could not reach the identity platform at {app.authority_host} "
             f"({type(exc).__name__}).", transient=True, error="unreachable",
         ) from None
 
@@ -124,8 +148,10 @@ _AADSTS_MESSAGES = {
 }
 
 
-def token_error(result: dict[str, Any], *, secret: str | None = None) -> TokenError:
+def token_error(result: dict[str, Any], *, secret: str | None = None,
+                registration: AppRegistration | None = None) -> TokenError:
     """Turn an MSAL error dict into a TokenError with an operator-friendly message."""
+    app = registration or AppRegistration.configured()
     codes = result.get("error_codes") or []
     aadsts = int(codes[0]) if codes else None
     error = str(result.get("error") or "")
@@ -133,8 +159,7 @@ def token_error(result: dict[str, Any], *, secret: str | None = None) -> TokenEr
     if template is None and error == "invalid_scope":
         template = _AADSTS_MESSAGES[70011]
     if template:
-        message = template.format(client_id=settings.MICROSOFT_CLIENT_ID,
-                                  tenant=settings.MICROSOFT_TENANT_ID)
+        message = template.format(client_id=app.client_id, tenant=app.tenant_id)
     else:
         # First line only: the rest is trace/correlation ids and timestamps.
         description = str(result.get("error_description") or "").splitlines()
@@ -151,7 +176,9 @@ def token_error(result: dict[str, Any], *, secret: str | None = None) -> TokenEr
                       retry_after=retry_after)
 
 
-def _acquire_for_client(app: msal.ConfidentialClientApplication, secret: str) -> dict[str, Any]:
+def _acquire_for_client(app: msal.ConfidentialClientApplication, secret: str,
+                        registration: AppRegistration | None = None) -> dict[str, Any]:
+    registration = registration or AppRegistration.configured()
     try:
         result = app.acquire_token_for_client(scopes=app_scopes())
     except msal.exceptions.MsalServiceError as exc:
@@ -160,10 +187,10 @@ def _acquire_for_client(app: msal.ConfidentialClientApplication, secret: str) ->
                          transient=True, error="server_error") from None
     except requests.RequestException as exc:
         raise TokenError(
-            f"Could not reach the identity platform at {settings.MICROSOFT_AUTHORITY_HOST} "
+            f"Could not reach the identity platform at {registration.authority_host} "
             f"({type(exc).__name__}).", transient=True, error="unreachable") from None
     if not result or "access_token" not in result:
-        raise token_error(result or {}, secret=secret)
+        raise token_error(result or {}, secret=secret, registration=registration)
     return result
 
 
@@ -189,6 +216,14 @@ class _Active:
     fingerprint: str
     secret: str
     resolved_at: float
+    tenant_id: str = ""
+    client_id: str = ""
+
+    def refuse_if_foreign(self) -> None:
+        """Checked on every call (settings can change under a cached credential)."""
+        from integrations.microsoft.models import refuse_foreign_credential
+
+        refuse_foreign_credential(self.tenant_id, self.client_id)
 
 
 _lock = threading.RLock()
@@ -213,13 +248,14 @@ def _resolve_active() -> _Active:
 
     credential = active_credential()
     resolved = _Active(credential.pk, credential.fingerprint, credential.secret_value(),
-                       time.monotonic())
+                       time.monotonic(), credential.tenant_id, credential.client_id)
     with _lock:
         _active = resolved
     return resolved
 
 
 def _app_for(active: _Active) -> msal.ConfidentialClientApplication:
+    active.refuse_if_foreign()
     key = (authority(), settings.MICROSOFT_CLIENT_ID, active.fingerprint)
     with _lock:
         app = _apps.get(key)
@@ -258,9 +294,11 @@ def invalidate() -> None:
         _delegated.clear()
 
 
-def acquire_with_secret(secret: str) -> dict[str, Any]:
-    """A token with a candidate secret, using a fresh MSAL app (verification)."""
-    return _acquire_for_client(build_app(secret, token_cache=msal.TokenCache()), secret)
+def acquire_with_secret(secret: str, registration: AppRegistration | None = None
+                        ) -> dict[str, Any]:
+    """A token with a candidate secret (and app registration), using a fresh MSAL app."""
+    app = build_app(secret, token_cache=msal.TokenCache(), registration=registration)
+    return _acquire_for_client(app, secret, registration)
 
 
 # --------------------------------------------------------------------------- delegated
@@ -288,6 +326,7 @@ def start_delegated_connect(request_or_redirect_uri: HttpRequest | str, *,
     query parameters of the redirect. It holds the PKCE verifier and state, not secrets.
     """
     active = _resolve_active()
+    active.refuse_if_foreign()
     app = build_app(active.secret)
     with warnings.catch_warnings():
         # MSAL recommends response_mode=form_post, but that is a cross-site POST to the
@@ -318,6 +357,7 @@ def complete_delegated_connect(actor: Any, flow: dict[str, Any],
     require(actor, "rotate_credentials", action="teams_sender.connect",
             target_type="teams_sender")
     active = _resolve_active()
+    active.refuse_if_foreign()
     cache = msal.SerializableTokenCache()
     app = build_app(active.secret, token_cache=cache)
     params = {k: (v[0] if isinstance(v, list) and len(v) == 1 else v)
@@ -399,6 +439,7 @@ def delegated_token(*, force_refresh: bool = False) -> str:
                          "“Connect Teams sender account” in the console.",
                          error="no_delegated_account")
     active = _resolve_active()
+    active.refuse_if_foreign()
     key = (authority(), settings.MICROSOFT_CLIENT_ID, active.fingerprint)
     with _lock:
         entry = _delegated.get(key)

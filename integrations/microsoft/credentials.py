@@ -51,7 +51,8 @@ def _refresh_tokens_after_commit() -> None:
 def _public(credential: Credential) -> dict[str, Any]:
     """Audit parameters: what identifies the credential, never its value."""
     return {"display_name": credential.display_name, "fingerprint": credential.fingerprint,
-            "state": credential.state}
+            "state": credential.state, "tenant_id": credential.tenant_id,
+            "client_id": credential.client_id}
 
 
 # --------------------------------------------------------------------------- lookups
@@ -92,7 +93,7 @@ def bootstrap_from_environment() -> Credential | None:
             credential = Credential.objects.create(
                 display_name="From MICROSOFT_CLIENT_SECRET", secret_encrypted=encrypt(secret),
                 fingerprint=print_, state=Credential.State.ACTIVE, activated_at=timezone.now(),
-                created_by=actor.name,
+                created_by=actor.name, **configured_app(),
             )
             record("credential.bootstrap", actor=actor, target_type=TARGET,
                    target_id=credential.pk, params=_public(credential))
@@ -101,6 +102,12 @@ def bootstrap_from_environment() -> Credential | None:
         return Credential.objects.filter(state=Credential.State.ACTIVE).first()
     logger.info("Credential store bootstrapped from MICROSOFT_CLIENT_SECRET (…%s)", print_)
     return credential
+
+
+def configured_app() -> dict[str, str]:
+    """The tenant and client a secret added now belongs to (recorded on the credential)."""
+    return {"tenant_id": settings.MICROSOFT_TENANT_ID or "",
+            "client_id": settings.MICROSOFT_CLIENT_ID or ""}
 
 
 def inventory() -> list[Credential]:
@@ -132,7 +139,7 @@ def add_secret(actor: Actor, value: str, display_name: str,
     with transaction.atomic():
         credential = Credential.objects.create(
             display_name=display_name, secret_encrypted=encrypt(value), fingerprint=print_,
-            expires_at=expires_at, created_by=actor.name[:150],
+            expires_at=expires_at, created_by=actor.name[:150], **configured_app(),
         )
         record("credential.add", actor=actor, target_type=TARGET, target_id=credential.pk,
                params={**_public(credential),
@@ -156,6 +163,7 @@ def verify_secret(actor: Actor, credential_id: int) -> VerifyOutcome:
         raise CredentialError(f"Credential #{credential.pk} is retired; its secret was erased.")
     # The token request happens outside any transaction: no lock held during network I/O.
     try:
+        credential.refuse_if_foreign()
         result = auth.acquire_with_secret(credential.secret_value())
     except TokenError as exc:
         outcome = VerifyOutcome(False, exc.message)

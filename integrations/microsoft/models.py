@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -35,6 +36,29 @@ class GraphCall(models.Model):
         return f"{self.method} {self.route} → {self.status or 'no response'}"
 
 
+def credential_mismatch(tenant_id: str, client_id: str) -> str:
+    """Why a secret recorded for (tenant_id, client_id) cannot be used with the configured
+    tenant and client ("" = it can; blank recorded values are not checked)."""
+    tenant = getattr(settings, "MICROSOFT_TENANT_ID", "") or ""
+    client = getattr(settings, "MICROSOFT_CLIENT_ID", "") or ""
+    if ((tenant_id and tenant_id.lower() != tenant.lower())
+            or (client_id and client_id.lower() != client.lower())):
+        return (f"the stored secret is for tenant {tenant_id} / client {client_id}; run "
+                f"connect_tenant (configured: tenant {tenant or '(unset)'} / client "
+                f"{client or '(unset)'})")
+    return ""
+
+
+def refuse_foreign_credential(tenant_id: str, client_id: str) -> None:
+    """Raise TokenError when a secret of another app registration would be used: refused
+    here instead of by Entra (AADSTS7000215), and without any request."""
+    from integrations.microsoft.errors import TokenError
+
+    mismatch = credential_mismatch(tenant_id, client_id)
+    if mismatch:
+        raise TokenError(mismatch + ".", error="credential_mismatch")
+
+
 class Credential(models.Model):
     """A client secret of the app registration. Only the ciphertext is stored.
 
@@ -50,6 +74,11 @@ class Credential(models.Model):
         RETIRED = "retired", "Retired"
 
     display_name = models.CharField(max_length=120)
+    # The app registration this secret belongs to: a secret only works for its own tenant and
+    # client, so a mismatch with the configured ones stops token requests before Entra sees
+    # them ("" = recorded before this was tracked: not checked).
+    tenant_id = models.CharField(max_length=100, blank=True, editable=False)
+    client_id = models.CharField(max_length=100, blank=True, editable=False)
     # Fernet ciphertext (crypto.encrypt); "" once retired.
     secret_encrypted = models.TextField(blank=True, editable=False)
     # First 12 hex digits of SHA-256(secret): tells secrets apart without revealing any part.
@@ -91,6 +120,13 @@ class Credential(models.Model):
     @property
     def is_expired(self) -> bool:
         return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    def configuration_mismatch(self) -> str:
+        """Why this secret cannot be used with the configured tenant and client ("" = it can)."""
+        return credential_mismatch(self.tenant_id, self.client_id)
+
+    def refuse_if_foreign(self) -> None:
+        refuse_foreign_credential(self.tenant_id, self.client_id)
 
     def secret_value(self) -> str:
         """The plaintext secret, for MSAL only. Never log, render or audit it."""

@@ -65,7 +65,10 @@ def check_configuration(ctx: _Context) -> CheckResult:
     for name in ("MICROSOFT_AUTHORITY_HOST", "MICROSOFT_GRAPH_URL"):
         if urlsplit(getattr(settings, name, "")).scheme != "https":
             problems.append(f"{name} must be an https URL")
-    has_active = Credential.objects.filter(state=Credential.State.ACTIVE).exists()
+    active = Credential.objects.filter(state=Credential.State.ACTIVE).first()
+    has_active = active is not None
+    if active is not None and active.configuration_mismatch():
+        problems.append(active.configuration_mismatch())
     if not has_active and not getattr(settings, "MICROSOFT_CLIENT_SECRET", ""):
         problems.append("no client secret (set MICROSOFT_CLIENT_SECRET or add one to the "
                         "credential store)")
@@ -84,9 +87,11 @@ def check_token(ctx: _Context) -> CheckResult:
     from integrations.microsoft.credentials import active_credential
 
     try:
+        credential = active_credential()
+        credential.refuse_if_foreign()
         # A fresh MSAL app: MSAL caches identical 400 answers for 60 s per app, so the
         # process-wide one could report a fixed problem as still broken.
-        result = auth.acquire_with_secret(active_credential().secret_value())
+        result = auth.acquire_with_secret(credential.secret_value())
     except TokenError as exc:
         ctx.token_error = exc.message
         return CheckResult("Token acquisition", False, exc.message)

@@ -127,7 +127,7 @@ def credential_expiry() -> dict[str, Any]:
     """The active secret's expiry: days left (None when unknown), for the dashboard tile."""
     active = (Credential.objects.filter(state=Credential.State.ACTIVE)
               .only("id", "display_name", "fingerprint", "expires_at", "last_verified_at",
-                    "last_error").first())
+                    "last_error", "tenant_id", "client_id").first())
     if active is None:
         return {"active": None, "days_left": None}
     days = None

@@ -87,6 +87,8 @@ def _integration_health() -> dict[str, Any]:
     active = secret["active"]
     if active is None:
         token_state, token_text = "bad", "no active client secret"
+    elif active.configuration_mismatch():
+        token_state, token_text = "bad", active.configuration_mismatch()
     elif active.last_error:
         token_state, token_text = "bad", active.last_error
     elif secret["days_left"] is not None and secret["days_left"] < 14:
