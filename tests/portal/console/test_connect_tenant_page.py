@@ -1,0 +1,81 @@
+"""Connect a tenant page (portal/console/tenant_views.py): admin only, preview, apply."""
+
+from collections.abc import Iterator
+
+import pytest
+
+from integrations.graph_emulator.testing import RunningEmulator
+from integrations.microsoft.models import Credential
+from portal.audit.models import AuditEvent
+from tests.integrations.microsoft import conftest as graph_fixtures
+
+pytestmark = pytest.mark.django_db
+
+graph_emulator = graph_fixtures.graph_emulator
+emulator = graph_fixtures.emulator
+graph_settings = graph_fixtures.graph_settings
+fresh_process_state = graph_fixtures._fresh_process_state
+q_sync = graph_fixtures.q_sync
+
+URL = "/credentials/connect-tenant"
+
+
+@pytest.fixture(scope="module")
+def other_tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
+    with RunningEmulator(state_dir=tmp_path_factory.mktemp("other-tenant"),
+                         extra_args=["--seed", "7"]) as emu:
+        yield emu
+
+
+def form_for(emu: RunningEmulator, secret: str | None = None) -> dict[str, str]:
+    return {"tenant_id": emu.tenant_id, "client_id": emu.client_id,
+            "client_secret": secret or emu.client_secret, "authority_host": emu.authority_host,
+            "graph_url": emu.graph_url, "ca_bundle": emu.ca_path}
+
+
+@pytest.mark.parametrize("persona", ["vera_viewer", "sam_support", "otto_operator"])
+def test_only_admins_may_use_it(client, request, persona):
+    client.force_login(request.getfixturevalue(persona))
+    assert client.get(URL).status_code == 403
+    assert client.post(URL, {"tenant_id": "x"}).status_code == 403
+    assert client.post(URL + "/apply").status_code == 403
+
+
+def test_the_credentials_page_links_to_it(client, ada_admin):
+    client.force_login(ada_admin)
+    assert URL.encode() in client.get("/credentials/").content
+
+
+def test_bad_input_is_a_form_error(client, ada_admin):
+    client.force_login(ada_admin)
+    response = client.post(URL, {"tenant_id": "x y", "client_id": "c", "client_secret": "s",
+                                 "authority_host": "http://nope"})
+    assert response.status_code == 400
+    assert b"must be an https URL" in response.content
+
+
+@pytest.mark.django_db(transaction=True)
+def test_preview_then_apply_switches_tenant_and_never_shows_the_secret(
+        client, ada_admin, graph_settings, emulator, other_tenant, q_sync, tmp_path):
+    other_tenant.reset()
+    graph_settings.DOTENV_FILE = None
+    client.force_login(ada_admin)
+    wrong = client.post(URL, form_for(other_tenant, "wrong-secret"))
+    assert wrong.status_code == 400 and b"nothing was changed" in wrong.content
+    preview = client.post(URL, form_for(other_tenant))
+    body = preview.content.decode()
+    assert preview.status_code == 200 and "What will change" in body
+    assert other_tenant.client_secret not in body
+    assert other_tenant.client_secret not in str(dict(client.session))
+    done = client.post(URL + "/apply")
+    body = done.content.decode()
+    assert f"Connected to tenant {other_tenant.tenant_id}" in body
+    assert other_tenant.client_secret not in body
+    assert f"MICROSOFT_TENANT_ID={other_tenant.tenant_id}" in body
+    active = Credential.objects.get(state="active")
+    assert active.tenant_id == other_tenant.tenant_id
+    event = AuditEvent.objects.get(action="tenant.connect")
+    assert event.actor_name == "ada-admin"
+    # The preview is used up: a second apply is refused.
+    again = client.post(URL + "/apply", follow=True)
+    assert b"The preview has expired" in again.content
