@@ -328,6 +328,9 @@ def _route(app: EmulatorApp, req: Request, segs: list[str]) -> Response:
             if rest == ["delegated-scopes"] and m in ("PUT", "POST"):
                 a.delegated_scopes = set(_body(req)["scopes"])
                 return _ok(a.public())
+            if rest == ["protected-api"] and m in ("PUT", "POST"):
+                a.protected_api = bool(_body(req)["approved"])
+                return _ok(a.public())
             if rest == ["redirect-uris"] and m in ("PUT", "POST"):
                 a.redirect_uris = list(_body(req)["redirect_uris"])
                 return _ok(a.public())

@@ -32,6 +32,10 @@ IMPORT_ONLY = ("Message POST is allowed in application-only context only for imp
                "Refer to https://docs.microsoft.com/microsoftteams/platform/graph-api/"
                "import-messages/import-external-messages-to-teams for more details.")
 EIGHT_MONTHS = timedelta(days=243)
+# What Graph answers an app whose Teams protected-API request was not approved (observed).
+PROTECTED_API = ("Invoked API requires Protected API access in application-only context when "
+                 "not using Resource Specific Consent. Visit "
+                 "https://docs.microsoft.com/en-us/graph/teams-protected-apis for more details.")
 
 
 def _forbidden(ctx: Ctx) -> GraphError:
@@ -55,11 +59,15 @@ def team_or_404(ctx: Ctx, team_id: str) -> Team:
     return team
 
 
-def _read_chats(ctx: Ctx) -> None:
+def _read_chats(ctx: Ctx, *, protected: bool = False) -> None:
     p = ctx.principal
     perms = CHAT_READ_DEL if p.delegated else CHAT_READ_APP
     if not p.has_any(*perms):
         raise _forbidden(ctx)
+    if protected and not p.delegated:
+        app = ctx.state.apps.get(p.app_id)
+        if app is not None and not app.protected_api:
+            raise GraphError(403, "Forbidden", PROTECTED_API)
 
 
 def _member_check(ctx: Ctx, members: list[str]) -> None:
@@ -183,7 +191,7 @@ def all_messages(ctx: Ctx) -> Response:
     """GET /users/{id}/chats/getAllMessages (non-delta export API)."""
     if ctx.principal.delegated:
         raise GraphError(403, "Forbidden", "Requested API is not supported in delegated context")
-    _read_chats(ctx)
+    _read_chats(ctx, protected=True)
     q = ctx.query
     with ctx.state.lock:
         user = user_or_404(ctx, ctx.params["user"])
@@ -199,7 +207,7 @@ def all_messages(ctx: Ctx) -> Response:
 def chats_delta(ctx: Ctx) -> Response:
     if ctx.principal.delegated:
         raise GraphError(403, "Forbidden", "Requested API is not supported in delegated context")
-    _read_chats(ctx)
+    _read_chats(ctx, protected=True)
     with ctx.state.lock:
         user = user_or_404(ctx, ctx.params["user"])
         chats = {cid: c for cid, c in ctx.state.chats.items() if user["id"] in c.members}

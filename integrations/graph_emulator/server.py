@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import json
 import logging
 import os
@@ -406,6 +407,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header follows the emulator's clock (advanced with POST /_emulator/clock),
+        # so clients can be tested against a skewed identity platform.
+        return email.utils.formatdate(self.server.app.clock.now().timestamp(), usegmt=True)
 
     def _serve(self) -> None:
         length = self.headers.get("Content-Length")

@@ -83,6 +83,9 @@ class App:
     roles: set[str] = field(default_factory=lambda: set(DEFAULT_APP_ROLES))
     delegated_scopes: set[str] = field(default_factory=lambda: set(DEFAULT_DELEGATED_SCOPES))
     redirect_uris: list[str] = field(default_factory=list)  # empty = any loopback URI
+    # Teams protected-API access (application-only reads of chat messages) approved by
+    # Microsoft for this app; without it getAllMessages answers 403.
+    protected_api: bool = True
 
     def public(self) -> dict[str, Any]:
         return {
@@ -92,6 +95,7 @@ class App:
             "roles": sorted(self.roles),
             "delegated_scopes": sorted(self.delegated_scopes),
             "redirect_uris": list(self.redirect_uris),
+            "protected_api": self.protected_api,
             "secrets": [s.public() for s in self.secrets],
         }
 

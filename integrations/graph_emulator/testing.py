@@ -137,6 +137,10 @@ class ControlClient:
     def set_roles(self, client_id: str, roles: list[str]) -> None:
         self._call("PUT", f"apps/{client_id}/roles", {"roles": roles})
 
+    def set_protected_api(self, client_id: str, approved: bool) -> None:
+        """Whether Microsoft approved the app's Teams protected-API (app-only chat reads)."""
+        self._call("PUT", f"apps/{client_id}/protected-api", {"approved": approved})
+
     def add_secret(self, client_id: str, value: str | None = None,
                    expires_in_seconds: float | None = None,
                    expires_at: str | None = None) -> dict[str, Any]:

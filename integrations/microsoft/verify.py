@@ -8,13 +8,14 @@ report "skipped" (failed) when the token check failed, instead of repeating its 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -116,17 +117,94 @@ def check_graph_reachable(ctx: _Context) -> CheckResult:
                        f"GET /users?$top=1 → {response.status} ({len(users)} user returned)")
 
 
+@dataclass(frozen=True)
+class Permission:
+    """An application permission the portal uses, the higher ones that include it (Entra
+    grants no implied roles, so a token carries only what was consented), and what breaks
+    without it (docs/real-tenant.md lists the same)."""
+
+    name: str
+    satisfied_by: tuple[str, ...]
+    breaks: str
+
+
+PERMISSIONS = {p.name.lower(): p for p in (
+    Permission("User.Read.All", ("User.ReadWrite.All", "Directory.Read.All",
+                                 "Directory.ReadWrite.All"),
+               "monitored users cannot be looked up (adding one, connect_tenant "
+               "--keep-monitored-users)"),
+    Permission("Mail.ReadBasic.All", ("Mail.Read", "Mail.ReadWrite"),
+               "inbox subscriptions and mail delta sync fail"),
+    Permission("Mail.Read", ("Mail.ReadWrite",), "inbox subscriptions and mail delta sync fail"),
+    Permission("Mail.ReadWrite", (),
+               "mail sync and sending mail as a draft (message id, the duplicate check after "
+               "a crash) fail"),
+    Permission("Mail.Send", (), "e-mails and e-mail alerts cannot be sent"),
+    Permission("Chat.Read.All", ("Chat.ReadWrite.All",),
+               "Teams chat subscriptions and chat delta sync fail"),
+    Permission("ChannelMessage.Read.All", (),
+               "channel messages cannot be read back"),
+)}
+
+
+def permission_satisfied(name: str, granted: set[str]) -> bool:
+    """`granted` lower-cased; a higher permission satisfies a lower one."""
+    known = PERMISSIONS.get(name.lower())
+    names = (name, *(known.satisfied_by if known else ()))
+    return any(n.lower() in granted for n in names)
+
+
 def check_permissions(ctx: _Context) -> CheckResult:
     if ctx.claims is None:
         return CheckResult("Required permissions", False, "skipped: no token")
     required = list(getattr(settings, "GRAPH_REQUIRED_ROLES", DEFAULT_REQUIRED_ROLES))
     granted = {str(role).lower() for role in ctx.claims.get("roles") or []}
-    missing = [role for role in required if role.lower() not in granted]
+    missing = [role for role in required if not permission_satisfied(role, granted)]
     if missing:
+        named = "; ".join(
+            f"{role} ({PERMISSIONS[role.lower()].breaks})" if role.lower() in PERMISSIONS
+            else role for role in missing)
         return CheckResult("Required permissions", False,
-                           f"missing application permission(s): {', '.join(missing)} — grant "
-                           "them in the app registration and give admin consent")
-    return CheckResult("Required permissions", True, f"present: {', '.join(required)}")
+                           f"missing application permission(s): {named} — add them in the app "
+                           "registration (API permissions → Application) and grant admin "
+                           "consent")
+    detail = f"present: {', '.join(required)}"
+    sender = auth.current_delegated_account()
+    sender_scopes = {s.lower().rsplit("/", 1)[-1] for s in (sender.scopes.split()
+                                                            if sender else [])}
+    if sender is not None and "channelmessage.read.all" not in sender_scopes:
+        detail += ("; warning: the Teams sender lacks the delegated ChannelMessage.Read.All, "
+                   "so after a crash mid-send a channel post cannot be looked for and a retry "
+                   "may post it twice")
+    return CheckResult("Required permissions", True, detail)
+
+
+PROTECTED_API_MARKER = "protected api"
+
+
+def check_teams_probe(ctx: _Context) -> CheckResult:
+    """One getAllMessages delta page ($top=1) for a monitored user: tells Microsoft's Teams
+    protected-API approval (needed for application-only chat reads) from other failures."""
+    from integrations.microsoft.models import MonitoredUser
+
+    name = "Teams chat read"
+    if ctx.token_error:
+        return CheckResult(name, False, "skipped: no token")
+    user = (MonitoredUser.objects.filter(is_active=True, watch_chat_messages=True)
+            .exclude(graph_id="").order_by("pk").first())
+    if user is None:
+        return CheckResult(name, True, "skipped: no monitored user watches Teams chats")
+    try:
+        graph.request("GET", f"/users/{user.graph_id}/chats/getAllMessages/delta",
+                      params={"$top": "1"}, max_retries=0)
+    except GraphError as exc:
+        if exc.status == 403 and PROTECTED_API_MARKER in exc.message.lower():
+            return CheckResult(name, False,
+                               f"protected API not approved ({exc.status} {exc.code}): request "
+                               "access to the Teams protected APIs for this app "
+                               "(https://aka.ms/teams-protected-apis; docs/real-tenant.md)")
+        return CheckResult(name, False, f"getAllMessages delta for {user} failed: {exc}")
+    return CheckResult(name, True, f"getAllMessages delta for {user} answered")
 
 
 def check_subscriptions(ctx: _Context) -> CheckResult:
@@ -206,6 +284,111 @@ def check_webhook(ctx: _Context) -> CheckResult:
     return CheckResult("Webhook endpoint", True, f"{url} echoed the validation token")
 
 
+MAX_CLOCK_SKEW_SECONDS = 300
+SECRET_EXPIRY_WARN_DAYS = 30
+
+
+def _address_is_public(host: str) -> bool:
+    """Every address `host` resolves to is a public one (not loopback, private, link-local)."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return True  # cannot tell here; the round trip in "Webhook endpoint" will say
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if not ip.is_global:
+            return False
+    return True
+
+
+def check_webhook_url(ctx: _Context) -> CheckResult:
+    """Graph only calls public https URLs (graph-reference §1.2); the emulator calls anything."""
+    from integrations.microsoft.subscriptions import webhook_url
+
+    name = "Webhook URL"
+    url = webhook_url("mail").rsplit("/mail", 1)[0] + "/*"
+    if settings.USING_EMULATOR:
+        return CheckResult(name, True, f"{url} (not checked: the emulator calls any URL)")
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        return CheckResult(name, False, f"{url} must be https: Graph refuses other "
+                                        "notification URLs (set PUBLIC_BASE_URL)")
+    if not parts.hostname or not _address_is_public(parts.hostname):
+        return CheckResult(name, False, f"{url} is loopback or private: Graph cannot reach it "
+                                        "(set PUBLIC_BASE_URL to the public address)")
+    return CheckResult(name, True, f"{url} is public https")
+
+
+def check_clock(ctx: _Context) -> CheckResult:
+    """Tokens and subscriptions carry times: more than 5 minutes of skew with the identity
+    platform makes tokens look expired or not yet valid."""
+    from email.utils import parsedate_to_datetime
+
+    name = "Clock"
+    if settings.USING_EMULATOR:
+        return CheckResult(name, True, "not checked: the emulator runs on this machine")
+    session = graph.build_session()
+    try:
+        response = session.get(f"{auth.authority()}/v2.0/.well-known/openid-configuration",
+                               timeout=(min(5.0, ctx.timeout), ctx.timeout))
+    except requests.RequestException as exc:
+        return CheckResult(name, False, f"identity platform not reachable ({type(exc).__name__})")
+    finally:
+        session.close()
+    try:
+        theirs = parsedate_to_datetime(response.headers.get("Date", ""))
+    except (TypeError, ValueError):
+        return CheckResult(name, False, "the identity platform sent no usable Date header")
+    skew = (timezone.now() - theirs).total_seconds()
+    detail = (f"{abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} the identity "
+              "platform")
+    if abs(skew) > MAX_CLOCK_SKEW_SECONDS:
+        return CheckResult(name, False, f"this machine's clock is {detail} (more than "
+                                        f"{MAX_CLOCK_SKEW_SECONDS // 60} minutes): fix NTP")
+    return CheckResult(name, True, detail)
+
+
+def _expiry_from_graph(secret: str) -> datetime | None:
+    """The secret's endDateTime from Graph's application object (needs Application.Read.All;
+    None when it cannot be read). Entra keeps the first 3 characters as the `hint`."""
+    from integrations.microsoft.subscriptions import parse_graph_datetime
+
+    try:
+        body = graph.request("GET", f"/applications(appId='{settings.MICROSOFT_CLIENT_ID}')",
+                             params={"$select": "passwordCredentials"}, max_retries=0).body
+    except GraphError:
+        return None
+    for entry in (body or {}).get("passwordCredentials") or []:
+        if entry.get("hint") and secret.startswith(str(entry["hint"])):
+            return parse_graph_datetime(entry.get("endDateTime"))
+    return None
+
+
+def check_secret_expiry(ctx: _Context) -> CheckResult:
+    from integrations.microsoft.models import Credential
+
+    name = "Client secret expiry"
+    credential = Credential.objects.filter(state=Credential.State.ACTIVE).first()
+    if credential is None or ctx.token_error:
+        return CheckResult(name, False, "skipped: no working client secret")
+    expires, source = None, ""
+    if not settings.USING_EMULATOR:
+        expires, source = _expiry_from_graph(credential.secret_value()), "from Entra ID"
+    if expires is None and credential.expires_at is not None:
+        expires, source = credential.expires_at, "as entered"
+    if expires is None:
+        return CheckResult(name, True, f"…{credential.fingerprint}: expiry not recorded (enter "
+                                       "it on the credentials page, or grant "
+                                       "Application.Read.All so it can be read)")
+    days = (expires - timezone.now()).days
+    detail = f"…{credential.fingerprint} expires {expires:%Y-%m-%d} ({days} days; {source})"
+    if days < 0:
+        return CheckResult(name, False, detail + ": rotate it now")
+    if days < SECRET_EXPIRY_WARN_DAYS:
+        detail += "; warning: rotate it soon"
+    return CheckResult(name, True, detail)
+
+
 def check_worker(ctx: _Context) -> CheckResult:
     """Enqueue a ping task and wait for a worker to answer it."""
     from django_q.conf import Conf
@@ -255,9 +438,13 @@ QUEUE_RULES = ("queue_length", "dead_letters")
 CHECKS: list[Callable[[_Context], CheckResult]] = [
     check_configuration,
     check_token,
+    check_clock,
+    check_secret_expiry,
     check_graph_reachable,
     check_permissions,
+    check_teams_probe,
     check_subscriptions,
+    check_webhook_url,
     check_webhook,
     check_worker,
     check_queue,

@@ -36,6 +36,9 @@ def graph_settings(settings: Any, emulator: RunningEmulator) -> Any:  # noqa: F8
     settings.MICROSOFT_CLIENT_ID = emulator.client_id
     settings.MICROSOFT_CLIENT_SECRET = emulator.client_secret
     settings.MICROSOFT_CA_BUNDLE = emulator.ca_path
+    # As settings.py computes it for a loopback authority; tests of the real-tenant checks
+    # turn it off.
+    settings.USING_EMULATOR = True
     settings.GRAPH_CONNECT_TIMEOUT = 5
     settings.GRAPH_READ_TIMEOUT = 10
     settings.GRAPH_MAX_RETRIES = 3

@@ -16,8 +16,9 @@ from tests.integrations.microsoft.conftest import free_port, reset_singletons
 
 pytestmark = pytest.mark.django_db
 
-NAMES = ["Configuration", "Token acquisition", "Graph reachable", "Required permissions",
-         "Subscriptions", "Webhook endpoint", "Worker alive", "Queue"]
+NAMES = ["Configuration", "Token acquisition", "Clock", "Client secret expiry",
+         "Graph reachable", "Required permissions", "Teams chat read", "Subscriptions",
+         "Webhook URL", "Webhook endpoint", "Worker alive", "Queue"]
 
 
 def by_name(results):
@@ -49,6 +50,7 @@ def test_a_stopped_emulator_fails_clearly(settings, webhook_receiver, q_sync, tm
         settings.MICROSOFT_CLIENT_ID = emu.client_id
         settings.MICROSOFT_CLIENT_SECRET = emu.client_secret
         settings.MICROSOFT_CA_BUNDLE = str(Path(emu.ca_path))
+        settings.USING_EMULATOR = True
         settings.PUBLIC_BASE_URL = webhook_receiver
         ca = Path(emu.ca_path).read_bytes()
         assert all(r.ok for r in verify.run_checks(timeout=5))
@@ -166,3 +168,107 @@ def test_a_real_worker_answers_the_ping(graph_settings, webhook_receiver, qclust
     checks = by_name(verify.run_checks(timeout=20))
     assert checks["Worker alive"].ok, checks["Worker alive"].detail
     assert "Q_SYNC" not in checks["Worker alive"].detail
+
+
+# --------------------------------------------------------------------------- Entra knowledge
+
+
+@pytest.mark.parametrize("granted, required", [
+    (["User.Read.All", "Mail.ReadWrite", "Mail.Send", "Chat.ReadWrite.All"], "Chat.Read.All"),
+    (["User.Read.All", "Mail.ReadWrite", "Mail.Send", "Chat.Read.All"], "Mail.Read"),
+    (["Directory.Read.All", "Mail.ReadWrite", "Mail.Send", "Chat.Read.All"], "User.Read.All"),
+])
+def test_a_higher_permission_satisfies_a_lower_one(healthy, emulator, granted, required):
+    healthy.GRAPH_REQUIRED_ROLES = [required]
+    emulator.control.set_roles(emulator.client_id, granted)
+    check = by_name(verify.run_checks(timeout=5))["Required permissions"]
+    assert check.ok, check.detail
+
+
+def test_a_missing_permission_says_what_breaks(healthy, emulator):
+    emulator.control.set_roles(emulator.client_id, ["User.Read.All", "Mail.Read", "Mail.Send"])
+    check = by_name(verify.run_checks(timeout=5))["Required permissions"]
+    assert not check.ok
+    assert "Mail.ReadWrite (mail sync and sending mail as a draft" in check.detail
+    assert "Chat.Read.All (Teams chat subscriptions and chat delta sync fail)" in check.detail
+
+
+def test_a_sender_without_channel_read_is_a_warning(healthy):
+    from integrations.microsoft.models import DelegatedAccount
+
+    DelegatedAccount.objects.create(upn="svc@x", scopes="ChatMessage.Send ChannelMessage.Send")
+    check = by_name(verify.run_checks(timeout=5))["Required permissions"]
+    assert check.ok and "warning: the Teams sender lacks the delegated ChannelMessage.Read.All" \
+        in check.detail
+
+
+@pytest.fixture
+def chat_watcher(emulator):
+    from integrations.microsoft.models import MonitoredUser
+
+    user = emulator.control.tenant()["users"][0]
+    return MonitoredUser.objects.create(identifier=user["userPrincipalName"],
+                                        graph_id=user["id"], upn=user["userPrincipalName"])
+
+
+def test_the_teams_probe_reads_one_delta_page(healthy, emulator, chat_watcher):
+    mark = len(emulator.control.requests_log())
+    check = by_name(verify.run_checks(timeout=5))["Teams chat read"]
+    assert check.ok, check.detail
+    probes = [r for r in emulator.control.requests_log(since=mark)
+              if "getAllMessages/delta" in r["path"]]
+    assert len(probes) == 1 and "%24top=1" in probes[0]["query"]
+
+
+def test_the_teams_probe_tells_protected_api_apart(healthy, emulator, chat_watcher):
+    emulator.control.set_protected_api(emulator.client_id, False)
+    check = by_name(verify.run_checks(timeout=5))["Teams chat read"]
+    assert not check.ok and check.detail.startswith("protected API not approved (403")
+    emulator.control.set_protected_api(emulator.client_id, True)
+    emulator.control.set_roles(emulator.client_id, ["User.Read.All", "Mail.ReadWrite"])
+    reset_singletons()  # the cached token still carries the old roles
+    check = by_name(verify.run_checks(timeout=5))["Teams chat read"]
+    assert not check.ok and "protected API" not in check.detail and "403" in check.detail
+
+
+@pytest.mark.parametrize("base, message", [
+    ("http://portal.example.com", "must be https"),
+    ("https://127.0.0.1:8443", "is loopback or private"),
+    ("https://10.1.2.3", "is loopback or private"),
+])
+def test_outside_the_emulator_the_webhook_url_must_be_public_https(healthy, base, message):
+    healthy.USING_EMULATOR = False
+    healthy.PUBLIC_BASE_URL = base
+    check = by_name(verify.run_checks(timeout=2))["Webhook URL"]
+    assert not check.ok and message in check.detail
+
+
+def test_outside_the_emulator_a_public_https_url_passes(healthy):
+    healthy.USING_EMULATOR = False
+    healthy.WEBHOOK_BASE_URL = "https://93.184.215.14"
+    assert by_name(verify.run_checks(timeout=2))["Webhook URL"].ok
+
+
+def test_outside_the_emulator_clock_skew_over_five_minutes_fails(healthy, emulator):
+    healthy.USING_EMULATOR = False
+    assert by_name(verify.run_checks(timeout=5))["Clock"].ok
+    emulator.control.advance_clock(400)
+    check = by_name(verify.run_checks(timeout=5))["Clock"]
+    assert not check.ok and "behind the identity platform (more than 5 minutes)" in check.detail
+
+
+def test_the_secret_expiry_is_shown_as_entered(healthy):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from integrations.microsoft import auth
+    from integrations.microsoft.models import Credential
+
+    check = by_name(verify.run_checks(timeout=5))["Client secret expiry"]
+    assert check.ok and "expiry not recorded" in check.detail
+    auth.app_token()
+    Credential.objects.filter(state="active").update(
+        expires_at=timezone.now() + timedelta(days=10, hours=1))
+    check = by_name(verify.run_checks(timeout=5))["Client secret expiry"]
+    assert check.ok and "(10 days; as entered); warning: rotate it soon" in check.detail
