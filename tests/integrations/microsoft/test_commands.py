@@ -26,8 +26,8 @@ class TestVerifyIntegration:
         graph_settings.PUBLIC_BASE_URL = webhook_receiver
         output = run("verify_integration", "--timeout", "5")
         lines = output.strip().splitlines()
-        assert len(lines) == 9 and all(line.startswith("✔") for line in lines[:8])
-        assert lines[-1] == "All 8 checks passed."
+        assert len(lines) == 13 and all(line.startswith("✔") for line in lines[:12])
+        assert lines[-1] == "All 12 checks passed."
         event = AuditEvent.objects.get(action="integration.verify")
         assert event.outcome == "success" and event.actor_name.startswith("cli:")
 
@@ -37,7 +37,7 @@ class TestVerifyIntegration:
         with pytest.raises(CommandError) as caught:
             call_command("verify_integration", "--timeout", "2", stdout=out)
         assert caught.value.returncode == 1
-        assert "1 of 8 checks failed: Webhook endpoint" in str(caught.value)
+        assert "1 of 12 checks failed: Webhook endpoint" in str(caught.value)
         assert "✘ Webhook endpoint: webhook receiver not reachable" in out.getvalue()
         assert AuditEvent.objects.get(action="integration.verify").outcome == "failure"
 
@@ -51,7 +51,7 @@ class TestVerifyIntegration:
         assert report["ok"] is False
         failed = {c["name"] for c in report["checks"] if not c["ok"]}
         assert failed == {"Token acquisition", "Graph reachable", "Required permissions",
-                          "Webhook endpoint"}
+                          "Teams chat read", "Webhook endpoint"}
 
     def test_the_worker_check_fails_without_a_worker(self, graph_settings, webhook_receiver):
         graph_settings.PUBLIC_BASE_URL = webhook_receiver
