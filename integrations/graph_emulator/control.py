@@ -267,6 +267,14 @@ def _route(app: EmulatorApp, req: Request, segs: list[str]) -> Response:
         return _ok({"deleted": True})
     if path == "chat-message" and m == "POST":
         return _ok(create_chat_message(app, _body(req)), 201)
+    if path == "chat-message/delete" and m == "POST":
+        body = _body(req)
+        with st.lock:
+            chat = st.chats.get(str(body.get("chat_id")))
+            if chat is None or str(body.get("message_id")) not in chat.messages:
+                raise ControlError(404, "unknown chat or message")
+            msg = st.soft_delete_chat_message(chat.data["id"], str(body["message_id"]))
+        return _ok({"id": msg["id"], "deletedDateTime": msg["deletedDateTime"]})
     if path == "delta/expire" and m == "POST":
         body = _body(req)
         with st.lock:

@@ -493,6 +493,20 @@ class EmulatorState:
             self._notify_teams("created", msg, team_id=team_id, channel_id=channel_id)
         return msg
 
+    def soft_delete_chat_message(self, chat_id: str, message_id: str) -> dict[str, Any]:
+        """What Teams does when a user deletes a message: the message stays, with
+        `deletedDateTime` set and its content gone; delta returns it as a change (not as
+        `@removed`) and subscribers get a `deleted` notification."""
+        chat = self.chats[chat_id]
+        msg = chat.messages[message_id]
+        now = iso(self.clock.now())
+        msg.update(deletedDateTime=now, lastModifiedDateTime=now, attachments=[], mentions=[],
+                   reactions=[], summary=None, subject=None)
+        msg["body"] = {"contentType": msg["body"].get("contentType", "text"), "content": ""}
+        self._touch(("chat", chat_id), message_id)
+        self._notify_teams("deleted", msg, chat_id=chat_id)
+        return msg
+
     def trim_chat(self, chat_id: str, keep: int) -> None:
         chat = self.chats[chat_id]
         while len(chat.messages) > keep:

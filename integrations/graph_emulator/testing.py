@@ -109,6 +109,11 @@ class ControlClient:
     def create_chat_message(self, body: str = "Hello", **kw: Any) -> dict[str, Any]:
         return self._call("POST", "chat-message", {"body": body, **kw})
 
+    def delete_chat_message(self, chat_id: str, message_id: str) -> dict[str, Any]:
+        """A user deletes a Teams message: Graph soft-deletes it (deletedDateTime set)."""
+        return self._call("POST", "chat-message/delete", {"chat_id": chat_id,
+                                                          "message_id": message_id})
+
     def expire_delta_tokens(self, user: str | None = None) -> int:
         return self._call("POST", "delta/expire", {"user": user} if user else {})["expired"]
 

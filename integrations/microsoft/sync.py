@@ -291,7 +291,9 @@ def apply_page(state: SyncState, items: list[dict[str, Any]]) -> tuple[int, int,
         graph_id = item.get("id") if isinstance(item, dict) else None
         if not graph_id:
             continue
-        if "@removed" in item:
+        if "@removed" in item or item.get("deletedDateTime"):
+            # Outlook (and trimmed history) send `@removed`; Teams soft-deletes: the message
+            # comes back with deletedDateTime set and no content. Both are a deletion here.
             removed_ids.add(graph_id)
             live.pop(graph_id, None)
         else:

@@ -108,6 +108,24 @@ class TestRounds:
         assert run.outcome == "succeeded" and run.added > 0
         assert SyncedItem.objects.filter(kind="chatMessages").count() == run.added
 
+    def test_a_soft_deleted_teams_message_is_marked_deleted(self, graph_settings, monitored,
+                                                            emulator):
+        state = sync.ensure_state(monitored.pk, "chatMessages")
+        sync.run(state.pk)
+        item = SyncedItem.objects.filter(kind="chatMessages", removed_at__isnull=True).first()
+        chat_id = item.data.get("chatId")
+        assert chat_id
+        emulator.control.delete_chat_message(chat_id, item.graph_id)
+        # Graph returns it as a change with deletedDateTime set, not as @removed.
+        run = sync.run(state.pk)
+        assert run.outcome == "succeeded" and run.removed == 1
+        item.refresh_from_db()
+        assert item.removed_at is not None
+        # A replay of the same soft-deleted entry changes nothing.
+        deleted = {"id": item.graph_id, "deletedDateTime": "2026-01-01T00:00:00Z",
+                   "body": {"content": ""}}
+        assert sync.apply_page(state, [deleted]) == (0, 0, 0)
+
 
 class TestRecovery:
     def test_an_expired_token_starts_an_automatic_full_resync(self, mail_state, monitored,
