@@ -348,7 +348,8 @@ def _switch_database(actor: Actor, plan: ConnectPlan, secret: str, remote_delete
         states = SyncState.objects.update(
             delta_link="", next_link="", round_kind="", token_obtained_at=None,
             reset_requested=True, lease_owner="", lease_expires_at=None,
-            status=SyncState.Status.NEVER, last_error="", last_error_at=None, item_count=0)
+            status=SyncState.Status.NEVER, last_error="", last_error_at=None,
+            **({"item_count": 0} if plan.drop_synced_items else {}))
         DelegatedAccount.objects.filter(disconnected_at__isnull=True).update(
             disconnected_at=now, token_cache_encrypted="")
         record(ACTION, actor=actor, target_type="tenant", target_id=target.tenant_id,
