@@ -1,8 +1,71 @@
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+
+# Runs in every page before its own scripts: a CSP violation becomes a console error, which the
+# fixture below turns into a test failure (chromium also logs "Refused to …", but not for all).
+_REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  console.error(`CSP violation: ${event.violatedDirective} blocked ${event.blockedURI || "inline"}`
+                + ` at ${event.sourceFile || document.location.href}:${event.lineNumber}`);
+});
+"""
+
+
+@dataclass
+class BrowserProblems:
+    """What a user would see go wrong: console errors, CSP violations, failed requests."""
+
+    found: list[str] = field(default_factory=list)
+    allowed: list[tuple[int, re.Pattern[str]]] = field(default_factory=list)
+
+    def allow(self, status: int, url: str) -> None:
+        """A test that provokes an error answer on purpose names it (status, URL regex)."""
+        self.allowed.append((status, re.compile(url)))
+
+    def _is_allowed(self, status: int, url: str) -> bool:
+        return any(status == s and pattern.search(url) for s, pattern in self.allowed)
+
+    def on_console(self, message) -> None:
+        text = message.text
+        if "Failed to load resource" in text:
+            return  # the response itself is checked (and may be allowed) in on_response
+        if message.type == "error" or "Refused to" in text:
+            self.found.append(f"console {message.type}: {text} ({message.location.get('url')})")
+
+    def on_page_error(self, error) -> None:
+        self.found.append(f"uncaught exception: {error.error}")
+
+    def on_request_failed(self, request) -> None:
+        failure = request.failure or ""
+        # A navigation cancels the page's requests still in flight: not a failure the user sees.
+        if "ERR_ABORTED" not in failure:
+            self.found.append(f"request failed: {request.method} {request.url}: {failure}")
+
+    def on_response(self, response) -> None:
+        if response.status >= 400 and not self._is_allowed(response.status, response.url):
+            self.found.append(f"HTTP {response.status}: {response.request.method} {response.url}")
+
+
+@pytest.fixture(autouse=True)
+def browser_problems(context):
+    """Every browser test fails on a console error, a CSP violation or a failed request of any
+    page it opens (allow an intended error answer with `browser_problems.allow(status, url)`)."""
+    problems = BrowserProblems()
+    context.add_init_script(_REPORT_CSP_VIOLATIONS)
+    context.on("console", problems.on_console)
+    context.on("weberror", problems.on_page_error)
+    context.on("requestfailed", problems.on_request_failed)
+    context.on("response", problems.on_response)
+    yield problems
+    if problems.found:
+        pytest.fail("The browser saw problems:\n  " + "\n  ".join(problems.found), pytrace=False)
 
 
 @pytest.fixture
@@ -29,3 +92,14 @@ def sign_in(page, live_server):
         page.get_by_role("button", name="Sign in").click()
 
     return do
+
+
+def set_visibility(page, state: str) -> None:
+    """Emulate the tab being hidden or shown (headless chromium's tabs are always visible):
+    document.visibilityState answers `state` and the page gets its visibilitychange event."""
+    page.evaluate("""(state) => {
+        Object.defineProperty(document, "visibilityState", {configurable: true, get: () => state});
+        Object.defineProperty(document, "hidden", {configurable: true,
+                                                   get: () => state !== "visible"});
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""", state)

@@ -6,6 +6,8 @@ from playwright.sync_api import expect
 
 from portal.alerts.models import MetricSample
 from portal.alerts.services import evaluate_all
+from portal.jobs.models import Job
+from tests.browser.conftest import set_visibility
 from tests.conftest import PERSONAS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -27,3 +29,39 @@ def test_the_dashboard_shows_alerts_and_24_hour_charts(page, live_server, person
     expect(page.get_by_role("img", name="Graph calls per hour over the last 24 hours")
            ).to_be_visible()
     screenshot("dashboard-charts")
+
+
+def is_poll(request) -> bool:
+    return request.headers.get("x-portal-poll") == "1"
+
+
+def test_the_dashboard_refreshes_itself_and_pauses_while_the_tab_is_hidden(
+        page, live_server, personas, sign_in, screenshot):
+    polls = []
+    page.on("request", lambda request: polls.append(request.url) if is_poll(request) else None)
+    page.clock.install()  # the page's timers, moved on by run_for; time also passes normally
+    sign_in(PERSONAS["operator"])
+    dead_tile = page.locator('a.tile[href$="status=dead"] .num')
+    expect(dead_tile).to_have_text("0")
+
+    Job.objects.create(job_type="jobs.noop", status=Job.Status.DEAD, last_error="boom")
+    with page.expect_request(is_poll) as first:
+        page.clock.run_for(16_000)
+    assert first.value.url == live_server.url + "/"
+    expect(dead_tile).to_have_text("1")  # no reload: the poll swapped #health in place
+    expect(page.get_by_role("heading", name="Dashboard")).to_have_count(1)  # not a page in a page
+
+    set_visibility(page, "hidden")
+    Job.objects.create(job_type="jobs.noop", status=Job.Status.DEAD, last_error="boom")
+    page.clock.run_for(120_000)
+    page.wait_for_timeout(500)  # a poll fired by run_for would have been sent by now
+    assert len(polls) == 1
+    expect(dead_tile).to_have_text("1")
+
+    with page.expect_request(is_poll):  # back to the tab: refreshed at once
+        set_visibility(page, "visible")
+    expect(dead_tile).to_have_text("2")
+    with page.expect_request(is_poll):  # and every 15 s again
+        page.clock.run_for(16_000)
+    assert len(polls) == 3
+    screenshot("dashboard-live-refresh")
