@@ -181,7 +181,7 @@ def test_setup_and_cleanup_are_dry_runs_until_confirmed(client, otto_operator, m
     assert runs == [("setup_webhooks", True)]  # runs in the background, not in the request
     waiting = client.get(started["Location"], headers={"HX-Request": "true"})
     assert b"waiting for a worker" in waiting.content
-    assert b'hx-trigger="every 1s"' in waiting.content
+    assert b'data-poll-seconds="1" hx-trigger="poll"' in waiting.content
     run_job(job.pk)
     assert runs[-1] == ("setup_webhooks", False)
     done = client.get(started["Location"])
