@@ -47,7 +47,7 @@ class Ctx:
         if not isinstance(data, dict):
             raise GraphError(400, "BadRequest", "Invalid request body: a JSON object is "
                              "expected.")
-        return data
+        return _camel_keys(data)
 
 
 Handler = Callable[[Ctx], Response]
@@ -64,6 +64,17 @@ class Route:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _camel_keys(value: Any) -> Any:
+    """Graph matches property names case-insensitively; SDKs may send `Message`,
+    `SaveToSentItems`: PascalCase keys become the camelCase the handlers read."""
+    if isinstance(value, dict):
+        return {(k[0].lower() + k[1:] if isinstance(k, str) and k[:1].isupper() else k):
+                _camel_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_camel_keys(v) for v in value]
+    return value
+
+
 def normalize_segments(segments: list[str]) -> list[str]:
     """``mailFolders('inbox')`` -> ``mailFolders``, ``inbox``."""
     out: list[str] = []
@@ -71,7 +82,8 @@ def normalize_segments(segments: list[str]) -> list[str]:
         m = _PAREN_RE.match(seg)
         if m and not seg.startswith("19:"):
             out.append(m.group(1))
-            out.append(m.group(2))
+            if m.group(2):  # `delta()` is the function call `delta` (as SDKs write it)
+                out.append(m.group(2))
         else:
             out.append(seg)
     return out
