@@ -44,7 +44,7 @@ NAV_BY_ROLE = {
     "support": [*_NAV_COMMON, "Verify", "Settings", "Audit log"],
     "operator": [*_NAV_COMMON, "Verify", "Settings", "Audit log"],
     "admin": [*_NAV_COMMON, "Verify", "Settings", "Credentials", "API tokens", "People",
-              "Recovery", "Audit log", "Django admin"],
+              "Service clients", "Recovery", "Audit log", "Django admin"],
 }
 
 

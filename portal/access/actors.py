@@ -1,4 +1,4 @@
-"""Who is acting: a signed-in person, an API token, or the system itself."""
+"""Who is acting: a signed-in person, an API token, a service client, or the system itself."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from typing import Any
 from django.http import HttpRequest
 
 from portal.access.addresses import client_ip
-from portal.access.roles import ADMIN, ROLES
+from portal.access.roles import ADMIN, ROLES, permissions_of_scopes
 
 SYSTEM_ROLE = "system"
+CLIENT_ROLE = "service-client"
 
 
 def role_of(user: Any) -> str:
@@ -30,17 +31,20 @@ def role_of(user: Any) -> str:
 
 @dataclass(frozen=True)
 class Actor:
-    kind: str  # "user", "token" or "system"
+    kind: str  # "user", "token", "client" or "system"
     name: str
     role: str
     user: Any = None
     token: Any = None
+    client: Any = None  # a ServiceClient (kind "client"); `token` is then its client token
     ip: str = ""
     user_agent: str = ""
     request_id: str = ""
 
     @property
     def actor_id(self) -> str:
+        if self.client is not None:
+            return str(self.client.pk)
         if self.token is not None:
             return str(self.token.pk)
         if self.user is not None:
@@ -50,6 +54,9 @@ class Actor:
     def can(self, codename: str) -> bool:
         if self.kind == "system":
             return True
+        if self.kind == "client":
+            return (self.client is not None and self.client.is_active
+                    and codename in permissions_of_scopes(self.client.scopes))
         if self.user is None or not self.user.is_active:
             return False
         if self.token is not None and not self.token.allows(codename):
@@ -63,8 +70,12 @@ class Actor:
             "user_agent": request.headers.get("User-Agent", "")[:300],
             "request_id": getattr(request, "request_id", ""),
         }
+        client_token = getattr(request, "service_client_token", None)
         token = getattr(request, "api_token", None)
         user = getattr(request, "user", None)
+        if client_token is not None:
+            return cls(kind="client", name=client_token.client.name, role=CLIENT_ROLE,
+                       token=client_token, client=client_token.client, **common)
         if token is not None:
             return cls(kind="token", name=token.display_name, role=role_of(token.user),
                        user=token.user, token=token, **common)

@@ -90,3 +90,61 @@ class CredentialFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.window_start:%Y-%m-%d %H:%M} {self.scope} {self.key}: {self.count}"
+
+
+class ServiceClient(models.Model):
+    """A non-human API principal (a Fleet service such as "fleet-api"): tokens and scopes,
+    no password, no console, no second factor. Audit rows name it (actor type "client")."""
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.SlugField(max_length=64, unique=True)
+    description = models.CharField(max_length=300, blank=True)
+    # Scope names (service_clients.SCOPES), e.g. ["messages:send", "events:read"].
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    @property
+    def actor_name(self) -> str:
+        """How the client is named where people's usernames also appear (created_by fields):
+        Django usernames cannot contain ':', so this never collides with a person."""
+        return f"client:{self.name}"
+
+
+class ServiceClientToken(models.Model):
+    """One bearer token of a service client; only its SHA-256 is stored. During a rotation
+    the old token stays valid until its (shortened) expiry, so two work at once."""
+
+    id = models.BigAutoField(primary_key=True)
+    client = models.ForeignKey(ServiceClient, on_delete=models.CASCADE, related_name="tokens")
+    prefix = models.CharField(max_length=16, db_index=True)
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.client.name})"
+
+    @property
+    def is_usable(self) -> bool:
+        from django.utils import timezone
+
+        return (self.revoked_at is None and self.client.revoked_at is None
+                and (self.expires_at is None or self.expires_at > timezone.now()))

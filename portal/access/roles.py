@@ -37,10 +37,16 @@ PERMISSIONS: dict[str, str] = {
     "manage_api_tokens": "Create and revoke API tokens",
     "run_recovery": "Run the complete system recovery",
     "use_django_admin": "Use the Django admin at /admin/",
+    "view_messages": "See outbound messages: status, recipients, errors (not their text)",
+    "read_events": "Read the event feed",
+    "view_message_bodies": "Read the subject and text of outbound messages",
+    "send_messages": "Send, resend and cancel e-mails and Teams messages",
+    "manage_service_clients": "Create, rotate and revoke service clients",
+    "manage_event_endpoints": "Create, change, pause and replay event endpoints",
 }
 
 _GRANTS: dict[str, tuple[str, ...]] = {
-    VIEWER: ("view_console",),
+    VIEWER: ("view_console", "view_messages", "read_events"),
     SUPPORT: ("verify_integration", "retry_job", "sync_delta", "acknowledge_alerts", "view_audit"),
     OPERATOR: (
         "retry_all_jobs",
@@ -56,6 +62,8 @@ _GRANTS: dict[str, tuple[str, ...]] = {
         "cleanup_subscriptions",
         "change_runtime_settings",
         "export_audit",
+        "view_message_bodies",
+        "send_messages",
     ),
     ADMIN: (
         "view_secrets_metadata",
@@ -64,6 +72,8 @@ _GRANTS: dict[str, tuple[str, ...]] = {
         "manage_api_tokens",
         "run_recovery",
         "use_django_admin",
+        "manage_service_clients",
+        "manage_event_endpoints",
     ),
 }
 
@@ -78,6 +88,19 @@ def _cumulative() -> dict[str, frozenset[str]]:
 
 
 MATRIX: dict[str, frozenset[str]] = _cumulative()
+
+
+# A service client holds scopes instead of a role; each scope grants these permissions.
+SCOPES: dict[str, tuple[str, ...]] = {
+    "messages:send": ("send_messages",),
+    "messages:read": ("view_messages", "view_message_bodies"),
+    "events:read": ("read_events",),
+    "events:manage": ("manage_event_endpoints", "read_events"),
+}
+
+
+def permissions_of_scopes(scopes: list[str]) -> frozenset[str]:
+    return frozenset(codename for scope in scopes for codename in SCOPES.get(scope, ()))
 
 
 def permissions_of(role: str) -> frozenset[str]:

@@ -17,7 +17,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from portal.access import credential_limits
+from portal.access import credential_limits, service_clients
 from portal.access.actors import Actor
 from portal.access.addresses import from_api_trusted_network
 from portal.access.authz import require
@@ -147,6 +147,21 @@ def _authenticate(request: HttpRequest, trusted_network: bool) -> Actor:
     # Refused credentials are counted (credential_limits), not audited one row each: an
     # unauthenticated caller must not be able to grow the append-only audit log.
     raw = _bearer(request)
+    if raw is not None and raw.startswith(service_clients.CLIENT_TOKEN_PREFIX):
+        wait = credential_limits.wait_before_trying(request)
+        if wait:
+            raise _too_many_failures(wait)
+        client_token = service_clients.authenticate(raw)
+        if client_token is None:
+            wait = credential_limits.record_failure(
+                request, token_prefix=service_clients.public_prefix(raw)
+                or credential_limits.OTHER_PREFIX,
+                reason="unknown, expired or revoked service-client token")
+            if wait:
+                raise _too_many_failures(wait)
+            raise ApiError(401, "unauthorized", "The bearer token is unknown, expired or revoked.")
+        request.service_client_token = client_token
+        return Actor.from_request(request)
     if raw is not None:
         wait = credential_limits.wait_before_trying(request)
         if wait:

@@ -1,23 +1,13 @@
 from __future__ import annotations
 
-import hashlib
-import secrets
-
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from portal.access.token_values import hash_token, new_token_value
+
 TOKEN_PREFIX = "fgp_"
-
-
-def hash_token(raw: str) -> str:
-    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
-
-
-def new_token_value() -> tuple[str, str]:
-    """(full token, visible prefix). The prefix lets people and secret scanners spot it."""
-    visible = secrets.token_hex(4)
-    return f"{TOKEN_PREFIX}{visible}_{secrets.token_urlsafe(32)}", f"{TOKEN_PREFIX}{visible}"
+__all__ = ["TOKEN_PREFIX", "ApiToken", "hash_token", "new_token_value"]
 
 
 def public_prefix(raw: str) -> str | None:

@@ -46,7 +46,7 @@ def create_token(actor: Actor, username: str, name: str, scopes: list[str] | Non
         )
     if expires_days is not None and not 1 <= expires_days <= MAX_EXPIRY_DAYS:
         raise TokenError(f"Expiry must be between 1 and {MAX_EXPIRY_DAYS} days.")
-    raw, prefix = new_token_value()
+    raw, prefix = new_token_value(TOKEN_PREFIX)
     with transaction.atomic():
         token = ApiToken.objects.create(
             user=user, name=(name or "API token")[:100], prefix=prefix,

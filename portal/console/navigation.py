@@ -26,6 +26,7 @@ NAV_ITEMS: tuple[NavItem, ...] = (
     NavItem("Credentials", "console:credentials", "view_secrets_metadata"),
     NavItem("API tokens", "console:tokens", "manage_api_tokens"),
     NavItem("People", "console:people", "manage_users"),
+    NavItem("Service clients", "console:service_clients", "manage_service_clients"),
     NavItem("Recovery", "console:recovery", "run_recovery"),
     NavItem("Audit log", "console:audit", "view_audit"),
     NavItem("Django admin", "admin:index", "use_django_admin"),

@@ -2,6 +2,7 @@ from django.urls import path
 
 from portal.console import (
     alerts_views,
+    clients_views,
     credentials_views,
     graph_views,
     jobs_views,
@@ -26,6 +27,12 @@ urlpatterns = [
     path("people/<str:username>/role", people_views.person_role, name="person_role"),
     path("tokens/create", tokens_views.token_create, name="token_create"),
     path("tokens/<int:token_id>/revoke", tokens_views.token_revoke, name="token_revoke"),
+    path("clients/", clients_views.client_list, name="service_clients"),
+    path("clients/create", clients_views.client_create, name="service_client_create"),
+    path("clients/<slug:name>/rotate", clients_views.client_rotate,
+         name="service_client_rotate"),
+    path("clients/<slug:name>/revoke", clients_views.client_revoke,
+         name="service_client_revoke"),
     path("alerts/<str:rule>", alerts_views.alert_action, name="alert_action"),
     path("audit/", views.audit_log, name="audit"),
     path("audit/export.csv", views.audit_export, name="audit_export"),

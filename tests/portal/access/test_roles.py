@@ -23,7 +23,24 @@ def test_roles_are_cumulative_and_only_admins_touch_credentials_users_and_recove
 
 
 def test_the_viewer_reads_but_changes_nothing_and_cannot_read_the_audit_log():
-    assert MATRIX["viewer"] == {"view_console"}
+    # Reading only: the console, outbound messages' status (not their text), the event feed.
+    assert MATRIX["viewer"] == {"view_console", "view_messages", "read_events"}
+
+
+def test_message_text_sending_and_the_gateways_admin_pages_are_held_back():
+    assert [r for r in ROLES if "view_message_bodies" in MATRIX[r]] == ["operator", "admin"]
+    assert [r for r in ROLES if "send_messages" in MATRIX[r]] == ["operator", "admin"]
+    for codename in ("manage_service_clients", "manage_event_endpoints"):
+        assert [role for role in ROLES if codename in MATRIX[role]] == ["admin"]
+
+
+def test_service_client_scopes_grant_only_gateway_permissions():
+    from portal.access.roles import SCOPES
+
+    granted = {codename for codenames in SCOPES.values() for codename in codenames}
+    assert granted <= set(PERMISSIONS)
+    assert granted == {"send_messages", "view_messages", "view_message_bodies", "read_events",
+                       "manage_event_endpoints"}
 
 
 def test_support_may_do_single_item_remediation_only():
