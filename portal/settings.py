@@ -245,6 +245,10 @@ API_AUTH_FAILURE_WINDOW_SECONDS = env_int("API_AUTH_FAILURE_WINDOW_SECONDS", 300
                                           maximum=86_400)
 # Networks whose callers may read /api/metrics/* without a token (the runbook's curls do).
 API_TRUSTED_NETWORKS = env_networks("API_TRUSTED_NETWORKS", ["127.0.0.1/32", "::1/128"])
+# How long an Idempotency-Key on POST /api/messages is remembered (the IETF draft: ≥ 24 h).
+API_IDEMPOTENCY_TTL_HOURS = env_int("API_IDEMPOTENCY_TTL_HOURS", 24, minimum=24)
+# Mailboxes the send API may send from besides the monitored users (UPNs, comma-separated).
+MESSAGING_SENDER_MAILBOXES = [m.lower() for m in env_list("MESSAGING_SENDER_MAILBOXES", [])]
 
 # --- Alerts and metrics ---------------------------------------------------------------------
 # Who gets alert e-mails (Django's EMAIL_* settings send them), comma-separated.

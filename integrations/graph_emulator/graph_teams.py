@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -104,6 +105,47 @@ def list_user_chats(ctx: Ctx) -> Response:
         chats = [dict(c.data) for c in ctx.state.chats.values() if user["id"] in c.members]
     chats.sort(key=lambda c: c.get("lastUpdatedDateTime") or "", reverse=True)
     return _page(ctx, chats, 50, 50, f"users('{user['id']}')/chats")
+
+
+_BIND = re.compile(r"users\('([^']+)'\)$")
+
+
+def create_chat(ctx: Ctx) -> Response:
+    """POST /chats for a oneOnOne chat: Graph answers 201 with the existing chat of the two
+    members when there is one, so a retried create never makes a second chat."""
+    p = ctx.principal
+    if not p.delegated:
+        raise GraphError(403, "Forbidden", "Creating chats needs a delegated token here.")
+    require(ctx, (), ("Chat.Create", "Chat.ReadWrite"), code="Forbidden",
+            message="Missing scope permissions on the request. API requires one of "
+            "'Chat.Create, Chat.ReadWrite'.")
+    body = ctx.body_json()
+    if body.get("chatType") != "oneOnOne":
+        raise GraphError(400, "BadRequest", "Only oneOnOne chats are emulated.")
+    members = body.get("members")
+    if not isinstance(members, list) or len(members) != 2:
+        raise GraphError(400, "BadRequest", "A oneOnOne chat has exactly two members.")
+    ids = []
+    with ctx.state.lock:
+        for member in members:
+            match = _BIND.search(str((member or {}).get("user@odata.bind") or ""))
+            user = ctx.state.resolve_user(match.group(1)) if match else None
+            if user is None:
+                raise GraphError(404, "NotFound", "A chat member was not found.")
+            ids.append(user["id"])
+        if p.user_id not in ids or ids[0] == ids[1]:
+            raise GraphError(400, "BadRequest", "The caller must be one of two members.")
+        for chat in ctx.state.chats.values():
+            if chat.data.get("chatType") == "oneOnOne" and set(chat.members) == set(ids):
+                return entity(ctx, "chats/$entity", dict(chat.data), status=201)
+        cid = f"19:{ids[0]}_{ids[1]}@unq.gbl.spaces"
+        created = iso(ctx.state.clock.now())
+        data = {"id": cid, "topic": None, "createdDateTime": created,
+                "lastUpdatedDateTime": created, "chatType": "oneOnOne",
+                "webUrl": f"https://teams.microsoft.com/l/chat/{cid}/0",
+                "tenantId": ctx.state.tenant_id, "onlineMeetingInfo": None, "viewpoint": None}
+        ctx.state.add_chat(Chat(data=data, members=ids))
+    return entity(ctx, "chats/$entity", dict(data), status=201)
 
 
 def get_chat(ctx: Ctx) -> Response:
@@ -331,6 +373,7 @@ def register(router: Router) -> None:
     router.add("GET", "users/{user}/chats/getAllMessages", all_messages)
     router.add("GET", "users/{user}/chats/getAllMessages/delta", chats_delta)
     router.add("GET", "users/{user}/joinedTeams", joined_teams)
+    router.add("POST", "chats", create_chat)
     router.add("GET", "chats/{chat}", get_chat)
     router.add("GET", "chats/{chat}/messages", list_chat_messages)
     router.add("POST", "chats/{chat}/messages", post_chat_message, teams_post=True)

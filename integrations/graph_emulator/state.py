@@ -43,7 +43,8 @@ DEFAULT_APP_ROLES = (
 )
 DEFAULT_DELEGATED_SCOPES = (
     "User.Read", "User.ReadBasic.All", "Mail.ReadWrite", "Mail.Send", "Chat.ReadWrite",
-    "ChatMessage.Send", "ChannelMessage.Send", "offline_access", "openid", "profile", "email",
+    "Chat.Create", "ChatMessage.Send", "ChannelMessage.Send", "offline_access", "openid",
+    "profile", "email",
 )
 
 

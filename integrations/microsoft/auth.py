@@ -43,8 +43,9 @@ MICROSOFT_AUTHORITY_HOSTS = frozenset({
     "login.partner.microsoftonline.cn", "login.microsoftonline.de",
 })
 # Delegated scopes for the Teams sender; MSAL adds openid/profile/offline_access itself and
-# refuses them if passed (that is how we get a refresh token).
-DELEGATED_SCOPES = ("ChatMessage.Send", "ChannelMessage.Send", "User.Read")
+# refuses them if passed (that is how we get a refresh token). Chat.Create: a message "toUser"
+# finds or creates the 1:1 chat with that user.
+DELEGATED_SCOPES = ("ChatMessage.Send", "ChannelMessage.Send", "Chat.Create", "User.Read")
 
 
 def graph_resource() -> str:

@@ -156,8 +156,10 @@ def _create(channel: str, job_type: str, fields: dict[str, Any], *, idempotency_
 
 def send_mail(sender: str, to: str | Iterable[str], subject: str, body: str, *,
               cc: str | Iterable[str] | None = None, bcc: str | Iterable[str] | None = None,
-              content_type: str = "text", idempotency_key: str | None = None,
-              created_by: str = "", correlation_id: str = "") -> OutboundMessage:
+              content_type: str = "text", importance: str = "normal",
+              idempotency_key: str | None = None, created_by: str = "",
+              correlation_id: str = "", resend_of: OutboundMessage | None = None
+              ) -> OutboundMessage:
     """Queue an e-mail from mailbox `sender` (UPN or user id; use one form per mailbox: it is
     also the budget key). Works inside the caller's transaction."""
     to_list, cc_list, bcc_list = _addresses(to), _addresses(cc), _addresses(bcc)
@@ -167,33 +169,40 @@ def send_mail(sender: str, to: str | Iterable[str], subject: str, body: str, *,
         raise ValueError("An e-mail needs a sending mailbox.")
     if content_type not in ("text", "html"):
         raise ValueError("content_type is 'text' or 'html'.")
+    if importance not in ("normal", "high"):
+        raise ValueError("importance is 'normal' or 'high'.")
     return _create(OutboundMessage.Channel.MAIL, MAIL_JOB, {
         "sender": sender.strip(), "to_recipients": to_list, "cc_recipients": cc_list,
         "bcc_recipients": bcc_list, "subject": subject[:400], "body": body,
-        "content_type": content_type,
+        "content_type": content_type, "importance": importance, "resend_of": resend_of,
     }, idempotency_key=idempotency_key, created_by=created_by, correlation_id=correlation_id)
 
 
 def send_teams_message(body: str, *, chat_id: str = "", team_id: str = "",
-                       channel_id: str = "", content_type: str = "text",
+                       channel_id: str = "", to_user: str = "", content_type: str = "text",
                        idempotency_key: str | None = None, created_by: str = "",
-                       correlation_id: str = "") -> OutboundMessage:
-    """Queue a Teams message to a chat (`chat_id`) or a channel (`team_id` + `channel_id`)."""
+                       correlation_id: str = "", resend_of: OutboundMessage | None = None
+                       ) -> OutboundMessage:
+    """Queue a Teams message to a chat (`chat_id`), a user's 1:1 chat with the sender account
+    (`to_user`, found or created when it is sent) or a channel (`team_id` + `channel_id`)."""
     if not body.strip():
         raise ValueError("A Teams message needs a body.")
     if content_type not in ("text", "html"):
         raise ValueError("content_type is 'text' or 'html'.")
-    if chat_id and not (team_id or channel_id):
+    if bool(chat_id) + bool(to_user) + bool(team_id or channel_id) != 1:
+        raise ValueError("Give either chat_id, to_user, or team_id and channel_id.")
+    if chat_id or to_user:
         channel = OutboundMessage.Channel.TEAMS_CHAT
-    elif team_id and channel_id and not chat_id:
+    elif team_id and channel_id:
         channel = OutboundMessage.Channel.TEAMS_CHANNEL
     else:
-        raise ValueError("Give either chat_id, or team_id and channel_id.")
+        raise ValueError("Give either chat_id, to_user, or team_id and channel_id.")
     if len(body.encode()) > 28 * 1024:
         raise ValueError("Teams messages are limited to about 28 KB.")
     return _create(channel, TEAMS_JOB, {
-        "chat_id": chat_id, "team_id": team_id, "channel_id": channel_id, "body": body,
-        "content_type": content_type,
+        "chat_id": chat_id, "to_user": to_user, "team_id": team_id,
+        "channel_id": channel_id, "body": body, "content_type": content_type,
+        "resend_of": resend_of,
     }, idempotency_key=idempotency_key, created_by=created_by, correlation_id=correlation_id)
 
 
@@ -409,6 +418,7 @@ def deliver_mail(message: OutboundMessage) -> str:
                       mailbox=message.sender.lower(),
                       headers={"Prefer": 'IdType="ImmutableId"'}, json={
                           "subject": message.subject,
+                          "importance": message.importance or "normal",
                           "body": {"contentType": message.content_type,
                                    "content": message.body},
                           "toRecipients": _recipients(message.to_recipients),
@@ -513,6 +523,23 @@ def _sender() -> tuple[str, str]:
     return account.upn, str(claims.get("oid") or "")
 
 
+def _one_on_one_chat(message: OutboundMessage, sender_id: str, token_kind: str) -> None:
+    """Find or create the sender's 1:1 chat with `to_user` (Graph answers a create of an
+    existing oneOnOne chat with that chat, so a retry makes no second one)."""
+    bind = "https://graph.microsoft.com/v1.0/users('{}')"
+    member = {"@odata.type": "#microsoft.graph.aadUserConversationMember", "roles": ["owner"]}
+    chat = _call("POST", "/chats", block_keys=[f"teams-chat-create:{message.to_user.lower()}"],
+                 retry_ambiguous=True, token_kind=token_kind, json={
+                     "chatType": "oneOnOne",
+                     "members": [{**member, "user@odata.bind": bind.format(sender_id)},
+                                 {**member, "user@odata.bind": bind.format(message.to_user)}],
+                 }).body or {}
+    chat_id = str(chat.get("id") or "")
+    if not chat_id:
+        raise TransientJobError("Graph created the chat but returned no id")
+    _note(message, chat_id=chat_id[:255])
+
+
 def deliver_teams(message: OutboundMessage) -> str:
     """Post one queued Teams message; a retry looks for its earlier post first."""
     token_kind = teams_token_kind()
@@ -522,6 +549,8 @@ def deliver_teams(message: OutboundMessage) -> str:
         upn, sender_id = "(application)", ""
     if upn != message.sender:
         _note(message, sender=upn[:255])
+    if message.to_user and not message.chat_id:
+        _one_on_one_chat(message, sender_id, token_kind)
     target = _target_key(message)
     keys = [target] + ([f"teams-sender:{upn.lower()}"] if token_kind == "delegated" else [])
     if message.step == OutboundMessage.Step.POST_REQUESTED and message.step_at:
@@ -564,7 +593,13 @@ def deliver(message_id: int, job: Any = None) -> str:
         return "missing"
     if message.status == OutboundMessage.Status.SENT:
         return "already-sent"
-    _note(message, status=OutboundMessage.Status.SENDING, last_attempt_at=timezone.now())
+    # A conditional update, so a cancel (cancel_message) and this run never both win.
+    started = OutboundMessage.objects.filter(pk=message.pk).exclude(
+        status__in=[OutboundMessage.Status.SENT, OutboundMessage.Status.CANCELLED]).update(
+        status=OutboundMessage.Status.SENDING, last_attempt_at=timezone.now())
+    if not started:
+        return "cancelled"
+    message.status = OutboundMessage.Status.SENDING
     try:
         if message.channel == OutboundMessage.Channel.MAIL:
             return deliver_mail(message)
@@ -578,6 +613,41 @@ def deliver(message_id: int, job: Any = None) -> str:
             fields["status"] = OutboundMessage.Status.FAILED
         OutboundMessage.objects.filter(pk=message.pk).update(**fields)
         raise
+
+
+# Steps after which nothing can have reached a recipient: a message there may be cancelled.
+CANCELLABLE_STEPS = (OutboundMessage.Step.NONE, OutboundMessage.Step.DRAFT_REQUESTED,
+                     OutboundMessage.Step.DRAFT_CREATED)
+
+
+class NotCancellable(Exception):
+    """The message is sent, being sent, or may have been sent (the message says which)."""
+
+
+def cancel_message(message_id: int) -> OutboundMessage:
+    """Cancel a message that cannot have been sent yet, and its job, in the caller's
+    transaction. A run in progress, or a step after which Graph may have sent it, refuses."""
+    from portal.jobs.models import Job
+
+    with transaction.atomic():
+        message = OutboundMessage.objects.select_for_update().get(pk=message_id)
+        job = Job.objects.select_for_update().filter(pk=message.job_id).first()
+        if message.status in (OutboundMessage.Status.SENT, OutboundMessage.Status.CANCELLED):
+            raise NotCancellable(f"Message {message.pk} is already {message.status}.")
+        if job is not None and job.status == Job.Status.RUNNING:
+            raise NotCancellable(f"Message {message.pk} is being sent right now.")
+        if message.step not in CANCELLABLE_STEPS:
+            raise NotCancellable(f"Message {message.pk} may already have reached Graph "
+                                 f"({message.get_step_display().lower()}); it cannot be "
+                                 "cancelled.")
+        OutboundMessage.objects.filter(pk=message.pk).update(
+            status=OutboundMessage.Status.CANCELLED)
+        if job is not None and job.status != Job.Status.SUCCEEDED:
+            Job.objects.filter(pk=job.pk).update(status=Job.Status.CANCELLED,
+                                                 finished_at=timezone.now(),
+                                                 next_attempt_at=None)
+        message.status = OutboundMessage.Status.CANCELLED
+    return message
 
 
 def send_test_message(actor: Any, *, channel: str, sender: str = "", to: str = "",

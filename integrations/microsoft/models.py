@@ -538,6 +538,7 @@ class OutboundMessage(models.Model):
         SENDING = "sending"  # a run started (and may have to be retried)
         SENT = "sent"
         FAILED = "failed"  # its job is dead: last_error says why
+        CANCELLED = "cancelled"  # cancelled before anything could have been sent
 
     class Step(models.TextChoices):
         NONE = "", "Nothing sent to Graph yet"
@@ -559,11 +560,17 @@ class OutboundMessage(models.Model):
     cc_recipients = models.JSONField(default=list, blank=True)
     bcc_recipients = models.JSONField(default=list, blank=True)
     chat_id = models.CharField(max_length=255, blank=True)
+    # Teams 1:1: the recipient's UPN; the job finds or creates the chat and sets chat_id.
+    to_user = models.CharField(max_length=255, blank=True)
     team_id = models.CharField(max_length=64, blank=True)
     channel_id = models.CharField(max_length=255, blank=True)
     subject = models.CharField(max_length=400, blank=True)
     body = models.TextField()
     content_type = models.CharField(max_length=8, default="text")  # "text" or "html"
+    importance = models.CharField(max_length=8, default="normal")  # mail: "normal" or "high"
+    # The message this one resends (a new message, linked to the original).
+    resend_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
+                                  related_name="resends")
     job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
                             related_name="+")
     graph_draft_id = models.CharField(max_length=255, blank=True)
@@ -584,7 +591,8 @@ class OutboundMessage(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["status", "id"], name="ms_outbound_status_idx")]
+        indexes = [models.Index(fields=["status", "id"], name="ms_outbound_status_idx"),
+                   models.Index(fields=["created_by", "id"], name="ms_outbound_creator_idx")]
         constraints = [
             # Two outbound rows never claim the same Graph message (the Teams retry check).
             models.UniqueConstraint(fields=["channel", "graph_message_id"],

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
 
 from portal.access import credential_limits, service_clients
@@ -30,16 +31,21 @@ MAX_BODY_BYTES = 64 * 1024
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, error: str, detail: str = "", *,
+    """An answer other than success; `field` names the request field at fault, if one is."""
+
+    def __init__(self, status: int, error: str, detail: str = "", *, field: str = "",
                  retry_after: int | None = None) -> None:
         super().__init__(detail or error)
-        self.status, self.error, self.detail = status, error, detail
+        self.status, self.error, self.detail, self.field = status, error, detail, field
         self.retry_after = retry_after
 
 
-def error_response(status: int, error: str, detail: str = "",
+def error_response(status: int, error: str, detail: str = "", field: str = "",
                    retry_after: int | None = None) -> JsonResponse:
-    response = JsonResponse({"error": error, "detail": detail}, status=status)
+    body = {"error": error, "detail": detail}
+    if field:
+        body["field"] = field
+    response = JsonResponse(body, status=status)
     if retry_after is not None:
         response["Retry-After"] = str(retry_after)
     return response
@@ -55,6 +61,8 @@ class Endpoint:
     responses: dict[str, str] = field(default_factory=dict)
     query: dict[str, str] = field(default_factory=dict)
     trusted_network: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    max_body_bytes: int = MAX_BODY_BYTES
 
 
 ENDPOINTS: list[Endpoint] = []
@@ -68,14 +76,29 @@ def _bearer(request: HttpRequest) -> str | None:
     return value.strip()
 
 
-def _read_json_body(request: HttpRequest) -> dict[str, Any]:
-    if int(request.headers.get("Content-Length") or 0) > MAX_BODY_BYTES:
-        raise ApiError(413, "payload_too_large", f"Bodies are limited to {MAX_BODY_BYTES} bytes.")
-    raw = request.body
+def _read_json_body(request: HttpRequest, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
+    try:
+        length = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        raise ApiError(400, "invalid_request", "Content-Length is not a number.") from None
+    if length > max_bytes:
+        raise ApiError(413, "payload_too_large", f"Bodies are limited to {max_bytes} bytes.")
+    # Django's DATA_UPLOAD_MAX_MEMORY_SIZE guards request.body; endpoints that accept more
+    # (mail up to Graph's 4 MB) read the stream themselves, still capped at max_bytes.
+    if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        raw = request.read(max_bytes + 1)
+    else:
+        raw = request.body
+    if len(raw) > max_bytes:
+        raise ApiError(413, "payload_too_large", f"Bodies are limited to {max_bytes} bytes.")
     if not raw.strip():
         return {}
-    if request.content_type == "multipart/form-data" and not request.POST and not request.FILES:
-        return {}  # an empty form (some clients send one for a bodiless POST)
+    if request.content_type == "multipart/form-data":
+        try:
+            if not request.POST and not request.FILES:
+                return {}  # an empty form (some clients send one for a bodiless POST)
+        except MultiPartParserError:
+            pass  # not really multipart: read it as JSON like any other body
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -95,6 +118,8 @@ def api_endpoint(
     responses: dict[str, str] | None = None,
     query: dict[str, str] | None = None,
     trusted_network: bool = False,
+    headers: dict[str, str] | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> Callable[[Callable[..., Any]], Callable[..., HttpResponse]]:
     """Declare a JSON endpoint. The view gets (request, actor, body, **kwargs).
 
@@ -104,7 +129,8 @@ def api_endpoint(
     if permission not in PERMISSIONS:
         raise ValueError(f"Unknown permission {permission!r}")
     ENDPOINTS.append(Endpoint(path, method, summary, permission, request_body,
-                              responses or {}, query or {}, trusted_network))
+                              responses or {}, query or {}, trusted_network, headers or {},
+                              max_body_bytes))
 
     def decorator(view: Callable[..., Any]) -> Callable[..., HttpResponse]:
         @csrf_exempt
@@ -119,10 +145,12 @@ def api_endpoint(
                 actor = _authenticate(request, trusted_network)
                 require(actor, permission, action="api.call", target_type="url",
                         target_id=request.path)
-                body = _read_json_body(request) if method in {"POST", "PUT", "PATCH"} else {}
+                body = (_read_json_body(request, max_body_bytes)
+                        if method in {"POST", "PUT", "PATCH"} else {})
                 result = view(request, actor, body, *args, **kwargs)
             except ApiError as exc:
-                return error_response(exc.status, exc.error, exc.detail, exc.retry_after)
+                return error_response(exc.status, exc.error, exc.detail, exc.field,
+                                      exc.retry_after)
             except PermissionDenied as exc:
                 return error_response(403, "forbidden", str(exc))
             if isinstance(result, HttpResponse):
@@ -141,6 +169,31 @@ def _too_many_failures(wait: int) -> ApiError:
     return ApiError(429, "too_many_failures",
                     f"Too many refused credentials from here; try again in {wait} s.",
                     retry_after=wait)
+
+
+def by_method(**views: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """One URL, several endpoints (GET lists, POST creates): dispatch on the method. Each
+    view keeps its own permission (`method_permissions`, which the RBAC walk reads)."""
+    methods = {method.upper(): view for method, view in views.items()}
+
+    @csrf_exempt
+    def dispatch(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        view = methods.get(request.method or "")
+        if view is None:
+            response = error_response(405, "method_not_allowed",
+                                      f"Use {' or '.join(methods)} for this endpoint.")
+            response["Allow"] = ", ".join(methods)
+            return response
+        return view(request, *args, **kwargs)
+
+    first = next(iter(methods.values()))
+    dispatch.required_permission = first.required_permission  # type: ignore[attr-defined]
+    dispatch.method_permissions = {  # type: ignore[attr-defined]
+        method: view.required_permission  # type: ignore[attr-defined]
+        for method, view in methods.items()}
+    dispatch.api_endpoint = True  # type: ignore[attr-defined]
+    dispatch.trusted_network = False  # type: ignore[attr-defined]
+    return dispatch
 
 
 def _authenticate(request: HttpRequest, trusted_network: bool) -> Actor:

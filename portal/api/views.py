@@ -36,7 +36,7 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
-def _int_param(request: HttpRequest, name: str, default: int | None, *, minimum: int = 1,
+def int_param(request: HttpRequest, name: str, default: int | None, *, minimum: int = 1,
                maximum: int | None = None) -> int | None:
     raw = request.GET.get(name)
     if raw in (None, ""):
@@ -56,8 +56,8 @@ def _int_param(request: HttpRequest, name: str, default: int | None, *, minimum:
               query={"limit": "1-200 (default 50)", "before": "a job id (next page)",
                      "type": "job type"})
 def dead_letter(request: HttpRequest, actor: Actor, body: dict) -> dict[str, Any]:
-    limit = _int_param(request, "limit", 50, maximum=MAX_PAGE) or 50
-    before = _int_param(request, "before", None)
+    limit = int_param(request, "limit", 50, maximum=MAX_PAGE) or 50
+    before = int_param(request, "before", None)
     queryset = Job.objects.filter(status=Job.Status.DEAD)
     if request.GET.get("type"):
         queryset = queryset.filter(job_type=request.GET["type"])
@@ -176,8 +176,12 @@ def openapi(request: HttpRequest) -> JsonResponse:
             {"name": name, "in": "query", "required": False, "description": description,
              "schema": {"type": "string"}}
             for name, description in endpoint.query.items()
+        ] + [
+            {"name": name, "in": "header", "required": True, "description": description,
+             "schema": {"type": "string", "maxLength": 255}}
+            for name, description in endpoint.headers.items()
         ]
-        responses = {"200": {"description": "OK"}}
+        responses = {} if "202" in endpoint.responses else {"200": {"description": "OK"}}
         responses.update({code: {"description": text} for code, text in endpoint.responses.items()})
         for code, text in (("400", "bad input"), ("401", "no or bad token"),
                            ("403", "the role may not do this")):
@@ -204,7 +208,8 @@ def openapi(request: HttpRequest) -> JsonResponse:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {"Error": {"type": "object", "required": ["error", "detail"],
                                   "properties": {"error": {"type": "string"},
-                                                 "detail": {"type": "string"}}}},
+                                                 "detail": {"type": "string"},
+                                                 "field": {"type": "string"}}}},
         },
     })
 

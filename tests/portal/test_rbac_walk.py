@@ -10,8 +10,11 @@ import re
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from portal.access import service_clients
+from portal.access.actors import Actor
 from portal.access.middleware import view_permission
-from portal.access.roles import MATRIX
+from portal.access.models import ServiceClient
+from portal.access.roles import MATRIX, SCOPES, permissions_of_scopes
 from portal.audit.models import AuditEvent
 from portal.jobs.models import BulkOperation, Job
 from tests.conftest import PERSONAS
@@ -46,6 +49,12 @@ def routes():
         yield route, callback
 
 
+def permission_for(callback, method):
+    """What the view asks of this method: one URL may hold several API endpoints."""
+    by_method = getattr(callback, "method_permissions", {})
+    return by_method.get(method.upper(), view_permission(callback))
+
+
 @pytest.fixture
 def objects(db):
     job = Job.objects.create(job_type="jobs.noop", status=Job.Status.DEAD)
@@ -62,7 +71,6 @@ def test_every_url_answers_each_role_as_the_matrix_says(client, personas, object
     headers = {}
     if role != "anonymous":
         # People use the console with their session and the API with a token.
-        from portal.access.actors import Actor
         from portal.api.tokens import create_token
 
         raw = create_token(Actor.system("tests"), personas[role].username, "walk")[1]
@@ -70,10 +78,10 @@ def test_every_url_answers_each_role_as_the_matrix_says(client, personas, object
     problems = []
     checked = 0
     for route, callback in routes():
-        permission = view_permission(callback)
         path = concrete(route, objects)
         is_api = path.startswith("/api/")
         for method in ("get", "post"):
+            permission = permission_for(callback, method)
             if role != "anonymous":
                 client.force_login(personas[role])  # the walk signs out on /logout/
             before = AuditEvent.objects.filter(outcome="denied").count()
@@ -109,4 +117,47 @@ def test_every_url_answers_each_role_as_the_matrix_says(client, personas, object
                 problems.append(f"{role} {method.upper()} {path}: denied but {permission} "
                                 "granted")
     assert checked > 40
+    assert problems == [], "\n".join(problems)
+
+
+@pytest.mark.parametrize("scope", ["none", *SCOPES])
+def test_every_api_url_answers_a_service_client_as_its_scopes_say(client, objects, scope):
+    """Service clients: exactly their scopes' permissions on the API, never the console."""
+
+    scopes = [scope] if scope != "none" else []
+    row, raw = service_clients.create_client(Actor.system("tests"), "walker",
+                                             scopes or list(SCOPES)[:1])
+    if not scopes:
+        ServiceClient.objects.filter(pk=row.pk).update(scopes=[])
+    granted = permissions_of_scopes(scopes)
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+    problems = []
+    for route, callback in routes():
+        path = concrete(route, objects)
+        for method in ("get", "post"):
+            permission = permission_for(callback, method)
+            before = AuditEvent.objects.filter(outcome="denied").count()
+            response = getattr(client, method)(path, **headers)
+            status = response.status_code
+            if status >= 500:
+                problems.append(f"{method.upper()} {path}: {status}")
+                continue
+            if permission == "public" or status == 405:
+                continue
+            if not path.startswith("/api/"):
+                # The console never accepts a client token: sign-in redirect, not a page.
+                if permission != "use_django_admin" and not (
+                        status == 302 and "/login/" in response["Location"]):
+                    problems.append(f"{scope} {method.upper()} {path}: {status} (console)")
+                continue
+            if getattr(callback, "trusted_network", False) and permission not in granted:
+                continue
+            if permission in granted:
+                if status in (401, 403):
+                    problems.append(f"{scope} {method.upper()} {path}: {status}, "
+                                    f"{permission} is granted")
+            elif status != 403:
+                problems.append(f"{scope} {method.upper()} {path}: {status}, expected 403")
+            elif AuditEvent.objects.filter(outcome="denied").count() <= before:
+                problems.append(f"{scope} {method.upper()} {path}: denial not audited")
     assert problems == [], "\n".join(problems)

@@ -21,6 +21,12 @@ json_values = st.recursive(
 bodies = st.one_of(
     st.dictionaries(st.sampled_from(["userId", "resourceType", "type", "status",
                                      "errorSignature", "x"]), json_values, max_size=4),
+    # Send-API shaped bodies: the right field names with anything in them.
+    st.fixed_dictionaries({"channel": st.sampled_from(["mail", "teams", "x"])}, optional={
+        name: json_values | st.just("dispatch@fleet.example") | st.lists(st.emails(),
+                                                                         max_size=3)
+        for name in ("from", "to", "cc", "bcc", "subject", "body", "contentType",
+                     "importance", "chatId", "toUser", "teamId", "channelId")}),
     json_values.map(json.dumps),
     st.binary(max_size=200),
 )
@@ -33,7 +39,8 @@ content_types = st.sampled_from(["application/json", "application/x-www-form-url
 
 
 @pytest.fixture
-def api(client, personas):
+def api(client, personas, settings):
+    settings.MESSAGING_SENDER_MAILBOXES = ["dispatch@fleet.example"]  # some sends succeed
     document = client.get("/api/openapi.json").json()
     raw = create_token(Actor.system("tests"), personas["admin"].username, "fuzz")[1]
     return document, {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
@@ -57,9 +64,13 @@ def test_no_endpoint_answers_500_to_anything(api, client, data):
     concrete = path
     for name in [p["name"] for p in operations[method]["parameters"] if p["in"] == "path"]:
         concrete = concrete.replace("{" + name + "}", data.draw(segments))
-    query = data.draw(st.dictionaries(st.sampled_from(["limit", "before", "type"]),
-                                      st.text(max_size=12), max_size=3))
+    query = data.draw(st.dictionaries(
+        st.sampled_from(["limit", "before", "type", "after", "status", "channel", "wait",
+                         "types"]), st.text(max_size=12), max_size=3))
     with_token = data.draw(st.booleans())
+    key = data.draw(st.none() | st.text(max_size=20) | st.uuids().map(str))
+    if key is not None:
+        headers = {**headers, "HTTP_IDEMPOTENCY_KEY": key}
     call = getattr(client, method)
     if method == "post":
         body = data.draw(bodies)
