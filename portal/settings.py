@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "portal.runtime",
     "portal.alerts",
     "portal.api",
+    "portal.events",
     "portal.console",
     "integrations.microsoft",
     "integrations.graph_emulator",

@@ -53,6 +53,7 @@ from django.utils import timezone
 from integrations.microsoft import graph
 from integrations.microsoft.errors import GraphError, Throttled
 from integrations.microsoft.models import OutboundMessage, SendBudget
+from portal.events.services import emit
 from portal.jobs.errors import PermanentJobError, TransientJobError
 from portal.jobs.runner import enqueue
 
@@ -367,8 +368,22 @@ def _mark_sent(message: OutboundMessage, graph_id: str, internet_message_id: str
         fields["graph_message_id"] = graph_id[:255]
     if internet_message_id and not message.internet_message_id:
         fields["internet_message_id"] = internet_message_id[:255]
-    _note(message, **fields)
+    with transaction.atomic():
+        _note(message, **fields)
+        _emit_outcome("message.sent", message)
     return "sent"
+
+
+def _emit_outcome(event_type: str, message: OutboundMessage) -> None:
+    """message.sent / message.failed, in the transaction that records the outcome."""
+    emit(event_type, {
+        "message": message.pk, "channel": "mail" if message.channel == "mail" else "teams",
+        "status": message.status, "createdBy": message.created_by,
+        "graphMessageId": message.graph_message_id or None,
+        "internetMessageId": message.internet_message_id or None,
+        "chatId": message.chat_id or None, "error": message.last_error or None,
+        "links": {"message": f"/api/messages/{message.pk}"},
+    }, subject=f"message:{message.pk}")
 
 
 def deliver_mail(message: OutboundMessage) -> str:
@@ -611,7 +626,12 @@ def deliver(message_id: int, job: Any = None) -> str:
                                   "last_error_at": timezone.now()}
         if not transient or out_of_attempts:
             fields["status"] = OutboundMessage.Status.FAILED
-        OutboundMessage.objects.filter(pk=message.pk).update(**fields)
+        with transaction.atomic():
+            OutboundMessage.objects.filter(pk=message.pk).update(**fields)
+            if fields.get("status") == OutboundMessage.Status.FAILED:
+                for name, value in fields.items():
+                    setattr(message, name, value)
+                _emit_outcome("message.failed", message)
         raise
 
 

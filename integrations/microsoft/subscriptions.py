@@ -32,6 +32,7 @@ from integrations.microsoft.models import (
 from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.audit.services import record
+from portal.events.services import emit
 
 logger = logging.getLogger(__name__)
 
@@ -292,9 +293,23 @@ def _create(user: MonitoredUser, kind: str, *, replaces: Subscription | None = N
 def _note_failure(sub: Subscription, exc: GraphError) -> None:
     """Keep Graph's answer on the row; a 404 means Graph no longer has the subscription."""
     fields: dict[str, Any] = {"last_error": str(exc)[:2000], "last_error_at": timezone.now()}
-    if isinstance(exc, NotFound):
-        fields["state"] = sub.state = Subscription.State.REMOVED
-    Subscription.objects.filter(pk=sub.pk).update(**fields)
+    with transaction.atomic():
+        if isinstance(exc, NotFound):
+            fields["state"] = Subscription.State.REMOVED
+            if sub.state != Subscription.State.REMOVED:
+                emit_lapsed(sub, "Graph no longer has the subscription")
+            sub.state = Subscription.State.REMOVED
+        Subscription.objects.filter(pk=sub.pk).update(**fields)
+
+
+def emit_lapsed(sub: Subscription, reason: str) -> None:
+    """The subscription.lapsed event (in the caller's transaction)."""
+    user = sub.monitored_user
+    emit("subscription.lapsed", {
+        "subscription": sub.graph_id, "resourceType": sub.kind, "reason": reason,
+        "user": {"id": user.graph_id, "upn": user.upn or user.identifier} if user else None,
+        "expiration": sub.expiration.isoformat() if sub.expiration else None,
+    }, subject=user.graph_id if user else "")
 
 
 def _renew(sub: Subscription) -> Subscription:
@@ -629,7 +644,9 @@ def handle_lifecycle_event(event_id: int) -> str:
     elif event.event == LifecycleEvent.Event.SUBSCRIPTION_REMOVED:
         current = sub
         if sub.replaced_by_id is None:
-            Subscription.objects.filter(pk=sub.pk).update(state=Subscription.State.REMOVED)
+            with transaction.atomic():
+                Subscription.objects.filter(pk=sub.pk).update(state=Subscription.State.REMOVED)
+                emit_lapsed(sub, "Graph removed it (lifecycle event subscriptionRemoved)")
             sub.state = Subscription.State.REMOVED
             current = _create(sub.monitored_user, sub.kind, replaces=sub)
             outcome = f"recreated as {current.graph_id}"

@@ -39,7 +39,9 @@ from integrations.microsoft.models import (
 from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.audit.services import record
+from portal.events.services import emit, emit_many
 from portal.jobs.models import Job
+from portal.redaction import redact_text
 
 logger = logging.getLogger(__name__)
 
@@ -301,6 +303,7 @@ def apply_page(state: SyncState, items: list[dict[str, Any]]) -> tuple[int, int,
             removed_ids.discard(graph_id)
     now = timezone.now()
     added = updated = 0
+    changes: list[tuple[str, str, dict[str, Any]]] = []
     if live:
         existing = {
             gid: (data, removed_at) for gid, data, removed_at in SyncedItem.objects.filter(
@@ -313,8 +316,10 @@ def apply_page(state: SyncState, items: list[dict[str, Any]]) -> tuple[int, int,
             data = {**(previous[0] if previous else {}), **_trim(kind, item)}
             if previous is None or previous[1] is not None:
                 added += 1
+                changes.append(("received", graph_id, data))
             elif data != previous[0]:
                 updated += 1
+                changes.append(("updated", graph_id, data))
             summary, item_at = _item_fields(kind, data)
             rows.append(SyncedItem(monitored_user_id=user_id, kind=kind, graph_id=graph_id,
                                    summary=summary, item_at=item_at, data=data,
@@ -326,10 +331,41 @@ def apply_page(state: SyncState, items: list[dict[str, Any]]) -> tuple[int, int,
                            "removed_at"])
     removed = 0
     if removed_ids:
-        removed = SyncedItem.objects.filter(
+        gone = SyncedItem.objects.filter(
             monitored_user_id=user_id, kind=kind, graph_id__in=list(removed_ids),
-            removed_at__isnull=True).update(removed_at=now)
+            removed_at__isnull=True)
+        changes.extend(("deleted", gid, data) for gid, data in gone.values_list("graph_id",
+                                                                                 "data"))
+        removed = gone.update(removed_at=now)
+    _emit_changes(state, changes)
     return added, updated, removed
+
+
+def _emit_changes(state: SyncState, changes: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """Each change becomes a feed event, in the page's transaction. The first round of a
+    user and kind is the baseline (its items are history, not news) and emits nothing."""
+    if not changes or state.last_success_at is None:
+        return
+    user = state.monitored_user
+    prefix = "mail" if state.kind == ResourceKind.MESSAGES else "chat_message"
+    who = {"id": user.graph_id, "upn": user.upn or user.identifier,
+           "displayName": user.display_name}
+    events = []
+    for change, graph_id, data in changes:
+        sender = ((data.get("from") or {}).get("emailAddress") or {}).get("address") or (
+            ((data.get("from") or {}).get("user") or {}).get("displayName"))
+        payload: dict[str, Any] = {
+            "user": who, "graphId": graph_id, "from": sender or None,
+            "links": {"syncState": f"/api/sync/state/{user.graph_id}/{state.kind}"},
+        }
+        if state.kind == ResourceKind.MESSAGES:
+            payload.update(subject=data.get("subject"), receivedAt=data.get("receivedDateTime"),
+                           conversationId=data.get("conversationId"))
+        else:
+            payload.update(chatId=data.get("chatId"), preview=data.get("preview"),
+                           createdAt=data.get("createdDateTime"))
+        events.append((f"{prefix}.{change}", payload, user.graph_id, None))
+    emit_many(events)
 
 
 def _finish_run(run: SyncRun, outcome: str, started: float, error: str = "") -> None:
@@ -438,9 +474,15 @@ def run(state_id: int, *, job: Job | None = None, trigger: str = "",
                 return sync_run
     except Exception as exc:
         _finish_run(sync_run, SyncRun.Outcome.FAILED, started, f"{type(exc).__name__}: {exc}")
-        SyncState.objects.filter(pk=state_id, lease_owner=owner).update(
-            status=SyncState.Status.FAILED, last_error=f"{type(exc).__name__}: {exc}"[:2000],
-            last_error_at=timezone.now(), lease_owner="", lease_expires_at=None)
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        with transaction.atomic():
+            if SyncState.objects.filter(pk=state_id, lease_owner=owner).update(
+                    status=SyncState.Status.FAILED, last_error=error,
+                    last_error_at=timezone.now(), lease_owner="", lease_expires_at=None):
+                emit("sync.failed", {"user": {"id": user.graph_id,
+                                              "upn": user.upn or user.identifier},
+                                     "resourceType": state.kind, "run": sync_run.pk,
+                                     "error": redact_text(error)[:500]}, subject=user.graph_id)
         raise
 
 

@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from portal.api import message_views, sync_views, views
+from portal.api import event_views, message_views, sync_views, views
 
 app_name = "api"
 
@@ -18,6 +18,7 @@ urlpatterns = [
     path("sync/delta", sync_views.sync_delta, name="sync_delta"),
     path("sync/state/<str:user_id>/<str:resource_type>", sync_views.sync_state,
          name="sync_state"),
+    path("events", event_views.event_feed, name="events"),
     path("messages", message_views.messages_collection, name="messages"),
     path("messages/<str:message_id>", message_views.message_detail, name="message"),
     path("messages/<str:message_id>/cancel", message_views.message_cancel,

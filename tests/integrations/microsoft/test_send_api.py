@@ -13,6 +13,7 @@ from django.utils import timezone
 from integrations.microsoft.models import MonitoredUser, OutboundMessage
 from portal.access import service_clients
 from portal.access.actors import Actor
+from portal.events.models import Event
 from portal.jobs.models import Job
 from portal.jobs.runner import release_due_jobs
 from portal.jobs.watchdog import requeue_lost_jobs
@@ -79,6 +80,10 @@ def test_mail_through_the_api_reaches_graph_once_despite_a_retry_and_a_dead_work
     assert state["status"] == "sent" and state["attempts"] == 2
     assert state["graph"]["messageId"] and state["graph"]["internetMessageId"]
     assert state["sentAt"]
+    # The outcome is on the feed once (the run that crashed recorded nothing).
+    sent_events = Event.objects.filter(type="message.sent", data__message=message_id)
+    assert sent_events.count() == 1
+    assert sent_events.get().data["internetMessageId"] == state["graph"]["internetMessageId"]
     # A late retry of the original request still answers with that message, unchanged.
     assert send(client, fleet_api, body, "ticket-4711").json()["status"] == "sent"
     assert len(mails(emulator, "Depot 4 closed")) == 1
@@ -116,3 +121,5 @@ def test_an_unknown_chat_is_the_messages_failure_not_a_500(
     run_queued_jobs()
     state = status_of(client, fleet_api, response.json()["id"])
     assert state["status"] == "failed" and "not found" in state["lastError"].lower()
+    failed = Event.objects.get(type="message.failed")
+    assert failed.data["message"] == state["id"] and failed.data["error"]
