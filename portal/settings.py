@@ -248,6 +248,15 @@ API_AUTH_FAILURE_WINDOW_SECONDS = env_int("API_AUTH_FAILURE_WINDOW_SECONDS", 300
 API_TRUSTED_NETWORKS = env_networks("API_TRUSTED_NETWORKS", ["127.0.0.1/32", "::1/128"])
 # How long an Idempotency-Key on POST /api/messages is remembered (the IETF draft: ≥ 24 h).
 API_IDEMPOTENCY_TTL_HOURS = env_int("API_IDEMPOTENCY_TTL_HOURS", 24, minimum=24)
+# Event endpoints (push): networks allowed although private/loopback (e.g. an in-cluster
+# receiver), batch size, how long an endpoint may fail before it is disabled, timeouts.
+EVENT_ENDPOINT_ALLOWED_NETWORKS = env_list("EVENT_ENDPOINT_ALLOWED_NETWORKS", [])
+EVENT_DELIVERY_BATCH_SIZE = env_int("EVENT_DELIVERY_BATCH_SIZE", 50, minimum=1)
+EVENT_ENDPOINT_DISABLE_AFTER_HOURS = env_int("EVENT_ENDPOINT_DISABLE_AFTER_HOURS", 24,
+                                             minimum=1)
+EVENT_CONNECT_TIMEOUT = env_float("EVENT_CONNECT_TIMEOUT", 3, minimum=0.1)
+EVENT_READ_TIMEOUT = env_float("EVENT_READ_TIMEOUT", 5, minimum=0.1)
+EVENT_ENDPOINT_CA_BUNDLE = env_str("EVENT_ENDPOINT_CA_BUNDLE", "")
 # Mailboxes the send API may send from besides the monitored users (UPNs, comma-separated).
 MESSAGING_SENDER_MAILBOXES = [m.lower() for m in env_list("MESSAGING_SENDER_MAILBOXES", [])]
 

@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from portal.api import event_views, message_views, sync_views, views
+from portal.api import endpoint_views, event_views, message_views, sync_views, views
 
 app_name = "api"
 
@@ -19,6 +19,21 @@ urlpatterns = [
     path("sync/state/<str:user_id>/<str:resource_type>", sync_views.sync_state,
          name="sync_state"),
     path("events", event_views.event_feed, name="events"),
+    path("event-endpoints", endpoint_views.endpoints_collection, name="event_endpoints"),
+    path("event-endpoints/<str:endpoint_id>", endpoint_views.endpoint_detail,
+         name="event_endpoint"),
+    path("event-endpoints/<str:endpoint_id>/pause", endpoint_views.endpoint_pause,
+         name="event_endpoint_pause"),
+    path("event-endpoints/<str:endpoint_id>/resume", endpoint_views.endpoint_resume,
+         name="event_endpoint_resume"),
+    path("event-endpoints/<str:endpoint_id>/rotate-secret", endpoint_views.endpoint_rotate,
+         name="event_endpoint_rotate"),
+    path("event-endpoints/<str:endpoint_id>/test", endpoint_views.endpoint_test,
+         name="event_endpoint_test"),
+    path("event-endpoints/<str:endpoint_id>/replay", endpoint_views.endpoint_replay,
+         name="event_endpoint_replay"),
+    path("event-deliveries/<str:delivery_id>/replay", endpoint_views.delivery_replay,
+         name="event_delivery_replay"),
     path("messages", message_views.messages_collection, name="messages"),
     path("messages/<str:message_id>", message_views.message_detail, name="message"),
     path("messages/<str:message_id>/cancel", message_views.message_cancel,

@@ -6,3 +6,9 @@ class EventsConfig(AppConfig):
     label = "events"
     verbose_name = "Event feed"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from portal.jobs.schedules import register
+
+        # Deliveries are kicked after each commit that appends events; this catches the rest.
+        register("events.fan_out", "portal.events.tasks.fan_out", 1)

@@ -31,3 +31,86 @@ class Event(models.Model):
         if self.pk is not None and not self._state.adding:
             raise ValueError("Events are append-only.")
         super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+
+class EventEndpoint(models.Model):
+    """A URL the Fleet side receives events at, signed per Standard Webhooks.
+
+    `cursor` is the last event id handed to a delivery: events after it are the backlog. A
+    paused or disabled endpoint keeps its cursor, so nothing is lost and it can catch up.
+    """
+
+    class State(models.TextChoices):
+        ACTIVE = "active"
+        PAUSED = "paused"  # by a person; deliveries wait
+        DISABLED = "disabled"  # 410 Gone, or failing for too long; an admin re-enables
+
+    id = models.BigAutoField(primary_key=True)
+    url = models.URLField(max_length=500)
+    description = models.CharField(max_length=300, blank=True)
+    event_types = models.JSONField(default=list, blank=True)  # empty: every type
+    state = models.CharField(max_length=10, choices=State.choices, default=State.ACTIVE)
+    state_reason = models.CharField(max_length=300, blank=True)
+    secret_encrypted = models.TextField(editable=False)
+    # During a rotation deliveries carry a signature with each secret until this time.
+    previous_secret_encrypted = models.TextField(blank=True, editable=False)
+    previous_secret_until = models.DateTimeField(null=True, blank=True)
+    cursor = models.BigIntegerField(default=0)
+    failing_since = models.DateTimeField(null=True, blank=True)
+    failure_streak = models.PositiveIntegerField(default=0)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.url} ({self.state})"
+
+    def wants(self, event_type: str) -> bool:
+        return not self.event_types or event_type in self.event_types
+
+
+class EventDelivery(models.Model):
+    """One signed POST of a batch of events to one endpoint, retried by its job.
+
+    The body and `webhook_id` are fixed when the delivery is made, so every attempt (and a
+    replay) carries the same webhook-id and the receiver can drop duplicates.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"  # waiting for its (next) attempt
+        DELIVERED = "delivered"
+        HELD = "held"  # its endpoint is paused or disabled; sent again on resume
+        FAILED = "failed"  # out of attempts, or the endpoint answered 410
+
+    id = models.BigAutoField(primary_key=True)
+    endpoint = models.ForeignKey(EventEndpoint, on_delete=models.CASCADE,
+                                 related_name="deliveries")
+    webhook_id = models.CharField(max_length=64, unique=True)
+    first_event_id = models.BigIntegerField()
+    last_event_id = models.BigIntegerField()
+    event_count = models.PositiveIntegerField()
+    body = models.TextField()
+    is_test = models.BooleanField(default=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    last_response_excerpt = models.CharField(max_length=500, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
+                            related_name="+")
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["endpoint", "status", "id"],
+                                name="event_delivery_state_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.webhook_id} → endpoint {self.endpoint_id} ({self.status})"

@@ -22,7 +22,8 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from portal.events.models import Event
+from portal.events.models import Event, EventEndpoint
+from portal.jobs.runner import enqueue
 
 EVENT_TYPES: dict[str, str] = {
     "mail.received": "A new e-mail in a monitored mailbox",
@@ -39,6 +40,7 @@ EVENT_TYPES: dict[str, str] = {
 }
 # Arbitrary fixed key for pg_advisory_xact_lock (the audit chain uses another).
 _APPEND_LOCK_KEY = 7_401_305_114
+FAN_OUT_JOB = "events.fan_out"
 POLL_INTERVAL = 0.25
 MAX_WAIT_SECONDS = 30
 MAX_PAGE = 500
@@ -70,7 +72,16 @@ def emit_many(events: Iterable[tuple[str, dict[str, Any], str, datetime | None]]
         return []
     with transaction.atomic():
         _lock_appends()
-        return Event.objects.bulk_create(rows)
+        created = Event.objects.bulk_create(rows)
+        transaction.on_commit(kick_fan_out)
+    return created
+
+
+def kick_fan_out() -> None:
+    """Ask a worker to hand new events to the endpoints now (after the appending commit;
+    a one-minute schedule catches anything this misses)."""
+    if EventEndpoint.objects.filter(state=EventEndpoint.State.ACTIVE).exists():
+        enqueue(FAN_OUT_JOB, {}, created_by="events")
 
 
 def parse_types(raw: str) -> list[str]:

@@ -1,0 +1,28 @@
+"""Job types of the event feed. Thin: take the id, call the service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from portal.jobs.registry import job_handler
+
+# Backoff: 30 s doubling to a 2-hour cap, with equal jitter (never under half the delay):
+# 32 attempts span at least about 25 hours, the Standard Webhooks receivers' expectation.
+DELIVERY_ATTEMPTS = 32
+
+
+@job_handler("events.deliver", max_attempts=DELIVERY_ATTEMPTS, backoff_base=30,
+             backoff_cap=7200, timeout=30,
+             description="POST one signed batch of events to an event endpoint")
+def deliver(job: Any) -> str:
+    from portal.events.push import deliver as deliver_batch
+
+    return deliver_batch(job.payload["delivery"], job)
+
+
+@job_handler("events.fan_out", max_attempts=3, backoff_base=5, timeout=60,
+             description="Hand new events to every active endpoint as delivery jobs")
+def fan_out(job: Any) -> int:
+    from portal.events.push import fan_out as fan_out_all
+
+    return fan_out_all()

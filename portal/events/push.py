@@ -1,0 +1,402 @@
+"""Push: event endpoints receive the feed as signed POSTs (Standard Webhooks), one delivery
+job per endpoint and batch of events, retried by the Job layer for more than 24 hours.
+
+- Fan-out (`fan_out`) hands each active endpoint the events after its cursor, in batches of
+  EVENT_DELIVERY_BATCH_SIZE. While one of an endpoint's deliveries is failing, no new ones
+  are made for it: the events wait as its backlog (in order), and it catches up as soon as
+  the failing delivery gets through.
+- Every attempt of a delivery (and a replay) carries the same `webhook-id` and body; each is
+  signed afresh (new `webhook-timestamp`) with the endpoint's secret, and during a rotation
+  with the previous secret too (two `v1,` signatures).
+- 410 Gone disables the endpoint. An endpoint failing for EVENT_ENDPOINT_DISABLE_AFTER_HOURS
+  is disabled and raises the "endpoints failing" alert. A paused or disabled endpoint keeps
+  its cursor and its deliveries (held), so nothing is lost; resume sends them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import urllib3
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from standardwebhooks import Webhook
+
+from portal.access.actors import Actor
+from portal.access.authz import require
+from portal.audit.services import record
+from portal.crypto import decrypt, encrypt
+from portal.events import safe_http
+from portal.events.models import Event, EventDelivery, EventEndpoint
+from portal.events.services import event_json, kick_fan_out, parse_types
+from portal.jobs.errors import PermanentJobError, TransientJobError
+from portal.jobs.runner import enqueue
+
+DELIVER_JOB = "events.deliver"
+SYSTEM = Actor.system("events")
+
+
+class EndpointError(Exception):
+    """A request about an endpoint that cannot be carried out (the message says why)."""
+
+
+def batch_size() -> int:
+    return int(getattr(settings, "EVENT_DELIVERY_BATCH_SIZE", 50))
+
+
+def disable_after() -> timedelta:
+    return timedelta(hours=float(getattr(settings, "EVENT_ENDPOINT_DISABLE_AFTER_HOURS", 24)))
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+# --------------------------------------------------------------------------- management
+
+
+def _get(endpoint_id: Any, *, lock: bool = False) -> EventEndpoint:
+    queryset = EventEndpoint.objects.select_for_update() if lock else EventEndpoint.objects
+    try:
+        return queryset.get(pk=int(endpoint_id))
+    except (EventEndpoint.DoesNotExist, TypeError, ValueError):
+        raise EndpointError(f"There is no event endpoint {endpoint_id}.") from None
+
+
+def get_endpoint(endpoint_id: Any) -> EventEndpoint:
+    return _get(endpoint_id)
+
+
+def _validate(url: str, event_types: list[str] | str) -> tuple[str, list[str]]:
+    if isinstance(event_types, list):
+        if not all(isinstance(t, str) for t in event_types):
+            raise EndpointError("eventTypes: a list of event type names.")
+        event_types = ",".join(event_types)
+    try:
+        types = parse_types(event_types or "")
+    except ValueError as exc:
+        raise EndpointError(f"eventTypes: {exc}") from None
+    url = (url or "").strip()
+    if len(url) > 500:
+        raise EndpointError("url: at most 500 characters.")
+    try:
+        safe_http.resolve(url)
+    except safe_http.UnsafeUrl as exc:
+        raise EndpointError(f"url: {exc}") from None
+    return url, types
+
+
+def create_endpoint(actor: Actor, url: str, event_types: list[str] | str = "",
+                    description: str = "") -> tuple[EventEndpoint, str]:
+    """Create an endpoint; returns it and its signing secret (shown once). It receives the
+    events that happen from now on (its cursor starts at the current end of the feed)."""
+    require(actor, "manage_event_endpoints", action="event_endpoint.create",
+            target_type="event_endpoint")
+    url, types = _validate(url, event_types)
+    secret = new_secret()
+    with transaction.atomic():
+        cursor = Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
+        endpoint = EventEndpoint.objects.create(
+            url=url, event_types=types, description=(description or "")[:300],
+            secret_encrypted=encrypt(secret), cursor=cursor, created_by=actor.name[:150])
+        record("event_endpoint.create", actor=actor, target_type="event_endpoint",
+               target_id=endpoint.pk, params={"url": url, "event_types": types or "all"})
+    return endpoint, secret
+
+
+def _set_state(actor: Actor, endpoint_id: Any, state: str, action: str, reason: str = ""
+               ) -> EventEndpoint:
+    require(actor, "manage_event_endpoints", action=action, target_type="event_endpoint",
+            target_id=endpoint_id)
+    with transaction.atomic():
+        endpoint = _get(endpoint_id, lock=True)
+        before = endpoint.state
+        fields: dict[str, Any] = {"state": state, "state_reason": reason[:300]}
+        if state == EventEndpoint.State.ACTIVE:
+            fields.update(failing_since=None, failure_streak=0)
+        EventEndpoint.objects.filter(pk=endpoint.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(endpoint, name, value)
+        released = 0
+        if state == EventEndpoint.State.ACTIVE:
+            released = _release_held(endpoint)
+            transaction.on_commit(kick_fan_out)
+        record(action, actor=actor, target_type="event_endpoint", target_id=endpoint.pk,
+               params={"before": before, "after": state, "released": released}, reason=reason)
+    return endpoint
+
+
+def pause_endpoint(actor: Actor, endpoint_id: Any, reason: str = "") -> EventEndpoint:
+    return _set_state(actor, endpoint_id, EventEndpoint.State.PAUSED, "event_endpoint.pause",
+                      reason)
+
+
+def resume_endpoint(actor: Actor, endpoint_id: Any) -> EventEndpoint:
+    """Resume a paused endpoint or re-enable a disabled one; held deliveries go out."""
+    return _set_state(actor, endpoint_id, EventEndpoint.State.ACTIVE, "event_endpoint.resume")
+
+
+def rotate_secret(actor: Actor, endpoint_id: Any, overlap_hours: float = 24
+                  ) -> tuple[EventEndpoint, str]:
+    """A new secret (shown once); deliveries carry a signature with the old one as well for
+    `overlap_hours`, so the receiver can switch without rejecting anything."""
+    require(actor, "manage_event_endpoints", action="event_endpoint.rotate_secret",
+            target_type="event_endpoint", target_id=endpoint_id)
+    if not 0 <= overlap_hours <= 24 * 14:
+        raise EndpointError("The overlap must be between 0 and 336 hours.")
+    secret = new_secret()
+    with transaction.atomic():
+        endpoint = _get(endpoint_id, lock=True)
+        until = timezone.now() + timedelta(hours=overlap_hours)
+        EventEndpoint.objects.filter(pk=endpoint.pk).update(
+            secret_encrypted=encrypt(secret),
+            previous_secret_encrypted=endpoint.secret_encrypted if overlap_hours else "",
+            previous_secret_until=until if overlap_hours else None)
+        record("event_endpoint.rotate_secret", actor=actor, target_type="event_endpoint",
+               target_id=endpoint.pk, params={"overlap_hours": overlap_hours})
+        endpoint.refresh_from_db()
+    return endpoint, secret
+
+
+def delete_endpoint(actor: Actor, endpoint_id: Any) -> None:
+    require(actor, "manage_event_endpoints", action="event_endpoint.delete",
+            target_type="event_endpoint", target_id=endpoint_id)
+    with transaction.atomic():
+        endpoint = _get(endpoint_id, lock=True)
+        record("event_endpoint.delete", actor=actor, target_type="event_endpoint",
+               target_id=endpoint.pk, params={"url": endpoint.url})
+        endpoint.delete()
+
+
+def send_test(actor: Actor, endpoint_id: Any) -> EventDelivery:
+    """A delivery of one `test` event (not in the feed), whatever the endpoint's state."""
+    require(actor, "manage_event_endpoints", action="event_endpoint.test",
+            target_type="event_endpoint", target_id=endpoint_id)
+    with transaction.atomic():
+        endpoint = _get(endpoint_id)
+        now = timezone.now()
+        event = {"id": f"test-{uuid.uuid4().hex[:12]}", "type": "test", "occurredAt": now,
+                 "subject": "", "data": {"message": "A test event from the Fleet Graph "
+                                                    "Portal", "requestedBy": actor.name}}
+        delivery = _new_delivery(endpoint, [event], 0, 0, is_test=True)
+        record("event_endpoint.test", actor=actor, target_type="event_endpoint",
+               target_id=endpoint.pk, params={"webhook_id": delivery.webhook_id})
+    return delivery
+
+
+def replay_delivery(actor: Actor, delivery_id: Any) -> EventDelivery:
+    """Send one delivery again: the same webhook-id and body, a new signature."""
+    require(actor, "manage_event_endpoints", action="event_delivery.replay",
+            target_type="event_delivery", target_id=delivery_id)
+    with transaction.atomic():
+        try:
+            delivery = EventDelivery.objects.select_for_update().get(pk=int(delivery_id))
+        except (EventDelivery.DoesNotExist, TypeError, ValueError):
+            raise EndpointError(f"There is no delivery {delivery_id}.") from None
+        if delivery.status == EventDelivery.Status.PENDING and delivery.attempts == 0:
+            raise EndpointError("This delivery has not been attempted yet.")
+        _requeue([delivery])
+        record("event_delivery.replay", actor=actor, target_type="event_delivery",
+               target_id=delivery.pk, params={"webhook_id": delivery.webhook_id,
+                                              "endpoint": delivery.endpoint_id})
+    return delivery
+
+
+def replay_since(actor: Actor, endpoint_id: Any, since: datetime) -> int:
+    """Send again every delivery of this endpoint made since `since`."""
+    require(actor, "manage_event_endpoints", action="event_endpoint.replay",
+            target_type="event_endpoint", target_id=endpoint_id)
+    with transaction.atomic():
+        endpoint = _get(endpoint_id, lock=True)
+        deliveries = list(EventDelivery.objects.select_for_update().filter(
+            endpoint=endpoint, created_at__gte=since, is_test=False).exclude(
+            status=EventDelivery.Status.PENDING, attempts=0))
+        _requeue(deliveries)
+        record("event_endpoint.replay", actor=actor, target_type="event_endpoint",
+               target_id=endpoint.pk, params={"since": since.isoformat(),
+                                              "deliveries": len(deliveries)})
+    return len(deliveries)
+
+
+def _requeue(deliveries: list[EventDelivery]) -> None:
+    for delivery in deliveries:
+        job = enqueue(DELIVER_JOB, {"delivery": delivery.pk}, created_by="events:replay")
+        EventDelivery.objects.filter(pk=delivery.pk).update(
+            status=EventDelivery.Status.PENDING, job=job)
+        delivery.status, delivery.job = EventDelivery.Status.PENDING, job
+
+
+def _release_held(endpoint: EventEndpoint) -> int:
+    held = list(EventDelivery.objects.filter(endpoint=endpoint,
+                                             status=EventDelivery.Status.HELD))
+    _requeue(held)
+    return len(held)
+
+
+# --------------------------------------------------------------------------- fan-out
+
+
+def _new_delivery(endpoint: EventEndpoint, events: list[dict[str, Any]], first: int,
+                  last: int, *, is_test: bool = False) -> EventDelivery:
+    now = timezone.now()
+    body = json.dumps({"type": "event.batch", "timestamp": now.isoformat(),
+                       "data": {"events": events}}, default=str, separators=(",", ":"))
+    delivery = EventDelivery.objects.create(
+        endpoint=endpoint, webhook_id=f"msg_{uuid.uuid4().hex}", first_event_id=first,
+        last_event_id=last, event_count=len(events), body=body, is_test=is_test,
+        created_at=now)
+    job = enqueue(DELIVER_JOB, {"delivery": delivery.pk}, created_by="events")
+    EventDelivery.objects.filter(pk=delivery.pk).update(job=job)
+    delivery.job = job
+    return delivery
+
+
+def _is_failing(endpoint: EventEndpoint) -> bool:
+    return EventDelivery.objects.filter(endpoint=endpoint, status=EventDelivery.Status.PENDING,
+                                        is_test=False).exclude(last_error="").exists()
+
+
+def fan_out_endpoint(endpoint_id: int, max_batches: int = 20) -> int:
+    """Make deliveries for one endpoint's backlog; returns how many events they carry."""
+    size = batch_size()
+    with transaction.atomic():
+        endpoint = EventEndpoint.objects.select_for_update().filter(pk=endpoint_id).first()
+        if endpoint is None or endpoint.state != EventEndpoint.State.ACTIVE:
+            return 0
+        if _is_failing(endpoint):
+            return 0  # the backlog waits until the failing delivery gets through
+        rows = list(Event.objects.filter(pk__gt=endpoint.cursor).order_by("id")
+                    [: size * max_batches])
+        if not rows:
+            return 0
+        wanted = [row for row in rows if endpoint.wants(row.type)]
+        for start in range(0, len(wanted), size):
+            chunk = wanted[start:start + size]
+            _new_delivery(endpoint, [event_json(e) for e in chunk], chunk[0].pk, chunk[-1].pk)
+        EventEndpoint.objects.filter(pk=endpoint.pk).update(cursor=rows[-1].pk)
+    if len(rows) == size * max_batches:
+        transaction.on_commit(kick_fan_out)  # more to come
+    return len(wanted)
+
+
+def fan_out() -> int:
+    """Every active endpoint's backlog (the fan-out job and its one-minute schedule)."""
+    ids = EventEndpoint.objects.filter(state=EventEndpoint.State.ACTIVE).values_list(
+        "id", flat=True)
+    return sum(fan_out_endpoint(endpoint_id) for endpoint_id in ids)
+
+
+def backlog(endpoint: EventEndpoint) -> int:
+    """Events waiting for this endpoint: after its cursor, plus those in undelivered
+    deliveries."""
+    after = Event.objects.filter(pk__gt=endpoint.cursor)
+    if endpoint.event_types:
+        after = after.filter(type__in=endpoint.event_types)
+    waiting = sum(EventDelivery.objects.filter(
+        endpoint=endpoint, is_test=False,
+        status__in=[EventDelivery.Status.PENDING, EventDelivery.Status.HELD]).values_list(
+        "event_count", flat=True))
+    return after.count() + waiting
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+def signature_headers(endpoint: EventEndpoint, delivery: EventDelivery,
+                      now: datetime | None = None) -> dict[str, str]:
+    now = now or timezone.now()
+    secrets_ = [decrypt(endpoint.secret_encrypted)]
+    if (endpoint.previous_secret_encrypted and endpoint.previous_secret_until
+            and endpoint.previous_secret_until > now):
+        secrets_.append(decrypt(endpoint.previous_secret_encrypted))
+    signatures = [Webhook(secret).sign(delivery.webhook_id, now, delivery.body)
+                  for secret in secrets_]
+    return {"webhook-id": delivery.webhook_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": " ".join(signatures),
+            "Content-Type": "application/json",
+            "User-Agent": "FleetGraphPortal-Events/1"}
+
+
+def _record_attempt(delivery: EventDelivery, **fields: Any) -> None:
+    EventDelivery.objects.filter(pk=delivery.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(delivery, name, value)
+
+
+def _disable(endpoint: EventEndpoint, reason: str) -> None:
+    EventEndpoint.objects.filter(pk=endpoint.pk).update(state=EventEndpoint.State.DISABLED,
+                                                        state_reason=reason[:300])
+    record("event_endpoint.disable", actor=SYSTEM, target_type="event_endpoint",
+           target_id=endpoint.pk, params={"url": endpoint.url}, reason=reason)
+
+
+def deliver(delivery_id: int, job: Any = None) -> str:
+    """The delivery job's body: one signed POST; raises to have the job layer retry."""
+    delivery = EventDelivery.objects.select_related("endpoint").filter(pk=delivery_id).first()
+    if delivery is None:
+        return "missing"
+    if delivery.status in (EventDelivery.Status.DELIVERED, EventDelivery.Status.FAILED):
+        return delivery.status  # a duplicate run (a replay sets the delivery pending first)
+    endpoint = delivery.endpoint
+    if endpoint.state != EventEndpoint.State.ACTIVE and not delivery.is_test:
+        _record_attempt(delivery, status=EventDelivery.Status.HELD)
+        return "held"
+    now = timezone.now()
+    attempt = {"attempts": delivery.attempts + 1, "last_attempt_at": now}
+    refused = False
+    status: int | None = None
+    try:
+        reply = safe_http.post(endpoint.url, delivery.body.encode("utf-8"),
+                               signature_headers(endpoint, delivery, now))
+    except safe_http.UnsafeUrl as exc:
+        error, refused = f"Refused: {exc}", True
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        error = f"{type(exc).__name__}: {exc}"[:500]
+    else:
+        status, error = reply.status, ""
+        attempt.update(last_status_code=reply.status, last_duration_ms=reply.duration_ms,
+                       last_response_excerpt=reply.excerpt)
+        if not 200 <= reply.status < 300:
+            error = f"HTTP {reply.status}"
+    last_attempt = job is not None and job.attempts >= job.max_attempts
+    with transaction.atomic():
+        if not error:
+            _record_attempt(delivery, status=EventDelivery.Status.DELIVERED, last_error="",
+                            delivered_at=timezone.now(), **attempt)
+            if not delivery.is_test:
+                was_failing = EventEndpoint.objects.filter(
+                    pk=endpoint.pk, failing_since__isnull=False).exists()
+                EventEndpoint.objects.filter(pk=endpoint.pk).update(
+                    last_success_at=timezone.now(), failing_since=None, failure_streak=0)
+                if was_failing:
+                    transaction.on_commit(kick_fan_out)  # catch up on the backlog
+            return "delivered"
+        gone = status == 410
+        # A refused address may resolve differently later: retried, but not for long.
+        final = gone or last_attempt or (refused and delivery.attempts >= 3)
+        _record_attempt(delivery, last_error=error[:500],
+                        status=EventDelivery.Status.FAILED if final
+                        else EventDelivery.Status.PENDING, **attempt)
+        if delivery.is_test:
+            raise PermanentJobError(error)
+        failing_since = endpoint.failing_since or now
+        EventEndpoint.objects.filter(pk=endpoint.pk).update(
+            last_failure_at=now, failure_streak=endpoint.failure_streak + 1,
+            failing_since=failing_since)
+        if gone:
+            _disable(endpoint, "The endpoint answered 410 Gone")
+        elif now - failing_since >= disable_after():
+            _disable(endpoint, f"Failing since {failing_since:%Y-%m-%d %H:%M} UTC "
+                     f"(over {disable_after()})")
+            _record_attempt(delivery, status=EventDelivery.Status.HELD)
+            return "disabled"
+    if final:
+        raise PermanentJobError(error)
+    raise TransientJobError(error)

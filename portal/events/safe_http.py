@@ -1,0 +1,129 @@
+"""SSRF-safe POSTs to event endpoints (URLs that admins and API clients type in).
+
+- https only, unless DEBUG;
+- the host name is resolved once and every address checked: loopback, private, link-local
+  (cloud metadata at 169.254.169.254), multicast, reserved and unspecified addresses are
+  refused unless inside EVENT_ENDPOINT_ALLOWED_NETWORKS;
+- the connection goes to the checked address (pinned: no second lookup an attacker's DNS
+  could answer differently), with the original name for Host, SNI and certificate checks;
+- redirects are never followed, the response body is read up to RESPONSE_CAP bytes, and
+  connect/read timeouts are short.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import urllib3
+from django.conf import settings
+
+RESPONSE_CAP = 4096
+BLOCKED_NETWORKS = [ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4",
+    "240.0.0.0/4", "255.255.255.255/32", "::/128", "::1/128", "fc00::/7", "fe80::/10",
+    "ff00::/8", "::ffff:0:0/96", "64:ff9b::/96")]
+
+
+class UnsafeUrl(ValueError):
+    """The URL may not be delivered to (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    scheme: str
+    host: str
+    port: int
+    path: str
+    address: str  # the checked IP the connection is pinned to
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    excerpt: str
+    duration_ms: int
+
+
+def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(n, strict=False)
+            for n in getattr(settings, "EVENT_ENDPOINT_ALLOWED_NETWORKS", [])]
+
+
+def check_address(address: str) -> None:
+    ip = ipaddress.ip_address(address)
+    if any(ip in network for network in _allowed_networks()):
+        return
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if (any(ip in network for network in BLOCKED_NETWORKS) or ip.is_private
+            or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved
+            or ip.is_unspecified):
+        raise UnsafeUrl(f"{address} is a private, loopback, link-local or reserved address; "
+                        "add its network to EVENT_ENDPOINT_ALLOWED_NETWORKS to allow it.")
+
+
+def check_url(url: str) -> tuple[str, str, int, str]:
+    """Syntax and scheme: (scheme, host, port, path). No DNS."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise UnsafeUrl("Not a valid URL.") from None
+    if parts.scheme not in ("https", "http"):
+        raise UnsafeUrl("Endpoint URLs must start with https://.")
+    if parts.scheme == "http" and not settings.DEBUG:
+        raise UnsafeUrl("Endpoint URLs must use https (http only with DEBUG on).")
+    if not parts.hostname or parts.username or parts.password:
+        raise UnsafeUrl("Endpoint URLs need a host name and no user:password part.")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80), path
+
+
+def resolve(url: str) -> Target:
+    """Check the URL and every address its host resolves to; pin the first."""
+    scheme, host, port, path = check_url(url)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UnsafeUrl(f"{host} does not resolve: {exc}") from None
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    if not addresses:
+        raise UnsafeUrl(f"{host} does not resolve.")
+    for address in addresses:  # one bad address taints the name (DNS rebinding)
+        check_address(address)
+    return Target(scheme, host, port, path, addresses[0])
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> Reply:
+    """POST to the pinned, checked address. Raises UnsafeUrl or urllib3 errors."""
+    target = resolve(url)
+    timeout = urllib3.Timeout(connect=float(getattr(settings, "EVENT_CONNECT_TIMEOUT", 3)),
+                              read=float(getattr(settings, "EVENT_READ_TIMEOUT", 5)))
+    common = {"port": target.port, "timeout": timeout, "retries": False, "maxsize": 1}
+    if target.scheme == "https":
+        pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
+            target.address, server_hostname=target.host, assert_hostname=target.host,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=getattr(settings, "EVENT_ENDPOINT_CA_BUNDLE", None) or None, **common)
+    else:
+        pool = urllib3.HTTPConnectionPool(target.address, **common)
+    host_header = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
+    started = time.monotonic()
+    try:
+        response = pool.urlopen("POST", target.path, body=body,
+                                headers={**headers, "Host": host_header}, redirect=False,
+                                preload_content=False, assert_same_host=False)
+        try:
+            excerpt = response.read(RESPONSE_CAP, decode_content=False)
+        finally:
+            response.release_conn()
+            response.close()
+    finally:
+        pool.close()
+    return Reply(response.status, excerpt[:RESPONSE_CAP].decode("utf-8", "replace")[:500],
+                 int((time.monotonic() - started) * 1000))

@@ -1,0 +1,297 @@
+"""Push: signed deliveries (Standard Webhooks) to a local receiver that verifies them with
+the standardwebhooks library; retries, 410, backlog catch-up, replay, rotation, SSRF."""
+
+from __future__ import annotations
+
+import json
+import socket
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from portal.access import service_clients
+from portal.access.actors import Actor
+from portal.audit.models import AuditEvent
+from portal.events import push, safe_http
+from portal.events.models import EventDelivery, EventEndpoint
+from portal.events.services import emit
+from portal.jobs.models import Job
+from portal.jobs.registry import get_job_type
+from portal.jobs.runner import release_due_jobs
+from tests.conftest import run_queued_jobs
+from tests.portal.events.receiver import running_receiver
+
+pytestmark = pytest.mark.django_db
+SYSTEM = Actor.system("tests")
+
+
+@pytest.fixture
+def local(settings):
+    settings.DEBUG = True  # http to 127.0.0.1 is a test receiver's, allowed explicitly
+    settings.EVENT_ENDPOINT_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    settings.EVENT_DELIVERY_BATCH_SIZE = 3
+    return settings
+
+
+@pytest.fixture
+def receiver(local):
+    with running_receiver() as running:
+        yield running
+
+
+@pytest.fixture
+def endpoint(receiver):
+    endpoint, secret = push.create_endpoint(SYSTEM, receiver.url, [], "fleet core")
+    receiver.secret = secret
+    return endpoint
+
+
+def deliver_all(rounds: int = 3) -> list[str]:
+    push.fan_out()
+    return run_queued_jobs(rounds)
+
+
+def make_due() -> None:
+    """Let every retrying delivery job's backoff pass, then release them."""
+    Job.objects.filter(status="retrying").update(next_attempt_at=timezone.now())
+    release_due_jobs()
+
+
+def test_events_arrive_signed_in_order_in_batches(receiver, endpoint):
+    for i in range(7):
+        emit("mail.received", {"n": i})
+    assert deliver_all() == ["succeeded"] * 3
+    assert receiver.rejected == []
+    assert [e["data"]["n"] for e in receiver.events()] == list(range(7))
+    assert [len(d["body"]["data"]["events"]) for d in receiver.received] == [3, 3, 1]
+    endpoint.refresh_from_db()
+    assert endpoint.last_success_at and push.backlog(endpoint) == 0
+    delivery = EventDelivery.objects.filter(endpoint=endpoint).first()
+    assert delivery.last_status_code == 200 and delivery.last_response_excerpt == "ok"
+
+
+def test_an_endpoint_gets_only_its_types_and_events_from_its_creation(receiver, local):
+    emit("mail.received", {"n": "before"})
+    _endpoint, secret = push.create_endpoint(SYSTEM, receiver.url, ["message.sent"])
+    receiver.secret = secret
+    emit("mail.received", {"n": "other type"})
+    emit("message.sent", {"n": "wanted"})
+    deliver_all()
+    assert [e["data"]["n"] for e in receiver.events()] == ["wanted"]
+
+
+def test_a_receiver_that_is_down_gets_everything_when_it_returns(receiver, endpoint):
+    receiver.status = 503
+    emit("mail.received", {"n": 0})
+    deliver_all()
+    delivery = EventDelivery.objects.get()
+    assert delivery.status == "pending" and delivery.last_status_code == 503
+    for i in range(1, 5):
+        emit("mail.received", {"n": i})
+    push.fan_out()
+    assert EventDelivery.objects.count() == 1  # held back as the backlog while failing
+    endpoint.refresh_from_db()
+    assert push.backlog(endpoint) == 5 and endpoint.failing_since and endpoint.failure_streak
+    first_id = delivery.webhook_id
+    receiver.status = 200
+    make_due()
+    run_queued_jobs()
+    deliver_all()  # the success kicks the fan-out; run it here directly
+    assert [e["data"]["n"] for e in receiver.events()] == [0, 1, 2, 3, 4]
+    assert receiver.received[0]["webhook-id"] == first_id  # the retry kept its webhook-id
+    endpoint.refresh_from_db()
+    assert endpoint.failing_since is None and push.backlog(endpoint) == 0
+
+
+def test_retries_keep_the_webhook_id_and_span_more_than_a_day():
+    definition = get_job_type("events.deliver")
+    # Equal jitter never waits less than half the delay: the shortest possible schedule.
+    shortest = sum(min(definition.backoff_cap, definition.backoff_base * 2 ** (n - 1)) / 2
+                   for n in range(1, definition.max_attempts))
+    assert shortest >= 24 * 3600
+
+
+def test_410_disables_the_endpoint_and_keeps_its_events(receiver, endpoint):
+    receiver.status = 410
+    emit("mail.received", {"n": 0})
+    deliver_all()
+    endpoint.refresh_from_db()
+    assert endpoint.state == "disabled" and "410" in endpoint.state_reason
+    assert EventDelivery.objects.get().status == "failed"
+    assert AuditEvent.objects.filter(action="event_endpoint.disable").exists()
+    emit("mail.received", {"n": 1})
+    push.fan_out()
+    assert EventDelivery.objects.count() == 1 and push.backlog(endpoint) == 1
+    receiver.status = 200
+    push.resume_endpoint(SYSTEM, endpoint.pk)
+    deliver_all()
+    assert [e["data"]["n"] for e in receiver.events()] == [1]
+
+
+def test_an_endpoint_failing_for_too_long_is_disabled(receiver, endpoint, local):
+    receiver.status = 500
+    emit("mail.received", {"n": 0})
+    deliver_all()
+    EventEndpoint.objects.filter(pk=endpoint.pk).update(
+        failing_since=timezone.now() - timedelta(hours=25))
+    make_due()
+    run_queued_jobs()
+    endpoint.refresh_from_db()
+    assert endpoint.state == "disabled" and "Failing since" in endpoint.state_reason
+    assert EventDelivery.objects.get().status == "held"  # kept for when it is re-enabled
+
+
+def test_pause_holds_and_resume_sends_the_backlog(receiver, endpoint):
+    push.pause_endpoint(SYSTEM, endpoint.pk, "receiver maintenance")
+    emit("chat_message.received", {"n": 0})
+    deliver_all()
+    assert receiver.received == []
+    push.resume_endpoint(SYSTEM, endpoint.pk)
+    deliver_all()
+    assert [e["data"]["n"] for e in receiver.events()] == [0]
+
+
+def test_replay_resends_with_the_same_webhook_id(receiver, endpoint):
+    emit("mail.received", {"n": 0})
+    deliver_all()
+    delivery = EventDelivery.objects.get()
+    push.replay_delivery(SYSTEM, delivery.pk)
+    run_queued_jobs()
+    assert [d["webhook-id"] for d in receiver.received] == [delivery.webhook_id] * 2
+    assert push.replay_since(SYSTEM, endpoint.pk, timezone.now() - timedelta(hours=1)) == 1
+    run_queued_jobs()
+    assert len(receiver.received) == 3 and len(receiver.events()) == 1
+
+
+def test_a_rotated_secret_signs_alongside_the_old_one_during_the_overlap(receiver, endpoint):
+    old = receiver.secret
+    _endpoint, new = push.rotate_secret(SYSTEM, endpoint.pk, overlap_hours=1)
+    emit("mail.received", {"n": 0})
+    deliver_all()
+    assert len(receiver.received[0]["signature"].split(" ")) == 2  # verified with the old
+    receiver.secret = new
+    emit("mail.received", {"n": 1})
+    deliver_all()
+    assert receiver.rejected == [] and len(receiver.events()) == 2
+    _endpoint, newest = push.rotate_secret(SYSTEM, endpoint.pk, overlap_hours=0)
+    receiver.secret = old
+    emit("mail.received", {"n": 2})
+    deliver_all()
+    assert receiver.rejected  # the old secret no longer verifies
+    assert newest != new
+
+
+def test_a_test_event_goes_out_even_while_paused(receiver, endpoint):
+    push.pause_endpoint(SYSTEM, endpoint.pk)
+    push.send_test(SYSTEM, endpoint.pk)
+    run_queued_jobs()
+    assert [e["type"] for e in receiver.events()] == ["test"]
+
+
+# --------------------------------------------------------------------------- SSRF
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9/x", "https://127.0.0.1/x", "https://169.254.169.254/latest/meta-data",
+    "https://[::1]/x", "https://10.1.2.3/x", "https://192.168.0.1/x", "https://0.0.0.0/x",
+    "https://[::ffff:127.0.0.1]/x", "ftp://example.com/x", "https://user:pw@example.com/x",
+    "https:///nohost", "not a url",
+])
+def test_private_loopback_link_local_and_odd_urls_are_refused(settings, url):
+    settings.DEBUG = False
+    with pytest.raises(push.EndpointError, match="url: "):
+        push.create_endpoint(SYSTEM, url)
+    assert not EventEndpoint.objects.exists()
+
+
+def test_http_is_refused_outside_debug(settings):
+    settings.DEBUG = False
+    settings.EVENT_ENDPOINT_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    with pytest.raises(push.EndpointError, match="https"):
+        push.create_endpoint(SYSTEM, "http://127.0.0.1:8080/x")
+
+
+def test_a_name_resolving_to_a_private_address_is_refused(settings, monkeypatch):
+    settings.DEBUG = False
+
+    def resolver(host, port, *args, **kwargs):
+        address = "10.0.0.7" if host == "evil.example" else "93.184.216.34"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(safe_http.socket, "getaddrinfo", resolver)
+    with pytest.raises(push.EndpointError, match=r"10\.0\.0\.7"):
+        push.create_endpoint(SYSTEM, "https://evil.example/hook")
+    assert safe_http.resolve("https://fine.example/hook").address == "93.184.216.34"
+
+
+def test_dns_rebinding_after_creation_is_refused_at_delivery(receiver, endpoint, local):
+    local.EVENT_ENDPOINT_ALLOWED_NETWORKS = []  # the receiver's address is now forbidden
+    emit("mail.received", {"n": 0})
+    deliver_all()
+    delivery = EventDelivery.objects.get()
+    assert receiver.received == [] and delivery.last_error.startswith("Refused")
+
+
+def test_redirects_are_not_followed(receiver, endpoint):
+    receiver.redirect_to = "http://169.254.169.254/latest/meta-data"
+    emit("mail.received", {"n": 0})
+    deliver_all()
+    delivery = EventDelivery.objects.get()
+    assert delivery.last_status_code == 302 and delivery.status == "pending"
+    assert receiver.received == []
+
+
+# --------------------------------------------------------------------------- API
+
+
+def test_the_api_manages_endpoints_with_events_manage(client, receiver):
+    _c, token = service_clients.create_client(SYSTEM, "fleet-ops", ["events:manage"])
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    response = client.post("/api/event-endpoints", data=json.dumps(
+        {"url": receiver.url, "eventTypes": ["mail.received"], "description": "core"}),
+        content_type="application/json", **auth)
+    assert response.status_code == 201 and response["Cache-Control"] == "no-store"
+    created = response.json()
+    assert created["secret"].startswith("whsec_") and created["state"] == "active"
+    receiver.secret = created["secret"]
+    listing = client.get("/api/event-endpoints", **auth).json()["endpoints"]
+    assert [e["id"] for e in listing] == [created["id"]] and "secret" not in listing[0]
+    base = f"/api/event-endpoints/{created['id']}"
+    assert client.post(f"{base}/test", **auth).status_code == 200
+    run_queued_jobs()
+    detail = client.get(base, **auth).json()
+    assert detail["deliveries"][0]["test"] and detail["deliveries"][0]["status"] == "delivered"
+    assert client.post(f"{base}/pause", **auth).json()["state"] == "paused"
+    assert client.post(f"{base}/resume", **auth).json()["state"] == "active"
+    rotated = client.post(f"{base}/rotate-secret", data=json.dumps({"overlapHours": 2}),
+                          content_type="application/json", **auth).json()
+    assert rotated["secret"] != created["secret"]
+    replay = client.post(f"{base}/replay", data=json.dumps({"since": "yesterday"}),
+                         content_type="application/json", **auth)
+    assert replay.status_code == 400 and replay.json()["field"] == "since"
+    delivery_id = detail["deliveries"][0]["id"]
+    assert client.post(f"/api/event-deliveries/{delivery_id}/replay",
+                       **auth).status_code == 200
+    assert client.post("/api/event-deliveries/999/replay", **auth).status_code == 404
+    assert client.get("/api/event-endpoints/999", **auth).status_code == 404
+    actions = set(AuditEvent.objects.filter(actor_name="fleet-ops").values_list("action",
+                                                                                flat=True))
+    assert {"event_endpoint.create", "event_endpoint.test", "event_endpoint.pause",
+            "event_endpoint.resume", "event_endpoint.rotate_secret",
+            "event_delivery.replay"} <= actions
+
+
+def test_bad_endpoint_input_is_a_400_naming_the_field(client, local):
+    _c, token = service_clients.create_client(SYSTEM, "fleet-ops", ["events:manage"])
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    for body, field in (({"url": "https://169.254.169.254/"}, "url"),
+                        ({"url": 5}, "url"),
+                        ({"url": "https://example.com/", "eventTypes": ["nope"]}, "eventTypes"),
+                        ({"url": "https://example.com/", "eventTypes": "x"}, "eventTypes")):
+        response = client.post("/api/event-endpoints", data=json.dumps(body),
+                               content_type="application/json", **auth)
+        assert response.status_code == 400 and response.json()["field"] == field, body
+    _c, reader = service_clients.create_client(SYSTEM, "reader", ["events:read"])
+    assert client.get("/api/event-endpoints",
+                      HTTP_AUTHORIZATION=f"Bearer {reader}").status_code == 403
