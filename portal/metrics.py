@@ -35,6 +35,23 @@ class PortalCollector(Collector):
         yield from self._subscriptions()
         yield from self._sync()
         yield from self._health()
+        yield from self._gateway()
+
+    def _gateway(self) -> Iterator[GaugeMetricFamily]:
+        figures = (
+            ("fleet_messages_failed_last_hour", "Outbound messages that failed in the last hour",
+             measurements.messages_failed_last_hour()),
+            ("fleet_oldest_queued_message_seconds", "Age of the oldest unsent message (0: none)",
+             measurements.oldest_queued_message_seconds() or 0),
+            ("fleet_event_endpoints_failing", "Event endpoints failing or disabled",
+             measurements.endpoints_failing()),
+            ("fleet_event_backlog", "Events waiting for delivery to endpoints",
+             measurements.event_backlog()),
+        )
+        for name, documentation, value in figures:
+            family = GaugeMetricFamily(name, documentation)
+            family.add_metric([], value)
+            yield family
 
     def _graph(self) -> Iterator[GaugeMetricFamily]:
         from integrations.microsoft.models import GraphCall

@@ -71,3 +71,39 @@ def break_glass_sign_ins(within: timedelta) -> int:
 
     return AuditEvent.objects.filter(action="auth.break_glass",
                                      created_at__gte=timezone.now() - within).count()
+
+
+def messages_failed_last_hour() -> int:
+    """Outbound e-mails and Teams messages that failed for good in the last hour."""
+    from integrations.microsoft.models import OutboundMessage
+
+    return OutboundMessage.objects.filter(status=OutboundMessage.Status.FAILED,
+                                          last_error_at__gte=timezone.now() - HOUR).count()
+
+
+def oldest_queued_message_seconds() -> float | None:
+    """Age of the oldest message not yet sent (queued or being retried); None: none."""
+    from integrations.microsoft.models import OutboundMessage
+
+    oldest = OutboundMessage.objects.filter(status__in=[
+        OutboundMessage.Status.QUEUED, OutboundMessage.Status.SENDING]).aggregate(
+        oldest=Min("created_at"))["oldest"]
+    return (timezone.now() - oldest).total_seconds() if oldest else None
+
+
+def endpoints_failing() -> int:
+    """Event endpoints disabled by failures or 410, or active with a failing delivery."""
+    from portal.events.models import EventEndpoint
+
+    return EventEndpoint.objects.filter(
+        Q(state=EventEndpoint.State.DISABLED)
+        | Q(state=EventEndpoint.State.ACTIVE, failing_since__isnull=False)).count()
+
+
+def event_backlog() -> int:
+    """Events waiting for delivery, summed over the endpoints that are not paused."""
+    from portal.events.models import EventEndpoint
+    from portal.events.push import backlog
+
+    return sum(backlog(endpoint) for endpoint in EventEndpoint.objects.exclude(
+        state=EventEndpoint.State.PAUSED))

@@ -52,6 +52,14 @@ SECRET_DAYS = _setting("ALERT_SECRET_EXPIRY_DAYS", "Alert: client secret expiry 
                        14, 365)
 WORKER_MINUTES = _setting("ALERT_WORKER_STALE_MINUTES", "Alert: worker silent (minutes)",
                           "Fire when no worker has reported a heartbeat for this long.", 3, 60)
+MESSAGES_FAILED = _setting("ALERT_MESSAGES_FAILED_PER_HOUR", "Alert: messages failed per hour",
+                           "Fire when more outbound e-mails and Teams messages than this failed "
+                           "in the last hour.", 10, 1_000_000)
+QUEUED_MINUTES = _setting("ALERT_OLDEST_QUEUED_MESSAGE_MINUTES",
+                          "Alert: oldest queued message (minutes)", "Fire when a message has "
+                          "waited this long without being sent.", 30, 10_080)
+EVENT_BACKLOG = _setting("ALERT_EVENT_BACKLOG", "Alert: event backlog", "Fire when more events "
+                         "than this wait for delivery to event endpoints.", 10_000, 100_000_000)
 MIN_CALLS_FOR_ERROR_RATE = 20
 
 
@@ -129,6 +137,33 @@ def _break_glass() -> Verdict:
                    "log, action auth.break_glass).")
 
 
+def _messages_failed() -> Verdict:
+    value, threshold = measurements.messages_failed_last_hour(), get(MESSAGES_FAILED)
+    return Verdict(value > threshold, value, threshold,
+                   f"{value} outbound messages failed in the last hour (threshold {threshold}).")
+
+
+def _oldest_queued() -> Verdict:
+    minutes = get(QUEUED_MINUTES)
+    age = measurements.oldest_queued_message_seconds()
+    if age is None:
+        return Verdict(False, None, minutes, "No message is waiting to be sent.")
+    return Verdict(age > minutes * 60, round(age), minutes * 60,
+                   f"The oldest unsent message has waited {age / 60:.0f} min "
+                   f"(threshold {minutes} min).")
+
+
+def _endpoints_failing() -> Verdict:
+    value = measurements.endpoints_failing()
+    return Verdict(value > 0, value, 0, f"{value} event endpoints are failing or disabled.")
+
+
+def _event_backlog() -> Verdict:
+    value, threshold = measurements.event_backlog(), get(EVENT_BACKLOG)
+    return Verdict(value > threshold, value, threshold,
+                   f"{value} events wait for delivery (threshold {threshold}).")
+
+
 RULES: tuple[Rule, ...] = (
     Rule("subscription_expiring", "Webhook subscription expiring", _subscription_expiry,
          "Subscriptions page → Set up all (or `manage.py setup_webhooks`)."),
@@ -149,4 +184,16 @@ RULES: tuple[Rule, ...] = (
     Rule("break_glass_sign_in", "Break-glass account used", _break_glass,
          "Confirm with the person who used it why Entra sign-in was not possible; rotate its "
          "password afterwards. Audit log → auth.break_glass."),
+    Rule("messages_failed", "Outbound messages failing", _messages_failed,
+         "Messages: group the failures by error, fix the cause (sender, Teams sender "
+         "account, throttling), then retry or resend."),
+    Rule("message_queue_stale", "Messages not going out", _oldest_queued,
+         "Jobs page: is graph.send_mail/graph.send_teams paused or its worker down? Check the "
+         "sending budgets on the rate-limits page."),
+    Rule("event_endpoints_failing", "Event endpoints failing", _endpoints_failing,
+         "Event endpoints: see the failing endpoint's latest deliveries (status, answer); once "
+         "the receiver is fixed, Resume (a disabled one) and its backlog is sent."),
+    Rule("event_backlog", "Event backlog growing", _event_backlog,
+         "Event endpoints: which endpoint holds the backlog (paused, failing?); Jobs: is "
+         "events.deliver running?"),
 )

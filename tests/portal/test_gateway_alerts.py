@@ -1,0 +1,49 @@
+"""The gateway's figures: one definition each, used by the alerts and /metrics."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from integrations.microsoft.models import OutboundMessage
+from portal.access.actors import Actor
+from portal.alerts import measurements, services
+from portal.alerts.models import Alert
+from portal.events.models import Event, EventEndpoint
+from portal.runtime import registry
+
+pytestmark = pytest.mark.django_db
+
+
+def message(status, **fields):
+    return OutboundMessage.objects.create(channel="mail", status=status, body="x",
+                                          idempotency_key=f"k{OutboundMessage.objects.count()}",
+                                          **fields)
+
+
+def test_failed_and_stale_messages_fire_their_alerts():
+    registry.set_value(Actor.system("tests"), "ALERT_MESSAGES_FAILED_PER_HOUR", 1)
+    for _ in range(2):
+        message("failed", last_error="boom", last_error_at=timezone.now())
+    message("failed", last_error="old", last_error_at=timezone.now() - timedelta(hours=2))
+    message("queued", created_at=timezone.now() - timedelta(hours=1))
+    assert measurements.messages_failed_last_hour() == 2
+    assert measurements.oldest_queued_message_seconds() >= 3599
+    services.evaluate_all()
+    assert Alert.objects.get(rule="messages_failed").state == "firing"
+    assert Alert.objects.get(rule="message_queue_stale").state == "firing"
+
+
+def test_failing_endpoints_and_the_backlog_are_counted(client):
+    for i in range(3):
+        Event.objects.create(type="mail.received", data={"n": i})
+    EventEndpoint.objects.create(url="https://a.example/", secret_encrypted="x", cursor=1,
+                                 failing_since=timezone.now())
+    EventEndpoint.objects.create(url="https://b.example/", secret_encrypted="x",
+                                 state="paused")
+    assert measurements.endpoints_failing() == 1
+    assert measurements.event_backlog() == 2  # the paused endpoint's backlog is on purpose
+    services.evaluate_all()
+    assert Alert.objects.get(rule="event_endpoints_failing").state == "firing"
+    body = client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
+    assert "fleet_event_endpoints_failing 1.0" in body and "fleet_event_backlog 2.0" in body
