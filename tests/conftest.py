@@ -38,13 +38,14 @@ PERSONAS = {
 PERSONA_PASSWORD = "correct horse battery staple 42"
 
 # The main navigation each role sees, in order.
-_NAV_COMMON = ["Dashboard", "Alerts", "Subscriptions", "Users & sync", "Jobs", "Graph calls"]
+_NAV_COMMON = ["Dashboard", "Alerts", "Subscriptions", "Users & sync", "Jobs", "Messages",
+               "Graph calls"]
 NAV_BY_ROLE = {
     "viewer": [*_NAV_COMMON, "Settings"],
     "support": [*_NAV_COMMON, "Verify", "Settings", "Audit log"],
     "operator": [*_NAV_COMMON, "Verify", "Settings", "Audit log"],
     "admin": [*_NAV_COMMON, "Verify", "Settings", "Credentials", "API tokens", "People",
-              "Service clients", "Recovery", "Audit log", "Django admin"],
+              "Service clients", "Event endpoints", "Recovery", "Audit log", "Django admin"],
 }
 
 

@@ -1,0 +1,89 @@
+"""Console pages of the gateway: messages (tabs, filters, groups, detail, resend, cancel)
+and event endpoints (health, deliveries, actions)."""
+
+import pytest
+from django.urls import reverse
+
+from integrations.microsoft import messaging
+from integrations.microsoft.models import OutboundMessage
+from portal.audit.models import AuditEvent
+from portal.events.models import EventEndpoint
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def failed(db):
+    message = messaging.send_mail("dispatch@fleet.example", ["d@fleet.example"],
+                                  "Secret route", "The text of the message",
+                                  created_by="client:fleet-api")
+    OutboundMessage.objects.filter(pk=message.pk).update(status="failed",
+                                                         last_error="ErrorInvalidRecipients")
+    message.job.__class__.objects.filter(pk=message.job_id).update(
+        status="dead", error_signature="abc123", last_error="ErrorInvalidRecipients")
+    return message
+
+
+def test_viewers_see_failures_grouped_but_not_the_text(client, vera_viewer, failed):
+    client.force_login(vera_viewer)
+    page = client.get(reverse("console:messages"))
+    assert page.status_code == 200
+    assert b"ErrorInvalidRecipients" in page.content and b"client:fleet-api" in page.content
+    assert b"Retry all in this group" not in page.content  # viewers cannot retry
+    detail = client.get(reverse("console:message", args=[failed.pk]))
+    assert b"d@fleet.example" in detail.content
+    assert b"The text of the message" not in detail.content
+    assert b"Secret route" not in detail.content
+    assert client.post(reverse("console:message_resend", args=[failed.pk])).status_code == 403
+
+
+def test_filters_narrow_the_list(client, otto_operator, failed):
+    client.force_login(otto_operator)
+    other = client.get(reverse("console:messages"), {"client": "client:other"})
+    assert f"#{failed.pk}".encode() not in other.content
+    mine = client.get(reverse("console:messages"), {"recipient": "d@fleet.example",
+                                                    "channel": "mail"})
+    assert f"#{failed.pk}".encode() in mine.content
+    assert client.get(reverse("console:messages"), {"date_from": "nope"}).status_code == 200
+
+
+def test_operators_read_resend_and_cancel(client, otto_operator, failed):
+    client.force_login(otto_operator)
+    detail = client.get(reverse("console:message", args=[failed.pk]))
+    assert b"The text of the message" in detail.content
+    response = client.post(reverse("console:message_resend", args=[failed.pk]))
+    resend = OutboundMessage.objects.exclude(pk=failed.pk).get()
+    assert response["Location"] == reverse("console:message", args=[resend.pk])
+    assert resend.resend_of_id == failed.pk and resend.status == "queued"
+    client.post(reverse("console:message_cancel", args=[resend.pk]))
+    resend.refresh_from_db()
+    assert resend.status == "cancelled"
+    actions = set(AuditEvent.objects.filter(actor_name="otto-operator").values_list(
+        "action", flat=True))
+    assert {"message.resend", "message.cancel"} <= actions
+
+
+def test_admins_manage_endpoints_in_the_console(client, ada_admin, otto_operator, settings):
+    settings.DEBUG = True
+    settings.EVENT_ENDPOINT_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    client.force_login(otto_operator)
+    assert client.get(reverse("console:event_endpoints")).status_code == 403
+    client.force_login(ada_admin)
+    response = client.post(reverse("console:event_endpoint_create"),
+                           {"url": "http://127.0.0.1:9/hook", "description": "dispatch"})
+    assert response.status_code == 200 and response["Cache-Control"] == "no-store"
+    assert response.context["secret"].startswith("whsec_")
+    endpoint = EventEndpoint.objects.get()
+    refused = client.post(reverse("console:event_endpoint_create"),
+                          {"url": "https://169.254.169.254/"})
+    assert refused.status_code == 400 and b"link-local" in refused.content
+    for action in ("pause", "resume", "test"):
+        assert client.post(reverse("console:event_endpoint_action",
+                                   args=[endpoint.pk, action])).status_code == 302
+    rotated = client.post(reverse("console:event_endpoint_action", args=[endpoint.pk,
+                                                                          "rotate"]))
+    assert rotated.context["secret"].startswith("whsec_")
+    page = client.get(reverse("console:event_endpoint", args=[endpoint.pk]))
+    assert b"(test)" in page.content and rotated.context["secret"].encode() not in page.content
+    assert client.post(reverse("console:event_endpoint_action",
+                               args=[endpoint.pk, "explode"])).status_code == 404
