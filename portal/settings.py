@@ -250,7 +250,7 @@ API_TRUSTED_NETWORKS = env_networks("API_TRUSTED_NETWORKS", ["127.0.0.1/32", "::
 API_IDEMPOTENCY_TTL_HOURS = env_int("API_IDEMPOTENCY_TTL_HOURS", 24, minimum=24)
 # Event endpoints (push): networks allowed although private/loopback (e.g. an in-cluster
 # receiver), batch size, how long an endpoint may fail before it is disabled, timeouts.
-EVENT_ENDPOINT_ALLOWED_NETWORKS = env_list("EVENT_ENDPOINT_ALLOWED_NETWORKS", [])
+EVENT_ENDPOINT_ALLOWED_NETWORKS = env_networks("EVENT_ENDPOINT_ALLOWED_NETWORKS", [])
 EVENT_DELIVERY_BATCH_SIZE = env_int("EVENT_DELIVERY_BATCH_SIZE", 50, minimum=1)
 EVENT_ENDPOINT_DISABLE_AFTER_HOURS = env_int("EVENT_ENDPOINT_DISABLE_AFTER_HOURS", 24,
                                              minimum=1)
