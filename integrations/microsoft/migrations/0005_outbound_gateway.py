@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('jobs', '0005_bulk_operations_generic'),
-        ('microsoft', '0003_outbound_messages'),
+        ('microsoft', '0004_credential_tenant_client'),
     ]
 
     operations = [
