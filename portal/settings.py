@@ -155,6 +155,14 @@ Q_CLUSTER = {
 }
 # Succeeded jobs are kept this long (failed and dead ones until an operator acts).
 JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 7, minimum=1)
+# Days each kind of record is kept (the hourly `retention.prune` schedule; rows not yet
+# handled, like unprocessed notifications or running syncs, are kept whatever their age).
+GRAPH_CALL_RETENTION_DAYS = env_int("GRAPH_CALL_RETENTION_DAYS", 8, minimum=1)
+NOTIFICATION_INBOX_RETENTION_DAYS = env_int("NOTIFICATION_INBOX_RETENTION_DAYS", 7, minimum=1)
+SYNC_RUN_RETENTION_DAYS = env_int("SYNC_RUN_RETENTION_DAYS", 30, minimum=1)
+LIFECYCLE_EVENT_RETENTION_DAYS = env_int("LIFECYCLE_EVENT_RETENTION_DAYS", 30, minimum=1)
+WEBHOOK_REJECTION_RETENTION_DAYS = env_int("WEBHOOK_REJECTION_RETENTION_DAYS", 90, minimum=1)
+METRIC_SAMPLE_RETENTION_DAYS = env_int("METRIC_SAMPLE_RETENTION_DAYS", 2, minimum=1)
 # Extra modules that register job handlers (beyond every app's job_handlers.py).
 JOB_HANDLER_MODULES = env_list("JOB_HANDLER_MODULES")
 if REDIS_URL:

@@ -253,6 +253,11 @@ def rollback(actor: Actor) -> Credential:
             raise CredentialError("There is no credential in its grace period to roll back to.")
         if grace.is_expired:
             raise CredentialError(f"Credential #{grace.pk} (in grace) has expired.")
+        if grace.grace_until is not None and grace.grace_until <= now:
+            # The retire schedule may not have run yet; the window is over all the same.
+            raise CredentialError(f"Credential #{grace.pk}'s grace period ended at "
+                                  f"{grace.grace_until:%Y-%m-%d %H:%M} UTC: it can no longer "
+                                  "be rolled back to.")
         if current is not None:
             current.state = Credential.State.PENDING
             current.last_verified_at = None

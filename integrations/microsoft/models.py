@@ -12,7 +12,7 @@ class GraphCall(models.Model):
     """One HTTP exchange with Graph (inner `$batch` responses get a row each, too).
 
     Written with a single INSERT per call on the hot path; feeds metrics and alerts
-    (error rate, 429s per hour). Pruned by a schedule in a later issue.
+    (error rate, 429s per hour). Kept GRAPH_CALL_RETENTION_DAYS (portal.jobs.retention).
     """
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)

@@ -9,10 +9,13 @@ class AlertsConfig(AppConfig):
     def ready(self) -> None:
         from portal.access.signals import break_glass_used
         from portal.alerts import rules  # noqa: F401  (defines the threshold settings)
+        from portal.jobs.retention import Retention
+        from portal.jobs.retention import register as keep
         from portal.jobs.schedules import register
 
         register("alerts.evaluate", "portal.alerts.tasks.evaluate_alerts", 1)
         register("audit.verify_chain", "portal.alerts.tasks.check_audit_chain", 60)
+        keep(Retention("alerts.MetricSample", "taken_at", "METRIC_SAMPLE_RETENTION_DAYS"))
         break_glass_used.connect(_raise_break_glass_alert, dispatch_uid="break-glass-alert")
 
 

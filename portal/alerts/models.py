@@ -59,7 +59,8 @@ class AuditChainCheck(models.Model):
 
 
 class MetricSample(models.Model):
-    """A once-a-minute snapshot for the dashboard's 24-hour charts (kept for two days)."""
+    """A once-a-minute snapshot for the dashboard's 24-hour charts (kept
+    METRIC_SAMPLE_RETENTION_DAYS)."""
 
     id = models.BigAutoField(primary_key=True)
     taken_at = models.DateTimeField(db_index=True)

@@ -175,9 +175,6 @@ def check_audit_chain() -> AuditChainCheck:
         problem=problem.problem if problem else "")
 
 
-SAMPLE_RETENTION = timedelta(days=2)
-
-
 def take_sample() -> None:
     """Record the queue and the last minute's Graph calls for the dashboard charts."""
     from django.db.models import Count, Q
@@ -197,4 +194,3 @@ def take_sample() -> None:
     MetricSample.objects.create(taken_at=now, queue_length=measurements.queue_length(),
                                 dead=measurements.dead_letters(), calls_ok=calls["ok"],
                                 calls_failed=calls["failed"], calls_throttled=calls["throttled"])
-    MetricSample.objects.filter(taken_at__lt=now - SAMPLE_RETENTION).delete()

@@ -1,4 +1,8 @@
-"""The periodic work, as django-q2 schedules (created or corrected on every migrate)."""
+"""The periodic work, as django-q2 schedules (created or corrected on every migrate).
+
+A function meant to be called by a schedule says so in its docstring ("Schedule entry: …");
+tests/portal/jobs/test_schedules.py checks each is registered here.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ SCHEDULES: dict[str, tuple[str, int]] = {
     "jobs.watchdog": ("portal.jobs.tasks.requeue_lost_jobs", 1),
     "jobs.prune": ("portal.jobs.tasks.prune_succeeded_jobs", 60),
     "jobs.heartbeat": ("portal.jobs.tasks.heartbeat", 1),
+    "retention.prune": ("portal.jobs.tasks.prune_expired_records", 60),
 }
 
 

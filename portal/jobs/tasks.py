@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from portal.jobs import runner, services, watchdog
+from portal.jobs import retention, runner, services, watchdog
 
 
 def run_job(job_id: int) -> str:
@@ -19,6 +19,11 @@ def requeue_lost_jobs() -> int:
 
 def prune_succeeded_jobs() -> int:
     return services.prune_succeeded_jobs()
+
+
+def prune_expired_records() -> dict[str, int]:
+    """Schedule entry: drop old records each app's Retention lets go (portal.jobs.retention)."""
+    return retention.prune_all()
 
 
 def heartbeat() -> None:

@@ -174,6 +174,19 @@ class TestRotation:
         event = AuditEvent.objects.filter(action="credential.retire").get()
         assert event.actor_type == "system" and event.reason == "grace period over"
 
+    def test_rollback_ends_with_the_grace_period(self, graph_settings, emulator, admin_actor):
+        auth.app_token()
+        c = credentials.add_secret(admin_actor, _new_emulator_secret(emulator), "next")
+        credentials.verify_secret(admin_actor, c.pk)
+        credentials.activate(admin_actor, c.pk)
+        # Past grace_until, before the retire schedule has run: no rollback to the old one.
+        with (time_machine.travel(timezone.now() + timedelta(hours=25)),
+              pytest.raises(CredentialError, match="grace period ended")):
+            credentials.rollback(admin_actor)
+        states = dict(Credential.objects.values_list("display_name", "state"))
+        assert states == {"From MICROSOFT_CLIENT_SECRET": "grace", "next": "active"}
+        assert not AuditEvent.objects.filter(action="credential.rollback").exists()
+
     @pytest.mark.parametrize("step", ["add", "verify", "activate", "rollback", "retire"])
     def test_each_step_requires_rotate_credentials(self, graph_settings, otto_operator, step):
         actor = Actor(kind="user", name="otto-operator", role="operator", user=otto_operator)
