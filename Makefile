@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test install lint chromium clean-demo
+.PHONY: run test install lint typecheck typecheck-baseline check-deploy chromium clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,18 @@ test: install chromium
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+## mypy with django-stubs on integrations/ and portal/: no error beyond mypy-baseline.txt.
+typecheck: install
+	$(PY) scripts/typecheck.py
+
+## Rewrite mypy-baseline.txt from the current errors (it may only shrink: review the diff).
+typecheck-baseline: install
+	$(PY) scripts/typecheck.py --update
+
+## `check --deploy --fail-level WARNING` on the production settings (deploy/k8s/configmap.yaml).
+check-deploy: install
+	$(PY) scripts/check_deploy.py
 
 ## Browser tests drive Debian's chromium; Playwright never downloads a browser here.
 chromium:
