@@ -6,6 +6,7 @@ own short transaction, walking the age index forward, so no long transaction or 
 holds up the webhook receiver or the workers. Rows that are not finished with (an
 unprocessed inbox row, a sync run still running) are never deleted, whatever their age: the
 DELETE itself repeats the condition, so a row that changed since it was read is safe too.
+A run stopped by the task timeout loses nothing: every batch is committed, the next run goes on.
 """
 
 from __future__ import annotations
