@@ -26,6 +26,7 @@ EXPECTED = {
     "graph.credentials.retire_grace": ("integrations.microsoft.tasks.retire_expired_grace", 5),
     "alerts.evaluate": ("portal.alerts.tasks.evaluate_alerts", 1),
     "audit.verify_chain": ("portal.alerts.tasks.check_audit_chain", 60),
+    "access.prune_credential_failures": ("portal.access.tasks.prune_credential_failures", 1440),
 }
 
 
