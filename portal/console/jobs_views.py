@@ -95,6 +95,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
         "types": _type_rows(),
         "can_retry": request.user.has_perm("access.retry_job"),
         "can_retry_all": request.user.has_perm("access.retry_all_jobs"),
+        "retryable": services.RETRYABLE,
         "can_pause": request.user.has_perm("access.pause_processing"),
     }
     template = "console/jobs.html#job-table" if request.htmx else "console/jobs.html"
