@@ -20,7 +20,13 @@ class AccessConfig(AppConfig):
     verbose_name = "Access control"
 
     def ready(self) -> None:
+        from django.conf import settings
+
         from portal.access import signals  # noqa: F401  (connects the sign-in receivers)
+        from portal.jobs.schedules import register
+
+        register("access.recheck_entra", "portal.access.tasks.recheck_entra_accounts",
+                 settings.SSO_ROLE_RECHECK_MINUTES)
         from portal.jobs.schedules import register
 
         post_migrate.connect(_sync_roles_after_migrate, sender=self)

@@ -29,6 +29,9 @@ class EntraAccount(models.Model):
     upn = models.CharField("user principal name", max_length=255, blank=True)
     # What Entra last granted (app role values, and group ids that matched the map).
     grants = models.JSONField(default=list, blank=True)
+    # The latest refresh token (encrypted, FIELD_ENCRYPTION_KEYS): lets the periodic re-check
+    # ask Entra about people who hold API tokens but no live session.
+    refresh_token = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     last_checked_at = models.DateTimeField(null=True, blank=True)
 

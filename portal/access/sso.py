@@ -37,6 +37,7 @@ import requests
 from django.conf import settings
 from django.contrib.auth import get_user_model, login
 from django.db import transaction
+from django.db.models import Q
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
@@ -57,6 +58,8 @@ FLOW_KEY = "sso_flow"
 SESSION_KEY = "sso"
 SIGN_IN_ACTOR = "entra-sso"
 CLOCK_SKEW_SECONDS = 120
+# Entra could not answer (MSAL raises MsalServiceError for a 5xx from the token endpoint).
+UNREACHABLE = (requests.RequestException, msal.exceptions.MsalServiceError)
 
 
 class SignInRefused(Exception):
@@ -259,7 +262,7 @@ def _complete(request: HttpRequest) -> SignedIn:
         raise SignInRefused("Microsoft's answer could not be verified, so you were not "
                             "signed in.", reason=f"nonce check failed: {_first_line(exc)}"
                             ) from None
-    except requests.RequestException as exc:
+    except UNREACHABLE as exc:
         raise SignInRefused("Microsoft sign-in is unavailable right now; try again.",
                             reason=f"token endpoint unreachable: {type(exc).__name__}",
                             status=503) from None
@@ -269,7 +272,7 @@ def _complete(request: HttpRequest) -> SignedIn:
                                    f"{_first_line(result.get('error_description'))}")
     claims = validate_id_token(result["id_token"])
     role, grants = grants_of(claims)
-    user = provision(claims, role, grants)
+    user = provision(claims, role, grants, result.get("refresh_token") or "")
     if not user.is_active:
         raise SignInRefused("Your portal account is deactivated. Ask an administrator.",
                             reason="account deactivated in the portal", user=user)
@@ -304,7 +307,8 @@ def _username_for(claims: dict[str, Any]) -> str:
     return f"{base[:130]}~{claims['oid'][:8]}"  # a local account already has that name
 
 
-def provision(claims: dict[str, Any], role: str, grants: list[str]) -> Any:
+def provision(claims: dict[str, Any], role: str, grants: list[str],
+              refresh_token: str = "") -> Any:
     """The portal account linked to this Entra object id (created just in time), with the
     role Entra grants now. Audited: creation and every role change."""
     entra = Actor.system(SIGN_IN_ACTOR)
@@ -331,7 +335,9 @@ def provision(claims: dict[str, Any], role: str, grants: list[str]) -> Any:
                    params={"username": user.get_username(), "before": before, "after": role,
                            "source": "entra", "grants": grants})
         account.upn, account.grants, account.last_checked_at = upn, grants, timezone.now()
-        account.save(update_fields=["upn", "grants", "last_checked_at"])
+        if refresh_token:
+            account.refresh_token = encrypt(refresh_token)
+        account.save(update_fields=["upn", "grants", "last_checked_at", "refresh_token"])
     return user
 
 
@@ -346,6 +352,36 @@ def recheck_due(request: HttpRequest) -> bool:
         settings.SSO_ROLE_RECHECK_MINUTES * 60)
 
 
+def _refresh(refresh_token: str, oid: str) -> tuple[dict[str, Any], str]:
+    """Ask Entra again with a refresh token: (validated claims, the newest refresh token).
+    Raises SignInRefused when Entra says no or its answer is not trustworthy, and one of
+    UNREACHABLE when it cannot answer."""
+    result = _app().acquire_token_by_refresh_token(refresh_token, scopes=[])
+    if "id_token" not in result:
+        raise SignInRefused("", reason=f"refresh refused: {result.get('error')}: "
+                                       f"{_first_line(result.get('error_description'))}")
+    claims = validate_id_token(result["id_token"])
+    if str(claims["oid"]).lower() != str(oid).lower():
+        raise SignInRefused("", reason="refreshed token names another person")
+    return claims, result.get("refresh_token") or refresh_token
+
+
+def withdraw(account: EntraAccount, reason: str) -> None:
+    """Entra no longer vouches for this person: no role (so no API token works either)."""
+    user = account.user
+    with transaction.atomic():
+        before = role_of(user)
+        apply_role(user, "")
+        account.grants, account.refresh_token = [], ""
+        account.last_checked_at = timezone.now()
+        account.save(update_fields=["grants", "refresh_token", "last_checked_at"])
+        if before:
+            record("user.set_role", actor=Actor.system(SIGN_IN_ACTOR), target_type="user",
+                   target_id=user.pk, reason=reason,
+                   params={"username": user.get_username(), "before": before, "after": "",
+                           "source": "entra"})
+
+
 def recheck(request: HttpRequest) -> str:
     """Ask Entra again (a silent refresh) what this session's person may do; apply it.
 
@@ -353,44 +389,68 @@ def recheck(request: HttpRequest) -> str:
     """
     data = request.session[SESSION_KEY]
     user = request.user
-    actor = Actor.from_request(request)
+    account = EntraAccount.objects.filter(user=user).first()
     try:
-        if not enabled():
+        if not enabled() or account is None:
             raise SignInRefused("", reason="SSO is switched off")
-        if not data.get("rt"):
-            raise SignInRefused("", reason="no refresh token to re-check the role with")
         try:
-            refresh_token = decrypt(data["rt"])
+            refresh_token = decrypt(data.get("rt") or "")
         except DecryptionError:
-            raise SignInRefused("", reason="refresh token undecryptable") from None
+            raise SignInRefused("", reason="no usable refresh token for the re-check") from None
         try:
-            result = _app().acquire_token_by_refresh_token(refresh_token, scopes=[])
-        except requests.RequestException as exc:
+            claims, refresh_token = _refresh(refresh_token, data["oid"])
+        except UNREACHABLE as exc:
             # Entra unreachable: keep the session, try again on the next request.
             logger.warning("SSO role re-check failed (%s); will retry", type(exc).__name__)
             return ""
-        if "id_token" not in result:
-            raise SignInRefused("", reason=f"refresh refused: {result.get('error')}: "
-                                           f"{_first_line(result.get('error_description'))}")
-        claims = validate_id_token(result["id_token"])
-        if str(claims["oid"]).lower() != str(data["oid"]).lower():
-            raise SignInRefused("", reason="refreshed token names another person")
+        except SignInRefused as refused:
+            withdraw(account, refused.reason)
+            raise
         role, grants = grants_of(claims)
-        provision(claims, role, grants)
+        provision(claims, role, grants, refresh_token)
         if not role:
             raise SignInRefused("", reason="portal app role removed in Entra")
     except SignInRefused as refused:
-        record("auth.sso_recheck", actor=actor, target_type="user", target_id=user.pk,
-               outcome="denied", reason=refused.reason)
+        record("auth.sso_recheck", actor=Actor.from_request(request), target_type="user",
+               target_id=user.pk, outcome="denied", reason=refused.reason)
         return refused.reason
-    data.update(checked_at=time.time(),
-                rt=encrypt(result["refresh_token"]) if result.get("refresh_token")
-                else data["rt"])
+    data.update(checked_at=time.time(), rt=encrypt(refresh_token))
     request.session[SESSION_KEY] = data
     user.__dict__.pop("_portal_role", None)
     for cache in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
         user.__dict__.pop(cache, None)
     return ""
+
+
+def accounts_to_recheck() -> list[int]:
+    """SSO people who hold a usable API token (sessions re-check themselves)."""
+    usable = Q(user__api_tokens__revoked_at__isnull=True) & (
+        Q(user__api_tokens__expires_at__isnull=True)
+        | Q(user__api_tokens__expires_at__gt=timezone.now()))
+    return list(EntraAccount.objects.filter(usable, user__is_active=True)
+                .exclude(refresh_token="").values_list("pk", flat=True).distinct())
+
+
+def recheck_account(account_id: int) -> bool:
+    """Re-ask Entra about one person without a session; True when Entra answered."""
+    account = EntraAccount.objects.select_related("user").filter(pk=account_id).first()
+    if account is None or not account.refresh_token:
+        return False
+    try:
+        claims, refresh_token = _refresh(decrypt(account.refresh_token), account.object_id)
+    except DecryptionError:
+        withdraw(account, "refresh token undecryptable")
+        return True
+    except UNREACHABLE as exc:
+        logger.warning("Entra re-check of account %s failed (%s); next run retries",
+                       account_id, type(exc).__name__)
+        return False
+    except SignInRefused as refused:
+        withdraw(account, refused.reason)
+        return True
+    role, grants = grants_of(claims)
+    provision(claims, role, grants, refresh_token)
+    return True
 
 
 def entra_mfa_trusted(request: HttpRequest) -> bool:

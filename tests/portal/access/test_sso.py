@@ -13,6 +13,7 @@ from django.contrib.auth.models import Group
 from portal.access import sso
 from portal.access.actors import Actor, role_of
 from portal.access.models import EntraAccount, LastSignIn
+from portal.access.tasks import recheck_entra_accounts
 from portal.access.users import UserError, set_role
 from portal.alerts.models import Alert
 from portal.api.tokens import create_token
@@ -313,3 +314,56 @@ def test_garbage_at_the_callback_is_a_clear_refusal_never_a_500(client, emulator
     assert response.status_code in (400, 403), response.content[:300]
     assert signed_in_user(client) is None
     assert events("auth.sso", outcome="denied")
+
+
+# ------------------------------------------------------------------ people with API tokens
+
+
+def _signed_in_with_token(client, emulator, upn):
+    sign_in(client, emulator, upn)
+    user = signed_in_user(client)
+    _, raw = create_token(Actor.system("tests"), user.username, "scripts")
+    client.logout()  # no live session left: only the periodic re-check can notice changes
+    return user, {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+
+
+@pytest.mark.parametrize("change", ["role removed", "account disabled"])
+def test_api_tokens_stop_when_entra_takes_access_away_without_a_new_sign_in(
+        client, emulator, sso_settings, change):
+    upn = ENTRA_STAFF["support"]
+    user, auth = _signed_in_with_token(client, emulator, upn)
+    assert client.get("/api/queue/dead-letter", **auth).status_code == 200
+    if change == "role removed":
+        emulator.control.set_app_roles(upn, [])
+    else:
+        emulator.control.set_account_enabled(upn, False)
+    assert recheck_entra_accounts() == 1
+    assert client.get("/api/queue/dead-letter", **auth).status_code == 403
+    assert role_of(get_user_model().objects.get(pk=user.pk)) == ""
+    withdrawn = events("user.set_role", target_id=str(user.pk))[-1]
+    assert withdrawn.params["after"] == "" and withdrawn.actor_name == "entra-sso"
+    # Running again is safe: a person without a role is still asked about (a role given back
+    # in Entra returns with the next run); a disabled one has nothing left to ask with.
+    assert recheck_entra_accounts() == (1 if change == "role removed" else 0)
+    assert role_of(get_user_model().objects.get(pk=user.pk)) == ""
+
+
+def test_the_periodic_re_check_applies_a_new_role_to_token_holders(client, emulator,
+                                                                   sso_settings):
+    upn = ENTRA_STAFF["support"]
+    user, _ = _signed_in_with_token(client, emulator, upn)
+    emulator.control.set_app_roles(upn, ["Portal.Operator"])
+    assert recheck_entra_accounts() == 1
+    assert role_of(get_user_model().objects.get(pk=user.pk)) == "operator"
+    assert recheck_entra_accounts() == 1  # the rotated refresh token still works
+
+
+def test_entra_unreachable_changes_nothing(client, emulator, sso_settings):
+    user, auth = _signed_in_with_token(client, emulator, ENTRA_STAFF["support"])
+    emulator.control.inject_fault(path=".*/oauth2/v2.0/token", status=503)
+    try:
+        assert recheck_entra_accounts() == 0
+    finally:
+        emulator.control.clear_faults()
+    assert role_of(get_user_model().objects.get(pk=user.pk)) == "support"
+    assert client.get("/api/queue/dead-letter", **auth).status_code == 200
