@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from portal.access import sso
+from portal.access.credential_limits import prune_credential_failures as _prune
 
 
 def recheck_entra_accounts() -> int:
@@ -12,3 +13,7 @@ def recheck_entra_accounts() -> int:
         return 0
     return sum(1 for account_id in sso.accounts_to_recheck()
                if sso.recheck_account(account_id))
+
+
+def prune_credential_failures() -> int:
+    return _prune()
