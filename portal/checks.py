@@ -130,3 +130,26 @@ def check_sso(app_configs: Any = None, **kwargs: Any) -> list:
                                 hint="Name one or two local admin accounts kept in a safe.",
                                 id="portal.W043"))
     return problems
+
+
+@register(Tags.security)
+def check_audit_chain_key(app_configs: Any = None, **kwargs: Any) -> list:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from portal.audit.chain import configured_keys
+
+    try:
+        keys = configured_keys()
+    except ImproperlyConfigured as exc:
+        return [Error(str(exc), id="portal.E031")]
+    if keys:
+        return []
+    return [
+        Error(
+            "AUDIT_CHAIN_KEY is not set: the audit log's hash chain cannot be keyed, so anyone "
+            "who can write the table could rewrite it undetected.",
+            hint="Generate one with `python manage.py generate_audit_chain_key` and set "
+                 "AUDIT_CHAIN_KEY (or AUDIT_CHAIN_KEY_FILE).",
+            id="portal.E030",
+        )
+    ]

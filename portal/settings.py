@@ -292,6 +292,21 @@ FIELD_ENCRYPTION_KEYS = [
     key.strip() for key in env_secret("FIELD_ENCRYPTION_KEYS").split(",") if key.strip()
 ]
 
+# --- Audit log ------------------------------------------------------------------------------
+# The audit chain's HMAC keys, newest first: "id:secret,id:secret" (the first signs, the rest
+# still verify older rows). Not in the database, so its writers cannot forge the chain.
+# Required outside DEBUG (system check portal.E030); `manage.py generate_audit_chain_key`.
+AUDIT_CHAIN_KEY = env_secret("AUDIT_CHAIN_KEY")
+if DEBUG and not AUDIT_CHAIN_KEY:
+    # A development portal without one still works; the key is derived, never stored.
+    import hashlib as _hashlib
+
+    AUDIT_CHAIN_KEY = "debug:" + _hashlib.sha256(
+        ("audit-chain:" + SECRET_KEY).encode()).hexdigest()
+# The PostgreSQL role the app connects as, when migrations run as the tables' owner: migrate
+# grants it what the app needs and, on the audit tables, only SELECT and INSERT.
+DATABASE_APP_ROLE = env_str("DATABASE_APP_ROLE")
+
 # --- Microsoft Graph ----------------------------------------------------------------------
 # Defaults are Microsoft's; `make run` points them at the local emulator (a demo tenant).
 MICROSOFT_TENANT_ID = env_str("MICROSOFT_TENANT_ID")

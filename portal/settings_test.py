@@ -10,6 +10,7 @@ os.environ.setdefault("SECURE_COOKIES", "false")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 # Sign-in tests use force_login; the MFA tests turn this on themselves.
 os.environ.setdefault("REQUIRE_MFA", "false")
+os.environ.setdefault("AUDIT_CHAIN_KEY", "test:" + "audit-chain-test-key-" * 3)
 os.environ.setdefault("FIELD_ENCRYPTION_KEYS", "Z7v0bqVXc3L8RJd2f5m9gQq5bUq1ZkBl3sRr8uH1o2U=")
 
 from portal.settings import *  # noqa: F403

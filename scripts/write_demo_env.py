@@ -25,6 +25,7 @@ def main() -> int:
         "SECURE_SSL_REDIRECT=false",
         "SECURE_HSTS_SECONDS=0",
         f"FIELD_ENCRYPTION_KEYS={Fernet.generate_key().decode()}",
+        f"AUDIT_CHAIN_KEY=demo:{secrets.token_urlsafe(32)}",
     ]
     target.write_text("\n".join(lines) + "\n", encoding="utf-8")
     target.chmod(0o600)

@@ -11,6 +11,28 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 CHROMIUM = "/usr/bin/chromium"
 
 
+def _flush_past_the_audit_truncate_trigger() -> None:
+    """Transactional tests end with a flush (TRUNCATE of every table), which the audit
+    tables' BEFORE TRUNCATE trigger refuses on PostgreSQL. The test database's superuser may
+    skip triggers for the flush (session_replication_role is superuser-only), as an operator
+    wiping a test system would; the app's role can do neither."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    original = DatabaseOperations.sql_flush
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        statements = original(self, style, tables, reset_sequences=reset_sequences,
+                              allow_cascade=allow_cascade)
+        if not statements:
+            return statements
+        return ["SET LOCAL session_replication_role = replica", *statements]
+
+    DatabaseOperations.sql_flush = sql_flush
+
+
+_flush_past_the_audit_truncate_trigger()
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
     return {

@@ -9,9 +9,13 @@ class AlertsConfig(AppConfig):
     def ready(self) -> None:
         from portal.access.signals import break_glass_used
         from portal.alerts import rules  # noqa: F401  (defines the threshold settings)
+        from portal.alerts.services import record_chain_verification
+        from portal.audit.verification import chain_verified
         from portal.jobs.retention import Retention
         from portal.jobs.retention import register as keep
         from portal.jobs.schedules import register
+
+        chain_verified.connect(record_chain_verification, dispatch_uid="alerts.audit_chain")
 
         register("alerts.evaluate", "portal.alerts.tasks.evaluate_alerts", 1)
         register("audit.verify_chain", "portal.alerts.tasks.check_audit_chain", 60)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -15,6 +16,7 @@ from portal.access.authz import require
 from portal.alerts.models import Alert, AlertEvent, AuditChainCheck
 from portal.alerts.rules import RULES, Rule
 from portal.audit.services import record
+from portal.audit.verification import verify_chain
 
 logger = logging.getLogger(__name__)
 MAX_SNOOZE = timedelta(days=7)
@@ -165,14 +167,21 @@ def active_alerts() -> list[Alert]:
 
 
 def check_audit_chain() -> AuditChainCheck:
-    from portal.audit.chain import find_first_break
-    from portal.audit.models import AuditEvent
+    """The scheduled verification (the receiver below stores its result)."""
+    verify_chain(source="schedule")
+    return AuditChainCheck.objects.order_by("-id").first()
 
-    checked, problem = find_first_break(AuditEvent.objects.order_by("id").iterator(2000))
-    return AuditChainCheck.objects.create(
-        ok=problem is None, events=checked,
+
+def record_chain_verification(sender: Any, result: Any, **kwargs: Any) -> None:
+    """Every audit verification, wherever it ran, feeds the audit_chain_broken rule now."""
+    problem = result.problem
+    AuditChainCheck.objects.create(
+        ok=result.ok, events=result.events,
         first_bad_event=problem.event_id if problem else None,
         problem=problem.problem if problem else "")
+    rule = next(rule for rule in RULES if rule.name == "audit_chain_broken")
+    verdict = rule.evaluate()
+    _apply(rule, verdict.firing, verdict.value, verdict.threshold, verdict.message)
 
 
 def take_sample() -> None:

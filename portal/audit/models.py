@@ -32,6 +32,8 @@ class AuditEvent(models.Model):
     request_id = models.CharField(max_length=64, blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+    # Which AUDIT_CHAIN_KEY entry signed this row ("sha256-legacy": before the chain was keyed).
+    key_id = models.CharField(max_length=32)
 
     class Meta:
         ordering = ["-id"]
@@ -41,3 +43,28 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.action} by {self.actor_name} ({self.outcome})"
+
+
+class AuditCheckpoint(models.Model):
+    """What a passing verification saw: the newest event, its hash and how many there were.
+
+    A later verification that finds fewer events, or another hash at this event, reports the
+    chain broken: that is how deleting the newest rows or truncating the table is caught.
+    `mac` (HMAC under the chain key) stops anyone without the key from writing a checkpoint
+    that fits a rewritten log. Append-only like the events (PostgreSQL triggers).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    created_at = models.DateTimeField()
+    event_id = models.BigIntegerField(null=True, blank=True)
+    event_hash = models.CharField(max_length=64)
+    event_count = models.PositiveBigIntegerField()
+    source = models.CharField(max_length=64, blank=True)
+    key_id = models.CharField(max_length=32)
+    mac = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"checkpoint #{self.pk}: {self.event_count} events up to #{self.event_id}"

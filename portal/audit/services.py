@@ -9,7 +9,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from portal.access.actors import Actor
-from portal.audit.chain import GENESIS_HASH, compute_hash
+from portal.audit.chain import GENESIS_HASH, compute_hash, signing_key
 from portal.audit.models import AuditEvent
 from portal.redaction import mask_secrets, redact_text
 
@@ -54,6 +54,7 @@ def record(
         "user_agent": actor.user_agent,
         "request_id": actor.request_id,
     }
+    key = signing_key()
     with transaction.atomic():
         _lock_chain()
         prev_hash = (
@@ -61,5 +62,6 @@ def record(
             or GENESIS_HASH
         )
         return AuditEvent.objects.create(
-            prev_hash=prev_hash, hash=compute_hash(prev_hash, values), **values
+            prev_hash=prev_hash, hash=compute_hash(prev_hash, values, key), key_id=key.id,
+            **values
         )

@@ -3,6 +3,7 @@
 import ipaddress
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -66,7 +67,8 @@ def test_deployments_wire_every_variable_to_a_setting_and_a_real_key(name):
     config = objects[("ConfigMap", container["envFrom"][0]["configMapRef"]["name"])]
     assert set(config["data"]) <= known, set(config["data"]) - known
     names = {entry["name"] for entry in container["env"]}
-    assert {"SECRET_KEY", "DATABASE_URL", "FIELD_ENCRYPTION_KEYS", "MICROSOFT_CLIENT_ID",
+    assert {"SECRET_KEY", "DATABASE_URL", "FIELD_ENCRYPTION_KEYS", "AUDIT_CHAIN_KEY",
+            "MICROSOFT_CLIENT_ID",
             "MICROSOFT_CLIENT_SECRET", "MICROSOFT_TENANT_ID"} <= names
     security = container["securityContext"]
     assert security["runAsNonRoot"] and not security["allowPrivilegeEscalation"]
@@ -98,6 +100,26 @@ def test_the_migration_job_migrates():
     job = by_kind_and_name()[("Job", "fleet-portal-migrate")]
     assert job["spec"]["template"]["spec"]["containers"][0]["command"][-2:] == [
         "migrate", "--noinput"]
+
+
+def test_migrations_run_as_the_owner_and_the_app_as_another_role():
+    objects = by_kind_and_name()
+    secret = objects[("Secret", "fleet-portal-secret")]["stringData"]
+
+    def database_key(container):
+        entry = next(e for e in container["env"] if e["name"] == "DATABASE_URL")
+        return entry["valueFrom"]["secretKeyRef"]["key"]
+
+    migrate = objects[("Job", "fleet-portal-migrate")]["spec"]["template"]["spec"]
+    owner_key = database_key(migrate["containers"][0])
+    app_keys = {database_key(containers(objects[("Deployment", name)])[0])
+                for name in ("fleet-api", "sync-worker")}
+    assert app_keys == {"database-url"} and owner_key == "database-owner-url"
+    owner, app = (urlsplit(secret[key]).username for key in (owner_key, "database-url"))
+    assert owner != app
+    config = objects[("ConfigMap", "fleet-portal-config")]["data"]
+    assert config["DATABASE_APP_ROLE"] == app
+    assert "AUDIT_CHAIN_KEY" in {e["name"] for e in migrate["containers"][0]["env"]}
 
 
 def test_kustomization_lists_existing_files():

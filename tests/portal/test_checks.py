@@ -65,7 +65,8 @@ def test_encryption_keys_check():
 
 def _manage(args, **env):
     # A clean environment: nothing the test settings set may leak into "production".
-    leaked = {"DEBUG", "SECRET_KEY", "FIELD_ENCRYPTION_KEYS", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    leaked = {"DEBUG", "SECRET_KEY", "FIELD_ENCRYPTION_KEYS", "AUDIT_CHAIN_KEY",
+              "DJANGO_ALLOW_ASYNC_UNSAFE"}
     environment = {
         k: v for k, v in os.environ.items() if k not in leaked and not k.startswith("SECURE_")
     }
@@ -79,12 +80,20 @@ PRODUCTION = {
     "SECRET_KEY": "p" + "roduction-secret-key-with-enough-entropy-" + "k7Qx9Zr2Lm4Vb8Nw" * 3,
     "ALLOWED_HOSTS": "portal.example.com",
     "FIELD_ENCRYPTION_KEYS": "Z7v0bqVXc3L8RJd2f5m9gQq5bUq1ZkBl3sRr8uH1o2U=",
+    "AUDIT_CHAIN_KEY": "prod1:" + "audit-chain-production-key-" * 2,
 }
 
 
 def test_a_production_configuration_passes_check_deploy():
     result = _manage(["check", "--deploy", "--fail-level", "WARNING"], **PRODUCTION)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_production_without_an_audit_chain_key_fails_check():
+    environment = {k: v for k, v in PRODUCTION.items() if k != "AUDIT_CHAIN_KEY"}
+    result = _manage(["check", "--deploy"], **environment)
+    assert result.returncode != 0
+    assert "portal.E030" in result.stderr + result.stdout
 
 
 def test_debug_in_production_fails_check_deploy():

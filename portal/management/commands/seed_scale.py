@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from integrations.microsoft import crypto
 from integrations.microsoft.models import GraphCall, MonitoredUser, Subscription, SyncState
-from portal.audit.chain import GENESIS_HASH, compute_hash
+from portal.audit.chain import GENESIS_HASH, compute_hash, signing_key
 from portal.audit.models import AuditEvent
 from portal.jobs.models import Job
 
@@ -148,6 +148,7 @@ class Command(BaseCommand):
 
     def _audit(self, counts: dict[str, int], rng: random.Random, now: Any) -> int:
         """Appends a valid chain (verify_audit_chain passes) in bulk."""
+        key = signing_key()
         with transaction.atomic():
             prev = (AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
                     or GENESIS_HASH)
@@ -166,8 +167,8 @@ class Command(BaseCommand):
                         "outcome": rng.choice(["success"] * 18 + ["failure", "denied"]),
                         "reason": "", "ip": "10.0.0.1", "user_agent": "seed", "request_id": "",
                     }
-                    digest = compute_hash(prev, values)
-                    yield AuditEvent(prev_hash=prev, hash=digest, **values)
+                    digest = compute_hash(prev, values, key)
+                    yield AuditEvent(prev_hash=prev, hash=digest, key_id=key.id, **values)
                     prev = digest
 
             return self._bulk(AuditEvent, events(), counts["audit"])

@@ -6,7 +6,7 @@ from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 
 from portal.access.actors import Actor
-from portal.audit.chain import GENESIS_HASH, compute_hash, find_first_break
+from portal.audit.chain import GENESIS_HASH, compute_hash, find_first_break, signing_key
 from portal.audit.models import AuditEvent
 from portal.audit.services import record
 from portal.redaction import MASK
@@ -40,7 +40,8 @@ class TestRecord:
         values = {f: getattr(second, f) for f in ("created_at", "actor_type", "actor_id",
                   "actor_name", "actor_role", "action", "target_type", "target_id", "params",
                   "outcome", "reason", "ip", "user_agent", "request_id")}
-        assert second.hash == compute_hash(first.hash, values)
+        assert second.key_id == signing_key().id
+        assert second.hash == compute_hash(first.hash, values, signing_key())
         assert "2 events verified" in verify()
 
     def test_stored_rows_hash_the_same_after_a_round_trip_through_the_database(self):
