@@ -27,8 +27,6 @@ class AccessConfig(AppConfig):
 
         register("access.recheck_entra", "portal.access.tasks.recheck_entra_accounts",
                  settings.SSO_ROLE_RECHECK_MINUTES)
-        from portal.jobs.schedules import register
-
         post_migrate.connect(_sync_roles_after_migrate, sender=self)
         register("access.prune_credential_failures",
                  "portal.access.tasks.prune_credential_failures", 24 * 60)

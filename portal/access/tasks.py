@@ -1,4 +1,4 @@
-"""Thin django-q2 entry points for access control."""
+"""Thin django-q2 entry points for the access app."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('access', '0004_credential_failure'),
+        ('access', '0005_service_clients'),
     ]
 
     operations = [
