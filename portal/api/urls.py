@@ -38,5 +38,5 @@ urlpatterns = [
     path("messages/<str:message_id>", message_views.message_detail, name="message"),
     path("messages/<str:message_id>/cancel", message_views.message_cancel,
          name="message_cancel"),
-    path("webhooks/", include("integrations.microsoft.webhook_urls")),
+    path("webhooks/", include("portal.api.webhook_urls")),
 ]

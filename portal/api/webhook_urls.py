@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from integrations.microsoft import webhook_views
+from portal.api import webhook_views
 
 urlpatterns = [
     path("mail", webhook_views.mail, name="webhook_mail"),
