@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "portal.alerts",
     "portal.api",
     "portal.events",
+    "portal.recovery",
     "portal.console",
     "integrations.microsoft",
     "integrations.graph_emulator",

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.audit.models import AuditEvent
-from portal.console import recovery
+from portal.recovery import services as recovery
 
 CONFIRM_WORD = "RECOVER"
 SESSION_ID = re.compile(r"^recovery-[0-9a-f]{16}$")

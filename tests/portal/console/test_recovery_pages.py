@@ -1,4 +1,4 @@
-"""Recovery page and `manage.py recover` (portal/console/recovery*.py)."""
+"""Recovery page and `manage.py recover` (portal/recovery, console/recovery_views.py)."""
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -6,8 +6,8 @@ from django.core.management import CommandError, call_command
 from integrations.microsoft import subscriptions, verify
 from integrations.microsoft.models import MonitoredUser, SyncState
 from portal.audit.models import AuditEvent
-from portal.console import recovery
 from portal.jobs.models import PausedJobType
+from portal.recovery import services as recovery
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from portal.access.actors import Actor
-from portal.console import recovery
+from portal.recovery import services as recovery
 
 
 class Command(BaseCommand):
