@@ -102,6 +102,19 @@ class MonitoredUserAdmin(admin.ModelAdmin):
     fields = ("identifier", "watch_messages", "watch_chat_messages", "is_active",
               *readonly_fields)
 
+    actions = ("stop_monitoring",)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Removal is "stop monitoring" (remove_monitored_user: role-checked, audited, keeps
+        # the history); rows are never deleted here.
+        return False
+
+    @admin.action(description="Stop monitoring the selected users")
+    def stop_monitoring(self, request: HttpRequest, queryset: Any) -> None:
+        from integrations.microsoft.subscriptions import remove_monitored_user
+
+        _run_each(request, queryset, lambda a, o: remove_monitored_user(a, o.pk), "Stopped")
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         # The identifier is what the Graph id was resolved from: fixed once added.
         return (*self.readonly_fields, "identifier") if obj else self.readonly_fields

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -571,10 +573,22 @@ def _get(subscription_id: int) -> Subscription:
     return Subscription.objects.select_related("monitored_user").get(pk=subscription_id)
 
 
+@contextmanager
+def _failure_audited(action: str, actor: Actor, subscription_id: int) -> Iterator[None]:
+    """A Graph failure still changed the row (state, last_error): the attempt is audited."""
+    try:
+        yield
+    except GraphError as exc:
+        record(action, actor=actor, target_type="subscription", target_id=subscription_id,
+               outcome="failure", reason=str(exc)[:500])
+        raise
+
+
 def renew(actor: Actor, subscription_id: int) -> Subscription:
     require(actor, "renew_subscription", action="subscription.renew",
             target_type="subscription", target_id=subscription_id)
-    sub = _renew(_get(subscription_id))
+    with _failure_audited("subscription.renew", actor, subscription_id):
+        sub = _renew(_get(subscription_id))
     with transaction.atomic():
         record("subscription.renew", actor=actor, target_type="subscription",
                target_id=sub.pk, params={"graph_id": sub.graph_id,
@@ -586,7 +600,8 @@ def recreate(actor: Actor, subscription_id: int) -> Subscription:
     require(actor, "recreate_subscription", action="subscription.recreate",
             target_type="subscription", target_id=subscription_id)
     old = _get(subscription_id)
-    new = _recreate_and_catch_up(old, "operator:recreate")
+    with _failure_audited("subscription.recreate", actor, subscription_id):
+        new = _recreate_and_catch_up(old, "operator:recreate")
     with transaction.atomic():
         record("subscription.recreate", actor=actor, target_type="subscription",
                target_id=old.pk, params={"old": old.graph_id, "new": new.graph_id})
@@ -599,7 +614,8 @@ def delete(actor: Actor, subscription_id: int) -> None:
     require(actor, "delete_subscription", action="subscription.delete",
             target_type="subscription", target_id=subscription_id)
     sub = _get(subscription_id)
-    existed = _delete_remote(sub.graph_id) if sub.graph_id else False
+    with _failure_audited("subscription.delete", actor, subscription_id):
+        existed = _delete_remote(sub.graph_id) if sub.graph_id else False
     with transaction.atomic():
         Subscription.objects.filter(pk=sub.pk).delete()
         record("subscription.delete", actor=actor, target_type="subscription",

@@ -1,10 +1,24 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from axes.admin import AccessAttemptAdmin, AccessFailureLogAdmin, AccessLogAdmin
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+from django.contrib import admin, messages
+from django.contrib.auth.models import Group, User
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from portal.access import lockouts
+from portal.access.actors import Actor
 from portal.access.models import CredentialFailure
 from portal.admin_utils import ReadOnlyAdminMixin
+
+# Accounts and roles change through portal.access (`portal_user`, the SSO role mapping), which
+# checks manage_users and audits; the stock user and group pages would do neither.
+for model in (User, Group):
+    if admin.site.is_registered(model):
+        admin.site.unregister(model)
 
 # django-otp's own admin shows each device's secret key and QR code: nobody, admins
 # included, should read another person's second factor. Devices are enrolled by their owner
@@ -30,3 +44,35 @@ class CredentialFailureAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ("scope",)
     search_fields = ("key", "last_address")
     date_hierarchy = "window_start"
+
+
+# django-axes' pages, read-only: the sign-in logs are evidence (never deleted here), and a
+# lockout is cleared only through portal.access.lockouts (manage_users, audited).
+for model in (AccessAttempt, AccessLog, AccessFailureLog):
+    if admin.site.is_registered(model):
+        admin.site.unregister(model)
+
+
+@admin.register(AccessAttempt)
+class LockoutAdmin(ReadOnlyAdminMixin, AccessAttemptAdmin):
+    actions = ["clear_selected"]
+
+    @admin.action(description="Clear the selected lockouts (role: admin)")
+    def clear_selected(self, request: HttpRequest, queryset: QuerySet[AccessAttempt]) -> None:
+        try:
+            cleared = lockouts.clear_lockouts(Actor.from_request(request),
+                                              queryset.values_list("pk", flat=True))
+        except PermissionDenied as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        self.message_user(request, f"{cleared} lockout(s) cleared.", messages.SUCCESS)
+
+
+@admin.register(AccessLog)
+class SignInLogAdmin(ReadOnlyAdminMixin, AccessLogAdmin):
+    actions = None
+
+
+@admin.register(AccessFailureLog)
+class SignInFailureLogAdmin(ReadOnlyAdminMixin, AccessFailureLogAdmin):
+    actions = None

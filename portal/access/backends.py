@@ -8,19 +8,55 @@ from django.contrib.auth.backends import BaseBackend, ModelBackend
 from portal.access.actors import role_of
 from portal.access.roles import ADMIN
 
+# The Django model permissions the admin role holds, one by one: looking at the portal's
+# tables, and the two writes the admin makes through audited services (adding and changing a
+# monitored user). Everything else -- accounts, roles, django-q2's schedules and queue,
+# lockout records, the audit log -- changes only through portal services (role-checked,
+# audited) or not at all. Admin actions call those services and check the role themselves.
+ADMIN_MODEL_PERMISSIONS: frozenset[str] = frozenset({
+    "access.view_credentialfailure",
+    "alerts.view_alert",
+    "alerts.view_alertevent",
+    "alerts.view_auditchaincheck",
+    "api.view_apitoken",
+    "audit.view_auditevent",
+    "axes.view_accessattempt",
+    "axes.view_accessfailurelog",
+    "axes.view_accesslog",
+    "jobs.view_bulkoperation",
+    "jobs.view_job",
+    "jobs.view_jobattempt",
+    "jobs.view_pausedjobtype",
+    "microsoft.add_monitoreduser",
+    "microsoft.change_monitoreduser",
+    "microsoft.view_credential",
+    "microsoft.view_delegatedaccount",
+    "microsoft.view_graphcall",
+    "microsoft.view_lifecycleevent",
+    "microsoft.view_monitoreduser",
+    "microsoft.view_notificationinbox",
+    "microsoft.view_outboundmessage",
+    "microsoft.view_sendbudget",
+    "microsoft.view_subscription",
+    "microsoft.view_synceditem",
+    "microsoft.view_syncrun",
+    "microsoft.view_syncstate",
+    "microsoft.view_webhookrejection",
+    "microsoft.view_workerping",
+    "otp_totp.view_totpdevice",
+    "runtime.view_runtimesetting",
+})
+
 
 class AdminRoleBackend(BaseBackend):
-    """The admin role may use every model in the Django admin.
-
-    Model admins still narrow this down (the audit log is read-only, worker-owned state is
-    read-only), and the portal's own actions stay governed by the role matrix.
-    """
+    """The admin role holds ADMIN_MODEL_PERMISSIONS in the Django admin, and nothing more."""
 
     def has_perm(self, user_obj: Any, perm: str, obj: Any = None) -> bool:
-        return not perm.startswith("access.") and role_of(user_obj) == ADMIN
+        return perm in ADMIN_MODEL_PERMISSIONS and role_of(user_obj) == ADMIN
 
     def has_module_perms(self, user_obj: Any, app_label: str) -> bool:
-        return role_of(user_obj) == ADMIN
+        return role_of(user_obj) == ADMIN and any(
+            perm.startswith(app_label + ".") for perm in ADMIN_MODEL_PERMISSIONS)
 
 
 def is_break_glass(username: str) -> bool:
@@ -35,14 +71,25 @@ def password_allowed(user: Any) -> bool:
         user.get_username())
 
 
-class LocalPasswordBackend(ModelBackend):
+class RolePermissionsBackend(ModelBackend):
+    """Answers the role matrix (`access.*`, held by the role groups) and nothing else, so a
+    superuser flag grants no model permission beyond ADMIN_MODEL_PERMISSIONS either."""
+
+    def has_perm(self, user_obj: Any, perm: str, obj: Any = None) -> bool:
+        return perm.startswith("access.") and super().has_perm(user_obj, perm, obj)
+
+    def has_module_perms(self, user_obj: Any, app_label: str) -> bool:
+        return app_label == "access" and super().has_module_perms(user_obj, app_label)
+
+
+class LocalPasswordBackend(RolePermissionsBackend):
     """Username + password, and the sessions it started (refused when the rule changes)."""
 
     def user_can_authenticate(self, user: Any) -> bool:
         return super().user_can_authenticate(user) and password_allowed(user)
 
 
-class EntraBackend(ModelBackend):
+class EntraBackend(RolePermissionsBackend):
     """Holds sessions started by "Sign in with Microsoft" (portal.access.sso).
 
     It authenticates nothing by itself: only the SSO callback logs people in with it, after

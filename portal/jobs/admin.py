@@ -6,11 +6,20 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django_q.models import Failure, OrmQ, Schedule, Success
 
 from portal.access.actors import Actor
 from portal.admin_utils import BigTableAdminMixin, ReadOnlyAdminMixin
 from portal.jobs import services
 from portal.jobs.models import BulkOperation, Job, JobAttempt, PausedJobType
+
+# django-q2's pages would let anyone with the admin name a callable for the worker to run
+# (a Schedule's `func`) and edit or delete queued tasks and results, none of it audited.
+# django-q2 only executes: our Job table is the record, and schedules come from
+# portal.jobs.schedules.
+for _model in (Schedule, Success, Failure, OrmQ):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
 
 
 class JobAttemptInline(admin.TabularInline):
