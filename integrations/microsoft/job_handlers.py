@@ -12,7 +12,7 @@ from portal.jobs.registry import job_handler
 
 
 @job_handler("graph.process_notifications", max_attempts=10, backoff_base=5,
-             backoff_cap=600, timeout=60,
+             backoff_cap=600, timeout=60, retry_permission="sync_delta",
              description="Turn a batch of received change notifications into delta syncs")
 def process_notifications(job: Any) -> dict[str, int]:
     from integrations.microsoft.notifications import process_batch
@@ -21,7 +21,7 @@ def process_notifications(job: Any) -> dict[str, int]:
 
 
 @job_handler("graph.lifecycle_event", max_attempts=8, backoff_base=30, backoff_cap=1800,
-             timeout=120,
+             timeout=120, retry_permission="recreate_subscription",
              description="Handle a lifecycle notification (reauthorize, recreate, resync)")
 def lifecycle_event(job: Any) -> str:
     from integrations.microsoft.subscriptions import handle_lifecycle_event
@@ -30,7 +30,8 @@ def lifecycle_event(job: Any) -> str:
 
 
 @job_handler("graph.sync_delta", max_attempts=8, backoff_base=15, backoff_cap=900,
-             timeout=300, description="Run (or continue) a delta sync for one user and kind")
+             timeout=300, retry_permission="sync_delta",
+             description="Run (or continue) a delta sync for one user and kind")
 def sync_delta(job: Any) -> dict[str, Any] | None:
     from integrations.microsoft import sync
     from integrations.microsoft.models import SyncState
@@ -46,6 +47,7 @@ def sync_delta(job: Any) -> dict[str, Any] | None:
 
 
 @job_handler("graph.subscriptions_maintain", max_attempts=3, backoff_base=60, timeout=280,
+             retry_permission="renew_subscription",
              description="Renew subscriptions past half-life, recreate vanished ones")
 def subscriptions_maintain(job: Any) -> dict[str, int]:
     from integrations.microsoft.subscriptions import maintain
@@ -54,7 +56,13 @@ def subscriptions_maintain(job: Any) -> dict[str, int]:
 from integrations.microsoft import bulk_kinds as _bulk_kinds  # noqa: E402,F401  (registers them)
 
 
+def _run_retry_permission(job: Any) -> str:
+    return "setup_subscriptions" if job.payload.get("action") == "setup" else \
+        "cleanup_subscriptions"
+
+
 @job_handler("graph.subscriptions_run", max_attempts=1, timeout=280,
+             retry_permission=_run_retry_permission,
              description="Set up all or clean up subscriptions, started from the console")
 def subscriptions_run(job: Any) -> dict[str, Any]:
     """Runs once (max_attempts=1): a half-done run is finished by the next one or by the
@@ -62,9 +70,9 @@ def subscriptions_run(job: Any) -> dict[str, Any]:
     from integrations.microsoft import subscriptions
     from portal.access.actors import Actor
 
-    # The role was checked when the operator started it; the service audits the run in the
-    # name of the console user who did.
-    actor = Actor.system(f"console:{job.payload['started_by']}")
+    # The role was checked when the operator started (or retried) it; the service audits the
+    # run in the name of the console user who did.
+    actor = Actor.system(f"console:{job.retried_by or job.payload['started_by']}")
     service = subscriptions.setup if job.payload["action"] == "setup" else subscriptions.cleanup
     summary = service(actor)
     return {"counts": summary.counts(), "lines": summary.lines()[-200:],

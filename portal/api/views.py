@@ -91,8 +91,9 @@ def retry_one(request: HttpRequest, actor: Actor, body: dict, job_id: str) -> di
               request_body={"type": "object", "properties": {
                   "type": {"type": "string"}, "errorSignature": {"type": "string"},
                   "status": {"type": "string", "enum": ["dead", "retrying", "cancelled"]}}},
-              responses={"202": "operation started: id, count, statusUrl",
-                         "200": "nothing matched"})
+              responses={"202": "operation started: id, count, skippedNotPermitted "
+                                "(jobs whose work the caller may not start), statusUrl",
+                         "200": "nothing matched (or nothing the caller may retry)"})
 def retry_all(request: HttpRequest, actor: Actor, body: dict) -> Any:
     for key in ("type", "errorSignature", "status"):
         if key in body and not isinstance(body[key], str):
@@ -102,14 +103,18 @@ def retry_all(request: HttpRequest, actor: Actor, body: dict) -> Any:
                            error_signature=body.get("errorSignature", ""))
     if job_filter.status not in job_services.RETRYABLE:
         raise ApiError(400, "invalid_body", "status must be dead, retrying or cancelled.")
-    if not job_filter.queryset().exists():
-        return {"operationId": None, "count": 0}
+    queryset = job_filter.queryset()
+    skipped = job_services.not_permitted(actor, queryset).count()
+    if not queryset.exists() or skipped == queryset.count():
+        return {"operationId": None, "count": 0, "skippedNotPermitted": skipped}
     try:
         operation = job_services.start_retry_all(actor, job_filter)
     except JobActionError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     return JsonResponse({
         "operationId": operation.pk, "count": operation.total,
+        # Jobs whose work the caller may not start are not retried (audited with the count).
+        "skippedNotPermitted": skipped,
         "statusUrl": reverse("api:operation", args=[operation.pk]),
     }, status=202)
 

@@ -192,20 +192,23 @@ def retry_all(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return render(request, "console/retry_all.html", {"form": form}, status=400)
     job_filter = form.job_filter()
-    preview = services.preview_retry_all(job_filter)
-    needs_typing = preview.count > TYPED_CONFIRMATION_THRESHOLD
+    actor = Actor.from_request(request)
+    preview = services.preview_retry_all(job_filter, actor=actor)
+    needs_typing = preview.permitted > TYPED_CONFIRMATION_THRESHOLD
     context = {"form": form, "preview": preview, "needs_typing": needs_typing,
                "filter": job_filter, "threshold": TYPED_CONFIRMATION_THRESHOLD}
     if request.method != "POST":
         return render(request, "console/retry_all.html", context)
-    if preview.count == 0:
-        messages.info(request, "Nothing matches these filters any more; nothing was retried.")
+    if preview.permitted == 0:
+        messages.info(request, "Nothing you may retry matches these filters; nothing was "
+                               "retried.")
         return redirect(reverse("console:jobs") + "?" + urlencode({"status": job_filter.status}))
-    if needs_typing and form.cleaned_data.get("confirm_count", "").strip() != str(preview.count):
-        context["confirm_error"] = f"Type {preview.count} to confirm."
+    if needs_typing and (form.cleaned_data.get("confirm_count", "").strip()
+                         != str(preview.permitted)):
+        context["confirm_error"] = f"Type {preview.permitted} to confirm."
         return render(request, "console/retry_all.html", context, status=400)
     try:
-        operation = services.start_retry_all(Actor.from_request(request), job_filter)
+        operation = services.start_retry_all(actor, job_filter)
     except JobActionError as exc:
         messages.error(request, str(exc))
         return redirect("console:jobs")

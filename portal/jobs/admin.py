@@ -49,13 +49,10 @@ class JobAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         done, refused = 0, []
         for job in queryset.only("id"):
             try:
-                services.retry_job(actor, job.pk)
+                services.retry_job(actor, job.pk)  # checks each job's own permission
                 done += 1
-            except services.JobActionError as exc:
-                refused.append(str(exc))
-            except PermissionDenied as exc:
-                self.message_user(request, str(exc), messages.ERROR)
-                return
+            except (services.JobActionError, PermissionDenied) as exc:
+                refused.append(f"#{job.pk}: {exc}")
         self.message_user(request, f"{done} job(s) queued again.", messages.SUCCESS)
         for reason in refused[:5]:
             self.message_user(request, reason, messages.WARNING)

@@ -1,6 +1,6 @@
 """Bulk operations: freeze the targets, then work through them in chunks as a job.
 
-Each kind says which permission starts (and cancels) it and how one chunk is applied. The
+Each kind says which permission starts (cancels, and re-runs) it and how one chunk is applied. The
 targets are frozen with one INSERT … SELECT when the operator confirms, so what runs is
 exactly what the preview counted, never what matches later.
 """
@@ -60,8 +60,8 @@ def get_kind(name: str) -> BulkKind:
         raise BulkError(f"Unknown bulk operation {name!r}.") from None
 
 
-def start(actor: Actor, kind_name: str, targets: QuerySet,
-          filters: dict[str, Any]) -> BulkOperation:
+def start(actor: Actor, kind_name: str, targets: QuerySet, filters: dict[str, Any],
+          audit_params: dict[str, Any] | None = None) -> BulkOperation:
     """Check the role, freeze the targets' ids, queue the job that works through them."""
     from portal.jobs.runner import enqueue
 
@@ -86,7 +86,7 @@ def start(actor: Actor, kind_name: str, targets: QuerySet,
                       correlation_id=f"bulk-{operation.pk}")
         BulkOperation.objects.filter(pk=operation.pk).update(total=total, job=job)
         record(kind.action, actor=actor, target_type="bulk_operation", target_id=operation.pk,
-               params={"filters": filters, "count": total})
+               params={"filters": filters, "count": total, **(audit_params or {})})
         operation.refresh_from_db()
     return operation
 

@@ -7,7 +7,18 @@ from typing import Any
 from portal.jobs.registry import job_handler
 
 
+def _bulk_retry_permission(job: Any) -> str:
+    """Re-running a bulk operation needs its kind's permission (e.g. renew_subscription)."""
+    from portal.jobs.bulk import KINDS
+    from portal.jobs.models import BulkOperation
+
+    kind = (BulkOperation.objects.filter(pk=job.payload.get("operation_id"))
+            .values_list("kind", flat=True).first())
+    return KINDS[kind].permission if kind in KINDS else "retry_all_jobs"
+
+
 @job_handler("jobs.bulk", max_attempts=10, backoff_base=5, timeout=280,
+             retry_permission=_bulk_retry_permission,
              description="Work through a bulk operation's frozen targets in chunks (resumable)")
 def bulk_operation(job: Any) -> dict[str, int]:
     from portal.jobs.bulk import process

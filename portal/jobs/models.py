@@ -41,6 +41,8 @@ class Job(models.Model):
     # NULL, not "", when absent: the unique constraint covers only jobs that have a key.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     created_by = models.CharField(max_length=150, blank=True)
+    # Who last retried it by hand: the re-run acts (and is audited) in their name.
+    retried_by = models.CharField(max_length=150, blank=True)
     correlation_id = models.CharField(max_length=64, blank=True)
 
     class Meta:

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 Handler = Callable[[Any], Any]
+# The permission (role-matrix codename) a person needs to re-run a job: one for the whole
+# type, or a function of the job when it depends on what the job does.
+RetryPermission = str | Callable[[Any], str]
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,8 @@ class JobType:
     backoff_cap: float = 3600.0  # the longest wait between two attempts
     timeout: int = 120  # seconds a run may take before the watchdog presumes it lost
     description: str = ""
+    # Retrying re-runs the work, so it needs the permission of starting that work.
+    retry_permission: RetryPermission = "retry_job"
 
 
 _REGISTRY: dict[str, JobType] = {}
@@ -46,6 +51,24 @@ def get_job_type(name: str) -> JobType:
         return _REGISTRY[name]
     except KeyError:
         raise UnknownJobType(f"No handler is registered for job type {name!r}.") from None
+
+
+def retry_permission(job: Any) -> str:
+    """What a person needs to re-run `job` (an unknown type cannot run: retry_job)."""
+    definition = _REGISTRY.get(job.job_type)
+    if definition is None:
+        return "retry_job"
+    permission = definition.retry_permission
+    return permission(job) if callable(permission) else permission
+
+
+def type_retry_permission(job_type: str) -> str | None:
+    """The permission for every job of a type, or None when it depends on the job."""
+    definition = _REGISTRY.get(job_type)
+    if definition is None:
+        return "retry_job"
+    permission = definition.retry_permission
+    return None if callable(permission) else permission
 
 
 def job_types() -> list[JobType]:

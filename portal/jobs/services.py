@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from portal.access.actors import Actor
@@ -16,6 +16,7 @@ from portal.access.authz import require
 from portal.audit.services import record
 from portal.jobs import bulk
 from portal.jobs.models import BulkOperation, Job, PausedJobType
+from portal.jobs.registry import retry_permission, type_retry_permission
 from portal.jobs.runner import dispatch, paused_types
 
 RETRYABLE = (Job.Status.DEAD, Job.Status.RETRYING, Job.Status.CANCELLED)
@@ -33,14 +34,14 @@ def _get_job(job_id: Any) -> Job:
         raise JobActionError(f"There is no job #{job_id}.") from None
 
 
-def _requeue(ids: list[int]) -> int:
+def _requeue(ids: list[int], retried_by: str) -> int:
     """Make retryable jobs pending again (their history stays) and dispatch the runnable ones."""
     now = timezone.now()
     paused = paused_types()
     queryset = Job.objects.filter(pk__in=ids, status__in=RETRYABLE)
     runnable = list(queryset.exclude(job_type__in=paused).values_list("id", flat=True))
     reset = {"status": Job.Status.PENDING, "attempts": 0, "next_attempt_at": None,
-             "finished_at": None}
+             "finished_at": None, "retried_by": retried_by[:150]}
     # Jobs of a paused type wait undispatched; resume_job_type dispatches them.
     changed = queryset.filter(job_type__in=paused).update(dispatched_at=None, **reset)
     changed += Job.objects.filter(pk__in=runnable).update(dispatched_at=now, **reset)
@@ -48,8 +49,25 @@ def _requeue(ids: list[int]) -> int:
     return changed
 
 
+def not_permitted(actor: Actor, queryset: QuerySet[Job]) -> QuerySet[Job]:
+    """The jobs of `queryset` whose work the actor may not start, so may not re-run."""
+    refused_types, refused_ids = [], []
+    for job_type in queryset.order_by().values_list("job_type", flat=True).distinct():
+        permission = type_retry_permission(job_type)
+        if permission is None:  # depends on each job (few of these: runs, bulk operations)
+            refused_ids += [job.pk for job in queryset.filter(job_type=job_type)
+                            .only("id", "job_type", "payload")
+                            if not actor.can(retry_permission(job))]
+        elif not actor.can(permission):
+            refused_types.append(job_type)
+    return queryset.filter(Q(job_type__in=refused_types) | Q(pk__in=refused_ids))
+
+
 def retry_job(actor: Actor, job_id: Any) -> Job:
     require(actor, "retry_job", action="job.retry", target_type="job", target_id=job_id)
+    # Outside the transaction, so a denial is recorded.
+    require(actor, retry_permission(_get_job(job_id)), action="job.retry", target_type="job",
+            target_id=job_id)
     with transaction.atomic():
         job = _get_job(job_id)
         if job.status not in RETRYABLE:
@@ -58,7 +76,7 @@ def retry_job(actor: Actor, job_id: Any) -> Job:
                 "retried."
             )
         before = job.status
-        _requeue([job.pk])
+        _requeue([job.pk], retried_by=actor.name)
         record("job.retry", actor=actor, target_type="job", target_id=job.pk,
                params={"job_type": job.job_type, "before": before, "runs_so_far": job.runs})
         job.refresh_from_db()
@@ -137,20 +155,32 @@ class JobFilter:
 
 @dataclass(frozen=True)
 class BulkPreview:
-    count: int
+    count: int  # jobs matching the filter
     sample: list[Job]
+    refused: int = 0  # of those, jobs the caller may not re-run (skipped)
+
+    @property
+    def permitted(self) -> int:
+        return self.count - self.refused
 
 
-def preview_retry_all(job_filter: JobFilter, sample_size: int = 5) -> BulkPreview:
+def preview_retry_all(job_filter: JobFilter, sample_size: int = 5, *,
+                      actor: Actor) -> BulkPreview:
     queryset = job_filter.queryset()
-    return BulkPreview(count=queryset.count(), sample=list(queryset.order_by("-id")[:sample_size]))
+    return BulkPreview(count=queryset.count(), sample=list(queryset.order_by("-id")[:sample_size]),
+                       refused=not_permitted(actor, queryset).count())
 
 
 def start_retry_all(actor: Actor, job_filter: JobFilter) -> BulkOperation:
-    """Freeze the matching ids now, then retry them in chunks in the background."""
+    """Freeze the matching ids the actor may re-run, then retry them in the background; the
+    others are skipped and counted in the audit event."""
     if job_filter.status not in RETRYABLE:
         raise JobActionError("Only dead, retrying or cancelled jobs can be retried.")
-    return bulk.start(actor, "retry", job_filter.queryset(), job_filter.as_dict())
+    queryset = job_filter.queryset()
+    refused = not_permitted(actor, queryset)
+    return bulk.start(actor, "retry", queryset.exclude(pk__in=refused.values("pk")),
+                      job_filter.as_dict(), audit_params={"skipped_not_permitted":
+                                                          refused.count()})
 
 
 def cancel_bulk_operation(actor: Actor, operation_id: int) -> BulkOperation:
@@ -163,7 +193,7 @@ def cancel_bulk_operation(actor: Actor, operation_id: int) -> BulkOperation:
 def _retry_chunk(operation: BulkOperation, job_ids: list[int]) -> bulk.ChunkResult:
     retried = set(Job.objects.filter(pk__in=job_ids, status__in=RETRYABLE)
                   .values_list("id", flat=True))
-    _requeue(list(retried))
+    _requeue(list(retried), retried_by=operation.created_by)
     return bulk.ChunkResult(done=retried)
 
 

@@ -42,3 +42,9 @@ def kill_worker(job):
 def count(job):
     """Says which process and which node (process group: one per qcluster) ran it."""
     return {"ran_in": os.getpid(), "node": os.getpgrp()}
+
+
+@job_handler("test.admin_work", max_attempts=1, retry_permission="run_recovery")
+def admin_work(job):
+    """Work only an admin may start (and so re-run)."""
+    return "ok"

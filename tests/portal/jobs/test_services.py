@@ -104,7 +104,8 @@ class TestRetryAll:
         for _ in range(3):
             dead_job(drain, "test.flaky", fail_times=1)
         other = dead_job(drain, "test.permanent")
-        preview = services.preview_retry_all(JobFilter(job_type="test.flaky"))
+        preview = services.preview_retry_all(JobFilter(job_type="test.flaky"),
+                                             actor=actor_for(otto_operator))
         assert preview.count == 3 and len(preview.sample) == 3
         operation = services.start_retry_all(actor_for(otto_operator),
                                              JobFilter(job_type="test.flaky"))
@@ -119,7 +120,7 @@ class TestRetryAll:
         assert Job.objects.get(pk=late.pk).status == Job.Status.DEAD
         event = AuditEvent.objects.get(action="job.retry_all")
         assert event.params == {"filters": {"status": "dead", "job_type": "test.flaky"},
-                                "count": 3}
+                                "count": 3, "skipped_not_permitted": 0}
 
     def test_items_whose_state_changed_are_skipped(self, drain, otto_operator, sam_support):
         jobs = [dead_job(drain) for _ in range(2)]
