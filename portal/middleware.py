@@ -35,7 +35,9 @@ class RequestIdMiddleware:
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; "
-    "form-action 'self' https:"
+    # No form posts off the portal (Sign in with Microsoft is a link, and Entra's own pages
+    # post back to us under Entra's policy, not ours).
+    "form-action 'self'"
 )
 
 

@@ -65,8 +65,11 @@ INSTALLED_APPS = [
     "portal.recovery",
     "portal.console",
     "integrations.microsoft",
-    "integrations.graph_emulator",
 ]
+# The emulator's app (its `graph_emulator` command) only in development; tests add it in
+# portal/settings_test.py. `python -m integrations.graph_emulator` runs it without the app.
+if DEBUG:
+    INSTALLED_APPS.append("integrations.graph_emulator")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -426,10 +429,16 @@ def _is_loopback_url(url: str) -> bool:
     return (urlsplit(url).hostname or "") in {"127.0.0.1", "localhost", "::1"}
 
 
-USING_EMULATOR = _is_loopback_url(MICROSOFT_AUTHORITY_HOST)
+# Tokens from one and Graph calls to the other: either on loopback is the emulator (a real
+# authority with a loopback Graph URL would hand real tokens to a local process).
+_EMULATED = [name for name, url in (("MICROSOFT_AUTHORITY_HOST", MICROSOFT_AUTHORITY_HOST),
+                                    ("MICROSOFT_GRAPH_URL", MICROSOFT_GRAPH_URL))
+             if _is_loopback_url(url)]
+USING_EMULATOR = bool(_EMULATED)
 if USING_EMULATOR and not MICROSOFT_ALLOW_EMULATOR:
     raise ImproperlyConfigured(
-        "MICROSOFT_AUTHORITY_HOST points at a local Graph emulator while DEBUG is off. "
+        f"{' and '.join(_EMULATED)} point{'s' if len(_EMULATED) == 1 else ''} at a local "
+        "Graph emulator while DEBUG is off. "
         "Set MICROSOFT_ALLOW_EMULATOR=true if that is really intended."
     )
 TENANT_LABEL = env_str("TENANT_LABEL", "Demo tenant (emulator)" if USING_EMULATOR else "")

@@ -17,6 +17,14 @@ from portal.access import sso
 logger = logging.getLogger(__name__)
 
 SESSION_STARTED_KEY = "portal_session_started"
+SESSION_ACTIVE_KEY = "portal_session_active"
+# Live-refresh polling marks its requests with this header: they are not a person's activity
+# and must not keep an unattended session alive (the console's polling elements send it).
+POLL_HEADER = "X-Portal-Poll"
+
+
+def is_poll(request: HttpRequest) -> bool:
+    return request.headers.get(POLL_HEADER) == "1"
 
 
 def view_permission(view_func: Callable[..., Any]) -> str | None:
@@ -58,10 +66,9 @@ class DenyByDefaultMiddleware:
 
 
 class SessionLifetimeMiddleware:
-    """End a session SESSION_MAX_HOURS after sign-in, however active it is.
-
-    Idle expiry is the session cookie's own (SESSION_COOKIE_AGE, renewed on every request).
-    """
+    """End a session SESSION_MAX_HOURS after sign-in, however active it is, and
+    SESSION_IDLE_MINUTES after the person's last request (polling requests do not count,
+    although they renew the cookie)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -69,11 +76,15 @@ class SessionLifetimeMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.user.is_authenticated:
             started = request.session.get(SESSION_STARTED_KEY)
+            active = request.session.get(SESSION_ACTIVE_KEY, started)
             now = time.time()
             if started is None:
                 request.session[SESSION_STARTED_KEY] = now
-            elif now - started > settings.SESSION_MAX_HOURS * 3600:
+            if (started is not None and now - started > settings.SESSION_MAX_HOURS * 3600) or (
+                    active is not None and now - active > settings.SESSION_IDLE_MINUTES * 60):
                 logout(request)
+            elif not is_poll(request):
+                request.session[SESSION_ACTIVE_KEY] = now
         return self.get_response(request)
 
 

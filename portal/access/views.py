@@ -10,6 +10,7 @@ from django.contrib.auth.views import LoginView, redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
 
 from portal.access import mfa, sso
 from portal.access.backends import is_break_glass, password_allowed
@@ -26,6 +27,7 @@ def _next(request: HttpRequest) -> str:
 
 
 @public  # needs a signed-in user (checked below); it is the step before any permission
+@never_cache  # the set-up page carries the authenticator's secret: never stored anywhere
 def second_factor(request: HttpRequest) -> HttpResponse:
     user = request.user
     if not user.is_authenticated:

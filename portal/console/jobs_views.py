@@ -18,6 +18,7 @@ from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.audit.models import AuditEvent
 from portal.console.forms import start_of_day
+from portal.console.navigation import redirect_back
 from portal.console.paging import empty_page, keyset_page, query_without
 from portal.jobs import bulk, services
 from portal.jobs.models import BulkOperation, Job, JobAttempt, PausedJobType
@@ -141,11 +142,7 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
 
 
 def _back(request: HttpRequest, fallback: str) -> HttpResponse:
-    target = request.POST.get("next") or fallback
-    # Only ever redirect within the portal.
-    if not target.startswith("/") or target.startswith("//"):
-        target = fallback
-    return redirect(target)
+    return redirect_back(request, fallback)
 
 
 @require_POST

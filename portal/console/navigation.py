@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
 from django.urls import NoReverseMatch, reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 
 
 @dataclass(frozen=True)
@@ -47,3 +50,15 @@ def visible_items(user: object, current_path: str) -> list[dict[str, object]]:
         active = current_path == url or (url != "/" and current_path.startswith(url))
         items.append({"label": item.label, "url": url, "active": active})
     return items
+
+
+def redirect_back(request: HttpRequest, fallback: str) -> HttpResponse:
+    """Back to the page a form came from (its `next` field), only ever within the portal.
+
+    Django's check, not a prefix test: browsers read `/\\evil.com` as `//evil.com`.
+    """
+    target = request.POST.get("next") or ""
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        target = fallback
+    return redirect(target)

@@ -7,11 +7,13 @@ comparison, a dry run, an action), never by a page load or the live refresh.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
 from django import forms
 from django.contrib import messages
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
@@ -26,6 +28,7 @@ from integrations.microsoft.models import LifecycleEvent, ResourceKind, Subscrip
 from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.audit.services import record
+from portal.console.navigation import redirect_back
 from portal.console.paging import empty_page, keyset_page
 from portal.jobs import bulk
 from portal.jobs.models import Job
@@ -110,10 +113,31 @@ def subscription_list(request: HttpRequest) -> HttpResponse:
     return render(request, "console/subscriptions.html", context)
 
 
+# Each compare lists every subscription in Graph (paged): an operator's tool, a few a minute.
+COMPARES_PER_MINUTE = 6
+
+
+def _compare_allowed(request: HttpRequest) -> int:
+    """0 when this person may compare now, else the seconds until they may again."""
+    window = int(time.time() // 60)
+    key = f"portal:subscriptions-compare:{request.user.pk}:{window}"
+    cache.add(key, 0, timeout=90)
+    if cache.incr(key) > COMPARES_PER_MINUTE:
+        return 60 - int(time.time() % 60)
+    return 0
+
+
 @require_GET
-@requires("view_console")
+@requires("setup_subscriptions")
 def subscription_compare(request: HttpRequest) -> HttpResponse:
     """Database and Graph side by side (one GET /subscriptions, paged by Graph)."""
+    wait = _compare_allowed(request)
+    if wait:
+        response = HttpResponse(f"Comparing with Graph is limited to {COMPARES_PER_MINUTE} a "
+                                f"minute; try again in {wait} s.", status=429,
+                                content_type="text/plain; charset=utf-8")
+        response["Retry-After"] = str(wait)
+        return response
     error = ""
     pairs: list[dict[str, Any]] = []
     try:
@@ -165,10 +189,7 @@ def _get_or_404(subscription_id: int) -> Subscription:
 
 
 def _back(request: HttpRequest) -> HttpResponse:
-    target = request.POST.get("next") or reverse("console:subscriptions")
-    if not target.startswith("/") or target.startswith("//"):
-        target = reverse("console:subscriptions")
-    return redirect(target)
+    return redirect_back(request, reverse("console:subscriptions"))
 
 
 @require_POST

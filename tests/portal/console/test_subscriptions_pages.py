@@ -194,7 +194,7 @@ def test_setup_and_cleanup_are_dry_runs_until_confirmed(client, otto_operator, m
     assert runs[-2:] == [("cleanup_webhooks", True), ("cleanup_webhooks", False)]
 
 
-def test_compare_puts_database_and_graph_side_by_side(client, vera_viewer, user, monkeypatch,
+def test_compare_puts_database_and_graph_side_by_side(client, otto_operator, user, monkeypatch,
                                                       settings):
     settings.PUBLIC_BASE_URL = "https://portal.test"
     in_step = sub(user, 1)
@@ -211,7 +211,7 @@ def test_compare_puts_database_and_graph_side_by_side(client, vera_viewer, user,
          "notificationUrl": "https://elsewhere.test/api/webhooks/mail"},
     ]
     monkeypatch.setattr(subscriptions, "list_remote", lambda: remote)
-    client.force_login(vera_viewer)
+    client.force_login(otto_operator)
     response = client.get("/subscriptions/compare")
     verdicts = {(p["sub"].graph_id if p["sub"] else p["remote"]["id"]): p["verdict"]
                 for p in response.context["pairs"]}
