@@ -16,6 +16,7 @@ urlpatterns = [
          name="sso_callback"),
     path("logout/", public(auth_views.LogoutView.as_view()), name="logout"),
     path("login/second-step/", access_views.second_factor, name="second_factor"),
+    path("login/set-up/<str:token>/", access_views.mfa_enrol, name="mfa_enrol"),
     path("admin/", admin.site.urls),
     path("api/", include("portal.api.urls")),
     path("", include("portal.console.urls")),

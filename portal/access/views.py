@@ -42,14 +42,33 @@ def second_factor(request: HttpRequest) -> HttpResponse:
         error = check(request, token)
         if not error:
             return redirect(_next(request))
-    context = {"enrolled": enrolled, "error": error, "next": _next(request),
-               "issuer": settings.OTP_TOTP_ISSUER}
+    may_enrol = enrolled or mfa.may_enrol(request)
+    context = {"enrolled": enrolled, "may_enrol": may_enrol, "error": error,
+               "next": _next(request), "issuer": settings.OTP_TOTP_ISSUER,
+               "no_link": mfa.NO_LINK}
+    if not may_enrol:
+        return render(request, "registration/second_factor.html", context,
+                      status=400 if error else 403)
     if not enrolled:
         device = mfa.pending_device(user)
         context["qr"] = mfa.qr_code_data_uri(device)
         context["secret"] = device.config_url.split("secret=")[1].split("&")[0]
     return render(request, "registration/second_factor.html", context,
                   status=400 if error else 200)
+
+
+@public  # needs the account's own signed-in session (checked below)
+@never_cache
+def mfa_enrol(request: HttpRequest, token: str) -> HttpResponse:
+    """The one-time authenticator set-up link an admin made (`portal_user enrol-link`)."""
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    problem = mfa.accept_enrol_link(request, token)
+    if problem:
+        return render(request, "registration/second_factor.html",
+                      {"link_error": problem, "enrolled": False, "may_enrol": False,
+                       "no_link": mfa.NO_LINK, "next": "/"}, status=400)
+    return redirect("second_factor")
 
 
 SSO_ONLY_MESSAGE = ("Sign in with Microsoft: password sign-in is kept for named break-glass "

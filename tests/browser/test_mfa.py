@@ -10,9 +10,17 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 def test_a_first_sign_in_sets_up_an_authenticator(page, live_server, personas, sign_in,
                                                   screenshot, settings):
+    from urllib.parse import urlsplit
+
+    from portal.access import mfa
+    from portal.access.actors import Actor
+
     settings.REQUIRE_MFA = True
+    link = urlsplit(mfa.enrol_link(Actor.system("tests"), personas["support"])).path
     sign_in(PERSONAS["support"])
     expect(page.get_by_role("heading", name="Set up your authenticator")).to_be_visible()
+    expect(page.get_by_text("Ask an administrator for a set-up link")).to_be_visible()
+    page.goto(live_server.url + link)
     expect(page.get_by_role("img", name="QR code to add Fleet Graph Portal")).to_be_visible()
     screenshot("mfa-enrol")
     device = TOTPDevice.objects.get(user=personas["support"], confirmed=False)

@@ -30,11 +30,22 @@ def sign_in(client, username):
     return client.get(response["Location"])
 
 
+def set_up_link(user) -> str:
+    from urllib.parse import urlsplit
+
+    from portal.access import mfa
+    from portal.access.actors import Actor
+
+    return urlsplit(mfa.enrol_link(Actor.system("tests"), user)).path
+
+
 def test_first_sign_in_enrols_an_authenticator_before_anything_else(client, sam_support):
+    link = set_up_link(sam_support)
     response = sign_in(client, "sam-support")
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("second_factor"))
-    page = client.get(response["Location"])
+    assert client.get(link)["Location"] == reverse("second_factor")
+    page = client.get(reverse("second_factor"))
     assert b"Set up your authenticator" in page.content
     assert page.context["qr"].startswith("data:image/svg+xml")
     device = TOTPDevice.objects.get(user=sam_support, confirmed=False)
@@ -52,6 +63,26 @@ def test_first_sign_in_enrols_an_authenticator_before_anything_else(client, sam_
     outcomes = list(AuditEvent.objects.filter(action="auth.mfa_enroll")
                     .values_list("outcome", flat=True).order_by("id"))
     assert outcomes == ["failure", "failure", "success"]
+    client.logout()
+    sign_in(client, "sam-support")
+    used = client.get(link)  # one time only
+    assert used.status_code == 400 and b"already used" in used.content
+
+
+def test_a_set_up_link_works_only_for_its_own_account(client, sam_support, vera_viewer):
+    link = set_up_link(sam_support)
+    sign_in(client, "vera-viewer")
+    response = client.get(link)
+    assert response.status_code == 400 and b"another account" in response.content
+    assert client.get(reverse("second_factor")).status_code == 403
+    assert not TOTPDevice.objects.filter(user=vera_viewer).exists()
+
+
+def test_the_command_prints_a_set_up_link(sam_support):
+    out = io.StringIO()
+    call_command("portal_user", "enrol-link", "sam-support", stdout=out)
+    assert "/login/set-up/" in out.getvalue()
+    assert AuditEvent.objects.filter(action="user.mfa_enrol_link").exists()
 
 
 def test_later_sign_ins_ask_for_the_code(client, sam_support):

@@ -27,7 +27,8 @@ def run(*args, stdin=None):
 
 def test_create_prints_a_generated_password_once_and_audits_without_it():
     output = run("create", "nina", "--role", "operator")
-    password = output.split("Password (shown once): ")[1].strip()
+    password = output.split("Password (shown once): ")[1].splitlines()[0].strip()
+    assert "Authenticator set-up link (once, 24 h): http" in output  # MFA at account creation
     user = get_user_model().objects.get(username="nina")
     assert user.check_password(password)
     assert role_of(user) == "operator"
