@@ -76,7 +76,7 @@ class SessionLifetimeMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.user.is_authenticated:
             started = request.session.get(SESSION_STARTED_KEY)
-            active = request.session.get(SESSION_ACTIVE_KEY, started)
+            active = request.session.get(SESSION_ACTIVE_KEY)
             now = time.time()
             if started is None:
                 request.session[SESSION_STARTED_KEY] = now
