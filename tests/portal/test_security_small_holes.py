@@ -154,9 +154,9 @@ def test_the_console_marks_its_polling_requests():
     script = Path(settings.BASE_DIR, "static", "portal", "poll.js").read_text()
     assert f'headers["{POLL_HEADER}"] = "1"' in script
     templates = Path(settings.BASE_DIR, "templates")
-    pollers = [path for path in templates.rglob("*.html") if "data-poll-seconds" in path.read_text()]
-    assert pollers
-    assert not [path for path in templates.rglob("*.html") if 'hx-trigger="every' in path.read_text()]
+    pages = {path: path.read_text() for path in templates.rglob("*.html")}
+    assert [path for path, text in pages.items() if "data-poll-seconds" in text]
+    assert not [path for path, text in pages.items() if 'hx-trigger="every' in text]
 
 
 # ------------------------------------------------------------ the emulator guard

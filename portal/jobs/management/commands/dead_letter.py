@@ -93,7 +93,7 @@ class Command(BaseCommand):
     def _retry_all(self, job_filter: JobFilter, *, dry_run: bool) -> None:
         of_type = self._of_type(job_filter)
         if dry_run:
-            preview = services.preview_retry_all(job_filter)
+            preview = services.preview_retry_all(job_filter, actor=Actor.command("dead_letter"))
             self.stdout.write(f"Dry run: {preview.count} dead job(s){of_type} would be retried.")
             self._table(preview.sample)
             return
