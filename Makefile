@@ -27,6 +27,7 @@ test: install chromium
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 ## mypy with django-stubs on integrations/ and portal/: no error beyond mypy-baseline.txt.
 typecheck: install

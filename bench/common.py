@@ -38,15 +38,37 @@ def ensure_database(env: dict[str, str]) -> None:
 
     url = urlsplit(env["DATABASE_URL"])
     name = url.path.lstrip("/")
-    subprocess.run(["psql", "-h", url.hostname or "127.0.0.1", "-p", str(url.port or 5432),
-                    "-U", url.username or "postgres", "-tAc",
-                    f"SELECT 1 FROM pg_database WHERE datname='{name}'"],
-                   check=True, capture_output=True, text=True).stdout.strip() == "1" or \
-        subprocess.run(["psql", "-h", url.hostname or "127.0.0.1", "-p", str(url.port or 5432),
-                        "-U", url.username or "postgres", "-c", f"CREATE DATABASE {name}"],
-                       check=True, capture_output=True)
-    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], env=env,
-                   check=True)
+    subprocess.run(
+        [
+            "psql",
+            "-h",
+            url.hostname or "127.0.0.1",
+            "-p",
+            str(url.port or 5432),
+            "-U",
+            url.username or "postgres",
+            "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname='{name}'",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip() == "1" or subprocess.run(
+        [
+            "psql",
+            "-h",
+            url.hostname or "127.0.0.1",
+            "-p",
+            str(url.port or 5432),
+            "-U",
+            url.username or "postgres",
+            "-c",
+            f"CREATE DATABASE {name}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], env=env, check=True)
 
 
 def setup_django(env: dict[str, str]) -> None:
@@ -58,9 +80,13 @@ def setup_django(env: dict[str, str]) -> None:
 
 
 def start_cluster(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "qcluster"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "qcluster"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def stop(process: subprocess.Popen) -> None:

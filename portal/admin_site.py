@@ -27,8 +27,7 @@ class PortalAdminSite(admin.AdminSite):
 
     def login(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
         # One sign-in page for the whole portal (with its throttling and audit).
-        return redirect_to_login(request.GET.get("next", self.name + ":index"),
-                                 settings.LOGIN_URL)
+        return redirect_to_login(request.GET.get("next", self.name + ":index"), settings.LOGIN_URL)
 
     def admin_view(self, view: Callable[..., Any], cacheable: bool = False) -> Callable[..., Any]:
         inner = super().admin_view(view, cacheable)
@@ -38,8 +37,13 @@ class PortalAdminSite(admin.AdminSite):
             if request.user.is_authenticated:
                 if needs_second_factor(request):
                     return second_factor_redirect(request)
-                require(Actor.from_request(request), "use_django_admin", action="access.view",
-                        target_type="url", target_id=request.path)
+                require(
+                    Actor.from_request(request),
+                    "use_django_admin",
+                    action="access.view",
+                    target_type="url",
+                    target_id=request.path,
+                )
             return inner(request, *args, **kwargs)
 
         guarded.required_permission = "use_django_admin"  # type: ignore[attr-defined]

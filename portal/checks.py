@@ -40,9 +40,7 @@ def check_task_queue(app_configs: Any = None, **kwargs: Any) -> list:
             )
         )
     if not orm_alias and not cluster.get("redis"):
-        errors.append(
-            Error("Q_CLUSTER names no broker (neither orm nor redis).", id="portal.E004")
-        )
+        errors.append(Error("Q_CLUSTER names no broker (neither orm nor redis).", id="portal.E004"))
     if cluster.get("save_limit", 250) > 0:
         errors.append(
             Warning(
@@ -105,30 +103,50 @@ def check_sso(app_configs: Any = None, **kwargs: Any) -> list:
     problems: list = []
     if not settings.SSO_ENABLED:
         if settings.SSO_ONLY:
-            problems.append(Warning("SSO_ONLY is on but SSO_ENABLED is off: passwords stay "
-                                    "the only way in.", id="portal.W041"))
+            problems.append(
+                Warning(
+                    "SSO_ONLY is on but SSO_ENABLED is off: passwords stay the only way in.",
+                    id="portal.W041",
+                )
+            )
         return problems
     try:
         uuid.UUID(settings.SSO_TENANT_ID)
     except ValueError:
-        problems.append(Error(
-            f"SSO_TENANT_ID {settings.SSO_TENANT_ID!r} is not a tenant GUID: only that "
-            "tenant's tokens may be accepted, and tokens name it by GUID (tid).",
-            hint="Entra admin center → Overview → Tenant ID.", id="portal.E040"))
+        problems.append(
+            Error(
+                f"SSO_TENANT_ID {settings.SSO_TENANT_ID!r} is not a tenant GUID: only that "
+                "tenant's tokens may be accepted, and tokens name it by GUID (tid).",
+                hint="Entra admin center → Overview → Tenant ID.",
+                id="portal.E040",
+            )
+        )
     if urlsplit(settings.SSO_AUTHORITY_HOST).scheme != "https":
         problems.append(Error("SSO_AUTHORITY_HOST must be an https URL.", id="portal.E041"))
     if not settings.SSO_CLIENT_SECRET and settings.SSO_CLIENT_ID != settings.MICROSOFT_CLIENT_ID:
-        problems.append(Error("SSO_CLIENT_ID names its own registration but SSO_CLIENT_SECRET "
-                              "is empty.", id="portal.E042"))
+        problems.append(
+            Error(
+                "SSO_CLIENT_ID names its own registration but SSO_CLIENT_SECRET is empty.",
+                id="portal.E042",
+            )
+        )
     redirect = urlsplit(settings.SSO_REDIRECT_URI) if settings.SSO_REDIRECT_URI else None
     if redirect is not None and redirect.scheme != "https":
-        problems.append(Warning("SSO_REDIRECT_URI is not https: authorization codes would "
-                                "travel in clear text.", id="portal.W042"))
+        problems.append(
+            Warning(
+                "SSO_REDIRECT_URI is not https: authorization codes would travel in clear text.",
+                id="portal.W042",
+            )
+        )
     if settings.SSO_ONLY and not settings.SSO_BREAK_GLASS_ACCOUNTS:
-        problems.append(Warning("SSO_ONLY is on and SSO_BREAK_GLASS_ACCOUNTS is empty: if "
-                                "Entra ID is unreachable nobody can sign in.",
-                                hint="Name one or two local admin accounts kept in a safe.",
-                                id="portal.W043"))
+        problems.append(
+            Warning(
+                "SSO_ONLY is on and SSO_BREAK_GLASS_ACCOUNTS is empty: if "
+                "Entra ID is unreachable nobody can sign in.",
+                hint="Name one or two local admin accounts kept in a safe.",
+                id="portal.W043",
+            )
+        )
     return problems
 
 
@@ -149,7 +167,7 @@ def check_audit_chain_key(app_configs: Any = None, **kwargs: Any) -> list:
             "AUDIT_CHAIN_KEY is not set: the audit log's hash chain cannot be keyed, so anyone "
             "who can write the table could rewrite it undetected.",
             hint="Generate one with `python manage.py generate_audit_chain_key` and set "
-                 "AUDIT_CHAIN_KEY (or AUDIT_CHAIN_KEY_FILE).",
+            "AUDIT_CHAIN_KEY (or AUDIT_CHAIN_KEY_FILE).",
             id="portal.E030",
         )
     ]

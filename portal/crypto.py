@@ -24,8 +24,8 @@ def _fernet() -> MultiFernet:
     if not keys:
         raise ImproperlyConfigured(
             "FIELD_ENCRYPTION_KEYS is empty: set it to one or more Fernet keys (newest first, "
-            "comma-separated). Generate one with: python -c \"from cryptography.fernet import "
-            "Fernet; print(Fernet.generate_key().decode())\""
+            'comma-separated). Generate one with: python -c "from cryptography.fernet import '
+            'Fernet; print(Fernet.generate_key().decode())"'
         )
     fernets = []
     for position, key in enumerate(keys, start=1):

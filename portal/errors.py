@@ -14,14 +14,16 @@ def _is_api(request: HttpRequest) -> bool:
 
 def not_found(request: HttpRequest, exception: Any) -> HttpResponse:
     if _is_api(request):
-        return JsonResponse({"error": "not_found",
-                             "detail": f"No API endpoint at {request.path}."}, status=404)
+        return JsonResponse(
+            {"error": "not_found", "detail": f"No API endpoint at {request.path}."}, status=404
+        )
     return defaults.page_not_found(request, exception)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
     if _is_api(request):
-        return JsonResponse({"error": "server_error",
-                             "detail": "Something went wrong on our side; it was logged."},
-                            status=500)
+        return JsonResponse(
+            {"error": "server_error", "detail": "Something went wrong on our side; it was logged."},
+            status=500,
+        )
     return defaults.server_error(request)

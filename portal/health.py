@@ -23,8 +23,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
 def worker_heartbeat_age() -> float | None:
     from portal.jobs.models import WorkerHeartbeat
 
-    latest = WorkerHeartbeat.objects.order_by("-last_seen").values_list("last_seen",
-                                                                          flat=True).first()
+    latest = (
+        WorkerHeartbeat.objects.order_by("-last_seen").values_list("last_seen", flat=True).first()
+    )
     return (timezone.now() - latest).total_seconds() if latest else None
 
 
@@ -60,5 +61,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
         else:
             stale = age > WORKER_STALE_AFTER.total_seconds()
             checks["worker"] = f"{'stale' if stale else 'ok'}: last seen {int(age)} s ago"
-    return JsonResponse({"status": "ready" if ready else "unavailable", "checks": checks},
-                        status=200 if ready else 503)
+    return JsonResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status=200 if ready else 503,
+    )

@@ -39,14 +39,26 @@ class PortalCollector(Collector):
 
     def _gateway(self) -> Iterator[GaugeMetricFamily]:
         figures = (
-            ("fleet_messages_failed_last_hour", "Outbound messages that failed in the last hour",
-             measurements.messages_failed_last_hour()),
-            ("fleet_oldest_queued_message_seconds", "Age of the oldest unsent message (0: none)",
-             measurements.oldest_queued_message_seconds() or 0),
-            ("fleet_event_endpoints_failing", "Event endpoints failing or disabled",
-             measurements.endpoints_failing()),
-            ("fleet_event_backlog", "Events waiting for delivery to endpoints",
-             measurements.event_backlog()),
+            (
+                "fleet_messages_failed_last_hour",
+                "Outbound messages that failed in the last hour",
+                measurements.messages_failed_last_hour(),
+            ),
+            (
+                "fleet_oldest_queued_message_seconds",
+                "Age of the oldest unsent message (0: none)",
+                measurements.oldest_queued_message_seconds() or 0,
+            ),
+            (
+                "fleet_event_endpoints_failing",
+                "Event endpoints failing or disabled",
+                measurements.endpoints_failing(),
+            ),
+            (
+                "fleet_event_backlog",
+                "Events waiting for delivery to endpoints",
+                measurements.event_backlog(),
+            ),
         )
         for name, documentation, value in figures:
             family = GaugeMetricFamily(name, documentation)
@@ -57,15 +69,20 @@ class PortalCollector(Collector):
         from integrations.microsoft.models import GraphCall
 
         recent = GraphCall.objects.filter(created_at__gte=timezone.now() - measurements.HOUR)
-        calls = GaugeMetricFamily("fleet_graph_calls_last_hour",
-                                  "Graph calls in the last hour by route and status",
-                                  labels=["route", "status"])
-        throttled = GaugeMetricFamily("fleet_graph_throttled_last_hour",
-                                      "Graph 429 answers in the last hour by route",
-                                      labels=["route"])
+        calls = GaugeMetricFamily(
+            "fleet_graph_calls_last_hour",
+            "Graph calls in the last hour by route and status",
+            labels=["route", "status"],
+        )
+        throttled = GaugeMetricFamily(
+            "fleet_graph_throttled_last_hour",
+            "Graph 429 answers in the last hour by route",
+            labels=["route"],
+        )
         totals = {"all": 0, "failed": 0}
-        for route, status, is_throttled, n in (recent.values_list("route", "status", "throttled")
-                                               .annotate(n=Count("id")).order_by()):
+        for route, status, is_throttled, n in (
+            recent.values_list("route", "status", "throttled").annotate(n=Count("id")).order_by()
+        ):
             calls.add_metric([route, str(status or "none")], n)
             totals["all"] += n
             if status is None or status >= 400:
@@ -76,31 +93,43 @@ class PortalCollector(Collector):
         yield throttled
         failed = GaugeMetricFamily(
             "fleet_graph_failed_last_hour",
-            "Graph calls in the last hour that failed (no answer, 4xx, 5xx)")
+            "Graph calls in the last hour that failed (no answer, 4xx, 5xx)",
+        )
         failed.add_metric([], totals["failed"])
         yield failed
         total = GaugeMetricFamily("fleet_graph_total_last_hour", "Graph calls in the last hour")
         total.add_metric([], totals["all"])
         yield total
-        aggregates = recent.aggregate(**{
-            f"le_{bound}": Count("id", filter=Q(duration_ms__lte=bound))
-            for bound in LATENCY_BUCKETS_MS
-        }, total=Count("id"), sum_ms=Sum("duration_ms"))
-        buckets = [(str(float(bound) / 1000), aggregates[f"le_{bound}"])
-                   for bound in LATENCY_BUCKETS_MS] + [("+Inf", aggregates["total"])]
-        yield GaugeHistogramMetricFamily("fleet_graph_latency_seconds_last_hour",
-                                         "Graph call latency over the last hour",
-                                         buckets=buckets,
-                                         gsum_value=(aggregates["sum_ms"] or 0) / 1000)
+        aggregates = recent.aggregate(
+            **{
+                f"le_{bound}": Count("id", filter=Q(duration_ms__lte=bound))
+                for bound in LATENCY_BUCKETS_MS
+            },
+            total=Count("id"),
+            sum_ms=Sum("duration_ms"),
+        )
+        buckets = [
+            (str(float(bound) / 1000), aggregates[f"le_{bound}"]) for bound in LATENCY_BUCKETS_MS
+        ] + [("+Inf", aggregates["total"])]
+        yield GaugeHistogramMetricFamily(
+            "fleet_graph_latency_seconds_last_hour",
+            "Graph call latency over the last hour",
+            buckets=buckets,
+            gsum_value=(aggregates["sum_ms"] or 0) / 1000,
+        )
 
     def _jobs(self) -> Iterator[GaugeMetricFamily]:
         from portal.jobs.models import Job, JobAttempt
 
-        by_state = GaugeMetricFamily("fleet_jobs", "Jobs by state (succeeded jobs are left out)",
-                                     labels=["state", "type"])
-        for job_type, status, n in (Job.objects.exclude(status=Job.Status.SUCCEEDED)
-                                    .values_list("job_type", "status").annotate(n=Count("id"))
-                                    .order_by()):
+        by_state = GaugeMetricFamily(
+            "fleet_jobs", "Jobs by state (succeeded jobs are left out)", labels=["state", "type"]
+        )
+        for job_type, status, n in (
+            Job.objects.exclude(status=Job.Status.SUCCEEDED)
+            .values_list("job_type", "status")
+            .annotate(n=Count("id"))
+            .order_by()
+        ):
             by_state.add_metric([status, job_type], n)
         yield by_state
         queue = GaugeMetricFamily("fleet_queue_length", "Jobs waiting (pending + retrying)")
@@ -109,12 +138,18 @@ class PortalCollector(Collector):
         dead = GaugeMetricFamily("fleet_dead_letters", "Jobs in the dead-letter queue")
         dead.add_metric([], measurements.dead_letters())
         yield dead
-        outcomes = GaugeMetricFamily("fleet_job_attempts_last_hour",
-                                     "Job attempts finished in the last hour by outcome",
-                                     labels=["outcome"])
+        outcomes = GaugeMetricFamily(
+            "fleet_job_attempts_last_hour",
+            "Job attempts finished in the last hour by outcome",
+            labels=["outcome"],
+        )
         since = timezone.now() - measurements.HOUR
-        for outcome, n in (JobAttempt.objects.filter(finished_at__gte=since)
-                           .values_list("outcome").annotate(n=Count("id")).order_by()):
+        for outcome, n in (
+            JobAttempt.objects.filter(finished_at__gte=since)
+            .values_list("outcome")
+            .annotate(n=Count("id"))
+            .order_by()
+        ):
             outcomes.add_metric([outcome], n)
         yield outcomes
 
@@ -122,33 +157,49 @@ class PortalCollector(Collector):
         from integrations.microsoft.models import NotificationInbox, WebhookRejection
 
         since = timezone.now() - measurements.HOUR
-        received = GaugeMetricFamily("fleet_notifications_last_hour",
-                                     "Change notifications stored in the last hour by status",
-                                     labels=["status"])
-        for status, n in (NotificationInbox.objects.filter(received_at__gte=since)
-                          .values_list("status").annotate(n=Count("id")).order_by()):
+        received = GaugeMetricFamily(
+            "fleet_notifications_last_hour",
+            "Change notifications stored in the last hour by status",
+            labels=["status"],
+        )
+        for status, n in (
+            NotificationInbox.objects.filter(received_at__gte=since)
+            .values_list("status")
+            .annotate(n=Count("id"))
+            .order_by()
+        ):
             received.add_metric([status], n)
         yield received
-        invalid = GaugeMetricFamily("fleet_notifications_rejected_today",
-                                    "Notifications refused today (unknown subscription, wrong "
-                                    "clientState)", labels=["reason"])
-        for reason, n in (WebhookRejection.objects.filter(day=timezone.now().date())
-                          .values_list("reason").annotate(n=Sum("count")).order_by()):
+        invalid = GaugeMetricFamily(
+            "fleet_notifications_rejected_today",
+            "Notifications refused today (unknown subscription, wrong clientState)",
+            labels=["reason"],
+        )
+        for reason, n in (
+            WebhookRejection.objects.filter(day=timezone.now().date())
+            .values_list("reason")
+            .annotate(n=Sum("count"))
+            .order_by()
+        ):
             invalid.add_metric([reason], n)
         yield invalid
 
     def _subscriptions(self) -> Iterator[GaugeMetricFamily]:
         from integrations.microsoft.models import Subscription
 
-        by_state = GaugeMetricFamily("fleet_subscriptions", "Webhook subscriptions by state",
-                                     labels=["state"])
-        for state, n in Subscription.objects.values_list("state").annotate(n=Count("id")) \
-                .order_by():
+        by_state = GaugeMetricFamily(
+            "fleet_subscriptions", "Webhook subscriptions by state", labels=["state"]
+        )
+        for state, n in (
+            Subscription.objects.values_list("state").annotate(n=Count("id")).order_by()
+        ):
             by_state.add_metric([state], n)
         yield by_state
         _, soonest = measurements.subscriptions_expiring(timedelta(0))
-        expiry = GaugeMetricFamily("fleet_subscription_soonest_expiry_seconds",
-                                   "Seconds until the soonest active subscription expires")
+        expiry = GaugeMetricFamily(
+            "fleet_subscription_soonest_expiry_seconds",
+            "Seconds until the soonest active subscription expires",
+        )
         if soonest is not None:
             expiry.add_metric([], soonest)
         yield expiry
@@ -156,17 +207,24 @@ class PortalCollector(Collector):
     def _sync(self) -> Iterator[GaugeMetricFamily]:
         from integrations.microsoft.models import SyncState
 
-        lag = GaugeMetricFamily("fleet_sync_lag_seconds",
-                                "Seconds since the least recently synced user's last success",
-                                labels=["resource_type"])
-        failed = GaugeMetricFamily("fleet_sync_failed", "Sync states whose last run failed",
-                                   labels=["resource_type"])
+        lag = GaugeMetricFamily(
+            "fleet_sync_lag_seconds",
+            "Seconds since the least recently synced user's last success",
+            labels=["resource_type"],
+        )
+        failed = GaugeMetricFamily(
+            "fleet_sync_failed", "Sync states whose last run failed", labels=["resource_type"]
+        )
         now = timezone.now()
         for kind, oldest, n_failed in (
-                SyncState.objects.filter(monitored_user__is_active=True).values_list("kind")
-                .annotate(oldest=Min("last_success_at"),
-                          failed=Count("id", filter=Q(status=SyncState.Status.FAILED)))
-                .order_by()):
+            SyncState.objects.filter(monitored_user__is_active=True)
+            .values_list("kind")
+            .annotate(
+                oldest=Min("last_success_at"),
+                failed=Count("id", filter=Q(status=SyncState.Status.FAILED)),
+            )
+            .order_by()
+        ):
             if oldest is not None:
                 lag.add_metric([kind], (now - oldest).total_seconds())
             failed.add_metric([kind], n_failed)
@@ -177,26 +235,30 @@ class PortalCollector(Collector):
         from portal.alerts.models import Alert
         from portal.health import worker_heartbeat_age
 
-        secret = GaugeMetricFamily("fleet_client_secret_expiry_seconds",
-                                   "Seconds until the active client secret expires")
+        secret = GaugeMetricFamily(
+            "fleet_client_secret_expiry_seconds", "Seconds until the active client secret expires"
+        )
         seconds = measurements.secret_expires_in()
         if seconds is not None:
             secret.add_metric([], seconds)
         yield secret
-        worker = GaugeMetricFamily("fleet_worker_heartbeat_age_seconds",
-                                   "Seconds since a worker last reported")
+        worker = GaugeMetricFamily(
+            "fleet_worker_heartbeat_age_seconds", "Seconds since a worker last reported"
+        )
         age = worker_heartbeat_age()
         if age is not None:
             worker.add_metric([], age)
         yield worker
-        chain = GaugeMetricFamily("fleet_audit_chain_ok",
-                                  "1 if the last audit chain verification passed")
+        chain = GaugeMetricFamily(
+            "fleet_audit_chain_ok", "1 if the last audit chain verification passed"
+        )
         ok = measurements.audit_chain_ok()
         if ok is not None:
             chain.add_metric([], 1 if ok else 0)
         yield chain
-        alerts = GaugeMetricFamily("fleet_alert_firing", "1 while the portal's own rule fires",
-                                   labels=["rule"])
+        alerts = GaugeMetricFamily(
+            "fleet_alert_firing", "1 while the portal's own rule fires", labels=["rule"]
+        )
         for rule, state in Alert.objects.values_list("rule", "state"):
             alerts.add_metric([rule], 1 if state == Alert.State.FIRING else 0)
         yield alerts
@@ -213,10 +275,15 @@ def _authorised(request: HttpRequest) -> bool:
 @public  # guarded by METRICS_TOKEN or API_TRUSTED_NETWORKS, as Prometheus cannot sign in
 def metrics(request: HttpRequest) -> HttpResponse:
     if not _authorised(request):
-        return JsonResponse({"error": "unauthorized",
-                             "detail": "Send the metrics token or scrape from a trusted "
-                                       "network."}, status=401)
+        return JsonResponse(
+            {
+                "error": "unauthorized",
+                "detail": "Send the metrics token or scrape from a trusted network.",
+            },
+            status=401,
+        )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PortalCollector())
-    return HttpResponse(generate_latest(registry),
-                        content_type="text/plain; version=0.0.4; charset=utf-8")
+    return HttpResponse(
+        generate_latest(registry), content_type="text/plain; version=0.0.4; charset=utf-8"
+    )

@@ -15,8 +15,10 @@ _SECRET_TEXT_PATTERNS = (
     re.compile(r"\bfgp_[A-Za-z0-9_-]{8,}"),  # our API tokens
     re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),  # JWTs
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
-    re.compile(r"(?i)((?:client_secret|password|refresh_token|access_token)[\"']?\s*[=:]\s*"
-               r"[\"']?)[^\s&\"',}]+"),
+    re.compile(
+        r"(?i)((?:client_secret|password|refresh_token|access_token)[\"']?\s*[=:]\s*"
+        r"[\"']?)[^\s&\"',}]+"
+    ),
 )
 
 

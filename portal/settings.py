@@ -189,8 +189,10 @@ LOGIN_REDIRECT_URL = "console:dashboard"
 LOGOUT_REDIRECT_URL = "login"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
-     "OPTIONS": {"min_length": 12}},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
@@ -255,8 +257,9 @@ if env_bool("TRUST_X_FORWARDED_FOR", False):
 # Refused API credentials allowed per client address and per token prefix in each window;
 # past it the API answers 429 with Retry-After (portal/access/credential_limits.py).
 API_AUTH_FAILURE_LIMIT = env_int("API_AUTH_FAILURE_LIMIT", 20, minimum=1)
-API_AUTH_FAILURE_WINDOW_SECONDS = env_int("API_AUTH_FAILURE_WINDOW_SECONDS", 300, minimum=10,
-                                          maximum=86_400)
+API_AUTH_FAILURE_WINDOW_SECONDS = env_int(
+    "API_AUTH_FAILURE_WINDOW_SECONDS", 300, minimum=10, maximum=86_400
+)
 # Networks whose callers may read /api/metrics/* without a token (the runbook's curls do).
 API_TRUSTED_NETWORKS = env_networks("API_TRUSTED_NETWORKS", ["127.0.0.1/32", "::1/128"])
 # How long an Idempotency-Key on POST /api/messages is remembered (the IETF draft: ≥ 24 h).
@@ -265,8 +268,7 @@ API_IDEMPOTENCY_TTL_HOURS = env_int("API_IDEMPOTENCY_TTL_HOURS", 24, minimum=24)
 # receiver), batch size, how long an endpoint may fail before it is disabled, timeouts.
 EVENT_ENDPOINT_ALLOWED_NETWORKS = env_networks("EVENT_ENDPOINT_ALLOWED_NETWORKS", [])
 EVENT_DELIVERY_BATCH_SIZE = env_int("EVENT_DELIVERY_BATCH_SIZE", 50, minimum=1)
-EVENT_ENDPOINT_DISABLE_AFTER_HOURS = env_int("EVENT_ENDPOINT_DISABLE_AFTER_HOURS", 24,
-                                             minimum=1)
+EVENT_ENDPOINT_DISABLE_AFTER_HOURS = env_int("EVENT_ENDPOINT_DISABLE_AFTER_HOURS", 24, minimum=1)
 EVENT_CONNECT_TIMEOUT = env_float("EVENT_CONNECT_TIMEOUT", 3, minimum=0.1)
 EVENT_READ_TIMEOUT = env_float("EVENT_READ_TIMEOUT", 5, minimum=0.1)
 EVENT_ENDPOINT_CA_BUNDLE = env_str("EVENT_ENDPOINT_CA_BUNDLE", "")
@@ -305,8 +307,7 @@ if DEBUG and not AUDIT_CHAIN_KEY:
     # A development portal without one still works; the key is derived, never stored.
     import hashlib as _hashlib
 
-    AUDIT_CHAIN_KEY = "debug:" + _hashlib.sha256(
-        ("audit-chain:" + SECRET_KEY).encode()).hexdigest()
+    AUDIT_CHAIN_KEY = "debug:" + _hashlib.sha256(("audit-chain:" + SECRET_KEY).encode()).hexdigest()
 # The PostgreSQL role the app connects as, when migrations run as the tables' owner: migrate
 # grants it what the app needs and, on the audit tables, only SELECT and INSERT.
 DATABASE_APP_ROLE = env_str("DATABASE_APP_ROLE")
@@ -350,8 +351,9 @@ MICROSOFT_DELEGATED_REDIRECT_PATH = env_str(
 # Budgets shared by every worker (Graph's own limits: 30 mails/min per mailbox, 1 post/s per chat).
 MESSAGING_MAIL_PER_MINUTE = env_float("MESSAGING_MAIL_PER_MINUTE", 30, minimum=0.1)
 MESSAGING_TEAMS_PER_SECOND = env_float("MESSAGING_TEAMS_PER_SECOND", 1.0, minimum=0.01)
-MESSAGING_TEAMS_SENDER_PER_SECOND = env_float("MESSAGING_TEAMS_SENDER_PER_SECOND", 1.0,
-                                              minimum=0.01)
+MESSAGING_TEAMS_SENDER_PER_SECOND = env_float(
+    "MESSAGING_TEAMS_SENDER_PER_SECOND", 1.0, minimum=0.01
+)
 # A send waits in the worker this long for its budget slot; longer waits reschedule the job.
 MESSAGING_MAX_BUDGET_WAIT_SECONDS = env_float("MESSAGING_MAX_BUDGET_WAIT_SECONDS", 20, minimum=0)
 # After a crash mid-send, how long a retry waits for Graph to show what was already sent.
@@ -366,11 +368,11 @@ MESSAGING_TEAMS_TOKEN_KIND = env_str("MESSAGING_TEAMS_TOKEN_KIND", "delegated")
 WEBHOOK_BASE_URL = env_str("WEBHOOK_BASE_URL")
 WEBHOOK_VALIDATION_URL = env_str("WEBHOOK_VALIDATION_URL")
 WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 1_000_000, minimum=1024)
-WEBHOOK_MAX_VALIDATION_TOKEN_CHARS = env_int("WEBHOOK_MAX_VALIDATION_TOKEN_CHARS", 1024,
-                                             minimum=16)
+WEBHOOK_MAX_VALIDATION_TOKEN_CHARS = env_int("WEBHOOK_MAX_VALIDATION_TOKEN_CHARS", 1024, minimum=16)
 # Renew a subscription once this fraction of its lifetime has passed.
-SUBSCRIPTION_RENEW_FRACTION = env_float("SUBSCRIPTION_RENEW_FRACTION", 0.5, minimum=0.1,
-                                        maximum=0.9)
+SUBSCRIPTION_RENEW_FRACTION = env_float(
+    "SUBSCRIPTION_RENEW_FRACTION", 0.5, minimum=0.1, maximum=0.9
+)
 SYNC_PAGE_SIZE = env_int("SYNC_PAGE_SIZE", 100, minimum=1, maximum=1000)
 SYNC_MAX_PAGES_PER_RUN = env_int("SYNC_MAX_PAGES_PER_RUN", 50, minimum=1)
 SYNC_LEASE_SECONDS = env_int("SYNC_LEASE_SECONDS", 330, minimum=30)
@@ -403,21 +405,32 @@ def _role_pairs(name: str, default: list[str], key_is_role: bool) -> dict[str, s
         role = left if key_is_role else right
         if not sep or not left or not right or role not in ROLES:
             shape = "role=AppRoleValue" if key_is_role else "group-object-id=role"
-            raise ImproperlyConfigured(f"{name} entries look like {shape} with a role among "
-                                       f"{', '.join(ROLES)}; {item!r} is not one.")
+            raise ImproperlyConfigured(
+                f"{name} entries look like {shape} with a role among "
+                f"{', '.join(ROLES)}; {item!r} is not one."
+            )
         pairs[left] = right
     return pairs
 
 
 # portal role -> the app role's value on the registration ("Portal.Viewer", ...).
-SSO_APP_ROLES = _role_pairs("SSO_APP_ROLES", ["viewer=Portal.Viewer", "support=Portal.Support",
-                                              "operator=Portal.Operator", "admin=Portal.Admin"],
-                            key_is_role=True)
+SSO_APP_ROLES = _role_pairs(
+    "SSO_APP_ROLES",
+    [
+        "viewer=Portal.Viewer",
+        "support=Portal.Support",
+        "operator=Portal.Operator",
+        "admin=Portal.Admin",
+    ],
+    key_is_role=True,
+)
 # Entra group object id -> portal role (optional; needs the groups claim on the registration).
 SSO_GROUP_ROLE_MAP = _role_pairs("SSO_GROUP_ROLE_MAP", [], key_is_role=False)
 if SSO_ENABLED and not (SSO_TENANT_ID and SSO_CLIENT_ID):
-    raise ImproperlyConfigured("SSO_ENABLED needs SSO_TENANT_ID and SSO_CLIENT_ID (or the "
-                               "integration's MICROSOFT_TENANT_ID and MICROSOFT_CLIENT_ID).")
+    raise ImproperlyConfigured(
+        "SSO_ENABLED needs SSO_TENANT_ID and SSO_CLIENT_ID (or the "
+        "integration's MICROSOFT_TENANT_ID and MICROSOFT_CLIENT_ID)."
+    )
 
 EMULATOR_PORT = env_int("EMULATOR_PORT", 8443, minimum=1, maximum=65535)
 EMULATOR_STATE_DIR = Path(env_str("EMULATOR_STATE_DIR", str(BASE_DIR / ".emulator")))
@@ -431,9 +444,14 @@ def _is_loopback_url(url: str) -> bool:
 
 # Tokens from one and Graph calls to the other: either on loopback is the emulator (a real
 # authority with a loopback Graph URL would hand real tokens to a local process).
-_EMULATED = [name for name, url in (("MICROSOFT_AUTHORITY_HOST", MICROSOFT_AUTHORITY_HOST),
-                                    ("MICROSOFT_GRAPH_URL", MICROSOFT_GRAPH_URL))
-             if _is_loopback_url(url)]
+_EMULATED = [
+    name
+    for name, url in (
+        ("MICROSOFT_AUTHORITY_HOST", MICROSOFT_AUTHORITY_HOST),
+        ("MICROSOFT_GRAPH_URL", MICROSOFT_GRAPH_URL),
+    )
+    if _is_loopback_url(url)
+]
 USING_EMULATOR = bool(_EMULATED)
 if USING_EMULATOR and not MICROSOFT_ALLOW_EMULATOR:
     raise ImproperlyConfigured(
@@ -457,7 +475,8 @@ WHITENOISE_AUTOREFRESH = DEBUG
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
-        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage" if DEBUG
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
         else "whitenoise.storage.CompressedManifestStaticFilesStorage"
     },
 }
@@ -478,11 +497,18 @@ LOGGING = {
     "filters": {"context": {"()": "portal.logging.ContextFilter"}},
     "formatters": {
         "json": {"()": "portal.logging.JsonFormatter"},
-        "text": {"()": "portal.logging.TextFormatter",
-                 "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {
+            "()": "portal.logging.TextFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT,
-                             "filters": ["context"]}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.request": {"level": "ERROR"},

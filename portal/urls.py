@@ -12,8 +12,11 @@ urlpatterns = [
     path("metrics", metrics.metrics, name="metrics"),
     path("login/", public(access_views.PortalLoginView.as_view()), name="login"),
     path("login/microsoft/", access_views.sign_in_with_microsoft, name="sso_login"),
-    path("login/microsoft/callback", access_views.sign_in_with_microsoft_callback,
-         name="sso_callback"),
+    path(
+        "login/microsoft/callback",
+        access_views.sign_in_with_microsoft_callback,
+        name="sso_callback",
+    ),
     path("logout/", public(auth_views.LogoutView.as_view()), name="logout"),
     path("login/second-step/", access_views.second_factor, name="second_factor"),
     path("login/set-up/<str:token>/", access_views.mfa_enrol, name="mfa_enrol"),

@@ -22,8 +22,9 @@ CONFIGMAP = ROOT / "deploy" / "k8s" / "configmap.yaml"
 
 def production_environment() -> dict[str, str]:
     config = yaml.safe_load(CONFIGMAP.read_text(encoding="utf-8"))["data"]
-    env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TMPDIR")
-           if name in os.environ}
+    env = {
+        name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TMPDIR") if name in os.environ
+    }
     env.update({name: str(value) for name, value in config.items()})
     env.update(
         DJANGO_SETTINGS_MODULE="portal.settings",
@@ -38,8 +39,14 @@ def production_environment() -> dict[str, str]:
 
 
 def main() -> int:
-    command = [sys.executable, str(ROOT / "manage.py"), "check", "--deploy",
-               "--fail-level", "WARNING"]
+    command = [
+        sys.executable,
+        str(ROOT / "manage.py"),
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+    ]
     return subprocess.run(command, cwd=ROOT, env=production_environment()).returncode
 
 

@@ -20,8 +20,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "mypy-baseline.txt"
-ERROR = re.compile(r"^(?P<path>[^:]+):\d+(?::\d+)?: error: (?P<message>.*?)"
-                   r"(?:  \[(?P<code>[a-z-]+)\])?$")
+ERROR = re.compile(
+    r"^(?P<path>[^:]+):\d+(?::\d+)?: error: (?P<message>.*?)"
+    r"(?:  \[(?P<code>[a-z-]+)\])?$"
+)
 
 
 def parse(output: str) -> Counter[str]:
@@ -35,13 +37,26 @@ def parse(output: str) -> Counter[str]:
 
 
 def current_errors() -> Counter[str]:
-    result = subprocess.run([sys.executable, "-m", "mypy", "--no-pretty", "--no-error-summary",
-                             "--show-error-codes", "--hide-error-context"],
-                            cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--no-pretty",
+            "--no-error-summary",
+            "--show-error-codes",
+            "--hide-error-context",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     errors = parse(result.stdout)
     if result.returncode not in (0, 1) or (result.returncode == 1) != bool(errors):
-        sys.exit(f"mypy did not run as expected (exit {result.returncode}):\n"
-                 f"{result.stdout}{result.stderr}")
+        sys.exit(
+            f"mypy did not run as expected (exit {result.returncode}):\n"
+            f"{result.stdout}{result.stderr}"
+        )
     return errors
 
 
@@ -53,10 +68,13 @@ def read_baseline() -> Counter[str]:
 
 
 def write_baseline(errors: Counter[str]) -> None:
-    header = ("# Known mypy errors (scripts/typecheck.py). This list may only shrink: fix an "
-              "error, then\n# remove its line (python scripts/typecheck.py --update).\n")
-    BASELINE.write_text(header + "".join(f"{line}\n" for line in sorted(errors.elements())),
-                        encoding="utf-8")
+    header = (
+        "# Known mypy errors (scripts/typecheck.py). This list may only shrink: fix an "
+        "error, then\n# remove its line (python scripts/typecheck.py --update).\n"
+    )
+    BASELINE.write_text(
+        header + "".join(f"{line}\n" for line in sorted(errors.elements())), encoding="utf-8"
+    )
 
 
 def main() -> int:
@@ -69,17 +87,18 @@ def main() -> int:
         write_baseline(errors)
         for line in sorted(new.elements()):
             print(f"added (the baseline grew!): {line}")
-        print(f"{BASELINE.name}: {sum(errors.values())} errors "
-              f"({sum(baseline.values())} before).")
+        print(f"{BASELINE.name}: {sum(errors.values())} errors ({sum(baseline.values())} before).")
         return 0
     for line in sorted(new.elements()):
         print(f"new mypy error: {line}")
     for line in sorted(fixed.elements()):
         print(f"fixed, remove it from {BASELINE.name}: {line}")
     if new or fixed:
-        print(f"mypy: {sum(new.values())} new, {sum(fixed.values())} fixed but still listed "
-              f"(run mypy for line numbers; `python scripts/typecheck.py --update` after "
-              f"fixing).")
+        print(
+            f"mypy: {sum(new.values())} new, {sum(fixed.values())} fixed but still listed "
+            f"(run mypy for line numbers; `python scripts/typecheck.py --update` after "
+            f"fixing)."
+        )
         return 1
     print(f"mypy: no new errors ({sum(baseline.values())} known in {BASELINE.name}).")
     return 0

@@ -21,8 +21,9 @@ def _flush_past_the_audit_truncate_trigger() -> None:
     original = DatabaseOperations.sql_flush
 
     def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
-        statements = original(self, style, tables, reset_sequences=reset_sequences,
-                              allow_cascade=allow_cascade)
+        statements = original(
+            self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
+        )
         if not statements:
             return statements
         return ["SET LOCAL session_replication_role = replica", *statements]
@@ -60,14 +61,32 @@ PERSONAS = {
 PERSONA_PASSWORD = "correct horse battery staple 42"
 
 # The main navigation each role sees, in order.
-_NAV_COMMON = ["Dashboard", "Alerts", "Subscriptions", "Users & sync", "Jobs", "Messages",
-               "Graph calls"]
+_NAV_COMMON = [
+    "Dashboard",
+    "Alerts",
+    "Subscriptions",
+    "Users & sync",
+    "Jobs",
+    "Messages",
+    "Graph calls",
+]
 NAV_BY_ROLE = {
     "viewer": [*_NAV_COMMON, "Settings"],
     "support": [*_NAV_COMMON, "Verify", "Settings", "Audit log"],
     "operator": [*_NAV_COMMON, "Verify", "Settings", "Audit log"],
-    "admin": [*_NAV_COMMON, "Verify", "Settings", "Credentials", "API tokens", "People",
-              "Service clients", "Event endpoints", "Recovery", "Audit log", "Django admin"],
+    "admin": [
+        *_NAV_COMMON,
+        "Verify",
+        "Settings",
+        "Credentials",
+        "API tokens",
+        "People",
+        "Service clients",
+        "Event endpoints",
+        "Recovery",
+        "Audit log",
+        "Django admin",
+    ],
 }
 
 
@@ -140,13 +159,20 @@ def qcluster(transactional_db):
     started = []
 
     def start(workers: int = 2, **extra: str) -> subprocess.Popen:
-        env = subprocess_env(**{
-            "Q_WORKERS": str(workers), "Q_TIMEOUT": "20", "Q_RETRY": "30",
-            "JOB_HANDLER_MODULES": "tests.portal.jobs.handlers", **extra,
-        })
+        env = subprocess_env(
+            **{
+                "Q_WORKERS": str(workers),
+                "Q_TIMEOUT": "20",
+                "Q_RETRY": "30",
+                "JOB_HANDLER_MODULES": "tests.portal.jobs.handlers",
+                **extra,
+            }
+        )
         process = subprocess.Popen(
             [sys.executable, str(settings.BASE_DIR / "manage.py"), "qcluster"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         started.append(process)

@@ -33,11 +33,13 @@ Found 3 errors in 2 files (checked 2 source files)
 
 
 def test_errors_are_keyed_without_line_numbers_and_counted():
-    assert typecheck.parse(OUTPUT) == Counter({
-        'portal/a.py: [return-value] Incompatible return value type (got "str", expected '
-        '"int")': 2,
-        'integrations/b.py: [attr-defined] "HttpRequest" has no attribute "htmx"': 1,
-    })
+    assert typecheck.parse(OUTPUT) == Counter(
+        {
+            'portal/a.py: [return-value] Incompatible return value type (got "str", expected '
+            '"int")': 2,
+            'integrations/b.py: [attr-defined] "HttpRequest" has no attribute "htmx"': 1,
+        }
+    )
 
 
 @pytest.fixture

@@ -22,8 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import bench_env, setup_django
 
-BIG_TABLES = ("jobs_job", "audit_auditevent", "microsoft_graphcall", "microsoft_subscription",
-              "microsoft_syncstate", "jobs_jobattempt")
+BIG_TABLES = (
+    "jobs_job",
+    "audit_auditevent",
+    "microsoft_graphcall",
+    "microsoft_subscription",
+    "microsoft_syncstate",
+    "jobs_jobattempt",
+)
 
 
 def main() -> int:
@@ -31,9 +37,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="5 requests per page, not 20")
     args = parser.parse_args()
     repeats = 5 if args.quick else 20
-    env = bench_env(DATABASE_URL=os.environ.get(
-        "BENCH_SCALE_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/fleet_scale"),
-        ALLOWED_HOSTS="testserver")
+    env = bench_env(
+        DATABASE_URL=os.environ.get(
+            "BENCH_SCALE_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/fleet_scale"
+        ),
+        ALLOWED_HOSTS="testserver",
+    )
     setup_django(env)
 
     from django.contrib.auth import get_user_model
@@ -64,30 +73,75 @@ def main() -> int:
             return None
 
     pages = [
-        ("dashboard", url("console:dashboard"), False,
-         lambda: state_counts()),
-        ("jobs: dead", url("console:jobs", query="status=dead"), False,
-         lambda: list(Job.objects.filter(status="dead").order_by("-id")[:51])),
-        ("jobs: succeeded", url("console:jobs", query="status=succeeded"), False,
-         lambda: list(Job.objects.filter(status="succeeded").order_by("-id")[:51])),
-        ("jobs: table partial", url("console:jobs", query="status=dead&signature=a1b2c3d4e5f60718"),
-         True, lambda: list(Job.objects.filter(status="dead", error_signature="a1b2c3d4e5f60718")
-                            .order_by("-id")[:51])),
-        ("job detail", url("console:job_detail", some_job) if some_job else None, False,
-         lambda: Job.objects.get(pk=some_job)),
-        ("audit log", url("console:audit"), False,
-         lambda: list(AuditEvent.objects.order_by("-id")[:51])),
-        ("audit: filtered partial", url("console:audit", query="action=job.retry&outcome=denied"),
-         True, lambda: list(AuditEvent.objects.filter(action__startswith="job.retry",
-                                                      outcome="denied").order_by("-id")[:51])),
-        ("graph calls", url("console:graph_calls"), False,
-         lambda: list(GraphCall.objects.order_by("-created_at")[:51])),
-        ("subscriptions", url("console:subscriptions"), False,
-         lambda: list(Subscription.objects.order_by("expiration")[:51])),
-        ("users & sync", url("console:sync_users"), False,
-         lambda: list(MonitoredUser.objects.order_by("id")[:51])),
-        ("user detail", url("console:sync_user", some_user) if some_user else None, False,
-         lambda: MonitoredUser.objects.get(pk=some_user)),
+        ("dashboard", url("console:dashboard"), False, lambda: state_counts()),
+        (
+            "jobs: dead",
+            url("console:jobs", query="status=dead"),
+            False,
+            lambda: list(Job.objects.filter(status="dead").order_by("-id")[:51]),
+        ),
+        (
+            "jobs: succeeded",
+            url("console:jobs", query="status=succeeded"),
+            False,
+            lambda: list(Job.objects.filter(status="succeeded").order_by("-id")[:51]),
+        ),
+        (
+            "jobs: table partial",
+            url("console:jobs", query="status=dead&signature=a1b2c3d4e5f60718"),
+            True,
+            lambda: list(
+                Job.objects.filter(status="dead", error_signature="a1b2c3d4e5f60718").order_by(
+                    "-id"
+                )[:51]
+            ),
+        ),
+        (
+            "job detail",
+            url("console:job_detail", some_job) if some_job else None,
+            False,
+            lambda: Job.objects.get(pk=some_job),
+        ),
+        (
+            "audit log",
+            url("console:audit"),
+            False,
+            lambda: list(AuditEvent.objects.order_by("-id")[:51]),
+        ),
+        (
+            "audit: filtered partial",
+            url("console:audit", query="action=job.retry&outcome=denied"),
+            True,
+            lambda: list(
+                AuditEvent.objects.filter(
+                    action__startswith="job.retry", outcome="denied"
+                ).order_by("-id")[:51]
+            ),
+        ),
+        (
+            "graph calls",
+            url("console:graph_calls"),
+            False,
+            lambda: list(GraphCall.objects.order_by("-created_at")[:51]),
+        ),
+        (
+            "subscriptions",
+            url("console:subscriptions"),
+            False,
+            lambda: list(Subscription.objects.order_by("expiration")[:51]),
+        ),
+        (
+            "users & sync",
+            url("console:sync_users"),
+            False,
+            lambda: list(MonitoredUser.objects.order_by("id")[:51]),
+        ),
+        (
+            "user detail",
+            url("console:sync_user", some_user) if some_user else None,
+            False,
+            lambda: MonitoredUser.objects.get(pk=some_user),
+        ),
         ("alerts", url("console:alerts"), False, lambda: None),
     ]
     worst = 0.0
@@ -112,8 +166,11 @@ def main() -> int:
         else:
             for q in captured.captured_queries:
                 sql = q["sql"]
-                if re.search(r"COUNT\(\*\)", sql) and any(t in sql for t in BIG_TABLES) \
-                        and " WHERE " not in sql:
+                if (
+                    re.search(r"COUNT\(\*\)", sql)
+                    and any(t in sql for t in BIG_TABLES)
+                    and " WHERE " not in sql
+                ):
                     counted.append((label, sql[:160]))
             query_times = []
             for _ in range(repeats):
@@ -123,8 +180,10 @@ def main() -> int:
             p50 = statistics.median(timings)
             p95 = sorted(timings)[max(0, int(len(timings) * 0.95) - 1)]
             worst = max(worst, p95)
-            print(f"{label:<26}{p50:9.1f}{p95:9.1f}{statistics.median(query_times):10.1f}"
-                  f"  {len(captured.captured_queries)}")
+            print(
+                f"{label:<26}{p50:9.1f}{p95:9.1f}{statistics.median(query_times):10.1f}"
+                f"  {len(captured.captured_queries)}"
+            )
     for label, sql in counted:
         print(f"exact COUNT(*) over a big table on {label}: {sql}")
     print(f"worst p95: {worst:.1f} ms (target < 300 ms)")

@@ -55,10 +55,12 @@ def main() -> int:
     try:
         env = bench_env(
             MICROSOFT_AUTHORITY_HOST=emulator.authority_host,
-            MICROSOFT_GRAPH_URL=emulator.graph_url, MICROSOFT_TENANT_ID=emulator.tenant_id,
+            MICROSOFT_GRAPH_URL=emulator.graph_url,
+            MICROSOFT_TENANT_ID=emulator.tenant_id,
             MICROSOFT_CLIENT_ID=emulator.client_id,
             MICROSOFT_CLIENT_SECRET=emulator.client_secret,
-            MICROSOFT_CA_BUNDLE=emulator.ca_path, MICROSOFT_ALLOW_EMULATOR="true",
+            MICROSOFT_CA_BUNDLE=emulator.ca_path,
+            MICROSOFT_ALLOW_EMULATOR="true",
             # The client's own budget equals the emulator's rate (per 600 s, as in production).
             GRAPH_MAILBOX_BUDGET_PER_10_MIN=str(int(args.budget * 600 / args.window)),
             GRAPH_MAX_IN_PROCESS_WAIT_SECONDS="10",
@@ -87,13 +89,17 @@ def _reset_tables() -> None:
 def _monitor(user: dict) -> object:
     from integrations.microsoft.models import MonitoredUser
 
-    return MonitoredUser.objects.create(identifier=user["userPrincipalName"],
-                                        graph_id=user["id"], upn=user["userPrincipalName"],
-                                        watch_chat_messages=False)
+    return MonitoredUser.objects.create(
+        identifier=user["userPrincipalName"],
+        graph_id=user["id"],
+        upn=user["userPrincipalName"],
+        watch_chat_messages=False,
+    )
 
 
-def run_throttled(emulator, mailboxes: int, budget: int, window: float, duration: float
-                  ) -> dict[str, float]:
+def run_throttled(
+    emulator, mailboxes: int, budget: int, window: float, duration: float
+) -> dict[str, float]:
     from django.conf import settings
     from django.db import connection
 
@@ -103,14 +109,16 @@ def run_throttled(emulator, mailboxes: int, budget: int, window: float, duration
 
     _reset_tables()
     emulator.control.reset()
-    emulator.control.configure(throttling={"mailbox_requests": budget,
-                                           "mailbox_window_s": window})
+    emulator.control.configure(throttling={"mailbox_requests": budget, "mailbox_window_s": window})
     settings.SYNC_PAGE_SIZE = 10
     graph.reset_state()
     auth.invalidate()
     auth.app_token()
-    users = [u for u in emulator.control.tenant()["users"]
-             if not u["userPrincipalName"].startswith("fleet.bot")][:mailboxes]
+    users = [
+        u
+        for u in emulator.control.tenant()["users"]
+        if not u["userPrincipalName"].startswith("fleet.bot")
+    ][:mailboxes]
     states = [sync.ensure_state(_monitor(u).pk, "messages").pk for u in users]
     since = emulator.control.requests_log()[-1]["seq"] if emulator.control.requests_log() else 0
     stop_at = time.monotonic() + duration
@@ -139,10 +147,14 @@ def run_throttled(emulator, mailboxes: int, budget: int, window: float, duration
     if errors:
         print("errors:", *errors, sep="\n  ")
 
-    log = [e for e in emulator.control.requests_log(since=since, path=r"/messages/delta")
-           if e["mailbox"]]
-    retry_after = dict(GraphCall.objects.filter(status=429).values_list("request_id",
-                                                                        "retry_after"))
+    log = [
+        e
+        for e in emulator.control.requests_log(since=since, path=r"/messages/delta")
+        if e["mailbox"]
+    ]
+    retry_after = dict(
+        GraphCall.objects.filter(status=429).values_list("request_id", "retry_after")
+    )
     by_mailbox: dict[str, list[dict]] = defaultdict(list)
     for entry in log:
         by_mailbox[entry["mailbox"]].append(entry)
@@ -151,8 +163,7 @@ def run_throttled(emulator, mailboxes: int, budget: int, window: float, duration
         entries.sort(key=lambda e: e["monotonic"])
         start = entries[0]["monotonic"] + window  # the first window may hold a full budget
         end = entries[-1]["monotonic"]
-        accepted = sum(1 for e in entries if start <= e["monotonic"] <= end
-                       and e["status"] != 429)
+        accepted = sum(1 for e in entries if start <= e["monotonic"] <= end and e["status"] != 429)
         fractions.append(accepted / ((end - start) * budget / window))
         for entry in entries:
             if entry["status"] != 429:
@@ -162,10 +173,12 @@ def run_throttled(emulator, mailboxes: int, budget: int, window: float, duration
             closes = opened + float(retry_after.get(entry["request_id"]) or 0)
             violations += sum(1 for e in entries if opened < e["monotonic"] < closes)
     fraction = min(fractions) if fractions else 0.0
-    print(f"throttled: {len(by_mailbox)} mailboxes x {duration:.0f} s at {budget} requests / "
-          f"{window:g} s each; budget used {fraction:.1%} (worst mailbox; all: "
-          f"{', '.join(f'{f:.1%}' for f in fractions)}) (target >= 85%); 429s received: "
-          f"{throttled_total}; requests inside a Retry-After window: {violations} (target 0)")
+    print(
+        f"throttled: {len(by_mailbox)} mailboxes x {duration:.0f} s at {budget} requests / "
+        f"{window:g} s each; budget used {fraction:.1%} (worst mailbox; all: "
+        f"{', '.join(f'{f:.1%}' for f in fractions)}) (target >= 85%); 429s received: "
+        f"{throttled_total}; requests inside a Retry-After window: {violations} (target 0)"
+    )
     return {"fraction": fraction, "violations": violations}
 
 
@@ -182,8 +195,11 @@ def run_unthrottled(emulator, items: int) -> float:
     emulator.control.configure(throttling={"enabled": False})
     graph.reset_state()
     auth.invalidate()
-    user = next(u for u in emulator.control.tenant()["users"]
-                if not u["userPrincipalName"].startswith("fleet.bot"))
+    user = next(
+        u
+        for u in emulator.control.tenant()["users"]
+        if not u["userPrincipalName"].startswith("fleet.bot")
+    )
     seeded = time.perf_counter()
     seed_mail(emulator.control, user["userPrincipalName"], items)
     print(f"seeded {items} messages in {time.perf_counter() - seeded:.1f} s")
@@ -202,13 +218,18 @@ def run_unthrottled(emulator, items: int) -> float:
         assert run is not None and run.outcome == "succeeded", run
     engine = min(engine_times)
     total = SyncedItem.objects.filter(monitored_user=monitored).count()
-    print(f"sync engine: {total} items in {engine:.2f} s ({total / engine:,.0f} items/s, "
-          f"{run.pages} pages; best of {REPEATS}: "
-          f"{', '.join(f'{t:.2f}' for t in engine_times)} s)")
+    print(
+        f"sync engine: {total} items in {engine:.2f} s ({total / engine:,.0f} items/s, "
+        f"{run.pages} pages; best of {REPEATS}: "
+        f"{', '.join(f'{t:.2f}' for t in engine_times)} s)"
+    )
 
     # The floor: the same rows, in the same batches, inserted with bulk_create.
-    rows = list(SyncedItem.objects.filter(monitored_user=monitored).values(
-        "kind", "graph_id", "summary", "item_at", "data"))
+    rows = list(
+        SyncedItem.objects.filter(monitored_user=monitored).values(
+            "kind", "graph_id", "summary", "item_at", "data"
+        )
+    )
     for _ in range(REPEATS):
         SyncedItem.objects.all().delete()
         now = timezone.now()
@@ -216,14 +237,17 @@ def run_unthrottled(emulator, items: int) -> float:
         for offset in range(0, len(rows), 1000):
             with transaction.atomic():
                 SyncedItem.objects.bulk_create(
-                    SyncedItem(monitored_user=monitored, first_seen_at=now, updated_at=now,
-                               **row) for row in rows[offset:offset + 1000])
+                    SyncedItem(monitored_user=monitored, first_seen_at=now, updated_at=now, **row)
+                    for row in rows[offset : offset + 1000]
+                )
         plain_times.append(time.perf_counter() - started)
     plain = min(plain_times)
     ratio = (total / engine) / (len(rows) / plain)
-    print(f"plain bulk insert: {len(rows)} rows in {plain:.2f} s "
-          f"({len(rows) / plain:,.0f} rows/s; best of {REPEATS}: "
-          f"{', '.join(f'{t:.2f}' for t in plain_times)} s)")
+    print(
+        f"plain bulk insert: {len(rows)} rows in {plain:.2f} s "
+        f"({len(rows) / plain:,.0f} rows/s; best of {REPEATS}: "
+        f"{', '.join(f'{t:.2f}' for t in plain_times)} s)"
+    )
     print(f"ratio (sync engine / bulk insert): {ratio:.2f} (target >= 0.50)")
     return ratio
 

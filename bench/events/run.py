@@ -58,8 +58,9 @@ def main() -> int:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
-    env = bench_env(Q_WORKERS=str(args.workers), DEBUG="true",
-                    EVENT_ENDPOINT_ALLOWED_NETWORKS="127.0.0.0/8")
+    env = bench_env(
+        Q_WORKERS=str(args.workers), DEBUG="true", EVENT_ENDPOINT_ALLOWED_NETWORKS="127.0.0.0/8"
+    )
     ensure_database(env)
     setup_django(env)
 
@@ -87,8 +88,10 @@ def main() -> int:
     for n in range(args.endpoints):
         push.create_endpoint(actor, f"http://127.0.0.1:{port}/ep{n}")
     with transaction.atomic():
-        emit_many(("mail.received", {"graphId": f"m{i}", "subject": "bench"}, "bench", None)
-                  for i in range(count))
+        emit_many(
+            ("mail.received", {"graphId": f"m{i}", "subject": "bench"}, "bench", None)
+            for i in range(count)
+        )
     OrmQ.objects.all().delete()  # the commit's fan-out kick: the timed run starts it itself
     Job.objects.all().delete()
     started = time.perf_counter()
@@ -104,10 +107,14 @@ def main() -> int:
     finally:
         stop(cluster)
     push_jobs_per_s = deliveries / drain
-    print(f"fan-out: {deliveries} delivery jobs for {count} events x {args.endpoints} endpoints "
-          f"made in {fan_out_seconds:.2f}s")
-    print(f"   push: drained in {drain:6.2f}s ({push_jobs_per_s:6.0f} delivery jobs/s, "
-          f"{expected / drain:7.0f} events delivered/s)")
+    print(
+        f"fan-out: {deliveries} delivery jobs for {count} events x {args.endpoints} endpoints "
+        f"made in {fan_out_seconds:.2f}s"
+    )
+    print(
+        f"   push: drained in {drain:6.2f}s ({push_jobs_per_s:6.0f} delivery jobs/s, "
+        f"{expected / drain:7.0f} events delivered/s)"
+    )
 
     # 2. The plain Job layer: as many no-op jobs, the same cluster settings.
     reset()
@@ -116,8 +123,12 @@ def main() -> int:
             enqueue("jobs.noop")
     cluster = start_cluster(env)
     try:
-        noop_drain = wait_for(lambda: not Job.objects.exclude(status="succeeded").exists()
-                              and not OrmQ.objects.exists(), timeout=600)
+        noop_drain = wait_for(
+            lambda: (
+                not Job.objects.exclude(status="succeeded").exists() and not OrmQ.objects.exists()
+            ),
+            timeout=600,
+        )
     finally:
         stop(cluster)
     noop_per_s = deliveries / noop_drain
@@ -146,8 +157,10 @@ def main() -> int:
     latencies.sort()
     p50 = statistics.median(latencies)
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    print(f"latency commit → receiver over {len(latencies)} events: p50 {p50 * 1000:.0f} ms, "
-          f"p99 {p99 * 1000:.0f} ms (target p99 < 5 s)")
+    print(
+        f"latency commit → receiver over {len(latencies)} events: p50 {p50 * 1000:.0f} ms, "
+        f"p99 {p99 * 1000:.0f} ms (target p99 < 5 s)"
+    )
     server.shutdown()
     return 0 if ratio >= 0.7 and p99 < 5 else 1
 

@@ -57,14 +57,21 @@ def main() -> int:
             if name == "plain django-q2":
                 drain = wait_for(lambda: not OrmQ.objects.exists(), timeout=600)
             else:
-                drain = wait_for(lambda: not Job.objects.exclude(status="succeeded").exists()
-                                 and not OrmQ.objects.exists(), timeout=600)
+                drain = wait_for(
+                    lambda: (
+                        not Job.objects.exclude(status="succeeded").exists()
+                        and not OrmQ.objects.exists()
+                    ),
+                    timeout=600,
+                )
         finally:
             stop(cluster)
         results[name] = (enqueue_seconds, drain)
-        print(f"{name:>16}: enqueue {count} in {enqueue_seconds:6.2f}s "
-              f"({count / enqueue_seconds:7.0f}/s); drain in {drain:6.2f}s "
-              f"({count / drain:6.0f} jobs/s)")
+        print(
+            f"{name:>16}: enqueue {count} in {enqueue_seconds:6.2f}s "
+            f"({count / enqueue_seconds:7.0f}/s); drain in {drain:6.2f}s "
+            f"({count / drain:6.0f} jobs/s)"
+        )
     ratio = results["plain django-q2"][1] / results["Job layer"][1]
     print(f"ratio (Job layer throughput / plain django-q2): {ratio:.2f} (target >= 0.70)")
     return 0 if ratio >= 0.7 else 1

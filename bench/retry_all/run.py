@@ -45,9 +45,17 @@ def main() -> int:
         Job.objects.all().delete()
         for start in range(0, count, 10_000):
             Job.objects.bulk_create(
-                Job(job_type="jobs.noop", status=Job.Status.DEAD, attempts=5, runs=5,
-                    last_error="Transient: 503", error_signature="5f3a9c0d1e2b4a67",
-                    payload={"n": n}) for n in range(start, min(count, start + 10_000)))
+                Job(
+                    job_type="jobs.noop",
+                    status=Job.Status.DEAD,
+                    attempts=5,
+                    runs=5,
+                    last_error="Transient: 503",
+                    error_signature="5f3a9c0d1e2b4a67",
+                    payload={"n": n},
+                )
+                for n in range(start, min(count, start + 10_000))
+            )
         with connection.cursor() as cursor:
             cursor.execute(f"VACUUM ANALYZE {Job._meta.db_table}")
 
@@ -66,11 +74,15 @@ def main() -> int:
     operation.refresh_from_db()
     queued = OrmQ.objects.count() - 1  # the bulk job's own broker row stays: no worker ran it
     pending = Job.objects.filter(status=Job.Status.PENDING, job_type="jobs.noop").count()
-    print(f"retry-all: froze {operation.total} ids in {frozen:5.2f}s; all queued after "
-          f"{elapsed:6.2f}s ({count / elapsed:,.0f} jobs/s); operation {operation.status}, "
-          f"{pending} pending, {queued} broker rows")
-    print(f"ratio (retry-all time / plain UPDATE time): {elapsed / baseline:.1f}; "
-          f"target: all {count:,} queued in <= 30 s")
+    print(
+        f"retry-all: froze {operation.total} ids in {frozen:5.2f}s; all queued after "
+        f"{elapsed:6.2f}s ({count / elapsed:,.0f} jobs/s); operation {operation.status}, "
+        f"{pending} pending, {queued} broker rows"
+    )
+    print(
+        f"ratio (retry-all time / plain UPDATE time): {elapsed / baseline:.1f}; "
+        f"target: all {count:,} queued in <= 30 s"
+    )
     ok = pending == count and queued == count and elapsed <= 30
     return 0 if ok else 1
 

@@ -16,8 +16,12 @@ import requests
 
 
 def main() -> None:
-    url, bodies_file, seconds, concurrency = sys.argv[1], sys.argv[2], float(sys.argv[3]), \
-        int(sys.argv[4])
+    url, bodies_file, seconds, concurrency = (
+        sys.argv[1],
+        sys.argv[2],
+        float(sys.argv[3]),
+        int(sys.argv[4]),
+    )
     rate = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0  # total requests/s; 0 = flat out
     with open(bodies_file) as handle:
         bodies = json.load(handle)
@@ -44,9 +48,12 @@ def main() -> None:
                     time.sleep(pause)
             t0 = time.perf_counter()
             try:
-                response = session.post(url, data=bodies[index],
-                                        headers={"Content-Type": "application/json"},
-                                        timeout=10)
+                response = session.post(
+                    url,
+                    data=bodies[index],
+                    headers={"Content-Type": "application/json"},
+                    timeout=10,
+                )
                 status = str(response.status_code)
             except requests.RequestException as exc:
                 status = type(exc).__name__
@@ -61,8 +68,16 @@ def main() -> None:
     for thread in threads:
         thread.join()
     wall = time.monotonic() - start
-    print(json.dumps({"sent": len(latencies), "wall": wall, "statuses": statuses,
-                      "latencies_ms": sorted(latencies)}))
+    print(
+        json.dumps(
+            {
+                "sent": len(latencies),
+                "wall": wall,
+                "statuses": statuses,
+                "latencies_ms": sorted(latencies),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,11 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
     seconds = 6 if args.quick else 20
-    env = bench_env(DJANGO_SETTINGS_MODULE="bench.webhook_ingest.settings",
-                    ALLOWED_HOSTS="127.0.0.1,localhost", LOG_LEVEL="ERROR")
+    env = bench_env(
+        DJANGO_SETTINGS_MODULE="bench.webhook_ingest.settings",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        LOG_LEVEL="ERROR",
+    )
     ensure_database(env)
     setup_django(env)
 
@@ -61,8 +64,9 @@ def main() -> int:
     from portal.jobs.models import Job
 
     with connection.cursor() as cursor:
-        cursor.execute("CREATE TABLE IF NOT EXISTS bench_baseline_row "
-                       "(id bigserial PRIMARY KEY, body text)")
+        cursor.execute(
+            "CREATE TABLE IF NOT EXISTS bench_baseline_row (id bigserial PRIMARY KEY, body text)"
+        )
         cursor.execute("TRUNCATE bench_baseline_row")
     NotificationInbox.objects.all().delete()
     Job.objects.filter(job_type="graph.process_notifications").delete()
@@ -70,16 +74,23 @@ def main() -> int:
     MonitoredUser.objects.filter(identifier__startswith="bench").delete()
     subs = []
     for n in range(SUBSCRIPTIONS):
-        user = MonitoredUser.objects.create(identifier=f"bench{n}@fleetdemo.onmicrosoft.com",
-                                            upn=f"bench{n}@fleetdemo.onmicrosoft.com",
-                                            graph_id=str(uuid.uuid4()))
+        user = MonitoredUser.objects.create(
+            identifier=f"bench{n}@fleetdemo.onmicrosoft.com",
+            upn=f"bench{n}@fleetdemo.onmicrosoft.com",
+            graph_id=str(uuid.uuid4()),
+        )
         secret = uuid.uuid4().hex
         sub = Subscription.objects.create(
-            monitored_user=user, kind="messages", graph_id=str(uuid.uuid4()),
+            monitored_user=user,
+            kind="messages",
+            graph_id=str(uuid.uuid4()),
             resource=f"users/{user.graph_id}/mailFolders('inbox')/messages",
-            change_types="created,updated", notification_url="http://x/api/webhooks/mail",
-            client_state_encrypted=crypto.encrypt(secret), state=Subscription.State.ACTIVE,
-            expiration=timezone.now() + timedelta(days=2))
+            change_types="created,updated",
+            notification_url="http://x/api/webhooks/mail",
+            client_state_encrypted=crypto.encrypt(secret),
+            state=Subscription.State.ACTIVE,
+            expiration=timezone.now() + timedelta(days=2),
+        )
         subs.append((sub, user, secret))
 
     def batch(size: int, serial: int) -> str:
@@ -87,22 +98,39 @@ def main() -> int:
         for i in range(size):
             sub, user, secret = subs[(serial + i) % len(subs)]
             message_id = f"AAMk{serial:09d}x{i:02d}"
-            items.append({
-                "subscriptionId": sub.graph_id, "clientState": secret, "changeType": "created",
-                "subscriptionExpirationDateTime": sub.expiration.isoformat(),
-                "tenantId": "bench-tenant",
-                "resource": f"Users/{user.graph_id}/Messages/{message_id}",
-                "resourceData": {"@odata.type": "#Microsoft.Graph.Message",
-                                 "@odata.id": f"Users/{user.graph_id}/Messages/{message_id}",
-                                 "@odata.etag": f'W/"{serial}-{i}"', "id": message_id},
-            })
+            items.append(
+                {
+                    "subscriptionId": sub.graph_id,
+                    "clientState": secret,
+                    "changeType": "created",
+                    "subscriptionExpirationDateTime": sub.expiration.isoformat(),
+                    "tenantId": "bench-tenant",
+                    "resource": f"Users/{user.graph_id}/Messages/{message_id}",
+                    "resourceData": {
+                        "@odata.type": "#Microsoft.Graph.Message",
+                        "@odata.id": f"Users/{user.graph_id}/Messages/{message_id}",
+                        "@odata.etag": f'W/"{serial}-{i}"',
+                        "id": message_id,
+                    },
+                }
+            )
         return json.dumps({"value": items})
 
     port = free_port()
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "portal.wsgi:application", "--bind",
-         f"127.0.0.1:{port}", "--workers", str(args.workers), "--log-level", "error"],
-        env=env, cwd=ROOT)
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "portal.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(args.workers),
+            "--log-level",
+            "error",
+        ],
+        env=env,
+        cwd=ROOT,
+    )
     try:
         import requests
 
@@ -122,27 +150,43 @@ def main() -> int:
                     json.dump(bodies, handle)
                 path = "/bench/baseline" if target == "baseline" else "/api/webhooks/mail"
                 out = subprocess.run(
-                    [sys.executable, str(Path(__file__).parent / "loadgen.py"),
-                     f"http://127.0.0.1:{port}{path}", handle.name, str(seconds),
-                     str(args.concurrency)], capture_output=True, text=True, check=True)
+                    [
+                        sys.executable,
+                        str(Path(__file__).parent / "loadgen.py"),
+                        f"http://127.0.0.1:{port}{path}",
+                        handle.name,
+                        str(seconds),
+                        str(args.concurrency),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 os.unlink(handle.name)
                 stats = json.loads(out.stdout)
                 latencies = stats["latencies_ms"]
                 accepted = stats["statuses"].get("202", 0)
                 results[(size, target)] = {
-                    "rps": stats["sent"] / stats["wall"], "accepted": accepted,
-                    "statuses": stats["statuses"], "p50": percentile(latencies, 0.50),
-                    "p95": percentile(latencies, 0.95), "p99": percentile(latencies, 0.99)}
+                    "rps": stats["sent"] / stats["wall"],
+                    "accepted": accepted,
+                    "statuses": stats["statuses"],
+                    "p50": percentile(latencies, 0.50),
+                    "p95": percentile(latencies, 0.95),
+                    "p99": percentile(latencies, 0.99),
+                }
                 r = results[(size, target)]
-                print(f"batch {size:>2} {target:>8}: {r['rps']:7.0f} req/s "
-                      f"{r['rps'] * size:8.0f} notifications/s  p50 {r['p50']:6.1f} ms  "
-                      f"p95 {r['p95']:6.1f} ms  p99 {r['p99']:6.1f} ms  {r['statuses']}")
+                print(
+                    f"batch {size:>2} {target:>8}: {r['rps']:7.0f} req/s "
+                    f"{r['rps'] * size:8.0f} notifications/s  p50 {r['p50']:6.1f} ms  "
+                    f"p95 {r['p95']:6.1f} ms  p99 {r['p99']:6.1f} ms  {r['statuses']}"
+                )
         ok = True
         for size in (1, 10):
             ratio = results[(size, "webhook")]["rps"] / results[(size, "baseline")]["rps"]
             ok &= ratio >= 0.6
-            print(f"batch {size:>2}: ratio webhook/baseline requests/s = {ratio:.2f} "
-                  f"(target >= 0.60)")
+            print(
+                f"batch {size:>2}: ratio webhook/baseline requests/s = {ratio:.2f} (target >= 0.60)"
+            )
         # p99 at half of the peak the receiver reached with single notifications.
         half = results[(1, "webhook")]["rps"] / 2
         bodies = [batch(1, serial + n) for n in range(int(half * seconds) + 10)]
@@ -150,23 +194,40 @@ def main() -> int:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
             json.dump(bodies, handle)
         out = subprocess.run(
-            [sys.executable, str(Path(__file__).parent / "loadgen.py"),
-             f"http://127.0.0.1:{port}/api/webhooks/mail", handle.name, str(seconds),
-             str(args.concurrency), str(half)], capture_output=True, text=True, check=True)
+            [
+                sys.executable,
+                str(Path(__file__).parent / "loadgen.py"),
+                f"http://127.0.0.1:{port}/api/webhooks/mail",
+                handle.name,
+                str(seconds),
+                str(args.concurrency),
+                str(half),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         os.unlink(handle.name)
         stats = json.loads(out.stdout)
         p99 = percentile(stats["latencies_ms"], 0.99)
         results[("half", "webhook")] = {"accepted": stats["statuses"].get("202", 0)}
         ok &= p99 < 100
-        print(f"at half of peak ({half:.0f} req/s): p99 {p99:.1f} ms (target < 100 ms); "
-              f"{stats['statuses']}")
-        accepted = sum(r["accepted"] * (size if isinstance(size, int) else 1)
-                       for (size, target), r in results.items() if target == "webhook")
+        print(
+            f"at half of peak ({half:.0f} req/s): p99 {p99:.1f} ms (target < 100 ms); "
+            f"{stats['statuses']}"
+        )
+        accepted = sum(
+            r["accepted"] * (size if isinstance(size, int) else 1)
+            for (size, target), r in results.items()
+            if target == "webhook"
+        )
         stored = NotificationInbox.objects.count()
         lost = accepted - stored
         ok &= lost == 0
-        print(f"accepted notifications {accepted}, in the inbox {stored}: "
-              f"{'nothing lost' if lost == 0 else f'{lost} LOST'}")
+        print(
+            f"accepted notifications {accepted}, in the inbox {stored}: "
+            f"{'nothing lost' if lost == 0 else f'{lost} LOST'}"
+        )
     finally:
         server.terminate()
         server.wait(timeout=20)

@@ -13,8 +13,9 @@ TABLE = "bench_baseline_row"
 def baseline(request: HttpRequest) -> HttpResponse:
     """The floor: the same stack (middleware, gunicorn, PostgreSQL) inserting one row."""
     with connection.cursor() as cursor:
-        cursor.execute(f"INSERT INTO {TABLE} (body) VALUES (%s)",
-                       [request.body.decode("utf-8", "replace")])
+        cursor.execute(
+            f"INSERT INTO {TABLE} (body) VALUES (%s)", [request.body.decode("utf-8", "replace")]
+        )
     return HttpResponse(status=202)
 
 

@@ -9,8 +9,10 @@ from .cli import add_arguments, run_from_options
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m integrations.graph_emulator",
-                                     description="Microsoft Graph / identity emulator")
+    parser = argparse.ArgumentParser(
+        prog="python -m integrations.graph_emulator",
+        description="Microsoft Graph / identity emulator",
+    )
     add_arguments(parser)
     return run_from_options(vars(parser.parse_args(argv)))
 

@@ -15,11 +15,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--state-dir", default=".graph-emulator")
     parser.add_argument("--demo", action="store_true", help="generate mail/chat traffic")
-    parser.add_argument("--demo-interval", type=float, default=None,
-                        help="seconds between generated messages (demo mode)")
+    parser.add_argument(
+        "--demo-interval",
+        type=float,
+        default=None,
+        help="seconds between generated messages (demo mode)",
+    )
     parser.add_argument("--control-token", default=None)
-    parser.add_argument("--config", default=None,
-                        help="JSON object or path to a JSON file with config overrides")
+    parser.add_argument(
+        "--config", default=None, help="JSON object or path to a JSON file with config overrides"
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--log-level", default="INFO")
 
@@ -34,6 +39,13 @@ def run_from_options(opts: dict[str, Any]) -> int:
         config = json.loads(text if text.startswith("{") else Path(text).read_text())
     if opts.get("demo_interval") is not None:
         config.setdefault("demo", {})["interval_s"] = float(opts["demo_interval"])
-    return run(port=int(opts["port"]), state_dir=opts["state_dir"], host=opts["host"],
-               demo=bool(opts["demo"]), control_token=opts.get("control_token"),
-               config=config or None, seed=int(opts["seed"]), log_level=opts["log_level"])
+    return run(
+        port=int(opts["port"]),
+        state_dir=opts["state_dir"],
+        host=opts["host"],
+        demo=bool(opts["demo"]),
+        control_token=opts.get("control_token"),
+        config=config or None,
+        seed=int(opts["seed"]),
+        log_level=opts["log_level"],
+    )

@@ -123,8 +123,7 @@ class Config:
                     if isinstance(old, bool) and not isinstance(value, bool):
                         raise ConfigError(f"{section}.{key} must be a boolean")
                     numeric = isinstance(old, (int, float)) and not isinstance(old, bool)
-                    if numeric and (isinstance(value, bool)
-                                    or not isinstance(value, (int, float))):
+                    if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))):
                         raise ConfigError(f"{section}.{key} must be a number")
                     self._data[section][key] = value
 

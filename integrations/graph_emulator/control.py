@@ -104,15 +104,28 @@ def create_mail(app: EmulatorApp, spec: dict[str, Any]) -> dict[str, Any]:
         if folder is None:
             raise ControlError(404, "unknown folder")
         body = spec.get("body") or ""
-        body_obj = body if isinstance(body, dict) else {
-            "contentType": spec.get("content_type") or "text", "content": str(body)}
-        msg = build_message(sender=sender, to=[email_address(rcpt)],
-                            subject=str(spec.get("subject") or "(no subject)"), body=body_obj,
-                            when=st.clock.now(), is_read=bool(spec.get("is_read", False)),
-                            headers=spec.get("internetMessageHeaders"), domain=st.domain)
+        body_obj = (
+            body
+            if isinstance(body, dict)
+            else {"contentType": spec.get("content_type") or "text", "content": str(body)}
+        )
+        msg = build_message(
+            sender=sender,
+            to=[email_address(rcpt)],
+            subject=str(spec.get("subject") or "(no subject)"),
+            body=body_obj,
+            when=st.clock.now(),
+            is_read=bool(spec.get("is_read", False)),
+            headers=spec.get("internetMessageHeaders"),
+            domain=st.domain,
+        )
         st.put_message(rcpt["id"], folder, msg)
-        return {"id": msg["id"], "user_id": rcpt["id"], "folder_id": folder,
-                "internetMessageId": msg["internetMessageId"]}
+        return {
+            "id": msg["id"],
+            "user_id": rcpt["id"],
+            "folder_id": folder,
+            "internetMessageId": msg["internetMessageId"],
+        }
 
 
 def create_chat_message(app: EmulatorApp, spec: dict[str, Any]) -> dict[str, Any]:
@@ -125,18 +138,27 @@ def create_chat_message(app: EmulatorApp, spec: dict[str, Any]) -> dict[str, Any
             if team is None or str(spec.get("channel_id")) not in team.channels:
                 raise ControlError(404, "unknown team/channel")
             sender = _user(app, str(spec.get("from") or st.users[team.members[0]]["id"]))
-            msg = st.chat_message(sender["id"], content, ctype, team_id=team.data["id"],
-                                  channel_id=str(spec["channel_id"]))
+            msg = st.chat_message(
+                sender["id"],
+                content,
+                ctype,
+                team_id=team.data["id"],
+                channel_id=str(spec["channel_id"]),
+            )
             st.post_channel_message(team.data["id"], str(spec["channel_id"]), msg)
-            return {"id": msg["id"], "team_id": team.data["id"],
-                    "channel_id": spec["channel_id"]}
+            return {"id": msg["id"], "team_id": team.data["id"], "channel_id": spec["channel_id"]}
         chat_id = spec.get("chat_id")
         if chat_id is None:
             a = _user(app, str(spec["from"]))
             b = _user(app, str(spec["to"]))
-            chat_id = next((c.data["id"] for c in st.chats.values()
-                            if c.data["chatType"] == "oneOnOne"
-                            and set(c.members) == {a["id"], b["id"]}), None)
+            chat_id = next(
+                (
+                    c.data["id"]
+                    for c in st.chats.values()
+                    if c.data["chatType"] == "oneOnOne" and set(c.members) == {a["id"], b["id"]}
+                ),
+                None,
+            )
             if chat_id is None:
                 raise ControlError(404, "no 1:1 chat between those users")
         chat = st.chats.get(str(chat_id))
@@ -164,18 +186,39 @@ def _route(app: EmulatorApp, req: Request, segs: list[str]) -> Response:
     if path == "tenant" and m == "GET":
         with st.lock:
             info = app.tenant_info()
-            info.update({
-                "users": [{"id": u["id"], "userPrincipalName": u["userPrincipalName"],
-                           "displayName": u["displayName"], "jobTitle": u["jobTitle"]}
-                          for u in st.users.values()],
-                "chats": [{"id": c.data["id"], "chatType": c.data["chatType"],
-                           "topic": c.data["topic"], "members": list(c.members)}
-                          for c in st.chats.values()],
-                "teams": [{"id": t.data["id"], "displayName": t.data["displayName"],
-                           "channels": [{"id": ch.data["id"], "displayName":
-                                         ch.data["displayName"]} for ch in t.channels.values()]}
-                          for t in st.teams.values()],
-            })
+            info.update(
+                {
+                    "users": [
+                        {
+                            "id": u["id"],
+                            "userPrincipalName": u["userPrincipalName"],
+                            "displayName": u["displayName"],
+                            "jobTitle": u["jobTitle"],
+                        }
+                        for u in st.users.values()
+                    ],
+                    "chats": [
+                        {
+                            "id": c.data["id"],
+                            "chatType": c.data["chatType"],
+                            "topic": c.data["topic"],
+                            "members": list(c.members),
+                        }
+                        for c in st.chats.values()
+                    ],
+                    "teams": [
+                        {
+                            "id": t.data["id"],
+                            "displayName": t.data["displayName"],
+                            "channels": [
+                                {"id": ch.data["id"], "displayName": ch.data["displayName"]}
+                                for ch in t.channels.values()
+                            ],
+                        }
+                        for t in st.teams.values()
+                    ],
+                }
+            )
         return _ok(info)
 
     # ---------------------------------------------------------------- faults
@@ -210,9 +253,13 @@ def _route(app: EmulatorApp, req: Request, segs: list[str]) -> Response:
             entries = [e for e in entries if e["kind"] == q["kind"]]
         return _ok({"value": entries})
     if path == "deliveries" and m == "GET":
-        return _ok({"value": app.delivery.deliveries(int(q.get("since") or 0)),
-                    "pending": app.delivery.pending_count(),
-                    "endpoints": app.delivery.endpoint_states()})
+        return _ok(
+            {
+                "value": app.delivery.deliveries(int(q.get("since") or 0)),
+                "pending": app.delivery.pending_count(),
+                "endpoints": app.delivery.endpoint_states(),
+            }
+        )
 
     # ---------------------------------------------------------------- state
     if path == "reset" and m == "POST":
@@ -285,8 +332,13 @@ def _route(app: EmulatorApp, req: Request, segs: list[str]) -> Response:
     # ---------------------------------------------------------------- subscriptions
     if path == "subscriptions" and m == "GET":
         with st.lock:
-            return _ok({"value": [dict(s.to_json(), spec=s.spec.__dict__)
-                                  for s in st.subscriptions.values()]})
+            return _ok(
+                {
+                    "value": [
+                        dict(s.to_json(), spec=s.spec.__dict__) for s in st.subscriptions.values()
+                    ]
+                }
+            )
     if len(segs) == 3 and segs[0] == "subscriptions" and segs[2] == "remove" and m == "POST":
         with st.lock:
             sub = st.subscriptions.pop(segs[1], None)
@@ -316,13 +368,14 @@ def _route(app: EmulatorApp, req: Request, segs: list[str]) -> Response:
         if m == "POST":
             body = _body(req)
             with st.lock:
-                a = App(client_id=str(body.get("client_id") or uuid.uuid4()),
-                        display_name=str(body.get("display_name") or "Test app"),
-                        sp_id=str(uuid.uuid4()))
+                a = App(
+                    client_id=str(body.get("client_id") or uuid.uuid4()),
+                    display_name=str(body.get("display_name") or "Test app"),
+                    sp_id=str(uuid.uuid4()),
+                )
                 if "roles" in body:
                     a.roles = set(body["roles"])
-                secret = Secret(str(uuid.uuid4()), secrets.token_urlsafe(30),
-                                start=app.clock.now())
+                secret = Secret(str(uuid.uuid4()), secrets.token_urlsafe(30), start=app.clock.now())
                 a.secrets.append(secret)
                 st.apps[a.client_id] = a
             return _ok({**a.public(), "client_secret": secret.value}, 201)
@@ -352,10 +405,13 @@ def _route(app: EmulatorApp, req: Request, segs: list[str]) -> Response:
                     end = parse_iso(str(body["expires_at"]))
                 elif body.get("expires_in_seconds") is not None:
                     end = now + timedelta(seconds=float(body["expires_in_seconds"]))
-                secret = Secret(str(uuid.uuid4()), str(body.get("value")
-                                                       or secrets.token_urlsafe(30)),
-                                display_name=str(body.get("display_name") or "rotated"),
-                                start=now, end=end)
+                secret = Secret(
+                    str(uuid.uuid4()),
+                    str(body.get("value") or secrets.token_urlsafe(30)),
+                    display_name=str(body.get("display_name") or "rotated"),
+                    start=now,
+                    end=end,
+                )
                 a.secrets.append(secret)
                 return _ok({**secret.public(), "secretText": secret.value}, 201)
             if len(rest) >= 2 and rest[0] == "secrets":
@@ -392,14 +448,25 @@ def snapshot(app: EmulatorApp) -> dict[str, Any]:
             "domain": st.domain,
             "clock": app.clock.now().isoformat(),
             "users": list(st.users.values()),
-            "mailboxes": {uid: {"folders": list(mb.folders.values()),
-                                "messages": list(mb.messages.values())}
-                          for uid, mb in st.mailboxes.items()},
-            "chats": [{"chat": c.data, "members": c.members,
-                       "messages": list(c.messages.values())} for c in st.chats.values()],
-            "teams": [{"team": t.data, "members": t.members,
-                       "channels": [{"channel": ch.data, "messages": list(ch.messages.values())}
-                                    for ch in t.channels.values()]} for t in st.teams.values()],
+            "mailboxes": {
+                uid: {"folders": list(mb.folders.values()), "messages": list(mb.messages.values())}
+                for uid, mb in st.mailboxes.items()
+            },
+            "chats": [
+                {"chat": c.data, "members": c.members, "messages": list(c.messages.values())}
+                for c in st.chats.values()
+            ],
+            "teams": [
+                {
+                    "team": t.data,
+                    "members": t.members,
+                    "channels": [
+                        {"channel": ch.data, "messages": list(ch.messages.values())}
+                        for ch in t.channels.values()
+                    ],
+                }
+                for t in st.teams.values()
+            ],
             "subscriptions": [s.to_json() for s in st.subscriptions.values()],
             "apps": [a.public() for a in st.apps.values()],
             "sent": list(st.sent_log),

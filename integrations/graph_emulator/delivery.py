@@ -52,8 +52,9 @@ class EndpointStats:
 
 
 class DeliveryManager:
-    def __init__(self, state: EmulatorState, config: Config,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self, state: EmulatorState, config: Config, rng: random.Random | None = None
+    ) -> None:
         self.state = state
         self.config = config
         self.rng = rng or random.Random()
@@ -64,8 +65,7 @@ class DeliveryManager:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="graph-emu-deliver")
-        self.log: deque[dict[str, Any]] = deque(
-            maxlen=int(config.get("logs", "delivery_log_size")))
+        self.log: deque[dict[str, Any]] = deque(maxlen=int(config.get("logs", "delivery_log_size")))
         self._log_seq = 0
         self._last_schedule = 0.0
         state.notifier = self.enqueue
@@ -103,15 +103,24 @@ class DeliveryManager:
                 due = now + float(cfg["batch_delay_s"])
                 ep = self._endpoints.get(sub.notification_url)
                 if ep is not None and ep.mode == "drop" and now < ep.drop_until:
-                    self._record({"event": "dropped", "url": sub.notification_url,
-                                  "reason": "endpoint in drop state", "items": [item]})
+                    self._record(
+                        {
+                            "event": "dropped",
+                            "url": sub.notification_url,
+                            "reason": "endpoint in drop state",
+                            "items": [item],
+                        }
+                    )
                     continue
                 if ep is not None and ep.mode == "slow":
                     due += float(cfg["slow_delay_s"])
                 if cfg["reorder_probability"] and self.rng.random() < cfg["reorder_probability"]:
                     due += float(cfg["batch_delay_s"]) * 3 + 0.3
-                self._pending.append(Pending(sub.notification_url, item, sub.id, False, now, due,
-                                             family=sub.spec.family))
+                self._pending.append(
+                    Pending(
+                        sub.notification_url, item, sub.id, False, now, due, family=sub.spec.family
+                    )
+                )
             self._cv.notify_all()
 
     def enqueue_lifecycle(self, sub: Subscription, event: str) -> bool:
@@ -128,8 +137,7 @@ class DeliveryManager:
         }
         now = time.monotonic()
         with self._cv:
-            self._pending.append(Pending(url, item, sub.id, True, now, now,
-                                         family=sub.spec.family))
+            self._pending.append(Pending(url, item, sub.id, True, now, now, family=sub.spec.family))
             self._cv.notify_all()
         return True
 
@@ -165,9 +173,11 @@ class DeliveryManager:
                     log.info("subscription %s expired and was deleted", sub.id)
                     self._record({"event": "expired", "subscriptionId": sub.id})
                     continue
-                if sub.lifecycle_url and sub.expiration - now <= before and (
-                        sub.last_reauth_notice is None
-                        or now - sub.last_reauth_notice >= interval):
+                if (
+                    sub.lifecycle_url
+                    and sub.expiration - now <= before
+                    and (sub.last_reauth_notice is None or now - sub.last_reauth_notice >= interval)
+                ):
                     sub.last_reauth_notice = now
                     self.enqueue_lifecycle(sub, "reauthorizationRequired")
 
@@ -189,7 +199,7 @@ class DeliveryManager:
                 # lifecycle notifications first, then in creation order
                 items.sort(key=lambda p: (not p.lifecycle, p.created))
                 batch = items[: int(cfg["batch_max"])]
-                keep.extend(items[int(cfg["batch_max"]):])
+                keep.extend(items[int(cfg["batch_max"]) :])
                 self._inflight_urls.add(url)
                 batches.append((url, batch))
             self._pending = keep
@@ -216,35 +226,58 @@ class DeliveryManager:
         batch = self._live(batch)
         if not batch:
             return
-        if cfg["reorder_probability"] and len(batch) > 1 and (
-                self.rng.random() < cfg["reorder_probability"]):
+        if (
+            cfg["reorder_probability"]
+            and len(batch) > 1
+            and (self.rng.random() < cfg["reorder_probability"])
+        ):
             self.rng.shuffle(batch)
         body = json.dumps({"value": [p.item for p in batch]}).encode()
         started = time.monotonic()
         status: int | None = None
         error: str | None = None
         try:
-            resp = outbound.post(url, self.config, data=body,
-                                 content_type="application/json; charset=utf-8",
-                                 timeout=float(cfg["timeout_s"]))
+            resp = outbound.post(
+                url,
+                self.config,
+                data=body,
+                content_type="application/json; charset=utf-8",
+                timeout=float(cfg["timeout_s"]),
+            )
             status = resp.status_code
         except requests.RequestException as exc:
             error = f"{type(exc).__name__}: {exc}"
         elapsed = time.monotonic() - started
         ok = status is not None and 200 <= status < 300
-        self._record({"event": "attempt", "url": url, "status": status, "error": error,
-                      "elapsed_ms": round(elapsed * 1000, 1), "ok": ok,
-                      "attempts": [p.attempts + 1 for p in batch],
-                      "items": [p.item for p in batch]})
+        self._record(
+            {
+                "event": "attempt",
+                "url": url,
+                "status": status,
+                "error": error,
+                "elapsed_ms": round(elapsed * 1000, 1),
+                "ok": ok,
+                "attempts": [p.attempts + 1 for p in batch],
+                "items": [p.item for p in batch],
+            }
+        )
         self._track_endpoint(url, elapsed, cfg)
         if ok:
             dup = float(cfg["duplicate_probability"])
             if dup and self.rng.random() < dup:
                 again = self.rng.choice(batch)
                 with self._cv:
-                    self._pending.append(Pending(url, again.item, again.subscription_id,
-                                                 again.lifecycle, time.monotonic(),
-                                                 time.monotonic() + 0.1, family=again.family))
+                    self._pending.append(
+                        Pending(
+                            url,
+                            again.item,
+                            again.subscription_id,
+                            again.lifecycle,
+                            time.monotonic(),
+                            time.monotonic() + 0.1,
+                            family=again.family,
+                        )
+                    )
             return
         now = time.monotonic()
         retry: list[Pending] = []
@@ -254,8 +287,10 @@ class DeliveryManager:
             if now - p.created >= float(cfg["retry_window_s"]):
                 expired.append(p)
                 continue
-            delay = min(float(cfg["initial_backoff_s"]) * (2 ** (p.attempts - 1)),
-                        float(cfg["max_backoff_s"]))
+            delay = min(
+                float(cfg["initial_backoff_s"]) * (2 ** (p.attempts - 1)),
+                float(cfg["max_backoff_s"]),
+            )
             p.next_at = now + delay
             retry.append(p)
         with self._cv:
@@ -266,8 +301,12 @@ class DeliveryManager:
                 seen: set[str] = set()
                 for p in expired:
                     sub = self.state.subscriptions.get(p.subscription_id)
-                    if (not p.lifecycle and sub is not None and sub.spec.family == "outlook"
-                            and sub.id not in seen):
+                    if (
+                        not p.lifecycle
+                        and sub is not None
+                        and sub.spec.family == "outlook"
+                        and sub.id not in seen
+                    ):
                         seen.add(sub.id)
                         self.enqueue_lifecycle(sub, "missed")
 
@@ -293,10 +332,12 @@ class DeliveryManager:
             else:
                 ep.mode = "normal"
             if previous != ep.mode:
-                log.warning("notification endpoint %s is now %s (slow ratio %.2f)", url,
-                            ep.mode, ratio)
-                self._record({"event": "endpoint_state", "url": url, "mode": ep.mode,
-                              "slow_ratio": ratio})
+                log.warning(
+                    "notification endpoint %s is now %s (slow ratio %.2f)", url, ep.mode, ratio
+                )
+                self._record(
+                    {"event": "endpoint_state", "url": url, "mode": ep.mode, "slow_ratio": ratio}
+                )
 
     def endpoint_states(self) -> dict[str, str]:
         with self._cv:
@@ -305,8 +346,9 @@ class DeliveryManager:
     def _record(self, entry: dict[str, Any]) -> None:
         with self._cv:
             self._log_seq += 1
-            self.log.append({"seq": self._log_seq, "wall": time.time(),
-                             "monotonic": time.monotonic(), **entry})
+            self.log.append(
+                {"seq": self._log_seq, "wall": time.time(), "monotonic": time.monotonic(), **entry}
+            )
 
     def deliveries(self, since: int = 0) -> list[dict[str, Any]]:
         with self._cv:

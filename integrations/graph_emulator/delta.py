@@ -22,13 +22,23 @@ Renderer = Callable[[StreamKey, str, list[str] | None], dict[str, Any] | None]
 
 def _gone(ctx: Ctx) -> GraphError:
     seq = ctx.state.seq
-    return GraphError(410, "SyncStateNotFound",
-                      f"The sync state generation is not found; generation={max(0, seq - 8)};"
-                      f"[highest={seq}][{seq}][{max(0, seq - 2)}][{max(0, seq - 1)}].")
+    return GraphError(
+        410,
+        "SyncStateNotFound",
+        f"The sync state generation is not found; generation={max(0, seq - 8)};"
+        f"[highest={seq}][{seq}][{max(0, seq - 2)}][{max(0, seq - 1)}].",
+    )
 
 
-def delta_response(ctx: Ctx, *, scope: dict[str, Any], streams: list[StreamKey],
-                   render: Renderer, context: str, removed_type: str) -> Response:
+def delta_response(
+    ctx: Ctx,
+    *,
+    scope: dict[str, Any],
+    streams: list[StreamKey],
+    render: Renderer,
+    context: str,
+    removed_type: str,
+) -> Response:
     """Serve one delta page. Caller holds the state lock."""
     st = ctx.state
     q = ctx.query
@@ -44,17 +54,30 @@ def delta_response(ctx: Ctx, *, scope: dict[str, Any], streams: list[StreamKey],
     else:
         change_type = q.get("changetype")
         if change_type and change_type not in ("created", "updated", "deleted"):
-            raise GraphError(400, "ErrorInvalidUrlQuery",
-                             f"The value '{change_type}' of changeType is not valid.")
+            raise GraphError(
+                400,
+                "ErrorInvalidUrlQuery",
+                f"The value '{change_type}' of changeType is not valid.",
+            )
         filt = q.get("$filter")
         if filt:
             compile_filter(filt)  # validate early
-        cursor = {"scope": scope, "user_id": scope.get("user_id"), "since": 0,
-                  "select": parse_select(q.get("$select")), "filter": filt,
-                  "changeType": change_type, "entries": None, "offset": 0,
-                  "top": q.get("$top")}
-    page_size = prefer or (int(cursor["top"]) if cursor.get("top") else None) or int(
-        cfg["default_page_size"])
+        cursor = {
+            "scope": scope,
+            "user_id": scope.get("user_id"),
+            "since": 0,
+            "select": parse_select(q.get("$select")),
+            "filter": filt,
+            "changeType": change_type,
+            "entries": None,
+            "offset": 0,
+            "top": q.get("$top"),
+        }
+    page_size = (
+        prefer
+        or (int(cursor["top"]) if cursor.get("top") else None)
+        or int(cfg["default_page_size"])
+    )
     page_size = max(1, min(page_size, int(cfg["max_page_size"])))
 
     if cursor["entries"] is None:
@@ -92,18 +115,21 @@ def delta_response(ctx: Ctx, *, scope: dict[str, Any], streams: list[StreamKey],
 
     entries = cursor["entries"]
     offset = int(cursor["offset"])
-    page = entries[offset: offset + page_size]
+    page = entries[offset : offset + page_size]
     value: list[dict[str, Any]] = []
     for _seq, item_id, key, removed in page:
         obj = None if removed else render(tuple(key), item_id, cursor.get("select"))
         if obj is None:
-            value.append({"@odata.type": removed_type, "id": item_id,
-                          "@removed": {"reason": "deleted"}})
+            value.append(
+                {"@odata.type": removed_type, "id": item_id, "@removed": {"reason": "deleted"}}
+            )
         else:
             value.append(obj)
-    body: dict[str, Any] = {"@odata.context": f"{ctx.app.graph_url}/$metadata#{context}",
-                            "value": value}
-    base = ctx.app.graph_url + ctx.req.path[len("/v1.0"):]
+    body: dict[str, Any] = {
+        "@odata.context": f"{ctx.app.graph_url}/$metadata#{context}",
+        "value": value,
+    }
+    base = ctx.app.graph_url + ctx.req.path[len("/v1.0") :]
     if offset + page_size < len(entries):
         nxt = dict(cursor, offset=offset + page_size)
         body["@odata.nextLink"] = f"{base}?$skiptoken={st.store_cursor(nxt)}"
@@ -113,13 +139,21 @@ def delta_response(ctx: Ctx, *, scope: dict[str, Any], streams: list[StreamKey],
         if replay and entries and ctx.app.rng.random() < replay:
             # replay: the next round repeats some already-delivered changes
             pick = ctx.app.rng.choice(entries)
-            floor = max((st.streams[tuple(k)].floor for k in streams if tuple(k) in st.streams),
-                        default=0)
+            floor = max(
+                (st.streams[tuple(k)].floor for k in streams if tuple(k) in st.streams), default=0
+            )
             since = max(floor, int(pick[0]) - 1)
-        nxt = {"scope": scope, "user_id": scope.get("user_id"), "since": since,
-               "select": cursor.get("select"), "filter": cursor.get("filter"),
-               "changeType": cursor.get("changeType"), "entries": None, "offset": 0,
-               "top": cursor.get("top")}
+        nxt = {
+            "scope": scope,
+            "user_id": scope.get("user_id"),
+            "since": since,
+            "select": cursor.get("select"),
+            "filter": cursor.get("filter"),
+            "changeType": cursor.get("changeType"),
+            "entries": None,
+            "offset": 0,
+            "top": cursor.get("top"),
+        }
         body["@odata.deltaLink"] = f"{base}?$deltatoken={st.store_cursor(nxt)}"
     headers = {"Preference-Applied": f"odata.maxpagesize={page_size}"} if prefer else {}
     return json_response(200, body, headers)

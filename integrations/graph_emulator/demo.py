@@ -31,16 +31,18 @@ def generate_once(app: EmulatorApp, rng: random.Random) -> None:
             rcpt = next(u for u in users if u["userPrincipalName"] == sa)
         sender = rng.choice([u for u in users if u["id"] != rcpt["id"]])
         subject, body = random_mail(rng, sender, rcpt)
-        out = create_mail(app, {"to": rcpt["id"], "from": sender["id"], "subject": subject,
-                                "body": body})
+        out = create_mail(
+            app, {"to": rcpt["id"], "from": sender["id"], "subject": subject, "body": body}
+        )
         with st.lock:
             st.trim_folder(rcpt["id"], out["folder_id"], MAX_PER_FOLDER)
         log.info("demo mail to %s: %s", rcpt["userPrincipalName"], subject)
     else:
         chat = rng.choice(chats)
         sender_id = rng.choice(chat.members)
-        out = create_chat_message(app, {"chat_id": chat.data["id"], "from": sender_id,
-                                        "body": random_chat_line(rng)})
+        out = create_chat_message(
+            app, {"chat_id": chat.data["id"], "from": sender_id, "body": random_chat_line(rng)}
+        )
         with st.lock:
             st.trim_chat(chat.data["id"], MAX_PER_CHAT)
         log.info("demo chat message in %s", chat.data.get("topic") or chat.data["id"][:24])

@@ -31,10 +31,16 @@ class FaultRule:
 
     def public(self) -> dict[str, Any]:
         return {
-            "id": self.id, "method": self.method, "path": self.pattern_text, "kind": self.kind,
-            "status": self.status, "retry_after": self.retry_after,
-            "latency_ms": self.latency_ms, "count": self.count,
-            "probability": self.probability, "hits": self.hits,
+            "id": self.id,
+            "method": self.method,
+            "path": self.pattern_text,
+            "kind": self.kind,
+            "status": self.status,
+            "retry_after": self.retry_after,
+            "latency_ms": self.latency_ms,
+            "count": self.count,
+            "probability": self.probability,
+            "hits": self.hits,
         }
 
 
@@ -66,11 +72,16 @@ def parse_rule(spec: dict[str, Any]) -> FaultRule:
     if not 0.0 <= prob <= 1.0:
         raise ValueError("probability must be within [0, 1]")
     return FaultRule(
-        id=str(uuid.uuid4()), method=str(spec.get("method", "*")).upper(), pattern=pattern,
-        pattern_text=text, kind=kind, status=status,
+        id=str(uuid.uuid4()),
+        method=str(spec.get("method", "*")).upper(),
+        pattern=pattern,
+        pattern_text=text,
+        kind=kind,
+        status=status,
         retry_after=int(retry_after) if retry_after is not None else None,
         latency_ms=int(spec.get("latency_ms", 0)),
-        count=int(count) if count is not None else None, probability=prob,
+        count=int(count) if count is not None else None,
+        probability=prob,
         body=spec.get("body"),
     )
 

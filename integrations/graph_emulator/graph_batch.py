@@ -30,8 +30,11 @@ def _inner_request(ctx: Ctx, spec: dict[str, Any]) -> Request:
     raw = b""
     if body is not None:
         if "Content-Type" not in headers:
-            raise GraphError(400, "BadRequest", "Content-Type header must be specified when "
-                             "a request body is present.")
+            raise GraphError(
+                400,
+                "BadRequest",
+                "Content-Type header must be specified when a request body is present.",
+            )
         if isinstance(body, str) and "json" not in (headers.get("Content-Type") or ""):
             try:
                 raw = base64.b64decode(body)
@@ -39,17 +42,35 @@ def _inner_request(ctx: Ctx, spec: dict[str, Any]) -> Request:
                 raw = body.encode()
         else:
             raw = json.dumps(body).encode()
-    return Request(method=str(spec.get("method") or "GET").upper(), path="/v1.0" + path,
-                   query_string=query, headers=headers, body=raw, peer=ctx.req.peer,
-                   is_batch_inner=True)
+    return Request(
+        method=str(spec.get("method") or "GET").upper(),
+        path="/v1.0" + path,
+        query_string=query,
+        headers=headers,
+        body=raw,
+        peer=ctx.req.peer,
+        is_batch_inner=True,
+    )
 
 
 def _render(rid: str, resp: Response) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": rid, "status": resp.status,
-                           "headers": {k: v for k, v in resp.headers.items()
-                                       if k.lower() in ("content-type", "retry-after",
-                                                        "location", "preference-applied",
-                                                        "request-id", "client-request-id")}}
+    out: dict[str, Any] = {
+        "id": rid,
+        "status": resp.status,
+        "headers": {
+            k: v
+            for k, v in resp.headers.items()
+            if k.lower()
+            in (
+                "content-type",
+                "retry-after",
+                "location",
+                "preference-applied",
+                "request-id",
+                "client-request-id",
+            )
+        },
+    }
     if resp.body:
         ctype = (resp.headers.get("Content-Type") or "").lower()
         if "json" in ctype:
@@ -65,8 +86,9 @@ def batch(ctx: Ctx) -> Response:
     if not isinstance(reqs, list) or not reqs:
         raise GraphError(400, "BadRequest", "Invalid batch payload format.")
     if len(reqs) > MAX_REQUESTS:
-        raise GraphError(400, "BadRequest", f"Number of batch requests exceeds the maximum of "
-                         f"{MAX_REQUESTS}.")
+        raise GraphError(
+            400, "BadRequest", f"Number of batch requests exceeds the maximum of {MAX_REQUESTS}."
+        )
     ids: list[str] = []
     by_id: dict[str, dict[str, Any]] = {}
     for r in reqs:
@@ -80,8 +102,9 @@ def batch(ctx: Ctx) -> Response:
     for r in reqs:
         for dep in r.get("dependsOn") or []:
             if str(dep) not in by_id:
-                raise GraphError(400, "BadRequest", f"Request '{r['id']}' depends on unknown "
-                                 f"request '{dep}'.")
+                raise GraphError(
+                    400, "BadRequest", f"Request '{r['id']}' depends on unknown request '{dep}'."
+                )
     results: dict[str, dict[str, Any]] = {}
     statuses: dict[str, int] = {}
     visiting: set[str] = set()
@@ -93,13 +116,17 @@ def batch(ctx: Ctx) -> Response:
             raise GraphError(400, "BadRequest", "Circular dependsOn in batch.")
         visiting.add(rid)
         spec = by_id[rid]
-        failed = [d for d in (str(x) for x in spec.get("dependsOn") or [])
-                  if not 200 <= run(d) < 300]
+        failed = [
+            d for d in (str(x) for x in spec.get("dependsOn") or []) if not 200 <= run(d) < 300
+        ]
         if failed:
             statuses[rid] = 424
-            results[rid] = {"id": rid, "status": 424, "headers": {},
-                            "body": {"error": {"code": "FailedDependency",
-                                               "message": "Failed Dependency"}}}
+            results[rid] = {
+                "id": rid,
+                "status": 424,
+                "headers": {},
+                "body": {"error": {"code": "FailedDependency", "message": "Failed Dependency"}},
+            }
             return 424
         try:
             inner = _inner_request(ctx, spec)

@@ -39,14 +39,17 @@ class Ctx:
         try:
             data = self.req.json()
         except (ValueError, UnicodeError) as exc:
-            raise GraphError(400, "BadRequest", "Unable to read JSON request payload. Please "
-                             "ensure Content-Type header is set and payload is of valid JSON "
-                             "format.") from exc
+            raise GraphError(
+                400,
+                "BadRequest",
+                "Unable to read JSON request payload. Please "
+                "ensure Content-Type header is set and payload is of valid JSON "
+                "format.",
+            ) from exc
         if data is None:
             raise GraphError(400, "BadRequest", "Empty Payload. JSON content expected.")
         if not isinstance(data, dict):
-            raise GraphError(400, "BadRequest", "Invalid request body: a JSON object is "
-                             "expected.")
+            raise GraphError(400, "BadRequest", "Invalid request body: a JSON object is expected.")
         return _camel_keys(data)
 
 
@@ -68,8 +71,10 @@ def _camel_keys(value: Any) -> Any:
     """Graph matches property names case-insensitively; SDKs may send `Message`,
     `SaveToSentItems`: PascalCase keys become the camelCase the handlers read."""
     if isinstance(value, dict):
-        return {(k[0].lower() + k[1:] if isinstance(k, str) and k[:1].isupper() else k):
-                _camel_keys(v) for k, v in value.items()}
+        return {
+            (k[0].lower() + k[1:] if isinstance(k, str) and k[:1].isupper() else k): _camel_keys(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_camel_keys(v) for v in value]
     return value
@@ -118,8 +123,11 @@ class Router:
                 continue
             return route, params
         if method_mismatch:
-            raise GraphError(405, "Request_BadRequest",
-                             "Specified HTTP method is not allowed for the request target.")
+            raise GraphError(
+                405,
+                "Request_BadRequest",
+                "Specified HTTP method is not allowed for the request target.",
+            )
         bad = segments[min(best_depth, len(segments) - 1)] if segments else ""
         raise GraphError(400, "BadRequest", f"Resource not found for the segment '{bad}'.")
 
@@ -127,10 +135,14 @@ class Router:
 # --------------------------------------------------------------------------- permissions
 
 
-def require(ctx: Ctx, app_perms: tuple[str, ...], delegated_perms: tuple[str, ...],
-            code: str = "ErrorAccessDenied",
-            message: str = "Access is denied. Check credentials and try again.",
-            status: int = 403) -> None:
+def require(
+    ctx: Ctx,
+    app_perms: tuple[str, ...],
+    delegated_perms: tuple[str, ...],
+    code: str = "ErrorAccessDenied",
+    message: str = "Access is denied. Check credentials and try again.",
+    status: int = 403,
+) -> None:
     p = ctx.principal
     perms = delegated_perms if p.delegated else app_perms
     if not perms or not p.has_any(*perms):
@@ -141,16 +153,25 @@ def raise_if_throttled(ctx: Ctx, rejection: Any) -> None:
     """Answer a throttler's rejection as Graph does: 429 with an integer Retry-After."""
     if rejection is not None:
         ctx.app.mark_throttled(ctx)
-        raise GraphError(429, rejection.code, rejection.message,
-                         {"Retry-After": str(rejection.retry_after)})
+        raise GraphError(
+            429, rejection.code, rejection.message, {"Retry-After": str(rejection.retry_after)}
+        )
 
 
 def require_directory(ctx: Ctx) -> None:
-    require(ctx, ("User.Read.All", "User.ReadWrite.All", "Directory.Read.All",
-                  "Directory.ReadWrite.All", "User.ReadBasic.All"),
-            ("User.Read", "User.ReadBasic.All", "User.Read.All", "Directory.Read.All"),
-            code="Authorization_RequestDenied",
-            message="Insufficient privileges to complete the operation.")
+    require(
+        ctx,
+        (
+            "User.Read.All",
+            "User.ReadWrite.All",
+            "Directory.Read.All",
+            "Directory.ReadWrite.All",
+            "User.ReadBasic.All",
+        ),
+        ("User.Read", "User.ReadBasic.All", "User.Read.All", "Directory.Read.All"),
+        code="Authorization_RequestDenied",
+        message="Insufficient privileges to complete the operation.",
+    )
 
 
 # --------------------------------------------------------------------------- paging
@@ -169,22 +190,33 @@ def decode_skiptoken(token: str) -> dict[str, Any]:
             raise ValueError("not an object")
         return data
     except (ValueError, UnicodeError) as exc:
-        raise GraphError(400, "Directory_ExpiredPageToken",
-                         "The specified page token value has expired and can no longer be "
-                         "included in your request.") from exc
+        raise GraphError(
+            400,
+            "Directory_ExpiredPageToken",
+            "The specified page token value has expired and can no longer be "
+            "included in your request.",
+        ) from exc
 
 
 def next_link(ctx: Ctx, replace: dict[str, str]) -> str:
     """Absolute link to the current path with query options replaced."""
-    pairs = [(k, v) for k, v in parse_qsl(ctx.req.query_string, keep_blank_values=True)
-             if k.lower() not in {r.lower() for r in replace}]
+    pairs = [
+        (k, v)
+        for k, v in parse_qsl(ctx.req.query_string, keep_blank_values=True)
+        if k.lower() not in {r.lower() for r in replace}
+    ]
     pairs.extend(replace.items())
-    return ctx.app.graph_url + ctx.req.path[len("/v1.0"):] + "?" + urlencode(pairs)
+    return ctx.app.graph_url + ctx.req.path[len("/v1.0") :] + "?" + urlencode(pairs)
 
 
-def collection(ctx: Ctx, context: str, items: list[dict[str, Any]],
-               next_url: str | None = None, extra: dict[str, Any] | None = None,
-               headers: dict[str, str] | None = None) -> Response:
+def collection(
+    ctx: Ctx,
+    context: str,
+    items: list[dict[str, Any]],
+    next_url: str | None = None,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
     body: dict[str, Any] = {"@odata.context": f"{ctx.app.graph_url}/$metadata#{context}"}
     if extra:
         body.update(extra)
@@ -194,16 +226,25 @@ def collection(ctx: Ctx, context: str, items: list[dict[str, Any]],
     return json_response(200, body, headers)
 
 
-def entity(ctx: Ctx, context: str, obj: dict[str, Any], status: int = 200,
-           headers: dict[str, str] | None = None) -> Response:
-    return json_response(status, {"@odata.context": f"{ctx.app.graph_url}/$metadata#{context}",
-                                  **obj}, headers)
+def entity(
+    ctx: Ctx,
+    context: str,
+    obj: dict[str, Any],
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return json_response(
+        status, {"@odata.context": f"{ctx.app.graph_url}/$metadata#{context}", **obj}, headers
+    )
 
 
 def user_or_404(ctx: Ctx, ident: str) -> dict[str, Any]:
     user = ctx.state.resolve_user(ident)
     if user is None:
-        raise GraphError(404, "Request_ResourceNotFound",
-                         f"Resource '{ident}' does not exist or one of its queried "
-                         "reference-property objects are not present.")
+        raise GraphError(
+            404,
+            "Request_ResourceNotFound",
+            f"Resource '{ident}' does not exist or one of its queried "
+            "reference-property objects are not present.",
+        )
     return user

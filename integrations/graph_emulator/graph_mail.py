@@ -27,8 +27,13 @@ from .odata import apply_select, compile_filter, parse_select, parse_top
 from .state import DEFAULT_USER_PROPS
 
 MAIL_READ_APP = ("Mail.Read", "Mail.ReadWrite", "Mail.ReadBasic", "Mail.ReadBasic.All")
-MAIL_READ_DELEGATED = ("Mail.Read", "Mail.ReadWrite", "Mail.ReadBasic", "Mail.Read.Shared",
-                       "Mail.ReadWrite.Shared")
+MAIL_READ_DELEGATED = (
+    "Mail.Read",
+    "Mail.ReadWrite",
+    "Mail.ReadBasic",
+    "Mail.Read.Shared",
+    "Mail.ReadWrite.Shared",
+)
 ACCESS_DENIED = "Access is denied. Check credentials and try again."
 
 
@@ -58,7 +63,7 @@ def list_users(ctx: Ctx) -> Response:
         pred = compile_filter(q["$filter"])
         users = [u for u in users if pred(u)]
     offset = int(decode_skiptoken(q["$skiptoken"]).get("o", 0)) if q.get("$skiptoken") else 0
-    page = users[offset: offset + top]
+    page = users[offset : offset + top]
     nxt = None
     if offset + top < len(users):
         nxt = next_link(ctx, {"$skiptoken": encode_skiptoken({"o": offset + top})})
@@ -92,8 +97,7 @@ def mailbox_user(ctx: Ctx, write: bool = False, send: bool = False) -> dict[str,
     user = ctx.state.resolve_user(ident)
     if user is None:
         raise GraphError(404, "ErrorInvalidUser", f"The requested user '{ident}' is invalid.")
-    if p.delegated and user["id"] != p.user_id and not any(
-            s.endswith(".Shared") for s in p.scopes):
+    if p.delegated and user["id"] != p.user_id and not any(s.endswith(".Shared") for s in p.scopes):
         raise GraphError(403, "ErrorAccessDenied", ACCESS_DENIED)
     return user
 
@@ -101,16 +105,18 @@ def mailbox_user(ctx: Ctx, write: bool = False, send: bool = False) -> dict[str,
 def folder_or_404(ctx: Ctx, user_id: str, folder: str) -> str:
     fid = ctx.state.resolve_folder(user_id, folder)
     if fid is None:
-        raise GraphError(404, "ErrorItemNotFound",
-                         "The specified object was not found in the store.")
+        raise GraphError(
+            404, "ErrorItemNotFound", "The specified object was not found in the store."
+        )
     return fid
 
 
 def message_or_404(ctx: Ctx, user_id: str, message_id: str) -> dict[str, Any]:
     msg = ctx.state.mailboxes[user_id].messages.get(message_id)
     if msg is None:
-        raise GraphError(404, "ErrorItemNotFound",
-                         "The specified object was not found in the store.")
+        raise GraphError(
+            404, "ErrorItemNotFound", "The specified object was not found in the store."
+        )
     return msg
 
 
@@ -128,8 +134,9 @@ def get_folder(ctx: Ctx) -> Response:
     with ctx.state.lock:
         user = mailbox_user(ctx)
         fid = folder_or_404(ctx, user["id"], ctx.params["folder"])
-        folder = apply_select(ctx.state.mailboxes[user["id"]].folders[fid],
-                              parse_select(ctx.query.get("$select")))
+        folder = apply_select(
+            ctx.state.mailboxes[user["id"]].folders[fid], parse_select(ctx.query.get("$select"))
+        )
     return entity(ctx, f"users('{user['id']}')/mailFolders/$entity", folder)
 
 
@@ -155,13 +162,17 @@ def list_messages(ctx: Ctx) -> Response:
             msgs = [m for m in msgs if pred(m)]
         order = (q.get("$orderby") or "receivedDateTime desc").strip().lower()
         field_name, _, direction = order.partition(" ")
-        key_name = {"receiveddatetime": "receivedDateTime", "sentdatetime": "sentDateTime",
-                    "createddatetime": "createdDateTime",
-                    "lastmodifieddatetime": "lastModifiedDateTime",
-                    "subject": "subject"}.get(field_name, "receivedDateTime")
-        msgs.sort(key=lambda m: (m.get(key_name) or "", m["id"]),
-                  reverse=direction.strip() != "asc")
-        page = [render_message(m, select, q.get("$expand")) for m in msgs[skip: skip + top]]
+        key_name = {
+            "receiveddatetime": "receivedDateTime",
+            "sentdatetime": "sentDateTime",
+            "createddatetime": "createdDateTime",
+            "lastmodifieddatetime": "lastModifiedDateTime",
+            "subject": "subject",
+        }.get(field_name, "receivedDateTime")
+        msgs.sort(
+            key=lambda m: (m.get(key_name) or "", m["id"]), reverse=direction.strip() != "asc"
+        )
+        page = [render_message(m, select, q.get("$expand")) for m in msgs[skip : skip + top]]
     nxt = next_link(ctx, {"$skip": str(skip + top)}) if skip + top < len(msgs) else None
     return collection(ctx, f"users('{user['id']}')/messages", page, nxt)
 
@@ -174,15 +185,24 @@ def get_message(ctx: Ctx) -> Response:
         if "folder" in ctx.params:
             fid = folder_or_404(ctx, user["id"], ctx.params["folder"])
             if msg["parentFolderId"] != fid:
-                raise GraphError(404, "ErrorItemNotFound",
-                                 "The specified object was not found in the store.")
+                raise GraphError(
+                    404, "ErrorItemNotFound", "The specified object was not found in the store."
+                )
         out = render_message(msg, parse_select(q.get("$select")), q.get("$expand"))
     return entity(ctx, f"users('{user['id']}')/messages/$entity", out)
 
 
 UPDATABLE = {"isRead", "categories", "flag", "importance", "inferenceClassification"}
-DRAFT_UPDATABLE = {"subject", "body", "toRecipients", "ccRecipients", "bccRecipients",
-                   "replyTo", "internetMessageHeaders", "singleValueExtendedProperties"}
+DRAFT_UPDATABLE = {
+    "subject",
+    "body",
+    "toRecipients",
+    "ccRecipients",
+    "bccRecipients",
+    "replyTo",
+    "internetMessageHeaders",
+    "singleValueExtendedProperties",
+}
 
 
 def update_message(ctx: Ctx) -> Response:
@@ -196,9 +216,13 @@ def update_message(ctx: Ctx) -> Response:
             if k.startswith("@odata"):
                 continue
             if k not in allowed:
-                raise GraphError(400, "ErrorInvalidPropertyUpdateSentMessage"
-                                 if k in DRAFT_UPDATABLE else "ErrorInvalidProperty",
-                                 f"The property '{k}' cannot be updated on this item.")
+                raise GraphError(
+                    400,
+                    "ErrorInvalidPropertyUpdateSentMessage"
+                    if k in DRAFT_UPDATABLE
+                    else "ErrorInvalidProperty",
+                    f"The property '{k}' cannot be updated on this item.",
+                )
             if k == "singleValueExtendedProperties":
                 merged = {p["id"].lower(): p for p in msg.get(k) or []}
                 merged.update({p["id"].lower(): p for p in _ext_props(v)})
@@ -243,14 +267,16 @@ def messages_delta(ctx: Ctx) -> Response:
             msg = mb.messages.get(item_id)
             if msg is None or msg["parentFolderId"] != key[2]:
                 return None
-            return {"@odata.type": "#microsoft.graph.message",
-                    **render_message(msg, select)}
+            return {"@odata.type": "#microsoft.graph.message", **render_message(msg, select)}
 
-        return delta_response(ctx, scope={"kind": "mail", "user_id": user["id"],
-                                          "folders": folders},
-                              streams=streams, render=render,
-                              context="Collection(message)",
-                              removed_type="#microsoft.graph.message")
+        return delta_response(
+            ctx,
+            scope={"kind": "mail", "user_id": user["id"], "folders": folders},
+            streams=streams,
+            render=render,
+            context="Collection(message)",
+            removed_type="#microsoft.graph.message",
+        )
 
 
 # --------------------------------------------------------------------------- sending
@@ -260,17 +286,24 @@ def _recipients(raw: Any, field_name: str) -> list[dict[str, Any]]:
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise GraphError(400, "ErrorInvalidRecipients",
-                         f"At least one recipient isn't valid., {field_name} must be a list.")
+        raise GraphError(
+            400,
+            "ErrorInvalidRecipients",
+            f"At least one recipient isn't valid., {field_name} must be a list.",
+        )
     out = []
     for r in raw:
         addr = ((r or {}).get("emailAddress") or {}).get("address") if isinstance(r, dict) else None
         if not addr or "@" not in addr:
-            raise GraphError(400, "ErrorInvalidRecipients",
-                             "At least one recipient isn't valid., A message can't be sent "
-                             "because it contains no recipients.")
-        out.append({"emailAddress": {"name": r["emailAddress"].get("name") or addr,
-                                     "address": addr}})
+            raise GraphError(
+                400,
+                "ErrorInvalidRecipients",
+                "At least one recipient isn't valid., A message can't be sent "
+                "because it contains no recipients.",
+            )
+        out.append(
+            {"emailAddress": {"name": r["emailAddress"].get("name") or addr, "address": addr}}
+        )
     return out
 
 
@@ -281,9 +314,11 @@ def _headers(raw: Any) -> list[dict[str, str]]:
     for h in raw:
         name = str((h or {}).get("name") or "")
         if not name.lower().startswith("x-"):
-            raise GraphError(400, "InvalidInternetMessageHeader",
-                             f"The internet message header name '{name}' should start with "
-                             "'x-' or 'X-'.")
+            raise GraphError(
+                400,
+                "InvalidInternetMessageHeader",
+                f"The internet message header name '{name}' should start with 'x-' or 'X-'.",
+            )
         out.append({"name": name, "value": str(h.get("value") or "")})
     return out
 
@@ -294,62 +329,88 @@ def _ext_props(raw: Any) -> list[dict[str, str]]:
     out = []
     for p in raw:
         if not isinstance(p, dict) or not p.get("id"):
-            raise GraphError(400, "ErrorInvalidExtendedPropertyValue",
-                             "Extended property must have an id and a value.")
+            raise GraphError(
+                400,
+                "ErrorInvalidExtendedPropertyValue",
+                "Extended property must have an id and a value.",
+            )
         out.append({"id": str(p["id"]), "value": str(p.get("value") or "")})
     return out
 
 
-def _message_from_json(ctx: Ctx, sender: dict[str, Any], m: dict[str, Any],
-                       draft: bool) -> dict[str, Any]:
+def _message_from_json(
+    ctx: Ctx, sender: dict[str, Any], m: dict[str, Any], draft: bool
+) -> dict[str, Any]:
     body = m.get("body") or {"contentType": "text", "content": ""}
     if not isinstance(body, dict):
         raise GraphError(400, "BadRequest", "Invalid message body.")
     return build_message(
-        sender=sender, to=_recipients(m.get("toRecipients"), "toRecipients"),
+        sender=sender,
+        to=_recipients(m.get("toRecipients"), "toRecipients"),
         cc=_recipients(m.get("ccRecipients"), "ccRecipients"),
         bcc=_recipients(m.get("bccRecipients"), "bccRecipients"),
         subject=str(m.get("subject") or ""),
-        body={"contentType": "html" if str(body.get("contentType") or "").lower() == "html"
-              else "text", "content": str(body.get("content") or "")},
-        when=ctx.state.clock.now(), is_read=True, is_draft=draft,
+        body={
+            "contentType": "html"
+            if str(body.get("contentType") or "").lower() == "html"
+            else "text",
+            "content": str(body.get("content") or ""),
+        },
+        when=ctx.state.clock.now(),
+        is_read=True,
+        is_draft=draft,
         headers=_headers(m.get("internetMessageHeaders")),
         ext_props=_ext_props(m.get("singleValueExtendedProperties")),
-        importance=str(m.get("importance") or "normal").lower(), domain=ctx.state.domain)
+        importance=str(m.get("importance") or "normal").lower(),
+        domain=ctx.state.domain,
+    )
 
 
 def _mime_message(ctx: Ctx, sender: dict[str, Any]) -> dict[str, Any]:
     try:
         raw = base64.b64decode(ctx.req.body, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise GraphError(400, "ErrorMimeContentInvalidBase64String",
-                         "Invalid base64 string for MIME content.") from exc
+        raise GraphError(
+            400, "ErrorMimeContentInvalidBase64String", "Invalid base64 string for MIME content."
+        ) from exc
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
-    to = [{"emailAddress": {"address": a.addr_spec, "name": a.display_name or a.addr_spec}}
-          for a in getattr(parsed.get("To"), "addresses", ())]
+    to = [
+        {"emailAddress": {"address": a.addr_spec, "name": a.display_name or a.addr_spec}}
+        for a in getattr(parsed.get("To"), "addresses", ())
+    ]
     part = parsed.get_body(("plain", "html"))
     content = part.get_content() if part is not None else ""
     ctype = "html" if part is not None and part.get_content_subtype() == "html" else "text"
-    headers = [{"name": k, "value": str(v)} for k, v in parsed.items()
-               if k.lower().startswith("x-")]
-    return build_message(sender=sender, to=to, subject=str(parsed.get("Subject") or ""),
-                         body={"contentType": ctype, "content": content},
-                         when=ctx.state.clock.now(), is_read=True, headers=headers,
-                         domain=ctx.state.domain)
+    headers = [
+        {"name": k, "value": str(v)} for k, v in parsed.items() if k.lower().startswith("x-")
+    ]
+    return build_message(
+        sender=sender,
+        to=to,
+        subject=str(parsed.get("Subject") or ""),
+        body={"contentType": ctype, "content": content},
+        when=ctx.state.clock.now(),
+        is_read=True,
+        headers=headers,
+        domain=ctx.state.domain,
+    )
 
 
-def _deliver(ctx: Ctx, sender: dict[str, Any], msg: dict[str, Any], save: bool,
-             via: str) -> dict[str, Any] | None:
+def _deliver(
+    ctx: Ctx, sender: dict[str, Any], msg: dict[str, Any], save: bool, via: str
+) -> dict[str, Any] | None:
     """Deliver ``msg`` to tenant recipients; optionally keep a Sent Items copy."""
     st = ctx.state
     now = st.clock.now()
     msg["isDraft"] = False
-    msg["sentDateTime"] = msg["receivedDateTime"] = msg["lastModifiedDateTime"] = (
-        now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    msg["sentDateTime"] = msg["receivedDateTime"] = msg["lastModifiedDateTime"] = now.strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
     sent_copy = None
     if save:
-        sent_copy = st.put_message(sender["id"], st.mailboxes[sender["id"]].wellknown[
-            "sentitems"], msg)
+        sent_copy = st.put_message(
+            sender["id"], st.mailboxes[sender["id"]].wellknown["sentitems"], msg
+        )
     delivered = []
     for r in msg["toRecipients"] + msg["ccRecipients"] + msg["bccRecipients"]:
         rcpt = st.resolve_user(r["emailAddress"]["address"])
@@ -358,19 +419,25 @@ def _deliver(ctx: Ctx, sender: dict[str, Any], msg: dict[str, Any], save: bool,
         copy = copy_for_recipient(msg, now)
         st.put_message(rcpt["id"], st.mailboxes[rcpt["id"]].wellknown["inbox"], copy)
         delivered.append(rcpt["userPrincipalName"])
-    st.record_sent({
-        "kind": "mail", "via": via, "app_id": ctx.principal.app_id,
-        "delegated": ctx.principal.delegated, "sender": sender["userPrincipalName"],
-        "to": [r["emailAddress"]["address"] for r in msg["toRecipients"]],
-        "cc": [r["emailAddress"]["address"] for r in msg["ccRecipients"]],
-        "bcc": [r["emailAddress"]["address"] for r in msg["bccRecipients"]],
-        "subject": msg["subject"], "body": msg["body"],
-        "internetMessageId": msg["internetMessageId"],
-        "internetMessageHeaders": msg.get("internetMessageHeaders") or [],
-        "singleValueExtendedProperties": msg.get("singleValueExtendedProperties") or [],
-        "sent_item_id": sent_copy["id"] if sent_copy else None,
-        "delivered_to": delivered,
-    })
+    st.record_sent(
+        {
+            "kind": "mail",
+            "via": via,
+            "app_id": ctx.principal.app_id,
+            "delegated": ctx.principal.delegated,
+            "sender": sender["userPrincipalName"],
+            "to": [r["emailAddress"]["address"] for r in msg["toRecipients"]],
+            "cc": [r["emailAddress"]["address"] for r in msg["ccRecipients"]],
+            "bcc": [r["emailAddress"]["address"] for r in msg["bccRecipients"]],
+            "subject": msg["subject"],
+            "body": msg["body"],
+            "internetMessageId": msg["internetMessageId"],
+            "internetMessageHeaders": msg.get("internetMessageHeaders") or [],
+            "singleValueExtendedProperties": msg.get("singleValueExtendedProperties") or [],
+            "sent_item_id": sent_copy["id"] if sent_copy else None,
+            "delivered_to": delivered,
+        }
+    )
     return sent_copy
 
 
@@ -385,14 +452,18 @@ def send_mail(ctx: Ctx) -> Response:
             body = ctx.body_json()
             m = body.get("message")
             if not isinstance(m, dict):
-                raise GraphError(400, "ErrorInvalidRequest",
-                                 "The message parameter is missing or invalid.")
+                raise GraphError(
+                    400, "ErrorInvalidRequest", "The message parameter is missing or invalid."
+                )
             msg = _message_from_json(ctx, sender, m, draft=False)
             save = body.get("saveToSentItems", True) not in (False, "false", "False")
         if not (msg["toRecipients"] or msg["ccRecipients"] or msg["bccRecipients"]):
-            raise GraphError(400, "ErrorInvalidRecipients",
-                             "At least one recipient isn't valid., A message can't be sent "
-                             "because it contains no recipients.")
+            raise GraphError(
+                400,
+                "ErrorInvalidRecipients",
+                "At least one recipient isn't valid., A message can't be sent "
+                "because it contains no recipients.",
+            )
         _deliver(ctx, sender, msg, save, via="sendMail")
     return empty_response(202)
 
@@ -402,15 +473,23 @@ def create_draft(ctx: Ctx) -> Response:
     with ctx.state.lock:
         user = mailbox_user(ctx, write=True)
         mb = ctx.state.mailboxes[user["id"]]
-        folder = (folder_or_404(ctx, user["id"], ctx.params["folder"])
-                  if "folder" in ctx.params else mb.wellknown["drafts"])
+        folder = (
+            folder_or_404(ctx, user["id"], ctx.params["folder"])
+            if "folder" in ctx.params
+            else mb.wellknown["drafts"]
+        )
         msg = _message_from_json(ctx, user, body, draft=True)
         msg["sentDateTime"] = None
         ctx.state.put_message(user["id"], folder, msg)
         out = render_message(msg, None)
         location = f"{ctx.app.graph_url}/users/{user['id']}/messages/{msg['id']}"
-    return entity(ctx, f"users('{user['id']}')/messages/$entity", out, status=201,
-                  headers={"Location": location})
+    return entity(
+        ctx,
+        f"users('{user['id']}')/messages/$entity",
+        out,
+        status=201,
+        headers={"Location": location},
+    )
 
 
 def send_draft(ctx: Ctx) -> Response:
@@ -418,12 +497,16 @@ def send_draft(ctx: Ctx) -> Response:
         user = mailbox_user(ctx, send=True)
         msg = message_or_404(ctx, user["id"], ctx.params["message"])
         if not msg.get("isDraft"):
-            raise GraphError(400, "ErrorInvalidOperation",
-                             "The item is not a draft and cannot be sent.")
+            raise GraphError(
+                400, "ErrorInvalidOperation", "The item is not a draft and cannot be sent."
+            )
         if not (msg["toRecipients"] or msg["ccRecipients"] or msg["bccRecipients"]):
-            raise GraphError(400, "ErrorInvalidRecipients",
-                             "At least one recipient isn't valid., A message can't be sent "
-                             "because it contains no recipients.")
+            raise GraphError(
+                400,
+                "ErrorInvalidRecipients",
+                "At least one recipient isn't valid., A message can't be sent "
+                "because it contains no recipients.",
+            )
         ctx.state.delete_message(user["id"], msg["id"], hard=True)
         sent = copy_for_recipient(msg, ctx.state.clock.now())
         sent["isRead"] = True
@@ -438,14 +521,15 @@ def register(router: Router) -> None:
     router.add("GET", u, get_user)
     router.add("GET", f"{u}/mailFolders", list_folders, mailbox_param="user")
     router.add("GET", f"{u}/mailFolders/{{folder}}", get_folder, mailbox_param="user")
-    router.add("GET", f"{u}/mailFolders/{{folder}}/messages/delta", messages_delta,
-               mailbox_param="user")
+    router.add(
+        "GET", f"{u}/mailFolders/{{folder}}/messages/delta", messages_delta, mailbox_param="user"
+    )
     router.add("GET", f"{u}/messages/delta", messages_delta, mailbox_param="user")
     router.add("GET", f"{u}/mailFolders/{{folder}}/messages", list_messages, mailbox_param="user")
-    router.add("POST", f"{u}/mailFolders/{{folder}}/messages", create_draft,
-               mailbox_param="user")
-    router.add("GET", f"{u}/mailFolders/{{folder}}/messages/{{message}}", get_message,
-               mailbox_param="user")
+    router.add("POST", f"{u}/mailFolders/{{folder}}/messages", create_draft, mailbox_param="user")
+    router.add(
+        "GET", f"{u}/mailFolders/{{folder}}/messages/{{message}}", get_message, mailbox_param="user"
+    )
     router.add("GET", f"{u}/messages", list_messages, mailbox_param="user")
     router.add("POST", f"{u}/messages", create_draft, mailbox_param="user")
     router.add("GET", f"{u}/messages/{{message}}", get_message, mailbox_param="user")

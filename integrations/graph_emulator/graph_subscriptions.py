@@ -35,8 +35,11 @@ def _bad(message: str, code: str = "InvalidRequest") -> GraphError:
 
 def _ext(status: int, reason: str, op: str = "Create") -> GraphError:
     names = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 409: "Conflict"}
-    return GraphError(status, "ExtensionError", f"Operation: {op}; Exception: [Status Code: "
-                      f"{names.get(status, status)}; Reason: {reason}]")
+    return GraphError(
+        status,
+        "ExtensionError",
+        f"Operation: {op}; Exception: [Status Code: {names.get(status, status)}; Reason: {reason}]",
+    )
 
 
 def parse_resource(ctx: Ctx, resource: str) -> ResourceSpec:
@@ -45,14 +48,15 @@ def parse_resource(ctx: Ctx, resource: str) -> ResourceSpec:
     path = resource.split("?", 1)[0].strip()
     for prefix in ("https://graph.microsoft.com/v1.0/", ctx.app.graph_url + "/"):
         if path.lower().startswith(prefix.lower()):
-            path = path[len(prefix):]
+            path = path[len(prefix) :]
     segs = normalize_segments([s for s in path.split("/") if s])
     low = [s.lower() for s in segs]
     p = ctx.principal
     if low and low[0] == "me":
         if not p.delegated:
-            raise _bad("/me request is only valid with delegated authentication flow.",
-                       "BadRequest")
+            raise _bad(
+                "/me request is only valid with delegated authentication flow.", "BadRequest"
+            )
         segs = ["users", p.user_id or "", *segs[1:]]
         low = [s.lower() for s in segs]
 
@@ -73,8 +77,9 @@ def parse_resource(ctx: Ctx, resource: str) -> ResourceSpec:
         return ResourceSpec("outlook", "mail_user", user_id=user_id(segs[1]))
     if n == 5 and low[0] == "users" and low[2] == "mailfolders" and low[4] == "messages":
         uid = user_id(segs[1])
-        return ResourceSpec("outlook", "mail_folder", user_id=uid,
-                            folder_id=folder_id(uid, segs[3]))
+        return ResourceSpec(
+            "outlook", "mail_folder", user_id=uid, folder_id=folder_id(uid, segs[3])
+        )
     if low == ["chats", "getallmessages"]:
         return ResourceSpec("teams", "all_chats")
     if n == 3 and low[0] == "chats" and low[2] == "messages":
@@ -106,14 +111,24 @@ def _check_permission(ctx: Ctx, spec: ResourceSpec) -> None:
     elif spec.family == "teams":
         perms = ("Chat.Read.All", "Chat.ReadWrite.All", "Chat.Read", "Chat.ReadWrite")
     else:
-        perms = ("User.Read.All", "User.ReadWrite.All", "Directory.Read.All",
-                 "Directory.ReadWrite.All", "User.Read")
+        perms = (
+            "User.Read.All",
+            "User.ReadWrite.All",
+            "Directory.Read.All",
+            "Directory.ReadWrite.All",
+            "User.Read",
+        )
     if not p.has_any(*perms):
-        raise _ext(403, "Caller does not have access to the resource. Missing permission: one "
-                   f"of {', '.join(perms)}.")
+        raise _ext(
+            403,
+            "Caller does not have access to the resource. Missing permission: one "
+            f"of {', '.join(perms)}.",
+        )
     if p.delegated and spec.user_id and spec.user_id != p.user_id:
-        raise _ext(403, "Access is denied to the requested resource. The user may not have "
-                   "enough permission.")
+        raise _ext(
+            403,
+            "Access is denied to the requested resource. The user may not have enough permission.",
+        )
 
 
 def _max_minutes(ctx: Ctx, spec: ResourceSpec, rich: bool) -> int:
@@ -125,21 +140,24 @@ def _max_minutes(ctx: Ctx, spec: ResourceSpec, rich: bool) -> int:
     return int(cfg["directory_max_minutes"])
 
 
-def _check_expiration(ctx: Ctx, spec: ResourceSpec, value: Any, rich: bool,
-                      op: str = "Create") -> datetime:
+def _check_expiration(
+    ctx: Ctx, spec: ResourceSpec, value: Any, rich: bool, op: str = "Create"
+) -> datetime:
     if not value:
-        raise _bad("expirationDateTime is a required property for subscription creation.",
-                   "InvalidRequest")
+        raise _bad(
+            "expirationDateTime is a required property for subscription creation.", "InvalidRequest"
+        )
     try:
         exp = parse_iso(str(value))
     except ValueError as exc:
-        raise _bad(f"Cannot convert the literal '{value}' to the expected type "
-                   "'Edm.DateTimeOffset'.", "BadRequest") from exc
+        raise _bad(
+            f"Cannot convert the literal '{value}' to the expected type 'Edm.DateTimeOffset'.",
+            "BadRequest",
+        ) from exc
     now = ctx.state.clock.now()
     max_min = _max_minutes(ctx, spec, rich)
     if exp > now + timedelta(minutes=max_min):
-        raise _ext(400, f"Subscription expiration can only be {max_min} minutes in the "
-                   "future.", op)
+        raise _ext(400, f"Subscription expiration can only be {max_min} minutes in the future.", op)
     floor = now + timedelta(minutes=int(ctx.app.config.get("subscriptions", "min_minutes")))
     if exp < floor:
         exp = floor  # silently raised to the minimum lifetime
@@ -148,31 +166,45 @@ def _check_expiration(ctx: Ctx, spec: ResourceSpec, value: Any, rich: bool,
 
 def validation_handshake(ctx: Ctx, url: str) -> str | None:
     """POST ``?validationToken=``; return an error message or ``None`` when valid."""
-    token = ("Validation: Testing client application reachability for subscription "
-             f"Request-Id: {uuid.uuid4()}")
+    token = (
+        "Validation: Testing client application reachability for subscription "
+        f"Request-Id: {uuid.uuid4()}"
+    )
     sep = "&" if "?" in url else "?"
     target = f"{url}{sep}validationToken={quote(token, safe='')}"
     timeout = float(ctx.app.config.get("subscriptions", "handshake_timeout_s"))
     try:
-        resp = outbound.post(target, ctx.app.config, data=b"",
-                             content_type="text/plain; charset=utf-8", timeout=timeout)
+        resp = outbound.post(
+            target,
+            ctx.app.config,
+            data=b"",
+            content_type="text/plain; charset=utf-8",
+            timeout=timeout,
+        )
     except requests.Timeout:
-        return ("Subscription validation request failed. Notification endpoint must respond "
-                "with 200 OK to validation request. (timed out after "
-                f"{timeout:g} seconds)")
+        return (
+            "Subscription validation request failed. Notification endpoint must respond "
+            "with 200 OK to validation request. (timed out after "
+            f"{timeout:g} seconds)"
+        )
     except requests.RequestException as exc:
-        return ("Subscription validation request failed. Notification endpoint must respond "
-                f"with 200 OK to validation request. ({type(exc).__name__})")
+        return (
+            "Subscription validation request failed. Notification endpoint must respond "
+            f"with 200 OK to validation request. ({type(exc).__name__})"
+        )
     if resp.status_code != 200:
-        return ("Subscription validation request failed. Notification endpoint must respond "
-                "with 200 OK to validation request.")
+        return (
+            "Subscription validation request failed. Notification endpoint must respond "
+            "with 200 OK to validation request."
+        )
     ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if ctype != "text/plain":
-        return ("Subscription validation request failed. Response must have Content-Type "
-                "text/plain.")
+        return "Subscription validation request failed. Response must have Content-Type text/plain."
     if resp.content.decode("utf-8", "replace") != token:
-        return ("Subscription validation request failed. Response must exactly match "
-                "validationToken query parameter.")
+        return (
+            "Subscription validation request failed. Response must exactly match "
+            "validationToken query parameter."
+        )
     return None
 
 
@@ -182,23 +214,35 @@ def _quota(ctx: Ctx, spec: ResourceSpec) -> None:
     if spec.family == "outlook":
         n = sum(1 for s in subs if s.spec.family == "outlook" and s.spec.user_id == spec.user_id)
         if n >= int(cfg["mailbox_quota"]):
-            raise _ext(403, "Number of subscriptions has exceeded the quota. Limit: "
-                       f"{cfg['mailbox_quota']} subscriptions per mailbox.")
+            raise _ext(
+                403,
+                "Number of subscriptions has exceeded the quota. Limit: "
+                f"{cfg['mailbox_quota']} subscriptions per mailbox.",
+            )
     elif spec.family == "teams":
         if sum(1 for s in subs if s.spec.family == "teams") >= int(cfg["teams_org_quota"]):
-            raise _ext(403, "Number of subscriptions has exceeded the quota. Limit: "
-                       f"{cfg['teams_org_quota']} Teams subscriptions per organization.")
+            raise _ext(
+                403,
+                "Number of subscriptions has exceeded the quota. Limit: "
+                f"{cfg['teams_org_quota']} Teams subscriptions per organization.",
+            )
         if spec.kind == "user_chats" and sum(
-                1 for s in subs if s.spec.kind == "user_chats"
-                and s.spec.user_id == spec.user_id) >= int(cfg["user_chats_quota"]):
-            raise _ext(403, "Number of subscriptions has exceeded the quota. Limit: "
-                       f"{cfg['user_chats_quota']} user-level chat subscriptions per user.")
+            1 for s in subs if s.spec.kind == "user_chats" and s.spec.user_id == spec.user_id
+        ) >= int(cfg["user_chats_quota"]):
+            raise _ext(
+                403,
+                "Number of subscriptions has exceeded the quota. Limit: "
+                f"{cfg['user_chats_quota']} user-level chat subscriptions per user.",
+            )
 
 
 def _duplicate(ctx: Ctx, spec: ResourceSpec, change_types: list[str]) -> Subscription | None:
     for s in ctx.state.subscriptions.values():
-        if (s.application_id == ctx.principal.app_id and s.spec.key() == spec.key()
-                and sorted(s.change_types) == sorted(change_types)):
+        if (
+            s.application_id == ctx.principal.app_id
+            and s.spec.key() == spec.key()
+            and sorted(s.change_types) == sorted(change_types)
+        ):
             return s
     return None
 
@@ -222,16 +266,21 @@ def create_subscription(ctx: Ctx) -> Response:
             raise _bad(f"{req_field} is a required property for subscription creation.")
     change_types = [c.strip() for c in str(body["changeType"]).split(",") if c.strip()]
     if not change_types or any(c not in VALID_CHANGE_TYPES for c in change_types):
-        raise _bad(f"Invalid changeType '{body['changeType']}'. Allowed values: created, "
-                   "updated, deleted.")
+        raise _bad(
+            f"Invalid changeType '{body['changeType']}'. Allowed values: created, updated, deleted."
+        )
     client_state = body.get("clientState")
     if client_state is not None and len(str(client_state)) > int(cfg["client_state_max"]):
-        raise _bad(f"clientState must not exceed {cfg['client_state_max']} characters.",
-                   "ValidationError")
+        raise _bad(
+            f"clientState must not exceed {cfg['client_state_max']} characters.", "ValidationError"
+        )
     rich = bool(body.get("includeResourceData"))
     if rich and not (body.get("encryptionCertificate") and body.get("encryptionCertificateId")):
-        raise _bad("encryptionCertificate and encryptionCertificateId are required when "
-                   "includeResourceData is true.", "ValidationError")
+        raise _bad(
+            "encryptionCertificate and encryptionCertificateId are required when "
+            "includeResourceData is true.",
+            "ValidationError",
+        )
     tls = str(body.get("latestSupportedTlsVersion") or "v1_2")
     if tls not in TLS_VERSIONS:
         raise _bad(f"Invalid latestSupportedTlsVersion '{tls}'.", "ValidationError")
@@ -245,20 +294,28 @@ def create_subscription(ctx: Ctx) -> Response:
         _purge_expired(ctx)
         spec = parse_resource(ctx, str(body["resource"]))
         if spec.family == "directory" and "created" in change_types:
-            raise _bad("changeType 'created' is not supported for this resource; use updated "
-                       "or deleted.", "ValidationError")
+            raise _bad(
+                "changeType 'created' is not supported for this resource; use updated or deleted.",
+                "ValidationError",
+            )
         _check_permission(ctx, spec)
         exp = _check_expiration(ctx, spec, body["expirationDateTime"], rich)
         now = ctx.state.clock.now()
         lifecycle_after = timedelta(minutes=int(cfg["teams_lifecycle_required_after_minutes"]))
         if spec.family == "teams" and not lifecycle and exp > now + lifecycle_after:
-            raise _bad("lifecycleNotificationUrl is a required property for subscription "
-                       "creation on this resource when the expirationDateTime value is set to "
-                       "greater than 1 hour", "ValidationError")
+            raise _bad(
+                "lifecycleNotificationUrl is a required property for subscription "
+                "creation on this resource when the expirationDateTime value is set to "
+                "greater than 1 hour",
+                "ValidationError",
+            )
         dup = _duplicate(ctx, spec, change_types)
         if dup is not None:
-            raise GraphError(409, "ExtensionError", f"Subscription Id {dup.id} already exists "
-                             "for the requested combination")
+            raise GraphError(
+                409,
+                "ExtensionError",
+                f"Subscription Id {dup.id} already exists for the requested combination",
+            )
         _quota(ctx, spec)
     # handshake outside the lock: both URLs, each validated separately
     for u in filter(None, (url, lifecycle)):
@@ -269,21 +326,31 @@ def create_subscription(ctx: Ctx) -> Response:
     with ctx.state.lock:
         dup = _duplicate(ctx, spec, change_types)
         if dup is not None:
-            raise GraphError(409, "ExtensionError", f"Subscription Id {dup.id} already exists "
-                             "for the requested combination")
+            raise GraphError(
+                409,
+                "ExtensionError",
+                f"Subscription Id {dup.id} already exists for the requested combination",
+            )
         _quota(ctx, spec)
         p = ctx.principal
         sub = Subscription(
-            id=str(uuid.uuid4()), resource=str(body["resource"]), spec=spec,
-            change_types=change_types, notification_url=url, lifecycle_url=lifecycle,
-            expiration=exp, client_state=None if client_state is None else str(client_state),
+            id=str(uuid.uuid4()),
+            resource=str(body["resource"]),
+            spec=spec,
+            change_types=change_types,
+            notification_url=url,
+            lifecycle_url=lifecycle,
+            expiration=exp,
+            client_state=None if client_state is None else str(client_state),
             application_id=p.app_id,
             creator_id=(p.user_id or "") if p.delegated else str(p.claims.get("oid", "")),
-            tls_version=tls, include_resource_data=rich,
+            tls_version=tls,
+            include_resource_data=rich,
             encryption_certificate=body.get("encryptionCertificate"),
             encryption_certificate_id=body.get("encryptionCertificateId"),
-            notification_content_type=str(body.get("notificationContentType")
-                                          or "application/json"),
+            notification_content_type=str(
+                body.get("notificationContentType") or "application/json"
+            ),
             notification_url_app_id=body.get("notificationUrlAppId"),
         )
         ctx.state.subscriptions[sub.id] = sub
@@ -318,8 +385,11 @@ def list_subscriptions(ctx: Ctx) -> Response:
     _budget(ctx, "list")
     with ctx.state.lock:
         _purge_expired(ctx)
-        items = [s.to_json(hide_client_state=True) for s in ctx.state.subscriptions.values()
-                 if _visible(ctx, s)]
+        items = [
+            s.to_json(hide_client_state=True)
+            for s in ctx.state.subscriptions.values()
+            if _visible(ctx, s)
+        ]
     return collection(ctx, "subscriptions", items)
 
 
@@ -329,24 +399,39 @@ def update_subscription(ctx: Ctx) -> Response:
     with ctx.state.lock:
         sub = _get_sub(ctx)
         if "lifecycleNotificationUrl" in body and body["lifecycleNotificationUrl"] != (
-                sub.lifecycle_url):
-            raise _bad("lifecycleNotificationUrl cannot be updated; delete the subscription "
-                       "and create a new one.", "ValidationError")
-        allowed = {"expirationDateTime", "notificationUrl", "notificationUrlAppId",
-                   "lifecycleNotificationUrl"}
+            sub.lifecycle_url
+        ):
+            raise _bad(
+                "lifecycleNotificationUrl cannot be updated; delete the subscription "
+                "and create a new one.",
+                "ValidationError",
+            )
+        allowed = {
+            "expirationDateTime",
+            "notificationUrl",
+            "notificationUrlAppId",
+            "lifecycleNotificationUrl",
+        }
         extra = [k for k in body if k not in allowed and not k.startswith("@")]
         if extra:
             raise _bad(f"Property '{extra[0]}' cannot be updated.", "ValidationError")
         exp = sub.expiration
         if "expirationDateTime" in body:
-            exp = _check_expiration(ctx, sub.spec, body["expirationDateTime"],
-                                    sub.include_resource_data, op="Update")
+            exp = _check_expiration(
+                ctx, sub.spec, body["expirationDateTime"], sub.include_resource_data, op="Update"
+            )
             now = ctx.state.clock.now()
-            if sub.spec.family == "teams" and not sub.lifecycle_url and exp > now + timedelta(
-                    hours=1):
-                raise _bad("lifecycleNotificationUrl is a required property for subscription "
-                           "creation on this resource when the expirationDateTime value is "
-                           "set to greater than 1 hour", "ValidationError")
+            if (
+                sub.spec.family == "teams"
+                and not sub.lifecycle_url
+                and exp > now + timedelta(hours=1)
+            ):
+                raise _bad(
+                    "lifecycleNotificationUrl is a required property for subscription "
+                    "creation on this resource when the expirationDateTime value is "
+                    "set to greater than 1 hour",
+                    "ValidationError",
+                )
         new_url = body.get("notificationUrl")
     if new_url and new_url != sub.notification_url:
         problem = outbound.url_problem(str(new_url), ctx.app.config)

@@ -25,25 +25,40 @@ from .state import Chat, Team
 
 CHAT_READ_APP = ("Chat.Read.All", "Chat.ReadWrite.All", "Chat.ReadBasic.All")
 CHAT_READ_DEL = ("Chat.Read", "Chat.ReadWrite", "Chat.ReadBasic")
-CHANNEL_READ_APP = ("ChannelMessage.Read.All", "ChannelMessage.ReadWrite.All",
-                    "ChannelMessage.Read.Group")
-CHANNEL_READ_DEL = ("ChannelMessage.Read.All", "ChannelMessage.ReadWrite", "Group.Read.All",
-                    "Group.ReadWrite.All")
-IMPORT_ONLY = ("Message POST is allowed in application-only context only for import purposes. "
-               "Refer to https://docs.microsoft.com/microsoftteams/platform/graph-api/"
-               "import-messages/import-external-messages-to-teams for more details.")
+CHANNEL_READ_APP = (
+    "ChannelMessage.Read.All",
+    "ChannelMessage.ReadWrite.All",
+    "ChannelMessage.Read.Group",
+)
+CHANNEL_READ_DEL = (
+    "ChannelMessage.Read.All",
+    "ChannelMessage.ReadWrite",
+    "Group.Read.All",
+    "Group.ReadWrite.All",
+)
+IMPORT_ONLY = (
+    "Message POST is allowed in application-only context only for import purposes. "
+    "Refer to https://docs.microsoft.com/microsoftteams/platform/graph-api/"
+    "import-messages/import-external-messages-to-teams for more details."
+)
 EIGHT_MONTHS = timedelta(days=243)
 # What Graph answers an app whose Teams protected-API request was not approved (observed).
-PROTECTED_API = ("Invoked API requires Protected API access in application-only context when "
-                 "not using Resource Specific Consent. Visit "
-                 "https://docs.microsoft.com/en-us/graph/teams-protected-apis for more details.")
+PROTECTED_API = (
+    "Invoked API requires Protected API access in application-only context when "
+    "not using Resource Specific Consent. Visit "
+    "https://docs.microsoft.com/en-us/graph/teams-protected-apis for more details."
+)
 
 
 def _forbidden(ctx: Ctx) -> GraphError:
-    return GraphError(403, "Forbidden", "Missing role permissions on the request. API requires "
-                      "one of 'Chat.Read.All, Chat.ReadWrite.All'. Roles on the request "
-                      f"'{ctx.principal.granted_text}'. Resource specific consent permissions "
-                      "on the request ''.")
+    return GraphError(
+        403,
+        "Forbidden",
+        "Missing role permissions on the request. API requires "
+        "one of 'Chat.Read.All, Chat.ReadWrite.All'. Roles on the request "
+        f"'{ctx.principal.granted_text}'. Resource specific consent permissions "
+        "on the request ''.",
+    )
 
 
 def chat_or_404(ctx: Ctx, chat_id: str) -> Chat:
@@ -74,22 +89,25 @@ def _read_chats(ctx: Ctx, *, protected: bool = False) -> None:
 def _member_check(ctx: Ctx, members: list[str]) -> None:
     p = ctx.principal
     if p.delegated and p.user_id not in members:
-        raise GraphError(403, "Forbidden", "Forbidden: the caller is not a member of this "
-                         "conversation.")
+        raise GraphError(
+            403, "Forbidden", "Forbidden: the caller is not a member of this conversation."
+        )
 
 
-def _page(ctx: Ctx, items: list[dict[str, Any]], default_top: int, max_top: int,
-          context: str) -> Response:
+def _page(
+    ctx: Ctx, items: list[dict[str, Any]], default_top: int, max_top: int, context: str
+) -> Response:
     q = ctx.query
     top = min(parse_top(q.get("$top"), max_top) or default_top, max_top)
     offset = int(decode_skiptoken(q["$skiptoken"]).get("o", 0)) if q.get("$skiptoken") else 0
     select = parse_select(q.get("$select"))
-    page = [apply_select(m, select) for m in items[offset: offset + top]]
+    page = [apply_select(m, select) for m in items[offset : offset + top]]
     nxt = None
     if offset + top < len(items):
         nxt = next_link(ctx, {"$skiptoken": encode_skiptoken({"o": offset + top})})
-    return collection(ctx, context, page, nxt,
-                      extra={"@odata.count": len(page)} if "chats" in context else None)
+    return collection(
+        ctx, context, page, nxt, extra={"@odata.count": len(page)} if "chats" in context else None
+    )
 
 
 # --------------------------------------------------------------------------- chats
@@ -100,8 +118,11 @@ def list_user_chats(ctx: Ctx) -> Response:
     with ctx.state.lock:
         user = user_or_404(ctx, ctx.params["user"])
         if ctx.principal.delegated and user["id"] != ctx.principal.user_id:
-            raise GraphError(403, "Forbidden", "Requested API is not supported in delegated "
-                             "context for another user.")
+            raise GraphError(
+                403,
+                "Forbidden",
+                "Requested API is not supported in delegated context for another user.",
+            )
         chats = [dict(c.data) for c in ctx.state.chats.values() if user["id"] in c.members]
     chats.sort(key=lambda c: c.get("lastUpdatedDateTime") or "", reverse=True)
     return _page(ctx, chats, 50, 50, f"users('{user['id']}')/chats")
@@ -116,9 +137,14 @@ def create_chat(ctx: Ctx) -> Response:
     p = ctx.principal
     if not p.delegated:
         raise GraphError(403, "Forbidden", "Creating chats needs a delegated token here.")
-    require(ctx, (), ("Chat.Create", "Chat.ReadWrite"), code="Forbidden",
-            message="Missing scope permissions on the request. API requires one of "
-            "'Chat.Create, Chat.ReadWrite'.")
+    require(
+        ctx,
+        (),
+        ("Chat.Create", "Chat.ReadWrite"),
+        code="Forbidden",
+        message="Missing scope permissions on the request. API requires one of "
+        "'Chat.Create, Chat.ReadWrite'.",
+    )
     body = ctx.body_json()
     if body.get("chatType") != "oneOnOne":
         raise GraphError(400, "BadRequest", "Only oneOnOne chats are emulated.")
@@ -140,10 +166,17 @@ def create_chat(ctx: Ctx) -> Response:
                 return entity(ctx, "chats/$entity", dict(chat.data), status=201)
         cid = f"19:{ids[0]}_{ids[1]}@unq.gbl.spaces"
         created = iso(ctx.state.clock.now())
-        data = {"id": cid, "topic": None, "createdDateTime": created,
-                "lastUpdatedDateTime": created, "chatType": "oneOnOne",
-                "webUrl": f"https://teams.microsoft.com/l/chat/{cid}/0",
-                "tenantId": ctx.state.tenant_id, "onlineMeetingInfo": None, "viewpoint": None}
+        data = {
+            "id": cid,
+            "topic": None,
+            "createdDateTime": created,
+            "lastUpdatedDateTime": created,
+            "chatType": "oneOnOne",
+            "webUrl": f"https://teams.microsoft.com/l/chat/{cid}/0",
+            "tenantId": ctx.state.tenant_id,
+            "onlineMeetingInfo": None,
+            "viewpoint": None,
+        }
         ctx.state.add_chat(Chat(data=data, members=ids))
     return entity(ctx, "chats/$entity", dict(data), status=201)
 
@@ -197,10 +230,14 @@ def _app_only_post(ctx: Ctx) -> None:
     if p.delegated:
         return
     if not p.has_any("Teamwork.Migrate.All"):
-        raise GraphError(403, "Forbidden", "Missing role permissions on the request. API "
-                         "requires one of 'Teamwork.Migrate.All'. Roles on the request "
-                         f"'{p.granted_text}'. Resource specific consent permissions on the "
-                         "request ''.")
+        raise GraphError(
+            403,
+            "Forbidden",
+            "Missing role permissions on the request. API "
+            "requires one of 'Teamwork.Migrate.All'. Roles on the request "
+            f"'{p.granted_text}'. Resource specific consent permissions on the "
+            "request ''.",
+        )
     raise GraphError(401, "Unauthorized", IMPORT_ONLY)
 
 
@@ -210,21 +247,34 @@ def _throttle_post(ctx: Ctx, resource: str) -> None:
 
 def post_chat_message(ctx: Ctx) -> Response:
     _app_only_post(ctx)
-    require(ctx, (), ("ChatMessage.Send", "Chat.ReadWrite", "Group.ReadWrite.All"),
-            code="Forbidden", message="Missing scope permissions on the request. API requires "
-            "one of 'ChatMessage.Send, Chat.ReadWrite, Group.ReadWrite.All'.")
+    require(
+        ctx,
+        (),
+        ("ChatMessage.Send", "Chat.ReadWrite", "Group.ReadWrite.All"),
+        code="Forbidden",
+        message="Missing scope permissions on the request. API requires "
+        "one of 'ChatMessage.Send, Chat.ReadWrite, Group.ReadWrite.All'.",
+    )
     content, ctype = _post_body(ctx)
     with ctx.state.lock:
         chat = chat_or_404(ctx, ctx.params["chat"])
         _member_check(ctx, chat.members)
     _throttle_post(ctx, "chat:" + chat.data["id"])
     with ctx.state.lock:
-        msg = ctx.state.chat_message(ctx.principal.user_id or "", content, ctype,
-                                     chat_id=chat.data["id"])
+        msg = ctx.state.chat_message(
+            ctx.principal.user_id or "", content, ctype, chat_id=chat.data["id"]
+        )
         ctx.state.post_chat_message(chat.data["id"], msg)
-        ctx.state.record_sent({"kind": "chat", "app_id": ctx.principal.app_id,
-                               "sender": ctx.principal.upn, "chat_id": chat.data["id"],
-                               "message_id": msg["id"], "body": msg["body"]})
+        ctx.state.record_sent(
+            {
+                "kind": "chat",
+                "app_id": ctx.principal.app_id,
+                "sender": ctx.principal.upn,
+                "chat_id": chat.data["id"],
+                "message_id": msg["id"],
+                "body": msg["body"],
+            }
+        )
         out = dict(msg)
     return entity(ctx, f"chats('{chat.data['id']}')/messages/$entity", out, status=201)
 
@@ -237,8 +287,12 @@ def all_messages(ctx: Ctx) -> Response:
     q = ctx.query
     with ctx.state.lock:
         user = user_or_404(ctx, ctx.params["user"])
-        msgs = [dict(m) for c in ctx.state.chats.values() if user["id"] in c.members
-                for m in c.messages.values()]
+        msgs = [
+            dict(m)
+            for c in ctx.state.chats.values()
+            if user["id"] in c.members
+            for m in c.messages.values()
+        ]
     if q.get("$filter"):
         pred = compile_filter(q["$filter"])
         msgs = [m for m in msgs if pred(m)]
@@ -263,10 +317,14 @@ def chats_delta(ctx: Ctx) -> Response:
                 return None
             return {"@odata.type": "#microsoft.graph.chatMessage", **apply_select(msg, select)}
 
-        return delta_response(ctx, scope={"kind": "chats", "user_id": user["id"]},
-                              streams=streams, render=render,
-                              context="Collection(chatMessage)",
-                              removed_type="#microsoft.graph.chatMessage")
+        return delta_response(
+            ctx,
+            scope={"kind": "chats", "user_id": user["id"]},
+            streams=streams,
+            render=render,
+            context="Collection(chatMessage)",
+            removed_type="#microsoft.graph.chatMessage",
+        )
 
 
 # --------------------------------------------------------------------------- teams
@@ -275,9 +333,13 @@ def chats_delta(ctx: Ctx) -> Response:
 def _read_channels(ctx: Ctx) -> None:
     p = ctx.principal
     if not p.has_any(*(CHANNEL_READ_DEL if p.delegated else CHANNEL_READ_APP)):
-        raise GraphError(403, "Forbidden", "Missing role permissions on the request. API "
-                         "requires one of 'ChannelMessage.Read.All, ChannelMessage.Read.Group'. "
-                         f"Roles on the request '{p.granted_text}'.")
+        raise GraphError(
+            403,
+            "Forbidden",
+            "Missing role permissions on the request. API "
+            "requires one of 'ChannelMessage.Read.All, ChannelMessage.Read.Group'. "
+            f"Roles on the request '{p.granted_text}'.",
+        )
 
 
 def _channel(ctx: Ctx):
@@ -289,10 +351,19 @@ def _channel(ctx: Ctx):
 
 
 def get_team(ctx: Ctx) -> Response:
-    require(ctx, ("Team.ReadBasic.All", "TeamSettings.Read.All", "Group.Read.All",
-                  "Directory.Read.All", "ChannelMessage.Read.All"),
-            ("Team.ReadBasic.All", "Group.Read.All", "ChannelMessage.Send"), code="Forbidden",
-            message="Missing role permissions on the request.")
+    require(
+        ctx,
+        (
+            "Team.ReadBasic.All",
+            "TeamSettings.Read.All",
+            "Group.Read.All",
+            "Directory.Read.All",
+            "ChannelMessage.Read.All",
+        ),
+        ("Team.ReadBasic.All", "Group.Read.All", "ChannelMessage.Send"),
+        code="Forbidden",
+        message="Missing role permissions on the request.",
+    )
     with ctx.state.lock:
         team = team_or_404(ctx, ctx.params["team"])
         data = dict(team.data)
@@ -300,15 +371,24 @@ def get_team(ctx: Ctx) -> Response:
 
 
 def list_channels(ctx: Ctx) -> Response:
-    require(ctx, ("Channel.ReadBasic.All", "ChannelSettings.Read.All", "Group.Read.All",
-                  "ChannelMessage.Read.All"),
-            ("Channel.ReadBasic.All", "Group.Read.All", "ChannelMessage.Send"),
-            code="Forbidden", message="Missing role permissions on the request.")
+    require(
+        ctx,
+        (
+            "Channel.ReadBasic.All",
+            "ChannelSettings.Read.All",
+            "Group.Read.All",
+            "ChannelMessage.Read.All",
+        ),
+        ("Channel.ReadBasic.All", "Group.Read.All", "ChannelMessage.Send"),
+        code="Forbidden",
+        message="Missing role permissions on the request.",
+    )
     with ctx.state.lock:
         team = team_or_404(ctx, ctx.params["team"])
         items = [dict(c.data) for c in team.channels.values()]
-    return collection(ctx, f"teams('{team.data['id']}')/channels", items,
-                      extra={"@odata.count": len(items)})
+    return collection(
+        ctx, f"teams('{team.data['id']}')/channels", items, extra={"@odata.count": len(items)}
+    )
 
 
 def joined_teams(ctx: Ctx) -> Response:
@@ -324,8 +404,9 @@ def list_channel_messages(ctx: Ctx) -> Response:
         team, ch = _channel(ctx)
         _member_check(ctx, team.members)
         msgs = [dict(m) for m in reversed(ch.messages.values())]
-    return _page(ctx, msgs, 20, 50, f"teams('{team.data['id']}')/channels('{ch.data['id']}')"
-                 "/messages")
+    return _page(
+        ctx, msgs, 20, 50, f"teams('{team.data['id']}')/channels('{ch.data['id']}')/messages"
+    )
 
 
 def channel_delta(ctx: Ctx) -> Response:
@@ -336,36 +417,64 @@ def channel_delta(ctx: Ctx) -> Response:
 
         def render(k: tuple[str, ...], item_id: str, select: list[str] | None):
             msg = ch.messages.get(item_id)
-            return None if msg is None else {"@odata.type": "#microsoft.graph.chatMessage",
-                                             **apply_select(msg, select)}
+            return (
+                None
+                if msg is None
+                else {"@odata.type": "#microsoft.graph.chatMessage", **apply_select(msg, select)}
+            )
 
-        return delta_response(ctx, scope={"kind": "channel", "team": team.data["id"],
-                                          "channel": ch.data["id"]},
-                              streams=[key], render=render, context="Collection(chatMessage)",
-                              removed_type="#microsoft.graph.chatMessage")
+        return delta_response(
+            ctx,
+            scope={"kind": "channel", "team": team.data["id"], "channel": ch.data["id"]},
+            streams=[key],
+            render=render,
+            context="Collection(chatMessage)",
+            removed_type="#microsoft.graph.chatMessage",
+        )
 
 
 def post_channel_message(ctx: Ctx) -> Response:
     _app_only_post(ctx)
-    require(ctx, (), ("ChannelMessage.Send", "Group.ReadWrite.All"), code="Forbidden",
-            message="Missing scope permissions on the request. API requires one of "
-            "'ChannelMessage.Send, Group.ReadWrite.All'.")
+    require(
+        ctx,
+        (),
+        ("ChannelMessage.Send", "Group.ReadWrite.All"),
+        code="Forbidden",
+        message="Missing scope permissions on the request. API requires one of "
+        "'ChannelMessage.Send, Group.ReadWrite.All'.",
+    )
     content, ctype = _post_body(ctx)
     with ctx.state.lock:
         team, ch = _channel(ctx)
         _member_check(ctx, team.members)
     _throttle_post(ctx, "channel:" + ch.data["id"])
     with ctx.state.lock:
-        msg = ctx.state.chat_message(ctx.principal.user_id or "", content, ctype,
-                                     team_id=team.data["id"], channel_id=ch.data["id"])
+        msg = ctx.state.chat_message(
+            ctx.principal.user_id or "",
+            content,
+            ctype,
+            team_id=team.data["id"],
+            channel_id=ch.data["id"],
+        )
         ctx.state.post_channel_message(team.data["id"], ch.data["id"], msg)
-        ctx.state.record_sent({"kind": "channel", "app_id": ctx.principal.app_id,
-                               "sender": ctx.principal.upn, "team_id": team.data["id"],
-                               "channel_id": ch.data["id"], "message_id": msg["id"],
-                               "body": msg["body"]})
+        ctx.state.record_sent(
+            {
+                "kind": "channel",
+                "app_id": ctx.principal.app_id,
+                "sender": ctx.principal.upn,
+                "team_id": team.data["id"],
+                "channel_id": ch.data["id"],
+                "message_id": msg["id"],
+                "body": msg["body"],
+            }
+        )
         out = dict(msg)
-    return entity(ctx, f"teams('{team.data['id']}')/channels('{ch.data['id']}')/messages/"
-                  "$entity", out, status=201)
+    return entity(
+        ctx,
+        f"teams('{team.data['id']}')/channels('{ch.data['id']}')/messages/$entity",
+        out,
+        status=201,
+    )
 
 
 def register(router: Router) -> None:
@@ -382,5 +491,6 @@ def register(router: Router) -> None:
     router.add("GET", "teams/{team}/channels", list_channels)
     router.add("GET", "teams/{team}/channels/{channel}/messages", list_channel_messages)
     router.add("GET", "teams/{team}/channels/{channel}/messages/delta", channel_delta)
-    router.add("POST", "teams/{team}/channels/{channel}/messages", post_channel_message,
-               teams_post=True)
+    router.add(
+        "POST", "teams/{team}/channels/{channel}/messages", post_channel_message, teams_post=True
+    )

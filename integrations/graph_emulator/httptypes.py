@@ -94,8 +94,12 @@ class Response:
         return json.loads(self.body) if self.body else None
 
 
-def json_response(status: int, obj: Any, headers: Mapping[str, str] | None = None,
-                  content_type: str = JSON_CONTENT_TYPE) -> Response:
+def json_response(
+    status: int,
+    obj: Any,
+    headers: Mapping[str, str] | None = None,
+    content_type: str = JSON_CONTENT_TYPE,
+) -> Response:
     h = Headers(headers or {})
     h["Content-Type"] = content_type
     return Response(status, json.dumps(obj).encode("utf-8"), h)
@@ -105,8 +109,12 @@ def empty_response(status: int, headers: Mapping[str, str] | None = None) -> Res
     return Response(status, b"", Headers(headers or {}))
 
 
-def text_response(status: int, text: str, content_type: str = "text/plain; charset=utf-8",
-                  headers: Mapping[str, str] | None = None) -> Response:
+def text_response(
+    status: int,
+    text: str,
+    content_type: str = "text/plain; charset=utf-8",
+    headers: Mapping[str, str] | None = None,
+) -> Response:
     h = Headers(headers or {})
     h["Content-Type"] = content_type
     return Response(status, text.encode("utf-8"), h)
@@ -115,8 +123,9 @@ def text_response(status: int, text: str, content_type: str = "text/plain; chars
 class GraphError(Exception):
     """Raised by Graph handlers; rendered as Graph's error body."""
 
-    def __init__(self, status: int, code: str, message: str,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
@@ -124,8 +133,9 @@ class GraphError(Exception):
         self.headers = dict(headers or {})
 
 
-def graph_error_body(code: str, message: str, request_id: str, client_request_id: str,
-                     now: datetime) -> dict[str, Any]:
+def graph_error_body(
+    code: str, message: str, request_id: str, client_request_id: str, now: datetime
+) -> dict[str, Any]:
     return {
         "error": {
             "code": code,
@@ -192,8 +202,10 @@ def opaque_token(nbytes: int = 24) -> str:
 
 def jwt_encode(claims: dict[str, Any], key: bytes, kid: str = "emulator") -> str:
     header = {"typ": "JWT", "alg": "HS256", "kid": kid}
-    signing_input = b64url(json.dumps(header, separators=(",", ":")).encode()) + "." + b64url(
-        json.dumps(claims, separators=(",", ":")).encode()
+    signing_input = (
+        b64url(json.dumps(header, separators=(",", ":")).encode())
+        + "."
+        + b64url(json.dumps(claims, separators=(",", ":")).encode())
     )
     sig = hmac.new(key, signing_input.encode("ascii"), hashlib.sha256).digest()
     return signing_input + "." + b64url(sig)
@@ -205,8 +217,9 @@ def jwt_decode(token: str, key: bytes) -> dict[str, Any] | None:
     if len(parts) != 3:
         return None
     try:
-        expected = hmac.new(key, (parts[0] + "." + parts[1]).encode("ascii"),
-                            hashlib.sha256).digest()
+        expected = hmac.new(
+            key, (parts[0] + "." + parts[1]).encode("ascii"), hashlib.sha256
+        ).digest()
         if not hmac.compare_digest(expected, b64url_decode(parts[2])):
             return None
         claims = json.loads(b64url_decode(parts[1]))

@@ -71,8 +71,14 @@ class Principal:
 
 
 class AadError(Exception):
-    def __init__(self, status: int, error: str, code: int, description: str,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        code: int,
+        description: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(f"AADSTS{code}: {description}")
         self.status = status
         self.error = error
@@ -100,14 +106,13 @@ def aad_error_response(err: AadError, now: datetime) -> Response:
 
 
 def _pkce_s256(verifier: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip(
-        "=")
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
 
 
 def _norm_scope(s: str) -> str:
     for prefix in ("https://graph.microsoft.com/", "00000003-0000-0000-c000-000000000000/"):
         if s.lower().startswith(prefix):
-            return s[len(prefix):]
+            return s[len(prefix) :]
     return s
 
 
@@ -122,22 +127,33 @@ class IdentityService:
 
     def tenant_matches(self, tenant: str) -> bool:
         t = tenant.lower()
-        return t in (self.state.tenant_id.lower(), self.state.domain.lower(), "organizations",
-                     "common")
+        return t in (
+            self.state.tenant_id.lower(),
+            self.state.domain.lower(),
+            "organizations",
+            "common",
+        )
 
     def issuer(self) -> str:
         return f"{self.base_url}/{self.state.tenant_id}/v2.0"
 
     def discovery(self, tenant: str) -> Response:
         if not self.tenant_matches(tenant):
-            raise AadError(400, "invalid_tenant", 90002,
-                           f"Tenant '{tenant}' not found. Check to make sure you have the "
-                           "correct tenant ID and are signing into the correct cloud.")
+            raise AadError(
+                400,
+                "invalid_tenant",
+                90002,
+                f"Tenant '{tenant}' not found. Check to make sure you have the "
+                "correct tenant ID and are signing into the correct cloud.",
+            )
         base = f"{self.base_url}/{self.state.tenant_id}"
         doc = {
             "token_endpoint": f"{base}/oauth2/v2.0/token",
-            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt",
-                                                      "client_secret_basic"],
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_post",
+                "private_key_jwt",
+                "client_secret_basic",
+            ],
             "jwks_uri": f"{self.base_url}/{self.state.tenant_id}/discovery/v2.0/keys",
             "response_modes_supported": ["query", "fragment", "form_post"],
             "subject_types_supported": ["pairwise"],
@@ -152,9 +168,23 @@ class IdentityService:
             "http_logout_supported": True,
             "frontchannel_logout_supported": True,
             "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
-            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "nonce",
-                                 "preferred_username", "name", "tid", "ver", "at_hash",
-                                 "c_hash", "email"],
+            "claims_supported": [
+                "sub",
+                "iss",
+                "aud",
+                "exp",
+                "iat",
+                "auth_time",
+                "acr",
+                "nonce",
+                "preferred_username",
+                "name",
+                "tid",
+                "ver",
+                "at_hash",
+                "c_hash",
+                "email",
+            ],
             "kerberos_endpoint": f"{base}/kerberos",
             "tenant_region_scope": "EU",
             "cloud_instance_name": "microsoftonline.com",
@@ -177,36 +207,56 @@ class IdentityService:
             except (ValueError, UnicodeError):
                 pass
         if not client_id:
-            raise AadError(400, "invalid_request", 900144,
-                           "The request body must contain the following parameter: "
-                           "'client_id'.")
+            raise AadError(
+                400,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'client_id'.",
+            )
         app = self.state.apps.get(client_id)
         if app is None:
-            raise AadError(400, "unauthorized_client", 700016,
-                           f"Application with identifier '{client_id}' was not found in the "
-                           f"directory '{self.state.tenant_name}'. This can happen if the "
-                           "application has not been installed by the administrator of the "
-                           "tenant or consented to by any user in the tenant. You may have "
-                           "sent your authentication request to the wrong tenant.")
+            raise AadError(
+                400,
+                "unauthorized_client",
+                700016,
+                f"Application with identifier '{client_id}' was not found in the "
+                f"directory '{self.state.tenant_name}'. This can happen if the "
+                "application has not been installed by the administrator of the "
+                "tenant or consented to by any user in the tenant. You may have "
+                "sent your authentication request to the wrong tenant.",
+            )
         if not secret:
             if form.get("client_assertion"):
-                raise AadError(401, "invalid_client", 700027,
-                               "Client assertion failed signature validation.")
-            raise AadError(401, "invalid_client", 7000218,
-                           "The request body must contain the following parameter: "
-                           "'client_assertion' or 'client_secret'.")
+                raise AadError(
+                    401, "invalid_client", 700027, "Client assertion failed signature validation."
+                )
+            raise AadError(
+                401,
+                "invalid_client",
+                7000218,
+                "The request body must contain the following parameter: "
+                "'client_assertion' or 'client_secret'.",
+            )
         match = next((s for s in app.secrets if secrets.compare_digest(s.value, secret)), None)
         if match is None:
-            raise AadError(401, "invalid_client", 7000215,
-                           "Invalid client secret provided. Ensure the secret being sent in the "
-                           "request is the client secret value, not the client secret ID, for "
-                           f"a secret added to app '{client_id}'.")
+            raise AadError(
+                401,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided. Ensure the secret being sent in the "
+                "request is the client secret value, not the client secret ID, for "
+                f"a secret added to app '{client_id}'.",
+            )
         if match.expired or (match.end is not None and match.end <= now):
-            raise AadError(401, "invalid_client", 7000222,
-                           f"The provided client secret keys for app '{client_id}' are "
-                           "expired. Visit the Azure portal to create new keys for your app: "
-                           "https://aka.ms/NewClientSecret, or consider using certificate "
-                           "credentials for added security: https://aka.ms/certCreds.")
+            raise AadError(
+                401,
+                "invalid_client",
+                7000222,
+                f"The provided client secret keys for app '{client_id}' are "
+                "expired. Visit the Azure portal to create new keys for your app: "
+                "https://aka.ms/NewClientSecret, or consider using certificate "
+                "credentials for added security: https://aka.ms/certCreds.",
+            )
         return app
 
     # ------------------------------------------------------------------ token endpoint
@@ -214,20 +264,30 @@ class IdentityService:
     def token(self, tenant: str, req: Request) -> Response:
         now = self.state.clock.now()
         if not self.tenant_matches(tenant):
-            raise AadError(400, "invalid_request", 90002,
-                           f"Tenant '{tenant}' not found. Check to make sure you have the "
-                           "correct tenant ID and are signing into the correct cloud.")
+            raise AadError(
+                400,
+                "invalid_request",
+                90002,
+                f"Tenant '{tenant}' not found. Check to make sure you have the "
+                "correct tenant ID and are signing into the correct cloud.",
+            )
         ctype = (req.headers.get("Content-Type") or "").lower()
         if "application/x-www-form-urlencoded" not in ctype:
-            raise AadError(400, "invalid_request", 900144,
-                           "The request body must contain the following parameter: "
-                           "'grant_type'.")
+            raise AadError(
+                400,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'grant_type'.",
+            )
         form = req.form()
         grant = form.get("grant_type")
         if not grant:
-            raise AadError(400, "invalid_request", 900144,
-                           "The request body must contain the following parameter: "
-                           "'grant_type'.")
+            raise AadError(
+                400,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'grant_type'.",
+            )
         with self.state.lock:
             app = self._client_auth(req, form, now)
             if grant == "client_credentials":
@@ -236,33 +296,53 @@ class IdentityService:
                 return self._auth_code(app, form, now)
             if grant == "refresh_token":
                 return self._refresh(app, form, now)
-        raise AadError(400, "unsupported_grant_type", 70003,
-                       f"The app requested an unsupported grant type '{grant}'.")
+        raise AadError(
+            400,
+            "unsupported_grant_type",
+            70003,
+            f"The app requested an unsupported grant type '{grant}'.",
+        )
 
     def _client_credentials(self, app: App, form: dict[str, str], now: datetime) -> Response:
         scope = (form.get("scope") or "").strip()
         if not scope:
-            raise AadError(400, "invalid_request", 900144,
-                           "The request body must contain the following parameter: 'scope'.")
+            raise AadError(
+                400,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'scope'.",
+            )
         scopes = scope.split()
         for s in scopes:
             if not s.endswith("/.default"):
-                raise AadError(400, "invalid_scope", 1002012,
-                               f"The provided value for scope {s} is not valid. Client "
-                               "credential flows must have a scope value with /.default "
-                               "suffixed to the resource identifier (application ID URI).")
+                raise AadError(
+                    400,
+                    "invalid_scope",
+                    1002012,
+                    f"The provided value for scope {s} is not valid. Client "
+                    "credential flows must have a scope value with /.default "
+                    "suffixed to the resource identifier (application ID URI).",
+                )
         if len(scopes) > 1:
-            raise AadError(400, "invalid_scope", 70011,
-                           f"The provided request must include a 'scope' input parameter. The "
-                           f"provided value for the input parameter 'scope' is not valid. "
-                           f"The scope {scope} is not valid.")
+            raise AadError(
+                400,
+                "invalid_scope",
+                70011,
+                f"The provided request must include a 'scope' input parameter. The "
+                f"provided value for the input parameter 'scope' is not valid. "
+                f"The scope {scope} is not valid.",
+            )
         resource = scopes[0][: -len("/.default")]
         if resource not in GRAPH_RESOURCES:
-            raise AadError(400, "invalid_resource", 500011,
-                           f"The resource principal named {resource} was not found in the "
-                           f"tenant named {self.state.tenant_name}. This can happen if the "
-                           "application has not been installed by the administrator of the "
-                           "tenant or consented to by any user in the tenant.")
+            raise AadError(
+                400,
+                "invalid_resource",
+                500011,
+                f"The resource principal named {resource} was not found in the "
+                f"tenant named {self.state.tenant_name}. This can happen if the "
+                "application has not been installed by the administrator of the "
+                "tenant or consented to by any user in the tenant.",
+            )
         iat = int(now.timestamp())
         claims: dict[str, Any] = {
             "aud": GRAPH_AUDIENCE,
@@ -287,13 +367,17 @@ class IdentityService:
         }
         if app.roles:
             claims["roles"] = sorted(app.roles)
-        return json_response(200, {
-            "token_type": "Bearer",
-            "expires_in": TOKEN_LIFETIME,
-            "ext_expires_in": TOKEN_LIFETIME,
-            "access_token": jwt_encode(claims, self.key),
-        }, {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"},
-            content_type="application/json; charset=utf-8")
+        return json_response(
+            200,
+            {
+                "token_type": "Bearer",
+                "expires_in": TOKEN_LIFETIME,
+                "ext_expires_in": TOKEN_LIFETIME,
+                "access_token": jwt_encode(claims, self.key),
+            },
+            {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"},
+            content_type="application/json; charset=utf-8",
+        )
 
     def _delegated_scopes(self, app: App, requested: list[str]) -> list[str]:
         granted: list[str] = []
@@ -305,16 +389,21 @@ class IdentityService:
                 granted.extend(sorted(app.delegated_scopes - RESERVED_SCOPES))
                 continue
             if n not in {d for d in app.delegated_scopes}:
-                raise AadError(400, "invalid_grant", 65001,
-                               f"The user or administrator has not consented to use the "
-                               f"application with ID '{app.client_id}' named "
-                               f"'{app.display_name}'. Send an interactive authorization "
-                               f"request for this user and resource. (scope {s})")
+                raise AadError(
+                    400,
+                    "invalid_grant",
+                    65001,
+                    f"The user or administrator has not consented to use the "
+                    f"application with ID '{app.client_id}' named "
+                    f"'{app.display_name}'. Send an interactive authorization "
+                    f"request for this user and resource. (scope {s})",
+                )
             granted.append(n)
         return sorted(set(granted))
 
-    def _delegated_tokens(self, app: App, user: dict[str, Any], requested: list[str],
-                          nonce: str | None, now: datetime) -> Response:
+    def _delegated_tokens(
+        self, app: App, user: dict[str, Any], requested: list[str], nonce: str | None, now: datetime
+    ) -> Response:
         scp = self._delegated_scopes(app, requested)
         iat = int(now.timestamp())
         tid = self.state.tenant_id
@@ -369,17 +458,21 @@ class IdentityService:
         while len(self.state.refresh_tokens) > 10_000:
             self.state.refresh_tokens.popitem(last=False)
         scope_out = " ".join(dict.fromkeys([*requested] or scp))
-        return json_response(200, {
-            "token_type": "Bearer",
-            "scope": scope_out,
-            "expires_in": TOKEN_LIFETIME,
-            "ext_expires_in": TOKEN_LIFETIME,
-            "access_token": jwt_encode(at_claims, self.key),
-            "refresh_token": rt,
-            "id_token": self._id_token(id_claims),
-            "client_info": b64url(json.dumps({"uid": user["id"], "utid": tid}).encode()),
-        }, {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"},
-            content_type="application/json; charset=utf-8")
+        return json_response(
+            200,
+            {
+                "token_type": "Bearer",
+                "scope": scope_out,
+                "expires_in": TOKEN_LIFETIME,
+                "ext_expires_in": TOKEN_LIFETIME,
+                "access_token": jwt_encode(at_claims, self.key),
+                "refresh_token": rt,
+                "id_token": self._id_token(id_claims),
+                "client_info": b64url(json.dumps({"uid": user["id"], "utid": tid}).encode()),
+            },
+            {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"},
+            content_type="application/json; charset=utf-8",
+        )
 
     def _id_token(self, claims: dict[str, Any]) -> str:
         if self.oidc_key is None:
@@ -390,35 +483,56 @@ class IdentityService:
         code = form.get("code") or ""
         rec = self.state.auth_codes.get(code)
         if rec is None:
-            raise AadError(400, "invalid_grant", 9002313,
-                           "Invalid request. Request is malformed or invalid.")
+            raise AadError(
+                400, "invalid_grant", 9002313, "Invalid request. Request is malformed or invalid."
+            )
         if rec.get("redeemed"):
-            raise AadError(400, "invalid_grant", 54005,
-                           "OAuth2 Authorization code was already redeemed, please retry with "
-                           "a new valid code or use an existing refresh token.")
+            raise AadError(
+                400,
+                "invalid_grant",
+                54005,
+                "OAuth2 Authorization code was already redeemed, please retry with "
+                "a new valid code or use an existing refresh token.",
+            )
         if rec["expires"] <= now:
-            raise AadError(400, "invalid_grant", 70008,
-                           "The provided authorization code or refresh token has expired due "
-                           "to inactivity. Send a new interactive authorization request for "
-                           "this user and resource.")
+            raise AadError(
+                400,
+                "invalid_grant",
+                70008,
+                "The provided authorization code or refresh token has expired due "
+                "to inactivity. Send a new interactive authorization request for "
+                "this user and resource.",
+            )
         if rec["client_id"] != app.client_id:
-            raise AadError(400, "invalid_grant", 70000,
-                           "The provided value for the 'code' parameter is not valid. The code "
-                           "was issued to a different client.")
+            raise AadError(
+                400,
+                "invalid_grant",
+                70000,
+                "The provided value for the 'code' parameter is not valid. The code "
+                "was issued to a different client.",
+            )
         if form.get("redirect_uri") != rec["redirect_uri"]:
-            raise AadError(400, "invalid_grant", 500112,
-                           f"The reply address '{form.get('redirect_uri')}' does not match the "
-                           f"reply address '{rec['redirect_uri']}' provided when requesting "
-                           "Authorization code.")
+            raise AadError(
+                400,
+                "invalid_grant",
+                500112,
+                f"The reply address '{form.get('redirect_uri')}' does not match the "
+                f"reply address '{rec['redirect_uri']}' provided when requesting "
+                "Authorization code.",
+            )
         challenge = rec.get("code_challenge")
         if challenge:
             verifier = form.get("code_verifier") or ""
             method = (rec.get("code_challenge_method") or "plain").upper()
             computed = _pkce_s256(verifier) if method == "S256" else verifier
             if not verifier or computed != challenge:
-                raise AadError(400, "invalid_grant", 501481,
-                               "The Code_Verifier does not match the code_challenge supplied "
-                               "in the authorization request.")
+                raise AadError(
+                    400,
+                    "invalid_grant",
+                    501481,
+                    "The Code_Verifier does not match the code_challenge supplied "
+                    "in the authorization request.",
+                )
         rec["redeemed"] = True
         user = self.state.users.get(rec["user_id"])
         if user is None:
@@ -430,11 +544,13 @@ class IdentityService:
         rt = form.get("refresh_token") or ""
         rec = self.state.refresh_tokens.get(rt)
         if rec is None or rec["client_id"] != app.client_id:
-            raise AadError(400, "invalid_grant", 9002313,
-                           "Invalid request. Request is malformed or invalid.")
+            raise AadError(
+                400, "invalid_grant", 9002313, "Invalid request. Request is malformed or invalid."
+            )
         if rec["expires"] <= now:
-            raise AadError(400, "invalid_grant", 700082,
-                           "The refresh token has expired due to inactivity.")
+            raise AadError(
+                400, "invalid_grant", 700082, "The refresh token has expired due to inactivity."
+            )
         user = self.state.users.get(rec["user_id"])
         if user is None:
             raise AadError(400, "invalid_grant", 50034, "The user account does not exist.")
@@ -453,34 +569,50 @@ class IdentityService:
         with self.state.lock:
             app = self.state.apps.get(q.get("client_id", ""))
             if app is None:
-                return self._error_page(400, 700016, f"Application with identifier "
-                                        f"'{q.get('client_id')}' was not found in the directory.")
+                return self._error_page(
+                    400,
+                    700016,
+                    f"Application with identifier "
+                    f"'{q.get('client_id')}' was not found in the directory.",
+                )
             redirect_uri = q.get("redirect_uri", "")
             if not self._redirect_ok(app, redirect_uri):
-                return self._error_page(400, 50011, f"The redirect URI '{redirect_uri}' "
-                                        "specified in the request does not match the redirect "
-                                        "URIs configured for the application.")
+                return self._error_page(
+                    400,
+                    50011,
+                    f"The redirect URI '{redirect_uri}' "
+                    "specified in the request does not match the redirect "
+                    "URIs configured for the application.",
+                )
             params: dict[str, str] = {}
             if q.get("response_type") != "code":
-                params = {"error": "unsupported_response_type",
-                          "error_description": "AADSTS700054: response_type 'id_token' is not "
-                          "enabled for the application."}
+                params = {
+                    "error": "unsupported_response_type",
+                    "error_description": "AADSTS700054: response_type 'id_token' is not "
+                    "enabled for the application.",
+                }
             elif "openid" not in (q.get("scope") or "").split() and not q.get("scope"):
-                params = {"error": "invalid_request",
-                          "error_description": "AADSTS900144: The request body must contain "
-                          "the following parameter: 'scope'."}
+                params = {
+                    "error": "invalid_request",
+                    "error_description": "AADSTS900144: The request body must contain "
+                    "the following parameter: 'scope'.",
+                }
             else:
                 if (q.get("prompt") or "").lower() == "select_account":
                     return self._picker(tenant, req)
                 hint = q.get("login_hint") or self.state.service_account_upn or ""
                 user = self.state.resolve_user(hint)
                 if user is None:
-                    params = {"error": "access_denied",
-                              "error_description": f"AADSTS50034: The user account {hint} "
-                              "does not exist in the directory."}
+                    params = {
+                        "error": "access_denied",
+                        "error_description": f"AADSTS50034: The user account {hint} "
+                        "does not exist in the directory.",
+                    }
                 elif sign_in.disabled_reason(user):
-                    params = {"error": "access_denied",
-                              "error_description": sign_in.disabled_reason(user) or ""}
+                    params = {
+                        "error": "access_denied",
+                        "error_description": sign_in.disabled_reason(user) or "",
+                    }
                 else:
                     code = "0.AAAA" + opaque_token(48)
                     self.state.auth_codes[code] = {
@@ -501,16 +633,21 @@ class IdentityService:
             params["session_state"] = str(uuid.uuid4())
         mode = (q.get("response_mode") or "query").lower()
         if mode == "form_post":
-            inputs = "".join(f'<input type="hidden" name="{html.escape(k)}" '
-                             f'value="{html.escape(v)}"/>' for k, v in params.items())
-            page = (f'<html><body onload="document.forms[0].submit()"><form method="POST" '
-                    f'action="{html.escape(redirect_uri)}">{inputs}<noscript><button>'
-                    f"Continue</button></noscript></form></body></html>")
+            inputs = "".join(
+                f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}"/>'
+                for k, v in params.items()
+            )
+            page = (
+                f'<html><body onload="document.forms[0].submit()"><form method="POST" '
+                f'action="{html.escape(redirect_uri)}">{inputs}<noscript><button>'
+                f"Continue</button></noscript></form></body></html>"
+            )
             return text_response(200, page, "text/html; charset=utf-8")
         parts = urlsplit(redirect_uri)
         if mode == "fragment":
-            location = urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query,
-                                   urlencode(params)))
+            location = urlunsplit(
+                (parts.scheme, parts.netloc, parts.path, parts.query, urlencode(params))
+            )
         else:
             query = (parts.query + "&" if parts.query else "") + urlencode(params)
             location = urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
@@ -528,8 +665,10 @@ class IdentityService:
         return sign_in.picker_page(self.state, tenant, req.query)
 
     def _error_page(self, status: int, code: int, message: str) -> Response:
-        page = (f"<!doctype html><html><body><h1>Sign in error</h1><p>AADSTS{code}: "
-                f"{html.escape(message)}</p></body></html>")
+        page = (
+            f"<!doctype html><html><body><h1>Sign in error</h1><p>AADSTS{code}: "
+            f"{html.escape(message)}</p></body></html>"
+        )
         return text_response(status, page, "text/html; charset=utf-8")
 
     # ------------------------------------------------------------------ Graph side
@@ -539,37 +678,70 @@ class IdentityService:
         if not auth.strip():
             raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.")
         if not auth.lower().startswith("bearer "):
-            raise GraphError(401, "InvalidAuthenticationToken",
-                             "Access token validation failure. Invalid audience.")
+            raise GraphError(
+                401,
+                "InvalidAuthenticationToken",
+                "Access token validation failure. Invalid audience.",
+            )
         token = auth[7:].strip()
         if token.count(".") != 2:
-            raise GraphError(401, "InvalidAuthenticationToken",
-                             "IDX14100: JWT is not well formed, there are no dots (.).\n"
-                             "The token needs to be in JWS or JWE Compact Serialization Format.")
+            raise GraphError(
+                401,
+                "InvalidAuthenticationToken",
+                "IDX14100: JWT is not well formed, there are no dots (.).\n"
+                "The token needs to be in JWS or JWE Compact Serialization Format.",
+            )
         claims = jwt_decode(token, self.key)
         if claims is None:
-            raise GraphError(401, "InvalidAuthenticationToken",
-                             "Access token validation failure. Invalid signature.")
-        if claims.get("aud") not in (GRAPH_AUDIENCE, GRAPH_AUDIENCE + "/",
-                                     "00000003-0000-0000-c000-000000000000"):
-            raise GraphError(401, "InvalidAuthenticationToken",
-                             "Access token validation failure. Invalid audience.")
+            raise GraphError(
+                401,
+                "InvalidAuthenticationToken",
+                "Access token validation failure. Invalid signature.",
+            )
+        if claims.get("aud") not in (
+            GRAPH_AUDIENCE,
+            GRAPH_AUDIENCE + "/",
+            "00000003-0000-0000-c000-000000000000",
+        ):
+            raise GraphError(
+                401,
+                "InvalidAuthenticationToken",
+                "Access token validation failure. Invalid audience.",
+            )
         if claims.get("tid") != self.state.tenant_id:
-            raise GraphError(401, "InvalidAuthenticationToken",
-                             "Access token validation failure. Invalid issuer or signature.")
+            raise GraphError(
+                401,
+                "InvalidAuthenticationToken",
+                "Access token validation failure. Invalid issuer or signature.",
+            )
         now = self.state.clock.timestamp()
         if float(claims.get("exp", 0)) <= now:
-            raise GraphError(401, "InvalidAuthenticationToken",
-                             "Lifetime validation failed, the token is expired.")
+            raise GraphError(
+                401,
+                "InvalidAuthenticationToken",
+                "Lifetime validation failed, the token is expired.",
+            )
         if float(claims.get("nbf", 0)) > now + 300:
-            raise GraphError(401, "InvalidAuthenticationToken",
-                             "Lifetime validation failed, the token is not yet valid.")
+            raise GraphError(
+                401,
+                "InvalidAuthenticationToken",
+                "Lifetime validation failed, the token is not yet valid.",
+            )
         if claims.get("idtyp") == "user" or "scp" in claims:
-            return Principal(app_id=claims.get("appid", ""), delegated=True,
-                             scopes=set((claims.get("scp") or "").split()),
-                             user_id=claims.get("oid"), upn=claims.get("upn"), claims=claims)
-        return Principal(app_id=claims.get("appid", ""), delegated=False,
-                         roles=set(claims.get("roles") or []), claims=claims)
+            return Principal(
+                app_id=claims.get("appid", ""),
+                delegated=True,
+                scopes=set((claims.get("scp") or "").split()),
+                user_id=claims.get("oid"),
+                upn=claims.get("upn"),
+                claims=claims,
+            )
+        return Principal(
+            app_id=claims.get("appid", ""),
+            delegated=False,
+            roles=set(claims.get("roles") or []),
+            claims=claims,
+        )
 
 
 def now_iso(state: EmulatorState) -> str:

@@ -12,14 +12,19 @@ from .httptypes import iso
 from .odata import apply_select, compile_filter, get_ci
 from .state import exchange_id
 
-HIDDEN_BY_DEFAULT = ("internetMessageHeaders", "uniqueBody", "singleValueExtendedProperties",
-                     "multiValueExtendedProperties")
+HIDDEN_BY_DEFAULT = (
+    "internetMessageHeaders",
+    "uniqueBody",
+    "singleValueExtendedProperties",
+    "multiValueExtendedProperties",
+)
 
 
 def email_address(user_or_addr: dict[str, Any] | str, name: str | None = None) -> dict:
     if isinstance(user_or_addr, dict):
-        return {"emailAddress": {"name": user_or_addr["displayName"],
-                                 "address": user_or_addr["mail"]}}
+        return {
+            "emailAddress": {"name": user_or_addr["displayName"], "address": user_or_addr["mail"]}
+        }
     return {"emailAddress": {"name": name or user_or_addr, "address": user_or_addr}}
 
 
@@ -30,16 +35,25 @@ def _preview(body: dict[str, Any]) -> str:
     return " ".join(text.split())[:255]
 
 
-def build_message(*, sender: dict[str, Any], to: list[dict[str, Any]], subject: str,
-                  body: dict[str, Any], when: datetime, is_read: bool = False,
-                  is_draft: bool = False, cc: list[dict[str, Any]] | None = None,
-                  bcc: list[dict[str, Any]] | None = None,
-                  headers: list[dict[str, str]] | None = None,
-                  ext_props: list[dict[str, str]] | None = None,
-                  internet_message_id: str | None = None,
-                  conversation_id: str | None = None, importance: str = "normal",
-                  domain: str = "fleetdemo.onmicrosoft.com",
-                  msg_id: str | None = None) -> dict[str, Any]:
+def build_message(
+    *,
+    sender: dict[str, Any],
+    to: list[dict[str, Any]],
+    subject: str,
+    body: dict[str, Any],
+    when: datetime,
+    is_read: bool = False,
+    is_draft: bool = False,
+    cc: list[dict[str, Any]] | None = None,
+    bcc: list[dict[str, Any]] | None = None,
+    headers: list[dict[str, str]] | None = None,
+    ext_props: list[dict[str, str]] | None = None,
+    internet_message_id: str | None = None,
+    conversation_id: str | None = None,
+    importance: str = "normal",
+    domain: str = "fleetdemo.onmicrosoft.com",
+    msg_id: str | None = None,
+) -> dict[str, Any]:
     change_key = exchange_id("CQAAABYAAA", secrets.token_bytes(12))
     stamp = iso(when, ms=False)
     mid = msg_id or exchange_id()
@@ -81,21 +95,25 @@ def build_message(*, sender: dict[str, Any], to: list[dict[str, Any]], subject: 
 
 
 def copy_for_recipient(msg: dict[str, Any], when: datetime) -> dict[str, Any]:
-    out = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
-           for k, v in msg.items()}
+    out = {
+        k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+        for k, v in msg.items()
+    }
     change_key = exchange_id("CQAAABYAAA", secrets.token_bytes(12))
-    out.update({
-        "id": exchange_id(),
-        "changeKey": change_key,
-        "@odata.etag": f'W/"{change_key}"',
-        "isDraft": False,
-        "isRead": False,
-        "receivedDateTime": iso(when, ms=False),
-        "sentDateTime": iso(when, ms=False),
-        "createdDateTime": iso(when, ms=False),
-        "lastModifiedDateTime": iso(when, ms=False),
-        "bccRecipients": [],
-    })
+    out.update(
+        {
+            "id": exchange_id(),
+            "changeKey": change_key,
+            "@odata.etag": f'W/"{change_key}"',
+            "isDraft": False,
+            "isRead": False,
+            "receivedDateTime": iso(when, ms=False),
+            "sentDateTime": iso(when, ms=False),
+            "createdDateTime": iso(when, ms=False),
+            "lastModifiedDateTime": iso(when, ms=False),
+            "bccRecipients": [],
+        }
+    )
     return out
 
 
@@ -116,8 +134,9 @@ def _expand_ext(msg: dict[str, Any], expand: str | None) -> list[dict[str, Any]]
     return [dict(p) for p in props]
 
 
-def render_message(msg: dict[str, Any], select: list[str] | None,
-                   expand: str | None = None) -> dict[str, Any]:
+def render_message(
+    msg: dict[str, Any], select: list[str] | None, expand: str | None = None
+) -> dict[str, Any]:
     out = {k: v for k, v in msg.items() if k not in HIDDEN_BY_DEFAULT}
     if select:
         wanted = {s.lower() for s in select}

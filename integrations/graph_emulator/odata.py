@@ -218,13 +218,15 @@ class _Parser:
             body = self.parse_or()
             self.expect_p(")")
 
-            def lam(env: dict[str, Any], coll_path=coll_path, var=var, body=body,
-                    quant=quant) -> bool:
+            def lam(
+                env: dict[str, Any], coll_path=coll_path, var=var, body=body, quant=quant
+            ) -> bool:
                 coll = _resolve(env, coll_path)
                 if not isinstance(coll, list):
                     return False
-                results = (bool(body({**env, "$vars": {**env.get("$vars", {}), var: el}}))
-                           for el in coll)
+                results = (
+                    bool(body({**env, "$vars": {**env.get("$vars", {}), var: el}})) for el in coll
+                )
                 return any(results) if quant == "any" else all(results)
 
             return lam
@@ -261,8 +263,11 @@ def parse_select(value: str | None) -> list[str] | None:
     return [p.strip() for p in value.split(",") if p.strip()]
 
 
-def apply_select(obj: dict[str, Any], select: list[str] | None,
-                 always: tuple[str, ...] = ("id", "@odata.etag", "@odata.type")) -> dict[str, Any]:
+def apply_select(
+    obj: dict[str, Any],
+    select: list[str] | None,
+    always: tuple[str, ...] = ("id", "@odata.etag", "@odata.type"),
+) -> dict[str, Any]:
     """Project ``obj`` on ``select`` (case-insensitive) and drop private ``_`` keys."""
     public = {k: v for k, v in obj.items() if not k.startswith("_")}
     if not select:

@@ -12,8 +12,11 @@ import requests
 from .config import Config
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-SYSTEM_CA_CANDIDATES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
-                        "/etc/ssl/cert.pem")
+SYSTEM_CA_CANDIDATES = (
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+)
 
 _local = threading.local()
 
@@ -37,12 +40,13 @@ def url_problem(url: str, config: Config) -> str | None:
     if parts.scheme not in ("https", "http") or not host:
         return "The Notification Url must be an absolute HTTPS URL."
     cfg = config.section("subscriptions")
-    if parts.scheme == "http" and not (cfg["allow_http_notification_urls"]
-                                       and host in LOOPBACK):
+    if parts.scheme == "http" and not (cfg["allow_http_notification_urls"] and host in LOOPBACK):
         return "Subscription validation request failed. Notification URL must use HTTPS."
     if host not in LOOPBACK and not cfg["allow_remote_notification_urls"]:
-        return ("The emulator only calls loopback notification URLs (set "
-                "subscriptions.allow_remote_notification_urls to allow others).")
+        return (
+            "The emulator only calls loopback notification URLs (set "
+            "subscriptions.allow_remote_notification_urls to allow others)."
+        )
     return None
 
 
@@ -58,8 +62,14 @@ def _verify(config: Config) -> Any:
     return True
 
 
-def post(url: str, config: Config, *, data: bytes, content_type: str,
-         timeout: float) -> requests.Response:
-    return _session().post(url, data=data, headers={"Content-Type": content_type,
-                                                    "User-Agent": "Microsoft-Graph-Emulator"},
-                           timeout=timeout, verify=_verify(config), allow_redirects=False)
+def post(
+    url: str, config: Config, *, data: bytes, content_type: str, timeout: float
+) -> requests.Response:
+    return _session().post(
+        url,
+        data=data,
+        headers={"Content-Type": content_type, "User-Agent": "Microsoft-Graph-Emulator"},
+        timeout=timeout,
+        verify=_verify(config),
+        allow_redirects=False,
+    )

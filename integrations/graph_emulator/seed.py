@@ -44,35 +44,57 @@ PEOPLE: list[tuple[str, str, str, str]] = [
 
 DEPOTS = ["North Depot", "Harbour Yard", "East Logistics Park", "Airport Cargo Hub"]
 VEHICLES = [f"{p}-{n:03d}" for p in ("TRK", "VAN", "RIG") for n in range(101, 121)]
-ROUTES = ["R12 Harbour Loop", "R7 Airport Express", "R3 City Centre", "R21 Northern Ring",
-          "R15 Industrial Park", "R9 Coastal Run"]
+ROUTES = [
+    "R12 Harbour Loop",
+    "R7 Airport Express",
+    "R3 City Centre",
+    "R21 Northern Ring",
+    "R15 Industrial Park",
+    "R9 Coastal Run",
+]
 
 MAIL_TEMPLATES: list[tuple[str, str]] = [
-    ("Maintenance reminder: {vehicle} due for {service}",
-     "Hi {to},\n\n{vehicle} is due for its {service} by {day}. Please book a slot at "
-     "{depot}. Current odometer: {km} km.\n\nThanks,\n{sender}"),
-    ("Route change for {route} starting {day}",
-     "Team,\n\nFrom {day} {route} will be diverted around the roadworks on Quay Street. "
-     "Expect +{minutes} min per loop. Updated manifests are in the dispatch portal.\n\n{sender}"),
-    ("Weekly fuel report - {depot}",
-     "Hello {to},\n\nFuel consumption for {depot} last week: {litres} L across "
-     "{count} vehicles (avg {avg} L/100 km). {vehicle} is above the threshold, please check "
-     "tyre pressure and idling.\n\nRegards,\n{sender}"),
-    ("Driver shift swap request: {day}",
-     "Hi {to},\n\nCould I swap my {day} early shift on {route}? I've checked with the "
-     "roster and {vehicle} is available.\n\nCheers,\n{sender}"),
-    ("Incident report {ref}: minor scrape on {vehicle}",
-     "{to},\n\nMinor scrape on the rear bumper of {vehicle} while reversing at {depot}. "
-     "No injuries, photos attached in the incident system under {ref}.\n\n{sender}"),
-    ("Parts delivery delayed - brake pads for {vehicle}",
-     "Hi {to},\n\nThe supplier pushed the brake pad delivery to {day}. {vehicle} stays "
-     "off the road until then; I've asked dispatch to reassign its runs.\n\n{sender}"),
-    ("Tachograph download overdue: {vehicle}",
-     "Reminder: the tachograph data for {vehicle} has not been downloaded for 27 days. "
-     "Please do it before {day} to stay compliant.\n\n{sender}"),
-    ("Tyre inspection results {depot}",
-     "Inspection at {depot} done: {count} vehicles checked, {vehicle} needs two new "
-     "drive-axle tyres. Work order {ref} raised.\n\n{sender}"),
+    (
+        "Maintenance reminder: {vehicle} due for {service}",
+        "Hi {to},\n\n{vehicle} is due for its {service} by {day}. Please book a slot at "
+        "{depot}. Current odometer: {km} km.\n\nThanks,\n{sender}",
+    ),
+    (
+        "Route change for {route} starting {day}",
+        "Team,\n\nFrom {day} {route} will be diverted around the roadworks on Quay Street. "
+        "Expect +{minutes} min per loop. Updated manifests are in the dispatch portal.\n\n{sender}",
+    ),
+    (
+        "Weekly fuel report - {depot}",
+        "Hello {to},\n\nFuel consumption for {depot} last week: {litres} L across "
+        "{count} vehicles (avg {avg} L/100 km). {vehicle} is above the threshold, please check "
+        "tyre pressure and idling.\n\nRegards,\n{sender}",
+    ),
+    (
+        "Driver shift swap request: {day}",
+        "Hi {to},\n\nCould I swap my {day} early shift on {route}? I've checked with the "
+        "roster and {vehicle} is available.\n\nCheers,\n{sender}",
+    ),
+    (
+        "Incident report {ref}: minor scrape on {vehicle}",
+        "{to},\n\nMinor scrape on the rear bumper of {vehicle} while reversing at {depot}. "
+        "No injuries, photos attached in the incident system under {ref}.\n\n{sender}",
+    ),
+    (
+        "Parts delivery delayed - brake pads for {vehicle}",
+        "Hi {to},\n\nThe supplier pushed the brake pad delivery to {day}. {vehicle} stays "
+        "off the road until then; I've asked dispatch to reassign its runs.\n\n{sender}",
+    ),
+    (
+        "Tachograph download overdue: {vehicle}",
+        "Reminder: the tachograph data for {vehicle} has not been downloaded for 27 days. "
+        "Please do it before {day} to stay compliant.\n\n{sender}",
+    ),
+    (
+        "Tyre inspection results {depot}",
+        "Inspection at {depot} done: {count} vehicles checked, {vehicle} needs two new "
+        "drive-axle tyres. Work order {ref} raised.\n\n{sender}",
+    ),
 ]
 
 CHAT_LINES = [
@@ -88,8 +110,14 @@ CHAT_LINES = [
     "ETA to {depot} {minutes} minutes.",
 ]
 
-SERVICES = ["A-service", "B-service", "annual MOT inspection", "brake check", "oil change",
-            "tyre rotation"]
+SERVICES = [
+    "A-service",
+    "B-service",
+    "annual MOT inspection",
+    "brake check",
+    "oil change",
+    "tyre rotation",
+]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
 
 
@@ -119,12 +147,17 @@ def _idbytes(rng: random.Random, n: int = 45) -> bytes:
     return bytes(rng.getrandbits(8) for _ in range(n))
 
 
-def random_mail(rng: random.Random, sender: dict[str, Any], recipient: dict[str, Any]
-                ) -> tuple[str, str]:
+def random_mail(
+    rng: random.Random, sender: dict[str, Any], recipient: dict[str, Any]
+) -> tuple[str, str]:
     subject_t, body_t = rng.choice(MAIL_TEMPLATES)
-    shared = {"vehicle": rng.choice(VEHICLES), "day": rng.choice(DAYS),
-              "depot": rng.choice(DEPOTS), "route": rng.choice(ROUTES),
-              "ref": f"WO-{rng.randint(10000, 99999)}"}
+    shared = {
+        "vehicle": rng.choice(VEHICLES),
+        "day": rng.choice(DAYS),
+        "depot": rng.choice(DEPOTS),
+        "route": rng.choice(ROUTES),
+        "ref": f"WO-{rng.randint(10000, 99999)}",
+    }
     subject = _fill(rng, subject_t, **shared)
     body = _fill(rng, body_t, to=recipient["givenName"], sender=sender["displayName"], **shared)
     return subject, body
@@ -134,8 +167,9 @@ def random_chat_line(rng: random.Random) -> str:
     return _fill(rng, rng.choice(CHAT_LINES))
 
 
-def seed_tenant(state: EmulatorState, seed: int = DEFAULT_SEED,
-                messages_per_user: int = 6) -> dict[str, Any]:
+def seed_tenant(
+    state: EmulatorState, seed: int = DEFAULT_SEED, messages_per_user: int = 6
+) -> dict[str, Any]:
     """Populate ``state`` with the demo tenant. Caller holds the lock."""
     rng = random.Random(seed)
     now = state.clock.now()
@@ -143,40 +177,48 @@ def seed_tenant(state: EmulatorState, seed: int = DEFAULT_SEED,
     users: list[dict[str, Any]] = []
     for i, (given, surname, title, dept) in enumerate(PEOPLE):
         local = f"{given}.{surname}".lower().replace("'", "")
-        users.append(state.add_user({
+        users.append(
+            state.add_user(
+                {
+                    "id": _guid(rng),
+                    "businessPhones": [f"+44 20 7946 {1000 + i:04d}"],
+                    "displayName": f"{given} {surname}",
+                    "givenName": given,
+                    "jobTitle": title,
+                    "mail": f"{local}@{domain}",
+                    "mobilePhone": f"+44 7700 9{rng.randint(10000, 99999)}",
+                    "officeLocation": DEPOTS[i % len(DEPOTS)],
+                    "preferredLanguage": "en-GB",
+                    "surname": surname,
+                    "userPrincipalName": f"{local}@{domain}",
+                    "department": dept,
+                    "accountEnabled": True,
+                    "employeeId": f"FL{1000 + i}",
+                    "companyName": "Fleet Demo Logistics",
+                },
+                rng,
+            )
+        )
+    bot = state.add_user(
+        {
             "id": _guid(rng),
-            "businessPhones": [f"+44 20 7946 {1000 + i:04d}"],
-            "displayName": f"{given} {surname}",
-            "givenName": given,
-            "jobTitle": title,
-            "mail": f"{local}@{domain}",
-            "mobilePhone": f"+44 7700 9{rng.randint(10000, 99999)}",
-            "officeLocation": DEPOTS[i % len(DEPOTS)],
+            "businessPhones": [],
+            "displayName": "Fleet Bot",
+            "givenName": "Fleet",
+            "jobTitle": "Service account",
+            "mail": f"fleet.bot@{domain}",
+            "mobilePhone": None,
+            "officeLocation": None,
             "preferredLanguage": "en-GB",
-            "surname": surname,
-            "userPrincipalName": f"{local}@{domain}",
-            "department": dept,
+            "surname": "Bot",
+            "userPrincipalName": f"fleet.bot@{domain}",
+            "department": "IT",
             "accountEnabled": True,
-            "employeeId": f"FL{1000 + i}",
+            "employeeId": None,
             "companyName": "Fleet Demo Logistics",
-        }, rng))
-    bot = state.add_user({
-        "id": _guid(rng),
-        "businessPhones": [],
-        "displayName": "Fleet Bot",
-        "givenName": "Fleet",
-        "jobTitle": "Service account",
-        "mail": f"fleet.bot@{domain}",
-        "mobilePhone": None,
-        "officeLocation": None,
-        "preferredLanguage": "en-GB",
-        "surname": "Bot",
-        "userPrincipalName": f"fleet.bot@{domain}",
-        "department": "IT",
-        "accountEnabled": True,
-        "employeeId": None,
-        "companyName": "Fleet Demo Logistics",
-    }, rng)
+        },
+        rng,
+    )
     if state.service_account_upn is None:
         state.service_account_upn = bot["userPrincipalName"]
 
@@ -187,26 +229,44 @@ def seed_tenant(state: EmulatorState, seed: int = DEFAULT_SEED,
             sender = rng.choice([u for u in users if u["id"] != user["id"]])
             subject, text = random_mail(rng, sender, user)
             when = now - timedelta(days=rng.randint(0, 13), minutes=rng.randint(0, 1439))
-            msg = build_message(sender=sender, to=[email_address(user)], subject=subject,
-                                body={"contentType": "text", "content": text}, when=when,
-                                is_read=k % 3 == 0, domain=domain,
-                                msg_id=exchange_id("AAMkAG", _idbytes(rng)))
+            msg = build_message(
+                sender=sender,
+                to=[email_address(user)],
+                subject=subject,
+                body={"contentType": "text", "content": text},
+                when=when,
+                is_read=k % 3 == 0,
+                domain=domain,
+                msg_id=exchange_id("AAMkAG", _idbytes(rng)),
+            )
             state.put_message(user["id"], mb.wellknown["inbox"], msg, notify=False)
         for _ in range(2):
             rcpt = rng.choice([u for u in users if u["id"] != user["id"]])
             subject, text = random_mail(rng, user, rcpt)
             when = now - timedelta(days=rng.randint(0, 13), minutes=rng.randint(0, 1439))
-            msg = build_message(sender=user, to=[email_address(rcpt)], subject=subject,
-                                body={"contentType": "text", "content": text}, when=when,
-                                is_read=True, domain=domain,
-                                msg_id=exchange_id("AAMkAG", _idbytes(rng)))
+            msg = build_message(
+                sender=user,
+                to=[email_address(rcpt)],
+                subject=subject,
+                body={"contentType": "text", "content": text},
+                when=when,
+                is_read=True,
+                domain=domain,
+                msg_id=exchange_id("AAMkAG", _idbytes(rng)),
+            )
             state.put_message(user["id"], mb.wellknown["sentitems"], msg, notify=False)
         subject, text = random_mail(rng, user, users[0])
-        draft = build_message(sender=user, to=[email_address(users[0])], subject=subject,
-                              body={"contentType": "text", "content": text},
-                              when=now - timedelta(hours=rng.randint(1, 48)), is_read=True,
-                              is_draft=True, domain=domain,
-                              msg_id=exchange_id("AAMkAG", _idbytes(rng)))
+        draft = build_message(
+            sender=user,
+            to=[email_address(users[0])],
+            subject=subject,
+            body={"contentType": "text", "content": text},
+            when=now - timedelta(hours=rng.randint(1, 48)),
+            is_read=True,
+            is_draft=True,
+            domain=domain,
+            msg_id=exchange_id("AAMkAG", _idbytes(rng)),
+        )
         state.put_message(user["id"], mb.wellknown["drafts"], draft, notify=False)
 
     # ---------------------------------------------------------------- chats
@@ -233,15 +293,15 @@ def seed_tenant(state: EmulatorState, seed: int = DEFAULT_SEED,
         for j in range(n):
             sender = rng.choice(members)
             when = now - timedelta(hours=(n - j) * rng.randint(1, 6))
-            msg = state.chat_message(sender["id"], random_chat_line(rng), chat_id=cid,
-                                     created=when)
+            msg = state.chat_message(sender["id"], random_chat_line(rng), chat_id=cid, created=when)
             state.post_chat_message(cid, msg, notify=False)
         return chat
 
     dispatchers = [u for u in users if "Dispatcher" in u["jobTitle"]]
     drivers = [u for u in users if u["jobTitle"] == "Driver"]
-    mechanics = [u for u in users if "Mechanic" in u["jobTitle"]
-                 or u["jobTitle"] == "Parts Coordinator"]
+    mechanics = [
+        u for u in users if "Mechanic" in u["jobTitle"] or u["jobTitle"] == "Parts Coordinator"
+    ]
     managers = [u for u in users if u["jobTitle"] == "Fleet Manager"]
     for d in drivers:
         make_chat("oneOnOne", [rng.choice(dispatchers), d], None)
@@ -253,39 +313,48 @@ def seed_tenant(state: EmulatorState, seed: int = DEFAULT_SEED,
 
     # ---------------------------------------------------------------- team
     team_id = _guid(rng)
-    team = Team(data={
-        "id": team_id,
-        "createdDateTime": None,
-        "displayName": "Fleet Operations",
-        "description": "Day-to-day fleet operations",
-        "internalId": f"19:{uuid.UUID(int=rng.getrandbits(128)).hex}@thread.tacv2",
-        "classification": None,
-        "specialization": None,
-        "visibility": "private",
-        "webUrl": f"https://teams.microsoft.com/l/team/fleet-ops?groupId={team_id}",
-        "isArchived": False,
-        "tenantId": state.tenant_id,
-    }, members=[u["id"] for u in [*users, bot]])
-    state.add_team(team)
-    for name, desc in [("General", "Announcements"), ("Dispatch", "Live dispatch coordination"),
-                       ("Maintenance", "Workshop schedule and parts"),
-                       ("Safety", "Incidents and compliance")]:
-        chid = f"19:{uuid.UUID(int=rng.getrandbits(128)).hex}@thread.tacv2"
-        team.channels[chid] = Channel(data={
-            "id": chid,
+    team = Team(
+        data={
+            "id": team_id,
             "createdDateTime": None,
-            "displayName": name,
-            "description": desc,
-            "isFavoriteByDefault": None,
-            "email": "",
+            "displayName": "Fleet Operations",
+            "description": "Day-to-day fleet operations",
+            "internalId": f"19:{uuid.UUID(int=rng.getrandbits(128)).hex}@thread.tacv2",
+            "classification": None,
+            "specialization": None,
+            "visibility": "private",
+            "webUrl": f"https://teams.microsoft.com/l/team/fleet-ops?groupId={team_id}",
+            "isArchived": False,
             "tenantId": state.tenant_id,
-            "webUrl": f"https://teams.microsoft.com/l/channel/{chid}/{name}?groupId={team_id}",
-            "membershipType": "standard",
-        })
+        },
+        members=[u["id"] for u in [*users, bot]],
+    )
+    state.add_team(team)
+    for name, desc in [
+        ("General", "Announcements"),
+        ("Dispatch", "Live dispatch coordination"),
+        ("Maintenance", "Workshop schedule and parts"),
+        ("Safety", "Incidents and compliance"),
+    ]:
+        chid = f"19:{uuid.UUID(int=rng.getrandbits(128)).hex}@thread.tacv2"
+        team.channels[chid] = Channel(
+            data={
+                "id": chid,
+                "createdDateTime": None,
+                "displayName": name,
+                "description": desc,
+                "isFavoriteByDefault": None,
+                "email": "",
+                "tenantId": state.tenant_id,
+                "webUrl": f"https://teams.microsoft.com/l/channel/{chid}/{name}?groupId={team_id}",
+                "membershipType": "standard",
+            }
+        )
         for j in range(rng.randint(2, 5)):
             sender = rng.choice(users)
             when = now - timedelta(hours=(6 - j) * 5)
-            msg = state.chat_message(sender["id"], random_chat_line(rng), team_id=team_id,
-                                     channel_id=chid, created=when)
+            msg = state.chat_message(
+                sender["id"], random_chat_line(rng), team_id=team_id, channel_id=chid, created=when
+            )
             state.post_channel_message(team_id, chid, msg, notify=False)
     return {"users": len(users) + 1, "team_id": team_id, "service_account": bot["id"]}

@@ -48,10 +48,19 @@ log = logging.getLogger("graph_emulator")
 IDENTITY_FILE = "emulator-identity.json"
 DEMO_TENANT_FILE = "demo-tenant.json"
 DOMAIN = "fleetdemo.onmicrosoft.com"
-STATUS_CODES = {429: "TooManyRequests", 500: "InternalServerError", 502: "BadGateway",
-                503: "ServiceUnavailable", 504: "GatewayTimeout", 400: "BadRequest",
-                401: "InvalidAuthenticationToken", 403: "Forbidden", 404: "NotFound",
-                409: "Conflict", 410: "SyncStateNotFound"}
+STATUS_CODES = {
+    429: "TooManyRequests",
+    500: "InternalServerError",
+    502: "BadGateway",
+    503: "ServiceUnavailable",
+    504: "GatewayTimeout",
+    400: "BadRequest",
+    401: "InvalidAuthenticationToken",
+    403: "Forbidden",
+    404: "NotFound",
+    409: "Conflict",
+    410: "SyncStateNotFound",
+}
 
 
 def _load_identity(state_dir: Path, control_token: str | None) -> dict[str, Any]:
@@ -91,9 +100,15 @@ def _load_identity(state_dir: Path, control_token: str | None) -> dict[str, Any]
 class EmulatorApp:
     """Everything except the socket layer; usable in-process for unit tests."""
 
-    def __init__(self, state_dir: Path, *, control_token: str | None = None,
-                 config: dict[str, Any] | None = None, seed: int = DEFAULT_SEED,
-                 demo: bool = False) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        control_token: str | None = None,
+        config: dict[str, Any] | None = None,
+        seed: int = DEFAULT_SEED,
+        demo: bool = False,
+    ) -> None:
         self.state_dir = state_dir
         self.seed = seed
         self.demo = demo
@@ -113,7 +128,8 @@ class EmulatorApp:
         for module in (graph_mail, graph_teams, graph_subscriptions, graph_batch):
             module.register(self.router)
         self.request_log: deque[dict[str, Any]] = deque(
-            maxlen=int(self.config.get("logs", "request_log_size")))
+            maxlen=int(self.config.get("logs", "request_log_size"))
+        )
         self._log_lock = threading.Lock()
         self._log_seq = 0
         self.base_url = "https://127.0.0.1"
@@ -127,11 +143,18 @@ class EmulatorApp:
     def _fresh_state(self) -> EmulatorState:
         st = EmulatorState(self.clock, self.ident["tenant_id"], DOMAIN)
         st.apps[self.ident["client_id"]] = App(
-            client_id=self.ident["client_id"], display_name="Fleet Graph Portal (demo)",
+            client_id=self.ident["client_id"],
+            display_name="Fleet Graph Portal (demo)",
             sp_id=self.ident["service_principal_id"],
-            secrets=[Secret(key_id=self.ident["secret_key_id"],
-                            value=self.ident["client_secret"], display_name="demo secret",
-                            start=self.clock.now())])
+            secrets=[
+                Secret(
+                    key_id=self.ident["secret_key_id"],
+                    value=self.ident["client_secret"],
+                    display_name="demo secret",
+                    start=self.clock.now(),
+                )
+            ],
+        )
         with st.lock:
             seed_tenant(st, self.seed)
             sign_in.seed_demo_profiles(st)
@@ -192,8 +215,9 @@ class EmulatorApp:
         if self.demo:
             from .demo import traffic_loop
 
-            self._demo_thread = threading.Thread(target=traffic_loop, args=(self, self._stop),
-                                                 name="graph-emu-demo", daemon=True)
+            self._demo_thread = threading.Thread(
+                target=traffic_loop, args=(self, self._stop), name="graph-emu-demo", daemon=True
+            )
             self._demo_thread.start()
 
     def stop(self) -> None:
@@ -219,8 +243,8 @@ class EmulatorApp:
         except Exception:
             log.exception("unhandled error for %s %s", req.method, req.path)
             resp = self.graph_error_response(
-                GraphError(500, "InternalServerError", "An internal server error occurred."),
-                req)
+                GraphError(500, "InternalServerError", "An internal server error occurred."), req
+            )
         self._log(req, resp, started)
         return resp
 
@@ -236,15 +260,25 @@ class EmulatorApp:
             headers["Retry-After"] = str(rule.retry_after)
         if graph:
             code = STATUS_CODES.get(rule.status, "UnknownError")
-            msg = {429: "Too many requests. Please retry after the period indicated by the "
-                   "Retry-After header.", 503: "The service is temporarily unavailable.",
-                   504: "The gateway timed out."}.get(rule.status, "Injected fault.")
+            msg = {
+                429: "Too many requests. Please retry after the period indicated by the "
+                "Retry-After header.",
+                503: "The service is temporarily unavailable.",
+                504: "The gateway timed out.",
+            }.get(rule.status, "Injected fault.")
             if rule.body:
                 return json_response(rule.status, rule.body, headers)
             return self.graph_error_response(GraphError(rule.status, code, msg, headers), req)
-        return aad_error_response(AadError(rule.status, "temporarily_unavailable", 90033,
-                                           "A transient error has occurred. Please try "
-                                           "again.", headers), self.clock.now())
+        return aad_error_response(
+            AadError(
+                rule.status,
+                "temporarily_unavailable",
+                90033,
+                "A transient error has occurred. Please try again.",
+                headers,
+            ),
+            self.clock.now(),
+        )
 
     def mark_throttled(self, ctx: Ctx) -> None:
         ctx.req.meta["throttled"] = True
@@ -258,8 +292,16 @@ class EmulatorApp:
             resp.headers["request-id"] = req.meta["request_id"]
             resp.headers["client-request-id"] = req.meta["client_request_id"]
             resp.headers["x-ms-ags-diagnostic"] = json.dumps(
-                {"ServerInfo": {"DataCenter": "Local Emulator", "Slice": "E",
-                                "Ring": "0", "ScaleUnit": "000", "RoleInstance": "EMU"}})
+                {
+                    "ServerInfo": {
+                        "DataCenter": "Local Emulator",
+                        "Slice": "E",
+                        "Ring": "0",
+                        "ScaleUnit": "000",
+                        "RoleInstance": "EMU",
+                    }
+                }
+            )
             resp.headers["Strict-Transport-Security"] = "max-age=31536000"
             if "Cache-Control" not in resp.headers:
                 resp.headers["Cache-Control"] = "no-cache"
@@ -279,8 +321,11 @@ class EmulatorApp:
         segs = normalize_segments(req.segments[1:])
         if segs and segs[0].lower() == "me":
             if not principal.delegated:
-                raise GraphError(400, "BadRequest", "/me request is only valid with "
-                                 "delegated authentication flow.")
+                raise GraphError(
+                    400,
+                    "BadRequest",
+                    "/me request is only valid with delegated authentication flow.",
+                )
             segs = ["users", principal.user_id or "", *segs[1:]]
         route, params = self.router.resolve(req.method, segs)
         ctx = Ctx(self, req, principal, params, segs)
@@ -294,8 +339,7 @@ class EmulatorApp:
             rej = self.throttler.acquire_mailbox(principal.app_id, mailbox)
             if rej is not None:
                 req.meta["throttled"] = True
-                raise GraphError(429, rej.code, rej.message,
-                                 {"Retry-After": str(rej.retry_after)})
+                raise GraphError(429, rej.code, rej.message, {"Retry-After": str(rej.retry_after)})
         try:
             if rule is not None and rule.kind == "latency":
                 time.sleep(rule.latency_ms / 1000.0)
@@ -319,9 +363,10 @@ class EmulatorApp:
         try:
             if len(segs) >= 2:
                 tenant, rest = segs[0], low[1:]
-                if req.method == "GET" and rest in (["v2.0", ".well-known",
-                                                     "openid-configuration"],
-                                                    [".well-known", "openid-configuration"]):
+                if req.method == "GET" and rest in (
+                    ["v2.0", ".well-known", "openid-configuration"],
+                    [".well-known", "openid-configuration"],
+                ):
                     return self.identity.discovery(tenant)
                 if req.method == "POST" and rest == ["oauth2", "v2.0", "token"]:
                     resp = self.identity.token(tenant, req)
@@ -334,9 +379,10 @@ class EmulatorApp:
                     return sign_in.jwks_response(self.oidc_key)
         except AadError as err:
             return aad_error_response(err, self.clock.now())
-        return json_response(404, {"error": "not_found",
-                                   "error_description": f"No route for {req.method} "
-                                                        f"{req.path}"})
+        return json_response(
+            404,
+            {"error": "not_found", "error_description": f"No route for {req.method} {req.path}"},
+        )
 
     def _log(self, req: Request, resp: Response, started: float) -> None:
         if req.path.startswith("/_emulator"):
@@ -420,9 +466,14 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             body = self.rfile.read(int(length)) if length else b""
         path, _, query = self.path.partition("?")
-        req = Request(method=self.command, path=path, query_string=query,
-                      headers=Headers(list(self.headers.items())), body=body,
-                      peer=self.client_address[0])
+        req = Request(
+            method=self.command,
+            path=path,
+            query_string=query,
+            headers=Headers(list(self.headers.items())),
+            body=body,
+            peer=self.client_address[0],
+        )
         resp = self.server.app.dispatch(req)
         if resp.reset_connection:
             self._do_reset()
@@ -467,8 +518,9 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], app: EmulatorApp,
-                 ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(
+        self, address: tuple[str, int], app: EmulatorApp, ssl_context: ssl.SSLContext | None
+    ) -> None:
         self.app = app
         self.ssl_context = ssl_context
         super().__init__(address, _Handler)
@@ -476,8 +528,9 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = super().get_request()
         if self.ssl_context is not None:
-            sock = self.ssl_context.wrap_socket(sock, server_side=True,
-                                                do_handshake_on_connect=False)
+            sock = self.ssl_context.wrap_socket(
+                sock, server_side=True, do_handshake_on_connect=False
+            )
         return sock, addr
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -491,19 +544,25 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger("graph_emulator")
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
         root.addHandler(handler)
     root.setLevel(level.upper())
     root.propagate = False
 
 
-def run(port: int = 8443, state_dir: str | os.PathLike[str] = ".graph-emulator",
-        host: str = "127.0.0.1", demo: bool = False, control_token: str | None = None,
-        config: dict[str, Any] | None = None, seed: int = DEFAULT_SEED,
-        log_level: str = "INFO", install_signal_handlers: bool = True,
-        started: threading.Event | None = None,
-        server_holder: list[EmulatorHTTPServer] | None = None) -> int:
+def run(
+    port: int = 8443,
+    state_dir: str | os.PathLike[str] = ".graph-emulator",
+    host: str = "127.0.0.1",
+    demo: bool = False,
+    control_token: str | None = None,
+    config: dict[str, Any] | None = None,
+    seed: int = DEFAULT_SEED,
+    log_level: str = "INFO",
+    install_signal_handlers: bool = True,
+    started: threading.Event | None = None,
+    server_holder: list[EmulatorHTTPServer] | None = None,
+) -> int:
     """Run the emulator until SIGTERM / SIGINT (or ``server.shutdown()``)."""
     setup_logging(log_level)
     sdir = Path(state_dir)
@@ -523,6 +582,7 @@ def run(port: int = 8443, state_dir: str | os.PathLike[str] = ".graph-emulator",
         server_holder.append(server)
 
     if install_signal_handlers and threading.current_thread() is threading.main_thread():
+
         def _stop(signum: int, _frame: Any) -> None:
             log.info("received signal %s, shutting down", signum)
             threading.Thread(target=server.shutdown, daemon=True).start()
@@ -530,8 +590,9 @@ def run(port: int = 8443, state_dir: str | os.PathLike[str] = ".graph-emulator",
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
     print(f"Graph emulator listening on {app.base_url}", flush=True)
-    log.info("tenant %s, client %s, state dir %s", info["tenant_id"], info["client_id"],
-             sdir.resolve())
+    log.info(
+        "tenant %s, client %s, state dir %s", info["tenant_id"], info["client_id"], sdir.resolve()
+    )
     if started is not None:
         started.set()
     try:

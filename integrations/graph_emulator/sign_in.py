@@ -38,8 +38,14 @@ DEMO_ROLES = {
     "sofia.marchetti": ("Portal.Viewer",),
 }
 DEMO_AMR = ("pwd", "mfa")
-TAMPER_MODES = ("forged", "expired", "wrong_audience", "wrong_tenant", "wrong_nonce",
-                "wrong_issuer")
+TAMPER_MODES = (
+    "forged",
+    "expired",
+    "wrong_audience",
+    "wrong_tenant",
+    "wrong_nonce",
+    "wrong_issuer",
+)
 
 
 class SigningKey:
@@ -52,13 +58,18 @@ class SigningKey:
         else:
             self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(self.private.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption()))
+            tmp.write_bytes(
+                self.private.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
             os.chmod(tmp, 0o600)
             tmp.replace(path)
         public_der = self.private.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
         digest = hashlib.sha256(public_der).digest()[:20]
         self.kid = base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
@@ -67,10 +78,12 @@ class SigningKey:
         return {"keys": [{**jwk, "kid": self.kid, "use": "sig", "alg": "RS256"}]}
 
     def sign(self, claims: dict[str, Any], *, forged: bool = False) -> str:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048) if forged \
+        key = (
+            rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            if forged
             else self.private
-        return jwt.encode(claims, key, algorithm="RS256",
-                          headers={"kid": self.kid, "typ": "JWT"})
+        )
+        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": self.kid, "typ": "JWT"})
 
 
 def seed_demo_profiles(state: Any) -> None:
@@ -79,20 +92,26 @@ def seed_demo_profiles(state: Any) -> None:
         local = user["userPrincipalName"].split("@")[0].lower()
         if local in DEMO_ROLES:
             state.sign_in_profiles[user["id"]] = {
-                "app_roles": list(DEMO_ROLES[local]), "amr": list(DEMO_AMR), "groups": []}
+                "app_roles": list(DEMO_ROLES[local]),
+                "amr": list(DEMO_AMR),
+                "groups": [],
+            }
 
 
 def profile(state: Any, user_id: str) -> dict[str, Any]:
     return state.sign_in_profiles.setdefault(
-        user_id, {"app_roles": [], "amr": list(DEFAULT_AMR), "groups": []})
+        user_id, {"app_roles": [], "amr": list(DEFAULT_AMR), "groups": []}
+    )
 
 
 def disabled_reason(user: dict[str, Any]) -> str | None:
     """AADSTS50057 for a disabled account (the day someone leaves), else None."""
     if user.get("accountEnabled", True):
         return None
-    return (f"AADSTS50057: The user account {user['userPrincipalName']} is disabled. "
-            "The account has been disabled by an administrator.")
+    return (
+        f"AADSTS50057: The user account {user['userPrincipalName']} is disabled. "
+        "The account has been disabled by an administrator."
+    )
 
 
 def id_token(state: Any, key: SigningKey, claims: dict[str, Any]) -> str:
@@ -142,8 +161,11 @@ def control(state: Any, method: str, segs: list[str], body: dict[str, Any]) -> A
         if user is None:
             raise LookupError(f"unknown user {segs[1]!r}")
         prof = profile(state, user["id"])
-        field = {"app-roles": ("roles", "app_roles"), "amr": ("amr", "amr"),
-                 "groups": ("groups", "groups")}.get(segs[2])
+        field = {
+            "app-roles": ("roles", "app_roles"),
+            "amr": ("amr", "amr"),
+            "groups": ("groups", "groups"),
+        }.get(segs[2])
         if field is not None:
             values = body.get(field[0])
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
@@ -154,13 +176,17 @@ def control(state: Any, method: str, segs: list[str], body: dict[str, Any]) -> A
                 raise ValueError('body must be {"enabled": true|false}')
             user["accountEnabled"] = body["enabled"]
             if not user["accountEnabled"]:  # revoke sessions, as disabling does in Entra
-                for rt in [k for k, v in state.refresh_tokens.items()
-                           if v["user_id"] == user["id"]]:
+                for rt in [
+                    k for k, v in state.refresh_tokens.items() if v["user_id"] == user["id"]
+                ]:
                     del state.refresh_tokens[rt]
         else:
             return None
-        return {"userPrincipalName": user["userPrincipalName"],
-                "accountEnabled": user.get("accountEnabled", True), **prof}
+        return {
+            "userPrincipalName": user["userPrincipalName"],
+            "accountEnabled": user.get("accountEnabled", True),
+            **prof,
+        }
 
 
 # ---------------------------------------------------------------------- sign-in page
@@ -173,23 +199,28 @@ def picker_page(state: Any, tenant: str, query: dict[str, str]) -> Response:
 
     def row(user: dict[str, Any]) -> str:
         link = f"/{tenant}/oauth2/v2.0/authorize?" + urlencode(
-            {**q, "login_hint": user["userPrincipalName"]})
+            {**q, "login_hint": user["userPrincipalName"]}
+        )
         roles = ", ".join(profile(state, user["id"])["app_roles"]) or "no app role"
-        return (f'<li><a href="{html.escape(link)}">{html.escape(user["displayName"])}</a> '
-                f'&lt;{html.escape(user["userPrincipalName"])}&gt; '
-                f"<small>({html.escape(roles)})</small></li>")
+        return (
+            f'<li><a href="{html.escape(link)}">{html.escape(user["displayName"])}</a> '
+            f"&lt;{html.escape(user['userPrincipalName'])}&gt; "
+            f"<small>({html.escape(roles)})</small></li>"
+        )
 
     people = sorted(state.users.values(), key=lambda u: u["displayName"])
     with_roles = [u for u in people if state.sign_in_profiles.get(u["id"], {}).get("app_roles")]
     others = [u for u in people if u not in with_roles]
-    page = ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<link rel=\"icon\" href=\"data:,\"><title>Sign in to your account</title></head>"
-            "<body><h1>Graph emulator &mdash; sign in</h1>"
-            "<p>Pick an account. This is the local emulator of Microsoft Entra ID: nobody "
-            "types a password here.</p>"
-            "<h2>Demo staff</h2><ul>" + "".join(row(u) for u in with_roles) + "</ul>"
-            "<h2>Everyone else</h2><ul>" + "".join(row(u) for u in others) + "</ul>"
-            "</body></html>")
+    page = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<link rel="icon" href="data:,"><title>Sign in to your account</title></head>'
+        "<body><h1>Graph emulator &mdash; sign in</h1>"
+        "<p>Pick an account. This is the local emulator of Microsoft Entra ID: nobody "
+        "types a password here.</p>"
+        "<h2>Demo staff</h2><ul>" + "".join(row(u) for u in with_roles) + "</ul>"
+        "<h2>Everyone else</h2><ul>" + "".join(row(u) for u in others) + "</ul>"
+        "</body></html>"
+    )
     return text_response(200, page, "text/html; charset=utf-8")
 
 

@@ -34,17 +34,39 @@ WELL_KNOWN_FOLDERS = {
 }
 
 DEFAULT_USER_PROPS = (
-    "businessPhones", "displayName", "givenName", "jobTitle", "mail", "mobilePhone",
-    "officeLocation", "preferredLanguage", "surname", "userPrincipalName", "id",
+    "businessPhones",
+    "displayName",
+    "givenName",
+    "jobTitle",
+    "mail",
+    "mobilePhone",
+    "officeLocation",
+    "preferredLanguage",
+    "surname",
+    "userPrincipalName",
+    "id",
 )
 
 DEFAULT_APP_ROLES = (
-    "User.Read.All", "Mail.ReadWrite", "Mail.Send", "Chat.Read.All", "ChannelMessage.Read.All",
+    "User.Read.All",
+    "Mail.ReadWrite",
+    "Mail.Send",
+    "Chat.Read.All",
+    "ChannelMessage.Read.All",
 )
 DEFAULT_DELEGATED_SCOPES = (
-    "User.Read", "User.ReadBasic.All", "Mail.ReadWrite", "Mail.Send", "Chat.ReadWrite",
-    "Chat.Create", "ChatMessage.Send", "ChannelMessage.Send", "offline_access", "openid",
-    "profile", "email",
+    "User.Read",
+    "User.ReadBasic.All",
+    "Mail.ReadWrite",
+    "Mail.Send",
+    "Chat.ReadWrite",
+    "Chat.Create",
+    "ChatMessage.Send",
+    "ChannelMessage.Send",
+    "offline_access",
+    "openid",
+    "profile",
+    "email",
 )
 
 
@@ -127,8 +149,14 @@ class ResourceSpec:
     channel_id: str | None = None
 
     def key(self) -> tuple[Any, ...]:
-        return (self.kind, self.user_id, self.folder_id, self.chat_id, self.team_id,
-                self.channel_id)
+        return (
+            self.kind,
+            self.user_id,
+            self.folder_id,
+            self.chat_id,
+            self.team_id,
+            self.channel_id,
+        )
 
 
 @dataclass
@@ -205,8 +233,9 @@ NotificationSink = Callable[[list[tuple[Subscription, dict[str, Any]]]], None]
 class EmulatorState:
     """All mutable tenant data. Hold ``lock`` while calling any method."""
 
-    def __init__(self, clock: Clock, tenant_id: str, domain: str,
-                 tenant_name: str = "Fleet Demo") -> None:
+    def __init__(
+        self, clock: Clock, tenant_id: str, domain: str, tenant_name: str = "Fleet Demo"
+    ) -> None:
         self.lock = threading.RLock()
         self.clock = clock
         self.tenant_id = tenant_id
@@ -311,8 +340,9 @@ class EmulatorState:
     def mail_stream_key(self, user_id: str, folder_id: str) -> tuple[str, ...]:
         return ("mail", user_id, folder_id)
 
-    def put_message(self, user_id: str, folder_id: str, msg: dict[str, Any],
-                    notify: bool = True) -> dict[str, Any]:
+    def put_message(
+        self, user_id: str, folder_id: str, msg: dict[str, Any], notify: bool = True
+    ) -> dict[str, Any]:
         mb = self.mailboxes[user_id]
         msg["parentFolderId"] = folder_id
         mb.messages[msg["id"]] = msg
@@ -370,19 +400,19 @@ class EmulatorState:
         msgs = [m for m in mb.messages.values() if m["parentFolderId"] == folder_id]
         f["totalItemCount"] = len(msgs)
         f["unreadItemCount"] = sum(1 for m in msgs if not m.get("isRead"))
-        f["sizeInBytes"] = sum(len(str(m.get("body", {}).get("content", ""))) + 800
-                               for m in msgs)
+        f["sizeInBytes"] = sum(len(str(m.get("body", {}).get("content", ""))) + 800 for m in msgs)
 
     def trim_folder(self, user_id: str, folder_id: str, keep: int) -> None:
         """Hard-delete the oldest messages beyond ``keep`` (bounds demo-mode growth)."""
         mb = self.mailboxes[user_id]
-        msgs = sorted((m for m in mb.messages.values() if m["parentFolderId"] == folder_id),
-                      key=lambda m: m.get("receivedDateTime") or "")
+        msgs = sorted(
+            (m for m in mb.messages.values() if m["parentFolderId"] == folder_id),
+            key=lambda m: m.get("receivedDateTime") or "",
+        )
         for m in msgs[: max(0, len(msgs) - keep)]:
             self.delete_message(user_id, m["id"], hard=True)
 
-    def _notify_mail(self, change: str, user_id: str, folder_id: str,
-                     msg: dict[str, Any]) -> None:
+    def _notify_mail(self, change: str, user_id: str, folder_id: str, msg: dict[str, Any]) -> None:
         if not self.subscriptions or self.notifier is None:
             return
         out = []
@@ -393,13 +423,31 @@ class EmulatorState:
             if sp.kind == "mail_folder" and sp.folder_id != folder_id:
                 continue
             res = f"Users/{user_id}/Messages/{msg['id']}"
-            out.append((sub, self._notification(sub, change, res, "#Microsoft.Graph.Message",
-                                                msg["id"], msg.get("@odata.etag"))))
+            out.append(
+                (
+                    sub,
+                    self._notification(
+                        sub,
+                        change,
+                        res,
+                        "#Microsoft.Graph.Message",
+                        msg["id"],
+                        msg.get("@odata.etag"),
+                    ),
+                )
+            )
         if out:
             self.notifier(out)
 
-    def _notification(self, sub: Subscription, change: str, resource: str, odata_type: str,
-                      item_id: str, etag: str | None) -> dict[str, Any]:
+    def _notification(
+        self,
+        sub: Subscription,
+        change: str,
+        resource: str,
+        odata_type: str,
+        item_id: str,
+        etag: str | None,
+    ) -> dict[str, Any]:
         return {
             "subscriptionId": sub.id,
             "subscriptionExpirationDateTime": iso(sub.expiration),
@@ -429,10 +477,17 @@ class EmulatorState:
     def add_team(self, team: Team) -> None:
         self.teams[team.data["id"]] = team
 
-    def chat_message(self, sender_id: str, content: str, content_type: str = "text",
-                     chat_id: str | None = None, team_id: str | None = None,
-                     channel_id: str | None = None, created: datetime | None = None,
-                     reply_to: str | None = None) -> dict[str, Any]:
+    def chat_message(
+        self,
+        sender_id: str,
+        content: str,
+        content_type: str = "text",
+        chat_id: str | None = None,
+        team_id: str | None = None,
+        channel_id: str | None = None,
+        created: datetime | None = None,
+        reply_to: str | None = None,
+    ) -> dict[str, Any]:
         sender = self.users[sender_id]
         mid = self.next_chat_message_id()
         when = iso(created or self.clock.now())
@@ -451,8 +506,7 @@ class EmulatorState:
             "importance": "normal",
             "locale": "en-us",
             "webUrl": None,
-            "channelIdentity": ({"teamId": team_id, "channelId": channel_id}
-                                if team_id else None),
+            "channelIdentity": ({"teamId": team_id, "channelId": channel_id} if team_id else None),
             "policyViolation": None,
             "eventDetail": None,
             "from": {
@@ -472,8 +526,10 @@ class EmulatorState:
             "reactions": [],
         }
         if team_id:
-            msg["webUrl"] = (f"https://teams.microsoft.com/l/message/{channel_id}/{mid}"
-                             f"?groupId={team_id}&tenantId={self.tenant_id}")
+            msg["webUrl"] = (
+                f"https://teams.microsoft.com/l/message/{channel_id}/{mid}"
+                f"?groupId={team_id}&tenantId={self.tenant_id}"
+            )
         return msg
 
     def post_chat_message(self, chat_id: str, msg: dict[str, Any], notify: bool = True) -> dict:
@@ -485,8 +541,9 @@ class EmulatorState:
             self._notify_teams("created", msg, chat_id=chat_id)
         return msg
 
-    def post_channel_message(self, team_id: str, channel_id: str, msg: dict[str, Any],
-                             notify: bool = True) -> dict[str, Any]:
+    def post_channel_message(
+        self, team_id: str, channel_id: str, msg: dict[str, Any], notify: bool = True
+    ) -> dict[str, Any]:
         ch = self.teams[team_id].channels[channel_id]
         ch.messages[msg["id"]] = msg
         self._touch(("channel", team_id, channel_id), msg["id"])
@@ -501,8 +558,15 @@ class EmulatorState:
         chat = self.chats[chat_id]
         msg = chat.messages[message_id]
         now = iso(self.clock.now())
-        msg.update(deletedDateTime=now, lastModifiedDateTime=now, attachments=[], mentions=[],
-                   reactions=[], summary=None, subject=None)
+        msg.update(
+            deletedDateTime=now,
+            lastModifiedDateTime=now,
+            attachments=[],
+            mentions=[],
+            reactions=[],
+            summary=None,
+            subject=None,
+        )
         msg["body"] = {"contentType": msg["body"].get("contentType", "text"), "content": ""}
         self._touch(("chat", chat_id), message_id)
         self._notify_teams("deleted", msg, chat_id=chat_id)
@@ -520,8 +584,14 @@ class EmulatorState:
             mid, _ = ch.messages.popitem(last=False)
             self._touch(("channel", team_id, channel_id), mid, removed=True)
 
-    def _notify_teams(self, change: str, msg: dict[str, Any], chat_id: str | None = None,
-                      team_id: str | None = None, channel_id: str | None = None) -> None:
+    def _notify_teams(
+        self,
+        change: str,
+        msg: dict[str, Any],
+        chat_id: str | None = None,
+        team_id: str | None = None,
+        channel_id: str | None = None,
+    ) -> None:
         if not self.subscriptions or self.notifier is None:
             return
         out = []
@@ -530,19 +600,26 @@ class EmulatorState:
             if sp.family != "teams" or change not in sub.change_types:
                 continue
             if chat_id is not None:
-                ok = (sp.kind == "all_chats" or (sp.kind == "chat" and sp.chat_id == chat_id)
-                      or (sp.kind == "user_chats"
-                          and sp.user_id in self.chats[chat_id].members))
+                ok = (
+                    sp.kind == "all_chats"
+                    or (sp.kind == "chat" and sp.chat_id == chat_id)
+                    or (sp.kind == "user_chats" and sp.user_id in self.chats[chat_id].members)
+                )
                 res = f"chats('{chat_id}')/messages('{msg['id']}')"
             else:
-                ok = (sp.kind == "all_channels"
-                      or (sp.kind == "channel" and sp.team_id == team_id
-                          and sp.channel_id == channel_id))
+                ok = sp.kind == "all_channels" or (
+                    sp.kind == "channel" and sp.team_id == team_id and sp.channel_id == channel_id
+                )
                 res = f"teams('{team_id}')/channels('{channel_id}')/messages('{msg['id']}')"
             if ok:
-                out.append((sub, self._notification(sub, change, res,
-                                                    "#Microsoft.Graph.chatMessage",
-                                                    msg["id"], None)))
+                out.append(
+                    (
+                        sub,
+                        self._notification(
+                            sub, change, res, "#Microsoft.Graph.chatMessage", msg["id"], None
+                        ),
+                    )
+                )
         if out:
             self.notifier(out)
 

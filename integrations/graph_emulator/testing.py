@@ -29,13 +29,14 @@ class ControlClient:
         self.session.verify = ca_path
         self.session.headers["Authorization"] = f"Bearer {token}"
 
-    def _call(self, method: str, path: str, json_body: Any = None,
-              params: dict[str, Any] | None = None) -> Any:
-        resp = self.session.request(method, f"{self.base}/{path.lstrip('/')}", json=json_body,
-                                    params=params, timeout=30)
+    def _call(
+        self, method: str, path: str, json_body: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
+        resp = self.session.request(
+            method, f"{self.base}/{path.lstrip('/')}", json=json_body, params=params, timeout=30
+        )
         if resp.status_code >= 400:
-            raise RuntimeError(f"control API {method} {path} -> {resp.status_code}: "
-                               f"{resp.text}")
+            raise RuntimeError(f"control API {method} {path} -> {resp.status_code}: {resp.text}")
         return resp.json() if resp.content else None
 
     # state / config
@@ -64,8 +65,9 @@ class ControlClient:
         self._call("POST", "service-account", {"upn": upn})
 
     # faults
-    def inject_fault(self, path: str = ".*", kind: str = "status", method: str = "*",
-                     **kw: Any) -> dict[str, Any]:
+    def inject_fault(
+        self, path: str = ".*", kind: str = "status", method: str = "*", **kw: Any
+    ) -> dict[str, Any]:
         """``kind``: ``status`` (``status=503``, ``retry_after``), ``429``/``503``/``504``,
         ``latency`` (``latency_ms``), ``reset``; plus ``count`` / ``probability``."""
         body = {"path": path, "kind": kind, "method": method, **kw}
@@ -75,8 +77,9 @@ class ControlClient:
         self._call("DELETE", "faults")
 
     # logs
-    def requests_log(self, since: int = 0, path: str | None = None,
-                     method: str | None = None) -> list[dict[str, Any]]:
+    def requests_log(
+        self, since: int = 0, path: str | None = None, method: str | None = None
+    ) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"since": since}
         if path:
             params["path"] = path
@@ -94,25 +97,27 @@ class ControlClient:
         return self._call("GET", "deliveries", params={"since": since})
 
     # traffic
-    def create_mail(self, to: str, subject: str = "Test", body: str = "Hello", **kw: Any
-                    ) -> dict[str, Any]:
+    def create_mail(
+        self, to: str, subject: str = "Test", body: str = "Hello", **kw: Any
+    ) -> dict[str, Any]:
         return self._call("POST", "mail", {"to": to, "subject": subject, "body": body, **kw})
 
     def update_mail(self, user: str, message_id: str, **changes: Any) -> None:
-        self._call("POST", "mail/update", {"user": user, "message_id": message_id,
-                                           "changes": changes})
+        self._call(
+            "POST", "mail/update", {"user": user, "message_id": message_id, "changes": changes}
+        )
 
     def delete_mail(self, user: str, message_id: str, hard: bool = False) -> None:
-        self._call("POST", "mail/delete", {"user": user, "message_id": message_id,
-                                           "hard": hard})
+        self._call("POST", "mail/delete", {"user": user, "message_id": message_id, "hard": hard})
 
     def create_chat_message(self, body: str = "Hello", **kw: Any) -> dict[str, Any]:
         return self._call("POST", "chat-message", {"body": body, **kw})
 
     def delete_chat_message(self, chat_id: str, message_id: str) -> dict[str, Any]:
         """A user deletes a Teams message: Graph soft-deletes it (deletedDateTime set)."""
-        return self._call("POST", "chat-message/delete", {"chat_id": chat_id,
-                                                          "message_id": message_id})
+        return self._call(
+            "POST", "chat-message/delete", {"chat_id": chat_id, "message_id": message_id}
+        )
 
     def expire_delta_tokens(self, user: str | None = None) -> int:
         return self._call("POST", "delta/expire", {"user": user} if user else {})["expired"]
@@ -124,10 +129,10 @@ class ControlClient:
     def remove_subscription(self, subscription_id: str) -> dict[str, Any]:
         return self._call("POST", f"subscriptions/{subscription_id}/remove")
 
-    def fire_lifecycle(self, subscription_id: str, event: str = "reauthorizationRequired"
-                       ) -> dict[str, Any]:
-        return self._call("POST", "lifecycle", {"subscription_id": subscription_id,
-                                                "event": event})
+    def fire_lifecycle(
+        self, subscription_id: str, event: str = "reauthorizationRequired"
+    ) -> dict[str, Any]:
+        return self._call("POST", "lifecycle", {"subscription_id": subscription_id, "event": event})
 
     # apps / secrets
     def apps(self) -> list[dict[str, Any]]:
@@ -146,9 +151,13 @@ class ControlClient:
         """Whether Microsoft approved the app's Teams protected-API (app-only chat reads)."""
         self._call("PUT", f"apps/{client_id}/protected-api", {"approved": approved})
 
-    def add_secret(self, client_id: str, value: str | None = None,
-                   expires_in_seconds: float | None = None,
-                   expires_at: str | None = None) -> dict[str, Any]:
+    def add_secret(
+        self,
+        client_id: str,
+        value: str | None = None,
+        expires_in_seconds: float | None = None,
+        expires_at: str | None = None,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {}
         if value:
             body["value"] = value
@@ -191,10 +200,16 @@ class RunningEmulator:
     ...     emu.control.create_mail("maria.kowalski@fleetdemo.onmicrosoft.com")
     """
 
-    def __init__(self, state_dir: str | os.PathLike[str] | None = None, port: int = 0,
-                 config: dict[str, Any] | None = None, demo: bool = False,
-                 control_token: str | None = None, startup_timeout: float = 30.0,
-                 extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str] | None = None,
+        port: int = 0,
+        config: dict[str, Any] | None = None,
+        demo: bool = False,
+        control_token: str | None = None,
+        startup_timeout: float = 30.0,
+        extra_args: list[str] | None = None,
+    ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if state_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="graph-emulator-")
@@ -260,8 +275,16 @@ class RunningEmulator:
         return s
 
     def start(self) -> RunningEmulator:
-        cmd = [sys.executable, "-m", "integrations.graph_emulator", "--port", str(self.port),
-               "--state-dir", str(self.state_dir), *self.extra_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "integrations.graph_emulator",
+            "--port",
+            str(self.port),
+            "--state-dir",
+            str(self.state_dir),
+            *self.extra_args,
+        ]
         if self.config:
             cmd += ["--config", json.dumps(self.config)]
         if self.demo:
@@ -273,8 +296,9 @@ class RunningEmulator:
         env["PYTHONUNBUFFERED"] = "1"
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._stderr = open(self.state_dir / "emulator.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT), env=env, stdout=subprocess.PIPE,
-                                     stderr=self._stderr, text=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=str(REPO_ROOT), env=env, stdout=subprocess.PIPE, stderr=self._stderr, text=True
+        )
         ready = threading.Event()
 
         def reader() -> None:
@@ -319,15 +343,24 @@ class RunningEmulator:
         """Fetch an app-only Graph token with a plain POST (no MSAL)."""
         resp = self.session().post(
             f"{self.authority}/oauth2/v2.0/token",
-            data={"grant_type": "client_credentials", "client_id": client_id or self.client_id,
-                  "client_secret": client_secret or self.client_secret,
-                  "scope": "https://graph.microsoft.com/.default"}, timeout=30)
+            data={
+                "grant_type": "client_credentials",
+                "client_id": client_id or self.client_id,
+                "client_secret": client_secret or self.client_secret,
+                "scope": "https://graph.microsoft.com/.default",
+            },
+            timeout=30,
+        )
         resp.raise_for_status()
         return resp.json()["access_token"]
 
     def __enter__(self) -> RunningEmulator:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

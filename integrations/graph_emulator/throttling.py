@@ -58,16 +58,24 @@ class Throttler:
         with self._lock:
             n = self._inflight.get((app_id, mailbox), 0)
             if n >= cfg["mailbox_concurrency"]:
-                return Rejection("ApplicationThrottled",
-                                 "Application is over its MailboxConcurrency limit.",
-                                 int(cfg["concurrency_retry_after_s"]))
-            wait = self._hit(("mbx", app_id, mailbox), int(cfg["mailbox_requests"]),
-                             float(cfg["mailbox_window_s"]))
+                return Rejection(
+                    "ApplicationThrottled",
+                    "Application is over its MailboxConcurrency limit.",
+                    int(cfg["concurrency_retry_after_s"]),
+                )
+            wait = self._hit(
+                ("mbx", app_id, mailbox),
+                int(cfg["mailbox_requests"]),
+                float(cfg["mailbox_window_s"]),
+            )
             if wait is not None:
-                return Rejection("ApplicationThrottled",
-                                 "Application is over its MailboxRequestRate limit. "
-                                 f"Limit: {cfg['mailbox_requests']} requests per "
-                                 f"{int(cfg['mailbox_window_s'])} seconds.", wait)
+                return Rejection(
+                    "ApplicationThrottled",
+                    "Application is over its MailboxRequestRate limit. "
+                    f"Limit: {cfg['mailbox_requests']} requests per "
+                    f"{int(cfg['mailbox_window_s'])} seconds.",
+                    wait,
+                )
             self._inflight[(app_id, mailbox)] = n + 1
         return None
 
@@ -93,9 +101,11 @@ class Throttler:
             wait = self._hit(("teams", app_id, resource), 1, 1.0 / rate)
         if wait is None:
             return None
-        return Rejection("TooManyRequests",
-                         "Too many requests. Rate limit for posting messages to this "
-                         "chat/channel exceeded.", wait)
+        return Rejection(
+            "TooManyRequests",
+            "Too many requests. Rate limit for posting messages to this chat/channel exceeded.",
+            wait,
+        )
 
     def subscription(self, app_id: str, op: str) -> Rejection | None:
         cfg = self._cfg()
@@ -106,6 +116,9 @@ class Throttler:
             wait = self._hit(("subs", op, app_id), limit, float(cfg["subscription_window_s"]))
         if wait is None:
             return None
-        return Rejection("TooManyRequests",
-                         f"Too many requests. The subscription {op} budget of {limit} requests "
-                         f"per {int(cfg['subscription_window_s'])} seconds is exhausted.", wait)
+        return Rejection(
+            "TooManyRequests",
+            f"Too many requests. The subscription {op} budget of {limit} requests "
+            f"per {int(cfg['subscription_window_s'])} seconds is exhausted.",
+            wait,
+        )

@@ -26,8 +26,18 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(GraphCall)
 class GraphCallAdmin(BigTableAdminMixin, ReadOnlyAdmin):
-    list_display = ("created_at", "method", "route", "status", "duration_ms", "throttled",
-                    "retry_after", "mailbox", "error_code", "request_id")
+    list_display = (
+        "created_at",
+        "method",
+        "route",
+        "status",
+        "duration_ms",
+        "throttled",
+        "retry_after",
+        "mailbox",
+        "error_code",
+        "request_id",
+    )
     list_filter = ("status", "throttled", "method", "in_batch")
     search_fields = ("route", "mailbox", "request_id", "error_code")
     date_hierarchy = "created_at"
@@ -35,16 +45,31 @@ class GraphCallAdmin(BigTableAdminMixin, ReadOnlyAdmin):
 
 @admin.register(Credential)
 class CredentialAdmin(ReadOnlyAdmin):
-    list_display = ("display_name", "fingerprint", "state", "created_at", "expires_at",
-                    "grace_until", "last_verified_at", "last_error")
+    list_display = (
+        "display_name",
+        "fingerprint",
+        "state",
+        "created_at",
+        "expires_at",
+        "grace_until",
+        "last_verified_at",
+        "last_error",
+    )
     list_filter = ("state",)
     exclude = ("secret_encrypted",)
 
 
 @admin.register(DelegatedAccount)
 class DelegatedAccountAdmin(ReadOnlyAdmin):
-    list_display = ("upn", "display_name", "connected_at", "connected_by", "disconnected_at",
-                    "last_refresh_at", "last_error")
+    list_display = (
+        "upn",
+        "display_name",
+        "connected_at",
+        "connected_by",
+        "disconnected_at",
+        "last_refresh_at",
+        "last_error",
+    )
     exclude = ("token_cache_encrypted", "home_account_id")
 
 
@@ -93,14 +118,29 @@ def _run_each(request: HttpRequest, queryset: Any, func: Any, verb: str) -> None
 
 @admin.register(MonitoredUser)
 class MonitoredUserAdmin(admin.ModelAdmin):
-    list_display = ("identifier", "upn", "display_name", "graph_id", "watch_messages",
-                    "watch_chat_messages", "is_active", "resolved_at", "last_error")
+    list_display = (
+        "identifier",
+        "upn",
+        "display_name",
+        "graph_id",
+        "watch_messages",
+        "watch_chat_messages",
+        "is_active",
+        "resolved_at",
+        "last_error",
+    )
     list_filter = ("is_active", "watch_messages", "watch_chat_messages")
     search_fields = ("identifier", "upn", "display_name", "graph_id")
-    readonly_fields = ("graph_id", "upn", "display_name", "created_at", "created_by",
-                       "resolved_at", "last_error")
-    fields = ("identifier", "watch_messages", "watch_chat_messages", "is_active",
-              *readonly_fields)
+    readonly_fields = (
+        "graph_id",
+        "upn",
+        "display_name",
+        "created_at",
+        "created_by",
+        "resolved_at",
+        "last_error",
+    )
+    fields = ("identifier", "watch_messages", "watch_chat_messages", "is_active", *readonly_fields)
 
     actions = ("stop_monitoring",)
 
@@ -127,15 +167,29 @@ class MonitoredUserAdmin(admin.ModelAdmin):
             from portal.access.authz import require
             from portal.audit.services import record
 
-            require(actor, "manage_monitored_users", action="monitored_user.change",
-                    target_type="monitored_user", target_id=obj.pk)
+            require(
+                actor,
+                "manage_monitored_users",
+                action="monitored_user.change",
+                target_type="monitored_user",
+                target_id=obj.pk,
+            )
             obj.save()
-            record("monitored_user.change", actor=actor, target_type="monitored_user",
-                   target_id=obj.pk, params={"kinds": obj.kinds, "is_active": obj.is_active})
+            record(
+                "monitored_user.change",
+                actor=actor,
+                target_type="monitored_user",
+                target_id=obj.pk,
+                params={"kinds": obj.kinds, "is_active": obj.is_active},
+            )
             return
         try:
-            saved = add_monitored_user(actor, obj.identifier, messages=obj.watch_messages,
-                                       chat_messages=obj.watch_chat_messages)
+            saved = add_monitored_user(
+                actor,
+                obj.identifier,
+                messages=obj.watch_messages,
+                chat_messages=obj.watch_chat_messages,
+            )
         except ValueError as exc:
             messages.warning(request, str(exc))
             saved = MonitoredUser.objects.get(identifier=obj.identifier.strip())
@@ -145,8 +199,16 @@ class MonitoredUserAdmin(admin.ModelAdmin):
 
 @admin.register(Subscription)
 class SubscriptionAdmin(ReadOnlyAdmin):
-    list_display = ("monitored_user", "kind", "state", "graph_id", "expiration",
-                    "last_renewed_at", "last_notification_at", "last_error")
+    list_display = (
+        "monitored_user",
+        "kind",
+        "state",
+        "graph_id",
+        "expiration",
+        "last_renewed_at",
+        "last_notification_at",
+        "last_error",
+    )
     list_filter = ("state", "kind")
     search_fields = ("graph_id", "monitored_user__upn", "monitored_user__identifier")
     list_select_related = ("monitored_user",)
@@ -174,16 +236,33 @@ class SubscriptionAdmin(ReadOnlyAdmin):
 
 @admin.register(LifecycleEvent)
 class LifecycleEventAdmin(ReadOnlyAdmin):
-    list_display = ("received_at", "event", "subscription_graph_id", "status", "handled_at",
-                    "outcome", "job", "followup_job")
+    list_display = (
+        "received_at",
+        "event",
+        "subscription_graph_id",
+        "status",
+        "handled_at",
+        "outcome",
+        "job",
+        "followup_job",
+    )
     list_filter = ("event", "status")
     search_fields = ("subscription_graph_id",)
 
 
 @admin.register(NotificationInbox)
 class NotificationInboxAdmin(ReadOnlyAdmin):
-    list_display = ("received_at", "kind", "change_type", "monitored_user", "resource_id",
-                    "status", "processed_at", "job", "sync_job")
+    list_display = (
+        "received_at",
+        "kind",
+        "change_type",
+        "monitored_user",
+        "resource_id",
+        "status",
+        "processed_at",
+        "job",
+        "sync_job",
+    )
     list_filter = ("status", "kind", "change_type")
     search_fields = ("resource_id", "subscription_graph_id", "batch")
     list_select_related = ("monitored_user",)
@@ -192,15 +271,33 @@ class NotificationInboxAdmin(ReadOnlyAdmin):
 
 @admin.register(WebhookRejection)
 class WebhookRejectionAdmin(ReadOnlyAdmin):
-    list_display = ("day", "endpoint", "reason", "count", "first_seen_at", "last_seen_at",
-                    "last_subscription_id", "last_remote_addr")
+    list_display = (
+        "day",
+        "endpoint",
+        "reason",
+        "count",
+        "first_seen_at",
+        "last_seen_at",
+        "last_subscription_id",
+        "last_remote_addr",
+    )
     list_filter = ("reason", "endpoint")
 
 
 @admin.register(SyncState)
 class SyncStateAdmin(ReadOnlyAdmin):
-    list_display = ("monitored_user", "kind", "status", "last_success_at", "last_attempt_at",
-                    "item_count", "round_kind", "token_obtained_at", "due_since", "last_error")
+    list_display = (
+        "monitored_user",
+        "kind",
+        "status",
+        "last_success_at",
+        "last_attempt_at",
+        "item_count",
+        "round_kind",
+        "token_obtained_at",
+        "due_since",
+        "last_error",
+    )
     list_filter = ("status", "kind")
     list_select_related = ("monitored_user",)
     exclude = ("delta_link", "next_link")  # opaque, long, and useless to read
@@ -210,28 +307,43 @@ class SyncStateAdmin(ReadOnlyAdmin):
     def delta_now(self, request: HttpRequest, queryset: Any) -> None:
         from integrations.microsoft import sync
 
-        _run_each(request, queryset,
-                  lambda a, o: sync.delta_now(a, o.monitored_user_id, o.kind), "Queued")
+        _run_each(
+            request, queryset, lambda a, o: sync.delta_now(a, o.monitored_user_id, o.kind), "Queued"
+        )
 
     @admin.action(description="Full sync (reset + run)")
     def full_sync(self, request: HttpRequest, queryset: Any) -> None:
         from integrations.microsoft import sync
 
-        _run_each(request, queryset,
-                  lambda a, o: sync.full_sync(a, o.monitored_user_id, o.kind), "Queued")
+        _run_each(
+            request, queryset, lambda a, o: sync.full_sync(a, o.monitored_user_id, o.kind), "Queued"
+        )
 
     @admin.action(description="Reset (drop the token; next run is full)")
     def reset_token(self, request: HttpRequest, queryset: Any) -> None:
         from integrations.microsoft import sync
 
-        _run_each(request, queryset,
-                  lambda a, o: sync.reset(a, o.monitored_user_id, o.kind), "Reset")
+        _run_each(
+            request, queryset, lambda a, o: sync.reset(a, o.monitored_user_id, o.kind), "Reset"
+        )
 
 
 @admin.register(SyncRun)
 class SyncRunAdmin(ReadOnlyAdmin):
-    list_display = ("started_at", "state", "kind", "resumed", "trigger", "outcome", "pages",
-                    "added", "updated", "removed", "duration_ms", "job")
+    list_display = (
+        "started_at",
+        "state",
+        "kind",
+        "resumed",
+        "trigger",
+        "outcome",
+        "pages",
+        "added",
+        "updated",
+        "removed",
+        "duration_ms",
+        "job",
+    )
     list_filter = ("kind", "outcome", "resumed")
     list_select_related = ("state__monitored_user",)
     show_full_result_count = False
@@ -256,11 +368,27 @@ from integrations.microsoft.models import OutboundMessage, SendBudget  # noqa: E
 
 @admin.register(OutboundMessage)
 class OutboundMessageAdmin(BigTableAdminMixin, ReadOnlyAdmin):
-    list_display = ("id", "channel", "status", "step", "sender", "subject", "created_at",
-                    "sent_at", "job", "last_error")
+    list_display = (
+        "id",
+        "channel",
+        "status",
+        "step",
+        "sender",
+        "subject",
+        "created_at",
+        "sent_at",
+        "job",
+        "last_error",
+    )
     list_filter = ("status", "channel", "step")
-    search_fields = ("=idempotency_key", "=graph_message_id", "=internet_message_id",
-                     "sender", "=chat_id", "=correlation_id")
+    search_fields = (
+        "=idempotency_key",
+        "=graph_message_id",
+        "=internet_message_id",
+        "sender",
+        "=chat_id",
+        "=correlation_id",
+    )
     list_select_related = ("job",)
     raw_id_fields = ("job",)
     date_hierarchy = "created_at"

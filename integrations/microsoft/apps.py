@@ -16,19 +16,39 @@ class MicrosoftConfig(AppConfig):
 
         # Periodic work (django-q2 schedules, created on migrate). The first two only
         # enqueue jobs.
-        register("graph.webhooks.maintain",
-                 "integrations.microsoft.subscriptions.enqueue_maintenance", 10)
+        register(
+            "graph.webhooks.maintain",
+            "integrations.microsoft.subscriptions.enqueue_maintenance",
+            10,
+        )
         register("graph.sync.interval", "integrations.microsoft.sync.enqueue_interval_syncs", 1)
-        register("graph.credentials.retire_grace",
-                 "integrations.microsoft.tasks.retire_expired_grace", 5)
+        register(
+            "graph.credentials.retire_grace", "integrations.microsoft.tasks.retire_expired_grace", 5
+        )
         # What the hourly prune may delete, and after how long (rows not yet handled stay).
         keep(Retention("microsoft.GraphCall", "created_at", "GRAPH_CALL_RETENTION_DAYS"))
-        keep(Retention("microsoft.NotificationInbox", "received_at",
-                       "NOTIFICATION_INBOX_RETENTION_DAYS",
-                       ~Q(status=NotificationInbox.Status.PENDING)))
-        keep(Retention("microsoft.SyncRun", "started_at", "SYNC_RUN_RETENTION_DAYS",
-                       ~Q(outcome=SyncRun.Outcome.RUNNING)))
-        keep(Retention("microsoft.LifecycleEvent", "received_at",
-                       "LIFECYCLE_EVENT_RETENTION_DAYS",
-                       ~Q(status=LifecycleEvent.Status.RECEIVED)))
+        keep(
+            Retention(
+                "microsoft.NotificationInbox",
+                "received_at",
+                "NOTIFICATION_INBOX_RETENTION_DAYS",
+                ~Q(status=NotificationInbox.Status.PENDING),
+            )
+        )
+        keep(
+            Retention(
+                "microsoft.SyncRun",
+                "started_at",
+                "SYNC_RUN_RETENTION_DAYS",
+                ~Q(outcome=SyncRun.Outcome.RUNNING),
+            )
+        )
+        keep(
+            Retention(
+                "microsoft.LifecycleEvent",
+                "received_at",
+                "LIFECYCLE_EVENT_RETENTION_DAYS",
+                ~Q(status=LifecycleEvent.Status.RECEIVED),
+            )
+        )
         keep(Retention("microsoft.WebhookRejection", "day", "WEBHOOK_REJECTION_RETENTION_DAYS"))

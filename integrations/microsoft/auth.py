@@ -37,11 +37,18 @@ from integrations.microsoft.errors import TokenError
 logger = logging.getLogger("integrations.microsoft.auth")
 
 # Hosts MSAL knows (public and national clouds): instance discovery is fine for these.
-MICROSOFT_AUTHORITY_HOSTS = frozenset({
-    "login.microsoftonline.com", "login.microsoft.com", "login.windows.net",
-    "sts.windows.net", "login.microsoftonline.us", "login.chinacloudapi.cn",
-    "login.partner.microsoftonline.cn", "login.microsoftonline.de",
-})
+MICROSOFT_AUTHORITY_HOSTS = frozenset(
+    {
+        "login.microsoftonline.com",
+        "login.microsoft.com",
+        "login.windows.net",
+        "sts.windows.net",
+        "login.microsoftonline.us",
+        "login.chinacloudapi.cn",
+        "login.partner.microsoftonline.cn",
+        "login.microsoftonline.de",
+    }
+)
 # Delegated scopes for the Teams sender; MSAL adds openid/profile/offline_access itself and
 # refuses them if passed (that is how we get a refresh token). Chat.Create: a message "toUser"
 # finds or creates the 1:1 chat with that user.
@@ -73,8 +80,12 @@ class AppRegistration:
 
     @classmethod
     def configured(cls) -> AppRegistration:
-        return cls(settings.MICROSOFT_TENANT_ID, settings.MICROSOFT_CLIENT_ID,
-                   settings.MICROSOFT_AUTHORITY_HOST, settings.MICROSOFT_CA_BUNDLE or "")
+        return cls(
+            settings.MICROSOFT_TENANT_ID,
+            settings.MICROSOFT_CLIENT_ID,
+            settings.MICROSOFT_AUTHORITY_HOST,
+            settings.MICROSOFT_CA_BUNDLE or "",
+        )
 
     @property
     def authority(self) -> str:
@@ -86,17 +97,26 @@ def authority() -> str:
 
 
 def _check_configuration(app: AppRegistration) -> None:
-    missing = [name for name, value in (("MICROSOFT_TENANT_ID", app.tenant_id),
-                                        ("MICROSOFT_CLIENT_ID", app.client_id)) if not value]
+    missing = [
+        name
+        for name, value in (
+            ("MICROSOFT_TENANT_ID", app.tenant_id),
+            ("MICROSOFT_CLIENT_ID", app.client_id),
+        )
+        if not value
+    ]
     if missing:
         raise TokenError(f"{' and '.join(missing)} not set: the portal cannot ask for tokens.")
     if urlsplit(app.authority_host).scheme != "https":
         raise TokenError("MICROSOFT_AUTHORITY_HOST must be an https URL (MSAL refuses http).")
 
 
-def build_app(secret: str, *, token_cache: msal.TokenCache | None = None,
-              registration: AppRegistration | None = None,
-              ) -> msal.ConfidentialClientApplication:
+def build_app(
+    secret: str,
+    *,
+    token_cache: msal.TokenCache | None = None,
+    registration: AppRegistration | None = None,
+) -> msal.ConfidentialClientApplication:
     """A new MSAL app for `secret` (does OIDC discovery now). Raises TokenError."""
     from integrations.microsoft.graph import build_session
 
@@ -120,12 +140,15 @@ def build_app(secret: str, *, token_cache: msal.TokenCache | None = None,
             f"The identity platform has no tenant {app.tenant_id!r} at "
             f"{app.authority_host} (AADSTS90002: check MICROSOFT_TENANT_ID and "
             f"MICROSOFT_AUTHORITY_HOST). {_scrub(str(exc), secret)[:300]}",
-            aadsts=90002, error="invalid_tenant",
+            aadsts=90002,
+            error="invalid_tenant",
         ) from None
     except requests.RequestException as exc:
         raise TokenError(
             f"Could not reach the identity platform at {app.authority_host} "
-            f"({type(exc).__name__}).", transient=True, error="unreachable",
+            f"({type(exc).__name__}).",
+            transient=True,
+            error="unreachable",
         ) from None
 
 
@@ -135,22 +158,25 @@ def _scrub(text: str, secret: str | None) -> str:
 
 _AADSTS_MESSAGES = {
     7000215: "The client secret was rejected (AADSTS7000215): wrong value, or the secret ID "
-             "was used instead of the secret value.",
+    "was used instead of the secret value.",
     7000222: "The client secret has expired (AADSTS7000222): add a new secret in the app "
-             "registration and rotate it here.",
+    "registration and rotate it here.",
     700016: "Application {client_id} was not found in tenant {tenant} (AADSTS700016): check "
-            "MICROSOFT_CLIENT_ID and MICROSOFT_TENANT_ID, and that admin consent was granted.",
+    "MICROSOFT_CLIENT_ID and MICROSOFT_TENANT_ID, and that admin consent was granted.",
     90002: "Tenant {tenant} was not found (AADSTS90002): check MICROSOFT_TENANT_ID.",
     7000218: "No client secret was sent (AADSTS7000218): the credential store is empty.",
     1002012: "The scope was rejected (invalid_scope): client credentials need "
-             "'<resource>/.default'.",
-    70011: "The scope was rejected (invalid_scope): client credentials need "
-           "'<resource>/.default'.",
+    "'<resource>/.default'.",
+    70011: "The scope was rejected (invalid_scope): client credentials need '<resource>/.default'.",
 }
 
 
-def token_error(result: dict[str, Any], *, secret: str | None = None,
-                registration: AppRegistration | None = None) -> TokenError:
+def token_error(
+    result: dict[str, Any],
+    *,
+    secret: str | None = None,
+    registration: AppRegistration | None = None,
+) -> TokenError:
     """Turn an MSAL error dict into a TokenError with an operator-friendly message."""
     app = registration or AppRegistration.configured()
     codes = result.get("error_codes") or []
@@ -164,8 +190,9 @@ def token_error(result: dict[str, Any], *, secret: str | None = None,
     else:
         # First line only: the rest is trace/correlation ids and timestamps.
         description = str(result.get("error_description") or "").splitlines()
-        message = (f"The identity platform refused the token request: {error}"
-                   + (f" — {description[0][:300]}" if description else ""))
+        message = f"The identity platform refused the token request: {error}" + (
+            f" — {description[0][:300]}" if description else ""
+        )
     transient = error in {"temporarily_unavailable", "server_error"} or aadsts in {429}
     retry_after = None
     if "retry_after" in result:
@@ -173,23 +200,37 @@ def token_error(result: dict[str, Any], *, secret: str | None = None,
             retry_after = float(result["retry_after"])
         except (TypeError, ValueError):
             retry_after = None
-    return TokenError(_scrub(message, secret), aadsts=aadsts, transient=transient, error=error,
-                      retry_after=retry_after)
+    return TokenError(
+        _scrub(message, secret),
+        aadsts=aadsts,
+        transient=transient,
+        error=error,
+        retry_after=retry_after,
+    )
 
 
-def _acquire_for_client(app: msal.ConfidentialClientApplication, secret: str,
-                        registration: AppRegistration | None = None) -> dict[str, Any]:
+def _acquire_for_client(
+    app: msal.ConfidentialClientApplication,
+    secret: str,
+    registration: AppRegistration | None = None,
+) -> dict[str, Any]:
     registration = registration or AppRegistration.configured()
     try:
         result = app.acquire_token_for_client(scopes=app_scopes())
     except msal.exceptions.MsalServiceError as exc:
         # MSAL raises for HTTP >= 500 from the token endpoint.
-        raise TokenError(f"The identity platform failed: {_scrub(str(exc), secret)[:200]}",
-                         transient=True, error="server_error") from None
+        raise TokenError(
+            f"The identity platform failed: {_scrub(str(exc), secret)[:200]}",
+            transient=True,
+            error="server_error",
+        ) from None
     except requests.RequestException as exc:
         raise TokenError(
             f"Could not reach the identity platform at {registration.authority_host} "
-            f"({type(exc).__name__}).", transient=True, error="unreachable") from None
+            f"({type(exc).__name__}).",
+            transient=True,
+            error="unreachable",
+        ) from None
     if not result or "access_token" not in result:
         raise token_error(result or {}, secret=secret, registration=registration)
     return result
@@ -248,8 +289,14 @@ def _resolve_active() -> _Active:
     from integrations.microsoft.credentials import active_credential
 
     credential = active_credential()
-    resolved = _Active(credential.pk, credential.fingerprint, credential.secret_value(),
-                       time.monotonic(), credential.tenant_id, credential.client_id)
+    resolved = _Active(
+        credential.pk,
+        credential.fingerprint,
+        credential.secret_value(),
+        time.monotonic(),
+        credential.tenant_id,
+        credential.client_id,
+    )
     with _lock:
         _active = resolved
     return resolved
@@ -295,8 +342,7 @@ def invalidate() -> None:
         _delegated.clear()
 
 
-def acquire_with_secret(secret: str, registration: AppRegistration | None = None
-                        ) -> dict[str, Any]:
+def acquire_with_secret(secret: str, registration: AppRegistration | None = None) -> dict[str, Any]:
     """A token with a candidate secret (and app registration), using a fresh MSAL app."""
     app = build_app(secret, token_cache=msal.TokenCache(), registration=registration)
     return _acquire_for_client(app, secret, registration)
@@ -305,22 +351,27 @@ def acquire_with_secret(secret: str, registration: AppRegistration | None = None
 # --------------------------------------------------------------------------- delegated
 
 
-_delegated: dict[tuple[str, str, str], tuple[msal.ConfidentialClientApplication,
-                                             msal.SerializableTokenCache, int, int]] = {}
+_delegated: dict[
+    tuple[str, str, str],
+    tuple[msal.ConfidentialClientApplication, msal.SerializableTokenCache, int, int],
+] = {}
 
 
 def _redirect_uri(request_or_redirect_uri: HttpRequest | str) -> str:
     if isinstance(request_or_redirect_uri, str):
         return request_or_redirect_uri
-    path = getattr(settings, "MICROSOFT_DELEGATED_REDIRECT_PATH",
-                   "/credentials/teams-sender/callback")
+    path = getattr(
+        settings, "MICROSOFT_DELEGATED_REDIRECT_PATH", "/credentials/teams-sender/callback"
+    )
     return request_or_redirect_uri.build_absolute_uri(path)
 
 
-def start_delegated_connect(request_or_redirect_uri: HttpRequest | str, *,
-                            login_hint: str | None = None,
-                            prompt: str | None = "select_account",
-                            ) -> tuple[str, dict[str, Any]]:
+def start_delegated_connect(
+    request_or_redirect_uri: HttpRequest | str,
+    *,
+    login_hint: str | None = None,
+    prompt: str | None = "select_account",
+) -> tuple[str, dict[str, Any]]:
     """Begin "Connect Teams sender account": (URL to send the admin's browser to, flow).
 
     Keep `flow` server-side (the session) and hand it to `complete_delegated_connect` with the
@@ -335,16 +386,20 @@ def start_delegated_connect(request_or_redirect_uri: HttpRequest | str, *,
         # session. The query mode is protected by PKCE plus the state check instead.
         warnings.filterwarnings("ignore", message="response_mode='form_post'")
         flow = app.initiate_auth_code_flow(
-            scopes=delegated_scopes(), redirect_uri=_redirect_uri(request_or_redirect_uri),
-            login_hint=login_hint, prompt=prompt, response_mode="query",
+            scopes=delegated_scopes(),
+            redirect_uri=_redirect_uri(request_or_redirect_uri),
+            login_hint=login_hint,
+            prompt=prompt,
+            response_mode="query",
         )
     if "auth_uri" not in flow:
         raise token_error(flow, secret=active.secret)
     return flow["auth_uri"], flow
 
 
-def complete_delegated_connect(actor: Any, flow: dict[str, Any],
-                               query_params: dict[str, Any]) -> Any:
+def complete_delegated_connect(
+    actor: Any, flow: dict[str, Any], query_params: dict[str, Any]
+) -> Any:
     """Redeem the authorization code and store the sender's token cache, encrypted.
 
     Requires `rotate_credentials`; audited as `teams_sender.connect`. Any previously connected
@@ -355,14 +410,15 @@ def complete_delegated_connect(actor: Any, flow: dict[str, Any],
     from portal.access.authz import require
     from portal.audit.services import record
 
-    require(actor, "rotate_credentials", action="teams_sender.connect",
-            target_type="teams_sender")
+    require(actor, "rotate_credentials", action="teams_sender.connect", target_type="teams_sender")
     active = _resolve_active()
     active.refuse_if_foreign()
     cache = msal.SerializableTokenCache()
     app = build_app(active.secret, token_cache=cache)
-    params = {k: (v[0] if isinstance(v, list) and len(v) == 1 else v)
-              for k, v in dict(query_params).items()}
+    params = {
+        k: (v[0] if isinstance(v, list) and len(v) == 1 else v)
+        for k, v in dict(query_params).items()
+    }
     try:
         result = app.acquire_token_by_auth_code_flow(flow, params, scopes=delegated_scopes())
     except ValueError as exc:
@@ -372,8 +428,13 @@ def complete_delegated_connect(actor: Any, flow: dict[str, Any],
         result = {"error": "unreachable", "error_description": type(exc).__name__}
     if "access_token" not in result:
         error = token_error(result, secret=active.secret)
-        record("teams_sender.connect", actor=actor, target_type="teams_sender",
-               outcome="failure", reason=str(error.message)[:500])
+        record(
+            "teams_sender.connect",
+            actor=actor,
+            target_type="teams_sender",
+            outcome="failure",
+            reason=str(error.message)[:500],
+        )
         raise error
     claims = result.get("id_token_claims") or {}
     upn = str(claims.get("preferred_username") or claims.get("upn") or "")
@@ -381,18 +442,25 @@ def complete_delegated_connect(actor: Any, flow: dict[str, Any],
     home_account_id = accounts[0].get("home_account_id", "") if accounts else ""
     now = timezone.now()
     with transaction.atomic():
-        DelegatedAccount.objects.filter(disconnected_at__isnull=True).update(
-            disconnected_at=now)
+        DelegatedAccount.objects.filter(disconnected_at__isnull=True).update(disconnected_at=now)
         account = DelegatedAccount.objects.create(
-            upn=upn, display_name=str(claims.get("name") or ""),
-            home_account_id=home_account_id, scopes=str(result.get("scope") or "")[:500],
-            token_cache_encrypted=encrypt(cache.serialize()), cache_version=1,
-            connected_at=now, connected_by=getattr(actor, "name", "")[:150],
+            upn=upn,
+            display_name=str(claims.get("name") or ""),
+            home_account_id=home_account_id,
+            scopes=str(result.get("scope") or "")[:500],
+            token_cache_encrypted=encrypt(cache.serialize()),
+            cache_version=1,
+            connected_at=now,
+            connected_by=getattr(actor, "name", "")[:150],
             last_refresh_at=now,
         )
-        record("teams_sender.connect", actor=actor, target_type="teams_sender",
-               target_id=account.pk,
-               params={"upn": upn, "granted_scopes": str(result.get("scope") or "")})
+        record(
+            "teams_sender.connect",
+            actor=actor,
+            target_type="teams_sender",
+            target_id=account.pk,
+            params={"upn": upn, "granted_scopes": str(result.get("scope") or "")},
+        )
     with _lock:
         _delegated.clear()
     return account
@@ -404,16 +472,24 @@ def disconnect_delegated(actor: Any) -> int:
     from portal.access.authz import require
     from portal.audit.services import record
 
-    require(actor, "rotate_credentials", action="teams_sender.disconnect",
-            target_type="teams_sender")
+    require(
+        actor, "rotate_credentials", action="teams_sender.disconnect", target_type="teams_sender"
+    )
     with transaction.atomic():
-        accounts = list(DelegatedAccount.objects.select_for_update().filter(
-            disconnected_at__isnull=True))
+        accounts = list(
+            DelegatedAccount.objects.select_for_update().filter(disconnected_at__isnull=True)
+        )
         DelegatedAccount.objects.filter(pk__in=[a.pk for a in accounts]).update(
-            disconnected_at=timezone.now(), token_cache_encrypted="")
+            disconnected_at=timezone.now(), token_cache_encrypted=""
+        )
         for account in accounts:
-            record("teams_sender.disconnect", actor=actor, target_type="teams_sender",
-                   target_id=account.pk, params={"upn": account.upn})
+            record(
+                "teams_sender.disconnect",
+                actor=actor,
+                target_type="teams_sender",
+                target_id=account.pk,
+                params={"upn": account.upn},
+            )
     with _lock:
         _delegated.clear()
     return len(accounts)
@@ -436,9 +512,11 @@ def delegated_token(*, force_refresh: bool = False) -> str:
 
     account = current_delegated_account()
     if account is None or not account.token_cache_encrypted:
-        raise TokenError("No Teams sender account is connected: an admin must use "
-                         "“Connect Teams sender account” in the console.",
-                         error="no_delegated_account")
+        raise TokenError(
+            "No Teams sender account is connected: an admin must use "
+            "“Connect Teams sender account” in the console.",
+            error="no_delegated_account",
+        )
     active = _resolve_active()
     active.refuse_if_foreign()
     key = (authority(), settings.MICROSOFT_CLIENT_ID, active.fingerprint)
@@ -459,28 +537,43 @@ def delegated_token(*, force_refresh: bool = False) -> str:
         if accounts:
             try:
                 result = app.acquire_token_silent_with_error(
-                    delegated_scopes(), account=accounts[0], force_refresh=force_refresh)
+                    delegated_scopes(), account=accounts[0], force_refresh=force_refresh
+                )
             except requests.RequestException as exc:
-                raise TokenError(f"Could not reach the identity platform "
-                                 f"({type(exc).__name__}).", transient=True,
-                                 error="unreachable") from None
+                raise TokenError(
+                    f"Could not reach the identity platform ({type(exc).__name__}).",
+                    transient=True,
+                    error="unreachable",
+                ) from None
         if not result or "access_token" not in result:
-            error = (token_error(result, secret=active.secret) if result else TokenError(
-                f"The Teams sender {account.upn} must be reconnected: no usable token in its "
-                "cache.", error="reconnect_required"))
+            error = (
+                token_error(result, secret=active.secret)
+                if result
+                else TokenError(
+                    f"The Teams sender {account.upn} must be reconnected: no usable token in its "
+                    "cache.",
+                    error="reconnect_required",
+                )
+            )
             if not error.transient:
-                error = TokenError(f"The Teams sender {account.upn} must be reconnected: "
-                                   f"{error.message}", aadsts=error.aadsts, error=error.error)
+                error = TokenError(
+                    f"The Teams sender {account.upn} must be reconnected: {error.message}",
+                    aadsts=error.aadsts,
+                    error=error.error,
+                )
             DelegatedAccount.objects.filter(pk=account.pk).update(
-                last_error=error.message[:2000], last_error_at=timezone.now())
+                last_error=error.message[:2000], last_error_at=timezone.now()
+            )
             raise error
         if cache.has_state_changed:
             # Conditional on the version we loaded: if another process wrote first, its
             # cache (with its own fresh refresh token) wins and we reload next time.
-            updated = DelegatedAccount.objects.filter(
-                pk=account.pk, cache_version=version).update(
-                token_cache_encrypted=encrypt(cache.serialize()), cache_version=version + 1,
-                last_refresh_at=timezone.now(), last_error="")
+            updated = DelegatedAccount.objects.filter(pk=account.pk, cache_version=version).update(
+                token_cache_encrypted=encrypt(cache.serialize()),
+                cache_version=version + 1,
+                last_refresh_at=timezone.now(),
+                last_error="",
+            )
             cache.has_state_changed = False
             if updated:
                 _delegated[key] = (app, cache, account.pk, version + 1)

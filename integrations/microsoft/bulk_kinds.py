@@ -16,9 +16,11 @@ def _renew_chunk(operation: BulkOperation, subscription_ids: list[int]) -> bulk.
     # The operator's role was checked when the operation started; each renewal is audited
     # under the operation, naming who started it.
     actor = Actor.system(f"bulk #{operation.pk} for {operation.created_by}")
-    active = set(Subscription.objects.filter(pk__in=subscription_ids,
-                                             state=Subscription.State.ACTIVE,
-                                             graph_id__isnull=False).values_list("pk", flat=True))
+    active = set(
+        Subscription.objects.filter(
+            pk__in=subscription_ids, state=Subscription.State.ACTIVE, graph_id__isnull=False
+        ).values_list("pk", flat=True)
+    )
     for subscription_id in subscription_ids:
         if subscription_id not in active:
             continue  # removed or recreated since the preview: skipped
@@ -31,7 +33,14 @@ def _renew_chunk(operation: BulkOperation, subscription_ids: list[int]) -> bulk.
     return result
 
 
-bulk.register(bulk.BulkKind(
-    name="renew_subscriptions", label="Renew subscriptions", permission="renew_subscription",
-    action="subscription.bulk_renew", chunk_size=20, apply=_renew_chunk,
-    back_url="console:subscriptions"))
+bulk.register(
+    bulk.BulkKind(
+        name="renew_subscriptions",
+        label="Renew subscriptions",
+        permission="renew_subscription",
+        action="subscription.bulk_renew",
+        chunk_size=20,
+        apply=_renew_chunk,
+        back_url="console:subscriptions",
+    )
+)

@@ -50,9 +50,13 @@ def _refresh_tokens_after_commit() -> None:
 
 def _public(credential: Credential) -> dict[str, Any]:
     """Audit parameters: what identifies the credential, never its value."""
-    return {"display_name": credential.display_name, "fingerprint": credential.fingerprint,
-            "state": credential.state, "tenant_id": credential.tenant_id,
-            "client_id": credential.client_id}
+    return {
+        "display_name": credential.display_name,
+        "fingerprint": credential.fingerprint,
+        "state": credential.state,
+        "tenant_id": credential.tenant_id,
+        "client_id": credential.client_id,
+    }
 
 
 # --------------------------------------------------------------------------- lookups
@@ -91,12 +95,21 @@ def bootstrap_from_environment() -> Credential | None:
     try:
         with transaction.atomic():
             credential = Credential.objects.create(
-                display_name="From MICROSOFT_CLIENT_SECRET", secret_encrypted=encrypt(secret),
-                fingerprint=print_, state=Credential.State.ACTIVE, activated_at=timezone.now(),
-                created_by=actor.name, **configured_app(),
+                display_name="From MICROSOFT_CLIENT_SECRET",
+                secret_encrypted=encrypt(secret),
+                fingerprint=print_,
+                state=Credential.State.ACTIVE,
+                activated_at=timezone.now(),
+                created_by=actor.name,
+                **configured_app(),
             )
-            record("credential.bootstrap", actor=actor, target_type=TARGET,
-                   target_id=credential.pk, params=_public(credential))
+            record(
+                "credential.bootstrap",
+                actor=actor,
+                target_type=TARGET,
+                target_id=credential.pk,
+                params=_public(credential),
+            )
     except IntegrityError:
         # Another process bootstrapped (or activated) at the same moment.
         return Credential.objects.filter(state=Credential.State.ACTIVE).first()
@@ -106,8 +119,10 @@ def bootstrap_from_environment() -> Credential | None:
 
 def configured_app() -> dict[str, str]:
     """The tenant and client a secret added now belongs to (recorded on the credential)."""
-    return {"tenant_id": settings.MICROSOFT_TENANT_ID or "",
-            "client_id": settings.MICROSOFT_CLIENT_ID or ""}
+    return {
+        "tenant_id": settings.MICROSOFT_TENANT_ID or "",
+        "client_id": settings.MICROSOFT_CLIENT_ID or "",
+    }
 
 
 def inventory() -> list[Credential]:
@@ -118,8 +133,9 @@ def inventory() -> list[Credential]:
 # --------------------------------------------------------------------------- steps
 
 
-def add_secret(actor: Actor, value: str, display_name: str,
-               expires_at: datetime | None = None) -> Credential:
+def add_secret(
+    actor: Actor, value: str, display_name: str, expires_at: datetime | None = None
+) -> Credential:
     """Store a new secret as pending."""
     require(actor, "rotate_credentials", action="credential.add", target_type=TARGET)
     value = (value or "").strip()
@@ -135,15 +151,27 @@ def add_secret(actor: Actor, value: str, display_name: str,
     if existing is not None:
         raise CredentialError(
             f"This secret is already stored as #{existing.pk} “{existing.display_name}” "
-            f"({existing.state}).")
+            f"({existing.state})."
+        )
     with transaction.atomic():
         credential = Credential.objects.create(
-            display_name=display_name, secret_encrypted=encrypt(value), fingerprint=print_,
-            expires_at=expires_at, created_by=actor.name[:150], **configured_app(),
+            display_name=display_name,
+            secret_encrypted=encrypt(value),
+            fingerprint=print_,
+            expires_at=expires_at,
+            created_by=actor.name[:150],
+            **configured_app(),
         )
-        record("credential.add", actor=actor, target_type=TARGET, target_id=credential.pk,
-               params={**_public(credential),
-                       "expires_at": expires_at.isoformat() if expires_at else None})
+        record(
+            "credential.add",
+            actor=actor,
+            target_type=TARGET,
+            target_id=credential.pk,
+            params={
+                **_public(credential),
+                "expires_at": expires_at.isoformat() if expires_at else None,
+            },
+        )
     return credential
 
 
@@ -156,8 +184,13 @@ def _get(credential_id: int) -> Credential:
 
 def verify_secret(actor: Actor, credential_id: int) -> VerifyOutcome:
     """Ask for a token with this secret using a fresh MSAL app; store the outcome."""
-    require(actor, "rotate_credentials", action="credential.verify", target_type=TARGET,
-            target_id=credential_id)
+    require(
+        actor,
+        "rotate_credentials",
+        action="credential.verify",
+        target_type=TARGET,
+        target_id=credential_id,
+    )
     credential = _get(credential_id)
     if credential.state == Credential.State.RETIRED:
         raise CredentialError(f"Credential #{credential.pk} is retired; its secret was erased.")
@@ -174,14 +207,21 @@ def verify_secret(actor: Actor, credential_id: int) -> VerifyOutcome:
     with transaction.atomic():
         if outcome.ok:
             Credential.objects.filter(pk=credential.pk).update(
-                last_verified_at=now, last_error="", last_error_at=None)
+                last_verified_at=now, last_error="", last_error_at=None
+            )
         else:
             Credential.objects.filter(pk=credential.pk).update(
-                last_error=outcome.detail[:2000], last_error_at=now)
-        record("credential.verify", actor=actor, target_type=TARGET, target_id=credential.pk,
-               params={**_public(credential), "roles": outcome.roles},
-               outcome="success" if outcome.ok else "failure",
-               reason="" if outcome.ok else outcome.detail[:500])
+                last_error=outcome.detail[:2000], last_error_at=now
+            )
+        record(
+            "credential.verify",
+            actor=actor,
+            target_type=TARGET,
+            target_id=credential.pk,
+            params={**_public(credential), "roles": outcome.roles},
+            outcome="success" if outcome.ok else "failure",
+            reason="" if outcome.ok else outcome.detail[:500],
+        )
     return outcome
 
 
@@ -191,34 +231,48 @@ def activate(actor: Actor, credential_id: int) -> Credential:
     The previous active one goes to grace until now + CREDENTIAL_GRACE_HOURS (the rollback
     target); a credential already in grace is retired, since there is one rollback target.
     """
-    require(actor, "rotate_credentials", action="credential.activate", target_type=TARGET,
-            target_id=credential_id)
+    require(
+        actor,
+        "rotate_credentials",
+        action="credential.activate",
+        target_type=TARGET,
+        target_id=credential_id,
+    )
     now = timezone.now()
     with transaction.atomic():
         # Lock every live row so two activations cannot interleave (PostgreSQL; SQLite
         # already serialises writers with BEGIN IMMEDIATE).
-        rows = {c.pk: c for c in Credential.objects.select_for_update().exclude(
-            state=Credential.State.RETIRED)}
+        rows = {
+            c.pk: c
+            for c in Credential.objects.select_for_update().exclude(state=Credential.State.RETIRED)
+        }
         credential = rows.get(credential_id)
         if credential is None:
             raise CredentialError(f"There is no live credential #{credential_id}.")
         if credential.state != Credential.State.PENDING:
             raise CredentialError(
                 f"Only a pending credential can be activated; #{credential.pk} is "
-                f"{credential.state}.")
+                f"{credential.state}."
+            )
         if not credential.is_verified:
             raise CredentialError(
                 f"Verify credential #{credential.pk} first (a token must be issued with it)"
-                + (f"; last error: {credential.last_error}" if credential.last_error else "."))
+                + (f"; last error: {credential.last_error}" if credential.last_error else ".")
+            )
         if credential.is_expired:
             raise CredentialError(f"Credential #{credential.pk} has expired.")
         previous = next((c for c in rows.values() if c.state == Credential.State.ACTIVE), None)
         for old in rows.values():
             if old.state == Credential.State.GRACE:
                 _retire_row(old, now)
-                record("credential.retire", actor=actor, target_type=TARGET,
-                       target_id=old.pk, params=_public(old),
-                       reason="replaced as rollback target by a newer activation")
+                record(
+                    "credential.retire",
+                    actor=actor,
+                    target_type=TARGET,
+                    target_id=old.pk,
+                    params=_public(old),
+                    reason="replaced as rollback target by a newer activation",
+                )
         if previous is not None:
             previous.state = Credential.State.GRACE
             previous.grace_until = now + timedelta(hours=int(settings.CREDENTIAL_GRACE_HOURS))
@@ -226,10 +280,17 @@ def activate(actor: Actor, credential_id: int) -> Credential:
         credential.state = Credential.State.ACTIVE
         credential.activated_at = now
         credential.save(update_fields=["state", "activated_at"])
-        record("credential.activate", actor=actor, target_type=TARGET, target_id=credential.pk,
-               params={**_public(credential),
-                       "previous": previous.pk if previous else None,
-                       "grace_until": previous.grace_until.isoformat() if previous else None})
+        record(
+            "credential.activate",
+            actor=actor,
+            target_type=TARGET,
+            target_id=credential.pk,
+            params={
+                **_public(credential),
+                "previous": previous.pk if previous else None,
+                "grace_until": previous.grace_until.isoformat() if previous else None,
+            },
+        )
         _refresh_tokens_after_commit()
     return credential
 
@@ -245,8 +306,11 @@ def rollback(actor: Actor) -> Credential:
     require(actor, "rotate_credentials", action="credential.rollback", target_type=TARGET)
     now = timezone.now()
     with transaction.atomic():
-        rows = list(Credential.objects.select_for_update().filter(
-            state__in=[Credential.State.ACTIVE, Credential.State.GRACE]))
+        rows = list(
+            Credential.objects.select_for_update().filter(
+                state__in=[Credential.State.ACTIVE, Credential.State.GRACE]
+            )
+        )
         grace = next((c for c in rows if c.state == Credential.State.GRACE), None)
         current = next((c for c in rows if c.state == Credential.State.ACTIVE), None)
         if grace is None:
@@ -255,9 +319,11 @@ def rollback(actor: Actor) -> Credential:
             raise CredentialError(f"Credential #{grace.pk} (in grace) has expired.")
         if grace.grace_until is not None and grace.grace_until <= now:
             # The retire schedule may not have run yet; the window is over all the same.
-            raise CredentialError(f"Credential #{grace.pk}'s grace period ended at "
-                                  f"{grace.grace_until:%Y-%m-%d %H:%M} UTC: it can no longer "
-                                  "be rolled back to.")
+            raise CredentialError(
+                f"Credential #{grace.pk}'s grace period ended at "
+                f"{grace.grace_until:%Y-%m-%d %H:%M} UTC: it can no longer "
+                "be rolled back to."
+            )
         if current is not None:
             current.state = Credential.State.PENDING
             current.last_verified_at = None
@@ -267,9 +333,17 @@ def rollback(actor: Actor) -> Credential:
         grace.grace_until = None
         grace.activated_at = now
         grace.save(update_fields=["state", "grace_until", "activated_at"])
-        record("credential.rollback", actor=actor, target_type=TARGET, target_id=grace.pk,
-               params={**_public(grace), "demoted": current.pk if current else None,
-                       "demoted_to": "pending"})
+        record(
+            "credential.rollback",
+            actor=actor,
+            target_type=TARGET,
+            target_id=grace.pk,
+            params={
+                **_public(grace),
+                "demoted": current.pk if current else None,
+                "demoted_to": "pending",
+            },
+        )
         _refresh_tokens_after_commit()
     return grace
 
@@ -285,20 +359,32 @@ def _retire_row(credential: Credential, now: datetime) -> None:
 
 def retire(actor: Actor, credential_id: int) -> Credential:
     """Retire a pending or grace credential (the active one cannot be retired)."""
-    require(actor, "rotate_credentials", action="credential.retire", target_type=TARGET,
-            target_id=credential_id)
+    require(
+        actor,
+        "rotate_credentials",
+        action="credential.retire",
+        target_type=TARGET,
+        target_id=credential_id,
+    )
     with transaction.atomic():
         credential = Credential.objects.select_for_update().filter(pk=credential_id).first()
         if credential is None:
             raise CredentialError(f"There is no credential #{credential_id}.")
         if credential.state == Credential.State.ACTIVE:
-            raise CredentialError("The active credential cannot be retired: activate another "
-                                  "one first (or roll back).")
+            raise CredentialError(
+                "The active credential cannot be retired: activate another "
+                "one first (or roll back)."
+            )
         if credential.state == Credential.State.RETIRED:
             raise CredentialError(f"Credential #{credential.pk} is already retired.")
         _retire_row(credential, timezone.now())
-        record("credential.retire", actor=actor, target_type=TARGET, target_id=credential.pk,
-               params=_public(credential))
+        record(
+            "credential.retire",
+            actor=actor,
+            target_type=TARGET,
+            target_id=credential.pk,
+            params=_public(credential),
+        )
     return credential
 
 
@@ -309,10 +395,16 @@ def retire_expired_grace() -> int:
     count = 0
     with transaction.atomic():
         for credential in Credential.objects.select_for_update().filter(
-                state=Credential.State.GRACE, grace_until__lte=now):
+            state=Credential.State.GRACE, grace_until__lte=now
+        ):
             _retire_row(credential, now)
-            record("credential.retire", actor=actor, target_type=TARGET,
-                   target_id=credential.pk, params=_public(credential),
-                   reason="grace period over")
+            record(
+                "credential.retire",
+                actor=actor,
+                target_type=TARGET,
+                target_id=credential.pk,
+                params=_public(credential),
+                reason="grace period over",
+            )
             count += 1
     return count

@@ -93,10 +93,18 @@ class TokenError(AuthError):
     platform was unreachable, throttled us or failed with 5xx.
     """
 
-    def __init__(self, message: str, *, aadsts: int | None = None, transient: bool = False,
-                 error: str = "", retry_after: float | None = None) -> None:
-        super().__init__(message, code=error or (f"AADSTS{aadsts}" if aadsts else ""),
-                         retry_after=retry_after)
+    def __init__(
+        self,
+        message: str,
+        *,
+        aadsts: int | None = None,
+        transient: bool = False,
+        error: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(
+            message, code=error or (f"AADSTS{aadsts}" if aadsts else ""), retry_after=retry_after
+        )
         self.aadsts = aadsts
         self.error = error
         self.transient = transient

@@ -74,8 +74,9 @@ _DELTA_EXPIRED_CODES = {"syncstatenotfound", "resyncrequired", "syncstateinvalid
 class _TimeoutSession(requests.Session):
     """A Session that never waits forever: MSAL calls it without a timeout."""
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
-                ) -> requests.Response:  # type: ignore[override]
+    def request(
+        self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
+    ) -> requests.Response:  # type: ignore[override]
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = default_timeout()
         return super().request(method, url, *args, **kwargs)
@@ -207,8 +208,9 @@ def _share_block(mailbox: str, seconds: float) -> None:
     key = _shared_key(mailbox)
     try:
         if not SendBudget.objects.filter(key=key).update(blocked_until=until):
-            SendBudget.objects.get_or_create(key=key, defaults={"next_slot_at": now,
-                                                                "blocked_until": until})
+            SendBudget.objects.get_or_create(
+                key=key, defaults={"next_slot_at": now, "blocked_until": until}
+            )
     except DatabaseError:  # sharing is best effort; this process still honours the window
         logger.warning("Could not share the Retry-After window of %s", mailbox, exc_info=True)
 
@@ -220,8 +222,11 @@ def _adopt_shared_block(mailbox: str, gate: _MailboxGate) -> None:
     from integrations.microsoft.models import SendBudget
 
     try:
-        until = (SendBudget.objects.filter(key=_shared_key(mailbox))
-                 .values_list("blocked_until", flat=True).first())
+        until = (
+            SendBudget.objects.filter(key=_shared_key(mailbox))
+            .values_list("blocked_until", flat=True)
+            .first()
+        )
     except DatabaseError:
         return
     if until is not None:
@@ -255,17 +260,58 @@ def reset_state() -> None:
 
 # Collections whose next segment is an id (or a well-known name such as `inbox`).
 _COLLECTIONS = {
-    "users", "messages", "mailfolders", "childfolders", "chats", "teams", "channels",
-    "subscriptions", "replies", "events", "applications", "attachments", "contacts", "groups",
-    "members", "serviceprincipals", "calendars", "drives", "items", "sites", "lists",
-    "installedapps", "tabs", "hostedcontents", "tags", "onlinemeetings",
+    "users",
+    "messages",
+    "mailfolders",
+    "childfolders",
+    "chats",
+    "teams",
+    "channels",
+    "subscriptions",
+    "replies",
+    "events",
+    "applications",
+    "attachments",
+    "contacts",
+    "groups",
+    "members",
+    "serviceprincipals",
+    "calendars",
+    "drives",
+    "items",
+    "sites",
+    "lists",
+    "installedapps",
+    "tabs",
+    "hostedcontents",
+    "tags",
+    "onlinemeetings",
 }
 # Functions/actions that follow a collection but are not ids.
 _NOT_IDS = {
-    "delta", "getallmessages", "getallretainedmessages", "sendmail", "send", "reply",
-    "replyall", "forward", "move", "copy", "reauthorize", "$count", "$ref", "$value",
-    "addpassword", "removepassword", "createreply", "createreplyall", "createforward",
-    "getbyids", "$batch", "microsoft.graph.delta()", "delta()",
+    "delta",
+    "getallmessages",
+    "getallretainedmessages",
+    "sendmail",
+    "send",
+    "reply",
+    "replyall",
+    "forward",
+    "move",
+    "copy",
+    "reauthorize",
+    "$count",
+    "$ref",
+    "$value",
+    "addpassword",
+    "removepassword",
+    "createreply",
+    "createreplyall",
+    "createforward",
+    "getbyids",
+    "$batch",
+    "microsoft.graph.delta()",
+    "delta()",
 }
 _KEY_SEGMENT = re.compile(r"^([A-Za-z]+)\((.+)\)$")  # users('id') / messages(id)
 
@@ -281,7 +327,7 @@ def _relative_path(path_or_url: str) -> str:
     if parts.scheme:
         base_path = urlsplit(graph_base()).path.rstrip("/")
         if base_path and path.startswith(base_path):
-            path = path[len(base_path):]
+            path = path[len(base_path) :]
         else:
             # An absolute link without our version prefix (e.g. another version): drop it.
             path = re.sub(r"^/(v1\.0|beta)(?=/)", "", path)
@@ -330,8 +376,10 @@ def _absolute_url(path_or_url: str) -> str:
     # and deltaLink URLs come from responses and are followed verbatim.
     got, want = urlsplit(path_or_url), urlsplit(base)
     if (got.scheme, got.netloc.lower()) != (want.scheme, want.netloc.lower()):
-        raise ValueError(f"Refusing to call {got.scheme}://{got.netloc}: not the Graph host "
-                         f"{want.scheme}://{want.netloc} (MICROSOFT_GRAPH_URL).")
+        raise ValueError(
+            f"Refusing to call {got.scheme}://{got.netloc}: not the Graph host "
+            f"{want.scheme}://{want.netloc} (MICROSOFT_GRAPH_URL)."
+        )
     return path_or_url
 
 
@@ -361,21 +409,34 @@ def _error_body(body: Any) -> tuple[str, str, str]:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         err = body["error"]
         inner = err.get("innerError") or err.get("innererror") or {}
-        return (str(err.get("code") or ""), str(err.get("message") or "")[:500],
-                str(inner.get("request-id") or "") if isinstance(inner, dict) else "")
+        return (
+            str(err.get("code") or ""),
+            str(err.get("message") or "")[:500],
+            str(inner.get("request-id") or "") if isinstance(inner, dict) else "",
+        )
     return "", "", ""
 
 
-def error_for(status: int, body: Any, headers: Any, *, method: str = "", route: str = ""
-              ) -> GraphError:
+def error_for(
+    status: int, body: Any, headers: Any, *, method: str = "", route: str = ""
+) -> GraphError:
     """The typed error for a non-2xx Graph response (also used for `$batch` inner results)."""
     code, message, body_request_id = _error_body(body)
-    request_id = (headers.get("request-id") or headers.get("client-request-id")
-                  or body_request_id or "") if headers else body_request_id
+    request_id = (
+        (headers.get("request-id") or headers.get("client-request-id") or body_request_id or "")
+        if headers
+        else body_request_id
+    )
     retry_after = parse_retry_after(headers.get("Retry-After") if headers else None)
     message = message or f"Graph answered HTTP {status}"
-    kwargs = {"status": status, "code": code, "request_id": request_id,
-              "retry_after": retry_after, "method": method, "route": route}
+    kwargs = {
+        "status": status,
+        "code": code,
+        "request_id": request_id,
+        "retry_after": retry_after,
+        "method": method,
+        "route": route,
+    }
     if status == 429:
         return Throttled(message, **kwargs)
     if status in TRANSIENT_STATUSES or status >= 500:
@@ -388,8 +449,9 @@ def error_for(status: int, body: Any, headers: Any, *, method: str = "", route: 
         return NotFound(message, **kwargs)
     if status in (409, 412):
         return Conflict(message, **kwargs)
-    if status == 410 and (code.lower() in _DELTA_EXPIRED_CODES or "delta" in route.lower()
-                          or not code):
+    if status == 410 and (
+        code.lower() in _DELTA_EXPIRED_CODES or "delta" in route.lower() or not code
+    ):
         return DeltaTokenExpired(message, **kwargs)
     if status == 400:
         return GraphValidationError(message, **kwargs)
@@ -400,20 +462,33 @@ def backoff_delay(attempt: int) -> float:
     """Full-jitter exponential backoff: uniform(0, base * 2**attempt), capped."""
     base = float(getattr(settings, "GRAPH_BACKOFF_BASE_SECONDS", 1.0))
     cap = float(getattr(settings, "GRAPH_BACKOFF_MAX_SECONDS", 60.0))
-    return random.uniform(0.0, min(cap, base * (2 ** attempt)))
+    return random.uniform(0.0, min(cap, base * (2**attempt)))
 
 
 # --------------------------------------------------------------------------- recording
 
 
-def _record(*, method: str, route: str, status: int | None, duration_ms: int,
-            retry_after: float | None, request_id: str, error_code: str, mailbox: str) -> None:
+def _record(
+    *,
+    method: str,
+    route: str,
+    status: int | None,
+    duration_ms: int,
+    retry_after: float | None,
+    request_id: str,
+    error_code: str,
+    mailbox: str,
+) -> None:
     throttled = status == 429
     logger.log(
         logging.WARNING if status is None or status >= 500 or throttled else logging.INFO,
         "Graph API %s %s %s %dms request-id=%s%s%s",
-        method, route, status if status is not None else "no-response", duration_ms,
-        request_id or "-", f" error={error_code}" if error_code else "",
+        method,
+        route,
+        status if status is not None else "no-response",
+        duration_ms,
+        request_id or "-",
+        f" error={error_code}" if error_code else "",
         f" retry-after={retry_after:g}" if retry_after is not None else "",
     )
     from integrations.microsoft.models import GraphCall
@@ -422,9 +497,15 @@ def _record(*, method: str, route: str, status: int | None, duration_ms: int,
     # failure (the log line above still has it).
     try:
         GraphCall.objects.create(
-            method=method, route=route, status=status, duration_ms=duration_ms,
-            throttled=throttled, retry_after=retry_after, request_id=request_id[:64],
-            error_code=error_code[:100], mailbox=mailbox[:255],
+            method=method,
+            route=route,
+            status=status,
+            duration_ms=duration_ms,
+            throttled=throttled,
+            retry_after=retry_after,
+            request_id=request_id[:64],
+            error_code=error_code[:100],
+            mailbox=mailbox[:255],
         )
     except DatabaseError:
         logger.warning("Graph API call not recorded: database error", exc_info=True)
@@ -452,8 +533,9 @@ def _bearer(token_kind: TokenKind, *, refresh: bool = False) -> str:
     return auth.app_token()
 
 
-def _wait_or_raise(delay: float, reason: GraphError | None, *, method: str, route: str,
-                   mailbox: str) -> None:
+def _wait_or_raise(
+    delay: float, reason: GraphError | None, *, method: str, route: str, mailbox: str
+) -> None:
     limit = float(settings.GRAPH_MAX_IN_PROCESS_WAIT_SECONDS)
     if delay <= limit:
         if delay > 0:
@@ -462,8 +544,13 @@ def _wait_or_raise(delay: float, reason: GraphError | None, *, method: str, rout
     if reason is not None:
         reason.retry_after = delay
         raise reason
-    raise Throttled(f"Mailbox {mailbox} is throttled for {delay:.1f}s more; try later",
-                    retry_after=delay, method=method, route=route, code="LocalThrottle")
+    raise Throttled(
+        f"Mailbox {mailbox} is throttled for {delay:.1f}s more; try later",
+        retry_after=delay,
+        method=method,
+        route=route,
+        code="LocalThrottle",
+    )
 
 
 def request(
@@ -500,8 +587,7 @@ def request(
             _adopt_shared_block(mailbox_key, gate)
             # Budget and 429 window: sleep here when short, else hand back to the job layer.
             while (wait := gate.wait_needed()) > 0:
-                _wait_or_raise(wait, last_error, method=method, route=route,
-                               mailbox=mailbox_key)
+                _wait_or_raise(wait, last_error, method=method, route=route, mailbox=mailbox_key)
         token = _bearer(token_kind, refresh=refresh_token)
         refresh_token = False
         send_headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
@@ -518,24 +604,42 @@ def request(
                     raise Throttled(
                         f"More than {settings.GRAPH_MAX_IN_FLIGHT_PER_MAILBOX} requests in "
                         f"flight for mailbox {mailbox_key}; try later",
-                        retry_after=1.0, method=method, route=route, code="LocalConcurrency")
-            response = session().request(method, url, json=json, params=params,
-                                         headers=send_headers, timeout=timeout,
-                                         allow_redirects=False)
+                        retry_after=1.0,
+                        method=method,
+                        route=route,
+                        code="LocalConcurrency",
+                    )
+            response = session().request(
+                method,
+                url,
+                json=json,
+                params=params,
+                headers=send_headers,
+                timeout=timeout,
+                allow_redirects=False,
+            )
         except requests.RequestException as exc:
             duration = int((time.monotonic() - started) * 1000)
             kind = type(exc).__name__
-            _record(method=method, route=route, status=None, duration_ms=duration,
-                    retry_after=None, request_id="", error_code=kind, mailbox=mailbox_key)
-            error = Transient(_describe_transport_error(exc), method=method, route=route,
-                              code=kind)
+            _record(
+                method=method,
+                route=route,
+                status=None,
+                duration_ms=duration,
+                retry_after=None,
+                request_id="",
+                error_code=kind,
+                mailbox=mailbox_key,
+            )
+            error = Transient(_describe_transport_error(exc), method=method, route=route, code=kind)
             # A POST that may have reached Graph is not repeated here: the job layer's
             # idempotency guard decides. A connect timeout means nothing was sent.
             safe = method in IDEMPOTENT_METHODS or isinstance(exc, requests.ConnectTimeout)
             if safe and retries_left > 0:
                 retries_left -= 1
-                _wait_or_raise(backoff_delay(attempt), error, method=method, route=route,
-                               mailbox=mailbox_key)
+                _wait_or_raise(
+                    backoff_delay(attempt), error, method=method, route=route, mailbox=mailbox_key
+                )
                 attempt += 1
                 continue
             raise error from None
@@ -545,23 +649,40 @@ def request(
 
         duration = int((time.monotonic() - started) * 1000)
         body = _parse_body(response)
-        request_id = response.headers.get("request-id") or response.headers.get(
-            "client-request-id") or ""
+        request_id = (
+            response.headers.get("request-id") or response.headers.get("client-request-id") or ""
+        )
         if response.status_code < 400:
-            _record(method=method, route=route, status=response.status_code,
-                    duration_ms=duration, retry_after=None, request_id=request_id,
-                    error_code="", mailbox=mailbox_key)
+            _record(
+                method=method,
+                route=route,
+                status=response.status_code,
+                duration_ms=duration,
+                retry_after=None,
+                request_id=request_id,
+                error_code="",
+                mailbox=mailbox_key,
+            )
             return GraphResponse(response.status_code, response.headers, body, request_id, url)
 
-        error = error_for(response.status_code, body, response.headers, method=method,
-                          route=route)
-        _record(method=method, route=route, status=response.status_code, duration_ms=duration,
-                retry_after=error.retry_after, request_id=error.request_id,
-                error_code=error.code, mailbox=mailbox_key)
+        error = error_for(response.status_code, body, response.headers, method=method, route=route)
+        _record(
+            method=method,
+            route=route,
+            status=response.status_code,
+            duration_ms=duration,
+            retry_after=error.retry_after,
+            request_id=error.request_id,
+            error_code=error.code,
+            mailbox=mailbox_key,
+        )
         last_error = error
 
-        if (response.status_code == 401 and not reauthenticated
-                and error.code in ("InvalidAuthenticationToken", "")):
+        if (
+            response.status_code == 401
+            and not reauthenticated
+            and error.code in ("InvalidAuthenticationToken", "")
+        ):
             # The cached token was revoked or expired early: get a new one, once.
             reauthenticated = True
             refresh_token = True
@@ -608,8 +729,7 @@ def _describe_transport_error(exc: requests.RequestException) -> str:
     if isinstance(exc, requests.ReadTimeout):
         return "Graph did not answer within the read timeout"
     if isinstance(exc, requests.exceptions.SSLError):
-        return ("TLS handshake with Graph failed (is MICROSOFT_CA_BUNDLE right for this "
-                "host?)")
+        return "TLS handshake with Graph failed (is MICROSOFT_CA_BUNDLE right for this host?)"
     if isinstance(exc, requests.ConnectionError):
         return "Could not connect to Graph (connection refused or reset)"
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
@@ -644,9 +764,16 @@ class Pages:
     only; links are followed verbatim (graph-reference.md §4.1).
     """
 
-    def __init__(self, path_or_url: str, *, params: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None, mailbox: str | None = None,
-                 token_kind: TokenKind = "app", max_pages: int | None = None) -> None:
+    def __init__(
+        self,
+        path_or_url: str,
+        *,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        mailbox: str | None = None,
+        token_kind: TokenKind = "app",
+        max_pages: int | None = None,
+    ) -> None:
         self.start = path_or_url
         self.params = params
         self.headers = headers
@@ -661,8 +788,17 @@ class Pages:
         url: str | None = self.start
         params = self.params
         while url:
-            page = request("GET", url, params=params, headers=self.headers,
-                           mailbox=self.mailbox, token_kind=self.token_kind).body or {}
+            page = (
+                request(
+                    "GET",
+                    url,
+                    params=params,
+                    headers=self.headers,
+                    mailbox=self.mailbox,
+                    token_kind=self.token_kind,
+                ).body
+                or {}
+            )
             params = None
             self.pages += 1
             yield page
@@ -696,8 +832,9 @@ class BatchResult:
         return self.error is None
 
 
-def batch(requests_: list[dict[str, Any]], *, mailbox: str | None = None,
-          token_kind: TokenKind = "app") -> list[BatchResult]:
+def batch(
+    requests_: list[dict[str, Any]], *, mailbox: str | None = None, token_kind: TokenKind = "app"
+) -> list[BatchResult]:
     """Send requests through `$batch` (≤ 20 per POST) and return results in input order.
 
     Each request is `{"method", "url", optional "id", "body", "headers", "dependsOn"}` with
@@ -707,8 +844,11 @@ def batch(requests_: list[dict[str, Any]], *, mailbox: str | None = None,
     """
     prepared: list[dict[str, Any]] = []
     for index, item in enumerate(requests_):
-        entry = {"id": str(item.get("id", index + 1)), "method": item.get("method", "GET"),
-                 "url": "/" + str(item["url"]).lstrip("/")}
+        entry = {
+            "id": str(item.get("id", index + 1)),
+            "method": item.get("method", "GET"),
+            "url": "/" + str(item["url"]).lstrip("/"),
+        }
         if "body" in item:
             entry["body"] = item["body"]
             entry["headers"] = {"Content-Type": "application/json", **item.get("headers", {})}
@@ -723,13 +863,14 @@ def batch(requests_: list[dict[str, Any]], *, mailbox: str | None = None,
 
     results: dict[str, BatchResult] = {}
     for start in range(0, len(prepared), BATCH_LIMIT):
-        chunk = prepared[start:start + BATCH_LIMIT]
+        chunk = prepared[start : start + BATCH_LIMIT]
         results.update(_send_batch_chunk(chunk, mailbox=mailbox, token_kind=token_kind))
     return [results[i] for i in ids]
 
 
-def _send_batch_chunk(chunk: list[dict[str, Any]], *, mailbox: str | None,
-                      token_kind: TokenKind) -> dict[str, BatchResult]:
+def _send_batch_chunk(
+    chunk: list[dict[str, Any]], *, mailbox: str | None, token_kind: TokenKind
+) -> dict[str, BatchResult]:
     from integrations.microsoft.models import GraphCall
 
     results: dict[str, BatchResult] = {}
@@ -748,10 +889,25 @@ def _send_batch_chunk(chunk: list[dict[str, Any]], *, mailbox: str | None,
                 while (wait := gate.wait_needed()) > 0:
                     _wait_or_raise(wait, None, method="POST", route="/$batch", mailbox=key)
         sent_ids = {entry["id"] for entry in pending}
-        body = request("POST", "/$batch", json={"requests": [
-            {k: v for k, v in entry.items()
-             if k != "dependsOn" or all(d in sent_ids for d in v)}
-            for entry in pending]}, mailbox="", token_kind=token_kind).body or {}
+        body = (
+            request(
+                "POST",
+                "/$batch",
+                json={
+                    "requests": [
+                        {
+                            k: v
+                            for k, v in entry.items()
+                            if k != "dependsOn" or all(d in sent_ids for d in v)
+                        }
+                        for entry in pending
+                    ]
+                },
+                mailbox="",
+                token_kind=token_kind,
+            ).body
+            or {}
+        )
 
         retry: list[dict[str, Any]] = []
         gated_only = True  # every retry waits on a mailbox window (no extra sleep needed)
@@ -768,16 +924,25 @@ def _send_batch_chunk(chunk: list[dict[str, Any]], *, mailbox: str | None,
             route = route_template(entry["url"])
             error = None
             if status >= 400:
-                error = error_for(status, inner.get("body"), header_map,
-                                  method=entry["method"], route=route)
+                error = error_for(
+                    status, inner.get("body"), header_map, method=entry["method"], route=route
+                )
             inner_mailbox = (mailbox if mailbox is not None else mailbox_of(entry["url"])).lower()
-            rows.append(GraphCall(
-                method=entry["method"][:8], route=route, status=status or None,
-                throttled=status == 429, retry_after=error.retry_after if error else None,
-                request_id=(error.request_id if error else header_map.get("request-id", ""))[:64],
-                error_code=(error.code if error else "")[:100], mailbox=inner_mailbox[:255],
-                in_batch=True,
-            ))
+            rows.append(
+                GraphCall(
+                    method=entry["method"][:8],
+                    route=route,
+                    status=status or None,
+                    throttled=status == 429,
+                    retry_after=error.retry_after if error else None,
+                    request_id=(error.request_id if error else header_map.get("request-id", ""))[
+                        :64
+                    ],
+                    error_code=(error.code if error else "")[:100],
+                    mailbox=inner_mailbox[:255],
+                    in_batch=True,
+                )
+            )
             results[inner_id] = BatchResult(inner_id, status, headers, inner.get("body"), error)
             if error is not None and error.transient:
                 wait = error.retry_after if error.retry_after is not None else 0.0
@@ -791,13 +956,18 @@ def _send_batch_chunk(chunk: list[dict[str, Any]], *, mailbox: str | None,
         try:
             GraphCall.objects.bulk_create(rows)  # one INSERT for all inner results
         except DatabaseError:
-            logger.warning("Graph API batch results not recorded: database error",
-                           exc_info=True)
+            logger.warning("Graph API batch results not recorded: database error", exc_info=True)
         for entry in pending:
             if entry["id"] not in results:
-                results[entry["id"]] = BatchResult(entry["id"], 0, error=Transient(
-                    "Graph's $batch response did not include this request",
-                    method=entry["method"], route=route_template(entry["url"])))
+                results[entry["id"]] = BatchResult(
+                    entry["id"],
+                    0,
+                    error=Transient(
+                        "Graph's $batch response did not include this request",
+                        method=entry["method"],
+                        route=route_template(entry["url"]),
+                    ),
+                )
         if not retry or retries_left <= 0:
             break
         if largest_wait > float(settings.GRAPH_MAX_IN_PROCESS_WAIT_SECONDS):

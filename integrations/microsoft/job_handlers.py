@@ -11,27 +11,45 @@ from typing import Any
 from portal.jobs.registry import job_handler
 
 
-@job_handler("graph.process_notifications", max_attempts=10, backoff_base=5,
-             backoff_cap=600, timeout=60, retry_permission="sync_delta",
-             description="Turn a batch of received change notifications into delta syncs")
+@job_handler(
+    "graph.process_notifications",
+    max_attempts=10,
+    backoff_base=5,
+    backoff_cap=600,
+    timeout=60,
+    retry_permission="sync_delta",
+    description="Turn a batch of received change notifications into delta syncs",
+)
 def process_notifications(job: Any) -> dict[str, int]:
     from integrations.microsoft.notifications import process_batch
 
     return process_batch(job.payload["batch"])
 
 
-@job_handler("graph.lifecycle_event", max_attempts=8, backoff_base=30, backoff_cap=1800,
-             timeout=120, retry_permission="recreate_subscription",
-             description="Handle a lifecycle notification (reauthorize, recreate, resync)")
+@job_handler(
+    "graph.lifecycle_event",
+    max_attempts=8,
+    backoff_base=30,
+    backoff_cap=1800,
+    timeout=120,
+    retry_permission="recreate_subscription",
+    description="Handle a lifecycle notification (reauthorize, recreate, resync)",
+)
 def lifecycle_event(job: Any) -> str:
     from integrations.microsoft.subscriptions import handle_lifecycle_event
 
     return handle_lifecycle_event(job.payload["event"])
 
 
-@job_handler("graph.sync_delta", max_attempts=8, backoff_base=15, backoff_cap=900,
-             timeout=300, retry_permission="sync_delta",
-             description="Run (or continue) a delta sync for one user and kind")
+@job_handler(
+    "graph.sync_delta",
+    max_attempts=8,
+    backoff_base=15,
+    backoff_cap=900,
+    timeout=300,
+    retry_permission="sync_delta",
+    description="Run (or continue) a delta sync for one user and kind",
+)
 def sync_delta(job: Any) -> dict[str, Any] | None:
     from integrations.microsoft import sync
     from integrations.microsoft.models import SyncState
@@ -42,28 +60,47 @@ def sync_delta(job: Any) -> dict[str, Any] | None:
     run = sync.run(state_id, job=job, trigger=job.payload.get("trigger", ""))
     if run is None:
         return None
-    return {"run": run.pk, "kind": run.kind, "outcome": run.outcome, "pages": run.pages,
-            "added": run.added, "updated": run.updated, "removed": run.removed}
+    return {
+        "run": run.pk,
+        "kind": run.kind,
+        "outcome": run.outcome,
+        "pages": run.pages,
+        "added": run.added,
+        "updated": run.updated,
+        "removed": run.removed,
+    }
 
 
-@job_handler("graph.subscriptions_maintain", max_attempts=3, backoff_base=60, timeout=280,
-             retry_permission="renew_subscription",
-             description="Renew subscriptions past half-life, recreate vanished ones")
+@job_handler(
+    "graph.subscriptions_maintain",
+    max_attempts=3,
+    backoff_base=60,
+    timeout=280,
+    retry_permission="renew_subscription",
+    description="Renew subscriptions past half-life, recreate vanished ones",
+)
 def subscriptions_maintain(job: Any) -> dict[str, int]:
     from integrations.microsoft.subscriptions import maintain
 
     return maintain().counts()
+
+
 from integrations.microsoft import bulk_kinds as _bulk_kinds  # noqa: E402,F401  (registers them)
 
 
 def _run_retry_permission(job: Any) -> str:
-    return "setup_subscriptions" if job.payload.get("action") == "setup" else \
-        "cleanup_subscriptions"
+    return (
+        "setup_subscriptions" if job.payload.get("action") == "setup" else "cleanup_subscriptions"
+    )
 
 
-@job_handler("graph.subscriptions_run", max_attempts=1, timeout=280,
-             retry_permission=_run_retry_permission,
-             description="Set up all or clean up subscriptions, started from the console")
+@job_handler(
+    "graph.subscriptions_run",
+    max_attempts=1,
+    timeout=280,
+    retry_permission=_run_retry_permission,
+    description="Set up all or clean up subscriptions, started from the console",
+)
 def subscriptions_run(job: Any) -> dict[str, Any]:
     """Runs once (max_attempts=1): a half-done run is finished by the next one or by the
     maintenance schedule, and an operator should see a failure rather than a silent retry."""
@@ -75,8 +112,11 @@ def subscriptions_run(job: Any) -> dict[str, Any]:
     actor = Actor.system(f"console:{job.retried_by or job.payload['started_by']}")
     service = subscriptions.setup if job.payload["action"] == "setup" else subscriptions.cleanup
     summary = service(actor)
-    return {"counts": summary.counts(), "lines": summary.lines()[-200:],
-            "failed": summary.failed[:50]}
+    return {
+        "counts": summary.counts(),
+        "lines": summary.lines()[-200:],
+        "failed": summary.failed[:50],
+    }
 
 
 from integrations.microsoft import messaging_handlers  # noqa: E402,F401  (outbound messages)

@@ -64,10 +64,13 @@ TEAMS_JOB = "graph.send_teams"
 
 # A named MAPI property in our own namespace (GUID made for this portal) carries the key.
 TAG_PROPERTY_ID = "String {6f1c2a8e-4b7d-4e55-9a3c-2d8e5b1f7c40} Name FleetPortalSendKey"
-NO_SENDER_MESSAGE = ("No Teams sender account is connected: an admin connects one on the "
-                     "Credentials page.")
-APP_ONLY_HINT = ("Graph accepts Teams posts from application tokens only for importing "
-                 "messages; the portal posts as the connected Teams sender account.")
+NO_SENDER_MESSAGE = (
+    "No Teams sender account is connected: an admin connects one on the Credentials page."
+)
+APP_ONLY_HINT = (
+    "Graph accepts Teams posts from application tokens only for importing "
+    "messages; the portal posts as the connected Teams sender account."
+)
 _KEY_OK = re.compile(r"^[A-Za-z0-9._:@-]{1,150}$")
 _TAGS = re.compile(r"<[^>]+>")
 MATCH_SKEW = timedelta(minutes=5)  # clock difference tolerated between us and Graph
@@ -134,8 +137,15 @@ def _addresses(value: str | Iterable[str] | None) -> list[str]:
     return out
 
 
-def _create(channel: str, job_type: str, fields: dict[str, Any], *, idempotency_key: str | None,
-            created_by: str, correlation_id: str) -> OutboundMessage:
+def _create(
+    channel: str,
+    job_type: str,
+    fields: dict[str, Any],
+    *,
+    idempotency_key: str | None,
+    created_by: str,
+    correlation_id: str,
+) -> OutboundMessage:
     key = _key(idempotency_key)
     with transaction.atomic():
         existing = OutboundMessage.objects.filter(idempotency_key=key).first()
@@ -144,23 +154,41 @@ def _create(channel: str, job_type: str, fields: dict[str, Any], *, idempotency_
         try:
             with transaction.atomic():
                 message = OutboundMessage.objects.create(
-                    channel=channel, idempotency_key=key, created_by=created_by[:150],
-                    correlation_id=correlation_id[:64], **fields)
+                    channel=channel,
+                    idempotency_key=key,
+                    created_by=created_by[:150],
+                    correlation_id=correlation_id[:64],
+                    **fields,
+                )
         except IntegrityError:
             return OutboundMessage.objects.get(idempotency_key=key)
-        job = enqueue(job_type, {"message": message.pk}, idempotency_key=key,
-                      created_by=created_by, correlation_id=correlation_id)
+        job = enqueue(
+            job_type,
+            {"message": message.pk},
+            idempotency_key=key,
+            created_by=created_by,
+            correlation_id=correlation_id,
+        )
         OutboundMessage.objects.filter(pk=message.pk).update(job=job)
         message.job = job
     return message
 
 
-def send_mail(sender: str, to: str | Iterable[str], subject: str, body: str, *,
-              cc: str | Iterable[str] | None = None, bcc: str | Iterable[str] | None = None,
-              content_type: str = "text", importance: str = "normal",
-              idempotency_key: str | None = None, created_by: str = "",
-              correlation_id: str = "", resend_of: OutboundMessage | None = None
-              ) -> OutboundMessage:
+def send_mail(
+    sender: str,
+    to: str | Iterable[str],
+    subject: str,
+    body: str,
+    *,
+    cc: str | Iterable[str] | None = None,
+    bcc: str | Iterable[str] | None = None,
+    content_type: str = "text",
+    importance: str = "normal",
+    idempotency_key: str | None = None,
+    created_by: str = "",
+    correlation_id: str = "",
+    resend_of: OutboundMessage | None = None,
+) -> OutboundMessage:
     """Queue an e-mail from mailbox `sender` (UPN or user id; use one form per mailbox: it is
     also the budget key). Works inside the caller's transaction."""
     to_list, cc_list, bcc_list = _addresses(to), _addresses(cc), _addresses(bcc)
@@ -172,18 +200,39 @@ def send_mail(sender: str, to: str | Iterable[str], subject: str, body: str, *,
         raise ValueError("content_type is 'text' or 'html'.")
     if importance not in ("normal", "high"):
         raise ValueError("importance is 'normal' or 'high'.")
-    return _create(OutboundMessage.Channel.MAIL, MAIL_JOB, {
-        "sender": sender.strip(), "to_recipients": to_list, "cc_recipients": cc_list,
-        "bcc_recipients": bcc_list, "subject": subject[:400], "body": body,
-        "content_type": content_type, "importance": importance, "resend_of": resend_of,
-    }, idempotency_key=idempotency_key, created_by=created_by, correlation_id=correlation_id)
+    return _create(
+        OutboundMessage.Channel.MAIL,
+        MAIL_JOB,
+        {
+            "sender": sender.strip(),
+            "to_recipients": to_list,
+            "cc_recipients": cc_list,
+            "bcc_recipients": bcc_list,
+            "subject": subject[:400],
+            "body": body,
+            "content_type": content_type,
+            "importance": importance,
+            "resend_of": resend_of,
+        },
+        idempotency_key=idempotency_key,
+        created_by=created_by,
+        correlation_id=correlation_id,
+    )
 
 
-def send_teams_message(body: str, *, chat_id: str = "", team_id: str = "",
-                       channel_id: str = "", to_user: str = "", content_type: str = "text",
-                       idempotency_key: str | None = None, created_by: str = "",
-                       correlation_id: str = "", resend_of: OutboundMessage | None = None
-                       ) -> OutboundMessage:
+def send_teams_message(
+    body: str,
+    *,
+    chat_id: str = "",
+    team_id: str = "",
+    channel_id: str = "",
+    to_user: str = "",
+    content_type: str = "text",
+    idempotency_key: str | None = None,
+    created_by: str = "",
+    correlation_id: str = "",
+    resend_of: OutboundMessage | None = None,
+) -> OutboundMessage:
     """Queue a Teams message to a chat (`chat_id`), a user's 1:1 chat with the sender account
     (`to_user`, found or created when it is sent) or a channel (`team_id` + `channel_id`)."""
     if not body.strip():
@@ -200,11 +249,22 @@ def send_teams_message(body: str, *, chat_id: str = "", team_id: str = "",
         raise ValueError("Give either chat_id, to_user, or team_id and channel_id.")
     if len(body.encode()) > 28 * 1024:
         raise ValueError("Teams messages are limited to about 28 KB.")
-    return _create(channel, TEAMS_JOB, {
-        "chat_id": chat_id, "to_user": to_user, "team_id": team_id,
-        "channel_id": channel_id, "body": body, "content_type": content_type,
-        "resend_of": resend_of,
-    }, idempotency_key=idempotency_key, created_by=created_by, correlation_id=correlation_id)
+    return _create(
+        channel,
+        TEAMS_JOB,
+        {
+            "chat_id": chat_id,
+            "to_user": to_user,
+            "team_id": team_id,
+            "channel_id": channel_id,
+            "body": body,
+            "content_type": content_type,
+            "resend_of": resend_of,
+        },
+        idempotency_key=idempotency_key,
+        created_by=created_by,
+        correlation_id=correlation_id,
+    )
 
 
 # --------------------------------------------------------------------------- budgets
@@ -226,20 +286,22 @@ def _budget_row(key: str, now: datetime) -> SendBudget:
     return row
 
 
-def reserve_slot(keys: list[tuple[str, float]], *, not_before: datetime | None = None
-                 ) -> datetime:
+def reserve_slot(keys: list[tuple[str, float]], *, not_before: datetime | None = None) -> datetime:
     """Reserve the earliest time at which one send may leave under every (key, interval)
     budget, and return it. Slots are one interval apart per key; Retry-After windows
     (`blocked_until`) are respected. The rows are locked only for this call."""
     now = timezone.now()
     with transaction.atomic():
         rows = [(_budget_row(key, now), interval) for key, interval in sorted(keys)]
-        slot = max([now, not_before or now]
-                   + [row.next_slot_at for row, _ in rows]
-                   + [row.blocked_until for row, _ in rows if row.blocked_until])
+        slot = max(
+            [now, not_before or now]
+            + [row.next_slot_at for row, _ in rows]
+            + [row.blocked_until for row, _ in rows if row.blocked_until]
+        )
         for row, interval in rows:
             SendBudget.objects.filter(key=row.key).update(
-                next_slot_at=slot + timedelta(seconds=interval), updated_at=now)
+                next_slot_at=slot + timedelta(seconds=interval), updated_at=now
+            )
     return slot
 
 
@@ -273,8 +335,10 @@ def _wait_for_slot(message: OutboundMessage, keys: list[tuple[str, float]]) -> N
         message.budget_slot_at = slot
     wait = (slot - timezone.now()).total_seconds()
     if wait > max_budget_wait():
-        raise BudgetWait(f"Sending budget: this message's slot is in {wait:.0f} s",
-                         retry_after=max(0.0, wait - 0.2))
+        raise BudgetWait(
+            f"Sending budget: this message's slot is in {wait:.0f} s",
+            retry_after=max(0.0, wait - 0.2),
+        )
     if wait > 0:
         time.sleep(wait)
 
@@ -299,14 +363,16 @@ def mailbox_key(sender: str) -> str:
 def _respect_blocks(keys: Iterable[str]) -> None:
     wait = max([blocked_for(key) for key in keys] or [0.0])
     if wait > max_budget_wait():
-        raise Throttled(f"Graph asked us to wait {wait:.0f} s more", retry_after=wait,
-                        code="SharedRetryAfter")
+        raise Throttled(
+            f"Graph asked us to wait {wait:.0f} s more", retry_after=wait, code="SharedRetryAfter"
+        )
     if wait > 0:
         time.sleep(wait)
 
 
-def _call(method: str, path: str, *, block_keys: Iterable[str], retry_ambiguous: bool,
-          **kwargs: Any) -> graph.GraphResponse:
+def _call(
+    method: str, path: str, *, block_keys: Iterable[str], retry_ambiguous: bool, **kwargs: Any
+) -> graph.GraphResponse:
     """One Graph request through the client without its own retries, so that every 429 and
     every Retry-After is shared with the other workers (SendBudget.blocked_until) first.
 
@@ -349,21 +415,34 @@ def _recipients(addresses: list[str]) -> list[dict[str, Any]]:
 
 
 def _tagged(message: OutboundMessage, base: str, keys: list[str]) -> list[dict[str, Any]]:
-    flt = (f"singleValueExtendedProperties/Any(ep: ep/id eq '{TAG_PROPERTY_ID}' and "
-           f"ep/value eq '{message.idempotency_key}')")
-    response = _call("GET", f"{base}/messages", block_keys=keys, retry_ambiguous=True,
-                     mailbox=message.sender.lower(),
-                     params={"$filter": flt, "$top": "10",
-                             "$select": "id,isDraft,internetMessageId,createdDateTime"},
-                     headers={"Prefer": 'IdType="ImmutableId"'})
+    flt = (
+        f"singleValueExtendedProperties/Any(ep: ep/id eq '{TAG_PROPERTY_ID}' and "
+        f"ep/value eq '{message.idempotency_key}')"
+    )
+    response = _call(
+        "GET",
+        f"{base}/messages",
+        block_keys=keys,
+        retry_ambiguous=True,
+        mailbox=message.sender.lower(),
+        params={
+            "$filter": flt,
+            "$top": "10",
+            "$select": "id,isDraft,internetMessageId,createdDateTime",
+        },
+        headers={"Prefer": 'IdType="ImmutableId"'},
+    )
     return list((response.body or {}).get("value", []))
 
 
 def _mark_sent(message: OutboundMessage, graph_id: str, internet_message_id: str = "") -> str:
     now = timezone.now()
-    fields: dict[str, Any] = {"status": OutboundMessage.Status.SENT,
-                              "step": OutboundMessage.Step.DONE, "sent_at": now,
-                              "last_error": ""}
+    fields: dict[str, Any] = {
+        "status": OutboundMessage.Status.SENT,
+        "step": OutboundMessage.Step.DONE,
+        "sent_at": now,
+        "last_error": "",
+    }
     if graph_id and not message.graph_message_id:
         fields["graph_message_id"] = graph_id[:255]
     if internet_message_id and not message.internet_message_id:
@@ -376,14 +455,21 @@ def _mark_sent(message: OutboundMessage, graph_id: str, internet_message_id: str
 
 def _emit_outcome(event_type: str, message: OutboundMessage) -> None:
     """message.sent / message.failed, in the transaction that records the outcome."""
-    emit(event_type, {
-        "message": message.pk, "channel": "mail" if message.channel == "mail" else "teams",
-        "status": message.status, "createdBy": message.created_by,
-        "graphMessageId": message.graph_message_id or None,
-        "internetMessageId": message.internet_message_id or None,
-        "chatId": message.chat_id or None, "error": message.last_error or None,
-        "links": {"message": f"/api/messages/{message.pk}"},
-    }, subject=f"message:{message.pk}")
+    emit(
+        event_type,
+        {
+            "message": message.pk,
+            "channel": "mail" if message.channel == "mail" else "teams",
+            "status": message.status,
+            "createdBy": message.created_by,
+            "graphMessageId": message.graph_message_id or None,
+            "internetMessageId": message.internet_message_id or None,
+            "chatId": message.chat_id or None,
+            "error": message.last_error or None,
+            "links": {"message": f"/api/messages/{message.pk}"},
+        },
+        subject=f"message:{message.pk}",
+    )
 
 
 def deliver_mail(message: OutboundMessage) -> str:
@@ -392,16 +478,24 @@ def deliver_mail(message: OutboundMessage) -> str:
     keys = [mailbox_key(message.sender)]
     step = message.step
     draft_id = ""
-    if step in (OutboundMessage.Step.DRAFT_REQUESTED, OutboundMessage.Step.DRAFT_CREATED,
-                OutboundMessage.Step.SEND_REQUESTED):
+    if step in (
+        OutboundMessage.Step.DRAFT_REQUESTED,
+        OutboundMessage.Step.DRAFT_CREATED,
+        OutboundMessage.Step.SEND_REQUESTED,
+    ):
         found = _tagged(message, base, keys)
         sent = [m for m in found if not m.get("isDraft")]
-        drafts = sorted((m for m in found if m.get("isDraft")),
-                        key=lambda m: str(m.get("createdDateTime") or ""))
+        drafts = sorted(
+            (m for m in found if m.get("isDraft")),
+            key=lambda m: str(m.get("createdDateTime") or ""),
+        )
         if sent:
             logger.info("Outbound message %s was already sent; not sending again", message.pk)
-            return _mark_sent(message, message.graph_message_id or sent[0]["id"],
-                              sent[0].get("internetMessageId", ""))
+            return _mark_sent(
+                message,
+                message.graph_message_id or sent[0]["id"],
+                sent[0].get("internetMessageId", ""),
+            )
         if drafts:
             if step == OutboundMessage.Step.SEND_REQUESTED and message.step_at:
                 # The send may be under way (Exchange shows a just-sent draft for a moment).
@@ -410,49 +504,81 @@ def deliver_mail(message: OutboundMessage) -> str:
                 if age < settle:
                     raise TransientJobError(
                         "A send of this draft was requested and its outcome is not known "
-                        "yet; checking again shortly", retry_after=settle - age)
+                        "yet; checking again shortly",
+                        retry_after=settle - age,
+                    )
             draft_id = drafts[0]["id"]
             for extra in drafts[1:]:  # a second draft can only come from a lagging search
-                _call("DELETE", f"{base}/messages/{extra['id']}", block_keys=keys,
-                      retry_ambiguous=True, mailbox=message.sender.lower())
-            _note(message, step=OutboundMessage.Step.DRAFT_CREATED, graph_draft_id=draft_id,
-                  internet_message_id=drafts[0].get("internetMessageId", "")[:255])
+                _call(
+                    "DELETE",
+                    f"{base}/messages/{extra['id']}",
+                    block_keys=keys,
+                    retry_ambiguous=True,
+                    mailbox=message.sender.lower(),
+                )
+            _note(
+                message,
+                step=OutboundMessage.Step.DRAFT_CREATED,
+                graph_draft_id=draft_id,
+                internet_message_id=drafts[0].get("internetMessageId", "")[:255],
+            )
         elif step == OutboundMessage.Step.SEND_REQUESTED and message.step_at:
             age = (timezone.now() - message.step_at).total_seconds()
             if age < 10 * send_settle_seconds():
                 raise TransientJobError(
                     "The draft was sent or is being sent, but no sent item is visible yet; "
-                    "checking again shortly", retry_after=send_settle_seconds())
+                    "checking again shortly",
+                    retry_after=send_settle_seconds(),
+                )
             raise PermanentJobError(
                 f"Sending state unknown: the tagged draft of this message is gone from "
                 f"{message.sender} and no sent item carries its tag. Check the mailbox's Sent "
-                f"Items before sending it again.")
+                f"Items before sending it again."
+            )
     if not draft_id:
         _note(message, step=OutboundMessage.Step.DRAFT_REQUESTED, step_at=timezone.now())
-        draft = _call("POST", f"{base}/messages", block_keys=keys, retry_ambiguous=False,
-                      mailbox=message.sender.lower(),
-                      headers={"Prefer": 'IdType="ImmutableId"'}, json={
-                          "subject": message.subject,
-                          "importance": message.importance or "normal",
-                          "body": {"contentType": message.content_type,
-                                   "content": message.body},
-                          "toRecipients": _recipients(message.to_recipients),
-                          "ccRecipients": _recipients(message.cc_recipients),
-                          "bccRecipients": _recipients(message.bcc_recipients),
-                          "singleValueExtendedProperties": [
-                              {"id": TAG_PROPERTY_ID, "value": message.idempotency_key}],
-                      }).body or {}
+        draft = (
+            _call(
+                "POST",
+                f"{base}/messages",
+                block_keys=keys,
+                retry_ambiguous=False,
+                mailbox=message.sender.lower(),
+                headers={"Prefer": 'IdType="ImmutableId"'},
+                json={
+                    "subject": message.subject,
+                    "importance": message.importance or "normal",
+                    "body": {"contentType": message.content_type, "content": message.body},
+                    "toRecipients": _recipients(message.to_recipients),
+                    "ccRecipients": _recipients(message.cc_recipients),
+                    "bccRecipients": _recipients(message.bcc_recipients),
+                    "singleValueExtendedProperties": [
+                        {"id": TAG_PROPERTY_ID, "value": message.idempotency_key}
+                    ],
+                },
+            ).body
+            or {}
+        )
         draft_id = str(draft.get("id") or "")
         if not draft_id:
             raise TransientJobError("Graph created the draft but returned no id")
-        _note(message, step=OutboundMessage.Step.DRAFT_CREATED, graph_draft_id=draft_id,
-              internet_message_id=str(draft.get("internetMessageId") or "")[:255])
+        _note(
+            message,
+            step=OutboundMessage.Step.DRAFT_CREATED,
+            graph_draft_id=draft_id,
+            internet_message_id=str(draft.get("internetMessageId") or "")[:255],
+        )
 
     _wait_for_slot(message, [(keys[0], slot_interval(mail_per_minute() / 60.0))])
     _note(message, step=OutboundMessage.Step.SEND_REQUESTED, step_at=timezone.now())
     try:
-        _call("POST", f"{base}/messages/{draft_id}/send", block_keys=keys,
-              retry_ambiguous=False, mailbox=message.sender.lower())
+        _call(
+            "POST",
+            f"{base}/messages/{draft_id}/send",
+            block_keys=keys,
+            retry_ambiguous=False,
+            mailbox=message.sender.lower(),
+        )
     except GraphError as exc:
         if isinstance(exc, Throttled) or not exc.transient:
             # Graph did not send it (throttled, or refused): the draft is still a draft.
@@ -494,8 +620,12 @@ def _find_post(message: OutboundMessage, sender_id: str, keys: list[str]) -> dic
     params: dict[str, Any] | None = {"$top": "50"}
     if message.channel == OutboundMessage.Channel.TEAMS_CHAT:
         params["$orderby"] = "createdDateTime desc"
-    claimed = set(OutboundMessage.objects.filter(channel=message.channel).exclude(
-        pk=message.pk).exclude(graph_message_id="").values_list("graph_message_id", flat=True))
+    claimed = set(
+        OutboundMessage.objects.filter(channel=message.channel)
+        .exclude(pk=message.pk)
+        .exclude(graph_message_id="")
+        .values_list("graph_message_id", flat=True)
+    )
     url: str | None = _target_path(message)
     candidates = []
     for _ in range(5):  # at most 250 recent messages
@@ -510,8 +640,11 @@ def _find_post(message: OutboundMessage, sender_id: str, keys: list[str]) -> dic
                 older = True
                 continue
             author = ((item.get("from") or {}).get("user") or {}).get("id", "")
-            if (author == sender_id and item.get("id") not in claimed
-                    and _plain((item.get("body") or {}).get("content", "")) == wanted):
+            if (
+                author == sender_id
+                and item.get("id") not in claimed
+                and _plain((item.get("body") or {}).get("content", "")) == wanted
+            ):
                 candidates.append(item)
         url = page.get("@odata.nextLink")
         if older or not url:
@@ -533,8 +666,9 @@ def _sender() -> tuple[str, str]:
     except TokenError as exc:
         if exc.transient:
             raise
-        raise PermanentJobError(f"The Teams sender account {account.upn} cannot send: "
-                                f"{exc.message}") from None
+        raise PermanentJobError(
+            f"The Teams sender account {account.upn} cannot send: {exc.message}"
+        ) from None
     return account.upn, str(claims.get("oid") or "")
 
 
@@ -543,12 +677,23 @@ def _one_on_one_chat(message: OutboundMessage, sender_id: str, token_kind: str) 
     existing oneOnOne chat with that chat, so a retry makes no second one)."""
     bind = "https://graph.microsoft.com/v1.0/users('{}')"
     member = {"@odata.type": "#microsoft.graph.aadUserConversationMember", "roles": ["owner"]}
-    chat = _call("POST", "/chats", block_keys=[f"teams-chat-create:{message.to_user.lower()}"],
-                 retry_ambiguous=True, token_kind=token_kind, json={
-                     "chatType": "oneOnOne",
-                     "members": [{**member, "user@odata.bind": bind.format(sender_id)},
-                                 {**member, "user@odata.bind": bind.format(message.to_user)}],
-                 }).body or {}
+    chat = (
+        _call(
+            "POST",
+            "/chats",
+            block_keys=[f"teams-chat-create:{message.to_user.lower()}"],
+            retry_ambiguous=True,
+            token_kind=token_kind,
+            json={
+                "chatType": "oneOnOne",
+                "members": [
+                    {**member, "user@odata.bind": bind.format(sender_id)},
+                    {**member, "user@odata.bind": bind.format(message.to_user)},
+                ],
+            },
+        ).body
+        or {}
+    )
     chat_id = str(chat.get("id") or "")
     if not chat_id:
         raise TransientJobError("Graph created the chat but returned no id")
@@ -572,23 +717,31 @@ def deliver_teams(message: OutboundMessage) -> str:
         age = (timezone.now() - message.step_at).total_seconds()
         settle = teams_settle_seconds()
         if age < settle:
-            raise TransientJobError("A post of this message was requested and its outcome "
-                                    "is not known yet; checking the chat shortly",
-                                    retry_after=settle - age)
+            raise TransientJobError(
+                "A post of this message was requested and its outcome "
+                "is not known yet; checking the chat shortly",
+                retry_after=settle - age,
+            )
         found = _find_post(message, sender_id, [target])
         if found is not None:
-            logger.info("Outbound message %s was already posted; not posting again",
-                        message.pk)
+            logger.info("Outbound message %s was already posted; not posting again", message.pk)
             return _mark_sent(message, str(found["id"]))
     intervals = {target: slot_interval(teams_per_second())}
     intervals.update({key: slot_interval(teams_sender_per_second()) for key in keys[1:]})
     _wait_for_slot(message, list(intervals.items()))
     _note(message, step=OutboundMessage.Step.POST_REQUESTED, step_at=timezone.now())
     try:
-        posted = _call("POST", _target_path(message), block_keys=keys, retry_ambiguous=False,
-                       token_kind=token_kind,
-                       json={"body": {"contentType": message.content_type,
-                                      "content": message.body}}).body or {}
+        posted = (
+            _call(
+                "POST",
+                _target_path(message),
+                block_keys=keys,
+                retry_ambiguous=False,
+                token_kind=token_kind,
+                json={"body": {"contentType": message.content_type, "content": message.body}},
+            ).body
+            or {}
+        )
     except GraphError as exc:
         if isinstance(exc, Throttled) or not exc.transient:
             _note(message, step=OutboundMessage.Step.NONE, budget_slot_at=None)
@@ -609,9 +762,11 @@ def deliver(message_id: int, job: Any = None) -> str:
     if message.status == OutboundMessage.Status.SENT:
         return "already-sent"
     # A conditional update, so a cancel (cancel_message) and this run never both win.
-    started = OutboundMessage.objects.filter(pk=message.pk).exclude(
-        status__in=[OutboundMessage.Status.SENT, OutboundMessage.Status.CANCELLED]).update(
-        status=OutboundMessage.Status.SENDING, last_attempt_at=timezone.now())
+    started = (
+        OutboundMessage.objects.filter(pk=message.pk)
+        .exclude(status__in=[OutboundMessage.Status.SENT, OutboundMessage.Status.CANCELLED])
+        .update(status=OutboundMessage.Status.SENDING, last_attempt_at=timezone.now())
+    )
     if not started:
         return "cancelled"
     message.status = OutboundMessage.Status.SENDING
@@ -622,8 +777,7 @@ def deliver(message_id: int, job: Any = None) -> str:
     except Exception as exc:
         transient = getattr(exc, "transient", True)
         out_of_attempts = job is not None and job.attempts >= job.max_attempts
-        fields: dict[str, Any] = {"last_error": f"{exc}"[:2000],
-                                  "last_error_at": timezone.now()}
+        fields: dict[str, Any] = {"last_error": f"{exc}"[:2000], "last_error_at": timezone.now()}
         if not transient or out_of_attempts:
             fields["status"] = OutboundMessage.Status.FAILED
         with transaction.atomic():
@@ -636,8 +790,11 @@ def deliver(message_id: int, job: Any = None) -> str:
 
 
 # Steps after which nothing can have reached a recipient: a message there may be cancelled.
-CANCELLABLE_STEPS = (OutboundMessage.Step.NONE, OutboundMessage.Step.DRAFT_REQUESTED,
-                     OutboundMessage.Step.DRAFT_CREATED)
+CANCELLABLE_STEPS = (
+    OutboundMessage.Step.NONE,
+    OutboundMessage.Step.DRAFT_REQUESTED,
+    OutboundMessage.Step.DRAFT_CREATED,
+)
 
 
 class NotCancellable(Exception):
@@ -657,22 +814,33 @@ def cancel_message(message_id: int) -> OutboundMessage:
         if job is not None and job.status == Job.Status.RUNNING:
             raise NotCancellable(f"Message {message.pk} is being sent right now.")
         if message.step not in CANCELLABLE_STEPS:
-            raise NotCancellable(f"Message {message.pk} may already have reached Graph "
-                                 f"({message.get_step_display().lower()}); it cannot be "
-                                 "cancelled.")
+            raise NotCancellable(
+                f"Message {message.pk} may already have reached Graph "
+                f"({message.get_step_display().lower()}); it cannot be "
+                "cancelled."
+            )
         OutboundMessage.objects.filter(pk=message.pk).update(
-            status=OutboundMessage.Status.CANCELLED)
+            status=OutboundMessage.Status.CANCELLED
+        )
         if job is not None and job.status != Job.Status.SUCCEEDED:
-            Job.objects.filter(pk=job.pk).update(status=Job.Status.CANCELLED,
-                                                 finished_at=timezone.now(),
-                                                 next_attempt_at=None)
+            Job.objects.filter(pk=job.pk).update(
+                status=Job.Status.CANCELLED, finished_at=timezone.now(), next_attempt_at=None
+            )
         message.status = OutboundMessage.Status.CANCELLED
     return message
 
 
-def send_test_message(actor: Any, *, channel: str, sender: str = "", to: str = "",
-                      chat_id: str = "", team_id: str = "", channel_id: str = "",
-                      text: str = "") -> OutboundMessage:
+def send_test_message(
+    actor: Any,
+    *,
+    channel: str,
+    sender: str = "",
+    to: str = "",
+    chat_id: str = "",
+    team_id: str = "",
+    channel_id: str = "",
+    text: str = "",
+) -> OutboundMessage:
     """Queue a test e-mail or Teams message (console and `send_test_message`), audited.
 
     Requires `verify_integration`: a test send is part of checking the integration.
@@ -685,13 +853,25 @@ def send_test_message(actor: Any, *, channel: str, sender: str = "", to: str = "
     text = text or f"Fleet Graph Portal test message ({stamp})"
     with transaction.atomic():
         if channel == "mail":
-            message = send_mail(sender, [to], f"Fleet Graph Portal test ({stamp})", text,
-                                created_by=actor.name)
+            message = send_mail(
+                sender, [to], f"Fleet Graph Portal test ({stamp})", text, created_by=actor.name
+            )
         else:
-            message = send_teams_message(text, chat_id=chat_id, team_id=team_id,
-                                         channel_id=channel_id, created_by=actor.name)
-        record("message.send_test", actor=actor, target_type="outbound_message",
-               target_id=message.pk,
-               params={"channel": message.channel, "sender": sender, "to": to,
-                       "chat_id": chat_id, "team_id": team_id, "channel_id": channel_id})
+            message = send_teams_message(
+                text, chat_id=chat_id, team_id=team_id, channel_id=channel_id, created_by=actor.name
+            )
+        record(
+            "message.send_test",
+            actor=actor,
+            target_type="outbound_message",
+            target_id=message.pk,
+            params={
+                "channel": message.channel,
+                "sender": sender,
+                "to": to,
+                "chat_id": chat_id,
+                "team_id": team_id,
+                "channel_id": channel_id,
+            },
+        )
     return message

@@ -11,18 +11,29 @@ from typing import Any
 from portal.jobs.registry import job_handler
 
 
-@job_handler("graph.send_mail", max_attempts=12, backoff_base=10, backoff_cap=900,
-             timeout=120, description="Send one e-mail (draft tagged with the job's key, "
-             "then sent; a retry finds the draft or the sent item)")
+@job_handler(
+    "graph.send_mail",
+    max_attempts=12,
+    backoff_base=10,
+    backoff_cap=900,
+    timeout=120,
+    description="Send one e-mail (draft tagged with the job's key, "
+    "then sent; a retry finds the draft or the sent item)",
+)
 def send_mail(job: Any) -> str:
     from integrations.microsoft.messaging import deliver
 
     return deliver(job.payload["message"], job)
 
 
-@job_handler("graph.send_teams", max_attempts=12, backoff_base=10, backoff_cap=900,
-             timeout=120, description="Post one Teams chat or channel message as the "
-             "connected sender account")
+@job_handler(
+    "graph.send_teams",
+    max_attempts=12,
+    backoff_base=10,
+    backoff_cap=900,
+    timeout=120,
+    description="Post one Teams chat or channel message as the connected sender account",
+)
 def send_teams(job: Any) -> str:
     from integrations.microsoft.messaging import deliver
 

@@ -41,11 +41,14 @@ def credential_mismatch(tenant_id: str, client_id: str) -> str:
     tenant and client ("" = it can; blank recorded values are not checked)."""
     tenant = getattr(settings, "MICROSOFT_TENANT_ID", "") or ""
     client = getattr(settings, "MICROSOFT_CLIENT_ID", "") or ""
-    if ((tenant_id and tenant_id.lower() != tenant.lower())
-            or (client_id and client_id.lower() != client.lower())):
-        return (f"the stored secret is for tenant {tenant_id} / client {client_id}; run "
-                f"connect_tenant (configured: tenant {tenant or '(unset)'} / client "
-                f"{client or '(unset)'})")
+    if (tenant_id and tenant_id.lower() != tenant.lower()) or (
+        client_id and client_id.lower() != client.lower()
+    ):
+        return (
+            f"the stored secret is for tenant {tenant_id} / client {client_id}; run "
+            f"connect_tenant (configured: tenant {tenant or '(unset)'} / client "
+            f"{client or '(unset)'})"
+        )
     return ""
 
 
@@ -83,8 +86,9 @@ class Credential(models.Model):
     secret_encrypted = models.TextField(blank=True, editable=False)
     # First 12 hex digits of SHA-256(secret): tells secrets apart without revealing any part.
     fingerprint = models.CharField(max_length=16, db_index=True, editable=False)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING,
-                             db_index=True)
+    state = models.CharField(
+        max_length=10, choices=State.choices, default=State.PENDING, db_index=True
+    )
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.CharField(max_length=150, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
@@ -99,11 +103,15 @@ class Credential(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             # Exactly one secret is used for tokens at any time.
-            models.UniqueConstraint(fields=["state"], condition=Q(state="active"),
-                                    name="microsoft_one_active_credential"),
+            models.UniqueConstraint(
+                fields=["state"],
+                condition=Q(state="active"),
+                name="microsoft_one_active_credential",
+            ),
             # One rollback target at most.
-            models.UniqueConstraint(fields=["state"], condition=Q(state="grace"),
-                                    name="microsoft_one_grace_credential"),
+            models.UniqueConstraint(
+                fields=["state"], condition=Q(state="grace"), name="microsoft_one_grace_credential"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -203,16 +211,20 @@ class MonitoredUser(models.Model):
     (graph-reference.md §1.5).
     """
 
-    identifier = models.CharField(max_length=255, unique=True,
-                                  help_text="UPN or Graph user id, as entered")
-    graph_id = models.CharField("Graph user id", max_length=64, blank=True, db_index=True,
-                                editable=False)
+    identifier = models.CharField(
+        max_length=255, unique=True, help_text="UPN or Graph user id, as entered"
+    )
+    graph_id = models.CharField(
+        "Graph user id", max_length=64, blank=True, db_index=True, editable=False
+    )
     upn = models.CharField("user principal name", max_length=255, blank=True, editable=False)
     display_name = models.CharField(max_length=255, blank=True, editable=False)
-    watch_messages = models.BooleanField("messages", default=True,
-                                         help_text="Outlook inbox messages")
-    watch_chat_messages = models.BooleanField("chatMessages", default=True,
-                                              help_text="Teams chats (getAllMessages)")
+    watch_messages = models.BooleanField(
+        "messages", default=True, help_text="Outlook inbox messages"
+    )
+    watch_chat_messages = models.BooleanField(
+        "chatMessages", default=True, help_text="Teams chats (getAllMessages)"
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     created_by = models.CharField(max_length=150, blank=True, editable=False)
@@ -248,18 +260,25 @@ class Subscription(models.Model):
         REMOVED = "removed", "Removed by Graph"  # gone from Graph; to be recreated
         FAILED = "failed", "Failed"  # creation failed; last_error says why
 
-    monitored_user = models.ForeignKey(MonitoredUser, null=True, blank=True,
-                                       on_delete=models.SET_NULL, related_name="subscriptions")
+    monitored_user = models.ForeignKey(
+        MonitoredUser,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="subscriptions",
+    )
     kind = models.CharField(max_length=20, choices=ResourceKind.choices)
-    graph_id = models.CharField("Graph subscription id", max_length=64, null=True, blank=True,
-                                unique=True)
+    graph_id = models.CharField(
+        "Graph subscription id", max_length=64, null=True, blank=True, unique=True
+    )
     resource = models.CharField(max_length=500)
     change_types = models.CharField(max_length=100)
     notification_url = models.CharField(max_length=500)
     lifecycle_url = models.CharField(max_length=500, blank=True)
     client_state_encrypted = models.TextField(editable=False)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.CREATING,
-                             db_index=True)
+    state = models.CharField(
+        max_length=10, choices=State.choices, default=State.CREATING, db_index=True
+    )
     expiration = models.DateTimeField(null=True, blank=True, db_index=True)
     # Start of the current lifetime (creation or last renewal): half-life is measured from it.
     lifetime_started_at = models.DateTimeField(null=True, blank=True)
@@ -269,13 +288,15 @@ class Subscription(models.Model):
     last_notification_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
-    replaced_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
-                                    related_name="+")
+    replaced_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["monitored_user_id", "kind", "-id"]
-        indexes = [models.Index(fields=["monitored_user", "kind", "state"],
-                                name="ms_sub_user_kind_state")]
+        indexes = [
+            models.Index(fields=["monitored_user", "kind", "state"], name="ms_sub_user_kind_state")
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} for {self.monitored_user or '?'} ({self.state})"
@@ -304,8 +325,13 @@ class LifecycleEvent(models.Model):
         IGNORED = "ignored"  # nothing to do (subscription already replaced or unknown here)
         FAILED = "failed"
 
-    subscription = models.ForeignKey(Subscription, null=True, blank=True,
-                                     on_delete=models.SET_NULL, related_name="lifecycle_events")
+    subscription = models.ForeignKey(
+        Subscription,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="lifecycle_events",
+    )
     subscription_graph_id = models.CharField(max_length=64, db_index=True)
     event = models.CharField(max_length=32, choices=Event.choices)
     subscription_expiration = models.DateTimeField(null=True, blank=True)
@@ -315,10 +341,12 @@ class LifecycleEvent(models.Model):
     handled_at = models.DateTimeField(null=True, blank=True)
     outcome = models.TextField(blank=True)
     # The job that handles the event, and the delta sync it started (catch-up / resync).
-    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
-                            related_name="+")
-    followup_job = models.ForeignKey("jobs.Job", null=True, blank=True,
-                                     on_delete=models.SET_NULL, related_name="+")
+    job = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    followup_job = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["-received_at", "-id"]
@@ -340,13 +368,16 @@ class NotificationInbox(models.Model):
         IGNORED = "ignored"  # its subscription or user is gone
 
     dedupe_key = models.CharField(max_length=64, unique=True)
-    batch = models.CharField(max_length=32, db_index=True,
-                             help_text="The request that delivered it; one job per batch")
-    subscription = models.ForeignKey(Subscription, null=True, blank=True,
-                                     on_delete=models.SET_NULL, related_name="+")
+    batch = models.CharField(
+        max_length=32, db_index=True, help_text="The request that delivered it; one job per batch"
+    )
+    subscription = models.ForeignKey(
+        Subscription, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     subscription_graph_id = models.CharField(max_length=64)
-    monitored_user = models.ForeignKey(MonitoredUser, null=True, blank=True,
-                                       on_delete=models.SET_NULL, related_name="+")
+    monitored_user = models.ForeignKey(
+        MonitoredUser, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     kind = models.CharField(max_length=20, choices=ResourceKind.choices)
     change_type = models.CharField(max_length=20)
     resource = models.CharField(max_length=500)
@@ -355,10 +386,22 @@ class NotificationInbox(models.Model):
     received_at = models.DateTimeField(default=timezone.now, db_index=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     processed_at = models.DateTimeField(null=True, blank=True)
-    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
-                            related_name="+", help_text="The processing job of this batch")
-    sync_job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
-                                 related_name="+", help_text="The delta sync it caused")
+    job = models.ForeignKey(
+        "jobs.Job",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The processing job of this batch",
+    )
+    sync_job = models.ForeignKey(
+        "jobs.Job",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The delta sync it caused",
+    )
 
     class Meta:
         ordering = ["-received_at", "-id"]
@@ -387,8 +430,11 @@ class WebhookRejection(models.Model):
 
     class Meta:
         ordering = ["-day", "endpoint", "reason"]
-        constraints = [models.UniqueConstraint(fields=["day", "endpoint", "reason"],
-                                               name="ms_webhook_rejection_unique")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "endpoint", "reason"], name="ms_webhook_rejection_unique"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.day} {self.endpoint} {self.reason}: {self.count}"
@@ -414,8 +460,9 @@ class SyncState(models.Model):
         AUTO_RESET = "auto_reset", "Automatic reset (token expired)"
         MANUAL_RESET = "manual_reset", "Manual reset"
 
-    monitored_user = models.ForeignKey(MonitoredUser, on_delete=models.CASCADE,
-                                       related_name="sync_states")
+    monitored_user = models.ForeignKey(
+        MonitoredUser, on_delete=models.CASCADE, related_name="sync_states"
+    )
     kind = models.CharField(max_length=20, choices=ResourceKind.choices)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.NEVER)
     delta_link = models.TextField(blank=True)
@@ -436,15 +483,17 @@ class SyncState(models.Model):
     total_added = models.PositiveBigIntegerField(default=0)
     total_updated = models.PositiveBigIntegerField(default=0)
     total_removed = models.PositiveBigIntegerField(default=0)
-    queued_job_id = models.BigIntegerField(null=True, blank=True,
-                                           help_text="The pending delta job (coalescing)")
+    queued_job_id = models.BigIntegerField(
+        null=True, blank=True, help_text="The pending delta job (coalescing)"
+    )
     lease_owner = models.CharField(max_length=64, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["monitored_user_id", "kind"]
-        constraints = [models.UniqueConstraint(fields=["monitored_user", "kind"],
-                                               name="ms_sync_state_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["monitored_user", "kind"], name="ms_sync_state_unique")
+        ]
 
     def __str__(self) -> str:
         return f"{self.monitored_user} {self.kind} ({self.status})"
@@ -468,8 +517,9 @@ class SyncRun(models.Model):
     kind = models.CharField(max_length=16, choices=SyncState.RoundKind.choices)
     resumed = models.BooleanField(default=False, help_text="Started from a checkpoint")
     trigger = models.CharField(max_length=40, blank=True)
-    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
-                            related_name="+")
+    job = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     started_at = models.DateTimeField(default=timezone.now, db_index=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
@@ -490,13 +540,13 @@ class SyncRun(models.Model):
 class SyncedItem(models.Model):
     """A message or chat message as last seen by delta sync (a trimmed copy, no bodies)."""
 
-    monitored_user = models.ForeignKey(MonitoredUser, on_delete=models.CASCADE,
-                                       related_name="+")
+    monitored_user = models.ForeignKey(MonitoredUser, on_delete=models.CASCADE, related_name="+")
     kind = models.CharField(max_length=20, choices=ResourceKind.choices)
     graph_id = models.CharField(max_length=255)
     summary = models.CharField(max_length=255, blank=True)
-    item_at = models.DateTimeField(null=True, blank=True,
-                                   help_text="receivedDateTime / createdDateTime")
+    item_at = models.DateTimeField(
+        null=True, blank=True, help_text="receivedDateTime / createdDateTime"
+    )
     data = models.JSONField(default=dict, blank=True)
     seen_round = models.PositiveIntegerField(default=0)
     first_seen_at = models.DateTimeField(default=timezone.now)
@@ -505,8 +555,11 @@ class SyncedItem(models.Model):
 
     class Meta:
         ordering = ["-item_at", "-id"]
-        constraints = [models.UniqueConstraint(fields=["monitored_user", "kind", "graph_id"],
-                                               name="ms_synced_item_unique")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["monitored_user", "kind", "graph_id"], name="ms_synced_item_unique"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.summary[:40] or self.graph_id[:20]}"
@@ -554,8 +607,9 @@ class OutboundMessage(models.Model):
     step = models.CharField(max_length=16, choices=Step.choices, blank=True, default="")
     # Also the job's idempotency key and the value of the draft's extended-property tag.
     idempotency_key = models.CharField(max_length=200, unique=True)
-    sender = models.CharField(max_length=255, blank=True,
-                              help_text="Mail: the sending mailbox. Teams: the sender account")
+    sender = models.CharField(
+        max_length=255, blank=True, help_text="Mail: the sending mailbox. Teams: the sender account"
+    )
     to_recipients = models.JSONField(default=list, blank=True)
     cc_recipients = models.JSONField(default=list, blank=True)
     bcc_recipients = models.JSONField(default=list, blank=True)
@@ -569,10 +623,12 @@ class OutboundMessage(models.Model):
     content_type = models.CharField(max_length=8, default="text")  # "text" or "html"
     importance = models.CharField(max_length=8, default="normal")  # mail: "normal" or "high"
     # The message this one resends (a new message, linked to the original).
-    resend_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
-                                  related_name="resends")
-    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
-                            related_name="+")
+    resend_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="resends"
+    )
+    job = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     graph_draft_id = models.CharField(max_length=255, blank=True)
     # Mail: the draft's id (immutable id requested); Teams: the chatMessage id.
     graph_message_id = models.CharField(max_length=255, blank=True)
@@ -580,10 +636,12 @@ class OutboundMessage(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     created_by = models.CharField(max_length=150, blank=True)
     correlation_id = models.CharField(max_length=64, blank=True)
-    step_at = models.DateTimeField(null=True, blank=True,
-                                   help_text="When the current step was requested")
-    budget_slot_at = models.DateTimeField(null=True, blank=True,
-                                          help_text="A reserved sending slot (rate budget)")
+    step_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the current step was requested"
+    )
+    budget_slot_at = models.DateTimeField(
+        null=True, blank=True, help_text="A reserved sending slot (rate budget)"
+    )
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
@@ -591,18 +649,25 @@ class OutboundMessage(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["status", "id"], name="ms_outbound_status_idx"),
-                   models.Index(fields=["created_by", "id"], name="ms_outbound_creator_idx")]
+        indexes = [
+            models.Index(fields=["status", "id"], name="ms_outbound_status_idx"),
+            models.Index(fields=["created_by", "id"], name="ms_outbound_creator_idx"),
+        ]
         constraints = [
             # Two outbound rows never claim the same Graph message (the Teams retry check).
-            models.UniqueConstraint(fields=["channel", "graph_message_id"],
-                                    condition=~Q(graph_message_id=""),
-                                    name="ms_outbound_graph_message_unique"),
+            models.UniqueConstraint(
+                fields=["channel", "graph_message_id"],
+                condition=~Q(graph_message_id=""),
+                name="ms_outbound_graph_message_unique",
+            ),
         ]
 
     def __str__(self) -> str:
-        target = ", ".join(self.to_recipients[:2]) if self.channel == "mail" else (
-            self.chat_id or self.channel_id)
+        target = (
+            ", ".join(self.to_recipients[:2])
+            if self.channel == "mail"
+            else (self.chat_id or self.channel_id)
+        )
         return f"{self.get_channel_display()} to {target} ({self.status})"
 
     def __repr__(self) -> str:

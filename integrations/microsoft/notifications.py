@@ -96,7 +96,8 @@ def parse_body(raw: bytes) -> Parsed:
         if data is not None and not isinstance(data, dict):
             raise Malformed(f"value[{position}].resourceData is not an object")
         if not isinstance(item.get("resource"), str) and not (
-                isinstance(data, dict) and isinstance(data.get("id"), str)):
+            isinstance(data, dict) and isinstance(data.get("id"), str)
+        ):
             raise Malformed(f"value[{position}] names no resource")
     return Parsed(items=items)
 
@@ -129,8 +130,7 @@ def dedupe_key(item: dict[str, Any], now: Any) -> str:
         tail = f"id:{item['id']}"
     else:
         tail = f"at:{now:%Y%m%d%H%M}"
-    raw = "|".join([item["subscriptionId"], str(resource_id), str(item.get("changeType")),
-                    tail])
+    raw = "|".join([item["subscriptionId"], str(resource_id), str(item.get("changeType")), tail])
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -162,8 +162,16 @@ def ingest(endpoint: str, items: list[dict[str, Any]], *, remote_addr: str = "")
     result = IngestResult()
     now = timezone.now()
     ids = {i["subscriptionId"] for i in items if _SUBSCRIPTION_ID.fullmatch(i["subscriptionId"])}
-    subs = {s.graph_id: s for s in Subscription.objects.filter(graph_id__in=ids).only(
-        "id", "graph_id", "kind", "monitored_user_id", "client_state_encrypted")} if ids else {}
+    subs = (
+        {
+            s.graph_id: s
+            for s in Subscription.objects.filter(graph_id__in=ids).only(
+                "id", "graph_id", "kind", "monitored_user_id", "client_state_encrypted"
+            )
+        }
+        if ids
+        else {}
+    )
     secrets_by_sub: dict[str, bytes | None] = {}
     changes: list[tuple[Subscription, dict[str, Any]]] = []
     events: list[tuple[Subscription, dict[str, Any]]] = []
@@ -177,21 +185,31 @@ def ingest(endpoint: str, items: list[dict[str, Any]], *, remote_addr: str = "")
                 secrets_by_sub[sub_id] = _client_state(sub.client_state_encrypted)
             except DecryptionError:
                 secrets_by_sub[sub_id] = None
-                logger.error("Webhook: clientState of subscription %s cannot be decrypted "
-                             "(FIELD_ENCRYPTION_KEYS?)", sub_id)
+                logger.error(
+                    "Webhook: clientState of subscription %s cannot be decrypted "
+                    "(FIELD_ENCRYPTION_KEYS?)",
+                    sub_id,
+                )
         expected = secrets_by_sub.get(sub_id) if sub is not None else None
         # compare_digest takes time independent of where the bytes differ.
-        valid = (expected is not None and given is not None
-                 and hmac.compare_digest(expected, given))
+        valid = expected is not None and given is not None and hmac.compare_digest(expected, given)
         if not valid:
-            reason = (WebhookRejection.Reason.UNKNOWN_SUBSCRIPTION if sub is None
-                      else WebhookRejection.Reason.CLIENT_STATE_MISMATCH)
+            reason = (
+                WebhookRejection.Reason.UNKNOWN_SUBSCRIPTION
+                if sub is None
+                else WebhookRejection.Reason.CLIENT_STATE_MISMATCH
+            )
             result.rejected[reason] += 1
             last_bad = _clean(sub_id, 64)
             # Never log the clientState itself.
-            logger.warning("Webhook security event: %s on /api/webhooks/%s (subscription %r, "
-                           "from %s); notification refused", reason, endpoint, last_bad,
-                           remote_addr or "?")
+            logger.warning(
+                "Webhook security event: %s on /api/webhooks/%s (subscription %r, "
+                "from %s); notification refused",
+                reason,
+                endpoint,
+                last_bad,
+                remote_addr or "?",
+            )
             continue
         if "lifecycleEvent" in item:
             events.append((sub, item))
@@ -201,20 +219,34 @@ def ingest(endpoint: str, items: list[dict[str, Any]], *, remote_addr: str = "")
     with transaction.atomic():
         if changes:
             batch = uuid.uuid4().hex
-            job = enqueue(PROCESS_JOB, {"batch": batch}, created_by=f"webhook:{endpoint}",
-                          correlation_id=batch)
+            job = enqueue(
+                PROCESS_JOB,
+                {"batch": batch},
+                created_by=f"webhook:{endpoint}",
+                correlation_id=batch,
+            )
             result.job_id = job.pk
             rows = []
             for sub, item in changes:
-                data = item.get("resourceData") if isinstance(item.get("resourceData"),
-                                                              dict) else {}
-                rows.append(NotificationInbox(
-                    dedupe_key=dedupe_key(item, now), batch=batch, subscription_id=sub.pk,
-                    subscription_graph_id=sub.graph_id, monitored_user_id=sub.monitored_user_id,
-                    kind=sub.kind, change_type=_clean(item.get("changeType"), 20),
-                    resource=_clean(item.get("resource"), 500),
-                    resource_id=_clean(data.get("id"), 255),
-                    etag=_clean(data.get("@odata.etag"), 200), received_at=now, job=job))
+                data = (
+                    item.get("resourceData") if isinstance(item.get("resourceData"), dict) else {}
+                )
+                rows.append(
+                    NotificationInbox(
+                        dedupe_key=dedupe_key(item, now),
+                        batch=batch,
+                        subscription_id=sub.pk,
+                        subscription_graph_id=sub.graph_id,
+                        monitored_user_id=sub.monitored_user_id,
+                        kind=sub.kind,
+                        change_type=_clean(item.get("changeType"), 20),
+                        resource=_clean(item.get("resource"), 500),
+                        resource_id=_clean(data.get("id"), 255),
+                        etag=_clean(data.get("@odata.etag"), 200),
+                        received_at=now,
+                        job=job,
+                    )
+                )
             # ON CONFLICT DO NOTHING: a redelivered notification is absorbed here.
             NotificationInbox.objects.bulk_create(rows, ignore_conflicts=True)
             result.accepted = len(rows)
@@ -226,8 +258,7 @@ def ingest(endpoint: str, items: list[dict[str, Any]], *, remote_addr: str = "")
     return result
 
 
-def _store_lifecycle_event(sub: Subscription, item: dict[str, Any], now: Any,
-                           enqueue: Any) -> bool:
+def _store_lifecycle_event(sub: Subscription, item: dict[str, Any], now: Any, enqueue: Any) -> bool:
     from integrations.microsoft.subscriptions import parse_graph_datetime
 
     name = item["lifecycleEvent"] if _EVENT_NAME.fullmatch(item["lifecycleEvent"]) else "unknown"
@@ -235,35 +266,50 @@ def _store_lifecycle_event(sub: Subscription, item: dict[str, Any], now: Any,
     # Graph repeats reauthorizationRequired on purpose (every ~15 min near expiry), so only
     # a redelivery within the same 5 minutes counts as a duplicate.
     bucket = int(now.timestamp() // 300)
-    key = hashlib.sha256(f"{sub.graph_id}|{name}|{expiration}|{bucket}".encode(
-        "utf-8", "surrogatepass")).hexdigest()
+    key = hashlib.sha256(
+        f"{sub.graph_id}|{name}|{expiration}|{bucket}".encode("utf-8", "surrogatepass")
+    ).hexdigest()
     try:
         with transaction.atomic():
             event = LifecycleEvent.objects.create(
-                subscription_id=sub.pk, subscription_graph_id=sub.graph_id, event=name,
+                subscription_id=sub.pk,
+                subscription_graph_id=sub.graph_id,
+                event=name,
                 subscription_expiration=parse_graph_datetime(expiration)
-                if isinstance(expiration, str) else None,
-                dedupe_key=key, received_at=now)
+                if isinstance(expiration, str)
+                else None,
+                dedupe_key=key,
+                received_at=now,
+            )
     except IntegrityError:
         return False
-    job = enqueue(LIFECYCLE_JOB, {"event": event.pk}, created_by="webhook:lifecycle",
-                  idempotency_key=f"{LIFECYCLE_JOB}:{event.pk}")
+    job = enqueue(
+        LIFECYCLE_JOB,
+        {"event": event.pk},
+        created_by="webhook:lifecycle",
+        idempotency_key=f"{LIFECYCLE_JOB}:{event.pk}",
+    )
     LifecycleEvent.objects.filter(pk=event.pk).update(job=job)
     return True
 
 
-def _count_rejection(endpoint: str, reason: str, count: int, sub_id: str, remote_addr: str,
-                     now: Any) -> None:
+def _count_rejection(
+    endpoint: str, reason: str, count: int, sub_id: str, remote_addr: str, now: Any
+) -> None:
     day = timezone.localdate(now)
-    fields = {"last_seen_at": now, "last_subscription_id": sub_id,
-              "last_remote_addr": remote_addr[:45]}
+    fields = {
+        "last_seen_at": now,
+        "last_subscription_id": sub_id,
+        "last_remote_addr": remote_addr[:45],
+    }
     match = WebhookRejection.objects.filter(day=day, endpoint=endpoint, reason=reason)
     if match.update(count=F("count") + count, **fields):
         return
     try:
         with transaction.atomic():
-            WebhookRejection.objects.create(day=day, endpoint=endpoint, reason=reason,
-                                            count=count, first_seen_at=now, **fields)
+            WebhookRejection.objects.create(
+                day=day, endpoint=endpoint, reason=reason, count=count, first_seen_at=now, **fields
+            )
     except IntegrityError:  # created concurrently
         match.update(count=F("count") + count, **fields)
 
@@ -277,9 +323,11 @@ def process_batch(batch: str) -> dict[str, int]:
     from integrations.microsoft import sync
     from portal.runtime.registry import get
 
-    rows = list(NotificationInbox.objects.filter(batch=batch,
-                                                 status=NotificationInbox.Status.PENDING)
-                .values_list("id", "monitored_user_id", "kind", "subscription_id"))
+    rows = list(
+        NotificationInbox.objects.filter(
+            batch=batch, status=NotificationInbox.Status.PENDING
+        ).values_list("id", "monitored_user_id", "kind", "subscription_id")
+    )
     if not rows:
         return {"processed": 0}
     realtime = bool(get("ENABLE_REALTIME_SYNC"))
@@ -293,24 +341,36 @@ def process_batch(batch: str) -> dict[str, int]:
             targets.setdefault((user_id, kind), []).append(row_id)
     pending = NotificationInbox.objects.filter(status=NotificationInbox.Status.PENDING)
     if orphans:
-        pending.filter(pk__in=orphans).update(status=NotificationInbox.Status.IGNORED,
-                                              processed_at=now)
+        pending.filter(pk__in=orphans).update(
+            status=NotificationInbox.Status.IGNORED, processed_at=now
+        )
     for (user_id, kind), row_ids in targets.items():
         with transaction.atomic():
             if realtime:
-                job = sync.request_delta(user_id, kind, trigger="notification",
-                                         created_by="notification")
+                job = sync.request_delta(
+                    user_id, kind, trigger="notification", created_by="notification"
+                )
                 pending.filter(pk__in=row_ids).update(
-                    status=NotificationInbox.Status.PROCESSED, processed_at=now, sync_job=job)
+                    status=NotificationInbox.Status.PROCESSED, processed_at=now, sync_job=job
+                )
             else:
                 sync.mark_due(user_id, kind)
                 pending.filter(pk__in=row_ids).update(
-                    status=NotificationInbox.Status.PROCESSED, processed_at=now)
+                    status=NotificationInbox.Status.PROCESSED, processed_at=now
+                )
     # Per-subscription "last notification received", kept off the request path (a hot row).
-    latest = (NotificationInbox.objects.filter(batch=batch, subscription_id__isnull=False)
-              .values("subscription_id").annotate(at=Max("received_at")))
+    latest = (
+        NotificationInbox.objects.filter(batch=batch, subscription_id__isnull=False)
+        .values("subscription_id")
+        .annotate(at=Max("received_at"))
+    )
     for entry in latest:
         Subscription.objects.filter(pk=entry["subscription_id"]).exclude(
-            last_notification_at__gte=entry["at"]).update(last_notification_at=entry["at"])
-    return {"processed": len(rows) - len(orphans), "ignored": len(orphans),
-            "targets": len(targets), "realtime": int(realtime)}
+            last_notification_at__gte=entry["at"]
+        ).update(last_notification_at=entry["at"])
+    return {
+        "processed": len(rows) - len(orphans),
+        "ignored": len(orphans),
+        "targets": len(targets),
+        "realtime": int(realtime),
+    }

@@ -59,11 +59,21 @@ class KindSpec:
 
 KINDS: dict[str, KindSpec] = {
     ResourceKind.MESSAGES: KindSpec(
-        ResourceKind.MESSAGES, "mail", "users/{id}/mailFolders('inbox')/messages",
-        "created,updated,deleted", 10_000, "/users/{id}/mailFolders/inbox/messages/delta"),
+        ResourceKind.MESSAGES,
+        "mail",
+        "users/{id}/mailFolders('inbox')/messages",
+        "created,updated,deleted",
+        10_000,
+        "/users/{id}/mailFolders/inbox/messages/delta",
+    ),
     ResourceKind.CHAT_MESSAGES: KindSpec(
-        ResourceKind.CHAT_MESSAGES, "teams", "users/{id}/chats/getAllMessages",
-        "created,updated,deleted", 4_200, "/users/{id}/chats/getAllMessages/delta"),
+        ResourceKind.CHAT_MESSAGES,
+        "teams",
+        "users/{id}/chats/getAllMessages",
+        "created,updated,deleted",
+        4_200,
+        "/users/{id}/chats/getAllMessages/delta",
+    ),
 }
 ENDPOINTS = ("mail", "teams", "lifecycle")
 # clientState: random, URL-safe, 64 characters (Graph allows 128: §1.2).
@@ -129,16 +139,27 @@ class Summary:
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
-    COUNTED = ("created", "renewed", "recreated", "unchanged", "deleted", "rows_deleted",
-               "resolved", "skipped", "failed")
+    COUNTED = (
+        "created",
+        "renewed",
+        "recreated",
+        "unchanged",
+        "deleted",
+        "rows_deleted",
+        "resolved",
+        "skipped",
+        "failed",
+    )
 
     def counts(self) -> dict[str, int]:
         return {name: len(getattr(self, name)) for name in self.COUNTED}
 
     @property
     def changed(self) -> bool:
-        return any(getattr(self, n) for n in ("created", "renewed", "recreated", "deleted",
-                                               "rows_deleted", "resolved"))
+        return any(
+            getattr(self, n)
+            for n in ("created", "renewed", "recreated", "deleted", "rows_deleted", "resolved")
+        )
 
     def lines(self) -> list[str]:
         verb = "would be " if self.dry_run else ""
@@ -146,8 +167,9 @@ class Summary:
         for name in self.COUNTED:
             for entry in getattr(self, name):
                 out.append(f"{verb}{name.replace('_', ' ')}: {entry}")
-        counts = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in self.counts().items()
-                           if n)
+        counts = ", ".join(
+            f"{n} {name.replace('_', ' ')}" for name, n in self.counts().items() if n
+        )
         prefix = "Dry run: " if self.dry_run else ""
         out.append(f"{prefix}{self.action}: {counts or 'nothing to do'}")
         return out
@@ -164,8 +186,11 @@ def _label(user: MonitoredUser | None, kind: str, graph_id: str | None = None) -
 def resolve_user(user: MonitoredUser) -> bool:
     """Look the user up in Graph and store its id, UPN and name. Returns success."""
     try:
-        data = graph.get(f"/users/{user.identifier}",
-                         params={"$select": "id,userPrincipalName,displayName"}, mailbox="")
+        data = graph.get(
+            f"/users/{user.identifier}",
+            params={"$select": "id,userPrincipalName,displayName"},
+            mailbox="",
+        )
     except GraphError as exc:
         MonitoredUser.objects.filter(pk=user.pk).update(last_error=str(exc)[:2000])
         user.last_error = str(exc)
@@ -178,33 +203,59 @@ def resolve_user(user: MonitoredUser) -> bool:
     user.resolved_at = timezone.now()
     user.last_error = ""
     MonitoredUser.objects.filter(pk=user.pk).update(
-        graph_id=user.graph_id, upn=user.upn, display_name=user.display_name,
-        resolved_at=user.resolved_at, last_error="")
+        graph_id=user.graph_id,
+        upn=user.upn,
+        display_name=user.display_name,
+        resolved_at=user.resolved_at,
+        last_error="",
+    )
     return bool(user.graph_id)
 
 
-def add_monitored_user(actor: Actor, identifier: str, *, messages: bool = True,
-                       chat_messages: bool = True, resolve: bool = True) -> MonitoredUser:
+def add_monitored_user(
+    actor: Actor,
+    identifier: str,
+    *,
+    messages: bool = True,
+    chat_messages: bool = True,
+    resolve: bool = True,
+) -> MonitoredUser:
     """Add (or re-activate) a monitored user by UPN or id; resolves its Graph id.
 
     A transient Graph failure keeps the user unresolved (setup_webhooks resolves it later);
     a user Graph does not know is refused.
     """
     identifier = identifier.strip()
-    require(actor, "manage_monitored_users", action="monitored_user.add",
-            target_type="monitored_user", target_id=identifier)
+    require(
+        actor,
+        "manage_monitored_users",
+        action="monitored_user.add",
+        target_type="monitored_user",
+        target_id=identifier,
+    )
     if not identifier:
         raise ValueError("Enter a user principal name or a Graph user id.")
     with transaction.atomic():
         user, created = MonitoredUser.objects.update_or_create(
             identifier=identifier,
-            defaults={"watch_messages": messages, "watch_chat_messages": chat_messages,
-                      "is_active": True},
-            create_defaults={"watch_messages": messages, "watch_chat_messages": chat_messages,
-                             "created_by": actor.name[:150]})
-        record("monitored_user.add", actor=actor, target_type="monitored_user",
-               target_id=user.pk, params={"identifier": identifier, "kinds": user.kinds,
-                                          "created": created})
+            defaults={
+                "watch_messages": messages,
+                "watch_chat_messages": chat_messages,
+                "is_active": True,
+            },
+            create_defaults={
+                "watch_messages": messages,
+                "watch_chat_messages": chat_messages,
+                "created_by": actor.name[:150],
+            },
+        )
+        record(
+            "monitored_user.add",
+            actor=actor,
+            target_type="monitored_user",
+            target_id=user.pk,
+            params={"identifier": identifier, "kinds": user.kinds, "created": created},
+        )
     if resolve:
         try:
             ok = resolve_user(user)
@@ -217,12 +268,18 @@ def add_monitored_user(actor: Actor, identifier: str, *, messages: bool = True,
 
 def remove_monitored_user(actor: Actor, user_id: int) -> None:
     """Stop monitoring (the next setup/cleanup deletes its subscriptions)."""
-    require(actor, "manage_monitored_users", action="monitored_user.remove",
-            target_type="monitored_user", target_id=user_id)
+    require(
+        actor,
+        "manage_monitored_users",
+        action="monitored_user.remove",
+        target_type="monitored_user",
+        target_id=user_id,
+    )
     with transaction.atomic():
         MonitoredUser.objects.filter(pk=user_id).update(is_active=False)
-        record("monitored_user.remove", actor=actor, target_type="monitored_user",
-               target_id=user_id)
+        record(
+            "monitored_user.remove", actor=actor, target_type="monitored_user", target_id=user_id
+        )
 
 
 # --------------------------------------------------------------------------- Graph operations
@@ -232,18 +289,24 @@ def remove_monitored_user(actor: Actor, user_id: int) -> None:
 _CONFLICT_ID = re.compile(r"Subscription Id ([0-9A-Za-z-]+) already exists")
 
 
-def _create(user: MonitoredUser, kind: str, *, replaces: Subscription | None = None
-            ) -> Subscription:
+def _create(
+    user: MonitoredUser, kind: str, *, replaces: Subscription | None = None
+) -> Subscription:
     """POST /subscriptions (Graph runs the validation handshake against our receiver)."""
     spec = KINDS[kind]
     client_state = secrets.token_urlsafe(CLIENT_STATE_BYTES)
     sub = Subscription.objects.create(
-        monitored_user=user, kind=kind, resource=spec.resource.format(id=user.graph_id),
-        change_types=spec.change_types, notification_url=webhook_url(spec.endpoint),
+        monitored_user=user,
+        kind=kind,
+        resource=spec.resource.format(id=user.graph_id),
+        change_types=spec.change_types,
+        notification_url=webhook_url(spec.endpoint),
         # Always set: Teams requires it above 1 h, and for mail it brings `missed` and
         # `subscriptionRemoved` (§3); it cannot be added later (§1.2).
         lifecycle_url=webhook_url("lifecycle"),
-        client_state_encrypted=encrypt(client_state), state=Subscription.State.CREATING)
+        client_state_encrypted=encrypt(client_state),
+        state=Subscription.State.CREATING,
+    )
     started = timezone.now()
     body = {
         "changeType": sub.change_types,
@@ -263,14 +326,15 @@ def _create(user: MonitoredUser, kind: str, *, replaces: Subscription | None = N
             match = _CONFLICT_ID.search(exc.message)
             if not match:
                 raise
-            logger.warning("Subscription %s already existed in Graph; replacing it",
-                           match.group(1))
+            logger.warning("Subscription %s already existed in Graph; replacing it", match.group(1))
             graph.delete(f"/subscriptions/{match.group(1)}")
             data = graph.post("/subscriptions", json=body)
     except GraphError as exc:
         Subscription.objects.filter(pk=sub.pk).update(
-            state=Subscription.State.FAILED, last_error=str(exc)[:2000],
-            last_error_at=timezone.now())
+            state=Subscription.State.FAILED,
+            last_error=str(exc)[:2000],
+            last_error_at=timezone.now(),
+        )
         raise
     with transaction.atomic():
         sub.graph_id = str(data["id"])
@@ -278,14 +342,18 @@ def _create(user: MonitoredUser, kind: str, *, replaces: Subscription | None = N
         sub.lifetime_started_at = started
         sub.state = Subscription.State.ACTIVE
         sub.last_error = ""
-        sub.save(update_fields=["graph_id", "expiration", "lifetime_started_at", "state",
-                                "last_error"])
+        sub.save(
+            update_fields=["graph_id", "expiration", "lifetime_started_at", "state", "last_error"]
+        )
         if replaces is not None:
             Subscription.objects.filter(pk=replaces.pk).update(
-                state=Subscription.State.REMOVED, replaced_by=sub)
+                state=Subscription.State.REMOVED, replaced_by=sub
+            )
         # Rows of earlier failed attempts for this user-and-kind have nothing in Graph.
         Subscription.objects.filter(
-            monitored_user=user, kind=kind, graph_id__isnull=True,
+            monitored_user=user,
+            kind=kind,
+            graph_id__isnull=True,
             state__in=[Subscription.State.FAILED, Subscription.State.CREATING],
         ).exclude(pk=sub.pk).delete()
     logger.info("Subscription %s created for %s", sub.graph_id, _label(user, kind))
@@ -307,11 +375,17 @@ def _note_failure(sub: Subscription, exc: GraphError) -> None:
 def emit_lapsed(sub: Subscription, reason: str) -> None:
     """The subscription.lapsed event (in the caller's transaction)."""
     user = sub.monitored_user
-    emit("subscription.lapsed", {
-        "subscription": sub.graph_id, "resourceType": sub.kind, "reason": reason,
-        "user": {"id": user.graph_id, "upn": user.upn or user.identifier} if user else None,
-        "expiration": sub.expiration.isoformat() if sub.expiration else None,
-    }, subject=user.graph_id if user else "")
+    emit(
+        "subscription.lapsed",
+        {
+            "subscription": sub.graph_id,
+            "resourceType": sub.kind,
+            "reason": reason,
+            "user": {"id": user.graph_id, "upn": user.upn or user.identifier} if user else None,
+            "expiration": sub.expiration.isoformat() if sub.expiration else None,
+        },
+        subject=user.graph_id if user else "",
+    )
 
 
 def _renew(sub: Subscription) -> Subscription:
@@ -319,8 +393,10 @@ def _renew(sub: Subscription) -> Subscription:
     spec = KINDS[sub.kind]
     started = timezone.now()
     try:
-        data = graph.patch(f"/subscriptions/{sub.graph_id}", json={
-            "expirationDateTime": _iso(started + timedelta(minutes=spec.lifetime_minutes))})
+        data = graph.patch(
+            f"/subscriptions/{sub.graph_id}",
+            json={"expirationDateTime": _iso(started + timedelta(minutes=spec.lifetime_minutes))},
+        )
     except GraphError as exc:
         _note_failure(sub, exc)
         raise
@@ -328,8 +404,7 @@ def _renew(sub: Subscription) -> Subscription:
     sub.lifetime_started_at = started
     sub.last_renewed_at = started
     sub.last_error = ""
-    sub.save(update_fields=["expiration", "lifetime_started_at", "last_renewed_at",
-                            "last_error"])
+    sub.save(update_fields=["expiration", "lifetime_started_at", "last_renewed_at", "last_error"])
     logger.info("Subscription %s renewed until %s", sub.graph_id, sub.expiration)
     return sub
 
@@ -407,42 +482,71 @@ def _reconcile(summary: Summary, *, create_missing: bool, delete_unwanted: bool)
             except GraphError as exc:
                 summary.failed.append(f"{user}: {exc}")
     remote = {r["id"]: r for r in list_remote()}
-    rows = list(Subscription.objects.select_related("monitored_user").exclude(
-        state=Subscription.State.REMOVED, replaced_by__isnull=False))
+    rows = list(
+        Subscription.objects.select_related("monitored_user").exclude(
+            state=Subscription.State.REMOVED, replaced_by__isnull=False
+        )
+    )
     for user in users:
         for kind in KINDS:
             wanted = user.is_active and bool(user.graph_id) and kind in user.kinds
             mine = [s for s in rows if s.monitored_user_id == user.pk and s.kind == kind]
-            live = sorted((s for s in mine if s.state == Subscription.State.ACTIVE
-                           and s.graph_id in remote), key=lambda s: s.pk, reverse=True)
+            live = sorted(
+                (s for s in mine if s.state == Subscription.State.ACTIVE and s.graph_id in remote),
+                key=lambda s: s.pk,
+                reverse=True,
+            )
             if not wanted:
                 if delete_unwanted:
                     for sub in live:
-                        _do(summary, "deleted", _label(user, kind, sub.graph_id),
-                            lambda sub=sub: _delete_and_forget(sub))
+                        _do(
+                            summary,
+                            "deleted",
+                            _label(user, kind, sub.graph_id),
+                            lambda sub=sub: _delete_and_forget(sub),
+                        )
                 continue
             if live:
                 sub = live[0]
                 if sub.notification_url != webhook_url(KINDS[kind].endpoint):
                     # PUBLIC_BASE_URL changed; the lifecycle URL cannot be PATCHed: recreate.
-                    _do(summary, "recreated", _label(user, kind, sub.graph_id),
-                        lambda sub=sub: _recreate_and_catch_up(sub, "setup:url-changed"))
+                    _do(
+                        summary,
+                        "recreated",
+                        _label(user, kind, sub.graph_id),
+                        lambda sub=sub: _recreate_and_catch_up(sub, "setup:url-changed"),
+                    )
                 elif renewal_due(sub):
-                    _do(summary, "renewed", _label(user, kind, sub.graph_id),
-                        lambda sub=sub: _renew(sub))
+                    _do(
+                        summary,
+                        "renewed",
+                        _label(user, kind, sub.graph_id),
+                        lambda sub=sub: _renew(sub),
+                    )
                 else:
                     summary.unchanged.append(_label(user, kind, sub.graph_id))
                 continue
-            vanished = [s for s in mine if s.graph_id and s.state in (
-                Subscription.State.ACTIVE, Subscription.State.REMOVED)]
+            vanished = [
+                s
+                for s in mine
+                if s.graph_id and s.state in (Subscription.State.ACTIVE, Subscription.State.REMOVED)
+            ]
             if vanished:
                 old = max(vanished, key=lambda s: s.pk)
                 # Graph no longer has it (expired, or removed): new subscription + catch-up.
-                _do(summary, "recreated", _label(user, kind, old.graph_id),
-                    lambda old=old: _replace_vanished(old))
+                _do(
+                    summary,
+                    "recreated",
+                    _label(user, kind, old.graph_id),
+                    lambda old=old: _replace_vanished(old),
+                )
             elif create_missing:
-                _do(summary, "created", _label(user, kind),
-                    lambda user=user, kind=kind: _create_and_sync(user, kind))
+                _do(
+                    summary,
+                    "created",
+                    _label(user, kind),
+                    lambda user=user, kind=kind: _create_and_sync(user, kind),
+                )
 
 
 def _do(summary: Summary, bucket: str, label: str, operation: Any) -> None:
@@ -452,8 +556,9 @@ def _do(summary: Summary, bucket: str, label: str, operation: Any) -> None:
     try:
         operation()
     except (GraphError, ValueError) as exc:
-        summary.failed.append(f"{label}: {bucket[:-1] if bucket.endswith('d') else bucket} "
-                              f"failed: {exc}")
+        summary.failed.append(
+            f"{label}: {bucket[:-1] if bucket.endswith('d') else bucket} failed: {exc}"
+        )
         logger.warning("Subscription %s: %s failed: %s", label, bucket, exc)
     else:
         getattr(summary, bucket).append(label)
@@ -485,10 +590,18 @@ def _delete_and_forget(sub: Subscription) -> None:
 
 def _audit(actor: Actor, action: str, summary: Summary, *, target_id: Any = "") -> None:
     with transaction.atomic():
-        record(action, actor=actor, target_type="subscription", target_id=target_id,
-               params={"dry_run": summary.dry_run, **summary.counts(),
-                       "failures": summary.failed[:20]},
-               outcome="failure" if summary.failed else "success")
+        record(
+            action,
+            actor=actor,
+            target_type="subscription",
+            target_id=target_id,
+            params={
+                "dry_run": summary.dry_run,
+                **summary.counts(),
+                "failures": summary.failed[:20],
+            },
+            outcome="failure" if summary.failed else "success",
+        )
 
 
 def setup(actor: Actor, *, dry_run: bool = False) -> Summary:
@@ -524,8 +637,7 @@ def maintain() -> Summary:
 def cleanup(actor: Actor, *, dry_run: bool = False) -> Summary:
     """The runbook's `webhooks:cleanup`: delete expired rows, Graph subscriptions of this
     deployment that the database does not know (orphans), and rows Graph no longer has."""
-    require(actor, "cleanup_subscriptions", action="webhooks.cleanup",
-            target_type="subscription")
+    require(actor, "cleanup_subscriptions", action="webhooks.cleanup", target_type="subscription")
     summary = Summary("cleanup_webhooks", dry_run=dry_run)
     now = timezone.now()
     try:
@@ -534,28 +646,35 @@ def cleanup(actor: Actor, *, dry_run: bool = False) -> Summary:
         summary.failed.append(f"listing Graph subscriptions failed: {exc}")
         _audit(actor, "webhooks.cleanup", summary)
         return summary
-    known = set(Subscription.objects.exclude(graph_id__isnull=True)
-                .values_list("graph_id", flat=True))
+    known = set(
+        Subscription.objects.exclude(graph_id__isnull=True).values_list("graph_id", flat=True)
+    )
     for graph_id, item in remote.items():
         if graph_id in known:
             continue
         if not ours(item):
             summary.skipped.append(f"{graph_id}: notificationUrl of another deployment")
             continue
-        _do(summary, "deleted", f"orphan {graph_id} ({item.get('resource')})",
-            lambda graph_id=graph_id: _delete_remote(graph_id))
+        _do(
+            summary,
+            "deleted",
+            f"orphan {graph_id} ({item.get('resource')})",
+            lambda graph_id=graph_id: _delete_remote(graph_id),
+        )
     for sub in Subscription.objects.select_related("monitored_user"):
         label = _label(sub.monitored_user, sub.kind, sub.graph_id)
         reason = ""
         if sub.expiration is not None and sub.expiration <= now:
             reason = "expired"
-        elif sub.graph_id and sub.graph_id not in remote and sub.state in (
-                Subscription.State.ACTIVE, Subscription.State.REMOVED):
+        elif (
+            sub.graph_id
+            and sub.graph_id not in remote
+            and sub.state in (Subscription.State.ACTIVE, Subscription.State.REMOVED)
+        ):
             reason = "not in Graph"
         elif sub.state == Subscription.State.FAILED:
             reason = "creation failed"
-        elif (sub.state == Subscription.State.CREATING
-              and sub.created_at < now - timedelta(hours=1)):
+        elif sub.state == Subscription.State.CREATING and sub.created_at < now - timedelta(hours=1):
             reason = "creation never confirmed"
         if not reason:
             continue
@@ -579,48 +698,82 @@ def _failure_audited(action: str, actor: Actor, subscription_id: int) -> Iterato
     try:
         yield
     except GraphError as exc:
-        record(action, actor=actor, target_type="subscription", target_id=subscription_id,
-               outcome="failure", reason=str(exc)[:500])
+        record(
+            action,
+            actor=actor,
+            target_type="subscription",
+            target_id=subscription_id,
+            outcome="failure",
+            reason=str(exc)[:500],
+        )
         raise
 
 
 def renew(actor: Actor, subscription_id: int) -> Subscription:
-    require(actor, "renew_subscription", action="subscription.renew",
-            target_type="subscription", target_id=subscription_id)
+    require(
+        actor,
+        "renew_subscription",
+        action="subscription.renew",
+        target_type="subscription",
+        target_id=subscription_id,
+    )
     with _failure_audited("subscription.renew", actor, subscription_id):
         sub = _renew(_get(subscription_id))
     with transaction.atomic():
-        record("subscription.renew", actor=actor, target_type="subscription",
-               target_id=sub.pk, params={"graph_id": sub.graph_id,
-                                         "expiration": str(sub.expiration)})
+        record(
+            "subscription.renew",
+            actor=actor,
+            target_type="subscription",
+            target_id=sub.pk,
+            params={"graph_id": sub.graph_id, "expiration": str(sub.expiration)},
+        )
     return sub
 
 
 def recreate(actor: Actor, subscription_id: int) -> Subscription:
-    require(actor, "recreate_subscription", action="subscription.recreate",
-            target_type="subscription", target_id=subscription_id)
+    require(
+        actor,
+        "recreate_subscription",
+        action="subscription.recreate",
+        target_type="subscription",
+        target_id=subscription_id,
+    )
     old = _get(subscription_id)
     with _failure_audited("subscription.recreate", actor, subscription_id):
         new = _recreate_and_catch_up(old, "operator:recreate")
     with transaction.atomic():
-        record("subscription.recreate", actor=actor, target_type="subscription",
-               target_id=old.pk, params={"old": old.graph_id, "new": new.graph_id})
+        record(
+            "subscription.recreate",
+            actor=actor,
+            target_type="subscription",
+            target_id=old.pk,
+            params={"old": old.graph_id, "new": new.graph_id},
+        )
     return new
 
 
 def delete(actor: Actor, subscription_id: int) -> None:
     """Delete in Graph and forget it (setup_webhooks recreates it while the user is
     monitored)."""
-    require(actor, "delete_subscription", action="subscription.delete",
-            target_type="subscription", target_id=subscription_id)
+    require(
+        actor,
+        "delete_subscription",
+        action="subscription.delete",
+        target_type="subscription",
+        target_id=subscription_id,
+    )
     sub = _get(subscription_id)
     with _failure_audited("subscription.delete", actor, subscription_id):
         existed = _delete_remote(sub.graph_id) if sub.graph_id else False
     with transaction.atomic():
         Subscription.objects.filter(pk=sub.pk).delete()
-        record("subscription.delete", actor=actor, target_type="subscription",
-               target_id=subscription_id, params={"graph_id": sub.graph_id,
-                                                  "existed_in_graph": existed})
+        record(
+            "subscription.delete",
+            actor=actor,
+            target_type="subscription",
+            target_id=subscription_id,
+            params={"graph_id": sub.graph_id, "existed_in_graph": existed},
+        )
 
 
 # --------------------------------------------------------------------------- lifecycle events
@@ -632,8 +785,13 @@ def handle_lifecycle_event(event_id: int) -> str:
     event = LifecycleEvent.objects.get(pk=event_id)
     if event.status != LifecycleEvent.Status.RECEIVED:
         return event.status
-    sub = (Subscription.objects.select_related("monitored_user")
-           .filter(pk=event.subscription_id).first() if event.subscription_id else None)
+    sub = (
+        Subscription.objects.select_related("monitored_user")
+        .filter(pk=event.subscription_id)
+        .first()
+        if event.subscription_id
+        else None
+    )
     followup = None
     status = LifecycleEvent.Status.HANDLED
     if sub is None:
@@ -678,18 +836,27 @@ def handle_lifecycle_event(event_id: int) -> str:
     else:
         status, outcome = LifecycleEvent.Status.IGNORED, f"unknown event {event.event!r}"
     LifecycleEvent.objects.filter(pk=event.pk, status=LifecycleEvent.Status.RECEIVED).update(
-        status=status, outcome=outcome, handled_at=timezone.now(),
-        followup_job=followup)
-    logger.info("Lifecycle event %s (%s) for %s: %s", event.pk, event.event,
-                event.subscription_graph_id, outcome)
+        status=status, outcome=outcome, handled_at=timezone.now(), followup_job=followup
+    )
+    logger.info(
+        "Lifecycle event %s (%s) for %s: %s",
+        event.pk,
+        event.event,
+        event.subscription_graph_id,
+        outcome,
+    )
     return status
 
 
 def _system_audit(action: str, old: Subscription, new: Subscription, why: str) -> None:
     with transaction.atomic():
-        record(action, actor=Actor.system("lifecycle"), target_type="subscription",
-               target_id=old.pk, params={"old": old.graph_id, "new": new.graph_id,
-                                         "reason": why})
+        record(
+            action,
+            actor=Actor.system("lifecycle"),
+            target_type="subscription",
+            target_id=old.pk,
+            params={"old": old.graph_id, "new": new.graph_id, "reason": why},
+        )
 
 
 # --------------------------------------------------------------------------- schedule
@@ -700,6 +867,10 @@ def enqueue_maintenance() -> int:
     from portal.jobs.runner import enqueue
 
     slot = int(timezone.now().timestamp() // 600)
-    job = enqueue("graph.subscriptions_maintain", {}, idempotency_key=f"graph.subs.maint:{slot}",
-                  created_by="schedule:webhooks.maintain")
+    job = enqueue(
+        "graph.subscriptions_maintain",
+        {},
+        idempotency_key=f"graph.subs.maint:{slot}",
+        created_by="schedule:webhooks.maintain",
+    )
     return job.pk

@@ -49,11 +49,27 @@ JOB_TYPE = "graph.sync_delta"
 _RESET_CODES = {"syncstatenotfound", "resyncrequired"}
 # The fields we keep of each item: enough for the console and for matching, no bodies.
 KEEP: dict[str, tuple[str, ...]] = {
-    ResourceKind.MESSAGES: ("subject", "from", "receivedDateTime", "lastModifiedDateTime",
-                            "isRead", "conversationId", "importance", "hasAttachments"),
-    ResourceKind.CHAT_MESSAGES: ("chatId", "from", "createdDateTime", "lastModifiedDateTime",
-                                 "deletedDateTime", "messageType", "replyToId", "subject",
-                                 "importance"),
+    ResourceKind.MESSAGES: (
+        "subject",
+        "from",
+        "receivedDateTime",
+        "lastModifiedDateTime",
+        "isRead",
+        "conversationId",
+        "importance",
+        "hasAttachments",
+    ),
+    ResourceKind.CHAT_MESSAGES: (
+        "chatId",
+        "from",
+        "createdDateTime",
+        "lastModifiedDateTime",
+        "deletedDateTime",
+        "messageType",
+        "replyToId",
+        "subject",
+        "importance",
+    ),
 }
 MAIL_SELECT = ",".join(KEEP[ResourceKind.MESSAGES])
 _TAGS = re.compile(r"<[^>]+>")
@@ -108,9 +124,15 @@ def ensure_state(monitored_user_id: int, kind: str) -> SyncState:
         return SyncState.objects.get(monitored_user_id=monitored_user_id, kind=kind)
 
 
-def request_delta(monitored_user_id: int, kind: str, *, trigger: str, created_by: str = "",
-                  idempotency_key: str | None = None, delay_seconds: float | None = None
-                  ) -> Job:
+def request_delta(
+    monitored_user_id: int,
+    kind: str,
+    *,
+    trigger: str,
+    created_by: str = "",
+    idempotency_key: str | None = None,
+    delay_seconds: float | None = None,
+) -> Job:
     """Enqueue a delta run for user-and-kind unless one is already waiting (coalescing).
 
     A job waiting for its first run, or retrying, absorbs the request: it will see every
@@ -124,18 +146,24 @@ def request_delta(monitored_user_id: int, kind: str, *, trigger: str, created_by
         state = SyncState.objects.select_for_update().get(pk=state.pk)
         if state.queued_job_id:
             now = timezone.now()
-            waiting_q = (Q(status=Job.Status.RETRYING)
-                         | Q(status=Job.Status.PENDING, next_attempt_at__isnull=True)
-                         | Q(status=Job.Status.PENDING, next_attempt_at__lte=now))
+            waiting_q = (
+                Q(status=Job.Status.RETRYING)
+                | Q(status=Job.Status.PENDING, next_attempt_at__isnull=True)
+                | Q(status=Job.Status.PENDING, next_attempt_at__lte=now)
+            )
             if delay_seconds:
                 # A request that may wait is satisfied by any job that is waiting anyway.
                 waiting_q |= Q(status=Job.Status.PENDING)
             waiting = Job.objects.filter(waiting_q, pk=state.queued_job_id).first()
             if waiting is not None:
                 return waiting
-        job = enqueue(JOB_TYPE, {"state": state.pk, "trigger": trigger[:40]},
-                      idempotency_key=idempotency_key, delay_seconds=delay_seconds,
-                      created_by=created_by or f"sync:{trigger}"[:150])
+        job = enqueue(
+            JOB_TYPE,
+            {"state": state.pk, "trigger": trigger[:40]},
+            idempotency_key=idempotency_key,
+            delay_seconds=delay_seconds,
+            created_by=created_by or f"sync:{trigger}"[:150],
+        )
         if job.status in (Job.Status.PENDING, Job.Status.RETRYING):
             SyncState.objects.filter(pk=state.pk).update(queued_job_id=job.pk)
     return job
@@ -144,8 +172,7 @@ def request_delta(monitored_user_id: int, kind: str, *, trigger: str, created_by
 def mark_due(monitored_user_id: int, kind: str) -> None:
     """Real-time sync off: remember that changes are waiting for the next interval run."""
     state = ensure_state(monitored_user_id, kind)
-    SyncState.objects.filter(pk=state.pk, due_since__isnull=True).update(
-        due_since=timezone.now())
+    SyncState.objects.filter(pk=state.pk, due_since__isnull=True).update(due_since=timezone.now())
 
 
 def enqueue_interval_syncs(now: datetime | None = None) -> int:
@@ -168,10 +195,14 @@ def enqueue_interval_syncs(now: datetime | None = None) -> int:
         for kind in user.kinds:
             state = ensure_state(user.pk, kind)
             delay = (state.pk * 7919) % spread if spread >= 1 else 0
-            request_delta(user.pk, kind, trigger="interval",
-                          created_by="schedule:sync.interval",
-                          idempotency_key=f"{JOB_TYPE}:{state.pk}:{interval}m:{slot}",
-                          delay_seconds=delay or None)
+            request_delta(
+                user.pk,
+                kind,
+                trigger="interval",
+                created_by="schedule:sync.interval",
+                idempotency_key=f"{JOB_TYPE}:{state.pk}:{interval}m:{slot}",
+                delay_seconds=delay or None,
+            )
             queued += 1
     return queued
 
@@ -189,14 +220,25 @@ def _state_for(monitored_user_id: int, kind: str) -> SyncState:
 
 def delta_now(actor: Actor, monitored_user_id: int, kind: str) -> Job:
     """Run a delta sync for one user and kind now (coalesced with a waiting one)."""
-    require(actor, "sync_delta", action="sync.delta", target_type="sync_state",
-            target_id=f"{monitored_user_id}:{kind}")
+    require(
+        actor,
+        "sync_delta",
+        action="sync.delta",
+        target_type="sync_state",
+        target_id=f"{monitored_user_id}:{kind}",
+    )
     state = _state_for(monitored_user_id, kind)
     with transaction.atomic():
-        job = request_delta(monitored_user_id, kind, trigger="operator:delta",
-                            created_by=actor.name)
-        record("sync.delta", actor=actor, target_type="sync_state", target_id=state.pk,
-               params={"user": monitored_user_id, "kind": kind, "job": job.pk})
+        job = request_delta(
+            monitored_user_id, kind, trigger="operator:delta", created_by=actor.name
+        )
+        record(
+            "sync.delta",
+            actor=actor,
+            target_type="sync_state",
+            target_id=state.pk,
+            params={"user": monitored_user_id, "kind": kind, "job": job.pk},
+        )
     return job
 
 
@@ -204,34 +246,59 @@ def _drop_token(state_id: int, *, manual_reset: bool) -> None:
     # Clearing the lease makes a run in progress stop at its next checkpoint (LeaseLost)
     # instead of writing its links back over the reset.
     SyncState.objects.filter(pk=state_id).update(
-        delta_link="", next_link="", round_kind="", token_obtained_at=None,
-        reset_requested=manual_reset, lease_owner="", lease_expires_at=None)
+        delta_link="",
+        next_link="",
+        round_kind="",
+        token_obtained_at=None,
+        reset_requested=manual_reset,
+        lease_owner="",
+        lease_expires_at=None,
+    )
 
 
 def reset(actor: Actor, monitored_user_id: int, kind: str) -> SyncState:
     """Drop the delta token: the next run (interval, notification or operator) is full."""
-    require(actor, "sync_reset", action="sync.reset", target_type="sync_state",
-            target_id=f"{monitored_user_id}:{kind}")
+    require(
+        actor,
+        "sync_reset",
+        action="sync.reset",
+        target_type="sync_state",
+        target_id=f"{monitored_user_id}:{kind}",
+    )
     state = _state_for(monitored_user_id, kind)
     with transaction.atomic():
         _drop_token(state.pk, manual_reset=True)
-        record("sync.reset", actor=actor, target_type="sync_state", target_id=state.pk,
-               params={"user": monitored_user_id, "kind": kind})
+        record(
+            "sync.reset",
+            actor=actor,
+            target_type="sync_state",
+            target_id=state.pk,
+            params={"user": monitored_user_id, "kind": kind},
+        )
     state.refresh_from_db()
     return state
 
 
 def full_sync(actor: Actor, monitored_user_id: int, kind: str) -> Job:
     """Reset and run: a full round starts now."""
-    require(actor, "sync_full", action="sync.full", target_type="sync_state",
-            target_id=f"{monitored_user_id}:{kind}")
+    require(
+        actor,
+        "sync_full",
+        action="sync.full",
+        target_type="sync_state",
+        target_id=f"{monitored_user_id}:{kind}",
+    )
     state = _state_for(monitored_user_id, kind)
     with transaction.atomic():
         _drop_token(state.pk, manual_reset=False)
-        job = request_delta(monitored_user_id, kind, trigger="operator:full",
-                            created_by=actor.name)
-        record("sync.full", actor=actor, target_type="sync_state", target_id=state.pk,
-               params={"user": monitored_user_id, "kind": kind, "job": job.pk})
+        job = request_delta(monitored_user_id, kind, trigger="operator:full", created_by=actor.name)
+        record(
+            "sync.full",
+            actor=actor,
+            target_type="sync_state",
+            target_id=state.pk,
+            params={"user": monitored_user_id, "kind": kind, "job": job.pk},
+        )
     return job
 
 
@@ -244,10 +311,16 @@ def _is_reset(exc: GraphError) -> bool:
 
 def _claim(state_id: int, owner: str, job: Job | None) -> bool:
     now = timezone.now()
-    claimed = SyncState.objects.filter(pk=state_id).filter(
-        Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now)
-    ).update(lease_owner=owner, lease_expires_at=now + lease_duration(),
-             status=SyncState.Status.RUNNING, last_attempt_at=now)
+    claimed = (
+        SyncState.objects.filter(pk=state_id)
+        .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now))
+        .update(
+            lease_owner=owner,
+            lease_expires_at=now + lease_duration(),
+            status=SyncState.Status.RUNNING,
+            last_attempt_at=now,
+        )
+    )
     if claimed and job is not None:
         # From now on a new notification needs a new job: this run may be past its change.
         SyncState.objects.filter(pk=state_id, queued_job_id=job.pk).update(queued_job_id=None)
@@ -275,9 +348,11 @@ def _item_fields(kind: str, data: dict[str, Any]) -> tuple[str, datetime | None]
 
     if kind == ResourceKind.MESSAGES:
         return str(data.get("subject") or "")[:255], parse_graph_datetime(
-            data.get("receivedDateTime"))
+            data.get("receivedDateTime")
+        )
     return str(data.get("preview") or data.get("subject") or "")[:255], parse_graph_datetime(
-        data.get("createdDateTime"))
+        data.get("createdDateTime")
+    )
 
 
 def apply_page(state: SyncState, items: list[dict[str, Any]]) -> tuple[int, int, int]:
@@ -306,7 +381,8 @@ def apply_page(state: SyncState, items: list[dict[str, Any]]) -> tuple[int, int,
     changes: list[tuple[str, str, dict[str, Any]]] = []
     if live:
         existing = {
-            gid: (data, removed_at) for gid, data, removed_at in SyncedItem.objects.filter(
+            gid: (data, removed_at)
+            for gid, data, removed_at in SyncedItem.objects.filter(
                 monitored_user_id=user_id, kind=kind, graph_id__in=list(live)
             ).values_list("graph_id", "data", "removed_at")
         }
@@ -321,21 +397,35 @@ def apply_page(state: SyncState, items: list[dict[str, Any]]) -> tuple[int, int,
                 updated += 1
                 changes.append(("updated", graph_id, data))
             summary, item_at = _item_fields(kind, data)
-            rows.append(SyncedItem(monitored_user_id=user_id, kind=kind, graph_id=graph_id,
-                                   summary=summary, item_at=item_at, data=data,
-                                   seen_round=state.round_number, first_seen_at=now,
-                                   updated_at=now, removed_at=None))
+            rows.append(
+                SyncedItem(
+                    monitored_user_id=user_id,
+                    kind=kind,
+                    graph_id=graph_id,
+                    summary=summary,
+                    item_at=item_at,
+                    data=data,
+                    seen_round=state.round_number,
+                    first_seen_at=now,
+                    updated_at=now,
+                    removed_at=None,
+                )
+            )
         SyncedItem.objects.bulk_create(
-            rows, update_conflicts=True, unique_fields=["monitored_user", "kind", "graph_id"],
-            update_fields=["summary", "item_at", "data", "seen_round", "updated_at",
-                           "removed_at"])
+            rows,
+            update_conflicts=True,
+            unique_fields=["monitored_user", "kind", "graph_id"],
+            update_fields=["summary", "item_at", "data", "seen_round", "updated_at", "removed_at"],
+        )
     removed = 0
     if removed_ids:
         gone = SyncedItem.objects.filter(
-            monitored_user_id=user_id, kind=kind, graph_id__in=list(removed_ids),
-            removed_at__isnull=True)
-        changes.extend(("deleted", gid, data) for gid, data in gone.values_list("graph_id",
-                                                                                 "data"))
+            monitored_user_id=user_id,
+            kind=kind,
+            graph_id__in=list(removed_ids),
+            removed_at__isnull=True,
+        )
+        changes.extend(("deleted", gid, data) for gid, data in gone.values_list("graph_id", "data"))
         removed = gone.update(removed_at=now)
     _emit_changes(state, changes)
     return added, updated, removed
@@ -348,22 +438,34 @@ def _emit_changes(state: SyncState, changes: list[tuple[str, str, dict[str, Any]
         return
     user = state.monitored_user
     prefix = "mail" if state.kind == ResourceKind.MESSAGES else "chat_message"
-    who = {"id": user.graph_id, "upn": user.upn or user.identifier,
-           "displayName": user.display_name}
+    who = {
+        "id": user.graph_id,
+        "upn": user.upn or user.identifier,
+        "displayName": user.display_name,
+    }
     events = []
     for change, graph_id, data in changes:
         sender = ((data.get("from") or {}).get("emailAddress") or {}).get("address") or (
-            ((data.get("from") or {}).get("user") or {}).get("displayName"))
+            ((data.get("from") or {}).get("user") or {}).get("displayName")
+        )
         payload: dict[str, Any] = {
-            "user": who, "graphId": graph_id, "from": sender or None,
+            "user": who,
+            "graphId": graph_id,
+            "from": sender or None,
             "links": {"syncState": f"/api/sync/state/{user.graph_id}/{state.kind}"},
         }
         if state.kind == ResourceKind.MESSAGES:
-            payload.update(subject=data.get("subject"), receivedAt=data.get("receivedDateTime"),
-                           conversationId=data.get("conversationId"))
+            payload.update(
+                subject=data.get("subject"),
+                receivedAt=data.get("receivedDateTime"),
+                conversationId=data.get("conversationId"),
+            )
         else:
-            payload.update(chatId=data.get("chatId"), preview=data.get("preview"),
-                           createdAt=data.get("createdDateTime"))
+            payload.update(
+                chatId=data.get("chatId"),
+                preview=data.get("preview"),
+                createdAt=data.get("createdDateTime"),
+            )
         events.append((f"{prefix}.{change}", payload, user.graph_id, None))
     emit_many(events)
 
@@ -376,8 +478,9 @@ def _finish_run(run: SyncRun, outcome: str, started: float, error: str = "") -> 
     run.save(update_fields=["outcome", "error", "finished_at", "duration_ms"])
 
 
-def run(state_id: int, *, job: Job | None = None, trigger: str = "",
-        max_pages: int | None = None) -> SyncRun | None:
+def run(
+    state_id: int, *, job: Job | None = None, trigger: str = "", max_pages: int | None = None
+) -> SyncRun | None:
     """Run (or continue) the delta round of one state. Raises on failure (the job retries;
     the checkpoint keeps the pages already applied)."""
     owner = uuid.uuid4().hex[:16]
@@ -387,8 +490,9 @@ def run(state_id: int, *, job: Job | None = None, trigger: str = "",
     user = state.monitored_user
     started = time.monotonic()
     if not user.is_active or not user.graph_id or state.kind not in user.kinds:
-        _save_state(state_id, owner, lease_owner="", lease_expires_at=None,
-                    status=SyncState.Status.IDLE)
+        _save_state(
+            state_id, owner, lease_owner="", lease_expires_at=None, status=SyncState.Status.IDLE
+        )
         return None
     budget = max_pages or max_pages_per_run()
     headers = {"Prefer": f"odata.maxpagesize={page_size()}"}
@@ -401,17 +505,25 @@ def run(state_id: int, *, job: Job | None = None, trigger: str = "",
         url, kind = state.delta_link, SyncState.RoundKind.DELTA
     else:
         url, params = initial_request(user, state.kind)
-        kind = (SyncState.RoundKind.MANUAL_RESET if state.reset_requested
-                else SyncState.RoundKind.FULL)
+        kind = (
+            SyncState.RoundKind.MANUAL_RESET if state.reset_requested else SyncState.RoundKind.FULL
+        )
     if not resumed:
         state.round_kind = kind
         state.round_started_at = timezone.now()
         if kind != SyncState.RoundKind.DELTA:
             state.round_number += 1
-        _save_state(state_id, owner, round_kind=kind, round_started_at=state.round_started_at,
-                    round_number=state.round_number, reset_requested=False)
-    sync_run = SyncRun.objects.create(state=state, kind=kind, resumed=resumed,
-                                      trigger=trigger[:40], job=job)
+        _save_state(
+            state_id,
+            owner,
+            round_kind=kind,
+            round_started_at=state.round_started_at,
+            round_number=state.round_number,
+            reset_requested=False,
+        )
+    sync_run = SyncRun.objects.create(
+        state=state, kind=kind, resumed=resumed, trigger=trigger[:40], job=job
+    )
     reset_done = False
     try:
         while True:
@@ -427,11 +539,19 @@ def run(state_id: int, *, job: Job | None = None, trigger: str = "",
                 state.round_kind = SyncState.RoundKind.AUTO_RESET
                 state.round_number += 1
                 state.round_started_at = timezone.now()
-                _save_state(state_id, owner, delta_link="", next_link="",
-                            round_kind=state.round_kind, round_number=state.round_number,
-                            round_started_at=state.round_started_at, token_obtained_at=None)
-                sync_run = SyncRun.objects.create(state=state, kind=state.round_kind,
-                                                  trigger="token-expired", job=job)
+                _save_state(
+                    state_id,
+                    owner,
+                    delta_link="",
+                    next_link="",
+                    round_kind=state.round_kind,
+                    round_number=state.round_number,
+                    round_started_at=state.round_started_at,
+                    token_obtained_at=None,
+                )
+                sync_run = SyncRun.objects.create(
+                    state=state, kind=state.round_kind, trigger="token-expired", job=job
+                )
                 started = time.monotonic()
                 url, params = initial_request(user, state.kind)
                 continue
@@ -439,8 +559,9 @@ def run(state_id: int, *, job: Job | None = None, trigger: str = "",
             next_link = body.get("@odata.nextLink") or ""
             delta_link = body.get("@odata.deltaLink") or ""
             if not next_link and not delta_link:
-                raise GraphError("Delta page without nextLink or deltaLink",
-                                 code="MalformedDeltaPage")
+                raise GraphError(
+                    "Delta page without nextLink or deltaLink", code="MalformedDeltaPage"
+                )
             with transaction.atomic():
                 added, updated, removed = apply_page(state, items)
                 sync_run.pages += 1
@@ -456,8 +577,11 @@ def run(state_id: int, *, job: Job | None = None, trigger: str = "",
                 if delta_link:
                     swept = _sweep(state)
                     sync_run.removed += swept
-                    fields.update(_complete_round(state), delta_link=delta_link,
-                                  total_removed=F("total_removed") + removed + swept)
+                    fields.update(
+                        _complete_round(state),
+                        delta_link=delta_link,
+                        total_removed=F("total_removed") + removed + swept,
+                    )
                 _save_state(state_id, owner, **fields)
                 sync_run.save(update_fields=["pages", "added", "updated", "removed"])
             if delta_link:
@@ -466,10 +590,16 @@ def run(state_id: int, *, job: Job | None = None, trigger: str = "",
             url, params = next_link, None
             if sync_run.pages >= budget:
                 with transaction.atomic():
-                    _save_state(state_id, owner, lease_owner="", lease_expires_at=None,
-                                status=SyncState.Status.IDLE)
-                    request_delta(user.pk, state.kind, trigger="continuation",
-                                  created_by="sync:continuation")
+                    _save_state(
+                        state_id,
+                        owner,
+                        lease_owner="",
+                        lease_expires_at=None,
+                        status=SyncState.Status.IDLE,
+                    )
+                    request_delta(
+                        user.pk, state.kind, trigger="continuation", created_by="sync:continuation"
+                    )
                 _finish_run(sync_run, SyncRun.Outcome.CONTINUED, started)
                 return sync_run
     except Exception as exc:
@@ -477,12 +607,22 @@ def run(state_id: int, *, job: Job | None = None, trigger: str = "",
         error = f"{type(exc).__name__}: {exc}"[:2000]
         with transaction.atomic():
             if SyncState.objects.filter(pk=state_id, lease_owner=owner).update(
-                    status=SyncState.Status.FAILED, last_error=error,
-                    last_error_at=timezone.now(), lease_owner="", lease_expires_at=None):
-                emit("sync.failed", {"user": {"id": user.graph_id,
-                                              "upn": user.upn or user.identifier},
-                                     "resourceType": state.kind, "run": sync_run.pk,
-                                     "error": redact_text(error)[:500]}, subject=user.graph_id)
+                status=SyncState.Status.FAILED,
+                last_error=error,
+                last_error_at=timezone.now(),
+                lease_owner="",
+                lease_expires_at=None,
+            ):
+                emit(
+                    "sync.failed",
+                    {
+                        "user": {"id": user.graph_id, "upn": user.upn or user.identifier},
+                        "resourceType": state.kind,
+                        "run": sync_run.pk,
+                        "error": redact_text(error)[:500],
+                    },
+                    subject=user.graph_id,
+                )
         raise
 
 
@@ -491,18 +631,22 @@ def _sweep(state: SyncState) -> int:
     if state.round_kind == SyncState.RoundKind.DELTA:
         return 0
     return SyncedItem.objects.filter(
-        monitored_user_id=state.monitored_user_id, kind=state.kind,
-        removed_at__isnull=True, seen_round__lt=state.round_number,
+        monitored_user_id=state.monitored_user_id,
+        kind=state.kind,
+        removed_at__isnull=True,
+        seen_round__lt=state.round_number,
     ).update(removed_at=timezone.now())
 
 
 def _complete_round(state: SyncState) -> dict[str, Any]:
     """State fields for a finished round (inside the last page's transaction)."""
     now = timezone.now()
-    count = SyncedItem.objects.filter(monitored_user_id=state.monitored_user_id,
-                                      kind=state.kind, removed_at__isnull=True).count()
-    fresh = SyncState.objects.filter(pk=state.pk).values_list(
-        "token_obtained_at", "due_since").get()
+    count = SyncedItem.objects.filter(
+        monitored_user_id=state.monitored_user_id, kind=state.kind, removed_at__isnull=True
+    ).count()
+    fresh = (
+        SyncState.objects.filter(pk=state.pk).values_list("token_obtained_at", "due_since").get()
+    )
     due_since = fresh[1]
     return {
         "status": SyncState.Status.IDLE,
@@ -510,10 +654,12 @@ def _complete_round(state: SyncState) -> dict[str, Any]:
         "last_error": "",
         "item_count": count,
         # The age of the token chain: reset by every full round.
-        "token_obtained_at": fresh[0] if state.round_kind == SyncState.RoundKind.DELTA
-        and fresh[0] else now,
-        "due_since": None if due_since is None or (
-            state.round_started_at and due_since <= state.round_started_at) else due_since,
+        "token_obtained_at": fresh[0]
+        if state.round_kind == SyncState.RoundKind.DELTA and fresh[0]
+        else now,
+        "due_since": None
+        if due_since is None or (state.round_started_at and due_since <= state.round_started_at)
+        else due_since,
         "lease_owner": "",
         "lease_expires_at": None,
     }

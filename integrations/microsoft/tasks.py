@@ -12,8 +12,11 @@ def answer_ping(ping_id: int) -> bool:
     """verify_integration's worker-alive probe. Returns whether this run answered it."""
     from integrations.microsoft.models import WorkerPing
 
-    return bool(WorkerPing.objects.filter(pk=ping_id, answered_at__isnull=True).update(
-        answered_at=timezone.now(), answered_by=f"{socket.gethostname()}:{os.getpid()}"[:200]))
+    return bool(
+        WorkerPing.objects.filter(pk=ping_id, answered_at__isnull=True).update(
+            answered_at=timezone.now(), answered_by=f"{socket.gethostname()}:{os.getpid()}"[:200]
+        )
+    )
 
 
 def retire_expired_grace() -> int:

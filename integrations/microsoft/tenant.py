@@ -78,8 +78,9 @@ class TenantTarget:
 
     @property
     def registration(self) -> auth.AppRegistration:
-        return auth.AppRegistration(self.tenant_id, self.client_id, self.authority_host,
-                                    self.ca_bundle)
+        return auth.AppRegistration(
+            self.tenant_id, self.client_id, self.authority_host, self.ca_bundle
+        )
 
     def settings_values(self) -> dict[str, str]:
         """The settings (= environment variables) that make the portal use this tenant.
@@ -104,9 +105,15 @@ def _is_public_https(url: str) -> bool:
     return parts.scheme == "https" and bool(parts.hostname)
 
 
-def clean_target(tenant_id: str, client_id: str, *, authority_host: str = "",
-                 graph_url: str = "", ca_bundle: str = "", public_base_url: str = ""
-                 ) -> TenantTarget:
+def clean_target(
+    tenant_id: str,
+    client_id: str,
+    *,
+    authority_host: str = "",
+    graph_url: str = "",
+    ca_bundle: str = "",
+    public_base_url: str = "",
+) -> TenantTarget:
     """Validate the operator's input into a TenantTarget. Raises ConnectError."""
     tenant_id, client_id = (tenant_id or "").strip(), (client_id or "").strip()
     authority_host = (authority_host or DEFAULT_AUTHORITY_HOST).strip().rstrip("/")
@@ -126,8 +133,9 @@ def clean_target(tenant_id: str, client_id: str, *, authority_host: str = "",
         problems.append("the public base URL must be an http(s) URL")
     if problems:
         raise ConnectError("Cannot connect: " + "; ".join(problems) + ".")
-    return TenantTarget(tenant_id, client_id, authority_host, graph_url, ca_bundle or "",
-                        public_base_url)
+    return TenantTarget(
+        tenant_id, client_id, authority_host, graph_url, ca_bundle or "", public_base_url
+    )
 
 
 # --------------------------------------------------------------------------- the plan
@@ -177,8 +185,12 @@ class ConnectPlan:
             f"Identity platform: {self.old['authority_host']} → {t.authority_host}; Graph: "
             f"{self.old['graph_url']} → {t.graph_url}.",
             f"Active credential: the new secret …{self.secret_fingerprint} becomes active"
-            + (f"; retired: {', '.join(self.credentials_to_retire)}"
-               if self.credentials_to_retire else "") + ".",
+            + (
+                f"; retired: {', '.join(self.credentials_to_retire)}"
+                if self.credentials_to_retire
+                else ""
+            )
+            + ".",
             f"Subscriptions: {self.subscriptions} deleted (in the old tenant where it still "
             "answers, then in the database).",
             f"Sync states: {self.sync_states} reset (their delta links point at the old Graph).",
@@ -186,26 +198,33 @@ class ConnectPlan:
             + ("dropped." if self.drop_synced_items else "kept (history of the old tenant)."),
         ]
         if self.keep_monitored_users:
-            lines.append(f"Monitored users: {len(kept)} re-resolved in the new tenant by UPN"
-                         + (f" ({', '.join(f'{u.label} → {u.new_id}' for u in kept)})"
-                            if kept else "")
-                         + f"; {len(dropped)} dropped"
-                         + (f" ({', '.join(f'{u.label}: {u.error}' for u in dropped)})"
-                            if dropped else "") + ".")
+            lines.append(
+                f"Monitored users: {len(kept)} re-resolved in the new tenant by UPN"
+                + (f" ({', '.join(f'{u.label} → {u.new_id}' for u in kept)})" if kept else "")
+                + f"; {len(dropped)} dropped"
+                + (f" ({', '.join(f'{u.label}: {u.error}' for u in dropped)})" if dropped else "")
+                + "."
+            )
         else:
-            lines.append(f"Monitored users: {len(self.users)} dropped "
-                         "(--keep-monitored-users re-resolves them by UPN instead).")
+            lines.append(
+                f"Monitored users: {len(self.users)} dropped "
+                "(--keep-monitored-users re-resolves them by UPN instead)."
+            )
         if self.teams_sender:
-            lines.append(f"Teams sender: {self.teams_sender} disconnected (connect it again "
-                         "in the new tenant).")
+            lines.append(
+                f"Teams sender: {self.teams_sender} disconnected (connect it again "
+                "in the new tenant)."
+            )
         return lines
 
 
 def _old_settings() -> dict[str, str]:
-    return {"tenant_id": settings.MICROSOFT_TENANT_ID or "",
-            "client_id": settings.MICROSOFT_CLIENT_ID or "",
-            "authority_host": settings.MICROSOFT_AUTHORITY_HOST,
-            "graph_url": settings.MICROSOFT_GRAPH_URL}
+    return {
+        "tenant_id": settings.MICROSOFT_TENANT_ID or "",
+        "client_id": settings.MICROSOFT_CLIENT_ID or "",
+        "authority_host": settings.MICROSOFT_AUTHORITY_HOST,
+        "graph_url": settings.MICROSOFT_GRAPH_URL,
+    }
 
 
 def _check_secret(secret: str) -> str:
@@ -228,7 +247,9 @@ def _lookup_user(target: TenantTarget, token: str, upn: str) -> tuple[dict[str, 
         response = session.get(
             f"{target.graph_url}/users/{quote(upn, safe='@')}",
             params={"$select": "id,userPrincipalName,displayName"},
-            headers={"Authorization": f"Bearer {token}"}, timeout=PROBE_TIMEOUT)
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=PROBE_TIMEOUT,
+        )
     except requests.RequestException as exc:
         return {}, f"Graph not reachable ({type(exc).__name__})"
     finally:
@@ -240,17 +261,24 @@ def _lookup_user(target: TenantTarget, token: str, upn: str) -> tuple[dict[str, 
     return {}, f"lookup failed ({response.status_code})"
 
 
-def prepare(actor: Actor, target: TenantTarget, secret: str, *,
-            keep_monitored_users: bool = False, drop_synced_items: bool = False,
-            secret_expires_at: datetime | None = None) -> ConnectPlan:
+def prepare(
+    actor: Actor,
+    target: TenantTarget,
+    secret: str,
+    *,
+    keep_monitored_users: bool = False,
+    drop_synced_items: bool = False,
+    secret_expires_at: datetime | None = None,
+) -> ConnectPlan:
     """Token with the new values first, then the plan. Raises ConnectError (nothing changed)."""
     require(actor, PERMISSION, action=ACTION, target_type="tenant", target_id=target.tenant_id)
     secret = _check_secret(secret)
     try:
         result = auth.acquire_with_secret(secret, target.registration)
     except TokenError as exc:
-        raise ConnectError(f"No token with the new values, so nothing was changed: "
-                           f"{exc.message}") from None
+        raise ConnectError(
+            f"No token with the new values, so nothing was changed: {exc.message}"
+        ) from None
     token = result["access_token"]
     users = []
     for user in MonitoredUser.objects.order_by("pk"):
@@ -267,12 +295,17 @@ def prepare(actor: Actor, target: TenantTarget, secret: str, *,
     sender = auth.current_delegated_account()
     live = Credential.objects.exclude(state=Credential.State.RETIRED).order_by("pk")
     return ConnectPlan(
-        target=target, old=_old_settings(), secret_fingerprint=fingerprint(secret),
+        target=target,
+        old=_old_settings(),
+        secret_fingerprint=fingerprint(secret),
         roles=sorted(auth.token_claims(token).get("roles") or []),
         credentials_to_retire=[f"#{c.pk} …{c.fingerprint} ({c.state})" for c in live],
-        subscriptions=Subscription.objects.count(), sync_states=SyncState.objects.count(),
-        synced_items=SyncedItem.objects.count(), keep_monitored_users=keep_monitored_users,
-        drop_synced_items=drop_synced_items, users=users,
+        subscriptions=Subscription.objects.count(),
+        sync_states=SyncState.objects.count(),
+        synced_items=SyncedItem.objects.count(),
+        keep_monitored_users=keep_monitored_users,
+        drop_synced_items=drop_synced_items,
+        users=users,
         teams_sender=sender.upn if sender is not None else "",
         secret_expires_at=secret_expires_at,
     )
@@ -295,8 +328,11 @@ def _delete_old_subscriptions() -> tuple[int, list[str]]:
     """DELETE every subscription in the old tenant while its settings are still in force;
     one that cannot be deleted expires there by itself (at most 3 days for Teams/mail)."""
     deleted, failed = 0, []
-    for graph_id in (Subscription.objects.exclude(graph_id__isnull=True)
-                     .exclude(graph_id="").values_list("graph_id", flat=True)):
+    for graph_id in (
+        Subscription.objects.exclude(graph_id__isnull=True)
+        .exclude(graph_id="")
+        .values_list("graph_id", flat=True)
+    ):
         try:
             with graph.timeout_cap(PROBE_TIMEOUT):
                 graph.delete(f"/subscriptions/{graph_id}", max_retries=0)
@@ -313,16 +349,16 @@ def _delete_old_subscriptions() -> tuple[int, list[str]]:
     return deleted, failed
 
 
-def _switch_database(actor: Actor, plan: ConnectPlan, secret: str, remote_deleted: int,
-                     remote_failed: list[str]) -> Credential:
+def _switch_database(
+    actor: Actor, plan: ConnectPlan, secret: str, remote_deleted: int, remote_failed: list[str]
+) -> Credential:
     from portal.audit.services import record
 
     now = timezone.now()
     target = plan.target
     with transaction.atomic():
         retired = []
-        for old in Credential.objects.select_for_update().exclude(
-                state=Credential.State.RETIRED):
+        for old in Credential.objects.select_for_update().exclude(state=Credential.State.RETIRED):
             retired.append(old.pk)
             old.state = Credential.State.RETIRED
             old.retired_at = now
@@ -331,10 +367,17 @@ def _switch_database(actor: Actor, plan: ConnectPlan, secret: str, remote_delete
             old.save(update_fields=["state", "retired_at", "grace_until", "secret_encrypted"])
         print_ = fingerprint(secret)
         credential = Credential.objects.create(
-            display_name=f"connect_tenant {now:%Y-%m-%d}", secret_encrypted=encrypt(secret),
-            fingerprint=print_, state=Credential.State.ACTIVE, activated_at=now,
-            last_verified_at=now, expires_at=plan.secret_expires_at,
-            created_by=actor.name[:150], tenant_id=target.tenant_id, client_id=target.client_id)
+            display_name=f"connect_tenant {now:%Y-%m-%d}",
+            secret_encrypted=encrypt(secret),
+            fingerprint=print_,
+            state=Credential.State.ACTIVE,
+            activated_at=now,
+            last_verified_at=now,
+            expires_at=plan.secret_expires_at,
+            created_by=actor.name[:150],
+            tenant_id=target.tenant_id,
+            client_id=target.client_id,
+        )
         subscriptions = Subscription.objects.count()
         Subscription.objects.all().delete()
         items_dropped = SyncedItem.objects.all().delete()[0] if plan.drop_synced_items else 0
@@ -343,28 +386,55 @@ def _switch_database(actor: Actor, plan: ConnectPlan, secret: str, remote_delete
         MonitoredUser.objects.exclude(pk__in=kept).delete()
         for user in kept.values():
             MonitoredUser.objects.filter(pk=user.pk).update(
-                identifier=user.new_upn or user.lookup, graph_id=user.new_id,
-                upn=user.new_upn, display_name=user.new_name, resolved_at=now, last_error="")
+                identifier=user.new_upn or user.lookup,
+                graph_id=user.new_id,
+                upn=user.new_upn,
+                display_name=user.new_name,
+                resolved_at=now,
+                last_error="",
+            )
         states = SyncState.objects.update(
-            delta_link="", next_link="", round_kind="", token_obtained_at=None,
-            reset_requested=True, lease_owner="", lease_expires_at=None,
-            status=SyncState.Status.NEVER, last_error="", last_error_at=None,
-            **({"item_count": 0} if plan.drop_synced_items else {}))
+            delta_link="",
+            next_link="",
+            round_kind="",
+            token_obtained_at=None,
+            reset_requested=True,
+            lease_owner="",
+            lease_expires_at=None,
+            status=SyncState.Status.NEVER,
+            last_error="",
+            last_error_at=None,
+            **({"item_count": 0} if plan.drop_synced_items else {}),
+        )
         DelegatedAccount.objects.filter(disconnected_at__isnull=True).update(
-            disconnected_at=now, token_cache_encrypted="")
-        record(ACTION, actor=actor, target_type="tenant", target_id=target.tenant_id,
-               params={"from": plan.old, "to": {"tenant_id": target.tenant_id,
-                                                "client_id": target.client_id,
-                                                "authority_host": target.authority_host,
-                                                "graph_url": target.graph_url},
-                       "credential": credential.pk, "fingerprint": print_,
-                       "retired_credentials": retired, "subscriptions_deleted": subscriptions,
-                       "subscriptions_deleted_in_old_tenant": remote_deleted,
-                       "subscriptions_left_in_old_tenant": len(remote_failed),
-                       "sync_states_reset": states, "synced_items_dropped": items_dropped,
-                       "monitored_users_kept": [u.new_upn or u.lookup for u in kept.values()],
-                       "monitored_users_dropped": dropped,
-                       "teams_sender_disconnected": plan.teams_sender})
+            disconnected_at=now, token_cache_encrypted=""
+        )
+        record(
+            ACTION,
+            actor=actor,
+            target_type="tenant",
+            target_id=target.tenant_id,
+            params={
+                "from": plan.old,
+                "to": {
+                    "tenant_id": target.tenant_id,
+                    "client_id": target.client_id,
+                    "authority_host": target.authority_host,
+                    "graph_url": target.graph_url,
+                },
+                "credential": credential.pk,
+                "fingerprint": print_,
+                "retired_credentials": retired,
+                "subscriptions_deleted": subscriptions,
+                "subscriptions_deleted_in_old_tenant": remote_deleted,
+                "subscriptions_left_in_old_tenant": len(remote_failed),
+                "sync_states_reset": states,
+                "synced_items_dropped": items_dropped,
+                "monitored_users_kept": [u.new_upn or u.lookup for u in kept.values()],
+                "monitored_users_dropped": dropped,
+                "teams_sender_disconnected": plan.teams_sender,
+            },
+        )
         transaction.on_commit(auth.invalidate)
         transaction.on_commit(graph.reset_state)
     return credential
@@ -397,9 +467,11 @@ def write_settings(values: dict[str, str], path: Path | str | None) -> tuple[str
     current = dotenv_values(path)
     # load_dotenv never overrides: a value in os.environ that differs from the file's came
     # from the real environment and keeps winning.
-    overridden = {k: v for k, v in values.items()
-                  if k in os.environ and os.environ[k] != (current.get(k) or "")
-                  and os.environ[k] != v}
+    overridden = {
+        k: v
+        for k, v in values.items()
+        if k in os.environ and os.environ[k] != (current.get(k) or "") and os.environ[k] != v
+    }
     lines = path.read_text(encoding="utf-8").splitlines()
     pending = dict(values)
     out = []
@@ -418,8 +490,7 @@ def write_settings(values: dict[str, str], path: Path | str | None) -> tuple[str
 
 def apply(actor: Actor, plan: ConnectPlan, secret: str) -> ConnectResult:
     """Carry out a prepared plan (see the module docstring)."""
-    require(actor, PERMISSION, action=ACTION, target_type="tenant",
-            target_id=plan.target.tenant_id)
+    require(actor, PERMISSION, action=ACTION, target_type="tenant", target_id=plan.target.tenant_id)
     secret = _check_secret(secret)
     if fingerprint(secret) != plan.secret_fingerprint:
         raise ConnectError("The secret differs from the one the preview was made with.")
@@ -427,7 +498,8 @@ def apply(actor: Actor, plan: ConnectPlan, secret: str) -> ConnectResult:
     credential = _switch_database(actor, plan, secret, remote_deleted, remote_failed)
     # Written before this process switches: write_settings tells the real environment from
     # the .env by what is in os.environ now.
-    written, to_set = write_settings(plan.target.settings_values(),
-                                     getattr(settings, "DOTENV_FILE", None))
+    written, to_set = write_settings(
+        plan.target.settings_values(), getattr(settings, "DOTENV_FILE", None)
+    )
     switch_process_settings(plan.target)
     return ConnectResult(plan, credential, remote_deleted, remote_failed, written, to_set)

@@ -61,8 +61,11 @@ class _Context:
 def check_configuration(ctx: _Context) -> CheckResult:
     from integrations.microsoft.models import Credential
 
-    problems = [f"{name} is not set" for name in ("MICROSOFT_TENANT_ID", "MICROSOFT_CLIENT_ID")
-                if not getattr(settings, name, "")]
+    problems = [
+        f"{name} is not set"
+        for name in ("MICROSOFT_TENANT_ID", "MICROSOFT_CLIENT_ID")
+        if not getattr(settings, name, "")
+    ]
     for name in ("MICROSOFT_AUTHORITY_HOST", "MICROSOFT_GRAPH_URL"):
         if urlsplit(getattr(settings, name, "")).scheme != "https":
             problems.append(f"{name} must be an https URL")
@@ -71,17 +74,21 @@ def check_configuration(ctx: _Context) -> CheckResult:
     if active is not None and active.configuration_mismatch():
         problems.append(active.configuration_mismatch())
     if not has_active and not getattr(settings, "MICROSOFT_CLIENT_SECRET", ""):
-        problems.append("no client secret (set MICROSOFT_CLIENT_SECRET or add one to the "
-                        "credential store)")
+        problems.append(
+            "no client secret (set MICROSOFT_CLIENT_SECRET or add one to the credential store)"
+        )
     if not getattr(settings, "FIELD_ENCRYPTION_KEYS", None):
         problems.append("FIELD_ENCRYPTION_KEYS is empty")
     if problems:
         return CheckResult("Configuration", False, "; ".join(problems))
     source = "credential store" if has_active else "MICROSOFT_CLIENT_SECRET (bootstraps the store)"
-    return CheckResult("Configuration", True,
-                       f"tenant {settings.MICROSOFT_TENANT_ID}, client "
-                       f"{settings.MICROSOFT_CLIENT_ID}, secret from {source}, Graph at "
-                       f"{settings.MICROSOFT_GRAPH_URL}")
+    return CheckResult(
+        "Configuration",
+        True,
+        f"tenant {settings.MICROSOFT_TENANT_ID}, client "
+        f"{settings.MICROSOFT_CLIENT_ID}, secret from {source}, Graph at "
+        f"{settings.MICROSOFT_GRAPH_URL}",
+    )
 
 
 def check_token(ctx: _Context) -> CheckResult:
@@ -99,10 +106,12 @@ def check_token(ctx: _Context) -> CheckResult:
     ctx.claims = auth.token_claims(result["access_token"])
     roles = sorted(ctx.claims.get("roles") or [])
     if not ctx.claims:
-        return CheckResult("Token acquisition", True,
-                           "token issued (not a JWT: its roles cannot be shown)")
-    return CheckResult("Token acquisition", True,
-                       f"token issued; roles: {', '.join(roles) if roles else '(none)'}")
+        return CheckResult(
+            "Token acquisition", True, "token issued (not a JWT: its roles cannot be shown)"
+        )
+    return CheckResult(
+        "Token acquisition", True, f"token issued; roles: {', '.join(roles) if roles else '(none)'}"
+    )
 
 
 def check_graph_reachable(ctx: _Context) -> CheckResult:
@@ -113,8 +122,11 @@ def check_graph_reachable(ctx: _Context) -> CheckResult:
     except GraphError as exc:
         return CheckResult("Graph reachable", False, str(exc))
     users = (response.body or {}).get("value", []) if isinstance(response.body, dict) else []
-    return CheckResult("Graph reachable", True,
-                       f"GET /users?$top=1 → {response.status} ({len(users)} user returned)")
+    return CheckResult(
+        "Graph reachable",
+        True,
+        f"GET /users?$top=1 → {response.status} ({len(users)} user returned)",
+    )
 
 
 @dataclass(frozen=True)
@@ -128,23 +140,38 @@ class Permission:
     breaks: str
 
 
-PERMISSIONS = {p.name.lower(): p for p in (
-    Permission("User.Read.All", ("User.ReadWrite.All", "Directory.Read.All",
-                                 "Directory.ReadWrite.All"),
-               "monitored users cannot be looked up (adding one, connect_tenant "
-               "--keep-monitored-users)"),
-    Permission("Mail.ReadBasic.All", ("Mail.Read", "Mail.ReadWrite"),
-               "inbox subscriptions and mail delta sync fail"),
-    Permission("Mail.Read", ("Mail.ReadWrite",), "inbox subscriptions and mail delta sync fail"),
-    Permission("Mail.ReadWrite", (),
-               "mail sync and sending mail as a draft (message id, the duplicate check after "
-               "a crash) fail"),
-    Permission("Mail.Send", (), "e-mails and e-mail alerts cannot be sent"),
-    Permission("Chat.Read.All", ("Chat.ReadWrite.All",),
-               "Teams chat subscriptions and chat delta sync fail"),
-    Permission("ChannelMessage.Read.All", (),
-               "channel messages cannot be read back"),
-)}
+PERMISSIONS = {
+    p.name.lower(): p
+    for p in (
+        Permission(
+            "User.Read.All",
+            ("User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"),
+            "monitored users cannot be looked up (adding one, connect_tenant "
+            "--keep-monitored-users)",
+        ),
+        Permission(
+            "Mail.ReadBasic.All",
+            ("Mail.Read", "Mail.ReadWrite"),
+            "inbox subscriptions and mail delta sync fail",
+        ),
+        Permission(
+            "Mail.Read", ("Mail.ReadWrite",), "inbox subscriptions and mail delta sync fail"
+        ),
+        Permission(
+            "Mail.ReadWrite",
+            (),
+            "mail sync and sending mail as a draft (message id, the duplicate check after "
+            "a crash) fail",
+        ),
+        Permission("Mail.Send", (), "e-mails and e-mail alerts cannot be sent"),
+        Permission(
+            "Chat.Read.All",
+            ("Chat.ReadWrite.All",),
+            "Teams chat subscriptions and chat delta sync fail",
+        ),
+        Permission("ChannelMessage.Read.All", (), "channel messages cannot be read back"),
+    )
+}
 
 
 def permission_satisfied(name: str, granted: set[str]) -> bool:
@@ -162,20 +189,27 @@ def check_permissions(ctx: _Context) -> CheckResult:
     missing = [role for role in required if not permission_satisfied(role, granted)]
     if missing:
         named = "; ".join(
-            f"{role} ({PERMISSIONS[role.lower()].breaks})" if role.lower() in PERMISSIONS
-            else role for role in missing)
-        return CheckResult("Required permissions", False,
-                           f"missing application permission(s): {named} — add them in the app "
-                           "registration (API permissions → Application) and grant admin "
-                           "consent")
+            f"{role} ({PERMISSIONS[role.lower()].breaks})" if role.lower() in PERMISSIONS else role
+            for role in missing
+        )
+        return CheckResult(
+            "Required permissions",
+            False,
+            f"missing application permission(s): {named} — add them in the app "
+            "registration (API permissions → Application) and grant admin "
+            "consent",
+        )
     detail = f"present: {', '.join(required)}"
     sender = auth.current_delegated_account()
-    sender_scopes = {s.lower().rsplit("/", 1)[-1] for s in (sender.scopes.split()
-                                                            if sender else [])}
+    sender_scopes = {
+        s.lower().rsplit("/", 1)[-1] for s in (sender.scopes.split() if sender else [])
+    }
     if sender is not None and "channelmessage.read.all" not in sender_scopes:
-        detail += ("; warning: the Teams sender lacks the delegated ChannelMessage.Read.All, "
-                   "so after a crash mid-send a channel post cannot be looked for and a retry "
-                   "may post it twice")
+        detail += (
+            "; warning: the Teams sender lacks the delegated ChannelMessage.Read.All, "
+            "so after a crash mid-send a channel post cannot be looked for and a retry "
+            "may post it twice"
+        )
     return CheckResult("Required permissions", True, detail)
 
 
@@ -190,19 +224,30 @@ def check_teams_probe(ctx: _Context) -> CheckResult:
     name = "Teams chat read"
     if ctx.token_error:
         return CheckResult(name, False, "skipped: no token")
-    user = (MonitoredUser.objects.filter(is_active=True, watch_chat_messages=True)
-            .exclude(graph_id="").order_by("pk").first())
+    user = (
+        MonitoredUser.objects.filter(is_active=True, watch_chat_messages=True)
+        .exclude(graph_id="")
+        .order_by("pk")
+        .first()
+    )
     if user is None:
         return CheckResult(name, True, "skipped: no monitored user watches Teams chats")
     try:
-        graph.request("GET", f"/users/{user.graph_id}/chats/getAllMessages/delta",
-                      params={"$top": "1"}, max_retries=0)
+        graph.request(
+            "GET",
+            f"/users/{user.graph_id}/chats/getAllMessages/delta",
+            params={"$top": "1"},
+            max_retries=0,
+        )
     except GraphError as exc:
         if exc.status == 403 and PROTECTED_API_MARKER in exc.message.lower():
-            return CheckResult(name, False,
-                               f"protected API not approved ({exc.status} {exc.code}): request "
-                               "access to the Teams protected APIs for this app "
-                               "(https://aka.ms/teams-protected-apis; docs/real-tenant.md)")
+            return CheckResult(
+                name,
+                False,
+                f"protected API not approved ({exc.status} {exc.code}): request "
+                "access to the Teams protected APIs for this app "
+                "(https://aka.ms/teams-protected-apis; docs/real-tenant.md)",
+            )
         return CheckResult(name, False, f"getAllMessages delta for {user} failed: {exc}")
     return CheckResult(name, True, f"getAllMessages delta for {user} answered")
 
@@ -216,8 +261,11 @@ def check_subscriptions(ctx: _Context) -> CheckResult:
     try:
         model = apps.get_model("microsoft", "Subscription")
     except LookupError:
-        return CheckResult("Subscriptions", True,
-                           "no subscriptions yet (the subscription manager is not installed)")
+        return CheckResult(
+            "Subscriptions",
+            True,
+            "no subscriptions yet (the subscription manager is not installed)",
+        )
     summary = getattr(model, "health_summary", None)
     if summary is not None:
         ok, detail = summary()
@@ -260,27 +308,40 @@ def check_webhook(ctx: _Context) -> CheckResult:
     client = requests.Session()
     client.trust_env = False
     try:
-        response = client.get(url, params={"validationToken": token},
-                              timeout=(min(5.0, ctx.timeout), ctx.timeout),
-                              allow_redirects=False)
+        response = client.get(
+            url,
+            params={"validationToken": token},
+            timeout=(min(5.0, ctx.timeout), ctx.timeout),
+            allow_redirects=False,
+        )
     except requests.RequestException as exc:
-        return CheckResult("Webhook endpoint", False,
-                           f"webhook receiver not reachable at {url} ({type(exc).__name__}): "
-                           "is PUBLIC_BASE_URL right and the portal running?")
+        return CheckResult(
+            "Webhook endpoint",
+            False,
+            f"webhook receiver not reachable at {url} ({type(exc).__name__}): "
+            "is PUBLIC_BASE_URL right and the portal running?",
+        )
     finally:
         client.close()
     content_type = response.headers.get("Content-Type", "")
     if response.status_code == 404:
-        return CheckResult("Webhook endpoint", False,
-                           f"webhook receiver not installed: {url} answered 404")
+        return CheckResult(
+            "Webhook endpoint", False, f"webhook receiver not installed: {url} answered 404"
+        )
     if response.status_code != 200 or not content_type.startswith("text/plain"):
-        return CheckResult("Webhook endpoint", False,
-                           f"webhook receiver not reachable/not installed: {url} answered "
-                           f"{response.status_code} {content_type or 'no content type'} "
-                           "(Graph needs 200 text/plain with the token echoed)")
+        return CheckResult(
+            "Webhook endpoint",
+            False,
+            f"webhook receiver not reachable/not installed: {url} answered "
+            f"{response.status_code} {content_type or 'no content type'} "
+            "(Graph needs 200 text/plain with the token echoed)",
+        )
     if response.text != token:
-        return CheckResult("Webhook endpoint", False,
-                           f"{url} answered 200 but did not echo the validation token exactly")
+        return CheckResult(
+            "Webhook endpoint",
+            False,
+            f"{url} answered 200 but did not echo the validation token exactly",
+        )
     return CheckResult("Webhook endpoint", True, f"{url} echoed the validation token")
 
 
@@ -311,11 +372,18 @@ def check_webhook_url(ctx: _Context) -> CheckResult:
         return CheckResult(name, True, f"{url} (not checked: the emulator calls any URL)")
     parts = urlsplit(url)
     if parts.scheme != "https":
-        return CheckResult(name, False, f"{url} must be https: Graph refuses other "
-                                        "notification URLs (set PUBLIC_BASE_URL)")
+        return CheckResult(
+            name,
+            False,
+            f"{url} must be https: Graph refuses other notification URLs (set PUBLIC_BASE_URL)",
+        )
     if not parts.hostname or not _address_is_public(parts.hostname):
-        return CheckResult(name, False, f"{url} is loopback or private: Graph cannot reach it "
-                                        "(set PUBLIC_BASE_URL to the public address)")
+        return CheckResult(
+            name,
+            False,
+            f"{url} is loopback or private: Graph cannot reach it "
+            "(set PUBLIC_BASE_URL to the public address)",
+        )
     return CheckResult(name, True, f"{url} is public https")
 
 
@@ -329,8 +397,10 @@ def check_clock(ctx: _Context) -> CheckResult:
         return CheckResult(name, True, "not checked: the emulator runs on this machine")
     session = graph.build_session()
     try:
-        response = session.get(f"{auth.authority()}/v2.0/.well-known/openid-configuration",
-                               timeout=(min(5.0, ctx.timeout), ctx.timeout))
+        response = session.get(
+            f"{auth.authority()}/v2.0/.well-known/openid-configuration",
+            timeout=(min(5.0, ctx.timeout), ctx.timeout),
+        )
     except requests.RequestException as exc:
         return CheckResult(name, False, f"identity platform not reachable ({type(exc).__name__})")
     finally:
@@ -340,11 +410,14 @@ def check_clock(ctx: _Context) -> CheckResult:
     except (TypeError, ValueError):
         return CheckResult(name, False, "the identity platform sent no usable Date header")
     skew = (timezone.now() - theirs).total_seconds()
-    detail = (f"{abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} the identity "
-              "platform")
+    detail = f"{abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} the identity platform"
     if abs(skew) > MAX_CLOCK_SKEW_SECONDS:
-        return CheckResult(name, False, f"this machine's clock is {detail} (more than "
-                                        f"{MAX_CLOCK_SKEW_SECONDS // 60} minutes): fix NTP")
+        return CheckResult(
+            name,
+            False,
+            f"this machine's clock is {detail} (more than "
+            f"{MAX_CLOCK_SKEW_SECONDS // 60} minutes): fix NTP",
+        )
     return CheckResult(name, True, detail)
 
 
@@ -354,8 +427,12 @@ def _expiry_from_graph(secret: str) -> datetime | None:
     from integrations.microsoft.subscriptions import parse_graph_datetime
 
     try:
-        body = graph.request("GET", f"/applications(appId='{settings.MICROSOFT_CLIENT_ID}')",
-                             params={"$select": "passwordCredentials"}, max_retries=0).body
+        body = graph.request(
+            "GET",
+            f"/applications(appId='{settings.MICROSOFT_CLIENT_ID}')",
+            params={"$select": "passwordCredentials"},
+            max_retries=0,
+        ).body
     except GraphError:
         return None
     for entry in (body or {}).get("passwordCredentials") or []:
@@ -377,9 +454,13 @@ def check_secret_expiry(ctx: _Context) -> CheckResult:
     if expires is None and credential.expires_at is not None:
         expires, source = credential.expires_at, "as entered"
     if expires is None:
-        return CheckResult(name, True, f"…{credential.fingerprint}: expiry not recorded (enter "
-                                       "it on the credentials page, or grant "
-                                       "Application.Read.All so it can be read)")
+        return CheckResult(
+            name,
+            True,
+            f"…{credential.fingerprint}: expiry not recorded (enter "
+            "it on the credentials page, or grant "
+            "Application.Read.All so it can be read)",
+        )
     days = (expires - timezone.now()).days
     detail = f"…{credential.fingerprint} expires {expires:%Y-%m-%d} ({days} days; {source})"
     if days < 0:
@@ -400,23 +481,32 @@ def check_worker(ctx: _Context) -> CheckResult:
     # Keep the table small: answered or abandoned pings older than a day are useless.
     WorkerPing.objects.filter(created_at__lt=timezone.now() - timedelta(days=1)).delete()
     started = time.monotonic()
-    async_task("integrations.microsoft.tasks.answer_ping", ping.pk,
-               task_name=f"ping-{ping.nonce[:8]}")
+    async_task(
+        "integrations.microsoft.tasks.answer_ping", ping.pk, task_name=f"ping-{ping.nonce[:8]}"
+    )
     deadline = started + ctx.timeout
     while True:
         ping.refresh_from_db(fields=["answered_at", "answered_by"])
         if ping.answered_at is not None:
             waited = time.monotonic() - started
             how = " (Q_SYNC: ran inline, no worker involved)" if Conf.SYNC else ""
-            return CheckResult("Worker alive", True,
-                               f"ping answered by {ping.answered_by or 'a worker'} in "
-                               f"{waited:.1f}s{how}")
+            return CheckResult(
+                "Worker alive",
+                True,
+                f"ping answered by {ping.answered_by or 'a worker'} in {waited:.1f}s{how}",
+            )
         if time.monotonic() >= deadline:
-            hint = (" (this ran inside a transaction: a worker cannot see the ping before "
-                    "it commits)" if transaction.get_connection().in_atomic_block else "")
-            return CheckResult("Worker alive", False,
-                               f"no worker answered a ping within {ctx.timeout:g}s: is "
-                               f"`manage.py qcluster` running against this database?{hint}")
+            hint = (
+                " (this ran inside a transaction: a worker cannot see the ping before it commits)"
+                if transaction.get_connection().in_atomic_block
+                else ""
+            )
+            return CheckResult(
+                "Worker alive",
+                False,
+                f"no worker answered a ping within {ctx.timeout:g}s: is "
+                f"`manage.py qcluster` running against this database?{hint}",
+            )
         time.sleep(0.2)
 
 
@@ -463,8 +553,9 @@ def run_checks(timeout: float = 10.0) -> list[CheckResult]:
         except Exception as exc:  # a broken check must not stop the others
             logger.exception("verify_integration check %s crashed", check.__name__)
             name = check.__name__.removeprefix("check_").replace("_", " ").capitalize()
-            result = CheckResult(name, False, f"check crashed: {type(exc).__name__}: "
-                                              f"{str(exc)[:200]}")
+            result = CheckResult(
+                name, False, f"check crashed: {type(exc).__name__}: {str(exc)[:200]}"
+            )
             if check is check_token:
                 ctx.token_error = result.detail
         result.duration_ms = int((time.monotonic() - started) * 1000)
@@ -480,9 +571,13 @@ def verify_integration(actor: Any, *, timeout: float = 10.0) -> list[CheckResult
     require(actor, "verify_integration", action="integration.verify", target_type="integration")
     results = run_checks(timeout=timeout)
     failed = [r.name for r in results if not r.ok]
-    record("integration.verify", actor=actor, target_type="integration",
-           target_id=socket.gethostname()[:100],
-           params={"failed": failed, "checks": len(results), "timeout": timeout},
-           outcome="failure" if failed else "success",
-           reason="; ".join(f"{r.name}: {r.detail}" for r in results if not r.ok)[:1900])
+    record(
+        "integration.verify",
+        actor=actor,
+        target_type="integration",
+        target_id=socket.gethostname()[:100],
+        params={"failed": failed, "checks": len(results), "timeout": timeout},
+        outcome="failure" if failed else "success",
+        reason="; ".join(f"{r.name}: {r.detail}" for r in results if not r.ok)[:1900],
+    )
     return results

@@ -55,8 +55,11 @@ class Actor:
         if self.kind == "system":
             return True
         if self.kind == "client":
-            return (self.client is not None and self.client.is_active
-                    and codename in permissions_of_scopes(self.client.scopes))
+            return (
+                self.client is not None
+                and self.client.is_active
+                and codename in permissions_of_scopes(self.client.scopes)
+            )
         if self.user is None or not self.user.is_active:
             return False
         if self.token is not None and not self.token.allows(codename):
@@ -74,14 +77,27 @@ class Actor:
         token = getattr(request, "api_token", None)
         user = getattr(request, "user", None)
         if client_token is not None:
-            return cls(kind="client", name=client_token.client.name, role=CLIENT_ROLE,
-                       token=client_token, client=client_token.client, **common)
+            return cls(
+                kind="client",
+                name=client_token.client.name,
+                role=CLIENT_ROLE,
+                token=client_token,
+                client=client_token.client,
+                **common,
+            )
         if token is not None:
-            return cls(kind="token", name=token.display_name, role=role_of(token.user),
-                       user=token.user, token=token, **common)
+            return cls(
+                kind="token",
+                name=token.display_name,
+                role=role_of(token.user),
+                user=token.user,
+                token=token,
+                **common,
+            )
         if user is not None and user.is_authenticated:
-            return cls(kind="user", name=user.get_username(), role=role_of(user), user=user,
-                       **common)
+            return cls(
+                kind="user", name=user.get_username(), role=role_of(user), user=user, **common
+            )
         return cls(kind="anonymous", name="anonymous", role="", **common)
 
     @classmethod

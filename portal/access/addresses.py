@@ -39,7 +39,7 @@ def networks(values: Iterable[str]) -> tuple[Network, ...]:
 def _parse(value: str) -> Address | None:
     value = value.strip()
     if value.startswith("[") and "]" in value:  # "[2001:db8::1]:443"
-        value = value[1:value.index("]")]
+        value = value[1 : value.index("]")]
     try:
         address = ipaddress.ip_address(value)
     except ValueError:

@@ -39,8 +39,16 @@ class TOTPDeviceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class CredentialFailureAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Refused API credentials, one counted row per source and window."""
 
-    list_display = ("window_start", "scope", "key", "count", "refused", "last_seen_at",
-                    "last_address", "last_path")
+    list_display = (
+        "window_start",
+        "scope",
+        "key",
+        "count",
+        "refused",
+        "last_seen_at",
+        "last_address",
+        "last_path",
+    )
     list_filter = ("scope",)
     search_fields = ("key", "last_address")
     date_hierarchy = "window_start"
@@ -60,8 +68,9 @@ class LockoutAdmin(ReadOnlyAdminMixin, AccessAttemptAdmin):
     @admin.action(description="Clear the selected lockouts (role: admin)")
     def clear_selected(self, request: HttpRequest, queryset: QuerySet[AccessAttempt]) -> None:
         try:
-            cleared = lockouts.clear_lockouts(Actor.from_request(request),
-                                              queryset.values_list("pk", flat=True))
+            cleared = lockouts.clear_lockouts(
+                Actor.from_request(request), queryset.values_list("pk", flat=True)
+            )
         except PermissionDenied as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return

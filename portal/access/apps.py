@@ -25,8 +25,14 @@ class AccessConfig(AppConfig):
         from portal.access import signals  # noqa: F401  (connects the sign-in receivers)
         from portal.jobs.schedules import register
 
-        register("access.recheck_entra", "portal.access.tasks.recheck_entra_accounts",
-                 settings.SSO_ROLE_RECHECK_MINUTES)
+        register(
+            "access.recheck_entra",
+            "portal.access.tasks.recheck_entra_accounts",
+            settings.SSO_ROLE_RECHECK_MINUTES,
+        )
         post_migrate.connect(_sync_roles_after_migrate, sender=self)
-        register("access.prune_credential_failures",
-                 "portal.access.tasks.prune_credential_failures", 24 * 60)
+        register(
+            "access.prune_credential_failures",
+            "portal.access.tasks.prune_credential_failures",
+            24 * 60,
+        )

@@ -8,8 +8,9 @@ from portal.access.actors import Actor
 from portal.access.roles import PERMISSIONS
 
 
-def require(actor: Actor, codename: str, *, action: str, target_type: str = "",
-            target_id: object = "") -> None:
+def require(
+    actor: Actor, codename: str, *, action: str, target_type: str = "", target_id: object = ""
+) -> None:
     """Raise PermissionDenied (and audit the denial) unless the actor may do `codename`.
 
     Call it before opening the transaction of the action itself: a denial must be recorded

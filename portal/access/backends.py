@@ -13,39 +13,41 @@ from portal.access.roles import ADMIN
 # monitored user). Everything else -- accounts, roles, django-q2's schedules and queue,
 # lockout records, the audit log -- changes only through portal services (role-checked,
 # audited) or not at all. Admin actions call those services and check the role themselves.
-ADMIN_MODEL_PERMISSIONS: frozenset[str] = frozenset({
-    "access.view_credentialfailure",
-    "alerts.view_alert",
-    "alerts.view_alertevent",
-    "alerts.view_auditchaincheck",
-    "api.view_apitoken",
-    "audit.view_auditevent",
-    "axes.view_accessattempt",
-    "axes.view_accessfailurelog",
-    "axes.view_accesslog",
-    "jobs.view_bulkoperation",
-    "jobs.view_job",
-    "jobs.view_jobattempt",
-    "jobs.view_pausedjobtype",
-    "microsoft.add_monitoreduser",
-    "microsoft.change_monitoreduser",
-    "microsoft.view_credential",
-    "microsoft.view_delegatedaccount",
-    "microsoft.view_graphcall",
-    "microsoft.view_lifecycleevent",
-    "microsoft.view_monitoreduser",
-    "microsoft.view_notificationinbox",
-    "microsoft.view_outboundmessage",
-    "microsoft.view_sendbudget",
-    "microsoft.view_subscription",
-    "microsoft.view_synceditem",
-    "microsoft.view_syncrun",
-    "microsoft.view_syncstate",
-    "microsoft.view_webhookrejection",
-    "microsoft.view_workerping",
-    "otp_totp.view_totpdevice",
-    "runtime.view_runtimesetting",
-})
+ADMIN_MODEL_PERMISSIONS: frozenset[str] = frozenset(
+    {
+        "access.view_credentialfailure",
+        "alerts.view_alert",
+        "alerts.view_alertevent",
+        "alerts.view_auditchaincheck",
+        "api.view_apitoken",
+        "audit.view_auditevent",
+        "axes.view_accessattempt",
+        "axes.view_accessfailurelog",
+        "axes.view_accesslog",
+        "jobs.view_bulkoperation",
+        "jobs.view_job",
+        "jobs.view_jobattempt",
+        "jobs.view_pausedjobtype",
+        "microsoft.add_monitoreduser",
+        "microsoft.change_monitoreduser",
+        "microsoft.view_credential",
+        "microsoft.view_delegatedaccount",
+        "microsoft.view_graphcall",
+        "microsoft.view_lifecycleevent",
+        "microsoft.view_monitoreduser",
+        "microsoft.view_notificationinbox",
+        "microsoft.view_outboundmessage",
+        "microsoft.view_sendbudget",
+        "microsoft.view_subscription",
+        "microsoft.view_synceditem",
+        "microsoft.view_syncrun",
+        "microsoft.view_syncstate",
+        "microsoft.view_webhookrejection",
+        "microsoft.view_workerping",
+        "otp_totp.view_totpdevice",
+        "runtime.view_runtimesetting",
+    }
+)
 
 
 class AdminRoleBackend(BaseBackend):
@@ -56,7 +58,8 @@ class AdminRoleBackend(BaseBackend):
 
     def has_module_perms(self, user_obj: Any, app_label: str) -> bool:
         return role_of(user_obj) == ADMIN and any(
-            perm.startswith(app_label + ".") for perm in ADMIN_MODEL_PERMISSIONS)
+            perm.startswith(app_label + ".") for perm in ADMIN_MODEL_PERMISSIONS
+        )
 
 
 def is_break_glass(username: str) -> bool:
@@ -67,8 +70,7 @@ def password_allowed(user: Any) -> bool:
     """Local passwords: never for SSO-managed accounts; with SSO_ONLY, break-glass only."""
     if hasattr(user, "entra_account"):
         return False
-    return not (settings.SSO_ENABLED and settings.SSO_ONLY) or is_break_glass(
-        user.get_username())
+    return not (settings.SSO_ENABLED and settings.SSO_ONLY) or is_break_glass(user.get_username())
 
 
 class RolePermissionsBackend(ModelBackend):
@@ -100,5 +102,8 @@ class EntraBackend(RolePermissionsBackend):
         return None
 
     def user_can_authenticate(self, user: Any) -> bool:
-        return (super().user_can_authenticate(user) and settings.SSO_ENABLED
-                and hasattr(user, "entra_account"))
+        return (
+            super().user_can_authenticate(user)
+            and settings.SSO_ENABLED
+            and hasattr(user, "entra_account")
+        )

@@ -60,29 +60,50 @@ def _window(now: datetime) -> tuple[datetime, int]:
     return datetime.fromtimestamp(start, tz=now.tzinfo), max(1, math.ceil(start + size - epoch))
 
 
-def _count(scope: str, key: str, window_start: datetime, now: datetime, *, refused: bool,
-           reason: str, path: str, address: str) -> int:
+def _count(
+    scope: str,
+    key: str,
+    window_start: datetime,
+    now: datetime,
+    *,
+    refused: bool,
+    reason: str,
+    path: str,
+    address: str,
+) -> int:
     """Add one attempt to the row for (scope, key, window); returns the failures counted."""
-    fields = {"last_seen_at": now, "last_reason": reason[:100], "last_path": path[:255],
-              "last_address": address[:45]}
-    match = CredentialFailure.objects.filter(scope=scope, key=key[:64],
-                                             window_start=window_start)
+    fields = {
+        "last_seen_at": now,
+        "last_reason": reason[:100],
+        "last_path": path[:255],
+        "last_address": address[:45],
+    }
+    match = CredentialFailure.objects.filter(scope=scope, key=key[:64], window_start=window_start)
     increments = {"refused": F("refused") + 1} if refused else {"count": F("count") + 1}
     if not match.update(**increments, **fields):
         try:
             with transaction.atomic():
                 CredentialFailure.objects.create(
-                    scope=scope, key=key[:64], window_start=window_start, first_seen_at=now,
-                    count=0 if refused else 1, refused=1 if refused else 0, **fields)
+                    scope=scope,
+                    key=key[:64],
+                    window_start=window_start,
+                    first_seen_at=now,
+                    count=0 if refused else 1,
+                    refused=1 if refused else 0,
+                    **fields,
+                )
         except IntegrityError:  # another process created it meanwhile
             match.update(**increments, **fields)
     return match.values_list("count", flat=True).first() or 0
 
 
 def _failures(scope: str, key: str, window_start: datetime) -> int:
-    return (CredentialFailure.objects
-            .filter(scope=scope, key=key[:64], window_start=window_start)
-            .values_list("count", flat=True).first() or 0)
+    return (
+        CredentialFailure.objects.filter(scope=scope, key=key[:64], window_start=window_start)
+        .values_list("count", flat=True)
+        .first()
+        or 0
+    )
 
 
 def wait_before_trying(request: HttpRequest) -> int:
@@ -95,8 +116,16 @@ def wait_before_trying(request: HttpRequest) -> int:
     key = address_key(request)
     if _failures(Scope.ADDRESS, key, start) < settings.API_AUTH_FAILURE_LIMIT:
         return 0
-    _count(Scope.ADDRESS, key, start, now, refused=True, reason="rate limited",
-           path=request.path, address=client_ip(request))
+    _count(
+        Scope.ADDRESS,
+        key,
+        start,
+        now,
+        refused=True,
+        reason="rate limited",
+        path=request.path,
+        address=client_ip(request),
+    )
     return remaining
 
 
@@ -111,11 +140,18 @@ def record_failure(request: HttpRequest, *, token_prefix: str | None, reason: st
     now = timezone.now()
     start, remaining = _window(now)
     limit = settings.API_AUTH_FAILURE_LIMIT
-    common = {"refused": False, "reason": reason, "path": request.path,
-              "address": client_ip(request)}
+    common = {
+        "refused": False,
+        "reason": reason,
+        "path": request.path,
+        "address": client_ip(request),
+    }
     by_address = _count(Scope.ADDRESS, address_key(request), start, now, **common)
-    by_prefix = 0 if token_prefix is None else _count(Scope.TOKEN_PREFIX, token_prefix, start,
-                                                      now, **common)
+    by_prefix = (
+        0
+        if token_prefix is None
+        else _count(Scope.TOKEN_PREFIX, token_prefix, start, now, **common)
+    )
     return remaining if by_address > limit or by_prefix > limit else 0
 
 

@@ -53,8 +53,11 @@ def needs_second_factor(request: HttpRequest) -> bool:
 
     from portal.access.sso import entra_mfa_trusted
 
-    return (bool(settings.REQUIRE_MFA) and not request.user.is_verified()
-            and not entra_mfa_trusted(request))
+    return (
+        bool(settings.REQUIRE_MFA)
+        and not request.user.is_verified()
+        and not entra_mfa_trusted(request)
+    )
 
 
 def second_factor_redirect(request: HttpRequest) -> HttpResponse:

@@ -15,14 +15,27 @@ from portal.audit.services import record
 def clear_lockouts(actor: Actor, attempt_ids: Iterable[int]) -> int:
     """Delete the given lockout records (the accounts may sign in again). Returns how many."""
     ids = sorted(set(attempt_ids))
-    require(actor, "manage_users", action="access.clear_lockouts", target_type="access_attempt",
-            target_id=",".join(map(str, ids))[:200])
+    require(
+        actor,
+        "manage_users",
+        action="access.clear_lockouts",
+        target_type="access_attempt",
+        target_id=",".join(map(str, ids))[:200],
+    )
     with transaction.atomic():
-        attempts = list(AccessAttempt.objects.filter(pk__in=ids)
-                        .values("pk", "username", "ip_address"))
+        attempts = list(
+            AccessAttempt.objects.filter(pk__in=ids).values("pk", "username", "ip_address")
+        )
         AccessAttempt.objects.filter(pk__in=[a["pk"] for a in attempts]).delete()
-        record("access.clear_lockouts", actor=actor, target_type="access_attempt",
-               target_id=",".join(str(a["pk"]) for a in attempts)[:200],
-               params={"cleared": [{"username": a["username"], "ip_address": a["ip_address"]}
-                                   for a in attempts]})
+        record(
+            "access.clear_lockouts",
+            actor=actor,
+            target_type="access_attempt",
+            target_id=",".join(str(a["pk"]) for a in attempts)[:200],
+            params={
+                "cleared": [
+                    {"username": a["username"], "ip_address": a["ip_address"]} for a in attempts
+                ]
+            },
+        )
     return len(attempts)

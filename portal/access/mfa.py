@@ -27,14 +27,20 @@ DEVICE_NAME = "authenticator app"
 ENROL_LINK_SALT = "portal.access.mfa.enrol-link"
 ENROL_LINK_HOURS = 24
 ENROL_SESSION_KEY = "portal_mfa_enrol_user"
-NO_LINK = ("This account has no authenticator yet. Ask an administrator for a set-up link "
-           "(`portal_user enrol-link` on the server); it works once, for 24 hours.")
+NO_LINK = (
+    "This account has no authenticator yet. Ask an administrator for a set-up link "
+    "(`portal_user enrol-link` on the server); it works once, for 24 hours."
+)
 
 
 def _enrol_state(user: Any) -> str:
     """Changes when a device is confirmed or the password changes: a used link is dead."""
-    devices = ",".join(str(pk) for pk in TOTPDevice.objects.filter(user=user, confirmed=True)
-                       .order_by("pk").values_list("pk", flat=True))
+    devices = ",".join(
+        str(pk)
+        for pk in TOTPDevice.objects.filter(user=user, confirmed=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
     return hashlib.sha256(f"{user.pk}|{user.password}|{devices}".encode()).hexdigest()[:32]
 
 
@@ -42,12 +48,18 @@ def enrol_link(actor: Actor, user: Any) -> str:
     """A one-time link that lets `user` set up an authenticator (role-checked, audited)."""
     from portal.access.authz import require
 
-    require(actor, "manage_users", action="user.mfa_enrol_link", target_type="user",
-            target_id=user.pk)
+    require(
+        actor, "manage_users", action="user.mfa_enrol_link", target_type="user", target_id=user.pk
+    )
     token = signing.dumps({"u": user.pk, "s": _enrol_state(user)}, salt=ENROL_LINK_SALT)
     with transaction.atomic():
-        record("user.mfa_enrol_link", actor=actor, target_type="user", target_id=user.pk,
-               params={"username": user.get_username(), "hours": ENROL_LINK_HOURS})
+        record(
+            "user.mfa_enrol_link",
+            actor=actor,
+            target_type="user",
+            target_id=user.pk,
+            params={"username": user.get_username(), "hours": ENROL_LINK_HOURS},
+        )
     return settings.PUBLIC_BASE_URL + reverse("mfa_enrol", args=[token])
 
 
@@ -69,8 +81,14 @@ def accept_enrol_link(request: HttpRequest, token: str) -> str:
             problem = ""
     actor = Actor.from_request(request)
     if problem:
-        record("auth.mfa_enrol_link", actor=actor, target_type="user", target_id=user.pk,
-               outcome="failure", reason=problem)
+        record(
+            "auth.mfa_enrol_link",
+            actor=actor,
+            target_type="user",
+            target_id=user.pk,
+            outcome="failure",
+            reason=problem,
+        )
         return problem
     request.session[ENROL_SESSION_KEY] = user.pk
     record("auth.mfa_enrol_link", actor=actor, target_type="user", target_id=user.pk)
@@ -122,28 +140,50 @@ def verify(request: HttpRequest, token: str) -> str:
         otp_login(request, device)
         record("auth.mfa", actor=actor, target_type="user", target_id=user.pk)
         return ""
-    record("auth.mfa", actor=actor, target_type="user", target_id=user.pk, outcome="failure",
-           reason=problem)
+    record(
+        "auth.mfa",
+        actor=actor,
+        target_type="user",
+        target_id=user.pk,
+        outcome="failure",
+        reason=problem,
+    )
     return problem
 
 
 def confirm_enrollment(request: HttpRequest, token: str) -> str:
     user = request.user
     if not may_enrol(request):
-        record("auth.mfa_enroll", actor=Actor.from_request(request), target_type="user",
-               target_id=user.pk, outcome="denied", reason="no set-up link")
+        record(
+            "auth.mfa_enroll",
+            actor=Actor.from_request(request),
+            target_type="user",
+            target_id=user.pk,
+            outcome="denied",
+            reason="no set-up link",
+        )
         return NO_LINK
     device = pending_device(user)
     problem = _check(device, token)
     if problem:
-        record("auth.mfa_enroll", actor=Actor.from_request(request), target_type="user",
-               target_id=user.pk, outcome="failure", reason=problem)
+        record(
+            "auth.mfa_enroll",
+            actor=Actor.from_request(request),
+            target_type="user",
+            target_id=user.pk,
+            outcome="failure",
+            reason=problem,
+        )
         return problem
     with transaction.atomic():
         device.confirmed = True
         device.save(update_fields=["confirmed"])
-        record("auth.mfa_enroll", actor=Actor.from_request(request), target_type="user",
-               target_id=user.pk)
+        record(
+            "auth.mfa_enroll",
+            actor=Actor.from_request(request),
+            target_type="user",
+            target_id=user.pk,
+        )
     request.session.pop(ENROL_SESSION_KEY, None)
     otp_login(request, device)
     return ""
@@ -153,10 +193,14 @@ def reset(actor: Actor, user: Any) -> int:
     """Forget a user's devices (a lost phone); they enrol again with a new set-up link."""
     from portal.access.authz import require
 
-    require(actor, "manage_users", action="user.reset_mfa", target_type="user",
-            target_id=user.pk)
+    require(actor, "manage_users", action="user.reset_mfa", target_type="user", target_id=user.pk)
     with transaction.atomic():
         deleted, _ = TOTPDevice.objects.filter(user=user).delete()
-        record("user.reset_mfa", actor=actor, target_type="user", target_id=user.pk,
-               params={"username": user.get_username(), "devices": deleted})
+        record(
+            "user.reset_mfa",
+            actor=actor,
+            target_type="user",
+            target_id=user.pk,
+            params={"username": user.get_username(), "devices": deleted},
+        )
     return deleted

@@ -38,7 +38,8 @@ def view_permission(view_func: Callable[..., Any]) -> str | None:
 
     bound_to = getattr(view_func, "__self__", None)
     is_admin_site_page = isinstance(bound_to, AdminSite) or isinstance(
-        getattr(view_func, "admin_site", None), AdminSite)
+        getattr(view_func, "admin_site", None), AdminSite
+    )
     if is_admin_site_page and getattr(view_func, "__name__", "") in {"login", "logout"}:
         return "public"  # admin sign-in sends people to the portal's sign-in page
     if (
@@ -81,7 +82,8 @@ class SessionLifetimeMiddleware:
             if started is None:
                 request.session[SESSION_STARTED_KEY] = now
             if (started is not None and now - started > settings.SESSION_MAX_HOURS * 3600) or (
-                    active is not None and now - active > settings.SESSION_IDLE_MINUTES * 60):
+                active is not None and now - active > settings.SESSION_IDLE_MINUTES * 60
+            ):
                 logout(request)
             elif not is_poll(request):
                 request.session[SESSION_ACTIVE_KEY] = now
@@ -102,8 +104,14 @@ class EntraRoleRecheckMiddleware:
                 logout(request)
                 if request.headers.get("HX-Request"):  # a fragment swap: go to the sign-in page
                     return HttpResponseClientRedirect(resolve_url(settings.LOGIN_URL))
-                return render(request, "registration/sso_refused.html", {
-                    "message": "Your portal access was re-checked with Microsoft Entra ID and "
-                               "has ended (your role was removed or your account disabled). "
-                               "Sign in again if you think that is wrong."}, status=403)
+                return render(
+                    request,
+                    "registration/sso_refused.html",
+                    {
+                        "message": "Your portal access was re-checked with Microsoft Entra ID and "
+                        "has ended (your role was removed or your account disabled). "
+                        "Sign in again if you think that is wrong."
+                    },
+                    status=403,
+                )
         return self.get_response(request)

@@ -22,8 +22,9 @@ class EntraAccount(models.Model):
     with this link is SSO-managed: its role comes from Entra at every sign-in and re-check.
     """
 
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
-                                related_name="entra_account")
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="entra_account"
+    )
     tenant_id = models.CharField(max_length=36)
     object_id = models.CharField(max_length=36)
     upn = models.CharField("user principal name", max_length=255, blank=True)
@@ -36,8 +37,11 @@ class EntraAccount(models.Model):
     last_checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["tenant_id", "object_id"],
-                                               name="entra_account_unique_oid")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant_id", "object_id"], name="entra_account_unique_oid"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.upn or self.object_id} (Entra)"
@@ -52,8 +56,9 @@ class LastSignIn(models.Model):
         ENTRA = "entra", "Microsoft Entra ID"
         ENTRA_MFA = "entra-mfa", "Microsoft Entra ID with MFA"
 
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
-                                related_name="last_sign_in")
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="last_sign_in"
+    )
     at = models.DateTimeField()
     method = models.CharField(max_length=20, choices=Method.choices)
 
@@ -78,7 +83,8 @@ class CredentialFailure(models.Model):
     window_start = models.DateTimeField()
     count = models.PositiveIntegerField(default=0)
     refused = models.PositiveIntegerField(
-        default=0, help_text="Attempts answered 429 because the limit was reached")
+        default=0, help_text="Attempts answered 429 because the limit was reached"
+    )
     first_seen_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
     last_reason = models.CharField(max_length=100, blank=True)
@@ -87,8 +93,11 @@ class CredentialFailure(models.Model):
 
     class Meta:
         ordering = ["-window_start", "scope", "key"]
-        constraints = [models.UniqueConstraint(fields=["scope", "key", "window_start"],
-                                               name="access_credential_failure_unique")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["scope", "key", "window_start"], name="access_credential_failure_unique"
+            )
+        ]
         indexes = [models.Index(fields=["window_start"], name="access_cred_failure_window")]
 
     def __str__(self) -> str:
@@ -149,5 +158,8 @@ class ServiceClientToken(models.Model):
     def is_usable(self) -> bool:
         from django.utils import timezone
 
-        return (self.revoked_at is None and self.client.revoked_at is None
-                and (self.expires_at is None or self.expires_at > timezone.now()))
+        return (
+            self.revoked_at is None
+            and self.client.revoked_at is None
+            and (self.expires_at is None or self.expires_at > timezone.now())
+        )

@@ -39,8 +39,9 @@ def parse_scopes(scopes: list[str] | str) -> list[str]:
     cleaned = sorted({scope.strip() for scope in scopes if scope.strip()})
     unknown = [scope for scope in cleaned if scope not in SCOPES]
     if unknown:
-        raise ServiceClientError(f"Unknown scopes: {', '.join(unknown)}; the scopes are "
-                                 f"{', '.join(SCOPES)}.")
+        raise ServiceClientError(
+            f"Unknown scopes: {', '.join(unknown)}; the scopes are {', '.join(SCOPES)}."
+        )
     if not cleaned:
         raise ServiceClientError(f"Give at least one scope: {', '.join(SCOPES)}.")
     return cleaned
@@ -54,12 +55,17 @@ def _expiry(expires_days: int | None) -> timezone.datetime | None:
     return timezone.now() + timedelta(days=expires_days)
 
 
-def _issue(client: ServiceClient, actor: Actor, expires_days: int | None
-           ) -> tuple[ServiceClientToken, str]:
+def _issue(
+    client: ServiceClient, actor: Actor, expires_days: int | None
+) -> tuple[ServiceClientToken, str]:
     raw, prefix = new_token_value(CLIENT_TOKEN_PREFIX)
     token = ServiceClientToken.objects.create(
-        client=client, prefix=prefix, token_hash=hash_token(raw), created_by=actor.name[:150],
-        expires_at=_expiry(expires_days))
+        client=client,
+        prefix=prefix,
+        token_hash=hash_token(raw),
+        created_by=actor.name[:150],
+        expires_at=_expiry(expires_days),
+    )
     return token, raw
 
 
@@ -70,38 +76,66 @@ def get_client(name: str) -> ServiceClient:
         raise ServiceClientError(f"There is no service client named {name!r}.") from None
 
 
-def create_client(actor: Actor, name: str, scopes: list[str] | str, description: str = "",
-                  expires_days: int | None = DEFAULT_EXPIRY_DAYS) -> tuple[ServiceClient, str]:
+def create_client(
+    actor: Actor,
+    name: str,
+    scopes: list[str] | str,
+    description: str = "",
+    expires_days: int | None = DEFAULT_EXPIRY_DAYS,
+) -> tuple[ServiceClient, str]:
     """Create a client and its first token; returns both (the raw token is shown once)."""
-    require(actor, "manage_service_clients", action="service_client.create",
-            target_type="service_client", target_id=name)
+    require(
+        actor,
+        "manage_service_clients",
+        action="service_client.create",
+        target_type="service_client",
+        target_id=name,
+    )
     name = (name or "").strip()
     if not _NAME.match(name):
-        raise ServiceClientError("A client's name is 1-64 lower-case letters, digits and "
-                                 "hyphens, e.g. 'fleet-api'.")
+        raise ServiceClientError(
+            "A client's name is 1-64 lower-case letters, digits and hyphens, e.g. 'fleet-api'."
+        )
     scopes = parse_scopes(scopes)
     _expiry(expires_days)  # validate before writing anything
     try:
         with transaction.atomic():
-            client = ServiceClient.objects.create(name=name, scopes=scopes,
-                                                  description=description[:300],
-                                                  created_by=actor.name[:150])
+            client = ServiceClient.objects.create(
+                name=name, scopes=scopes, description=description[:300], created_by=actor.name[:150]
+            )
             token, raw = _issue(client, actor, expires_days)
-            record("service_client.create", actor=actor, target_type="service_client",
-                   target_id=client.pk, params={"name": name, "scopes": scopes,
-                                                "token_prefix": token.prefix,
-                                                "expires_days": expires_days})
+            record(
+                "service_client.create",
+                actor=actor,
+                target_type="service_client",
+                target_id=client.pk,
+                params={
+                    "name": name,
+                    "scopes": scopes,
+                    "token_prefix": token.prefix,
+                    "expires_days": expires_days,
+                },
+            )
     except IntegrityError:
         raise ServiceClientError(f"A service client named {name!r} already exists.") from None
     return client, raw
 
 
-def rotate_client(actor: Actor, name: str, grace_hours: int = DEFAULT_GRACE_HOURS,
-                  expires_days: int | None = DEFAULT_EXPIRY_DAYS) -> tuple[ServiceClientToken, str]:
+def rotate_client(
+    actor: Actor,
+    name: str,
+    grace_hours: int = DEFAULT_GRACE_HOURS,
+    expires_days: int | None = DEFAULT_EXPIRY_DAYS,
+) -> tuple[ServiceClientToken, str]:
     """Issue a new token; the current ones keep working for `grace_hours` more, then expire
     (0 ends them now). Returns the new token and its raw value (shown once)."""
-    require(actor, "manage_service_clients", action="service_client.rotate",
-            target_type="service_client", target_id=name)
+    require(
+        actor,
+        "manage_service_clients",
+        action="service_client.rotate",
+        target_type="service_client",
+        target_id=name,
+    )
     if not 0 <= grace_hours <= MAX_GRACE_HOURS:
         raise ServiceClientError(f"The overlap must be between 0 and {MAX_GRACE_HOURS} hours.")
     _expiry(expires_days)
@@ -111,25 +145,41 @@ def rotate_client(actor: Actor, name: str, grace_hours: int = DEFAULT_GRACE_HOUR
             raise ServiceClientError(f"Service client {name!r} is revoked.")
         now = timezone.now()
         ends = now + timedelta(hours=grace_hours)
-        current = ServiceClientToken.objects.select_for_update().filter(
-            client=client, revoked_at__isnull=True).exclude(expires_at__lte=now)
+        current = (
+            ServiceClientToken.objects.select_for_update()
+            .filter(client=client, revoked_at__isnull=True)
+            .exclude(expires_at__lte=now)
+        )
         old_prefixes = []
         for old in current:
             old_prefixes.append(old.prefix)
             if old.expires_at is None or old.expires_at > ends:
                 ServiceClientToken.objects.filter(pk=old.pk).update(expires_at=ends)
         token, raw = _issue(client, actor, expires_days)
-        record("service_client.rotate", actor=actor, target_type="service_client",
-               target_id=client.pk, params={"name": name, "token_prefix": token.prefix,
-                                            "old_tokens": old_prefixes,
-                                            "old_valid_until": ends.isoformat()})
+        record(
+            "service_client.rotate",
+            actor=actor,
+            target_type="service_client",
+            target_id=client.pk,
+            params={
+                "name": name,
+                "token_prefix": token.prefix,
+                "old_tokens": old_prefixes,
+                "old_valid_until": ends.isoformat(),
+            },
+        )
     return token, raw
 
 
 def revoke_client(actor: Actor, name: str) -> ServiceClient:
     """Revoke a client: every token stops working at once."""
-    require(actor, "manage_service_clients", action="service_client.revoke",
-            target_type="service_client", target_id=name)
+    require(
+        actor,
+        "manage_service_clients",
+        action="service_client.revoke",
+        target_type="service_client",
+        target_id=name,
+    )
     with transaction.atomic():
         client = get_client(name)
         now = timezone.now()
@@ -137,18 +187,28 @@ def revoke_client(actor: Actor, name: str) -> ServiceClient:
             ServiceClient.objects.filter(pk=client.pk).update(revoked_at=now)
             client.revoked_at = now
         ServiceClientToken.objects.filter(client=client, revoked_at__isnull=True).update(
-            revoked_at=now)
-        record("service_client.revoke", actor=actor, target_type="service_client",
-               target_id=client.pk, params={"name": name})
+            revoked_at=now
+        )
+        record(
+            "service_client.revoke",
+            actor=actor,
+            target_type="service_client",
+            target_id=client.pk,
+            params={"name": name},
+        )
     return client
 
 
 def public_prefix(raw: str) -> str | None:
     """The visible `fgs_xxxxxxxx` part of a value shaped like a client token, else None (the
     bad-token limiter counts failures per prefix; the secret part is never kept)."""
-    head, sep, _ = raw[len(CLIENT_TOKEN_PREFIX):].partition("_")
-    if (not raw.startswith(CLIENT_TOKEN_PREFIX) or not sep or len(head) != 8
-            or any(char not in "0123456789abcdef" for char in head)):
+    head, sep, _ = raw[len(CLIENT_TOKEN_PREFIX) :].partition("_")
+    if (
+        not raw.startswith(CLIENT_TOKEN_PREFIX)
+        or not sep
+        or len(head) != 8
+        or any(char not in "0123456789abcdef" for char in head)
+    ):
         return None
     return f"{CLIENT_TOKEN_PREFIX}{head}"
 
@@ -157,8 +217,11 @@ def authenticate(raw: str) -> ServiceClientToken | None:
     """The usable client token with this value (its client loaded), or None."""
     if not raw.startswith(CLIENT_TOKEN_PREFIX) or len(raw) > 200:
         return None
-    token = (ServiceClientToken.objects.select_related("client")
-             .filter(token_hash=hash_token(raw)).first())
+    token = (
+        ServiceClientToken.objects.select_related("client")
+        .filter(token_hash=hash_token(raw))
+        .first()
+    )
     if token is None or not token.is_usable:
         return None
     now = timezone.now()

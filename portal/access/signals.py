@@ -31,10 +31,16 @@ def sign_in_method(request: Any, user: Any) -> str:
 @receiver(user_logged_in)
 def remember_sign_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     method = sign_in_method(request, user)
-    LastSignIn.objects.update_or_create(user=user, defaults={"at": timezone.now(),
-                                                            "method": method})
+    LastSignIn.objects.update_or_create(
+        user=user, defaults={"at": timezone.now(), "method": method}
+    )
     if method == LastSignIn.Method.BREAK_GLASS and request is not None:
-        record("auth.break_glass", actor=Actor.from_request(request), target_type="user",
-               target_id=user.pk, params={"username": user.get_username()},
-               reason="break-glass account signed in with its password")
+        record(
+            "auth.break_glass",
+            actor=Actor.from_request(request),
+            target_type="user",
+            target_id=user.pk,
+            params={"username": user.get_username()},
+            reason="break-glass account signed in with its password",
+        )
         transaction.on_commit(lambda: break_glass_used.send(sender=LastSignIn, user=user))

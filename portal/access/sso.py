@@ -65,8 +65,7 @@ UNREACHABLE = (requests.RequestException, msal.exceptions.MsalServiceError)
 class SignInRefused(Exception):
     """Sign-in did not happen. `message` is for the person, `reason` for the audit log."""
 
-    def __init__(self, message: str, *, reason: str, status: int = 403,
-                 user: Any = None) -> None:
+    def __init__(self, message: str, *, reason: str, status: int = 403, user: Any = None) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason
@@ -100,15 +99,20 @@ def _client_secret() -> str:
     if settings.SSO_CLIENT_SECRET:
         return settings.SSO_CLIENT_SECRET
     if settings.SSO_CLIENT_ID != settings.MICROSOFT_CLIENT_ID:
-        raise SignInRefused("Sign-in with Microsoft is not set up: SSO_CLIENT_SECRET is "
-                            "missing.", reason="SSO_CLIENT_SECRET not set", status=503)
+        raise SignInRefused(
+            "Sign-in with Microsoft is not set up: SSO_CLIENT_SECRET is missing.",
+            reason="SSO_CLIENT_SECRET not set",
+            status=503,
+        )
     # The integration's own registration: use its active secret, so a rotation covers both.
     try:
         return active_credential().secret_value()
     except TokenError:
-        raise SignInRefused("Sign-in with Microsoft is not set up: the integration has no "
-                            "active client secret.", reason="no active client secret",
-                            status=503) from None
+        raise SignInRefused(
+            "Sign-in with Microsoft is not set up: the integration has no active client secret.",
+            reason="no active client secret",
+            status=503,
+        ) from None
 
 
 _lock = threading.Lock()
@@ -125,14 +129,19 @@ def _app() -> msal.ConfidentialClientApplication:
         return app
     try:
         app = msal.ConfidentialClientApplication(
-            settings.SSO_CLIENT_ID, client_credential=secret, authority=authority(),
+            settings.SSO_CLIENT_ID,
+            client_credential=secret,
+            authority=authority(),
             http_client=build_session(),
             # One known tenant: its own discovery document is all MSAL needs.
-            instance_discovery=False)
+            instance_discovery=False,
+        )
     except (ValueError, requests.RequestException) as exc:
-        raise SignInRefused("Microsoft sign-in is unavailable right now; try again in a "
-                            "minute.", reason=f"discovery failed: {type(exc).__name__}",
-                            status=503) from None
+        raise SignInRefused(
+            "Microsoft sign-in is unavailable right now; try again in a minute.",
+            reason=f"discovery failed: {type(exc).__name__}",
+            status=503,
+        ) from None
     with _lock:
         _apps.clear()
         _apps[key] = app
@@ -145,8 +154,9 @@ def _jwks_client() -> jwt.PyJWKClient:
         client = _jwks.get(uri)
         if client is None:
             context = ssl.create_default_context(cafile=settings.MICROSOFT_CA_BUNDLE or None)
-            client = jwt.PyJWKClient(uri, cache_keys=True, lifespan=3600, timeout=10,
-                                     ssl_context=context)
+            client = jwt.PyJWKClient(
+                uri, cache_keys=True, lifespan=3600, timeout=10, ssl_context=context
+            )
             _jwks.clear()
             _jwks[uri] = client
         return client
@@ -165,16 +175,25 @@ def validate_id_token(token: str) -> dict[str, Any]:
     try:
         key = _jwks_client().get_signing_key_from_jwt(token).key
         claims = jwt.decode(
-            token, key, algorithms=["RS256"], audience=settings.SSO_CLIENT_ID,
-            issuer=expected_issuer(), leeway=CLOCK_SKEW_SECONDS,
-            options={"require": ["exp", "iat", "iss", "aud", "oid", "tid"]})
+            token,
+            key,
+            algorithms=["RS256"],
+            audience=settings.SSO_CLIENT_ID,
+            issuer=expected_issuer(),
+            leeway=CLOCK_SKEW_SECONDS,
+            options={"require": ["exp", "iat", "iss", "aud", "oid", "tid"]},
+        )
     except jwt.PyJWTError as exc:
-        raise SignInRefused("Microsoft's answer could not be verified, so you were not signed "
-                            "in. Try again; if it keeps happening, tell an administrator.",
-                            reason=f"id token refused: {type(exc).__name__}: {exc}") from None
+        raise SignInRefused(
+            "Microsoft's answer could not be verified, so you were not signed "
+            "in. Try again; if it keeps happening, tell an administrator.",
+            reason=f"id token refused: {type(exc).__name__}: {exc}",
+        ) from None
     if str(claims["tid"]).lower() != settings.SSO_TENANT_ID.lower():
-        raise SignInRefused("That account belongs to another organisation.",
-                            reason=f"id token from tenant {claims['tid']}")
+        raise SignInRefused(
+            "That account belongs to another organisation.",
+            reason=f"id token from tenant {claims['tid']}",
+        )
     return claims
 
 
@@ -210,11 +229,17 @@ def begin(request: HttpRequest, next_url: str) -> str:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="response_mode='form_post'")
         flow = _app().initiate_auth_code_flow(
-            scopes=[], redirect_uri=redirect_uri(request), prompt=settings.SSO_PROMPT or None,
-            response_mode="query")
+            scopes=[],
+            redirect_uri=redirect_uri(request),
+            prompt=settings.SSO_PROMPT or None,
+            response_mode="query",
+        )
     if "auth_uri" not in flow:
-        raise SignInRefused("Microsoft sign-in is unavailable right now.",
-                            reason=f"flow not started: {flow.get('error')}", status=503)
+        raise SignInRefused(
+            "Microsoft sign-in is unavailable right now.",
+            reason=f"flow not started: {flow.get('error')}",
+            status=503,
+        )
     request.session[FLOW_KEY] = {"flow": flow, "next": next_url}
     return flow["auth_uri"]
 
@@ -232,69 +257,98 @@ def complete(request: HttpRequest) -> SignedIn:
     except SignInRefused as refused:
         who = refused.user
         if who is not None:
-            actor = Actor(kind="user", name=who.get_username(), role=role_of(who), user=who,
-                          ip=actor.ip, user_agent=actor.user_agent, request_id=actor.request_id)
-        record("auth.sso", actor=actor, target_type="user",
-               target_id=who.pk if who is not None else "", outcome="denied",
-               reason=refused.reason)
+            actor = Actor(
+                kind="user",
+                name=who.get_username(),
+                role=role_of(who),
+                user=who,
+                ip=actor.ip,
+                user_agent=actor.user_agent,
+                request_id=actor.request_id,
+            )
+        record(
+            "auth.sso",
+            actor=actor,
+            target_type="user",
+            target_id=who.pk if who is not None else "",
+            outcome="denied",
+            reason=refused.reason,
+        )
         raise
 
 
 def _complete(request: HttpRequest) -> SignedIn:
     pending = request.session.pop(FLOW_KEY, None)
     if not pending:
-        raise SignInRefused("This sign-in link was already used or has expired. Start again "
-                            "from the sign-in page.",
-                            reason="no sign-in pending in this session (state replay, or "
-                                   "the session expired)", status=400)
+        raise SignInRefused(
+            "This sign-in link was already used or has expired. Start again from the sign-in page.",
+            reason="no sign-in pending in this session (state replay, or the session expired)",
+            status=400,
+        )
     query = request.GET.dict()
     if query.get("error"):
-        raise SignInRefused(f"Microsoft did not sign you in: "
-                            f"{_first_line(query.get('error_description')) or query['error']}",
-                            reason=f"authorize error {query['error']}: "
-                                   f"{_first_line(query.get('error_description'))}")
+        raise SignInRefused(
+            f"Microsoft did not sign you in: "
+            f"{_first_line(query.get('error_description')) or query['error']}",
+            reason=f"authorize error {query['error']}: "
+            f"{_first_line(query.get('error_description'))}",
+        )
     try:
         result = _app().acquire_token_by_auth_code_flow(pending["flow"], query, scopes=[])
     except ValueError as exc:  # state mismatch or missing
-        raise SignInRefused("This sign-in answer does not belong to your sign-in. Start again.",
-                            reason=f"state check failed: {exc}", status=400) from None
+        raise SignInRefused(
+            "This sign-in answer does not belong to your sign-in. Start again.",
+            reason=f"state check failed: {exc}",
+            status=400,
+        ) from None
     except RuntimeError as exc:  # nonce mismatch
-        raise SignInRefused("Microsoft's answer could not be verified, so you were not "
-                            "signed in.", reason=f"nonce check failed: {_first_line(exc)}"
-                            ) from None
+        raise SignInRefused(
+            "Microsoft's answer could not be verified, so you were not signed in.",
+            reason=f"nonce check failed: {_first_line(exc)}",
+        ) from None
     except UNREACHABLE as exc:
-        raise SignInRefused("Microsoft sign-in is unavailable right now; try again.",
-                            reason=f"token endpoint unreachable: {type(exc).__name__}",
-                            status=503) from None
+        raise SignInRefused(
+            "Microsoft sign-in is unavailable right now; try again.",
+            reason=f"token endpoint unreachable: {type(exc).__name__}",
+            status=503,
+        ) from None
     if "id_token" not in result:
-        raise SignInRefused("Microsoft did not sign you in; start again.",
-                            reason=f"token error {result.get('error')}: "
-                                   f"{_first_line(result.get('error_description'))}")
+        raise SignInRefused(
+            "Microsoft did not sign you in; start again.",
+            reason=f"token error {result.get('error')}: "
+            f"{_first_line(result.get('error_description'))}",
+        )
     claims = validate_id_token(result["id_token"])
     role, grants = grants_of(claims)
     user = provision(claims, role, grants, result.get("refresh_token") or "")
     if not user.is_active:
-        raise SignInRefused("Your portal account is deactivated. Ask an administrator.",
-                            reason="account deactivated in the portal", user=user)
+        raise SignInRefused(
+            "Your portal account is deactivated. Ask an administrator.",
+            reason="account deactivated in the portal",
+            user=user,
+        )
     if not role:
         raise SignInRefused(
             "You signed in with Microsoft, but no portal role is assigned to you. Ask an "
             "administrator to assign you one of the portal's app roles in Entra ID.",
-            reason="no portal app role in the id token", user=user)
+            reason="no portal app role in the id token",
+            user=user,
+        )
     mfa = has_mfa(claims)
     session_data = {
-        "oid": claims["oid"], "checked_at": time.time(),
+        "oid": claims["oid"],
+        "checked_at": time.time(),
         "mfa": bool(settings.SSO_TRUST_ENTRA_MFA and mfa),
         "rt": encrypt(result["refresh_token"]) if result.get("refresh_token") else "",
     }
-    return SignedIn(user=user, role=role, mfa=mfa, next_url=pending.get("next") or "",
-                    session_data=session_data)
+    return SignedIn(
+        user=user, role=role, mfa=mfa, next_url=pending.get("next") or "", session_data=session_data
+    )
 
 
 def log_in(request: HttpRequest, signed: SignedIn) -> None:
     """Start the portal session for a completed sign-in (audited as auth.login)."""
-    request.sign_in_method = (LastSignIn.Method.ENTRA_MFA if signed.mfa
-                              else LastSignIn.Method.ENTRA)
+    request.sign_in_method = LastSignIn.Method.ENTRA_MFA if signed.mfa else LastSignIn.Method.ENTRA
     login(request, signed.user, backend="portal.access.backends.EntraBackend")
     request.session[SESSION_KEY] = signed.session_data
 
@@ -307,33 +361,53 @@ def _username_for(claims: dict[str, Any]) -> str:
     return f"{base[:130]}~{claims['oid'][:8]}"  # a local account already has that name
 
 
-def provision(claims: dict[str, Any], role: str, grants: list[str],
-              refresh_token: str = "") -> Any:
+def provision(claims: dict[str, Any], role: str, grants: list[str], refresh_token: str = "") -> Any:
     """The portal account linked to this Entra object id (created just in time), with the
     role Entra grants now. Audited: creation and every role change."""
     entra = Actor.system(SIGN_IN_ACTOR)
     tenant, oid = str(claims["tid"]).lower(), str(claims["oid"]).lower()
     upn = str(claims.get("preferred_username") or "")[:255]
     with transaction.atomic():
-        account = (EntraAccount.objects.select_for_update().select_related("user")
-                   .filter(tenant_id=tenant, object_id=oid).first())
+        account = (
+            EntraAccount.objects.select_for_update()
+            .select_related("user")
+            .filter(tenant_id=tenant, object_id=oid)
+            .first()
+        )
         if account is None:
-            user = get_user_model().objects.create_user(username=_username_for(claims),
-                                                        email=str(claims.get("email") or ""))
+            user = get_user_model().objects.create_user(
+                username=_username_for(claims), email=str(claims.get("email") or "")
+            )
             user.set_unusable_password()
             user.first_name = str(claims.get("name") or "")[:150]
             user.save()
-            account = EntraAccount.objects.create(user=user, tenant_id=tenant, object_id=oid,
-                                                  upn=upn)
-            record("user.create", actor=entra, target_type="user", target_id=user.pk,
-                   params={"username": user.get_username(), "source": "entra", "oid": oid})
+            account = EntraAccount.objects.create(
+                user=user, tenant_id=tenant, object_id=oid, upn=upn
+            )
+            record(
+                "user.create",
+                actor=entra,
+                target_type="user",
+                target_id=user.pk,
+                params={"username": user.get_username(), "source": "entra", "oid": oid},
+            )
         user = account.user
         before = role_of(user)
         if before != role:
             apply_role(user, role)
-            record("user.set_role", actor=entra, target_type="user", target_id=user.pk,
-                   params={"username": user.get_username(), "before": before, "after": role,
-                           "source": "entra", "grants": grants})
+            record(
+                "user.set_role",
+                actor=entra,
+                target_type="user",
+                target_id=user.pk,
+                params={
+                    "username": user.get_username(),
+                    "before": before,
+                    "after": role,
+                    "source": "entra",
+                    "grants": grants,
+                },
+            )
         account.upn, account.grants, account.last_checked_at = upn, grants, timezone.now()
         if refresh_token:
             account.refresh_token = encrypt(refresh_token)
@@ -349,7 +423,8 @@ def recheck_due(request: HttpRequest) -> bool:
     if not data:
         return False
     return time.time() - float(data.get("checked_at", 0)) >= (
-        settings.SSO_ROLE_RECHECK_MINUTES * 60)
+        settings.SSO_ROLE_RECHECK_MINUTES * 60
+    )
 
 
 def _refresh(refresh_token: str, oid: str) -> tuple[dict[str, Any], str]:
@@ -358,8 +433,11 @@ def _refresh(refresh_token: str, oid: str) -> tuple[dict[str, Any], str]:
     UNREACHABLE when it cannot answer."""
     result = _app().acquire_token_by_refresh_token(refresh_token, scopes=[])
     if "id_token" not in result:
-        raise SignInRefused("", reason=f"refresh refused: {result.get('error')}: "
-                                       f"{_first_line(result.get('error_description'))}")
+        raise SignInRefused(
+            "",
+            reason=f"refresh refused: {result.get('error')}: "
+            f"{_first_line(result.get('error_description'))}",
+        )
     claims = validate_id_token(result["id_token"])
     if str(claims["oid"]).lower() != str(oid).lower():
         raise SignInRefused("", reason="refreshed token names another person")
@@ -376,10 +454,19 @@ def withdraw(account: EntraAccount, reason: str) -> None:
         account.last_checked_at = timezone.now()
         account.save(update_fields=["grants", "refresh_token", "last_checked_at"])
         if before:
-            record("user.set_role", actor=Actor.system(SIGN_IN_ACTOR), target_type="user",
-                   target_id=user.pk, reason=reason,
-                   params={"username": user.get_username(), "before": before, "after": "",
-                           "source": "entra"})
+            record(
+                "user.set_role",
+                actor=Actor.system(SIGN_IN_ACTOR),
+                target_type="user",
+                target_id=user.pk,
+                reason=reason,
+                params={
+                    "username": user.get_username(),
+                    "before": before,
+                    "after": "",
+                    "source": "entra",
+                },
+            )
 
 
 def recheck(request: HttpRequest) -> str:
@@ -411,8 +498,14 @@ def recheck(request: HttpRequest) -> str:
         if not role:
             raise SignInRefused("", reason="portal app role removed in Entra")
     except SignInRefused as refused:
-        record("auth.sso_recheck", actor=Actor.from_request(request), target_type="user",
-               target_id=user.pk, outcome="denied", reason=refused.reason)
+        record(
+            "auth.sso_recheck",
+            actor=Actor.from_request(request),
+            target_type="user",
+            target_id=user.pk,
+            outcome="denied",
+            reason=refused.reason,
+        )
         return refused.reason
     data.update(checked_at=time.time(), rt=encrypt(refresh_token))
     request.session[SESSION_KEY] = data
@@ -426,9 +519,14 @@ def accounts_to_recheck() -> list[int]:
     """SSO people who hold a usable API token (sessions re-check themselves)."""
     usable = Q(user__api_tokens__revoked_at__isnull=True) & (
         Q(user__api_tokens__expires_at__isnull=True)
-        | Q(user__api_tokens__expires_at__gt=timezone.now()))
-    return list(EntraAccount.objects.filter(usable, user__is_active=True)
-                .exclude(refresh_token="").values_list("pk", flat=True).distinct())
+        | Q(user__api_tokens__expires_at__gt=timezone.now())
+    )
+    return list(
+        EntraAccount.objects.filter(usable, user__is_active=True)
+        .exclude(refresh_token="")
+        .values_list("pk", flat=True)
+        .distinct()
+    )
 
 
 def recheck_account(account_id: int) -> bool:
@@ -442,8 +540,11 @@ def recheck_account(account_id: int) -> bool:
         withdraw(account, "refresh token undecryptable")
         return True
     except UNREACHABLE as exc:
-        logger.warning("Entra re-check of account %s failed (%s); next run retries",
-                       account_id, type(exc).__name__)
+        logger.warning(
+            "Entra re-check of account %s failed (%s); next run retries",
+            account_id,
+            type(exc).__name__,
+        )
         return False
     except SignInRefused as refused:
         withdraw(account, refused.reason)

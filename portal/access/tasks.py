@@ -11,8 +11,7 @@ def recheck_entra_accounts() -> int:
     their role even when they never sign in again). Safe to run twice."""
     if not sso.enabled():
         return 0
-    return sum(1 for account_id in sso.accounts_to_recheck()
-               if sso.recheck_account(account_id))
+    return sum(1 for account_id in sso.accounts_to_recheck() if sso.recheck_account(account_id))
 
 
 def prune_credential_failures() -> int:

@@ -40,8 +40,9 @@ def apply_role(user: AbstractBaseUser, role: str) -> None:
         user.__dict__.pop(cache, None)
 
 
-def create_user(actor: Actor, username: str, role: str, password: str | None = None,
-                email: str = "") -> tuple[AbstractBaseUser, str]:
+def create_user(
+    actor: Actor, username: str, role: str, password: str | None = None, email: str = ""
+) -> tuple[AbstractBaseUser, str]:
     """Create an account with one role. Returns the user and the password (generated if None)."""
     require(actor, "manage_users", action="user.create", target_type="user", target_id=username)
     _check_role(role)
@@ -60,8 +61,13 @@ def create_user(actor: Actor, username: str, role: str, password: str | None = N
     with transaction.atomic():
         user = User.objects.create_user(username=username, email=email, password=password)
         apply_role(user, role)
-        record("user.create", actor=actor, target_type="user", target_id=user.pk,
-               params={"username": username, "role": role})
+        record(
+            "user.create",
+            actor=actor,
+            target_type="user",
+            target_id=user.pk,
+            params={"username": username, "role": role},
+        )
     return user, password
 
 
@@ -81,21 +87,27 @@ def set_role(actor: Actor, username: str, role: str) -> AbstractBaseUser:
     _check_role(role)
     user = get_user(username)
     if is_sso_managed(user):
-        raise UserError(f"{username} signs in with Microsoft: their role comes from the app "
-                        "roles assigned in Entra ID. Change it there (Enterprise applications "
-                        "→ the portal → Users and groups); it applies at their next sign-in or "
-                        "role re-check.")
+        raise UserError(
+            f"{username} signs in with Microsoft: their role comes from the app "
+            "roles assigned in Entra ID. Change it there (Enterprise applications "
+            "→ the portal → Users and groups); it applies at their next sign-in or "
+            "role re-check."
+        )
     before = role_of(user)
     with transaction.atomic():
         apply_role(user, role)
-        record("user.set_role", actor=actor, target_type="user", target_id=user.pk,
-               params={"username": username, "before": before, "after": role})
+        record(
+            "user.set_role",
+            actor=actor,
+            target_type="user",
+            target_id=user.pk,
+            params={"username": username, "before": before, "after": role},
+        )
     return user
 
 
 def deactivate(actor: Actor, username: str) -> AbstractBaseUser:
-    require(actor, "manage_users", action="user.deactivate", target_type="user",
-            target_id=username)
+    require(actor, "manage_users", action="user.deactivate", target_type="user", target_id=username)
     user = get_user(username)
     if actor.user is not None and actor.user.pk == user.pk:
         raise UserError("You cannot deactivate your own account.")
@@ -108,6 +120,11 @@ def deactivate(actor: Actor, username: str) -> AbstractBaseUser:
         for session in Session.objects.all().iterator():
             if session.get_decoded().get("_auth_user_id") == str(user.pk):
                 session.delete()
-        record("user.deactivate", actor=actor, target_type="user", target_id=user.pk,
-               params={"username": username})
+        record(
+            "user.deactivate",
+            actor=actor,
+            target_type="user",
+            target_id=user.pk,
+            params={"username": username},
+        )
     return user

@@ -20,8 +20,9 @@ from portal.access.sso import entra_mfa_trusted
 
 def _next(request: HttpRequest) -> str:
     target = request.POST.get("next") or request.GET.get("next") or ""
-    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
-                                       require_https=request.is_secure()):
+    if url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         return target
     return "/"
 
@@ -43,18 +44,23 @@ def second_factor(request: HttpRequest) -> HttpResponse:
         if not error:
             return redirect(_next(request))
     may_enrol = enrolled or mfa.may_enrol(request)
-    context = {"enrolled": enrolled, "may_enrol": may_enrol, "error": error,
-               "next": _next(request), "issuer": settings.OTP_TOTP_ISSUER,
-               "no_link": mfa.NO_LINK}
+    context = {
+        "enrolled": enrolled,
+        "may_enrol": may_enrol,
+        "error": error,
+        "next": _next(request),
+        "issuer": settings.OTP_TOTP_ISSUER,
+        "no_link": mfa.NO_LINK,
+    }
     if not may_enrol:
-        return render(request, "registration/second_factor.html", context,
-                      status=400 if error else 403)
+        return render(
+            request, "registration/second_factor.html", context, status=400 if error else 403
+        )
     if not enrolled:
         device = mfa.pending_device(user)
         context["qr"] = mfa.qr_code_data_uri(device)
         context["secret"] = device.config_url.split("secret=")[1].split("&")[0]
-    return render(request, "registration/second_factor.html", context,
-                  status=400 if error else 200)
+    return render(request, "registration/second_factor.html", context, status=400 if error else 200)
 
 
 @public  # needs the account's own signed-in session (checked below)
@@ -65,14 +71,24 @@ def mfa_enrol(request: HttpRequest, token: str) -> HttpResponse:
         return redirect_to_login(request.get_full_path())
     problem = mfa.accept_enrol_link(request, token)
     if problem:
-        return render(request, "registration/second_factor.html",
-                      {"link_error": problem, "enrolled": False, "may_enrol": False,
-                       "no_link": mfa.NO_LINK, "next": "/"}, status=400)
+        return render(
+            request,
+            "registration/second_factor.html",
+            {
+                "link_error": problem,
+                "enrolled": False,
+                "may_enrol": False,
+                "no_link": mfa.NO_LINK,
+                "next": "/",
+            },
+            status=400,
+        )
     return redirect("second_factor")
 
 
-SSO_ONLY_MESSAGE = ("Sign in with Microsoft: password sign-in is kept for named break-glass "
-                    "accounts only.")
+SSO_ONLY_MESSAGE = (
+    "Sign in with Microsoft: password sign-in is kept for named break-glass accounts only."
+)
 
 
 class PortalAuthenticationForm(AuthenticationForm):
@@ -95,21 +111,30 @@ class PortalLoginView(LoginView):
 
     def get_context_data(self, **kwargs: object) -> dict:
         context = super().get_context_data(**kwargs)
-        context.update(sso_enabled=sso.enabled(),
-                       sso_only=settings.SSO_ENABLED and settings.SSO_ONLY)
+        context.update(
+            sso_enabled=sso.enabled(), sso_only=settings.SSO_ENABLED and settings.SSO_ONLY
+        )
         return context
 
 
 def _refused(request: HttpRequest, refused: sso.SignInRefused) -> HttpResponse:
-    return render(request, "registration/sso_refused.html", {"message": refused.message},
-                  status=refused.status)
+    return render(
+        request,
+        "registration/sso_refused.html",
+        {"message": refused.message},
+        status=refused.status,
+    )
 
 
 @public  # the start of a sign-in
 def sign_in_with_microsoft(request: HttpRequest) -> HttpResponse:
     if not sso.enabled():
-        return render(request, "registration/sso_refused.html", {
-            "message": "Sign-in with Microsoft is not switched on here."}, status=404)
+        return render(
+            request,
+            "registration/sso_refused.html",
+            {"message": "Sign-in with Microsoft is not switched on here."},
+            status=404,
+        )
     try:
         return redirect(sso.begin(request, _next(request)))
     except sso.SignInRefused as refused:
@@ -119,14 +144,22 @@ def sign_in_with_microsoft(request: HttpRequest) -> HttpResponse:
 @public  # Microsoft's redirect back; MSAL + the id token checks decide who this is
 def sign_in_with_microsoft_callback(request: HttpRequest) -> HttpResponse:
     if not sso.enabled():
-        return render(request, "registration/sso_refused.html", {
-            "message": "Sign-in with Microsoft is not switched on here."}, status=404)
+        return render(
+            request,
+            "registration/sso_refused.html",
+            {"message": "Sign-in with Microsoft is not switched on here."},
+            status=404,
+        )
     try:
         signed = sso.complete(request)
     except sso.SignInRefused as refused:
         return _refused(request, refused)
     sso.log_in(request, signed)
-    target = signed.next_url if url_has_allowed_host_and_scheme(
-        signed.next_url, allowed_hosts={request.get_host()},
-        require_https=request.is_secure()) else ""
+    target = (
+        signed.next_url
+        if url_has_allowed_host_and_scheme(
+            signed.next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
+        else ""
+    )
     return redirect(target or settings.LOGIN_REDIRECT_URL)

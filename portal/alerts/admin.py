@@ -6,8 +6,16 @@ from portal.alerts.models import Alert, AlertEvent, AuditChainCheck
 
 @admin.register(Alert)
 class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("rule", "state", "value", "threshold", "firing_since", "acknowledged_by",
-                    "snoozed_until", "last_evaluated_at")
+    list_display = (
+        "rule",
+        "state",
+        "value",
+        "threshold",
+        "firing_since",
+        "acknowledged_by",
+        "snoozed_until",
+        "last_evaluated_at",
+    )
     list_filter = ("state",)
 
 

@@ -53,8 +53,11 @@ def secret_expires_in() -> float | None:
     """Seconds until the active client secret expires (None: no expiry known)."""
     from integrations.microsoft.models import Credential
 
-    expires = (Credential.objects.filter(state=Credential.State.ACTIVE)
-               .values_list("expires_at", flat=True).first())
+    expires = (
+        Credential.objects.filter(state=Credential.State.ACTIVE)
+        .values_list("expires_at", flat=True)
+        .first()
+    )
     return (expires - timezone.now()).total_seconds() if expires else None
 
 
@@ -69,25 +72,27 @@ def break_glass_sign_ins(within: timedelta) -> int:
     """Password sign-ins by break-glass accounts (audited as auth.break_glass) lately."""
     from portal.audit.models import AuditEvent
 
-    return AuditEvent.objects.filter(action="auth.break_glass",
-                                     created_at__gte=timezone.now() - within).count()
+    return AuditEvent.objects.filter(
+        action="auth.break_glass", created_at__gte=timezone.now() - within
+    ).count()
 
 
 def messages_failed_last_hour() -> int:
     """Outbound e-mails and Teams messages that failed for good in the last hour."""
     from integrations.microsoft.models import OutboundMessage
 
-    return OutboundMessage.objects.filter(status=OutboundMessage.Status.FAILED,
-                                          last_error_at__gte=timezone.now() - HOUR).count()
+    return OutboundMessage.objects.filter(
+        status=OutboundMessage.Status.FAILED, last_error_at__gte=timezone.now() - HOUR
+    ).count()
 
 
 def oldest_queued_message_seconds() -> float | None:
     """Age of the oldest message not yet sent (queued or being retried); None: none."""
     from integrations.microsoft.models import OutboundMessage
 
-    oldest = OutboundMessage.objects.filter(status__in=[
-        OutboundMessage.Status.QUEUED, OutboundMessage.Status.SENDING]).aggregate(
-        oldest=Min("created_at"))["oldest"]
+    oldest = OutboundMessage.objects.filter(
+        status__in=[OutboundMessage.Status.QUEUED, OutboundMessage.Status.SENDING]
+    ).aggregate(oldest=Min("created_at"))["oldest"]
     return (timezone.now() - oldest).total_seconds() if oldest else None
 
 
@@ -97,7 +102,8 @@ def endpoints_failing() -> int:
 
     return EventEndpoint.objects.filter(
         Q(state=EventEndpoint.State.DISABLED)
-        | Q(state=EventEndpoint.State.ACTIVE, failing_since__isnull=False)).count()
+        | Q(state=EventEndpoint.State.ACTIVE, failing_since__isnull=False)
+    ).count()
 
 
 def event_backlog() -> int:
@@ -105,5 +111,7 @@ def event_backlog() -> int:
     from portal.events.models import EventEndpoint
     from portal.events.push import backlog
 
-    return sum(backlog(endpoint) for endpoint in EventEndpoint.objects.exclude(
-        state=EventEndpoint.State.PAUSED))
+    return sum(
+        backlog(endpoint)
+        for endpoint in EventEndpoint.objects.exclude(state=EventEndpoint.State.PAUSED)
+    )

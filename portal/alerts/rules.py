@@ -35,44 +35,97 @@ def _setting(key: str, label: str, help_text: str, default: int, maximum: int) -
     return key
 
 
-QUEUE = _setting("ALERT_QUEUE_LENGTH", "Alert: queue length", "Fire when more jobs than this "
-                 "are waiting (pending + retrying).", 1000, 10_000_000)
-DLQ = _setting("ALERT_DEAD_LETTERS", "Alert: dead letters", "Fire when more jobs than this are "
-               "dead.", 100, 10_000_000)
-ERROR_RATE = _setting("ALERT_ERROR_RATE_PERCENT", "Alert: Graph error rate (%)", "Fire when "
-                      "more than this percentage of Graph calls failed in the last hour (with "
-                      "at least 20 calls).", 5, 100)
-THROTTLED = _setting("ALERT_THROTTLED_PER_HOUR", "Alert: 429s per hour", "Fire when Graph "
-                     "throttled us more than this many times in the last hour.", 10, 1_000_000)
-SUB_HOURS = _setting("ALERT_SUBSCRIPTION_EXPIRY_HOURS", "Alert: subscription expiry (hours)",
-                     "Fire when an active subscription expires within this many hours "
-                     "(renewal should have happened long before).", 24, 240)
-SECRET_DAYS = _setting("ALERT_SECRET_EXPIRY_DAYS", "Alert: client secret expiry (days)",
-                       "Fire when the active client secret expires within this many days.",
-                       14, 365)
-WORKER_MINUTES = _setting("ALERT_WORKER_STALE_MINUTES", "Alert: worker silent (minutes)",
-                          "Fire when no worker has reported a heartbeat for this long.", 3, 60)
-MESSAGES_FAILED = _setting("ALERT_MESSAGES_FAILED_PER_HOUR", "Alert: messages failed per hour",
-                           "Fire when more outbound e-mails and Teams messages than this failed "
-                           "in the last hour.", 10, 1_000_000)
-QUEUED_MINUTES = _setting("ALERT_OLDEST_QUEUED_MESSAGE_MINUTES",
-                          "Alert: oldest queued message (minutes)", "Fire when a message has "
-                          "waited this long without being sent.", 30, 10_080)
-EVENT_BACKLOG = _setting("ALERT_EVENT_BACKLOG", "Alert: event backlog", "Fire when more events "
-                         "than this wait for delivery to event endpoints.", 10_000, 100_000_000)
+QUEUE = _setting(
+    "ALERT_QUEUE_LENGTH",
+    "Alert: queue length",
+    "Fire when more jobs than this are waiting (pending + retrying).",
+    1000,
+    10_000_000,
+)
+DLQ = _setting(
+    "ALERT_DEAD_LETTERS",
+    "Alert: dead letters",
+    "Fire when more jobs than this are dead.",
+    100,
+    10_000_000,
+)
+ERROR_RATE = _setting(
+    "ALERT_ERROR_RATE_PERCENT",
+    "Alert: Graph error rate (%)",
+    "Fire when "
+    "more than this percentage of Graph calls failed in the last hour (with "
+    "at least 20 calls).",
+    5,
+    100,
+)
+THROTTLED = _setting(
+    "ALERT_THROTTLED_PER_HOUR",
+    "Alert: 429s per hour",
+    "Fire when Graph throttled us more than this many times in the last hour.",
+    10,
+    1_000_000,
+)
+SUB_HOURS = _setting(
+    "ALERT_SUBSCRIPTION_EXPIRY_HOURS",
+    "Alert: subscription expiry (hours)",
+    "Fire when an active subscription expires within this many hours "
+    "(renewal should have happened long before).",
+    24,
+    240,
+)
+SECRET_DAYS = _setting(
+    "ALERT_SECRET_EXPIRY_DAYS",
+    "Alert: client secret expiry (days)",
+    "Fire when the active client secret expires within this many days.",
+    14,
+    365,
+)
+WORKER_MINUTES = _setting(
+    "ALERT_WORKER_STALE_MINUTES",
+    "Alert: worker silent (minutes)",
+    "Fire when no worker has reported a heartbeat for this long.",
+    3,
+    60,
+)
+MESSAGES_FAILED = _setting(
+    "ALERT_MESSAGES_FAILED_PER_HOUR",
+    "Alert: messages failed per hour",
+    "Fire when more outbound e-mails and Teams messages than this failed in the last hour.",
+    10,
+    1_000_000,
+)
+QUEUED_MINUTES = _setting(
+    "ALERT_OLDEST_QUEUED_MESSAGE_MINUTES",
+    "Alert: oldest queued message (minutes)",
+    "Fire when a message has waited this long without being sent.",
+    30,
+    10_080,
+)
+EVENT_BACKLOG = _setting(
+    "ALERT_EVENT_BACKLOG",
+    "Alert: event backlog",
+    "Fire when more events than this wait for delivery to event endpoints.",
+    10_000,
+    100_000_000,
+)
 MIN_CALLS_FOR_ERROR_RATE = 20
 
 
 def _queue() -> Verdict:
     value, threshold = measurements.queue_length(), get(QUEUE)
-    return Verdict(value > threshold, value, threshold,
-                   f"{value} jobs are waiting (threshold {threshold}).")
+    return Verdict(
+        value > threshold, value, threshold, f"{value} jobs are waiting (threshold {threshold})."
+    )
 
 
 def _dead() -> Verdict:
     value, threshold = measurements.dead_letters(), get(DLQ)
-    return Verdict(value > threshold, value, threshold,
-                   f"{value} jobs are in the dead-letter queue (threshold {threshold}).")
+    return Verdict(
+        value > threshold,
+        value,
+        threshold,
+        f"{value} jobs are in the dead-letter queue (threshold {threshold}).",
+    )
 
 
 def _error_rate() -> Verdict:
@@ -80,23 +133,32 @@ def _error_rate() -> Verdict:
     threshold = get(ERROR_RATE)
     rate = 100.0 * calls["failed"] / calls["total"] if calls["total"] else 0.0
     firing = calls["total"] >= MIN_CALLS_FOR_ERROR_RATE and rate > threshold
-    return Verdict(firing, round(rate, 2), threshold,
-                   f"{calls['failed']} of {calls['total']} Graph calls failed in the last hour "
-                   f"({rate:.1f} %, threshold {threshold} %).")
+    return Verdict(
+        firing,
+        round(rate, 2),
+        threshold,
+        f"{calls['failed']} of {calls['total']} Graph calls failed in the last hour "
+        f"({rate:.1f} %, threshold {threshold} %).",
+    )
 
 
 def _throttled() -> Verdict:
     value, threshold = measurements.graph_calls_last_hour()["throttled"], get(THROTTLED)
-    return Verdict(value > threshold, value, threshold,
-                   f"Graph answered 429 {value} times in the last hour (threshold {threshold}).")
+    return Verdict(
+        value > threshold,
+        value,
+        threshold,
+        f"Graph answered 429 {value} times in the last hour (threshold {threshold}).",
+    )
 
 
 def _subscription_expiry() -> Verdict:
     hours = get(SUB_HOURS)
     expiring, soonest = measurements.subscriptions_expiring(timedelta(hours=hours))
     soon = f"; the soonest in {soonest / 3600:.1f} h" if soonest is not None else ""
-    return Verdict(expiring > 0, expiring, hours,
-                   f"{expiring} subscriptions expire within {hours} h{soon}.")
+    return Verdict(
+        expiring > 0, expiring, hours, f"{expiring} subscriptions expire within {hours} h{soon}."
+    )
 
 
 def _secret_expiry() -> Verdict:
@@ -105,8 +167,12 @@ def _secret_expiry() -> Verdict:
     if seconds is None:
         return Verdict(False, None, days, "The active client secret has no known expiry.")
     left = seconds / 86400
-    return Verdict(left < days, round(left, 2), days,
-                   f"The active client secret expires in {left:.1f} days (threshold {days}).")
+    return Verdict(
+        left < days,
+        round(left, 2),
+        days,
+        f"The active client secret expires in {left:.1f} days (threshold {days}).",
+    )
 
 
 def _worker() -> Verdict:
@@ -116,15 +182,24 @@ def _worker() -> Verdict:
     age = worker_heartbeat_age()
     if age is None:
         return Verdict(True, None, minutes, "No worker has ever reported a heartbeat.")
-    return Verdict(age > minutes * 60, round(age), minutes * 60,
-                   f"The last worker heartbeat was {int(age)} s ago.")
+    return Verdict(
+        age > minutes * 60,
+        round(age),
+        minutes * 60,
+        f"The last worker heartbeat was {int(age)} s ago.",
+    )
 
 
 def _audit_chain() -> Verdict:
     ok = measurements.audit_chain_ok()
-    return Verdict(ok is False, None if ok is None else float(not ok), 0,
-                   "The audit log's hash chain is broken: run verify_audit_chain."
-                   if ok is False else "The audit chain verified.")
+    return Verdict(
+        ok is False,
+        None if ok is None else float(not ok),
+        0,
+        "The audit log's hash chain is broken: run verify_audit_chain."
+        if ok is False
+        else "The audit chain verified.",
+    )
 
 
 BREAK_GLASS_WINDOW = timedelta(hours=24)
@@ -132,15 +207,23 @@ BREAK_GLASS_WINDOW = timedelta(hours=24)
 
 def _break_glass() -> Verdict:
     count = measurements.break_glass_sign_ins(BREAK_GLASS_WINDOW)
-    return Verdict(count > 0, count, 0,
-                   f"{count} break-glass password sign-ins in the last 24 h (see the audit "
-                   "log, action auth.break_glass).")
+    return Verdict(
+        count > 0,
+        count,
+        0,
+        f"{count} break-glass password sign-ins in the last 24 h (see the audit "
+        "log, action auth.break_glass).",
+    )
 
 
 def _messages_failed() -> Verdict:
     value, threshold = measurements.messages_failed_last_hour(), get(MESSAGES_FAILED)
-    return Verdict(value > threshold, value, threshold,
-                   f"{value} outbound messages failed in the last hour (threshold {threshold}).")
+    return Verdict(
+        value > threshold,
+        value,
+        threshold,
+        f"{value} outbound messages failed in the last hour (threshold {threshold}).",
+    )
 
 
 def _oldest_queued() -> Verdict:
@@ -148,9 +231,12 @@ def _oldest_queued() -> Verdict:
     age = measurements.oldest_queued_message_seconds()
     if age is None:
         return Verdict(False, None, minutes, "No message is waiting to be sent.")
-    return Verdict(age > minutes * 60, round(age), minutes * 60,
-                   f"The oldest unsent message has waited {age / 60:.0f} min "
-                   f"(threshold {minutes} min).")
+    return Verdict(
+        age > minutes * 60,
+        round(age),
+        minutes * 60,
+        f"The oldest unsent message has waited {age / 60:.0f} min (threshold {minutes} min).",
+    )
 
 
 def _endpoints_failing() -> Verdict:
@@ -160,40 +246,96 @@ def _endpoints_failing() -> Verdict:
 
 def _event_backlog() -> Verdict:
     value, threshold = measurements.event_backlog(), get(EVENT_BACKLOG)
-    return Verdict(value > threshold, value, threshold,
-                   f"{value} events wait for delivery (threshold {threshold}).")
+    return Verdict(
+        value > threshold,
+        value,
+        threshold,
+        f"{value} events wait for delivery (threshold {threshold}).",
+    )
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("subscription_expiring", "Webhook subscription expiring", _subscription_expiry,
-         "Subscriptions page → Set up all (or `manage.py setup_webhooks`)."),
-    Rule("queue_length", "Queue too long", _queue,
-         "Jobs page: look for a paused type or a failing worker; Graph pages for throttling."),
-    Rule("dead_letters", "Too many dead jobs", _dead,
-         "Jobs page → Dead: group by error, fix the cause, then retry the group."),
-    Rule("graph_error_rate", "Graph error rate high", _error_rate,
-         "Graph calls page: which routes fail; Verify integration."),
-    Rule("graph_throttled", "Graph throttling us", _throttled,
-         "Settings: turn real-time sync off or raise the sync interval; pause sync jobs."),
-    Rule("secret_expiring", "Client secret expiring", _secret_expiry,
-         "Credentials page → add the new secret, verify, activate."),
-    Rule("worker_down", "No worker running", _worker,
-         "Start the sync-worker (Kubernetes: sync-worker Deployment)."),
-    Rule("audit_chain_broken", "Audit chain broken", _audit_chain,
-         "Run `manage.py verify_audit_chain`; treat as a security incident."),
-    Rule("break_glass_sign_in", "Break-glass account used", _break_glass,
-         "Confirm with the person who used it why Entra sign-in was not possible; rotate its "
-         "password afterwards. Audit log → auth.break_glass."),
-    Rule("messages_failed", "Outbound messages failing", _messages_failed,
-         "Messages: group the failures by error, fix the cause (sender, Teams sender "
-         "account, throttling), then retry or resend."),
-    Rule("message_queue_stale", "Messages not going out", _oldest_queued,
-         "Jobs page: is graph.send_mail/graph.send_teams paused or its worker down? Check the "
-         "sending budgets on the rate-limits page."),
-    Rule("event_endpoints_failing", "Event endpoints failing", _endpoints_failing,
-         "Event endpoints: see the failing endpoint's latest deliveries (status, answer); once "
-         "the receiver is fixed, Resume (a disabled one) and its backlog is sent."),
-    Rule("event_backlog", "Event backlog growing", _event_backlog,
-         "Event endpoints: which endpoint holds the backlog (paused, failing?); Jobs: is "
-         "events.deliver running?"),
+    Rule(
+        "subscription_expiring",
+        "Webhook subscription expiring",
+        _subscription_expiry,
+        "Subscriptions page → Set up all (or `manage.py setup_webhooks`).",
+    ),
+    Rule(
+        "queue_length",
+        "Queue too long",
+        _queue,
+        "Jobs page: look for a paused type or a failing worker; Graph pages for throttling.",
+    ),
+    Rule(
+        "dead_letters",
+        "Too many dead jobs",
+        _dead,
+        "Jobs page → Dead: group by error, fix the cause, then retry the group.",
+    ),
+    Rule(
+        "graph_error_rate",
+        "Graph error rate high",
+        _error_rate,
+        "Graph calls page: which routes fail; Verify integration.",
+    ),
+    Rule(
+        "graph_throttled",
+        "Graph throttling us",
+        _throttled,
+        "Settings: turn real-time sync off or raise the sync interval; pause sync jobs.",
+    ),
+    Rule(
+        "secret_expiring",
+        "Client secret expiring",
+        _secret_expiry,
+        "Credentials page → add the new secret, verify, activate.",
+    ),
+    Rule(
+        "worker_down",
+        "No worker running",
+        _worker,
+        "Start the sync-worker (Kubernetes: sync-worker Deployment).",
+    ),
+    Rule(
+        "audit_chain_broken",
+        "Audit chain broken",
+        _audit_chain,
+        "Run `manage.py verify_audit_chain`; treat as a security incident.",
+    ),
+    Rule(
+        "break_glass_sign_in",
+        "Break-glass account used",
+        _break_glass,
+        "Confirm with the person who used it why Entra sign-in was not possible; rotate its "
+        "password afterwards. Audit log → auth.break_glass.",
+    ),
+    Rule(
+        "messages_failed",
+        "Outbound messages failing",
+        _messages_failed,
+        "Messages: group the failures by error, fix the cause (sender, Teams sender "
+        "account, throttling), then retry or resend.",
+    ),
+    Rule(
+        "message_queue_stale",
+        "Messages not going out",
+        _oldest_queued,
+        "Jobs page: is graph.send_mail/graph.send_teams paused or its worker down? Check the "
+        "sending budgets on the rate-limits page.",
+    ),
+    Rule(
+        "event_endpoints_failing",
+        "Event endpoints failing",
+        _endpoints_failing,
+        "Event endpoints: see the failing endpoint's latest deliveries (status, answer); once "
+        "the receiver is fixed, Resume (a disabled one) and its backlog is sent.",
+    ),
+    Rule(
+        "event_backlog",
+        "Event backlog growing",
+        _event_backlog,
+        "Event endpoints: which endpoint holds the backlog (paused, failing?); Jobs: is "
+        "events.deliver running?",
+    ),
 )

@@ -48,8 +48,9 @@ def evaluate_rule(name: str) -> AlertEvent | None:
     return _apply(rule, verdict.firing, verdict.value, verdict.threshold, verdict.message)
 
 
-def _apply(rule: Rule, firing: bool, value: float | None, threshold: float,
-           message: str) -> AlertEvent | None:
+def _apply(
+    rule: Rule, firing: bool, value: float | None, threshold: float, message: str
+) -> AlertEvent | None:
     now = timezone.now()
     new_state = Alert.State.FIRING if firing else Alert.State.OK
     with transaction.atomic():
@@ -67,8 +68,9 @@ def _apply(rule: Rule, firing: bool, value: float | None, threshold: float,
         alert.save()
         if not changed:
             return None
-        event = AlertEvent.objects.create(rule=rule.name, state=new_state, value=value,
-                                          message=message)
+        event = AlertEvent.objects.create(
+            rule=rule.name, state=new_state, value=value, message=message
+        )
     snoozed = alert.snoozed_until is not None and alert.snoozed_until > now
     if not snoozed:
         event.notified = notify(rule, new_state, message)
@@ -93,8 +95,7 @@ def notify(rule: Rule, state: str, message: str) -> str:
 
 
 # When these fire, the Teams path itself may be what is broken: always e-mail too.
-TEAMS_CANNOT_REPORT = {"graph_error_rate", "graph_throttled", "worker_down",
-                       "secret_expiring"}
+TEAMS_CANNOT_REPORT = {"graph_error_rate", "graph_throttled", "worker_down", "secret_expiring"}
 
 
 def _notify_teams(rule: Rule, subject: str, body: str) -> str:
@@ -107,8 +108,7 @@ def _notify_teams(rule: Rule, subject: str, body: str) -> str:
 
         if current_delegated_account() is None:
             return ""  # no sender connected: e-mail instead
-        send_teams_message(f"{subject}\n\n{body}", chat_id=chat_id,
-                           created_by=f"alert:{rule.name}")
+        send_teams_message(f"{subject}\n\n{body}", chat_id=chat_id, created_by=f"alert:{rule.name}")
     except Exception:
         logger.exception("Could not queue the Teams alert for %s", rule.name)
         return ""
@@ -135,30 +135,41 @@ def _get(rule: str) -> Alert:
 
 
 def acknowledge(actor: Actor, rule: str) -> Alert:
-    require(actor, "acknowledge_alerts", action="alert.acknowledge", target_type="alert",
-            target_id=rule)
+    require(
+        actor, "acknowledge_alerts", action="alert.acknowledge", target_type="alert", target_id=rule
+    )
     with transaction.atomic():
         alert = _get(rule)
         if alert.state != Alert.State.FIRING:
             raise AlertError(f"{rule} is not firing.")
         alert.acknowledged_by, alert.acknowledged_at = actor.name, timezone.now()
         alert.save(update_fields=["acknowledged_by", "acknowledged_at"])
-        record("alert.acknowledge", actor=actor, target_type="alert", target_id=rule,
-               params={"value": alert.value})
+        record(
+            "alert.acknowledge",
+            actor=actor,
+            target_type="alert",
+            target_id=rule,
+            params={"value": alert.value},
+        )
     return alert
 
 
 def snooze(actor: Actor, rule: str, minutes: int, reason: str = "") -> Alert:
-    require(actor, "acknowledge_alerts", action="alert.snooze", target_type="alert",
-            target_id=rule)
+    require(actor, "acknowledge_alerts", action="alert.snooze", target_type="alert", target_id=rule)
     if not 1 <= minutes <= MAX_SNOOZE.total_seconds() // 60:
         raise AlertError("Snooze for between 1 minute and 7 days.")
     with transaction.atomic():
         alert = _get(rule)
         alert.snoozed_until = timezone.now() + timedelta(minutes=minutes)
         alert.save(update_fields=["snoozed_until"])
-        record("alert.snooze", actor=actor, target_type="alert", target_id=rule,
-               params={"minutes": minutes}, reason=reason)
+        record(
+            "alert.snooze",
+            actor=actor,
+            target_type="alert",
+            target_id=rule,
+            params={"minutes": minutes},
+            reason=reason,
+        )
     return alert
 
 
@@ -176,9 +187,11 @@ def record_chain_verification(sender: Any, result: Any, **kwargs: Any) -> None:
     """Every audit verification, wherever it ran, feeds the audit_chain_broken rule now."""
     problem = result.problem
     AuditChainCheck.objects.create(
-        ok=result.ok, events=result.events,
+        ok=result.ok,
+        events=result.events,
         first_bad_event=problem.event_id if problem else None,
-        problem=problem.problem if problem else "")
+        problem=problem.problem if problem else "",
+    )
     rule = next(rule for rule in RULES if rule.name == "audit_chain_broken")
     verdict = rule.evaluate()
     _apply(rule, verdict.firing, verdict.value, verdict.threshold, verdict.message)
@@ -193,13 +206,18 @@ def take_sample() -> None:
     from portal.alerts.models import MetricSample
 
     now = timezone.now()
-    last = (MetricSample.objects.order_by("-taken_at").values_list("taken_at", flat=True)
-            .first())
+    last = MetricSample.objects.order_by("-taken_at").values_list("taken_at", flat=True).first()
     since = max(last, now - timedelta(minutes=5)) if last else now - timedelta(minutes=1)
     calls = GraphCall.objects.filter(created_at__gt=since, created_at__lte=now).aggregate(
         ok=Count("id", filter=Q(status__gte=200, status__lt=400)),
         failed=Count("id", filter=Q(status__isnull=True) | Q(status__gte=400)),
-        throttled=Count("id", filter=Q(throttled=True)))
-    MetricSample.objects.create(taken_at=now, queue_length=measurements.queue_length(),
-                                dead=measurements.dead_letters(), calls_ok=calls["ok"],
-                                calls_failed=calls["failed"], calls_throttled=calls["throttled"])
+        throttled=Count("id", filter=Q(throttled=True)),
+    )
+    MetricSample.objects.create(
+        taken_at=now,
+        queue_length=measurements.queue_length(),
+        dead=measurements.dead_letters(),
+        calls_ok=calls["ok"],
+        calls_failed=calls["failed"],
+        calls_throttled=calls["throttled"],
+    )

@@ -15,8 +15,16 @@ from portal.api.models import ApiToken
 class ApiTokenAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Tokens are created with `manage.py api_token create`; the hash is never shown."""
 
-    list_display = ("id", "prefix", "user", "name", "created_at", "expires_at", "last_used_at",
-                    "revoked_at")
+    list_display = (
+        "id",
+        "prefix",
+        "user",
+        "name",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+    )
     list_filter = ("revoked_at",)
     search_fields = ("prefix", "name", "user__username")
     exclude = ("token_hash",)

@@ -13,20 +13,31 @@ from portal.api.framework import ApiError, api_endpoint, by_method
 from portal.events import push
 from portal.events.models import EventDelivery, EventEndpoint
 
-CREATE_SCHEMA = {"type": "object", "required": ["url"], "properties": {
-    "url": {"type": "string", "format": "uri"},
-    "eventTypes": {"type": "array", "items": {"type": "string"}},
-    "description": {"type": "string", "maxLength": 300}}}
+CREATE_SCHEMA = {
+    "type": "object",
+    "required": ["url"],
+    "properties": {
+        "url": {"type": "string", "format": "uri"},
+        "eventTypes": {"type": "array", "items": {"type": "string"}},
+        "description": {"type": "string", "maxLength": 300},
+    },
+}
 
 
 def endpoint_json(endpoint: EventEndpoint, *, deliveries: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "id": endpoint.pk, "url": endpoint.url, "description": endpoint.description,
-        "eventTypes": endpoint.event_types, "state": endpoint.state,
+        "id": endpoint.pk,
+        "url": endpoint.url,
+        "description": endpoint.description,
+        "eventTypes": endpoint.event_types,
+        "state": endpoint.state,
         "stateReason": endpoint.state_reason or None,
-        "lastSuccessAt": endpoint.last_success_at, "lastFailureAt": endpoint.last_failure_at,
-        "failingSince": endpoint.failing_since, "failureStreak": endpoint.failure_streak,
-        "backlog": push.backlog(endpoint), "createdAt": endpoint.created_at,
+        "lastSuccessAt": endpoint.last_success_at,
+        "lastFailureAt": endpoint.last_failure_at,
+        "failingSince": endpoint.failing_since,
+        "failureStreak": endpoint.failure_streak,
+        "backlog": push.backlog(endpoint),
+        "createdAt": endpoint.created_at,
         "secretRotationOverlapUntil": endpoint.previous_secret_until,
     }
     if deliveries:
@@ -35,14 +46,22 @@ def endpoint_json(endpoint: EventEndpoint, *, deliveries: bool = False) -> dict[
 
 
 def delivery_json(delivery: EventDelivery) -> dict[str, Any]:
-    return {"id": delivery.pk, "webhookId": delivery.webhook_id, "status": delivery.status,
-            "events": delivery.event_count, "firstEventId": str(delivery.first_event_id),
-            "lastEventId": str(delivery.last_event_id), "test": delivery.is_test,
-            "attempts": delivery.attempts, "lastStatusCode": delivery.last_status_code,
-            "lastDurationMs": delivery.last_duration_ms,
-            "lastResponseExcerpt": delivery.last_response_excerpt or None,
-            "lastError": delivery.last_error or None, "createdAt": delivery.created_at,
-            "deliveredAt": delivery.delivered_at}
+    return {
+        "id": delivery.pk,
+        "webhookId": delivery.webhook_id,
+        "status": delivery.status,
+        "events": delivery.event_count,
+        "firstEventId": str(delivery.first_event_id),
+        "lastEventId": str(delivery.last_event_id),
+        "test": delivery.is_test,
+        "attempts": delivery.attempts,
+        "lastStatusCode": delivery.last_status_code,
+        "lastDurationMs": delivery.last_duration_ms,
+        "lastResponseExcerpt": delivery.last_response_excerpt or None,
+        "lastError": delivery.last_error or None,
+        "createdAt": delivery.created_at,
+        "deliveredAt": delivery.delivered_at,
+    }
 
 
 def _endpoint(endpoint_id: str) -> EventEndpoint:
@@ -58,32 +77,52 @@ def _act(call: Any, *args: Any) -> Any:
     except push.EndpointError as exc:
         status = 404 if "There is no" in str(exc) else 400
         field = str(exc).split(":", 1)[0] if status == 400 and ":" in str(exc) else ""
-        raise ApiError(status, "not_found" if status == 404 else "invalid_field", str(exc),
-                       field=field if field in ("url", "eventTypes") else "") from None
+        raise ApiError(
+            status,
+            "not_found" if status == 404 else "invalid_field",
+            str(exc),
+            field=field if field in ("url", "eventTypes") else "",
+        ) from None
 
 
-@api_endpoint("/api/event-endpoints", "GET", "manage_event_endpoints",
-              "List event endpoints with their health and backlog.")
+@api_endpoint(
+    "/api/event-endpoints",
+    "GET",
+    "manage_event_endpoints",
+    "List event endpoints with their health and backlog.",
+)
 def endpoint_list(request: HttpRequest, actor: Actor, body: dict) -> dict[str, Any]:
     return {"endpoints": [endpoint_json(e) for e in EventEndpoint.objects.order_by("id")]}
 
 
-@api_endpoint("/api/event-endpoints", "POST", "manage_event_endpoints",
-              "Create an event endpoint; the answer carries its signing secret, once.",
-              request_body=CREATE_SCHEMA,
-              responses={"201": "created, with `secret` (shown only now)"})
+@api_endpoint(
+    "/api/event-endpoints",
+    "POST",
+    "manage_event_endpoints",
+    "Create an event endpoint; the answer carries its signing secret, once.",
+    request_body=CREATE_SCHEMA,
+    responses={"201": "created, with `secret` (shown only now)"},
+)
 def endpoint_create(request: HttpRequest, actor: Actor, body: dict) -> JsonResponse:
     types = body.get("eventTypes", [])
     if not isinstance(types, list):
-        raise ApiError(400, "invalid_field", "eventTypes: a list of event types.",
-                       field="eventTypes")
+        raise ApiError(
+            400, "invalid_field", "eventTypes: a list of event types.", field="eventTypes"
+        )
     url, description = body.get("url"), body.get("description", "")
     if not isinstance(url, str) or not isinstance(description, str):
-        raise ApiError(400, "invalid_field", "url and description are strings.",
-                       field="url" if not isinstance(url, str) else "description")
+        raise ApiError(
+            400,
+            "invalid_field",
+            "url and description are strings.",
+            field="url" if not isinstance(url, str) else "description",
+        )
     endpoint, secret = _act(push.create_endpoint, actor, url, types, description)
-    response = JsonResponse({**endpoint_json(endpoint), "secret": secret}, status=201,
-                            json_dumps_params={"default": str})
+    response = JsonResponse(
+        {**endpoint_json(endpoint), "secret": secret},
+        status=201,
+        json_dumps_params={"default": str},
+    )
     response["Location"] = f"/api/event-endpoints/{endpoint.pk}"
     response["Cache-Control"] = "no-store"
     return response
@@ -92,80 +131,123 @@ def endpoint_create(request: HttpRequest, actor: Actor, body: dict) -> JsonRespo
 endpoints_collection = by_method(get=endpoint_list, post=endpoint_create)
 
 
-@api_endpoint("/api/event-endpoints/{endpointId}", "GET", "manage_event_endpoints",
-              "One endpoint: health, backlog and its 50 latest deliveries.")
-def endpoint_detail(request: HttpRequest, actor: Actor, body: dict,
-                    endpoint_id: str) -> dict[str, Any]:
+@api_endpoint(
+    "/api/event-endpoints/{endpointId}",
+    "GET",
+    "manage_event_endpoints",
+    "One endpoint: health, backlog and its 50 latest deliveries.",
+)
+def endpoint_detail(
+    request: HttpRequest, actor: Actor, body: dict, endpoint_id: str
+) -> dict[str, Any]:
     return endpoint_json(_endpoint(endpoint_id), deliveries=True)
 
 
-@api_endpoint("/api/event-endpoints/{endpointId}/pause", "POST", "manage_event_endpoints",
-              "Pause deliveries (events wait as the backlog).")
-def endpoint_pause(request: HttpRequest, actor: Actor, body: dict,
-                   endpoint_id: str) -> dict[str, Any]:
+@api_endpoint(
+    "/api/event-endpoints/{endpointId}/pause",
+    "POST",
+    "manage_event_endpoints",
+    "Pause deliveries (events wait as the backlog).",
+)
+def endpoint_pause(
+    request: HttpRequest, actor: Actor, body: dict, endpoint_id: str
+) -> dict[str, Any]:
     _endpoint(endpoint_id)
     reason = body.get("reason", "")
-    return endpoint_json(_act(push.pause_endpoint, actor, endpoint_id,
-                              reason if isinstance(reason, str) else ""))
+    return endpoint_json(
+        _act(push.pause_endpoint, actor, endpoint_id, reason if isinstance(reason, str) else "")
+    )
 
 
-@api_endpoint("/api/event-endpoints/{endpointId}/resume", "POST", "manage_event_endpoints",
-              "Resume a paused endpoint or re-enable a disabled one (the backlog goes out).")
-def endpoint_resume(request: HttpRequest, actor: Actor, body: dict,
-                    endpoint_id: str) -> dict[str, Any]:
+@api_endpoint(
+    "/api/event-endpoints/{endpointId}/resume",
+    "POST",
+    "manage_event_endpoints",
+    "Resume a paused endpoint or re-enable a disabled one (the backlog goes out).",
+)
+def endpoint_resume(
+    request: HttpRequest, actor: Actor, body: dict, endpoint_id: str
+) -> dict[str, Any]:
     _endpoint(endpoint_id)
     return endpoint_json(_act(push.resume_endpoint, actor, endpoint_id))
 
 
-@api_endpoint("/api/event-endpoints/{endpointId}/rotate-secret", "POST",
-              "manage_event_endpoints",
-              "A new signing secret (shown once); the old one also signs for `overlapHours`.",
-              request_body={"type": "object", "properties": {
-                  "overlapHours": {"type": "number", "minimum": 0, "maximum": 336}}})
-def endpoint_rotate(request: HttpRequest, actor: Actor, body: dict,
-                    endpoint_id: str) -> JsonResponse:
+@api_endpoint(
+    "/api/event-endpoints/{endpointId}/rotate-secret",
+    "POST",
+    "manage_event_endpoints",
+    "A new signing secret (shown once); the old one also signs for `overlapHours`.",
+    request_body={
+        "type": "object",
+        "properties": {"overlapHours": {"type": "number", "minimum": 0, "maximum": 336}},
+    },
+)
+def endpoint_rotate(
+    request: HttpRequest, actor: Actor, body: dict, endpoint_id: str
+) -> JsonResponse:
     _endpoint(endpoint_id)
     overlap = body.get("overlapHours", 24)
     if isinstance(overlap, bool) or not isinstance(overlap, int | float):
-        raise ApiError(400, "invalid_field", "overlapHours: a number of hours.",
-                       field="overlapHours")
+        raise ApiError(
+            400, "invalid_field", "overlapHours: a number of hours.", field="overlapHours"
+        )
     endpoint, secret = _act(push.rotate_secret, actor, endpoint_id, float(overlap))
-    response = JsonResponse({**endpoint_json(endpoint), "secret": secret},
-                            json_dumps_params={"default": str})
+    response = JsonResponse(
+        {**endpoint_json(endpoint), "secret": secret}, json_dumps_params={"default": str}
+    )
     response["Cache-Control"] = "no-store"
     return response
 
 
-@api_endpoint("/api/event-endpoints/{endpointId}/test", "POST", "manage_event_endpoints",
-              "Send a test event to the endpoint.")
-def endpoint_test(request: HttpRequest, actor: Actor, body: dict,
-                  endpoint_id: str) -> dict[str, Any]:
+@api_endpoint(
+    "/api/event-endpoints/{endpointId}/test",
+    "POST",
+    "manage_event_endpoints",
+    "Send a test event to the endpoint.",
+)
+def endpoint_test(
+    request: HttpRequest, actor: Actor, body: dict, endpoint_id: str
+) -> dict[str, Any]:
     _endpoint(endpoint_id)
     return delivery_json(_act(push.send_test, actor, endpoint_id))
 
 
-@api_endpoint("/api/event-endpoints/{endpointId}/replay", "POST", "manage_event_endpoints",
-              "Send again every delivery made since a time (same webhook-ids).",
-              request_body={"type": "object", "required": ["since"], "properties": {
-                  "since": {"type": "string", "format": "date-time"}}})
-def endpoint_replay(request: HttpRequest, actor: Actor, body: dict,
-                    endpoint_id: str) -> dict[str, Any]:
+@api_endpoint(
+    "/api/event-endpoints/{endpointId}/replay",
+    "POST",
+    "manage_event_endpoints",
+    "Send again every delivery made since a time (same webhook-ids).",
+    request_body={
+        "type": "object",
+        "required": ["since"],
+        "properties": {"since": {"type": "string", "format": "date-time"}},
+    },
+)
+def endpoint_replay(
+    request: HttpRequest, actor: Actor, body: dict, endpoint_id: str
+) -> dict[str, Any]:
     _endpoint(endpoint_id)
     since = _since(body.get("since"))
     return {"replayed": _act(push.replay_since, actor, endpoint_id, since)}
 
 
-@api_endpoint("/api/event-deliveries/{deliveryId}/replay", "POST", "manage_event_endpoints",
-              "Send one delivery again (the same webhook-id and body, a new signature).",
-              responses={"404": "no such delivery"})
-def delivery_replay(request: HttpRequest, actor: Actor, body: dict,
-                    delivery_id: str) -> dict[str, Any]:
+@api_endpoint(
+    "/api/event-deliveries/{deliveryId}/replay",
+    "POST",
+    "manage_event_endpoints",
+    "Send one delivery again (the same webhook-id and body, a new signature).",
+    responses={"404": "no such delivery"},
+)
+def delivery_replay(
+    request: HttpRequest, actor: Actor, body: dict, delivery_id: str
+) -> dict[str, Any]:
     return delivery_json(_act(push.replay_delivery, actor, delivery_id))
 
 
 def _since(raw: Any) -> datetime:
     value = parse_datetime(raw) if isinstance(raw, str) else None
     if value is None or value.tzinfo is None:
-        raise ApiError(400, "invalid_field", "since: an ISO 8601 date-time with a time zone.",
-                       field="since")
+        raise ApiError(
+            400, "invalid_field", "since: an ISO 8601 date-time with a time zone.", field="since"
+        )
     return value

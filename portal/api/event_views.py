@@ -12,13 +12,18 @@ from portal.api.views import int_param
 from portal.events import services as events
 
 
-@api_endpoint("/api/events", "GET", "read_events",
-              "Events after a cursor, oldest first; `wait` long-polls for the first one.",
-              query={"after": "the cursor (nextCursor of the previous page; omit to start "
-                              "at the beginning)",
-                     "limit": f"1-{events.MAX_PAGE} (default 100)",
-                     "types": "comma-separated event types",
-                     "wait": f"0-{events.MAX_WAIT_SECONDS} seconds to wait for an event"})
+@api_endpoint(
+    "/api/events",
+    "GET",
+    "read_events",
+    "Events after a cursor, oldest first; `wait` long-polls for the first one.",
+    query={
+        "after": "the cursor (nextCursor of the previous page; omit to start at the beginning)",
+        "limit": f"1-{events.MAX_PAGE} (default 100)",
+        "types": "comma-separated event types",
+        "wait": f"0-{events.MAX_WAIT_SECONDS} seconds to wait for an event",
+    },
+)
 def event_feed(request: HttpRequest, actor: Actor, body: dict) -> dict[str, Any]:
     after = int_param(request, "after", 0, minimum=0) or 0
     limit = int_param(request, "limit", 100, maximum=events.MAX_PAGE) or 100
@@ -28,5 +33,7 @@ def event_feed(request: HttpRequest, actor: Actor, body: dict) -> dict[str, Any]
     except ValueError as exc:
         raise ApiError(400, "invalid_parameter", str(exc), field="types") from None
     page = events.read(after, limit=limit, types=types, wait=wait)
-    return {"events": [events.event_json(e) for e in page],
-            "nextCursor": str(page[-1].pk) if page else str(after)}
+    return {
+        "events": [events.event_json(e) for e in page],
+        "nextCursor": str(page[-1].pk) if page else str(after),
+    }

@@ -34,15 +34,23 @@ MAX_BODY_BYTES = 64 * 1024
 class ApiError(Exception):
     """An answer other than success; `field` names the request field at fault, if one is."""
 
-    def __init__(self, status: int, error: str, detail: str = "", *, field: str = "",
-                 retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        detail: str = "",
+        *,
+        field: str = "",
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(detail or error)
         self.status, self.error, self.detail, self.field = status, error, detail, field
         self.retry_after = retry_after
 
 
-def error_response(status: int, error: str, detail: str = "", field: str = "",
-                   retry_after: int | None = None) -> JsonResponse:
+def error_response(
+    status: int, error: str, detail: str = "", field: str = "", retry_after: int | None = None
+) -> JsonResponse:
     body = {"error": error, "detail": detail}
     if field:
         body["field"] = field
@@ -129,29 +137,44 @@ def api_endpoint(
     """
     if permission not in PERMISSIONS:
         raise ValueError(f"Unknown permission {permission!r}")
-    ENDPOINTS.append(Endpoint(path, method, summary, permission, request_body,
-                              responses or {}, query or {}, trusted_network, headers or {},
-                              max_body_bytes))
+    ENDPOINTS.append(
+        Endpoint(
+            path,
+            method,
+            summary,
+            permission,
+            request_body,
+            responses or {},
+            query or {},
+            trusted_network,
+            headers or {},
+            max_body_bytes,
+        )
+    )
 
     def decorator(view: Callable[..., Any]) -> Callable[..., HttpResponse]:
         @csrf_exempt
         @wraps(view)
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method != method:
-                response = error_response(405, "method_not_allowed",
-                                          f"Use {method} for this endpoint.")
+                response = error_response(
+                    405, "method_not_allowed", f"Use {method} for this endpoint."
+                )
                 response["Allow"] = method
                 return response
             try:
                 actor = _authenticate(request, trusted_network)
-                require(actor, permission, action="api.call", target_type="url",
-                        target_id=request.path)
-                body = (_read_json_body(request, max_body_bytes)
-                        if method in {"POST", "PUT", "PATCH"} else {})
+                require(
+                    actor, permission, action="api.call", target_type="url", target_id=request.path
+                )
+                body = (
+                    _read_json_body(request, max_body_bytes)
+                    if method in {"POST", "PUT", "PATCH"}
+                    else {}
+                )
                 result = view(request, actor, body, *args, **kwargs)
             except ApiError as exc:
-                return error_response(exc.status, exc.error, exc.detail, exc.field,
-                                      exc.retry_after)
+                return error_response(exc.status, exc.error, exc.detail, exc.field, exc.retry_after)
             except PermissionDenied as exc:
                 return error_response(403, "forbidden", str(exc))
             if isinstance(result, HttpResponse):
@@ -167,9 +190,12 @@ def api_endpoint(
 
 
 def _too_many_failures(wait: int) -> ApiError:
-    return ApiError(429, "too_many_failures",
-                    f"Too many refused credentials from here; try again in {wait} s.",
-                    retry_after=wait)
+    return ApiError(
+        429,
+        "too_many_failures",
+        f"Too many refused credentials from here; try again in {wait} s.",
+        retry_after=wait,
+    )
 
 
 def by_method(**views: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -181,8 +207,9 @@ def by_method(**views: Callable[..., HttpResponse]) -> Callable[..., HttpRespons
     def dispatch(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         view = methods.get(request.method or "")
         if view is None:
-            response = error_response(405, "method_not_allowed",
-                                      f"Use {' or '.join(methods)} for this endpoint.")
+            response = error_response(
+                405, "method_not_allowed", f"Use {' or '.join(methods)} for this endpoint."
+            )
             response["Allow"] = ", ".join(methods)
             return response
         return view(request, *args, **kwargs)
@@ -191,7 +218,8 @@ def by_method(**views: Callable[..., HttpResponse]) -> Callable[..., HttpRespons
     dispatch.required_permission = first.required_permission  # type: ignore[attr-defined]
     dispatch.method_permissions = {  # type: ignore[attr-defined]
         method: view.required_permission  # type: ignore[attr-defined]
-        for method, view in methods.items()}
+        for method, view in methods.items()
+    }
     dispatch.api_endpoint = True  # type: ignore[attr-defined]
     dispatch.trusted_network = False  # type: ignore[attr-defined]
     return dispatch
@@ -208,9 +236,10 @@ def _authenticate(request: HttpRequest, trusted_network: bool) -> Actor:
         client_token = service_clients.authenticate(raw)
         if client_token is None:
             wait = credential_limits.record_failure(
-                request, token_prefix=service_clients.public_prefix(raw)
-                or credential_limits.OTHER_PREFIX,
-                reason="unknown, expired or revoked service-client token")
+                request,
+                token_prefix=service_clients.public_prefix(raw) or credential_limits.OTHER_PREFIX,
+                reason="unknown, expired or revoked service-client token",
+            )
             if wait:
                 raise _too_many_failures(wait)
             raise ApiError(401, "unauthorized", "The bearer token is unknown, expired or revoked.")
@@ -223,8 +252,10 @@ def _authenticate(request: HttpRequest, trusted_network: bool) -> Actor:
         token = authenticate(raw)
         if token is None:
             wait = credential_limits.record_failure(
-                request, token_prefix=public_prefix(raw) or credential_limits.OTHER_PREFIX,
-                reason="unknown, expired or revoked token")
+                request,
+                token_prefix=public_prefix(raw) or credential_limits.OTHER_PREFIX,
+                reason="unknown, expired or revoked token",
+            )
             if wait:
                 raise _too_many_failures(wait)
             raise ApiError(401, "unauthorized", "The bearer token is unknown, expired or revoked.")
@@ -232,11 +263,18 @@ def _authenticate(request: HttpRequest, trusted_network: bool) -> Actor:
         return Actor.from_request(request)
     if trusted_network and from_api_trusted_network(request):
         base = Actor.from_request(request)
-        return Actor(kind="system", name=f"trusted-network:{base.ip}", role="system",
-                     ip=base.ip, user_agent=base.user_agent, request_id=base.request_id)
+        return Actor(
+            kind="system",
+            name=f"trusted-network:{base.ip}",
+            role="system",
+            ip=base.ip,
+            user_agent=base.user_agent,
+            request_id=base.request_id,
+        )
     if request.method != "GET":
-        wait = credential_limits.record_failure(request, token_prefix=None,
-                                                reason="no bearer token")
+        wait = credential_limits.record_failure(
+            request, token_prefix=None, reason="no bearer token"
+        )
         if wait:
             raise _too_many_failures(wait)
     raise ApiError(401, "unauthorized", "Send an API token: Authorization: Bearer <token>.")

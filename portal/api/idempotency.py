@@ -48,15 +48,21 @@ def key_from(request: HttpRequest) -> str:
     """The request's key (a Structured Fields string: quoted; bare tokens are accepted too)."""
     raw = request.headers.get(HEADER)
     if raw is None or not raw.strip():
-        raise ApiError(400, "idempotency_key_required",
-                       f"Send an {HEADER} header (a unique string per request, e.g. a UUID); "
-                       "retries of the same request use the same key.")
+        raise ApiError(
+            400,
+            "idempotency_key_required",
+            f"Send an {HEADER} header (a unique string per request, e.g. a UUID); "
+            "retries of the same request use the same key.",
+        )
     value = raw.strip()
     if len(value) >= 2 and value[0] == value[-1] == '"':
         value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
     if not _VALID.match(value):
-        raise ApiError(400, "invalid_idempotency_key",
-                       f"{HEADER} must be 1-255 printable ASCII characters without spaces.")
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            f"{HEADER} must be 1-255 printable ASCII characters without spaces.",
+        )
     return value
 
 
@@ -81,56 +87,79 @@ def claim(actor: Actor, endpoint: str, key: str, body: dict[str, Any]) -> Claim:
     owner, print_ = owner_of(actor), fingerprint(body)
     now = timezone.now()
     with transaction.atomic():
-        record = (IdempotencyRecord.objects.select_for_update()
-                  .filter(owner=owner, endpoint=endpoint, key=key).first())
+        record = (
+            IdempotencyRecord.objects.select_for_update()
+            .filter(owner=owner, endpoint=endpoint, key=key)
+            .first()
+        )
         if record is not None and record.expires_at <= now:
             record.delete()
             record = None
         if record is not None:
             if record.fingerprint != print_:
-                raise ApiError(422, "idempotency_key_reused",
-                               f"This {HEADER} was used with a different request body; use "
-                               "a new key for a new request.")
+                raise ApiError(
+                    422,
+                    "idempotency_key_reused",
+                    f"This {HEADER} was used with a different request body; use "
+                    "a new key for a new request.",
+                )
             if record.state == IdempotencyRecord.State.DONE:
                 return Claim(record, replay=True)
             if now - record.created_at < PROCESSING_STALE:
-                raise ApiError(409, "idempotency_key_in_use",
-                               "A request with this Idempotency-Key is still being processed; "
-                               "retry later.")
+                raise ApiError(
+                    409,
+                    "idempotency_key_in_use",
+                    "A request with this Idempotency-Key is still being processed; retry later.",
+                )
             # Left behind by a request that died: this one takes over.
             IdempotencyRecord.objects.filter(pk=record.pk).update(created_at=now)
             return Claim(record, replay=False)
         try:
             with transaction.atomic():
                 record = IdempotencyRecord.objects.create(
-                    owner=owner, endpoint=endpoint, key=key, fingerprint=print_,
-                    created_at=now, expires_at=now + ttl())
+                    owner=owner,
+                    endpoint=endpoint,
+                    key=key,
+                    fingerprint=print_,
+                    created_at=now,
+                    expires_at=now + ttl(),
+                )
         except IntegrityError:
-            raise ApiError(409, "idempotency_key_in_use",
-                           "A request with this Idempotency-Key is being processed; retry "
-                           "later.") from None
+            raise ApiError(
+                409,
+                "idempotency_key_in_use",
+                "A request with this Idempotency-Key is being processed; retry later.",
+            ) from None
     return Claim(record, replay=False)
 
 
 def complete(record: IdempotencyRecord, status: int, resource_id: int) -> None:
     """Record the first answer (call inside the transaction that creates the resource)."""
     IdempotencyRecord.objects.filter(pk=record.pk).update(
-        state=IdempotencyRecord.State.DONE, response_status=status, resource_id=resource_id)
+        state=IdempotencyRecord.State.DONE, response_status=status, resource_id=resource_id
+    )
     record.state, record.response_status, record.resource_id = (
-        IdempotencyRecord.State.DONE, status, resource_id)
+        IdempotencyRecord.State.DONE,
+        status,
+        resource_id,
+    )
 
 
 def release(record: IdempotencyRecord) -> None:
     """The request failed before creating anything: the key may be used again."""
-    IdempotencyRecord.objects.filter(pk=record.pk, state=IdempotencyRecord.State.PROCESSING
-                                     ).delete()
+    IdempotencyRecord.objects.filter(
+        pk=record.pk, state=IdempotencyRecord.State.PROCESSING
+    ).delete()
 
 
 def prune_expired(batch: int = 5000) -> int:
     total = 0
     while True:
-        ids = list(IdempotencyRecord.objects.filter(expires_at__lt=timezone.now())
-                   .values_list("id", flat=True)[:batch])
+        ids = list(
+            IdempotencyRecord.objects.filter(expires_at__lt=timezone.now()).values_list(
+                "id", flat=True
+            )[:batch]
+        )
         if not ids:
             return total
         IdempotencyRecord.objects.filter(pk__in=ids).delete()

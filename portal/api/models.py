@@ -12,7 +12,7 @@ __all__ = ["TOKEN_PREFIX", "ApiToken", "hash_token", "new_token_value"]
 
 def public_prefix(raw: str) -> str | None:
     """The visible `fgp_xxxxxxxx` part of a value shaped like one of our tokens, else None."""
-    head, sep, _ = raw[len(TOKEN_PREFIX):].partition("_")
+    head, sep, _ = raw[len(TOKEN_PREFIX) :].partition("_")
     if not raw.startswith(TOKEN_PREFIX) or not sep or len(head) != 8:
         return None
     if any(char not in "0123456789abcdef" for char in head):
@@ -24,8 +24,9 @@ class ApiToken(models.Model):
     """A bearer token for machine clients. Only its SHA-256 is stored."""
 
     id = models.BigAutoField(primary_key=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
-                             related_name="api_tokens")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, db_index=True)
     token_hash = models.CharField(max_length=64, unique=True)
@@ -50,8 +51,11 @@ class ApiToken(models.Model):
     @property
     def is_usable(self) -> bool:
         now = timezone.now()
-        return (self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
-                and self.user.is_active)
+        return (
+            self.revoked_at is None
+            and (self.expires_at is None or self.expires_at > now)
+            and self.user.is_active
+        )
 
     def allows(self, codename: str) -> bool:
         return not self.scopes or codename in self.scopes
@@ -78,8 +82,11 @@ class IdempotencyRecord(models.Model):
     expires_at = models.DateTimeField(db_index=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["owner", "endpoint", "key"],
-                                               name="api_idempotency_unique")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "endpoint", "key"], name="api_idempotency_unique"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.owner} {self.endpoint} {self.key!r} ({self.state})"

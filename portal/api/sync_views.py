@@ -15,9 +15,14 @@ from portal.access.actors import Actor
 from portal.api.framework import ApiError, api_endpoint
 
 KINDS = [kind.value for kind in ResourceKind]
-SYNC_BODY = {"type": "object", "required": ["userId"], "properties": {
-    "userId": {"type": "string", "description": "UPN (as in the runbook) or Graph user id"},
-    "resourceType": {"type": "string", "enum": KINDS}}}
+SYNC_BODY = {
+    "type": "object",
+    "required": ["userId"],
+    "properties": {
+        "userId": {"type": "string", "description": "UPN (as in the runbook) or Graph user id"},
+        "resourceType": {"type": "string", "enum": KINDS},
+    },
+}
 
 
 def find_user(identifier: Any) -> MonitoredUser:
@@ -42,40 +47,58 @@ def _kinds(user: MonitoredUser, body: dict[str, Any], *, required: bool) -> list
     if kind not in KINDS:
         raise ApiError(400, "invalid_body", f"resourceType must be one of {KINDS}.")
     if kind not in user.kinds:
-        raise ApiError(409, "conflict", f"{user.upn or user.identifier} is not watched for "
-                                        f"{kind}.")
+        raise ApiError(409, "conflict", f"{user.upn or user.identifier} is not watched for {kind}.")
     return [kind]
 
 
-@api_endpoint("/api/sync/reset", "POST", "sync_reset",
-              "Drop a user's delta token for a resource type: the next run is a full sync.",
-              request_body=SYNC_BODY)
+@api_endpoint(
+    "/api/sync/reset",
+    "POST",
+    "sync_reset",
+    "Drop a user's delta token for a resource type: the next run is a full sync.",
+    request_body=SYNC_BODY,
+)
 def sync_reset(request: HttpRequest, actor: Actor, body: dict) -> dict[str, Any]:
     user = find_user(body.get("userId"))
     kinds = _kinds(user, body, required=True)
     for kind in kinds:
         sync.reset(actor, user.pk, kind)
-    return {"userId": user.upn or user.identifier, "reset": kinds,
-            "detail": "The next sync of each is a full sync."}
+    return {
+        "userId": user.upn or user.identifier,
+        "reset": kinds,
+        "detail": "The next sync of each is a full sync.",
+    }
 
 
-@api_endpoint("/api/sync/full", "POST", "sync_full",
-              "Reset and run a full sync now (all the user's resource types unless one is "
-              "given).", request_body=SYNC_BODY, responses={"202": "jobs queued"})
+@api_endpoint(
+    "/api/sync/full",
+    "POST",
+    "sync_full",
+    "Reset and run a full sync now (all the user's resource types unless one is given).",
+    request_body=SYNC_BODY,
+    responses={"202": "jobs queued"},
+)
 def sync_full(request: HttpRequest, actor: Actor, body: dict) -> JsonResponse:
     user = find_user(body.get("userId"))
-    jobs = {kind: sync.full_sync(actor, user.pk, kind).pk for kind in _kinds(user, body,
-                                                                             required=False)}
+    jobs = {
+        kind: sync.full_sync(actor, user.pk, kind).pk for kind in _kinds(user, body, required=False)
+    }
     return JsonResponse({"userId": user.upn or user.identifier, "jobs": jobs}, status=202)
 
 
-@api_endpoint("/api/sync/delta", "POST", "sync_delta",
-              "Run a delta sync now (coalesced with one already waiting).",
-              request_body=SYNC_BODY, responses={"202": "jobs queued"})
+@api_endpoint(
+    "/api/sync/delta",
+    "POST",
+    "sync_delta",
+    "Run a delta sync now (coalesced with one already waiting).",
+    request_body=SYNC_BODY,
+    responses={"202": "jobs queued"},
+)
 def sync_delta(request: HttpRequest, actor: Actor, body: dict) -> JsonResponse:
     user = find_user(body.get("userId"))
-    jobs = {kind: sync.delta_now(actor, user.pk, kind).pk for kind in _kinds(user, body,
-                                                                             required=False)}
+    jobs = {
+        kind: sync.delta_now(actor, user.pk, kind).pk for kind in _kinds(user, body, required=False)
+    }
     return JsonResponse({"userId": user.upn or user.identifier, "jobs": jobs}, status=202)
 
 
@@ -83,10 +106,15 @@ def _seconds_since(moment: Any) -> int | None:
     return int((timezone.now() - moment).total_seconds()) if moment else None
 
 
-@api_endpoint("/api/sync/state/{userId}/{resourceType}", "GET", "view_console",
-              "A user's sync state for one resource type, with its last runs.")
-def sync_state(request: HttpRequest, actor: Actor, body: dict, user_id: str,
-               resource_type: str) -> dict[str, Any]:
+@api_endpoint(
+    "/api/sync/state/{userId}/{resourceType}",
+    "GET",
+    "view_console",
+    "A user's sync state for one resource type, with its last runs.",
+)
+def sync_state(
+    request: HttpRequest, actor: Actor, body: dict, user_id: str, resource_type: str
+) -> dict[str, Any]:
     user = find_user(user_id)
     if resource_type not in KINDS:
         raise ApiError(404, "not_found", f"resourceType must be one of {KINDS}.")
@@ -107,44 +135,78 @@ def sync_state(request: HttpRequest, actor: Actor, body: dict, user_id: str,
         "lastError": state.last_error if state else "",
         "dueSince": state.due_since if state else None,
         "itemCount": state.item_count if state else 0,
-        "totals": {"added": state.total_added, "updated": state.total_updated,
-                   "removed": state.total_removed} if state else {},
-        "recentRuns": [{"kind": run.kind, "trigger": run.trigger, "outcome": run.outcome,
-                        "startedAt": run.started_at, "durationMs": run.duration_ms,
-                        "pages": run.pages, "added": run.added, "updated": run.updated,
-                        "removed": run.removed, "error": run.error} for run in runs],
+        "totals": {
+            "added": state.total_added,
+            "updated": state.total_updated,
+            "removed": state.total_removed,
+        }
+        if state
+        else {},
+        "recentRuns": [
+            {
+                "kind": run.kind,
+                "trigger": run.trigger,
+                "outcome": run.outcome,
+                "startedAt": run.started_at,
+                "durationMs": run.duration_ms,
+                "pages": run.pages,
+                "added": run.added,
+                "updated": run.updated,
+                "removed": run.removed,
+                "error": run.error,
+            }
+            for run in runs
+        ],
     }
 
 
 def sync_metrics() -> dict[str, Any]:
     now = timezone.now()
-    result: dict[str, Any] = {"monitoredUsers": MonitoredUser.objects.filter(
-        is_active=True).count(), "byResourceType": {}}
-    rows = (SyncState.objects.filter(monitored_user__is_active=True).values("kind")
-            .annotate(states=Count("id"),
-                      failed=Count("id", filter=Q(status=SyncState.Status.FAILED)),
-                      never=Count("id", filter=Q(status=SyncState.Status.NEVER)),
-                      due=Count("id", filter=Q(due_since__isnull=False)),
-                      oldest_success=Min("last_success_at"),
-                      newest_success=Max("last_success_at"),
-                      oldest_token=Min("token_obtained_at")).order_by())
+    result: dict[str, Any] = {
+        "monitoredUsers": MonitoredUser.objects.filter(is_active=True).count(),
+        "byResourceType": {},
+    }
+    rows = (
+        SyncState.objects.filter(monitored_user__is_active=True)
+        .values("kind")
+        .annotate(
+            states=Count("id"),
+            failed=Count("id", filter=Q(status=SyncState.Status.FAILED)),
+            never=Count("id", filter=Q(status=SyncState.Status.NEVER)),
+            due=Count("id", filter=Q(due_since__isnull=False)),
+            oldest_success=Min("last_success_at"),
+            newest_success=Max("last_success_at"),
+            oldest_token=Min("token_obtained_at"),
+        )
+        .order_by()
+    )
     for row in rows:
         result["byResourceType"][row["kind"]] = {
-            "states": row["states"], "failed": row["failed"], "neverSynced": row["never"],
+            "states": row["states"],
+            "failed": row["failed"],
+            "neverSynced": row["never"],
             "dueWithRealtimeOff": row["due"],
             "maxLagSeconds": _seconds_since(row["oldest_success"]),
             "lastSuccessAt": row["newest_success"],
             "oldestTokenAgeSeconds": _seconds_since(row["oldest_token"]),
         }
     hour_ago = now - timedelta(hours=1)
-    result["runsLastHour"] = dict(SyncRun.objects.filter(started_at__gte=hour_ago)
-                                  .values_list("outcome").annotate(n=Count("id")).order_by())
+    result["runsLastHour"] = dict(
+        SyncRun.objects.filter(started_at__gte=hour_ago)
+        .values_list("outcome")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
     return result
 
 
-@api_endpoint("/api/metrics/sync", "GET", "view_console",
-              "Sync health per resource type: lag, failures, token ages, runs in the last hour.",
-              trusted_network=True)
+@api_endpoint(
+    "/api/metrics/sync",
+    "GET",
+    "view_console",
+    "Sync health per resource type: lag, failures, token ages, runs in the last hour.",
+    trusted_network=True,
+)
 def metrics_sync(request: HttpRequest, actor: Actor, body: dict) -> dict[str, Any]:
     return sync_metrics()
 
@@ -160,8 +222,12 @@ def graph_metrics(window: timedelta = timedelta(hours=1)) -> dict[str, Any]:
         no_response=Count("id", filter=Q(status__isnull=True)),
     )
     failed = totals["total"] - totals["ok"]
-    throttled_routes = list(calls.filter(throttled=True).values("route")
-                            .annotate(count=Count("id")).order_by("-count")[:10])
+    throttled_routes = list(
+        calls.filter(throttled=True)
+        .values("route")
+        .annotate(count=Count("id"))
+        .order_by("-count")[:10]
+    )
     return {
         "windowSeconds": int(window.total_seconds()),
         "calls": totals["total"],
@@ -175,8 +241,12 @@ def graph_metrics(window: timedelta = timedelta(hours=1)) -> dict[str, Any]:
     }
 
 
-@api_endpoint("/api/metrics/graph", "GET", "view_console",
-              "Graph calls in the last hour: error rate, 429s, 429s by route.",
-              trusted_network=True)
+@api_endpoint(
+    "/api/metrics/graph",
+    "GET",
+    "view_console",
+    "Graph calls in the last hour: error rate, 429s, 429s by route.",
+    trusted_network=True,
+)
 def metrics_graph(request: HttpRequest, actor: Actor, body: dict) -> dict[str, Any]:
     return graph_metrics()

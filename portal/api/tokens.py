@@ -24,11 +24,21 @@ class TokenError(Exception):
     """A token request that cannot be carried out (the message says why)."""
 
 
-def create_token(actor: Actor, username: str, name: str, scopes: list[str] | None = None,
-                 expires_days: int | None = DEFAULT_EXPIRY_DAYS) -> tuple[ApiToken, str]:
+def create_token(
+    actor: Actor,
+    username: str,
+    name: str,
+    scopes: list[str] | None = None,
+    expires_days: int | None = DEFAULT_EXPIRY_DAYS,
+) -> tuple[ApiToken, str]:
     """Create a token for a user; returns it and the raw value (shown once, never stored)."""
-    require(actor, "manage_api_tokens", action="api_token.create", target_type="user",
-            target_id=username)
+    require(
+        actor,
+        "manage_api_tokens",
+        action="api_token.create",
+        target_type="user",
+        target_id=username,
+    )
     try:
         user = get_user_model().objects.get(username=username, is_active=True)
     except get_user_model().DoesNotExist:
@@ -49,19 +59,38 @@ def create_token(actor: Actor, username: str, name: str, scopes: list[str] | Non
     raw, prefix = new_token_value(TOKEN_PREFIX)
     with transaction.atomic():
         token = ApiToken.objects.create(
-            user=user, name=(name or "API token")[:100], prefix=prefix,
-            token_hash=hash_token(raw), scopes=scopes, created_by=actor.name,
+            user=user,
+            name=(name or "API token")[:100],
+            prefix=prefix,
+            token_hash=hash_token(raw),
+            scopes=scopes,
+            created_by=actor.name,
             expires_at=timezone.now() + timedelta(days=expires_days) if expires_days else None,
         )
-        record("api_token.create", actor=actor, target_type="api_token", target_id=token.pk,
-               params={"user": username, "name": token.name, "prefix": prefix,
-                       "scopes": scopes or "role", "expires_days": expires_days})
+        record(
+            "api_token.create",
+            actor=actor,
+            target_type="api_token",
+            target_id=token.pk,
+            params={
+                "user": username,
+                "name": token.name,
+                "prefix": prefix,
+                "scopes": scopes or "role",
+                "expires_days": expires_days,
+            },
+        )
     return token, raw
 
 
 def revoke_token(actor: Actor, token_id: int) -> ApiToken:
-    require(actor, "manage_api_tokens", action="api_token.revoke", target_type="api_token",
-            target_id=token_id)
+    require(
+        actor,
+        "manage_api_tokens",
+        action="api_token.revoke",
+        target_type="api_token",
+        target_id=token_id,
+    )
     with transaction.atomic():
         try:
             token = ApiToken.objects.select_for_update().get(pk=token_id)
@@ -70,8 +99,13 @@ def revoke_token(actor: Actor, token_id: int) -> ApiToken:
         if token.revoked_at is None:
             token.revoked_at = timezone.now()
             token.save(update_fields=["revoked_at"])
-        record("api_token.revoke", actor=actor, target_type="api_token", target_id=token.pk,
-               params={"prefix": token.prefix, "user": token.user.get_username()})
+        record(
+            "api_token.revoke",
+            actor=actor,
+            target_type="api_token",
+            target_id=token.pk,
+            params={"prefix": token.prefix, "user": token.user.get_username()},
+        )
     return token
 
 

@@ -36,8 +36,14 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
-def int_param(request: HttpRequest, name: str, default: int | None, *, minimum: int = 1,
-               maximum: int | None = None) -> int | None:
+def int_param(
+    request: HttpRequest,
+    name: str,
+    default: int | None,
+    *,
+    minimum: int = 1,
+    maximum: int | None = None,
+) -> int | None:
     raw = request.GET.get(name)
     if raw in (None, ""):
         return default
@@ -46,15 +52,19 @@ def int_param(request: HttpRequest, name: str, default: int | None, *, minimum: 
     except ValueError:
         raise ApiError(400, "invalid_parameter", f"{name} must be a whole number.") from None
     if value < minimum or (maximum is not None and value > maximum):
-        raise ApiError(400, "invalid_parameter",
-                       f"{name} must be between {minimum} and {maximum or 'any'}.")
+        raise ApiError(
+            400, "invalid_parameter", f"{name} must be between {minimum} and {maximum or 'any'}."
+        )
     return value
 
 
-@api_endpoint("/api/queue/dead-letter", "GET", "view_console",
-              "List dead jobs (the dead-letter queue), newest first, keyset-paged.",
-              query={"limit": "1-200 (default 50)", "before": "a job id (next page)",
-                     "type": "job type"})
+@api_endpoint(
+    "/api/queue/dead-letter",
+    "GET",
+    "view_console",
+    "List dead jobs (the dead-letter queue), newest first, keyset-paged.",
+    query={"limit": "1-200 (default 50)", "before": "a job id (next page)", "type": "job type"},
+)
 def dead_letter(request: HttpRequest, actor: Actor, body: dict) -> dict[str, Any]:
     limit = int_param(request, "limit", 50, maximum=MAX_PAGE) or 50
     before = int_param(request, "before", None)
@@ -67,14 +77,24 @@ def dead_letter(request: HttpRequest, actor: Actor, body: dict) -> dict[str, Any
     jobs = list(queryset.order_by("-id")[: limit + 1])
     more = len(jobs) > limit
     jobs = jobs[:limit]
-    return {"count": total, "jobs": [job_json(job) for job in jobs],
-            "nextBefore": jobs[-1].pk if more else None}
+    return {
+        "count": total,
+        "jobs": [job_json(job) for job in jobs],
+        "nextBefore": jobs[-1].pk if more else None,
+    }
 
 
-@api_endpoint("/api/queue/retry/{jobId}", "POST", "retry_job",
-              "Retry one dead, retrying or cancelled job now (its history is kept).",
-              responses={"200": "the job, pending again", "404": "no such job",
-                         "409": "the job is not in a retryable state"})
+@api_endpoint(
+    "/api/queue/retry/{jobId}",
+    "POST",
+    "retry_job",
+    "Retry one dead, retrying or cancelled job now (its history is kept).",
+    responses={
+        "200": "the job, pending again",
+        "404": "no such job",
+        "409": "the job is not in a retryable state",
+    },
+)
 def retry_one(request: HttpRequest, actor: Actor, body: dict, job_id: str) -> dict[str, Any]:
     if not job_id.isdigit() or not Job.objects.filter(pk=int(job_id)).exists():
         raise ApiError(404, "not_found", f"There is no job {job_id}.")
@@ -85,22 +105,35 @@ def retry_one(request: HttpRequest, actor: Actor, body: dict, job_id: str) -> di
     return {"job": job_json(job)}
 
 
-@api_endpoint("/api/queue/retry-all", "POST", "retry_all_jobs",
-              "Retry every dead job (or those matching type/errorSignature) as a background "
-              "bulk operation over the ids frozen now.",
-              request_body={"type": "object", "properties": {
-                  "type": {"type": "string"}, "errorSignature": {"type": "string"},
-                  "status": {"type": "string", "enum": ["dead", "retrying", "cancelled"]}}},
-              responses={"202": "operation started: id, count, skippedNotPermitted "
-                                "(jobs whose work the caller may not start), statusUrl",
-                         "200": "nothing matched (or nothing the caller may retry)"})
+@api_endpoint(
+    "/api/queue/retry-all",
+    "POST",
+    "retry_all_jobs",
+    "Retry every dead job (or those matching type/errorSignature) as a background "
+    "bulk operation over the ids frozen now.",
+    request_body={
+        "type": "object",
+        "properties": {
+            "type": {"type": "string"},
+            "errorSignature": {"type": "string"},
+            "status": {"type": "string", "enum": ["dead", "retrying", "cancelled"]},
+        },
+    },
+    responses={
+        "202": "operation started: id, count, skippedNotPermitted "
+        "(jobs whose work the caller may not start), statusUrl",
+        "200": "nothing matched (or nothing the caller may retry)",
+    },
+)
 def retry_all(request: HttpRequest, actor: Actor, body: dict) -> Any:
     for key in ("type", "errorSignature", "status"):
         if key in body and not isinstance(body[key], str):
             raise ApiError(400, "invalid_body", f"{key} must be a string.")
-    job_filter = JobFilter(status=body.get("status") or Job.Status.DEAD,
-                           job_type=body.get("type", ""),
-                           error_signature=body.get("errorSignature", ""))
+    job_filter = JobFilter(
+        status=body.get("status") or Job.Status.DEAD,
+        job_type=body.get("type", ""),
+        error_signature=body.get("errorSignature", ""),
+    )
     if job_filter.status not in job_services.RETRYABLE:
         raise ApiError(400, "invalid_body", "status must be dead, retrying or cancelled.")
     queryset = job_filter.queryset()
@@ -111,27 +144,41 @@ def retry_all(request: HttpRequest, actor: Actor, body: dict) -> Any:
         operation = job_services.start_retry_all(actor, job_filter)
     except JobActionError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
-    return JsonResponse({
-        "operationId": operation.pk, "count": operation.total,
-        # Jobs whose work the caller may not start are not retried (audited with the count).
-        "skippedNotPermitted": skipped,
-        "statusUrl": reverse("api:operation", args=[operation.pk]),
-    }, status=202)
+    return JsonResponse(
+        {
+            "operationId": operation.pk,
+            "count": operation.total,
+            # Jobs whose work the caller may not start are not retried (audited with the count).
+            "skippedNotPermitted": skipped,
+            "statusUrl": reverse("api:operation", args=[operation.pk]),
+        },
+        status=202,
+    )
 
 
-@api_endpoint("/api/queue/operations/{operationId}", "GET", "view_console",
-              "Progress of a bulk operation.")
-def operation_status(request: HttpRequest, actor: Actor, body: dict,
-                     operation_id: int) -> dict[str, Any]:
+@api_endpoint(
+    "/api/queue/operations/{operationId}", "GET", "view_console", "Progress of a bulk operation."
+)
+def operation_status(
+    request: HttpRequest, actor: Actor, body: dict, operation_id: int
+) -> dict[str, Any]:
     operation = BulkOperation.objects.filter(pk=operation_id).first()
     if operation is None:
         raise ApiError(404, "not_found", f"There is no bulk operation {operation_id}.")
-    return {"id": operation.pk, "kind": operation.kind, "status": operation.status,
-            "total": operation.total, "processed": operation.processed,
-            "succeeded": operation.succeeded, "skipped": operation.skipped,
-            "progressPercent": operation.progress_percent, "filters": operation.filters,
-            "createdBy": operation.created_by, "createdAt": operation.created_at,
-            "finishedAt": operation.finished_at}
+    return {
+        "id": operation.pk,
+        "kind": operation.kind,
+        "status": operation.status,
+        "total": operation.total,
+        "processed": operation.processed,
+        "succeeded": operation.succeeded,
+        "skipped": operation.skipped,
+        "progressPercent": operation.progress_percent,
+        "filters": operation.filters,
+        "createdBy": operation.created_by,
+        "createdAt": operation.created_at,
+        "finishedAt": operation.finished_at,
+    }
 
 
 def queue_metrics(*, by_type: bool = True) -> dict[str, Any]:
@@ -139,8 +186,12 @@ def queue_metrics(*, by_type: bool = True) -> dict[str, Any]:
 
     counts, exact = state_counts()
     # Ids grow with time, so the lowest pending id is the oldest (an index lookup, no MIN scan).
-    oldest = (Job.objects.filter(status=Job.Status.PENDING).order_by("id")
-              .values_list("created_at", flat=True).first())
+    oldest = (
+        Job.objects.filter(status=Job.Status.PENDING)
+        .order_by("id")
+        .values_list("created_at", flat=True)
+        .first()
+    )
     result: dict[str, Any] = {
         "pending": counts[Job.Status.PENDING],
         "running": counts[Job.Status.RUNNING],
@@ -154,17 +205,24 @@ def queue_metrics(*, by_type: bool = True) -> dict[str, Any]:
     }
     if by_type:
         types: dict[str, dict[str, int]] = {}
-        for job_type, status, n in (Job.objects.filter(status__in=ACTIVE_STATES)
-                                    .values_list("job_type", "status").annotate(n=Count("id"))
-                                    .order_by()):
+        for job_type, status, n in (
+            Job.objects.filter(status__in=ACTIVE_STATES)
+            .values_list("job_type", "status")
+            .annotate(n=Count("id"))
+            .order_by()
+        ):
             types.setdefault(job_type, {})[status] = n
         result["byType"] = types
     return result
 
 
-@api_endpoint("/api/metrics/queue", "GET", "view_console",
-              "Queue depth by state (`.pending` as the runbook reads it) and by job type.",
-              trusted_network=True)
+@api_endpoint(
+    "/api/metrics/queue",
+    "GET",
+    "view_console",
+    "Queue depth by state (`.pending` as the runbook reads it) and by job type.",
+    trusted_network=True,
+)
 def metrics_queue(request: HttpRequest, actor: Actor, body: dict) -> dict[str, Any]:
     return queue_metrics()
 
@@ -174,49 +232,87 @@ def openapi(request: HttpRequest) -> JsonResponse:
     """The OpenAPI 3.1 document, built from the endpoint declarations."""
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in ENDPOINTS:
-        parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in _path_params(endpoint.path)
-        ] + [
-            {"name": name, "in": "query", "required": False, "description": description,
-             "schema": {"type": "string"}}
-            for name, description in endpoint.query.items()
-        ] + [
-            {"name": name, "in": "header", "required": True, "description": description,
-             "schema": {"type": "string", "maxLength": 255}}
-            for name, description in endpoint.headers.items()
-        ]
+        parameters = (
+            [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in _path_params(endpoint.path)
+            ]
+            + [
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": False,
+                    "description": description,
+                    "schema": {"type": "string"},
+                }
+                for name, description in endpoint.query.items()
+            ]
+            + [
+                {
+                    "name": name,
+                    "in": "header",
+                    "required": True,
+                    "description": description,
+                    "schema": {"type": "string", "maxLength": 255},
+                }
+                for name, description in endpoint.headers.items()
+            ]
+        )
         responses = {} if "202" in endpoint.responses else {"200": {"description": "OK"}}
         responses.update({code: {"description": text} for code, text in endpoint.responses.items()})
-        for code, text in (("400", "bad input"), ("401", "no or bad token"),
-                           ("403", "the role may not do this")):
-            responses.setdefault(code, {"description": text, "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+        for code, text in (
+            ("400", "bad input"),
+            ("401", "no or bad token"),
+            ("403", "the role may not do this"),
+        ):
+            responses.setdefault(
+                code,
+                {
+                    "description": text,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                },
+            )
         operation: dict[str, Any] = {
             "summary": endpoint.summary,
             "description": f"Requires `{endpoint.permission}`."
-            + (" Callers on API_TRUSTED_NETWORKS need no token." if endpoint.trusted_network
-               else ""),
+            + (
+                " Callers on API_TRUSTED_NETWORKS need no token."
+                if endpoint.trusted_network
+                else ""
+            ),
             "parameters": parameters,
             "responses": responses,
             "security": [{"bearer": []}] + ([{}] if endpoint.trusted_network else []),
         }
         if endpoint.request_body is not None:
-            operation["requestBody"] = {"required": False, "content": {
-                "application/json": {"schema": endpoint.request_body}}}
+            operation["requestBody"] = {
+                "required": False,
+                "content": {"application/json": {"schema": endpoint.request_body}},
+            }
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = operation
-    return JsonResponse({
-        "openapi": "3.1.0",
-        "info": {"title": "Fleet Graph Portal API", "version": "1"},
-        "paths": paths,
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": {"type": "object", "required": ["error", "detail"],
-                                  "properties": {"error": {"type": "string"},
-                                                 "detail": {"type": "string"},
-                                                 "field": {"type": "string"}}}},
-        },
-    })
+    return JsonResponse(
+        {
+            "openapi": "3.1.0",
+            "info": {"title": "Fleet Graph Portal API", "version": "1"},
+            "paths": paths,
+            "components": {
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                "schemas": {
+                    "Error": {
+                        "type": "object",
+                        "required": ["error", "detail"],
+                        "properties": {
+                            "error": {"type": "string"},
+                            "detail": {"type": "string"},
+                            "field": {"type": "string"},
+                        },
+                    }
+                },
+            },
+        }
+    )
 
 
 def _path_params(path: str) -> list[str]:

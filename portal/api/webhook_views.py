@@ -75,8 +75,10 @@ def _receive(request: HttpRequest, endpoint: str) -> HttpResponse:
     try:
         notifications.ingest(endpoint, parsed.items, remote_addr=client_ip(request))
     except DatabaseError:
-        logger.exception("Webhook %s: notifications could not be stored; answering 503 so "
-                         "Graph retries", endpoint)
+        logger.exception(
+            "Webhook %s: notifications could not be stored; answering 503 so Graph retries",
+            endpoint,
+        )
         response = _plain(503, "temporarily unable to accept notifications")
         response["Retry-After"] = "30"
         return response

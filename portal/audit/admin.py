@@ -11,8 +11,16 @@ from portal.audit.models import AuditEvent
 class AuditEventAdmin(admin.ModelAdmin):
     """Read-only for everyone, superusers included: the log is append-only."""
 
-    list_display = ("id", "created_at", "actor_name", "actor_role", "action", "target_type",
-                    "target_id", "outcome")
+    list_display = (
+        "id",
+        "created_at",
+        "actor_name",
+        "actor_role",
+        "action",
+        "target_type",
+        "target_id",
+        "outcome",
+    )
     list_filter = ("outcome", "actor_type", "action")
     search_fields = ("actor_name", "action", "target_id", "request_id")
     date_hierarchy = "created_at"

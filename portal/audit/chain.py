@@ -80,15 +80,21 @@ def parse_keys(value: str) -> list[ChainKey]:
         if not sep:
             key_id, secret = "k" + hashlib.sha256(entry.encode()).hexdigest()[:8], entry
         key_id = key_id.strip()
-        if (not key_id or len(key_id) > MAX_KEY_ID_CHARS or key_id == LEGACY_KEY_ID
-                or not all(char.isalnum() or char in "-_." for char in key_id)):
+        if (
+            not key_id
+            or len(key_id) > MAX_KEY_ID_CHARS
+            or key_id == LEGACY_KEY_ID
+            or not all(char.isalnum() or char in "-_." for char in key_id)
+        ):
             raise ImproperlyConfigured(
                 f"AUDIT_CHAIN_KEY entry {position + 1}: the key id must be 1-{MAX_KEY_ID_CHARS} "
-                f"letters, digits, '-', '_' or '.' (and not {LEGACY_KEY_ID!r}).")
+                f"letters, digits, '-', '_' or '.' (and not {LEGACY_KEY_ID!r})."
+            )
         if len(secret) < MIN_KEY_CHARS:
             raise ImproperlyConfigured(
                 f"AUDIT_CHAIN_KEY entry {position + 1} ({key_id}): the key must be at least "
-                f"{MIN_KEY_CHARS} characters (manage.py generate_audit_chain_key makes one).")
+                f"{MIN_KEY_CHARS} characters (manage.py generate_audit_chain_key makes one)."
+            )
         if any(key.id == key_id for key in keys):
             raise ImproperlyConfigured(f"AUDIT_CHAIN_KEY names key id {key_id!r} twice.")
         keys.append(ChainKey(key_id, secret.encode("utf-8")))
@@ -105,7 +111,8 @@ def signing_key() -> ChainKey:
     if not keys:
         raise ImproperlyConfigured(
             "AUDIT_CHAIN_KEY (or AUDIT_CHAIN_KEY_FILE) must be set: the audit log cannot be "
-            "written without it.")
+            "written without it."
+        )
     return keys[0]
 
 
@@ -141,8 +148,9 @@ class ChainWalk:
     last_hash: str
 
 
-def walk(events: Iterable[Any], ring: dict[str, ChainKey] | None = None,
-         legacy_until: int | None = None) -> ChainWalk:
+def walk(
+    events: Iterable[Any], ring: dict[str, ChainKey] | None = None, legacy_until: int | None = None
+) -> ChainWalk:
     """Walk events in id order; how many were checked, the first problem, the newest row.
 
     `legacy_until`: the newest event id legacy rows may have (the first checkpoint pinned
@@ -154,26 +162,48 @@ def walk(events: Iterable[Any], ring: dict[str, ChainKey] | None = None,
     for event in events:
         checked += 1
         if event.prev_hash != expected_prev:
-            return ChainWalk(checked, ChainProblem(
-                event.id, "its previous hash does not match the event before it "
-                "(an event was removed, inserted or reordered)"), last_id, expected_prev)
+            return ChainWalk(
+                checked,
+                ChainProblem(
+                    event.id,
+                    "its previous hash does not match the event before it "
+                    "(an event was removed, inserted or reordered)",
+                ),
+                last_id,
+                expected_prev,
+            )
         key = ring.get(event.key_id)
         if key is None:
-            return ChainWalk(checked, ChainProblem(
-                event.id, f"it is signed with key {event.key_id!r}, which AUDIT_CHAIN_KEY "
-                "does not list (keep retired keys after the current one)"), last_id,
-                expected_prev)
-        if key.secret is None and (keyed or (legacy_until is not None
-                                             and event.id > legacy_until)):
-            return ChainWalk(checked, ChainProblem(
-                event.id, "it claims the legacy unkeyed hash after the chain was keyed "
-                "(rewritten or inserted)"), last_id, expected_prev)
+            return ChainWalk(
+                checked,
+                ChainProblem(
+                    event.id,
+                    f"it is signed with key {event.key_id!r}, which AUDIT_CHAIN_KEY "
+                    "does not list (keep retired keys after the current one)",
+                ),
+                last_id,
+                expected_prev,
+            )
+        if key.secret is None and (keyed or (legacy_until is not None and event.id > legacy_until)):
+            return ChainWalk(
+                checked,
+                ChainProblem(
+                    event.id,
+                    "it claims the legacy unkeyed hash after the chain was keyed "
+                    "(rewritten or inserted)",
+                ),
+                last_id,
+                expected_prev,
+            )
         keyed = keyed or key.secret is not None
         values = {name: getattr(event, name) for name in HASHED_FIELDS}
         if not hmac.compare_digest(compute_hash(event.prev_hash, values, key), event.hash):
-            return ChainWalk(checked, ChainProblem(
-                event.id, "its content does not match its hash (edited)"), last_id,
-                expected_prev)
+            return ChainWalk(
+                checked,
+                ChainProblem(event.id, "its content does not match its hash (edited)"),
+                last_id,
+                expected_prev,
+            )
         expected_prev, last_id = event.hash, event.id
     return ChainWalk(checked, None, last_id, expected_prev)
 

@@ -62,6 +62,5 @@ def record(
             or GENESIS_HASH
         )
         return AuditEvent.objects.create(
-            prev_hash=prev_hash, hash=compute_hash(prev_hash, values, key), key_id=key.id,
-            **values
+            prev_hash=prev_hash, hash=compute_hash(prev_hash, values, key), key_id=key.id, **values
         )

@@ -15,8 +15,14 @@ from portal.audit.services import record
 
 def _anonymous_actor(request: Any, username: str) -> Actor:
     base = Actor.from_request(request) if request is not None else Actor.system("unknown")
-    return Actor(kind="anonymous", name=(username or "anonymous")[:150], role="", ip=base.ip,
-                 user_agent=base.user_agent, request_id=base.request_id)
+    return Actor(
+        kind="anonymous",
+        name=(username or "anonymous")[:150],
+        role="",
+        ip=base.ip,
+        user_agent=base.user_agent,
+        request_id=base.request_id,
+    )
 
 
 @receiver(user_logged_in)
@@ -35,21 +41,40 @@ def audit_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
         return
     actor = Actor.from_request(request)
     if actor.kind == "anonymous":
-        actor = Actor(kind="user", name=user.get_username(), role="", user=user, ip=actor.ip,
-                      user_agent=actor.user_agent, request_id=actor.request_id)
+        actor = Actor(
+            kind="user",
+            name=user.get_username(),
+            role="",
+            user=user,
+            ip=actor.ip,
+            user_agent=actor.user_agent,
+            request_id=actor.request_id,
+        )
     record("auth.logout", actor=actor, target_type="user", target_id=user.pk)
 
 
 @receiver(user_login_failed)
 def audit_login_failed(sender: Any, credentials: dict, request: Any = None, **kwargs: Any) -> None:
     username = str(credentials.get("username", ""))
-    record("auth.login", actor=_anonymous_actor(request, username), target_type="user",
-           target_id=username[:150], outcome="failure", reason="wrong username or password")
+    record(
+        "auth.login",
+        actor=_anonymous_actor(request, username),
+        target_type="user",
+        target_id=username[:150],
+        outcome="failure",
+        reason="wrong username or password",
+    )
 
 
 @receiver(user_locked_out)
-def audit_lockout(sender: Any, request: Any, username: str = "", ip_address: str = "",
-                  **kwargs: Any) -> None:
-    record("auth.lockout", actor=_anonymous_actor(request, username or ""), target_type="user",
-           target_id=(username or "")[:150], outcome="denied",
-           reason="too many failed sign-ins; locked for the cool-off period")
+def audit_lockout(
+    sender: Any, request: Any, username: str = "", ip_address: str = "", **kwargs: Any
+) -> None:
+    record(
+        "auth.lockout",
+        actor=_anonymous_actor(request, username or ""),
+        target_type="user",
+        target_id=(username or "")[:150],
+        outcome="denied",
+        reason="too many failed sign-ins; locked for the cool-off period",
+    )

@@ -20,14 +20,19 @@ from portal.alerts.rules import RULES
 def alerts_page(request: HttpRequest) -> HttpResponse:
     alerts = {alert.rule: alert for alert in Alert.objects.all()}
     rows = [{"rule": rule, "alert": alerts.get(rule.name)} for rule in RULES]
-    rows.sort(key=lambda row: (row["alert"] is None or row["alert"].state != "firing",
-                               row["rule"].name))
-    return render(request, "console/alerts.html", {
-        "rows": rows,
-        "history": AlertEvent.objects.all()[:30],
-        "can_acknowledge": request.user.has_perm("access.acknowledge_alerts"),
-        "now": timezone.now(),
-    })
+    rows.sort(
+        key=lambda row: (row["alert"] is None or row["alert"].state != "firing", row["rule"].name)
+    )
+    return render(
+        request,
+        "console/alerts.html",
+        {
+            "rows": rows,
+            "history": AlertEvent.objects.all()[:30],
+            "can_acknowledge": request.user.has_perm("access.acknowledge_alerts"),
+            "now": timezone.now(),
+        },
+    )
 
 
 @require_POST
@@ -41,8 +46,11 @@ def alert_action(request: HttpRequest, rule: str) -> HttpResponse:
             except ValueError:
                 raise services.AlertError("Choose how long to snooze.") from None
             services.snooze(actor, rule, minutes, request.POST.get("reason", "").strip())
-            messages.success(request, f"{rule} snoozed for {minutes} minutes: it stays on "
-                                      "this page but sends no notifications.")
+            messages.success(
+                request,
+                f"{rule} snoozed for {minutes} minutes: it stays on "
+                "this page but sends no notifications.",
+            )
         else:
             services.acknowledge(actor, rule)
             messages.success(request, f"{rule} acknowledged.")

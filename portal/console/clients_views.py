@@ -19,24 +19,44 @@ from portal.access.roles import SCOPES
 class ClientForm(forms.Form):
     name = forms.CharField(max_length=64, help_text="e.g. fleet-api, dispatch-worker")
     description = forms.CharField(max_length=300, required=False)
-    scopes = forms.MultipleChoiceField(choices=[(s, s) for s in SCOPES],
-                                       widget=forms.CheckboxSelectMultiple)
-    expires_days = forms.IntegerField(min_value=1, max_value=service_clients.MAX_EXPIRY_DAYS,
-                                      initial=service_clients.DEFAULT_EXPIRY_DAYS)
+    scopes = forms.MultipleChoiceField(
+        choices=[(s, s) for s in SCOPES], widget=forms.CheckboxSelectMultiple
+    )
+    expires_days = forms.IntegerField(
+        min_value=1,
+        max_value=service_clients.MAX_EXPIRY_DAYS,
+        initial=service_clients.DEFAULT_EXPIRY_DAYS,
+    )
 
 
 class RotateForm(forms.Form):
-    grace_hours = forms.IntegerField(min_value=0, max_value=service_clients.MAX_GRACE_HOURS,
-                                     initial=service_clients.DEFAULT_GRACE_HOURS)
+    grace_hours = forms.IntegerField(
+        min_value=0,
+        max_value=service_clients.MAX_GRACE_HOURS,
+        initial=service_clients.DEFAULT_GRACE_HOURS,
+    )
 
 
-def _page(request: HttpRequest, form: ClientForm, created: str = "", created_for: str = "",
-          status: int = 200) -> HttpResponse:
-    response = render(request, "console/service_clients.html", {
-        "form": form, "rotate_form": RotateForm(), "created": created,
-        "created_for": created_for, "scopes": SCOPES,
-        "clients": ServiceClient.objects.prefetch_related("tokens").order_by("name")[:500],
-    }, status=status)
+def _page(
+    request: HttpRequest,
+    form: ClientForm,
+    created: str = "",
+    created_for: str = "",
+    status: int = 200,
+) -> HttpResponse:
+    response = render(
+        request,
+        "console/service_clients.html",
+        {
+            "form": form,
+            "rotate_form": RotateForm(),
+            "created": created,
+            "created_for": created_for,
+            "scopes": SCOPES,
+            "clients": ServiceClient.objects.prefetch_related("tokens").order_by("name")[:500],
+        },
+        status=status,
+    )
     if created:
         response["Cache-Control"] = "no-store"
     return response
@@ -57,8 +77,12 @@ def client_create(request: HttpRequest) -> HttpResponse:
     data = form.cleaned_data
     try:
         client, raw = service_clients.create_client(
-            Actor.from_request(request), data["name"], data["scopes"], data["description"],
-            data["expires_days"])
+            Actor.from_request(request),
+            data["name"],
+            data["scopes"],
+            data["description"],
+            data["expires_days"],
+        )
     except service_clients.ServiceClientError as exc:
         form.add_error(None, str(exc))
         return _page(request, form, status=400)
@@ -70,12 +94,15 @@ def client_create(request: HttpRequest) -> HttpResponse:
 def client_rotate(request: HttpRequest, name: str) -> HttpResponse:
     form = RotateForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "The overlap must be a whole number of hours "
-                       f"(0-{service_clients.MAX_GRACE_HOURS}).")
+        messages.error(
+            request,
+            f"The overlap must be a whole number of hours (0-{service_clients.MAX_GRACE_HOURS}).",
+        )
         return redirect("console:service_clients")
     try:
-        _token, raw = service_clients.rotate_client(Actor.from_request(request), name,
-                                                    form.cleaned_data["grace_hours"])
+        _token, raw = service_clients.rotate_client(
+            Actor.from_request(request), name, form.cleaned_data["grace_hours"]
+        )
     except service_clients.ServiceClientError as exc:
         messages.error(request, str(exc))
         return redirect("console:service_clients")

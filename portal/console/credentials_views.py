@@ -30,13 +30,20 @@ FLOW_SESSION_KEY = "console.teams_sender_flow"
 
 
 class AddSecretForm(forms.Form):
-    value = forms.CharField(label="Secret value", max_length=credentials.MAX_SECRET_LENGTH,
-                            strip=True, widget=forms.PasswordInput(
-                                attrs={"autocomplete": "off", "spellcheck": "false"}))
-    display_name = forms.CharField(label="Name (e.g. the description in Entra ID)",
-                                   max_length=120, required=False)
-    expires_on = forms.DateField(label="Expires on (from Entra ID)", required=False,
-                                 widget=forms.DateInput(attrs={"type": "date"}))
+    value = forms.CharField(
+        label="Secret value",
+        max_length=credentials.MAX_SECRET_LENGTH,
+        strip=True,
+        widget=forms.PasswordInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    display_name = forms.CharField(
+        label="Name (e.g. the description in Entra ID)", max_length=120, required=False
+    )
+    expires_on = forms.DateField(
+        label="Expires on (from Entra ID)",
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
 
     def clean_expires_on(self) -> datetime | None:
         day = self.cleaned_data.get("expires_on")
@@ -49,8 +56,9 @@ class AddSecretForm(forms.Form):
 
 
 class ConnectSenderForm(forms.Form):
-    login_hint = forms.CharField(label="Service account (UPN, optional)", max_length=255,
-                                 required=False)
+    login_hint = forms.CharField(
+        label="Service account (UPN, optional)", max_length=255, required=False
+    )
 
 
 def _rotation_step(rows: list[Credential]) -> dict[str, object]:
@@ -63,8 +71,11 @@ def _rotation_step(rows: list[Credential]) -> dict[str, object]:
     if pending:
         return {"current": 2, "hint": f"#{pending[0].pk} is stored but not verified yet."}
     if grace is not None:
-        return {"current": 4, "hint": f"The previous secret #{grace.pk} is kept for rollback "
-                                      f"until {grace.grace_until:%Y-%m-%d %H:%M} UTC."}
+        return {
+            "current": 4,
+            "hint": f"The previous secret #{grace.pk} is kept for rollback "
+            f"until {grace.grace_until:%Y-%m-%d %H:%M} UTC.",
+        }
     return {"current": 1, "hint": "No rotation in progress."}
 
 
@@ -106,14 +117,20 @@ def credential_add(request: HttpRequest) -> HttpResponse:
         return _back()
     try:
         credential = credentials.add_secret(
-            Actor.from_request(request), form.cleaned_data["value"],
-            form.cleaned_data["display_name"], form.cleaned_data["expires_on"])
+            Actor.from_request(request),
+            form.cleaned_data["value"],
+            form.cleaned_data["display_name"],
+            form.cleaned_data["expires_on"],
+        )
     except CredentialError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Stored as #{credential.pk} (fingerprint …"
-                                  f"{credential.fingerprint}), pending. Nothing uses it yet: "
-                                  "verify it next.")
+        messages.success(
+            request,
+            f"Stored as #{credential.pk} (fingerprint …"
+            f"{credential.fingerprint}), pending. Nothing uses it yet: "
+            "verify it next.",
+        )
     return _back()
 
 
@@ -127,11 +144,14 @@ def credential_verify(request: HttpRequest, credential_id: int) -> HttpResponse:
         return _back()
     if outcome.ok:
         roles = ", ".join(outcome.roles) or "no application roles"
-        messages.success(request, f"Credential #{credential_id} works: {outcome.detail} "
-                                  f"Roles in the token: {roles}.")
+        messages.success(
+            request,
+            f"Credential #{credential_id} works: {outcome.detail} Roles in the token: {roles}.",
+        )
     else:
-        messages.error(request, f"Credential #{credential_id} did not get a token: "
-                                f"{outcome.detail}")
+        messages.error(
+            request, f"Credential #{credential_id} did not get a token: {outcome.detail}"
+        )
     return _back()
 
 
@@ -143,8 +163,11 @@ def credential_activate(request: HttpRequest, credential_id: int) -> HttpRespons
     except CredentialError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"#{credential.pk} is now the active secret. The previous "
-                                  "one stays valid for rollback during its grace period.")
+        messages.success(
+            request,
+            f"#{credential.pk} is now the active secret. The previous "
+            "one stays valid for rollback during its grace period.",
+        )
     return _back()
 
 
@@ -156,8 +179,11 @@ def credential_rollback(request: HttpRequest) -> HttpResponse:
     except CredentialError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Rolled back: #{credential.pk} is active again; the newer "
-                                  "secret went back to pending.")
+        messages.success(
+            request,
+            f"Rolled back: #{credential.pk} is active again; the newer "
+            "secret went back to pending.",
+        )
     return _back()
 
 
@@ -169,8 +195,10 @@ def credential_retire(request: HttpRequest, credential_id: int) -> HttpResponse:
     except CredentialError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"#{credential.pk} is retired and its stored value erased. "
-                                  "Delete it in Entra ID too.")
+        messages.success(
+            request,
+            f"#{credential.pk} is retired and its stored value erased. Delete it in Entra ID too.",
+        )
     return _back()
 
 
@@ -186,7 +214,8 @@ def teams_sender_connect(request: HttpRequest) -> HttpResponse:
     try:
         # With a named account, sign that one in; without, let the admin pick one.
         auth_url, flow = auth.start_delegated_connect(
-            redirect_uri, login_hint=hint, prompt=None if hint else "select_account")
+            redirect_uri, login_hint=hint, prompt=None if hint else "select_account"
+        )
     except GraphError as exc:
         messages.error(request, f"Could not start the sign-in: {exc.message}")
         return _back()
@@ -199,17 +228,24 @@ def teams_sender_connect(request: HttpRequest) -> HttpResponse:
 def teams_sender_callback(request: HttpRequest) -> HttpResponse:
     flow = request.session.pop(FLOW_SESSION_KEY, None)
     if not flow:
-        messages.error(request, "No Teams sender sign-in was in progress in this browser "
-                                "session (or it was already completed). Start it again.")
+        messages.error(
+            request,
+            "No Teams sender sign-in was in progress in this browser "
+            "session (or it was already completed). Start it again.",
+        )
         return _back()
     if request.GET.get("error"):
         description = request.GET.get("error_description", "")[:300]
-        messages.error(request, f"The sign-in was not completed: {request.GET['error']}"
-                                f"{' — ' + description if description else ''}")
+        messages.error(
+            request,
+            f"The sign-in was not completed: {request.GET['error']}"
+            f"{' — ' + description if description else ''}",
+        )
         return _back()
     try:
-        account = auth.complete_delegated_connect(Actor.from_request(request), flow,
-                                                  request.GET.dict())
+        account = auth.complete_delegated_connect(
+            Actor.from_request(request), flow, request.GET.dict()
+        )
     except GraphError as exc:
         messages.error(request, f"The Teams sender was not connected: {exc.message}")
     else:
@@ -222,8 +258,11 @@ def teams_sender_callback(request: HttpRequest) -> HttpResponse:
 def teams_sender_disconnect(request: HttpRequest) -> HttpResponse:
     count = auth.disconnect_delegated(Actor.from_request(request))
     if count:
-        messages.success(request, "The Teams sender is disconnected and its tokens erased. "
-                                  "Teams messages fail until someone connects an account.")
+        messages.success(
+            request,
+            "The Teams sender is disconnected and its tokens erased. "
+            "Teams messages fail until someone connects an account.",
+        )
     else:
         messages.info(request, "No Teams sender was connected.")
     return _back()

@@ -21,27 +21,34 @@ class EndpointForm(forms.Form):
     url = forms.CharField(max_length=500, label="URL (https)")
     description = forms.CharField(max_length=300, required=False)
     event_types = forms.MultipleChoiceField(
-        required=False, choices=[(t, t) for t in EVENT_TYPES if t != "test"],
-        widget=forms.CheckboxSelectMultiple, help_text="None ticked: every type.")
+        required=False,
+        choices=[(t, t) for t in EVENT_TYPES if t != "test"],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: every type.",
+    )
 
 
 class ReplayForm(forms.Form):
     since = forms.DateTimeField(widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
 
 
-def _render(request: HttpRequest, template: str, context: dict, status: int = 200
-            ) -> HttpResponse:
+def _render(request: HttpRequest, template: str, context: dict, status: int = 200) -> HttpResponse:
     response = render(request, template, context, status=status)
     if context.get("secret"):
         response["Cache-Control"] = "no-store"
     return response
 
 
-def _list(request: HttpRequest, form: EndpointForm, secret: str = "", status: int = 200
-          ) -> HttpResponse:
+def _list(
+    request: HttpRequest, form: EndpointForm, secret: str = "", status: int = 200
+) -> HttpResponse:
     endpoints = [(e, push.backlog(e)) for e in EventEndpoint.objects.order_by("id")[:200]]
-    return _render(request, "console/event_endpoints.html",
-                   {"form": form, "endpoints": endpoints, "secret": secret}, status)
+    return _render(
+        request,
+        "console/event_endpoints.html",
+        {"form": form, "endpoints": endpoints, "secret": secret},
+        status,
+    )
 
 
 @require_GET
@@ -58,8 +65,9 @@ def endpoint_create(request: HttpRequest) -> HttpResponse:
         return _list(request, form, status=400)
     data = form.cleaned_data
     try:
-        _endpoint, secret = push.create_endpoint(Actor.from_request(request), data["url"],
-                                                 data["event_types"], data["description"])
+        _endpoint, secret = push.create_endpoint(
+            Actor.from_request(request), data["url"], data["event_types"], data["description"]
+        )
     except push.EndpointError as exc:
         form.add_error(None, str(exc))
         return _list(request, form, status=400)
@@ -67,10 +75,17 @@ def endpoint_create(request: HttpRequest) -> HttpResponse:
 
 
 def _detail(request: HttpRequest, endpoint: EventEndpoint, secret: str = "") -> HttpResponse:
-    return _render(request, "console/event_endpoint.html", {
-        "endpoint": endpoint, "backlog": push.backlog(endpoint), "secret": secret,
-        "deliveries": endpoint.deliveries.order_by("-id")[:50], "replay_form": ReplayForm(),
-    })
+    return _render(
+        request,
+        "console/event_endpoint.html",
+        {
+            "endpoint": endpoint,
+            "backlog": push.backlog(endpoint),
+            "secret": secret,
+            "deliveries": endpoint.deliveries.order_by("-id")[:50],
+            "replay_form": ReplayForm(),
+        },
+    )
 
 
 def _endpoint_or_404(endpoint_id: int) -> EventEndpoint:

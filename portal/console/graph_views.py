@@ -26,15 +26,30 @@ WINDOWS = {"1h": 1, "24h": 24, "7d": 24 * 7}
 
 class GraphCallFilter(forms.Form):
     # The default (24 h) first, so the form shows what an empty filter means.
-    window = forms.ChoiceField(choices=[("24h", "last 24 hours"), ("1h", "last hour"),
-                                        ("7d", "last 7 days")], required=False, label="Period")
-    status = forms.ChoiceField(required=False, label="Outcome", choices=[
-        ("", "any"), ("ok", "success (< 400)"), ("4xx", "client error (4xx)"),
-        ("429", "429 throttled"), ("5xx", "server error (5xx)"), ("none", "no response")])
+    window = forms.ChoiceField(
+        choices=[("24h", "last 24 hours"), ("1h", "last hour"), ("7d", "last 7 days")],
+        required=False,
+        label="Period",
+    )
+    status = forms.ChoiceField(
+        required=False,
+        label="Outcome",
+        choices=[
+            ("", "any"),
+            ("ok", "success (< 400)"),
+            ("4xx", "client error (4xx)"),
+            ("429", "429 throttled"),
+            ("5xx", "server error (5xx)"),
+            ("none", "no response"),
+        ],
+    )
     route = forms.CharField(required=False, max_length=300, label="Route starts with")
     mailbox = forms.CharField(required=False, max_length=255, label="Mailbox")
-    throttled = forms.ChoiceField(required=False, label="Throttled",
-                                  choices=[("", "any"), ("yes", "only 429s"), ("no", "no 429s")])
+    throttled = forms.ChoiceField(
+        required=False,
+        label="Throttled",
+        choices=[("", "any"), ("yes", "only 429s"), ("no", "no 429s")],
+    )
     before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 
     def hours(self) -> int:
@@ -70,8 +85,11 @@ class GraphCallFilter(forms.Form):
 @requires("view_console")
 def graph_calls(request: HttpRequest) -> HttpResponse:
     form = GraphCallFilter(request.GET)
-    page = (keyset_page(request, form.queryset(), form.cleaned_data.get("before"), PAGE_SIZE)
-            if form.is_valid() else empty_page(request))
+    page = (
+        keyset_page(request, form.queryset(), form.cleaned_data.get("before"), PAGE_SIZE)
+        if form.is_valid()
+        else empty_page(request)
+    )
     calls = page.rows
     context: dict[str, Any] = {
         "form": form,
@@ -80,11 +98,13 @@ def graph_calls(request: HttpRequest) -> HttpResponse:
     }
     if request.htmx and request.htmx.target == "calls":
         return render(request, "console/graph_calls.html#calls", context)
-    context.update({
-        "hour": metrics.graph_window(hours=1),
-        "day": metrics.graph_day_from_samples(),
-        "by_route": metrics.throttled_by("route"),
-        "by_mailbox": metrics.throttled_by("mailbox"),
-        "backoffs": metrics.backoff_windows(),
-    })
+    context.update(
+        {
+            "hour": metrics.graph_window(hours=1),
+            "day": metrics.graph_day_from_samples(),
+            "by_route": metrics.throttled_by("route"),
+            "by_mailbox": metrics.throttled_by("mailbox"),
+            "backoffs": metrics.backoff_windows(),
+        }
+    )
     return render(request, "console/graph_calls.html", context)

@@ -31,8 +31,14 @@ PAGE_SIZE = 50
 GROUP_WINDOW = 5000
 # Above this many jobs, retry-all asks the operator to type the count.
 TYPED_CONFIRMATION_THRESHOLD = 100
-STATUS_TABS = [Job.Status.DEAD, Job.Status.RETRYING, Job.Status.PENDING, Job.Status.RUNNING,
-               Job.Status.SUCCEEDED, Job.Status.CANCELLED]
+STATUS_TABS = [
+    Job.Status.DEAD,
+    Job.Status.RETRYING,
+    Job.Status.PENDING,
+    Job.Status.RUNNING,
+    Job.Status.SUCCEEDED,
+    Job.Status.CANCELLED,
+]
 
 
 class JobListFilter(forms.Form):
@@ -40,8 +46,9 @@ class JobListFilter(forms.Form):
     job_type = forms.CharField(required=False, max_length=64, label="Type")
     signature = forms.CharField(required=False, max_length=16, label="Error signature")
     q = forms.CharField(required=False, max_length=200, label="Search payload and error")
-    date_from = forms.DateField(required=False, label="Created from",
-                                widget=forms.DateInput(attrs={"type": "date"}))
+    date_from = forms.DateField(
+        required=False, label="Created from", widget=forms.DateInput(attrs={"type": "date"})
+    )
     before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 
     def queryset(self) -> Any:
@@ -52,9 +59,11 @@ class JobListFilter(forms.Form):
         if data.get("signature"):
             queryset = queryset.filter(error_signature=data["signature"])
         if data.get("q"):
-            queryset = queryset.filter(Q(payload__icontains=data["q"])
-                                       | Q(last_error__icontains=data["q"])
-                                       | Q(correlation_id=data["q"]))
+            queryset = queryset.filter(
+                Q(payload__icontains=data["q"])
+                | Q(last_error__icontains=data["q"])
+                | Q(correlation_id=data["q"])
+            )
         if data.get("date_from"):
             queryset = queryset.filter(created_at__gte=start_of_day(data["date_from"]))
         return queryset
@@ -73,14 +82,25 @@ def job_list(request: HttpRequest) -> HttpResponse:
         page = keyset_page(request, queryset, form.cleaned_data.get("before"), PAGE_SIZE)
         if status in (Job.Status.DEAD, Job.Status.RETRYING):
             # Grouped over the latest GROUP_WINDOW failures: bounded however many there are.
-            floor = next(iter(queryset.order_by("-id").values_list("id", flat=True)
-                              [GROUP_WINDOW - 1:GROUP_WINDOW]), None)
+            floor = next(
+                iter(
+                    queryset.order_by("-id").values_list("id", flat=True)[
+                        GROUP_WINDOW - 1 : GROUP_WINDOW
+                    ]
+                ),
+                None,
+            )
             recent = queryset.filter(id__gte=floor) if floor else queryset
-            groups = list(recent.values("error_signature", "error_class", "job_type")
-                          .annotate(count=Count("id"), latest=Max("id"))
-                          .order_by("-count")[:10])
-            latest_errors = dict(Job.objects.filter(pk__in=[g["latest"] for g in groups])
-                                 .values_list("pk", "last_error"))
+            groups = list(
+                recent.values("error_signature", "error_class", "job_type")
+                .annotate(count=Count("id"), latest=Max("id"))
+                .order_by("-count")[:10]
+            )
+            latest_errors = dict(
+                Job.objects.filter(pk__in=[g["latest"] for g in groups]).values_list(
+                    "pk", "last_error"
+                )
+            )
             for group in groups:
                 group["example"] = latest_errors.get(group["latest"], "")
     counts, counts_exact = state_counts()
@@ -132,9 +152,9 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
         "payload": mask_secrets(job.payload),
         "attempts": JobAttempt.objects.filter(job=job).order_by("-number"),
         "audit": AuditEvent.objects.filter(target_type="job", target_id=str(job.pk))[:20]
-        if request.user.has_perm("access.view_audit") else None,
-        "can_retry": request.user.has_perm("access.retry_job")
-        and job.status in services.RETRYABLE,
+        if request.user.has_perm("access.view_audit")
+        else None,
+        "can_retry": request.user.has_perm("access.retry_job") and job.status in services.RETRYABLE,
         "can_discard": request.user.has_perm("access.discard_job")
         and job.status in (Job.Status.DEAD, Job.Status.RETRYING, Job.Status.PENDING),
     }
@@ -177,9 +197,11 @@ class RetryAllForm(forms.Form):
 
     def job_filter(self) -> JobFilter:
         data = self.cleaned_data
-        return JobFilter(status=data.get("status") or Job.Status.DEAD,
-                         job_type=data.get("job_type", ""),
-                         error_signature=data.get("signature", ""))
+        return JobFilter(
+            status=data.get("status") or Job.Status.DEAD,
+            job_type=data.get("job_type", ""),
+            error_signature=data.get("signature", ""),
+        )
 
 
 @requires("retry_all_jobs")
@@ -192,16 +214,21 @@ def retry_all(request: HttpRequest) -> HttpResponse:
     actor = Actor.from_request(request)
     preview = services.preview_retry_all(job_filter, actor=actor)
     needs_typing = preview.permitted > TYPED_CONFIRMATION_THRESHOLD
-    context = {"form": form, "preview": preview, "needs_typing": needs_typing,
-               "filter": job_filter, "threshold": TYPED_CONFIRMATION_THRESHOLD}
+    context = {
+        "form": form,
+        "preview": preview,
+        "needs_typing": needs_typing,
+        "filter": job_filter,
+        "threshold": TYPED_CONFIRMATION_THRESHOLD,
+    }
     if request.method != "POST":
         return render(request, "console/retry_all.html", context)
     if preview.permitted == 0:
-        messages.info(request, "Nothing you may retry matches these filters; nothing was "
-                               "retried.")
+        messages.info(request, "Nothing you may retry matches these filters; nothing was retried.")
         return redirect(reverse("console:jobs") + "?" + urlencode({"status": job_filter.status}))
-    if needs_typing and (form.cleaned_data.get("confirm_count", "").strip()
-                         != str(preview.permitted)):
+    if needs_typing and (
+        form.cleaned_data.get("confirm_count", "").strip() != str(preview.permitted)
+    ):
         context["confirm_error"] = f"Type {preview.permitted} to confirm."
         return render(request, "console/retry_all.html", context, status=400)
     try:
@@ -220,13 +247,17 @@ def bulk_operation(request: HttpRequest, operation_id: int) -> HttpResponse:
         raise Http404("No such operation.")
     kind = bulk.KINDS.get(operation.kind)
     failures = operation.items.filter(result="failed").values_list("target_id", "error")[:20]
-    context = {"operation": operation, "kind": kind, "failures": list(failures),
-               "can_cancel": kind is not None
-               and request.user.has_perm(f"access.{kind.permission}")
-               and operation.status in (BulkOperation.Status.PENDING,
-                                        BulkOperation.Status.RUNNING)}
-    template = ("console/bulk_operation.html#progress" if request.htmx
-                else "console/bulk_operation.html")
+    context = {
+        "operation": operation,
+        "kind": kind,
+        "failures": list(failures),
+        "can_cancel": kind is not None
+        and request.user.has_perm(f"access.{kind.permission}")
+        and operation.status in (BulkOperation.Status.PENDING, BulkOperation.Status.RUNNING),
+    }
+    template = (
+        "console/bulk_operation.html#progress" if request.htmx else "console/bulk_operation.html"
+    )
     return render(request, template, context)
 
 
@@ -257,8 +288,9 @@ def job_type_pause(request: HttpRequest) -> HttpResponse:
         messages.success(request, f"{job_type} resumed; {released} waiting jobs released.")
     elif request.POST.get("action") == "pause":
         services.pause_job_type(actor, job_type, request.POST.get("reason", "").strip())
-        messages.success(request, f"{job_type} paused. New and retried jobs of this type wait; "
-                                  "nothing is lost.")
+        messages.success(
+            request, f"{job_type} paused. New and retried jobs of this type wait; nothing is lost."
+        )
     else:
         raise PermissionDenied("Unknown action.")
     return _back(request, reverse("console:jobs"))

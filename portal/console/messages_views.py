@@ -29,41 +29,52 @@ from portal.console.paging import empty_page, keyset_page
 from portal.jobs.models import Job, JobAttempt
 
 PAGE_SIZE = 50
-STATUS_TABS = [OutboundMessage.Status.FAILED, OutboundMessage.Status.SENDING,
-               OutboundMessage.Status.QUEUED, OutboundMessage.Status.SENT,
-               OutboundMessage.Status.CANCELLED]
+STATUS_TABS = [
+    OutboundMessage.Status.FAILED,
+    OutboundMessage.Status.SENDING,
+    OutboundMessage.Status.QUEUED,
+    OutboundMessage.Status.SENT,
+    OutboundMessage.Status.CANCELLED,
+]
 
 
 class MessageFilter(forms.Form):
     status = forms.ChoiceField(choices=OutboundMessage.Status.choices, required=False)
-    channel = forms.ChoiceField(choices=[("", "any"), ("mail", "E-mail"), ("teams", "Teams")],
-                                required=False)
+    channel = forms.ChoiceField(
+        choices=[("", "any"), ("mail", "E-mail"), ("teams", "Teams")], required=False
+    )
     client = forms.CharField(required=False, max_length=150, label="Sent by")
-    recipient = forms.CharField(required=False, max_length=320,
-                                label="Recipient, chat or channel")
+    recipient = forms.CharField(required=False, max_length=320, label="Recipient, chat or channel")
     sender = forms.CharField(required=False, max_length=255)
     key = forms.CharField(required=False, max_length=255, label="Idempotency key")
-    date_from = forms.DateField(required=False, label="Created from",
-                                widget=forms.DateInput(attrs={"type": "date"}))
+    date_from = forms.DateField(
+        required=False, label="Created from", widget=forms.DateInput(attrs={"type": "date"})
+    )
     before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 
     def queryset(self) -> Any:
         data = self.cleaned_data
         queryset = OutboundMessage.objects.select_related("job").filter(
-            status=data.get("status") or OutboundMessage.Status.FAILED)
+            status=data.get("status") or OutboundMessage.Status.FAILED
+        )
         if data.get("channel"):
             queryset = queryset.filter(channel__in=service.CHANNELS[data["channel"]])
         if data.get("client"):
             queryset = queryset.filter(created_by=data["client"])
         if data.get("recipient"):
             value = data["recipient"]
-            queryset = queryset.filter(Q(to_recipients__icontains=value) | Q(chat_id=value)
-                                       | Q(to_user__iexact=value) | Q(channel_id=value))
+            queryset = queryset.filter(
+                Q(to_recipients__icontains=value)
+                | Q(chat_id=value)
+                | Q(to_user__iexact=value)
+                | Q(channel_id=value)
+            )
         if data.get("sender"):
             queryset = queryset.filter(sender__iexact=data["sender"])
         if data.get("key"):
-            ids = IdempotencyRecord.objects.filter(key=data["key"]).values_list("resource_id",
-                                                                                flat=True)
+            ids = IdempotencyRecord.objects.filter(key=data["key"]).values_list(
+                "resource_id", flat=True
+            )
             queryset = queryset.filter(pk__in=list(ids))
         if data.get("date_from"):
             queryset = queryset.filter(created_at__gte=start_of_day(data["date_from"]))
@@ -87,27 +98,41 @@ def message_list(request: HttpRequest) -> HttpResponse:
         queryset = form.queryset()
         page = keyset_page(request, queryset, form.cleaned_data.get("before"), PAGE_SIZE)
         if status in (OutboundMessage.Status.FAILED, OutboundMessage.Status.SENDING):
-            groups = list(queryset.exclude(job__isnull=True).values(
-                "job__error_signature", "job__job_type", "job__status")
-                .annotate(count=Count("id"), latest=Max("id")).order_by("-count")[:10])
-            examples = dict(OutboundMessage.objects.filter(
-                pk__in=[g["latest"] for g in groups]).values_list("pk", "last_error"))
+            groups = list(
+                queryset.exclude(job__isnull=True)
+                .values("job__error_signature", "job__job_type", "job__status")
+                .annotate(count=Count("id"), latest=Max("id"))
+                .order_by("-count")[:10]
+            )
+            examples = dict(
+                OutboundMessage.objects.filter(pk__in=[g["latest"] for g in groups]).values_list(
+                    "pk", "last_error"
+                )
+            )
             for group in groups:
                 group["example"] = examples.get(group["latest"], "")
-    counts = dict(OutboundMessage.objects.values_list("status").annotate(n=Count("id"))
-                  .order_by())
-    return render(request, "console/messages.html", {
-        "form": form, "status": status, "rows": page.rows, "groups": groups,
-        "tabs": [(tab, counts.get(tab, 0), _tab_query(request.GET, tab))
-                 for tab in STATUS_TABS],
-        **page.context(),
-        "can_retry_all": request.user.has_perm("access.retry_all_jobs"),
-    })
+    counts = dict(OutboundMessage.objects.values_list("status").annotate(n=Count("id")).order_by())
+    return render(
+        request,
+        "console/messages.html",
+        {
+            "form": form,
+            "status": status,
+            "rows": page.rows,
+            "groups": groups,
+            "tabs": [
+                (tab, counts.get(tab, 0), _tab_query(request.GET, tab)) for tab in STATUS_TABS
+            ],
+            **page.context(),
+            "can_retry_all": request.user.has_perm("access.retry_all_jobs"),
+        },
+    )
 
 
 def _message_or_404(message_id: int) -> OutboundMessage:
-    message = OutboundMessage.objects.select_related("job", "resend_of").filter(
-        pk=message_id).first()
+    message = (
+        OutboundMessage.objects.select_related("job", "resend_of").filter(pk=message_id).first()
+    )
     if message is None:
         raise Http404(f"There is no message #{message_id}.")
     return message
@@ -124,21 +149,34 @@ def message_detail(request: HttpRequest, message_id: int) -> HttpResponse:
         if job.finished_at:
             window = window.filter(created_at__lte=job.finished_at)
         mailbox = message.sender.lower() if message.channel == "mail" else ""
-        graph_calls = list((window.filter(mailbox=mailbox) if mailbox else window.filter(
-            route__icontains="/chats" if message.channel == "teams_chat" else "/teams"))
-            .order_by("-id")[:30])
-    return render(request, "console/message_detail.html", {
-        "message": message, "job": job,
-        "api_key": service.api_key_of(message),
-        "attempts": JobAttempt.objects.filter(job=job).order_by("-number") if job else [],
-        "graph_calls": graph_calls,
-        "audit": AuditEvent.objects.filter(target_type="outbound_message",
-                                           target_id=str(message.pk))[:20]
-        if request.user.has_perm("access.view_audit") else None,
-        "show_body": request.user.has_perm("access.view_message_bodies"),
-        "can_send": request.user.has_perm("access.send_messages"),
-        "resends": message.resends.order_by("-id")[:10],
-    })
+        graph_calls = list(
+            (
+                window.filter(mailbox=mailbox)
+                if mailbox
+                else window.filter(
+                    route__icontains="/chats" if message.channel == "teams_chat" else "/teams"
+                )
+            ).order_by("-id")[:30]
+        )
+    return render(
+        request,
+        "console/message_detail.html",
+        {
+            "message": message,
+            "job": job,
+            "api_key": service.api_key_of(message),
+            "attempts": JobAttempt.objects.filter(job=job).order_by("-number") if job else [],
+            "graph_calls": graph_calls,
+            "audit": AuditEvent.objects.filter(
+                target_type="outbound_message", target_id=str(message.pk)
+            )[:20]
+            if request.user.has_perm("access.view_audit")
+            else None,
+            "show_body": request.user.has_perm("access.view_message_bodies"),
+            "can_send": request.user.has_perm("access.send_messages"),
+            "resends": message.resends.order_by("-id")[:10],
+        },
+    )
 
 
 @require_POST

@@ -66,19 +66,30 @@ def graph_day_from_samples() -> GraphWindow:
 
     since = timezone.now() - timedelta(hours=24)
     row = MetricSample.objects.filter(taken_at__gte=since).aggregate(
-        ok=Sum("calls_ok"), failed=Sum("calls_failed"), throttled=Sum("calls_throttled"))
+        ok=Sum("calls_ok"), failed=Sum("calls_failed"), throttled=Sum("calls_throttled")
+    )
     ok, failed = row["ok"] or 0, row["failed"] or 0
-    return GraphWindow(since=since, total=ok + failed, succeeded=ok,
-                       throttled=row["throttled"] or 0, server_errors=0, no_response=0,
-                       last_call_at=None, last_success_at=None)
+    return GraphWindow(
+        since=since,
+        total=ok + failed,
+        succeeded=ok,
+        throttled=row["throttled"] or 0,
+        server_errors=0,
+        no_response=0,
+        last_call_at=None,
+        last_success_at=None,
+    )
 
 
 def throttled_by(field: str, hours: float = 1.0, limit: int = 10) -> list[dict[str, Any]]:
     """429s in the window grouped by `route` or `mailbox`, most first."""
     since = timezone.now() - timedelta(hours=hours)
-    return list(GraphCall.objects.filter(created_at__gte=since, throttled=True)
-                .values(field).annotate(count=Count("id"), last=Max("created_at"))
-                .order_by("-count", field)[:limit])
+    return list(
+        GraphCall.objects.filter(created_at__gte=since, throttled=True)
+        .values(field)
+        .annotate(count=Count("id"), last=Max("created_at"))
+        .order_by("-count", field)[:limit]
+    )
 
 
 @dataclass
@@ -103,9 +114,11 @@ def backoff_windows(limit: int = 50) -> list[Backoff]:
     """
     now = timezone.now()
     # Retry-After is at most a few minutes in practice; 15 minutes back is plenty.
-    recent = (GraphCall.objects.filter(created_at__gte=now - timedelta(minutes=15),
-                                       throttled=True)
-              .values("mailbox", "route", "created_at", "retry_after").order_by("-created_at"))
+    recent = (
+        GraphCall.objects.filter(created_at__gte=now - timedelta(minutes=15), throttled=True)
+        .values("mailbox", "route", "created_at", "retry_after")
+        .order_by("-created_at")
+    )
     windows: dict[tuple[str, str], Backoff] = {}
     for row in recent[:2000]:
         wait = row["retry_after"] or 0.0
@@ -117,17 +130,33 @@ def backoff_windows(limit: int = 50) -> list[Backoff]:
             continue
         windows[key] = Backoff(
             scope=f"mailbox {row['mailbox']}" if row["mailbox"] else f"route {row['route']}",
-            mailbox=row["mailbox"], route=row["route"], until=until, retry_after=wait,
+            mailbox=row["mailbox"],
+            route=row["route"],
+            until=until,
+            retry_after=wait,
             this_process_seconds=graph.mailbox_blocked_for(row["mailbox"])
-            if row["mailbox"] else 0.0)
+            if row["mailbox"]
+            else 0.0,
+        )
     return sorted(windows.values(), key=lambda b: b.until, reverse=True)[:limit]
 
 
 def credential_expiry() -> dict[str, Any]:
     """The active secret's expiry: days left (None when unknown), for the dashboard tile."""
-    active = (Credential.objects.filter(state=Credential.State.ACTIVE)
-              .only("id", "display_name", "fingerprint", "expires_at", "last_verified_at",
-                    "last_error", "tenant_id", "client_id").first())
+    active = (
+        Credential.objects.filter(state=Credential.State.ACTIVE)
+        .only(
+            "id",
+            "display_name",
+            "fingerprint",
+            "expires_at",
+            "last_verified_at",
+            "last_error",
+            "tenant_id",
+            "client_id",
+        )
+        .first()
+    )
     if active is None:
         return {"active": None, "days_left": None}
     days = None
@@ -138,8 +167,9 @@ def credential_expiry() -> dict[str, Any]:
 
 def subscriptions_expiring(hours: int = 24) -> int:
     now = timezone.now()
-    return Subscription.objects.filter(state=Subscription.State.ACTIVE,
-                                       expiration__lt=now + timedelta(hours=hours)).count()
+    return Subscription.objects.filter(
+        state=Subscription.State.ACTIVE, expiration__lt=now + timedelta(hours=hours)
+    ).count()
 
 
 def sync_lag() -> dict[str, Any]:

@@ -58,7 +58,8 @@ def redirect_back(request: HttpRequest, fallback: str) -> HttpResponse:
     Django's check, not a prefix test: browsers read `/\\evil.com` as `//evil.com`.
     """
     target = request.POST.get("next") or ""
-    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
-                                           require_https=request.is_secure()):
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         target = fallback
     return redirect(target)

@@ -43,19 +43,23 @@ class KeysetPage:
 
     def context(self) -> dict[str, Any]:
         """What templates/console/includes/pager.html needs (as `pager`), and the figures."""
-        return {"pager": self, "older_cursor": self.older_cursor,
-                "is_first_page": self.is_first_page, "filters": self.filters}
+        return {
+            "pager": self,
+            "older_cursor": self.older_cursor,
+            "is_first_page": self.is_first_page,
+            "filters": self.filters,
+        }
 
 
-def keyset_page(request: HttpRequest, queryset: QuerySet, before: int | None,
-                size: int = 50) -> KeysetPage:
+def keyset_page(
+    request: HttpRequest, queryset: QuerySet, before: int | None, size: int = 50
+) -> KeysetPage:
     if before:
         queryset = queryset.filter(pk__lt=before)
     # One row more than a page tells whether there is an older page.
     rows = list(queryset.order_by("-pk")[: size + 1])
     older = rows[size - 1].pk if len(rows) > size else None
-    return KeysetPage(rows[:size], older, not request.GET.get("before"),
-                      query_without(request.GET))
+    return KeysetPage(rows[:size], older, not request.GET.get("before"), query_without(request.GET))
 
 
 def empty_page(request: HttpRequest) -> KeysetPage:

@@ -14,16 +14,30 @@ from portal.access.roles import ROLES
 
 
 def _rows() -> list[dict[str, object]]:
-    people = (get_user_model().objects.select_related("entra_account", "last_sign_in")
-              .prefetch_related("groups").order_by("username"))
-    return [{"user": person, "role": role_of(person),
-             "entra": getattr(person, "entra_account", None),
-             "last": getattr(person, "last_sign_in", None)} for person in people]
+    people = (
+        get_user_model()
+        .objects.select_related("entra_account", "last_sign_in")
+        .prefetch_related("groups")
+        .order_by("username")
+    )
+    return [
+        {
+            "user": person,
+            "role": role_of(person),
+            "entra": getattr(person, "entra_account", None),
+            "last": getattr(person, "last_sign_in", None),
+        }
+        for person in people
+    ]
 
 
 def _page(request: HttpRequest, error: str = "", status: int = 200) -> HttpResponse:
-    return render(request, "console/people.html",
-                  {"rows": _rows(), "roles": ROLES, "error": error}, status=status)
+    return render(
+        request,
+        "console/people.html",
+        {"rows": _rows(), "roles": ROLES, "error": error},
+        status=status,
+    )
 
 
 @require_GET

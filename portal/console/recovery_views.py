@@ -20,8 +20,9 @@ SESSION_ID = re.compile(r"^recovery-[0-9a-f]{16}$")
 
 
 class StartForm(forms.Form):
-    reset_sync = forms.BooleanField(required=False,
-                                    label="Include the optional “reset sync state” step")
+    reset_sync = forms.BooleanField(
+        required=False, label="Include the optional “reset sync state” step"
+    )
     confirm = forms.CharField(max_length=20, label=f"Type {CONFIRM_WORD} to start")
 
     def clean_confirm(self) -> str:
@@ -39,11 +40,21 @@ class StepForm(forms.Form):
 @require_GET
 @requires("run_recovery")
 def recovery_page(request: HttpRequest) -> HttpResponse:
-    recent = (AuditEvent.objects.filter(target_type=recovery.TARGET, action="recovery.start")
-              .exclude(outcome=AuditEvent.Outcome.DENIED).order_by("-id")[:10])
-    return render(request, "console/recovery.html", {
-        "form": StartForm(), "steps": recovery.STEPS, "recent": recent,
-        "confirm_word": CONFIRM_WORD})
+    recent = (
+        AuditEvent.objects.filter(target_type=recovery.TARGET, action="recovery.start")
+        .exclude(outcome=AuditEvent.Outcome.DENIED)
+        .order_by("-id")[:10]
+    )
+    return render(
+        request,
+        "console/recovery.html",
+        {
+            "form": StartForm(),
+            "steps": recovery.STEPS,
+            "recent": recent,
+            "confirm_word": CONFIRM_WORD,
+        },
+    )
 
 
 @require_POST
@@ -51,13 +62,18 @@ def recovery_page(request: HttpRequest) -> HttpResponse:
 def recovery_start(request: HttpRequest) -> HttpResponse:
     form = StartForm(request.POST)
     if not form.is_valid():
-        recent = AuditEvent.objects.filter(target_type=recovery.TARGET,
-                                           action="recovery.start").order_by("-id")[:10]
-        return render(request, "console/recovery.html", {
-            "form": form, "steps": recovery.STEPS, "recent": recent,
-            "confirm_word": CONFIRM_WORD}, status=400)
-    session_id = recovery.start(Actor.from_request(request),
-                                reset_sync=form.cleaned_data["reset_sync"])
+        recent = AuditEvent.objects.filter(
+            target_type=recovery.TARGET, action="recovery.start"
+        ).order_by("-id")[:10]
+        return render(
+            request,
+            "console/recovery.html",
+            {"form": form, "steps": recovery.STEPS, "recent": recent, "confirm_word": CONFIRM_WORD},
+            status=400,
+        )
+    session_id = recovery.start(
+        Actor.from_request(request), reset_sync=form.cleaned_data["reset_sync"]
+    )
     return redirect("console:recovery_session", session_id=session_id)
 
 
@@ -73,9 +89,15 @@ def _rows(state: recovery.SessionState) -> list[dict]:
     rows = []
     for number, step in enumerate(recovery.STEPS, start=1):
         result = state.results.get(step.key)
-        rows.append({"number": number, "step": step, "result": result,
-                     "is_next": step.key == runnable,
-                     "suggest_skip": step.optional and not state.reset_sync})
+        rows.append(
+            {
+                "number": number,
+                "step": step,
+                "result": result,
+                "is_next": step.key == runnable,
+                "suggest_skip": step.optional and not state.reset_sync,
+            }
+        )
     return rows
 
 
@@ -83,10 +105,14 @@ def _rows(state: recovery.SessionState) -> list[dict]:
 @requires("run_recovery")
 def recovery_session(request: HttpRequest, session_id: str) -> HttpResponse:
     state = _state_or_404(session_id)
-    context = {"state": state, "rows": _rows(state),
-               "events": AuditEvent.objects.filter(request_id=session_id).order_by("id")[:200]}
-    template = ("console/recovery_session.html#steps" if request.htmx
-                else "console/recovery_session.html")
+    context = {
+        "state": state,
+        "rows": _rows(state),
+        "events": AuditEvent.objects.filter(request_id=session_id).order_by("id")[:200],
+    }
+    template = (
+        "console/recovery_session.html#steps" if request.htmx else "console/recovery_session.html"
+    )
     return render(request, template, context)
 
 
@@ -99,8 +125,12 @@ def recovery_step(request: HttpRequest, session_id: str) -> HttpResponse:
         messages.error(request, "Choose a step.")
         return redirect("console:recovery_session", session_id=state.session_id)
     try:
-        result = recovery.run_step(Actor.from_request(request), state.session_id,
-                                   form.cleaned_data["step"], skip=form.cleaned_data["skip"])
+        result = recovery.run_step(
+            Actor.from_request(request),
+            state.session_id,
+            form.cleaned_data["step"],
+            skip=form.cleaned_data["skip"],
+        )
     except recovery.RecoveryError as exc:
         messages.error(request, str(exc))
     else:
@@ -110,6 +140,7 @@ def recovery_step(request: HttpRequest, session_id: str) -> HttpResponse:
         elif result.ok:
             messages.success(request, f"“{title}” done.")
         else:
-            messages.error(request, f"“{title}” failed: see its result below. Fix the cause "
-                                    "and run it again.")
+            messages.error(
+                request, f"“{title}” failed: see its result below. Fix the cause and run it again."
+            )
     return redirect("console:recovery_session", session_id=state.session_id)

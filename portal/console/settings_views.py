@@ -18,15 +18,24 @@ from portal.runtime.models import RuntimeSetting
 def settings_page(request: HttpRequest) -> HttpResponse:
     rows = {row.key: row for row in RuntimeSetting.objects.all()}
     settings_list = [
-        {"spec": spec, "value": registry.get_uncached(key), "row": rows.get(key),
-         "is_default": key not in rows, "is_bool": spec.kind is bool}
+        {
+            "spec": spec,
+            "value": registry.get_uncached(key),
+            "row": rows.get(key),
+            "is_default": key not in rows,
+            "is_bool": spec.kind is bool,
+        }
         for key, spec in registry.SPECS.items()
     ]
-    return render(request, "console/settings.html", {
-        "settings_list": settings_list,
-        "can_change": request.user.has_perm("access.change_runtime_settings"),
-        "cache_seconds": int(registry.CACHE_SECONDS),
-    })
+    return render(
+        request,
+        "console/settings.html",
+        {
+            "settings_list": settings_list,
+            "can_change": request.user.has_perm("access.change_runtime_settings"),
+            "cache_seconds": int(registry.CACHE_SECONDS),
+        },
+    )
 
 
 @require_POST
@@ -36,12 +45,19 @@ def settings_change(request: HttpRequest, key: str) -> HttpResponse:
         messages.error(request, f"There is no setting {key}.")
         return redirect("console:settings")
     try:
-        value = registry.set_value(Actor.from_request(request), key, request.POST.get("value", ""),
-                                   reason=request.POST.get("reason", "").strip())
+        value = registry.set_value(
+            Actor.from_request(request),
+            key,
+            request.POST.get("value", ""),
+            reason=request.POST.get("reason", "").strip(),
+        )
     except ValueError as exc:
         messages.error(request, str(exc))
     else:
         shown = ("on" if value else "off") if isinstance(value, bool) else value
-        messages.success(request, f"{registry.SPECS[key].label} is now {shown}. Every process "
-                                  f"picks it up within {int(registry.CACHE_SECONDS)} seconds.")
+        messages.success(
+            request,
+            f"{registry.SPECS[key].label} is now {shown}. Every process "
+            f"picks it up within {int(registry.CACHE_SECONDS)} seconds.",
+        )
     return redirect("console:settings")

@@ -41,10 +41,12 @@ SAMPLE_SIZE = 5
 
 class SubscriptionFilter(forms.Form):
     state = forms.ChoiceField(required=False, choices=[("", "any"), *Subscription.State.choices])
-    kind = forms.ChoiceField(required=False, label="Resource",
-                             choices=[("", "any"), *ResourceKind.choices])
-    expiring = forms.IntegerField(required=False, min_value=1, max_value=24 * 8,
-                                  label="Expiring within (hours)")
+    kind = forms.ChoiceField(
+        required=False, label="Resource", choices=[("", "any"), *ResourceKind.choices]
+    )
+    expiring = forms.IntegerField(
+        required=False, min_value=1, max_value=24 * 8, label="Expiring within (hours)"
+    )
     user = forms.CharField(required=False, max_length=255, label="User starts with")
     before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 
@@ -58,7 +60,8 @@ class SubscriptionFilter(forms.Form):
         if data.get("expiring"):
             queryset = queryset.filter(
                 state=Subscription.State.ACTIVE,
-                expiration__lt=timezone.now() + timedelta(hours=data["expiring"]))
+                expiration__lt=timezone.now() + timedelta(hours=data["expiring"]),
+            )
         if data.get("user"):
             queryset = queryset.filter(monitored_user__identifier__istartswith=data["user"])
         return queryset
@@ -71,8 +74,11 @@ def decorate(sub: Subscription, now: Any) -> Subscription:
     left = (sub.expiration - now).total_seconds() if sub.expiration else None
     sub.seconds_left = left  # type: ignore[attr-defined]
     sub.max_seconds = maximum  # type: ignore[attr-defined]
-    sub.percent_left = (max(0, min(100, int(100 * left / maximum)))  # type: ignore[attr-defined]
-                        if left is not None and maximum else None)
+    sub.percent_left = (
+        max(0, min(100, int(100 * left / maximum)))  # type: ignore[attr-defined]
+        if left is not None and maximum
+        else None
+    )
     sub.renewal_due_at = subscriptions.renewal_due_at(sub)  # type: ignore[attr-defined]
     sub.expired = left is not None and left <= 0  # type: ignore[attr-defined]
     sub.expiring_soon = left is not None and 0 < left < 24 * 3600  # type: ignore[attr-defined]
@@ -83,8 +89,11 @@ def decorate(sub: Subscription, now: Any) -> Subscription:
 @requires("view_console")
 def subscription_list(request: HttpRequest) -> HttpResponse:
     form = SubscriptionFilter(request.GET)
-    page = (keyset_page(request, form.queryset(), form.cleaned_data.get("before"), PAGE_SIZE)
-            if form.is_valid() else empty_page(request))
+    page = (
+        keyset_page(request, form.queryset(), form.cleaned_data.get("before"), PAGE_SIZE)
+        if form.is_valid()
+        else empty_page(request)
+    )
     now = timezone.now()
     rows = [decorate(sub, now) for sub in page.rows]
     user = request.user
@@ -100,16 +109,20 @@ def subscription_list(request: HttpRequest) -> HttpResponse:
     }
     if request.htmx and request.htmx.target == "subscriptions":
         return render(request, "console/subscriptions.html#subscriptions", context)
-    context.update({
-        "counts": dict(Subscription.objects.values_list("state").annotate(n=Count("id"))
-                       .order_by()),
-        "expiring_24h": Subscription.objects.filter(
-            state=Subscription.State.ACTIVE,
-            expiration__lt=now + timedelta(hours=24)).count(),
-        "events": LifecycleEvent.objects.select_related(
-            "subscription__monitored_user", "job", "followup_job")[:15],
-        "kinds": subscriptions.KINDS.values(),
-    })
+    context.update(
+        {
+            "counts": dict(
+                Subscription.objects.values_list("state").annotate(n=Count("id")).order_by()
+            ),
+            "expiring_24h": Subscription.objects.filter(
+                state=Subscription.State.ACTIVE, expiration__lt=now + timedelta(hours=24)
+            ).count(),
+            "events": LifecycleEvent.objects.select_related(
+                "subscription__monitored_user", "job", "followup_job"
+            )[:15],
+            "kinds": subscriptions.KINDS.values(),
+        }
+    )
     return render(request, "console/subscriptions.html", context)
 
 
@@ -133,9 +146,12 @@ def subscription_compare(request: HttpRequest) -> HttpResponse:
     """Database and Graph side by side (one GET /subscriptions, paged by Graph)."""
     wait = _compare_allowed(request)
     if wait:
-        response = HttpResponse(f"Comparing with Graph is limited to {COMPARES_PER_MINUTE} a "
-                                f"minute; try again in {wait} s.", status=429,
-                                content_type="text/plain; charset=utf-8")
+        response = HttpResponse(
+            f"Comparing with Graph is limited to {COMPARES_PER_MINUTE} a "
+            f"minute; try again in {wait} s.",
+            status=429,
+            content_type="text/plain; charset=utf-8",
+        )
         response["Retry-After"] = str(wait)
         return response
     error = ""
@@ -146,43 +162,70 @@ def subscription_compare(request: HttpRequest) -> HttpResponse:
         remote, error = {}, exc.message
     if not error:
         now = timezone.now()
-        known = list(Subscription.objects.select_related("monitored_user")
-                     .exclude(graph_id__isnull=True).order_by("-id")[:500])
+        known = list(
+            Subscription.objects.select_related("monitored_user")
+            .exclude(graph_id__isnull=True)
+            .order_by("-id")[:500]
+        )
         for sub in known:
             item = remote.pop(sub.graph_id, None)
-            graph_expiry = subscriptions.parse_graph_datetime(
-                item.get("expirationDateTime")) if item else None
+            graph_expiry = (
+                subscriptions.parse_graph_datetime(item.get("expirationDateTime")) if item else None
+            )
             if item is None and sub.state == Subscription.State.ACTIVE:
                 verdict, state = "missing in Graph: recreate (or run Set up all)", "failed"
             elif item is None:
                 verdict, state = f"{sub.get_state_display()}, not in Graph", "cancelled"
             elif sub.state != Subscription.State.ACTIVE:
                 verdict, state = f"in Graph but {sub.state} here: clean up", "paused"
-            elif graph_expiry and sub.expiration and abs(
-                    (graph_expiry - sub.expiration).total_seconds()) > 60:
+            elif (
+                graph_expiry
+                and sub.expiration
+                and abs((graph_expiry - sub.expiration).total_seconds()) > 60
+            ):
                 verdict, state = "expiry differs: renew", "paused"
             else:
                 verdict, state = "in step", "succeeded"
-            pairs.append({"sub": decorate(sub, now), "remote": item,
-                          "graph_expiry": graph_expiry, "verdict": verdict, "state": state})
+            pairs.append(
+                {
+                    "sub": decorate(sub, now),
+                    "remote": item,
+                    "graph_expiry": graph_expiry,
+                    "verdict": verdict,
+                    "state": state,
+                }
+            )
         for item in remote.values():
             ours = subscriptions.ours(item)
-            pairs.append({"sub": None, "remote": item, "graph_expiry":
-                          subscriptions.parse_graph_datetime(item.get("expirationDateTime")),
-                          "verdict": "orphan of this deployment: Clean up deletes it" if ours
-                          else "another deployment's: left alone",
-                          "state": "failed" if ours else "cancelled"})
-    context = {"pairs": pairs, "error": error,
-               "in_step": sum(1 for p in pairs if p["state"] == "succeeded"),
-               "can_cleanup": request.user.has_perm("access.cleanup_subscriptions")}
-    template = ("console/subscription_compare.html#compare" if request.htmx
-                else "console/subscription_compare.html")
+            pairs.append(
+                {
+                    "sub": None,
+                    "remote": item,
+                    "graph_expiry": subscriptions.parse_graph_datetime(
+                        item.get("expirationDateTime")
+                    ),
+                    "verdict": "orphan of this deployment: Clean up deletes it"
+                    if ours
+                    else "another deployment's: left alone",
+                    "state": "failed" if ours else "cancelled",
+                }
+            )
+    context = {
+        "pairs": pairs,
+        "error": error,
+        "in_step": sum(1 for p in pairs if p["state"] == "succeeded"),
+        "can_cleanup": request.user.has_perm("access.cleanup_subscriptions"),
+    }
+    template = (
+        "console/subscription_compare.html#compare"
+        if request.htmx
+        else "console/subscription_compare.html"
+    )
     return render(request, template, context)
 
 
 def _get_or_404(subscription_id: int) -> Subscription:
-    sub = (Subscription.objects.select_related("monitored_user")
-           .filter(pk=subscription_id).first())
+    sub = Subscription.objects.select_related("monitored_user").filter(pk=subscription_id).first()
     if sub is None:
         raise Http404(f"There is no subscription #{subscription_id}.")
     return sub
@@ -199,17 +242,21 @@ def subscription_renew(request: HttpRequest, subscription_id: int) -> HttpRespon
     try:
         sub = subscriptions.renew(Actor.from_request(request), subscription_id)
     except GraphError as exc:
-        messages.error(request, f"Graph refused the renewal of #{subscription_id}: "
-                                f"{exc.message}")
+        messages.error(request, f"Graph refused the renewal of #{subscription_id}: {exc.message}")
     else:
-        messages.success(request, f"Subscription #{sub.pk} renewed: it now expires "
-                                  f"{sub.expiration:%Y-%m-%d %H:%M} UTC.")
+        messages.success(
+            request,
+            f"Subscription #{sub.pk} renewed: it now expires {sub.expiration:%Y-%m-%d %H:%M} UTC.",
+        )
     return _back(request)
 
 
 def _confirm(request: HttpRequest, sub: Subscription, action: str) -> HttpResponse:
-    return render(request, "console/subscription_confirm.html",
-                  {"sub": decorate(sub, timezone.now()), "action": action})
+    return render(
+        request,
+        "console/subscription_confirm.html",
+        {"sub": decorate(sub, timezone.now()), "action": action},
+    )
 
 
 @requires("recreate_subscription")
@@ -219,17 +266,22 @@ def subscription_recreate(request: HttpRequest, subscription_id: int) -> HttpRes
     if request.method != "POST":
         return _confirm(request, sub, "recreate")
     if sub.monitored_user is None:
-        messages.error(request, "This subscription belongs to no monitored user: delete it "
-                                "instead.")
+        messages.error(
+            request, "This subscription belongs to no monitored user: delete it instead."
+        )
         return _back(request)
     try:
         new = subscriptions.recreate(Actor.from_request(request), subscription_id)
     except (GraphError, ValueError) as exc:
-        messages.error(request, f"Recreating #{subscription_id} failed: "
-                                f"{getattr(exc, 'message', exc)}")
+        messages.error(
+            request, f"Recreating #{subscription_id} failed: {getattr(exc, 'message', exc)}"
+        )
     else:
-        messages.success(request, f"Recreated as #{new.pk} (Graph id {new.graph_id}); a delta "
-                                  "sync catches up what was missed.")
+        messages.success(
+            request,
+            f"Recreated as #{new.pk} (Graph id {new.graph_id}); a delta "
+            "sync catches up what was missed.",
+        )
     return redirect("console:subscriptions")
 
 
@@ -244,14 +296,18 @@ def subscription_delete(request: HttpRequest, subscription_id: int) -> HttpRespo
     except GraphError as exc:
         messages.error(request, f"Graph refused to delete #{subscription_id}: {exc.message}")
     else:
-        messages.success(request, f"Subscription #{subscription_id} deleted in Graph and here. "
-                                  "Set up all recreates it while its user is monitored.")
+        messages.success(
+            request,
+            f"Subscription #{subscription_id} deleted in Graph and here. "
+            "Set up all recreates it while its user is monitored.",
+        )
     return redirect("console:subscriptions")
 
 
 class BulkRenewForm(forms.Form):
-    hours = forms.IntegerField(min_value=1, max_value=24 * 8, initial=24,
-                               label="Expiring within (hours)")
+    hours = forms.IntegerField(
+        min_value=1, max_value=24 * 8, initial=24, label="Expiring within (hours)"
+    )
     confirm_count = forms.CharField(required=False, max_length=12)
 
 
@@ -261,31 +317,46 @@ def subscription_bulk_renew(request: HttpRequest) -> HttpResponse:
     operation with progress (cancellable)."""
     form = BulkRenewForm(request.POST if request.method == "POST" else request.GET or None)
     if not form.is_valid():
-        return render(request, "console/subscription_bulk_renew.html", {"form": form},
-                      status=400 if form.is_bound else 200)
+        return render(
+            request,
+            "console/subscription_bulk_renew.html",
+            {"form": form},
+            status=400 if form.is_bound else 200,
+        )
     hours = form.cleaned_data["hours"]
     matching = Subscription.objects.filter(
-        state=Subscription.State.ACTIVE, graph_id__isnull=False,
-        expiration__lt=timezone.now() + timedelta(hours=hours))
+        state=Subscription.State.ACTIVE,
+        graph_id__isnull=False,
+        expiration__lt=timezone.now() + timedelta(hours=hours),
+    )
     count = matching.count()
     context: dict[str, Any] = {
-        "form": form, "hours": hours, "count": count,
-        "sample": [decorate(s, timezone.now()) for s in
-                   matching.select_related("monitored_user").order_by("expiration")[:SAMPLE_SIZE]],
+        "form": form,
+        "hours": hours,
+        "count": count,
+        "sample": [
+            decorate(s, timezone.now())
+            for s in matching.select_related("monitored_user").order_by("expiration")[:SAMPLE_SIZE]
+        ],
         "needs_typing": count > TYPED_CONFIRMATION_THRESHOLD,
         "threshold": TYPED_CONFIRMATION_THRESHOLD,
     }
     if request.method != "POST":
         return render(request, "console/subscription_bulk_renew.html", context)
     if count == 0:
-        messages.info(request, "No subscription expires in that window any more; nothing was "
-                               "renewed.")
+        messages.info(
+            request, "No subscription expires in that window any more; nothing was renewed."
+        )
         return redirect("console:subscriptions")
     if context["needs_typing"] and form.cleaned_data["confirm_count"].strip() != str(count):
         context["confirm_error"] = f"Type {count} to confirm."
         return render(request, "console/subscription_bulk_renew.html", context, status=400)
-    operation = bulk.start(Actor.from_request(request), "renew_subscriptions", matching,
-                           {"expiring_within_hours": hours})
+    operation = bulk.start(
+        Actor.from_request(request),
+        "renew_subscriptions",
+        matching,
+        {"expiring_within_hours": hours},
+    )
     return redirect("console:bulk_operation", operation_id=operation.pk)
 
 
@@ -295,16 +366,23 @@ def _summary_action(request: HttpRequest, *, kind: str) -> HttpResponse:
     service = subscriptions.setup if kind == "setup" else subscriptions.cleanup
     if request.method != "POST":
         summary = service(actor, dry_run=True)
-        return render(request, "console/subscription_summary.html",
-                      {"summary": summary, "kind": kind, "lines": summary.lines()})
+        return render(
+            request,
+            "console/subscription_summary.html",
+            {"summary": summary, "kind": kind, "lines": summary.lines()},
+        )
     if request.POST.get("confirm") != "yes":
         messages.error(request, "Confirm first: the dry run shows what will change.")
-        return redirect("console:subscriptions_setup" if kind == "setup"
-                        else "console:subscriptions_cleanup")
+        return redirect(
+            "console:subscriptions_setup" if kind == "setup" else "console:subscriptions_cleanup"
+        )
     # Graph calls for every monitored user: run it in the background and show its result.
     with transaction.atomic():
-        job = enqueue("graph.subscriptions_run", {"action": kind, "started_by": actor.name},
-                      created_by=actor.name)
+        job = enqueue(
+            "graph.subscriptions_run",
+            {"action": kind, "started_by": actor.name},
+            created_by=actor.name,
+        )
         record(f"webhooks.{kind}.start", actor=actor, target_type="job", target_id=job.pk)
     return redirect("console:subscriptions_run", job_id=job.pk)
 
@@ -315,10 +393,10 @@ def subscriptions_run(request: HttpRequest, job_id: int) -> HttpResponse:
     job = Job.objects.filter(pk=job_id, job_type="graph.subscriptions_run").first()
     if job is None:
         raise Http404("No such run.")
-    context = {"job": job, "kind": job.payload.get("action", "setup"),
-               "result": job.result or {}}
-    template = ("console/subscription_run.html#run" if request.htmx
-                else "console/subscription_run.html")
+    context = {"job": job, "kind": job.payload.get("action", "setup"), "result": job.result or {}}
+    template = (
+        "console/subscription_run.html#run" if request.htmx else "console/subscription_run.html"
+    )
     return render(request, template, context)
 
 

@@ -43,8 +43,9 @@ TIMELINE_LIMIT = 60
 
 class UserFilter(forms.Form):
     q = forms.CharField(required=False, max_length=255, label="User starts with")
-    status = forms.ChoiceField(required=False, label="Sync state", choices=[
-        ("", "any"), *SyncState.Status.choices])
+    status = forms.ChoiceField(
+        required=False, label="Sync state", choices=[("", "any"), *SyncState.Status.choices]
+    )
     inactive = forms.BooleanField(required=False, label="Include removed users")
     before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 
@@ -72,8 +73,9 @@ def user_list(request: HttpRequest) -> HttpResponse:
         if not data.get("inactive"):
             queryset = queryset.filter(is_active=True)
         if data.get("q"):
-            queryset = queryset.filter(Q(identifier__istartswith=data["q"])
-                                       | Q(upn__istartswith=data["q"]))
+            queryset = queryset.filter(
+                Q(identifier__istartswith=data["q"]) | Q(upn__istartswith=data["q"])
+            )
         if data.get("status"):
             queryset = queryset.filter(sync_states__status=data["status"]).distinct()
         page = keyset_page(request, queryset, data.get("before"), PAGE_SIZE)
@@ -85,7 +87,9 @@ def user_list(request: HttpRequest) -> HttpResponse:
         by_kind = states.get(user.pk, {})
         user.state_rows = [(kind, by_kind.get(kind)) for kind in user.kinds]  # type: ignore[attr-defined]
     context = {
-        "form": form, "users": users, **page.context(),
+        "form": form,
+        "users": users,
+        **page.context(),
         "add_form": AddUserForm(),
         "can_manage": request.user.has_perm("access.manage_monitored_users"),
     }
@@ -103,14 +107,19 @@ def user_add(request: HttpRequest) -> HttpResponse:
         return redirect("console:sync_users")
     try:
         user = subscriptions.add_monitored_user(
-            Actor.from_request(request), form.cleaned_data["identifier"],
+            Actor.from_request(request),
+            form.cleaned_data["identifier"],
             messages=form.cleaned_data["messages"],
-            chat_messages=form.cleaned_data["chat_messages"])
+            chat_messages=form.cleaned_data["chat_messages"],
+        )
     except (ValueError, GraphError) as exc:
         messages.error(request, str(getattr(exc, "message", exc)))
         return redirect("console:sync_users")
-    messages.success(request, f"{user} is monitored. Subscriptions are created by the next "
-                              "maintenance run or Set up all on the Subscriptions page.")
+    messages.success(
+        request,
+        f"{user} is monitored. Subscriptions are created by the next "
+        "maintenance run or Set up all on the Subscriptions page.",
+    )
     return redirect("console:sync_user", user_id=user.pk)
 
 
@@ -126,13 +135,22 @@ def user_remove(request: HttpRequest, user_id: int) -> HttpResponse:
     """GET: what removing does. POST: do it."""
     user = _user_or_404(user_id)
     if request.method != "POST":
-        return render(request, "console/sync_user_remove.html", {
-            "monitored": user,
-            "subscriptions": Subscription.objects.filter(
-                monitored_user=user, state=Subscription.State.ACTIVE).count()})
+        return render(
+            request,
+            "console/sync_user_remove.html",
+            {
+                "monitored": user,
+                "subscriptions": Subscription.objects.filter(
+                    monitored_user=user, state=Subscription.State.ACTIVE
+                ).count(),
+            },
+        )
     subscriptions.remove_monitored_user(Actor.from_request(request), user.pk)
-    messages.success(request, f"{user} is no longer monitored. Its subscriptions are deleted by "
-                              "the next Set up all; its sync history is kept.")
+    messages.success(
+        request,
+        f"{user} is no longer monitored. Its subscriptions are deleted by "
+        "the next Set up all; its sync history is kept.",
+    )
     return redirect("console:sync_users")
 
 
@@ -142,16 +160,22 @@ def _card(user: MonitoredUser, kind: str, state: SyncState | None) -> dict[str, 
     if token_age is not None:
         token_days_left = DELTA_TOKEN_DAYS - token_age.days
     return {
-        "kind": kind, "label": ResourceKind(kind).label, "state": state,
-        "watched": kind in user.kinds, "token_age": token_age,
+        "kind": kind,
+        "label": ResourceKind(kind).label,
+        "state": state,
+        "watched": kind in user.kinds,
+        "token_age": token_age,
         "token_days_left": token_days_left,
         "runs": list(SyncRun.objects.filter(state=state).select_related("job")[:8])
-        if state else [],
+        if state
+        else [],
         "queued_job": Job.objects.filter(pk=state.queued_job_id).first()
-        if state and state.queued_job_id else None,
+        if state and state.queued_job_id
+        else None,
         "subscription": Subscription.objects.filter(monitored_user=user, kind=kind)
         .exclude(state=Subscription.State.REMOVED, replaced_by__isnull=False)
-        .order_by("-id").first(),
+        .order_by("-id")
+        .first(),
     }
 
 
@@ -177,8 +201,7 @@ def user_detail(request: HttpRequest, user_id: int) -> HttpResponse:
 
 class SyncActionForm(forms.Form):
     kind = forms.ChoiceField(choices=ResourceKind.choices)
-    action = forms.ChoiceField(choices=[("delta", "delta"), ("full", "full"),
-                                        ("reset", "reset")])
+    action = forms.ChoiceField(choices=[("delta", "delta"), ("full", "full"), ("reset", "reset")])
 
 
 _ACTION_PERMISSION = {"delta": "sync_delta", "full": "sync_full", "reset": "sync_reset"}
@@ -199,17 +222,26 @@ def user_sync_action(request: HttpRequest, user_id: int) -> HttpResponse:
     label = ResourceKind(kind).label.lower()
     if action == "delta":
         job = sync.delta_now(actor, user.pk, kind)
-        messages.success(request, f"Delta sync of {label} queued as job #{job.pk}: it fetches "
-                                  "only what changed since the last round.")
+        messages.success(
+            request,
+            f"Delta sync of {label} queued as job #{job.pk}: it fetches "
+            "only what changed since the last round.",
+        )
     elif action == "full":
         job = sync.full_sync(actor, user.pk, kind)
-        messages.success(request, f"Full sync of {label} started as job #{job.pk}: every item "
-                                  "is fetched again; items gone from the mailbox are removed.")
+        messages.success(
+            request,
+            f"Full sync of {label} started as job #{job.pk}: every item "
+            "is fetched again; items gone from the mailbox are removed.",
+        )
     else:
         sync.reset(actor, user.pk, kind)
-        messages.success(request, f"Sync state of {label} reset: the delta token is dropped and "
-                                  "the next run (interval, notification or Delta sync now) is a "
-                                  "full one.")
+        messages.success(
+            request,
+            f"Sync state of {label} reset: the delta token is dropped and "
+            "the next run (interval, notification or Delta sync now) is a "
+            "full one.",
+        )
     return back
 
 
@@ -222,67 +254,132 @@ def _timeline(user: MonitoredUser, hours: int, *, with_audit: bool) -> list[dict
     subs = list(Subscription.objects.filter(monitored_user=user))
     sub_ids = [s.pk for s in subs]
 
-    def add(at: Any, category: str, state: str, title: str, detail: str = "",
-            link: str = "") -> None:
+    def add(
+        at: Any, category: str, state: str, title: str, detail: str = "", link: str = ""
+    ) -> None:
         if at is not None and at >= since:
-            entries.append({"at": at, "category": category, "state": state, "title": title,
-                            "detail": detail, "link": link})
+            entries.append(
+                {
+                    "at": at,
+                    "category": category,
+                    "state": state,
+                    "title": title,
+                    "detail": detail,
+                    "link": link,
+                }
+            )
 
     for sub in subs:
-        add(sub.created_at, "subscription", "succeeded" if sub.graph_id else "failed",
-            f"{sub.kind} subscription #{sub.pk} created", sub.graph_id or sub.last_error)
-        add(sub.last_renewed_at, "subscription", "succeeded",
+        add(
+            sub.created_at,
+            "subscription",
+            "succeeded" if sub.graph_id else "failed",
+            f"{sub.kind} subscription #{sub.pk} created",
+            sub.graph_id or sub.last_error,
+        )
+        add(
+            sub.last_renewed_at,
+            "subscription",
+            "succeeded",
             f"{sub.kind} subscription #{sub.pk} renewed",
-            f"until {sub.expiration:%Y-%m-%d %H:%M}" if sub.expiration else "")
-        add(sub.last_error_at, "subscription", "failed",
-            f"{sub.kind} subscription #{sub.pk} error", sub.last_error)
+            f"until {sub.expiration:%Y-%m-%d %H:%M}" if sub.expiration else "",
+        )
+        add(
+            sub.last_error_at,
+            "subscription",
+            "failed",
+            f"{sub.kind} subscription #{sub.pk} error",
+            sub.last_error,
+        )
         if sub.expiration and sub.expiration < timezone.now():
-            add(sub.expiration, "subscription", "failed",
+            add(
+                sub.expiration,
+                "subscription",
+                "failed",
                 f"{sub.kind} subscription #{sub.pk} expired",
-                "Graph stopped sending notifications")
-    for event in LifecycleEvent.objects.filter(subscription_id__in=sub_ids,
-                                               received_at__gte=since)[:TIMELINE_LIMIT]:
-        add(event.received_at, "lifecycle",
+                "Graph stopped sending notifications",
+            )
+    for event in LifecycleEvent.objects.filter(subscription_id__in=sub_ids, received_at__gte=since)[
+        :TIMELINE_LIMIT
+    ]:
+        add(
+            event.received_at,
+            "lifecycle",
             "failed" if event.status == "failed" else "paused",
-            f"Graph sent {event.event}", f"{event.status}: {event.outcome}",
+            f"Graph sent {event.event}",
+            f"{event.status}: {event.outcome}",
             reverse("console:job_detail", args=[event.followup_job_id])
-            if event.followup_job_id else "")
-    for note in NotificationInbox.objects.filter(monitored_user=user,
-                                                 received_at__gte=since)[:TIMELINE_LIMIT]:
-        add(note.received_at, "notification",
+            if event.followup_job_id
+            else "",
+        )
+    for note in NotificationInbox.objects.filter(monitored_user=user, received_at__gte=since)[
+        :TIMELINE_LIMIT
+    ]:
+        add(
+            note.received_at,
+            "notification",
             "succeeded" if note.status == "processed" else "pending",
-            f"Notification: {note.change_type} {note.kind}", f"{note.status}",
-            reverse("console:job_detail", args=[note.sync_job_id]) if note.sync_job_id else "")
-    for run in SyncRun.objects.filter(state_id__in=state_ids,
-                                      started_at__gte=since).select_related("state")[:TIMELINE_LIMIT]:
-        add(run.started_at, "sync run", run.outcome,
+            f"Notification: {note.change_type} {note.kind}",
+            f"{note.status}",
+            reverse("console:job_detail", args=[note.sync_job_id]) if note.sync_job_id else "",
+        )
+    for run in SyncRun.objects.filter(state_id__in=state_ids, started_at__gte=since).select_related(
+        "state"
+    )[:TIMELINE_LIMIT]:
+        add(
+            run.started_at,
+            "sync run",
+            run.outcome,
             f"{run.get_kind_display()} run of {run.state.kind}: {run.outcome}",
-            run.error or f"{run.pages} pages, +{run.added} ~{run.updated} -{run.removed}"
+            run.error
+            or f"{run.pages} pages, +{run.added} ~{run.updated} -{run.removed}"
             f"{' · ' + run.trigger if run.trigger else ''}",
-            reverse("console:job_detail", args=[run.job_id]) if run.job_id else "")
-    job_ids = {r.job_id for r in SyncRun.objects.filter(state_id__in=state_ids,
-                                                        started_at__gte=since)[:200] if r.job_id}
+            reverse("console:job_detail", args=[run.job_id]) if run.job_id else "",
+        )
+    job_ids = {
+        r.job_id
+        for r in SyncRun.objects.filter(state_id__in=state_ids, started_at__gte=since)[:200]
+        if r.job_id
+    }
     job_ids |= {s.queued_job_id for s in states if s.queued_job_id}
     for job in Job.objects.filter(pk__in=job_ids).exclude(status=Job.Status.SUCCEEDED):
-        add(job.updated_at, "job", job.status, f"Job #{job.pk} {job.job_type} is {job.status}",
-            job.last_error, reverse("console:job_detail", args=[job.pk]))
+        add(
+            job.updated_at,
+            "job",
+            job.status,
+            f"Job #{job.pk} {job.job_type} is {job.status}",
+            job.last_error,
+            reverse("console:job_detail", args=[job.pk]),
+        )
     mailbox = (user.graph_id or "").lower()
     if mailbox:
-        for call in GraphCall.objects.filter(created_at__gte=since, throttled=True,
-                                             mailbox__in={mailbox, user.upn.lower()} - {""})[
-                                                 :TIMELINE_LIMIT]:
-            add(call.created_at, "429", "paused", f"Graph throttled {call.method} "
-                f"{call.route}", f"Retry-After {call.retry_after or '?'} s")
-    targets = Q(target_type="monitored_user", target_id=str(user.pk)) | Q(
-        target_type="sync_state", target_id__in=[str(i) for i in state_ids]) | Q(
-        target_type="subscription", target_id__in=[str(i) for i in sub_ids])
+        for call in GraphCall.objects.filter(
+            created_at__gte=since, throttled=True, mailbox__in={mailbox, user.upn.lower()} - {""}
+        )[:TIMELINE_LIMIT]:
+            add(
+                call.created_at,
+                "429",
+                "paused",
+                f"Graph throttled {call.method} {call.route}",
+                f"Retry-After {call.retry_after or '?'} s",
+            )
+    targets = (
+        Q(target_type="monitored_user", target_id=str(user.pk))
+        | Q(target_type="sync_state", target_id__in=[str(i) for i in state_ids])
+        | Q(target_type="subscription", target_id__in=[str(i) for i in sub_ids])
+    )
     # Operators' actions come from the audit log: only for those who may read it.
     audit = AuditEvent.objects.filter(targets, created_at__gte=since) if with_audit else []
     for event in audit[:TIMELINE_LIMIT]:
-        add(event.created_at, "operator", event.outcome,
-            f"{event.actor_name}: {event.action}", event.reason)
+        add(
+            event.created_at,
+            "operator",
+            event.outcome,
+            f"{event.actor_name}: {event.action}",
+            event.reason,
+        )
     entries.sort(key=lambda e: e["at"], reverse=True)
-    return entries[:TIMELINE_LIMIT * 2]
+    return entries[: TIMELINE_LIMIT * 2]
 
 
 @require_GET
@@ -292,12 +389,21 @@ def user_timeline(request: HttpRequest, user_id: int) -> HttpResponse:
     window = request.GET.get("window", "24h")
     if window not in TIMELINE_WINDOWS:
         window = "24h"
-    entries = _timeline(user, TIMELINE_WINDOWS[window],
-                        with_audit=request.user.has_perm("access.view_audit"))
+    entries = _timeline(
+        user, TIMELINE_WINDOWS[window], with_audit=request.user.has_perm("access.view_audit")
+    )
     states = list(SyncState.objects.filter(monitored_user=user))
-    return render(request, "console/sync_timeline.html", {
-        "monitored": user, "entries": entries, "window": window,
-        "diagnosis": _diagnose(user, states), "windows": TIMELINE_WINDOWS})
+    return render(
+        request,
+        "console/sync_timeline.html",
+        {
+            "monitored": user,
+            "entries": entries,
+            "window": window,
+            "diagnosis": _diagnose(user, states),
+            "windows": TIMELINE_WINDOWS,
+        },
+    )
 
 
 def _diagnose(user: MonitoredUser, states: list[SyncState]) -> list[tuple[str, str]]:
@@ -312,22 +418,42 @@ def _diagnose(user: MonitoredUser, states: list[SyncState]) -> list[tuple[str, s
         findings.append(("failed", f"Graph id not resolved: {user.last_error or 'pending'}."))
     if PausedJobType.objects.filter(job_type=sync.JOB_TYPE).exists():
         findings.append(("failed", "Sync jobs are paused (Jobs page): nothing runs."))
-    live = Subscription.objects.filter(monitored_user=user, state=Subscription.State.ACTIVE,
-                                       expiration__gt=timezone.now())
+    live = Subscription.objects.filter(
+        monitored_user=user, state=Subscription.State.ACTIVE, expiration__gt=timezone.now()
+    )
     for kind in user.kinds:
         if not live.filter(kind=kind).exists():
-            findings.append(("failed", f"No live {kind} subscription: no real-time "
-                                       "notifications (Set up all creates one)."))
+            findings.append(
+                (
+                    "failed",
+                    f"No live {kind} subscription: no real-time "
+                    "notifications (Set up all creates one).",
+                )
+            )
     if not runtime("ENABLE_REALTIME_SYNC"):
-        findings.append(("paused", "Real-time sync is off (Settings): notifications only mark "
-                                   "the user due for the next interval run."))
+        findings.append(
+            (
+                "paused",
+                "Real-time sync is off (Settings): notifications only mark "
+                "the user due for the next interval run.",
+            )
+        )
     for state in states:
         if state.status == SyncState.Status.FAILED:
             findings.append(("failed", f"{state.kind}: last run failed: {state.last_error}"))
         if state.token_age and state.token_age.days >= DELTA_TOKEN_DAYS:
-            findings.append(("paused", f"{state.kind}: delta token is {state.token_age.days} "
-                                       "days old; expect an automatic full resync."))
+            findings.append(
+                (
+                    "paused",
+                    f"{state.kind}: delta token is {state.token_age.days} "
+                    "days old; expect an automatic full resync.",
+                )
+            )
     if not findings:
-        findings.append(("succeeded", "Nothing looks wrong: subscriptions are live and the "
-                                      "last runs succeeded."))
+        findings.append(
+            (
+                "succeeded",
+                "Nothing looks wrong: subscriptions are live and the last runs succeeded.",
+            )
+        )
     return findings

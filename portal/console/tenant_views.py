@@ -37,23 +37,36 @@ class ConnectTenantForm(forms.Form):
     tenant_id = forms.CharField(label="Directory (tenant) ID", max_length=100)
     client_id = forms.CharField(label="Application (client) ID", max_length=100)
     client_secret = forms.CharField(
-        label="Client secret (its value, not its ID)", max_length=MAX_SECRET_LENGTH,
-        widget=forms.PasswordInput(attrs={"autocomplete": "off", "spellcheck": "false"}))
-    secret_expires_on = forms.DateField(label="Secret expires on (from Entra ID)",
-                                        required=False,
-                                        widget=forms.DateInput(attrs={"type": "date"}))
-    authority_host = forms.CharField(label="Identity platform", required=False,
-                                     initial=tenant.DEFAULT_AUTHORITY_HOST, max_length=300)
-    graph_url = forms.CharField(label="Graph URL", required=False,
-                                initial=tenant.DEFAULT_GRAPH_URL, max_length=300)
-    ca_bundle = forms.CharField(label="CA bundle path (blank: the system's)", required=False,
-                                max_length=500)
-    public_base_url = forms.CharField(label="Public base URL for webhooks (https)",
-                                      required=False, max_length=300)
+        label="Client secret (its value, not its ID)",
+        max_length=MAX_SECRET_LENGTH,
+        widget=forms.PasswordInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    secret_expires_on = forms.DateField(
+        label="Secret expires on (from Entra ID)",
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
+    authority_host = forms.CharField(
+        label="Identity platform",
+        required=False,
+        initial=tenant.DEFAULT_AUTHORITY_HOST,
+        max_length=300,
+    )
+    graph_url = forms.CharField(
+        label="Graph URL", required=False, initial=tenant.DEFAULT_GRAPH_URL, max_length=300
+    )
+    ca_bundle = forms.CharField(
+        label="CA bundle path (blank: the system's)", required=False, max_length=500
+    )
+    public_base_url = forms.CharField(
+        label="Public base URL for webhooks (https)", required=False, max_length=300
+    )
     keep_monitored_users = forms.BooleanField(
-        label="Keep monitored users (re-resolve them by UPN in the new tenant)", required=False)
-    drop_synced_items = forms.BooleanField(label="Drop the synced items of the old tenant",
-                                           required=False)
+        label="Keep monitored users (re-resolve them by UPN in the new tenant)", required=False
+    )
+    drop_synced_items = forms.BooleanField(
+        label="Drop the synced items of the old tenant", required=False
+    )
 
     def expires_at(self) -> datetime | None:
         day = self.cleaned_data.get("secret_expires_on")
@@ -63,10 +76,14 @@ class ConnectTenantForm(forms.Form):
 def _prepare(request: HttpRequest, pending: dict[str, Any]) -> tenant.ConnectPlan:
     target = tenant.clean_target(**pending["target"])
     expires = pending.get("expires_at")
-    return tenant.prepare(Actor.from_request(request), target, decrypt(pending["secret"]),
-                          keep_monitored_users=pending["keep"],
-                          drop_synced_items=pending["drop"],
-                          secret_expires_at=datetime.fromisoformat(expires) if expires else None)
+    return tenant.prepare(
+        Actor.from_request(request),
+        target,
+        decrypt(pending["secret"]),
+        keep_monitored_users=pending["keep"],
+        drop_synced_items=pending["drop"],
+        secret_expires_at=datetime.fromisoformat(expires) if expires else None,
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -81,11 +98,22 @@ def connect_tenant(request: HttpRequest) -> HttpResponse:
             data = form.cleaned_data
             expires = form.expires_at()
             pending = {
-                "target": {k: data[k] for k in ("tenant_id", "client_id", "authority_host",
-                                                "graph_url", "ca_bundle", "public_base_url")},
-                "secret": encrypt(data["client_secret"]), "keep": data["keep_monitored_users"],
+                "target": {
+                    k: data[k]
+                    for k in (
+                        "tenant_id",
+                        "client_id",
+                        "authority_host",
+                        "graph_url",
+                        "ca_bundle",
+                        "public_base_url",
+                    )
+                },
+                "secret": encrypt(data["client_secret"]),
+                "keep": data["keep_monitored_users"],
                 "drop": data["drop_synced_items"],
-                "expires_at": expires.isoformat() if expires else None, "at": time.time(),
+                "expires_at": expires.isoformat() if expires else None,
+                "at": time.time(),
             }
             try:
                 context["plan"] = _prepare(request, pending)
@@ -93,8 +121,12 @@ def connect_tenant(request: HttpRequest) -> HttpResponse:
                 form.add_error(None, str(exc))
             else:
                 request.session[SESSION_KEY] = pending
-    return render(request, "console/connect_tenant.html", context,
-                  status=400 if request.method == "POST" and context["plan"] is None else 200)
+    return render(
+        request,
+        "console/connect_tenant.html",
+        context,
+        status=400 if request.method == "POST" and context["plan"] is None else 200,
+    )
 
 
 @require_POST

@@ -17,28 +17,40 @@ from portal.api.models import ApiToken
 
 
 class TokenForm(forms.Form):
-    user = forms.ModelChoiceField(queryset=get_user_model().objects.none(),
-                                  to_field_name="username")
+    user = forms.ModelChoiceField(
+        queryset=get_user_model().objects.none(), to_field_name="username"
+    )
     name = forms.CharField(max_length=100, help_text="What uses it, e.g. 'on-call scripts'.")
     scopes = forms.MultipleChoiceField(
-        required=False, choices=list(PERMISSIONS.items()),
+        required=False,
+        choices=list(PERMISSIONS.items()),
         widget=forms.CheckboxSelectMultiple,
-        help_text="None ticked: whatever the user's role allows.")
-    expires_days = forms.IntegerField(min_value=1, max_value=tokens.MAX_EXPIRY_DAYS,
-                                      initial=tokens.DEFAULT_EXPIRY_DAYS)
+        help_text="None ticked: whatever the user's role allows.",
+    )
+    expires_days = forms.IntegerField(
+        min_value=1, max_value=tokens.MAX_EXPIRY_DAYS, initial=tokens.DEFAULT_EXPIRY_DAYS
+    )
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["user"].queryset = get_user_model().objects.filter(
-            is_active=True).order_by("username")
+        self.fields["user"].queryset = (
+            get_user_model().objects.filter(is_active=True).order_by("username")
+        )
 
 
-def _page(request: HttpRequest, form: TokenForm, created: str = "",
-          status: int = 200) -> HttpResponse:
-    return render(request, "console/tokens.html", {
-        "form": form, "created": created,
-        "tokens": ApiToken.objects.select_related("user").order_by("-id")[:200],
-    }, status=status)
+def _page(
+    request: HttpRequest, form: TokenForm, created: str = "", status: int = 200
+) -> HttpResponse:
+    return render(
+        request,
+        "console/tokens.html",
+        {
+            "form": form,
+            "created": created,
+            "tokens": ApiToken.objects.select_related("user").order_by("-id")[:200],
+        },
+        status=status,
+    )
 
 
 @require_GET
@@ -55,8 +67,13 @@ def token_create(request: HttpRequest) -> HttpResponse:
         return _page(request, form, status=400)
     data = form.cleaned_data
     try:
-        _token, raw = tokens.create_token(Actor.from_request(request), data["user"].username,
-                                          data["name"], data["scopes"], data["expires_days"])
+        _token, raw = tokens.create_token(
+            Actor.from_request(request),
+            data["user"].username,
+            data["name"],
+            data["scopes"],
+            data["expires_days"],
+        )
     except tokens.TokenError as exc:
         form.add_error(None, str(exc))
         return _page(request, form, status=400)

@@ -18,13 +18,17 @@ from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.audit.models import AuditEvent
 
-TIMEOUT_CHOICES = [("5", "5 seconds per check"), ("10", "10 seconds per check"),
-                   ("20", "20 seconds per check")]
+TIMEOUT_CHOICES = [
+    ("5", "5 seconds per check"),
+    ("10", "10 seconds per check"),
+    ("20", "20 seconds per check"),
+]
 
 
 class VerifyForm(forms.Form):
-    timeout = forms.TypedChoiceField(choices=TIMEOUT_CHOICES, coerce=int, initial="5",
-                                     label="Wait at most")
+    timeout = forms.TypedChoiceField(
+        choices=TIMEOUT_CHOICES, coerce=int, initial="5", label="Wait at most"
+    )
 
 
 def _context(request: HttpRequest, form: VerifyForm, results: list | None) -> dict:
@@ -32,10 +36,12 @@ def _context(request: HttpRequest, form: VerifyForm, results: list | None) -> di
         "form": form,
         "results": results,
         "failed": [r for r in results if not r.ok] if results is not None else [],
-        "checks": [c.__name__.removeprefix("check_").replace("_", " ").capitalize()
-                   for c in verify.CHECKS],
+        "checks": [
+            c.__name__.removeprefix("check_").replace("_", " ").capitalize() for c in verify.CHECKS
+        ],
         "history": AuditEvent.objects.filter(action="integration.verify")
-        .exclude(outcome="denied").order_by("-id")[:8],
+        .exclude(outcome="denied")
+        .order_by("-id")[:8],
     }
 
 
@@ -52,7 +58,8 @@ def verify_run(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         template = "console/verify.html#results" if request.htmx else "console/verify.html"
         return render(request, template, _context(request, form, None), status=400)
-    results = verify.verify_integration(Actor.from_request(request),
-                                        timeout=form.cleaned_data["timeout"])
+    results = verify.verify_integration(
+        Actor.from_request(request), timeout=form.cleaned_data["timeout"]
+    )
     template = "console/verify.html#results" if request.htmx else "console/verify.html"
     return render(request, template, _context(request, form, results))

@@ -44,14 +44,16 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "users_by_role": [(role, users_by_role.get(role, 0)) for role in ROLES],
         "events_24h": recent.count(),
         "denied_24h": recent.filter(outcome=AuditEvent.Outcome.DENIED).count(),
-        "failed_logins_24h": recent.filter(action="auth.login",
-                                           outcome=AuditEvent.Outcome.FAILURE).count(),
+        "failed_logins_24h": recent.filter(
+            action="auth.login", outcome=AuditEvent.Outcome.FAILURE
+        ).count(),
         "locked_out": AccessAttempt.objects.filter(
             failures_since_start__gte=settings.AXES_FAILURE_LIMIT,
             attempt_time__gte=timezone.now() - settings.AXES_COOLOFF_TIME,
         ).count(),
         "latest_events": AuditEvent.objects.all()[:8]
-        if request.user.has_perm("access.view_audit") else [],
+        if request.user.has_perm("access.view_audit")
+        else [],
     }
     context.update(_integration_health())
     context["active_alerts"] = active_alerts()
@@ -122,9 +124,16 @@ def _integration_health() -> dict[str, Any]:
 @requires("view_audit")
 def audit_log(request: HttpRequest) -> HttpResponse:
     form = AuditFilterForm(request.GET)
-    page = (keyset_page(request, form.filter(AuditEvent.objects.all()),
-                        form.cleaned_data.get("before"), AUDIT_PAGE_SIZE)
-            if form.is_valid() else empty_page(request))
+    page = (
+        keyset_page(
+            request,
+            form.filter(AuditEvent.objects.all()),
+            form.cleaned_data.get("before"),
+            AUDIT_PAGE_SIZE,
+        )
+        if form.is_valid()
+        else empty_page(request)
+    )
     context = {
         "form": form,
         "events": page.rows,
@@ -140,9 +149,23 @@ class _Echo:
         return value
 
 
-CSV_COLUMNS = ("id", "created_at", "actor_type", "actor_name", "actor_role", "action",
-               "target_type", "target_id", "outcome", "reason", "ip", "request_id", "params",
-               "prev_hash", "hash")
+CSV_COLUMNS = (
+    "id",
+    "created_at",
+    "actor_type",
+    "actor_name",
+    "actor_role",
+    "action",
+    "target_type",
+    "target_id",
+    "outcome",
+    "reason",
+    "ip",
+    "request_id",
+    "params",
+    "prev_hash",
+    "hash",
+)
 
 
 def _csv_rows(queryset: Any) -> Iterator[str]:
@@ -158,8 +181,10 @@ def _csv_rows(queryset: Any) -> Iterator[str]:
 
 def _defuse_formulas(row: list[Any]) -> list[Any]:
     # Spreadsheet programs run cells starting with these characters as formulas.
-    return [f"'{value}" if isinstance(value, str) and value[:1] in "=+-@\t\r" else value
-            for value in row]
+    return [
+        f"'{value}" if isinstance(value, str) and value[:1] in "=+-@\t\r" else value
+        for value in row
+    ]
 
 
 @require_GET
@@ -167,16 +192,22 @@ def _defuse_formulas(row: list[Any]) -> list[Any]:
 def audit_export(request: HttpRequest) -> HttpResponse:
     form = AuditFilterForm(request.GET)
     if not form.is_valid():
-        return HttpResponse("Invalid filters: " + "; ".join(
-            f"{k}: {' '.join(v)}" for k, v in form.errors.items()), status=400,
-            content_type="text/plain")
+        return HttpResponse(
+            "Invalid filters: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()),
+            status=400,
+            content_type="text/plain",
+        )
     queryset = form.filter(AuditEvent.objects.all()).order_by("id")
     filters = {k: v for k, v in request.GET.items() if v}
     with transaction.atomic():
         # The export is itself recorded, before any row leaves the building.
         upto = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
-        record("audit.export", actor=Actor.from_request(request), target_type="audit_log",
-               params={"filters": filters, "up_to_event": upto})
+        record(
+            "audit.export",
+            actor=Actor.from_request(request),
+            target_type="audit_log",
+            params={"filters": filters, "up_to_event": upto},
+        )
     queryset = queryset.filter(id__lte=upto)
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     response = StreamingHttpResponse(_csv_rows(queryset), content_type="text/csv")

@@ -11,17 +11,27 @@ from portal.jobs.registry import job_handler
 DELIVERY_ATTEMPTS = 32
 
 
-@job_handler("events.deliver", max_attempts=DELIVERY_ATTEMPTS, backoff_base=30,
-             backoff_cap=7200, timeout=30,
-             description="POST one signed batch of events to an event endpoint")
+@job_handler(
+    "events.deliver",
+    max_attempts=DELIVERY_ATTEMPTS,
+    backoff_base=30,
+    backoff_cap=7200,
+    timeout=30,
+    description="POST one signed batch of events to an event endpoint",
+)
 def deliver(job: Any) -> str:
     from portal.events.push import deliver as deliver_batch
 
     return deliver_batch(job.payload["delivery"], job)
 
 
-@job_handler("events.fan_out", max_attempts=3, backoff_base=5, timeout=60,
-             description="Hand new events to every active endpoint as delivery jobs")
+@job_handler(
+    "events.fan_out",
+    max_attempts=3,
+    backoff_base=5,
+    timeout=60,
+    description="Hand new events to every active endpoint as delivery jobs",
+)
 def fan_out(job: Any) -> int:
     from portal.events.push import fan_out as fan_out_all
 

@@ -87,8 +87,7 @@ class EventDelivery(models.Model):
         FAILED = "failed"  # out of attempts, or the endpoint answered 410
 
     id = models.BigAutoField(primary_key=True)
-    endpoint = models.ForeignKey(EventEndpoint, on_delete=models.CASCADE,
-                                 related_name="deliveries")
+    endpoint = models.ForeignKey(EventEndpoint, on_delete=models.CASCADE, related_name="deliveries")
     webhook_id = models.CharField(max_length=64, unique=True)
     first_event_id = models.BigIntegerField()
     last_event_id = models.BigIntegerField()
@@ -104,13 +103,15 @@ class EventDelivery(models.Model):
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     delivered_at = models.DateTimeField(null=True, blank=True)
-    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
-                            related_name="+")
+    job = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["endpoint", "status", "id"],
-                                name="event_delivery_state_idx")]
+        indexes = [
+            models.Index(fields=["endpoint", "status", "id"], name="event_delivery_state_idx")
+        ]
 
     def __str__(self) -> str:
         return f"{self.webhook_id} → endpoint {self.endpoint_id} ({self.status})"

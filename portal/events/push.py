@@ -92,28 +92,49 @@ def _validate(url: str, event_types: list[str] | str) -> tuple[str, list[str]]:
     return url, types
 
 
-def create_endpoint(actor: Actor, url: str, event_types: list[str] | str = "",
-                    description: str = "") -> tuple[EventEndpoint, str]:
+def create_endpoint(
+    actor: Actor, url: str, event_types: list[str] | str = "", description: str = ""
+) -> tuple[EventEndpoint, str]:
     """Create an endpoint; returns it and its signing secret (shown once). It receives the
     events that happen from now on (its cursor starts at the current end of the feed)."""
-    require(actor, "manage_event_endpoints", action="event_endpoint.create",
-            target_type="event_endpoint")
+    require(
+        actor,
+        "manage_event_endpoints",
+        action="event_endpoint.create",
+        target_type="event_endpoint",
+    )
     url, types = _validate(url, event_types)
     secret = new_secret()
     with transaction.atomic():
         cursor = Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
         endpoint = EventEndpoint.objects.create(
-            url=url, event_types=types, description=(description or "")[:300],
-            secret_encrypted=encrypt(secret), cursor=cursor, created_by=actor.name[:150])
-        record("event_endpoint.create", actor=actor, target_type="event_endpoint",
-               target_id=endpoint.pk, params={"url": url, "event_types": types or "all"})
+            url=url,
+            event_types=types,
+            description=(description or "")[:300],
+            secret_encrypted=encrypt(secret),
+            cursor=cursor,
+            created_by=actor.name[:150],
+        )
+        record(
+            "event_endpoint.create",
+            actor=actor,
+            target_type="event_endpoint",
+            target_id=endpoint.pk,
+            params={"url": url, "event_types": types or "all"},
+        )
     return endpoint, secret
 
 
-def _set_state(actor: Actor, endpoint_id: Any, state: str, action: str, reason: str = ""
-               ) -> EventEndpoint:
-    require(actor, "manage_event_endpoints", action=action, target_type="event_endpoint",
-            target_id=endpoint_id)
+def _set_state(
+    actor: Actor, endpoint_id: Any, state: str, action: str, reason: str = ""
+) -> EventEndpoint:
+    require(
+        actor,
+        "manage_event_endpoints",
+        action=action,
+        target_type="event_endpoint",
+        target_id=endpoint_id,
+    )
     with transaction.atomic():
         endpoint = _get(endpoint_id, lock=True)
         before = endpoint.state
@@ -127,14 +148,21 @@ def _set_state(actor: Actor, endpoint_id: Any, state: str, action: str, reason: 
         if state == EventEndpoint.State.ACTIVE:
             released = _release_held(endpoint)
             transaction.on_commit(kick_fan_out)
-        record(action, actor=actor, target_type="event_endpoint", target_id=endpoint.pk,
-               params={"before": before, "after": state, "released": released}, reason=reason)
+        record(
+            action,
+            actor=actor,
+            target_type="event_endpoint",
+            target_id=endpoint.pk,
+            params={"before": before, "after": state, "released": released},
+            reason=reason,
+        )
     return endpoint
 
 
 def pause_endpoint(actor: Actor, endpoint_id: Any, reason: str = "") -> EventEndpoint:
-    return _set_state(actor, endpoint_id, EventEndpoint.State.PAUSED, "event_endpoint.pause",
-                      reason)
+    return _set_state(
+        actor, endpoint_id, EventEndpoint.State.PAUSED, "event_endpoint.pause", reason
+    )
 
 
 def resume_endpoint(actor: Actor, endpoint_id: Any) -> EventEndpoint:
@@ -142,12 +170,18 @@ def resume_endpoint(actor: Actor, endpoint_id: Any) -> EventEndpoint:
     return _set_state(actor, endpoint_id, EventEndpoint.State.ACTIVE, "event_endpoint.resume")
 
 
-def rotate_secret(actor: Actor, endpoint_id: Any, overlap_hours: float = 24
-                  ) -> tuple[EventEndpoint, str]:
+def rotate_secret(
+    actor: Actor, endpoint_id: Any, overlap_hours: float = 24
+) -> tuple[EventEndpoint, str]:
     """A new secret (shown once); deliveries carry a signature with the old one as well for
     `overlap_hours`, so the receiver can switch without rejecting anything."""
-    require(actor, "manage_event_endpoints", action="event_endpoint.rotate_secret",
-            target_type="event_endpoint", target_id=endpoint_id)
+    require(
+        actor,
+        "manage_event_endpoints",
+        action="event_endpoint.rotate_secret",
+        target_type="event_endpoint",
+        target_id=endpoint_id,
+    )
     if not 0 <= overlap_hours <= 24 * 14:
         raise EndpointError("The overlap must be between 0 and 336 hours.")
     secret = new_secret()
@@ -157,43 +191,81 @@ def rotate_secret(actor: Actor, endpoint_id: Any, overlap_hours: float = 24
         EventEndpoint.objects.filter(pk=endpoint.pk).update(
             secret_encrypted=encrypt(secret),
             previous_secret_encrypted=endpoint.secret_encrypted if overlap_hours else "",
-            previous_secret_until=until if overlap_hours else None)
-        record("event_endpoint.rotate_secret", actor=actor, target_type="event_endpoint",
-               target_id=endpoint.pk, params={"overlap_hours": overlap_hours})
+            previous_secret_until=until if overlap_hours else None,
+        )
+        record(
+            "event_endpoint.rotate_secret",
+            actor=actor,
+            target_type="event_endpoint",
+            target_id=endpoint.pk,
+            params={"overlap_hours": overlap_hours},
+        )
         endpoint.refresh_from_db()
     return endpoint, secret
 
 
 def delete_endpoint(actor: Actor, endpoint_id: Any) -> None:
-    require(actor, "manage_event_endpoints", action="event_endpoint.delete",
-            target_type="event_endpoint", target_id=endpoint_id)
+    require(
+        actor,
+        "manage_event_endpoints",
+        action="event_endpoint.delete",
+        target_type="event_endpoint",
+        target_id=endpoint_id,
+    )
     with transaction.atomic():
         endpoint = _get(endpoint_id, lock=True)
-        record("event_endpoint.delete", actor=actor, target_type="event_endpoint",
-               target_id=endpoint.pk, params={"url": endpoint.url})
+        record(
+            "event_endpoint.delete",
+            actor=actor,
+            target_type="event_endpoint",
+            target_id=endpoint.pk,
+            params={"url": endpoint.url},
+        )
         endpoint.delete()
 
 
 def send_test(actor: Actor, endpoint_id: Any) -> EventDelivery:
     """A delivery of one `test` event (not in the feed), whatever the endpoint's state."""
-    require(actor, "manage_event_endpoints", action="event_endpoint.test",
-            target_type="event_endpoint", target_id=endpoint_id)
+    require(
+        actor,
+        "manage_event_endpoints",
+        action="event_endpoint.test",
+        target_type="event_endpoint",
+        target_id=endpoint_id,
+    )
     with transaction.atomic():
         endpoint = _get(endpoint_id)
         now = timezone.now()
-        event = {"id": f"test-{uuid.uuid4().hex[:12]}", "type": "test", "occurredAt": now,
-                 "subject": "", "data": {"message": "A test event from the Fleet Graph "
-                                                    "Portal", "requestedBy": actor.name}}
+        event = {
+            "id": f"test-{uuid.uuid4().hex[:12]}",
+            "type": "test",
+            "occurredAt": now,
+            "subject": "",
+            "data": {
+                "message": "A test event from the Fleet Graph Portal",
+                "requestedBy": actor.name,
+            },
+        }
         delivery = _new_delivery(endpoint, [event], 0, 0, is_test=True)
-        record("event_endpoint.test", actor=actor, target_type="event_endpoint",
-               target_id=endpoint.pk, params={"webhook_id": delivery.webhook_id})
+        record(
+            "event_endpoint.test",
+            actor=actor,
+            target_type="event_endpoint",
+            target_id=endpoint.pk,
+            params={"webhook_id": delivery.webhook_id},
+        )
     return delivery
 
 
 def replay_delivery(actor: Actor, delivery_id: Any) -> EventDelivery:
     """Send one delivery again: the same webhook-id and body, a new signature."""
-    require(actor, "manage_event_endpoints", action="event_delivery.replay",
-            target_type="event_delivery", target_id=delivery_id)
+    require(
+        actor,
+        "manage_event_endpoints",
+        action="event_delivery.replay",
+        target_type="event_delivery",
+        target_id=delivery_id,
+    )
     with transaction.atomic():
         try:
             delivery = EventDelivery.objects.select_for_update().get(pk=int(delivery_id))
@@ -202,25 +274,40 @@ def replay_delivery(actor: Actor, delivery_id: Any) -> EventDelivery:
         if delivery.status == EventDelivery.Status.PENDING and delivery.attempts == 0:
             raise EndpointError("This delivery has not been attempted yet.")
         _requeue([delivery])
-        record("event_delivery.replay", actor=actor, target_type="event_delivery",
-               target_id=delivery.pk, params={"webhook_id": delivery.webhook_id,
-                                              "endpoint": delivery.endpoint_id})
+        record(
+            "event_delivery.replay",
+            actor=actor,
+            target_type="event_delivery",
+            target_id=delivery.pk,
+            params={"webhook_id": delivery.webhook_id, "endpoint": delivery.endpoint_id},
+        )
     return delivery
 
 
 def replay_since(actor: Actor, endpoint_id: Any, since: datetime) -> int:
     """Send again every delivery of this endpoint made since `since`."""
-    require(actor, "manage_event_endpoints", action="event_endpoint.replay",
-            target_type="event_endpoint", target_id=endpoint_id)
+    require(
+        actor,
+        "manage_event_endpoints",
+        action="event_endpoint.replay",
+        target_type="event_endpoint",
+        target_id=endpoint_id,
+    )
     with transaction.atomic():
         endpoint = _get(endpoint_id, lock=True)
-        deliveries = list(EventDelivery.objects.select_for_update().filter(
-            endpoint=endpoint, created_at__gte=since, is_test=False).exclude(
-            status=EventDelivery.Status.PENDING, attempts=0))
+        deliveries = list(
+            EventDelivery.objects.select_for_update()
+            .filter(endpoint=endpoint, created_at__gte=since, is_test=False)
+            .exclude(status=EventDelivery.Status.PENDING, attempts=0)
+        )
         _requeue(deliveries)
-        record("event_endpoint.replay", actor=actor, target_type="event_endpoint",
-               target_id=endpoint.pk, params={"since": since.isoformat(),
-                                              "deliveries": len(deliveries)})
+        record(
+            "event_endpoint.replay",
+            actor=actor,
+            target_type="event_endpoint",
+            target_id=endpoint.pk,
+            params={"since": since.isoformat(), "deliveries": len(deliveries)},
+        )
     return len(deliveries)
 
 
@@ -228,13 +315,13 @@ def _requeue(deliveries: list[EventDelivery]) -> None:
     for delivery in deliveries:
         job = enqueue(DELIVER_JOB, {"delivery": delivery.pk}, created_by="events:replay")
         EventDelivery.objects.filter(pk=delivery.pk).update(
-            status=EventDelivery.Status.PENDING, job=job)
+            status=EventDelivery.Status.PENDING, job=job
+        )
         delivery.status, delivery.job = EventDelivery.Status.PENDING, job
 
 
 def _release_held(endpoint: EventEndpoint) -> int:
-    held = list(EventDelivery.objects.filter(endpoint=endpoint,
-                                             status=EventDelivery.Status.HELD))
+    held = list(EventDelivery.objects.filter(endpoint=endpoint, status=EventDelivery.Status.HELD))
     _requeue(held)
     return len(held)
 
@@ -242,15 +329,30 @@ def _release_held(endpoint: EventEndpoint) -> int:
 # --------------------------------------------------------------------------- fan-out
 
 
-def _new_delivery(endpoint: EventEndpoint, events: list[dict[str, Any]], first: int,
-                  last: int, *, is_test: bool = False) -> EventDelivery:
+def _new_delivery(
+    endpoint: EventEndpoint,
+    events: list[dict[str, Any]],
+    first: int,
+    last: int,
+    *,
+    is_test: bool = False,
+) -> EventDelivery:
     now = timezone.now()
-    body = json.dumps({"type": "event.batch", "timestamp": now.isoformat(),
-                       "data": {"events": events}}, default=str, separators=(",", ":"))
+    body = json.dumps(
+        {"type": "event.batch", "timestamp": now.isoformat(), "data": {"events": events}},
+        default=str,
+        separators=(",", ":"),
+    )
     delivery = EventDelivery.objects.create(
-        endpoint=endpoint, webhook_id=f"msg_{uuid.uuid4().hex}", first_event_id=first,
-        last_event_id=last, event_count=len(events), body=body, is_test=is_test,
-        created_at=now)
+        endpoint=endpoint,
+        webhook_id=f"msg_{uuid.uuid4().hex}",
+        first_event_id=first,
+        last_event_id=last,
+        event_count=len(events),
+        body=body,
+        is_test=is_test,
+        created_at=now,
+    )
     job = enqueue(DELIVER_JOB, {"delivery": delivery.pk}, created_by="events")
     EventDelivery.objects.filter(pk=delivery.pk).update(job=job)
     delivery.job = job
@@ -258,8 +360,13 @@ def _new_delivery(endpoint: EventEndpoint, events: list[dict[str, Any]], first: 
 
 
 def _is_failing(endpoint: EventEndpoint) -> bool:
-    return EventDelivery.objects.filter(endpoint=endpoint, status=EventDelivery.Status.PENDING,
-                                        is_test=False).exclude(last_error="").exists()
+    return (
+        EventDelivery.objects.filter(
+            endpoint=endpoint, status=EventDelivery.Status.PENDING, is_test=False
+        )
+        .exclude(last_error="")
+        .exists()
+    )
 
 
 def fan_out_endpoint(endpoint_id: int, max_batches: int = 20) -> int:
@@ -271,13 +378,14 @@ def fan_out_endpoint(endpoint_id: int, max_batches: int = 20) -> int:
             return 0
         if _is_failing(endpoint):
             return 0  # the backlog waits until the failing delivery gets through
-        rows = list(Event.objects.filter(pk__gt=endpoint.cursor).order_by("id")
-                    [: size * max_batches])
+        rows = list(
+            Event.objects.filter(pk__gt=endpoint.cursor).order_by("id")[: size * max_batches]
+        )
         if not rows:
             return 0
         wanted = [row for row in rows if endpoint.wants(row.type)]
         for start in range(0, len(wanted), size):
-            chunk = wanted[start:start + size]
+            chunk = wanted[start : start + size]
             _new_delivery(endpoint, [event_json(e) for e in chunk], chunk[0].pk, chunk[-1].pk)
         EventEndpoint.objects.filter(pk=endpoint.pk).update(cursor=rows[-1].pk)
     if len(rows) == size * max_batches:
@@ -288,7 +396,8 @@ def fan_out_endpoint(endpoint_id: int, max_batches: int = 20) -> int:
 def fan_out() -> int:
     """Every active endpoint's backlog (the fan-out job and its one-minute schedule)."""
     ids = EventEndpoint.objects.filter(state=EventEndpoint.State.ACTIVE).values_list(
-        "id", flat=True)
+        "id", flat=True
+    )
     return sum(fan_out_endpoint(endpoint_id) for endpoint_id in ids)
 
 
@@ -298,30 +407,40 @@ def backlog(endpoint: EventEndpoint) -> int:
     after = Event.objects.filter(pk__gt=endpoint.cursor)
     if endpoint.event_types:
         after = after.filter(type__in=endpoint.event_types)
-    waiting = sum(EventDelivery.objects.filter(
-        endpoint=endpoint, is_test=False,
-        status__in=[EventDelivery.Status.PENDING, EventDelivery.Status.HELD]).values_list(
-        "event_count", flat=True))
+    waiting = sum(
+        EventDelivery.objects.filter(
+            endpoint=endpoint,
+            is_test=False,
+            status__in=[EventDelivery.Status.PENDING, EventDelivery.Status.HELD],
+        ).values_list("event_count", flat=True)
+    )
     return after.count() + waiting
 
 
 # --------------------------------------------------------------------------- delivery
 
 
-def signature_headers(endpoint: EventEndpoint, delivery: EventDelivery,
-                      now: datetime | None = None) -> dict[str, str]:
+def signature_headers(
+    endpoint: EventEndpoint, delivery: EventDelivery, now: datetime | None = None
+) -> dict[str, str]:
     now = now or timezone.now()
     secrets_ = [decrypt(endpoint.secret_encrypted)]
-    if (endpoint.previous_secret_encrypted and endpoint.previous_secret_until
-            and endpoint.previous_secret_until > now):
+    if (
+        endpoint.previous_secret_encrypted
+        and endpoint.previous_secret_until
+        and endpoint.previous_secret_until > now
+    ):
         secrets_.append(decrypt(endpoint.previous_secret_encrypted))
-    signatures = [Webhook(secret).sign(delivery.webhook_id, now, delivery.body)
-                  for secret in secrets_]
-    return {"webhook-id": delivery.webhook_id,
-            "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": " ".join(signatures),
-            "Content-Type": "application/json",
-            "User-Agent": "FleetGraphPortal-Events/1"}
+    signatures = [
+        Webhook(secret).sign(delivery.webhook_id, now, delivery.body) for secret in secrets_
+    ]
+    return {
+        "webhook-id": delivery.webhook_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": " ".join(signatures),
+        "Content-Type": "application/json",
+        "User-Agent": "FleetGraphPortal-Events/1",
+    }
 
 
 def _record_attempt(delivery: EventDelivery, **fields: Any) -> None:
@@ -331,10 +450,17 @@ def _record_attempt(delivery: EventDelivery, **fields: Any) -> None:
 
 
 def _disable(endpoint: EventEndpoint, reason: str) -> None:
-    EventEndpoint.objects.filter(pk=endpoint.pk).update(state=EventEndpoint.State.DISABLED,
-                                                        state_reason=reason[:300])
-    record("event_endpoint.disable", actor=SYSTEM, target_type="event_endpoint",
-           target_id=endpoint.pk, params={"url": endpoint.url}, reason=reason)
+    EventEndpoint.objects.filter(pk=endpoint.pk).update(
+        state=EventEndpoint.State.DISABLED, state_reason=reason[:300]
+    )
+    record(
+        "event_endpoint.disable",
+        actor=SYSTEM,
+        target_type="event_endpoint",
+        target_id=endpoint.pk,
+        params={"url": endpoint.url},
+        reason=reason,
+    )
 
 
 def deliver(delivery_id: int, job: Any = None) -> str:
@@ -353,48 +479,66 @@ def deliver(delivery_id: int, job: Any = None) -> str:
     refused = False
     status: int | None = None
     try:
-        reply = safe_http.post(endpoint.url, delivery.body.encode("utf-8"),
-                               signature_headers(endpoint, delivery, now))
+        reply = safe_http.post(
+            endpoint.url, delivery.body.encode("utf-8"), signature_headers(endpoint, delivery, now)
+        )
     except safe_http.UnsafeUrl as exc:
         error, refused = f"Refused: {exc}", True
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
     else:
         status, error = reply.status, ""
-        attempt.update(last_status_code=reply.status, last_duration_ms=reply.duration_ms,
-                       last_response_excerpt=reply.excerpt)
+        attempt.update(
+            last_status_code=reply.status,
+            last_duration_ms=reply.duration_ms,
+            last_response_excerpt=reply.excerpt,
+        )
         if not 200 <= reply.status < 300:
             error = f"HTTP {reply.status}"
     last_attempt = job is not None and job.attempts >= job.max_attempts
     with transaction.atomic():
         if not error:
-            _record_attempt(delivery, status=EventDelivery.Status.DELIVERED, last_error="",
-                            delivered_at=timezone.now(), **attempt)
+            _record_attempt(
+                delivery,
+                status=EventDelivery.Status.DELIVERED,
+                last_error="",
+                delivered_at=timezone.now(),
+                **attempt,
+            )
             if not delivery.is_test:
                 was_failing = EventEndpoint.objects.filter(
-                    pk=endpoint.pk, failing_since__isnull=False).exists()
+                    pk=endpoint.pk, failing_since__isnull=False
+                ).exists()
                 EventEndpoint.objects.filter(pk=endpoint.pk).update(
-                    last_success_at=timezone.now(), failing_since=None, failure_streak=0)
+                    last_success_at=timezone.now(), failing_since=None, failure_streak=0
+                )
                 if was_failing:
                     transaction.on_commit(kick_fan_out)  # catch up on the backlog
             return "delivered"
         gone = status == 410
         # A refused address may resolve differently later: retried, but not for long.
         final = gone or last_attempt or (refused and delivery.attempts >= 3)
-        _record_attempt(delivery, last_error=error[:500],
-                        status=EventDelivery.Status.FAILED if final
-                        else EventDelivery.Status.PENDING, **attempt)
+        _record_attempt(
+            delivery,
+            last_error=error[:500],
+            status=EventDelivery.Status.FAILED if final else EventDelivery.Status.PENDING,
+            **attempt,
+        )
         if delivery.is_test:
             raise PermanentJobError(error)
         failing_since = endpoint.failing_since or now
         EventEndpoint.objects.filter(pk=endpoint.pk).update(
-            last_failure_at=now, failure_streak=endpoint.failure_streak + 1,
-            failing_since=failing_since)
+            last_failure_at=now,
+            failure_streak=endpoint.failure_streak + 1,
+            failing_since=failing_since,
+        )
         if gone:
             _disable(endpoint, "The endpoint answered 410 Gone")
         elif now - failing_since >= disable_after():
-            _disable(endpoint, f"Failing since {failing_since:%Y-%m-%d %H:%M} UTC "
-                     f"(over {disable_after()})")
+            _disable(
+                endpoint,
+                f"Failing since {failing_since:%Y-%m-%d %H:%M} UTC (over {disable_after()})",
+            )
             _record_attempt(delivery, status=EventDelivery.Status.HELD)
             return "disabled"
     if final:

@@ -22,11 +22,30 @@ import urllib3
 from django.conf import settings
 
 RESPONSE_CAP = 4096
-BLOCKED_NETWORKS = [ipaddress.ip_network(n) for n in (
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-    "172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4",
-    "240.0.0.0/4", "255.255.255.255/32", "::/128", "::1/128", "fc00::/7", "fe80::/10",
-    "ff00::/8", "::ffff:0:0/96", "64:ff9b::/96")]
+BLOCKED_NETWORKS = [
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "255.255.255.255/32",
+        "::/128",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+        "ff00::/8",
+        "::ffff:0:0/96",
+        "64:ff9b::/96",
+    )
+]
 
 
 class UnsafeUrl(ValueError):
@@ -50,8 +69,10 @@ class Reply:
 
 
 def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(n, strict=False)
-            for n in getattr(settings, "EVENT_ENDPOINT_ALLOWED_NETWORKS", [])]
+    return [
+        ipaddress.ip_network(n, strict=False)
+        for n in getattr(settings, "EVENT_ENDPOINT_ALLOWED_NETWORKS", [])
+    ]
 
 
 def check_address(address: str) -> None:
@@ -60,11 +81,19 @@ def check_address(address: str) -> None:
         return
     if ip.version == 6 and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
-    if (any(ip in network for network in BLOCKED_NETWORKS) or ip.is_private
-            or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved
-            or ip.is_unspecified):
-        raise UnsafeUrl(f"{address} is a private, loopback, link-local or reserved address; "
-                        "add its network to EVENT_ENDPOINT_ALLOWED_NETWORKS to allow it.")
+    if (
+        any(ip in network for network in BLOCKED_NETWORKS)
+        or ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+    ):
+        raise UnsafeUrl(
+            f"{address} is a private, loopback, link-local or reserved address; "
+            "add its network to EVENT_ENDPOINT_ALLOWED_NETWORKS to allow it."
+        )
 
 
 def check_url(url: str) -> tuple[str, str, int, str]:
@@ -102,22 +131,34 @@ def resolve(url: str) -> Target:
 def post(url: str, body: bytes, headers: dict[str, str]) -> Reply:
     """POST to the pinned, checked address. Raises UnsafeUrl or urllib3 errors."""
     target = resolve(url)
-    timeout = urllib3.Timeout(connect=float(getattr(settings, "EVENT_CONNECT_TIMEOUT", 3)),
-                              read=float(getattr(settings, "EVENT_READ_TIMEOUT", 5)))
+    timeout = urllib3.Timeout(
+        connect=float(getattr(settings, "EVENT_CONNECT_TIMEOUT", 3)),
+        read=float(getattr(settings, "EVENT_READ_TIMEOUT", 5)),
+    )
     common = {"port": target.port, "timeout": timeout, "retries": False, "maxsize": 1}
     if target.scheme == "https":
         pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
-            target.address, server_hostname=target.host, assert_hostname=target.host,
+            target.address,
+            server_hostname=target.host,
+            assert_hostname=target.host,
             cert_reqs="CERT_REQUIRED",
-            ca_certs=getattr(settings, "EVENT_ENDPOINT_CA_BUNDLE", None) or None, **common)
+            ca_certs=getattr(settings, "EVENT_ENDPOINT_CA_BUNDLE", None) or None,
+            **common,
+        )
     else:
         pool = urllib3.HTTPConnectionPool(target.address, **common)
     host_header = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
     started = time.monotonic()
     try:
-        response = pool.urlopen("POST", target.path, body=body,
-                                headers={**headers, "Host": host_header}, redirect=False,
-                                preload_content=False, assert_same_host=False)
+        response = pool.urlopen(
+            "POST",
+            target.path,
+            body=body,
+            headers={**headers, "Host": host_header},
+            redirect=False,
+            preload_content=False,
+            assert_same_host=False,
+        )
         try:
             excerpt = response.read(RESPONSE_CAP, decode_content=False)
         finally:
@@ -125,5 +166,8 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> Reply:
             response.close()
     finally:
         pool.close()
-    return Reply(response.status, excerpt[:RESPONSE_CAP].decode("utf-8", "replace")[:500],
-                 int((time.monotonic() - started) * 1000))
+    return Reply(
+        response.status,
+        excerpt[:RESPONSE_CAP].decode("utf-8", "replace")[:500],
+        int((time.monotonic() - started) * 1000),
+    )

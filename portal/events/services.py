@@ -52,22 +52,29 @@ def _lock_appends() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_APPEND_LOCK_KEY])
 
 
-def emit(event_type: str, data: dict[str, Any], *, subject: str = "",
-         occurred_at: datetime | None = None) -> Event:
+def emit(
+    event_type: str, data: dict[str, Any], *, subject: str = "", occurred_at: datetime | None = None
+) -> Event:
     """Append one event in the caller's transaction."""
     return emit_many([(event_type, data, subject, occurred_at)])[0]
 
 
-def emit_many(events: Iterable[tuple[str, dict[str, Any], str, datetime | None]]
-              ) -> list[Event]:
+def emit_many(events: Iterable[tuple[str, dict[str, Any], str, datetime | None]]) -> list[Event]:
     """Append several events (in order) in the caller's transaction."""
     rows = []
     now = timezone.now()
     for event_type, data, subject, occurred_at in events:
         if event_type not in EVENT_TYPES:
             raise ValueError(f"Unknown event type {event_type!r}")
-        rows.append(Event(type=event_type, data=data, subject=subject[:255],
-                          occurred_at=occurred_at or now, created_at=now))
+        rows.append(
+            Event(
+                type=event_type,
+                data=data,
+                subject=subject[:255],
+                occurred_at=occurred_at or now,
+                created_at=now,
+            )
+        )
     if not rows:
         return []
     with transaction.atomic():
@@ -88,13 +95,15 @@ def parse_types(raw: str) -> list[str]:
     types = sorted({t.strip() for t in raw.split(",") if t.strip()})
     unknown = [t for t in types if t not in EVENT_TYPES]
     if unknown:
-        raise ValueError(f"Unknown event types: {', '.join(unknown)}; known: "
-                         f"{', '.join(EVENT_TYPES)}.")
+        raise ValueError(
+            f"Unknown event types: {', '.join(unknown)}; known: {', '.join(EVENT_TYPES)}."
+        )
     return types
 
 
-def read(after: int = 0, *, limit: int = 100, types: list[str] | None = None,
-         wait: float = 0) -> list[Event]:
+def read(
+    after: int = 0, *, limit: int = 100, types: list[str] | None = None, wait: float = 0
+) -> list[Event]:
     """Events after the cursor, oldest first; with `wait`, block up to that many seconds
     for the first one (long-polling)."""
     deadline = time.monotonic() + min(max(wait, 0), MAX_WAIT_SECONDS)
@@ -113,5 +122,10 @@ def latest_cursor() -> int:
 
 
 def event_json(event: Event) -> dict[str, Any]:
-    return {"id": str(event.pk), "type": event.type, "occurredAt": event.occurred_at,
-            "subject": event.subject, "data": event.data}
+    return {
+        "id": str(event.pk),
+        "type": event.type,
+        "occurredAt": event.occurred_at,
+        "subject": event.subject,
+        "data": event.data,
+    }

@@ -35,8 +35,16 @@ class JobAttemptInline(admin.TabularInline):
 
 @admin.register(Job)
 class JobAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "job_type", "status", "attempts", "max_attempts", "created_at",
-                    "next_attempt_at", "error_signature")
+    list_display = (
+        "id",
+        "job_type",
+        "status",
+        "attempts",
+        "max_attempts",
+        "created_at",
+        "next_attempt_at",
+        "error_signature",
+    )
     list_filter = ("status", "job_type")
     search_fields = ("=id", "=correlation_id", "=idempotency_key", "=error_signature")
     ordering = ("-id",)
@@ -88,6 +96,15 @@ class PausedJobTypeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(BulkOperation)
 class BulkOperationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "kind", "status", "total", "processed", "succeeded", "skipped",
-                    "created_by", "created_at")
+    list_display = (
+        "id",
+        "kind",
+        "status",
+        "total",
+        "processed",
+        "succeeded",
+        "skipped",
+        "created_by",
+        "created_at",
+    )
     list_filter = ("status", "kind")

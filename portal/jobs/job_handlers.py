@@ -12,21 +12,34 @@ def _bulk_retry_permission(job: Any) -> str:
     from portal.jobs.bulk import KINDS
     from portal.jobs.models import BulkOperation
 
-    kind = (BulkOperation.objects.filter(pk=job.payload.get("operation_id"))
-            .values_list("kind", flat=True).first())
+    kind = (
+        BulkOperation.objects.filter(pk=job.payload.get("operation_id"))
+        .values_list("kind", flat=True)
+        .first()
+    )
     return KINDS[kind].permission if kind in KINDS else "retry_all_jobs"
 
 
-@job_handler("jobs.bulk", max_attempts=10, backoff_base=5, timeout=280,
-             retry_permission=_bulk_retry_permission,
-             description="Work through a bulk operation's frozen targets in chunks (resumable)")
+@job_handler(
+    "jobs.bulk",
+    max_attempts=10,
+    backoff_base=5,
+    timeout=280,
+    retry_permission=_bulk_retry_permission,
+    description="Work through a bulk operation's frozen targets in chunks (resumable)",
+)
 def bulk_operation(job: Any) -> dict[str, int]:
     from portal.jobs.bulk import process
 
     return process(job.payload["operation_id"])
 
 
-@job_handler("jobs.noop", max_attempts=3, backoff_base=1, timeout=30,
-             description="Does nothing; for health checks and benchmarks")
+@job_handler(
+    "jobs.noop",
+    max_attempts=3,
+    backoff_base=1,
+    timeout=30,
+    description="Does nothing; for health checks and benchmarks",
+)
 def noop(job: Any) -> None:
     return None

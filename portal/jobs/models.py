@@ -52,18 +52,33 @@ class Job(models.Model):
         indexes = [
             # Lists and counts by state, newest first (type filters ride along).
             models.Index(fields=["status", "id"], name="job_status_id_idx"),
-            models.Index(fields=["next_attempt_at"], name="job_waiting_idx",
-                         condition=Q(status__in=["retrying", "pending"])),
-            models.Index(fields=["lease_expires_at"], name="job_running_lease_idx",
-                         condition=Q(status="running")),
-            models.Index(fields=["error_signature"], name="job_failed_signature_idx",
-                         condition=Q(status__in=["dead", "retrying"])),
-            models.Index(fields=["correlation_id"], name="job_correlation_idx",
-                         condition=~Q(correlation_id="")),
+            models.Index(
+                fields=["next_attempt_at"],
+                name="job_waiting_idx",
+                condition=Q(status__in=["retrying", "pending"]),
+            ),
+            models.Index(
+                fields=["lease_expires_at"],
+                name="job_running_lease_idx",
+                condition=Q(status="running"),
+            ),
+            models.Index(
+                fields=["error_signature"],
+                name="job_failed_signature_idx",
+                condition=Q(status__in=["dead", "retrying"]),
+            ),
+            models.Index(
+                fields=["correlation_id"],
+                name="job_correlation_idx",
+                condition=~Q(correlation_id=""),
+            ),
         ]
         constraints = [
-            models.UniqueConstraint(fields=["idempotency_key"], name="job_idempotency_key_unique",
-                                    condition=Q(idempotency_key__isnull=False)),
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                name="job_idempotency_key_unique",
+                condition=Q(idempotency_key__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -80,8 +95,9 @@ class JobAttempt(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     # No index of its own: the (job, number) unique constraint serves lookups by job.
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempt_log",
-                            db_index=False)
+    job = models.ForeignKey(
+        Job, on_delete=models.CASCADE, related_name="attempt_log", db_index=False
+    )
     number = models.PositiveIntegerField()
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -138,8 +154,7 @@ class BulkOperation(models.Model):
     created_by = models.CharField(max_length=150)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL,
-                            related_name="+")
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
         ordering = ["-id"]

@@ -44,12 +44,14 @@ def register(retention: Retention) -> None:
 def expired(retention: Retention, now: datetime | None = None) -> models.QuerySet[Any]:
     """The rows `retention` lets go: finished with and older than its setting's days."""
     model = apps.get_model(retention.model)
-    cutoff: Any = (now or timezone.now()) - timedelta(days=int(getattr(settings,
-                                                                       retention.days_setting)))
+    cutoff: Any = (now or timezone.now()) - timedelta(
+        days=int(getattr(settings, retention.days_setting))
+    )
     if not isinstance(model._meta.get_field(retention.age_field), models.DateTimeField):
         cutoff = cutoff.date()
-    return model._base_manager.filter(retention.finished,
-                                      **{f"{retention.age_field}__lt": cutoff}).order_by()
+    return model._base_manager.filter(
+        retention.finished, **{f"{retention.age_field}__lt": cutoff}
+    ).order_by()
 
 
 def prune(retention: Retention, *, batch_size: int = BATCH_SIZE) -> int:
@@ -74,8 +76,9 @@ def prune(retention: Retention, *, batch_size: int = BATCH_SIZE) -> int:
 
 def prune_all(*, batch_size: int = BATCH_SIZE) -> dict[str, int]:
     """Every registered retention, one after the other. Returns rows deleted per model."""
-    deleted = {name: prune(retention, batch_size=batch_size)
-               for name, retention in RETENTIONS.items()}
+    deleted = {
+        name: prune(retention, batch_size=batch_size) for name, retention in RETENTIONS.items()
+    }
     if any(deleted.values()):
         logger.info("pruned old records", extra={"deleted": deleted})
     return deleted

@@ -59,10 +59,12 @@ def dispatch(job_ids: Iterable[int]) -> None:
     if not ids:
         return
     if Conf.SYNC or len(ids) < BULK_DISPATCH_MIN:
+
         def push() -> None:
             for job_id in ids:
                 async_task(RUN_TASK, job_id, task_name=f"job-{job_id}")
     else:
+
         def push() -> None:
             _bulk_push(ids)
 
@@ -79,8 +81,14 @@ _BULK_BATCH = 2000
 
 def _task_package(job_id: int, now: Any) -> str:
     """The same signed package django-q2's async_task builds for run_job(job_id)."""
-    task: dict[str, Any] = {"id": uuid.uuid4().hex, "name": f"job-{job_id}", "func": RUN_TASK,
-                            "args": (job_id,), "kwargs": {}, "started": now}
+    task: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
+        "name": f"job-{job_id}",
+        "func": RUN_TASK,
+        "args": (job_id,),
+        "kwargs": {},
+        "started": now,
+    }
     if Conf.ACK_FAILURES:
         task["ack_failure"] = True
     return SignedPackage.dumps(task)
@@ -94,7 +102,8 @@ def _bulk_push(ids: list[int]) -> None:
         for start in range(0, len(ids), _BULK_BATCH):
             OrmQ.objects.using(Conf.ORM).bulk_create(
                 OrmQ(key=key, payload=_task_package(job_id, now), lock=now)
-                for job_id in ids[start:start + _BULK_BATCH])
+                for job_id in ids[start : start + _BULK_BATCH]
+            )
     else:
         for job_id in ids:
             broker.enqueue(_task_package(job_id, now))
@@ -200,10 +209,17 @@ def _claim(job_id: int, worker: str) -> Job | None:
     now = timezone.now()
     ops = connection.ops
     columns = [field.column for field in Job._meta.concrete_fields]
-    sql = _CLAIM_SQL.format(job=Job._meta.db_table, paused=PausedJobType._meta.db_table,
-                            columns=", ".join(columns))
-    params = [Job.Status.RUNNING, ops.adapt_datetimefield_value(now),
-              ops.adapt_datetimefield_value(now + _lease()), worker, job_id, Job.Status.PENDING]
+    sql = _CLAIM_SQL.format(
+        job=Job._meta.db_table, paused=PausedJobType._meta.db_table, columns=", ".join(columns)
+    )
+    params = [
+        Job.Status.RUNNING,
+        ops.adapt_datetimefield_value(now),
+        ops.adapt_datetimefield_value(now + _lease()),
+        worker,
+        job_id,
+        Job.Status.PENDING,
+    ]
     claimed = list(Job.objects.raw(sql, params))
     return claimed[0] if claimed else None
 
@@ -284,12 +300,19 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _attempt(job: Job, outcome: str, now: Any, worker: str | None, started: float,
-             **fields: Any) -> JobAttempt:
+def _attempt(
+    job: Job, outcome: str, now: Any, worker: str | None, started: float, **fields: Any
+) -> JobAttempt:
     return JobAttempt(
-        job_id=job.pk, number=job.runs, started_at=job.started_at or now, finished_at=now,
-        outcome=outcome, worker=worker or job.worker,
-        duration_ms=int((time.monotonic() - started) * 1000) if started else None, **fields)
+        job_id=job.pk,
+        number=job.runs,
+        started_at=job.started_at or now,
+        finished_at=now,
+        outcome=outcome,
+        worker=worker or job.worker,
+        duration_ms=int((time.monotonic() - started) * 1000) if started else None,
+        **fields,
+    )
 
 
 _SUCCESS_SQL = """
@@ -319,22 +342,44 @@ def record_success(job: Job, result: Any, started: float, worker: str) -> str:
         with connection.cursor() as cursor:
             cursor.execute(
                 _SUCCESS_SQL.format(job=Job._meta.db_table, attempt=JobAttempt._meta.db_table),
-                [Job.Status.SUCCEEDED, moment, json.dumps(_json_safe(result)), job.pk,
-                 Job.Status.RUNNING, worker, moment, moment, JobAttempt.Outcome.SUCCEEDED,
-                 duration, worker])
+                [
+                    Job.Status.SUCCEEDED,
+                    moment,
+                    json.dumps(_json_safe(result)),
+                    job.pk,
+                    Job.Status.RUNNING,
+                    worker,
+                    moment,
+                    moment,
+                    JobAttempt.Outcome.SUCCEEDED,
+                    duration,
+                    worker,
+                ],
+            )
             updated = cursor.rowcount
         return "succeeded" if updated else "succeeded-late"
     with transaction.atomic():
         updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, worker=worker).update(
-            status=Job.Status.SUCCEEDED, finished_at=now, lease_expires_at=None,
-            next_attempt_at=None, result=_json_safe(result))
+            status=Job.Status.SUCCEEDED,
+            finished_at=now,
+            lease_expires_at=None,
+            next_attempt_at=None,
+            result=_json_safe(result),
+        )
         if updated:
             _attempt(job, JobAttempt.Outcome.SUCCEEDED, now, worker, started).save()
     return "succeeded" if updated else "succeeded-late"
 
 
-def record_failure(job: Job, exc: BaseException, definition: JobType | None, started: float,
-                   worker: str | None, *, lost: bool = False) -> str:
+def record_failure(
+    job: Job,
+    exc: BaseException,
+    definition: JobType | None,
+    started: float,
+    worker: str | None,
+    *,
+    lost: bool = False,
+) -> str:
     now = timezone.now()
     error_class, signature = error_signature(exc)
     message = redact_text(f"{type(exc).__name__}: {exc}")[:2000]
@@ -344,13 +389,18 @@ def record_failure(job: Job, exc: BaseException, definition: JobType | None, sta
     attempts = Job.objects.filter(pk=job.pk).values_list("attempts", "max_attempts").first()
     used, allowed = attempts or (job.attempts, job.max_attempts)
     fields: dict[str, Any] = {
-        "finished_at": now, "lease_expires_at": None, "last_error": message,
-        "error_class": error_class, "error_signature": signature,
+        "finished_at": now,
+        "lease_expires_at": None,
+        "last_error": message,
+        "error_class": error_class,
+        "error_signature": signature,
     }
     if transient and used < allowed and definition is not None:
-        fields.update(status=Job.Status.RETRYING, dispatched_at=None,
-                      next_attempt_at=now + timedelta(
-                          seconds=backoff_seconds(definition, used, retry_after)))
+        fields.update(
+            status=Job.Status.RETRYING,
+            dispatched_at=None,
+            next_attempt_at=now + timedelta(seconds=backoff_seconds(definition, used, retry_after)),
+        )
         verdict = "retrying"
     else:
         fields.update(status=Job.Status.DEAD, next_attempt_at=None)
@@ -364,8 +414,9 @@ def record_failure(job: Job, exc: BaseException, definition: JobType | None, sta
             outcome = JobAttempt.Outcome.LOST if lost else JobAttempt.Outcome.FAILED
             _attempt(job, outcome, now, worker, started, error=message, traceback=trace).save()
     if updated:
-        logger.warning("Job %s (%s) run %s failed: %s -> %s", job.pk, job.job_type, job.runs,
-                       message, verdict)
+        logger.warning(
+            "Job %s (%s) run %s failed: %s -> %s", job.pk, job.job_type, job.runs, message, verdict
+        )
     return verdict if updated else "failed-late"
 
 
@@ -399,8 +450,9 @@ HEARTBEAT_EVERY_SECONDS = 30.0
 
 def beat() -> None:
     """Record that this worker process is alive."""
-    WorkerHeartbeat.objects.update_or_create(worker=worker_identity(),
-                                             defaults={"last_seen": timezone.now()})
+    WorkerHeartbeat.objects.update_or_create(
+        worker=worker_identity(), defaults={"last_seen": timezone.now()}
+    )
 
 
 def release_due_jobs_now_and_then(every_seconds: float = 1.0) -> None:

@@ -40,8 +40,13 @@ def _requeue(ids: list[int], retried_by: str) -> int:
     paused = paused_types()
     queryset = Job.objects.filter(pk__in=ids, status__in=RETRYABLE)
     runnable = list(queryset.exclude(job_type__in=paused).values_list("id", flat=True))
-    reset = {"status": Job.Status.PENDING, "attempts": 0, "next_attempt_at": None,
-             "finished_at": None, "retried_by": retried_by[:150]}
+    reset = {
+        "status": Job.Status.PENDING,
+        "attempts": 0,
+        "next_attempt_at": None,
+        "finished_at": None,
+        "retried_by": retried_by[:150],
+    }
     # Jobs of a paused type wait undispatched; resume_job_type dispatches them.
     changed = queryset.filter(job_type__in=paused).update(dispatched_at=None, **reset)
     changed += Job.objects.filter(pk__in=runnable).update(dispatched_at=now, **reset)
@@ -55,9 +60,11 @@ def not_permitted(actor: Actor, queryset: QuerySet[Job]) -> QuerySet[Job]:
     for job_type in queryset.order_by().values_list("job_type", flat=True).distinct():
         permission = type_retry_permission(job_type)
         if permission is None:  # depends on each job (few of these: runs, bulk operations)
-            refused_ids += [job.pk for job in queryset.filter(job_type=job_type)
-                            .only("id", "job_type", "payload")
-                            if not actor.can(retry_permission(job))]
+            refused_ids += [
+                job.pk
+                for job in queryset.filter(job_type=job_type).only("id", "job_type", "payload")
+                if not actor.can(retry_permission(job))
+            ]
         elif not actor.can(permission):
             refused_types.append(job_type)
     return queryset.filter(Q(job_type__in=refused_types) | Q(pk__in=refused_ids))
@@ -66,8 +73,13 @@ def not_permitted(actor: Actor, queryset: QuerySet[Job]) -> QuerySet[Job]:
 def retry_job(actor: Actor, job_id: Any) -> Job:
     require(actor, "retry_job", action="job.retry", target_type="job", target_id=job_id)
     # Outside the transaction, so a denial is recorded.
-    require(actor, retry_permission(_get_job(job_id)), action="job.retry", target_type="job",
-            target_id=job_id)
+    require(
+        actor,
+        retry_permission(_get_job(job_id)),
+        action="job.retry",
+        target_type="job",
+        target_id=job_id,
+    )
     with transaction.atomic():
         job = _get_job(job_id)
         if job.status not in RETRYABLE:
@@ -77,8 +89,13 @@ def retry_job(actor: Actor, job_id: Any) -> Job:
             )
         before = job.status
         _requeue([job.pk], retried_by=actor.name)
-        record("job.retry", actor=actor, target_type="job", target_id=job.pk,
-               params={"job_type": job.job_type, "before": before, "runs_so_far": job.runs})
+        record(
+            "job.retry",
+            actor=actor,
+            target_type="job",
+            target_id=job.pk,
+            params={"job_type": job.job_type, "before": before, "runs_so_far": job.runs},
+        )
         job.refresh_from_db()
     return job
 
@@ -93,45 +110,69 @@ def discard_job(actor: Actor, job_id: Any, reason: str) -> Job:
         if job.status in (Job.Status.SUCCEEDED, Job.Status.CANCELLED, Job.Status.RUNNING):
             raise JobActionError(f"Job #{job.pk} is {job.status} and cannot be discarded.")
         before = job.status
-        Job.objects.filter(pk=job.pk).update(status=Job.Status.CANCELLED,
-                                             finished_at=timezone.now(), next_attempt_at=None)
-        record("job.discard", actor=actor, target_type="job", target_id=job.pk,
-               params={"job_type": job.job_type, "before": before}, reason=reason)
+        Job.objects.filter(pk=job.pk).update(
+            status=Job.Status.CANCELLED, finished_at=timezone.now(), next_attempt_at=None
+        )
+        record(
+            "job.discard",
+            actor=actor,
+            target_type="job",
+            target_id=job.pk,
+            params={"job_type": job.job_type, "before": before},
+            reason=reason,
+        )
         job.refresh_from_db()
     return job
 
 
 def pause_job_type(actor: Actor, job_type: str, reason: str = "") -> PausedJobType:
-    require(actor, "pause_processing", action="jobs.pause", target_type="job_type",
-            target_id=job_type)
+    require(
+        actor, "pause_processing", action="jobs.pause", target_type="job_type", target_id=job_type
+    )
     with transaction.atomic():
         paused, created = PausedJobType.objects.get_or_create(
-            job_type=job_type, defaults={"paused_by": actor.name, "reason": reason})
-        record("jobs.pause", actor=actor, target_type="job_type", target_id=job_type,
-               params={"already_paused": not created}, reason=reason)
+            job_type=job_type, defaults={"paused_by": actor.name, "reason": reason}
+        )
+        record(
+            "jobs.pause",
+            actor=actor,
+            target_type="job_type",
+            target_id=job_type,
+            params={"already_paused": not created},
+            reason=reason,
+        )
     return paused
 
 
 def resume_job_type(actor: Actor, job_type: str) -> int:
     """Resume a type; its waiting jobs are dispatched. Returns how many."""
-    require(actor, "pause_processing", action="jobs.resume", target_type="job_type",
-            target_id=job_type)
+    require(
+        actor, "pause_processing", action="jobs.resume", target_type="job_type", target_id=job_type
+    )
     now = timezone.now()
     with transaction.atomic():
         deleted, _ = PausedJobType.objects.filter(job_type=job_type).delete()
         waiting = list(
-            Job.objects.filter(job_type=job_type, status=Job.Status.PENDING,
-                               dispatched_at__isnull=True)
-            .exclude(next_attempt_at__gt=now).values_list("id", flat=True)
+            Job.objects.filter(
+                job_type=job_type, status=Job.Status.PENDING, dispatched_at__isnull=True
+            )
+            .exclude(next_attempt_at__gt=now)
+            .values_list("id", flat=True)
         )
         Job.objects.filter(pk__in=waiting).update(dispatched_at=now)
         dispatch(waiting)
-        record("jobs.resume", actor=actor, target_type="job_type", target_id=job_type,
-               params={"was_paused": bool(deleted), "released": len(waiting)})
+        record(
+            "jobs.resume",
+            actor=actor,
+            target_type="job_type",
+            target_id=job_type,
+            params={"was_paused": bool(deleted), "released": len(waiting)},
+        )
     return len(waiting)
 
 
 # --- Retry all ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class JobFilter:
@@ -164,11 +205,13 @@ class BulkPreview:
         return self.count - self.refused
 
 
-def preview_retry_all(job_filter: JobFilter, sample_size: int = 5, *,
-                      actor: Actor) -> BulkPreview:
+def preview_retry_all(job_filter: JobFilter, sample_size: int = 5, *, actor: Actor) -> BulkPreview:
     queryset = job_filter.queryset()
-    return BulkPreview(count=queryset.count(), sample=list(queryset.order_by("-id")[:sample_size]),
-                       refused=not_permitted(actor, queryset).count())
+    return BulkPreview(
+        count=queryset.count(),
+        sample=list(queryset.order_by("-id")[:sample_size]),
+        refused=not_permitted(actor, queryset).count(),
+    )
 
 
 def start_retry_all(actor: Actor, job_filter: JobFilter) -> BulkOperation:
@@ -178,9 +221,13 @@ def start_retry_all(actor: Actor, job_filter: JobFilter) -> BulkOperation:
         raise JobActionError("Only dead, retrying or cancelled jobs can be retried.")
     queryset = job_filter.queryset()
     refused = not_permitted(actor, queryset)
-    return bulk.start(actor, "retry", queryset.exclude(pk__in=refused.values("pk")),
-                      job_filter.as_dict(), audit_params={"skipped_not_permitted":
-                                                          refused.count()})
+    return bulk.start(
+        actor,
+        "retry",
+        queryset.exclude(pk__in=refused.values("pk")),
+        job_filter.as_dict(),
+        audit_params={"skipped_not_permitted": refused.count()},
+    )
 
 
 def cancel_bulk_operation(actor: Actor, operation_id: int) -> BulkOperation:
@@ -191,15 +238,24 @@ def cancel_bulk_operation(actor: Actor, operation_id: int) -> BulkOperation:
 
 
 def _retry_chunk(operation: BulkOperation, job_ids: list[int]) -> bulk.ChunkResult:
-    retried = set(Job.objects.filter(pk__in=job_ids, status__in=RETRYABLE)
-                  .values_list("id", flat=True))
+    retried = set(
+        Job.objects.filter(pk__in=job_ids, status__in=RETRYABLE).values_list("id", flat=True)
+    )
     _requeue(list(retried), retried_by=operation.created_by)
     return bulk.ChunkResult(done=retried)
 
 
-bulk.register(bulk.BulkKind(
-    name="retry", label="Retry all", permission="retry_all_jobs", action="job.retry_all",
-    chunk_size=BULK_CHUNK, apply=_retry_chunk, back_url="console:jobs"))
+bulk.register(
+    bulk.BulkKind(
+        name="retry",
+        label="Retry all",
+        permission="retry_all_jobs",
+        action="job.retry_all",
+        chunk_size=BULK_CHUNK,
+        apply=_retry_chunk,
+        back_url="console:jobs",
+    )
+)
 
 
 def prune_succeeded_jobs(batch: int = 5000) -> int:
@@ -207,8 +263,11 @@ def prune_succeeded_jobs(batch: int = 5000) -> int:
     cutoff = timezone.now() - timedelta(days=settings.JOB_RETENTION_DAYS)
     total = 0
     while True:
-        ids = list(Job.objects.filter(status=Job.Status.SUCCEEDED, finished_at__lt=cutoff)
-                   .values_list("id", flat=True)[:batch])
+        ids = list(
+            Job.objects.filter(status=Job.Status.SUCCEEDED, finished_at__lt=cutoff).values_list(
+                "id", flat=True
+            )[:batch]
+        )
         if not ids:
             return total
         Job.objects.filter(pk__in=ids).delete()

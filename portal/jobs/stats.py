@@ -17,8 +17,12 @@ EXACT_BELOW = 100_000
 
 
 def active_counts() -> dict[str, int]:
-    counts = dict(Job.objects.filter(status__in=ACTIVE_STATES).values_list("status")
-                  .annotate(n=Count("id")).order_by())
+    counts = dict(
+        Job.objects.filter(status__in=ACTIVE_STATES)
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
     return {state: counts.get(state, 0) for state in ACTIVE_STATES}
 
 
@@ -26,8 +30,9 @@ def succeeded_count(active_total: int) -> tuple[int, bool]:
     """(number, exact?)"""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = %s",
-                           [Job._meta.db_table])
+            cursor.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE relname = %s", [Job._meta.db_table]
+            )
             row = cursor.fetchone()
         estimate = int(row[0]) if row else -1
         if estimate >= EXACT_BELOW:

@@ -44,8 +44,9 @@ def requeue_lost_jobs() -> int:
         Q(lease_expires_at__lt=now) | Q(worker__startswith=f"{here}:")
     )
     recovered = 0
-    for job in candidates.only("id", "job_type", "worker", "lease_expires_at", "attempts",
-                               "max_attempts"):
+    for job in candidates.only(
+        "id", "job_type", "worker", "lease_expires_at", "attempts", "max_attempts"
+    ):
         expired = job.lease_expires_at is not None and job.lease_expires_at < now
         if not expired and not _worker_gone_here(job.worker):
             continue

@@ -53,25 +53,43 @@ class Step:
 
 
 STEPS: tuple[Step, ...] = (
-    Step("pause", "Pause processing",
-         "Every Graph job type is paused: jobs already running finish, new and retried ones "
-         "wait (nothing is lost). Webhook notifications are still accepted and queued."),
-    Step("cleanup", "Clean up subscriptions",
-         "Deletes expired subscription rows, subscriptions Graph no longer has, and this "
-         "deployment's orphans in Graph."),
-    Step("reset_sync", "Reset sync state (optional)",
-         "Drops every user's delta token: the next run of each is a full sync that re-reads "
-         "the mailbox and chats. Skip it unless the sync state itself is suspect.",
-         optional=True),
-    Step("resume", "Resume processing",
-         "Resumes the job types this session paused (types paused before it stay paused), "
-         "releasing the jobs that waited."),
-    Step("setup", "Set up webhooks",
-         "Creates missing subscriptions, renews and recreates the rest, each followed by a "
-         "delta sync that catches up."),
-    Step("verify", "Verify",
-         "Runs the integration checklist: configuration, token, Graph, permissions, "
-         "subscriptions, webhook endpoint, worker, queue."),
+    Step(
+        "pause",
+        "Pause processing",
+        "Every Graph job type is paused: jobs already running finish, new and retried ones "
+        "wait (nothing is lost). Webhook notifications are still accepted and queued.",
+    ),
+    Step(
+        "cleanup",
+        "Clean up subscriptions",
+        "Deletes expired subscription rows, subscriptions Graph no longer has, and this "
+        "deployment's orphans in Graph.",
+    ),
+    Step(
+        "reset_sync",
+        "Reset sync state (optional)",
+        "Drops every user's delta token: the next run of each is a full sync that re-reads "
+        "the mailbox and chats. Skip it unless the sync state itself is suspect.",
+        optional=True,
+    ),
+    Step(
+        "resume",
+        "Resume processing",
+        "Resumes the job types this session paused (types paused before it stay paused), "
+        "releasing the jobs that waited.",
+    ),
+    Step(
+        "setup",
+        "Set up webhooks",
+        "Creates missing subscriptions, renews and recreates the rest, each followed by a "
+        "delta sync that catches up.",
+    ),
+    Step(
+        "verify",
+        "Verify",
+        "Runs the integration checklist: configuration, token, Graph, permissions, "
+        "subscriptions, webhook endpoint, worker, queue.",
+    ),
 )
 STEP_KEYS = tuple(step.key for step in STEPS)
 
@@ -103,9 +121,13 @@ def start(actor: Actor, *, reset_sync: bool = False) -> str:
     require(actor, "run_recovery", action="recovery.start", target_type=TARGET)
     session_id = new_session_id()
     with transaction.atomic():
-        record("recovery.start", actor=_session_actor(actor, session_id), target_type=TARGET,
-               target_id=session_id, params={"reset_sync": reset_sync,
-                                             "steps": list(STEP_KEYS)})
+        record(
+            "recovery.start",
+            actor=_session_actor(actor, session_id),
+            target_type=TARGET,
+            target_id=session_id,
+            params={"reset_sync": reset_sync, "steps": list(STEP_KEYS)},
+        )
     return session_id
 
 
@@ -121,8 +143,10 @@ def _pause(actor: Actor, session: dict[str, Any]) -> StepResult:
         job_services.pause_job_type(actor, name, PAUSE_REASON)
         paused.append(name)
     lines = [f"paused {name}" for name in paused]
-    lines += [f"{name} was already paused (left as it is)"
-              for name in sorted(already & set(graph_job_types()))]
+    lines += [
+        f"{name} was already paused (left as it is)"
+        for name in sorted(already & set(graph_job_types()))
+    ]
     return StepResult("pause", True, lines or ["nothing to pause"], data={"paused": paused})
 
 
@@ -135,9 +159,15 @@ def _reset_sync(actor: Actor, session: dict[str, Any]) -> StepResult:
     states = list(SyncState.objects.values_list("monitored_user_id", "kind"))
     for user_id, kind in states:
         sync.reset(actor, user_id, kind)
-    return StepResult("reset_sync", True,
-                      [f"reset {len(states)} sync state{'s' if len(states) != 1 else ''}: "
-                       "the next run of each is a full sync"], data={"reset": len(states)})
+    return StepResult(
+        "reset_sync",
+        True,
+        [
+            f"reset {len(states)} sync state{'s' if len(states) != 1 else ''}: "
+            "the next run of each is a full sync"
+        ],
+        data={"reset": len(states)},
+    )
 
 
 def _resume(actor: Actor, session: dict[str, Any]) -> StepResult:
@@ -145,8 +175,9 @@ def _resume(actor: Actor, session: dict[str, Any]) -> StepResult:
     lines = []
     for name in paused_here:
         released = job_services.resume_job_type(actor, name)
-        lines.append(f"resumed {name}: {released} waiting job{'s' if released != 1 else ''} "
-                     "released")
+        lines.append(
+            f"resumed {name}: {released} waiting job{'s' if released != 1 else ''} released"
+        )
     still = sorted(set(PausedJobType.objects.values_list("job_type", flat=True)))
     lines += [f"{name} stays paused (paused before this recovery)" for name in still]
     return StepResult("resume", True, lines or ["nothing was paused by this session"])
@@ -159,14 +190,21 @@ def _setup(actor: Actor, session: dict[str, Any]) -> StepResult:
 
 def _verify(actor: Actor, session: dict[str, Any], *, timeout: float = 10.0) -> StepResult:
     results = verify.verify_integration(actor, timeout=timeout)
-    return StepResult("verify", all(r.ok for r in results),
-                      [f"{'✔' if r.ok else '✘'} {r.name}: {r.detail}" for r in results],
-                      data={"failed": [r.name for r in results if not r.ok]})
+    return StepResult(
+        "verify",
+        all(r.ok for r in results),
+        [f"{'✔' if r.ok else '✘'} {r.name}: {r.detail}" for r in results],
+        data={"failed": [r.name for r in results if not r.ok]},
+    )
 
 
 _RUNNERS: dict[str, Callable[..., StepResult]] = {
-    "pause": _pause, "cleanup": _cleanup, "reset_sync": _reset_sync, "resume": _resume,
-    "setup": _setup, "verify": _verify,
+    "pause": _pause,
+    "cleanup": _cleanup,
+    "reset_sync": _reset_sync,
+    "resume": _resume,
+    "setup": _setup,
+    "verify": _verify,
 }
 
 
@@ -201,8 +239,11 @@ class SessionState:
 
 
 def load(session_id: str) -> SessionState:
-    events = list(AuditEvent.objects.filter(target_type=TARGET, target_id=session_id)
-                  .exclude(outcome=AuditEvent.Outcome.DENIED).order_by("id"))
+    events = list(
+        AuditEvent.objects.filter(target_type=TARGET, target_id=session_id)
+        .exclude(outcome=AuditEvent.Outcome.DENIED)
+        .order_by("id")
+    )
     started = next((e for e in events if e.action == "recovery.start"), None)
     finished = next((e for e in events if e.action == "recovery.finish"), None)
     results: dict[str, dict[str, Any]] = {}
@@ -210,21 +251,25 @@ def load(session_id: str) -> SessionState:
         if event.action == "recovery.step":
             step = event.params.get("step")
             # A failed step may be run again; the latest result counts.
-            results[step] = {**event.params, "at": event.created_at, "by": event.actor_name,
-                             "outcome": event.outcome}
+            results[step] = {
+                **event.params,
+                "at": event.created_at,
+                "by": event.actor_name,
+                "outcome": event.outcome,
+            }
     return SessionState(session_id, started, results, finished)
 
 
-def run_step(actor: Actor, session_id: str, key: str, *, skip: bool = False,
-             timeout: float = 10.0) -> StepResult:
+def run_step(
+    actor: Actor, session_id: str, key: str, *, skip: bool = False, timeout: float = 10.0
+) -> StepResult:
     """Run (or skip, when optional) the next step of a session; audited with its result.
 
     Steps run in order. A failed step is recorded and may be run again; the session moves on
     only past steps that succeeded or were skipped — except `verify`, the last, whose
     failure is the report itself.
     """
-    require(actor, "run_recovery", action="recovery.step", target_type=TARGET,
-            target_id=session_id)
+    require(actor, "run_recovery", action="recovery.step", target_type=TARGET, target_id=session_id)
     if key not in _RUNNERS:
         raise RecoveryError(f"There is no recovery step {key!r}.")
     state = load(session_id)
@@ -245,21 +290,40 @@ def run_step(actor: Actor, session_id: str, key: str, *, skip: bool = False,
         try:
             runner = _RUNNERS[key]
             context = {"paused": state.paused}
-            result = (runner(session_actor, context, timeout=timeout) if key == "verify"
-                      else runner(session_actor, context))
+            result = (
+                runner(session_actor, context, timeout=timeout)
+                if key == "verify"
+                else runner(session_actor, context)
+            )
         except (GraphError, ValueError) as exc:
-            result = StepResult(key, False, [f"{type(exc).__name__}: "
-                                             f"{getattr(exc, 'message', exc)}"])
+            result = StepResult(
+                key, False, [f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"]
+            )
     with transaction.atomic():
-        record("recovery.step", actor=session_actor, target_type=TARGET, target_id=session_id,
-               params={"step": key, "ok": result.ok, "skipped": result.skipped,
-                       "lines": result.lines[:60], "data": result.data},
-               outcome="success" if result.ok else "failure",
-               reason="" if result.ok else "; ".join(result.lines)[:500])
+        record(
+            "recovery.step",
+            actor=session_actor,
+            target_type=TARGET,
+            target_id=session_id,
+            params={
+                "step": key,
+                "ok": result.ok,
+                "skipped": result.skipped,
+                "lines": result.lines[:60],
+                "data": result.data,
+            },
+            outcome="success" if result.ok else "failure",
+            reason="" if result.ok else "; ".join(result.lines)[:500],
+        )
         if key == STEP_KEYS[-1]:
-            record("recovery.finish", actor=session_actor, target_type=TARGET,
-                   target_id=session_id, params={"verified": result.ok},
-                   outcome="success" if result.ok else "failure")
+            record(
+                "recovery.finish",
+                actor=session_actor,
+                target_type=TARGET,
+                target_id=session_id,
+                params={"verified": result.ok},
+                outcome="success" if result.ok else "failure",
+            )
     return result
 
 
@@ -275,9 +339,13 @@ def _next_runnable(state: SessionState) -> str | None:
     return None
 
 
-def run_all(actor: Actor, *, reset_sync: bool = False, timeout: float = 10.0,
-            on_step: Callable[[Step, StepResult], None] | None = None
-            ) -> tuple[str, list[StepResult]]:
+def run_all(
+    actor: Actor,
+    *,
+    reset_sync: bool = False,
+    timeout: float = 10.0,
+    on_step: Callable[[Step, StepResult], None] | None = None,
+) -> tuple[str, list[StepResult]]:
     """The whole recovery in one go (the command). Stops at the first failed step — except
     that processing is always resumed if this session paused it."""
     session_id = start(actor, reset_sync=reset_sync)
@@ -301,6 +369,12 @@ def _resume_after_failure(actor: Actor, session_id: str) -> None:
     session_actor = _session_actor(actor, session_id)
     for name in state.paused:
         job_services.resume_job_type(session_actor, name)
-    record("recovery.finish", actor=session_actor, target_type=TARGET, target_id=session_id,
-           params={"verified": False, "aborted": True, "resumed": state.paused},
-           outcome="failure", reason="a step failed; processing was resumed")
+    record(
+        "recovery.finish",
+        actor=session_actor,
+        target_type=TARGET,
+        target_id=session_id,
+        params={"verified": False, "aborted": True, "resumed": state.paused},
+        outcome="failure",
+        reason="a step failed; processing was resumed",
+    )

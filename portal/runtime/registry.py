@@ -62,12 +62,28 @@ def define(spec: SettingSpec) -> SettingSpec:
     return spec
 
 
-define(SettingSpec("ENABLE_REALTIME_SYNC", "Real-time sync",
-                   "On: each change notification runs a delta sync for that user at once. Off: "
-                   "notifications only mark the user due for the next interval run (fewer "
-                   "Graph calls while throttled).", bool, True))
-define(SettingSpec("SYNC_INTERVAL_MINUTES", "Sync interval (minutes)",
-                   "How often every monitored user gets a delta sync.", int, 5, 1, 1440))
+define(
+    SettingSpec(
+        "ENABLE_REALTIME_SYNC",
+        "Real-time sync",
+        "On: each change notification runs a delta sync for that user at once. Off: "
+        "notifications only mark the user due for the next interval run (fewer "
+        "Graph calls while throttled).",
+        bool,
+        True,
+    )
+)
+define(
+    SettingSpec(
+        "SYNC_INTERVAL_MINUTES",
+        "Sync interval (minutes)",
+        "How often every monitored user gets a delta sync.",
+        int,
+        5,
+        1,
+        1440,
+    )
+)
 
 _cache: dict[str, tuple[float, Any]] = {}
 
@@ -92,8 +108,13 @@ def clear_cache() -> None:
 
 def set_value(actor: Actor, key: str, raw: Any, reason: str = "") -> Any:
     """Validate and store a new value; audited with before and after."""
-    require(actor, "change_runtime_settings", action="settings.change", target_type="setting",
-            target_id=key)
+    require(
+        actor,
+        "change_runtime_settings",
+        action="settings.change",
+        target_type="setting",
+        target_id=key,
+    )
     if key not in SPECS:
         raise ValueError(f"Unknown setting {key!r}.")
     value = SPECS[key].parse(raw)
@@ -101,10 +122,17 @@ def set_value(actor: Actor, key: str, raw: Any, reason: str = "") -> Any:
 
     with transaction.atomic():
         before = get_uncached(key)
-        RuntimeSetting.objects.update_or_create(key=key, defaults={"value": value,
-                                                                   "updated_by": actor.name})
-        record("settings.change", actor=actor, target_type="setting", target_id=key,
-               params={"before": before, "after": value}, reason=reason)
+        RuntimeSetting.objects.update_or_create(
+            key=key, defaults={"value": value, "updated_by": actor.name}
+        )
+        record(
+            "settings.change",
+            actor=actor,
+            target_type="setting",
+            target_id=key,
+            params={"before": before, "after": value},
+            reason=reason,
+        )
     _cache.pop(key, None)
     return value
 

@@ -97,9 +97,12 @@ def sign_in(page, live_server):
 def set_visibility(page, state: str) -> None:
     """Emulate the tab being hidden or shown (headless chromium's tabs are always visible):
     document.visibilityState answers `state` and the page gets its visibilitychange event."""
-    page.evaluate("""(state) => {
+    page.evaluate(
+        """(state) => {
         Object.defineProperty(document, "visibilityState", {configurable: true, get: () => state});
         Object.defineProperty(document, "hidden", {configurable: true,
                                                    get: () => state !== "visible"});
         document.dispatchEvent(new Event("visibilitychange"));
-    }""", state)
+    }""",
+        state,
+    )

@@ -31,8 +31,7 @@ webhook_settings = webhook_support.webhook_settings
 
 
 def nav(page, label):
-    page.get_by_role("navigation", name="Main").get_by_role("link", name=label,
-                                                            exact=True).click()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name=label, exact=True).click()
 
 
 def find_in_audit_log(page, action):
@@ -49,8 +48,9 @@ def subscribed(webhook_settings, monitored, drain):
     return monitored
 
 
-def test_operator_compares_and_renews_a_subscription(page, live_server, personas, sign_in,
-                                                     screenshot, subscribed):
+def test_operator_compares_and_renews_a_subscription(
+    page, live_server, personas, sign_in, screenshot, subscribed
+):
     sign_in(PERSONAS["operator"])
     nav(page, "Subscriptions")
     expect(page.get_by_role("heading", name="Webhook subscriptions")).to_be_visible()
@@ -65,12 +65,14 @@ def test_operator_compares_and_renews_a_subscription(page, live_server, personas
     expect(page.get_by_role("heading", name="Dry run: what would happen now")).to_be_visible()
     screenshot("subscriptions-setup-dry-run")
     find_in_audit_log(page, "subscription.renew")
-    assert AuditEvent.objects.filter(action="subscription.renew",
-                                     actor_name=PERSONAS["operator"]).exists()
+    assert AuditEvent.objects.filter(
+        action="subscription.renew", actor_name=PERSONAS["operator"]
+    ).exists()
 
 
-def test_admin_rotates_the_client_secret(page, live_server, personas, sign_in, screenshot,
-                                         graph_settings, emulator):
+def test_admin_rotates_the_client_secret(
+    page, live_server, personas, sign_in, screenshot, graph_settings, emulator
+):
     from integrations.microsoft import auth
 
     auth.app_token()  # the running secret becomes the active credential
@@ -93,19 +95,39 @@ def test_admin_rotates_the_client_secret(page, live_server, personas, sign_in, s
     find_in_audit_log(page, "credential.activate")
 
 
-def test_operator_resets_a_users_sync_and_reads_the_timeline(page, live_server, personas,
-                                                             sign_in, screenshot, monitored):
+def test_operator_resets_a_users_sync_and_reads_the_timeline(
+    page, live_server, personas, sign_in, screenshot, monitored
+):
     now = timezone.now()
     state = SyncState.objects.create(
-        monitored_user=monitored, kind="messages", status="idle", delta_link="https://d/l",
-        token_obtained_at=now - timedelta(days=3), last_success_at=now - timedelta(minutes=4),
-        last_attempt_at=now - timedelta(minutes=4), item_count=42, total_added=42)
-    SyncRun.objects.create(state=state, kind="full", outcome="succeeded", pages=3, added=42,
-                           duration_ms=812, trigger="subscription:created",
-                           finished_at=now)
-    GraphCall.objects.create(method="GET", route="/users/{id}/mailFolders/{id}/messages/delta",
-                             status=429, throttled=True, retry_after=30,
-                             mailbox=monitored.graph_id.lower())
+        monitored_user=monitored,
+        kind="messages",
+        status="idle",
+        delta_link="https://d/l",
+        token_obtained_at=now - timedelta(days=3),
+        last_success_at=now - timedelta(minutes=4),
+        last_attempt_at=now - timedelta(minutes=4),
+        item_count=42,
+        total_added=42,
+    )
+    SyncRun.objects.create(
+        state=state,
+        kind="full",
+        outcome="succeeded",
+        pages=3,
+        added=42,
+        duration_ms=812,
+        trigger="subscription:created",
+        finished_at=now,
+    )
+    GraphCall.objects.create(
+        method="GET",
+        route="/users/{id}/mailFolders/{id}/messages/delta",
+        status=429,
+        throttled=True,
+        retry_after=30,
+        mailbox=monitored.graph_id.lower(),
+    )
     sign_in(PERSONAS["operator"])
     nav(page, "Users & sync")
     screenshot("sync-users")
@@ -141,8 +163,9 @@ def test_operator_turns_realtime_sync_off(page, live_server, personas, sign_in, 
     assert event.params == {"before": True, "after": False}
 
 
-def test_admin_runs_the_recovery_page(page, live_server, personas, sign_in, screenshot,
-                                      subscribed, q_sync):
+def test_admin_runs_the_recovery_page(
+    page, live_server, personas, sign_in, screenshot, subscribed, q_sync
+):
     sign_in(PERSONAS["admin"])
     nav(page, "Recovery")
     screenshot("recovery")
@@ -161,16 +184,23 @@ def test_admin_runs_the_recovery_page(page, live_server, personas, sign_in, scre
     expect(page.locator(".page-head .big-state")).to_contain_text("finished")
     screenshot("recovery-session")
     start = AuditEvent.objects.get(action="recovery.start")
-    session_events = set(AuditEvent.objects.filter(request_id=start.target_id)
-                         .values_list("action", flat=True))
-    assert {"jobs.pause", "webhooks.cleanup", "jobs.resume", "webhooks.setup",
-            "integration.verify", "recovery.finish"} <= session_events
+    session_events = set(
+        AuditEvent.objects.filter(request_id=start.target_id).values_list("action", flat=True)
+    )
+    assert {
+        "jobs.pause",
+        "webhooks.cleanup",
+        "jobs.resume",
+        "webhooks.setup",
+        "integration.verify",
+        "recovery.finish",
+    } <= session_events
     find_in_audit_log(page, "recovery.")
 
 
-def test_support_runs_the_checklist_and_views_graph_calls(page, live_server, personas,
-                                                          sign_in, screenshot, subscribed,
-                                                          q_sync):
+def test_support_runs_the_checklist_and_views_graph_calls(
+    page, live_server, personas, sign_in, screenshot, subscribed, q_sync
+):
     sign_in(PERSONAS["support"])
     nav(page, "Verify")
     page.get_by_role("button", name="Run the checks").click()
@@ -187,5 +217,6 @@ def test_support_runs_the_checklist_and_views_graph_calls(page, live_server, per
     nav(page, "Dashboard")
     expect(page.get_by_role("heading", name="Integration health")).to_be_visible()
     screenshot("dashboard-graph")
-    assert AuditEvent.objects.filter(action="integration.verify",
-                                     actor_name=PERSONAS["support"]).exists()
+    assert AuditEvent.objects.filter(
+        action="integration.verify", actor_name=PERSONAS["support"]
+    ).exists()

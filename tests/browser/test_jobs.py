@@ -11,15 +11,23 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def make_dead(n):
-    return [Job.objects.create(job_type="jobs.noop", status=Job.Status.DEAD,
-                               last_error="Transient: Graph answered 503 Service Unavailable",
-                               error_signature="5f3a9c0d1e2b4a67", max_attempts=5, attempts=5,
-                               payload={"userId": f"driver{i}@fleetdemo.onmicrosoft.com"})
-            for i in range(n)]
+    return [
+        Job.objects.create(
+            job_type="jobs.noop",
+            status=Job.Status.DEAD,
+            last_error="Transient: Graph answered 503 Service Unavailable",
+            error_signature="5f3a9c0d1e2b4a67",
+            max_attempts=5,
+            attempts=5,
+            payload={"userId": f"driver{i}@fleetdemo.onmicrosoft.com"},
+        )
+        for i in range(n)
+    ]
 
 
-def test_support_retries_a_dead_job_and_finds_it_in_the_audit_log(page, live_server, personas,
-                                                                  sign_in, screenshot):
+def test_support_retries_a_dead_job_and_finds_it_in_the_audit_log(
+    page, live_server, personas, sign_in, screenshot
+):
     job = make_dead(3)[0]
     sign_in(PERSONAS["support"])
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Jobs").click()
@@ -36,7 +44,8 @@ def test_support_retries_a_dead_job_and_finds_it_in_the_audit_log(page, live_ser
 
 
 def test_operator_retries_all_with_typed_confirmation_and_watches_progress(
-        page, live_server, personas, sign_in, screenshot):
+    page, live_server, personas, sign_in, screenshot
+):
     from portal.console.jobs_views import TYPED_CONFIRMATION_THRESHOLD
 
     count = TYPED_CONFIRMATION_THRESHOLD + 5
@@ -51,5 +60,6 @@ def test_operator_retries_all_with_typed_confirmation_and_watches_progress(
     expect(page.get_by_role("heading", name=re.compile("Retry all — operation"))).to_be_visible()
     expect(page.get_by_role("progressbar")).to_be_visible()
     screenshot("retry-all-progress")
-    assert AuditEvent.objects.filter(action="job.retry_all", actor_name=PERSONAS["operator"],
-                                     params__count=count).exists()
+    assert AuditEvent.objects.filter(
+        action="job.retry_all", actor_name=PERSONAS["operator"], params__count=count
+    ).exists()

@@ -8,8 +8,9 @@ from tests.conftest import PERSONAS
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def test_a_first_sign_in_sets_up_an_authenticator(page, live_server, personas, sign_in,
-                                                  screenshot, settings):
+def test_a_first_sign_in_sets_up_an_authenticator(
+    page, live_server, personas, sign_in, screenshot, settings
+):
     from urllib.parse import urlsplit
 
     from portal.access import mfa

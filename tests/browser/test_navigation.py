@@ -12,8 +12,9 @@ EXPECTED_NAV = NAV_BY_ROLE
 
 
 @pytest.mark.parametrize("role", list(PERSONAS))
-def test_each_role_signs_in_and_sees_its_navigation(role, page, live_server, personas, sign_in,
-                                                    screenshot):
+def test_each_role_signs_in_and_sees_its_navigation(
+    role, page, live_server, personas, sign_in, screenshot
+):
     sign_in(PERSONAS[role])
     expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
     nav = page.get_by_role("navigation", name="Main")
@@ -23,8 +24,9 @@ def test_each_role_signs_in_and_sees_its_navigation(role, page, live_server, per
     assert AuditEvent.objects.filter(action="auth.login", actor_name=PERSONAS[role]).exists()
 
 
-def test_the_audit_log_filters_in_place_with_htmx_and_signs_out(page, live_server, personas,
-                                                                sign_in, screenshot):
+def test_the_audit_log_filters_in_place_with_htmx_and_signs_out(
+    page, live_server, personas, sign_in, screenshot
+):
     sign_in(PERSONAS["operator"])
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit log").click()
     expect(page.get_by_role("heading", name="Audit log")).to_be_visible()

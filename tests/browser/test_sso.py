@@ -24,7 +24,7 @@ def browser_context_args(browser_context_args: dict) -> dict:
 
 
 @pytest.fixture
-def entra(settings, emulator, live_server):  # noqa: F811
+def entra(settings, emulator, live_server):
     configure(settings, emulator, live_server.url)
     return emulator
 
@@ -39,12 +39,19 @@ KNOWN_ELSEWHERE = ("/favicon.ico", "unsafe-eval")
 def problems(page):
     """Console errors, page errors, CSP violations and failed requests: each fails the test."""
     seen: list[str] = []
-    page.on("console", lambda m: seen.append(f"console {m.type}: {m.text} at {m.location}")
-            if m.type in ("error", "warning") else None)
+    page.on(
+        "console",
+        lambda m: (
+            seen.append(f"console {m.type}: {m.text} at {m.location}")
+            if m.type in ("error", "warning")
+            else None
+        ),
+    )
     page.on("pageerror", lambda e: seen.append(f"page error: {e}"))
     page.on("requestfailed", lambda r: seen.append(f"failed: {r.url} {r.failure}"))
-    page.on("response", lambda r: seen.append(f"HTTP {r.status}: {r.url}")
-            if r.status >= 400 else None)
+    page.on(
+        "response", lambda r: seen.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None
+    )
     yield seen
     real = [p for p in seen if not any(known in p for known in KNOWN_ELSEWHERE)]
     assert not real, real
@@ -57,12 +64,18 @@ def _sign_in_with_microsoft(page, live_server, name):
     page.get_by_role("link", name=name, exact=True).click()
 
 
-@pytest.mark.parametrize(("role", "name"), [("viewer", "Sofia Marchetti"),
-                                            ("support", "Priya Raman"),
-                                            ("operator", "Hannah Lindqvist"),
-                                            ("admin", "Maria Kowalski")])
-def test_each_role_signs_in_with_microsoft(page, live_server, entra, problems, screenshot,
-                                           role, name):
+@pytest.mark.parametrize(
+    ("role", "name"),
+    [
+        ("viewer", "Sofia Marchetti"),
+        ("support", "Priya Raman"),
+        ("operator", "Hannah Lindqvist"),
+        ("admin", "Maria Kowalski"),
+    ],
+)
+def test_each_role_signs_in_with_microsoft(
+    page, live_server, entra, problems, screenshot, role, name
+):
     _sign_in_with_microsoft(page, live_server, name)
     expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
     nav = page.get_by_role("navigation", name="Main")
@@ -72,8 +85,9 @@ def test_each_role_signs_in_with_microsoft(page, live_server, entra, problems, s
         screenshot("sso-sign-in-admin")
 
 
-def test_no_role_gets_a_clear_page(page, live_server, entra, problems, browser_problems,
-                                   screenshot):
+def test_no_role_gets_a_clear_page(
+    page, live_server, entra, problems, browser_problems, screenshot
+):
     # The refusal itself is the one expected 403 (the page below); nothing else may fail.
     browser_problems.allow(403, r"/login/microsoft/callback")
     _sign_in_with_microsoft(page, live_server, "Erik Johansson")
@@ -84,7 +98,8 @@ def test_no_role_gets_a_clear_page(page, live_server, entra, problems, browser_p
 
 
 def test_a_role_change_in_entra_shows_at_the_next_sign_in_and_on_people(
-        page, live_server, entra, problems, screenshot):
+    page, live_server, entra, problems, screenshot
+):
     _sign_in_with_microsoft(page, live_server, "Sofia Marchetti")
     expect(page.locator(".whoami .badge")).to_have_text("viewer")
     page.get_by_role("button", name="Sign out").click()

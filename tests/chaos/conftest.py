@@ -38,8 +38,10 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def postgres(transactional_db: Any) -> None:
     if connection.vendor != "postgresql":
-        pytest.skip("chaos tests need PostgreSQL (concurrent workers, a server to restart); "
-                    "run them with DATABASE_URL=postgres://…")
+        pytest.skip(
+            "chaos tests need PostgreSQL (concurrent workers, a server to restart); "
+            "run them with DATABASE_URL=postgres://…"
+        )
 
 
 def _children(pid: int) -> list[int]:
@@ -62,9 +64,12 @@ class Clusters:
     def start(self, workers: int = 2) -> subprocess.Popen:
         env = dict(self.env, Q_WORKERS=str(workers))
         process = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "qcluster"], env=env,
-            stdout=subprocess.DEVNULL, stderr=open(self.log_path(), "ab"),  # noqa: SIM115
-            start_new_session=True)
+            [sys.executable, str(ROOT / "manage.py"), "qcluster"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log_path(), "ab"),  # noqa: SIM115
+            start_new_session=True,
+        )
         self.processes.append(process)
         return process
 
@@ -92,8 +97,11 @@ class Clusters:
         sentinel (whose loss stops a cluster: that is the whole-cluster case below)."""
         sentinels = {c for p in self.alive() for c in _children(p.pid)}
         candidates = self.descendants() - sentinels
-        running = {int(w.rpartition(":")[2]) for w in Job.objects.filter(
-            status=Job.Status.RUNNING).values_list("worker", flat=True) if ":" in w}
+        running = {
+            int(w.rpartition(":")[2])
+            for w in Job.objects.filter(status=Job.Status.RUNNING).values_list("worker", flat=True)
+            if ":" in w
+        }
         busy = sorted(candidates & running)
         pool = busy if busy and rng.random() < 0.8 else sorted(candidates)
         if not pool:
@@ -134,18 +142,32 @@ class Clusters:
 
 def worker_env(emu: RunningEmulator, tmp_path: Path, **extra: str) -> dict[str, str]:
     return subprocess_env(
-        MICROSOFT_AUTHORITY_HOST=emu.authority_host, MICROSOFT_GRAPH_URL=emu.graph_url,
-        MICROSOFT_TENANT_ID=emu.tenant_id, MICROSOFT_CLIENT_ID=emu.client_id,
-        MICROSOFT_CLIENT_SECRET=emu.client_secret, MICROSOFT_CA_BUNDLE=emu.ca_path,
-        MICROSOFT_ALLOW_EMULATOR="true", GRAPH_MAX_IN_PROCESS_WAIT_SECONDS="5",
-        GRAPH_BACKOFF_BASE_SECONDS="0.05", Q_TIMEOUT="10", Q_RETRY="15", LOG_LEVEL="WARNING",
-        MESSAGING_SEND_SETTLE_SECONDS="2", MESSAGING_TEAMS_SETTLE_SECONDS="1",
-        CHAOS_LOG=str(tmp_path / "qcluster.log"), **extra)
+        MICROSOFT_AUTHORITY_HOST=emu.authority_host,
+        MICROSOFT_GRAPH_URL=emu.graph_url,
+        MICROSOFT_TENANT_ID=emu.tenant_id,
+        MICROSOFT_CLIENT_ID=emu.client_id,
+        MICROSOFT_CLIENT_SECRET=emu.client_secret,
+        MICROSOFT_CA_BUNDLE=emu.ca_path,
+        MICROSOFT_ALLOW_EMULATOR="true",
+        GRAPH_MAX_IN_PROCESS_WAIT_SECONDS="5",
+        GRAPH_BACKOFF_BASE_SECONDS="0.05",
+        Q_TIMEOUT="10",
+        Q_RETRY="15",
+        LOG_LEVEL="WARNING",
+        MESSAGING_SEND_SETTLE_SECONDS="2",
+        MESSAGING_TEAMS_SETTLE_SECONDS="1",
+        CHAOS_LOG=str(tmp_path / "qcluster.log"),
+        **extra,
+    )
 
 
 @pytest.fixture
-def clusters(postgres: None, graph_settings: Any, emulator: RunningEmulator,  # noqa: F811
-             tmp_path: Path) -> Iterator[Callable[..., Clusters]]:
+def clusters(
+    postgres: None,
+    graph_settings: Any,
+    emulator: RunningEmulator,
+    tmp_path: Path,
+) -> Iterator[Callable[..., Clusters]]:
     from integrations.microsoft import auth
 
     auth.app_token()  # bootstrap the credential store once, in this process
@@ -172,7 +194,9 @@ def connect_sender(emu: RunningEmulator) -> None:
     actor = Actor(kind="user", name="chaos-admin", role="admin", user=admin)
     auth_url, flow = auth.start_delegated_connect(
         "http://127.0.0.1:8000/console/credentials/teams-sender/callback",
-        login_hint=emu.service_account_upn, prompt=None)
+        login_hint=emu.service_account_upn,
+        prompt=None,
+    )
     response = emu.session().get(auth_url, allow_redirects=False, timeout=10)
     params = {k: v[0] for k, v in parse_qs(urlsplit(response.headers["Location"]).query).items()}
     auth.complete_delegated_connect(actor, flow, params)
@@ -200,10 +224,14 @@ def housekeeping() -> None:
     release_due_jobs()
 
 
-def wait_until_done(job_ids: list[int], timeout: float, *,
-                    each_second: Callable[[], None] | None = None,
-                    on_stall: Callable[[], None] | None = None,
-                    stall_after: float = 20.0) -> dict[str, int]:
+def wait_until_done(
+    job_ids: list[int],
+    timeout: float,
+    *,
+    each_second: Callable[[], None] | None = None,
+    on_stall: Callable[[], None] | None = None,
+    stall_after: float = 20.0,
+) -> dict[str, int]:
     """Poll until every job has finished (succeeded/dead/cancelled); return status counts."""
     deadline = time.monotonic() + timeout
     last_progress, last_done = time.monotonic(), -1

@@ -38,29 +38,58 @@ def window_key(entry: dict) -> str | None:
 def test_jobs_back_off_and_finish_under_429s_and_503s(clusters, emulator):
     tenant = emulator.control.tenant()
     people = [u for u in tenant["users"] if not u["userPrincipalName"].startswith("fleet.bot")]
-    bot = next(u["id"] for u in tenant["users"]
-               if u["userPrincipalName"] == emulator.service_account_upn)
+    bot = next(
+        u["id"] for u in tenant["users"] if u["userPrincipalName"] == emulator.service_account_upn
+    )
     chats = [c["id"] for c in tenant["chats"] if bot in c["members"]]
     connect_sender(emulator)
     retry_after = {}
     for spec in (
-        {"path": r"^/v1\.0/users/[^/]+/messages", "kind": "429", "retry_after": 2,
-         "probability": 0.12},
-        {"path": r"^/v1\.0/users/[^/]+/messages", "kind": "status", "status": 503,
-         "retry_after": 1, "probability": 0.08},
-        {"path": r"^/v1\.0/chats/[^/]+/messages$", "method": "POST", "kind": "429",
-         "retry_after": 2, "probability": 0.2},
-        {"path": r"^/v1\.0/chats/[^/]+/messages$", "method": "POST", "kind": "status",
-         "status": 503, "retry_after": 1, "probability": 0.1},
+        {
+            "path": r"^/v1\.0/users/[^/]+/messages",
+            "kind": "429",
+            "retry_after": 2,
+            "probability": 0.12,
+        },
+        {
+            "path": r"^/v1\.0/users/[^/]+/messages",
+            "kind": "status",
+            "status": 503,
+            "retry_after": 1,
+            "probability": 0.08,
+        },
+        {
+            "path": r"^/v1\.0/chats/[^/]+/messages$",
+            "method": "POST",
+            "kind": "429",
+            "retry_after": 2,
+            "probability": 0.2,
+        },
+        {
+            "path": r"^/v1\.0/chats/[^/]+/messages$",
+            "method": "POST",
+            "kind": "status",
+            "status": 503,
+            "retry_after": 1,
+            "probability": 0.1,
+        },
     ):
         rule = emulator.control.inject_fault(**spec)
         retry_after[rule["id"]] = spec["retry_after"]
 
-    messages = [messaging.send_mail(people[i % 3]["userPrincipalName"],
-                                    people[3 + i % 3]["userPrincipalName"],
-                                    f"chaos-c mail {i}", "x") for i in range(MAILS)]
-    messages += [messaging.send_teams_message(f"chaos-c post {i}", chat_id=chats[i % len(chats)])
-                 for i in range(POSTS)]
+    messages = [
+        messaging.send_mail(
+            people[i % 3]["userPrincipalName"],
+            people[3 + i % 3]["userPrincipalName"],
+            f"chaos-c mail {i}",
+            "x",
+        )
+        for i in range(MAILS)
+    ]
+    messages += [
+        messaging.send_teams_message(f"chaos-c post {i}", chat_id=chats[i % len(chats)])
+        for i in range(POSTS)
+    ]
     job_ids = [m.job_id for m in messages]
 
     group = clusters(MESSAGING_MAIL_PER_MINUTE="600", MESSAGING_TEAMS_SENDER_PER_SECOND="10")
@@ -72,8 +101,10 @@ def test_jobs_back_off_and_finish_under_429s_and_503s(clusters, emulator):
 
     log = sorted(emulator.control.requests_log(path=r"^/v1\.0/"), key=lambda e: e["monotonic"])
     faults = [e for e in log if e["fault"] in retry_after]
-    print(f"\n{len(faults)} injected 429/503 answers, {len(log)} Graph requests, "
-          f"{time.monotonic() - started:.1f} s")
+    print(
+        f"\n{len(faults)} injected 429/503 answers, {len(log)} Graph requests, "
+        f"{time.monotonic() - started:.1f} s"
+    )
     assert sum(1 for e in faults if e["status"] == 429) >= 5
     assert sum(1 for e in faults if e["status"] == 503) >= 3
 
@@ -94,15 +125,20 @@ def test_jobs_back_off_and_finish_under_429s_and_503s(clusters, emulator):
                 if entry["monotonic"] - opened <= IN_FLIGHT:
                     in_flight += 1
                 else:
-                    violations.append((fault["path"], entry["path"],
-                                       round(entry["monotonic"] - opened, 3)))
+                    violations.append(
+                        (fault["path"], entry["path"], round(entry["monotonic"] - opened, 3))
+                    )
     print(f"requests already in flight when a window opened: {in_flight}")
     assert violations == []
 
     sent = emulator.control.sent_messages()
-    subjects = Counter(m["subject"] for m in sent if m["kind"] == "mail"
-                       and m["subject"].startswith("chaos-c"))
-    bodies = Counter(m["body"]["content"] for m in sent if m["kind"] == "chat"
-                     and "chaos-c" in m["body"]["content"])
+    subjects = Counter(
+        m["subject"] for m in sent if m["kind"] == "mail" and m["subject"].startswith("chaos-c")
+    )
+    bodies = Counter(
+        m["body"]["content"]
+        for m in sent
+        if m["kind"] == "chat" and "chaos-c" in m["body"]["content"]
+    )
     assert subjects == {f"chaos-c mail {i}": 1 for i in range(MAILS)}
     assert bodies == {f"chaos-c post {i}": 1 for i in range(POSTS)}

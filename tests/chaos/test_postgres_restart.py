@@ -29,8 +29,12 @@ COUNT = 80
 
 def restart_postgres() -> float:
     started = time.monotonic()
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", PG_VERSION, PG_CLUSTER,
-                    "restart"], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", PG_VERSION, PG_CLUSTER, "restart"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return time.monotonic() - started
 
 
@@ -43,9 +47,15 @@ def test_processing_resumes_after_a_postgres_restart(clusters, emulator):
 
     tenant = emulator.control.tenant()
     people = [u for u in tenant["users"] if not u["userPrincipalName"].startswith("fleet.bot")]
-    messages = [messaging.send_mail(people[i % 4]["userPrincipalName"],
-                                    people[4 + i % 4]["userPrincipalName"],
-                                    f"chaos-b mail {i}", "x") for i in range(COUNT)]
+    messages = [
+        messaging.send_mail(
+            people[i % 4]["userPrincipalName"],
+            people[4 + i % 4]["userPrincipalName"],
+            f"chaos-b mail {i}",
+            "x",
+        )
+        for i in range(COUNT)
+    ]
     job_ids = [m.job_id for m in messages]
 
     # Slow enough that the restart lands in the middle of the run: 4 mailboxes x 2/s.
@@ -59,17 +69,23 @@ def test_processing_resumes_after_a_postgres_restart(clusters, emulator):
     took = restart_postgres()
     connection.close()  # this process's connection died with the server
     done_at_restart = db_retry(
-        lambda: Job.objects.filter(pk__in=job_ids, status="succeeded").count())
+        lambda: Job.objects.filter(pk__in=job_ids, status="succeeded").count()
+    )
     print(f"\nPostgreSQL restarted in {took:.1f} s with {done_at_restart}/{COUNT} sent")
     assert done_at_restart < COUNT, "the restart should interrupt the run"
 
     # No intervention beyond what the schedules do (released here sooner): no restarts.
     counts = wait_until_done(job_ids, timeout=200)
     assert counts == {"succeeded": COUNT}, counts
-    assert all(p.poll() is None for p in group.processes), (
-        f"a cluster died; see {group.log_path()}")
-    assert set(OutboundMessage.objects.filter(pk__in=[m.pk for m in messages])
-               .values_list("status", flat=True)) == {"sent"}
-    subjects = Counter(m["subject"] for m in emulator.control.sent_messages(kind="mail")
-                       if m["subject"].startswith("chaos-b"))
+    assert all(p.poll() is None for p in group.processes), f"a cluster died; see {group.log_path()}"
+    assert set(
+        OutboundMessage.objects.filter(pk__in=[m.pk for m in messages]).values_list(
+            "status", flat=True
+        )
+    ) == {"sent"}
+    subjects = Counter(
+        m["subject"]
+        for m in emulator.control.sent_messages(kind="mail")
+        if m["subject"].startswith("chaos-b")
+    )
     assert subjects == {f"chaos-b mail {i}": 1 for i in range(COUNT)}

@@ -24,8 +24,9 @@ def test_sends_survive_sigkilled_workers_exactly_once(clusters, emulator):
     tenant = emulator.control.tenant()
     people = [u for u in tenant["users"] if not u["userPrincipalName"].startswith("fleet.bot")]
     senders, recipients = people[:5], people[5:10]
-    bot = next(u["id"] for u in tenant["users"]
-               if u["userPrincipalName"] == emulator.service_account_upn)
+    bot = next(
+        u["id"] for u in tenant["users"] if u["userPrincipalName"] == emulator.service_account_upn
+    )
     chats = [c["id"] for c in tenant["chats"] if bot in c["members"]]
     team = tenant["teams"][0]
     connect_sender(emulator)
@@ -33,17 +34,26 @@ def test_sends_survive_sigkilled_workers_exactly_once(clusters, emulator):
     messages = []
     for i in range(MAILS):
         sender, to = senders[i % len(senders)], recipients[i % len(recipients)]
-        messages.append(messaging.send_mail(sender["userPrincipalName"],
-                                            to["userPrincipalName"], f"chaos-a mail {i}",
-                                            f"Body {i}"))
+        messages.append(
+            messaging.send_mail(
+                sender["userPrincipalName"],
+                to["userPrincipalName"],
+                f"chaos-a mail {i}",
+                f"Body {i}",
+            )
+        )
     for i in range(POSTS):
         if i % 2:
-            messages.append(messaging.send_teams_message(f"chaos-a post {i}",
-                                                         chat_id=chats[i % len(chats)]))
+            messages.append(
+                messaging.send_teams_message(f"chaos-a post {i}", chat_id=chats[i % len(chats)])
+            )
         else:
             channel = team["channels"][i % len(team["channels"])]["id"]
-            messages.append(messaging.send_teams_message(
-                f"chaos-a post {i}", team_id=team["id"], channel_id=channel))
+            messages.append(
+                messaging.send_teams_message(
+                    f"chaos-a post {i}", team_id=team["id"], channel_id=channel
+                )
+            )
     job_ids = [m.job_id for m in messages]
     assert len(job_ids) == 200
 
@@ -61,10 +71,13 @@ def test_sends_survive_sigkilled_workers_exactly_once(clusters, emulator):
             group.kill_random(rng)
             next_kill[0] = now + rng.uniform(0.2, 1.2)
 
-    counts = wait_until_done(job_ids, timeout=200, each_second=chaos,
-                             on_stall=lambda: group.restart_all())
-    print(f"\nSIGKILLs: {group.kills}, cluster restarts after a stall: {group.restarts}, "
-          f"took {time.monotonic() - started:.1f} s")
+    counts = wait_until_done(
+        job_ids, timeout=200, each_second=chaos, on_stall=lambda: group.restart_all()
+    )
+    print(
+        f"\nSIGKILLs: {group.kills}, cluster restarts after a stall: {group.restarts}, "
+        f"took {time.monotonic() - started:.1f} s"
+    )
     assert counts == {"succeeded": 200}, counts
     assert group.kills >= 20
 
@@ -73,10 +86,14 @@ def test_sends_survive_sigkilled_workers_exactly_once(clusters, emulator):
     assert set(OutboundMessage.objects.values_list("status", flat=True)) == {"sent"}
 
     sent = emulator.control.sent_messages()
-    mail_subjects = Counter(m["subject"] for m in sent if m["kind"] == "mail"
-                            and m["subject"].startswith("chaos-a"))
-    post_bodies = Counter(m["body"]["content"] for m in sent if m["kind"] in ("chat", "channel")
-                          and "chaos-a" in m["body"]["content"])
+    mail_subjects = Counter(
+        m["subject"] for m in sent if m["kind"] == "mail" and m["subject"].startswith("chaos-a")
+    )
+    post_bodies = Counter(
+        m["body"]["content"]
+        for m in sent
+        if m["kind"] in ("chat", "channel") and "chaos-a" in m["body"]["content"]
+    )
     assert mail_subjects == {f"chaos-a mail {i}": 1 for i in range(MAILS)}
     assert post_bodies == {f"chaos-a post {i}": 1 for i in range(POSTS)}
     # Each Graph message is claimed by exactly one outbound row.

@@ -45,10 +45,15 @@ def test_every_namespaced_object_is_in_fleet_management():
 
 def test_the_runbook_names_exist():
     objects = by_kind_and_name()
-    for key in [("Deployment", "fleet-api"), ("Deployment", "sync-worker"),
-                ("Secret", "microsoft-graph-secret"), ("Service", "fleet-api"),
-                ("Ingress", "fleet-api"), ("Job", "fleet-portal-migrate"),
-                ("ConfigMap", "fleet-portal-config")]:
+    for key in [
+        ("Deployment", "fleet-api"),
+        ("Deployment", "sync-worker"),
+        ("Secret", "microsoft-graph-secret"),
+        ("Service", "fleet-api"),
+        ("Ingress", "fleet-api"),
+        ("Job", "fleet-portal-migrate"),
+        ("ConfigMap", "fleet-portal-config"),
+    ]:
         assert key in objects, key
     secret = objects[("Secret", "microsoft-graph-secret")]
     assert set(secret["stringData"]) == {"client-id", "client-secret", "tenant-id"}
@@ -67,9 +72,15 @@ def test_deployments_wire_every_variable_to_a_setting_and_a_real_key(name):
     config = objects[("ConfigMap", container["envFrom"][0]["configMapRef"]["name"])]
     assert set(config["data"]) <= known, set(config["data"]) - known
     names = {entry["name"] for entry in container["env"]}
-    assert {"SECRET_KEY", "DATABASE_URL", "FIELD_ENCRYPTION_KEYS", "AUDIT_CHAIN_KEY",
-            "MICROSOFT_CLIENT_ID",
-            "MICROSOFT_CLIENT_SECRET", "MICROSOFT_TENANT_ID"} <= names
+    assert {
+        "SECRET_KEY",
+        "DATABASE_URL",
+        "FIELD_ENCRYPTION_KEYS",
+        "AUDIT_CHAIN_KEY",
+        "MICROSOFT_CLIENT_ID",
+        "MICROSOFT_CLIENT_SECRET",
+        "MICROSOFT_TENANT_ID",
+    } <= names
     security = container["securityContext"]
     assert security["runAsNonRoot"] and not security["allowPrivilegeEscalation"]
     assert container["resources"]["requests"] and container["resources"]["limits"]
@@ -78,8 +89,10 @@ def test_deployments_wire_every_variable_to_a_setting_and_a_real_key(name):
 def test_client_addresses_come_only_from_the_ingress_proxies():
     config = by_kind_and_name()[("ConfigMap", "fleet-portal-config")]["data"]
     assert "TRUST_X_FORWARDED_FOR" not in config  # it believed any caller's header
-    proxies = [ipaddress.ip_network(value.strip(), strict=False)
-               for value in config["TRUSTED_PROXIES"].split(",")]
+    proxies = [
+        ipaddress.ip_network(value.strip(), strict=False)
+        for value in config["TRUSTED_PROXIES"].split(",")
+    ]
     assert proxies and all(network.is_private and network.prefixlen >= 8 for network in proxies)
 
 
@@ -99,7 +112,9 @@ def test_the_worker_runs_qcluster_and_probes_its_heartbeat():
 def test_the_migration_job_migrates():
     job = by_kind_and_name()[("Job", "fleet-portal-migrate")]
     assert job["spec"]["template"]["spec"]["containers"][0]["command"][-2:] == [
-        "migrate", "--noinput"]
+        "migrate",
+        "--noinput",
+    ]
 
 
 def test_migrations_run_as_the_owner_and_the_app_as_another_role():
@@ -112,8 +127,10 @@ def test_migrations_run_as_the_owner_and_the_app_as_another_role():
 
     migrate = objects[("Job", "fleet-portal-migrate")]["spec"]["template"]["spec"]
     owner_key = database_key(migrate["containers"][0])
-    app_keys = {database_key(containers(objects[("Deployment", name)])[0])
-                for name in ("fleet-api", "sync-worker")}
+    app_keys = {
+        database_key(containers(objects[("Deployment", name)])[0])
+        for name in ("fleet-api", "sync-worker")
+    }
     assert app_keys == {"database-url"} and owner_key == "database-owner-url"
     owner, app = (urlsplit(secret[key]).username for key in (owner_key, "database-url"))
     assert owner != app

@@ -28,11 +28,25 @@ def test_reproduction_an_admin_cannot_schedule_a_callable(client, ada_admin):
     from django_q.models import Schedule
 
     client.force_login(ada_admin)
-    response = client.post("/admin/django_q/schedule/add/", {
-        "name": "x", "func": "subprocess.getoutput", "args": "'env'",
-        "schedule_type": "O", "repeats": "1", "next_run_0": "2030-01-01",
-        "next_run_1": "00:00:00", "cluster": "", "kwargs": "", "hook": "",
-        "intended_date_kind": "", "cron": "", "minutes": "", "_save": "Save"})
+    response = client.post(
+        "/admin/django_q/schedule/add/",
+        {
+            "name": "x",
+            "func": "subprocess.getoutput",
+            "args": "'env'",
+            "schedule_type": "O",
+            "repeats": "1",
+            "next_run_0": "2030-01-01",
+            "next_run_1": "00:00:00",
+            "cluster": "",
+            "kwargs": "",
+            "hook": "",
+            "intended_date_kind": "",
+            "cron": "",
+            "minutes": "",
+            "_save": "Save",
+        },
+    )
     assert response.status_code in (403, 404)
     assert not Schedule.objects.filter(func="subprocess.getoutput").exists()
     assert not ada_admin.has_perm("django_q.add_schedule")
@@ -60,8 +74,18 @@ def test_the_admin_role_holds_an_explicit_allow_list_of_model_permissions(ada_ad
 
 # ------------------------------------------------------------------- the walk over the admin
 
-CALLABLE_FIELD_NAMES = {"func", "hook", "callable", "task", "handler", "function", "payload",
-                        "module", "command", "job_type"}
+CALLABLE_FIELD_NAMES = {
+    "func",
+    "hook",
+    "callable",
+    "task",
+    "handler",
+    "function",
+    "payload",
+    "module",
+    "command",
+    "job_type",
+}
 
 
 def _value(field: models.Field, n: int):
@@ -148,14 +172,17 @@ def test_no_admin_write_without_an_audit_event(client, personas, model, role):
     prefix = f"admin:{model._meta.app_label}_{model._meta.model_name}"
     attempts = [
         (reverse(f"{prefix}_add"), {**_form_data(obj), "_save": "Save"}),
-        (reverse(f"{prefix}_change", args=[obj.pk]),
-         {**_form_data(obj), "_save": "Save"}),
+        (reverse(f"{prefix}_change", args=[obj.pk]), {**_form_data(obj), "_save": "Save"}),
         (reverse(f"{prefix}_delete", args=[obj.pk]), {"post": "yes"}),
-        (reverse(f"{prefix}_changelist"),
-         {"action": "delete_selected", "_selected_action": [obj.pk], "post": "yes"}),
+        (
+            reverse(f"{prefix}_changelist"),
+            {"action": "delete_selected", "_selected_action": [obj.pk], "post": "yes"},
+        ),
     ] + [  # and every action the page offers
-        (reverse(f"{prefix}_changelist"),
-         {"action": getattr(action, "__name__", action), "_selected_action": [obj.pk]})
+        (
+            reverse(f"{prefix}_changelist"),
+            {"action": getattr(action, "__name__", action), "_selected_action": [obj.pk]},
+        )
         for action in admin.site._registry[model].actions or ()
     ]
     for url, data in attempts:
@@ -166,7 +193,8 @@ def test_no_admin_write_without_an_audit_event(client, personas, model, role):
         assert response.status_code < 500, (url, response.status_code)
         if snapshot(model, newest) != before_rows:
             assert AuditEvent.objects.exclude(outcome="denied").count() > before_audit, (
-                f"{role} changed {model._meta.label} through {url} without an audit event")
+                f"{role} changed {model._meta.label} through {url} without an audit event"
+            )
 
 
 def test_a_lockout_is_cleared_through_the_audited_service(client, personas):
@@ -191,8 +219,10 @@ def test_monitored_users_are_never_deleted_in_the_admin_only_stopped(client, ada
     client.force_login(ada_admin)
     url = reverse("admin:microsoft_monitoreduser_delete", args=[user.pk])
     assert client.post(url, {"post": "yes"}).status_code == 403
-    client.post(reverse("admin:microsoft_monitoreduser_changelist"),
-                {"action": "stop_monitoring", "_selected_action": [user.pk]})
+    client.post(
+        reverse("admin:microsoft_monitoreduser_changelist"),
+        {"action": "stop_monitoring", "_selected_action": [user.pk]},
+    )
     user.refresh_from_db()
     assert not user.is_active
     assert AuditEvent.objects.filter(action="monitored_user.remove", outcome="success").exists()
@@ -204,8 +234,7 @@ def test_no_admin_page_can_name_a_callable(client, ada_admin, model):
     obj = make(model)
     prefix = f"admin:{model._meta.app_label}_{model._meta.model_name}"
     model_admin = admin.site._registry[model]
-    for url in (reverse(f"{prefix}_add"),
-                reverse(f"{prefix}_change", args=[obj.pk])):
+    for url in (reverse(f"{prefix}_add"), reverse(f"{prefix}_change", args=[obj.pk])):
         response = client.get(url)
         assert response.status_code in (200, 302, 403), url
         form = response.context.get("adminform") if response.context else None

@@ -65,14 +65,24 @@ def test_encryption_keys_check():
 
 def _manage(args, **env):
     # A clean environment: nothing the test settings set may leak into "production".
-    leaked = {"DEBUG", "SECRET_KEY", "FIELD_ENCRYPTION_KEYS", "AUDIT_CHAIN_KEY",
-              "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    leaked = {
+        "DEBUG",
+        "SECRET_KEY",
+        "FIELD_ENCRYPTION_KEYS",
+        "AUDIT_CHAIN_KEY",
+        "DJANGO_ALLOW_ASYNC_UNSAFE",
+    }
     environment = {
         k: v for k, v in os.environ.items() if k not in leaked and not k.startswith("SECURE_")
     }
     environment.update(PORTAL_IGNORE_DOTENV="1", DJANGO_SETTINGS_MODULE="portal.settings", **env)
-    return subprocess.run([sys.executable, str(settings.BASE_DIR / "manage.py"), *args],
-                          env=environment, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(settings.BASE_DIR / "manage.py"), *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 PRODUCTION = {
@@ -97,8 +107,9 @@ def test_production_without_an_audit_chain_key_fails_check():
 
 
 def test_debug_in_production_fails_check_deploy():
-    result = _manage(["check", "--deploy", "--fail-level", "WARNING"],
-                     **{**PRODUCTION, "DEBUG": "true"})
+    result = _manage(
+        ["check", "--deploy", "--fail-level", "WARNING"], **{**PRODUCTION, "DEBUG": "true"}
+    )
     assert result.returncode != 0
     assert "security.W018" in result.stderr + result.stdout
 
@@ -133,14 +144,17 @@ def test_a_production_configuration_with_sso_passes_check_deploy():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize(("change", "check_id"), [
-    ({"SSO_TENANT_ID": "contoso.onmicrosoft.com"}, "portal.E040"),
-    ({"SSO_CLIENT_SECRET": ""}, "portal.E042"),
-    ({"SSO_REDIRECT_URI": "http://portal.example.com/login/microsoft/callback"},
-     "portal.W042"),
-    ({"SSO_BREAK_GLASS_ACCOUNTS": ""}, "portal.W043"),
-])
+@pytest.mark.parametrize(
+    ("change", "check_id"),
+    [
+        ({"SSO_TENANT_ID": "contoso.onmicrosoft.com"}, "portal.E040"),
+        ({"SSO_CLIENT_SECRET": ""}, "portal.E042"),
+        ({"SSO_REDIRECT_URI": "http://portal.example.com/login/microsoft/callback"}, "portal.W042"),
+        ({"SSO_BREAK_GLASS_ACCOUNTS": ""}, "portal.W043"),
+    ],
+)
 def test_unsafe_sso_settings_fail_check_deploy(change, check_id):
-    result = _manage(["check", "--deploy", "--fail-level", "WARNING"],
-                     **{**SSO_PRODUCTION, **change})
+    result = _manage(
+        ["check", "--deploy", "--fail-level", "WARNING"], **{**SSO_PRODUCTION, **change}
+    )
     assert result.returncode != 0 and check_id in result.stdout + result.stderr

@@ -6,8 +6,14 @@ from portal.env import env_bool, env_int, env_list, env_secret, env_str
 
 class TestEnvBool:
     def test_it_reads_true_and_false_spellings(self, monkeypatch):
-        for raw, expected in [("true", True), ("1", True), ("YES", True), ("off", False),
-                              ("0", False), ("False", False)]:
+        for raw, expected in [
+            ("true", True),
+            ("1", True),
+            ("YES", True),
+            ("off", False),
+            ("0", False),
+            ("False", False),
+        ]:
             monkeypatch.setenv("FLAG", raw)
             assert env_bool("FLAG", not expected) is expected
 

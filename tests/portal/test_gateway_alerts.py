@@ -16,9 +16,13 @@ pytestmark = pytest.mark.django_db
 
 
 def message(status, **fields):
-    return OutboundMessage.objects.create(channel="mail", status=status, body="x",
-                                          idempotency_key=f"k{OutboundMessage.objects.count()}",
-                                          **fields)
+    return OutboundMessage.objects.create(
+        channel="mail",
+        status=status,
+        body="x",
+        idempotency_key=f"k{OutboundMessage.objects.count()}",
+        **fields,
+    )
 
 
 def test_failed_and_stale_messages_fire_their_alerts():
@@ -37,10 +41,10 @@ def test_failed_and_stale_messages_fire_their_alerts():
 def test_failing_endpoints_and_the_backlog_are_counted(client):
     for i in range(3):
         Event.objects.create(type="mail.received", data={"n": i})
-    EventEndpoint.objects.create(url="https://a.example/", secret_encrypted="x", cursor=1,
-                                 failing_since=timezone.now())
-    EventEndpoint.objects.create(url="https://b.example/", secret_encrypted="x",
-                                 state="paused")
+    EventEndpoint.objects.create(
+        url="https://a.example/", secret_encrypted="x", cursor=1, failing_since=timezone.now()
+    )
+    EventEndpoint.objects.create(url="https://b.example/", secret_encrypted="x", state="paused")
     assert measurements.endpoints_failing() == 1
     assert measurements.event_backlog() == 2  # the paused endpoint's backlog is on purpose
     services.evaluate_all()

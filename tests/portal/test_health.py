@@ -43,8 +43,9 @@ def test_readyz_is_503_when_the_database_is_down(client, monkeypatch):
 def test_worker_health_command():
     with pytest.raises(CommandError, match="ever reported"):
         call_command("worker_health")
-    WorkerHeartbeat.objects.create(worker="h:1",
-                                   last_seen=timezone.now() - timezone.timedelta(minutes=10))
+    WorkerHeartbeat.objects.create(
+        worker="h:1", last_seen=timezone.now() - timezone.timedelta(minutes=10)
+    )
     with pytest.raises(CommandError, match=r"60\d s ago"):
         call_command("worker_health")
     beat()
@@ -52,8 +53,15 @@ def test_worker_health_command():
 
 
 def test_json_logs_carry_request_and_job_ids_and_no_secrets():
-    record = logging.LogRecord("integrations.microsoft.graph", logging.INFO, __file__, 1,
-                               "Graph API GET /users/{id} 429 client_secret=hunter2", (), None)
+    record = logging.LogRecord(
+        "integrations.microsoft.graph",
+        logging.INFO,
+        __file__,
+        1,
+        "Graph API GET /users/{id} 429 client_secret=hunter2",
+        (),
+        None,
+    )
     request_token, job_token = request_id_var.set("req-1"), job_id_var.set("42")
     try:
         ContextFilter().filter(record)

@@ -46,13 +46,23 @@ class TestMetrics:
         services.check_audit_chain()
         services.evaluate_all()
         text = scrape(client)
-        for name in ("fleet_graph_calls_last_hour", "fleet_graph_throttled_last_hour",
-                     "fleet_graph_failed_last_hour", "fleet_graph_total_last_hour",
-                     "fleet_graph_latency_seconds_last_hour_bucket", "fleet_jobs",
-                     "fleet_queue_length", "fleet_dead_letters", "fleet_job_attempts_last_hour",
-                     "fleet_notifications_last_hour", "fleet_subscriptions",
-                     "fleet_sync_lag_seconds", "fleet_worker_heartbeat_age_seconds",
-                     "fleet_audit_chain_ok", "fleet_alert_firing"):
+        for name in (
+            "fleet_graph_calls_last_hour",
+            "fleet_graph_throttled_last_hour",
+            "fleet_graph_failed_last_hour",
+            "fleet_graph_total_last_hour",
+            "fleet_graph_latency_seconds_last_hour_bucket",
+            "fleet_jobs",
+            "fleet_queue_length",
+            "fleet_dead_letters",
+            "fleet_job_attempts_last_hour",
+            "fleet_notifications_last_hour",
+            "fleet_subscriptions",
+            "fleet_sync_lag_seconds",
+            "fleet_worker_heartbeat_age_seconds",
+            "fleet_audit_chain_ok",
+            "fleet_alert_firing",
+        ):
             assert f"# TYPE {name.removesuffix('_bucket')}" in text, name
         assert 'fleet_jobs{state="dead",type="jobs.noop"} 1.0' in text
         assert 'fleet_graph_throttled_last_hour{route="/users"} 1.0' in text
@@ -60,15 +70,20 @@ class TestMetrics:
     def test_elsewhere_it_needs_the_metrics_token(self, client, settings):
         settings.METRICS_TOKEN = "s3cret-scrape-token"
         assert client.get("/metrics", REMOTE_ADDR="203.0.113.5").status_code == 401
-        assert client.get("/metrics", REMOTE_ADDR="203.0.113.5",
-                          HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
-        scrape(client, REMOTE_ADDR="203.0.113.5",
-               HTTP_AUTHORIZATION="Bearer s3cret-scrape-token")
+        assert (
+            client.get(
+                "/metrics", REMOTE_ADDR="203.0.113.5", HTTP_AUTHORIZATION="Bearer wrong"
+            ).status_code
+            == 401
+        )
+        scrape(client, REMOTE_ADDR="203.0.113.5", HTTP_AUTHORIZATION="Bearer s3cret-scrape-token")
 
-    def test_a_scrape_costs_a_bounded_number_of_queries(self, client,
-                                                        django_assert_max_num_queries):
-        Job.objects.bulk_create(Job(job_type="jobs.noop", status=Job.Status.SUCCEEDED)
-                                for _ in range(200))
+    def test_a_scrape_costs_a_bounded_number_of_queries(
+        self, client, django_assert_max_num_queries
+    ):
+        Job.objects.bulk_create(
+            Job(job_type="jobs.noop", status=Job.Status.SUCCEEDED) for _ in range(200)
+        )
         with django_assert_max_num_queries(25):
             scrape(client)
 
@@ -91,8 +106,7 @@ class TestRules:
     def test_dead_letters_fire_and_resolve_with_one_mail_each(self, settings):
         settings.ALERT_EMAIL_TO = ["oncall@example.com"]
         registry.set_value(Actor.system("tests"), "ALERT_DEAD_LETTERS", 2)
-        Job.objects.bulk_create(Job(job_type="jobs.noop", status=Job.Status.DEAD)
-                                for _ in range(3))
+        Job.objects.bulk_create(Job(job_type="jobs.noop", status=Job.Status.DEAD) for _ in range(3))
         changes = services.evaluate_all()
         assert "dead_letters" in {event.rule for event in changes}
         alert = Alert.objects.get(rule="dead_letters")
@@ -102,23 +116,30 @@ class TestRules:
         Job.objects.update(status=Job.Status.CANCELLED)
         services.evaluate_all()
         assert Alert.objects.get(rule="dead_letters").state == "ok"
-        states = list(AlertEvent.objects.filter(rule="dead_letters").order_by("id")
-                      .values_list("state", flat=True))
+        states = list(
+            AlertEvent.objects.filter(rule="dead_letters")
+            .order_by("id")
+            .values_list("state", flat=True)
+        )
         assert states == ["firing", "ok"]
 
     def test_error_rate_and_throttling(self):
-        GraphCall.objects.bulk_create([GraphCall(method="GET", route="/users", status=200)
-                                       for _ in range(15)]
-                                      + [GraphCall(method="GET", route="/users", status=429,
-                                                   throttled=True) for _ in range(11)])
+        GraphCall.objects.bulk_create(
+            [GraphCall(method="GET", route="/users", status=200) for _ in range(15)]
+            + [
+                GraphCall(method="GET", route="/users", status=429, throttled=True)
+                for _ in range(11)
+            ]
+        )
         services.evaluate_all()
         assert Alert.objects.get(rule="graph_error_rate").state == "firing"
         assert Alert.objects.get(rule="graph_throttled").state == "firing"
 
     def test_old_calls_do_not_count(self):
         old = timezone.now() - timedelta(hours=2)
-        GraphCall.objects.bulk_create(GraphCall(method="GET", route="/x", status=503,
-                                                created_at=old) for _ in range(50))
+        GraphCall.objects.bulk_create(
+            GraphCall(method="GET", route="/x", status=503, created_at=old) for _ in range(50)
+        )
         services.evaluate_all()
         assert Alert.objects.get(rule="graph_error_rate").state == "ok"
 
@@ -134,9 +155,9 @@ class TestRules:
     def test_a_snoozed_alert_fires_without_mail(self, settings):
         settings.ALERT_EMAIL_TO = ["oncall@example.com"]
         services.evaluate_all()
-        Alert.objects.filter(rule="worker_down").update(state="ok",
-                                                        snoozed_until=timezone.now()
-                                                        + timedelta(hours=1))
+        Alert.objects.filter(rule="worker_down").update(
+            state="ok", snoozed_until=timezone.now() + timedelta(hours=1)
+        )
         mail.outbox.clear()
         services.evaluate_all()
         assert Alert.objects.get(rule="worker_down").state == "firing"
@@ -146,8 +167,7 @@ class TestRules:
 class TestOperatorActions:
     def test_support_acknowledges_and_snoozes_audited(self, sam_support):
         services.evaluate_all()  # worker_down fires: no heartbeat yet
-        actor = Actor(kind="user", name="sam-support", role=role_of(sam_support),
-                      user=sam_support)
+        actor = Actor(kind="user", name="sam-support", role=role_of(sam_support), user=sam_support)
         services.acknowledge(actor, "worker_down")
         services.snooze(actor, "worker_down", 30, "deploying")
         alert = Alert.objects.get(rule="worker_down")
@@ -174,8 +194,7 @@ class TestTeamsNotifications:
         settings.ALERT_EMAIL_TO = ["oncall@example.com"]
         settings.ALERT_TEAMS_CHAT_ID = "19:ops@thread.v2"
         registry.set_value(Actor.system("tests"), "ALERT_DEAD_LETTERS", 1)
-        Job.objects.bulk_create(Job(job_type="jobs.noop", status=Job.Status.DEAD)
-                                for _ in range(2))
+        Job.objects.bulk_create(Job(job_type="jobs.noop", status=Job.Status.DEAD) for _ in range(2))
         services.evaluate_all()
         event = AlertEvent.objects.get(rule="dead_letters")
         assert event.notified == "e-mail: oncall@example.com"
@@ -185,17 +204,16 @@ class TestTeamsNotifications:
 
         settings.ALERT_EMAIL_TO = ["oncall@example.com"]
         settings.ALERT_TEAMS_CHAT_ID = "19:ops@thread.v2"
-        DelegatedAccount.objects.create(upn="fleet.bot@example.com",
-                                        token_cache_encrypted="x")
+        DelegatedAccount.objects.create(upn="fleet.bot@example.com", token_cache_encrypted="x")
         registry.set_value(Actor.system("tests"), "ALERT_DEAD_LETTERS", 1)
-        Job.objects.bulk_create(Job(job_type="jobs.noop", status=Job.Status.DEAD)
-                                for _ in range(2))
+        Job.objects.bulk_create(Job(job_type="jobs.noop", status=Job.Status.DEAD) for _ in range(2))
         mail.outbox.clear()
         services.evaluate_all()
         event = AlertEvent.objects.get(rule="dead_letters")
         assert event.notified == "Teams chat 19:ops@thread.v2"
-        assert OutboundMessage.objects.filter(chat_id="19:ops@thread.v2",
-                                              body__contains="Too many dead jobs").exists()
+        assert OutboundMessage.objects.filter(
+            chat_id="19:ops@thread.v2", body__contains="Too many dead jobs"
+        ).exists()
         assert not [m for m in mail.outbox if "dead jobs" in m.subject]
         # Alerts about the Teams path itself (no worker to send it) also go by mail.
         worker = AlertEvent.objects.get(rule="worker_down")

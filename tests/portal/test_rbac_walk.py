@@ -59,8 +59,12 @@ def permission_for(callback, method):
 def objects(db):
     job = Job.objects.create(job_type="jobs.noop", status=Job.Status.DEAD)
     operation = BulkOperation.objects.create(kind="retry", created_by="tests")
-    return {"job_id": job.pk, "operation_id": operation.pk, "object_id": job.pk,
-            "key": "SYNC_INTERVAL_MINUTES"}
+    return {
+        "job_id": job.pk,
+        "operation_id": operation.pk,
+        "object_id": job.pk,
+        "key": "SYNC_INTERVAL_MINUTES",
+    }
 
 
 @pytest.mark.parametrize("role", ["anonymous", *PERSONAS])
@@ -99,8 +103,11 @@ def test_every_url_answers_each_role_as_the_matrix_says(client, personas, object
                 if is_api:
                     ok = status in (401, 405)
                 else:
-                    ok = status in (302, 405) and (status == 405 or "/login/" in response[
-                        "Location"] or "/admin/login/" in response["Location"])
+                    ok = status in (302, 405) and (
+                        status == 405
+                        or "/login/" in response["Location"]
+                        or "/admin/login/" in response["Location"]
+                    )
                 if not ok:
                     problems.append(f"anonymous {method.upper()} {path}: {status}")
                 continue
@@ -114,8 +121,7 @@ def test_every_url_answers_each_role_as_the_matrix_says(client, personas, object
                     problems.append(f"{role} {method.upper()} {path}: denial not audited")
             elif AuditEvent.objects.filter(outcome="denied").count() > before:
                 # A 403 without a denial is a model admin being read-only, not the role check.
-                problems.append(f"{role} {method.upper()} {path}: denied but {permission} "
-                                "granted")
+                problems.append(f"{role} {method.upper()} {path}: denied but {permission} granted")
     assert checked > 40
     assert problems == [], "\n".join(problems)
 
@@ -125,8 +131,9 @@ def test_every_api_url_answers_a_service_client_as_its_scopes_say(client, object
     """Service clients: exactly their scopes' permissions on the API, never the console."""
 
     scopes = [scope] if scope != "none" else []
-    row, raw = service_clients.create_client(Actor.system("tests"), "walker",
-                                             scopes or list(SCOPES)[:1])
+    row, raw = service_clients.create_client(
+        Actor.system("tests"), "walker", scopes or list(SCOPES)[:1]
+    )
     if not scopes:
         ServiceClient.objects.filter(pk=row.pk).update(scopes=[])
     granted = permissions_of_scopes(scopes)
@@ -147,15 +154,17 @@ def test_every_api_url_answers_a_service_client_as_its_scopes_say(client, object
             if not path.startswith("/api/"):
                 # The console never accepts a client token: sign-in redirect, not a page.
                 if permission != "use_django_admin" and not (
-                        status == 302 and "/login/" in response["Location"]):
+                    status == 302 and "/login/" in response["Location"]
+                ):
                     problems.append(f"{scope} {method.upper()} {path}: {status} (console)")
                 continue
             if getattr(callback, "trusted_network", False) and permission not in granted:
                 continue
             if permission in granted:
                 if status in (401, 403):
-                    problems.append(f"{scope} {method.upper()} {path}: {status}, "
-                                    f"{permission} is granted")
+                    problems.append(
+                        f"{scope} {method.upper()} {path}: {status}, {permission} is granted"
+                    )
             elif status != 403:
                 problems.append(f"{scope} {method.upper()} {path}: {status}, expected 403")
             elif AuditEvent.objects.filter(outcome="denied").count() <= before:

@@ -19,6 +19,7 @@ def test_every_environment_variable_the_settings_read_is_documented():
     source = (Path(settings.BASE_DIR) / "portal" / "settings.py").read_text(encoding="utf-8")
     names = set(re.findall(r'env_(?:str|bool|int|list|secret)\(\s*"([A-Z0-9_]+)"', source))
     names.discard("PORTAL_IGNORE_DOTENV")  # internal: the test settings' switch
-    undocumented = {name for name in names if f"`{name}`" not in README
-                    and f"`{name}` (`_FILE`)" not in README}
+    undocumented = {
+        name for name in names if f"`{name}`" not in README and f"`{name}` (`_FILE`)" not in README
+    }
     assert names and not undocumented, undocumented

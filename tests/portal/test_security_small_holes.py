@@ -22,8 +22,10 @@ pytestmark = pytest.mark.django_db
 
 # ------------------------------------------------------------ _back-style redirects
 
-@pytest.mark.parametrize("evil", ["/\\evil.com", "/\\/evil.com", "//evil.com",
-                                  "https://evil.com/", "/\t/evil.com"])
+
+@pytest.mark.parametrize(
+    "evil", ["/\\evil.com", "/\\/evil.com", "//evil.com", "https://evil.com/", "/\t/evil.com"]
+)
 def test_reproduction_back_redirects_stay_in_the_portal(client, sam_support, evil):
     job = Job.objects.create(job_type="jobs.noop", status=Job.Status.DEAD)
     client.force_login(sam_support)
@@ -47,10 +49,15 @@ def test_a_local_back_address_is_still_followed(client, sam_support):
 
 # ------------------------------------------------------------ timeline and the audit log
 
+
 def test_reproduction_viewers_do_not_read_audit_rows_on_the_timeline(client, personas):
     user = MonitoredUser.objects.create(identifier="kim@example.com")
-    record("monitored_user.secret_looking_action", actor=Actor.system("ops"),
-           target_type="monitored_user", target_id=user.pk)
+    record(
+        "monitored_user.secret_looking_action",
+        actor=Actor.system("ops"),
+        target_type="monitored_user",
+        target_id=user.pk,
+    )
     client.force_login(personas["viewer"])
     page = client.get(f"/sync/users/{user.pk}/timeline").content.decode()
     assert "secret_looking_action" not in page
@@ -61,8 +68,8 @@ def test_reproduction_viewers_do_not_read_audit_rows_on_the_timeline(client, per
 
 # ------------------------------------------------------------ compare with Graph
 
-def test_reproduction_viewers_cannot_make_the_portal_call_graph(client, vera_viewer,
-                                                                 monkeypatch):
+
+def test_reproduction_viewers_cannot_make_the_portal_call_graph(client, vera_viewer, monkeypatch):
     calls = []
     monkeypatch.setattr(subscriptions, "list_remote", lambda: calls.append(1) or [])
     client.force_login(vera_viewer)
@@ -79,8 +86,9 @@ def test_compare_is_rate_limited_per_person(client, otto_operator, monkeypatch):
     # Start at the beginning of a minute so the window does not roll over mid-test.
     if time.time() % 60 > 50:
         time.sleep(61 - time.time() % 60)
-    statuses = [client.get("/subscriptions/compare").status_code
-                for _ in range(COMPARES_PER_MINUTE + 1)]
+    statuses = [
+        client.get("/subscriptions/compare").status_code for _ in range(COMPARES_PER_MINUTE + 1)
+    ]
     assert statuses == [200] * COMPARES_PER_MINUTE + [429]
     assert len(calls) == COMPARES_PER_MINUTE
     limited = client.get("/subscriptions/compare")
@@ -89,8 +97,8 @@ def test_compare_is_rate_limited_per_person(client, otto_operator, monkeypatch):
 
 # ------------------------------------------------------------ authenticator set-up page
 
-def test_reproduction_the_authenticator_setup_page_is_never_stored(client, vera_viewer,
-                                                                   settings):
+
+def test_reproduction_the_authenticator_setup_page_is_never_stored(client, vera_viewer, settings):
     from urllib.parse import urlsplit
 
     settings.REQUIRE_MFA = True
@@ -105,14 +113,17 @@ def test_reproduction_the_authenticator_setup_page_is_never_stored(client, vera_
 
 # ------------------------------------------------------------ CSP
 
+
 def test_reproduction_forms_may_post_only_to_the_portal(client):
     response = client.get("/login/")
-    policy = dict(part.strip().split(" ", 1) for part in
-                  response["Content-Security-Policy"].split(";"))
+    policy = dict(
+        part.strip().split(" ", 1) for part in response["Content-Security-Policy"].split(";")
+    )
     assert policy["form-action"] == "'self'"
 
 
 # ------------------------------------------------------------ live-refresh polling
+
 
 def _age_session(client, seconds):
     session = client.session
@@ -161,28 +172,43 @@ def test_the_console_marks_its_polling_requests():
 
 # ------------------------------------------------------------ the emulator guard
 
+
 def _settings_in_subprocess(code: str, **env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("MICROSOFT_", "DJANGO_SETTINGS"))}
-    base.update(PORTAL_IGNORE_DOTENV="1", SECRET_KEY="s" * 60, DEBUG="false",
-                FIELD_ENCRYPTION_KEYS="Z7v0bqVXc3L8RJd2f5m9gQq5bUq1ZkBl3sRr8uH1o2U=",
-                AUDIT_CHAIN_KEY="k" * 40, DJANGO_SETTINGS_MODULE="portal.settings")
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("MICROSOFT_", "DJANGO_SETTINGS"))
+    }
+    base.update(
+        PORTAL_IGNORE_DOTENV="1",
+        SECRET_KEY="s" * 60,
+        DEBUG="false",
+        FIELD_ENCRYPTION_KEYS="Z7v0bqVXc3L8RJd2f5m9gQq5bUq1ZkBl3sRr8uH1o2U=",
+        AUDIT_CHAIN_KEY="k" * 40,
+        DJANGO_SETTINGS_MODULE="portal.settings",
+    )
     base.update(env)
-    return subprocess.run([sys.executable, "-c", "import django; django.setup(); " + code],
-                          env=base, capture_output=True, text=True, cwd=settings.BASE_DIR,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); " + code],
+        env=base,
+        capture_output=True,
+        text=True,
+        cwd=settings.BASE_DIR,
+        timeout=60,
+    )
 
 
 def test_reproduction_a_loopback_graph_url_needs_the_emulator_switch():
-    result = _settings_in_subprocess("print('loaded')",
-                                     MICROSOFT_GRAPH_URL="https://127.0.0.1:8443/v1.0")
+    result = _settings_in_subprocess(
+        "print('loaded')", MICROSOFT_GRAPH_URL="https://127.0.0.1:8443/v1.0"
+    )
     assert result.returncode != 0
     assert "MICROSOFT_GRAPH_URL" in result.stderr and "MICROSOFT_ALLOW_EMULATOR" in result.stderr
 
 
 def test_the_emulator_app_is_installed_only_in_development():
-    check = ("from django.conf import settings; "
-             "print('integrations.graph_emulator' in settings.INSTALLED_APPS)")
+    check = (
+        "from django.conf import settings; "
+        "print('integrations.graph_emulator' in settings.INSTALLED_APPS)"
+    )
     production = _settings_in_subprocess(check)
     assert production.stdout.strip() == "False", production.stderr
     development = _settings_in_subprocess(check, DEBUG="true")
@@ -191,8 +217,8 @@ def test_the_emulator_app_is_installed_only_in_development():
 
 # ------------------------------------------------------------ MFA enrolment
 
-def test_reproduction_a_password_alone_cannot_enrol_an_authenticator(client, vera_viewer,
-                                                                     settings):
+
+def test_reproduction_a_password_alone_cannot_enrol_an_authenticator(client, vera_viewer, settings):
     from django_otp.oath import totp
     from django_otp.plugins.otp_totp.models import TOTPDevice
 

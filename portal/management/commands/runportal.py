@@ -34,9 +34,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--port", type=int, default=None, help="Web port (default: PORT).")
         parser.add_argument("--no-worker", action="store_true", help="Do not start qcluster.")
-        parser.add_argument("--emulator", action=argparse.BooleanOptionalAction, default=None,
-                            help="Start the Graph emulator (default: when no real tenant is "
-                                 "configured).")
+        parser.add_argument(
+            "--emulator",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="Start the Graph emulator (default: when no real tenant is configured).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         port = options["port"] or settings.PORT
@@ -58,9 +61,19 @@ class Command(BaseCommand):
         if use_emulator:
             state_dir = Path(settings.EMULATOR_STATE_DIR)
             processes["emulator"] = subprocess.Popen(
-                [sys.executable, "-m", "integrations.graph_emulator", "--port",
-                 str(settings.EMULATOR_PORT), "--state-dir", str(state_dir), "--demo"],
-                cwd=settings.BASE_DIR, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "integrations.graph_emulator",
+                    "--port",
+                    str(settings.EMULATOR_PORT),
+                    "--state-dir",
+                    str(state_dir),
+                    "--demo",
+                ],
+                cwd=settings.BASE_DIR,
+                start_new_session=True,
+            )
             self.stdout.write(f"started emulator (pid {processes['emulator'].pid})")
             if not self._wait_for_file(state_dir / "demo-tenant.json", processes["emulator"]):
                 self._stop_all(processes)
@@ -95,11 +108,14 @@ class Command(BaseCommand):
                 if now - worker_started > WORKER_STUCK_SECONDS and self._worker_stuck():
                     # A django-q2 cluster can hang after a worker is killed; in Kubernetes the
                     # worker_health probe restarts it, here we do.
-                    self.stderr.write("The worker has sent no heartbeat for "
-                                      f"{WORKER_STUCK_SECONDS} s; restarting it.")
+                    self.stderr.write(
+                        "The worker has sent no heartbeat for "
+                        f"{WORKER_STUCK_SECONDS} s; restarting it."
+                    )
                     self._stop_all({"worker": processes["worker"]})
-                    processes["worker"] = subprocess.Popen(commands["worker"],
-                                                           start_new_session=True)
+                    processes["worker"] = subprocess.Popen(
+                        commands["worker"], start_new_session=True
+                    )
                     worker_started = now
             time.sleep(0.3)
         self._stop_all(processes)
@@ -154,8 +170,11 @@ class Command(BaseCommand):
         }
         env_file = Path(settings.BASE_DIR) / ".env"
         existing = env_file.read_text() if env_file.exists() else ""
-        present = {line.split("=", 1)[0].strip() for line in existing.splitlines()
-                   if "=" in line and not line.lstrip().startswith("#")}
+        present = {
+            line.split("=", 1)[0].strip()
+            for line in existing.splitlines()
+            if "=" in line and not line.lstrip().startswith("#")
+        }
         missing = {k: v for k, v in wanted.items() if k not in present}
         if missing:
             lines = ["", "# The local Graph emulator's demo tenant (added by make run)."]

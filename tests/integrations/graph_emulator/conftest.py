@@ -50,8 +50,14 @@ class Receiver:
                     time.sleep(receiver.notify_sleep_s)
                 with receiver.lock:
                     status = receiver.statuses.pop(0) if receiver.statuses else 202
-                    receiver.posts.append({"path": self.path, "time": time.monotonic(),
-                                           "status": status, "body": json.loads(body)})
+                    receiver.posts.append(
+                        {
+                            "path": self.path,
+                            "time": time.monotonic(),
+                            "status": status,
+                            "body": json.loads(body),
+                        }
+                    )
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -65,8 +71,9 @@ class Receiver:
 
     def _validate(self, h: BaseHTTPRequestHandler, token: str) -> None:
         with self.lock:
-            self.validations.append({"path": h.path, "token": token,
-                                     "content_type": h.headers.get("Content-Type")})
+            self.validations.append(
+                {"path": h.path, "token": token, "content_type": h.headers.get("Content-Type")}
+            )
         mode = self.validation_mode
         if mode == "sleep":
             time.sleep(self.sleep_s)
@@ -97,8 +104,12 @@ class Receiver:
 
     def items(self, path: str = "/notify", ok_only: bool = True) -> list[dict[str, Any]]:
         with self.lock:
-            return [i for p in self.posts if p["path"].startswith(path)
-                    and (not ok_only or 200 <= p["status"] < 300) for i in p["body"]["value"]]
+            return [
+                i
+                for p in self.posts
+                if p["path"].startswith(path) and (not ok_only or 200 <= p["status"] < 300)
+                for i in p["body"]["value"]
+            ]
 
     def wait_for(self, pred: Callable[[], Any], timeout: float = 10.0) -> Any:
         deadline = time.monotonic() + timeout
@@ -150,25 +161,44 @@ class Graph:
 
 
 @pytest.fixture
-def graph(emulator: RunningEmulator) -> Graph:  # noqa: F811
+def graph(emulator: RunningEmulator) -> Graph:
     return Graph(emulator)
 
 
-def delegated_token(emu: RunningEmulator, upn: str = BOT,
-                    scopes: str = "ChatMessage.Send ChannelMessage.Send Mail.Send "
-                                  "offline_access openid profile") -> str:
+def delegated_token(
+    emu: RunningEmulator,
+    upn: str = BOT,
+    scopes: str = "ChatMessage.Send ChannelMessage.Send Mail.Send offline_access openid profile",
+) -> str:
     """Auth-code flow by hand (no MSAL): authorize -> code -> token."""
     s = emu.session()
     redirect = "http://localhost:8000/auth/callback"
-    r = s.get(f"{emu.authority}/oauth2/v2.0/authorize",
-              params={"client_id": emu.client_id, "redirect_uri": redirect,
-                      "response_type": "code", "scope": scopes, "state": "xyz",
-                      "login_hint": upn}, allow_redirects=False, timeout=10)
+    r = s.get(
+        f"{emu.authority}/oauth2/v2.0/authorize",
+        params={
+            "client_id": emu.client_id,
+            "redirect_uri": redirect,
+            "response_type": "code",
+            "scope": scopes,
+            "state": "xyz",
+            "login_hint": upn,
+        },
+        allow_redirects=False,
+        timeout=10,
+    )
     assert r.status_code == 302, r.text
     code = parse_qs(urlsplit(r.headers["Location"]).query)["code"][0]
-    t = s.post(f"{emu.authority}/oauth2/v2.0/token",
-               data={"client_id": emu.client_id, "client_secret": emu.client_secret,
-                     "grant_type": "authorization_code", "code": code,
-                     "redirect_uri": redirect, "scope": scopes}, timeout=10)
+    t = s.post(
+        f"{emu.authority}/oauth2/v2.0/token",
+        data={
+            "client_id": emu.client_id,
+            "client_secret": emu.client_secret,
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect,
+            "scope": scopes,
+        },
+        timeout=10,
+    )
     assert t.status_code == 200, t.text
     return t.json()["access_token"]

@@ -17,8 +17,12 @@ SCOPES = ["ChatMessage.Send", "ChannelMessage.Send"]
 
 def _msal(emu):
     return msal.ConfidentialClientApplication(
-        emu.client_id, client_credential=emu.client_secret, authority=emu.authority,
-        instance_discovery=False, http_client=emu.session())
+        emu.client_id,
+        client_credential=emu.client_secret,
+        authority=emu.authority,
+        instance_discovery=False,
+        http_client=emu.session(),
+    )
 
 
 def _claims(token):
@@ -58,33 +62,70 @@ def test_msal_auth_code_flow_refresh_and_silent(emulator):
 
 def test_login_hint_and_account_picker(emulator):
     s = emulator.session()
-    params = {"client_id": emulator.client_id, "redirect_uri": REDIRECT,
-              "response_type": "code", "scope": "openid ChatMessage.Send", "state": "s1"}
-    r = s.get(f"{emulator.authority}/oauth2/v2.0/authorize",
-              params={**params, "login_hint": HANNAH}, allow_redirects=False)
+    params = {
+        "client_id": emulator.client_id,
+        "redirect_uri": REDIRECT,
+        "response_type": "code",
+        "scope": "openid ChatMessage.Send",
+        "state": "s1",
+    }
+    r = s.get(
+        f"{emulator.authority}/oauth2/v2.0/authorize",
+        params={**params, "login_hint": HANNAH},
+        allow_redirects=False,
+    )
     code = parse_qs(urlsplit(r.headers["Location"]).query)["code"][0]
-    t = s.post(f"{emulator.authority}/oauth2/v2.0/token", data={
-        "client_id": emulator.client_id, "client_secret": emulator.client_secret,
-        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT})
+    t = s.post(
+        f"{emulator.authority}/oauth2/v2.0/token",
+        data={
+            "client_id": emulator.client_id,
+            "client_secret": emulator.client_secret,
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+        },
+    )
     assert _claims(t.json()["access_token"])["upn"] == HANNAH
-    page = s.get(f"{emulator.authority}/oauth2/v2.0/authorize",
-                 params={**params, "prompt": "select_account"})
+    page = s.get(
+        f"{emulator.authority}/oauth2/v2.0/authorize", params={**params, "prompt": "select_account"}
+    )
     assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]
     assert BOT in page.text and HANNAH in page.text
 
 
 def test_redirect_uri_mismatch_and_bad_client(emulator):
     s = emulator.session()
-    r = s.get(f"{emulator.authority}/oauth2/v2.0/authorize", params={
-        "client_id": emulator.client_id, "redirect_uri": REDIRECT, "response_type": "code",
-        "scope": "ChatMessage.Send", "state": "s"}, allow_redirects=False)
+    r = s.get(
+        f"{emulator.authority}/oauth2/v2.0/authorize",
+        params={
+            "client_id": emulator.client_id,
+            "redirect_uri": REDIRECT,
+            "response_type": "code",
+            "scope": "ChatMessage.Send",
+            "state": "s",
+        },
+        allow_redirects=False,
+    )
     code = parse_qs(urlsplit(r.headers["Location"]).query)["code"][0]
-    t = s.post(f"{emulator.authority}/oauth2/v2.0/token", data={
-        "client_id": emulator.client_id, "client_secret": emulator.client_secret,
-        "grant_type": "authorization_code", "code": code,
-        "redirect_uri": "http://localhost:9999/other"})
+    t = s.post(
+        f"{emulator.authority}/oauth2/v2.0/token",
+        data={
+            "client_id": emulator.client_id,
+            "client_secret": emulator.client_secret,
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": "http://localhost:9999/other",
+        },
+    )
     assert t.status_code == 400 and t.json()["error"] == "invalid_grant"
-    r = s.get(f"{emulator.authority}/oauth2/v2.0/authorize", params={
-        "client_id": "nope", "redirect_uri": REDIRECT, "response_type": "code",
-        "scope": "openid"}, allow_redirects=False)
+    r = s.get(
+        f"{emulator.authority}/oauth2/v2.0/authorize",
+        params={
+            "client_id": "nope",
+            "redirect_uri": REDIRECT,
+            "response_type": "code",
+            "scope": "openid",
+        },
+        allow_redirects=False,
+    )
     assert r.status_code == 400

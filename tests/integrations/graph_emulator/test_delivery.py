@@ -13,9 +13,13 @@ def _exp(minutes: float) -> str:
 
 
 def _mail_sub(graph, receiver, lifecycle=True):
-    body = {"changeType": "created,updated,deleted", "notificationUrl": receiver.url,
-            "resource": f"users/{graph.user_id(MARIA)}/mailFolders('inbox')/messages",
-            "expirationDateTime": _exp(3000), "clientState": "cs-123"}
+    body = {
+        "changeType": "created,updated,deleted",
+        "notificationUrl": receiver.url,
+        "resource": f"users/{graph.user_id(MARIA)}/mailFolders('inbox')/messages",
+        "expirationDateTime": _exp(3000),
+        "clientState": "cs-123",
+    }
     if lifecycle:
         body["lifecycleNotificationUrl"] = receiver.lifecycle_url
     r = graph.post("subscriptions", body)
@@ -26,8 +30,7 @@ def _mail_sub(graph, receiver, lifecycle=True):
 def test_notifications_are_batched_and_shaped(graph, receiver):
     graph.emu.control.configure(delivery={"batch_delay_s": 0.3})
     sub = _mail_sub(graph, receiver)
-    ids = [graph.emu.control.create_mail(MARIA, subject=f"Tyre check {i}")["id"]
-           for i in range(3)]
+    ids = [graph.emu.control.create_mail(MARIA, subject=f"Tyre check {i}")["id"] for i in range(3)]
     items = receiver.wait_for(lambda: len(receiver.items()) >= 3 and receiver.items())
     assert len([p for p in receiver.posts if p["path"] == "/notify"]) == 1  # one batch
     n = items[0]
@@ -45,9 +48,16 @@ def test_notifications_are_batched_and_shaped(graph, receiver):
 
 def test_sendmail_and_update_generate_notifications(graph, receiver):
     _mail_sub(graph, receiver)
-    graph.post(f"users/{HANNAH}/sendMail", {"message": {
-        "subject": "Shift swap", "body": {"contentType": "Text", "content": "Friday?"},
-        "toRecipients": [{"emailAddress": {"address": MARIA}}]}})
+    graph.post(
+        f"users/{HANNAH}/sendMail",
+        {
+            "message": {
+                "subject": "Shift swap",
+                "body": {"contentType": "Text", "content": "Friday?"},
+                "toRecipients": [{"emailAddress": {"address": MARIA}}],
+            }
+        },
+    )
     first = receiver.wait_for(lambda: receiver.items())
     msg_id = first[0]["resourceData"]["id"]
     graph.patch(f"users/{MARIA}/messages/{msg_id}", {"isRead": True})
@@ -69,13 +79,15 @@ def test_retry_with_exponential_backoff(graph, receiver):
 
 
 def test_gives_up_after_retry_window_and_sends_missed(graph, receiver):
-    graph.emu.control.configure(delivery={"initial_backoff_s": 0.1, "retry_window_s": 0.5,
-                                          "batch_delay_s": 0.05})
+    graph.emu.control.configure(
+        delivery={"initial_backoff_s": 0.1, "retry_window_s": 0.5, "batch_delay_s": 0.05}
+    )
     _mail_sub(graph, receiver)
     receiver.statuses = [500] * 50
     graph.emu.control.create_mail(MARIA, subject="Never delivered")
-    receiver.wait_for(lambda: any(e["event"] == "gave_up"
-                                  for e in graph.emu.control.deliveries()["value"]))
+    receiver.wait_for(
+        lambda: any(e["event"] == "gave_up" for e in graph.emu.control.deliveries()["value"])
+    )
     receiver.statuses = []
     lifecycle = receiver.wait_for(lambda: receiver.items("/lifecycle"))
     assert lifecycle[0]["lifecycleEvent"] == "missed"
@@ -95,22 +107,32 @@ def test_lifecycle_events(graph, receiver):
     sub = _mail_sub(graph, receiver)
     ctl.fire_lifecycle(sub["id"], "reauthorizationRequired")
     ev = receiver.wait_for(lambda: receiver.items("/lifecycle"))[0]
-    assert ev == {"subscriptionId": sub["id"],
-                  "subscriptionExpirationDateTime": ev["subscriptionExpirationDateTime"],
-                  "tenantId": graph.emu.tenant_id, "clientState": "cs-123",
-                  "lifecycleEvent": "reauthorizationRequired"}
+    assert ev == {
+        "subscriptionId": sub["id"],
+        "subscriptionExpirationDateTime": ev["subscriptionExpirationDateTime"],
+        "tenantId": graph.emu.tenant_id,
+        "clientState": "cs-123",
+        "lifecycleEvent": "reauthorizationRequired",
+    }
     ctl.remove_subscription(sub["id"])
-    receiver.wait_for(lambda: any(i["lifecycleEvent"] == "subscriptionRemoved"
-                                  for i in receiver.items("/lifecycle")))
+    receiver.wait_for(
+        lambda: any(
+            i["lifecycleEvent"] == "subscriptionRemoved" for i in receiver.items("/lifecycle")
+        )
+    )
     assert graph.get(f"subscriptions/{sub['id']}").status_code == 404
 
 
 def test_reauthorization_required_before_expiry(graph, receiver):
     graph.emu.control.configure(delivery={"reauth_before_s": 3600})
-    body = {"changeType": "created", "notificationUrl": receiver.url,
-            "lifecycleNotificationUrl": receiver.lifecycle_url,
-            "resource": f"users/{graph.user_id(MARIA)}/messages",
-            "expirationDateTime": _exp(120), "clientState": "x"}
+    body = {
+        "changeType": "created",
+        "notificationUrl": receiver.url,
+        "lifecycleNotificationUrl": receiver.lifecycle_url,
+        "resource": f"users/{graph.user_id(MARIA)}/messages",
+        "expirationDateTime": _exp(120),
+        "clientState": "x",
+    }
     assert graph.post("subscriptions", body).status_code == 201
     assert not receiver.items("/lifecycle")
     graph.emu.control.advance_clock(61 * 60)
@@ -121,13 +143,18 @@ def test_reauthorization_required_before_expiry(graph, receiver):
 def test_teams_chat_notifications(graph, receiver):
     tenant = graph.emu.control.tenant()
     chat = next(c for c in tenant["chats"] if c["topic"] == "Dispatch desk")
-    body = {"changeType": "created", "notificationUrl": receiver.url,
-            "lifecycleNotificationUrl": receiver.lifecycle_url,
-            "resource": f"/chats/{chat['id']}/messages", "expirationDateTime": _exp(600),
-            "clientState": "teams"}
+    body = {
+        "changeType": "created",
+        "notificationUrl": receiver.url,
+        "lifecycleNotificationUrl": receiver.lifecycle_url,
+        "resource": f"/chats/{chat['id']}/messages",
+        "expirationDateTime": _exp(600),
+        "clientState": "teams",
+    }
     assert graph.post("subscriptions", body).status_code == 201
-    msg = graph.emu.control.create_chat_message("Bay 5 is free", chat_id=chat["id"],
-                                                **{"from": chat["members"][0]})
+    msg = graph.emu.control.create_chat_message(
+        "Bay 5 is free", chat_id=chat["id"], **{"from": chat["members"][0]}
+    )
     n = receiver.wait_for(lambda: receiver.items())[0]
     assert n["resource"] == f"chats('{chat['id']}')/messages('{msg['id']}')"
     assert n["resourceData"]["@odata.type"] == "#Microsoft.Graph.chatMessage"
@@ -135,14 +162,21 @@ def test_teams_chat_notifications(graph, receiver):
 
 
 def test_slow_endpoint_goes_to_drop_state(graph, receiver):
-    graph.emu.control.configure(delivery={"slow_threshold_s": 0.2, "slow_min_samples": 2,
-                                          "batch_delay_s": 0.05, "batch_max": 1})
+    graph.emu.control.configure(
+        delivery={
+            "slow_threshold_s": 0.2,
+            "slow_min_samples": 2,
+            "batch_delay_s": 0.05,
+            "batch_max": 1,
+        }
+    )
     _mail_sub(graph, receiver)
     receiver.notify_sleep_s = 0.3
     for i in range(2):
         graph.emu.control.create_mail(MARIA, subject=f"slow {i}")
-    receiver.wait_for(lambda: graph.emu.control.deliveries()["endpoints"].get(receiver.url)
-                      == "drop", timeout=10)
+    receiver.wait_for(
+        lambda: graph.emu.control.deliveries()["endpoints"].get(receiver.url) == "drop", timeout=10
+    )
     receiver.notify_sleep_s = 0
     graph.emu.control.create_mail(MARIA, subject="dropped")
     events = graph.emu.control.deliveries()["value"]

@@ -12,8 +12,12 @@ from integrations.graph_emulator.httptypes import b64url_decode
 
 def _app(emu, secret=None, client_id=None):
     return msal.ConfidentialClientApplication(
-        client_id or emu.client_id, client_credential=secret or emu.client_secret,
-        authority=emu.authority, instance_discovery=False, http_client=emu.session())
+        client_id or emu.client_id,
+        client_credential=secret or emu.client_secret,
+        authority=emu.authority,
+        instance_discovery=False,
+        http_client=emu.session(),
+    )
 
 
 def _claims(token: str) -> dict:
@@ -21,9 +25,13 @@ def _claims(token: str) -> dict:
 
 
 def _token_post(emu, **form):
-    data = {"grant_type": "client_credentials", "client_id": emu.client_id,
-            "client_secret": emu.client_secret,
-            "scope": "https://graph.microsoft.com/.default", **form}
+    data = {
+        "grant_type": "client_credentials",
+        "client_id": emu.client_id,
+        "client_secret": emu.client_secret,
+        "scope": "https://graph.microsoft.com/.default",
+        **form,
+    }
     return emu.session().post(f"{emu.authority}/oauth2/v2.0/token", data=data, timeout=10)
 
 
@@ -49,8 +57,13 @@ def test_msal_client_credentials_and_cache(emulator):
     assert claims["tid"] == emulator.tenant_id
     assert claims["appid"] == emulator.client_id
     assert claims["exp"] - claims["iat"] == 3599
-    assert set(claims["roles"]) == {"User.Read.All", "Mail.ReadWrite", "Mail.Send",
-                                    "Chat.Read.All", "ChannelMessage.Read.All"}
+    assert set(claims["roles"]) == {
+        "User.Read.All",
+        "Mail.ReadWrite",
+        "Mail.Send",
+        "Chat.Read.All",
+        "ChannelMessage.Read.All",
+    }
     again = app.acquire_token_for_client(["https://graph.microsoft.com/.default"])
     assert again["token_source"] == "cache"
 
@@ -78,7 +91,8 @@ def _assert_aad(r, status, error, code):
 def test_invalid_secret_7000215(emulator):
     _assert_aad(_token_post(emulator, client_secret="wrong"), 401, "invalid_client", 7000215)
     result = _app(emulator, secret="wrong").acquire_token_for_client(
-        ["https://graph.microsoft.com/.default"])
+        ["https://graph.microsoft.com/.default"]
+    )
     assert result["error"] == "invalid_client" and result["error_codes"] == [7000215]
 
 
@@ -87,22 +101,34 @@ def test_missing_secret_7000218(emulator):
 
 
 def test_unknown_app_700016(emulator):
-    _assert_aad(_token_post(emulator, client_id="00000000-1111-2222-3333-444444444444"),
-                400, "unauthorized_client", 700016)
+    _assert_aad(
+        _token_post(emulator, client_id="00000000-1111-2222-3333-444444444444"),
+        400,
+        "unauthorized_client",
+        700016,
+    )
 
 
 def test_unknown_tenant_90002(emulator):
-    r = emulator.session().post(f"{emulator.base_url}/no-such-tenant/oauth2/v2.0/token",
-                                data={"grant_type": "client_credentials",
-                                      "client_id": emulator.client_id,
-                                      "client_secret": emulator.client_secret,
-                                      "scope": "https://graph.microsoft.com/.default"})
+    r = emulator.session().post(
+        f"{emulator.base_url}/no-such-tenant/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": emulator.client_id,
+            "client_secret": emulator.client_secret,
+            "scope": "https://graph.microsoft.com/.default",
+        },
+    )
     _assert_aad(r, 400, "invalid_request", 90002)
 
 
 def test_scope_without_default_is_invalid_scope(emulator):
-    _assert_aad(_token_post(emulator, scope="https://graph.microsoft.com/User.Read.All"),
-                400, "invalid_scope", 1002012)
+    _assert_aad(
+        _token_post(emulator, scope="https://graph.microsoft.com/User.Read.All"),
+        400,
+        "invalid_scope",
+        1002012,
+    )
 
 
 def test_several_secrets_and_rotation(emulator):
@@ -111,8 +137,9 @@ def test_several_secrets_and_rotation(emulator):
     assert _token_post(emulator).status_code == 200
     assert _token_post(emulator, client_secret=new["secretText"]).status_code == 200
     # remove the original secret: old value now fails, new one keeps working
-    old_key = next(s["keyId"] for s in ctl.secrets(emulator.client_id)
-                   if s["keyId"] != new["keyId"])
+    old_key = next(
+        s["keyId"] for s in ctl.secrets(emulator.client_id) if s["keyId"] != new["keyId"]
+    )
     ctl.remove_secret(emulator.client_id, old_key)
     _assert_aad(_token_post(emulator), 401, "invalid_client", 7000215)
     assert _token_post(emulator, client_secret=new["secretText"]).status_code == 200
@@ -120,23 +147,27 @@ def test_several_secrets_and_rotation(emulator):
 
 def test_expired_secret_7000222(emulator):
     ctl = emulator.control
-    s = ctl.add_secret(emulator.client_id, value="short-lived-secret-value-123",
-                       expires_in_seconds=60)
+    s = ctl.add_secret(
+        emulator.client_id, value="short-lived-secret-value-123", expires_in_seconds=60
+    )
     assert _token_post(emulator, client_secret=s["secretText"]).status_code == 200
     ctl.advance_clock(120)
-    _assert_aad(_token_post(emulator, client_secret=s["secretText"]), 401, "invalid_client",
-                7000222)
+    _assert_aad(
+        _token_post(emulator, client_secret=s["secretText"]), 401, "invalid_client", 7000222
+    )
     # marking expired explicitly
     s2 = ctl.add_secret(emulator.client_id)
     ctl.expire_secret(emulator.client_id, s2["keyId"])
-    _assert_aad(_token_post(emulator, client_secret=s2["secretText"]), 401, "invalid_client",
-                7000222)
+    _assert_aad(
+        _token_post(emulator, client_secret=s2["secretText"]), 401, "invalid_client", 7000222
+    )
 
 
 @pytest.mark.parametrize("status", [429, 503])
 def test_token_endpoint_faults(emulator, status):
-    emulator.control.inject_fault(path="/oauth2/v2.0/token", kind="status", status=status,
-                                  retry_after=2, count=1)
+    emulator.control.inject_fault(
+        path="/oauth2/v2.0/token", kind="status", status=status, retry_after=2, count=1
+    )
     r = _token_post(emulator)
     assert r.status_code == status
     assert r.headers["Retry-After"] == "2"

@@ -7,13 +7,19 @@ from integrations.graph_emulator.server import EmulatorApp
 
 
 def _token(app: EmulatorApp) -> str:
-    form = (f"grant_type=client_credentials&client_id={app.ident['client_id']}"
-            f"&client_secret={app.ident['client_secret']}"
-            "&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default")
-    resp = app.dispatch(Request("POST", f"/{app.ident['tenant_id']}/oauth2/v2.0/token",
-                                headers=Headers({"Content-Type":
-                                                 "application/x-www-form-urlencoded"}),
-                                body=form.encode()))
+    form = (
+        f"grant_type=client_credentials&client_id={app.ident['client_id']}"
+        f"&client_secret={app.ident['client_secret']}"
+        "&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default"
+    )
+    resp = app.dispatch(
+        Request(
+            "POST",
+            f"/{app.ident['tenant_id']}/oauth2/v2.0/token",
+            headers=Headers({"Content-Type": "application/x-www-form-urlencoded"}),
+            body=form.encode(),
+        )
+    )
     assert resp.status == 200
     return resp.json()["access_token"]
 
@@ -25,15 +31,17 @@ def test_handler_exception_becomes_graph_500(tmp_path):
         raise RuntimeError("kaput")
 
     app.router.add("GET", "boom", boom)
-    resp = app.dispatch(Request("GET", "/v1.0/boom", headers=Headers(
-        {"Authorization": f"Bearer {_token(app)}"})))
+    resp = app.dispatch(
+        Request("GET", "/v1.0/boom", headers=Headers({"Authorization": f"Bearer {_token(app)}"}))
+    )
     assert resp.status == 500
     err = resp.json()["error"]
     assert err["code"] == "InternalServerError"
     assert set(err["innerError"]) == {"date", "request-id", "client-request-id"}
     # the app keeps serving
-    ok = app.dispatch(Request("GET", "/v1.0/users", headers=Headers(
-        {"Authorization": f"Bearer {_token(app)}"})))
+    ok = app.dispatch(
+        Request("GET", "/v1.0/users", headers=Headers({"Authorization": f"Bearer {_token(app)}"}))
+    )
     assert ok.status == 200
 
 

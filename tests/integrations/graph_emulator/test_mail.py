@@ -24,8 +24,10 @@ def _delta_round(graph, url, pagesize=3, **kw):
 
 
 def test_list_inbox_messages_select_and_paging(graph):
-    r = graph.get(f"users/{MARIA}/mailFolders('inbox')/messages",
-                  params={"$select": "subject,from", "$top": "2"})
+    r = graph.get(
+        f"users/{MARIA}/mailFolders('inbox')/messages",
+        params={"$select": "subject,from", "$top": "2"},
+    )
     assert r.status_code == 200
     body = r.json()
     assert len(body["value"]) == 2
@@ -41,13 +43,18 @@ def test_list_inbox_messages_select_and_paging(graph):
 def test_mail_delta_paging_deltalink_removed_and_410(graph):
     emu = graph.emu
     url = f"users/{MARIA}/mailFolders/inbox/messages/delta"
-    items, delta_link, pages = _delta_round(graph, url, pagesize=2,
-                                            params={"$select": "subject,receivedDateTime"})
-    inbox_count = len(graph.get(f"users/{MARIA}/mailFolders/inbox/messages",
-                                params={"$top": "100"}).json()["value"])
+    items, delta_link, pages = _delta_round(
+        graph, url, pagesize=2, params={"$select": "subject,receivedDateTime"}
+    )
+    inbox_count = len(
+        graph.get(f"users/{MARIA}/mailFolders/inbox/messages", params={"$top": "100"}).json()[
+            "value"
+        ]
+    )
     assert len(items) == inbox_count and pages >= 3
-    assert all(set(i) <= {"id", "@odata.etag", "@odata.type", "subject", "receivedDateTime"}
-               for i in items)
+    assert all(
+        set(i) <= {"id", "@odata.etag", "@odata.type", "subject", "receivedDateTime"} for i in items
+    )
     assert delta_link.startswith(emu.graph_url + "/users/") and "$deltatoken=" in delta_link
 
     # nothing changed -> empty round
@@ -79,18 +86,26 @@ def test_delta_replay_probability(graph):
 
 def test_send_mail_delivers_and_saves_to_sent_items(graph):
     emu = graph.emu
-    msg = {"message": {"subject": "Fuel report week 23",
-                       "body": {"contentType": "Text", "content": "See attached numbers"},
-                       "toRecipients": [{"emailAddress": {"address": HANNAH}}],
-                       "internetMessageHeaders": [{"name": "x-fleet-ref", "value": "FR-23"}]},
-           "saveToSentItems": True}
+    msg = {
+        "message": {
+            "subject": "Fuel report week 23",
+            "body": {"contentType": "Text", "content": "See attached numbers"},
+            "toRecipients": [{"emailAddress": {"address": HANNAH}}],
+            "internetMessageHeaders": [{"name": "x-fleet-ref", "value": "FR-23"}],
+        },
+        "saveToSentItems": True,
+    }
     r = graph.post(f"users/{MARIA}/sendMail", msg)
     assert r.status_code == 202 and r.content == b""
-    sent = graph.get(f"users/{MARIA}/mailFolders/sentitems/messages",
-                     params={"$filter": "subject eq 'Fuel report week 23'"}).json()["value"]
+    sent = graph.get(
+        f"users/{MARIA}/mailFolders/sentitems/messages",
+        params={"$filter": "subject eq 'Fuel report week 23'"},
+    ).json()["value"]
     assert len(sent) == 1
-    inbox = graph.get(f"users/{HANNAH}/mailFolders/inbox/messages",
-                      params={"$filter": "subject eq 'Fuel report week 23'"}).json()["value"]
+    inbox = graph.get(
+        f"users/{HANNAH}/mailFolders/inbox/messages",
+        params={"$filter": "subject eq 'Fuel report week 23'"},
+    ).json()["value"]
     assert len(inbox) == 1 and inbox[0]["from"]["emailAddress"]["address"] == MARIA
     log = emu.control.sent_messages(kind="mail")
     assert len(log) == 1 and log[0]["to"] == [HANNAH]
@@ -98,19 +113,34 @@ def test_send_mail_delivers_and_saves_to_sent_items(graph):
     msg["saveToSentItems"] = False
     msg["message"]["subject"] = "Not saved"
     assert graph.post(f"users/{MARIA}/sendMail", msg).status_code == 202
-    assert graph.get(f"users/{MARIA}/mailFolders/sentitems/messages",
-                     params={"$filter": "subject eq 'Not saved'"}).json()["value"] == []
+    assert (
+        graph.get(
+            f"users/{MARIA}/mailFolders/sentitems/messages",
+            params={"$filter": "subject eq 'Not saved'"},
+        ).json()["value"]
+        == []
+    )
 
 
 def test_send_mail_errors(graph):
     r = graph.post(f"users/{MARIA}/sendMail", {"message": {"subject": "x"}})
     assert r.status_code == 400 and r.json()["error"]["code"] == "ErrorInvalidRecipients"
-    r = graph.post(f"users/{MARIA}/sendMail", {"message": {
-        "subject": "x", "toRecipients": [{"emailAddress": {"address": HANNAH}}],
-        "internetMessageHeaders": [{"name": "Fleet", "value": "1"}]}})
+    r = graph.post(
+        f"users/{MARIA}/sendMail",
+        {
+            "message": {
+                "subject": "x",
+                "toRecipients": [{"emailAddress": {"address": HANNAH}}],
+                "internetMessageHeaders": [{"name": "Fleet", "value": "1"}],
+            }
+        },
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidInternetMessageHeader"
-    r = graph.s.post(graph.url(f"users/{MARIA}/sendMail"), data=b"!!!notbase64",
-                     headers={"Content-Type": "text/plain"})
+    r = graph.s.post(
+        graph.url(f"users/{MARIA}/sendMail"),
+        data=b"!!!notbase64",
+        headers={"Content-Type": "text/plain"},
+    )
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "ErrorMimeContentInvalidBase64String"
 
@@ -118,28 +148,37 @@ def test_send_mail_errors(graph):
 def test_draft_tag_filter_and_send_once(graph):
     emu = graph.emu
     key = "outbox-42"
-    draft = {"subject": "Maintenance reminder TRK-104",
-             "body": {"contentType": "HTML", "content": "<p>Due for B-service</p>"},
-             "toRecipients": [{"emailAddress": {"address": HANNAH}}],
-             "singleValueExtendedProperties": [{"id": TAG_ID, "value": key}]}
+    draft = {
+        "subject": "Maintenance reminder TRK-104",
+        "body": {"contentType": "HTML", "content": "<p>Due for B-service</p>"},
+        "toRecipients": [{"emailAddress": {"address": HANNAH}}],
+        "singleValueExtendedProperties": [{"id": TAG_ID, "value": key}],
+    }
     r = graph.post(f"users/{MARIA}/messages", draft)
     assert r.status_code == 201
     created = r.json()
     assert created["isDraft"] is True and created["id"]
-    flt = (f"singleValueExtendedProperties/Any(ep: ep/id eq '{TAG_ID}' "
-           f"and ep/value eq '{key}')")
-    found = graph.get(f"users/{MARIA}/mailFolders/drafts/messages",
-                      params={"$filter": flt,
-                              "$expand": f"singleValueExtendedProperties($filter=id eq "
-                                         f"'{TAG_ID}')"}).json()["value"]
+    flt = f"singleValueExtendedProperties/Any(ep: ep/id eq '{TAG_ID}' and ep/value eq '{key}')"
+    found = graph.get(
+        f"users/{MARIA}/mailFolders/drafts/messages",
+        params={
+            "$filter": flt,
+            "$expand": f"singleValueExtendedProperties($filter=id eq '{TAG_ID}')",
+        },
+    ).json()["value"]
     assert [m["id"] for m in found] == [created["id"]]
     assert found[0]["singleValueExtendedProperties"] == [{"id": TAG_ID, "value": key}]
 
     assert graph.post(f"users/{MARIA}/messages/{created['id']}/send").status_code == 202
-    assert graph.get(f"users/{MARIA}/mailFolders/drafts/messages",
-                     params={"$filter": flt}).json()["value"] == []
-    in_sent = graph.get(f"users/{MARIA}/mailFolders/sentitems/messages",
-                        params={"$filter": flt}).json()["value"]
+    assert (
+        graph.get(f"users/{MARIA}/mailFolders/drafts/messages", params={"$filter": flt}).json()[
+            "value"
+        ]
+        == []
+    )
+    in_sent = graph.get(
+        f"users/{MARIA}/mailFolders/sentitems/messages", params={"$filter": flt}
+    ).json()["value"]
     assert len(in_sent) == 1
     # sending the same draft again fails: it is gone
     r = graph.post(f"users/{MARIA}/messages/{created['id']}/send")
@@ -159,5 +198,6 @@ def test_patch_and_move_generate_delta(graph):
     r = graph.post(f"users/{MARIA}/messages/{target}/move", {"destinationId": "archive"})
     assert r.status_code == 201
     changes, _, _ = _delta_round(graph, link, 50)
-    assert changes == [{"@odata.type": "#microsoft.graph.message", "id": target,
-                        "@removed": {"reason": "deleted"}}]
+    assert changes == [
+        {"@odata.type": "#microsoft.graph.message", "id": target, "@removed": {"reason": "deleted"}}
+    ]

@@ -34,8 +34,9 @@ def test_restart_keeps_identity_and_ca(tmp_path):
 
 
 def test_demo_mode_generates_traffic(tmp_path):
-    with RunningEmulator(state_dir=tmp_path, demo=True,
-                         config={"demo": {"interval_s": 0.2}}) as emu:
+    with RunningEmulator(
+        state_dir=tmp_path, demo=True, config={"demo": {"interval_s": 0.2}}
+    ) as emu:
         before = emu.control.health()["stats"]
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -53,10 +54,13 @@ def test_https_notification_url_is_verified(emulator):
     receiver = Receiver(ssl_context=ctx)
     try:
         graph = Graph(emulator)
-        body = {"changeType": "created", "notificationUrl": receiver.url,
-                "resource": f"users/{graph.user_id(MARIA)}/messages",
-                "expirationDateTime": (datetime.now(UTC) + timedelta(hours=2)).isoformat(),
-                "clientState": "tls"}
+        body = {
+            "changeType": "created",
+            "notificationUrl": receiver.url,
+            "resource": f"users/{graph.user_id(MARIA)}/messages",
+            "expirationDateTime": (datetime.now(UTC) + timedelta(hours=2)).isoformat(),
+            "clientState": "tls",
+        }
         r = graph.post("subscriptions", body)
         assert r.status_code == 400  # unknown CA -> validation request fails
         ca_file = emulator.state_dir / "receiver-ca.pem"

@@ -19,8 +19,12 @@ ERIK = "erik.johansson@fleetdemo.onmicrosoft.com"
 
 def _msal(emu):
     return msal.ConfidentialClientApplication(
-        emu.client_id, client_credential=emu.client_secret, authority=emu.authority,
-        instance_discovery=False, http_client=emu.session())
+        emu.client_id,
+        client_credential=emu.client_secret,
+        authority=emu.authority,
+        instance_discovery=False,
+        http_client=emu.session(),
+    )
 
 
 def _sign_in(emu, upn):
@@ -47,8 +51,9 @@ def _jwks(emu):
 def _verify(emu, token):
     keys, doc = _jwks(emu)
     kid = jwt.get_unverified_header(token)["kid"]
-    return jwt.decode(token, keys[kid].key, algorithms=["RS256"], audience=emu.client_id,
-                      issuer=doc["issuer"])
+    return jwt.decode(
+        token, keys[kid].key, algorithms=["RS256"], audience=emu.client_id, issuer=doc["issuer"]
+    )
 
 
 def test_id_token_is_rs256_and_verifies_against_the_published_keys(emulator):
@@ -63,10 +68,17 @@ def test_id_token_is_rs256_and_verifies_against_the_published_keys(emulator):
 
 
 def test_demo_staff_hold_one_portal_role_each_and_others_none(emulator):
-    roles = {upn: _verify(emulator, _redeem(emulator, upn)["id_token"]).get("roles")
-             for upn in (MARIA, HANNAH, PRIYA, SOFIA, ERIK)}
-    assert roles == {MARIA: ["Portal.Admin"], HANNAH: ["Portal.Operator"],
-                     PRIYA: ["Portal.Support"], SOFIA: ["Portal.Viewer"], ERIK: None}
+    roles = {
+        upn: _verify(emulator, _redeem(emulator, upn)["id_token"]).get("roles")
+        for upn in (MARIA, HANNAH, PRIYA, SOFIA, ERIK)
+    }
+    assert roles == {
+        MARIA: ["Portal.Admin"],
+        HANNAH: ["Portal.Operator"],
+        PRIYA: ["Portal.Support"],
+        SOFIA: ["Portal.Viewer"],
+        ERIK: None,
+    }
 
 
 def test_app_roles_amr_and_groups_are_set_through_the_control_api(emulator):
@@ -116,8 +128,6 @@ def test_sign_in_page_lists_demo_staff_with_their_roles(emulator):
     assert "Erik Johansson" in others and "no app role" in others
 
 
-
-
 def test_forged_token_fails_signature_check(emulator):
     emulator.control.tamper_next_id_token("forged")
     token = _redeem(emulator, MARIA)["id_token"]
@@ -127,12 +137,15 @@ def test_forged_token_fails_signature_check(emulator):
     _verify(emulator, _redeem(emulator, MARIA)["id_token"])
 
 
-@pytest.mark.parametrize(("mode", "error"), [
-    ("expired", jwt.ExpiredSignatureError),
-    ("wrong_audience", jwt.InvalidAudienceError),
-    ("wrong_tenant", jwt.InvalidIssuerError),
-    ("wrong_issuer", jwt.InvalidIssuerError),
-])
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [
+        ("expired", jwt.ExpiredSignatureError),
+        ("wrong_audience", jwt.InvalidAudienceError),
+        ("wrong_tenant", jwt.InvalidIssuerError),
+        ("wrong_issuer", jwt.InvalidIssuerError),
+    ],
+)
 def test_tampered_tokens_are_validly_signed_but_wrong(emulator, mode, error):
     emulator.control.tamper_next_id_token(mode)
     token = _redeem(emulator, MARIA)["id_token"]

@@ -16,10 +16,14 @@ def _exp(minutes: float) -> str:
 
 
 def _sub(graph, receiver, resource=None, minutes=600, lifecycle=True, **extra):
-    body = {"changeType": "created,updated,deleted",
-            "notificationUrl": receiver.url,
-            "resource": resource or f"users/{graph.user_id(MARIA)}/mailFolders('inbox')/messages",
-            "expirationDateTime": _exp(minutes), "clientState": "s3cret-state", **extra}
+    body = {
+        "changeType": "created,updated,deleted",
+        "notificationUrl": receiver.url,
+        "resource": resource or f"users/{graph.user_id(MARIA)}/mailFolders('inbox')/messages",
+        "expirationDateTime": _exp(minutes),
+        "clientState": "s3cret-state",
+        **extra,
+    }
     if lifecycle:
         body["lifecycleNotificationUrl"] = receiver.lifecycle_url
     return graph.post("subscriptions", body)
@@ -29,11 +33,22 @@ def test_create_runs_handshake_on_both_urls(graph, receiver):
     r = _sub(graph, receiver)
     assert r.status_code == 201, r.text
     sub = r.json()
-    for key in ("id", "resource", "applicationId", "changeType", "clientState",
-                "notificationUrl", "lifecycleNotificationUrl", "expirationDateTime",
-                "creatorId", "latestSupportedTlsVersion", "includeResourceData",
-                "encryptionCertificate", "encryptionCertificateId",
-                "notificationContentType"):
+    for key in (
+        "id",
+        "resource",
+        "applicationId",
+        "changeType",
+        "clientState",
+        "notificationUrl",
+        "lifecycleNotificationUrl",
+        "expirationDateTime",
+        "creatorId",
+        "latestSupportedTlsVersion",
+        "includeResourceData",
+        "encryptionCertificate",
+        "encryptionCertificateId",
+        "notificationContentType",
+    ):
         assert key in sub
     assert sub["clientState"] == "s3cret-state"
     assert sub["applicationId"] == graph.emu.client_id
@@ -132,8 +147,9 @@ def test_other_apps_do_not_see_subscriptions(graph, receiver):
     sub = _sub(graph, receiver).json()
     other = graph.emu.control.create_app(roles=["Mail.Read"])
     s = graph.emu.session()
-    s.headers["Authorization"] = "Bearer " + graph.emu.token(other["client_id"],
-                                                             other["client_secret"])
+    s.headers["Authorization"] = "Bearer " + graph.emu.token(
+        other["client_id"], other["client_secret"]
+    )
     assert s.get(f"{graph.emu.graph_url}/subscriptions").json()["value"] == []
     assert s.get(f"{graph.emu.graph_url}/subscriptions/{sub['id']}").status_code == 404
 

@@ -36,8 +36,9 @@ def test_user_chats_delta(graph):
             break
         url = body["@odata.nextLink"]
     assert items and all(i["@odata.type"] == "#microsoft.graph.chatMessage" for i in items)
-    new = emu.control.create_chat_message("Truck 104 back on the road", chat_id=chat["id"],
-                                          **{"from": BOT})
+    new = emu.control.create_chat_message(
+        "Truck 104 back on the road", chat_id=chat["id"], **{"from": BOT}
+    )
     body = graph.get(link).json()
     assert [i["id"] for i in body["value"]] == [new["id"]]
     assert "@odata.deltaLink" in body
@@ -60,8 +61,9 @@ def test_app_only_post_is_refused(graph):
     assert "only for import purposes" in r.json()["error"]["message"]
     team = tenant["teams"][0]
     ch = team["channels"][0]
-    r = migrate.post(f"teams/{team['id']}/channels/{ch['id']}/messages",
-                     {"body": {"content": "hi"}})
+    r = migrate.post(
+        f"teams/{team['id']}/channels/{ch['id']}/messages", {"body": {"content": "hi"}}
+    )
     assert r.status_code == 401
     assert emu.control.sent_messages() == []
 
@@ -70,8 +72,10 @@ def test_delegated_post_chat_and_channel(graph):
     emu = graph.emu
     _, chat, tenant = _bot_chat(emu)
     bot = Graph(emu, token=delegated_token(emu))
-    r = bot.post(f"chats/{chat['id']}/messages",
-                 {"body": {"contentType": "html", "content": "<b>Bay 3 blocked</b>"}})
+    r = bot.post(
+        f"chats/{chat['id']}/messages",
+        {"body": {"contentType": "html", "content": "<b>Bay 3 blocked</b>"}},
+    )
     assert r.status_code == 201, r.text
     msg = r.json()
     assert msg["id"].isdigit() and abs(int(msg["id"]) / 1000 - __import__("time").time()) < 60
@@ -79,8 +83,9 @@ def test_delegated_post_chat_and_channel(graph):
     assert msg["from"]["user"]["displayName"] == "Fleet Bot"
     team = tenant["teams"][0]
     ch = team["channels"][1]
-    r = bot.post(f"teams/{team['id']}/channels/{ch['id']}/messages",
-                 {"body": {"content": "Dispatch update"}})
+    r = bot.post(
+        f"teams/{team['id']}/channels/{ch['id']}/messages", {"body": {"content": "Dispatch update"}}
+    )
     assert r.status_code == 201
     assert r.json()["channelIdentity"] == {"teamId": team["id"], "channelId": ch["id"]}
     sent = emu.control.sent_messages()

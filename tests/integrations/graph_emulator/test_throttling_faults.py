@@ -27,8 +27,7 @@ def test_mailbox_request_budget(graph):
 
 
 def test_mailbox_concurrency_limit(graph):
-    graph.emu.control.inject_fault(path=f"/users/{MARIA}/messages$", kind="latency",
-                                   latency_ms=800)
+    graph.emu.control.inject_fault(path=f"/users/{MARIA}/messages$", kind="latency", latency_ms=800)
     sessions = [Graph(graph.emu, token=graph.token) for _ in range(5)]
 
     def call(g):
@@ -44,26 +43,26 @@ def test_mailbox_concurrency_limit(graph):
     assert codes == [200, 200, 200, 200, 429]
     throttled = next(r for r in results if r.status_code == 429)
     assert throttled.json()["error"]["message"] == (
-        "Application is over its MailboxConcurrency limit.")
+        "Application is over its MailboxConcurrency limit."
+    )
     assert throttled.headers["Retry-After"].isdigit()
 
 
 @pytest.mark.parametrize("status", [429, 503, 504])
 def test_status_faults(graph, status):
-    graph.emu.control.inject_fault(path="/v1.0/users$", method="GET", kind=str(status),
-                                   retry_after=3, count=2)
+    graph.emu.control.inject_fault(
+        path="/v1.0/users$", method="GET", kind=str(status), retry_after=3, count=2
+    )
     r1, r2, r3 = (graph.get("users") for _ in range(3))
     assert r1.status_code == r2.status_code == status
     assert r1.headers["Retry-After"] == "3"
-    assert r1.json()["error"]["code"] in ("TooManyRequests", "ServiceUnavailable",
-                                          "GatewayTimeout")
+    assert r1.json()["error"]["code"] in ("TooManyRequests", "ServiceUnavailable", "GatewayTimeout")
     assert "request-id" in r1.headers
     assert r3.status_code == 200
 
 
 def test_latency_fault(graph):
-    graph.emu.control.inject_fault(glob="/v1.0/users/*", kind="latency", latency_ms=400,
-                                   count=1)
+    graph.emu.control.inject_fault(glob="/v1.0/users/*", kind="latency", latency_ms=400, count=1)
     t0 = time.monotonic()
     assert graph.get(f"users/{MARIA}").status_code == 200
     assert time.monotonic() - t0 >= 0.38
@@ -113,5 +112,9 @@ def test_snapshot_and_reset(graph):
     snap = ctl.snapshot()
     assert len(snap["users"]) >= 21
     ctl.reset()
-    assert graph.get(f"users/{MARIA}/messages",
-                     params={"$filter": "subject eq 'temporary'"}).json()["value"] == []
+    assert (
+        graph.get(f"users/{MARIA}/messages", params={"$filter": "subject eq 'temporary'"}).json()[
+            "value"
+        ]
+        == []
+    )

@@ -28,7 +28,7 @@ def _fresh_process_state() -> Iterator[None]:
 
 
 @pytest.fixture
-def graph_settings(settings: Any, emulator: RunningEmulator) -> Any:  # noqa: F811
+def graph_settings(settings: Any, emulator: RunningEmulator) -> Any:
     """Point the portal at the (freshly reset) emulator; fast retry timings for tests."""
     settings.MICROSOFT_AUTHORITY_HOST = emulator.authority_host
     settings.MICROSOFT_GRAPH_URL = emulator.graph_url
@@ -51,7 +51,7 @@ def graph_settings(settings: Any, emulator: RunningEmulator) -> Any:  # noqa: F8
 
 
 @pytest.fixture
-def mailbox(emulator: RunningEmulator) -> str:  # noqa: F811
+def mailbox(emulator: RunningEmulator) -> str:
     """The id of a seeded user with a mailbox."""
     return emulator.control.tenant()["users"][0]["id"]
 

@@ -79,8 +79,7 @@ class TestAppTokens:
         with pytest.raises(TokenError, match="https"):
             auth.app_token()
 
-    def test_the_env_ca_bundle_does_not_override_ours(self, graph_settings, emulator,
-                                                      monkeypatch):
+    def test_the_env_ca_bundle_does_not_override_ours(self, graph_settings, emulator, monkeypatch):
         # The machine's bundle lacks the emulator CA; with trust_env it would win (§9.9).
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
         monkeypatch.setenv("CURL_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
@@ -97,7 +96,8 @@ class TestDelegatedSender:
     def _connect(self, emulator, actor):
         redirect_uri = "http://127.0.0.1:8000/console/credentials/teams-sender/callback"
         auth_url, flow = auth.start_delegated_connect(
-            redirect_uri, login_hint=emulator.service_account_upn, prompt=None)
+            redirect_uri, login_hint=emulator.service_account_upn, prompt=None
+        )
         assert auth_url.startswith(emulator.authority)
         # The admin's browser: the emulator signs the service account in and redirects back.
         response = emulator.session().get(auth_url, allow_redirects=False, timeout=10)
@@ -107,10 +107,10 @@ class TestDelegatedSender:
         params = {k: v[0] for k, v in parse_qs(location.query).items()}
         return auth.complete_delegated_connect(actor, flow, params)
 
-    def test_connect_stores_an_encrypted_cache_and_sends(self, graph_settings, emulator,
-                                                         ada_admin):
-        account = self._connect(emulator, Actor(kind="user", name="ada-admin", role="admin",
-                                                user=ada_admin))
+    def test_connect_stores_an_encrypted_cache_and_sends(self, graph_settings, emulator, ada_admin):
+        account = self._connect(
+            emulator, Actor(kind="user", name="ada-admin", role="admin", user=ada_admin)
+        )
         assert account.upn == emulator.service_account_upn
         assert "refresh_token" not in account.token_cache_encrypted.lower()
         event = AuditEvent.objects.get(action="teams_sender.connect")
@@ -119,11 +119,17 @@ class TestDelegatedSender:
         token = auth.delegated_token()
         assert auth.token_claims(token).get("scp")
         tenant = emulator.control.tenant()
-        bot = next(u["id"] for u in tenant["users"]
-                   if u["userPrincipalName"] == emulator.service_account_upn)
+        bot = next(
+            u["id"]
+            for u in tenant["users"]
+            if u["userPrincipalName"] == emulator.service_account_upn
+        )
         chat = next(c["id"] for c in tenant["chats"] if bot in c["members"])
-        body = graph.post(f"/chats/{chat}/messages", {"body": {"content": "Truck 12 late"}},
-                          token_kind="delegated")
+        body = graph.post(
+            f"/chats/{chat}/messages",
+            {"body": {"content": "Truck 12 late"}},
+            token_kind="delegated",
+        )
         assert body["id"]
         assert any("Truck 12 late" in str(m) for m in emulator.control.sent_messages())
 
@@ -135,8 +141,9 @@ class TestDelegatedSender:
             graph.post(f"/chats/{chat}/messages", {"body": {"content": "x"}})
 
     def test_a_refresh_writes_the_cache_back(self, graph_settings, emulator, ada_admin):
-        account = self._connect(emulator, Actor(kind="user", name="ada-admin", role="admin",
-                                                user=ada_admin))
+        account = self._connect(
+            emulator, Actor(kind="user", name="ada-admin", role="admin", user=ada_admin)
+        )
         first = auth.delegated_token()
         refreshed = auth.delegated_token(force_refresh=True)
         assert refreshed != first
@@ -152,8 +159,7 @@ class TestDelegatedSender:
             auth.complete_delegated_connect(actor, {}, {})
         assert AuditEvent.objects.get(action="teams_sender.connect").outcome == "denied"
 
-    def test_a_forged_redirect_is_refused_and_audited(self, graph_settings, emulator,
-                                                      ada_admin):
+    def test_a_forged_redirect_is_refused_and_audited(self, graph_settings, emulator, ada_admin):
         _, flow = auth.start_delegated_connect("http://127.0.0.1:8000/cb", prompt=None)
         actor = Actor(kind="user", name="ada-admin", role="admin", user=ada_admin)
         with pytest.raises(TokenError):

@@ -50,8 +50,13 @@ class TestVerifyIntegration:
         report = json.loads(out.getvalue())
         assert report["ok"] is False
         failed = {c["name"] for c in report["checks"] if not c["ok"]}
-        assert failed == {"Token acquisition", "Graph reachable", "Required permissions",
-                          "Teams chat read", "Webhook endpoint"}
+        assert failed == {
+            "Token acquisition",
+            "Graph reachable",
+            "Required permissions",
+            "Teams chat read",
+            "Webhook endpoint",
+        }
 
     def test_the_worker_check_fails_without_a_worker(self, graph_settings, webhook_receiver):
         graph_settings.PUBLIC_BASE_URL = webhook_receiver
@@ -65,8 +70,14 @@ class TestRotateClientSecret:
     def test_add_verify_activate(self, graph_settings, emulator):
         auth.app_token()
         new = emulator.control.add_secret(emulator.client_id)["secretText"]
-        output = run("rotate_client_secret", "--display-name", "2026 Q4", "--expires-days",
-                     "180", stdin=io.StringIO(new + "\n"))
+        output = run(
+            "rotate_client_secret",
+            "--display-name",
+            "2026 Q4",
+            "--expires-days",
+            "180",
+            stdin=io.StringIO(new + "\n"),
+        )
         assert "1. Added" in output and "2. Verified" in output and "3. Activated" in output
         assert new not in output
         active = Credential.objects.get(state="active")
@@ -83,7 +94,8 @@ class TestRotateClientSecret:
         assert "Retired" in run("rotate_client_secret", "--retire", str(pending.pk))
 
     def test_a_failed_verification_exits_non_zero_and_keeps_the_pending_row(
-            self, graph_settings, emulator):
+        self, graph_settings, emulator
+    ):
         auth.app_token()
         with pytest.raises(CommandError, match=r"Verification failed.*AADSTS7000215"):
             run("rotate_client_secret", stdin=io.StringIO("typo-secret\n"))

@@ -63,14 +63,16 @@ def _new_emulator_secret(emulator) -> str:
 # Activation invalidates the process's MSAL app on commit, so these tests really commit.
 @pytest.mark.django_db(transaction=True)
 class TestRotation:
-    def test_add_verify_activate_rollback_with_two_valid_secrets(self, graph_settings, emulator,
-                                                                 admin_actor):
+    def test_add_verify_activate_rollback_with_two_valid_secrets(
+        self, graph_settings, emulator, admin_actor
+    ):
         auth.app_token()  # bootstraps credential #1 from the environment
         original = Credential.objects.get(state="active")
         new_value = _new_emulator_secret(emulator)
 
-        pending = credentials.add_secret(admin_actor, new_value, "Q3 rotation",
-                                         timezone.now() + timedelta(days=180))
+        pending = credentials.add_secret(
+            admin_actor, new_value, "Q3 rotation", timezone.now() + timedelta(days=180)
+        )
         assert pending.state == "pending" and not pending.is_verified
         with pytest.raises(CredentialError, match="Verify"):
             credentials.activate(admin_actor, pending.pk)
@@ -81,10 +83,14 @@ class TestRotation:
         original.refresh_from_db()
         assert original.state == "grace"
         assert original.grace_until == pytest.approx(
-            timezone.now() + timedelta(hours=24), abs=timedelta(minutes=1))
+            timezone.now() + timedelta(hours=24), abs=timedelta(minutes=1)
+        )
         # The process now uses the new secret: prove it by deleting the old one in Entra ID.
-        old_key = next(s["keyId"] for s in emulator.control.secrets(emulator.client_id)
-                       if s["displayName"] == "demo secret")
+        old_key = next(
+            s["keyId"]
+            for s in emulator.control.secrets(emulator.client_id)
+            if s["displayName"] == "demo secret"
+        )
         emulator.control.remove_secret(emulator.client_id, old_key)
         before = len(token_requests(emulator))
         assert graph.get("/users", params={"$top": "1"})["value"]
@@ -99,16 +105,22 @@ class TestRotation:
         with pytest.raises(TokenError, match="AADSTS7000215"):
             auth.app_token()
 
-        actions = list(AuditEvent.objects.filter(target_type="credential")
-                       .order_by("id").values_list("action", "outcome"))
+        actions = list(
+            AuditEvent.objects.filter(target_type="credential")
+            .order_by("id")
+            .values_list("action", "outcome")
+        )
         assert actions == [
-            ("credential.bootstrap", "success"), ("credential.add", "success"),
-            ("credential.verify", "success"), ("credential.activate", "success"),
+            ("credential.bootstrap", "success"),
+            ("credential.add", "success"),
+            ("credential.verify", "success"),
+            ("credential.activate", "success"),
             ("credential.rollback", "success"),
         ]
 
-    def test_a_wrong_secret_stays_pending_with_its_error(self, graph_settings, emulator,
-                                                         admin_actor):
+    def test_a_wrong_secret_stays_pending_with_its_error(
+        self, graph_settings, emulator, admin_actor
+    ):
         pending = credentials.add_secret(admin_actor, "not-the-right-secret", "typo")
         outcome = credentials.verify_secret(admin_actor, pending.pk)
         assert not outcome.ok and "AADSTS7000215" in outcome.detail
@@ -120,19 +132,22 @@ class TestRotation:
         assert [e["status"] for e in tokens] == [401, 401]
         with pytest.raises(CredentialError, match="Verify"):
             credentials.activate(admin_actor, pending.pk)
-        assert AuditEvent.objects.filter(action="credential.verify",
-                                         outcome="failure").count() == 2
+        assert AuditEvent.objects.filter(action="credential.verify", outcome="failure").count() == 2
 
-    def test_a_second_activation_retires_the_older_grace_one(self, graph_settings, emulator,
-                                                             admin_actor):
+    def test_a_second_activation_retires_the_older_grace_one(
+        self, graph_settings, emulator, admin_actor
+    ):
         auth.app_token()
         for name in ("second", "third"):
             c = credentials.add_secret(admin_actor, _new_emulator_secret(emulator), name)
             credentials.verify_secret(admin_actor, c.pk)
             credentials.activate(admin_actor, c.pk)
         states = dict(Credential.objects.values_list("display_name", "state"))
-        assert states == {"From MICROSOFT_CLIENT_SECRET": "retired", "second": "grace",
-                          "third": "active"}
+        assert states == {
+            "From MICROSOFT_CLIENT_SECRET": "retired",
+            "second": "grace",
+            "third": "active",
+        }
         retired = Credential.objects.get(state="retired")
         assert retired.secret_encrypted == ""
         with pytest.raises(ValueError, match="erased"):
@@ -150,8 +165,7 @@ class TestRotation:
         with pytest.raises(CredentialError, match="no credential"):
             credentials.retire(admin_actor, 999_999)
 
-    def test_duplicates_and_empty_values_are_refused(self, graph_settings, emulator,
-                                                     admin_actor):
+    def test_duplicates_and_empty_values_are_refused(self, graph_settings, emulator, admin_actor):
         auth.app_token()
         with pytest.raises(CredentialError, match="already stored"):
             credentials.add_secret(admin_actor, emulator.client_secret, "again")
@@ -180,8 +194,10 @@ class TestRotation:
         credentials.verify_secret(admin_actor, c.pk)
         credentials.activate(admin_actor, c.pk)
         # Past grace_until, before the retire schedule has run: no rollback to the old one.
-        with (time_machine.travel(timezone.now() + timedelta(hours=25)),
-              pytest.raises(CredentialError, match="grace period ended")):
+        with (
+            time_machine.travel(timezone.now() + timedelta(hours=25)),
+            pytest.raises(CredentialError, match="grace period ended"),
+        ):
             credentials.rollback(admin_actor)
         states = dict(Credential.objects.values_list("display_name", "state"))
         assert states == {"From MICROSOFT_CLIENT_SECRET": "grace", "next": "active"}
@@ -229,9 +245,12 @@ def test_secret_values_never_leak(graph_settings, emulator, admin_actor, caplog,
 
     for credential in Credential.objects.all():
         texts += [str(credential), repr(credential)]
-    texts += [json.dumps(list(AuditEvent.objects.values()), default=str),
-              json.dumps(list(GraphCall.objects.values()), default=str),
-              caplog.text, *capsys.readouterr()]
+    texts += [
+        json.dumps(list(AuditEvent.objects.values()), default=str),
+        json.dumps(list(GraphCall.objects.values()), default=str),
+        caplog.text,
+        *capsys.readouterr(),
+    ]
     admin_fields = set(CredentialAdmin.list_display) | set(DelegatedAccountAdmin.list_display)
     assert not admin_fields & {"secret_encrypted", "token_cache_encrypted"}
     assert "secret_encrypted" in CredentialAdmin.exclude

@@ -25,21 +25,30 @@ from tests.integrations.microsoft.conftest import token_requests
 
 
 class TestRouteTemplate:
-    @pytest.mark.parametrize(("path", "expected"), [
-        ("/users/79c8-ab/messages/delta", "/users/{id}/messages/delta"),
-        ("/users/a@b.com/mailFolders/inbox/messages/delta?$select=subject",
-         "/users/{id}/mailFolders/{id}/messages/delta"),
-        ("https://graph.example/v1.0/users/x/chats/getAllMessages/delta?$skiptoken=abc",
-         "/users/{id}/chats/getAllMessages/delta"),
-        ("/chats/19:abc@thread.v2/messages", "/chats/{id}/messages"),
-        ("/teams/t1/channels/19:c@thread.tacv2/messages/1612/replies",
-         "/teams/{id}/channels/{id}/messages/{id}/replies"),
-        ("/subscriptions/8a1f/reauthorize", "/subscriptions/{id}/reauthorize"),
-        ("/users('a@b.com')/messages('AAMk=')", "/users({id})/messages({id})"),
-        ("/users/u1/sendMail", "/users/{id}/sendMail"),
-        ("/$batch", "/$batch"),
-        ("/users", "/users"),
-    ])
+    @pytest.mark.parametrize(
+        ("path", "expected"),
+        [
+            ("/users/79c8-ab/messages/delta", "/users/{id}/messages/delta"),
+            (
+                "/users/a@b.com/mailFolders/inbox/messages/delta?$select=subject",
+                "/users/{id}/mailFolders/{id}/messages/delta",
+            ),
+            (
+                "https://graph.example/v1.0/users/x/chats/getAllMessages/delta?$skiptoken=abc",
+                "/users/{id}/chats/getAllMessages/delta",
+            ),
+            ("/chats/19:abc@thread.v2/messages", "/chats/{id}/messages"),
+            (
+                "/teams/t1/channels/19:c@thread.tacv2/messages/1612/replies",
+                "/teams/{id}/channels/{id}/messages/{id}/replies",
+            ),
+            ("/subscriptions/8a1f/reauthorize", "/subscriptions/{id}/reauthorize"),
+            ("/users('a@b.com')/messages('AAMk=')", "/users({id})/messages({id})"),
+            ("/users/u1/sendMail", "/users/{id}/sendMail"),
+            ("/$batch", "/$batch"),
+            ("/users", "/users"),
+        ],
+    )
     def test_it_replaces_ids(self, settings, path, expected):
         settings.MICROSOFT_GRAPH_URL = "https://graph.example/v1.0"
         assert graph.route_template(path) == expected
@@ -65,17 +74,20 @@ class TestRetryAfter:
 
 
 class TestErrorMapping:
-    @pytest.mark.parametrize(("status", "code", "kind", "transient"), [
-        (400, "BadRequest", GraphValidationError, False),
-        (401, "InvalidAuthenticationToken", AuthError, False),
-        (403, "ErrorAccessDenied", GraphPermissionDenied, False),
-        (404, "ErrorItemNotFound", NotFound, False),
-        (409, "Conflict", Conflict, False),
-        (410, "SyncStateNotFound", DeltaTokenExpired, False),
-        (429, "ApplicationThrottled", Throttled, True),
-        (503, "ServiceUnavailable", Transient, True),
-        (504, "GatewayTimeout", Transient, True),
-    ])
+    @pytest.mark.parametrize(
+        ("status", "code", "kind", "transient"),
+        [
+            (400, "BadRequest", GraphValidationError, False),
+            (401, "InvalidAuthenticationToken", AuthError, False),
+            (403, "ErrorAccessDenied", GraphPermissionDenied, False),
+            (404, "ErrorItemNotFound", NotFound, False),
+            (409, "Conflict", Conflict, False),
+            (410, "SyncStateNotFound", DeltaTokenExpired, False),
+            (429, "ApplicationThrottled", Throttled, True),
+            (503, "ServiceUnavailable", Transient, True),
+            (504, "GatewayTimeout", Transient, True),
+        ],
+    )
     def test_it_types_errors(self, status, code, kind, transient):
         body = {"error": {"code": code, "message": "m", "innerError": {"request-id": "r1"}}}
         error = graph.error_for(status, body, {"Retry-After": "7"}, method="GET", route="/x")
@@ -104,8 +116,9 @@ class TestAgainstEmulator:
         assert call.request_id in line
 
     def test_a_429_blocks_the_mailbox_until_retry_after(self, graph_settings, emulator, mailbox):
-        emulator.control.inject_fault(path=f"/users/{mailbox}/messages", kind="429",
-                                      retry_after=2, count=1)
+        emulator.control.inject_fault(
+            path=f"/users/{mailbox}/messages", kind="429", retry_after=2, count=1
+        )
         started = time.monotonic()
         graph.get(f"/users/{mailbox}/messages", params={"$top": "1"})
         assert time.monotonic() - started >= 2
@@ -113,15 +126,18 @@ class TestAgainstEmulator:
         assert [e["status"] for e in log] == [429, 200]
         # From the emulator's own clock: the retry arrived after Retry-After had passed.
         assert log[1]["monotonic"] - log[0]["monotonic"] >= 2
-        calls = list(GraphCall.objects.order_by("id").values_list("status", "throttled",
-                                                                 "retry_after"))
+        calls = list(
+            GraphCall.objects.order_by("id").values_list("status", "throttled", "retry_after")
+        )
         assert calls == [(429, True, 2.0), (200, False, None)]
 
-    def test_other_requests_for_a_throttled_mailbox_wait_too(self, graph_settings, emulator,
-                                                             mailbox):
+    def test_other_requests_for_a_throttled_mailbox_wait_too(
+        self, graph_settings, emulator, mailbox
+    ):
         graph_settings.GRAPH_MAX_IN_PROCESS_WAIT_SECONDS = 1
-        emulator.control.inject_fault(path=f"/users/{mailbox}/messages", kind="429",
-                                      retry_after=3, count=1)
+        emulator.control.inject_fault(
+            path=f"/users/{mailbox}/messages", kind="429", retry_after=3, count=1
+        )
         with pytest.raises(Throttled) as first:
             graph.get(f"/users/{mailbox}/messages")
         assert first.value.retry_after == pytest.approx(3, abs=0.2)
@@ -182,9 +198,16 @@ class TestAgainstEmulator:
     def test_a_post_is_not_repeated_after_a_reset(self, graph_settings, emulator, mailbox):
         emulator.control.inject_fault(path="/sendMail", kind="reset", count=1)
         with pytest.raises(Transient):
-            graph.post(f"/users/{mailbox}/sendMail", {"message": {
-                "subject": "x", "body": {"contentType": "Text", "content": "y"},
-                "toRecipients": [{"emailAddress": {"address": "a@example.com"}}]}})
+            graph.post(
+                f"/users/{mailbox}/sendMail",
+                {
+                    "message": {
+                        "subject": "x",
+                        "body": {"contentType": "Text", "content": "y"},
+                        "toRecipients": [{"emailAddress": {"address": "a@example.com"}}],
+                    }
+                },
+            )
         assert len(emulator.control.requests_log(path="/sendMail")) == 1
 
     def test_an_unreachable_graph_is_transient(self, graph_settings):
@@ -199,21 +222,42 @@ class TestAgainstEmulator:
     def test_a_401_drops_the_token_and_retries_once(self, graph_settings, emulator):
         graph.get("/users")
         before = len(token_requests(emulator))
-        emulator.control.inject_fault(path="/v1.0/users$", kind="status", status=401, count=1,
-                                      body={"error": {"code": "InvalidAuthenticationToken",
-                                                      "message": "Access token has expired."}})
+        emulator.control.inject_fault(
+            path="/v1.0/users$",
+            kind="status",
+            status=401,
+            count=1,
+            body={
+                "error": {
+                    "code": "InvalidAuthenticationToken",
+                    "message": "Access token has expired.",
+                }
+            },
+        )
         assert graph.get("/users")["value"]
         assert len(token_requests(emulator)) == before + 1
-        emulator.control.inject_fault(path="/v1.0/users$", kind="status", status=401, count=2,
-                                      body={"error": {"code": "InvalidAuthenticationToken",
-                                                      "message": "Access token has expired."}})
+        emulator.control.inject_fault(
+            path="/v1.0/users$",
+            kind="status",
+            status=401,
+            count=2,
+            body={
+                "error": {
+                    "code": "InvalidAuthenticationToken",
+                    "message": "Access token has expired.",
+                }
+            },
+        )
         with pytest.raises(AuthError):
             graph.get("/users")
 
-    def test_it_follows_next_links_and_returns_the_delta_link(self, graph_settings, emulator,
-                                                              mailbox):
-        pages = graph.iter_pages(f"/users/{mailbox}/mailFolders/inbox/messages/delta",
-                                 headers={"Prefer": "odata.maxpagesize=3"})
+    def test_it_follows_next_links_and_returns_the_delta_link(
+        self, graph_settings, emulator, mailbox
+    ):
+        pages = graph.iter_pages(
+            f"/users/{mailbox}/mailFolders/inbox/messages/delta",
+            headers={"Prefer": "odata.maxpagesize=3"},
+        )
         ids = [item["id"] for page in pages for item in page["value"]]
         assert pages.pages >= 2 and len(ids) == len(set(ids)) >= 4
         assert pages.delta_link and "deltatoken" in pages.delta_link.lower()
@@ -225,8 +269,9 @@ class TestAgainstEmulator:
         subjects = [i.get("subject") for i in again.items()]
         assert "Tyre pressure alert" in subjects and again.delta_link
 
-    def test_an_expired_delta_token_raises_delta_token_expired(self, graph_settings, emulator,
-                                                               mailbox):
+    def test_an_expired_delta_token_raises_delta_token_expired(
+        self, graph_settings, emulator, mailbox
+    ):
         pages = graph.iter_pages(f"/users/{mailbox}/mailFolders/inbox/messages/delta")
         list(pages)
         emulator.control.expire_delta_tokens(mailbox)
@@ -246,19 +291,23 @@ class TestAgainstEmulator:
         assert GraphCall.objects.filter(route="/$batch").count() == 2
 
     def test_batch_retries_throttled_inner_requests(self, graph_settings, emulator, mailbox):
-        emulator.control.inject_fault(path=f"/users/{mailbox}/mailFolders", kind="429",
-                                      retry_after=1, count=1)
-        results = graph.batch([
-            {"id": "a", "method": "GET", "url": f"/users/{mailbox}/mailFolders"},
-            {"id": "b", "method": "GET", "url": "/users?$top=1"},
-        ])
+        emulator.control.inject_fault(
+            path=f"/users/{mailbox}/mailFolders", kind="429", retry_after=1, count=1
+        )
+        results = graph.batch(
+            [
+                {"id": "a", "method": "GET", "url": f"/users/{mailbox}/mailFolders"},
+                {"id": "b", "method": "GET", "url": "/users?$top=1"},
+            ]
+        )
         assert [r.status for r in results] == [200, 200]
         batches = emulator.control.requests_log(path=r"/\$batch$")
         assert len(batches) == 2
         assert batches[1]["monotonic"] - batches[0]["monotonic"] >= 1
 
-    def test_local_budget_stops_before_graph_would_throttle(self, graph_settings, emulator,
-                                                            mailbox):
+    def test_local_budget_stops_before_graph_would_throttle(
+        self, graph_settings, emulator, mailbox
+    ):
         graph_settings.GRAPH_MAILBOX_BUDGET_PER_10_MIN = 3
         graph_settings.GRAPH_MAX_IN_PROCESS_WAIT_SECONDS = 1
         for _ in range(3):
@@ -272,8 +321,9 @@ class TestAgainstEmulator:
 @pytest.mark.django_db(transaction=True)
 def test_no_more_than_the_limit_in_flight_per_mailbox(graph_settings, emulator, mailbox):
     graph_settings.GRAPH_MAX_IN_FLIGHT_PER_MAILBOX = 2
-    emulator.control.inject_fault(path=f"/users/{mailbox}/mailFolders", kind="latency",
-                                  latency_ms=300)
+    emulator.control.inject_fault(
+        path=f"/users/{mailbox}/mailFolders", kind="latency", latency_ms=300
+    )
     errors: list[BaseException] = []
 
     def call() -> None:

@@ -11,8 +11,9 @@ pytestmark = pytest.mark.django_db
 
 
 def test_a_429_is_shared_with_other_processes(graph_settings, emulator, mailbox):
-    emulator.control.inject_fault(path=f"/users/{mailbox}/messages", kind="429",
-                                  retry_after=2, count=1)
+    emulator.control.inject_fault(
+        path=f"/users/{mailbox}/messages", kind="429", retry_after=2, count=1
+    )
     graph.get(f"/users/{mailbox}/messages", params={"$top": "1"})
     row = SendBudget.objects.get(key=graph.SHARED_WINDOW_PREFIX + mailbox.lower())
     assert row.blocked_until is not None
@@ -25,5 +26,4 @@ def test_a_window_recorded_by_another_process_is_honoured(graph_settings, emulat
     started = time.monotonic()
     graph.get(f"/users/{mailbox}/messages", params={"$top": "1"})
     assert time.monotonic() - started >= 1.9
-    assert [e["status"] for e in emulator.control.requests_log(path=f"/users/{mailbox}/")] \
-        == [200]
+    assert [e["status"] for e in emulator.control.requests_log(path=f"/users/{mailbox}/")] == [200]

@@ -48,8 +48,9 @@ def test_reauthorization_required_reauthorizes(mail_sub, emulator, drain):
 
 def test_reauthorization_past_half_life_renews(mail_sub, emulator, drain):
     Subscription.objects.filter(pk=mail_sub.pk).update(
-        lifetime_started_at=mail_sub.lifetime_started_at - (mail_sub.expiration
-                                                            - mail_sub.lifetime_started_at))
+        lifetime_started_at=mail_sub.lifetime_started_at
+        - (mail_sub.expiration - mail_sub.lifetime_started_at)
+    )
     emulator.control.fire_lifecycle(mail_sub.graph_id, "reauthorizationRequired")
     event = wait_event("reauthorizationRequired")
     drain()

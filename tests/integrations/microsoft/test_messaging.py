@@ -44,8 +44,9 @@ def people(tenant) -> tuple[str, str]:
 
 @pytest.fixture
 def bot(tenant, emulator) -> dict[str, Any]:
-    return next(u for u in tenant["users"]
-                if u["userPrincipalName"] == emulator.service_account_upn)
+    return next(
+        u for u in tenant["users"] if u["userPrincipalName"] == emulator.service_account_upn
+    )
 
 
 @pytest.fixture
@@ -58,7 +59,8 @@ def connect_sender(emulator, user) -> None:
     actor = Actor(kind="user", name=user.username, role="admin", user=user)
     redirect_uri = "http://127.0.0.1:8000/console/credentials/teams-sender/callback"
     auth_url, flow = auth.start_delegated_connect(
-        redirect_uri, login_hint=emulator.service_account_upn, prompt=None)
+        redirect_uri, login_hint=emulator.service_account_upn, prompt=None
+    )
     response = emulator.session().get(auth_url, allow_redirects=False, timeout=10)
     params = {k: v[0] for k, v in parse_qs(urlsplit(response.headers["Location"]).query).items()}
     auth.complete_delegated_connect(actor, flow, params)
@@ -74,8 +76,11 @@ def mails(emulator, subject: str) -> list[dict[str, Any]]:
 
 
 def posts(emulator, text: str) -> list[dict[str, Any]]:
-    return [m for m in emulator.control.sent_messages()
-            if m["kind"] in ("chat", "channel") and text in str(m["body"])]
+    return [
+        m
+        for m in emulator.control.sent_messages()
+        if m["kind"] in ("chat", "channel") and text in str(m["body"])
+    ]
 
 
 def crash_after(monkeypatch, method: str, path_suffix: str) -> None:
@@ -96,22 +101,33 @@ def crash_after(monkeypatch, method: str, path_suffix: str) -> None:
 
 def tagged_items(emulator, sender: str, key: str) -> list[dict[str, Any]]:
     token = emulator.token()
-    flt = (f"singleValueExtendedProperties/Any(ep: ep/id eq '{messaging.TAG_PROPERTY_ID}' "
-           f"and ep/value eq '{key}')")
-    return emulator.session().get(
-        f"{emulator.graph_url}/users/{sender}/messages", params={"$filter": flt},
-        headers={"Authorization": f"Bearer {token}"}, timeout=10).json()["value"]
+    flt = (
+        f"singleValueExtendedProperties/Any(ep: ep/id eq '{messaging.TAG_PROPERTY_ID}' "
+        f"and ep/value eq '{key}')"
+    )
+    return (
+        emulator.session()
+        .get(
+            f"{emulator.graph_url}/users/{sender}/messages",
+            params={"$filter": flt},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        .json()["value"]
+    )
 
 
 class TestMail:
     def test_a_mail_is_sent_once_as_a_tagged_draft(self, graph_settings, emulator, people):
         sender, to = people
-        message = messaging.send_mail(sender, [to], "Route R7 closed", "Use R9.",
-                                      idempotency_key="ticket-7")
+        message = messaging.send_mail(
+            sender, [to], "Route R7 closed", "Use R9.", idempotency_key="ticket-7"
+        )
         assert message.status == "queued" and message.job.idempotency_key == "msg:ticket-7"
         # The same key again: the same message, no second job.
-        again = messaging.send_mail(sender, [to], "Route R7 closed", "Use R9.",
-                                    idempotency_key="ticket-7")
+        again = messaging.send_mail(
+            sender, [to], "Route R7 closed", "Use R9.", idempotency_key="ticket-7"
+        )
         assert again.pk == message.pk and Job.objects.count() == 1
 
         assert run_queued() == ["succeeded"]
@@ -121,14 +137,16 @@ class TestMail:
         sent = mails(emulator, "Route R7 closed")
         assert len(sent) == 1 and sent[0]["via"] == "draft.send" and sent[0]["to"] == [to]
         assert sent[0]["singleValueExtendedProperties"] == [
-            {"id": messaging.TAG_PROPERTY_ID, "value": "msg:ticket-7"}]
+            {"id": messaging.TAG_PROPERTY_ID, "value": "msg:ticket-7"}
+        ]
         # The sent item keeps the tag: that is how a retry recognises it.
         items = tagged_items(emulator, sender, "msg:ticket-7")
         assert [i["isDraft"] for i in items] == [False]
         assert Job.objects.get().status == "succeeded"
 
-    def test_a_crash_after_the_draft_sends_that_draft_once(self, graph_settings, emulator,
-                                                           people, monkeypatch):
+    def test_a_crash_after_the_draft_sends_that_draft_once(
+        self, graph_settings, emulator, people, monkeypatch
+    ):
         sender, to = people
         message = messaging.send_mail(sender, to, "Brake pads late", "Friday.")
         crash_after(monkeypatch, "POST", "/messages")
@@ -137,13 +155,13 @@ class TestMail:
             run_queued()
         message.refresh_from_db()
         assert message.step == "draft_requested" and not message.graph_draft_id
-        assert [i["isDraft"] for i in tagged_items(emulator, sender,
-                                                   message.idempotency_key)] == [True]
+        assert [i["isDraft"] for i in tagged_items(emulator, sender, message.idempotency_key)] == [
+            True
+        ]
         assert mails(emulator, "Brake pads late") == []
 
         # The worker is gone: the watchdog counts the run as lost and the retry runs.
-        Job.objects.filter(pk=job_id).update(lease_expires_at=timezone.now()
-                                             - timedelta(seconds=1))
+        Job.objects.filter(pk=job_id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
         assert requeue_lost_jobs() == 1
         Job.objects.filter(pk=job_id).update(next_attempt_at=timezone.now())
         assert release_due_jobs() == 1
@@ -152,17 +170,22 @@ class TestMail:
         message.refresh_from_db()
         assert message.status == "sent"
         assert len(mails(emulator, "Brake pads late")) == 1
-        drafts_created = emulator.control.requests_log(path=r"/users/[^/]+/messages$",
-                                                       method="POST")
+        drafts_created = emulator.control.requests_log(
+            path=r"/users/[^/]+/messages$", method="POST"
+        )
         assert len(drafts_created) == 1  # the existing draft was reused
-        assert [i["isDraft"] for i in tagged_items(emulator, sender,
-                                                   message.idempotency_key)] == [False]
+        assert [i["isDraft"] for i in tagged_items(emulator, sender, message.idempotency_key)] == [
+            False
+        ]
         job = Job.objects.get(pk=job_id)
         assert job.runs == 2 and list(job.attempt_log.values_list("outcome", flat=True)) == [
-            "lost", "succeeded"]
+            "lost",
+            "succeeded",
+        ]
 
-    def test_a_crash_after_the_send_finds_the_sent_item(self, graph_settings, emulator, people,
-                                                        monkeypatch):
+    def test_a_crash_after_the_send_finds_the_sent_item(
+        self, graph_settings, emulator, people, monkeypatch
+    ):
         sender, to = people
         message = messaging.send_mail(sender, to, "Tyre check done", "All fine.")
         crash_after(monkeypatch, "POST", "/send")
@@ -181,7 +204,8 @@ class TestMail:
         assert messaging.deliver(message.pk) == "already-sent"
 
     def test_a_crash_before_the_send_left_graph_waits_then_sends_the_draft(
-            self, graph_settings, emulator, people, monkeypatch):
+        self, graph_settings, emulator, people, monkeypatch
+    ):
         sender, to = people
         message = messaging.send_mail(sender, to, "Yard closed", "Sunday.")
 
@@ -189,8 +213,11 @@ class TestMail:
             raise Crash("killed before the send")
 
         real = messaging._call
-        monkeypatch.setattr(messaging, "_call", lambda m, p, **kw: die() if p.endswith(
-            "/send") else real(m, p, **kw))
+        monkeypatch.setattr(
+            messaging,
+            "_call",
+            lambda m, p, **kw: die() if p.endswith("/send") else real(m, p, **kw),
+        )
         with pytest.raises(Crash):
             messaging.deliver(message.pk)
         monkeypatch.undo()
@@ -204,8 +231,9 @@ class TestMail:
         assert messaging.deliver(message.pk) == "sent"
         assert len(mails(emulator, "Yard closed")) == 1
 
-    def test_a_refused_recipient_dead_letters_with_graphs_reason(self, graph_settings,
-                                                                 emulator, people):
+    def test_a_refused_recipient_dead_letters_with_graphs_reason(
+        self, graph_settings, emulator, people
+    ):
         sender, _ = people
         emulator.control.inject_fault(path=r"/send$", kind="status", status=400, count=1)
         message = messaging.send_mail(sender, "nobody@example.com", "Bad", "x")
@@ -225,8 +253,7 @@ class TestMail:
 
 
 class TestTeams:
-    def test_a_chat_message_goes_out_as_the_sender(self, sender_connected, emulator, bot,
-                                                   bot_chat):
+    def test_a_chat_message_goes_out_as_the_sender(self, sender_connected, emulator, bot, bot_chat):
         message = messaging.send_teams_message("Truck 12 is late", chat_id=bot_chat)
         assert run_queued() == ["succeeded"]
         message.refresh_from_db()
@@ -239,15 +266,17 @@ class TestTeams:
     def test_a_channel_message_goes_out(self, sender_connected, emulator, tenant):
         team = tenant["teams"][0]
         channel = team["channels"][0]["id"]
-        message = messaging.send_teams_message("<b>Depot</b> closes at 6", team_id=team["id"],
-                                               channel_id=channel, content_type="html")
+        message = messaging.send_teams_message(
+            "<b>Depot</b> closes at 6", team_id=team["id"], channel_id=channel, content_type="html"
+        )
         assert run_queued() == ["succeeded"]
         message.refresh_from_db()
         assert message.status == "sent" and message.channel == "teams_channel"
         assert posts(emulator, "closes at 6")[0]["channel_id"] == channel
 
-    def test_a_crash_after_the_post_does_not_post_again(self, sender_connected, emulator,
-                                                        bot_chat, graph_settings, monkeypatch):
+    def test_a_crash_after_the_post_does_not_post_again(
+        self, sender_connected, emulator, bot_chat, graph_settings, monkeypatch
+    ):
         graph_settings.MESSAGING_TEAMS_SETTLE_SECONDS = 0
         other = messaging.send_teams_message("Shift swap OK", chat_id=bot_chat)
         messaging.deliver(other.pk)  # the same text, posted earlier by another message
@@ -268,8 +297,9 @@ class TestTeams:
         other.refresh_from_db()
         assert {message.graph_message_id, other.graph_message_id} == set(ids)
 
-    def test_a_retry_before_the_chat_settles_waits(self, sender_connected, emulator, bot_chat,
-                                                   graph_settings, monkeypatch):
+    def test_a_retry_before_the_chat_settles_waits(
+        self, sender_connected, emulator, bot_chat, graph_settings, monkeypatch
+    ):
         graph_settings.MESSAGING_TEAMS_SETTLE_SECONDS = 20
         message = messaging.send_teams_message("Fuel card blocked", chat_id=bot_chat)
         crash_after(monkeypatch, "POST", "/messages")
@@ -291,8 +321,9 @@ class TestTeams:
         assert posts(emulator, "From the app") == []
         assert message.job.status == "dead" and message.job.attempts == 1
 
-    def test_without_a_sender_account_the_job_dies_saying_what_to_do(self, graph_settings,
-                                                                     emulator, bot_chat):
+    def test_without_a_sender_account_the_job_dies_saying_what_to_do(
+        self, graph_settings, emulator, bot_chat
+    ):
         message = messaging.send_teams_message("Anyone there?", chat_id=bot_chat)
         assert run_queued() == ["dead"]
         message.refresh_from_db()
@@ -320,8 +351,9 @@ class TestBudgets:
         assert min(gaps) >= 0.45, gaps
         assert SendBudget.objects.filter(key=f"mail:{sender.lower()}").exists()
 
-    def test_a_far_slot_is_reserved_and_the_job_comes_back_then(self, graph_settings,
-                                                                emulator, people):
+    def test_a_far_slot_is_reserved_and_the_job_comes_back_then(
+        self, graph_settings, emulator, people
+    ):
         graph_settings.MESSAGING_MAIL_PER_MINUTE = 2  # one send every 30 s
         sender, to = people
         first = messaging.send_mail(sender, to, "First", "x")
@@ -336,8 +368,9 @@ class TestBudgets:
         assert abs((job.next_attempt_at - second.budget_slot_at).total_seconds()) < 4
         assert len(mails(emulator, "Second")) == 0 and first.pk
 
-    def test_teams_posts_keep_to_one_per_second_per_chat(self, sender_connected, emulator,
-                                                         bot_chat):
+    def test_teams_posts_keep_to_one_per_second_per_chat(
+        self, sender_connected, emulator, bot_chat
+    ):
         for i in range(3):
             messaging.send_teams_message(f"Tick {i}", chat_id=bot_chat)
         assert run_queued() == ["succeeded"] * 3
@@ -358,8 +391,7 @@ class TestBudgets:
         message.refresh_from_db()
         assert message.status == "sent" and len(mails(emulator, "After a 429")) == 1
 
-    def test_a_long_retry_after_goes_back_to_the_job_layer(self, graph_settings, emulator,
-                                                           people):
+    def test_a_long_retry_after_goes_back_to_the_job_layer(self, graph_settings, emulator, people):
         sender, to = people
         emulator.control.inject_fault(path=r"/send$", kind="429", retry_after=120, count=1)
         message = messaging.send_mail(sender, to, "Long wait", "x")

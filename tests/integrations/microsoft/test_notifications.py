@@ -32,8 +32,9 @@ def subscribed(webhook_settings, monitored, emulator, drain):
 
 
 def test_new_mail_arrives_and_is_synced(subscribed, emulator, emulator_user, drain):
-    mail = emulator.control.create_mail(emulator_user["userPrincipalName"],
-                                        subject="Truck 42 is late")
+    mail = emulator.control.create_mail(
+        emulator_user["userPrincipalName"], subject="Truck 42 is late"
+    )
     row = wait_for(lambda: NotificationInbox.objects.filter(kind="messages").first())
     assert row.change_type == "created" and row.resource_id == mail["id"]
     drain()
@@ -48,8 +49,9 @@ def test_new_chat_message_arrives_and_is_synced(subscribed, emulator, emulator_u
     tenant = emulator.control.tenant()
     chat = next(c for c in tenant["chats"] if emulator_user["id"] in c["members"])
     sender = next(m for m in chat["members"] if m != emulator_user["id"])
-    message = emulator.control.create_chat_message(body="<p>Loading dock 3</p>",
-                                                   chat_id=chat["id"], **{"from": sender})
+    message = emulator.control.create_chat_message(
+        body="<p>Loading dock 3</p>", chat_id=chat["id"], **{"from": sender}
+    )
     wait_for(lambda: NotificationInbox.objects.filter(kind="chatMessages").exists())
     drain()
     item = SyncedItem.objects.get(kind="chatMessages", graph_id=message["id"])
@@ -69,8 +71,9 @@ def test_a_burst_is_coalesced_into_few_delta_runs(subscribed, emulator, emulator
     assert SyncedItem.objects.filter(summary__startswith="burst").count() == 5
 
 
-def test_with_realtime_sync_off_the_state_is_only_marked_due(subscribed, emulator,
-                                                             emulator_user, drain):
+def test_with_realtime_sync_off_the_state_is_only_marked_due(
+    subscribed, emulator, emulator_user, drain
+):
     registry.set_value(Actor.system("test"), "ENABLE_REALTIME_SYNC", False)
     registry.clear_cache()
     emulator.control.create_mail(emulator_user["userPrincipalName"], subject="later")

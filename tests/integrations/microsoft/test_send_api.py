@@ -35,26 +35,38 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def fleet_api(db) -> str:
-    return service_clients.create_client(Actor.system("tests"), "fleet-api",
-                                         ["messages:send", "messages:read"])[1]
+    return service_clients.create_client(
+        Actor.system("tests"), "fleet-api", ["messages:send", "messages:read"]
+    )[1]
 
 
 def send(client, token, body, key):
-    return client.post("/api/messages", data=json.dumps(body), content_type="application/json",
-                       HTTP_AUTHORIZATION=f"Bearer {token}", HTTP_IDEMPOTENCY_KEY=key)
+    return client.post(
+        "/api/messages",
+        data=json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+        HTTP_IDEMPOTENCY_KEY=key,
+    )
 
 
 def status_of(client, token, message_id):
-    return client.get(f"/api/messages/{message_id}",
-                      HTTP_AUTHORIZATION=f"Bearer {token}").json()
+    return client.get(f"/api/messages/{message_id}", HTTP_AUTHORIZATION=f"Bearer {token}").json()
 
 
 def test_mail_through_the_api_reaches_graph_once_despite_a_retry_and_a_dead_worker(
-        client, graph_settings, emulator, people, fleet_api, monkeypatch):  # noqa: F811
+    client, graph_settings, emulator, people, fleet_api, monkeypatch
+):
     sender, to = people
     MonitoredUser.objects.create(identifier=sender)
-    body = {"channel": "mail", "from": sender, "to": [to], "subject": "Depot 4 closed",
-            "body": "Go to depot 5.", "importance": "high"}
+    body = {
+        "channel": "mail",
+        "from": sender,
+        "to": [to],
+        "subject": "Depot 4 closed",
+        "body": "Go to depot 5.",
+        "importance": "high",
+    }
     first = send(client, fleet_api, body, "ticket-4711")
     assert first.status_code == 202
     message_id = first.json()["id"]
@@ -90,14 +102,35 @@ def test_mail_through_the_api_reaches_graph_once_despite_a_retry_and_a_dead_work
 
 
 def test_a_teams_chat_message_and_a_one_on_one_to_a_user_go_out_once(
-        client, sender_connected, emulator, tenant, bot, bot_chat,  # noqa: F811
-        fleet_api):
-    chat = send(client, fleet_api, {"channel": "teams", "chatId": bot_chat,
-                                    "body": "Truck 9 arrived"}, "t-1")
-    driver = next(u for u in tenant["users"] if u["id"] != bot["id"]
-                  and not u["userPrincipalName"].startswith("fleet.bot"))
-    direct = send(client, fleet_api, {"channel": "teams", "toUser": driver["userPrincipalName"],
-                                      "body": "Your shift starts at 6"}, "t-2")
+    client,
+    sender_connected,
+    emulator,
+    tenant,
+    bot,
+    bot_chat,
+    fleet_api,
+):
+    chat = send(
+        client,
+        fleet_api,
+        {"channel": "teams", "chatId": bot_chat, "body": "Truck 9 arrived"},
+        "t-1",
+    )
+    driver = next(
+        u
+        for u in tenant["users"]
+        if u["id"] != bot["id"] and not u["userPrincipalName"].startswith("fleet.bot")
+    )
+    direct = send(
+        client,
+        fleet_api,
+        {
+            "channel": "teams",
+            "toUser": driver["userPrincipalName"],
+            "body": "Your shift starts at 6",
+        },
+        "t-2",
+    )
     assert chat.status_code == 202 and direct.status_code == 202, direct.content
     assert sorted(run_queued_jobs()) == ["succeeded", "succeeded"]
     assert len(posts(emulator, "Truck 9 arrived")) == 1
@@ -107,16 +140,25 @@ def test_a_teams_chat_message_and_a_one_on_one_to_a_user_go_out_once(
     assert message.status == "sent" and message.chat_id == sent[0]["chat_id"]
     assert driver["id"] in message.chat_id and bot["id"] in message.chat_id
     # A second message to the same user lands in the same 1:1 chat.
-    send(client, fleet_api, {"channel": "teams", "toUser": driver["userPrincipalName"],
-                             "body": "And bring the keys"}, "t-3")
+    send(
+        client,
+        fleet_api,
+        {"channel": "teams", "toUser": driver["userPrincipalName"], "body": "And bring the keys"},
+        "t-3",
+    )
     run_queued_jobs()
     assert posts(emulator, "And bring the keys")[0]["chat_id"] == message.chat_id
 
 
 def test_an_unknown_chat_is_the_messages_failure_not_a_500(
-        client, sender_connected, emulator, fleet_api):  # noqa: F811
-    response = send(client, fleet_api, {"channel": "teams", "chatId": "19:nope@thread.v2",
-                                        "body": "hello?"}, "t-9")
+    client, sender_connected, emulator, fleet_api
+):
+    response = send(
+        client,
+        fleet_api,
+        {"channel": "teams", "chatId": "19:nope@thread.v2", "body": "hello?"},
+        "t-9",
+    )
     assert response.status_code == 202
     run_queued_jobs()
     state = status_of(client, fleet_api, response.json()["id"])

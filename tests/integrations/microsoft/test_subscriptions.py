@@ -33,8 +33,10 @@ def subscribed(webhook_settings, monitored, drain):
 
 
 def remote_expirations(emulator):
-    return {s["id"]: subscriptions.parse_graph_datetime(s["expirationDateTime"])
-            for s in emulator.control.subscriptions()}
+    return {
+        s["id"]: subscriptions.parse_graph_datetime(s["expirationDateTime"])
+        for s in emulator.control.subscriptions()
+    }
 
 
 def test_lifetimes_respect_graph_maxima():
@@ -51,8 +53,9 @@ def test_the_schedule_renews_each_subscription_past_half_life(subscribed, emulat
     emulator.control.advance_clock(minutes * 60)
     with time_machine.travel(timezone.now() + timedelta(minutes=minutes), tick=True):
         summary = subscriptions.maintain()
-        assert summary.renewed == [subscriptions._label(teams.monitored_user, "chatMessages",
-                                                        teams.graph_id)]
+        assert summary.renewed == [
+            subscriptions._label(teams.monitored_user, "chatMessages", teams.graph_id)
+        ]
         teams.refresh_from_db()
         assert teams.expiration > timezone.now() + timedelta(minutes=4_000)
         assert remote_expirations(emulator)[teams.graph_id] == teams.expiration
@@ -78,8 +81,9 @@ def test_the_schedule_recreates_one_that_expired_in_graph(subscribed, emulator, 
     assert len(summary.recreated) == 1 and len(summary.unchanged) == 1  # mail: not due yet
     teams.refresh_from_db()
     assert teams.state == "removed" and teams.replaced_by.state == "active"
-    catch_up = Job.objects.filter(job_type="graph.sync_delta",
-                                  payload__trigger="subscription:vanished")
+    catch_up = Job.objects.filter(
+        job_type="graph.sync_delta", payload__trigger="subscription:vanished"
+    )
     assert catch_up.exists()
 
 
@@ -89,8 +93,9 @@ def test_the_schedule_enqueues_one_maintenance_job_per_slot(db):
 
 
 class TestOperatorActions:
-    def test_renew_recreate_delete_need_operator_and_are_audited(self, subscribed, emulator,
-                                                                 sam_support, otto_operator):
+    def test_renew_recreate_delete_need_operator_and_are_audited(
+        self, subscribed, emulator, sam_support, otto_operator
+    ):
         support = Actor(kind="user", name="sam", role="support", user=sam_support)
         operator = Actor(kind="user", name="otto", role="operator", user=otto_operator)
         mail = subscribed["messages"]
@@ -103,21 +108,27 @@ class TestOperatorActions:
         assert mail.graph_id not in {s["id"] for s in emulator.control.subscriptions()}
         subscriptions.delete(operator, new.pk)
         assert new.graph_id not in {s["id"] for s in emulator.control.subscriptions()}
-        actions = list(AuditEvent.objects.filter(actor_name="otto").values_list("action",
-                                                                                flat=True))
-        assert sorted(actions) == ["subscription.delete", "subscription.recreate",
-                                   "subscription.renew"]
+        actions = list(
+            AuditEvent.objects.filter(actor_name="otto").values_list("action", flat=True)
+        )
+        assert sorted(actions) == [
+            "subscription.delete",
+            "subscription.recreate",
+            "subscription.renew",
+        ]
 
     def test_setup_needs_setup_subscriptions(self, webhook_settings, sam_support, monitored):
         with pytest.raises(PermissionDenied):
             subscriptions.setup(Actor(kind="user", name="sam", role="support", user=sam_support))
         assert AuditEvent.objects.get(action="webhooks.setup").outcome == "denied"
 
-    def test_monitored_users_are_resolved_by_upn(self, webhook_settings, emulator_user,
-                                                 otto_operator):
+    def test_monitored_users_are_resolved_by_upn(
+        self, webhook_settings, emulator_user, otto_operator
+    ):
         operator = Actor(kind="user", name="otto", role="operator", user=otto_operator)
-        user = subscriptions.add_monitored_user(operator, emulator_user["userPrincipalName"],
-                                                chat_messages=False)
+        user = subscriptions.add_monitored_user(
+            operator, emulator_user["userPrincipalName"], chat_messages=False
+        )
         assert user.graph_id == emulator_user["id"] and user.kinds == ["messages"]
         with pytest.raises(ValueError, match="does not know"):
             subscriptions.add_monitored_user(operator, "nobody@fleetdemo.onmicrosoft.com")
@@ -129,4 +140,5 @@ class TestOperatorActions:
         summary = subscriptions.setup(Actor.system("test"))
         assert len(summary.deleted) == 1 and len(summary.unchanged) == 1
         assert {s["resource"] for s in emulator.control.subscriptions()} == {
-            subscribed["messages"].resource}
+            subscribed["messages"].resource
+        }

@@ -28,8 +28,11 @@ def mail_state(graph_settings, monitored):
 
 
 def live_ids(user, kind="messages"):
-    return set(SyncedItem.objects.filter(monitored_user=user, kind=kind, removed_at__isnull=True)
-               .values_list("graph_id", flat=True))
+    return set(
+        SyncedItem.objects.filter(
+            monitored_user=user, kind=kind, removed_at__isnull=True
+        ).values_list("graph_id", flat=True)
+    )
 
 
 def inbox_ids(emulator, user_id):
@@ -38,17 +41,21 @@ def inbox_ids(emulator, user_id):
     url = f"{emulator.graph_url}/users/{user_id}/mailFolders/inbox/messages"
     ids = set()
     while url:
-        page = session.get(url, headers={"Authorization": f"Bearer {token}"},
-                           params=None if "skiptoken" in url else {"$top": 100}, timeout=10
-                           ).json()
+        page = session.get(
+            url,
+            headers={"Authorization": f"Bearer {token}"},
+            params=None if "skiptoken" in url else {"$top": 100},
+            timeout=10,
+        ).json()
         ids |= {m["id"] for m in page["value"]}
         url = page.get("@odata.nextLink")
     return ids
 
 
 class TestRounds:
-    def test_a_first_round_is_full_and_pages_with_maxpagesize(self, mail_state, monitored,
-                                                              emulator):
+    def test_a_first_round_is_full_and_pages_with_maxpagesize(
+        self, mail_state, monitored, emulator
+    ):
         run = sync.run(mail_state.pk, trigger="test")
         assert run.kind == "full" and run.outcome == "succeeded"
         expected = inbox_ids(emulator, monitored.graph_id)
@@ -61,8 +68,9 @@ class TestRounds:
         assert len(log) == run.pages
         assert GraphCall.objects.filter(route__endswith="/messages/delta").count() == run.pages
 
-    def test_a_delta_round_applies_adds_updates_and_removals(self, mail_state, monitored,
-                                                             emulator, emulator_user):
+    def test_a_delta_round_applies_adds_updates_and_removals(
+        self, mail_state, monitored, emulator, emulator_user
+    ):
         sync.run(mail_state.pk)
         upn = emulator_user["userPrincipalName"]
         new = emulator.control.create_mail(upn, subject="new one")
@@ -92,8 +100,11 @@ class TestRounds:
         assert first.added == count
 
     def test_applying_the_same_page_twice_is_harmless(self, mail_state):
-        page = [{"id": "a", "subject": "A"}, {"id": "b", "subject": "B"},
-                {"id": "c", "@removed": {"reason": "deleted"}}]
+        page = [
+            {"id": "a", "subject": "A"},
+            {"id": "b", "subject": "B"},
+            {"id": "c", "@removed": {"reason": "deleted"}},
+        ]
         assert sync.apply_page(mail_state, page) == (2, 0, 0)
         assert sync.apply_page(mail_state, page) == (0, 0, 0)
         assert sync.apply_page(mail_state, [{"id": "a", "isRead": True}]) == (0, 1, 0)
@@ -108,8 +119,9 @@ class TestRounds:
         assert run.outcome == "succeeded" and run.added > 0
         assert SyncedItem.objects.filter(kind="chatMessages").count() == run.added
 
-    def test_a_soft_deleted_teams_message_is_marked_deleted(self, graph_settings, monitored,
-                                                            emulator):
+    def test_a_soft_deleted_teams_message_is_marked_deleted(
+        self, graph_settings, monitored, emulator
+    ):
         state = sync.ensure_state(monitored.pk, "chatMessages")
         sync.run(state.pk)
         item = SyncedItem.objects.filter(kind="chatMessages", removed_at__isnull=True).first()
@@ -122,14 +134,18 @@ class TestRounds:
         item.refresh_from_db()
         assert item.removed_at is not None
         # A replay of the same soft-deleted entry changes nothing.
-        deleted = {"id": item.graph_id, "deletedDateTime": "2026-01-01T00:00:00Z",
-                   "body": {"content": ""}}
+        deleted = {
+            "id": item.graph_id,
+            "deletedDateTime": "2026-01-01T00:00:00Z",
+            "body": {"content": ""},
+        }
         assert sync.apply_page(state, [deleted]) == (0, 0, 0)
 
 
 class TestRecovery:
-    def test_an_expired_token_starts_an_automatic_full_resync(self, mail_state, monitored,
-                                                              emulator, emulator_user):
+    def test_an_expired_token_starts_an_automatic_full_resync(
+        self, mail_state, monitored, emulator, emulator_user
+    ):
         sync.run(mail_state.pk)
         before = live_ids(monitored)
         # A message deleted while the token is dead: only the full round's sweep sees it.
@@ -145,8 +161,9 @@ class TestRecovery:
         state = SyncState.objects.get(pk=mail_state.pk)
         assert state.round_kind == "auto_reset" and state.delta_link
 
-    def test_a_crash_mid_round_resumes_from_the_checkpoint(self, mail_state, monitored,
-                                                           emulator, graph_settings):
+    def test_a_crash_mid_round_resumes_from_the_checkpoint(
+        self, mail_state, monitored, emulator, graph_settings
+    ):
         graph_settings.GRAPH_MAX_RETRIES = 0
         graph_settings.SYNC_PAGE_SIZE = 2
         first = sync.run(mail_state.pk, max_pages=2)  # stops after 2 pages (continuation)
@@ -163,12 +180,12 @@ class TestRecovery:
         resumed = sync.run(mail_state.pk)
         assert resumed.resumed and resumed.kind == "full" and resumed.outcome == "succeeded"
         assert len(emulator.control.requests_log(since=seen, path="/messages/delta")) == (
-            resumed.pages)
+            resumed.pages
+        )
         assert first.added + resumed.added == len(live_ids(monitored))
         assert live_ids(monitored) == inbox_ids(emulator, monitored.graph_id)
 
-    def test_a_run_stops_when_its_state_is_reset_underneath(self, mail_state, monitored,
-                                                            emulator):
+    def test_a_run_stops_when_its_state_is_reset_underneath(self, mail_state, monitored, emulator):
         sync.run(mail_state.pk, max_pages=1)
         # A concurrent claim is refused while the lease is held.
         sync._claim(mail_state.pk, "other", None)
@@ -180,11 +197,15 @@ class TestRecovery:
 
 
 class TestOperations:
-    def test_delta_now_requires_sync_delta_and_is_audited(self, mail_state, monitored,
-                                                          vera_viewer, sam_support, drain):
+    def test_delta_now_requires_sync_delta_and_is_audited(
+        self, mail_state, monitored, vera_viewer, sam_support, drain
+    ):
         with pytest.raises(PermissionDenied):
-            sync.delta_now(Actor(kind="user", name="vera", role="viewer", user=vera_viewer),
-                           monitored.pk, "messages")
+            sync.delta_now(
+                Actor(kind="user", name="vera", role="viewer", user=vera_viewer),
+                monitored.pk,
+                "messages",
+            )
         support = Actor(kind="user", name="sam", role="support", user=sam_support)
         job = sync.delta_now(support, monitored.pk, "messages")
         assert sync.delta_now(support, monitored.pk, "messages") == job  # coalesced
@@ -194,8 +215,9 @@ class TestOperations:
         job.refresh_from_db()
         assert job.status == "succeeded" and job.result["kind"] == "full"
 
-    def test_full_and_reset_require_operator(self, mail_state, monitored, sam_support,
-                                             otto_operator, drain):
+    def test_full_and_reset_require_operator(
+        self, mail_state, monitored, sam_support, otto_operator, drain
+    ):
         support = Actor(kind="user", name="sam", role="support", user=sam_support)
         operator = Actor(kind="user", name="otto", role="operator", user=otto_operator)
         with pytest.raises(PermissionDenied):
@@ -210,10 +232,13 @@ class TestOperations:
         run = SyncRun.objects.order_by("-id").first()
         assert run.kind == "full" and run.outcome == "succeeded"
         assert {e.action for e in AuditEvent.objects.filter(outcome="success")} >= {
-            "sync.reset", "sync.full"}
+            "sync.reset",
+            "sync.full",
+        }
 
     def test_interval_schedule_queues_one_job_per_user_and_kind_per_slot(
-            self, graph_settings, monitored):
+        self, graph_settings, monitored
+    ):
         graph_settings.SYNC_SPREAD_SECONDS = 0
         assert sync.enqueue_interval_syncs() == 2
         assert sync.enqueue_interval_syncs() == 2  # same slot: the same jobs

@@ -37,8 +37,9 @@ webhook_settings = webhook_support.webhook_settings
 @pytest.fixture(scope="module")
 def other_tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
     """A second tenant: another emulator process with other ids (another seed)."""
-    with RunningEmulator(state_dir=tmp_path_factory.mktemp("other-tenant"),
-                         extra_args=["--seed", "7"]) as emu:
+    with RunningEmulator(
+        state_dir=tmp_path_factory.mktemp("other-tenant"), extra_args=["--seed", "7"]
+    ) as emu:
         yield emu
 
 
@@ -67,8 +68,7 @@ class TestCredentialBelongsToItsApp:
     def test_the_two_emulators_are_different_tenants(self, emulator, b):
         assert emulator.tenant_id != b.tenant_id and emulator.client_id != b.client_id
 
-    def test_stored_credentials_record_tenant_and_client(self, graph_settings, emulator,
-                                                         ada_admin):
+    def test_stored_credentials_record_tenant_and_client(self, graph_settings, emulator, ada_admin):
         auth.app_token()  # bootstraps from MICROSOFT_CLIENT_SECRET
         boot = Credential.objects.get(state="active")
         assert (boot.tenant_id, boot.client_id) == (emulator.tenant_id, emulator.client_id)
@@ -79,18 +79,20 @@ class TestCredentialBelongsToItsApp:
         assert event.params["tenant_id"] == emulator.tenant_id
 
     def test_a_secret_of_another_tenant_stops_token_acquisition_without_a_request(
-            self, graph_settings, emulator, b):
+        self, graph_settings, emulator, b
+    ):
         auth.app_token()
         _point_settings_at(graph_settings, b)  # the store still holds the demo's secret
         before_a, before_b = _log_size(emulator), _log_size(b)
-        expected = (f"the stored secret is for tenant {emulator.tenant_id} / client "
-                    f"{emulator.client_id}; run connect_tenant")
+        expected = (
+            f"the stored secret is for tenant {emulator.tenant_id} / client "
+            f"{emulator.client_id}; run connect_tenant"
+        )
         with pytest.raises(TokenError, match=expected):
             auth.app_token()
         assert _log_size(emulator) == before_a and _log_size(b) == before_b
 
-    def test_verify_and_the_dashboard_say_so(self, graph_settings, emulator, b, client,
-                                             ada_admin):
+    def test_verify_and_the_dashboard_say_so(self, graph_settings, emulator, b, client, ada_admin):
         auth.app_token()
         _point_settings_at(graph_settings, b)
         results = {r.name: r for r in run_checks(timeout=3)}
@@ -101,11 +103,13 @@ class TestCredentialBelongsToItsApp:
         page = client.get("/").content.decode()
         assert f"the stored secret is for tenant {emulator.tenant_id}" in page
 
-    def test_a_pending_secret_of_another_tenant_fails_verification(self, graph_settings,
-                                                                   emulator, b, ada_admin):
+    def test_a_pending_secret_of_another_tenant_fails_verification(
+        self, graph_settings, emulator, b, ada_admin
+    ):
         actor = Actor(kind="user", name="ada-admin", role="admin", user=ada_admin)
-        added = credentials.add_secret(actor, emulator.control.add_secret(
-            emulator.client_id)["secretText"], "for A")
+        added = credentials.add_secret(
+            actor, emulator.control.add_secret(emulator.client_id)["secretText"], "for A"
+        )
         _point_settings_at(graph_settings, b)
         before = _log_size(emulator)
         outcome = credentials.verify_secret(actor, added.pk)
@@ -116,23 +120,40 @@ class TestCredentialBelongsToItsApp:
 def _dotenv(tmp_path: Path, emu: RunningEmulator) -> Path:
     """The demo's .env, as `make run` writes it."""
     path = tmp_path / ".env"
-    values = {"MICROSOFT_TENANT_ID": emu.tenant_id, "MICROSOFT_CLIENT_ID": emu.client_id,
-              "MICROSOFT_CLIENT_SECRET": emu.client_secret,
-              "MICROSOFT_AUTHORITY_HOST": emu.authority_host,
-              "MICROSOFT_GRAPH_URL": emu.graph_url, "MICROSOFT_CA_BUNDLE": emu.ca_path}
+    values = {
+        "MICROSOFT_TENANT_ID": emu.tenant_id,
+        "MICROSOFT_CLIENT_ID": emu.client_id,
+        "MICROSOFT_CLIENT_SECRET": emu.client_secret,
+        "MICROSOFT_AUTHORITY_HOST": emu.authority_host,
+        "MICROSOFT_GRAPH_URL": emu.graph_url,
+        "MICROSOFT_CA_BUNDLE": emu.ca_path,
+    }
     path.write_text("DEBUG=true\n" + "".join(f"{k}={v}\n" for k, v in values.items()))
     return path
 
 
-def connect(emu: RunningEmulator, tmp_path: Path, *extra: str,
-            secret: str | None = None) -> str:
+def connect(emu: RunningEmulator, tmp_path: Path, *extra: str, secret: str | None = None) -> str:
     secret_file = tmp_path / "secret.txt"
     secret_file.write_text((secret or emu.client_secret) + "\n")
     out = io.StringIO()
-    call_command("connect_tenant", "--tenant-id", emu.tenant_id, "--client-id", emu.client_id,
-                 "--client-secret-file", str(secret_file), "--authority-host",
-                 emu.authority_host, "--graph-url", emu.graph_url, "--ca-bundle", emu.ca_path,
-                 *extra, stdout=out, stderr=io.StringIO())
+    call_command(
+        "connect_tenant",
+        "--tenant-id",
+        emu.tenant_id,
+        "--client-id",
+        emu.client_id,
+        "--client-secret-file",
+        str(secret_file),
+        "--authority-host",
+        emu.authority_host,
+        "--graph-url",
+        emu.graph_url,
+        "--ca-bundle",
+        emu.ca_path,
+        *extra,
+        stdout=out,
+        stderr=io.StringIO(),
+    )
     return out.getvalue()
 
 
@@ -154,7 +175,8 @@ def demo_portal(webhook_settings, monitored, emulator, tmp_path, drain):
 @pytest.mark.usefixtures("q_sync")
 class TestConnectTenant:
     def test_it_switches_and_afterwards_only_the_new_tenant_is_asked(
-            self, demo_portal, monitored, emulator, b, tmp_path):
+        self, demo_portal, monitored, emulator, b, tmp_path
+    ):
         assert len(emulator.control.subscriptions()) == 2
         old = Credential.objects.get(state="active")
         output = connect(b, tmp_path, "--keep-monitored-users", "--yes")
@@ -170,8 +192,7 @@ class TestConnectTenant:
         assert old.state == "retired" and old.secret_encrypted == ""
         # The monitored user was re-resolved by UPN in the new tenant.
         user = MonitoredUser.objects.get()
-        b_user = next(u for u in b.control.tenant()["users"]
-                      if u["userPrincipalName"] == user.upn)
+        b_user = next(u for u in b.control.tenant()["users"] if u["userPrincipalName"] == user.upn)
         assert user.graph_id == b_user["id"] != monitored.graph_id
         state = SyncState.objects.get(monitored_user=user, kind="messages")
         assert state.delta_link == "" and state.next_link == "" and state.reset_requested
@@ -206,16 +227,20 @@ class TestConnectTenant:
 
     def test_a_token_failure_changes_nothing(self, demo_portal, emulator, b, tmp_path):
         env_before = (tmp_path / ".env").read_text()
-        with pytest.raises(CommandError, match="No token with the new values, so nothing was "
-                                               "changed: The client secret was rejected"):
+        with pytest.raises(
+            CommandError,
+            match="No token with the new values, so nothing was "
+            "changed: The client secret was rejected",
+        ):
             connect(b, tmp_path, "--yes", secret="not-the-secret")
         assert (tmp_path / ".env").read_text() == env_before
         assert Subscription.objects.count() == 2 and len(emulator.control.subscriptions()) == 2
         assert Credential.objects.get(state="active").tenant_id == emulator.tenant_id
         assert not AuditEvent.objects.filter(action="tenant.connect").exists()
 
-    def test_dry_run_shows_the_changes_and_changes_nothing(self, demo_portal, emulator, b,
-                                                           tmp_path):
+    def test_dry_run_shows_the_changes_and_changes_nothing(
+        self, demo_portal, emulator, b, tmp_path
+    ):
         output = connect(b, tmp_path, "--dry-run", "--keep-monitored-users")
         assert "Subscriptions: 2 deleted" in output and "re-resolved" in output
         assert "Dry run: nothing was changed." in output
@@ -235,19 +260,26 @@ class TestConnectTenant:
         with pytest.raises(CommandError, match="pass --yes"):
             connect(b, tmp_path)
 
-    @pytest.mark.parametrize("args, message", [
-        (["--authority-host", "http://login.example.com"], "authority host must be an https"),
-        (["--ca-bundle", "/nonexistent/ca.pem"], "is not a readable file"),
-    ])
-    def test_bad_input_is_refused_with_a_reason(self, graph_settings, b, tmp_path, args,
-                                                message):
+    @pytest.mark.parametrize(
+        "args, message",
+        [
+            (["--authority-host", "http://login.example.com"], "authority host must be an https"),
+            (["--ca-bundle", "/nonexistent/ca.pem"], "is not a readable file"),
+        ],
+    )
+    def test_bad_input_is_refused_with_a_reason(self, graph_settings, b, tmp_path, args, message):
         with pytest.raises(CommandError, match=message):
             connect(b, tmp_path, "--yes", *args)
 
     def test_only_admins_may_connect(self, graph_settings, b, otto_operator):
         actor = Actor(kind="user", name="otto-operator", role="operator", user=otto_operator)
-        target = tenant.clean_target(b.tenant_id, b.client_id, authority_host=b.authority_host,
-                                     graph_url=b.graph_url, ca_bundle=b.ca_path)
+        target = tenant.clean_target(
+            b.tenant_id,
+            b.client_id,
+            authority_host=b.authority_host,
+            graph_url=b.graph_url,
+            ca_bundle=b.ca_path,
+        )
         with pytest.raises(PermissionDenied):
             tenant.prepare(actor, target, b.client_secret)
         assert AuditEvent.objects.filter(action="tenant.connect", outcome="denied").exists()

@@ -16,9 +16,20 @@ from tests.integrations.microsoft.conftest import free_port, reset_singletons
 
 pytestmark = pytest.mark.django_db
 
-NAMES = ["Configuration", "Token acquisition", "Clock", "Client secret expiry",
-         "Graph reachable", "Required permissions", "Teams chat read", "Subscriptions",
-         "Webhook URL", "Webhook endpoint", "Worker alive", "Queue"]
+NAMES = [
+    "Configuration",
+    "Token acquisition",
+    "Clock",
+    "Client secret expiry",
+    "Graph reachable",
+    "Required permissions",
+    "Teams chat read",
+    "Subscriptions",
+    "Webhook URL",
+    "Webhook endpoint",
+    "Worker alive",
+    "Queue",
+]
 
 
 def by_name(results):
@@ -75,8 +86,7 @@ def test_a_wrong_secret_fails_the_token_check(healthy):
 
 
 def test_a_missing_role_fails_the_permission_check(healthy, emulator):
-    emulator.control.set_roles(emulator.client_id, ["User.Read.All", "Mail.ReadWrite",
-                                                    "Mail.Send"])
+    emulator.control.set_roles(emulator.client_id, ["User.Read.All", "Mail.ReadWrite", "Mail.Send"])
     checks = by_name(verify.run_checks(timeout=5))
     assert checks["Token acquisition"].ok and checks["Graph reachable"].ok
     assert not checks["Required permissions"].ok
@@ -157,8 +167,11 @@ def test_the_service_is_role_checked_and_audited(healthy, vera_viewer, sam_suppo
     support = Actor(kind="user", name="sam", role="support", user=sam_support)
     results = verify.verify_integration(support, timeout=5)
     assert all(r.ok for r in results)
-    outcomes = list(AuditEvent.objects.filter(action="integration.verify")
-                    .order_by("id").values_list("outcome", flat=True))
+    outcomes = list(
+        AuditEvent.objects.filter(action="integration.verify")
+        .order_by("id")
+        .values_list("outcome", flat=True)
+    )
     assert outcomes == ["denied", "success"]
 
 
@@ -173,11 +186,14 @@ def test_a_real_worker_answers_the_ping(graph_settings, webhook_receiver, qclust
 # --------------------------------------------------------------------------- Entra knowledge
 
 
-@pytest.mark.parametrize("granted, required", [
-    (["User.Read.All", "Mail.ReadWrite", "Mail.Send", "Chat.ReadWrite.All"], "Chat.Read.All"),
-    (["User.Read.All", "Mail.ReadWrite", "Mail.Send", "Chat.Read.All"], "Mail.Read"),
-    (["Directory.Read.All", "Mail.ReadWrite", "Mail.Send", "Chat.Read.All"], "User.Read.All"),
-])
+@pytest.mark.parametrize(
+    "granted, required",
+    [
+        (["User.Read.All", "Mail.ReadWrite", "Mail.Send", "Chat.ReadWrite.All"], "Chat.Read.All"),
+        (["User.Read.All", "Mail.ReadWrite", "Mail.Send", "Chat.Read.All"], "Mail.Read"),
+        (["Directory.Read.All", "Mail.ReadWrite", "Mail.Send", "Chat.Read.All"], "User.Read.All"),
+    ],
+)
 def test_a_higher_permission_satisfies_a_lower_one(healthy, emulator, granted, required):
     healthy.GRAPH_REQUIRED_ROLES = [required]
     emulator.control.set_roles(emulator.client_id, granted)
@@ -198,8 +214,10 @@ def test_a_sender_without_channel_read_is_a_warning(healthy):
 
     DelegatedAccount.objects.create(upn="svc@x", scopes="ChatMessage.Send ChannelMessage.Send")
     check = by_name(verify.run_checks(timeout=5))["Required permissions"]
-    assert check.ok and "warning: the Teams sender lacks the delegated ChannelMessage.Read.All" \
-        in check.detail
+    assert (
+        check.ok
+        and "warning: the Teams sender lacks the delegated ChannelMessage.Read.All" in check.detail
+    )
 
 
 @pytest.fixture
@@ -207,16 +225,18 @@ def chat_watcher(emulator):
     from integrations.microsoft.models import MonitoredUser
 
     user = emulator.control.tenant()["users"][0]
-    return MonitoredUser.objects.create(identifier=user["userPrincipalName"],
-                                        graph_id=user["id"], upn=user["userPrincipalName"])
+    return MonitoredUser.objects.create(
+        identifier=user["userPrincipalName"], graph_id=user["id"], upn=user["userPrincipalName"]
+    )
 
 
 def test_the_teams_probe_reads_one_delta_page(healthy, emulator, chat_watcher):
     mark = len(emulator.control.requests_log())
     check = by_name(verify.run_checks(timeout=5))["Teams chat read"]
     assert check.ok, check.detail
-    probes = [r for r in emulator.control.requests_log(since=mark)
-              if "getAllMessages/delta" in r["path"]]
+    probes = [
+        r for r in emulator.control.requests_log(since=mark) if "getAllMessages/delta" in r["path"]
+    ]
     assert len(probes) == 1 and "%24top=1" in probes[0]["query"]
 
 
@@ -231,11 +251,14 @@ def test_the_teams_probe_tells_protected_api_apart(healthy, emulator, chat_watch
     assert not check.ok and "protected API" not in check.detail and "403" in check.detail
 
 
-@pytest.mark.parametrize("base, message", [
-    ("http://portal.example.com", "must be https"),
-    ("https://127.0.0.1:8443", "is loopback or private"),
-    ("https://10.1.2.3", "is loopback or private"),
-])
+@pytest.mark.parametrize(
+    "base, message",
+    [
+        ("http://portal.example.com", "must be https"),
+        ("https://127.0.0.1:8443", "is loopback or private"),
+        ("https://10.1.2.3", "is loopback or private"),
+    ],
+)
 def test_outside_the_emulator_the_webhook_url_must_be_public_https(healthy, base, message):
     healthy.USING_EMULATOR = False
     healthy.PUBLIC_BASE_URL = base
@@ -269,6 +292,7 @@ def test_the_secret_expiry_is_shown_as_entered(healthy):
     assert check.ok and "expiry not recorded" in check.detail
     auth.app_token()
     Credential.objects.filter(state="active").update(
-        expires_at=timezone.now() + timedelta(days=10, hours=1))
+        expires_at=timezone.now() + timedelta(days=10, hours=1)
+    )
     check = by_name(verify.run_checks(timeout=5))["Client secret expiry"]
     assert check.ok and "(10 days; as entered); warning: rotate it soon" in check.detail

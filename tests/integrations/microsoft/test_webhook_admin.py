@@ -9,8 +9,16 @@ from integrations.microsoft.models import MonitoredUser, SyncState
 from tests.integrations.microsoft.webhook_support import make_sub
 
 pytestmark = pytest.mark.django_db
-MODELS = ["monitoreduser", "subscription", "lifecycleevent", "notificationinbox",
-          "webhookrejection", "syncstate", "syncrun", "synceditem"]
+MODELS = [
+    "monitoreduser",
+    "subscription",
+    "lifecycleevent",
+    "notificationinbox",
+    "webhookrejection",
+    "syncstate",
+    "syncrun",
+    "synceditem",
+]
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -25,8 +33,11 @@ def test_changelists_open_for_admins(client, ada_admin, model):
 
 
 def test_subscription_detail_hides_the_client_state(client, ada_admin):
-    sub = make_sub(MonitoredUser.objects.create(identifier="u@x", graph_id="u1"),
-                   graph_id="sub-1", client_state="never-shown")
+    sub = make_sub(
+        MonitoredUser.objects.create(identifier="u@x", graph_id="u1"),
+        graph_id="sub-1",
+        client_state="never-shown",
+    )
     client.force_login(ada_admin)
     response = client.get(reverse("admin:microsoft_subscription_change", args=[sub.pk]))
     assert response.status_code == 200

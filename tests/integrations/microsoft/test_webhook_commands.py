@@ -29,8 +29,9 @@ def run(*args: str) -> str:
 
 
 class TestSetupWebhooks:
-    def test_it_creates_subscriptions_through_a_real_handshake(self, webhook_settings, monitored,
-                                                                emulator):
+    def test_it_creates_subscriptions_through_a_real_handshake(
+        self, webhook_settings, monitored, emulator
+    ):
         output = run("setup_webhooks")
         assert "setup_webhooks: 2 created" in output
         remote = {s["id"]: s for s in emulator.control.subscriptions()}
@@ -44,8 +45,11 @@ class TestSetupWebhooks:
             assert spec["notificationUrl"] == f"{base}/api/webhooks/{endpoint}"
             assert spec["lifecycleNotificationUrl"].endswith("/api/webhooks/lifecycle")
         # Graph validated both URLs of each subscription against the live receiver.
-        validations = [d for d in emulator.control.requests_log(path="/subscriptions$")
-                       if d["method"] == "POST"]
+        validations = [
+            d
+            for d in emulator.control.requests_log(path="/subscriptions$")
+            if d["method"] == "POST"
+        ]
         assert len(validations) == 2 and all(v["status"] == 201 for v in validations)
         event = AuditEvent.objects.get(action="webhooks.setup")
         assert event.actor_name.startswith("cli:") and event.params["created"] == 2
@@ -73,7 +77,7 @@ class TestSetupWebhooks:
         assert set(Subscription.objects.values_list("state", flat=True)) == {"failed"}
         assert AuditEvent.objects.get(action="webhooks.setup").outcome == "failure"
         # Once the URL is right, setup succeeds and forgets the failed attempts.
-        webhook_settings.PUBLIC_BASE_URL = webhook_settings.PUBLIC_BASE_URL[:-len("/nowhere")]
+        webhook_settings.PUBLIC_BASE_URL = webhook_settings.PUBLIC_BASE_URL[: -len("/nowhere")]
         run("setup_webhooks")
         assert set(Subscription.objects.values_list("state", flat=True)) == {"active"}
 
@@ -96,8 +100,9 @@ class TestCleanupWebhooks:
         events = AuditEvent.objects.filter(action="webhooks.cleanup")
         assert [e.params["dry_run"] for e in events.order_by("id")] == [True, False]
 
-    def test_subscriptions_of_other_deployments_are_left_alone(self, webhook_settings,
-                                                               monitored, emulator):
+    def test_subscriptions_of_other_deployments_are_left_alone(
+        self, webhook_settings, monitored, emulator
+    ):
         run("setup_webhooks")
         Subscription.objects.all().delete()
         webhook_settings.PUBLIC_BASE_URL = "http://127.0.0.1:1"

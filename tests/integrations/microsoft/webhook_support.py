@@ -46,9 +46,15 @@ def webhook_settings(graph_settings: Any, live_server: Any, emulator: RunningEmu
     """The portal's receiver is `live_server`; the emulator delivers fast."""
     graph_settings.PUBLIC_BASE_URL = live_server.url
     graph_settings.SYNC_SPREAD_SECONDS = 0
-    emulator.control.configure(delivery={"batch_delay_s": 0.05, "initial_backoff_s": 0.5,
-                                         "max_backoff_s": 2.0, "timeout_s": 5.0,
-                                         "tick_s": 0.02})
+    emulator.control.configure(
+        delivery={
+            "batch_delay_s": 0.05,
+            "initial_backoff_s": 0.5,
+            "max_backoff_s": 2.0,
+            "timeout_s": 5.0,
+            "tick_s": 0.02,
+        }
+    )
     return graph_settings
 
 
@@ -57,35 +63,68 @@ def emulator_user(emulator: RunningEmulator) -> dict[str, Any]:
     """A seeded user that has a mailbox and at least one chat."""
     tenant = emulator.control.tenant()
     members = {m for chat in tenant["chats"] for m in chat["members"]}
-    return next(u for u in tenant["users"] if u["id"] in members
-                and not u["userPrincipalName"].startswith("fleet.bot"))
+    return next(
+        u
+        for u in tenant["users"]
+        if u["id"] in members and not u["userPrincipalName"].startswith("fleet.bot")
+    )
 
 
 @pytest.fixture
 def monitored(db: Any, emulator_user: dict[str, Any]) -> MonitoredUser:
     """A resolved monitored user (no Graph call: the ids come from the emulator's tenant)."""
     return MonitoredUser.objects.create(
-        identifier=emulator_user["userPrincipalName"], graph_id=emulator_user["id"],
-        upn=emulator_user["userPrincipalName"], display_name=emulator_user["displayName"])
+        identifier=emulator_user["userPrincipalName"],
+        graph_id=emulator_user["id"],
+        upn=emulator_user["userPrincipalName"],
+        display_name=emulator_user["displayName"],
+    )
 
 
-def make_sub(user: MonitoredUser | None, *, kind: str = "messages", graph_id: str,
-             client_state: str = "s3cret-client-state", **fields: Any) -> Subscription:
+def make_sub(
+    user: MonitoredUser | None,
+    *,
+    kind: str = "messages",
+    graph_id: str,
+    client_state: str = "s3cret-client-state",
+    **fields: Any,
+) -> Subscription:
     return Subscription.objects.create(
-        monitored_user=user, kind=kind, graph_id=graph_id, resource="users/x/messages",
-        change_types="created,updated,deleted", notification_url="http://t/api/webhooks/mail",
-        client_state_encrypted=encrypt(client_state), state=Subscription.State.ACTIVE,
-        **fields)
+        monitored_user=user,
+        kind=kind,
+        graph_id=graph_id,
+        resource="users/x/messages",
+        change_types="created,updated,deleted",
+        notification_url="http://t/api/webhooks/mail",
+        client_state_encrypted=encrypt(client_state),
+        state=Subscription.State.ACTIVE,
+        **fields,
+    )
 
 
-def notification(sub_id: str, client_state: str, *, message_id: str = "AAMk1",
-                 change: str = "created", etag: str | None = 'W/"1"') -> dict[str, Any]:
+def notification(
+    sub_id: str,
+    client_state: str,
+    *,
+    message_id: str = "AAMk1",
+    change: str = "created",
+    etag: str | None = 'W/"1"',
+) -> dict[str, Any]:
     resource = f"Users/u1/Messages/{message_id}"
-    return {"subscriptionId": sub_id, "clientState": client_state, "changeType": change,
-            "resource": resource, "tenantId": "t",
-            "subscriptionExpirationDateTime": "2030-01-01T00:00:00Z",
-            "resourceData": {"@odata.type": "#Microsoft.Graph.Message", "@odata.id": resource,
-                             "@odata.etag": etag, "id": message_id}}
+    return {
+        "subscriptionId": sub_id,
+        "clientState": client_state,
+        "changeType": change,
+        "resource": resource,
+        "tenantId": "t",
+        "subscriptionExpirationDateTime": "2030-01-01T00:00:00Z",
+        "resourceData": {
+            "@odata.type": "#Microsoft.Graph.Message",
+            "@odata.id": resource,
+            "@odata.etag": etag,
+            "id": message_id,
+        },
+    }
 
 
 def post_json(client: Any, url: str, body: Any, **extra: Any) -> Any:
@@ -93,8 +132,7 @@ def post_json(client: Any, url: str, body: Any, **extra: Any) -> Any:
     return client.post(url, data=data, content_type="application/json", **extra)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05
-             ) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

@@ -34,13 +34,16 @@ def configure(settings: Any, emu: RunningEmulator, base_url: str) -> Any:
     settings.SSO_CLIENT_SECRET = emu.client_secret
     settings.SSO_REDIRECT_URI = ""
     settings.MICROSOFT_CA_BUNDLE = emu.ca_path
-    emu.control._call("PUT", f"apps/{emu.client_id}/redirect-uris",
-                      {"redirect_uris": [f"{base_url}/login/microsoft/callback"]})
+    emu.control._call(
+        "PUT",
+        f"apps/{emu.client_id}/redirect-uris",
+        {"redirect_uris": [f"{base_url}/login/microsoft/callback"]},
+    )
     return settings
 
 
 @pytest.fixture
-def sso_settings(settings: Any, emulator: RunningEmulator) -> Any:  # noqa: F811
+def sso_settings(settings: Any, emulator: RunningEmulator) -> Any:
     yield configure(settings, emulator, "http://testserver")
     sso_module.forget_clients()
 
@@ -51,8 +54,11 @@ def pick_account(emu: RunningEmulator, authorize_url: str, upn: str) -> str:
     session = emu.session()
     page = session.get(authorize_url, timeout=10)
     assert page.status_code == 200, page.text
-    links = [unescape(h) for h in re.findall(r'href="([^"]+)"', page.text)
-             if parse_qs(urlsplit(unescape(h)).query).get("login_hint") == [upn]]
+    links = [
+        unescape(h)
+        for h in re.findall(r'href="([^"]+)"', page.text)
+        if parse_qs(urlsplit(unescape(h)).query).get("login_hint") == [upn]
+    ]
     assert links, f"{upn} is not on the sign-in page"
     answer = session.get(emu.base_url + links[0], allow_redirects=False, timeout=10)
     assert answer.status_code == 302, answer.text

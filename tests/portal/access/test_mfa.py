@@ -24,8 +24,7 @@ def code_for(device: TOTPDevice) -> str:
 
 
 def sign_in(client, username):
-    response = client.post(reverse("login"), {"username": username,
-                                              "password": PERSONA_PASSWORD})
+    response = client.post(reverse("login"), {"username": username, "password": PERSONA_PASSWORD})
     assert response.status_code == 302
     return client.get(response["Location"])
 
@@ -60,8 +59,11 @@ def test_first_sign_in_enrols_an_authenticator_before_anything_else(client, sam_
     assert client.get("/jobs/").status_code == 200
     device.refresh_from_db()
     assert device.confirmed
-    outcomes = list(AuditEvent.objects.filter(action="auth.mfa_enroll")
-                    .values_list("outcome", flat=True).order_by("id"))
+    outcomes = list(
+        AuditEvent.objects.filter(action="auth.mfa_enroll")
+        .values_list("outcome", flat=True)
+        .order_by("id")
+    )
     assert outcomes == ["failure", "failure", "success"]
     client.logout()
     sign_in(client, "sam-support")
@@ -105,8 +107,9 @@ def test_htmx_requests_are_sent_to_the_second_step_and_the_admin_too(client, ada
 def test_next_never_leaves_the_portal(client, sam_support):
     device = TOTPDevice.objects.create(user=sam_support, name="app", confirmed=True)
     client.force_login(sam_support)
-    response = client.post(reverse("second_factor"),
-                           {"token": code_for(device), "next": "https://evil.example/"})
+    response = client.post(
+        reverse("second_factor"), {"token": code_for(device), "next": "https://evil.example/"}
+    )
     assert response["Location"] == "/"
 
 

@@ -39,11 +39,18 @@ def test_create_prints_a_generated_password_once_and_audits_without_it():
 
 
 def test_create_with_password_stdin_prints_no_password():
-    output = run("create", "omar", "--role", "viewer", "--password-stdin",
-                 stdin="a long enough passphrase 9\n")
+    output = run(
+        "create",
+        "omar",
+        "--role",
+        "viewer",
+        "--password-stdin",
+        stdin="a long enough passphrase 9\n",
+    )
     assert "Password" not in output
-    assert get_user_model().objects.get(username="omar").check_password(
-        "a long enough passphrase 9")
+    assert (
+        get_user_model().objects.get(username="omar").check_password("a long enough passphrase 9")
+    )
 
 
 def test_create_refuses_duplicates_and_weak_passwords_with_a_message():

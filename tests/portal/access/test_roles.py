@@ -17,8 +17,14 @@ def test_each_role_group_holds_exactly_its_matrix_permissions():
 def test_roles_are_cumulative_and_only_admins_touch_credentials_users_and_recovery():
     for lower, higher in itertools.pairwise(ROLES):
         assert MATRIX[lower] < MATRIX[higher]
-    for codename in ("rotate_credentials", "manage_users", "manage_api_tokens", "run_recovery",
-                     "view_secrets_metadata", "use_django_admin"):
+    for codename in (
+        "rotate_credentials",
+        "manage_users",
+        "manage_api_tokens",
+        "run_recovery",
+        "view_secrets_metadata",
+        "use_django_admin",
+    ):
         assert [role for role in ROLES if codename in MATRIX[role]] == ["admin"]
 
 
@@ -39,8 +45,13 @@ def test_service_client_scopes_grant_only_gateway_permissions():
 
     granted = {codename for codenames in SCOPES.values() for codename in codenames}
     assert granted <= set(PERMISSIONS)
-    assert granted == {"send_messages", "view_messages", "view_message_bodies", "read_events",
-                       "manage_event_endpoints"}
+    assert granted == {
+        "send_messages",
+        "view_messages",
+        "view_message_bodies",
+        "read_events",
+        "manage_event_endpoints",
+    }
 
 
 def test_support_may_do_single_item_remediation_only():
@@ -50,8 +61,13 @@ def test_support_may_do_single_item_remediation_only():
 
 
 def test_operators_have_bulk_subscription_and_runtime_settings_actions():
-    assert {"retry_all_jobs", "setup_subscriptions", "cleanup_subscriptions",
-            "change_runtime_settings", "pause_processing"} <= MATRIX["operator"]
+    assert {
+        "retry_all_jobs",
+        "setup_subscriptions",
+        "cleanup_subscriptions",
+        "change_runtime_settings",
+        "pause_processing",
+    } <= MATRIX["operator"]
 
 
 def test_every_permission_is_granted_to_someone_and_printed_in_the_matrix():

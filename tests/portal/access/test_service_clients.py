@@ -62,8 +62,7 @@ def test_a_client_may_do_only_what_its_scopes_grant(client):
     assert response.status_code == 403
     denial = AuditEvent.objects.filter(outcome="denied").latest("id")
     assert (denial.actor_type, denial.actor_name) == ("client", "dispatch-worker")
-    actor = Actor(kind="client", name="dispatch-worker", role="service-client",
-                  client=_client)
+    actor = Actor(kind="client", name="dispatch-worker", role="service-client", client=_client)
     assert actor.can("read_events") and not actor.can("send_messages")
     assert not actor.can("view_console") and not actor.can("manage_service_clients")
 
@@ -80,7 +79,8 @@ def test_rotation_keeps_both_tokens_valid_for_the_overlap_then_only_the_new_one(
     assert service_clients.authenticate(old) is not None
     assert service_clients.authenticate(new) is not None
     ServiceClientToken.objects.filter(token_hash=hash_token(old)).update(
-        expires_at=timezone.now() - timedelta(seconds=1))  # the overlap has passed
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )  # the overlap has passed
     assert service_clients.authenticate(old) is None
     assert service_clients.authenticate(new) is not None
     response = client.get("/api/queue/dead-letter", **bearer(old))
@@ -108,13 +108,16 @@ def test_revoking_a_client_stops_every_token(client):
 def test_only_admins_manage_clients_in_the_console(client, otto_operator):
     client.force_login(otto_operator)
     assert client.get(reverse("console:service_clients")).status_code == 403
-    response = client.post(reverse("console:service_client_create"),
-                           {"name": "x", "scopes": ["events:read"], "expires_days": "30"})
+    response = client.post(
+        reverse("console:service_client_create"),
+        {"name": "x", "scopes": ["events:read"], "expires_days": "30"},
+    )
     assert response.status_code == 403
     assert not ServiceClient.objects.exists()
     with pytest.raises(Exception, match="may not"):
-        service_clients.create_client(Actor.from_request(_request_of(otto_operator)), "x",
-                                      ["events:read"])
+        service_clients.create_client(
+            Actor.from_request(_request_of(otto_operator)), "x", ["events:read"]
+        )
 
 
 def _request_of(user):
@@ -127,34 +130,45 @@ def _request_of(user):
 
 def test_an_admin_creates_rotates_and_revokes_in_the_console(client, ada_admin):
     client.force_login(ada_admin)
-    response = client.post(reverse("console:service_client_create"), {
-        "name": "fleet-api", "description": "Fleet core", "scopes": ["messages:send"],
-        "expires_days": "90"})
+    response = client.post(
+        reverse("console:service_client_create"),
+        {
+            "name": "fleet-api",
+            "description": "Fleet core",
+            "scopes": ["messages:send"],
+            "expires_days": "90",
+        },
+    )
     assert response.status_code == 200 and response["Cache-Control"] == "no-store"
     raw = response.context["created"]
     assert raw.startswith("fgs_") and raw.encode() in response.content
     page = client.get(reverse("console:service_clients"))
     assert b"fleet-api" in page.content and raw.encode() not in page.content
-    response = client.post(reverse("console:service_client_rotate", args=["fleet-api"]),
-                           {"grace_hours": "1"})
+    response = client.post(
+        reverse("console:service_client_rotate", args=["fleet-api"]), {"grace_hours": "1"}
+    )
     new = response.context["created"]
     assert new != raw and service_clients.authenticate(raw) is not None
     response = client.post(reverse("console:service_client_revoke", args=["fleet-api"]))
     assert response.status_code == 302
     assert service_clients.authenticate(new) is None
-    actions = list(AuditEvent.objects.filter(actor_name="ada-admin",
-                                             action__startswith="service_client.").order_by("id")
-                   .values_list("action", flat=True))
-    assert actions == ["service_client.create", "service_client.rotate",
-                       "service_client.revoke"]
+    actions = list(
+        AuditEvent.objects.filter(actor_name="ada-admin", action__startswith="service_client.")
+        .order_by("id")
+        .values_list("action", flat=True)
+    )
+    assert actions == ["service_client.create", "service_client.rotate", "service_client.revoke"]
 
 
 def test_bad_console_input_is_a_form_error(client, ada_admin):
     client.force_login(ada_admin)
-    response = client.post(reverse("console:service_client_create"), {
-        "name": "Not A Slug!", "scopes": ["events:read"], "expires_days": "30"})
+    response = client.post(
+        reverse("console:service_client_create"),
+        {"name": "Not A Slug!", "scopes": ["events:read"], "expires_days": "30"},
+    )
     assert response.status_code == 400 and b"lower-case" in response.content
-    response = client.post(reverse("console:service_client_create"), {
-        "name": "ok", "expires_days": "30"})
+    response = client.post(
+        reverse("console:service_client_create"), {"name": "ok", "expires_days": "30"}
+    )
     assert response.status_code == 400
     assert not ServiceClient.objects.exists()

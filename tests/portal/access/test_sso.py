@@ -33,8 +33,7 @@ def events(action, **filters):
 
 
 @pytest.mark.parametrize("role", ["viewer", "support", "operator", "admin"])
-def test_each_demo_person_signs_in_with_the_role_entra_gives(client, emulator, sso_settings,
-                                                             role):
+def test_each_demo_person_signs_in_with_the_role_entra_gives(client, emulator, sso_settings, role):
     response = sign_in(client, emulator, ENTRA_STAFF[role])
     assert response.status_code == 302 and response["Location"] == "/"
     user = signed_in_user(client)
@@ -68,8 +67,7 @@ def test_a_role_changed_in_entra_applies_at_the_next_sign_in(client, emulator, s
     assert change.params["source"] == "entra"
 
 
-def test_no_role_means_no_access_a_clear_page_and_an_audit_event(client, emulator,
-                                                                  sso_settings):
+def test_no_role_means_no_access_a_clear_page_and_an_audit_event(client, emulator, sso_settings):
     response = sign_in(client, emulator, NO_ROLE)
     assert response.status_code == 403
     assert b"no portal role is assigned to you" in response.content
@@ -80,7 +78,8 @@ def test_no_role_means_no_access_a_clear_page_and_an_audit_event(client, emulato
 
 
 def test_a_role_removed_in_entra_is_removed_at_the_next_sign_in_and_tokens_stop(
-        client, emulator, sso_settings):
+    client, emulator, sso_settings
+):
     upn = ENTRA_STAFF["support"]
     sign_in(client, emulator, upn)
     user = signed_in_user(client)
@@ -111,14 +110,17 @@ def test_linked_by_object_id_never_by_name(client, emulator, sso_settings):
     assert role_of(get_user_model().objects.get(pk=local.pk)) == ""  # untouched
 
 
-@pytest.mark.parametrize(("mode", "reason"), [
-    ("forged", "InvalidSignatureError"),
-    ("expired", "ExpiredSignatureError"),
-    ("wrong_audience", "InvalidAudienceError"),
-    ("wrong_tenant", "InvalidIssuerError"),
-    ("wrong_issuer", "InvalidIssuerError"),
-    ("wrong_nonce", "nonce check failed"),
-])
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("forged", "InvalidSignatureError"),
+        ("expired", "ExpiredSignatureError"),
+        ("wrong_audience", "InvalidAudienceError"),
+        ("wrong_tenant", "InvalidIssuerError"),
+        ("wrong_issuer", "InvalidIssuerError"),
+        ("wrong_nonce", "nonce check failed"),
+    ],
+)
 def test_bad_id_tokens_are_refused(client, emulator, sso_settings, mode, reason):
     emulator.control.tamper_next_id_token(mode)
     response = sign_in(client, emulator, ENTRA_STAFF["admin"])
@@ -186,8 +188,7 @@ def test_a_live_session_follows_a_role_change_at_the_re_check(client, emulator, 
 
 
 @pytest.mark.parametrize("change", ["role removed", "account disabled"])
-def test_a_live_session_ends_when_entra_takes_access_away(client, emulator, sso_settings,
-                                                          change):
+def test_a_live_session_ends_when_entra_takes_access_away(client, emulator, sso_settings, change):
     upn = ENTRA_STAFF["admin"]
     sign_in(client, emulator, upn)
     user = signed_in_user(client)
@@ -212,8 +213,9 @@ def test_entra_mfa_is_trusted_when_configured(client, emulator, sso_settings):
     assert client.get("/").status_code == 200
 
 
-def test_without_trust_or_without_mfa_the_portal_asks_for_its_own_code(client, emulator,
-                                                                       sso_settings):
+def test_without_trust_or_without_mfa_the_portal_asks_for_its_own_code(
+    client, emulator, sso_settings
+):
     sso_settings.REQUIRE_MFA = True
     sign_in(client, emulator, ENTRA_STAFF["viewer"])
     assert "/login/second-step/" in client.get("/")["Location"]
@@ -233,7 +235,8 @@ def _password_login(client, username):
 
 
 def test_sso_only_refuses_passwords_except_break_glass_which_raises_an_alert(
-        client, personas, sso_settings, mailoutbox):
+    client, personas, sso_settings, mailoutbox
+):
     sso_settings.SSO_ONLY = True
     sso_settings.SSO_BREAK_GLASS_ACCOUNTS = [PERSONAS["admin"]]
     sso_settings.ALERT_EMAIL_TO = ["oncall@example.com"]
@@ -253,8 +256,7 @@ def test_sso_only_refuses_passwords_except_break_glass_which_raises_an_alert(
     assert any("Break-glass account used" in m.subject for m in mailoutbox)
 
 
-def test_sso_only_ends_existing_password_sessions_of_other_accounts(client, personas,
-                                                                    sso_settings):
+def test_sso_only_ends_existing_password_sessions_of_other_accounts(client, personas, sso_settings):
     _password_login(client, PERSONAS["operator"])
     assert client.get("/").status_code == 200
     sso_settings.SSO_ONLY = True
@@ -272,8 +274,7 @@ def test_sso_users_cannot_use_a_password_even_without_sso_only(client, emulator,
     assert signed_in_user(client) is None
 
 
-def test_an_admin_cannot_give_an_sso_user_a_role_by_hand(client, emulator, sso_settings,
-                                                         ada_admin):
+def test_an_admin_cannot_give_an_sso_user_a_role_by_hand(client, emulator, sso_settings, ada_admin):
     sign_in(client, emulator, ENTRA_STAFF["viewer"])
     user = signed_in_user(client)
     admin = Actor(kind="user", name=ada_admin.username, role="admin", user=ada_admin)
@@ -283,8 +284,7 @@ def test_an_admin_cannot_give_an_sso_user_a_role_by_hand(client, emulator, sso_s
     assert Group.objects.get(name="admin").user_set.filter(pk=user.pk).count() == 0
 
 
-def test_a_live_htmx_request_whose_session_ended_is_sent_to_sign_in(client, emulator,
-                                                                    sso_settings):
+def test_a_live_htmx_request_whose_session_ended_is_sent_to_sign_in(client, emulator, sso_settings):
     upn = ENTRA_STAFF["viewer"]
     sign_in(client, emulator, upn)
     emulator.control.set_app_roles(upn, [])
@@ -294,21 +294,29 @@ def test_a_live_htmx_request_whose_session_ended_is_sent_to_sign_in(client, emul
 
 
 FUZZ_QUERIES = [
-    "", "code=", "state=", "code=x&state=y", "error=access_denied",
-    "error=%00&error_description=%FF%FE", "code=" + "A" * 5000 + "&state=" + "B" * 5000,
-    "state=\u00e9\u00e8&code=\U0001F600", "code=a&code=b&state=c&state=d",
+    "",
+    "code=",
+    "state=",
+    "code=x&state=y",
+    "error=access_denied",
+    "error=%00&error_description=%FF%FE",
+    "code=" + "A" * 5000 + "&state=" + "B" * 5000,
+    "state=\u00e9\u00e8&code=\U0001f600",
+    "code=a&code=b&state=c&state=d",
 ]
 
 
 @pytest.mark.parametrize("query", FUZZ_QUERIES)
 @pytest.mark.parametrize("pending", [False, True])
-def test_garbage_at_the_callback_is_a_clear_refusal_never_a_500(client, emulator, sso_settings,
-                                                                query, pending):
+def test_garbage_at_the_callback_is_a_clear_refusal_never_a_500(
+    client, emulator, sso_settings, query, pending
+):
     if pending:
         start = client.get("/login/microsoft/")
         if "state=" not in query:  # right state, garbage code: the token endpoint refuses
-            state = next(p for p in urlsplit(start["Location"]).query.split("&")
-                         if p.startswith("state="))
+            state = next(
+                p for p in urlsplit(start["Location"]).query.split("&") if p.startswith("state=")
+            )
             query = f"{query}&{state}" if query else state
     response = client.get(f"/login/microsoft/callback?{query}")
     assert response.status_code in (400, 403), response.content[:300]
@@ -329,7 +337,8 @@ def _signed_in_with_token(client, emulator, upn):
 
 @pytest.mark.parametrize("change", ["role removed", "account disabled"])
 def test_api_tokens_stop_when_entra_takes_access_away_without_a_new_sign_in(
-        client, emulator, sso_settings, change):
+    client, emulator, sso_settings, change
+):
     upn = ENTRA_STAFF["support"]
     user, auth = _signed_in_with_token(client, emulator, upn)
     assert client.get("/api/queue/dead-letter", **auth).status_code == 200
@@ -348,8 +357,7 @@ def test_api_tokens_stop_when_entra_takes_access_away_without_a_new_sign_in(
     assert role_of(get_user_model().objects.get(pk=user.pk)) == ""
 
 
-def test_the_periodic_re_check_applies_a_new_role_to_token_holders(client, emulator,
-                                                                   sso_settings):
+def test_the_periodic_re_check_applies_a_new_role_to_token_holders(client, emulator, sso_settings):
     upn = ENTRA_STAFF["support"]
     user, _ = _signed_in_with_token(client, emulator, upn)
     emulator.control.set_app_roles(upn, ["Portal.Operator"])

@@ -15,15 +15,22 @@ from portal.jobs.models import Job
 
 pytestmark = pytest.mark.django_db
 SENDER = "dispatch@fleet.example"
-MAIL = {"channel": "mail", "from": SENDER, "to": ["driver@fleet.example"],
-        "subject": "Route change", "body": "Take the A7.", "importance": "high"}
+MAIL = {
+    "channel": "mail",
+    "from": SENDER,
+    "to": ["driver@fleet.example"],
+    "subject": "Route change",
+    "body": "Take the A7.",
+    "importance": "high",
+}
 
 
 @pytest.fixture
 def fleet(db):
     MonitoredUser.objects.create(identifier=SENDER)
     _client, raw = service_clients.create_client(
-        Actor.system("tests"), "fleet-api", ["messages:send", "messages:read"])
+        Actor.system("tests"), "fleet-api", ["messages:send", "messages:read"]
+    )
     return raw
 
 
@@ -32,8 +39,9 @@ def post(client, token, body, key="k-1", **extra):
     if key is not None:
         headers["HTTP_IDEMPOTENCY_KEY"] = key
     payload = body if isinstance(body, str | bytes) else json.dumps(body)
-    return client.post("/api/messages", data=payload, content_type="application/json",
-                       **headers, **extra)
+    return client.post(
+        "/api/messages", data=payload, content_type="application/json", **headers, **extra
+    )
 
 
 def get(client, token, path, **query):
@@ -83,21 +91,24 @@ def test_a_concurrent_duplicate_is_409_and_an_abandoned_claim_is_taken_over(clie
     assert response.status_code == 409 and response.json()["error"] == "idempotency_key_in_use"
     assert not OutboundMessage.objects.exists()
     IdempotencyRecord.objects.filter(pk=record.pk).update(
-        created_at=timezone.now() - timedelta(minutes=5))  # the first request died
+        created_at=timezone.now() - timedelta(minutes=5)
+    )  # the first request died
     assert post(client, fleet, MAIL).status_code == 202
     assert OutboundMessage.objects.count() == 1
 
 
 def test_keys_are_per_client_and_expire_after_their_ttl(client, fleet):
-    _other, other = service_clients.create_client(Actor.system("tests"), "dispatch-worker",
-                                                  ["messages:send"])
+    _other, other = service_clients.create_client(
+        Actor.system("tests"), "dispatch-worker", ["messages:send"]
+    )
     first = post(client, fleet, MAIL).json()
     second = post(client, other, MAIL).json()
     assert first["id"] != second["id"]
     record = IdempotencyRecord.objects.get(owner__startswith="client:", resource_id=first["id"])
     assert record.expires_at - record.created_at >= timedelta(hours=24)
     IdempotencyRecord.objects.filter(pk=record.pk).update(
-        expires_at=timezone.now() - timedelta(seconds=1))
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
     reused = post(client, fleet, {**MAIL, "body": "A new request after a day"})
     assert reused.status_code == 202 and reused.json()["id"] not in (first["id"], second["id"])
 
@@ -108,25 +119,29 @@ def test_the_idempotency_key_is_required_and_checked(client, fleet):
     assert post(client, fleet, MAIL, key="has space").status_code == 400
     assert post(client, fleet, MAIL, key='"quoted-key"').status_code == 202
     assert post(client, fleet, MAIL, key="quoted-key").json()["id"] == (
-        OutboundMessage.objects.get().pk)  # the sf-string and the bare token are one key
+        OutboundMessage.objects.get().pk
+    )  # the sf-string and the bare token are one key
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"channel": "fax"}, "channel"),
-    ({"from": None}, "from"),
-    ({"from": "not-an-address"}, "from"),
-    ({"from": "stranger@elsewhere.example"}, "from"),
-    ({"to": ["ok@fleet.example", "broken@"]}, "to[1]"),
-    ({"to": "driver@fleet.example"}, "to"),
-    ({"to": [], "cc": [], "bcc": []}, "to"),
-    ({"to": [f"d{i}@fleet.example" for i in range(501)]}, "to"),
-    ({"body": ""}, "body"),
-    ({"body": 7}, "body"),
-    ({"body": "x" * (4 * 1024 * 1024 + 1)}, "body"),
-    ({"contentType": "markdown"}, "contentType"),
-    ({"importance": "urgent"}, "importance"),
-    ({"too": ["typo@fleet.example"]}, "too"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"channel": "fax"}, "channel"),
+        ({"from": None}, "from"),
+        ({"from": "not-an-address"}, "from"),
+        ({"from": "stranger@elsewhere.example"}, "from"),
+        ({"to": ["ok@fleet.example", "broken@"]}, "to[1]"),
+        ({"to": "driver@fleet.example"}, "to"),
+        ({"to": [], "cc": [], "bcc": []}, "to"),
+        ({"to": [f"d{i}@fleet.example" for i in range(501)]}, "to"),
+        ({"body": ""}, "body"),
+        ({"body": 7}, "body"),
+        ({"body": "x" * (4 * 1024 * 1024 + 1)}, "body"),
+        ({"contentType": "markdown"}, "contentType"),
+        ({"importance": "urgent"}, "importance"),
+        ({"too": ["typo@fleet.example"]}, "too"),
+    ],
+)
 def test_bad_mail_input_is_a_400_naming_the_field(client, fleet, change, field):
     response = post(client, fleet, {**MAIL, **change})
     assert response.status_code == 400, response.content[:200]
@@ -134,15 +149,20 @@ def test_bad_mail_input_is_a_400_naming_the_field(client, fleet, change, field):
     assert not OutboundMessage.objects.exists() and not IdempotencyRecord.objects.exists()
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"channel": "teams", "body": "hi"}, "chatId"),
-    ({"channel": "teams", "chatId": "19:a", "toUser": "d@fleet.example", "body": "hi"},
-     "chatId"),
-    ({"channel": "teams", "teamId": "t1", "body": "hi"}, "channelId"),
-    ({"channel": "teams", "toUser": "nobody", "body": "hi"}, "toUser"),
-    ({"channel": "teams", "chatId": "19:a", "body": "x" * (28 * 1024 + 1)}, "body"),
-    ({"channel": "teams", "chatId": "19:a", "body": "hi", "subject": "no"}, "subject"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"channel": "teams", "body": "hi"}, "chatId"),
+        (
+            {"channel": "teams", "chatId": "19:a", "toUser": "d@fleet.example", "body": "hi"},
+            "chatId",
+        ),
+        ({"channel": "teams", "teamId": "t1", "body": "hi"}, "channelId"),
+        ({"channel": "teams", "toUser": "nobody", "body": "hi"}, "toUser"),
+        ({"channel": "teams", "chatId": "19:a", "body": "x" * (28 * 1024 + 1)}, "body"),
+        ({"channel": "teams", "chatId": "19:a", "body": "hi", "subject": "no"}, "subject"),
+    ],
+)
 def test_bad_teams_input_is_a_400_naming_the_field(client, fleet, body, field):
     response = post(client, fleet, body)
     assert response.status_code == 400 and response.json()["field"] == field
@@ -150,28 +170,43 @@ def test_bad_teams_input_is_a_400_naming_the_field(client, fleet, body, field):
 
 def test_teams_targets_are_queued(client, fleet):
     chat = post(client, fleet, {"channel": "teams", "chatId": "19:abc", "body": "hi"}, key="a")
-    user = post(client, fleet, {"channel": "teams", "toUser": "d@fleet.example",
-                                "body": "hi"}, key="b")
-    channel = post(client, fleet, {"channel": "teams", "teamId": "t1", "channelId": "c1",
-                                   "body": "hi", "contentType": "html"}, key="c")
+    user = post(
+        client, fleet, {"channel": "teams", "toUser": "d@fleet.example", "body": "hi"}, key="b"
+    )
+    channel = post(
+        client,
+        fleet,
+        {
+            "channel": "teams",
+            "teamId": "t1",
+            "channelId": "c1",
+            "body": "hi",
+            "contentType": "html",
+        },
+        key="c",
+    )
     assert [r.status_code for r in (chat, user, channel)] == [202, 202, 202]
     assert user.json()["toUser"] == "d@fleet.example"
     assert sorted(OutboundMessage.objects.values_list("channel", flat=True)) == [
-        "teams_channel", "teams_chat", "teams_chat"]
+        "teams_channel",
+        "teams_chat",
+        "teams_chat",
+    ]
 
 
 def test_a_client_without_the_send_scope_is_refused(client, fleet):
-    _c, reader = service_clients.create_client(Actor.system("tests"), "reader",
-                                               ["messages:read"])
+    _c, reader = service_clients.create_client(Actor.system("tests"), "reader", ["messages:read"])
     assert post(client, reader, MAIL).status_code == 403
     assert not OutboundMessage.objects.exists()
 
 
 def test_read_one_and_list_with_a_cursor_only_own_messages(client, fleet):
-    ids = [post(client, fleet, {**MAIL, "body": f"n{i}"}, key=f"k{i}").json()["id"]
-           for i in range(5)]
-    _c, other = service_clients.create_client(Actor.system("tests"), "other",
-                                              ["messages:send", "messages:read"])
+    ids = [
+        post(client, fleet, {**MAIL, "body": f"n{i}"}, key=f"k{i}").json()["id"] for i in range(5)
+    ]
+    _c, other = service_clients.create_client(
+        Actor.system("tests"), "other", ["messages:send", "messages:read"]
+    )
     foreign = post(client, other, MAIL).json()["id"]
     one = get(client, fleet, f"/api/messages/{ids[0]}").json()
     assert one["id"] == ids[0] and one["attempts"] == 0 and one["graph"]["messageId"] is None
@@ -210,13 +245,15 @@ def test_cancel_while_queued_and_409_once_sent(client, fleet):
     assert again.status_code == 409
     sent_id = post(client, fleet, {**MAIL, "body": "other"}, key="k-2").json()["id"]
     OutboundMessage.objects.filter(pk=sent_id).update(status="sent", step="done")
-    assert client.post(f"/api/messages/{sent_id}/cancel",
-                       HTTP_AUTHORIZATION=f"Bearer {fleet}").status_code == 409
+    assert (
+        client.post(
+            f"/api/messages/{sent_id}/cancel", HTTP_AUTHORIZATION=f"Bearer {fleet}"
+        ).status_code
+        == 409
+    )
     OutboundMessage.objects.filter(pk=sent_id).update(status="sending", step="send_requested")
-    response = client.post(f"/api/messages/{sent_id}/cancel",
-                           HTTP_AUTHORIZATION=f"Bearer {fleet}")
-    assert response.status_code == 409 and "may already have reached" in response.json()[
-        "detail"]
+    response = client.post(f"/api/messages/{sent_id}/cancel", HTTP_AUTHORIZATION=f"Bearer {fleet}")
+    assert response.status_code == 409 and "may already have reached" in response.json()["detail"]
 
 
 def test_a_cancelled_message_is_never_sent_by_its_job(client, fleet):
@@ -232,7 +269,9 @@ def test_the_openapi_document_describes_the_send_api(client):
     document = client.get("/api/openapi.json").json()
     send = document["paths"]["/api/messages"]["post"]
     assert {"202", "409", "422"} <= set(send["responses"])
-    assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" and p["required"]
-               for p in send["parameters"])
+    assert any(
+        p["name"] == "Idempotency-Key" and p["in"] == "header" and p["required"]
+        for p in send["parameters"]
+    )
     assert "get" in document["paths"]["/api/messages"]
     assert "post" in document["paths"]["/api/messages/{messageId}/cancel"]

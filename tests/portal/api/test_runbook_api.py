@@ -31,13 +31,15 @@ def auth(token):
 
 def curl_d(client, path, token, body):
     """What `curl -X POST URL -H 'Authorization: Bearer T' -d '{json}'` sends."""
-    return client.post(path, data=json.dumps(body),
-                       content_type="application/x-www-form-urlencoded", **auth(token))
+    return client.post(
+        path, data=json.dumps(body), content_type="application/x-www-form-urlencoded", **auth(token)
+    )
 
 
 def dead_job():
-    return Job.objects.create(job_type="jobs.noop", status=Job.Status.DEAD,
-                              last_error="boom", error_signature="abc")
+    return Job.objects.create(
+        job_type="jobs.noop", status=Job.Status.DEAD, last_error="boom", error_signature="abc"
+    )
 
 
 class TestDeadLetterAndRetry:
@@ -54,8 +56,9 @@ class TestDeadLetterAndRetry:
             dead_job()
         token = token_for("viewer")
         first = client.get("/api/queue/dead-letter?limit=2", **auth(token)).json()
-        second = client.get(f"/api/queue/dead-letter?limit=2&before={first['nextBefore']}",
-                            **auth(token)).json()
+        second = client.get(
+            f"/api/queue/dead-letter?limit=2&before={first['nextBefore']}", **auth(token)
+        ).json()
         assert len(first["jobs"]) == len(second["jobs"]) == 2
         assert first["jobs"][-1]["id"] > second["jobs"][0]["id"]
 
@@ -95,8 +98,7 @@ class TestDeadLetterAndRetry:
     def test_retry_all_accepts_a_filter_sent_as_curl_d(self, client, token_for):
         dead_job()
         Job.objects.create(job_type="other", status=Job.Status.DEAD)
-        response = curl_d(client, "/api/queue/retry-all", token_for("operator"),
-                          {"type": "other"})
+        response = curl_d(client, "/api/queue/retry-all", token_for("operator"), {"type": "other"})
         assert response.status_code == 202 and response.json()["count"] == 1
 
     def test_support_may_not_retry_all_and_the_denial_is_audited(self, client, token_for):
@@ -127,8 +129,7 @@ class TestAuthentication:
         assert client.get("/api/queue/dead-letter", **auth(token)).status_code == 200
         assert client.post("/api/queue/retry-all", **auth(token)).status_code == 403
 
-    def test_a_token_stops_working_when_its_user_is_deactivated(self, client, token_for,
-                                                                personas):
+    def test_a_token_stops_working_when_its_user_is_deactivated(self, client, token_for, personas):
         token = token_for("viewer")
         personas["viewer"].is_active = False
         personas["viewer"].save()
@@ -136,11 +137,13 @@ class TestAuthentication:
 
     def test_bad_json_and_wrong_methods(self, client, token_for):
         token = token_for("operator")
-        bad = client.post("/api/queue/retry-all", data="{nope", content_type="text/plain",
-                          **auth(token))
+        bad = client.post(
+            "/api/queue/retry-all", data="{nope", content_type="text/plain", **auth(token)
+        )
         assert bad.status_code == 400 and bad.json()["error"] == "invalid_json"
-        not_object = client.post("/api/queue/retry-all", data="[1]",
-                                 content_type="application/json", **auth(token))
+        not_object = client.post(
+            "/api/queue/retry-all", data="[1]", content_type="application/json", **auth(token)
+        )
         assert not_object.status_code == 400
         wrong_method = client.get("/api/queue/retry-all", **auth(token))
         assert wrong_method.status_code == 405 and wrong_method["Allow"] == "POST"
@@ -164,8 +167,12 @@ class TestMetrics:
 
     def test_elsewhere_a_token_is_required(self, client, token_for):
         assert client.get("/api/metrics/queue", REMOTE_ADDR="203.0.113.9").status_code == 401
-        assert client.get("/api/metrics/queue", REMOTE_ADDR="203.0.113.9",
-                          **auth(token_for("viewer"))).status_code == 200
+        assert (
+            client.get(
+                "/api/metrics/queue", REMOTE_ADDR="203.0.113.9", **auth(token_for("viewer"))
+            ).status_code
+            == 200
+        )
 
 
 class TestTokenCommand:
@@ -179,11 +186,18 @@ class TestTokenCommand:
         from django.core.management import CommandError
 
         with pytest.raises(CommandError, match="cannot carry more than"):
-            call_command("api_token", "create", "--user", personas["viewer"].username,
-                         "--scopes", "retry_all_jobs")
+            call_command(
+                "api_token",
+                "create",
+                "--user",
+                personas["viewer"].username,
+                "--scopes",
+                "retry_all_jobs",
+            )
         with pytest.raises(CommandError, match="Unknown scopes"):
-            call_command("api_token", "create", "--user", personas["viewer"].username,
-                         "--scopes", "fly")
+            call_command(
+                "api_token", "create", "--user", personas["viewer"].username, "--scopes", "fly"
+            )
 
     def test_list_and_revoke(self, personas, capsys):
         call_command("api_token", "create", "--user", personas["viewer"].username)
@@ -200,6 +214,10 @@ class TestTokenCommand:
 def test_the_openapi_document_lists_every_endpoint(client):
     document = client.get("/api/openapi.json").json()
     assert document["openapi"].startswith("3.")
-    for path in ("/api/queue/dead-letter", "/api/queue/retry/{jobId}", "/api/queue/retry-all",
-                 "/api/metrics/queue"):
+    for path in (
+        "/api/queue/dead-letter",
+        "/api/queue/retry/{jobId}",
+        "/api/queue/retry-all",
+        "/api/metrics/queue",
+    ):
         assert path in document["paths"]

@@ -51,6 +51,7 @@ def age_counters(seconds=3600):
 
 # --- the reproduction, as found -------------------------------------------------------------
 
+
 @pytest.mark.django_db
 def test_reproduction_200_bad_tokens_write_no_audit_rows(client):
     for attempt in range(200):
@@ -62,8 +63,9 @@ def test_reproduction_200_bad_tokens_write_no_audit_rows(client):
 def test_reproduction_bad_tokens_are_rate_limited_with_retry_after(client, limits):
     statuses = []
     for attempt in range(LIMIT + 3):
-        response = client.get(PATH, REMOTE_ADDR="203.0.113.9",
-                              **bearer(f"fgp_deadbeef_guess{attempt}"))
+        response = client.get(
+            PATH, REMOTE_ADDR="203.0.113.9", **bearer(f"fgp_deadbeef_guess{attempt}")
+        )
         statuses.append(response.status_code)
     assert statuses == [401] * LIMIT + [429] * 3
     assert response.json()["error"] == "too_many_failures"
@@ -71,6 +73,7 @@ def test_reproduction_bad_tokens_are_rate_limited_with_retry_after(client, limit
 
 
 # --- one counted event per window -----------------------------------------------------------
+
 
 @pytest.mark.django_db
 def test_a_burst_is_one_counted_row_per_source_and_window(client, limits):
@@ -87,11 +90,15 @@ def test_a_burst_is_one_counted_row_per_source_and_window(client, limits):
 def test_the_next_window_starts_afresh(client, limits):
     for attempt in range(LIMIT):
         client.get(PATH, REMOTE_ADDR="203.0.113.9", **bearer(f"fgp_deadbeef_g{attempt}"))
-    assert client.get(PATH, REMOTE_ADDR="203.0.113.9",
-                      **bearer("fgp_deadbeef_more")).status_code == 429
+    assert (
+        client.get(PATH, REMOTE_ADDR="203.0.113.9", **bearer("fgp_deadbeef_more")).status_code
+        == 429
+    )
     age_counters()
-    assert client.get(PATH, REMOTE_ADDR="203.0.113.9",
-                      **bearer("fgp_deadbeef_more")).status_code == 401
+    assert (
+        client.get(PATH, REMOTE_ADDR="203.0.113.9", **bearer("fgp_deadbeef_more")).status_code
+        == 401
+    )
     assert counters().filter(scope="address").count() == 2  # one row per window
 
 
@@ -105,11 +112,15 @@ def test_a_flooding_address_is_refused_even_with_a_good_token(client, limits, vi
 
 @pytest.mark.django_db
 def test_a_known_prefix_is_limited_across_addresses_but_its_owner_still_gets_in(
-        client, limits, viewer_token):
+    client, limits, viewer_token
+):
     prefix = viewer_token.rsplit("_", 1)[0]
-    statuses = [client.get(PATH, REMOTE_ADDR=f"203.0.113.{host}",
-                           **bearer(f"{prefix}_wrong{host}")).status_code
-                for host in range(1, LIMIT + 3)]
+    statuses = [
+        client.get(
+            PATH, REMOTE_ADDR=f"203.0.113.{host}", **bearer(f"{prefix}_wrong{host}")
+        ).status_code
+        for host in range(1, LIMIT + 3)
+    ]
     assert statuses == [401] * LIMIT + [429] * 2
     assert client.get(PATH, REMOTE_ADDR="192.0.2.7", **bearer(viewer_token)).status_code == 200
 
@@ -120,14 +131,15 @@ def test_a_foreign_credential_is_never_stored(client, limits):
     assert client.get(PATH, REMOTE_ADDR="203.0.113.9", **bearer(secret)).status_code == 401
     stored = " ".join(f"{row.key} {row.last_reason} {row.last_path}" for row in counters().all())
     assert "eyJ" not in stored and "c2Vj" not in stored
-    assert set(counters().values_list("key", flat=True)) == {"203.0.113.9",
-                                                             "(not a portal token)"}
+    assert set(counters().values_list("key", flat=True)) == {"203.0.113.9", "(not a portal token)"}
 
 
 @pytest.mark.django_db
 def test_posts_without_a_token_are_counted_not_audited(client, limits):
-    statuses = [client.post("/api/queue/retry-all", REMOTE_ADDR="203.0.113.9").status_code
-                for _ in range(LIMIT + 1)]
+    statuses = [
+        client.post("/api/queue/retry-all", REMOTE_ADDR="203.0.113.9").status_code
+        for _ in range(LIMIT + 1)
+    ]
     assert statuses == [401] * LIMIT + [429]
     assert AuditEvent.objects.count() == 0
     assert counters().get(scope="address").count == LIMIT + 1
@@ -137,22 +149,34 @@ def test_posts_without_a_token_are_counted_not_audited(client, limits):
 def test_the_limit_is_per_real_address_behind_the_proxy(client, limits):
     limits.TRUSTED_PROXIES = ["10.0.0.0/24"]
     for attempt in range(LIMIT):
-        client.get(PATH, REMOTE_ADDR="10.0.0.5", HTTP_X_FORWARDED_FOR=f"192.0.2.{attempt}, "
-                   "203.0.113.9", **bearer(f"fgp_deadbeef_g{attempt}"))
-    spoofing = client.get(PATH, REMOTE_ADDR="10.0.0.5",
-                          HTTP_X_FORWARDED_FOR="192.0.2.99, 203.0.113.9",
-                          **bearer("fgp_0badc0de_x"))
+        client.get(
+            PATH,
+            REMOTE_ADDR="10.0.0.5",
+            HTTP_X_FORWARDED_FOR=f"192.0.2.{attempt}, 203.0.113.9",
+            **bearer(f"fgp_deadbeef_g{attempt}"),
+        )
+    spoofing = client.get(
+        PATH,
+        REMOTE_ADDR="10.0.0.5",
+        HTTP_X_FORWARDED_FOR="192.0.2.99, 203.0.113.9",
+        **bearer("fgp_0badc0de_x"),
+    )
     assert spoofing.status_code == 429
-    neighbour = client.get(PATH, REMOTE_ADDR="10.0.0.5", HTTP_X_FORWARDED_FOR="203.0.113.10",
-                           **bearer("fgp_0badc0de_y"))
+    neighbour = client.get(
+        PATH,
+        REMOTE_ADDR="10.0.0.5",
+        HTTP_X_FORWARDED_FOR="203.0.113.10",
+        **bearer("fgp_0badc0de_y"),
+    )
     assert neighbour.status_code == 401
 
 
 @pytest.mark.django_db
 def test_ipv6_callers_share_their_64(client, limits):
     for host in range(1, LIMIT + 2):
-        response = client.get(PATH, REMOTE_ADDR=f"2001:db8:1:2::{host:x}",
-                              **bearer(f"fgp_0badc0de_{host}"))
+        response = client.get(
+            PATH, REMOTE_ADDR=f"2001:db8:1:2::{host:x}", **bearer(f"fgp_0badc0de_{host}")
+        )
     assert response.status_code == 429
     assert counters().get(scope="address").key == "2001:db8:1:2::/64"
 
@@ -168,8 +192,9 @@ def test_concurrent_processes_count_every_failure(limits):
         try:
             caller = Client()
             for attempt in range(per_thread):
-                status = caller.get(PATH, REMOTE_ADDR="203.0.113.9",
-                                    **bearer(f"fgp_deadbeef_{index}x{attempt}")).status_code
+                status = caller.get(
+                    PATH, REMOTE_ADDR="203.0.113.9", **bearer(f"fgp_deadbeef_{index}x{attempt}")
+                ).status_code
                 assert status == 401
         except Exception as exc:
             errors.append(exc)

@@ -16,11 +16,16 @@ UPN = "user@example.com"
 
 @pytest.fixture
 def user(db):
-    user = MonitoredUser.objects.create(identifier=UPN, upn=UPN, graph_id="0f1e2d3c-aaaa",
-                                        display_name="Example User")
-    SyncState.objects.create(monitored_user=user, kind="messages", status="idle",
-                             delta_link="https://graph/…deltatoken=SECRETCURSOR",
-                             item_count=12)
+    user = MonitoredUser.objects.create(
+        identifier=UPN, upn=UPN, graph_id="0f1e2d3c-aaaa", display_name="Example User"
+    )
+    SyncState.objects.create(
+        monitored_user=user,
+        kind="messages",
+        status="idle",
+        delta_link="https://graph/…deltatoken=SECRETCURSOR",
+        item_count=12,
+    )
     return user
 
 
@@ -35,13 +40,15 @@ def bearer(personas):
 
 def curl_d(client, path, headers, body):
     """`curl -X POST … -d '{json}'`: JSON labelled as a form."""
-    return client.post(path, data=json.dumps(body),
-                       content_type="application/x-www-form-urlencoded", **headers)
+    return client.post(
+        path, data=json.dumps(body), content_type="application/x-www-form-urlencoded", **headers
+    )
 
 
 def test_reset_sync_state_for_a_user(client, user, bearer):
-    response = curl_d(client, "/api/sync/reset", bearer("operator"),
-                      {"userId": UPN, "resourceType": "messages"})
+    response = curl_d(
+        client, "/api/sync/reset", bearer("operator"), {"userId": UPN, "resourceType": "messages"}
+    )
     assert response.status_code == 200, response.content
     state = SyncState.objects.get(monitored_user=user, kind="messages")
     assert state.delta_link == "" and state.reset_requested
@@ -57,8 +64,12 @@ def test_trigger_full_sync(client, user, bearer):
 
 
 def test_force_delta_sync_by_graph_id(client, user, bearer):
-    response = curl_d(client, "/api/sync/delta", bearer("support"),
-                      {"userId": user.graph_id, "resourceType": "messages"})
+    response = curl_d(
+        client,
+        "/api/sync/delta",
+        bearer("support"),
+        {"userId": user.graph_id, "resourceType": "messages"},
+    )
     assert response.status_code == 202
     assert list(response.json()["jobs"]) == ["messages"]
 
@@ -71,13 +82,16 @@ def test_check_sync_state_without_revealing_the_cursor(client, user, bearer):
     assert "SECRETCURSOR" not in response.content.decode()
 
 
-@pytest.mark.parametrize(("body", "status", "error"), [
-    ({}, 400, "invalid_body"),
-    ({"userId": 7}, 400, "invalid_body"),
-    ({"userId": "nobody@example.com", "resourceType": "messages"}, 404, "not_found"),
-    ({"userId": UPN, "resourceType": "calendar"}, 400, "invalid_body"),
-    ({"userId": UPN}, 400, "invalid_body"),  # reset needs the resource type
-])
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        ({}, 400, "invalid_body"),
+        ({"userId": 7}, 400, "invalid_body"),
+        ({"userId": "nobody@example.com", "resourceType": "messages"}, 404, "not_found"),
+        ({"userId": UPN, "resourceType": "calendar"}, 400, "invalid_body"),
+        ({"userId": UPN}, 400, "invalid_body"),  # reset needs the resource type
+    ],
+)
 def test_reset_refuses_bad_bodies_with_a_reason(client, user, bearer, body, status, error):
     response = curl_d(client, "/api/sync/reset", bearer("operator"), body)
     assert response.status_code == status
@@ -86,8 +100,12 @@ def test_reset_refuses_bad_bodies_with_a_reason(client, user, bearer, body, stat
 
 def test_support_may_delta_but_not_reset_or_full(client, user, bearer):
     headers = bearer("support")
-    assert curl_d(client, "/api/sync/reset", headers,
-                  {"userId": UPN, "resourceType": "messages"}).status_code == 403
+    assert (
+        curl_d(
+            client, "/api/sync/reset", headers, {"userId": UPN, "resourceType": "messages"}
+        ).status_code
+        == 403
+    )
     assert curl_d(client, "/api/sync/full", headers, {"userId": UPN}).status_code == 403
 
 
@@ -99,8 +117,9 @@ def test_sync_metrics_from_localhost_without_a_token(client, user):
 
 def test_graph_metrics(client):
     GraphCall.objects.create(method="GET", route="/users", status=200)
-    GraphCall.objects.create(method="GET", route="/users/{id}/messages/delta", status=429,
-                             throttled=True, retry_after=10)
+    GraphCall.objects.create(
+        method="GET", route="/users/{id}/messages/delta", status=429, throttled=True, retry_after=10
+    )
     body = client.get("/api/metrics/graph").json()
     assert (body["calls"], body["throttled"], body["errorRate"]) == (2, 1, 0.5)
     assert body["throttledByRoute"] == [{"route": "/users/{id}/messages/delta", "count": 1}]

@@ -29,15 +29,21 @@ TOKEN = "Validation: Testing client application reachability for subscription Re
 @pytest.fixture
 def emulator_user():
     # The receiver tests need no emulator: a fixed user stands in.
-    return {"id": "0b2a1c2d-0000-4000-8000-000000000001",
-            "userPrincipalName": "maria@fleetdemo.test", "displayName": "Maria"}
+    return {
+        "id": "0b2a1c2d-0000-4000-8000-000000000001",
+        "userPrincipalName": "maria@fleetdemo.test",
+        "displayName": "Maria",
+    }
 
 
 class TestValidation:
     @pytest.mark.parametrize("url", URLS)
     def test_it_echoes_the_url_decoded_query_token_as_plain_text(self, client, url):
-        response = client.post(f"{url}?validationToken=Validation%3A%20a%20b%26c%3Cscript%3E",
-                               data=b"", content_type="text/plain; charset=utf-8")
+        response = client.post(
+            f"{url}?validationToken=Validation%3A%20a%20b%26c%3Cscript%3E",
+            data=b"",
+            content_type="text/plain; charset=utf-8",
+        )
         assert response.status_code == 200
         assert response.content == b"Validation: a b&c<script>"
         assert response["Content-Type"].startswith("text/plain")
@@ -47,12 +53,13 @@ class TestValidation:
         response = client.get("/api/webhooks/mail", {"validationToken": TOKEN})
         assert response.status_code == 200 and response.content.decode() == TOKEN
 
-    @pytest.mark.parametrize("content_type", ["application/json",
-                                              "application/x-www-form-urlencoded",
-                                              "text/plain", ""])
+    @pytest.mark.parametrize(
+        "content_type", ["application/json", "application/x-www-form-urlencoded", "text/plain", ""]
+    )
     def test_the_runbook_json_body_form_with_any_content_type(self, client, content_type):
-        response = client.post("/api/webhooks/teams", data=b'{"validationToken": "abc 123"}',
-                               content_type=content_type)
+        response = client.post(
+            "/api/webhooks/teams", data=b'{"validationToken": "abc 123"}', content_type=content_type
+        )
         assert response.status_code == 200
         assert response.content == b"abc 123"
         assert response["X-Content-Type-Options"] == "nosniff"
@@ -75,19 +82,22 @@ class TestValidation:
 
 
 class TestErrors:
-    @pytest.mark.parametrize("body, reason", [
-        (b"", "empty body"),
-        (b"{not json", "not valid JSON"),
-        (b"\xff\xfe", "not UTF-8"),
-        (b"[1, 2]", "must be a JSON object"),
-        (b'{"value": []}', "non-empty array"),
-        (b'{"value": "x"}', "non-empty array"),
-        (b'{"value": [1]}', "value[0] is not an object"),
-        (b'{"value": [{"clientState": "x"}]}', "subscriptionId"),
-        (b'{"value": [{"subscriptionId": "a", "resource": "r"}]}', "changeType"),
-        (b'{"value": [{"subscriptionId": "a", "changeType": "created"}]}', "names no resource"),
-        (b"[" * 100_000, "not valid JSON"),
-    ])
+    @pytest.mark.parametrize(
+        "body, reason",
+        [
+            (b"", "empty body"),
+            (b"{not json", "not valid JSON"),
+            (b"\xff\xfe", "not UTF-8"),
+            (b"[1, 2]", "must be a JSON object"),
+            (b'{"value": []}', "non-empty array"),
+            (b'{"value": "x"}', "non-empty array"),
+            (b'{"value": [1]}', "value[0] is not an object"),
+            (b'{"value": [{"clientState": "x"}]}', "subscriptionId"),
+            (b'{"value": [{"subscriptionId": "a", "resource": "r"}]}', "changeType"),
+            (b'{"value": [{"subscriptionId": "a", "changeType": "created"}]}', "names no resource"),
+            (b"[" * 100_000, "not valid JSON"),
+        ],
+    )
     def test_malformed_bodies_get_400_with_a_reason(self, client, body, reason):
         response = client.post("/api/webhooks/mail", data=body, content_type="application/json")
         assert response.status_code == 400
@@ -96,8 +106,9 @@ class TestErrors:
 
     def test_a_body_over_the_cap_gets_413_before_parsing(self, client, settings):
         settings.WEBHOOK_MAX_BODY_BYTES = 1000
-        response = client.post("/api/webhooks/mail", data=b"x" * 1001,
-                               content_type="application/json")
+        response = client.post(
+            "/api/webhooks/mail", data=b"x" * 1001, content_type="application/json"
+        )
         assert response.status_code == 413
 
     def test_other_methods_get_405(self, client):
@@ -125,11 +136,15 @@ class TestNotifications:
         assert post_json(client, "/api/webhooks/mail", {"value": [item]}).status_code == 202
         assert NotificationInbox.objects.count() == 1
 
-    def test_a_wrong_client_state_is_refused_counted_and_logged(self, client, monitored,
-                                                                caplog):
+    def test_a_wrong_client_state_is_refused_counted_and_logged(self, client, monitored, caplog):
         make_sub(monitored, graph_id="sub-1", client_state="right")
-        body = {"value": [notification("sub-1", "wrong"), notification("nope", "right"),
-                          notification("sub-1", "right", message_id="ok")]}
+        body = {
+            "value": [
+                notification("sub-1", "wrong"),
+                notification("nope", "right"),
+                notification("sub-1", "right", message_id="ok"),
+            ]
+        }
         with caplog.at_level(logging.WARNING):
             response = post_json(client, "/api/webhooks/mail", body)
         assert response.status_code == 202
@@ -149,9 +164,12 @@ class TestNotifications:
 
     def test_lifecycle_items_become_events_with_their_own_job(self, client, monitored):
         sub = make_sub(monitored, graph_id="sub-1", client_state="right")
-        item = {"subscriptionId": "sub-1", "clientState": "right",
-                "lifecycleEvent": "reauthorizationRequired",
-                "subscriptionExpirationDateTime": "2030-01-01T00:00:00.1234567Z"}
+        item = {
+            "subscriptionId": "sub-1",
+            "clientState": "right",
+            "lifecycleEvent": "reauthorizationRequired",
+            "subscriptionExpirationDateTime": "2030-01-01T00:00:00.1234567Z",
+        }
         assert post_json(client, "/api/webhooks/lifecycle", {"value": [item]}).status_code == 202
         assert post_json(client, "/api/webhooks/lifecycle", {"value": [item]}).status_code == 202
         event = LifecycleEvent.objects.get()
@@ -162,8 +180,11 @@ class TestNotifications:
     def test_database_down_gives_503_and_stores_nothing(self, client, monitored):
         make_sub(monitored, graph_id="sub-1", client_state="right")
         body = {"value": [notification("sub-1", "right")]}
-        with mock.patch.object(NotificationInbox.objects, "bulk_create",
-                               side_effect=OperationalError("database is down")):
+        with mock.patch.object(
+            NotificationInbox.objects,
+            "bulk_create",
+            side_effect=OperationalError("database is down"),
+        ):
             response = post_json(client, "/api/webhooks/mail", body)
         assert response.status_code == 503
         assert response["Retry-After"]
@@ -173,7 +194,8 @@ class TestNotifications:
         make_sub(monitored, graph_id="sub-1", client_state="right")
         # Graph unreachable: any call would fail the request and leave a GraphCall row.
         with override_settings(MICROSOFT_GRAPH_URL="https://127.0.0.1:9/v1.0"):
-            response = post_json(client, "/api/webhooks/mail",
-                                 {"value": [notification("sub-1", "right")]})
+            response = post_json(
+                client, "/api/webhooks/mail", {"value": [notification("sub-1", "right")]}
+            )
         assert response.status_code == 202
         assert not GraphCall.objects.exists()

@@ -37,24 +37,50 @@ class TestRecord:
         second = record("demo.second", actor=SYSTEM, params={"n": 2})
         assert first.prev_hash == GENESIS_HASH
         assert second.prev_hash == first.hash
-        values = {f: getattr(second, f) for f in ("created_at", "actor_type", "actor_id",
-                  "actor_name", "actor_role", "action", "target_type", "target_id", "params",
-                  "outcome", "reason", "ip", "user_agent", "request_id")}
+        values = {
+            f: getattr(second, f)
+            for f in (
+                "created_at",
+                "actor_type",
+                "actor_id",
+                "actor_name",
+                "actor_role",
+                "action",
+                "target_type",
+                "target_id",
+                "params",
+                "outcome",
+                "reason",
+                "ip",
+                "user_agent",
+                "request_id",
+            )
+        }
         assert second.key_id == signing_key().id
         assert second.hash == compute_hash(first.hash, values, signing_key())
         assert "2 events verified" in verify()
 
     def test_stored_rows_hash_the_same_after_a_round_trip_through_the_database(self):
-        record("demo.types", actor=SYSTEM, params={"when": object(), "items": (1, 2),
-                                                   "nested": {"ok": True, "none": None}})
+        record(
+            "demo.types",
+            actor=SYSTEM,
+            params={"when": object(), "items": (1, 2), "nested": {"ok": True, "none": None}},
+        )
         checked, problem = find_first_break(AuditEvent.objects.order_by("id"))
         assert (checked, problem) == (1, None)
 
     def test_it_masks_secrets_in_params_and_reason(self):
-        event = record("demo.secret", actor=SYSTEM, params={
-            "client_secret": "hunter2", "nested": {"Password": "x", "refresh_token": "y"},
-            "list": [{"apiKey": "z"}], "note": "used fgp_abcdefghijklmnop here",
-        }, reason="token fgp_abcdefghijklmnop failed")
+        event = record(
+            "demo.secret",
+            actor=SYSTEM,
+            params={
+                "client_secret": "hunter2",
+                "nested": {"Password": "x", "refresh_token": "y"},
+                "list": [{"apiKey": "z"}],
+                "note": "used fgp_abcdefghijklmnop here",
+            },
+            reason="token fgp_abcdefghijklmnop failed",
+        )
         stored = AuditEvent.objects.get(pk=event.pk)
         assert stored.params["client_secret"] == MASK
         assert stored.params["nested"] == {"Password": MASK, "refresh_token": MASK}
@@ -73,8 +99,9 @@ class TestRecord:
 class TestTamperDetection:
     def test_an_edited_row_is_named(self):
         events = [record(f"demo.{i}", actor=SYSTEM) for i in range(5)]
-        raw_update("UPDATE audit_auditevent SET actor_name = %s WHERE id = %s",
-                   ["mallory", events[2].pk])
+        raw_update(
+            "UPDATE audit_auditevent SET actor_name = %s WHERE id = %s", ["mallory", events[2].pk]
+        )
         with pytest.raises(CommandError, match=f"BROKEN at event #{events[2].pk}.*edited"):
             verify()
 

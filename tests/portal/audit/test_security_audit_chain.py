@@ -48,8 +48,12 @@ def rechain_unkeyed(from_id: int) -> None:
     for event in (e for e in events if e.id >= from_id):
         values = {name: getattr(event, name) for name in HASHED_FIELDS}
         digest = hashlib.sha256((prev + canonical(values)).encode()).hexdigest()
-        statements.append(("UPDATE audit_auditevent SET prev_hash = %s, hash = %s WHERE id = %s",
-                           [prev, digest, event.id]))
+        statements.append(
+            (
+                "UPDATE audit_auditevent SET prev_hash = %s, hash = %s WHERE id = %s",
+                [prev, digest, event.id],
+            )
+        )
         prev = digest
     as_intruder(*statements)
 
@@ -62,11 +66,13 @@ def alert_state():
 
 # --- the reproduction, as found -------------------------------------------------------------
 
+
 @pytest.mark.django_db
 def test_reproduction_an_edited_row_with_recomputed_hashes_is_caught():
     events = [record(f"demo.{i}", actor=SYSTEM) for i in range(4)]
-    as_intruder(("UPDATE audit_auditevent SET actor_name = %s WHERE id = %s",
-                 ["mallory", events[1].pk]))
+    as_intruder(
+        ("UPDATE audit_auditevent SET actor_name = %s WHERE id = %s", ["mallory", events[1].pk])
+    )
     rechain_unkeyed(events[1].pk)
     with pytest.raises(CommandError, match=f"BROKEN at event #{events[1].pk}"):
         verify()
@@ -78,8 +84,11 @@ def test_reproduction_truncate_is_refused_and_a_truncated_log_is_caught():
     for i in range(3):
         record(f"demo.{i}", actor=SYSTEM)
     verify()  # checkpoint: 3 events
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), \
-            connection.cursor() as cursor:
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
         cursor.execute("TRUNCATE audit_auditevent")
     assert AuditEvent.objects.count() == 3
     # The owner can still drop its own trigger first: the checkpoint catches the truncation.
@@ -102,6 +111,7 @@ def test_reproduction_deleting_the_newest_rows_is_caught():
 
 # --- the key --------------------------------------------------------------------------------
 
+
 @pytest.mark.django_db
 def test_rows_name_their_key_and_a_rotated_key_still_verifies_old_rows(settings):
     old = settings.AUDIT_CHAIN_KEY
@@ -123,9 +133,14 @@ def test_a_checkpoint_cannot_be_forged_without_the_key():
         record(f"demo.{i}", actor=SYSTEM)
     verify()
     checkpoint = AuditCheckpoint.objects.get()
-    AuditCheckpoint.objects.create(created_at=checkpoint.created_at, event_id=None,
-                                   event_hash="0" * 64, event_count=0, key_id="test",
-                                   mac="f" * 64)
+    AuditCheckpoint.objects.create(
+        created_at=checkpoint.created_at,
+        event_id=None,
+        event_hash="0" * 64,
+        event_count=0,
+        key_id="test",
+        mac="f" * 64,
+    )
     with pytest.raises(CommandError, match="not signed"):
         verify()
 
@@ -164,19 +179,33 @@ def test_without_a_key_nothing_is_written(settings):
 
 # --- legacy rows (written before the chain was keyed) ---------------------------------------
 
+
 def legacy_rows(count: int) -> list[AuditEvent]:
     """Rows as the old code wrote them, inserted as the keying migration found them."""
     from django.utils import timezone
 
     prev, rows = "0" * 64, []
     for n in range(count):
-        values = {"created_at": timezone.now(), "actor_type": "system", "actor_id": "",
-                  "actor_name": "old", "actor_role": "system", "action": f"legacy.{n}",
-                  "target_type": "", "target_id": "", "params": {}, "outcome": "success",
-                  "reason": "", "ip": "", "user_agent": "", "request_id": ""}
+        values = {
+            "created_at": timezone.now(),
+            "actor_type": "system",
+            "actor_id": "",
+            "actor_name": "old",
+            "actor_role": "system",
+            "action": f"legacy.{n}",
+            "target_type": "",
+            "target_id": "",
+            "params": {},
+            "outcome": "success",
+            "reason": "",
+            "ip": "",
+            "user_agent": "",
+            "request_id": "",
+        }
         digest = hashlib.sha256((prev + canonical(values)).encode()).hexdigest()
-        rows.append(AuditEvent.objects.create(prev_hash=prev, hash=digest,
-                                              key_id="sha256-legacy", **values))
+        rows.append(
+            AuditEvent.objects.create(prev_hash=prev, hash=digest, key_id="sha256-legacy", **values)
+        )
         prev = digest
     return rows
 
@@ -187,7 +216,8 @@ def pin_like_the_migration() -> None:
     from django.apps import apps
 
     import_module("portal.audit.migrations.0003_keyed_chain_checkpoints").pin_legacy_chain(
-        apps, None)
+        apps, None
+    )
 
 
 @pytest.mark.django_db
@@ -204,8 +234,9 @@ def test_legacy_rows_cannot_be_appended_or_take_over_keyed_rows():
     pin_like_the_migration()
     keyed = record("demo.keyed", actor=SYSTEM)
     # Rewrite the keyed row as a legacy one (the formula is public).
-    as_intruder(("UPDATE audit_auditevent SET key_id = %s WHERE id = %s",
-                 ["sha256-legacy", keyed.pk]))
+    as_intruder(
+        ("UPDATE audit_auditevent SET key_id = %s WHERE id = %s", ["sha256-legacy", keyed.pk])
+    )
     rechain_unkeyed(keyed.pk)
     with pytest.raises(CommandError, match=f"#{keyed.pk}.*legacy"):
         verify()
@@ -216,14 +247,16 @@ def test_legacy_rows_cannot_be_appended_or_take_over_keyed_rows():
 def test_rewriting_the_whole_legacy_chain_misses_the_pinned_checkpoint():
     rows = legacy_rows(3)
     pin_like_the_migration()
-    as_intruder(("UPDATE audit_auditevent SET actor_name = %s WHERE id = %s",
-                 ["mallory", rows[0].pk]))
+    as_intruder(
+        ("UPDATE audit_auditevent SET actor_name = %s WHERE id = %s", ["mallory", rows[0].pk])
+    )
     rechain_unkeyed(rows[0].pk)
     with pytest.raises(CommandError, match=f"#{rows[-1].pk}.*checkpoint"):
         verify()
 
 
 # --- alerts ---------------------------------------------------------------------------------
+
 
 @pytest.mark.django_db
 def test_a_failed_verification_raises_the_alert_wherever_it_ran():
@@ -247,12 +280,14 @@ def test_every_passing_verification_records_a_checkpoint():
     record("demo.one", actor=SYSTEM)
     verify()
     latest = AuditCheckpoint.objects.order_by("-id").values_list(
-        "event_count", "event_id", "source")[0]
+        "event_count", "event_id", "source"
+    )[0]
     assert AuditCheckpoint.objects.count() == 2
     assert latest == (1, AuditEvent.objects.get().pk, "verify_audit_chain")
 
 
 # --- PostgreSQL: the app's role ---------------------------------------------------------------
+
 
 @pytest.mark.django_db
 @on_postgresql
@@ -270,16 +305,20 @@ def test_the_app_role_cannot_disable_the_trigger_truncate_update_or_delete():
             cursor.execute(f"SET LOCAL ROLE {role}")
             cursor.execute(sql, params)
 
-    for sql in ("ALTER TABLE audit_auditevent DISABLE TRIGGER USER",
-                "ALTER TABLE audit_auditevent DISABLE TRIGGER audit_event_append_only",
-                "TRUNCATE audit_auditevent",
-                "TRUNCATE audit_auditcheckpoint",
-                "DROP TRIGGER audit_event_no_truncate ON audit_auditevent"):
+    for sql in (
+        "ALTER TABLE audit_auditevent DISABLE TRIGGER USER",
+        "ALTER TABLE audit_auditevent DISABLE TRIGGER audit_event_append_only",
+        "TRUNCATE audit_auditevent",
+        "TRUNCATE audit_auditcheckpoint",
+        "DROP TRIGGER audit_event_no_truncate ON audit_auditevent",
+    ):
         with pytest.raises(DatabaseError, match=r"must be owner|permission denied"):
             as_app(sql)
-    for sql in ("UPDATE audit_auditevent SET actor_name = 'mallory'",
-                "DELETE FROM audit_auditevent",
-                "UPDATE audit_auditcheckpoint SET event_count = 0"):
+    for sql in (
+        "UPDATE audit_auditevent SET actor_name = 'mallory'",
+        "DELETE FROM audit_auditevent",
+        "UPDATE audit_auditcheckpoint SET event_count = 0",
+    ):
         with pytest.raises(DatabaseError, match="permission denied"):
             as_app(sql)
     # …while it can do its job: append to the log, verify it, use the other tables.

@@ -33,17 +33,22 @@ def test_bad_snoozes_and_unknown_alerts_are_explained(client, sam_support):
     services.evaluate_all()
     client.force_login(sam_support)
     for minutes, message in (("x", b"Choose how long"), ("99999", b"between 1 minute")):
-        response = client.post(reverse("console:alert_action", args=["worker_down"]),
-                               {"action": "snooze", "minutes": minutes}, follow=True)
+        response = client.post(
+            reverse("console:alert_action", args=["worker_down"]),
+            {"action": "snooze", "minutes": minutes},
+            follow=True,
+        )
         assert message in response.content
-    response = client.post(reverse("console:alert_action", args=["nope"]),
-                           {"action": "acknowledge"}, follow=True)
+    response = client.post(
+        reverse("console:alert_action", args=["nope"]), {"action": "acknowledge"}, follow=True
+    )
     assert b"no alert" in response.content
 
 
 def test_viewers_cannot_acknowledge(client, vera_viewer):
     services.evaluate_all()
     client.force_login(vera_viewer)
-    response = client.post(reverse("console:alert_action", args=["worker_down"]),
-                           {"action": "acknowledge"})
+    response = client.post(
+        reverse("console:alert_action", args=["worker_down"]), {"action": "acknowledge"}
+    )
     assert response.status_code == 403

@@ -20,12 +20,14 @@ def url(**params):
 
 
 class TestAccess:
-    def test_viewers_may_not_read_the_audit_log_and_the_attempt_is_recorded(self, client,
-                                                                            vera_viewer):
+    def test_viewers_may_not_read_the_audit_log_and_the_attempt_is_recorded(
+        self, client, vera_viewer
+    ):
         client.force_login(vera_viewer)
         assert client.get(url()).status_code == 403
-        assert AuditEvent.objects.filter(actor_name="vera-viewer", outcome="denied",
-                                         target_id=reverse("console:audit")).exists()
+        assert AuditEvent.objects.filter(
+            actor_name="vera-viewer", outcome="denied", target_id=reverse("console:audit")
+        ).exists()
 
     def test_support_reads_it_but_cannot_export(self, client, sam_support):
         client.force_login(sam_support)
@@ -37,8 +39,12 @@ class TestAccess:
 
 class TestFilters:
     def test_by_actor_action_target_and_outcome(self, client, otto_operator):
-        record("subscription.renew", actor=Actor.system("scheduler"), target_type="subscription",
-               target_id="abc")
+        record(
+            "subscription.renew",
+            actor=Actor.system("scheduler"),
+            target_type="subscription",
+            target_id="abc",
+        )
         record("job.retry", actor=SYSTEM, target_type="job", target_id="7", outcome="failure")
         client.force_login(otto_operator)
         by_actor = client.get(url(actor="sched")).context["events"]
@@ -95,7 +101,7 @@ def test_keyset_pagination_walks_every_event_once(client, otto_operator):
 
 
 def test_csv_export_is_itself_audited_and_defuses_formulas(client, otto_operator):
-    record("demo.export", actor=SYSTEM, reason="=HYPERLINK(\"http://evil\")")
+    record("demo.export", actor=SYSTEM, reason='=HYPERLINK("http://evil")')
     client.force_login(otto_operator)
     response = client.get(reverse("console:audit_export") + "?action=demo.")
     assert response.status_code == 200

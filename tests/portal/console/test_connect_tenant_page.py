@@ -22,15 +22,21 @@ URL = "/credentials/connect-tenant"
 
 @pytest.fixture(scope="module")
 def other_tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
-    with RunningEmulator(state_dir=tmp_path_factory.mktemp("other-tenant"),
-                         extra_args=["--seed", "7"]) as emu:
+    with RunningEmulator(
+        state_dir=tmp_path_factory.mktemp("other-tenant"), extra_args=["--seed", "7"]
+    ) as emu:
         yield emu
 
 
 def form_for(emu: RunningEmulator, secret: str | None = None) -> dict[str, str]:
-    return {"tenant_id": emu.tenant_id, "client_id": emu.client_id,
-            "client_secret": secret or emu.client_secret, "authority_host": emu.authority_host,
-            "graph_url": emu.graph_url, "ca_bundle": emu.ca_path}
+    return {
+        "tenant_id": emu.tenant_id,
+        "client_id": emu.client_id,
+        "client_secret": secret or emu.client_secret,
+        "authority_host": emu.authority_host,
+        "graph_url": emu.graph_url,
+        "ca_bundle": emu.ca_path,
+    }
 
 
 @pytest.mark.parametrize("persona", ["vera_viewer", "sam_support", "otto_operator"])
@@ -48,15 +54,23 @@ def test_the_credentials_page_links_to_it(client, ada_admin):
 
 def test_bad_input_is_a_form_error(client, ada_admin):
     client.force_login(ada_admin)
-    response = client.post(URL, {"tenant_id": "x y", "client_id": "c", "client_secret": "s",
-                                 "authority_host": "http://nope"})
+    response = client.post(
+        URL,
+        {
+            "tenant_id": "x y",
+            "client_id": "c",
+            "client_secret": "s",
+            "authority_host": "http://nope",
+        },
+    )
     assert response.status_code == 400
     assert b"must be an https URL" in response.content
 
 
 @pytest.mark.django_db(transaction=True)
 def test_preview_then_apply_switches_tenant_and_never_shows_the_secret(
-        client, ada_admin, graph_settings, emulator, other_tenant, q_sync, tmp_path):
+    client, ada_admin, graph_settings, emulator, other_tenant, q_sync, tmp_path
+):
     other_tenant.reset()
     graph_settings.DOTENV_FILE = None
     client.force_login(ada_admin)

@@ -31,8 +31,12 @@ def test_only_admins_see_it(client, request, persona):
 def test_the_inventory_never_shows_a_secret_value(client, ada_admin):
     from integrations.microsoft.crypto import encrypt
 
-    Credential.objects.create(display_name="prod", fingerprint="0a1b2c3d4e5f",
-                              secret_encrypted=encrypt("SUPER-SECRET-VALUE"), state="active")
+    Credential.objects.create(
+        display_name="prod",
+        fingerprint="0a1b2c3d4e5f",
+        secret_encrypted=encrypt("SUPER-SECRET-VALUE"),
+        state="active",
+    )
     client.force_login(ada_admin)
     response = client.get("/credentials/")
     body = response.content.decode()
@@ -41,11 +45,14 @@ def test_the_inventory_never_shows_a_secret_value(client, ada_admin):
     assert "gAAAA" not in body  # no ciphertext either
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    ({"value": ""}, "required"),
-    ({"value": "x", "expires_on": "2001-01-01"}, "in the past"),
-    ({"value": "x", "expires_on": "not a date"}, "valid date"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"value": ""}, "required"),
+        ({"value": "x", "expires_on": "2001-01-01"}, "in the past"),
+        ({"value": "x", "expires_on": "not a date"}, "valid date"),
+    ],
+)
 def test_bad_input_is_a_message_not_a_500(client, ada_admin, data, message):
     client.force_login(ada_admin)
     response = client.post("/credentials/add", data, follow=True)
@@ -56,22 +63,28 @@ def test_bad_input_is_a_message_not_a_500(client, ada_admin, data, message):
 
 def test_steps_on_missing_credentials_explain_themselves(client, ada_admin):
     client.force_login(ada_admin)
-    for url in ("/credentials/999/verify", "/credentials/999/activate",
-                "/credentials/999/retire", "/credentials/rollback"):
+    for url in (
+        "/credentials/999/verify",
+        "/credentials/999/activate",
+        "/credentials/999/retire",
+        "/credentials/rollback",
+    ):
         response = client.post(url, follow=True)
         assert response.status_code == 200
         assert messages_of(response), url
 
 
-def test_rotation_add_verify_activate_rollback_against_the_emulator(client, ada_admin,
-                                                                     graph_settings, emulator):
+def test_rotation_add_verify_activate_rollback_against_the_emulator(
+    client, ada_admin, graph_settings, emulator
+):
     from integrations.microsoft import auth
 
     auth.app_token()  # bootstraps the current secret as the active credential
     new_value = emulator.control.add_secret(emulator.client_id)["secretText"]
     client.force_login(ada_admin)
-    response = client.post("/credentials/add", {"value": new_value, "display_name": "Q3"},
-                           follow=True)
+    response = client.post(
+        "/credentials/add", {"value": new_value, "display_name": "Q3"}, follow=True
+    )
     assert any("pending" in m for m in messages_of(response))
     new = Credential.objects.get(display_name="Q3")
     assert new_value not in response.content.decode()
@@ -88,16 +101,23 @@ def test_rotation_add_verify_activate_rollback_against_the_emulator(client, ada_
     client.post("/credentials/rollback")
     new.refresh_from_db()
     assert new.state == "pending"
-    actions = list(AuditEvent.objects.filter(action__startswith="credential.",
-                                             actor_name="ada-admin")
-                   .order_by("id").values_list("action", flat=True))
+    actions = list(
+        AuditEvent.objects.filter(action__startswith="credential.", actor_name="ada-admin")
+        .order_by("id")
+        .values_list("action", flat=True)
+    )
     # The refused first activation changed nothing, so it left no event.
-    assert actions == ["credential.add", "credential.verify", "credential.activate",
-                       "credential.rollback"]
+    assert actions == [
+        "credential.add",
+        "credential.verify",
+        "credential.activate",
+        "credential.rollback",
+    ]
 
 
-def test_a_wrong_secret_fails_verification_with_the_reason(client, ada_admin, graph_settings,
-                                                           emulator):
+def test_a_wrong_secret_fails_verification_with_the_reason(
+    client, ada_admin, graph_settings, emulator
+):
     client.force_login(ada_admin)
     client.post("/credentials/add", {"value": "typo-secret", "display_name": "typo"})
     pending = Credential.objects.get(display_name="typo")
@@ -106,13 +126,14 @@ def test_a_wrong_secret_fails_verification_with_the_reason(client, ada_admin, gr
     assert "AADSTS7000215" in response.content.decode()
 
 
-def test_connect_the_teams_sender_through_the_callback(client, ada_admin, graph_settings,
-                                                       emulator):
+def test_connect_the_teams_sender_through_the_callback(client, ada_admin, graph_settings, emulator):
     client.force_login(ada_admin)
     # The emulator, like an app registration for development, accepts loopback redirects.
-    response = client.post("/credentials/teams-sender/connect",
-                           {"login_hint": emulator.service_account_upn},
-                           HTTP_HOST="127.0.0.1:8000")
+    response = client.post(
+        "/credentials/teams-sender/connect",
+        {"login_hint": emulator.service_account_upn},
+        HTTP_HOST="127.0.0.1:8000",
+    )
     assert response.status_code == 302
     auth_url = response["Location"]
     assert auth_url.startswith(emulator.authority)
@@ -122,15 +143,17 @@ def test_connect_the_teams_sender_through_the_callback(client, ada_admin, graph_
     back = urlsplit(answer.headers["Location"])
     assert back.netloc == "127.0.0.1:8000"
     assert back.path == "/credentials/teams-sender/callback"
-    response = client.get(back.path, {k: v[0] for k, v in parse_qs(back.query).items()},
-                          follow=True)
+    response = client.get(
+        back.path, {k: v[0] for k, v in parse_qs(back.query).items()}, follow=True
+    )
     assert any("sent as" in m for m in messages_of(response))
     account = DelegatedAccount.objects.get(disconnected_at__isnull=True)
     assert account.upn == emulator.service_account_upn
     assert account.upn in response.content.decode()
     # A replayed callback finds no flow in the session.
-    response = client.get(back.path, {k: v[0] for k, v in parse_qs(back.query).items()},
-                          follow=True)
+    response = client.get(
+        back.path, {k: v[0] for k, v in parse_qs(back.query).items()}, follow=True
+    )
     assert any("No Teams sender sign-in" in m for m in messages_of(response))
     response = client.post("/credentials/teams-sender/disconnect", follow=True)
     assert any("disconnected" in m for m in messages_of(response))
@@ -140,17 +163,19 @@ def test_connect_the_teams_sender_through_the_callback(client, ada_admin, graph_
 def test_a_forged_callback_is_refused(client, ada_admin, graph_settings, emulator):
     client.force_login(ada_admin)
     client.post("/credentials/teams-sender/connect")
-    response = client.get("/credentials/teams-sender/callback",
-                          {"code": "x", "state": "forged"}, follow=True)
+    response = client.get(
+        "/credentials/teams-sender/callback", {"code": "x", "state": "forged"}, follow=True
+    )
     assert any("not connected" in m for m in messages_of(response))
     assert AuditEvent.objects.get(action="teams_sender.connect").outcome == "failure"
 
 
-def test_an_error_from_the_identity_platform_is_shown(client, ada_admin, graph_settings,
-                                                      emulator):
+def test_an_error_from_the_identity_platform_is_shown(client, ada_admin, graph_settings, emulator):
     client.force_login(ada_admin)
     client.post("/credentials/teams-sender/connect")
-    response = client.get("/credentials/teams-sender/callback",
-                          {"error": "access_denied", "error_description": "User declined"},
-                          follow=True)
+    response = client.get(
+        "/credentials/teams-sender/callback",
+        {"error": "access_denied", "error_description": "User declined"},
+        follow=True,
+    )
     assert any("access_denied — User declined" in m for m in messages_of(response))

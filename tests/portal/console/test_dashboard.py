@@ -17,7 +17,11 @@ def test_it_shows_real_counts_from_the_database(client, personas):
     assert response.status_code == 200
     assert response.context["denied_24h"] == 1
     assert dict(response.context["users_by_role"]) == {
-        "viewer": 1, "support": 1, "operator": 1, "admin": 1}
+        "viewer": 1,
+        "support": 1,
+        "operator": 1,
+        "admin": 1,
+    }
 
 
 def test_viewers_see_it_without_the_audit_trail(client, vera_viewer):
@@ -35,16 +39,20 @@ def test_the_live_refresh_swaps_only_the_health_partial(client, vera_viewer):
     assert body.decode().lstrip().startswith('<div id="health"')
 
 
-@pytest.mark.parametrize(("role", "visible", "hidden"), [
-    ("viewer", VIEWER_NAV, ["Verify", "Credentials", "Recovery", "Audit log", "Django admin"]),
-    ("support", SUPPORT_NAV, ["Credentials", "Recovery", "Django admin"]),
-    ("operator", SUPPORT_NAV, ["Credentials", "Recovery", "Django admin"]),
-    ("admin", ADMIN_NAV, []),
-])
+@pytest.mark.parametrize(
+    ("role", "visible", "hidden"),
+    [
+        ("viewer", VIEWER_NAV, ["Verify", "Credentials", "Recovery", "Audit log", "Django admin"]),
+        ("support", SUPPORT_NAV, ["Credentials", "Recovery", "Django admin"]),
+        ("operator", SUPPORT_NAV, ["Credentials", "Recovery", "Django admin"]),
+        ("admin", ADMIN_NAV, []),
+    ],
+)
 def test_navigation_shows_only_what_the_role_may_use(client, personas, role, visible, hidden):
     client.force_login(personas[role])
-    labels = [item["label"] for item in
-              client.get(reverse("console:dashboard")).context["nav_items"]]
+    labels = [
+        item["label"] for item in client.get(reverse("console:dashboard")).context["nav_items"]
+    ]
     assert labels == visible
     assert not set(hidden) & set(labels)
 
@@ -55,16 +63,22 @@ def test_the_24_hour_charts_come_from_the_minute_samples(client, vera_viewer):
     from portal.alerts.models import MetricSample
 
     now = timezone.now()
-    MetricSample.objects.create(taken_at=now, queue_length=40, dead=2, calls_ok=90,
-                                calls_failed=10, calls_throttled=3)
-    MetricSample.objects.create(taken_at=now - timezone.timedelta(hours=30), queue_length=999,
-                                dead=0, calls_ok=1, calls_failed=0, calls_throttled=0)
+    MetricSample.objects.create(
+        taken_at=now, queue_length=40, dead=2, calls_ok=90, calls_failed=10, calls_throttled=3
+    )
+    MetricSample.objects.create(
+        taken_at=now - timezone.timedelta(hours=30),
+        queue_length=999,
+        dead=0,
+        calls_ok=1,
+        calls_failed=0,
+        calls_throttled=0,
+    )
     client.force_login(vera_viewer)
     charts = client.get(reverse("console:dashboard")).context["charts"]
     assert len(charts["bars"]) == 24 and charts["has_data"]
     latest = charts["bars"][-1]
-    assert (latest["ok"], latest["failed"], latest["throttled"], latest["queue"]) == (
-        90, 10, 3, 40)
+    assert (latest["ok"], latest["failed"], latest["throttled"], latest["queue"]) == (90, 10, 3, 40)
     assert latest["ok_height"] + latest["failed_height"] == 100
     assert charts["queue_max"] == 40  # the 30-hour-old sample is outside the window
 

@@ -14,13 +14,19 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def failed(db):
-    message = messaging.send_mail("dispatch@fleet.example", ["d@fleet.example"],
-                                  "Secret route", "The text of the message",
-                                  created_by="client:fleet-api")
-    OutboundMessage.objects.filter(pk=message.pk).update(status="failed",
-                                                         last_error="ErrorInvalidRecipients")
+    message = messaging.send_mail(
+        "dispatch@fleet.example",
+        ["d@fleet.example"],
+        "Secret route",
+        "The text of the message",
+        created_by="client:fleet-api",
+    )
+    OutboundMessage.objects.filter(pk=message.pk).update(
+        status="failed", last_error="ErrorInvalidRecipients"
+    )
     message.job.__class__.objects.filter(pk=message.job_id).update(
-        status="dead", error_signature="abc123", last_error="ErrorInvalidRecipients")
+        status="dead", error_signature="abc123", last_error="ErrorInvalidRecipients"
+    )
     return message
 
 
@@ -41,8 +47,9 @@ def test_filters_narrow_the_list(client, otto_operator, failed):
     client.force_login(otto_operator)
     other = client.get(reverse("console:messages"), {"client": "client:other"})
     assert f"#{failed.pk}".encode() not in other.content
-    mine = client.get(reverse("console:messages"), {"recipient": "d@fleet.example",
-                                                    "channel": "mail"})
+    mine = client.get(
+        reverse("console:messages"), {"recipient": "d@fleet.example", "channel": "mail"}
+    )
     assert f"#{failed.pk}".encode() in mine.content
     assert client.get(reverse("console:messages"), {"date_from": "nope"}).status_code == 200
 
@@ -58,8 +65,9 @@ def test_operators_read_resend_and_cancel(client, otto_operator, failed):
     client.post(reverse("console:message_cancel", args=[resend.pk]))
     resend.refresh_from_db()
     assert resend.status == "cancelled"
-    actions = set(AuditEvent.objects.filter(actor_name="otto-operator").values_list(
-        "action", flat=True))
+    actions = set(
+        AuditEvent.objects.filter(actor_name="otto-operator").values_list("action", flat=True)
+    )
     assert {"message.resend", "message.cancel"} <= actions
 
 
@@ -69,21 +77,31 @@ def test_admins_manage_endpoints_in_the_console(client, ada_admin, otto_operator
     client.force_login(otto_operator)
     assert client.get(reverse("console:event_endpoints")).status_code == 403
     client.force_login(ada_admin)
-    response = client.post(reverse("console:event_endpoint_create"),
-                           {"url": "http://127.0.0.1:9/hook", "description": "dispatch"})
+    response = client.post(
+        reverse("console:event_endpoint_create"),
+        {"url": "http://127.0.0.1:9/hook", "description": "dispatch"},
+    )
     assert response.status_code == 200 and response["Cache-Control"] == "no-store"
     assert response.context["secret"].startswith("whsec_")
     endpoint = EventEndpoint.objects.get()
-    refused = client.post(reverse("console:event_endpoint_create"),
-                          {"url": "https://169.254.169.254/"})
+    refused = client.post(
+        reverse("console:event_endpoint_create"), {"url": "https://169.254.169.254/"}
+    )
     assert refused.status_code == 400 and b"link-local" in refused.content
     for action in ("pause", "resume", "test"):
-        assert client.post(reverse("console:event_endpoint_action",
-                                   args=[endpoint.pk, action])).status_code == 302
-    rotated = client.post(reverse("console:event_endpoint_action", args=[endpoint.pk,
-                                                                          "rotate"]))
+        assert (
+            client.post(
+                reverse("console:event_endpoint_action", args=[endpoint.pk, action])
+            ).status_code
+            == 302
+        )
+    rotated = client.post(reverse("console:event_endpoint_action", args=[endpoint.pk, "rotate"]))
     assert rotated.context["secret"].startswith("whsec_")
     page = client.get(reverse("console:event_endpoint", args=[endpoint.pk]))
     assert b"(test)" in page.content and rotated.context["secret"].encode() not in page.content
-    assert client.post(reverse("console:event_endpoint_action",
-                               args=[endpoint.pk, "explode"])).status_code == 404
+    assert (
+        client.post(
+            reverse("console:event_endpoint_action", args=[endpoint.pk, "explode"])
+        ).status_code
+        == 404
+    )

@@ -14,14 +14,23 @@ pytestmark = pytest.mark.django_db
 URL = "/graph/"
 
 
-def call(status=200, *, route="/users/{id}/messages", mailbox="", ago=0, retry_after=None,
-         **fields):
-    row = GraphCall.objects.create(method="GET", route=route, status=status,
-                                   throttled=status == 429, mailbox=mailbox,
-                                   retry_after=retry_after, duration_ms=42, **fields)
+def call(
+    status=200, *, route="/users/{id}/messages", mailbox="", ago=0, retry_after=None, **fields
+):
+    row = GraphCall.objects.create(
+        method="GET",
+        route=route,
+        status=status,
+        throttled=status == 429,
+        mailbox=mailbox,
+        retry_after=retry_after,
+        duration_ms=42,
+        **fields,
+    )
     if ago:
         GraphCall.objects.filter(pk=row.pk).update(
-            created_at=timezone.now() - timedelta(seconds=ago))
+            created_at=timezone.now() - timedelta(seconds=ago)
+        )
     return row
 
 
@@ -33,10 +42,8 @@ def test_anonymous_is_sent_to_sign_in(client):
 def test_viewers_see_success_rate_and_429s_by_route_and_mailbox(client, vera_viewer):
     for _ in range(7):
         call(200)
-    call(429, route="/users/{id}/mailFolders/{id}/messages/delta", mailbox="u-1",
-         retry_after=30)
-    call(429, route="/users/{id}/mailFolders/{id}/messages/delta", mailbox="u-1",
-         retry_after=30)
+    call(429, route="/users/{id}/mailFolders/{id}/messages/delta", mailbox="u-1", retry_after=30)
+    call(429, route="/users/{id}/mailFolders/{id}/messages/delta", mailbox="u-1", retry_after=30)
     call(503)
     call(200, ago=2 * 3600)  # outside the hour
     client.force_login(vera_viewer)
@@ -67,8 +74,9 @@ def test_filters_and_keyset_pages(client, vera_viewer):
     response = client.get(URL, {"mailbox": "M", "status": "ok"})
     assert len(response.context["calls"]) == 50
     assert response.context["older_cursor"] == rows[5].pk
-    older = client.get(URL, {"mailbox": "m", "status": "ok",
-                             "before": response.context["older_cursor"]})
+    older = client.get(
+        URL, {"mailbox": "m", "status": "ok", "before": response.context["older_cursor"]}
+    )
     assert [c.pk for c in older.context["calls"]] == [r.pk for r in rows[:5]][::-1]
     assert older.context["older_cursor"] is None
     throttled = client.get(URL, {"throttled": "yes"}).context["calls"]
@@ -82,8 +90,9 @@ def test_the_time_window_bounds_the_list(client, vera_viewer):
     assert len(client.get(URL, {"window": "24h"}).context["calls"]) == 1
 
 
-@pytest.mark.parametrize("params", [{"status": "bogus"}, {"before": "-3"},
-                                    {"window": "1y"}, {"route": "x" * 400}])
+@pytest.mark.parametrize(
+    "params", [{"status": "bogus"}, {"before": "-3"}, {"window": "1y"}, {"route": "x" * 400}]
+)
 def test_bad_filters_are_form_errors_not_500(client, vera_viewer, params):
     client.force_login(vera_viewer)
     response = client.get(URL, params)
@@ -100,7 +109,8 @@ def test_htmx_filtering_swaps_only_the_calls_table(client, vera_viewer):
 
 
 def test_the_dashboard_shows_graph_queue_secret_and_health_without_calling_graph(
-        client, vera_viewer, monkeypatch):
+    client, vera_viewer, monkeypatch
+):
     from integrations.microsoft import graph
 
     def no_graph(*args, **kwargs):
@@ -109,8 +119,12 @@ def test_the_dashboard_shows_graph_queue_secret_and_health_without_calling_graph
     monkeypatch.setattr(graph, "request", no_graph)
     call(200)
     call(429, retry_after=1)
-    Credential.objects.create(display_name="prod", fingerprint="abc123", state="active",
-                              expires_at=timezone.now() + timedelta(days=20, hours=1))
+    Credential.objects.create(
+        display_name="prod",
+        fingerprint="abc123",
+        state="active",
+        expires_at=timezone.now() + timedelta(days=20, hours=1),
+    )
     client.force_login(vera_viewer)
     response = client.get(reverse("console:dashboard"))
     assert response.status_code == 200

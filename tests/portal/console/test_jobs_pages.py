@@ -9,11 +9,16 @@ pytestmark = pytest.mark.django_db
 
 
 def dead(n=1, **fields):
-    return [Job.objects.create(job_type=fields.get("job_type", "jobs.noop"),
-                               status=Job.Status.DEAD, last_error="GraphError: 503 at 1234",
-                               error_signature=fields.get("sig", "aaaa"),
-                               payload=fields.get("payload", {"user": "ann@fleet"}))
-            for _ in range(n)]
+    return [
+        Job.objects.create(
+            job_type=fields.get("job_type", "jobs.noop"),
+            status=Job.Status.DEAD,
+            last_error="GraphError: 503 at 1234",
+            error_signature=fields.get("sig", "aaaa"),
+            payload=fields.get("payload", {"user": "ann@fleet"}),
+        )
+        for _ in range(n)
+    ]
 
 
 class TestList:
@@ -53,8 +58,14 @@ class TestList:
 class TestDetailAndActions:
     def test_detail_masks_secrets_and_lists_attempts(self, client, otto_operator):
         job = dead(payload={"user": "ann", "client_secret": "hunter2"})[0]
-        JobAttempt.objects.create(job=job, number=1, started_at=job.created_at,
-                                  outcome="failed", error="boom", traceback="Traceback: x")
+        JobAttempt.objects.create(
+            job=job,
+            number=1,
+            started_at=job.created_at,
+            outcome="failed",
+            error="boom",
+            traceback="Traceback: x",
+        )
         client.force_login(otto_operator)
         response = client.get(reverse("console:job_detail", args=[job.pk]))
         assert response.status_code == 200
@@ -64,8 +75,9 @@ class TestDetailAndActions:
     def test_support_retries_from_the_console(self, client, sam_support):
         job = dead()[0]
         client.force_login(sam_support)
-        response = client.post(reverse("console:job_retry", args=[job.pk]),
-                               {"next": reverse("console:jobs")})
+        response = client.post(
+            reverse("console:job_retry", args=[job.pk]), {"next": reverse("console:jobs")}
+        )
         assert response.status_code == 302 and response["Location"] == reverse("console:jobs")
         job.refresh_from_db()
         assert job.status == Job.Status.PENDING
@@ -74,23 +86,27 @@ class TestDetailAndActions:
     def test_the_next_parameter_never_leaves_the_portal(self, client, sam_support):
         job = dead()[0]
         client.force_login(sam_support)
-        response = client.post(reverse("console:job_retry", args=[job.pk]),
-                               {"next": "//evil.example/"})
+        response = client.post(
+            reverse("console:job_retry", args=[job.pk]), {"next": "//evil.example/"}
+        )
         assert response["Location"] == reverse("console:job_detail", args=[job.pk])
 
     def test_viewers_cannot_retry_or_discard(self, client, vera_viewer):
         job = dead()[0]
         client.force_login(vera_viewer)
         assert client.post(reverse("console:job_retry", args=[job.pk])).status_code == 403
-        assert client.post(reverse("console:job_discard", args=[job.pk]),
-                           {"reason": "x"}).status_code == 403
+        assert (
+            client.post(reverse("console:job_discard", args=[job.pk]), {"reason": "x"}).status_code
+            == 403
+        )
         assert Job.objects.get(pk=job.pk).status == Job.Status.DEAD
 
     def test_discard_without_a_reason_explains(self, client, otto_operator):
         job = dead()[0]
         client.force_login(otto_operator)
-        response = client.post(reverse("console:job_discard", args=[job.pk]), {"reason": ""},
-                               follow=True)
+        response = client.post(
+            reverse("console:job_discard", args=[job.pk]), {"reason": ""}, follow=True
+        )
         assert b"Say why" in response.content
         assert Job.objects.get(pk=job.pk).status == Job.Status.DEAD
 
@@ -127,8 +143,9 @@ class TestRetryAll:
         url = reverse("console:jobs_retry_all")
         refused = client.post(url, {"status": "dead", "confirm_count": "1"})
         assert refused.status_code == 400 and not BulkOperation.objects.exists()
-        accepted = client.post(url, {"status": "dead",
-                                     "confirm_count": str(TYPED_CONFIRMATION_THRESHOLD + 1)})
+        accepted = client.post(
+            url, {"status": "dead", "confirm_count": str(TYPED_CONFIRMATION_THRESHOLD + 1)}
+        )
         assert accepted.status_code == 302 and BulkOperation.objects.count() == 1
 
     def test_support_cannot_retry_all(self, client, sam_support):
@@ -152,6 +169,7 @@ class TestPause:
 
     def test_support_cannot_pause(self, client, sam_support):
         client.force_login(sam_support)
-        response = client.post(reverse("console:job_type_pause"),
-                               {"job_type": "jobs.noop", "action": "pause"})
+        response = client.post(
+            reverse("console:job_type_pause"), {"job_type": "jobs.noop", "action": "pause"}
+        )
         assert response.status_code == 403 and not PausedJobType.objects.exists()

@@ -8,8 +8,12 @@ pytestmark = pytest.mark.django_db
 
 
 def sign_in(client, username, password):
-    return client.post(reverse("login"), {"username": username, "password": password},
-                       REMOTE_ADDR="10.1.2.3", HTTP_USER_AGENT="pytest-browser")
+    return client.post(
+        reverse("login"),
+        {"username": username, "password": password},
+        REMOTE_ADDR="10.1.2.3",
+        HTTP_USER_AGENT="pytest-browser",
+    )
 
 
 def test_signing_in_is_audited_with_ip_and_user_agent(client, sam_support):
@@ -30,24 +34,28 @@ def test_a_wrong_password_is_refused_and_audited_without_the_password(client, sa
     assert "not-the-password" not in str(event.params) + event.reason
 
 
-def test_repeated_failures_lock_the_account_and_the_lockout_is_audited(client, sam_support,
-                                                                       settings):
+def test_repeated_failures_lock_the_account_and_the_lockout_is_audited(
+    client, sam_support, settings
+):
     for _ in range(settings.AXES_FAILURE_LIMIT):
         sign_in(client, "sam-support", "wrong")
     response = sign_in(client, "sam-support", PERSONA_PASSWORD)
     assert response.status_code == 429
     assert b"Too many failed sign-ins" in response.content
     assert not response.wsgi_request.user.is_authenticated
-    assert AuditEvent.objects.filter(action="auth.lockout", outcome="denied",
-                                     target_id="sam-support").exists()
+    assert AuditEvent.objects.filter(
+        action="auth.lockout", outcome="denied", target_id="sam-support"
+    ).exists()
 
 
 def test_the_lockout_is_per_username_and_address(client, sam_support, settings):
     for _ in range(settings.AXES_FAILURE_LIMIT):
         sign_in(client, "sam-support", "wrong")
-    other_address = client.post(reverse("login"), {"username": "sam-support",
-                                                   "password": PERSONA_PASSWORD},
-                                REMOTE_ADDR="10.9.9.9")
+    other_address = client.post(
+        reverse("login"),
+        {"username": "sam-support", "password": PERSONA_PASSWORD},
+        REMOTE_ADDR="10.9.9.9",
+    )
     assert other_address.status_code == 302
 
 
@@ -108,6 +116,8 @@ class TestDjangoAdmin:
         client.force_login(ada_admin)
         assert client.get("/admin/audit/auditevent/").status_code == 200
         assert client.get("/admin/audit/auditevent/add/").status_code == 403
-        assert client.post(f"/admin/audit/auditevent/{event.pk}/delete/",
-                           {"post": "yes"}).status_code == 403
+        assert (
+            client.post(f"/admin/audit/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code
+            == 403
+        )
         assert AuditEvent.objects.filter(pk=event.pk).exists()

@@ -12,8 +12,9 @@ TEMPLATES = Path(settings.BASE_DIR) / "templates"
 
 
 def render(page: KeysetPage, **extra: str) -> str:
-    return render_to_string("console/includes/pager.html",
-                            {**page.context(), "target": "#rows", **extra})
+    return render_to_string(
+        "console/includes/pager.html", {**page.context(), "target": "#rows", **extra}
+    )
 
 
 def test_an_older_page_link_keeps_the_filters_and_targets_the_list():
@@ -36,9 +37,15 @@ def test_the_last_page_has_no_older_link_and_labels_can_be_named():
 
 
 def test_every_console_list_uses_the_include_instead_of_its_own_pager():
-    own_pagers = [path.name for path in (TEMPLATES / "console").glob("*.html")
-                  if 'class="pager"' in path.read_text()]
-    users = [path.name for path in (TEMPLATES / "console").glob("*.html")
-             if "console/includes/pager.html" in path.read_text()]
+    own_pagers = [
+        path.name
+        for path in (TEMPLATES / "console").glob("*.html")
+        if 'class="pager"' in path.read_text()
+    ]
+    users = [
+        path.name
+        for path in (TEMPLATES / "console").glob("*.html")
+        if "console/includes/pager.html" in path.read_text()
+    ]
     assert own_pagers == []
     assert len(users) >= 5

@@ -18,8 +18,7 @@ def test_only_admins_see_people(client, personas):
     assert client.get("/people/").status_code == 403
 
 
-def test_people_shows_role_source_last_sign_in_and_method(client, emulator, sso_settings,
-                                                          personas):
+def test_people_shows_role_source_last_sign_in_and_method(client, emulator, sso_settings, personas):
     sign_in(client, emulator, ENTRA_STAFF["support"])
     client.logout()
     client.post("/login/", {"username": PERSONAS["admin"], "password": PERSONA_PASSWORD})
@@ -33,21 +32,22 @@ def test_people_shows_role_source_last_sign_in_and_method(client, emulator, sso_
     assert "never" in viewer_row and "<select" in viewer_row
 
 
-def test_an_admin_changes_a_local_role_but_not_an_sso_role(client, emulator, sso_settings,
-                                                           personas):
+def test_an_admin_changes_a_local_role_but_not_an_sso_role(
+    client, emulator, sso_settings, personas
+):
     sign_in(client, emulator, ENTRA_STAFF["viewer"])
     entra_user = get_user_model().objects.get(username=ENTRA_STAFF["viewer"])
     client.logout()
     client.force_login(personas["admin"])
-    assert client.post(f"/people/{PERSONAS['viewer']}/role",
-                       {"role": "support"}).status_code == 302
+    assert client.post(f"/people/{PERSONAS['viewer']}/role", {"role": "support"}).status_code == 302
     assert role_of(get_user_model().objects.get(username=PERSONAS["viewer"])) == "support"
     refused = client.post(f"/people/{ENTRA_STAFF['viewer']}/role", {"role": "admin"})
     assert refused.status_code == 400
     assert b"comes from the app roles assigned in Entra ID" in refused.content
     assert role_of(get_user_model().objects.get(pk=entra_user.pk)) == "viewer"
-    assert not AuditEvent.objects.filter(action="user.set_role", target_id=str(entra_user.pk),
-                                         actor_name=PERSONAS["admin"]).exists()
+    assert not AuditEvent.objects.filter(
+        action="user.set_role", target_id=str(entra_user.pk), actor_name=PERSONAS["admin"]
+    ).exists()
 
 
 def test_a_bad_role_is_a_clear_400(client, personas):

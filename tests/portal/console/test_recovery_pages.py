@@ -23,12 +23,12 @@ def fake_graph(monkeypatch):
             s = subscriptions.Summary(name, dry_run=dry_run)
             s.created.append("driver1 messages")
             return s
+
         return service
 
     monkeypatch.setattr(subscriptions, "setup", summary("setup_webhooks"))
     monkeypatch.setattr(subscriptions, "cleanup", summary("cleanup_webhooks"))
-    monkeypatch.setattr(verify, "CHECKS", [
-        lambda ctx: verify.CheckResult("Token", True, "issued")])
+    monkeypatch.setattr(verify, "CHECKS", [lambda ctx: verify.CheckResult("Token", True, "issued")])
     return seen
 
 
@@ -46,8 +46,9 @@ def test_starting_needs_the_typed_word(client, ada_admin):
     assert not AuditEvent.objects.filter(action="recovery.start").exists()
 
 
-def test_a_guided_session_runs_each_step_in_order_as_one_audit_session(client, ada_admin,
-                                                                      fake_graph):
+def test_a_guided_session_runs_each_step_in_order_as_one_audit_session(
+    client, ada_admin, fake_graph
+):
     user = MonitoredUser.objects.create(identifier="d@x.test", graph_id="g")
     SyncState.objects.create(monitored_user=user, kind="messages", delta_link="https://l")
     PausedJobType.objects.create(job_type="graph.lifecycle_event", paused_by="earlier")
@@ -70,19 +71,24 @@ def test_a_guided_session_runs_each_step_in_order_as_one_audit_session(client, a
     client.post(step_url, {"step": "resume"})
     # Only what this session paused is resumed.
     assert list(PausedJobType.objects.values_list("job_type", flat=True)) == [
-        "graph.lifecycle_event"]
+        "graph.lifecycle_event"
+    ]
     client.post(step_url, {"step": "setup"})
     client.post(step_url, {"step": "verify"})
     state = recovery.load(session_id)
     assert state.finished is not None and state.finished.outcome == "success"
-    assert [k for k in recovery.STEP_KEYS if state.results[k]["ok"]] == list(
-        recovery.STEP_KEYS)
+    assert [k for k in recovery.STEP_KEYS if state.results[k]["ok"]] == list(recovery.STEP_KEYS)
     assert state.results["reset_sync"]["skipped"]
     # Every event the steps wrote carries the session id as its request id.
-    actions = set(AuditEvent.objects.filter(request_id=session_id)
-                  .values_list("action", flat=True))
-    assert {"recovery.start", "recovery.step", "jobs.pause", "jobs.resume",
-            "integration.verify", "recovery.finish"} <= actions
+    actions = set(AuditEvent.objects.filter(request_id=session_id).values_list("action", flat=True))
+    assert {
+        "recovery.start",
+        "recovery.step",
+        "jobs.pause",
+        "jobs.resume",
+        "integration.verify",
+        "recovery.finish",
+    } <= actions
     assert {rid for _, rid in fake_graph} == {session_id}
     page = client.get(f"/recovery/{session_id}/")
     assert "finished · verified" in page.content.decode()

@@ -22,11 +22,13 @@ def test_everyone_sees_the_values_and_defaults(client, vera_viewer):
     assert b"Turn off" not in response.content  # viewers get no buttons
 
 
-def test_an_operator_turns_realtime_sync_off_with_before_and_after_audited(client,
-                                                                          otto_operator):
+def test_an_operator_turns_realtime_sync_off_with_before_and_after_audited(client, otto_operator):
     client.force_login(otto_operator)
-    response = client.post(reverse("console:settings_change", args=["ENABLE_REALTIME_SYNC"]),
-                           {"value": "false", "reason": "429 storm"}, follow=True)
+    response = client.post(
+        reverse("console:settings_change", args=["ENABLE_REALTIME_SYNC"]),
+        {"value": "false", "reason": "429 storm"},
+        follow=True,
+    )
     assert b"Real-time sync is now off" in response.content
     assert registry.get("ENABLE_REALTIME_SYNC") is False
     event = AuditEvent.objects.get(action="settings.change")
@@ -44,12 +46,14 @@ def test_bad_values_are_refused_with_a_message(client, otto_operator):
     assert not AuditEvent.objects.filter(action="settings.change", outcome="success").exists()
 
 
-def test_support_cannot_change_settings_and_unknown_keys_are_refused(client, sam_support,
-                                                                    otto_operator):
+def test_support_cannot_change_settings_and_unknown_keys_are_refused(
+    client, sam_support, otto_operator
+):
     client.force_login(sam_support)
     url = reverse("console:settings_change", args=["SYNC_INTERVAL_MINUTES"])
     assert client.post(url, {"value": "30"}).status_code == 403
     client.force_login(otto_operator)
-    response = client.post(reverse("console:settings_change", args=["NOPE"]), {"value": "1"},
-                           follow=True)
+    response = client.post(
+        reverse("console:settings_change", args=["NOPE"]), {"value": "1"}, follow=True
+    )
     assert b"There is no setting NOPE" in response.content

@@ -19,15 +19,21 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def user(db):
-    return MonitoredUser.objects.create(identifier="driver1@fleet.test", graph_id="g-1",
-                                        upn="driver1@fleet.test")
+    return MonitoredUser.objects.create(
+        identifier="driver1@fleet.test", graph_id="g-1", upn="driver1@fleet.test"
+    )
 
 
 def sub(user, n, *, hours=48, **fields):
     now = timezone.now()
-    return make_sub(user, graph_id=f"graph-{n}", expiration=now + timedelta(hours=hours),
-                    lifetime_started_at=now - timedelta(hours=1),
-                    lifecycle_url="https://x/api/webhooks/lifecycle", **fields)
+    return make_sub(
+        user,
+        graph_id=f"graph-{n}",
+        expiration=now + timedelta(hours=hours),
+        lifetime_started_at=now - timedelta(hours=1),
+        lifecycle_url="https://x/api/webhooks/lifecycle",
+        **fields,
+    )
 
 
 def messages_of(response):
@@ -38,9 +44,14 @@ def test_viewers_see_the_list_with_expiry_against_the_maximum(client, vera_viewe
     s = sub(user, 1, hours=24 * 3)
     expired = sub(user, 2, hours=-1)
     event = LifecycleEvent.objects.create(
-        subscription=s, subscription_graph_id=s.graph_id, event="missed", dedupe_key="k1",
-        status="handled", outcome="delta resync requested",
-        followup_job=Job.objects.create(job_type="graph.sync_delta"))
+        subscription=s,
+        subscription_graph_id=s.graph_id,
+        event="missed",
+        dedupe_key="k1",
+        status="handled",
+        outcome="delta resync requested",
+        followup_job=Job.objects.create(job_type="graph.sync_delta"),
+    )
     client.force_login(vera_viewer)
     response = client.get("/subscriptions/")
     assert response.status_code == 200
@@ -61,22 +72,26 @@ def test_filters_keyset_and_bad_input(client, vera_viewer, user):
     client.force_login(vera_viewer)
     response = client.get("/subscriptions/", {"state": "active"})
     assert len(response.context["rows"]) == 50
-    older = client.get("/subscriptions/", {"state": "active",
-                                           "before": response.context["older_cursor"]})
+    older = client.get(
+        "/subscriptions/", {"state": "active", "before": response.context["older_cursor"]}
+    )
     assert len(older.context["rows"]) == 4
-    assert [r.graph_id for r in client.get("/subscriptions/", {"expiring": 3})
-            .context["rows"]] == ["graph-99"]
+    assert [r.graph_id for r in client.get("/subscriptions/", {"expiring": 3}).context["rows"]] == [
+        "graph-99"
+    ]
     assert rows
     for bad in ({"state": "nope"}, {"expiring": "-1"}, {"before": "x"}):
         response = client.get("/subscriptions/", bad)
         assert response.status_code == 200 and response.context["form"].errors
-    partial = client.get("/subscriptions/", headers={"HX-Request": "true",
-                                                     "HX-Target": "subscriptions"})
+    partial = client.get(
+        "/subscriptions/", headers={"HX-Request": "true", "HX-Target": "subscriptions"}
+    )
     assert partial.content.decode().lstrip().startswith('<section id="subscriptions"')
 
 
-def test_operators_renew_one_and_graph_errors_become_messages(client, otto_operator, user,
-                                                             monkeypatch):
+def test_operators_renew_one_and_graph_errors_become_messages(
+    client, otto_operator, user, monkeypatch
+):
     s = sub(user, 1)
     calls = []
 
@@ -106,13 +121,15 @@ def test_support_may_not_renew(client, sam_support, user):
     assert AuditEvent.objects.filter(outcome="denied", actor_name="sam-support").exists()
 
 
-def test_delete_and_recreate_show_their_impact_before_acting(client, otto_operator, user,
-                                                            monkeypatch):
+def test_delete_and_recreate_show_their_impact_before_acting(
+    client, otto_operator, user, monkeypatch
+):
     s = sub(user, 1)
     done = []
     monkeypatch.setattr(subscriptions, "delete", lambda actor, pk: done.append(("delete", pk)))
-    monkeypatch.setattr(subscriptions, "recreate",
-                        lambda actor, pk: done.append(("recreate", pk)) or s)
+    monkeypatch.setattr(
+        subscriptions, "recreate", lambda actor, pk: done.append(("recreate", pk)) or s
+    )
     client.force_login(otto_operator)
     page = client.get(f"/subscriptions/{s.pk}/delete")
     assert "Notifications for driver1@fleet.test stop" in page.content.decode()
@@ -124,24 +141,27 @@ def test_delete_and_recreate_show_their_impact_before_acting(client, otto_operat
     assert done == [("recreate", s.pk), ("delete", s.pk)]
 
 
-def test_bulk_renew_previews_then_needs_the_typed_count(client, otto_operator, user,
-                                                        monkeypatch):
+def test_bulk_renew_previews_then_needs_the_typed_count(client, otto_operator, user, monkeypatch):
     from portal.console.subscriptions_views import TYPED_CONFIRMATION_THRESHOLD
 
     count = TYPED_CONFIRMATION_THRESHOLD + 1
     expiring = [sub(user, n, hours=5) for n in range(count)]
     sub(user, 500, hours=100)
     renewed = []
-    monkeypatch.setattr(subscriptions, "renew",
-                        lambda actor, pk: renewed.append(pk) or Subscription.objects.get(pk=pk))
+    monkeypatch.setattr(
+        subscriptions,
+        "renew",
+        lambda actor, pk: renewed.append(pk) or Subscription.objects.get(pk=pk),
+    )
     client.force_login(otto_operator)
     preview = client.get("/subscriptions/renew-expiring", {"hours": 24})
     assert preview.context["count"] == count and len(preview.context["sample"]) == 5
     assert renewed == []
     wrong = client.post("/subscriptions/renew-expiring", {"hours": 24, "confirm_count": "3"})
     assert wrong.status_code == 400 and renewed == []
-    started = client.post("/subscriptions/renew-expiring",
-                          {"hours": 24, "confirm_count": str(count)})
+    started = client.post(
+        "/subscriptions/renew-expiring", {"hours": 24, "confirm_count": str(count)}
+    )
     operation = BulkOperation.objects.get(kind="renew_subscriptions")
     assert started["Location"] == f"/jobs/operations/{operation.pk}/"
     assert renewed == []  # renewed in the background, not in the request
@@ -165,6 +185,7 @@ def test_setup_and_cleanup_are_dry_runs_until_confirmed(client, otto_operator, m
             summary = subscriptions.Summary(name, dry_run=dry_run)
             summary.created.append("driver1 messages")
             return summary
+
         return service
 
     monkeypatch.setattr(subscriptions, "setup", fake("setup_webhooks"))
@@ -186,35 +207,48 @@ def test_setup_and_cleanup_are_dry_runs_until_confirmed(client, otto_operator, m
     assert runs[-1] == ("setup_webhooks", False)
     done = client.get(started["Location"])
     assert b"<strong>1</strong> created" in done.content
-    assert AuditEvent.objects.filter(action="webhooks.setup.start",
-                                     actor_name="otto-operator").exists()
+    assert AuditEvent.objects.filter(
+        action="webhooks.setup.start", actor_name="otto-operator"
+    ).exists()
     client.get("/subscriptions/cleanup")
     client.post("/subscriptions/cleanup", {"confirm": "yes"})
     run_job(Job.objects.filter(job_type="graph.subscriptions_run").order_by("-id")[0].pk)
     assert runs[-2:] == [("cleanup_webhooks", True), ("cleanup_webhooks", False)]
 
 
-def test_compare_puts_database_and_graph_side_by_side(client, otto_operator, user, monkeypatch,
-                                                      settings):
+def test_compare_puts_database_and_graph_side_by_side(
+    client, otto_operator, user, monkeypatch, settings
+):
     settings.PUBLIC_BASE_URL = "https://portal.test"
     in_step = sub(user, 1)
     sub(user, 2)  # active here, gone from Graph
     remote = [
-        {"id": "graph-1", "resource": in_step.resource,
-         "expirationDateTime": in_step.expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
-         "notificationUrl": "https://portal.test/api/webhooks/mail"},
-        {"id": "orphan", "resource": "users/x/messages",
-         "expirationDateTime": "2030-01-01T00:00:00Z",
-         "notificationUrl": "https://portal.test/api/webhooks/mail"},
-        {"id": "theirs", "resource": "users/y/messages",
-         "expirationDateTime": "2030-01-01T00:00:00Z",
-         "notificationUrl": "https://elsewhere.test/api/webhooks/mail"},
+        {
+            "id": "graph-1",
+            "resource": in_step.resource,
+            "expirationDateTime": in_step.expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "notificationUrl": "https://portal.test/api/webhooks/mail",
+        },
+        {
+            "id": "orphan",
+            "resource": "users/x/messages",
+            "expirationDateTime": "2030-01-01T00:00:00Z",
+            "notificationUrl": "https://portal.test/api/webhooks/mail",
+        },
+        {
+            "id": "theirs",
+            "resource": "users/y/messages",
+            "expirationDateTime": "2030-01-01T00:00:00Z",
+            "notificationUrl": "https://elsewhere.test/api/webhooks/mail",
+        },
     ]
     monkeypatch.setattr(subscriptions, "list_remote", lambda: remote)
     client.force_login(otto_operator)
     response = client.get("/subscriptions/compare")
-    verdicts = {(p["sub"].graph_id if p["sub"] else p["remote"]["id"]): p["verdict"]
-                for p in response.context["pairs"]}
+    verdicts = {
+        (p["sub"].graph_id if p["sub"] else p["remote"]["id"]): p["verdict"]
+        for p in response.context["pairs"]
+    }
     assert verdicts["graph-1"] == "in step"
     assert verdicts["graph-2"].startswith("missing in Graph")
     assert verdicts["orphan"].startswith("orphan of this deployment")

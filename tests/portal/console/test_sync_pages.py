@@ -27,17 +27,27 @@ fresh_process_state = graph_fixtures._fresh_process_state
 
 @pytest.fixture
 def user(db):
-    return MonitoredUser.objects.create(identifier="driver1@fleet.test", graph_id="g-1",
-                                        upn="driver1@fleet.test", display_name="Driver One")
+    return MonitoredUser.objects.create(
+        identifier="driver1@fleet.test",
+        graph_id="g-1",
+        upn="driver1@fleet.test",
+        display_name="Driver One",
+    )
 
 
 @pytest.fixture
 def state(user):
     now = timezone.now()
     return SyncState.objects.create(
-        monitored_user=user, kind="messages", status="idle", delta_link="https://d/link",
-        token_obtained_at=now - timedelta(days=2), last_success_at=now - timedelta(minutes=5),
-        item_count=12, total_added=12)
+        monitored_user=user,
+        kind="messages",
+        status="idle",
+        delta_link="https://d/link",
+        token_obtained_at=now - timedelta(days=2),
+        last_success_at=now - timedelta(minutes=5),
+        item_count=12,
+        total_added=12,
+    )
 
 
 def messages_of(response):
@@ -84,16 +94,20 @@ def test_support_runs_a_delta_but_not_a_full_sync_or_reset(client, sam_support, 
 
 def test_an_operator_resets_the_state(client, otto_operator, state):
     client.force_login(otto_operator)
-    response = client.post(f"/sync/users/{state.monitored_user_id}/action",
-                           {"kind": "messages", "action": "reset"}, follow=True)
+    response = client.post(
+        f"/sync/users/{state.monitored_user_id}/action",
+        {"kind": "messages", "action": "reset"},
+        follow=True,
+    )
     assert any("reset" in m for m in messages_of(response))
     state.refresh_from_db()
     assert state.delta_link == "" and state.reset_requested
     assert AuditEvent.objects.get(action="sync.reset").actor_name == "otto-operator"
 
 
-@pytest.mark.parametrize("data", [{}, {"kind": "calendar", "action": "delta"},
-                                  {"kind": "messages", "action": "explode"}])
+@pytest.mark.parametrize(
+    "data", [{}, {"kind": "calendar", "action": "delta"}, {"kind": "messages", "action": "explode"}]
+)
 def test_bad_actions_are_messages(client, otto_operator, state, data):
     client.force_login(otto_operator)
     response = client.post(f"/sync/users/{state.monitored_user_id}/action", data, follow=True)
@@ -104,13 +118,13 @@ def test_bad_actions_are_messages(client, otto_operator, state, data):
 def test_add_by_upn_resolves_it_in_graph(client, otto_operator, graph_settings, emulator):
     upn = emulator.control.tenant()["users"][0]["userPrincipalName"]
     client.force_login(otto_operator)
-    response = client.post("/sync/users/add", {"identifier": upn, "messages": "on"},
-                           follow=True)
+    response = client.post("/sync/users/add", {"identifier": upn, "messages": "on"}, follow=True)
     user = MonitoredUser.objects.get(identifier=upn)
     assert user.graph_id and user.kinds == ["messages"]
     assert response.context["monitored"] == user
-    response = client.post("/sync/users/add", {"identifier": "nobody@nowhere.test",
-                                               "messages": "on"}, follow=True)
+    response = client.post(
+        "/sync/users/add", {"identifier": "nobody@nowhere.test", "messages": "on"}, follow=True
+    )
     assert any("does not know" in m for m in messages_of(response))
     response = client.post("/sync/users/add", {"identifier": "x@y.test"}, follow=True)
     assert any("at least one" in m for m in messages_of(response))
@@ -133,11 +147,23 @@ def test_remove_asks_first(client, otto_operator, sam_support, user):
 def test_the_timeline_merges_runs_notifications_429s_and_actions(client, otto_operator, state):
     user = state.monitored_user
     SyncRun.objects.create(state=state, kind="delta", outcome="failed", error="boom 503")
-    NotificationInbox.objects.create(dedupe_key="d1", batch="b", subscription_graph_id="s",
-                                     monitored_user=user, kind="messages",
-                                     change_type="created", resource="r")
-    GraphCall.objects.create(method="GET", route="/users/{id}/messages", status=429,
-                             throttled=True, mailbox="g-1", retry_after=10)
+    NotificationInbox.objects.create(
+        dedupe_key="d1",
+        batch="b",
+        subscription_graph_id="s",
+        monitored_user=user,
+        kind="messages",
+        change_type="created",
+        resource="r",
+    )
+    GraphCall.objects.create(
+        method="GET",
+        route="/users/{id}/messages",
+        status=429,
+        throttled=True,
+        mailbox="g-1",
+        retry_after=10,
+    )
     client.force_login(otto_operator)
     client.post(f"/sync/users/{user.pk}/action", {"kind": "messages", "action": "reset"})
     response = client.get(f"/sync/users/{user.pk}/timeline")

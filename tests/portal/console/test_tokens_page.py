@@ -15,8 +15,10 @@ def test_only_admins_manage_tokens(client, otto_operator):
 
 def test_an_admin_creates_a_token_that_is_shown_once(client, ada_admin, sam_support):
     client.force_login(ada_admin)
-    response = client.post(reverse("console:token_create"), {
-        "user": "sam-support", "name": "on-call scripts", "expires_days": "30"})
+    response = client.post(
+        reverse("console:token_create"),
+        {"user": "sam-support", "name": "on-call scripts", "expires_days": "30"},
+    )
     assert response.status_code == 200
     raw = response.context["created"]
     assert raw.startswith("fgp_") and raw.encode() in response.content
@@ -30,21 +32,24 @@ def test_an_admin_creates_a_token_that_is_shown_once(client, ada_admin, sam_supp
 
 def test_scopes_beyond_the_role_and_bad_input_are_refused(client, ada_admin, vera_viewer):
     client.force_login(ada_admin)
-    response = client.post(reverse("console:token_create"), {
-        "user": "vera-viewer", "name": "x", "expires_days": "30",
-        "scopes": ["retry_all_jobs"]})
+    response = client.post(
+        reverse("console:token_create"),
+        {"user": "vera-viewer", "name": "x", "expires_days": "30", "scopes": ["retry_all_jobs"]},
+    )
     assert response.status_code == 400
     assert b"cannot carry more than" in response.content
-    response = client.post(reverse("console:token_create"), {
-        "user": "nobody", "name": "", "expires_days": "9999"})
+    response = client.post(
+        reverse("console:token_create"), {"user": "nobody", "name": "", "expires_days": "9999"}
+    )
     assert response.status_code == 400
     assert not ApiToken.objects.exists()
 
 
 def test_revoke(client, ada_admin):
     client.force_login(ada_admin)
-    client.post(reverse("console:token_create"), {"user": "ada-admin", "name": "x",
-                                                  "expires_days": "1"})
+    client.post(
+        reverse("console:token_create"), {"user": "ada-admin", "name": "x", "expires_days": "1"}
+    )
     token = ApiToken.objects.get()
     response = client.post(reverse("console:token_revoke", args=[token.pk]), follow=True)
     assert b"is revoked" in response.content

@@ -52,10 +52,13 @@ def running_receiver() -> Iterator[Receiver]:
                         receiver.rejected.append(str(exc))
                         status = 401
                     else:
-                        receiver.received.append({
-                            "webhook-id": headers.get("webhook-id"),
-                            "signature": headers.get("webhook-signature"),
-                            "body": json.loads(body)})
+                        receiver.received.append(
+                            {
+                                "webhook-id": headers.get("webhook-id"),
+                                "signature": headers.get("webhook-signature"),
+                                "body": json.loads(body),
+                            }
+                        )
             self.send_response(302 if redirect else status)
             if redirect:
                 self.send_header("Location", redirect)

@@ -18,8 +18,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def reader(db):
-    return service_clients.create_client(Actor.system("tests"), "dispatch-worker",
-                                         ["events:read"])[1]
+    return service_clients.create_client(Actor.system("tests"), "dispatch-worker", ["events:read"])[
+        1
+    ]
 
 
 def feed(client, token, **query):
@@ -53,9 +54,16 @@ def test_the_feed_pages_in_order_with_a_stable_cursor_and_filters_types(client, 
     assert all(e["type"] == "mail.received" for e in mail["events"])
 
 
-@pytest.mark.parametrize(("query", "field"), [
-    ({"types": "mail.received,nope"}, "types"), ({"wait": "31"}, None),
-    ({"after": "-1"}, None), ({"limit": "0"}, None), ({"after": "x"}, None)])
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"types": "mail.received,nope"}, "types"),
+        ({"wait": "31"}, None),
+        ({"after": "-1"}, None),
+        ({"limit": "0"}, None),
+        ({"after": "x"}, None),
+    ],
+)
 def test_bad_feed_parameters_are_400s(client, reader, query, field):
     response = feed(client, reader, **query)
     assert response.status_code == 400
@@ -63,8 +71,9 @@ def test_bad_feed_parameters_are_400s(client, reader, query, field):
 
 
 def test_the_feed_needs_events_read(client):
-    _c, sender = service_clients.create_client(Actor.system("tests"), "fleet-api",
-                                               ["messages:send"])
+    _c, sender = service_clients.create_client(
+        Actor.system("tests"), "fleet-api", ["messages:send"]
+    )
     assert feed(client, sender).status_code == 403
     assert client.get("/api/events").status_code == 401
 
@@ -100,6 +109,11 @@ def test_the_event_package_never_imports_the_integration():
     for path in root.rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not any(n.startswith("integrations") for n in names), path

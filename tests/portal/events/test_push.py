@@ -107,8 +107,10 @@ def test_a_receiver_that_is_down_gets_everything_when_it_returns(receiver, endpo
 def test_retries_keep_the_webhook_id_and_span_more_than_a_day():
     definition = get_job_type("events.deliver")
     # Equal jitter never waits less than half the delay: the shortest possible schedule.
-    shortest = sum(min(definition.backoff_cap, definition.backoff_base * 2 ** (n - 1)) / 2
-                   for n in range(1, definition.max_attempts))
+    shortest = sum(
+        min(definition.backoff_cap, definition.backoff_base * 2 ** (n - 1)) / 2
+        for n in range(1, definition.max_attempts)
+    )
     assert shortest >= 24 * 3600
 
 
@@ -134,7 +136,8 @@ def test_an_endpoint_failing_for_too_long_is_disabled(receiver, endpoint, local)
     emit("mail.received", {"n": 0})
     deliver_all()
     EventEndpoint.objects.filter(pk=endpoint.pk).update(
-        failing_since=timezone.now() - timedelta(hours=25))
+        failing_since=timezone.now() - timedelta(hours=25)
+    )
     make_due()
     run_queued_jobs()
     endpoint.refresh_from_db()
@@ -192,12 +195,23 @@ def test_a_test_event_goes_out_even_while_paused(receiver, endpoint):
 # --------------------------------------------------------------------------- SSRF
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1:9/x", "https://127.0.0.1/x", "https://169.254.169.254/latest/meta-data",
-    "https://[::1]/x", "https://10.1.2.3/x", "https://192.168.0.1/x", "https://0.0.0.0/x",
-    "https://[::ffff:127.0.0.1]/x", "ftp://example.com/x", "https://user:pw@example.com/x",
-    "https:///nohost", "not a url",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/x",
+        "https://127.0.0.1/x",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::1]/x",
+        "https://10.1.2.3/x",
+        "https://192.168.0.1/x",
+        "https://0.0.0.0/x",
+        "https://[::ffff:127.0.0.1]/x",
+        "ftp://example.com/x",
+        "https://user:pw@example.com/x",
+        "https:///nohost",
+        "not a url",
+    ],
+)
 def test_private_loopback_link_local_and_odd_urls_are_refused(settings, url):
     settings.DEBUG = False
     with pytest.raises(push.EndpointError, match="url: "):
@@ -248,9 +262,14 @@ def test_redirects_are_not_followed(receiver, endpoint):
 def test_the_api_manages_endpoints_with_events_manage(client, receiver):
     _c, token = service_clients.create_client(SYSTEM, "fleet-ops", ["events:manage"])
     auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
-    response = client.post("/api/event-endpoints", data=json.dumps(
-        {"url": receiver.url, "eventTypes": ["mail.received"], "description": "core"}),
-        content_type="application/json", **auth)
+    response = client.post(
+        "/api/event-endpoints",
+        data=json.dumps(
+            {"url": receiver.url, "eventTypes": ["mail.received"], "description": "core"}
+        ),
+        content_type="application/json",
+        **auth,
+    )
     assert response.status_code == 201 and response["Cache-Control"] == "no-store"
     created = response.json()
     assert created["secret"].startswith("whsec_") and created["state"] == "active"
@@ -264,34 +283,51 @@ def test_the_api_manages_endpoints_with_events_manage(client, receiver):
     assert detail["deliveries"][0]["test"] and detail["deliveries"][0]["status"] == "delivered"
     assert client.post(f"{base}/pause", **auth).json()["state"] == "paused"
     assert client.post(f"{base}/resume", **auth).json()["state"] == "active"
-    rotated = client.post(f"{base}/rotate-secret", data=json.dumps({"overlapHours": 2}),
-                          content_type="application/json", **auth).json()
+    rotated = client.post(
+        f"{base}/rotate-secret",
+        data=json.dumps({"overlapHours": 2}),
+        content_type="application/json",
+        **auth,
+    ).json()
     assert rotated["secret"] != created["secret"]
-    replay = client.post(f"{base}/replay", data=json.dumps({"since": "yesterday"}),
-                         content_type="application/json", **auth)
+    replay = client.post(
+        f"{base}/replay",
+        data=json.dumps({"since": "yesterday"}),
+        content_type="application/json",
+        **auth,
+    )
     assert replay.status_code == 400 and replay.json()["field"] == "since"
     delivery_id = detail["deliveries"][0]["id"]
-    assert client.post(f"/api/event-deliveries/{delivery_id}/replay",
-                       **auth).status_code == 200
+    assert client.post(f"/api/event-deliveries/{delivery_id}/replay", **auth).status_code == 200
     assert client.post("/api/event-deliveries/999/replay", **auth).status_code == 404
     assert client.get("/api/event-endpoints/999", **auth).status_code == 404
-    actions = set(AuditEvent.objects.filter(actor_name="fleet-ops").values_list("action",
-                                                                                flat=True))
-    assert {"event_endpoint.create", "event_endpoint.test", "event_endpoint.pause",
-            "event_endpoint.resume", "event_endpoint.rotate_secret",
-            "event_delivery.replay"} <= actions
+    actions = set(
+        AuditEvent.objects.filter(actor_name="fleet-ops").values_list("action", flat=True)
+    )
+    assert {
+        "event_endpoint.create",
+        "event_endpoint.test",
+        "event_endpoint.pause",
+        "event_endpoint.resume",
+        "event_endpoint.rotate_secret",
+        "event_delivery.replay",
+    } <= actions
 
 
 def test_bad_endpoint_input_is_a_400_naming_the_field(client, local):
     _c, token = service_clients.create_client(SYSTEM, "fleet-ops", ["events:manage"])
     auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
-    for body, field in (({"url": "https://169.254.169.254/"}, "url"),
-                        ({"url": 5}, "url"),
-                        ({"url": "https://example.com/", "eventTypes": ["nope"]}, "eventTypes"),
-                        ({"url": "https://example.com/", "eventTypes": "x"}, "eventTypes")):
-        response = client.post("/api/event-endpoints", data=json.dumps(body),
-                               content_type="application/json", **auth)
+    for body, field in (
+        ({"url": "https://169.254.169.254/"}, "url"),
+        ({"url": 5}, "url"),
+        ({"url": "https://example.com/", "eventTypes": ["nope"]}, "eventTypes"),
+        ({"url": "https://example.com/", "eventTypes": "x"}, "eventTypes"),
+    ):
+        response = client.post(
+            "/api/event-endpoints", data=json.dumps(body), content_type="application/json", **auth
+        )
         assert response.status_code == 400 and response.json()["field"] == field, body
     _c, reader = service_clients.create_client(SYSTEM, "reader", ["events:read"])
-    assert client.get("/api/event-endpoints",
-                      HTTP_AUTHORIZATION=f"Bearer {reader}").status_code == 403
+    assert (
+        client.get("/api/event-endpoints", HTTP_AUTHORIZATION=f"Bearer {reader}").status_code == 403
+    )

@@ -17,8 +17,9 @@ def ok(job):
 def flaky(job):
     """Fails transiently in its first `fail_times` runs (across manual retries)."""
     if job.runs <= job.payload.get("fail_times", 1):
-        raise TransientJobError(f"flaky failure {job.runs} at 0x{id(job):x}",
-                                retry_after=job.payload.get("retry_after"))
+        raise TransientJobError(
+            f"flaky failure {job.runs} at 0x{id(job):x}", retry_after=job.payload.get("retry_after")
+        )
     return "ok"
 
 

@@ -9,8 +9,9 @@ pytestmark = pytest.mark.django_db
 def test_the_admin_action_retries_through_the_service_and_is_audited(client, ada_admin):
     job = Job.objects.create(job_type="jobs.noop", status=Job.Status.DEAD)
     client.force_login(ada_admin)
-    response = client.post("/admin/jobs/job/", {"action": "retry_selected",
-                                                "_selected_action": [job.pk]}, follow=True)
+    response = client.post(
+        "/admin/jobs/job/", {"action": "retry_selected", "_selected_action": [job.pk]}, follow=True
+    )
     assert response.status_code == 200
     assert b"1 job(s) queued again" in response.content
     assert Job.objects.get(pk=job.pk).status == Job.Status.PENDING

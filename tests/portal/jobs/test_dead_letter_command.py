@@ -47,7 +47,11 @@ def test_retry_uses_the_service_and_is_audited_as_the_command(drain):
     assert drain() == ["succeeded"]
     event = AuditEvent.objects.get(action="job.retry")
     assert (event.actor_type, event.actor_name, event.target_id, event.outcome) == (
-        "system", ACTOR, str(job.pk), "success")
+        "system",
+        ACTOR,
+        str(job.pk),
+        "success",
+    )
 
 
 def test_retry_dry_run_changes_nothing(drain):
@@ -58,16 +62,19 @@ def test_retry_dry_run_changes_nothing(drain):
     assert not AuditEvent.objects.filter(action="job.retry").exists()
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("retry", "999"), "There is no job #999."),
-    (("retry", "abc"), "A job id is a whole number, not 'abc'."),
-    (("retry", "999", "--dry-run"), "There is no job #999."),
-    (("list", "--type", "no.such.type"), "Unknown job type 'no.such.type'. Known types:"),
-    (("retry-all", "--type", "no.such.type"), "Unknown job type 'no.such.type'."),
-    (("list", "--limit", "0"), "--limit must be at least 1."),
-    ((), "the following arguments are required"),
-    (("purge",), "invalid choice: 'purge'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("retry", "999"), "There is no job #999."),
+        (("retry", "abc"), "A job id is a whole number, not 'abc'."),
+        (("retry", "999", "--dry-run"), "There is no job #999."),
+        (("list", "--type", "no.such.type"), "Unknown job type 'no.such.type'. Known types:"),
+        (("retry-all", "--type", "no.such.type"), "Unknown job type 'no.such.type'."),
+        (("list", "--limit", "0"), "--limit must be at least 1."),
+        ((), "the following arguments are required"),
+        (("purge",), "invalid choice: 'purge'"),
+    ],
+)
 def test_bad_input_is_a_clear_error(args, message):
     with pytest.raises(CommandError, match=message.replace("(", r"\(").replace(".", r"\.")) as e:
         run(*args)
@@ -86,14 +93,16 @@ def test_retry_all_starts_the_same_bulk_operation_as_the_console(drain):
     dead = [dead_job(drain, "test.permanent"), dead_job(drain, "test.permanent")]
     other = dead_job(drain, "test.flaky", fail_times=1)
     preview = run("retry-all", "--type", "test.permanent", "--dry-run")
-    assert preview.splitlines()[0] == ("Dry run: 2 dead job(s) of type test.permanent would be "
-                                       "retried.")
+    assert preview.splitlines()[0] == (
+        "Dry run: 2 dead job(s) of type test.permanent would be retried."
+    )
     assert not BulkOperation.objects.exists()
 
     output = run("retry-all", "--type", "test.permanent")
     operation = BulkOperation.objects.get()
-    assert f"Retrying 2 dead job(s) of type test.permanent as bulk operation #{operation.pk}" \
-        in output
+    assert (
+        f"Retrying 2 dead job(s) of type test.permanent as bulk operation #{operation.pk}" in output
+    )
     assert (operation.kind, operation.total, operation.created_by) == ("retry", 2, ACTOR)
     event = AuditEvent.objects.get(action="job.retry_all")
     assert event.actor_name == ACTOR and event.params["count"] == 2
@@ -110,9 +119,13 @@ def test_retry_all_with_nothing_dead_starts_nothing():
 @pytest.mark.django_db(transaction=True)  # the command runs in another process
 def test_the_shell_gets_exit_codes(settings):
     def shell(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(settings.BASE_DIR / "manage.py"),
-                               "dead_letter", *args], env=subprocess_env(), capture_output=True,
-                              text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, str(settings.BASE_DIR / "manage.py"), "dead_letter", *args],
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     usage = shell("purge")
     assert usage.returncode == 2 and "invalid choice: 'purge'" in usage.stderr

@@ -16,8 +16,10 @@ from tests.conftest import subprocess_env
 JOBS = 2000
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif("connection.vendor != 'postgresql'",
-                       reason="several nodes share PostgreSQL, not a SQLite file"),
+    pytest.mark.skipif(
+        "connection.vendor != 'postgresql'",
+        reason="several nodes share PostgreSQL, not a SQLite file",
+    ),
 ]
 
 
@@ -32,14 +34,21 @@ def redis_available() -> bool:
 
 def enqueue_in_subprocess(count: int, **env: str) -> None:
     """Enqueue through a process whose django-q2 broker is configured by `env`."""
-    code = ("import django; django.setup()\n"
-            "from django.db import transaction\n"
-            "from portal.jobs.runner import enqueue\n"
-            "import tests.portal.jobs.handlers\n"
-            f"with transaction.atomic():\n"
-            f"    [enqueue('test.count') for _ in range({count})]\n")
-    subprocess.run([sys.executable, "-c", code], env=subprocess_env(**env), check=True,
-                   cwd=settings.BASE_DIR, timeout=300)
+    code = (
+        "import django; django.setup()\n"
+        "from django.db import transaction\n"
+        "from portal.jobs.runner import enqueue\n"
+        "import tests.portal.jobs.handlers\n"
+        f"with transaction.atomic():\n"
+        f"    [enqueue('test.count') for _ in range({count})]\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        env=subprocess_env(**env),
+        check=True,
+        cwd=settings.BASE_DIR,
+        timeout=300,
+    )
 
 
 def wait_for_all(timeout: float = 240) -> None:
@@ -48,8 +57,9 @@ def wait_for_all(timeout: float = 240) -> None:
         if Job.objects.filter(status="succeeded").count() == JOBS:
             return
         time.sleep(0.5)
-    raise AssertionError(f"only {Job.objects.filter(status='succeeded').count()} of {JOBS} "
-                         "jobs finished")
+    raise AssertionError(
+        f"only {Job.objects.filter(status='succeeded').count()} of {JOBS} jobs finished"
+    )
 
 
 def assert_each_job_once_and_work_shared(node_pids: list[int]) -> None:

@@ -32,38 +32,48 @@ def ago(days: float):
 
 
 def graph_call(days: float) -> GraphCall:
-    return GraphCall.objects.create(created_at=ago(days), method="GET", route="/users",
-                                    status=200)
+    return GraphCall.objects.create(created_at=ago(days), method="GET", route="/users", status=200)
 
 
 def inbox(days: float, status: str) -> NotificationInbox:
     return NotificationInbox.objects.create(
-        dedupe_key=next(keys), batch="b", subscription_graph_id="s", kind="messages",
-        change_type="created", resource="users/u/messages/m", received_at=ago(days),
-        status=status)
+        dedupe_key=next(keys),
+        batch="b",
+        subscription_graph_id="s",
+        kind="messages",
+        change_type="created",
+        resource="users/u/messages/m",
+        received_at=ago(days),
+        status=status,
+    )
 
 
 def lifecycle(days: float, status: str) -> LifecycleEvent:
-    return LifecycleEvent.objects.create(subscription_graph_id="s", event="missed",
-                                         dedupe_key=next(keys), received_at=ago(days),
-                                         status=status)
+    return LifecycleEvent.objects.create(
+        subscription_graph_id="s",
+        event="missed",
+        dedupe_key=next(keys),
+        received_at=ago(days),
+        status=status,
+    )
 
 
 def sync_run(days: float, outcome: str) -> SyncRun:
     user, _ = MonitoredUser.objects.get_or_create(identifier="u@x", graph_id="u1")
     state, _ = SyncState.objects.get_or_create(monitored_user=user, kind="messages")
-    return SyncRun.objects.create(state=state, kind="delta", started_at=ago(days),
-                                  outcome=outcome)
+    return SyncRun.objects.create(state=state, kind="delta", started_at=ago(days), outcome=outcome)
 
 
 def rejection(days: float) -> WebhookRejection:
-    return WebhookRejection.objects.create(day=ago(days).date(), endpoint=next(keys),
-                                           reason="unknown_subscription", count=1)
+    return WebhookRejection.objects.create(
+        day=ago(days).date(), endpoint=next(keys), reason="unknown_subscription", count=1
+    )
 
 
 def sample(days: float) -> MetricSample:
-    return MetricSample.objects.create(taken_at=ago(days), queue_length=0, dead=0, calls_ok=0,
-                                       calls_failed=0, calls_throttled=0)
+    return MetricSample.objects.create(
+        taken_at=ago(days), queue_length=0, dead=0, calls_ok=0, calls_failed=0, calls_throttled=0
+    )
 
 
 def remaining(model) -> set[int]:
@@ -87,9 +97,14 @@ def test_each_kind_is_kept_for_its_setting(settings):
 
     deleted = tasks.prune_expired_records()
 
-    assert deleted == {"microsoft.GraphCall": 2, "microsoft.NotificationInbox": 2,
-                       "microsoft.SyncRun": 2, "microsoft.LifecycleEvent": 3,
-                       "microsoft.WebhookRejection": 1, "alerts.MetricSample": 1}
+    assert deleted == {
+        "microsoft.GraphCall": 2,
+        "microsoft.NotificationInbox": 2,
+        "microsoft.SyncRun": 2,
+        "microsoft.LifecycleEvent": 3,
+        "microsoft.WebhookRejection": 1,
+        "alerts.MetricSample": 1,
+    }
     assert remaining(GraphCall) == kept_calls
     assert remaining(NotificationInbox) == kept_inbox
     assert remaining(LifecycleEvent) == kept_lifecycle
@@ -103,11 +118,11 @@ def test_it_deletes_in_bounded_batches_and_skips_unhandled_rows():
     old = [inbox(10 + n / 10, "processed").pk for n in range(5)]
     pending = {inbox(10.05, "pending").pk, inbox(10.25, "pending").pk}
     with CaptureQueriesContext(connection) as queries:
-        assert retention.prune(retention.RETENTIONS["microsoft.NotificationInbox"],
-                               batch_size=2) == 5
+        assert (
+            retention.prune(retention.RETENTIONS["microsoft.NotificationInbox"], batch_size=2) == 5
+        )
     deletes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("DELETE")]
     assert len(deletes) == 3  # 2 + 2 + 1 rows, each in its own short transaction
     assert all("'pending'" in sql for sql in deletes)  # the DELETE repeats the condition
     assert remaining(NotificationInbox) == pending
     assert not set(old) & remaining(NotificationInbox)
-

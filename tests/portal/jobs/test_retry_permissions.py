@@ -24,9 +24,13 @@ pytestmark = pytest.mark.django_db
 
 
 def cancelled_cleanup(started_by: str = "otto-operator") -> Job:
-    return Job.objects.create(job_type="graph.subscriptions_run", status=Job.Status.CANCELLED,
-                              payload={"action": "cleanup", "started_by": started_by},
-                              created_by=started_by, max_attempts=1)
+    return Job.objects.create(
+        job_type="graph.subscriptions_run",
+        status=Job.Status.CANCELLED,
+        payload={"action": "cleanup", "started_by": started_by},
+        created_by=started_by,
+        max_attempts=1,
+    )
 
 
 def test_reproduction_support_cannot_retry_a_cleanup_from_the_console(client, personas):
@@ -97,16 +101,18 @@ def test_the_rerun_is_attributed_to_the_person_who_retried(client, personas, mon
 def test_retry_all_skips_and_counts_what_the_caller_may_not_retry(personas):
     cleanup = cancelled_cleanup()
     noop = Job.objects.create(job_type="jobs.noop", status=Job.Status.CANCELLED)
-    operator = Actor(kind="user", name=PERSONAS["operator"], role="operator",
-                     user=personas["operator"])
+    operator = Actor(
+        kind="user", name=PERSONAS["operator"], role="operator", user=personas["operator"]
+    )
     job_filter = services.JobFilter(status=Job.Status.CANCELLED)
-    sub_job = Job.objects.create(job_type="jobs.bulk", status=Job.Status.CANCELLED,
-                                 payload={"operation_id": BulkOperation.objects.create(
-                                     kind="retry", created_by="x").pk})
+    sub_job = Job.objects.create(
+        job_type="jobs.bulk",
+        status=Job.Status.CANCELLED,
+        payload={"operation_id": BulkOperation.objects.create(kind="retry", created_by="x").pk},
+    )
     preview = services.preview_retry_all(job_filter, actor=operator)
     assert preview.count == 3 and preview.refused == 0
-    support = Actor(kind="user", name=PERSONAS["support"], role="support",
-                    user=personas["support"])
+    support = Actor(kind="user", name=PERSONAS["support"], role="support", user=personas["support"])
     preview = services.preview_retry_all(job_filter, actor=support)
     assert (preview.count, preview.refused) == (3, 2)
     operation = services.start_retry_all(operator, job_filter)
@@ -139,8 +145,12 @@ def test_the_api_retry_all_reports_what_it_skipped(client, personas):
     Job.objects.create(job_type="test.admin_work", status=Job.Status.DEAD)
     Job.objects.create(job_type="jobs.noop", status=Job.Status.DEAD)
     raw = create_token(Actor.system("tests"), PERSONAS["operator"], "operator")[1]
-    response = client.post("/api/queue/retry-all", {}, content_type="application/json",
-                           HTTP_AUTHORIZATION=f"Bearer {raw}")
+    response = client.post(
+        "/api/queue/retry-all",
+        {},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {raw}",
+    )
     assert response.status_code == 202
     assert (response.json()["count"], response.json()["skippedNotPermitted"]) == (1, 1)
 
@@ -149,8 +159,6 @@ def test_group_retry_by_signature_checks_every_job(client, personas):
     cancelled = cancelled_cleanup()
     Job.objects.filter(pk=cancelled.pk).update(status=Job.Status.DEAD, error_signature="abc")
     Job.objects.create(job_type="jobs.noop", status=Job.Status.DEAD, error_signature="abc")
-    support = Actor(kind="user", name=PERSONAS["support"], role="support",
-                    user=personas["support"])
-    preview = services.preview_retry_all(services.JobFilter(error_signature="abc"),
-                                         actor=support)
+    support = Actor(kind="user", name=PERSONAS["support"], role="support", user=personas["support"])
+    preview = services.preview_retry_all(services.JobFilter(error_signature="abc"), actor=support)
     assert (preview.count, preview.refused) == (2, 1)

@@ -54,7 +54,11 @@ class TestRun:
         assert drain() == ["succeeded"]
         job.refresh_from_db()
         assert (job.status, job.attempts, job.runs, job.result) == (
-            Job.Status.SUCCEEDED, 1, 1, {"echo": "x"})
+            Job.Status.SUCCEEDED,
+            1,
+            1,
+            {"echo": "x"},
+        )
         attempt = JobAttempt.objects.get(job=job)
         assert attempt.outcome == JobAttempt.Outcome.SUCCEEDED and attempt.duration_ms >= 0
 
@@ -109,8 +113,11 @@ class TestRun:
             release_due_jobs()
             assert drain() == ["dead"]
         job.refresh_from_db()
-        assert (job.status, job.attempts, job.error_class) == (Job.Status.DEAD, 2,
-                                                                "builtins.KeyError")
+        assert (job.status, job.attempts, job.error_class) == (
+            Job.Status.DEAD,
+            2,
+            "builtins.KeyError",
+        )
 
     def test_errors_are_stored_without_secrets(self, drain):
         job = enqueue("test.bug")

@@ -33,9 +33,10 @@ EXPECTED = {
 
 
 def test_migrate_registers_exactly_the_codes_schedules():
-    registered = {row.name: (row.func, row.minutes)
-                  for row in Schedule.objects.filter(schedule_type=Schedule.MINUTES,
-                                                     repeats=-1)}
+    registered = {
+        row.name: (row.func, row.minutes)
+        for row in Schedule.objects.filter(schedule_type=Schedule.MINUTES, repeats=-1)
+    }
     assert registered == EXPECTED
     assert dict(SCHEDULES) == EXPECTED
     assert Schedule.objects.count() == len(EXPECTED)
@@ -55,8 +56,9 @@ def schedule_entries() -> set[str]:
         for path in (Path(settings.BASE_DIR) / package).rglob("*.py"):
             module = ".".join(path.relative_to(settings.BASE_DIR).with_suffix("").parts)
             for node in ast.parse(path.read_text(encoding="utf-8")).body:
-                if (isinstance(node, ast.FunctionDef)
-                        and (ast.get_docstring(node) or "").startswith("Schedule entry")):
+                if isinstance(node, ast.FunctionDef) and (ast.get_docstring(node) or "").startswith(
+                    "Schedule entry"
+                ):
                     found.add(f"{module}.{node.name}")
     return found
 

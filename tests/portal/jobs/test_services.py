@@ -34,10 +34,15 @@ class TestRetryOne:
         job.refresh_from_db()
         assert job.runs == 2
         assert list(JobAttempt.objects.filter(job=job).values_list("number", "outcome")) == [
-            (1, "failed"), (2, "succeeded")]
+            (1, "failed"),
+            (2, "succeeded"),
+        ]
         event = AuditEvent.objects.get(action="job.retry")
         assert (event.actor_name, event.target_id, event.params["before"]) == (
-            "sam-support", str(job.pk), "dead")
+            "sam-support",
+            str(job.pk),
+            "dead",
+        )
 
     def test_a_viewer_is_refused_and_the_attempt_audited(self, drain, vera_viewer):
         job = dead_job(drain)
@@ -81,8 +86,11 @@ class TestPause:
         assert services.resume_job_type(actor, "test.ok") == 3
         assert drain() == ["succeeded"] * 3
         assert all(Job.objects.get(pk=j.pk).status == Job.Status.SUCCEEDED for j in jobs)
-        actions = list(AuditEvent.objects.filter(action__startswith="jobs.")
-                       .order_by("id").values_list("action", flat=True))
+        actions = list(
+            AuditEvent.objects.filter(action__startswith="jobs.")
+            .order_by("id")
+            .values_list("action", flat=True)
+        )
         assert actions == ["jobs.pause", "jobs.resume"]
 
     def test_a_job_dispatched_before_the_pause_waits_too(self, drain, otto_operator):
@@ -104,11 +112,13 @@ class TestRetryAll:
         for _ in range(3):
             dead_job(drain, "test.flaky", fail_times=1)
         other = dead_job(drain, "test.permanent")
-        preview = services.preview_retry_all(JobFilter(job_type="test.flaky"),
-                                             actor=actor_for(otto_operator))
+        preview = services.preview_retry_all(
+            JobFilter(job_type="test.flaky"), actor=actor_for(otto_operator)
+        )
         assert preview.count == 3 and len(preview.sample) == 3
-        operation = services.start_retry_all(actor_for(otto_operator),
-                                             JobFilter(job_type="test.flaky"))
+        operation = services.start_retry_all(
+            actor_for(otto_operator), JobFilter(job_type="test.flaky")
+        )
         assert operation.total == 3 and operation.status == BulkOperation.Status.PENDING
         # A job that dies after the ids were frozen is not part of this operation.
         late = Job.objects.create(job_type="test.flaky", status=Job.Status.DEAD)
@@ -119,8 +129,11 @@ class TestRetryAll:
         assert Job.objects.get(pk=other.pk).status == Job.Status.DEAD
         assert Job.objects.get(pk=late.pk).status == Job.Status.DEAD
         event = AuditEvent.objects.get(action="job.retry_all")
-        assert event.params == {"filters": {"status": "dead", "job_type": "test.flaky"},
-                                "count": 3, "skipped_not_permitted": 0}
+        assert event.params == {
+            "filters": {"status": "dead", "job_type": "test.flaky"},
+            "count": 3,
+            "skipped_not_permitted": 0,
+        }
 
     def test_items_whose_state_changed_are_skipped(self, drain, otto_operator, sam_support):
         jobs = [dead_job(drain) for _ in range(2)]

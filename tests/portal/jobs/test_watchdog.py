@@ -59,4 +59,3 @@ def test_a_job_that_keeps_killing_its_worker_ends_dead_not_looping():
             requeue_lost_jobs()
     job.refresh_from_db()
     assert job.status == Job.Status.DEAD and job.runs == 2
-

@@ -28,8 +28,9 @@ def test_workers_run_every_job_once(qcluster):
 
     jobs = [enqueue("test.count") for _ in range(30)]
     # And a bulk dispatch (what retry-all uses), whose packages we build ourselves.
-    bulk = Job.objects.bulk_create(Job(job_type="test.count", dispatched_at=timezone.now())
-                                   for _ in range(BULK_DISPATCH_MIN))
+    bulk = Job.objects.bulk_create(
+        Job(job_type="test.count", dispatched_at=timezone.now()) for _ in range(BULK_DISPATCH_MIN)
+    )
     dispatch([job.pk for job in bulk])
     jobs += bulk
     qcluster(workers=2)
@@ -51,10 +52,10 @@ def test_a_job_that_kills_its_worker_is_recovered_and_finally_dead_letters(qclus
         requeue_lost_jobs()
         release_due_jobs()
 
-    assert wait_until(lambda: Job.objects.get(pk=killer.pk).status == "dead", timeout=90,
-                      tick=sweep)
+    assert wait_until(
+        lambda: Job.objects.get(pk=killer.pk).status == "dead", timeout=90, tick=sweep
+    )
     killer.refresh_from_db()
     assert killer.runs == 2  # its two attempts, each counted when it started
-    assert set(JobAttempt.objects.filter(job=killer).values_list("outcome", flat=True)) == {
-        "lost"}
+    assert set(JobAttempt.objects.filter(job=killer).values_list("outcome", flat=True)) == {"lost"}
     assert wait_until(lambda: Job.objects.get(pk=survivor.pk).status == "succeeded")

@@ -19,11 +19,13 @@ class Command(BaseCommand):
     help = "Delete expired and orphaned webhook subscriptions (both in Graph and here)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--dry-run", action="store_true",
-                            help="List what would be deleted; delete nothing.")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="List what would be deleted; delete nothing."
+        )
         parser.add_argument("--json", action="store_true", help="Print the summary as JSON.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        summary = subscriptions.cleanup(Actor.command("cleanup_webhooks"),
-                                        dry_run=options["dry_run"])
+        summary = subscriptions.cleanup(
+            Actor.command("cleanup_webhooks"), dry_run=options["dry_run"]
+        )
         report(self, summary, as_json=options["json"])

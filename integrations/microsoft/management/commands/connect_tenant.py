@@ -33,27 +33,49 @@ class Command(BaseCommand):
         parser.add_argument("--tenant-id", required=True, help="Directory (tenant) id.")
         parser.add_argument("--client-id", required=True, help="Application (client) id.")
         source = parser.add_mutually_exclusive_group(required=True)
-        source.add_argument("--client-secret-stdin", action="store_true",
-                            help="Read the client secret (its value, not its id) from stdin.")
-        source.add_argument("--client-secret-file", metavar="PATH",
-                            help="Read the client secret from this file.")
-        parser.add_argument("--authority-host", default="",
-                            help=f"Identity platform (default {tenant.DEFAULT_AUTHORITY_HOST}).")
-        parser.add_argument("--graph-url", default="",
-                            help=f"Graph base URL (default {tenant.DEFAULT_GRAPH_URL}).")
-        parser.add_argument("--ca-bundle", default="",
-                            help="CA bundle for both (default: the system's CA store).")
-        parser.add_argument("--public-base-url", default="",
-                            help="Where Graph reaches this portal's webhooks (https).")
-        parser.add_argument("--keep-monitored-users", action="store_true",
-                            help="Re-resolve monitored users by UPN in the new tenant "
-                                 "(default: drop them).")
-        parser.add_argument("--secret-expires-days", type=int, default=None,
-                            help="Days until the secret expires in Entra ID (shown by verify).")
-        parser.add_argument("--dry-run", action="store_true",
-                            help="Acquire a token and show the changes; change nothing.")
-        parser.add_argument("--yes", action="store_true",
-                            help="Do not ask (synced items are kept).")
+        source.add_argument(
+            "--client-secret-stdin",
+            action="store_true",
+            help="Read the client secret (its value, not its id) from stdin.",
+        )
+        source.add_argument(
+            "--client-secret-file", metavar="PATH", help="Read the client secret from this file."
+        )
+        parser.add_argument(
+            "--authority-host",
+            default="",
+            help=f"Identity platform (default {tenant.DEFAULT_AUTHORITY_HOST}).",
+        )
+        parser.add_argument(
+            "--graph-url", default="", help=f"Graph base URL (default {tenant.DEFAULT_GRAPH_URL})."
+        )
+        parser.add_argument(
+            "--ca-bundle", default="", help="CA bundle for both (default: the system's CA store)."
+        )
+        parser.add_argument(
+            "--public-base-url",
+            default="",
+            help="Where Graph reaches this portal's webhooks (https).",
+        )
+        parser.add_argument(
+            "--keep-monitored-users",
+            action="store_true",
+            help="Re-resolve monitored users by UPN in the new tenant (default: drop them).",
+        )
+        parser.add_argument(
+            "--secret-expires-days",
+            type=int,
+            default=None,
+            help="Days until the secret expires in Entra ID (shown by verify).",
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Acquire a token and show the changes; change nothing.",
+        )
+        parser.add_argument(
+            "--yes", action="store_true", help="Do not ask (synced items are kept)."
+        )
 
     def _secret(self, options: dict[str, Any]) -> str:
         if options["client_secret_file"]:
@@ -87,19 +109,28 @@ class Command(BaseCommand):
             raise CommandError("Not a terminal: pass --yes to apply (or --dry-run to preview).")
         try:
             target = tenant.clean_target(
-                options["tenant_id"], options["client_id"],
-                authority_host=options["authority_host"], graph_url=options["graph_url"],
-                ca_bundle=options["ca_bundle"], public_base_url=options["public_base_url"])
-            plan = tenant.prepare(actor, target, secret,
-                                  keep_monitored_users=options["keep_monitored_users"],
-                                  secret_expires_at=expires_at)
+                options["tenant_id"],
+                options["client_id"],
+                authority_host=options["authority_host"],
+                graph_url=options["graph_url"],
+                ca_bundle=options["ca_bundle"],
+                public_base_url=options["public_base_url"],
+            )
+            plan = tenant.prepare(
+                actor,
+                target,
+                secret,
+                keep_monitored_users=options["keep_monitored_users"],
+                secret_expires_at=expires_at,
+            )
             if options["dry_run"]:
                 self._preview(plan)
                 self.stdout.write("Dry run: nothing was changed.")
                 return
             if interactive and plan.synced_items:
                 plan.drop_synced_items = self._ask(
-                    f"Drop the {plan.synced_items} synced items of the old tenant?")
+                    f"Drop the {plan.synced_items} synced items of the old tenant?"
+                )
             self._preview(plan)
             if interactive and not self._ask("Apply these changes?"):
                 raise CommandError("Nothing was changed.", returncode=1)
@@ -115,23 +146,32 @@ class Command(BaseCommand):
             self.stdout.write(f"  - {line}")
 
     def _report(self, result: tenant.ConnectResult) -> None:
-        self.stdout.write(self.style.SUCCESS(
-            f"Connected to tenant {result.plan.target.tenant_id} (credential "
-            f"#{result.credential.pk} …{result.credential.fingerprint} active)."))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Connected to tenant {result.plan.target.tenant_id} (credential "
+                f"#{result.credential.pk} …{result.credential.fingerprint} active)."
+            )
+        )
         if result.remote_failed:
-            self.stdout.write(f"{len(result.remote_failed)} subscription(s) could not be "
-                              "deleted in the old tenant (they expire there by themselves):")
+            self.stdout.write(
+                f"{len(result.remote_failed)} subscription(s) could not be "
+                "deleted in the old tenant (they expire there by themselves):"
+            )
             for line in result.remote_failed:
                 self.stdout.write(f"  {line}")
         if result.settings_written:
             self.stdout.write(f"Wrote the tenant settings to {result.settings_written}.")
         if result.settings_to_set:
-            self.stdout.write("Set these environment variables where the portal's settings "
-                              "come from (e.g. the Kubernetes ConfigMap/Secret), then restart:")
+            self.stdout.write(
+                "Set these environment variables where the portal's settings "
+                "come from (e.g. the Kubernetes ConfigMap/Secret), then restart:"
+            )
             for key, value in result.settings_to_set.items():
                 self.stdout.write(f"  {key}={value}")
-        self.stdout.write("Restart the web server and the worker so they read the new "
-                          "settings; until then they refuse to ask for tokens.")
+        self.stdout.write(
+            "Restart the web server and the worker so they read the new "
+            "settings; until then they refuse to ask for tokens."
+        )
         self.stdout.write("Integration checklist against the new tenant:")
         results = run_checks()
         for check in results:
@@ -139,5 +179,8 @@ class Command(BaseCommand):
             self.stdout.write(f"  {mark} {check.name}: {check.detail}")
         failed = [c.name for c in results if not c.ok]
         if failed:
-            self.stdout.write(self.style.WARNING(
-                f"{len(failed)} check(s) failed: {', '.join(failed)} — see docs/real-tenant.md."))
+            self.stdout.write(
+                self.style.WARNING(
+                    f"{len(failed)} check(s) failed: {', '.join(failed)} — see docs/real-tenant.md."
+                )
+            )

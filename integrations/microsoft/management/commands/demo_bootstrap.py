@@ -15,8 +15,10 @@ from portal.access.actors import Actor
 
 
 class Command(BaseCommand):
-    help = ("Demo tenant only: monitor a few demo users and set up their webhooks "
-            "(does nothing once users are monitored).")
+    help = (
+        "Demo tenant only: monitor a few demo users and set up their webhooks "
+        "(does nothing once users are monitored)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--users", type=int, default=5, help="How many users to monitor.")
@@ -32,8 +34,11 @@ class Command(BaseCommand):
             people = graph.get("/users", params={"$top": "50", "$select": "userPrincipalName"})
         except GraphError as exc:
             raise CommandError(f"Could not list the demo tenant's users: {exc}") from None
-        upns = [u["userPrincipalName"] for u in people.get("value", [])
-                if not u["userPrincipalName"].startswith("fleet.bot")][: options["users"]]
+        upns = [
+            u["userPrincipalName"]
+            for u in people.get("value", [])
+            if not u["userPrincipalName"].startswith("fleet.bot")
+        ][: options["users"]]
         for upn in upns:
             add_monitored_user(actor, upn)
             self.stdout.write(f"Monitoring {upn}")

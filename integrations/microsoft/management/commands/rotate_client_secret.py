@@ -24,19 +24,32 @@ class Command(BaseCommand):
     stealth_options = ("stdin",)
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--display-name", default="",
-                            help="Label for the new secret (e.g. the Entra ID description).")
-        parser.add_argument("--expires-days", type=int, default=None,
-                            help="Days until the secret expires in Entra ID (for reminders).")
-        parser.add_argument("--no-activate", action="store_true",
-                            help="Add and verify only; activate later.")
+        parser.add_argument(
+            "--display-name",
+            default="",
+            help="Label for the new secret (e.g. the Entra ID description).",
+        )
+        parser.add_argument(
+            "--expires-days",
+            type=int,
+            default=None,
+            help="Days until the secret expires in Entra ID (for reminders).",
+        )
+        parser.add_argument(
+            "--no-activate", action="store_true", help="Add and verify only; activate later."
+        )
         group = parser.add_mutually_exclusive_group()
-        group.add_argument("--rollback", action="store_true",
-                           help="Make the credential in its grace period active again.")
-        group.add_argument("--retire", type=int, metavar="ID",
-                           help="Retire a pending or grace credential.")
-        group.add_argument("--list", action="store_true",
-                           help="List stored credentials (never their values).")
+        group.add_argument(
+            "--rollback",
+            action="store_true",
+            help="Make the credential in its grace period active again.",
+        )
+        group.add_argument(
+            "--retire", type=int, metavar="ID", help="Retire a pending or grace credential."
+        )
+        group.add_argument(
+            "--list", action="store_true", help="List stored credentials (never their values)."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         actor = Actor.command("rotate_client_secret")
@@ -45,10 +58,13 @@ class Command(BaseCommand):
                 self._list()
             elif options["rollback"]:
                 credential = credentials.rollback(actor)
-                self.stdout.write(self.style.SUCCESS(
-                    f"Rolled back: #{credential.pk} “{credential.display_name}” "
-                    f"(…{credential.fingerprint}) is active again; the previous one is "
-                    "pending."))
+                self.stdout.write(
+                    self.style.SUCCESS(
+                        f"Rolled back: #{credential.pk} “{credential.display_name}” "
+                        f"(…{credential.fingerprint}) is active again; the previous one is "
+                        "pending."
+                    )
+                )
             elif options["retire"] is not None:
                 credential = credentials.retire(actor, options["retire"])
                 self.stdout.write(self.style.SUCCESS(f"Retired #{credential.pk}."))
@@ -67,8 +83,10 @@ class Command(BaseCommand):
     def _rotate(self, actor: Actor, options: dict[str, Any]) -> None:
         value = self._read_secret(options.get("stdin") or sys.stdin)
         if not value:
-            raise CommandError("No secret on stdin. Usage: printf %s \"$SECRET\" | "
-                               "manage.py rotate_client_secret --display-name NAME")
+            raise CommandError(
+                'No secret on stdin. Usage: printf %s "$SECRET" | '
+                "manage.py rotate_client_secret --display-name NAME"
+            )
         expires_at = None
         if options["expires_days"] is not None:
             if options["expires_days"] <= 0:
@@ -76,27 +94,38 @@ class Command(BaseCommand):
             expires_at = timezone.now() + timedelta(days=options["expires_days"])
         credential = credentials.add_secret(actor, value, options["display_name"], expires_at)
         del value
-        self.stdout.write(f"1. Added #{credential.pk} “{credential.display_name}” "
-                          f"(…{credential.fingerprint}) as pending.")
+        self.stdout.write(
+            f"1. Added #{credential.pk} “{credential.display_name}” "
+            f"(…{credential.fingerprint}) as pending."
+        )
         outcome = credentials.verify_secret(actor, credential.pk)
         if not outcome.ok:
-            raise CommandError(f"2. Verification failed: {outcome.detail} The credential stays "
-                               f"pending (#{credential.pk}); fix it or retire it with "
-                               f"--retire {credential.pk}.")
-        self.stdout.write(f"2. Verified: a token was issued (roles: "
-                          f"{', '.join(outcome.roles) or 'none'}).")
+            raise CommandError(
+                f"2. Verification failed: {outcome.detail} The credential stays "
+                f"pending (#{credential.pk}); fix it or retire it with "
+                f"--retire {credential.pk}."
+            )
+        self.stdout.write(
+            f"2. Verified: a token was issued (roles: {', '.join(outcome.roles) or 'none'})."
+        )
         if options["no_activate"]:
-            self.stdout.write(f"3. Not activated (--no-activate). Activate #{credential.pk} "
-                              "from the console when ready.")
+            self.stdout.write(
+                f"3. Not activated (--no-activate). Activate #{credential.pk} "
+                "from the console when ready."
+            )
             return
         credentials.activate(actor, credential.pk)
-        self.stdout.write(self.style.SUCCESS(
-            f"3. Activated #{credential.pk}. The previous secret stays usable for rollback "
-            "during its grace period (--rollback)."))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"3. Activated #{credential.pk}. The previous secret stays usable for rollback "
+                "during its grace period (--rollback)."
+            )
+        )
 
     def _list(self) -> None:
         for c in credentials.inventory():
             extra = f" grace until {c.grace_until:%Y-%m-%d %H:%M}" if c.grace_until else ""
             error = f" last error: {c.last_error[:80]}" if c.last_error else ""
-            self.stdout.write(f"#{c.pk} {c.state:8} …{c.fingerprint} {c.display_name}"
-                              f"{extra}{error}")
+            self.stdout.write(
+                f"#{c.pk} {c.state:8} …{c.fingerprint} {c.display_name}{extra}{error}"
+            )

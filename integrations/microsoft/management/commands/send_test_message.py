@@ -30,12 +30,14 @@ class Command(BaseCommand):
         target.add_argument("--chat", metavar="CHAT_ID", help="Post to a Teams chat.")
         target.add_argument("--team", metavar="TEAM_ID", help="Post to a channel (--channel).")
         parser.add_argument("--channel", metavar="CHANNEL_ID", default="")
-        parser.add_argument("--from", dest="sender", default="",
-                            help="Sending mailbox (UPN or id), for --mail.")
+        parser.add_argument(
+            "--from", dest="sender", default="", help="Sending mailbox (UPN or id), for --mail."
+        )
         parser.add_argument("--to", default="", help="Recipient address, for --mail.")
         parser.add_argument("--text", default="", help="Message text (default: a timestamp).")
-        parser.add_argument("--wait", type=float, default=0.0,
-                            help="Wait up to N seconds for a worker to send it.")
+        parser.add_argument(
+            "--wait", type=float, default=0.0, help="Wait up to N seconds for a worker to send it."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["mail"] and not (options["sender"] and options["to"]):
@@ -45,9 +47,15 @@ class Command(BaseCommand):
         channel = "mail" if options["mail"] else "teams"
         try:
             message = send_test_message(
-                Actor.command("send_test_message"), channel=channel, sender=options["sender"],
-                to=options["to"], chat_id=options["chat"] or "", team_id=options["team"] or "",
-                channel_id=options["channel"], text=options["text"])
+                Actor.command("send_test_message"),
+                channel=channel,
+                sender=options["sender"],
+                to=options["to"],
+                chat_id=options["chat"] or "",
+                team_id=options["team"] or "",
+                channel_id=options["channel"],
+                text=options["text"],
+            )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"Queued outbound message #{message.pk} (job #{message.job_id}).")
@@ -57,12 +65,15 @@ class Command(BaseCommand):
         while time.monotonic() < deadline:
             message.refresh_from_db()
             if message.status == OutboundMessage.Status.SENT:
-                self.stdout.write(self.style.SUCCESS(
-                    f"Sent (Graph id {message.graph_message_id or '-'})."))
+                self.stdout.write(
+                    self.style.SUCCESS(f"Sent (Graph id {message.graph_message_id or '-'}).")
+                )
                 return
             if message.status == OutboundMessage.Status.FAILED:
                 raise CommandError(f"Failed: {message.last_error}", returncode=1)
             time.sleep(0.5)
-        raise CommandError(f"Not sent within {options['wait']:g} s (status {message.status}; "
-                           f"last error: {message.last_error or '-'}). Is a worker running?",
-                           returncode=1)
+        raise CommandError(
+            f"Not sent within {options['wait']:g} s (status {message.status}; "
+            f"last error: {message.last_error or '-'}). Is a worker running?",
+            returncode=1,
+        )

@@ -20,20 +20,26 @@ class Command(BaseCommand):
     help = "Create, renew and recreate the Graph webhook subscriptions of the monitored users."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--dry-run", action="store_true",
-                            help="Show what would change; change nothing in Graph or here.")
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Show what would change; change nothing in Graph or here.",
+        )
         parser.add_argument("--json", action="store_true", help="Print the summary as JSON.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        summary = subscriptions.setup(Actor.command("setup_webhooks"),
-                                      dry_run=options["dry_run"])
+        summary = subscriptions.setup(Actor.command("setup_webhooks"), dry_run=options["dry_run"])
         report(self, summary, as_json=options["json"])
 
 
 def report(command: BaseCommand, summary: subscriptions.Summary, *, as_json: bool) -> None:
     if as_json:
-        command.stdout.write(json.dumps({"dry_run": summary.dry_run, **summary.counts(),
-                                         "failures": summary.failed}, indent=2))
+        command.stdout.write(
+            json.dumps(
+                {"dry_run": summary.dry_run, **summary.counts(), "failures": summary.failed},
+                indent=2,
+            )
+        )
     else:
         for line in summary.lines():
             command.stdout.write(line)

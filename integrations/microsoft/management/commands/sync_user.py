@@ -22,14 +22,19 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("user", help="UPN, Graph id or identifier of a monitored user")
-        parser.add_argument("--kind", choices=[k.value for k in ResourceKind],
-                            help="Only this resource type (default: every watched one)")
+        parser.add_argument(
+            "--kind",
+            choices=[k.value for k in ResourceKind],
+            help="Only this resource type (default: every watched one)",
+        )
         mode = parser.add_mutually_exclusive_group()
         mode.add_argument("--full", action="store_true", help="Reset the token and run.")
-        mode.add_argument("--reset", action="store_true",
-                          help="Drop the token only; the next run is full.")
-        parser.add_argument("--now", action="store_true",
-                            help="Run the round here instead of queueing a job.")
+        mode.add_argument(
+            "--reset", action="store_true", help="Drop the token only; the next run is full."
+        )
+        parser.add_argument(
+            "--now", action="store_true", help="Run the round here instead of queueing a job."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         ident = options["user"]
@@ -52,7 +57,9 @@ class Command(BaseCommand):
             if options["now"]:
                 run = sync.run(sync.ensure_state(user.pk, kind).pk, trigger="cli")
                 if run is not None:
-                    self.stdout.write(f"{user} {kind}: {run.kind} {run.outcome}, {run.pages} "
-                                      f"pages, +{run.added} ~{run.updated} -{run.removed}")
+                    self.stdout.write(
+                        f"{user} {kind}: {run.kind} {run.outcome}, {run.pages} "
+                        f"pages, +{run.added} ~{run.updated} -{run.removed}"
+                    )
             else:
                 self.stdout.write(f"{user} {kind}: job #{job.pk} queued")

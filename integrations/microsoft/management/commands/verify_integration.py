@@ -19,18 +19,24 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="Print the results as JSON.")
-        parser.add_argument("--timeout", type=float, default=10.0,
-                            help="Seconds each check may wait on the network (default 10).")
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=10.0,
+            help="Seconds each check may wait on the network (default 10).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["timeout"] <= 0:
             raise CommandError("--timeout must be positive.")
-        results = verify_integration(Actor.command("verify_integration"),
-                                     timeout=options["timeout"])
+        results = verify_integration(
+            Actor.command("verify_integration"), timeout=options["timeout"]
+        )
         failed = [r for r in results if not r.ok]
         if options["json"]:
-            self.stdout.write(json.dumps({"ok": not failed,
-                                          "checks": [r.as_dict() for r in results]}, indent=2))
+            self.stdout.write(
+                json.dumps({"ok": not failed, "checks": [r.as_dict() for r in results]}, indent=2)
+            )
         else:
             for result in results:
                 mark = self.style.SUCCESS("✔") if result.ok else self.style.ERROR("✘")
@@ -38,6 +44,8 @@ class Command(BaseCommand):
         if failed:
             raise CommandError(
                 f"{len(failed)} of {len(results)} checks failed: "
-                f"{', '.join(r.name for r in failed)}", returncode=1)
+                f"{', '.join(r.name for r in failed)}",
+                returncode=1,
+            )
         if not options["json"]:
             self.stdout.write(self.style.SUCCESS(f"All {len(results)} checks passed."))

@@ -19,18 +19,27 @@ class Command(BaseCommand):
         create.add_argument("username")
         create.add_argument("--role", required=True, choices=ROLES)
         create.add_argument("--email", default="")
-        create.add_argument("--password-stdin", action="store_true",
-                            help="Read the password from standard input instead of generating one.")
+        create.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="Read the password from standard input instead of generating one.",
+        )
         set_role = sub.add_parser("set-role", help="Give a user another role.")
         set_role.add_argument("username")
         set_role.add_argument("role", choices=ROLES)
         deactivate = sub.add_parser("deactivate", help="Deactivate a user and end their sessions.")
         deactivate.add_argument("username")
-        reset_mfa = sub.add_parser("reset-mfa", help="Forget a user's authenticator (lost "
-                                   "phone); they set up a new one at their next sign-in.")
+        reset_mfa = sub.add_parser(
+            "reset-mfa",
+            help="Forget a user's authenticator (lost "
+            "phone); they set up a new one at their next sign-in.",
+        )
         reset_mfa.add_argument("username")
-        enrol_link = sub.add_parser("enrol-link", help="Print a one-time link (24 h) with which "
-                                    "the user sets up an authenticator after signing in.")
+        enrol_link = sub.add_parser(
+            "enrol-link",
+            help="Print a one-time link (24 h) with which "
+            "the user sets up an authenticator after signing in.",
+        )
         enrol_link.add_argument("username")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -48,8 +57,9 @@ class Command(BaseCommand):
                 self.stdout.write(f"Created {user.get_username()} with role {options['role']}.")
                 if not options["password_stdin"]:
                     self.stdout.write(f"Password (shown once): {password}")
-                self.stdout.write(f"Authenticator set-up link (once, 24 h): "
-                                  f"{mfa.enrol_link(actor, user)}")
+                self.stdout.write(
+                    f"Authenticator set-up link (once, 24 h): {mfa.enrol_link(actor, user)}"
+                )
             elif options["action"] == "set-role":
                 users.set_role(actor, options["username"], options["role"])
                 self.stdout.write(f"{options['username']} now has role {options['role']}.")
@@ -57,12 +67,15 @@ class Command(BaseCommand):
                 user = users.get_user(options["username"])
                 removed = mfa.reset(actor, user)
                 self.stdout.write(f"Removed {removed} authenticator(s) of {options['username']}.")
-                self.stdout.write(f"Set-up link for the new one (once, 24 h): "
-                                  f"{mfa.enrol_link(actor, user)}")
+                self.stdout.write(
+                    f"Set-up link for the new one (once, 24 h): {mfa.enrol_link(actor, user)}"
+                )
             elif options["action"] == "enrol-link":
                 user = users.get_user(options["username"])
-                self.stdout.write(f"Authenticator set-up link for {options['username']} "
-                                  f"(once, 24 h): {mfa.enrol_link(actor, user)}")
+                self.stdout.write(
+                    f"Authenticator set-up link for {options['username']} "
+                    f"(once, 24 h): {mfa.enrol_link(actor, user)}"
+                )
             else:
                 users.deactivate(actor, options["username"])
                 self.stdout.write(f"Deactivated {options['username']}; their sessions are ended.")

@@ -17,8 +17,9 @@ class Command(BaseCommand):
         create = sub.add_parser("create", help="Create a token; prints it on stdout, once.")
         create.add_argument("--user", required=True)
         create.add_argument("--name", default="")
-        create.add_argument("--scopes", default="",
-                            help="Comma-separated permissions; default: the user's role.")
+        create.add_argument(
+            "--scopes", default="", help="Comma-separated permissions; default: the user's role."
+        )
         create.add_argument("--expires-days", type=int, default=tokens.DEFAULT_EXPIRY_DAYS)
         sub.add_parser("list", help="List tokens (never their values).")
         revoke = sub.add_parser("revoke", help="Revoke a token by id.")
@@ -30,18 +31,34 @@ class Command(BaseCommand):
             if options["action"] == "create":
                 scopes = [s.strip() for s in options["scopes"].split(",") if s.strip()]
                 _token, raw = tokens.create_token(
-                    actor, options["user"], options["name"] or f"cli token for {options['user']}",
-                    scopes, options["expires_days"])
+                    actor,
+                    options["user"],
+                    options["name"] or f"cli token for {options['user']}",
+                    scopes,
+                    options["expires_days"],
+                )
                 self.stdout.write(raw)
             elif options["action"] == "list":
                 for token in ApiToken.objects.select_related("user"):
-                    state = "revoked" if token.revoked_at else (
-                        "usable" if token.is_usable else "expired")
+                    state = (
+                        "revoked"
+                        if token.revoked_at
+                        else ("usable" if token.is_usable else "expired")
+                    )
                     expires = f"{token.expires_at:%Y-%m-%d}" if token.expires_at else "never"
-                    self.stdout.write("\t".join([
-                        str(token.pk), f"{token.prefix}…", token.user.get_username(),
-                        token.name, ",".join(token.scopes) or "role", state, expires,
-                    ]))
+                    self.stdout.write(
+                        "\t".join(
+                            [
+                                str(token.pk),
+                                f"{token.prefix}…",
+                                token.user.get_username(),
+                                token.name,
+                                ",".join(token.scopes) or "role",
+                                state,
+                                expires,
+                            ]
+                        )
+                    )
             else:
                 token = tokens.revoke_token(actor, options["token_id"])
                 self.stdout.write(f"Revoked {token.prefix}….")

@@ -28,19 +28,27 @@ class Command(BaseCommand):
     help = "List, retry or retry all dead jobs (the dead-letter queue)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        actions = parser.add_subparsers(dest="action", required=True,
-                                        metavar="list|retry|retry-all")
+        actions = parser.add_subparsers(
+            dest="action", required=True, metavar="list|retry|retry-all"
+        )
         listing = actions.add_parser("list", help="Dead jobs, newest first.")
         listing.add_argument("--type", default="", metavar="T", help="Only jobs of this type.")
-        listing.add_argument("--limit", type=int, default=LIST_LIMIT,
-                             help=f"Show at most this many (default {LIST_LIMIT}).")
+        listing.add_argument(
+            "--limit",
+            type=int,
+            default=LIST_LIMIT,
+            help=f"Show at most this many (default {LIST_LIMIT}).",
+        )
         one = actions.add_parser("retry", help="Retry one dead, retrying or cancelled job now.")
         one.add_argument("job_id", metavar="ID", help="The job's id.")
         one.add_argument("--dry-run", action="store_true", help="Show the job; change nothing.")
         every = actions.add_parser("retry-all", help="Retry every dead job (in the background).")
         every.add_argument("--type", default="", metavar="T", help="Only jobs of this type.")
-        every.add_argument("--dry-run", action="store_true",
-                           help="Count and show what would be retried; change nothing.")
+        every.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Count and show what would be retried; change nothing.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
@@ -57,10 +65,14 @@ class Command(BaseCommand):
     def _filter(self, job_type: str) -> JobFilter:
         job_type = job_type.strip()
         known = {t.name for t in job_types()}
-        if job_type and job_type not in known and not Job.objects.filter(
-                job_type=job_type).exists():
-            raise CommandError(f"Unknown job type {job_type!r}. Known types: "
-                               f"{', '.join(sorted(known))}.")
+        if (
+            job_type
+            and job_type not in known
+            and not Job.objects.filter(job_type=job_type).exists()
+        ):
+            raise CommandError(
+                f"Unknown job type {job_type!r}. Known types: {', '.join(sorted(known))}."
+            )
         return JobFilter(status=Job.Status.DEAD, job_type=job_type)
 
     def _list(self, job_filter: JobFilter, limit: int) -> None:
@@ -82,13 +94,16 @@ class Command(BaseCommand):
                 raise CommandError(f"There is no job #{job_id}.")
             retryable = job.status in services.RETRYABLE
             self._table([job])
-            self.stdout.write(f"Dry run: job #{job.pk} "
-                              f"{'would be retried' if retryable else 'cannot be retried'} "
-                              f"({job.status}).")
+            self.stdout.write(
+                f"Dry run: job #{job.pk} "
+                f"{'would be retried' if retryable else 'cannot be retried'} "
+                f"({job.status})."
+            )
             return
         job = services.retry_job(Actor.command("dead_letter"), job_id)
-        self.stdout.write(self.style.SUCCESS(f"Job #{job.pk} ({job.job_type}) is {job.status} "
-                                             "again."))
+        self.stdout.write(
+            self.style.SUCCESS(f"Job #{job.pk} ({job.job_type}) is {job.status} again.")
+        )
 
     def _retry_all(self, job_filter: JobFilter, *, dry_run: bool) -> None:
         of_type = self._of_type(job_filter)
@@ -101,12 +116,16 @@ class Command(BaseCommand):
             self.stdout.write(f"No dead jobs{of_type}: nothing to retry.")
             return
         operation = services.start_retry_all(Actor.command("dead_letter"), job_filter)
-        progress = settings.PUBLIC_BASE_URL.rstrip("/") + reverse("console:bulk_operation",
-                                                                 args=[operation.pk])
-        self.stdout.write(self.style.SUCCESS(
-            f"Retrying {operation.total} dead job(s){of_type} as bulk operation "
-            f"#{operation.pk}; a worker works through them. Progress: {progress} "
-            f"(or GET /api/queue/operations/{operation.pk})."))
+        progress = settings.PUBLIC_BASE_URL.rstrip("/") + reverse(
+            "console:bulk_operation", args=[operation.pk]
+        )
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Retrying {operation.total} dead job(s){of_type} as bulk operation "
+                f"#{operation.pk}; a worker works through them. Progress: {progress} "
+                f"(or GET /api/queue/operations/{operation.pk})."
+            )
+        )
 
     @staticmethod
     def _of_type(job_filter: JobFilter) -> str:
@@ -117,6 +136,8 @@ class Command(BaseCommand):
             finished = f"{job.finished_at:%Y-%m-%d %H:%M}" if job.finished_at else "-"
             error = " ".join(job.last_error.split())
             if len(error) > ERROR_WIDTH:
-                error = error[:ERROR_WIDTH - 1] + "…"
-            self.stdout.write(f"#{job.pk:<8} {job.job_type:<32} {job.status:<9} "
-                              f"runs {job.runs:<3} {finished:<16} {error}")
+                error = error[: ERROR_WIDTH - 1] + "…"
+            self.stdout.write(
+                f"#{job.pk:<8} {job.job_type:<32} {job.status:<9} "
+                f"runs {job.runs:<3} {finished:<16} {error}"
+            )

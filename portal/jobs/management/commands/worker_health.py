@@ -11,8 +11,12 @@ class Command(BaseCommand):
     help = "Exit 0 if a worker was seen recently (the sync-worker pods' liveness probe)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--max-age", type=int, default=int(WORKER_STALE_AFTER.total_seconds()),
-                            help="Seconds since the last heartbeat (default 180).")
+        parser.add_argument(
+            "--max-age",
+            type=int,
+            default=int(WORKER_STALE_AFTER.total_seconds()),
+            help="Seconds since the last heartbeat (default 180).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         age = worker_heartbeat_age()

@@ -19,12 +19,22 @@ class Command(BaseCommand):
     help = "Pause, clean up subscriptions, optionally reset sync, resume, set up webhooks, verify."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--reset-sync", action="store_true",
-                            help="Also drop every delta token (the next runs are full syncs).")
-        parser.add_argument("--timeout", type=float, default=10.0,
-                            help="Seconds each verification check may wait (default 10).")
-        parser.add_argument("--yes", action="store_true",
-                            help="Confirm: without it the command only lists the steps.")
+        parser.add_argument(
+            "--reset-sync",
+            action="store_true",
+            help="Also drop every delta token (the next runs are full syncs).",
+        )
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=10.0,
+            help="Seconds each verification check may wait (default 10).",
+        )
+        parser.add_argument(
+            "--yes",
+            action="store_true",
+            help="Confirm: without it the command only lists the steps.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["timeout"] <= 0:
@@ -33,8 +43,9 @@ class Command(BaseCommand):
             self.stdout.write("This will run, in order:")
             for number, step in enumerate(recovery.STEPS, start=1):
                 skipped = step.optional and not options["reset_sync"]
-                self.stdout.write(f"  {number}. {step.title}{' (skipped)' if skipped else ''}"
-                                  f" — {step.explains}")
+                self.stdout.write(
+                    f"  {number}. {step.title}{' (skipped)' if skipped else ''} — {step.explains}"
+                )
             raise CommandError("Nothing done: add --yes to run the recovery.")
 
         def report(step: recovery.Step, result: recovery.StepResult) -> None:
@@ -47,11 +58,15 @@ class Command(BaseCommand):
                 self.stdout.write(f"    {line}")
 
         session_id, results = recovery.run_all(
-            Actor.command("recover"), reset_sync=options["reset_sync"],
-            timeout=options["timeout"], on_step=report)
+            Actor.command("recover"),
+            reset_sync=options["reset_sync"],
+            timeout=options["timeout"],
+            on_step=report,
+        )
         self.stdout.write(f"Audit session: {session_id}")
         failed = [r.key for r in results if not r.ok]
         if failed or len(results) < len(recovery.STEPS):
-            raise CommandError(f"Recovery did not complete cleanly: {', '.join(failed)} "
-                               "failed.", returncode=1)
+            raise CommandError(
+                f"Recovery did not complete cleanly: {', '.join(failed)} failed.", returncode=1
+            )
         self.stdout.write(self.style.SUCCESS("Recovery complete and verified."))
