@@ -15,7 +15,7 @@ os.environ.setdefault("FIELD_ENCRYPTION_KEYS", "Z7v0bqVXc3L8RJd2f5m9gQq5bUq1ZkBl
 
 from portal.settings import *  # noqa: F403
 
-if "integrations.graph_emulator" not in INSTALLED_APPS:  # noqa: F405
+if "integrations.graph_emulator" not in INSTALLED_APPS:  # type: ignore[used-before-def]  # noqa: F405
     INSTALLED_APPS = [*INSTALLED_APPS, "integrations.graph_emulator"]  # noqa: F405
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

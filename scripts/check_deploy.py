@@ -31,6 +31,7 @@ def production_environment() -> dict[str, str]:
         PORTAL_IGNORE_DOTENV="1",
         SECRET_KEY=secrets.token_urlsafe(50),
         FIELD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
+        AUDIT_CHAIN_KEY=f"ci:{secrets.token_urlsafe(32)}",
         MICROSOFT_TENANT_ID="00000000-0000-0000-0000-000000000001",
         MICROSOFT_CLIENT_ID="00000000-0000-0000-0000-000000000002",
         MICROSOFT_CLIENT_SECRET=secrets.token_urlsafe(30),

@@ -177,7 +177,7 @@ def active_alerts() -> list[Alert]:
     return list(Alert.objects.filter(state=Alert.State.FIRING).order_by("firing_since"))
 
 
-def check_audit_chain() -> AuditChainCheck:
+def check_audit_chain() -> AuditChainCheck | None:
     """The scheduled verification (the receiver below stores its result)."""
     verify_chain(source="schedule")
     return AuditChainCheck.objects.order_by("-id").first()

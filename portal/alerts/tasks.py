@@ -11,4 +11,5 @@ def evaluate_alerts() -> int:
 
 
 def check_audit_chain() -> bool:
-    return services.check_audit_chain().ok
+    check = services.check_audit_chain()
+    return check is not None and check.ok

@@ -74,10 +74,8 @@ def decorate(sub: Subscription, now: Any) -> Subscription:
     left = (sub.expiration - now).total_seconds() if sub.expiration else None
     sub.seconds_left = left  # type: ignore[attr-defined]
     sub.max_seconds = maximum  # type: ignore[attr-defined]
-    sub.percent_left = (
-        max(0, min(100, int(100 * left / maximum)))  # type: ignore[attr-defined]
-        if left is not None and maximum
-        else None
+    sub.percent_left = (  # type: ignore[attr-defined]
+        max(0, min(100, int(100 * left / maximum))) if left is not None and maximum else None
     )
     sub.renewal_due_at = subscriptions.renewal_due_at(sub)  # type: ignore[attr-defined]
     sub.expired = left is not None and left <= 0  # type: ignore[attr-defined]

@@ -369,8 +369,8 @@ def _timeline(user: MonitoredUser, hours: int, *, with_audit: bool) -> list[dict
         | Q(target_type="subscription", target_id__in=[str(i) for i in sub_ids])
     )
     # Operators' actions come from the audit log: only for those who may read it.
-    audit = AuditEvent.objects.filter(targets, created_at__gte=since) if with_audit else []
-    for event in audit[:TIMELINE_LIMIT]:
+    audit = AuditEvent.objects.filter(targets, created_at__gte=since)
+    for event in audit[:TIMELINE_LIMIT] if with_audit else []:
         add(
             event.created_at,
             "operator",
