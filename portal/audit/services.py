@@ -25,6 +25,18 @@ def _lock_chain() -> None:
     # database's single write lock until commit.
 
 
+def _without_nul(value: Any) -> Any:
+    """PostgreSQL text and jsonb cannot hold NUL: an attacker's NUL (a refused sign-in's error
+    text, a header) must not turn the audit of a refusal into a 500 and lose the row."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
 def record(
     action: str,
     *,
@@ -54,6 +66,7 @@ def record(
         "user_agent": actor.user_agent,
         "request_id": actor.request_id,
     }
+    values = {name: _without_nul(value) for name, value in values.items()}
     key = signing_key()
     with transaction.atomic():
         _lock_chain()

@@ -32,6 +32,17 @@ def raw_update(sql: str, params: list) -> None:
 
 @pytest.mark.django_db
 class TestRecord:
+    def test_nul_characters_from_callers_are_stored_and_verify(self):
+        # Found on PostgreSQL: a sign-in callback with error=%00 made the refusal's audit a 500.
+        event = record(
+            "demo.nul", actor=SYSTEM, target_id="a\x00b", params={"k\x00": ["v\x00"]}, reason="\x00"
+        )
+        event.refresh_from_db()
+        assert event.target_id == "a\ufffdb"
+        assert event.params == {"k\ufffd": ["v\ufffd"]}
+        assert event.reason == "\ufffd"
+        assert "intact" in verify()
+
     def test_it_chains_each_event_to_the_one_before(self):
         first = record("demo.first", actor=SYSTEM, target_type="thing", target_id=1)
         second = record("demo.second", actor=SYSTEM, params={"n": 2})
