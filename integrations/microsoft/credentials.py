@@ -264,15 +264,7 @@ def activate(actor: Actor, credential_id: int) -> Credential:
         previous = next((c for c in rows.values() if c.state == Credential.State.ACTIVE), None)
         for old in rows.values():
             if old.state == Credential.State.GRACE:
-                _retire_row(old, now)
-                record(
-                    "credential.retire",
-                    actor=actor,
-                    target_type=TARGET,
-                    target_id=old.pk,
-                    params=_public(old),
-                    reason="replaced as rollback target by a newer activation",
-                )
+                _retire_row(old, now, actor, "replaced as rollback target by a newer activation")
         if previous is not None:
             previous.state = Credential.State.GRACE
             previous.grace_until = now + timedelta(hours=int(settings.CREDENTIAL_GRACE_HOURS))
@@ -348,13 +340,22 @@ def rollback(actor: Actor) -> Credential:
     return grace
 
 
-def _retire_row(credential: Credential, now: datetime) -> None:
+def _retire_row(credential: Credential, now: datetime, actor: Actor, reason: str = "") -> None:
+    """Retire one row and audit it (in the caller's transaction)."""
     credential.state = Credential.State.RETIRED
     credential.retired_at = now
     credential.grace_until = None
     # Nothing will use it again: erase the ciphertext rather than keep a copy around.
     credential.secret_encrypted = ""
     credential.save(update_fields=["state", "retired_at", "grace_until", "secret_encrypted"])
+    record(
+        "credential.retire",
+        actor=actor,
+        target_type=TARGET,
+        target_id=credential.pk,
+        params=_public(credential),
+        reason=reason,
+    )
 
 
 def retire(actor: Actor, credential_id: int) -> Credential:
@@ -377,14 +378,7 @@ def retire(actor: Actor, credential_id: int) -> Credential:
             )
         if credential.state == Credential.State.RETIRED:
             raise CredentialError(f"Credential #{credential.pk} is already retired.")
-        _retire_row(credential, timezone.now())
-        record(
-            "credential.retire",
-            actor=actor,
-            target_type=TARGET,
-            target_id=credential.pk,
-            params=_public(credential),
-        )
+        _retire_row(credential, timezone.now(), actor)
     return credential
 
 
@@ -397,14 +391,6 @@ def retire_expired_grace() -> int:
         for credential in Credential.objects.select_for_update().filter(
             state=Credential.State.GRACE, grace_until__lte=now
         ):
-            _retire_row(credential, now)
-            record(
-                "credential.retire",
-                actor=actor,
-                target_type=TARGET,
-                target_id=credential.pk,
-                params=_public(credential),
-                reason="grace period over",
-            )
+            _retire_row(credential, now, actor, "grace period over")
             count += 1
     return count
