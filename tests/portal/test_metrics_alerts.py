@@ -12,6 +12,7 @@ from integrations.microsoft.models import GraphCall
 from portal.access.actors import Actor, role_of
 from portal.alerts import services
 from portal.alerts.models import Alert, AlertEvent
+from portal.alerts.rules import RULES
 from portal.audit.models import AuditEvent
 from portal.jobs.models import Job
 from portal.jobs.runner import beat
@@ -100,6 +101,12 @@ def test_every_prometheus_rule_names_metrics_that_metrics_exports(client):
         for rule in group["rules"]:
             names_used |= set(re.findall(r"\bfleet_[a-z_]+", rule["expr"]))
     assert names_used and names_used <= families, names_used - families
+    portal_rules = {rule.name for rule in RULES}
+    named_in_rules = set()
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            named_in_rules |= set(re.findall(r'\brule="([a-z_]+)"', rule["expr"]))
+    assert named_in_rules <= portal_rules, named_in_rules - portal_rules
 
 
 class TestRules:
