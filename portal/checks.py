@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
+
+from portal.audit.chain import configured_keys
 
 
 @register(Tags.compatibility)
@@ -97,8 +102,6 @@ def check_encryption_keys(app_configs: Any = None, **kwargs: Any) -> list:
 def check_sso(app_configs: Any = None, **kwargs: Any) -> list:
     """Staff sign-in with Entra ID (docs/sso.md): what would let the wrong people in, or
     nobody."""
-    import uuid
-    from urllib.parse import urlsplit
 
     problems: list = []
     if not settings.SSO_ENABLED:
@@ -152,10 +155,6 @@ def check_sso(app_configs: Any = None, **kwargs: Any) -> list:
 
 @register(Tags.security)
 def check_audit_chain_key(app_configs: Any = None, **kwargs: Any) -> list:
-    from django.core.exceptions import ImproperlyConfigured
-
-    from portal.audit.chain import configured_keys
-
     try:
         keys = configured_keys()
     except ImproperlyConfigured as exc:

@@ -8,8 +8,10 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
+from django_q.brokers import get_broker
 
 from portal.access.decorators import public
+from portal.jobs.models import WorkerHeartbeat
 
 WORKER_STALE_AFTER = timedelta(minutes=3)
 
@@ -21,8 +23,6 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def worker_heartbeat_age() -> float | None:
-    from portal.jobs.models import WorkerHeartbeat
-
     latest = (
         WorkerHeartbeat.objects.order_by("-last_seen").values_list("last_seen", flat=True).first()
     )
@@ -48,8 +48,6 @@ def readyz(request: HttpRequest) -> JsonResponse:
         checks["database"] = "unreachable"
         ready = False
     try:
-        from django_q.brokers import get_broker
-
         checks["broker"] = "ok" if get_broker().ping() else "unreachable"
     except Exception:
         checks["broker"] = "unreachable"

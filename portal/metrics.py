@@ -20,9 +20,19 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from integrations.microsoft.models import (
+    GraphCall,
+    NotificationInbox,
+    Subscription,
+    SyncState,
+    WebhookRejection,
+)
 from portal.access.addresses import from_api_trusted_network
 from portal.access.decorators import public
 from portal.alerts import measurements
+from portal.alerts.models import Alert
+from portal.health import worker_heartbeat_age
+from portal.jobs.models import Job, JobAttempt
 
 LATENCY_BUCKETS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
@@ -66,8 +76,6 @@ class PortalCollector(Collector):
             yield family
 
     def _graph(self) -> Iterator[GaugeMetricFamily]:
-        from integrations.microsoft.models import GraphCall
-
         recent = GraphCall.objects.filter(created_at__gte=timezone.now() - measurements.HOUR)
         calls = GaugeMetricFamily(
             "fleet_graph_calls_last_hour",
@@ -119,8 +127,6 @@ class PortalCollector(Collector):
         )
 
     def _jobs(self) -> Iterator[GaugeMetricFamily]:
-        from portal.jobs.models import Job, JobAttempt
-
         by_state = GaugeMetricFamily(
             "fleet_jobs", "Jobs by state (succeeded jobs are left out)", labels=["state", "type"]
         )
@@ -154,8 +160,6 @@ class PortalCollector(Collector):
         yield outcomes
 
     def _notifications(self) -> Iterator[GaugeMetricFamily]:
-        from integrations.microsoft.models import NotificationInbox, WebhookRejection
-
         since = timezone.now() - measurements.HOUR
         received = GaugeMetricFamily(
             "fleet_notifications_last_hour",
@@ -185,8 +189,6 @@ class PortalCollector(Collector):
         yield invalid
 
     def _subscriptions(self) -> Iterator[GaugeMetricFamily]:
-        from integrations.microsoft.models import Subscription
-
         by_state = GaugeMetricFamily(
             "fleet_subscriptions", "Webhook subscriptions by state", labels=["state"]
         )
@@ -205,8 +207,6 @@ class PortalCollector(Collector):
         yield expiry
 
     def _sync(self) -> Iterator[GaugeMetricFamily]:
-        from integrations.microsoft.models import SyncState
-
         lag = GaugeMetricFamily(
             "fleet_sync_lag_seconds",
             "Seconds since the least recently synced user's last success",
@@ -232,9 +232,6 @@ class PortalCollector(Collector):
         yield failed
 
     def _health(self) -> Iterator[GaugeMetricFamily]:
-        from portal.alerts.models import Alert
-        from portal.health import worker_heartbeat_age
-
         secret = GaugeMetricFamily(
             "fleet_client_secret_expiry_seconds", "Seconds until the active client secret expires"
         )

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
+from portal.access.roles import ROLES
 from portal.dburl import parse_database_url
 from portal.env import (
     env_bool,
@@ -107,7 +109,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "portal.access.context_processors.navigation",
+                "portal.console.context_processors.navigation",
             ],
         },
     },
@@ -397,8 +399,6 @@ SSO_BREAK_GLASS_ACCOUNTS = env_list("SSO_BREAK_GLASS_ACCOUNTS")
 
 
 def _role_pairs(name: str, default: list[str], key_is_role: bool) -> dict[str, str]:
-    from portal.access.roles import ROLES
-
     pairs: dict[str, str] = {}
     for item in env_list(name, default):
         left, sep, right = (part.strip() for part in item.partition("="))
@@ -437,8 +437,6 @@ EMULATOR_STATE_DIR = Path(env_str("EMULATOR_STATE_DIR", str(BASE_DIR / ".emulato
 
 
 def _is_loopback_url(url: str) -> bool:
-    from urllib.parse import urlsplit
-
     return (urlsplit(url).hostname or "") in {"127.0.0.1", "localhost", "::1"}
 
 

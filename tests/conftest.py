@@ -1,8 +1,21 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+from urllib.parse import quote
 
 import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import connection
+from django.db.backends.postgresql.operations import DatabaseOperations
+from django_q.models import OrmQ
+from django_q.signing import SignedPackage
+
+from portal.jobs.runner import run_job
 
 # Playwright's sync API keeps an event loop in the main thread; Django would otherwise refuse
 # ORM calls from tests that also drive the browser (stack-notes.md §5).
@@ -16,7 +29,6 @@ def _flush_past_the_audit_truncate_trigger() -> None:
     tables' BEFORE TRUNCATE trigger refuses on PostgreSQL. The test database's superuser may
     skip triggers for the flush (session_replication_role is superuser-only), as an operator
     wiping a test system would; the app's role can do neither."""
-    from django.db.backends.postgresql.operations import DatabaseOperations
 
     original = DatabaseOperations.sql_flush
 
@@ -91,9 +103,6 @@ NAV_BY_ROLE = {
 
 
 def make_persona(role: str):
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.models import Group
-
     user = get_user_model().objects.create_user(PERSONAS[role], password=PERSONA_PASSWORD)
     user.groups.add(Group.objects.get(name=role))
     return user
@@ -127,9 +136,6 @@ def personas(db):
 
 def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for a portal subprocess (worker, command) that uses the test database."""
-    from urllib.parse import quote
-
-    from django.db import connection
 
     db = connection.settings_dict
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
@@ -150,11 +156,6 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 @pytest.fixture
 def qcluster(transactional_db):
     """Start real django-q2 worker processes on the test database; stop them afterwards."""
-    import signal
-    import subprocess
-    import sys
-
-    from django.conf import settings
 
     started = []
 
@@ -196,10 +197,6 @@ def run_queued_jobs(rounds: int = 1) -> list[str]:
     One round runs what is queued now; more rounds also run what those jobs queued
     (notification → delta sync → continuation). Returns each run's outcome.
     """
-    from django_q.models import OrmQ
-    from django_q.signing import SignedPackage
-
-    from portal.jobs.runner import run_job
 
     outcomes: list[str] = []
     for _ in range(rounds):

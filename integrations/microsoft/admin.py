@@ -6,11 +6,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
-from integrations.microsoft.models import Credential, DelegatedAccount, GraphCall, WorkerPing
+from integrations.microsoft import subscriptions, sync
+from integrations.microsoft.errors import GraphError
+from integrations.microsoft.models import (
+    Credential,
+    DelegatedAccount,
+    GraphCall,
+    LifecycleEvent,
+    MonitoredUser,
+    NotificationInbox,
+    OutboundMessage,
+    SendBudget,
+    Subscription,
+    SyncedItem,
+    SyncRun,
+    SyncState,
+    WebhookRejection,
+    WorkerPing,
+)
+from integrations.microsoft.subscriptions import add_monitored_user, remove_monitored_user
+from portal.access.actors import Actor
+from portal.access.authz import require
 from portal.admin_utils import BigTableAdminMixin
+from portal.audit.services import record
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -84,26 +106,8 @@ class WorkerPingAdmin(ReadOnlyAdmin):
 # audited).
 # =====================================================================================
 
-from django.contrib import messages  # noqa: E402
-
-from integrations.microsoft.models import (  # noqa: E402
-    LifecycleEvent,
-    MonitoredUser,
-    NotificationInbox,
-    Subscription,
-    SyncedItem,
-    SyncRun,
-    SyncState,
-    WebhookRejection,
-)
-from portal.access.actors import Actor  # noqa: E402
-
 
 def _run_each(request: HttpRequest, queryset: Any, func: Any, verb: str) -> None:
-    from django.core.exceptions import PermissionDenied
-
-    from integrations.microsoft.errors import GraphError
-
     actor = Actor.from_request(request)
     done = 0
     for obj in queryset:
@@ -151,8 +155,6 @@ class MonitoredUserAdmin(admin.ModelAdmin):
 
     @admin.action(description="Stop monitoring the selected users")
     def stop_monitoring(self, request: HttpRequest, queryset: Any) -> None:
-        from integrations.microsoft.subscriptions import remove_monitored_user
-
         _run_each(request, queryset, lambda a, o: remove_monitored_user(a, o.pk), "Stopped")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
@@ -160,13 +162,8 @@ class MonitoredUserAdmin(admin.ModelAdmin):
         return (*self.readonly_fields, "identifier") if obj else self.readonly_fields
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        from integrations.microsoft.subscriptions import add_monitored_user
-
         actor = Actor.from_request(request)
         if change:
-            from portal.access.authz import require
-            from portal.audit.services import record
-
             require(
                 actor,
                 "manage_monitored_users",
@@ -217,20 +214,14 @@ class SubscriptionAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Renew in Graph")
     def renew_selected(self, request: HttpRequest, queryset: Any) -> None:
-        from integrations.microsoft import subscriptions
-
         _run_each(request, queryset, lambda a, o: subscriptions.renew(a, o.pk), "Renewed")
 
     @admin.action(description="Recreate (new subscription + delta catch-up)")
     def recreate_selected(self, request: HttpRequest, queryset: Any) -> None:
-        from integrations.microsoft import subscriptions
-
         _run_each(request, queryset, lambda a, o: subscriptions.recreate(a, o.pk), "Recreated")
 
     @admin.action(description="Delete in Graph and here")
     def delete_selected_in_graph(self, request: HttpRequest, queryset: Any) -> None:
-        from integrations.microsoft import subscriptions
-
         _run_each(request, queryset, lambda a, o: subscriptions.delete(a, o.pk), "Deleted")
 
 
@@ -305,24 +296,18 @@ class SyncStateAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Delta sync now")
     def delta_now(self, request: HttpRequest, queryset: Any) -> None:
-        from integrations.microsoft import sync
-
         _run_each(
             request, queryset, lambda a, o: sync.delta_now(a, o.monitored_user_id, o.kind), "Queued"
         )
 
     @admin.action(description="Full sync (reset + run)")
     def full_sync(self, request: HttpRequest, queryset: Any) -> None:
-        from integrations.microsoft import sync
-
         _run_each(
             request, queryset, lambda a, o: sync.full_sync(a, o.monitored_user_id, o.kind), "Queued"
         )
 
     @admin.action(description="Reset (drop the token; next run is full)")
     def reset_token(self, request: HttpRequest, queryset: Any) -> None:
-        from integrations.microsoft import sync
-
         _run_each(
             request, queryset, lambda a, o: sync.reset(a, o.monitored_user_id, o.kind), "Reset"
         )
@@ -362,8 +347,6 @@ class SyncedItemAdmin(ReadOnlyAdmin):
 # Outbound mail and Teams messages (issue 5 item 3): read-only; sending and retrying go
 # through messaging.py and the job operations.
 # =====================================================================================
-
-from integrations.microsoft.models import OutboundMessage, SendBudget  # noqa: E402
 
 
 @admin.register(OutboundMessage)

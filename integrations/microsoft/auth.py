@@ -1,4 +1,6 @@
-"""Access tokens for Graph: app-only (client credentials) and the delegated Teams sender.
+"""Access tokens for Graph: MSAL apps and app-only (client credentials) tokens.
+
+The delegated Teams sender builds on these in teams_sender.py.
 
 MSAL facts this module is built around (graph-reference.md §7.2, stack-notes.md §3/§9):
 - the ConfidentialClientApplication constructor does OIDC discovery over the network, so
@@ -20,7 +22,7 @@ import json
 import logging
 import threading
 import time
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,11 +30,11 @@ from urllib.parse import urlsplit
 import msal
 import requests
 from django.conf import settings
-from django.db import transaction
-from django.http import HttpRequest
-from django.utils import timezone
 
+from integrations.microsoft.credential_store import active_credential
 from integrations.microsoft.errors import TokenError
+from integrations.microsoft.http import build_session
+from integrations.microsoft.models import refuse_foreign_credential
 
 logger = logging.getLogger("integrations.microsoft.auth")
 
@@ -49,10 +51,6 @@ MICROSOFT_AUTHORITY_HOSTS = frozenset(
         "login.microsoftonline.de",
     }
 )
-# Delegated scopes for the Teams sender; MSAL adds openid/profile/offline_access itself and
-# refuses them if passed (that is how we get a refresh token). Chat.Create: a message "toUser"
-# finds or creates the 1:1 chat with that user.
-DELEGATED_SCOPES = ("ChatMessage.Send", "ChannelMessage.Send", "Chat.Create", "User.Read")
 
 
 def graph_resource() -> str:
@@ -62,10 +60,6 @@ def graph_resource() -> str:
 
 def app_scopes() -> list[str]:
     return [f"{graph_resource()}/.default"]
-
-
-def delegated_scopes() -> list[str]:
-    return [f"{graph_resource()}/{scope}" for scope in DELEGATED_SCOPES]
 
 
 @dataclass(frozen=True)
@@ -118,7 +112,6 @@ def build_app(
     registration: AppRegistration | None = None,
 ) -> msal.ConfidentialClientApplication:
     """A new MSAL app for `secret` (does OIDC discovery now). Raises TokenError."""
-    from integrations.microsoft.graph import build_session
 
     app = registration or AppRegistration.configured()
     _check_configuration(app)
@@ -253,7 +246,7 @@ def token_claims(access_token: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class _Active:
+class ActiveSecret:
     credential_id: int
     fingerprint: str
     secret: str
@@ -263,18 +256,17 @@ class _Active:
 
     def refuse_if_foreign(self) -> None:
         """Checked on every call (settings can change under a cached credential)."""
-        from integrations.microsoft.models import refuse_foreign_credential
 
         refuse_foreign_credential(self.tenant_id, self.client_id)
 
 
 _lock = threading.RLock()
-_active: _Active | None = None
+_active: ActiveSecret | None = None
 _apps: dict[tuple[str, str, str], msal.ConfidentialClientApplication] = {}
 
 
-def _resolve_active() -> _Active:
-    """The active credential, re-read from the database at most every few seconds.
+def resolve_active() -> ActiveSecret:
+    """The active credential (secret decrypted), re-read from the database every few seconds.
 
     Other processes see an activation within CREDENTIAL_RECHECK_SECONDS; meanwhile they keep
     using the previous secret, which stays valid during its grace period — the reason the
@@ -286,10 +278,9 @@ def _resolve_active() -> _Active:
         current = _active
         if current is not None and time.monotonic() - current.resolved_at < ttl:
             return current
-    from integrations.microsoft.credentials import active_credential
 
     credential = active_credential()
-    resolved = _Active(
+    resolved = ActiveSecret(
         credential.pk,
         credential.fingerprint,
         credential.secret_value(),
@@ -302,7 +293,7 @@ def _resolve_active() -> _Active:
     return resolved
 
 
-def _app_for(active: _Active) -> msal.ConfidentialClientApplication:
+def _app_for(active: ActiveSecret) -> msal.ConfidentialClientApplication:
     active.refuse_if_foreign()
     key = (authority(), settings.MICROSOFT_CLIENT_ID, active.fingerprint)
     with _lock:
@@ -316,7 +307,7 @@ def _app_for(active: _Active) -> msal.ConfidentialClientApplication:
 
 def app_token_result() -> dict[str, Any]:
     """MSAL's result dict for an app-only Graph token (from cache when still valid)."""
-    active = _resolve_active()
+    active = resolve_active()
     return _acquire_for_client(_app_for(active), active.secret)
 
 
@@ -333,248 +324,28 @@ def drop_cached_app_token() -> None:
         app.remove_tokens_for_client()
 
 
+# Caches built on the active credential elsewhere (the Teams sender's apps) register here, so
+# invalidate() reaches them without this module importing theirs.
+_on_invalidate: list[Callable[[], None]] = []
+
+
+def on_invalidate(callback: Callable[[], None]) -> None:
+    """Call `callback` whenever invalidate() runs (once per callback)."""
+    if callback not in _on_invalidate:
+        _on_invalidate.append(callback)
+
+
 def invalidate() -> None:
     """Forget the active credential and every MSAL app (after activation or rollback)."""
     global _active
     with _lock:
         _active = None
         _apps.clear()
-        _delegated.clear()
+    for callback in list(_on_invalidate):
+        callback()
 
 
 def acquire_with_secret(secret: str, registration: AppRegistration | None = None) -> dict[str, Any]:
     """A token with a candidate secret (and app registration), using a fresh MSAL app."""
     app = build_app(secret, token_cache=msal.TokenCache(), registration=registration)
     return _acquire_for_client(app, secret, registration)
-
-
-# --------------------------------------------------------------------------- delegated
-
-
-_delegated: dict[
-    tuple[str, str, str],
-    tuple[msal.ConfidentialClientApplication, msal.SerializableTokenCache, int, int],
-] = {}
-
-
-def _redirect_uri(request_or_redirect_uri: HttpRequest | str) -> str:
-    if isinstance(request_or_redirect_uri, str):
-        return request_or_redirect_uri
-    path = getattr(
-        settings, "MICROSOFT_DELEGATED_REDIRECT_PATH", "/credentials/teams-sender/callback"
-    )
-    return request_or_redirect_uri.build_absolute_uri(path)
-
-
-def start_delegated_connect(
-    request_or_redirect_uri: HttpRequest | str,
-    *,
-    login_hint: str | None = None,
-    prompt: str | None = "select_account",
-) -> tuple[str, dict[str, Any]]:
-    """Begin "Connect Teams sender account": (URL to send the admin's browser to, flow).
-
-    Keep `flow` server-side (the session) and hand it to `complete_delegated_connect` with the
-    query parameters of the redirect. It holds the PKCE verifier and state, not secrets.
-    """
-    active = _resolve_active()
-    active.refuse_if_foreign()
-    app = build_app(active.secret)
-    with warnings.catch_warnings():
-        # MSAL recommends response_mode=form_post, but that is a cross-site POST to the
-        # console, which carries no SameSite=Lax session cookie — and the flow lives in the
-        # session. The query mode is protected by PKCE plus the state check instead.
-        warnings.filterwarnings("ignore", message="response_mode='form_post'")
-        flow = app.initiate_auth_code_flow(
-            scopes=delegated_scopes(),
-            redirect_uri=_redirect_uri(request_or_redirect_uri),
-            login_hint=login_hint,
-            prompt=prompt,
-            response_mode="query",
-        )
-    if "auth_uri" not in flow:
-        raise token_error(flow, secret=active.secret)
-    return flow["auth_uri"], flow
-
-
-def complete_delegated_connect(
-    actor: Any, flow: dict[str, Any], query_params: dict[str, Any]
-) -> Any:
-    """Redeem the authorization code and store the sender's token cache, encrypted.
-
-    Requires `rotate_credentials`; audited as `teams_sender.connect`. Any previously connected
-    sender is marked disconnected in the same transaction. Returns the DelegatedAccount.
-    """
-    from integrations.microsoft.crypto import encrypt
-    from integrations.microsoft.models import DelegatedAccount
-    from portal.access.authz import require
-    from portal.audit.services import record
-
-    require(actor, "rotate_credentials", action="teams_sender.connect", target_type="teams_sender")
-    active = _resolve_active()
-    active.refuse_if_foreign()
-    cache = msal.SerializableTokenCache()
-    app = build_app(active.secret, token_cache=cache)
-    params = {
-        k: (v[0] if isinstance(v, list) and len(v) == 1 else v)
-        for k, v in dict(query_params).items()
-    }
-    try:
-        result = app.acquire_token_by_auth_code_flow(flow, params, scopes=delegated_scopes())
-    except ValueError as exc:
-        # MSAL raises ValueError for a state mismatch (a replayed or forged redirect).
-        result = {"error": "state_mismatch", "error_description": str(exc)}
-    except requests.RequestException as exc:
-        result = {"error": "unreachable", "error_description": type(exc).__name__}
-    if "access_token" not in result:
-        error = token_error(result, secret=active.secret)
-        record(
-            "teams_sender.connect",
-            actor=actor,
-            target_type="teams_sender",
-            outcome="failure",
-            reason=str(error.message)[:500],
-        )
-        raise error
-    claims = result.get("id_token_claims") or {}
-    upn = str(claims.get("preferred_username") or claims.get("upn") or "")
-    accounts = app.get_accounts(username=upn) if upn else app.get_accounts()
-    home_account_id = accounts[0].get("home_account_id", "") if accounts else ""
-    now = timezone.now()
-    with transaction.atomic():
-        DelegatedAccount.objects.filter(disconnected_at__isnull=True).update(disconnected_at=now)
-        account = DelegatedAccount.objects.create(
-            upn=upn,
-            display_name=str(claims.get("name") or ""),
-            home_account_id=home_account_id,
-            scopes=str(result.get("scope") or "")[:500],
-            token_cache_encrypted=encrypt(cache.serialize()),
-            cache_version=1,
-            connected_at=now,
-            connected_by=getattr(actor, "name", "")[:150],
-            last_refresh_at=now,
-        )
-        record(
-            "teams_sender.connect",
-            actor=actor,
-            target_type="teams_sender",
-            target_id=account.pk,
-            params={"upn": upn, "granted_scopes": str(result.get("scope") or "")},
-        )
-    with _lock:
-        _delegated.clear()
-    return account
-
-
-def disconnect_delegated(actor: Any) -> int:
-    """Disconnect the Teams sender (its cache is erased). Requires `rotate_credentials`."""
-    from integrations.microsoft.models import DelegatedAccount
-    from portal.access.authz import require
-    from portal.audit.services import record
-
-    require(
-        actor, "rotate_credentials", action="teams_sender.disconnect", target_type="teams_sender"
-    )
-    with transaction.atomic():
-        accounts = list(
-            DelegatedAccount.objects.select_for_update().filter(disconnected_at__isnull=True)
-        )
-        DelegatedAccount.objects.filter(pk__in=[a.pk for a in accounts]).update(
-            disconnected_at=timezone.now(), token_cache_encrypted=""
-        )
-        for account in accounts:
-            record(
-                "teams_sender.disconnect",
-                actor=actor,
-                target_type="teams_sender",
-                target_id=account.pk,
-                params={"upn": account.upn},
-            )
-    with _lock:
-        _delegated.clear()
-    return len(accounts)
-
-
-def current_delegated_account() -> Any:
-    from integrations.microsoft.models import DelegatedAccount
-
-    return DelegatedAccount.objects.filter(disconnected_at__isnull=True).first()
-
-
-def delegated_token(*, force_refresh: bool = False) -> str:
-    """An access token of the Teams sender, refreshed by MSAL with the stored refresh token.
-
-    The cache is written back (encrypted) whenever MSAL changed it. Raises TokenError when no
-    sender is connected or the refresh token no longer works (reconnect needed).
-    """
-    from integrations.microsoft.crypto import decrypt, encrypt
-    from integrations.microsoft.models import DelegatedAccount
-
-    account = current_delegated_account()
-    if account is None or not account.token_cache_encrypted:
-        raise TokenError(
-            "No Teams sender account is connected: an admin must use "
-            "“Connect Teams sender account” in the console.",
-            error="no_delegated_account",
-        )
-    active = _resolve_active()
-    active.refuse_if_foreign()
-    key = (authority(), settings.MICROSOFT_CLIENT_ID, active.fingerprint)
-    with _lock:
-        entry = _delegated.get(key)
-        if entry is None or entry[2] != account.pk or entry[3] != account.cache_version:
-            # First use, or another process refreshed and stored a newer cache: reload.
-            # MSAL binds the cache at construction, so a new cache means a new app.
-            cache = msal.SerializableTokenCache()
-            cache.deserialize(decrypt(account.token_cache_encrypted))
-            app = build_app(active.secret, token_cache=cache)
-            entry = (app, cache, account.pk, account.cache_version)
-            _delegated.clear()
-            _delegated[key] = entry
-        app, cache, _, version = entry
-        accounts = app.get_accounts(username=account.upn) or app.get_accounts()
-        result = None
-        if accounts:
-            try:
-                result = app.acquire_token_silent_with_error(
-                    delegated_scopes(), account=accounts[0], force_refresh=force_refresh
-                )
-            except requests.RequestException as exc:
-                raise TokenError(
-                    f"Could not reach the identity platform ({type(exc).__name__}).",
-                    transient=True,
-                    error="unreachable",
-                ) from None
-        if not result or "access_token" not in result:
-            error = (
-                token_error(result, secret=active.secret)
-                if result
-                else TokenError(
-                    f"The Teams sender {account.upn} must be reconnected: no usable token in its "
-                    "cache.",
-                    error="reconnect_required",
-                )
-            )
-            if not error.transient:
-                error = TokenError(
-                    f"The Teams sender {account.upn} must be reconnected: {error.message}",
-                    aadsts=error.aadsts,
-                    error=error.error,
-                )
-            DelegatedAccount.objects.filter(pk=account.pk).update(
-                last_error=error.message[:2000], last_error_at=timezone.now()
-            )
-            raise error
-        if cache.has_state_changed:
-            # Conditional on the version we loaded: if another process wrote first, its
-            # cache (with its own fresh refresh token) wins and we reload next time.
-            updated = DelegatedAccount.objects.filter(pk=account.pk, cache_version=version).update(
-                token_cache_encrypted=encrypt(cache.serialize()),
-                cache_version=version + 1,
-                last_refresh_at=timezone.now(),
-                last_error="",
-            )
-            cache.has_state_changed = False
-            if updated:
-                _delegated[key] = (app, cache, account.pk, version + 1)
-        return result["access_token"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from integrations.microsoft import subscriptions
 from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import Subscription
 from portal.access.actors import Actor
@@ -10,8 +11,6 @@ from portal.jobs.models import BulkOperation
 
 
 def _renew_chunk(operation: BulkOperation, subscription_ids: list[int]) -> bulk.ChunkResult:
-    from integrations.microsoft import subscriptions
-
     result = bulk.ChunkResult()
     # The operator's role was checked when the operation started; each renewal is audited
     # under the operation, naming who started it.

@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from integrations.microsoft import auth
+from integrations.microsoft.credential_store import TARGET, configured_app, public_params
 from integrations.microsoft.crypto import encrypt, fingerprint
 from integrations.microsoft.errors import TokenError
 from integrations.microsoft.models import Credential
@@ -27,7 +27,6 @@ from portal.audit.services import record
 
 logger = logging.getLogger("integrations.microsoft.credentials")
 
-TARGET = "credential"
 MAX_SECRET_LENGTH = 1024
 
 
@@ -44,85 +43,11 @@ class VerifyOutcome:
 
 def _refresh_tokens_after_commit() -> None:
     # The next token in this process must come from the newly active secret; other
-    # processes notice within CREDENTIAL_RECHECK_SECONDS (auth._resolve_active).
+    # processes notice within CREDENTIAL_RECHECK_SECONDS (auth.resolve_active).
     transaction.on_commit(auth.invalidate)
 
 
-def _public(credential: Credential) -> dict[str, Any]:
-    """Audit parameters: what identifies the credential, never its value."""
-    return {
-        "display_name": credential.display_name,
-        "fingerprint": credential.fingerprint,
-        "state": credential.state,
-        "tenant_id": credential.tenant_id,
-        "client_id": credential.client_id,
-    }
-
-
 # --------------------------------------------------------------------------- lookups
-
-
-def active_credential() -> Credential:
-    """The active credential; bootstraps the store from MICROSOFT_CLIENT_SECRET when needed."""
-    credential = Credential.objects.filter(state=Credential.State.ACTIVE).first()
-    if credential is not None:
-        return credential
-    credential = bootstrap_from_environment()
-    if credential is not None:
-        return credential
-    raise TokenError(
-        "No active client secret: set MICROSOFT_CLIENT_SECRET (bootstraps the credential "
-        "store) or add, verify and activate one (console or `manage.py rotate_client_secret`).",
-        error="no_credential",
-    )
-
-
-def bootstrap_from_environment() -> Credential | None:
-    """Create the first active credential from MICROSOFT_CLIENT_SECRET, audited as system.
-
-    Only when nothing is active and that secret is not already stored (a retired secret is not
-    resurrected by a stale environment variable).
-    """
-    secret = (getattr(settings, "MICROSOFT_CLIENT_SECRET", "") or "").strip()
-    if not secret:
-        return None
-    print_ = fingerprint(secret)
-    if Credential.objects.filter(fingerprint=print_).exists():
-        # Either another thread/process bootstrapped it a moment ago (use it), or it was
-        # retired or demoted on purpose (None: don't resurrect it from a stale variable).
-        return Credential.objects.filter(state=Credential.State.ACTIVE).first()
-    actor = Actor.system("credential-bootstrap")
-    try:
-        with transaction.atomic():
-            credential = Credential.objects.create(
-                display_name="From MICROSOFT_CLIENT_SECRET",
-                secret_encrypted=encrypt(secret),
-                fingerprint=print_,
-                state=Credential.State.ACTIVE,
-                activated_at=timezone.now(),
-                created_by=actor.name,
-                **configured_app(),
-            )
-            record(
-                "credential.bootstrap",
-                actor=actor,
-                target_type=TARGET,
-                target_id=credential.pk,
-                params=_public(credential),
-            )
-    except IntegrityError:
-        # Another process bootstrapped (or activated) at the same moment.
-        return Credential.objects.filter(state=Credential.State.ACTIVE).first()
-    logger.info("Credential store bootstrapped from MICROSOFT_CLIENT_SECRET (…%s)", print_)
-    return credential
-
-
-def configured_app() -> dict[str, str]:
-    """The tenant and client a secret added now belongs to (recorded on the credential)."""
-    return {
-        "tenant_id": settings.MICROSOFT_TENANT_ID or "",
-        "client_id": settings.MICROSOFT_CLIENT_ID or "",
-    }
 
 
 def inventory() -> list[Credential]:
@@ -168,7 +93,7 @@ def add_secret(
             target_type=TARGET,
             target_id=credential.pk,
             params={
-                **_public(credential),
+                **public_params(credential),
                 "expires_at": expires_at.isoformat() if expires_at else None,
             },
         )
@@ -218,7 +143,7 @@ def verify_secret(actor: Actor, credential_id: int) -> VerifyOutcome:
             actor=actor,
             target_type=TARGET,
             target_id=credential.pk,
-            params={**_public(credential), "roles": outcome.roles},
+            params={**public_params(credential), "roles": outcome.roles},
             outcome="success" if outcome.ok else "failure",
             reason="" if outcome.ok else outcome.detail[:500],
         )
@@ -278,7 +203,7 @@ def activate(actor: Actor, credential_id: int) -> Credential:
             target_type=TARGET,
             target_id=credential.pk,
             params={
-                **_public(credential),
+                **public_params(credential),
                 "previous": previous.pk if previous else None,
                 "grace_until": previous.grace_until.isoformat() if previous else None,
             },
@@ -331,7 +256,7 @@ def rollback(actor: Actor) -> Credential:
             target_type=TARGET,
             target_id=grace.pk,
             params={
-                **_public(grace),
+                **public_params(grace),
                 "demoted": current.pk if current else None,
                 "demoted_to": "pending",
             },
@@ -353,7 +278,7 @@ def _retire_row(credential: Credential, now: datetime, actor: Actor, reason: str
         actor=actor,
         target_type=TARGET,
         target_id=credential.pk,
-        params=_public(credential),
+        params=public_params(credential),
         reason=reason,
     )
 

@@ -32,7 +32,6 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
@@ -43,6 +42,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
+from integrations.microsoft import auth, http, teams_sender
 from integrations.microsoft.errors import (
     AuthError,
     Conflict,
@@ -55,88 +55,17 @@ from integrations.microsoft.errors import (
     Throttled,
     Transient,
 )
+from integrations.microsoft.models import GraphCall, SendBudget
 
 logger = logging.getLogger("integrations.microsoft.graph")
 
 TokenKind = Literal["app", "delegated"]
-USER_AGENT = "FleetGraphPortal/0.1 (+https://github.com/fleet/graph-portal)"
 BATCH_LIMIT = 20  # graph-reference.md §6.4
 BUDGET_WINDOW_SECONDS = 600.0
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 TRANSIENT_STATUSES = frozenset({500, 502, 503, 504, 509})
 # 410 codes that mean "your delta token is gone, start over" (graph-reference.md §4.4).
 _DELTA_EXPIRED_CODES = {"syncstatenotfound", "resyncrequired", "syncstateinvalid"}
-
-
-# --------------------------------------------------------------------------- sessions
-
-
-class _TimeoutSession(requests.Session):
-    """A Session that never waits forever: MSAL calls it without a timeout."""
-
-    def request(
-        self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
-    ) -> requests.Response:  # type: ignore[override]
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = default_timeout()
-        return super().request(method, url, *args, **kwargs)
-
-
-_local = threading.local()
-
-
-def default_timeout() -> tuple[float, float]:
-    """(connect, read) seconds; `timeout_cap()` can lower them for interactive checks."""
-    connect, read = float(settings.GRAPH_CONNECT_TIMEOUT), float(settings.GRAPH_READ_TIMEOUT)
-    cap = getattr(_local, "cap", None)
-    if cap is not None:
-        connect, read = min(connect, cap), min(read, cap)
-    return (connect, read)
-
-
-@contextmanager
-def timeout_cap(seconds: float) -> Iterator[None]:
-    """Within this block (this thread), no HTTP call here or in MSAL waits longer."""
-    previous = getattr(_local, "cap", None)
-    _local.cap = seconds
-    try:
-        yield
-    finally:
-        _local.cap = previous
-
-
-def build_session() -> requests.Session:
-    """A new Session configured for Graph and the identity platform (also MSAL's http_client).
-
-    trust_env=False: otherwise requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE and proxy
-    variables override `verify` (stack-notes.md §3/§9).
-    """
-    session = _TimeoutSession()
-    session.trust_env = False
-    session.verify = settings.MICROSOFT_CA_BUNDLE or True
-    session.headers["User-Agent"] = USER_AGENT
-    # Pool size above the per-mailbox gate so concurrent mailboxes don't queue on sockets.
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
-
-
-_session_lock = threading.Lock()
-_session: requests.Session | None = None
-_session_key: str | None = None
-
-
-def session() -> requests.Session:
-    """The process-wide Graph session (rebuilt when the CA bundle setting changes)."""
-    global _session, _session_key
-    key = str(settings.MICROSOFT_CA_BUNDLE or "")
-    with _session_lock:
-        if _session is None or _session_key != key:
-            if _session is not None:
-                _session.close()
-            _session, _session_key = build_session(), key
-        return _session
 
 
 # --------------------------------------------------------------------------- mailbox gates
@@ -199,10 +128,6 @@ def _shared_key(mailbox: str) -> str:
 
 
 def _share_block(mailbox: str, seconds: float) -> None:
-    from django.db import DatabaseError
-
-    from integrations.microsoft.models import SendBudget
-
     now = timezone.now()
     until = now + timedelta(seconds=seconds)
     key = _shared_key(mailbox)
@@ -217,9 +142,6 @@ def _share_block(mailbox: str, seconds: float) -> None:
 
 def _adopt_shared_block(mailbox: str, gate: _MailboxGate) -> None:
     """Apply a window another process recorded for this mailbox."""
-    from django.db import DatabaseError
-
-    from integrations.microsoft.models import SendBudget
 
     try:
         until = (
@@ -246,11 +168,7 @@ def mailbox_blocked_for(mailbox: str) -> float:
 
 def reset_state() -> None:
     """Forget sessions, gates and throttle windows (tests; settings changes)."""
-    global _session, _session_key
-    with _session_lock:
-        if _session is not None:
-            _session.close()
-        _session, _session_key = None, None
+    http.reset_session()
     with _gates_lock:
         _gates.clear()
 
@@ -491,7 +409,6 @@ def _record(
         f" error={error_code}" if error_code else "",
         f" retry-after={retry_after:g}" if retry_after is not None else "",
     )
-    from integrations.microsoft.models import GraphCall
 
     # One INSERT, no reads. A broken database must not turn a successful Graph call into a
     # failure (the log line above still has it).
@@ -524,10 +441,8 @@ class GraphResponse:
 
 
 def _bearer(token_kind: TokenKind, *, refresh: bool = False) -> str:
-    from integrations.microsoft import auth
-
     if token_kind == "delegated":
-        return auth.delegated_token(force_refresh=refresh)
+        return teams_sender.delegated_token(force_refresh=refresh)
     if refresh:
         auth.drop_cached_app_token()
     return auth.app_token()
@@ -575,7 +490,7 @@ def request(
     route = route_template(path_or_url)
     mailbox_key = (mailbox if mailbox is not None else mailbox_of(path_or_url)).lower()
     retries_left = int(settings.GRAPH_MAX_RETRIES if max_retries is None else max_retries)
-    timeout = timeout or default_timeout()
+    timeout = timeout or http.default_timeout()
     gate = _gate(mailbox_key) if mailbox_key else None
     reauthenticated = False
     attempt = 0
@@ -609,7 +524,7 @@ def request(
                         route=route,
                         code="LocalConcurrency",
                     )
-            response = session().request(
+            response = http.session().request(
                 method,
                 url,
                 json=json,
@@ -871,8 +786,6 @@ def batch(
 def _send_batch_chunk(
     chunk: list[dict[str, Any]], *, mailbox: str | None, token_kind: TokenKind
 ) -> dict[str, BatchResult]:
-    from integrations.microsoft.models import GraphCall
-
     results: dict[str, BatchResult] = {}
     pending = chunk
     retries_left = int(settings.GRAPH_MAX_RETRIES)

@@ -8,6 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from integrations.microsoft import bulk_kinds as _bulk_kinds  # noqa: F401  (registers them)
+from integrations.microsoft import (
+    messaging_handlers,  # noqa: F401  (outbound messages)
+    subscriptions,
+    sync,
+)
+from integrations.microsoft.models import SyncState
+from integrations.microsoft.notifications import process_batch
+from integrations.microsoft.subscriptions import handle_lifecycle_event, maintain
+from portal.access.actors import Actor
 from portal.jobs.registry import job_handler
 
 
@@ -21,8 +31,6 @@ from portal.jobs.registry import job_handler
     description="Turn a batch of received change notifications into delta syncs",
 )
 def process_notifications(job: Any) -> dict[str, int]:
-    from integrations.microsoft.notifications import process_batch
-
     return process_batch(job.payload["batch"])
 
 
@@ -36,8 +44,6 @@ def process_notifications(job: Any) -> dict[str, int]:
     description="Handle a lifecycle notification (reauthorize, recreate, resync)",
 )
 def lifecycle_event(job: Any) -> str:
-    from integrations.microsoft.subscriptions import handle_lifecycle_event
-
     return handle_lifecycle_event(job.payload["event"])
 
 
@@ -51,9 +57,6 @@ def lifecycle_event(job: Any) -> str:
     description="Run (or continue) a delta sync for one user and kind",
 )
 def sync_delta(job: Any) -> dict[str, Any] | None:
-    from integrations.microsoft import sync
-    from integrations.microsoft.models import SyncState
-
     state_id = job.payload["state"]
     if not SyncState.objects.filter(pk=state_id).exists():
         return None  # the user was removed since
@@ -80,12 +83,7 @@ def sync_delta(job: Any) -> dict[str, Any] | None:
     description="Renew subscriptions past half-life, recreate vanished ones",
 )
 def subscriptions_maintain(job: Any) -> dict[str, int]:
-    from integrations.microsoft.subscriptions import maintain
-
     return maintain().counts()
-
-
-from integrations.microsoft import bulk_kinds as _bulk_kinds  # noqa: E402,F401  (registers them)
 
 
 def _run_retry_permission(job: Any) -> str:
@@ -104,8 +102,6 @@ def _run_retry_permission(job: Any) -> str:
 def subscriptions_run(job: Any) -> dict[str, Any]:
     """Runs once (max_attempts=1): a half-done run is finished by the next one or by the
     maintenance schedule, and an operator should see a failure rather than a silent retry."""
-    from integrations.microsoft import subscriptions
-    from portal.access.actors import Actor
 
     # The role was checked when the operator started (or retried) it; the service audits the
     # run in the name of the console user who did.
@@ -117,6 +113,3 @@ def subscriptions_run(job: Any) -> dict[str, Any]:
         "lines": summary.lines()[-200:],
         "failed": summary.failed[:50],
     }
-
-
-from integrations.microsoft import messaging_handlers  # noqa: E402,F401  (outbound messages)

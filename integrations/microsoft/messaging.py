@@ -50,11 +50,14 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from integrations.microsoft import graph
-from integrations.microsoft.errors import GraphError, Throttled
+from integrations.microsoft import auth, graph, teams_sender
+from integrations.microsoft.errors import GraphError, Throttled, TokenError
 from integrations.microsoft.models import OutboundMessage, SendBudget
+from portal.access.authz import require
+from portal.audit.services import record
 from portal.events.services import emit
 from portal.jobs.errors import PermanentJobError, TransientJobError
+from portal.jobs.models import Job
 from portal.jobs.runner import enqueue
 
 logger = logging.getLogger(__name__)
@@ -655,14 +658,12 @@ def _find_post(message: OutboundMessage, sender_id: str, keys: list[str]) -> dic
 
 def _sender() -> tuple[str, str]:
     """(upn, Graph user id) of the connected Teams sender, or a permanent, explained error."""
-    from integrations.microsoft import auth
-    from integrations.microsoft.errors import TokenError
 
-    account = auth.current_delegated_account()
+    account = teams_sender.current_delegated_account()
     if account is None or not account.token_cache_encrypted:
         raise PermanentJobError(NO_SENDER_MESSAGE)
     try:
-        claims = auth.token_claims(auth.delegated_token())
+        claims = auth.token_claims(teams_sender.delegated_token())
     except TokenError as exc:
         if exc.transient:
             raise
@@ -804,7 +805,6 @@ class NotCancellable(Exception):
 def cancel_message(message_id: int) -> OutboundMessage:
     """Cancel a message that cannot have been sent yet, and its job, in the caller's
     transaction. A run in progress, or a step after which Graph may have sent it, refuses."""
-    from portal.jobs.models import Job
 
     with transaction.atomic():
         message = OutboundMessage.objects.select_for_update().get(pk=message_id)
@@ -845,8 +845,6 @@ def send_test_message(
 
     Requires `verify_integration`: a test send is part of checking the integration.
     """
-    from portal.access.authz import require
-    from portal.audit.services import record
 
     require(actor, "verify_integration", action="message.send_test", target_type="message")
     stamp = timezone.now().strftime("%Y-%m-%d %H:%M:%S %Z")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from integrations.microsoft.messaging import deliver
 from portal.jobs.registry import job_handler
 
 
@@ -21,8 +22,6 @@ from portal.jobs.registry import job_handler
     "then sent; a retry finds the draft or the sent item)",
 )
 def send_mail(job: Any) -> str:
-    from integrations.microsoft.messaging import deliver
-
     return deliver(job.payload["message"], job)
 
 
@@ -35,6 +34,4 @@ def send_mail(job: Any) -> str:
     description="Post one Teams chat or channel message as the connected sender account",
 )
 def send_teams(job: Any) -> str:
-    from integrations.microsoft.messaging import deliver
-
     return deliver(job.payload["message"], job)

@@ -7,6 +7,9 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from integrations.microsoft.crypto import decrypt
+from integrations.microsoft.errors import TokenError
+
 
 class GraphCall(models.Model):
     """One HTTP exchange with Graph (inner `$batch` responses get a row each, too).
@@ -55,7 +58,6 @@ def credential_mismatch(tenant_id: str, client_id: str) -> str:
 def refuse_foreign_credential(tenant_id: str, client_id: str) -> None:
     """Raise TokenError when a secret of another app registration would be used: refused
     here instead of by Entra (AADSTS7000215), and without any request."""
-    from integrations.microsoft.errors import TokenError
 
     mismatch = credential_mismatch(tenant_id, client_id)
     if mismatch:
@@ -138,7 +140,6 @@ class Credential(models.Model):
 
     def secret_value(self) -> str:
         """The plaintext secret, for MSAL only. Never log, render or audit it."""
-        from integrations.microsoft.crypto import decrypt
 
         if not self.secret_encrypted:
             raise ValueError(f"Credential #{self.pk} is retired; its secret was erased.")
@@ -306,7 +307,6 @@ class Subscription(models.Model):
 
     def client_state(self) -> str:
         """The plaintext clientState, for the receiver's comparison and Graph only."""
-        from integrations.microsoft.crypto import decrypt
 
         return decrypt(self.client_state_encrypted)
 

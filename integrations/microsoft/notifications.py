@@ -25,13 +25,17 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
-from integrations.microsoft.crypto import DecryptionError
+from integrations.microsoft import sync
+from integrations.microsoft.crypto import DecryptionError, decrypt
+from integrations.microsoft.kinds import parse_graph_datetime
 from integrations.microsoft.models import (
     LifecycleEvent,
     NotificationInbox,
     Subscription,
     WebhookRejection,
 )
+from portal.jobs.runner import enqueue
+from portal.runtime.registry import get
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +151,6 @@ def _client_state(ciphertext: str) -> bytes:
     """Decrypted clientState, cached per process by its ciphertext: Fernet decryption is
     the receiver's most expensive step and the same subscriptions notify again and again.
     A recreated subscription has a new ciphertext, so the cache never serves a stale value."""
-    from integrations.microsoft.crypto import decrypt
 
     return decrypt(ciphertext).encode("utf-8")
 
@@ -157,7 +160,6 @@ def ingest(endpoint: str, items: list[dict[str, Any]], *, remote_addr: str = "")
 
     Raises DatabaseError when nothing could be stored (the view answers 503).
     """
-    from portal.jobs.runner import enqueue
 
     result = IngestResult()
     now = timezone.now()
@@ -259,8 +261,6 @@ def ingest(endpoint: str, items: list[dict[str, Any]], *, remote_addr: str = "")
 
 
 def _store_lifecycle_event(sub: Subscription, item: dict[str, Any], now: Any, enqueue: Any) -> bool:
-    from integrations.microsoft.subscriptions import parse_graph_datetime
-
     name = item["lifecycleEvent"] if _EVENT_NAME.fullmatch(item["lifecycleEvent"]) else "unknown"
     expiration = item.get("subscriptionExpirationDateTime")
     # Graph repeats reauthorizationRequired on purpose (every ~15 min near expiry), so only
@@ -320,8 +320,6 @@ def _count_rejection(
 def process_batch(batch: str) -> dict[str, int]:
     """Turn a batch of stored notifications into sync work. Safe to run twice: only rows
     still pending are taken, with a conditional UPDATE."""
-    from integrations.microsoft import sync
-    from portal.runtime.registry import get
 
     rows = list(
         NotificationInbox.objects.filter(

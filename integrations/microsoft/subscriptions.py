@@ -22,19 +22,20 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from integrations.microsoft import graph
+from integrations.microsoft import graph, sync
 from integrations.microsoft.crypto import encrypt
 from integrations.microsoft.errors import Conflict, GraphError, NotFound
+from integrations.microsoft.kinds import KINDS, parse_graph_datetime
 from integrations.microsoft.models import (
     LifecycleEvent,
     MonitoredUser,
-    ResourceKind,
     Subscription,
 )
 from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.audit.services import record
 from portal.events.services import emit
+from portal.jobs.runner import enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -42,39 +43,6 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- the table
 
 
-@dataclass(frozen=True)
-class KindSpec:
-    """What we subscribe to for one resource kind, and for how long."""
-
-    kind: str
-    endpoint: str  # the receiver: /api/webhooks/<endpoint>
-    resource: str  # with {id} = the Graph user id (ids, not UPNs: §1.5)
-    change_types: str
-    # Lifetime we ask for. Graph's maxima (§1.3): Outlook messages 10,080 min, but live Graph
-    # rejects > 10,070, so 10,000; Teams chatMessage 4,320 min — we stay a little below so
-    # clock skew between us and Graph cannot push a request over the limit.
-    lifetime_minutes: int
-    delta_path: str
-
-
-KINDS: dict[str, KindSpec] = {
-    ResourceKind.MESSAGES: KindSpec(
-        ResourceKind.MESSAGES,
-        "mail",
-        "users/{id}/mailFolders('inbox')/messages",
-        "created,updated,deleted",
-        10_000,
-        "/users/{id}/mailFolders/inbox/messages/delta",
-    ),
-    ResourceKind.CHAT_MESSAGES: KindSpec(
-        ResourceKind.CHAT_MESSAGES,
-        "teams",
-        "users/{id}/chats/getAllMessages",
-        "created,updated,deleted",
-        4_200,
-        "/users/{id}/chats/getAllMessages/delta",
-    ),
-}
 ENDPOINTS = ("mail", "teams", "lifecycle")
 # clientState: random, URL-safe, 64 characters (Graph allows 128: §1.2).
 CLIENT_STATE_BYTES = 48
@@ -99,21 +67,6 @@ def renewal_due_at(sub: Subscription) -> datetime | None:
 def renewal_due(sub: Subscription, now: datetime | None = None) -> bool:
     due = renewal_due_at(sub)
     return due is not None and (now or timezone.now()) >= due
-
-
-_FRACTION = re.compile(r"(\.\d{1,6})\d*")
-
-
-def parse_graph_datetime(value: str | None) -> datetime | None:
-    """Graph sends 7 fractional digits and a Z (`2026-03-19T22:11:09.9523456Z`)."""
-    if not value:
-        return None
-    text = _FRACTION.sub(r"\1", str(value).strip()).replace("Z", "+00:00")
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _iso(value: datetime) -> str:
@@ -441,8 +394,6 @@ def _recreate(sub: Subscription) -> Subscription:
 
 
 def _catch_up(sub: Subscription, trigger: str) -> Any:
-    from integrations.microsoft import sync
-
     if sub.monitored_user_id is None:
         return None
     return sync.request_delta(sub.monitored_user_id, sub.kind, trigger=trigger)
@@ -864,7 +815,6 @@ def _system_audit(action: str, old: Subscription, new: Subscription, why: str) -
 
 def enqueue_maintenance() -> int:
     """Schedule entry (every few minutes): one maintenance job per 10-minute slot."""
-    from portal.jobs.runner import enqueue
 
     slot = int(timezone.now().timestamp() // 600)
     job = enqueue(

@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from integrations.microsoft import graph
 from integrations.microsoft.errors import DeltaTokenExpired, GraphError
+from integrations.microsoft.kinds import KINDS, parse_graph_datetime
 from integrations.microsoft.models import (
     MonitoredUser,
     ResourceKind,
@@ -41,7 +42,9 @@ from portal.access.authz import require
 from portal.audit.services import record
 from portal.events.services import emit, emit_many
 from portal.jobs.models import Job
+from portal.jobs.runner import enqueue
 from portal.redaction import redact_text
+from portal.runtime.registry import get
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +106,6 @@ def lease_duration() -> timedelta:
 
 
 def initial_request(user: MonitoredUser, kind: str) -> tuple[str, dict[str, str] | None]:
-    from integrations.microsoft.subscriptions import KINDS
-
     path = KINDS[kind].delta_path.format(id=user.graph_id)
     # Query options go on the first call only; they are encoded in the links (§4.1).
     return path, ({"$select": MAIL_SELECT} if kind == ResourceKind.MESSAGES else None)
@@ -138,7 +139,6 @@ def request_delta(
     A job waiting for its first run, or retrying, absorbs the request: it will see every
     change made until it runs. A running job does not: it may be past the change already.
     """
-    from portal.jobs.runner import enqueue
 
     state = ensure_state(monitored_user_id, kind)
     with transaction.atomic():
@@ -183,7 +183,6 @@ def enqueue_interval_syncs(now: datetime | None = None) -> int:
     slot) harmless; a stable per-state offset spreads the jobs over the first part of the
     interval so they do not all hit Graph in the same second.
     """
-    from portal.runtime.registry import get
 
     interval = max(1, int(get("SYNC_INTERVAL_MINUTES")))
     now = now or timezone.now()
@@ -344,8 +343,6 @@ def _trim(kind: str, item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _item_fields(kind: str, data: dict[str, Any]) -> tuple[str, datetime | None]:
-    from integrations.microsoft.subscriptions import parse_graph_datetime
-
     if kind == ResourceKind.MESSAGES:
         return str(data.get("subject") or "")[:255], parse_graph_datetime(
             data.get("receivedDateTime")

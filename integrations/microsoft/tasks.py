@@ -7,10 +7,12 @@ import socket
 
 from django.utils import timezone
 
+from integrations.microsoft.credentials import retire_expired_grace as retire
+from integrations.microsoft.models import WorkerPing
+
 
 def answer_ping(ping_id: int) -> bool:
     """verify_integration's worker-alive probe. Returns whether this run answered it."""
-    from integrations.microsoft.models import WorkerPing
 
     return bool(
         WorkerPing.objects.filter(pk=ping_id, answered_at__isnull=True).update(
@@ -21,6 +23,5 @@ def answer_ping(ping_id: int) -> bool:
 
 def retire_expired_grace() -> int:
     """Schedule entry: retire credentials whose grace period is over."""
-    from integrations.microsoft.credentials import retire_expired_grace as retire
 
     return retire()

@@ -36,7 +36,7 @@ from django.db import transaction
 from django.utils import timezone
 from dotenv import dotenv_values
 
-from integrations.microsoft import auth, graph
+from integrations.microsoft import auth, graph, http, teams_sender
 from integrations.microsoft.credentials import MAX_SECRET_LENGTH
 from integrations.microsoft.crypto import encrypt, fingerprint
 from integrations.microsoft.errors import GraphError, TokenError
@@ -50,6 +50,7 @@ from integrations.microsoft.models import (
 )
 from portal.access.actors import Actor
 from portal.access.authz import require
+from portal.audit.services import record
 
 ACTION = "tenant.connect"
 PERMISSION = "rotate_credentials"
@@ -241,7 +242,7 @@ def _lookup_user(target: TenantTarget, token: str, upn: str) -> tuple[dict[str, 
 
     Not through graph.request: the portal's Graph client still points at the old tenant until
     the switch, and this lookup decides what the switch does."""
-    session = graph.build_session()
+    session = http.build_session()
     session.verify = target.ca_bundle or True
     try:
         response = session.get(
@@ -292,7 +293,7 @@ def prepare(
             if not plan.new_id and not plan.error:
                 plan.error = "no id in Graph's answer"
         users.append(plan)
-    sender = auth.current_delegated_account()
+    sender = teams_sender.current_delegated_account()
     live = Credential.objects.exclude(state=Credential.State.RETIRED).order_by("pk")
     return ConnectPlan(
         target=target,
@@ -334,7 +335,7 @@ def _delete_old_subscriptions() -> tuple[int, list[str]]:
         .values_list("graph_id", flat=True)
     ):
         try:
-            with graph.timeout_cap(PROBE_TIMEOUT):
+            with http.timeout_cap(PROBE_TIMEOUT):
                 graph.delete(f"/subscriptions/{graph_id}", max_retries=0)
             deleted += 1
         except GraphError as exc:
@@ -352,8 +353,6 @@ def _delete_old_subscriptions() -> tuple[int, list[str]]:
 def _switch_database(
     actor: Actor, plan: ConnectPlan, secret: str, remote_deleted: int, remote_failed: list[str]
 ) -> Credential:
-    from portal.audit.services import record
-
     now = timezone.now()
     target = plan.target
     with transaction.atomic():

@@ -1,6 +1,6 @@
 """The integration checklist behind `manage.py verify_integration` and the console button.
 
-Each check returns a CheckResult and is bounded: HTTP calls run under `graph.timeout_cap`,
+Each check returns a CheckResult and is bounded: HTTP calls run under `http.timeout_cap`,
 the worker ping polls until a deadline, and any unexpected exception becomes a failed check
 rather than a crash, so the command cannot hang or die half-way. Checks that need a token
 report "skipped" (failed) when the token check failed, instead of repeating its error.
@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,10 +27,18 @@ from django.core.exceptions import FieldError
 from django.db import transaction
 from django.db.models import Min
 from django.utils import timezone
+from django_q.conf import Conf
+from django_q.tasks import async_task
 
-from integrations.microsoft import auth, graph
+from integrations.microsoft import auth, graph, http, teams_sender
+from integrations.microsoft.credential_store import active_credential
 from integrations.microsoft.errors import GraphError, TokenError
+from integrations.microsoft.kinds import parse_graph_datetime
+from integrations.microsoft.models import Credential, MonitoredUser, WorkerPing
+from integrations.microsoft.subscriptions import webhook_url
+from portal.access.authz import require
 from portal.alerts.rules import RULES
+from portal.audit.services import record
 
 logger = logging.getLogger("integrations.microsoft.verify")
 
@@ -59,8 +68,6 @@ class _Context:
 
 
 def check_configuration(ctx: _Context) -> CheckResult:
-    from integrations.microsoft.models import Credential
-
     problems = [
         f"{name} is not set"
         for name in ("MICROSOFT_TENANT_ID", "MICROSOFT_CLIENT_ID")
@@ -92,8 +99,6 @@ def check_configuration(ctx: _Context) -> CheckResult:
 
 
 def check_token(ctx: _Context) -> CheckResult:
-    from integrations.microsoft.credentials import active_credential
-
     try:
         credential = active_credential()
         credential.refuse_if_foreign()
@@ -200,7 +205,7 @@ def check_permissions(ctx: _Context) -> CheckResult:
             "consent",
         )
     detail = f"present: {', '.join(required)}"
-    sender = auth.current_delegated_account()
+    sender = teams_sender.current_delegated_account()
     sender_scopes = {
         s.lower().rsplit("/", 1)[-1] for s in (sender.scopes.split() if sender else [])
     }
@@ -219,7 +224,6 @@ PROTECTED_API_MARKER = "protected api"
 def check_teams_probe(ctx: _Context) -> CheckResult:
     """One getAllMessages delta page ($top=1) for a monitored user: tells Microsoft's Teams
     protected-API approval (needed for application-only chat reads) from other failures."""
-    from integrations.microsoft.models import MonitoredUser
 
     name = "Teams chat read"
     if ctx.token_error:
@@ -364,7 +368,6 @@ def _address_is_public(host: str) -> bool:
 
 def check_webhook_url(ctx: _Context) -> CheckResult:
     """Graph only calls public https URLs (graph-reference §1.2); the emulator calls anything."""
-    from integrations.microsoft.subscriptions import webhook_url
 
     name = "Webhook URL"
     url = webhook_url("mail").rsplit("/mail", 1)[0] + "/*"
@@ -390,12 +393,11 @@ def check_webhook_url(ctx: _Context) -> CheckResult:
 def check_clock(ctx: _Context) -> CheckResult:
     """Tokens and subscriptions carry times: more than 5 minutes of skew with the identity
     platform makes tokens look expired or not yet valid."""
-    from email.utils import parsedate_to_datetime
 
     name = "Clock"
     if settings.USING_EMULATOR:
         return CheckResult(name, True, "not checked: the emulator runs on this machine")
-    session = graph.build_session()
+    session = http.build_session()
     try:
         response = session.get(
             f"{auth.authority()}/v2.0/.well-known/openid-configuration",
@@ -424,7 +426,6 @@ def check_clock(ctx: _Context) -> CheckResult:
 def _expiry_from_graph(secret: str) -> datetime | None:
     """The secret's endDateTime from Graph's application object (needs Application.Read.All;
     None when it cannot be read). Entra keeps the first 3 characters as the `hint`."""
-    from integrations.microsoft.subscriptions import parse_graph_datetime
 
     try:
         body = graph.request(
@@ -442,8 +443,6 @@ def _expiry_from_graph(secret: str) -> datetime | None:
 
 
 def check_secret_expiry(ctx: _Context) -> CheckResult:
-    from integrations.microsoft.models import Credential
-
     name = "Client secret expiry"
     credential = Credential.objects.filter(state=Credential.State.ACTIVE).first()
     if credential is None:
@@ -472,10 +471,6 @@ def check_secret_expiry(ctx: _Context) -> CheckResult:
 
 def check_worker(ctx: _Context) -> CheckResult:
     """Enqueue a ping task and wait for a worker to answer it."""
-    from django_q.conf import Conf
-    from django_q.tasks import async_task
-
-    from integrations.microsoft.models import WorkerPing
 
     ping = WorkerPing.objects.create(nonce=secrets.token_hex(16))
     # Keep the table small: answered or abandoned pings older than a day are useless.
@@ -548,7 +543,7 @@ def run_checks(timeout: float = 10.0) -> list[CheckResult]:
     for check in CHECKS:
         started = time.monotonic()
         try:
-            with graph.timeout_cap(ctx.timeout):
+            with http.timeout_cap(ctx.timeout):
                 result = check(ctx)
         except Exception as exc:  # a broken check must not stop the others
             logger.exception("verify_integration check %s crashed", check.__name__)
@@ -565,8 +560,6 @@ def run_checks(timeout: float = 10.0) -> list[CheckResult]:
 
 def verify_integration(actor: Any, *, timeout: float = 10.0) -> list[CheckResult]:
     """Role-checked, audited run of the checklist (console button and command)."""
-    from portal.access.authz import require
-    from portal.audit.services import record
 
     require(actor, "verify_integration", action="integration.verify", target_type="integration")
     results = run_checks(timeout=timeout)

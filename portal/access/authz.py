@@ -6,6 +6,7 @@ from django.core.exceptions import PermissionDenied
 
 from portal.access.actors import Actor
 from portal.access.roles import PERMISSIONS
+from portal.audit.services import record
 
 
 def require(
@@ -20,7 +21,6 @@ def require(
         raise ValueError(f"Unknown permission {codename!r}")
     if actor.can(codename):
         return
-    from portal.audit.services import record
 
     record(
         action,

@@ -5,13 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, resolve_url
+from django.urls import reverse
 from django_htmx.http import HttpResponseClientRedirect
 
 from portal.access.actors import Actor
 from portal.access.authz import require
+from portal.access.sso import entra_mfa_trusted
 
 PUBLIC = "public"
 ViewFunc = Callable[..., HttpResponse]
@@ -26,9 +31,6 @@ def requires(codename: str) -> Callable[[ViewFunc], ViewFunc]:
             has_token = getattr(request, "api_token", None) is not None
             if not has_token and not request.user.is_authenticated:
                 if getattr(request, "htmx", False):
-                    from django.conf import settings
-                    from django.shortcuts import resolve_url
-
                     return HttpResponseClientRedirect(resolve_url(settings.LOGIN_URL))
                 return redirect_to_login(request.get_full_path())
             if not has_token and needs_second_factor(request):
@@ -49,10 +51,6 @@ def requires(codename: str) -> Callable[[ViewFunc], ViewFunc]:
 
 
 def needs_second_factor(request: HttpRequest) -> bool:
-    from django.conf import settings
-
-    from portal.access.sso import entra_mfa_trusted
-
     return (
         bool(settings.REQUIRE_MFA)
         and not request.user.is_verified()
@@ -61,11 +59,6 @@ def needs_second_factor(request: HttpRequest) -> bool:
 
 
 def second_factor_redirect(request: HttpRequest) -> HttpResponse:
-    from urllib.parse import urlencode
-
-    from django.shortcuts import redirect
-    from django.urls import reverse
-
     target = reverse("second_factor") + "?" + urlencode({"next": request.get_full_path()})
     if getattr(request, "htmx", False):
         return HttpResponseClientRedirect(target)

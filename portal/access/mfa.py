@@ -21,6 +21,7 @@ from django_otp import login as otp_login
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from portal.access.actors import Actor
+from portal.access.authz import require
 from portal.audit.services import record
 
 DEVICE_NAME = "authenticator app"
@@ -46,7 +47,6 @@ def _enrol_state(user: Any) -> str:
 
 def enrol_link(actor: Actor, user: Any) -> str:
     """A one-time link that lets `user` set up an authenticator (role-checked, audited)."""
-    from portal.access.authz import require
 
     require(
         actor, "manage_users", action="user.mfa_enrol_link", target_type="user", target_id=user.pk
@@ -191,7 +191,6 @@ def confirm_enrollment(request: HttpRequest, token: str) -> str:
 
 def reset(actor: Actor, user: Any) -> int:
     """Forget a user's devices (a lost phone); they enrol again with a new set-up link."""
-    from portal.access.authz import require
 
     require(actor, "manage_users", action="user.reset_mfa", target_type="user", target_id=user.pk)
     with transaction.atomic():

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+from django.contrib.admin import AdminSite
 from django.contrib.auth import logout
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
@@ -34,7 +35,6 @@ def view_permission(view_func: Callable[..., Any]) -> str | None:
         return declared
     # Admin URLs are wrapped by AdminSite/ModelAdmin (marked with admin_site or model_admin)
     # and guarded at call time by PortalAdminSite.admin_view (use_django_admin, audited).
-    from django.contrib.admin import AdminSite
 
     bound_to = getattr(view_func, "__self__", None)
     is_admin_site_page = isinstance(bound_to, AdminSite) or isinstance(

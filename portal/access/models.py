@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from portal.access.roles import PERMISSIONS
 
@@ -156,8 +157,6 @@ class ServiceClientToken(models.Model):
 
     @property
     def is_usable(self) -> bool:
-        from django.utils import timezone
-
         return (
             self.revoked_at is None
             and self.client.revoked_at is None

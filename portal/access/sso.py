@@ -42,10 +42,10 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 
-from integrations.microsoft.credentials import active_credential
+from integrations.microsoft.credential_store import active_credential
 from integrations.microsoft.crypto import DecryptionError, decrypt, encrypt
 from integrations.microsoft.errors import TokenError
-from integrations.microsoft.graph import build_session
+from integrations.microsoft.http import build_session
 from portal.access.actors import Actor, role_of
 from portal.access.models import EntraAccount, LastSignIn
 from portal.access.roles import ROLES

@@ -7,6 +7,7 @@ import secrets
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group
 from django.contrib.auth.password_validation import validate_password
+from django.contrib.sessions.models import Session
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
@@ -115,7 +116,6 @@ def deactivate(actor: Actor, username: str) -> AbstractBaseUser:
         user.is_active = False
         user.save(update_fields=["is_active"])
         # Sign the account out everywhere.
-        from django.contrib.sessions.models import Session
 
         for session in Session.objects.all().iterator():
             if session.get_decoded().get("_auth_user_id") == str(user.pk):

@@ -7,14 +7,19 @@ from datetime import timedelta
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
+from integrations.microsoft.models import Credential, GraphCall, OutboundMessage, Subscription
+from portal.alerts.models import AuditChainCheck
+from portal.audit.models import AuditEvent
+from portal.events.models import EventEndpoint
+from portal.events.push import backlog
 from portal.jobs.models import Job
+from portal.jobs.stats import active_counts
 
 HOUR = timedelta(hours=1)
 
 
 def job_counts() -> dict[str, int]:
     """Jobs by state, leaving out succeeded (the big, uninteresting partition)."""
-    from portal.jobs.stats import active_counts
 
     return active_counts()
 
@@ -29,8 +34,6 @@ def dead_letters() -> int:
 
 
 def graph_calls_last_hour() -> dict[str, int]:
-    from integrations.microsoft.models import GraphCall
-
     return GraphCall.objects.filter(created_at__gte=timezone.now() - HOUR).aggregate(
         total=Count("id"),
         failed=Count("id", filter=Q(status__isnull=True) | Q(status__gte=400)),
@@ -40,7 +43,6 @@ def graph_calls_last_hour() -> dict[str, int]:
 
 def subscriptions_expiring(within: timedelta) -> tuple[int, float | None]:
     """(active subscriptions expiring within `within`, seconds until the soonest expiry)."""
-    from integrations.microsoft.models import Subscription
 
     now = timezone.now()
     active = Subscription.objects.filter(state=Subscription.State.ACTIVE)
@@ -51,7 +53,6 @@ def subscriptions_expiring(within: timedelta) -> tuple[int, float | None]:
 
 def secret_expires_in() -> float | None:
     """Seconds until the active client secret expires (None: no expiry known)."""
-    from integrations.microsoft.models import Credential
 
     expires = (
         Credential.objects.filter(state=Credential.State.ACTIVE)
@@ -62,15 +63,12 @@ def secret_expires_in() -> float | None:
 
 
 def audit_chain_ok() -> bool | None:
-    from portal.alerts.models import AuditChainCheck
-
     latest = AuditChainCheck.objects.order_by("-id").values_list("ok", flat=True).first()
     return latest
 
 
 def break_glass_sign_ins(within: timedelta) -> int:
     """Password sign-ins by break-glass accounts (audited as auth.break_glass) lately."""
-    from portal.audit.models import AuditEvent
 
     return AuditEvent.objects.filter(
         action="auth.break_glass", created_at__gte=timezone.now() - within
@@ -79,7 +77,6 @@ def break_glass_sign_ins(within: timedelta) -> int:
 
 def messages_failed_last_hour() -> int:
     """Outbound e-mails and Teams messages that failed for good in the last hour."""
-    from integrations.microsoft.models import OutboundMessage
 
     return OutboundMessage.objects.filter(
         status=OutboundMessage.Status.FAILED, last_error_at__gte=timezone.now() - HOUR
@@ -88,7 +85,6 @@ def messages_failed_last_hour() -> int:
 
 def oldest_queued_message_seconds() -> float | None:
     """Age of the oldest message not yet sent (queued or being retried); None: none."""
-    from integrations.microsoft.models import OutboundMessage
 
     oldest = OutboundMessage.objects.filter(
         status__in=[OutboundMessage.Status.QUEUED, OutboundMessage.Status.SENDING]
@@ -98,7 +94,6 @@ def oldest_queued_message_seconds() -> float | None:
 
 def endpoints_failing() -> int:
     """Event endpoints disabled by failures or 410, or active with a failing delivery."""
-    from portal.events.models import EventEndpoint
 
     return EventEndpoint.objects.filter(
         Q(state=EventEndpoint.State.DISABLED)
@@ -108,8 +103,6 @@ def endpoints_failing() -> int:
 
 def event_backlog() -> int:
     """Events waiting for delivery, summed over the endpoints that are not paused."""
-    from portal.events.models import EventEndpoint
-    from portal.events.push import backlog
 
     return sum(
         backlog(endpoint)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from portal.alerts import measurements
+from portal.health import worker_heartbeat_age
 from portal.runtime.registry import SettingSpec, define, get
 
 
@@ -176,8 +177,6 @@ def _secret_expiry() -> Verdict:
 
 
 def _worker() -> Verdict:
-    from portal.health import worker_heartbeat_age
-
     minutes = get(WORKER_MINUTES)
     age = worker_heartbeat_age()
     if age is None:

@@ -9,11 +9,16 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
+from integrations.microsoft.messaging import send_teams_message
+from integrations.microsoft.models import GraphCall
+from integrations.microsoft.teams_sender import current_delegated_account
 from portal.access.actors import Actor
 from portal.access.authz import require
-from portal.alerts.models import Alert, AlertEvent, AuditChainCheck
+from portal.alerts import measurements
+from portal.alerts.models import Alert, AlertEvent, AuditChainCheck, MetricSample
 from portal.alerts.rules import RULES, Rule
 from portal.audit.services import record
 from portal.audit.verification import verify_chain
@@ -103,9 +108,6 @@ def _notify_teams(rule: Rule, subject: str, body: str) -> str:
     if not chat_id:
         return ""
     try:
-        from integrations.microsoft.auth import current_delegated_account
-        from integrations.microsoft.messaging import send_teams_message
-
         if current_delegated_account() is None:
             return ""  # no sender connected: e-mail instead
         send_teams_message(f"{subject}\n\n{body}", chat_id=chat_id, created_by=f"alert:{rule.name}")
@@ -199,11 +201,6 @@ def record_chain_verification(sender: Any, result: Any, **kwargs: Any) -> None:
 
 def take_sample() -> None:
     """Record the queue and the last minute's Graph calls for the dashboard charts."""
-    from django.db.models import Count, Q
-
-    from integrations.microsoft.models import GraphCall
-    from portal.alerts import measurements
-    from portal.alerts.models import MetricSample
 
     now = timezone.now()
     last = MetricSample.objects.order_by("-taken_at").values_list("taken_at", flat=True).first()

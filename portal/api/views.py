@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from django.db.models import Count
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
-from django.utils import timezone
 
 from portal.access.actors import Actor
 from portal.access.decorators import public
 from portal.api.framework import ENDPOINTS, ApiError, api_endpoint
 from portal.jobs import services as job_services
-from portal.jobs.models import BulkOperation, Job, PausedJobType
+from portal.jobs.models import BulkOperation, Job
 from portal.jobs.services import JobActionError, JobFilter
+from portal.jobs.stats import queue_metrics
 
 MAX_PAGE = 200
 
@@ -181,41 +181,6 @@ def operation_status(
     }
 
 
-def queue_metrics(*, by_type: bool = True) -> dict[str, Any]:
-    from portal.jobs.stats import ACTIVE_STATES, state_counts
-
-    counts, exact = state_counts()
-    # Ids grow with time, so the lowest pending id is the oldest (an index lookup, no MIN scan).
-    oldest = (
-        Job.objects.filter(status=Job.Status.PENDING)
-        .order_by("id")
-        .values_list("created_at", flat=True)
-        .first()
-    )
-    result: dict[str, Any] = {
-        "pending": counts[Job.Status.PENDING],
-        "running": counts[Job.Status.RUNNING],
-        "retrying": counts[Job.Status.RETRYING],
-        "dead": counts[Job.Status.DEAD],
-        "succeeded": counts[Job.Status.SUCCEEDED],
-        "succeededIsEstimate": not exact,
-        "cancelled": counts[Job.Status.CANCELLED],
-        "oldestPendingSeconds": int((timezone.now() - oldest).total_seconds()) if oldest else 0,
-        "pausedTypes": sorted(PausedJobType.objects.values_list("job_type", flat=True)),
-    }
-    if by_type:
-        types: dict[str, dict[str, int]] = {}
-        for job_type, status, n in (
-            Job.objects.filter(status__in=ACTIVE_STATES)
-            .values_list("job_type", "status")
-            .annotate(n=Count("id"))
-            .order_by()
-        ):
-            types.setdefault(job_type, {})[status] = n
-        result["byType"] = types
-    return result
-
-
 @api_endpoint(
     "/api/metrics/queue",
     "GET",
@@ -316,6 +281,4 @@ def openapi(request: HttpRequest) -> JsonResponse:
 
 
 def _path_params(path: str) -> list[str]:
-    import re
-
     return re.findall(r"{(\w+)}", path)

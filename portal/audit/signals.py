@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from axes.signals import user_locked_out
@@ -29,7 +30,6 @@ def _anonymous_actor(request: Any, username: str) -> Actor:
 def audit_login(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     if request is None:
         return
-    import time
 
     request.session[SESSION_STARTED_KEY] = time.time()
     record("auth.login", actor=Actor.from_request(request), target_type="user", target_id=user.pk)

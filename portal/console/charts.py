@@ -9,12 +9,12 @@ from django.db.models import Max, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
+from portal.alerts.models import MetricSample
+
 HOURS = 24
 
 
 def _hourly() -> list[dict[str, Any]]:
-    from portal.alerts.models import MetricSample
-
     now = timezone.now()
     start = (now - timedelta(hours=HOURS - 1)).replace(minute=0, second=0, microsecond=0)
     rows = {

@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from integrations.microsoft import auth, credentials
+from integrations.microsoft import credentials, teams_sender
 from integrations.microsoft.credentials import CredentialError
 from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import Credential, DelegatedAccount
@@ -86,7 +86,7 @@ def credentials_page(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     for row in rows:
         row.days_left = (row.expires_at - now).days if row.expires_at else None  # type: ignore[attr-defined]
-    sender = auth.current_delegated_account()
+    sender = teams_sender.current_delegated_account()
     context = {
         "rows": rows,
         "step": _rotation_step(rows),
@@ -213,7 +213,7 @@ def teams_sender_connect(request: HttpRequest) -> HttpResponse:
     hint = form.cleaned_data["login_hint"].strip() or None
     try:
         # With a named account, sign that one in; without, let the admin pick one.
-        auth_url, flow = auth.start_delegated_connect(
+        auth_url, flow = teams_sender.start_delegated_connect(
             redirect_uri, login_hint=hint, prompt=None if hint else "select_account"
         )
     except GraphError as exc:
@@ -243,7 +243,7 @@ def teams_sender_callback(request: HttpRequest) -> HttpResponse:
         )
         return _back()
     try:
-        account = auth.complete_delegated_connect(
+        account = teams_sender.complete_delegated_connect(
             Actor.from_request(request), flow, request.GET.dict()
         )
     except GraphError as exc:
@@ -256,7 +256,7 @@ def teams_sender_callback(request: HttpRequest) -> HttpResponse:
 @require_POST
 @requires("rotate_credentials")
 def teams_sender_disconnect(request: HttpRequest) -> HttpResponse:
-    count = auth.disconnect_delegated(Actor.from_request(request))
+    count = teams_sender.disconnect_delegated(Actor.from_request(request))
     if count:
         messages.success(
             request,

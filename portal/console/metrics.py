@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from integrations.microsoft import graph
 from integrations.microsoft.models import Credential, GraphCall, Subscription, SyncState
+from portal.alerts.models import MetricSample
 
 # A Graph call is a success when Graph answered below 400 (404 of a delete is still handled
 # by the caller, but it is not a success of the integration).
@@ -62,7 +63,6 @@ def graph_day_from_samples() -> GraphWindow:
 
     Used where only totals are shown; the samples start when the worker starts sampling.
     """
-    from portal.alerts.models import MetricSample
 
     since = timezone.now() - timedelta(hours=24)
     row = MetricSample.objects.filter(taken_at__gte=since).aggregate(

@@ -22,7 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from integrations.microsoft import subscriptions
+from integrations.microsoft import kinds, subscriptions
 from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import LifecycleEvent, ResourceKind, Subscription
 from portal.access.actors import Actor
@@ -69,7 +69,7 @@ class SubscriptionFilter(forms.Form):
 
 def decorate(sub: Subscription, now: Any) -> Subscription:
     """Expiry countdown against the resource's maximum lifetime, and the renewal time."""
-    spec = subscriptions.KINDS.get(sub.kind)
+    spec = kinds.KINDS.get(sub.kind)
     maximum = spec.lifetime_minutes * 60 if spec else None
     left = (sub.expiration - now).total_seconds() if sub.expiration else None
     sub.seconds_left = left  # type: ignore[attr-defined]
@@ -118,7 +118,7 @@ def subscription_list(request: HttpRequest) -> HttpResponse:
             "events": LifecycleEvent.objects.select_related(
                 "subscription__monitored_user", "job", "followup_job"
             )[:15],
-            "kinds": subscriptions.KINDS.values(),
+            "kinds": kinds.KINDS.values(),
         }
     )
     return render(request, "console/subscriptions.html", context)
@@ -168,7 +168,7 @@ def subscription_compare(request: HttpRequest) -> HttpResponse:
         for sub in known:
             item = remote.pop(sub.graph_id, None)
             graph_expiry = (
-                subscriptions.parse_graph_datetime(item.get("expirationDateTime")) if item else None
+                kinds.parse_graph_datetime(item.get("expirationDateTime")) if item else None
             )
             if item is None and sub.state == Subscription.State.ACTIVE:
                 verdict, state = "missing in Graph: recreate (or run Set up all)", "failed"
@@ -199,9 +199,7 @@ def subscription_compare(request: HttpRequest) -> HttpResponse:
                 {
                     "sub": None,
                     "remote": item,
-                    "graph_expiry": subscriptions.parse_graph_datetime(
-                        item.get("expirationDateTime")
-                    ),
+                    "graph_expiry": kinds.parse_graph_datetime(item.get("expirationDateTime")),
                     "verdict": "orphan of this deployment: Clean up deletes it"
                     if ours
                     else "another deployment's: left alone",

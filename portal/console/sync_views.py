@@ -32,7 +32,8 @@ from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.audit.models import AuditEvent
 from portal.console.paging import empty_page, keyset_page
-from portal.jobs.models import Job
+from portal.jobs.models import Job, PausedJobType
+from portal.runtime.registry import get as runtime
 
 PAGE_SIZE = 50
 # Outlook delta tokens stop working after about 7 days without use (graph-reference.md).
@@ -409,8 +410,6 @@ def user_timeline(request: HttpRequest, user_id: int) -> HttpResponse:
 def _diagnose(user: MonitoredUser, states: list[SyncState]) -> list[tuple[str, str]]:
     """Plain-language reasons a user may not be syncing, worst first."""
     findings: list[tuple[str, str]] = []
-    from portal.jobs.models import PausedJobType
-    from portal.runtime.registry import get as runtime
 
     if not user.is_active:
         findings.append(("failed", "The user is not monitored any more (removed)."))

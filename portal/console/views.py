@@ -21,10 +21,12 @@ from portal.access.roles import ROLES
 from portal.alerts.services import active_alerts
 from portal.audit.models import AuditEvent
 from portal.audit.services import record
+from portal.console import metrics
 from portal.console.charts import dashboard_charts
 from portal.console.forms import AuditFilterForm
 from portal.console.paging import empty_page, keyset_page
-from portal.health import WORKER_STALE_AFTER
+from portal.health import WORKER_STALE_AFTER, worker_heartbeat_age
+from portal.jobs.stats import queue_metrics
 
 AUDIT_PAGE_SIZE = 50
 
@@ -68,9 +70,6 @@ WORKER_STALE_SECONDS = WORKER_STALE_AFTER.total_seconds()
 
 def _integration_health() -> dict[str, Any]:
     """Graph-side tiles. Read from the database only: a dead Graph must not slow this page."""
-    from portal.api.views import queue_metrics
-    from portal.console import metrics
-    from portal.health import worker_heartbeat_age
 
     window = metrics.graph_window(hours=1)
     heartbeat = worker_heartbeat_age()

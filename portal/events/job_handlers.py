@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from portal.events.push import deliver as deliver_batch
+from portal.events.push import fan_out as fan_out_all
 from portal.jobs.registry import job_handler
 
 # Backoff: 30 s doubling to a 2-hour cap, with equal jitter (never under half the delay):
@@ -20,8 +22,6 @@ DELIVERY_ATTEMPTS = 32
     description="POST one signed batch of events to an event endpoint",
 )
 def deliver(job: Any) -> str:
-    from portal.events.push import deliver as deliver_batch
-
     return deliver_batch(job.payload["delivery"], job)
 
 
@@ -33,6 +33,4 @@ def deliver(job: Any) -> str:
     description="Hand new events to every active endpoint as delivery jobs",
 )
 def fan_out(job: Any) -> int:
-    from portal.events.push import fan_out as fan_out_all
-
     return fan_out_all()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from portal.events.push import fan_out as fan_out_all
+
 
 def fan_out() -> int:
-    from portal.events.push import fan_out as fan_out_all
-
     return fan_out_all()

@@ -19,6 +19,7 @@ from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.audit.services import record
 from portal.jobs.models import BulkOperation, BulkOperationItem
+from portal.jobs.runner import enqueue
 
 JOB_TYPE = "jobs.bulk"
 
@@ -68,7 +69,6 @@ def start(
     audit_params: dict[str, Any] | None = None,
 ) -> BulkOperation:
     """Check the role, freeze the targets' ids, queue the job that works through them."""
-    from portal.jobs.runner import enqueue
 
     kind = get_kind(kind_name)
     require(actor, kind.permission, action=kind.action, target_type="bulk_operation")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from portal.jobs.bulk import KINDS, process
+from portal.jobs.models import BulkOperation
 from portal.jobs.registry import job_handler
 
 
 def _bulk_retry_permission(job: Any) -> str:
     """Re-running a bulk operation needs its kind's permission (e.g. renew_subscription)."""
-    from portal.jobs.bulk import KINDS
-    from portal.jobs.models import BulkOperation
 
     kind = (
         BulkOperation.objects.filter(pk=job.payload.get("operation_id"))
@@ -29,8 +29,6 @@ def _bulk_retry_permission(job: Any) -> str:
     description="Work through a bulk operation's frozen targets in chunks (resumable)",
 )
 def bulk_operation(job: Any) -> dict[str, int]:
-    from portal.jobs.bulk import process
-
     return process(job.payload["operation_id"])
 
 

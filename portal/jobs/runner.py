@@ -8,6 +8,7 @@ waits for the commit; the release sweep re-dispatches anything a crash left behi
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import random
@@ -21,7 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django_q.brokers import get_broker
@@ -259,7 +260,6 @@ def _recording(record: Any, *args: Any) -> str:
     Without this, a database error here would leave the job running until its lease
     expires, and a finished side effect (a sent mail) would be attempted again.
     """
-    from django.db import DatabaseError
 
     for pause in (*RECORD_RETRIES, None):
         try:
@@ -291,8 +291,6 @@ def _why_not_claimed(job_id: int) -> str:
 
 
 def _json_safe(value: Any) -> Any:
-    import json
-
     try:
         json.dumps(value)
     except (TypeError, ValueError):
@@ -334,7 +332,6 @@ def record_success(job: Job, result: Any, started: float, worker: str) -> str:
     if connection.vendor == "postgresql":
         # One statement (a data-modifying CTE) instead of four round trips: the job's update
         # and its attempt row commit together. This is the queue's hottest path.
-        import json
 
         ops = connection.ops
         moment = ops.adapt_datetimefield_value(now)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django_q.models import Schedule
+
 # name -> (function, minutes between runs). django-q2 checks schedules about every 30 s.
 SCHEDULES: dict[str, tuple[str, int]] = {
     "jobs.release_due": ("portal.jobs.tasks.release_due_jobs", 1),
@@ -24,8 +26,6 @@ def register(name: str, func: str, minutes: int) -> None:
 
 
 def ensure_schedules(sender: Any = None, **kwargs: Any) -> None:
-    from django_q.models import Schedule
-
     for name, (func, minutes) in SCHEDULES.items():
         Schedule.objects.update_or_create(
             name=name,

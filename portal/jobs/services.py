@@ -15,7 +15,7 @@ from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.audit.services import record
 from portal.jobs import bulk
-from portal.jobs.models import BulkOperation, Job, PausedJobType
+from portal.jobs.models import BulkOperation, Job, PausedJobType, WorkerHeartbeat
 from portal.jobs.registry import retry_permission, type_retry_permission
 from portal.jobs.runner import dispatch, paused_types
 
@@ -276,7 +276,6 @@ def prune_succeeded_jobs(batch: int = 5000) -> int:
 
 def prune_heartbeats() -> int:
     """Forget worker processes not seen for a day (recycled workers get new pids)."""
-    from portal.jobs.models import WorkerHeartbeat
 
     cutoff = timezone.now() - timedelta(days=1)
     return WorkerHeartbeat.objects.filter(last_seen__lt=cutoff).delete()[0]

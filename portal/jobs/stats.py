@@ -7,10 +7,13 @@ counted exactly through the (status, id) index.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import connection
 from django.db.models import Count
+from django.utils import timezone
 
-from portal.jobs.models import Job
+from portal.jobs.models import Job, PausedJobType
 
 ACTIVE_STATES = [s for s in Job.Status.values if s != Job.Status.SUCCEEDED]
 EXACT_BELOW = 100_000
@@ -45,3 +48,37 @@ def state_counts() -> tuple[dict[str, int], bool]:
     counts = active_counts()
     counts[Job.Status.SUCCEEDED], exact = succeeded_count(sum(counts.values()))
     return counts, exact
+
+
+def queue_metrics(*, by_type: bool = True) -> dict[str, Any]:
+    """The runbook's queue figures (`GET /api/metrics/queue`, the dashboard tile)."""
+    counts, exact = state_counts()
+    # Ids grow with time, so the lowest pending id is the oldest (an index lookup, no MIN scan).
+    oldest = (
+        Job.objects.filter(status=Job.Status.PENDING)
+        .order_by("id")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    result: dict[str, Any] = {
+        "pending": counts[Job.Status.PENDING],
+        "running": counts[Job.Status.RUNNING],
+        "retrying": counts[Job.Status.RETRYING],
+        "dead": counts[Job.Status.DEAD],
+        "succeeded": counts[Job.Status.SUCCEEDED],
+        "succeededIsEstimate": not exact,
+        "cancelled": counts[Job.Status.CANCELLED],
+        "oldestPendingSeconds": int((timezone.now() - oldest).total_seconds()) if oldest else 0,
+        "pausedTypes": sorted(PausedJobType.objects.values_list("job_type", flat=True)),
+    }
+    if by_type:
+        types: dict[str, dict[str, int]] = {}
+        for job_type, status, n in (
+            Job.objects.filter(status__in=ACTIVE_STATES)
+            .values_list("job_type", "status")
+            .annotate(n=Count("id"))
+            .order_by()
+        ):
+            types.setdefault(job_type, {})[status] = n
+        result["byType"] = types
+    return result

@@ -15,6 +15,7 @@ from django.db import transaction
 from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.audit.services import record
+from portal.runtime.models import RuntimeSetting
 
 CACHE_SECONDS = 5.0
 
@@ -94,7 +95,6 @@ def get(key: str) -> Any:
     cached = _cache.get(key)
     if cached is not None and now - cached[0] < CACHE_SECONDS:
         return cached[1]
-    from portal.runtime.models import RuntimeSetting
 
     row = RuntimeSetting.objects.filter(key=key).values_list("value", flat=True).first()
     value = spec.default if row is None else row
@@ -118,7 +118,6 @@ def set_value(actor: Actor, key: str, raw: Any, reason: str = "") -> Any:
     if key not in SPECS:
         raise ValueError(f"Unknown setting {key!r}.")
     value = SPECS[key].parse(raw)
-    from portal.runtime.models import RuntimeSetting
 
     with transaction.atomic():
         before = get_uncached(key)

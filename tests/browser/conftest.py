@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import PERSONA_PASSWORD
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 # Runs in every page before its own scripts: a CSP violation becomes a console error, which the
@@ -83,8 +85,6 @@ def screenshot(page):
 
 @pytest.fixture
 def sign_in(page, live_server):
-    from tests.conftest import PERSONA_PASSWORD
-
     def do(username: str, password: str = PERSONA_PASSWORD) -> None:
         page.goto(live_server.url + "/login/")
         page.get_by_label("Username").fill(username)

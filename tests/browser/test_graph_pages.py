@@ -9,10 +9,11 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from integrations.microsoft import subscriptions, verify
+from integrations.microsoft import auth, subscriptions, verify
 from integrations.microsoft.models import GraphCall, SyncRun, SyncState
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
+from portal.runtime import registry
 from tests.conftest import PERSONAS
 from tests.integrations.microsoft import conftest as graph_fixtures
 from tests.integrations.microsoft import webhook_support
@@ -73,8 +74,6 @@ def test_operator_compares_and_renews_a_subscription(
 def test_admin_rotates_the_client_secret(
     page, live_server, personas, sign_in, screenshot, graph_settings, emulator
 ):
-    from integrations.microsoft import auth
-
     auth.app_token()  # the running secret becomes the active credential
     new_value = emulator.control.add_secret(emulator.client_id)["secretText"]
     sign_in(PERSONAS["admin"])
@@ -149,8 +148,6 @@ def test_operator_resets_a_users_sync_and_reads_the_timeline(
 
 
 def test_operator_turns_realtime_sync_off(page, live_server, personas, sign_in, screenshot):
-    from portal.runtime import registry
-
     registry._cache.clear()
     sign_in(PERSONAS["operator"])
     nav(page, "Settings")

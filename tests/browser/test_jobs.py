@@ -4,6 +4,7 @@ import pytest
 from playwright.sync_api import expect
 
 from portal.audit.models import AuditEvent
+from portal.console.jobs_views import TYPED_CONFIRMATION_THRESHOLD
 from portal.jobs.models import Job
 from tests.conftest import PERSONAS
 
@@ -46,8 +47,6 @@ def test_support_retries_a_dead_job_and_finds_it_in_the_audit_log(
 def test_operator_retries_all_with_typed_confirmation_and_watches_progress(
     page, live_server, personas, sign_in, screenshot
 ):
-    from portal.console.jobs_views import TYPED_CONFIRMATION_THRESHOLD
-
     count = TYPED_CONFIRMATION_THRESHOLD + 5
     make_dead(count)
     sign_in(PERSONAS["operator"])

@@ -1,8 +1,12 @@
+from urllib.parse import urlsplit
+
 import pytest
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from playwright.sync_api import expect
 
+from portal.access import mfa
+from portal.access.actors import Actor
 from tests.conftest import PERSONAS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -11,11 +15,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def test_a_first_sign_in_sets_up_an_authenticator(
     page, live_server, personas, sign_in, screenshot, settings, browser_problems
 ):
-    from urllib.parse import urlsplit
-
-    from portal.access import mfa
-    from portal.access.actors import Actor
-
     settings.REQUIRE_MFA = True
     # Without a set-up link the second step refuses (403) and says whom to ask: on purpose.
     browser_problems.allow(403, r"/login/second-step/")

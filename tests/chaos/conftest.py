@@ -20,12 +20,17 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.utils import InterfaceError, OperationalError
 
 from integrations.graph_emulator.pytest_plugin import emulator, graph_emulator  # noqa: F401
 from integrations.graph_emulator.testing import RunningEmulator
+from integrations.microsoft import auth, teams_sender
+from portal.access.actors import Actor
 from portal.jobs.models import Job
+from portal.jobs.runner import release_due_jobs
+from portal.jobs.watchdog import requeue_lost_jobs
 from tests.conftest import subprocess_env
 from tests.integrations.microsoft.conftest import (  # noqa: F401
     _fresh_process_state,
@@ -168,8 +173,6 @@ def clusters(
     emulator: RunningEmulator,
     tmp_path: Path,
 ) -> Iterator[Callable[..., Clusters]]:
-    from integrations.microsoft import auth
-
     auth.app_token()  # bootstrap the credential store once, in this process
     made: list[Clusters] = []
 
@@ -185,21 +188,17 @@ def clusters(
 
 def connect_sender(emu: RunningEmulator) -> None:
     """Connect the Teams sender account (the emulator signs the service account in)."""
-    from django.contrib.auth import get_user_model
-
-    from integrations.microsoft import auth
-    from portal.access.actors import Actor
 
     admin = get_user_model().objects.create_superuser("chaos-admin", password="x" * 20)
     actor = Actor(kind="user", name="chaos-admin", role="admin", user=admin)
-    auth_url, flow = auth.start_delegated_connect(
+    auth_url, flow = teams_sender.start_delegated_connect(
         "http://127.0.0.1:8000/console/credentials/teams-sender/callback",
         login_hint=emu.service_account_upn,
         prompt=None,
     )
     response = emu.session().get(auth_url, allow_redirects=False, timeout=10)
     params = {k: v[0] for k, v in parse_qs(urlsplit(response.headers["Location"]).query).items()}
-    auth.complete_delegated_connect(actor, flow, params)
+    teams_sender.complete_delegated_connect(actor, flow, params)
 
 
 def db_retry(func: Callable[[], Any], timeout: float = 60.0) -> Any:
@@ -217,8 +216,6 @@ def db_retry(func: Callable[[], Any], timeout: float = 60.0) -> Any:
 
 def housekeeping() -> None:
     """What the schedules do once a minute (release due retries, the watchdog), sooner."""
-    from portal.jobs.runner import release_due_jobs
-    from portal.jobs.watchdog import requeue_lost_jobs
 
     requeue_lost_jobs()
     release_due_jobs()

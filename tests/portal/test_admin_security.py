@@ -12,12 +12,17 @@ import decimal
 import uuid
 
 import pytest
+from axes.models import AccessAttempt
 from django.contrib import admin
+from django.contrib.auth.models import Group, User
 from django.db import models
 from django.forms.models import model_to_dict
 from django.urls import reverse
 from django.utils import timezone
+from django_q.models import Failure, OrmQ, Schedule, Success
 
+from integrations.microsoft.models import MonitoredUser
+from portal.access.backends import ADMIN_MODEL_PERMISSIONS
 from portal.audit.models import AuditEvent
 from tests.conftest import PERSONAS
 
@@ -25,8 +30,6 @@ pytestmark = pytest.mark.django_db
 
 
 def test_reproduction_an_admin_cannot_schedule_a_callable(client, ada_admin):
-    from django_q.models import Schedule
-
     client.force_login(ada_admin)
     response = client.post(
         "/admin/django_q/schedule/add/",
@@ -53,16 +56,11 @@ def test_reproduction_an_admin_cannot_schedule_a_callable(client, ada_admin):
 
 
 def test_the_worker_queue_and_accounts_are_not_in_the_admin():
-    from django.contrib.auth.models import Group, User
-    from django_q.models import Failure, OrmQ, Schedule, Success
-
     for model in (Schedule, Success, Failure, OrmQ, User, Group):
         assert not admin.site.is_registered(model), model
 
 
 def test_the_admin_role_holds_an_explicit_allow_list_of_model_permissions(ada_admin):
-    from portal.access.backends import ADMIN_MODEL_PERMISSIONS
-
     assert ada_admin.has_perm("jobs.view_job")
     assert not ada_admin.has_perm("jobs.change_job")
     assert not ada_admin.has_perm("auth.change_user")
@@ -198,8 +196,6 @@ def test_no_admin_write_without_an_audit_event(client, personas, model, role):
 
 
 def test_a_lockout_is_cleared_through_the_audited_service(client, personas):
-    from axes.models import AccessAttempt
-
     attempt = make(AccessAttempt)
     url = reverse("admin:axes_accessattempt_changelist")
     client.force_login(personas["operator"])
@@ -213,8 +209,6 @@ def test_a_lockout_is_cleared_through_the_audited_service(client, personas):
 
 
 def test_monitored_users_are_never_deleted_in_the_admin_only_stopped(client, ada_admin):
-    from integrations.microsoft.models import MonitoredUser
-
     user = MonitoredUser.objects.create(identifier="kim@example.com")
     client.force_login(ada_admin)
     url = reverse("admin:microsoft_monitoreduser_delete", args=[user.pk])

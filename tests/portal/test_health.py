@@ -4,6 +4,7 @@ import logging
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import OperationalError
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from portal.jobs.models import WorkerHeartbeat
@@ -29,8 +30,6 @@ def test_readyz_reports_database_broker_and_worker(client):
 
 
 def test_readyz_is_503_when_the_database_is_down(client, monkeypatch):
-    from django.db.backends.utils import CursorWrapper
-
     def broken(*args, **kwargs):
         raise OperationalError("connection refused")
 

@@ -6,9 +6,10 @@ import pytest
 import yaml
 from django.conf import settings
 from django.core import mail
+from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
-from integrations.microsoft.models import GraphCall
+from integrations.microsoft.models import DelegatedAccount, GraphCall, OutboundMessage
 from portal.access.actors import Actor, role_of
 from portal.alerts import services
 from portal.alerts.models import Alert, AlertEvent
@@ -183,8 +184,6 @@ class TestOperatorActions:
         assert {"alert.acknowledge", "alert.snooze"} <= actions
 
     def test_viewers_cannot_and_bad_input_is_explained(self, vera_viewer, sam_support):
-        from django.core.exceptions import PermissionDenied
-
         services.evaluate_all()
         viewer = Actor(kind="user", name="v", role="viewer", user=vera_viewer)
         with pytest.raises(PermissionDenied):
@@ -207,8 +206,6 @@ class TestTeamsNotifications:
         assert event.notified == "e-mail: oncall@example.com"
 
     def test_with_a_sender_alerts_are_posted_to_the_chat(self, settings):
-        from integrations.microsoft.models import DelegatedAccount, OutboundMessage
-
         settings.ALERT_EMAIL_TO = ["oncall@example.com"]
         settings.ALERT_TEAMS_CHAT_ID = "19:ops@thread.v2"
         DelegatedAccount.objects.create(upn="fleet.bot@example.com", token_cache_encrypted="x")

@@ -15,6 +15,7 @@ from portal.access.actors import Actor
 from portal.access.middleware import view_permission
 from portal.access.models import ServiceClient
 from portal.access.roles import MATRIX, SCOPES, permissions_of_scopes
+from portal.api.tokens import create_token
 from portal.audit.models import AuditEvent
 from portal.jobs.models import BulkOperation, Job
 from tests.conftest import PERSONAS
@@ -75,7 +76,6 @@ def test_every_url_answers_each_role_as_the_matrix_says(client, personas, object
     headers = {}
     if role != "anonymous":
         # People use the console with their session and the API with a token.
-        from portal.api.tokens import create_token
 
         raw = create_token(Actor.system("tests"), personas[role].username, "walk")[1]
         headers = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}

@@ -6,15 +6,21 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
+from django_otp.oath import totp
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from integrations.microsoft import subscriptions
 from integrations.microsoft.models import MonitoredUser
+from portal.access import mfa
 from portal.access.actors import Actor
-from portal.access.middleware import SESSION_ACTIVE_KEY
+from portal.access.middleware import POLL_HEADER, SESSION_ACTIVE_KEY
 from portal.audit.services import record
+from portal.console.subscriptions_views import COMPARES_PER_MINUTE
 from portal.jobs.models import Job
 
 pytestmark = pytest.mark.django_db
@@ -78,8 +84,6 @@ def test_reproduction_viewers_cannot_make_the_portal_call_graph(client, vera_vie
 
 
 def test_compare_is_rate_limited_per_person(client, otto_operator, monkeypatch):
-    from portal.console.subscriptions_views import COMPARES_PER_MINUTE
-
     calls = []
     monkeypatch.setattr(subscriptions, "list_remote", lambda: calls.append(1) or [])
     client.force_login(otto_operator)
@@ -99,11 +103,8 @@ def test_compare_is_rate_limited_per_person(client, otto_operator, monkeypatch):
 
 
 def test_reproduction_the_authenticator_setup_page_is_never_stored(client, vera_viewer, settings):
-    from urllib.parse import urlsplit
-
     settings.REQUIRE_MFA = True
     client.force_login(vera_viewer)
-    from portal.access import mfa
 
     client.get(urlsplit(mfa.enrol_link(Actor.system("tests"), vera_viewer)).path)
     response = client.get("/login/second-step/")
@@ -158,9 +159,6 @@ def test_a_persons_request_counts_as_activity(client, vera_viewer):
 def test_the_console_marks_its_polling_requests():
     """Live refresh is portal/poll.js: it fires `poll` on [data-poll-seconds] elements and
     marks those requests with the header the idle timeout ignores."""
-    from pathlib import Path
-
-    from portal.access.middleware import POLL_HEADER
 
     script = Path(settings.BASE_DIR, "static", "portal", "poll.js").read_text()
     assert f'headers["{POLL_HEADER}"] = "1"' in script
@@ -219,9 +217,6 @@ def test_the_emulator_app_is_installed_only_in_development():
 
 
 def test_reproduction_a_password_alone_cannot_enrol_an_authenticator(client, vera_viewer, settings):
-    from django_otp.oath import totp
-    from django_otp.plugins.otp_totp.models import TOTPDevice
-
     settings.REQUIRE_MFA = True
     client.force_login(vera_viewer)  # a stolen password: no authenticator yet
     page = client.get("/login/second-step/")

@@ -23,6 +23,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
+from django.db import close_old_connections
+
+from portal.health import worker_heartbeat_age
 
 STOP_GRACE_SECONDS = 10
 WORKER_STUCK_SECONDS = 300
@@ -124,10 +127,6 @@ class Command(BaseCommand):
 
     @staticmethod
     def _worker_stuck() -> bool:
-        from django.db import close_old_connections
-
-        from portal.health import worker_heartbeat_age
-
         close_old_connections()
         age = worker_heartbeat_age()
         return age is not None and age > WORKER_STUCK_SECONDS

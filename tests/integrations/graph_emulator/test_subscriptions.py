@@ -8,7 +8,7 @@ import pytest
 
 from integrations.graph_emulator.httptypes import parse_iso
 
-from .conftest import MARIA
+from .conftest import MARIA, Graph
 
 
 def _exp(minutes: float) -> str:
@@ -165,7 +165,6 @@ def test_expiry_deletes_subscription(graph, receiver):
 
 def test_missing_permission_for_subscription(graph, receiver):
     graph.emu.control.set_roles(graph.emu.client_id, ["User.Read.All"])
-    from .conftest import Graph
 
     limited = Graph(graph.emu)
     r = _sub(limited, receiver)

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django_q.conf import Conf
 
 from integrations.graph_emulator.pytest_plugin import emulator, graph_emulator  # noqa: F401
 from integrations.graph_emulator.testing import RunningEmulator
@@ -100,7 +101,6 @@ def free_port() -> int:
 @pytest.fixture
 def q_sync() -> Iterator[None]:
     """Run django-q2 tasks inline (Conf.SYNC is frozen at import: stack-notes.md §2)."""
-    from django_q.conf import Conf
 
     previous = Conf.SYNC
     Conf.SYNC = True

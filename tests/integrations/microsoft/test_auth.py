@@ -5,8 +5,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from django.core.exceptions import PermissionDenied
 
-from integrations.microsoft import auth, graph
-from integrations.microsoft.errors import TokenError
+from integrations.microsoft import auth, graph, teams_sender
+from integrations.microsoft.errors import GraphPermissionDenied, Permanent, TokenError
 from integrations.microsoft.models import Credential, DelegatedAccount
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
@@ -95,7 +95,7 @@ class TestAppTokens:
 class TestDelegatedSender:
     def _connect(self, emulator, actor):
         redirect_uri = "http://127.0.0.1:8000/console/credentials/teams-sender/callback"
-        auth_url, flow = auth.start_delegated_connect(
+        auth_url, flow = teams_sender.start_delegated_connect(
             redirect_uri, login_hint=emulator.service_account_upn, prompt=None
         )
         assert auth_url.startswith(emulator.authority)
@@ -105,7 +105,7 @@ class TestDelegatedSender:
         location = urlsplit(response.headers["Location"])
         assert location.path.endswith("/teams-sender/callback")
         params = {k: v[0] for k, v in parse_qs(location.query).items()}
-        return auth.complete_delegated_connect(actor, flow, params)
+        return teams_sender.complete_delegated_connect(actor, flow, params)
 
     def test_connect_stores_an_encrypted_cache_and_sends(self, graph_settings, emulator, ada_admin):
         account = self._connect(
@@ -116,7 +116,7 @@ class TestDelegatedSender:
         event = AuditEvent.objects.get(action="teams_sender.connect")
         assert event.outcome == "success" and event.params["upn"] == account.upn
 
-        token = auth.delegated_token()
+        token = teams_sender.delegated_token()
         assert auth.token_claims(token).get("scp")
         tenant = emulator.control.tenant()
         bot = next(
@@ -134,8 +134,6 @@ class TestDelegatedSender:
         assert any("Truck 12 late" in str(m) for m in emulator.control.sent_messages())
 
     def test_app_only_cannot_post_to_a_chat(self, graph_settings, emulator):
-        from integrations.microsoft.errors import GraphPermissionDenied, Permanent
-
         chat = emulator.control.tenant()["chats"][0]["id"]
         with pytest.raises((GraphPermissionDenied, Permanent)):
             graph.post(f"/chats/{chat}/messages", {"body": {"content": "x"}})
@@ -144,37 +142,37 @@ class TestDelegatedSender:
         account = self._connect(
             emulator, Actor(kind="user", name="ada-admin", role="admin", user=ada_admin)
         )
-        first = auth.delegated_token()
-        refreshed = auth.delegated_token(force_refresh=True)
+        first = teams_sender.delegated_token()
+        refreshed = teams_sender.delegated_token(force_refresh=True)
         assert refreshed != first
         account.refresh_from_db()
         assert account.cache_version == 2 and account.last_refresh_at
         # Another process (simulated by forgetting ours) reloads the stored cache.
         auth.invalidate()
-        assert auth.delegated_token() == refreshed
+        assert teams_sender.delegated_token() == refreshed
 
     def test_only_admins_connect(self, graph_settings, emulator, otto_operator):
         actor = Actor(kind="user", name="otto-operator", role="operator", user=otto_operator)
         with pytest.raises(PermissionDenied):
-            auth.complete_delegated_connect(actor, {}, {})
+            teams_sender.complete_delegated_connect(actor, {}, {})
         assert AuditEvent.objects.get(action="teams_sender.connect").outcome == "denied"
 
     def test_a_forged_redirect_is_refused_and_audited(self, graph_settings, emulator, ada_admin):
-        _, flow = auth.start_delegated_connect("http://127.0.0.1:8000/cb", prompt=None)
+        _, flow = teams_sender.start_delegated_connect("http://127.0.0.1:8000/cb", prompt=None)
         actor = Actor(kind="user", name="ada-admin", role="admin", user=ada_admin)
         with pytest.raises(TokenError):
-            auth.complete_delegated_connect(actor, flow, {"code": "x", "state": "forged"})
+            teams_sender.complete_delegated_connect(actor, flow, {"code": "x", "state": "forged"})
         assert AuditEvent.objects.get(action="teams_sender.connect").outcome == "failure"
         assert not DelegatedAccount.objects.exists()
 
     def test_without_a_sender_the_error_says_what_to_do(self, graph_settings, emulator):
         with pytest.raises(TokenError, match="Connect Teams sender"):
-            auth.delegated_token()
+            teams_sender.delegated_token()
 
     def test_disconnect(self, graph_settings, emulator, ada_admin):
         actor = Actor(kind="user", name="ada-admin", role="admin", user=ada_admin)
         self._connect(emulator, actor)
-        assert auth.disconnect_delegated(actor) == 1
+        assert teams_sender.disconnect_delegated(actor) == 1
         assert DelegatedAccount.objects.get().token_cache_encrypted == ""
         with pytest.raises(TokenError):
-            auth.delegated_token()
+            teams_sender.delegated_token()

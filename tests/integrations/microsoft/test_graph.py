@@ -9,7 +9,7 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from integrations.microsoft import graph
+from integrations.microsoft import auth, graph
 from integrations.microsoft.errors import (
     AuthError,
     Conflict,
@@ -213,7 +213,6 @@ class TestAgainstEmulator:
     def test_an_unreachable_graph_is_transient(self, graph_settings):
         graph_settings.MICROSOFT_GRAPH_URL = "https://127.0.0.1:9/v1.0"
         graph_settings.GRAPH_MAX_RETRIES = 0
-        from integrations.microsoft import auth
 
         auth.app_token()  # the identity side still works
         with pytest.raises(Transient, match="Could not connect"):

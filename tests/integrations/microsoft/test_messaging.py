@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from integrations.microsoft import auth, messaging
+from integrations.microsoft import messaging, teams_sender
 from integrations.microsoft.models import OutboundMessage, SendBudget
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
@@ -58,12 +58,12 @@ def connect_sender(emulator, user) -> None:
     """An admin connects the Teams sender account (the emulator signs the bot in)."""
     actor = Actor(kind="user", name=user.username, role="admin", user=user)
     redirect_uri = "http://127.0.0.1:8000/console/credentials/teams-sender/callback"
-    auth_url, flow = auth.start_delegated_connect(
+    auth_url, flow = teams_sender.start_delegated_connect(
         redirect_uri, login_hint=emulator.service_account_upn, prompt=None
     )
     response = emulator.session().get(auth_url, allow_redirects=False, timeout=10)
     params = {k: v[0] for k, v in parse_qs(urlsplit(response.headers["Location"]).query).items()}
-    auth.complete_delegated_connect(actor, flow, params)
+    teams_sender.complete_delegated_connect(actor, flow, params)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from integrations.microsoft import notifications, subscriptions
+from integrations.microsoft import notifications, subscriptions, sync
 from integrations.microsoft.models import NotificationInbox, SyncedItem, SyncState
 from portal.access.actors import Actor
 from portal.jobs.models import Job
@@ -84,7 +84,6 @@ def test_with_realtime_sync_off_the_state_is_only_marked_due(
     assert not SyncedItem.objects.filter(summary="later").exists()
     assert NotificationInbox.objects.get().status == "processed"
     # The interval run syncs it and clears the mark.
-    from integrations.microsoft import sync
 
     assert sync.enqueue_interval_syncs() == 2
     drain()

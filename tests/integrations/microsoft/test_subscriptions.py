@@ -9,7 +9,7 @@ import time_machine
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
-from integrations.microsoft import subscriptions
+from integrations.microsoft import kinds, subscriptions
 from integrations.microsoft.models import MonitoredUser, Subscription
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
@@ -34,14 +34,14 @@ def subscribed(webhook_settings, monitored, drain):
 
 def remote_expirations(emulator):
     return {
-        s["id"]: subscriptions.parse_graph_datetime(s["expirationDateTime"])
+        s["id"]: kinds.parse_graph_datetime(s["expirationDateTime"])
         for s in emulator.control.subscriptions()
     }
 
 
 def test_lifetimes_respect_graph_maxima():
-    assert subscriptions.KINDS["messages"].lifetime_minutes <= 10_000
-    assert subscriptions.KINDS["chatMessages"].lifetime_minutes <= 4_320
+    assert kinds.KINDS["messages"].lifetime_minutes <= 10_000
+    assert kinds.KINDS["chatMessages"].lifetime_minutes <= 4_320
 
 
 def test_the_schedule_renews_each_subscription_past_half_life(subscribed, emulator):

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.utils import timezone
 
 from integrations.graph_emulator.testing import RunningEmulator
-from integrations.microsoft import verify
+from integrations.microsoft import auth, verify
+from integrations.microsoft.models import Credential, DelegatedAccount, MonitoredUser
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
 from portal.jobs.models import Job
@@ -210,8 +213,6 @@ def test_a_missing_permission_says_what_breaks(healthy, emulator):
 
 
 def test_a_sender_without_channel_read_is_a_warning(healthy):
-    from integrations.microsoft.models import DelegatedAccount
-
     DelegatedAccount.objects.create(upn="svc@x", scopes="ChatMessage.Send ChannelMessage.Send")
     check = by_name(verify.run_checks(timeout=5))["Required permissions"]
     assert (
@@ -222,8 +223,6 @@ def test_a_sender_without_channel_read_is_a_warning(healthy):
 
 @pytest.fixture
 def chat_watcher(emulator):
-    from integrations.microsoft.models import MonitoredUser
-
     user = emulator.control.tenant()["users"][0]
     return MonitoredUser.objects.create(
         identifier=user["userPrincipalName"], graph_id=user["id"], upn=user["userPrincipalName"]
@@ -281,13 +280,6 @@ def test_outside_the_emulator_clock_skew_over_five_minutes_fails(healthy, emulat
 
 
 def test_the_secret_expiry_is_shown_as_entered(healthy):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from integrations.microsoft import auth
-    from integrations.microsoft.models import Credential
-
     check = by_name(verify.run_checks(timeout=5))["Client secret expiry"]
     assert check.ok and "expiry not recorded" in check.detail
     auth.app_token()

@@ -1,6 +1,7 @@
 """The second sign-in step (REQUIRE_MFA, on by default outside DEBUG)."""
 
 import io
+from urllib.parse import urlsplit
 
 import pytest
 from django.core.management import call_command
@@ -8,6 +9,9 @@ from django.urls import reverse
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from portal.access import mfa
+from portal.access.actors import Actor
+from portal.api.tokens import create_token
 from portal.audit.models import AuditEvent
 from tests.conftest import PERSONA_PASSWORD
 
@@ -30,11 +34,6 @@ def sign_in(client, username):
 
 
 def set_up_link(user) -> str:
-    from urllib.parse import urlsplit
-
-    from portal.access import mfa
-    from portal.access.actors import Actor
-
     return urlsplit(mfa.enrol_link(Actor.system("tests"), user)).path
 
 
@@ -114,9 +113,6 @@ def test_next_never_leaves_the_portal(client, sam_support):
 
 
 def test_api_tokens_need_no_second_factor(client, otto_operator):
-    from portal.access.actors import Actor
-    from portal.api.tokens import create_token
-
     raw = create_token(Actor.system("tests"), "otto-operator", "script")[1]
     response = client.get("/api/queue/dead-letter", HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert response.status_code == 200

@@ -1,10 +1,13 @@
 import io
+import sys
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.core.management import CommandError, call_command
 
-from portal.access.actors import role_of
+from portal.access import users
+from portal.access.actors import Actor, role_of
 from portal.audit.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -13,8 +16,6 @@ pytestmark = pytest.mark.django_db
 def run(*args, stdin=None):
     out = io.StringIO()
     if stdin is not None:
-        import sys
-
         old, sys.stdin = sys.stdin, io.StringIO(stdin)
         try:
             call_command("portal_user", *args, stdout=out)
@@ -99,11 +100,6 @@ def test_create_demo_users_makes_one_per_role_and_never_overwrites():
 
 
 def test_a_web_user_without_manage_users_is_refused_and_audited(otto_operator):
-    from django.core.exceptions import PermissionDenied
-
-    from portal.access import users
-    from portal.access.actors import Actor
-
     actor = Actor(kind="user", name="otto-operator", role="operator", user=otto_operator)
     with pytest.raises(PermissionDenied):
         users.create_user(actor, "sneaky", "admin")

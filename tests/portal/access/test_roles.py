@@ -4,7 +4,7 @@ import pytest
 from django.contrib.auth.models import Group
 
 from portal.access.actors import Actor, role_of
-from portal.access.roles import MATRIX, PERMISSIONS, ROLES, matrix_markdown
+from portal.access.roles import MATRIX, PERMISSIONS, ROLES, SCOPES, matrix_markdown
 
 
 @pytest.mark.django_db
@@ -41,8 +41,6 @@ def test_message_text_sending_and_the_gateways_admin_pages_are_held_back():
 
 
 def test_service_client_scopes_grant_only_gateway_permissions():
-    from portal.access.roles import SCOPES
-
     granted = {codename for codenames in SCOPES.values() for codename in codenames}
     assert granted <= set(PERMISSIONS)
     assert granted == {

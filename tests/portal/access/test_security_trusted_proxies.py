@@ -8,7 +8,12 @@ only the proxy's address — lock out any account for everyone.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
+from axes.helpers import get_client_ip_address
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.test import RequestFactory
 from django.urls import reverse
@@ -143,8 +148,6 @@ def test_the_right_most_untrusted_hop_is_the_client(settings, peer, forwarded, e
 
 
 def test_axes_uses_the_same_resolver(settings):
-    from axes.helpers import get_client_ip_address
-
     settings.TRUSTED_PROXIES = [PROXY_NETWORK]
     request = RequestFactory().get(
         "/", REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR="127.0.0.1, 198.51.100.7"
@@ -161,11 +164,6 @@ def test_bad_networks_stop_start_up(monkeypatch):
 
 
 def test_the_old_switch_stops_start_up_with_a_pointer():
-    import subprocess
-    import sys
-
-    from django.conf import settings
-
     result = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
         env={

@@ -6,6 +6,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.test import RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
@@ -121,8 +122,6 @@ def test_only_admins_manage_clients_in_the_console(client, otto_operator):
 
 
 def _request_of(user):
-    from django.test import RequestFactory
-
     request = RequestFactory().get("/")
     request.user = user
     return request

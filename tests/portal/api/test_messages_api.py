@@ -6,10 +6,13 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from integrations.microsoft.messaging import deliver
 from integrations.microsoft.models import MonitoredUser, OutboundMessage
 from portal.access import service_clients
 from portal.access.actors import Actor
+from portal.api import idempotency
 from portal.api.models import IdempotencyRecord
+from portal.api.tokens import create_token
 from portal.audit.models import AuditEvent
 from portal.jobs.models import Job
 
@@ -82,8 +85,6 @@ def test_the_same_key_with_another_body_is_422(client, fleet):
 
 
 def test_a_concurrent_duplicate_is_409_and_an_abandoned_claim_is_taken_over(client, fleet):
-    from portal.api import idempotency
-
     client_row = service_clients.get_client("fleet-api")
     actor = Actor(kind="client", name="fleet-api", role="service-client", client=client_row)
     record = idempotency.claim(actor, "POST /api/messages", "k-1", MAIL).record  # in flight
@@ -226,7 +227,6 @@ def test_read_one_and_list_with_a_cursor_only_own_messages(client, fleet):
 
 def test_bodies_are_hidden_from_those_who_may_not_read_them(client, fleet, vera_viewer):
     message_id = post(client, fleet, MAIL).json()["id"]
-    from portal.api.tokens import create_token
 
     raw = create_token(Actor.system("tests"), vera_viewer.username, "v")[1]
     seen = get(client, raw, f"/api/messages/{message_id}").json()
@@ -257,8 +257,6 @@ def test_cancel_while_queued_and_409_once_sent(client, fleet):
 
 
 def test_a_cancelled_message_is_never_sent_by_its_job(client, fleet):
-    from integrations.microsoft.messaging import deliver
-
     message_id = post(client, fleet, MAIL).json()["id"]
     client.post(f"/api/messages/{message_id}/cancel", HTTP_AUTHORIZATION=f"Bearer {fleet}")
     assert deliver(message_id) == "cancelled"  # e.g. a run already handed to a worker

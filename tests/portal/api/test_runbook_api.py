@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from portal.access.actors import Actor
 from portal.access.models import CredentialFailure
@@ -183,8 +183,6 @@ class TestTokenCommand:
         assert AuditEvent.objects.get(action="api_token.create").params["scopes"] == "role"
 
     def test_scopes_beyond_the_role_are_refused(self, personas):
-        from django.core.management import CommandError
-
         with pytest.raises(CommandError, match="cannot carry more than"):
             call_command(
                 "api_token",

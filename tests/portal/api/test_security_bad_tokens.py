@@ -11,9 +11,12 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.db.models import F
 from django.test import Client
 
 from portal.access.actors import Actor
+from portal.access.credential_limits import prune_credential_failures
+from portal.access.models import CredentialFailure
 from portal.api.tokens import create_token
 from portal.audit.models import AuditEvent
 
@@ -26,8 +29,6 @@ def bearer(value):
 
 
 def counters():
-    from portal.access.models import CredentialFailure
-
     return CredentialFailure.objects
 
 
@@ -44,8 +45,6 @@ def viewer_token(personas):
 
 
 def age_counters(seconds=3600):
-    from django.db.models import F
-
     counters().update(window_start=F("window_start") - timedelta(seconds=seconds))
 
 
@@ -213,8 +212,6 @@ def test_concurrent_processes_count_every_failure(limits):
 
 @pytest.mark.django_db
 def test_old_windows_are_pruned(client, limits):
-    from portal.access.credential_limits import prune_credential_failures
-
     client.get(PATH, REMOTE_ADDR="203.0.113.9", **bearer("fgp_deadbeef_x"))
     assert prune_credential_failures() == 0
     age_counters(seconds=31 * 86_400)

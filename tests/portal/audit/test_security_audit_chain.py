@@ -8,16 +8,26 @@ could disable the row trigger.
 from __future__ import annotations
 
 import hashlib
+from importlib import import_module
 from io import StringIO
 
 import pytest
+from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 
 from portal.access.actors import Actor
+from portal.alerts import services
+from portal.alerts.models import Alert
 from portal.audit.chain import HASHED_FIELDS, canonical
-from portal.audit.models import AuditEvent
+from portal.audit.db_roles import grant_app_role
+from portal.audit.models import AuditCheckpoint, AuditEvent
 from portal.audit.services import record
+from portal.checks import check_audit_chain_key
+from portal.env import env_secret
+from portal.jobs.runner import enqueue
 
 SYSTEM = Actor.system("tests")
 on_postgresql = pytest.mark.skipif("connection.vendor != 'postgresql'")
@@ -59,8 +69,6 @@ def rechain_unkeyed(from_id: int) -> None:
 
 
 def alert_state():
-    from portal.alerts.models import Alert
-
     return Alert.objects.filter(rule="audit_chain_broken").values_list("state", flat=True).first()
 
 
@@ -127,8 +135,6 @@ def test_rows_name_their_key_and_a_rotated_key_still_verifies_old_rows(settings)
 
 @pytest.mark.django_db
 def test_a_checkpoint_cannot_be_forged_without_the_key():
-    from portal.audit.models import AuditCheckpoint
-
     for i in range(3):
         record(f"demo.{i}", actor=SYSTEM)
     verify()
@@ -146,8 +152,6 @@ def test_a_checkpoint_cannot_be_forged_without_the_key():
 
 
 def test_the_key_is_required_outside_debug(settings):
-    from portal.checks import check_audit_chain_key
-
     settings.AUDIT_CHAIN_KEY = ""
     assert [error.id for error in check_audit_chain_key()] == ["portal.E030"]
     settings.AUDIT_CHAIN_KEY = "short:abc"
@@ -158,8 +162,6 @@ def test_the_key_is_required_outside_debug(settings):
 
 
 def test_the_key_can_come_from_a_file(tmp_path, monkeypatch):
-    from portal.env import env_secret
-
     path = tmp_path / "audit-key"
     path.write_text("file:" + "z" * 40 + "\n")
     monkeypatch.delenv("AUDIT_CHAIN_KEY", raising=False)
@@ -169,8 +171,6 @@ def test_the_key_can_come_from_a_file(tmp_path, monkeypatch):
 
 @pytest.mark.django_db
 def test_without_a_key_nothing_is_written(settings):
-    from django.core.exceptions import ImproperlyConfigured
-
     settings.AUDIT_CHAIN_KEY = ""
     with pytest.raises(ImproperlyConfigured, match="AUDIT_CHAIN_KEY"):
         record("demo.unkeyed", actor=SYSTEM)
@@ -182,7 +182,6 @@ def test_without_a_key_nothing_is_written(settings):
 
 def legacy_rows(count: int) -> list[AuditEvent]:
     """Rows as the old code wrote them, inserted as the keying migration found them."""
-    from django.utils import timezone
 
     prev, rows = "0" * 64, []
     for n in range(count):
@@ -211,10 +210,6 @@ def legacy_rows(count: int) -> list[AuditEvent]:
 
 
 def pin_like_the_migration() -> None:
-    from importlib import import_module
-
-    from django.apps import apps
-
     import_module("portal.audit.migrations.0003_keyed_chain_checkpoints").pin_legacy_chain(
         apps, None
     )
@@ -260,8 +255,6 @@ def test_rewriting_the_whole_legacy_chain_misses_the_pinned_checkpoint():
 
 @pytest.mark.django_db
 def test_a_failed_verification_raises_the_alert_wherever_it_ran():
-    from portal.alerts import services
-
     events = [record(f"demo.{i}", actor=SYSTEM) for i in range(3)]
     assert services.check_audit_chain().ok  # the hourly schedule
     as_intruder(("DELETE FROM audit_auditevent WHERE id = %s", [events[-1].pk]))
@@ -274,8 +267,6 @@ def test_a_failed_verification_raises_the_alert_wherever_it_ran():
 
 @pytest.mark.django_db
 def test_every_passing_verification_records_a_checkpoint():
-    from portal.audit.models import AuditCheckpoint
-
     verify()
     record("demo.one", actor=SYSTEM)
     verify()
@@ -292,8 +283,6 @@ def test_every_passing_verification_records_a_checkpoint():
 @pytest.mark.django_db
 @on_postgresql
 def test_the_app_role_cannot_disable_the_trigger_truncate_update_or_delete():
-    from portal.audit.db_roles import grant_app_role
-
     event = record("demo.before", actor=SYSTEM)
     role = "fleet_app_test_role"
     with connection.cursor() as cursor:
@@ -327,7 +316,6 @@ def test_the_app_role_cannot_disable_the_trigger_truncate_update_or_delete():
             cursor.execute(f"SET LOCAL ROLE {role}")
         record("demo.as_app", actor=SYSTEM)
         assert "2 events verified" in verify()
-        from portal.jobs.runner import enqueue
 
         enqueue("jobs.noop")
     assert AuditEvent.objects.get(pk=event.pk).actor_name == "tests"

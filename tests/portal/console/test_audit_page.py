@@ -1,5 +1,7 @@
 import csv
+import datetime
 import io
+from urllib.parse import urlencode
 
 import pytest
 from django.urls import reverse
@@ -14,8 +16,6 @@ SYSTEM = Actor.system("tests")
 
 
 def url(**params):
-    from urllib.parse import urlencode
-
     return reverse("console:audit") + ("?" + urlencode(params) if params else "")
 
 
@@ -57,8 +57,6 @@ class TestFilters:
         assert [e.action for e in by_outcome] == ["job.retry"]
 
     def test_by_date(self, client, otto_operator):
-        import datetime
-
         record("demo", actor=SYSTEM)
         client.force_login(otto_operator)
         today = datetime.date.today()

@@ -4,6 +4,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from integrations.microsoft import auth
+from integrations.microsoft.crypto import encrypt
 from integrations.microsoft.models import Credential, DelegatedAccount
 from portal.audit.models import AuditEvent
 from tests.integrations.microsoft import conftest as graph_fixtures
@@ -29,8 +31,6 @@ def test_only_admins_see_it(client, request, persona):
 
 
 def test_the_inventory_never_shows_a_secret_value(client, ada_admin):
-    from integrations.microsoft.crypto import encrypt
-
     Credential.objects.create(
         display_name="prod",
         fingerprint="0a1b2c3d4e5f",
@@ -77,8 +77,6 @@ def test_steps_on_missing_credentials_explain_themselves(client, ada_admin):
 def test_rotation_add_verify_activate_rollback_against_the_emulator(
     client, ada_admin, graph_settings, emulator
 ):
-    from integrations.microsoft import auth
-
     auth.app_token()  # bootstraps the current secret as the active credential
     new_value = emulator.control.add_secret(emulator.client_id)["secretText"]
     client.force_login(ada_admin)

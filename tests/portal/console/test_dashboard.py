@@ -1,7 +1,11 @@
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
+from integrations.microsoft.models import GraphCall
 from portal.access.actors import Actor
+from portal.alerts.models import MetricSample
+from portal.alerts.services import take_sample
 from portal.audit.services import record
 from tests.conftest import NAV_BY_ROLE
 
@@ -58,10 +62,6 @@ def test_navigation_shows_only_what_the_role_may_use(client, personas, role, vis
 
 
 def test_the_24_hour_charts_come_from_the_minute_samples(client, vera_viewer):
-    from django.utils import timezone
-
-    from portal.alerts.models import MetricSample
-
     now = timezone.now()
     MetricSample.objects.create(
         taken_at=now, queue_length=40, dead=2, calls_ok=90, calls_failed=10, calls_throttled=3
@@ -84,10 +84,6 @@ def test_the_24_hour_charts_come_from_the_minute_samples(client, vera_viewer):
 
 
 def test_taking_a_sample_counts_the_last_minutes_calls():
-    from integrations.microsoft.models import GraphCall
-    from portal.alerts.models import MetricSample
-    from portal.alerts.services import take_sample
-
     GraphCall.objects.create(method="GET", route="/users", status=200)
     GraphCall.objects.create(method="GET", route="/users", status=429, throttled=True)
     take_sample()

@@ -6,6 +6,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from integrations.microsoft import graph
 from integrations.microsoft.models import Credential, GraphCall
 from portal.console import metrics
 
@@ -111,8 +112,6 @@ def test_htmx_filtering_swaps_only_the_calls_table(client, vera_viewer):
 def test_the_dashboard_shows_graph_queue_secret_and_health_without_calling_graph(
     client, vera_viewer, monkeypatch
 ):
-    from integrations.microsoft import graph
-
     def no_graph(*args, **kwargs):
         raise AssertionError("the dashboard must not call Graph")
 

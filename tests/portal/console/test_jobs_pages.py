@@ -2,6 +2,7 @@ import pytest
 from django.urls import reverse
 
 from portal.audit.models import AuditEvent
+from portal.console.jobs_views import TYPED_CONFIRMATION_THRESHOLD
 from portal.jobs.models import BulkOperation, Job, JobAttempt, PausedJobType
 from portal.jobs.runner import enqueue, run_job
 
@@ -136,8 +137,6 @@ class TestRetryAll:
         assert partial.content.decode().lstrip().startswith('<section id="progress"')
 
     def test_above_the_threshold_the_count_must_be_typed(self, client, otto_operator):
-        from portal.console.jobs_views import TYPED_CONFIRMATION_THRESHOLD
-
         dead(TYPED_CONFIRMATION_THRESHOLD + 1)
         client.force_login(otto_operator)
         url = reverse("console:jobs_retry_all")

@@ -1,7 +1,12 @@
+import time
+
 import pytest
 from django.urls import reverse
 
+from portal.access.actors import Actor
+from portal.access.middleware import SESSION_STARTED_KEY
 from portal.audit.models import AuditEvent
+from portal.audit.services import record
 from tests.conftest import PERSONA_PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -81,10 +86,6 @@ def test_an_htmx_request_from_an_expired_session_redirects_the_whole_page(client
 
 
 def test_sessions_end_after_the_absolute_lifetime(client, sam_support, settings):
-    import time
-
-    from portal.access.middleware import SESSION_STARTED_KEY
-
     client.force_login(sam_support)
     session = client.session
     session[SESSION_STARTED_KEY] = time.time() - settings.SESSION_MAX_HOURS * 3600 - 1
@@ -109,9 +110,6 @@ class TestDjangoAdmin:
         assert follow["Location"].startswith(reverse("login"))
 
     def test_nobody_may_add_change_or_delete_audit_events(self, client, ada_admin):
-        from portal.access.actors import Actor
-        from portal.audit.services import record
-
         event = record("demo", actor=Actor.system("tests"))
         client.force_login(ada_admin)
         assert client.get("/admin/audit/auditevent/").status_code == 200

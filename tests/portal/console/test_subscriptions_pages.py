@@ -10,6 +10,7 @@ from integrations.microsoft import subscriptions
 from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import LifecycleEvent, MonitoredUser, Subscription
 from portal.audit.models import AuditEvent
+from portal.console.subscriptions_views import TYPED_CONFIRMATION_THRESHOLD
 from portal.jobs.models import BulkOperation, Job
 from portal.jobs.runner import run_job
 from tests.integrations.microsoft.webhook_support import make_sub
@@ -142,8 +143,6 @@ def test_delete_and_recreate_show_their_impact_before_acting(
 
 
 def test_bulk_renew_previews_then_needs_the_typed_count(client, otto_operator, user, monkeypatch):
-    from portal.console.subscriptions_views import TYPED_CONFIRMATION_THRESHOLD
-
     count = TYPED_CONFIRMATION_THRESHOLD + 1
     expiring = [sub(user, n, hours=5) for n in range(count)]
     sub(user, 500, hours=100)

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 from django.conf import settings
+from django.urls import get_resolver
 
 TEMPLATES = sorted((Path(settings.BASE_DIR) / "templates").rglob("*.html"))
 
@@ -31,8 +32,6 @@ def test_no_template_tests_a_state_by_substring():
 
 
 def _console_pages_without_arguments():
-    from django.urls import get_resolver
-
     resolver = get_resolver()
     for pattern in resolver.url_patterns:
         if getattr(pattern, "namespace", None) != "console":

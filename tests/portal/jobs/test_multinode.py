@@ -7,6 +7,7 @@ import time
 from collections import Counter
 
 import pytest
+import redis
 from django.conf import settings
 from django.db import connection  # noqa: F401 - used by the skipif condition
 
@@ -25,8 +26,6 @@ pytestmark = [
 
 def redis_available() -> bool:
     try:
-        import redis
-
         return redis.Redis.from_url("redis://127.0.0.1:6379/15").ping()
     except Exception:
         return False
@@ -81,8 +80,6 @@ def test_two_nodes_on_the_orm_broker(qcluster):
 
 @pytest.mark.skipif(not redis_available(), reason="no Redis on 127.0.0.1:6379")
 def test_two_nodes_on_redis(qcluster):
-    import redis
-
     redis.Redis.from_url("redis://127.0.0.1:6379/15").flushdb()
     env = {"REDIS_URL": "redis://127.0.0.1:6379/15", "Q_CLUSTER_NAME": "fleet-multinode"}
     enqueue_in_subprocess(JOBS, **env)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import pytest
 
 import tests.portal.jobs.handlers  # noqa: F401  (registers test.admin_work)
+from integrations.microsoft import subscriptions
 from portal.access.actors import Actor
 from portal.access.roles import PERMISSIONS
 from portal.api.tokens import create_token
 from portal.audit.models import AuditEvent
-from portal.jobs import services
+from portal.jobs import bulk, services
 from portal.jobs.models import BulkOperation, Job
 from portal.jobs.registry import job_types, retry_permission
 from tests.conftest import PERSONAS, run_queued_jobs
@@ -54,8 +55,6 @@ def test_reproduction_support_cannot_retry_a_cleanup_through_the_api(client, per
 
 
 def test_every_job_type_and_bulk_kind_declares_a_known_retry_permission():
-    from portal.jobs import bulk
-
     for job_type in job_types():
         permission = job_type.retry_permission
         if not callable(permission):
@@ -69,8 +68,6 @@ def test_every_job_type_and_bulk_kind_declares_a_known_retry_permission():
 
 
 def test_the_rerun_is_attributed_to_the_person_who_retried(client, personas, monkeypatch):
-    from integrations.microsoft import subscriptions
-
     seen = []
 
     class Summary:

@@ -2,10 +2,11 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 from django_q.models import OrmQ
 
+from portal.jobs import runner
 from portal.jobs.models import Job, JobAttempt, PausedJobType
 from portal.jobs.registry import UnknownJobType
 from portal.jobs.runner import enqueue, error_signature, release_due_jobs, run_job
@@ -155,10 +156,6 @@ def test_error_signatures_group_the_same_problem():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_database_blip_while_recording_the_outcome_is_ridden_out(drain, monkeypatch):
-    from django.db import OperationalError
-
-    from portal.jobs import runner
-
     monkeypatch.setattr(runner, "RECORD_RETRIES", (0.0, 0.0))
     real = runner.record_success
     calls = {"n": 0}

@@ -5,7 +5,7 @@ from portal.access.actors import Actor, role_of
 from portal.audit.models import AuditEvent
 from portal.jobs import services
 from portal.jobs.models import BulkOperation, BulkOperationItem, Job, JobAttempt
-from portal.jobs.runner import enqueue
+from portal.jobs.runner import enqueue, run_job
 from portal.jobs.services import JobActionError, JobFilter
 from tests.portal.jobs.conftest import queued_job_ids
 
@@ -140,7 +140,6 @@ class TestRetryAll:
         operation = services.start_retry_all(actor_for(otto_operator), JobFilter())
         services.retry_job(actor_for(sam_support), jobs[0].pk)  # someone was faster
         run_bulk = Job.objects.get(job_type="jobs.bulk")
-        from portal.jobs.runner import run_job
 
         run_job(run_bulk.pk)
         operation.refresh_from_db()

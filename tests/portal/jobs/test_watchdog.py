@@ -1,3 +1,5 @@
+import socket
+import subprocess
 from datetime import timedelta
 
 import pytest
@@ -30,9 +32,6 @@ def test_a_run_past_its_lease_is_counted_as_a_lost_attempt_and_retried():
 
 
 def test_a_dead_worker_process_on_this_host_is_noticed_at_once():
-    import socket
-    import subprocess
-
     gone = subprocess.Popen(["true"])
     gone.wait()
     job = enqueue("test.ok")

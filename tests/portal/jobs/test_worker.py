@@ -3,9 +3,10 @@
 import time
 
 import pytest
+from django.utils import timezone
 
 from portal.jobs.models import Job, JobAttempt
-from portal.jobs.runner import enqueue, release_due_jobs
+from portal.jobs.runner import BULK_DISPATCH_MIN, dispatch, enqueue, release_due_jobs
 from portal.jobs.watchdog import requeue_lost_jobs
 
 
@@ -22,10 +23,6 @@ def wait_until(predicate, timeout=60.0, tick=None):
 
 @pytest.mark.django_db(transaction=True)
 def test_workers_run_every_job_once(qcluster):
-    from django.utils import timezone
-
-    from portal.jobs.runner import BULK_DISPATCH_MIN, dispatch
-
     jobs = [enqueue("test.count") for _ in range(30)]
     # And a bulk dispatch (what retry-all uses), whose packages we build ourselves.
     bulk = Job.objects.bulk_create(

@@ -11,6 +11,7 @@ integration checklist runs against the new tenant. The secret is never printed.
 
 from __future__ import annotations
 
+import getpass
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -85,8 +86,6 @@ class Command(BaseCommand):
                 raise CommandError(f"Cannot read the secret file: {exc.strerror}.") from None
         stream = options.get("stdin") or sys.stdin
         if stream.isatty():
-            import getpass
-
             return getpass.getpass("Client secret (input hidden): ").strip()
         return stream.readline().strip()
 

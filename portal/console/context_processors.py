@@ -1,3 +1,8 @@
+"""The console's navigation for every page (base.html): items the person may open, their role.
+
+A console concern, so it lives here; portal.access knows no screen.
+"""
+
 from __future__ import annotations
 
 from typing import Any
@@ -6,14 +11,13 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from portal.access.actors import role_of
+from portal.console.navigation import visible_items
 
 
 def navigation(request: HttpRequest) -> dict[str, Any]:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {"nav_items": [], "portal_role": "", "tenant_label": _tenant_label()}
-    from portal.console.navigation import visible_items
-
     return {
         "nav_items": visible_items(user, request.path),
         "portal_role": role_of(user),

@@ -1,0 +1,99 @@
+"""The client-secret store as token acquisition sees it: the active credential (bootstrapped
+from MICROSOFT_CLIENT_SECRET when the store is empty) and what identifies a credential.
+
+auth.py (tokens) and credentials.py (rotation, which also invalidates auth's caches) both
+need these; living here, neither has to import the other's module back.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from integrations.microsoft.crypto import encrypt, fingerprint
+from integrations.microsoft.errors import TokenError
+from integrations.microsoft.models import Credential
+from portal.access.actors import Actor
+from portal.audit.services import record
+
+logger = logging.getLogger("integrations.microsoft.credentials")
+
+TARGET = "credential"
+
+
+def public_params(credential: Credential) -> dict[str, Any]:
+    """Audit parameters: what identifies the credential, never its value."""
+    return {
+        "display_name": credential.display_name,
+        "fingerprint": credential.fingerprint,
+        "state": credential.state,
+        "tenant_id": credential.tenant_id,
+        "client_id": credential.client_id,
+    }
+
+
+def active_credential() -> Credential:
+    """The active credential; bootstraps the store from MICROSOFT_CLIENT_SECRET when needed."""
+    credential = Credential.objects.filter(state=Credential.State.ACTIVE).first()
+    if credential is not None:
+        return credential
+    credential = bootstrap_from_environment()
+    if credential is not None:
+        return credential
+    raise TokenError(
+        "No active client secret: set MICROSOFT_CLIENT_SECRET (bootstraps the credential "
+        "store) or add, verify and activate one (console or `manage.py rotate_client_secret`).",
+        error="no_credential",
+    )
+
+
+def bootstrap_from_environment() -> Credential | None:
+    """Create the first active credential from MICROSOFT_CLIENT_SECRET, audited as system.
+
+    Only when nothing is active and that secret is not already stored (a retired secret is not
+    resurrected by a stale environment variable).
+    """
+    secret = (getattr(settings, "MICROSOFT_CLIENT_SECRET", "") or "").strip()
+    if not secret:
+        return None
+    print_ = fingerprint(secret)
+    if Credential.objects.filter(fingerprint=print_).exists():
+        # Either another thread/process bootstrapped it a moment ago (use it), or it was
+        # retired or demoted on purpose (None: don't resurrect it from a stale variable).
+        return Credential.objects.filter(state=Credential.State.ACTIVE).first()
+    actor = Actor.system("credential-bootstrap")
+    try:
+        with transaction.atomic():
+            credential = Credential.objects.create(
+                display_name="From MICROSOFT_CLIENT_SECRET",
+                secret_encrypted=encrypt(secret),
+                fingerprint=print_,
+                state=Credential.State.ACTIVE,
+                activated_at=timezone.now(),
+                created_by=actor.name,
+                **configured_app(),
+            )
+            record(
+                "credential.bootstrap",
+                actor=actor,
+                target_type=TARGET,
+                target_id=credential.pk,
+                params=public_params(credential),
+            )
+    except IntegrityError:
+        # Another process bootstrapped (or activated) at the same moment.
+        return Credential.objects.filter(state=Credential.State.ACTIVE).first()
+    logger.info("Credential store bootstrapped from MICROSOFT_CLIENT_SECRET (…%s)", print_)
+    return credential
+
+
+def configured_app() -> dict[str, str]:
+    """The tenant and client a secret added now belongs to (recorded on the credential)."""
+    return {
+        "tenant_id": settings.MICROSOFT_TENANT_ID or "",
+        "client_id": settings.MICROSOFT_CLIENT_ID or "",
+    }

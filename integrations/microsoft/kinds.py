@@ -1,0 +1,63 @@
+"""The resource kinds the portal subscribes to and delta-syncs, and Graph's date-time format.
+
+Shared by subscriptions.py, sync.py and notifications.py (and the console), so none of them
+imports another for a table or a parser.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from integrations.microsoft.models import ResourceKind
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """What we subscribe to for one resource kind, and for how long."""
+
+    kind: str
+    endpoint: str  # the receiver: /api/webhooks/<endpoint>
+    resource: str  # with {id} = the Graph user id (ids, not UPNs: §1.5)
+    change_types: str
+    # Lifetime we ask for. Graph's maxima (§1.3): Outlook messages 10,080 min, but live Graph
+    # rejects > 10,070, so 10,000; Teams chatMessage 4,320 min — we stay a little below so
+    # clock skew between us and Graph cannot push a request over the limit.
+    lifetime_minutes: int
+    delta_path: str
+
+
+KINDS: dict[str, KindSpec] = {
+    ResourceKind.MESSAGES: KindSpec(
+        ResourceKind.MESSAGES,
+        "mail",
+        "users/{id}/mailFolders('inbox')/messages",
+        "created,updated,deleted",
+        10_000,
+        "/users/{id}/mailFolders/inbox/messages/delta",
+    ),
+    ResourceKind.CHAT_MESSAGES: KindSpec(
+        ResourceKind.CHAT_MESSAGES,
+        "teams",
+        "users/{id}/chats/getAllMessages",
+        "created,updated,deleted",
+        4_200,
+        "/users/{id}/chats/getAllMessages/delta",
+    ),
+}
+
+
+_FRACTION = re.compile(r"(\.\d{1,6})\d*")
+
+
+def parse_graph_datetime(value: str | None) -> datetime | None:
+    """Graph sends 7 fractional digits and a Z (`2026-03-19T22:11:09.9523456Z`)."""
+    if not value:
+        return None
+    text = _FRACTION.sub(r"\1", str(value).strip()).replace("Z", "+00:00")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
