@@ -318,15 +318,43 @@ def _note_failure(sub: Subscription, exc: GraphError) -> None:
     fields: dict[str, Any] = {"last_error": str(exc)[:2000], "last_error_at": timezone.now()}
     with transaction.atomic():
         if isinstance(exc, NotFound):
+            lapse(sub, "Graph no longer has the subscription")
             fields["state"] = Subscription.State.REMOVED
-            if sub.state != Subscription.State.REMOVED:
-                emit_lapsed(sub, "Graph no longer has the subscription")
-            sub.state = Subscription.State.REMOVED
         Subscription.objects.filter(pk=sub.pk).update(**fields)
 
 
+def lapse(sub: Subscription, reason: str) -> bool:
+    """An active subscription is no longer live in Graph (it expired without renewal, Graph
+    removed it or answers 404): mark it removed and emit `subscription.lapsed`, in one
+    transaction. The UPDATE is conditional on the row still being active, so whichever path
+    notices first (the schedule, a lifecycle event, a failed renewal, cleanup) emits the one
+    event and the others change nothing. Returns whether this call did."""
+    with transaction.atomic():
+        lapsed = Subscription.objects.filter(pk=sub.pk, state=Subscription.State.ACTIVE).update(
+            state=Subscription.State.REMOVED
+        )
+        if lapsed:
+            emit_lapsed(sub, reason)
+    sub.state = Subscription.State.REMOVED
+    return bool(lapsed)
+
+
+def lapse_expired(now: datetime | None = None) -> int:
+    """Active subscriptions past their expiry (not renewed in time: Graph has deleted them)
+    lapse, whether or not Graph can be reached right now. The maintenance schedule calls
+    this before reconciling, which then recreates them."""
+    now = now or timezone.now()
+    expired = Subscription.objects.select_related("monitored_user").filter(
+        state=Subscription.State.ACTIVE, expiration__lte=now
+    )
+    return sum(
+        lapse(sub, f"Expired at {sub.expiration:%Y-%m-%d %H:%M} UTC without renewal")
+        for sub in expired
+    )
+
+
 def emit_lapsed(sub: Subscription, reason: str) -> None:
-    """The subscription.lapsed event (in the caller's transaction)."""
+    """The subscription.lapsed event (in the caller's transaction; `lapse` decides when)."""
     user = sub.monitored_user
     emit(
         "subscription.lapsed",
@@ -528,8 +556,8 @@ def _recreate_and_catch_up(sub: Subscription, trigger: str) -> Subscription:
 
 
 def _replace_vanished(old: Subscription) -> Subscription:
+    lapse(old, "Graph no longer has the subscription (expired or removed)")
     Subscription.objects.filter(pk=old.pk).update(state=Subscription.State.REMOVED)
-    old.state = Subscription.State.REMOVED
     return _recreate_and_catch_up(old, "subscription:vanished")
 
 
@@ -579,6 +607,7 @@ def maintain() -> Summary:
     flooded with no-op runs.
     """
     summary = Summary("maintain_webhooks")
+    lapse_expired()  # first, and in its own transactions: even when Graph is unreachable
     _reconcile(summary, create_missing=True, delete_unwanted=False)
     if summary.changed or summary.failed:
         _audit(Actor.system("schedule:webhooks.maintain"), "webhooks.maintain", summary)
@@ -631,7 +660,10 @@ def cleanup(actor: Actor, *, dry_run: bool = False) -> Summary:
             continue
         summary.rows_deleted.append(f"{label}: {reason}")
         if not dry_run:
-            Subscription.objects.filter(pk=sub.pk).delete()
+            with transaction.atomic():
+                if reason in ("expired", "not in Graph"):
+                    lapse(sub, f"Cleaned up: {reason}")
+                Subscription.objects.filter(pk=sub.pk).delete()
     _audit(actor, "webhooks.cleanup", summary)
     return summary
 
@@ -770,9 +802,8 @@ def handle_lifecycle_event(event_id: int) -> str:
         current = sub
         if sub.replaced_by_id is None:
             with transaction.atomic():
+                lapse(sub, "Graph removed it (lifecycle event subscriptionRemoved)")
                 Subscription.objects.filter(pk=sub.pk).update(state=Subscription.State.REMOVED)
-                emit_lapsed(sub, "Graph removed it (lifecycle event subscriptionRemoved)")
-            sub.state = Subscription.State.REMOVED
             current = _create(sub.monitored_user, sub.kind, replaces=sub)
             outcome = f"recreated as {current.graph_id}"
             _system_audit("subscription.recreate", sub, current, event.event)

@@ -416,16 +416,32 @@ def apply_page(state: SyncState, items: list[dict[str, Any]]) -> tuple[int, int,
         )
     removed = 0
     if removed_ids:
-        gone = SyncedItem.objects.filter(
-            monitored_user_id=user_id,
-            kind=kind,
-            graph_id__in=list(removed_ids),
-            removed_at__isnull=True,
+        removed, deleted = _mark_removed(
+            SyncedItem.objects.filter(
+                monitored_user_id=user_id, kind=kind, graph_id__in=list(removed_ids)
+            ),
+            now,
         )
-        changes.extend(("deleted", gid, data) for gid, data in gone.values_list("graph_id", "data"))
-        removed = gone.update(removed_at=now)
+        changes.extend(deleted)
     _emit_changes(state, changes)
     return added, updated, removed
+
+
+def _mark_removed(items: Any, now: datetime) -> tuple[int, list[tuple[str, str, dict[str, Any]]]]:
+    """The one way a SyncedItem is marked removed (a delta `@removed`, a Teams soft delete,
+    a full round's sweep): only items not removed yet, locked, so each deletion is counted
+    and becomes a `deleted` change exactly once however often the page is replayed."""
+    gone = list(
+        items.filter(removed_at__isnull=True)
+        .select_for_update()
+        .values_list("pk", "graph_id", "data")
+    )
+    if not gone:
+        return 0, []
+    removed = SyncedItem.objects.filter(
+        pk__in=[pk for pk, _, _ in gone], removed_at__isnull=True
+    ).update(removed_at=now)
+    return removed, [("deleted", graph_id, data) for _, graph_id, data in gone]
 
 
 def _emit_changes(state: SyncState, changes: list[tuple[str, str, dict[str, Any]]]) -> None:
@@ -624,15 +640,20 @@ def run(
 
 
 def _sweep(state: SyncState) -> int:
-    """After a full round: what it did not see no longer exists (deleted during a gap)."""
+    """After a full round: what it did not see no longer exists (deleted during a gap).
+    Each swept item is a `deleted` event, like a delta `@removed` (in the same transaction)."""
     if state.round_kind == SyncState.RoundKind.DELTA:
         return 0
-    return SyncedItem.objects.filter(
-        monitored_user_id=state.monitored_user_id,
-        kind=state.kind,
-        removed_at__isnull=True,
-        seen_round__lt=state.round_number,
-    ).update(removed_at=timezone.now())
+    swept, deleted = _mark_removed(
+        SyncedItem.objects.filter(
+            monitored_user_id=state.monitored_user_id,
+            kind=state.kind,
+            seen_round__lt=state.round_number,
+        ),
+        timezone.now(),
+    )
+    _emit_changes(state, deleted)
+    return swept
 
 
 def _complete_round(state: SyncState) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import pytest
 from integrations.microsoft import subscriptions
 from integrations.microsoft.models import LifecycleEvent, Subscription
 from portal.access.actors import Actor
+from portal.events.models import Event
 from tests.integrations.microsoft import webhook_support
 from tests.integrations.microsoft.webhook_support import wait_for
 
@@ -76,6 +77,10 @@ def test_subscription_removed_recreates_and_catches_up(mail_sub, emulator, drain
     LifecycleEvent.objects.filter(pk=event.pk).update(status="received")
     subscriptions.handle_lifecycle_event(event.pk)
     assert Subscription.objects.filter(state="active").count() == 1
+    # One lapse, however many paths noticed it (the event twice, then the schedule).
+    subscriptions.maintain()
+    lapsed = Event.objects.filter(type="subscription.lapsed")
+    assert [e.data["subscription"] for e in lapsed] == [mail_sub.graph_id]
 
 
 def test_missed_runs_a_delta_resync(mail_sub, emulator, drain):

@@ -87,6 +87,47 @@ def test_the_schedule_recreates_one_that_expired_in_graph(subscribed, emulator, 
     assert catch_up.exists()
 
 
+def lapsed_events():
+    from portal.events.models import Event
+
+    return list(Event.objects.filter(type="subscription.lapsed").order_by("id"))
+
+
+def test_a_subscription_that_expires_unrenewed_lapses_exactly_once(subscribed, emulator):
+    teams = subscribed["chatMessages"]
+    minutes = 4_300  # past the Teams expiry, and no renewal happened (the worker was down)
+    emulator.control.advance_clock(minutes * 60)
+    with time_machine.travel(timezone.now() + timedelta(minutes=minutes), tick=True):
+        emulator.control.subscriptions()  # let the emulator purge it
+        # Graph cannot even be listed: the schedule still notices the expiry.
+        emulator.control.inject_fault(path="/subscriptions", kind="status", status=400, count=1)
+        with pytest.raises(Exception):  # noqa: B017  (the job layer classifies it)
+            subscriptions.maintain()
+        (event,) = lapsed_events()
+        assert event.data["subscription"] == teams.graph_id
+        assert event.data["resourceType"] == "chatMessages"
+        assert event.data["reason"].startswith("Expired at ")
+        assert event.data["user"]["id"] == teams.monitored_user.graph_id
+        teams.refresh_from_db()
+        assert teams.state == "removed"
+        # The next runs recreate it, and cleanup forgets the old row: no second event.
+        summary = subscriptions.maintain()
+        assert len(summary.recreated) == 1
+        subscriptions.maintain()
+        subscriptions.cleanup(Actor.system("test"))
+    assert len(lapsed_events()) == 1
+
+
+def test_cleanup_of_an_expired_active_row_lapses_it_once(subscribed, emulator):
+    mail = subscribed["messages"]
+    Subscription.objects.filter(pk=mail.pk).update(expiration=timezone.now() - timedelta(minutes=1))
+    subscriptions.cleanup(Actor.system("test"), dry_run=True)
+    assert lapsed_events() == []
+    subscriptions.cleanup(Actor.system("test"))
+    assert [e.data["subscription"] for e in lapsed_events()] == [mail.graph_id]
+    assert not Subscription.objects.filter(pk=mail.pk).exists()
+
+
 def test_the_schedule_enqueues_one_maintenance_job_per_slot(db):
     first = subscriptions.enqueue_maintenance()
     assert subscriptions.enqueue_maintenance() == first
