@@ -18,6 +18,7 @@ from portal.jobs.registry import job_handler
     backoff_base=10,
     backoff_cap=900,
     timeout=120,
+    retry_permission="send_messages",  # a re-run sends (once: the guard finds a sent one)
     description="Send one e-mail (draft tagged with the job's key, "
     "then sent; a retry finds the draft or the sent item)",
 )
@@ -31,6 +32,7 @@ def send_mail(job: Any) -> str:
     backoff_base=10,
     backoff_cap=900,
     timeout=120,
+    retry_permission="send_messages",  # a re-run sends (once: the guard finds a sent one)
     description="Post one Teams chat or channel message as the connected sender account",
 )
 def send_teams(job: Any) -> str:

@@ -19,6 +19,8 @@ DELIVERY_ATTEMPTS = 32
     backoff_base=30,
     backoff_cap=7200,
     timeout=30,
+    # Re-running a delivery re-sends it: the same as a replay.
+    retry_permission="manage_event_endpoints",
     description="POST one signed batch of events to an event endpoint",
 )
 def deliver(job: Any) -> str:
@@ -30,6 +32,8 @@ def deliver(job: Any) -> str:
     max_attempts=3,
     backoff_base=5,
     timeout=60,
+    # Harmless to re-run (the one-minute schedule does the same): support may.
+    retry_permission="retry_job",
     description="Hand new events to every active endpoint as delivery jobs",
 )
 def fan_out(job: Any) -> int:

@@ -468,8 +468,17 @@ def deliver(delivery_id: int, job: Any = None) -> str:
     delivery = EventDelivery.objects.select_related("endpoint").filter(pk=delivery_id).first()
     if delivery is None:
         return "missing"
-    if delivery.status in (EventDelivery.Status.DELIVERED, EventDelivery.Status.FAILED):
-        return delivery.status  # a duplicate run (a replay sets the delivery pending first)
+    retried = (
+        delivery.status == EventDelivery.Status.FAILED
+        and job is not None
+        and (job.pk == delivery.job_id)
+    )
+    if delivery.status == EventDelivery.Status.DELIVERED or (
+        delivery.status == EventDelivery.Status.FAILED and not retried
+    ):
+        # A duplicate run (a replay sets the delivery pending first). A failed delivery's
+        # own dead job runs again only when someone retried it: that is a replay, sent.
+        return delivery.status
     endpoint = delivery.endpoint
     if endpoint.state != EventEndpoint.State.ACTIVE and not delivery.is_test:
         _record_attempt(delivery, status=EventDelivery.Status.HELD)

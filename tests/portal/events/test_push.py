@@ -8,6 +8,7 @@ import socket
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
 from portal.access import service_clients
@@ -16,6 +17,7 @@ from portal.audit.models import AuditEvent
 from portal.events import push, safe_http
 from portal.events.models import EventDelivery, EventEndpoint
 from portal.events.services import emit
+from portal.jobs import services as job_services
 from portal.jobs.models import Job
 from portal.jobs.registry import get_job_type
 from portal.jobs.runner import release_due_jobs
@@ -165,6 +167,29 @@ def test_replay_resends_with_the_same_webhook_id(receiver, endpoint):
     assert push.replay_since(SYSTEM, endpoint.pk, timezone.now() - timedelta(hours=1)) == 1
     run_queued_jobs()
     assert len(receiver.received) == 3 and len(receiver.events()) == 1
+
+
+def test_retrying_a_dead_delivery_job_sends_it_again_and_needs_endpoint_rights(
+    receiver, endpoint, personas
+):
+    receiver.status = 500
+    emit("mail.received", {"n": 0})
+    push.fan_out()
+    delivery = EventDelivery.objects.get()
+    Job.objects.filter(pk=delivery.job_id).update(max_attempts=1)  # its last attempt
+    run_queued_jobs()
+    delivery.refresh_from_db()
+    assert delivery.status == "failed" and Job.objects.get(pk=delivery.job_id).status == "dead"
+    support = Actor(kind="user", name="sam-support", role="support", user=personas["support"])
+    with pytest.raises(PermissionDenied):
+        job_services.retry_job(support, delivery.job_id)
+    receiver.status = 200
+    admin = Actor(kind="user", name="ada-admin", role="admin", user=personas["admin"])
+    job_services.retry_job(admin, delivery.job_id)
+    assert run_queued_jobs() == ["succeeded"]
+    delivery.refresh_from_db()
+    assert delivery.status == "delivered" and delivery.attempts == 2
+    assert [d["webhook-id"] for d in receiver.received] == [delivery.webhook_id]
 
 
 def test_a_rotated_secret_signs_alongside_the_old_one_during_the_overlap(receiver, endpoint):

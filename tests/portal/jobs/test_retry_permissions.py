@@ -9,6 +9,7 @@ the API, and the run was audited in the name of the operator who first started i
 from __future__ import annotations
 
 import pytest
+from django.core.exceptions import PermissionDenied
 
 import tests.portal.jobs.handlers  # noqa: F401  (registers test.admin_work)
 from integrations.microsoft import subscriptions
@@ -65,6 +66,25 @@ def test_every_job_type_and_bulk_kind_declares_a_known_retry_permission():
     assert retry_permission(setup) == "setup_subscriptions"
     cleanup = Job(job_type="graph.subscriptions_run", payload={"action": "cleanup"})
     assert retry_permission(cleanup) == "cleanup_subscriptions"
+
+
+def test_the_gateways_job_types_need_the_permission_of_their_work():
+    declared = {t.name: t.retry_permission for t in job_types()}
+    assert declared["graph.send_mail"] == declared["graph.send_teams"] == "send_messages"
+    assert declared["events.deliver"] == "manage_event_endpoints"  # a re-run is a replay
+    assert declared["events.fan_out"] == "retry_job"
+
+
+def test_support_cannot_resend_a_dead_message_job(personas):
+    job = Job.objects.create(
+        job_type="graph.send_mail", status=Job.Status.DEAD, payload={"message": 1}
+    )
+    support = Actor(kind="user", name=PERSONAS["support"], role="support", user=personas["support"])
+    with pytest.raises(PermissionDenied):
+        services.retry_job(support, job.pk)
+    assert Job.objects.get(pk=job.pk).status == Job.Status.DEAD
+    denial = AuditEvent.objects.get(action="job.retry", outcome="denied")
+    assert "send_messages" in denial.reason
 
 
 def test_the_rerun_is_attributed_to_the_person_who_retried(client, personas, monkeypatch):
