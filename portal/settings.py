@@ -170,6 +170,9 @@ SYNC_RUN_RETENTION_DAYS = env_int("SYNC_RUN_RETENTION_DAYS", 30, minimum=1)
 LIFECYCLE_EVENT_RETENTION_DAYS = env_int("LIFECYCLE_EVENT_RETENTION_DAYS", 30, minimum=1)
 WEBHOOK_REJECTION_RETENTION_DAYS = env_int("WEBHOOK_REJECTION_RETENTION_DAYS", 90, minimum=1)
 METRIC_SAMPLE_RETENTION_DAYS = env_int("METRIC_SAMPLE_RETENTION_DAYS", 2, minimum=1)
+# Feed events no endpoint still waits for, and finished deliveries (their bodies), go after
+# this many days; events after any endpoint's cursor stay whatever their age.
+EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30, minimum=1)
 # Extra modules that register job handlers (beyond every app's job_handlers.py).
 JOB_HANDLER_MODULES = env_list("JOB_HANDLER_MODULES")
 if REDIS_URL:

@@ -22,7 +22,10 @@ class Event(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["type", "id"], name="event_type_id_idx")]
+        indexes = [
+            models.Index(fields=["type", "id"], name="event_type_id_idx"),
+            models.Index(fields=["created_at"], name="event_created_idx"),  # retention
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.type}"
@@ -110,7 +113,8 @@ class EventDelivery(models.Model):
     class Meta:
         ordering = ["-id"]
         indexes = [
-            models.Index(fields=["endpoint", "status", "id"], name="event_delivery_state_idx")
+            models.Index(fields=["endpoint", "status", "id"], name="event_delivery_state_idx"),
+            models.Index(fields=["created_at"], name="event_delivery_created_idx"),  # retention
         ]
 
     def __str__(self) -> str:

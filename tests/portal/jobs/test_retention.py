@@ -20,6 +20,7 @@ from integrations.microsoft.models import (
     WebhookRejection,
 )
 from portal.alerts.models import MetricSample
+from portal.events.models import Event, EventDelivery, EventEndpoint
 from portal.jobs import retention, tasks
 
 pytestmark = pytest.mark.django_db
@@ -104,6 +105,8 @@ def test_each_kind_is_kept_for_its_setting(settings):
         "microsoft.LifecycleEvent": 3,
         "microsoft.WebhookRejection": 1,
         "alerts.MetricSample": 1,
+        "events.Event": 0,
+        "events.EventDelivery": 0,
     }
     assert remaining(GraphCall) == kept_calls
     assert remaining(NotificationInbox) == kept_inbox
@@ -126,3 +129,54 @@ def test_it_deletes_in_bounded_batches_and_skips_unhandled_rows():
     assert all("'pending'" in sql for sql in deletes)  # the DELETE repeats the condition
     assert remaining(NotificationInbox) == pending
     assert not set(old) & remaining(NotificationInbox)
+
+
+def event(days: float) -> Event:
+    return Event.objects.create(type="mail.received", created_at=ago(days))
+
+
+def delivery(endpoint: EventEndpoint, days: float, status: str) -> EventDelivery:
+    return EventDelivery.objects.create(
+        endpoint=endpoint,
+        webhook_id=next(keys),
+        first_event_id=0,
+        last_event_id=0,
+        event_count=1,
+        body="{}",
+        status=status,
+        created_at=ago(days),
+    )
+
+
+@pytest.mark.parametrize("state", ["active", "paused", "disabled"])
+def test_events_an_endpoint_has_not_been_handed_stay_whatever_their_age(settings, state):
+    settings.EVENT_RETENTION_DAYS = 30
+    handed = [event(40).pk, event(35).pk]
+    waiting = {event(33).pk, event(32).pk}  # after the endpoint's cursor: its backlog
+    recent = event(1).pk
+    lagging = EventEndpoint.objects.create(url="https://a.example/", cursor=handed[-1], state=state)
+    EventEndpoint.objects.create(url="https://b.example/", cursor=recent)  # up to date
+    kept = {
+        delivery(lagging, 40, "pending").pk,
+        delivery(lagging, 40, "held").pk,
+        delivery(lagging, 1, "delivered").pk,
+    }
+    delivery(lagging, 31, "delivered"), delivery(lagging, 31, "failed")
+
+    deleted = tasks.prune_expired_records()
+
+    assert (deleted["events.Event"], deleted["events.EventDelivery"]) == (2, 2)
+    assert remaining(Event) == waiting | {recent}
+    assert remaining(EventDelivery) == kept
+    # Once the lagging endpoint catches up (or is deleted), its old backlog may go too.
+    lagging.delete()
+    assert tasks.prune_expired_records()["events.Event"] == 2
+    assert remaining(Event) == {recent}
+
+
+def test_without_endpoints_old_events_go_after_their_days(settings):
+    settings.EVENT_RETENTION_DAYS = 7
+    event(8), event(9)
+    kept = event(6).pk
+    assert tasks.prune_expired_records()["events.Event"] == 2
+    assert remaining(Event) == {kept}
