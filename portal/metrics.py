@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from integrations.microsoft.models import (
     GraphCall,
     NotificationInbox,
+    OutboundMessage,
     Subscription,
     SyncState,
     WebhookRejection,
@@ -31,6 +32,7 @@ from portal.access.addresses import from_api_trusted_network
 from portal.access.decorators import public
 from portal.alerts import measurements
 from portal.alerts.models import Alert
+from portal.events.models import EventEndpoint
 from portal.health import worker_heartbeat_age
 from portal.jobs.models import Job, JobAttempt
 
@@ -52,22 +54,22 @@ class PortalCollector(Collector):
             (
                 "fleet_messages_failed_last_hour",
                 "Outbound messages that failed in the last hour",
-                measurements.messages_failed_last_hour(),
+                OutboundMessage.objects.failed_last_hour(),
             ),
             (
                 "fleet_oldest_queued_message_seconds",
                 "Age of the oldest unsent message (0: none)",
-                measurements.oldest_queued_message_seconds() or 0,
+                OutboundMessage.objects.oldest_unsent_seconds() or 0,
             ),
             (
                 "fleet_event_endpoints_failing",
                 "Event endpoints failing or disabled",
-                measurements.endpoints_failing(),
+                EventEndpoint.objects.failing().count(),
             ),
             (
                 "fleet_event_backlog",
                 "Events waiting for delivery to endpoints",
-                measurements.event_backlog(),
+                EventEndpoint.objects.backlog(),
             ),
         )
         for name, documentation, value in figures:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Min, Q
 from django.utils import timezone
 
 from integrations.microsoft.crypto import decrypt
@@ -572,6 +574,26 @@ class SyncedItem(models.Model):
 # =====================================================================================
 
 
+class OutboundMessageQuerySet(models.QuerySet["OutboundMessage"]):
+    """The outbound figures the dashboard, the API, the alerts and /metrics show (one
+    definition each)."""
+
+    def failed_last_hour(self) -> int:
+        """Messages that failed for good in the last hour."""
+        return self.filter(
+            status=OutboundMessage.Status.FAILED,
+            last_error_at__gte=timezone.now() - timedelta(hours=1),
+        ).count()
+
+    def oldest_unsent_seconds(self) -> float | None:
+        """Age of the oldest message not sent yet (queued, or sending and being retried);
+        None when there is none."""
+        oldest = self.filter(
+            status__in=[OutboundMessage.Status.QUEUED, OutboundMessage.Status.SENDING]
+        ).aggregate(oldest=Min("created_at"))["oldest"]
+        return (timezone.now() - oldest).total_seconds() if oldest else None
+
+
 class OutboundMessage(models.Model):
     """One e-mail or Teams message the portal sends, and how far sending it got.
 
@@ -646,6 +668,8 @@ class OutboundMessage(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
+
+    objects = OutboundMessageQuerySet.as_manager()
 
     class Meta:
         ordering = ["-id"]

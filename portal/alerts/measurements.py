@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.db.models import Count, Min, Q
 from django.utils import timezone
@@ -11,7 +12,6 @@ from integrations.microsoft.models import Credential, GraphCall, OutboundMessage
 from portal.alerts.models import AuditChainCheck
 from portal.audit.models import AuditEvent
 from portal.events.models import EventEndpoint
-from portal.events.push import backlog
 from portal.jobs.models import Job
 from portal.jobs.stats import active_counts
 
@@ -75,36 +75,13 @@ def break_glass_sign_ins(within: timedelta) -> int:
     ).count()
 
 
-def messages_failed_last_hour() -> int:
-    """Outbound e-mails and Teams messages that failed for good in the last hour."""
-
-    return OutboundMessage.objects.filter(
-        status=OutboundMessage.Status.FAILED, last_error_at__gte=timezone.now() - HOUR
-    ).count()
-
-
-def oldest_queued_message_seconds() -> float | None:
-    """Age of the oldest message not yet sent (queued or being retried); None: none."""
-
-    oldest = OutboundMessage.objects.filter(
-        status__in=[OutboundMessage.Status.QUEUED, OutboundMessage.Status.SENDING]
-    ).aggregate(oldest=Min("created_at"))["oldest"]
-    return (timezone.now() - oldest).total_seconds() if oldest else None
-
-
-def endpoints_failing() -> int:
-    """Event endpoints disabled by failures or 410, or active with a failing delivery."""
-
-    return EventEndpoint.objects.filter(
-        Q(state=EventEndpoint.State.DISABLED)
-        | Q(state=EventEndpoint.State.ACTIVE, failing_since__isnull=False)
-    ).count()
-
-
-def event_backlog() -> int:
-    """Events waiting for delivery, summed over the endpoints that are not paused."""
-
-    return sum(
-        backlog(endpoint)
-        for endpoint in EventEndpoint.objects.exclude(state=EventEndpoint.State.PAUSED)
-    )
+def gateway_figures() -> dict[str, Any]:
+    """The Fleet gateway's four figures, for the dashboard and GET /api/metrics/gateway
+    (the alerts and /metrics read the same queryset methods)."""
+    oldest = OutboundMessage.objects.oldest_unsent_seconds()
+    return {
+        "messagesFailedLastHour": OutboundMessage.objects.failed_last_hour(),
+        "oldestQueuedMessageSeconds": int(oldest) if oldest is not None else None,
+        "endpointsFailing": EventEndpoint.objects.failing().count(),
+        "eventBacklog": EventEndpoint.objects.backlog(),
+    }

@@ -10,7 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from integrations.microsoft.models import OutboundMessage
 from portal.alerts import measurements
+from portal.events.models import EventEndpoint
 from portal.health import worker_heartbeat_age
 from portal.runtime.registry import SettingSpec, define, get
 
@@ -216,7 +218,7 @@ def _break_glass() -> Verdict:
 
 
 def _messages_failed() -> Verdict:
-    value, threshold = measurements.messages_failed_last_hour(), get(MESSAGES_FAILED)
+    value, threshold = OutboundMessage.objects.failed_last_hour(), get(MESSAGES_FAILED)
     return Verdict(
         value > threshold,
         value,
@@ -227,7 +229,7 @@ def _messages_failed() -> Verdict:
 
 def _oldest_queued() -> Verdict:
     minutes = get(QUEUED_MINUTES)
-    age = measurements.oldest_queued_message_seconds()
+    age = OutboundMessage.objects.oldest_unsent_seconds()
     if age is None:
         return Verdict(False, None, minutes, "No message is waiting to be sent.")
     return Verdict(
@@ -239,12 +241,12 @@ def _oldest_queued() -> Verdict:
 
 
 def _endpoints_failing() -> Verdict:
-    value = measurements.endpoints_failing()
+    value = EventEndpoint.objects.failing().count()
     return Verdict(value > 0, value, 0, f"{value} event endpoints are failing or disabled.")
 
 
 def _event_backlog() -> Verdict:
-    value, threshold = measurements.event_backlog(), get(EVENT_BACKLOG)
+    value, threshold = EventEndpoint.objects.backlog(), get(EVENT_BACKLOG)
     return Verdict(
         value > threshold,
         value,

@@ -36,7 +36,7 @@ def endpoint_json(endpoint: EventEndpoint, *, deliveries: bool = False) -> dict[
         "lastFailureAt": endpoint.last_failure_at,
         "failingSince": endpoint.failing_since,
         "failureStreak": endpoint.failure_streak,
-        "backlog": push.backlog(endpoint),
+        "backlog": endpoint.backlog(),
         "createdAt": endpoint.created_at,
         "secretRotationOverlapUntil": endpoint.previous_secret_until,
     }

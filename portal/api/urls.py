@@ -13,6 +13,7 @@ urlpatterns = [
     path("metrics/queue", views.metrics_queue, name="metrics_queue"),
     path("metrics/sync", sync_views.metrics_sync, name="metrics_sync"),
     path("metrics/graph", sync_views.metrics_graph, name="metrics_graph"),
+    path("metrics/gateway", views.metrics_gateway, name="metrics_gateway"),
     path("sync/reset", sync_views.sync_reset, name="sync_reset"),
     path("sync/full", sync_views.sync_full, name="sync_full"),
     path("sync/delta", sync_views.sync_delta, name="sync_delta"),

@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from portal.access.actors import Actor
 from portal.access.decorators import public
+from portal.alerts import measurements
 from portal.api.framework import ENDPOINTS, ApiError, api_endpoint
 from portal.jobs import services as job_services
 from portal.jobs.models import BulkOperation, Job
@@ -190,6 +191,19 @@ def operation_status(
 )
 def metrics_queue(request: HttpRequest, actor: Actor, body: dict) -> dict[str, Any]:
     return queue_metrics()
+
+
+@api_endpoint(
+    "/api/metrics/gateway",
+    "GET",
+    "view_console",
+    "Outbound messages failed in the last hour, the oldest unsent message's age (null: none), "
+    "event endpoints failing or disabled, and events waiting for delivery (paused endpoints "
+    "left out).",
+    trusted_network=True,
+)
+def metrics_gateway(request: HttpRequest, actor: Actor, body: dict) -> dict[str, Any]:
+    return measurements.gateway_figures()
 
 
 @public

@@ -42,7 +42,7 @@ def _render(request: HttpRequest, template: str, context: dict, status: int = 20
 def _list(
     request: HttpRequest, form: EndpointForm, secret: str = "", status: int = 200
 ) -> HttpResponse:
-    endpoints = [(e, push.backlog(e)) for e in EventEndpoint.objects.order_by("id")[:200]]
+    endpoints = [(e, e.backlog()) for e in EventEndpoint.objects.order_by("id")[:200]]
     return _render(
         request,
         "console/event_endpoints.html",
@@ -80,7 +80,7 @@ def _detail(request: HttpRequest, endpoint: EventEndpoint, secret: str = "") -> 
         "console/event_endpoint.html",
         {
             "endpoint": endpoint,
-            "backlog": push.backlog(endpoint),
+            "backlog": endpoint.backlog(),
             "secret": secret,
             "deliveries": endpoint.deliveries.order_by("-id")[:50],
             "replay_form": ReplayForm(),

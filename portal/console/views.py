@@ -12,21 +12,26 @@ from django.db import transaction
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.access.roles import ROLES
+from portal.alerts import measurements
+from portal.alerts.rules import EVENT_BACKLOG, MESSAGES_FAILED, QUEUED_MINUTES
 from portal.alerts.services import active_alerts
 from portal.audit.models import AuditEvent
 from portal.audit.services import record
 from portal.console import metrics
 from portal.console.charts import dashboard_charts
 from portal.console.forms import AuditFilterForm
+from portal.console.metrics import humanize_seconds
 from portal.console.paging import empty_page, keyset_page
 from portal.health import WORKER_STALE_AFTER, worker_heartbeat_age
 from portal.jobs.stats import queue_metrics
+from portal.runtime.registry import get as get_setting
 
 AUDIT_PAGE_SIZE = 50
 
@@ -60,8 +65,47 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     context.update(_integration_health())
     context["active_alerts"] = active_alerts()
     context["charts"] = dashboard_charts()
+    context["gateway_tiles"] = _gateway_tiles(request, context["gateway"])
     template = "console/dashboard.html#health" if request.htmx else "console/dashboard.html"
     return render(request, template, context)
+
+
+def _gateway_tiles(request: HttpRequest, gateway: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Fleet gateway's four tiles, coloured by their alerts' thresholds; each links to
+    the page that fixes it when the person may open that page."""
+    user = request.user
+    messages = reverse("console:messages") if user.has_perm("access.view_messages") else ""
+    endpoints = (
+        reverse("console:event_endpoints") if user.has_perm("access.manage_event_endpoints") else ""
+    )
+    failed, oldest = gateway["messagesFailedLastHour"], gateway["oldestQueuedMessageSeconds"]
+    failing, backlog = gateway["endpointsFailing"], gateway["eventBacklog"]
+    return [
+        {
+            "num": failed,
+            "label": "messages failed (1 h)",
+            "state": "bad" if failed > get_setting(MESSAGES_FAILED) else "warn" if failed else "",
+            "href": messages and f"{messages}?status=failed",
+        },
+        {
+            "num": humanize_seconds(oldest),
+            "label": "no message waiting to be sent" if oldest is None else "oldest unsent message",
+            "state": "bad" if oldest and oldest > get_setting(QUEUED_MINUTES) * 60 else "",
+            "href": messages and f"{messages}?status=queued",
+        },
+        {
+            "num": failing,
+            "label": "event endpoints failing or disabled",
+            "state": "bad" if failing else "",
+            "href": endpoints,
+        },
+        {
+            "num": backlog,
+            "label": "events waiting for delivery",
+            "state": "bad" if backlog > get_setting(EVENT_BACKLOG) else "warn" if backlog else "",
+            "href": endpoints,
+        },
+    ]
 
 
 # Workers beat every 30 s while busy and once a minute when idle (portal.health).
@@ -75,6 +119,7 @@ def _integration_health() -> dict[str, Any]:
     heartbeat = worker_heartbeat_age()
     secret = metrics.credential_expiry()
     lag = metrics.sync_lag()
+    gateway = measurements.gateway_figures()
     if window.total == 0:
         graph_state, graph_text = "unknown", "no Graph calls in the last hour"
     elif window.last_success_at is None:
@@ -111,6 +156,7 @@ def _integration_health() -> dict[str, Any]:
         ],
         "graph": window,
         "queue": queue_metrics(by_type=False),
+        "gateway": gateway,
         "expiring_24h": metrics.subscriptions_expiring(24),
         "sync": lag,
         "sync_lag_text": metrics.humanize_seconds(lag["lag_seconds"]),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 
@@ -36,6 +37,25 @@ class Event(models.Model):
         super().save(*args, **kwargs)  # type: ignore[arg-type]
 
 
+class EventEndpointQuerySet(models.QuerySet["EventEndpoint"]):
+    """The endpoint figures the dashboard, the API, the alerts and /metrics show (one
+    definition each)."""
+
+    def failing(self) -> EventEndpointQuerySet:
+        """Disabled (by failures or a 410), or active with a delivery failing right now."""
+        return self.filter(
+            Q(state=EventEndpoint.State.DISABLED)
+            | Q(state=EventEndpoint.State.ACTIVE, failing_since__isnull=False)
+        )
+
+    def backlog(self) -> int:
+        """Events waiting for delivery, summed over these endpoints leaving out paused ones
+        (a person paused them: their backlog is on purpose)."""
+        return sum(
+            endpoint.backlog() for endpoint in self.exclude(state=EventEndpoint.State.PAUSED)
+        )
+
+
 class EventEndpoint(models.Model):
     """A URL the Fleet side receives events at, signed per Standard Webhooks.
 
@@ -66,6 +86,8 @@ class EventEndpoint(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.CharField(max_length=150, blank=True)
 
+    objects = EventEndpointQuerySet.as_manager()
+
     class Meta:
         ordering = ["id"]
 
@@ -74,6 +96,19 @@ class EventEndpoint(models.Model):
 
     def wants(self, event_type: str) -> bool:
         return not self.event_types or event_type in self.event_types
+
+    def backlog(self) -> int:
+        """Events waiting for this endpoint: after its cursor (of the types it wants), plus
+        those in its deliveries not yet delivered."""
+        after = Event.objects.filter(pk__gt=self.cursor)
+        if self.event_types:
+            after = after.filter(type__in=self.event_types)
+        waiting = EventDelivery.objects.filter(
+            endpoint=self,
+            is_test=False,
+            status__in=[EventDelivery.Status.PENDING, EventDelivery.Status.HELD],
+        ).aggregate(n=Sum("event_count"))["n"]
+        return after.count() + (waiting or 0)
 
 
 class EventDelivery(models.Model):

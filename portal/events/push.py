@@ -401,22 +401,6 @@ def fan_out() -> int:
     return sum(fan_out_endpoint(endpoint_id) for endpoint_id in ids)
 
 
-def backlog(endpoint: EventEndpoint) -> int:
-    """Events waiting for this endpoint: after its cursor, plus those in undelivered
-    deliveries."""
-    after = Event.objects.filter(pk__gt=endpoint.cursor)
-    if endpoint.event_types:
-        after = after.filter(type__in=endpoint.event_types)
-    waiting = sum(
-        EventDelivery.objects.filter(
-            endpoint=endpoint,
-            is_test=False,
-            status__in=[EventDelivery.Status.PENDING, EventDelivery.Status.HELD],
-        ).values_list("event_count", flat=True)
-    )
-    return after.count() + waiting
-
-
 # --------------------------------------------------------------------------- delivery
 
 

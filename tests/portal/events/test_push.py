@@ -68,7 +68,7 @@ def test_events_arrive_signed_in_order_in_batches(receiver, endpoint):
     assert [e["data"]["n"] for e in receiver.events()] == list(range(7))
     assert [len(d["body"]["data"]["events"]) for d in receiver.received] == [3, 3, 1]
     endpoint.refresh_from_db()
-    assert endpoint.last_success_at and push.backlog(endpoint) == 0
+    assert endpoint.last_success_at and endpoint.backlog() == 0
     delivery = EventDelivery.objects.filter(endpoint=endpoint).first()
     assert delivery.last_status_code == 200 and delivery.last_response_excerpt == "ok"
 
@@ -94,7 +94,7 @@ def test_a_receiver_that_is_down_gets_everything_when_it_returns(receiver, endpo
     push.fan_out()
     assert EventDelivery.objects.count() == 1  # held back as the backlog while failing
     endpoint.refresh_from_db()
-    assert push.backlog(endpoint) == 5 and endpoint.failing_since and endpoint.failure_streak
+    assert endpoint.backlog() == 5 and endpoint.failing_since and endpoint.failure_streak
     first_id = delivery.webhook_id
     receiver.status = 200
     make_due()
@@ -103,7 +103,7 @@ def test_a_receiver_that_is_down_gets_everything_when_it_returns(receiver, endpo
     assert [e["data"]["n"] for e in receiver.events()] == [0, 1, 2, 3, 4]
     assert receiver.received[0]["webhook-id"] == first_id  # the retry kept its webhook-id
     endpoint.refresh_from_db()
-    assert endpoint.failing_since is None and push.backlog(endpoint) == 0
+    assert endpoint.failing_since is None and endpoint.backlog() == 0
 
 
 def test_retries_keep_the_webhook_id_and_span_more_than_a_day():
@@ -126,7 +126,7 @@ def test_410_disables_the_endpoint_and_keeps_its_events(receiver, endpoint):
     assert AuditEvent.objects.filter(action="event_endpoint.disable").exists()
     emit("mail.received", {"n": 1})
     push.fan_out()
-    assert EventDelivery.objects.count() == 1 and push.backlog(endpoint) == 1
+    assert EventDelivery.objects.count() == 1 and endpoint.backlog() == 1
     receiver.status = 200
     push.resume_endpoint(SYSTEM, endpoint.pk)
     deliver_all()
