@@ -8,7 +8,8 @@ Prints delivery jobs/s and events delivered/s, the ratio of delivery jobs/s to n
 (target >= 0.7), and the latency from an event's commit to its arrival at the receiver
 (p50/p99) for a trickle of events emitted while the cluster runs. The receiver answers 200
 without verifying (a fast receiver); the endpoints are http on 127.0.0.1, so the run uses
-DEBUG and EVENT_ENDPOINT_ALLOWED_NETWORKS=127.0.0.0/8.
+DEBUG and EVENT_ENDPOINT_ALLOWED_NETWORKS=127.0.0.0/8. The receiver keeps connections alive
+(HTTP/1.1), so the workers' kept-alive connections are reused as with a real receiver.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ LOCK = threading.Lock()
 
 
 class Receiver(BaseHTTPRequestHandler):
+    # Keeps connections alive, as any production web server does (HTTP/1.0 would make the
+    # portal open a new connection, and this server a new thread, for every delivery).
+    protocol_version = "HTTP/1.1"
+
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         now = time.perf_counter()

@@ -36,9 +36,10 @@ from portal.events import safe_http
 from portal.events.models import Event, EventDelivery, EventEndpoint
 from portal.events.services import event_json, kick_fan_out, parse_types
 from portal.jobs.errors import PermanentJobError, TransientJobError
-from portal.jobs.runner import enqueue
+from portal.jobs.runner import enqueue, enqueue_many
 
 DELIVER_JOB = "events.deliver"
+SUCCESS_STAMP_SECONDS = 5
 SYSTEM = Actor.system("events")
 
 
@@ -246,7 +247,7 @@ def send_test(actor: Actor, endpoint_id: Any) -> EventDelivery:
                 "requestedBy": actor.name,
             },
         }
-        delivery = _new_delivery(endpoint, [event], 0, 0, is_test=True)
+        (delivery,) = _new_deliveries(endpoint, [[event]], is_test=True)
         record(
             "event_endpoint.test",
             actor=actor,
@@ -329,34 +330,36 @@ def _release_held(endpoint: EventEndpoint) -> int:
 # --------------------------------------------------------------------------- fan-out
 
 
-def _new_delivery(
-    endpoint: EventEndpoint,
-    events: list[dict[str, Any]],
-    first: int,
-    last: int,
-    *,
-    is_test: bool = False,
-) -> EventDelivery:
+def _new_deliveries(
+    endpoint: EventEndpoint, batches: list[list[dict[str, Any]]], *, is_test: bool = False
+) -> list[EventDelivery]:
+    """One delivery and its job per batch of events (JSON as in the feed), made with three
+    statements whatever the number of batches (the fan-out makes up to 20 at a time)."""
     now = timezone.now()
-    body = json.dumps(
-        {"type": "event.batch", "timestamp": now.isoformat(), "data": {"events": events}},
-        default=str,
-        separators=(",", ":"),
+    deliveries = EventDelivery.objects.bulk_create(
+        EventDelivery(
+            endpoint=endpoint,
+            webhook_id=f"msg_{uuid.uuid4().hex}",
+            first_event_id=0 if is_test else int(events[0]["id"]),
+            last_event_id=0 if is_test else int(events[-1]["id"]),
+            event_count=len(events),
+            body=json.dumps(
+                {"type": "event.batch", "timestamp": now.isoformat(), "data": {"events": events}},
+                default=str,
+                separators=(",", ":"),
+            ),
+            is_test=is_test,
+            created_at=now,
+        )
+        for events in batches
     )
-    delivery = EventDelivery.objects.create(
-        endpoint=endpoint,
-        webhook_id=f"msg_{uuid.uuid4().hex}",
-        first_event_id=first,
-        last_event_id=last,
-        event_count=len(events),
-        body=body,
-        is_test=is_test,
-        created_at=now,
+    jobs = enqueue_many(
+        DELIVER_JOB, [{"delivery": delivery.pk} for delivery in deliveries], created_by="events"
     )
-    job = enqueue(DELIVER_JOB, {"delivery": delivery.pk}, created_by="events")
-    EventDelivery.objects.filter(pk=delivery.pk).update(job=job)
-    delivery.job = job
-    return delivery
+    for delivery, job in zip(deliveries, jobs, strict=True):
+        delivery.job = job
+    EventDelivery.objects.bulk_update(deliveries, ["job"])
+    return deliveries
 
 
 def _is_failing(endpoint: EventEndpoint) -> bool:
@@ -383,10 +386,11 @@ def fan_out_endpoint(endpoint_id: int, max_batches: int = 20) -> int:
         )
         if not rows:
             return 0
-        wanted = [row for row in rows if endpoint.wants(row.type)]
-        for start in range(0, len(wanted), size):
-            chunk = wanted[start : start + size]
-            _new_delivery(endpoint, [event_json(e) for e in chunk], chunk[0].pk, chunk[-1].pk)
+        wanted = [event_json(row) for row in rows if endpoint.wants(row.type)]
+        if wanted:
+            _new_deliveries(
+                endpoint, [wanted[start : start + size] for start in range(0, len(wanted), size)]
+            )
         EventEndpoint.objects.filter(pk=endpoint.pk).update(cursor=rows[-1].pk)
     if len(rows) == size * max_batches:
         transaction.on_commit(kick_fan_out)  # more to come
@@ -447,6 +451,24 @@ def _disable(endpoint: EventEndpoint, reason: str) -> None:
     )
 
 
+def _note_success(endpoint: EventEndpoint) -> None:
+    """Stamp the endpoint's health after a delivery got through. The row as loaded with the
+    delivery says whether it was failing; a healthy endpoint's last_success_at is refreshed at
+    most every SUCCESS_STAMP_SECONDS, so a busy endpoint costs no UPDATE per delivery."""
+    now = timezone.now()
+    was_failing = endpoint.failing_since is not None or endpoint.failure_streak > 0
+    stale = (
+        endpoint.last_success_at is None
+        or (now - endpoint.last_success_at).total_seconds() >= SUCCESS_STAMP_SECONDS
+    )
+    if was_failing or stale:
+        EventEndpoint.objects.filter(pk=endpoint.pk).update(
+            last_success_at=now, failing_since=None, failure_streak=0
+        )
+    if was_failing:
+        kick_fan_out()  # catch up on the backlog held back while it failed
+
+
 def deliver(delivery_id: int, job: Any = None) -> str:
     """The delivery job's body: one signed POST; raises to have the job layer retry."""
     delivery = EventDelivery.objects.select_related("endpoint").filter(pk=delivery_id).first()
@@ -488,26 +510,19 @@ def deliver(delivery_id: int, job: Any = None) -> str:
         )
         if not 200 <= reply.status < 300:
             error = f"HTTP {reply.status}"
+    if not error:
+        _record_attempt(
+            delivery,
+            status=EventDelivery.Status.DELIVERED,
+            last_error="",
+            delivered_at=timezone.now(),
+            **attempt,
+        )
+        if not delivery.is_test:
+            _note_success(endpoint)
+        return "delivered"
     last_attempt = job is not None and job.attempts >= job.max_attempts
     with transaction.atomic():
-        if not error:
-            _record_attempt(
-                delivery,
-                status=EventDelivery.Status.DELIVERED,
-                last_error="",
-                delivered_at=timezone.now(),
-                **attempt,
-            )
-            if not delivery.is_test:
-                was_failing = EventEndpoint.objects.filter(
-                    pk=endpoint.pk, failing_since__isnull=False
-                ).exists()
-                EventEndpoint.objects.filter(pk=endpoint.pk).update(
-                    last_success_at=timezone.now(), failing_since=None, failure_streak=0
-                )
-                if was_failing:
-                    transaction.on_commit(kick_fan_out)  # catch up on the backlog
-            return "delivered"
         gone = status == 410
         # A refused address may resolve differently later: retried, but not for long.
         final = gone or last_attempt or (refused and delivery.attempts >= 3)

@@ -7,14 +7,20 @@
 - the connection goes to the checked address (pinned: no second lookup an attacker's DNS
   could answer differently), with the original name for Host, SNI and certificate checks;
 - redirects are never followed, the response body is read up to RESPONSE_CAP bytes, and
-  connect/read timeouts are short.
+  connect/read timeouts are short;
+- connections are kept alive between deliveries: one pool per endpoint host *and checked
+  address*, so a reused connection always goes where the latest check allowed, and a name
+  that now resolves elsewhere gets a new pool (and a new check) instead. A response longer
+  than the cap closes its connection rather than leaving unread bytes on it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -22,6 +28,7 @@ import urllib3
 from django.conf import settings
 
 RESPONSE_CAP = 4096
+MAX_POOLS = 64  # per process; the least recently used pool beyond this is closed
 BLOCKED_NETWORKS = [
     ipaddress.ip_network(n)
     for n in (
@@ -128,44 +135,75 @@ def resolve(url: str) -> Target:
     return Target(scheme, host, port, path, addresses[0])
 
 
+_POOLS: OrderedDict[tuple[str, str, int, str, str | None], urllib3.HTTPConnectionPool] = (
+    OrderedDict()
+)
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(target: Target) -> urllib3.HTTPConnectionPool:
+    """The keep-alive pool for this checked target (created on first use)."""
+    ca_certs = getattr(settings, "EVENT_ENDPOINT_CA_BUNDLE", None) or None
+    key = (target.scheme, target.host, target.port, target.address, ca_certs)
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is not None:
+            _POOLS.move_to_end(key)
+            return pool
+        # One connection per pool: a worker process sends one delivery at a time.
+        common = {"port": target.port, "retries": False, "maxsize": 1, "block": False}
+        if target.scheme == "https":
+            pool = urllib3.HTTPSConnectionPool(
+                target.address,
+                server_hostname=target.host,
+                assert_hostname=target.host,
+                cert_reqs="CERT_REQUIRED",
+                ca_certs=ca_certs,
+                **common,
+            )
+        else:
+            pool = urllib3.HTTPConnectionPool(target.address, **common)
+        _POOLS[key] = pool
+        while len(_POOLS) > MAX_POOLS:
+            _POOLS.popitem(last=False)[1].close()
+    return pool
+
+
+def close_pools() -> None:
+    with _POOLS_LOCK:
+        while _POOLS:
+            _POOLS.popitem()[1].close()
+
+
 def post(url: str, body: bytes, headers: dict[str, str]) -> Reply:
     """POST to the pinned, checked address. Raises UnsafeUrl or urllib3 errors."""
-    target = resolve(url)
+    target = resolve(url)  # on every delivery: DNS may have changed since the last one
     timeout = urllib3.Timeout(
         connect=float(getattr(settings, "EVENT_CONNECT_TIMEOUT", 3)),
         read=float(getattr(settings, "EVENT_READ_TIMEOUT", 5)),
     )
-    common = {"port": target.port, "timeout": timeout, "retries": False, "maxsize": 1}
-    if target.scheme == "https":
-        pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
-            target.address,
-            server_hostname=target.host,
-            assert_hostname=target.host,
-            cert_reqs="CERT_REQUIRED",
-            ca_certs=getattr(settings, "EVENT_ENDPOINT_CA_BUNDLE", None) or None,
-            **common,
-        )
-    else:
-        pool = urllib3.HTTPConnectionPool(target.address, **common)
+    pool = _pool(target)
     host_header = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
     started = time.monotonic()
+    response = pool.urlopen(
+        "POST",
+        target.path,
+        body=body,
+        headers={**headers, "Host": host_header},
+        timeout=timeout,
+        redirect=False,
+        preload_content=False,
+        assert_same_host=False,
+    )
+    whole = False
     try:
-        response = pool.urlopen(
-            "POST",
-            target.path,
-            body=body,
-            headers={**headers, "Host": host_header},
-            redirect=False,
-            preload_content=False,
-            assert_same_host=False,
-        )
-        try:
-            excerpt = response.read(RESPONSE_CAP, decode_content=False)
-        finally:
-            response.release_conn()
-            response.close()
+        excerpt = response.read(RESPONSE_CAP, decode_content=False)
+        # The body ended within the cap (and nothing of a declared length is left).
+        whole = len(excerpt) < RESPONSE_CAP and not response.length_remaining
     finally:
-        pool.close()
+        if not whole:
+            response.close()  # unread bytes would poison the next request on it
+        response.release_conn()
     return Reply(
         response.status,
         excerpt[:RESPONSE_CAP].decode("utf-8", "replace")[:500],

@@ -20,6 +20,8 @@ class Receiver:
     secret: str = ""
     status: int = 200
     redirect_to: str = ""
+    reply: bytes = b"ok"
+    peers: list[int] = field(default_factory=list)  # the client port of each request
     received: list[dict[str, Any]] = field(default_factory=list)  # verified deliveries
     rejected: list[str] = field(default_factory=list)  # why verification failed
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -36,14 +38,18 @@ class Receiver:
 
 
 @contextmanager
-def running_receiver() -> Iterator[Receiver]:
+def running_receiver(*, keep_alive: bool = False) -> Iterator[Receiver]:
+    """With `keep_alive`, the receiver speaks HTTP/1.1 and keeps connections open."""
     receiver = Receiver(url="")
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             headers = {k: v for k, v in self.headers.items()}
             with receiver.lock:
+                receiver.peers.append(self.client_address[1])
                 status, secret, redirect = receiver.status, receiver.secret, receiver.redirect_to
                 if status < 300 and not redirect:
                     try:
@@ -62,9 +68,9 @@ def running_receiver() -> Iterator[Receiver]:
             self.send_response(302 if redirect else status)
             if redirect:
                 self.send_header("Location", redirect)
-            self.send_header("Content-Length", "2")
+            self.send_header("Content-Length", str(len(receiver.reply)))
             self.end_headers()
-            self.wfile.write(b"ok")
+            self.wfile.write(receiver.reply)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

@@ -192,6 +192,26 @@ def test_retrying_a_dead_delivery_job_sends_it_again_and_needs_endpoint_rights(
     assert [d["webhook-id"] for d in receiver.received] == [delivery.webhook_id]
 
 
+def test_deliveries_reuse_a_kept_alive_connection_and_a_long_answer_does_not_poison_it(local):
+    with running_receiver(keep_alive=True) as receiver:
+        endpoint, receiver.secret = push.create_endpoint(SYSTEM, receiver.url)
+        for n in range(3):
+            emit("mail.received", {"n": n})
+            deliver_all()
+        assert len(receiver.received) == 3 and len(set(receiver.peers)) == 1  # one connection
+        receiver.reply = b"x" * (safe_http.RESPONSE_CAP + 10)  # more than is read of it
+        emit("mail.received", {"n": 3})
+        deliver_all()
+        delivery = EventDelivery.objects.filter(endpoint=endpoint).first()
+        assert delivery.status == "delivered" and len(delivery.last_response_excerpt) == 500
+        receiver.reply = b"ok"
+        emit("mail.received", {"n": 4})
+        deliver_all()  # on a new connection: the unread rest of the long answer was dropped
+        assert [e["data"]["n"] for e in receiver.events()] == [0, 1, 2, 3, 4]
+        assert EventDelivery.objects.filter(endpoint=endpoint).first().last_response_excerpt == "ok"
+        assert len(set(receiver.peers)) == 2
+
+
 def test_a_rotated_secret_signs_alongside_the_old_one_during_the_overlap(receiver, endpoint):
     old = receiver.secret
     _endpoint, new = push.rotate_secret(SYSTEM, endpoint.pk, overlap_hours=1)
