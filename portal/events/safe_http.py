@@ -151,18 +151,22 @@ def _pool(target: Target) -> urllib3.HTTPConnectionPool:
             _POOLS.move_to_end(key)
             return pool
         # One connection per pool: a worker process sends one delivery at a time.
-        common = {"port": target.port, "retries": False, "maxsize": 1, "block": False}
         if target.scheme == "https":
             pool = urllib3.HTTPSConnectionPool(
                 target.address,
+                port=target.port,
+                retries=False,
+                maxsize=1,
+                block=False,
                 server_hostname=target.host,
                 assert_hostname=target.host,
                 cert_reqs="CERT_REQUIRED",
                 ca_certs=ca_certs,
-                **common,
             )
         else:
-            pool = urllib3.HTTPConnectionPool(target.address, **common)
+            pool = urllib3.HTTPConnectionPool(
+                target.address, port=target.port, retries=False, maxsize=1, block=False
+            )
         _POOLS[key] = pool
         while len(_POOLS) > MAX_POOLS:
             _POOLS.popitem(last=False)[1].close()

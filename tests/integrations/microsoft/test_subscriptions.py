@@ -13,6 +13,7 @@ from integrations.microsoft import kinds, subscriptions
 from integrations.microsoft.models import MonitoredUser, Subscription
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
+from portal.events.models import Event
 from portal.jobs.models import Job
 from tests.integrations.microsoft import webhook_support
 
@@ -88,8 +89,6 @@ def test_the_schedule_recreates_one_that_expired_in_graph(subscribed, emulator, 
 
 
 def lapsed_events():
-    from portal.events.models import Event
-
     return list(Event.objects.filter(type="subscription.lapsed").order_by("id"))
 
 
