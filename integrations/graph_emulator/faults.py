@@ -26,6 +26,9 @@ class FaultRule:
     count: int | None = None  # remaining matches; None = unlimited
     probability: float = 1.0
     body: dict[str, Any] | None = None
+    # Perform the request first, then answer with the fault (or time out, or reset): Graph
+    # may act on a request and still answer 429, and a timeout says nothing of what happened.
+    perform: bool = False
     hits: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -40,6 +43,7 @@ class FaultRule:
             "latency_ms": self.latency_ms,
             "count": self.count,
             "probability": self.probability,
+            "perform": self.perform,
             "hits": self.hits,
         }
 
@@ -49,7 +53,8 @@ def parse_rule(spec: dict[str, Any]) -> FaultRule:
 
     ``{"method": "GET", "path": "regex"}`` or ``{"glob": "/v1.0/users/*"}``;
     ``kind``: ``status`` (with ``status``, optional ``retry_after``), ``429`` / ``503`` /
-    ``504`` shorthands, ``latency`` (``latency_ms``), ``reset``; ``count``, ``probability``.
+    ``504`` shorthands, ``latency`` (``latency_ms``), ``reset``; ``count``, ``probability``;
+    ``perform`` (Graph requests only): carry the request out, then answer with the fault.
     """
     kind = str(spec.get("kind", "status"))
     status = int(spec.get("status", 503))
@@ -83,6 +88,7 @@ def parse_rule(spec: dict[str, Any]) -> FaultRule:
         count=int(count) if count is not None else None,
         probability=prob,
         body=spec.get("body"),
+        perform=bool(spec.get("perform", False)),
     )
 
 

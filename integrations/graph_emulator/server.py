@@ -310,12 +310,17 @@ class EmulatorApp:
     def _graph_inner(self, req: Request) -> Response:
         rule = self.faults.match(req.method, req.path)
         req.meta["fault"] = rule.id if rule else None
+        if rule is not None and rule.perform:
+            return self._perform_then_fault(rule, req)
         if rule is not None and rule.kind == "reset":
             if req.is_batch_inner:
                 raise GraphError(504, "GatewayTimeout", "The gateway timed out.")
             return Response(0, reset_connection=True)
         if rule is not None and rule.kind == "status":
             return self._fault_response(rule, req, graph=True)
+        return self._graph_route(req, rule)
+
+    def _graph_route(self, req: Request, rule: FaultRule | None) -> Response:
         principal = self.identity.authenticate(req)
         req.meta["app_id"] = principal.app_id
         segs = normalize_segments(req.segments[1:])
@@ -348,6 +353,20 @@ class EmulatorApp:
             if mailbox:
                 self.throttler.release_mailbox(principal.app_id, mailbox)
         return resp
+
+    def _perform_then_fault(self, rule: FaultRule, req: Request) -> Response:
+        """The request takes effect, but the client learns nothing of it: a 429/5xx instead
+        of the answer, an answer later than its read timeout, or a reset connection."""
+        # A request Graph refuses on its own (401, 403, 404...) is answered as refused.
+        resp = self._graph_route(req, None)
+        if rule.kind == "latency":
+            time.sleep(rule.latency_ms / 1000.0)
+            return resp
+        if rule.kind == "reset":
+            if req.is_batch_inner:
+                raise GraphError(504, "GatewayTimeout", "The gateway timed out.")
+            return Response(0, reset_connection=True)
+        return self._fault_response(rule, req, graph=True)
 
     def handle_identity(self, req: Request) -> Response:
         rule = self.faults.match(req.method, req.path)

@@ -69,7 +69,8 @@ class ControlClient:
         self, path: str = ".*", kind: str = "status", method: str = "*", **kw: Any
     ) -> dict[str, Any]:
         """``kind``: ``status`` (``status=503``, ``retry_after``), ``429``/``503``/``504``,
-        ``latency`` (``latency_ms``), ``reset``; plus ``count`` / ``probability``."""
+        ``latency`` (``latency_ms``), ``reset``; plus ``count`` / ``probability``; ``perform=True``
+        carries the request out, then answers with the fault."""
         body = {"path": path, "kind": kind, "method": method, **kw}
         return self._call("POST", "faults", body)["faults"][0]
 

@@ -2,8 +2,10 @@
 
 Every error carries `.transient` (retrying later may succeed) and `.retry_after` (seconds the
 server asked us to wait, or None) so the job layer can decide between "reschedule" and "dead"
-without parsing messages. Messages are written for operators and never contain secrets or
-access tokens.
+without parsing messages, and `.may_have_acted`: whether Graph may have performed the request
+anyway (a 429 may have been acted on, so may a 5xx or a timeout; a refusal was not; nothing
+was sent when we throttled ourselves or could not connect). Messages are written for
+operators and never contain secrets or access tokens.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class GraphError(Exception):
         retry_after: float | None = None,
         method: str = "",
         route: str = "",
+        may_have_acted: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -33,6 +36,7 @@ class GraphError(Exception):
         self.retry_after = retry_after
         self.method = method
         self.route = route
+        self.may_have_acted = self.transient if may_have_acted is None else may_have_acted
 
     def __str__(self) -> str:
         where = f"{self.method} {self.route}".strip()

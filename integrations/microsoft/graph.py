@@ -7,15 +7,15 @@ Everything that talks to Graph goes through `request()` (and its helpers `get`, 
   REQUESTS_CA_BUNDLE / proxies cannot override MICROSOFT_CA_BUNDLE (stack-notes.md §9.9),
   mandatory connect/read timeouts and a User-Agent;
 - typed errors (errors.py) with `.transient` and `.retry_after` for the job layer;
-- Retry-After (integer seconds or HTTP date), exponential backoff with full jitter otherwise;
+- one retry loop (`request`: `send` one exchange, `classify` the outcome, `next_delay`):
+  Retry-After (integer seconds or HTTP date), exponential backoff with full jitter otherwise;
   waits up to GRAPH_MAX_IN_PROCESS_WAIT_SECONDS are slept here (at most GRAPH_MAX_RETRIES
   times), longer ones are raised as `Throttled` so the job layer reschedules instead of
-  holding a worker;
-- per mailbox (graph-reference.md §6.3, "per app ID + mailbox"): at most
-  GRAPH_MAX_IN_FLIGHT_PER_MAILBOX requests in flight, a token bucket of
-  GRAPH_MAILBOX_BUDGET_PER_10_MIN per 600 s, and a "blocked until" window after a 429 so that
-  no request for that mailbox leaves this process before Retry-After has passed (§6.2: a
-  throttled attempt still counts against the budget);
+  holding a worker. A request Graph may have acted on (after a 429, a 5xx, a read timeout)
+  is repeated only when it is repeatable (idempotent methods, or the caller says so);
+- rate limits through throttle.py (per-mailbox gates and budgets, shared 429 windows keyed by
+  the mailbox's Graph id): no request for a throttled mailbox leaves any worker before
+  Retry-After has passed (§6.2: a throttled attempt still counts against the budget);
 - a 401 InvalidAuthenticationToken drops the cached token and retries once;
 - one GraphCall row (a single INSERT) and one `Graph API ...` log line per HTTP exchange.
 
@@ -26,14 +26,13 @@ high, which is why the budget leaves headroom and the 429 path is still handled.
 from __future__ import annotations
 
 import email.utils
+import enum
 import logging
 import random
 import re
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -42,7 +41,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
-from integrations.microsoft import auth, http, teams_sender
+from integrations.microsoft import auth, http, teams_sender, throttle
 from integrations.microsoft.errors import (
     AuthError,
     Conflict,
@@ -55,122 +54,22 @@ from integrations.microsoft.errors import (
     Throttled,
     Transient,
 )
-from integrations.microsoft.models import GraphCall, SendBudget
+from integrations.microsoft.models import GraphCall
 
 logger = logging.getLogger("integrations.microsoft.graph")
 
 TokenKind = Literal["app", "delegated"]
 BATCH_LIMIT = 20  # graph-reference.md §6.4
-BUDGET_WINDOW_SECONDS = 600.0
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 TRANSIENT_STATUSES = frozenset({500, 502, 503, 504, 509})
 # 410 codes that mean "your delta token is gone, start over" (graph-reference.md §4.4).
 _DELTA_EXPIRED_CODES = {"syncstatenotfound", "resyncrequired", "syncstateinvalid"}
 
 
-# --------------------------------------------------------------------------- mailbox gates
-
-
-class _MailboxGate:
-    """Concurrency, budget and throttle window for one mailbox, in this process."""
-
-    def __init__(self, in_flight: int, budget: int) -> None:
-        self.semaphore = threading.BoundedSemaphore(in_flight)
-        self.capacity = float(budget)
-        self.tokens = float(budget)
-        self.rate = budget / BUDGET_WINDOW_SECONDS  # tokens per second
-        self.updated = time.monotonic()
-        self.blocked_until = 0.0  # time.monotonic() value
-        self.lock = threading.Lock()
-
-    def wait_needed(self) -> float:
-        """Seconds until a request may be sent; takes a budget token when it returns 0."""
-        with self.lock:
-            now = time.monotonic()
-            if now < self.blocked_until:
-                return self.blocked_until - now
-            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-            self.updated = now
-            if self.tokens >= 1.0:
-                self.tokens -= 1.0
-                return 0.0
-            return (1.0 - self.tokens) / self.rate
-
-    def block_for(self, seconds: float) -> None:
-        with self.lock:
-            self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
-
-
-_gates_lock = threading.Lock()
-_gates: dict[str, _MailboxGate] = {}
-
-
-def _gate(mailbox: str) -> _MailboxGate:
-    with _gates_lock:
-        gate = _gates.get(mailbox)
-        if gate is None:
-            gate = _gates[mailbox] = _MailboxGate(
-                int(settings.GRAPH_MAX_IN_FLIGHT_PER_MAILBOX),
-                int(settings.GRAPH_MAILBOX_BUDGET_PER_10_MIN),
-            )
-        return gate
-
-
-# Retry-After windows are shared with the other worker processes through the database
-# (SendBudget rows keyed "graph-mailbox:<mailbox>"): a 429 seen by one worker stops every
-# worker from calling that mailbox. One primary-key lookup before each call, against a
-# network call of tens of milliseconds.
-SHARED_WINDOW_PREFIX = "graph-mailbox:"
-
-
-def _shared_key(mailbox: str) -> str:
-    return (SHARED_WINDOW_PREFIX + mailbox)[:300]
-
-
-def _share_block(mailbox: str, seconds: float) -> None:
-    now = timezone.now()
-    until = now + timedelta(seconds=seconds)
-    key = _shared_key(mailbox)
-    try:
-        if not SendBudget.objects.filter(key=key).update(blocked_until=until):
-            SendBudget.objects.get_or_create(
-                key=key, defaults={"next_slot_at": now, "blocked_until": until}
-            )
-    except DatabaseError:  # sharing is best effort; this process still honours the window
-        logger.warning("Could not share the Retry-After window of %s", mailbox, exc_info=True)
-
-
-def _adopt_shared_block(mailbox: str, gate: _MailboxGate) -> None:
-    """Apply a window another process recorded for this mailbox."""
-
-    try:
-        until = (
-            SendBudget.objects.filter(key=_shared_key(mailbox))
-            .values_list("blocked_until", flat=True)
-            .first()
-        )
-    except DatabaseError:
-        return
-    if until is not None:
-        remaining = (until - timezone.now()).total_seconds()
-        if remaining > 0:
-            gate.block_for(remaining)
-
-
-def mailbox_blocked_for(mailbox: str) -> float:
-    """Seconds left in a mailbox's throttle window (0 when it may send). For the console."""
-    with _gates_lock:
-        gate = _gates.get(mailbox.lower())
-    if gate is None:
-        return 0.0
-    return max(0.0, gate.blocked_until - time.monotonic())
-
-
 def reset_state() -> None:
-    """Forget sessions, gates and throttle windows (tests; settings changes)."""
+    """Forget the session, gates and resolved mailbox ids (tests; settings changes)."""
     http.reset_session()
-    with _gates_lock:
-        _gates.clear()
+    throttle.reset_state()
 
 
 # --------------------------------------------------------------------------- routes
@@ -347,7 +246,7 @@ def error_for(
     )
     retry_after = parse_retry_after(headers.get("Retry-After") if headers else None)
     message = message or f"Graph answered HTTP {status}"
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "status": status,
         "code": code,
         "request_id": request_id,
@@ -451,6 +350,7 @@ def _bearer(token_kind: TokenKind, *, refresh: bool = False) -> str:
 def _wait_or_raise(
     delay: float, reason: GraphError | None, *, method: str, route: str, mailbox: str
 ) -> None:
+    """Sleep `delay` here when it is short; otherwise hand the wait to the job layer."""
     limit = float(settings.GRAPH_MAX_IN_PROCESS_WAIT_SECONDS)
     if delay <= limit:
         if delay > 0:
@@ -460,12 +360,179 @@ def _wait_or_raise(
         reason.retry_after = delay
         raise reason
     raise Throttled(
-        f"Mailbox {mailbox} is throttled for {delay:.1f}s more; try later",
+        f"{f'Mailbox {mailbox}' if mailbox else 'This request'} is throttled for {delay:.1f}s "
+        "more; try later",
         retry_after=delay,
         method=method,
         route=route,
         code="LocalThrottle",
+        may_have_acted=False,
     )
+
+
+def await_turn(
+    mailbox: str,
+    windows: Iterable[str],
+    reason: GraphError | None,
+    *,
+    method: str,
+    route: str,
+) -> None:
+    """Wait (or raise Throttled) until the mailbox's budget and every 429 window allow a
+    request (throttle.py owns them)."""
+    while (turn := throttle.next_turn(mailbox, windows)).wait > 0:
+        _wait_or_raise(turn.wait, reason, method=method, route=route, mailbox=mailbox)
+
+
+def send(
+    method: str,
+    url: str,
+    *,
+    route: str,
+    mailbox: str,
+    token: str,
+    json: Any = None,
+    params: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float | tuple[float, float],
+) -> GraphResponse | GraphError:
+    """One HTTP exchange, recorded (one GraphCall row, one log line). HTTP and transport
+    failures come back as the typed error, never raised; only the mailbox's in-flight limit
+    raises (Throttled LocalConcurrency: nothing was sent)."""
+    send_headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    if headers:
+        send_headers.update(headers)
+    gate = throttle.gate(mailbox) if mailbox else None
+    started = time.monotonic()
+    acquired = False
+    try:
+        if gate is not None:
+            acquired = gate.semaphore.acquire(timeout=float(sum(_as_pair(timeout))))
+            if not acquired:
+                raise Throttled(
+                    f"More than {settings.GRAPH_MAX_IN_FLIGHT_PER_MAILBOX} requests in "
+                    f"flight for mailbox {mailbox}; try later",
+                    retry_after=1.0,
+                    method=method,
+                    route=route,
+                    code="LocalConcurrency",
+                    may_have_acted=False,
+                )
+        response = http.session().request(
+            method,
+            url,
+            json=json,
+            params=params,
+            headers=send_headers,
+            timeout=timeout,
+            allow_redirects=False,
+        )
+    except requests.RequestException as exc:
+        kind = type(exc).__name__
+        _record(
+            method=method,
+            route=route,
+            status=None,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            retry_after=None,
+            request_id="",
+            error_code=kind,
+            mailbox=mailbox,
+        )
+        # A connect timeout means nothing was sent; after that, Graph may have acted.
+        return Transient(
+            _describe_transport_error(exc),
+            method=method,
+            route=route,
+            code=kind,
+            may_have_acted=not isinstance(exc, requests.ConnectTimeout),
+        )
+    finally:
+        if acquired and gate is not None:
+            gate.semaphore.release()
+
+    duration = int((time.monotonic() - started) * 1000)
+    body = _parse_body(response)
+    if response.status_code < 400:
+        request_id = (
+            response.headers.get("request-id") or response.headers.get("client-request-id") or ""
+        )
+        _record(
+            method=method,
+            route=route,
+            status=response.status_code,
+            duration_ms=duration,
+            retry_after=None,
+            request_id=request_id,
+            error_code="",
+            mailbox=mailbox,
+        )
+        return GraphResponse(response.status_code, response.headers, body, request_id, url)
+    error = error_for(response.status_code, body, response.headers, method=method, route=route)
+    _record(
+        method=method,
+        route=route,
+        status=response.status_code,
+        duration_ms=duration,
+        retry_after=error.retry_after,
+        request_id=error.request_id,
+        error_code=error.code,
+        mailbox=mailbox,
+    )
+    return error
+
+
+class Verdict(enum.Enum):
+    DONE = "done"
+    REFRESH_TOKEN = "refresh token"  # 401 with a cached token: get a new one, once
+    RETRY = "retry"  # transient, and sending it again is harmless
+    FAIL = "fail"  # permanent, or Graph may have acted on a request that must not repeat
+
+
+def classify(
+    result: GraphResponse | GraphError, *, repeatable: bool, token_refreshed: bool
+) -> Verdict:
+    """What to do after one exchange. `repeatable`: Graph acting on the request twice is
+    harmless (idempotent methods, or the caller says so); otherwise a transient failure after
+    which Graph may have acted (a 429 may have been acted on, 5xx, a read timeout) is not
+    retried here: the caller's recovery path checks what happened first."""
+    if isinstance(result, GraphResponse):
+        return Verdict.DONE
+    if (
+        result.status == 401
+        and not token_refreshed
+        and result.code in ("InvalidAuthenticationToken", "")
+    ):
+        return Verdict.REFRESH_TOKEN
+    if not result.transient:
+        return Verdict.FAIL
+    if result.may_have_acted and not repeatable:
+        return Verdict.FAIL
+    return Verdict.RETRY
+
+
+def next_delay(error: GraphError, attempt: int, retries_left: int) -> float | None:
+    """Seconds before retry number `attempt` (0-based) of a RETRY verdict, or None when no
+    retry is left. Graph's Retry-After wins; else exponential backoff with full jitter."""
+    if retries_left <= 0:
+        return None
+    if error.retry_after is not None:
+        return error.retry_after
+    return backoff_delay(attempt)
+
+
+# Our own refusals: nothing reached Graph, so they open no window.
+_LOCAL_CODES = frozenset({"LocalThrottle", "LocalConcurrency"})
+
+
+def _window_of(error: GraphError) -> float | None:
+    """The throttle window a failure opens: every 429 (1 s without Retry-After), and any
+    other transient answer that carries Retry-After (503)."""
+    if isinstance(error, Throttled) and error.code not in _LOCAL_CODES:
+        return error.retry_after if error.retry_after is not None else 1.0
+    if error.transient and error.retry_after:
+        return error.retry_after
+    return None
 
 
 def request(
@@ -476,152 +543,74 @@ def request(
     params: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
     mailbox: str | None = None,
+    windows: Iterable[str] = (),
     token_kind: TokenKind = "app",
     timeout: float | tuple[float, float] | None = None,
     max_retries: int | None = None,
+    repeatable: bool | None = None,
 ) -> GraphResponse:
-    """Send one Graph request with the policy described in the module docstring.
+    """Send one Graph request with the policy described in the module docstring: the one
+    retry loop for Graph.
 
-    `mailbox` overrides the key derived from `/users/{id}/...`; `max_retries=0` disables
-    in-process retries (interactive checks). Raises a GraphError subclass on failure.
+    `mailbox` overrides the key derived from `/users/{id}/...`; `windows` are extra shared
+    throttle keys (a Teams chat, the sender) waited on and blocked like the mailbox's.
+    `repeatable` says whether Graph acting twice is harmless (default: the method is
+    idempotent); `max_retries=0` disables in-process retries (interactive checks).
+    Raises a GraphError subclass on failure.
     """
     method = method.upper()
     url = _absolute_url(path_or_url)
     route = route_template(path_or_url)
-    mailbox_key = (mailbox if mailbox is not None else mailbox_of(path_or_url)).lower()
+    mailbox_key = throttle.mailbox_id(mailbox if mailbox is not None else mailbox_of(path_or_url))
+    windows = list(windows)
+    repeatable = method in IDEMPOTENT_METHODS if repeatable is None else repeatable
     retries_left = int(settings.GRAPH_MAX_RETRIES if max_retries is None else max_retries)
     timeout = timeout or http.default_timeout()
-    gate = _gate(mailbox_key) if mailbox_key else None
-    reauthenticated = False
     attempt = 0
-    refresh_token = False
+    refresh = token_refreshed = False
     last_error: GraphError | None = None
 
     while True:
-        if gate is not None:
-            _adopt_shared_block(mailbox_key, gate)
-            # Budget and 429 window: sleep here when short, else hand back to the job layer.
-            while (wait := gate.wait_needed()) > 0:
-                _wait_or_raise(wait, last_error, method=method, route=route, mailbox=mailbox_key)
-        token = _bearer(token_kind, refresh=refresh_token)
-        refresh_token = False
-        send_headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-        if headers:
-            send_headers.update(headers)
-
-        error: GraphError
-        started = time.monotonic()
-        acquired = False
-        try:
-            if gate is not None:
-                acquired = gate.semaphore.acquire(timeout=float(sum(_as_pair(timeout))))
-                if not acquired:
-                    raise Throttled(
-                        f"More than {settings.GRAPH_MAX_IN_FLIGHT_PER_MAILBOX} requests in "
-                        f"flight for mailbox {mailbox_key}; try later",
-                        retry_after=1.0,
-                        method=method,
-                        route=route,
-                        code="LocalConcurrency",
-                    )
-            response = http.session().request(
-                method,
-                url,
-                json=json,
-                params=params,
-                headers=send_headers,
-                timeout=timeout,
-                allow_redirects=False,
-            )
-        except requests.RequestException as exc:
-            duration = int((time.monotonic() - started) * 1000)
-            kind = type(exc).__name__
-            _record(
-                method=method,
-                route=route,
-                status=None,
-                duration_ms=duration,
-                retry_after=None,
-                request_id="",
-                error_code=kind,
-                mailbox=mailbox_key,
-            )
-            error = Transient(_describe_transport_error(exc), method=method, route=route, code=kind)
-            # A POST that may have reached Graph is not repeated here: the job layer's
-            # idempotency guard decides. A connect timeout means nothing was sent.
-            safe = method in IDEMPOTENT_METHODS or isinstance(exc, requests.ConnectTimeout)
-            if safe and retries_left > 0:
-                retries_left -= 1
-                _wait_or_raise(
-                    backoff_delay(attempt), error, method=method, route=route, mailbox=mailbox_key
-                )
-                attempt += 1
-                continue
-            raise error from None
-        finally:
-            if acquired and gate is not None:
-                gate.semaphore.release()
-
-        duration = int((time.monotonic() - started) * 1000)
-        body = _parse_body(response)
-        request_id = (
-            response.headers.get("request-id") or response.headers.get("client-request-id") or ""
-        )
-        if response.status_code < 400:
-            _record(
-                method=method,
-                route=route,
-                status=response.status_code,
-                duration_ms=duration,
-                retry_after=None,
-                request_id=request_id,
-                error_code="",
-                mailbox=mailbox_key,
-            )
-            return GraphResponse(response.status_code, response.headers, body, request_id, url)
-
-        error = error_for(response.status_code, body, response.headers, method=method, route=route)
-        _record(
-            method=method,
+        await_turn(mailbox_key, windows, last_error, method=method, route=route)
+        result = send(
+            method,
+            url,
             route=route,
-            status=response.status_code,
-            duration_ms=duration,
-            retry_after=error.retry_after,
-            request_id=error.request_id,
-            error_code=error.code,
             mailbox=mailbox_key,
+            token=_bearer(token_kind, refresh=refresh),
+            json=json,
+            params=params,
+            headers=headers,
+            timeout=timeout,
         )
-        last_error = error
-
-        if (
-            response.status_code == 401
-            and not reauthenticated
-            and error.code in ("InvalidAuthenticationToken", "")
-        ):
-            # The cached token was revoked or expired early: get a new one, once.
-            reauthenticated = True
-            refresh_token = True
+        refresh = False
+        verdict = classify(result, repeatable=repeatable, token_refreshed=token_refreshed)
+        if verdict is Verdict.DONE:
+            assert isinstance(result, GraphResponse)
+            return result
+        assert isinstance(result, GraphError)
+        error = last_error = result
+        window = _window_of(error)
+        if window is not None:
+            throttle.throttled(mailbox_key, windows, window)
+        if verdict is Verdict.REFRESH_TOKEN:
+            refresh = token_refreshed = True
             continue
-        if isinstance(error, Throttled) and gate is not None:
-            window = error.retry_after if error.retry_after is not None else 1.0
-            gate.block_for(window)
-            _share_block(mailbox_key, window)
-        if not error.transient:
-            raise error
-        if retries_left <= 0:
-            if error.retry_after is None:
-                error.retry_after = backoff_delay(attempt)
+        delay = next_delay(error, attempt, retries_left) if verdict is Verdict.RETRY else None
+        if delay is None:
+            if error.transient and error.retry_after is None:
+                error.retry_after = backoff_delay(attempt)  # for the job layer's reschedule
             raise error
         retries_left -= 1
-        if isinstance(error, Throttled) and gate is not None:
-            attempt += 1
-            continue  # the gate's blocked window does the waiting (or raises)
-        delay = error.retry_after if error.retry_after is not None else backoff_delay(attempt)
-        _wait_or_raise(delay, error, method=method, route=route, mailbox=mailbox_key)
         attempt += 1
+        if window is None or not (mailbox_key or windows):
+            _wait_or_raise(delay, error, method=method, route=route, mailbox=mailbox_key)
+        # else: the window is the mailbox's (or a chat's): await_turn waits it out (or hands
+        # it to the job layer), as it does for every other request under that key
 
 
 def _as_pair(timeout: float | tuple[float, float]) -> tuple[float, float]:
+
     if isinstance(timeout, tuple):
         return timeout
     return (float(timeout), float(timeout))
@@ -786,21 +775,28 @@ def batch(
 def _send_batch_chunk(
     chunk: list[dict[str, Any]], *, mailbox: str | None, token_kind: TokenKind
 ) -> dict[str, BatchResult]:
+    """One `$batch` POST of up to 20 requests, and its retries of failed inner requests.
+
+    The same policy as request(): each inner request waits for its mailbox's turn (Graph
+    throttles inner requests individually, §6.4; the outer POST itself is not gated), inner
+    failures are classified by `classify` (an inner POST is not repeated after an answer it
+    may have been acted on) and spaced by `next_delay`.
+    """
     results: dict[str, BatchResult] = {}
     pending = chunk
     retries_left = int(settings.GRAPH_MAX_RETRIES)
+    attempt = 0
     by_id = {entry["id"]: entry for entry in chunk}
+    keys = {
+        entry["id"]: throttle.mailbox_id(
+            mailbox if mailbox is not None else mailbox_of(entry["url"])
+        )
+        for entry in chunk
+    }
     while pending:
-        # Each inner request counts against its mailbox's budget and must respect its 429
-        # window (Graph throttles inner requests individually, §6.4). The outer POST itself
-        # is not gated: Graph fans a batch out at most 4 at a time per mailbox.
         for entry in pending:
-            key = mailbox if mailbox is not None else mailbox_of(entry["url"])
-            if key:
-                gate = _gate(key.lower())
-                _adopt_shared_block(key.lower(), gate)
-                while (wait := gate.wait_needed()) > 0:
-                    _wait_or_raise(wait, None, method="POST", route="/$batch", mailbox=key)
+            if keys[entry["id"]]:
+                await_turn(keys[entry["id"]], (), None, method="POST", route="/$batch")
         sent_ids = {entry["id"] for entry in pending}
         body = (
             request(
@@ -818,13 +814,15 @@ def _send_batch_chunk(
                 },
                 mailbox="",
                 token_kind=token_kind,
+                # Repeating the envelope repeats every inner request.
+                repeatable=all(entry["method"].upper() in IDEMPOTENT_METHODS for entry in pending),
             ).body
             or {}
         )
 
         retry: list[dict[str, Any]] = []
-        gated_only = True  # every retry waits on a mailbox window (no extra sleep needed)
-        largest_wait = 0.0
+        delays: list[float] = []
+        longest = 0.0
         rows = []
         for inner in body.get("responses", []):
             inner_id = str(inner.get("id"))
@@ -840,7 +838,7 @@ def _send_batch_chunk(
                 error = error_for(
                     status, inner.get("body"), header_map, method=entry["method"], route=route
                 )
-            inner_mailbox = (mailbox if mailbox is not None else mailbox_of(entry["url"])).lower()
+            inner_mailbox = keys[inner_id]
             rows.append(
                 GraphCall(
                     method=entry["method"][:8],
@@ -857,15 +855,18 @@ def _send_batch_chunk(
                 )
             )
             results[inner_id] = BatchResult(inner_id, status, headers, inner.get("body"), error)
-            if error is not None and error.transient:
-                wait = error.retry_after if error.retry_after is not None else 0.0
-                if isinstance(error, Throttled) and inner_mailbox:
-                    _gate(inner_mailbox).block_for(wait or 1.0)
-                    _share_block(inner_mailbox, wait or 1.0)
-                else:
-                    gated_only = False
-                largest_wait = max(largest_wait, wait)
+            if error is None:
+                continue
+            window = _window_of(error)
+            if window is not None and inner_mailbox:
+                throttle.throttled(inner_mailbox, (), window)
+            repeatable = entry["method"].upper() in IDEMPOTENT_METHODS
+            if classify(error, repeatable=repeatable, token_refreshed=True) is Verdict.RETRY:
                 retry.append(entry)
+                longest = max(longest, error.retry_after or 0.0)
+                # A mailbox's window is waited out by its turn above; the rest sleep here.
+                gated = window is not None and bool(inner_mailbox)
+                delays.append(0.0 if gated else next_delay(error, attempt, retries_left) or 0.0)
         try:
             GraphCall.objects.bulk_create(rows)  # one INSERT for all inner results
         except DatabaseError:
@@ -883,11 +884,12 @@ def _send_batch_chunk(
                 )
         if not retry or retries_left <= 0:
             break
-        if largest_wait > float(settings.GRAPH_MAX_IN_PROCESS_WAIT_SECONDS):
+        if longest > float(settings.GRAPH_MAX_IN_PROCESS_WAIT_SECONDS):
             break  # the callers reschedule using each result's retry_after
         retries_left -= 1
-        delay = largest_wait or backoff_delay(int(settings.GRAPH_MAX_RETRIES) - retries_left)
-        if delay > 0 and not gated_only:
+        attempt += 1
+        delay = max(delays or [0.0])
+        if delay > 0:
             time.sleep(delay)
         pending = retry
     return results

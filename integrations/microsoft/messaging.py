@@ -22,8 +22,9 @@ content, created since the post was requested and not claimed by another Outboun
 (a unique constraint), as the one it posted. Remaining window, honestly: if Graph lists a
 new message later than MESSAGING_TEAMS_SETTLE_SECONDS after it was posted, or somebody posts
 the identical text as the sender account into that chat within that time, a retry can post
-twice or not at all. A crash after the POST and before its result is recorded is the only
-way into that path.
+twice or not at all. Two ways lead into that path: a crash after the POST and before its
+result is recorded, and an answer after which Graph may have posted anyway (a 429, a 5xx, a
+timeout: graph.request never repeats these posts, and neither does a mail's draft or send).
 
 Budgets (shared by every worker through the SendBudget table): at most
 MESSAGING_MAIL_PER_MINUTE sends per sending mailbox (Exchange Online: 30/min), at most
@@ -31,7 +32,9 @@ MESSAGING_TEAMS_PER_SECOND posts per chat or channel and MESSAGING_TEAMS_SENDER_
 per sender account (Graph: 1 per second per chat/channel and 1 per user). A send waits for
 its slot in the worker up to MESSAGING_MAX_BUDGET_WAIT_SECONDS; a later slot is reserved for
 it and the job comes back then. A 429 or 503 with Retry-After blocks the mailbox/chat for
-every worker until it has passed. The clock is each worker's; hosts must keep time (NTP).
+every worker until it has passed. Slots and windows are throttle.py's (the mailbox keyed by
+its Graph id, shared with graph.request's gate). The clock is each worker's; hosts must keep
+time (NTP).
 """
 
 from __future__ import annotations
@@ -50,9 +53,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from integrations.microsoft import auth, graph, teams_sender
-from integrations.microsoft.errors import GraphError, Throttled, TokenError
-from integrations.microsoft.models import OutboundMessage, SendBudget
+from integrations.microsoft import auth, graph, teams_sender, throttle
+from integrations.microsoft.errors import GraphError, TokenError
+from integrations.microsoft.models import OutboundMessage
 from portal.access.authz import require
 from portal.audit.services import record
 from portal.events.services import emit
@@ -277,53 +280,6 @@ class BudgetWait(TransientJobError):
     """The send's slot is later than a worker should wait: the job comes back then."""
 
 
-def _budget_row(key: str, now: datetime) -> SendBudget:
-    row = SendBudget.objects.select_for_update().filter(key=key).first()
-    if row is None:
-        try:
-            with transaction.atomic():
-                SendBudget.objects.create(key=key, next_slot_at=now)
-        except IntegrityError:
-            pass
-        row = SendBudget.objects.select_for_update().get(key=key)
-    return row
-
-
-def reserve_slot(keys: list[tuple[str, float]], *, not_before: datetime | None = None) -> datetime:
-    """Reserve the earliest time at which one send may leave under every (key, interval)
-    budget, and return it. Slots are one interval apart per key; Retry-After windows
-    (`blocked_until`) are respected. The rows are locked only for this call."""
-    now = timezone.now()
-    with transaction.atomic():
-        rows = [(_budget_row(key, now), interval) for key, interval in sorted(keys)]
-        slot = max(
-            [now, not_before or now]
-            + [row.next_slot_at for row, _ in rows]
-            + [row.blocked_until for row, _ in rows if row.blocked_until]
-        )
-        for row, interval in rows:
-            SendBudget.objects.filter(key=row.key).update(
-                next_slot_at=slot + timedelta(seconds=interval), updated_at=now
-            )
-    return slot
-
-
-def block(key: str, seconds: float) -> None:
-    """Graph asked us to wait: nobody sends under this key before `seconds` have passed."""
-    until = timezone.now() + timedelta(seconds=seconds)
-    with transaction.atomic():
-        row = _budget_row(key, timezone.now())
-        if row.blocked_until is None or row.blocked_until < until:
-            SendBudget.objects.filter(key=key).update(blocked_until=until)
-
-
-def blocked_for(key: str) -> float:
-    until = SendBudget.objects.filter(key=key).values_list("blocked_until", flat=True).first()
-    if until is None:
-        return 0.0
-    return max(0.0, (until - timezone.now()).total_seconds())
-
-
 def _wait_for_slot(message: OutboundMessage, keys: list[tuple[str, float]]) -> None:
     """Sleep until this message may be sent, or reserve a later slot and hand back."""
     now = timezone.now()
@@ -332,8 +288,10 @@ def _wait_for_slot(message: OutboundMessage, keys: list[tuple[str, float]]) -> N
     # with the slots after it, so it is dropped and a new one taken.
     if slot is not None and slot + timedelta(seconds=0.5) < now:
         slot = None
-    if slot is None or any(blocked_for(key) > (slot - now).total_seconds() for key, _ in keys):
-        slot = reserve_slot(keys)
+    if slot is None or any(
+        throttle.blocked_for(key) > (slot - now).total_seconds() for key, _ in keys
+    ):
+        slot = throttle.reserve_slot(keys)
         OutboundMessage.objects.filter(pk=message.pk).update(budget_slot_at=slot)
         message.budget_slot_at = slot
     wait = (slot - timezone.now()).total_seconds()
@@ -346,61 +304,19 @@ def _wait_for_slot(message: OutboundMessage, keys: list[tuple[str, float]]) -> N
         time.sleep(wait)
 
 
-# Slots are spaced a little wider than the limit: the time between taking a slot and the
-# request reaching Graph varies by some milliseconds, and Graph counts arrivals.
-SLOT_MARGIN = 0.05  # fraction of the interval, plus 50 ms
-
-
-def slot_interval(per_second: float) -> float:
-    interval = 1.0 / per_second
-    return interval * (1 + SLOT_MARGIN) + 0.05
-
-
-def mailbox_key(sender: str) -> str:
-    return f"mail:{sender.strip().lower()}"
-
-
 # --------------------------------------------------------------------------- Graph calls
 
 
-def _respect_blocks(keys: Iterable[str]) -> None:
-    wait = max([blocked_for(key) for key in keys] or [0.0])
-    if wait > max_budget_wait():
-        raise Throttled(
-            f"Graph asked us to wait {wait:.0f} s more", retry_after=wait, code="SharedRetryAfter"
-        )
-    if wait > 0:
-        time.sleep(wait)
-
-
 def _call(
-    method: str, path: str, *, block_keys: Iterable[str], retry_ambiguous: bool, **kwargs: Any
+    method: str, path: str, *, repeatable: bool | None = None, **kwargs: Any
 ) -> graph.GraphResponse:
-    """One Graph request through the client without its own retries, so that every 429 and
-    every Retry-After is shared with the other workers (SendBudget.blocked_until) first.
+    """Every Graph request of a send, through the client's one retry loop (graph.request).
 
-    429s are retried here (Graph did not act on the request) after their window when it is
-    short; other transient errors only when `retry_ambiguous` (reads), since a 5xx to a POST
-    may hide a message that was sent — the caller's recovery path decides instead.
+    The posts and sends themselves pass `repeatable=False`: after a 429, a 5xx or a timeout
+    Graph may have acted on them, so they are never repeated blindly; the job comes back and
+    the recovery path looks for the message's tag (mail) or its post (Teams) first.
     """
-    keys = list(block_keys)
-    tries = 0
-    while True:
-        _respect_blocks(keys)
-        try:
-            return graph.request(method, path, max_retries=0, **kwargs)
-        except GraphError as exc:
-            if not exc.transient:
-                raise
-            if exc.retry_after:
-                for key in keys:
-                    block(key, exc.retry_after)
-            tries += 1
-            retriable = isinstance(exc, Throttled) or retry_ambiguous
-            if not retriable or tries > int(getattr(settings, "GRAPH_MAX_RETRIES", 3)):
-                raise
-            if exc.retry_after is None:
-                time.sleep(graph.backoff_delay(tries))
+    return graph.request(method, path, repeatable=repeatable, **kwargs)
 
 
 # --------------------------------------------------------------------------- mail
@@ -417,7 +333,7 @@ def _recipients(addresses: list[str]) -> list[dict[str, Any]]:
     return [{"emailAddress": {"address": address}} for address in addresses]
 
 
-def _tagged(message: OutboundMessage, base: str, keys: list[str]) -> list[dict[str, Any]]:
+def _tagged(message: OutboundMessage, base: str) -> list[dict[str, Any]]:
     flt = (
         f"singleValueExtendedProperties/Any(ep: ep/id eq '{TAG_PROPERTY_ID}' and "
         f"ep/value eq '{message.idempotency_key}')"
@@ -425,9 +341,7 @@ def _tagged(message: OutboundMessage, base: str, keys: list[str]) -> list[dict[s
     response = _call(
         "GET",
         f"{base}/messages",
-        block_keys=keys,
-        retry_ambiguous=True,
-        mailbox=message.sender.lower(),
+        mailbox=message.sender,
         params={
             "$filter": flt,
             "$top": "10",
@@ -478,7 +392,8 @@ def _emit_outcome(event_type: str, message: OutboundMessage) -> None:
 def deliver_mail(message: OutboundMessage) -> str:
     """Send one queued e-mail; safe to run again after a crash at any point."""
     base = f"/users/{message.sender}"
-    keys = [mailbox_key(message.sender)]
+    # The sender's mailbox: its gate, 429 window and send slots (one key per mailbox).
+    key = throttle.mailbox_key(message.sender)
     step = message.step
     draft_id = ""
     if step in (
@@ -486,7 +401,7 @@ def deliver_mail(message: OutboundMessage) -> str:
         OutboundMessage.Step.DRAFT_CREATED,
         OutboundMessage.Step.SEND_REQUESTED,
     ):
-        found = _tagged(message, base, keys)
+        found = _tagged(message, base)
         sent = [m for m in found if not m.get("isDraft")]
         drafts = sorted(
             (m for m in found if m.get("isDraft")),
@@ -512,13 +427,7 @@ def deliver_mail(message: OutboundMessage) -> str:
                     )
             draft_id = drafts[0]["id"]
             for extra in drafts[1:]:  # a second draft can only come from a lagging search
-                _call(
-                    "DELETE",
-                    f"{base}/messages/{extra['id']}",
-                    block_keys=keys,
-                    retry_ambiguous=True,
-                    mailbox=message.sender.lower(),
-                )
+                _call("DELETE", f"{base}/messages/{extra['id']}", mailbox=message.sender)
             _note(
                 message,
                 step=OutboundMessage.Step.DRAFT_CREATED,
@@ -544,9 +453,8 @@ def deliver_mail(message: OutboundMessage) -> str:
             _call(
                 "POST",
                 f"{base}/messages",
-                block_keys=keys,
-                retry_ambiguous=False,
-                mailbox=message.sender.lower(),
+                repeatable=False,  # a second draft is not a second send, but is a mess
+                mailbox=message.sender,
                 headers={"Prefer": 'IdType="ImmutableId"'},
                 json={
                     "subject": message.subject,
@@ -572,20 +480,21 @@ def deliver_mail(message: OutboundMessage) -> str:
             internet_message_id=str(draft.get("internetMessageId") or "")[:255],
         )
 
-    _wait_for_slot(message, [(keys[0], slot_interval(mail_per_minute() / 60.0))])
+    _wait_for_slot(message, [(key, throttle.slot_interval(mail_per_minute() / 60.0))])
     _note(message, step=OutboundMessage.Step.SEND_REQUESTED, step_at=timezone.now())
     try:
         _call(
             "POST",
             f"{base}/messages/{draft_id}/send",
-            block_keys=keys,
-            retry_ambiguous=False,
-            mailbox=message.sender.lower(),
+            repeatable=False,
+            mailbox=message.sender,
         )
     except GraphError as exc:
-        if isinstance(exc, Throttled) or not exc.transient:
-            # Graph did not send it (throttled, or refused): the draft is still a draft.
+        if not exc.may_have_acted:
+            # Refused, or it never left this process: the draft is still a draft.
             _note(message, step=OutboundMessage.Step.DRAFT_CREATED, budget_slot_at=None)
+        # Otherwise (a 429 may have been acted on, so may a 5xx or a timeout) the step stays
+        # SEND_REQUESTED: the next run looks for the tagged sent item before sending again.
         raise
     return _mark_sent(message, draft_id)
 
@@ -634,7 +543,7 @@ def _find_post(message: OutboundMessage, sender_id: str, keys: list[str]) -> dic
     for _ in range(5):  # at most 250 recent messages
         # Read with the app token (Chat.Read.All / ChannelMessage.Read.All): the sender's
         # delegated token only has the Send scopes.
-        page = _call("GET", url, block_keys=keys, retry_ambiguous=True, params=params).body or {}
+        page = _call("GET", url, windows=keys, params=params).body or {}
         params = None
         older = False
         for item in page.get("value", []):
@@ -682,8 +591,9 @@ def _one_on_one_chat(message: OutboundMessage, sender_id: str, token_kind: str) 
         _call(
             "POST",
             "/chats",
-            block_keys=[f"teams-chat-create:{message.to_user.lower()}"],
-            retry_ambiguous=True,
+            windows=[f"teams-chat-create:{message.to_user.lower()}"],
+            # Graph answers a create of an existing oneOnOne chat with that chat.
+            repeatable=True,
             token_kind=token_kind,
             json={
                 "chatType": "oneOnOne",
@@ -727,8 +637,8 @@ def deliver_teams(message: OutboundMessage) -> str:
         if found is not None:
             logger.info("Outbound message %s was already posted; not posting again", message.pk)
             return _mark_sent(message, str(found["id"]))
-    intervals = {target: slot_interval(teams_per_second())}
-    intervals.update({key: slot_interval(teams_sender_per_second()) for key in keys[1:]})
+    intervals = {target: throttle.slot_interval(teams_per_second())}
+    intervals.update({key: throttle.slot_interval(teams_sender_per_second()) for key in keys[1:]})
     _wait_for_slot(message, list(intervals.items()))
     _note(message, step=OutboundMessage.Step.POST_REQUESTED, step_at=timezone.now())
     try:
@@ -736,16 +646,18 @@ def deliver_teams(message: OutboundMessage) -> str:
             _call(
                 "POST",
                 _target_path(message),
-                block_keys=keys,
-                retry_ambiguous=False,
+                windows=keys,
+                repeatable=False,
                 token_kind=token_kind,
                 json={"body": {"contentType": message.content_type, "content": message.body}},
             ).body
             or {}
         )
     except GraphError as exc:
-        if isinstance(exc, Throttled) or not exc.transient:
+        if not exc.may_have_acted:
             _note(message, step=OutboundMessage.Step.NONE, budget_slot_at=None)
+        # Otherwise the step stays POST_REQUESTED: the next run looks for this post in the
+        # chat or channel (after MESSAGING_TEAMS_SETTLE_SECONDS) before posting again.
         if not exc.transient and token_kind != "delegated" and exc.status in (401, 403):
             raise PermanentJobError(f"{APP_ONLY_HINT} Graph said: {exc}") from exc
         raise

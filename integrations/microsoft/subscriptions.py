@@ -272,7 +272,8 @@ def _create(
     }
     try:
         try:
-            data = graph.post("/subscriptions", json=body)
+            # Repeatable: a second create of the same resource is answered 409 below.
+            data = graph.post("/subscriptions", json=body, repeatable=True)
         except Conflict as exc:
             # Graph already has one for this resource that we lost track of (its clientState
             # is unknown to us, so we could not verify its notifications): replace it.
@@ -281,7 +282,7 @@ def _create(
                 raise
             logger.warning("Subscription %s already existed in Graph; replacing it", match.group(1))
             graph.delete(f"/subscriptions/{match.group(1)}")
-            data = graph.post("/subscriptions", json=body)
+            data = graph.post("/subscriptions", json=body, repeatable=True)
     except GraphError as exc:
         Subscription.objects.filter(pk=sub.pk).update(
             state=Subscription.State.FAILED,
@@ -377,6 +378,7 @@ def _renew(sub: Subscription) -> Subscription:
         data = graph.patch(
             f"/subscriptions/{sub.graph_id}",
             json={"expirationDateTime": _iso(started + timedelta(minutes=spec.lifetime_minutes))},
+            repeatable=True,  # it sets an absolute time
         )
     except GraphError as exc:
         _note_failure(sub, exc)
@@ -392,7 +394,7 @@ def _renew(sub: Subscription) -> Subscription:
 
 def _reauthorize(sub: Subscription) -> Subscription:
     try:
-        graph.post(f"/subscriptions/{sub.graph_id}/reauthorize")
+        graph.post(f"/subscriptions/{sub.graph_id}/reauthorize", repeatable=True)
     except GraphError as exc:
         _note_failure(sub, exc)
         raise

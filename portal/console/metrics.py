@@ -14,7 +14,7 @@ from typing import Any
 from django.db.models import Count, Max, Min, Q, Sum
 from django.utils import timezone
 
-from integrations.microsoft import graph
+from integrations.microsoft import throttle
 from integrations.microsoft.models import Credential, GraphCall, Subscription, SyncState
 from portal.alerts.models import MetricSample
 
@@ -110,7 +110,7 @@ def backoff_windows(limit: int = 50) -> list[Backoff]:
     """Throttle windows still running, from the 429s every process recorded.
 
     A 429 with Retry-After at T means Graph asked us to wait until T + Retry-After; the
-    per-process gate (`graph.mailbox_blocked_for`) is shown beside it for this web process.
+    per-process gate (`throttle.mailbox_blocked_for`) is shown beside it for this web process.
     """
     now = timezone.now()
     # Retry-After is at most a few minutes in practice; 15 minutes back is plenty.
@@ -134,7 +134,7 @@ def backoff_windows(limit: int = 50) -> list[Backoff]:
             route=row["route"],
             until=until,
             retry_after=wait,
-            this_process_seconds=graph.mailbox_blocked_for(row["mailbox"])
+            this_process_seconds=throttle.mailbox_blocked_for(row["mailbox"])
             if row["mailbox"]
             else 0.0,
         )

@@ -75,6 +75,61 @@ def test_connection_reset_fault(graph):
     assert graph.get("users").status_code == 200
 
 
+def _send(graph, subject: str) -> requests.Response:
+    return graph.post(
+        f"users/{MARIA}/sendMail",
+        {
+            "message": {
+                "subject": subject,
+                "body": {"contentType": "Text", "content": "x"},
+                "toRecipients": [{"emailAddress": {"address": "a@example.com"}}],
+            }
+        },
+    )
+
+
+def _sent(graph, subject: str) -> int:
+    return sum(m["subject"] == subject for m in graph.emu.control.sent_messages(kind="mail"))
+
+
+def test_a_performed_fault_acts_then_answers_429(graph):
+    graph.emu.control.inject_fault(
+        path="/sendMail$", method="POST", kind="429", retry_after=2, perform=True, count=1
+    )
+    r = _send(graph, "Acted on")
+    assert r.status_code == 429 and r.headers["Retry-After"] == "2"
+    assert _sent(graph, "Acted on") == 1  # Graph did send it
+    # Without `perform` a 429 means nothing happened.
+    graph.emu.control.inject_fault(path="/sendMail$", method="POST", kind="429", count=1)
+    assert _send(graph, "Refused").status_code == 429
+    assert _sent(graph, "Refused") == 0
+
+
+def test_a_performed_fault_acts_then_answers_too_late_or_resets(graph):
+    graph.emu.control.inject_fault(
+        path="/sendMail$", method="POST", kind="latency", latency_ms=1500, perform=True, count=1
+    )
+    with pytest.raises(requests.ReadTimeout):
+        graph.s.post(
+            graph.url(f"users/{MARIA}/sendMail"),
+            json={
+                "message": {
+                    "subject": "Too late",
+                    "body": {"contentType": "Text", "content": "x"},
+                    "toRecipients": [{"emailAddress": {"address": "a@example.com"}}],
+                }
+            },
+            timeout=(5, 0.5),
+        )
+    assert _sent(graph, "Too late") == 1
+    graph.emu.control.inject_fault(
+        path="/sendMail$", method="POST", kind="reset", perform=True, count=1
+    )
+    with pytest.raises(requests.ConnectionError):
+        _send(graph, "Reset")
+    assert _sent(graph, "Reset") == 1
+
+
 def test_probability_and_clear(graph):
     ctl = graph.emu.control
     ctl.inject_fault(path="/v1.0/users$", kind="503", probability=0.0)

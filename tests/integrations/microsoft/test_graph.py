@@ -178,6 +178,8 @@ class TestAgainstEmulator:
             graph.get("/subscriptions")
         assert time.monotonic() - started < 2
         assert caught.value.retry_after == 120 and caught.value.transient
+        # Nothing was sent again inside the window (no mailbox gate covers this route).
+        assert len(emulator.control.requests_log(path="/v1.0/subscriptions")) == 1
 
     def test_a_read_timeout_is_transient(self, graph_settings, emulator):
         graph_settings.GRAPH_READ_TIMEOUT = 0.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -11,8 +12,9 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from integrations.microsoft import messaging, teams_sender
-from integrations.microsoft.models import OutboundMessage, SendBudget
+from integrations.microsoft import graph, messaging, teams_sender, throttle
+from integrations.microsoft.errors import Throttled
+from integrations.microsoft.models import MonitoredUser, OutboundMessage, SendBudget
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
 from portal.jobs.models import Job
@@ -349,7 +351,7 @@ class TestBudgets:
         assert len(times) == 4
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert min(gaps) >= 0.45, gaps
-        assert SendBudget.objects.filter(key=f"mail:{sender.lower()}").exists()
+        assert SendBudget.objects.filter(key=throttle.mailbox_key(sender)).exists()
 
     def test_a_far_slot_is_reserved_and_the_job_comes_back_then(
         self, graph_settings, emulator, people
@@ -380,14 +382,17 @@ class TestBudgets:
         assert min(b - a for a, b in itertools.pairwise(times)) >= 0.95
 
     def test_a_429_blocks_the_mailbox_for_every_worker(self, graph_settings, emulator, people):
+        graph_settings.MESSAGING_SEND_SETTLE_SECONDS = 0
         sender, to = people
         emulator.control.inject_fault(path=r"/send$", kind="429", retry_after=2, count=1)
         message = messaging.send_mail(sender, to, "After a 429", "x")
+        # Graph may have acted on a 429'd send: the job comes back, it does not re-send here.
+        assert run_queued() == ["retrying"]
+        assert throttle.blocked_for(throttle.mailbox_key(sender)) > 0
+        due_now(message.job_id)
         assert run_queued() == ["succeeded"]
-        budget = SendBudget.objects.get(key=f"mail:{sender.lower()}")
-        assert budget.blocked_until is not None
         times = post_times(emulator, r"/send$")
-        assert len(times) == 2 and times[1] - times[0] >= 2.0
+        assert len(times) == 2 and times[1] - times[0] >= 2.0  # the window held
         message.refresh_from_db()
         assert message.status == "sent" and len(mails(emulator, "After a 429")) == 1
 
@@ -398,9 +403,140 @@ class TestBudgets:
         assert run_queued() == ["retrying"]
         job = Job.objects.get(pk=message.job_id)
         assert (job.next_attempt_at - timezone.now()).total_seconds() > 100
-        assert messaging.blocked_for(f"mail:{sender.lower()}") > 100
+        assert throttle.blocked_for(throttle.mailbox_key(sender)) > 100
         message.refresh_from_db()
-        assert message.step == "draft_created"  # Graph did not send it: no settle wait
+        # A 429 may have been acted on: the next run looks for the sent item first.
+        assert message.step == "send_requested"
+
+    def test_a_mailbox_named_by_upn_and_by_id_has_one_window(
+        self, graph_settings, emulator, people, tenant
+    ):
+        sender, _ = people
+        user = next(u for u in tenant["users"] if u["userPrincipalName"] == sender)
+        MonitoredUser.objects.create(identifier=sender, upn=sender, graph_id=user["id"])
+        assert throttle.mailbox_key(sender) == throttle.mailbox_key(user["id"])
+        emulator.control.inject_fault(
+            path=f"/users/{user['id']}/messages$", kind="429", retry_after=3, count=1
+        )
+        graph_settings.GRAPH_MAX_IN_PROCESS_WAIT_SECONDS = 1
+        with pytest.raises(Throttled):
+            graph.get(f"/users/{user['id']}/messages")
+        # The same mailbox by its UPN waits too, in this process and in every other one.
+        with pytest.raises(Throttled):
+            graph.get(f"/users/{sender}/mailFolders")
+        assert throttle.mailbox_blocked_for(sender) > 0
+        assert SendBudget.objects.filter(key__contains=sender.lower()).count() == 0
+        assert len(emulator.control.requests_log(path="/mailFolders")) == 0
+
+
+def due_now(job_id: int) -> None:
+    """The job's retry is due now (the test does not wait for its backoff); a short backoff
+    may have been released already by the worker itself."""
+    Job.objects.filter(pk=job_id, status="retrying").update(next_attempt_at=timezone.now())
+    release_due_jobs()
+    assert Job.objects.get(pk=job_id).status == "pending"
+
+
+def received(emulator, path: str, fault: dict[str, Any]) -> int:
+    """How many POSTs to `path` Graph received, once the one `fault` hit is logged too (the
+    emulator logs a request when it has answered, and a timed-out one answers late)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        log = emulator.control.requests_log(method="POST", path=path)
+        if any(entry.get("fault") == fault["id"] for entry in log):
+            return len(log)
+        time.sleep(0.1)
+    raise AssertionError(f"the request that hit fault {fault['id']} was never logged")
+
+
+# The emulator performs these requests and then answers as Graph sometimes does: a 429 (it may
+# have been acted on), an answer after the client's read timeout, a reset connection.
+ACTED_ON = [
+    pytest.param({"kind": "429", "retry_after": 1}, id="429"),
+    pytest.param({"kind": "latency", "latency_ms": 2500}, id="timeout"),
+    pytest.param({"kind": "reset"}, id="reset"),
+]
+
+
+class TestActedOnDespiteTheAnswer:
+    """After such an answer the client never re-sends blindly: the next run checks for the
+    message's idempotency tag (mail) or its post (Teams) first, as after a crash."""
+
+    @pytest.fixture(autouse=True)
+    def _fast(self, graph_settings):
+        graph_settings.GRAPH_READ_TIMEOUT = 1
+        graph_settings.MESSAGING_SEND_SETTLE_SECONDS = 0
+        graph_settings.MESSAGING_TEAMS_SETTLE_SECONDS = 0
+
+    @pytest.mark.parametrize("fault", ACTED_ON)
+    def test_a_draft_send_is_not_repeated(self, emulator, people, fault):
+        sender, to = people
+        rule = emulator.control.inject_fault(
+            path=r"/send$", method="POST", perform=True, count=1, **fault
+        )
+        message = messaging.send_mail(sender, to, "Depot keys", "Desk 4.")
+        assert run_queued() == ["retrying"]
+        message.refresh_from_db()
+        assert message.step == "send_requested" and message.status == "sending"
+        assert len(mails(emulator, "Depot keys")) == 1  # Graph did send it
+
+        due_now(message.job_id)
+        assert run_queued() == ["succeeded"]
+        message.refresh_from_db()
+        assert message.status == "sent"
+        assert len(mails(emulator, "Depot keys")) == 1
+        assert received(emulator, r"/send$", rule) == 1
+
+    @pytest.mark.parametrize("fault", ACTED_ON)
+    def test_a_draft_is_not_created_twice(self, emulator, people, fault):
+        sender, to = people
+        rule = emulator.control.inject_fault(
+            path=r"/users/[^/]+/messages$", method="POST", perform=True, count=1, **fault
+        )
+        message = messaging.send_mail(sender, to, "Tacho download", "Due Monday.")
+        assert run_queued() == ["retrying"]
+        message.refresh_from_db()
+        assert message.step == "draft_requested"
+        assert [i["isDraft"] for i in tagged_items(emulator, sender, message.idempotency_key)] == [
+            True
+        ]
+
+        due_now(message.job_id)
+        assert run_queued() == ["succeeded"]
+        assert received(emulator, r"/users/[^/]+/messages$", rule) == 1
+        assert len(mails(emulator, "Tacho download")) == 1
+
+    @pytest.mark.parametrize("fault", ACTED_ON)
+    def test_a_teams_post_is_not_repeated(self, sender_connected, emulator, bot_chat, fault):
+        rule = emulator.control.inject_fault(
+            path=r"/chats/[^/]+/messages$", method="POST", perform=True, count=1, **fault
+        )
+        message = messaging.send_teams_message("Gate 3 is open", chat_id=bot_chat)
+        assert run_queued() == ["retrying"]
+        message.refresh_from_db()
+        assert message.step == "post_requested" and not message.graph_message_id
+        assert len(posts(emulator, "Gate 3 is open")) == 1
+
+        due_now(message.job_id)
+        assert run_queued() == ["succeeded"]
+        message.refresh_from_db()
+        sent = posts(emulator, "Gate 3 is open")
+        assert len(sent) == 1 and message.graph_message_id == sent[0]["message_id"]
+        assert received(emulator, r"/chats/[^/]+/messages$", rule) == 1
+
+    def test_a_teams_post_graph_did_not_act_on_goes_out_once(
+        self, sender_connected, emulator, bot_chat
+    ):
+        rule = emulator.control.inject_fault(
+            path=r"/chats/[^/]+/messages$", method="POST", kind="429", retry_after=1, count=1
+        )
+        message = messaging.send_teams_message("Wash bay free", chat_id=bot_chat)
+        assert run_queued() == ["retrying"]
+        assert posts(emulator, "Wash bay free") == []
+        due_now(message.job_id)
+        assert run_queued() == ["succeeded"]
+        assert len(posts(emulator, "Wash bay free")) == 1
+        assert received(emulator, r"/chats/[^/]+/messages$", rule) == 2
 
 
 class TestCommand:

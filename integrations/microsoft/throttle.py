@@ -1,0 +1,253 @@
+"""Rate limits for Graph, in one place: who may send now, and who must wait.
+
+- **Mailbox gates** (this process; graph-reference.md §6.3, "per app ID + mailbox"): at most
+  GRAPH_MAX_IN_FLIGHT_PER_MAILBOX requests in flight, a token bucket of
+  GRAPH_MAILBOX_BUDGET_PER_10_MIN per 600 s, and a "blocked until" window after a 429.
+- **Shared windows** (every worker, SendBudget.blocked_until): a Retry-After one process
+  was given holds for all of them. Keys: `graph-mailbox:<Graph user id>` for a mailbox, and
+  the messaging keys (`teams-chat:…`, `teams-channel:…`, `teams-sender:…`).
+- **Send slots** (every worker, SendBudget.next_slot_at): outbound mail and Teams posts are
+  spaced one interval apart per key (messaging.py asks for a slot before each send).
+
+A mailbox is keyed by its Graph id: `/users/{upn}/…` and `/users/{id}/…` are the same
+mailbox to Graph, so they share one gate, one budget and one window. UPNs are resolved
+through the monitored users (cached per process); an unknown UPN stays its own key.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from integrations.microsoft.models import MonitoredUser, SendBudget
+
+logger = logging.getLogger("integrations.microsoft.throttle")
+
+BUDGET_WINDOW_SECONDS = 600.0
+MAILBOX_PREFIX = "graph-mailbox:"
+# How long a UPN → id answer is trusted (a renamed UPN is noticed within this), and how long
+# "no monitored user has this UPN" is (so unknown senders cost one query a minute).
+RESOLVED_TTL_SECONDS = 600.0
+UNKNOWN_TTL_SECONDS = 60.0
+
+
+# --------------------------------------------------------------------------- mailbox ids
+
+
+_ids_lock = threading.Lock()
+_ids: dict[str, tuple[str, float]] = {}  # lower-cased UPN → (Graph id or "", expires)
+
+
+def mailbox_id(name: str | None) -> str:
+    """The key of a mailbox: its Graph user id (lower-cased), resolved from a UPN when a
+    monitored user has it; otherwise the name as given, lower-cased."""
+    name = (name or "").strip().strip("'").lower()
+    if "@" not in name:
+        return name
+    now = time.monotonic()
+    with _ids_lock:
+        cached = _ids.get(name)
+    if cached is not None and cached[1] > now:
+        return cached[0] or name
+    try:
+        found = (
+            MonitoredUser.objects.filter(Q(upn__iexact=name) | Q(identifier__iexact=name))
+            .exclude(graph_id="")
+            .values_list("graph_id", flat=True)
+            .first()
+        )
+    except DatabaseError:  # a key is still needed; the UPN is one, just not shared with the id
+        return name
+    resolved = (found or "").lower()
+    ttl = RESOLVED_TTL_SECONDS if resolved else UNKNOWN_TTL_SECONDS
+    with _ids_lock:
+        _ids[name] = (resolved, now + ttl)
+    return resolved or name
+
+
+def mailbox_key(name: str | None) -> str:
+    """The shared-window / send-slot key of a mailbox (by UPN or id): one per mailbox."""
+    return (MAILBOX_PREFIX + mailbox_id(name))[:300]
+
+
+# --------------------------------------------------------------------------- gates
+
+
+class Gate:
+    """Concurrency, budget and throttle window for one mailbox, in this process."""
+
+    def __init__(self, in_flight: int, budget: int) -> None:
+        self.semaphore = threading.BoundedSemaphore(in_flight)
+        self.capacity = float(budget)
+        self.tokens = float(budget)
+        self.rate = budget / BUDGET_WINDOW_SECONDS  # tokens per second
+        self.updated = time.monotonic()
+        self.blocked_until = 0.0  # time.monotonic() value
+        self.lock = threading.Lock()
+
+    def wait_needed(self) -> float:
+        """Seconds until a request may be sent; takes a budget token when it returns 0."""
+        with self.lock:
+            now = time.monotonic()
+            if now < self.blocked_until:
+                return self.blocked_until - now
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+            if self.tokens >= 1.0:
+                self.tokens -= 1.0
+                return 0.0
+            return (1.0 - self.tokens) / self.rate
+
+    def block_for(self, seconds: float) -> None:
+        with self.lock:
+            self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
+
+    def blocked_for(self) -> float:
+        with self.lock:
+            return max(0.0, self.blocked_until - time.monotonic())
+
+
+_gates_lock = threading.Lock()
+_gates: dict[str, Gate] = {}
+
+
+def gate(mailbox: str) -> Gate:
+    """The gate of a mailbox key (from mailbox_id)."""
+    with _gates_lock:
+        found = _gates.get(mailbox)
+        if found is None:
+            found = _gates[mailbox] = Gate(
+                int(settings.GRAPH_MAX_IN_FLIGHT_PER_MAILBOX),
+                int(settings.GRAPH_MAILBOX_BUDGET_PER_10_MIN),
+            )
+        return found
+
+
+def mailbox_blocked_for(name: str) -> float:
+    """Seconds left in a mailbox's window in this process (0 when it may send). Console."""
+    with _gates_lock:
+        found = _gates.get(mailbox_id(name))
+    return found.blocked_for() if found is not None else 0.0
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What stands between a request and Graph: seconds to wait (0: go now) and why."""
+
+    wait: float
+    reason: str = ""  # "budget" | "window" | ""
+
+
+def next_turn(mailbox: str, windows: Iterable[str] = ()) -> Turn:
+    """Whether a request for `mailbox` (a key from mailbox_id, or "") under the extra shared
+    `windows` may leave now. Takes a budget token when it may (wait 0)."""
+    keys = list(windows)
+    found = gate(mailbox) if mailbox else None
+    if found is not None:
+        keys.insert(0, mailbox_key(mailbox))
+    shared = max([blocked_for(key) for key in keys] or [0.0])
+    if found is not None and shared > 0:
+        found.block_for(shared)  # adopt a window another process recorded
+    if shared > 0:
+        return Turn(shared, "window")
+    if found is not None:
+        wait = found.wait_needed()
+        if wait > 0:
+            return Turn(wait, "window" if found.blocked_for() > 0 else "budget")
+    return Turn(0.0)
+
+
+def throttled(mailbox: str, windows: Iterable[str], seconds: float) -> None:
+    """Graph said 429 (or 503) with Retry-After `seconds`: block this process's gate and
+    share the window with every worker."""
+    if mailbox:
+        gate(mailbox).block_for(seconds)
+        share_block(mailbox_key(mailbox), seconds)
+    for key in windows:
+        share_block(key, seconds)
+
+
+def reset_state() -> None:
+    """Forget gates and resolved ids (tests; settings changes). Shared rows stay."""
+    with _gates_lock:
+        _gates.clear()
+    with _ids_lock:
+        _ids.clear()
+
+
+# --------------------------------------------------------------------------- shared rows
+
+
+def _row(key: str, now: datetime) -> SendBudget:
+    row = SendBudget.objects.select_for_update().filter(key=key).first()
+    if row is None:
+        try:
+            with transaction.atomic():
+                SendBudget.objects.create(key=key, next_slot_at=now)
+        except IntegrityError:
+            pass
+        row = SendBudget.objects.select_for_update().get(key=key)
+    return row
+
+
+def share_block(key: str, seconds: float) -> None:
+    """Nobody sends under `key` before `seconds` have passed (windows only grow). Best
+    effort: a database error leaves this process's own gate to honour the window."""
+    now = timezone.now()
+    until = now + timedelta(seconds=seconds)
+    try:
+        with transaction.atomic():
+            row = _row(key, now)
+            if row.blocked_until is None or row.blocked_until < until:
+                SendBudget.objects.filter(key=key).update(blocked_until=until)
+    except DatabaseError:
+        logger.warning("Could not share the Retry-After window of %s", key, exc_info=True)
+
+
+def blocked_for(key: str) -> float:
+    """Seconds left in the shared window of `key` (0 when none)."""
+    try:
+        until = SendBudget.objects.filter(key=key).values_list("blocked_until", flat=True).first()
+    except DatabaseError:
+        return 0.0
+    if until is None:
+        return 0.0
+    return max(0.0, (until - timezone.now()).total_seconds())
+
+
+def reserve_slot(keys: list[tuple[str, float]], *, not_before: datetime | None = None) -> datetime:
+    """Reserve the earliest time at which one send may leave under every (key, interval)
+    budget, and return it. Slots are one interval apart per key; shared windows
+    (`blocked_until`) are respected. The rows are locked only for this call."""
+    now = timezone.now()
+    with transaction.atomic():
+        rows = [(_row(key, now), interval) for key, interval in sorted(keys)]
+        slot = max(
+            [now, not_before or now]
+            + [row.next_slot_at for row, _ in rows]
+            + [row.blocked_until for row, _ in rows if row.blocked_until]
+        )
+        for row, interval in rows:
+            SendBudget.objects.filter(key=row.key).update(
+                next_slot_at=slot + timedelta(seconds=interval), updated_at=now
+            )
+    return slot
+
+
+# Slots are spaced a little wider than the limit: the time between taking a slot and the
+# request reaching Graph varies by some milliseconds, and Graph counts arrivals.
+SLOT_MARGIN = 0.05  # fraction of the interval, plus 50 ms
+
+
+def slot_interval(per_second: float) -> float:
+    interval = 1.0 / per_second
+    return interval * (1 + SLOT_MARGIN) + 0.05
