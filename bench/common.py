@@ -27,6 +27,10 @@ def bench_env(**extra: str) -> dict[str, str]:
         FIELD_ENCRYPTION_KEYS=env.get("FIELD_ENCRYPTION_KEYS")
         or "Z7v0bqVXc3L8RJd2f5m9gQq5bUq1ZkBl3sRr8uH1o2U=",
         LOG_LEVEL="WARNING",
+        # Production settings require a keyed audit chain. A fixed key (like the encryption key
+        # above) keeps the bench database's chain verifiable from one run to the next.
+        AUDIT_CHAIN_KEY=env.get("AUDIT_CHAIN_KEY")
+        or "bench:not-a-secret-only-for-the-benchmark-database-0001",
     )
     env.update(extra)
     return env
