@@ -25,6 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", default=None, help="JSON object or path to a JSON file with config overrides"
     )
+    parser.add_argument(
+        "--redirect-uri",
+        action="append",
+        default=[],
+        dest="redirect_uris",
+        metavar="URI",
+        help="a redirect URI registered on the demo app (repeatable; exact match, as in Entra)",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--log-level", default="INFO")
 
@@ -47,5 +55,6 @@ def run_from_options(opts: dict[str, Any]) -> int:
         control_token=opts.get("control_token"),
         config=config or None,
         seed=int(opts["seed"]),
+        redirect_uris=list(opts.get("redirect_uris") or []),
         log_level=opts["log_level"],
     )

@@ -158,6 +158,26 @@ def raise_if_throttled(ctx: Ctx, rejection: Any) -> None:
         )
 
 
+# What Graph answers an app whose Teams protected-API request was not approved (observed).
+PROTECTED_API = (
+    "Invoked API requires Protected API access in application-only context when "
+    "not using Resource Specific Consent. Visit "
+    "https://docs.microsoft.com/en-us/graph/teams-protected-apis for more details."
+)
+
+
+def require_protected_api(ctx: Ctx) -> None:
+    """Teams chat/channel message reads (lists, getAllMessages, delta) and subscriptions to
+    them are protected APIs in application-only context: Microsoft must have approved the
+    app (https://learn.microsoft.com/graph/teams-protected-apis). Delegated calls are not."""
+    p = ctx.principal
+    if p.delegated:
+        return
+    app = ctx.state.apps.get(p.app_id)
+    if app is not None and not app.protected_api:
+        raise GraphError(403, "Forbidden", PROTECTED_API)
+
+
 def require_directory(ctx: Ctx) -> None:
     require(
         ctx,

@@ -19,6 +19,7 @@ from .graph_common import (
     entity,
     normalize_segments,
     raise_if_throttled,
+    require_protected_api,
 )
 from .httptypes import GraphError, Response, empty_response, parse_iso
 from .state import ResourceSpec, Subscription
@@ -124,6 +125,8 @@ def _check_permission(ctx: Ctx, spec: ResourceSpec) -> None:
             "Caller does not have access to the resource. Missing permission: one "
             f"of {', '.join(perms)}.",
         )
+    if spec.family == "teams":
+        require_protected_api(ctx)
     if p.delegated and spec.user_id and spec.user_id != p.user_id:
         raise _ext(
             403,

@@ -17,6 +17,7 @@ from .graph_common import (
     next_link,
     raise_if_throttled,
     require,
+    require_protected_api,
     user_or_404,
 )
 from .httptypes import GraphError, Response, iso
@@ -42,12 +43,6 @@ IMPORT_ONLY = (
     "import-messages/import-external-messages-to-teams for more details."
 )
 EIGHT_MONTHS = timedelta(days=243)
-# What Graph answers an app whose Teams protected-API request was not approved (observed).
-PROTECTED_API = (
-    "Invoked API requires Protected API access in application-only context when "
-    "not using Resource Specific Consent. Visit "
-    "https://docs.microsoft.com/en-us/graph/teams-protected-apis for more details."
-)
 
 
 def _forbidden(ctx: Ctx) -> GraphError:
@@ -80,10 +75,8 @@ def _read_chats(ctx: Ctx, *, protected: bool = False) -> None:
     perms = CHAT_READ_DEL if p.delegated else CHAT_READ_APP
     if not p.has_any(*perms):
         raise _forbidden(ctx)
-    if protected and not p.delegated:
-        app = ctx.state.apps.get(p.app_id)
-        if app is not None and not app.protected_api:
-            raise GraphError(403, "Forbidden", PROTECTED_API)
+    if protected:
+        require_protected_api(ctx)
 
 
 def _member_check(ctx: Ctx, members: list[str]) -> None:
@@ -191,7 +184,7 @@ def get_chat(ctx: Ctx) -> Response:
 
 
 def list_chat_messages(ctx: Ctx) -> Response:
-    _read_chats(ctx)
+    _read_chats(ctx, protected=True)
     with ctx.state.lock:
         chat = chat_or_404(ctx, ctx.params["chat"])
         _member_check(ctx, chat.members)
@@ -200,7 +193,7 @@ def list_chat_messages(ctx: Ctx) -> Response:
 
 
 def get_chat_message(ctx: Ctx) -> Response:
-    _read_chats(ctx)
+    _read_chats(ctx, protected=True)
     with ctx.state.lock:
         chat = chat_or_404(ctx, ctx.params["chat"])
         _member_check(ctx, chat.members)
@@ -340,6 +333,7 @@ def _read_channels(ctx: Ctx) -> None:
             "requires one of 'ChannelMessage.Read.All, ChannelMessage.Read.Group'. "
             f"Roles on the request '{p.granted_text}'.",
         )
+    require_protected_api(ctx)
 
 
 def _channel(ctx: Ctx):

@@ -47,7 +47,6 @@ RESERVED_SCOPES = {"openid", "profile", "offline_access", "email"}
 TOKEN_LIFETIME = 3599
 CODE_LIFETIME = timedelta(minutes=10)
 REFRESH_LIFETIME = timedelta(days=90)
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
 @dataclass
@@ -402,8 +401,17 @@ class IdentityService:
         return sorted(set(granted))
 
     def _delegated_tokens(
-        self, app: App, user: dict[str, Any], requested: list[str], nonce: str | None, now: datetime
+        self,
+        app: App,
+        user: dict[str, Any],
+        requested: list[str],
+        nonce: str | None,
+        now: datetime,
+        *,
+        offline: bool,
     ) -> Response:
+        """Access + id token; a refresh token only when `offline` (the offline_access scope
+        was requested, as Entra requires)."""
         scp = self._delegated_scopes(app, requested)
         iat = int(now.timestamp())
         tid = self.state.tenant_id
@@ -448,28 +456,30 @@ class IdentityService:
         }
         if nonce:
             id_claims["nonce"] = nonce
-        rt = "0.AAAA" + opaque_token(48)
-        self.state.refresh_tokens[rt] = {
-            "client_id": app.client_id,
-            "user_id": user["id"],
-            "scopes": scp,
-            "expires": now + REFRESH_LIFETIME,
-        }
-        while len(self.state.refresh_tokens) > 10_000:
-            self.state.refresh_tokens.popitem(last=False)
         scope_out = " ".join(dict.fromkeys([*requested] or scp))
+        body: dict[str, Any] = {
+            "token_type": "Bearer",
+            "scope": scope_out,
+            "expires_in": TOKEN_LIFETIME,
+            "ext_expires_in": TOKEN_LIFETIME,
+            "access_token": jwt_encode(at_claims, self.key),
+        }
+        if offline:
+            rt = "0.AAAA" + opaque_token(48)
+            self.state.refresh_tokens[rt] = {
+                "client_id": app.client_id,
+                "user_id": user["id"],
+                "scopes": scp,
+                "expires": now + REFRESH_LIFETIME,
+            }
+            while len(self.state.refresh_tokens) > 10_000:
+                self.state.refresh_tokens.popitem(last=False)
+            body["refresh_token"] = rt
+        body["id_token"] = self._id_token(id_claims)
+        body["client_info"] = b64url(json.dumps({"uid": user["id"], "utid": tid}).encode())
         return json_response(
             200,
-            {
-                "token_type": "Bearer",
-                "scope": scope_out,
-                "expires_in": TOKEN_LIFETIME,
-                "ext_expires_in": TOKEN_LIFETIME,
-                "access_token": jwt_encode(at_claims, self.key),
-                "refresh_token": rt,
-                "id_token": self._id_token(id_claims),
-                "client_info": b64url(json.dumps({"uid": user["id"], "utid": tid}).encode()),
-            },
+            body,
             {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"},
             content_type="application/json; charset=utf-8",
         )
@@ -538,7 +548,10 @@ class IdentityService:
         if user is None:
             raise AadError(400, "invalid_grant", 50034, "The user account does not exist.")
         requested = (form.get("scope") or rec["scope"]).split()
-        return self._delegated_tokens(app, user, requested, rec.get("nonce"), now)
+        asked = {_norm_scope(s).lower() for s in [*rec["scope"].split(), *requested]}
+        return self._delegated_tokens(
+            app, user, requested, rec.get("nonce"), now, offline="offline_access" in asked
+        )
 
     def _refresh(self, app: App, form: dict[str, str], now: datetime) -> Response:
         rt = form.get("refresh_token") or ""
@@ -557,7 +570,8 @@ class IdentityService:
         if sign_in.disabled_reason(user):
             raise AadError(400, "invalid_grant", 50057, "The user account is disabled.")
         requested = (form.get("scope") or " ".join(rec["scopes"])).split()
-        return self._delegated_tokens(app, user, requested, None, now)
+        # A refresh token exists only because offline_access was granted: it is renewed.
+        return self._delegated_tokens(app, user, requested, None, now, offline=True)
 
     # ------------------------------------------------------------------ authorize endpoint
 
@@ -654,12 +668,9 @@ class IdentityService:
         return empty_response(302, {"Location": location, "Cache-Control": "no-store"})
 
     def _redirect_ok(self, app: App, uri: str) -> bool:
-        if not uri:
-            return False
-        if app.redirect_uris:
-            return uri in app.redirect_uris
-        parts = urlsplit(uri)
-        return parts.scheme in ("http", "https") and (parts.hostname or "") in LOOPBACK_HOSTS
+        # Entra matches the reply URL exactly against the app registration's list (scheme,
+        # host, port, path); an app with no registered redirect URI accepts none (AADSTS50011).
+        return bool(uri) and uri in app.redirect_uris
 
     def _picker(self, tenant: str, req: Request) -> Response:
         return sign_in.picker_page(self.state, tenant, req.query)

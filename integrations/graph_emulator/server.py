@@ -108,8 +108,11 @@ class EmulatorApp:
         config: dict[str, Any] | None = None,
         seed: int = DEFAULT_SEED,
         demo: bool = False,
+        redirect_uris: list[str] | None = None,
     ) -> None:
         self.state_dir = state_dir
+        # Registered on the demo app (again after every reset); none means none allowed.
+        self.redirect_uris = list(redirect_uris or [])
         self.seed = seed
         self.demo = demo
         self.config = Config(config)
@@ -154,6 +157,7 @@ class EmulatorApp:
                     start=self.clock.now(),
                 )
             ],
+            redirect_uris=list(self.redirect_uris),
         )
         with st.lock:
             seed_tenant(st, self.seed)
@@ -577,6 +581,7 @@ def run(
     control_token: str | None = None,
     config: dict[str, Any] | None = None,
     seed: int = DEFAULT_SEED,
+    redirect_uris: list[str] | None = None,
     log_level: str = "INFO",
     install_signal_handlers: bool = True,
     started: threading.Event | None = None,
@@ -587,7 +592,14 @@ def run(
     sdir = Path(state_dir)
     sdir.mkdir(parents=True, exist_ok=True)
     ca_path, cert_path, key_path = ensure_certs(sdir)
-    app = EmulatorApp(sdir, control_token=control_token, config=config, seed=seed, demo=demo)
+    app = EmulatorApp(
+        sdir,
+        control_token=control_token,
+        config=config,
+        seed=seed,
+        demo=demo,
+        redirect_uris=redirect_uris,
+    )
     server = EmulatorHTTPServer((host, port), app, server_context(cert_path, key_path))
     public_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104
     app.set_base_url(f"https://{public_host}:{server.server_port}")

@@ -105,7 +105,7 @@ class App:
     secrets: list[Secret] = field(default_factory=list)
     roles: set[str] = field(default_factory=lambda: set(DEFAULT_APP_ROLES))
     delegated_scopes: set[str] = field(default_factory=lambda: set(DEFAULT_DELEGATED_SCOPES))
-    redirect_uris: list[str] = field(default_factory=list)  # empty = any loopback URI
+    redirect_uris: list[str] = field(default_factory=list)  # exact matches; empty = none
     # Teams protected-API access (application-only reads of chat messages) approved by
     # Microsoft for this app; without it getAllMessages answers 403.
     protected_api: bool = True

@@ -152,6 +152,10 @@ class ControlClient:
         """Whether Microsoft approved the app's Teams protected-API (app-only chat reads)."""
         self._call("PUT", f"apps/{client_id}/protected-api", {"approved": approved})
 
+    def set_redirect_uris(self, client_id: str, uris: list[str]) -> None:
+        """The app registration's redirect URIs (matched exactly; none registered = none)."""
+        self._call("PUT", f"apps/{client_id}/redirect-uris", {"redirect_uris": list(uris)})
+
     def add_secret(
         self,
         client_id: str,

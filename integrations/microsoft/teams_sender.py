@@ -45,13 +45,20 @@ _delegated: dict[
 ] = {}
 
 
-def _redirect_uri(request_or_redirect_uri: HttpRequest | str) -> str:
-    if isinstance(request_or_redirect_uri, str):
-        return request_or_redirect_uri
+def delegated_redirect_uri(request: HttpRequest) -> str:
+    """The Teams sender sign-in's redirect URI: MICROSOFT_DELEGATED_REDIRECT_PATH on the host
+    the admin uses. Entra matches it exactly against the app registration's list, so the
+    console shows this same value as the one to register."""
     path = getattr(
         settings, "MICROSOFT_DELEGATED_REDIRECT_PATH", "/credentials/teams-sender/callback"
     )
-    return request_or_redirect_uri.build_absolute_uri(path)
+    return request.build_absolute_uri(path)
+
+
+def _redirect_uri(request_or_redirect_uri: HttpRequest | str) -> str:
+    if isinstance(request_or_redirect_uri, str):
+        return request_or_redirect_uri
+    return delegated_redirect_uri(request_or_redirect_uri)
 
 
 def start_delegated_connect(

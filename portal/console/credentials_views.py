@@ -14,7 +14,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
@@ -96,7 +95,7 @@ def credentials_page(request: HttpRequest) -> HttpResponse:
         "connect_form": ConnectSenderForm(),
         "sender": sender,
         "past_senders": DelegatedAccount.objects.filter(disconnected_at__isnull=False)[:5],
-        "callback_url": request.build_absolute_uri(reverse("console:teams_sender_callback")),
+        "callback_url": teams_sender.delegated_redirect_uri(request),
         "can_rotate": request.user.has_perm("access.rotate_credentials"),
     }
     return render(request, "console/credentials.html", context)
@@ -209,7 +208,7 @@ def teams_sender_connect(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, "The service account name is too long.")
         return _back()
-    redirect_uri = request.build_absolute_uri(reverse("console:teams_sender_callback"))
+    redirect_uri = teams_sender.delegated_redirect_uri(request)
     hint = form.cleaned_data["login_hint"].strip() or None
     try:
         # With a named account, sign that one in; without, let the admin pick one.

@@ -191,8 +191,10 @@ def connect_sender(emu: RunningEmulator) -> None:
 
     admin = get_user_model().objects.create_superuser("chaos-admin", password="x" * 20)
     actor = Actor(kind="user", name="chaos-admin", role="admin", user=admin)
+    redirect_uri = "http://127.0.0.1:8000/credentials/teams-sender/callback"
+    emu.control.set_redirect_uris(emu.client_id, [redirect_uri])
     auth_url, flow = teams_sender.start_delegated_connect(
-        "http://127.0.0.1:8000/console/credentials/teams-sender/callback",
+        redirect_uri,
         login_hint=emu.service_account_upn,
         prompt=None,
     )

@@ -24,11 +24,24 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
+from django.urls import reverse
 
 from portal.health import worker_heartbeat_age
 
 STOP_GRACE_SECONDS = 10
 WORKER_STUCK_SECONDS = 300
+
+
+def demo_redirect_uris(port: int) -> list[str]:
+    """What the demo app registration lists, exactly as the portal sends them (Entra, and the
+    emulator, match redirect URIs exactly): staff sign-in and the Teams sender's sign-in, on
+    both names the demo's ALLOWED_HOSTS accept."""
+    paths = [reverse("sso_callback"), settings.MICROSOFT_DELEGATED_REDIRECT_PATH]
+    if settings.SSO_REDIRECT_URI:
+        paths = paths[1:]
+    uris = [settings.SSO_REDIRECT_URI] if settings.SSO_REDIRECT_URI else []
+    uris += [f"http://{host}:{port}{path}" for host in ("127.0.0.1", "localhost") for path in paths]
+    return uris
 
 
 class Command(BaseCommand):
@@ -73,6 +86,7 @@ class Command(BaseCommand):
                     "--state-dir",
                     str(state_dir),
                     "--demo",
+                    *(arg for uri in demo_redirect_uris(port) for arg in ("--redirect-uri", uri)),
                 ],
                 cwd=settings.BASE_DIR,
                 start_new_session=True,

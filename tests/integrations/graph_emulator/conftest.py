@@ -173,6 +173,7 @@ def delegated_token(
     """Auth-code flow by hand (no MSAL): authorize -> code -> token."""
     s = emu.session()
     redirect = "http://localhost:8000/auth/callback"
+    emu.control.set_redirect_uris(emu.client_id, [redirect])
     r = s.get(
         f"{emu.authority}/oauth2/v2.0/authorize",
         params={

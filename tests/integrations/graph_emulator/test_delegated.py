@@ -6,6 +6,7 @@ import json
 from urllib.parse import parse_qs, urlsplit
 
 import msal
+import pytest
 
 from integrations.graph_emulator.httptypes import b64url_decode
 
@@ -13,6 +14,12 @@ from .conftest import BOT, HANNAH
 
 REDIRECT = "http://localhost:8000/microsoft/callback"
 SCOPES = ["ChatMessage.Send", "ChannelMessage.Send"]
+
+
+@pytest.fixture(autouse=True)
+def _registered(emulator):
+    """The app registration lists this test's redirect URI (Entra matches it exactly)."""
+    emulator.control.set_redirect_uris(emulator.client_id, [REDIRECT])
 
 
 def _msal(emu):
@@ -129,3 +136,78 @@ def test_redirect_uri_mismatch_and_bad_client(emulator):
         allow_redirects=False,
     )
     assert r.status_code == 400
+
+
+def _authorize(emulator, redirect_uri, scope="openid ChatMessage.Send"):
+    return emulator.session().get(
+        f"{emulator.authority}/oauth2/v2.0/authorize",
+        params={
+            "client_id": emulator.client_id,
+            "redirect_uri": redirect_uri,
+            "response_type": "code",
+            "scope": scope,
+            "login_hint": BOT,
+        },
+        allow_redirects=False,
+    )
+
+
+def test_redirect_uris_match_the_registration_exactly(emulator):
+    assert _authorize(emulator, REDIRECT).status_code == 302
+    # Entra compares scheme, host, port and path exactly: no prefix, no trailing slash, no
+    # other loopback port, no other host name for the same machine.
+    for near_miss in (
+        REDIRECT + "/",
+        REDIRECT.replace("8000", "8001"),
+        REDIRECT.replace("localhost", "127.0.0.1"),
+        REDIRECT.replace("http:", "https:"),
+        REDIRECT + "/extra",
+    ):
+        answer = _authorize(emulator, near_miss)
+        assert answer.status_code == 400 and "AADSTS50011" in answer.text, near_miss
+        assert "Location" not in answer.headers  # never redirects to an unregistered URI
+
+
+def test_no_registered_redirect_uri_means_none_is_allowed(emulator):
+    emulator.control.set_redirect_uris(emulator.client_id, [])
+    for uri in (REDIRECT, "http://127.0.0.1:8000/callback", "http://localhost/"):
+        answer = _authorize(emulator, uri)
+        assert answer.status_code == 400 and "AADSTS50011" in answer.text
+
+
+def _redeem(emulator, scope):
+    answer = _authorize(emulator, REDIRECT, scope=scope)
+    code = parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
+    return emulator.session().post(
+        f"{emulator.authority}/oauth2/v2.0/token",
+        data={
+            "client_id": emulator.client_id,
+            "client_secret": emulator.client_secret,
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "scope": scope,
+        },
+    )
+
+
+def test_a_refresh_token_only_with_offline_access(emulator):
+    without = _redeem(emulator, "openid ChatMessage.Send").json()
+    assert "access_token" in without and "refresh_token" not in without
+    with_offline = _redeem(emulator, "openid offline_access ChatMessage.Send").json()
+    assert with_offline["refresh_token"]
+    refreshed = (
+        emulator.session()
+        .post(
+            f"{emulator.authority}/oauth2/v2.0/token",
+            data={
+                "client_id": emulator.client_id,
+                "client_secret": emulator.client_secret,
+                "grant_type": "refresh_token",
+                "refresh_token": with_offline["refresh_token"],
+                "scope": "ChatMessage.Send",
+            },
+        )
+        .json()
+    )
+    assert refreshed["access_token"] and refreshed["refresh_token"]

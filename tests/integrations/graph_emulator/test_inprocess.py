@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+
+from integrations.graph_emulator.cli import add_arguments
 from integrations.graph_emulator.httptypes import Headers, Request
 from integrations.graph_emulator.server import EmulatorApp
 
@@ -51,3 +54,21 @@ def test_request_log_is_bounded(tmp_path):
         app.dispatch(Request("GET", "/v1.0/users"))
     assert len(app.request_log) == 10
     assert app.request_log[-1]["status"] == 401
+
+
+def test_the_demo_apps_redirect_uris_are_registered_and_survive_a_reset(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    opts = parser.parse_args(
+        ["--redirect-uri", "http://127.0.0.1:8000/a", "--redirect-uri", "http://localhost:8000/a"]
+    )
+    app = EmulatorApp(tmp_path, redirect_uris=opts.redirect_uris)
+    uris = ["http://127.0.0.1:8000/a", "http://localhost:8000/a"]
+    assert app.state.apps[app.ident["client_id"]].redirect_uris == uris
+    app.state.apps[app.ident["client_id"]].redirect_uris = []
+    app.reset()
+    assert app.state.apps[app.ident["client_id"]].redirect_uris == uris
+    # Without the option the demo app accepts no redirect at all (as an unconfigured app).
+    (tmp_path / "bare").mkdir()
+    bare = EmulatorApp(tmp_path / "bare")
+    assert [a.redirect_uris for a in bare.state.apps.values()] == [[]]

@@ -17,6 +17,12 @@ SOFIA = "sofia.marchetti@fleetdemo.onmicrosoft.com"
 ERIK = "erik.johansson@fleetdemo.onmicrosoft.com"
 
 
+@pytest.fixture(autouse=True)
+def _registered(emulator):
+    """The app registration lists this test's redirect URI (Entra matches it exactly)."""
+    emulator.control.set_redirect_uris(emulator.client_id, [REDIRECT])
+
+
 def _msal(emu):
     return msal.ConfidentialClientApplication(
         emu.client_id,

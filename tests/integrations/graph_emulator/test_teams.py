@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from .conftest import BOT, Graph, delegated_token
 
 
@@ -105,3 +107,43 @@ def test_chat_post_one_per_second(graph):
     assert int(second.headers["Retry-After"]) >= 1
     log = emu.control.requests_log(path="/messages$", method="POST")
     assert [e["throttled"] for e in log] == [False, True]
+
+
+def test_app_only_message_reads_need_the_protected_api_approval(graph, receiver):
+    emu = graph.emu
+    bot_id, chat, tenant = _bot_chat(emu)
+    team = tenant["teams"][0]
+    channel = team["channels"][0]
+    emu.control.set_protected_api(emu.client_id, False)
+    protected = [
+        f"chats/{chat['id']}/messages",
+        f"users/{bot_id}/chats/getAllMessages",
+        f"users/{bot_id}/chats/getAllMessages/delta",
+        f"teams/{team['id']}/channels/{channel['id']}/messages",
+        f"teams/{team['id']}/channels/{channel['id']}/messages/delta",
+    ]
+    for path in protected:
+        r = graph.get(path)
+        assert r.status_code == 403, path
+        assert "requires Protected API access" in r.json()["error"]["message"], path
+    # Subscribing to those messages is protected too.
+    r = graph.post(
+        "subscriptions",
+        {
+            "changeType": "created",
+            "notificationUrl": receiver.url,
+            "lifecycleNotificationUrl": receiver.lifecycle_url,
+            "resource": f"/users/{bot_id}/chats/getAllMessages",
+            "expirationDateTime": (datetime.now(UTC) + timedelta(minutes=50))
+            .isoformat()
+            .replace("+00:00", "Z"),
+            "clientState": "s",
+        },
+    )
+    assert r.status_code == 403 and "Protected API" in r.json()["error"]["message"]
+    # Not protected: the chat list, and the same reads with a delegated token.
+    assert graph.get(f"users/{bot_id}/chats").status_code == 200
+    bot = Graph(emu, token=delegated_token(emu, scopes="Chat.ReadWrite offline_access openid"))
+    assert bot.get(f"chats/{chat['id']}/messages").status_code == 200
+    emu.control.set_protected_api(emu.client_id, True)
+    assert all(graph.get(path).status_code == 200 for path in protected)

@@ -94,7 +94,8 @@ class TestAppTokens:
 
 class TestDelegatedSender:
     def _connect(self, emulator, actor):
-        redirect_uri = "http://127.0.0.1:8000/console/credentials/teams-sender/callback"
+        redirect_uri = "http://127.0.0.1:8000/credentials/teams-sender/callback"
+        emulator.control.set_redirect_uris(emulator.client_id, [redirect_uri])
         auth_url, flow = teams_sender.start_delegated_connect(
             redirect_uri, login_hint=emulator.service_account_upn, prompt=None
         )

@@ -59,7 +59,8 @@ def bot_chat(tenant, bot) -> str:
 def connect_sender(emulator, user) -> None:
     """An admin connects the Teams sender account (the emulator signs the bot in)."""
     actor = Actor(kind="user", name=user.username, role="admin", user=user)
-    redirect_uri = "http://127.0.0.1:8000/console/credentials/teams-sender/callback"
+    redirect_uri = "http://127.0.0.1:8000/credentials/teams-sender/callback"
+    emulator.control.set_redirect_uris(emulator.client_id, [redirect_uri])
     auth_url, flow = teams_sender.start_delegated_connect(
         redirect_uri, login_hint=emulator.service_account_upn, prompt=None
     )

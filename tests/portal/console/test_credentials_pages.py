@@ -126,7 +126,11 @@ def test_a_wrong_secret_fails_verification_with_the_reason(
 
 def test_connect_the_teams_sender_through_the_callback(client, ada_admin, graph_settings, emulator):
     client.force_login(ada_admin)
-    # The emulator, like an app registration for development, accepts loopback redirects.
+    # The app registration lists the callback exactly as the portal sends it (the page shows
+    # it); Entra and the emulator refuse any other.
+    emulator.control.set_redirect_uris(
+        emulator.client_id, ["http://127.0.0.1:8000/credentials/teams-sender/callback"]
+    )
     response = client.post(
         "/credentials/teams-sender/connect",
         {"login_hint": emulator.service_account_upn},
