@@ -72,6 +72,12 @@ DEFAULT_CONFIG: dict[str, dict[str, Any]] = {
         "max_cursors": 20_000,
         "tombstone_cap": 2_000,
     },
+    "mail": {
+        # Sending a draft is asynchronous in Exchange Online: POST .../send answers 202 and
+        # the copy appears in Sent Items (and recipients' inboxes) later. Until then the draft
+        # stays listed in Drafts; a second send of it in that window sends it twice.
+        "send_delay_s": 2.0,
+    },
     "demo": {
         "interval_s": 20.0,
     },

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import email
 import email.policy
+import time
 from typing import Any
 
 from .delta import delta_response
@@ -22,9 +24,10 @@ from .graph_common import (
     user_or_404,
 )
 from .httptypes import GraphError, Response, empty_response
+from .identity import Principal
 from .messages import build_message, copy_for_recipient, email_address, render_message
-from .odata import apply_select, compile_filter, parse_select, parse_top
-from .state import DEFAULT_USER_PROPS
+from .odata import apply_select, compile_filter, parse_select, parse_top, prefers_immutable_id
+from .state import DEFAULT_USER_PROPS, EmulatorState
 
 MAIL_READ_APP = ("Mail.Read", "Mail.ReadWrite", "Mail.ReadBasic", "Mail.ReadBasic.All")
 MAIL_READ_DELEGATED = (
@@ -397,10 +400,14 @@ def _mime_message(ctx: Ctx, sender: dict[str, Any]) -> dict[str, Any]:
 
 
 def _deliver(
-    ctx: Ctx, sender: dict[str, Any], msg: dict[str, Any], save: bool, via: str
+    st: EmulatorState,
+    sender: dict[str, Any],
+    msg: dict[str, Any],
+    save: bool,
+    via: str,
+    principal: Principal,
 ) -> dict[str, Any] | None:
     """Deliver ``msg`` to tenant recipients; optionally keep a Sent Items copy."""
-    st = ctx.state
     now = st.clock.now()
     msg["isDraft"] = False
     msg["sentDateTime"] = msg["receivedDateTime"] = msg["lastModifiedDateTime"] = now.strftime(
@@ -416,15 +423,15 @@ def _deliver(
         rcpt = st.resolve_user(r["emailAddress"]["address"])
         if rcpt is None:
             continue
-        copy = copy_for_recipient(msg, now)
-        st.put_message(rcpt["id"], st.mailboxes[rcpt["id"]].wellknown["inbox"], copy)
+        inbound = copy_for_recipient(msg, now)
+        st.put_message(rcpt["id"], st.mailboxes[rcpt["id"]].wellknown["inbox"], inbound)
         delivered.append(rcpt["userPrincipalName"])
     st.record_sent(
         {
             "kind": "mail",
             "via": via,
-            "app_id": ctx.principal.app_id,
-            "delegated": ctx.principal.delegated,
+            "app_id": principal.app_id,
+            "delegated": principal.delegated,
             "sender": sender["userPrincipalName"],
             "to": [r["emailAddress"]["address"] for r in msg["toRecipients"]],
             "cc": [r["emailAddress"]["address"] for r in msg["ccRecipients"]],
@@ -464,7 +471,7 @@ def send_mail(ctx: Ctx) -> Response:
                 "At least one recipient isn't valid., A message can't be sent "
                 "because it contains no recipients.",
             )
-        _deliver(ctx, sender, msg, save, via="sendMail")
+        _deliver(ctx.state, sender, msg, save, "sendMail", ctx.principal)
     return empty_response(202)
 
 
@@ -493,6 +500,14 @@ def create_draft(ctx: Ctx) -> Response:
 
 
 def send_draft(ctx: Ctx) -> Response:
+    """Accept the send (202) and put the draft in the outbox: it reaches Sent Items after
+    ``mail.send_delay_s`` (Learn, "Obtain immutable identifiers for Outlook resources": the
+    Sent Items copy "isn't created until the message is sent successfully, which may take
+    time"). The sent copy keeps the draft's id only when the
+    client asked for immutable ids; otherwise it gets a new one, as Exchange gives an item
+    that moves to another folder."""
+    immutable = prefers_immutable_id(ctx.req.headers.get("Prefer"))
+    delay = float(ctx.app.config.get("mail", "send_delay_s"))
     with ctx.state.lock:
         user = mailbox_user(ctx, send=True)
         msg = message_or_404(ctx, user["id"], ctx.params["message"])
@@ -507,12 +522,47 @@ def send_draft(ctx: Ctx) -> Response:
                 "At least one recipient isn't valid., A message can't be sent "
                 "because it contains no recipients.",
             )
-        ctx.state.delete_message(user["id"], msg["id"], hard=True)
-        sent = copy_for_recipient(msg, ctx.state.clock.now())
+        ctx.state.outbox.append(
+            {
+                "due": time.monotonic() + max(0.0, delay),
+                "user_id": user["id"],
+                "message": copy.deepcopy(msg),
+                "immutable": immutable,
+                "principal": ctx.principal,
+            }
+        )
+        if delay <= 0:
+            settle_outbox(ctx.state)
+    headers = {"Preference-Applied": 'IdType="ImmutableId"'} if immutable else {}
+    return empty_response(202, headers)
+
+
+def settle_outbox(st: EmulatorState) -> int:
+    """Send the outbox entries that are due (call with ``st.lock`` held); returns how many."""
+    if not st.outbox:
+        return 0
+    now = time.monotonic()
+    due = [e for e in st.outbox if e["due"] <= now]
+    if not due:
+        return 0
+    st.outbox = [e for e in st.outbox if e["due"] > now]
+    for entry in due:
+        user = st.users.get(entry["user_id"])
+        if user is None:
+            continue
+        draft = entry["message"]
+        mb = st.mailboxes[user["id"]]
+        current = mb.messages.get(draft["id"])
+        if current is not None and current.get("isDraft"):
+            st.delete_message(user["id"], draft["id"], hard=True)
+        sent = copy_for_recipient(draft, st.clock.now())
+        if entry["immutable"] and draft["id"] not in mb.messages:
+            sent["id"] = draft["id"]
         sent["isRead"] = True
-        sent["internetMessageId"] = msg["internetMessageId"]
-        _deliver(ctx, user, sent, True, via="draft.send")
-    return empty_response(202)
+        sent["internetMessageId"] = draft["internetMessageId"]
+        sent["bccRecipients"] = list(draft.get("bccRecipients") or [])
+        _deliver(st, user, sent, True, "draft.send", entry["principal"])
+    return len(due)
 
 
 def register(router: Router) -> None:

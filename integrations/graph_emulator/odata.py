@@ -296,3 +296,11 @@ def prefer_maxpagesize(prefer: str | None) -> int | None:
         return None
     m = _MAXPAGE_RE.search(prefer)
     return int(m.group(1)) if m else None
+
+
+_IMMUTABLE_RE = re.compile(r"IdType\s*=\s*\"?ImmutableId\"?", re.IGNORECASE)
+
+
+def prefers_immutable_id(prefer: str | None) -> bool:
+    """`Prefer: IdType="ImmutableId"` (possibly among other preferences)."""
+    return bool(prefer and _IMMUTABLE_RE.search(prefer))

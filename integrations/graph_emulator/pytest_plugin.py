@@ -17,7 +17,9 @@ from .testing import RunningEmulator
 @pytest.fixture(scope="session")
 def graph_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
     state_dir = tmp_path_factory.mktemp("graph-emulator")
-    with RunningEmulator(state_dir=state_dir) as emu:
+    # Draft sends settle at once unless a test sets mail.send_delay_s (the tests of the
+    # asynchronous send and of the portal's recovery from it do).
+    with RunningEmulator(state_dir=state_dir, config={"mail": {"send_delay_s": 0}}) as emu:
         yield emu
 
 

@@ -138,6 +138,7 @@ class EmulatorApp:
         self.base_url = "https://127.0.0.1"
         self.started_wall = time.time()
         self._demo_thread: threading.Thread | None = None
+        self._outbox_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._apply_limits()
 
@@ -216,6 +217,10 @@ class EmulatorApp:
 
     def start(self) -> None:
         self.delivery.start()
+        self._outbox_thread = threading.Thread(
+            target=self._outbox_loop, name="graph-emu-outbox", daemon=True
+        )
+        self._outbox_thread.start()
         if self.demo:
             from .demo import traffic_loop
 
@@ -224,9 +229,24 @@ class EmulatorApp:
             )
             self._demo_thread.start()
 
+    def settle_outbox(self) -> None:
+        """Drafts whose send delay has passed reach Sent Items (and their recipients)."""
+        if self.state.outbox:
+            with self.state.lock:
+                graph_mail.settle_outbox(self.state)
+
+    def _outbox_loop(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                self.settle_outbox()
+            except Exception:
+                log.exception("settling the outbox failed")
+
     def stop(self) -> None:
         self._stop.set()
         self.delivery.stop()
+        if self._outbox_thread:
+            self._outbox_thread.join(2)
         if self._demo_thread:
             self._demo_thread.join(2)
 
@@ -238,6 +258,9 @@ class EmulatorApp:
         client_request_id = req.headers.get("client-request-id") or request_id
         req.meta.update({"request_id": request_id, "client_request_id": client_request_id})
         try:
+            # Due sends land before any answer, so what a client reads is never older than
+            # the delay it was told (also without the background thread, in-process).
+            self.settle_outbox()
             if req.path.startswith("/_emulator"):
                 resp = control.handle(self, req)
             elif req.path == "/v1.0" or req.path.startswith("/v1.0/"):

@@ -253,6 +253,9 @@ class EmulatorState:
         self.cursors: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.auth_codes: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.refresh_tokens: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # Drafts whose send was accepted and that have not reached Sent Items yet
+        # (graph_mail.settle_outbox).
+        self.outbox: list[dict[str, Any]] = []
         self.sent_log: deque[dict[str, Any]] = deque(maxlen=50_000)
         self.sent_seq = 0
         self.service_account_upn: str | None = None

@@ -488,6 +488,9 @@ def deliver_mail(message: OutboundMessage) -> str:
             f"{base}/messages/{draft_id}/send",
             repeatable=False,
             mailbox=message.sender,
+            # The draft's id is recorded as the sent message's: only an immutable id survives
+            # the move to Sent Items (without the header Exchange gives the copy a new id).
+            headers={"Prefer": 'IdType="ImmutableId"'},
         )
     except GraphError as exc:
         if not exc.may_have_acted:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from .conftest import HANNAH, MARIA
 
 TAG_ID = "String {00020329-0000-0000-C000-000000000046} Name X-Fleet-Idempotency-Key"
@@ -201,3 +203,88 @@ def test_patch_and_move_generate_delta(graph):
     assert changes == [
         {"@odata.type": "#microsoft.graph.message", "id": target, "@removed": {"reason": "deleted"}}
     ]
+
+
+IMMUTABLE = {"Prefer": 'IdType="ImmutableId"'}
+
+
+def _tagged_draft(graph, key, headers=None, bcc=None):
+    body = {
+        "subject": f"Async {key}",
+        "body": {"contentType": "Text", "content": "x"},
+        "toRecipients": [{"emailAddress": {"address": HANNAH}}],
+        "bccRecipients": [{"emailAddress": {"address": a}} for a in bcc or []],
+        "singleValueExtendedProperties": [{"id": TAG_ID, "value": key}],
+    }
+    r = graph.post(f"users/{MARIA}/messages", body, headers=headers or {})
+    assert r.status_code == 201
+    return r.json()
+
+
+def _sent(emu, key):
+    return [
+        s
+        for s in emu.control.sent_messages(kind="mail")
+        if s["singleValueExtendedProperties"][:1] == [{"id": TAG_ID, "value": key}]
+    ]
+
+
+def _wait_sent(emu, key, count=1):
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if len(_sent(emu, key)) >= count:
+            return _sent(emu, key)
+        time.sleep(0.05)
+    raise AssertionError(f"{key} never reached Sent Items")
+
+
+def test_sending_a_draft_is_asynchronous_and_keeps_an_immutable_id(graph):
+    emu = graph.emu
+    assert emu.control.configure(mail={"send_delay_s": 1.0})["mail"]["send_delay_s"] == 1.0
+    draft = _tagged_draft(
+        graph, "async-1", IMMUTABLE, bcc=["erik.johansson@fleetdemo.onmicrosoft.com"]
+    )
+    r = graph.post(f"users/{MARIA}/messages/{draft['id']}/send", headers=IMMUTABLE)
+    assert r.status_code == 202 and r.content == b""
+    assert r.headers["Preference-Applied"] == 'IdType="ImmutableId"'
+    # Accepted, not sent: nothing reached anyone yet and the draft is still a draft.
+    assert _sent(emu, "async-1") == []
+    still = graph.get(f"users/{MARIA}/messages/{draft['id']}", headers=IMMUTABLE).json()
+    assert still["isDraft"] is True
+    sent_items = f"users/{MARIA}/mailFolders/sentitems/messages"
+    assert draft["id"] not in {m["id"] for m in graph.get(sent_items).json()["value"]}
+
+    record = _wait_sent(emu, "async-1")[0]
+    assert record["sent_item_id"] == draft["id"]  # the Sent Items copy kept the id
+    item = graph.get(f"users/{MARIA}/messages/{draft['id']}", headers=IMMUTABLE).json()
+    assert item["isDraft"] is False and item["subject"] == "Async async-1"
+    folder = graph.get(f"users/{MARIA}/mailFolders/sentitems").json()
+    assert item["parentFolderId"] == folder["id"]
+    assert record["delivered_to"] == [HANNAH, "erik.johansson@fleetdemo.onmicrosoft.com"]
+    drafts = graph.get(f"users/{MARIA}/mailFolders/drafts/messages").json()["value"]
+    assert draft["id"] not in {m["id"] for m in drafts}
+
+
+def test_without_immutable_ids_the_sent_copy_has_a_new_id(graph):
+    emu = graph.emu
+    emu.control.configure(mail={"send_delay_s": 0.3})
+    draft = _tagged_draft(graph, "async-2")
+    r = graph.post(f"users/{MARIA}/messages/{draft['id']}/send")
+    assert r.status_code == 202 and "Preference-Applied" not in r.headers
+    record = _wait_sent(emu, "async-2")[0]
+    assert record["sent_item_id"] != draft["id"]
+    assert graph.get(f"users/{MARIA}/messages/{draft['id']}").status_code == 404
+    flt = f"singleValueExtendedProperties/Any(ep: ep/id eq '{TAG_ID}' and ep/value eq 'async-2')"
+    found = graph.get(f"users/{MARIA}/messages", params={"$filter": flt}).json()["value"]
+    assert [(m["id"], m["isDraft"]) for m in found] == [(record["sent_item_id"], False)]
+
+
+def test_a_second_send_before_the_first_settled_sends_twice(graph):
+    # What a client that re-sends a still-visible draft gets: two mails (the reason the
+    # portal waits MESSAGING_SEND_SETTLE_SECONDS before touching a draft it asked to send).
+    emu = graph.emu
+    emu.control.configure(mail={"send_delay_s": 0.5})
+    draft = _tagged_draft(graph, "async-3", IMMUTABLE)
+    for _ in range(2):
+        assert graph.post(f"users/{MARIA}/messages/{draft['id']}/send").status_code == 202
+    assert len(_wait_sent(emu, "async-3", count=2)) == 2

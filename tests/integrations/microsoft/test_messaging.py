@@ -86,6 +86,18 @@ def posts(emulator, text: str) -> list[dict[str, Any]]:
     ]
 
 
+def wait_for_mail(emulator, subject: str, timeout: float = 15) -> dict[str, Any]:
+    """The emulator's record of the mail once Exchange has sent it (asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = mails(emulator, subject)
+        if found:
+            assert len(found) == 1
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"{subject!r} never reached Sent Items")
+
+
 def crash_after(monkeypatch, method: str, path_suffix: str) -> None:
     """Let the first matching Graph call happen, then 'kill the worker' before its result is
     recorded."""
@@ -233,6 +245,65 @@ class TestMail:
         graph_settings.MESSAGING_SEND_SETTLE_SECONDS = 0
         assert messaging.deliver(message.pk) == "sent"
         assert len(mails(emulator, "Yard closed")) == 1
+
+    def test_the_recorded_id_is_the_sent_items_copy_once_exchange_has_sent_it(
+        self, graph_settings, emulator, people
+    ):
+        # Exchange sends a draft asynchronously; the id the portal records must still name
+        # the message once it sits in Sent Items (an immutable id, asked for on every call).
+        emulator.control.configure(mail={"send_delay_s": 0.5})
+        sender, to = people
+        message = messaging.send_mail(sender, to, "Axle recall", "Check TRK-9.")
+        assert run_queued() == ["succeeded"]
+        message.refresh_from_db()
+        assert message.status == "sent" and mails(emulator, "Axle recall") == []
+        record = wait_for_mail(emulator, "Axle recall")
+        assert record["sent_item_id"] == message.graph_message_id
+        answer = (
+            emulator.session()
+            .get(
+                f"{emulator.graph_url}/users/{sender}/messages/{message.graph_message_id}",
+                headers={
+                    "Authorization": f"Bearer {emulator.token()}",
+                    "Prefer": 'IdType="ImmutableId"',
+                },
+                timeout=10,
+            )
+            .json()
+        )
+        assert answer["isDraft"] is False and answer["subject"] == "Axle recall"
+        sends = emulator.control.requests_log(path=r"/send$", method="POST")
+        assert len(sends) == 1
+
+    def test_a_retry_while_exchange_is_still_sending_waits_instead_of_sending_again(
+        self, graph_settings, emulator, people, monkeypatch
+    ):
+        # The worker dies right after Graph accepted the send; Exchange takes a while, and
+        # meanwhile the tagged draft is still listed as a draft.
+        emulator.control.configure(mail={"send_delay_s": 1.0})
+        graph_settings.MESSAGING_SEND_SETTLE_SECONDS = 30
+        sender, to = people
+        message = messaging.send_mail(sender, to, "Depot moved", "To gate 4.")
+        crash_after(monkeypatch, "POST", "/send")
+        with pytest.raises(Crash):
+            messaging.deliver(message.pk)
+        monkeypatch.undo()
+        assert [i["isDraft"] for i in tagged_items(emulator, sender, message.idempotency_key)] == [
+            True
+        ]
+        # The retry (the watchdog's, moments later) sees the draft and waits: no second send.
+        with pytest.raises(messaging.TransientJobError) as caught:
+            messaging.deliver(message.pk)
+        assert 25 < caught.value.retry_after <= 30
+        assert len(emulator.control.requests_log(path=r"/send$", method="POST")) == 1
+
+        record = wait_for_mail(emulator, "Depot moved")
+        # The retry after the wait finds the sent item by its tag: done, sent once.
+        assert messaging.deliver(message.pk) == "sent"
+        message.refresh_from_db()
+        assert message.status == "sent" and message.graph_message_id == record["sent_item_id"]
+        assert len(mails(emulator, "Depot moved")) == 1
+        assert len(emulator.control.requests_log(path=r"/send$", method="POST")) == 1
 
     def test_a_refused_recipient_dead_letters_with_graphs_reason(
         self, graph_settings, emulator, people
