@@ -320,6 +320,31 @@ def chats_delta(ctx: Ctx) -> Response:
         )
 
 
+def chat_delta(ctx: Ctx) -> Response:
+    """GET /chats/{id}/messages/delta: in the v1.0 metadata (the SDKs generate it), not on
+    the v1.0 docs page, which documents getAllMessages/delta [U: live availability]."""
+    _read_chats(ctx, protected=True)
+    with ctx.state.lock:
+        chat = chat_or_404(ctx, ctx.params["chat"])
+        _member_check(ctx, chat.members)
+        chat_id = chat.data["id"]
+
+        def render(key: tuple[str, ...], item_id: str, select: list[str] | None):
+            msg = chat.messages.get(item_id)
+            if msg is None:
+                return None
+            return {"@odata.type": "#microsoft.graph.chatMessage", **apply_select(msg, select)}
+
+        return delta_response(
+            ctx,
+            scope={"kind": "chat", "chat": chat_id},
+            streams=[("chat", chat_id)],
+            render=render,
+            context="Collection(chatMessage)",
+            removed_type="#microsoft.graph.chatMessage",
+        )
+
+
 # --------------------------------------------------------------------------- teams
 
 
@@ -480,6 +505,7 @@ def register(router: Router) -> None:
     router.add("GET", "chats/{chat}", get_chat)
     router.add("GET", "chats/{chat}/messages", list_chat_messages)
     router.add("POST", "chats/{chat}/messages", post_chat_message, teams_post=True)
+    router.add("GET", "chats/{chat}/messages/delta", chat_delta)
     router.add("GET", "chats/{chat}/messages/{message}", get_chat_message)
     router.add("GET", "teams/{team}", get_team)
     router.add("GET", "teams/{team}/channels", list_channels)

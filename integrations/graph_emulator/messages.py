@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 import secrets
@@ -74,7 +75,9 @@ def build_message(
         "importance": importance,
         "parentFolderId": None,
         "conversationId": conversation_id or exchange_id("AAQkAG", secrets.token_bytes(24)),
-        "conversationIndex": exchange_id("AdQ", secrets.token_bytes(16)),
+        # Edm.Binary: standard base64 (the SDKs decode it to bytes); 22 bytes as in Outlook
+        # (reserved byte, FILETIME part, GUID).
+        "conversationIndex": base64.b64encode(b"\x01" + secrets.token_bytes(21)).decode(),
         "isDeliveryReceiptRequested": False,
         "isReadReceiptRequested": False,
         "isRead": is_read,
