@@ -53,7 +53,7 @@ from portal.access.authz import require
 from portal.audit.services import record
 
 ACTION = "tenant.connect"
-PERMISSION = "rotate_credentials"
+PERMISSION = "connect_tenant"
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
 # A tenant is a GUID or a verified domain; a client id is a GUID (the emulator's too).

@@ -43,6 +43,7 @@ PERMISSIONS: dict[str, str] = {
     "send_messages": "Send, resend and cancel e-mails and Teams messages",
     "manage_service_clients": "Create, rotate and revoke service clients",
     "manage_event_endpoints": "Create, change, pause and replay event endpoints",
+    "connect_tenant": "Connect the portal to another tenant (its credentials; the old data reset)",
 }
 
 _GRANTS: dict[str, tuple[str, ...]] = {
@@ -74,6 +75,7 @@ _GRANTS: dict[str, tuple[str, ...]] = {
         "use_django_admin",
         "manage_service_clients",
         "manage_event_endpoints",
+        "connect_tenant",
     ),
 }
 

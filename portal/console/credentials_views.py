@@ -97,6 +97,7 @@ def credentials_page(request: HttpRequest) -> HttpResponse:
         "past_senders": DelegatedAccount.objects.filter(disconnected_at__isnull=False)[:5],
         "callback_url": teams_sender.delegated_redirect_uri(request),
         "can_rotate": request.user.has_perm("access.rotate_credentials"),
+        "can_connect_tenant": request.user.has_perm("access.connect_tenant"),
     }
     return render(request, "console/credentials.html", context)
 

@@ -87,7 +87,7 @@ def _prepare(request: HttpRequest, pending: dict[str, Any]) -> tenant.ConnectPla
 
 
 @require_http_methods(["GET", "POST"])
-@requires("rotate_credentials")
+@requires("connect_tenant")
 def connect_tenant(request: HttpRequest) -> HttpResponse:
     """GET: the form. POST: token with the new values, then the preview."""
     context: dict[str, Any] = {"form": ConnectTenantForm(), "plan": None}
@@ -130,7 +130,7 @@ def connect_tenant(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-@requires("rotate_credentials")
+@requires("connect_tenant")
 def connect_tenant_apply(request: HttpRequest) -> HttpResponse:
     pending = request.session.pop(SESSION_KEY, None)
     if not pending or time.time() - pending.get("at", 0) > PENDING_SECONDS:

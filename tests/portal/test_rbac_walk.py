@@ -126,6 +126,14 @@ def test_every_url_answers_each_role_as_the_matrix_says(client, personas, object
     assert problems == [], "\n".join(problems)
 
 
+def test_the_tenant_connection_declares_its_own_permission():
+    # Switching tenants is not rotating a secret: the walk above checks these URLs against
+    # whoever holds connect_tenant.
+    declared = {route: permission_for(cb, "post") for route, cb in routes()}
+    connect = {r: p for r, p in declared.items() if "connect-tenant" in r}
+    assert connect and set(connect.values()) == {"connect_tenant"}, connect
+
+
 @pytest.mark.parametrize("scope", ["none", *SCOPES])
 def test_every_api_url_answers_a_service_client_as_its_scopes_say(client, objects, scope):
     """Service clients: exactly their scopes' permissions on the API, never the console."""

@@ -19,6 +19,7 @@ def test_roles_are_cumulative_and_only_admins_touch_credentials_users_and_recove
         assert MATRIX[lower] < MATRIX[higher]
     for codename in (
         "rotate_credentials",
+        "connect_tenant",
         "manage_users",
         "manage_api_tokens",
         "run_recovery",

@@ -3,9 +3,13 @@
 from collections.abc import Iterator
 
 import pytest
+from django.contrib.auth.models import Group, Permission
+from django.core.exceptions import PermissionDenied
 
 from integrations.graph_emulator.testing import RunningEmulator
+from integrations.microsoft import tenant
 from integrations.microsoft.models import Credential
+from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
 from tests.integrations.microsoft import conftest as graph_fixtures
 
@@ -50,6 +54,32 @@ def test_only_admins_may_use_it(client, request, persona):
 def test_the_credentials_page_links_to_it(client, ada_admin):
     client.force_login(ada_admin)
     assert URL.encode() in client.get("/credentials/").content
+
+
+def test_it_takes_its_own_permission_not_the_rotation_one(client, ada_admin, other_tenant):
+    # A deployment may let admins rotate secrets without letting them switch tenants.
+    Group.objects.get(name="admin").permissions.remove(
+        Permission.objects.get(codename="connect_tenant", content_type__app_label="access")
+    )
+    client.force_login(ada_admin)
+    assert client.get(URL).status_code == 403
+    assert client.post(URL, form_for(other_tenant)).status_code == 403
+    assert client.post(URL + "/apply").status_code == 403
+    denied = AuditEvent.objects.filter(outcome="denied").latest("pk")
+    assert "requires connect_tenant" in denied.reason
+    page = client.get("/credentials/")
+    assert page.status_code == 200 and URL.encode() not in page.content
+    # The service (what manage.py connect_tenant and the page call) asks the same of a person.
+    actor = Actor(kind="user", name=ada_admin.username, role="admin", user=ada_admin)
+    target = tenant.clean_target(
+        tenant_id=other_tenant.tenant_id,
+        client_id=other_tenant.client_id,
+        authority_host=other_tenant.authority_host,
+        graph_url=other_tenant.graph_url,
+        ca_bundle=other_tenant.ca_path,
+    )
+    with pytest.raises(PermissionDenied):
+        tenant.prepare(actor, target, other_tenant.client_secret)
 
 
 def test_bad_input_is_a_form_error(client, ada_admin):
