@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import RequestFactory
 
-from integrations.microsoft import auth
+from integrations.microsoft import teams_sender
 from portal.access import sso
 from portal.management.commands.runportal import demo_redirect_uris
 
@@ -18,7 +18,7 @@ def test_the_demo_registers_what_the_portal_sends(settings, host):
     registered = demo_redirect_uris(18555)
     # Staff sign-in and the Teams sender's sign-in, each as the portal builds it.
     assert sso.redirect_uri(request) in registered
-    assert auth.delegated_redirect_uri(request) in registered
+    assert teams_sender.delegated_redirect_uri(request) in registered
     assert f"http://{host}:18555/login/microsoft/callback" in registered
     assert f"http://{host}:18555/credentials/teams-sender/callback" in registered
 
