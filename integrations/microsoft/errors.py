@@ -38,6 +38,12 @@ class GraphError(Exception):
         self.route = route
         self.may_have_acted = self.transient if may_have_acted is None else may_have_acted
 
+    @property
+    def protected_api_refused(self) -> bool:
+        """Graph's 403 for an app without the Teams protected-API approval (application-only
+        chat and channel message reads: https://aka.ms/teams-protected-apis)."""
+        return self.status == 403 and "protected api" in self.message.lower()
+
     def __str__(self) -> str:
         where = f"{self.method} {self.route}".strip()
         parts = [self.message]

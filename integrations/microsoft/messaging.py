@@ -546,7 +546,19 @@ def _find_post(message: OutboundMessage, sender_id: str, keys: list[str]) -> dic
     for _ in range(5):  # at most 250 recent messages
         # Read with the app token (Chat.Read.All / ChannelMessage.Read.All): the sender's
         # delegated token only has the Send scopes.
-        page = _call("GET", url, windows=keys, params=params).body or {}
+        try:
+            page = _call("GET", url, windows=keys, params=params).body or {}
+        except GraphError as exc:
+            if exc.protected_api_refused:
+                # Without the approval the earlier post cannot be looked for, and posting
+                # again could send it twice: stop and say what to do.
+                raise PermanentJobError(
+                    "Cannot check whether the earlier post of this message reached the chat: "
+                    "reading Teams messages with the app's token needs Microsoft's Teams "
+                    "protected-API approval (docs/real-tenant.md), which this app lacks. "
+                    "Look in the chat before resending it."
+                ) from exc
+            raise
         params = None
         older = False
         for item in page.get("value", []):

@@ -218,9 +218,6 @@ def check_permissions(ctx: _Context) -> CheckResult:
     return CheckResult("Required permissions", True, detail)
 
 
-PROTECTED_API_MARKER = "protected api"
-
-
 def check_teams_probe(ctx: _Context) -> CheckResult:
     """One getAllMessages delta page ($top=1) for a monitored user: tells Microsoft's Teams
     protected-API approval (needed for application-only chat reads) from other failures."""
@@ -244,7 +241,7 @@ def check_teams_probe(ctx: _Context) -> CheckResult:
             max_retries=0,
         )
     except GraphError as exc:
-        if exc.status == 403 and PROTECTED_API_MARKER in exc.message.lower():
+        if exc.protected_api_refused:
             return CheckResult(
                 name,
                 False,

@@ -371,6 +371,22 @@ class TestTeams:
         other.refresh_from_db()
         assert {message.graph_message_id, other.graph_message_id} == set(ids)
 
+    def test_without_the_protected_api_a_retry_stops_instead_of_posting_again(
+        self, sender_connected, emulator, bot_chat, graph_settings, monkeypatch
+    ):
+        # The app-only read that finds an earlier post is a Teams protected API: without
+        # Microsoft's approval the portal cannot know whether its post went out.
+        graph_settings.MESSAGING_TEAMS_SETTLE_SECONDS = 0
+        message = messaging.send_teams_message("Gate 2 closed", chat_id=bot_chat)
+        crash_after(monkeypatch, "POST", "/messages")
+        with pytest.raises(Crash):
+            messaging.deliver(message.pk)
+        monkeypatch.undo()
+        emulator.control.set_protected_api(emulator.client_id, False)
+        with pytest.raises(messaging.PermanentJobError, match="protected-API approval"):
+            messaging.deliver(message.pk)
+        assert len(posts(emulator, "Gate 2 closed")) == 1  # never posted twice
+
     def test_a_retry_before_the_chat_settles_waits(
         self, sender_connected, emulator, bot_chat, graph_settings, monkeypatch
     ):
