@@ -503,9 +503,8 @@ def send_draft(ctx: Ctx) -> Response:
     """Accept the send (202) and put the draft in the outbox: it reaches Sent Items after
     ``mail.send_delay_s`` (Learn, "Obtain immutable identifiers for Outlook resources": the
     Sent Items copy "isn't created until the message is sent successfully, which may take
-    time"). The sent copy keeps the draft's id only when the
-    client asked for immutable ids; otherwise it gets a new one, as Exchange gives an item
-    that moves to another folder."""
+    time"). The copy keeps the draft's id only when the client asked for immutable ids;
+    otherwise it gets a new one, as an item moved to another folder does."""
     immutable = prefers_immutable_id(ctx.req.headers.get("Prefer"))
     delay = float(ctx.app.config.get("mail", "send_delay_s"))
     with ctx.state.lock:

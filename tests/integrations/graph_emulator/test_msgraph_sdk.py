@@ -18,6 +18,7 @@ import asyncio
 import json
 import ssl
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -94,7 +95,10 @@ def run_sdk(emulator: RunningEmulator, scenario: Scenario) -> list[httpx.Respons
             await http.aclose()
             await credential.close()
 
-    asyncio.run(main())
+    # Its own thread and event loop: Playwright's sync API (browser tests earlier in the same
+    # session) leaves a loop running in the main thread, where asyncio.run() is refused.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(lambda: asyncio.run(main())).result()
     return seen
 
 
