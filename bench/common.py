@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -26,6 +27,8 @@ def bench_env(**extra: str) -> dict[str, str]:
         DATABASE_URL=env.get("BENCH_DATABASE_URL", DEFAULT_DB),
         FIELD_ENCRYPTION_KEYS=env.get("FIELD_ENCRYPTION_KEYS")
         or "Z7v0bqVXc3L8RJd2f5m9gQq5bUq1ZkBl3sRr8uH1o2U=",
+        # Required outside DEBUG; a benchmark database is thrown away, so any key will do.
+        AUDIT_CHAIN_KEY=env.get("AUDIT_CHAIN_KEY") or f"bench:{secrets.token_urlsafe(32)}",
         LOG_LEVEL="WARNING",
         # Production settings require a keyed audit chain. A fixed key (like the encryption key
         # above) keeps the bench database's chain verifiable from one run to the next.
@@ -111,3 +114,288 @@ def wait_for(predicate, timeout: float, interval: float = 0.05) -> float:
             raise TimeoutError("benchmark did not finish in time")
         time.sleep(interval)
     return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------- whole portal
+
+
+def fresh_database(env: dict[str, str]) -> None:
+    """Drop and recreate the benchmark database, then migrate it (a run starts empty: the
+    audit tables refuse TRUNCATE, so `flush` cannot empty them)."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(env["DATABASE_URL"])
+    name = url.path.lstrip("/")
+    if not name.startswith(("fleet_", "bench")):
+        raise SystemExit(f"refusing to drop database {name!r}: not a benchmark database")
+    psql = [
+        "psql",
+        "-h",
+        url.hostname or "127.0.0.1",
+        "-p",
+        str(url.port or 5432),
+        "-U",
+        url.username or "postgres",
+        "-d",
+        "postgres",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-qc",
+    ]
+    subprocess.run([*psql, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=True)
+    subprocess.run([*psql, f"CREATE DATABASE {name}"], check=True)
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], env=env, check=True)
+
+
+class PrivatePostgres:
+    """A PostgreSQL instance of our own (initdb under /tmp, its own port), so a benchmark can
+    restart it without cutting other people's connections to the machine's shared server."""
+
+    def __init__(self, port: int, data_dir: Path, bin_dir: str = "/usr/lib/postgresql/15/bin"):
+        self.port = port
+        self.data_dir = data_dir
+        self.bin = Path(bin_dir)
+        self.log = data_dir.parent / f"{data_dir.name}.log"
+
+    def _run(self, *args: str) -> None:
+        command = [str(self.bin / args[0]), *args[1:]]
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            command = ["runuser", "-u", "postgres", "--", *command]
+        # No pipes: a (re)started postmaster would inherit them and keep them open.
+        subprocess.run(
+            command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=180
+        )
+
+    def start(self) -> str:
+        import shutil
+
+        if self.data_dir.exists():
+            self._stop_quietly()
+            shutil.rmtree(self.data_dir)
+        self.data_dir.mkdir(parents=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.data_dir, "postgres", "postgres")
+            self.log.touch()
+            shutil.chown(self.log, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "-A", "trust", "-E", "UTF8")
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=/tmp "
+            "-c max_connections=200 -c fsync=on -c shared_buffers=128MB"
+        )
+        self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log), "-o", options, "-w", "start"
+        )
+        return f"postgres://postgres@127.0.0.1:{self.port}/fleet_bench_private"
+
+    def restart(self) -> float:
+        """A fast restart (every connection is cut, as when a server is failed over)."""
+        started = time.monotonic()
+        self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log), "-m", "fast", "-w", "restart"
+        )
+        return time.monotonic() - started
+
+    def _stop_quietly(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+
+    def stop(self) -> None:
+        import shutil
+
+        self._stop_quietly()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class Portal:
+    """The portal as `make run` starts it: `manage.py runportal` with the Graph emulator (demo
+    tenant), the web server and the worker, plus whatever else runportal starts."""
+
+    def __init__(self, env: dict[str, str], web_port: int, emulator_port: int, state_dir: Path):
+        self.web_port = web_port
+        self.emulator_port = emulator_port
+        self.state_dir = state_dir
+        self.env = dict(env)
+        self.process: subprocess.Popen | None = None
+        self.log_path = state_dir / "runportal.log"
+        self.control_token = ""
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def prepare(self) -> dict[str, str]:
+        """Start the emulator once on its own to create its identity (tenant, app, secret,
+        CA), and return the environment that points the portal at it. runportal's emulator
+        reuses the identity from the same state directory."""
+        import json
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tenant_file = self.state_dir / "demo-tenant.json"
+        tenant_file.unlink(missing_ok=True)
+        emulator = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "integrations.graph_emulator",
+                "--port",
+                str(self.emulator_port),
+                "--state-dir",
+                str(self.state_dir),
+                "--log-level",
+                "WARNING",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            wait_for(lambda: tenant_file.exists() and tenant_file.stat().st_size > 0, 60, 0.1)
+            tenant = json.loads(tenant_file.read_text())
+        finally:
+            stop(emulator)
+        self.control_token = tenant["control_token"]
+        self.env.update(
+            MICROSOFT_TENANT_ID=tenant["tenant_id"],
+            MICROSOFT_CLIENT_ID=tenant["client_id"],
+            MICROSOFT_CLIENT_SECRET=tenant["client_secret"],
+            MICROSOFT_AUTHORITY_HOST=tenant["authority_host"],
+            MICROSOFT_GRAPH_URL=tenant["graph_url"],
+            MICROSOFT_CA_BUNDLE=tenant["ca_bundle"],
+            MICROSOFT_ALLOW_EMULATOR="true",
+            EMULATOR_PORT=str(self.emulator_port),
+            EMULATOR_STATE_DIR=str(self.state_dir),
+            PORT=str(self.web_port),
+            ALLOWED_HOSTS="127.0.0.1,localhost",
+        )
+        return self.env
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "runportal", "--port", str(self.web_port)],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, subscriptions: int, timeout: float = 180) -> None:
+        """Until the web answers and runportal's demo_bootstrap has `subscriptions` active."""
+        import urllib.request
+
+        from integrations.microsoft.models import Subscription
+
+        def ready() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"runportal exited; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.web_url}/healthz", timeout=2):
+                    pass
+            except OSError:
+                return False
+            return Subscription.objects.filter(state="active").count() >= subscriptions
+
+        wait_for(ready, timeout, 0.5)
+
+    def control(self, method: str, path: str, body: object = None) -> dict:
+        import requests
+
+        response = requests.request(
+            method,
+            f"https://127.0.0.1:{self.emulator_port}/_emulator/{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {self.control_token}"},
+            verify=str(self.state_dir / "ca.pem"),
+            timeout=30,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def children(self) -> dict[str, list[int]]:
+        """The pids under runportal by role: web, worker (the whole qcluster tree), emulator."""
+        if self.process is None:
+            return {}
+        tree: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            tree.setdefault(ppid, []).append(int(entry.name))
+        roles: dict[str, list[int]] = {"web": [], "worker": [], "emulator": [], "other": []}
+        for child in tree.get(self.process.pid, []):
+            try:
+                cmdline = (Path("/proc") / str(child) / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            words = [w.decode(errors="replace") for w in cmdline]
+            role = (
+                "web"
+                if "runserver" in words
+                else "worker"
+                if "qcluster" in words
+                else "emulator"
+                if "integrations.graph_emulator" in words
+                else "other"
+            )
+            stack = [child]
+            while stack:
+                pid = stack.pop()
+                roles[role].append(pid)
+                stack.extend(tree.get(pid, []))
+        return roles
+
+    def worker_processes(self) -> list[int]:
+        """django-q2's workers, pusher and monitor: the qcluster tree below its sentinel."""
+        tree = self.children()["worker"]
+        main = [pid for pid in tree if _ppid(pid) == (self.process.pid if self.process else 0)]
+        sentinels = [pid for pid in tree if _ppid(pid) in main]
+        return sorted(set(tree) - set(main) - set(sentinels))
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                for pids in self.children().values():
+                    for pid in pids:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                self.process.kill()
+                self.process.wait()
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
+
+
+def rss_kib(pids: list[int]) -> int:
+    """Resident memory (VmRSS) of the given processes, summed."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in (Path("/proc") / str(pid) / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else float("nan")
+
+
+def load() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()

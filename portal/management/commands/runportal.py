@@ -181,7 +181,11 @@ class Command(BaseCommand):
             "SSO_ENABLED": "true",
             "SSO_TRUST_ENTRA_MFA": "true",
         }
-        env_file = Path(settings.BASE_DIR) / ".env"
+        if settings.DOTENV_FILE is None:
+            # PORTAL_IGNORE_DOTENV: settings come from the environment only (the benchmarks
+            # set the emulator's values there); a .env written now would be read by nobody.
+            return
+        env_file = Path(settings.DOTENV_FILE)
         existing = env_file.read_text() if env_file.exists() else ""
         present = {
             line.split("=", 1)[0].strip()
