@@ -461,6 +461,14 @@ if USING_EMULATOR and not MICROSOFT_ALLOW_EMULATOR:
         "Set MICROSOFT_ALLOW_EMULATOR=true if that is really intended."
     )
 TENANT_LABEL = env_str("TENANT_LABEL", "Demo tenant (emulator)" if USING_EMULATOR else "")
+# Benchmarks only (bench/soak): a file holding seconds that portal.clock adds to "now" for
+# subscription lifetimes, renewals and schedule slots, following the emulator's moved clock.
+# Against real Graph that would renew late and let subscriptions lapse, so it is refused.
+SIMULATED_CLOCK_FILE = env_str("SIMULATED_CLOCK_FILE")
+if SIMULATED_CLOCK_FILE and not USING_EMULATOR:
+    raise ImproperlyConfigured(
+        "SIMULATED_CLOCK_FILE is only for benchmarks against the local Graph emulator."
+    )
 
 # --- Internationalisation, static files ---------------------------------------------------
 LANGUAGE_CODE = "en-us"

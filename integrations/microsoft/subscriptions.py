@@ -31,6 +31,7 @@ from integrations.microsoft.models import (
     MonitoredUser,
     Subscription,
 )
+from portal import clock
 from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.audit.services import record
@@ -66,7 +67,7 @@ def renewal_due_at(sub: Subscription) -> datetime | None:
 
 def renewal_due(sub: Subscription, now: datetime | None = None) -> bool:
     due = renewal_due_at(sub)
-    return due is not None and (now or timezone.now()) >= due
+    return due is not None and (now or clock.now()) >= due
 
 
 def _iso(value: datetime) -> str:
@@ -260,7 +261,7 @@ def _create(
         client_state_encrypted=encrypt(client_state),
         state=Subscription.State.CREATING,
     )
-    started = timezone.now()
+    started = clock.now()
     body = {
         "changeType": sub.change_types,
         "notificationUrl": sub.notification_url,
@@ -373,7 +374,7 @@ def emit_lapsed(sub: Subscription, reason: str) -> None:
 def _renew(sub: Subscription) -> Subscription:
     """PATCH a new expirationDateTime (renews and reauthorizes: §1.1)."""
     spec = KINDS[sub.kind]
-    started = timezone.now()
+    started = clock.now()
     try:
         data = graph.patch(
             f"/subscriptions/{sub.graph_id}",
@@ -621,7 +622,7 @@ def cleanup(actor: Actor, *, dry_run: bool = False) -> Summary:
     deployment that the database does not know (orphans), and rows Graph no longer has."""
     require(actor, "cleanup_subscriptions", action="webhooks.cleanup", target_type="subscription")
     summary = Summary("cleanup_webhooks", dry_run=dry_run)
-    now = timezone.now()
+    now = clock.now()
     try:
         remote = {r["id"]: r for r in list_remote()}
     except GraphError as exc:
@@ -849,7 +850,7 @@ def _system_audit(action: str, old: Subscription, new: Subscription, why: str) -
 def enqueue_maintenance() -> int:
     """Schedule entry (every few minutes): one maintenance job per 10-minute slot."""
 
-    slot = int(timezone.now().timestamp() // 600)
+    slot = int(clock.now().timestamp() // 600)
     job = enqueue(
         "graph.subscriptions_maintain",
         {},

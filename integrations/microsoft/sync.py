@@ -37,6 +37,7 @@ from integrations.microsoft.models import (
     SyncRun,
     SyncState,
 )
+from portal import clock
 from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.audit.services import record
@@ -185,7 +186,7 @@ def enqueue_interval_syncs(now: datetime | None = None) -> int:
     """
 
     interval = max(1, int(get("SYNC_INTERVAL_MINUTES")))
-    now = now or timezone.now()
+    now = now or clock.now()
     slot = int(now.timestamp() // (interval * 60))
     spread = int(min(interval * 60 / 2, float(getattr(settings, "SYNC_SPREAD_SECONDS", 120))))
     queued = 0
