@@ -164,6 +164,7 @@ def main() -> int:
         )
         reader.start()
         rng = random.Random(args.seed)
+        delivery_seq = 0
         for level in levels:
             count = counts.get(level, default_count)
             rate = level / DEMO_INTERVAL_S
@@ -193,12 +194,20 @@ def main() -> int:
                     ]
             sent_for = time.time() - started
             wanted = {(s["user"], s["id"]) for s in samples}
-            deadline = time.time() + 120
+            # Long enough for the emulator's redeliveries (Graph-like backoff: 30 s, 60 s, …).
+            deadline = time.time() + 300
             while not wanted <= reader.arrivals.keys() and time.time() < deadline:
                 time.sleep(0.2)
             results[level] = measure(samples, reader, users)
             results[level]["rate"] = count / sent_for
             results[level]["messages"] = count
+            log = portal.control("GET", f"deliveries?since={delivery_seq}")["value"]
+            delivery_seq = max([delivery_seq, *(e["seq"] for e in log)])
+            results[level]["failed_deliveries"] = [
+                f"{e['status'] or e['error']} after {e['elapsed_ms']:.0f} ms"
+                for e in log
+                if e["event"] == "attempt" and not e["ok"]
+            ]
             report(level, results[level])
             ok &= results[level]["missing"] == 0
         reader.stopping.set()
@@ -304,6 +313,11 @@ def report(level: float, r: dict) -> None:
     )
     for line in r["missing_detail"]:
         print(f"   MISSING {line}")
+    if r["failed_deliveries"]:
+        print(
+            f"   {len(r['failed_deliveries'])} notification POSTs the receiver did not accept "
+            f"(the emulator retried them later): {', '.join(r['failed_deliveries'][:5])}"
+        )
     whole = sum(r[name]["mean"] for name in STAGES) or 1
     for name in STAGES:
         s = r[name]
