@@ -250,7 +250,10 @@ def _claim(job_id: int, worker: str) -> Job | None:
 def run_job(job_id: int) -> str:
     """Run one job if it is still due. Safe to call twice: only one run claims it."""
     worker = worker_identity()
-    job = _claim(job_id, worker)
+    # A database outage (a restart, a failover) at the claim would fail the django-q2 task
+    # and leave the job dispatched but not started until the stale-dispatch sweep sends it
+    # again (STALE_DISPATCH, 15 minutes): ride it out as an outcome's write does.
+    job = _recording(_claim, job_id, worker)
     if job is None:
         return _why_not_claimed(job_id)
     # The claim counted the attempt (attempts, runs, started_at, worker on the job row). The
@@ -276,8 +279,9 @@ def run_job(job_id: int) -> str:
 RECORD_RETRIES = (1.0, 2.0, 4.0, 8.0)
 
 
-def _recording(record: Any, *args: Any) -> str:
-    """Write a run's outcome, riding out a short database outage (a restart, a failover).
+def _recording(record: Any, *args: Any) -> Any:
+    """Write a run's claim or outcome, riding out a short database outage (a restart, a
+    failover).
 
     Without this, a database error here would leave the job running until its lease
     expires, and a finished side effect (a sent mail) would be attempted again.

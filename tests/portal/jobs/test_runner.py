@@ -171,3 +171,24 @@ def test_a_database_blip_while_recording_the_outcome_is_ridden_out(drain, monkey
     assert drain() == ["succeeded"]
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED and calls["n"] == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_blip_at_the_claim_is_ridden_out(drain, monkeypatch):
+    """bench/soak: jobs whose task ran while PostgreSQL restarted failed before the claim and
+    waited 15 minutes for the stale-dispatch sweep."""
+    monkeypatch.setattr(runner, "RECORD_RETRIES", (0.0, 0.0))
+    real = runner._claim
+    calls = {"n": 0}
+
+    def flaky(*args):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OperationalError("connection failed: connection to server was lost")
+        return real(*args)
+
+    monkeypatch.setattr(runner, "_claim", flaky)
+    job = enqueue("test.ok")
+    assert drain() == ["succeeded"]
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED and job.attempts == 1 and calls["n"] == 2
