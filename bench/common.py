@@ -27,8 +27,6 @@ def bench_env(**extra: str) -> dict[str, str]:
         DATABASE_URL=env.get("BENCH_DATABASE_URL", DEFAULT_DB),
         FIELD_ENCRYPTION_KEYS=env.get("FIELD_ENCRYPTION_KEYS")
         or "Z7v0bqVXc3L8RJd2f5m9gQq5bUq1ZkBl3sRr8uH1o2U=",
-        # Required outside DEBUG; a benchmark database is thrown away, so any key will do.
-        AUDIT_CHAIN_KEY=env.get("AUDIT_CHAIN_KEY") or f"bench:{secrets.token_urlsafe(32)}",
         LOG_LEVEL="WARNING",
         # Production settings require a keyed audit chain. A fixed key (like the encryption key
         # above) keeps the bench database's chain verifiable from one run to the next.
