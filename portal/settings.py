@@ -78,6 +78,8 @@ MIDDLEWARE = [
     # Static files from the app server itself (hashed names, compressed, cached for ever).
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "portal.middleware.RequestIdMiddleware",
+    # Graph's webhooks answer here, without the browser-facing layers below.
+    "portal.api.middleware.WebhookFastPathMiddleware",
     "portal.middleware.ContentSecurityPolicyMiddleware",
     "portal.middleware.VaryOnHtmxMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -374,6 +376,15 @@ WEBHOOK_BASE_URL = env_str("WEBHOOK_BASE_URL")
 WEBHOOK_VALIDATION_URL = env_str("WEBHOOK_VALIDATION_URL")
 WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 1_000_000, minimum=1024)
 WEBHOOK_MAX_VALIDATION_TOKEN_CHARS = env_int("WEBHOOK_MAX_VALIDATION_TOKEN_CHARS", 1024, minimum=16)
+# The receiver caches each subscription's decrypted clientState this long per process (a
+# deleted subscription's notifications are dropped by the insert's join meanwhile).
+WEBHOOK_SUBSCRIPTION_CACHE_SECONDS = env_int("WEBHOOK_SUBSCRIPTION_CACHE_SECONDS", 30, minimum=0)
+# The inbox drain (`manage.py drain_inbox`): rows per transaction, and how long it waits for a
+# wake-up before it looks anyway (PostgreSQL wakes it with NOTIFY; SQLite only polls).
+INBOX_DRAIN_BATCH = env_int("INBOX_DRAIN_BATCH", 500, minimum=1, maximum=10_000)
+INBOX_DRAIN_IDLE_SECONDS = env_float("INBOX_DRAIN_IDLE_SECONDS", 0.5, minimum=0.01)
+# A per-container file (the pods' /tmp is an emptyDir); only its modification time is read.
+INBOX_DRAIN_ALIVE_FILE = env_str("INBOX_DRAIN_ALIVE_FILE", "/tmp/inbox-drain.alive")  # noqa: S108
 # Renew a subscription once this fraction of its lifetime has passed.
 SUBSCRIPTION_RENEW_FRACTION = env_float(
     "SUBSCRIPTION_RENEW_FRACTION", 0.5, minimum=0.1, maximum=0.9

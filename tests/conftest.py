@@ -46,6 +46,15 @@ def _flush_past_the_audit_truncate_trigger() -> None:
 _flush_past_the_audit_truncate_trigger()
 
 
+@pytest.fixture(autouse=True)
+def _receiver_forgets_subscriptions() -> None:
+    """The webhook receiver caches clientStates by subscription id per process; tests reuse
+    ids such as "sub-1" with other secrets and rolled-back rows (Graph never does)."""
+    from integrations.microsoft.notifications import forget_subscription
+
+    forget_subscription()
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
     return {

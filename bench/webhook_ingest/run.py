@@ -1,13 +1,19 @@
-"""Webhook ingest under gunicorn on PostgreSQL vs a one-row-insert baseline on the same stack.
+"""Webhook ingest under gunicorn on PostgreSQL vs a one-row-insert baseline on the same stack,
+and the inbox drain behind it.
 
-    python bench/webhook_ingest/run.py [--quick]
+    python bench/webhook_ingest/run.py [--quick] [--rounds N] [--drains N]
 
 A load generator in its own process posts realistic Graph notification batches (1 and 10
 notifications, for existing subscriptions, with the right clientState) to /api/webhooks/mail,
-and the same bodies to a baseline view that inserts one row. It reports requests/s,
-notifications/s and p50/p95/p99 for each, their ratio, p99 at half of the measured peak, and
-checks that every accepted notification is in the inbox.
-Targets: ratio >= 0.6 of the baseline's requests/s; p99 < 100 ms at half of peak; nothing lost.
+and the same bodies to a baseline view that inserts one row. Baseline and receiver runs
+alternate (`--rounds` pairs per batch size) so that load from others on a shared machine hits
+both alike; the ratio is the median of the pairs' ratios. Then: p99 at half of the receiver's
+batch-1 peak; every accepted notification in the inbox; and the drain — `manage.py
+drain_inbox` processes running while the receiver takes batches of 10 flat out: notifications
+processed per second behind it, the backlog's age while it runs, and every accepted
+notification processed exactly once (none pending after the catch-up).
+Targets: requests/s >= 0.8 of the baseline at batch 1 and >= 0.6 at batch 10; notifications/s
+at batch 10 >= 5x the baseline's requests/s; p99 < 50 ms at half of peak; nothing lost.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,8 +54,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="shorter runs (under a minute)")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=0, help="baseline/receiver pairs per size")
+    parser.add_argument("--drains", type=int, default=1, help="drain_inbox processes")
     args = parser.parse_args()
-    seconds = 6 if args.quick else 20
+    seconds = 6 if args.quick else 10
+    rounds = args.rounds or (2 if args.quick else 3)
     env = bench_env(
         DJANGO_SETTINGS_MODULE="bench.webhook_ingest.settings",
         ALLOWED_HOSTS="127.0.0.1,localhost",
@@ -59,7 +70,7 @@ def main() -> int:
     from django.db import connection
     from django.utils import timezone
 
-    from integrations.microsoft import crypto
+    from integrations.microsoft import crypto, inbox
     from integrations.microsoft.models import MonitoredUser, NotificationInbox, Subscription
     from portal.jobs.models import Job
 
@@ -69,7 +80,7 @@ def main() -> int:
         )
         cursor.execute("TRUNCATE bench_baseline_row")
     NotificationInbox.objects.all().delete()
-    Job.objects.filter(job_type="graph.process_notifications").delete()
+    Job.objects.filter(job_type="graph.sync_delta").delete()
     Subscription.objects.all().delete()
     MonitoredUser.objects.filter(identifier__startswith="bench").delete()
     subs = []
@@ -131,6 +142,47 @@ def main() -> int:
         env=env,
         cwd=ROOT,
     )
+    serial = 0
+
+    def load(target: str, size: int, count: int, rate: float = 0.0) -> dict:
+        """One load-generator run; returns its figures."""
+        nonlocal serial
+        bodies = [batch(size, serial + n) for n in range(count)]
+        serial += count
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+            json.dump(bodies, handle)
+        path = "/bench/baseline" if target == "baseline" else "/api/webhooks/mail"
+        command = [
+            sys.executable,
+            str(Path(__file__).parent / "loadgen.py"),
+            f"http://127.0.0.1:{port}{path}",
+            handle.name,
+            str(seconds),
+            str(args.concurrency),
+        ]
+        if rate:
+            command.append(str(rate))
+        out = subprocess.run(command, capture_output=True, text=True, check=True)
+        os.unlink(handle.name)
+        stats = json.loads(out.stdout)
+        latencies = stats["latencies_ms"]
+        return {
+            "rps": stats["sent"] / stats["wall"],
+            "accepted": stats["statuses"].get("202", 0) * size,
+            "statuses": stats["statuses"],
+            "p50": percentile(latencies, 0.50),
+            "p95": percentile(latencies, 0.95),
+            "p99": percentile(latencies, 0.99),
+        }
+
+    def show(label: str, size: int, r: dict) -> None:
+        print(
+            f"batch {size:>2} {label:>12}: {r['rps']:7.0f} req/s "
+            f"{r['rps'] * size:8.0f} notifications/s  p50 {r['p50']:6.1f} ms  "
+            f"p95 {r['p95']:6.1f} ms  p99 {r['p99']:6.1f} ms  {r['statuses']}",
+            flush=True,
+        )
+
     try:
         import requests
 
@@ -140,98 +192,156 @@ def main() -> int:
                 break
             except requests.RequestException:
                 time.sleep(0.2)
-        results = {}
-        serial = 0
-        for size in (1, 10):
-            for target in ("baseline", "webhook"):
-                bodies = [batch(size, serial + n) for n in range(60_000)]
-                serial += 60_000
-                with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-                    json.dump(bodies, handle)
-                path = "/bench/baseline" if target == "baseline" else "/api/webhooks/mail"
-                out = subprocess.run(
-                    [
-                        sys.executable,
-                        str(Path(__file__).parent / "loadgen.py"),
-                        f"http://127.0.0.1:{port}{path}",
-                        handle.name,
-                        str(seconds),
-                        str(args.concurrency),
-                    ],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                os.unlink(handle.name)
-                stats = json.loads(out.stdout)
-                latencies = stats["latencies_ms"]
-                accepted = stats["statuses"].get("202", 0)
-                results[(size, target)] = {
-                    "rps": stats["sent"] / stats["wall"],
-                    "accepted": accepted,
-                    "statuses": stats["statuses"],
-                    "p50": percentile(latencies, 0.50),
-                    "p95": percentile(latencies, 0.95),
-                    "p99": percentile(latencies, 0.99),
-                }
-                r = results[(size, target)]
-                print(
-                    f"batch {size:>2} {target:>8}: {r['rps']:7.0f} req/s "
-                    f"{r['rps'] * size:8.0f} notifications/s  p50 {r['p50']:6.1f} ms  "
-                    f"p95 {r['p95']:6.1f} ms  p99 {r['p99']:6.1f} ms  {r['statuses']}"
-                )
+        print(f"load: {os.getloadavg()[0]:.2f} (1-min average) at the start", flush=True)
+        count = 25_000  # more than 10 s at 2,500 requests/s: the runs end by time
+        load("webhook", 1, 2_000)  # warm-up: every worker's connection and clientState cache
+        NotificationInbox.objects.all().delete()
         ok = True
+        accepted = 0
+        peak: dict[int, float] = {}  # the receiver's best requests/s per batch size
+        medians: dict[tuple[int, str], float] = {}
         for size in (1, 10):
-            ratio = results[(size, "webhook")]["rps"] / results[(size, "baseline")]["rps"]
-            ok &= ratio >= 0.6
+            ratios, pairs = [], []
+            for n in range(rounds):
+                base = load("baseline", size, count)
+                show(f"baseline #{n + 1}", size, base)
+                hook = load("webhook", size, count)
+                show(f"receiver #{n + 1}", size, hook)
+                accepted += hook["accepted"]
+                ratios.append(hook["rps"] / base["rps"])
+                pairs.append((base["rps"], hook["rps"]))
+            ratio = statistics.median(ratios)
+            peak[size] = max(h for _, h in pairs)
+            medians[(size, "baseline")] = statistics.median(b for b, _ in pairs)
+            medians[(size, "webhook")] = statistics.median(h for _, h in pairs)
+            target = 0.8 if size == 1 else 0.6
+            ok &= ratio >= target
             print(
-                f"batch {size:>2}: ratio webhook/baseline requests/s = {ratio:.2f} (target >= 0.60)"
+                f"batch {size:>2}: ratio receiver/baseline requests/s = {ratio:.2f} "
+                f"(median of {', '.join(f'{r:.2f}' for r in ratios)}; target >= {target:.2f})",
+                flush=True,
             )
-        # p99 at half of the peak the receiver reached with single notifications.
-        half = results[(1, "webhook")]["rps"] / 2
-        bodies = [batch(1, serial + n) for n in range(int(half * seconds) + 10)]
-        serial += len(bodies)
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-            json.dump(bodies, handle)
-        out = subprocess.run(
-            [
-                sys.executable,
-                str(Path(__file__).parent / "loadgen.py"),
-                f"http://127.0.0.1:{port}/api/webhooks/mail",
-                handle.name,
-                str(seconds),
-                str(args.concurrency),
-                str(half),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        os.unlink(handle.name)
-        stats = json.loads(out.stdout)
-        p99 = percentile(stats["latencies_ms"], 0.99)
-        results[("half", "webhook")] = {"accepted": stats["statuses"].get("202", 0)}
-        ok &= p99 < 100
+        # Notifications/s at batch 10 against the baseline's requests/s (one row each).
+        notes = medians[(10, "webhook")] * 10
+        factor = notes / medians[(10, "baseline")]
+        ok &= factor >= 5
         print(
-            f"at half of peak ({half:.0f} req/s): p99 {p99:.1f} ms (target < 100 ms); "
-            f"{stats['statuses']}"
+            f"batch 10: {notes:.0f} notifications/s = {factor:.1f}x the baseline's "
+            f"{medians[(10, 'baseline')]:.0f} requests/s (medians; target >= 5x)",
+            flush=True,
         )
-        accepted = sum(
-            r["accepted"] * (size if isinstance(size, int) else 1)
-            for (size, target), r in results.items()
-            if target == "webhook"
+        # p99 at half of the peak the receiver reached with single notifications.
+        half = peak[1] / 2
+        steady = load("webhook", 1, int(half * seconds) + 10, rate=half)
+        accepted += steady["accepted"]
+        ok &= steady["p99"] < 50
+        print(
+            f"at half of peak ({half:.0f} req/s): p50 {steady['p50']:.1f} ms, "
+            f"p99 {steady['p99']:.1f} ms (target < 50 ms); {steady['statuses']}",
+            flush=True,
         )
         stored = NotificationInbox.objects.count()
         lost = accepted - stored
         ok &= lost == 0
         print(
             f"accepted notifications {accepted}, in the inbox {stored}: "
-            f"{'nothing lost' if lost == 0 else f'{lost} LOST'}"
+            f"{'nothing lost' if lost == 0 else f'{lost} LOST'}",
+            flush=True,
         )
+        ok &= drain_run(args, env, load, show, inbox, NotificationInbox, seconds)
     finally:
         server.terminate()
         server.wait(timeout=20)
     return 0 if ok else 1
+
+
+def drain_run(args, env, load, show, inbox, NotificationInbox, seconds: float) -> bool:
+    """The receiver at its peak (batches of 10, flat out) with drains behind it."""
+    import threading
+
+    from django.db import close_old_connections
+    from django.db.models import Max, Min
+
+    NotificationInbox.objects.all().delete()
+    drains = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "drain_inbox"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for _ in range(args.drains)
+    ]
+    samples: list[tuple[float, int, float]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            close_old_connections()
+            backlog = inbox.backlog()
+            samples.append((time.monotonic(), backlog.pending, backlog.oldest_seconds or 0.0))
+            stop.wait(0.25)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    try:
+        time.sleep(2)  # the drains are up and idle
+        sampler.start()
+        result = load("webhook", 10, 25_000)
+        stop.set()
+        sampler.join()
+        show("with drain", 10, result)
+        # The load itself: first to last notification received (the load generator's
+        # process also spends a moment reading its bodies).
+        span = NotificationInbox.objects.aggregate(
+            first=Min("received_at"), last=Max("received_at")
+        )
+        window = max(0.001, (span["last"] - span["first"]).total_seconds())
+        processed_in_window = NotificationInbox.objects.filter(
+            status="processed", processed_at__lte=span["last"]
+        ).count()
+        catch_up_started = time.monotonic()
+        deadline = catch_up_started + 300
+        while NotificationInbox.objects.pending().exists():
+            if time.monotonic() > deadline:
+                print("the drain did not catch up within 300 s")
+                return False
+            time.sleep(0.2)
+        catch_up = time.monotonic() - catch_up_started
+    finally:
+        stop.set()
+        for process in drains:
+            stop_process(process)
+    accepted = result["accepted"]
+    processed = NotificationInbox.objects.filter(status="processed").count()
+    ages = sorted(age for _, _, age in samples)
+    depths = sorted(depth for _, depth, _ in samples)
+    print(
+        f"drain ({args.drains} process{'es' if args.drains > 1 else ''}) behind the receiver "
+        f"at {result['rps'] * 10:.0f} notifications/s: {processed_in_window / window:.0f} "
+        f"processed/s during the run; backlog age p50 {percentile(ages, 0.5):.2f} s, "
+        f"max {ages[-1] if ages else 0:.2f} s; backlog depth max {depths[-1] if depths else 0}; "
+        f"caught up {catch_up:.1f} s after the load stopped",
+        flush=True,
+    )
+    exact = processed == accepted == NotificationInbox.objects.count()
+    print(
+        f"accepted {accepted}, processed {processed}, pending "
+        f"{NotificationInbox.objects.pending().count()}: "
+        f"{'each processed once' if exact else 'MISMATCH'}",
+        flush=True,
+    )
+    return exact
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ class MicrosoftConfig(AppConfig):
         register(
             "graph.credentials.retire_grace", "integrations.microsoft.tasks.retire_expired_grace", 5
         )
+        # The inbox drain's safety net: what no `drain_inbox` process took (none running, or a
+        # wake-up missed) is drained within a minute.
+        register("graph.inbox.sweep", "integrations.microsoft.inbox.sweep", 1)
         # What the hourly prune may delete, and after how long (rows not yet handled stay).
         keep(Retention("microsoft.GraphCall", "created_at", "GRAPH_CALL_RETENTION_DAYS"))
         keep(

@@ -352,16 +352,31 @@ class LifecycleEvent(models.Model):
 
     class Meta:
         ordering = ["-received_at", "-id"]
+        indexes = [
+            # What the inbox drain has not taken yet (it enqueues the job).
+            models.Index(
+                fields=["id"],
+                condition=Q(status="received", job__isnull=True),
+                name="lifecycle_untaken",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.event} for {self.subscription_graph_id} ({self.status})"
+
+
+class NotificationInboxQuerySet(models.QuerySet):
+    def pending(self) -> NotificationInboxQuerySet:
+        """Accepted, not yet processed: the drain's queue (a partial index keeps it cheap)."""
+        return self.filter(status=NotificationInbox.Status.PENDING)
 
 
 class NotificationInbox(models.Model):
     """One accepted change notification, written by the receiver in the request.
 
     `dedupe_key` (SHA-256 of subscriptionId | resource id | changeType | etag or time) is
-    unique, so Graph's at-least-once redeliveries are absorbed by the INSERT itself.
+    unique, so Graph's at-least-once redeliveries are absorbed by the INSERT itself. The
+    table is the queue: integrations/microsoft/inbox.py drains the pending rows.
     """
 
     class Status(models.TextChoices):
@@ -369,10 +384,11 @@ class NotificationInbox(models.Model):
         PROCESSED = "processed"
         IGNORED = "ignored"  # its subscription or user is gone
 
-    dedupe_key = models.CharField(max_length=64, unique=True)
-    batch = models.CharField(
-        max_length=32, db_index=True, help_text="The request that delivered it; one job per batch"
-    )
+    # Every index below is written by each receiver INSERT (the hot path): only those a
+    # query needs, partial where the value starts out NULL, no LIKE (varchar_pattern_ops)
+    # twins, and the unique dedupe key as a constraint (ON CONFLICT's arbiter).
+    dedupe_key = models.CharField(max_length=64)
+    batch = models.CharField(max_length=32, help_text="The request that delivered it")
     subscription = models.ForeignKey(
         Subscription, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -394,7 +410,8 @@ class NotificationInbox(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
-        help_text="The processing job of this batch",
+        db_index=False,
+        help_text="The processing job of this batch (before the inbox became the queue)",
     )
     sync_job = models.ForeignKey(
         "jobs.Job",
@@ -402,12 +419,26 @@ class NotificationInbox(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
+        db_index=False,
         help_text="The delta sync it caused",
     )
+
+    objects = NotificationInboxQuerySet.as_manager()
 
     class Meta:
         ordering = ["-received_at", "-id"]
         verbose_name_plural = "notification inbox"
+        constraints = [
+            models.UniqueConstraint(fields=["dedupe_key"], name="inbox_dedupe_key"),
+        ]
+        indexes = [
+            models.Index(fields=["id"], condition=Q(status="pending"), name="inbox_pending"),
+            # For SET_NULL when jobs are pruned; the receiver's rows carry none.
+            models.Index(fields=["job"], condition=Q(job__isnull=False), name="inbox_job"),
+            models.Index(
+                fields=["sync_job"], condition=Q(sync_job__isnull=False), name="inbox_sync_job"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.change_type} {self.kind} {self.resource_id[:20]} ({self.status})"

@@ -109,6 +109,15 @@ def test_the_worker_runs_qcluster_and_probes_its_heartbeat():
     assert "worker_health" in container["livenessProbe"]["exec"]["command"]
 
 
+def test_the_worker_pods_drain_the_inbox_with_the_workers_settings():
+    worker, drain = containers(by_kind_and_name()[("Deployment", "sync-worker")])
+    assert drain["command"][-1] == "drain_inbox"
+    assert drain["livenessProbe"]["exec"]["command"][-3:] == ["drain_inbox", "--check-alive", "60"]
+    for key in ("env", "envFrom", "securityContext", "volumeMounts"):
+        assert drain[key] == worker[key], key
+    assert drain["resources"]["requests"] and drain["resources"]["limits"]
+
+
 def test_the_migration_job_migrates():
     job = by_kind_and_name()[("Job", "fleet-portal-migrate")]
     assert job["spec"]["template"]["spec"]["containers"][0]["command"][-2:] == [

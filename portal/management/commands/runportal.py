@@ -1,5 +1,5 @@
-"""Run the whole portal in one terminal: the Graph emulator (demo tenant), the web server and
-the django-q2 worker.
+"""Run the whole portal in one terminal: the Graph emulator (demo tenant), the web server,
+the django-q2 worker and the notification inbox drain.
 
 Ctrl-C (or SIGTERM) stops every process cleanly; if one of them dies, the others are stopped
 too, so a half-running portal never pretends to be healthy.
@@ -45,11 +45,18 @@ def demo_redirect_uris(port: int) -> list[str]:
 
 
 class Command(BaseCommand):
-    help = "Run the web server and the background worker together (what `make run` starts)."
+    help = (
+        "Run the web server, the background worker and the inbox drain together "
+        "(what `make run` starts)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--port", type=int, default=None, help="Web port (default: PORT).")
-        parser.add_argument("--no-worker", action="store_true", help="Do not start qcluster.")
+        parser.add_argument(
+            "--no-worker",
+            action="store_true",
+            help="Do not start qcluster nor the inbox drain.",
+        )
         parser.add_argument(
             "--emulator",
             action=argparse.BooleanOptionalAction,
@@ -100,6 +107,8 @@ class Command(BaseCommand):
         commands: dict[str, list[str]] = {}
         if not options["no_worker"]:
             commands["worker"] = [*manage, "qcluster"]
+            # The inbox is the queue: this process turns stored notifications into syncs.
+            commands["drain"] = [*manage, "drain_inbox"]
         commands["web"] = [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"]
         for name, command in commands.items():
             # Own process groups: our signal handler decides when and how they stop.

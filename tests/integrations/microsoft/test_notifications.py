@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from integrations.microsoft import notifications, subscriptions, sync
+from integrations.microsoft import inbox, subscriptions, sync
 from integrations.microsoft.models import NotificationInbox, SyncedItem, SyncState
 from portal.access.actors import Actor
 from portal.jobs.models import Job
@@ -63,9 +63,9 @@ def test_a_burst_is_coalesced_into_few_delta_runs(subscribed, emulator, emulator
         emulator.control.create_mail(emulator_user["userPrincipalName"], subject=f"burst {n}")
     wait_for(lambda: NotificationInbox.objects.filter(kind="messages").count() == 5)
     before = Job.objects.filter(job_type="graph.sync_delta").count()
-    # Process the notification jobs only: every batch asks for a delta of the same user.
-    for job in Job.objects.filter(job_type="graph.process_notifications"):
-        notifications.process_batch(job.payload["batch"])
+    # Drain one notification at a time: every one asks for a delta of the same user.
+    while inbox.drain_once(limit=1).claimed:
+        pass
     assert Job.objects.filter(job_type="graph.sync_delta").count() == before + 1
     drain()
     assert SyncedItem.objects.filter(summary__startswith="burst").count() == 5
@@ -84,15 +84,14 @@ def test_with_realtime_sync_off_the_state_is_only_marked_due(
     assert not SyncedItem.objects.filter(summary="later").exists()
     assert NotificationInbox.objects.get().status == "processed"
     # The interval run syncs it and clears the mark.
-
     assert sync.enqueue_interval_syncs() == 2
     drain()
     state.refresh_from_db()
     assert state.due_since is None and SyncedItem.objects.filter(summary="later").exists()
 
 
-def test_processing_twice_is_harmless(subscribed, emulator, emulator_user, drain):
+def test_draining_twice_is_harmless(subscribed, emulator, emulator_user, drain):
     emulator.control.create_mail(emulator_user["userPrincipalName"], subject="once")
-    row = wait_for(lambda: NotificationInbox.objects.first())
-    assert notifications.process_batch(row.batch)["processed"] == 1
-    assert notifications.process_batch(row.batch) == {"processed": 0}
+    wait_for(lambda: NotificationInbox.objects.first())
+    assert inbox.drain_pending().processed == 1
+    assert inbox.drain_pending().claimed == 0

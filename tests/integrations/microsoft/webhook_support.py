@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from integrations.graph_emulator.testing import RunningEmulator
+from integrations.microsoft import inbox
 from integrations.microsoft.crypto import encrypt
 from integrations.microsoft.models import MonitoredUser, Subscription
 from tests.conftest import run_queued_jobs
@@ -32,11 +33,19 @@ __all__ = [
 
 @pytest.fixture
 def drain() -> Callable[..., list[str]]:
-    """Run what is on django-q2's ORM broker in this process, until nothing is left
-    (jobs enqueue jobs: notification → delta sync → continuation)."""
+    """Drain the notification inbox and run what is on django-q2's ORM broker in this
+    process, as the drain and a worker would, until nothing is left (notification → delta
+    sync → continuation; lifecycle event → its job → a catch-up sync)."""
 
     def run_all(max_rounds: int = 20) -> list[str]:
-        return run_queued_jobs(rounds=max_rounds)
+        outcomes: list[str] = []
+        for _ in range(max_rounds):
+            drained = inbox.drain_pending()
+            ran = run_queued_jobs(rounds=1)
+            outcomes += ran
+            if not ran and not drained.claimed and not drained.lifecycle:
+                break
+        return outcomes
 
     return run_all
 

@@ -9,11 +9,14 @@ import pytest
 from django.db import OperationalError
 from django.test import override_settings
 from django.urls import reverse
+from django_q.models import OrmQ
 
+from integrations.microsoft import inbox, notifications
 from integrations.microsoft.models import (
     GraphCall,
     LifecycleEvent,
     NotificationInbox,
+    Subscription,
     WebhookRejection,
 )
 from portal.jobs.models import Job
@@ -117,7 +120,7 @@ class TestErrors:
 
 
 class TestNotifications:
-    def test_valid_items_become_inbox_rows_and_one_job(self, client, monitored):
+    def test_valid_items_become_pending_inbox_rows_and_nothing_else(self, client, monitored):
         sub = make_sub(monitored, graph_id="sub-1", client_state="right")
         body = {"value": [notification("sub-1", "right", message_id=f"m{i}") for i in range(3)]}
         response = post_json(client, "/api/webhooks/mail", body)
@@ -125,9 +128,58 @@ class TestNotifications:
         rows = list(NotificationInbox.objects.all())
         assert len(rows) == 3 and {r.subscription_id for r in rows} == {sub.pk}
         assert {r.monitored_user_id for r in rows} == {monitored.pk}
+        assert {(r.kind, r.status, r.job_id) for r in rows} == {("messages", "pending", None)}
         assert len({r.batch for r in rows}) == 1
-        job = Job.objects.get(job_type="graph.process_notifications")
-        assert job.payload == {"batch": rows[0].batch} and {r.job_id for r in rows} == {job.pk}
+        assert {r.resource_id for r in rows} == {"m0", "m1", "m2"}
+        assert {r.etag for r in rows} == {'W/"1"'} and rows[0].change_type == "created"
+        # The inbox is the queue: no job and no broker row per request.
+        assert not Job.objects.exists() and not OrmQ.objects.exists()
+
+    def test_a_request_is_one_statement_once_its_subscription_is_known(
+        self, client, monitored, django_assert_num_queries
+    ):
+        make_sub(monitored, graph_id="sub-1", client_state="right")
+        first = {"value": [notification("sub-1", "right", message_id="m0")]}
+        assert post_json(client, "/api/webhooks/mail", first).status_code == 202
+        body = {"value": [notification("sub-1", "right", message_id=f"m{i}") for i in range(10)]}
+        with django_assert_num_queries(1):  # the multi-row INSERT, in autocommit
+            assert post_json(client, "/api/webhooks/mail", body).status_code == 202
+        assert NotificationInbox.objects.count() == 10
+
+    def test_a_recreated_subscription_is_not_served_from_the_cache(self, client, monitored):
+        old = make_sub(monitored, graph_id="sub-1", client_state="first")
+        assert (
+            post_json(
+                client, "/api/webhooks/mail", {"value": [notification("sub-1", "first")]}
+            ).status_code
+            == 202
+        )
+        old.delete()
+        new = make_sub(monitored, graph_id="sub-1", client_state="second")
+        body = {
+            "value": [
+                notification("sub-1", "first", message_id="stale"),
+                notification("sub-1", "second", message_id="fresh"),
+            ]
+        }
+        assert post_json(client, "/api/webhooks/mail", body).status_code == 202
+        fresh = NotificationInbox.objects.get(resource_id="fresh")
+        assert fresh.subscription_id == new.pk
+        assert not NotificationInbox.objects.filter(resource_id="stale").exists()
+        assert WebhookRejection.objects.get().reason == "client_state_mismatch"
+
+    def test_a_deleted_subscription_known_to_another_process_stores_nothing(
+        self, client, monitored
+    ):
+        sub = make_sub(monitored, graph_id="sub-1", client_state="right")
+        item = notification("sub-1", "right")
+        assert post_json(client, "/api/webhooks/mail", {"value": [item]}).status_code == 202
+        # Deleted where this process's signal does not see it (another process, raw SQL):
+        # the cached clientState still matches, the INSERT's join finds no subscription.
+        NotificationInbox.objects.all().delete()
+        Subscription.objects.filter(pk=sub.pk)._raw_delete(Subscription.objects.db)
+        assert post_json(client, "/api/webhooks/mail", {"value": [item]}).status_code == 202
+        assert not NotificationInbox.objects.exists()
 
     def test_duplicates_are_absorbed(self, client, monitored):
         make_sub(monitored, graph_id="sub-1", client_state="right")
@@ -162,7 +214,7 @@ class TestNotifications:
         assert not Job.objects.exists() and not NotificationInbox.objects.exists()
         assert WebhookRejection.objects.get().count == 2
 
-    def test_lifecycle_items_become_events_with_their_own_job(self, client, monitored):
+    def test_lifecycle_items_become_events_the_drain_gives_a_job(self, client, monitored):
         sub = make_sub(monitored, graph_id="sub-1", client_state="right")
         item = {
             "subscriptionId": "sub-1",
@@ -174,21 +226,49 @@ class TestNotifications:
         assert post_json(client, "/api/webhooks/lifecycle", {"value": [item]}).status_code == 202
         event = LifecycleEvent.objects.get()
         assert event.subscription == sub and event.event == "reauthorizationRequired"
+        assert event.subscription_expiration.year == 2030 and event.job is None
+        assert not Job.objects.exists()
+        assert inbox.drain_once().lifecycle == 1
+        event.refresh_from_db()
         assert event.job.job_type == "graph.lifecycle_event"
         assert event.job.payload == {"event": event.pk}
+        assert inbox.drain_once().lifecycle == 0  # taken once
+        assert Job.objects.count() == 1
+
+    def test_lifecycle_and_change_notifications_in_one_request(self, client, monitored):
+        make_sub(monitored, graph_id="sub-1", client_state="right")
+        lifecycle = {
+            "subscriptionId": "sub-1",
+            "clientState": "right",
+            "lifecycleEvent": "missed",
+        }
+        body = {"value": [lifecycle, notification("sub-1", "right"), notification("x", "y")]}
+        assert post_json(client, "/api/webhooks/mail", body).status_code == 202
+        assert LifecycleEvent.objects.get().subscription_expiration is None
+        assert NotificationInbox.objects.count() == 1
+        assert WebhookRejection.objects.get().count == 1
 
     def test_database_down_gives_503_and_stores_nothing(self, client, monitored):
         make_sub(monitored, graph_id="sub-1", client_state="right")
         body = {"value": [notification("sub-1", "right")]}
         with mock.patch.object(
-            NotificationInbox.objects,
-            "bulk_create",
+            notifications,
+            "_insert_notifications",
             side_effect=OperationalError("database is down"),
         ):
             response = post_json(client, "/api/webhooks/mail", body)
         assert response.status_code == 503
         assert response["Retry-After"]
-        assert not Job.objects.exists()  # the job rolled back with the inbox rows
+        assert not NotificationInbox.objects.exists()
+
+    def test_a_failure_after_the_first_statement_rolls_the_request_back(self, client, monitored):
+        make_sub(monitored, graph_id="sub-1", client_state="right")
+        body = {"value": [notification("sub-1", "right"), notification("sub-1", "wrong")]}
+        with mock.patch.object(
+            notifications, "_count_rejection", side_effect=OperationalError("gone")
+        ):
+            assert post_json(client, "/api/webhooks/mail", body).status_code == 503
+        assert not NotificationInbox.objects.exists()  # Graph retries the whole request
 
     def test_no_graph_call_happens_in_the_request(self, client, monitored):
         make_sub(monitored, graph_id="sub-1", client_state="right")

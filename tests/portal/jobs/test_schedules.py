@@ -24,6 +24,7 @@ EXPECTED = {
     "graph.webhooks.maintain": ("integrations.microsoft.subscriptions.enqueue_maintenance", 10),
     "graph.sync.interval": ("integrations.microsoft.sync.enqueue_interval_syncs", 1),
     "graph.credentials.retire_grace": ("integrations.microsoft.tasks.retire_expired_grace", 5),
+    "graph.inbox.sweep": ("integrations.microsoft.inbox.sweep", 1),
     "alerts.evaluate": ("portal.alerts.tasks.evaluate_alerts", 1),
     "audit.verify_chain": ("portal.alerts.tasks.check_audit_chain", 60),
     "access.prune_credential_failures": ("portal.access.tasks.prune_credential_failures", 1440),

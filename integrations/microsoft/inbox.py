@@ -1,0 +1,316 @@
+"""The inbox is the queue: the drain that turns stored notifications into work.
+
+The receiver (`notifications.ingest`) only INSERTs inbox rows (and lifecycle rows) and
+commits. A drain claims unprocessed rows in batches — `SELECT … FOR UPDATE SKIP LOCKED` on
+PostgreSQL, so any number of drains share the work without waiting on each other; SQLite's
+IMMEDIATE transactions take turns — and, in the SAME transaction, causes their work (a
+coalesced delta-sync job, or a "due" mark when real-time sync is off; a lifecycle event's
+job) and marks them processed. A drain killed at any moment rolls back: its rows are
+pending and unlocked again, so nothing accepted is lost and nothing is processed twice.
+
+Wake-ups: on PostgreSQL the receiver NOTIFYs `fleet_inbox` after its commit (rate-limited
+per process, see `notifications.wake_drains`); the drain LISTENs on a connection of its own
+and polls every INBOX_DRAIN_IDLE_SECONDS anyway (SQLite; a wake-up lost with a connection or
+suppressed by the rate limit). The `graph.inbox.sweep` schedule drains whatever is left when
+no drain process runs. Pausing the job type `graph.process_notifications` pauses the drain.
+
+Entry points: `drain_once()` (one batch), `drain_pending()` (until nothing is left),
+`run()` (the loop behind `manage.py drain_inbox`), `sweep()` (the schedule), `backlog()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from integrations.microsoft import sync
+from integrations.microsoft.models import LifecycleEvent, NotificationInbox, Subscription
+from integrations.microsoft.notifications import CHANNEL
+from portal.jobs.models import PausedJobType
+from portal.jobs.runner import enqueue
+from portal.runtime.registry import get
+
+logger = logging.getLogger(__name__)
+
+# The job type that stands for notification processing: pausing it pauses the drain (the
+# recovery procedure and the jobs page pause "every Graph job type"). Its handler drains.
+PROCESS_JOB = "graph.process_notifications"
+LIFECYCLE_JOB = "graph.lifecycle_event"
+
+
+def batch_size() -> int:
+    return max(1, int(getattr(settings, "INBOX_DRAIN_BATCH", 500)))
+
+
+def idle_seconds() -> float:
+    return max(0.01, float(getattr(settings, "INBOX_DRAIN_IDLE_SECONDS", 1.0)))
+
+
+@dataclass
+class Drained:
+    claimed: int = 0
+    processed: int = 0
+    ignored: int = 0
+    targets: int = 0
+    lifecycle: int = 0
+    paused: bool = False
+
+    def add(self, other: Drained) -> None:
+        for name in ("claimed", "processed", "ignored", "targets", "lifecycle"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.paused = self.paused or other.paused
+
+
+@dataclass(frozen=True)
+class Backlog:
+    pending: int
+    oldest_seconds: float | None  # None: nothing waiting
+
+
+def backlog() -> Backlog:
+    """Notifications waiting for the drain, and how long the oldest has waited (the one
+    definition of the inbox backlog: console, API, /metrics and the alert read it)."""
+    pending = NotificationInbox.objects.pending()
+    # Ids grow with time: the lowest pending id is the oldest (partial index, no scan).
+    oldest = pending.order_by("id").values_list("received_at", flat=True).first()
+    return Backlog(
+        pending.count(),
+        max(0.0, (timezone.now() - oldest).total_seconds()) if oldest else None,
+    )
+
+
+def paused() -> bool:
+    return PausedJobType.objects.filter(job_type=PROCESS_JOB).exists()
+
+
+def drain_once(limit: int | None = None, *, batch: str | None = None) -> Drained:
+    """Claim up to `limit` pending notifications (and lifecycle events), cause their work and
+    mark them, each group in one transaction. Safe to run concurrently and to kill."""
+    if paused():
+        return Drained(paused=True)
+    limit = limit or batch_size()
+    done = _drain_notifications(limit, batch)
+    if batch is None:
+        done.lifecycle = _drain_lifecycle(limit)
+    return done
+
+
+def drain_pending(
+    *, deadline: float | None = None, limit: int | None = None, batch: str | None = None
+) -> Drained:
+    """Drain batch after batch until nothing is pending (or `deadline`, a monotonic time)."""
+    total = Drained()
+    limit = limit or batch_size()
+    while True:
+        done = drain_once(limit, batch=batch)
+        total.add(done)
+        if done.paused or (done.claimed < limit and done.lifecycle < limit):
+            return total
+        if deadline is not None and time.monotonic() > deadline:
+            return total
+
+
+def _drain_notifications(limit: int, batch: str | None) -> Drained:
+    realtime = bool(get("ENABLE_REALTIME_SYNC"))
+    now = timezone.now()
+    claim = NotificationInbox.objects.pending()
+    if batch is not None:
+        claim = claim.filter(batch=batch)
+    # A plain read first: an idle poll takes no lock (SQLite's IMMEDIATE transaction would
+    # take the database's write lock, in the receiver's way).
+    if not claim.exists():
+        return Drained()
+    with transaction.atomic():
+        rows = list(
+            claim.select_for_update(skip_locked=True)
+            .order_by("id")
+            .values_list("id", "monitored_user_id", "kind", "subscription_id")[:limit]
+        )
+        if not rows:
+            return Drained()
+        targets: dict[tuple[int, str], list[int]] = {}
+        orphans = []
+        for row_id, user_id, kind, sub_id in rows:
+            if user_id is None or sub_id is None:
+                orphans.append(row_id)  # its subscription or user is gone
+            else:
+                targets.setdefault((user_id, kind), []).append(row_id)
+        mine = NotificationInbox.objects.filter(status=NotificationInbox.Status.PENDING)
+        if orphans:
+            mine.filter(pk__in=orphans).update(
+                status=NotificationInbox.Status.IGNORED, processed_at=now
+            )
+        # Sorted: two drains lock the sync states in the same order (no deadlock).
+        for (user_id, kind), row_ids in sorted(targets.items()):
+            if realtime:
+                job = sync.request_delta(
+                    user_id, kind, trigger="notification", created_by="notification"
+                )
+                mine.filter(pk__in=row_ids).update(
+                    status=NotificationInbox.Status.PROCESSED, processed_at=now, sync_job=job
+                )
+            else:
+                sync.mark_due(user_id, kind)
+                mine.filter(pk__in=row_ids).update(
+                    status=NotificationInbox.Status.PROCESSED, processed_at=now
+                )
+        # Per-subscription "last notification received", kept off the request path.
+        latest = (
+            NotificationInbox.objects.filter(
+                pk__in=[r[0] for r in rows], subscription__isnull=False
+            )
+            .values("subscription_id")
+            .annotate(at=Max("received_at"))
+            .order_by("subscription_id")
+        )
+        for entry in latest:
+            Subscription.objects.filter(pk=entry["subscription_id"]).exclude(
+                last_notification_at__gte=entry["at"]
+            ).update(last_notification_at=entry["at"])
+    return Drained(
+        claimed=len(rows),
+        processed=len(rows) - len(orphans),
+        ignored=len(orphans),
+        targets=len(targets),
+    )
+
+
+def _drain_lifecycle(limit: int) -> int:
+    """Lifecycle events need Graph calls (reauthorize, recreate): each gets a job, enqueued
+    in the transaction that marks the event as taken (its job set)."""
+    waiting = LifecycleEvent.objects.filter(status=LifecycleEvent.Status.RECEIVED, job__isnull=True)
+    if not waiting.exists():
+        return 0
+    with transaction.atomic():
+        events = list(
+            waiting.select_for_update(skip_locked=True)
+            .order_by("id")
+            .values_list("id", flat=True)[:limit]
+        )
+        for event_id in events:
+            job = enqueue(
+                LIFECYCLE_JOB,
+                {"event": event_id},
+                created_by="webhook:lifecycle",
+                idempotency_key=f"{LIFECYCLE_JOB}:{event_id}",
+            )
+            LifecycleEvent.objects.filter(pk=event_id).update(job=job)
+    return len(events)
+
+
+def sweep() -> dict[str, int]:
+    """Schedule entry (every minute): drain what no drain process took — none runs, or a
+    wake-up was missed. Bounded in time so it never outlives the worker's task timeout."""
+    budget = min(45.0, float(settings.Q_CLUSTER.get("timeout") or 60) / 2)
+    done = drain_pending(deadline=time.monotonic() + budget)
+    return {"claimed": done.claimed, "lifecycle": done.lifecycle, "paused": int(done.paused)}
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class _Listener:
+    """LISTEN fleet_inbox on a connection of its own (PostgreSQL, psycopg 3), reconnecting
+    lazily; `wait()` returns early when a receiver committed rows."""
+
+    def __init__(self) -> None:
+        self._conn: Any = None
+
+    def _connect(self) -> Any:
+        params = connection.get_connection_params()
+        keep = ("dbname", "user", "password", "host", "port", "sslmode", "options")
+        conn = psycopg.connect(
+            **{k: v for k, v in params.items() if k in keep and v not in (None, "")},
+            autocommit=True,
+            connect_timeout=5,
+        )
+        conn.execute(f"LISTEN {CHANNEL}")
+        return conn
+
+    def wait(self, timeout: float) -> bool:
+        """True when woken by a notification, False on timeout (or without a connection)."""
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = self._connect()
+            woken = False
+            for _ in self._conn.notifies(timeout=timeout, stop_after=1):
+                woken = True
+            if woken:  # one wake-up for all the commits queued meanwhile
+                for _ in self._conn.notifies(timeout=0.0):
+                    pass
+            return woken
+        except Exception:  # the server restarted: poll until it is back
+            logger.info("Inbox drain: no LISTEN connection; polling", exc_info=True)
+            self.close()
+            time.sleep(timeout)
+            return False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):  # a dead connection has nothing to close
+                self._conn.close()
+            self._conn = None
+
+
+def alive_file() -> Path:
+    """Touched by the loop while it works: the drain container's liveness probe reads it."""
+    return Path(settings.INBOX_DRAIN_ALIVE_FILE)
+
+
+def run(should_stop: Callable[[], bool]) -> None:
+    """The long-running drain (`manage.py drain_inbox`): drain, then wait for a wake-up.
+
+    Database errors (a restart, a failover) are logged and retried with a growing pause; a
+    batch that failed rolled back, so its rows are simply claimed again."""
+    listener = _Listener() if connection.vendor == "postgresql" else None
+    failures = 0
+    beat = 0.0
+    try:
+        while not should_stop():
+            close_old_connections()
+            try:
+                done = drain_once()
+                failures = 0
+            except DatabaseError:
+                failures += 1
+                logger.warning(
+                    "Inbox drain: database error (attempt %s); retrying", failures, exc_info=True
+                )
+                connection.close()
+                time.sleep(min(5.0, 0.2 * 2**failures))
+                continue
+            now = time.monotonic()
+            if now - beat > 5:
+                beat = now
+                _touch(alive_file())
+            if done.paused:
+                time.sleep(idle_seconds())
+            elif done.claimed >= batch_size() or done.lifecycle:
+                continue  # more is waiting: no pause
+            elif listener is not None:
+                listener.wait(idle_seconds())
+            else:
+                time.sleep(idle_seconds())
+    finally:
+        if listener is not None:
+            listener.close()
+
+
+def _touch(path: Path) -> None:
+    try:
+        path.touch()
+        os.utime(path)
+    except OSError:
+        pass
