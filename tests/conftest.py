@@ -15,6 +15,7 @@ from django.db.backends.postgresql.operations import DatabaseOperations
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
+from integrations.microsoft.notifications import forget_subscription
 from portal.jobs.runner import run_job
 
 # Playwright's sync API keeps an event loop in the main thread; Django would otherwise refuse
@@ -50,8 +51,6 @@ _flush_past_the_audit_truncate_trigger()
 def _receiver_forgets_subscriptions() -> None:
     """The webhook receiver caches clientStates by subscription id per process; tests reuse
     ids such as "sub-1" with other secrets and rolled-back rows (Graph never does)."""
-    from integrations.microsoft.notifications import forget_subscription
-
     forget_subscription()
 
 
