@@ -176,6 +176,17 @@ class PortalCollector(Collector):
         ):
             received.add_metric([status], n)
         yield received
+        pending = GaugeMetricFamily(
+            "fleet_inbox_pending", "Change notifications waiting for the inbox drain"
+        )
+        pending.add_metric([], NotificationInbox.objects.pending().count())
+        yield pending
+        oldest = GaugeMetricFamily(
+            "fleet_inbox_oldest_seconds",
+            "Age of the oldest notification the drain has not processed (0: none)",
+        )
+        oldest.add_metric([], NotificationInbox.objects.oldest_pending_seconds() or 0)
+        yield oldest
         invalid = GaugeMetricFamily(
             "fleet_notifications_rejected_today",
             "Notifications refused today (unknown subscription, wrong clientState)",

@@ -15,7 +15,8 @@ suppressed by the rate limit). The `graph.inbox.sweep` schedule drains whatever 
 no drain process runs. Pausing the job type `graph.process_notifications` pauses the drain.
 
 Entry points: `drain_once()` (one batch), `drain_pending()` (until nothing is left),
-`run()` (the loop behind `manage.py drain_inbox`), `sweep()` (the schedule), `backlog()`.
+`run()` (the loop behind `manage.py drain_inbox`), `sweep()` (the schedule). The backlog's
+figures are `NotificationInbox.objects.pending()` and `.oldest_pending_seconds()`.
 """
 
 from __future__ import annotations
@@ -71,24 +72,6 @@ class Drained:
         for name in ("claimed", "processed", "ignored", "targets", "lifecycle"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.paused = self.paused or other.paused
-
-
-@dataclass(frozen=True)
-class Backlog:
-    pending: int
-    oldest_seconds: float | None  # None: nothing waiting
-
-
-def backlog() -> Backlog:
-    """Notifications waiting for the drain, and how long the oldest has waited (the one
-    definition of the inbox backlog: console, API, /metrics and the alert read it)."""
-    pending = NotificationInbox.objects.pending()
-    # Ids grow with time: the lowest pending id is the oldest (partial index, no scan).
-    oldest = pending.order_by("id").values_list("received_at", flat=True).first()
-    return Backlog(
-        pending.count(),
-        max(0.0, (timezone.now() - oldest).total_seconds()) if oldest else None,
-    )
 
 
 def paused() -> bool:

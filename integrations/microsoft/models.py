@@ -365,10 +365,19 @@ class LifecycleEvent(models.Model):
         return f"{self.event} for {self.subscription_graph_id} ({self.status})"
 
 
-class NotificationInboxQuerySet(models.QuerySet):
+class NotificationInboxQuerySet(models.QuerySet["NotificationInbox"]):
+    """The inbox backlog's figures (the dashboard, /api/metrics/queue, the alert and /metrics
+    read these; one definition each)."""
+
     def pending(self) -> NotificationInboxQuerySet:
         """Accepted, not yet processed: the drain's queue (a partial index keeps it cheap)."""
         return self.filter(status=NotificationInbox.Status.PENDING)
+
+    def oldest_pending_seconds(self) -> float | None:
+        """How long the oldest unprocessed notification has waited; None when none waits."""
+        # Ids grow with time: the lowest pending id is the oldest (partial index, no scan).
+        oldest = self.pending().order_by("id").values_list("received_at", flat=True).first()
+        return max(0.0, (timezone.now() - oldest).total_seconds()) if oldest else None
 
 
 class NotificationInbox(models.Model):

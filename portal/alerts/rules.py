@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from integrations.microsoft.models import OutboundMessage
+from integrations.microsoft.models import NotificationInbox, OutboundMessage
 from portal.alerts import measurements
 from portal.events.models import EventEndpoint
 from portal.health import worker_heartbeat_age
@@ -102,6 +102,13 @@ QUEUED_MINUTES = _setting(
     "Alert: oldest queued message (minutes)",
     "Fire when a message has waited this long without being sent.",
     30,
+    10_080,
+)
+INBOX_MINUTES = _setting(
+    "ALERT_INBOX_OLDEST_MINUTES",
+    "Alert: oldest unprocessed notification (minutes)",
+    "Fire when a received change notification has waited this long for the inbox drain.",
+    10,
     10_080,
 )
 EVENT_BACKLOG = _setting(
@@ -240,6 +247,20 @@ def _oldest_queued() -> Verdict:
     )
 
 
+def _inbox_stale() -> Verdict:
+    minutes = get(INBOX_MINUTES)
+    age = NotificationInbox.objects.oldest_pending_seconds()
+    if age is None:
+        return Verdict(False, None, minutes * 60, "No notification waits for processing.")
+    return Verdict(
+        age > minutes * 60,
+        round(age),
+        minutes * 60,
+        f"{NotificationInbox.objects.pending().count()} notifications wait; the oldest for "
+        f"{age / 60:.0f} min (threshold {minutes} min).",
+    )
+
+
 def _endpoints_failing() -> Verdict:
     value = EventEndpoint.objects.failing().count()
     return Verdict(value > 0, value, 0, f"{value} event endpoints are failing or disabled.")
@@ -324,6 +345,14 @@ RULES: tuple[Rule, ...] = (
         _oldest_queued,
         "Jobs page: is graph.send_mail/graph.send_teams paused or its worker down? Check the "
         "sending budgets on the rate-limits page.",
+    ),
+    Rule(
+        "inbox_stale",
+        "Notifications not processed",
+        _inbox_stale,
+        "Is the inbox drain running (sync-worker pods: the drain container; `make run`: "
+        "the drain process)? Jobs page: is graph.process_notifications paused? The "
+        "graph.inbox.sweep schedule drains every minute meanwhile if the worker runs.",
     ),
     Rule(
         "event_endpoints_failing",

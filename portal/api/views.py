@@ -8,6 +8,7 @@ from typing import Any
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 
+from integrations.microsoft.models import NotificationInbox
 from portal.access.actors import Actor
 from portal.access.decorators import public
 from portal.alerts import measurements
@@ -186,11 +187,18 @@ def operation_status(
     "/api/metrics/queue",
     "GET",
     "view_console",
-    "Queue depth by state (`.pending` as the runbook reads it) and by job type.",
+    "Queue depth by state (`.pending` as the runbook reads it) and by job type, and the "
+    "notification inbox's backlog (notificationsPending, oldestNotificationSeconds).",
     trusted_network=True,
 )
 def metrics_queue(request: HttpRequest, actor: Actor, body: dict) -> dict[str, Any]:
-    return queue_metrics()
+    # Notifications wait in the inbox, not as jobs (the inbox is the queue): their backlog.
+    oldest = NotificationInbox.objects.oldest_pending_seconds()
+    return {
+        **queue_metrics(),
+        "notificationsPending": NotificationInbox.objects.pending().count(),
+        "oldestNotificationSeconds": int(oldest) if oldest is not None else 0,
+    }
 
 
 @api_endpoint(

@@ -16,11 +16,12 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from integrations.microsoft.models import NotificationInbox
 from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.access.roles import ROLES
 from portal.alerts import measurements
-from portal.alerts.rules import EVENT_BACKLOG, MESSAGES_FAILED, QUEUED_MINUTES
+from portal.alerts.rules import EVENT_BACKLOG, INBOX_MINUTES, MESSAGES_FAILED, QUEUED_MINUTES
 from portal.alerts.services import active_alerts
 from portal.audit.models import AuditEvent
 from portal.audit.services import record
@@ -148,11 +149,22 @@ def _integration_health() -> dict[str, Any]:
         worker_text = f"last heartbeat {metrics.humanize_seconds(heartbeat)} ago"
     else:
         worker_state, worker_text = "ok", f"heartbeat {metrics.humanize_seconds(heartbeat)} ago"
+    # The inbox is the queue: notifications wait there for the drain, not as jobs.
+    inbox_age = NotificationInbox.objects.oldest_pending_seconds()
+    if inbox_age is None:
+        inbox_state, inbox_text = "ok", "no notification waiting"
+    else:
+        waiting = NotificationInbox.objects.pending().count()
+        inbox_text = f"{waiting} waiting, oldest {humanize_seconds(inbox_age)}"
+        inbox_state = "ok" if inbox_age < 60 else "warn"
+        if inbox_age > get_setting(INBOX_MINUTES) * 60:
+            inbox_state, inbox_text = "bad", f"{inbox_text}: is the inbox drain running?"
     return {
         "health": [
             {"name": "Token", "state": token_state, "text": token_text},
             {"name": "Graph", "state": graph_state, "text": graph_text},
             {"name": "Worker", "state": worker_state, "text": worker_text},
+            {"name": "Inbox", "state": inbox_state, "text": inbox_text},
         ],
         "graph": window,
         "queue": queue_metrics(by_type=False),
