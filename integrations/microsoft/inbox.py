@@ -124,7 +124,7 @@ def _drain_notifications(limit: int, batch: str | None) -> Drained:
         if not rows:
             return Drained()
         targets: dict[tuple[int, str], list[int]] = {}
-        orphans = []
+        orphans: list[int] = []
         for row_id, user_id, kind, sub_id in rows:
             if user_id is None or sub_id is None:
                 orphans.append(row_id)  # its subscription or user is gone
@@ -196,7 +196,7 @@ def _drain_lifecycle(limit: int) -> int:
 def sweep() -> dict[str, int]:
     """Schedule entry (every minute): drain what no drain process took — none runs, or a
     wake-up was missed. Bounded in time so it never outlives the worker's task timeout."""
-    budget = min(45.0, float(settings.Q_CLUSTER.get("timeout") or 60) / 2)
+    budget = min(45.0, settings.Q_TIMEOUT / 2)
     done = drain_pending(deadline=time.monotonic() + budget)
     return {"claimed": done.claimed, "lifecycle": done.lifecycle, "paused": int(done.paused)}
 

@@ -195,9 +195,12 @@ def _secrets(ids: set[str]) -> dict[str, bytes | None]:
         return found
     if len(_known) > _KNOWN_MAX:
         _known.clear()
-    for graph_id, ciphertext in Subscription.objects.filter(graph_id__in=missing).values_list(
+    rows = Subscription.objects.filter(graph_id__in=missing).values_list(
         "graph_id", "client_state_encrypted"
-    ):
+    )
+    for known_id, ciphertext in rows:
+        if known_id is None:
+            continue
         try:
             secret: bytes | None = _client_state(ciphertext)
         except DecryptionError:
@@ -205,11 +208,11 @@ def _secrets(ids: set[str]) -> dict[str, bytes | None]:
             logger.error(
                 "Webhook: clientState of subscription %s cannot be decrypted "
                 "(FIELD_ENCRYPTION_KEYS?)",
-                graph_id,
+                known_id,
             )
-        found[graph_id] = secret
+        found[known_id] = secret
         if ttl > 0:
-            _known[graph_id] = (clock + ttl, secret)
+            _known[known_id] = (clock + ttl, secret)
     return found
 
 
