@@ -255,29 +255,30 @@ def alive_file() -> Path:
 def run(should_stop: Callable[[], bool]) -> None:
     """The long-running drain (`manage.py drain_inbox`): drain, then wait for a wake-up.
 
-    Database errors (a restart, a failover) are logged and retried with a growing pause; a
-    batch that failed rolled back, so its rows are simply claimed again."""
+    A failed batch (a database restart, a failover, a bug) is logged and retried with a
+    growing pause; it rolled back, so its rows are simply claimed again."""
     listener = _Listener() if connection.vendor == "postgresql" else None
     failures = 0
     beat = 0.0
     try:
         while not should_stop():
+            now = time.monotonic()
+            if now - beat > 5:  # the loop turns (a database outage included): alive
+                beat = now
+                _touch(alive_file())
             close_old_connections()
             try:
                 done = drain_once()
                 failures = 0
-            except DatabaseError:
+            except Exception as exc:
+                # A database error (restart, failover) or a bug: the batch rolled back, so its
+                # rows are claimed again; a backlog that stops shrinking fires inbox_stale.
                 failures += 1
-                logger.warning(
-                    "Inbox drain: database error (attempt %s); retrying", failures, exc_info=True
-                )
+                log = logger.warning if isinstance(exc, DatabaseError) else logger.error
+                log("Inbox drain: batch failed (attempt %s); retrying", failures, exc_info=True)
                 connection.close()
-                time.sleep(min(5.0, 0.2 * 2**failures))
+                time.sleep(min(30.0, 0.2 * 2**failures))
                 continue
-            now = time.monotonic()
-            if now - beat > 5:
-                beat = now
-                _touch(alive_file())
             if done.paused:
                 time.sleep(idle_seconds())
             elif done.claimed >= batch_size() or done.lifecycle:
@@ -292,8 +293,6 @@ def run(should_stop: Callable[[], bool]) -> None:
 
 
 def _touch(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # a read-only /tmp only costs the probe
         path.touch()
         os.utime(path)
-    except OSError:
-        pass
