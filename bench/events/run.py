@@ -2,7 +2,7 @@
 against the plain Job layer draining as many no-op jobs as there are delivery jobs, in the
 same run and with the same cluster settings.
 
-    python bench/events/run.py [--quick] [--events N] [--endpoints N] [--workers N]
+    python bench/events/run.py [--quick] [--events N] [--endpoints N] [--workers N] [--rounds N]
 
 Prints delivery jobs/s and events delivered/s, the ratio of delivery jobs/s to no-op jobs/s
 (target >= 0.7), and the latency from an event's commit to its arrival at the receiver
@@ -58,6 +58,7 @@ def main() -> int:
     parser.add_argument("--endpoints", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--trickle", type=int, default=100, help="events timed one by one")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating push/no-op rounds")
     args = parser.parse_args()
     count = args.events or (2000 if args.quick else 10_000)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
@@ -87,59 +88,83 @@ def main() -> int:
         EventEndpoint.objects.all().delete()
         Event.objects.all().delete()
 
-    # 1. Fan-out and delivery of `count` events to every endpoint.
-    reset()
     actor = Actor.system("bench")
-    for n in range(args.endpoints):
-        push.create_endpoint(actor, f"http://127.0.0.1:{port}/ep{n}")
-    with transaction.atomic():
-        emit_many(
-            ("mail.received", {"graphId": f"m{i}", "subject": "bench"}, "bench", None)
-            for i in range(count)
-        )
-    OrmQ.objects.all().delete()  # the commit's fan-out kick: the timed run starts it itself
-    Job.objects.all().delete()
-    started = time.perf_counter()
-    made = push.fan_out()
-    while made:
-        made = push.fan_out()
-    fan_out_seconds = time.perf_counter() - started
-    deliveries = EventDelivery.objects.count()
-    expected = count * args.endpoints
-    cluster = start_cluster(env)
-    try:
-        drain = wait_for(lambda: len(ARRIVALS) >= expected, timeout=1200, interval=0.2)
-    finally:
-        stop(cluster)
-    push_jobs_per_s = deliveries / drain
-    print(
-        f"fan-out: {deliveries} delivery jobs for {count} events x {args.endpoints} endpoints "
-        f"made in {fan_out_seconds:.2f}s"
-    )
-    print(
-        f"   push: drained in {drain:6.2f}s ({push_jobs_per_s:6.0f} delivery jobs/s, "
-        f"{expected / drain:7.0f} events delivered/s)"
-    )
 
-    # 2. The plain Job layer: as many no-op jobs, the same cluster settings.
-    reset()
-    with transaction.atomic():
-        for _ in range(deliveries):
-            enqueue("jobs.noop")
-    cluster = start_cluster(env)
-    try:
-        noop_drain = wait_for(
-            lambda: (
-                not Job.objects.exclude(status="succeeded").exists() and not OrmQ.objects.exists()
-            ),
-            timeout=600,
+    def push_round() -> tuple[int, float]:
+        """1. Fan-out and delivery of `count` events to every endpoint: (jobs, seconds)."""
+        reset()
+        ARRIVALS.clear()
+        for n in range(args.endpoints):
+            push.create_endpoint(actor, f"http://127.0.0.1:{port}/ep{n}")
+        with transaction.atomic():
+            emit_many(
+                ("mail.received", {"graphId": f"m{i}", "subject": "bench"}, "bench", None)
+                for i in range(count)
+            )
+        OrmQ.objects.all().delete()  # the commit's fan-out kick: the timed run starts it itself
+        Job.objects.all().delete()
+        started = time.perf_counter()
+        made = push.fan_out()
+        while made:
+            made = push.fan_out()
+        fan_out_seconds = time.perf_counter() - started
+        deliveries = EventDelivery.objects.count()
+        expected = count * args.endpoints
+        cluster = start_cluster(env)
+        try:
+            drain = wait_for(lambda: len(ARRIVALS) >= expected, timeout=1200, interval=0.2)
+        finally:
+            stop(cluster)
+        print(
+            f"fan-out: {deliveries} delivery jobs for {count} events x {args.endpoints} "
+            f"endpoints made in {fan_out_seconds:.2f}s"
         )
-    finally:
-        stop(cluster)
-    noop_per_s = deliveries / noop_drain
-    print(f"  no-op: {deliveries} jobs drained in {noop_drain:6.2f}s ({noop_per_s:6.0f} jobs/s)")
-    ratio = push_jobs_per_s / noop_per_s
-    print(f"ratio (delivery jobs/s / no-op jobs/s): {ratio:.2f} (target >= 0.70)")
+        print(
+            f"   push: drained in {drain:6.2f}s ({deliveries / drain:6.0f} delivery jobs/s, "
+            f"{expected / drain:7.0f} events delivered/s)"
+        )
+        return deliveries, drain
+
+    def noop_round(jobs: int) -> float:
+        """2. The plain Job layer: as many no-op jobs, the same cluster settings."""
+        reset()
+        with transaction.atomic():
+            for _ in range(jobs):
+                enqueue("jobs.noop")
+        cluster = start_cluster(env)
+        try:
+            drain = wait_for(
+                lambda: (
+                    not Job.objects.exclude(status="succeeded").exists()
+                    and not OrmQ.objects.exists()
+                ),
+                timeout=600,
+            )
+        finally:
+            stop(cluster)
+        print(f"  no-op: {jobs} jobs drained in {drain:6.2f}s ({jobs / drain:6.0f} jobs/s)")
+        return drain
+
+    # Rounds alternate the order (push then no-op, then no-op then push, …), so a change in
+    # the machine's load during the run weighs on both sides; the ratio pools every round.
+    push_jobs = push_seconds = noop_seconds = 0.0
+    deliveries = 0
+    for number in range(1, args.rounds + 1):
+        if number % 2:
+            deliveries, drain = push_round()
+            noop_drain = noop_round(deliveries)
+        else:
+            noop_drain = noop_round(deliveries)
+            deliveries, drain = push_round()
+        print(f"round {number}: ratio {(deliveries / drain) / (deliveries / noop_drain):.2f}")
+        push_jobs += deliveries
+        push_seconds += drain
+        noop_seconds += noop_drain
+    ratio = (push_jobs / push_seconds) / (push_jobs / noop_seconds)
+    print(
+        f"ratio (delivery jobs/s / no-op jobs/s) over {args.rounds} rounds: {ratio:.2f} "
+        "(target >= 0.70)"
+    )
 
     # 3. Latency: events emitted one at a time while the cluster runs (commit → receiver).
     reset()
