@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, Min, Q, Sum
+from django.db.models import Count, Q, Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
@@ -21,6 +21,7 @@ from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from integrations.microsoft.models import (
+    Credential,
     GraphCall,
     NotificationInbox,
     OutboundMessage,
@@ -30,13 +31,13 @@ from integrations.microsoft.models import (
 )
 from portal.access.addresses import from_api_trusted_network
 from portal.access.decorators import public
-from portal.alerts import measurements
-from portal.alerts.models import Alert
+from portal.alerts.models import Alert, AuditChainCheck
 from portal.events.models import EventEndpoint
 from portal.health import worker_heartbeat_age
 from portal.jobs.models import Job, JobAttempt
 
 LATENCY_BUCKETS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000)
+HOUR = timedelta(hours=1)
 
 
 class PortalCollector(Collector):
@@ -78,7 +79,7 @@ class PortalCollector(Collector):
             yield family
 
     def _graph(self) -> Iterator[GaugeMetricFamily]:
-        recent = GraphCall.objects.filter(created_at__gte=timezone.now() - measurements.HOUR)
+        recent = GraphCall.objects.last_hours(1)
         calls = GaugeMetricFamily(
             "fleet_graph_calls_last_hour",
             "Graph calls in the last hour by route and status",
@@ -89,26 +90,23 @@ class PortalCollector(Collector):
             "Graph 429 answers in the last hour by route",
             labels=["route"],
         )
-        totals = {"all": 0, "failed": 0}
         for route, status, is_throttled, n in (
             recent.values_list("route", "status", "throttled").annotate(n=Count("id")).order_by()
         ):
             calls.add_metric([route, str(status or "none")], n)
-            totals["all"] += n
-            if status is None or status >= 400:
-                totals["failed"] += n
             if is_throttled:
                 throttled.add_metric([route], n)
         yield calls
         yield throttled
+        figures = recent.figures()
         failed = GaugeMetricFamily(
             "fleet_graph_failed_last_hour",
             "Graph calls in the last hour that failed (no answer, 4xx, 5xx)",
         )
-        failed.add_metric([], totals["failed"])
+        failed.add_metric([], figures.failed)
         yield failed
         total = GaugeMetricFamily("fleet_graph_total_last_hour", "Graph calls in the last hour")
-        total.add_metric([], totals["all"])
+        total.add_metric([], figures.total)
         yield total
         aggregates = recent.aggregate(
             **{
@@ -141,17 +139,17 @@ class PortalCollector(Collector):
             by_state.add_metric([status, job_type], n)
         yield by_state
         queue = GaugeMetricFamily("fleet_queue_length", "Jobs waiting (pending + retrying)")
-        queue.add_metric([], measurements.queue_length())
+        queue.add_metric([], Job.objects.queue_length())
         yield queue
         dead = GaugeMetricFamily("fleet_dead_letters", "Jobs in the dead-letter queue")
-        dead.add_metric([], measurements.dead_letters())
+        dead.add_metric([], Job.objects.dead_letters())
         yield dead
         outcomes = GaugeMetricFamily(
             "fleet_job_attempts_last_hour",
             "Job attempts finished in the last hour by outcome",
             labels=["outcome"],
         )
-        since = timezone.now() - measurements.HOUR
+        since = timezone.now() - HOUR
         for outcome, n in (
             JobAttempt.objects.filter(finished_at__gte=since)
             .values_list("outcome")
@@ -162,7 +160,7 @@ class PortalCollector(Collector):
         yield outcomes
 
     def _notifications(self) -> Iterator[GaugeMetricFamily]:
-        since = timezone.now() - measurements.HOUR
+        since = timezone.now() - HOUR
         received = GaugeMetricFamily(
             "fleet_notifications_last_hour",
             "Change notifications stored in the last hour by status",
@@ -210,7 +208,7 @@ class PortalCollector(Collector):
         ):
             by_state.add_metric([state], n)
         yield by_state
-        _, soonest = measurements.subscriptions_expiring(timedelta(0))
+        soonest = _seconds(Subscription.objects.soonest_expiry_in())
         expiry = GaugeMetricFamily(
             "fleet_subscription_soonest_expiry_seconds",
             "Seconds until the soonest active subscription expires",
@@ -228,19 +226,10 @@ class PortalCollector(Collector):
         failed = GaugeMetricFamily(
             "fleet_sync_failed", "Sync states whose last run failed", labels=["resource_type"]
         )
-        now = timezone.now()
-        for kind, oldest, n_failed in (
-            SyncState.objects.filter(monitored_user__is_active=True)
-            .values_list("kind")
-            .annotate(
-                oldest=Min("last_success_at"),
-                failed=Count("id", filter=Q(status=SyncState.Status.FAILED)),
-            )
-            .order_by()
-        ):
-            if oldest is not None:
-                lag.add_metric([kind], (now - oldest).total_seconds())
-            failed.add_metric([kind], n_failed)
+        for kind, health in SyncState.objects.health_by_kind().items():
+            if health["lag_seconds"] is not None:
+                lag.add_metric([kind], health["lag_seconds"])
+            failed.add_metric([kind], health["failed"])
         yield lag
         yield failed
 
@@ -248,7 +237,7 @@ class PortalCollector(Collector):
         secret = GaugeMetricFamily(
             "fleet_client_secret_expiry_seconds", "Seconds until the active client secret expires"
         )
-        seconds = measurements.secret_expires_in()
+        seconds = _seconds(Credential.objects.active_expires_in())
         if seconds is not None:
             secret.add_metric([], seconds)
         yield secret
@@ -262,7 +251,7 @@ class PortalCollector(Collector):
         chain = GaugeMetricFamily(
             "fleet_audit_chain_ok", "1 if the last audit chain verification passed"
         )
-        ok = measurements.audit_chain_ok()
+        ok = AuditChainCheck.objects.latest_ok()
         if ok is not None:
             chain.add_metric([], 1 if ok else 0)
         yield chain
@@ -272,6 +261,10 @@ class PortalCollector(Collector):
         for rule, state in Alert.objects.values_list("rule", "state"):
             alerts.add_metric([rule], 1 if state == Alert.State.FIRING else 0)
         yield alerts
+
+
+def _seconds(duration: timedelta | None) -> float | None:
+    return duration.total_seconds() if duration is not None else None
 
 
 def _authorised(request: HttpRequest) -> bool:

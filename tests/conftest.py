@@ -10,6 +10,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.core.cache import cache
 from django.db import connection
 from django.db.backends.postgresql.operations import DatabaseOperations
 from django_q.models import OrmQ
@@ -52,6 +53,14 @@ def _receiver_forgets_subscriptions() -> None:
     """The webhook receiver caches clientStates by subscription id per process; tests reuse
     ids such as "sub-1" with other secrets and rolled-back rows (Graph never does)."""
     forget_subscription()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Each test starts with an empty cache: rate-limit counters (keyed by user ids, which a
+    rolled-back test may hand out again) never leak from one test into the next."""
+    cache.clear()
+    yield
 
 
 @pytest.fixture(scope="session")

@@ -2,15 +2,81 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Min, Q
+from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
 from integrations.microsoft.crypto import decrypt
 from integrations.microsoft.errors import TokenError
+
+# ------------------------------------------------------------------------- the figures
+# Each figure the dashboard, the API, the alerts and /metrics show has one definition: a
+# method on its model's QuerySet below (tests/portal/test_figures.py proves
+# that every consumer reports the same number for the same rows).
+
+# A Graph call succeeded when Graph answered 2xx or 3xx. No answer (timeout, reset), any 4xx
+# (a 404 that the caller handles included) and 5xx are failures: succeeded + failed = total.
+GRAPH_CALL_SUCCEEDED = Q(status__gte=200, status__lt=400)
+GRAPH_CALL_FAILED = Q(status__isnull=True) | Q(status__lt=200) | Q(status__gte=400)
+
+
+@dataclass(frozen=True)
+class GraphCallFigures:
+    """Graph calls over a window (GraphCallQuerySet.figures)."""
+
+    total: int
+    succeeded: int
+    throttled: int
+    server_errors: int
+    no_response: int
+    last_call_at: datetime | None
+    last_success_at: datetime | None
+
+    @property
+    def failed(self) -> int:
+        return self.total - self.succeeded
+
+    @property
+    def error_ratio(self) -> float | None:
+        """failed / total (0..1); None without calls."""
+        return self.failed / self.total if self.total else None
+
+    @property
+    def success_rate(self) -> float | None:
+        """Percent of calls that succeeded, one decimal; None without calls."""
+        return round(100.0 * self.succeeded / self.total, 1) if self.total else None
+
+
+class GraphCallQuerySet(models.QuerySet["GraphCall"]):
+    def since(self, moment: datetime) -> GraphCallQuerySet:
+        return self.filter(created_at__gte=moment)
+
+    def last_hours(self, hours: float = 1.0) -> GraphCallQuerySet:
+        return self.since(timezone.now() - timedelta(hours=hours))
+
+    def succeeded(self) -> GraphCallQuerySet:
+        return self.filter(GRAPH_CALL_SUCCEEDED)
+
+    def failed(self) -> GraphCallQuerySet:
+        return self.filter(GRAPH_CALL_FAILED)
+
+    def figures(self) -> GraphCallFigures:
+        """Totals over this queryset (bound it in time first: the table is big)."""
+        row = self.aggregate(
+            total=Count("id"),
+            succeeded=Count("id", filter=GRAPH_CALL_SUCCEEDED),
+            throttled=Count("id", filter=Q(throttled=True)),
+            server_errors=Count("id", filter=Q(status__gte=500)),
+            no_response=Count("id", filter=Q(status__isnull=True)),
+            last_call_at=Max("created_at"),
+            last_success_at=Max("created_at", filter=GRAPH_CALL_SUCCEEDED),
+        )
+        return GraphCallFigures(**row)
 
 
 class GraphCall(models.Model):
@@ -33,6 +99,8 @@ class GraphCall(models.Model):
     error_code = models.CharField(max_length=100, blank=True)
     mailbox = models.CharField(max_length=255, blank=True)
     in_batch = models.BooleanField(default=False)
+
+    objects = GraphCallQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -64,6 +132,18 @@ def refuse_foreign_credential(tenant_id: str, client_id: str) -> None:
     mismatch = credential_mismatch(tenant_id, client_id)
     if mismatch:
         raise TokenError(mismatch + ".", error="credential_mismatch")
+
+
+class CredentialQuerySet(models.QuerySet["Credential"]):
+    def active(self) -> CredentialQuerySet:
+        """The secret used for tokens (at most one: a constraint)."""
+        return self.filter(state=Credential.State.ACTIVE)
+
+    def active_expires_in(self) -> timedelta | None:
+        """Time left until the active secret expires (negative: expired); None when there is
+        no active secret or its expiry is not recorded."""
+        expires = self.active().values_list("expires_at", flat=True).first()
+        return expires - timezone.now() if expires else None
 
 
 class Credential(models.Model):
@@ -103,6 +183,8 @@ class Credential(models.Model):
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
 
+    objects = CredentialQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
@@ -132,6 +214,11 @@ class Credential(models.Model):
     @property
     def is_expired(self) -> bool:
         return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
+    def expires_in(self) -> timedelta | None:
+        """Time left until expiry (negative: expired); None when not recorded."""
+        return self.expires_at - timezone.now() if self.expires_at else None
 
     def configuration_mismatch(self) -> str:
         """Why this secret cannot be used with the configured tenant and client ("" = it can)."""
@@ -206,6 +293,20 @@ class ResourceKind(models.TextChoices):
     CHAT_MESSAGES = "chatMessages", "Teams chat messages"
 
 
+class MonitoredUserQuerySet(models.QuerySet["MonitoredUser"]):
+    def lookup(self, identifier: str) -> MonitoredUser | None:
+        """The monitored user known by this UPN, identifier or Graph id (case-insensitive),
+        as the runbook's API, the console and the commands accept them."""
+        identifier = identifier.strip()
+        if not identifier:
+            return None
+        return self.filter(
+            Q(upn__iexact=identifier)
+            | Q(identifier__iexact=identifier)
+            | Q(graph_id__iexact=identifier)
+        ).first()
+
+
 class MonitoredUser(models.Model):
     """A user whose inbox and/or chats the portal keeps subscriptions and delta state for.
 
@@ -234,6 +335,8 @@ class MonitoredUser(models.Model):
     resolved_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_error = models.TextField(blank=True, editable=False)
 
+    objects = MonitoredUserQuerySet.as_manager()
+
     class Meta:
         ordering = ["identifier"]
 
@@ -248,6 +351,20 @@ class MonitoredUser(models.Model):
         if self.watch_chat_messages:
             out.append(ResourceKind.CHAT_MESSAGES.value)
         return out
+
+
+class SubscriptionQuerySet(models.QuerySet["Subscription"]):
+    def active(self) -> SubscriptionQuerySet:
+        return self.filter(state=Subscription.State.ACTIVE)
+
+    def expiring_within(self, within: timedelta) -> SubscriptionQuerySet:
+        """Active subscriptions whose expiry is less than `within` away (or past)."""
+        return self.active().filter(expiration__lt=timezone.now() + within)
+
+    def soonest_expiry_in(self) -> timedelta | None:
+        """Time until the soonest active expiry (negative: lapsed); None without any."""
+        soonest = self.active().aggregate(soonest=Min("expiration"))["soonest"]
+        return soonest - timezone.now() if soonest else None
 
 
 class Subscription(models.Model):
@@ -294,6 +411,8 @@ class Subscription(models.Model):
     replaced_by = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+
+    objects = SubscriptionQuerySet.as_manager()
 
     class Meta:
         ordering = ["monitored_user_id", "kind", "-id"]
@@ -482,6 +601,26 @@ class WebhookRejection(models.Model):
         return f"{self.day} {self.endpoint} {self.reason}: {self.count}"
 
 
+def _with_lag(row: dict[str, Any]) -> dict[str, Any]:
+    oldest = row["oldest_success"]
+    lag = int((timezone.now() - oldest).total_seconds()) if oldest else None
+    return {**row, "lag_seconds": lag}
+
+
+class SyncStateQuerySet(models.QuerySet["SyncState"]):
+    def monitored(self) -> SyncStateQuerySet:
+        return self.filter(monitored_user__is_active=True)
+
+    def health(self) -> dict[str, Any]:
+        """SYNC_HEALTH over the monitored users' states, with `lag_seconds`."""
+        return _with_lag(self.monitored().aggregate(**SYNC_HEALTH))
+
+    def health_by_kind(self) -> dict[str, dict[str, Any]]:
+        """The same figures per resource kind."""
+        rows = self.monitored().values("kind").annotate(**SYNC_HEALTH).order_by("kind")
+        return {row.pop("kind"): _with_lag(row) for row in rows}
+
+
 class SyncState(models.Model):
     """Delta-sync state of one monitored user and resource kind.
 
@@ -531,6 +670,8 @@ class SyncState(models.Model):
     lease_owner = models.CharField(max_length=64, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
 
+    objects = SyncStateQuerySet.as_manager()
+
     class Meta:
         ordering = ["monitored_user_id", "kind"]
         constraints = [
@@ -543,6 +684,19 @@ class SyncState(models.Model):
     @property
     def token_age(self) -> timezone.timedelta | None:
         return timezone.now() - self.token_obtained_at if self.token_obtained_at else None
+
+
+# Sync health over the states of monitored (active) users. "Never synced" means no run has
+# succeeded yet, whatever the last attempt did; the lag is the age of the oldest last success.
+SYNC_HEALTH = {
+    "states": Count("id"),
+    "failed": Count("id", filter=Q(status=SyncState.Status.FAILED)),
+    "never": Count("id", filter=Q(last_success_at__isnull=True)),
+    "due": Count("id", filter=Q(due_since__isnull=False)),
+    "oldest_success": Min("last_success_at"),
+    "newest_success": Max("last_success_at"),
+    "oldest_token": Min("token_obtained_at"),
+}
 
 
 class SyncRun(models.Model):

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import models
+from django.db.models import Sum
+
+from integrations.microsoft.models import GraphCallFigures
 
 
 class Alert(models.Model):
@@ -44,6 +49,12 @@ class AlertEvent(models.Model):
         return f"{self.rule} {self.state} at {self.created_at:%Y-%m-%d %H:%M}"
 
 
+class AuditChainCheckQuerySet(models.QuerySet["AuditChainCheck"]):
+    def latest_ok(self) -> bool | None:
+        """Whether the latest verification passed; None before the first one."""
+        return self.order_by("-id").values_list("ok", flat=True).first()
+
+
 class AuditChainCheck(models.Model):
     """The hourly verification of the audit log's hash chain (metrics read the latest)."""
 
@@ -54,8 +65,30 @@ class AuditChainCheck(models.Model):
     first_bad_event = models.BigIntegerField(null=True, blank=True)
     problem = models.TextField(blank=True)
 
+    objects = AuditChainCheckQuerySet.as_manager()
+
     def __str__(self) -> str:
         return f"audit chain {'ok' if self.ok else 'BROKEN'} at {self.checked_at}"
+
+
+class MetricSampleQuerySet(models.QuerySet["MetricSample"]):
+    def graph_figures(self, since: datetime) -> GraphCallFigures:
+        """Graph calls since `since` from the per-minute samples (1,440 rows a day, not
+        millions of calls): the same success predicate, sampled by take_sample. Only
+        totals are known."""
+        row = self.filter(taken_at__gte=since).aggregate(
+            ok=Sum("calls_ok"), failed=Sum("calls_failed"), throttled=Sum("calls_throttled")
+        )
+        ok, failed = row["ok"] or 0, row["failed"] or 0
+        return GraphCallFigures(
+            total=ok + failed,
+            succeeded=ok,
+            throttled=row["throttled"] or 0,
+            server_errors=0,
+            no_response=0,
+            last_call_at=None,
+            last_success_at=None,
+        )
 
 
 class MetricSample(models.Model):
@@ -69,6 +102,8 @@ class MetricSample(models.Model):
     calls_ok = models.PositiveIntegerField()
     calls_failed = models.PositiveIntegerField()
     calls_throttled = models.PositiveIntegerField()
+
+    objects = MetricSampleQuerySet.as_manager()
 
     def __str__(self) -> str:
         return f"sample at {self.taken_at:%H:%M}"

@@ -9,7 +9,6 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import Count, Q
 from django.utils import timezone
 
 from integrations.microsoft.messaging import send_teams_message
@@ -17,11 +16,11 @@ from integrations.microsoft.models import GraphCall
 from integrations.microsoft.teams_sender import current_delegated_account
 from portal.access.actors import Actor
 from portal.access.authz import require
-from portal.alerts import measurements
 from portal.alerts.models import Alert, AlertEvent, AuditChainCheck, MetricSample
 from portal.alerts.rules import RULES, Rule
 from portal.audit.services import record
 from portal.audit.verification import verify_chain
+from portal.jobs.models import Job
 
 logger = logging.getLogger(__name__)
 MAX_SNOOZE = timedelta(days=7)
@@ -201,20 +200,15 @@ def record_chain_verification(sender: Any, result: Any, **kwargs: Any) -> None:
 
 def take_sample() -> None:
     """Record the queue and the last minute's Graph calls for the dashboard charts."""
-
     now = timezone.now()
     last = MetricSample.objects.order_by("-taken_at").values_list("taken_at", flat=True).first()
     since = max(last, now - timedelta(minutes=5)) if last else now - timedelta(minutes=1)
-    calls = GraphCall.objects.filter(created_at__gt=since, created_at__lte=now).aggregate(
-        ok=Count("id", filter=Q(status__gte=200, status__lt=400)),
-        failed=Count("id", filter=Q(status__isnull=True) | Q(status__gte=400)),
-        throttled=Count("id", filter=Q(throttled=True)),
-    )
+    calls = GraphCall.objects.filter(created_at__gt=since, created_at__lte=now).figures()
     MetricSample.objects.create(
         taken_at=now,
-        queue_length=measurements.queue_length(),
-        dead=measurements.dead_letters(),
-        calls_ok=calls["ok"],
-        calls_failed=calls["failed"],
-        calls_throttled=calls["throttled"],
+        queue_length=Job.objects.queue_length(),
+        dead=Job.objects.dead_letters(),
+        calls_ok=calls.succeeded,
+        calls_failed=calls.failed,
+        calls_throttled=calls.throttled,
     )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Count, Max, Min, Q
+from django.db.models import Count
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 
-from integrations.microsoft import sync
+from integrations.microsoft import diagnosis, sync
 from integrations.microsoft.models import GraphCall, MonitoredUser, ResourceKind, SyncRun, SyncState
 from portal.access.actors import Actor
 from portal.api.framework import ApiError, api_endpoint
@@ -29,12 +29,9 @@ def find_user(identifier: Any) -> MonitoredUser:
     """A monitored user by UPN, identifier or Graph id (case-insensitive for UPNs)."""
     if not isinstance(identifier, str) or not identifier.strip():
         raise ApiError(400, "invalid_body", "userId (a UPN or Graph user id) is required.")
-    identifier = identifier.strip()
-    user = MonitoredUser.objects.filter(
-        Q(upn__iexact=identifier) | Q(identifier__iexact=identifier) | Q(graph_id=identifier)
-    ).first()
+    user = MonitoredUser.objects.lookup(identifier)
     if user is None:
-        raise ApiError(404, "not_found", f"{identifier} is not a monitored user.")
+        raise ApiError(404, "not_found", f"{identifier.strip()} is not a monitored user.")
     return user
 
 
@@ -161,36 +158,22 @@ def sync_state(
 
 
 def sync_metrics() -> dict[str, Any]:
-    now = timezone.now()
     result: dict[str, Any] = {
         "monitoredUsers": MonitoredUser.objects.filter(is_active=True).count(),
-        "byResourceType": {},
+        "byResourceType": {
+            kind: {
+                "states": row["states"],
+                "failed": row["failed"],
+                "neverSynced": row["never"],
+                "dueWithRealtimeOff": row["due"],
+                "maxLagSeconds": row["lag_seconds"],
+                "lastSuccessAt": row["newest_success"],
+                "oldestTokenAgeSeconds": _seconds_since(row["oldest_token"]),
+            }
+            for kind, row in SyncState.objects.health_by_kind().items()
+        },
     }
-    rows = (
-        SyncState.objects.filter(monitored_user__is_active=True)
-        .values("kind")
-        .annotate(
-            states=Count("id"),
-            failed=Count("id", filter=Q(status=SyncState.Status.FAILED)),
-            never=Count("id", filter=Q(status=SyncState.Status.NEVER)),
-            due=Count("id", filter=Q(due_since__isnull=False)),
-            oldest_success=Min("last_success_at"),
-            newest_success=Max("last_success_at"),
-            oldest_token=Min("token_obtained_at"),
-        )
-        .order_by()
-    )
-    for row in rows:
-        result["byResourceType"][row["kind"]] = {
-            "states": row["states"],
-            "failed": row["failed"],
-            "neverSynced": row["never"],
-            "dueWithRealtimeOff": row["due"],
-            "maxLagSeconds": _seconds_since(row["oldest_success"]),
-            "lastSuccessAt": row["newest_success"],
-            "oldestTokenAgeSeconds": _seconds_since(row["oldest_token"]),
-        }
-    hour_ago = now - timedelta(hours=1)
+    hour_ago = timezone.now() - timedelta(hours=1)
     result["runsLastHour"] = dict(
         SyncRun.objects.filter(started_at__gte=hour_ago)
         .values_list("outcome")
@@ -212,16 +195,8 @@ def metrics_sync(request: HttpRequest, actor: Actor, body: dict) -> dict[str, An
 
 
 def graph_metrics(window: timedelta = timedelta(hours=1)) -> dict[str, Any]:
-    since = timezone.now() - window
-    calls = GraphCall.objects.filter(created_at__gte=since)
-    totals = calls.aggregate(
-        total=Count("id"),
-        ok=Count("id", filter=Q(status__gte=200, status__lt=400)),
-        throttled=Count("id", filter=Q(throttled=True)),
-        server_errors=Count("id", filter=Q(status__gte=500)),
-        no_response=Count("id", filter=Q(status__isnull=True)),
-    )
-    failed = totals["total"] - totals["ok"]
+    calls = GraphCall.objects.since(timezone.now() - window)
+    figures = calls.figures()
     throttled_routes = list(
         calls.filter(throttled=True)
         .values("route")
@@ -230,13 +205,13 @@ def graph_metrics(window: timedelta = timedelta(hours=1)) -> dict[str, Any]:
     )
     return {
         "windowSeconds": int(window.total_seconds()),
-        "calls": totals["total"],
-        "succeeded": totals["ok"],
-        "failed": failed,
-        "errorRate": round(failed / totals["total"], 4) if totals["total"] else 0.0,
-        "throttled": totals["throttled"],
-        "serverErrors": totals["server_errors"],
-        "noResponse": totals["no_response"],
+        "calls": figures.total,
+        "succeeded": figures.succeeded,
+        "failed": figures.failed,
+        "errorRate": round(figures.error_ratio or 0.0, 4),
+        "throttled": figures.throttled,
+        "serverErrors": figures.server_errors,
+        "noResponse": figures.no_response,
         "throttledByRoute": throttled_routes,
     }
 
@@ -250,3 +225,24 @@ def graph_metrics(window: timedelta = timedelta(hours=1)) -> dict[str, Any]:
 )
 def metrics_graph(request: HttpRequest, actor: Actor, body: dict) -> dict[str, Any]:
     return graph_metrics()
+
+
+@api_endpoint(
+    "/api/sync/diagnosis/{userId}",
+    "GET",
+    "view_console",
+    "Why isn't this user syncing? A plain-language diagnosis and the user's timeline "
+    "(subscriptions, notifications, runs, jobs, 429s; operators' actions with view_audit).",
+    query={"window": f"one of {', '.join(diagnosis.TIMELINE_WINDOWS)} (default 24h)"},
+)
+def sync_diagnosis(request: HttpRequest, actor: Actor, body: dict, user_id: str) -> dict[str, Any]:
+    user = find_user(user_id)
+    window = request.GET.get("window", "24h")
+    if window not in diagnosis.TIMELINE_WINDOWS:
+        raise ApiError(
+            400,
+            "invalid_query",
+            f"window must be one of {', '.join(diagnosis.TIMELINE_WINDOWS)}.",
+            field="window",
+        )
+    return diagnosis.user_report(actor, user, window).as_json()

@@ -1,6 +1,13 @@
 from django.urls import include, path
 
-from portal.api import endpoint_views, event_views, message_views, sync_views, views
+from portal.api import (
+    endpoint_views,
+    event_views,
+    message_views,
+    subscription_views,
+    sync_views,
+    views,
+)
 
 app_name = "api"
 
@@ -18,6 +25,12 @@ urlpatterns = [
     path("sync/full", sync_views.sync_full, name="sync_full"),
     path("sync/delta", sync_views.sync_delta, name="sync_delta"),
     path("sync/state/<str:user_id>/<str:resource_type>", sync_views.sync_state, name="sync_state"),
+    path("sync/diagnosis/<str:user_id>", sync_views.sync_diagnosis, name="sync_diagnosis"),
+    path(
+        "subscriptions/compare",
+        subscription_views.subscriptions_compare,
+        name="subscriptions_compare",
+    ),
     path("events", event_views.event_feed, name="events"),
     path("event-endpoints", endpoint_views.endpoints_collection, name="event_endpoints"),
     path(

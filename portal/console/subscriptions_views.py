@@ -7,13 +7,11 @@ comparison, a dry run, an action), never by a page load or the live refresh.
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
@@ -22,7 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from integrations.microsoft import kinds, subscriptions
+from integrations.microsoft import diagnosis, kinds, subscriptions
 from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import LifecycleEvent, ResourceKind, Subscription
 from portal.access.actors import Actor
@@ -44,8 +42,9 @@ class SubscriptionFilter(forms.Form):
     kind = forms.ChoiceField(
         required=False, label="Resource", choices=[("", "any"), *ResourceKind.choices]
     )
+    # Up to the subscription_expiring alert's maximum threshold (the dashboard links here).
     expiring = forms.IntegerField(
-        required=False, min_value=1, max_value=24 * 8, label="Expiring within (hours)"
+        required=False, min_value=1, max_value=240, label="Expiring within (hours)"
     )
     user = forms.CharField(required=False, max_length=255, label="User starts with")
     before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
@@ -58,10 +57,7 @@ class SubscriptionFilter(forms.Form):
         if data.get("kind"):
             queryset = queryset.filter(kind=data["kind"])
         if data.get("expiring"):
-            queryset = queryset.filter(
-                state=Subscription.State.ACTIVE,
-                expiration__lt=timezone.now() + timedelta(hours=data["expiring"]),
-            )
+            queryset = queryset.expiring_within(timedelta(hours=data["expiring"]))
         if data.get("user"):
             queryset = queryset.filter(monitored_user__identifier__istartswith=data["user"])
         return queryset
@@ -112,9 +108,7 @@ def subscription_list(request: HttpRequest) -> HttpResponse:
             "counts": dict(
                 Subscription.objects.values_list("state").annotate(n=Count("id")).order_by()
             ),
-            "expiring_24h": Subscription.objects.filter(
-                state=Subscription.State.ACTIVE, expiration__lt=now + timedelta(hours=24)
-            ).count(),
+            "expiring_24h": Subscription.objects.expiring_within(timedelta(hours=24)).count(),
             "events": LifecycleEvent.objects.select_related(
                 "subscription__monitored_user", "job", "followup_job"
             )[:15],
@@ -124,92 +118,20 @@ def subscription_list(request: HttpRequest) -> HttpResponse:
     return render(request, "console/subscriptions.html", context)
 
 
-# Each compare lists every subscription in Graph (paged): an operator's tool, a few a minute.
-COMPARES_PER_MINUTE = 6
-
-
-def _compare_allowed(request: HttpRequest) -> int:
-    """0 when this person may compare now, else the seconds until they may again."""
-    window = int(time.time() // 60)
-    key = f"portal:subscriptions-compare:{request.user.pk}:{window}"
-    cache.add(key, 0, timeout=90)
-    if cache.incr(key) > COMPARES_PER_MINUTE:
-        return 60 - int(time.time() % 60)
-    return 0
-
-
 @require_GET
 @requires("setup_subscriptions")
 def subscription_compare(request: HttpRequest) -> HttpResponse:
     """Database and Graph side by side (one GET /subscriptions, paged by Graph)."""
-    wait = _compare_allowed(request)
-    if wait:
-        response = HttpResponse(
-            f"Comparing with Graph is limited to {COMPARES_PER_MINUTE} a "
-            f"minute; try again in {wait} s.",
-            status=429,
-            content_type="text/plain; charset=utf-8",
-        )
-        response["Retry-After"] = str(wait)
-        return response
-    error = ""
-    pairs: list[dict[str, Any]] = []
     try:
-        remote = {item["id"]: item for item in subscriptions.list_remote()}
-    except GraphError as exc:
-        remote, error = {}, exc.message
-    if not error:
-        now = timezone.now()
-        known = list(
-            Subscription.objects.select_related("monitored_user")
-            .exclude(graph_id__isnull=True)
-            .order_by("-id")[:500]
-        )
-        for sub in known:
-            item = remote.pop(sub.graph_id, None)
-            graph_expiry = (
-                kinds.parse_graph_datetime(item.get("expirationDateTime")) if item else None
-            )
-            if item is None and sub.state == Subscription.State.ACTIVE:
-                verdict, state = "missing in Graph: recreate (or run Set up all)", "failed"
-            elif item is None:
-                verdict, state = f"{sub.get_state_display()}, not in Graph", "cancelled"
-            elif sub.state != Subscription.State.ACTIVE:
-                verdict, state = f"in Graph but {sub.state} here: clean up", "paused"
-            elif (
-                graph_expiry
-                and sub.expiration
-                and abs((graph_expiry - sub.expiration).total_seconds()) > 60
-            ):
-                verdict, state = "expiry differs: renew", "paused"
-            else:
-                verdict, state = "in step", "succeeded"
-            pairs.append(
-                {
-                    "sub": decorate(sub, now),
-                    "remote": item,
-                    "graph_expiry": graph_expiry,
-                    "verdict": verdict,
-                    "state": state,
-                }
-            )
-        for item in remote.values():
-            ours = subscriptions.ours(item)
-            pairs.append(
-                {
-                    "sub": None,
-                    "remote": item,
-                    "graph_expiry": kinds.parse_graph_datetime(item.get("expirationDateTime")),
-                    "verdict": "orphan of this deployment: Clean up deletes it"
-                    if ours
-                    else "another deployment's: left alone",
-                    "state": "failed" if ours else "cancelled",
-                }
-            )
+        comparison = diagnosis.compare_with_graph(Actor.from_request(request))
+    except diagnosis.CompareLimited as exc:
+        response = HttpResponse(str(exc), status=429, content_type="text/plain; charset=utf-8")
+        response["Retry-After"] = str(exc.retry_after)
+        return response
     context = {
-        "pairs": pairs,
-        "error": error,
-        "in_step": sum(1 for p in pairs if p["state"] == "succeeded"),
+        "pairs": comparison.pairs,
+        "error": comparison.error,
+        "in_step": comparison.in_step,
         "can_cleanup": request.user.has_perm("access.cleanup_subscriptions"),
     }
     template = (
@@ -320,10 +242,8 @@ def subscription_bulk_renew(request: HttpRequest) -> HttpResponse:
             status=400 if form.is_bound else 200,
         )
     hours = form.cleaned_data["hours"]
-    matching = Subscription.objects.filter(
-        state=Subscription.State.ACTIVE,
-        graph_id__isnull=False,
-        expiration__lt=timezone.now() + timedelta(hours=hours),
+    matching = Subscription.objects.expiring_within(timedelta(hours=hours)).filter(
+        graph_id__isnull=False
     )
     count = matching.count()
     context: dict[str, Any] = {

@@ -4,7 +4,6 @@ now / full sync / reset, and a per-user timeline that answers "why isn't this sy
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from django import forms
@@ -12,17 +11,13 @@ from django.contrib import messages
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from integrations.microsoft import subscriptions, sync
+from integrations.microsoft import diagnosis, subscriptions, sync
+from integrations.microsoft.diagnosis import DELTA_TOKEN_DAYS
 from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import (
-    GraphCall,
-    LifecycleEvent,
     MonitoredUser,
-    NotificationInbox,
     ResourceKind,
     Subscription,
     SyncRun,
@@ -30,16 +25,10 @@ from integrations.microsoft.models import (
 )
 from portal.access.actors import Actor
 from portal.access.decorators import requires
-from portal.audit.models import AuditEvent
 from portal.console.paging import empty_page, keyset_page
-from portal.jobs.models import Job, PausedJobType
-from portal.runtime.registry import get as runtime
+from portal.jobs.models import Job
 
 PAGE_SIZE = 50
-# Outlook delta tokens stop working after about 7 days without use (graph-reference.md).
-DELTA_TOKEN_DAYS = 7
-TIMELINE_WINDOWS = {"24h": 24, "7d": 24 * 7}
-TIMELINE_LIMIT = 60
 
 
 class UserFilter(forms.Form):
@@ -246,213 +235,22 @@ def user_sync_action(request: HttpRequest, user_id: int) -> HttpResponse:
     return back
 
 
-def _timeline(user: MonitoredUser, hours: int, *, with_audit: bool) -> list[dict[str, Any]]:
-    """Everything that happened to one user, newest first, bounded in time and count."""
-    since = timezone.now() - timedelta(hours=hours)
-    entries: list[dict[str, Any]] = []
-    states = list(SyncState.objects.filter(monitored_user=user))
-    state_ids = [s.pk for s in states]
-    subs = list(Subscription.objects.filter(monitored_user=user))
-    sub_ids = [s.pk for s in subs]
-
-    def add(
-        at: Any, category: str, state: str, title: str, detail: str = "", link: str = ""
-    ) -> None:
-        if at is not None and at >= since:
-            entries.append(
-                {
-                    "at": at,
-                    "category": category,
-                    "state": state,
-                    "title": title,
-                    "detail": detail,
-                    "link": link,
-                }
-            )
-
-    for sub in subs:
-        add(
-            sub.created_at,
-            "subscription",
-            "succeeded" if sub.graph_id else "failed",
-            f"{sub.kind} subscription #{sub.pk} created",
-            sub.graph_id or sub.last_error,
-        )
-        add(
-            sub.last_renewed_at,
-            "subscription",
-            "succeeded",
-            f"{sub.kind} subscription #{sub.pk} renewed",
-            f"until {sub.expiration:%Y-%m-%d %H:%M}" if sub.expiration else "",
-        )
-        add(
-            sub.last_error_at,
-            "subscription",
-            "failed",
-            f"{sub.kind} subscription #{sub.pk} error",
-            sub.last_error,
-        )
-        if sub.expiration and sub.expiration < timezone.now():
-            add(
-                sub.expiration,
-                "subscription",
-                "failed",
-                f"{sub.kind} subscription #{sub.pk} expired",
-                "Graph stopped sending notifications",
-            )
-    for event in LifecycleEvent.objects.filter(subscription_id__in=sub_ids, received_at__gte=since)[
-        :TIMELINE_LIMIT
-    ]:
-        add(
-            event.received_at,
-            "lifecycle",
-            "failed" if event.status == "failed" else "paused",
-            f"Graph sent {event.event}",
-            f"{event.status}: {event.outcome}",
-            reverse("console:job_detail", args=[event.followup_job_id])
-            if event.followup_job_id
-            else "",
-        )
-    for note in NotificationInbox.objects.filter(monitored_user=user, received_at__gte=since)[
-        :TIMELINE_LIMIT
-    ]:
-        add(
-            note.received_at,
-            "notification",
-            "succeeded" if note.status == "processed" else "pending",
-            f"Notification: {note.change_type} {note.kind}",
-            f"{note.status}",
-            reverse("console:job_detail", args=[note.sync_job_id]) if note.sync_job_id else "",
-        )
-    for run in SyncRun.objects.filter(state_id__in=state_ids, started_at__gte=since).select_related(
-        "state"
-    )[:TIMELINE_LIMIT]:
-        add(
-            run.started_at,
-            "sync run",
-            run.outcome,
-            f"{run.get_kind_display()} run of {run.state.kind}: {run.outcome}",
-            run.error
-            or f"{run.pages} pages, +{run.added} ~{run.updated} -{run.removed}"
-            f"{' · ' + run.trigger if run.trigger else ''}",
-            reverse("console:job_detail", args=[run.job_id]) if run.job_id else "",
-        )
-    job_ids = {
-        r.job_id
-        for r in SyncRun.objects.filter(state_id__in=state_ids, started_at__gte=since)[:200]
-        if r.job_id
-    }
-    job_ids |= {s.queued_job_id for s in states if s.queued_job_id}
-    for job in Job.objects.filter(pk__in=job_ids).exclude(status=Job.Status.SUCCEEDED):
-        add(
-            job.updated_at,
-            "job",
-            job.status,
-            f"Job #{job.pk} {job.job_type} is {job.status}",
-            job.last_error,
-            reverse("console:job_detail", args=[job.pk]),
-        )
-    mailbox = (user.graph_id or "").lower()
-    if mailbox:
-        for call in GraphCall.objects.filter(
-            created_at__gte=since, throttled=True, mailbox__in={mailbox, user.upn.lower()} - {""}
-        )[:TIMELINE_LIMIT]:
-            add(
-                call.created_at,
-                "429",
-                "paused",
-                f"Graph throttled {call.method} {call.route}",
-                f"Retry-After {call.retry_after or '?'} s",
-            )
-    targets = (
-        Q(target_type="monitored_user", target_id=str(user.pk))
-        | Q(target_type="sync_state", target_id__in=[str(i) for i in state_ids])
-        | Q(target_type="subscription", target_id__in=[str(i) for i in sub_ids])
-    )
-    # Operators' actions come from the audit log: only for those who may read it.
-    audit = AuditEvent.objects.filter(targets, created_at__gte=since)
-    for event in audit[:TIMELINE_LIMIT] if with_audit else []:
-        add(
-            event.created_at,
-            "operator",
-            event.outcome,
-            f"{event.actor_name}: {event.action}",
-            event.reason,
-        )
-    entries.sort(key=lambda e: e["at"], reverse=True)
-    return entries[: TIMELINE_LIMIT * 2]
-
-
 @require_GET
 @requires("view_console")
 def user_timeline(request: HttpRequest, user_id: int) -> HttpResponse:
     user = _user_or_404(user_id)
     window = request.GET.get("window", "24h")
-    if window not in TIMELINE_WINDOWS:
+    if window not in diagnosis.TIMELINE_WINDOWS:
         window = "24h"
-    entries = _timeline(
-        user, TIMELINE_WINDOWS[window], with_audit=request.user.has_perm("access.view_audit")
-    )
-    states = list(SyncState.objects.filter(monitored_user=user))
+    report = diagnosis.user_report(Actor.from_request(request), user, window)
     return render(
         request,
         "console/sync_timeline.html",
         {
             "monitored": user,
-            "entries": entries,
+            "entries": report.entries,
             "window": window,
-            "diagnosis": _diagnose(user, states),
-            "windows": TIMELINE_WINDOWS,
+            "diagnosis": report.diagnosis,
+            "windows": diagnosis.TIMELINE_WINDOWS,
         },
     )
-
-
-def _diagnose(user: MonitoredUser, states: list[SyncState]) -> list[tuple[str, str]]:
-    """Plain-language reasons a user may not be syncing, worst first."""
-    findings: list[tuple[str, str]] = []
-
-    if not user.is_active:
-        findings.append(("failed", "The user is not monitored any more (removed)."))
-    if not user.graph_id:
-        findings.append(("failed", f"Graph id not resolved: {user.last_error or 'pending'}."))
-    if PausedJobType.objects.filter(job_type=sync.JOB_TYPE).exists():
-        findings.append(("failed", "Sync jobs are paused (Jobs page): nothing runs."))
-    live = Subscription.objects.filter(
-        monitored_user=user, state=Subscription.State.ACTIVE, expiration__gt=timezone.now()
-    )
-    for kind in user.kinds:
-        if not live.filter(kind=kind).exists():
-            findings.append(
-                (
-                    "failed",
-                    f"No live {kind} subscription: no real-time "
-                    "notifications (Set up all creates one).",
-                )
-            )
-    if not runtime("ENABLE_REALTIME_SYNC"):
-        findings.append(
-            (
-                "paused",
-                "Real-time sync is off (Settings): notifications only mark "
-                "the user due for the next interval run.",
-            )
-        )
-    for state in states:
-        if state.status == SyncState.Status.FAILED:
-            findings.append(("failed", f"{state.kind}: last run failed: {state.last_error}"))
-        if state.token_age and state.token_age.days >= DELTA_TOKEN_DAYS:
-            findings.append(
-                (
-                    "paused",
-                    f"{state.kind}: delta token is {state.token_age.days} "
-                    "days old; expect an automatic full resync.",
-                )
-            )
-    if not findings:
-        findings.append(
-            (
-                "succeeded",
-                "Nothing looks wrong: subscriptions are live and the last runs succeeded.",
-            )
-        )
-    return findings

@@ -16,11 +16,17 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from integrations.microsoft.models import NotificationInbox
+from integrations.microsoft.models import (
+    Credential,
+    GraphCall,
+    NotificationInbox,
+    Subscription,
+    SyncState,
+)
 from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.access.roles import ROLES
-from portal.alerts import measurements
+from portal.alerts import measurements, rules
 from portal.alerts.rules import EVENT_BACKLOG, INBOX_MINUTES, MESSAGES_FAILED, QUEUED_MINUTES
 from portal.alerts.services import active_alerts
 from portal.audit.models import AuditEvent
@@ -114,32 +120,37 @@ WORKER_STALE_SECONDS = WORKER_STALE_AFTER.total_seconds()
 
 
 def _integration_health() -> dict[str, Any]:
-    """Graph-side tiles. Read from the database only: a dead Graph must not slow this page."""
+    """Graph-side tiles. Read from the database only: a dead Graph must not slow this page.
 
-    window = metrics.graph_window(hours=1)
+    The figures and thresholds are the alerts' own (QuerySet methods, runtime settings), so a
+    tile and its alert never disagree."""
+
+    window = GraphCall.objects.last_hours(1).figures()
     heartbeat = worker_heartbeat_age()
-    secret = metrics.credential_expiry()
-    lag = metrics.sync_lag()
+    active = Credential.objects.active().first()
+    expires_in = active.expires_in if active else None
+    days_left = expires_in.days if expires_in is not None else None
+    lag = SyncState.objects.health()
+    thresholds = rules.thresholds()
     gateway = measurements.gateway_figures()
     if window.total == 0:
         graph_state, graph_text = "unknown", "no Graph calls in the last hour"
     elif window.last_success_at is None:
         graph_state, graph_text = "bad", "no successful call in the last hour"
-    elif (window.success_rate or 0) < 95:
+    elif (window.success_rate or 0) < thresholds["success_rate"]:
         graph_state, graph_text = "warn", f"{window.success_rate}% of calls succeeded"
     else:
         since_success = (timezone.now() - window.last_success_at).total_seconds()
         graph_state = "ok"
         graph_text = f"last success {metrics.humanize_seconds(since_success)} ago"
-    active = secret["active"]
     if active is None:
         token_state, token_text = "bad", "no active client secret"
     elif active.configuration_mismatch():
         token_state, token_text = "bad", active.configuration_mismatch()
     elif active.last_error:
         token_state, token_text = "bad", active.last_error
-    elif secret["days_left"] is not None and secret["days_left"] < 14:
-        token_state, token_text = "warn", f"secret expires in {secret['days_left']} days"
+    elif days_left is not None and days_left < thresholds["secret_days"]:
+        token_state, token_text = "warn", f"secret expires in {days_left} days"
     else:
         token_state, token_text = "ok", f"secret …{active.fingerprint} active"
     if heartbeat is None:
@@ -159,6 +170,7 @@ def _integration_health() -> dict[str, Any]:
         inbox_state = "ok" if inbox_age < 60 else "warn"
         if inbox_age > get_setting(INBOX_MINUTES) * 60:
             inbox_state, inbox_text = "bad", f"{inbox_text}: is the inbox drain running?"
+    hours = thresholds["subscription_hours"]
     return {
         "health": [
             {"name": "Token", "state": token_state, "text": token_text},
@@ -169,10 +181,11 @@ def _integration_health() -> dict[str, Any]:
         "graph": window,
         "queue": queue_metrics(by_type=False),
         "gateway": gateway,
-        "expiring_24h": metrics.subscriptions_expiring(24),
+        "thresholds": thresholds,
+        "expiring": Subscription.objects.expiring_within(timedelta(hours=hours)).count(),
         "sync": lag,
         "sync_lag_text": metrics.humanize_seconds(lag["lag_seconds"]),
-        "secret": secret,
+        "secret": {"active": active, "days_left": days_left},
         "tenant": getattr(settings, "TENANT_LABEL", "") or "(no tenant label set)",
     }
 

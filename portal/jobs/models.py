@@ -1,7 +1,36 @@
 from __future__ import annotations
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import Count, Q
+
+
+class JobQuerySet(models.QuerySet["Job"]):
+    """The queue's figures, one definition each (the dashboard, /api/metrics/queue, the
+    alerts, /metrics and verify_integration read them: tests/portal/jobs/test_figures.py)."""
+
+    def waiting(self) -> JobQuerySet:
+        """The queue: ready to run or waiting for the next attempt (pending + retrying)."""
+        return self.filter(status__in=WAITING_STATES)
+
+    def dead(self) -> JobQuerySet:
+        """The dead-letter queue."""
+        return self.filter(status=Job.Status.DEAD)
+
+    def queue_length(self) -> int:
+        return self.waiting().count()
+
+    def dead_letters(self) -> int:
+        return self.dead().count()
+
+    def active_counts(self) -> dict[str, int]:
+        """Jobs by state, succeeded left out (most of the table, and nobody acts on it)."""
+        counts = dict(
+            self.filter(status__in=ACTIVE_STATES)
+            .values_list("status")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        return {state: counts.get(state, 0) for state in ACTIVE_STATES}
 
 
 class Job(models.Model):
@@ -45,6 +74,8 @@ class Job(models.Model):
     retried_by = models.CharField(max_length=150, blank=True)
     correlation_id = models.CharField(max_length=64, blank=True)
 
+    objects = JobQuerySet.as_manager()
+
     class Meta:
         ordering = ["-id"]
         # Every state change rewrites the row and its index entries, so indexes are few and
@@ -83,6 +114,10 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"Job #{self.pk} {self.job_type} ({self.status})"
+
+
+WAITING_STATES = (Job.Status.PENDING, Job.Status.RETRYING)
+ACTIVE_STATES = [state for state in Job.Status.values if state != Job.Status.SUCCEEDED]
 
 
 class JobAttempt(models.Model):

@@ -13,20 +13,9 @@ from django.db import connection
 from django.db.models import Count
 from django.utils import timezone
 
-from portal.jobs.models import Job, PausedJobType
+from portal.jobs.models import ACTIVE_STATES, Job, PausedJobType
 
-ACTIVE_STATES = [s for s in Job.Status.values if s != Job.Status.SUCCEEDED]
 EXACT_BELOW = 100_000
-
-
-def active_counts() -> dict[str, int]:
-    counts = dict(
-        Job.objects.filter(status__in=ACTIVE_STATES)
-        .values_list("status")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    return {state: counts.get(state, 0) for state in ACTIVE_STATES}
 
 
 def succeeded_count(active_total: int) -> tuple[int, bool]:
@@ -45,7 +34,7 @@ def succeeded_count(active_total: int) -> tuple[int, bool]:
 
 def state_counts() -> tuple[dict[str, int], bool]:
     """Every state's count, and whether the succeeded figure is exact."""
-    counts = active_counts()
+    counts = Job.objects.active_counts()
     counts[Job.Status.SUCCEEDED], exact = succeeded_count(sum(counts.values()))
     return counts, exact
 
@@ -62,6 +51,8 @@ def queue_metrics(*, by_type: bool = True) -> dict[str, Any]:
     )
     result: dict[str, Any] = {
         "pending": counts[Job.Status.PENDING],
+        # What the queue_length alert watches: pending + retrying (Job.objects.queue_length).
+        "queueLength": Job.objects.queue_length(),
         "running": counts[Job.Status.RUNNING],
         "retrying": counts[Job.Status.RETRYING],
         "dead": counts[Job.Status.DEAD],

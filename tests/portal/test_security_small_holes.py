@@ -6,21 +6,25 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from unittest import mock
 from urllib.parse import urlsplit
 
 import pytest
+import time_machine
 from django.conf import settings
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from integrations.microsoft import subscriptions
+from integrations.microsoft.diagnosis import COMPARES_PER_MINUTE
 from integrations.microsoft.models import MonitoredUser
 from portal.access import mfa
 from portal.access.actors import Actor
 from portal.access.middleware import POLL_HEADER, SESSION_ACTIVE_KEY
+from portal.api.tokens import create_token
 from portal.audit.services import record
-from portal.console.subscriptions_views import COMPARES_PER_MINUTE
 from portal.jobs.models import Job
 
 pytestmark = pytest.mark.django_db
@@ -76,27 +80,38 @@ def test_reproduction_viewers_do_not_read_audit_rows_on_the_timeline(client, per
 
 
 def test_reproduction_viewers_cannot_make_the_portal_call_graph(client, vera_viewer, monkeypatch):
-    calls = []
-    monkeypatch.setattr(subscriptions, "list_remote", lambda: calls.append(1) or [])
+    listed = mock.create_autospec(subscriptions.list_remote, return_value=[])
+    monkeypatch.setattr(subscriptions, "list_remote", listed)
     client.force_login(vera_viewer)
     assert client.get("/subscriptions/compare").status_code == 403
-    assert calls == []
+    assert not listed.called
 
 
 def test_compare_is_rate_limited_per_person(client, otto_operator, monkeypatch):
-    calls = []
-    monkeypatch.setattr(subscriptions, "list_remote", lambda: calls.append(1) or [])
+    listed = mock.create_autospec(subscriptions.list_remote, return_value=[])
+    monkeypatch.setattr(subscriptions, "list_remote", listed)
     client.force_login(otto_operator)
-    # Start at the beginning of a minute so the window does not roll over mid-test.
-    if time.time() % 60 > 50:
-        time.sleep(61 - time.time() % 60)
-    statuses = [
-        client.get("/subscriptions/compare").status_code for _ in range(COMPARES_PER_MINUTE + 1)
-    ]
-    assert statuses == [200] * COMPARES_PER_MINUTE + [429]
-    assert len(calls) == COMPARES_PER_MINUTE
-    limited = client.get("/subscriptions/compare")
-    assert int(limited["Retry-After"]) > 0 and "try again" in limited.content.decode()
+    token = create_token(Actor.system("tests"), otto_operator.username, "compare")[1]
+    api = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    # At the start of a minute, with the clock held: the window cannot roll over mid-test.
+    with time_machine.travel(datetime(2026, 1, 5, 9, 30, 0, tzinfo=UTC), tick=False) as clock:
+        statuses = [
+            client.get("/subscriptions/compare").status_code for _ in range(COMPARES_PER_MINUTE - 1)
+        ]
+        # The person's API token draws on the same budget as their session.
+        statuses.append(client.get("/api/subscriptions/compare", **api).status_code)
+        assert statuses == [200] * COMPARES_PER_MINUTE
+        assert listed.call_count == COMPARES_PER_MINUTE
+        limited = client.get("/subscriptions/compare")
+        assert limited.status_code == 429
+        assert limited["Retry-After"] == "60" and "try again" in limited.content.decode()
+        limited_api = client.get("/api/subscriptions/compare", **api)
+        assert limited_api.status_code == 429 and limited_api.json()["error"] == "rate_limited"
+        assert listed.call_count == COMPARES_PER_MINUTE
+        clock.shift(45)
+        assert client.get("/subscriptions/compare")["Retry-After"] == "15"
+        clock.shift(15)  # the next minute
+        assert client.get("/subscriptions/compare").status_code == 200
 
 
 # ------------------------------------------------------------ authenticator set-up page

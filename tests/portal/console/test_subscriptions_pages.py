@@ -2,6 +2,7 @@
 service boundary here; tests/browser/test_graph_pages.py renews against the emulator."""
 
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from django.utils import timezone
@@ -241,12 +242,15 @@ def test_compare_puts_database_and_graph_side_by_side(
             "notificationUrl": "https://elsewhere.test/api/webhooks/mail",
         },
     ]
-    monkeypatch.setattr(subscriptions, "list_remote", lambda: remote)
+    monkeypatch.setattr(
+        subscriptions,
+        "list_remote",
+        mock.create_autospec(subscriptions.list_remote, return_value=remote),
+    )
     client.force_login(otto_operator)
     response = client.get("/subscriptions/compare")
     verdicts = {
-        (p["sub"].graph_id if p["sub"] else p["remote"]["id"]): p["verdict"]
-        for p in response.context["pairs"]
+        (p.sub.graph_id if p.sub else p.remote["id"]): p.verdict for p in response.context["pairs"]
     }
     assert verdicts["graph-1"] == "in step"
     assert verdicts["graph-2"].startswith("missing in Graph")

@@ -167,9 +167,9 @@ def test_the_timeline_merges_runs_notifications_429s_and_actions(client, otto_op
     client.force_login(otto_operator)
     client.post(f"/sync/users/{user.pk}/action", {"kind": "messages", "action": "reset"})
     response = client.get(f"/sync/users/{user.pk}/timeline")
-    categories = [e["category"] for e in response.context["entries"]]
+    categories = [e.category for e in response.context["entries"]]
     assert {"sync run", "notification", "429", "operator"} <= set(categories)
-    times = [e["at"] for e in response.context["entries"]]
+    times = [e.at for e in response.context["entries"]]
     assert times == sorted(times, reverse=True)
     diagnosis = " ".join(text for _, text in response.context["diagnosis"])
     assert "No live messages subscription" in diagnosis

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db.models import Q
 
 from integrations.microsoft import sync
 from integrations.microsoft.models import MonitoredUser, ResourceKind
@@ -38,9 +37,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         ident = options["user"]
-        user = MonitoredUser.objects.filter(
-            Q(identifier__iexact=ident) | Q(upn__iexact=ident) | Q(graph_id__iexact=ident)
-        ).first()
+        user = MonitoredUser.objects.lookup(ident)
         if user is None:
             raise CommandError(f"No monitored user {ident!r}.")
         kinds = [options["kind"]] if options["kind"] else user.kinds

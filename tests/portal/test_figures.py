@@ -1,0 +1,316 @@
+"""One figure, one definition: for each figure the dashboard, the Graph pages, the JSON API, the
+alerts, /metrics (and the per-minute samples, verify_integration) report the same number for
+the same rows, and that number follows the documented predicate.
+
+Rows sit on the predicates' edges on purpose (no answer, 3xx vs 4xx, one hour ago, removed
+users, paused endpoints), where the old copies disagreed.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from integrations.microsoft import verify
+from integrations.microsoft.crypto import encrypt
+from integrations.microsoft.models import (
+    Credential,
+    GraphCall,
+    MonitoredUser,
+    OutboundMessage,
+    Subscription,
+    SyncState,
+)
+from portal.access.actors import Actor
+from portal.alerts import rules
+from portal.alerts.models import MetricSample
+from portal.alerts.services import take_sample
+from portal.events.models import Event, EventEndpoint
+from portal.jobs.models import Job
+from portal.runtime import registry
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings_cache():
+    registry.clear_cache()
+    yield
+    registry.clear_cache()
+
+
+def verdict(name: str) -> rules.Verdict:
+    return next(rule for rule in rules.RULES if rule.name == name).evaluate()
+
+
+def gauge(client, name: str, labels: str = "") -> float | None:
+    """One sample of /metrics (None when the family has no sample)."""
+    text = client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
+    match = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+def dashboard(client, persona):
+    client.force_login(persona)
+    response = client.get(reverse("console:dashboard"))
+    assert response.status_code == 200
+    return response.context
+
+
+# --------------------------------------------------------------------------- Graph calls
+
+# Documented: a call succeeded when Graph answered 2xx or 3xx; anything else (no answer, 4xx,
+# 5xx, and an interim 1xx, which the old copies counted three different ways) failed.
+STATUSES = [200, 201, 204, 302, None, 101, 404, 429, 500, 503]
+
+
+@pytest.fixture
+def calls():
+    for status in STATUSES:
+        GraphCall.objects.create(
+            method="GET", route="/users", status=status, throttled=status == 429
+        )
+    # Outside the last hour: no consumer of a one-hour figure counts it.
+    GraphCall.objects.create(
+        method="GET", route="/users", status=500, created_at=timezone.now() - timedelta(hours=2)
+    )
+
+
+def test_the_success_predicate_is_the_documented_one(calls):
+    recent = GraphCall.objects.last_hours(1)
+    expected_ok = [s for s in STATUSES if s is not None and 200 <= s < 400]
+    assert sorted(recent.succeeded().values_list("status", flat=True)) == sorted(expected_ok)
+    assert recent.succeeded().count() + recent.failed().count() == len(STATUSES)
+    figures = recent.figures()
+    assert (figures.total, figures.succeeded, figures.failed) == (10, 4, 6)
+    assert (figures.throttled, figures.server_errors, figures.no_response) == (1, 2, 1)
+
+
+def test_every_consumer_reports_the_same_graph_success_rate(client, calls, vera_viewer):
+    ok, total = 4, 10
+    assert dashboard(client, vera_viewer)["graph"].success_rate == round(100 * ok / total, 1)
+    page = client.get(reverse("console:graph_calls")).context
+    assert (page["hour"].succeeded, page["hour"].total) == (ok, total)
+    listed = client.get(reverse("console:graph_calls"), {"window": "1h", "status": "ok"})
+    assert len(listed.context["calls"]) == ok
+    api = client.get("/api/metrics/graph").json()
+    assert (api["calls"], api["succeeded"], api["failed"]) == (total, ok, total - ok)
+    assert api["errorRate"] == round((total - ok) / total, 4)
+    assert verdict("graph_error_rate").value == round(100 * (total - ok) / total, 2)
+    assert gauge(client, "fleet_graph_failed_last_hour") == total - ok
+    assert gauge(client, "fleet_graph_total_last_hour") == total
+    take_sample()  # the rows are from the last minute: the sample holds all ten
+    sample = MetricSample.objects.get()
+    assert (sample.calls_ok, sample.calls_failed) == (ok, total - ok)
+    day = client.get(reverse("console:graph_calls")).context["day"]
+    assert (day.succeeded, day.total) == (ok, total)
+
+
+def test_every_consumer_reports_the_same_429_count(client, calls, vera_viewer):
+    assert dashboard(client, vera_viewer)["graph"].throttled == 1
+    assert client.get("/api/metrics/graph").json()["throttled"] == 1
+    assert verdict("graph_throttled").value == 1
+    assert gauge(client, "fleet_graph_throttled_last_hour", '{route="/users"}') == 1
+    take_sample()
+    assert MetricSample.objects.get().calls_throttled == 1
+
+
+# --------------------------------------------------------------------------- subscriptions
+
+
+def subscription(n: int, *, state: str = "active", expires_in: timedelta | None) -> Subscription:
+    return Subscription.objects.create(
+        kind="messages",
+        graph_id=f"sub-{n}",
+        resource="users/x/messages",
+        change_types="created",
+        notification_url="https://portal.example/api/webhooks/mail",
+        client_state_encrypted=encrypt("x"),
+        state=state,
+        expiration=timezone.now() + expires_in if expires_in is not None else None,
+    )
+
+
+def test_every_consumer_reports_the_same_expiring_subscriptions(client, vera_viewer):
+    # Documented: active, and expiring less than the alert's hours away (or already lapsed).
+    subscription(1, expires_in=timedelta(hours=1))
+    subscription(2, expires_in=timedelta(minutes=-5))  # lapsed, still ours to act on
+    subscription(3, expires_in=timedelta(hours=30))
+    subscription(4, state="removed", expires_in=timedelta(hours=1))
+    subscription(5, expires_in=None)
+    hours = registry.get(rules.SUB_HOURS)
+    assert hours == 24
+    assert Subscription.objects.expiring_within(timedelta(hours=hours)).count() == 2
+    assert dashboard(client, vera_viewer)["expiring"] == 2
+    page = client.get(reverse("console:subscriptions"))
+    assert page.context["expiring_24h"] == 2
+    listed = client.get(reverse("console:subscriptions"), {"expiring": hours})
+    assert len(listed.context["rows"]) == 2
+    assert verdict("subscription_expiring").value == 2
+    soonest = gauge(client, "fleet_subscription_soonest_expiry_seconds")
+    assert soonest is not None and -301 < soonest < -299
+
+
+def test_the_dashboard_tile_follows_the_alert_threshold(client, vera_viewer):
+    subscription(1, expires_in=timedelta(hours=30))
+    registry.set_value(Actor.system("tests"), rules.SUB_HOURS, 48)
+    assert dashboard(client, vera_viewer)["expiring"] == 1
+    assert verdict("subscription_expiring").value == 1
+
+
+# --------------------------------------------------------------------------- the queue
+
+
+@pytest.fixture
+def jobs():
+    counts = {"pending": 2, "retrying": 1, "running": 1, "dead": 3, "succeeded": 4, "cancelled": 1}
+    for status, n in counts.items():
+        for _ in range(n):
+            Job.objects.create(job_type="jobs.noop", status=status)
+
+
+def test_every_consumer_reports_the_same_queue_length(client, jobs, vera_viewer):
+    # Documented: the queue is pending + retrying (not running, not dead).
+    assert Job.objects.queue_length() == 3
+    queue = dashboard(client, vera_viewer)["queue"]
+    assert queue["queueLength"] == 3 and (queue["pending"], queue["retrying"]) == (2, 1)
+    assert client.get("/api/metrics/queue").json()["queueLength"] == 3
+    assert verdict("queue_length").value == 3
+    assert gauge(client, "fleet_queue_length") == 3
+    take_sample()
+    assert MetricSample.objects.get().queue_length == 3
+    assert verify.check_queue(verify._Context(timeout=1)).detail.startswith("3 waiting")
+
+
+def test_every_consumer_reports_the_same_dead_letters(client, jobs, vera_viewer):
+    assert Job.objects.dead_letters() == 3
+    assert dashboard(client, vera_viewer)["queue"]["dead"] == 3
+    assert client.get("/api/metrics/queue").json()["dead"] == 3
+    assert verdict("dead_letters").value == 3
+    assert gauge(client, "fleet_dead_letters") == 3
+    take_sample()
+    assert MetricSample.objects.get().dead == 3
+    assert verify.check_queue(verify._Context(timeout=1)).detail.endswith("3 dead")
+
+
+# --------------------------------------------------------------------------- delta sync
+
+
+def test_every_consumer_reports_the_same_sync_failures_and_lag(client, vera_viewer):
+    now = timezone.now()
+    active = MonitoredUser.objects.create(identifier="a@example.com", upn="a@example.com")
+    removed = MonitoredUser.objects.create(
+        identifier="r@example.com", upn="r@example.com", is_active=False
+    )
+    SyncState.objects.create(
+        monitored_user=active,
+        kind="messages",
+        status="failed",
+        last_success_at=now - timedelta(hours=3),
+    )
+    # Failed on its first run: failing, and never synced (no success yet).
+    SyncState.objects.create(monitored_user=active, kind="chatMessages", status="failed")
+    # A removed user's failure is nobody's concern any more.
+    SyncState.objects.create(
+        monitored_user=removed,
+        kind="messages",
+        status="failed",
+        last_success_at=now - timedelta(days=9),
+    )
+    health = SyncState.objects.health()
+    assert (health["failed"], health["never"]) == (2, 1)
+    assert 3 * 3600 - 5 < health["lag_seconds"] <= 3 * 3600 + 5
+    assert dashboard(client, vera_viewer)["sync"]["failed"] == 2
+    api = client.get("/api/metrics/sync").json()["byResourceType"]
+    assert {kind: row["failed"] for kind, row in api.items()} == {
+        "messages": 1,
+        "chatMessages": 1,
+    }
+    assert api["chatMessages"]["neverSynced"] == 1 and api["messages"]["neverSynced"] == 0
+    assert api["messages"]["maxLagSeconds"] == pytest.approx(health["lag_seconds"], abs=5)
+    assert gauge(client, "fleet_sync_failed", '{resource_type="messages"}') == 1
+    assert gauge(client, "fleet_sync_failed", '{resource_type="chatMessages"}') == 1
+    lag = gauge(client, "fleet_sync_lag_seconds", '{resource_type="messages"}')
+    assert lag == pytest.approx(health["lag_seconds"], abs=5)
+
+
+# --------------------------------------------------------------------------- the gateway
+
+
+def message(status: str, **fields) -> OutboundMessage:
+    return OutboundMessage.objects.create(
+        channel="mail",
+        status=status,
+        body="x",
+        idempotency_key=f"k{OutboundMessage.objects.count()}",
+        **fields,
+    )
+
+
+def test_every_consumer_reports_the_same_failed_and_waiting_messages(client):
+    now = timezone.now()
+    message("failed", last_error="boom", last_error_at=now)
+    message("failed", last_error="boom", last_error_at=now - timedelta(minutes=59))
+    message("failed", last_error="old", last_error_at=now - timedelta(hours=2))
+    message("sent", last_error="retried", last_error_at=now)  # recovered: not a failure
+    message("sending", created_at=now - timedelta(minutes=40))
+    message("queued", created_at=now - timedelta(minutes=10))
+    message("cancelled", created_at=now - timedelta(hours=5))  # not waiting any more
+    assert OutboundMessage.objects.failed_last_hour() == 2
+    assert verdict("messages_failed").value == 2
+    assert gauge(client, "fleet_messages_failed_last_hour") == 2
+    age = OutboundMessage.objects.oldest_unsent_seconds()
+    assert 40 * 60 - 5 < age < 40 * 60 + 5
+    assert verdict("message_queue_stale").value == pytest.approx(age, abs=5)
+    assert gauge(client, "fleet_oldest_queued_message_seconds") == pytest.approx(age, abs=5)
+
+
+def test_every_consumer_reports_the_same_event_backlog(client, ada_admin):
+    events = [Event.objects.create(type="mail.received", data={"n": i}) for i in range(3)]
+    EventEndpoint.objects.create(
+        url="https://a.example/",
+        secret_encrypted="x",
+        cursor=events[0].id,
+        failing_since=timezone.now(),
+    )
+    EventEndpoint.objects.create(url="https://b.example/", secret_encrypted="x", state="paused")
+    EventEndpoint.objects.create(
+        url="https://c.example/", secret_encrypted="x", state="disabled", cursor=events[-1].id
+    )
+    # Documented: waiting for endpoints that are not paused (a pause holds its backlog on
+    # purpose); failing: disabled, or active with a failing delivery.
+    assert EventEndpoint.objects.backlog() == 2
+    assert EventEndpoint.objects.failing().count() == 2
+    assert verdict("event_backlog").value == 2
+    assert verdict("event_endpoints_failing").value == 2
+    assert gauge(client, "fleet_event_backlog") == 2
+    assert gauge(client, "fleet_event_endpoints_failing") == 2
+    client.force_login(ada_admin)
+    listed = client.get(reverse("console:event_endpoints")).context["endpoints"]
+    assert sum(backlog for endpoint, backlog in listed if endpoint.state != "paused") == 2
+
+
+# --------------------------------------------------------------------------- the secret
+
+
+def test_every_consumer_reports_the_same_secret_expiry(client, vera_viewer):
+    Credential.objects.create(
+        display_name="s",
+        fingerprint="abc",
+        state="active",
+        expires_at=timezone.now() + timedelta(days=10, hours=1),
+    )
+    left = Credential.objects.active_expires_in()
+    assert left.days == 10
+    context = dashboard(client, vera_viewer)
+    assert context["secret"]["days_left"] == 10
+    # Below the alert's 14 days: the dashboard's token health warns as the alert fires.
+    assert next(h for h in context["health"] if h["name"] == "Token")["state"] == "warn"
+    assert verdict("secret_expiring").firing
+    assert verdict("secret_expiring").value == pytest.approx(left.total_seconds() / 86400, 0.01)
+    seconds = gauge(client, "fleet_client_secret_expiry_seconds")
+    assert seconds == pytest.approx(left.total_seconds(), abs=5)
