@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.db.models import Count, Max, Min, Q
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from integrations.microsoft.crypto import decrypt
@@ -305,6 +307,20 @@ class MonitoredUserQuerySet(models.QuerySet["MonitoredUser"]):
             | Q(identifier__iexact=identifier)
             | Q(graph_id__iexact=identifier)
         ).first()
+
+    def upns_by_graph_id(self, graph_ids: Iterable[str]) -> dict[str, str]:
+        """{graph id (lower case, as GraphCall.mailbox stores it): UPN}, in one query, for
+        the monitored users among `graph_ids` that have a UPN."""
+        wanted = {gid.lower() for gid in graph_ids if gid}
+        if not wanted:
+            return {}
+        rows = (
+            self.annotate(gid=Lower("graph_id"))
+            .filter(gid__in=wanted)
+            .exclude(upn="")
+            .values_list("gid", "upn")
+        )
+        return dict(rows)
 
 
 class MonitoredUser(models.Model):

@@ -15,7 +15,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from integrations.microsoft.models import GraphCall
+from integrations.microsoft.models import GraphCall, MonitoredUser
 from portal.access.decorators import requires
 from portal.alerts import rules
 from portal.alerts.models import MetricSample
@@ -75,12 +75,22 @@ class GraphCallFilter(forms.Form):
         if data.get("route"):
             queryset = queryset.filter(route__startswith=data["route"])
         if data.get("mailbox"):
-            queryset = queryset.filter(mailbox=data["mailbox"].strip().lower())
+            # Calls name mailboxes by Graph id; operators know UPNs: either finds them.
+            mailbox = data["mailbox"].strip().lower()
+            user = MonitoredUser.objects.lookup(mailbox)
+            names = (
+                {mailbox, (user.graph_id or "").lower(), user.upn.lower()} if user else {mailbox}
+            )
+            queryset = queryset.filter(mailbox__in=names - {""})
         if data.get("throttled") == "yes":
             queryset = queryset.filter(throttled=True)
         elif data.get("throttled") == "no":
             queryset = queryset.filter(throttled=False)
         return queryset
+
+
+def _fragment(request: HttpRequest) -> bool:
+    return bool(request.htmx and request.htmx.target == "calls")
 
 
 @require_GET
@@ -93,12 +103,27 @@ def graph_calls(request: HttpRequest) -> HttpResponse:
         else empty_page(request)
     )
     calls = page.rows
+    by_mailbox = metrics.throttled_by("mailbox") if not _fragment(request) else []
+    backoffs = metrics.backoff_windows() if not _fragment(request) else []
+    # Graph ids → UPNs (one query for the whole page); an unknown id is shown as it is.
+    upns = MonitoredUser.objects.upns_by_graph_id(
+        [c.mailbox for c in calls]
+        + [r["mailbox"] for r in by_mailbox]
+        + [b.mailbox for b in backoffs]
+    )
+    for call in calls:
+        call.mailbox_label = upns.get(call.mailbox, call.mailbox)  # type: ignore[attr-defined]
+    for row in by_mailbox:
+        row["label"] = upns.get(row["mailbox"], row["mailbox"])
+    for backoff in backoffs:
+        if backoff.mailbox:
+            backoff.scope = f"mailbox {upns.get(backoff.mailbox, backoff.mailbox)}"
     context: dict[str, Any] = {
         "form": form,
         "calls": calls,
         **page.context(),
     }
-    if request.htmx and request.htmx.target == "calls":
+    if _fragment(request):
         return render(request, "console/graph_calls.html#calls", context)
     context.update(
         {
@@ -107,8 +132,8 @@ def graph_calls(request: HttpRequest) -> HttpResponse:
             # 24 hours from the per-minute samples (1,440 rows), not from millions of calls.
             "day": MetricSample.objects.graph_figures(timezone.now() - timedelta(hours=24)),
             "by_route": metrics.throttled_by("route"),
-            "by_mailbox": metrics.throttled_by("mailbox"),
-            "backoffs": metrics.backoff_windows(),
+            "by_mailbox": by_mailbox,
+            "backoffs": backoffs,
         }
     )
     return render(request, "console/graph_calls.html", context)

@@ -143,3 +143,41 @@ def test_humanize_seconds():
     assert metrics.humanize_seconds(3600) == "60 min"
     assert metrics.humanize_seconds(5 * 3600 + 60) == "5 h 01 min"
     assert metrics.humanize_seconds(3 * 86400) == "3 d 0 h"
+
+
+def test_mailboxes_show_as_upns_in_one_query(client, vera_viewer, django_assert_max_num_queries):
+    from integrations.microsoft.models import MonitoredUser
+
+    MonitoredUser.objects.create(identifier="a", upn="adele@fleet.example", graph_id="AAA-1")
+    MonitoredUser.objects.create(identifier="b", upn="ben@fleet.example", graph_id="bbb-2")
+    call(429, mailbox="aaa-1", retry_after=600)
+    call(200, mailbox="bbb-2")
+    call(200, mailbox="ccc-unknown")  # not monitored: the id is all there is
+    client.force_login(vera_viewer)
+    # The UPNs take one query however many calls the page lists.
+    for n in range(20):
+        call(200, mailbox=f"zzz-{n}")
+    with django_assert_max_num_queries(30) as captured:
+        response = client.get(URL)
+    lookups = [q["sql"] for q in captured.captured_queries if "monitoreduser" in q["sql"].lower()]
+    assert len(lookups) == 1
+    labels = {c.mailbox: c.mailbox_label for c in response.context["calls"]}
+    assert labels["aaa-1"] == "adele@fleet.example" and labels["bbb-2"] == "ben@fleet.example"
+    assert labels["ccc-unknown"] == "ccc-unknown"
+    assert response.context["by_mailbox"][0]["label"] == "adele@fleet.example"
+    assert response.context["backoffs"][0].scope == "mailbox adele@fleet.example"
+    body = response.content.decode()
+    assert "adele@fleet.example" in body and 'title="aaa-1"' in body
+    # An operator filters by the UPN they know; the calls carry the Graph id.
+    by_upn = client.get(URL, {"mailbox": "Adele@fleet.example"})
+    assert [c.mailbox for c in by_upn.context["calls"]] == ["aaa-1"]
+
+
+def test_favicon_is_served_not_a_404(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 302 and "max-age=86400" in response["Cache-Control"]
+    icon = client.get(response["Location"])
+    assert icon.status_code == 200
+    assert b"".join(icon.streaming_content)[:4] == b"\x00\x00\x01\x00"  # an ICO file
+    page = client.get("/login/").content.decode()
+    assert '<link rel="icon" href="/static/portal/favicon.ico"' in page
