@@ -35,9 +35,7 @@ def test_a_later_run_with_another_address_updates_only_those_lines(tmp_path, cap
     target = tmp_path / ".env"
     write_demo_env.main(target, {"PORT": "8100"})
     before = dotenv_values(target)
-    write_demo_env.main(
-        target, {"PORT": "8200", "PUBLIC_BASE_URL": "https://portal.example.test"}
-    )
+    write_demo_env.main(target, {"PORT": "8200", "PUBLIC_BASE_URL": "https://portal.example.test"})
     after = dotenv_values(target)
     assert (after["PORT"], after["PUBLIC_BASE_URL"]) == ("8200", "https://portal.example.test")
     assert after["SECRET_KEY"] == before["SECRET_KEY"]  # never regenerated
