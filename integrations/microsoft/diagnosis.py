@@ -207,13 +207,13 @@ def timeline(user: MonitoredUser, hours: int, *, with_audit: bool) -> list[Timel
             | Q(target_type="sync_state", target_id__in=[str(i) for i in state_ids])
             | Q(target_type="subscription", target_id__in=[str(i) for i in sub_ids])
         )
-        for event in AuditEvent.objects.filter(targets, created_at__gte=since)[:TIMELINE_LIMIT]:
+        for action in AuditEvent.objects.filter(targets, created_at__gte=since)[:TIMELINE_LIMIT]:
             add(
-                event.created_at,
+                action.created_at,
                 "operator",
-                event.outcome,
-                f"{event.actor_name}: {event.action}",
-                event.reason,
+                action.outcome,
+                f"{action.actor_name}: {action.action}",
+                action.reason,
             )
     entries.sort(key=lambda e: e.at, reverse=True)
     return entries[: TIMELINE_LIMIT * 2]

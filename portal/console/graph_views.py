@@ -112,7 +112,7 @@ def graph_calls(request: HttpRequest) -> HttpResponse:
         + [b.mailbox for b in backoffs]
     )
     for call in calls:
-        call.mailbox_label = upns.get(call.mailbox, call.mailbox)  # type: ignore[attr-defined]
+        call.mailbox_label = upns.get(call.mailbox, call.mailbox)
     for row in by_mailbox:
         row["label"] = upns.get(row["mailbox"], row["mailbox"])
     for backoff in backoffs:
