@@ -130,13 +130,9 @@ class PortalCollector(Collector):
         by_state = GaugeMetricFamily(
             "fleet_jobs", "Jobs by state (succeeded jobs are left out)", labels=["state", "type"]
         )
-        for job_type, status, n in (
-            Job.objects.exclude(status=Job.Status.SUCCEEDED)
-            .values_list("job_type", "status")
-            .annotate(n=Count("id"))
-            .order_by()
-        ):
-            by_state.add_metric([status, job_type], n)
+        for job_type, counts in Job.objects.active_counts_by_type().items():
+            for status, n in counts.items():
+                by_state.add_metric([status, job_type], n)
         yield by_state
         queue = GaugeMetricFamily("fleet_queue_length", "Jobs waiting (pending + retrying)")
         queue.add_metric([], Job.objects.queue_length())
@@ -203,9 +199,7 @@ class PortalCollector(Collector):
         by_state = GaugeMetricFamily(
             "fleet_subscriptions", "Webhook subscriptions by state", labels=["state"]
         )
-        for state, n in (
-            Subscription.objects.values_list("state").annotate(n=Count("id")).order_by()
-        ):
+        for state, n in Subscription.objects.counts_by_state().items():
             by_state.add_metric([state], n)
         yield by_state
         soonest = _seconds(Subscription.objects.soonest_expiry_in())

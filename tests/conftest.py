@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
+import socket
 import subprocess
 import sys
+from unittest import mock
 from urllib.parse import quote
 
 import pytest
@@ -46,6 +49,87 @@ def _flush_past_the_audit_truncate_trigger() -> None:
 
 
 _flush_past_the_audit_truncate_trigger()
+
+
+# --------------------------------------------------------------------------- no network
+# The suite talks to nothing but this machine: PostgreSQL, Redis, the emulator, live_server
+# and chromium are all on loopback. Any other connect() from the test process is refused
+# (SocketBlocked, not an OSError, so no "unreachable" handler swallows it) and fails the test
+# even if the code under test catches it. Subprocesses (workers, chromium) are not patched.
+
+
+class SocketBlocked(RuntimeError):
+    """A test tried to reach a host other than this machine."""
+
+
+_ATTEMPTS: list[str] = []
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _is_local(sock: socket.socket, address: object) -> bool:
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return True  # AF_UNIX and friends never leave the machine
+    host = address[0] if isinstance(address, tuple) else address
+    try:
+        return ipaddress.ip_address(str(host).split("%", 1)[0]).is_loopback
+    except ValueError:  # a name: every address it resolves to must be loopback
+        try:
+            infos = socket.getaddrinfo(str(host), None)
+        except OSError:
+            return False
+        return bool(infos) and all(
+            ipaddress.ip_address(info[4][0].split("%", 1)[0]).is_loopback for info in infos
+        )
+
+
+def _refuse(sock: socket.socket, address: object) -> None:
+    if not _is_local(sock, address):
+        _ATTEMPTS.append(repr(address))
+        sock.close()  # callers close only on OSError, and this is deliberately not one
+        raise SocketBlocked(f"tests may only connect to loopback, not {address!r}")
+
+
+def _guarded_connect(self: socket.socket, address: object) -> None:
+    _refuse(self, address)
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: object) -> int:
+    _refuse(self, address)
+    return _real_connect_ex(self, address)
+
+
+socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only():
+    """Fail a test that tried to reach another machine, even if its code caught the error."""
+    _ATTEMPTS.clear()
+    yield
+    if _ATTEMPTS:
+        attempts = ", ".join(_ATTEMPTS)
+        _ATTEMPTS.clear()
+        pytest.fail(f"The test tried to reach the network: {attempts}", pytrace=False)
+
+
+@pytest.fixture
+def stub(monkeypatch):
+    """`stub(module, "name", return_value=…/side_effect=…)`: replace a service with a mock of
+    the same signature (mock.create_autospec), so a caller that passes other arguments fails
+    the test instead of production. Returns the mock (call_args, called…)."""
+    originals: dict[tuple[int, str], object] = {}
+
+    def replace(module, name, **behaviour):
+        # Stubbing again (a test changing a fixture's stub) specs from the real function.
+        original = originals.setdefault((id(module), name), getattr(module, name))
+        fake = mock.create_autospec(original, **behaviour)
+        monkeypatch.setattr(module, name, fake)
+        return fake
+
+    return replace
 
 
 @pytest.fixture(autouse=True)

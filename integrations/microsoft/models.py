@@ -370,6 +370,10 @@ class MonitoredUser(models.Model):
 
 
 class SubscriptionQuerySet(models.QuerySet["Subscription"]):
+    def counts_by_state(self) -> dict[str, int]:
+        """{state: n} for the states that have subscriptions."""
+        return dict(self.values_list("state").annotate(n=Count("id")).order_by())
+
     def active(self) -> SubscriptionQuerySet:
         return self.filter(state=Subscription.State.ACTIVE)
 

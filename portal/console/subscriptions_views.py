@@ -13,7 +13,6 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.db import transaction
-from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -105,9 +104,7 @@ def subscription_list(request: HttpRequest) -> HttpResponse:
         return render(request, "console/subscriptions.html#subscriptions", context)
     context.update(
         {
-            "counts": dict(
-                Subscription.objects.values_list("state").annotate(n=Count("id")).order_by()
-            ),
+            "counts": Subscription.objects.counts_by_state(),
             "expiring_24h": Subscription.objects.expiring_within(timedelta(hours=24)).count(),
             "events": LifecycleEvent.objects.select_related(
                 "subscription__monitored_user", "job", "followup_job"

@@ -32,6 +32,18 @@ class JobQuerySet(models.QuerySet["Job"]):
         )
         return {state: counts.get(state, 0) for state in ACTIVE_STATES}
 
+    def active_counts_by_type(self) -> dict[str, dict[str, int]]:
+        """The same, per job type: {job_type: {state: n}} (states without jobs left out)."""
+        by_type: dict[str, dict[str, int]] = {}
+        for job_type, status, n in (
+            self.filter(status__in=ACTIVE_STATES)
+            .values_list("job_type", "status")
+            .annotate(n=Count("id"))
+            .order_by()
+        ):
+            by_type.setdefault(job_type, {})[status] = n
+        return by_type
+
 
 class Job(models.Model):
     """A unit of durable work. This table, not django-q2, is the source of truth for its state.

@@ -10,10 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count
 from django.utils import timezone
 
-from portal.jobs.models import ACTIVE_STATES, Job, PausedJobType
+from portal.jobs.models import Job, PausedJobType
 
 EXACT_BELOW = 100_000
 
@@ -63,13 +62,5 @@ def queue_metrics(*, by_type: bool = True) -> dict[str, Any]:
         "pausedTypes": sorted(PausedJobType.objects.values_list("job_type", flat=True)),
     }
     if by_type:
-        types: dict[str, dict[str, int]] = {}
-        for job_type, status, n in (
-            Job.objects.filter(status__in=ACTIVE_STATES)
-            .values_list("job_type", "status")
-            .annotate(n=Count("id"))
-            .order_by()
-        ):
-            types.setdefault(job_type, {})[status] = n
-        result["byType"] = types
+        result["byType"] = Job.objects.active_counts_by_type()
     return result

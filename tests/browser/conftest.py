@@ -8,6 +8,20 @@ import pytest
 
 from tests.conftest import PERSONA_PASSWORD
 
+# The Graph fixtures (emulator, settings pointing at it, webhook receiver, a monitored user),
+# shared with tests/integrations/microsoft, for the browser tests that drive Graph pages.
+from tests.integrations.microsoft.conftest import (  # noqa: F401
+    _fresh_process_state,
+    drain,
+    emulator,
+    emulator_user,
+    graph_emulator,
+    graph_settings,
+    monitored,
+    q_sync,
+    webhook_settings,
+)
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 # Runs in every page before its own scripts: a CSP violation becomes a console error, which the

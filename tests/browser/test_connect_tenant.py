@@ -13,15 +13,8 @@ from integrations.microsoft import auth
 from integrations.microsoft.models import Credential
 from portal.audit.models import AuditEvent
 from tests.conftest import PERSONAS
-from tests.integrations.microsoft import conftest as graph_fixtures
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-graph_emulator = graph_fixtures.graph_emulator
-emulator = graph_fixtures.emulator
-graph_settings = graph_fixtures.graph_settings
-q_sync = graph_fixtures.q_sync
-fresh_process_state = graph_fixtures._fresh_process_state
 
 
 @pytest.fixture(scope="module")

@@ -15,20 +15,8 @@ from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
 from portal.runtime import registry
 from tests.conftest import PERSONAS
-from tests.integrations.microsoft import conftest as graph_fixtures
-from tests.integrations.microsoft import webhook_support
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-graph_emulator = graph_fixtures.graph_emulator
-emulator = graph_fixtures.emulator
-graph_settings = graph_fixtures.graph_settings
-q_sync = graph_fixtures.q_sync
-fresh_process_state = graph_fixtures._fresh_process_state
-drain = webhook_support.drain
-emulator_user = webhook_support.emulator_user
-monitored = webhook_support.monitored
-webhook_settings = webhook_support.webhook_settings
 
 
 def nav(page, label):

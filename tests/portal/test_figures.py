@@ -162,6 +162,20 @@ def test_every_consumer_reports_the_same_expiring_subscriptions(client, vera_vie
     assert gauge(client, "fleet_subscription_soonest_expiry_seconds") == -300
 
 
+def test_every_consumer_reports_the_same_subscriptions_by_state(client, vera_viewer):
+    subscription(1, expires_in=timedelta(hours=1))
+    subscription(2, expires_in=timedelta(hours=2))
+    subscription(3, state="removed", expires_in=None)
+    assert Subscription.objects.counts_by_state() == {"active": 2, "removed": 1}
+    client.force_login(vera_viewer)
+    assert client.get(reverse("console:subscriptions")).context["counts"] == {
+        "active": 2,
+        "removed": 1,
+    }
+    assert gauge(client, "fleet_subscriptions", '{state="active"}') == 2
+    assert gauge(client, "fleet_subscriptions", '{state="removed"}') == 1
+
+
 def test_the_dashboard_tile_follows_the_alert_threshold(client, vera_viewer):
     subscription(1, expires_in=timedelta(hours=30))
     registry.set_value(Actor.system("tests"), rules.SUB_HOURS, 48)
@@ -202,6 +216,20 @@ def test_every_consumer_reports_the_same_dead_letters(client, jobs, vera_viewer)
     take_sample()
     assert MetricSample.objects.get().dead == 3
     assert verify.check_queue(verify._Context(timeout=1)).detail.endswith("3 dead")
+
+
+def test_every_consumer_reports_the_same_jobs_by_type_and_state(client, jobs):
+    Job.objects.create(job_type="graph.sync_delta", status="dead")
+    expected = {
+        "jobs.noop": {"pending": 2, "retrying": 1, "running": 1, "dead": 3, "cancelled": 1},
+        "graph.sync_delta": {"dead": 1},
+    }
+    assert Job.objects.active_counts_by_type() == expected
+    assert client.get("/api/metrics/queue").json()["byType"] == expected
+    for job_type, counts in expected.items():
+        for state, n in counts.items():
+            assert gauge(client, "fleet_jobs", f'{{state="{state}",type="{job_type}"}}') == n
+    assert gauge(client, "fleet_jobs", '{state="succeeded",type="jobs.noop"}') is None
 
 
 # --------------------------------------------------------------------------- delta sync

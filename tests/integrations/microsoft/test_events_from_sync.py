@@ -8,11 +8,8 @@ from integrations.microsoft import sync
 from integrations.microsoft.models import SyncedItem, SyncState
 from portal.access.actors import Actor
 from portal.events.models import Event
-from tests.integrations.microsoft import webhook_support
 
 pytestmark = pytest.mark.django_db
-emulator_user = webhook_support.emulator_user
-monitored = webhook_support.monitored
 
 
 def test_the_first_round_is_the_baseline_and_later_changes_become_events(

@@ -6,16 +6,14 @@ import itertools
 import time
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from integrations.microsoft import graph, messaging, teams_sender, throttle
+from integrations.microsoft import graph, messaging, throttle
 from integrations.microsoft.errors import Throttled
 from integrations.microsoft.models import MonitoredUser, OutboundMessage, SendBudget
-from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
 from portal.jobs.models import Job
 from portal.jobs.runner import release_due_jobs
@@ -30,48 +28,6 @@ class Crash(BaseException):
 
 
 run_queued = run_queued_jobs
-
-
-@pytest.fixture
-def tenant(emulator) -> dict[str, Any]:
-    return emulator.control.tenant()
-
-
-@pytest.fixture
-def people(tenant) -> tuple[str, str]:
-    """(sender UPN, recipient UPN): two seeded people with mailboxes."""
-    users = [u for u in tenant["users"] if not u["userPrincipalName"].startswith("fleet.bot")]
-    return users[0]["userPrincipalName"], users[1]["userPrincipalName"]
-
-
-@pytest.fixture
-def bot(tenant, emulator) -> dict[str, Any]:
-    return next(
-        u for u in tenant["users"] if u["userPrincipalName"] == emulator.service_account_upn
-    )
-
-
-@pytest.fixture
-def bot_chat(tenant, bot) -> str:
-    return next(c["id"] for c in tenant["chats"] if bot["id"] in c["members"])
-
-
-def connect_sender(emulator, user) -> None:
-    """An admin connects the Teams sender account (the emulator signs the bot in)."""
-    actor = Actor(kind="user", name=user.username, role="admin", user=user)
-    redirect_uri = "http://127.0.0.1:8000/credentials/teams-sender/callback"
-    emulator.control.set_redirect_uris(emulator.client_id, [redirect_uri])
-    auth_url, flow = teams_sender.start_delegated_connect(
-        redirect_uri, login_hint=emulator.service_account_upn, prompt=None
-    )
-    response = emulator.session().get(auth_url, allow_redirects=False, timeout=10)
-    params = {k: v[0] for k, v in parse_qs(urlsplit(response.headers["Location"]).query).items()}
-    teams_sender.complete_delegated_connect(actor, flow, params)
-
-
-@pytest.fixture
-def sender_connected(graph_settings, emulator, ada_admin) -> None:
-    connect_sender(emulator, ada_admin)
 
 
 def mails(emulator, subject: str) -> list[dict[str, Any]]:

@@ -9,16 +9,9 @@ from integrations.microsoft.models import NotificationInbox, SyncedItem, SyncSta
 from portal.access.actors import Actor
 from portal.jobs.models import Job
 from portal.runtime import registry
-from tests.integrations.microsoft import webhook_support
 from tests.integrations.microsoft.webhook_support import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-# Shared fixtures (bound here so pytest finds them in this module).
-drain = webhook_support.drain
-emulator_user = webhook_support.emulator_user
-monitored = webhook_support.monitored
-webhook_settings = webhook_support.webhook_settings
 
 
 @pytest.fixture

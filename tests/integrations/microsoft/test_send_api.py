@@ -18,17 +18,7 @@ from portal.jobs.models import Job
 from portal.jobs.runner import release_due_jobs
 from portal.jobs.watchdog import requeue_lost_jobs
 from tests.conftest import run_queued_jobs
-from tests.integrations.microsoft.test_messaging import (  # noqa: F401  (fixtures)
-    Crash,
-    bot,
-    bot_chat,
-    crash_after,
-    mails,
-    people,
-    posts,
-    sender_connected,
-    tenant,
-)
+from tests.integrations.microsoft.test_messaging import Crash, crash_after, mails, posts
 
 pytestmark = pytest.mark.django_db
 

@@ -15,15 +15,8 @@ from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
 from portal.events.models import Event
 from portal.jobs.models import Job
-from tests.integrations.microsoft import webhook_support
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-# Shared fixtures (bound here so pytest finds them in this module).
-drain = webhook_support.drain
-emulator_user = webhook_support.emulator_user
-monitored = webhook_support.monitored
-webhook_settings = webhook_support.webhook_settings
 
 
 @pytest.fixture

@@ -11,14 +11,8 @@ from integrations.microsoft.models import GraphCall, SyncedItem, SyncRun, SyncSt
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
 from portal.jobs.models import Job
-from tests.integrations.microsoft import webhook_support
 
 pytestmark = pytest.mark.django_db
-
-# Shared fixtures (bound here so pytest finds them in this module).
-drain = webhook_support.drain
-emulator_user = webhook_support.emulator_user
-monitored = webhook_support.monitored
 
 
 @pytest.fixture

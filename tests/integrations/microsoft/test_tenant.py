@@ -26,12 +26,6 @@ from integrations.microsoft.models import (
 from integrations.microsoft.verify import run_checks
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
-from tests.integrations.microsoft import webhook_support
-
-drain = webhook_support.drain
-emulator_user = webhook_support.emulator_user
-monitored = webhook_support.monitored
-webhook_settings = webhook_support.webhook_settings
 
 
 @pytest.fixture(scope="module")

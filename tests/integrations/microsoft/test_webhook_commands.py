@@ -11,15 +11,8 @@ from django.core.management.base import CommandError
 
 from integrations.microsoft.models import Subscription
 from portal.audit.models import AuditEvent
-from tests.integrations.microsoft import webhook_support
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-# Shared fixtures (bound here so pytest finds them in this module).
-drain = webhook_support.drain
-emulator_user = webhook_support.emulator_user
-monitored = webhook_support.monitored
-webhook_settings = webhook_support.webhook_settings
 
 
 def run(*args: str) -> str:

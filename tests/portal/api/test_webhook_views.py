@@ -20,11 +20,9 @@ from integrations.microsoft.models import (
     WebhookRejection,
 )
 from portal.jobs.models import Job
-from tests.integrations.microsoft import webhook_support
 from tests.integrations.microsoft.webhook_support import make_sub, notification, post_json
 
 pytestmark = pytest.mark.django_db
-monitored = webhook_support.monitored
 URLS = ["/api/webhooks/mail", "/api/webhooks/teams", "/api/webhooks/lifecycle"]
 TOKEN = "Validation: Testing client application reachability for subscription Request-Id: 1"
 

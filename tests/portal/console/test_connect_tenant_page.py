@@ -11,15 +11,9 @@ from integrations.microsoft import tenant
 from integrations.microsoft.models import Credential
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
-from tests.integrations.microsoft import conftest as graph_fixtures
 
 pytestmark = pytest.mark.django_db
 
-graph_emulator = graph_fixtures.graph_emulator
-emulator = graph_fixtures.emulator
-graph_settings = graph_fixtures.graph_settings
-fresh_process_state = graph_fixtures._fresh_process_state
-q_sync = graph_fixtures.q_sync
 
 URL = "/credentials/connect-tenant"
 

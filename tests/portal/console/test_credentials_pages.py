@@ -8,15 +8,10 @@ from integrations.microsoft import auth
 from integrations.microsoft.crypto import encrypt
 from integrations.microsoft.models import Credential, DelegatedAccount
 from portal.audit.models import AuditEvent
-from tests.integrations.microsoft import conftest as graph_fixtures
 
 pytestmark = pytest.mark.django_db
 
 # The emulator and the settings that point the portal at it (bound so pytest finds them).
-graph_emulator = graph_fixtures.graph_emulator
-emulator = graph_fixtures.emulator
-graph_settings = graph_fixtures.graph_settings
-fresh_process_state = graph_fixtures._fresh_process_state
 
 
 def messages_of(response):

@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from integrations.microsoft import graph
-from integrations.microsoft.models import Credential, GraphCall
+from integrations.microsoft.models import Credential, GraphCall, MonitoredUser
 from portal.console import metrics
 
 pytestmark = pytest.mark.django_db
@@ -110,12 +110,9 @@ def test_htmx_filtering_swaps_only_the_calls_table(client, vera_viewer):
 
 
 def test_the_dashboard_shows_graph_queue_secret_and_health_without_calling_graph(
-    client, vera_viewer, monkeypatch
+    client, vera_viewer, stub
 ):
-    def no_graph(*args, **kwargs):
-        raise AssertionError("the dashboard must not call Graph")
-
-    monkeypatch.setattr(graph, "request", no_graph)
+    request = stub(graph, "request", side_effect=AssertionError("the dashboard called Graph"))
     call(200)
     call(429, retry_after=1)
     Credential.objects.create(
@@ -135,6 +132,7 @@ def test_the_dashboard_shows_graph_queue_secret_and_health_without_calling_graph
     body = response.content.decode()
     assert "days until the client secret expires" in body
     assert "subscriptions expiring within 24 h" in body
+    assert not request.called
 
 
 def test_humanize_seconds():
@@ -146,8 +144,6 @@ def test_humanize_seconds():
 
 
 def test_mailboxes_show_as_upns_in_one_query(client, vera_viewer, django_assert_max_num_queries):
-    from integrations.microsoft.models import MonitoredUser
-
     MonitoredUser.objects.create(identifier="a", upn="adele@fleet.example", graph_id="AAA-1")
     MonitoredUser.objects.create(identifier="b", upn="ben@fleet.example", graph_id="bbb-2")
     call(429, mailbox="aaa-1", retry_after=600)

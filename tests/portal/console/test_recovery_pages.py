@@ -1,5 +1,7 @@
 """Recovery page and `manage.py recover` (portal/recovery, console/recovery_views.py)."""
 
+from unittest import mock
+
 import pytest
 from django.core.management import CommandError, call_command
 
@@ -13,7 +15,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def fake_graph(monkeypatch):
+def fake_graph(stub, monkeypatch):
     """The Graph-facing services, replaced: cleanup and setup succeed, verify passes."""
     seen = []
 
@@ -26,9 +28,12 @@ def fake_graph(monkeypatch):
 
         return service
 
-    monkeypatch.setattr(subscriptions, "setup", summary("setup_webhooks"))
-    monkeypatch.setattr(subscriptions, "cleanup", summary("cleanup_webhooks"))
-    monkeypatch.setattr(verify, "CHECKS", [lambda ctx: verify.CheckResult("Token", True, "issued")])
+    stub(subscriptions, "setup", side_effect=summary("setup_webhooks"))
+    stub(subscriptions, "cleanup", side_effect=summary("cleanup_webhooks"))
+    token_ok = mock.create_autospec(
+        verify.check_token, return_value=verify.CheckResult("Token", True, "issued")
+    )
+    monkeypatch.setattr(verify, "CHECKS", [token_ok])
     return seen
 
 
@@ -96,7 +101,7 @@ def test_a_guided_session_runs_each_step_in_order_as_one_audit_session(
     assert any("finished" in str(m) for m in response.context["messages"])
 
 
-def test_a_failed_step_can_be_run_again(client, ada_admin, fake_graph, monkeypatch):
+def test_a_failed_step_can_be_run_again(client, ada_admin, fake_graph, stub):
     def broken(actor, *, dry_run=False):
         s = subscriptions.Summary("cleanup_webhooks")
         s.failed.append("listing Graph subscriptions failed: 503")
@@ -105,7 +110,7 @@ def test_a_failed_step_can_be_run_again(client, ada_admin, fake_graph, monkeypat
     client.force_login(ada_admin)
     session_id = recovery.start(recovery.Actor.system("t"))
     client.post(f"/recovery/{session_id}/step", {"step": "pause"})
-    monkeypatch.setattr(subscriptions, "cleanup", broken)
+    stub(subscriptions, "cleanup", side_effect=broken)
     client.post(f"/recovery/{session_id}/step", {"step": "cleanup"})
     state = recovery.load(session_id)
     assert state.results["cleanup"]["ok"] is False
@@ -139,13 +144,13 @@ def test_the_command_runs_the_same_steps(fake_graph, capsys):
     assert AuditEvent.objects.filter(request_id=start.target_id, action="sync.reset").exists()
 
 
-def test_the_command_resumes_processing_when_a_middle_step_fails(fake_graph, monkeypatch):
+def test_the_command_resumes_processing_when_a_middle_step_fails(fake_graph, stub):
     def broken(actor, *, dry_run=False):
         s = subscriptions.Summary("cleanup_webhooks")
         s.failed.append("boom")
         return s
 
-    monkeypatch.setattr(subscriptions, "cleanup", broken)
+    stub(subscriptions, "cleanup", side_effect=broken)
     with pytest.raises(CommandError, match="cleanup"):
         call_command("recover", "--yes")
     assert not PausedJobType.objects.exists()

@@ -2,7 +2,6 @@
 service boundary here; tests/browser/test_graph_pages.py renews against the emulator."""
 
 from datetime import timedelta
-from unittest import mock
 
 import pytest
 from django.utils import timezone
@@ -91,26 +90,15 @@ def test_filters_keyset_and_bad_input(client, vera_viewer, user):
     assert partial.content.decode().lstrip().startswith('<section id="subscriptions"')
 
 
-def test_operators_renew_one_and_graph_errors_become_messages(
-    client, otto_operator, user, monkeypatch
-):
+def test_operators_renew_one_and_graph_errors_become_messages(client, otto_operator, user, stub):
     s = sub(user, 1)
-    calls = []
-
-    def renew(actor, subscription_id):
-        calls.append((actor.name, subscription_id))
-        return Subscription.objects.get(pk=subscription_id)
-
-    monkeypatch.setattr(subscriptions, "renew", renew)
+    renew = stub(subscriptions, "renew", return_value=s)
     client.force_login(otto_operator)
     response = client.post(f"/subscriptions/{s.pk}/renew", follow=True)
-    assert calls == [("otto-operator", s.pk)]
+    (actor, subscription_id), _ = renew.call_args
+    assert (actor.name, subscription_id) == ("otto-operator", s.pk)
     assert any("renewed" in m for m in messages_of(response))
-
-    def refuse(actor, subscription_id):
-        raise GraphError("Graph said no", status=400)
-
-    monkeypatch.setattr(subscriptions, "renew", refuse)
+    renew.side_effect = GraphError("Graph said no", status=400)
     response = client.post(f"/subscriptions/{s.pk}/renew", follow=True)
     assert any("Graph said no" in m for m in messages_of(response))
     assert client.post("/subscriptions/999/renew").status_code == 404
@@ -123,36 +111,32 @@ def test_support_may_not_renew(client, sam_support, user):
     assert AuditEvent.objects.filter(outcome="denied", actor_name="sam-support").exists()
 
 
-def test_delete_and_recreate_show_their_impact_before_acting(
-    client, otto_operator, user, monkeypatch
-):
+def test_delete_and_recreate_show_their_impact_before_acting(client, otto_operator, user, stub):
     s = sub(user, 1)
-    done = []
-    monkeypatch.setattr(subscriptions, "delete", lambda actor, pk: done.append(("delete", pk)))
-    monkeypatch.setattr(
-        subscriptions, "recreate", lambda actor, pk: done.append(("recreate", pk)) or s
-    )
+    delete = stub(subscriptions, "delete")
+    recreate = stub(subscriptions, "recreate", return_value=s)
     client.force_login(otto_operator)
     page = client.get(f"/subscriptions/{s.pk}/delete")
     assert "Notifications for driver1@fleet.test stop" in page.content.decode()
     page = client.get(f"/subscriptions/{s.pk}/recreate")
     assert "delta sync" in page.content.decode()
-    assert done == []
+    assert not delete.called and not recreate.called
     client.post(f"/subscriptions/{s.pk}/recreate")
     client.post(f"/subscriptions/{s.pk}/delete")
-    assert done == [("recreate", s.pk), ("delete", s.pk)]
+    assert recreate.call_args.args[1] == s.pk and delete.call_args.args[1] == s.pk
 
 
-def test_bulk_renew_previews_then_needs_the_typed_count(client, otto_operator, user, monkeypatch):
+def test_bulk_renew_previews_then_needs_the_typed_count(client, otto_operator, user, stub):
     count = TYPED_CONFIRMATION_THRESHOLD + 1
     expiring = [sub(user, n, hours=5) for n in range(count)]
     sub(user, 500, hours=100)
     renewed = []
-    monkeypatch.setattr(
-        subscriptions,
-        "renew",
-        lambda actor, pk: renewed.append(pk) or Subscription.objects.get(pk=pk),
-    )
+
+    def renew(actor, subscription_id):
+        renewed.append(subscription_id)
+        return Subscription.objects.get(pk=subscription_id)
+
+    stub(subscriptions, "renew", side_effect=renew)
     client.force_login(otto_operator)
     preview = client.get("/subscriptions/renew-expiring", {"hours": 24})
     assert preview.context["count"] == count and len(preview.context["sample"]) == 5
@@ -176,7 +160,7 @@ def test_bulk_renew_previews_then_needs_the_typed_count(client, otto_operator, u
     assert client.post("/subscriptions/renew-expiring", {"hours": "x"}).status_code == 400
 
 
-def test_setup_and_cleanup_are_dry_runs_until_confirmed(client, otto_operator, monkeypatch):
+def test_setup_and_cleanup_are_dry_runs_until_confirmed(client, otto_operator, stub):
     runs = []
 
     def fake(name):
@@ -188,8 +172,8 @@ def test_setup_and_cleanup_are_dry_runs_until_confirmed(client, otto_operator, m
 
         return service
 
-    monkeypatch.setattr(subscriptions, "setup", fake("setup_webhooks"))
-    monkeypatch.setattr(subscriptions, "cleanup", fake("cleanup_webhooks"))
+    stub(subscriptions, "setup", side_effect=fake("setup_webhooks"))
+    stub(subscriptions, "cleanup", side_effect=fake("cleanup_webhooks"))
     client.force_login(otto_operator)
     page = client.get("/subscriptions/setup")
     assert "would be created: driver1 messages" in page.content.decode()
@@ -216,9 +200,7 @@ def test_setup_and_cleanup_are_dry_runs_until_confirmed(client, otto_operator, m
     assert runs[-2:] == [("cleanup_webhooks", True), ("cleanup_webhooks", False)]
 
 
-def test_compare_puts_database_and_graph_side_by_side(
-    client, otto_operator, user, monkeypatch, settings
-):
+def test_compare_puts_database_and_graph_side_by_side(client, otto_operator, user, stub, settings):
     settings.PUBLIC_BASE_URL = "https://portal.test"
     in_step = sub(user, 1)
     sub(user, 2)  # active here, gone from Graph
@@ -242,11 +224,7 @@ def test_compare_puts_database_and_graph_side_by_side(
             "notificationUrl": "https://elsewhere.test/api/webhooks/mail",
         },
     ]
-    monkeypatch.setattr(
-        subscriptions,
-        "list_remote",
-        mock.create_autospec(subscriptions.list_remote, return_value=remote),
-    )
+    listed = stub(subscriptions, "list_remote", return_value=remote)
     client.force_login(otto_operator)
     response = client.get("/subscriptions/compare")
     verdicts = {
@@ -259,9 +237,6 @@ def test_compare_puts_database_and_graph_side_by_side(
     partial = client.get("/subscriptions/compare", headers={"HX-Request": "true"})
     assert partial.content.decode().lstrip().startswith('<section id="compare"')
 
-    def down():
-        raise GraphError("Graph is down", status=503)
-
-    monkeypatch.setattr(subscriptions, "list_remote", down)
+    listed.side_effect = GraphError("Graph is down", status=503)
     response = client.get("/subscriptions/compare")
     assert response.status_code == 200 and "Graph is down" in response.content.decode()

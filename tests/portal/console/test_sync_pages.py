@@ -14,15 +14,10 @@ from integrations.microsoft.models import (
 )
 from portal.audit.models import AuditEvent
 from portal.jobs.models import Job
-from tests.integrations.microsoft import conftest as graph_fixtures
 
 pytestmark = pytest.mark.django_db
 
 # The emulator and the settings that point the portal at it (bound so pytest finds them).
-graph_emulator = graph_fixtures.graph_emulator
-emulator = graph_fixtures.emulator
-graph_settings = graph_fixtures.graph_settings
-fresh_process_state = graph_fixtures._fresh_process_state
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 """Verify integration page (portal/console/verify_views.py)."""
 
+from unittest import mock
+
 import pytest
 
 from integrations.microsoft import verify
@@ -10,12 +12,14 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def fake_checks(monkeypatch):
-    def good(ctx):
-        return verify.CheckResult("Token", True, "a token was issued")
-
-    def bad(ctx):
-        return verify.CheckResult("Webhook endpoint", False, "https://x answered 404")
-
+    """Two checks with the real checks' signature: one passes, one fails."""
+    good = mock.create_autospec(
+        verify.check_token, return_value=verify.CheckResult("Token", True, "a token was issued")
+    )
+    bad = mock.create_autospec(
+        verify.check_webhook,
+        return_value=verify.CheckResult("Webhook endpoint", False, "https://x answered 404"),
+    )
     monkeypatch.setattr(verify, "CHECKS", [good, bad])
 
 

@@ -1,5 +1,6 @@
 """The job layer with real django-q2 worker processes."""
 
+import os
 import time
 
 import pytest
@@ -30,12 +31,20 @@ def test_workers_run_every_job_once(qcluster):
     )
     dispatch([job.pk for job in bulk])
     jobs += bulk
-    qcluster(workers=2)
+    cluster = qcluster(workers=2)
     ids = [job.pk for job in jobs]
     total = len(ids)
     assert wait_until(lambda: Job.objects.filter(pk__in=ids, status="succeeded").count() == total)
-    assert JobAttempt.objects.filter(job_id__in=ids).count() == total
-    assert len({job.result["ran_in"] for job in Job.objects.filter(pk__in=ids)}) >= 1
+    # Once each: one attempt per job, and each counted one run.
+    assert sorted(JobAttempt.objects.filter(job_id__in=ids).values_list("job_id", flat=True)) == (
+        sorted(ids)
+    )
+    assert set(Job.objects.filter(pk__in=ids).values_list("runs", flat=True)) == {1}
+    # By the workers: each ran in a process of the cluster started above (its own process
+    # group), none in this test process.
+    results = [job.result for job in Job.objects.filter(pk__in=ids)]
+    assert {result["node"] for result in results} == {cluster.pid}
+    assert os.getpid() not in {result["ran_in"] for result in results}
 
 
 @pytest.mark.django_db(transaction=True)
