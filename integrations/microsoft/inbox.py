@@ -10,9 +10,10 @@ pending and unlocked again, so nothing accepted is lost and nothing is processed
 
 Wake-ups: on PostgreSQL the receiver NOTIFYs `fleet_inbox` after its commit (rate-limited
 per process, see `notifications.wake_drains`); the drain LISTENs on a connection of its own
-and polls every INBOX_DRAIN_IDLE_SECONDS anyway (SQLite; a wake-up lost with a connection or
-suppressed by the rate limit). The `graph.inbox.sweep` schedule drains whatever is left when
-no drain process runs. Pausing the job type `graph.process_notifications` pauses the drain.
+and polls every INBOX_DRAIN_IDLE_SECONDS anyway (SQLite; a wake-up lost with a connection);
+after each batch it looks again every LINGER_POLL seconds for a moment, for what receivers
+committed within their rate limit. The `graph.inbox.sweep` schedule drains whatever is left
+when no drain process runs. Pausing the job type `graph.process_notifications` pauses the drain.
 
 Entry points: `drain_once()` (one batch), `drain_pending()` (until nothing is left),
 `run()` (the loop behind `manage.py drain_inbox`), `sweep()` (the schedule). The backlog's
@@ -38,7 +39,7 @@ from django.utils import timezone
 
 from integrations.microsoft import sync
 from integrations.microsoft.models import LifecycleEvent, NotificationInbox, Subscription
-from integrations.microsoft.notifications import CHANNEL
+from integrations.microsoft.notifications import CHANNEL, WAKE_INTERVAL_SECONDS
 from portal.jobs.models import PausedJobType
 from portal.jobs.runner import enqueue
 from portal.runtime.registry import get
@@ -49,6 +50,7 @@ logger = logging.getLogger(__name__)
 # recovery procedure and the jobs page pause "every Graph job type"). Its handler drains.
 PROCESS_JOB = "graph.process_notifications"
 LIFECYCLE_JOB = "graph.lifecycle_event"
+LINGER_POLL = 0.05  # seconds between looks while receivers may commit without waking us
 
 
 def batch_size() -> int:
@@ -259,7 +261,7 @@ def run(should_stop: Callable[[], bool]) -> None:
     growing pause; it rolled back, so its rows are simply claimed again."""
     listener = _Listener() if connection.vendor == "postgresql" else None
     failures = 0
-    beat = 0.0
+    beat = linger_until = 0.0
     try:
         while not should_stop():
             now = time.monotonic()
@@ -283,6 +285,12 @@ def run(should_stop: Callable[[], bool]) -> None:
                 time.sleep(idle_seconds())
             elif done.claimed >= batch_size() or done.lifecycle:
                 continue  # more is waiting: no pause
+            elif done.claimed or time.monotonic() < linger_until:
+                # Receivers NOTIFY at most every WAKE_INTERVAL_SECONDS each: what they commit
+                # meanwhile is found by looking again soon, for a little longer than that.
+                if done.claimed:
+                    linger_until = time.monotonic() + WAKE_INTERVAL_SECONDS + LINGER_POLL
+                time.sleep(LINGER_POLL)
             elif listener is not None:
                 listener.wait(idle_seconds())
             else:

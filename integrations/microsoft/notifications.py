@@ -292,10 +292,12 @@ def ingest(endpoint: str, items: list[dict[str, Any]], *, remote_addr: str = "")
 # transaction: PostgreSQL holds a database-wide lock from a notifying transaction's commit
 # until it is durable, so notifying commits cannot share an fsync (measured: a NOTIFY trigger
 # on the inbox cut concurrent inserts from ~1,100/s to ~300/s). Instead each process sends
-# one, after its commit, at most every WAKE_INTERVAL_SECONDS: an idle drain wakes at once,
-# a busy one is not waiting anyway, and its short poll bounds the rest.
+# one, after its commit, at most every WAKE_INTERVAL_SECONDS (each is a round trip and a
+# durable commit of its own): an idle drain wakes at once, and after each batch a drain keeps
+# looking for a little longer than this interval (inbox.run), so rows committed without a
+# NOTIFY of their own are not left waiting for its idle poll.
 CHANNEL = "fleet_inbox"
-WAKE_INTERVAL_SECONDS = 0.05
+WAKE_INTERVAL_SECONDS = 0.25
 _last_wake = 0.0
 
 
