@@ -293,6 +293,12 @@ def all_messages(ctx: Ctx) -> Response:
     return _page(ctx, msgs, 20, 50, "Collection(chatMessage)")
 
 
+def _delta_item(msg: dict[str, Any] | None, select: list[str] | None) -> dict[str, Any] | None:
+    if msg is None:
+        return None
+    return {"@odata.type": "#microsoft.graph.chatMessage", **apply_select(msg, select)}
+
+
 def chats_delta(ctx: Ctx) -> Response:
     if ctx.principal.delegated:
         raise GraphError(403, "Forbidden", "Requested API is not supported in delegated context")
@@ -308,7 +314,7 @@ def chats_delta(ctx: Ctx) -> Response:
             msg = chat.messages.get(item_id) if chat else None
             if msg is None or msg["createdDateTime"] < oldest:
                 return None
-            return {"@odata.type": "#microsoft.graph.chatMessage", **apply_select(msg, select)}
+            return _delta_item(msg, select)
 
         return delta_response(
             ctx,
@@ -328,18 +334,11 @@ def chat_delta(ctx: Ctx) -> Response:
         chat = chat_or_404(ctx, ctx.params["chat"])
         _member_check(ctx, chat.members)
         chat_id = chat.data["id"]
-
-        def render(key: tuple[str, ...], item_id: str, select: list[str] | None):
-            msg = chat.messages.get(item_id)
-            if msg is None:
-                return None
-            return {"@odata.type": "#microsoft.graph.chatMessage", **apply_select(msg, select)}
-
         return delta_response(
             ctx,
             scope={"kind": "chat", "chat": chat_id},
             streams=[("chat", chat_id)],
-            render=render,
+            render=lambda key, item_id, select: _delta_item(chat.messages.get(item_id), select),
             context="Collection(chatMessage)",
             removed_type="#microsoft.graph.chatMessage",
         )
@@ -434,19 +433,11 @@ def channel_delta(ctx: Ctx) -> Response:
         team, ch = _channel(ctx)
         key = ("channel", team.data["id"], ch.data["id"])
 
-        def render(k: tuple[str, ...], item_id: str, select: list[str] | None):
-            msg = ch.messages.get(item_id)
-            return (
-                None
-                if msg is None
-                else {"@odata.type": "#microsoft.graph.chatMessage", **apply_select(msg, select)}
-            )
-
         return delta_response(
             ctx,
             scope={"kind": "channel", "team": team.data["id"], "channel": ch.data["id"]},
             streams=[key],
-            render=render,
+            render=lambda k, item_id, select: _delta_item(ch.messages.get(item_id), select),
             context="Collection(chatMessage)",
             removed_type="#microsoft.graph.chatMessage",
         )
