@@ -30,15 +30,22 @@ class RequestIdMiddleware:
         return response
 
 
-# No inline scripts anywhere (htmx and its helpers are static files); inline styles are
-# allowed for the widths of progress bars and chart bars.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; "
-    # No form posts off the portal (Sign in with Microsoft is a link, and Entra's own pages
-    # post back to us under Entra's policy, not ours).
-    "form-action 'self'"
-)
+def content_security_policy(*form_targets: str) -> str:
+    """The portal's policy. No inline scripts anywhere (htmx and its helpers are static files);
+    inline styles are allowed for the widths of progress bars and chart bars. No form posts off
+    the portal (Sign in with Microsoft is a link, and Entra's own pages post back to us under
+    Entra's policy, not ours) — except to `form_targets`: browsers apply form-action to the
+    redirects that follow a submission too, so a page whose form answers with a redirect to
+    the identity platform (connecting the Teams sender) names that origin."""
+    form_action = " ".join(["'self'", *form_targets])
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; "
+        f"form-action {form_action}"
+    )
+
+
+CONTENT_SECURITY_POLICY = content_security_policy()
 
 
 class ContentSecurityPolicyMiddleware:

@@ -8,6 +8,7 @@ audit every step; these views only translate between forms, messages and redirec
 from __future__ import annotations
 
 from datetime import datetime, time
+from urllib.parse import urlsplit
 
 from django import forms
 from django.conf import settings
@@ -23,6 +24,7 @@ from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import Credential, DelegatedAccount
 from portal.access.actors import Actor
 from portal.access.decorators import requires
+from portal.middleware import content_security_policy
 
 # The MSAL auth-code flow (PKCE verifier, state, nonce) waits in the session for the callback.
 FLOW_SESSION_KEY = "console.teams_sender_flow"
@@ -99,7 +101,13 @@ def credentials_page(request: HttpRequest) -> HttpResponse:
         "can_rotate": request.user.has_perm("access.rotate_credentials"),
         "can_connect_tenant": request.user.has_perm("access.connect_tenant"),
     }
-    return render(request, "console/credentials.html", context)
+    response = render(request, "console/credentials.html", context)
+    # "Connect Teams sender account" posts here and is redirected to the identity platform.
+    authority = urlsplit(settings.MICROSOFT_AUTHORITY_HOST)
+    response["Content-Security-Policy"] = content_security_policy(
+        f"{authority.scheme}://{authority.netloc}"
+    )
+    return response
 
 
 def _back() -> HttpResponse:

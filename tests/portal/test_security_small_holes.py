@@ -138,6 +138,21 @@ def test_reproduction_forms_may_post_only_to_the_portal(client):
     assert policy["form-action"] == "'self'"
 
 
+def test_the_credentials_page_lets_its_forms_lead_only_to_the_identity_platform(
+    client, ada_admin, settings
+):
+    # Connecting the Teams sender posts to the portal, which redirects to the sign-in: the
+    # browser checks form-action on that redirect too (a browser test connects one).
+    settings.MICROSOFT_AUTHORITY_HOST = "https://login.microsoftonline.com"
+    client.force_login(ada_admin)
+    response = client.get("/credentials/")
+    policy = dict(
+        part.strip().split(" ", 1) for part in response["Content-Security-Policy"].split(";")
+    )
+    assert policy["form-action"] == "'self' https://login.microsoftonline.com"
+    assert policy["default-src"] == "'self'" and policy["script-src"] == "'self'"
+
+
 # ------------------------------------------------------------ live-refresh polling
 
 
