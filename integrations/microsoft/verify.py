@@ -205,13 +205,13 @@ def check_permissions(ctx: _Context) -> CheckResult:
             "consent",
         )
     detail = f"present: {', '.join(required)}"
-    sender = teams_sender.current_delegated_account()
-    sender_scopes = {
-        s.lower().rsplit("/", 1)[-1] for s in (sender.scopes.split() if sender else [])
-    }
-    if sender is not None and "channelmessage.read.all" not in sender_scopes:
+    # The crash-retry of a Teams post looks for the earlier post with the app's token
+    # (messaging.py), so it is the application permission that matters, not a delegated one.
+    if teams_sender.current_delegated_account() is not None and not permission_satisfied(
+        "ChannelMessage.Read.All", granted
+    ):
         detail += (
-            "; warning: the Teams sender lacks the delegated ChannelMessage.Read.All, "
+            "; warning: the app lacks the application permission ChannelMessage.Read.All, "
             "so after a crash mid-send a channel post cannot be looked for and a retry "
             "may post it twice"
         )

@@ -209,13 +209,19 @@ def test_a_missing_permission_says_what_breaks(healthy, emulator):
     assert "Chat.Read.All (Teams chat subscriptions and chat delta sync fail)" in check.detail
 
 
-def test_a_sender_without_channel_read_is_a_warning(healthy):
+def test_a_sender_without_channel_read_is_a_warning(healthy, emulator):
+    roles = ["User.Read.All", "Mail.ReadWrite", "Mail.Send", "Chat.Read.All"]
+    emulator.control.set_roles(emulator.client_id, roles)
     DelegatedAccount.objects.create(upn="svc@x", scopes="ChatMessage.Send ChannelMessage.Send")
     check = by_name(verify.run_checks(timeout=5))["Required permissions"]
-    assert (
-        check.ok
-        and "warning: the Teams sender lacks the delegated ChannelMessage.Read.All" in check.detail
+    assert check.ok
+    assert "warning: the app lacks the application permission ChannelMessage.Read.All" in (
+        check.detail
     )
+
+    emulator.control.set_roles(emulator.client_id, [*roles, "ChannelMessage.Read.All"])
+    check = by_name(verify.run_checks(timeout=5))["Required permissions"]
+    assert check.ok and "warning" not in check.detail
 
 
 @pytest.fixture
