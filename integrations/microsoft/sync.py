@@ -43,7 +43,8 @@ from portal.access.authz import require
 from portal.audit.services import record
 from portal.events.services import emit, emit_many
 from portal.jobs.models import Job
-from portal.jobs.runner import enqueue
+from portal.jobs.runner import enqueue, worker_identity
+from portal.jobs.watchdog import worker_gone_here
 from portal.redaction import redact_text
 from portal.runtime.registry import get
 
@@ -309,18 +310,40 @@ def _is_reset(exc: GraphError) -> bool:
     return isinstance(exc, DeltaTokenExpired) or (exc.code or "").lower() in _RESET_CODES
 
 
+def new_lease_owner() -> str:
+    """A run's lease owner: random, then the worker (host:pid) holding it, so that another
+    run can tell a lease whose process is gone (bench/soak: a worker SIGKILLed mid-run
+    blocked its user-and-kind until the lease expired, 330 s, and sent the delta jobs in
+    between to the dead-letter queue)."""
+    owner = f"{uuid.uuid4().hex[:12]}@{worker_identity()}"
+    return owner if len(owner) <= 64 else owner[:12]  # never a cut-off pid
+
+
 def _claim(state_id: int, owner: str, job: Job | None) -> bool:
     now = timezone.now()
+    take = {
+        "lease_owner": owner,
+        "lease_expires_at": now + lease_duration(),
+        "status": SyncState.Status.RUNNING,
+        "last_attempt_at": now,
+    }
     claimed = (
         SyncState.objects.filter(pk=state_id)
         .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now))
-        .update(
-            lease_owner=owner,
-            lease_expires_at=now + lease_duration(),
-            status=SyncState.Status.RUNNING,
-            last_attempt_at=now,
-        )
+        .update(**take)
     )
+    if not claimed:
+        holder = SyncState.objects.filter(pk=state_id).values_list("lease_owner", flat=True)
+        held_by = next(iter(holder), "")
+        if "@" in held_by and worker_gone_here(held_by.partition("@")[2]):
+            # Conditional on the same holder: of two runs noticing, one takes it over.
+            claimed = SyncState.objects.filter(pk=state_id, lease_owner=held_by).update(**take)
+            if claimed:
+                logger.warning(
+                    "Sync state #%s: took over the lease of a run whose worker (%s) is gone",
+                    state_id,
+                    held_by.partition("@")[2],
+                )
     if claimed and job is not None:
         # From now on a new notification needs a new job: this run may be past its change.
         SyncState.objects.filter(pk=state_id, queued_job_id=job.pk).update(queued_job_id=None)
@@ -497,7 +520,7 @@ def run(
 ) -> SyncRun | None:
     """Run (or continue) the delta round of one state. Raises on failure (the job retries;
     the checkpoint keeps the pages already applied)."""
-    owner = uuid.uuid4().hex[:16]
+    owner = new_lease_owner()
     if not _claim(state_id, owner, job):
         raise SyncBusy(f"Sync state #{state_id} is being synced by another run")
     state = SyncState.objects.select_related("monitored_user").get(pk=state_id)

@@ -30,7 +30,7 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _worker_gone_here(worker: str) -> bool:
+def worker_gone_here(worker: str) -> bool:
     """True when the worker ran on this host and its process no longer exists."""
     host, _, pid = worker.rpartition(":")
     return host == socket.gethostname() and pid.isdigit() and not _process_alive(int(pid))
@@ -48,7 +48,7 @@ def requeue_lost_jobs() -> int:
         "id", "job_type", "worker", "lease_expires_at", "attempts", "max_attempts"
     ):
         expired = job.lease_expires_at is not None and job.lease_expires_at < now
-        if not expired and not _worker_gone_here(job.worker):
+        if not expired and not worker_gone_here(job.worker):
             continue
         try:
             definition: JobType | None = get_job_type(job.job_type)

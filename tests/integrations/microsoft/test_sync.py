@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+
 import pytest
 from django.core.exceptions import PermissionDenied
 
@@ -245,3 +249,29 @@ class TestOperations:
         sync.enqueue_interval_syncs()
         delays = [j.next_attempt_at for j in Job.objects.filter(job_type="graph.sync_delta")]
         assert any(d is not None for d in delays)
+
+
+class TestLeaseOfAGoneWorker:
+    """bench/soak: a worker SIGKILLed mid-run left its lease for 330 s; every delta job for
+    that user-and-kind meanwhile failed its claim and went to the dead-letter queue."""
+
+    @staticmethod
+    def gone_pid() -> int:
+        process = subprocess.Popen([sys.executable, "-c", "pass"])
+        process.wait()
+        return process.pid
+
+    def test_a_lease_whose_worker_process_is_gone_is_taken_over(self, mail_state):
+        dead = f"0123456789ab@{socket.gethostname()}:{self.gone_pid()}"
+        assert sync._claim(mail_state.pk, dead, None)
+        assert sync._claim(mail_state.pk, sync.new_lease_owner(), None)
+        assert SyncState.objects.get(pk=mail_state.pk).lease_owner != dead
+
+    def test_a_live_holder_or_one_on_another_host_keeps_its_lease(self, mail_state):
+        mine = sync.new_lease_owner()  # this process: alive
+        assert sync._claim(mail_state.pk, mine, None)
+        assert not sync._claim(mail_state.pk, sync.new_lease_owner(), None)
+        SyncState.objects.filter(pk=mail_state.pk).update(
+            lease_owner=f"0123456789ab@another-node:{self.gone_pid()}"
+        )
+        assert not sync._claim(mail_state.pk, sync.new_lease_owner(), None)
