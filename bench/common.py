@@ -311,7 +311,8 @@ class Portal:
         return response.json()
 
     def children(self) -> dict[str, list[int]]:
-        """The pids under runportal by role: web, worker (the whole qcluster tree), emulator."""
+        """The pids under runportal by role: web, worker (the whole qcluster tree and the
+        inbox drain), emulator."""
         if self.process is None:
             return {}
         tree: dict[int, list[int]] = {}
@@ -335,7 +336,7 @@ class Portal:
                 "web"
                 if "runserver" in words
                 else "worker"
-                if "qcluster" in words
+                if "qcluster" in words or "drain_inbox" in words
                 else "emulator"
                 if "integrations.graph_emulator" in words
                 else "other"
@@ -349,7 +350,11 @@ class Portal:
 
     def worker_processes(self) -> list[int]:
         """django-q2's workers, pusher and monitor: the qcluster tree below its sentinel."""
-        tree = self.children()["worker"]
+        tree = [
+            pid
+            for pid in self.children()["worker"]
+            if b"drain_inbox" not in (Path("/proc") / str(pid) / "cmdline").read_bytes()
+        ]
         main = [pid for pid in tree if _ppid(pid) == (self.process.pid if self.process else 0)]
         sentinels = [pid for pid in tree if _ppid(pid) in main]
         return sorted(set(tree) - set(main) - set(sentinels))
