@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from portal.access.addresses import client_address, client_ip
 from portal.access.models import CredentialFailure
+from portal.dbtext import without_nul
 
 Scope = CredentialFailure.Scope
 OTHER_PREFIX = "(not a portal token)"
@@ -72,11 +73,12 @@ def _count(
     address: str,
 ) -> int:
     """Add one attempt to the row for (scope, key, window); returns the failures counted."""
+    key = without_nul(key)
     fields = {
         "last_seen_at": now,
         "last_reason": reason[:100],
-        "last_path": path[:255],
-        "last_address": address[:45],
+        "last_path": without_nul(path)[:255],
+        "last_address": without_nul(address)[:45],
     }
     match = CredentialFailure.objects.filter(scope=scope, key=key[:64], window_start=window_start)
     increments = {"refused": F("refused") + 1} if refused else {"count": F("count") + 1}
@@ -99,7 +101,9 @@ def _count(
 
 def _failures(scope: str, key: str, window_start: datetime) -> int:
     return (
-        CredentialFailure.objects.filter(scope=scope, key=key[:64], window_start=window_start)
+        CredentialFailure.objects.filter(
+            scope=scope, key=without_nul(key)[:64], window_start=window_start
+        )
         .values_list("count", flat=True)
         .first()
         or 0

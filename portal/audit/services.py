@@ -11,6 +11,7 @@ from django.utils import timezone
 from portal.access.actors import Actor
 from portal.audit.chain import GENESIS_HASH, compute_hash, signing_key
 from portal.audit.models import AuditEvent
+from portal.dbtext import without_nul
 from portal.redaction import mask_secrets, redact_text
 
 # Arbitrary fixed key for pg_advisory_xact_lock: one writer appends to the chain at a time.
@@ -23,18 +24,6 @@ def _lock_chain() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
     # SQLite runs every transaction as BEGIN IMMEDIATE (settings.py), which already holds the
     # database's single write lock until commit.
-
-
-def _without_nul(value: Any) -> Any:
-    """PostgreSQL text and jsonb cannot hold NUL: an attacker's NUL (a refused sign-in's error
-    text, a header) must not turn the audit of a refusal into a 500 and lose the row."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_nul(v) for v in value]
-    return value
 
 
 def record(
@@ -66,7 +55,7 @@ def record(
         "user_agent": actor.user_agent,
         "request_id": actor.request_id,
     }
-    values = {name: _without_nul(value) for name, value in values.items()}
+    values = {name: without_nul(value) for name, value in values.items()}
     key = signing_key()
     with transaction.atomic():
         _lock_chain()

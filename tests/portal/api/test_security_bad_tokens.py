@@ -216,3 +216,18 @@ def test_old_windows_are_pruned(client, limits):
     assert prune_credential_failures() == 0
     age_counters(seconds=31 * 86_400)
     assert prune_credential_failures() == 2
+
+
+@pytest.mark.django_db
+def test_a_nul_in_the_path_or_token_is_counted_not_a_500(client, limits):
+    # Found by the API fuzz test on PostgreSQL, whose text columns refuse NUL: the counter
+    # row's path (and a token prefix) came straight from the request.
+    client.raise_request_exception = False
+    for _ in range(LIMIT + 1):
+        response = client.post(
+            "/api/event-endpoints/%00x/resume", REMOTE_ADDR="203.0.113.9", **bearer("fgp_\x00ab")
+        )
+    assert response.status_code == 429
+    row = counters().get(scope=CredentialFailure.Scope.ADDRESS)
+    assert row.count == LIMIT and row.refused == 1
+    assert "\x00" not in row.last_path and row.last_path.endswith("\ufffdx/resume")
