@@ -24,6 +24,7 @@ from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import LifecycleEvent, ResourceKind, Subscription
 from portal.access.actors import Actor
 from portal.access.decorators import requires
+from portal.alerts import rules
 from portal.audit.services import record
 from portal.console.navigation import redirect_back
 from portal.console.paging import empty_page, keyset_page
@@ -102,10 +103,15 @@ def subscription_list(request: HttpRequest) -> HttpResponse:
     }
     if request.htmx and request.htmx.target == "subscriptions":
         return render(request, "console/subscriptions.html#subscriptions", context)
+    expiring_hours = rules.thresholds()["subscription_hours"]
     context.update(
         {
             "counts": Subscription.objects.counts_by_state(),
-            "expiring_24h": Subscription.objects.expiring_within(timedelta(hours=24)).count(),
+            # The subscription_expiring alert's window, as on the dashboard.
+            "expiring_hours": expiring_hours,
+            "expiring": Subscription.objects.expiring_within(
+                timedelta(hours=expiring_hours)
+            ).count(),
             "events": LifecycleEvent.objects.select_related(
                 "subscription__monitored_user", "job", "followup_job"
             )[:15],

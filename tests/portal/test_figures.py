@@ -155,7 +155,7 @@ def test_every_consumer_reports_the_same_expiring_subscriptions(client, vera_vie
     assert Subscription.objects.expiring_within(timedelta(hours=hours)).count() == 2
     assert dashboard(client, vera_viewer)["expiring"] == 2
     page = client.get(reverse("console:subscriptions"))
-    assert page.context["expiring_24h"] == 2
+    assert page.context["expiring"] == 2
     listed = client.get(reverse("console:subscriptions"), {"expiring": hours})
     assert len(listed.context["rows"]) == 2
     assert verdict("subscription_expiring").value == 2
@@ -180,6 +180,9 @@ def test_the_dashboard_tile_follows_the_alert_threshold(client, vera_viewer):
     subscription(1, expires_in=timedelta(hours=30))
     registry.set_value(Actor.system("tests"), rules.SUB_HOURS, 48)
     assert dashboard(client, vera_viewer)["expiring"] == 1
+    page = client.get(reverse("console:subscriptions"))
+    assert (page.context["expiring"], page.context["expiring_hours"]) == (1, 48)
+    assert b"expiring within 48 h" in page.content
     assert verdict("subscription_expiring").value == 1
 
 

@@ -63,7 +63,7 @@ def test_viewers_see_the_list_with_expiry_against_the_maximum(client, vera_viewe
     body = response.content.decode()
     assert "expired" in body and "delta resync requested" in body
     assert f"#{event.followup_job_id}" in body
-    assert response.context["expiring_24h"] == 1
+    assert response.context["expiring"] == 1
     assert "Renew</button>" not in body  # viewers get no action buttons
 
 
