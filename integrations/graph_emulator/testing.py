@@ -313,7 +313,8 @@ class RunningEmulator:
                 if line.startswith("Graph emulator listening on"):
                     ready.set()
 
-        threading.Thread(target=reader, daemon=True).start()
+        self._reader = threading.Thread(target=reader, daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + self.startup_timeout
         while not ready.wait(0.05):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -335,6 +336,11 @@ class RunningEmulator:
                 self.proc.kill()
                 self.proc.wait(5)
         code = self.proc.returncode
+        # The process is gone, so its stdout reaches EOF and the reader ends; then the pipe is
+        # closed (left open, it leaked a file per emulator: a ResourceWarning at some later gc).
+        self._reader.join(timeout)
+        if self.proc.stdout is not None and not self._reader.is_alive():
+            self.proc.stdout.close()
         self._stderr.close()
         if self._tmp is not None:
             self._tmp.cleanup()
