@@ -339,7 +339,10 @@ def main() -> int:
             for entry in log["value"]:
                 delivery_seq = max(delivery_seq, entry["seq"])
                 if entry["event"] == "attempt" and entry["ok"]:
-                    delivered.extend(entry["items"])
+                    delivered.extend(
+                        {**item, "_at": entry["wall"], "_status": entry["status"]}
+                        for item in entry["items"]
+                    )
                 elif entry["event"] == "expired":
                     expired_events.append(entry)
                 elif entry["event"] == "gave_up":
@@ -552,6 +555,20 @@ def main() -> int:
             f"{peak_backlog['sim_h']:.1f} h; peak {max(s['jobs_waiting'] for s in samples)} "
             f"jobs waiting; peak {max(s['unsynced'] for s in samples)} messages not yet synced"
         )
+        sim_of = {}  # delivery wall time -> simulated hour, for the lines below
+        for item in changes:
+            key = (
+                item["subscriptionId"],
+                (item.get("resourceData") or {}).get("id", ""),
+                item["changeType"],
+            )
+            if key in missing[:10] and key not in sim_of:
+                sim_of[key] = (item["_at"] - clock.real_start) * speed / 3600
+                real = time.strftime("%H:%M:%S", time.gmtime(item["_at"]))
+                print(
+                    f"   NOT IN THE INBOX: {key} (HTTP {item['_status']} at simulated "
+                    f"{sim_of[key]:.2f} h, real {real})"
+                )
         for line in findings:
             print(f"finding: {line}")
         ok &= not findings
@@ -561,7 +578,7 @@ def main() -> int:
         print("soak: " + ("all checks passed" if ok else "CHECKS FAILED"))
     finally:
         portal.stop()
-        postgres.stop()
+        postgres.stop(keep_data=not ok)
         shutil.rmtree(work / "emulator", ignore_errors=True)
     return 0 if ok else 1
 
