@@ -203,6 +203,7 @@ def main() -> int:
         Subscription,
         SyncedItem,
         SyncState,
+        WebhookRejection,
     )
     from portal.jobs.models import Job
 
@@ -518,6 +519,13 @@ def main() -> int:
             f"{len(missing)}, not processed: {len(unprocessed)}; given up by the emulator "
             f"(the receiver failed for 4 h): {sum(len(g['items']) for g in gave_up)}"
         )
+        refused = db(
+            lambda: list(
+                WebhookRejection.objects.values_list("reason", "count", "last_subscription_id")
+            )
+        )
+        if refused:
+            print(f"   refused by the receiver (reason, count, last subscription): {refused}")
         print(
             f"lifecycle events delivered: {len(events)}, not stored: {len(events_missing)}, "
             f"not handled: {len(events_unhandled)}"
