@@ -22,6 +22,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -216,13 +217,44 @@ def _secrets(ids: set[str]) -> dict[str, bytes | None]:
     return found
 
 
+class NotYetKnown(Exception):
+    """A notification for a subscription whose create call has not returned yet: the view
+    answers 503 and Graph redelivers it (with backoff, for hours) once the id is stored."""
+
+
+def _creating_secrets() -> list[bytes]:
+    """The clientStates of subscriptions whose create call has not returned yet.
+
+    Graph may notify for a new subscription before the POST /subscriptions that made it has
+    returned and the portal has stored its id (seen right after a recreation). Such a
+    notification carries the clientState of a row still CREATING: it is ours and must not be
+    dropped as unknown. Only recent rows count (a create takes seconds; a row left CREATING
+    by a crash must not make Graph retry for hours), a handful at most."""
+    recent = timezone.now() - timedelta(minutes=CREATING_WINDOW_MINUTES)
+    rows = Subscription.objects.filter(
+        state=Subscription.State.CREATING, graph_id__isnull=True, created_at__gte=recent
+    ).values_list("client_state_encrypted", flat=True)[:CREATING_ROWS_CHECKED]
+    secrets = []
+    for ciphertext in rows:
+        try:
+            secrets.append(_client_state(ciphertext))
+        except DecryptionError:
+            continue
+    return secrets
+
+
+CREATING_WINDOW_MINUTES = 5
+CREATING_ROWS_CHECKED = 50
+
+
 def ingest(endpoint: str, items: list[dict[str, Any]], *, remote_addr: str = "") -> IngestResult:
     """Verify each item's clientState and store the valid ones: that is all.
 
     The inbox is the queue (integrations/microsoft/inbox.py drains it): a request writes its
     change notifications with ONE multi-row INSERT … ON CONFLICT DO NOTHING (and its
     lifecycle notifications with another), commits and is done — no job, no broker row.
-    Raises DatabaseError when nothing could be stored (the view answers 503).
+    Raises DatabaseError when nothing could be stored and NotYetKnown for a subscription
+    still being created (the view answers 503 to both; nothing of the request is stored).
     """
     result = IngestResult()
     now = timezone.now()
@@ -231,6 +263,7 @@ def ingest(endpoint: str, items: list[dict[str, Any]], *, remote_addr: str = "")
     changes: list[tuple[str, ...]] = []
     events: list[tuple[Any, ...]] = []
     last_bad = ""
+    creating: list[bytes] | None = None
     for item in items:
         sub_id = item["subscriptionId"]
         known = sub_id in secrets
@@ -238,6 +271,12 @@ def ingest(endpoint: str, items: list[dict[str, Any]], *, remote_addr: str = "")
         given = _secret_bytes(item.get("clientState"))
         # compare_digest takes time independent of where the bytes differ.
         valid = expected is not None and given is not None and hmac.compare_digest(expected, given)
+        if not valid and not known and given is not None:
+            if creating is None:  # looked up once per request, only for unknown ids
+                creating = _creating_secrets()
+            # compare_digest with each (no early exit on the first match).
+            if sum(hmac.compare_digest(secret, given) for secret in creating):
+                raise NotYetKnown(_clean(sub_id, 64))
         if not valid:
             reason = (
                 WebhookRejection.Reason.CLIENT_STATE_MISMATCH

@@ -74,6 +74,13 @@ def _receive(request: HttpRequest, endpoint: str) -> HttpResponse:
         return _validation_answer(parsed.validation_token)
     try:
         notifications.ingest(endpoint, parsed.items, remote_addr=client_ip(request))
+    except notifications.NotYetKnown as exc:
+        logger.info(
+            "Webhook %s: subscription %s is still being created; answering 503", endpoint, exc
+        )
+        response = _plain(503, "subscription not registered yet; retry")
+        response["Retry-After"] = "10"
+        return response
     except DatabaseError:
         logger.exception(
             "Webhook %s: notifications could not be stored; answering 503 so Graph retries",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from unittest import mock
 
 import pytest
 from django.db import OperationalError
 from django.test import override_settings
 from django.urls import reverse
+from django.utils import timezone
 from django_q.models import OrmQ
 
 from integrations.microsoft import inbox, notifications
@@ -204,6 +206,46 @@ class TestNotifications:
         messages = [r.getMessage() for r in caplog.records if "Webhook" in r.getMessage()]
         assert len(messages) == 2
         assert all("wrong" not in m and "right" not in m for m in messages)  # no secrets
+
+    def test_a_subscription_still_being_created_gets_503_so_graph_redelivers(
+        self, client, monitored
+    ):
+        # Found by bench/soak: Graph may notify for a new subscription before its create call
+        # has returned and the portal has stored the id; a 202 with the notification dropped
+        # as unknown lost it. The clientState proves it is ours: answer 503, Graph retries.
+        creating = make_sub(monitored, graph_id=None, client_state="fresh")
+        Subscription.objects.filter(pk=creating.pk).update(state=Subscription.State.CREATING)
+        item = notification("sub-new", "fresh")
+        response = post_json(client, "/api/webhooks/mail", {"value": [item]})
+        assert response.status_code == 503 and response["Retry-After"]
+        assert not NotificationInbox.objects.exists() and not WebhookRejection.objects.exists()
+
+        # Once the create has returned, Graph's redelivery is stored.
+        Subscription.objects.filter(pk=creating.pk).update(
+            graph_id="sub-new", state=Subscription.State.ACTIVE
+        )
+        assert post_json(client, "/api/webhooks/mail", {"value": [item]}).status_code == 202
+        assert NotificationInbox.objects.get().subscription_id == creating.pk
+
+    def test_an_unknown_subscription_with_a_foreign_client_state_is_still_refused(
+        self, client, monitored
+    ):
+        creating = make_sub(monitored, graph_id=None, client_state="fresh")
+        Subscription.objects.filter(pk=creating.pk).update(state=Subscription.State.CREATING)
+        response = post_json(client, "/api/webhooks/mail", {"value": [notification("x", "guess")]})
+        assert response.status_code == 202
+        assert WebhookRejection.objects.get().reason == "unknown_subscription"
+
+    def test_a_row_left_creating_by_a_crash_long_ago_does_not_hold_graph_off(
+        self, client, monitored
+    ):
+        stale = make_sub(monitored, graph_id=None, client_state="fresh")
+        Subscription.objects.filter(pk=stale.pk).update(
+            state=Subscription.State.CREATING, created_at=timezone.now() - timedelta(minutes=30)
+        )
+        response = post_json(client, "/api/webhooks/mail", {"value": [notification("y", "fresh")]})
+        assert response.status_code == 202
+        assert WebhookRejection.objects.get().reason == "unknown_subscription"
 
     def test_only_rejections_store_no_job(self, client, monitored):
         make_sub(monitored, graph_id="sub-1", client_state="right")
