@@ -22,7 +22,10 @@ def wide_rows():
     now = timezone.now()
     for n in range(12):
         upn = f"konstantina.papadopoulou{n}@fleetdemo.onmicrosoft.com"
-        user = MonitoredUser.objects.create(identifier=upn, upn=upn, graph_id=f"{n}" * 36)
+        # Graph user ids are GUIDs (36 characters; the column holds 64).
+        user = MonitoredUser.objects.create(
+            identifier=upn, upn=upn, graph_id=f"{n:08d}-3c2b-4a1d-9e8f-{n:012d}"
+        )
         Subscription.objects.create(
             monitored_user=user,
             kind="chatMessages" if n % 2 else "messages",

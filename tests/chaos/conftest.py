@@ -68,13 +68,15 @@ class Clusters:
 
     def start(self, workers: int = 2) -> subprocess.Popen:
         env = dict(self.env, Q_WORKERS=str(workers))
-        process = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "qcluster"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.log_path(), "ab"),  # noqa: SIM115
-            start_new_session=True,
-        )
+        # The child keeps its own copy of the log's descriptor; ours is closed at once.
+        with open(self.log_path(), "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, str(ROOT / "manage.py"), "qcluster"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
         self.processes.append(process)
         return process
 

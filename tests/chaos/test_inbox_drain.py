@@ -91,14 +91,16 @@ class Processes:
         )
 
     def _start(self, command: list[str], env: dict[str, str], name: str) -> subprocess.Popen:
-        process = subprocess.Popen(
-            command,
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.tmp_path / f"{name}.log", "ab"),  # noqa: SIM115
-            start_new_session=True,
-        )
+        # The child keeps its own copy of the log's descriptor; ours is closed at once.
+        with open(self.tmp_path / f"{name}.log", "ab") as log:
+            process = subprocess.Popen(
+                command,
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
         self.started.append(process)
         return process
 
