@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/fleet_bench"
@@ -37,43 +38,41 @@ def bench_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _database(env: dict[str, str]) -> tuple[str, list[str]]:
+    """The benchmark database's name and a psql command line on the server's `postgres` db."""
+    url = urlsplit(env["DATABASE_URL"])
+    psql = [
+        "psql",
+        "-h",
+        url.hostname or "127.0.0.1",
+        "-p",
+        str(url.port or 5432),
+        "-U",
+        url.username or "postgres",
+        "-d",
+        "postgres",
+        "-v",
+        "ON_ERROR_STOP=1",
+    ]
+    return url.path.lstrip("/"), psql
+
+
+def _migrate(env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], env=env, check=True)
+
+
 def ensure_database(env: dict[str, str]) -> None:
     """Create the benchmark database if needed and migrate it."""
-    from urllib.parse import urlsplit
-
-    url = urlsplit(env["DATABASE_URL"])
-    name = url.path.lstrip("/")
-    subprocess.run(
-        [
-            "psql",
-            "-h",
-            url.hostname or "127.0.0.1",
-            "-p",
-            str(url.port or 5432),
-            "-U",
-            url.username or "postgres",
-            "-tAc",
-            f"SELECT 1 FROM pg_database WHERE datname='{name}'",
-        ],
+    name, psql = _database(env)
+    exists = subprocess.run(
+        [*psql, "-tAc", f"SELECT 1 FROM pg_database WHERE datname='{name}'"],
         check=True,
         capture_output=True,
         text=True,
-    ).stdout.strip() == "1" or subprocess.run(
-        [
-            "psql",
-            "-h",
-            url.hostname or "127.0.0.1",
-            "-p",
-            str(url.port or 5432),
-            "-U",
-            url.username or "postgres",
-            "-c",
-            f"CREATE DATABASE {name}",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], env=env, check=True)
+    ).stdout.strip()
+    if exists != "1":
+        subprocess.run([*psql, "-qc", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    _migrate(env)
 
 
 def setup_django(env: dict[str, str]) -> None:
@@ -120,29 +119,12 @@ def wait_for(predicate, timeout: float, interval: float = 0.05) -> float:
 def fresh_database(env: dict[str, str]) -> None:
     """Drop and recreate the benchmark database, then migrate it (a run starts empty: the
     audit tables refuse TRUNCATE, so `flush` cannot empty them)."""
-    from urllib.parse import urlsplit
-
-    url = urlsplit(env["DATABASE_URL"])
-    name = url.path.lstrip("/")
+    name, psql = _database(env)
     if not name.startswith(("fleet_", "bench")):
         raise SystemExit(f"refusing to drop database {name!r}: not a benchmark database")
-    psql = [
-        "psql",
-        "-h",
-        url.hostname or "127.0.0.1",
-        "-p",
-        str(url.port or 5432),
-        "-U",
-        url.username or "postgres",
-        "-d",
-        "postgres",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-qc",
-    ]
-    subprocess.run([*psql, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=True)
-    subprocess.run([*psql, f"CREATE DATABASE {name}"], check=True)
-    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], env=env, check=True)
+    subprocess.run([*psql, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=True)
+    subprocess.run([*psql, "-qc", f"CREATE DATABASE {name}"], check=True)
+    _migrate(env)
 
 
 class PrivatePostgres:
