@@ -44,6 +44,7 @@ bench/soak/soak.png (memory and backlog over simulated time) and the samples as 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import random
@@ -214,6 +215,7 @@ def main() -> int:
     delivered: list[dict[str, Any]] = []
     expired_events: list[dict[str, Any]] = []
     gave_up: list[dict[str, Any]] = []
+    failed_attempts: collections.Counter[int | str] = collections.Counter()
     renewals = reauthorizations = 0
     ok = True
     try:
@@ -344,6 +346,8 @@ def main() -> int:
                         {**item, "_at": entry["wall"], "_status": entry["status"]}
                         for item in entry["items"]
                     )
+                elif entry["event"] == "attempt":
+                    failed_attempts[entry["status"] or entry["error"]] += len(entry["items"])
                 elif entry["event"] == "expired":
                     expired_events.append(entry)
                 elif entry["event"] == "gave_up":
@@ -432,23 +436,33 @@ def main() -> int:
         print(f"  sim {hours:g} h: the day is over; draining (real time)", flush=True)
         drain_start = time.time()
 
-        def settled() -> bool:
-            return (
-                pending_deliveries == 0
-                and db(
-                    lambda: not NotificationInbox.objects.filter(processed_at__isnull=True).exists()
-                )
-                and db(lambda: not LifecycleEvent.objects.filter(status="received").exists())
-                and samples[-1]["unsynced"] <= 0
-            )
+        def outstanding() -> dict[str, int]:
+            """What the drain still waits for (all zero: settled)."""
+            return {
+                "deliveries pending in the emulator": pending_deliveries,
+                "inbox rows unprocessed": db(
+                    lambda: NotificationInbox.objects.filter(processed_at__isnull=True).count()
+                ),
+                "lifecycle events unhandled": db(
+                    lambda: LifecycleEvent.objects.filter(status="received").count()
+                ),
+                "messages not yet synced": max(0, samples[-1]["unsynced"]),
+            }
 
+        next_report = drain_start + 30
         while time.time() - drain_start < args.drain_timeout:
             poll_emulator()
             watch_subscriptions(clock.sim_elapsed())
             sample(clock.sim_elapsed(), "drain")
-            if settled():
+            waiting = {what: n for what, n in outstanding().items() if n}
+            if not waiting:
                 break
+            if time.time() >= next_report:
+                print(f"  drain, {time.time() - drain_start:.0f} s: waiting for {waiting}")
+                next_report += 30
             time.sleep(3)
+        else:
+            findings.append(f"the drain did not settle in {args.drain_timeout:.0f} s: {waiting}")
         drain_seconds = time.time() - drain_start
         poll_emulator()
 
@@ -524,6 +538,11 @@ def main() -> int:
                 WebhookRejection.objects.values_list("reason", "count", "last_subscription_id")
             )
         )
+        if failed_attempts:
+            print(
+                f"   delivery attempts the receiver did not accept (status: items): "
+                f"{dict(failed_attempts)}"
+            )
         if refused:
             print(f"   refused by the receiver (reason, count, last subscription): {refused}")
         print(
