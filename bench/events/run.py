@@ -7,9 +7,11 @@ same run and with the same cluster settings.
 Prints delivery jobs/s and events delivered/s, the ratio of delivery jobs/s to no-op jobs/s
 (target >= 0.7), and the latency from an event's commit to its arrival at the receiver
 (p50/p99) for a trickle of events emitted while the cluster runs. The receiver answers 200
-without verifying (a fast receiver); the endpoints are http on 127.0.0.1, so the run uses
-DEBUG and EVENT_ENDPOINT_ALLOWED_NETWORKS=127.0.0.0/8. The receiver keeps connections alive
-(HTTP/1.1), so the workers' kept-alive connections are reused as with a real receiver.
+without verifying (a fast receiver). It speaks HTTPS with a certificate of its own local CA
+(EVENT_ENDPOINT_CA_BUNDLE) on 127.0.0.1 (EVENT_ENDPOINT_ALLOWED_NETWORKS=127.0.0.0/8), so the
+portal runs as in production: DEBUG off (an http endpoint would need DEBUG, whose query log
+slows every worker). It keeps connections alive (HTTP/1.1), so the workers' kept-alive
+connections are reused as with a real receiver.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import bench_env, ensure_database, setup_django, start_cluster, stop, wait_for
+from integrations.graph_emulator.certs import ensure_certs, server_context
 
 ARRIVALS: dict[str, float] = {}  # event id -> arrival time (perf_counter)
 LOCK = threading.Lock()
@@ -62,10 +66,14 @@ def main() -> int:
     args = parser.parse_args()
     count = args.events or (2000 if args.quick else 10_000)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    ca, cert, key = ensure_certs(Path(tempfile.mkdtemp(prefix="bench-events-")))
+    server.socket = server_context(cert, key).wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
     env = bench_env(
-        Q_WORKERS=str(args.workers), DEBUG="true", EVENT_ENDPOINT_ALLOWED_NETWORKS="127.0.0.0/8"
+        Q_WORKERS=str(args.workers),
+        EVENT_ENDPOINT_ALLOWED_NETWORKS="127.0.0.0/8",
+        EVENT_ENDPOINT_CA_BUNDLE=str(ca),
     )
     ensure_database(env)
     setup_django(env)
@@ -95,7 +103,7 @@ def main() -> int:
         reset()
         ARRIVALS.clear()
         for n in range(args.endpoints):
-            push.create_endpoint(actor, f"http://127.0.0.1:{port}/ep{n}")
+            push.create_endpoint(actor, f"https://127.0.0.1:{port}/ep{n}")
         with transaction.atomic():
             emit_many(
                 ("mail.received", {"graphId": f"m{i}", "subject": "bench"}, "bench", None)
@@ -169,7 +177,7 @@ def main() -> int:
     # 3. Latency: events emitted one at a time while the cluster runs (commit → receiver).
     reset()
     ARRIVALS.clear()
-    push.create_endpoint(actor, f"http://127.0.0.1:{port}/latency")
+    push.create_endpoint(actor, f"https://127.0.0.1:{port}/latency")
     cluster = start_cluster(env)
     latencies = []
     try:

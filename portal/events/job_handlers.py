@@ -6,7 +6,7 @@ from typing import Any
 
 from portal.events.push import deliver as deliver_batch
 from portal.events.push import fan_out as fan_out_all
-from portal.jobs.registry import job_handler
+from portal.jobs.registry import SucceededWith, job_handler
 
 # Backoff: 30 s doubling to a 2-hour cap, with equal jitter (never under half the delay):
 # 32 attempts span at least about 25 hours, the Standard Webhooks receivers' expectation.
@@ -23,7 +23,7 @@ DELIVERY_ATTEMPTS = 32
     retry_permission="manage_event_endpoints",
     description="POST one signed batch of events to an event endpoint",
 )
-def deliver(job: Any) -> str:
+def deliver(job: Any) -> str | SucceededWith:
     return deliver_batch(job.payload["delivery"], job)
 
 

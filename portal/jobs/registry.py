@@ -7,6 +7,22 @@ from dataclasses import dataclass
 from typing import Any
 
 Handler = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class SucceededWith:
+    """A handler's result plus one update of its own record (the row `pk` of `model`), written
+    with the job's success: in the same statement on PostgreSQL, in the same transaction
+    elsewhere. The work's record and the job then say the same thing, and a hot job type saves
+    a round trip. The update is skipped with the success when the run was already given up
+    (the watchdog's verdict stands; the retry does the work again)."""
+
+    result: Any
+    model: Any  # a Django model class
+    pk: Any
+    fields: dict[str, Any]
+
+
 # The permission (role-matrix codename) a person needs to re-run a job: one for the whole
 # type, or a function of the job when it depends on what the job does.
 RetryPermission = str | Callable[[Any], str]

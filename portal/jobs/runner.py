@@ -32,7 +32,7 @@ from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
 from portal.jobs.models import Job, JobAttempt, PausedJobType, WorkerHeartbeat
-from portal.jobs.registry import JobType, UnknownJobType, get_job_type
+from portal.jobs.registry import JobType, SucceededWith, UnknownJobType, get_job_type
 from portal.logging import job_id_var
 from portal.redaction import redact_text
 
@@ -345,15 +345,35 @@ WITH finished AS (
         next_attempt_at = NULL, result = %s::jsonb
     WHERE id = %s AND status = %s AND worker = %s
     RETURNING id, runs, started_at
-)
+){also}
 INSERT INTO {attempt} (job_id, number, started_at, finished_at, outcome, error, traceback,
                        duration_ms, worker)
 SELECT id, runs, COALESCE(started_at, %s), %s, %s, '', '', %s, %s FROM finished
 """
 
 
+def _also_update_sql(also: SucceededWith) -> tuple[str, list[Any]]:
+    """The handler's record update as one more data-modifying CTE of the success statement,
+    applied only if the job's own update matched (`finished` has its row)."""
+    meta = also.model._meta
+    quote = connection.ops.quote_name
+    assignments, params = [], []
+    for name, value in also.fields.items():
+        field = meta.get_field(name)
+        assignments.append(f"{quote(field.column)} = %s")
+        params.append(field.get_db_prep_save(value, connection))
+    sql = (
+        f",\nalso_updated AS (UPDATE {quote(meta.db_table)} SET {', '.join(assignments)}"  # noqa: S608 (names from _meta; values are parameters)
+        f" WHERE {quote(meta.pk.column)} = %s AND EXISTS (SELECT 1 FROM finished))"
+    )
+    return sql, [*params, meta.pk.get_db_prep_value(also.pk, connection)]
+
+
 def record_success(job: Job, result: Any, started: float, worker: str) -> str:
     now = timezone.now()
+    also = result if isinstance(result, SucceededWith) else None
+    if also is not None:
+        result = also.result
     # Conditional: if the watchdog already gave this run up, its verdict stands.
     if connection.vendor == "postgresql":
         # One statement (a data-modifying CTE) instead of four round trips: the job's update
@@ -362,9 +382,12 @@ def record_success(job: Job, result: Any, started: float, worker: str) -> str:
         ops = connection.ops
         moment = ops.adapt_datetimefield_value(now)
         duration = int((time.monotonic() - started) * 1000)
+        also_sql, also_params = _also_update_sql(also) if also is not None else ("", [])
         with connection.cursor() as cursor:
             cursor.execute(
-                _SUCCESS_SQL.format(job=Job._meta.db_table, attempt=JobAttempt._meta.db_table),
+                _SUCCESS_SQL.format(
+                    job=Job._meta.db_table, attempt=JobAttempt._meta.db_table, also=also_sql
+                ),
                 [
                     Job.Status.SUCCEEDED,
                     moment,
@@ -372,6 +395,7 @@ def record_success(job: Job, result: Any, started: float, worker: str) -> str:
                     job.pk,
                     Job.Status.RUNNING,
                     worker,
+                    *also_params,
                     moment,
                     moment,
                     JobAttempt.Outcome.SUCCEEDED,
@@ -391,6 +415,8 @@ def record_success(job: Job, result: Any, started: float, worker: str) -> str:
         )
         if updated:
             _attempt(job, JobAttempt.Outcome.SUCCEEDED, now, worker, started).save()
+            if also is not None:
+                also.model.objects.filter(pk=also.pk).update(**also.fields)
     return "succeeded" if updated else "succeeded-late"
 
 

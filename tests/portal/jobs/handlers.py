@@ -4,8 +4,11 @@ the worker processes the tests start)."""
 import os
 import signal
 
+from django.contrib.auth import get_user_model
+
 from portal.jobs.errors import PermanentJobError, TransientJobError
-from portal.jobs.registry import job_handler
+from portal.jobs.models import Job
+from portal.jobs.registry import SucceededWith, job_handler
 
 
 @job_handler("test.ok", max_attempts=3, backoff_base=1)
@@ -49,3 +52,13 @@ def count(job):
 def admin_work(job):
     """Work only an admin may start (and so re-run)."""
     return "ok"
+
+
+@job_handler("test.rename_user", max_attempts=2, backoff_base=1)
+def rename_user(job):
+    """Renames a user with its success; `given_up` has the watchdog take the run over first."""
+    if job.payload.get("given_up"):
+        Job.objects.filter(pk=job.pk).update(status=Job.Status.RETRYING)
+    return SucceededWith(
+        "renamed", get_user_model(), job.payload["user"], {"first_name": job.payload["name"]}
+    )

@@ -63,6 +63,26 @@ class TestRun:
         attempt = JobAttempt.objects.get(job=job)
         assert attempt.outcome == JobAttempt.Outcome.SUCCEEDED and attempt.duration_ms >= 0
 
+    def test_a_handlers_record_update_commits_with_the_success(self, drain, django_user_model):
+        user = django_user_model.objects.create(username="renamed", first_name="before")
+        job = enqueue("test.rename_user", {"user": user.pk, "name": "after"})
+        assert drain() == ["succeeded"]
+        job.refresh_from_db()
+        user.refresh_from_db()
+        assert (job.status, job.result, user.first_name) == (
+            Job.Status.SUCCEEDED,
+            "renamed",
+            "after",
+        )
+
+    def test_a_run_given_up_meanwhile_leaves_the_record_as_it_was(self, drain, django_user_model):
+        user = django_user_model.objects.create(username="renamed", first_name="before")
+        job = enqueue("test.rename_user", {"user": user.pk, "name": "after", "given_up": True})
+        assert drain() == ["succeeded-late"]
+        job.refresh_from_db()
+        user.refresh_from_db()
+        assert (job.status, user.first_name) == (Job.Status.RETRYING, "before")
+
     def test_running_twice_runs_once(self, drain):
         job = enqueue("test.ok")
         assert run_job(job.pk) == "succeeded"
