@@ -10,7 +10,11 @@ class JobsConfig(AppConfig):
         from django.db.models.signals import post_migrate
         from django.utils.module_loading import autodiscover_modules
 
+        from portal.jobs import cluster_guard
         from portal.jobs.schedules import ensure_schedules
+
+        # A cluster wedged by a process killed on one of its queues restarts instead of hanging.
+        cluster_guard.install()
 
         # Every app's job_handlers.py registers its job types (the worker needs them all).
         autodiscover_modules("job_handlers")

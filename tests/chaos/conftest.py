@@ -99,6 +99,12 @@ class Clusters:
                     todo.append(child)
         return found
 
+    def workers_of(self, process: subprocess.Popen, workers: int = 2) -> list[int]:
+        """A cluster's worker processes: the sentinel spawns them first, then the monitor and
+        the pusher."""
+        (sentinel,) = _children(process.pid)
+        return sorted(_children(sentinel))[:workers]
+
     def kill_random(self, rng: random.Random) -> int | None:
         """SIGKILL a worker in the middle of a job, now and then any cluster process but a
         sentinel (whose loss stops a cluster: that is the whole-cluster case below)."""

@@ -3,7 +3,10 @@ the emulator sees every message exactly once."""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
 import time
 from collections import Counter
 
@@ -12,6 +15,7 @@ import pytest
 from integrations.microsoft import messaging
 from integrations.microsoft.models import OutboundMessage
 from portal.jobs.models import Job, JobAttempt
+from portal.jobs.runner import enqueue
 from tests.chaos.conftest import connect_sender, wait_until_done
 
 pytestmark = pytest.mark.chaos
@@ -100,3 +104,27 @@ def test_sends_survive_sigkilled_workers_exactly_once(clusters, emulator):
     ids = list(OutboundMessage.objects.values_list("graph_message_id", flat=True))
     assert len(set(ids)) == 200 and "" not in ids
     assert Job.objects.filter(pk__in=job_ids, runs__gt=1).exists()  # kills did hit jobs
+
+
+def test_a_cluster_whose_idle_workers_are_killed_starts_over(clusters, emulator):
+    """An idle worker blocks reading the task queue and holds its lock; SIGKILLed there, it
+    used to leave a cluster that looked alive and ran nothing, for good. The cluster now exits
+    by itself and its supervisor (here the test, as runportal or Kubernetes) starts a new one."""
+    group = clusters()
+    cluster = group.start(workers=2)
+    assert wait_until_done([enqueue("jobs.noop").pk for _ in range(5)], timeout=60) == {
+        "succeeded": 5
+    }
+    for pid in group.workers_of(cluster):
+        os.kill(pid, signal.SIGKILL)
+    try:
+        cluster.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the wedged cluster is still running (and runs nothing)") from None
+    with open(group.log_path()) as log:
+        assert "died while waiting on a queue" in log.read()
+
+    group.start(workers=2)
+    assert wait_until_done([enqueue("jobs.noop").pk for _ in range(5)], timeout=60) == {
+        "succeeded": 5
+    }

@@ -30,6 +30,8 @@ from portal.health import worker_heartbeat_age
 
 STOP_GRACE_SECONDS = 10
 WORKER_STUCK_SECONDS = 300
+# A worker that exits sooner after its start fails to start: stop, do not loop.
+WORKER_MIN_UPTIME_SECONDS = 30
 
 
 def demo_redirect_uris(port: int) -> list[str]:
@@ -122,17 +124,29 @@ class Command(BaseCommand):
         exit_code = 0
         worker_started = next_check = time.monotonic()
         while not stopping:
-            for name, process in processes.items():
-                if process.poll() is not None:
-                    self.stderr.write(f"{name} exited with status {process.returncode}; stopping.")
-                    exit_code = process.returncode or 1
-                    stopping = True
-                    break
             now = time.monotonic()
+            for name, process in list(processes.items()):
+                if process.poll() is None:
+                    continue
+                if name == "worker" and now - worker_started > WORKER_MIN_UPTIME_SECONDS:
+                    # A cluster that lost a process on one of its queues exits to start over
+                    # (portal/jobs/cluster_guard.py): that is this supervisor's part.
+                    self.stderr.write(
+                        f"worker exited with status {process.returncode}; starting a new one."
+                    )
+                    processes["worker"] = subprocess.Popen(
+                        commands["worker"], start_new_session=True
+                    )
+                    worker_started = now
+                    continue
+                self.stderr.write(f"{name} exited with status {process.returncode}; stopping.")
+                exit_code = process.returncode or 1
+                stopping = True
+                break
             if "worker" in processes and not stopping and now >= next_check:
                 next_check = now + 60
                 if now - worker_started > WORKER_STUCK_SECONDS and self._worker_stuck():
-                    # A django-q2 cluster can hang after a worker is killed; in Kubernetes the
+                    # The backstop for a hang the cluster guard cannot see; in Kubernetes the
                     # worker_health probe restarts it, here we do.
                     self.stderr.write(
                         "The worker has sent no heartbeat for "
