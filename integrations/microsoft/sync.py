@@ -43,7 +43,7 @@ from portal.access.authz import require
 from portal.audit.services import record
 from portal.events.services import emit, emit_many
 from portal.jobs.models import Job
-from portal.jobs.runner import enqueue, worker_identity
+from portal.jobs.runner import enqueue, release_now, worker_identity
 from portal.jobs.watchdog import worker_gone_here
 from portal.redaction import redact_text
 from portal.runtime.registry import get
@@ -140,6 +140,9 @@ def request_delta(
 
     A job waiting for its first run, or retrying, absorbs the request: it will see every
     change made until it runs. A running job does not: it may be past the change already.
+    A request that may not wait (a notification) cuts a delayed job's wait short (the
+    interval's spread; bench/end_to_end found a reply waiting 19 s for the release sweep);
+    a retry's backoff stands (a throttle, an error).
     """
 
     state = ensure_state(monitored_user_id, kind)
@@ -147,17 +150,12 @@ def request_delta(
         # Row lock (PostgreSQL) / the write lock (SQLite IMMEDIATE): one enqueuer at a time.
         state = SyncState.objects.select_for_update().get(pk=state.pk)
         if state.queued_job_id:
-            now = timezone.now()
-            waiting_q = (
-                Q(status=Job.Status.RETRYING)
-                | Q(status=Job.Status.PENDING, next_attempt_at__isnull=True)
-                | Q(status=Job.Status.PENDING, next_attempt_at__lte=now)
-            )
-            if delay_seconds:
-                # A request that may wait is satisfied by any job that is waiting anyway.
-                waiting_q |= Q(status=Job.Status.PENDING)
-            waiting = Job.objects.filter(waiting_q, pk=state.queued_job_id).first()
+            waiting = Job.objects.filter(
+                pk=state.queued_job_id, status__in=(Job.Status.PENDING, Job.Status.RETRYING)
+            ).first()
             if waiting is not None:
+                if not delay_seconds and waiting.status == Job.Status.PENDING:
+                    release_now(waiting.pk)
                 return waiting
         job = enqueue(
             JOB_TYPE,

@@ -492,6 +492,17 @@ def release_due_jobs(limit: int = 500) -> int:
     return len(ids)
 
 
+def release_now(job_id: int) -> bool:
+    """Dispatch a pending job that is still waiting to be handed to the broker (a delayed
+    job), now instead of at the release sweep, which may be a minute away."""
+    released = Job.objects.filter(
+        pk=job_id, status=Job.Status.PENDING, dispatched_at__isnull=True
+    ).update(dispatched_at=timezone.now(), next_attempt_at=None)
+    if released:
+        dispatch([job_id])
+    return bool(released)
+
+
 _last_opportunistic_release = 0.0
 _last_heartbeat = 0.0
 HEARTBEAT_EVERY_SECONDS = 30.0

@@ -5,9 +5,11 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.utils import timezone
 
 from integrations.microsoft import sync
 from integrations.microsoft.errors import Transient
@@ -15,6 +17,7 @@ from integrations.microsoft.models import GraphCall, SyncedItem, SyncRun, SyncSt
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
 from portal.jobs.models import Job
+from tests.portal.jobs.conftest import queued_job_ids
 
 pytestmark = pytest.mark.django_db
 
@@ -249,6 +252,42 @@ class TestOperations:
         sync.enqueue_interval_syncs()
         delays = [j.next_attempt_at for j in Job.objects.filter(job_type="graph.sync_delta")]
         assert any(d is not None for d in delays)
+
+    @pytest.mark.parametrize("delay_over", [True, False])
+    def test_a_notification_runs_a_delayed_interval_job_now(
+        self, graph_settings, monitored, delay_over
+    ):
+        # bench/end_to_end: a reply's notification was absorbed by an interval job whose
+        # spread delay was over but which waited for the release sweep (19 s; up to a minute).
+        graph_settings.SYNC_SPREAD_SECONDS = 120
+        sync.enqueue_interval_syncs()
+        delayed = Job.objects.filter(
+            job_type="graph.sync_delta", next_attempt_at__gt=timezone.now()
+        ).first()
+        assert delayed is not None and delayed.dispatched_at is None
+        if delay_over:
+            Job.objects.filter(pk=delayed.pk).update(next_attempt_at=timezone.now())
+        state = SyncState.objects.get(queued_job_id=delayed.pk)
+        job = sync.request_delta(monitored.pk, state.kind, trigger="notification")
+        delayed.refresh_from_db()
+        assert job.pk == delayed.pk  # absorbed: one run sees both
+        assert delayed.dispatched_at is not None and delayed.next_attempt_at is None
+        assert delayed.pk in queued_job_ids()
+        assert Job.objects.filter(job_type="graph.sync_delta", payload__state=state.pk).count() == 1
+
+    def test_a_notification_leaves_a_retrys_backoff_as_it_is(self, graph_settings, monitored):
+        job = sync.request_delta(monitored.pk, "messages", trigger="interval")
+        backoff_until = timezone.now() + timedelta(seconds=90)
+        Job.objects.filter(pk=job.pk).update(
+            status=Job.Status.RETRYING, next_attempt_at=backoff_until, dispatched_at=None
+        )
+        assert sync.request_delta(monitored.pk, "messages", trigger="notification").pk == job.pk
+        job.refresh_from_db()
+        assert (job.status, job.next_attempt_at, job.dispatched_at) == (
+            Job.Status.RETRYING,
+            backoff_until,
+            None,
+        )
 
 
 class TestLeaseOfAGoneWorker:
