@@ -217,6 +217,10 @@ def _secrets(ids: set[str]) -> dict[str, bytes | None]:
     return found
 
 
+CREATING_WINDOW_MINUTES = 5
+CREATING_ROWS_CHECKED = 50
+
+
 class NotYetKnown(Exception):
     """A notification for a subscription whose create call has not returned yet: the view
     answers 503 and Graph redelivers it (with backoff, for hours) once the id is stored."""
@@ -241,10 +245,6 @@ def _creating_secrets() -> list[bytes]:
         except DecryptionError:
             continue
     return secrets
-
-
-CREATING_WINDOW_MINUTES = 5
-CREATING_ROWS_CHECKED = 50
 
 
 def ingest(endpoint: str, items: list[dict[str, Any]], *, remote_addr: str = "") -> IngestResult:
