@@ -374,37 +374,49 @@ def _is_failing(endpoint: EventEndpoint) -> bool:
     )
 
 
-def fan_out_endpoint(endpoint_id: int, max_batches: int = 20) -> int:
-    """Make deliveries for one endpoint's backlog; returns how many events they carry."""
+def fan_out_endpoint(endpoint_id: int, max_batches: int = 20) -> tuple[int, bool]:
+    """Make deliveries for one endpoint's backlog, up to `max_batches` of them: (how many
+    events they carry, whether the backlog goes on past them)."""
     size = batch_size()
     with transaction.atomic():
         endpoint = EventEndpoint.objects.select_for_update().filter(pk=endpoint_id).first()
         if endpoint is None or endpoint.state != EventEndpoint.State.ACTIVE:
-            return 0
+            return 0, False
         if _is_failing(endpoint):
-            return 0  # the backlog waits until the failing delivery gets through
+            return 0, False  # the backlog waits until the failing delivery gets through
         rows = list(
             Event.objects.filter(pk__gt=endpoint.cursor).order_by("id")[: size * max_batches]
         )
         if not rows:
-            return 0
+            return 0, False
         wanted = [event_json(row) for row in rows if endpoint.wants(row.type)]
         if wanted:
             _new_deliveries(
                 endpoint, [wanted[start : start + size] for start in range(0, len(wanted), size)]
             )
         EventEndpoint.objects.filter(pk=endpoint.pk).update(cursor=rows[-1].pk)
-    if len(rows) == size * max_batches:
-        transaction.on_commit(kick_fan_out)  # more to come
-    return len(wanted)
+    return len(wanted), len(rows) == size * max_batches
 
 
 def fan_out() -> int:
-    """Every active endpoint's backlog (the fan-out job and its one-minute schedule)."""
-    ids = EventEndpoint.objects.filter(state=EventEndpoint.State.ACTIVE).values_list(
-        "id", flat=True
-    )
-    return sum(fan_out_endpoint(endpoint_id) for endpoint_id in ids)
+    """Every active endpoint's backlog (the fan-out job and its one-minute schedule): returns
+    how many events the new deliveries carry. Endpoints already at the newest event are not
+    touched (the schedule's run is then two queries). One follow-up job, not one per
+    endpoint, takes over where a batch limit stopped this run: each run covers every
+    endpoint, so a follow-up per endpoint would multiply the jobs with every round."""
+    newest = Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    behind = EventEndpoint.objects.filter(
+        state=EventEndpoint.State.ACTIVE, cursor__lt=newest
+    ).values_list("id", flat=True)
+    events = 0
+    more = False
+    for endpoint_id in behind:
+        made, rest = fan_out_endpoint(endpoint_id)
+        events += made
+        more = more or rest
+    if more:
+        transaction.on_commit(kick_fan_out)
+    return events
 
 
 # --------------------------------------------------------------------------- delivery

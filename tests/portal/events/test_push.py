@@ -16,7 +16,7 @@ from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
 from portal.events import push, safe_http
 from portal.events.models import EventDelivery, EventEndpoint
-from portal.events.services import emit
+from portal.events.services import FAN_OUT_JOB, emit, emit_many
 from portal.jobs import services as job_services
 from portal.jobs.models import Job
 from portal.jobs.registry import get_job_type
@@ -71,6 +71,36 @@ def test_events_arrive_signed_in_order_in_batches(receiver, endpoint):
     assert endpoint.last_success_at and endpoint.backlog() == 0
     delivery = EventDelivery.objects.filter(endpoint=endpoint).first()
     assert delivery.last_status_code == 200 and delivery.last_response_excerpt == "ok"
+
+
+def test_a_backlog_longer_than_one_run_queues_one_follow_up_for_all_endpoints(
+    local, django_capture_on_commit_callbacks
+):
+    # Each run makes at most 20 batches (of 3 here) per endpoint; 70 events need a second
+    # run. Each run covers every endpoint, so one follow-up job does: one per endpoint
+    # multiplied the fan-out jobs with every round (bench/events drained 50 idle ones).
+    endpoints = [push.create_endpoint(SYSTEM, f"http://127.0.0.1:9/ep{n}")[0] for n in range(3)]
+    newest = emit_many(("mail.received", {"n": i}, "", None) for i in range(70))[-1]
+    Job.objects.all().delete()  # the appends' own kick
+    with django_capture_on_commit_callbacks(execute=True):
+        assert push.fan_out() == 3 * 60
+    assert Job.objects.filter(job_type=FAN_OUT_JOB).count() == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        assert push.fan_out() == 3 * 10
+    assert Job.objects.filter(job_type=FAN_OUT_JOB).count() == 1  # done: no more follow-ups
+    for endpoint in endpoints:
+        endpoint.refresh_from_db()
+        assert endpoint.cursor == newest.pk
+        assert EventDelivery.objects.filter(endpoint=endpoint).count() == 24  # 70 in 3s
+
+
+def test_a_fan_out_with_nothing_new_costs_two_queries(local, django_assert_num_queries):
+    for n in range(3):
+        push.create_endpoint(SYSTEM, f"http://127.0.0.1:9/ep{n}")
+    emit("mail.received", {"n": 0})
+    push.fan_out()
+    with django_assert_num_queries(2):  # the newest event, the endpoints behind it (none)
+        assert push.fan_out() == 0
 
 
 def test_an_endpoint_gets_only_its_types_and_events_from_its_creation(receiver, local):
