@@ -448,6 +448,11 @@ if SSO_ENABLED and not (SSO_TENANT_ID and SSO_CLIENT_ID):
 
 EMULATOR_PORT = env_int("EMULATOR_PORT", 8443, minimum=1, maximum=65535)
 EMULATOR_STATE_DIR = Path(env_str("EMULATOR_STATE_DIR", str(BASE_DIR / ".emulator")))
+# runportal (make run): a worker that exits sooner than this after its start is failing to
+# start, and runportal stops instead of starting it again in a loop.
+RUNPORTAL_WORKER_MIN_UPTIME_SECONDS = env_float(
+    "RUNPORTAL_WORKER_MIN_UPTIME_SECONDS", 30, minimum=0.0
+)
 
 
 def _is_loopback_url(url: str) -> bool:

@@ -2,7 +2,9 @@
 the django-q2 worker and the notification inbox drain.
 
 Ctrl-C (or SIGTERM) stops every process cleanly; if one of them dies, the others are stopped
-too, so a half-running portal never pretends to be healthy.
+too, so a half-running portal never pretends to be healthy. The worker is the exception: a
+django-q2 cluster that lost a process exits to start over (portal/jobs/cluster_guard.py), so an
+exited worker is started again, unless it exited right after its start.
 
 The emulator starts when no real tenant is configured (or the configured one is the
 emulator). On its first start its demo app's values are added to `.env` — only keys that are
@@ -30,8 +32,6 @@ from portal.health import worker_heartbeat_age
 
 STOP_GRACE_SECONDS = 10
 WORKER_STUCK_SECONDS = 300
-# A worker that exits sooner after its start fails to start: stop, do not loop.
-WORKER_MIN_UPTIME_SECONDS = 30
 
 
 def demo_redirect_uris(port: int) -> list[str]:
@@ -122,13 +122,15 @@ class Command(BaseCommand):
             subprocess.run([*manage, "demo_bootstrap"], check=False)
 
         exit_code = 0
+        # A worker that exits sooner after its start fails to start: stop, do not loop.
+        min_uptime = settings.RUNPORTAL_WORKER_MIN_UPTIME_SECONDS
         worker_started = next_check = time.monotonic()
         while not stopping:
             now = time.monotonic()
             for name, process in list(processes.items()):
                 if process.poll() is None:
                     continue
-                if name == "worker" and now - worker_started > WORKER_MIN_UPTIME_SECONDS:
+                if name == "worker" and now - worker_started > min_uptime:
                     # A cluster that lost a process on one of its queues exits to start over
                     # (portal/jobs/cluster_guard.py): that is this supervisor's part.
                     self.stderr.write(
