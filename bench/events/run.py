@@ -214,7 +214,7 @@ def main() -> int:
     # Rounds alternate the order (push then no-op, then no-op then push, …), so a change in
     # the machine's load during the run weighs on both sides; the ratios pool every round.
     # Two ratios: of the drains as timed from outside (each includes the cluster's start-up,
-    # about 0.8 s, which flatters the slower side), and of the busy windows (first claim to
+    # about 0.6 s, which flatters the slower side), and of the busy windows (first claim to
     # last finish in the Job table: the steady rate, the target's measure).
     totals = {"push": 0.0, "noop": 0.0, "push busy": 0.0, "noop busy": 0.0}
     deliveries = 0
