@@ -122,8 +122,7 @@ class Command(BaseCommand):
             subprocess.run([*manage, "demo_bootstrap"], check=False)
 
         exit_code = 0
-        # A worker that exits sooner after its start fails to start: stop, do not loop.
-        min_uptime = settings.RUNPORTAL_WORKER_MIN_UPTIME_SECONDS
+        min_uptime = settings.RUNPORTAL_WORKER_MIN_UPTIME_SECONDS  # sooner: failing to start
         worker_started = next_check = time.monotonic()
         while not stopping:
             now = time.monotonic()
