@@ -235,6 +235,13 @@ def personas(db):
     return {role: make_persona(role) for role in PERSONAS}
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for a portal subprocess (worker, command) that uses the test database."""
 

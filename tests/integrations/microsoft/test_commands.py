@@ -10,7 +10,7 @@ from django.core.management.base import CommandError
 from integrations.microsoft import auth
 from integrations.microsoft.models import Credential
 from portal.audit.models import AuditEvent
-from tests.integrations.microsoft.conftest import free_port
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.django_db
 

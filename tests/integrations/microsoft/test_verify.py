@@ -14,7 +14,8 @@ from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
 from portal.jobs.models import Job
 from portal.runtime import registry
-from tests.integrations.microsoft.conftest import free_port, reset_singletons
+from tests.conftest import free_port
+from tests.integrations.microsoft.conftest import reset_singletons
 
 pytestmark = pytest.mark.django_db
 

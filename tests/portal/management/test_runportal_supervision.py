@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,15 +17,9 @@ from django.conf import settings
 
 from portal.jobs.models import Job
 from portal.jobs.runner import enqueue
-from tests.conftest import subprocess_env
+from tests.conftest import free_port, subprocess_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str, portal: Portal) -> None:
