@@ -65,6 +65,8 @@ class Clusters:
         self.processes: list[subprocess.Popen] = []
         self.kills = 0
         self.restarts = 0
+        self.replaced = 0
+        self._handled: set[int] = set()  # exited clusters already replaced or killed on purpose
 
     def start(self, workers: int = 2) -> subprocess.Popen:
         env = dict(self.env, Q_WORKERS=str(workers))
@@ -127,6 +129,17 @@ class Clusters:
         self.kills += 1
         return victim
 
+    def replace_exited(self, workers: int = 2) -> None:
+        """Start a new cluster for each one that exited, as runportal and Kubernetes do: a
+        cluster that lost its monitor, its pusher or an idle worker exits to start over
+        (portal/jobs/cluster_guard.py), and without a supervisor the kills would thin out
+        the clusters until a stall."""
+        for process in list(self.processes):
+            if process.poll() is not None and process.pid not in self._handled:
+                self._handled.add(process.pid)
+                self.start(workers)
+                self.replaced += 1
+
     def restart_all(self, workers: int = 2) -> None:
         """SIGKILL every cluster (a stuck one, or to simulate a node loss) and start anew."""
         count = len(self.alive()) or 1
@@ -137,6 +150,7 @@ class Clusters:
 
     def kill_all(self) -> None:
         for process in self.processes:
+            self._handled.add(process.pid)
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)

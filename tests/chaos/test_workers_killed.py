@@ -70,6 +70,7 @@ def test_sends_survive_sigkilled_workers_exactly_once(clusters, emulator):
     next_kill = [started + 1.0]
 
     def chaos() -> None:
+        group.replace_exited()
         now = time.monotonic()
         if now >= next_kill[0] and now - started < 60:
             group.kill_random(rng)
@@ -79,7 +80,8 @@ def test_sends_survive_sigkilled_workers_exactly_once(clusters, emulator):
         job_ids, timeout=200, each_second=chaos, on_stall=lambda: group.restart_all()
     )
     print(
-        f"\nSIGKILLs: {group.kills}, cluster restarts after a stall: {group.restarts}, "
+        f"\nSIGKILLs: {group.kills}, exited clusters replaced: {group.replaced}, "
+        f"cluster restarts after a stall: {group.restarts}, "
         f"took {time.monotonic() - started:.1f} s"
     )
     assert counts == {"succeeded": 200}, counts
