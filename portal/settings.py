@@ -124,7 +124,7 @@ if DATABASE_URL:
     DATABASES = {"default": parse_database_url(DATABASE_URL, conn_max_age=DB_CONN_MAX_AGE)}
 else:
     # SQLite under a multi-process worker needs WAL and IMMEDIATE transactions, or the
-    # read-then-write upgrade fails with "database is locked" (stack-notes.md §9.3).
+    # read-then-write upgrade fails with "database is locked" .
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
@@ -154,7 +154,7 @@ Q_CLUSTER = {
     "max_attempts": env_int("Q_MAX_ATTEMPTS", 3, minimum=0),
     "ack_failures": True,
     # Our Job table keeps the history; keeping django-q2 success rows would halve throughput
-    # through its pruning (stack-notes.md §9.4). Failures are still stored.
+    # through its pruning . Failures are still stored.
     "save_limit": -1,
     "catch_up": False,
     "poll": 0.5,

@@ -23,7 +23,7 @@ from integrations.microsoft.notifications import forget_subscription
 from portal.jobs.runner import run_job
 
 # Playwright's sync API keeps an event loop in the main thread; Django would otherwise refuse
-# ORM calls from tests that also drive the browser (stack-notes.md §5).
+# ORM calls from tests that also drive the browser .
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 CHROMIUM = "/usr/bin/chromium"

@@ -35,7 +35,8 @@ DEFAULT_CONFIG: dict[str, dict[str, Any]] = {
         "timeout_s": 10.0,
         "duplicate_probability": 0.0,
         "reorder_probability": 0.0,
-        # slow / drop endpoint state machine (graph-reference §2.3, newer rule)
+        # slow / drop endpoint state machine (Microsoft Learn: "Receive change notifications
+        # through webhooks", throttling of slow endpoints)
         "slow_threshold_s": 10.0,
         "slow_ratio": 0.10,
         "drop_ratio": 0.15,

@@ -4,7 +4,8 @@
 * any 2xx is success; other statuses / timeouts / connection errors are retried
   with exponential backoff until ``retry_window_s`` has passed, then dropped
   (and a ``missed`` lifecycle event is queued for Outlook subscriptions);
-* optional duplicates / reordering; slow / drop endpoint state machine (§2.3);
+* optional duplicates / reordering; slow / drop endpoint state machine ("Receive change
+  notifications through webhooks");
 * subscription expiry and ``reauthorizationRequired`` scheduling use the
   emulator clock, retry timing uses the real monotonic clock.
 """

@@ -1,5 +1,7 @@
 """Graph routes: ``/subscriptions`` (create with validation handshake, get, list,
-renew, reauthorize, delete) following graph-reference §1 and §9."""
+renew, reauthorize, delete) following Microsoft Learn's "Create subscription", "Update
+subscription" and
+"Receive change notifications through webhooks"."""
 
 from __future__ import annotations
 

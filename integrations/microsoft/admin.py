@@ -101,7 +101,7 @@ class WorkerPingAdmin(ReadOnlyAdmin):
 
 
 # =====================================================================================
-# Webhooks and delta sync (issue 4, issue 5 item 2). Worker-owned fields are read-only;
+# Webhooks and delta sync. Worker-owned fields are read-only;
 # the actions call the same service functions as the console and commands (role-checked,
 # audited).
 # =====================================================================================
@@ -344,7 +344,7 @@ class SyncedItemAdmin(ReadOnlyAdmin):
 
 
 # =====================================================================================
-# Outbound mail and Teams messages (issue 5 item 3): read-only; sending and retrying go
+# Outbound mail and Teams messages: read-only; sending and retrying go
 # through messaging.py and the job operations.
 # =====================================================================================
 

@@ -2,7 +2,7 @@
 
 The delegated Teams sender builds on these in teams_sender.py.
 
-MSAL facts this module is built around (graph-reference.md §7.2, stack-notes.md §3/§9):
+MSAL facts this module is built around (MSAL Python's documentation, "Acquire and cache tokens"):
 - the ConfidentialClientApplication constructor does OIDC discovery over the network, so
   apps are built lazily on first use, never at import;
 - the authority must be https; for non-Microsoft hosts (the emulator) `instance_discovery`

@@ -36,7 +36,8 @@ from portal.audit.models import AuditEvent
 from portal.jobs.models import Job, PausedJobType
 from portal.runtime.registry import get as runtime
 
-# Outlook delta tokens stop working after about 7 days without use (graph-reference.md).
+# Outlook delta tokens stop working after about 7 days without use (Microsoft Learn: "Use delta
+# query to track changes in Microsoft Graph data").
 DELTA_TOKEN_DAYS = 7
 TIMELINE_WINDOWS = {"24h": 24, "7d": 24 * 7}
 TIMELINE_LIMIT = 60

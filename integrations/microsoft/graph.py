@@ -4,7 +4,7 @@ Everything that talks to Graph goes through `request()` (and its helpers `get`, 
 `patch`, `delete`, `iter_pages`, `batch`). It owns:
 
 - one `requests.Session` per process with `trust_env=False`, so the machine's
-  REQUESTS_CA_BUNDLE / proxies cannot override MICROSOFT_CA_BUNDLE (stack-notes.md §9.9),
+  REQUESTS_CA_BUNDLE / proxies cannot override MICROSOFT_CA_BUNDLE (requests' trust_env),
   mandatory connect/read timeouts and a User-Agent;
 - typed errors (errors.py) with `.transient` and `.retry_after` for the job layer;
 - one retry loop (`request`: `send` one exchange, `classify` the outcome, `next_delay`):
@@ -15,7 +15,8 @@ Everything that talks to Graph goes through `request()` (and its helpers `get`, 
   is repeated only when it is repeatable (idempotent methods, or the caller says so);
 - rate limits through throttle.py (per-mailbox gates and budgets, shared 429 windows keyed by
   the mailbox's Graph id): no request for a throttled mailbox leaves any worker before
-  Retry-After has passed (§6.2: a throttled attempt still counts against the budget);
+  Retry-After has passed (a throttled attempt still counts against the budget: "Microsoft Graph
+  throttling guidance");
 - a 401 InvalidAuthenticationToken drops the cached token and retries once;
 - one GraphCall row (a single INSERT) and one `Graph API ...` log line per HTTP exchange.
 
@@ -59,10 +60,11 @@ from integrations.microsoft.models import GraphCall
 logger = logging.getLogger("integrations.microsoft.graph")
 
 TokenKind = Literal["app", "delegated"]
-BATCH_LIMIT = 20  # graph-reference.md §6.4
+BATCH_LIMIT = 20  # "Combine multiple HTTP requests using JSON batching"
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 TRANSIENT_STATUSES = frozenset({500, 502, 503, 504, 509})
-# 410 codes that mean "your delta token is gone, start over" (graph-reference.md §4.4).
+# 410 codes that mean "your delta token is gone, start over" ("Use delta query to track changes in
+# Microsoft Graph data").
 _DELTA_EXPIRED_CODES = {"syncstatenotfound", "resyncrequired", "syncstateinvalid"}
 
 
@@ -665,7 +667,7 @@ class Pages:
 
     After the iteration, `delta_link` holds the round's `@odata.deltaLink` (None for plain
     collections) and `next_link` the last link followed. Query options go on the first call
-    only; links are followed verbatim (graph-reference.md §4.1).
+    only; links are followed verbatim ("Use delta query to track changes in Microsoft Graph data").
     """
 
     def __init__(
@@ -778,7 +780,8 @@ def _send_batch_chunk(
     """One `$batch` POST of up to 20 requests, and its retries of failed inner requests.
 
     The same policy as request(): each inner request waits for its mailbox's turn (Graph
-    throttles inner requests individually, §6.4; the outer POST itself is not gated), inner
+    throttles inner requests individually, "Microsoft Graph throttling guidance"; the outer POST
+    itself is not gated), inner
     failures are classified by `classify` (an inner POST is not repeated after an answer it
     may have been acted on) and spaced by `next_delay`.
     """

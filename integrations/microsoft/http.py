@@ -55,7 +55,7 @@ def build_session() -> requests.Session:
     """A new Session configured for Graph and the identity platform (also MSAL's http_client).
 
     trust_env=False: otherwise requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE and proxy
-    variables override `verify` (stack-notes.md §3/§9).
+    variables override `verify` (requests' trust_env).
     """
     session = _TimeoutSession()
     session.trust_env = False

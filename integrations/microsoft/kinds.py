@@ -19,9 +19,11 @@ class KindSpec:
 
     kind: str
     endpoint: str  # the receiver: /api/webhooks/<endpoint>
-    resource: str  # with {id} = the Graph user id (ids, not UPNs: §1.5)
+    # With {id} = the Graph user id (ids, not UPNs: notifications name users by id).
+    resource: str
     change_types: str
-    # Lifetime we ask for. Graph's maxima (§1.3): Outlook messages 10,080 min, but live Graph
+    # Lifetime we ask for. Graph's maxima ("subscription resource type", maximum length of
+    # subscription per resource type): Outlook messages 10,080 min, but live Graph
     # rejects > 10,070, so 10,000; Teams chatMessage 4,320 min — we stay a little below so
     # clock skew between us and Graph cannot push a request over the limit.
     lifetime_minutes: int

@@ -1,4 +1,5 @@
-"""Outbound e-mail and Teams messages: sent by jobs, never twice (graph-reference.md §5).
+"""Outbound e-mail and Teams messages: sent by jobs, never twice (Microsoft Learn: "Send mail",
+"Send chatMessage in a channel or a chat").
 
 `send_mail()` and `send_teams_message()` create an OutboundMessage and its job in one
 transaction (the job layer's outbox), keyed by an idempotency key: calling them again with
@@ -15,7 +16,8 @@ knows what may have happened and asks Graph first:
 - nothing → create the draft (again).
 
 Teams (the job `graph.send_teams`): posted with the delegated sender's token (app-only
-tokens may only import messages, §5.2). Graph has no idempotency key for chat posts, so the
+tokens may only import messages: "Send chatMessage in a channel or a chat"). Graph has no
+idempotency key for chat posts, so the
 row's step is committed before the POST; a run that finds the step set lists the chat's (or
 channel's) recent messages and takes a message from the sender account with the same
 content, created since the post was requested and not claimed by another OutboundMessage

@@ -238,7 +238,8 @@ class Credential(models.Model):
 
 
 class DelegatedAccount(models.Model):
-    """The service account that sends Teams messages (app-only tokens cannot, §5.2).
+    """The service account that sends Teams messages (app-only tokens cannot: "Send chatMessage in
+    a channel or a chat").
 
     Its MSAL token cache (refresh token included) is stored encrypted; the current sender is
     the most recently connected account that is not disconnected.
@@ -284,7 +285,7 @@ class WorkerPing(models.Model):
 
 
 # =====================================================================================
-# Webhooks and delta sync (issue 4, issue 5 item 2). Owned by the webhook/sync work:
+# Webhooks and delta sync. Owned by the webhook/sync work:
 # MonitoredUser, Subscription, LifecycleEvent, NotificationInbox, WebhookRejection,
 # SyncState, SyncRun, SyncedItem. Fields the workers own are edited only by the services.
 # =====================================================================================
@@ -328,7 +329,7 @@ class MonitoredUser(models.Model):
 
     Added by UPN or Graph id (`identifier`); the Graph object id is resolved with
     GET /users/{identifier} and stored, because resource paths should use ids, not UPNs
-    (graph-reference.md §1.5).
+    (Graph names users by id in notifications).
     """
 
     identifier = models.CharField(
@@ -453,7 +454,8 @@ class Subscription(models.Model):
 
 
 class LifecycleEvent(models.Model):
-    """A lifecycle notification (graph-reference.md §3), stored, then handled by a job."""
+    """A lifecycle notification ("Reduce missing subscriptions and change notifications"), stored,
+    then handled by a job."""
 
     class Event(models.TextChoices):
         REAUTHORIZATION_REQUIRED = "reauthorizationRequired"
@@ -782,7 +784,7 @@ class SyncedItem(models.Model):
 
 
 # =====================================================================================
-# Outbound mail and Teams messages (issue 5 item 3). Owned by messaging.py: rows are
+# Outbound mail and Teams messages. Owned by messaging.py: rows are
 # created by send_mail() / send_teams_message() together with their job, and changed only
 # by the job's handler (messaging_handlers.py).
 # =====================================================================================

@@ -1,6 +1,7 @@
 """Change notifications: the receiver's fast path (parse, verify, store).
 
-In the request (graph-reference.md §2, reliability-notes.md §2.3): no Graph call, the
+In the request ("Receive change notifications through webhooks": answer within 3 seconds): no Graph
+call, the
 subscriptions' clientStates from a short per-process cache (one SELECT on a miss), each
 compared in constant time, then one multi-row INSERT … ON CONFLICT DO NOTHING of inbox rows
 on their dedupe key, committed. Lifecycle notifications and the security counters add a

@@ -1,5 +1,6 @@
 """Webhook subscriptions: set up / reconcile, renew at half-life, reauthorize, recreate,
-delete, clean up (both ways), and lifecycle events (graph-reference.md §1, §3).
+delete, clean up (both ways), and lifecycle events ("Create subscription", "Reduce missing
+subscriptions and change notifications").
 
 Public functions that an operator triggers take an `Actor`, check its role before any work
 and write one AuditEvent with the effect. Graph calls are never made inside a database
@@ -45,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 
 ENDPOINTS = ("mail", "teams", "lifecycle")
-# clientState: random, URL-safe, 64 characters (Graph allows 128: §1.2).
+# clientState: random, URL-safe, 64 characters (Graph allows 128: "subscription resource type").
 CLIENT_STATE_BYTES = 48
 
 
@@ -256,7 +257,8 @@ def _create(
         change_types=spec.change_types,
         notification_url=webhook_url(spec.endpoint),
         # Always set: Teams requires it above 1 h, and for mail it brings `missed` and
-        # `subscriptionRemoved` (§3); it cannot be added later (§1.2).
+        # `subscriptionRemoved`; it cannot be added later ("Reduce missing subscriptions and change
+        # notifications").
         lifecycle_url=webhook_url("lifecycle"),
         client_state_encrypted=encrypt(client_state),
         state=Subscription.State.CREATING,
@@ -372,7 +374,7 @@ def emit_lapsed(sub: Subscription, reason: str) -> None:
 
 
 def _renew(sub: Subscription) -> Subscription:
-    """PATCH a new expirationDateTime (renews and reauthorizes: §1.1)."""
+    """PATCH a new expirationDateTime (renews and reauthorizes: "Update subscription")."""
     spec = KINDS[sub.kind]
     started = clock.now()
     try:
@@ -415,7 +417,7 @@ def _delete_remote(graph_id: str) -> bool:
 
 def _recreate(sub: Subscription) -> Subscription:
     """Replace a subscription: delete it in Graph if still there, create a new one, then
-    catch up with a delta sync (no notifications arrived in between: §3)."""
+    catch up with a delta sync (no notifications arrived in between)."""
     if sub.monitored_user is None:
         raise ValueError("This subscription belongs to no monitored user; delete it instead.")
     if sub.graph_id and sub.state == Subscription.State.ACTIVE:
@@ -431,7 +433,8 @@ def _catch_up(sub: Subscription, trigger: str) -> Any:
 
 
 def list_remote() -> list[dict[str, Any]]:
-    """GET /subscriptions: with an app token, every subscription this app created (§1.1)."""
+    """GET /subscriptions: with an app token, every subscription this app created ("List
+    subscriptions")."""
     items: list[dict[str, Any]] = []
     for page in graph.iter_pages("/subscriptions"):
         items.extend(page.get("value") or [])
@@ -799,7 +802,7 @@ def handle_lifecycle_event(event_id: int) -> str:
                 outcome = f"Graph no longer had it: recreated as {new.graph_id}"
                 _system_audit("subscription.recreate", sub, new, event.event)
             else:
-                # Notifications may have paused before we reauthorized: catch up (§3).
+                # Notifications may have paused before we reauthorized: catch up.
                 followup = _catch_up(sub, "lifecycle:reauthorizationRequired")
     elif event.event == LifecycleEvent.Event.SUBSCRIPTION_REMOVED:
         current = sub

@@ -1,4 +1,5 @@
-"""Delta sync engine (graph-reference.md §4): one SyncState per monitored user and kind.
+"""Delta sync engine ("Use delta query to track changes in Microsoft Graph data"): one SyncState
+per monitored user and kind.
 
 A run claims the state with a lease (a conditional UPDATE, so two workers never run the
 same user-and-kind at once), then follows the round page by page. Each page is applied and the
@@ -109,7 +110,7 @@ def lease_duration() -> timedelta:
 
 def initial_request(user: MonitoredUser, kind: str) -> tuple[str, dict[str, str] | None]:
     path = KINDS[kind].delta_path.format(id=user.graph_id)
-    # Query options go on the first call only; they are encoded in the links (§4.1).
+    # Query options go on the first call only; they are encoded in the links.
     return path, ({"$select": MAIL_SELECT} if kind == ResourceKind.MESSAGES else None)
 
 
@@ -377,7 +378,7 @@ def _item_fields(kind: str, data: dict[str, Any]) -> tuple[str, datetime | None]
 def apply_page(state: SyncState, items: list[dict[str, Any]]) -> tuple[int, int, int]:
     """Upsert one page by Graph id; returns (added, updated, removed). Idempotent.
 
-    Call inside a transaction. Updated items may carry only changed properties (§4.1), so
+    Call inside a transaction. Updated items may carry only changed properties, so
     they are merged into what we have. A replayed, unchanged item counts as nothing.
     """
     kind, user_id = state.kind, state.monitored_user_id

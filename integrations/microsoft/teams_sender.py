@@ -1,6 +1,7 @@
 """The delegated Teams sender: the service account whose token posts Teams messages.
 
-App-only Graph cannot post normal Teams messages (graph-reference.md §5.2), so an admin
+App-only Graph cannot post normal Teams messages ("Send chatMessage in a channel or a chat"), so an
+admin
 connects one account through MSAL's authorization-code flow (PKCE); its token cache is stored
 encrypted (DelegatedAccount) and refreshed here. The MSAL apps come from auth.py and are built
 with the active client secret.

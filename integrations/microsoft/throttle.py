@@ -1,6 +1,7 @@
 """Rate limits for Graph, in one place: who may send now, and who must wait.
 
-- **Mailbox gates** (this process; graph-reference.md §6.3, "per app ID + mailbox"): at most
+- **Mailbox gates** (this process; "Microsoft Graph service-specific throttling limits", Outlook:
+  per app ID and mailbox): at most
   GRAPH_MAX_IN_FLIGHT_PER_MAILBOX requests in flight, a token bucket of
   GRAPH_MAILBOX_BUDGET_PER_10_MIN per 600 s, and a "blocked until" window after a 429.
 - **Shared windows** (every worker, SendBudget.blocked_until): a Retry-After one process

@@ -303,7 +303,8 @@ def webhook_validation_url() -> str:
 
 
 def check_webhook(ctx: _Context) -> CheckResult:
-    """The validation round trip Graph does on subscription create (graph-reference §1.4)."""
+    """The validation round trip Graph does on subscription create ("Receive change notifications
+    through webhooks": notification endpoint validation)."""
     url = webhook_validation_url()
     token = f"verify {secrets.token_urlsafe(12)}"  # a space, like Graph's tokens
     client = requests.Session()
@@ -364,7 +365,8 @@ def _address_is_public(host: str) -> bool:
 
 
 def check_webhook_url(ctx: _Context) -> CheckResult:
-    """Graph only calls public https URLs (graph-reference §1.2); the emulator calls anything."""
+    """Graph only calls public https URLs ("Receive change notifications through webhooks"); the
+    emulator calls anything."""
 
     name = "Webhook URL"
     url = webhook_url("mail").rsplit("/mail", 1)[0] + "/*"

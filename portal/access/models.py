@@ -71,7 +71,7 @@ class CredentialFailure(models.Model):
     """Security counter: refused credentials from one source in one time window.
 
     One row per (scope, key, window), counted up, instead of one audit row per attempt: an
-    unauthenticated caller must not be able to grow the append-only audit log (issue 11).
+    unauthenticated caller must not be able to grow the append-only audit log.
     `key` is the client's address (IPv6 by /64) or a token's public prefix, never a secret.
     """
 

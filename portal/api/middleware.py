@@ -1,4 +1,4 @@
-"""Graph's webhook endpoints skip the browser-facing middleware (issue 16: the inbox is the
+"""Graph's webhook endpoints skip the browser-facing middleware (the inbox is the
 queue, at the speed of one insert)."""
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 
 def max_body_bytes() -> int:
-    # Graph batches without resource data are a few KB; 1 MB leaves room (reliability §2.3).
+    # Graph batches without resource data are a few KB; 1 MB leaves room .
     return int(getattr(settings, "WEBHOOK_MAX_BODY_BYTES", 1_000_000))
 
 
@@ -40,7 +40,8 @@ def _plain(status: int, text: str = "") -> HttpResponse:
 
 
 def _validation_answer(token: str) -> HttpResponse:
-    """200 text/plain with the URL-decoded token as is (graph-reference.md §1.4)."""
+    """200 text/plain with the URL-decoded token as is ("Receive change notifications through
+    webhooks")."""
     if len(token) > max_token_chars():
         return _plain(400, "validationToken too long")
     return _plain(200, token)

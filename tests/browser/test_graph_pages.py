@@ -140,7 +140,7 @@ def test_operator_turns_realtime_sync_off(page, live_server, personas, sign_in, 
     sign_in(PERSONAS["operator"])
     nav(page, "Settings")
     card = page.locator("#setting-ENABLE_REALTIME_SYNC")
-    card.get_by_role("textbox").fill("429 storm, runbook §4")
+    card.get_by_role("textbox").fill("429 storm, the runbook's rate-limiting step")
     card.get_by_role("button", name="Turn off").click()
     expect(page.locator(".messages")).to_contain_text("is now off")
     find_in_audit_log(page, "settings.change")

@@ -1,4 +1,4 @@
-"""The inbox is the queue (issue 16): whatever is killed when, every accepted notification is
+"""The inbox is the queue: whatever is killed when, every accepted notification is
 processed exactly once.
 
 Real processes on the test database: gunicorn serving the receiver, `manage.py drain_inbox`

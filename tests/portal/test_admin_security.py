@@ -1,4 +1,4 @@
-"""Issue 11 item 1: the Django admin can neither run code nor change anything outside the
+"""The Django admin can neither run code nor change anything outside the
 audit log.
 
 The first case is the hole as it was found: an admin-role user added a django-q2 Schedule

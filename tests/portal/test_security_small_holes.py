@@ -1,4 +1,4 @@
-"""Issue 11 item 6: the smaller holes, each reproduced as it was found, then fixed."""
+"""The smaller holes, each reproduced as it was found, then fixed."""
 
 from __future__ import annotations
 

@@ -120,7 +120,7 @@ def webhook_receiver() -> Iterator[str]:
 
 @pytest.fixture
 def q_sync() -> Iterator[None]:
-    """Run django-q2 tasks inline (Conf.SYNC is frozen at import: stack-notes.md §2)."""
+    """Run django-q2 tasks inline (django-q2's Conf.SYNC is frozen at import)."""
 
     previous = Conf.SYNC
     Conf.SYNC = True

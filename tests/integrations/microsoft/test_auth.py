@@ -80,7 +80,7 @@ class TestAppTokens:
             auth.app_token()
 
     def test_the_env_ca_bundle_does_not_override_ours(self, graph_settings, emulator, monkeypatch):
-        # The machine's bundle lacks the emulator CA; with trust_env it would win (§9.9).
+        # The machine's bundle lacks the emulator CA; with trust_env it would win.
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
         monkeypatch.setenv("CURL_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
         assert auth.app_token()

@@ -1,4 +1,4 @@
-"""Issue 11 item 3: client addresses behind a reverse proxy.
+"""Client addresses behind a reverse proxy.
 
 Found: with TRUST_X_FORWARDED_FOR on (as deploy/k8s had it) the portal believed the left-most
 X-Forwarded-For entry from any peer, so any caller could claim 127.0.0.1 and read /metrics and

@@ -1,4 +1,4 @@
-"""Issue 11 item 4: unauthenticated callers cannot grow the audit log without bound.
+"""Unauthenticated callers cannot grow the audit log without bound.
 
 Found: every bad bearer token wrote a hash-chained `api.authenticate denied` audit row (200
 rows in 6 s from one client), which on PostgreSQL can never be deleted.

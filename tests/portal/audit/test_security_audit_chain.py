@@ -1,4 +1,4 @@
-"""Issue 11 item 5: the audit chain detects rewriting, truncation and deletion of the newest rows.
+"""The audit chain detects rewriting, truncation and deletion of the newest rows.
 
 Found: the hash was unkeyed SHA-256, so on SQLite an edited row plus recomputed hashes
 verified as intact; on PostgreSQL `TRUNCATE` left "intact: 0 events", and the table's owner

@@ -1,4 +1,4 @@
-"""Issue 11 item 2: retrying a job needs the permission of the work it runs, and the re-run
+"""Retrying a job needs the permission of the work it runs, and the re-run
 is attributed to the person who retried it.
 
 The first cases are the hole as it was found: `support` (which may not clean up
