@@ -1,7 +1,7 @@
 """On PostgreSQL: checkpoints are append-only too, and TRUNCATE of either table is refused.
 
 A BEFORE TRUNCATE trigger stops the table's owner by accident; the app itself should run as
-a role that does not own the tables (see README, "Database roles"), which cannot truncate,
+a role that does not own the tables (see docs/security.md, "Database roles"), which cannot truncate,
 update, delete or disable triggers at all.
 """
 

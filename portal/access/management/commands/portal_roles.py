@@ -6,7 +6,7 @@ from portal.access.roles import matrix_markdown
 
 
 class Command(BaseCommand):
-    help = "Print the role matrix as a Markdown table (the one in README.md)."
+    help = "Print the role matrix as a Markdown table (the one in docs/security.md)."
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.stdout.write(matrix_markdown())
