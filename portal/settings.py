@@ -1,7 +1,7 @@
 """Settings for the Fleet Graph Portal: one module, driven by the environment.
 
-Every variable is listed, with its default, in docs/configuration.md and `.env.example`. A `.env` file at the
-project root is read when present; real environment variables win over it, so every
+Every variable is listed, with its default, in docs/configuration.md and `.env.example`. A `.env`
+file at the project root is read when present; real environment variables win over it, so every
 `manage.py` command in another terminal talks to the same portal that `make run` started.
 """
 

@@ -2,7 +2,8 @@
 
 Roles are Django groups (kept in step with this module by a data migration and on every
 `migrate`). Each action is a custom permission `access.<codename>`; roles are cumulative.
-docs/security.md prints this matrix (`python manage.py portal_roles` prints it; a test keeps them equal).
+docs/security.md prints this matrix (`python manage.py portal_roles` prints it; a test keeps
+them equal).
 """
 
 from __future__ import annotations
