@@ -16,7 +16,7 @@ from portal.audit.chain import configured_keys
 @register(Tags.compatibility)
 def check_task_queue(app_configs: Any = None, **kwargs: Any) -> list:
     errors: list = []
-    cluster = getattr(settings, "Q_CLUSTER", {}) or {}
+    cluster = settings.Q_CLUSTER or {}
     timeout, retry = cluster.get("timeout"), cluster.get("retry")
     if not timeout:
         errors.append(
@@ -87,7 +87,7 @@ def check_database_options(app_configs: Any = None, **kwargs: Any) -> list:
 
 @register(Tags.security, deploy=True)
 def check_encryption_keys(app_configs: Any = None, **kwargs: Any) -> list:
-    if getattr(settings, "FIELD_ENCRYPTION_KEYS", None):
+    if settings.FIELD_ENCRYPTION_KEYS:
         return []
     return [
         Error(

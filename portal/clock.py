@@ -22,7 +22,7 @@ _cached: tuple[tuple[str, int, int, int], float] | None = None
 
 def offset_seconds() -> float:
     global _cached
-    path = getattr(settings, "SIMULATED_CLOCK_FILE", "")
+    path = settings.SIMULATED_CLOCK_FILE
     if not path:
         return 0.0
     try:

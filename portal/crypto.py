@@ -20,7 +20,7 @@ class DecryptionError(Exception):
 
 
 def _fernet() -> MultiFernet:
-    keys = [k for k in getattr(settings, "FIELD_ENCRYPTION_KEYS", []) if k]
+    keys = [k for k in settings.FIELD_ENCRYPTION_KEYS if k]
     if not keys:
         raise ImproperlyConfigured(
             "FIELD_ENCRYPTION_KEYS is empty: set it to one or more Fernet keys (newest first, "

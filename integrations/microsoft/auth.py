@@ -55,7 +55,7 @@ MICROSOFT_AUTHORITY_HOSTS = frozenset(
 
 def graph_resource() -> str:
     """`https://graph.microsoft.com` for real Graph; the emulator accepts the same audience."""
-    return getattr(settings, "MICROSOFT_GRAPH_RESOURCE", "https://graph.microsoft.com")
+    return settings.MICROSOFT_GRAPH_RESOURCE
 
 
 def app_scopes() -> list[str]:
@@ -273,7 +273,7 @@ def resolve_active() -> ActiveSecret:
     grace period exists. The process that activated invalidates at once.
     """
     global _active
-    ttl = float(getattr(settings, "CREDENTIAL_RECHECK_SECONDS", 30))
+    ttl = float(settings.CREDENTIAL_RECHECK_SECONDS)
     with _lock:
         current = _active
         if current is not None and time.monotonic() - current.resolved_at < ttl:

@@ -57,7 +57,7 @@ def bootstrap_from_environment() -> Credential | None:
     Only when nothing is active and that secret is not already stored (a retired secret is not
     resurrected by a stale environment variable).
     """
-    secret = (getattr(settings, "MICROSOFT_CLIENT_SECRET", "") or "").strip()
+    secret = (settings.MICROSOFT_CLIENT_SECRET or "").strip()
     if not secret:
         return None
     print_ = fingerprint(secret)

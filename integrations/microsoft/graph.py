@@ -279,8 +279,8 @@ def error_for(
 
 def backoff_delay(attempt: int) -> float:
     """Full-jitter exponential backoff: uniform(0, base * 2**attempt), capped."""
-    base = float(getattr(settings, "GRAPH_BACKOFF_BASE_SECONDS", 1.0))
-    cap = float(getattr(settings, "GRAPH_BACKOFF_MAX_SECONDS", 60.0))
+    base = float(settings.GRAPH_BACKOFF_BASE_SECONDS)
+    cap = float(settings.GRAPH_BACKOFF_MAX_SECONDS)
     return random.uniform(0.0, min(cap, base * (2**attempt)))
 
 

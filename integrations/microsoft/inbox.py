@@ -54,11 +54,11 @@ LINGER_POLL = 0.05  # seconds between looks while receivers may commit without w
 
 
 def batch_size() -> int:
-    return max(1, int(getattr(settings, "INBOX_DRAIN_BATCH", 500)))
+    return max(1, int(settings.INBOX_DRAIN_BATCH))
 
 
 def idle_seconds() -> float:
-    return max(0.01, float(getattr(settings, "INBOX_DRAIN_IDLE_SECONDS", 1.0)))
+    return max(0.01, float(settings.INBOX_DRAIN_IDLE_SECONDS))
 
 
 @dataclass

@@ -87,38 +87,38 @@ MATCH_SKEW = timedelta(minutes=5)  # clock difference tolerated between us and G
 # --------------------------------------------------------------------------- settings
 
 
-def _setting(name: str, default: float) -> float:
+def _setting(name: str) -> float:
     """Read at call time, so tests and a changed environment apply without a restart."""
-    return float(getattr(settings, name, default))
+    return float(getattr(settings, name))
 
 
 def mail_per_minute() -> float:
-    return _setting("MESSAGING_MAIL_PER_MINUTE", 30)
+    return _setting("MESSAGING_MAIL_PER_MINUTE")
 
 
 def teams_per_second() -> float:
-    return _setting("MESSAGING_TEAMS_PER_SECOND", 1.0)
+    return _setting("MESSAGING_TEAMS_PER_SECOND")
 
 
 def teams_sender_per_second() -> float:
-    return _setting("MESSAGING_TEAMS_SENDER_PER_SECOND", 1.0)
+    return _setting("MESSAGING_TEAMS_SENDER_PER_SECOND")
 
 
 def max_budget_wait() -> float:
-    return _setting("MESSAGING_MAX_BUDGET_WAIT_SECONDS", 20)
+    return _setting("MESSAGING_MAX_BUDGET_WAIT_SECONDS")
 
 
 def send_settle_seconds() -> float:
-    return _setting("MESSAGING_SEND_SETTLE_SECONDS", 60)
+    return _setting("MESSAGING_SEND_SETTLE_SECONDS")
 
 
 def teams_settle_seconds() -> float:
-    return _setting("MESSAGING_TEAMS_SETTLE_SECONDS", 10)
+    return _setting("MESSAGING_TEAMS_SETTLE_SECONDS")
 
 
 def teams_token_kind() -> str:
     # "app" exists only to show (and test) Graph's refusal; never configure it in production.
-    return str(getattr(settings, "MESSAGING_TEAMS_TOKEN_KIND", "delegated"))
+    return str(settings.MESSAGING_TEAMS_TOKEN_KIND)
 
 
 # --------------------------------------------------------------------------- services

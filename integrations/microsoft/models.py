@@ -114,8 +114,8 @@ class GraphCall(models.Model):
 def credential_mismatch(tenant_id: str, client_id: str) -> str:
     """Why a secret recorded for (tenant_id, client_id) cannot be used with the configured
     tenant and client ("" = it can; blank recorded values are not checked)."""
-    tenant = getattr(settings, "MICROSOFT_TENANT_ID", "") or ""
-    client = getattr(settings, "MICROSOFT_CLIENT_ID", "") or ""
+    tenant = settings.MICROSOFT_TENANT_ID or ""
+    client = settings.MICROSOFT_CLIENT_ID or ""
     if (tenant_id and tenant_id.lower() != tenant.lower()) or (
         client_id and client_id.lower() != client.lower()
     ):

@@ -183,7 +183,7 @@ def _secrets(ids: set[str]) -> dict[str, bytes | None]:
     """The clientState of each known subscription among `ids`; unknown ids are left out.
 
     One indexed SELECT for the ids not cached (none, once the subscriptions are warm)."""
-    ttl = float(getattr(settings, "WEBHOOK_SUBSCRIPTION_CACHE_SECONDS", 30))
+    ttl = float(settings.WEBHOOK_SUBSCRIPTION_CACHE_SECONDS)
     clock = time.monotonic()
     found: dict[str, bytes | None] = {}
     missing = []

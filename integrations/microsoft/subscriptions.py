@@ -51,13 +51,13 @@ CLIENT_STATE_BYTES = 48
 
 
 def webhook_url(endpoint: str) -> str:
-    base = getattr(settings, "WEBHOOK_BASE_URL", "") or settings.PUBLIC_BASE_URL
+    base = settings.WEBHOOK_BASE_URL or settings.PUBLIC_BASE_URL
     return f"{base.rstrip('/')}/api/webhooks/{endpoint}"
 
 
 def renew_fraction() -> float:
     """Renew once this fraction of a subscription's lifetime has passed (default: half)."""
-    return float(getattr(settings, "SUBSCRIPTION_RENEW_FRACTION", 0.5))
+    return float(settings.SUBSCRIPTION_RENEW_FRACTION)
 
 
 def renewal_due_at(sub: Subscription) -> datetime | None:

@@ -96,16 +96,16 @@ class LeaseLost(Exception):
 
 
 def page_size() -> int:
-    return int(getattr(settings, "SYNC_PAGE_SIZE", 100))
+    return int(settings.SYNC_PAGE_SIZE)
 
 
 def max_pages_per_run() -> int:
-    return int(getattr(settings, "SYNC_MAX_PAGES_PER_RUN", 50))
+    return int(settings.SYNC_MAX_PAGES_PER_RUN)
 
 
 def lease_duration() -> timedelta:
     # Longer than the job timeout, so a lease only outlives a run that really died.
-    return timedelta(seconds=int(getattr(settings, "SYNC_LEASE_SECONDS", 330)))
+    return timedelta(seconds=int(settings.SYNC_LEASE_SECONDS))
 
 
 def initial_request(user: MonitoredUser, kind: str) -> tuple[str, dict[str, str] | None]:
@@ -188,7 +188,7 @@ def enqueue_interval_syncs(now: datetime | None = None) -> int:
     interval = max(1, int(get("SYNC_INTERVAL_MINUTES")))
     now = now or clock.now()
     slot = int(now.timestamp() // (interval * 60))
-    spread = int(min(interval * 60 / 2, float(getattr(settings, "SYNC_SPREAD_SECONDS", 120))))
+    spread = int(min(interval * 60 / 2, float(settings.SYNC_SPREAD_SECONDS)))
     queued = 0
     users = MonitoredUser.objects.filter(is_active=True).exclude(graph_id="")
     for user in users:

@@ -50,10 +50,7 @@ def delegated_redirect_uri(request: HttpRequest) -> str:
     """The Teams sender sign-in's redirect URI: MICROSOFT_DELEGATED_REDIRECT_PATH on the host
     the admin uses. Entra matches it exactly against the app registration's list, so the
     console shows this same value as the one to register."""
-    path = getattr(
-        settings, "MICROSOFT_DELEGATED_REDIRECT_PATH", "/credentials/teams-sender/callback"
-    )
-    return request.build_absolute_uri(path)
+    return request.build_absolute_uri(settings.MICROSOFT_DELEGATED_REDIRECT_PATH)
 
 
 def _redirect_uri(request_or_redirect_uri: HttpRequest | str) -> str:

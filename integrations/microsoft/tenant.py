@@ -449,7 +449,7 @@ def switch_process_settings(target: TenantTarget) -> None:
     except ValueError:
         loopback = host == "localhost"
     settings.USING_EMULATOR = loopback
-    if not loopback and "emulator" in (getattr(settings, "TENANT_LABEL", "") or ""):
+    if not loopback and "emulator" in (settings.TENANT_LABEL or ""):
         settings.TENANT_LABEL = target.tenant_id
     auth.invalidate()
     graph.reset_state()
@@ -497,8 +497,6 @@ def apply(actor: Actor, plan: ConnectPlan, secret: str) -> ConnectResult:
     credential = _switch_database(actor, plan, secret, remote_deleted, remote_failed)
     # Written before this process switches: write_settings tells the real environment from
     # the .env by what is in os.environ now.
-    written, to_set = write_settings(
-        plan.target.settings_values(), getattr(settings, "DOTENV_FILE", None)
-    )
+    written, to_set = write_settings(plan.target.settings_values(), settings.DOTENV_FILE)
     switch_process_settings(plan.target)
     return ConnectResult(plan, credential, remote_deleted, remote_failed, written, to_set)

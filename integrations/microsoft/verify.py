@@ -42,8 +42,6 @@ from portal.audit.services import record
 
 logger = logging.getLogger("integrations.microsoft.verify")
 
-DEFAULT_REQUIRED_ROLES = ("User.Read.All", "Mail.ReadWrite", "Mail.Send", "Chat.Read.All")
-
 
 @dataclass
 class CheckResult:
@@ -71,20 +69,20 @@ def check_configuration(ctx: _Context) -> CheckResult:
     problems = [
         f"{name} is not set"
         for name in ("MICROSOFT_TENANT_ID", "MICROSOFT_CLIENT_ID")
-        if not getattr(settings, name, "")
+        if not getattr(settings, name)
     ]
     for name in ("MICROSOFT_AUTHORITY_HOST", "MICROSOFT_GRAPH_URL"):
-        if urlsplit(getattr(settings, name, "")).scheme != "https":
+        if urlsplit(getattr(settings, name)).scheme != "https":
             problems.append(f"{name} must be an https URL")
     active = Credential.objects.filter(state=Credential.State.ACTIVE).first()
     has_active = active is not None
     if active is not None and active.configuration_mismatch():
         problems.append(active.configuration_mismatch())
-    if not has_active and not getattr(settings, "MICROSOFT_CLIENT_SECRET", ""):
+    if not has_active and not settings.MICROSOFT_CLIENT_SECRET:
         problems.append(
             "no client secret (set MICROSOFT_CLIENT_SECRET or add one to the credential store)"
         )
-    if not getattr(settings, "FIELD_ENCRYPTION_KEYS", None):
+    if not settings.FIELD_ENCRYPTION_KEYS:
         problems.append("FIELD_ENCRYPTION_KEYS is empty")
     if problems:
         return CheckResult("Configuration", False, "; ".join(problems))
@@ -189,7 +187,7 @@ def permission_satisfied(name: str, granted: set[str]) -> bool:
 def check_permissions(ctx: _Context) -> CheckResult:
     if ctx.claims is None:
         return CheckResult("Required permissions", False, "skipped: no token")
-    required = list(getattr(settings, "GRAPH_REQUIRED_ROLES", DEFAULT_REQUIRED_ROLES))
+    required = list(settings.GRAPH_REQUIRED_ROLES)
     granted = {str(role).lower() for role in ctx.claims.get("roles") or []}
     missing = [role for role in required if not permission_satisfied(role, granted)]
     if missing:
@@ -296,7 +294,7 @@ def _generic_subscription_summary(model: Any) -> CheckResult:
 
 
 def webhook_validation_url() -> str:
-    explicit = getattr(settings, "WEBHOOK_VALIDATION_URL", "")
+    explicit = settings.WEBHOOK_VALIDATION_URL
     if explicit:
         return explicit
     return settings.PUBLIC_BASE_URL.rstrip("/") + "/api/webhooks/mail"

@@ -103,7 +103,7 @@ TEAMS_CANNOT_REPORT = {"graph_error_rate", "graph_throttled", "worker_down", "se
 
 
 def _notify_teams(rule: Rule, subject: str, body: str) -> str:
-    chat_id = getattr(settings, "ALERT_TEAMS_CHAT_ID", "")
+    chat_id = settings.ALERT_TEAMS_CHAT_ID
     if not chat_id:
         return ""
     try:
@@ -117,7 +117,7 @@ def _notify_teams(rule: Rule, subject: str, body: str) -> str:
 
 
 def _notify_email(rule: Rule, subject: str, body: str) -> str:
-    recipients = list(getattr(settings, "ALERT_EMAIL_TO", []))
+    recipients = list(settings.ALERT_EMAIL_TO)
     if not recipients:
         return ""
     try:

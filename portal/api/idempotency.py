@@ -41,7 +41,7 @@ class Claim:
 
 
 def ttl() -> timedelta:
-    return timedelta(hours=float(getattr(settings, "API_IDEMPOTENCY_TTL_HOURS", 24)))
+    return timedelta(hours=float(settings.API_IDEMPOTENCY_TTL_HOURS))
 
 
 def key_from(request: HttpRequest) -> str:

@@ -24,11 +24,11 @@ logger = logging.getLogger(__name__)
 
 def max_body_bytes() -> int:
     # Graph batches without resource data are a few KB; 1 MB leaves room .
-    return int(getattr(settings, "WEBHOOK_MAX_BODY_BYTES", 1_000_000))
+    return int(settings.WEBHOOK_MAX_BODY_BYTES)
 
 
 def max_token_chars() -> int:
-    return int(getattr(settings, "WEBHOOK_MAX_VALIDATION_TOKEN_CHARS", 1024))
+    return int(settings.WEBHOOK_MAX_VALIDATION_TOKEN_CHARS)
 
 
 def _plain(status: int, text: str = "") -> HttpResponse:

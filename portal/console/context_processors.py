@@ -26,4 +26,4 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
 
 
 def _tenant_label() -> str:
-    return getattr(settings, "TENANT_LABEL", "") or ""
+    return settings.TENANT_LABEL or ""

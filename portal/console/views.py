@@ -186,7 +186,7 @@ def _integration_health() -> dict[str, Any]:
         "sync": lag,
         "sync_lag_text": metrics.humanize_seconds(lag["lag_seconds"]),
         "secret": {"active": active, "days_left": days_left},
-        "tenant": getattr(settings, "TENANT_LABEL", "") or "(no tenant label set)",
+        "tenant": settings.TENANT_LABEL or "(no tenant label set)",
     }
 
 

@@ -50,11 +50,11 @@ class EndpointError(Exception):
 
 
 def batch_size() -> int:
-    return int(getattr(settings, "EVENT_DELIVERY_BATCH_SIZE", 50))
+    return int(settings.EVENT_DELIVERY_BATCH_SIZE)
 
 
 def disable_after() -> timedelta:
-    return timedelta(hours=float(getattr(settings, "EVENT_ENDPOINT_DISABLE_AFTER_HOURS", 24)))
+    return timedelta(hours=float(settings.EVENT_ENDPOINT_DISABLE_AFTER_HOURS))
 
 
 def new_secret() -> str:

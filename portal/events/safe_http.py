@@ -76,10 +76,7 @@ class Reply:
 
 
 def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [
-        ipaddress.ip_network(n, strict=False)
-        for n in getattr(settings, "EVENT_ENDPOINT_ALLOWED_NETWORKS", [])
-    ]
+    return [ipaddress.ip_network(n, strict=False) for n in settings.EVENT_ENDPOINT_ALLOWED_NETWORKS]
 
 
 def check_address(address: str) -> None:
@@ -143,7 +140,7 @@ _POOLS_LOCK = threading.Lock()
 
 def _pool(target: Target) -> urllib3.HTTPConnectionPool:
     """The keep-alive pool for this checked target (created on first use)."""
-    ca_certs = getattr(settings, "EVENT_ENDPOINT_CA_BUNDLE", None) or None
+    ca_certs = settings.EVENT_ENDPOINT_CA_BUNDLE or None
     key = (target.scheme, target.host, target.port, target.address, ca_certs)
     with _POOLS_LOCK:
         pool = _POOLS.get(key)
@@ -183,8 +180,8 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> Reply:
     """POST to the pinned, checked address. Raises UnsafeUrl or urllib3 errors."""
     target = resolve(url)  # on every delivery: DNS may have changed since the last one
     timeout = urllib3.Timeout(
-        connect=float(getattr(settings, "EVENT_CONNECT_TIMEOUT", 3)),
-        read=float(getattr(settings, "EVENT_READ_TIMEOUT", 5)),
+        connect=float(settings.EVENT_CONNECT_TIMEOUT),
+        read=float(settings.EVENT_READ_TIMEOUT),
     )
     pool = _pool(target)
     host_header = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
