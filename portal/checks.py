@@ -16,7 +16,7 @@ from portal.audit.chain import configured_keys
 @register(Tags.compatibility)
 def check_task_queue(app_configs: Any = None, **kwargs: Any) -> list:
     errors: list = []
-    cluster = settings.Q_CLUSTER or {}
+    cluster: dict[str, Any] = settings.Q_CLUSTER or {}
     timeout, retry = cluster.get("timeout"), cluster.get("retry")
     if not timeout:
         errors.append(
