@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -31,7 +33,7 @@ class TokenForm(forms.Form):
         min_value=1, max_value=tokens.MAX_EXPIRY_DAYS, initial=tokens.DEFAULT_EXPIRY_DAYS
     )
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["user"].queryset = (
             get_user_model().objects.filter(is_active=True).order_by("username")
