@@ -70,8 +70,8 @@ def main() -> int:
     from django.db import connection
     from django.utils import timezone
 
-    from integrations.microsoft import crypto
     from integrations.microsoft.models import MonitoredUser, NotificationInbox, Subscription
+    from portal import crypto
     from portal.jobs.models import Job
 
     with connection.cursor() as cursor:

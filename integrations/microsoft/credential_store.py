@@ -14,11 +14,11 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from integrations.microsoft.crypto import encrypt, fingerprint
 from integrations.microsoft.errors import TokenError
 from integrations.microsoft.models import Credential
 from portal.access.actors import Actor
 from portal.audit.services import record
+from portal.crypto import encrypt, fingerprint
 
 logger = logging.getLogger("integrations.microsoft.credentials")
 

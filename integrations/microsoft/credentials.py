@@ -18,12 +18,12 @@ from django.utils import timezone
 
 from integrations.microsoft import auth
 from integrations.microsoft.credential_store import TARGET, configured_app, public_params
-from integrations.microsoft.crypto import encrypt, fingerprint
 from integrations.microsoft.errors import TokenError
 from integrations.microsoft.models import Credential
 from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.audit.services import record
+from portal.crypto import encrypt, fingerprint
 
 logger = logging.getLogger("integrations.microsoft.credentials")
 

@@ -13,8 +13,8 @@ from django.db.models import Count, Max, Min, Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from integrations.microsoft.crypto import decrypt
 from integrations.microsoft.errors import TokenError
+from portal.crypto import decrypt
 
 # ------------------------------------------------------------------------- the figures
 # Each figure the dashboard, the API, the alerts and /metrics show has one definition: a

@@ -33,7 +33,6 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
-from integrations.microsoft.crypto import DecryptionError, decrypt
 from integrations.microsoft.kinds import parse_graph_datetime
 from integrations.microsoft.models import (
     LifecycleEvent,
@@ -41,6 +40,7 @@ from integrations.microsoft.models import (
     Subscription,
     WebhookRejection,
 )
+from portal.crypto import DecryptionError, decrypt
 
 logger = logging.getLogger(__name__)
 

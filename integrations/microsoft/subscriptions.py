@@ -24,7 +24,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from integrations.microsoft import graph, sync
-from integrations.microsoft.crypto import encrypt
 from integrations.microsoft.errors import Conflict, GraphError, NotFound
 from integrations.microsoft.kinds import KINDS, parse_graph_datetime
 from integrations.microsoft.models import (
@@ -36,6 +35,7 @@ from portal import clock
 from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.audit.services import record
+from portal.crypto import encrypt
 from portal.events.services import emit
 from portal.jobs.runner import enqueue
 

@@ -21,11 +21,11 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from integrations.microsoft import auth
-from integrations.microsoft.crypto import decrypt, encrypt
 from integrations.microsoft.errors import TokenError
 from integrations.microsoft.models import DelegatedAccount
 from portal.access.authz import require
 from portal.audit.services import record
+from portal.crypto import decrypt, encrypt
 
 # Delegated scopes for the Teams sender; MSAL adds openid/profile/offline_access itself and
 # refuses them if passed (that is how we get a refresh token). Chat.Create: a message "toUser"

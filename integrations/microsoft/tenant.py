@@ -38,7 +38,6 @@ from dotenv import dotenv_values
 
 from integrations.microsoft import auth, graph, http, teams_sender
 from integrations.microsoft.credentials import MAX_SECRET_LENGTH
-from integrations.microsoft.crypto import encrypt, fingerprint
 from integrations.microsoft.errors import GraphError, TokenError
 from integrations.microsoft.models import (
     Credential,
@@ -51,6 +50,7 @@ from integrations.microsoft.models import (
 from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.audit.services import record
+from portal.crypto import encrypt, fingerprint
 
 ACTION = "tenant.connect"
 PERMISSION = "connect_tenant"

@@ -43,7 +43,6 @@ from django.urls import reverse
 from django.utils import timezone
 
 from integrations.microsoft.credential_store import active_credential
-from integrations.microsoft.crypto import DecryptionError, decrypt, encrypt
 from integrations.microsoft.errors import TokenError
 from integrations.microsoft.http import build_session
 from portal.access.actors import Actor, role_of
@@ -51,6 +50,7 @@ from portal.access.models import EntraAccount, LastSignIn
 from portal.access.roles import ROLES
 from portal.access.users import apply_role
 from portal.audit.services import record
+from portal.crypto import DecryptionError, decrypt, encrypt
 
 logger = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from integrations.microsoft import tenant
 from integrations.microsoft.credentials import MAX_SECRET_LENGTH
-from integrations.microsoft.crypto import decrypt, encrypt
 from integrations.microsoft.tenant import ConnectError
 from integrations.microsoft.verify import run_checks
 from portal.access.actors import Actor
 from portal.access.decorators import requires
+from portal.crypto import decrypt, encrypt
 
 SESSION_KEY = "console.connect_tenant"
 PENDING_SECONDS = 600

@@ -230,13 +230,6 @@ def start_retry_all(actor: Actor, job_filter: JobFilter) -> BulkOperation:
     )
 
 
-def cancel_bulk_operation(actor: Actor, operation_id: int) -> BulkOperation:
-    try:
-        return bulk.cancel(actor, operation_id)
-    except bulk.BulkError as exc:
-        raise JobActionError(str(exc)) from None
-
-
 def _retry_chunk(operation: BulkOperation, job_ids: list[int]) -> bulk.ChunkResult:
     retried = set(
         Job.objects.filter(pk__in=job_ids, status__in=RETRYABLE).values_list("id", flat=True)

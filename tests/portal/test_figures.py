@@ -17,7 +17,6 @@ from django.urls import reverse
 from django.utils import timezone
 
 from integrations.microsoft import verify
-from integrations.microsoft.crypto import encrypt
 from integrations.microsoft.models import (
     Credential,
     GraphCall,
@@ -30,6 +29,7 @@ from portal.access.actors import Actor
 from portal.alerts import rules
 from portal.alerts.models import MetricSample
 from portal.alerts.services import take_sample
+from portal.crypto import encrypt
 from portal.events.models import Event, EventEndpoint
 from portal.jobs.models import Job
 from portal.runtime import registry

@@ -10,11 +10,12 @@ from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.utils import timezone
 
-from integrations.microsoft import auth, credentials, crypto, graph
+from integrations.microsoft import auth, credentials, graph
 from integrations.microsoft.admin import CredentialAdmin, DelegatedAccountAdmin
 from integrations.microsoft.credentials import CredentialError
 from integrations.microsoft.errors import TokenError
 from integrations.microsoft.models import Credential, GraphCall
+from portal import crypto
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
 from tests.integrations.microsoft.conftest import token_requests

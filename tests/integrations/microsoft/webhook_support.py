@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from integrations.microsoft.crypto import encrypt
 from integrations.microsoft.models import MonitoredUser, Subscription
+from portal.crypto import encrypt
 
 __all__ = ["make_sub", "notification", "post_json", "wait_for"]
 

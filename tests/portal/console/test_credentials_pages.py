@@ -5,9 +5,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from integrations.microsoft import auth
-from integrations.microsoft.crypto import encrypt
 from integrations.microsoft.models import Credential, DelegatedAccount
 from portal.audit.models import AuditEvent
+from portal.crypto import encrypt
 
 pytestmark = pytest.mark.django_db
 

@@ -3,7 +3,7 @@ from django.core.exceptions import PermissionDenied
 
 from portal.access.actors import Actor, role_of
 from portal.audit.models import AuditEvent
-from portal.jobs import services
+from portal.jobs import bulk, services
 from portal.jobs.models import BulkOperation, BulkOperationItem, Job, JobAttempt
 from portal.jobs.runner import enqueue, run_job
 from portal.jobs.services import JobActionError, JobFilter
@@ -149,12 +149,12 @@ class TestRetryAll:
     def test_it_can_be_cancelled(self, drain, otto_operator):
         dead_job(drain)
         operation = services.start_retry_all(actor_for(otto_operator), JobFilter())
-        services.cancel_bulk_operation(actor_for(otto_operator), operation.pk)
+        bulk.cancel(actor_for(otto_operator), operation.pk)
         drain()
         operation.refresh_from_db()
         assert operation.status == "cancelled" and operation.processed == 0
-        with pytest.raises(JobActionError, match="not running"):
-            services.cancel_bulk_operation(actor_for(otto_operator), operation.pk)
+        with pytest.raises(bulk.BulkError, match="not running"):
+            bulk.cancel(actor_for(otto_operator), operation.pk)
 
     def test_support_may_not_retry_all(self, sam_support):
         with pytest.raises(PermissionDenied):
