@@ -11,6 +11,7 @@ from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 from portal.audit.chain import configured_keys
+from portal.audit.db_roles import role_problems
 
 
 @register(Tags.compatibility)
@@ -170,3 +171,51 @@ def check_audit_chain_key(app_configs: Any = None, **kwargs: Any) -> list:
             id="portal.E030",
         )
     ]
+
+
+@register(Tags.security, deploy=True)
+def check_audit_database(app_configs: Any = None, **kwargs: Any) -> list:
+    """What the database can do to protect the audit log (docs/security.md, "Audit log")."""
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if engine.endswith("sqlite3"):
+        return [
+            Warning(
+                "The audit log is in SQLite: anyone who can write the database file can "
+                "delete or rewrite audit events and checkpoints; the hash chain shows edits, "
+                "but deleting the newest events together with the checkpoints shows only "
+                "against a copy outside the database.",
+                hint="Use PostgreSQL with a separate app role, and set AUDIT_CHECKPOINT_FILE "
+                "(or ship the audit stream) to storage the portal's host cannot rewrite.",
+                id="portal.W032",
+            )
+        ]
+    if engine.endswith("postgresql") and not settings.DATABASE_APP_ROLE:
+        return [
+            Warning(
+                "DATABASE_APP_ROLE is not set: the app probably runs as the role that owns "
+                "the audit tables, which can disable their append-only triggers.",
+                hint="Run migrations as the owner with DATABASE_APP_ROLE set, and the app as "
+                "that role (docs/security.md, Audit log).",
+                id="portal.W033",
+            )
+        ]
+    return []
+
+
+@register(Tags.database, deploy=True)
+def check_audit_database_role(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list:
+    """`check --deploy --database default`: the role the app connects as, asked directly."""
+    problems: list = []
+    for alias in databases or []:
+        problems.extend(
+            Warning(
+                f"Database {alias!r}: {problem}; it can rewrite the audit log behind its triggers.",
+                hint="Run the app as a role that neither owns the audit tables nor is a "
+                "superuser (DATABASE_APP_ROLE; docs/security.md, Audit log).",
+                id="portal.W034",
+            )
+            for problem in role_problems(alias)
+        )
+    return problems

@@ -318,6 +318,9 @@ if DEBUG and not AUDIT_CHAIN_KEY:
 # The PostgreSQL role the app connects as, when migrations run as the tables' owner: migrate
 # grants it what the app needs and, on the audit tables, only SELECT and INSERT.
 DATABASE_APP_ROLE = env_str("DATABASE_APP_ROLE")
+# Every audit checkpoint is also appended here as one JSON line (a copy outside the database;
+# `verify_audit_chain --against FILE` compares with it). Empty: the log only.
+AUDIT_CHECKPOINT_FILE = env_str("AUDIT_CHECKPOINT_FILE")
 
 # --- Microsoft Graph ----------------------------------------------------------------------
 # Defaults are Microsoft's; `make run` points them at the local emulator (a demo tenant).

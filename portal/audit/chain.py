@@ -10,14 +10,16 @@ SHA-256 hash. They verify only as the chain's beginning: before its first keyed 
 past the first checkpoint (the keying migration pins the legacy chain with a signed one when
 AUDIT_CHAIN_KEY is set). Every keyed row covers its predecessor's hash, so editing a legacy
 row breaks the first keyed row; rewriting keyed rows as legacy ones, or appending legacy rows,
-is refused; rewriting the whole legacy chain no longer matches the pinned checkpoint.
+is refused; rewriting the whole legacy chain no longer matches the pinned checkpoint; and a
+database that holds legacy rows but no signed checkpoint fails verification (closed).
+
+The formulas themselves are in portal/audit/records.py (standard library only, for the
+offline verifier).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -25,46 +27,16 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-GENESIS_HASH = "0" * 64
-LEGACY_KEY_ID = "sha256-legacy"
-MIN_KEY_CHARS = 32
-MAX_KEY_ID_CHARS = 32
-
-# The fields that the hash covers, in a fixed order. `id` is left out on purpose: the chain
-# (prev_hash) already fixes each row's place.
-HASHED_FIELDS = (
-    "created_at",
-    "actor_type",
-    "actor_id",
-    "actor_name",
-    "actor_role",
-    "action",
-    "target_type",
-    "target_id",
-    "params",
-    "outcome",
-    "reason",
-    "ip",
-    "user_agent",
-    "request_id",
+from portal.audit import records
+from portal.audit.records import (  # noqa: F401  (the chain's formulas, re-exported)
+    GENESIS_HASH,
+    HASHED_FIELDS,
+    LEGACY_KEY,
+    LEGACY_KEY_ID,
+    ChainKey,
+    canonical,
+    compute_hash,
 )
-
-
-@dataclass(frozen=True)
-class ChainKey:
-    id: str
-    secret: bytes | None  # None: the legacy unkeyed SHA-256
-
-    def digest(self, message: str) -> str:
-        if self.secret is None:
-            return hashlib.sha256(message.encode("utf-8")).hexdigest()
-        return hmac.new(self.secret, message.encode("utf-8"), hashlib.sha256).hexdigest()
-
-    def __repr__(self) -> str:  # never the secret
-        return f"ChainKey({self.id!r})"
-
-
-LEGACY_KEY = ChainKey(LEGACY_KEY_ID, None)
 
 
 def parse_keys(value: str) -> list[ChainKey]:
@@ -72,33 +44,10 @@ def parse_keys(value: str) -> list[ChainKey]:
 
     Raises ImproperlyConfigured naming the problem, never the secret.
     """
-    keys: list[ChainKey] = []
-    for position, entry in enumerate(item.strip() for item in value.split(",")):
-        if not entry:
-            continue
-        key_id, sep, secret = entry.partition(":")
-        if not sep:
-            key_id, secret = "k" + hashlib.sha256(entry.encode()).hexdigest()[:8], entry
-        key_id = key_id.strip()
-        if (
-            not key_id
-            or len(key_id) > MAX_KEY_ID_CHARS
-            or key_id == LEGACY_KEY_ID
-            or not all(char.isalnum() or char in "-_." for char in key_id)
-        ):
-            raise ImproperlyConfigured(
-                f"AUDIT_CHAIN_KEY entry {position + 1}: the key id must be 1-{MAX_KEY_ID_CHARS} "
-                f"letters, digits, '-', '_' or '.' (and not {LEGACY_KEY_ID!r})."
-            )
-        if len(secret) < MIN_KEY_CHARS:
-            raise ImproperlyConfigured(
-                f"AUDIT_CHAIN_KEY entry {position + 1} ({key_id}): the key must be at least "
-                f"{MIN_KEY_CHARS} characters (manage.py generate_audit_chain_key makes one)."
-            )
-        if any(key.id == key_id for key in keys):
-            raise ImproperlyConfigured(f"AUDIT_CHAIN_KEY names key id {key_id!r} twice.")
-        keys.append(ChainKey(key_id, secret.encode("utf-8")))
-    return keys
+    try:
+        return records.parse_keys(value)
+    except records.KeyListError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
 
 
 def configured_keys() -> list[ChainKey]:
@@ -117,21 +66,7 @@ def signing_key() -> ChainKey:
 
 
 def keyring() -> dict[str, ChainKey]:
-    ring = {key.id: key for key in configured_keys()}
-    ring[LEGACY_KEY_ID] = LEGACY_KEY
-    return ring
-
-
-def canonical(values: dict[str, Any]) -> str:
-    row = {name: values[name] for name in HASHED_FIELDS}
-    row["created_at"] = values["created_at"].isoformat(timespec="microseconds")
-    return json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def compute_hash(prev_hash: str, values: dict[str, Any], key: ChainKey) -> str:
-    if key.secret is None:  # exactly the pre-keyed formula, so legacy rows still verify
-        return key.digest(prev_hash + canonical(values))
-    return key.digest(f"{key.id}\n{prev_hash}{canonical(values)}")
+    return records.ring_of(configured_keys())
 
 
 @dataclass(frozen=True)
@@ -154,7 +89,8 @@ def walk(
     """Walk events in id order; how many were checked, the first problem, the newest row.
 
     `legacy_until`: the newest event id legacy rows may have (the first checkpoint pinned
-    the legacy chain there); None: no limit yet.
+    the legacy chain there; 0: there is no checkpoint, so no legacy row is accepted); None: no
+    limit (only the keying migration, which pins the legacy chain, walks without one).
     """
     ring = keyring() if ring is None else ring
     expected_prev = GENESIS_HASH
@@ -189,7 +125,10 @@ def walk(
                 checked,
                 ChainProblem(
                     event.id,
-                    "it claims the legacy unkeyed hash after the chain was keyed "
+                    "it claims the legacy unkeyed hash but no signed checkpoint pins the "
+                    "legacy chain (rows rewritten as legacy, or the checkpoints deleted)"
+                    if legacy_until == 0 and not keyed
+                    else "it claims the legacy unkeyed hash after the chain was keyed "
                     "(rewritten or inserted)",
                 ),
                 last_id,

@@ -36,6 +36,44 @@ def grant_app_role(role: str, using: str = "default") -> None:
             cursor.execute(statement)
 
 
+def role_problems(using: str = "default") -> list[str]:
+    """What lets the connected role rewrite the audit tables behind the triggers' back.
+
+    A superuser or a member of the tables' owner can disable the triggers, or skip them with
+    `SET session_replication_role = replica` (superusers, and on PostgreSQL 15+ whoever was
+    granted SET on that parameter). Empty on other databases (see docs/security.md).
+    """
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return []
+    problems = []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user")
+        user, superuser = cursor.fetchone()
+        if superuser:
+            return [f"the database role {user!r} is a superuser"]
+        cursor.execute(
+            "SELECT c.relname FROM pg_class c "
+            "WHERE c.relname = ANY(%s) AND c.relnamespace = current_schema()::regnamespace "
+            "AND pg_has_role(current_user, c.relowner, 'USAGE') ORDER BY c.relname",
+            [list(APPEND_ONLY_TABLES)],
+        )
+        owned = [row[0] for row in cursor.fetchall()]
+        if owned:
+            problems.append(f"the database role {user!r} owns {', '.join(owned)}")
+        cursor.execute("SELECT current_setting('server_version_num')::int")
+        if cursor.fetchone()[0] >= 150000:  # SET privileges on parameters came in 15
+            cursor.execute(
+                "SELECT has_parameter_privilege(current_user, 'session_replication_role', 'SET')"
+            )
+            if cursor.fetchone()[0]:
+                problems.append(
+                    f"the database role {user!r} may SET session_replication_role "
+                    "(which skips the triggers)"
+                )
+    return problems
+
+
 def grant_after_migrate(sender: Any, using: str = "default", **kwargs: Any) -> None:
     """post_migrate: keep DATABASE_APP_ROLE's privileges in step with the tables."""
     role = settings.DATABASE_APP_ROLE

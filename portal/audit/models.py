@@ -51,7 +51,11 @@ class AuditCheckpoint(models.Model):
     A later verification that finds fewer events, or another hash at this event, reports the
     chain broken: that is how deleting the newest rows or truncating the table is caught.
     `mac` (HMAC under the chain key) stops anyone without the key from writing a checkpoint
-    that fits a rewritten log. Append-only like the events (PostgreSQL triggers).
+    that fits a rewritten log. Checkpoints chain too (version 2): each signs its number `seq`
+    and the previous checkpoint's id and MAC, so one deleted from the middle breaks the next,
+    and the copy outside the database (AUDIT_CHECKPOINT_FILE, the audit stream) shows the
+    newest ones deleted. Version 1 rows (from before the checkpoint chain) sign neither.
+    Append-only like the events (PostgreSQL triggers).
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -62,6 +66,11 @@ class AuditCheckpoint(models.Model):
     source = models.CharField(max_length=64, blank=True)
     key_id = models.CharField(max_length=32)
     mac = models.CharField(max_length=64)
+    # 1 is the default so that migration 0003, which writes an unchained one, stays as it was.
+    version = models.PositiveSmallIntegerField(default=1)
+    seq = models.PositiveBigIntegerField(null=True, blank=True)
+    prev_checkpoint_id = models.BigIntegerField(null=True, blank=True)
+    prev_mac = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["-id"]

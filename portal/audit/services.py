@@ -18,7 +18,8 @@ from portal.redaction import mask_secrets, redact_text
 _CHAIN_LOCK_KEY = 7_401_305_113
 
 
-def _lock_chain() -> None:
+def lock_chain() -> None:
+    """Serialise appends to the chain (events, and checkpoints) until the transaction ends."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
@@ -58,7 +59,7 @@ def record(
     values = {name: without_nul(value) for name, value in values.items()}
     key = signing_key()
     with transaction.atomic():
-        _lock_chain()
+        lock_chain()
         prev_hash = (
             AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
             or GENESIS_HASH

@@ -91,6 +91,10 @@ PRODUCTION = {
     "ALLOWED_HOSTS": "portal.example.com",
     "FIELD_ENCRYPTION_KEYS": "Z7v0bqVXc3L8RJd2f5m9gQq5bUq1ZkBl3sRr8uH1o2U=",
     "AUDIT_CHAIN_KEY": "prod1:" + "audit-chain-production-key-" * 2,
+    # PostgreSQL with the app's own role (check --deploy warns about SQLite and about a
+    # missing DATABASE_APP_ROLE); nothing connects to it.
+    "DATABASE_URL": "postgres://fleet_app@db.invalid:5432/fleet",
+    "DATABASE_APP_ROLE": "fleet_app",
 }
 
 
