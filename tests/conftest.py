@@ -173,34 +173,51 @@ PERSONAS = {
 }
 PERSONA_PASSWORD = "correct horse battery staple 42"
 
-# The main navigation each role sees, in order.
-_NAV_COMMON = [
-    "Dashboard",
-    "Alerts",
-    "Subscriptions",
-    "Users & sync",
-    "Jobs",
-    "Messages",
-    "Graph calls",
-]
+# The main navigation each role sees, in order (its groups' entries one after another).
 NAV_BY_ROLE = {
-    "viewer": [*_NAV_COMMON, "Settings"],
-    "support": [*_NAV_COMMON, "Verify", "Settings", "Audit log"],
-    "operator": [*_NAV_COMMON, "Verify", "Settings", "Audit log"],
-    "admin": [
-        *_NAV_COMMON,
-        "Verify",
+    "viewer": [
+        "Dashboard",
+        "Alerts",
+        "Subscriptions",
+        "Users & sync",
+        "Graph calls",
+        "Jobs",
+        "Messages",
         "Settings",
-        "Credentials",
-        "API tokens",
-        "People",
-        "Service clients",
-        "Event endpoints",
-        "Recovery",
+    ],
+    "support": [
+        "Dashboard",
+        "Alerts",
+        "Subscriptions",
+        "Users & sync",
+        "Graph calls",
+        "Verify",
+        "Jobs",
+        "Messages",
+        "Settings",
         "Audit log",
+    ],
+    "admin": [
+        "Dashboard",
+        "Alerts",
+        "Subscriptions",
+        "Users & sync",
+        "Graph calls",
+        "Verify",
+        "Credentials",
+        "Jobs",
+        "Recovery",
+        "Messages",
+        "Event endpoints",
+        "Service clients",
+        "API tokens",
+        "Settings",
+        "Audit log",
+        "People",
         "Django admin",
     ],
 }
+NAV_BY_ROLE["operator"] = NAV_BY_ROLE["support"]
 
 
 def make_persona(role: str):

@@ -11,15 +11,15 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from portal.access.actors import role_of
-from portal.console.navigation import visible_items
+from portal.console.navigation import visible_groups
 
 
 def navigation(request: HttpRequest) -> dict[str, Any]:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
-        return {"nav_items": [], "portal_role": "", "tenant_label": _tenant_label()}
+        return {"nav_groups": [], "portal_role": "", "tenant_label": _tenant_label()}
     return {
-        "nav_items": visible_items(user, request.path),
+        "nav_groups": visible_groups(user, request.path),
         "portal_role": role_of(user),
         "tenant_label": _tenant_label(),
     }

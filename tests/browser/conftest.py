@@ -120,3 +120,17 @@ def set_visibility(page, state: str) -> None:
     }""",
         state,
     )
+
+
+def open_nav_item(page, label: str) -> None:
+    """Go to a page through the main navigation as a person would: on a phone open the Menu,
+    then open the page's group (unless it is a plain link) and click the page."""
+    menu = page.locator("a.menu-toggle")
+    nav = page.get_by_role("navigation", name="Main")
+    if menu.is_visible() and not nav.is_visible():
+        menu.click()
+    link = nav.locator("a", has_text=re.compile(f"^{re.escape(label)}$"))
+    if not link.is_visible():
+        link.locator("xpath=ancestor::details[1]/summary").click()
+    link.click()
+    page.wait_for_load_state()

@@ -12,6 +12,7 @@ from integrations.graph_emulator.testing import RunningEmulator
 from integrations.microsoft import auth
 from integrations.microsoft.models import Credential
 from portal.audit.models import AuditEvent
+from tests.browser.conftest import open_nav_item
 from tests.conftest import PERSONAS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -51,9 +52,7 @@ def test_admin_connects_the_portal_to_another_tenant(
     graph_settings.PUBLIC_BASE_URL = live_server.url  # the checklist probes our receiver
     auth.app_token()  # the demo's secret is the active credential
     sign_in(PERSONAS["admin"])
-    page.get_by_role("navigation", name="Main").get_by_role(
-        "link", name="Credentials", exact=True
-    ).click()
+    open_nav_item(page, "Credentials")
     page.get_by_role("link", name="Connect a tenant").click()
     expect(page.get_by_role("heading", name="Connect a tenant", exact=True)).to_be_visible()
     screenshot("connect-tenant-form")

@@ -7,6 +7,7 @@ from playwright.sync_api import expect
 from integrations.microsoft import messaging
 from integrations.microsoft.models import OutboundMessage
 from portal.events.models import Event, EventEndpoint
+from tests.browser.conftest import open_nav_item
 from tests.conftest import PERSONAS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -26,7 +27,7 @@ def test_operator_finds_a_failed_message_and_resends_it(
         status="failed", last_error="Graph refused the recipient (ErrorInvalidRecipients)"
     )
     sign_in(PERSONAS["operator"])
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Messages").click()
+    open_nav_item(page, "Messages")
     expect(page.get_by_role("heading", name="Messages")).to_be_visible()
     expect(page.get_by_text("ErrorInvalidRecipients").first).to_be_visible()
     screenshot("messages-failed")
@@ -43,7 +44,7 @@ def test_admin_adds_an_event_endpoint_and_sees_its_secret_once(
     settings.DEBUG = True
     settings.EVENT_ENDPOINT_ALLOWED_NETWORKS = ["127.0.0.0/8"]
     sign_in(PERSONAS["admin"])
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Event endpoints").click()
+    open_nav_item(page, "Event endpoints")
     page.get_by_label("URL (https)").fill("http://127.0.0.1:9/hooks/m365")
     page.get_by_role("button", name="Add endpoint").click()
     expect(page.locator("#new-secret")).to_contain_text("whsec_")

@@ -14,13 +14,14 @@ from integrations.microsoft.models import GraphCall, SyncRun, SyncState
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
 from portal.runtime import registry
+from tests.browser.conftest import open_nav_item
 from tests.conftest import PERSONAS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def nav(page, label):
-    page.get_by_role("navigation", name="Main").get_by_role("link", name=label, exact=True).click()
+    open_nav_item(page, label)
 
 
 def find_in_audit_log(page, action):

@@ -6,6 +6,7 @@ from playwright.sync_api import expect
 from portal.audit.models import AuditEvent
 from portal.console.jobs_views import TYPED_CONFIRMATION_THRESHOLD
 from portal.jobs.models import Job
+from tests.browser.conftest import open_nav_item
 from tests.conftest import PERSONAS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -31,7 +32,7 @@ def test_support_retries_a_dead_job_and_finds_it_in_the_audit_log(
 ):
     job = make_dead(3)[0]
     sign_in(PERSONAS["support"])
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Jobs").click()
+    open_nav_item(page, "Jobs")
     expect(page.get_by_role("heading", name="Dead jobs")).to_be_visible()
     screenshot("jobs-dead")
     page.get_by_role("link", name=str(job.pk), exact=True).click()
@@ -40,7 +41,7 @@ def test_support_retries_a_dead_job_and_finds_it_in_the_audit_log(
     page.get_by_role("button", name="Retry now").click()
     expect(page.locator(".messages")).to_contain_text("queued again")
     assert Job.objects.get(pk=job.pk).status == Job.Status.PENDING
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit log").click()
+    open_nav_item(page, "Audit log")
     expect(page.locator("#results tbody tr").first).to_contain_text("job.retry")
 
 

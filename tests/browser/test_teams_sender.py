@@ -8,6 +8,7 @@ from playwright.sync_api import expect
 
 from integrations.microsoft import auth
 from integrations.microsoft.models import DelegatedAccount
+from tests.browser.conftest import open_nav_item
 from tests.conftest import PERSONAS
 from tests.integrations.microsoft import conftest as graph_fixtures
 
@@ -27,9 +28,7 @@ def browser_context_args(browser_context_args: dict) -> dict:
 
 def open_credentials(page, sign_in) -> None:
     sign_in(PERSONAS["admin"])
-    page.get_by_role("navigation", name="Main").get_by_role(
-        "link", name="Credentials", exact=True
-    ).click()
+    open_nav_item(page, "Credentials")
 
 
 def test_the_sender_signs_in_through_the_registered_redirect_uri(

@@ -55,7 +55,9 @@ def test_the_live_refresh_swaps_only_the_health_partial(client, vera_viewer):
 def test_navigation_shows_only_what_the_role_may_use(client, personas, role, visible, hidden):
     client.force_login(personas[role])
     labels = [
-        item["label"] for item in client.get(reverse("console:dashboard")).context["nav_items"]
+        item["label"]
+        for group in client.get(reverse("console:dashboard")).context["nav_groups"]
+        for item in group["items"]
     ]
     assert labels == visible
     assert not set(hidden) & set(labels)

@@ -1,0 +1,85 @@
+"""The console's frame at a laptop's 1280 x 800 and a phone's 390 x 844, for every role: the
+navigation is one row (laptop) or one Menu button (phone), nothing scrolls sideways, the current
+section is marked."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import open_nav_item
+from tests.conftest import NAV_BY_ROLE, PERSONAS
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+LAPTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+def assert_no_sideways_scroll(page) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= page.viewport_size["width"], f"{page.url} is {width} px wide"
+
+
+@pytest.mark.parametrize("role", list(PERSONAS))
+def test_the_navigation_is_one_row_at_1280(role, page, live_server, personas, sign_in, screenshot):
+    page.set_viewport_size(LAPTOP)
+    sign_in(PERSONAS[role])
+    nav = page.get_by_role("navigation", name="Main")
+    # Every entry is there (inside its group's menu), in the navigation's order.
+    expect(nav.locator("a")).to_have_text(NAV_BY_ROLE[role])
+    # One row: the whole bar is as tall as one line of buttons.
+    assert page.locator("header.topbar").bounding_box()["height"] <= 60
+    assert_no_sideways_scroll(page)
+    screenshot(f"frame-{role}-1280")
+
+    # Every page fits and marks its section.
+    for label in NAV_BY_ROLE[role]:
+        if label == "Django admin":
+            continue
+        open_nav_item(page, label)
+        current = nav.locator("[aria-current=page]")
+        expect(current).to_have_text(label)
+        assert page.locator("header.topbar").bounding_box()["height"] <= 60, label
+        assert_no_sideways_scroll(page)
+
+
+@pytest.mark.parametrize("role", list(PERSONAS))
+def test_a_phone_gets_one_menu_and_no_sideways_scroll(
+    role, page, live_server, personas, sign_in, screenshot
+):
+    page.set_viewport_size(PHONE)
+    sign_in(PERSONAS[role])
+    expect(page.get_by_role("navigation", name="Main")).to_be_hidden()
+    menu = page.get_by_role("link", name="Menu")
+    expect(menu).to_be_visible()
+    # The bar takes at most a sixth of the screen.
+    assert page.locator("header.topbar").bounding_box()["height"] <= 844 / 6
+    screenshot(f"frame-{role}-390")
+    for label in NAV_BY_ROLE[role]:
+        if label == "Django admin":
+            continue
+        open_nav_item(page, label)
+        assert_no_sideways_scroll(page)
+    open_nav_item(page, "Dashboard")
+    menu.click()
+    expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+    expect(menu).to_have_attribute("aria-expanded", "true")
+    screenshot(f"frame-{role}-390-menu")
+    assert_no_sideways_scroll(page)
+
+
+def test_the_menu_works_without_javascript(browser, live_server, personas):
+    context = browser.new_context(java_script_enabled=False, viewport=PHONE)
+    page = context.new_page()
+    page.goto(live_server.url + "/login/")
+    page.get_by_label("Username").fill(PERSONAS["operator"])
+    page.get_by_label("Password").fill("correct horse battery staple 42")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("link", name="Menu").click()
+    nav = page.get_by_role("navigation", name="Main")
+    expect(nav).to_be_visible()
+    nav.get_by_text("Integration").click()
+    nav.get_by_role("link", name="Graph calls").click()
+    expect(page.get_by_role("heading", name="Graph calls and rate limits")).to_be_visible()
+    context.close()
