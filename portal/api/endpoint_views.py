@@ -9,10 +9,12 @@ from django.http import HttpRequest, JsonResponse
 from django.utils.dateparse import parse_datetime
 
 from portal.access.actors import Actor
-from portal.api.framework import ApiError, api_endpoint, by_method
+from portal.api.framework import ApiError, Owned, api_endpoint, by_method
 from portal.events import push
 from portal.events.models import EventDelivery, EventEndpoint
 
+EVENT_ENDPOINT = Owned("event endpoint", "endpoint_id", push.visible_endpoints)
+EVENT_DELIVERY = Owned("delivery", "delivery_id", push.visible_deliveries)
 CREATE_SCHEMA = {
     "type": "object",
     "required": ["url"],
@@ -64,13 +66,6 @@ def delivery_json(delivery: EventDelivery) -> dict[str, Any]:
     }
 
 
-def _endpoint(endpoint_id: str) -> EventEndpoint:
-    try:
-        return push.get_endpoint(endpoint_id)
-    except push.EndpointError as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
-
-
 def _act(call: Any, *args: Any) -> Any:
     try:
         return call(*args)
@@ -92,7 +87,8 @@ def _act(call: Any, *args: Any) -> Any:
     "List event endpoints with their health and backlog.",
 )
 def endpoint_list(request: HttpRequest, actor: Actor, body: dict) -> dict[str, Any]:
-    return {"endpoints": [endpoint_json(e) for e in EventEndpoint.objects.order_by("id")]}
+    endpoints = push.visible_endpoints(actor).order_by("id")
+    return {"endpoints": [endpoint_json(e) for e in endpoints]}
 
 
 @api_endpoint(
@@ -136,11 +132,12 @@ endpoints_collection = by_method(get=endpoint_list, post=endpoint_create)
     "GET",
     "manage_event_endpoints",
     "One endpoint: health, backlog and its 50 latest deliveries.",
+    scope=EVENT_ENDPOINT,
 )
 def endpoint_detail(
     request: HttpRequest, actor: Actor, body: dict, endpoint_id: str
 ) -> dict[str, Any]:
-    return endpoint_json(_endpoint(endpoint_id), deliveries=True)
+    return endpoint_json(_act(push.get_endpoint, actor, endpoint_id), deliveries=True)
 
 
 @api_endpoint(
@@ -148,11 +145,11 @@ def endpoint_detail(
     "POST",
     "manage_event_endpoints",
     "Pause deliveries (events wait as the backlog).",
+    scope=EVENT_ENDPOINT,
 )
 def endpoint_pause(
     request: HttpRequest, actor: Actor, body: dict, endpoint_id: str
 ) -> dict[str, Any]:
-    _endpoint(endpoint_id)
     reason = body.get("reason", "")
     return endpoint_json(
         _act(push.pause_endpoint, actor, endpoint_id, reason if isinstance(reason, str) else "")
@@ -164,11 +161,11 @@ def endpoint_pause(
     "POST",
     "manage_event_endpoints",
     "Resume a paused endpoint or re-enable a disabled one (the backlog goes out).",
+    scope=EVENT_ENDPOINT,
 )
 def endpoint_resume(
     request: HttpRequest, actor: Actor, body: dict, endpoint_id: str
 ) -> dict[str, Any]:
-    _endpoint(endpoint_id)
     return endpoint_json(_act(push.resume_endpoint, actor, endpoint_id))
 
 
@@ -177,6 +174,7 @@ def endpoint_resume(
     "POST",
     "manage_event_endpoints",
     "A new signing secret (shown once); the old one also signs for `overlapHours`.",
+    scope=EVENT_ENDPOINT,
     request_body={
         "type": "object",
         "properties": {"overlapHours": {"type": "number", "minimum": 0, "maximum": 336}},
@@ -185,7 +183,6 @@ def endpoint_resume(
 def endpoint_rotate(
     request: HttpRequest, actor: Actor, body: dict, endpoint_id: str
 ) -> JsonResponse:
-    _endpoint(endpoint_id)
     overlap = body.get("overlapHours", 24)
     if isinstance(overlap, bool) or not isinstance(overlap, int | float):
         raise ApiError(
@@ -204,11 +201,11 @@ def endpoint_rotate(
     "POST",
     "manage_event_endpoints",
     "Send a test event to the endpoint.",
+    scope=EVENT_ENDPOINT,
 )
 def endpoint_test(
     request: HttpRequest, actor: Actor, body: dict, endpoint_id: str
 ) -> dict[str, Any]:
-    _endpoint(endpoint_id)
     return delivery_json(_act(push.send_test, actor, endpoint_id))
 
 
@@ -217,6 +214,7 @@ def endpoint_test(
     "POST",
     "manage_event_endpoints",
     "Send again every delivery made since a time (same webhook-ids).",
+    scope=EVENT_ENDPOINT,
     request_body={
         "type": "object",
         "required": ["since"],
@@ -226,7 +224,6 @@ def endpoint_test(
 def endpoint_replay(
     request: HttpRequest, actor: Actor, body: dict, endpoint_id: str
 ) -> dict[str, Any]:
-    _endpoint(endpoint_id)
     since = _since(body.get("since"))
     return {"replayed": _act(push.replay_since, actor, endpoint_id, since)}
 
@@ -236,6 +233,7 @@ def endpoint_replay(
     "POST",
     "manage_event_endpoints",
     "Send one delivery again (the same webhook-id and body, a new signature).",
+    scope=EVENT_DELIVERY,
     responses={"404": "no such delivery"},
 )
 def delivery_replay(

@@ -11,10 +11,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
@@ -60,6 +61,33 @@ def error_response(
     return response
 
 
+@dataclass(frozen=True)
+class Owned:
+    """A resource that principals own (event endpoints, their deliveries, messages).
+
+    `visible(actor)` is the resource's one scoping function: what that principal may see of
+    it. An endpoint declaring `scope=Owned(…)` answers 404 for an id outside it, as if the
+    resource did not exist (a foreign client learns nothing), before its view runs; the
+    services apply the same function to what they do.
+    """
+
+    noun: str  # for the 404's detail: "There is no <noun> <id>."
+    param: str  # the URL parameter that holds the id
+    visible: Callable[[Actor], QuerySet[Any]]
+
+    def require_visible(self, actor: Actor, value: Any) -> None:
+        raw = str(value)
+        pk = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else 0
+        if not pk or not self.visible(actor).filter(pk=pk).exists():
+            raise ApiError(404, "not_found", f"There is no {self.noun} {raw[:40]}.")
+
+
+# Shared by everyone whose role or scopes grant the endpoint's permission (jobs, bulk
+# operations, sync state): the role matrix alone decides.
+TENANT_WIDE: Literal["tenant-wide"] = "tenant-wide"
+Scope = Owned | Literal["tenant-wide"]
+
+
 @dataclass
 class Endpoint:
     path: str
@@ -72,6 +100,7 @@ class Endpoint:
     trusted_network: bool = False
     headers: dict[str, str] = field(default_factory=dict)
     max_body_bytes: int = MAX_BODY_BYTES
+    scope: Scope | None = None
 
 
 ENDPOINTS: list[Endpoint] = []
@@ -129,14 +158,25 @@ def api_endpoint(
     trusted_network: bool = False,
     headers: dict[str, str] | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    scope: Scope | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., HttpResponse]]:
     """Declare a JSON endpoint. The view gets (request, actor, body, **kwargs).
 
     With `trusted_network`, callers from API_TRUSTED_NETWORKS may call it without a token
     (the runbook's metrics curls do); everyone else needs a token.
+
+    An endpoint whose path names a resource (`{id}`) must say who may reach it: `scope` is the
+    resource's `Owned` scoping (404 outside what the principal may see) or TENANT_WIDE. Without
+    one the declaration fails at import, and the ownership walk fails on the URL.
     """
     if permission not in PERMISSIONS:
         raise ValueError(f"Unknown permission {permission!r}")
+    if "{" in path and scope is None:
+        raise ValueError(
+            f"{method} {path} names a resource: declare scope=Owned(...) or scope=TENANT_WIDE."
+        )
+    if isinstance(scope, Owned) and f"{{{_camel(scope.param)}}}" not in path:
+        raise ValueError(f"{method} {path} has no {{{_camel(scope.param)}}} for its scope.")
     ENDPOINTS.append(
         Endpoint(
             path,
@@ -149,6 +189,7 @@ def api_endpoint(
             trusted_network,
             headers or {},
             max_body_bytes,
+            scope,
         )
     )
 
@@ -167,6 +208,8 @@ def api_endpoint(
                 require(
                     actor, permission, action="api.call", target_type="url", target_id=request.path
                 )
+                if isinstance(scope, Owned):
+                    scope.require_visible(actor, kwargs[scope.param])
                 body = (
                     _read_json_body(request, max_body_bytes)
                     if method in {"POST", "PUT", "PATCH"}
@@ -184,6 +227,8 @@ def api_endpoint(
         wrapped.required_permission = permission  # type: ignore[attr-defined]
         wrapped.api_endpoint = True  # type: ignore[attr-defined]
         wrapped.trusted_network = trusted_network  # type: ignore[attr-defined]
+        # What each method may reach (the ownership walk reads it, as by_method's).
+        wrapped.method_scopes = {method: scope}  # type: ignore[attr-defined]
         return wrapped
 
     return decorator
@@ -220,9 +265,19 @@ def by_method(**views: Callable[..., HttpResponse]) -> Callable[..., HttpRespons
         method: view.required_permission  # type: ignore[attr-defined]
         for method, view in methods.items()
     }
+    dispatch.method_scopes = {  # type: ignore[attr-defined]
+        method: view.method_scopes[method]  # type: ignore[attr-defined]
+        for method, view in methods.items()
+    }
     dispatch.api_endpoint = True  # type: ignore[attr-defined]
     dispatch.trusted_network = False  # type: ignore[attr-defined]
     return dispatch
+
+
+def _camel(name: str) -> str:
+    """endpoint_id -> endpointId: the URL pattern's parameter as the OpenAPI path names it."""
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 def _authenticate(request: HttpRequest, trusted_network: bool) -> Actor:

@@ -9,10 +9,11 @@ from django.http import HttpRequest, JsonResponse
 from portal.access.actors import Actor
 from portal.api import idempotency
 from portal.api import messages as service
-from portal.api.framework import ApiError, api_endpoint, by_method
+from portal.api.framework import ApiError, Owned, api_endpoint, by_method
 from portal.api.views import int_param
 
 MAX_PAGE = 200
+MESSAGE = Owned("message", "message_id", service.visible_messages)
 SEND_SCHEMA: dict[str, Any] = {
     "oneOf": [
         {
@@ -135,6 +136,7 @@ messages_collection = by_method(get=list_messages, post=send_message)
     "view_messages",
     "One message: status, attempts, last error, Graph ids, timestamps.",
     responses={"404": "no such message (or not this client's)"},
+    scope=MESSAGE,
 )
 def message_detail(
     request: HttpRequest, actor: Actor, body: dict, message_id: str
@@ -148,6 +150,7 @@ def message_detail(
     "send_messages",
     "Cancel a message that has not been sent yet.",
     responses={"404": "no such message", "409": "sent, being sent, or possibly sent already"},
+    scope=MESSAGE,
 )
 def message_cancel(
     request: HttpRequest, actor: Actor, body: dict, message_id: str

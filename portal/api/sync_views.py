@@ -12,7 +12,7 @@ from django.utils import timezone
 from integrations.microsoft import diagnosis, sync
 from integrations.microsoft.models import GraphCall, MonitoredUser, ResourceKind, SyncRun, SyncState
 from portal.access.actors import Actor
-from portal.api.framework import ApiError, api_endpoint
+from portal.api.framework import TENANT_WIDE, ApiError, api_endpoint
 
 KINDS = [kind.value for kind in ResourceKind]
 SYNC_BODY = {
@@ -108,6 +108,7 @@ def _seconds_since(moment: Any) -> int | None:
     "GET",
     "view_console",
     "A user's sync state for one resource type, with its last runs.",
+    scope=TENANT_WIDE,
 )
 def sync_state(
     request: HttpRequest, actor: Actor, body: dict, user_id: str, resource_type: str
@@ -234,6 +235,7 @@ def metrics_graph(request: HttpRequest, actor: Actor, body: dict) -> dict[str, A
     "Why isn't this user syncing? A plain-language diagnosis and the user's timeline "
     "(subscriptions, notifications, runs, jobs, 429s; operators' actions with view_audit).",
     query={"window": f"one of {', '.join(diagnosis.TIMELINE_WINDOWS)} (default 24h)"},
+    scope=TENANT_WIDE,
 )
 def sync_diagnosis(request: HttpRequest, actor: Actor, body: dict, user_id: str) -> dict[str, Any]:
     user = find_user(user_id)

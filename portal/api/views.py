@@ -12,7 +12,7 @@ from integrations.microsoft.models import NotificationInbox
 from portal.access.actors import Actor
 from portal.access.decorators import public
 from portal.alerts import measurements
-from portal.api.framework import ENDPOINTS, ApiError, api_endpoint
+from portal.api.framework import ENDPOINTS, TENANT_WIDE, ApiError, api_endpoint
 from portal.jobs import services as job_services
 from portal.jobs.models import BulkOperation, Job
 from portal.jobs.services import JobActionError, JobFilter
@@ -96,6 +96,7 @@ def dead_letter(request: HttpRequest, actor: Actor, body: dict) -> dict[str, Any
         "404": "no such job",
         "409": "the job is not in a retryable state",
     },
+    scope=TENANT_WIDE,
 )
 def retry_one(request: HttpRequest, actor: Actor, body: dict, job_id: str) -> dict[str, Any]:
     if not job_id.isdigit() or not Job.objects.filter(pk=int(job_id)).exists():
@@ -159,7 +160,11 @@ def retry_all(request: HttpRequest, actor: Actor, body: dict) -> Any:
 
 
 @api_endpoint(
-    "/api/queue/operations/{operationId}", "GET", "view_console", "Progress of a bulk operation."
+    "/api/queue/operations/{operationId}",
+    "GET",
+    "view_console",
+    "Progress of a bulk operation.",
+    scope=TENANT_WIDE,
 )
 def operation_status(
     request: HttpRequest, actor: Actor, body: dict, operation_id: int

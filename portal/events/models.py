@@ -85,6 +85,16 @@ class EventEndpoint(models.Model):
     last_failure_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.CharField(max_length=150, blank=True)
+    # Who owns it: the service client that made it through the API, or (null) the console,
+    # for endpoints people made. A client sees and acts on its own endpoints only
+    # (push.visible_endpoints); people see them all. PROTECT: clients are revoked, not deleted.
+    owner_client = models.ForeignKey(
+        "access.ServiceClient",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="event_endpoints",
+    )
 
     objects = EventEndpointQuerySet.as_manager()
 
@@ -93,6 +103,11 @@ class EventEndpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.url} ({self.state})"
+
+    @property
+    def owner_label(self) -> str:
+        """ "console", or the owning client as created_by fields name it (client:<name>)."""
+        return self.owner_client.actor_name if self.owner_client is not None else "console"
 
     def wants(self, event_type: str) -> bool:
         return not self.event_types or event_type in self.event_types

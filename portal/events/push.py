@@ -26,6 +26,7 @@ from typing import Any
 import urllib3
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from standardwebhooks import Webhook
 
@@ -64,16 +65,36 @@ def new_secret() -> str:
 # --------------------------------------------------------------------------- management
 
 
-def _get(endpoint_id: Any, *, lock: bool = False) -> EventEndpoint:
-    queryset = EventEndpoint.objects.select_for_update() if lock else EventEndpoint.objects
+def visible_endpoints(actor: Actor) -> QuerySet[EventEndpoint]:
+    """What `actor` may see and act on: a service client its own endpoints; people (the
+    console, their API tokens) and the system every endpoint. The one scoping rule of every
+    list, detail, action, delivery history and replay."""
+    if actor.kind == "client":
+        if actor.client is None:
+            return EventEndpoint.objects.none()
+        return EventEndpoint.objects.filter(owner_client=actor.client)
+    return EventEndpoint.objects.all()
+
+
+def visible_deliveries(actor: Actor) -> QuerySet[EventDelivery]:
+    """The deliveries of the endpoints `actor` may see."""
+    if actor.kind == "client":
+        return EventDelivery.objects.filter(endpoint__in=visible_endpoints(actor))
+    return EventDelivery.objects.all()
+
+
+def _get(actor: Actor, endpoint_id: Any, *, lock: bool = False) -> EventEndpoint:
+    queryset = visible_endpoints(actor)
+    if lock:
+        queryset = queryset.select_for_update()
     try:
         return queryset.get(pk=int(endpoint_id))
     except (EventEndpoint.DoesNotExist, TypeError, ValueError):
         raise EndpointError(f"There is no event endpoint {endpoint_id}.") from None
 
 
-def get_endpoint(endpoint_id: Any) -> EventEndpoint:
-    return _get(endpoint_id)
+def get_endpoint(actor: Actor, endpoint_id: Any) -> EventEndpoint:
+    return _get(actor, endpoint_id)
 
 
 def _validate(url: str, event_types: list[str] | str) -> tuple[str, list[str]]:
@@ -117,13 +138,14 @@ def create_endpoint(
             secret_encrypted=encrypt(secret),
             cursor=cursor,
             created_by=actor.name[:150],
+            owner_client=actor.client,
         )
         record(
             "event_endpoint.create",
             actor=actor,
             target_type="event_endpoint",
             target_id=endpoint.pk,
-            params={"url": url, "event_types": types or "all"},
+            params={"url": url, "event_types": types or "all", "owner": endpoint.owner_label},
         )
     return endpoint, secret
 
@@ -139,7 +161,7 @@ def _set_state(
         target_id=endpoint_id,
     )
     with transaction.atomic():
-        endpoint = _get(endpoint_id, lock=True)
+        endpoint = _get(actor, endpoint_id, lock=True)
         before = endpoint.state
         fields: dict[str, Any] = {"state": state, "state_reason": reason[:300]}
         if state == EventEndpoint.State.ACTIVE:
@@ -189,7 +211,7 @@ def rotate_secret(
         raise EndpointError("The overlap must be between 0 and 336 hours.")
     secret = new_secret()
     with transaction.atomic():
-        endpoint = _get(endpoint_id, lock=True)
+        endpoint = _get(actor, endpoint_id, lock=True)
         until = timezone.now() + timedelta(hours=overlap_hours)
         EventEndpoint.objects.filter(pk=endpoint.pk).update(
             secret_encrypted=encrypt(secret),
@@ -216,7 +238,7 @@ def delete_endpoint(actor: Actor, endpoint_id: Any) -> None:
         target_id=endpoint_id,
     )
     with transaction.atomic():
-        endpoint = _get(endpoint_id, lock=True)
+        endpoint = _get(actor, endpoint_id, lock=True)
         record(
             "event_endpoint.delete",
             actor=actor,
@@ -237,7 +259,7 @@ def send_test(actor: Actor, endpoint_id: Any) -> EventDelivery:
         target_id=endpoint_id,
     )
     with transaction.atomic():
-        endpoint = _get(endpoint_id)
+        endpoint = _get(actor, endpoint_id)
         now = timezone.now()
         event = {
             "id": f"test-{uuid.uuid4().hex[:12]}",
@@ -271,7 +293,7 @@ def replay_delivery(actor: Actor, delivery_id: Any) -> EventDelivery:
     )
     with transaction.atomic():
         try:
-            delivery = EventDelivery.objects.select_for_update().get(pk=int(delivery_id))
+            delivery = visible_deliveries(actor).select_for_update().get(pk=int(delivery_id))
         except (EventDelivery.DoesNotExist, TypeError, ValueError):
             raise EndpointError(f"There is no delivery {delivery_id}.") from None
         if delivery.status == EventDelivery.Status.PENDING and delivery.attempts == 0:
@@ -297,7 +319,7 @@ def replay_since(actor: Actor, endpoint_id: Any, since: datetime) -> int:
         target_id=endpoint_id,
     )
     with transaction.atomic():
-        endpoint = _get(endpoint_id, lock=True)
+        endpoint = _get(actor, endpoint_id, lock=True)
         deliveries = list(
             EventDelivery.objects.select_for_update()
             .filter(endpoint=endpoint, created_at__gte=since, is_test=False)
