@@ -211,6 +211,12 @@ OTP_TOTP_ISSUER = "Fleet Graph Portal"
 
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+# Failed sign-ins (any usernames, and refused Microsoft sign-in answers) per client address in
+# each LOGIN_COOLOFF_MINUTES window, before that address must wait for the next window
+# (portal/access/credential_limits.py): above the per-username limit, so it stops spraying.
+LOGIN_ADDRESS_FAILURE_LIMIT = env_int(
+    "LOGIN_ADDRESS_FAILURE_LIMIT", max(30, AXES_FAILURE_LIMIT + 1), minimum=AXES_FAILURE_LIMIT + 1
+)
 # Per username and the client's real address (behind a proxy too), never per proxy.
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_CLIENT_IP_CALLABLE = "portal.access.addresses.client_ip"

@@ -1,15 +1,22 @@
-"""Rate limits for refused credentials (bad bearer tokens), shared by every API entry point.
+"""Rate limits for refused credentials, the one home of the portal's per-source counters.
 
-Each refused credential is counted under the caller's address (as portal/access/addresses.py
-resolves it) and under the token's public prefix, in fixed windows of
-API_AUTH_FAILURE_WINDOW_SECONDS. Past API_AUTH_FAILURE_LIMIT failures in a window:
+Two budgets, each counted per source in fixed windows, one CredentialFailure row per (scope,
+key, window):
 
-- the address is refused before its credential is even looked at (429 + Retry-After);
-- failures for the prefix are answered 429 too, but the right token with that prefix still
-  works, so nobody can lock a service client out by knowing its (non-secret) prefix.
+- API: each refused bearer token is counted under the caller's address (as
+  portal/access/addresses.py resolves it) and under the token's public prefix, in windows of
+  API_AUTH_FAILURE_WINDOW_SECONDS. Past API_AUTH_FAILURE_LIMIT failures in a window the
+  address is refused before its credential is even looked at (429 + Retry-After); failures
+  for the prefix are answered 429 too, but the right token with that prefix still works, so
+  nobody can lock a service client out by knowing its (non-secret) prefix.
+- Sign-in: each failed password sign-in (whatever the username) and each refused "Sign in
+  with Microsoft" callback is counted under the caller's address, in windows of
+  LOGIN_COOLOFF_MINUTES. Past LOGIN_ADDRESS_FAILURE_LIMIT the address may not try again until
+  the window ends, with any username and even the right password: password spraying (one
+  password over many usernames) never reaches django-axes' per-username-and-address lockout.
 
-The counter rows (CredentialFailure) are the record: one counted event per source and window
-instead of one hash-chained audit row per attempt.
+The counter rows are the record: one counted event per source and window instead of one
+hash-chained audit row per attempt, so an unauthenticated caller cannot grow the audit log.
 
 Why the database and not Django's cache: the cache here is the default per-process LocMem
 (Redis is optional in this deployment), so each gunicorn worker in each pod would count on
@@ -53,9 +60,8 @@ def address_key(request: HttpRequest) -> str:
     return str(address)
 
 
-def _window(now: datetime) -> tuple[datetime, int]:
-    """(start of the current window, seconds until it ends)."""
-    size = settings.API_AUTH_FAILURE_WINDOW_SECONDS
+def _window(now: datetime, size: int) -> tuple[datetime, int]:
+    """(start of the current `size`-second window, seconds until it ends)."""
     epoch = now.timestamp()
     start = math.floor(epoch / size) * size
     return datetime.fromtimestamp(start, tz=now.tzinfo), max(1, math.ceil(start + size - epoch))
@@ -110,18 +116,16 @@ def _failures(scope: str, key: str, window_start: datetime) -> int:
     )
 
 
-def wait_before_trying(request: HttpRequest) -> int:
-    """Seconds this caller's address must wait before presenting a credential (0: go ahead).
-
-    A refusal is counted on the address's row, so the burst's size stays visible.
-    """
+def _wait(request: HttpRequest, scope: str, limit: int, window_seconds: int) -> int:
+    """Seconds the caller's address must wait (0: go ahead); a refusal is counted on the
+    address's row, so the burst's size stays visible."""
     now = timezone.now()
-    start, remaining = _window(now)
+    start, remaining = _window(now, window_seconds)
     key = address_key(request)
-    if _failures(Scope.ADDRESS, key, start) < settings.API_AUTH_FAILURE_LIMIT:
+    if _failures(scope, key, start) < limit:
         return 0
     _count(
-        Scope.ADDRESS,
+        scope,
         key,
         start,
         now,
@@ -133,6 +137,45 @@ def wait_before_trying(request: HttpRequest) -> int:
     return remaining
 
 
+def wait_before_trying(request: HttpRequest) -> int:
+    """Seconds this caller's address must wait before presenting an API credential (0: go
+    ahead)."""
+    return _wait(
+        request,
+        Scope.ADDRESS,
+        settings.API_AUTH_FAILURE_LIMIT,
+        settings.API_AUTH_FAILURE_WINDOW_SECONDS,
+    )
+
+
+def _sign_in_window_seconds() -> int:
+    return int(settings.AXES_COOLOFF_TIME.total_seconds())
+
+
+def wait_before_signing_in(request: HttpRequest) -> int:
+    """Seconds this caller's address must wait before it may try to sign in again (0: go
+    ahead): LOGIN_ADDRESS_FAILURE_LIMIT failed sign-ins in the current window."""
+    return _wait(
+        request, Scope.SIGN_IN, settings.LOGIN_ADDRESS_FAILURE_LIMIT, _sign_in_window_seconds()
+    )
+
+
+def record_sign_in_failure(request: HttpRequest, *, reason: str) -> None:
+    """Count a failed password sign-in or a refused SSO callback under the caller's address."""
+    now = timezone.now()
+    start, _ = _window(now, _sign_in_window_seconds())
+    _count(
+        Scope.SIGN_IN,
+        address_key(request),
+        start,
+        now,
+        refused=False,
+        reason=reason,
+        path=request.path,
+        address=client_ip(request),
+    )
+
+
 def record_failure(request: HttpRequest, *, token_prefix: str | None, reason: str) -> int:
     """Count a refused (or missing) credential under the address and the token's prefix.
 
@@ -142,7 +185,7 @@ def record_failure(request: HttpRequest, *, token_prefix: str | None, reason: st
     limit (answer 429), else 0 (answer 401).
     """
     now = timezone.now()
-    start, remaining = _window(now)
+    start, remaining = _window(now, settings.API_AUTH_FAILURE_WINDOW_SECONDS)
     limit = settings.API_AUTH_FAILURE_LIMIT
     common = {
         "refused": False,

@@ -73,11 +73,14 @@ class CredentialFailure(models.Model):
     One row per (scope, key, window), counted up, instead of one audit row per attempt: an
     unauthenticated caller must not be able to grow the append-only audit log.
     `key` is the client's address (IPv6 by /64) or a token's public prefix, never a secret.
+    ADDRESS and TOKEN_PREFIX count refused API credentials; SIGN_IN counts failed sign-ins
+    (passwords, "Sign in with Microsoft" callbacks) per address.
     """
 
     class Scope(models.TextChoices):
-        ADDRESS = "address", "Client address"
-        TOKEN_PREFIX = "token_prefix", "Token prefix"
+        ADDRESS = "address", "API client address"
+        TOKEN_PREFIX = "token_prefix", "API token prefix"
+        SIGN_IN = "sign_in", "Sign-in address"
 
     scope = models.CharField(max_length=16, choices=Scope.choices)
     key = models.CharField(max_length=64)

@@ -1,15 +1,17 @@
-"""Sign-in bookkeeping: the last sign-in and its method; break-glass sign-ins raise an alert."""
+"""Sign-in bookkeeping: the last sign-in and its method; break-glass sign-ins raise an alert;
+failed sign-ins count against the caller's address (credential_limits)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.signals import user_logged_in
+from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.db import transaction
 from django.dispatch import Signal, receiver
 from django.utils import timezone
 
+from portal.access import credential_limits
 from portal.access.actors import Actor
 from portal.access.backends import is_break_glass
 from portal.access.models import LastSignIn
@@ -44,3 +46,9 @@ def remember_sign_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> Non
             reason="break-glass account signed in with its password",
         )
         transaction.on_commit(lambda: break_glass_used.send(sender=LastSignIn, user=user))
+
+
+@receiver(user_login_failed)
+def count_failed_sign_in(sender: Any, credentials: dict, request: Any = None, **kwargs: Any) -> None:
+    if request is not None:
+        credential_limits.record_sign_in_failure(request, reason="wrong username or password")

@@ -250,10 +250,19 @@ def _first_line(text: Any) -> str:
 
 def complete(request: HttpRequest) -> SignedIn:
     """Finish a sign-in from the redirect's query. Returns who signed in (not yet logged in:
-    the view does that). Raises SignInRefused, audited."""
+    the view does that). Raises SignInRefused, audited when this session had started a
+    sign-in: an answer nobody waits for is anyone's request, and the view counts it instead
+    (an unauthenticated caller must not grow the audit log)."""
+    pending = request.session.pop(FLOW_KEY, None)
+    if not pending:
+        raise SignInRefused(
+            "This sign-in link was already used or has expired. Start again from the sign-in page.",
+            reason="no sign-in pending in this session (state replay, or the session expired)",
+            status=400,
+        )
     actor = Actor.from_request(request)
     try:
-        return _complete(request)
+        return _complete(request, pending)
     except SignInRefused as refused:
         who = refused.user
         if who is not None:
@@ -277,14 +286,7 @@ def complete(request: HttpRequest) -> SignedIn:
         raise
 
 
-def _complete(request: HttpRequest) -> SignedIn:
-    pending = request.session.pop(FLOW_KEY, None)
-    if not pending:
-        raise SignInRefused(
-            "This sign-in link was already used or has expired. Start again from the sign-in page.",
-            reason="no sign-in pending in this session (state replay, or the session expired)",
-            status=400,
-        )
+def _complete(request: HttpRequest, pending: dict[str, Any]) -> SignedIn:
     query = request.GET.dict()
     if query.get("error"):
         raise SignInRefused(

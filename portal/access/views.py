@@ -12,7 +12,7 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 
-from portal.access import mfa, sso
+from portal.access import credential_limits, mfa, sso
 from portal.access.backends import is_break_glass, password_allowed
 from portal.access.decorators import public
 from portal.access.sso import entra_mfa_trusted
@@ -92,22 +92,42 @@ SSO_ONLY_MESSAGE = (
 
 
 class PortalAuthenticationForm(AuthenticationForm):
-    """Username + password, refused up front (with the reason) where SSO owns the account."""
+    """Username + password. With SSO_ONLY, refused up front for every name but the
+    break-glass accounts (whether the name exists or not). Otherwise a Microsoft sign-in
+    account fails like a wrong password: the form never tells apart a name that signs in
+    with Microsoft from one nobody has, and it costs the same password hash."""
 
     def clean(self) -> dict:
         username = (self.cleaned_data.get("username") or "").strip()
-        if username and settings.SSO_ENABLED:
+        if username and settings.SSO_ENABLED and settings.SSO_ONLY:
             account = get_user_model().objects.filter(username__iexact=username).first()
-            if account is not None and not password_allowed(account):
-                raise forms.ValidationError(SSO_ONLY_MESSAGE, code="sso_only")
-            if account is None and settings.SSO_ONLY and not is_break_glass(username):
+            allowed = password_allowed(account) if account else is_break_glass(username)
+            if not allowed:
                 raise forms.ValidationError(SSO_ONLY_MESSAGE, code="sso_only")
         return super().clean()
+
+
+def too_many_sign_ins(request: HttpRequest, wait: int) -> HttpResponse:
+    """429 for an address past LOGIN_ADDRESS_FAILURE_LIMIT (its attempt was not looked at)."""
+    response = render(
+        request,
+        "registration/too_many_sign_ins.html",
+        {"minutes": max(1, -(-wait // 60))},
+        status=429,
+    )
+    response["Retry-After"] = str(wait)
+    return response
 
 
 class PortalLoginView(LoginView):
     authentication_form = PortalAuthenticationForm
     redirect_authenticated_user = True
+
+    def post(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        wait = credential_limits.wait_before_signing_in(request)
+        if wait:
+            return too_many_sign_ins(request, wait)
+        return super().post(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs: object) -> dict:
         context = super().get_context_data(**kwargs)
@@ -150,9 +170,16 @@ def sign_in_with_microsoft_callback(request: HttpRequest) -> HttpResponse:
             {"message": "Sign-in with Microsoft is not switched on here."},
             status=404,
         )
+    # Refused answers are counted per address, with the password failures: past the limit
+    # the callback is not even looked at (nor audited).
+    wait = credential_limits.wait_before_signing_in(request)
+    if wait:
+        return too_many_sign_ins(request, wait)
     try:
         signed = sso.complete(request)
     except sso.SignInRefused as refused:
+        if refused.status < 500:  # the portal's own trouble (503) is nobody's attempt
+            credential_limits.record_sign_in_failure(request, reason="Microsoft sign-in refused")
         return _refused(request, refused)
     sso.log_in(request, signed)
     target = (

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from axes.signals import user_locked_out
+from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.dispatch import receiver
 
@@ -24,6 +25,12 @@ def _anonymous_actor(request: Any, username: str) -> Actor:
         user_agent=base.user_agent,
         request_id=base.request_id,
     )
+
+
+def _is_account(username: str) -> bool:
+    """Failures for names nobody has are only counted, per address (portal.access.signals):
+    an unauthenticated caller must not grow the audit log by inventing usernames."""
+    return bool(username) and get_user_model().objects.filter(username__iexact=username).exists()
 
 
 @receiver(user_logged_in)
@@ -56,6 +63,8 @@ def audit_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
 @receiver(user_login_failed)
 def audit_login_failed(sender: Any, credentials: dict, request: Any = None, **kwargs: Any) -> None:
     username = str(credentials.get("username", ""))
+    if not _is_account(username):
+        return
     record(
         "auth.login",
         actor=_anonymous_actor(request, username),
@@ -70,6 +79,8 @@ def audit_login_failed(sender: Any, credentials: dict, request: Any = None, **kw
 def audit_lockout(
     sender: Any, request: Any, username: str = "", ip_address: str = "", **kwargs: Any
 ) -> None:
+    if not _is_account(username or ""):
+        return
     record(
         "auth.lockout",
         actor=_anonymous_actor(request, username or ""),

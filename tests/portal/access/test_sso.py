@@ -12,7 +12,7 @@ from django.contrib.auth.models import Group
 
 from portal.access import sso
 from portal.access.actors import Actor, role_of
-from portal.access.models import EntraAccount, LastSignIn
+from portal.access.models import CredentialFailure, EntraAccount, LastSignIn
 from portal.access.tasks import recheck_entra_accounts
 from portal.access.users import UserError, set_role
 from portal.alerts.models import Alert
@@ -138,7 +138,10 @@ def test_replaying_the_callback_is_refused(client, emulator, sso_settings):
     replay = client.get(f"{back.path}?{back.query}")
     assert replay.status_code == 400 and b"already used or has expired" in replay.content
     assert signed_in_user(client) is None
-    assert "state replay" in events("auth.sso", outcome="denied")[-1].reason
+    # Nothing was pending in this session: counted against the address, not audited.
+    assert not events("auth.sso", outcome="denied")
+    counted = CredentialFailure.objects.get(scope=CredentialFailure.Scope.SIGN_IN)
+    assert counted.count == 1 and counted.last_path == back.path
 
 
 def test_an_answer_for_another_sign_in_is_refused(client, emulator, sso_settings):
@@ -270,7 +273,8 @@ def test_sso_users_cannot_use_a_password_even_without_sso_only(client, emulator,
     user.save()
     client.logout()
     response = _password_login(client, user.username)
-    assert b"break-glass accounts only" in response.content
+    # The answer a wrong password gets (it never says the name signs in with Microsoft).
+    assert b"Wrong username or password. Accounts that sign in with Microsoft" in response.content
     assert signed_in_user(client) is None
 
 
@@ -321,7 +325,9 @@ def test_garbage_at_the_callback_is_a_clear_refusal_never_a_500(
     response = client.get(f"/login/microsoft/callback?{query}")
     assert response.status_code in (400, 403), response.content[:300]
     assert signed_in_user(client) is None
-    assert events("auth.sso", outcome="denied")
+    # Audited only when this session had started a sign-in; counted either way.
+    assert bool(events("auth.sso", outcome="denied")) == pending
+    assert CredentialFailure.objects.get(scope=CredentialFailure.Scope.SIGN_IN).count == 1
 
 
 # ------------------------------------------------------------------ people with API tokens
