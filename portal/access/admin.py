@@ -37,7 +37,7 @@ class TOTPDeviceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(CredentialFailure)
 class CredentialFailureAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    """Refused API credentials, one counted row per source and window."""
+    """Refused API credentials and failed sign-ins, one counted row per source and window."""
 
     list_display = (
         "window_start",

@@ -49,6 +49,8 @@ def remember_sign_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> Non
 
 
 @receiver(user_login_failed)
-def count_failed_sign_in(sender: Any, credentials: dict, request: Any = None, **kwargs: Any) -> None:
+def count_failed_sign_in(
+    sender: Any, credentials: dict, request: Any = None, **kwargs: Any
+) -> None:
     if request is not None:
         credential_limits.record_sign_in_failure(request, reason="wrong username or password")

@@ -31,7 +31,10 @@ PROXY = "10.0.0.5"
 
 def sign_in(client, username, password, address=SPRAYER, **headers):
     return client.post(
-        reverse("login"), {"username": username, "password": password}, REMOTE_ADDR=address, **headers
+        reverse("login"),
+        {"username": username, "password": password},
+        REMOTE_ADDR=address,
+        **headers,
     )
 
 
@@ -132,9 +135,7 @@ def test_an_address_limit_at_or_below_the_per_user_limit_stops_start_up():
 # --- the SSO callback --------------------------------------------------------------------------
 
 
-def test_callbacks_without_a_pending_sign_in_are_counted_not_audited_and_limited(
-    client, settings
-):
+def test_callbacks_without_a_pending_sign_in_are_counted_not_audited_and_limited(client, settings):
     settings.SSO_ENABLED = True
     limit = settings.LOGIN_ADDRESS_FAILURE_LIMIT
     answers = [
