@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from integrations.microsoft.models import (
     Credential,
     GraphCall,
+    NotificationAnswers,
     NotificationInbox,
     OutboundMessage,
     Subscription,
@@ -181,6 +182,19 @@ class PortalCollector(Collector):
         )
         oldest.add_metric([], NotificationInbox.objects.oldest_pending_seconds() or 0)
         yield oldest
+        answers = NotificationAnswers.objects.figures()
+        answered = GaugeMetricFamily(
+            "fleet_notification_answers_last_ten_minutes",
+            "Notification requests the receiver answered in the last 10 minutes",
+        )
+        answered.add_metric([], answers.answered)
+        yield answered
+        slow = GaugeMetricFamily(
+            "fleet_notification_answers_slow_last_ten_minutes",
+            "Of those, answered slower than NOTIFICATION_SLOW_ANSWER_SECONDS",
+        )
+        slow.add_metric([], answers.slow)
+        yield slow
         invalid = GaugeMetricFamily(
             "fleet_notifications_rejected_today",
             "Notifications refused today (unknown subscription, wrong clientState)",
@@ -210,6 +224,18 @@ class PortalCollector(Collector):
         if soonest is not None:
             expiry.add_metric([], soonest)
         yield expiry
+        missing = GaugeMetricFamily(
+            "fleet_subscriptions_missing",
+            "Subscriptions Graph no longer has that are not recreated yet",
+        )
+        missing.add_metric([], Subscription.objects.missing().count())
+        yield missing
+        longest = GaugeMetricFamily(
+            "fleet_subscription_missing_longest_seconds",
+            "How long the longest-missing subscription has been missing in Graph (0: none)",
+        )
+        longest.add_metric([], Subscription.objects.longest_missing_seconds() or 0)
+        yield longest
 
     def _sync(self) -> Iterator[GaugeMetricFamily]:
         lag = GaugeMetricFamily(

@@ -388,6 +388,10 @@ WEBHOOK_MAX_VALIDATION_TOKEN_CHARS = env_int("WEBHOOK_MAX_VALIDATION_TOKEN_CHARS
 # The receiver caches each subscription's decrypted clientState this long per process (a
 # deleted subscription's notifications are dropped by the insert's join meanwhile).
 WEBHOOK_SUBSCRIPTION_CACHE_SECONDS = env_int("WEBHOOK_SUBSCRIPTION_CACHE_SECONDS", 30, minimum=0)
+# A notification request answered slower than this counts as slow. Graph delays an endpoint
+# whose answers are slow more than 10 % of the time in 10 minutes and drops its notifications
+# past 15 % (its docs have said both 2.9 s and 10 s for "slow"; warn early).
+NOTIFICATION_SLOW_ANSWER_SECONDS = env_float("NOTIFICATION_SLOW_ANSWER_SECONDS", 2.9, minimum=0.001)
 # The inbox drain (`manage.py drain_inbox`): rows per transaction, and how long it waits for a
 # wake-up before it looks anyway (PostgreSQL wakes it with NOTIFY; SQLite only polls).
 INBOX_DRAIN_BATCH = env_int("INBOX_DRAIN_BATCH", 500, minimum=1, maximum=10_000)

@@ -344,7 +344,9 @@ def _route(app: EmulatorApp, req: Request, segs: list[str]) -> Response:
             sub = st.subscriptions.pop(segs[1], None)
             if sub is None:
                 raise ControlError(404, "unknown subscription")
-            sent = app.delivery.enqueue_lifecycle(sub, "subscriptionRemoved")
+            # {"notify": false}: gone without a lifecycle event, as Graph sometimes does.
+            notify = _body(req).get("notify", True) is not False
+            sent = app.delivery.enqueue_lifecycle(sub, "subscriptionRemoved") if notify else False
         return _ok({"removed": True, "lifecycle_notification_queued": sent})
     if path == "lifecycle" and m == "POST":
         body = _body(req)

@@ -127,8 +127,9 @@ class ControlClient:
     def subscriptions(self) -> list[dict[str, Any]]:
         return self._call("GET", "subscriptions")["value"]
 
-    def remove_subscription(self, subscription_id: str) -> dict[str, Any]:
-        return self._call("POST", f"subscriptions/{subscription_id}/remove")
+    def remove_subscription(self, subscription_id: str, *, notify: bool = True) -> dict[str, Any]:
+        """Graph drops the subscription; `notify=False`: without a lifecycle event."""
+        return self._call("POST", f"subscriptions/{subscription_id}/remove", {"notify": notify})
 
     def fire_lifecycle(
         self, subscription_id: str, event: str = "reauthorizationRequired"

@@ -19,7 +19,7 @@ class MicrosoftConfig(AppConfig):
         register(
             "graph.webhooks.maintain",
             "integrations.microsoft.subscriptions.enqueue_maintenance",
-            10,
+            5,  # subscriptions.MAINTENANCE_MINUTES
         )
         register("graph.sync.interval", "integrations.microsoft.sync.enqueue_interval_syncs", 1)
         register(
@@ -55,3 +55,8 @@ class MicrosoftConfig(AppConfig):
             )
         )
         keep(Retention("microsoft.WebhookRejection", "day", "WEBHOOK_REJECTION_RETENTION_DAYS"))
+        keep(
+            Retention(
+                "microsoft.NotificationAnswers", "minute", "NOTIFICATION_INBOX_RETENTION_DAYS"
+            )
+        )

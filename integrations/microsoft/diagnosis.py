@@ -373,6 +373,15 @@ def compare_with_graph(actor: Actor, *, limit: int = 500) -> Comparison:
         graph_expiry = kinds.parse_graph_datetime(item.get("expirationDateTime")) if item else None
         if item is None and sub.state == Subscription.State.ACTIVE:
             verdict, state = "missing in Graph: recreate (or run Set up all)", "failed"
+        elif (
+            item is None
+            and sub.state == Subscription.State.REMOVED
+            and not sub.replaced_by_id
+            and (sub.monitored_user is None or sub.monitored_user.is_active)
+        ):  # as Subscription.objects.missing() counts it
+            verdict, state = "missing in Graph: being recreated (or run Set up all)", "failed"
+        elif item is None and sub.replaced_by_id:
+            verdict, state = f"replaced by #{sub.replaced_by_id}", "cancelled"
         elif item is None:
             verdict, state = f"{sub.get_state_display()}, not in Graph", "cancelled"
         elif sub.state != Subscription.State.ACTIVE:

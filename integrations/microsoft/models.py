@@ -387,6 +387,23 @@ class SubscriptionQuerySet(models.QuerySet["Subscription"]):
         soonest = self.active().aggregate(soonest=Min("expiration"))["soonest"]
         return soonest - timezone.now() if soonest else None
 
+    def missing(self) -> SubscriptionQuerySet:
+        """Gone from Graph (lapsed, removed, or not in Graph's list) and not replaced yet:
+        notifications for its user and resource are not arriving. A replaced row is history,
+        not missing."""
+        return self.filter(state=Subscription.State.REMOVED, replaced_by__isnull=True).exclude(
+            monitored_user__is_active=False
+        )
+
+    def missing_longer_than(self, bound: timedelta) -> SubscriptionQuerySet:
+        """Missing for longer than `bound` (automatic recreation has not fixed it)."""
+        return self.missing().filter(missing_since__lte=timezone.now() - bound)
+
+    def longest_missing_seconds(self) -> float | None:
+        """How long the longest-missing subscription has been missing; None when none is."""
+        since = self.missing().aggregate(since=Min("missing_since"))["since"]
+        return max(0.0, (timezone.now() - since).total_seconds()) if since else None
+
 
 class Subscription(models.Model):
     """Our record of one Graph change-notification subscription.
@@ -398,7 +415,7 @@ class Subscription(models.Model):
     class State(models.TextChoices):
         CREATING = "creating", "Creating"  # row written, POST /subscriptions not confirmed
         ACTIVE = "active", "Active"
-        REMOVED = "removed", "Removed by Graph"  # gone from Graph; to be recreated
+        REMOVED = "removed", "Missing in Graph"  # gone from Graph; recreated automatically
         FAILED = "failed", "Failed"  # creation failed; last_error says why
 
     monitored_user = models.ForeignKey(
@@ -429,6 +446,8 @@ class Subscription(models.Model):
     last_notification_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
+    # When the portal found that Graph no longer has it (lapse()); null while it is live.
+    missing_since = models.DateTimeField(null=True, blank=True)
     replaced_by = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -592,6 +611,52 @@ class NotificationInbox(models.Model):
 
     def __str__(self) -> str:
         return f"{self.change_type} {self.kind} {self.resource_id[:20]} ({self.status})"
+
+
+# Graph judges an endpoint by the answers of the last 10 minutes ("Receive change
+# notifications through webhooks", throttling).
+ANSWER_WINDOW = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class AnswerFigures:
+    """Notification requests answered in the last ANSWER_WINDOW, and how many were slow."""
+
+    answered: int
+    slow: int
+
+    @property
+    def slow_percent(self) -> float | None:
+        """Percent of answers slower than NOTIFICATION_SLOW_ANSWER_SECONDS; None without any."""
+        return round(100.0 * self.slow / self.answered, 2) if self.answered else None
+
+
+class NotificationAnswerQuerySet(models.QuerySet["NotificationAnswers"]):
+    def figures(self) -> AnswerFigures:
+        """The answers of the last 10 minutes (whole minutes: the current one and nine)."""
+        since = timezone.now().replace(second=0, microsecond=0) - ANSWER_WINDOW
+        row = self.filter(minute__gt=since).aggregate(
+            answered=models.Sum("answered"), slow=models.Sum("slow")
+        )
+        return AnswerFigures(row["answered"] or 0, row["slow"] or 0)
+
+
+class NotificationAnswers(models.Model):
+    """How many notification requests the receiver answered in one minute, and how many of
+    those answers were slow: one row per minute, counted up by the receiver."""
+
+    minute = models.DateTimeField(primary_key=True)
+    answered = models.PositiveIntegerField(default=0)
+    slow = models.PositiveIntegerField(default=0)
+
+    objects = NotificationAnswerQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-minute"]
+        verbose_name_plural = "notification answers"
+
+    def __str__(self) -> str:
+        return f"{self.minute:%H:%M}: {self.slow} of {self.answered} slow"
 
 
 class WebhookRejection(models.Model):

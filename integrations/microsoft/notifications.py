@@ -36,6 +36,7 @@ from django.utils import timezone
 from integrations.microsoft.kinds import parse_graph_datetime
 from integrations.microsoft.models import (
     LifecycleEvent,
+    NotificationAnswers,
     NotificationInbox,
     Subscription,
     WebhookRejection,
@@ -461,3 +462,21 @@ def _count_rejection(
             )
     except IntegrityError:  # created concurrently
         match.update(count=F("count") + count, **fields)
+
+
+def record_answer(seconds: float) -> None:
+    """Count one answered notification request in its minute, and whether it was slow (one
+    upsert; a failure is logged, never turned into an error for Graph)."""
+    now = timezone.now()
+    slow = int(seconds > settings.NOTIFICATION_SLOW_ANSWER_SECONDS)
+    table = NotificationAnswers._meta.db_table
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (minute, answered, slow) VALUES (%s, 1, %s) "  # noqa: S608
+                f"ON CONFLICT (minute) DO UPDATE SET answered = {table}.answered + 1, "
+                f"slow = {table}.slow + excluded.slow",
+                [now.replace(second=0, microsecond=0), slow],
+            )
+    except DatabaseError:
+        logger.warning("Could not count a notification answer", exc_info=True)

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from integrations.microsoft import graph, sync
+from integrations.microsoft import graph, sync, throttle
 from integrations.microsoft.errors import Conflict, GraphError, NotFound
 from integrations.microsoft.kinds import KINDS, parse_graph_datetime
 from integrations.microsoft.models import (
@@ -335,7 +335,7 @@ def lapse(sub: Subscription, reason: str) -> bool:
     event and the others change nothing. Returns whether this call did."""
     with transaction.atomic():
         lapsed = Subscription.objects.filter(pk=sub.pk, state=Subscription.State.ACTIVE).update(
-            state=Subscription.State.REMOVED
+            state=Subscription.State.REMOVED, missing_since=timezone.now()
         )
         if lapsed:
             emit_lapsed(sub, reason)
@@ -432,12 +432,24 @@ def _catch_up(sub: Subscription, trigger: str) -> Any:
     return sync.request_delta(sub.monitored_user_id, sub.kind, trigger=trigger)
 
 
+# Graph allows about 25 list requests per 20 s per app and tenant ("Microsoft Graph
+# service-specific throttling limits", subscription service): every process pages through
+# the list at most 20 pages per 20 s together, leaving room for an operator's comparison.
+LIST_PAGES_PER_SECOND = 1.0
+LIST_BUDGET_KEY = "graph-subscriptions-list"
+
+
 def list_remote() -> list[dict[str, Any]]:
     """GET /subscriptions: with an app token, every subscription this app created ("List
-    subscriptions")."""
+    subscriptions"), page by page, each page in a shared slot so that the list stays within
+    Graph's budget."""
     items: list[dict[str, Any]] = []
-    for page in graph.iter_pages("/subscriptions"):
+    url: str | None = "/subscriptions"
+    while url:
+        throttle.wait_for_slot(LIST_BUDGET_KEY, LIST_PAGES_PER_SECOND)
+        page = graph.get(url) or {}
         items.extend(page.get("value") or [])
+        url = page.get("@odata.nextLink")
     return items
 
 
@@ -826,6 +838,9 @@ def handle_lifecycle_event(event_id: int) -> str:
     LifecycleEvent.objects.filter(pk=event.pk, status=LifecycleEvent.Status.RECEIVED).update(
         status=status, outcome=outcome, handled_at=timezone.now(), followup_job=followup
     )
+    # Graph is changing its subscriptions: compare with its list soon (others may be gone
+    # without an event of their own).
+    request_truth_check()
     logger.info(
         "Lifecycle event %s (%s) for %s: %s",
         event.pk,
@@ -850,14 +865,34 @@ def _system_audit(action: str, old: Subscription, new: Subscription, why: str) -
 # --------------------------------------------------------------------------- schedule
 
 
-def enqueue_maintenance() -> int:
-    """Schedule entry (every few minutes): one maintenance job per 10-minute slot."""
+# The schedule compares with Graph's list every MAINTENANCE_MINUTES (a subscription can
+# vanish without a lifecycle event); lifecycle events ask for a comparison TRUTH_CHECK_DELAY
+# seconds later, one per slot of that length however many events arrive (debounced).
+MAINTENANCE_MINUTES = 5
+TRUTH_CHECK_DELAY = 60
 
-    slot = int(clock.now().timestamp() // 600)
+
+def enqueue_maintenance() -> int:
+    """Schedule entry: one maintenance job per MAINTENANCE_MINUTES slot."""
+
+    slot = int(clock.now().timestamp() // (MAINTENANCE_MINUTES * 60))
     job = enqueue(
         "graph.subscriptions_maintain",
         {},
         idempotency_key=f"graph.subs.maint:{slot}",
         created_by="schedule:webhooks.maintain",
+    )
+    return job.pk
+
+
+def request_truth_check() -> int:
+    """Compare with Graph's list (and repair) about a minute from now; debounced."""
+    slot = int(clock.now().timestamp() // TRUTH_CHECK_DELAY)
+    job = enqueue(
+        "graph.subscriptions_maintain",
+        {},
+        idempotency_key=f"graph.subs.check:{slot}",
+        created_by="lifecycle:truth-check",
+        delay_seconds=TRUTH_CHECK_DELAY,
     )
     return job.pk

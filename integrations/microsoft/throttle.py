@@ -252,3 +252,12 @@ SLOT_MARGIN = 0.05  # fraction of the interval, plus 50 ms
 def slot_interval(per_second: float) -> float:
     interval = 1.0 / per_second
     return interval * (1 + SLOT_MARGIN) + 0.05
+
+
+def wait_for_slot(key: str, per_second: float) -> None:
+    """Wait for this process's turn under the shared budget `key` (every worker takes its
+    slots from the same row), then return: for a short paced loop such as paging a list."""
+    slot = reserve_slot([(key, slot_interval(per_second))])
+    wait = (slot - timezone.now()).total_seconds()
+    if wait > 0:
+        time.sleep(wait)

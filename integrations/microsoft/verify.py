@@ -283,13 +283,14 @@ def _generic_subscription_summary(model: Any) -> CheckResult:
         return CheckResult("Subscriptions", True, "no subscriptions yet")
     count = active.count()
     expired = active.filter(expiration__lte=now).count()
-    broken = model.objects.filter(state__in=["failed", "removed"]).count()
+    # A replaced row is history; only a subscription still missing in Graph is broken.
+    broken = model.objects.filter(state="failed").count() + model.objects.missing().count()
     soonest = active.filter(expiration__gt=now).aggregate(soonest=Min("expiration"))["soonest"]
     detail = f"{count} active"
     if soonest is not None:
         hours = (soonest - now).total_seconds() / 3600
         detail += f", soonest expiry in {hours:.1f} h ({soonest:%Y-%m-%d %H:%M} UTC)"
-    detail += f", {expired} expired, {broken} failed/removed"
+    detail += f", {expired} expired, {broken} failed/missing in Graph"
     return CheckResult("Subscriptions", expired == 0 and broken == 0, detail)
 
 

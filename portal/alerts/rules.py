@@ -10,11 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.urls import reverse_lazy
 from django.utils import timezone
 
 from integrations.microsoft.models import (
     Credential,
     GraphCall,
+    NotificationAnswers,
     NotificationInbox,
     OutboundMessage,
     Subscription,
@@ -41,6 +43,7 @@ class Rule:
     title: str
     evaluate: Callable[[], Verdict]
     runbook: str  # what to do, shown with the alert
+    link: str = ""  # the page (and button) that fixes it
 
 
 def _setting(key: str, label: str, help_text: str, default: int, maximum: int) -> str:
@@ -129,6 +132,24 @@ EVENT_BACKLOG = _setting(
     100_000_000,
 )
 MIN_CALLS_FOR_ERROR_RATE = 20
+SLOW_ANSWERS = _setting(
+    "ALERT_SLOW_ANSWERS_PERCENT",
+    "Alert: slow notification answers (%)",
+    "Fire when more than this percentage of notification requests in the last 10 minutes "
+    "were answered slower than NOTIFICATION_SLOW_ANSWER_SECONDS (Graph delays notifications "
+    "past 10 % and drops them past 15 %).",
+    5,
+    100,
+)
+MIN_ANSWERS_FOR_SLOW_SHARE = 20
+SUB_MISSING_MINUTES = _setting(
+    "ALERT_SUBSCRIPTION_MISSING_MINUTES",
+    "Alert: subscription missing in Graph (minutes)",
+    "Fire when a subscription Graph no longer has is still not recreated after this long "
+    "(the portal compares with Graph every 5 minutes and recreates what is missing).",
+    15,
+    1440,
+)
 
 
 def thresholds() -> dict[str, int]:
@@ -302,6 +323,35 @@ def _event_backlog() -> Verdict:
     )
 
 
+def _subscription_missing() -> Verdict:
+    minutes = get(SUB_MISSING_MINUTES)
+    overdue = Subscription.objects.missing_longer_than(timedelta(minutes=minutes)).count()
+    missing = Subscription.objects.missing().count()
+    longest = Subscription.objects.longest_missing_seconds()
+    if not missing or longest is None:
+        return Verdict(False, 0, minutes, "Graph has every subscription the portal keeps.")
+    return Verdict(
+        overdue > 0,
+        overdue,
+        minutes,
+        f"{missing} subscriptions are missing in Graph, the longest for {longest / 60:.0f} "
+        f"min (threshold {minutes} min): no notifications arrive for them.",
+    )
+
+
+def _slow_answers() -> Verdict:
+    threshold = get(SLOW_ANSWERS)
+    answers = NotificationAnswers.objects.figures()
+    share = answers.slow_percent or 0.0
+    return Verdict(
+        answers.answered >= MIN_ANSWERS_FOR_SLOW_SHARE and share > threshold,
+        share,
+        threshold,
+        f"{answers.slow} of {answers.answered} notification requests in the last 10 min were "
+        f"answered slowly ({share:.1f} %, threshold {threshold} %).",
+    )
+
+
 RULES: tuple[Rule, ...] = (
     Rule(
         "subscription_expiring",
@@ -393,5 +443,22 @@ RULES: tuple[Rule, ...] = (
         _event_backlog,
         "Event endpoints: which endpoint holds the backlog (paused, failing?); Jobs: is "
         "events.deliver running?",
+    ),
+    Rule(
+        "subscription_missing",
+        "Subscriptions missing in Graph",
+        _subscription_missing,
+        "Subscriptions → Set up all recreates them (and catches up by delta); if it fails, "
+        "its message says why (receiver unreachable, permission).",
+        reverse_lazy("console:subscriptions_setup"),
+    ),
+    Rule(
+        "notification_answers_slow",
+        "Notification answers slow",
+        _slow_answers,
+        "The receiver answers Graph too slowly: is the database slow or the web tier "
+        "saturated (add web workers)? Verify shows the receiver's round trip. Graph delays "
+        "notifications past 10 % slow answers and drops them past 15 %.",
+        reverse_lazy("console:verify"),
     ),
 )

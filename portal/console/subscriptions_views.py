@@ -67,7 +67,10 @@ def decorate(sub: Subscription, now: Any) -> Subscription:
     """Expiry countdown against the resource's maximum lifetime, and the renewal time."""
     spec = kinds.KINDS.get(sub.kind)
     maximum = spec.lifetime_minutes * 60 if spec else None
-    left = (sub.expiration - now).total_seconds() if sub.expiration else None
+    # Only a live subscription has a lifetime left: a missing or replaced one has none,
+    # whatever expiry it once had.
+    live = sub.state == Subscription.State.ACTIVE
+    left = (sub.expiration - now).total_seconds() if sub.expiration and live else None
     sub.seconds_left = left  # type: ignore[attr-defined]
     sub.max_seconds = maximum  # type: ignore[attr-defined]
     sub.percent_left = (  # type: ignore[attr-defined]
@@ -107,6 +110,7 @@ def subscription_list(request: HttpRequest) -> HttpResponse:
     context.update(
         {
             "counts": Subscription.objects.counts_by_state(),
+            "missing": Subscription.objects.missing().count(),
             # The subscription_expiring alert's window, as on the dashboard.
             "expiring_hours": expiring_hours,
             "expiring": Subscription.objects.expiring_within(

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET
 from integrations.microsoft.models import (
     Credential,
     GraphCall,
+    NotificationAnswers,
     NotificationInbox,
     Subscription,
     SyncState,
@@ -27,7 +28,13 @@ from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.access.roles import ROLES
 from portal.alerts import measurements, rules
-from portal.alerts.rules import EVENT_BACKLOG, INBOX_MINUTES, MESSAGES_FAILED, QUEUED_MINUTES
+from portal.alerts.rules import (
+    EVENT_BACKLOG,
+    INBOX_MINUTES,
+    MESSAGES_FAILED,
+    QUEUED_MINUTES,
+    SLOW_ANSWERS,
+)
 from portal.alerts.services import active_alerts
 from portal.audit.models import AuditEvent
 from portal.audit.services import record
@@ -177,6 +184,7 @@ def _integration_health() -> dict[str, Any]:
             {"name": "Graph", "state": graph_state, "text": graph_text},
             {"name": "Worker", "state": worker_state, "text": worker_text},
             {"name": "Inbox", "state": inbox_state, "text": inbox_text},
+            _receiver_tile(),
         ],
         "graph": window,
         "queue": queue_metrics(by_type=False),
@@ -187,6 +195,22 @@ def _integration_health() -> dict[str, Any]:
         "sync_lag_text": metrics.humanize_seconds(lag["lag_seconds"]),
         "secret": {"active": active, "days_left": days_left},
         "tenant": settings.TENANT_LABEL or "(no tenant label set)",
+    }
+
+
+def _receiver_tile() -> dict[str, str]:
+    """Graph's rule for slow endpoints, as the notification_answers_slow alert reads it."""
+    answers = NotificationAnswers.objects.figures()
+    if not answers.answered:
+        return {"name": "Receiver", "state": "ok", "text": "no notification in the last 10 min"}
+    share = answers.slow_percent or 0.0
+    state = "ok"
+    if share > get_setting(SLOW_ANSWERS):
+        state = "bad" if answers.answered >= rules.MIN_ANSWERS_FOR_SLOW_SHARE else "warn"
+    return {
+        "name": "Receiver",
+        "state": state,
+        "text": f"{share:.1f} % of {answers.answered} answers slow (10 min)",
     }
 
 
