@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from django.urls import reverse_lazy
 from django.utils import timezone
+from django.utils.functional import Promise
 
 from integrations.microsoft.models import (
     Credential,
@@ -43,7 +44,7 @@ class Rule:
     title: str
     evaluate: Callable[[], Verdict]
     runbook: str  # what to do, shown with the alert
-    link: str = ""  # the page (and button) that fixes it
+    link: str | Promise = ""  # the page (and button) that fixes it (a lazy URL)
 
 
 def _setting(key: str, label: str, help_text: str, default: int, maximum: int) -> str:
