@@ -106,6 +106,12 @@ class GraphCall(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            # The console's search finds a call by the request-id Graph answered with.
+            models.Index(
+                fields=["request_id"], name="ms_graphcall_request_idx", condition=~Q(request_id="")
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.method} {self.route} → {self.status or 'no response'}"
@@ -957,6 +963,12 @@ class OutboundMessage(models.Model):
         indexes = [
             models.Index(fields=["status", "id"], name="ms_outbound_status_idx"),
             models.Index(fields=["created_by", "id"], name="ms_outbound_creator_idx"),
+            # The console's search finds a sent mail by its internetMessageId.
+            models.Index(
+                fields=["internet_message_id"],
+                name="ms_outbound_imid_idx",
+                condition=~Q(internet_message_id=""),
+            ),
         ]
         constraints = [
             # Two outbound rows never claim the same Graph message (the Teams retry check).

@@ -39,6 +39,8 @@ class AuditEvent(models.Model):
         ordering = ["-id"]
         indexes = [
             models.Index(fields=["target_type", "target_id"], name="audit_target_idx"),
+            # The console's search finds every audited object by its id alone.
+            models.Index(fields=["target_id"], name="audit_target_id_idx"),
         ]
 
     def __str__(self) -> str:

@@ -52,6 +52,8 @@ class GraphCallFilter(forms.Form):
         label="Throttled",
         choices=[("", "any"), ("yes", "only 429s"), ("no", "no 429s")],
     )
+    # The search box links a Graph request-id here; it finds the call whatever its age.
+    request_id = forms.CharField(required=False, max_length=64, label="request-id")
     before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 
     def hours(self) -> int:
@@ -59,6 +61,8 @@ class GraphCallFilter(forms.Form):
 
     def queryset(self) -> Any:
         data = self.cleaned_data
+        if data.get("request_id"):
+            return GraphCall.objects.filter(request_id=data["request_id"].strip())
         since = timezone.now() - timedelta(hours=self.hours())
         queryset = GraphCall.objects.since(since)
         status = data.get("status")

@@ -29,7 +29,9 @@ from portal.console.paging import empty_page, keyset_page
 from portal.jobs.models import Job, JobAttempt
 
 PAGE_SIZE = 50
+ALL = "all"  # the tab (and status filter value) for every status
 STATUS_TABS = [
+    ALL,
     OutboundMessage.Status.FAILED,
     OutboundMessage.Status.SENDING,
     OutboundMessage.Status.QUEUED,
@@ -39,7 +41,9 @@ STATUS_TABS = [
 
 
 class MessageFilter(forms.Form):
-    status = forms.ChoiceField(choices=OutboundMessage.Status.choices, required=False)
+    status = forms.ChoiceField(
+        choices=[(ALL, "All"), *OutboundMessage.Status.choices], required=False
+    )
     channel = forms.ChoiceField(
         choices=[("", "any"), ("mail", "E-mail"), ("teams", "Teams")], required=False
     )
@@ -52,11 +56,20 @@ class MessageFilter(forms.Form):
     )
     before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 
+    def tab(self) -> str:
+        """The tab: as asked; else every status when looking for something (a recipient, a
+        key…), the failures when just opening the page."""
+        data = self.cleaned_data
+        if data.get("status"):
+            return data["status"]
+        searching = any(data.get(name) for name in ("client", "recipient", "sender", "key"))
+        return ALL if searching else OutboundMessage.Status.FAILED
+
     def queryset(self) -> Any:
         data = self.cleaned_data
-        queryset = OutboundMessage.objects.select_related("job").filter(
-            status=data.get("status") or OutboundMessage.Status.FAILED
-        )
+        queryset = OutboundMessage.objects.select_related("job")
+        if self.tab() != ALL:
+            queryset = queryset.filter(status=self.tab())
         if data.get("channel"):
             queryset = queryset.filter(channel__in=service.CHANNELS[data["channel"]])
         if data.get("client"):
@@ -92,9 +105,10 @@ def _tab_query(params: QueryDict, status: str) -> str:
 @requires("view_messages")
 def message_list(request: HttpRequest) -> HttpResponse:
     form = MessageFilter(request.GET)
-    status, groups, page = OutboundMessage.Status.FAILED, [], empty_page(request)
+    status: str = OutboundMessage.Status.FAILED
+    groups, page = [], empty_page(request)
     if form.is_valid():
-        status = form.cleaned_data.get("status") or OutboundMessage.Status.FAILED
+        status = form.tab()
         queryset = form.queryset()
         page = keyset_page(request, queryset, form.cleaned_data.get("before"), PAGE_SIZE)
         if status in (OutboundMessage.Status.FAILED, OutboundMessage.Status.SENDING):
@@ -112,6 +126,7 @@ def message_list(request: HttpRequest) -> HttpResponse:
             for group in groups:
                 group["example"] = examples.get(group["latest"], "")
     counts = dict(OutboundMessage.objects.values_list("status").annotate(n=Count("id")).order_by())
+    counts[ALL] = sum(counts.values())
     return render(
         request,
         "console/messages.html",

@@ -47,6 +47,8 @@ class SubscriptionFilter(forms.Form):
         required=False, min_value=1, max_value=240, label="Expiring within (hours)"
     )
     user = forms.CharField(required=False, max_length=255, label="User starts with")
+    # One subscription (the search box links its hits here).
+    id = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
     before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 
     def queryset(self) -> Any:
@@ -60,6 +62,8 @@ class SubscriptionFilter(forms.Form):
             queryset = queryset.expiring_within(timedelta(hours=data["expiring"]))
         if data.get("user"):
             queryset = queryset.filter(monitored_user__identifier__istartswith=data["user"])
+        if data.get("id"):
+            queryset = queryset.filter(pk=data["id"])
         return queryset
 
 

@@ -10,6 +10,7 @@ from portal.console import (
     messages_views,
     people_views,
     recovery_views,
+    search_views,
     settings_views,
     subscriptions_views,
     sync_views,
@@ -24,6 +25,7 @@ app_name = "console"
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("alerts/", alerts_views.alerts_page, name="alerts"),
+    path("search/", search_views.search_page, name="search"),
     path("tokens/", tokens_views.token_list, name="tokens"),
     path("people/", people_views.people, name="people"),
     path("people/<str:username>/role", people_views.person_role, name="person_role"),

@@ -7,8 +7,11 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
+from integrations.microsoft.models import OutboundMessage
+from portal.jobs.models import Job
 from tests.browser.conftest import open_nav_item
 from tests.conftest import NAV_BY_ROLE, PERSONAS
+from tests.portal.console.test_search import world  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -16,9 +19,19 @@ LAPTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
 
+_OVERFLOWING = """(limit) => [...document.querySelectorAll("body *")]
+  .filter((el) => el.getBoundingClientRect().right > limit + 1 && el.children.length === 0)
+  .slice(0, 5)
+  .map((el) => `${el.tagName}.${el.className} "${el.textContent.trim().slice(0, 40)}"`)
+"""
+
+
 def assert_no_sideways_scroll(page) -> None:
     width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= page.viewport_size["width"], f"{page.url} is {width} px wide"
+    limit = page.viewport_size["width"]
+    if width > limit:
+        culprits = page.evaluate(_OVERFLOWING, limit)
+        pytest.fail(f"{page.url} is {width} px wide: {culprits}")
 
 
 @pytest.mark.parametrize("role", list(PERSONAS))
@@ -83,3 +96,41 @@ def test_the_menu_works_without_javascript(browser, live_server, personas):
     nav.get_by_role("link", name="Graph calls").click()
     expect(page.get_by_role("heading", name="Graph calls and rate limits")).to_be_visible()
     context.close()
+
+
+@pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["1280", "390"])
+def test_the_search_box_finds_each_kind_and_slash_focuses_it(
+    viewport, page, live_server, personas, sign_in, screenshot, world
+):
+    page.set_viewport_size(viewport)
+    sign_in(PERSONAS["admin"])
+    finds = [
+        ("sync-key-77", f"/jobs/{world['job'].pk}/"),
+        ("driver.kim@fleetdemo.example", f"/messages/{world['message'].pk}/"),
+        ("order-4711-confirmation", f"/messages/{world['message'].pk}/"),
+        ("Lena Ortiz", f"/sync/users/{world['user'].pk}/"),
+        ("7f9c2b1e-5d4a-4c3b-9a8e-000000000042", f"/subscriptions/?id={world['subscription'].pk}"),
+        ("0b6a1f3e-9d2c-4f6b-8a51-3c2d1e0f9a87", "/graph/?request_id="),
+        ("dispatch.fleet.example", f"/event-endpoints/{world['endpoint'].pk}/"),
+        ("a1b2c3d4", "/audit/?target_type=sync_state"),
+    ]
+    for query, landing in finds:
+        page.locator("main").click(position={"x": 5, "y": 5})
+        page.keyboard.press("/")
+        search = page.get_by_role("searchbox", name="Search")
+        expect(search).to_be_focused()
+        search.fill(query)
+        search.press("Enter")
+        page.wait_for_url(f"**{landing}*")
+        assert_no_sideways_scroll(page)
+    # Several hits: a list, each linking to its page.
+    Job.objects.filter(pk=world["job"].pk).update(id=5000)
+    OutboundMessage.objects.filter(pk=world["message"].pk).update(id=5000)
+    page.keyboard.press("/")
+    page.get_by_role("searchbox", name="Search").fill("5000")
+    page.get_by_role("searchbox", name="Search").press("Enter")
+    expect(page.get_by_role("heading", name="Search")).to_be_visible()
+    expect(page.get_by_role("row").filter(has_text="Job")).to_have_count(1)
+    expect(page.get_by_role("row").filter(has_text="Message")).to_have_count(1)
+    assert_no_sideways_scroll(page)
+    screenshot(f"search-results-{viewport['width']}")
