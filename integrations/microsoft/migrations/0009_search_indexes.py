@@ -6,8 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0006_job_retried_by'),
-        ('microsoft', '0006_inbox_queue'),
+        ('microsoft', '0008_notification_answers'),
     ]
 
     operations = [
