@@ -334,6 +334,11 @@ MICROSOFT_TENANT_ID = env_str("MICROSOFT_TENANT_ID")
 MICROSOFT_CLIENT_ID = env_str("MICROSOFT_CLIENT_ID")
 # Bootstraps the credential store; after that, rotate with the console or rotate_client_secret.
 MICROSOFT_CLIENT_SECRET = env_secret("MICROSOFT_CLIENT_SECRET")
+# Workload identity: a federated token file (read at every token request) instead of a secret;
+# by default the one AKS workload identity projects. Bootstraps the store like the secret.
+MICROSOFT_CLIENT_ASSERTION_FILE = env_str(
+    "MICROSOFT_CLIENT_ASSERTION_FILE", env_str("AZURE_FEDERATED_TOKEN_FILE")
+)
 MICROSOFT_AUTHORITY_HOST = env_str(
     "MICROSOFT_AUTHORITY_HOST", "https://login.microsoftonline.com"
 ).rstrip("/")

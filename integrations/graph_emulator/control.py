@@ -13,12 +13,12 @@ import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import sign_in
+from . import assertions, sign_in
 from .config import ConfigError
 from .faults import parse_rule
 from .httptypes import Request, Response, json_response, parse_iso
 from .messages import build_message, email_address
-from .state import App, Secret
+from .state import DEFAULT_FEDERATED_AUDIENCE, App, FederatedCredential, Secret
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server import EmulatorApp
@@ -416,6 +416,61 @@ def _route(app: EmulatorApp, req: Request, segs: list[str]) -> Response:
                 )
                 a.secrets.append(secret)
                 return _ok({**secret.public(), "secretText": secret.value}, 201)
+            if rest == ["certificates"] and m == "GET":
+                return _ok({"value": [c.public() for c in a.certificates]})
+            if rest == ["certificates"] and m == "POST":
+                body = _body(req)
+                try:
+                    certificate = assertions.load_certificate(
+                        str(body.get("certificate") or ""),
+                        str(body.get("display_name") or "certificate"),
+                    )
+                except ValueError:
+                    raise ControlError(
+                        400, "'certificate' must be a PEM certificate (-----BEGIN CERTIFICATE-----)"
+                    ) from None
+                a.certificates = [
+                    c for c in a.certificates if c.thumbprint != certificate.thumbprint
+                ] + [certificate]
+                return _ok(certificate.public(), 201)
+            if len(rest) == 2 and rest[0] == "certificates" and m == "DELETE":
+                kept = [c for c in a.certificates if c.thumbprint != rest[1].upper()]
+                if len(kept) == len(a.certificates):
+                    raise ControlError(404, "unknown certificate thumbprint")
+                a.certificates = kept
+                return _ok({"removed": True})
+            if rest == ["federated-credentials"] and m == "GET":
+                return _ok({"value": [f.public() for f in a.federated_credentials]})
+            if rest == ["federated-credentials"] and m == "POST":
+                body = _body(req)
+                issuer, subject = str(body.get("issuer") or ""), str(body.get("subject") or "")
+                jwks, jwks_uri = body.get("jwks"), str(body.get("jwksUri") or "")
+                if not issuer or not subject:
+                    raise ControlError(400, "'issuer' and 'subject' are required")
+                if (jwks is None) == (not jwks_uri) or (
+                    jwks is not None and not isinstance(jwks, dict)
+                ):
+                    raise ControlError(
+                        400, "give the issuer's keys as 'jwks' (object) or 'jwksUri'"
+                    )
+                record = FederatedCredential(
+                    id=str(uuid.uuid4()),
+                    name=str(body.get("name") or "workload"),
+                    issuer=issuer,
+                    subject=subject,
+                    audiences=[str(x) for x in body.get("audiences") or []]
+                    or [DEFAULT_FEDERATED_AUDIENCE],
+                    jwks=jwks,
+                    jwks_uri=jwks_uri,
+                )
+                a.federated_credentials.append(record)
+                return _ok(record.public(), 201)
+            if len(rest) == 2 and rest[0] == "federated-credentials" and m == "DELETE":
+                kept_fc = [f for f in a.federated_credentials if f.id != rest[1]]
+                if len(kept_fc) == len(a.federated_credentials):
+                    raise ControlError(404, "unknown federated credential")
+                a.federated_credentials = kept_fc
+                return _ok({"removed": True})
             if len(rest) >= 2 and rest[0] == "secrets":
                 secret = next((s for s in a.secrets if s.key_id == rest[1]), None)
                 if secret is None:
@@ -426,6 +481,18 @@ def _route(app: EmulatorApp, req: Request, segs: list[str]) -> Response:
                 if rest[2:] == ["expire"] and m == "POST":
                     secret.expired = True
                     return _ok(secret.public())
+    if path == "workload-identity/token" and m == "POST":
+        # The emulator as the workload's OIDC issuer (a cluster projecting a token).
+        body = _body(req)
+        identity = app.identity
+        token = identity.workload_token(
+            str(body.get("subject") or "system:serviceaccount:fleet:fleet-portal"),
+            str(body.get("audience") or DEFAULT_FEDERATED_AUDIENCE),
+            int(body.get("lifetime_seconds") or 3600),
+        )
+        return _ok(
+            {"token": token, "issuer": identity.workload_issuer(), "jwksUri": identity.jwks_uri()}
+        )
     try:
         answer = sign_in.control(st, m, segs, _body(req) if m in ("PUT", "POST") else {})
     except LookupError as exc:

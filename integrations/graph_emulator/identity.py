@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from . import sign_in
+from . import assertions, sign_in
 from .httptypes import (
     GraphError,
     Request,
@@ -34,7 +34,7 @@ from .httptypes import (
     opaque_token,
     text_response,
 )
-from .state import App, EmulatorState
+from .state import App, EmulatorState, FederatedCredential
 
 GRAPH_RESOURCES = {
     "https://graph.microsoft.com",
@@ -136,6 +136,63 @@ class IdentityService:
     def issuer(self) -> str:
         return f"{self.base_url}/{self.state.tenant_id}/v2.0"
 
+    def workload_issuer(self) -> str:
+        """The emulator as an external OIDC issuer (a Kubernetes cluster, say) for workload
+        identity tests: its tokens are signed with the tenant's OIDC key."""
+        return f"{self.base_url}/workload-identity-issuer"
+
+    def jwks_uri(self) -> str:
+        return f"{self.base_url}/{self.state.tenant_id}/discovery/v2.0/keys"
+
+    def workload_token(self, subject: str, audience: str, lifetime: int) -> str:
+        if self.oidc_key is None:
+            raise ValueError("the emulator has no signing key")
+        iat = int(self.state.clock.timestamp())
+        return self.oidc_key.sign(
+            {
+                "iss": self.workload_issuer(),
+                "sub": subject,
+                "aud": [audience],
+                "iat": iat,
+                "nbf": iat,
+                "exp": iat + lifetime,
+            }
+        )
+
+    def _issuer_keys(self, record: FederatedCredential) -> dict[str, Any]:
+        if record.jwks is not None:
+            return record.jwks
+        if record.jwks_uri == self.jwks_uri() and self.oidc_key is not None:
+            return self.oidc_key.jwks()
+        return assertions.fetch_jwks(record.jwks_uri)
+
+    def _assertion_auth(self, app: App, form: dict[str, str], tenant: str, now: datetime) -> App:
+        if form.get("client_assertion_type") != assertions.ASSERTION_TYPE:
+            raise AadError(
+                400,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'client_assertion_type' "
+                f"('{assertions.ASSERTION_TYPE}').",
+            )
+        try:
+            assertions.verify(
+                app,
+                form["client_assertion"],
+                tenant_names={
+                    tenant.lower(),
+                    self.state.tenant_id.lower(),
+                    self.state.domain.lower(),
+                },
+                now=now.timestamp(),
+                issuer_keys=self._issuer_keys,
+            )
+        except assertions.AssertionRejected as exc:
+            status = 400 if exc.code in (50027, 70021) else 401
+            error = "invalid_request" if exc.code == 50027 else "invalid_client"
+            raise AadError(status, error, exc.code, exc.description) from None
+        return app
+
     def discovery(self, tenant: str) -> Response:
         if not self.tenant_matches(tenant):
             raise AadError(
@@ -193,7 +250,9 @@ class IdentityService:
         }
         return json_response(200, doc, content_type="application/json; charset=utf-8")
 
-    def _client_auth(self, req: Request, form: dict[str, str], now: datetime) -> App:
+    def _client_auth(
+        self, req: Request, form: dict[str, str], now: datetime, tenant: str = ""
+    ) -> App:
         client_id = form.get("client_id")
         secret = form.get("client_secret")
         auth = req.headers.get("Authorization") or ""
@@ -226,9 +285,7 @@ class IdentityService:
             )
         if not secret:
             if form.get("client_assertion"):
-                raise AadError(
-                    401, "invalid_client", 700027, "Client assertion failed signature validation."
-                )
+                return self._assertion_auth(app, form, tenant or self.state.tenant_id, now)
             raise AadError(
                 401,
                 "invalid_client",
@@ -288,7 +345,7 @@ class IdentityService:
                 "The request body must contain the following parameter: 'grant_type'.",
             )
         with self.state.lock:
-            app = self._client_auth(req, form, now)
+            app = self._client_auth(req, form, now, tenant)
             if grant == "client_credentials":
                 return self._client_credentials(app, form, now)
             if grant == "authorization_code":

@@ -98,11 +98,61 @@ class Secret:
 
 
 @dataclass
+class AppCertificate:
+    """A certificate uploaded to the app registration (its public part only)."""
+
+    pem: str
+    thumbprint: str  # SHA-1, upper-case hex (what Entra shows; the JWT's x5t)
+    thumbprint_sha256: str  # hex (the JWT's x5t#S256)
+    display_name: str = "certificate"
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "thumbprint": self.thumbprint,
+            "displayName": self.display_name,
+            "startDateTime": iso(self.start) if self.start else None,
+            "endDateTime": iso(self.end) if self.end else None,
+        }
+
+
+DEFAULT_FEDERATED_AUDIENCE = "api://AzureADTokenExchange"
+
+
+@dataclass
+class FederatedCredential:
+    """A federated identity credential: tokens of `issuer` about `subject` (for one of
+    `audiences`) stand in for a secret; their signature is checked against the issuer's
+    keys (`jwks`, or fetched from `jwks_uri`)."""
+
+    id: str
+    name: str
+    issuer: str
+    subject: str
+    audiences: list[str] = field(default_factory=lambda: [DEFAULT_FEDERATED_AUDIENCE])
+    jwks: dict[str, Any] | None = None
+    jwks_uri: str = ""
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "issuer": self.issuer,
+            "subject": self.subject,
+            "audiences": list(self.audiences),
+            "jwksUri": self.jwks_uri or None,
+        }
+
+
+@dataclass
 class App:
     client_id: str
     display_name: str
     sp_id: str
     secrets: list[Secret] = field(default_factory=list)
+    certificates: list[AppCertificate] = field(default_factory=list)
+    federated_credentials: list[FederatedCredential] = field(default_factory=list)
     roles: set[str] = field(default_factory=lambda: set(DEFAULT_APP_ROLES))
     delegated_scopes: set[str] = field(default_factory=lambda: set(DEFAULT_DELEGATED_SCOPES))
     redirect_uris: list[str] = field(default_factory=list)  # exact matches; empty = none
@@ -120,6 +170,8 @@ class App:
             "redirect_uris": list(self.redirect_uris),
             "protected_api": self.protected_api,
             "secrets": [s.public() for s in self.secrets],
+            "certificates": [c.public() for c in self.certificates],
+            "federated_credentials": [f.public() for f in self.federated_credentials],
         }
 
 

@@ -182,6 +182,45 @@ class ControlClient:
     def secrets(self, client_id: str) -> list[dict[str, Any]]:
         return self._call("GET", f"apps/{client_id}/secrets")["value"]
 
+    def add_certificate(self, client_id: str, certificate_pem: str) -> dict[str, Any]:
+        """Upload a certificate (PEM) to the app; returns its thumbprint and dates."""
+        return self._call(
+            "POST", f"apps/{client_id}/certificates", {"certificate": certificate_pem}
+        )
+
+    def remove_certificate(self, client_id: str, thumbprint: str) -> None:
+        self._call("DELETE", f"apps/{client_id}/certificates/{thumbprint}")
+
+    def add_federated_credential(
+        self,
+        client_id: str,
+        issuer: str,
+        subject: str,
+        *,
+        jwks: dict[str, Any] | None = None,
+        jwks_uri: str | None = None,
+        audiences: list[str] | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"issuer": issuer, "subject": subject}
+        if jwks is not None:
+            body["jwks"] = jwks
+        if jwks_uri:
+            body["jwksUri"] = jwks_uri
+        if audiences:
+            body["audiences"] = audiences
+        return self._call("POST", f"apps/{client_id}/federated-credentials", body)
+
+    def workload_token(
+        self, subject: str, audience: str | None = None, lifetime_seconds: int | None = None
+    ) -> dict[str, Any]:
+        """A token from the emulator acting as the workload's issuer: token, issuer, jwksUri."""
+        body: dict[str, Any] = {"subject": subject}
+        if audience:
+            body["audience"] = audience
+        if lifetime_seconds:
+            body["lifetime_seconds"] = lifetime_seconds
+        return self._call("POST", "workload-identity/token", body)
+
     # staff sign-in (sign_in.py)
     def set_app_roles(self, upn: str, roles: list[str]) -> dict[str, Any]:
         return self._call("PUT", f"users/{upn}/app-roles", {"roles": roles})

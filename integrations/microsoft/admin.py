@@ -69,7 +69,9 @@ class GraphCallAdmin(BigTableAdminMixin, ReadOnlyAdmin):
 class CredentialAdmin(ReadOnlyAdmin):
     list_display = (
         "display_name",
+        "kind",
         "fingerprint",
+        "thumbprint",
         "state",
         "created_at",
         "expires_at",
@@ -77,7 +79,7 @@ class CredentialAdmin(ReadOnlyAdmin):
         "last_verified_at",
         "last_error",
     )
-    list_filter = ("state",)
+    list_filter = ("state", "kind")
     exclude = ("secret_encrypted",)
 
 

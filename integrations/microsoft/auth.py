@@ -12,7 +12,11 @@ MSAL facts this module is built around (MSAL Python's documentation, "Acquire an
 - the token cache lives in the app object: one app per process per (authority, client id,
   credential) keeps one token per process;
 - MSAL caches identical 400 token responses for 60 s per app object, so verifying a candidate
-  secret always uses a fresh app (no cache sharing) or the answer could be stale.
+  secret always uses a fresh app (no cache sharing) or the answer could be stale;
+- `client_credential` is a secret (str), a certificate (`{"private_key", "public_certificate"}`:
+  MSAL signs a PS256 client assertion with `x5t#S256`) or workload identity
+  (`{"client_assertion": callable}`: MSAL calls it for every token request, so a token file
+  that the platform rotates is read afresh each time).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,7 +39,7 @@ from django.conf import settings
 from integrations.microsoft.credential_store import active_credential
 from integrations.microsoft.errors import TokenError
 from integrations.microsoft.http import build_session
-from integrations.microsoft.models import refuse_foreign_credential
+from integrations.microsoft.models import Credential, refuse_foreign_credential
 
 logger = logging.getLogger("integrations.microsoft.auth")
 
@@ -105,13 +110,56 @@ def _check_configuration(app: AppRegistration) -> None:
         raise TokenError("MICROSOFT_AUTHORITY_HOST must be an https URL (MSAL refuses http).")
 
 
+# What MSAL's ConfidentialClientApplication takes as client_credential.
+ClientCredential = str | dict[str, Any]
+
+
+def read_client_assertion() -> str:
+    """The workload identity token (a JWT the platform projects into a file and rotates),
+    read now. Raises TokenError naming the problem when the file is missing or empty."""
+    path = settings.MICROSOFT_CLIENT_ASSERTION_FILE
+    if not path:
+        raise TokenError(
+            "Workload identity is active but MICROSOFT_CLIENT_ASSERTION_FILE (or "
+            "AZURE_FEDERATED_TOKEN_FILE) is not set.",
+            error="no_assertion_file",
+        )
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise TokenError(
+            f"The workload identity token file {path} cannot be read ({exc.strerror}).",
+            error="no_assertion_file",
+        ) from None
+    if not token:
+        raise TokenError(
+            f"The workload identity token file {path} is empty.", error="no_assertion_file"
+        )
+    return token
+
+
+def certificate_credential(private_key_pem: str, certificate_pem: str) -> ClientCredential:
+    # No "thumbprint": given the certificate, MSAL computes its SHA-256 thumbprint and signs
+    # PS256 with x5t#S256 (a "thumbprint" would mean SHA-1 and RS256, kept for ADFS).
+    return {"private_key": private_key_pem, "public_certificate": certificate_pem}
+
+
+def client_credential(credential: Credential) -> ClientCredential:
+    """What MSAL needs to prove the app's identity with this stored credential."""
+    if credential.kind == Credential.Kind.FEDERATED:
+        return {"client_assertion": read_client_assertion}
+    if credential.kind == Credential.Kind.CERTIFICATE:
+        return certificate_credential(credential.secret_value(), credential.certificate_pem)
+    return credential.secret_value()
+
+
 def build_app(
-    secret: str,
+    credential: ClientCredential,
     *,
     token_cache: msal.TokenCache | None = None,
     registration: AppRegistration | None = None,
 ) -> msal.ConfidentialClientApplication:
-    """A new MSAL app for `secret` (does OIDC discovery now). Raises TokenError."""
+    """A new MSAL app for `credential` (does OIDC discovery now). Raises TokenError."""
 
     app = registration or AppRegistration.configured()
     _check_configuration(app)
@@ -121,7 +169,7 @@ def build_app(
     try:
         return msal.ConfidentialClientApplication(
             app.client_id,
-            client_credential=secret,
+            client_credential=credential,
             authority=app.authority,
             http_client=session,
             instance_discovery=host in MICROSOFT_AUTHORITY_HOSTS,
@@ -132,7 +180,7 @@ def build_app(
         raise TokenError(
             f"The identity platform has no tenant {app.tenant_id!r} at "
             f"{app.authority_host} (AADSTS90002: check MICROSOFT_TENANT_ID and "
-            f"MICROSOFT_AUTHORITY_HOST). {_scrub(str(exc), secret)[:300]}",
+            f"MICROSOFT_AUTHORITY_HOST). {_scrub(str(exc), credential)[:300]}",
             aadsts=90002,
             error="invalid_tenant",
         ) from None
@@ -145,8 +193,11 @@ def build_app(
         ) from None
 
 
-def _scrub(text: str, secret: str | None) -> str:
-    return text.replace(secret, "••••••") if secret else text
+def _scrub(text: str, credential: ClientCredential | None) -> str:
+    # Only a secret could be echoed back; keys and assertions never appear in errors.
+    return (
+        text.replace(credential, "••••••") if isinstance(credential, str) and credential else text
+    )
 
 
 _AADSTS_MESSAGES = {
@@ -161,13 +212,33 @@ _AADSTS_MESSAGES = {
     1002012: "The scope was rejected (invalid_scope): client credentials need "
     "'<resource>/.default'.",
     70011: "The scope was rejected (invalid_scope): client credentials need '<resource>/.default'.",
+    # Client assertions (certificate and workload identity credentials).
+    700027: "The identity platform could not check the signature of the client assertion "
+    "(AADSTS700027): the certificate is not uploaded to app {client_id} (compare its "
+    "thumbprint in Entra ID), it has expired there, or the key does not match it.",
+    700024: "The client assertion is outside its valid time (AADSTS700024): this machine's "
+    "clock is off, or the workload identity token in the file has expired.",
+    700021: "The client assertion names another application (AADSTS700021): its issuer and "
+    "subject must both be the client id {client_id}.",
+    700023: "The client assertion was made for another token endpoint (AADSTS700023): its "
+    "audience must be the token endpoint of tenant {tenant}.",
+    70021: "No federated credential of app {client_id} matches the workload identity token "
+    "(AADSTS70021): its issuer, subject and audience must be registered on the app "
+    "(Certificates & secrets → Federated credentials).",
+    700211: "No federated credential of app {client_id} trusts the token's issuer "
+    "(AADSTS700211): check the issuer URL registered on the app.",
+    700212: "No federated credential of app {client_id} has the token's audience "
+    "(AADSTS700212): the default is api://AzureADTokenExchange.",
+    700213: "No federated credential of app {client_id} has the token's subject "
+    "(AADSTS700213): for Kubernetes it is system:serviceaccount:NAMESPACE:NAME.",
+    50027: "The client assertion is not a valid JWT (AADSTS50027).",
 }
 
 
 def token_error(
     result: dict[str, Any],
     *,
-    secret: str | None = None,
+    credential: ClientCredential | None = None,
     registration: AppRegistration | None = None,
 ) -> TokenError:
     """Turn an MSAL error dict into a TokenError with an operator-friendly message."""
@@ -194,7 +265,7 @@ def token_error(
         except (TypeError, ValueError):
             retry_after = None
     return TokenError(
-        _scrub(message, secret),
+        _scrub(message, credential),
         aadsts=aadsts,
         transient=transient,
         error=error,
@@ -204,7 +275,7 @@ def token_error(
 
 def _acquire_for_client(
     app: msal.ConfidentialClientApplication,
-    secret: str,
+    credential: ClientCredential,
     registration: AppRegistration | None = None,
 ) -> dict[str, Any]:
     registration = registration or AppRegistration.configured()
@@ -213,7 +284,7 @@ def _acquire_for_client(
     except msal.exceptions.MsalServiceError as exc:
         # MSAL raises for HTTP >= 500 from the token endpoint.
         raise TokenError(
-            f"The identity platform failed: {_scrub(str(exc), secret)[:200]}",
+            f"The identity platform failed: {_scrub(str(exc), credential)[:200]}",
             transient=True,
             error="server_error",
         ) from None
@@ -225,7 +296,7 @@ def _acquire_for_client(
             error="unreachable",
         ) from None
     if not result or "access_token" not in result:
-        raise token_error(result or {}, secret=secret, registration=registration)
+        raise token_error(result or {}, credential=credential, registration=registration)
     return result
 
 
@@ -246,10 +317,11 @@ def token_claims(access_token: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class ActiveSecret:
+class ActiveCredential:
     credential_id: int
     fingerprint: str
-    secret: str
+    kind: str
+    client_credential: ClientCredential
     resolved_at: float
     tenant_id: str = ""
     client_id: str = ""
@@ -261,15 +333,16 @@ class ActiveSecret:
 
 
 _lock = threading.RLock()
-_active: ActiveSecret | None = None
+_active: ActiveCredential | None = None
 _apps: dict[tuple[str, str, str], msal.ConfidentialClientApplication] = {}
 
 
-def resolve_active() -> ActiveSecret:
-    """The active credential (secret decrypted), re-read from the database every few seconds.
+def resolve_active() -> ActiveCredential:
+    """The active credential (secret or key decrypted), re-read from the database every few
+    seconds.
 
     Other processes see an activation within CREDENTIAL_RECHECK_SECONDS; meanwhile they keep
-    using the previous secret, which stays valid during its grace period — the reason the
+    using the previous credential, which stays valid during its grace period — the reason the
     grace period exists. The process that activated invalidates at once.
     """
     global _active
@@ -280,10 +353,11 @@ def resolve_active() -> ActiveSecret:
             return current
 
     credential = active_credential()
-    resolved = ActiveSecret(
+    resolved = ActiveCredential(
         credential.pk,
         credential.fingerprint,
-        credential.secret_value(),
+        credential.kind,
+        client_credential(credential),
         time.monotonic(),
         credential.tenant_id,
         credential.client_id,
@@ -293,7 +367,7 @@ def resolve_active() -> ActiveSecret:
     return resolved
 
 
-def _app_for(active: ActiveSecret) -> msal.ConfidentialClientApplication:
+def _app_for(active: ActiveCredential) -> msal.ConfidentialClientApplication:
     active.refuse_if_foreign()
     key = (authority(), settings.MICROSOFT_CLIENT_ID, active.fingerprint)
     with _lock:
@@ -301,14 +375,14 @@ def _app_for(active: ActiveSecret) -> msal.ConfidentialClientApplication:
         if app is None:
             # Drop apps for older credentials/authorities: one per process.
             _apps.clear()
-            app = _apps[key] = build_app(active.secret)
+            app = _apps[key] = build_app(active.client_credential)
         return app
 
 
 def app_token_result() -> dict[str, Any]:
     """MSAL's result dict for an app-only Graph token (from cache when still valid)."""
     active = resolve_active()
-    return _acquire_for_client(_app_for(active), active.secret)
+    return _acquire_for_client(_app_for(active), active.client_credential)
 
 
 def app_token() -> str:
@@ -345,7 +419,9 @@ def invalidate() -> None:
         callback()
 
 
-def acquire_with_secret(secret: str, registration: AppRegistration | None = None) -> dict[str, Any]:
-    """A token with a candidate secret (and app registration), using a fresh MSAL app."""
-    app = build_app(secret, token_cache=msal.TokenCache(), registration=registration)
-    return _acquire_for_client(app, secret, registration)
+def acquire_with(
+    credential: ClientCredential, registration: AppRegistration | None = None
+) -> dict[str, Any]:
+    """A token with a candidate credential (and app registration), using a fresh MSAL app."""
+    app = build_app(credential, token_cache=msal.TokenCache(), registration=registration)
+    return _acquire_for_client(app, credential, registration)

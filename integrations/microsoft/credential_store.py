@@ -1,5 +1,6 @@
-"""The client-secret store as token acquisition sees it: the active credential (bootstrapped
-from MICROSOFT_CLIENT_SECRET when the store is empty) and what identifies a credential.
+"""The credential store as token acquisition sees it: the active credential (bootstrapped
+from MICROSOFT_CLIENT_ASSERTION_FILE or MICROSOFT_CLIENT_SECRET when the store is empty) and
+what identifies a credential.
 
 auth.py (tokens) and credentials.py (rotation, which also invalidates auth's caches) both
 need these; living here, neither has to import the other's module back.
@@ -27,13 +28,22 @@ TARGET = "credential"
 
 def public_params(credential: Credential) -> dict[str, Any]:
     """Audit parameters: what identifies the credential, never its value."""
-    return {
+    params = {
         "display_name": credential.display_name,
+        "kind": credential.kind,
         "fingerprint": credential.fingerprint,
         "state": credential.state,
         "tenant_id": credential.tenant_id,
         "client_id": credential.client_id,
     }
+    if credential.kind == Credential.Kind.CERTIFICATE:
+        params |= {"thumbprint": credential.thumbprint, "subject": credential.subject}
+    return params
+
+
+def federated_fingerprint(tenant_id: str, client_id: str) -> str:
+    """Workload identity has no value to fingerprint: one per app registration."""
+    return fingerprint(f"federated:{tenant_id.lower()}:{client_id.lower()}")
 
 
 def active_credential() -> Credential:
@@ -45,22 +55,30 @@ def active_credential() -> Credential:
     if credential is not None:
         return credential
     raise TokenError(
-        "No active client secret: set MICROSOFT_CLIENT_SECRET (bootstraps the credential "
-        "store) or add, verify and activate one (console or `manage.py rotate_client_secret`).",
+        "No active credential: set MICROSOFT_CLIENT_SECRET or MICROSOFT_CLIENT_ASSERTION_FILE "
+        "(either bootstraps the credential store) or add, verify and activate a secret or "
+        "certificate (console or `manage.py rotate_client_secret`).",
         error="no_credential",
     )
 
 
 def bootstrap_from_environment() -> Credential | None:
-    """Create the first active credential from MICROSOFT_CLIENT_SECRET, audited as system.
+    """Create the first active credential from MICROSOFT_CLIENT_ASSERTION_FILE (workload
+    identity, preferred: nothing to store) or MICROSOFT_CLIENT_SECRET, audited as system.
 
-    Only when nothing is active and that secret is not already stored (a retired secret is not
-    resurrected by a stale environment variable).
+    Only when nothing is active and that credential is not already stored (a retired one is
+    not resurrected by a stale environment variable).
     """
-    secret = (settings.MICROSOFT_CLIENT_SECRET or "").strip()
-    if not secret:
-        return None
-    print_ = fingerprint(secret)
+    app = configured_app()
+    if settings.MICROSOFT_CLIENT_ASSERTION_FILE:
+        kind, secret, label = Credential.Kind.FEDERATED, "", "MICROSOFT_CLIENT_ASSERTION_FILE"
+        print_ = federated_fingerprint(app["tenant_id"], app["client_id"])
+    else:
+        kind, label = Credential.Kind.SECRET, "MICROSOFT_CLIENT_SECRET"
+        secret = (settings.MICROSOFT_CLIENT_SECRET or "").strip()
+        if not secret:
+            return None
+        print_ = fingerprint(secret)
     if Credential.objects.filter(fingerprint=print_).exists():
         # Either another thread/process bootstrapped it a moment ago (use it), or it was
         # retired or demoted on purpose (None: don't resurrect it from a stale variable).
@@ -69,13 +87,14 @@ def bootstrap_from_environment() -> Credential | None:
     try:
         with transaction.atomic():
             credential = Credential.objects.create(
-                display_name="From MICROSOFT_CLIENT_SECRET",
-                secret_encrypted=encrypt(secret),
+                display_name=f"From {label}",
+                kind=kind,
+                secret_encrypted=encrypt(secret) if secret else "",
                 fingerprint=print_,
                 state=Credential.State.ACTIVE,
                 activated_at=timezone.now(),
                 created_by=actor.name,
-                **configured_app(),
+                **app,
             )
             record(
                 "credential.bootstrap",
@@ -87,7 +106,7 @@ def bootstrap_from_environment() -> Credential | None:
     except IntegrityError:
         # Another process bootstrapped (or activated) at the same moment.
         return Credential.objects.filter(state=Credential.State.ACTIVE).first()
-    logger.info("Credential store bootstrapped from MICROSOFT_CLIENT_SECRET (…%s)", print_)
+    logger.info("Credential store bootstrapped from %s (…%s)", label, print_)
     return credential
 
 

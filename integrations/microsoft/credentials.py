@@ -1,4 +1,8 @@
-"""Client-secret rotation: add (pending) → verify → activate → grace → retire, and rollback.
+"""Credential rotation: add (pending) → verify → activate → grace → retire, and rollback.
+
+A credential is a client secret, a certificate (PEM or PFX; its private key stored encrypted
+like a secret) or workload identity (a federated token file: nothing stored). All three go
+through the same steps, so switching between kinds is a rotation like any other.
 
 Every operator step checks `rotate_credentials` before its transaction (so a denial is
 audited even though nothing happens) and writes its audit event in the same transaction as
@@ -16,8 +20,14 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from integrations.microsoft import auth
-from integrations.microsoft.credential_store import TARGET, configured_app, public_params
+from integrations.microsoft import auth, certificates
+from integrations.microsoft.certificates import CertificateError
+from integrations.microsoft.credential_store import (
+    TARGET,
+    configured_app,
+    federated_fingerprint,
+    public_params,
+)
 from integrations.microsoft.errors import TokenError
 from integrations.microsoft.models import Credential
 from portal.access.actors import Actor
@@ -58,33 +68,21 @@ def inventory() -> list[Credential]:
 # --------------------------------------------------------------------------- steps
 
 
-def add_secret(
-    actor: Actor, value: str, display_name: str, expires_at: datetime | None = None
-) -> Credential:
-    """Store a new secret as pending."""
-    require(actor, "rotate_credentials", action="credential.add", target_type=TARGET)
-    value = (value or "").strip()
+def _store_pending(actor: Actor, display_name: str, **fields: object) -> Credential:
+    """Create a pending credential and audit it (the caller has checked permission)."""
     display_name = (display_name or "").strip()[:120] or f"Added {timezone.now():%Y-%m-%d}"
-    if not value:
-        raise CredentialError("The secret is empty.")
-    if len(value) > MAX_SECRET_LENGTH:
-        raise CredentialError("The secret is too long to be a client secret.")
-    if expires_at is not None and expires_at <= timezone.now():
-        raise CredentialError("The expiry date is in the past.")
-    print_ = fingerprint(value)
-    existing = Credential.objects.filter(fingerprint=print_).first()
+    existing = Credential.objects.filter(fingerprint=fields["fingerprint"]).first()
     if existing is not None:
         raise CredentialError(
-            f"This secret is already stored as #{existing.pk} “{existing.display_name}” "
-            f"({existing.state})."
+            f"This {existing.get_kind_display().lower()} is already stored as #{existing.pk} "
+            f"“{existing.display_name}” ({existing.state})."
         )
+    expires_at = fields.get("expires_at")
     with transaction.atomic():
         credential = Credential.objects.create(
             display_name=display_name,
-            secret_encrypted=encrypt(value),
-            fingerprint=print_,
-            expires_at=expires_at,
             created_by=actor.name[:150],
+            **fields,
             **configured_app(),
         )
         record(
@@ -94,10 +92,79 @@ def add_secret(
             target_id=credential.pk,
             params={
                 **public_params(credential),
-                "expires_at": expires_at.isoformat() if expires_at else None,
+                "expires_at": expires_at.isoformat() if isinstance(expires_at, datetime) else None,
             },
         )
     return credential
+
+
+def add_secret(
+    actor: Actor, value: str, display_name: str, expires_at: datetime | None = None
+) -> Credential:
+    """Store a new secret as pending."""
+    require(actor, "rotate_credentials", action="credential.add", target_type=TARGET)
+    value = (value or "").strip()
+    if not value:
+        raise CredentialError("The secret is empty.")
+    if len(value) > MAX_SECRET_LENGTH:
+        raise CredentialError("The secret is too long to be a client secret.")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise CredentialError("The expiry date is in the past.")
+    return _store_pending(
+        actor,
+        display_name,
+        kind=Credential.Kind.SECRET,
+        secret_encrypted=encrypt(value),
+        fingerprint=fingerprint(value),
+        expires_at=expires_at,
+    )
+
+
+def add_certificate(
+    actor: Actor, data: bytes, password: str = "", display_name: str = ""
+) -> Credential:
+    """Store a certificate and its private key (PEM or PFX upload) as pending.
+
+    The expiry is the certificate's own; the key is kept encrypted, never shown."""
+    require(actor, "rotate_credentials", action="credential.add", target_type=TARGET)
+    try:
+        loaded = certificates.load(data, password, now=timezone.now())
+    except CertificateError as exc:
+        raise CredentialError(str(exc)) from None
+    return _store_pending(
+        actor,
+        display_name or loaded.subject,
+        kind=Credential.Kind.CERTIFICATE,
+        secret_encrypted=encrypt(loaded.private_key_pem),
+        certificate_pem=loaded.certificate_pem,
+        thumbprint=loaded.thumbprint,
+        subject=loaded.subject[:300],
+        fingerprint=certificates.fingerprint(loaded.certificate_pem),
+        expires_at=loaded.not_after,
+    )
+
+
+def add_workload_identity(actor: Actor, display_name: str = "") -> Credential:
+    """Store workload identity (the MICROSOFT_CLIENT_ASSERTION_FILE token) as pending.
+
+    Nothing secret is stored: the token is read from the file at every token request."""
+    require(actor, "rotate_credentials", action="credential.add", target_type=TARGET)
+    if not settings.MICROSOFT_CLIENT_ASSERTION_FILE:
+        raise CredentialError(
+            "Workload identity needs MICROSOFT_CLIENT_ASSERTION_FILE (or the "
+            "AZURE_FEDERATED_TOKEN_FILE that AKS workload identity sets): it is not set."
+        )
+    try:
+        auth.read_client_assertion()
+    except TokenError as exc:
+        raise CredentialError(exc.message) from None
+    app = configured_app()
+    return _store_pending(
+        actor,
+        display_name or "Workload identity",
+        kind=Credential.Kind.FEDERATED,
+        fingerprint=federated_fingerprint(app["tenant_id"], app["client_id"]),
+    )
 
 
 def _get(credential_id: int) -> Credential:
@@ -108,7 +175,8 @@ def _get(credential_id: int) -> Credential:
 
 
 def verify_secret(actor: Actor, credential_id: int) -> VerifyOutcome:
-    """Ask for a token with this secret using a fresh MSAL app; store the outcome."""
+    """Ask for a token with this credential (any kind) using a fresh MSAL app; store the
+    outcome."""
     require(
         actor,
         "rotate_credentials",
@@ -118,16 +186,18 @@ def verify_secret(actor: Actor, credential_id: int) -> VerifyOutcome:
     )
     credential = _get(credential_id)
     if credential.state == Credential.State.RETIRED:
-        raise CredentialError(f"Credential #{credential.pk} is retired; its secret was erased.")
+        raise CredentialError(f"Credential #{credential.pk} is retired; its value was erased.")
     # The token request happens outside any transaction: no lock held during network I/O.
     try:
         credential.refuse_if_foreign()
-        result = auth.acquire_with_secret(credential.secret_value())
+        result = auth.acquire_with(auth.client_credential(credential))
     except TokenError as exc:
         outcome = VerifyOutcome(False, exc.message)
     else:
         roles = sorted(auth.token_claims(result["access_token"]).get("roles") or [])
-        outcome = VerifyOutcome(True, "A token was issued with this secret.", roles)
+        outcome = VerifyOutcome(
+            True, f"A token was issued with this {credential.get_kind_display().lower()}.", roles
+        )
     now = timezone.now()
     with transaction.atomic():
         if outcome.ok:

@@ -155,7 +155,9 @@ class CredentialQuerySet(models.QuerySet["Credential"]):
 
 
 class Credential(models.Model):
-    """A client secret of the app registration. Only the ciphertext is stored.
+    """How the portal proves it is the app registration: a client secret, a certificate (its
+    private key encrypted like a secret, the certificate itself in clear) or workload identity
+    (a federated token read from MICROSOFT_CLIENT_ASSERTION_FILE: nothing stored).
 
     Life cycle: pending (added) → verified (a fresh MSAL app got a token with it) → active
     (used for every token) → grace (previous active, kept for rollback until grace_until) →
@@ -168,14 +170,25 @@ class Credential(models.Model):
         GRACE = "grace", "Grace period"
         RETIRED = "retired", "Retired"
 
+    class Kind(models.TextChoices):
+        SECRET = "secret", "Client secret"
+        CERTIFICATE = "certificate", "Certificate"
+        FEDERATED = "federated", "Workload identity"
+
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.SECRET)
     display_name = models.CharField(max_length=120)
     # The app registration this secret belongs to: a secret only works for its own tenant and
     # client, so a mismatch with the configured ones stops token requests before Entra sees
     # them ("" = recorded before this was tracked: not checked).
     tenant_id = models.CharField(max_length=100, blank=True, editable=False)
     client_id = models.CharField(max_length=100, blank=True, editable=False)
-    # Fernet ciphertext (crypto.encrypt); "" once retired.
+    # Fernet ciphertext (crypto.encrypt) of the secret or the certificate's private key;
+    # "" once retired, and always for workload identity.
     secret_encrypted = models.TextField(blank=True, editable=False)
+    # Certificates only: the public certificate (PEM) and what Entra ID shows of it.
+    certificate_pem = models.TextField(blank=True, editable=False)
+    thumbprint = models.CharField(max_length=64, blank=True, editable=False)
+    subject = models.CharField(max_length=300, blank=True, editable=False)
     # First 12 hex digits of SHA-256(secret): tells secrets apart without revealing any part.
     fingerprint = models.CharField(max_length=16, db_index=True, editable=False)
     state = models.CharField(

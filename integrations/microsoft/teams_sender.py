@@ -4,7 +4,7 @@ App-only Graph cannot post normal Teams messages ("Send chatMessage in a channel
 admin
 connects one account through MSAL's authorization-code flow (PKCE); its token cache is stored
 encrypted (DelegatedAccount) and refreshed here. The MSAL apps come from auth.py and are built
-with the active client secret.
+with the active credential.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def start_delegated_connect(
     """
     active = auth.resolve_active()
     active.refuse_if_foreign()
-    app = auth.build_app(active.secret)
+    app = auth.build_app(active.client_credential)
     with warnings.catch_warnings():
         # MSAL recommends response_mode=form_post, but that is a cross-site POST to the
         # console, which carries no SameSite=Lax session cookie — and the flow lives in the
@@ -86,7 +86,7 @@ def start_delegated_connect(
             response_mode="query",
         )
     if "auth_uri" not in flow:
-        raise auth.token_error(flow, secret=active.secret)
+        raise auth.token_error(flow, credential=active.client_credential)
     return flow["auth_uri"], flow
 
 
@@ -103,7 +103,7 @@ def complete_delegated_connect(
     active = auth.resolve_active()
     active.refuse_if_foreign()
     cache = msal.SerializableTokenCache()
-    app = auth.build_app(active.secret, token_cache=cache)
+    app = auth.build_app(active.client_credential, token_cache=cache)
     params = {
         k: (v[0] if isinstance(v, list) and len(v) == 1 else v)
         for k, v in dict(query_params).items()
@@ -116,7 +116,7 @@ def complete_delegated_connect(
     except requests.RequestException as exc:
         result = {"error": "unreachable", "error_description": type(exc).__name__}
     if "access_token" not in result:
-        error = auth.token_error(result, secret=active.secret)
+        error = auth.token_error(result, credential=active.client_credential)
         record(
             "teams_sender.connect",
             actor=actor,
@@ -209,7 +209,7 @@ def delegated_token(*, force_refresh: bool = False) -> str:
             # MSAL binds the cache at construction, so a new cache means a new app.
             cache = msal.SerializableTokenCache()
             cache.deserialize(decrypt(account.token_cache_encrypted))
-            app = auth.build_app(active.secret, token_cache=cache)
+            app = auth.build_app(active.client_credential, token_cache=cache)
             entry = (app, cache, account.pk, account.cache_version)
             _delegated.clear()
             _delegated[key] = entry
@@ -229,7 +229,7 @@ def delegated_token(*, force_refresh: bool = False) -> str:
                 ) from None
         if not result or "access_token" not in result:
             error = (
-                auth.token_error(result, secret=active.secret)
+                auth.token_error(result, credential=active.client_credential)
                 if result
                 else TokenError(
                     f"The Teams sender {account.upn} must be reconnected: no usable token in its "

@@ -36,7 +36,8 @@ from django.db import transaction
 from django.utils import timezone
 from dotenv import dotenv_values
 
-from integrations.microsoft import auth, graph, http, teams_sender
+from integrations.microsoft import auth, certificates, graph, http, teams_sender
+from integrations.microsoft.certificates import CertificateCredential
 from integrations.microsoft.credentials import MAX_SECRET_LENGTH
 from integrations.microsoft.errors import GraphError, TokenError
 from integrations.microsoft.models import (
@@ -64,6 +65,28 @@ PROBE_TIMEOUT = 10.0
 
 class ConnectError(Exception):
     """Connecting cannot go ahead as asked; nothing was changed (message is for the operator)."""
+
+
+# What the new tenant's app registration is reached with: a client secret or a certificate.
+NewCredential = str | CertificateCredential
+
+
+def _fingerprint(credential: NewCredential) -> str:
+    if isinstance(credential, CertificateCredential):
+        return certificates.fingerprint(credential.certificate_pem)
+    return fingerprint(credential)
+
+
+def _client_credential(credential: NewCredential) -> auth.ClientCredential:
+    if isinstance(credential, CertificateCredential):
+        return auth.certificate_credential(credential.private_key_pem, credential.certificate_pem)
+    return credential
+
+
+def _describe(credential: NewCredential) -> str:
+    if isinstance(credential, CertificateCredential):
+        return f"the certificate {credential.subject} (thumbprint {credential.thumbprint})"
+    return f"the new secret …{fingerprint(credential)}"
 
 
 @dataclass(frozen=True)
@@ -162,6 +185,7 @@ class ConnectPlan:
     target: TenantTarget
     old: dict[str, str]
     secret_fingerprint: str
+    credential_label: str
     roles: list[str]
     credentials_to_retire: list[str]
     subscriptions: int
@@ -185,7 +209,7 @@ class ConnectPlan:
             f"{self.old['client_id'] or '(none)'} → {t.client_id}.",
             f"Identity platform: {self.old['authority_host']} → {t.authority_host}; Graph: "
             f"{self.old['graph_url']} → {t.graph_url}.",
-            f"Active credential: the new secret …{self.secret_fingerprint} becomes active"
+            f"Active credential: {self.credential_label} becomes active"
             + (
                 f"; retired: {', '.join(self.credentials_to_retire)}"
                 if self.credentials_to_retire
@@ -228,7 +252,9 @@ def _old_settings() -> dict[str, str]:
     }
 
 
-def _check_secret(secret: str) -> str:
+def _check_secret(secret: NewCredential) -> NewCredential:
+    if isinstance(secret, CertificateCredential):
+        return secret
     secret = (secret or "").strip()
     if not secret:
         raise ConnectError("The client secret is empty.")
@@ -265,7 +291,7 @@ def _lookup_user(target: TenantTarget, token: str, upn: str) -> tuple[dict[str, 
 def prepare(
     actor: Actor,
     target: TenantTarget,
-    secret: str,
+    secret: NewCredential,
     *,
     keep_monitored_users: bool = False,
     drop_synced_items: bool = False,
@@ -275,7 +301,7 @@ def prepare(
     require(actor, PERMISSION, action=ACTION, target_type="tenant", target_id=target.tenant_id)
     secret = _check_secret(secret)
     try:
-        result = auth.acquire_with_secret(secret, target.registration)
+        result = auth.acquire_with(_client_credential(secret), target.registration)
     except TokenError as exc:
         raise ConnectError(
             f"No token with the new values, so nothing was changed: {exc.message}"
@@ -298,7 +324,8 @@ def prepare(
     return ConnectPlan(
         target=target,
         old=_old_settings(),
-        secret_fingerprint=fingerprint(secret),
+        secret_fingerprint=_fingerprint(secret),
+        credential_label=_describe(secret),
         roles=sorted(auth.token_claims(token).get("roles") or []),
         credentials_to_retire=[f"#{c.pk} …{c.fingerprint} ({c.state})" for c in live],
         subscriptions=Subscription.objects.count(),
@@ -351,7 +378,11 @@ def _delete_old_subscriptions() -> tuple[int, list[str]]:
 
 
 def _switch_database(
-    actor: Actor, plan: ConnectPlan, secret: str, remote_deleted: int, remote_failed: list[str]
+    actor: Actor,
+    plan: ConnectPlan,
+    secret: NewCredential,
+    remote_deleted: int,
+    remote_failed: list[str],
 ) -> Credential:
     now = timezone.now()
     target = plan.target
@@ -364,15 +395,25 @@ def _switch_database(
             old.grace_until = None
             old.secret_encrypted = ""
             old.save(update_fields=["state", "retired_at", "grace_until", "secret_encrypted"])
-        print_ = fingerprint(secret)
+        print_ = _fingerprint(secret)
+        if isinstance(secret, CertificateCredential):
+            material: dict[str, Any] = {
+                "kind": Credential.Kind.CERTIFICATE,
+                "secret_encrypted": encrypt(secret.private_key_pem),
+                "certificate_pem": secret.certificate_pem,
+                "thumbprint": secret.thumbprint,
+                "subject": secret.subject[:300],
+                "expires_at": secret.not_after,
+            }
+        else:
+            material = {"secret_encrypted": encrypt(secret), "expires_at": plan.secret_expires_at}
         credential = Credential.objects.create(
             display_name=f"connect_tenant {now:%Y-%m-%d}",
-            secret_encrypted=encrypt(secret),
             fingerprint=print_,
             state=Credential.State.ACTIVE,
             activated_at=now,
             last_verified_at=now,
-            expires_at=plan.secret_expires_at,
+            **material,
             created_by=actor.name[:150],
             tenant_id=target.tenant_id,
             client_id=target.client_id,
@@ -422,6 +463,7 @@ def _switch_database(
                     "graph_url": target.graph_url,
                 },
                 "credential": credential.pk,
+                "credential_kind": credential.kind,
                 "fingerprint": print_,
                 "retired_credentials": retired,
                 "subscriptions_deleted": subscriptions,
@@ -487,12 +529,12 @@ def write_settings(values: dict[str, str], path: Path | str | None) -> tuple[str
     return str(path), overridden
 
 
-def apply(actor: Actor, plan: ConnectPlan, secret: str) -> ConnectResult:
+def apply(actor: Actor, plan: ConnectPlan, secret: NewCredential) -> ConnectResult:
     """Carry out a prepared plan (see the module docstring)."""
     require(actor, PERMISSION, action=ACTION, target_type="tenant", target_id=plan.target.tenant_id)
     secret = _check_secret(secret)
-    if fingerprint(secret) != plan.secret_fingerprint:
-        raise ConnectError("The secret differs from the one the preview was made with.")
+    if _fingerprint(secret) != plan.secret_fingerprint:
+        raise ConnectError("The credential differs from the one the preview was made with.")
     remote_deleted, remote_failed = _delete_old_subscriptions()
     credential = _switch_database(actor, plan, secret, remote_deleted, remote_failed)
     # Written before this process switches: write_settings tells the real environment from

@@ -78,20 +78,30 @@ def check_configuration(ctx: _Context) -> CheckResult:
     has_active = active is not None
     if active is not None and active.configuration_mismatch():
         problems.append(active.configuration_mismatch())
-    if not has_active and not settings.MICROSOFT_CLIENT_SECRET:
+    if not has_active and not (
+        settings.MICROSOFT_CLIENT_SECRET or settings.MICROSOFT_CLIENT_ASSERTION_FILE
+    ):
         problems.append(
-            "no client secret (set MICROSOFT_CLIENT_SECRET or add one to the credential store)"
+            "no credential (set MICROSOFT_CLIENT_SECRET or MICROSOFT_CLIENT_ASSERTION_FILE, or "
+            "add a secret or certificate to the credential store)"
         )
     if not settings.FIELD_ENCRYPTION_KEYS:
         problems.append("FIELD_ENCRYPTION_KEYS is empty")
     if problems:
         return CheckResult("Configuration", False, "; ".join(problems))
-    source = "credential store" if has_active else "MICROSOFT_CLIENT_SECRET (bootstraps the store)"
+    if active is not None:
+        source = f"{active.get_kind_display().lower()} from the credential store"
+        if active.kind == Credential.Kind.CERTIFICATE:
+            source += f" (thumbprint {active.thumbprint})"
+    elif settings.MICROSOFT_CLIENT_ASSERTION_FILE:
+        source = "workload identity from MICROSOFT_CLIENT_ASSERTION_FILE (bootstraps the store)"
+    else:
+        source = "secret from MICROSOFT_CLIENT_SECRET (bootstraps the store)"
     return CheckResult(
         "Configuration",
         True,
         f"tenant {settings.MICROSOFT_TENANT_ID}, client "
-        f"{settings.MICROSOFT_CLIENT_ID}, secret from {source}, Graph at "
+        f"{settings.MICROSOFT_CLIENT_ID}, {source}, Graph at "
         f"{settings.MICROSOFT_GRAPH_URL}",
     )
 
@@ -102,7 +112,7 @@ def check_token(ctx: _Context) -> CheckResult:
         credential.refuse_if_foreign()
         # A fresh MSAL app: MSAL caches identical 400 answers for 60 s per app, so the
         # process-wide one could report a fixed problem as still broken.
-        result = auth.acquire_with_secret(credential.secret_value())
+        result = auth.acquire_with(auth.client_credential(credential))
     except TokenError as exc:
         ctx.token_error = exc.message
         return CheckResult("Token acquisition", False, exc.message)

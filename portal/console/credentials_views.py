@@ -1,5 +1,5 @@
-"""Credentials: the client-secret inventory (never values), the rotation wizard, the Teams
-sender account (delegated sign-in).
+"""Credentials: the inventory of secrets, certificates and workload identity (never a secret
+value or private key), the rotation wizard, the Teams sender account (delegated sign-in).
 
 The services in integrations.microsoft.credentials / auth check `rotate_credentials` and
 audit every step; these views only translate between forms, messages and redirects.
@@ -18,7 +18,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from integrations.microsoft import credentials, teams_sender
+from integrations.microsoft import certificates, credentials, teams_sender
 from integrations.microsoft.credentials import CredentialError
 from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import Credential, DelegatedAccount
@@ -54,6 +54,30 @@ class AddSecretForm(forms.Form):
         if expires <= timezone.now():
             raise forms.ValidationError("This date is in the past: the secret has expired.")
         return expires
+
+
+class AddCertificateForm(forms.Form):
+    certificate_file = forms.FileField(
+        label="Certificate with its private key (PEM or PFX)",
+        max_length=255,
+        widget=forms.ClearableFileInput(attrs={"accept": ".pem,.pfx,.p12,.key,.crt"}),
+    )
+    certificate_password = forms.CharField(
+        label="Password (PFX or encrypted key; blank if none)",
+        required=False,
+        strip=False,
+        max_length=1024,
+        widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
+    )
+    certificate_name = forms.CharField(
+        label="Name (blank: the certificate's subject)", max_length=120, required=False
+    )
+
+    def clean_certificate_file(self) -> bytes:
+        upload = self.cleaned_data["certificate_file"]
+        if upload.size > certificates.MAX_UPLOAD_BYTES:
+            raise forms.ValidationError("The file is too large to be a certificate and its key.")
+        return bytes(upload.read())
 
 
 class ConnectSenderForm(forms.Form):
@@ -94,6 +118,8 @@ def credentials_page(request: HttpRequest) -> HttpResponse:
         "has_grace": any(c.state == Credential.State.GRACE for c in rows),
         "grace_hours": int(settings.CREDENTIAL_GRACE_HOURS),
         "add_form": AddSecretForm(),
+        "certificate_form": AddCertificateForm(),
+        "assertion_file": settings.MICROSOFT_CLIENT_ASSERTION_FILE,
         "connect_form": ConnectSenderForm(),
         "sender": sender,
         "past_senders": DelegatedAccount.objects.filter(disconnected_at__isnull=False)[:5],
@@ -119,9 +145,7 @@ def _back() -> HttpResponse:
 def credential_add(request: HttpRequest) -> HttpResponse:
     form = AddSecretForm(request.POST)
     if not form.is_valid():
-        for field, errors in form.errors.items():
-            label = form.fields[field].label if field in form.fields else ""
-            messages.error(request, f"{label or 'Secret'}: {' '.join(errors)}")
+        _form_errors(request, form)
         return _back()
     try:
         credential = credentials.add_secret(
@@ -138,6 +162,54 @@ def credential_add(request: HttpRequest) -> HttpResponse:
             f"Stored as #{credential.pk} (fingerprint …"
             f"{credential.fingerprint}), pending. Nothing uses it yet: "
             "verify it next.",
+        )
+    return _back()
+
+
+def _form_errors(request: HttpRequest, form: forms.Form) -> None:
+    for field, errors in form.errors.items():
+        label = form.fields[field].label if field in form.fields else ""
+        messages.error(request, f"{label or 'Credential'}: {' '.join(errors)}")
+
+
+@require_POST
+@requires("rotate_credentials")
+def credential_add_certificate(request: HttpRequest) -> HttpResponse:
+    form = AddCertificateForm(request.POST, request.FILES)
+    if not form.is_valid():
+        _form_errors(request, form)
+        return _back()
+    try:
+        credential = credentials.add_certificate(
+            Actor.from_request(request),
+            form.cleaned_data["certificate_file"],
+            form.cleaned_data["certificate_password"],
+            form.cleaned_data["certificate_name"],
+        )
+    except CredentialError as exc:
+        messages.error(request, f"The certificate was not stored: {exc}")
+    else:
+        messages.success(
+            request,
+            f"Stored certificate #{credential.pk} ({credential.subject}, thumbprint "
+            f"{credential.thumbprint}), pending. Upload the same certificate to the app "
+            "registration in Entra ID if you have not, then verify it.",
+        )
+    return _back()
+
+
+@require_POST
+@requires("rotate_credentials")
+def credential_add_workload_identity(request: HttpRequest) -> HttpResponse:
+    try:
+        credential = credentials.add_workload_identity(Actor.from_request(request))
+    except CredentialError as exc:
+        messages.error(request, f"Workload identity was not added: {exc}")
+    else:
+        messages.success(
+            request,
+            f"Workload identity stored as #{credential.pk}, pending (nothing secret is "
+            "stored: the token file is read at every token request). Verify it next.",
         )
     return _back()
 
@@ -173,8 +245,8 @@ def credential_activate(request: HttpRequest, credential_id: int) -> HttpRespons
     else:
         messages.success(
             request,
-            f"#{credential.pk} is now the active secret. The previous "
-            "one stays valid for rollback during its grace period.",
+            f"#{credential.pk} ({credential.get_kind_display().lower()}) is now the active "
+            "credential. The previous one stays valid for rollback during its grace period.",
         )
     return _back()
 

@@ -2,8 +2,8 @@
 
 Step 1 (preview) acquires a token with the new values and shows what will change; step 2
 (apply) repeats the preparation with the same values and carries it out. Between the two the
-secret waits in the session, encrypted with FIELD_ENCRYPTION_KEYS, for at most
-PENDING_SECONDS; it is never rendered back.
+secret (or the certificate's private key) waits in the session, encrypted with
+FIELD_ENCRYPTION_KEYS, for at most PENDING_SECONDS; it is never rendered back.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from integrations.microsoft import tenant
+from integrations.microsoft import certificates, tenant
+from integrations.microsoft.certificates import CertificateError
 from integrations.microsoft.credentials import MAX_SECRET_LENGTH
 from integrations.microsoft.tenant import ConnectError
 from integrations.microsoft.verify import run_checks
@@ -38,8 +39,19 @@ class ConnectTenantForm(forms.Form):
     client_id = forms.CharField(label="Application (client) ID", max_length=100)
     client_secret = forms.CharField(
         label="Client secret (its value, not its ID)",
+        required=False,
         max_length=MAX_SECRET_LENGTH,
         widget=forms.PasswordInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    certificate_file = forms.FileField(
+        label="…or a certificate with its private key (PEM or PFX)", required=False
+    )
+    certificate_password = forms.CharField(
+        label="Certificate password (PFX or encrypted key; blank if none)",
+        required=False,
+        strip=False,
+        max_length=1024,
+        widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
     )
     secret_expires_on = forms.DateField(
         label="Secret expires on (from Entra ID)",
@@ -68,9 +80,33 @@ class ConnectTenantForm(forms.Form):
         label="Drop the synced items of the old tenant", required=False
     )
 
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        upload = data.get("certificate_file")
+        if bool(data.get("client_secret")) == bool(upload):
+            raise forms.ValidationError("Give either the client secret or a certificate file.")
+        if upload:
+            if upload.size > certificates.MAX_UPLOAD_BYTES:
+                self.add_error("certificate_file", "The file is too large to be a certificate.")
+                return data
+            try:
+                data["certificate"] = certificates.load(
+                    upload.read(), data.get("certificate_password") or ""
+                )
+            except CertificateError as exc:
+                self.add_error("certificate_file", str(exc))
+        return data
+
     def expires_at(self) -> datetime | None:
         day = self.cleaned_data.get("secret_expires_on")
         return timezone.make_aware(datetime.combine(day, day_start.min)) if day else None
+
+
+def _credential(pending: dict[str, Any]) -> tenant.NewCredential:
+    if "certificate" in pending:
+        pem = decrypt(pending["private_key"]) + pending["certificate"]
+        return certificates.load(pem.encode("ascii"))
+    return decrypt(pending["secret"])
 
 
 def _prepare(request: HttpRequest, pending: dict[str, Any]) -> tenant.ConnectPlan:
@@ -79,11 +115,22 @@ def _prepare(request: HttpRequest, pending: dict[str, Any]) -> tenant.ConnectPla
     return tenant.prepare(
         Actor.from_request(request),
         target,
-        decrypt(pending["secret"]),
+        _credential(pending),
         keep_monitored_users=pending["keep"],
         drop_synced_items=pending["drop"],
         secret_expires_at=datetime.fromisoformat(expires) if expires else None,
     )
+
+
+def _pending_credential(data: dict[str, Any]) -> dict[str, str]:
+    """What waits in the session between preview and apply (the key/secret encrypted)."""
+    certificate = data.get("certificate")
+    if certificate is not None:
+        return {
+            "private_key": encrypt(certificate.private_key_pem),
+            "certificate": certificate.certificate_pem,
+        }
+    return {"secret": encrypt(data["client_secret"])}
 
 
 @require_http_methods(["GET", "POST"])
@@ -92,7 +139,7 @@ def connect_tenant(request: HttpRequest) -> HttpResponse:
     """GET: the form. POST: token with the new values, then the preview."""
     context: dict[str, Any] = {"form": ConnectTenantForm(), "plan": None}
     if request.method == "POST":
-        form = ConnectTenantForm(request.POST)
+        form = ConnectTenantForm(request.POST, request.FILES)
         context["form"] = form
         if form.is_valid():
             data = form.cleaned_data
@@ -109,7 +156,7 @@ def connect_tenant(request: HttpRequest) -> HttpResponse:
                         "public_base_url",
                     )
                 },
-                "secret": encrypt(data["client_secret"]),
+                **_pending_credential(data),
                 "keep": data["keep_monitored_users"],
                 "drop": data["drop_synced_items"],
                 "expires_at": expires.isoformat() if expires else None,
@@ -138,8 +185,8 @@ def connect_tenant_apply(request: HttpRequest) -> HttpResponse:
         return redirect("console:connect_tenant")
     try:
         plan = _prepare(request, pending)
-        result = tenant.apply(Actor.from_request(request), plan, decrypt(pending["secret"]))
-    except ConnectError as exc:
+        result = tenant.apply(Actor.from_request(request), plan, _credential(pending))
+    except (ConnectError, CertificateError) as exc:
         messages.error(request, str(exc))
         return redirect("console:connect_tenant")
     context = {"result": result, "target": asdict(result.plan.target), "checks": run_checks()}

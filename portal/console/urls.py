@@ -74,6 +74,16 @@ urlpatterns = [
     ),
     path("credentials/add", credentials_views.credential_add, name="credential_add"),
     path(
+        "credentials/add-certificate",
+        credentials_views.credential_add_certificate,
+        name="credential_add_certificate",
+    ),
+    path(
+        "credentials/add-workload-identity",
+        credentials_views.credential_add_workload_identity,
+        name="credential_add_workload_identity",
+    ),
+    path(
         "credentials/<int:credential_id>/verify",
         credentials_views.credential_verify,
         name="credential_verify",

@@ -75,7 +75,7 @@ def test_admin_rotates_the_client_secret(
     row.get_by_role("button", name="Verify").click()
     expect(page.locator(".messages")).to_contain_text("works")
     page.locator("tr", has_text="Rotation Q3").get_by_role("button", name="Activate").click()
-    expect(page.locator(".messages")).to_contain_text("now the active secret")
+    expect(page.locator(".messages")).to_contain_text("now the active credential")
     expect(page.locator("tr", has_text="Rotation Q3")).to_contain_text("active")
     expect(page.get_by_role("button", name="Roll back to this")).to_be_visible()
     screenshot("credentials")

@@ -88,7 +88,7 @@ class TestAppTokens:
 
     def test_no_secret_anywhere_is_a_clear_error(self, graph_settings):
         graph_settings.MICROSOFT_CLIENT_SECRET = ""
-        with pytest.raises(TokenError, match="No active client secret"):
+        with pytest.raises(TokenError, match="No active credential"):
             auth.app_token()
 
 

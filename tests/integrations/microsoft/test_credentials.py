@@ -240,7 +240,7 @@ def test_secret_values_never_leak(graph_settings, emulator, admin_actor, caplog,
     credentials.rollback(admin_actor)
     graph_settings.MICROSOFT_CLIENT_SECRET = wrong_value
     try:
-        auth.acquire_with_secret(wrong_value)
+        auth.acquire_with(wrong_value)
     except TokenError as exc:
         texts += [str(exc), repr(exc)]
 

@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from integrations.graph_emulator.testing import RunningEmulator
-from integrations.microsoft import auth, credentials, sync, tenant
+from integrations.microsoft import auth, certificates, credentials, sync, tenant
 from integrations.microsoft.errors import TokenError
 from integrations.microsoft.models import (
     Credential,
@@ -277,3 +277,58 @@ class TestConnectTenant:
         with pytest.raises(PermissionDenied):
             tenant.prepare(actor, target, b.client_secret)
         assert AuditEvent.objects.filter(action="tenant.connect", outcome="denied").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+class TestConnectWithACertificate:
+    def _args(self, emu: RunningEmulator, path: Path) -> list[str]:
+        return [
+            "connect_tenant",
+            "--tenant-id",
+            emu.tenant_id,
+            "--client-id",
+            emu.client_id,
+            "--certificate-file",
+            str(path),
+            "--authority-host",
+            emu.authority_host,
+            "--graph-url",
+            emu.graph_url,
+            "--ca-bundle",
+            emu.ca_path,
+            "--yes",
+        ]
+
+    def test_it_connects_verify_passes_and_no_secret_is_stored(self, graph_settings, b, tmp_path):
+        graph_settings.DOTENV_FILE = None
+        auth.app_token()  # the demo's secret is active for tenant A
+        key_pem, cert_pem = certificates.generate("tenant-b", days=60)
+        b.control.add_certificate(b.client_id, cert_pem)
+        for secret in b.control.secrets(b.client_id):
+            b.control.remove_secret(b.client_id, secret["keyId"])
+        path = tmp_path / "b.pem"
+        path.write_text(key_pem + cert_pem)
+        out = io.StringIO()
+        call_command(*self._args(b, path), stdout=out, stderr=io.StringIO())
+        output = out.getvalue()
+        assert f"Connected to tenant {b.tenant_id}" in output
+        assert "the certificate CN=tenant-b (thumbprint" in output
+        assert "✔ Token acquisition" in output and "PRIVATE" not in output
+        active = Credential.objects.get(state="active")
+        assert (active.kind, active.tenant_id) == ("certificate", b.tenant_id)
+        assert not Credential.objects.exclude(secret_encrypted="").exclude(pk=active.pk).exists()
+        checks = {c.name: c for c in run_checks(timeout=5)}
+        assert checks["Token acquisition"].ok, checks["Token acquisition"].detail
+
+    def test_a_certificate_the_app_lacks_changes_nothing(self, graph_settings, b, tmp_path):
+        auth.app_token()
+        key_pem, cert_pem = certificates.generate("not-uploaded", days=60)
+        path = tmp_path / "b.pem"
+        path.write_text(key_pem + cert_pem)
+        with pytest.raises(CommandError, match="AADSTS700027"):
+            call_command(*self._args(b, path), stdout=io.StringIO(), stderr=io.StringIO())
+        path.write_text(cert_pem)
+        with pytest.raises(CommandError, match="not its private key"):
+            call_command(*self._args(b, path), stdout=io.StringIO(), stderr=io.StringIO())
+        assert Credential.objects.get(state="active").kind == "secret"
+        assert not AuditEvent.objects.filter(action="tenant.connect").exists()

@@ -5,9 +5,10 @@ from collections.abc import Iterator
 import pytest
 from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import PermissionDenied
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 from integrations.graph_emulator.testing import RunningEmulator
-from integrations.microsoft import tenant
+from integrations.microsoft import certificates, tenant
 from integrations.microsoft.models import Credential
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
@@ -117,3 +118,31 @@ def test_preview_then_apply_switches_tenant_and_never_shows_the_secret(
     # The preview is used up: a second apply is refused.
     again = client.post(URL + "/apply", follow=True)
     assert b"The preview has expired" in again.content
+
+
+@pytest.mark.django_db(transaction=True)
+def test_connect_with_a_certificate_file(
+    client, ada_admin, graph_settings, emulator, other_tenant, q_sync
+):
+    other_tenant.reset()
+    graph_settings.DOTENV_FILE = None
+    key_pem, cert_pem = certificates.generate("tenant-b", days=30)
+    other_tenant.control.add_certificate(other_tenant.client_id, cert_pem)
+    client.force_login(ada_admin)
+    form = {**form_for(other_tenant), "client_secret": ""}
+    both = client.post(URL, {**form_for(other_tenant), "certificate_file": _file(cert_pem)})
+    assert both.status_code == 400 and b"either the client secret or a certificate" in both.content
+    no_key = client.post(URL, {**form, "certificate_file": _file(cert_pem)})
+    assert no_key.status_code == 400 and b"not its private key" in no_key.content
+    preview = client.post(URL, {**form, "certificate_file": _file(key_pem + cert_pem)})
+    body = preview.content.decode()
+    assert preview.status_code == 200 and "the certificate CN=tenant-b" in body
+    assert "PRIVATE KEY" not in body and "PRIVATE KEY" not in str(dict(client.session))
+    done = client.post(URL + "/apply")
+    assert f"Connected to tenant {other_tenant.tenant_id}" in done.content.decode()
+    active = Credential.objects.get(state="active")
+    assert (active.kind, active.tenant_id) == ("certificate", other_tenant.tenant_id)
+
+
+def _file(text: str) -> SimpleUploadedFile:
+    return SimpleUploadedFile("portal.pem", text.encode(), content_type="application/x-pem-file")

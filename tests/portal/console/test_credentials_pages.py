@@ -3,8 +3,9 @@
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 
-from integrations.microsoft import auth
+from integrations.microsoft import auth, certificates
 from integrations.microsoft.models import Credential, DelegatedAccount
 from portal.audit.models import AuditEvent
 from portal.crypto import encrypt
@@ -86,7 +87,7 @@ def test_rotation_add_verify_activate_rollback_against_the_emulator(
     response = client.post(f"/credentials/{new.pk}/verify", follow=True)
     assert any("works" in m for m in messages_of(response))
     response = client.post(f"/credentials/{new.pk}/activate", follow=True)
-    assert any("now the active secret" in m for m in messages_of(response))
+    assert any("now the active credential" in m for m in messages_of(response))
     new.refresh_from_db()
     assert new.state == "active"
     assert Credential.objects.get(state="grace")
@@ -176,3 +177,47 @@ def test_an_error_from_the_identity_platform_is_shown(client, ada_admin, graph_s
         follow=True,
     )
     assert any("access_denied — User declined" in m for m in messages_of(response))
+
+
+def test_upload_a_certificate_then_verify_and_activate_it(
+    client, ada_admin, graph_settings, emulator
+):
+    auth.app_token()
+    key_pem, cert_pem = certificates.generate("console-upload", days=30)
+    emulator.control.add_certificate(emulator.client_id, cert_pem)
+    client.force_login(ada_admin)
+    bad = client.post(
+        "/credentials/add-certificate",
+        {"certificate_file": _upload(cert_pem)},
+        follow=True,
+    )
+    assert any("not its private key" in m for m in messages_of(bad))
+    assert not Credential.objects.filter(kind="certificate").exists()
+    response = client.post(
+        "/credentials/add-certificate",
+        {"certificate_file": _upload(key_pem + cert_pem), "certificate_name": "Q3 cert"},
+        follow=True,
+    )
+    added = Credential.objects.get(kind="certificate")
+    assert any(added.thumbprint in m for m in messages_of(response))
+    body = response.content.decode()
+    assert added.thumbprint in body and "CN=console-upload" in body and "PRIVATE" not in body
+    client.post(f"/credentials/{added.pk}/verify")
+    response = client.post(f"/credentials/{added.pk}/activate", follow=True)
+    assert any("(certificate) is now the active credential" in m for m in messages_of(response))
+
+
+def test_workload_identity_is_offered_only_with_a_token_file(client, ada_admin, settings, tmp_path):
+    client.force_login(ada_admin)
+    settings.MICROSOFT_CLIENT_ASSERTION_FILE = ""
+    assert b"Add workload identity" not in client.get("/credentials/").content
+    missing = tmp_path / "token"
+    settings.MICROSOFT_CLIENT_ASSERTION_FILE = str(missing)
+    assert b"Add workload identity" in client.get("/credentials/").content
+    response = client.post("/credentials/add-workload-identity", follow=True)
+    assert any("cannot be read" in m for m in messages_of(response))
+    assert not Credential.objects.exists()
+
+
+def _upload(text: str) -> SimpleUploadedFile:
+    return SimpleUploadedFile("portal.pem", text.encode(), content_type="application/x-pem-file")

@@ -2,11 +2,14 @@
 
     printf %s "$SECRET" | manage.py connect_tenant --tenant-id T --client-id C \
         --client-secret-stdin [--public-base-url https://portal.example.com] [--dry-run] [--yes]
+    manage.py connect_tenant --tenant-id T --client-id C --certificate-file key-and-cert.pem \
+        [--certificate-password-stdin] ...
 
 A token is acquired with the new values first (nothing changes if that fails), then the
 changes are listed and, after confirmation, applied as one audited action; the new settings
 go into the .env (demo) or are printed (environment-configured deployments). Finally the
-integration checklist runs against the new tenant. The secret is never printed.
+integration checklist runs against the new tenant. Secrets, keys and passwords are never
+printed.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from integrations.microsoft import tenant
+from integrations.microsoft import certificates, tenant
+from integrations.microsoft.certificates import CertificateCredential, CertificateError
 from integrations.microsoft.tenant import ConnectError
 from integrations.microsoft.verify import run_checks
 from portal.access.actors import Actor
@@ -41,6 +45,16 @@ class Command(BaseCommand):
         )
         source.add_argument(
             "--client-secret-file", metavar="PATH", help="Read the client secret from this file."
+        )
+        source.add_argument(
+            "--certificate-file",
+            metavar="PATH",
+            help="A certificate with its private key (PEM or PFX) uploaded to the app.",
+        )
+        parser.add_argument(
+            "--certificate-password-stdin",
+            action="store_true",
+            help="Read the PFX or private key password from stdin.",
         )
         parser.add_argument(
             "--authority-host",
@@ -78,7 +92,11 @@ class Command(BaseCommand):
             "--yes", action="store_true", help="Do not ask (synced items are kept)."
         )
 
-    def _secret(self, options: dict[str, Any]) -> str:
+    def _secret(self, options: dict[str, Any]) -> tenant.NewCredential:
+        if options["certificate_file"]:
+            return self._certificate(options)
+        if options["certificate_password_stdin"]:
+            raise CommandError("--certificate-password-stdin goes with --certificate-file.")
         if options["client_secret_file"]:
             try:
                 return Path(options["client_secret_file"]).read_text(encoding="utf-8").strip()
@@ -88,6 +106,26 @@ class Command(BaseCommand):
         if stream.isatty():
             return getpass.getpass("Client secret (input hidden): ").strip()
         return stream.readline().strip()
+
+    def _certificate(self, options: dict[str, Any]) -> CertificateCredential:
+        path = options["certificate_file"]
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise CommandError(
+                f"Cannot read the certificate file {path}: {exc.strerror}."
+            ) from None
+        password = ""
+        if options["certificate_password_stdin"]:
+            stream = options.get("stdin") or sys.stdin
+            if stream.isatty():
+                password = getpass.getpass("Certificate password (input hidden): ")
+            else:
+                password = stream.readline().rstrip("\r\n")
+        try:
+            return certificates.load(data, password)
+        except CertificateError as exc:
+            raise CommandError(f"{path}: {exc}") from None
 
     def _ask(self, question: str) -> bool:
         self.stdout.write(f"{question} [y/N] ", ending="")

@@ -1,7 +1,10 @@
-"""`manage.py rotate_client_secret`: add → verify → activate a new client secret.
+"""`manage.py rotate_client_secret`: add → verify → activate a new credential.
 
-The secret is read from stdin (`printf %s "$NEW" | manage.py rotate_client_secret`) or, on a
-terminal, prompted for without echo. It is never printed, logged or put on the command line.
+A client secret is read from stdin (`printf %s "$NEW" | manage.py rotate_client_secret`) or,
+on a terminal, prompted for without echo. A certificate comes from a file
+(`--certificate-file key-and-cert.pem` or a .pfx, with `--certificate-password-stdin` when
+it has a password); `--workload-identity` switches to the federated token file. Secrets and
+passwords are never printed, logged or put on the command line.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import getpass
 import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -16,11 +20,15 @@ from django.utils import timezone
 
 from integrations.microsoft import credentials
 from integrations.microsoft.credentials import CredentialError
+from integrations.microsoft.models import Credential
 from portal.access.actors import Actor
 
 
 class Command(BaseCommand):
-    help = "Rotate the Graph client secret (reads the new secret from stdin)."
+    help = (
+        "Rotate the Graph credential: a client secret (from stdin), a certificate "
+        "(--certificate-file) or workload identity (--workload-identity)."
+    )
     stealth_options = ("stdin",)
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -28,6 +36,22 @@ class Command(BaseCommand):
             "--display-name",
             default="",
             help="Label for the new secret (e.g. the Entra ID description).",
+        )
+        kind = parser.add_mutually_exclusive_group()
+        kind.add_argument(
+            "--certificate-file",
+            metavar="PATH",
+            help="A certificate with its private key: PEM (key + certificate) or PFX.",
+        )
+        kind.add_argument(
+            "--workload-identity",
+            action="store_true",
+            help="Use the federated token in MICROSOFT_CLIENT_ASSERTION_FILE (nothing stored).",
+        )
+        parser.add_argument(
+            "--certificate-password-stdin",
+            action="store_true",
+            help="Read the PFX or private key password from stdin.",
         )
         parser.add_argument(
             "--expires-days",
@@ -80,8 +104,25 @@ class Command(BaseCommand):
             value = stream.readline()
         return value.strip()
 
-    def _rotate(self, actor: Actor, options: dict[str, Any]) -> None:
-        value = self._read_secret(options.get("stdin") or sys.stdin)
+    def _add(self, actor: Actor, options: dict[str, Any]) -> Credential:
+        stream = options.get("stdin") or sys.stdin
+        if options["workload_identity"]:
+            return credentials.add_workload_identity(actor, options["display_name"])
+        if options["certificate_file"]:
+            try:
+                data = Path(options["certificate_file"]).read_bytes()
+            except OSError as exc:
+                raise CommandError(
+                    f"Cannot read the certificate file {options['certificate_file']}: "
+                    f"{exc.strerror}."
+                ) from None
+            password = ""
+            if options["certificate_password_stdin"]:
+                password = stream.readline().rstrip("\r\n")
+            return credentials.add_certificate(actor, data, password, options["display_name"])
+        if options["certificate_password_stdin"]:
+            raise CommandError("--certificate-password-stdin goes with --certificate-file.")
+        value = self._read_secret(stream)
         if not value:
             raise CommandError(
                 'No secret on stdin. Usage: printf %s "$SECRET" | '
@@ -92,11 +133,18 @@ class Command(BaseCommand):
             if options["expires_days"] <= 0:
                 raise CommandError("--expires-days must be positive.")
             expires_at = timezone.now() + timedelta(days=options["expires_days"])
-        credential = credentials.add_secret(actor, value, options["display_name"], expires_at)
-        del value
+        return credentials.add_secret(actor, value, options["display_name"], expires_at)
+
+    def _rotate(self, actor: Actor, options: dict[str, Any]) -> None:
+        credential = self._add(actor, options)
+        what = (
+            f"thumbprint {credential.thumbprint}, expires {credential.expires_at:%Y-%m-%d}"
+            if credential.kind == Credential.Kind.CERTIFICATE and credential.expires_at
+            else f"…{credential.fingerprint}"
+        )
         self.stdout.write(
-            f"1. Added #{credential.pk} “{credential.display_name}” "
-            f"(…{credential.fingerprint}) as pending."
+            f"1. Added {credential.get_kind_display().lower()} #{credential.pk} "
+            f"“{credential.display_name}” ({what}) as pending."
         )
         outcome = credentials.verify_secret(actor, credential.pk)
         if not outcome.ok:
@@ -117,8 +165,8 @@ class Command(BaseCommand):
         credentials.activate(actor, credential.pk)
         self.stdout.write(
             self.style.SUCCESS(
-                f"3. Activated #{credential.pk}. The previous secret stays usable for rollback "
-                "during its grace period (--rollback)."
+                f"3. Activated #{credential.pk}. The previous credential stays usable for "
+                "rollback during its grace period (--rollback)."
             )
         )
 
@@ -126,6 +174,7 @@ class Command(BaseCommand):
         for c in credentials.inventory():
             extra = f" grace until {c.grace_until:%Y-%m-%d %H:%M}" if c.grace_until else ""
             error = f" last error: {c.last_error[:80]}" if c.last_error else ""
+            what = f"thumbprint {c.thumbprint}" if c.thumbprint else f"…{c.fingerprint}"
             self.stdout.write(
-                f"#{c.pk} {c.state:8} …{c.fingerprint} {c.display_name}{extra}{error}"
+                f"#{c.pk} {c.state:8} {c.kind:11} {what} {c.display_name}{extra}{error}"
             )
