@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('microsoft', '0006_inbox_queue'),
+        ('microsoft', '0009_search_indexes'),
     ]
 
     operations = [
