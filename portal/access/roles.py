@@ -18,6 +18,7 @@ PERMISSIONS: dict[str, str] = {
     "retry_job": "Retry one failed or dead job",
     "sync_delta": "Run a delta sync for one user",
     "acknowledge_alerts": "Acknowledge or snooze an alert",
+    "snooze_security_alerts": "Snooze a security alert (audit chain, break-glass, superuser)",
     "view_audit": "Read the audit log",
     "retry_all_jobs": "Retry all jobs matching a filter",
     "discard_job": "Discard a job",
@@ -68,6 +69,7 @@ _GRANTS: dict[str, tuple[str, ...]] = {
         "send_messages",
     ),
     ADMIN: (
+        "snooze_security_alerts",
         "view_secrets_metadata",
         "rotate_credentials",
         "manage_users",

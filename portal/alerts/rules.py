@@ -45,6 +45,8 @@ class Rule:
     evaluate: Callable[[], Verdict]
     runbook: str  # what to do, shown with the alert
     link: str | Promise = ""  # the page (and button) that fixes it (a lazy URL)
+    # A security alert: only admins may snooze it (snooze_security_alerts).
+    security: bool = False
 
 
 def _setting(key: str, label: str, help_text: str, default: int, maximum: int) -> str:
@@ -401,6 +403,7 @@ RULES: tuple[Rule, ...] = (
         "Audit chain broken",
         _audit_chain,
         "Run `manage.py verify_audit_chain`; treat as a security incident.",
+        security=True,
     ),
     Rule(
         "break_glass_sign_in",
@@ -408,6 +411,7 @@ RULES: tuple[Rule, ...] = (
         _break_glass,
         "Confirm with the person who used it why Entra sign-in was not possible; rotate its "
         "password afterwards. Audit log → auth.break_glass.",
+        security=True,
     ),
     Rule(
         "messages_failed",

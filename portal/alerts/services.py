@@ -24,6 +24,7 @@ from portal.jobs.models import Job
 
 logger = logging.getLogger(__name__)
 MAX_SNOOZE = timedelta(days=7)
+SECURITY_RULES = frozenset(rule.name for rule in RULES if rule.security)
 
 
 class AlertError(Exception):
@@ -67,7 +68,8 @@ def _apply(
             if firing:
                 alert.firing_since, alert.resolved_at = now, None
             else:
-                alert.resolved_at = now
+                # A snooze covers one firing: the next one is news again.
+                alert.resolved_at, alert.snoozed_until = now, None
                 alert.acknowledged_by, alert.acknowledged_at = "", None
         alert.save()
         if not changed:
@@ -156,11 +158,26 @@ def acknowledge(actor: Actor, rule: str) -> Alert:
 
 
 def snooze(actor: Actor, rule: str, minutes: int, reason: str = "") -> Alert:
+    """Silence a firing alert's notifications for `minutes` (up to MAX_SNOOZE), until it
+    resolves. A security alert (Rule.security) only by someone holding
+    snooze_security_alerts (admins). Nothing that is not firing can be snoozed ahead."""
     require(actor, "acknowledge_alerts", action="alert.snooze", target_type="alert", target_id=rule)
     if not 1 <= minutes <= MAX_SNOOZE.total_seconds() // 60:
         raise AlertError("Snooze for between 1 minute and 7 days.")
+    if rule in SECURITY_RULES:
+        require(
+            actor,
+            "snooze_security_alerts",
+            action="alert.snooze",
+            target_type="alert",
+            target_id=rule,
+        )
     with transaction.atomic():
-        alert = _get(rule)
+        alert = Alert.objects.select_for_update().filter(rule=rule).first()
+        if alert is None:
+            raise AlertError(f"There is no alert {rule!r}.")
+        if alert.state != Alert.State.FIRING:
+            raise AlertError(f"{rule} is not firing: only a firing alert can be snoozed.")
         alert.snoozed_until = timezone.now() + timedelta(minutes=minutes)
         alert.save(update_fields=["snoozed_until"])
         record(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -30,6 +31,7 @@ def alerts_page(request: HttpRequest) -> HttpResponse:
             "rows": rows,
             "history": AlertEvent.objects.all()[:30],
             "can_acknowledge": request.user.has_perm("access.acknowledge_alerts"),
+            "can_snooze_security": request.user.has_perm("access.snooze_security_alerts"),
             "now": timezone.now(),
         },
     )
@@ -54,6 +56,6 @@ def alert_action(request: HttpRequest, rule: str) -> HttpResponse:
         else:
             services.acknowledge(actor, rule)
             messages.success(request, f"{rule} acknowledged.")
-    except services.AlertError as exc:
+    except (services.AlertError, PermissionDenied) as exc:  # the denial is audited
         messages.error(request, str(exc))
     return redirect("console:alerts")
