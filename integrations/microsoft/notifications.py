@@ -287,15 +287,6 @@ def ingest(endpoint: str, items: list[dict[str, Any]], *, remote_addr: str = "")
             )
             result.rejected[reason] += 1
             last_bad = _clean(sub_id, 64)
-            # Never log the clientState itself.
-            logger.warning(
-                "Webhook security event: %s on /api/webhooks/%s (subscription %r, "
-                "from %s); notification refused",
-                reason,
-                endpoint,
-                last_bad,
-                remote_addr or "?",
-            )
             continue
         if "lifecycleEvent" in item:
             events.append(_lifecycle_row(sub_id, item, now))
@@ -311,6 +302,19 @@ def ingest(endpoint: str, items: list[dict[str, Any]], *, remote_addr: str = "")
                     _clean(data.get("@odata.etag"), 200),
                 )
             )
+    if result.rejected:
+        # One line per request, not per item: a request may carry MAX_ITEMS forged ones.
+        # Never the clientState itself.
+        logger.warning(
+            "Webhook security event on /api/webhooks/%s from %s: %d of %d notifications "
+            "refused (%s; last subscription %r)",
+            endpoint,
+            remote_addr or "?",
+            result.rejected.total(),
+            len(items),
+            ", ".join(f"{reason}: {n}" for reason, n in sorted(result.rejected.items())),
+            last_bad,
+        )
     statements = bool(changes) + bool(events) + bool(result.rejected)
     if not statements:
         return result

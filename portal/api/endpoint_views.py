@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
@@ -184,9 +184,12 @@ def endpoint_rotate(
     request: HttpRequest, actor: Actor, body: dict, endpoint_id: str
 ) -> JsonResponse:
     overlap = body.get("overlapHours", 24)
-    if isinstance(overlap, bool) or not isinstance(overlap, int | float):
+    if isinstance(overlap, bool) or not isinstance(overlap, int | float) or not 0 <= overlap <= 336:
         raise ApiError(
-            400, "invalid_field", "overlapHours: a number of hours.", field="overlapHours"
+            400,
+            "invalid_field",
+            "overlapHours: a number of hours from 0 to 336.",
+            field="overlapHours",
         )
     endpoint, secret = _act(push.rotate_secret, actor, endpoint_id, float(overlap))
     response = JsonResponse(
@@ -243,9 +246,14 @@ def delivery_replay(
 
 
 def _since(raw: Any) -> datetime:
-    value = parse_datetime(raw) if isinstance(raw, str) else None
-    if value is None or value.tzinfo is None:
+    try:
+        value = parse_datetime(raw) if isinstance(raw, str) else None
+        # A date-time near year 1 or 9999 may not exist in UTC, where the database keeps it.
+        utc = value.astimezone(UTC) if value is not None and value.tzinfo is not None else None
+    except (ValueError, OverflowError):  # "9999-99-99", an offset beyond ±24 h
+        utc = None
+    if utc is None:
         raise ApiError(
             400, "invalid_field", "since: an ISO 8601 date-time with a time zone.", field="since"
         )
-    return value
+    return utc

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
@@ -138,12 +140,105 @@ def _read_json_body(request: HttpRequest, max_bytes: int = MAX_BODY_BYTES) -> di
         except MultiPartParserError:
             pass  # not really multipart: read it as JSON like any other body
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_int=_parse_int, parse_constant=_Unreadable.constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"The body must be a JSON object: {exc}.") from None
+    except RecursionError:
+        field = _field_nested_too_deep(raw)
+        raise ApiError(
+            400,
+            "invalid_json",
+            f"{field or 'The body'}: nested more than {MAX_JSON_DEPTH} levels deep.",
+            field=field,
+        ) from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object.")
+    _refuse_unusable_values(body)
     return body
+
+
+# JSON that parses but that no field of the API can take, found before any view sees it so
+# that the 400 names the field: numbers longer than any field needs (Python refuses to turn
+# more than 4,300 digits into an int, and a long one costs quadratic time), NaN and Infinity
+# (not JSON, RFC 8259), lone UTF-16 surrogates ("\ud800": not Unicode text, which no database
+# column or UTF-8 encoder takes), and nesting deeper than any request needs (the code that
+# handles a body recurses too).
+MAX_INT_DIGITS = 100
+MAX_JSON_DEPTH = 32
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}:]')
+
+
+class _Unreadable:
+    """A parsed value the API refuses, and why (in place of the value itself)."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    @classmethod
+    def constant(cls, name: str) -> _Unreadable:
+        return cls(f"{name} is not a JSON number")
+
+
+def _parse_int(text: str) -> int | _Unreadable:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        return _Unreadable(f"a number of {len(text)} digits")
+    return int(text)
+
+
+def _key(name: str, parent: str) -> str:
+    """A member's path (`a.b`); a name that is no Unicode text is refused here."""
+    path = f"{parent}.{name}" if parent else name
+    if _LONE_SURROGATE.search(path):
+        path = path.encode("utf-8", "backslashreplace").decode("utf-8")[:100]
+        raise ApiError(
+            400, "invalid_field", f"{path}: a name that is not Unicode text.", field=path
+        )
+    return path
+
+
+def _refuse_unusable_values(body: dict[str, Any]) -> None:
+    """400 naming the field (`to[2]`, `a.b`) of the first value no endpoint can take; for
+    nesting too deep, the top-level field it is under."""
+    stack: list[tuple[str, str, Any, int]] = []
+    for key, value in body.items():
+        name = _key(key, "")
+        stack.append((name, name, value, 1))
+    while stack:
+        top, path, value, depth = stack.pop()
+        why = ""
+        if isinstance(value, _Unreadable):
+            why = value.why
+        elif isinstance(value, float) and not math.isfinite(value):
+            why = "a number beyond the range of a double"
+        elif isinstance(value, str) and _LONE_SURROGATE.search(value):
+            why = "a lone UTF-16 surrogate (\\ud800-\\udfff) is not Unicode text"
+        elif isinstance(value, dict | list) and depth >= MAX_JSON_DEPTH:
+            why, path = f"nested more than {MAX_JSON_DEPTH} levels deep", top
+        elif isinstance(value, dict):
+            stack.extend((top, _key(k, path), v, depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((top, f"{path}[{i}]", v, depth + 1) for i, v in enumerate(value))
+        if why:
+            raise ApiError(400, "invalid_field", f"{path}: {why}.", field=path)
+
+
+def _field_nested_too_deep(raw: bytes) -> str:
+    """The top-level key under which a body nests too deep for the parser ('' if none)."""
+    text = raw.decode("utf-8", "replace")
+    depth, key, previous = 0, "", ""
+    for match in _JSON_TOKENS.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return key
+        elif token in "]}":
+            depth -= 1
+        elif token == ":" and depth == 1 and previous.startswith('"'):
+            key = previous[1:-1][:100]
+        previous = token
+    return key
 
 
 def api_endpoint(

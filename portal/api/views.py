@@ -52,10 +52,15 @@ def int_param(
     try:
         value = int(raw)
     except ValueError:
-        raise ApiError(400, "invalid_parameter", f"{name} must be a whole number.") from None
+        raise ApiError(
+            400, "invalid_parameter", f"{name} must be a whole number.", field=name
+        ) from None
     if value < minimum or (maximum is not None and value > maximum):
         raise ApiError(
-            400, "invalid_parameter", f"{name} must be between {minimum} and {maximum or 'any'}."
+            400,
+            "invalid_parameter",
+            f"{name} must be between {minimum} and {maximum or 'any'}.",
+            field=name,
         )
     return value
 
@@ -99,7 +104,10 @@ def dead_letter(request: HttpRequest, actor: Actor, body: dict) -> dict[str, Any
     scope=TENANT_WIDE,
 )
 def retry_one(request: HttpRequest, actor: Actor, body: dict, job_id: str) -> dict[str, Any]:
-    if not job_id.isdigit() or not Job.objects.filter(pk=int(job_id)).exists():
+    # At most 18 digits: a bigint, and Python refuses to read more than 4,300 as an int.
+    if not (job_id.isascii() and job_id.isdigit() and len(job_id) <= 18):
+        raise ApiError(404, "not_found", f"There is no job {job_id[:40]}.")
+    if not Job.objects.filter(pk=int(job_id)).exists():
         raise ApiError(404, "not_found", f"There is no job {job_id}.")
     try:
         job = job_services.retry_job(actor, int(job_id))

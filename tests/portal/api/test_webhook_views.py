@@ -204,8 +204,23 @@ class TestNotifications:
         counters = {r.reason: r.count for r in WebhookRejection.objects.all()}
         assert counters == {"client_state_mismatch": 1, "unknown_subscription": 1}
         messages = [r.getMessage() for r in caplog.records if "Webhook" in r.getMessage()]
-        assert len(messages) == 2
+        assert len(messages) == 1  # one line per request, with the counts
+        assert "client_state_mismatch: 1" in messages[0]
+        assert "unknown_subscription: 1" in messages[0]
         assert all("wrong" not in m and "right" not in m for m in messages)  # no secrets
+
+    def test_a_thousand_refused_items_log_one_line_with_the_counts(
+        self, client, monitored, caplog
+    ):
+        items = [notification("nope", "guess", message_id=f"m{n}") for n in range(1000)]
+        with caplog.at_level(logging.WARNING):
+            response = post_json(client, "/api/webhooks/mail", {"value": items})
+        assert response.status_code == 202
+        assert WebhookRejection.objects.get().count == 1000
+        messages = [r.getMessage() for r in caplog.records if "Webhook" in r.getMessage()]
+        assert len(messages) == 1, messages[:3]
+        assert "1000 of 1000" in messages[0] and "unknown_subscription: 1000" in messages[0]
+        assert "'nope'" in messages[0] and "guess" not in messages[0]
 
     def test_a_subscription_still_being_created_gets_503_so_graph_redelivers(
         self, client, monitored

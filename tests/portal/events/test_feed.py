@@ -58,10 +58,11 @@ def test_the_feed_pages_in_order_with_a_stable_cursor_and_filters_types(client, 
     ("query", "field"),
     [
         ({"types": "mail.received,nope"}, "types"),
-        ({"wait": "31"}, None),
-        ({"after": "-1"}, None),
-        ({"limit": "0"}, None),
-        ({"after": "x"}, None),
+        ({"wait": "31"}, "wait"),
+        ({"after": "-1"}, "after"),
+        ({"limit": "0"}, "limit"),
+        ({"after": "x"}, "after"),
+        ({"after": "9" * 5000}, "after"),
     ],
 )
 def test_bad_feed_parameters_are_400s(client, reader, query, field):
