@@ -284,6 +284,11 @@ EVENT_DELIVERY_BATCH_SIZE = env_int("EVENT_DELIVERY_BATCH_SIZE", 50, minimum=1)
 EVENT_ENDPOINT_DISABLE_AFTER_HOURS = env_int("EVENT_ENDPOINT_DISABLE_AFTER_HOURS", 24, minimum=1)
 EVENT_CONNECT_TIMEOUT = env_float("EVENT_CONNECT_TIMEOUT", 3, minimum=0.1)
 EVENT_READ_TIMEOUT = env_float("EVENT_READ_TIMEOUT", 5, minimum=0.1)
+# One delivery's whole exchange (connect, send, the answer's headers and body), however the
+# receiver spaces its bytes; below the delivery job's 30 s timeout.
+EVENT_DELIVERY_DEADLINE_SECONDS = env_float(
+    "EVENT_DELIVERY_DEADLINE_SECONDS", 10, minimum=0.5, maximum=25
+)
 EVENT_ENDPOINT_CA_BUNDLE = env_str("EVENT_ENDPOINT_CA_BUNDLE", "")
 # Mailboxes the send API may send from besides the monitored users (UPNs, comma-separated).
 MESSAGING_SENDER_MAILBOXES = [m.lower() for m in env_list("MESSAGING_SENDER_MAILBOXES", [])]

@@ -2,12 +2,18 @@
 
 - https only, unless DEBUG;
 - the host name is resolved once and every address checked: loopback, private, link-local
-  (cloud metadata at 169.254.169.254), multicast, reserved and unspecified addresses are
-  refused unless inside EVENT_ENDPOINT_ALLOWED_NETWORKS;
+  (cloud metadata at 169.254.169.254), multicast, reserved and unspecified addresses, and
+  the IPv6 forms that embed an IPv4 address (mapped, NAT64, 6to4), are refused unless inside
+  EVENT_ENDPOINT_ALLOWED_NETWORKS;
 - the connection goes to the checked address (pinned: no second lookup an attacker's DNS
   could answer differently), with the original name for Host, SNI and certificate checks;
 - redirects are never followed, the response body is read up to RESPONSE_CAP bytes, and
   connect/read timeouts are short;
+- one wall-clock deadline (EVENT_DELIVERY_DEADLINE_SECONDS) bounds the whole exchange:
+  connect, TLS handshake, sending, the answer's headers and body. A read timeout alone does
+  not: a receiver that drips a byte every few seconds restarts it with each byte. At the
+  deadline the connection's socket is shut down from a timer thread, which ends whatever
+  read or write is blocked on it at once;
 - connections are kept alive between deliveries: one pool per endpoint host *and checked
   address*, so a reused connection always goes where the latest check allowed, and a name
   that now resolves elsewhere gets a new pool (and a new check) instead. A response longer
@@ -16,15 +22,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
+import ssl
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import urllib3
+import urllib3.connection
+import urllib3.util.ssl_
 from django.conf import settings
 
 RESPONSE_CAP = 4096
@@ -51,12 +62,101 @@ BLOCKED_NETWORKS = [
         "ff00::/8",
         "::ffff:0:0/96",
         "64:ff9b::/96",
+        # 6to4 (RFC 3056): the next 32 bits are an IPv4 address (2002:7f00:1:: is 127.0.0.1,
+        # 2002:a9fe:a9fe:: the cloud metadata address) that a relay may route to.
+        "2002::/16",
     )
 ]
 
 
 class UnsafeUrl(ValueError):
     """The URL may not be delivered to (the message says why)."""
+
+
+class DeadlineExceeded(urllib3.exceptions.TimeoutError):
+    """The endpoint did not answer completely within the delivery's deadline."""
+
+
+class _Deadline:
+    """A wall-clock limit on one POST. The connection registers its socket (`watch`) as soon
+    as it has one; at expiry the timer shuts that socket down."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._socket: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socket = sock
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            if self._socket is not None:
+                _shut(self._socket)
+
+    def __enter__(self) -> _Deadline:
+        _current.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._socket = None  # the connection may outlive this delivery (keep-alive)
+        _current.deadline = None
+
+
+def _shut(sock: socket.socket) -> None:
+    # The plain socket's shutdown, also for a TLS one (whose own would drop its state under
+    # the thread reading it): both directions end, the blocked call returns. OSError: closed.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+_current = threading.local()  # the deadline of the delivery this thread is sending
+
+
+def _watch(sock: socket.socket | None) -> None:
+    deadline = getattr(_current, "deadline", None)
+    if deadline is not None and sock is not None:
+        deadline.watch(sock)
+
+
+class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _watch(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self.sock)  # a kept-alive connection (a new one registers as it connects)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _WatchedSSLSocket(ssl.SSLSocket):
+    """Registers itself before its handshake, which a dripping server could stretch too."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        _watch(self)
+        super().do_handshake(block)
+
+
+def _tls_context() -> ssl.SSLContext:
+    context = urllib3.util.ssl_.create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+    context.sslsocket_class = _WatchedSSLSocket
+    return context
 
 
 @dataclass(frozen=True)
@@ -159,11 +259,14 @@ def _pool(target: Target) -> urllib3.HTTPConnectionPool:
                 assert_hostname=target.host,
                 cert_reqs="CERT_REQUIRED",
                 ca_certs=ca_certs,
+                ssl_context=_tls_context(),
             )
+            pool.ConnectionCls = _WatchedHTTPSConnection
         else:
             pool = urllib3.HTTPConnectionPool(
                 target.address, port=target.port, retries=False, maxsize=1, block=False
             )
+            pool.ConnectionCls = _WatchedHTTPConnection
         _POOLS[key] = pool
         while len(_POOLS) > MAX_POOLS:
             _POOLS.popitem(last=False)[1].close()
@@ -177,7 +280,8 @@ def close_pools() -> None:
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> Reply:
-    """POST to the pinned, checked address. Raises UnsafeUrl or urllib3 errors."""
+    """POST to the pinned, checked address within the delivery deadline. Raises UnsafeUrl,
+    DeadlineExceeded or urllib3 errors."""
     target = resolve(url)  # on every delivery: DNS may have changed since the last one
     timeout = urllib3.Timeout(
         connect=float(settings.EVENT_CONNECT_TIMEOUT),
@@ -186,25 +290,36 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> Reply:
     pool = _pool(target)
     host_header = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
     started = time.monotonic()
-    response = pool.urlopen(
-        "POST",
-        target.path,
-        body=body,
-        headers={**headers, "Host": host_header},
-        timeout=timeout,
-        redirect=False,
-        preload_content=False,
-        assert_same_host=False,
-    )
     whole = False
-    try:
-        excerpt = response.read(RESPONSE_CAP, decode_content=False)
-        # The body ended within the cap (and nothing of a declared length is left).
-        whole = len(excerpt) < RESPONSE_CAP and not response.length_remaining
-    finally:
-        if not whole:
-            response.close()  # unread bytes would poison the next request on it
-        response.release_conn()
+    with _Deadline(float(settings.EVENT_DELIVERY_DEADLINE_SECONDS)) as deadline:
+        try:
+            response = pool.urlopen(
+                "POST",
+                target.path,
+                body=body,
+                headers={**headers, "Host": host_header},
+                timeout=timeout,
+                redirect=False,
+                preload_content=False,
+                assert_same_host=False,
+            )
+            try:
+                excerpt = response.read(RESPONSE_CAP, decode_content=False)
+                # The body ended within the cap (and nothing of a declared length is left).
+                whole = len(excerpt) < RESPONSE_CAP and not response.length_remaining
+            finally:
+                if not whole or deadline.expired:
+                    response.close()  # unread bytes would poison the next request on it
+                response.release_conn()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if deadline.expired:
+                raise DeadlineExceeded(
+                    f"no complete answer within {deadline.seconds:g} s "
+                    "(EVENT_DELIVERY_DEADLINE_SECONDS)"
+                ) from exc
+            raise
+        if deadline.expired:  # the last byte came as the timer fired: the socket is shut
+            raise DeadlineExceeded(f"no complete answer within {deadline.seconds:g} s")
     return Reply(
         response.status,
         excerpt[:RESPONSE_CAP].decode("utf-8", "replace")[:500],

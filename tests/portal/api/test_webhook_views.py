@@ -209,9 +209,7 @@ class TestNotifications:
         assert "unknown_subscription: 1" in messages[0]
         assert all("wrong" not in m and "right" not in m for m in messages)  # no secrets
 
-    def test_a_thousand_refused_items_log_one_line_with_the_counts(
-        self, client, monitored, caplog
-    ):
+    def test_a_thousand_refused_items_log_one_line_with_the_counts(self, client, monitored, caplog):
         items = [notification("nope", "guess", message_id=f"m{n}") for n in range(1000)]
         with caplog.at_level(logging.WARNING):
             response = post_json(client, "/api/webhooks/mail", {"value": items})

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -281,6 +284,9 @@ def test_a_test_event_goes_out_even_while_paused(receiver, endpoint):
         "https://192.168.0.1/x",
         "https://0.0.0.0/x",
         "https://[::ffff:127.0.0.1]/x",
+        "https://[2002:7f00:1::]/x",  # 6to4 embedding 127.0.0.1
+        "https://[2002:a9fe:a9fe::]/x",  # 6to4 embedding 169.254.169.254
+        "https://[2002:0a00:0001::1]/x",  # 6to4 embedding 10.0.0.1
         "ftp://example.com/x",
         "https://user:pw@example.com/x",
         "https:///nohost",
@@ -406,3 +412,53 @@ def test_bad_endpoint_input_is_a_400_naming_the_field(client, local):
     assert (
         client.get("/api/event-endpoints", HTTP_AUTHORIZATION=f"Bearer {reader}").status_code == 403
     )
+
+
+# --------------------------------------------------------------------------- deadline
+
+
+@contextmanager
+def dripping_receiver(*, headers_first: bool):
+    """A receiver on 127.0.0.1 that answers one byte every 0.2 s: inside any read timeout,
+    but its whole answer would take about 20 s. `headers_first`: the status line and headers
+    at once, then the body drips; otherwise the status line itself drips."""
+    server = socket.create_server(("127.0.0.1", 0))
+    state = {"cut_off": False, "finished": False}
+    body = b"x" * 100
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+
+    def serve():
+        connection, _peer = server.accept()
+        with connection:
+            connection.recv(65536)
+            position = answer.index(b"\r\n\r\n") + 4 if headers_first else 0
+            try:
+                connection.sendall(answer[:position])
+                for index in range(position, len(answer)):
+                    connection.sendall(answer[index : index + 1])
+                    time.sleep(0.2)
+                state["finished"] = True
+            except OSError:
+                state["cut_off"] = True  # the portal hung up
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/slow", state
+    finally:
+        server.close()
+        thread.join(timeout=30)
+
+
+@pytest.mark.parametrize("headers_first", [False, True], ids=["dripped-headers", "dripped-body"])
+def test_a_dripping_receiver_cannot_hold_a_delivery_past_its_deadline(local, headers_first):
+    local.EVENT_READ_TIMEOUT = 2  # each byte comes well within it
+    local.EVENT_DELIVERY_DEADLINE_SECONDS = 1
+    with dripping_receiver(headers_first=headers_first) as (url, state):
+        push.create_endpoint(SYSTEM, url)
+        emit("mail.received", {"n": 0})
+        assert deliver_all(1) == ["retrying"]
+    delivery = EventDelivery.objects.get()
+    assert delivery.status == "pending" and delivery.delivered_at is None
+    assert "no complete answer within 1 s" in delivery.last_error
+    assert state == {"cut_off": True, "finished": False}
