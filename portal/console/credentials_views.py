@@ -16,7 +16,7 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from integrations.microsoft import certificates, credentials, teams_sender
 from integrations.microsoft.credentials import CredentialError
@@ -251,9 +251,69 @@ def credential_activate(request: HttpRequest, credential_id: int) -> HttpRespons
     return _back()
 
 
-@require_POST
+# Retiring erases a secret for good: the person types this word to confirm.
+RETIRE_WORD = "retire"
+# A secret that expires within this many days is a poor rollback target: say so.
+EXPIRY_WARNING_DAYS = 14
+
+
+def _rollback_warnings(grace: Credential) -> list[str]:
+    """Why rolling back to `grace` may not work, in words (empty: nothing known against it)."""
+    warnings = []
+    left = grace.expires_in
+    if left is not None and left.total_seconds() > 0 and left.days < EXPIRY_WARNING_DAYS:
+        warnings.append(
+            f"It expires on {grace.expires_at:%Y-%m-%d} ({left.days} day"
+            f"{'s' if left.days != 1 else ''} left): roll back only to buy time, and rotate again."
+        )
+    if grace.last_error and (
+        grace.last_verified_at is None
+        or (grace.last_error_at is not None and grace.last_error_at > grace.last_verified_at)
+    ):
+        warnings.append(
+            "Its last token request failed"
+            f"{f' ({grace.last_error_at:%Y-%m-%d %H:%M} UTC)' if grace.last_error_at else ''}: "
+            f"{grace.last_error[:200]} Rolling back to a failing secret stops every Graph call."
+        )
+    if grace.configuration_mismatch():
+        warnings.append(f"It cannot be used: {grace.configuration_mismatch()}.")
+    return warnings
+
+
+def _confirm_page(request: HttpRequest, context: dict, status: int = 200) -> HttpResponse:
+    # htmx loads the card into the credentials page; a plain link opens it as a page.
+    template = "console/credential_confirm.html"
+    if getattr(request, "htmx", False):
+        template += "#card"
+    return render(request, template, context, status=status)
+
+
+@require_http_methods(["GET", "POST"])
 @requires("rotate_credentials")
 def credential_rollback(request: HttpRequest) -> HttpResponse:
+    rows = credentials.inventory()
+    grace = next((c for c in rows if c.state == Credential.State.GRACE), None)
+    current = next((c for c in rows if c.state == Credential.State.ACTIVE), None)
+    if request.method == "GET" or request.POST.get("confirm") != "yes":
+        if grace is None:
+            messages.error(request, "There is no credential in its grace period to roll back to.")
+            return _back()
+        blocked = ""
+        if grace.is_expired:
+            blocked = f"#{grace.pk} expired on {grace.expires_at:%Y-%m-%d}: Entra ID refuses it."
+        elif grace.grace_until is not None and grace.grace_until <= timezone.now():
+            blocked = f"#{grace.pk}'s grace period ended at {grace.grace_until:%Y-%m-%d %H:%M} UTC."
+        return _confirm_page(
+            request,
+            {
+                "action": "rollback",
+                "credential": grace,
+                "current": current,
+                "warnings": _rollback_warnings(grace),
+                "blocked": blocked,
+            },
+            status=200 if request.method == "GET" else 400,
+        )
     try:
         credential = credentials.rollback(Actor.from_request(request))
     except CredentialError as exc:
@@ -267,9 +327,25 @@ def credential_rollback(request: HttpRequest) -> HttpResponse:
     return _back()
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @requires("rotate_credentials")
 def credential_retire(request: HttpRequest, credential_id: int) -> HttpResponse:
+    typed = request.POST.get("confirm", "").strip().lower()
+    if request.method == "GET" or typed != RETIRE_WORD:
+        credential = Credential.objects.filter(pk=credential_id).first()
+        if credential is None:
+            messages.error(request, f"There is no credential #{credential_id}.")
+            return _back()
+        return _confirm_page(
+            request,
+            {
+                "action": "retire",
+                "credential": credential,
+                "word": RETIRE_WORD,
+                "error": f'Type "{RETIRE_WORD}" to confirm.' if request.method == "POST" else "",
+            },
+            status=200 if request.method == "GET" else 400,
+        )
     try:
         credential = credentials.retire(Actor.from_request(request), credential_id)
     except CredentialError as exc:

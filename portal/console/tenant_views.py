@@ -176,13 +176,28 @@ def connect_tenant(request: HttpRequest) -> HttpResponse:
     )
 
 
+# Connecting another tenant replaces the credentials and subscriptions: typed to confirm.
+CONFIRM_WORD = "connect"
+
+
 @require_POST
 @requires("connect_tenant")
 def connect_tenant_apply(request: HttpRequest) -> HttpResponse:
-    pending = request.session.pop(SESSION_KEY, None)
+    pending = request.session.get(SESSION_KEY)
     if not pending or time.time() - pending.get("at", 0) > PENDING_SECONDS:
+        request.session.pop(SESSION_KEY, None)
         messages.error(request, "The preview has expired: enter the values again.")
         return redirect("console:connect_tenant")
+    if request.POST.get("confirm", "").strip().lower() != CONFIRM_WORD:
+        # The preview again, with the reason: nothing changed.
+        try:
+            plan = _prepare(request, pending)
+        except ConnectError as exc:
+            messages.error(request, str(exc))
+            return redirect("console:connect_tenant")
+        context = {"plan": plan, "confirm_error": f'Type "{CONFIRM_WORD}" to confirm.'}
+        return render(request, "console/connect_tenant.html", context, status=400)
+    del request.session[SESSION_KEY]
     try:
         plan = _prepare(request, pending)
         result = tenant.apply(Actor.from_request(request), plan, _credential(pending))

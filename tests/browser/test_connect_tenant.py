@@ -74,6 +74,7 @@ def test_admin_connects_the_portal_to_another_tenant(
     assert other_tenant.client_secret not in page.content()
     screenshot("connect-tenant-preview")
 
+    page.get_by_label("Type connect to confirm").fill("connect")
     page.get_by_role("button", name=f"Connect to {other_tenant.tenant_id}").click()
     expect(
         page.get_by_role("heading", name=f"Connected to tenant {other_tenant.tenant_id}")

@@ -77,7 +77,7 @@ def test_admin_rotates_the_client_secret(
     page.locator("tr", has_text="Rotation Q3").get_by_role("button", name="Activate").click()
     expect(page.locator(".messages")).to_contain_text("now the active credential")
     expect(page.locator("tr", has_text="Rotation Q3")).to_contain_text("active")
-    expect(page.get_by_role("button", name="Roll back to this")).to_be_visible()
+    expect(page.get_by_role("link", name="Roll back to this…")).to_be_visible()
     screenshot("credentials")
     assert new_value not in page.content()
     find_in_audit_log(page, "credential.activate")

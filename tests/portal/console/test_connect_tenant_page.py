@@ -106,7 +106,13 @@ def test_preview_then_apply_switches_tenant_and_never_shows_the_secret(
     assert preview.status_code == 200 and "What will change" in body
     assert other_tenant.client_secret not in body
     assert other_tenant.client_secret not in str(dict(client.session))
-    done = client.post(URL + "/apply")
+    # Connecting is typed to confirm: a bare click changes nothing and shows the preview again.
+    unconfirmed = client.post(URL + "/apply")
+    assert unconfirmed.status_code == 400
+    assert b"Type &quot;connect&quot; to confirm." in unconfirmed.content
+    assert b"What will change" in unconfirmed.content
+    assert not AuditEvent.objects.filter(action="tenant.connect").exists()
+    done = client.post(URL + "/apply", {"confirm": "connect"})
     body = done.content.decode()
     assert f"Connected to tenant {other_tenant.tenant_id}" in body
     assert other_tenant.client_secret not in body
@@ -116,7 +122,7 @@ def test_preview_then_apply_switches_tenant_and_never_shows_the_secret(
     event = AuditEvent.objects.get(action="tenant.connect")
     assert event.actor_name == "ada-admin"
     # The preview is used up: a second apply is refused.
-    again = client.post(URL + "/apply", follow=True)
+    again = client.post(URL + "/apply", {"confirm": "connect"}, follow=True)
     assert b"The preview has expired" in again.content
 
 

@@ -1,9 +1,11 @@
 """Credentials page (portal/console/credentials_views.py): inventory, rotation, Teams sender."""
 
+from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 
 from integrations.microsoft import auth, certificates
 from integrations.microsoft.models import Credential, DelegatedAccount
@@ -92,7 +94,7 @@ def test_rotation_add_verify_activate_rollback_against_the_emulator(
     assert new.state == "active"
     assert Credential.objects.get(state="grace")
     assert "Roll back to this" in response.content.decode()
-    client.post("/credentials/rollback")
+    client.post("/credentials/rollback", {"confirm": "yes"})
     new.refresh_from_db()
     assert new.state == "pending"
     actions = list(
@@ -221,3 +223,81 @@ def test_workload_identity_is_offered_only_with_a_token_file(client, ada_admin, 
 
 def _upload(text: str) -> SimpleUploadedFile:
     return SimpleUploadedFile("portal.pem", text.encode(), content_type="application/x-pem-file")
+
+
+def _stored(display_name: str, state: str, **fields) -> Credential:
+    return Credential.objects.create(
+        display_name=display_name,
+        fingerprint=display_name[:12],
+        secret_encrypted=encrypt("value of " + display_name),
+        state=state,
+        **fields,
+    )
+
+
+def test_retire_shows_what_happens_and_asks_for_the_typed_word(client, ada_admin):
+    _stored("current", "active")
+    old = _stored("previous", "grace", grace_until=timezone.now() + timedelta(hours=5))
+    client.force_login(ada_admin)
+    page = client.get(f"/credentials/{old.pk}/retire")
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert "rolling back to it is no longer possible" in body
+    assert "Type <strong>retire</strong> to confirm" in body
+    # A click without the word changes nothing and says why.
+    refused = client.post(f"/credentials/{old.pk}/retire", {"confirm": "yes"})
+    assert refused.status_code == 400
+    assert "Type &quot;retire&quot; to confirm." in refused.content.decode()
+    old.refresh_from_db()
+    assert old.state == "grace" and old.secret_encrypted
+    client.post(f"/credentials/{old.pk}/retire", {"confirm": " Retire "})
+    old.refresh_from_db()
+    assert old.state == "retired"
+    assert AuditEvent.objects.filter(action="credential.retire", target_id=str(old.pk)).exists()
+
+
+def test_the_htmx_confirmation_is_the_card_alone(client, ada_admin):
+    old = _stored("previous", "pending")
+    client.force_login(ada_admin)
+    body = client.get(f"/credentials/{old.pk}/retire", headers={"HX-Request": "true"}).content
+    assert body.decode().lstrip().startswith('<section class="card confirm-card"')
+
+
+def test_roll_back_warns_against_a_failing_or_expiring_secret(client, ada_admin):
+    now = timezone.now()
+    current = _stored("current", "active")
+    old = _stored(
+        "previous",
+        "grace",
+        grace_until=now + timedelta(hours=5),
+        expires_at=now + timedelta(days=3, hours=1),
+        last_verified_at=now - timedelta(days=2),
+        last_error="AADSTS7000222: the provided client secret keys are expired.",
+        last_error_at=now - timedelta(hours=1),
+    )
+    client.force_login(ada_admin)
+    body = client.get("/credentials/rollback").content.decode()
+    assert "(3 days left)" in body
+    assert "Its last token request failed" in body and "AADSTS7000222" in body
+    assert "Roll back anyway" in body
+    # Without the confirmation nothing changes.
+    assert client.post("/credentials/rollback").status_code == 400
+    current.refresh_from_db()
+    assert current.state == "active"
+    client.post("/credentials/rollback", {"confirm": "yes"})
+    old.refresh_from_db()
+    assert old.state == "active"
+
+
+def test_roll_back_to_an_expired_secret_says_it_cannot_work(client, ada_admin):
+    _stored("current", "active")
+    _stored(
+        "previous",
+        "grace",
+        grace_until=timezone.now() + timedelta(hours=5),
+        expires_at=timezone.now() - timedelta(hours=1),
+    )
+    client.force_login(ada_admin)
+    body = client.get("/credentials/rollback").content.decode()
+    assert "Rolling back cannot work:" in body and "Entra ID refuses it" in body
+    assert "Roll back anyway" not in body and 'name="confirm"' not in body
