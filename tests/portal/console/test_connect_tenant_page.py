@@ -144,7 +144,7 @@ def test_connect_with_a_certificate_file(
     body = preview.content.decode()
     assert preview.status_code == 200 and "the certificate CN=tenant-b" in body
     assert "PRIVATE KEY" not in body and "PRIVATE KEY" not in str(dict(client.session))
-    done = client.post(URL + "/apply")
+    done = client.post(URL + "/apply", {"confirm": "connect"})
     assert f"Connected to tenant {other_tenant.tenant_id}" in done.content.decode()
     active = Credential.objects.get(state="active")
     assert (active.kind, active.tenant_id) == ("certificate", other_tenant.tenant_id)
