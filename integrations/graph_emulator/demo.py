@@ -1,14 +1,19 @@
-"""Demo-mode traffic generator: new mail and chat messages every few seconds."""
+"""Demo mode: new mail and chat messages every few seconds, and a workload identity token file
+kept fresh (as Kubernetes projects one) for the portal's workload identity credential."""
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
+import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .control import create_chat_message, create_mail
 from .seed import random_chat_line, random_mail
+from .state import DEFAULT_FEDERATED_AUDIENCE, FederatedCredential
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server import EmulatorApp
@@ -17,6 +22,47 @@ log = logging.getLogger("graph_emulator.demo")
 
 MAX_PER_FOLDER = 500
 MAX_PER_CHAT = 500
+# What AKS projects for the service account of deploy/overlays/workload-identity.
+WORKLOAD_SUBJECT = "system:serviceaccount:fleet-management:fleet-portal"
+WORKLOAD_TOKEN_LIFETIME = 3600
+WORKLOAD_REFRESH_SECONDS = 600
+
+
+def write_workload_token(app: EmulatorApp, path: Path) -> None:
+    """Trust the emulator's workload issuer on the demo app (again after a reset) and write a
+    fresh token to `path`, replacing it atomically as the kubelet does."""
+    identity = app.identity
+    with app.state.lock:
+        demo_app = app.state.apps.get(app.ident["client_id"])
+        if demo_app is not None and not any(
+            f.subject == WORKLOAD_SUBJECT for f in demo_app.federated_credentials
+        ):
+            demo_app.federated_credentials.append(
+                FederatedCredential(
+                    id=str(uuid.uuid4()),
+                    name="demo workload identity",
+                    issuer=identity.workload_issuer(),
+                    subject=WORKLOAD_SUBJECT,
+                    jwks_uri=identity.jwks_uri(),
+                )
+            )
+    token = identity.workload_token(
+        WORKLOAD_SUBJECT, DEFAULT_FEDERATED_AUDIENCE, WORKLOAD_TOKEN_LIFETIME
+    )
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(token)
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+
+
+def workload_token_loop(app: EmulatorApp, path: Path, stop: threading.Event) -> None:
+    while True:
+        try:
+            write_workload_token(app, path)
+        except Exception:
+            log.exception("writing the workload identity token failed")
+        if stop.wait(WORKLOAD_REFRESH_SECONDS):
+            return
 
 
 def generate_once(app: EmulatorApp, rng: random.Random) -> None:

@@ -47,6 +47,8 @@ log = logging.getLogger("graph_emulator")
 
 IDENTITY_FILE = "emulator-identity.json"
 DEMO_TENANT_FILE = "demo-tenant.json"
+# Demo mode: a workload identity token kept fresh here, as Kubernetes projects one.
+WORKLOAD_TOKEN_FILE = "workload-identity-token"
 DOMAIN = "fleetdemo.onmicrosoft.com"
 STATUS_CODES = {
     429: "TooManyRequests",
@@ -196,6 +198,10 @@ class EmulatorApp:
         self.base_url = url
         self.identity.base_url = url
 
+    @property
+    def workload_token_path(self) -> Path:
+        return (self.state_dir / WORKLOAD_TOKEN_FILE).resolve()
+
     def tenant_info(self, ca_path: Path | None = None) -> dict[str, Any]:
         with self.state.lock:
             sa = self.state.service_account_upn
@@ -211,6 +217,8 @@ class EmulatorApp:
             "control_token": self.control_token,
             "control_url": f"{self.base_url}/_emulator",
             "service_account_upn": sa,
+            # Demo mode keeps a workload identity token here (MICROSOFT_CLIENT_ASSERTION_FILE).
+            "workload_token_file": str(self.workload_token_path) if self.demo else None,
         }
 
     # ------------------------------------------------------------------ threads
@@ -222,12 +230,18 @@ class EmulatorApp:
         )
         self._outbox_thread.start()
         if self.demo:
-            from .demo import traffic_loop
+            from .demo import traffic_loop, workload_token_loop
 
             self._demo_thread = threading.Thread(
                 target=traffic_loop, args=(self, self._stop), name="graph-emu-demo", daemon=True
             )
             self._demo_thread.start()
+            threading.Thread(
+                target=workload_token_loop,
+                args=(self, self.workload_token_path, self._stop),
+                name="graph-emu-workload-token",
+                daemon=True,
+            ).start()
 
     def settle_outbox(self) -> None:
         """Drafts whose send delay has passed reach Sent Items (and their recipients)."""

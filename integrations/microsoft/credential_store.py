@@ -63,22 +63,26 @@ def active_credential() -> Credential:
 
 
 def bootstrap_from_environment() -> Credential | None:
-    """Create the first active credential from MICROSOFT_CLIENT_ASSERTION_FILE (workload
-    identity, preferred: nothing to store) or MICROSOFT_CLIENT_SECRET, audited as system.
+    """Create the first active credential from MICROSOFT_CLIENT_SECRET or, without one, from
+    MICROSOFT_CLIENT_ASSERTION_FILE (workload identity: nothing stored), audited as system.
+
+    The secret wins when both are set: the token file may be the platform's doing (the demo's
+    emulator, an AKS pod labelled for workload identity) while a secret is always the
+    operator's; switch to workload identity in the console, or leave the secret unset.
 
     Only when nothing is active and that credential is not already stored (a retired one is
     not resurrected by a stale environment variable).
     """
     app = configured_app()
-    if settings.MICROSOFT_CLIENT_ASSERTION_FILE:
-        kind, secret, label = Credential.Kind.FEDERATED, "", "MICROSOFT_CLIENT_ASSERTION_FILE"
+    secret = (settings.MICROSOFT_CLIENT_SECRET or "").strip()
+    if secret:
+        kind, label = Credential.Kind.SECRET, "MICROSOFT_CLIENT_SECRET"
+        print_ = fingerprint(secret)
+    elif settings.MICROSOFT_CLIENT_ASSERTION_FILE:
+        kind, label = Credential.Kind.FEDERATED, "MICROSOFT_CLIENT_ASSERTION_FILE"
         print_ = federated_fingerprint(app["tenant_id"], app["client_id"])
     else:
-        kind, label = Credential.Kind.SECRET, "MICROSOFT_CLIENT_SECRET"
-        secret = (settings.MICROSOFT_CLIENT_SECRET or "").strip()
-        if not secret:
-            return None
-        print_ = fingerprint(secret)
+        return None
     if Credential.objects.filter(fingerprint=print_).exists():
         # Either another thread/process bootstrapped it a moment ago (use it), or it was
         # retired or demoted on purpose (None: don't resurrect it from a stale variable).

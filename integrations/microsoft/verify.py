@@ -186,6 +186,51 @@ PERMISSIONS = {
     )
 }
 
+# What the Teams sender's delegated scopes are for (the portal asks for all of them).
+DELEGATED_PERMISSIONS = {
+    p.name.lower(): p
+    for p in (
+        Permission("ChatMessage.Send", ("Chat.ReadWrite",), "Teams chat messages cannot be sent"),
+        Permission("ChannelMessage.Send", (), "Teams channel messages cannot be sent"),
+        Permission(
+            "Chat.Create",
+            ("Chat.ReadWrite",),
+            "Teams messages to a person (toUser) cannot open the one-to-one chat",
+        ),
+        Permission("User.Read", (), "the Teams sender cannot sign in"),
+    )
+}
+
+
+def delegated_scope_problem() -> str:
+    """What the connected Teams sender's token lacks of the delegated scopes ("" = nothing, or
+    no sender connected), read from the scopes actually granted (the token's scp claim)."""
+    if teams_sender.current_delegated_account() is None:
+        return ""
+    wanted = [DELEGATED_PERMISSIONS[n.lower()] for n in teams_sender.DELEGATED_SCOPES]
+    try:
+        # A refresh, not the cached token: consent withdrawn since shows up now.
+        token = teams_sender.delegated_token(force_refresh=True)
+    except TokenError as exc:
+        if exc.aadsts != 65001:
+            return f"the Teams sender's delegated scopes were not checked: {exc.message}"
+        # Entra refuses the whole refresh when one asked-for scope lacks consent; its message
+        # may name the scope (the emulator's does), else every one is a suspect.
+        missing = [p for p in wanted if f"/{p.name.lower()}" in exc.message.lower()] or wanted
+    else:
+        granted = {s.lower() for s in str(auth.token_claims(token).get("scp") or "").split()}
+        missing = [
+            p for p in wanted if not any(n.lower() in granted for n in (p.name, *p.satisfied_by))
+        ]
+    if not missing:
+        return ""
+    return (
+        "the Teams sender lacks delegated permission(s): "
+        + "; ".join(f"{p.name} ({p.breaks})" for p in missing)
+        + " — add them (API permissions → Delegated), grant admin consent and reconnect "
+        "the Teams sender"
+    )
+
 
 def permission_satisfied(name: str, granted: set[str]) -> bool:
     """`granted` lower-cased; a higher permission satisfies a lower one."""
@@ -212,7 +257,12 @@ def check_permissions(ctx: _Context) -> CheckResult:
             "registration (API permissions → Application) and grant admin "
             "consent",
         )
+    delegated = delegated_scope_problem()
+    if delegated.startswith("the Teams sender lacks"):
+        return CheckResult("Required permissions", False, delegated)
     detail = f"present: {', '.join(required)}"
+    if delegated:
+        detail += f"; {delegated}"
     # The crash-retry of a Teams post looks for the earlier post with the app's token
     # (messaging.py), so it is the application permission that matters, not a delegated one.
     if teams_sender.current_delegated_account() is not None and not permission_satisfied(

@@ -205,6 +205,9 @@ class Command(BaseCommand):
             "SSO_ENABLED": "true",
             "SSO_TRUST_ENTRA_MFA": "true",
         }
+        if tenant.get("workload_token_file"):
+            # Offered on the Credentials page as "workload identity" (the emulator is its issuer).
+            wanted["MICROSOFT_CLIENT_ASSERTION_FILE"] = tenant["workload_token_file"]
         if settings.DOTENV_FILE is None:
             # PORTAL_IGNORE_DOTENV: settings come from the environment only (the benchmarks
             # set the emulator's values there); a .env written now would be read by nobody.

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from integrations.graph_emulator.testing import RunningEmulator
 from integrations.microsoft import auth, certificates, credentials, graph
 from integrations.microsoft.credentials import CredentialError
 from integrations.microsoft.errors import TokenError
@@ -224,6 +225,7 @@ class TestWorkloadIdentity:
         token_file = tmp_path / "token"
         token_file.write_text(issued["token"])
         graph_settings.MICROSOFT_CLIENT_ASSERTION_FILE = str(token_file)
+        graph_settings.MICROSOFT_CLIENT_SECRET = ""  # as the workload identity overlay leaves it
         _drop_emulator_secrets(emulator)
         assert auth.app_token()
         active = Credential.objects.get(state="active")
@@ -237,6 +239,7 @@ class TestWorkloadIdentity:
         token_file = tmp_path / "token"
         token_file.write_text(issued["token"])
         graph_settings.MICROSOFT_CLIENT_ASSERTION_FILE = str(token_file)
+        graph_settings.MICROSOFT_CLIENT_SECRET = ""
         with pytest.raises(TokenError, match=r"No federated credential.*AADSTS70021"):
             auth.app_token()
 
@@ -287,3 +290,36 @@ class TestCommands:
         emulator.control.add_certificate(emulator.client_id, cert_pem)
         out, _ = run(*args, "--certificate-password-stdin", stdin="right\n")
         assert "Activated" in out
+
+
+@pytest.fixture(scope="module")
+def demo_emulator(tmp_path_factory):
+    """The emulator as `make run` starts it (demo mode keeps a workload identity token)."""
+    with RunningEmulator(
+        state_dir=tmp_path_factory.mktemp("demo-emulator"), extra_args=["--demo"]
+    ) as emu:
+        yield emu
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_demo_switches_to_workload_identity_with_the_emulator_as_issuer(
+    graph_settings, demo_emulator, admin_actor
+):
+    emu = demo_emulator
+    graph_settings.MICROSOFT_AUTHORITY_HOST = emu.authority_host
+    graph_settings.MICROSOFT_GRAPH_URL = emu.graph_url
+    graph_settings.MICROSOFT_TENANT_ID = emu.tenant_id
+    graph_settings.MICROSOFT_CLIENT_ID = emu.client_id
+    graph_settings.MICROSOFT_CLIENT_SECRET = emu.client_secret
+    graph_settings.MICROSOFT_CA_BUNDLE = emu.ca_path
+    graph_settings.MICROSOFT_CLIENT_ASSERTION_FILE = emu.info["workload_token_file"]
+    auth.app_token()
+    assert Credential.objects.get(state="active").kind == "secret"  # the secret bootstraps
+    added = credentials.add_workload_identity(admin_actor)
+    assert credentials.verify_secret(admin_actor, added.pk).ok
+    secret = Credential.objects.get(state="active")
+    credentials.activate(admin_actor, added.pk)
+    credentials.retire(admin_actor, secret.pk)
+    _drop_emulator_secrets(emu)
+    assert graph.get("/users", params={"$top": "1"})["value"]
+    assert _stored_secrets() == 0

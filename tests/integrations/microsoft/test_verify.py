@@ -294,3 +294,16 @@ def test_the_secret_expiry_is_shown_as_entered(healthy):
     )
     check = by_name(verify.run_checks(timeout=5))["Client secret expiry"]
     assert check.ok and "(10 days; as entered); warning: rotate it soon" in check.detail
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delegated_scope_without_consent_is_named(healthy, emulator, sender_connected):
+    check = by_name(verify.run_checks(timeout=5))["Required permissions"]
+    assert check.ok and "Teams sender" not in check.detail, check.detail
+    # An admin withdraws consent for Chat.Create (or it was never granted for the tenant).
+    scopes = ["ChatMessage.Send", "ChannelMessage.Send", "User.Read", "offline_access"]
+    emulator.control._call("PUT", f"apps/{emulator.client_id}/delegated-scopes", {"scopes": scopes})
+    check = by_name(verify.run_checks(timeout=5))["Required permissions"]
+    assert not check.ok
+    assert "lacks delegated permission(s): Chat.Create (Teams messages to a person" in check.detail
+    assert "ChatMessage.Send" not in check.detail
