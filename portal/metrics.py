@@ -32,7 +32,7 @@ from integrations.microsoft.models import (
 )
 from portal.access.addresses import from_api_trusted_network
 from portal.access.decorators import public
-from portal.alerts.models import Alert, AuditChainCheck
+from portal.alerts.models import Alert, AuditChainCheck, TokenHealth
 from portal.events.models import EventEndpoint
 from portal.health import worker_heartbeat_age
 from portal.jobs.models import Job, JobAttempt
@@ -57,6 +57,11 @@ class PortalCollector(Collector):
                 "fleet_messages_failed_last_hour",
                 "Outbound messages that failed in the last hour",
                 OutboundMessage.objects.failed_last_hour(),
+            ),
+            (
+                "fleet_messages_failed_window",
+                "Outbound messages that failed in the alert window (ALERT_WINDOW_SECONDS)",
+                OutboundMessage.objects.failed_within(settings.ALERT_WINDOW_SECONDS),
             ),
             (
                 "fleet_oldest_queued_message_seconds",
@@ -120,6 +125,24 @@ class PortalCollector(Collector):
         buckets = [
             (str(float(bound) / 1000), aggregates[f"le_{bound}"]) for bound in LATENCY_BUCKETS_MS
         ] + [("+Inf", aggregates["total"])]
+        window = GraphCall.objects.last_seconds(settings.ALERT_WINDOW_SECONDS).figures()
+        for name, documentation, value in (
+            ("fleet_alert_window_seconds", "The window of the *_window figures", None),
+            ("fleet_graph_total_window", "Graph calls in the alert window", window.total),
+            (
+                "fleet_graph_unavailable_window",
+                "Graph calls in the alert window answered 5xx or not at all",
+                window.unavailable,
+            ),
+            (
+                "fleet_graph_throttled_window",
+                "Graph 429 answers in the alert window",
+                window.throttled,
+            ),
+        ):
+            family = GaugeMetricFamily(name, documentation)
+            family.add_metric([], settings.ALERT_WINDOW_SECONDS if value is None else value)
+            yield family
         yield GaugeHistogramMetricFamily(
             "fleet_graph_latency_seconds_last_hour",
             "Graph call latency over the last hour",
@@ -261,6 +284,17 @@ class PortalCollector(Collector):
         if seconds is not None:
             secret.add_metric([], seconds)
         yield secret
+        refused = GaugeMetricFamily(
+            "fleet_token_refused",
+            "1 while the identity platform refuses the active credential (label: AADSTS code)",
+            labels=["code"],
+        )
+        refusal = TokenHealth.objects.active_refusal()
+        refused.add_metric(
+            [str(refusal.failure_code or refusal.failure_error) if refusal else ""],
+            1 if refusal else 0,
+        )
+        yield refused
         worker = GaugeMetricFamily(
             "fleet_worker_heartbeat_age_seconds", "Seconds since a worker last reported"
         )

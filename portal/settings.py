@@ -298,6 +298,10 @@ MESSAGING_SENDER_MAILBOXES = [m.lower() for m in env_list("MESSAGING_SENDER_MAIL
 ALERT_EMAIL_TO = env_list("ALERT_EMAIL_TO")
 # Also post alerts to this Teams chat through the connected sender (e-mail when it cannot).
 ALERT_TEAMS_CHAT_ID = env_str("ALERT_TEAMS_CHAT_ID")
+# The window the rate rules judge (Graph failing, 429s, messages failing): short, so an alert
+# fires within minutes of its cause and clears within minutes of its end (evaluated every
+# minute: it clears at most this plus a minute after the last bad answer).
+ALERT_WINDOW_SECONDS = env_int("ALERT_WINDOW_SECONDS", 180, minimum=10, maximum=3600)
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")

@@ -379,10 +379,51 @@ def _app_for(active: ActiveCredential) -> msal.ConfidentialClientApplication:
         return app
 
 
+@dataclass(frozen=True)
+class TokenOutcome:
+    """One app-token request for the active credential: refused (`error`) or answered by the
+    identity platform (`from_cache` False) or by MSAL's cache (which proves nothing new)."""
+
+    credential_id: int
+    error: TokenError | None = None
+    from_cache: bool = False
+
+
+# Whoever keeps token health (the portal) registers here; this module imports none of it.
+_token_observers: list[Callable[[TokenOutcome], None]] = []
+
+
+def observe_tokens(callback: Callable[[TokenOutcome], None]) -> None:
+    """Call `callback` with every app-token outcome of this process (once per callback)."""
+    if callback not in _token_observers:
+        _token_observers.append(callback)
+
+
+def _report(outcome: TokenOutcome) -> None:
+    for callback in list(_token_observers):
+        try:
+            callback(outcome)
+        except Exception:  # recording health must never break a token request
+            logger.exception("A token observer failed")
+
+
 def app_token_result() -> dict[str, Any]:
     """MSAL's result dict for an app-only Graph token (from cache when still valid)."""
     active = resolve_active()
-    return _acquire_for_client(_app_for(active), active.client_credential)
+    try:
+        result = _acquire_for_client(_app_for(active), active.client_credential)
+    except TokenError as exc:
+        _report(TokenOutcome(active.credential_id, error=exc))
+        raise
+    _report(TokenOutcome(active.credential_id, from_cache=result.get("token_source") == "cache"))
+    return result
+
+
+def check_app_token() -> dict[str, Any]:
+    """A token from the identity platform itself, never MSAL's cache: a cached token hides
+    a refused credential for up to an hour."""
+    drop_cached_app_token()
+    return app_token_result()
 
 
 def app_token() -> str:

@@ -44,6 +44,16 @@ class GraphCallFigures:
         return self.total - self.succeeded
 
     @property
+    def unavailable(self) -> int:
+        """Calls Graph failed (5xx) or never answered (timeout, reset): Graph itself is
+        failing, as opposed to refusing (4xx) or throttling us (429)."""
+        return self.server_errors + self.no_response
+
+    @property
+    def unavailable_ratio(self) -> float | None:
+        return self.unavailable / self.total if self.total else None
+
+    @property
     def error_ratio(self) -> float | None:
         """failed / total (0..1); None without calls."""
         return self.failed / self.total if self.total else None
@@ -61,11 +71,23 @@ class GraphCallQuerySet(models.QuerySet["GraphCall"]):
     def last_hours(self, hours: float = 1.0) -> GraphCallQuerySet:
         return self.since(timezone.now() - timedelta(hours=hours))
 
+    def last_seconds(self, seconds: float) -> GraphCallQuerySet:
+        return self.since(timezone.now() - timedelta(seconds=seconds))
+
     def succeeded(self) -> GraphCallQuerySet:
         return self.filter(GRAPH_CALL_SUCCEEDED)
 
     def failed(self) -> GraphCallQuerySet:
         return self.filter(GRAPH_CALL_FAILED)
+
+    def throttled_mailboxes(self) -> list[dict[str, Any]]:
+        """429s grouped by mailbox (Graph id; "" for tenant-wide routes), most first."""
+        return list(
+            self.filter(throttled=True)
+            .values("mailbox")
+            .annotate(count=Count("id"), last=Max("created_at"))
+            .order_by("-count", "mailbox")
+        )
 
     def figures(self) -> GraphCallFigures:
         """Totals over this queryset (bound it in time first: the table is big)."""
@@ -880,9 +902,13 @@ class OutboundMessageQuerySet(models.QuerySet["OutboundMessage"]):
 
     def failed_last_hour(self) -> int:
         """Messages that failed for good in the last hour."""
+        return self.failed_within(3600)
+
+    def failed_within(self, seconds: float) -> int:
+        """Messages that failed for good in the last `seconds`."""
         return self.filter(
             status=OutboundMessage.Status.FAILED,
-            last_error_at__gte=timezone.now() - timedelta(hours=1),
+            last_error_at__gte=timezone.now() - timedelta(seconds=seconds),
         ).count()
 
     def oldest_unsent_seconds(self) -> float | None:

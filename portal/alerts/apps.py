@@ -7,9 +7,11 @@ class AlertsConfig(AppConfig):
     verbose_name = "Alerts"
 
     def ready(self) -> None:
+        from integrations.microsoft import auth
         from portal.access.signals import break_glass_used
         from portal.alerts import rules  # noqa: F401  (defines the threshold settings)
         from portal.alerts.services import record_chain_verification
+        from portal.alerts.token_health import record_outcome
         from portal.audit.verification import chain_verified
         from portal.jobs.retention import Retention
         from portal.jobs.retention import register as keep
@@ -19,6 +21,9 @@ class AlertsConfig(AppConfig):
 
         register("alerts.evaluate", "portal.alerts.tasks.evaluate_alerts", 1)
         register("audit.verify_chain", "portal.alerts.tasks.check_audit_chain", 60)
+        # A cached token hides a refused credential for up to an hour: ask every minute.
+        register("graph.token.check", "portal.alerts.token_health.check", 1)
+        auth.observe_tokens(record_outcome)
         keep(Retention("alerts.MetricSample", "taken_at", "METRIC_SAMPLE_RETENTION_DAYS"))
         break_glass_used.connect(_raise_break_glass_alert, dispatch_uid="break-glass-alert")
 

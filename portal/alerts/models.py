@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import models
-from django.db.models import Sum
+from django.db.models import F, Q, Sum
 
 from integrations.microsoft.models import GraphCallFigures
 
@@ -107,3 +107,73 @@ class MetricSample(models.Model):
 
     def __str__(self) -> str:
         return f"sample at {self.taken_at:%H:%M}"
+
+
+# Short names for the identity platform's refusals (AADSTS codes), for the Token tile, the
+# Credentials page and the alert. Microsoft Learn: "Microsoft Entra authentication and
+# authorization error codes".
+REFUSAL_REASONS = {
+    7000222: "expired",
+    7000215: "invalid or deleted",
+    700016: "app not in this tenant",
+    90002: "tenant not found",
+    7000218: "no secret sent",
+    7000112: "app disabled",
+    700027: "certificate not accepted",
+    70011: "scope refused",
+    1002012: "scope refused",
+}
+ERROR_REASONS = {
+    "unreachable": "identity platform unreachable",
+    "server_error": "identity platform failing",
+    "temporarily_unavailable": "identity platform failing",
+    "credential_mismatch": "belongs to another app registration",
+    "invalid_tenant": "tenant not found",
+}
+
+
+class TokenHealthQuerySet(models.QuerySet["TokenHealth"]):
+    def failing(self) -> TokenHealthQuerySet:
+        """Credentials whose latest token request, in any process, was refused."""
+        return self.filter(last_failure_at__isnull=False).filter(
+            Q(last_success_at__isnull=True) | Q(last_failure_at__gt=F("last_success_at"))
+        )
+
+    def active_refusal(self) -> TokenHealth | None:
+        """The active credential's health when its latest token request was refused."""
+        return self.failing().filter(credential__state="active").first()
+
+
+class TokenHealth(models.Model):
+    """How the identity platform last answered for one credential, in any process: the
+    latest token it issued and the latest refusal (with the AADSTS code). Tokens from MSAL's
+    cache are not counted: they prove nothing about the credential now."""
+
+    credential = models.OneToOneField(
+        "microsoft.Credential", on_delete=models.CASCADE, primary_key=True
+    )
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    failure_code = models.PositiveIntegerField(null=True, blank=True)  # AADSTS number
+    failure_error = models.CharField(max_length=64, blank=True)  # OAuth error
+    failure_message = models.TextField(blank=True)
+    failure_process = models.CharField(max_length=150, blank=True)
+
+    objects = TokenHealthQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"token health of credential #{self.pk}"
+
+    @property
+    def failing(self) -> bool:
+        return self.last_failure_at is not None and (
+            self.last_success_at is None or self.last_failure_at > self.last_success_at
+        )
+
+    @property
+    def reason(self) -> str:
+        """'expired (AADSTS7000222)', 'identity platform unreachable', …"""
+        if self.failure_code:
+            name = REFUSAL_REASONS.get(self.failure_code, "refused")
+            return f"{name} (AADSTS{self.failure_code})"
+        return ERROR_REASONS.get(self.failure_error, "refused")

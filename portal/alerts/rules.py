@@ -10,9 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.urls import reverse_lazy
 from django.utils import timezone
 from django.utils.functional import Promise
+from django.utils.text import format_lazy
 
 from integrations.microsoft.models import (
     Credential,
@@ -22,7 +24,7 @@ from integrations.microsoft.models import (
     OutboundMessage,
     Subscription,
 )
-from portal.alerts.models import AuditChainCheck
+from portal.alerts.models import AuditChainCheck, TokenHealth
 from portal.audit.models import AuditEvent
 from portal.events.models import EventEndpoint
 from portal.health import worker_heartbeat_age
@@ -44,9 +46,15 @@ class Rule:
     title: str
     evaluate: Callable[[], Verdict]
     runbook: str  # what to do, shown with the alert
-    link: str | Promise = ""  # the page (and button) that fixes it (a lazy URL)
+    # The page (and button) that fixes it: a lazy URL, with a query or an #anchor naming the
+    # form or button; shown with the alert and as the dashboard banner's link.
+    link: str | Promise = ""
     # A security alert: only admins may snooze it (snooze_security_alerts).
     security: bool = False
+
+
+def _fix_at(url_name: str, rest: str = "") -> str | Promise:
+    return format_lazy("{}{}", reverse_lazy(url_name), rest)
 
 
 def _setting(key: str, label: str, help_text: str, default: int, maximum: int) -> str:
@@ -70,17 +78,18 @@ DLQ = _setting(
 )
 ERROR_RATE = _setting(
     "ALERT_ERROR_RATE_PERCENT",
-    "Alert: Graph error rate (%)",
-    "Fire when "
-    "more than this percentage of Graph calls failed in the last hour (with "
-    "at least 20 calls).",
+    "Alert: Graph failing (%)",
+    "Fire when more than this percentage of Graph calls in the alert window "
+    "(ALERT_WINDOW_SECONDS, 3 minutes by default) got a 5xx or no answer at all (at least "
+    f"{3} calls).",
     5,
     100,
 )
 THROTTLED = _setting(
-    "ALERT_THROTTLED_PER_HOUR",
-    "Alert: 429s per hour",
-    "Fire when Graph throttled us more than this many times in the last hour.",
+    "ALERT_THROTTLED_IN_WINDOW",
+    "Alert: 429s in the alert window",
+    "Fire when Graph answered 429 more than this many times in the alert window "
+    "(ALERT_WINDOW_SECONDS, 3 minutes by default).",
     10,
     1_000_000,
 )
@@ -102,14 +111,16 @@ SECRET_DAYS = _setting(
 WORKER_MINUTES = _setting(
     "ALERT_WORKER_STALE_MINUTES",
     "Alert: worker silent (minutes)",
-    "Fire when no worker has reported a heartbeat for this long.",
-    3,
+    "Fire when no worker has reported a heartbeat for this long (idle workers report every "
+    "minute).",
+    2,
     60,
 )
 MESSAGES_FAILED = _setting(
-    "ALERT_MESSAGES_FAILED_PER_HOUR",
-    "Alert: messages failed per hour",
-    "Fire when more outbound e-mails and Teams messages than this failed in the last hour.",
+    "ALERT_MESSAGES_FAILED_IN_WINDOW",
+    "Alert: messages failed in the alert window",
+    "Fire when more outbound e-mails and Teams messages than this failed in the alert window "
+    "(ALERT_WINDOW_SECONDS, 3 minutes by default).",
     10,
     1_000_000,
 )
@@ -123,8 +134,9 @@ QUEUED_MINUTES = _setting(
 INBOX_MINUTES = _setting(
     "ALERT_INBOX_OLDEST_MINUTES",
     "Alert: oldest unprocessed notification (minutes)",
-    "Fire when a received change notification has waited this long for the inbox drain.",
-    10,
+    "Fire when a received change notification has waited this long for the inbox drain "
+    "(a running drain takes it within a second; the minute sweep within a minute).",
+    2,
     10_080,
 )
 EVENT_BACKLOG = _setting(
@@ -134,7 +146,7 @@ EVENT_BACKLOG = _setting(
     10_000,
     100_000_000,
 )
-MIN_CALLS_FOR_ERROR_RATE = 20
+MIN_CALLS_FOR_ERROR_RATE = 3
 SLOW_ANSWERS = _setting(
     "ALERT_SLOW_ANSWERS_PERCENT",
     "Alert: slow notification answers (%)",
@@ -153,6 +165,20 @@ SUB_MISSING_MINUTES = _setting(
     15,
     1440,
 )
+
+
+def alert_window() -> float:
+    """Seconds the rate rules look back (settings.ALERT_WINDOW_SECONDS, read at call time)."""
+    return float(settings.ALERT_WINDOW_SECONDS)
+
+
+def _window_text() -> str:
+    seconds = int(alert_window())
+    return f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
+
+
+def rule_named(name: str) -> Rule | None:
+    return next((rule for rule in RULES if rule.name == name), None)
 
 
 def thresholds() -> dict[str, int]:
@@ -184,27 +210,48 @@ def _dead() -> Verdict:
     )
 
 
-def _error_rate() -> Verdict:
-    calls = GraphCall.objects.last_hours(1).figures()
+def _graph_failing() -> Verdict:
+    calls = GraphCall.objects.last_seconds(alert_window()).figures()
     threshold = get(ERROR_RATE)
-    rate = 100.0 * (calls.error_ratio or 0.0)
-    firing = calls.total >= MIN_CALLS_FOR_ERROR_RATE and rate > threshold
+    rate = 100.0 * (calls.unavailable_ratio or 0.0)
+    firing = calls.unavailable >= MIN_CALLS_FOR_ERROR_RATE and rate > threshold
     return Verdict(
         firing,
         round(rate, 2),
         threshold,
-        f"{calls.failed} of {calls.total} Graph calls failed in the last hour "
-        f"({rate:.1f} %, threshold {threshold} %).",
+        f"{calls.server_errors} of {calls.total} Graph calls in the last {_window_text()} got "
+        f"a 5xx and {calls.no_response} no answer ({rate:.1f} %, threshold {threshold} %).",
     )
 
 
 def _throttled() -> Verdict:
-    value, threshold = GraphCall.objects.last_hours(1).figures().throttled, get(THROTTLED)
+    calls = GraphCall.objects.last_seconds(alert_window())
+    value, threshold = calls.figures().throttled, get(THROTTLED)
+    busiest = calls.throttled_mailboxes()[:1]
+    worst = (
+        f" Most on mailbox {busiest[0]['mailbox']} ({busiest[0]['count']})."
+        if busiest and busiest[0]["mailbox"]
+        else ""
+    )
     return Verdict(
         value > threshold,
         value,
         threshold,
-        f"Graph answered 429 {value} times in the last hour (threshold {threshold}).",
+        f"Graph answered 429 {value} times in the last {_window_text()} (threshold "
+        f"{threshold}).{worst}",
+    )
+
+
+def _token_refused() -> Verdict:
+    refused = TokenHealth.objects.active_refusal()
+    if refused is None:
+        return Verdict(False, 0, 0, "The identity platform issues tokens for the active secret.")
+    return Verdict(
+        True,
+        refused.failure_code or 1,
+        0,
+        f"Microsoft sign-in refused the active credential: {refused.reason}. "
+        f"{refused.failure_message}",
     )
 
 
@@ -275,12 +322,13 @@ def _break_glass() -> Verdict:
 
 
 def _messages_failed() -> Verdict:
-    value, threshold = OutboundMessage.objects.failed_last_hour(), get(MESSAGES_FAILED)
+    value = OutboundMessage.objects.failed_within(alert_window())
+    threshold = get(MESSAGES_FAILED)
     return Verdict(
         value > threshold,
         value,
         threshold,
-        f"{value} outbound messages failed in the last hour (threshold {threshold}).",
+        f"{value} outbound messages failed in the last {_window_text()} (threshold {threshold}).",
     )
 
 
@@ -361,48 +409,67 @@ RULES: tuple[Rule, ...] = (
         "Webhook subscription expiring",
         _subscription_expiry,
         "Subscriptions page → Set up all (or `manage.py setup_webhooks`).",
+        _fix_at("console:subscriptions"),
     ),
     Rule(
         "queue_length",
         "Queue too long",
         _queue,
         "Jobs page: look for a paused type or a failing worker; Graph pages for throttling.",
+        _fix_at("console:jobs", "?status=pending"),
     ),
     Rule(
         "dead_letters",
         "Too many dead jobs",
         _dead,
         "Jobs page → Dead: group by error, fix the cause, then retry the group.",
+        _fix_at("console:jobs", "?status=dead"),
+    ),
+    Rule(
+        "token_refused",
+        "Microsoft sign-in refused",
+        _token_refused,
+        "Credentials page: add a new secret from the app registration, verify it, activate "
+        "it; the alert clears with the next token the identity platform issues.",
+        _fix_at("console:credentials", "#wizard-title"),
     ),
     Rule(
         "graph_error_rate",
-        "Graph error rate high",
-        _error_rate,
-        "Graph calls page: which routes fail; Verify integration.",
+        "Graph unreachable or failing",
+        _graph_failing,
+        "Graph calls page, filtered to 5xx and no answer: which routes fail. Jobs retry with "
+        "backoff by themselves; check Microsoft 365 Service health and the network path.",
+        _fix_at("console:graph_calls", "?window=1h&status=5xx"),
     ),
     Rule(
         "graph_throttled",
         "Graph throttling us",
         _throttled,
-        "Settings: turn real-time sync off or raise the sync interval; pause sync jobs.",
+        "Rate limits: back off the mailbox that draws the 429s for some minutes (every job "
+        "for it waits); the others go on.",
+        _fix_at("console:graph_calls", "#backoff"),
     ),
     Rule(
         "secret_expiring",
         "Client secret expiring",
         _secret_expiry,
         "Credentials page → add the new secret, verify, activate.",
+        _fix_at("console:credentials", "#wizard-title"),
     ),
     Rule(
         "worker_down",
         "No worker running",
         _worker,
-        "Start the sync-worker (Kubernetes: sync-worker Deployment).",
+        "Start the sync-worker (Kubernetes: sync-worker Deployment; `make run` starts it "
+        "again by itself). The Jobs page shows when jobs run again.",
+        _fix_at("console:jobs", "?status=pending"),
     ),
     Rule(
         "audit_chain_broken",
         "Audit chain broken",
         _audit_chain,
         "Run `manage.py verify_audit_chain`; treat as a security incident.",
+        _fix_at("console:audit"),
         security=True,
     ),
     Rule(
@@ -411,6 +478,7 @@ RULES: tuple[Rule, ...] = (
         _break_glass,
         "Confirm with the person who used it why Entra sign-in was not possible; rotate its "
         "password afterwards. Audit log → auth.break_glass.",
+        _fix_at("console:audit", "?action=auth.break_glass"),
         security=True,
     ),
     Rule(
@@ -419,6 +487,7 @@ RULES: tuple[Rule, ...] = (
         _messages_failed,
         "Messages: group the failures by error, fix the cause (sender, Teams sender "
         "account, throttling), then retry or resend.",
+        _fix_at("console:messages", "?status=failed"),
     ),
     Rule(
         "message_queue_stale",
@@ -426,6 +495,7 @@ RULES: tuple[Rule, ...] = (
         _oldest_queued,
         "Jobs page: is graph.send_mail/graph.send_teams paused or its worker down? Check the "
         "sending budgets on the rate-limits page.",
+        _fix_at("console:messages", "?status=queued"),
     ),
     Rule(
         "inbox_stale",
@@ -434,6 +504,7 @@ RULES: tuple[Rule, ...] = (
         "Is the inbox drain running (sync-worker pods: the drain container; `make run`: "
         "the drain process)? Jobs page: is graph.process_notifications paused? The "
         "graph.inbox.sweep schedule drains every minute meanwhile if the worker runs.",
+        _fix_at("console:jobs", "#job-types"),
     ),
     Rule(
         "event_endpoints_failing",
@@ -441,6 +512,7 @@ RULES: tuple[Rule, ...] = (
         _endpoints_failing,
         "Event endpoints: see the failing endpoint's latest deliveries (status, answer); once "
         "the receiver is fixed, Resume (a disabled one) and its backlog is sent.",
+        _fix_at("console:event_endpoints"),
     ),
     Rule(
         "event_backlog",
@@ -448,6 +520,7 @@ RULES: tuple[Rule, ...] = (
         _event_backlog,
         "Event endpoints: which endpoint holds the backlog (paused, failing?); Jobs: is "
         "events.deliver running?",
+        _fix_at("console:event_endpoints"),
     ),
     Rule(
         "subscription_missing",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from integrations.microsoft.messaging import send_teams_message
@@ -17,7 +19,7 @@ from integrations.microsoft.teams_sender import current_delegated_account
 from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.alerts.models import Alert, AlertEvent, AuditChainCheck, MetricSample
-from portal.alerts.rules import RULES, Rule
+from portal.alerts.rules import RULES, Rule, rule_named
 from portal.audit.services import record
 from portal.audit.verification import verify_chain
 from portal.jobs.models import Job
@@ -48,7 +50,9 @@ def evaluate_all() -> list[AlertEvent]:
 
 def evaluate_rule(name: str) -> AlertEvent | None:
     """Evaluate one rule now (an event that must not wait for the next periodic run)."""
-    rule = next(r for r in RULES if r.name == name)
+    rule = rule_named(name)
+    if rule is None:
+        raise AlertError(f"There is no alert rule {name!r}.")
     verdict = rule.evaluate()
     return _apply(rule, verdict.firing, verdict.value, verdict.threshold, verdict.message)
 
@@ -90,7 +94,8 @@ def notify(rule: Rule, state: str, message: str) -> str:
     it is healthy, else e-mail (ALERT_EMAIL_TO). Returns who was told, for the record."""
     verb = "FIRING" if state == Alert.State.FIRING else "resolved"
     subject = f"[Fleet Graph Portal] {verb}: {rule.title}"
-    body = f"{message}\n\nWhat to do: {rule.runbook}\n"
+    fix = f"\nWhere: {settings.PUBLIC_BASE_URL}{rule.link}" if rule.link else ""
+    body = f"{message}\n\nWhat to do: {rule.runbook}{fix}\n"
     told = []
     teams_sent = _notify_teams(rule, subject, body)
     if teams_sent:
@@ -101,7 +106,13 @@ def notify(rule: Rule, state: str, message: str) -> str:
 
 
 # When these fire, the Teams path itself may be what is broken: always e-mail too.
-TEAMS_CANNOT_REPORT = {"graph_error_rate", "graph_throttled", "worker_down", "secret_expiring"}
+TEAMS_CANNOT_REPORT = {
+    "graph_error_rate",
+    "graph_throttled",
+    "worker_down",
+    "secret_expiring",
+    "token_refused",
+}
 
 
 def _notify_teams(rule: Rule, subject: str, body: str) -> str:
@@ -191,8 +202,31 @@ def snooze(actor: Actor, rule: str, minutes: int, reason: str = "") -> Alert:
     return alert
 
 
-def active_alerts() -> list[Alert]:
-    return list(Alert.objects.filter(state=Alert.State.FIRING).order_by("firing_since"))
+@dataclass(frozen=True)
+class FiringAlert:
+    """A firing alert with its rule (title, the link to the fix), for the dashboard banner."""
+
+    alert: Alert
+    rule: Rule
+
+
+def active_alerts() -> list[FiringAlert]:
+    """The alerts firing now, oldest first (rows of rules that no longer exist are left out)."""
+    firing = Alert.objects.filter(state=Alert.State.FIRING).order_by("firing_since")
+    return [
+        FiringAlert(alert, rule) for alert in firing if (rule := rule_named(alert.rule)) is not None
+    ]
+
+
+# Rules are evaluated every minute by a worker. When no worker runs (the very thing
+# worker_down is about), the page someone is looking at evaluates them instead.
+EVALUATION_OVERDUE = timedelta(minutes=2)
+
+
+def evaluate_if_overdue() -> None:
+    last = Alert.objects.aggregate(last=Max("last_evaluated_at"))["last"]
+    if last is None or timezone.now() - last > EVALUATION_OVERDUE:
+        evaluate_all()
 
 
 def check_audit_chain() -> AuditChainCheck | None:

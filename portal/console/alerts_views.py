@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
@@ -13,17 +15,31 @@ from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.alerts import services
 from portal.alerts.models import Alert, AlertEvent
-from portal.alerts.rules import RULES
+from portal.alerts.rules import RULES, Rule
+from portal.console.navigation import may_open
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    rule: Rule
+    alert: Alert | None
+    fix_url: str  # "" when this person may not open the page that fixes it
 
 
 @require_GET
 @requires("view_console")
 def alerts_page(request: HttpRequest) -> HttpResponse:
+    services.evaluate_if_overdue()
     alerts = {alert.rule: alert for alert in Alert.objects.all()}
-    rows = [{"rule": rule, "alert": alerts.get(rule.name)} for rule in RULES]
-    rows.sort(
-        key=lambda row: (row["alert"] is None or row["alert"].state != "firing", row["rule"].name)
-    )
+    rows = [
+        AlertRow(
+            rule,
+            alerts.get(rule.name),
+            str(rule.link) if may_open(request.user, str(rule.link)) else "",
+        )
+        for rule in RULES
+    ]
+    rows.sort(key=lambda row: (row.alert is None or row.alert.state != "firing", row.rule.name))
     return render(
         request,
         "console/alerts.html",

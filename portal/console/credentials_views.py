@@ -24,6 +24,7 @@ from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import Credential, DelegatedAccount
 from portal.access.actors import Actor
 from portal.access.decorators import requires
+from portal.alerts.models import TokenHealth
 from portal.middleware import content_security_policy
 
 # The MSAL auth-code flow (PKCE verifier, state, nonce) waits in the session for the callback.
@@ -109,8 +110,10 @@ def _rotation_step(rows: list[Credential]) -> dict[str, object]:
 def credentials_page(request: HttpRequest) -> HttpResponse:
     rows = credentials.inventory()
     now = timezone.now()
+    health = TokenHealth.objects.in_bulk([row.pk for row in rows])
     for row in rows:
         row.days_left = (row.expires_at - now).days if row.expires_at else None  # type: ignore[attr-defined]
+        row.token_health = health.get(row.pk)  # type: ignore[attr-defined]
     sender = teams_sender.current_delegated_account()
     context = {
         "rows": rows,

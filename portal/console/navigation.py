@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
-from django.urls import NoReverseMatch, reverse
+from django.urls import NoReverseMatch, Resolver404, resolve, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 
@@ -130,3 +130,13 @@ def redirect_back(request: HttpRequest, fallback: str) -> HttpResponse:
     ):
         target = fallback
     return redirect(target)
+
+
+def may_open(user: object, url: str) -> bool:
+    """Whether `user` may open the console page at `url` (its view's required permission)."""
+    try:
+        view = resolve(url.split("#")[0].split("?")[0]).func
+    except Resolver404:
+        return False
+    permission = getattr(view, "required_permission", None)
+    return permission is not None and user.has_perm(f"access.{permission}")  # type: ignore[attr-defined]

@@ -24,26 +24,23 @@ from integrations.microsoft.models import (
     Subscription,
     SyncState,
 )
+from integrations.microsoft.teams_sender import current_delegated_account
 from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.access.roles import ROLES
-from portal.alerts import measurements, rules
-from portal.alerts.rules import (
-    EVENT_BACKLOG,
-    INBOX_MINUTES,
-    MESSAGES_FAILED,
-    QUEUED_MINUTES,
-    SLOW_ANSWERS,
-)
-from portal.alerts.services import active_alerts
+from portal.alerts import measurements, rules, token_health
+from portal.alerts.models import TokenHealth
+from portal.alerts.rules import EVENT_BACKLOG, INBOX_MINUTES, QUEUED_MINUTES, SLOW_ANSWERS
+from portal.alerts.services import active_alerts, evaluate_if_overdue
 from portal.audit.models import AuditEvent
 from portal.audit.services import record
 from portal.console import metrics
 from portal.console.charts import dashboard_charts
 from portal.console.forms import AuditFilterForm
 from portal.console.metrics import humanize_seconds
+from portal.console.navigation import may_open
 from portal.console.paging import empty_page, keyset_page
-from portal.health import WORKER_STALE_AFTER, worker_heartbeat_age
+from portal.health import worker_heartbeat_age
 from portal.jobs.stats import queue_metrics
 from portal.runtime.registry import get as get_setting
 
@@ -76,8 +73,22 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         if request.user.has_perm("access.view_audit")
         else [],
     }
+    evaluate_if_overdue()
     context.update(_integration_health())
-    context["active_alerts"] = active_alerts()
+    alerts_url = reverse("console:alerts")
+    # Each name links to the page that fixes it, or to the Alerts page for whoever may not
+    # open that page.
+    context["active_alerts"] = [
+        {
+            "alert": firing.alert,
+            "rule": firing.rule,
+            "href": _openable(request, str(firing.rule.link)) or alerts_url,
+        }
+        for firing in active_alerts()
+    ]
+    context["alerts_url"] = alerts_url
+    for item in context["health"]:
+        item["href"] = _openable(request, item["href"])
     context["charts"] = dashboard_charts()
     context["gateway_tiles"] = _gateway_tiles(request, context["gateway"])
     template = "console/dashboard.html#health" if request.htmx else "console/dashboard.html"
@@ -98,7 +109,8 @@ def _gateway_tiles(request: HttpRequest, gateway: dict[str, Any]) -> list[dict[s
         {
             "num": failed,
             "label": "messages failed (1 h)",
-            "state": "bad" if failed > get_setting(MESSAGES_FAILED) else "warn" if failed else "",
+            # The alert judges the short window; an hour's failures are worth a look.
+            "state": "warn" if failed else "",
             "href": messages and f"{messages}?status=failed",
         },
         {
@@ -122,10 +134,6 @@ def _gateway_tiles(request: HttpRequest, gateway: dict[str, Any]) -> list[dict[s
     ]
 
 
-# Workers beat every 30 s while busy and once a minute when idle (portal.health).
-WORKER_STALE_SECONDS = WORKER_STALE_AFTER.total_seconds()
-
-
 def _integration_health() -> dict[str, Any]:
     """Graph-side tiles. Read from the database only: a dead Graph must not slow this page.
 
@@ -133,6 +141,7 @@ def _integration_health() -> dict[str, Any]:
     tile and its alert never disagree."""
 
     window = GraphCall.objects.last_hours(1).figures()
+    recent = GraphCall.objects.last_seconds(rules.alert_window()).figures()
     heartbeat = worker_heartbeat_age()
     active = Credential.objects.active().first()
     expires_in = active.expires_in if active else None
@@ -140,20 +149,33 @@ def _integration_health() -> dict[str, Any]:
     lag = SyncState.objects.health()
     thresholds = rules.thresholds()
     gateway = measurements.gateway_figures()
-    if window.total == 0:
-        graph_state, graph_text = "unknown", "no Graph calls in the last hour"
+    refused = TokenHealth.objects.active_refusal()
+    failing_share = 100.0 * (recent.unavailable_ratio or 0.0)
+    if recent.unavailable >= rules.MIN_CALLS_FOR_ERROR_RATE and failing_share > get_setting(
+        rules.ERROR_RATE
+    ):
+        graph_state = "bad"
+        graph_text = (
+            f"{recent.unavailable} of {recent.total} calls in the last "
+            f"{humanize_seconds(rules.alert_window())} got a 5xx or no answer"
+        )
+    elif window.total == 0:
+        graph_state, graph_text = "ok", "no Graph calls in the last hour (nothing to do)"
     elif window.last_success_at is None:
         graph_state, graph_text = "bad", "no successful call in the last hour"
-    elif (window.success_rate or 0) < thresholds["success_rate"]:
-        graph_state, graph_text = "warn", f"{window.success_rate}% of calls succeeded"
     else:
         since_success = (timezone.now() - window.last_success_at).total_seconds()
         graph_state = "ok"
         graph_text = f"last success {metrics.humanize_seconds(since_success)} ago"
-    if active is None:
+    if active is None and not token_health.configured():
+        token_state, token_text = "unset", "not set up: no tenant connected"
+    elif active is None:
         token_state, token_text = "bad", "no active client secret"
     elif active.configuration_mismatch():
         token_state, token_text = "bad", active.configuration_mismatch()
+    elif refused is not None:
+        token_state = "bad"
+        token_text = f"Microsoft sign-in refused …{active.fingerprint}: {refused.reason}"
     elif active.last_error:
         token_state, token_text = "bad", active.last_error
     elif days_left is not None and days_left < thresholds["secret_days"]:
@@ -162,7 +184,7 @@ def _integration_health() -> dict[str, Any]:
         token_state, token_text = "ok", f"secret …{active.fingerprint} active"
     if heartbeat is None:
         worker_state, worker_text = "bad", "no worker has ever reported"
-    elif heartbeat > WORKER_STALE_SECONDS:
+    elif heartbeat > get_setting(rules.WORKER_MINUTES) * 60:
         worker_state = "bad"
         worker_text = f"last heartbeat {metrics.humanize_seconds(heartbeat)} ago"
     else:
@@ -180,13 +202,16 @@ def _integration_health() -> dict[str, Any]:
     hours = thresholds["subscription_hours"]
     return {
         "health": [
-            {"name": "Token", "state": token_state, "text": token_text},
-            {"name": "Graph", "state": graph_state, "text": graph_text},
-            {"name": "Worker", "state": worker_state, "text": worker_text},
-            {"name": "Inbox", "state": inbox_state, "text": inbox_text},
+            _tile("Token", token_state, token_text, "console:credentials", "#wizard-title"),
+            _tile("Graph", graph_state, graph_text, "console:graph_calls", "?window=1h"),
+            _tile("Worker", worker_state, worker_text, "console:jobs", "?status=pending"),
+            _tile("Inbox", inbox_state, inbox_text, "console:jobs", "#job-types"),
             _receiver_tile(),
+            _teams_sender_tile(),
         ],
         "graph": window,
+        "recent": recent,
+        "window_text": humanize_seconds(rules.alert_window()),
         "queue": queue_metrics(by_type=False),
         "gateway": gateway,
         "thresholds": thresholds,
@@ -202,16 +227,41 @@ def _receiver_tile() -> dict[str, str]:
     """Graph's rule for slow endpoints, as the notification_answers_slow alert reads it."""
     answers = NotificationAnswers.objects.figures()
     if not answers.answered:
-        return {"name": "Receiver", "state": "ok", "text": "no notification in the last 10 min"}
+        return _tile("Receiver", "ok", "no notification in the last 10 min", "console:verify")
     share = answers.slow_percent or 0.0
     state = "ok"
     if share > get_setting(SLOW_ANSWERS):
         state = "bad" if answers.answered >= rules.MIN_ANSWERS_FOR_SLOW_SHARE else "warn"
+    text = f"{share:.1f} % of {answers.answered} answers slow (10 min)"
+    return _tile("Receiver", state, text, "console:verify")
+
+
+def _openable(request: HttpRequest, url: str) -> str:
+    return url if url and may_open(request.user, url) else ""
+
+
+def _tile(name: str, state: str, text: str, page: str, anchor: str = "") -> dict[str, str]:
+    """A health line; one that is not OK links to the page that fixes it."""
+    link = {"unset": "Set up", "bad": "Fix", "warn": "Look"}.get(state, "")
     return {
-        "name": "Receiver",
+        "name": name,
         "state": state,
-        "text": f"{share:.1f} % of {answers.answered} answers slow (10 min)",
+        "text": text,
+        "href": reverse(page) + anchor if link else "",
+        "link_text": link,
     }
+
+
+def _teams_sender_tile() -> dict[str, str]:
+    """Not connected is not a failure: Teams sends simply wait for an admin to set it up."""
+    sender = current_delegated_account()
+    if sender is None:
+        state, text = "unset", "not set up: no account connected to send Teams messages"
+    elif sender.last_error:
+        state, text = "bad", sender.last_error
+    else:
+        state, text = "ok", f"{sender.upn} connected"
+    return _tile("Teams sender", state, text, "console:credentials", "#sender-title")
 
 
 @require_GET

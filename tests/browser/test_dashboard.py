@@ -1,4 +1,5 @@
 import random
+import re
 
 import pytest
 from django.utils import timezone
@@ -31,11 +32,15 @@ def test_the_dashboard_shows_alerts_and_24_hour_charts(
     )
     evaluate_all()  # no worker heartbeat in this test: "No worker running" fires
     sign_in(PERSONAS["operator"])
-    expect(page.get_by_role("alert").filter(has_text="firing")).to_contain_text("worker_down")
+    banner = page.get_by_role("alert").filter(has_text="firing")
+    expect(banner).to_contain_text("No worker running")
     expect(
         page.get_by_role("img", name="Graph calls per hour over the last 24 hours")
     ).to_be_visible()
     screenshot("dashboard-charts")
+    # The alert's name leads to the page where the fix shows: the jobs waiting for a worker.
+    banner.get_by_role("link", name="No worker running").click()
+    expect(page).to_have_url(re.compile(r"/jobs/\?status=pending$"))
 
 
 def is_poll(request) -> bool:

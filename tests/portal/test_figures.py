@@ -108,7 +108,11 @@ def test_every_consumer_reports_the_same_graph_success_rate(client, calls, vera_
     api = client.get("/api/metrics/graph").json()
     assert (api["calls"], api["succeeded"], api["failed"]) == (total, ok, total - ok)
     assert api["errorRate"] == round((total - ok) / total, 4)
-    assert verdict("graph_error_rate").value == round(100 * (total - ok) / total, 2)
+    # "Graph failing" counts what Graph failed (5xx) or never answered, in the alert window.
+    unavailable = 3
+    assert verdict("graph_error_rate").value == round(100 * unavailable / total, 2)
+    assert gauge(client, "fleet_graph_unavailable_window") == unavailable
+    assert gauge(client, "fleet_graph_total_window") == total
     assert gauge(client, "fleet_graph_failed_last_hour") == total - ok
     assert gauge(client, "fleet_graph_total_last_hour") == total
     take_sample()  # the rows are from the last minute: the sample holds all ten
@@ -298,8 +302,11 @@ def test_every_consumer_reports_the_same_failed_and_waiting_messages(client, fro
     message("queued", created_at=now - timedelta(minutes=10))
     message("cancelled", created_at=now - timedelta(hours=5))  # not waiting any more
     assert OutboundMessage.objects.failed_last_hour() == 2
-    assert verdict("messages_failed").value == 2
     assert gauge(client, "fleet_messages_failed_last_hour") == 2
+    # The alert judges the alert window (3 minutes): only the newest failure.
+    assert OutboundMessage.objects.failed_within(180) == 1
+    assert verdict("messages_failed").value == 1
+    assert gauge(client, "fleet_messages_failed_window") == 1
     assert OutboundMessage.objects.oldest_unsent_seconds() == 40 * 60
     assert verdict("message_queue_stale").value == 40 * 60
     assert gauge(client, "fleet_oldest_queued_message_seconds") == 40 * 60

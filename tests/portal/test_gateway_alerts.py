@@ -26,7 +26,7 @@ def message(status, **fields):
 
 
 def test_failed_and_stale_messages_fire_their_alerts():
-    registry.set_value(Actor.system("tests"), "ALERT_MESSAGES_FAILED_PER_HOUR", 1)
+    registry.set_value(Actor.system("tests"), "ALERT_MESSAGES_FAILED_IN_WINDOW", 1)
     for _ in range(2):
         message("failed", last_error="boom", last_error_at=timezone.now())
     message("failed", last_error="old", last_error_at=timezone.now() - timedelta(hours=2))

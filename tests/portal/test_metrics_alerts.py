@@ -3,10 +3,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import time_machine
 import yaml
 from django.conf import settings
 from django.core import mail
 from django.core.exceptions import PermissionDenied
+from django.urls import resolve
 from django.utils import timezone
 
 from integrations.microsoft.models import DelegatedAccount, GraphCall, OutboundMessage
@@ -86,7 +88,7 @@ class TestMetrics:
         Job.objects.bulk_create(
             Job(job_type="jobs.noop", status=Job.Status.SUCCEEDED) for _ in range(200)
         )
-        with django_assert_max_num_queries(25):
+        with django_assert_max_num_queries(28):  # + the alert-window figures and token health
             scrape(client)
 
 
@@ -131,25 +133,75 @@ class TestRules:
         )
         assert states == ["firing", "ok"]
 
-    def test_error_rate_and_throttling(self):
+    def test_throttling_fires_on_the_short_window_and_clears_within_minutes(self):
+        # 11 429s (threshold 10): Graph throttling us is its own alert, not "Graph failing".
         GraphCall.objects.bulk_create(
             [GraphCall(method="GET", route="/users", status=200) for _ in range(15)]
             + [
-                GraphCall(method="GET", route="/users", status=429, throttled=True)
+                GraphCall(
+                    method="GET", route="/users", status=429, throttled=True, mailbox="storm-id"
+                )
                 for _ in range(11)
             ]
         )
         services.evaluate_all()
+        throttled = Alert.objects.get(rule="graph_throttled")
+        assert throttled.state == "firing" and throttled.value == 11
+        assert "storm-id" in throttled.message
+        assert Alert.objects.get(rule="graph_error_rate").state == "ok"
+        # The storm is over: within the window plus one evaluation the alert has cleared
+        # (it used to count the last hour and kept firing for an hour).
+        with time_machine.travel(timezone.now() + timedelta(seconds=181), tick=False):
+            services.evaluate_all()
+            assert Alert.objects.get(rule="graph_throttled").state == "ok"
+
+    def test_graph_5xx_and_timeouts_fire_graph_failing_and_clear(self):
+        GraphCall.objects.bulk_create(
+            [GraphCall(method="GET", route="/users", status=200) for _ in range(20)]
+            + [GraphCall(method="GET", route="/users", status=503) for _ in range(2)]
+            + [GraphCall(method="GET", route="/users", status=None) for _ in range(2)]
+        )
+        services.evaluate_all()
+        alert = Alert.objects.get(rule="graph_error_rate")
+        assert alert.state == "firing" and alert.value == round(100 * 4 / 24, 2)
+        assert "no answer" in alert.message
+        with time_machine.travel(timezone.now() + timedelta(seconds=181), tick=False):
+            services.evaluate_all()
+            assert Alert.objects.get(rule="graph_error_rate").state == "ok"
+
+    def test_the_window_is_a_setting(self, settings):
+        settings.ALERT_WINDOW_SECONDS = 30
+        GraphCall.objects.bulk_create(
+            GraphCall(method="GET", route="/x", status=503) for _ in range(5)
+        )
+        services.evaluate_all()
         assert Alert.objects.get(rule="graph_error_rate").state == "firing"
-        assert Alert.objects.get(rule="graph_throttled").state == "firing"
+        with time_machine.travel(timezone.now() + timedelta(seconds=31), tick=False):
+            services.evaluate_all()
+            assert Alert.objects.get(rule="graph_error_rate").state == "ok"
+
+    def test_refusals_and_throttling_are_not_graph_failing(self):
+        GraphCall.objects.bulk_create(
+            [GraphCall(method="GET", route="/x", status=404) for _ in range(10)]
+            + [GraphCall(method="GET", route="/x", status=429, throttled=True) for _ in range(5)]
+        )
+        services.evaluate_all()
+        assert Alert.objects.get(rule="graph_error_rate").state == "ok"
 
     def test_old_calls_do_not_count(self):
-        old = timezone.now() - timedelta(hours=2)
+        old = timezone.now() - timedelta(minutes=4)
         GraphCall.objects.bulk_create(
             GraphCall(method="GET", route="/x", status=503, created_at=old) for _ in range(50)
         )
         services.evaluate_all()
         assert Alert.objects.get(rule="graph_error_rate").state == "ok"
+
+    def test_every_alert_links_to_the_page_that_fixes_it(self, client):
+        for rule in RULES:
+            url = str(rule.link)
+            assert url.startswith("/"), rule.name
+            path = url.split("#")[0].split("?")[0]
+            assert resolve(path).namespace == "console", rule.name
 
     def test_worker_down_and_audit_chain(self):
         services.check_audit_chain()

@@ -26,6 +26,7 @@ EXPECTED = {
     "graph.credentials.retire_grace": ("integrations.microsoft.tasks.retire_expired_grace", 5),
     "graph.inbox.sweep": ("integrations.microsoft.inbox.sweep", 1),
     "alerts.evaluate": ("portal.alerts.tasks.evaluate_alerts", 1),
+    "graph.token.check": ("portal.alerts.token_health.check", 1),
     "audit.verify_chain": ("portal.alerts.tasks.check_audit_chain", 60),
     "access.prune_credential_failures": ("portal.access.tasks.prune_credential_failures", 1440),
     "access.recheck_entra": ("portal.access.tasks.recheck_entra_accounts", 15),
