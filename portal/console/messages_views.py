@@ -17,7 +17,7 @@ from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from integrations.microsoft.models import GraphCall, OutboundMessage
+from integrations.microsoft.models import GraphCall, MonitoredUser, OutboundMessage
 from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.api import messages as service
@@ -153,6 +153,14 @@ def _message_or_404(message_id: int) -> OutboundMessage:
     return message
 
 
+def _mailbox_names(sender: str) -> set[str]:
+    """The names Graph calls may carry for a sending mailbox: calls name a monitored mailbox by
+    its Graph id (lower case), any other by the address as given (lower case)."""
+    sender = sender.strip().lower()
+    user = MonitoredUser.objects.lookup(sender) if sender else None
+    return {sender, (user.graph_id or "").lower() if user else ""} - {""}
+
+
 @require_GET
 @requires("view_messages")
 def message_detail(request: HttpRequest, message_id: int) -> HttpResponse:
@@ -160,14 +168,14 @@ def message_detail(request: HttpRequest, message_id: int) -> HttpResponse:
     job: Job | None = message.job
     graph_calls: list[GraphCall] = []
     if job is not None and job.started_at:
-        window = GraphCall.objects.filter(created_at__gte=job.created_at)
+        window = GraphCall.objects.filter(created_at__gte=min(job.created_at, job.started_at))
         if job.finished_at:
             window = window.filter(created_at__lte=job.finished_at)
-        mailbox = message.sender.lower() if message.channel == "mail" else ""
+        mailboxes = _mailbox_names(message.sender) if message.channel == "mail" else set()
         graph_calls = list(
             (
-                window.filter(mailbox=mailbox)
-                if mailbox
+                window.filter(mailbox__in=mailboxes)
+                if mailboxes
                 else window.filter(
                     route__icontains="/chats" if message.channel == "teams_chat" else "/teams"
                 )

@@ -1,13 +1,17 @@
 """Console pages of the gateway: messages (tabs, filters, groups, detail, resend, cancel)
 and event endpoints (health, deliveries, actions)."""
 
+from datetime import timedelta
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from integrations.microsoft import messaging
-from integrations.microsoft.models import OutboundMessage
+from integrations.microsoft.models import GraphCall, MonitoredUser, OutboundMessage
 from portal.audit.models import AuditEvent
 from portal.events.models import EventEndpoint
+from portal.jobs.models import Job
 
 pytestmark = pytest.mark.django_db
 
@@ -105,3 +109,47 @@ def test_admins_manage_endpoints_in_the_console(client, ada_admin, otto_operator
         ).status_code
         == 404
     )
+
+
+def test_a_sent_mails_page_lists_the_graph_calls_of_its_attempts(client, otto_operator):
+    """Graph calls name a monitored mailbox by its Graph id, not the sender's UPN: the page
+    said "None recorded" for a mail sent through Graph."""
+    now = timezone.now()
+    MonitoredUser.objects.create(
+        identifier="dispatch@fleetdemo.example",
+        upn="dispatch@fleetdemo.example",
+        graph_id="5f1e0b2a-0000-4000-8000-00000000000a",
+    )
+    job = Job.objects.create(
+        job_type="graph.send_mail",
+        status="succeeded",
+        started_at=now - timedelta(seconds=5),
+        finished_at=now,
+    )
+    message = OutboundMessage.objects.create(
+        channel="mail",
+        status="sent",
+        body="x",
+        idempotency_key="sent-through-graph",
+        sender="Dispatch@fleetdemo.example",
+        to_recipients=["driver@fleetdemo.example"],
+        job=job,
+    )
+    for route, request_id in (
+        ("/users/{id}/messages", "11111111-aaaa-4bbb-8ccc-000000000001"),
+        ("/users/{id}/messages/{id}/send", "11111111-aaaa-4bbb-8ccc-000000000002"),
+    ):
+        GraphCall.objects.create(
+            created_at=now - timedelta(seconds=2),
+            method="POST",
+            route=route,
+            status=202,
+            request_id=request_id,
+            mailbox="5f1e0b2a-0000-4000-8000-00000000000a",
+        )
+    client.force_login(otto_operator)
+    body = client.get(f"/messages/{message.pk}/").content.decode()
+    assert "None recorded" not in body
+    assert "/graph/?request_id=11111111-aaaa-4bbb-8ccc-000000000001" in body
+    assert "11111111-aaaa-4bbb-8ccc-000000000001" in body
+    assert "11111111-aaaa-4bbb-8ccc-000000000002" in body
