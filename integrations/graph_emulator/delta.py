@@ -38,12 +38,16 @@ def delta_response(
     render: Renderer,
     context: str,
     removed_type: str,
+    max_top: int | None = None,
 ) -> Response:
-    """Serve one delta page. Caller holds the state lock."""
+    """Serve one delta page. Caller holds the state lock.
+
+    `max_top`: the route pages with $top up to this and ignores Prefer: odata.maxpagesize
+    (getAllMessages/delta, as Graph documents it); None: Prefer is honoured (mail)."""
     st = ctx.state
     q = ctx.query
     cfg = ctx.app.config.section("delta")
-    prefer = prefer_maxpagesize(ctx.req.headers.get("Prefer"))
+    prefer = None if max_top else prefer_maxpagesize(ctx.req.headers.get("Prefer"))
     token = q.get("$skiptoken") or q.get("$deltatoken")
     if token:
         cursor = st.cursors.get(token)
@@ -78,7 +82,7 @@ def delta_response(
         or (int(cursor["top"]) if cursor.get("top") else None)
         or int(cfg["default_page_size"])
     )
-    page_size = max(1, min(page_size, int(cfg["max_page_size"])))
+    page_size = max(1, min(page_size, max_top or int(cfg["max_page_size"])))
 
     if cursor["entries"] is None:
         since = int(cursor["since"])

@@ -43,6 +43,8 @@ IMPORT_ONLY = (
     "import-messages/import-external-messages-to-teams for more details."
 )
 EIGHT_MONTHS = timedelta(days=243)
+# "chatMessage: delta" pages with $top (at most 50); Prefer: odata.maxpagesize is not honoured.
+GET_ALL_MESSAGES_MAX_TOP = 50
 
 
 def _forbidden(ctx: Ctx) -> GraphError:
@@ -323,6 +325,7 @@ def chats_delta(ctx: Ctx) -> Response:
             render=render,
             context="Collection(chatMessage)",
             removed_type="#microsoft.graph.chatMessage",
+            max_top=GET_ALL_MESSAGES_MAX_TOP,
         )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from integrations.microsoft.models import ResourceKind
 
@@ -28,6 +28,13 @@ class KindSpec:
     # clock skew between us and Graph cannot push a request over the limit.
     lifetime_minutes: int
     delta_path: str
+    # How far back a full delta round reaches ("chatMessage: delta": delta only returns
+    # messages within the last eight months); older items are not missing from it, so a full
+    # round must not take them for deleted. None: the whole folder.
+    delta_window: timedelta | None = None
+    # The page size goes as $top where Graph documents it instead of honouring
+    # Prefer: odata.maxpagesize (getAllMessages/delta: $top, at most 50).
+    max_top: int | None = None
 
 
 KINDS: dict[str, KindSpec] = {
@@ -46,6 +53,10 @@ KINDS: dict[str, KindSpec] = {
         "created,updated,deleted",
         4_200,
         "/users/{id}/chats/getAllMessages/delta",
+        # Eight months are 242-245 days; a shorter window never sweeps what Graph still
+        # returns, at worst it keeps a deletion of a message on the edge unnoticed.
+        delta_window=timedelta(days=235),
+        max_top=50,
     ),
 }
 

@@ -109,9 +109,21 @@ def lease_duration() -> timedelta:
 
 
 def initial_request(user: MonitoredUser, kind: str) -> tuple[str, dict[str, str] | None]:
-    path = KINDS[kind].delta_path.format(id=user.graph_id)
+    spec = KINDS[kind]
+    path = spec.delta_path.format(id=user.graph_id)
     # Query options go on the first call only; they are encoded in the links.
-    return path, ({"$select": MAIL_SELECT} if kind == ResourceKind.MESSAGES else None)
+    if kind == ResourceKind.MESSAGES:
+        return path, {"$select": MAIL_SELECT}
+    if spec.max_top is not None:
+        return path, {"$top": str(min(page_size(), spec.max_top))}
+    return path, None
+
+
+def page_headers(kind: str) -> dict[str, str]:
+    """Prefer: odata.maxpagesize where Graph honours it (mail); $top carries it elsewhere."""
+    if KINDS[kind].max_top is not None:
+        return {}
+    return {"Prefer": f"odata.maxpagesize={page_size()}"}
 
 
 # --------------------------------------------------------------------------- state and jobs
@@ -531,7 +543,7 @@ def run(
         )
         return None
     budget = max_pages or max_pages_per_run()
-    headers = {"Prefer": f"odata.maxpagesize={page_size()}"}
+    headers = page_headers(state.kind)
 
     params: dict[str, str] | None = None
     resumed = bool(state.next_link)
@@ -667,14 +679,16 @@ def _sweep(state: SyncState) -> int:
     Each swept item is a `deleted` event, like a delta `@removed` (in the same transaction)."""
     if state.round_kind == SyncState.RoundKind.DELTA:
         return 0
-    swept, deleted = _mark_removed(
-        SyncedItem.objects.filter(
-            monitored_user_id=state.monitored_user_id,
-            kind=state.kind,
-            seen_round__lt=state.round_number,
-        ),
-        timezone.now(),
+    unseen = SyncedItem.objects.filter(
+        monitored_user_id=state.monitored_user_id,
+        kind=state.kind,
+        seen_round__lt=state.round_number,
     )
+    window = KINDS[state.kind].delta_window
+    if window is not None:
+        # Older than the window is beyond what the round could see, not deleted.
+        unseen = unseen.filter(item_at__gte=timezone.now() - window)
+    swept, deleted = _mark_removed(unseen, timezone.now())
     _emit_changes(state, deleted)
     return swept
 

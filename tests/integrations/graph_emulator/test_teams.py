@@ -31,7 +31,7 @@ def test_user_chats_delta(graph):
     url = f"users/{bot_id}/chats/getAllMessages/delta"
     items = []
     while True:
-        body = graph.get(url, headers={"Prefer": "odata.maxpagesize=4"}).json()
+        body = graph.get(url, params=None if "token" in url else {"$top": "4"}).json()
         items += body["value"]
         if "@odata.deltaLink" in body:
             link = body["@odata.deltaLink"]
@@ -147,3 +147,19 @@ def test_app_only_message_reads_need_the_protected_api_approval(graph, receiver)
     assert bot.get(f"chats/{chat['id']}/messages").status_code == 200
     emu.control.set_protected_api(emu.client_id, True)
     assert all(graph.get(path).status_code == 200 for path in protected)
+
+
+def test_get_all_messages_delta_pages_with_top_and_ignores_prefer(graph):
+    """As documented for chatMessage: delta: $top (at most 50) sets the page size; the
+    Prefer: odata.maxpagesize header is not honoured on this route."""
+    emu = graph.emu
+    bot_id, chat, _ = _bot_chat(emu)
+    for i in range(60):
+        emu.control.create_chat_message(f"load {i}", chat_id=chat["id"], **{"from": BOT})
+    url = f"users/{bot_id}/chats/getAllMessages/delta"
+    default = graph.get(url).json()
+    preferred = graph.get(url, headers={"Prefer": "odata.maxpagesize=3"})
+    assert len(preferred.json()["value"]) == len(default["value"]) != 3
+    assert "Preference-Applied" not in preferred.headers
+    assert len(graph.get(url, params={"$top": "3"}).json()["value"]) == 3
+    assert len(graph.get(url, params={"$top": "500"}).json()["value"]) == 50
