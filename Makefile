@@ -49,4 +49,4 @@ chromium:
 
 ## Forget the demo: database and .env (the next `make run` starts afresh).
 clean-demo:
-	rm -f db.sqlite3 db.sqlite3-wal db.sqlite3-shm .env
+	rm -f db.sqlite3 db.sqlite3-wal db.sqlite3-shm .env .emulator/demo-passwords.json

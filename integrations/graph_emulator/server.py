@@ -219,6 +219,11 @@ class EmulatorApp:
             "service_account_upn": sa,
             # Demo mode keeps a workload identity token here (MICROSOFT_CLIENT_ASSERTION_FILE).
             "workload_token_file": str(self.workload_token_path) if self.demo else None,
+            # Who can "Sign in with Microsoft" on the demo, with the portal role they get.
+            "sign_in_staff": {
+                f"{local}@{DOMAIN}": roles[0].removeprefix("Portal.").lower()
+                for local, roles in sign_in.DEMO_ROLES.items()
+            },
         }
 
     # ------------------------------------------------------------------ threads

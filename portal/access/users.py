@@ -107,6 +107,39 @@ def set_role(actor: Actor, username: str, role: str) -> AbstractBaseUser:
     return user
 
 
+def set_password(
+    actor: Actor, username: str, password: str | None = None
+) -> tuple[AbstractBaseUser, str]:
+    """Give a user a new password (generated if None). Returns the user and the password.
+
+    Their other sessions end with it: Django signs sessions with a hash of the password."""
+    require(
+        actor, "manage_users", action="user.set_password", target_type="user", target_id=username
+    )
+    user = get_user(username)
+    if is_sso_managed(user):
+        raise UserError(
+            f"{username} signs in with Microsoft and has no portal password: reset it in Entra ID."
+        )
+    generated = not password
+    password = password or generate_password()
+    try:
+        validate_password(password, user)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise UserError("The password is too weak: " + " ".join(exc.messages)) from None
+    with transaction.atomic():
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        record(
+            "user.set_password",
+            actor=actor,
+            target_type="user",
+            target_id=user.pk,
+            params={"username": username, "generated": generated},
+        )
+    return user, password
+
+
 def deactivate(actor: Actor, username: str) -> AbstractBaseUser:
     require(actor, "manage_users", action="user.deactivate", target_type="user", target_id=username)
     user = get_user(username)

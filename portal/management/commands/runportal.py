@@ -28,6 +28,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 from django.urls import reverse
 
+from portal.access.management.commands.create_demo_users import demo_passwords_file
 from portal.health import worker_heartbeat_age
 
 STOP_GRACE_SECONDS = 10
@@ -117,9 +118,14 @@ class Command(BaseCommand):
             processes[name] = subprocess.Popen(command, start_new_session=True)
             self.stdout.write(f"started {name} (pid {processes[name].pid})")
         self.stdout.write(f"Portal on http://127.0.0.1:{port}/ — press Ctrl-C to stop.")
-        if use_emulator and self._wait_for_web(port, processes["web"]):
+        web_up = self._wait_for_web(port, processes["web"])
+        if use_emulator and web_up:
             # Webhook set-up needs our receiver up: the emulator calls it back.
             subprocess.run([*manage, "demo_bootstrap"], check=False)
+        if web_up:
+            # Last, after the migrations' and the processes' start-up lines.
+            tenant_file = Path(settings.EMULATOR_STATE_DIR) / "demo-tenant.json"
+            self.stdout.write(startup_box(port, tenant_file if use_emulator else None))
 
         exit_code = 0
         min_uptime = settings.RUNPORTAL_WORKER_MIN_UPTIME_SECONDS  # sooner: failing to start
@@ -240,3 +246,27 @@ class Command(BaseCommand):
                 process.kill()
                 process.wait()
         self.stdout.write("Stopped.")
+
+
+def startup_box(port: int, tenant_file: Path | None) -> str:
+    """What someone who just typed `make run` needs, in a box: where, as whom, how to stop."""
+    lines = [f"Fleet Graph Portal: http://127.0.0.1:{port}/", ""]
+    passwords_file = demo_passwords_file()
+    passwords = json.loads(passwords_file.read_text()) if passwords_file.exists() else {}
+    if passwords:
+        lines.append("Sign in with a password (demo accounts, one per role):")
+        lines += [f"  {name:<15} {password}" for name, password in sorted(passwords.items())]
+        lines.append("  Changed one? New password: python manage.py portal_user set-password NAME")
+        lines.append("")
+    known = tenant_file is not None and tenant_file.exists()
+    staff = json.loads(tenant_file.read_text()).get("sign_in_staff", {}) if known else {}  # type: ignore[union-attr]
+    if staff:
+        lines.append('Or "Sign in with Microsoft" and pick demo staff (no password):')
+        lines += [f"  {upn:<42} {role}" for upn, role in staff.items()]
+        lines.append("")
+    lines.append("Stop: Ctrl-C (everything stops together). Start again: make run")
+    width = max(len(line) for line in lines)
+    rule = "─" * (width + 2)
+    return "\n".join(
+        ["", f"┌{rule}┐", *(f"│ {line:<{width}} │" for line in lines), f"└{rule}┘", ""]
+    )

@@ -1,4 +1,5 @@
 import io
+import json
 import sys
 
 import pytest
@@ -89,10 +90,19 @@ def test_unknown_users_and_roles_are_reported():
         run("create", "x", "--role", "superhero")
 
 
-def test_create_demo_users_makes_one_per_role_and_never_overwrites():
+def test_create_demo_users_makes_one_per_role_and_never_overwrites(settings, tmp_path):
+    settings.EMULATOR_STATE_DIR = tmp_path
     out = io.StringIO()
     call_command("create_demo_users", stdout=out)
     assert out.getvalue().count("demo-") == 4
+    # runportal's start-up box reads their passwords from the demo's state, owner-only.
+    saved = tmp_path / "demo-passwords.json"
+    assert saved.stat().st_mode & 0o777 == 0o600
+    passwords = json.loads(saved.read_text())
+    assert (
+        get_user_model().objects.get(username="demo-admin").check_password(passwords["demo-admin"])
+    )
+    assert passwords["demo-admin"] not in out.getvalue()
     again = io.StringIO()
     call_command("create_demo_users", stdout=again)
     assert "already exist" in again.getvalue()
@@ -105,3 +115,36 @@ def test_a_web_user_without_manage_users_is_refused_and_audited(otto_operator):
         users.create_user(actor, "sneaky", "admin")
     assert not get_user_model().objects.filter(username="sneaky").exists()
     assert AuditEvent.objects.filter(action="user.create", outcome="denied").exists()
+
+
+def test_set_password_generates_one_shows_it_once_and_audits_without_it(client):
+    run("create", "nina", "--role", "operator")
+    client.force_login(get_user_model().objects.get(username="nina"))
+    output = run("set-password", "nina")
+    password = output.split("Password (shown once): ")[1].splitlines()[0].strip()
+    user = get_user_model().objects.get(username="nina")
+    assert user.check_password(password)
+    event = AuditEvent.objects.get(action="user.set_password")
+    assert event.params == {"username": "nina", "generated": True}
+    assert password not in str(event.params) and password not in event.reason
+    # The session signed in with the old password has ended.
+    assert client.get("/").status_code == 302
+
+
+def test_set_password_reads_stdin_and_refuses_a_weak_or_missing_one():
+    run("create", "nina", "--role", "viewer")
+    output = run("set-password", "nina", "--password-stdin", stdin="a long enough passphrase 7\n")
+    assert "Password (shown once)" not in output
+    assert (
+        get_user_model().objects.get(username="nina").check_password("a long enough passphrase 7")
+    )
+    assert AuditEvent.objects.get(action="user.set_password").params["generated"] is False
+    with pytest.raises(CommandError, match="too weak"):
+        run("set-password", "nina", "--password-stdin", stdin="123\n")
+    with pytest.raises(CommandError, match="No password on standard input"):
+        run("set-password", "nina", "--password-stdin", stdin="\n")
+    with pytest.raises(CommandError, match="No user named 'nobody'"):
+        run("set-password", "nobody")
+    assert (
+        get_user_model().objects.get(username="nina").check_password("a long enough passphrase 7")
+    )

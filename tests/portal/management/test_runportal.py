@@ -7,7 +7,7 @@ from django.test import RequestFactory
 
 from integrations.microsoft import teams_sender
 from portal.access import sso
-from portal.management.commands.runportal import demo_redirect_uris
+from portal.management.commands.runportal import demo_redirect_uris, startup_box
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
@@ -29,3 +29,22 @@ def test_a_configured_sso_redirect_uri_is_registered_as_it_is(settings):
     assert registered[0] == "https://portal.example.com/login/microsoft/callback"
     assert "http://127.0.0.1:8000/login/microsoft/callback" not in registered
     assert "http://127.0.0.1:8000/credentials/teams-sender/callback" in registered
+
+
+def test_the_start_up_box_says_where_as_whom_and_how_to_stop(settings, tmp_path):
+    settings.EMULATOR_STATE_DIR = tmp_path
+    (tmp_path / "demo-passwords.json").write_text('{"demo-admin": "pw-a", "demo-viewer": "pw-v"}')
+    tenant = tmp_path / "demo-tenant.json"
+    tenant.write_text('{"sign_in_staff": {"maria.kowalski@fleetdemo.example": "admin"}}')
+    box = startup_box(8123, tenant)
+    assert "http://127.0.0.1:8123/" in box
+    assert "demo-admin      pw-a" in box and "demo-viewer     pw-v" in box
+    assert "maria.kowalski@fleetdemo.example" in box and "admin" in box
+    assert "portal_user set-password NAME" in box and "Ctrl-C" in box
+    lines = box.strip().splitlines()
+    assert lines[0].startswith("┌") and lines[-1].startswith("└")
+    assert len({len(line) for line in lines}) == 1  # a closed box
+    # A real tenant: no demo staff, and no demo passwords once there are none.
+    (tmp_path / "demo-passwords.json").unlink()
+    plain = startup_box(8000, None)
+    assert "demo-" not in plain and "Sign in with Microsoft" not in plain

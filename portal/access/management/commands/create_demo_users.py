@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
@@ -26,6 +30,24 @@ class Command(BaseCommand):
         if not created:
             self.stdout.write("Demo users already exist; passwords are not shown again.")
             return
-        self.stdout.write("Demo users (passwords are shown only this once):")
-        for username, role, password in created:
-            self.stdout.write(f"  {username:<15} {role:<9} {password}")
+        self.stdout.write("Demo users (runportal shows their passwords when it is up):")
+        for username, role, _password in created:
+            self.stdout.write(f"  {username:<15} {role}")
+        save_demo_passwords({username: password for username, _role, password in created})
+
+
+def demo_passwords_file() -> Path:
+    """Where the demo keeps its accounts' first passwords for runportal's start-up box: in the
+    demo's own state directory (git-ignored, readable by the owner only), beside the emulator's
+    tenant file that holds the demo's client secret."""
+    return Path(settings.EMULATOR_STATE_DIR) / "demo-passwords.json"
+
+
+def save_demo_passwords(passwords: dict[str, str]) -> None:
+    path = demo_passwords_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    known = json.loads(path.read_text()) if path.exists() else {}
+    tmp = path.with_suffix(".tmp")
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        json.dump({**known, **passwords}, file, indent=1)
+    tmp.replace(path)

@@ -11,7 +11,7 @@ from portal.access.roles import ROLES
 
 
 class Command(BaseCommand):
-    help = "Create portal users, change their role, or deactivate them (each audited)."
+    help = "Create portal users, set their password or role, or deactivate them (each audited)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
@@ -27,6 +27,17 @@ class Command(BaseCommand):
         set_role = sub.add_parser("set-role", help="Give a user another role.")
         set_role.add_argument("username")
         set_role.add_argument("role", choices=ROLES)
+        set_password = sub.add_parser(
+            "set-password",
+            help="Give a user a new password: generated and shown once, or read from standard "
+            "input with --password-stdin. Their sessions end.",
+        )
+        set_password.add_argument("username")
+        set_password.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="Read the password from standard input instead of generating one.",
+        )
         deactivate = sub.add_parser("deactivate", help="Deactivate a user and end their sessions.")
         deactivate.add_argument("username")
         reset_mfa = sub.add_parser(
@@ -46,11 +57,7 @@ class Command(BaseCommand):
         actor = Actor.command("portal_user")
         try:
             if options["action"] == "create":
-                password = None
-                if options["password_stdin"]:
-                    password = sys.stdin.readline().rstrip("\n")
-                    if not password:
-                        raise CommandError("No password on standard input.")
+                password = self._password_from_stdin(options)
                 user, password = users.create_user(
                     actor, options["username"], options["role"], password, options["email"]
                 )
@@ -60,6 +67,13 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"Authenticator set-up link (once, 24 h): {mfa.enrol_link(actor, user)}"
                 )
+            elif options["action"] == "set-password":
+                user, password = users.set_password(
+                    actor, options["username"], self._password_from_stdin(options)
+                )
+                self.stdout.write(f"{options['username']} has a new password.")
+                if not options["password_stdin"]:
+                    self.stdout.write(f"Password (shown once): {password}")
             elif options["action"] == "set-role":
                 users.set_role(actor, options["username"], options["role"])
                 self.stdout.write(f"{options['username']} now has role {options['role']}.")
@@ -81,3 +95,12 @@ class Command(BaseCommand):
                 self.stdout.write(f"Deactivated {options['username']}; their sessions are ended.")
         except users.UserError as exc:
             raise CommandError(str(exc)) from None
+
+    @staticmethod
+    def _password_from_stdin(options: dict[str, Any]) -> str | None:
+        if not options["password_stdin"]:
+            return None
+        password = sys.stdin.readline().rstrip("\n")
+        if not password:
+            raise CommandError("No password on standard input.")
+        return password
