@@ -10,12 +10,16 @@ from datetime import timedelta
 from typing import Any
 
 from django import forms
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
+from integrations.microsoft import backoff
 from integrations.microsoft.models import GraphCall, MonitoredUser
+from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.alerts import rules
 from portal.alerts.models import MetricSample
@@ -97,9 +101,51 @@ def _fragment(request: HttpRequest) -> bool:
     return bool(request.htmx and request.htmx.target == "calls")
 
 
+class MailboxBackoffForm(forms.Form):
+    mailbox = forms.CharField(max_length=255, label="Mailbox (address or Graph id)")
+    minutes = forms.IntegerField(
+        min_value=backoff.MIN_MINUTES,
+        max_value=backoff.MAX_MINUTES,
+        initial=15,
+        label="Minutes (1 to 1440)",
+    )
+    reason = forms.CharField(max_length=500, label="Reason")
+
+
 @require_GET
 @requires("view_console")
 def graph_calls(request: HttpRequest) -> HttpResponse:
+    return _graph_calls_page(
+        request, MailboxBackoffForm(initial={"mailbox": request.GET.get("backoff", "")})
+    )
+
+
+@require_POST
+@requires("pause_processing")
+def mailbox_backoff(request: HttpRequest) -> HttpResponse:
+    """Back off one mailbox; bad input re-renders the page with the form's errors (400)."""
+    form = MailboxBackoffForm(request.POST)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            done = backoff.back_off_mailbox(
+                Actor.from_request(request), data["mailbox"], data["minutes"], data["reason"]
+            )
+        except backoff.BackoffError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(
+                request,
+                f"Mailbox {done.mailbox} is backed off until {done.until:%H:%M:%S} UTC: no job "
+                "calls Graph for it until then.",
+            )
+            return redirect(reverse("console:graph_calls") + "#backoff")
+    return _graph_calls_page(request, form, status=400)
+
+
+def _graph_calls_page(
+    request: HttpRequest, backoff_form: MailboxBackoffForm, status: int = 200
+) -> HttpResponse:
     form = GraphCallFilter(request.GET)
     page = (
         keyset_page(request, form.queryset(), form.cleaned_data.get("before"), PAGE_SIZE)
@@ -119,9 +165,9 @@ def graph_calls(request: HttpRequest) -> HttpResponse:
         call.mailbox_label = upns.get(call.mailbox, call.mailbox)
     for row in by_mailbox:
         row["label"] = upns.get(row["mailbox"], row["mailbox"])
-    for backoff in backoffs:
-        if backoff.mailbox:
-            backoff.scope = f"mailbox {upns.get(backoff.mailbox, backoff.mailbox)}"
+    for window in backoffs:
+        if window.mailbox:
+            window.scope = f"mailbox {upns.get(window.mailbox, window.mailbox)}"
     context: dict[str, Any] = {
         "form": form,
         "calls": calls,
@@ -138,6 +184,9 @@ def graph_calls(request: HttpRequest) -> HttpResponse:
             "by_route": metrics.throttled_by("route"),
             "by_mailbox": by_mailbox,
             "backoffs": backoffs,
+            "mailbox_backoffs": backoff.active_backoffs(),
+            "backoff_form": backoff_form,
+            "can_back_off": request.user.has_perm("access.pause_processing"),
         }
     )
-    return render(request, "console/graph_calls.html", context)
+    return render(request, "console/graph_calls.html", context, status=status)

@@ -63,6 +63,7 @@ urlpatterns = [
     path("jobs/operations/<int:operation_id>/", jobs_views.bulk_operation, name="bulk_operation"),
     path("jobs/operations/<int:operation_id>/cancel", jobs_views.bulk_cancel, name="bulk_cancel"),
     path("graph/", graph_views.graph_calls, name="graph_calls"),
+    path("graph/backoff", graph_views.mailbox_backoff, name="mailbox_backoff"),
     path("verify/", verify_views.verify_page, name="verify"),
     path("verify/run", verify_views.verify_run, name="verify_run"),
     path("credentials/", credentials_views.credentials_page, name="credentials"),

@@ -185,3 +185,60 @@ def test_favicon_is_served_not_a_404(client):
     assert b"".join(icon.streaming_content)[:4] == b"\x00\x00\x01\x00"  # an ICO file
     page = client.get("/login/").content.decode()
     assert '<link rel="icon" href="/static/portal/favicon.ico"' in page
+
+
+BACKOFF = "/graph/backoff"
+
+
+def test_an_operator_backs_off_one_mailbox_from_the_rate_limit_view(client, otto_operator):
+    MonitoredUser.objects.create(identifier="storm@contoso.test", upn="storm@contoso.test")
+    call(429, retry_after=1, mailbox="storm@contoso.test")
+    client.force_login(otto_operator)
+    page = client.get(URL).content.decode()
+    assert 'id="backoff"' in page
+    assert 'href="?backoff=storm%40contoso.test#backoff"' in page  # from the 429s by mailbox
+    prefilled = client.get(URL, {"backoff": "storm@contoso.test"}).context["backoff_form"]
+    assert prefilled["mailbox"].value() == "storm@contoso.test"
+    response = client.post(
+        BACKOFF, {"mailbox": "storm@contoso.test", "minutes": "45", "reason": "429 storm"}
+    )
+    assert response.status_code == 302 and response["Location"] == URL + "#backoff"
+    page = client.get(URL)
+    (shown,) = page.context["mailbox_backoffs"]
+    assert (shown.mailbox, shown.by, shown.reason) == (
+        "storm@contoso.test",
+        otto_operator.username,
+        "429 storm",
+    )
+    assert shown.until == pytest.approx(
+        timezone.now() + timedelta(minutes=45), abs=timedelta(seconds=10)
+    )
+    assert f"{shown.until:%Y-%m-%d %H:%M:%S}" in page.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("minutes", "error"),
+    [
+        ("0", "greater than or equal to 1"),
+        ("1441", "less than or equal to 1440"),
+        ("soon", "Enter a whole number"),
+    ],
+)
+def test_a_bad_back_off_is_a_form_error(client, otto_operator, minutes, error):
+    client.force_login(otto_operator)
+    response = client.post(
+        BACKOFF, {"mailbox": "storm@contoso.test", "minutes": minutes, "reason": "storm"}
+    )
+    assert response.status_code == 400
+    assert error in response.content.decode()
+    assert not response.context["mailbox_backoffs"]
+
+
+def test_viewers_and_support_cannot_back_off(client, vera_viewer, sam_support):
+    for persona in (vera_viewer, sam_support):
+        client.force_login(persona)
+        assert "Back off this mailbox" not in client.get(URL).content.decode()
+        response = client.post(
+            BACKOFF, {"mailbox": "x@contoso.test", "minutes": "5", "reason": "r"}
+        )
+        assert response.status_code == 403
