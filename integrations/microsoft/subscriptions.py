@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,6 +29,7 @@ from integrations.microsoft.kinds import KINDS, parse_graph_datetime
 from integrations.microsoft.models import (
     LifecycleEvent,
     MonitoredUser,
+    ResourceKind,
     Subscription,
 )
 from portal import clock
@@ -242,6 +243,51 @@ def remove_monitored_user(actor: Actor, user_id: int) -> None:
 
 
 _CONFLICT_ID = re.compile(r"Subscription Id ([0-9A-Za-z-]+) already exists")
+# Graph's answer to a lifetime above the resource's maximum ("Subscription expiration can
+# only be 4230 minutes in the future.").
+_ALLOWED_MINUTES = re.compile(r"expiration can only be (\d+) minutes in the future", re.I)
+# Without a figure in the refusal, a Teams subscription asks for an hour: every Teams
+# resource allows at least that ("subscription resource type", maximum length per resource).
+TEAMS_FALLBACK_MINUTES = 60
+
+
+def allowed_lifetime(exc: GraphError, kind: str, asked: int) -> int | None:
+    """The lifetime (minutes) to ask again with when Graph refused `asked` minutes as too
+    long; None when the error is something else."""
+    if exc.status != 400 or "expiration" not in exc.message.lower():
+        return None
+    match = _ALLOWED_MINUTES.search(exc.message)
+    if match:
+        # A minute below Graph's figure, so clock skew cannot push the retry over it.
+        allowed = int(match.group(1)) - 1
+    elif kind == ResourceKind.CHAT_MESSAGES:
+        allowed = TEAMS_FALLBACK_MINUTES
+    else:
+        return None
+    return allowed if 0 < allowed < asked else None
+
+
+def _within_allowed_lifetime(
+    kind: str, send: Callable[[datetime, int], dict[str, Any]]
+) -> tuple[dict[str, Any], datetime]:
+    """send(started, minutes) with the kind's lifetime; once more with the lifetime Graph
+    allows if it refused that one. Returns Graph's answer and when the lifetime started."""
+    minutes = KINDS[kind].lifetime_minutes
+    started = clock.now()
+    try:
+        return send(started, minutes), started
+    except GraphError as exc:
+        allowed = allowed_lifetime(exc, kind, minutes)
+        if allowed is None:
+            raise
+        logger.warning(
+            "Graph refused a %s-minute %s subscription; asking for %s minutes",
+            minutes,
+            kind,
+            allowed,
+        )
+        started = clock.now()
+        return send(started, allowed), started
 
 
 def _create(
@@ -263,20 +309,20 @@ def _create(
         client_state_encrypted=encrypt(client_state),
         state=Subscription.State.CREATING,
     )
-    started = clock.now()
     body = {
         "changeType": sub.change_types,
         "notificationUrl": sub.notification_url,
         "lifecycleNotificationUrl": sub.lifecycle_url,
         "resource": sub.resource,
-        "expirationDateTime": _iso(started + timedelta(minutes=spec.lifetime_minutes)),
         "clientState": client_state,
         "latestSupportedTlsVersion": "v1_2",
     }
-    try:
+
+    def post(started: datetime, minutes: int) -> dict[str, Any]:
+        body["expirationDateTime"] = _iso(started + timedelta(minutes=minutes))
         try:
             # Repeatable: a second create of the same resource is answered 409 below.
-            data = graph.post("/subscriptions", json=body, repeatable=True)
+            return graph.post("/subscriptions", json=body, repeatable=True)
         except Conflict as exc:
             # Graph already has one for this resource that we lost track of (its clientState
             # is unknown to us, so we could not verify its notifications): replace it.
@@ -285,7 +331,10 @@ def _create(
                 raise
             logger.warning("Subscription %s already existed in Graph; replacing it", match.group(1))
             graph.delete(f"/subscriptions/{match.group(1)}")
-            data = graph.post("/subscriptions", json=body, repeatable=True)
+            return graph.post("/subscriptions", json=body, repeatable=True)
+
+    try:
+        data, started = _within_allowed_lifetime(kind, post)
     except GraphError as exc:
         Subscription.objects.filter(pk=sub.pk).update(
             state=Subscription.State.FAILED,
@@ -375,13 +424,14 @@ def emit_lapsed(sub: Subscription, reason: str) -> None:
 
 def _renew(sub: Subscription) -> Subscription:
     """PATCH a new expirationDateTime (renews and reauthorizes: "Update subscription")."""
-    spec = KINDS[sub.kind]
-    started = clock.now()
     try:
-        data = graph.patch(
-            f"/subscriptions/{sub.graph_id}",
-            json={"expirationDateTime": _iso(started + timedelta(minutes=spec.lifetime_minutes))},
-            repeatable=True,  # it sets an absolute time
+        data, started = _within_allowed_lifetime(
+            sub.kind,
+            lambda started, minutes: graph.patch(
+                f"/subscriptions/{sub.graph_id}",
+                json={"expirationDateTime": _iso(started + timedelta(minutes=minutes))},
+                repeatable=True,  # it sets an absolute time
+            ),
         )
     except GraphError as exc:
         _note_failure(sub, exc)

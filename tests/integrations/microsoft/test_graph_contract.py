@@ -9,8 +9,10 @@ from urllib.parse import parse_qs
 import pytest
 from django.utils import timezone
 
-from integrations.microsoft import sync
-from integrations.microsoft.models import SyncedItem, SyncState
+from integrations.microsoft import subscriptions, sync
+from integrations.microsoft.errors import GraphError
+from integrations.microsoft.models import Subscription, SyncedItem, SyncState
+from portal.access.actors import Actor
 from portal.events.models import Event
 
 pytestmark = pytest.mark.django_db
@@ -59,3 +61,31 @@ def test_get_all_messages_delta_pages_with_top_not_prefer(graph_settings, monito
     ]
     first = parse_qs(calls[0]["query"])
     assert first["$top"] == ["50"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_subscription_lifetime_is_asked_again_with_the_allowed_one(
+    webhook_settings, monitored, emulator, drain
+):
+    """Graph may allow less than the documented maximum (tenant or resource specifics): the
+    refusal names the maximum, and the portal asks for that instead of staying failed."""
+    emulator.control.configure(subscriptions={"teams_max_minutes": 1_000, "mail_max_minutes": 900})
+    subscriptions.setup(Actor.system("test"))
+    drain()
+    active = {s.kind: s for s in Subscription.objects.filter(state="active")}
+    assert set(active) == {"messages", "chatMessages"}
+    teams_left = active["chatMessages"].expiration - timezone.now()
+    assert timedelta(minutes=990) < teams_left <= timedelta(minutes=1_000)
+    # Renewal meets the same limit and adapts the same way.
+    emulator.control.configure(subscriptions={"teams_max_minutes": 500})
+    renewed = subscriptions._renew(active["chatMessages"])
+    assert renewed.expiration - timezone.now() <= timedelta(minutes=500)
+    assert not Subscription.objects.filter(state="failed").exists()
+
+
+def test_a_teams_refusal_without_a_figure_falls_back_to_an_hour():
+    refused = GraphError("Subscription expiration is out of range.", status=400, code="x")
+    assert subscriptions.allowed_lifetime(refused, "chatMessages", 4_200) == 60
+    assert subscriptions.allowed_lifetime(refused, "messages", 10_000) is None
+    other = GraphError("Resource not found.", status=400, code="x")
+    assert subscriptions.allowed_lifetime(other, "chatMessages", 4_200) is None
