@@ -12,6 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from portal.audit.chain import configured_keys
 from portal.audit.db_roles import role_problems
+from portal.audit.stream import SinkError, parse_sink, reachability_problem, sink_problems
 
 
 @register(Tags.compatibility)
@@ -218,4 +219,30 @@ def check_audit_database_role(
             )
             for problem in role_problems(alias)
         )
+    return problems
+
+
+@register(Tags.security)
+def check_audit_stream(app_configs: Any = None, **kwargs: Any) -> list:
+    """AUDIT_STREAM_SINKS: refused when wrong; a warning when a sink is down right now (its
+    cursor keeps everything until it is back)."""
+    problems: list = []
+    for url in settings.AUDIT_STREAM_SINKS:
+        try:
+            sink = parse_sink(url)
+        except SinkError as exc:
+            problems.append(Error(str(exc), id="portal.E035"))
+            continue
+        wrong = sink_problems(sink)
+        problems.extend(Error(problem, id="portal.E036") for problem in wrong)
+        unreachable = "" if wrong else reachability_problem(sink)
+        if unreachable:
+            problems.append(
+                Warning(
+                    unreachable,
+                    hint="Nothing is lost: the stream resumes from its cursor once the sink "
+                    "answers. The dashboard and /metrics show how far behind it is.",
+                    id="portal.W035",
+                )
+            )
     return problems

@@ -33,6 +33,7 @@ from integrations.microsoft.models import (
 from portal.access.addresses import from_api_trusted_network
 from portal.access.decorators import public
 from portal.alerts.models import Alert, AuditChainCheck, TokenHealth
+from portal.audit.models import AuditStreamCursor
 from portal.events.models import EventEndpoint
 from portal.health import worker_heartbeat_age
 from portal.jobs.models import Job, JobAttempt
@@ -50,6 +51,22 @@ class PortalCollector(Collector):
         yield from self._sync()
         yield from self._health()
         yield from self._gateway()
+        yield from self._audit_stream()
+
+    def _audit_stream(self) -> Iterator[GaugeMetricFamily]:
+        lag = GaugeMetricFamily(
+            "fleet_audit_stream_lag_seconds",
+            "Age of the oldest audit record not yet shipped to a sink (0: none waits)",
+            labels=["sink"],
+        )
+        pending = GaugeMetricFamily(
+            "fleet_audit_stream_pending", "Audit records not yet shipped to a sink", labels=["sink"]
+        )
+        for figure in AuditStreamCursor.objects.lags(settings.AUDIT_STREAM_SINKS):
+            lag.add_metric([figure.sink], figure.lag_seconds)
+            pending.add_metric([figure.sink], figure.pending)
+        yield lag
+        yield pending
 
     def _gateway(self) -> Iterator[GaugeMetricFamily]:
         figures = (

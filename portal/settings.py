@@ -336,6 +336,16 @@ DATABASE_APP_ROLE = env_str("DATABASE_APP_ROLE")
 # Every audit checkpoint is also appended here as one JSON line (a copy outside the database;
 # `verify_audit_chain --against FILE` compares with it). Empty: the log only.
 AUDIT_CHECKPOINT_FILE = env_str("AUDIT_CHECKPOINT_FILE")
+# The audit stream (portal/audit/stream.py): sink URLs, comma-separated (syslog://,
+# syslog+tls://, file://, splunk+https://, https://), each shipped from its own cursor.
+AUDIT_STREAM_SINKS = env_list("AUDIT_STREAM_SINKS")
+AUDIT_STREAM_HEC_TOKEN = env_secret("AUDIT_STREAM_HEC_TOKEN")
+AUDIT_STREAM_SIGNING_SECRET = env_secret("AUDIT_STREAM_SIGNING_SECRET")  # whsec_… (https://)
+AUDIT_STREAM_CA_FILE = env_str("AUDIT_STREAM_CA_FILE")  # CA bundle for TLS sinks (default: system)
+# How long unshipped records are kept at the least (the audit tables, never pruned, hold them).
+AUDIT_STREAM_BUFFER_DAYS = env_int("AUDIT_STREAM_BUFFER_DAYS", 7, minimum=1)
+AUDIT_STREAM_BATCH_SIZE = env_int("AUDIT_STREAM_BATCH_SIZE", 500, minimum=1)
+AUDIT_STREAM_TIMEOUT_SECONDS = env_float("AUDIT_STREAM_TIMEOUT_SECONDS", 10.0, minimum=0.5)
 
 # --- Microsoft Graph ----------------------------------------------------------------------
 # Defaults are Microsoft's; `make run` points them at the local emulator (a demo tenant).

@@ -25,7 +25,7 @@ from integrations.microsoft.models import (
     Subscription,
 )
 from portal.alerts.models import AuditChainCheck, TokenHealth
-from portal.audit.models import AuditEvent
+from portal.audit.models import AuditEvent, AuditStreamCursor
 from portal.events.models import EventEndpoint
 from portal.health import worker_heartbeat_age
 from portal.jobs.models import Job
@@ -145,6 +145,13 @@ EVENT_BACKLOG = _setting(
     "Fire when more events than this wait for delivery to event endpoints.",
     10_000,
     100_000_000,
+)
+AUDIT_STREAM_MINUTES = _setting(
+    "ALERT_AUDIT_STREAM_LAG_MINUTES",
+    "Alert: audit stream behind (minutes)",
+    "Fire when an audit record has waited this long to be shipped to a sink.",
+    15,
+    10_080,
 )
 MIN_CALLS_FOR_ERROR_RATE = 3
 SLOW_ANSWERS = _setting(
@@ -403,6 +410,23 @@ def _slow_answers() -> Verdict:
     )
 
 
+def _audit_stream_lag() -> Verdict:
+    minutes = get(AUDIT_STREAM_MINUTES)
+    lags = AuditStreamCursor.objects.lags(settings.AUDIT_STREAM_SINKS)
+    worst = max(lags, key=lambda lag: lag.lag_seconds, default=None)
+    if worst is None:
+        return Verdict(False, None, minutes * 60, "No audit stream sink is configured.")
+    error = f" Last error: {worst.last_error}" if worst.last_error else ""
+    return Verdict(
+        worst.lag_seconds > minutes * 60,
+        round(worst.lag_seconds),
+        minutes * 60,
+        f"The audit stream to {worst.sink} is {worst.lag_seconds / 60:.0f} min behind "
+        f"({worst.pending} records wait; threshold {minutes} min). They are kept at least "
+        f"{settings.AUDIT_STREAM_BUFFER_DAYS} days: nothing is lost while the sink is down.{error}",
+    )
+
+
 RULES: tuple[Rule, ...] = (
     Rule(
         "subscription_expiring",
@@ -538,5 +562,12 @@ RULES: tuple[Rule, ...] = (
         "saturated (add web workers)? Verify shows the receiver's round trip. Graph delays "
         "notifications past 10 % slow answers and drops them past 15 %.",
         reverse_lazy("console:verify"),
+    ),
+    Rule(
+        "audit_stream_lagging",
+        "Audit stream behind",
+        _audit_stream_lag,
+        "Is the sink (SIEM, syslog relay, file system) up and does it accept the portal? The "
+        "alert says the last error. Nothing is lost: the stream resumes from its cursor.",
     ),
 )

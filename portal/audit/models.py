@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from django.db import models
+from django.utils import timezone
 
 
 class AuditEvent(models.Model):
@@ -79,3 +83,67 @@ class AuditCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"checkpoint #{self.pk}: {self.event_count} events up to #{self.event_id}"
+
+
+@dataclass(frozen=True)
+class StreamLag:
+    sink: str
+    pending: int  # events and checkpoints not yet shipped
+    lag_seconds: float  # age of the oldest of them (0: nothing waits)
+    shipped_at: datetime | None
+    last_error: str
+
+
+class AuditStreamCursorQuerySet(models.QuerySet["AuditStreamCursor"]):
+    def lags(self, sinks: list[str]) -> list[StreamLag]:
+        """How far behind each named sink is: the one figure the dashboard, /metrics and the
+        alert show. A sink that never shipped is behind by the whole log."""
+        cursors = {cursor.sink: cursor for cursor in self.filter(sink__in=sinks)}
+        now = timezone.now()
+        lags = []
+        for sink in sinks:
+            cursor = cursors.get(sink) or AuditStreamCursor(sink=sink)
+            events = AuditEvent.objects.filter(pk__gt=cursor.last_event_id)
+            checkpoints = AuditCheckpoint.objects.filter(pk__gt=cursor.last_checkpoint_id)
+            oldest = [
+                first
+                for first in (
+                    events.order_by("id").values_list("created_at", flat=True).first(),
+                    checkpoints.order_by("id").values_list("created_at", flat=True).first(),
+                )
+                if first is not None
+            ]
+            lags.append(
+                StreamLag(
+                    sink=sink,
+                    pending=events.count() + checkpoints.count(),
+                    lag_seconds=max(0.0, (now - min(oldest)).total_seconds()) if oldest else 0.0,
+                    shipped_at=cursor.shipped_at,
+                    last_error=cursor.last_error,
+                )
+            )
+        return lags
+
+
+class AuditStreamCursor(models.Model):
+    """How far the audit stream has shipped to one sink (portal/audit/stream.py).
+
+    The events and checkpoints themselves are the buffer: they are never deleted, so a sink
+    that is down for days resumes here and loses nothing. `lease_*` lets one worker ship to a
+    sink at a time (a second run of the schedule skips a sink that is being shipped to).
+    """
+
+    sink = models.CharField(max_length=300, unique=True)
+    last_event_id = models.BigIntegerField(default=0)
+    last_checkpoint_id = models.BigIntegerField(default=0)
+    shipped_total = models.PositiveBigIntegerField(default=0)
+    shipped_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    failing_since = models.DateTimeField(null=True, blank=True)
+    lease_token = models.CharField(max_length=32, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    objects = AuditStreamCursorQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"audit stream to {self.sink}: event #{self.last_event_id}"

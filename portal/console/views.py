@@ -30,9 +30,15 @@ from portal.access.decorators import requires
 from portal.access.roles import ROLES
 from portal.alerts import measurements, rules, token_health
 from portal.alerts.models import TokenHealth
-from portal.alerts.rules import EVENT_BACKLOG, INBOX_MINUTES, QUEUED_MINUTES, SLOW_ANSWERS
+from portal.alerts.rules import (
+    AUDIT_STREAM_MINUTES,
+    EVENT_BACKLOG,
+    INBOX_MINUTES,
+    QUEUED_MINUTES,
+    SLOW_ANSWERS,
+)
 from portal.alerts.services import active_alerts, evaluate_if_overdue
-from portal.audit.models import AuditEvent
+from portal.audit.models import AuditEvent, AuditStreamCursor
 from portal.audit.services import record
 from portal.console import metrics
 from portal.console.charts import dashboard_charts
@@ -87,12 +93,32 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         for firing in active_alerts()
     ]
     context["alerts_url"] = alerts_url
+    context["health"] += _audit_stream_health()
     for item in context["health"]:
         item["href"] = _openable(request, item["href"])
     context["charts"] = dashboard_charts()
     context["gateway_tiles"] = _gateway_tiles(request, context["gateway"])
     template = "console/dashboard.html#health" if request.htmx else "console/dashboard.html"
     return render(request, template, context)
+
+
+def _audit_stream_health() -> list[dict[str, Any]]:
+    """One tile for the audit stream's sink furthest behind (none when no sink is set)."""
+    worst = max(
+        AuditStreamCursor.objects.lags(settings.AUDIT_STREAM_SINKS),
+        key=lambda lag: lag.lag_seconds,
+        default=None,
+    )
+    if worst is None:
+        return []
+    if not worst.pending:
+        state, text = "ok", "every audit record shipped"
+    else:
+        state = "warn" if worst.lag_seconds <= get_setting(AUDIT_STREAM_MINUTES) * 60 else "bad"
+        text = f"{worst.pending} records to ship, oldest {humanize_seconds(worst.lag_seconds)}"
+        if worst.last_error:
+            state, text = "bad", f"{text}; the sink fails: {worst.last_error}"
+    return [_tile("Audit stream", state, text, "console:alerts")]
 
 
 def _gateway_tiles(request: HttpRequest, gateway: dict[str, Any]) -> list[dict[str, Any]]:
