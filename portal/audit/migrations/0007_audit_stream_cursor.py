@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('audit', '0005_checkpoint_chain'),
+        ('audit', '0006_search_indexes'),
     ]
 
     operations = [
