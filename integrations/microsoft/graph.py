@@ -407,10 +407,17 @@ def send(
     gate = throttle.gate(mailbox) if mailbox else None
     started = time.monotonic()
     acquired = False
+    lease: int | None = None
     try:
         if gate is not None:
-            acquired = gate.semaphore.acquire(timeout=float(sum(_as_pair(timeout))))
-            if not acquired:
+            limit = float(sum(_as_pair(timeout)))
+            acquired = gate.semaphore.acquire(timeout=limit)
+            if acquired:
+                # The same limit across every worker process (Graph counts per mailbox).
+                lease = throttle.acquire_mailbox_lease(
+                    mailbox, wait_seconds=limit, hold_seconds=limit + 5
+                )
+            if not acquired or lease is None:
                 raise Throttled(
                     f"More than {settings.GRAPH_MAX_IN_FLIGHT_PER_MAILBOX} requests in "
                     f"flight for mailbox {mailbox}; try later",
@@ -450,6 +457,8 @@ def send(
             may_have_acted=not isinstance(exc, requests.ConnectTimeout),
         )
     finally:
+        if lease:
+            throttle.release_mailbox_lease(lease)
         if acquired and gate is not None:
             gate.semaphore.release()
 

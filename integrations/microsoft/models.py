@@ -1045,3 +1045,16 @@ class SendBudget(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}: next {self.next_slot_at:%H:%M:%S.%f}"
+
+
+class MailboxLease(models.Model):
+    """One Graph request in flight for a mailbox, held by any worker process: Graph allows
+    four at a time per app and mailbox ("Microsoft Graph service-specific throttling limits",
+    Outlook service limits), counted across every process and node. A lease lapses at
+    `expires_at` (the request's own timeout), so a crashed holder frees its slot."""
+
+    key = models.CharField(max_length=300, db_index=True)
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.key} until {self.expires_at:%H:%M:%S.%f}"

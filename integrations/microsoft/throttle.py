@@ -9,6 +9,9 @@
   the messaging keys (`teams-chat:…`, `teams-channel:…`, `teams-sender:…`).
 - **Send slots** (every worker, SendBudget.next_slot_at): outbound mail and Teams posts are
   spaced one interval apart per key (messaging.py asks for a slot before each send).
+- **Mailbox leases** (every worker, MailboxLease): the in-flight limit counted across all
+  processes and nodes, since Graph counts it per app and mailbox, not per process; the
+  gate's semaphore only keeps one process's threads from queueing on the database.
 
 A mailbox is keyed by its Graph id: `/users/{upn}/…` and `/users/{id}/…` are the same
 mailbox to Graph, so they share one gate, one budget and one window. UPNs are resolved
@@ -29,7 +32,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from integrations.microsoft.models import MonitoredUser, SendBudget
+from integrations.microsoft.models import MailboxLease, MonitoredUser, SendBudget
 
 logger = logging.getLogger("integrations.microsoft.throttle")
 
@@ -223,6 +226,51 @@ def blocked_for(key: str) -> float:
     if until is None:
         return 0.0
     return max(0.0, (until - timezone.now()).total_seconds())
+
+
+LEASE_POLL_SECONDS = (0.02, 0.25)  # first and longest pause between tries
+
+
+def acquire_mailbox_lease(mailbox: str, *, wait_seconds: float, hold_seconds: float) -> int | None:
+    """A slot of the mailbox's in-flight limit, shared by every worker: the lease's id, or
+    None when no slot freed within `wait_seconds`. `hold_seconds` bounds the lease (the
+    request's timeout), so a holder that died frees it. A database error gives 0: the
+    request goes ahead under this process's own gate rather than not at all."""
+    if transaction.get_connection().in_atomic_block:
+        # A lease written inside the caller's transaction would be invisible to the others
+        # until it commits; network I/O does not belong in a transaction anyway.
+        return 0
+    key = mailbox_key(mailbox)
+    limit = int(settings.GRAPH_MAX_IN_FLIGHT_PER_MAILBOX)
+    deadline = time.monotonic() + wait_seconds
+    pause = LEASE_POLL_SECONDS[0]
+    while True:
+        now = timezone.now()
+        try:
+            with transaction.atomic():
+                _row(key, now)  # the mailbox's row lock serialises the count and the insert
+                MailboxLease.objects.filter(key=key, expires_at__lte=now).delete()
+                if MailboxLease.objects.filter(key=key).count() < limit:
+                    lease = MailboxLease.objects.create(
+                        key=key, expires_at=now + timedelta(seconds=hold_seconds)
+                    )
+                    return lease.pk
+        except DatabaseError:
+            logger.warning("Could not take a shared in-flight slot for %s", key, exc_info=True)
+            return 0
+        if time.monotonic() + pause > deadline:
+            return None
+        time.sleep(pause)
+        pause = min(pause * 2, LEASE_POLL_SECONDS[1])
+
+
+def release_mailbox_lease(lease_id: int) -> None:
+    if not lease_id:
+        return
+    try:
+        MailboxLease.objects.filter(pk=lease_id).delete()
+    except DatabaseError:  # it lapses by itself at its expiry
+        logger.warning("Could not release in-flight slot %s", lease_id, exc_info=True)
 
 
 def reserve_slot(keys: list[tuple[str, float]], *, not_before: datetime | None = None) -> datetime:

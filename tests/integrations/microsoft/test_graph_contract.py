@@ -3,17 +3,21 @@ used to let pass (Microsoft Learn, "chatMessage: delta")."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
 from urllib.parse import parse_qs
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
-from integrations.microsoft import subscriptions, sync
+from integrations.microsoft import auth, subscriptions, sync
 from integrations.microsoft.errors import GraphError
-from integrations.microsoft.models import Subscription, SyncedItem, SyncState
+from integrations.microsoft.models import MailboxLease, Subscription, SyncedItem, SyncState
 from portal.access.actors import Actor
 from portal.events.models import Event
+from tests.conftest import subprocess_env
 
 pytestmark = pytest.mark.django_db
 
@@ -89,3 +93,47 @@ def test_a_teams_refusal_without_a_figure_falls_back_to_an_hour():
     assert subscriptions.allowed_lifetime(refused, "messages", 10_000) is None
     other = GraphError("Resource not found.", status=400, code="x")
     assert subscriptions.allowed_lifetime(other, "chatMessages", 4_200) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_mailbox_in_flight_limit_holds_across_worker_processes(
+    graph_settings, emulator, mailbox
+):
+    """Graph allows four concurrent requests per app and mailbox, whichever process sends
+    them: two workers with six requests each must never have more than four in flight."""
+    auth.app_token()  # the credential store, bootstrapped once for both workers
+    emulator.control.inject_fault(path=f"/users/{mailbox}/messages", kind="latency", latency_ms=400)
+    env = subprocess_env(
+        MICROSOFT_TENANT_ID=emulator.tenant_id,
+        MICROSOFT_CLIENT_ID=emulator.client_id,
+        MICROSOFT_CLIENT_SECRET=emulator.client_secret,
+        MICROSOFT_AUTHORITY_HOST=emulator.authority_host,
+        MICROSOFT_GRAPH_URL=emulator.graph_url,
+        MICROSOFT_CA_BUNDLE=emulator.ca_path,
+        MICROSOFT_ALLOW_EMULATOR="true",
+        GRAPH_MAX_RETRIES="0",
+    )
+    mark = len(emulator.control.requests_log())
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.integrations.microsoft.mailbox_burst", mailbox, "6"],
+            env=env,
+            cwd=settings.BASE_DIR,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [worker.communicate(timeout=120) for worker in workers]
+    for worker, (out, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err[-2000:]
+        assert out.splitlines()[0] == "0", out
+    calls = [
+        c
+        for c in emulator.control.requests_log(since=mark)
+        if c["path"].endswith(f"/users/{mailbox}/messages")
+    ]
+    assert len(calls) == 12
+    assert [c["status"] for c in calls] == [200] * 12  # no MailboxConcurrency 429
+    assert not MailboxLease.objects.exists()  # every slot given back
