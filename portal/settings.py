@@ -45,6 +45,8 @@ PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", f"http://127.0.0.1:{PORT}").rstrip(
 
 INSTALLED_APPS = [
     "portal.admin_config.PortalAdminConfig",
+    # Before django.contrib.auth, so its audited createsuperuser/changepassword win.
+    "portal.access.auth_commands",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -9,18 +9,18 @@ from typing import Any
 from django.http import HttpRequest
 
 from portal.access.addresses import client_ip
-from portal.access.roles import ADMIN, ROLES, permissions_of_scopes
+from portal.access.roles import ROLES, permissions_of, permissions_of_scopes
 
 SYSTEM_ROLE = "system"
 CLIENT_ROLE = "service-client"
 
 
 def role_of(user: Any) -> str:
-    """The highest role group the user belongs to ('' for none); superusers are admins."""
+    """The highest role group the user belongs to ('' for none). The role is all an account
+    holds: Django's superuser flag counts for nothing here (and such an account cannot sign
+    in, see backends.RolePermissionsBackend)."""
     if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
         return ""
-    if user.is_superuser:
-        return ADMIN
     cached = getattr(user, "_portal_role", None)
     if cached is None:
         names = set(user.groups.values_list("name", flat=True))
@@ -64,7 +64,9 @@ class Actor:
             return False
         if self.token is not None and not self.token.allows(codename):
             return False
-        return self.user.has_perm(f"access.{codename}")
+        # The role matrix, not user.has_perm: Django answers True to everything for a
+        # superuser before asking any backend.
+        return codename in permissions_of(role_of(self.user))
 
     @classmethod
     def from_request(cls, request: HttpRequest) -> Actor:

@@ -74,8 +74,15 @@ def password_allowed(user: Any) -> bool:
 
 
 class RolePermissionsBackend(ModelBackend):
-    """Answers the role matrix (`access.*`, held by the role groups) and nothing else, so a
-    superuser flag grants no model permission beyond ADMIN_MODEL_PERMISSIONS either."""
+    """Answers the role matrix (`access.*`, held by the role groups) and nothing else.
+
+    A superuser account cannot authenticate (nor keep a session): Django's has_perm answers
+    True to everything for one before any backend is asked, which would put the flag beside
+    the role matrix. No portal path sets the flag; one set anyway raises the
+    superuser_account alert, and `portal_user set-role` clears it."""
+
+    def user_can_authenticate(self, user: Any) -> bool:
+        return super().user_can_authenticate(user) and not getattr(user, "is_superuser", False)
 
     def has_perm(self, user_obj: Any, perm: str, obj: Any = None) -> bool:
         return perm.startswith("access.") and super().has_perm(user_obj, perm, obj)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.urls import reverse_lazy
 from django.utils import timezone
 from django.utils.functional import Promise
@@ -311,6 +312,26 @@ def _audit_chain() -> Verdict:
     )
 
 
+def _superusers() -> Verdict:
+    # No portal path sets the flag (createsuperuser is refused), and it grants nothing here:
+    # one set anyway was set beside the portal, in the database or a shell.
+    names = list(
+        get_user_model()
+        .objects.filter(is_superuser=True)
+        .order_by("username")
+        .values_list("username", flat=True)
+    )
+    shown = ", ".join(names[:5]) + (" …" if len(names) > 5 else "")
+    return Verdict(
+        bool(names),
+        len(names),
+        0,
+        f"{len(names)} accounts carry Django's superuser flag: {shown}."
+        if names
+        else "No account carries the superuser flag.",
+    )
+
+
 BREAK_GLASS_WINDOW = timedelta(hours=24)
 
 
@@ -503,6 +524,16 @@ RULES: tuple[Rule, ...] = (
         "Confirm with the person who used it why Entra sign-in was not possible; rotate its "
         "password afterwards. Audit log → auth.break_glass.",
         _fix_at("console:audit", "?action=auth.break_glass"),
+        security=True,
+    ),
+    Rule(
+        "superuser_account",
+        "Superuser account exists",
+        _superusers,
+        "Nothing in the portal sets the flag: find out who did (database or shell access). "
+        "Clear it with `manage.py portal_user set-role NAME ROLE` (audited), or deactivate "
+        "the account; until then it cannot sign in.",
+        _fix_at("console:people"),
         security=True,
     ),
     Rule(

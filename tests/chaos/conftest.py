@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import connection
 from django.db.utils import InterfaceError, OperationalError
 
@@ -211,7 +212,8 @@ def clusters(
 def connect_sender(emu: RunningEmulator) -> None:
     """Connect the Teams sender account (the emulator signs the service account in)."""
 
-    admin = get_user_model().objects.create_superuser("chaos-admin", password="x" * 20)
+    admin = get_user_model().objects.create_user("chaos-admin", password="x" * 20)
+    admin.groups.add(Group.objects.get(name="admin"))  # the role, not a superuser flag
     actor = Actor(kind="user", name="chaos-admin", role="admin", user=admin)
     redirect_uri = "http://127.0.0.1:8000/credentials/teams-sender/callback"
     emu.control.set_redirect_uris(emu.client_id, [redirect_uri])
