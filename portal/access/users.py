@@ -100,40 +100,11 @@ def set_role(actor: Actor, username: str, role: str) -> AbstractBaseUser:
     params: dict[str, object] = {"username": username, "before": before, "after": role}
     with transaction.atomic():
         apply_role(user, role)
-        if user.is_superuser:
-            user.is_superuser = False
-            user.save(update_fields=["is_superuser"])
+        if get_user_model().objects.filter(pk=user.pk, is_superuser=True).update(
+            is_superuser=False
+        ):
             params["superuser_flag_cleared"] = True
         record("user.set_role", actor=actor, target_type="user", target_id=user.pk, params=params)
-    return user
-
-
-def set_password(actor: Actor, username: str, password: str) -> AbstractBaseUser:
-    """Set a local account's password (the password rules apply); its sessions end, as
-    Django ties them to the password. `changepassword` calls this."""
-    require(
-        actor, "manage_users", action="user.set_password", target_type="user", target_id=username
-    )
-    user = get_user(username)
-    if is_sso_managed(user):
-        raise UserError(
-            f"{username} signs in with Microsoft and has no portal password; their password is "
-            "managed in Entra ID."
-        )
-    try:
-        validate_password(password, user)
-    except ValidationError as exc:
-        raise UserError("The password is too weak: " + " ".join(exc.messages)) from None
-    with transaction.atomic():
-        user.set_password(password)
-        user.save(update_fields=["password"])
-        record(
-            "user.set_password",
-            actor=actor,
-            target_type="user",
-            target_id=user.pk,
-            params={"username": username},
-        )
     return user
 
 
