@@ -324,6 +324,13 @@ def ship_sink(sink_url: str, max_batches: int = 20) -> int:
     mine = AuditStreamCursor.objects.filter(sink=sink.url, lease_token=token)
     shipped = 0
     try:
+        # The system checks refuse these at start-up; a process started without them (a WSGI
+        # server) still sends nothing in clear text or unsigned.
+        refused = "; ".join(sink_problems(sink))
+        if refused:
+            mine.update(last_error=refused[:2000])
+            mine.filter(failing_since__isnull=True).update(failing_since=timezone.now())
+            return 0
         for _ in range(max_batches):
             cursor = mine.first()
             if cursor is None:  # the lease ran out and another run took over

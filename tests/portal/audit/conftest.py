@@ -1,5 +1,7 @@
-"""Real receivers for the audit stream, on 127.0.0.1: a syslog TCP listener (TLS optional) and
-an HTTP(S) receiver. Each can be stopped and started again on the same port."""
+"""Helpers for the audit tests: verify_audit_chain as production runs it, SQL at the tables
+behind the app's back, and real receivers for the audit stream on 127.0.0.1 (a syslog TCP
+listener, TLS optional, and an HTTP(S) receiver), each of which can stop and start again on
+the same port."""
 
 from __future__ import annotations
 
@@ -10,12 +12,41 @@ import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import StringIO
 from typing import Any
 
 import pytest
 import trustme
+from django.core.management import call_command
+from django.db import connection, transaction
 
 from tests.conftest import free_port
+
+
+@pytest.fixture
+def verify(django_capture_on_commit_callbacks):
+    """verify_audit_chain as run in production: its checkpoint reaches the file on commit."""
+
+    def run(*args: str) -> str:
+        out = StringIO()
+        with django_capture_on_commit_callbacks(execute=True):
+            call_command("verify_audit_chain", *args, stdout=out)
+        return out.getvalue()
+
+    return run
+
+
+def as_intruder(*statements: tuple[str, list]) -> None:
+    """SQL straight at the tables. On PostgreSQL as the test database's superuser, past the
+    triggers with session_replication_role (the bypass as found); SQLite has no triggers."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL session_replication_role = replica")
+        for sql, params in statements:
+            cursor.execute(sql, params)
+        if connection.vendor == "postgresql":  # SET LOCAL outlives the savepoint
+            cursor.execute("SET LOCAL session_replication_role = origin")
+
 
 RFC5424 = re.compile(
     rb"^<(?P<pri>\d{1,3})>1 (?P<timestamp>\S+) (?P<host>\S+) (?P<app>\S+) (?P<procid>\S+) "

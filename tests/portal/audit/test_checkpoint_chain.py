@@ -13,11 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 from importlib import import_module
-from io import StringIO
 
 import pytest
 from django.apps import apps
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.db import connection, transaction
 from django.test import override_settings
 
@@ -28,22 +27,10 @@ from portal.audit.db_roles import grant_app_role, role_problems
 from portal.audit.models import AuditCheckpoint, AuditEvent
 from portal.audit.services import record
 from portal.checks import check_audit_database, check_audit_database_role
+from tests.portal.audit.conftest import as_intruder
 
 SYSTEM = Actor.system("tests")
 on_postgresql = pytest.mark.skipif("connection.vendor != 'postgresql'")
-
-
-@pytest.fixture
-def verify(django_capture_on_commit_callbacks):
-    """verify_audit_chain as run in production: its checkpoint reaches the file on commit."""
-
-    def run(*args: str) -> str:
-        out = StringIO()
-        with django_capture_on_commit_callbacks(execute=True):
-            call_command("verify_audit_chain", *args, stdout=out)
-        return out.getvalue()
-
-    return run
 
 
 @pytest.fixture
@@ -51,18 +38,6 @@ def checkpoint_file(tmp_path, settings):
     path = tmp_path / "checkpoints.jsonl"
     settings.AUDIT_CHECKPOINT_FILE = str(path)
     return path
-
-
-def as_intruder(*statements) -> None:
-    """SQL straight at the tables. On PostgreSQL as the test database's superuser, past the
-    triggers with session_replication_role (the bypass as found); SQLite has no triggers."""
-    with transaction.atomic(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SET LOCAL session_replication_role = replica")
-        for sql, params in statements:
-            cursor.execute(sql, params)
-        if connection.vendor == "postgresql":  # SET LOCAL outlives the savepoint
-            cursor.execute("SET LOCAL session_replication_role = origin")
 
 
 def delete_checkpoints(where: str = "1 = 1", params: list | None = None):

@@ -8,13 +8,11 @@ import json
 import subprocess
 import sys
 from datetime import timedelta
-from io import StringIO
 
 import pytest
 import time_machine
 from django.conf import settings as django_settings
-from django.core.management import CommandError, call_command
-from django.db import connection, transaction
+from django.core.management import CommandError
 from django.urls import reverse
 from django.utils import timezone
 from standardwebhooks import Webhook
@@ -31,23 +29,12 @@ from portal.audit.verification import event_values
 from portal.checks import check_audit_stream
 from portal.runtime import registry
 from tests.conftest import free_port
-from tests.portal.audit.conftest import HttpReceiver, SyslogListener
+from tests.portal.audit.conftest import HttpReceiver, SyslogListener, as_intruder
 
 SYSTEM = Actor.system("tests")
 SECRET = "whsec_" + base64.b64encode(b"audit-stream-test-signing-secret").decode()
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def verify(django_capture_on_commit_callbacks):
-    def run(*args: str) -> str:
-        out = StringIO()
-        with django_capture_on_commit_callbacks(execute=True):
-            call_command("verify_audit_chain", *args, stdout=out)
-        return out.getvalue()
-
-    return run
 
 
 def events(count: int, prefix: str = "demo") -> list[AuditEvent]:
@@ -161,6 +148,20 @@ def test_an_http_receiver_that_refuses_keeps_the_cursor(settings, receivers, ser
     assert shipped(webhook_records(receiver)) == chain_order()
 
 
+def test_a_sink_the_checks_refuse_gets_nothing_even_without_the_checks(settings, receivers):
+    receiver = receivers(HttpReceiver())
+    url = f"http://127.0.0.1:{receiver.port}/in"
+    settings.AUDIT_STREAM_SINKS = [url]
+    settings.AUDIT_STREAM_SIGNING_SECRET = SECRET
+    settings.DEBUG = False
+    events(2)
+    assert ship_audit_stream() == 0 and receiver.messages == []
+    assert "not https" in AuditStreamCursor.objects.get(sink=url).last_error
+    settings.DEBUG = True  # a development portal may use a plain local receiver
+    assert ship_audit_stream() == 2
+    assert shipped(webhook_records(receiver)) == chain_order()
+
+
 def test_a_second_run_at_the_same_time_skips_the_sink(settings, tmp_path):
     url = f"file://{tmp_path}/audit.jsonl"
     settings.AUDIT_STREAM_SINKS = [url]
@@ -226,16 +227,6 @@ def test_a_record_shipped_twice_is_recognised_as_a_repeat(stream_file):
     ship_audit_stream()
     check = records.verify_export(stream_file.read_text().splitlines(), {"test": signing_key()})
     assert check.ok and (check.events, check.duplicates) == (2, 2), check.message
-
-
-def as_intruder(*statements) -> None:
-    with transaction.atomic(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SET LOCAL session_replication_role = replica")
-        for sql, params in statements:
-            cursor.execute(sql, params)
-        if connection.vendor == "postgresql":
-            cursor.execute("SET LOCAL session_replication_role = origin")
 
 
 def test_tamper_deleted_rows_and_checkpoints_are_caught_against_the_stream(stream_file, verify):
