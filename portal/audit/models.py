@@ -85,10 +85,13 @@ class AuditCheckpoint(models.Model):
         return f"checkpoint #{self.pk}: {self.event_count} events up to #{self.event_id}"
 
 
+PENDING_COUNT_CAP = 100_000
+
+
 @dataclass(frozen=True)
 class StreamLag:
     sink: str
-    pending: int  # events and checkpoints not yet shipped
+    pending: int  # events (at most PENDING_COUNT_CAP) and checkpoints not yet shipped
     lag_seconds: float  # age of the oldest of them (0: nothing waits)
     shipped_at: datetime | None
     last_error: str
@@ -116,7 +119,9 @@ class AuditStreamCursorQuerySet(models.QuerySet["AuditStreamCursor"]):
             lags.append(
                 StreamLag(
                     sink=sink,
-                    pending=events.count() + checkpoints.count(),
+                    # Counted up to a cap: a sink far behind must not make every scrape count
+                    # the whole table.
+                    pending=events[:PENDING_COUNT_CAP].count() + checkpoints.count(),
                     lag_seconds=max(0.0, (now - min(oldest)).total_seconds()) if oldest else 0.0,
                     shipped_at=cursor.shipped_at,
                     last_error=cursor.last_error,

@@ -207,6 +207,14 @@ def test_the_file_export_verifies_offline_with_the_key_alone(stream_file, verify
     assert wrong.returncode == 1 and "line 1: event" in wrong.stdout
 
 
+def test_the_offline_verifier_needs_the_key(stream_file, tmp_path):
+    events(1)
+    ship_audit_stream()
+    result = verify_offline(stream_file, key=" ")
+    assert result.returncode == 2 and "Give the chain key" in result.stderr
+    assert verify_offline(tmp_path / "none.jsonl").returncode == 2
+
+
 def test_the_offline_verifier_names_an_edited_line(stream_file):
     events(3)
     ship_audit_stream()
