@@ -2,12 +2,20 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from integrations.graph_emulator.pytest_plugin import emulator, graph_emulator  # noqa: F401
+from integrations.microsoft import auth
 from integrations.microsoft.models import GraphCall
 from portal.access.actors import Actor
-from portal.alerts.models import MetricSample
-from portal.alerts.services import take_sample
+from portal.alerts import token_health
+from portal.alerts.models import Alert, MetricSample
+from portal.alerts.services import evaluate_all, take_sample
 from portal.audit.services import record
+from portal.jobs.runner import beat
 from tests.conftest import NAV_BY_ROLE
+from tests.integrations.microsoft.conftest import (  # noqa: F401
+    _fresh_process_state,
+    graph_settings,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -91,3 +99,26 @@ def test_taking_a_sample_counts_the_last_minutes_calls():
     take_sample()
     sample = MetricSample.objects.get()
     assert (sample.calls_ok, sample.calls_failed, sample.calls_throttled) == (1, 1, 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_demo_at_rest_is_green(client, graph_settings, emulator, vera_viewer):
+    """A connected tenant with a worker, nothing wrong and no Teams sender yet: no alert
+    fires, no tile warns; what is not set up says so with a link, not as a failure."""
+    auth.app_token()
+    beat()
+    assert token_health.check() == "ok"
+    evaluate_all()
+    firing = list(Alert.objects.filter(state="firing").values_list("rule", flat=True))
+    assert firing == []
+    client.force_login(vera_viewer)
+    response = client.get("/")
+    health = {h["name"]: h for h in response.context["health"]}
+    assert {name: h["state"] for name, h in health.items() if h["state"] != "ok"} == {
+        "Teams sender": "unset"
+    }
+    assert health["Teams sender"]["text"].startswith("not set up")
+    body = response.content.decode()
+    assert "alert-banner" not in body
+    assert 'class="tile tile-link bad' not in body and 'class="tile tile-link warn' not in body
+    assert 'class="tile bad' not in body and 'class="tile warn' not in body
