@@ -505,8 +505,14 @@ def check_secret_expiry(ctx: _Context) -> CheckResult:
     credential = Credential.objects.filter(state=Credential.State.ACTIVE).first()
     if credential is None:
         return CheckResult(name, False, "no active client secret")
+    if credential.kind == Credential.Kind.FEDERATED:
+        return CheckResult(
+            name, True, "workload identity: nothing to expire (the platform rotates the token)"
+        )
     expires, source = None, ""
-    if not settings.USING_EMULATOR and not ctx.token_error:
+    if credential.kind == Credential.Kind.CERTIFICATE:
+        expires, source = credential.expires_at, f"certificate {credential.thumbprint}"
+    elif not settings.USING_EMULATOR and not ctx.token_error:
         expires, source = _expiry_from_graph(credential.secret_value()), "from Entra ID"
     if expires is None and credential.expires_at is not None:
         expires, source = credential.expires_at, "as entered"

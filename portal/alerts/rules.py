@@ -277,13 +277,15 @@ def _secret_expiry() -> Verdict:
     days = get(SECRET_DAYS)
     expires_in = Credential.objects.active_expires_in()
     if expires_in is None:
-        return Verdict(False, None, days, "The active client secret has no known expiry.")
+        return Verdict(
+            False, None, days, "The active credential (secret or certificate) has no known expiry."
+        )
     left = expires_in.total_seconds() / 86400
     return Verdict(
         left < days,
         round(left, 2),
         days,
-        f"The active client secret expires in {left:.1f} days (threshold {days}).",
+        f"The active credential expires in {left:.1f} days (threshold {days}).",
     )
 
 
@@ -496,9 +498,9 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "secret_expiring",
-        "Client secret expiring",
+        "Client secret or certificate expiring",
         _secret_expiry,
-        "Credentials page → add the new secret, verify, activate.",
+        "Credentials page → add the new secret or certificate, verify, activate.",
         _fix_at("console:credentials", "#wizard-title"),
     ),
     Rule(

@@ -16,11 +16,12 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from integrations.graph_emulator.testing import RunningEmulator
-from integrations.microsoft import auth, certificates, credentials, graph
+from integrations.microsoft import auth, certificates, credentials, graph, verify
 from integrations.microsoft.credentials import CredentialError
 from integrations.microsoft.errors import TokenError
 from integrations.microsoft.models import Credential
 from portal.access.actors import Actor
+from portal.alerts import rules
 from portal.audit.models import AuditEvent
 
 
@@ -323,3 +324,15 @@ def test_the_demo_switches_to_workload_identity_with_the_emulator_as_issuer(
     _drop_emulator_secrets(emu)
     assert graph.get("/users", params={"$top": "1"})["value"]
     assert _stored_secrets() == 0
+
+
+@pytest.mark.django_db
+def test_a_certificate_near_its_expiry_fires_the_alert_and_verify_shows_it(admin_actor):
+    key_pem, cert_pem = certificates.generate("short-lived", days=5)
+    added = credentials.add_certificate(admin_actor, (key_pem + cert_pem).encode())
+    Credential.objects.filter(pk=added.pk).update(state="active", last_verified_at=added.created_at)
+    verdict = next(rule for rule in rules.RULES if rule.name == "secret_expiring").evaluate()
+    assert verdict.firing and "credential expires in 5.0 days" in verdict.message
+    check = verify.check_secret_expiry(verify._Context(timeout=1))
+    assert check.ok and f"certificate {added.thumbprint}" in check.detail
+    assert "warning: rotate it soon" in check.detail
