@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test install lint typecheck typecheck-baseline check-deploy chromium clean-demo
+.PHONY: run test screenshots install lint typecheck typecheck-baseline check-deploy chromium clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ run: install
 ## The whole suite, browser tests included. DATABASE_URL set: on PostgreSQL.
 test: install chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## Every console page x role x 1280/390 px x light/dark, kept in test-artifacts/screenshots/pages/.
+screenshots: install chromium
+	SCREENSHOTS=1 $(PY) -m pytest tests/browser/test_screenshots.py $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

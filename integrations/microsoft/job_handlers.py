@@ -23,6 +23,7 @@ from portal.jobs.registry import job_handler
 
 @job_handler(
     "graph.process_notifications",
+    label="Process change notifications",
     max_attempts=10,
     backoff_base=5,
     backoff_cap=600,
@@ -40,6 +41,7 @@ def process_notifications(job: Any) -> dict[str, int]:
 
 @job_handler(
     "graph.lifecycle_event",
+    label="Handle subscription lifecycle event",
     max_attempts=8,
     backoff_base=30,
     backoff_cap=1800,
@@ -53,6 +55,7 @@ def lifecycle_event(job: Any) -> str:
 
 @job_handler(
     "graph.sync_delta",
+    label="Delta sync",
     max_attempts=8,
     backoff_base=15,
     backoff_cap=900,
@@ -80,6 +83,7 @@ def sync_delta(job: Any) -> dict[str, Any] | None:
 
 @job_handler(
     "graph.subscriptions_maintain",
+    label="Subscription upkeep (renew, recreate)",
     max_attempts=3,
     backoff_base=60,
     timeout=280,
@@ -98,6 +102,7 @@ def _run_retry_permission(job: Any) -> str:
 
 @job_handler(
     "graph.subscriptions_run",
+    label="Subscription set-up or clean-up run",
     max_attempts=1,
     timeout=280,
     retry_permission=_run_retry_permission,

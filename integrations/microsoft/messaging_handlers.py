@@ -14,6 +14,7 @@ from portal.jobs.registry import job_handler
 
 @job_handler(
     "graph.send_mail",
+    label="Send e-mail",
     max_attempts=12,
     backoff_base=10,
     backoff_cap=900,
@@ -28,6 +29,7 @@ def send_mail(job: Any) -> str:
 
 @job_handler(
     "graph.send_teams",
+    label="Send Teams message",
     max_attempts=12,
     backoff_base=10,
     backoff_cap=900,

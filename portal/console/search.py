@@ -20,6 +20,7 @@ from integrations.microsoft.models import GraphCall, MonitoredUser, OutboundMess
 from portal.audit.models import AuditEvent
 from portal.events.models import EventEndpoint
 from portal.jobs.models import Job
+from portal.jobs.registry import job_type_label
 
 # Enough to recognise what was meant; a search is not a list page.
 LIMIT_PER_KIND = 10
@@ -59,8 +60,9 @@ def _jobs(query: str) -> list[Hit]:
     return [
         Hit(
             "Job",
-            f"Job {job.pk} · {job.job_type}",
-            f"{job.get_status_display()}, created {job.created_at:%Y-%m-%d %H:%M} UTC",
+            f"Job {job.pk} · {job_type_label(job.job_type)}",
+            f"{job.get_status_display()}, created {job.created_at:%Y-%m-%d %H:%M} UTC"
+            f" · {job.job_type}",
             reverse("console:job_detail", args=[job.pk]),
         )
         for job in Job.objects.filter(condition).order_by("-id")[:LIMIT_PER_KIND]

@@ -15,6 +15,7 @@ DELIVERY_ATTEMPTS = 32
 
 @job_handler(
     "events.deliver",
+    label="Event delivery",
     max_attempts=DELIVERY_ATTEMPTS,
     backoff_base=30,
     backoff_cap=7200,
@@ -29,6 +30,7 @@ def deliver(job: Any) -> str | SucceededWith:
 
 @job_handler(
     "events.fan_out",
+    label="Event fan-out to endpoints",
     max_attempts=3,
     backoff_base=5,
     timeout=60,

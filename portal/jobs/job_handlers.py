@@ -22,6 +22,7 @@ def _bulk_retry_permission(job: Any) -> str:
 
 @job_handler(
     "jobs.bulk",
+    label="Bulk operation",
     max_attempts=10,
     backoff_base=5,
     timeout=280,
@@ -34,6 +35,7 @@ def bulk_operation(job: Any) -> dict[str, int]:
 
 @job_handler(
     "jobs.noop",
+    label="Test job (does nothing)",
     max_attempts=3,
     backoff_base=1,
     timeout=30,

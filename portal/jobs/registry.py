@@ -37,6 +37,8 @@ class JobType:
     backoff_cap: float = 3600.0  # the longest wait between two attempts
     timeout: int = 120  # seconds a run may take before the watchdog presumes it lost
     description: str = ""
+    # What people call it on screen ("Delta sync"); the name stays in small print for searches.
+    label: str = ""
     # Retrying re-runs the work, so it needs the permission of starting that work.
     retry_permission: RetryPermission = "retry_job"
 
@@ -67,6 +69,12 @@ def get_job_type(name: str) -> JobType:
         return _REGISTRY[name]
     except KeyError:
         raise UnknownJobType(f"No handler is registered for job type {name!r}.") from None
+
+
+def job_type_label(name: str) -> str:
+    """The human name of a job type (its registered label; else the type name itself)."""
+    definition = _REGISTRY.get(name)
+    return definition.label if definition is not None and definition.label else name
 
 
 def retry_permission(job: Any) -> str:

@@ -134,3 +134,58 @@ def open_nav_item(page, label: str) -> None:
         link.locator("xpath=ancestor::details[1]/summary").click()
     link.click()
     page.wait_for_load_state()
+
+
+# WCAG 2 contrast of every visible text against the background it is drawn on (backgrounds of
+# the element and its ancestors composited): 4.5:1, or 3:1 for large text (24 px, or 18.66 px
+# bold). Disabled controls are exempt, as in WCAG.
+_LOW_CONTRAST = """() => {
+  const parse = (c) => {
+    const m = c.match(/rgba?\\(([^)]+)\\)/);
+    if (!m) return null;
+    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return {r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1};
+  };
+  const over = (top, bottom) => ({
+    r: top.r * top.a + bottom.r * (1 - top.a), g: top.g * top.a + bottom.g * (1 - top.a),
+    b: top.b * top.a + bottom.b * (1 - top.a), a: 1});
+  const lum = (c) => ["r", "g", "b"].map((k) => {
+    const v = c[k] / 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+  }).reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const background = (el) => {
+    const chain = [];
+    for (let e = el; e; e = e.parentElement) chain.unshift(e);
+    let bg = {r: 255, g: 255, b: 255, a: 1};
+    for (const e of chain) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c.a > 0) bg = over(c, bg);
+    }
+    return bg;
+  };
+  const found = [];
+  for (const el of document.querySelectorAll("body *")) {
+    if (el.closest("svg, [disabled], [aria-hidden=true]")) continue;
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own) continue;
+    const rect = el.getBoundingClientRect();
+    const style = getComputedStyle(el);
+    if (!rect.width || !rect.height || style.visibility === "hidden") continue;
+    const bg = background(el);
+    const fg = over(parse(style.color), bg);
+    const [hi, lo] = [lum(fg), lum(bg)].sort((a, b) => b - a);
+    const ratio = (hi + 0.05) / (lo + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) {
+      found.push(`${el.tagName.toLowerCase()}.${el.className} "${el.textContent.trim()
+        .slice(0, 30)}" ${ratio.toFixed(2)}:1 (${style.color} on rgb(${Math.round(bg.r)},`
+        + `${Math.round(bg.g)},${Math.round(bg.b)}))`);
+    }
+  }
+  return found.slice(0, 8);
+}"""
+
+
+def low_contrast_texts(page) -> list[str]:
+    """Texts of the page below WCAG AA contrast (empty: all pass)."""
+    return page.evaluate(_LOW_CONTRAST)

@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 
 from integrations.microsoft.models import OutboundMessage
 from portal.jobs.models import Job
-from tests.browser.conftest import open_nav_item
+from tests.browser.conftest import low_contrast_texts, open_nav_item
 from tests.conftest import NAV_BY_ROLE, PERSONAS
 from tests.portal.console.test_search import world  # noqa: F401  (fixture)
 
@@ -134,3 +134,38 @@ def test_the_search_box_finds_each_kind_and_slash_focuses_it(
     expect(page.get_by_role("row").filter(has_text="Message")).to_have_count(1)
     assert_no_sideways_scroll(page)
     screenshot(f"search-results-{viewport['width']}")
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_text_keeps_aa_contrast_in_both_themes_and_focus_is_visible(
+    theme, page, live_server, personas, sign_in, screenshot, world
+):
+    page.emulate_media(color_scheme=theme)
+    page.set_viewport_size(LAPTOP)
+    sign_in(PERSONAS["admin"])
+    for path in (
+        "/",
+        "/jobs/?status=dead",
+        f"/jobs/{world['job'].pk}/",
+        "/messages/?status=all",
+        f"/messages/{world['message'].pk}/",
+        "/subscriptions/",
+        f"/sync/users/{world['user'].pk}/",
+        "/graph/",
+        "/credentials/",
+        "/audit/",
+        "/settings/",
+        "/search/?q=5000&list=1",
+    ):
+        page.goto(live_server.url + path)
+        assert low_contrast_texts(page) == [], path
+    screenshot(f"theme-{theme}-settings")
+    # Keyboard: Tab reaches the navigation and shows where focus is.
+    page.goto(live_server.url + "/")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    focused = page.evaluate(
+        "(() => { const s = getComputedStyle(document.activeElement);"
+        " return [document.activeElement.tagName, s.outlineStyle, s.outlineWidth]; })()"
+    )
+    assert focused[1] != "none" and focused[2] != "0px", focused
