@@ -211,6 +211,10 @@ class Command(BaseCommand):
             "SSO_ENABLED": "true",
             "SSO_TRUST_ENTRA_MFA": "true",
         }
+        if tenant.get("service_account_upn"):
+            # The demo's Teams sender has a mailbox: the send API may send mail from it too, so
+            # docs/fleet-integration.md's examples work against `make run` as printed.
+            wanted["MESSAGING_SENDER_MAILBOXES"] = tenant["service_account_upn"]
         if tenant.get("workload_token_file"):
             # Offered on the Credentials page as "workload identity" (the emulator is its issuer).
             wanted["MICROSOFT_CLIENT_ASSERTION_FILE"] = tenant["workload_token_file"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from portal.api.messages import known_sender
 from portal.management.commands.runportal import Command
 
 TENANT = {
@@ -36,3 +37,18 @@ def test_it_writes_no_dotenv_when_the_portal_ignores_it(settings, tmp_path):
     settings.BASE_DIR = tmp_path
     Command()._add_emulator_to_env(tenant)
     assert not (tmp_path / ".env").exists()
+
+
+def test_the_demo_service_account_is_a_mailbox_the_send_api_sends_from(settings, tmp_path):
+    """POST /api/messages from the demo's service account was refused ("not a mailbox this
+    portal sends from"): it is neither monitored nor listed."""
+    tenant = tmp_path / "demo-tenant.json"
+    tenant.write_text(json.dumps({**TENANT, "service_account_upn": "svc-fleet@demo.example"}))
+    settings.DOTENV_FILE = tmp_path / ".env"
+    Command()._add_emulator_to_env(tenant)
+    written = dict(
+        line.split("=", 1) for line in settings.DOTENV_FILE.read_text().splitlines() if "=" in line
+    )
+    assert written["MESSAGING_SENDER_MAILBOXES"] == "svc-fleet@demo.example"
+    settings.MESSAGING_SENDER_MAILBOXES = [written["MESSAGING_SENDER_MAILBOXES"]]
+    assert known_sender("SVC-fleet@demo.example")
