@@ -83,10 +83,11 @@ def setup_django(env: dict[str, str]) -> None:
     django.setup()
 
 
-def start_cluster(env: dict[str, str]) -> subprocess.Popen:
+def start_cluster(env: dict[str, str], queue: str = "") -> subprocess.Popen:
+    """A qcluster on the main queue, or on `queue` ("events": the event deliveries')."""
     return subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "qcluster"],
-        env=env,
+        env={**env, "WORKER_QUEUE": queue},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

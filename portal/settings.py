@@ -179,6 +179,14 @@ METRIC_SAMPLE_RETENTION_DAYS = env_int("METRIC_SAMPLE_RETENTION_DAYS", 2, minimu
 EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30, minimum=1)
 # Extra modules that register job handlers (beyond every app's job_handlers.py).
 JOB_HANDLER_MODULES = env_list("JOB_HANDLER_MODULES")
+# Event deliveries have a django-q2 queue of their own (`<name>-events`, as
+# portal.jobs.runner.queue_key names it), served only by workers started with
+# WORKER_QUEUE=events: a slow event endpoint never holds a worker that Graph work needs.
+WORKER_QUEUE = env_str("WORKER_QUEUE", "")
+if WORKER_QUEUE not in ("", "events"):
+    raise ImproperlyConfigured("WORKER_QUEUE is empty (the main queue) or 'events'.")
+if WORKER_QUEUE:
+    Q_CLUSTER["cluster_name"] = f"{Q_CLUSTER['name']}-{WORKER_QUEUE}"
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
@@ -291,6 +299,12 @@ EVENT_READ_TIMEOUT = env_float("EVENT_READ_TIMEOUT", 5, minimum=0.1)
 EVENT_DELIVERY_DEADLINE_SECONDS = env_float(
     "EVENT_DELIVERY_DEADLINE_SECONDS", 10, minimum=0.5, maximum=25
 )
+# Deliveries in flight at once, per endpoint and per owner (a service client, or the console
+# for all the endpoints people made); one over either waits, without using an attempt.
+EVENT_DELIVERY_ENDPOINT_CONCURRENCY = env_int("EVENT_DELIVERY_ENDPOINT_CONCURRENCY", 2, minimum=1)
+EVENT_DELIVERY_OWNER_CONCURRENCY = env_int("EVENT_DELIVERY_OWNER_CONCURRENCY", 3, minimum=1)
+# Worker processes runportal starts for the events queue (Q_WORKERS is the main queue's).
+EVENT_DELIVERY_WORKERS = env_int("EVENT_DELIVERY_WORKERS", 4, minimum=1, maximum=64)
 EVENT_ENDPOINT_CA_BUNDLE = env_str("EVENT_ENDPOINT_CA_BUNDLE", "")
 # Mailboxes the send API may send from besides the monitored users (UPNs, comma-separated).
 MESSAGING_SENDER_MAILBOXES = [m.lower() for m in env_list("MESSAGING_SENDER_MAILBOXES", [])]

@@ -23,6 +23,7 @@ DELIVERY_ATTEMPTS = 32
     # Re-running a delivery re-sends it: the same as a replay.
     retry_permission="manage_event_endpoints",
     description="POST one signed batch of events to an event endpoint",
+    queue="events",
 )
 def deliver(job: Any) -> str | SucceededWith:
     return deliver_batch(job.payload["delivery"], job)

@@ -160,6 +160,9 @@ class EventDelivery(models.Model):
     last_response_excerpt = models.CharField(max_length=500, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Set while an attempt is in flight: it holds one of its endpoint's and owner's
+    # concurrency slots until then (push.take_slot), so a worker that died frees it anyway.
+    sending_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     delivered_at = models.DateTimeField(null=True, blank=True)
     job = models.ForeignKey(
@@ -171,6 +174,12 @@ class EventDelivery(models.Model):
         indexes = [
             models.Index(fields=["endpoint", "status", "id"], name="event_delivery_state_idx"),
             models.Index(fields=["created_at"], name="event_delivery_created_idx"),  # retention
+            # Only the deliveries in flight: the slot counts read a handful of entries.
+            models.Index(
+                fields=["endpoint", "sending_until"],
+                name="event_delivery_in_flight_idx",
+                condition=Q(sending_until__isnull=False),
+            ),
         ]
         constraints = [
             models.UniqueConstraint(fields=["webhook_id"], name="event_delivery_webhook_id_uniq")

@@ -8,6 +8,11 @@ job per endpoint and batch of events, retried by the Job layer for more than 24 
 - Every attempt of a delivery (and a replay) carries the same `webhook-id` and body; each is
   signed afresh (new `webhook-timestamp`) with the endpoint's secret, and during a rotation
   with the previous secret too (two `v1,` signatures).
+- Deliveries run on the jobs' "events" queue, served by workers of their own, so a slow
+  endpoint never holds a worker Graph work needs. Each attempt is bounded by one wall-clock
+  deadline (safe_http) and takes a slot first: at most EVENT_DELIVERY_ENDPOINT_CONCURRENCY
+  attempts per endpoint and EVENT_DELIVERY_OWNER_CONCURRENCY per owner are in flight; a
+  delivery finding none free waits a moment without using an attempt (JobDeferred).
 - 410 Gone disables the endpoint. An endpoint failing for EVENT_ENDPOINT_DISABLE_AFTER_HOURS
   is disabled and raises the "endpoints failing" alert. A paused or disabled endpoint keeps
   its cursor and its deliveries (held), so nothing is lost; resume sends them.
@@ -18,6 +23,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import random
 import secrets
 import uuid
 from datetime import datetime, timedelta
@@ -37,12 +43,15 @@ from portal.crypto import decrypt, encrypt
 from portal.events import safe_http
 from portal.events.models import Event, EventDelivery, EventEndpoint
 from portal.events.services import event_json, kick_fan_out, parse_types
-from portal.jobs.errors import PermanentJobError, TransientJobError
+from portal.jobs.errors import JobDeferred, PermanentJobError, TransientJobError
 from portal.jobs.registry import SucceededWith
 from portal.jobs.runner import enqueue, enqueue_many
 
 DELIVER_JOB = "events.deliver"
 SUCCESS_STAMP_SECONDS = 5
+# A slot outlives its attempt's deadline by this much if its worker died without freeing it.
+SLOT_GRACE_SECONDS = 5
+_SLOT_LOCK_CLASS = 74_013  # pg_advisory_xact_lock(class, owner): one owner's slots at a time
 SYSTEM = Actor.system("events")
 
 
@@ -544,6 +553,45 @@ def _delivery_with_endpoint(delivery_id: int) -> EventDelivery | None:
     return delivery
 
 
+@functools.cache
+def _take_slot_sql(console: bool) -> str:
+    deliveries = EventDelivery._meta.db_table
+    endpoints = EventEndpoint._meta.db_table
+    owner = "e.owner_client_id IS NULL" if console else "e.owner_client_id = %s"
+    return (
+        f"UPDATE {deliveries} SET sending_until = %s WHERE id = %s"  # noqa: S608 (names from _meta; values are parameters)
+        f" AND (SELECT COUNT(*) FROM {deliveries} WHERE endpoint_id = %s"
+        " AND sending_until > %s AND id <> %s) < %s"
+        f" AND (SELECT COUNT(*) FROM {deliveries} d JOIN {endpoints} e ON e.id = d.endpoint_id"
+        f" WHERE {owner} AND d.sending_until > %s AND d.id <> %s) < %s"
+    )
+
+
+def take_slot(delivery: EventDelivery, endpoint: EventEndpoint) -> bool:
+    """Mark the delivery in flight if its endpoint and its owner each have a slot free (one
+    statement; on PostgreSQL under the owner's advisory lock, so two workers never both take
+    the last one). The slot lasts the attempt's deadline plus a grace period at most."""
+    now = timezone.now()
+    ops = connection.ops
+    until = now + timedelta(seconds=settings.EVENT_DELIVERY_DEADLINE_SECONDS + SLOT_GRACE_SECONDS)
+    moment = ops.adapt_datetimefield_value(now)
+    owner = endpoint.owner_client_id
+    params: list[Any] = [ops.adapt_datetimefield_value(until), delivery.pk]
+    params += [endpoint.pk, moment, delivery.pk, settings.EVENT_DELIVERY_ENDPOINT_CONCURRENCY]
+    params += [] if owner is None else [owner]
+    params += [moment, delivery.pk, settings.EVENT_DELIVERY_OWNER_CONCURRENCY]
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)", [_SLOT_LOCK_CLASS, (owner or 0) % 2**31]
+            )
+        cursor.execute(_take_slot_sql(owner is None), params)
+        taken = cursor.rowcount == 1
+    if taken:
+        delivery.sending_until = until
+    return taken
+
+
 def deliver(delivery_id: int, job: Any) -> str | SucceededWith:
     """The delivery job's body: one signed POST; raises to have the job layer retry. A
     delivery that got through is marked delivered with the job's success (one statement)."""
@@ -565,8 +613,17 @@ def deliver(delivery_id: int, job: Any) -> str | SucceededWith:
     if endpoint.state != EventEndpoint.State.ACTIVE and not delivery.is_test:
         _record_attempt(delivery, status=EventDelivery.Status.HELD)
         return "held"
+    if not take_slot(delivery, endpoint):
+        raise JobDeferred(
+            f"endpoint {endpoint.pk} or its owner has every delivery slot in use",
+            seconds=random.uniform(1, 3),
+        )
     now = timezone.now()
-    attempt = {"attempts": delivery.attempts + 1, "last_attempt_at": now}
+    attempt = {
+        "attempts": delivery.attempts + 1,
+        "last_attempt_at": now,
+        "sending_until": None,  # the slot is free again with the attempt's outcome
+    }
     refused = False
     status: int | None = None
     try:

@@ -19,6 +19,16 @@ class TransientJobError(JobError):
         self.retry_after = retry_after
 
 
+class JobDeferred(Exception):
+    """Not now, and not a failure: the job goes back to waiting for `seconds` without using
+    up an attempt or writing an attempt row (a delivery whose endpoint is at its concurrency
+    cap)."""
+
+    def __init__(self, reason: str, *, seconds: float) -> None:
+        super().__init__(reason)
+        self.seconds = seconds
+
+
 class PermanentJobError(JobError):
     """Retrying cannot help (bad input, missing permission): dead-letter at once."""
 

@@ -41,6 +41,9 @@ class JobType:
     label: str = ""
     # Retrying re-runs the work, so it needs the permission of starting that work.
     retry_permission: RetryPermission = "retry_job"
+    # The django-q2 queue its jobs go to: "" the main one; "events" the event deliveries',
+    # served by workers of their own (WORKER_QUEUE=events), so no endpoint delays Graph work.
+    queue: str = ""
 
 
 _REGISTRY: dict[str, JobType] = {}
@@ -93,6 +96,11 @@ def type_retry_permission(job_type: str) -> str | None:
         return "retry_job"
     permission = definition.retry_permission
     return None if callable(permission) else permission
+
+
+def queue_of(job_type: str) -> str:
+    definition = _REGISTRY.get(job_type)
+    return definition.queue if definition is not None else ""
 
 
 def job_types() -> list[JobType]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.conf import Conf
@@ -31,8 +31,9 @@ from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
+from portal.jobs.errors import JobDeferred
 from portal.jobs.models import Job, JobAttempt, PausedJobType, WorkerHeartbeat
-from portal.jobs.registry import JobType, SucceededWith, UnknownJobType, get_job_type
+from portal.jobs.registry import JobType, SucceededWith, UnknownJobType, get_job_type, queue_of
 from portal.logging import job_id_var
 from portal.redaction import redact_text
 
@@ -54,20 +55,40 @@ def _broker_is_transactional() -> bool:
     return bool(settings.Q_CLUSTER.get("orm")) and not settings.Q_CLUSTER.get("redis")
 
 
-def dispatch(job_ids: Iterable[int]) -> None:
-    """Hand jobs to django-q2. Callers have already marked them dispatched."""
+def queue_key(queue: str) -> str:
+    """django-q2's list for a job queue: the main cluster's name, or `<name>-<queue>`. Always
+    named explicitly: a worker of the events queue also dispatches main-queue jobs."""
+    name = str(settings.Q_CLUSTER["name"])
+    return f"{name}-{queue}" if queue else name
+
+
+def dispatch(job_ids: Iterable[int], job_type: str | None = None) -> None:
+    """Hand jobs to django-q2, each on its type's queue (`job_type`: all are of that type).
+    Callers have already marked them dispatched."""
     ids = list(job_ids)
     if not ids:
         return
+    if job_type is not None:
+        by_queue = {queue_of(job_type): ids}
+    else:
+        types = dict(Job.objects.filter(pk__in=ids).values_list("id", "job_type"))
+        by_queue = {}
+        for job_id in ids:  # in the caller's order
+            by_queue.setdefault(queue_of(types.get(job_id, "")), []).append(job_id)
+    for queue, queue_ids in by_queue.items():
+        _dispatch(queue_ids, queue_key(queue))
+
+
+def _dispatch(ids: list[int], key: str) -> None:
     if Conf.SYNC or len(ids) < BULK_DISPATCH_MIN:
 
         def push() -> None:
             for job_id in ids:
-                async_task(RUN_TASK, job_id, task_name=f"job-{job_id}")
+                async_task(RUN_TASK, job_id, task_name=f"job-{job_id}", cluster=key)
     else:
 
         def push() -> None:
-            _bulk_push(ids)
+            _bulk_push(ids, key)
 
     if _broker_is_transactional():
         push()
@@ -95,11 +116,10 @@ def _task_package(job_id: int, now: Any) -> str:
     return SignedPackage.dumps(task)
 
 
-def _bulk_push(ids: list[int]) -> None:
-    broker = get_broker()
+def _bulk_push(ids: list[int], key: str) -> None:
+    broker = get_broker(key)
     now = timezone.now()
     if _broker_is_transactional():
-        key = broker.list_key or Conf.CLUSTER_NAME
         for start in range(0, len(ids), _BULK_BATCH):
             OrmQ.objects.using(Conf.ORM).bulk_create(
                 OrmQ(key=key, payload=_task_package(job_id, now), lock=now)
@@ -157,7 +177,7 @@ def enqueue(
         else:
             job = Job.objects.create(**fields)
         if not waits:
-            dispatch([job.pk])
+            dispatch([job.pk], job_type)
     return job
 
 
@@ -179,7 +199,7 @@ def enqueue_many(
             )
             for payload in payloads
         )
-        dispatch([job.pk for job in jobs])
+        dispatch([job.pk for job in jobs], job_type)
     return jobs
 
 
@@ -266,6 +286,8 @@ def run_job(job_id: int) -> str:
         result = definition.handler(job)
     except UnknownJobType as exc:
         outcome = _recording(record_failure, job, _Permanent(str(exc)), None, started, worker)
+    except JobDeferred as exc:
+        outcome = _recording(record_deferral, job, exc, worker)
     except Exception as exc:  # every failure is recorded and classified
         outcome = _recording(record_failure, job, exc, definition, started, worker)
     else:
@@ -418,6 +440,20 @@ def record_success(job: Job, result: Any, started: float, worker: str) -> str:
             if also is not None:
                 also.model.objects.filter(pk=also.pk).update(**also.fields)
     return "succeeded" if updated else "succeeded-late"
+
+
+def record_deferral(job: Job, deferred: JobDeferred, worker: str) -> str:
+    """Put a run that was not made back to waiting: the claim's attempt and run are given
+    back, no attempt row is written; the release sweep dispatches it when the wait is over."""
+    updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, worker=worker).update(
+        status=Job.Status.PENDING,
+        attempts=F("attempts") - 1,
+        runs=F("runs") - 1,
+        lease_expires_at=None,
+        dispatched_at=None,
+        next_attempt_at=timezone.now() + timedelta(seconds=deferred.seconds),
+    )
+    return "deferred" if updated else "deferred-late"
 
 
 def record_failure(

@@ -110,12 +110,21 @@ def test_the_worker_runs_qcluster_and_probes_its_heartbeat():
 
 
 def test_the_worker_pods_drain_the_inbox_with_the_workers_settings():
-    worker, drain = containers(by_kind_and_name()[("Deployment", "sync-worker")])
+    worker, drain, _events = containers(by_kind_and_name()[("Deployment", "sync-worker")])
     assert drain["command"][-1] == "drain_inbox"
     assert drain["livenessProbe"]["exec"]["command"][-3:] == ["drain_inbox", "--check-alive", "60"]
     for key in ("env", "envFrom", "securityContext", "volumeMounts"):
         assert drain[key] == worker[key], key
     assert drain["resources"]["requests"] and drain["resources"]["limits"]
+
+
+def test_event_deliveries_have_a_worker_of_their_own_queue():
+    worker, _drain, events = containers(by_kind_and_name()[("Deployment", "sync-worker")])
+    assert events["command"][:2] == ["env", "WORKER_QUEUE=events"]
+    assert events["command"][-1] == "qcluster"
+    assert "worker_health" in events["livenessProbe"]["exec"]["command"]
+    for key in ("env", "envFrom", "securityContext", "volumeMounts"):
+        assert events[key] == worker[key], key
 
 
 def test_the_migration_job_migrates():

@@ -1,8 +1,9 @@
 """Run the whole portal in one terminal: the Graph emulator (demo tenant), the web server,
-the django-q2 worker and the notification inbox drain.
+the django-q2 workers (the main queue's, and the event deliveries') and the notification
+inbox drain.
 
 Ctrl-C (or SIGTERM) stops every process cleanly; if one of them dies, the others are stopped
-too, so a half-running portal never pretends to be healthy. The worker is the exception: a
+too, so a half-running portal never pretends to be healthy. The workers are the exception: a
 django-q2 cluster that lost a process exits to start over (portal/jobs/cluster_guard.py), so an
 exited worker is started again, unless it exited right after its start.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -32,6 +34,7 @@ from portal.access.management.commands.create_demo_users import demo_passwords_f
 from portal.health import worker_heartbeat_age
 
 STOP_GRACE_SECONDS = 10
+WORKERS = ("worker", "event-worker")  # django-q2 clusters: the main queue's, the events queue's
 WORKER_STUCK_SECONDS = 300
 
 
@@ -108,14 +111,27 @@ class Command(BaseCommand):
             self._add_emulator_to_env(state_dir / "demo-tenant.json")
 
         commands: dict[str, list[str]] = {}
+        envs: dict[str, dict[str, str]] = {}
         if not options["no_worker"]:
             commands["worker"] = [*manage, "qcluster"]
+            # Event deliveries have a queue and workers of their own: a slow event endpoint
+            # never holds a worker that Graph work needs.
+            commands["event-worker"] = [*manage, "qcluster"]
+            envs["event-worker"] = {
+                **os.environ,
+                "WORKER_QUEUE": "events",
+                "Q_WORKERS": str(settings.EVENT_DELIVERY_WORKERS),
+            }
             # The inbox is the queue: this process turns stored notifications into syncs.
             commands["drain"] = [*manage, "drain_inbox"]
         commands["web"] = [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"]
-        for name, command in commands.items():
+
+        def start(name: str) -> subprocess.Popen:
             # Own process groups: our signal handler decides when and how they stop.
-            processes[name] = subprocess.Popen(command, start_new_session=True)
+            return subprocess.Popen(commands[name], env=envs.get(name), start_new_session=True)
+
+        for name in commands:
+            processes[name] = start(name)
             self.stdout.write(f"started {name} (pid {processes[name].pid})")
         self.stdout.write(f"Portal on http://127.0.0.1:{port}/ — press Ctrl-C to stop.")
         web_up = self._wait_for_web(port, processes["web"])
@@ -129,22 +145,21 @@ class Command(BaseCommand):
 
         exit_code = 0
         min_uptime = settings.RUNPORTAL_WORKER_MIN_UPTIME_SECONDS  # sooner: failing to start
-        worker_started = next_check = time.monotonic()
+        next_check = time.monotonic()
+        started = dict.fromkeys(WORKERS, next_check)
         while not stopping:
             now = time.monotonic()
             for name, process in list(processes.items()):
                 if process.poll() is None:
                     continue
-                if name == "worker" and now - worker_started > min_uptime:
+                if name in WORKERS and now - started[name] > min_uptime:
                     # A cluster that lost a process on one of its queues exits to start over
                     # (portal/jobs/cluster_guard.py): that is this supervisor's part.
                     self.stderr.write(
-                        f"worker exited with status {process.returncode}; starting a new one."
+                        f"{name} exited with status {process.returncode}; starting a new one."
                     )
-                    processes["worker"] = subprocess.Popen(
-                        commands["worker"], start_new_session=True
-                    )
-                    worker_started = now
+                    processes[name] = start(name)
+                    started[name] = now
                     continue
                 self.stderr.write(f"{name} exited with status {process.returncode}; stopping.")
                 exit_code = process.returncode or 1
@@ -152,7 +167,7 @@ class Command(BaseCommand):
                 break
             if "worker" in processes and not stopping and now >= next_check:
                 next_check = now + 60
-                if now - worker_started > WORKER_STUCK_SECONDS and self._worker_stuck():
+                if now - started["worker"] > WORKER_STUCK_SECONDS and self._worker_stuck():
                     # The backstop for a hang the cluster guard cannot see; in Kubernetes the
                     # worker_health probe restarts it, here we do.
                     self.stderr.write(
@@ -160,10 +175,8 @@ class Command(BaseCommand):
                         f"{WORKER_STUCK_SECONDS} s; restarting it."
                     )
                     self._stop_all({"worker": processes["worker"]})
-                    processes["worker"] = subprocess.Popen(
-                        commands["worker"], start_new_session=True
-                    )
-                    worker_started = now
+                    processes["worker"] = start("worker")
+                    started["worker"] = now
             time.sleep(0.3)
         self._stop_all(processes)
         if exit_code:

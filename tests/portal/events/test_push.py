@@ -13,6 +13,7 @@ from datetime import timedelta
 import pytest
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
+from django_q.models import OrmQ
 
 from portal.access import service_clients
 from portal.access.actors import Actor
@@ -23,7 +24,7 @@ from portal.events.services import FAN_OUT_JOB, emit, emit_many
 from portal.jobs import services as job_services
 from portal.jobs.models import Job
 from portal.jobs.registry import get_job_type
-from portal.jobs.runner import release_due_jobs
+from portal.jobs.runner import enqueue, release_due_jobs
 from tests.conftest import run_queued_jobs
 from tests.portal.events.receiver import running_receiver
 
@@ -55,6 +56,14 @@ def endpoint(receiver):
 def deliver_all(rounds: int = 3) -> list[str]:
     push.fan_out()
     return run_queued_jobs(rounds)
+
+
+def wait_until(condition, timeout: float = 60) -> None:
+    """Poll until `condition()` holds (a bound against hanging, not a speed target)."""
+    give_up = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < give_up, "the condition never held"
+        time.sleep(0.1)
 
 
 def make_due() -> None:
@@ -418,17 +427,22 @@ def test_bad_endpoint_input_is_a_400_naming_the_field(client, local):
 
 
 @contextmanager
-def dripping_receiver(*, headers_first: bool):
-    """A receiver on 127.0.0.1 that answers one byte every 0.2 s: inside any read timeout,
-    but its whole answer would take about 20 s. `headers_first`: the status line and headers
-    at once, then the body drips; otherwise the status line itself drips."""
+def dripping_receiver(*, headers_first: bool, byte_every: float = 0.2):
+    """A receiver on 127.0.0.1 that answers one byte every `byte_every` seconds: inside any
+    read timeout, but its whole answer takes about 30 s. `headers_first`: the status line and
+    headers at once, then the body drips; otherwise the status line itself drips. `state`
+    counts connections, answers cut off by the portal, and answers finished."""
     server = socket.create_server(("127.0.0.1", 0))
-    state = {"cut_off": False, "finished": False}
+    state = {"connections": 0, "cut_off": 0, "finished": 0}
+    lock = threading.Lock()
     body = b"x" * 100
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
 
-    def serve():
-        connection, _peer = server.accept()
+    def count(key: str) -> None:
+        with lock:
+            state[key] += 1
+
+    def serve(connection: socket.socket) -> None:
         with connection:
             connection.recv(65536)
             position = answer.index(b"\r\n\r\n") + 4 if headers_first else 0
@@ -436,18 +450,26 @@ def dripping_receiver(*, headers_first: bool):
                 connection.sendall(answer[:position])
                 for index in range(position, len(answer)):
                     connection.sendall(answer[index : index + 1])
-                    time.sleep(0.2)
-                state["finished"] = True
+                    time.sleep(byte_every)
             except OSError:
-                state["cut_off"] = True  # the portal hung up
+                count("cut_off")  # the portal hung up
+            else:
+                count("finished")
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    def accept() -> None:
+        while True:
+            try:
+                connection, _peer = server.accept()
+            except OSError:
+                return  # closed
+            count("connections")
+            threading.Thread(target=serve, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.getsockname()[1]}/slow", state
     finally:
         server.close()
-        thread.join(timeout=30)
 
 
 @pytest.mark.parametrize("headers_first", [False, True], ids=["dripped-headers", "dripped-body"])
@@ -461,4 +483,90 @@ def test_a_dripping_receiver_cannot_hold_a_delivery_past_its_deadline(local, hea
     delivery = EventDelivery.objects.get()
     assert delivery.status == "pending" and delivery.delivered_at is None
     assert "no complete answer within 1 s" in delivery.last_error
-    assert state == {"cut_off": True, "finished": False}
+    wait_until(lambda: state["cut_off"] == 1)
+    assert state == {"connections": 1, "cut_off": 1, "finished": 0}
+
+
+# --------------------------------------------------------------------------- isolation
+
+
+def in_flight_elsewhere(endpoint: EventEndpoint) -> EventDelivery:
+    """A delivery of `endpoint` holding a slot, as one being sent by another worker."""
+    delivery = push.send_test(SYSTEM, endpoint.pk)
+    OrmQ.objects.filter(pk=OrmQ.objects.order_by("-id")[0].pk).delete()  # not run here
+    assert push.take_slot(delivery, endpoint)
+    return delivery
+
+
+def test_a_delivery_over_its_endpoints_cap_waits_without_using_an_attempt(
+    local, receiver, endpoint
+):
+    local.EVENT_DELIVERY_ENDPOINT_CONCURRENCY = 1
+    busy = in_flight_elsewhere(endpoint)
+    emit("mail.received", {"n": 0})
+    assert deliver_all(1) == ["deferred"]
+    delivery = EventDelivery.objects.filter(is_test=False).get()
+    job = Job.objects.get(pk=delivery.job_id)
+    assert (job.status, job.attempts, job.runs) == ("pending", 0, 0)
+    assert job.next_attempt_at is not None and not job.attempt_log.exists()
+    assert delivery.attempts == 0 and receiver.received == []
+    EventDelivery.objects.filter(pk=busy.pk).update(sending_until=None)  # it finished
+    Job.objects.filter(pk=job.pk).update(next_attempt_at=timezone.now())
+    release_due_jobs()
+    assert run_queued_jobs() == ["succeeded"]
+    delivery.refresh_from_db()
+    assert delivery.status == "delivered" and delivery.attempts == 1
+    assert delivery.sending_until is None  # the slot is free again
+
+
+def test_concurrency_caps_per_endpoint_and_per_owner(local, receiver, personas):
+    local.EVENT_DELIVERY_ENDPOINT_CONCURRENCY = 1
+    local.EVENT_DELIVERY_OWNER_CONCURRENCY = 2
+    fleet, raw = service_clients.create_client(SYSTEM, "fleet-ops", ["events:manage"])
+    token = service_clients.authenticate(raw)
+    client_actor = Actor(kind="client", name="fleet-ops", role="", token=token, client=fleet)
+    first, second, third = (push.create_endpoint(client_actor, receiver.url)[0] for _ in "123")
+    console = push.create_endpoint(SYSTEM, receiver.url)[0]
+    one = in_flight_elsewhere(first)
+    assert not push.take_slot(push.send_test(SYSTEM, first.pk), first)  # its endpoint's cap
+    assert push.take_slot(push.send_test(SYSTEM, second.pk), second)  # the owner's second
+    assert not push.take_slot(push.send_test(SYSTEM, third.pk), third)  # the owner's cap
+    assert push.take_slot(push.send_test(SYSTEM, console.pk), console)  # another owner
+    # A slot whose worker died frees itself when its time is up.
+    EventDelivery.objects.filter(pk=one.pk).update(
+        sending_until=timezone.now() - timedelta(seconds=1)
+    )
+    assert push.take_slot(push.send_test(SYSTEM, third.pk), third)
+
+
+def test_graph_jobs_proceed_while_slow_endpoints_hold_every_delivery_worker(local, qcluster):
+    """Real workers: the main queue's (1 worker, as Graph work has) and the events queue's
+    (2). Two endpoints that trickle their answers for about 30 s hold both delivery workers;
+    jobs on the main queue still run to completion meanwhile."""
+    local.EVENT_DELIVERY_BATCH_SIZE = 1
+    worker_env = {
+        "DEBUG": "1",
+        "EVENT_ENDPOINT_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "EVENT_DELIVERY_DEADLINE_SECONDS": "25",
+        "EVENT_DELIVERY_BATCH_SIZE": "1",
+    }
+    with (
+        dripping_receiver(headers_first=True) as (slow_a, state_a),
+        dripping_receiver(headers_first=True) as (slow_b, state_b),
+    ):
+        for url in (slow_a, slow_b):
+            push.create_endpoint(SYSTEM, url)
+        emit_many(("mail.received", {"n": n}, "", None) for n in range(3))
+        Job.objects.all().delete()  # the appends' fan-out kick: the test fans out itself
+        OrmQ.objects.all().delete()
+        push.fan_out()  # 6 deliveries on the events queue
+        qcluster(workers=2, WORKER_QUEUE="events", **worker_env)
+        qcluster(workers=1, **worker_env)
+        wait_until(lambda: state_a["connections"] + state_b["connections"] == 2)
+        graph_work = [enqueue("jobs.noop", {"n": n}).pk for n in range(5)]
+        wait_until(lambda: Job.objects.filter(pk__in=graph_work, status="succeeded").count() == 5)
+        # Both slow answers are still trickling in: no delivery worker was free all along.
+        assert state_a["finished"] + state_b["finished"] == 0
+        assert state_a["cut_off"] + state_b["cut_off"] == 0
+        assert EventDelivery.objects.filter(sending_until__isnull=False).count() == 2
+        assert not EventDelivery.objects.filter(status="delivered").exists()

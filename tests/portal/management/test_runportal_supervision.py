@@ -138,7 +138,8 @@ def test_an_exited_worker_is_started_again_and_sigterm_stops_everything(start_po
 
     # Each process runportal started leads a process group of its own, its children in it.
     children = {pid for pid, (parent, _) in processes().items() if parent == portal.process.pid}
-    assert len(children) == 3, (children, portal.lines)  # web, drain and the new worker
+    # web, drain, the event deliveries' worker and the new worker
+    assert len(children) == 4, (children, portal.lines)
     portal.process.send_signal(signal.SIGTERM)
     assert portal.process.wait(timeout=30) == 0, portal.lines
     assert portal.said("Stopped.")
