@@ -71,7 +71,7 @@ class AddCertificateForm(forms.Form):
         widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
     )
     certificate_name = forms.CharField(
-        label="Name (blank: the certificate's subject)", max_length=120, required=False
+        label="Certificate name (blank: its subject)", max_length=120, required=False
     )
 
     def clean_certificate_file(self) -> bytes:

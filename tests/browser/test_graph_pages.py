@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from integrations.microsoft import auth, subscriptions, verify
+from integrations.microsoft import auth, certificates, subscriptions, verify
 from integrations.microsoft.models import GraphCall, SyncRun, SyncState
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
@@ -81,6 +81,42 @@ def test_admin_rotates_the_client_secret(
     screenshot("credentials")
     assert new_value not in page.content()
     find_in_audit_log(page, "credential.activate")
+
+
+def test_admin_switches_to_a_certificate_without_a_restart(
+    page, live_server, personas, sign_in, graph_settings, emulator
+):
+    auth.app_token()
+    key_pem, cert_pem = certificates.generate("browser-switch", days=60)
+    emulator.control.add_certificate(emulator.client_id, cert_pem)
+    sign_in(PERSONAS["admin"])
+    nav(page, "Credentials")
+    page.get_by_label("Certificate with its private key").set_input_files(
+        files=[
+            {
+                "name": "portal.pem",
+                "mimeType": "application/x-pem-file",
+                "buffer": (key_pem + cert_pem).encode(),
+            }
+        ]
+    )
+    page.get_by_label(re.compile("^Certificate name")).fill("Browser certificate")
+    page.get_by_role("button", name="Add certificate as pending").click()
+    expect(page.locator(".messages")).to_contain_text("thumbprint")
+    row = page.locator("tr", has_text="Browser certificate")
+    expect(row).to_contain_text("CN=browser-switch")
+    row.get_by_role("button", name="Verify").click()
+    expect(page.locator(".messages")).to_contain_text("works")
+    page.locator("tr", has_text="Browser certificate").get_by_role(
+        "button", name="Activate"
+    ).click()
+    expect(page.locator(".messages")).to_contain_text("(certificate) is now the active credential")
+    assert "PRIVATE KEY" not in page.content()
+    # The running process uses it at once: the app's secrets are gone in "Entra ID".
+    for secret in emulator.control.secrets(emulator.client_id):
+        emulator.control.remove_secret(emulator.client_id, secret["keyId"])
+    auth.drop_cached_app_token()
+    assert auth.app_token()
 
 
 def test_operator_resets_a_users_sync_and_reads_the_timeline(
