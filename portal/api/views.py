@@ -12,7 +12,7 @@ from integrations.microsoft.models import NotificationInbox
 from portal.access.actors import Actor
 from portal.access.decorators import public
 from portal.alerts import measurements
-from portal.api.framework import ENDPOINTS, TENANT_WIDE, ApiError, api_endpoint
+from portal.api.framework import ENDPOINTS, TENANT_WIDE, ApiError, Owned, api_endpoint
 from portal.jobs import services as job_services
 from portal.jobs.models import BulkOperation, Job
 from portal.jobs.services import JobActionError, JobFilter
@@ -260,6 +260,10 @@ def openapi(request: HttpRequest) -> JsonResponse:
         )
         responses = {} if "202" in endpoint.responses else {"200": {"description": "OK"}}
         responses.update({code: {"description": text} for code, text in endpoint.responses.items()})
+        if isinstance(endpoint.scope, Owned):
+            responses.setdefault(
+                "404", {"description": f"no such {endpoint.scope.noun}, or not the caller's"}
+            )
         for code, text in (
             ("400", "bad input"),
             ("401", "no or bad token"),

@@ -99,6 +99,15 @@ def test_every_api_url_with_an_id_declares_its_scope():
     assert problems == [], "\n".join(problems)
 
 
+def test_the_openapi_document_says_owned_resources_answer_404(client):
+    paths = client.get("/api/openapi.json").json()["paths"]
+    assert (
+        "not the caller's"
+        in paths["/api/event-endpoints/{endpointId}"]["get"]["responses"]["404"]["description"]
+    )
+    assert "404" in paths["/api/event-deliveries/{deliveryId}/replay"]["post"]["responses"]
+
+
 def test_an_endpoint_naming_a_resource_without_a_scope_cannot_be_declared():
     with pytest.raises(ValueError, match="scope"):
         api_endpoint("/api/things/{thingId}", "GET", "view_console", "A thing.")
