@@ -100,8 +100,10 @@ def set_role(actor: Actor, username: str, role: str) -> AbstractBaseUser:
     params: dict[str, object] = {"username": username, "before": before, "after": role}
     with transaction.atomic():
         apply_role(user, role)
-        if get_user_model().objects.filter(pk=user.pk, is_superuser=True).update(
-            is_superuser=False
+        if (
+            get_user_model()
+            .objects.filter(pk=user.pk, is_superuser=True)
+            .update(is_superuser=False)
         ):
             params["superuser_flag_cleared"] = True
         record("user.set_role", actor=actor, target_type="user", target_id=user.pk, params=params)

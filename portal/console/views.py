@@ -40,7 +40,7 @@ from portal.alerts.rules import (
 from portal.alerts.services import active_alerts, evaluate_if_overdue
 from portal.audit.models import AuditEvent, AuditStreamCursor
 from portal.audit.services import record
-from portal.console import metrics
+from portal.console import audit_targets, metrics
 from portal.console.charts import dashboard_charts
 from portal.console.forms import AuditFilterForm
 from portal.console.metrics import humanize_seconds
@@ -304,6 +304,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         if form.is_valid()
         else empty_page(request)
     )
+    audit_targets.describe(page.rows, request.user)
     context = {
         "form": form,
         "events": page.rows,

@@ -6,10 +6,12 @@ from urllib.parse import urlencode
 import pytest
 from django.urls import reverse
 
+from integrations.microsoft.models import MonitoredUser, SyncState
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
 from portal.audit.services import record
 from portal.console.views import AUDIT_PAGE_SIZE
+from portal.jobs.models import Job
 
 pytestmark = pytest.mark.django_db
 SYSTEM = Actor.system("tests")
@@ -117,3 +119,28 @@ def test_export_refuses_bad_filters_with_a_reason(client, otto_operator):
     response = client.get(reverse("console:audit_export") + "?date_from=yesterday")
     assert response.status_code == 400
     assert b"date_from" in response.content
+
+
+def test_audit_targets_name_their_object_and_link_to_it(client, personas):
+    user = MonitoredUser.objects.create(
+        identifier="lena@fleetdemo.example", upn="lena@fleetdemo.example"
+    )
+    state = SyncState.objects.create(monitored_user=user, kind="messages")
+    job = Job.objects.create(job_type="graph.sync_delta")
+    actor = Actor.system("test")
+    record("sync.reset", actor=actor, target_type="sync_state", target_id=f"{user.pk}:chatMessages")
+    record("sync.delta", actor=actor, target_type="sync_state", target_id=state.pk)
+    record("job.retry", actor=actor, target_type="job", target_id=job.pk)
+    record("user.set_role", actor=actor, target_type="user", target_id=personas["viewer"].pk)
+    record("subscription.delete", actor=actor, target_type="subscription", target_id="")
+    client.force_login(personas["admin"])
+    body = client.get("/audit/").content.decode()
+    assert f'<a href="/sync/users/{user.pk}/">lena@fleetdemo.example · Teams chats</a>' in body
+    assert f'<a href="/sync/users/{user.pk}/">lena@fleetdemo.example · mail</a>' in body
+    assert f'<a href="/jobs/{job.pk}/">Job {job.pk} · Delta sync</a>' in body
+    assert '<a href="/people/">person vera-viewer</a>' in body
+    assert "subscription (none named)" in body
+    # Support may read the audit log but not open People: named, not linked.
+    client.force_login(personas["support"])
+    body = client.get("/audit/").content.decode()
+    assert "person vera-viewer" in body and '<a href="/people/">person' not in body
