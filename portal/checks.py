@@ -246,3 +246,33 @@ def check_audit_stream(app_configs: Any = None, **kwargs: Any) -> list:
                 )
             )
     return problems
+
+
+@register(Tags.compatibility)
+def check_probe(app_configs: Any = None, **kwargs: Any) -> list:
+    """The end-to-end probe's settings: an interval of at least a minute, and mailboxes the
+    portal may send from (MESSAGING_SENDER_MAILBOXES)."""
+    problems = []
+    if settings.PROBE_INTERVAL_MINUTES < 1:
+        problems.append(
+            Error(
+                f"PROBE_INTERVAL_MINUTES is {settings.PROBE_INTERVAL_MINUTES}: the probe runs at "
+                "most once a minute.",
+                hint="Set PROBE_INTERVAL_MINUTES to 1 or more (default 2).",
+                id="portal.E050",
+            )
+        )
+    senders = set(settings.MESSAGING_SENDER_MAILBOXES)
+    for name, value in (
+        ("PROBE_MAILBOX", settings.PROBE_MAILBOX),
+        ("PROBE_SENDER", settings.PROBE_SENDER),
+    ):
+        if value and value.lower() not in senders:
+            problems.append(
+                Error(
+                    f"{name} {value} is not one of the portal's sender mailboxes.",
+                    hint="Add it to MESSAGING_SENDER_MAILBOXES, or name one that is listed.",
+                    id="portal.E051",
+                )
+            )
+    return problems

@@ -26,6 +26,7 @@ from integrations.microsoft.models import (
     NotificationAnswers,
     NotificationInbox,
     OutboundMessage,
+    Probe,
     Subscription,
     SyncState,
     WebhookRejection,
@@ -49,6 +50,7 @@ class PortalCollector(Collector):
         yield from self._notifications()
         yield from self._subscriptions()
         yield from self._sync()
+        yield from self._probe()
         yield from self._health()
         yield from self._gateway()
         yield from self._audit_stream()
@@ -264,18 +266,43 @@ class PortalCollector(Collector):
         if soonest is not None:
             expiry.add_metric([], soonest)
         yield expiry
-        missing = GaugeMetricFamily(
+        missing, longest_seconds = Subscription.objects.missing_figures()
+        count = GaugeMetricFamily(
             "fleet_subscriptions_missing",
             "Subscriptions Graph no longer has that are not recreated yet",
         )
-        missing.add_metric([], Subscription.objects.missing().count())
-        yield missing
+        count.add_metric([], missing)
+        yield count
         longest = GaugeMetricFamily(
             "fleet_subscription_missing_longest_seconds",
             "How long the longest-missing subscription has been missing in Graph (0: none)",
         )
-        longest.add_metric([], Subscription.objects.longest_missing_seconds() or 0)
+        longest.add_metric([], longest_seconds or 0)
         yield longest
+
+    def _probe(self) -> Iterator[GaugeMetricFamily]:
+        figures = Probe.objects.figures()
+        stages = GaugeMetricFamily(
+            "fleet_probe_stage_seconds",
+            "The latest finished end-to-end probe: seconds from the start of sending (send) "
+            "or from the accepted send (notification, delta) to each stage",
+            labels=["stage"],
+        )
+        for stage, value in (
+            ("send", figures.send_seconds),
+            ("notification", figures.notification_seconds),
+            ("delta", figures.delta_seconds),
+        ):
+            if value is not None:
+                stages.add_metric([stage], value)
+        yield stages
+        arrived = GaugeMetricFamily(
+            "fleet_probe_notification_arrived",
+            "1 when the latest finished probe's notification arrived, 0 when it did not",
+        )
+        if figures.status:
+            arrived.add_metric([], float(figures.status == Probe.Status.MEASURED))
+        yield arrived
 
     def _sync(self) -> Iterator[GaugeMetricFamily]:
         lag = GaugeMetricFamily(

@@ -428,6 +428,18 @@ WEBHOOK_MAX_VALIDATION_TOKEN_CHARS = env_int("WEBHOOK_MAX_VALIDATION_TOKEN_CHARS
 # The receiver caches each subscription's decrypted clientState this long per process (a
 # deleted subscription's notifications are dropped by the insert's join meanwhile).
 WEBHOOK_SUBSCRIPTION_CACHE_SECONDS = env_int("WEBHOOK_SUBSCRIPTION_CACHE_SECONDS", 30, minimum=0)
+# The end-to-end probe (docs/operations.md): a tagged mail from PROBE_SENDER ("" = the probe
+# mailbox itself) to PROBE_MAILBOX, a monitored mailbox listed in MESSAGING_SENDER_MAILBOXES,
+# every PROBE_INTERVAL_MINUTES (under 1 is refused by a system check). "Not set up" until a
+# probe mailbox is named.
+PROBE_ENABLED = env_bool("PROBE_ENABLED", True)
+PROBE_MAILBOX = env_str("PROBE_MAILBOX").lower()
+PROBE_SENDER = env_str("PROBE_SENDER").lower()
+PROBE_INTERVAL_MINUTES = env_float("PROBE_INTERVAL_MINUTES", 2)
+# A probe seen by delta without its notification after this long: "notifications not arriving".
+PROBE_NOTIFICATION_TIMEOUT_MINUTES = env_float(
+    "PROBE_NOTIFICATION_TIMEOUT_MINUTES", 5, minimum=0.01
+)
 # A notification request answered slower than this counts as slow. Graph delays an endpoint
 # whose answers are slow more than 10 % of the time in 10 minutes and drops its notifications
 # past 15 % (its docs have said both 2.9 s and 10 s for "slow"; warn early).

@@ -19,6 +19,8 @@ from cryptography.fernet import Fernet
 ROOT = Path(__file__).resolve().parent.parent
 # Where the running portal is reached: what other terminals must agree on.
 ADDRESS_KEYS = ("PORT", "PUBLIC_BASE_URL")
+# The emulator's demo tenant: its service account (the Teams sender) is the probe mailbox.
+DEMO_PROBE_MAILBOX = "fleet.bot@fleetdemo.onmicrosoft.com"
 
 
 def demo_lines() -> list[str]:
@@ -32,6 +34,10 @@ def demo_lines() -> list[str]:
         "SECURE_HSTS_SECONDS=0",
         f"FIELD_ENCRYPTION_KEYS={Fernet.generate_key().decode()}",
         f"AUDIT_CHAIN_KEY=demo:{secrets.token_urlsafe(32)}",
+        "# The end-to-end probe: the demo's service account mails itself, monitored like any",
+        "# user (docs/operations.md, End-to-end probe).",
+        f"PROBE_MAILBOX={DEMO_PROBE_MAILBOX}",
+        f"MESSAGING_SENDER_MAILBOXES={DEMO_PROBE_MAILBOX}",
     ]
 
 

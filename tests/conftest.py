@@ -19,7 +19,7 @@ from django.db.backends.postgresql.operations import DatabaseOperations
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
-from integrations.microsoft.notifications import forget_subscription
+from integrations.microsoft.notifications import forget_answers, forget_subscription
 from portal.jobs.runner import run_job
 
 # Playwright's sync API keeps an event loop in the main thread; Django would otherwise refuse
@@ -135,8 +135,10 @@ def stub(monkeypatch):
 @pytest.fixture(autouse=True)
 def _receiver_forgets_subscriptions() -> None:
     """The webhook receiver caches clientStates by subscription id per process; tests reuse
-    ids such as "sub-1" with other secrets and rolled-back rows (Graph never does)."""
+    ids such as "sub-1" with other secrets and rolled-back rows (Graph never does). Its
+    answer counts not written yet are dropped too."""
     forget_subscription()
+    forget_answers()
 
 
 @pytest.fixture(autouse=True)

@@ -28,6 +28,8 @@ class MicrosoftConfig(AppConfig):
         # The inbox drain's safety net: what no `drain_inbox` process took (none running, or a
         # wake-up missed) is drained within a minute.
         register("graph.inbox.sweep", "integrations.microsoft.inbox.sweep", 1)
+        # The end-to-end probe: the tick sends when PROBE_INTERVAL_MINUTES have passed.
+        register("graph.probe", "integrations.microsoft.probe.enqueue_tick", 1)
         # What the hourly prune may delete, and after how long (rows not yet handled stay).
         keep(Retention("microsoft.GraphCall", "created_at", "GRAPH_CALL_RETENTION_DAYS"))
         keep(
@@ -60,3 +62,4 @@ class MicrosoftConfig(AppConfig):
                 "microsoft.NotificationAnswers", "minute", "NOTIFICATION_INBOX_RETENTION_DAYS"
             )
         )
+        keep(Retention("microsoft.Probe", "started_at", "NOTIFICATION_INBOX_RETENTION_DAYS"))

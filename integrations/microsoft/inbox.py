@@ -37,7 +37,7 @@ from django.db import DatabaseError, close_old_connections, connection, transact
 from django.db.models import Max
 from django.utils import timezone
 
-from integrations.microsoft import sync
+from integrations.microsoft import probe, sync
 from integrations.microsoft.models import LifecycleEvent, NotificationInbox, Subscription
 from integrations.microsoft.notifications import CHANNEL, WAKE_INTERVAL_SECONDS
 from portal.jobs.models import PausedJobType
@@ -121,15 +121,23 @@ def _drain_notifications(limit: int, batch: str | None) -> Drained:
         rows = list(
             claim.select_for_update(skip_locked=True)
             .order_by("id")
-            .values_list("id", "monitored_user_id", "kind", "subscription_id")[:limit]
+            .values_list(
+                "id", "monitored_user_id", "kind", "subscription_id", "change_type", "resource_id"
+            )[:limit]
         )
         if not rows:
             return Drained()
+        # The probe deletes its mail once measured: those deletions are probe traffic.
+        probe_deletions = probe.probe_message_ids(
+            row[5] for row in rows if row[4] == "deleted" and probe.mailbox()
+        )
         targets: dict[tuple[int, str], list[int]] = {}
         orphans: list[int] = []
-        for row_id, user_id, kind, sub_id in rows:
+        for row_id, user_id, kind, sub_id, change_type, resource_id in rows:
             if user_id is None or sub_id is None:
                 orphans.append(row_id)  # its subscription or user is gone
+            elif change_type == "deleted" and resource_id in probe_deletions:
+                orphans.append(row_id)
             else:
                 targets.setdefault((user_id, kind), []).append(row_id)
         mine = NotificationInbox.objects.filter(status=NotificationInbox.Status.PENDING)

@@ -12,6 +12,7 @@ from integrations.microsoft import bulk_kinds as _bulk_kinds  # noqa: F401  (reg
 from integrations.microsoft import (
     inbox,
     messaging_handlers,  # noqa: F401  (outbound messages)
+    probe,
     subscriptions,
     sync,
 )
@@ -122,3 +123,14 @@ def subscriptions_run(job: Any) -> dict[str, Any]:
         "lines": summary.lines()[-200:],
         "failed": summary.failed[:50],
     }
+
+
+@job_handler(
+    "graph.probe_tick",
+    max_attempts=1,  # the next minute's tick measures and sends again
+    timeout=120,
+    retry_permission="verify_integration",
+    description="End-to-end probe: measure open probes, send the one that is due",
+)
+def probe_tick(job: Any) -> str:
+    return probe.tick(job.payload.get("probe"))

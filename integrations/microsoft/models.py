@@ -440,10 +440,12 @@ class SubscriptionQuerySet(models.QuerySet["Subscription"]):
         """Missing for longer than `bound` (automatic recreation has not fixed it)."""
         return self.missing().filter(missing_since__lte=timezone.now() - bound)
 
-    def longest_missing_seconds(self) -> float | None:
-        """How long the longest-missing subscription has been missing; None when none is."""
-        since = self.missing().aggregate(since=Min("missing_since"))["since"]
-        return max(0.0, (timezone.now() - since).total_seconds()) if since else None
+    def missing_figures(self) -> tuple[int, float | None]:
+        """(how many are missing, how long the longest-missing one has been missing in
+        seconds; None when none is), in one query."""
+        row = self.missing().aggregate(n=Count("id"), since=Min("missing_since"))
+        since = row["since"]
+        return row["n"], max(0.0, (timezone.now() - since).total_seconds()) if since else None
 
 
 class Subscription(models.Model):
@@ -1058,3 +1060,80 @@ class MailboxLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} until {self.expires_at:%H:%M:%S.%f}"
+
+
+# =====================================================================================
+# The end-to-end probe (integrations/microsoft/probe.py): a tagged mail the portal sends to
+# itself, measured stage by stage. Probe traffic is never an OutboundMessage, a SyncedItem
+# or a feed event.
+# =====================================================================================
+
+
+@dataclass(frozen=True)
+class ProbeFigures:
+    """The latest finished probe's stage latencies (seconds after the send was accepted)."""
+
+    finished_at: datetime | None
+    status: str
+    send_seconds: float | None
+    notification_seconds: float | None
+    delta_seconds: float | None
+
+
+def _seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    return round((end - start).total_seconds(), 3) if start and end else None
+
+
+class ProbeQuerySet(models.QuerySet["Probe"]):
+    def finished(self) -> ProbeQuerySet:
+        return self.filter(finished_at__isnull=False)
+
+    def figures(self) -> ProbeFigures:
+        """The latest finished probe, as the dashboard, /metrics, the API and the alerts
+        read it."""
+        probe = self.finished().order_by("-finished_at", "-id").first()
+        if probe is None:
+            return ProbeFigures(None, "", None, None, None)
+        return ProbeFigures(
+            probe.finished_at,
+            probe.status,
+            _seconds_between(probe.started_at, probe.sent_at),
+            _seconds_between(probe.sent_at, probe.notified_at),
+            _seconds_between(probe.sent_at, probe.synced_at),
+        )
+
+
+class Probe(models.Model):
+    """One end-to-end probe: send accepted → notification received → delta synced."""
+
+    class Status(models.TextChoices):
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent, being measured"
+        MEASURED = "measured", "Arrived (notification and delta)"
+        NO_NOTIFICATION = "no_notification", "Seen by delta, no notification"
+        NOT_SYNCED = "not_synced", "Not seen by delta"
+        FAILED = "failed", "Could not be sent"
+
+    # One scheduled probe per interval slot (a tick run twice sends once); null: run by hand.
+    slot = models.BigIntegerField(null=True, blank=True, unique=True)
+    tag = models.CharField(max_length=40, unique=True)
+    sender = models.CharField(max_length=255)
+    mailbox = models.CharField(max_length=255)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SENDING)
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    notified_at = models.DateTimeField(null=True, blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    graph_message_id = models.CharField(max_length=255, blank=True, db_index=True)
+    error = models.TextField(blank=True)
+    created_by = models.CharField(max_length=150, blank=True)
+
+    objects = ProbeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"probe {self.tag} ({self.status})"

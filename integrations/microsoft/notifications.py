@@ -19,11 +19,12 @@ import hmac
 import json
 import logging
 import re
+import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -468,19 +469,59 @@ def _count_rejection(
         match.update(count=F("count") + count, **fields)
 
 
+# Answers are counted in this process and written at most once a second (one upsert per
+# minute that has counts), so the receiver's request stays one statement: a row updated by
+# every request would serialise the receivers on its lock.
+ANSWER_FLUSH_SECONDS = 1.0
+_answers_lock = threading.Lock()
+_answers: dict[datetime, list[int]] = {}  # minute → [answered, slow]
+_answers_flushed = 0.0
+
+
 def record_answer(seconds: float) -> None:
-    """Count one answered notification request in its minute, and whether it was slow (one
-    upsert; a failure is logged, never turned into an error for Graph)."""
-    now = timezone.now()
-    slow = int(seconds > settings.NOTIFICATION_SLOW_ANSWER_SECONDS)
+    """Count one answered notification request in its minute, and whether it was slow
+    (slower than NOTIFICATION_SLOW_ANSWER_SECONDS)."""
+    global _answers_flushed
+    minute = timezone.now().replace(second=0, microsecond=0)
+    with _answers_lock:
+        counts = _answers.setdefault(minute, [0, 0])
+        counts[0] += 1
+        counts[1] += int(seconds > settings.NOTIFICATION_SLOW_ANSWER_SECONDS)
+        if time.monotonic() - _answers_flushed < ANSWER_FLUSH_SECONDS:
+            return
+    flush_answers()
+
+
+def flush_answers() -> None:
+    """Write this process's counted answers (a failure keeps them for the next flush and
+    is logged, never turned into an error for Graph)."""
+    global _answers, _answers_flushed
+    with _answers_lock:
+        pending, _answers = _answers, {}
+        _answers_flushed = time.monotonic()
+    if not pending:
+        return
     table = NotificationAnswers._meta.db_table
     try:
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {table} (minute, answered, slow) VALUES (%s, 1, %s) "  # noqa: S608
-                f"ON CONFLICT (minute) DO UPDATE SET answered = {table}.answered + 1, "
+            cursor.executemany(
+                f"INSERT INTO {table} (minute, answered, slow) VALUES (%s, %s, %s) "  # noqa: S608
+                f"ON CONFLICT (minute) DO UPDATE SET "
+                f"answered = {table}.answered + excluded.answered, "
                 f"slow = {table}.slow + excluded.slow",
-                [now.replace(second=0, microsecond=0), slow],
+                [(minute, answered, slow) for minute, (answered, slow) in pending.items()],
             )
     except DatabaseError:
-        logger.warning("Could not count a notification answer", exc_info=True)
+        logger.warning("Could not store notification answer counts", exc_info=True)
+        with _answers_lock:
+            for minute, (answered, slow) in pending.items():
+                counts = _answers.setdefault(minute, [0, 0])
+                counts[0] += answered
+                counts[1] += slow
+
+
+def forget_answers() -> None:
+    """Drop the counts not written yet (tests start each from nothing)."""
+    global _answers
+    with _answers_lock:
+        _answers = {}

@@ -23,6 +23,7 @@ from integrations.microsoft.models import (
     NotificationAnswers,
     NotificationInbox,
     OutboundMessage,
+    Probe,
     Subscription,
 )
 from portal.alerts.models import AuditChainCheck, TokenHealth
@@ -407,8 +408,7 @@ def _event_backlog() -> Verdict:
 def _subscription_missing() -> Verdict:
     minutes = get(SUB_MISSING_MINUTES)
     overdue = Subscription.objects.missing_longer_than(timedelta(minutes=minutes)).count()
-    missing = Subscription.objects.missing().count()
-    longest = Subscription.objects.longest_missing_seconds()
+    missing, longest = Subscription.objects.missing_figures()
     if not missing or longest is None:
         return Verdict(False, 0, minutes, "Graph has every subscription the portal keeps.")
     return Verdict(
@@ -447,6 +447,35 @@ def _audit_stream_lag() -> Verdict:
         f"The audit stream to {worst.sink} is {worst.lag_seconds / 60:.0f} min behind "
         f"({worst.pending} records wait; threshold {minutes} min). They are kept at least "
         f"{settings.AUDIT_STREAM_BUFFER_DAYS} days: nothing is lost while the sink is down.{error}",
+    )
+
+
+def _probe_notifications() -> Verdict:
+    probe = Probe.objects.figures()
+    missing = probe.status == Probe.Status.NO_NOTIFICATION
+    return Verdict(
+        missing,
+        probe.delta_seconds if missing else probe.notification_seconds,
+        settings.PROBE_NOTIFICATION_TIMEOUT_MINUTES * 60,
+        f"The latest probe mail was seen by delta after {probe.delta_seconds:.0f} s but its "
+        f"notification did not arrive within {settings.PROBE_NOTIFICATION_TIMEOUT_MINUTES:g} min."
+        if missing
+        else "The latest probe's notification arrived."
+        if probe.status
+        else "No probe has finished yet.",
+    )
+
+
+def _probe_sending() -> Verdict:
+    latest = Probe.objects.exclude(status=Probe.Status.SENDING).first()
+    failing = latest is not None and latest.status == Probe.Status.FAILED
+    return Verdict(
+        failing,
+        float(failing),
+        0,
+        f"The latest probe mail could not be sent: {latest.error}"
+        if failing and latest is not None
+        else "The latest probe mail was sent.",
     )
 
 
@@ -585,7 +614,7 @@ RULES: tuple[Rule, ...] = (
         _subscription_missing,
         "Subscriptions → Set up all recreates them (and catches up by delta); if it fails, "
         "its message says why (receiver unreachable, permission).",
-        reverse_lazy("console:subscriptions_setup"),
+        _fix_at("console:subscriptions_setup"),
     ),
     Rule(
         "notification_answers_slow",
@@ -594,7 +623,7 @@ RULES: tuple[Rule, ...] = (
         "The receiver answers Graph too slowly: is the database slow or the web tier "
         "saturated (add web workers)? Verify shows the receiver's round trip. Graph delays "
         "notifications past 10 % slow answers and drops them past 15 %.",
-        reverse_lazy("console:verify"),
+        _fix_at("console:verify"),
     ),
     Rule(
         "audit_stream_lagging",
@@ -605,5 +634,22 @@ RULES: tuple[Rule, ...] = (
         _fix_at("console:dashboard", "#health"),
         # While it lags, edits to the log are not yet outside the database: admins only snooze.
         security=True,
+    ),
+    Rule(
+        "probe_notifications_missing",
+        "Notifications not arriving",
+        _probe_notifications,
+        "The probe mail reached the mailbox but Graph's notification did not reach us: Verify "
+        "(is the receiver reachable from Graph?), Subscriptions → Compare / Set up all; then "
+        "run the probe again on the Probe page.",
+        _fix_at("console:probe", "#run-probe"),
+    ),
+    Rule(
+        "probe_sending_failing",
+        "Sending failing",
+        _probe_sending,
+        "Graph refused the probe mail: Verify (token, Mail.Send permission, the probe "
+        "sender's mailbox); then run the probe again on the Probe page.",
+        _fix_at("console:probe", "#run-probe"),
     ),
 )

@@ -10,7 +10,15 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 
 from integrations.microsoft import diagnosis, sync
-from integrations.microsoft.models import GraphCall, MonitoredUser, ResourceKind, SyncRun, SyncState
+from integrations.microsoft.models import (
+    GraphCall,
+    MonitoredUser,
+    Probe,
+    ResourceKind,
+    SyncRun,
+    SyncState,
+)
+from integrations.microsoft.probe import setup_problem as probe_setup_problem
 from portal.access.actors import Actor
 from portal.api.framework import TENANT_WIDE, ApiError, api_endpoint
 
@@ -173,6 +181,16 @@ def sync_metrics() -> dict[str, Any]:
             }
             for kind, row in SyncState.objects.health_by_kind().items()
         },
+    }
+    probe = Probe.objects.figures()
+    # The end-to-end probe's latest finished run (docs/operations.md, "End-to-end probe").
+    result["probe"] = {
+        "notSetUp": probe_setup_problem() or None,
+        "status": probe.status or None,
+        "finishedAt": probe.finished_at,
+        "sendSeconds": probe.send_seconds,
+        "notificationSeconds": probe.notification_seconds,
+        "deltaSeconds": probe.delta_seconds,
     }
     hour_ago = timezone.now() - timedelta(hours=1)
     result["runsLastHour"] = dict(

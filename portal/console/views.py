@@ -16,11 +16,13 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from integrations.microsoft import probe
 from integrations.microsoft.models import (
     Credential,
     GraphCall,
     NotificationAnswers,
     NotificationInbox,
+    Probe,
     Subscription,
     SyncState,
 )
@@ -234,6 +236,7 @@ def _integration_health() -> dict[str, Any]:
             _tile("Inbox", inbox_state, inbox_text, "console:jobs", "#job-types"),
             _receiver_tile(),
             _teams_sender_tile(),
+            _probe_tile(),
         ],
         "graph": window,
         "recent": recent,
@@ -247,6 +250,27 @@ def _integration_health() -> dict[str, Any]:
         "secret": {"active": active, "days_left": days_left},
         "tenant": settings.TENANT_LABEL or "(no tenant label set)",
     }
+
+
+def _probe_tile() -> dict[str, str]:
+    """The end-to-end probe's latest stage latencies (or what to set up), linked to its page."""
+    problem = probe.setup_problem()
+    if problem:
+        return _tile("Probe", "unset", f"not set up: {problem}", "console:probe")
+    figures = Probe.objects.figures()
+    if not figures.status:
+        return _tile("Probe", "unknown", "no probe has finished yet", "console:probe")
+    stages = (
+        f"sent {_secs(figures.send_seconds)}, notification {_secs(figures.notification_seconds)}"
+        f", delta {_secs(figures.delta_seconds)}"
+    )
+    state = "ok" if figures.status == Probe.Status.MEASURED else "bad"
+    text = f"{Probe.Status(figures.status).label}: {stages}"
+    return _tile("Probe", state, text, "console:probe")
+
+
+def _secs(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f} s"
 
 
 def _receiver_tile() -> dict[str, str]:

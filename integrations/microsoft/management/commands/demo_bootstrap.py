@@ -39,6 +39,8 @@ class Command(BaseCommand):
             for u in people.get("value", [])
             if not u["userPrincipalName"].startswith("fleet.bot")
         ][: options["users"]]
+        if settings.PROBE_MAILBOX and settings.PROBE_MAILBOX not in upns:
+            upns.append(settings.PROBE_MAILBOX)  # the end-to-end probe's mailbox
         for upn in upns:
             add_monitored_user(actor, upn)
             self.stdout.write(f"Monitoring {upn}")

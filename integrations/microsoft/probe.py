@@ -1,0 +1,234 @@
+"""The end-to-end probe: proof that notifications arrive, not counters of our own actions.
+
+Every PROBE_INTERVAL_MINUTES the portal sends a tagged mail (subject "[Fleet probe] <tag>")
+from PROBE_SENDER to PROBE_MAILBOX, a monitored mailbox, and measures each stage:
+
+1. send accepted: Graph answered sendMail with 202;
+2. notification received: the receiver stored a notification for that message;
+3. delta synced: a delta round of the mailbox saw it.
+
+A probe seen by delta whose notification has not arrived within
+PROBE_NOTIFICATION_TIMEOUT_MINUTES is "no notification" (the probe_notifications_missing
+alert); one Graph refused to send is "failed" (probe_sending_failing). Measured probes are
+deleted in Graph; their deletion notifications are recognised here and ignored. Probe mail is
+never an OutboundMessage, never a SyncedItem, never a feed event, and the Probe rows are
+pruned with the notification inbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from integrations.microsoft import graph
+from integrations.microsoft.errors import GraphError, NotFound
+from integrations.microsoft.models import MonitoredUser, NotificationInbox, Probe
+from portal.access.actors import Actor
+from portal.access.authz import require
+from portal.audit.services import record
+from portal.jobs.runner import enqueue
+
+logger = logging.getLogger(__name__)
+
+SUBJECT_PREFIX = "[Fleet probe] "
+JOB_TYPE = "graph.probe_tick"
+
+
+class ProbeNotSetUp(Exception):
+    """The probe cannot run (the message says what to set up)."""
+
+
+def mailbox() -> str:
+    return settings.PROBE_MAILBOX.strip().lower()
+
+
+def sender() -> str:
+    return (settings.PROBE_SENDER.strip() or settings.PROBE_MAILBOX.strip()).lower()
+
+
+def setup_problem() -> str:
+    """What is missing before the probe can run ("" = it is set up)."""
+    if not settings.PROBE_ENABLED:
+        return "The probe is switched off (PROBE_ENABLED=false)."
+    if not mailbox():
+        return "No probe mailbox is named (PROBE_MAILBOX)."
+    user = MonitoredUser.objects.lookup(mailbox())
+    if user is None or not user.is_active or not user.watch_messages:
+        return f"The probe mailbox {mailbox()} is not a monitored user with its inbox watched."
+    return ""
+
+
+def monitored_user() -> MonitoredUser | None:
+    return MonitoredUser.objects.lookup(mailbox()) if mailbox() else None
+
+
+def enqueue_tick() -> int:
+    """Schedule entry (every minute): a worker sends and measures."""
+    return enqueue(JOB_TYPE, {}, created_by="schedule:probe").pk
+
+
+def run_now(actor: Actor) -> Probe:
+    """An operator sends a probe at once (after a fix, to prove it worked); audited."""
+    require(actor, "verify_integration", action="probe.run", target_type="probe")
+    problem = setup_problem()
+    if problem:
+        raise ProbeNotSetUp(problem)
+    with transaction.atomic():
+        probe = Probe.objects.create(
+            tag=uuid.uuid4().hex, sender=sender(), mailbox=mailbox(), created_by=actor.name
+        )
+        record("probe.run", actor=actor, target_type="probe", target_id=probe.pk)
+        enqueue(JOB_TYPE, {"probe": probe.pk}, created_by=actor.name)
+    return probe
+
+
+def tick(probe_id: int | None = None, now: datetime | None = None) -> str:
+    """Measure the open probes, then send the one that is due (or `probe_id`). Safe to run
+    twice: a slot's probe is created once, a probe is sent only from `sending`."""
+    if setup_problem():
+        return "not set up"
+    now = now or timezone.now()
+    measure(now)
+    if probe_id is not None:
+        probe = Probe.objects.filter(pk=probe_id, status=Probe.Status.SENDING).first()
+    else:
+        probe = _due_probe(now)
+    if probe is not None:
+        send(probe)
+    return "ok"
+
+
+def _due_probe(now: datetime) -> Probe | None:
+    slot = int(now.timestamp() // (settings.PROBE_INTERVAL_MINUTES * 60))
+    try:
+        with transaction.atomic():
+            return Probe.objects.create(
+                slot=slot,
+                tag=uuid.uuid4().hex,
+                sender=sender(),
+                mailbox=mailbox(),
+                started_at=now,
+                created_by="schedule:probe",
+            )
+    except IntegrityError:
+        return None  # this slot's probe exists
+
+
+def send(probe: Probe) -> None:
+    """sendMail, not through the outbound queue: probe mail is never a Fleet message."""
+    claimed = Probe.objects.filter(pk=probe.pk, status=Probe.Status.SENDING).update(
+        started_at=timezone.now()
+    )
+    if not claimed:
+        return
+    message = {
+        "subject": f"{SUBJECT_PREFIX}{probe.tag}",
+        "body": {
+            "contentType": "text",
+            "content": "End-to-end probe of the Fleet Graph Portal; deleted once measured.",
+        },
+        "toRecipients": [{"emailAddress": {"address": probe.mailbox}}],
+    }
+    try:
+        graph.post(
+            f"/users/{probe.sender}/sendMail",
+            json={"message": message, "saveToSentItems": False},
+        )
+    except GraphError as exc:
+        Probe.objects.filter(pk=probe.pk).update(
+            status=Probe.Status.FAILED, error=str(exc)[:2000], finished_at=timezone.now()
+        )
+        logger.warning("Probe %s could not be sent: %s", probe.tag, exc)
+        return
+    Probe.objects.filter(pk=probe.pk).update(status=Probe.Status.SENT, sent_at=timezone.now())
+
+
+def measure(now: datetime) -> None:
+    """Note notifications that arrived, decide the probes whose time is up, and delete the
+    decided probes' messages in Graph."""
+    timeout = timedelta(minutes=settings.PROBE_NOTIFICATION_TIMEOUT_MINUTES)
+    for probe in Probe.objects.filter(status=Probe.Status.SENT):
+        fields: dict[str, object] = {}
+        notified = probe.notified_at or _notification_time(probe)
+        if notified and not probe.notified_at:
+            fields["notified_at"] = notified
+        if probe.synced_at and notified:
+            fields.update(status=Probe.Status.MEASURED, finished_at=now)
+        elif probe.sent_at and now - probe.sent_at > timeout:
+            status = Probe.Status.NO_NOTIFICATION if probe.synced_at else Probe.Status.NOT_SYNCED
+            fields.update(status=status, finished_at=now)
+        if fields:
+            Probe.objects.filter(pk=probe.pk, status=Probe.Status.SENT).update(**fields)
+    for probe in (
+        Probe.objects.finished().filter(deleted_at__isnull=True).exclude(graph_message_id="")
+    ):
+        try:
+            graph.delete(f"/users/{probe.mailbox}/messages/{probe.graph_message_id}")
+        except NotFound:
+            pass
+        except GraphError as exc:
+            logger.info("Probe %s: its message could not be deleted yet: %s", probe.tag, exc)
+            continue
+        Probe.objects.filter(pk=probe.pk).update(deleted_at=now)
+
+
+def _notification_time(probe: Probe) -> datetime | None:
+    if not probe.graph_message_id:
+        return None
+    return (
+        NotificationInbox.objects.filter(resource_id=probe.graph_message_id)
+        .exclude(change_type="deleted")
+        .order_by("received_at")
+        .values_list("received_at", flat=True)
+        .first()
+    )
+
+
+# --------------------------------------------------------------------------- recognising
+
+
+def is_probe_mailbox(user: MonitoredUser) -> bool:
+    wanted = mailbox()
+    return bool(wanted) and wanted in {(user.upn or "").lower(), user.identifier.lower()}
+
+
+def take_probe_items(user: MonitoredUser, items: list[dict]) -> list[dict]:
+    """Delta items of the probe mailbox that are probe mail: noted as synced (first time)
+    and returned to be left out of the sync (no SyncedItem, no event). Everything else in
+    `items` is the mailbox's own mail."""
+    if not is_probe_mailbox(user):
+        return []
+    ids = [str(item.get("id")) for item in items if isinstance(item, dict) and item.get("id")]
+    tags = {
+        str(item.get("subject"))[len(SUBJECT_PREFIX) :]: str(item.get("id"))
+        for item in items
+        if isinstance(item, dict) and str(item.get("subject") or "").startswith(SUBJECT_PREFIX)
+    }
+    known = Probe.objects.filter(graph_message_id__in=ids).values_list(
+        "graph_message_id", flat=True
+    )
+    taken = set(known)
+    now = timezone.now()
+    for probe in Probe.objects.filter(tag__in=list(tags)):
+        graph_id = tags[probe.tag]
+        taken.add(graph_id)
+        Probe.objects.filter(pk=probe.pk, synced_at__isnull=True).update(
+            synced_at=now, graph_message_id=graph_id
+        )
+    return [item for item in items if isinstance(item, dict) and item.get("id") in taken]
+
+
+def probe_message_ids(resource_ids: Iterable[str]) -> set[str]:
+    """Which of these message ids are probe mail (their notifications are probe traffic)."""
+    wanted = [rid for rid in resource_ids if rid]
+    if not wanted:
+        return set()
+    return set(
+        Probe.objects.filter(graph_message_id__in=wanted).values_list("graph_message_id", flat=True)
+    )
