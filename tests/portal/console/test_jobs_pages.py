@@ -172,3 +172,24 @@ class TestPause:
             reverse("console:job_type_pause"), {"job_type": "jobs.noop", "action": "pause"}
         )
         assert response.status_code == 403 and not PausedJobType.objects.exists()
+
+
+def test_a_jobs_payload_and_result_are_labelled_fields(client, vera_viewer):
+    job = Job.objects.create(
+        job_type="graph.sync_delta",
+        payload={"monitored_user_id": 5, "kind": "messages", "full": False},
+        result={"rows_deleted": 11, "pages": [1, 2]},
+        status="succeeded",
+    )
+    client.force_login(vera_viewer)
+    body = client.get(f"/jobs/{job.pk}/").content.decode()
+    assert "Delta sync" in body  # the job type's label
+    assert (
+        '<dt>Monitored user id <small class="muted machine-name">monitored_user_id</small>' in body
+    )
+    assert "<dd>no</dd>" in body  # False, in words
+    assert (
+        '<dt>Rows deleted <small class="muted machine-name">rows_deleted</small></dt><dd>11</dd>'
+        in body
+    )
+    assert "{&#x27;" not in body and "{'" not in body  # no Python dict on screen
