@@ -116,7 +116,8 @@ def job_succeeded(job: Job) -> bool:
 
 def test_an_exited_worker_is_started_again_and_sigterm_stops_everything(start_portal):
     portal = start_portal(worker_min_uptime=0.5)
-    wait_until(lambda: portal.said("Portal on http"), 60, "runportal to start", portal)
+    # runportal supervises once the web server answers: it then prints its start-up box.
+    wait_until(lambda: portal.said("Stop: Ctrl-C"), 60, "runportal to start", portal)
     supervising_since = time.monotonic()  # runportal counts the worker's uptime from here
     first = enqueue("jobs.noop", created_by="test")
     wait_until(lambda: job_succeeded(first), 60, "the worker to run a job", portal)
