@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from django import template
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from portal.jobs.registry import job_type_label
 
@@ -33,12 +35,12 @@ def _value_html(value: object) -> SafeString:
         return fields(value)
     if isinstance(value, list | tuple):
         if not value:
-            return format_html('<span class="muted">none</span>')
+            return mark_safe('<span class="muted">none</span>')
         if all(not isinstance(v, dict | list | tuple) for v in value):
             return format_html("{}", ", ".join(map(str, value)))
         return format_html_join("", "<div>{}</div>", ((_value_html(v),) for v in value))
     if value is None or value == "":
-        return format_html('<span class="muted">—</span>')
+        return mark_safe('<span class="muted">—</span>')
     if isinstance(value, bool):
         return format_html("{}", "yes" if value else "no")
     return format_html("{}", value)
@@ -50,10 +52,52 @@ def fields(data: object) -> SafeString:
     if not isinstance(data, dict):
         return format_html('<pre class="code">{}</pre>', data)
     if not data:
-        return format_html('<p class="muted">Nothing.</p>')
+        return mark_safe('<p class="muted">Nothing.</p>')
     rows = format_html_join(
         "",
         '<dt>{} <small class="muted machine-name">{}</small></dt><dd>{}</dd>',
         ((_field_name(key), key, _value_html(value)) for key, value in data.items()),
     )
     return format_html('<dl class="facts">{}</dl>', rows)
+
+
+@register.filter
+def when(value: datetime | None) -> SafeString | str:
+    """An absolute time for tables: "7 Dec 12:01:21 UTC" (with the year when it is not this
+    year), in the active time zone, the full timestamp on hover."""
+    if not value:
+        return ""
+    local = timezone.localtime(value)
+    now = timezone.localtime()
+    shown = local.strftime("%-d %b %H:%M:%S" if local.year == now.year else "%-d %b %Y %H:%M:%S")
+    return format_html(
+        '<time datetime="{}" title="{}">{} {}</time>',
+        value.isoformat(),
+        local.strftime("%A %Y-%m-%d %H:%M:%S %Z"),
+        shown,
+        local.tzname(),
+    )
+
+
+@register.filter
+def ago(value: datetime | None) -> SafeString | str:
+    """A relative time ("4 min ago", "just now", "in 2 h") with the exact time on hover."""
+    if not value:
+        return ""
+    seconds = (timezone.now() - value).total_seconds()
+    span = abs(seconds)
+    if span < 60:
+        words = "just now" if seconds >= 0 else "in under a minute"
+    else:
+        for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+            if span >= size:
+                amount = int(span // size)
+                words = f"{amount} {unit} ago" if seconds > 0 else f"in {amount} {unit}"
+                break
+    local = timezone.localtime(value)
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        value.isoformat(),
+        local.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        words,
+    )

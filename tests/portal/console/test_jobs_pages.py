@@ -193,3 +193,10 @@ def test_a_jobs_payload_and_result_are_labelled_fields(client, vera_viewer):
         in body
     )
     assert "{&#x27;" not in body and "{'" not in body  # no Python dict on screen
+
+
+def test_an_empty_payload_reads_nothing(client, vera_viewer):
+    job = Job.objects.create(job_type="jobs.noop", payload={}, result={"skipped": None})
+    client.force_login(vera_viewer)
+    body = client.get(f"/jobs/{job.pk}/").content.decode()
+    assert '<p class="muted">Nothing.</p>' in body and '<span class="muted">—</span>' in body
