@@ -6,10 +6,12 @@ import getpass
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.auth.models import Permission
+from django.db.models import Q
 from django.http import HttpRequest
 
 from portal.access.addresses import client_ip
-from portal.access.roles import ROLES, permissions_of, permissions_of_scopes
+from portal.access.roles import ROLES, permissions_of_scopes
 
 SYSTEM_ROLE = "system"
 CLIENT_ROLE = "service-client"
@@ -27,6 +29,38 @@ def role_of(user: Any) -> str:
         cached = next((role for role in reversed(ROLES) if role in names), "")
         user._portal_role = cached
     return cached
+
+
+def holds(user: Any, codename: str) -> bool:
+    """Whether the account's role group (or a grant of its own) holds `access.<codename>`.
+
+    The one answer for people, asked by Actor.can and by the permission backends alike, and
+    not through user.has_perm: Django answers True to everything for a superuser before it
+    asks any backend, and the flag is no role here.
+    """
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return False
+    held = getattr(user, "_portal_permissions", None)
+    if held is None:
+        held = frozenset(
+            Permission.objects.filter(
+                Q(group__user=user) | Q(user=user), content_type__app_label="access"
+            ).values_list("codename", flat=True)
+        )
+        user._portal_permissions = held
+    return codename in held
+
+
+def forget_permissions(user: Any) -> None:
+    """Drop what this user object remembers of its role and permissions (they changed)."""
+    for cache in (
+        "_portal_role",
+        "_portal_permissions",
+        "_perm_cache",
+        "_user_perm_cache",
+        "_group_perm_cache",
+    ):
+        user.__dict__.pop(cache, None)
 
 
 @dataclass(frozen=True)
@@ -64,9 +98,7 @@ class Actor:
             return False
         if self.token is not None and not self.token.allows(codename):
             return False
-        # The role matrix, not user.has_perm: Django answers True to everything for a
-        # superuser before asking any backend.
-        return codename in permissions_of(role_of(self.user))
+        return holds(self.user, codename)
 
     @classmethod
     def from_request(cls, request: HttpRequest) -> Actor:

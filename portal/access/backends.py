@@ -5,8 +5,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.backends import BaseBackend, ModelBackend
 
-from portal.access.actors import role_of
-from portal.access.roles import ADMIN
+from portal.access.actors import holds, role_of
+from portal.access.roles import ADMIN, PERMISSIONS
 
 # The Django model permissions the admin role holds, one by one: looking at the portal's
 # tables, and the two writes the admin makes through audited services (adding and changing a
@@ -85,10 +85,11 @@ class RolePermissionsBackend(ModelBackend):
         return super().user_can_authenticate(user) and not getattr(user, "is_superuser", False)
 
     def has_perm(self, user_obj: Any, perm: str, obj: Any = None) -> bool:
-        return perm.startswith("access.") and super().has_perm(user_obj, perm, obj)
+        app_label, _, codename = perm.partition(".")
+        return app_label == "access" and obj is None and holds(user_obj, codename)
 
     def has_module_perms(self, user_obj: Any, app_label: str) -> bool:
-        return app_label == "access" and super().has_module_perms(user_obj, app_label)
+        return app_label == "access" and any(holds(user_obj, codename) for codename in PERMISSIONS)
 
 
 class LocalPasswordBackend(RolePermissionsBackend):

@@ -45,7 +45,7 @@ from django.utils import timezone
 from integrations.microsoft.credential_store import active_credential
 from integrations.microsoft.errors import TokenError
 from integrations.microsoft.http import build_session
-from portal.access.actors import Actor, role_of
+from portal.access.actors import Actor, forget_permissions, role_of
 from portal.access.models import EntraAccount, LastSignIn
 from portal.access.roles import ROLES
 from portal.access.users import apply_role
@@ -511,9 +511,7 @@ def recheck(request: HttpRequest) -> str:
         return refused.reason
     data.update(checked_at=time.time(), rt=encrypt(refresh_token))
     request.session[SESSION_KEY] = data
-    user.__dict__.pop("_portal_role", None)
-    for cache in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
-        user.__dict__.pop(cache, None)
+    forget_permissions(user)
     return ""
 
 

@@ -11,7 +11,7 @@ from django.contrib.sessions.models import Session
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from portal.access.actors import Actor, role_of
+from portal.access.actors import Actor, forget_permissions, role_of
 from portal.access.authz import require
 from portal.access.roles import ROLES
 from portal.audit.services import record
@@ -36,9 +36,7 @@ def apply_role(user: AbstractBaseUser, role: str) -> None:
     user.groups.remove(*Group.objects.filter(name__in=ROLES))
     if role:
         user.groups.add(Group.objects.get(name=role))
-    user.__dict__.pop("_portal_role", None)
-    for cache in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
-        user.__dict__.pop(cache, None)
+    forget_permissions(user)
 
 
 def create_user(
