@@ -51,7 +51,11 @@ DEFAULT_CONFIG: dict[str, dict[str, Any]] = {
     },
     "subscriptions": {
         "handshake_timeout_s": 10.0,
-        "allow_http_notification_urls": True,  # http:// only for loopback hosts
+        # Graph's rule by default: https only, and never a loopback or private address (Graph
+        # cannot reach one). The demo and the tests that run a local receiver opt in (http
+        # then only for loopback hosts).
+        "allow_http_notification_urls": False,
+        "allow_local_notification_urls": False,
         "allow_remote_notification_urls": False,  # never call non-loopback hosts by default
         "verify_tls": True,
         "ca_bundle": None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import threading
 from typing import Any
@@ -30,6 +31,22 @@ def _session() -> requests.Session:
     return s
 
 
+# Opt-in for a local receiver (the demo, tests): http and loopback notification URLs.
+LOCAL_RECEIVER_CONFIG = {
+    "subscriptions": {"allow_http_notification_urls": True, "allow_local_notification_urls": True}
+}
+
+
+def _is_local(host: str) -> bool:
+    if host in LOOPBACK or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False  # a name: public as far as this check goes
+    return not address.is_global
+
+
 def url_problem(url: str, config: Config) -> str | None:
     """Why Graph would refuse this notification URL (``None`` if acceptable)."""
     try:
@@ -42,6 +59,12 @@ def url_problem(url: str, config: Config) -> str | None:
     cfg = config.section("subscriptions")
     if parts.scheme == "http" and not (cfg["allow_http_notification_urls"] and host in LOOPBACK):
         return "Subscription validation request failed. Notification URL must use HTTPS."
+    if _is_local(host) and not cfg["allow_local_notification_urls"]:
+        return (
+            "Subscription validation request failed. Notification endpoint must respond with "
+            f"200 OK to validation request. ({host} is a loopback or private address that "
+            "Microsoft Graph cannot reach.)"
+        )
     if host not in LOOPBACK and not cfg["allow_remote_notification_urls"]:
         return (
             "The emulator only calls loopback notification URLs (set "

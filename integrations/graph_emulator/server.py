@@ -23,7 +23,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from . import control, graph_batch, graph_mail, graph_subscriptions, graph_teams, sign_in
+from . import (
+    control,
+    graph_batch,
+    graph_mail,
+    graph_subscriptions,
+    graph_teams,
+    outbound,
+    sign_in,
+)
 from .certs import ensure_certs, server_context
 from .config import Clock, Config
 from .delivery import DeliveryManager
@@ -99,6 +107,15 @@ def _load_identity(state_dir: Path, control_token: str | None) -> dict[str, Any]
     return data
 
 
+def _with_local_receivers(config: dict[str, Any] | None) -> dict[str, Any]:
+    """The demo's portal listens on loopback http: demo mode opts in to local receivers
+    (unless its config says otherwise); a reset keeps that."""
+    merged = {section: dict(values) for section, values in (config or {}).items()}
+    for section, values in outbound.LOCAL_RECEIVER_CONFIG.items():
+        merged[section] = {**values, **merged.get(section, {})}
+    return merged
+
+
 class EmulatorApp:
     """Everything except the socket layer; usable in-process for unit tests."""
 
@@ -117,7 +134,7 @@ class EmulatorApp:
         self.redirect_uris = list(redirect_uris or [])
         self.seed = seed
         self.demo = demo
-        self.config = Config(config)
+        self.config = Config(_with_local_receivers(config) if demo else config)
         self.clock = Clock()
         self.rng = random.Random()
         self.ident = _load_identity(state_dir, control_token)

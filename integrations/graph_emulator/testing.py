@@ -16,6 +16,8 @@ from typing import Any
 
 import requests
 
+from .outbound import LOCAL_RECEIVER_CONFIG
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -54,6 +56,11 @@ class ControlClient:
 
     def config(self) -> dict[str, Any]:
         return self._call("GET", "config")
+
+    def allow_local_receivers(self) -> dict[str, Any]:
+        """Opt in to http and loopback notification URLs (a test's local receiver); Graph,
+        and the emulator by default, refuses both."""
+        return self.configure(**LOCAL_RECEIVER_CONFIG)
 
     def snapshot(self) -> dict[str, Any]:
         return self._call("GET", "snapshot")

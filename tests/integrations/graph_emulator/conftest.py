@@ -126,7 +126,8 @@ class Receiver:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
+def receiver(emulator: RunningEmulator) -> Iterator[Receiver]:
+    emulator.control.allow_local_receivers()  # a loopback http receiver
     r = Receiver()
     yield r
     r.close()

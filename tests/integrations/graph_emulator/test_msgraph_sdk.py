@@ -248,6 +248,7 @@ def test_send_mail(emulator):
 
 
 def test_subscriptions_create_renew_list_delete(emulator):
+    emulator.control.allow_local_receivers()  # a loopback http receiver
     receiver = Receiver()
 
     async def scenario(graph: GraphServiceClient, seen: list[httpx.Response]) -> None:

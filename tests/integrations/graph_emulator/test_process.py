@@ -48,6 +48,7 @@ def test_demo_mode_generates_traffic(tmp_path):
 
 
 def test_https_notification_url_is_verified(emulator):
+    emulator.control.allow_local_receivers()  # the receiver listens on 127.0.0.1
     ca = trustme.CA()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ca.issue_cert("127.0.0.1").configure_cert(ctx)

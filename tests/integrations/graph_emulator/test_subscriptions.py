@@ -175,3 +175,28 @@ def test_subscription_list_budget(graph):
     graph.emu.control.configure(throttling={"subscription_list_limit": 3})
     codes = [graph.get("subscriptions").status_code for _ in range(5)]
     assert codes[:3] == [200, 200, 200] and codes[3] == 429
+
+
+def test_without_opting_in_http_and_local_urls_are_refused_as_graph_does(emulator, graph):
+    """Graph wants https and cannot reach loopback or private addresses; the emulator holds
+    to that unless a test (or the demo) opts in to its local receiver."""
+    resource = f"users/{graph.user_id(MARIA)}/mailFolders('inbox')/messages"
+    for url, reason in (
+        ("http://127.0.0.1:9/notify", "must use HTTPS"),
+        ("https://127.0.0.1:9/notify", "loopback or private address"),
+        ("https://10.1.2.3/notify", "loopback or private address"),
+        ("https://[::1]:9/notify", "loopback or private address"),
+    ):
+        r = graph.post(
+            "subscriptions",
+            {
+                "changeType": "created",
+                "notificationUrl": url,
+                "resource": resource,
+                "expirationDateTime": _exp(600),
+                "clientState": "s",
+            },
+        )
+        assert r.status_code == 400, url
+        assert reason in r.json()["error"]["message"], url
+    assert emulator.control.subscriptions() == []

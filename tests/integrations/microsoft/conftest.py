@@ -155,6 +155,7 @@ def webhook_settings(graph_settings: Any, live_server: Any, emulator: RunningEmu
     """The portal's receiver is `live_server`; the emulator delivers fast."""
     graph_settings.PUBLIC_BASE_URL = live_server.url
     graph_settings.SYNC_SPREAD_SECONDS = 0
+    emulator.control.allow_local_receivers()  # live_server is loopback http
     emulator.control.configure(
         delivery={
             "batch_delay_s": 0.05,

@@ -40,6 +40,7 @@ def other_tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEm
 @pytest.fixture
 def b(other_tenant: RunningEmulator) -> RunningEmulator:
     other_tenant.reset()
+    other_tenant.control.allow_local_receivers()  # the portal's live_server after the switch
     return other_tenant
 
 
