@@ -150,17 +150,3 @@ def release(record: IdempotencyRecord) -> None:
     IdempotencyRecord.objects.filter(
         pk=record.pk, state=IdempotencyRecord.State.PROCESSING
     ).delete()
-
-
-def prune_expired(batch: int = 5000) -> int:
-    total = 0
-    while True:
-        ids = list(
-            IdempotencyRecord.objects.filter(expires_at__lt=timezone.now()).values_list(
-                "id", flat=True
-            )[:batch]
-        )
-        if not ids:
-            return total
-        IdempotencyRecord.objects.filter(pk__in=ids).delete()
-        total += len(ids)

@@ -7,10 +7,13 @@ class JobsConfig(AppConfig):
     verbose_name = "Jobs"
 
     def ready(self) -> None:
+        from django.db.models import Q
         from django.db.models.signals import post_migrate
         from django.utils.module_loading import autodiscover_modules
 
         from portal.jobs import cluster_guard
+        from portal.jobs.retention import Retention
+        from portal.jobs.retention import register as keep
         from portal.jobs.schedules import ensure_schedules
 
         # A cluster wedged by a process killed on one of its queues restarts instead of hanging.
@@ -26,3 +29,17 @@ class JobsConfig(AppConfig):
         for module in settings.JOB_HANDLER_MODULES:
             importlib.import_module(module)
         post_migrate.connect(ensure_schedules, sender=self)
+
+        # Succeeded jobs go after JOB_RETENTION_DAYS (dead ones stay until handled); the walk
+        # follows the (status, id) index, as finished_at has none.
+        keep(
+            Retention(
+                "jobs.Job",
+                "finished_at",
+                "JOB_RETENTION_DAYS",
+                finished=Q(status="succeeded"),
+                walk_field="id",
+            )
+        )
+        # A worker process not seen for a day is gone (a recycled worker has a new pid).
+        keep(Retention("jobs.WorkerHeartbeat", "last_seen", "", fixed_days=1))

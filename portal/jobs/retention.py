@@ -29,9 +29,14 @@ BATCH_SIZE = 1000
 @dataclass(frozen=True)
 class Retention:
     model: str  # "app_label.ModelName"
-    age_field: str  # an indexed date or datetime field the age is measured by
-    days_setting: str  # the setting that says how many days to keep
+    age_field: str  # the date or datetime field the age is measured by
+    days_setting: str  # the setting that says how many days to keep ("": `fixed_days`)
     finished: models.Q = field(default_factory=models.Q)  # only rows matching this may go
+    # The indexed field the batches walk forward (default: `age_field`). A table whose age field
+    # has no index of its own, such as the job queue (every index there costs each state change),
+    # walks its primary key through an index the finished condition can use.
+    walk_field: str = ""
+    fixed_days: float = 0  # days kept when no setting names them (0: gone once past age_field)
 
 
 RETENTIONS: dict[str, Retention] = {}
@@ -44,9 +49,12 @@ def register(retention: Retention) -> None:
 def expired(retention: Retention, now: datetime | None = None) -> models.QuerySet[Any]:
     """The rows `retention` lets go: finished with and older than its setting's days."""
     model = apps.get_model(retention.model)
-    cutoff: Any = (now or timezone.now()) - timedelta(
-        days=int(getattr(settings, retention.days_setting))
+    days = (
+        float(getattr(settings, retention.days_setting))
+        if retention.days_setting
+        else retention.fixed_days
     )
+    cutoff: Any = (now or timezone.now()) - timedelta(days=days)
     if not isinstance(model._meta.get_field(retention.age_field), models.DateTimeField):
         cutoff = cutoff.date()
     return model._base_manager.filter(
@@ -58,13 +66,13 @@ def prune(retention: Retention, *, batch_size: int = BATCH_SIZE) -> int:
     """Delete what `retention` lets go, `batch_size` rows per transaction. Returns the count."""
     old = expired(retention)
     label = old.model._meta.label
-    age = retention.age_field
+    walk = retention.walk_field or retention.age_field
     total, reached = 0, None
     while True:
-        # Resume at the oldest age not yet handled, so old unfinished rows are read once,
-        # not once per batch.
-        page = old if reached is None else old.filter(**{f"{age}__gte": reached})
-        rows = list(page.order_by(age, "pk").values_list("pk", age)[:batch_size])
+        # Resume where the last batch ended, so old unfinished rows are read once, not once
+        # per batch.
+        page = old if reached is None else old.filter(**{f"{walk}__gte": reached})
+        rows = list(page.order_by(walk, "pk").values_list("pk", walk)[:batch_size])
         if not rows:
             return total
         _, per_model = old.filter(pk__in=[pk for pk, _ in rows]).delete()  # one transaction

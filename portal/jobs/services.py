@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -15,7 +13,7 @@ from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.audit.services import record
 from portal.jobs import bulk
-from portal.jobs.models import BulkOperation, Job, PausedJobType, WorkerHeartbeat
+from portal.jobs.models import BulkOperation, Job, PausedJobType
 from portal.jobs.registry import retry_permission, type_retry_permission
 from portal.jobs.runner import dispatch, paused_types
 
@@ -249,26 +247,3 @@ bulk.register(
         back_url="console:jobs",
     )
 )
-
-
-def prune_succeeded_jobs(batch: int = 5000) -> int:
-    """Delete succeeded jobs older than JOB_RETENTION_DAYS, in batches."""
-    cutoff = timezone.now() - timedelta(days=settings.JOB_RETENTION_DAYS)
-    total = 0
-    while True:
-        ids = list(
-            Job.objects.filter(status=Job.Status.SUCCEEDED, finished_at__lt=cutoff).values_list(
-                "id", flat=True
-            )[:batch]
-        )
-        if not ids:
-            return total
-        Job.objects.filter(pk__in=ids).delete()
-        total += len(ids)
-
-
-def prune_heartbeats() -> int:
-    """Forget worker processes not seen for a day (recycled workers get new pids)."""
-
-    cutoff = timezone.now() - timedelta(days=1)
-    return WorkerHeartbeat.objects.filter(last_seen__lt=cutoff).delete()[0]

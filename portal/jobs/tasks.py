@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from portal.jobs import retention, runner, services, watchdog
+from portal.jobs import retention, runner, watchdog
 
 
 def run_job(job_id: int) -> str:
@@ -17,10 +17,6 @@ def requeue_lost_jobs() -> int:
     return watchdog.requeue_lost_jobs()
 
 
-def prune_succeeded_jobs() -> int:
-    return services.prune_succeeded_jobs()
-
-
 def prune_expired_records() -> dict[str, int]:
     """Schedule entry: drop old records each app's Retention lets go (portal.jobs.retention)."""
     return retention.prune_all()
@@ -28,4 +24,3 @@ def prune_expired_records() -> dict[str, int]:
 
 def heartbeat() -> None:
     runner.beat()
-    services.prune_heartbeats()

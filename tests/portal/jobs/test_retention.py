@@ -20,8 +20,10 @@ from integrations.microsoft.models import (
     WebhookRejection,
 )
 from portal.alerts.models import MetricSample
+from portal.api.models import IdempotencyRecord
 from portal.events.models import Event, EventDelivery, EventEndpoint
 from portal.jobs import retention, tasks
+from portal.jobs.models import Job, WorkerHeartbeat
 
 pytestmark = pytest.mark.django_db
 
@@ -107,6 +109,11 @@ def test_each_kind_is_kept_for_its_setting(settings):
         "alerts.MetricSample": 1,
         "events.Event": 0,
         "events.EventDelivery": 0,
+        "jobs.Job": 0,
+        "jobs.WorkerHeartbeat": 0,
+        "api.IdempotencyRecord": 0,
+        "microsoft.NotificationAnswers": 0,
+        "microsoft.Probe": 0,
     }
     assert remaining(GraphCall) == kept_calls
     assert remaining(NotificationInbox) == kept_inbox
@@ -180,3 +187,44 @@ def test_without_endpoints_old_events_go_after_their_days(settings):
     kept = event(6).pk
     assert tasks.prune_expired_records()["events.Event"] == 2
     assert remaining(Event) == {kept}
+
+
+def test_succeeded_jobs_go_after_their_days_and_dead_ones_stay(settings):
+    settings.JOB_RETENTION_DAYS = 7
+
+    def job(status: str, finished_days: float) -> int:
+        return Job.objects.create(
+            job_type="jobs.noop", status=status, finished_at=ago(finished_days)
+        ).pk
+
+    kept = {job("succeeded", 6), job("dead", 30), job("cancelled", 30)}
+    old = [job("succeeded", 8), job("succeeded", 30)]
+    # A job that finished long ago but was created after newer ones: walked by id, still found.
+    old.append(job("succeeded", 9))
+
+    assert retention.prune(retention.RETENTIONS["jobs.Job"], batch_size=2) == 3
+    assert set(Job.objects.values_list("pk", flat=True)) == kept
+    assert not Job.objects.filter(pk__in=old).exists()
+
+
+def test_expired_idempotency_keys_and_gone_workers_are_pruned():
+    def key(expires_in_hours: float) -> int:
+        return IdempotencyRecord.objects.create(
+            owner="client:1",
+            endpoint="POST /api/messages",
+            key=next(keys),
+            fingerprint="f",
+            expires_at=timezone.now() + timedelta(hours=expires_in_hours),
+        ).pk
+
+    live = {key(1), key(23)}
+    key(-1), key(-48)
+    WorkerHeartbeat.objects.create(worker="host:1", last_seen=ago(0.01))
+    WorkerHeartbeat.objects.create(worker="host:2", last_seen=ago(2))
+
+    deleted = tasks.prune_expired_records()
+
+    assert deleted["api.IdempotencyRecord"] == 2
+    assert set(IdempotencyRecord.objects.values_list("pk", flat=True)) == live
+    assert deleted["jobs.WorkerHeartbeat"] == 1
+    assert list(WorkerHeartbeat.objects.values_list("worker", flat=True)) == ["host:1"]

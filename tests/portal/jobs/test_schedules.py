@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django_q.models import Schedule
 
-from portal.jobs.schedules import SCHEDULES
+from portal.jobs.schedules import SCHEDULES, ensure_schedules
 
 pytestmark = pytest.mark.django_db
 
@@ -18,10 +18,10 @@ pytestmark = pytest.mark.django_db
 EXPECTED = {
     "jobs.release_due": ("portal.jobs.tasks.release_due_jobs", 1),
     "jobs.watchdog": ("portal.jobs.tasks.requeue_lost_jobs", 1),
-    "jobs.prune": ("portal.jobs.tasks.prune_succeeded_jobs", 60),
     "jobs.heartbeat": ("portal.jobs.tasks.heartbeat", 1),
     "retention.prune": ("portal.jobs.tasks.prune_expired_records", 60),
-    "graph.webhooks.maintain": ("integrations.microsoft.subscriptions.enqueue_maintenance", 10),
+    "graph.webhooks.maintain": ("integrations.microsoft.subscriptions.enqueue_maintenance", 5),
+    "graph.probe": ("integrations.microsoft.probe.enqueue_tick", 1),
     "graph.sync.interval": ("integrations.microsoft.sync.enqueue_interval_syncs", 1),
     "graph.credentials.retire_grace": ("integrations.microsoft.tasks.retire_expired_grace", 5),
     "graph.inbox.sweep": ("integrations.microsoft.inbox.sweep", 1),
@@ -70,3 +70,17 @@ def test_every_function_documented_as_a_schedule_entry_is_scheduled():
     entries = schedule_entries()
     assert "integrations.microsoft.tasks.retire_expired_grace" in entries
     assert entries <= {func for func, _ in EXPECTED.values()}
+
+
+def test_a_schedule_the_code_no_longer_has_is_dropped_on_migrate():
+    # It would call a function that is gone, every time it came round.
+    Schedule.objects.create(
+        name="jobs.prune",
+        func="portal.jobs.tasks.prune_succeeded_jobs",
+        schedule_type=Schedule.MINUTES,
+        minutes=60,
+        repeats=-1,
+    )
+    ensure_schedules()
+    assert not Schedule.objects.filter(name="jobs.prune").exists()
+    assert Schedule.objects.count() == len(EXPECTED)
