@@ -92,6 +92,8 @@ MIDDLEWARE = [
     "portal.access.middleware.SessionLifetimeMiddleware",
     "portal.access.middleware.EntraRoleRecheckMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Console times in each person's chosen time zone (default UTC).
+    "portal.console.middleware.TimeZoneMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "portal.access.middleware.DenyByDefaultMiddleware",
