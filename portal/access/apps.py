@@ -23,6 +23,9 @@ class AccessConfig(AppConfig):
         from django.conf import settings
 
         from portal.access import signals  # noqa: F401  (connects the sign-in receivers)
+        from portal.access.credential_limits import KEEP_DAYS
+        from portal.jobs.retention import Retention
+        from portal.jobs.retention import register as keep
         from portal.jobs.schedules import register
 
         register(
@@ -31,8 +34,4 @@ class AccessConfig(AppConfig):
             settings.SSO_ROLE_RECHECK_MINUTES,
         )
         post_migrate.connect(_sync_roles_after_migrate, sender=self)
-        register(
-            "access.prune_credential_failures",
-            "portal.access.tasks.prune_credential_failures",
-            24 * 60,
-        )
+        keep(Retention("access.CredentialFailure", "window_start", "", fixed_days=KEEP_DAYS))

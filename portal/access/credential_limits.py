@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -47,7 +47,7 @@ from portal.dbtext import without_nul
 
 Scope = CredentialFailure.Scope
 OTHER_PREFIX = "(not a portal token)"
-KEEP_DAYS = 30
+KEEP_DAYS = 30  # the counters are evidence, not history (pruned by portal.jobs.retention)
 
 
 def address_key(request: HttpRequest) -> str:
@@ -200,10 +200,3 @@ def record_failure(request: HttpRequest, *, token_prefix: str | None, reason: st
         else _count(Scope.TOKEN_PREFIX, token_prefix, start, now, **common)
     )
     return remaining if by_address > limit or by_prefix > limit else 0
-
-
-def prune_credential_failures(keep_days: int = KEEP_DAYS) -> int:
-    """Forget windows older than `keep_days` (the counters are evidence, not history)."""
-    cutoff = timezone.now() - timedelta(days=keep_days)
-    deleted, _ = CredentialFailure.objects.filter(window_start__lt=cutoff).delete()
-    return deleted

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from portal.access import sso
-from portal.access.credential_limits import prune_credential_failures as _prune
 
 
 def recheck_entra_accounts() -> int:
@@ -12,7 +11,3 @@ def recheck_entra_accounts() -> int:
     if not sso.enabled():
         return 0
     return sum(1 for account_id in sso.accounts_to_recheck() if sso.recheck_account(account_id))
-
-
-def prune_credential_failures() -> int:
-    return _prune()

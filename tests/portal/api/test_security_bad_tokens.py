@@ -15,10 +15,10 @@ from django.db.models import F
 from django.test import Client
 
 from portal.access.actors import Actor
-from portal.access.credential_limits import prune_credential_failures
 from portal.access.models import CredentialFailure
 from portal.api.tokens import create_token
 from portal.audit.models import AuditEvent
+from portal.jobs import retention
 
 PATH = "/api/queue/dead-letter"
 LIMIT = 5
@@ -213,9 +213,10 @@ def test_concurrent_processes_count_every_failure(limits):
 @pytest.mark.django_db
 def test_old_windows_are_pruned(client, limits):
     client.get(PATH, REMOTE_ADDR="203.0.113.9", **bearer("fgp_deadbeef_x"))
-    assert prune_credential_failures() == 0
+    kept_30_days = retention.RETENTIONS["access.CredentialFailure"]
+    assert retention.prune(kept_30_days) == 0
     age_counters(seconds=31 * 86_400)
-    assert prune_credential_failures() == 2
+    assert retention.prune(kept_30_days) == 2
 
 
 @pytest.mark.django_db

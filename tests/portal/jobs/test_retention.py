@@ -114,6 +114,7 @@ def test_each_kind_is_kept_for_its_setting(settings):
         "api.IdempotencyRecord": 0,
         "microsoft.NotificationAnswers": 0,
         "microsoft.Probe": 0,
+        "access.CredentialFailure": 0,
     }
     assert remaining(GraphCall) == kept_calls
     assert remaining(NotificationInbox) == kept_inbox

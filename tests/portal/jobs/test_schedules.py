@@ -29,7 +29,6 @@ EXPECTED = {
     "graph.token.check": ("portal.alerts.token_health.check", 1),
     "audit.verify_chain": ("portal.alerts.tasks.check_audit_chain", 60),
     "audit.stream": ("portal.audit.tasks.ship_audit_stream", 1),
-    "access.prune_credential_failures": ("portal.access.tasks.prune_credential_failures", 1440),
     "access.recheck_entra": ("portal.access.tasks.recheck_entra_accounts", 15),
     "events.fan_out": ("portal.events.tasks.fan_out", 1),
 }
