@@ -281,27 +281,28 @@ class PortalCollector(Collector):
         yield longest
 
     def _probe(self) -> Iterator[GaugeMetricFamily]:
-        figures = Probe.objects.figures()
+        by_channel = Probe.objects.figures_by_channel()
         stages = GaugeMetricFamily(
             "fleet_probe_stage_seconds",
-            "The latest finished end-to-end probe: seconds from the start of sending (send) "
-            "or from the accepted send (notification, delta) to each stage",
-            labels=["stage"],
+            "The latest finished end-to-end probe per channel: seconds from the start of "
+            "sending (send) or from the accepted send (notification, delta) to each stage",
+            labels=["channel", "stage"],
         )
-        for stage, value in (
-            ("send", figures.send_seconds),
-            ("notification", figures.notification_seconds),
-            ("delta", figures.delta_seconds),
-        ):
-            if value is not None:
-                stages.add_metric([stage], value)
-        yield stages
         arrived = GaugeMetricFamily(
             "fleet_probe_notification_arrived",
             "1 when the latest finished probe's notification arrived, 0 when it did not",
+            labels=["channel"],
         )
-        if figures.status:
-            arrived.add_metric([], float(figures.status == Probe.Status.MEASURED))
+        for channel, figures in by_channel.items():
+            for stage, value in (
+                ("send", figures.send_seconds),
+                ("notification", figures.notification_seconds),
+                ("delta", figures.delta_seconds),
+            ):
+                if value is not None:
+                    stages.add_metric([channel, stage], value)
+            arrived.add_metric([channel], float(figures.status == Probe.Status.MEASURED))
+        yield stages
         yield arrived
 
     def _sync(self) -> Iterator[GaugeMetricFamily]:

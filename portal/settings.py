@@ -437,6 +437,9 @@ WEBHOOK_SUBSCRIPTION_CACHE_SECONDS = env_int("WEBHOOK_SUBSCRIPTION_CACHE_SECONDS
 PROBE_ENABLED = env_bool("PROBE_ENABLED", True)
 PROBE_MAILBOX = env_str("PROBE_MAILBOX").lower()
 PROBE_SENDER = env_str("PROBE_SENDER").lower()
+# With a connected Teams sender, the probe also posts to this chat (one the sender is in and
+# a monitored user's chats subscription covers).
+PROBE_CHAT_ID = env_str("PROBE_CHAT_ID")
 PROBE_INTERVAL_MINUTES = env_float("PROBE_INTERVAL_MINUTES", 2)
 # A probe seen by delta without its notification after this long: "notifications not arriving".
 PROBE_NOTIFICATION_TIMEOUT_MINUTES = env_float(

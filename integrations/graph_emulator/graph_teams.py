@@ -20,7 +20,7 @@ from .graph_common import (
     require_protected_api,
     user_or_404,
 )
-from .httptypes import GraphError, Response, iso
+from .httptypes import GraphError, Response, empty_response, iso
 from .odata import apply_select, compile_filter, parse_select, parse_top
 from .state import Chat, Team
 
@@ -274,6 +274,18 @@ def post_chat_message(ctx: Ctx) -> Response:
     return entity(ctx, f"chats('{chat.data['id']}')/messages/$entity", out, status=201)
 
 
+def soft_delete_chat_message(ctx: Ctx) -> Response:
+    """POST /users/{id}/chats/{id}/messages/{id}/softDelete ("chatMessage: softDelete"):
+    content gone, deletedDateTime set, subscribers get `deleted`."""
+    with ctx.state.lock:
+        chat = chat_or_404(ctx, ctx.params["chat"])
+        _member_check(ctx, chat.members)
+        if ctx.params["message"] not in chat.messages:
+            raise GraphError(404, "NotFound", "Message not found.")
+        ctx.state.soft_delete_chat_message(chat.data["id"], ctx.params["message"])
+    return empty_response(204)
+
+
 def all_messages(ctx: Ctx) -> Response:
     """GET /users/{id}/chats/getAllMessages (non-delta export API)."""
     if ctx.principal.delegated:
@@ -501,6 +513,9 @@ def register(router: Router) -> None:
     router.add("POST", "chats/{chat}/messages", post_chat_message, teams_post=True)
     router.add("GET", "chats/{chat}/messages/delta", chat_delta)
     router.add("GET", "chats/{chat}/messages/{message}", get_chat_message)
+    router.add(
+        "POST", "users/{user}/chats/{chat}/messages/{message}/softDelete", soft_delete_chat_message
+    )
     router.add("GET", "teams/{team}", get_team)
     router.add("GET", "teams/{team}/channels", list_channels)
     router.add("GET", "teams/{team}/channels/{channel}/messages", list_channel_messages)

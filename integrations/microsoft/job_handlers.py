@@ -133,4 +133,4 @@ def subscriptions_run(job: Any) -> dict[str, Any]:
     description="End-to-end probe: measure open probes, send the one that is due",
 )
 def probe_tick(job: Any) -> str:
-    return probe.tick(job.payload.get("probe"))
+    return probe.tick(job.payload.get("probes"))

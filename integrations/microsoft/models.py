@@ -1088,9 +1088,14 @@ class ProbeQuerySet(models.QuerySet["Probe"]):
     def finished(self) -> ProbeQuerySet:
         return self.filter(finished_at__isnull=False)
 
+    def figures_by_channel(self) -> dict[str, ProbeFigures]:
+        """figures() of each channel that has a finished probe (mail, teams_chat)."""
+        channels = self.finished().values_list("channel", flat=True).distinct().order_by()
+        return {channel: self.filter(channel=channel).figures() for channel in sorted(channels)}
+
     def figures(self) -> ProbeFigures:
         """The latest finished probe, as the dashboard, /metrics, the API and the alerts
-        read it."""
+        read it (per channel: figures_by_channel)."""
         probe = self.finished().order_by("-finished_at", "-id").first()
         if probe is None:
             return ProbeFigures(None, "", None, None, None)
@@ -1114,11 +1119,17 @@ class Probe(models.Model):
         NOT_SYNCED = "not_synced", "Not seen by delta"
         FAILED = "failed", "Could not be sent"
 
-    # One scheduled probe per interval slot (a tick run twice sends once); null: run by hand.
-    slot = models.BigIntegerField(null=True, blank=True, unique=True)
+    class Channel(models.TextChoices):
+        MAIL = "mail", "E-mail"
+        TEAMS_CHAT = "teams_chat", "Teams chat"
+
+    # One scheduled probe per interval slot and channel (a tick run twice sends once); null:
+    # run by hand.
+    slot = models.BigIntegerField(null=True, blank=True)
+    channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.MAIL)
     tag = models.CharField(max_length=40, unique=True)
     sender = models.CharField(max_length=255)
-    mailbox = models.CharField(max_length=255)
+    mailbox = models.CharField(max_length=255, help_text="Mail: the probe mailbox. Teams: the chat")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.SENDING)
     started_at = models.DateTimeField(default=timezone.now, db_index=True)
     sent_at = models.DateTimeField(null=True, blank=True)
@@ -1134,6 +1145,9 @@ class Probe(models.Model):
 
     class Meta:
         ordering = ["-started_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["slot", "channel"], name="ms_probe_slot_channel")
+        ]
 
     def __str__(self) -> str:
         return f"probe {self.tag} ({self.status})"

@@ -1,7 +1,9 @@
 """The end-to-end probe: proof that notifications arrive, not counters of our own actions.
 
 Every PROBE_INTERVAL_MINUTES the portal sends a tagged mail (subject "[Fleet probe] <tag>")
-from PROBE_SENDER to PROBE_MAILBOX, a monitored mailbox, and measures each stage:
+from PROBE_SENDER to PROBE_MAILBOX, a monitored mailbox (and, when the Teams sender is
+connected and PROBE_CHAT_ID names a chat, a tagged message to that chat), and measures each
+stage:
 
 1. send accepted: Graph answered sendMail with 202;
 2. notification received: the receiver stored a notification for that message;
@@ -18,6 +20,7 @@ pruned with the notification inbox.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -26,7 +29,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from integrations.microsoft import graph
+from integrations.microsoft import graph, teams_sender
 from integrations.microsoft.errors import GraphError, NotFound
 from integrations.microsoft.models import MonitoredUser, NotificationInbox, Probe
 from portal.access.actors import Actor
@@ -37,6 +40,7 @@ from portal.jobs.runner import enqueue
 logger = logging.getLogger(__name__)
 
 SUBJECT_PREFIX = "[Fleet probe] "
+_TAG = re.compile(r"\[Fleet probe\] ([0-9a-f]{32})")
 JOB_TYPE = "graph.probe_tick"
 
 
@@ -73,60 +77,104 @@ def enqueue_tick() -> int:
     return enqueue(JOB_TYPE, {}, created_by="schedule:probe").pk
 
 
-def run_now(actor: Actor) -> Probe:
+def teams_chat() -> str:
+    """The chat the Teams probe posts to: PROBE_CHAT_ID while a Teams sender is connected
+    ("" = no Teams probe)."""
+    chat = settings.PROBE_CHAT_ID.strip()
+    return chat if chat and teams_sender.current_delegated_account() is not None else ""
+
+
+def _new_probes(created_by: str, slot: int | None = None) -> list[Probe]:
+    """One probe per channel in use; none for a channel whose slot has its probe already."""
+    wanted = [(Probe.Channel.MAIL, sender(), mailbox())]
+    if teams_chat():
+        account = teams_sender.current_delegated_account()
+        wanted.append((Probe.Channel.TEAMS_CHAT, account.upn if account else "", teams_chat()))
+    made = []
+    for channel, source, target in wanted:
+        try:
+            with transaction.atomic():
+                made.append(
+                    Probe.objects.create(
+                        slot=slot,
+                        channel=channel,
+                        tag=uuid.uuid4().hex,
+                        sender=source,
+                        mailbox=target,
+                        created_by=created_by,
+                    )
+                )
+        except IntegrityError:
+            continue  # this slot's probe exists
+    return made
+
+
+def run_now(actor: Actor) -> list[Probe]:
     """An operator sends a probe at once (after a fix, to prove it worked); audited."""
     require(actor, "verify_integration", action="probe.run", target_type="probe")
     problem = setup_problem()
     if problem:
         raise ProbeNotSetUp(problem)
     with transaction.atomic():
-        probe = Probe.objects.create(
-            tag=uuid.uuid4().hex, sender=sender(), mailbox=mailbox(), created_by=actor.name
-        )
-        record("probe.run", actor=actor, target_type="probe", target_id=probe.pk)
-        enqueue(JOB_TYPE, {"probe": probe.pk}, created_by=actor.name)
-    return probe
+        probes = _new_probes(actor.name)
+        ids = [probe.pk for probe in probes]
+        record("probe.run", actor=actor, target_type="probe", target_id=ids[0], params={"ids": ids})
+        enqueue(JOB_TYPE, {"probes": ids}, created_by=actor.name)
+    return probes
 
 
-def tick(probe_id: int | None = None, now: datetime | None = None) -> str:
-    """Measure the open probes, then send the one that is due (or `probe_id`). Safe to run
-    twice: a slot's probe is created once, a probe is sent only from `sending`."""
+def tick(probe_ids: list[int] | None = None, now: datetime | None = None) -> str:
+    """Measure the open probes, then send the ones that are due (or `probe_ids`). Safe to
+    run twice: a slot's probes are created once, a probe is sent only from `sending`."""
     if setup_problem():
         return "not set up"
     now = now or timezone.now()
     measure(now)
-    if probe_id is not None:
-        probe = Probe.objects.filter(pk=probe_id, status=Probe.Status.SENDING).first()
+    if probe_ids is not None:
+        probes = list(Probe.objects.filter(pk__in=probe_ids, status=Probe.Status.SENDING))
     else:
-        probe = _due_probe(now)
-    if probe is not None:
+        slot = int(now.timestamp() // (settings.PROBE_INTERVAL_MINUTES * 60))
+        probes = _new_probes("schedule:probe", slot)
+    for probe in probes:
         send(probe)
     return "ok"
 
 
-def _due_probe(now: datetime) -> Probe | None:
-    slot = int(now.timestamp() // (settings.PROBE_INTERVAL_MINUTES * 60))
-    try:
-        with transaction.atomic():
-            return Probe.objects.create(
-                slot=slot,
-                tag=uuid.uuid4().hex,
-                sender=sender(),
-                mailbox=mailbox(),
-                started_at=now,
-                created_by="schedule:probe",
-            )
-    except IntegrityError:
-        return None  # this slot's probe exists
-
-
 def send(probe: Probe) -> None:
-    """sendMail, not through the outbound queue: probe mail is never a Fleet message."""
+    """Send one probe, not through the outbound queue: probe traffic is never a Fleet
+    message."""
     claimed = Probe.objects.filter(pk=probe.pk, status=Probe.Status.SENDING).update(
         started_at=timezone.now()
     )
     if not claimed:
         return
+    try:
+        graph_id = (
+            _send_teams(probe) if probe.channel == Probe.Channel.TEAMS_CHAT else _send_mail(probe)
+        )
+    except GraphError as exc:
+        Probe.objects.filter(pk=probe.pk).update(
+            status=Probe.Status.FAILED, error=str(exc)[:2000], finished_at=timezone.now()
+        )
+        logger.warning("Probe %s could not be sent: %s", probe.tag, exc)
+        return
+    Probe.objects.filter(pk=probe.pk).update(
+        status=Probe.Status.SENT, sent_at=timezone.now(), graph_message_id=graph_id
+    )
+
+
+def _send_teams(probe: Probe) -> str:
+    """POST the tagged message to the probe chat as the Teams sender; Graph answers its id."""
+    posted = graph.post(
+        f"/chats/{probe.mailbox}/messages",
+        json={"body": {"contentType": "text", "content": f"{SUBJECT_PREFIX}{probe.tag}"}},
+        token_kind="delegated",
+    )
+    return str((posted or {}).get("id") or "")[:255]
+
+
+def _send_mail(probe: Probe) -> str:
+    """sendMail answers no id: delta finds the message by its tag."""
     message = {
         "subject": f"{SUBJECT_PREFIX}{probe.tag}",
         "body": {
@@ -135,18 +183,11 @@ def send(probe: Probe) -> None:
         },
         "toRecipients": [{"emailAddress": {"address": probe.mailbox}}],
     }
-    try:
-        graph.post(
-            f"/users/{probe.sender}/sendMail",
-            json={"message": message, "saveToSentItems": False},
-        )
-    except GraphError as exc:
-        Probe.objects.filter(pk=probe.pk).update(
-            status=Probe.Status.FAILED, error=str(exc)[:2000], finished_at=timezone.now()
-        )
-        logger.warning("Probe %s could not be sent: %s", probe.tag, exc)
-        return
-    Probe.objects.filter(pk=probe.pk).update(status=Probe.Status.SENT, sent_at=timezone.now())
+    graph.post(
+        f"/users/{probe.sender}/sendMail",
+        json={"message": message, "saveToSentItems": False},
+    )
+    return ""
 
 
 def measure(now: datetime) -> None:
@@ -169,13 +210,25 @@ def measure(now: datetime) -> None:
         Probe.objects.finished().filter(deleted_at__isnull=True).exclude(graph_message_id="")
     ):
         try:
-            graph.delete(f"/users/{probe.mailbox}/messages/{probe.graph_message_id}")
+            _delete(probe)
         except NotFound:
             pass
         except GraphError as exc:
             logger.info("Probe %s: its message could not be deleted yet: %s", probe.tag, exc)
             continue
         Probe.objects.filter(pk=probe.pk).update(deleted_at=now)
+
+
+def _delete(probe: Probe) -> None:
+    if probe.channel == Probe.Channel.TEAMS_CHAT:
+        # Teams keeps a deleted message (content gone): "chatMessage: softDelete".
+        graph.post(
+            f"/users/{probe.sender}/chats/{probe.mailbox}/messages/{probe.graph_message_id}"
+            "/softDelete",
+            token_kind="delegated",
+        )
+    else:
+        graph.delete(f"/users/{probe.mailbox}/messages/{probe.graph_message_id}")
 
 
 def _notification_time(probe: Probe) -> datetime | None:
@@ -193,27 +246,31 @@ def _notification_time(probe: Probe) -> datetime | None:
 # --------------------------------------------------------------------------- recognising
 
 
-def is_probe_mailbox(user: MonitoredUser) -> bool:
-    wanted = mailbox()
-    return bool(wanted) and wanted in {(user.upn or "").lower(), user.identifier.lower()}
+def _text(item: dict) -> str:
+    """Where a probe's tag is: a mail's subject, a chat message's body."""
+    body = item.get("body")
+    content = body.get("content") if isinstance(body, dict) else ""
+    return f"{item.get('subject') or ''} {content or ''}"
 
 
-def take_probe_items(user: MonitoredUser, items: list[dict]) -> list[dict]:
-    """Delta items of the probe mailbox that are probe mail: noted as synced (first time)
-    and returned to be left out of the sync (no SyncedItem, no event). Everything else in
-    `items` is the mailbox's own mail."""
-    if not is_probe_mailbox(user):
+def take_probe_items(items: list[dict]) -> list[dict]:
+    """Delta items that are probe traffic (a tagged mail or chat message of a known probe,
+    or a later change to one): noted as synced (the first time) and returned, to be left
+    out of the sync (no SyncedItem, no event). A page without a tag or a removal costs no
+    query."""
+    tags: dict[str, str] = {}
+    changed: list[str] = []
+    for item in items:
+        if not isinstance(item, dict) or not item.get("id"):
+            continue
+        match = _TAG.search(_text(item))
+        if match:
+            tags[match.group(1)] = str(item["id"])
+        elif "@removed" in item or item.get("deletedDateTime"):
+            changed.append(str(item["id"]))
+    if not tags and not changed:
         return []
-    ids = [str(item.get("id")) for item in items if isinstance(item, dict) and item.get("id")]
-    tags = {
-        str(item.get("subject"))[len(SUBJECT_PREFIX) :]: str(item.get("id"))
-        for item in items
-        if isinstance(item, dict) and str(item.get("subject") or "").startswith(SUBJECT_PREFIX)
-    }
-    known = Probe.objects.filter(graph_message_id__in=ids).values_list(
-        "graph_message_id", flat=True
-    )
-    taken = set(known)
+    taken = set(probe_message_ids(changed))
     now = timezone.now()
     for probe in Probe.objects.filter(tag__in=list(tags)):
         graph_id = tags[probe.tag]

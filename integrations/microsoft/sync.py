@@ -394,9 +394,9 @@ def apply_page(state: SyncState, items: list[dict[str, Any]]) -> tuple[int, int,
     they are merged into what we have. A replayed, unchanged item counts as nothing.
     """
     kind, user_id = state.kind, state.monitored_user_id
-    if kind == ResourceKind.MESSAGES and probe.mailbox():
-        # The end-to-end probe's mail is measured, not synced: no item, no event.
-        taken = probe.take_probe_items(state.monitored_user, items)
+    if probe.mailbox():
+        # The end-to-end probe's traffic is measured, not synced: no item, no event.
+        taken = probe.take_probe_items(items)
         items = [item for item in items if item not in taken]
     live: dict[str, dict[str, Any]] = {}
     removed_ids: set[str] = set()

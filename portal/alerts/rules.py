@@ -451,24 +451,42 @@ def _audit_stream_lag() -> Verdict:
 
 
 def _probe_notifications() -> Verdict:
-    probe = Probe.objects.figures()
-    missing = probe.status == Probe.Status.NO_NOTIFICATION
+    timeout = settings.PROBE_NOTIFICATION_TIMEOUT_MINUTES
+    by_channel = Probe.objects.figures_by_channel()
+    missing = {
+        channel: figures
+        for channel, figures in by_channel.items()
+        if figures.status == Probe.Status.NO_NOTIFICATION
+    }
+    if not missing:
+        return Verdict(
+            False,
+            None,
+            timeout * 60,
+            "The latest probe's notification arrived." if by_channel else "No probe has finished.",
+        )
+    channel, figures = next(iter(missing.items()))
     return Verdict(
-        missing,
-        probe.delta_seconds if missing else probe.notification_seconds,
-        settings.PROBE_NOTIFICATION_TIMEOUT_MINUTES * 60,
-        f"The latest probe mail was seen by delta after {probe.delta_seconds:.0f} s but its "
-        f"notification did not arrive within {settings.PROBE_NOTIFICATION_TIMEOUT_MINUTES:g} min."
-        if missing
-        else "The latest probe's notification arrived."
-        if probe.status
-        else "No probe has finished yet.",
+        True,
+        figures.delta_seconds,
+        timeout * 60,
+        f"The latest probe ({Probe.Channel(channel).label}) was seen by delta after "
+        f"{figures.delta_seconds or 0:.0f} s but its notification did not arrive within "
+        f"{timeout:g} min.",
     )
 
 
 def _probe_sending() -> Verdict:
-    latest = Probe.objects.exclude(status=Probe.Status.SENDING).first()
-    failing = latest is not None and latest.status == Probe.Status.FAILED
+    tried = Probe.objects.exclude(status=Probe.Status.SENDING)
+    latest = next(
+        (
+            probe
+            for probe in (tried.filter(channel=c).first() for c in Probe.Channel.values)
+            if probe is not None and probe.status == Probe.Status.FAILED
+        ),
+        None,
+    )
+    failing = latest is not None
     return Verdict(
         failing,
         float(failing),

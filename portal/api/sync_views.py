@@ -182,15 +182,19 @@ def sync_metrics() -> dict[str, Any]:
             for kind, row in SyncState.objects.health_by_kind().items()
         },
     }
-    probe = Probe.objects.figures()
-    # The end-to-end probe's latest finished run (docs/operations.md, "End-to-end probe").
+    # The end-to-end probe's latest finished run per channel (docs/operations.md).
     result["probe"] = {
         "notSetUp": probe_setup_problem() or None,
-        "status": probe.status or None,
-        "finishedAt": probe.finished_at,
-        "sendSeconds": probe.send_seconds,
-        "notificationSeconds": probe.notification_seconds,
-        "deltaSeconds": probe.delta_seconds,
+        "channels": {
+            channel: {
+                "status": probe.status,
+                "finishedAt": probe.finished_at,
+                "sendSeconds": probe.send_seconds,
+                "notificationSeconds": probe.notification_seconds,
+                "deltaSeconds": probe.delta_seconds,
+            }
+            for channel, probe in Probe.objects.figures_by_channel().items()
+        },
     }
     hour_ago = timezone.now() - timedelta(hours=1)
     result["runsLastHour"] = dict(

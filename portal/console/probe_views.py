@@ -24,9 +24,13 @@ def probe_page(request: HttpRequest) -> HttpResponse:
             "problem": probe.setup_problem(),
             "mailbox": probe.mailbox(),
             "sender": probe.sender(),
+            "teams_chat": probe.teams_chat(),
             "interval": settings.PROBE_INTERVAL_MINUTES,
             "timeout": settings.PROBE_NOTIFICATION_TIMEOUT_MINUTES,
-            "figures": Probe.objects.figures(),
+            "channels": [
+                (Probe.Channel(channel).label, figures)
+                for channel, figures in Probe.objects.figures_by_channel().items()
+            ],
             "probes": Probe.objects.all()[:20],
             "can_run": request.user.has_perm("access.verify_integration"),
         },
@@ -41,5 +45,6 @@ def probe_run(request: HttpRequest) -> HttpResponse:
     except probe.ProbeNotSetUp as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Probe {sent.tag[:8]} queued: a worker sends it now.")
+        what = " and ".join(p.get_channel_display().lower() for p in sent)
+        messages.success(request, f"Probe queued ({what}): a worker sends it now.")
     return redirect("console:probe")

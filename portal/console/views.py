@@ -257,16 +257,18 @@ def _probe_tile() -> dict[str, str]:
     problem = probe.setup_problem()
     if problem:
         return _tile("Probe", "unset", f"not set up: {problem}", "console:probe")
-    figures = Probe.objects.figures()
-    if not figures.status:
+    by_channel = Probe.objects.figures_by_channel()
+    if not by_channel:
         return _tile("Probe", "unknown", "no probe has finished yet", "console:probe")
-    stages = (
-        f"sent {_secs(figures.send_seconds)}, notification {_secs(figures.notification_seconds)}"
-        f", delta {_secs(figures.delta_seconds)}"
-    )
-    state = "ok" if figures.status == Probe.Status.MEASURED else "bad"
-    text = f"{Probe.Status(figures.status).label}: {stages}"
-    return _tile("Probe", state, text, "console:probe")
+    lines = []
+    for channel, figures in by_channel.items():
+        lines.append(
+            f"{Probe.Channel(channel).label}: {Probe.Status(figures.status).label.lower()}, "
+            f"sent {_secs(figures.send_seconds)}, notification "
+            f"{_secs(figures.notification_seconds)}, delta {_secs(figures.delta_seconds)}"
+        )
+    arrived = all(f.status == Probe.Status.MEASURED for f in by_channel.values())
+    return _tile("Probe", "ok" if arrived else "bad", "; ".join(lines), "console:probe")
 
 
 def _secs(value: float | None) -> str:

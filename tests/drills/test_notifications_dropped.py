@@ -97,8 +97,9 @@ def test_dropped_notifications_are_proven_by_the_probe_and_clear_after_the_fix(
     settle(third.pk, "measured")
     assert alert_state(RULE) == "ok"
     metrics = client.get("/metrics").content.decode()
-    assert 'fleet_probe_stage_seconds{stage="notification"}' in metrics
-    assert client.get("/api/metrics/sync").json()["probe"]["status"] == "measured"
+    assert 'fleet_probe_stage_seconds{channel="mail",stage="notification"}' in metrics
+    sync_metrics = client.get("/api/metrics/sync").json()
+    assert sync_metrics["probe"]["channels"]["mail"]["status"] == "measured"
 
     # Probe traffic is never a Fleet message, an item or an event; its deletions are ignored.
     wait_for(lambda: Probe.objects.filter(deleted_at__isnull=False).count() == 3, timeout=30)

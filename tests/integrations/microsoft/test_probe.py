@@ -9,11 +9,20 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.urls import reverse
 
-from integrations.microsoft import probe
-from integrations.microsoft.models import OutboundMessage, Probe
+from integrations.microsoft import probe, subscriptions
+from integrations.microsoft.models import (
+    MonitoredUser,
+    NotificationInbox,
+    OutboundMessage,
+    Probe,
+    SyncedItem,
+)
+from portal.access.actors import Actor
 from portal.alerts.models import Alert
 from portal.alerts.services import evaluate_all
 from portal.audit.models import AuditEvent
+from portal.events.models import Event
+from tests.integrations.microsoft.webhook_support import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -73,7 +82,7 @@ def test_a_probe_that_cannot_be_sent_raises_sending_failing_until_one_is(
     client.post(reverse("console:probe_run"))
     manual = Probe.objects.exclude(pk=failed.pk).get()
     assert AuditEvent.objects.filter(action="probe.run", target_id=str(manual.pk)).exists()
-    probe.tick(manual.pk)  # what the worker does with the queued job
+    probe.tick([manual.pk])  # what the worker does with the queued job
     assert Probe.objects.get(pk=manual.pk).status == "sent"
     assert state("probe_sending_failing") == "ok"
     assert not OutboundMessage.objects.exists()  # never a Fleet message
@@ -96,3 +105,43 @@ def test_bad_probe_settings_are_refused_at_start_up(settings, env, message):
         setattr(settings, key, value)
     with pytest.raises(SystemCheckError, match=message):
         call_command("check")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_a_teams_sender_and_a_probe_chat_a_chat_message_is_probed_too(
+    webhook_settings, emulator, bot, bot_chat, sender_connected, drain
+):
+    upn = bot["userPrincipalName"].lower()
+    MonitoredUser.objects.create(identifier=upn, graph_id=bot["id"], upn=upn)
+    webhook_settings.PROBE_MAILBOX = upn
+    webhook_settings.MESSAGING_SENDER_MAILBOXES = [upn]
+    webhook_settings.PROBE_CHAT_ID = bot_chat
+    subscriptions.setup(Actor.system("test"))
+    drain()
+
+    probe.tick()  # the schedule: one probe per channel
+    teams = Probe.objects.get(channel="teams_chat")
+    assert teams.status == "sent" and teams.graph_message_id and teams.mailbox == bot_chat
+
+    def round_trip() -> bool:
+        drain()
+        probe.tick()
+        return Probe.objects.filter(status="measured").count() == 2
+
+    wait_for(round_trip, timeout=30, interval=0.5)
+    teams.refresh_from_db()
+    assert teams.notified_at and teams.synced_at and teams.deleted_at
+    wait_for(
+        lambda: (
+            drain() is not None
+            and NotificationInbox.objects.filter(
+                resource_id=teams.graph_message_id, change_type="deleted", status="ignored"
+            ).exists()
+        ),
+        timeout=30,
+        interval=0.5,
+    )
+    drain()
+    assert not SyncedItem.objects.filter(graph_id=teams.graph_message_id).exists()
+    assert not Event.objects.filter(type__startswith="chat_message.").exists()
+    assert not OutboundMessage.objects.exists()
