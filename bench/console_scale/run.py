@@ -65,6 +65,13 @@ def main() -> int:
     client.force_login(user)
     some_user = MonitoredUser.objects.order_by("id").values_list("id", flat=True).first()
     some_job = Job.objects.filter(status="dead").values_list("id", flat=True).first()
+    some_request_id = (
+        GraphCall.objects.exclude(request_id="").values_list("request_id", flat=True).first()
+        or "no-such-request-id"
+    )
+    some_target = (
+        AuditEvent.objects.exclude(target_id="").values_list("target_id", flat=True).first() or "x"
+    )
 
     def url(name: str, *args_: object, query: str = "") -> str | None:
         try:
@@ -143,6 +150,22 @@ def main() -> int:
             lambda: MonitoredUser.objects.get(pk=some_user),
         ),
         ("alerts", url("console:alerts"), False, lambda: None),
+        # The search box: a job id (several kinds answer to a number), a Graph request-id, a
+        # UPN's start, an audit target id.
+        ("search: id", url("console:search", query=f"q={some_job}&list=1"), False, lambda: None),
+        (
+            "search: request-id",
+            url("console:search", query=f"q={some_request_id}&list=1"),
+            False,
+            lambda: list(GraphCall.objects.filter(request_id=some_request_id)[:10]),
+        ),
+        ("search: UPN", url("console:search", query="q=scale12&list=1"), False, lambda: None),
+        (
+            "search: audit target",
+            url("console:search", query=f"q={some_target}&list=1"),
+            False,
+            lambda: list(AuditEvent.objects.filter(target_id=some_target)[:10]),
+        ),
     ]
     worst = 0.0
     counted = []

@@ -257,6 +257,8 @@ class Command(BaseCommand):
                 throttled=status == 429,
                 retry_after=10 if status == 429 else None,
                 mailbox=f"scale{n % 25000}@fleet.example",
+                # Graph answers every call with a request-id (the search box finds calls by it).
+                request_id=f"{rng.getrandbits(128):032x}",
             )
 
         return self._bulk(GraphCall, (make(n) for n in range(counts["calls"])), counts["calls"])
