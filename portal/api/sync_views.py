@@ -9,7 +9,7 @@ from django.db.models import Count
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 
-from integrations.microsoft import diagnosis, sync
+from integrations.microsoft import backoff, diagnosis, sync
 from integrations.microsoft.models import (
     GraphCall,
     MonitoredUser,
@@ -105,6 +105,49 @@ def sync_delta(request: HttpRequest, actor: Actor, body: dict) -> JsonResponse:
         kind: sync.delta_now(actor, user.pk, kind).pk for kind in _kinds(user, body, required=False)
     }
     return JsonResponse({"userId": user.upn or user.identifier, "jobs": jobs}, status=202)
+
+
+BACKOFF_BODY = {
+    "type": "object",
+    "required": ["mailbox", "minutes", "reason"],
+    "properties": {
+        "mailbox": {"type": "string", "description": "UPN or Graph user id"},
+        "minutes": {
+            "type": "integer",
+            "minimum": backoff.MIN_MINUTES,
+            "maximum": backoff.MAX_MINUTES,
+        },
+        "reason": {"type": "string", "description": "Why (kept in the audit log)"},
+    },
+}
+
+
+@api_endpoint(
+    "/api/graph/mailbox-backoff",
+    "POST",
+    "pause_processing",
+    "Back off one mailbox: no Graph request for it for `minutes` (1 to 1440); its jobs, "
+    "retries included, wait until the end time. Audited with the reason.",
+    request_body=BACKOFF_BODY,
+    responses={"201": "backed off until `until`", "400": "bad mailbox, minutes or reason"},
+)
+def mailbox_backoff(request: HttpRequest, actor: Actor, body: dict) -> JsonResponse:
+    minutes = body.get("minutes")
+    if not isinstance(minutes, int) or isinstance(minutes, bool):
+        raise ApiError(400, "invalid_field", "minutes must be a whole number.", field="minutes")
+    mailbox, reason = body.get("mailbox"), body.get("reason")
+    for name, value in (("mailbox", mailbox), ("reason", reason)):
+        if not isinstance(value, str):
+            raise ApiError(400, "invalid_field", f"{name} must be a string.", field=name)
+    try:
+        done = backoff.back_off_mailbox(actor, str(mailbox), minutes, str(reason))
+    except backoff.BackoffError as exc:
+        field = "minutes" if "minute" in str(exc) else "reason" if "why" in str(exc) else "mailbox"
+        raise ApiError(400, "invalid_field", str(exc), field=field) from None
+    return JsonResponse(
+        {"mailbox": done.mailbox, "graphUserId": done.key, "until": done.until.isoformat()},
+        status=201,
+    )
 
 
 def _seconds_since(moment: Any) -> int | None:

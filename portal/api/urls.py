@@ -20,6 +20,7 @@ urlpatterns = [
     path("metrics/queue", views.metrics_queue, name="metrics_queue"),
     path("metrics/sync", sync_views.metrics_sync, name="metrics_sync"),
     path("metrics/graph", sync_views.metrics_graph, name="metrics_graph"),
+    path("graph/mailbox-backoff", sync_views.mailbox_backoff, name="mailbox_backoff"),
     path("metrics/gateway", views.metrics_gateway, name="metrics_gateway"),
     path("sync/reset", sync_views.sync_reset, name="sync_reset"),
     path("sync/full", sync_views.sync_full, name="sync_full"),

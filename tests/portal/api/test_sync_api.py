@@ -123,3 +123,44 @@ def test_graph_metrics(client):
     body = client.get("/api/metrics/graph").json()
     assert (body["calls"], body["throttled"], body["errorRate"]) == (2, 1, 0.5)
     assert body["throttledByRoute"] == [{"route": "/users/{id}/messages/delta", "count": 1}]
+
+
+def test_back_off_a_mailbox(client, user, bearer):
+    response = curl_d(
+        client,
+        "/api/graph/mailbox-backoff",
+        bearer("operator"),
+        {"mailbox": UPN, "minutes": 10, "reason": "429 storm"},
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["mailbox"] == UPN
+    event = AuditEvent.objects.get(action="graph.mailbox_backoff")
+    assert (event.actor_type, event.reason) == ("token", "429 storm")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"mailbox": UPN, "minutes": 0, "reason": "x"}, "minutes"),
+        ({"mailbox": UPN, "minutes": 1441, "reason": "x"}, "minutes"),
+        ({"mailbox": UPN, "minutes": "5", "reason": "x"}, "minutes"),
+        ({"mailbox": UPN, "minutes": 5, "reason": ""}, "reason"),
+        ({"mailbox": "", "minutes": 5, "reason": "x"}, "mailbox"),
+        ({"minutes": 5, "reason": "x"}, "mailbox"),
+    ],
+)
+def test_a_bad_back_off_is_a_400_naming_the_field(client, user, bearer, body, field):
+    response = curl_d(client, "/api/graph/mailbox-backoff", bearer("operator"), body)
+    assert response.status_code == 400, response.content
+    assert response.json()["field"] == field
+    assert not AuditEvent.objects.filter(action="graph.mailbox_backoff", outcome="success")
+
+
+def test_support_may_not_back_off_a_mailbox(client, user, bearer):
+    response = curl_d(
+        client,
+        "/api/graph/mailbox-backoff",
+        bearer("support"),
+        {"mailbox": UPN, "minutes": 5, "reason": "x"},
+    )
+    assert response.status_code == 403
