@@ -20,6 +20,7 @@ from django.utils.text import format_lazy
 from integrations.microsoft.models import (
     Credential,
     GraphCall,
+    MonitoredUser,
     NotificationAnswers,
     NotificationInbox,
     OutboundMessage,
@@ -237,11 +238,11 @@ def _throttled() -> Verdict:
     calls = GraphCall.objects.last_seconds(alert_window())
     value, threshold = calls.figures().throttled, get(THROTTLED)
     busiest = calls.throttled_mailboxes()[:1]
-    worst = (
-        f" Most on mailbox {busiest[0]['mailbox']} ({busiest[0]['count']})."
-        if busiest and busiest[0]["mailbox"]
-        else ""
-    )
+    worst = ""
+    if busiest and busiest[0]["mailbox"]:
+        mailbox = busiest[0]["mailbox"]
+        name = MonitoredUser.objects.upns_by_graph_id([mailbox]).get(mailbox, mailbox)
+        worst = f" Most on mailbox {name} ({busiest[0]['count']}): back it off."
     return Verdict(
         value > threshold,
         value,

@@ -147,7 +147,7 @@ class TestRules:
         services.evaluate_all()
         throttled = Alert.objects.get(rule="graph_throttled")
         assert throttled.state == "firing" and throttled.value == 11
-        assert "storm-id" in throttled.message
+        assert "Most on mailbox storm-id (11)" in throttled.message
         assert Alert.objects.get(rule="graph_error_rate").state == "ok"
         # The storm is over: within the window plus one evaluation the alert has cleared
         # (it used to count the last hour and kept firing for an hour).
