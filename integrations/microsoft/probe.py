@@ -73,7 +73,10 @@ def monitored_user() -> MonitoredUser | None:
 
 
 def enqueue_tick() -> int:
-    """Schedule entry (every minute): a worker sends and measures."""
+    """Schedule entry (every minute): a worker sends and measures (no job while the probe is
+    not set up)."""
+    if setup_problem():
+        return 0
     return enqueue(JOB_TYPE, {}, created_by="schedule:probe").pk
 
 
