@@ -6,4 +6,10 @@ class PortalConfig(AppConfig):
     verbose_name = "Fleet Graph Portal"
 
     def ready(self) -> None:
-        from portal import checks  # noqa: F401  (registers the system checks)
+        from portal import (
+            checks,  # noqa: F401  (registers the system checks)
+            tracing,
+        )
+
+        # Every process (web, workers, drains, commands): OTLP export when configured.
+        tracing.configure()

@@ -576,6 +576,11 @@ STORAGES = {
     },
 }
 
+# --- Tracing (docs/tracing.md) -------------------------------------------------------------
+# OpenTelemetry over OTLP/HTTP, e.g. http://otel-collector:4318; empty: no tracing at all.
+OTEL_EXPORTER_OTLP_ENDPOINT = env_str("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+OTEL_SERVICE_NAME = env_str("OTEL_SERVICE_NAME", "fleet-graph-portal")
+
 # --- Logging ------------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:

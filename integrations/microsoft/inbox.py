@@ -43,6 +43,7 @@ from integrations.microsoft.notifications import CHANNEL, WAKE_INTERVAL_SECONDS
 from portal.jobs.models import PausedJobType
 from portal.jobs.runner import enqueue
 from portal.runtime.registry import get
+from portal.tracing import continued
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,13 @@ def _drain_notifications(limit: int, batch: str | None) -> Drained:
             claim.select_for_update(skip_locked=True)
             .order_by("id")
             .values_list(
-                "id", "monitored_user_id", "kind", "subscription_id", "change_type", "resource_id"
+                "id",
+                "monitored_user_id",
+                "kind",
+                "subscription_id",
+                "change_type",
+                "resource_id",
+                "trace_context",
             )[:limit]
         )
         if not rows:
@@ -132,14 +139,17 @@ def _drain_notifications(limit: int, batch: str | None) -> Drained:
             row[5] for row in rows if row[4] == "deleted" and probe.mailbox()
         )
         targets: dict[tuple[int, str], list[int]] = {}
+        # The webhook requests' traces: each target's claim continues the first, links the rest.
+        traces: dict[tuple[int, str], dict[str, None]] = {}
         orphans: list[int] = []
-        for row_id, user_id, kind, sub_id, change_type, resource_id in rows:
+        for row_id, user_id, kind, sub_id, change_type, resource_id, traceparent in rows:
             if user_id is None or sub_id is None:
                 orphans.append(row_id)  # its subscription or user is gone
             elif change_type == "deleted" and resource_id in probe_deletions:
                 orphans.append(row_id)
             else:
                 targets.setdefault((user_id, kind), []).append(row_id)
+                traces.setdefault((user_id, kind), {})[traceparent] = None
         mine = NotificationInbox.objects.filter(status=NotificationInbox.Status.PENDING)
         if orphans:
             mine.filter(pk__in=orphans).update(
@@ -147,18 +157,25 @@ def _drain_notifications(limit: int, batch: str | None) -> Drained:
             )
         # Sorted: two drains lock the sync states in the same order (no deadlock).
         for (user_id, kind), row_ids in sorted(targets.items()):
-            if realtime:
-                job = sync.request_delta(
-                    user_id, kind, trigger="notification", created_by="notification"
-                )
-                mine.filter(pk__in=row_ids).update(
-                    status=NotificationInbox.Status.PROCESSED, processed_at=now, sync_job=job
-                )
-            else:
-                sync.mark_due(user_id, kind)
-                mine.filter(pk__in=row_ids).update(
-                    status=NotificationInbox.Status.PROCESSED, processed_at=now
-                )
+            parent, *others = traces[(user_id, kind)]
+            with continued(
+                parent,
+                "graph.inbox.claim",
+                links=others,
+                attributes={"notifications": len(row_ids), "user.id": user_id, "kind": kind},
+            ):
+                if realtime:  # the sync job continues the claim's trace
+                    job = sync.request_delta(
+                        user_id, kind, trigger="notification", created_by="notification"
+                    )
+                    mine.filter(pk__in=row_ids).update(
+                        status=NotificationInbox.Status.PROCESSED, processed_at=now, sync_job=job
+                    )
+                else:
+                    sync.mark_due(user_id, kind)
+                    mine.filter(pk__in=row_ids).update(
+                        status=NotificationInbox.Status.PROCESSED, processed_at=now
+                    )
         # Per-subscription "last notification received", kept off the request path.
         latest = (
             NotificationInbox.objects.filter(

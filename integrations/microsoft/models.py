@@ -634,6 +634,9 @@ class NotificationInbox(models.Model):
         db_index=False,
         help_text="The delta sync it caused",
     )
+    # The W3C traceparent of the webhook request that delivered it: the drain continues
+    # that trace (portal/tracing.py); "" when tracing is off.
+    trace_context = models.CharField(max_length=55, blank=True, default="", db_default="")
 
     objects = NotificationInboxQuerySet.as_manager()
 

@@ -43,6 +43,7 @@ from integrations.microsoft.models import (
     WebhookRejection,
 )
 from portal.crypto import DecryptionError, decrypt
+from portal.tracing import current_traceparent
 
 logger = logging.getLogger(__name__)
 
@@ -398,15 +399,16 @@ def _insert_notifications(rows: list[tuple[str, ...]], *, batch: str, received_a
     columns = (
         f"INSERT INTO {inbox} (dedupe_key, batch, subscription_id, subscription_graph_id, "
         "monitored_user_id, kind, change_type, resource, resource_id, etag, received_at, "
-        "status) "
+        "status, trace_context) "
     )
     params: list[Any] = [batch, connection.ops.adapt_datetimefield_value(received_at)]
-    params.append(NotificationInbox.Status.PENDING)
+    # The drain continues the request's trace (portal/tracing.py).
+    params += [NotificationInbox.Status.PENDING, current_traceparent()]
     if connection.vendor == "postgresql":
         sql = (
             # Table names from the models; every value is a parameter.
             f"{columns}SELECT v.k, %s, s.id, s.graph_id, s.monitored_user_id, s.kind, v.c, "  # noqa: S608
-            "v.r, v.i, v.e, %s, %s FROM json_to_recordset(%s::json) "
+            "v.r, v.i, v.e, %s, %s, %s FROM json_to_recordset(%s::json) "
             "AS v(k text, g text, c text, r text, i text, e text) "
             f"JOIN {subs} s ON s.graph_id = v.g ON CONFLICT (dedupe_key) DO NOTHING"
         )
@@ -415,7 +417,7 @@ def _insert_notifications(rows: list[tuple[str, ...]], *, batch: str, received_a
         values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(rows))
         sql = (
             f"{columns}SELECT v.column1, %s, s.id, s.graph_id, s.monitored_user_id, s.kind, "  # noqa: S608
-            "v.column3, v.column4, v.column5, v.column6, %s, %s "
+            "v.column3, v.column4, v.column5, v.column6, %s, %s, %s "
             f"FROM (VALUES {values}) AS v JOIN {subs} s ON s.graph_id = v.column2 "
             # SQLite needs a WHERE before ON CONFLICT in INSERT … SELECT (parsing ambiguity).
             "WHERE 1 = 1 ON CONFLICT (dedupe_key) DO NOTHING"

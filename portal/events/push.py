@@ -34,6 +34,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
+from opentelemetry.trace import SpanKind
 from standardwebhooks import Webhook
 
 from portal.access.actors import Actor
@@ -46,6 +47,7 @@ from portal.events.services import event_json, kick_fan_out, parse_types
 from portal.jobs.errors import JobDeferred, PermanentJobError, TransientJobError
 from portal.jobs.registry import SucceededWith
 from portal.jobs.runner import enqueue, enqueue_many
+from portal.tracing import current_traceparent, span
 
 DELIVER_JOB = "events.deliver"
 SUCCESS_STAMP_SECONDS = 5
@@ -627,9 +629,14 @@ def deliver(delivery_id: int, job: Any) -> str | SucceededWith:
     refused = False
     status: int | None = None
     try:
-        reply = safe_http.post(
-            endpoint.url, delivery.body.encode("utf-8"), signature_headers(endpoint, delivery, now)
-        )
+        # The POST carries its span's traceparent: the Fleet side continues the trace.
+        with span(
+            "events.deliver POST", kind=SpanKind.CLIENT, attributes={"delivery.id": delivery.pk}
+        ):
+            headers = signature_headers(endpoint, delivery, now)
+            if traceparent := current_traceparent():
+                headers["traceparent"] = traceparent
+            reply = safe_http.post(endpoint.url, delivery.body.encode("utf-8"), headers)
     except safe_http.UnsafeUrl as exc:
         error, refused = f"Refused: {exc}", True
     except (urllib3.exceptions.HTTPError, OSError) as exc:

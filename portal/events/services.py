@@ -14,6 +14,7 @@ emit to commit: producers emit at the end of their transaction, after their slow
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable
 from datetime import datetime
@@ -24,6 +25,7 @@ from django.utils import timezone
 
 from portal.events.models import Event, EventEndpoint
 from portal.jobs.runner import enqueue
+from portal.tracing import current_traceparent, span
 
 EVENT_TYPES: dict[str, str] = {
     "mail.received": "A new e-mail in a monitored mailbox",
@@ -77,18 +79,19 @@ def emit_many(events: Iterable[tuple[str, dict[str, Any], str, datetime | None]]
         )
     if not rows:
         return []
-    with transaction.atomic():
+    with span("events.emit", attributes={"events": len(rows)}), transaction.atomic():
         _lock_appends()
         created = Event.objects.bulk_create(rows)
-        transaction.on_commit(kick_fan_out)
+        # The fan-out continues this span's trace, though it is queued after the commit.
+        transaction.on_commit(functools.partial(kick_fan_out, current_traceparent()))
     return created
 
 
-def kick_fan_out() -> None:
+def kick_fan_out(trace_context: str | None = None) -> None:
     """Ask a worker to hand new events to the endpoints now (after the appending commit;
     a one-minute schedule catches anything this misses)."""
     if EventEndpoint.objects.filter(state=EventEndpoint.State.ACTIVE).exists():
-        enqueue(FAN_OUT_JOB, {}, created_by="events")
+        enqueue(FAN_OUT_JOB, {}, created_by="events", trace_context=trace_context)
 
 
 def parse_types(raw: str) -> list[str]:

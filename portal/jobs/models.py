@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Count, Q
 
+from portal.tracing import trace_id
+
 
 class JobQuerySet(models.QuerySet["Job"]):
     """The queue's figures, one definition each (the dashboard, /api/metrics/queue, the
@@ -85,6 +87,9 @@ class Job(models.Model):
     # Who last retried it by hand: the re-run acts (and is audited) in their name.
     retried_by = models.CharField(max_length=150, blank=True)
     correlation_id = models.CharField(max_length=64, blank=True)
+    # The W3C traceparent of the span that queued it: its run continues that trace
+    # (portal/tracing.py); "" when tracing is off.
+    trace_context = models.CharField(max_length=55, blank=True, default="", db_default="")
 
     objects = JobQuerySet.as_manager()
 
@@ -126,6 +131,11 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"Job #{self.pk} {self.job_type} ({self.status})"
+
+    @property
+    def trace_id(self) -> str:
+        """The trace its run belongs to (the console shows it); "" when not traced."""
+        return trace_id(self.trace_context)
 
 
 WAITING_STATES = (Job.Status.PENDING, Job.Status.RETRYING)

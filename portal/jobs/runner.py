@@ -36,6 +36,7 @@ from portal.jobs.models import Job, JobAttempt, PausedJobType, WorkerHeartbeat
 from portal.jobs.registry import JobType, SucceededWith, UnknownJobType, get_job_type, queue_of
 from portal.logging import job_id_var
 from portal.redaction import redact_text
+from portal.tracing import continued, current_traceparent
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +144,10 @@ def enqueue(
     correlation_id: str = "",
     delay_seconds: float | None = None,
     max_attempts: int | None = None,
+    trace_context: str | None = None,
 ) -> Job:
-    """Create a job (or return the one with the same idempotency key) and dispatch it."""
+    """Create a job (or return the one with the same idempotency key) and dispatch it.
+    Its run continues `trace_context` (a traceparent), by default the current span's."""
     definition = get_job_type(job_type)
     now = timezone.now()
     # No savepoint when the caller has a transaction (the webhook receiver does): the job
@@ -164,6 +167,7 @@ def enqueue(
             "idempotency_key": idempotency_key or None,
             "created_by": created_by[:150],
             "correlation_id": correlation_id[:64],
+            "trace_context": current_traceparent() if trace_context is None else trace_context,
             "next_attempt_at": now + timedelta(seconds=delay_seconds) if delay_seconds else None,
             "dispatched_at": None if waits else now,
         }
@@ -188,6 +192,7 @@ def enqueue_many(
     them together: one INSERT for the jobs instead of one per job (the event fan-out)."""
     definition = get_job_type(job_type)
     now = timezone.now()
+    traceparent = current_traceparent()
     with transaction.atomic(savepoint=False):
         jobs = Job.objects.bulk_create(
             Job(
@@ -196,6 +201,7 @@ def enqueue_many(
                 max_attempts=definition.max_attempts,
                 created_by=created_by[:150],
                 dispatched_at=now,
+                trace_context=traceparent,
             )
             for payload in payloads
         )
@@ -283,7 +289,12 @@ def run_job(job_id: int) -> str:
     log_context = job_id_var.set(str(job.pk))
     try:
         definition = get_job_type(job.job_type)
-        result = definition.handler(job)
+        with continued(
+            job.trace_context,
+            f"job {job.job_type}",
+            attributes={"job.id": job.pk, "job.type": job.job_type, "job.run": job.runs},
+        ):
+            result = definition.handler(job)
     except UnknownJobType as exc:
         outcome = _recording(record_failure, job, _Permanent(str(exc)), None, started, worker)
     except JobDeferred as exc:

@@ -62,6 +62,7 @@ def running_receiver(*, keep_alive: bool = False) -> Iterator[Receiver]:
                             {
                                 "webhook-id": headers.get("webhook-id"),
                                 "signature": headers.get("webhook-signature"),
+                                "traceparent": headers.get("traceparent"),
                                 "body": json.loads(body),
                             }
                         )
