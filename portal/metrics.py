@@ -34,6 +34,7 @@ from integrations.microsoft.models import (
 from portal.access.addresses import from_api_trusted_network
 from portal.access.decorators import public
 from portal.alerts.models import Alert, AuditChainCheck, TokenHealth
+from portal.approvals.models import ApprovalRequest
 from portal.audit.models import AuditStreamCursor
 from portal.events.models import EventEndpoint
 from portal.health import worker_heartbeat_age
@@ -71,6 +72,7 @@ class PortalCollector(Collector):
         yield pending
 
     def _gateway(self) -> Iterator[GaugeMetricFamily]:
+        approvals = ApprovalRequest.objects.figures()
         figures = (
             (
                 "fleet_messages_failed_last_hour",
@@ -96,6 +98,16 @@ class PortalCollector(Collector):
                 "fleet_event_backlog",
                 "Events waiting for delivery to endpoints",
                 EventEndpoint.objects.backlog(),
+            ),
+            (
+                "fleet_approvals_pending",
+                "Approval requests waiting for a second person (not expired)",
+                approvals["pending"],
+            ),
+            (
+                "fleet_approvals_break_glass_unreviewed",
+                "Covered actions run without approval (break glass) not yet reviewed",
+                approvals["break_glass_unreviewed"],
             ),
         )
         for name, documentation, value in figures:

@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "portal.api",
     "portal.events",
     "portal.recovery",
+    "portal.approvals",
     "portal.console",
     "integrations.microsoft",
 ]
@@ -97,6 +98,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "portal.access.middleware.DenyByDefaultMiddleware",
+    # A covered action raised ApprovalRequired in a page: show the approval request form.
+    "portal.approvals.middleware.ApprovalRequiredMiddleware",
     # Axes must come last: it turns its lockout signal into a response.
     "axes.middleware.AxesMiddleware",
 ]
@@ -193,6 +196,15 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+
+# --- Approvals (docs/security.md, "Approvals") ----------------------------------------------
+# Actions that need a second person; set, it replaces the console's policy page. Empty: the page.
+APPROVAL_REQUIRED_FOR = env_list("APPROVAL_REQUIRED_FOR")
+# Bulk retry / bulk renew need approval only above this many items.
+APPROVAL_BULK_THRESHOLD = env_int("APPROVAL_BULK_THRESHOLD", 100, minimum=1)
+APPROVAL_EXPIRY_MINUTES = env_int("APPROVAL_EXPIRY_MINUTES", 60, minimum=1, maximum=7 * 24 * 60)
+# A mailbox the portal may send from: each new request is e-mailed to who may approve it.
+APPROVAL_NOTIFY_FROM = env_str("APPROVAL_NOTIFY_FROM")
 
 # --- Authentication, sessions, login throttling -------------------------------------------
 AUTHENTICATION_BACKENDS = [

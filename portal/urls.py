@@ -36,6 +36,7 @@ urlpatterns = [
     path("login/set-up/<str:token>/", access_views.mfa_enrol, name="mfa_enrol"),
     path("admin/", admin.site.urls),
     path("api/", include("portal.api.urls")),
+    path("approvals/", include("portal.approvals.urls")),
     path("", include("portal.console.urls")),
 ]
 

@@ -32,6 +32,7 @@ from integrations.microsoft.errors import TokenError
 from integrations.microsoft.models import Credential
 from portal.access.actors import Actor
 from portal.access.authz import require
+from portal.approvals import gate
 from portal.audit.services import record
 from portal.crypto import encrypt, fingerprint
 
@@ -233,6 +234,7 @@ def activate(actor: Actor, credential_id: int) -> Credential:
         target_type=TARGET,
         target_id=credential_id,
     )
+    gate.check(actor, "credential.activate", {"credential_id": credential_id})
     now = timezone.now()
     with transaction.atomic():
         # Lock every live row so two activations cannot interleave (PostgreSQL; SQLite
@@ -291,6 +293,7 @@ def rollback(actor: Actor) -> Credential:
     keeping it lets the operator re-verify and re-activate it later — or retire it explicitly.
     """
     require(actor, "rotate_credentials", action="credential.rollback", target_type=TARGET)
+    gate.check(actor, "credential.rollback", {})
     now = timezone.now()
     with transaction.atomic():
         rows = list(
@@ -362,6 +365,7 @@ def retire(actor: Actor, credential_id: int) -> Credential:
         target_type=TARGET,
         target_id=credential_id,
     )
+    gate.check(actor, "credential.retire", {"credential_id": credential_id})
     with transaction.atomic():
         credential = Credential.objects.select_for_update().filter(pk=credential_id).first()
         if credential is None:

@@ -50,6 +50,7 @@ from integrations.microsoft.models import (
 )
 from portal.access.actors import Actor
 from portal.access.authz import require
+from portal.approvals import gate
 from portal.audit.services import record
 from portal.crypto import encrypt, fingerprint
 
@@ -529,12 +530,26 @@ def write_settings(values: dict[str, str], path: Path | str | None) -> tuple[str
     return str(path), overridden
 
 
+def approval_params(plan: ConnectPlan) -> dict[str, Any]:
+    """What an approval of this connection names (never the credential, only its fingerprint)."""
+    return {
+        "tenant_id": plan.target.tenant_id,
+        "client_id": plan.target.client_id,
+        "authority_host": plan.target.authority_host,
+        "graph_url": plan.target.graph_url,
+        "credential": plan.secret_fingerprint,
+        "keep_monitored_users": plan.keep_monitored_users,
+        "drop_synced_items": plan.drop_synced_items,
+    }
+
+
 def apply(actor: Actor, plan: ConnectPlan, secret: NewCredential) -> ConnectResult:
     """Carry out a prepared plan (see the module docstring)."""
     require(actor, PERMISSION, action=ACTION, target_type="tenant", target_id=plan.target.tenant_id)
     secret = _check_secret(secret)
     if _fingerprint(secret) != plan.secret_fingerprint:
         raise ConnectError("The credential differs from the one the preview was made with.")
+    gate.check(actor, ACTION, approval_params(plan))
     remote_deleted, remote_failed = _delete_old_subscriptions()
     credential = _switch_database(actor, plan, secret, remote_deleted, remote_failed)
     # Written before this process switches: write_settings tells the real environment from

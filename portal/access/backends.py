@@ -20,6 +20,8 @@ ADMIN_MODEL_PERMISSIONS: frozenset[str] = frozenset(
         "alerts.view_alertevent",
         "alerts.view_auditchaincheck",
         "api.view_apitoken",
+        "approvals.view_approvalpolicy",
+        "approvals.view_approvalrequest",
         "audit.view_auditevent",
         "axes.view_accessattempt",
         "axes.view_accessfailurelog",

@@ -46,6 +46,8 @@ PERMISSIONS: dict[str, str] = {
     "manage_service_clients": "Create, rotate and revoke service clients",
     "manage_event_endpoints": "Create, change, pause and replay event endpoints",
     "connect_tenant": "Connect the portal to another tenant (its credentials; the old data reset)",
+    "manage_approvals": "Set the approval policy; run a covered action without approval "
+    "(break glass) and review such runs",
 }
 
 _GRANTS: dict[str, tuple[str, ...]] = {
@@ -79,6 +81,7 @@ _GRANTS: dict[str, tuple[str, ...]] = {
         "manage_service_clients",
         "manage_event_endpoints",
         "connect_tenant",
+        "manage_approvals",
     ),
 }
 

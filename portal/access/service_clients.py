@@ -18,6 +18,7 @@ from portal.access.authz import require
 from portal.access.models import ServiceClient, ServiceClientToken
 from portal.access.roles import SCOPES
 from portal.access.token_values import hash_token, new_token_value
+from portal.approvals import gate
 from portal.audit.services import record
 
 CLIENT_TOKEN_PREFIX = "fgs_"
@@ -76,6 +77,11 @@ def get_client(name: str) -> ServiceClient:
         raise ServiceClientError(f"There is no service client named {name!r}.") from None
 
 
+# A client that may send messages may need a second person's approval (approval policy).
+SENDER_SCOPE = "messages:send"
+CREATE_SENDER = "clients.create_sender"
+
+
 def create_client(
     actor: Actor,
     name: str,
@@ -98,6 +104,17 @@ def create_client(
         )
     scopes = parse_scopes(scopes)
     _expiry(expires_days)  # validate before writing anything
+    if SENDER_SCOPE in scopes:
+        gate.check(
+            actor,
+            CREATE_SENDER,
+            {
+                "name": name,
+                "scopes": scopes,
+                "description": description,
+                "expires_days": expires_days,
+            },
+        )
     try:
         with transaction.atomic():
             client = ServiceClient.objects.create(

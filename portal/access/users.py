@@ -13,8 +13,12 @@ from django.db import transaction
 
 from portal.access.actors import Actor, forget_permissions, role_of
 from portal.access.authz import require
-from portal.access.roles import ROLES
+from portal.access.roles import ADMIN, ROLES
+from portal.approvals import gate
 from portal.audit.services import record
+
+# Giving someone the admin role may need a second person's approval (approval policy).
+MAKE_ADMIN = "people.make_admin"
 
 
 class UserError(Exception):
@@ -51,6 +55,8 @@ def create_user(
         raise UserError("A username is required.")
     if User.objects.filter(username__iexact=username).exists():
         raise UserError(f"A user named {username!r} already exists.")
+    if role == ADMIN:
+        gate.check(actor, MAKE_ADMIN, {"username": username, "new_account": True, "email": email})
     password = password or generate_password()
     candidate = User(username=username, email=email)
     try:
@@ -96,6 +102,8 @@ def set_role(actor: Actor, username: str, role: str) -> AbstractBaseUser:
         )
     before = role_of(user)
     params: dict[str, object] = {"username": username, "before": before, "after": role}
+    if role == ADMIN and before != ADMIN:
+        gate.check(actor, MAKE_ADMIN, {"username": username})
     with transaction.atomic():
         apply_role(user, role)
         if (

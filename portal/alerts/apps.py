@@ -12,6 +12,7 @@ class AlertsConfig(AppConfig):
         from portal.alerts import rules  # noqa: F401  (defines the threshold settings)
         from portal.alerts.services import record_chain_verification
         from portal.alerts.token_health import record_outcome
+        from portal.approvals.signals import break_glass_changed
         from portal.audit.verification import chain_verified
         from portal.jobs.retention import Retention
         from portal.jobs.retention import register as keep
@@ -26,9 +27,16 @@ class AlertsConfig(AppConfig):
         auth.observe_tokens(record_outcome)
         keep(Retention("alerts.MetricSample", "taken_at", "METRIC_SAMPLE_RETENTION_DAYS"))
         break_glass_used.connect(_raise_break_glass_alert, dispatch_uid="break-glass-alert")
+        break_glass_changed.connect(_raise_approval_alert, dispatch_uid="approval-bypassed-alert")
 
 
 def _raise_break_glass_alert(sender: object, **kwargs: object) -> None:
     from portal.alerts.services import evaluate_rule
 
     evaluate_rule("break_glass_sign_in")
+
+
+def _raise_approval_alert(sender: object, **kwargs: object) -> None:
+    from portal.alerts.services import evaluate_rule
+
+    evaluate_rule("approval_break_glass")

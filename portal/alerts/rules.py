@@ -28,6 +28,7 @@ from integrations.microsoft.models import (
     Subscription,
 )
 from portal.alerts.models import AuditChainCheck, TokenHealth
+from portal.approvals.models import ApprovalRequest
 from portal.audit.models import AuditEvent, AuditStreamCursor
 from portal.events.models import EventEndpoint
 from portal.health import worker_heartbeat_age
@@ -391,6 +392,17 @@ def _inbox_stale() -> Verdict:
     )
 
 
+def _approval_bypassed() -> Verdict:
+    count = ApprovalRequest.objects.unreviewed_break_glass().count()
+    return Verdict(
+        count > 0,
+        count,
+        0,
+        f"{count} covered actions ran without approval (break glass) and wait for another "
+        "admin's review.",
+    )
+
+
 def _endpoints_failing() -> Verdict:
     value = EventEndpoint.objects.failing().count()
     return Verdict(value > 0, value, 0, f"{value} event endpoints are failing or disabled.")
@@ -585,6 +597,13 @@ RULES: tuple[Rule, ...] = (
         "the account; until then it cannot sign in.",
         _fix_at("console:people"),
         security=True,
+    ),
+    Rule(
+        "approval_break_glass",
+        "Approval bypassed (break glass)",
+        _approval_bypassed,
+        "Approvals page: read the reason, check what the run did, then mark it reviewed. "
+        "Audit log → approval.break_glass.",
     ),
     Rule(
         "messages_failed",

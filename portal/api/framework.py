@@ -27,8 +27,10 @@ from portal.access.actors import Actor
 from portal.access.addresses import from_api_trusted_network
 from portal.access.authz import require
 from portal.access.roles import PERMISSIONS
+from portal.api.approval_answers import answer_required
 from portal.api.models import public_prefix
 from portal.api.tokens import authenticate
+from portal.approvals.gate import ApprovalRequired
 
 logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
@@ -315,6 +317,8 @@ def api_endpoint(
                 return error_response(exc.status, exc.error, exc.detail, exc.field, exc.retry_after)
             except PermissionDenied as exc:
                 return error_response(403, "forbidden", str(exc))
+            except ApprovalRequired as exc:  # a covered action: file the request (202)
+                return answer_required(request, actor, body, exc)
             if isinstance(result, HttpResponse):
                 return result
             return JsonResponse(result, json_dumps_params={"default": str})

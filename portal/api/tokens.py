@@ -12,6 +12,7 @@ from portal.access.actors import Actor, role_of
 from portal.access.authz import require
 from portal.access.roles import MATRIX, PERMISSIONS
 from portal.api.models import TOKEN_PREFIX, ApiToken, hash_token, new_token_value
+from portal.approvals import gate
 from portal.audit.services import record
 
 MAX_EXPIRY_DAYS = 365
@@ -22,6 +23,10 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 class TokenError(Exception):
     """A token request that cannot be carried out (the message says why)."""
+
+
+# Creating a token for someone else may need a second person's approval (approval policy).
+FOR_ANOTHER_PERSON = "tokens.create_for_other"
 
 
 def create_token(
@@ -56,6 +61,12 @@ def create_token(
         )
     if expires_days is not None and not 1 <= expires_days <= MAX_EXPIRY_DAYS:
         raise TokenError(f"Expiry must be between 1 and {MAX_EXPIRY_DAYS} days.")
+    if actor.user is None or actor.user.get_username() != username:
+        gate.check(
+            actor,
+            FOR_ANOTHER_PERSON,
+            {"username": username, "name": name, "scopes": scopes, "expires_days": expires_days},
+        )
     raw, prefix = new_token_value(TOKEN_PREFIX)
     with transaction.atomic():
         token = ApiToken.objects.create(

@@ -1,6 +1,7 @@
 from django.urls import include, path
 
 from portal.api import (
+    approval_views,
     endpoint_views,
     event_views,
     message_views,
@@ -70,5 +71,12 @@ urlpatterns = [
     path("messages", message_views.messages_collection, name="messages"),
     path("messages/<str:message_id>", message_views.message_detail, name="message"),
     path("messages/<str:message_id>/cancel", message_views.message_cancel, name="message_cancel"),
+    path("approvals", approval_views.approvals_collection, name="approvals"),
+    path("approvals/<int:request_id>", approval_views.approval_detail, name="approval"),
+    path("approvals/<int:request_id>/approve", approval_views.approval_approve),
+    path("approvals/<int:request_id>/reject", approval_views.approval_reject),
+    path("approvals/<int:request_id>/withdraw", approval_views.approval_withdraw),
+    path("approvals/<int:request_id>/review", approval_views.approval_review),
+    path("approvals/<int:request_id>/secret", approval_views.approval_secret),
     path("webhooks/", include("portal.api.webhook_urls")),
 ]

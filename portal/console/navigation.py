@@ -6,6 +6,7 @@ that entry as a plain link. To add a page, add a NavItem to the group it belongs
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.http import HttpRequest, HttpResponse
@@ -13,12 +14,15 @@ from django.shortcuts import redirect
 from django.urls import NoReverseMatch, Resolver404, resolve, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from portal.approvals.models import ApprovalRequest
+
 
 @dataclass(frozen=True)
 class NavItem:
     label: str
     url_name: str
     permission: str
+    badge: Callable[[], int] | None = None  # a count shown beside the label (0: none)
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,12 @@ NAV_GROUPS: tuple[NavGroup, ...] = (
         (
             NavItem("Jobs", "console:jobs", "view_console"),
             NavItem("Recovery", "console:recovery", "run_recovery"),
+            NavItem(
+                "Approvals",
+                "approvals:list",
+                "view_console",
+                badge=lambda: ApprovalRequest.objects.pending().count(),
+            ),
         ),
     ),
     NavGroup(
@@ -79,6 +89,7 @@ def visible_groups(user: object, current_path: str) -> list[dict[str, object]]:
     groups: list[dict[str, object]] = []
     for nav_group in NAV_GROUPS:
         items = []
+        waiting = 0  # the group's badge: its entries' badges together
         for item in nav_group.items:
             if not user.has_perm(f"access.{item.permission}"):  # type: ignore[attr-defined]
                 continue
@@ -86,9 +97,13 @@ def visible_groups(user: object, current_path: str) -> list[dict[str, object]]:
                 url = reverse(item.url_name)
             except NoReverseMatch:
                 continue
-            items.append({"label": item.label, "url": url, "active": False})
+            badge = item.badge() if item.badge else 0
+            waiting += badge
+            items.append({"label": item.label, "url": url, "active": False, "badge": badge})
         if items:
-            groups.append({"label": nav_group.label, "items": items, "active": False})
+            groups.append(
+                {"label": nav_group.label, "items": items, "active": False, "badge": waiting}
+            )
     current = _current_item(groups, current_path)
     if current is not None:
         current_group, current_item = current

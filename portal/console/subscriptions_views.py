@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from integrations.microsoft import diagnosis, kinds, subscriptions
+from integrations.microsoft import bulk_kinds, diagnosis, kinds, subscriptions
 from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import LifecycleEvent, ResourceKind, Subscription
 from portal.access.actors import Actor
@@ -28,7 +28,6 @@ from portal.alerts import rules
 from portal.audit.services import record
 from portal.console.navigation import redirect_back
 from portal.console.paging import empty_page, keyset_page
-from portal.jobs import bulk
 from portal.jobs.models import Job
 from portal.jobs.runner import enqueue
 
@@ -253,9 +252,7 @@ def subscription_bulk_renew(request: HttpRequest) -> HttpResponse:
             status=400 if form.is_bound else 200,
         )
     hours = form.cleaned_data["hours"]
-    matching = Subscription.objects.expiring_within(timedelta(hours=hours)).filter(
-        graph_id__isnull=False
-    )
+    matching = bulk_kinds.expiring(hours)
     count = matching.count()
     context: dict[str, Any] = {
         "form": form,
@@ -278,12 +275,7 @@ def subscription_bulk_renew(request: HttpRequest) -> HttpResponse:
     if context["needs_typing"] and form.cleaned_data["confirm_count"].strip() != str(count):
         context["confirm_error"] = f"Type {count} to confirm."
         return render(request, "console/subscription_bulk_renew.html", context, status=400)
-    operation = bulk.start(
-        Actor.from_request(request),
-        "renew_subscriptions",
-        matching,
-        {"expiring_within_hours": hours},
-    )
+    operation = bulk_kinds.start_bulk_renew(Actor.from_request(request), hours)
     return redirect("console:bulk_operation", operation_id=operation.pk)
 
 

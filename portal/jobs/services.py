@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from portal.access.actors import Actor
 from portal.access.authz import require
+from portal.approvals import gate
 from portal.audit.services import record
 from portal.jobs import bulk
 from portal.jobs.models import BulkOperation, Job, PausedJobType
@@ -18,6 +19,8 @@ from portal.jobs.registry import retry_permission, type_retry_permission
 from portal.jobs.runner import dispatch, paused_types
 
 RETRYABLE = (Job.Status.DEAD, Job.Status.RETRYING, Job.Status.CANCELLED)
+# Above APPROVAL_BULK_THRESHOLD jobs, the approval policy may ask for a second person.
+RETRY_ALL_ACTION = "jobs.retry_all"
 BULK_CHUNK = 1000
 
 
@@ -219,6 +222,12 @@ def start_retry_all(actor: Actor, job_filter: JobFilter) -> BulkOperation:
         raise JobActionError("Only dead, retrying or cancelled jobs can be retried.")
     queryset = job_filter.queryset()
     refused = not_permitted(actor, queryset)
+    gate.check(
+        actor,
+        RETRY_ALL_ACTION,
+        {"filter": job_filter.as_dict()},
+        count=queryset.exclude(pk__in=refused.values("pk")).count(),
+    )
     return bulk.start(
         actor,
         "retry",

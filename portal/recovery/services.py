@@ -30,6 +30,7 @@ from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import SyncState
 from portal.access.actors import Actor
 from portal.access.authz import require
+from portal.approvals import gate
 from portal.audit.models import AuditEvent
 from portal.audit.services import record
 from portal.jobs import services as job_services
@@ -119,6 +120,7 @@ def graph_job_types() -> list[str]:
 def start(actor: Actor, *, reset_sync: bool = False) -> str:
     """Open a recovery session (audited); returns its id."""
     require(actor, "run_recovery", action="recovery.start", target_type=TARGET)
+    gate.check(actor, "recovery.start", {"reset_sync": reset_sync})
     session_id = new_session_id()
     with transaction.atomic():
         record(

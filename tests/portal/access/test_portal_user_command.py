@@ -9,6 +9,8 @@ from django.core.management import CommandError, call_command
 
 from portal.access import users
 from portal.access.actors import Actor, role_of
+from portal.approvals.gate import policy
+from portal.approvals.services import set_policy
 from portal.audit.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -94,7 +96,8 @@ def test_create_demo_users_makes_one_per_role_and_never_overwrites(settings, tmp
     settings.EMULATOR_STATE_DIR = tmp_path
     out = io.StringIO()
     call_command("create_demo_users", stdout=out)
-    assert out.getvalue().count("demo-") == 4
+    listed = out.getvalue().split("when it is up")[1]
+    assert listed.count("demo-") == 5 and "demo-operator-2 operator" in listed
     # runportal's start-up box reads their passwords from the demo's state, owner-only.
     saved = tmp_path / "demo-passwords.json"
     assert saved.stat().st_mode & 0o777 == 0o600
@@ -106,7 +109,18 @@ def test_create_demo_users_makes_one_per_role_and_never_overwrites(settings, tmp
     again = io.StringIO()
     call_command("create_demo_users", stdout=again)
     assert "already exist" in again.getvalue()
-    assert get_user_model().objects.filter(username__startswith="demo-").count() == 4
+    assert get_user_model().objects.filter(username__startswith="demo-").count() == 5
+
+
+def test_the_demo_turns_on_approvals_for_bulk_operations_above_100_once(settings, tmp_path):
+    settings.EMULATOR_STATE_DIR = tmp_path
+    call_command("create_demo_users", stdout=io.StringIO())
+    current = policy()
+    assert current.actions == {"jobs.retry_all", "subscriptions.bulk_renew"}
+    assert current.bulk_threshold == 100
+    set_policy(Actor.system("tests"), [], 100)  # an admin turned them off: the demo leaves it
+    call_command("create_demo_users", stdout=io.StringIO())
+    assert policy().actions == frozenset()
 
 
 def test_a_web_user_without_manage_users_is_refused_and_audited(otto_operator):

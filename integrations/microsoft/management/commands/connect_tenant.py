@@ -28,6 +28,7 @@ from integrations.microsoft.certificates import CertificateCredential, Certifica
 from integrations.microsoft.tenant import ConnectError
 from integrations.microsoft.verify import run_checks
 from portal.access.actors import Actor
+from portal.approvals import commands as approvals
 
 
 class Command(BaseCommand):
@@ -88,6 +89,7 @@ class Command(BaseCommand):
             action="store_true",
             help="Acquire a token and show the changes; change nothing.",
         )
+        approvals.add_arguments(parser)
         parser.add_argument(
             "--yes", action="store_true", help="Do not ask (synced items are kept)."
         )
@@ -171,11 +173,14 @@ class Command(BaseCommand):
             self._preview(plan)
             if interactive and not self._ask("Apply these changes?"):
                 raise CommandError("Nothing was changed.", returncode=1)
-            result = tenant.apply(actor, plan, secret)
+            result = approvals.run_covered(
+                self, options, actor, lambda who, key=secret: tenant.apply(who, plan, key)
+            )
         except ConnectError as exc:
             raise CommandError(str(exc)) from None
         del secret
-        self._report(result)
+        if result is not None:  # None: an approval request was filed
+            self._report(result)
 
     def _preview(self, plan: tenant.ConnectPlan) -> None:
         self.stdout.write("Changes:")

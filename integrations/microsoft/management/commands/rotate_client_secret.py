@@ -22,6 +22,7 @@ from integrations.microsoft import credentials
 from integrations.microsoft.credentials import CredentialError
 from integrations.microsoft.models import Credential
 from portal.access.actors import Actor
+from portal.approvals import commands as approvals
 
 
 class Command(BaseCommand):
@@ -74,6 +75,10 @@ class Command(BaseCommand):
         group.add_argument(
             "--list", action="store_true", help="List stored credentials (never their values)."
         )
+        group.add_argument(
+            "--activate", type=int, metavar="ID", help="Activate a verified pending credential."
+        )
+        approvals.add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         actor = Actor.command("rotate_client_secret")
@@ -81,7 +86,9 @@ class Command(BaseCommand):
             if options["list"]:
                 self._list()
             elif options["rollback"]:
-                credential = credentials.rollback(actor)
+                credential = approvals.run_covered(self, options, actor, credentials.rollback)
+                if credential is None:
+                    return  # an approval request was filed
                 self.stdout.write(
                     self.style.SUCCESS(
                         f"Rolled back: #{credential.pk} “{credential.display_name}” "
@@ -90,8 +97,17 @@ class Command(BaseCommand):
                     )
                 )
             elif options["retire"] is not None:
-                credential = credentials.retire(actor, options["retire"])
-                self.stdout.write(self.style.SUCCESS(f"Retired #{credential.pk}."))
+                credential = approvals.run_covered(
+                    self, options, actor, lambda who: credentials.retire(who, options["retire"])
+                )
+                if credential is not None:
+                    self.stdout.write(self.style.SUCCESS(f"Retired #{credential.pk}."))
+            elif options["activate"] is not None:
+                credential = approvals.run_covered(
+                    self, options, actor, lambda who: credentials.activate(who, options["activate"])
+                )
+                if credential is not None:
+                    self.stdout.write(self.style.SUCCESS(f"Activated #{credential.pk}."))
             else:
                 self._rotate(actor, options)
         except CredentialError as exc:
@@ -136,6 +152,11 @@ class Command(BaseCommand):
         return credentials.add_secret(actor, value, options["display_name"], expires_at)
 
     def _rotate(self, actor: Actor, options: dict[str, Any]) -> None:
+        if options["approval"] is not None:
+            raise CommandError(
+                "--approval runs an approved --activate ID, --rollback or --retire ID; a new "
+                "credential is added without approval."
+            )
         credential = self._add(actor, options)
         what = (
             f"thumbprint {credential.thumbprint}, expires {credential.expires_at:%Y-%m-%d}"
@@ -162,7 +183,15 @@ class Command(BaseCommand):
                 "from the console when ready."
             )
             return
-        credentials.activate(actor, credential.pk)
+        activated = approvals.run_covered(
+            self, options, actor, lambda who: credentials.activate(who, credential.pk)
+        )
+        if activated is None:
+            self.stdout.write(
+                f"3. Not activated yet: once approved, run "
+                f"rotate_client_secret --activate {credential.pk} --approval ID."
+            )
+            return
         self.stdout.write(
             self.style.SUCCESS(
                 f"3. Activated #{credential.pk}. The previous credential stays usable for "

@@ -8,6 +8,7 @@ from portal.access import service_clients
 from portal.access.actors import Actor
 from portal.access.models import ServiceClient
 from portal.access.roles import SCOPES
+from portal.approvals import commands as approvals
 
 
 class Command(BaseCommand):
@@ -25,6 +26,7 @@ class Command(BaseCommand):
         )
         create.add_argument("--description", default="")
         create.add_argument("--expires-days", type=int, default=service_clients.DEFAULT_EXPIRY_DAYS)
+        approvals.add_arguments(create)
         sub.add_parser("list", help="List clients and their tokens (never the values).")
         rotate = sub.add_parser(
             "rotate", help="Issue a new token; the old one keeps working for --grace-hours."
@@ -40,13 +42,21 @@ class Command(BaseCommand):
         action = options["action"]
         try:
             if action == "create":
-                client, raw = service_clients.create_client(
+                created = approvals.run_covered(
+                    self,
+                    options,
                     actor,
-                    options["name"],
-                    options["scopes"],
-                    options["description"],
-                    options["expires_days"],
+                    lambda who: service_clients.create_client(
+                        who,
+                        options["name"],
+                        options["scopes"],
+                        options["description"],
+                        options["expires_days"],
+                    ),
                 )
+                if created is None:
+                    return  # an approval request was filed
+                client, raw = created
                 self.stdout.write(
                     f"Created service client {client.name} "
                     f"({', '.join(client.scopes)}). Its token, shown once:"

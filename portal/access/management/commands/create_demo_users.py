@@ -11,22 +11,40 @@ from django.core.management.base import BaseCommand
 
 from portal.access import users
 from portal.access.actors import Actor
-from portal.access.roles import ROLES
+from portal.access.roles import OPERATOR, ROLES
+from portal.approvals import services as approvals
+from portal.approvals.gate import policy
+from portal.approvals.models import ApprovalPolicy
+from portal.jobs.services import RETRY_ALL_ACTION
+
+# A second operator approves what demo-operator files (four eyes on bulk operations).
+SECOND_OPERATOR = "demo-operator-2"
+DEMO_APPROVALS = [RETRY_ALL_ACTION, "subscriptions.bulk_renew"]
 
 
 class Command(BaseCommand):
-    help = "Create one demo user per role (demo-viewer, …); existing users are never touched."
+    help = (
+        "Create one demo user per role (demo-viewer, …) and a second operator; existing users "
+        "are never touched. Turns on approvals for bulk operations above 100 items unless an "
+        "approval policy was saved."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
         actor = Actor.command("create_demo_users")
         User = get_user_model()
         created = []
-        for role in ROLES:
-            username = f"demo-{role}"
+        wanted = [(f"demo-{role}", role) for role in ROLES] + [(SECOND_OPERATOR, OPERATOR)]
+        for username, role in wanted:
             if User.objects.filter(username=username).exists():
                 continue
             _user, password = users.create_user(actor, username, role)
             created.append((username, role, password))
+        if not ApprovalPolicy.objects.exists() and not policy().from_environment:
+            approvals.set_policy(actor, DEMO_APPROVALS, 100)
+            self.stdout.write(
+                "Approvals: bulk retry and bulk renewal of more than 100 items wait for a "
+                f"second operator ({SECOND_OPERATOR} approves what demo-operator files)."
+            )
         if not created:
             self.stdout.write("Demo users already exist; passwords are not shown again.")
             return

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from portal.access import mfa, users
 from portal.access.actors import Actor
 from portal.access.roles import ROLES
+from portal.approvals import commands as approvals
 
 
 class Command(BaseCommand):
@@ -24,6 +25,7 @@ class Command(BaseCommand):
             action="store_true",
             help="Read the password from standard input instead of generating one.",
         )
+        approvals.add_arguments(create)
         set_role = sub.add_parser("set-role", help="Give a user another role.")
         set_role.add_argument("username")
         set_role.add_argument("role", choices=ROLES)
@@ -38,6 +40,7 @@ class Command(BaseCommand):
             action="store_true",
             help="Read the password from standard input instead of generating one.",
         )
+        approvals.add_arguments(set_role)
         deactivate = sub.add_parser("deactivate", help="Deactivate a user and end their sessions.")
         deactivate.add_argument("username")
         reset_mfa = sub.add_parser(
@@ -58,9 +61,17 @@ class Command(BaseCommand):
         try:
             if options["action"] == "create":
                 password = self._password_from_stdin(options)
-                user, password = users.create_user(
-                    actor, options["username"], options["role"], password, options["email"]
+                created = approvals.run_covered(
+                    self,
+                    options,
+                    actor,
+                    lambda who: users.create_user(
+                        who, options["username"], options["role"], password, options["email"]
+                    ),
                 )
+                if created is None:
+                    return  # an approval request was filed
+                user, password = created
                 self.stdout.write(f"Created {user.get_username()} with role {options['role']}.")
                 if not options["password_stdin"]:
                     self.stdout.write(f"Password (shown once): {password}")
@@ -75,7 +86,14 @@ class Command(BaseCommand):
                 if not options["password_stdin"]:
                     self.stdout.write(f"Password (shown once): {password}")
             elif options["action"] == "set-role":
-                users.set_role(actor, options["username"], options["role"])
+                changed = approvals.run_covered(
+                    self,
+                    options,
+                    actor,
+                    lambda who: users.set_role(who, options["username"], options["role"]),
+                )
+                if changed is None:
+                    return  # an approval request was filed
                 self.stdout.write(f"{options['username']} now has role {options['role']}.")
             elif options["action"] == "reset-mfa":
                 user = users.get_user(options["username"])

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from portal.access.actors import Actor
 from portal.api import tokens
 from portal.api.models import ApiToken
+from portal.approvals import commands as approvals
 
 
 class Command(BaseCommand):
@@ -21,6 +22,7 @@ class Command(BaseCommand):
             "--scopes", default="", help="Comma-separated permissions; default: the user's role."
         )
         create.add_argument("--expires-days", type=int, default=tokens.DEFAULT_EXPIRY_DAYS)
+        approvals.add_arguments(create)
         sub.add_parser("list", help="List tokens (never their values).")
         revoke = sub.add_parser("revoke", help="Revoke a token by id.")
         revoke.add_argument("token_id", type=int)
@@ -30,14 +32,20 @@ class Command(BaseCommand):
         try:
             if options["action"] == "create":
                 scopes = [s.strip() for s in options["scopes"].split(",") if s.strip()]
-                _token, raw = tokens.create_token(
+                created = approvals.run_covered(
+                    self,
+                    options,
                     actor,
-                    options["user"],
-                    options["name"] or f"cli token for {options['user']}",
-                    scopes,
-                    options["expires_days"],
+                    lambda who: tokens.create_token(
+                        who,
+                        options["user"],
+                        options["name"] or f"cli token for {options['user']}",
+                        scopes,
+                        options["expires_days"],
+                    ),
                 )
-                self.stdout.write(raw)
+                if created is not None:
+                    self.stdout.write(created[1])
             elif options["action"] == "list":
                 for token in ApiToken.objects.select_related("user"):
                     state = (

@@ -15,6 +15,7 @@ from django.db.models import QuerySet
 from django.urls import reverse
 
 from portal.access.actors import Actor
+from portal.approvals import commands as approvals
 from portal.jobs import services
 from portal.jobs.models import Job
 from portal.jobs.registry import job_types
@@ -49,6 +50,7 @@ class Command(BaseCommand):
             action="store_true",
             help="Count and show what would be retried; change nothing.",
         )
+        approvals.add_arguments(every)
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
@@ -58,7 +60,7 @@ class Command(BaseCommand):
             elif action == "retry":
                 self._retry(options["job_id"], dry_run=options["dry_run"])
             else:
-                self._retry_all(self._filter(options["type"]), dry_run=options["dry_run"])
+                self._retry_all(self._filter(options["type"]), options)
         except JobActionError as exc:
             raise CommandError(str(exc)) from None
 
@@ -105,9 +107,9 @@ class Command(BaseCommand):
             self.style.SUCCESS(f"Job #{job.pk} ({job.job_type}) is {job.status} again.")
         )
 
-    def _retry_all(self, job_filter: JobFilter, *, dry_run: bool) -> None:
+    def _retry_all(self, job_filter: JobFilter, options: dict[str, Any]) -> None:
         of_type = self._of_type(job_filter)
-        if dry_run:
+        if options["dry_run"]:
             preview = services.preview_retry_all(job_filter, actor=Actor.command("dead_letter"))
             self.stdout.write(f"Dry run: {preview.count} dead job(s){of_type} would be retried.")
             self._table(preview.sample)
@@ -115,7 +117,14 @@ class Command(BaseCommand):
         if not job_filter.queryset().exists():
             self.stdout.write(f"No dead jobs{of_type}: nothing to retry.")
             return
-        operation = services.start_retry_all(Actor.command("dead_letter"), job_filter)
+        operation = approvals.run_covered(
+            self,
+            options,
+            Actor.command("dead_letter"),
+            lambda actor: services.start_retry_all(actor, job_filter),
+        )
+        if operation is None:
+            return  # an approval request was filed
         progress = settings.PUBLIC_BASE_URL.rstrip("/") + reverse(
             "console:bulk_operation", args=[operation.pk]
         )

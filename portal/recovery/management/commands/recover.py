@@ -12,6 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from portal.access.actors import Actor
+from portal.approvals import commands as approvals
 from portal.recovery import services as recovery
 
 
@@ -35,6 +36,7 @@ class Command(BaseCommand):
             action="store_true",
             help="Confirm: without it the command only lists the steps.",
         )
+        approvals.add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["timeout"] <= 0:
@@ -57,12 +59,17 @@ class Command(BaseCommand):
             for line in result.lines:
                 self.stdout.write(f"    {line}")
 
-        session_id, results = recovery.run_all(
+        ran = approvals.run_covered(
+            self,
+            options,
             Actor.command("recover"),
-            reset_sync=options["reset_sync"],
-            timeout=options["timeout"],
-            on_step=report,
+            lambda actor: recovery.run_all(
+                actor, reset_sync=options["reset_sync"], timeout=options["timeout"], on_step=report
+            ),
         )
+        if ran is None:
+            return  # an approval request was filed
+        session_id, results = ran
         self.stdout.write(f"Audit session: {session_id}")
         failed = [r.key for r in results if not r.ok]
         if failed or len(results) < len(recovery.STEPS):
