@@ -173,9 +173,12 @@ class Command(BaseCommand):
             self._preview(plan)
             if interactive and not self._ask("Apply these changes?"):
                 raise CommandError("Nothing was changed.", returncode=1)
-            result = approvals.run_covered(
-                self, options, actor, lambda who, key=secret: tenant.apply(who, plan, key)
-            )
+            credential = secret
+
+            def connect(who: Actor) -> tenant.ConnectResult:
+                return tenant.apply(who, plan, credential)
+
+            result = approvals.run_covered(self, options, actor, connect)
         except ConnectError as exc:
             raise CommandError(str(exc)) from None
         del secret
