@@ -604,6 +604,8 @@ RULES: tuple[Rule, ...] = (
         _approval_bypassed,
         "Approvals page: read the reason, check what the run did, then mark it reviewed. "
         "Audit log → approval.break_glass.",
+        _fix_at("console:audit", "?action=approval.break_glass"),
+        security=True,
     ),
     Rule(
         "messages_failed",
