@@ -56,6 +56,11 @@ urlpatterns = [
     path("audit/", views.audit_log, name="audit"),
     path("audit/export.csv", views.audit_export, name="audit_export"),
     path("settings/", settings_views.settings_page, name="settings"),
+    path(
+        "settings/group/<str:group>",
+        settings_views.settings_group_change,
+        name="settings_group_change",
+    ),
     path("settings/<str:key>", settings_views.settings_change, name="settings_change"),
     path("jobs/", jobs_views.job_list, name="jobs"),
     path("jobs/<int:job_id>/", jobs_views.job_detail, name="job_detail"),

@@ -136,6 +136,22 @@ def set_value(actor: Actor, key: str, raw: Any, reason: str = "") -> Any:
     return value
 
 
+def set_values(actor: Actor, raw_values: dict[str, Any], reason: str = "") -> dict[str, Any]:
+    """Several settings at once (a group's form): all valid or none stored; each change is
+    audited as by set_value; unchanged ones are left alone. Returns what changed."""
+    parsed = {}
+    for key, raw in raw_values.items():
+        if key not in SPECS:
+            raise ValueError(f"Unknown setting {key!r}.")
+        parsed[key] = SPECS[key].parse(raw)
+    changed = {}
+    with transaction.atomic():
+        for key, value in parsed.items():
+            if get_uncached(key) != value:
+                changed[key] = set_value(actor, key, value, reason)
+    return changed
+
+
 def get_uncached(key: str) -> Any:
     _cache.pop(key, None)
     return get(key)

@@ -57,3 +57,34 @@ def test_support_cannot_change_settings_and_unknown_keys_are_refused(
         reverse("console:settings_change", args=["NOPE"]), {"value": "1"}, follow=True
     )
     assert b"There is no setting NOPE" in response.content
+
+
+def test_one_save_per_group_stores_only_what_changed(client, otto_operator):
+    client.force_login(otto_operator)
+    page = client.get(reverse("console:settings")).content.decode()
+    assert 'id="settings-sync"' in page and 'id="settings-alerts"' in page
+    assert page.count("Save sync settings") == 1
+    url = reverse("console:settings_group_change", args=["Sync"])
+    keys = {"keys": ["ENABLE_REALTIME_SYNC", "SYNC_INTERVAL_MINUTES"]}
+    # The checkbox left ticked, the interval changed: one change, one audit event.
+    response = client.post(
+        url,
+        {
+            **keys,
+            "value-ENABLE_REALTIME_SYNC": "true",
+            "value-SYNC_INTERVAL_MINUTES": "15",
+            "reason": "quieter",
+        },
+        follow=True,
+    )
+    assert b"Sync interval (minutes) is now 15" in response.content
+    assert registry.get("SYNC_INTERVAL_MINUTES") == 15 and registry.get("ENABLE_REALTIME_SYNC")
+    events = AuditEvent.objects.filter(action="settings.change", outcome="success")
+    assert [(e.target_id, e.params["after"], e.reason) for e in events] == [
+        ("SYNC_INTERVAL_MINUTES", 15, "quieter")
+    ]
+    # One bad value: nothing of the group is stored.
+    response = client.post(url, {**keys, "value-SYNC_INTERVAL_MINUTES": "0"}, follow=True)
+    assert b"Nothing was saved" in response.content
+    assert registry.get("ENABLE_REALTIME_SYNC") is True  # the unticked box was not applied
+    assert registry.get("SYNC_INTERVAL_MINUTES") == 15
