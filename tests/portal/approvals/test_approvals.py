@@ -730,3 +730,77 @@ def test_a_new_request_is_e_mailed_to_who_may_approve_it(
     mail = OutboundMessage.objects.get()
     assert mail.to_recipients == ["olga@fleetdemo.example"]  # not the requester
     assert f"/approvals/{approval.pk}/" in mail.body and mail.sender == "portal@fleetdemo.example"
+
+
+# --------------------------------------------------------------------------- every action
+
+
+def _pending_credential() -> dict:
+    credential = Credential.objects.create(
+        display_name="next", fingerprint="0a1b", state="pending", last_verified_at=timezone.now()
+    )
+    return {"credential_id": credential.pk}
+
+
+WALK = {
+    "jobs.retry_all": ("operator", lambda: dead_jobs(150) or {"filter": {"status": "dead"}}),
+    "subscriptions.bulk_renew": ("operator", lambda: {"expiring_within_hours": 24}),
+    "recovery.start": ("admin", lambda: {"reset_sync": False}),
+    "tenant.connect": (
+        "admin",
+        lambda: {
+            "tenant_id": "contoso.example",
+            "client_id": "app-1",
+            "authority_host": "https://login.microsoftonline.com",
+            "graph_url": "https://graph.microsoft.com/v1.0",
+            "credential": "ab12",
+            "keep_monitored_users": False,
+            "drop_synced_items": False,
+        },
+    ),
+    "credential.activate": ("admin", _pending_credential),
+    "credential.rollback": ("admin", lambda: {}),
+    "credential.retire": ("admin", _pending_credential),
+    "people.make_admin": ("admin", lambda: {"username": "sam-support"}),
+    "tokens.create_for_other": (
+        "admin",
+        lambda: {"username": "sam-support", "name": "x", "scopes": [], "expires_days": 30},
+    ),
+    "clients.create_sender": (
+        "admin",
+        lambda: {
+            "name": "fleet-api",
+            "scopes": ["messages:send"],
+            "description": "",
+            "expires_days": 90,
+        },
+    ),
+}
+
+
+def test_the_walk_covers_every_registered_action():
+    assert set(WALK) == set(gate.ACTIONS) == set(gate.recommended_keys())
+
+
+@pytest.mark.parametrize("key", sorted(WALK))
+def test_each_action_requester_cannot_approve_an_outsider_cannot_another_can_once(
+    key, covered, ada_admin, otto_operator, sam_support, olga_operator, abe_admin
+):
+    role, make_params = WALK[key]
+    requester = otto_operator if role == "operator" else ada_admin
+    approver = olga_operator if role == "operator" else abe_admin
+    outsider = sam_support if role == "operator" else otto_operator
+    approval = services.request_approval(actor_of(requester), key, make_params(), "walk", "api")
+    with pytest.raises(ApprovalError, match="someone else must decide"):
+        services.approve(actor_of(requester), approval.pk)
+    with pytest.raises(PermissionDenied):
+        services.approve(actor_of(outsider), approval.pk)
+    approved = services.approve(actor_of(approver), approval.pk, "ok")
+    # It ran once (a refusal by the action itself still counts as its one run), or, for a
+    # tenant connection, waits for its requester to connect again.
+    expected = {"approved"} if key == "tenant.connect" else {"executed", "failed"}
+    assert approved.status in expected, approved.error
+    with pytest.raises(ApprovalError, match="cannot be decided") as refused:
+        services.approve(actor_of(approver), approval.pk)
+    assert refused.value.status == 409
+    assert AuditEvent.objects.filter(action="approval.approve", outcome="success").count() == 1
