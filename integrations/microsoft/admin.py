@@ -26,7 +26,6 @@ from integrations.microsoft.models import (
     SyncRun,
     SyncState,
     WebhookRejection,
-    WorkerPing,
 )
 from integrations.microsoft.subscriptions import add_monitored_user, remove_monitored_user
 from portal.access.actors import Actor
@@ -95,11 +94,6 @@ class DelegatedAccountAdmin(ReadOnlyAdmin):
         "last_error",
     )
     exclude = ("token_cache_encrypted", "home_account_id")
-
-
-@admin.register(WorkerPing)
-class WorkerPingAdmin(ReadOnlyAdmin):
-    list_display = ("nonce", "created_at", "answered_at", "answered_by")
 
 
 # =====================================================================================

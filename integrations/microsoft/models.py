@@ -310,21 +310,6 @@ class DelegatedAccount(models.Model):
         return f"<DelegatedAccount #{self.pk} {self.upn}>"
 
 
-class WorkerPing(models.Model):
-    """verify_integration's "is a worker alive?" probe: a task answers it."""
-
-    nonce = models.CharField(max_length=64, unique=True)
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    answered_at = models.DateTimeField(null=True, blank=True)
-    answered_by = models.CharField(max_length=200, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-
-    def __str__(self) -> str:
-        return f"ping {self.nonce[:8]} {'answered' if self.answered_at else 'waiting'}"
-
-
 # =====================================================================================
 # Webhooks and delta sync. Owned by the webhook/sync work:
 # MonitoredUser, Subscription, LifecycleEvent, NotificationInbox, WebhookRejection,

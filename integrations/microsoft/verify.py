@@ -15,7 +15,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,17 +28,17 @@ from django.db import transaction
 from django.db.models import Min
 from django.utils import timezone
 from django_q.conf import Conf
-from django_q.tasks import async_task
 
 from integrations.microsoft import auth, graph, http, teams_sender
 from integrations.microsoft.credential_store import active_credential
 from integrations.microsoft.errors import GraphError, TokenError
 from integrations.microsoft.kinds import parse_graph_datetime
-from integrations.microsoft.models import Credential, MonitoredUser, WorkerPing
+from integrations.microsoft.models import Credential, MonitoredUser
 from integrations.microsoft.subscriptions import webhook_url
 from portal.access.authz import require
 from portal.alerts.rules import RULES
 from portal.audit.services import record
+from portal.jobs.liveness import ping_workers
 
 logger = logging.getLogger("integrations.microsoft.verify")
 
@@ -534,39 +534,23 @@ def check_secret_expiry(ctx: _Context) -> CheckResult:
 
 
 def check_worker(ctx: _Context) -> CheckResult:
-    """Enqueue a ping task and wait for a worker to answer it."""
-
-    ping = WorkerPing.objects.create(nonce=secrets.token_hex(16))
-    # Keep the table small: answered or abandoned pings older than a day are useless.
-    WorkerPing.objects.filter(created_at__lt=timezone.now() - timedelta(days=1)).delete()
-    started = time.monotonic()
-    async_task(
-        "integrations.microsoft.tasks.answer_ping", ping.pk, task_name=f"ping-{ping.nonce[:8]}"
+    """Queue a ping task and wait for a worker to answer it."""
+    answered = ping_workers(ctx.timeout)
+    if answered is not None:
+        by, waited = answered
+        how = " (Q_SYNC: ran inline, no worker involved)" if Conf.SYNC else ""
+        return CheckResult("Worker alive", True, f"ping answered by {by} in {waited:.1f}s{how}")
+    hint = (
+        " (this ran inside a transaction: a worker cannot see the ping before it commits)"
+        if transaction.get_connection().in_atomic_block
+        else ""
     )
-    deadline = started + ctx.timeout
-    while True:
-        ping.refresh_from_db(fields=["answered_at", "answered_by"])
-        if ping.answered_at is not None:
-            waited = time.monotonic() - started
-            how = " (Q_SYNC: ran inline, no worker involved)" if Conf.SYNC else ""
-            return CheckResult(
-                "Worker alive",
-                True,
-                f"ping answered by {ping.answered_by or 'a worker'} in {waited:.1f}s{how}",
-            )
-        if time.monotonic() >= deadline:
-            hint = (
-                " (this ran inside a transaction: a worker cannot see the ping before it commits)"
-                if transaction.get_connection().in_atomic_block
-                else ""
-            )
-            return CheckResult(
-                "Worker alive",
-                False,
-                f"no worker answered a ping within {ctx.timeout:g}s: is "
-                f"`manage.py qcluster` running against this database?{hint}",
-            )
-        time.sleep(0.2)
+    return CheckResult(
+        "Worker alive",
+        False,
+        f"no worker answered a ping within {ctx.timeout:g}s: is "
+        f"`manage.py qcluster` running against this database?{hint}",
+    )
 
 
 def check_queue(ctx: _Context) -> CheckResult:

@@ -45,7 +45,7 @@ ADMIN_MODEL_PERMISSIONS: frozenset[str] = frozenset(
         "microsoft.view_syncrun",
         "microsoft.view_syncstate",
         "microsoft.view_webhookrejection",
-        "microsoft.view_workerping",
+        "jobs.view_workerping",
         "otp_totp.view_totpdevice",
         "runtime.view_runtimesetting",
     }

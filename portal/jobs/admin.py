@@ -11,7 +11,7 @@ from django_q.models import Failure, OrmQ, Schedule, Success
 from portal.access.actors import Actor
 from portal.admin_utils import BigTableAdminMixin, ReadOnlyAdminMixin
 from portal.jobs import services
-from portal.jobs.models import BulkOperation, Job, JobAttempt, PausedJobType
+from portal.jobs.models import BulkOperation, Job, JobAttempt, PausedJobType, WorkerPing
 
 # django-q2's pages would let anyone with the admin name a callable for the worker to run
 # (a Schedule's `func`) and edit or delete queued tasks and results, none of it audited.
@@ -108,3 +108,8 @@ class BulkOperationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "created_at",
     )
     list_filter = ("status", "kind")
+
+
+@admin.register(WorkerPing)
+class WorkerPingAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("nonce", "created_at", "answered_at", "answered_by")

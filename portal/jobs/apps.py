@@ -43,3 +43,5 @@ class JobsConfig(AppConfig):
         )
         # A worker process not seen for a day is gone (a recycled worker has a new pid).
         keep(Retention("jobs.WorkerHeartbeat", "last_seen", "", fixed_days=1))
+        # Answered or abandoned pings are of no use after a day.
+        keep(Retention("jobs.WorkerPing", "created_at", "", fixed_days=1))

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Count, Q
+from django.utils import timezone
 
 from portal.tracing import trace_id
 
@@ -256,3 +257,19 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.worker} at {self.last_seen:%H:%M:%S}"
+
+
+class WorkerPing(models.Model):
+    """A question a worker answers: "is any worker taking tasks right now?" (verify_integration
+    asks it; the heartbeat above says which workers ran lately, this says one runs now)."""
+
+    nonce = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    answered_by = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"ping {self.nonce[:8]} {'answered' if self.answered_at else 'waiting'}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from portal.jobs import retention, runner, watchdog
+from portal.jobs import liveness, retention, runner, watchdog
 
 
 def run_job(job_id: int) -> str:
@@ -24,3 +24,8 @@ def prune_expired_records() -> dict[str, int]:
 
 def heartbeat() -> None:
     runner.beat()
+
+
+def answer_ping(ping_id: int) -> bool:
+    """verify_integration's worker-alive ping."""
+    return liveness.answer_ping(ping_id)

@@ -270,7 +270,7 @@ def test_the_admin_shows_metadata_only(client, graph_settings, emulator, ada_adm
         f"/admin/microsoft/credential/{credential.pk}/change/",
         "/admin/microsoft/graphcall/",
         "/admin/microsoft/delegatedaccount/",
-        "/admin/microsoft/workerping/",
+        "/admin/jobs/workerping/",
     ]
     for url in pages:
         response = client.get(url)

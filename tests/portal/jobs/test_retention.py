@@ -115,6 +115,7 @@ def test_each_kind_is_kept_for_its_setting(settings):
         "microsoft.NotificationAnswers": 0,
         "microsoft.Probe": 0,
         "access.CredentialFailure": 0,
+        "jobs.WorkerPing": 0,
     }
     assert remaining(GraphCall) == kept_calls
     assert remaining(NotificationInbox) == kept_inbox
