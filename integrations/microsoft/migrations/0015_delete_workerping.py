@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('microsoft', '0012_probe'),
+        ('microsoft', '0014_trace_context'),
     ]
 
     operations = [

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0006_job_retried_by'),
+        ('jobs', '0007_trace_context'),
     ]
 
     operations = [
