@@ -196,6 +196,8 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+    # The ORM broker, but an idle worker waits for a NOTIFY instead of its poll (PostgreSQL).
+    Q_CLUSTER["broker_class"] = "portal.jobs.broker.WakingORM"
 
 # --- Approvals (docs/security.md, "Approvals") ----------------------------------------------
 # Actions that need a second person; set, it replaces the console's policy page. Empty: the page.

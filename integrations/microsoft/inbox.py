@@ -9,11 +9,12 @@ job) and marks them processed. A drain killed at any moment rolls back: its rows
 pending and unlocked again, so nothing accepted is lost and nothing is processed twice.
 
 Wake-ups: on PostgreSQL the receiver NOTIFYs `fleet_inbox` after its commit (rate-limited
-per process, see `notifications.wake_drains`); the drain LISTENs on a connection of its own
-and polls every INBOX_DRAIN_IDLE_SECONDS anyway (SQLite; a wake-up lost with a connection);
-after each batch it looks again every LINGER_POLL seconds for a moment, for what receivers
-committed within their rate limit. The `graph.inbox.sweep` schedule drains whatever is left
-when no drain process runs. Pausing the job type `graph.process_notifications` pauses the drain.
+per process, see `portal.jobs.broker.notify`); the drain LISTENs on a connection of its own
+(`portal.jobs.broker.Listener`) and polls every INBOX_DRAIN_IDLE_SECONDS anyway (SQLite; a
+wake-up lost with a connection); after each batch it looks again every LINGER_POLL seconds
+for a moment, for what receivers committed within their rate limit. The `graph.inbox.sweep`
+schedule drains whatever is left when no drain process runs. Pausing the job type
+`graph.process_notifications` pauses the drain.
 
 Entry points: `drain_once()` (one batch), `drain_pending()` (until nothing is left),
 `run()` (the loop behind `manage.py drain_inbox`), `sweep()` (the schedule). The backlog's
@@ -29,9 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import psycopg
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.db.models import Max
@@ -39,7 +38,8 @@ from django.utils import timezone
 
 from integrations.microsoft import probe, sync
 from integrations.microsoft.models import LifecycleEvent, NotificationInbox, Subscription
-from integrations.microsoft.notifications import CHANNEL, WAKE_INTERVAL_SECONDS
+from integrations.microsoft.notifications import CHANNEL
+from portal.jobs.broker import WAKE_INTERVAL_SECONDS, Listener
 from portal.jobs.models import PausedJobType
 from portal.jobs.runner import enqueue
 from portal.runtime.registry import get
@@ -231,49 +231,6 @@ def sweep() -> dict[str, int]:
 # --------------------------------------------------------------------------- the loop
 
 
-class _Listener:
-    """LISTEN fleet_inbox on a connection of its own (PostgreSQL, psycopg 3), reconnecting
-    lazily; `wait()` returns early when a receiver committed rows."""
-
-    def __init__(self) -> None:
-        self._conn: Any = None
-
-    def _connect(self) -> Any:
-        params = connection.get_connection_params()
-        keep = ("dbname", "user", "password", "host", "port", "sslmode", "options")
-        conn = psycopg.connect(
-            **{k: v for k, v in params.items() if k in keep and v not in (None, "")},
-            autocommit=True,
-            connect_timeout=5,
-        )
-        conn.execute(f"LISTEN {CHANNEL}")
-        return conn
-
-    def wait(self, timeout: float) -> bool:
-        """True when woken by a notification, False on timeout (or without a connection)."""
-        try:
-            if self._conn is None or self._conn.closed:
-                self._conn = self._connect()
-            woken = False
-            for _ in self._conn.notifies(timeout=timeout, stop_after=1):
-                woken = True
-            if woken:  # one wake-up for all the commits queued meanwhile
-                for _ in self._conn.notifies(timeout=0.0):
-                    pass
-            return woken
-        except Exception:  # the server restarted: poll until it is back
-            logger.info("Inbox drain: no LISTEN connection; polling", exc_info=True)
-            self.close()
-            time.sleep(timeout)
-            return False
-
-    def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):  # a dead connection has nothing to close
-                self._conn.close()
-            self._conn = None
-
-
 def alive_file() -> Path:
     """Touched by the loop while it works: the drain container's liveness probe reads it."""
     return Path(settings.INBOX_DRAIN_ALIVE_FILE)
@@ -284,7 +241,7 @@ def run(should_stop: Callable[[], bool]) -> None:
 
     A failed batch (a database restart, a failover, a bug) is logged and retried with a
     growing pause; it rolled back, so its rows are simply claimed again."""
-    listener = _Listener() if connection.vendor == "postgresql" else None
+    listener = Listener(CHANNEL) if connection.vendor == "postgresql" else None
     failures = 0
     beat = linger_until = 0.0
     try:

@@ -43,6 +43,7 @@ from integrations.microsoft.models import (
     WebhookRejection,
 )
 from portal.crypto import DecryptionError, decrypt
+from portal.jobs.broker import notify
 from portal.tracing import current_traceparent
 
 logger = logging.getLogger(__name__)
@@ -344,24 +345,11 @@ def ingest(endpoint: str, items: list[dict[str, Any]], *, remote_addr: str = "")
 # looking for a little longer than this interval (inbox.run), so rows committed without a
 # NOTIFY of their own are not left waiting for its idle poll.
 CHANNEL = "fleet_inbox"
-WAKE_INTERVAL_SECONDS = 0.25
-_last_wake = 0.0
 
 
 def wake_drains() -> None:
     """Wake the inbox drains (PostgreSQL); never fails the request, whose rows committed."""
-    global _last_wake
-    if connection.vendor != "postgresql":
-        return
-    clock = time.monotonic()
-    if clock - _last_wake < WAKE_INTERVAL_SECONDS:
-        return
-    _last_wake = clock
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, '')", [CHANNEL])
-    except DatabaseError:
-        logger.warning("Webhook: could not wake the inbox drains (they poll)", exc_info=True)
+    notify(CHANNEL)
 
 
 def _lifecycle_row(sub_id: str, item: dict[str, Any], now: Any) -> tuple[Any, ...]:

@@ -31,6 +31,7 @@ from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
+from portal.jobs.broker import wake_workers
 from portal.jobs.errors import JobDeferred
 from portal.jobs.models import Job, JobAttempt, PausedJobType, WorkerHeartbeat
 from portal.jobs.registry import JobType, SucceededWith, UnknownJobType, get_job_type, queue_of
@@ -93,6 +94,7 @@ def _dispatch(ids: list[int], key: str) -> None:
 
     if _broker_is_transactional():
         push()
+        transaction.on_commit(wake_workers)  # idle workers take it now, not at their poll
     else:
         transaction.on_commit(push)
 
