@@ -11,17 +11,15 @@ import re
 import secrets
 import uuid
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import assertions, sign_in
 from .config import ConfigError
 from .faults import parse_rule
+from .host import EmulatorHost
 from .httptypes import Request, Response, json_response, parse_iso
 from .messages import build_message, email_address
 from .state import DEFAULT_FEDERATED_AUDIENCE, App, FederatedCredential, Secret
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .server import EmulatorApp
 
 log = logging.getLogger("graph_emulator.control")
 
@@ -55,7 +53,7 @@ def _body(req: Request) -> dict[str, Any]:
     return data
 
 
-def handle(app: EmulatorApp, req: Request) -> Response:
+def handle(app: EmulatorHost, req: Request) -> Response:
     if req.peer not in LOOPBACK:
         return _err(403, "control API is only available from loopback addresses")
     auth = req.headers.get("Authorization") or ""
@@ -71,14 +69,14 @@ def handle(app: EmulatorApp, req: Request) -> Response:
         return _err(400, f"{type(exc).__name__}: {exc}")
 
 
-def _user(app: EmulatorApp, ident: str) -> dict[str, Any]:
+def _user(app: EmulatorHost, ident: str) -> dict[str, Any]:
     user = app.state.resolve_user(ident)
     if user is None:
         raise ControlError(404, f"unknown user {ident!r}")
     return user
 
 
-def _app(app: EmulatorApp, client_id: str) -> App:
+def _app(app: EmulatorHost, client_id: str) -> App:
     a = app.state.apps.get(client_id)
     if a is None:
         raise ControlError(404, f"unknown app {client_id!r}")
@@ -88,7 +86,7 @@ def _app(app: EmulatorApp, client_id: str) -> App:
 # --------------------------------------------------------------------------- traffic helpers
 
 
-def create_mail(app: EmulatorApp, spec: dict[str, Any]) -> dict[str, Any]:
+def create_mail(app: EmulatorHost, spec: dict[str, Any]) -> dict[str, Any]:
     """Deliver a message into a mailbox (as if it arrived from outside or a colleague)."""
     st = app.state
     with st.lock:
@@ -128,7 +126,7 @@ def create_mail(app: EmulatorApp, spec: dict[str, Any]) -> dict[str, Any]:
         }
 
 
-def create_chat_message(app: EmulatorApp, spec: dict[str, Any]) -> dict[str, Any]:
+def create_chat_message(app: EmulatorHost, spec: dict[str, Any]) -> dict[str, Any]:
     st = app.state
     with st.lock:
         content = str(spec.get("body") or spec.get("content") or "")
@@ -175,7 +173,7 @@ def create_chat_message(app: EmulatorApp, spec: dict[str, Any]) -> dict[str, Any
 # --------------------------------------------------------------------------- routing
 
 
-def _route(app: EmulatorApp, req: Request, segs: list[str]) -> Response:
+def _route(app: EmulatorHost, req: Request, segs: list[str]) -> Response:
     m = req.method
     st = app.state
     q = req.query
@@ -244,7 +242,7 @@ def _route(app: EmulatorApp, req: Request, segs: list[str]) -> Response:
             entries = [e for e in entries if rx.search(e["path"])]
         if q.get("method"):
             entries = [e for e in entries if e["method"] == q["method"].upper()]
-        return _ok({"value": entries, "last_seq": app._log_seq})
+        return _ok({"value": entries, "last_seq": app.log_seq})
     if path == "sent" and m == "GET":
         since = int(q.get("since") or 0)
         with st.lock:
@@ -277,7 +275,7 @@ def _route(app: EmulatorApp, req: Request, segs: list[str]) -> Response:
             return _ok(app.config.snapshot())
         if m in ("POST", "PATCH"):
             app.config.update(_body(req))
-            app._apply_limits()
+            app.apply_limits()
             return _ok(app.config.snapshot())
     if path == "clock":
         if m == "POST":
@@ -502,14 +500,14 @@ def _route(app: EmulatorApp, req: Request, segs: list[str]) -> Response:
     return _err(404, f"no control route for {m} /_emulator/{path}")
 
 
-def _stats(app: EmulatorApp) -> dict[str, Any]:
+def _stats(app: EmulatorHost) -> dict[str, Any]:
     with app.state.lock:
         stats = app.state.stats()
     stats["pending_notifications"] = app.delivery.pending_count()
     return stats
 
 
-def snapshot(app: EmulatorApp) -> dict[str, Any]:
+def snapshot(app: EmulatorHost) -> dict[str, Any]:
     st = app.state
     with st.lock:
         return {

@@ -9,14 +9,11 @@ import random
 import threading
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .control import create_chat_message, create_mail
+from .host import EmulatorHost
 from .seed import random_chat_line, random_mail
 from .state import DEFAULT_FEDERATED_AUDIENCE, FederatedCredential
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .server import EmulatorApp
 
 log = logging.getLogger("graph_emulator.demo")
 
@@ -28,7 +25,7 @@ WORKLOAD_TOKEN_LIFETIME = 3600
 WORKLOAD_REFRESH_SECONDS = 600
 
 
-def write_workload_token(app: EmulatorApp, path: Path) -> None:
+def write_workload_token(app: EmulatorHost, path: Path) -> None:
     """Trust the emulator's workload issuer on the demo app (again after a reset) and write a
     fresh token to `path`, replacing it atomically as the kubelet does."""
     identity = app.identity
@@ -55,7 +52,7 @@ def write_workload_token(app: EmulatorApp, path: Path) -> None:
     tmp.replace(path)
 
 
-def workload_token_loop(app: EmulatorApp, path: Path, stop: threading.Event) -> None:
+def workload_token_loop(app: EmulatorHost, path: Path, stop: threading.Event) -> None:
     while True:
         try:
             write_workload_token(app, path)
@@ -65,7 +62,7 @@ def workload_token_loop(app: EmulatorApp, path: Path, stop: threading.Event) -> 
             return
 
 
-def generate_once(app: EmulatorApp, rng: random.Random) -> None:
+def generate_once(app: EmulatorHost, rng: random.Random) -> None:
     st = app.state
     with st.lock:
         users = [u for u in st.users.values()]
@@ -94,7 +91,7 @@ def generate_once(app: EmulatorApp, rng: random.Random) -> None:
         log.info("demo chat message in %s", chat.data.get("topic") or chat.data["id"][:24])
 
 
-def traffic_loop(app: EmulatorApp, stop: threading.Event) -> None:
+def traffic_loop(app: EmulatorHost, stop: threading.Event) -> None:
     rng = random.Random()
     while not stop.wait(float(app.config.get("demo", "interval_s"))):
         try:

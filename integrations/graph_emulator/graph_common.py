@@ -7,21 +7,19 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from .host import EmulatorHost
 from .httptypes import GraphError, Request, Response, json_response
 from .identity import Principal
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .server import EmulatorApp
 
 _PAREN_RE = re.compile(r"^([^()]+)\('?(.*?)'?\)$")
 
 
 @dataclass
 class Ctx:
-    app: EmulatorApp
+    app: EmulatorHost
     req: Request
     principal: Principal
     params: dict[str, str]

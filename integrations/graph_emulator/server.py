@@ -159,7 +159,7 @@ class EmulatorApp:
         self._demo_thread: threading.Thread | None = None
         self._outbox_thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._apply_limits()
+        self.apply_limits()
 
     # ------------------------------------------------------------------ state
 
@@ -184,7 +184,7 @@ class EmulatorApp:
             sign_in.seed_demo_profiles(st)
         return st
 
-    def _apply_limits(self) -> None:
+    def apply_limits(self) -> None:
         st = self.state
         st.tombstone_cap = int(self.config.get("delta", "tombstone_cap"))
         st.max_cursors = int(self.config.get("delta", "max_cursors"))
@@ -202,10 +202,14 @@ class EmulatorApp:
             self.state.__dict__.update(fresh.__dict__)
             self.state.lock, self.state.notifier = lock, notifier
             self.state.clock = self.clock
-        self._apply_limits()
+        self.apply_limits()
         with self._log_lock:
             self.request_log.clear()
         log.info("state reset to the seeded demo tenant")
+
+    @property
+    def log_seq(self) -> int:
+        return self._log_seq
 
     @property
     def graph_url(self) -> str:
