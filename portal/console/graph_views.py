@@ -11,7 +11,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -24,6 +24,7 @@ from portal.access.decorators import requires
 from portal.alerts import rules
 from portal.alerts.models import MetricSample
 from portal.console import metrics
+from portal.console.htmx import HtmxHttpRequest
 from portal.console.paging import empty_page, keyset_page
 
 PAGE_SIZE = 50
@@ -97,7 +98,7 @@ class GraphCallFilter(forms.Form):
         return queryset
 
 
-def _fragment(request: HttpRequest) -> bool:
+def _fragment(request: HtmxHttpRequest) -> bool:
     return bool(request.htmx and request.htmx.target == "calls")
 
 
@@ -114,7 +115,7 @@ class MailboxBackoffForm(forms.Form):
 
 @require_GET
 @requires("view_console")
-def graph_calls(request: HttpRequest) -> HttpResponse:
+def graph_calls(request: HtmxHttpRequest) -> HttpResponse:
     return _graph_calls_page(
         request, MailboxBackoffForm(initial={"mailbox": request.GET.get("backoff", "")})
     )
@@ -122,7 +123,7 @@ def graph_calls(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @requires("pause_processing")
-def mailbox_backoff(request: HttpRequest) -> HttpResponse:
+def mailbox_backoff(request: HtmxHttpRequest) -> HttpResponse:
     """Back off one mailbox; bad input re-renders the page with the form's errors (400)."""
     form = MailboxBackoffForm(request.POST)
     if form.is_valid():
@@ -144,7 +145,7 @@ def mailbox_backoff(request: HttpRequest) -> HttpResponse:
 
 
 def _graph_calls_page(
-    request: HttpRequest, backoff_form: MailboxBackoffForm, status: int = 200
+    request: HtmxHttpRequest, backoff_form: MailboxBackoffForm, status: int = 200
 ) -> HttpResponse:
     form = GraphCallFilter(request.GET)
     page = (

@@ -18,6 +18,7 @@ from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.audit.models import AuditEvent
 from portal.console.forms import start_of_day
+from portal.console.htmx import HtmxHttpRequest
 from portal.console.navigation import redirect_back
 from portal.console.paging import empty_page, keyset_page, query_without
 from portal.jobs import bulk, services
@@ -71,7 +72,7 @@ class JobListFilter(forms.Form):
 
 @require_GET
 @requires("view_console")
-def job_list(request: HttpRequest) -> HttpResponse:
+def job_list(request: HtmxHttpRequest) -> HttpResponse:
     form = JobListFilter(request.GET)
     groups: list[dict] = []
     status = Job.Status.DEAD
@@ -241,7 +242,7 @@ def retry_all(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @requires("view_console")
-def bulk_operation(request: HttpRequest, operation_id: int) -> HttpResponse:
+def bulk_operation(request: HtmxHttpRequest, operation_id: int) -> HttpResponse:
     operation = BulkOperation.objects.filter(pk=operation_id).first()
     if operation is None:
         raise Http404("No such operation.")

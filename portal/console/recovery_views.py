@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.audit.models import AuditEvent
+from portal.console.htmx import HtmxHttpRequest
 from portal.recovery import services as recovery
 
 CONFIRM_WORD = "RECOVER"
@@ -103,7 +104,7 @@ def _rows(state: recovery.SessionState) -> list[dict]:
 
 @require_GET
 @requires("run_recovery")
-def recovery_session(request: HttpRequest, session_id: str) -> HttpResponse:
+def recovery_session(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
     state = _state_or_404(session_id)
     context = {
         "state": state,

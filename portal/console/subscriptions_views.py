@@ -26,6 +26,7 @@ from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.alerts import rules
 from portal.audit.services import record
+from portal.console.htmx import HtmxHttpRequest
 from portal.console.navigation import redirect_back
 from portal.console.paging import empty_page, keyset_page
 from portal.jobs.models import Job
@@ -87,7 +88,7 @@ def decorate(sub: Subscription, now: Any) -> Subscription:
 
 @require_GET
 @requires("view_console")
-def subscription_list(request: HttpRequest) -> HttpResponse:
+def subscription_list(request: HtmxHttpRequest) -> HttpResponse:
     form = SubscriptionFilter(request.GET)
     page = (
         keyset_page(request, form.queryset(), form.cleaned_data.get("before"), PAGE_SIZE)
@@ -130,7 +131,7 @@ def subscription_list(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @requires("setup_subscriptions")
-def subscription_compare(request: HttpRequest) -> HttpResponse:
+def subscription_compare(request: HtmxHttpRequest) -> HttpResponse:
     """Database and Graph side by side (one GET /subscriptions, paged by Graph)."""
     try:
         comparison = diagnosis.compare_with_graph(Actor.from_request(request))
@@ -308,7 +309,7 @@ def _summary_action(request: HttpRequest, *, kind: str) -> HttpResponse:
 
 @require_GET
 @requires("view_console")
-def subscriptions_run(request: HttpRequest, job_id: int) -> HttpResponse:
+def subscriptions_run(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
     job = Job.objects.filter(pk=job_id, job_type="graph.subscriptions_run").first()
     if job is None:
         raise Http404("No such run.")

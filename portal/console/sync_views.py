@@ -25,6 +25,7 @@ from integrations.microsoft.models import (
 )
 from portal.access.actors import Actor
 from portal.access.decorators import requires
+from portal.console.htmx import HtmxHttpRequest
 from portal.console.paging import empty_page, keyset_page
 from portal.jobs.models import Job
 
@@ -54,7 +55,7 @@ class AddUserForm(forms.Form):
 
 @require_GET
 @requires("view_console")
-def user_list(request: HttpRequest) -> HttpResponse:
+def user_list(request: HtmxHttpRequest) -> HttpResponse:
     form = UserFilter(request.GET)
     page = empty_page(request)
     if form.is_valid():
@@ -171,7 +172,7 @@ def _card(user: MonitoredUser, kind: str, state: SyncState | None) -> dict[str, 
 
 @require_GET
 @requires("view_console")
-def user_detail(request: HttpRequest, user_id: int) -> HttpResponse:
+def user_detail(request: HtmxHttpRequest, user_id: int) -> HttpResponse:
     user = _user_or_404(user_id)
     states = {s.kind: s for s in SyncState.objects.filter(monitored_user=user)}
     kinds = [k for k, _ in ResourceKind.choices if k in user.kinds or k in states]

@@ -17,6 +17,7 @@ from integrations.microsoft import verify
 from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.audit.models import AuditEvent
+from portal.console.htmx import HtmxHttpRequest
 
 TIMEOUT_CHOICES = [
     ("5", "5 seconds per check"),
@@ -53,7 +54,7 @@ def verify_page(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @requires("verify_integration")
-def verify_run(request: HttpRequest) -> HttpResponse:
+def verify_run(request: HtmxHttpRequest) -> HttpResponse:
     form = VerifyForm(request.POST)
     if not form.is_valid():
         template = "console/verify.html#results" if request.htmx else "console/verify.html"

@@ -45,6 +45,7 @@ from portal.audit.services import record
 from portal.console import audit_targets, metrics
 from portal.console.charts import dashboard_charts
 from portal.console.forms import AuditFilterForm
+from portal.console.htmx import HtmxHttpRequest
 from portal.console.metrics import humanize_seconds
 from portal.console.navigation import may_open
 from portal.console.paging import empty_page, keyset_page
@@ -57,7 +58,7 @@ AUDIT_PAGE_SIZE = 50
 
 @require_GET
 @requires("view_console")
-def dashboard(request: HttpRequest) -> HttpResponse:
+def dashboard(request: HtmxHttpRequest) -> HttpResponse:
     since = timezone.now() - timedelta(hours=24)
     users_by_role = dict(
         get_user_model()
@@ -318,7 +319,7 @@ def _teams_sender_tile() -> dict[str, str]:
 
 @require_GET
 @requires("view_audit")
-def audit_log(request: HttpRequest) -> HttpResponse:
+def audit_log(request: HtmxHttpRequest) -> HttpResponse:
     form = AuditFilterForm(request.GET)
     page = (
         keyset_page(
