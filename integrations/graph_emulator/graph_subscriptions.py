@@ -45,7 +45,7 @@ def _ext(status: int, reason: str, op: str = "Create") -> GraphError:
     )
 
 
-def parse_resource(ctx: Ctx, resource: str) -> ResourceSpec:
+def parse_resource(ctx: Ctx, resource: str) -> ResourceSpec:  # noqa: C901 (one branch per resource path Graph accepts)
     """Resolve a subscription ``resource`` string. Caller holds the state lock."""
     st = ctx.state
     path = resource.split("?", 1)[0].strip()

@@ -513,7 +513,7 @@ def ours(remote: dict[str, Any]) -> bool:
 # --------------------------------------------------------------------------- reconcile
 
 
-def _reconcile(summary: Summary, *, create_missing: bool, delete_unwanted: bool) -> None:
+def _reconcile(summary: Summary, *, create_missing: bool, delete_unwanted: bool) -> None:  # noqa: C901 (every state a row can be in against Graph's list)
     dry = summary.dry_run
     users = list(MonitoredUser.objects.all())
     for user in users:

@@ -530,7 +530,7 @@ def _finish_run(run: SyncRun, outcome: str, started: float, error: str = "") -> 
     run.save(update_fields=["outcome", "error", "finished_at", "duration_ms"])
 
 
-def run(
+def run(  # noqa: C901 (a run's life cycle (lease, pages, reset, hand-over) in order)
     state_id: int, *, job: Job | None = None, trigger: str = "", max_pages: int | None = None
 ) -> SyncRun | None:
     """Run (or continue) the delta round of one state. Raises on failure (the job retries;

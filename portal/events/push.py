@@ -594,7 +594,7 @@ def take_slot(delivery: EventDelivery, endpoint: EventEndpoint) -> bool:
     return taken
 
 
-def deliver(delivery_id: int, job: Any) -> str | SucceededWith:
+def deliver(delivery_id: int, job: Any) -> str | SucceededWith:  # noqa: C901 (every outcome of a delivery with its record update)
     """The delivery job's body: one signed POST; raises to have the job layer retry. A
     delivery that got through is marked delivered with the job's success (one statement)."""
     delivery = _delivery_with_endpoint(delivery_id)

@@ -70,7 +70,7 @@ class Command(BaseCommand):
             help="Start the Graph emulator (default: when no real tenant is configured).",
         )
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:  # noqa: C901 (the supervisor loop handles each child's exit where seen)
         port = options["port"] or settings.PORT
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         use_emulator = options["emulator"]
