@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
 from django.contrib import admin
@@ -14,6 +14,8 @@ from django.http import HttpRequest, HttpResponse
 from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.access.decorators import needs_second_factor, second_factor_redirect
+
+_View = TypeVar("_View", bound=Callable[..., Any])
 
 
 class PortalAdminSite(admin.AdminSite):
@@ -29,7 +31,7 @@ class PortalAdminSite(admin.AdminSite):
         # One sign-in page for the whole portal (with its throttling and audit).
         return redirect_to_login(request.GET.get("next", self.name + ":index"), settings.LOGIN_URL)
 
-    def admin_view(self, view: Callable[..., Any], cacheable: bool = False) -> Callable[..., Any]:
+    def admin_view(self, view: _View, cacheable: bool = False) -> _View:
         inner = super().admin_view(view, cacheable)
 
         @wraps(inner)
@@ -47,4 +49,6 @@ class PortalAdminSite(admin.AdminSite):
             return inner(request, *args, **kwargs)
 
         guarded.required_permission = "use_django_admin"  # type: ignore[attr-defined]
-        return guarded
+        # functools.wraps made `guarded` stand for `view` (same arguments), as AdminSite's own
+        # admin_view promises with this signature.
+        return cast(_View, guarded)

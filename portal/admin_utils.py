@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.paginator import Paginator
 from django.db import connection
+from django.db.models import QuerySet
 
 
 class EstimatedCountPaginator(Paginator):
@@ -14,12 +15,17 @@ class EstimatedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        query = getattr(self.object_list, "query", None)
-        if connection.vendor == "postgresql" and query is not None and not query.where:
+        # Only a queryset (what the admin's changelist pages) names a table to estimate.
+        rows = self.object_list
+        if (
+            connection.vendor == "postgresql"
+            and isinstance(rows, QuerySet)
+            and not rows.query.where
+        ):
             with connection.cursor() as cursor:
                 cursor.execute(
                     "SELECT reltuples::bigint FROM pg_class WHERE relname = %s",
-                    [self.object_list.model._meta.db_table],
+                    [rows.model._meta.db_table],
                 )
                 row = cursor.fetchone()
             if row and row[0] > 10_000:
@@ -28,7 +34,7 @@ class EstimatedCountPaginator(Paginator):
 
 
 class BigTableAdminMixin:
-    paginator = EstimatedCountPaginator
+    paginator: type[Paginator] = EstimatedCountPaginator
     show_full_result_count = False
     list_per_page = 50
 

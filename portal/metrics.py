@@ -17,7 +17,7 @@ from django.db.models import Count, Q, Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
+from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from integrations.microsoft.models import (
@@ -45,7 +45,7 @@ HOUR = timedelta(hours=1)
 
 
 class PortalCollector(Collector):
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         yield from self._graph()
         yield from self._jobs()
         yield from self._notifications()
@@ -115,7 +115,7 @@ class PortalCollector(Collector):
             family.add_metric([], value)
             yield family
 
-    def _graph(self) -> Iterator[GaugeMetricFamily]:
+    def _graph(self) -> Iterator[Metric]:
         recent = GraphCall.objects.last_hours(1)
         calls = GaugeMetricFamily(
             "fleet_graph_calls_last_hour",

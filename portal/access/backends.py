@@ -4,6 +4,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.backends import BaseBackend, ModelBackend
+from django.http import HttpRequest
 
 from portal.access.actors import holds, role_of
 from portal.access.roles import ADMIN, PERMISSIONS
@@ -108,7 +109,13 @@ class EntraBackend(RolePermissionsBackend):
     the id token was validated.
     """
 
-    def authenticate(self, request: Any, **credentials: Any) -> None:
+    def authenticate(
+        self,
+        request: HttpRequest | None,
+        username: str | None = None,
+        password: str | None = None,
+        **credentials: Any,
+    ) -> None:
         return None
 
     def user_can_authenticate(self, user: Any) -> bool:

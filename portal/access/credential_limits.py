@@ -34,6 +34,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from datetime import datetime
+from typing import TypedDict
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -65,6 +66,15 @@ def _window(now: datetime, size: int) -> tuple[datetime, int]:
     epoch = now.timestamp()
     start = math.floor(epoch / size) * size
     return datetime.fromtimestamp(start, tz=now.tzinfo), max(1, math.ceil(start + size - epoch))
+
+
+class _Attempt(TypedDict):
+    """What _count records of one attempt besides where it is counted."""
+
+    refused: bool
+    reason: str
+    path: str
+    address: str
 
 
 def _count(
@@ -187,7 +197,7 @@ def record_failure(request: HttpRequest, *, token_prefix: str | None, reason: st
     now = timezone.now()
     start, remaining = _window(now, settings.API_AUTH_FAILURE_WINDOW_SECONDS)
     limit = settings.API_AUTH_FAILURE_LIMIT
-    common = {
+    common: _Attempt = {
         "refused": False,
         "reason": reason,
         "path": request.path,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, resolve_url
 from django.urls import reverse
 from django_htmx.http import HttpResponseClientRedirect
@@ -19,7 +19,9 @@ from portal.access.authz import require
 from portal.access.sso import entra_mfa_trusted
 
 PUBLIC = "public"
-ViewFunc = Callable[..., HttpResponse]
+# Views answer any response: a page, a redirect, a streamed CSV export.
+ViewFunc = Callable[..., HttpResponseBase]
+_View = TypeVar("_View", bound=ViewFunc)
 
 
 def requires(codename: str) -> Callable[[ViewFunc], ViewFunc]:
@@ -27,7 +29,7 @@ def requires(codename: str) -> Callable[[ViewFunc], ViewFunc]:
 
     def decorator(view: ViewFunc) -> ViewFunc:
         @wraps(view)
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             has_token = getattr(request, "api_token", None) is not None
             if not has_token and not request.user.is_authenticated:
                 if getattr(request, "htmx", False):
@@ -65,7 +67,7 @@ def second_factor_redirect(request: HttpRequest) -> HttpResponse:
     return redirect(target)
 
 
-def public(view: ViewFunc) -> ViewFunc:
+def public(view: _View) -> _View:
     """Mark a view as open to everyone (it must authenticate callers itself if it needs to)."""
     view.required_permission = PUBLIC  # type: ignore[attr-defined]
     return view

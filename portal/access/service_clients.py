@@ -8,7 +8,7 @@ and clients alike. Clients never reach the console: only the JSON API reads thei
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -48,7 +48,7 @@ def parse_scopes(scopes: list[str] | str) -> list[str]:
     return cleaned
 
 
-def _expiry(expires_days: int | None) -> timezone.datetime | None:
+def _expiry(expires_days: int | None) -> datetime | None:
     if expires_days is None:
         return None
     if not 1 <= expires_days <= MAX_EXPIRY_DAYS:

@@ -47,6 +47,7 @@ from integrations.microsoft.errors import TokenError
 from integrations.microsoft.http import build_session
 from portal.access.actors import Actor, forget_permissions, role_of
 from portal.access.models import EntraAccount, LastSignIn
+from portal.access.request_types import SignInHttpRequest
 from portal.access.roles import ROLES
 from portal.access.users import apply_role
 from portal.audit.services import record
@@ -348,7 +349,7 @@ def _complete(request: HttpRequest, pending: dict[str, Any]) -> SignedIn:
     )
 
 
-def log_in(request: HttpRequest, signed: SignedIn) -> None:
+def log_in(request: SignInHttpRequest, signed: SignedIn) -> None:
     """Start the portal session for a completed sign-in (audited as auth.login)."""
     request.sign_in_method = LastSignIn.Method.ENTRA_MFA if signed.mfa else LastSignIn.Method.ENTRA
     login(request, signed.user, backend="portal.access.backends.EntraBackend")

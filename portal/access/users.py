@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, Group
+from django.contrib.auth.models import AbstractBaseUser, AbstractUser, Group
 from django.contrib.auth.password_validation import validate_password
 from django.contrib.sessions.models import Session
 from django.core.exceptions import ValidationError
@@ -34,7 +34,7 @@ def _check_role(role: str) -> None:
         raise UserError(f"Unknown role {role!r}; choose one of {', '.join(ROLES)}.")
 
 
-def apply_role(user: AbstractBaseUser, role: str) -> None:
+def apply_role(user: AbstractUser, role: str) -> None:
     """Make `role` the user's only role group ('' removes every role). Not audited: callers
     record why (an admin's choice, or what Entra said)."""
     user.groups.remove(*Group.objects.filter(name__in=ROLES))
@@ -80,7 +80,7 @@ def is_sso_managed(user: AbstractBaseUser) -> bool:
     return hasattr(user, "entra_account")
 
 
-def get_user(username: str) -> AbstractBaseUser:
+def get_user(username: str) -> AbstractUser:
     try:
         return get_user_model().objects.get(username=username)
     except get_user_model().DoesNotExist:

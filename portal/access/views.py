@@ -15,6 +15,7 @@ from django.views.decorators.cache import never_cache
 from portal.access import credential_limits, mfa, sso
 from portal.access.backends import is_break_glass, password_allowed
 from portal.access.decorators import public
+from portal.access.request_types import SignInHttpRequest
 from portal.access.sso import entra_mfa_trusted
 
 
@@ -162,7 +163,7 @@ def sign_in_with_microsoft(request: HttpRequest) -> HttpResponse:
 
 
 @public  # Microsoft's redirect back; MSAL + the id token checks decide who this is
-def sign_in_with_microsoft_callback(request: HttpRequest) -> HttpResponse:
+def sign_in_with_microsoft_callback(request: SignInHttpRequest) -> HttpResponse:
     if not sso.enabled():
         return render(
             request,

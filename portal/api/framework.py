@@ -29,6 +29,7 @@ from portal.access.authz import require
 from portal.access.roles import PERMISSIONS
 from portal.api.approval_answers import answer_required
 from portal.api.models import public_prefix
+from portal.api.request_types import ApiHttpRequest
 from portal.api.tokens import authenticate
 from portal.approvals.gate import ApprovalRequired
 
@@ -293,7 +294,7 @@ def api_endpoint(
     def decorator(view: Callable[..., Any]) -> Callable[..., HttpResponse]:
         @csrf_exempt
         @wraps(view)
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapped(request: ApiHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method != method:
                 response = error_response(
                     405, "method_not_allowed", f"Use {method} for this endpoint."
@@ -379,7 +380,7 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def _authenticate(request: HttpRequest, trusted_network: bool) -> Actor:
+def _authenticate(request: ApiHttpRequest, trusted_network: bool) -> Actor:
     # Refused credentials are counted (credential_limits), not audited one row each: an
     # unauthenticated caller must not be able to grow the append-only audit log.
     raw = _bearer(request)

@@ -223,6 +223,8 @@ def send(actor: Actor, body: dict[str, Any], key: str) -> SendResult:
     request = parse_send(body)
     claim = idempotency.claim(actor, SEND_ENDPOINT, key, body)
     if claim.replay:
+        # A replayed claim is a DONE record, and complete() made it DONE with the message's id.
+        assert claim.record.resource_id is not None
         message = OutboundMessage.objects.get(pk=claim.record.resource_id)
         return SendResult(message, claim.record.response_status or 202, replayed=True)
     try:

@@ -47,7 +47,7 @@ def int_param(
     maximum: int | None = None,
 ) -> int | None:
     raw = request.GET.get(name)
-    if raw in (None, ""):
+    if raw is None or raw == "":
         return default
     try:
         value = int(raw)
@@ -258,7 +258,9 @@ def openapi(request: HttpRequest) -> JsonResponse:
                 for name, description in endpoint.headers.items()
             ]
         )
-        responses = {} if "202" in endpoint.responses else {"200": {"description": "OK"}}
+        responses: dict[str, dict[str, Any]] = (
+            {} if "202" in endpoint.responses else {"200": {"description": "OK"}}
+        )
         responses.update({code: {"description": text} for code, text in endpoint.responses.items()})
         if isinstance(endpoint.scope, Owned):
             responses.setdefault(

@@ -172,7 +172,7 @@ def credential_add(request: HttpRequest) -> HttpResponse:
 def _form_errors(request: HttpRequest, form: forms.Form) -> None:
     for field, errors in form.errors.items():
         label = form.fields[field].label if field in form.fields else ""
-        messages.error(request, f"{label or 'Credential'}: {' '.join(errors)}")
+        messages.error(request, f"{label or 'Credential'}: {' '.join(map(str, errors))}")
 
 
 @require_POST

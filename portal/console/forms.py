@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from django import forms
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from portal.audit.models import AuditEvent
@@ -22,14 +24,15 @@ class AuditFilterForm(forms.Form):
     )
     before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         start, end = data.get("date_from"), data.get("date_to")
         if start and end and start > end:
             raise forms.ValidationError("'From' must not be after 'To'.")
         return data
 
-    def filter(self, queryset):  # type: ignore[no-untyped-def]
+    def filter(self, queryset: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
         """Apply the (valid) filters; the keyset cursor is applied by the caller."""
         data = self.cleaned_data
         if data.get("actor"):

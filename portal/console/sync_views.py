@@ -47,7 +47,8 @@ class AddUserForm(forms.Form):
     chat_messages = forms.BooleanField(required=False, initial=True, label="Teams chats")
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if not data.get("messages") and not data.get("chat_messages"):
             raise forms.ValidationError("Choose at least one resource to watch.")
         return data
@@ -76,7 +77,7 @@ def user_list(request: HtmxHttpRequest) -> HttpResponse:
         states.setdefault(state.monitored_user_id, {})[state.kind] = state
     for user in users:
         by_kind = states.get(user.pk, {})
-        user.state_rows = [(kind, by_kind.get(kind)) for kind in user.kinds]  # type: ignore[attr-defined]
+        user.state_rows = [(kind, by_kind.get(kind)) for kind in user.kinds]
     context = {
         "form": form,
         "users": users,
@@ -94,7 +95,7 @@ def user_add(request: HttpRequest) -> HttpResponse:
     form = AddUserForm(request.POST)
     if not form.is_valid():
         for errors in form.errors.values():
-            messages.error(request, " ".join(errors))
+            messages.error(request, " ".join(map(str, errors)))
         return redirect("console:sync_users")
     try:
         user = subscriptions.add_monitored_user(

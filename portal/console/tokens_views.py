@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import messages
@@ -35,9 +35,9 @@ class TokenForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["user"].queryset = (
-            get_user_model().objects.filter(is_active=True).order_by("username")
-        )
+        # `user` is declared above as a ModelChoiceField; `fields` only knows it as a Field.
+        user_field = cast(forms.ModelChoiceField, self.fields["user"])
+        user_field.queryset = get_user_model().objects.filter(is_active=True).order_by("username")
 
 
 def _page(

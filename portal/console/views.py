@@ -10,7 +10,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Count
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
@@ -387,11 +387,12 @@ def _defuse_formulas(row: list[Any]) -> list[Any]:
 
 @require_GET
 @requires("export_audit")
-def audit_export(request: HttpRequest) -> HttpResponse:
+def audit_export(request: HttpRequest) -> HttpResponseBase:
     form = AuditFilterForm(request.GET)
     if not form.is_valid():
         return HttpResponse(
-            "Invalid filters: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()),
+            "Invalid filters: "
+            + "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items()),
             status=400,
             content_type="text/plain",
         )
