@@ -223,7 +223,8 @@ def _route(app: EmulatorHost, req: Request, segs: list[str]) -> Response:  # noq
     if path == "faults":
         if m == "POST":
             body = _body(req)
-            specs = body.get("faults") if isinstance(body.get("faults"), list) else [body]
+            faults = body.get("faults")
+            specs = faults if isinstance(faults, list) else [body]
             rules = [app.faults.add(parse_rule(s)) for s in specs]
             return _ok({"faults": [r.public() for r in rules]}, 201)
         if m == "GET":
@@ -470,15 +471,15 @@ def _route(app: EmulatorHost, req: Request, segs: list[str]) -> Response:  # noq
                 a.federated_credentials = kept_fc
                 return _ok({"removed": True})
             if len(rest) >= 2 and rest[0] == "secrets":
-                secret = next((s for s in a.secrets if s.key_id == rest[1]), None)
-                if secret is None:
+                named = next((s for s in a.secrets if s.key_id == rest[1]), None)
+                if named is None:
                     raise ControlError(404, "unknown secret")
                 if len(rest) == 2 and m == "DELETE":
-                    a.secrets.remove(secret)
+                    a.secrets.remove(named)
                     return _ok({"removed": True})
                 if rest[2:] == ["expire"] and m == "POST":
-                    secret.expired = True
-                    return _ok(secret.public())
+                    named.expired = True
+                    return _ok(named.public())
     if path == "workload-identity/token" and m == "POST":
         # The emulator as the workload's OIDC issuer (a cluster projecting a token).
         body = _body(req)

@@ -89,6 +89,8 @@ def get_user(ctx: Ctx) -> Response:
 
 def mailbox_user(ctx: Ctx, write: bool = False, send: bool = False) -> dict[str, Any]:
     p = ctx.principal
+    perms_app: tuple[str, ...]
+    perms_del: tuple[str, ...]
     if send:
         perms_app, perms_del = ("Mail.Send",), ("Mail.Send", "Mail.Send.Shared")
     elif write:

@@ -107,6 +107,7 @@ def parse_resource(ctx: Ctx, resource: str) -> ResourceSpec:  # noqa: C901 (one 
 
 def _check_permission(ctx: Ctx, spec: ResourceSpec) -> None:
     p = ctx.principal
+    perms: tuple[str, ...]
     if spec.family == "outlook":
         perms = ("Mail.ReadBasic", "Mail.Read", "Mail.ReadWrite", "Mail.ReadBasic.All")
     elif spec.kind in ("channel", "all_channels"):

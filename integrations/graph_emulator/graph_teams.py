@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from .delta import delta_response
+from .delta import StreamKey, delta_response
 from .graph_common import (
     Ctx,
     Router,
@@ -320,7 +320,7 @@ def chats_delta(ctx: Ctx) -> Response:
     with ctx.state.lock:
         user = user_or_404(ctx, ctx.params["user"])
         chats = {cid: c for cid, c in ctx.state.chats.items() if user["id"] in c.members}
-        streams = [("chat", cid) for cid in chats]
+        streams: list[StreamKey] = [("chat", cid) for cid in chats]
         oldest = iso(ctx.state.clock.now() - EIGHT_MONTHS)
 
         def render(key: tuple[str, ...], item_id: str, select: list[str] | None):

@@ -18,7 +18,7 @@ import html
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import jwt
@@ -54,7 +54,10 @@ class SigningKey:
     def __init__(self, state_dir: Path) -> None:
         path = state_dir / KEY_FILE
         if path.exists():
-            self.private = serialization.load_pem_private_key(path.read_bytes(), None)
+            # The file holds the RSA key this class generated and wrote below.
+            self.private = cast(
+                rsa.RSAPrivateKey, serialization.load_pem_private_key(path.read_bytes(), None)
+            )
         else:
             self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             tmp = path.with_suffix(".tmp")
