@@ -262,9 +262,11 @@ def activate(actor: Actor, credential_id: int) -> Credential:
         for old in rows.values():
             if old.state == Credential.State.GRACE:
                 _retire_row(old, now, actor, "replaced as rollback target by a newer activation")
+        grace_until = None
         if previous is not None:
+            grace_until = now + timedelta(hours=int(settings.CREDENTIAL_GRACE_HOURS))
             previous.state = Credential.State.GRACE
-            previous.grace_until = now + timedelta(hours=int(settings.CREDENTIAL_GRACE_HOURS))
+            previous.grace_until = grace_until
             previous.save(update_fields=["state", "grace_until"])
         credential.state = Credential.State.ACTIVE
         credential.activated_at = now
@@ -277,7 +279,7 @@ def activate(actor: Actor, credential_id: int) -> Credential:
             params={
                 **public_params(credential),
                 "previous": previous.pk if previous else None,
-                "grace_until": previous.grace_until.isoformat() if previous else None,
+                "grace_until": grace_until.isoformat() if grace_until else None,
             },
         )
         _refresh_tokens_after_commit()

@@ -534,16 +534,18 @@ def _find_post(message: OutboundMessage, sender_id: str, keys: list[str]) -> dic
     """Our earlier post in the chat or channel, if Graph lists one (see module docstring)."""
     since = (message.step_at or message.created_at) - MATCH_SKEW
     wanted = _plain(message.body)
-    params: dict[str, Any] | None = {"$top": "50"}
-    if message.channel == OutboundMessage.Channel.TEAMS_CHAT:
-        params["$orderby"] = "createdDateTime desc"
+    params: dict[str, Any] | None = (
+        {"$top": "50", "$orderby": "createdDateTime desc"}
+        if message.channel == OutboundMessage.Channel.TEAMS_CHAT
+        else {"$top": "50"}
+    )
     claimed = set(
         OutboundMessage.objects.filter(channel=message.channel)
         .exclude(pk=message.pk)
         .exclude(graph_message_id="")
         .values_list("graph_message_id", flat=True)
     )
-    url: str | None = _target_path(message)
+    url: str = _target_path(message)
     candidates = []
     for _ in range(5):  # at most 250 recent messages
         # Read with the app token (Chat.Read.All / ChannelMessage.Read.All): the sender's
@@ -575,9 +577,10 @@ def _find_post(message: OutboundMessage, sender_id: str, keys: list[str]) -> dic
                 and _plain((item.get("body") or {}).get("content", "")) == wanted
             ):
                 candidates.append(item)
-        url = page.get("@odata.nextLink")
-        if older or not url:
+        next_link = page.get("@odata.nextLink")
+        if older or not next_link:
             break
+        url = next_link
     candidates.sort(key=lambda m: str(m.get("createdDateTime") or ""))
     return candidates[0] if candidates else None
 
@@ -737,7 +740,11 @@ def cancel_message(message_id: int) -> OutboundMessage:
 
     with transaction.atomic():
         message = OutboundMessage.objects.select_for_update().get(pk=message_id)
-        job = Job.objects.select_for_update().filter(pk=message.job_id).first()
+        job = (
+            Job.objects.select_for_update().filter(pk=message.job_id).first()
+            if message.job_id is not None
+            else None
+        )
         if message.status in (OutboundMessage.Status.SENT, OutboundMessage.Status.CANCELLED):
             raise NotCancellable(f"Message {message.pk} is already {message.status}.")
         if job is not None and job.status == Job.Status.RUNNING:

@@ -800,7 +800,7 @@ class SyncState(models.Model):
         return f"{self.monitored_user} {self.kind} ({self.status})"
 
     @property
-    def token_age(self) -> timezone.timedelta | None:
+    def token_age(self) -> timedelta | None:
         return timezone.now() - self.token_obtained_at if self.token_obtained_at else None
 
 

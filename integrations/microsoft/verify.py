@@ -413,7 +413,8 @@ SECRET_EXPIRY_WARN_DAYS = 30
 def _address_is_public(host: str) -> bool:
     """Every address `host` resolves to is a public one (not loopback, private, link-local)."""
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        # For a host name the resolver answers IPv4/IPv6 addresses, each given as text first.
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
     except OSError:
         return True  # cannot tell here; the round trip in "Webhook endpoint" will say
     for address in addresses:
