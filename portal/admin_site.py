@@ -14,6 +14,7 @@ from django.http import HttpRequest, HttpResponse
 from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.access.decorators import needs_second_factor, second_factor_redirect
+from portal.access.request_types import OTPHttpRequest
 
 _View = TypeVar("_View", bound=Callable[..., Any])
 
@@ -35,7 +36,7 @@ class PortalAdminSite(admin.AdminSite):
         inner = super().admin_view(view, cacheable)
 
         @wraps(inner)
-        def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def guarded(request: OTPHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.user.is_authenticated:
                 if needs_second_factor(request):
                     return second_factor_redirect(request)

@@ -16,6 +16,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from portal.access.actors import Actor
 from portal.access.authz import require
+from portal.access.request_types import OTPHttpRequest
 from portal.access.sso import entra_mfa_trusted
 
 PUBLIC = "public"
@@ -29,7 +30,7 @@ def requires(codename: str) -> Callable[[ViewFunc], ViewFunc]:
 
     def decorator(view: ViewFunc) -> ViewFunc:
         @wraps(view)
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        def wrapped(request: OTPHttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             has_token = getattr(request, "api_token", None) is not None
             if not has_token and not request.user.is_authenticated:
                 if getattr(request, "htmx", False):
@@ -52,7 +53,7 @@ def requires(codename: str) -> Callable[[ViewFunc], ViewFunc]:
     return decorator
 
 
-def needs_second_factor(request: HttpRequest) -> bool:
+def needs_second_factor(request: OTPHttpRequest) -> bool:
     return (
         bool(settings.REQUIRE_MFA)
         and not request.user.is_verified()

@@ -479,6 +479,8 @@ def recheck(request: HttpRequest) -> str:
     """
     data = request.session[SESSION_KEY]
     user = request.user
+    # EntraRoleRecheckMiddleware re-checks signed-in sessions only.
+    assert user.is_authenticated
     account = EntraAccount.objects.filter(user=user).first()
     try:
         if not enabled() or account is None:

@@ -15,7 +15,7 @@ from django.views.decorators.cache import never_cache
 from portal.access import credential_limits, mfa, sso
 from portal.access.backends import is_break_glass, password_allowed
 from portal.access.decorators import public
-from portal.access.request_types import SignInHttpRequest
+from portal.access.request_types import OTPHttpRequest, SignInHttpRequest
 from portal.access.sso import entra_mfa_trusted
 
 
@@ -30,7 +30,7 @@ def _next(request: HttpRequest) -> str:
 
 @public  # needs a signed-in user (checked below); it is the step before any permission
 @never_cache  # the set-up page carries the authenticator's secret: never stored anywhere
-def second_factor(request: HttpRequest) -> HttpResponse:
+def second_factor(request: OTPHttpRequest) -> HttpResponse:
     user = request.user
     if not user.is_authenticated:
         return redirect_to_login(request.get_full_path())
