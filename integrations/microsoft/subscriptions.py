@@ -872,9 +872,13 @@ def handle_lifecycle_event(event_id: int) -> str:
             with transaction.atomic():
                 lapse(sub, "Graph removed it (lifecycle event subscriptionRemoved)")
                 Subscription.objects.filter(pk=sub.pk).update(state=Subscription.State.REMOVED)
-            current = _create(sub.monitored_user, sub.kind, replaces=sub)
-            outcome = f"recreated as {current.graph_id}"
-            _system_audit("subscription.recreate", sub, current, event.event)
+            if sub.monitored_user is None:
+                # Its user was deleted: there is nobody to watch, so nothing to recreate.
+                outcome = "removed; it belongs to no monitored user, so it is not recreated"
+            else:
+                current = _create(sub.monitored_user, sub.kind, replaces=sub)
+                outcome = f"recreated as {current.graph_id}"
+                _system_audit("subscription.recreate", sub, current, event.event)
         else:
             outcome = "already replaced"
         followup = _catch_up(current, "lifecycle:subscriptionRemoved")

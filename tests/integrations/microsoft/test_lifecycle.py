@@ -94,3 +94,16 @@ def test_a_lifecycle_event_for_a_subscription_graph_lost_recreates_it(mail_sub, 
     event.refresh_from_db()
     assert event.outcome.startswith("Graph no longer had it")
     assert Subscription.objects.filter(state="active").count() == 1
+
+
+def test_subscription_removed_for_no_monitored_user_is_not_recreated(mail_sub, emulator, drain):
+    # Its monitored user was deleted (the link is SET_NULL) while Graph still held it.
+    Subscription.objects.filter(pk=mail_sub.pk).update(monitored_user=None)
+    emulator.control.remove_subscription(mail_sub.graph_id)
+    event = wait_event("subscriptionRemoved")
+    drain()
+    event.refresh_from_db()
+    mail_sub.refresh_from_db()
+    assert event.status == "handled" and "no monitored user" in event.outcome
+    assert mail_sub.state == "removed" and mail_sub.replaced_by is None
+    assert emulator.control.subscriptions() == []
