@@ -838,9 +838,9 @@ def _send_batch_chunk(  # noqa: C901 (each inner answer classified as request() 
         rows = []
         for inner in body.get("responses", []):
             inner_id = str(inner.get("id"))
-            entry = by_id.get(inner_id)
-            if entry is None:
+            if inner_id not in by_id:
                 continue
+            entry = by_id[inner_id]
             status = int(inner.get("status", 0))
             headers = {str(k): str(v) for k, v in (inner.get("headers") or {}).items()}
             header_map = requests.structures.CaseInsensitiveDict(headers)

@@ -132,7 +132,8 @@ def dedupe_key(item: dict[str, Any], now: Any) -> str:
     """subscriptionId | resource id | changeType | etag — or, without an etag, the
     notification's own id, else the minute it arrived (so a redelivery within the minute is
     absorbed, and a later change of an etag-less Teams message is not)."""
-    data = item.get("resourceData") if isinstance(item.get("resourceData"), dict) else {}
+    resource_data = item.get("resourceData")
+    data = resource_data if isinstance(resource_data, dict) else {}
     resource_id = data.get("id") if isinstance(data.get("id"), str) else item.get("resource")
     etag = data.get("@odata.etag")
     if isinstance(etag, str) and etag:
@@ -294,7 +295,8 @@ def ingest(endpoint: str, items: list[dict[str, Any]], *, remote_addr: str = "")
         if "lifecycleEvent" in item:
             events.append(_lifecycle_row(sub_id, item, now))
         else:
-            data = item.get("resourceData") if isinstance(item.get("resourceData"), dict) else {}
+            resource_data = item.get("resourceData")
+            data = resource_data if isinstance(resource_data, dict) else {}
             changes.append(
                 (
                     dedupe_key(item, now),

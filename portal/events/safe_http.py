@@ -224,7 +224,8 @@ def resolve(url: str) -> Target:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise UnsafeUrl(f"{host} does not resolve: {exc}") from None
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    # For a host name the resolver answers IPv4/IPv6 addresses, each given as text first.
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if not addresses:
         raise UnsafeUrl(f"{host} does not resolve.")
     for address in addresses:  # one bad address taints the name (DNS rebinding)

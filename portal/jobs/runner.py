@@ -243,7 +243,8 @@ def error_signature(exc: BaseException) -> tuple[str, str]:
 def _lease() -> timedelta:
     # django-q2 kills a task after Q_CLUSTER["timeout"]; past that (and a grace period) a run
     # that has not finished has no worker any more.
-    return timedelta(seconds=settings.Q_CLUSTER.get("timeout") or 300) + LEASE_GRACE
+    timeout = settings.Q_CLUSTER.get("timeout")  # Q_TIMEOUT, an int (Q_CLUSTER mixes types)
+    return timedelta(seconds=timeout if isinstance(timeout, int) and timeout else 300) + LEASE_GRACE
 
 
 _CLAIM_SQL = """
