@@ -35,6 +35,9 @@ def production_environment() -> dict[str, str]:
         MICROSOFT_TENANT_ID="00000000-0000-0000-0000-000000000001",
         MICROSOFT_CLIENT_ID="00000000-0000-0000-0000-000000000002",
         MICROSOFT_CLIENT_SECRET=secrets.token_urlsafe(30),
+        # The Deployments' DATABASE_URL (fleet-portal-secret's database-url: the app role on
+        # PostgreSQL). Nothing connects: check --deploy without --database reads settings only.
+        DATABASE_URL=f"postgres://fleet_app:{secrets.token_urlsafe(16)}@postgres:5432/fleet",
     )
     return env
 
