@@ -76,6 +76,8 @@ def test_the_deploy_check_sees_the_configmap_and_nothing_from_this_shell(monkeyp
     env = check_deploy.production_environment()
     config = yaml.safe_load(check_deploy.CONFIGMAP.read_text())["data"]
     assert {k: env[k] for k in config} == {k: str(v) for k, v in config.items()}
-    assert not {"DEBUG", "SECURE_SSL_REDIRECT", "DATABASE_URL"} & env.keys()
+    assert not {"DEBUG", "SECURE_SSL_REDIRECT"} & env.keys()
+    # The database is the Deployments' (the app role on PostgreSQL), not this shell's.
+    assert env["DATABASE_URL"].startswith("postgres://fleet_app:")
     assert env["DJANGO_SETTINGS_MODULE"] == "portal.settings"
     assert len(env["SECRET_KEY"]) >= 50
