@@ -41,12 +41,23 @@ def test_the_readme_links_only_to_files_that_exist():
 def test_nothing_refers_to_notes_outside_the_repository():
     # A maintainer reads the repository alone: section marks and tracker item numbers of notes
     # that are not in it cannot be followed. Graph facts cite Microsoft Learn pages by title.
-    notes = "graph-reference|reliability-notes|stack-notes|house-style|console-anchors"
-    pattern = rf"§|\.\./shared|{notes}|[Ii]ssue [0-9]+ item"
-    found = subprocess.run(
-        ["git", "grep", "-n", "-I", "-E", pattern, "--", ".", ":!tests/test_docs.py"],
+    # The names are spelled in parts so that this guard does not find itself.
+    notes = "|".join(
+        "-".join(parts)
+        for parts in (
+            ("graph", "reference"),
+            ("reliability", "notes"),
+            ("stack", "notes"),
+            ("house", "style"),
+            ("console", "anchors"),
+        )
+    )
+    section_mark = chr(0xA7)
+    pattern = rf"{section_mark}|\.\./shared|{notes}|[Ii]ssue [0-9]+ item"
+    grep = subprocess.run(
+        ["git", "grep", "-n", "-I", "-E", pattern],
         cwd=settings.BASE_DIR,
         capture_output=True,
         text=True,
-    ).stdout
-    assert found == "", found
+    )
+    assert grep.returncode == 1, grep.stdout or grep.stderr  # 1: nothing found; 2: an error
