@@ -2,8 +2,10 @@ from django.urls import path
 
 from portal.console import (
     alerts_views,
+    audit_views,
     clients_views,
     credentials_views,
+    dashboard_views,
     endpoints_views,
     graph_views,
     jobs_views,
@@ -19,13 +21,12 @@ from portal.console import (
     tenant_views,
     tokens_views,
     verify_views,
-    views,
 )
 
 app_name = "console"
 
 urlpatterns = [
-    path("", views.dashboard, name="dashboard"),
+    path("", dashboard_views.dashboard, name="dashboard"),
     path("alerts/", alerts_views.alerts_page, name="alerts"),
     path("search/", search_views.search_page, name="search"),
     path("preferences/", preferences_views.preferences_page, name="preferences"),
@@ -53,8 +54,8 @@ urlpatterns = [
     path("clients/<slug:name>/rotate", clients_views.client_rotate, name="service_client_rotate"),
     path("clients/<slug:name>/revoke", clients_views.client_revoke, name="service_client_revoke"),
     path("alerts/<str:rule>", alerts_views.alert_action, name="alert_action"),
-    path("audit/", views.audit_log, name="audit"),
-    path("audit/export.csv", views.audit_export, name="audit_export"),
+    path("audit/", audit_views.audit_log, name="audit"),
+    path("audit/export.csv", audit_views.audit_export, name="audit_export"),
     path("settings/", settings_views.settings_page, name="settings"),
     path(
         "settings/group/<str:group>",

@@ -10,7 +10,7 @@ from integrations.microsoft.models import MonitoredUser, SyncState
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
 from portal.audit.services import record
-from portal.console.views import AUDIT_PAGE_SIZE
+from portal.console.audit_views import AUDIT_PAGE_SIZE
 from portal.jobs.models import Job
 
 pytestmark = pytest.mark.django_db

@@ -1,16 +1,16 @@
+"""The dashboard: health tiles, the Fleet gateway's figures, active alerts and the latest audit
+events, read from the database only so a dead Graph cannot slow the first page."""
+
 from __future__ import annotations
 
-import csv
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 from axes.models import AccessAttempt
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
 from django.db.models import Count
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
@@ -27,7 +27,6 @@ from integrations.microsoft.models import (
     SyncState,
 )
 from integrations.microsoft.teams_sender import current_delegated_account
-from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.access.roles import ROLES
 from portal.alerts import measurements, rules, token_health
@@ -41,19 +40,14 @@ from portal.alerts.rules import (
 )
 from portal.alerts.services import active_alerts, evaluate_if_overdue
 from portal.audit.models import AuditEvent, AuditStreamCursor
-from portal.audit.services import record
-from portal.console import audit_targets, metrics
+from portal.console import metrics
 from portal.console.charts import dashboard_charts
-from portal.console.forms import AuditFilterForm
 from portal.console.htmx import HtmxHttpRequest
 from portal.console.metrics import humanize_seconds
 from portal.console.navigation import may_open
-from portal.console.paging import empty_page, keyset_page
 from portal.health import worker_heartbeat_age
 from portal.jobs.stats import queue_metrics
 from portal.runtime.registry import get as get_setting
-
-AUDIT_PAGE_SIZE = 50
 
 
 @require_GET
@@ -315,100 +309,3 @@ def _teams_sender_tile() -> dict[str, str]:
     else:
         state, text = "ok", f"{sender.upn} connected"
     return _tile("Teams sender", state, text, "console:credentials", "#sender-title")
-
-
-@require_GET
-@requires("view_audit")
-def audit_log(request: HtmxHttpRequest) -> HttpResponse:
-    form = AuditFilterForm(request.GET)
-    page = (
-        keyset_page(
-            request,
-            form.filter(AuditEvent.objects.all()),
-            form.cleaned_data.get("before"),
-            AUDIT_PAGE_SIZE,
-        )
-        if form.is_valid()
-        else empty_page(request)
-    )
-    audit_targets.describe(page.rows, request.user)
-    context = {
-        "form": form,
-        "events": page.rows,
-        **page.context(),
-        "can_export": request.user.has_perm("access.export_audit"),
-    }
-    template = "console/audit.html#results" if request.htmx else "console/audit.html"
-    return render(request, template, context)
-
-
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-CSV_COLUMNS = (
-    "id",
-    "created_at",
-    "actor_type",
-    "actor_name",
-    "actor_role",
-    "action",
-    "target_type",
-    "target_id",
-    "outcome",
-    "reason",
-    "ip",
-    "request_id",
-    "params",
-    "prev_hash",
-    "hash",
-)
-
-
-def _csv_rows(queryset: Any) -> Iterator[str]:
-    writer = csv.writer(_Echo())
-    yield writer.writerow(CSV_COLUMNS)
-    for event in queryset.iterator(chunk_size=2000):
-        row = []
-        for column in CSV_COLUMNS:
-            value = getattr(event, column)
-            row.append(value.isoformat() if column == "created_at" else value)
-        yield writer.writerow(_defuse_formulas(row))
-
-
-def _defuse_formulas(row: list[Any]) -> list[Any]:
-    # Spreadsheet programs run cells starting with these characters as formulas.
-    return [
-        f"'{value}" if isinstance(value, str) and value[:1] in "=+-@\t\r" else value
-        for value in row
-    ]
-
-
-@require_GET
-@requires("export_audit")
-def audit_export(request: HttpRequest) -> HttpResponseBase:
-    form = AuditFilterForm(request.GET)
-    if not form.is_valid():
-        return HttpResponse(
-            "Invalid filters: "
-            + "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items()),
-            status=400,
-            content_type="text/plain",
-        )
-    queryset = form.filter(AuditEvent.objects.all()).order_by("id")
-    filters = {k: v for k, v in request.GET.items() if v}
-    with transaction.atomic():
-        # The export is itself recorded, before any row leaves the building.
-        upto = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
-        record(
-            "audit.export",
-            actor=Actor.from_request(request),
-            target_type="audit_log",
-            params={"filters": filters, "up_to_event": upto},
-        )
-    queryset = queryset.filter(id__lte=upto)
-    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    response = StreamingHttpResponse(_csv_rows(queryset), content_type="text/csv")
-    response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.csv"'
-    return response
