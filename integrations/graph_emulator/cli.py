@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a redirect URI registered on the demo app (repeatable; exact match, as in Entra)",
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument(
+        "--extra-users",
+        type=int,
+        default=0,
+        help="seed this many more users (a mailbox and a 1:1 chat each): a fleet-size tenant",
+    )
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -57,4 +63,5 @@ def run_from_options(opts: dict[str, Any]) -> int:
         seed=int(opts["seed"]),
         redirect_uris=list(opts.get("redirect_uris") or []),
         log_level=opts["log_level"],
+        extra_users=int(opts.get("extra_users") or 0),
     )

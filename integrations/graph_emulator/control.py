@@ -20,6 +20,7 @@ from .host import EmulatorHost
 from .httptypes import Request, Response, json_response, parse_iso
 from .messages import build_message, email_address
 from .state import DEFAULT_FEDERATED_AUDIENCE, App, FederatedCredential, Secret
+from .traffic import TrafficBurst
 
 log = logging.getLogger("graph_emulator.control")
 
@@ -170,6 +171,24 @@ def create_chat_message(app: EmulatorHost, spec: dict[str, Any]) -> dict[str, An
         return {"id": msg["id"], "chat_id": chat.data["id"]}
 
 
+def _start_traffic(app: EmulatorHost, spec: dict[str, Any]) -> dict[str, Any]:
+    st = app.state
+    if st.traffic is not None and st.traffic.is_alive():
+        raise ControlError(409, "a traffic burst is running")
+    with st.lock:
+        users = [_user(app, str(u))["id"] for u in spec.get("users") or []]
+    if not users:
+        raise ControlError(400, "users: a non-empty list of user ids or UPNs")
+    rate, seconds = float(spec.get("rate") or 0), float(spec.get("seconds") or 0)
+    if not (0 < rate <= 20_000 and 0 < seconds <= 3600):
+        raise ControlError(400, "rate (per second, at most 20,000) and seconds (at most 3,600)")
+    st.traffic = TrafficBurst(
+        st, users, rate=rate, seconds=seconds, mail_share=float(spec.get("mail_share", 0.6))
+    )
+    st.traffic.start()
+    return {"started": True, "planned": int(rate * seconds)}
+
+
 # --------------------------------------------------------------------------- routing
 
 
@@ -295,6 +314,16 @@ def _route(app: EmulatorHost, req: Request, segs: list[str]) -> Response:  # noq
     # ---------------------------------------------------------------- traffic
     if path == "mail" and m == "POST":
         return _ok(create_mail(app, _body(req)), 201)
+    if path == "traffic" and m == "POST":
+        return _ok(_start_traffic(app, _body(req)), 201)
+    if path == "traffic" and m == "GET":
+        if st.traffic is None:
+            raise ControlError(404, "no traffic burst was started")
+        return _ok(st.traffic.progress(int(q.get("since") or 0)))
+    if path == "traffic" and m == "DELETE":
+        if st.traffic is not None:
+            st.traffic.stopping.set()
+        return _ok({"stopped": st.traffic is not None})
     if path == "mail/update" and m == "POST":
         body = _body(req)
         with st.lock:

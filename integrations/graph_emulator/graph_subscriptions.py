@@ -216,25 +216,24 @@ def validation_handshake(ctx: Ctx, url: str) -> str | None:
 
 def _quota(ctx: Ctx, spec: ResourceSpec) -> None:
     cfg = ctx.app.config.section("subscriptions")
-    subs = ctx.state.subscriptions.values()
+    subs = ctx.state.subscriptions
     if spec.family == "outlook":
-        n = sum(1 for s in subs if s.spec.family == "outlook" and s.spec.user_id == spec.user_id)
-        if n >= int(cfg["mailbox_quota"]):
+        if len(subs.at("outlook", spec.user_id or "")) >= int(cfg["mailbox_quota"]):
             raise _ext(
                 403,
                 "Number of subscriptions has exceeded the quota. Limit: "
                 f"{cfg['mailbox_quota']} subscriptions per mailbox.",
             )
     elif spec.family == "teams":
-        if sum(1 for s in subs if s.spec.family == "teams") >= int(cfg["teams_org_quota"]):
+        if subs.count_family("teams") >= int(cfg["teams_org_quota"]):
             raise _ext(
                 403,
                 "Number of subscriptions has exceeded the quota. Limit: "
                 f"{cfg['teams_org_quota']} Teams subscriptions per organization.",
             )
-        if spec.kind == "user_chats" and sum(
-            1 for s in subs if s.spec.kind == "user_chats" and s.spec.user_id == spec.user_id
-        ) >= int(cfg["user_chats_quota"]):
+        if spec.kind == "user_chats" and len(subs.at("user_chats", spec.user_id or "")) >= int(
+            cfg["user_chats_quota"]
+        ):
             raise _ext(
                 403,
                 "Number of subscriptions has exceeded the quota. Limit: "
@@ -243,14 +242,9 @@ def _quota(ctx: Ctx, spec: ResourceSpec) -> None:
 
 
 def _duplicate(ctx: Ctx, spec: ResourceSpec, change_types: list[str]) -> Subscription | None:
-    for s in ctx.state.subscriptions.values():
-        if (
-            s.application_id == ctx.principal.app_id
-            and s.spec.key() == spec.key()
-            and sorted(s.change_types) == sorted(change_types)
-        ):
-            return s
-    return None
+    key = (ctx.principal.app_id, spec.key(), tuple(sorted(change_types)))
+    found = ctx.state.subscriptions.by_combination.get(key)
+    return ctx.state.subscriptions.get(found) if found is not None else None
 
 
 def _budget(ctx: Ctx, op: str) -> None:
@@ -258,8 +252,7 @@ def _budget(ctx: Ctx, op: str) -> None:
 
 
 def _purge_expired(ctx: Ctx) -> None:
-    now = ctx.state.clock.now()
-    for sid in [s.id for s in ctx.state.subscriptions.values() if s.expiration <= now]:
+    for sid in ctx.state.subscriptions.expired(ctx.state.clock.now()):
         del ctx.state.subscriptions[sid]
 
 

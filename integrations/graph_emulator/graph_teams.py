@@ -185,6 +185,30 @@ def get_chat(ctx: Ctx) -> Response:
     return entity(ctx, "chats/$entity", data)
 
 
+def list_chat_members(ctx: Ctx) -> Response:
+    """GET /chats/{id}/members ("List members of a chat"): aadUserConversationMember items."""
+    _read_chats(ctx)
+    with ctx.state.lock:
+        chat = chat_or_404(ctx, ctx.params["chat"])
+        _member_check(ctx, chat.members)
+        members = []
+        for user_id in chat.members:
+            user = ctx.state.users.get(user_id) or {}
+            members.append(
+                {
+                    "@odata.type": "#microsoft.graph.aadUserConversationMember",
+                    "id": f"{chat.data['id']}#{user_id}",
+                    "roles": ["owner"],
+                    "displayName": user.get("displayName"),
+                    "visibleHistoryStartDateTime": "0001-01-01T00:00:00Z",
+                    "userId": user_id,
+                    "email": user.get("mail"),
+                    "tenantId": ctx.state.tenant_id,
+                }
+            )
+    return collection(ctx, f"chats('{chat.data['id']}')/members", members)
+
+
 def list_chat_messages(ctx: Ctx) -> Response:
     _read_chats(ctx, protected=True)
     with ctx.state.lock:
@@ -509,6 +533,7 @@ def register(router: Router) -> None:
     router.add("GET", "users/{user}/joinedTeams", joined_teams)
     router.add("POST", "chats", create_chat)
     router.add("GET", "chats/{chat}", get_chat)
+    router.add("GET", "chats/{chat}/members", list_chat_members)
     router.add("GET", "chats/{chat}/messages", list_chat_messages)
     router.add("POST", "chats/{chat}/messages", post_chat_message, teams_post=True)
     router.add("GET", "chats/{chat}/messages/delta", chat_delta)

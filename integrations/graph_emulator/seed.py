@@ -358,3 +358,71 @@ def seed_tenant(
             )
             state.post_channel_message(team_id, chid, msg, notify=False)
     return {"users": len(users) + 1, "team_id": team_id, "service_account": bot["id"]}
+
+
+def seed_extra_users(state: EmulatorState, count: int, seed: int = DEFAULT_SEED) -> None:
+    """Add `count` drivers beside the demo's people, lean enough for a tenant of 10,000 and
+    more in a few hundred MB: each with a mailbox holding one inbox message, and a 1:1 chat
+    with the next one (pairs) holding one message. UPNs are `driver00001@…`. Caller holds
+    the lock."""
+    rng = random.Random(seed + 1)
+    now = state.clock.now()
+    domain = state.domain
+    dispatcher = next(iter(state.users.values()))
+    added: list[dict[str, Any]] = []
+    for n in range(1, count + 1):
+        local = f"driver{n:05d}"
+        user = state.add_user(
+            {
+                "id": _guid(rng),
+                "businessPhones": [],
+                "displayName": f"Driver {n:05d}",
+                "givenName": "Driver",
+                "jobTitle": "Driver",
+                "mail": f"{local}@{domain}",
+                "mobilePhone": None,
+                "officeLocation": DEPOTS[n % len(DEPOTS)],
+                "preferredLanguage": "en-GB",
+                "surname": f"{n:05d}",
+                "userPrincipalName": f"{local}@{domain}",
+                "department": "Operations",
+                "accountEnabled": True,
+                "employeeId": f"FX{n:05d}",
+                "companyName": "Fleet Demo Logistics",
+            }
+        )
+        mailbox = state.mailboxes[user["id"]]
+        subject, text = random_mail(rng, dispatcher, user)
+        msg = build_message(
+            sender=dispatcher,
+            to=[email_address(user)],
+            subject=subject,
+            body={"contentType": "text", "content": text},
+            when=now - timedelta(days=rng.randint(0, 13)),
+            domain=domain,
+        )
+        state.put_message(user["id"], mailbox.wellknown["inbox"], msg, notify=False)
+        added.append(user)
+    for first, second in zip(added[::2], added[1::2], strict=False):
+        cid = f"19:{first['id']}_{second['id']}@unq.gbl.spaces"
+        created = (now - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        state.add_chat(
+            Chat(
+                data={
+                    "id": cid,
+                    "topic": None,
+                    "createdDateTime": created,
+                    "lastUpdatedDateTime": created,
+                    "chatType": "oneOnOne",
+                    "webUrl": f"https://teams.microsoft.com/l/chat/{cid}/0?tenantId={state.tenant_id}",
+                    "tenantId": state.tenant_id,
+                    "onlineMeetingInfo": None,
+                    "viewpoint": None,
+                },
+                members=[first["id"], second["id"]],
+            )
+        )
+        line = state.chat_message(
+            first["id"], random_chat_line(rng), chat_id=cid, created=now - timedelta(hours=2)
+        )
+        state.post_chat_message(cid, line, notify=False)

@@ -47,7 +47,7 @@ from .httptypes import (
     json_response,
 )
 from .identity import AadError, IdentityService, aad_error_response
-from .seed import DEFAULT_SEED, seed_tenant
+from .seed import DEFAULT_SEED, seed_extra_users, seed_tenant
 from .state import App, EmulatorState, Secret
 from .throttling import Throttler
 
@@ -128,8 +128,11 @@ class EmulatorApp:
         seed: int = DEFAULT_SEED,
         demo: bool = False,
         redirect_uris: list[str] | None = None,
+        extra_users: int = 0,
     ) -> None:
         self.state_dir = state_dir
+        # Users seeded beside the demo's (seed.seed_extra_users): a tenant of fleet size.
+        self.extra_users = extra_users
         # Registered on the demo app (again after every reset); none means none allowed.
         self.redirect_uris = list(redirect_uris or [])
         self.seed = seed
@@ -181,6 +184,8 @@ class EmulatorApp:
         )
         with st.lock:
             seed_tenant(st, self.seed)
+            if self.extra_users:
+                seed_extra_users(st, self.extra_users, self.seed)
             sign_in.seed_demo_profiles(st)
         return st
 
@@ -646,6 +651,7 @@ def run(
     seed: int = DEFAULT_SEED,
     redirect_uris: list[str] | None = None,
     log_level: str = "INFO",
+    extra_users: int = 0,
     install_signal_handlers: bool = True,
     started: threading.Event | None = None,
     server_holder: list[EmulatorHTTPServer] | None = None,
@@ -662,6 +668,7 @@ def run(
         seed=seed,
         demo=demo,
         redirect_uris=redirect_uris,
+        extra_users=extra_users,
     )
     server = EmulatorHTTPServer((host, port), app, server_context(cert_path, key_path))
     public_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104

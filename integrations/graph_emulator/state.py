@@ -279,6 +279,95 @@ class Team:
     channels: dict[str, Channel] = field(default_factory=dict)
 
 
+class SubscriptionTable(dict[str, Subscription]):
+    """The tenant's subscriptions by id, with the indexes that keep creating one and
+    notifying for one change independent of how many there are (a fleet tenant has tens of
+    thousands). Only item assignment, `del`, `pop` and `clear` change it; a subscription's
+    resource and app never change once it is stored."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_target: dict[tuple[str, ...], set[str]] = {}
+        self.by_combination: dict[tuple[Any, ...], str] = {}
+        self.family_counts: dict[str, int] = {}
+        # A lower bound of every stored expiration (renewals only move them later): nothing
+        # can have expired before it, so a purge can skip the scan until then.
+        self.earliest_expiration: datetime | None = None
+
+    @staticmethod
+    def targets(sub: Subscription) -> list[tuple[str, ...]]:
+        spec = sub.spec
+        if spec.family == "outlook":
+            return [("outlook", spec.user_id or "")]
+        if spec.kind == "user_chats":
+            return [("user_chats", spec.user_id or "")]
+        if spec.kind == "chat":
+            return [("chat", spec.chat_id or "")]
+        return [(spec.kind,)]
+
+    @staticmethod
+    def combination(sub: Subscription) -> tuple[Any, ...]:
+        return (sub.application_id, sub.spec.key(), tuple(sorted(sub.change_types)))
+
+    def __setitem__(self, key: str, sub: Subscription) -> None:
+        if key in self:
+            self.__delitem__(key)
+        super().__setitem__(key, sub)
+        for target in self.targets(sub):
+            self.by_target.setdefault(target, set()).add(key)
+        self.by_combination[self.combination(sub)] = key
+        family = sub.spec.family
+        self.family_counts[family] = self.family_counts.get(family, 0) + 1
+        if self.earliest_expiration is None or sub.expiration < self.earliest_expiration:
+            self.earliest_expiration = sub.expiration
+
+    def __delitem__(self, key: str) -> None:
+        sub = self[key]
+        super().__delitem__(key)
+        for target in self.targets(sub):
+            ids = self.by_target.get(target)
+            if ids is not None:
+                ids.discard(key)
+                if not ids:
+                    del self.by_target[target]
+        if self.by_combination.get(self.combination(sub)) == key:
+            del self.by_combination[self.combination(sub)]
+        self.family_counts[sub.spec.family] -= 1
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key not in self:
+            if default:
+                return default[0]
+            raise KeyError(key)
+        sub = self[key]
+        self.__delitem__(key)
+        return sub
+
+    def clear(self) -> None:
+        super().clear()
+        self.by_target.clear()
+        self.by_combination.clear()
+        self.family_counts.clear()
+        self.earliest_expiration = None
+
+    def at(self, *target: str) -> list[Subscription]:
+        """The subscriptions on one target: ("outlook", user id), ("user_chats", user id),
+        ("chat", chat id), or a tenant-wide kind such as ("all_chats",)."""
+        return [self[key] for key in self.by_target.get(target, ())]
+
+    def count_family(self, family: str) -> int:
+        return self.family_counts.get(family, 0)
+
+    def expired(self, now: datetime) -> list[str]:
+        """Ids of the subscriptions expired at `now` (a scan only when one can be)."""
+        if self.earliest_expiration is None or now < self.earliest_expiration:
+            return []
+        doomed = [sub.id for sub in self.values() if sub.expiration <= now]
+        alive = [sub.expiration for sub in self.values() if sub.expiration > now]
+        self.earliest_expiration = min(alive) if alive else None
+        return doomed
+
+
 NotificationSink = Callable[[list[tuple[Subscription, dict[str, Any]]]], None]
 
 
@@ -301,7 +390,7 @@ class EmulatorState:
         self.teams: dict[str, Team] = {}
         self.streams: dict[tuple[str, ...], Stream] = {}
         self.seq = 0
-        self.subscriptions: dict[str, Subscription] = {}
+        self.subscriptions = SubscriptionTable()
         self.cursors: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.auth_codes: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.refresh_tokens: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -315,6 +404,7 @@ class EmulatorState:
         self.sign_in_profiles: dict[str, dict[str, Any]] = {}
         self.id_token_tamper: str | None = None
         self.notifier: NotificationSink | None = None
+        self.traffic: Any = None  # the running or last traffic.TrafficBurst
         self.tombstone_cap = 2000
         self.max_cursors = 20_000
         self._last_chat_ms = 0
@@ -471,9 +561,9 @@ class EmulatorState:
         if not self.subscriptions or self.notifier is None:
             return
         out = []
-        for sub in self.subscriptions.values():
+        for sub in self.subscriptions.at("outlook", user_id):
             sp = sub.spec
-            if sp.family != "outlook" or sp.user_id != user_id or change not in sub.change_types:
+            if change not in sub.change_types:
                 continue
             if sp.kind == "mail_folder" and sp.folder_id != folder_id:
                 continue
@@ -650,7 +740,19 @@ class EmulatorState:
         if not self.subscriptions or self.notifier is None:
             return
         out = []
-        for sub in self.subscriptions.values():
+        if chat_id is not None:
+            candidates = [
+                *self.subscriptions.at("all_chats"),
+                *self.subscriptions.at("chat", chat_id),
+                *(
+                    sub
+                    for member in self.chats[chat_id].members
+                    for sub in self.subscriptions.at("user_chats", member)
+                ),
+            ]
+        else:
+            candidates = [*self.subscriptions.at("all_channels"), *self.subscriptions.at("channel")]
+        for sub in candidates:
             sp = sub.spec
             if sp.family != "teams" or change not in sub.change_types:
                 continue
