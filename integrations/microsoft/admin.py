@@ -247,7 +247,6 @@ class NotificationInboxAdmin(ReadOnlyAdmin):
         "resource_id",
         "status",
         "processed_at",
-        "job",
         "sync_job",
     )
     list_filter = ("status", "kind", "change_type")

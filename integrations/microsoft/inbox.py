@@ -13,8 +13,10 @@ per process, see `portal.jobs.broker.notify`); the drain LISTENs on a connection
 (`portal.jobs.broker.Listener`) and polls every INBOX_DRAIN_IDLE_SECONDS anyway (SQLite; a
 wake-up lost with a connection); after each batch it looks again every LINGER_POLL seconds
 for a moment, for what receivers committed within their rate limit. The `graph.inbox.sweep`
-schedule drains whatever is left when no drain process runs. Pausing the job type
-`graph.process_notifications` pauses the drain.
+schedule drains whatever is left when no drain process runs.
+
+The drain has a pause switch of its own (`pause()` / `resume()`, audited; the jobs page and
+the recovery procedure use it): while paused, notifications are accepted and wait.
 
 Entry points: `drain_once()` (one batch), `drain_pending()` (until nothing is left),
 `run()` (the loop behind `manage.py drain_inbox`), `sweep()` (the schedule). The backlog's
@@ -37,19 +39,23 @@ from django.db.models import Max
 from django.utils import timezone
 
 from integrations.microsoft import probe, sync
-from integrations.microsoft.models import LifecycleEvent, NotificationInbox, Subscription
-from integrations.microsoft.notifications import CHANNEL
+from integrations.microsoft.models import (
+    InboxDrainPause,
+    LifecycleEvent,
+    NotificationInbox,
+    Subscription,
+)
+from integrations.microsoft.notifications import CHANNEL, wake_drains
+from portal.access.actors import Actor
+from portal.access.authz import require
+from portal.audit.services import record
 from portal.jobs.broker import WAKE_INTERVAL_SECONDS, Listener
-from portal.jobs.models import PausedJobType
 from portal.jobs.runner import enqueue
 from portal.runtime.registry import get
 from portal.tracing import continued
 
 logger = logging.getLogger(__name__)
 
-# The job type that stands for notification processing: pausing it pauses the drain (the
-# recovery procedure and the jobs page pause "every Graph job type"). Its handler drains.
-PROCESS_JOB = "graph.process_notifications"
 LIFECYCLE_JOB = "graph.lifecycle_event"
 LINGER_POLL = 0.05  # seconds between looks while receivers may commit without waking us
 
@@ -77,30 +83,77 @@ class Drained:
         self.paused = self.paused or other.paused
 
 
+# --------------------------------------------------------------------------- pause switch
+
+# The audit log's target for the drain's pause and resume (one drain switch, one target).
+PAUSE_TARGET = "inbox_drain"
+
+
 def paused() -> bool:
-    return PausedJobType.objects.filter(job_type=PROCESS_JOB).exists()
+    return InboxDrainPause.objects.exists()
 
 
-def drain_once(limit: int | None = None, *, batch: str | None = None) -> Drained:
+def pause_state() -> InboxDrainPause | None:
+    """Who paused the drain, when and why; None while it runs."""
+    return InboxDrainPause.objects.first()
+
+
+def pause(actor: Actor, reason: str = "") -> bool:
+    """Pause the drain (audited): notifications are still accepted and wait in the inbox.
+    Drains finish the batch in hand. Returns False when it was already paused."""
+    require(actor, "pause_processing", action="inbox.pause", target_type=PAUSE_TARGET)
+    with transaction.atomic():
+        _, created = InboxDrainPause.objects.get_or_create(
+            pk=InboxDrainPause.SINGLETON,
+            defaults={"paused_by": actor.name[:150], "reason": reason},
+        )
+        record(
+            "inbox.pause",
+            actor=actor,
+            target_type=PAUSE_TARGET,
+            target_id="drain",
+            params={"already_paused": not created},
+            reason=reason,
+        )
+    return created
+
+
+def resume(actor: Actor) -> bool:
+    """Resume the drain (audited) and wake it for what waited. Returns whether it was paused."""
+    require(actor, "pause_processing", action="inbox.resume", target_type=PAUSE_TARGET)
+    with transaction.atomic():
+        deleted, _ = InboxDrainPause.objects.all().delete()
+        record(
+            "inbox.resume",
+            actor=actor,
+            target_type=PAUSE_TARGET,
+            target_id="drain",
+            params={"was_paused": bool(deleted)},
+        )
+    wake_drains()
+    return bool(deleted)
+
+
+# --------------------------------------------------------------------------- draining
+
+
+def drain_once(limit: int | None = None) -> Drained:
     """Claim up to `limit` pending notifications (and lifecycle events), cause their work and
     mark them, each group in one transaction. Safe to run concurrently and to kill."""
     if paused():
         return Drained(paused=True)
     limit = limit or batch_size()
-    done = _drain_notifications(limit, batch)
-    if batch is None:
-        done.lifecycle = _drain_lifecycle(limit)
+    done = _drain_notifications(limit)
+    done.lifecycle = _drain_lifecycle(limit)
     return done
 
 
-def drain_pending(
-    *, deadline: float | None = None, limit: int | None = None, batch: str | None = None
-) -> Drained:
+def drain_pending(*, deadline: float | None = None, limit: int | None = None) -> Drained:
     """Drain batch after batch until nothing is pending (or `deadline`, a monotonic time)."""
     total = Drained()
     limit = limit or batch_size()
     while True:
-        done = drain_once(limit, batch=batch)
+        done = drain_once(limit)
         total.add(done)
         if done.paused or (done.claimed < limit and done.lifecycle < limit):
             return total
@@ -108,12 +161,10 @@ def drain_pending(
             return total
 
 
-def _drain_notifications(limit: int, batch: str | None) -> Drained:
+def _drain_notifications(limit: int) -> Drained:
     realtime = bool(get("ENABLE_REALTIME_SYNC"))
     now = timezone.now()
     claim = NotificationInbox.objects.pending()
-    if batch is not None:
-        claim = claim.filter(batch=batch)
     # A plain read first: an idle poll takes no lock (SQLite's IMMEDIATE transaction would
     # take the database's write lock, in the receiver's way).
     if not claim.exists():

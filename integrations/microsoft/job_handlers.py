@@ -10,7 +10,6 @@ from typing import Any
 
 from integrations.microsoft import bulk_kinds as _bulk_kinds  # noqa: F401  (registers them)
 from integrations.microsoft import (
-    inbox,
     messaging_handlers,  # noqa: F401  (outbound messages)
     probe,
     subscriptions,
@@ -20,24 +19,6 @@ from integrations.microsoft.models import SyncState
 from integrations.microsoft.subscriptions import handle_lifecycle_event, maintain
 from portal.access.actors import Actor
 from portal.jobs.registry import job_handler
-
-
-@job_handler(
-    "graph.process_notifications",
-    label="Process change notifications",
-    max_attempts=10,
-    backoff_base=5,
-    backoff_cap=600,
-    timeout=60,
-    retry_permission="sync_delta",
-    description="Notification processing (the inbox drain): pausing it pauses the drain",
-)
-def process_notifications(job: Any) -> dict[str, int]:
-    """The receiver enqueues no job any more (the inbox is the queue); a job of this type
-    drains the inbox: one left from before the upgrade drains its own batch, one without a
-    batch drains what is pending."""
-    done = inbox.drain_pending(batch=job.payload.get("batch"))
-    return {"processed": done.processed, "ignored": done.ignored, "targets": done.targets}
 
 
 @job_handler(

@@ -22,7 +22,7 @@ PERMISSIONS: dict[str, str] = {
     "view_audit": "Read the audit log",
     "retry_all_jobs": "Retry all jobs matching a filter",
     "discard_job": "Discard a job",
-    "pause_processing": "Pause and resume processing per job type",
+    "pause_processing": "Pause and resume processing (per job type, and the notification drain)",
     "sync_full": "Run a full sync for a user",
     "sync_reset": "Reset a user's sync state",
     "manage_monitored_users": "Add and remove monitored users",

@@ -628,7 +628,7 @@ RULES: tuple[Rule, ...] = (
         "Notifications not processed",
         _inbox_stale,
         "Is the inbox drain running (sync-worker pods: the drain container; `make run`: "
-        "the drain process)? Jobs page: is graph.process_notifications paused? The "
+        "the drain process)? Jobs page: is notification processing paused? The "
         "graph.inbox.sweep schedule drains every minute meanwhile if the worker runs.",
         _fix_at("console:jobs", "#job-types"),
     ),

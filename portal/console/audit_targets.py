@@ -143,6 +143,11 @@ def _job_types(ids: set[str]) -> dict[str, Target]:
     return {name: (f"job type {job_type_label(name)}", reverse("console:jobs")) for name in ids}
 
 
+def _inbox_drain(ids: set[str]) -> dict[str, Target]:
+    where = reverse("console:jobs") + "#notification-drain"
+    return {i: ("notification processing (the inbox drain)", where) for i in ids}
+
+
 def _named(url_name: str, words: str) -> Callable[[set[str]], dict[str, Target]]:
     def resolve(ids: set[str]) -> dict[str, Target]:
         return {i: (f"{words} {i}", reverse(url_name)) for i in ids}
@@ -166,6 +171,7 @@ _RESOLVERS: dict[str, tuple[Callable[[set[str]], dict[str, Target]], str]] = {
     "event_endpoint": (_endpoints, "manage_event_endpoints"),
     "user": (_people, "manage_users"),
     "job_type": (_job_types, "view_console"),
+    "inbox_drain": (_inbox_drain, "view_console"),
     "service_client": (
         _named("console:service_clients", "service client"),
         "manage_service_clients",

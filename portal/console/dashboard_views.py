@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from integrations.microsoft import probe
+from integrations.microsoft import inbox, probe
 from integrations.microsoft.models import (
     Credential,
     GraphCall,
@@ -222,6 +222,8 @@ def _integration_health() -> dict[str, Any]:
         inbox_state = "ok" if inbox_age < 60 else "warn"
         if inbox_age > get_setting(INBOX_MINUTES) * 60:
             inbox_state, inbox_text = "bad", f"{inbox_text}: is the inbox drain running?"
+        if inbox.paused():
+            inbox_text = f"{inbox_text}; processing is paused"
     hours = thresholds["subscription_hours"]
     return {
         "health": [

@@ -14,6 +14,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from integrations.microsoft import inbox
 from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.audit.models import AuditEvent
@@ -115,6 +116,7 @@ def job_list(request: HtmxHttpRequest) -> HttpResponse:
         **page.context(),
         "retry_all_query": query_without(request.GET, "q", "date_from"),
         "types": _type_rows(),
+        "drain_pause": inbox.pause_state(),
         "can_retry": request.user.has_perm("access.retry_job"),
         "can_retry_all": request.user.has_perm("access.retry_all_jobs"),
         "retryable": services.RETRYABLE,
@@ -295,3 +297,23 @@ def job_type_pause(request: HttpRequest) -> HttpResponse:
     else:
         raise PermissionDenied("Unknown action.")
     return _back(request, reverse("console:jobs"))
+
+
+@require_POST
+@requires("pause_processing")
+def inbox_drain_pause(request: HttpRequest) -> HttpResponse:
+    """The notification drain's own pause switch (it is not a job type)."""
+    actor = Actor.from_request(request)
+    if request.POST.get("action") == "resume":
+        inbox.resume(actor)
+        messages.success(request, "Notification processing resumed; what waited is processed now.")
+    elif request.POST.get("action") == "pause":
+        inbox.pause(actor, request.POST.get("reason", "").strip())
+        messages.success(
+            request,
+            "Notification processing paused. Notifications are still accepted and wait; "
+            "nothing is lost.",
+        )
+    else:
+        raise PermissionDenied("Unknown action.")
+    return _back(request, reverse("console:jobs") + "#job-types")

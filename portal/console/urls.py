@@ -69,6 +69,7 @@ urlpatterns = [
     path("jobs/<int:job_id>/discard", jobs_views.job_discard, name="job_discard"),
     path("jobs/retry-all", jobs_views.retry_all, name="jobs_retry_all"),
     path("jobs/types/pause", jobs_views.job_type_pause, name="job_type_pause"),
+    path("jobs/drain/pause", jobs_views.inbox_drain_pause, name="inbox_drain_pause"),
     path("jobs/operations/<int:operation_id>/", jobs_views.bulk_operation, name="bulk_operation"),
     path("jobs/operations/<int:operation_id>/cancel", jobs_views.bulk_cancel, name="bulk_cancel"),
     path("graph/", graph_views.graph_calls, name="graph_calls"),

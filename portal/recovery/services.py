@@ -25,7 +25,7 @@ from typing import Any
 
 from django.db import transaction
 
-from integrations.microsoft import subscriptions, sync, verify
+from integrations.microsoft import inbox, subscriptions, sync, verify
 from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import SyncState
 from portal.access.actors import Actor
@@ -57,8 +57,9 @@ STEPS: tuple[Step, ...] = (
     Step(
         "pause",
         "Pause processing",
-        "Every Graph job type is paused: jobs already running finish, new and retried ones "
-        "wait (nothing is lost). Webhook notifications are still accepted and queued.",
+        "Every Graph job type and the notification drain are paused: jobs already running "
+        "finish, new and retried ones wait (nothing is lost). Webhook notifications are still "
+        "accepted and wait in the inbox.",
     ),
     Step(
         "cleanup",
@@ -76,8 +77,8 @@ STEPS: tuple[Step, ...] = (
     Step(
         "resume",
         "Resume processing",
-        "Resumes the job types this session paused (types paused before it stay paused), "
-        "releasing the jobs that waited.",
+        "Resumes the job types and the notification drain this session paused (what was "
+        "paused before it stays paused), releasing the jobs and notifications that waited.",
     ),
     Step(
         "setup",
@@ -149,7 +150,14 @@ def _pause(actor: Actor, session: dict[str, Any]) -> StepResult:
         f"{name} was already paused (left as it is)"
         for name in sorted(already & set(graph_job_types()))
     ]
-    return StepResult("pause", True, lines or ["nothing to pause"], data={"paused": paused})
+    # The drain is not a job type: it has a switch of its own.
+    drain_paused = inbox.pause(actor, PAUSE_REASON)
+    lines.append(
+        "paused the notification drain (notifications are accepted and wait)"
+        if drain_paused
+        else "the notification drain was already paused (left as it is)"
+    )
+    return StepResult("pause", True, lines, data={"paused": paused, "drain_paused": drain_paused})
 
 
 def _cleanup(actor: Actor, session: dict[str, Any]) -> StepResult:
@@ -182,6 +190,11 @@ def _resume(actor: Actor, session: dict[str, Any]) -> StepResult:
         )
     still = sorted(set(PausedJobType.objects.values_list("job_type", flat=True)))
     lines += [f"{name} stays paused (paused before this recovery)" for name in still]
+    if session.get("drain_paused"):
+        inbox.resume(actor)
+        lines.append("resumed the notification drain: what waited is processed now")
+    elif inbox.paused():
+        lines.append("the notification drain stays paused (paused before this recovery)")
     return StepResult("resume", True, lines or ["nothing was paused by this session"])
 
 
@@ -239,6 +252,11 @@ class SessionState:
     def paused(self) -> list[str]:
         return list((self.results.get("pause") or {}).get("data", {}).get("paused", []))
 
+    @property
+    def drain_paused(self) -> bool:
+        """Whether this session's pause step paused the notification drain."""
+        return bool((self.results.get("pause") or {}).get("data", {}).get("drain_paused"))
+
 
 def load(session_id: str) -> SessionState:
     events = list(
@@ -291,7 +309,7 @@ def run_step(
     else:
         try:
             runner = _RUNNERS[key]
-            context = {"paused": state.paused}
+            context = {"paused": state.paused, "drain_paused": state.drain_paused}
             result = (
                 runner(session_actor, context, timeout=timeout)
                 if key == "verify"
@@ -371,12 +389,19 @@ def _resume_after_failure(actor: Actor, session_id: str) -> None:
     session_actor = _session_actor(actor, session_id)
     for name in state.paused:
         job_services.resume_job_type(session_actor, name)
+    if state.drain_paused:
+        inbox.resume(session_actor)
     record(
         "recovery.finish",
         actor=session_actor,
         target_type=TARGET,
         target_id=session_id,
-        params={"verified": False, "aborted": True, "resumed": state.paused},
+        params={
+            "verified": False,
+            "aborted": True,
+            "resumed": state.paused,
+            "drain_resumed": state.drain_paused,
+        },
         outcome="failure",
         reason="a step failed; processing was resumed",
     )

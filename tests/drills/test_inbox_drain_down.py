@@ -87,7 +87,7 @@ def test_notifications_waiting_for_a_drain_alert_and_clear_once_it_runs(
     link = banner.group(1)
     assert link == str(rule(RULE).link) == reverse("console:jobs") + "#job-types"
     page = client.get(link).content.decode()
-    assert 'id="job-types"' in page and "graph.process_notifications" in page
+    assert 'id="job-types"' in page and 'id="notification-drain"' in page
 
     # The fix: the drain runs again; the notification is processed and the alert clears.
     drain_process()

@@ -13,6 +13,7 @@ from integrations.microsoft.models.credentials import (
 )
 from integrations.microsoft.models.graph_calls import GraphCall, GraphCallFigures
 from integrations.microsoft.models.notifications import (
+    InboxDrainPause,
     NotificationAnswers,
     NotificationInbox,
     WebhookRejection,
@@ -32,6 +33,7 @@ __all__ = [
     "DelegatedAccount",
     "GraphCall",
     "GraphCallFigures",
+    "InboxDrainPause",
     "LifecycleEvent",
     "MailboxLease",
     "MonitoredUser",

@@ -61,15 +61,6 @@ class NotificationInbox(models.Model):
     received_at = models.DateTimeField(default=timezone.now, db_index=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     processed_at = models.DateTimeField(null=True, blank=True)
-    job = models.ForeignKey(
-        "jobs.Job",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-        db_index=False,
-        help_text="The processing job of this batch (before the inbox became the queue)",
-    )
     sync_job = models.ForeignKey(
         "jobs.Job",
         null=True,
@@ -94,7 +85,6 @@ class NotificationInbox(models.Model):
         indexes = [
             models.Index(fields=["id"], condition=Q(status="pending"), name="inbox_pending"),
             # For SET_NULL when jobs are pruned; the receiver's rows carry none.
-            models.Index(fields=["job"], condition=Q(job__isnull=False), name="inbox_job"),
             models.Index(
                 fields=["sync_job"], condition=Q(sync_job__isnull=False), name="inbox_sync_job"
             ),
@@ -102,6 +92,29 @@ class NotificationInbox(models.Model):
 
     def __str__(self) -> str:
         return f"{self.change_type} {self.kind} {self.resource_id[:20]} ({self.status})"
+
+
+class InboxDrainPause(models.Model):
+    """The inbox drain's pause switch: while this one row exists, no drain claims anything.
+
+    The receiver keeps accepting notifications (they wait in the inbox, nothing is lost) and
+    a resume drains them. Set and cleared only through `inbox.pause()` / `inbox.resume()`,
+    which check the permission and audit it."""
+
+    SINGLETON = 1
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON, editable=False)
+    paused_at = models.DateTimeField(default=timezone.now)
+    paused_by = models.CharField(max_length=150)
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(id=1), name="inbox_drain_pause_single_row"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Inbox drain paused by {self.paused_by}"
 
 
 # Graph judges an endpoint by the answers of the last 10 minutes ("Receive change

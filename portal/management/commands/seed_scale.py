@@ -168,7 +168,7 @@ class Command(BaseCommand):
     def _jobs(self, counts: dict[str, int], rng: random.Random, now: Any) -> int:
         types = [
             "graph.sync_delta",
-            "graph.process_notifications",
+            "graph.lifecycle_event",
             "graph.send_mail",
             "graph.send_teams_message",
             "graph.webhooks.maintain",

@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import PermissionDenied
 from django.core.management import CommandError, call_command
 from django.db import connection
 
@@ -19,9 +20,8 @@ from integrations.microsoft.models import (
     SyncState,
 )
 from portal.access.actors import Actor
+from portal.audit.models import AuditEvent
 from portal.jobs.models import Job, PausedJobType
-from portal.jobs.registry import get_job_type
-from portal.jobs.runner import enqueue
 from portal.runtime import registry
 from tests.integrations.microsoft.webhook_support import make_sub, notification, post_json
 
@@ -102,14 +102,37 @@ class TestDrainOnce:
         assert SyncState.objects.get(monitored_user=user).due_since is not None
         assert not sync_jobs()
 
-    def test_a_paused_processing_type_pauses_the_drain(self, client, sub):
-        PausedJobType.objects.create(job_type=inbox.PROCESS_JOB, paused_by="test")
+    def test_the_drain_has_its_own_pause_switch(self, client, sub, otto_operator):
+        operator = Actor(kind="user", name="otto", role="operator", user=otto_operator)
         receive(client, 2)
+        assert inbox.pause(operator, "maintenance") is True
+        assert inbox.pause(operator, "again") is False
         assert inbox.drain_once().paused and NotificationInbox.objects.pending().count() == 2
         with pytest.raises(CommandError, match="paused"):
             call_command("drain_inbox", "--once")
-        PausedJobType.objects.all().delete()
+        # Pausing the drain pauses no job type, and no job type pauses the drain.
+        assert not PausedJobType.objects.exists()
+        state = inbox.pause_state()
+        assert (state.paused_by, state.reason) == ("otto", "maintenance")
+        assert inbox.resume(operator) is True and inbox.pause_state() is None
         assert inbox.drain_once().processed == 2
+        PausedJobType.objects.create(job_type="graph.sync_delta", paused_by="test")
+        receive(client, 1, start=2)
+        assert not inbox.drain_once().paused
+        events = AuditEvent.objects.filter(target_type=inbox.PAUSE_TARGET).order_by("id")
+        assert [(e.action, e.params, e.reason) for e in events] == [
+            ("inbox.pause", {"already_paused": False}, "maintenance"),
+            ("inbox.pause", {"already_paused": True}, "again"),
+            ("inbox.resume", {"was_paused": True}, ""),
+        ]
+
+    def test_pausing_the_drain_needs_the_permission_and_a_refusal_is_audited(self, vera_viewer):
+        viewer = Actor(kind="user", name="vera", role="viewer", user=vera_viewer)
+        with pytest.raises(PermissionDenied):
+            inbox.pause(viewer, "no")
+        assert not inbox.paused()
+        denied = AuditEvent.objects.get(action="inbox.pause")
+        assert denied.outcome == AuditEvent.Outcome.DENIED
 
     def test_a_lifecycle_event_gets_one_job(self, client, sub):
         item = {"subscriptionId": "sub-1", "clientState": "right", "lifecycleEvent": "missed"}
@@ -127,15 +150,6 @@ class TestDrainOnce:
         call_command("drain_inbox", "--once")
         assert "Drained 2 notifications (2 processed" in capsys.readouterr().out
         assert not NotificationInbox.objects.pending().exists()
-
-    def test_a_processing_job_from_before_the_upgrade_drains_its_batch(self, client, sub):
-        receive(client, 2)
-        receive(client, 1, start=2)
-        batch = NotificationInbox.objects.order_by("id").first().batch
-        job = enqueue(inbox.PROCESS_JOB, {"batch": batch})
-        result = get_job_type(inbox.PROCESS_JOB).handler(job)
-        assert result["processed"] == 2
-        assert NotificationInbox.objects.pending().count() == 1
 
     def test_backlog_counts_and_ages_what_waits(self, client, sub):
         pending = NotificationInbox.objects.pending

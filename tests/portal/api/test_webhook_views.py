@@ -128,7 +128,7 @@ class TestNotifications:
         rows = list(NotificationInbox.objects.all())
         assert len(rows) == 3 and {r.subscription_id for r in rows} == {sub.pk}
         assert {r.monitored_user_id for r in rows} == {monitored.pk}
-        assert {(r.kind, r.status, r.job_id) for r in rows} == {("messages", "pending", None)}
+        assert {(r.kind, r.status, r.sync_job_id) for r in rows} == {("messages", "pending", None)}
         assert len({r.batch for r in rows}) == 1
         assert {r.resource_id for r in rows} == {"m0", "m1", "m2"}
         assert {r.etag for r in rows} == {'W/"1"'} and rows[0].change_type == "created"

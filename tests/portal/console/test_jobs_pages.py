@@ -1,6 +1,7 @@
 import pytest
 from django.urls import reverse
 
+from integrations.microsoft import inbox
 from portal.audit.models import AuditEvent
 from portal.console.jobs_views import TYPED_CONFIRMATION_THRESHOLD
 from portal.jobs.models import BulkOperation, Job, JobAttempt, PausedJobType
@@ -165,6 +166,28 @@ class TestPause:
         response = client.post(url, {"job_type": "jobs.noop", "action": "resume"}, follow=True)
         assert b"1 waiting jobs released" in response.content
         assert not PausedJobType.objects.exists()
+
+    def test_an_operator_pauses_and_resumes_notification_processing(self, client, otto_operator):
+        client.force_login(otto_operator)
+        url = reverse("console:inbox_drain_pause")
+        response = client.post(url, {"action": "pause", "reason": "storm"}, follow=True)
+        assert b"Notification processing paused" in response.content
+        assert inbox.paused() and inbox.pause_state().reason == "storm"
+        row = response.content.decode().split('id="notification-drain"')[1].split("</tr>")[0]
+        assert "paused" in row and "storm" in row and 'value="resume"' in row
+        assert not PausedJobType.objects.exists()  # the drain is not a job type
+        client.post(url, {"action": "resume"})
+        assert not inbox.paused()
+        actions = AuditEvent.objects.filter(target_type="inbox_drain").order_by("id")
+        assert [a.action for a in actions] == ["inbox.pause", "inbox.resume"]
+        # The audit log names what was paused and links to the switch.
+        log = client.get(reverse("console:audit")).content.decode()
+        assert "notification processing (the inbox drain)" in log
+
+    def test_support_cannot_pause_notification_processing(self, client, sam_support):
+        client.force_login(sam_support)
+        response = client.post(reverse("console:inbox_drain_pause"), {"action": "pause"})
+        assert response.status_code == 403 and not inbox.paused()
 
     def test_support_cannot_pause(self, client, sam_support):
         client.force_login(sam_support)

@@ -5,7 +5,7 @@ from unittest import mock
 import pytest
 from django.core.management import CommandError, call_command
 
-from integrations.microsoft import subscriptions, verify
+from integrations.microsoft import inbox, subscriptions, verify
 from integrations.microsoft.models import MonitoredUser, SyncState
 from portal.audit.models import AuditEvent
 from portal.jobs.models import PausedJobType
@@ -68,7 +68,7 @@ def test_a_guided_session_runs_each_step_in_order_as_one_audit_session(
     assert any("The next step is" in str(m) for m in response.context["messages"])
     client.post(step_url, {"step": "pause"})
     paused = set(PausedJobType.objects.values_list("job_type", flat=True))
-    assert {"graph.sync_delta", "graph.process_notifications"} <= paused
+    assert "graph.sync_delta" in paused and inbox.paused()
     client.post(step_url, {"step": "cleanup"})
     # Reset is optional and cannot be skipped silently for others.
     response = client.post(step_url, {"step": "reset_sync", "skip": "on"}, follow=True)
@@ -78,6 +78,7 @@ def test_a_guided_session_runs_each_step_in_order_as_one_audit_session(
     assert list(PausedJobType.objects.values_list("job_type", flat=True)) == [
         "graph.lifecycle_event"
     ]
+    assert not inbox.paused()
     client.post(step_url, {"step": "setup"})
     client.post(step_url, {"step": "verify"})
     state = recovery.load(session_id)
@@ -91,6 +92,8 @@ def test_a_guided_session_runs_each_step_in_order_as_one_audit_session(
         "recovery.step",
         "jobs.pause",
         "jobs.resume",
+        "inbox.pause",
+        "inbox.resume",
         "integration.verify",
         "recovery.finish",
     } <= actions
@@ -153,5 +156,6 @@ def test_the_command_resumes_processing_when_a_middle_step_fails(fake_graph, stu
     stub(subscriptions, "cleanup", side_effect=broken)
     with pytest.raises(CommandError, match="cleanup"):
         call_command("recover", "--yes")
-    assert not PausedJobType.objects.exists()
-    assert AuditEvent.objects.get(action="recovery.finish").params["aborted"]
+    assert not PausedJobType.objects.exists() and not inbox.paused()
+    finish = AuditEvent.objects.get(action="recovery.finish")
+    assert finish.params["aborted"] and finish.params["drain_resumed"]

@@ -38,7 +38,9 @@ class Command(BaseCommand):
         if options["once"]:
             done = inbox.drain_pending()
             if done.paused:
-                raise CommandError(f"{inbox.PROCESS_JOB} is paused: nothing was drained.")
+                raise CommandError(
+                    "The inbox drain is paused (Jobs page, Processing): nothing was drained."
+                )
             self.stdout.write(
                 f"Drained {done.claimed} notifications ({done.processed} processed, "
                 f"{done.ignored} ignored, {done.targets} syncs asked) and "
