@@ -189,9 +189,15 @@ class PortalCollector(Collector):
             for status, n in counts.items():
                 by_state.add_metric([status, job_type], n)
         yield by_state
-        queue = GaugeMetricFamily("fleet_queue_length", "Jobs waiting (pending + retrying)")
+        queue = GaugeMetricFamily("fleet_queue_length", "Jobs due and not started")
         queue.add_metric([], Job.objects.queue_length())
         yield queue
+        oldest = GaugeMetricFamily(
+            "fleet_oldest_due_job_seconds",
+            "How long the longest-waiting due job has been due (0: none)",
+        )
+        oldest.add_metric([], Job.objects.oldest_due_seconds() or 0)
+        yield oldest
         dead = GaugeMetricFamily("fleet_dead_letters", "Jobs in the dead-letter queue")
         dead.add_metric([], Job.objects.dead_letters())
         yield dead

@@ -555,12 +555,12 @@ def check_worker(ctx: _Context) -> CheckResult:
 
 
 def check_queue(ctx: _Context) -> CheckResult:
-    """The Job table's waiting and dead jobs, judged by the alert rules themselves (same
+    """The Job table's due and dead jobs, judged by the alert rules themselves (same
     figures, same runtime thresholds), so this check and the dashboard never disagree."""
     verdicts = {rule.name: rule.evaluate() for rule in RULES if rule.name in QUEUE_RULES}
-    waiting, dead = verdicts["queue_length"], verdicts["dead_letters"]
-    detail = f"{waiting.value:g} waiting, {dead.value:g} dead"
-    problems = [verdict.message for verdict in (waiting, dead) if verdict.firing]
+    due, dead = verdicts["queue_length"], verdicts["dead_letters"]
+    detail = f"{due.value:g} due, {dead.value:g} dead"
+    problems = [verdict.message for verdict in (due, dead) if verdict.firing]
     if problems:
         return CheckResult("Queue", False, f"{detail}: {' '.join(problems)}")
     return CheckResult("Queue", True, detail)

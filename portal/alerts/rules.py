@@ -69,7 +69,8 @@ def _setting(key: str, label: str, help_text: str, default: int, maximum: int) -
 QUEUE = _setting(
     "ALERT_QUEUE_LENGTH",
     "Alert: queue length",
-    "Fire when more jobs than this are waiting (pending + retrying).",
+    "Fire when more jobs than this are due and not started (jobs waiting for their time or "
+    "a retry's back-off are not counted).",
     1000,
     10_000_000,
 )
@@ -207,7 +208,10 @@ def thresholds() -> dict[str, int]:
 def _queue() -> Verdict:
     value, threshold = Job.objects.queue_length(), get(QUEUE)
     return Verdict(
-        value > threshold, value, threshold, f"{value} jobs are waiting (threshold {threshold})."
+        value > threshold,
+        value,
+        threshold,
+        f"{value} jobs are due and not started (threshold {threshold}).",
     )
 
 

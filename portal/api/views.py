@@ -200,8 +200,10 @@ def operation_status(
     "/api/metrics/queue",
     "GET",
     "view_console",
-    "Queue depth by state (`.pending` as the runbook reads it) and by job type, and the "
-    "notification inbox's backlog (notificationsPending, oldestNotificationSeconds).",
+    "Queue depth by state (`.pending` as the runbook reads it) and by job type; the backlog "
+    "(queueLength, oldestDueSeconds: jobs due and not started, as the dashboard and the alert "
+    "count them); and the notification inbox's backlog (notificationsPending, "
+    "oldestNotificationSeconds).",
     trusted_network=True,
 )
 def metrics_queue(request: HttpRequest, actor: Actor, body: dict) -> dict[str, Any]:

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import models
-from django.db.models import Count, Q
+from django.db.models import Count, Min, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from portal.tracing import trace_id
@@ -11,16 +14,35 @@ class JobQuerySet(models.QuerySet["Job"]):
     """The queue's figures, one definition each (the dashboard, /api/metrics/queue, the
     alerts, /metrics and verify_integration read them: tests/portal/jobs/test_figures.py)."""
 
-    def waiting(self) -> JobQuerySet:
-        """The queue: ready to run or waiting for the next attempt (pending + retrying)."""
-        return self.filter(status__in=WAITING_STATES)
+    def due(self, now: datetime | None = None) -> JobQuerySet:
+        """The queue: work that is due and not started. A job waiting for its time (an
+        interval sync's spread slot, a delayed job) or for its retry's back-off is not due
+        yet; a retry whose back-off is over is, until a worker takes it. Jobs of a paused
+        type count: they are due, held by an operator."""
+        now = now or timezone.now()
+        return self.filter(
+            Q(status=Job.Status.PENDING, next_attempt_at__isnull=True)
+            | Q(status__in=WAITING_STATES, next_attempt_at__lte=now)
+        )
 
     def dead(self) -> JobQuerySet:
         """The dead-letter queue."""
         return self.filter(status=Job.Status.DEAD)
 
     def queue_length(self) -> int:
-        return self.waiting().count()
+        """How many jobs are due and not started (`due`)."""
+        return self.due().count()
+
+    def oldest_due_seconds(self) -> float | None:
+        """How long the longest-waiting due job has been due (None: nothing due): since its
+        time came (`next_attempt_at`), or since it was queued when it never had to wait."""
+        now = timezone.now()
+        since = (
+            self.due(now)
+            .aggregate(since=Min(Coalesce("next_attempt_at", "created_at")))
+            .get("since")
+        )
+        return None if since is None else max(0.0, (now - since).total_seconds())
 
     def dead_letters(self) -> int:
         return self.dead().count()

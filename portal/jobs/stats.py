@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import connection
-from django.utils import timezone
 
 from portal.jobs.models import Job, PausedJobType
 
@@ -41,16 +40,10 @@ def state_counts() -> tuple[dict[str, int], bool]:
 def queue_metrics(*, by_type: bool = True) -> dict[str, Any]:
     """The runbook's queue figures (`GET /api/metrics/queue`, the dashboard tile)."""
     counts, exact = state_counts()
-    # Ids grow with time, so the lowest pending id is the oldest (an index lookup, no MIN scan).
-    oldest = (
-        Job.objects.filter(status=Job.Status.PENDING)
-        .order_by("id")
-        .values_list("created_at", flat=True)
-        .first()
-    )
+    oldest_due = Job.objects.oldest_due_seconds()
     result: dict[str, Any] = {
         "pending": counts[Job.Status.PENDING],
-        # What the queue_length alert watches: pending + retrying (Job.objects.queue_length).
+        # What the queue_length alert watches: jobs due and not started (Job.objects.due).
         "queueLength": Job.objects.queue_length(),
         "running": counts[Job.Status.RUNNING],
         "retrying": counts[Job.Status.RETRYING],
@@ -58,7 +51,7 @@ def queue_metrics(*, by_type: bool = True) -> dict[str, Any]:
         "succeeded": counts[Job.Status.SUCCEEDED],
         "succeededIsEstimate": not exact,
         "cancelled": counts[Job.Status.CANCELLED],
-        "oldestPendingSeconds": int((timezone.now() - oldest).total_seconds()) if oldest else 0,
+        "oldestDueSeconds": int(oldest_due) if oldest_due is not None else 0,
         "pausedTypes": sorted(PausedJobType.objects.values_list("job_type", flat=True)),
     }
     if by_type:

@@ -62,6 +62,12 @@ def gauge(client, name: str, labels: str = "") -> float | None:
     return float(match.group(1)) if match else None
 
 
+def page_text(client, url: str) -> str:
+    """A page's text as a reader sees it: tags dropped, white space collapsed."""
+    html = client.get(url).content.decode()
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
 def dashboard(client, persona):
     client.force_login(persona)
     response = client.get(reverse("console:dashboard"))
@@ -196,13 +202,19 @@ def test_the_dashboard_tile_follows_the_alert_threshold(client, vera_viewer):
 @pytest.fixture
 def jobs():
     counts = {"pending": 2, "retrying": 1, "running": 1, "dead": 3, "succeeded": 4, "cancelled": 1}
+    back_off_over = timezone.now() - timedelta(seconds=5)
     for status, n in counts.items():
         for _ in range(n):
-            Job.objects.create(job_type="jobs.noop", status=status)
+            Job.objects.create(
+                job_type="jobs.noop",
+                status=status,
+                next_attempt_at=back_off_over if status == "retrying" else None,
+            )
 
 
 def test_every_consumer_reports_the_same_queue_length(client, jobs, vera_viewer):
-    # Documented: the queue is pending + retrying (not running, not dead).
+    # Documented: the queue is the work due and not started (pending, and a retry whose
+    # back-off is over; not running, not dead).
     assert Job.objects.queue_length() == 3
     queue = dashboard(client, vera_viewer)["queue"]
     assert queue["queueLength"] == 3 and (queue["pending"], queue["retrying"]) == (2, 1)
@@ -211,7 +223,49 @@ def test_every_consumer_reports_the_same_queue_length(client, jobs, vera_viewer)
     assert gauge(client, "fleet_queue_length") == 3
     take_sample()
     assert MetricSample.objects.get().queue_length == 3
-    assert verify.check_queue(verify._Context(timeout=1)).detail.startswith("3 waiting")
+    assert verify.check_queue(verify._Context(timeout=1)).detail.startswith("3 due")
+
+
+def test_work_waiting_for_its_time_is_not_in_the_queue(client, frozen, vera_viewer):
+    """Interval syncs wait for their spread slot and retries for their back-off: neither is
+    due, so neither is counted nor ages the queue (the demo at rest showed "10 jobs pending ·
+    oldest 79 s" for syncs that were merely scheduled)."""
+    now = timezone.now()
+    for delay in (10, 40, 79):  # interval syncs in their spread slots, queued a minute ago
+        Job.objects.create(
+            job_type="graph.sync_delta",
+            created_at=now,
+            next_attempt_at=now + timedelta(seconds=delay),
+        )
+    Job.objects.filter(job_type="graph.sync_delta").update(created_at=now - timedelta(minutes=1))
+    Job.objects.create(
+        job_type="jobs.noop", status="retrying", next_attempt_at=now + timedelta(seconds=30)
+    )
+    assert Job.objects.queue_length() == 0 and Job.objects.oldest_due_seconds() is None
+    context = dashboard(client, vera_viewer)
+    assert (context["queue"]["queueLength"], context["queue"]["oldestDueSeconds"]) == (0, 0)
+    body = page_text(client, reverse("console:dashboard"))
+    assert "0 jobs due, not started" in body and "oldest due" not in body
+    api = client.get("/api/metrics/queue").json()
+    assert (api["queueLength"], api["oldestDueSeconds"], api["pending"]) == (0, 0, 3)
+    assert gauge(client, "fleet_queue_length") == 0
+    assert gauge(client, "fleet_oldest_due_job_seconds") == 0
+    assert verdict("queue_length").value == 0
+
+    # One slot comes due 20 s ago (released or not), one job queued 45 s ago never had to wait.
+    Job.objects.filter(next_attempt_at=now + timedelta(seconds=10)).update(
+        next_attempt_at=now - timedelta(seconds=20)
+    )
+    fresh = Job.objects.create(job_type="jobs.noop")
+    Job.objects.filter(pk=fresh.pk).update(created_at=now - timedelta(seconds=45))
+    assert Job.objects.queue_length() == 2 and Job.objects.oldest_due_seconds() == 45
+    body = page_text(client, reverse("console:dashboard"))
+    assert "2 jobs due, not started · oldest due 45 s" in body
+    api = client.get("/api/metrics/queue").json()
+    assert (api["queueLength"], api["oldestDueSeconds"]) == (2, 45)
+    assert gauge(client, "fleet_queue_length") == 2
+    assert gauge(client, "fleet_oldest_due_job_seconds") == 45
+    assert verdict("queue_length").value == 2
 
 
 def test_every_consumer_reports_the_same_dead_letters(client, jobs, vera_viewer):

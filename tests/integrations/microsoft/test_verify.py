@@ -132,7 +132,12 @@ def test_no_worker_fails(graph_settings, webhook_receiver):
 
 
 def make_jobs(status: str, count: int) -> None:
-    Job.objects.bulk_create(Job(job_type="tests.noop", status=status) for _ in range(count))
+    # A retrying job waits for its back-off; these have waited theirs out, so they are due.
+    back_off_over = timezone.now() if status == Job.Status.RETRYING else None
+    Job.objects.bulk_create(
+        Job(job_type="tests.noop", status=status, next_attempt_at=back_off_over)
+        for _ in range(count)
+    )
 
 
 def test_the_queue_check_counts_the_job_table(healthy):
@@ -142,7 +147,7 @@ def test_the_queue_check_counts_the_job_table(healthy):
     make_jobs(Job.Status.SUCCEEDED, 4)
     check = by_name(verify.run_checks(timeout=2))["Queue"]
     assert check.ok
-    assert check.detail == "3 waiting, 3 dead"
+    assert check.detail == "3 due, 3 dead"
 
 
 def test_a_deep_queue_fails_at_the_alert_threshold(healthy):
@@ -150,7 +155,7 @@ def test_a_deep_queue_fails_at_the_alert_threshold(healthy):
     registry.set_value(Actor.system("tests"), "ALERT_QUEUE_LENGTH", 1)
     check = by_name(verify.run_checks(timeout=2))["Queue"]
     assert not check.ok
-    assert check.detail == "2 waiting, 0 dead: 2 jobs are waiting (threshold 1)."
+    assert check.detail == "2 due, 0 dead: 2 jobs are due and not started (threshold 1)."
 
 
 def test_dead_jobs_fail_at_the_alert_threshold(healthy):
