@@ -340,7 +340,7 @@ class SyncedItemAdmin(ReadOnlyAdmin):
 
 # =====================================================================================
 # Outbound mail and Teams messages: read-only; sending and retrying go
-# through messaging.py and the job operations.
+# through the messaging package and the job operations.
 # =====================================================================================
 
 

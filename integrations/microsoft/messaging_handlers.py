@@ -1,4 +1,4 @@
-"""Job types for outbound messages (messaging.py). Thin: take the id, call the service.
+"""Job types for outbound messages (messaging/delivery.py). Thin: take the id, call the service.
 
 Attempts are generous because a run that hands back to wait for its sending slot (the rate
 budget) counts as one; backoff honours Graph's Retry-After and the budget's slot time.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from integrations.microsoft.messaging import deliver
+from integrations.microsoft.messaging.delivery import deliver
 from portal.jobs.registry import job_handler
 
 

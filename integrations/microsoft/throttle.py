@@ -8,7 +8,7 @@
   was given holds for all of them. Keys: `graph-mailbox:<Graph user id>` for a mailbox, and
   the messaging keys (`teams-chat:…`, `teams-channel:…`, `teams-sender:…`).
 - **Send slots** (every worker, SendBudget.next_slot_at): outbound mail and Teams posts are
-  spaced one interval apart per key (messaging.py asks for a slot before each send).
+  spaced one interval apart per key (messaging/budgets.py asks for a slot before each send).
 - **Mailbox leases** (every worker, MailboxLease): the in-flight limit counted across all
   processes and nodes, since Graph counts it per app and mailbox, not per process; the
   gate's semaphore only keeps one process's threads from queueing on the database.

@@ -264,7 +264,7 @@ def check_permissions(ctx: _Context) -> CheckResult:
     if delegated:
         detail += f"; {delegated}"
     # The crash-retry of a Teams post looks for the earlier post with the app's token
-    # (messaging.py), so it is the application permission that matters, not a delegated one.
+    # (messaging/teams.py), so it is the application permission that matters, not a delegated one.
     if teams_sender.current_delegated_account() is not None and not permission_satisfied(
         "ChannelMessage.Read.All", granted
     ):

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from integrations.microsoft.messaging import send_teams_message
+from integrations.microsoft.messaging.outbox import send_teams_message
 from integrations.microsoft.models import GraphCall
 from integrations.microsoft.teams_sender import current_delegated_account
 from portal.access.actors import Actor

@@ -30,6 +30,7 @@ from portal.api.framework import ApiError
 from portal.api.models import IdempotencyRecord
 
 HEADER = "Idempotency-Key"
+SEND_ENDPOINT = "POST /api/messages"  # the endpoint whose keys name messages
 PROCESSING_STALE = timedelta(seconds=60)
 _VALID = re.compile(r"^[\x21-\x7e]{1,255}$")
 
@@ -150,3 +151,12 @@ def release(record: IdempotencyRecord) -> None:
     IdempotencyRecord.objects.filter(
         pk=record.pk, state=IdempotencyRecord.State.PROCESSING
     ).delete()
+
+
+def key_of_message(message_id: int) -> str | None:
+    """The client's Idempotency-Key that sent a message (while its record is kept)."""
+    return (
+        IdempotencyRecord.objects.filter(resource_id=message_id, endpoint=SEND_ENDPOINT)
+        .values_list("key", flat=True)
+        .first()
+    )

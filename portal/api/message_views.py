@@ -1,56 +1,47 @@
-"""The send API: POST /api/messages (Idempotency-Key required), read, list, cancel."""
+"""The send API: POST /api/messages (Idempotency-Key required), read, list, cancel.
+
+Thin over the send service (integrations/microsoft/messaging/service.py): the request body's
+schema is the service's (schema.json_schema()), its refusals become 4xx JSON problems here.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 
+from integrations.microsoft.messaging import schema, service
+from integrations.microsoft.messaging.errors import (
+    InvalidMessage,
+    MessageNotFound,
+    MessagingError,
+    NotCancellable,
+)
+from integrations.microsoft.models import OutboundMessage
 from portal.access.actors import Actor
 from portal.api import idempotency
-from portal.api import messages as service
 from portal.api.framework import ApiError, Owned, api_endpoint, by_method
 from portal.api.views import int_param
 
 MAX_PAGE = 200
 MESSAGE = Owned("message", "message_id", service.visible_messages)
-SEND_SCHEMA: dict[str, Any] = {
-    "oneOf": [
-        {
-            "type": "object",
-            "required": ["channel", "from", "body"],
-            "properties": {
-                "channel": {"const": "mail"},
-                "from": {"type": "string", "format": "email"},
-                "to": {"type": "array", "items": {"type": "string", "format": "email"}},
-                "cc": {"type": "array", "items": {"type": "string", "format": "email"}},
-                "bcc": {"type": "array", "items": {"type": "string", "format": "email"}},
-                "subject": {"type": "string", "maxLength": service.SUBJECT_LIMIT},
-                "body": {"type": "string"},
-                "contentType": {"enum": ["text", "html"]},
-                "importance": {"enum": ["normal", "high"]},
-            },
-        },
-        {
-            "type": "object",
-            "required": ["channel", "body"],
-            "properties": {
-                "channel": {"const": "teams"},
-                "chatId": {"type": "string"},
-                "toUser": {"type": "string", "format": "email"},
-                "teamId": {"type": "string"},
-                "channelId": {"type": "string"},
-                "body": {"type": "string"},
-                "contentType": {"enum": ["text", "html"]},
-            },
-        },
-    ],
-}
+# The body plus JSON escaping and headers.
+MAX_REQUEST_BYTES = schema.MAIL_BODY_LIMIT + 512 * 1024
+# The send service's refusals as HTTP answers (their code and reason are the JSON's).
+STATUS_OF = {InvalidMessage: 400, MessageNotFound: 404, NotCancellable: 409}
 
 
-def _resource(message: Any, actor: Actor, status: int, replayed: bool = False) -> JsonResponse:
+def problem(exc: MessagingError) -> ApiError:
+    """A domain error as the API's JSON problem."""
+    return ApiError(STATUS_OF.get(type(exc), 400), exc.code, exc.reason, field=exc.field)
+
+
+def _resource(
+    message: OutboundMessage, actor: Actor, status: int, replayed: bool = False
+) -> JsonResponse:
     response = JsonResponse(
-        service.message_json(message, actor), status=status, json_dumps_params={"default": str}
+        message_json(message, actor), status=status, json_dumps_params={"default": str}
     )
     response["Location"] = f"/api/messages/{message.pk}"
     if replayed:
@@ -63,8 +54,8 @@ def _resource(message: Any, actor: Actor, status: int, replayed: bool = False) -
     "POST",
     "send_messages",
     "Send an e-mail or a Teams message (queued; sent exactly once).",
-    request_body=SEND_SCHEMA,
-    max_body_bytes=service.MAX_REQUEST_BYTES,
+    request_body=schema.json_schema(),
+    max_body_bytes=MAX_REQUEST_BYTES,
     headers={
         idempotency.HEADER: "required; the same key and body return the "
         "first answer, another body is 422, a concurrent duplicate 409; "
@@ -79,8 +70,26 @@ def _resource(message: Any, actor: Actor, status: int, replayed: bool = False) -
 )
 def send_message(request: HttpRequest, actor: Actor, body: dict) -> JsonResponse:
     key = idempotency.key_from(request)
-    result = service.send(actor, body, key)
-    return _resource(result.message, actor, result.status, result.replayed)
+    try:
+        checked = service.check_request(body)
+        claim = idempotency.claim(actor, idempotency.SEND_ENDPOINT, key, body)
+        if claim.replay:
+            # A replayed claim is a DONE record, and complete() made it DONE with the message.
+            assert claim.record.resource_id is not None
+            message = OutboundMessage.objects.get(pk=claim.record.resource_id)
+            return _resource(message, actor, claim.record.response_status or 202, True)
+        try:
+            with transaction.atomic():
+                # The record's id namespaces the message's key: a key reused after it expired
+                # makes a new message, a retry of the same request never does.
+                message = service.send(actor, checked, key=f"api-{claim.record.pk}", client_key=key)
+                idempotency.complete(claim.record, 202, message.pk)
+        except BaseException:
+            idempotency.release(claim.record)
+            raise
+    except MessagingError as exc:
+        raise problem(exc) from None
+    return _resource(message, actor, 202)
 
 
 @api_endpoint(
@@ -122,7 +131,7 @@ def list_messages(request: HttpRequest, actor: Actor, body: dict) -> dict[str, A
     more = len(page) > limit
     page = page[:limit]
     return {
-        "messages": [service.message_json(m, actor) for m in page],
+        "messages": [message_json(m, actor) for m in page],
         "nextCursor": str(page[-1].pk) if more else None,
     }
 
@@ -141,7 +150,10 @@ messages_collection = by_method(get=list_messages, post=send_message)
 def message_detail(
     request: HttpRequest, actor: Actor, body: dict, message_id: str
 ) -> dict[str, Any]:
-    return service.message_json(service.get_message(actor, message_id), actor)
+    try:
+        return message_json(service.get_message(actor, message_id), actor)
+    except MessagingError as exc:
+        raise problem(exc) from None
 
 
 @api_endpoint(
@@ -155,4 +167,56 @@ def message_detail(
 def message_cancel(
     request: HttpRequest, actor: Actor, body: dict, message_id: str
 ) -> dict[str, Any]:
-    return service.message_json(service.cancel(actor, message_id), actor)
+    try:
+        return message_json(service.cancel(actor, message_id), actor)
+    except MessagingError as exc:
+        raise problem(exc) from None
+
+
+def message_json(message: OutboundMessage, actor: Actor) -> dict[str, Any]:
+    """The message resource. Subject and text only for those who may read them."""
+    job = message.job
+    data: dict[str, Any] = {
+        "id": message.pk,
+        "channel": "mail" if message.channel == OutboundMessage.Channel.MAIL else "teams",
+        "status": message.status,
+        "attempts": job.runs if job is not None else 0,
+        "lastError": message.last_error or None,
+        "createdAt": message.created_at,
+        "lastAttemptAt": message.last_attempt_at,
+        "sentAt": message.sent_at,
+        "createdBy": message.created_by,
+        "resendOf": message.resend_of_id,
+        "graph": {
+            "messageId": message.graph_message_id or None,
+            "draftId": message.graph_draft_id or None,
+            "internetMessageId": message.internet_message_id or None,
+        },
+        "links": {"self": f"/api/messages/{message.pk}"},
+    }
+    if message.channel == OutboundMessage.Channel.MAIL:
+        data.update(
+            {
+                "from": message.sender,
+                "to": message.to_recipients,
+                "cc": message.cc_recipients,
+                "bcc": message.bcc_recipients,
+                "contentType": message.content_type,
+                "importance": message.importance,
+            }
+        )
+    else:
+        data.update(
+            {
+                "chatId": message.chat_id or None,
+                "toUser": message.to_user or None,
+                "teamId": message.team_id or None,
+                "channelId": message.channel_id or None,
+                "contentType": message.content_type,
+            }
+        )
+    if actor.can("view_message_bodies"):
+        data["body"] = message.body
+        if message.channel == OutboundMessage.Channel.MAIL:
+            data["subject"] = message.subject
+    return data

@@ -12,7 +12,7 @@ import logging
 from django.conf import settings
 from django.urls import reverse
 
-from integrations.microsoft import messaging
+from integrations.microsoft.messaging import outbox
 from portal.approvals.models import ApprovalRequest
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def approvers_of_request(approval: ApprovalRequest, addresses: list[str]) -> Non
         f"Approve or reject before {approval.expires_at:%Y-%m-%d %H:%M} UTC: {link}\n"
     )
     try:
-        messaging.send_mail(
+        outbox.send_mail(
             settings.APPROVAL_NOTIFY_FROM,
             addresses,
             f"[Fleet Graph Portal] Approval needed: {approval.summary}"[:400],

@@ -17,11 +17,12 @@ from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from integrations.microsoft.messaging import service
+from integrations.microsoft.messaging.errors import MessagingError
 from integrations.microsoft.models import GraphCall, MonitoredUser, OutboundMessage
 from portal.access.actors import Actor
 from portal.access.decorators import requires
-from portal.api import messages as service
-from portal.api.framework import ApiError
+from portal.api import idempotency
 from portal.api.models import IdempotencyRecord
 from portal.audit.models import AuditEvent
 from portal.console.forms import start_of_day
@@ -187,7 +188,7 @@ def message_detail(request: HttpRequest, message_id: int) -> HttpResponse:
         {
             "message": message,
             "job": job,
-            "api_key": service.api_key_of(message),
+            "api_key": idempotency.key_of_message(message.pk),
             "attempts": JobAttempt.objects.filter(job=job).order_by("-number") if job else [],
             "graph_calls": graph_calls,
             "audit": AuditEvent.objects.filter(
@@ -207,8 +208,8 @@ def message_detail(request: HttpRequest, message_id: int) -> HttpResponse:
 def message_resend(request: HttpRequest, message_id: int) -> HttpResponse:
     try:
         new = service.resend(Actor.from_request(request), message_id)
-    except ApiError as exc:
-        messages.error(request, exc.detail)
+    except MessagingError as exc:
+        messages.error(request, exc.reason)
         return redirect("console:message", message_id=message_id)
     messages.success(request, f"Queued message #{new.pk} as a resend of #{message_id}.")
     return redirect("console:message", message_id=new.pk)
@@ -219,8 +220,8 @@ def message_resend(request: HttpRequest, message_id: int) -> HttpResponse:
 def message_cancel(request: HttpRequest, message_id: int) -> HttpResponse:
     try:
         service.cancel(Actor.from_request(request), message_id)
-    except ApiError as exc:
-        messages.error(request, exc.detail)
+    except MessagingError as exc:
+        messages.error(request, exc.reason)
     else:
         messages.success(request, f"Message #{message_id} is cancelled; it will not be sent.")
     return redirect("console:message", message_id=message_id)

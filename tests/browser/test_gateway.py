@@ -4,7 +4,7 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from integrations.microsoft import messaging
+from integrations.microsoft.messaging import outbox
 from integrations.microsoft.models import OutboundMessage
 from portal.events.models import Event, EventEndpoint
 from tests.browser.conftest import open_nav_item
@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def test_operator_finds_a_failed_message_and_resends_it(
     page, live_server, personas, sign_in, screenshot
 ):
-    message = messaging.send_mail(
+    message = outbox.send_mail(
         "dispatch@fleet.example",
         ["driver4@fleet.example"],
         "Depot closed",

@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from integrations.microsoft import messaging
+from integrations.microsoft.messaging import outbox
 from tests.chaos.conftest import connect_sender, wait_until_done
 
 pytestmark = pytest.mark.chaos
@@ -78,7 +78,7 @@ def test_jobs_back_off_and_finish_under_429s_and_503s(clusters, emulator):
         retry_after[rule["id"]] = spec["retry_after"]
 
     messages = [
-        messaging.send_mail(
+        outbox.send_mail(
             people[i % 3]["userPrincipalName"],
             people[3 + i % 3]["userPrincipalName"],
             f"chaos-c mail {i}",
@@ -87,7 +87,7 @@ def test_jobs_back_off_and_finish_under_429s_and_503s(clusters, emulator):
         for i in range(MAILS)
     ]
     messages += [
-        messaging.send_teams_message(f"chaos-c post {i}", chat_id=chats[i % len(chats)])
+        outbox.send_teams_message(f"chaos-c post {i}", chat_id=chats[i % len(chats)])
         for i in range(POSTS)
     ]
     job_ids = [m.job_id for m in messages]

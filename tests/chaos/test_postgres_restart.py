@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 from django.db import connection
 
-from integrations.microsoft import messaging
+from integrations.microsoft.messaging import outbox
 from integrations.microsoft.models import OutboundMessage
 from portal.jobs.models import Job
 from tests.chaos.conftest import db_retry, wait_until_done
@@ -48,7 +48,7 @@ def test_processing_resumes_after_a_postgres_restart(clusters, emulator):
     tenant = emulator.control.tenant()
     people = [u for u in tenant["users"] if not u["userPrincipalName"].startswith("fleet.bot")]
     messages = [
-        messaging.send_mail(
+        outbox.send_mail(
             people[i % 4]["userPrincipalName"],
             people[4 + i % 4]["userPrincipalName"],
             f"chaos-b mail {i}",

@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from integrations.microsoft import messaging
+from integrations.microsoft.messaging import outbox
 from integrations.microsoft.models import OutboundMessage
 from portal.jobs.models import Job, JobAttempt
 from portal.jobs.runner import enqueue
@@ -39,7 +39,7 @@ def test_sends_survive_sigkilled_workers_exactly_once(clusters, emulator):
     for i in range(MAILS):
         sender, to = senders[i % len(senders)], recipients[i % len(recipients)]
         messages.append(
-            messaging.send_mail(
+            outbox.send_mail(
                 sender["userPrincipalName"],
                 to["userPrincipalName"],
                 f"chaos-a mail {i}",
@@ -49,12 +49,12 @@ def test_sends_survive_sigkilled_workers_exactly_once(clusters, emulator):
     for i in range(POSTS):
         if i % 2:
             messages.append(
-                messaging.send_teams_message(f"chaos-a post {i}", chat_id=chats[i % len(chats)])
+                outbox.send_teams_message(f"chaos-a post {i}", chat_id=chats[i % len(chats)])
             )
         else:
             channel = team["channels"][i % len(team["channels"])]["id"]
             messages.append(
-                messaging.send_teams_message(
+                outbox.send_teams_message(
                     f"chaos-a post {i}", team_id=team["id"], channel_id=channel
                 )
             )

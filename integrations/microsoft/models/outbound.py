@@ -1,6 +1,6 @@
 """Outbound mail and Teams messages, and the shared send budget and mailbox leases.
 
-Rows are created by send_mail() / send_teams_message() (messaging.py) together with their job,
+Rows are created by messaging/outbox.py (send_mail, send_teams_message) together with their job,
 and changed only by the job's handler (messaging_handlers.py)."""
 
 from __future__ import annotations

@@ -11,10 +11,13 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from integrations.microsoft import graph, messaging, throttle
+from integrations.microsoft import graph, throttle
 from integrations.microsoft.errors import Throttled
+from integrations.microsoft.messaging import delivery, mail, outbox, steps, teams
+from integrations.microsoft.messaging.errors import InvalidMessage
 from integrations.microsoft.models import MonitoredUser, OutboundMessage, SendBudget
 from portal.audit.models import AuditEvent
+from portal.jobs.errors import PermanentJobError, TransientJobError
 from portal.jobs.models import Job
 from portal.jobs.runner import release_due_jobs
 from portal.jobs.watchdog import requeue_lost_jobs
@@ -57,7 +60,7 @@ def wait_for_mail(emulator, subject: str, timeout: float = 15) -> dict[str, Any]
 def crash_after(monkeypatch, method: str, path_suffix: str) -> None:
     """Let the first matching Graph call happen, then 'kill the worker' before its result is
     recorded."""
-    real = messaging._call
+    real = steps.call
     state = {"done": False}
 
     def call(m: str, path: str, **kwargs: Any):
@@ -67,13 +70,13 @@ def crash_after(monkeypatch, method: str, path_suffix: str) -> None:
             raise Crash(f"killed after {m} {path}")
         return response
 
-    monkeypatch.setattr(messaging, "_call", call)
+    monkeypatch.setattr(steps, "call", call)
 
 
 def tagged_items(emulator, sender: str, key: str) -> list[dict[str, Any]]:
     token = emulator.token()
     flt = (
-        f"singleValueExtendedProperties/Any(ep: ep/id eq '{messaging.TAG_PROPERTY_ID}' "
+        f"singleValueExtendedProperties/Any(ep: ep/id eq '{mail.TAG_PROPERTY_ID}' "
         f"and ep/value eq '{key}')"
     )
     return (
@@ -91,12 +94,12 @@ def tagged_items(emulator, sender: str, key: str) -> list[dict[str, Any]]:
 class TestMail:
     def test_a_mail_is_sent_once_as_a_tagged_draft(self, graph_settings, emulator, people):
         sender, to = people
-        message = messaging.send_mail(
+        message = outbox.send_mail(
             sender, [to], "Route R7 closed", "Use R9.", idempotency_key="ticket-7"
         )
         assert message.status == "queued" and message.job.idempotency_key == "msg:ticket-7"
         # The same key again: the same message, no second job.
-        again = messaging.send_mail(
+        again = outbox.send_mail(
             sender, [to], "Route R7 closed", "Use R9.", idempotency_key="ticket-7"
         )
         assert again.pk == message.pk and Job.objects.count() == 1
@@ -108,7 +111,7 @@ class TestMail:
         sent = mails(emulator, "Route R7 closed")
         assert len(sent) == 1 and sent[0]["via"] == "draft.send" and sent[0]["to"] == [to]
         assert sent[0]["singleValueExtendedProperties"] == [
-            {"id": messaging.TAG_PROPERTY_ID, "value": "msg:ticket-7"}
+            {"id": mail.TAG_PROPERTY_ID, "value": "msg:ticket-7"}
         ]
         # The sent item keeps the tag: that is how a retry recognises it.
         items = tagged_items(emulator, sender, "msg:ticket-7")
@@ -119,7 +122,7 @@ class TestMail:
         self, graph_settings, emulator, people, monkeypatch
     ):
         sender, to = people
-        message = messaging.send_mail(sender, to, "Brake pads late", "Friday.")
+        message = outbox.send_mail(sender, to, "Brake pads late", "Friday.")
         crash_after(monkeypatch, "POST", "/messages")
         job_id = message.job_id
         with pytest.raises(Crash):
@@ -158,48 +161,48 @@ class TestMail:
         self, graph_settings, emulator, people, monkeypatch
     ):
         sender, to = people
-        message = messaging.send_mail(sender, to, "Tyre check done", "All fine.")
+        message = outbox.send_mail(sender, to, "Tyre check done", "All fine.")
         crash_after(monkeypatch, "POST", "/send")
         with pytest.raises(Crash):
-            messaging.deliver(message.pk)
+            delivery.deliver(message.pk)
         message.refresh_from_db()
         assert message.step == "send_requested" and message.status == "sending"
         monkeypatch.undo()
 
-        assert messaging.deliver(message.pk) == "sent"
+        assert delivery.deliver(message.pk) == "sent"
         message.refresh_from_db()
         assert message.status == "sent"
         assert len(mails(emulator, "Tyre check done")) == 1
         assert len(emulator.control.requests_log(path=r"/send$", method="POST")) == 1
         # Running it yet again (a duplicate delivery) does nothing.
-        assert messaging.deliver(message.pk) == "already-sent"
+        assert delivery.deliver(message.pk) == "already-sent"
 
     def test_a_crash_before_the_send_left_graph_waits_then_sends_the_draft(
         self, graph_settings, emulator, people, monkeypatch
     ):
         sender, to = people
-        message = messaging.send_mail(sender, to, "Yard closed", "Sunday.")
+        message = outbox.send_mail(sender, to, "Yard closed", "Sunday.")
 
         def die(*args: Any, **kwargs: Any):
             raise Crash("killed before the send")
 
-        real = messaging._call
+        real = steps.call
         monkeypatch.setattr(
-            messaging,
-            "_call",
+            steps,
+            "call",
             lambda m, p, **kw: die() if p.endswith("/send") else real(m, p, **kw),
         )
         with pytest.raises(Crash):
-            messaging.deliver(message.pk)
+            delivery.deliver(message.pk)
         monkeypatch.undo()
         # The send was requested and its outcome is unknown: wait for Exchange to settle.
         graph_settings.MESSAGING_SEND_SETTLE_SECONDS = 30
-        with pytest.raises(messaging.TransientJobError) as caught:
-            messaging.deliver(message.pk)
+        with pytest.raises(TransientJobError) as caught:
+            delivery.deliver(message.pk)
         assert 25 < caught.value.retry_after <= 30
         assert mails(emulator, "Yard closed") == []
         graph_settings.MESSAGING_SEND_SETTLE_SECONDS = 0
-        assert messaging.deliver(message.pk) == "sent"
+        assert delivery.deliver(message.pk) == "sent"
         assert len(mails(emulator, "Yard closed")) == 1
 
     def test_the_recorded_id_is_the_sent_items_copy_once_exchange_has_sent_it(
@@ -209,7 +212,7 @@ class TestMail:
         # the message once it sits in Sent Items (an immutable id, asked for on every call).
         emulator.control.configure(mail={"send_delay_s": 0.5})
         sender, to = people
-        message = messaging.send_mail(sender, to, "Axle recall", "Check TRK-9.")
+        message = outbox.send_mail(sender, to, "Axle recall", "Check TRK-9.")
         assert run_queued() == ["succeeded"]
         message.refresh_from_db()
         assert message.status == "sent" and mails(emulator, "Axle recall") == []
@@ -239,23 +242,23 @@ class TestMail:
         emulator.control.configure(mail={"send_delay_s": 1.0})
         graph_settings.MESSAGING_SEND_SETTLE_SECONDS = 30
         sender, to = people
-        message = messaging.send_mail(sender, to, "Depot moved", "To gate 4.")
+        message = outbox.send_mail(sender, to, "Depot moved", "To gate 4.")
         crash_after(monkeypatch, "POST", "/send")
         with pytest.raises(Crash):
-            messaging.deliver(message.pk)
+            delivery.deliver(message.pk)
         monkeypatch.undo()
         assert [i["isDraft"] for i in tagged_items(emulator, sender, message.idempotency_key)] == [
             True
         ]
         # The retry (the watchdog's, moments later) sees the draft and waits: no second send.
-        with pytest.raises(messaging.TransientJobError) as caught:
-            messaging.deliver(message.pk)
+        with pytest.raises(TransientJobError) as caught:
+            delivery.deliver(message.pk)
         assert 25 < caught.value.retry_after <= 30
         assert len(emulator.control.requests_log(path=r"/send$", method="POST")) == 1
 
         record = wait_for_mail(emulator, "Depot moved")
         # The retry after the wait finds the sent item by its tag: done, sent once.
-        assert messaging.deliver(message.pk) == "sent"
+        assert delivery.deliver(message.pk) == "sent"
         message.refresh_from_db()
         assert message.status == "sent" and message.graph_message_id == record["sent_item_id"]
         assert len(mails(emulator, "Depot moved")) == 1
@@ -266,25 +269,25 @@ class TestMail:
     ):
         sender, _ = people
         emulator.control.inject_fault(path=r"/send$", kind="status", status=400, count=1)
-        message = messaging.send_mail(sender, "nobody@example.com", "Bad", "x")
+        message = outbox.send_mail(sender, "nobody@example.com", "Bad", "x")
         assert run_queued() == ["dead"]
         message.refresh_from_db()
         assert message.status == "failed" and message.last_error
         assert message.job.status == "dead"
 
     def test_bad_input_is_refused_before_anything_is_queued(self, db):
-        with pytest.raises(ValueError):
-            messaging.send_mail("a@b.c", [], "s", "b")
-        with pytest.raises(ValueError):
-            messaging.send_mail("a@b.c", ["not-an-address"], "s", "b")
-        with pytest.raises(ValueError):
-            messaging.send_teams_message("x", chat_id="c", team_id="t")
+        with pytest.raises(InvalidMessage, match="at least one recipient"):
+            outbox.send_mail("ops@fleet.example", [], "s", "b")
+        with pytest.raises(InvalidMessage, match="not an e-mail address"):
+            outbox.send_mail("ops@fleet.example", ["not-an-address"], "s", "b")
+        with pytest.raises(InvalidMessage, match="exactly one target"):
+            outbox.send_teams_message("x", chat_id="c", team_id="t")
         assert not OutboundMessage.objects.exists() and not Job.objects.exists()
 
 
 class TestTeams:
     def test_a_chat_message_goes_out_as_the_sender(self, sender_connected, emulator, bot, bot_chat):
-        message = messaging.send_teams_message("Truck 12 is late", chat_id=bot_chat)
+        message = outbox.send_teams_message("Truck 12 is late", chat_id=bot_chat)
         assert run_queued() == ["succeeded"]
         message.refresh_from_db()
         assert message.status == "sent" and message.sender == emulator.service_account_upn
@@ -296,7 +299,7 @@ class TestTeams:
     def test_a_channel_message_goes_out(self, sender_connected, emulator, tenant):
         team = tenant["teams"][0]
         channel = team["channels"][0]["id"]
-        message = messaging.send_teams_message(
+        message = outbox.send_teams_message(
             "<b>Depot</b> closes at 6", team_id=team["id"], channel_id=channel, content_type="html"
         )
         assert run_queued() == ["succeeded"]
@@ -308,18 +311,18 @@ class TestTeams:
         self, sender_connected, emulator, bot_chat, graph_settings, monkeypatch
     ):
         graph_settings.MESSAGING_TEAMS_SETTLE_SECONDS = 0
-        other = messaging.send_teams_message("Shift swap OK", chat_id=bot_chat)
-        messaging.deliver(other.pk)  # the same text, posted earlier by another message
-        message = messaging.send_teams_message("Shift swap OK", chat_id=bot_chat)
+        other = outbox.send_teams_message("Shift swap OK", chat_id=bot_chat)
+        delivery.deliver(other.pk)  # the same text, posted earlier by another message
+        message = outbox.send_teams_message("Shift swap OK", chat_id=bot_chat)
         crash_after(monkeypatch, "POST", "/messages")
         with pytest.raises(Crash):
-            messaging.deliver(message.pk)
+            delivery.deliver(message.pk)
         monkeypatch.undo()
         message.refresh_from_db()
         assert message.step == "post_requested" and not message.graph_message_id
         assert len(posts(emulator, "Shift swap OK")) == 2
 
-        assert messaging.deliver(message.pk) == "sent"
+        assert delivery.deliver(message.pk) == "sent"
         message.refresh_from_db()
         ids = [p["message_id"] for p in posts(emulator, "Shift swap OK")]
         assert len(ids) == 2  # not posted a third time
@@ -333,32 +336,32 @@ class TestTeams:
         # The app-only read that finds an earlier post is a Teams protected API: without
         # Microsoft's approval the portal cannot know whether its post went out.
         graph_settings.MESSAGING_TEAMS_SETTLE_SECONDS = 0
-        message = messaging.send_teams_message("Gate 2 closed", chat_id=bot_chat)
+        message = outbox.send_teams_message("Gate 2 closed", chat_id=bot_chat)
         crash_after(monkeypatch, "POST", "/messages")
         with pytest.raises(Crash):
-            messaging.deliver(message.pk)
+            delivery.deliver(message.pk)
         monkeypatch.undo()
         emulator.control.set_protected_api(emulator.client_id, False)
-        with pytest.raises(messaging.PermanentJobError, match="protected-API approval"):
-            messaging.deliver(message.pk)
+        with pytest.raises(PermanentJobError, match="protected-API approval"):
+            delivery.deliver(message.pk)
         assert len(posts(emulator, "Gate 2 closed")) == 1  # never posted twice
 
     def test_a_retry_before_the_chat_settles_waits(
         self, sender_connected, emulator, bot_chat, graph_settings, monkeypatch
     ):
         graph_settings.MESSAGING_TEAMS_SETTLE_SECONDS = 20
-        message = messaging.send_teams_message("Fuel card blocked", chat_id=bot_chat)
+        message = outbox.send_teams_message("Fuel card blocked", chat_id=bot_chat)
         crash_after(monkeypatch, "POST", "/messages")
         with pytest.raises(Crash):
-            messaging.deliver(message.pk)
+            delivery.deliver(message.pk)
         monkeypatch.undo()
-        with pytest.raises(messaging.TransientJobError):
-            messaging.deliver(message.pk)
+        with pytest.raises(TransientJobError):
+            delivery.deliver(message.pk)
         assert len(posts(emulator, "Fuel card blocked")) == 1
 
     def test_app_only_posting_is_refused_as_by_graph(self, graph_settings, emulator, bot_chat):
         graph_settings.MESSAGING_TEAMS_TOKEN_KIND = "app"
-        message = messaging.send_teams_message("From the app", chat_id=bot_chat)
+        message = outbox.send_teams_message("From the app", chat_id=bot_chat)
         assert run_queued() == ["dead"]
         message.refresh_from_db()
         assert message.status == "failed"
@@ -370,13 +373,13 @@ class TestTeams:
     def test_without_a_sender_account_the_job_dies_saying_what_to_do(
         self, graph_settings, emulator, bot_chat
     ):
-        message = messaging.send_teams_message("Anyone there?", chat_id=bot_chat)
+        message = outbox.send_teams_message("Anyone there?", chat_id=bot_chat)
         assert run_queued() == ["dead"]
         message.refresh_from_db()
         assert message.status == "failed"
-        assert message.last_error == messaging.NO_SENDER_MESSAGE
+        assert message.last_error == teams.NO_SENDER_MESSAGE
         job = message.job
-        assert job.status == "dead" and messaging.NO_SENDER_MESSAGE in job.last_error
+        assert job.status == "dead" and teams.NO_SENDER_MESSAGE in job.last_error
         assert emulator.control.requests_log(method="POST", path=r"/chats/") == []
 
 
@@ -389,7 +392,7 @@ class TestBudgets:
         graph_settings.MESSAGING_MAIL_PER_MINUTE = 120  # one send every 0.5 s
         sender, to = people
         for i in range(4):
-            messaging.send_mail(sender, to, f"Budget {i}", "x")
+            outbox.send_mail(sender, to, f"Budget {i}", "x")
         assert run_queued() == ["succeeded"] * 4
         times = post_times(emulator, r"/send$")
         assert len(times) == 4
@@ -402,8 +405,8 @@ class TestBudgets:
     ):
         graph_settings.MESSAGING_MAIL_PER_MINUTE = 2  # one send every 30 s
         sender, to = people
-        first = messaging.send_mail(sender, to, "First", "x")
-        second = messaging.send_mail(sender, to, "Second", "x")
+        first = outbox.send_mail(sender, to, "First", "x")
+        second = outbox.send_mail(sender, to, "Second", "x")
         assert run_queued() == ["succeeded", "retrying"]
         second.refresh_from_db()
         assert second.budget_slot_at is not None
@@ -418,7 +421,7 @@ class TestBudgets:
         self, sender_connected, emulator, bot_chat
     ):
         for i in range(3):
-            messaging.send_teams_message(f"Tick {i}", chat_id=bot_chat)
+            outbox.send_teams_message(f"Tick {i}", chat_id=bot_chat)
         assert run_queued() == ["succeeded"] * 3
         log = emulator.control.requests_log(method="POST", path=r"/chats/[^/]+/messages$")
         assert [r["status"] for r in log] == [201, 201, 201]  # no 429 collected
@@ -429,7 +432,7 @@ class TestBudgets:
         graph_settings.MESSAGING_SEND_SETTLE_SECONDS = 0
         sender, to = people
         emulator.control.inject_fault(path=r"/send$", kind="429", retry_after=2, count=1)
-        message = messaging.send_mail(sender, to, "After a 429", "x")
+        message = outbox.send_mail(sender, to, "After a 429", "x")
         # Graph may have acted on a 429'd send: the job comes back, it does not re-send here.
         assert run_queued() == ["retrying"]
         assert throttle.blocked_for(throttle.mailbox_key(sender)) > 0
@@ -443,7 +446,7 @@ class TestBudgets:
     def test_a_long_retry_after_goes_back_to_the_job_layer(self, graph_settings, emulator, people):
         sender, to = people
         emulator.control.inject_fault(path=r"/send$", kind="429", retry_after=120, count=1)
-        message = messaging.send_mail(sender, to, "Long wait", "x")
+        message = outbox.send_mail(sender, to, "Long wait", "x")
         assert run_queued() == ["retrying"]
         job = Job.objects.get(pk=message.job_id)
         assert (job.next_attempt_at - timezone.now()).total_seconds() > 100
@@ -518,7 +521,7 @@ class TestActedOnDespiteTheAnswer:
         rule = emulator.control.inject_fault(
             path=r"/send$", method="POST", perform=True, count=1, **fault
         )
-        message = messaging.send_mail(sender, to, "Depot keys", "Desk 4.")
+        message = outbox.send_mail(sender, to, "Depot keys", "Desk 4.")
         assert run_queued() == ["retrying"]
         message.refresh_from_db()
         assert message.step == "send_requested" and message.status == "sending"
@@ -537,7 +540,7 @@ class TestActedOnDespiteTheAnswer:
         rule = emulator.control.inject_fault(
             path=r"/users/[^/]+/messages$", method="POST", perform=True, count=1, **fault
         )
-        message = messaging.send_mail(sender, to, "Tacho download", "Due Monday.")
+        message = outbox.send_mail(sender, to, "Tacho download", "Due Monday.")
         assert run_queued() == ["retrying"]
         message.refresh_from_db()
         assert message.step == "draft_requested"
@@ -555,7 +558,7 @@ class TestActedOnDespiteTheAnswer:
         rule = emulator.control.inject_fault(
             path=r"/chats/[^/]+/messages$", method="POST", perform=True, count=1, **fault
         )
-        message = messaging.send_teams_message("Gate 3 is open", chat_id=bot_chat)
+        message = outbox.send_teams_message("Gate 3 is open", chat_id=bot_chat)
         assert run_queued() == ["retrying"]
         message.refresh_from_db()
         assert message.step == "post_requested" and not message.graph_message_id
@@ -574,7 +577,7 @@ class TestActedOnDespiteTheAnswer:
         rule = emulator.control.inject_fault(
             path=r"/chats/[^/]+/messages$", method="POST", kind="429", retry_after=1, count=1
         )
-        message = messaging.send_teams_message("Wash bay free", chat_id=bot_chat)
+        message = outbox.send_teams_message("Wash bay free", chat_id=bot_chat)
         assert run_queued() == ["retrying"]
         assert posts(emulator, "Wash bay free") == []
         due_now(message.job_id)

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from integrations.microsoft.messaging import deliver
+from integrations.microsoft.messaging.delivery import deliver
 from integrations.microsoft.models import MonitoredUser, OutboundMessage
 from portal.access import service_clients
 from portal.access.actors import Actor

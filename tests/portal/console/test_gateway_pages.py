@@ -7,7 +7,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from integrations.microsoft import messaging
+from integrations.microsoft.messaging import outbox
 from integrations.microsoft.models import GraphCall, MonitoredUser, OutboundMessage
 from portal.audit.models import AuditEvent
 from portal.events.models import EventEndpoint
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def failed(db):
-    message = messaging.send_mail(
+    message = outbox.send_mail(
         "dispatch@fleet.example",
         ["d@fleet.example"],
         "Secret route",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from portal.api.messages import known_sender
+from integrations.microsoft.messaging.service import known_sender
 from portal.management.commands.runportal import Command
 
 TENANT = {

@@ -16,7 +16,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from integrations.microsoft.messaging import send_test_message
+from integrations.microsoft.messaging.errors import MessagingError
+from integrations.microsoft.messaging.service import send_test_message
 from integrations.microsoft.models import OutboundMessage
 from portal.access.actors import Actor
 
@@ -56,8 +57,8 @@ class Command(BaseCommand):
                 channel_id=options["channel"],
                 text=options["text"],
             )
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
+        except MessagingError as exc:
+            raise CommandError(exc.reason) from exc
         self.stdout.write(f"Queued outbound message #{message.pk} (job #{message.job_id}).")
         if options["wait"] <= 0:
             return
