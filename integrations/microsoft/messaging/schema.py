@@ -70,10 +70,13 @@ class Field:
     def json_schema(self) -> dict[str, Any]:
         if self.kind == "choice":
             return {"enum": list(self.choices), "default": self.choices[0]}
-        address = {"type": "string", "format": "email"}
+        address: dict[str, Any] = {"type": "string", "format": "email"}
         if self.kind == "addresses":
             return {"type": "array", "items": address, "maxItems": MAX_RECIPIENTS}
-        schema: dict[str, Any] = dict(address) if self.kind == "address" else {"type": "string"}
+        schema: dict[str, Any] = {"type": "string"}
+        if self.kind == "address":
+            # An optional address may be empty: "" is the same as not giving it.
+            schema.update(address if self.required else {"anyOf": [address, {"const": ""}]})
         if self.required:
             schema["pattern"] = r"\S"  # not empty, not only blanks
         if self.max_bytes:
@@ -194,9 +197,21 @@ def json_schema() -> dict[str, Any]:
             "additionalProperties": False,
         }
 
-    return {
-        "oneOf": [
-            variant("mail", MAIL_FIELDS, MAIL_RULE),
-            variant("teams", TEAMS_FIELDS, TEAMS_RULE),
-        ]
-    }
+    def given(*names: str) -> dict[str, Any]:
+        """All of these fields present and not empty (an empty one counts as not given)."""
+        return {"required": list(names), "properties": {n: {"minLength": 1} for n in names}}
+
+    def only(names: tuple[str, ...], others: tuple[str, ...]) -> dict[str, Any]:
+        return {**given(*names), "not": {"anyOf": [given(other) for other in others]}}
+
+    mail = variant("mail", MAIL_FIELDS, MAIL_RULE)
+    mail["anyOf"] = [
+        {"required": [name], "properties": {name: {"minItems": 1}}} for name in ("to", "cc", "bcc")
+    ]
+    teams = variant("teams", TEAMS_FIELDS, TEAMS_RULE)
+    teams["oneOf"] = [
+        only(("chatId",), ("toUser", "teamId", "channelId")),
+        only(("toUser",), ("chatId", "teamId", "channelId")),
+        only(("teamId", "channelId"), ("chatId", "toUser")),
+    ]
+    return {"oneOf": [mail, teams]}
