@@ -178,7 +178,8 @@ NOTIFICATION_INBOX_RETENTION_DAYS = env_int("NOTIFICATION_INBOX_RETENTION_DAYS",
 SYNC_RUN_RETENTION_DAYS = env_int("SYNC_RUN_RETENTION_DAYS", 30, minimum=1)
 LIFECYCLE_EVENT_RETENTION_DAYS = env_int("LIFECYCLE_EVENT_RETENTION_DAYS", 30, minimum=1)
 WEBHOOK_REJECTION_RETENTION_DAYS = env_int("WEBHOOK_REJECTION_RETENTION_DAYS", 90, minimum=1)
-METRIC_SAMPLE_RETENTION_DAYS = env_int("METRIC_SAMPLE_RETENTION_DAYS", 2, minimum=1)
+# The dashboard's 7-day charts read the samples (folded to 10 minutes after a day): keep 8 days.
+METRIC_SAMPLE_RETENTION_DAYS = env_int("METRIC_SAMPLE_RETENTION_DAYS", 8, minimum=1)
 # Feed events no endpoint still waits for, and finished deliveries (their bodies), go after
 # this many days; events after any endpoint's cursor stay whatever their age.
 EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30, minimum=1)

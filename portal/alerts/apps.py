@@ -22,6 +22,7 @@ class AlertsConfig(AppConfig):
 
         register("alerts.evaluate", "portal.alerts.tasks.evaluate_alerts", 1)
         register("audit.verify_chain", "portal.alerts.tasks.check_audit_chain", 60)
+        register("alerts.downsample_samples", "portal.alerts.tasks.downsample_samples", 10)
         # A cached token hides a refused credential for up to an hour: ask every minute.
         register("graph.token.check", "portal.alerts.token_health.check", 1)
         auth.observe_tokens(record_outcome)

@@ -6,6 +6,32 @@ from datetime import datetime
 from django.db import models
 from django.utils import timezone
 
+# Audited actions that change nothing (signing in, reading, checking, exporting): not
+# "operator actions" on the dashboard's charts.
+NOT_CHANGES_PREFIXES = ("auth.", "audit.", "preference.")
+NOT_CHANGES = frozenset({"approval.secret_shown", "credential.verify", "integration.verify"})
+
+
+class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+    def operator_actions(self, start: datetime, end: datetime) -> AuditEventQuerySet:
+        """What people did to the system in [start, end): successful state-changing actions
+        by a person (console) or a person's API token, oldest first. The dashboard's charts
+        mark them, so a change in a figure can be read beside the action that caused or
+        fixed it."""
+        reads = models.Q(action__in=NOT_CHANGES)
+        for prefix in NOT_CHANGES_PREFIXES:
+            reads |= models.Q(action__startswith=prefix)
+        return (
+            self.filter(
+                created_at__gte=start,
+                created_at__lt=end,
+                actor_type__in=("user", "token"),
+                outcome=AuditEvent.Outcome.SUCCESS,
+            )
+            .exclude(reads)
+            .order_by("created_at", "id")
+        )
+
 
 class AuditEvent(models.Model):
     """One operator or system action. Append-only and hash-chained (see portal/audit/chain.py).
@@ -38,6 +64,8 @@ class AuditEvent(models.Model):
     hash = models.CharField(max_length=64, unique=True)
     # Which AUDIT_CHAIN_KEY entry signed this row ("sha256-legacy": before the chain was keyed).
     key_id = models.CharField(max_length=32)
+
+    objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-id"]

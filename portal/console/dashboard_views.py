@@ -93,7 +93,7 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
     context["health"] += _audit_stream_health()
     for item in context["health"]:
         item["href"] = _openable(request, item["href"])
-    context["charts"] = dashboard_charts()
+    context["charts"] = dashboard_charts(request.GET.get("range"), request.user)
     context["gateway_tiles"] = _gateway_tiles(request, context["gateway"])
     template = "console/dashboard.html#health" if request.htmx else "console/dashboard.html"
     return render(request, template, context)

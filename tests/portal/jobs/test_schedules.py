@@ -28,6 +28,7 @@ EXPECTED = {
     "alerts.evaluate": ("portal.alerts.tasks.evaluate_alerts", 1),
     "graph.token.check": ("portal.alerts.token_health.check", 1),
     "audit.verify_chain": ("portal.alerts.tasks.check_audit_chain", 60),
+    "alerts.downsample_samples": ("portal.alerts.tasks.downsample_samples", 10),
     "audit.stream": ("portal.audit.tasks.ship_audit_stream", 1),
     "access.recheck_entra": ("portal.access.tasks.recheck_entra_accounts", 15),
     "events.fan_out": ("portal.events.tasks.fan_out", 1),
