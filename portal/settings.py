@@ -15,8 +15,8 @@ from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
 from portal.access.roles import ROLES
-from portal.dburl import parse_database_url
-from portal.env import (
+from portal.lib.dburl import parse_database_url
+from portal.lib.env import (
     env_bool,
     env_float,
     env_int,
@@ -44,7 +44,7 @@ PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
 PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", f"http://127.0.0.1:{PORT}").rstrip("/")
 
 INSTALLED_APPS = [
-    "portal.admin_config.PortalAdminConfig",
+    "portal.access.admin_config.PortalAdminConfig",
     # Before django.contrib.auth, so its audited createsuperuser/changepassword win.
     "portal.access.auth_commands",
     "django.contrib.auth",
@@ -80,11 +80,11 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Static files from the app server itself (hashed names, compressed, cached for ever).
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "portal.middleware.RequestIdMiddleware",
+    "portal.lib.middleware.RequestIdMiddleware",
     # Graph's webhooks answer here, without the browser-facing layers below.
     "portal.api.middleware.WebhookFastPathMiddleware",
-    "portal.middleware.ContentSecurityPolicyMiddleware",
-    "portal.middleware.VaryOnHtmxMiddleware",
+    "portal.lib.middleware.ContentSecurityPolicyMiddleware",
+    "portal.lib.middleware.VaryOnHtmxMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -562,7 +562,7 @@ if USING_EMULATOR and not MICROSOFT_ALLOW_EMULATOR:
         "Set MICROSOFT_ALLOW_EMULATOR=true if that is really intended."
     )
 TENANT_LABEL = env_str("TENANT_LABEL", "Demo tenant (emulator)" if USING_EMULATOR else "")
-# Benchmarks only (bench/soak): a file holding seconds that portal.clock adds to "now" for
+# Benchmarks only (bench/soak): a file holding seconds that portal.lib.clock adds to "now" for
 # subscription lifetimes, renewals and schedule slots, following the emulator's moved clock.
 # Against real Graph that would renew late and let subscriptions lapse, so it is refused.
 SIMULATED_CLOCK_FILE = env_str("SIMULATED_CLOCK_FILE")
@@ -609,11 +609,11 @@ if LOG_FORMAT not in {"json", "text"}:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "portal.logging.ContextFilter"}},
+    "filters": {"context": {"()": "portal.lib.logging.ContextFilter"}},
     "formatters": {
-        "json": {"()": "portal.logging.JsonFormatter"},
+        "json": {"()": "portal.lib.logging.JsonFormatter"},
         "text": {
-            "()": "portal.logging.TextFormatter",
+            "()": "portal.lib.logging.TextFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
         },
     },

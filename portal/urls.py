@@ -6,9 +6,9 @@ from django.urls import include, path
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
 
-from portal import health, metrics
 from portal.access import views as access_views
 from portal.access.decorators import public
+from portal.monitoring import health, metrics
 
 
 @public  # browsers ask for it on every page, the sign-in page and the admin included
@@ -40,5 +40,5 @@ urlpatterns = [
     path("", include("portal.console.urls")),
 ]
 
-handler404 = "portal.errors.not_found"
-handler500 = "portal.errors.server_error"
+handler404 = "portal.lib.error_pages.not_found"
+handler500 = "portal.lib.error_pages.server_error"

@@ -150,6 +150,11 @@ FORBIDDEN = [
         lambda t: _within(t, "portal.api") and _is_view(t),
         "the console calls services, not another package's HTTP views",
     ),
+    (
+        lambda s: _within(s, "portal.lib"),
+        lambda t: not _within(t, "portal.lib"),
+        "the shared helpers in portal.lib sit below every app and the integration",
+    ),
 ]
 
 
@@ -267,6 +272,9 @@ def test_each_never_arrow_is_reported(tmp_path):
             "portal/console/views.py": (
                 "from portal.api.views import queue_metrics\nfrom portal.api import services\n"
             ),
+            "portal/lib/__init__.py": "",
+            "portal/lib/helper.py": "from portal.lib import clock\nfrom portal.access import ctx\n",
+            "portal/lib/clock.py": "",
         },
     )
     assert sorted(forbidden(arrows(modules))) == [
@@ -276,4 +284,6 @@ def test_each_never_arrow_is_reported(tmp_path):
         "log sit below the console)",
         "portal.console.views:1 imports portal.api.views (the console calls services, not "
         "another package's HTTP views)",
+        "portal.lib.helper:2 imports portal.access.ctx (the shared helpers in portal.lib sit "
+        "below every app and the integration)",
     ]

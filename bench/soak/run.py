@@ -10,7 +10,7 @@ whatever else runportal starts) on a private PostgreSQL instance (initdb under /
 * the emulator's clock is moved through its control API (POST /_emulator/clock) about once a
   second, so Graph's side (token and subscription expiry, message dates) lives on simulated
   time;
-* the portal's Graph-facing clock follows through SIMULATED_CLOCK_FILE (portal/clock.py):
+* the portal's Graph-facing clock follows through SIMULATED_CLOCK_FILE (portal/lib/clock.py):
   subscription lifetimes, renewal at half-life and the time slots of the two schedules that
   work in Graph's time. Leases, retries, timeouts and job delays stay on real time;
 * django-q2 fires its schedules on real time, so this script triggers the two Graph-time
@@ -116,7 +116,7 @@ class Clock:
         offset = self.offset()
         tmp = self.offset_file.with_suffix(".tmp")
         tmp.write_text(f"{offset:.3f}")
-        os.replace(tmp, self.offset_file)  # portal/clock.py reads it at call time
+        os.replace(tmp, self.offset_file)  # portal/lib/clock.py reads it at call time
         self.portal.control("POST", "clock", {"offset_seconds": offset})
 
     def stop_compressing(self) -> None:

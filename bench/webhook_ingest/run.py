@@ -71,8 +71,8 @@ def main() -> int:
     from django.utils import timezone
 
     from integrations.microsoft.models import MonitoredUser, NotificationInbox, Subscription
-    from portal import crypto
     from portal.jobs.models import Job
+    from portal.lib import crypto
 
     with connection.cursor() as cursor:
         cursor.execute(

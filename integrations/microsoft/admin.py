@@ -30,8 +30,8 @@ from integrations.microsoft.models import (
 from integrations.microsoft.subscriptions import add_monitored_user, remove_monitored_user
 from portal.access.actors import Actor
 from portal.access.authz import require
-from portal.admin_utils import BigTableAdminMixin
 from portal.audit.services import record
+from portal.lib.admin_utils import BigTableAdminMixin
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

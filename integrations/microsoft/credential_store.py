@@ -19,7 +19,7 @@ from integrations.microsoft.errors import TokenError
 from integrations.microsoft.models import Credential
 from portal.access.actors import Actor
 from portal.audit.services import record
-from portal.crypto import encrypt, fingerprint
+from portal.lib.crypto import encrypt, fingerprint
 
 logger = logging.getLogger("integrations.microsoft.credentials")
 

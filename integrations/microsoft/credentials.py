@@ -34,7 +34,7 @@ from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.approvals import gate
 from portal.audit.services import record
-from portal.crypto import encrypt, fingerprint
+from portal.lib.crypto import encrypt, fingerprint
 
 logger = logging.getLogger("integrations.microsoft.credentials")
 

@@ -51,8 +51,8 @@ from portal.access.authz import require
 from portal.audit.services import record
 from portal.jobs.broker import WAKE_INTERVAL_SECONDS, Listener
 from portal.jobs.runner import enqueue
+from portal.lib.tracing import continued
 from portal.runtime.registry import get
-from portal.tracing import continued
 
 logger = logging.getLogger(__name__)
 

@@ -42,9 +42,9 @@ from integrations.microsoft.models import (
     Subscription,
     WebhookRejection,
 )
-from portal.crypto import DecryptionError, decrypt
 from portal.jobs.broker import notify
-from portal.tracing import current_traceparent
+from portal.lib.crypto import DecryptionError, decrypt
+from portal.lib.tracing import current_traceparent
 
 logger = logging.getLogger(__name__)
 
@@ -392,7 +392,7 @@ def _insert_notifications(rows: list[tuple[str, ...]], *, batch: str, received_a
         "status, trace_context) "
     )
     params: list[Any] = [batch, connection.ops.adapt_datetimefield_value(received_at)]
-    # The drain continues the request's trace (portal/tracing.py).
+    # The drain continues the request's trace (portal/lib/tracing.py).
     params += [NotificationInbox.Status.PENDING, current_traceparent()]
     if connection.vendor == "postgresql":
         sql = (

@@ -32,13 +32,13 @@ from integrations.microsoft.models import (
     ResourceKind,
     Subscription,
 )
-from portal import clock
 from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.audit.services import record
-from portal.crypto import encrypt
 from portal.events.services import emit
 from portal.jobs.runner import enqueue
+from portal.lib import clock
+from portal.lib.crypto import encrypt
 
 logger = logging.getLogger(__name__)
 

@@ -38,7 +38,6 @@ from integrations.microsoft.models import (
     SyncRun,
     SyncState,
 )
-from portal import clock
 from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.audit.services import record
@@ -46,7 +45,8 @@ from portal.events.services import emit, emit_many
 from portal.jobs.models import Job
 from portal.jobs.runner import enqueue, release_now, worker_identity
 from portal.jobs.watchdog import worker_gone_here
-from portal.redaction import redact_text
+from portal.lib import clock
+from portal.lib.redaction import redact_text
 from portal.runtime.registry import get
 
 logger = logging.getLogger(__name__)

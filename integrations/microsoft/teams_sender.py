@@ -25,7 +25,7 @@ from integrations.microsoft.errors import TokenError
 from integrations.microsoft.models import DelegatedAccount
 from portal.access.authz import require
 from portal.audit.services import record
-from portal.crypto import decrypt, encrypt
+from portal.lib.crypto import decrypt, encrypt
 
 # Delegated scopes for the Teams sender; MSAL adds openid/profile/offline_access itself and
 # refuses them if passed (that is how we get a refresh token). Chat.Create: a message "toUser"

@@ -52,7 +52,7 @@ from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.approvals import gate
 from portal.audit.services import record
-from portal.crypto import encrypt, fingerprint
+from portal.lib.crypto import encrypt, fingerprint
 
 ACTION = "tenant.connect"
 PERMISSION = "connect_tenant"

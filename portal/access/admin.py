@@ -12,7 +12,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from portal.access import lockouts
 from portal.access.actors import Actor
 from portal.access.models import CredentialFailure
-from portal.admin_utils import ReadOnlyAdminMixin
+from portal.lib.admin_utils import ReadOnlyAdminMixin
 
 # Accounts and roles change through portal.access (`portal_user`, the SSO role mapping), which
 # checks manage_users and audits; the stock user and group pages would do neither.

@@ -44,7 +44,7 @@ from django.utils import timezone
 
 from portal.access.addresses import client_address, client_ip
 from portal.access.models import CredentialFailure
-from portal.dbtext import without_nul
+from portal.lib.dbtext import without_nul
 
 Scope = CredentialFailure.Scope
 OTHER_PREFIX = "(not a portal token)"

@@ -51,7 +51,7 @@ from portal.access.request_types import SignInHttpRequest
 from portal.access.roles import ROLES
 from portal.access.users import apply_role
 from portal.audit.services import record
-from portal.crypto import DecryptionError, decrypt, encrypt
+from portal.lib.crypto import DecryptionError, decrypt, encrypt
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 from django.contrib import admin
 
-from portal.admin_utils import ReadOnlyAdminMixin
 from portal.alerts.models import Alert, AlertEvent, AuditChainCheck
+from portal.lib.admin_utils import ReadOnlyAdminMixin
 
 
 @admin.register(Alert)

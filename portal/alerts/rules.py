@@ -31,7 +31,7 @@ from portal.alerts.models import AuditChainCheck, TokenHealth
 from portal.approvals.models import ApprovalRequest
 from portal.audit.models import AuditEvent, AuditStreamCursor
 from portal.events.models import EventEndpoint
-from portal.health import worker_heartbeat_age
+from portal.jobs.liveness import worker_heartbeat_age
 from portal.jobs.models import Job
 from portal.runtime.registry import SettingSpec, define, get
 

@@ -6,9 +6,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from portal.access.actors import Actor
-from portal.admin_utils import ReadOnlyAdminMixin
 from portal.api import tokens
 from portal.api.models import ApiToken
+from portal.lib.admin_utils import ReadOnlyAdminMixin
 
 
 @admin.register(ApiToken)

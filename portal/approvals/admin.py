@@ -9,9 +9,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from portal.access.actors import Actor
-from portal.admin_utils import ReadOnlyAdminMixin
 from portal.approvals import services
 from portal.approvals.models import ApprovalPolicy, ApprovalRequest
+from portal.lib.admin_utils import ReadOnlyAdminMixin
 
 
 @admin.register(ApprovalRequest)

@@ -25,8 +25,8 @@ from portal.approvals.gate import ACTIONS, CoveredAction
 from portal.approvals.models import ApprovalPolicy, ApprovalRequest
 from portal.approvals.signals import break_glass_changed
 from portal.audit.services import record
-from portal.crypto import decrypt, encrypt
-from portal.redaction import redact_text
+from portal.lib.crypto import decrypt, encrypt
+from portal.lib.redaction import redact_text
 
 logger = logging.getLogger(__name__)
 TARGET = "approval"

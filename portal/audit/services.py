@@ -11,8 +11,8 @@ from django.utils import timezone
 from portal.access.actors import Actor
 from portal.audit.chain import GENESIS_HASH, compute_hash, signing_key
 from portal.audit.models import AuditEvent
-from portal.dbtext import without_nul
-from portal.redaction import mask_secrets, redact_text
+from portal.lib.dbtext import without_nul
+from portal.lib.redaction import mask_secrets, redact_text
 
 # Arbitrary fixed key for pg_advisory_xact_lock: one writer appends to the chain at a time.
 _CHAIN_LOCK_KEY = 7_401_305_113

@@ -25,7 +25,7 @@ from integrations.microsoft.models import Credential, DelegatedAccount
 from portal.access.actors import Actor
 from portal.access.decorators import requires
 from portal.alerts.models import TokenHealth
-from portal.middleware import content_security_policy
+from portal.lib.middleware import content_security_policy
 
 # The MSAL auth-code flow (PKCE verifier, state, nonce) waits in the session for the callback.
 FLOW_SESSION_KEY = "console.teams_sender_flow"

@@ -45,7 +45,7 @@ from portal.console.charts import dashboard_charts
 from portal.console.htmx import HtmxHttpRequest
 from portal.console.metrics import humanize_seconds
 from portal.console.navigation import may_open
-from portal.health import worker_heartbeat_age
+from portal.jobs.liveness import worker_heartbeat_age
 from portal.jobs.stats import queue_metrics
 from portal.runtime.registry import get as get_setting
 

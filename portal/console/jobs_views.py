@@ -27,7 +27,7 @@ from portal.jobs.models import BulkOperation, Job, JobAttempt, PausedJobType
 from portal.jobs.registry import job_types
 from portal.jobs.services import JobActionError, JobFilter
 from portal.jobs.stats import state_counts
-from portal.redaction import mask_secrets
+from portal.lib.redaction import mask_secrets
 
 PAGE_SIZE = 50
 GROUP_WINDOW = 5000

@@ -28,7 +28,7 @@ from integrations.microsoft.tenant import ConnectError
 from integrations.microsoft.verify import run_checks
 from portal.access.actors import Actor
 from portal.access.decorators import requires
-from portal.crypto import decrypt, encrypt
+from portal.lib.crypto import decrypt, encrypt
 
 SESSION_KEY = "console.connect_tenant"
 PENDING_SECONDS = 600

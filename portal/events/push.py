@@ -40,14 +40,14 @@ from standardwebhooks import Webhook
 from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.audit.services import record
-from portal.crypto import decrypt, encrypt
 from portal.events import safe_http
 from portal.events.models import Event, EventDelivery, EventEndpoint
 from portal.events.services import event_json, kick_fan_out, parse_types
 from portal.jobs.errors import JobDeferred, PermanentJobError, TransientJobError
 from portal.jobs.registry import SucceededWith
 from portal.jobs.runner import enqueue, enqueue_many
-from portal.tracing import current_traceparent, span
+from portal.lib.crypto import decrypt, encrypt
+from portal.lib.tracing import current_traceparent, span
 
 DELIVER_JOB = "events.deliver"
 SUCCESS_STAMP_SECONDS = 5

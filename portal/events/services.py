@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from portal.events.models import Event, EventEndpoint
 from portal.jobs.runner import enqueue
-from portal.tracing import current_traceparent, span
+from portal.lib.tracing import current_traceparent, span
 
 EVENT_TYPES: dict[str, str] = {
     "mail.received": "A new e-mail in a monitored mailbox",

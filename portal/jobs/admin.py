@@ -9,9 +9,9 @@ from django.http import HttpRequest
 from django_q.models import Failure, OrmQ, Schedule, Success
 
 from portal.access.actors import Actor
-from portal.admin_utils import BigTableAdminMixin, ReadOnlyAdminMixin
 from portal.jobs import services
 from portal.jobs.models import BulkOperation, Job, JobAttempt, PausedJobType, WorkerPing
+from portal.lib.admin_utils import BigTableAdminMixin, ReadOnlyAdminMixin
 
 # django-q2's pages would let anyone with the admin name a callable for the worker to run
 # (a Schedule's `func`) and edit or delete queued tasks and results, none of it audited.

@@ -1,4 +1,5 @@
-"""Is a worker taking tasks right now? A ping task that the first free worker answers."""
+"""Is a worker alive? The age of the latest heartbeat, and a ping task that the first free
+worker answers (is one taking tasks right now?)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,23 @@ import os
 import secrets
 import socket
 import time
+from datetime import timedelta
 
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from portal.jobs.models import WorkerPing
+from portal.jobs.models import WorkerHeartbeat, WorkerPing
+
+# A worker whose latest heartbeat is older than this is reported stale.
+WORKER_STALE_AFTER = timedelta(minutes=3)
+
+
+def worker_heartbeat_age() -> float | None:
+    """Seconds since any worker last reported; None when none ever did."""
+    latest = (
+        WorkerHeartbeat.objects.order_by("-last_seen").values_list("last_seen", flat=True).first()
+    )
+    return (timezone.now() - latest).total_seconds() if latest else None
 
 
 def ping_workers(timeout: float) -> tuple[str, float] | None:

@@ -7,7 +7,7 @@ from django.db.models import Count, Min, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from portal.tracing import trace_id
+from portal.lib.tracing import trace_id
 
 
 class JobQuerySet(models.QuerySet["Job"]):
@@ -111,7 +111,7 @@ class Job(models.Model):
     retried_by = models.CharField(max_length=150, blank=True)
     correlation_id = models.CharField(max_length=64, blank=True)
     # The W3C traceparent of the span that queued it: its run continues that trace
-    # (portal/tracing.py); "" when tracing is off.
+    # (portal/lib/tracing.py); "" when tracing is off.
     trace_context = models.CharField(max_length=55, blank=True, default="", db_default="")
 
     objects = JobQuerySet.as_manager()

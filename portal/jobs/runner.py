@@ -35,9 +35,9 @@ from portal.jobs.broker import wake_workers
 from portal.jobs.errors import JobDeferred
 from portal.jobs.models import Job, JobAttempt, PausedJobType, WorkerHeartbeat
 from portal.jobs.registry import JobType, SucceededWith, UnknownJobType, get_job_type, queue_of
-from portal.logging import job_id_var
-from portal.redaction import redact_text
-from portal.tracing import continued, current_traceparent
+from portal.lib.logging import job_id_var
+from portal.lib.redaction import redact_text
+from portal.lib.tracing import continued, current_traceparent
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from portal.admin_utils import ReadOnlyAdminMixin
+from portal.lib.admin_utils import ReadOnlyAdminMixin
 from portal.runtime.models import RuntimeSetting
 
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from integrations.microsoft.models import Credential
-from portal.crypto import encrypt
+from portal.lib.crypto import encrypt
 from tests.browser.conftest import open_nav_item
 from tests.conftest import PERSONA_PASSWORD, PERSONAS
 

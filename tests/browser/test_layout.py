@@ -9,7 +9,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from integrations.microsoft.models import MonitoredUser, Subscription
-from portal.crypto import encrypt
+from portal.lib.crypto import encrypt
 from tests.conftest import PERSONAS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

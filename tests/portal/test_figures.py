@@ -29,9 +29,9 @@ from portal.access.actors import Actor
 from portal.alerts import rules
 from portal.alerts.models import MetricSample
 from portal.alerts.services import take_sample
-from portal.crypto import encrypt
 from portal.events.models import Event, EventEndpoint
 from portal.jobs.models import Job
+from portal.lib.crypto import encrypt
 from portal.runtime import registry
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from integrations.microsoft.errors import TokenError
-from portal.crypto import decrypt
+from portal.lib.crypto import decrypt
 
 
 def credential_mismatch(tenant_id: str, client_id: str) -> str:

@@ -71,7 +71,7 @@ class NotificationInbox(models.Model):
         help_text="The delta sync it caused",
     )
     # The W3C traceparent of the webhook request that delivered it: the drain continues
-    # that trace (portal/tracing.py); "" when tracing is off.
+    # that trace (portal/lib/tracing.py); "" when tracing is off.
     trace_context = models.CharField(max_length=55, blank=True, default="", db_default="")
 
     objects = NotificationInboxQuerySet.as_manager()

@@ -11,7 +11,7 @@ from django.db.models import Count, Min, Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from portal.crypto import decrypt
+from portal.lib.crypto import decrypt
 
 
 class ResourceKind(models.TextChoices):

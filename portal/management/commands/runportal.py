@@ -31,7 +31,7 @@ from django.db import close_old_connections
 from django.urls import reverse
 
 from portal.access.management.commands.create_demo_users import demo_passwords_file
-from portal.health import worker_heartbeat_age
+from portal.jobs.liveness import worker_heartbeat_age
 
 STOP_GRACE_SECONDS = 10
 WORKERS = ("worker", "event-worker")  # django-q2 clusters: the main queue's, the events queue's

@@ -16,10 +16,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from integrations.microsoft.models import GraphCall, MonitoredUser, Subscription, SyncState
-from portal import crypto
 from portal.audit.chain import GENESIS_HASH, compute_hash, signing_key
 from portal.audit.models import AuditEvent
 from portal.jobs.models import Job
+from portal.lib import crypto
 
 BATCH = 5000
 ROUTES = [

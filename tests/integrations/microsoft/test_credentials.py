@@ -15,9 +15,9 @@ from integrations.microsoft.admin import CredentialAdmin, DelegatedAccountAdmin
 from integrations.microsoft.credentials import CredentialError
 from integrations.microsoft.errors import TokenError
 from integrations.microsoft.models import Credential, GraphCall
-from portal import crypto
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
+from portal.lib import crypto
 from tests.integrations.microsoft.conftest import token_requests
 
 pytestmark = pytest.mark.django_db

@@ -22,11 +22,11 @@ from opentelemetry.trace import SpanKind
 
 from integrations.microsoft import sync
 from integrations.microsoft.models import MonitoredUser, NotificationInbox
-from portal import tracing
 from portal.access import service_clients
 from portal.access.actors import Actor
 from portal.events import push
 from portal.jobs.models import Job
+from portal.lib import tracing
 from tests.conftest import run_queued_jobs
 from tests.integrations.microsoft.webhook_support import make_sub, notification, post_json
 from tests.portal.events.receiver import running_receiver

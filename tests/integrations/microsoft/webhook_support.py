@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from integrations.microsoft.models import MonitoredUser, Subscription
-from portal.crypto import encrypt
+from portal.lib.crypto import encrypt
 
 __all__ = ["make_sub", "notification", "post_json", "wait_for"]
 

@@ -20,7 +20,7 @@ from django.urls import reverse
 
 from portal.access.addresses import client_ip
 from portal.audit.models import AuditEvent
-from portal.env import env_networks
+from portal.lib.env import env_networks
 from tests.conftest import PERSONA_PASSWORD
 
 PROXY = "10.0.0.5"  # the ingress controller, inside TRUSTED_PROXIES

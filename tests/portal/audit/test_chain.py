@@ -9,7 +9,7 @@ from portal.access.actors import Actor
 from portal.audit.chain import GENESIS_HASH, compute_hash, find_first_break, signing_key
 from portal.audit.models import AuditEvent
 from portal.audit.services import record
-from portal.redaction import MASK
+from portal.lib.redaction import MASK
 
 SYSTEM = Actor.system("tests")
 

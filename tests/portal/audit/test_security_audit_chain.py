@@ -26,8 +26,8 @@ from portal.audit.db_roles import grant_app_role
 from portal.audit.models import AuditCheckpoint, AuditEvent
 from portal.audit.services import record
 from portal.checks import check_audit_chain_key
-from portal.env import env_secret
 from portal.jobs.runner import enqueue
+from portal.lib.env import env_secret
 
 SYSTEM = Actor.system("tests")
 on_postgresql = pytest.mark.skipif("connection.vendor != 'postgresql'")

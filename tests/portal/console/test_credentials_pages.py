@@ -10,7 +10,7 @@ from django.utils import timezone
 from integrations.microsoft import auth, certificates
 from integrations.microsoft.models import Credential, DelegatedAccount
 from portal.audit.models import AuditEvent
-from portal.crypto import encrypt
+from portal.lib.crypto import encrypt
 
 pytestmark = pytest.mark.django_db
 

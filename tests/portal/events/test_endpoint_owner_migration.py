@@ -11,9 +11,9 @@ from django.contrib.auth import get_user_model
 
 from portal.access import service_clients
 from portal.access.actors import Actor
-from portal.crypto import encrypt
 from portal.events import push
 from portal.events.models import EventEndpoint
+from portal.lib.crypto import encrypt
 
 pytestmark = pytest.mark.django_db
 SYSTEM = Actor.system("tests")

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from portal.health import WORKER_STALE_AFTER, worker_heartbeat_age
+from portal.jobs.liveness import WORKER_STALE_AFTER, worker_heartbeat_age
 
 
 class Command(BaseCommand):

@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django_q.brokers import get_broker
 
 from portal.access.decorators import public
-from portal.jobs.models import WorkerHeartbeat
-
-WORKER_STALE_AFTER = timedelta(minutes=3)
+from portal.jobs.liveness import WORKER_STALE_AFTER, worker_heartbeat_age
 
 
 @public
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
-
-
-def worker_heartbeat_age() -> float | None:
-    latest = (
-        WorkerHeartbeat.objects.order_by("-last_seen").values_list("last_seen", flat=True).first()
-    )
-    return (timezone.now() - latest).total_seconds() if latest else None
 
 
 @public

@@ -1,4 +1,4 @@
-"""portal.clock: real time, unless a benchmark against the emulator moves it with a file."""
+"""portal.lib.clock: real time, unless a benchmark against the emulator moves it with a file."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from integrations.microsoft.models import Subscription
 from integrations.microsoft.subscriptions import renewal_due
-from portal import clock
+from portal.lib import clock
 
 
 def test_it_is_real_time_without_the_setting(settings):

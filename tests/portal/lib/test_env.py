@@ -1,7 +1,7 @@
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.env import env_bool, env_int, env_list, env_secret, env_str
+from portal.lib.env import env_bool, env_int, env_list, env_secret, env_str
 
 
 class TestEnvBool:

@@ -4,4 +4,4 @@ from django.contrib.admin.apps import AdminConfig
 class PortalAdminConfig(AdminConfig):
     """The stock admin app, with the role-guarded site (kept apart: app configs load early)."""
 
-    default_site = "portal.admin_site.PortalAdminSite"
+    default_site = "portal.access.admin_site.PortalAdminSite"

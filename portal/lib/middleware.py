@@ -7,8 +7,8 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse
 from django.utils.cache import patch_vary_headers
 
-from portal.logging import request_id_var
-from portal.request_types import IdentifiedHttpRequest
+from portal.lib.logging import request_id_var
+from portal.lib.request_types import IdentifiedHttpRequest
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 

@@ -1,7 +1,7 @@
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.dburl import parse_database_url
+from portal.lib.dburl import parse_database_url
 
 
 def test_it_maps_a_postgres_url_with_escapes_and_options():

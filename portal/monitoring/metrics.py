@@ -37,7 +37,7 @@ from portal.alerts.models import Alert, AuditChainCheck, TokenHealth
 from portal.approvals.models import ApprovalRequest
 from portal.audit.models import AuditStreamCursor
 from portal.events.models import EventEndpoint
-from portal.health import worker_heartbeat_age
+from portal.jobs.liveness import worker_heartbeat_age
 from portal.jobs.models import Job, JobAttempt
 
 LATENCY_BUCKETS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000)

@@ -11,7 +11,7 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from portal.redaction import redact_text
+from portal.lib.redaction import redact_text
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 job_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("job_id", default="")

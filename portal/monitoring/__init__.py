@@ -1,0 +1,1 @@
+"""What monitoring systems read: the /healthz and /readyz probes and /metrics."""
