@@ -474,6 +474,24 @@ INBOX_DRAIN_ALIVE_FILE = env_str("INBOX_DRAIN_ALIVE_FILE", "/tmp/inbox-drain.ali
 SUBSCRIPTION_RENEW_FRACTION = env_float(
     "SUBSCRIPTION_RENEW_FRACTION", 0.5, minimum=0.1, maximum=0.9
 )
+# Subscription creations, renewals and deletions per 20 s, every process together. Graph
+# allows 500 per 20 s per app and tenant ("Microsoft Graph service-specific throttling
+# limits", subscription service); a little below leaves room for requests that arrive later
+# than their slot and for an operator's own.
+GRAPH_SUBSCRIPTION_OPS_PER_20_SECONDS = env_int(
+    "GRAPH_SUBSCRIPTION_OPS_PER_20_SECONDS", 480, minimum=1, maximum=500
+)
+# Subscriptions created, renewed or deleted at once by one set-up or maintenance run.
+SUBSCRIPTION_SETUP_CONCURRENCY = env_int("SUBSCRIPTION_SETUP_CONCURRENCY", 4, minimum=1, maximum=32)
+# From this many monitored users watching chats, one tenant-wide /chats/getAllMessages
+# subscription replaces the per-user ones: Teams allows 10,000 subscriptions per organisation
+# across all apps ("subscription resource type", quotas), so per-user ones cannot scale, and
+# the rest of the quota is left to the tenant's other apps.
+TEAMS_TENANT_CHAT_SUBSCRIPTION_THRESHOLD = env_int(
+    "TEAMS_TENANT_CHAT_SUBSCRIPTION_THRESHOLD", 5000, minimum=1
+)
+# How long the monitored members of a chat (for the tenant-wide subscription) are trusted.
+CHAT_MEMBERS_REFRESH_MINUTES = env_float("CHAT_MEMBERS_REFRESH_MINUTES", 60, minimum=0.0)
 SYNC_PAGE_SIZE = env_int("SYNC_PAGE_SIZE", 100, minimum=1, maximum=1000)
 SYNC_MAX_PAGES_PER_RUN = env_int("SYNC_MAX_PAGES_PER_RUN", 50, minimum=1)
 SYNC_LEASE_SECONDS = env_int("SYNC_LEASE_SECONDS", 330, minimum=30)

@@ -489,6 +489,7 @@ class EmulatorApp:
             "app_id": req.meta.get("app_id"),
             "mailbox": req.meta.get("mailbox"),
             "throttled": bool(req.meta.get("throttled")) or resp.status == 429,
+            "retry_after": resp.headers.get("Retry-After"),
             "fault": req.meta.get("fault"),
             "batch_inner": req.is_batch_inner,
             "request_id": req.meta.get("request_id"),

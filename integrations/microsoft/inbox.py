@@ -32,13 +32,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from integrations.microsoft import probe, sync
+from integrations.microsoft import probe, sync, tenant_chats
 from integrations.microsoft.models import (
     InboxDrainPause,
     LifecycleEvent,
@@ -171,7 +172,8 @@ def _drain_notifications(limit: int) -> Drained:
         return Drained()
     with transaction.atomic():
         rows = list(
-            claim.select_for_update(skip_locked=True)
+            # Only the inbox rows are locked (the subscription is joined for its resource).
+            claim.select_for_update(skip_locked=True, of=("self",))
             .order_by("id")
             .values_list(
                 "id",
@@ -181,10 +183,14 @@ def _drain_notifications(limit: int) -> Drained:
                 "change_type",
                 "resource_id",
                 "trace_context",
+                "resource",
+                "subscription__resource",
             )[:limit]
         )
         if not rows:
             return Drained()
+        # The tenant-wide chat subscription's rows name a chat, not a user: its members'.
+        members, waiting = _chat_members(rows)
         # The probe deletes its mail once measured: those deletions are probe traffic.
         probe_deletions = probe.probe_message_ids(
             row[5] for row in rows if row[4] == "deleted" and probe.mailbox()
@@ -193,15 +199,43 @@ def _drain_notifications(limit: int) -> Drained:
         # The webhook requests' traces: each target's claim continues the first, links the rest.
         traces: dict[tuple[int, str], dict[str, None]] = {}
         orphans: list[int] = []
-        for row_id, user_id, kind, sub_id, change_type, resource_id, traceparent in rows:
-            if user_id is None or sub_id is None:
-                orphans.append(row_id)  # its subscription or user is gone
+        for (
+            row_id,
+            user_id,
+            kind,
+            sub_id,
+            change_type,
+            resource_id,
+            traceparent,
+            resource,
+            sub_resource,
+        ) in rows:
+            chat_id = (
+                tenant_chats.chat_id_of(resource)
+                if sub_resource == Subscription.TENANT_CHATS_RESOURCE and user_id is None
+                else None
+            )
+            if chat_id is not None and chat_id in waiting:
+                waiting[chat_id].append(row_id)
+                continue
+            users = members.get(chat_id, []) if chat_id is not None else [user_id]
+            if sub_id is None or not users or None in users:
+                # Its subscription or user is gone, or no member of its chat is monitored.
+                orphans.append(row_id)
             elif change_type == "deleted" and resource_id in probe_deletions:
                 orphans.append(row_id)
             else:
-                targets.setdefault((user_id, kind), []).append(row_id)
-                traces.setdefault((user_id, kind), {})[traceparent] = None
+                for member in users:
+                    targets.setdefault((member, kind), []).append(row_id)
+                    traces.setdefault((member, kind), {})[traceparent] = None
         mine = NotificationInbox.objects.filter(status=NotificationInbox.Status.PENDING)
+        for chat_id, row_ids in waiting.items():
+            if row_ids:  # the members job syncs them once it knows who they are
+                mine.filter(pk__in=row_ids).update(
+                    status=NotificationInbox.Status.PROCESSED,
+                    processed_at=now,
+                    sync_job=tenant_chats.request_members(chat_id),
+                )
         if orphans:
             mine.filter(pk__in=orphans).update(
                 status=NotificationInbox.Status.IGNORED, processed_at=now
@@ -246,6 +280,24 @@ def _drain_notifications(limit: int) -> Drained:
         ignored=len(orphans),
         targets=len(targets),
     )
+
+
+def _chat_members(
+    rows: list[tuple[Any, ...]],
+) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """For the tenant-wide subscription's rows among `rows`: the monitored members of the
+    chats already known, and the chats whose members must be asked for first (their rows
+    wait for that job)."""
+    chats = {
+        chat_id
+        for *_, resource, sub_resource in rows
+        if sub_resource == Subscription.TENANT_CHATS_RESOURCE
+        and (chat_id := tenant_chats.chat_id_of(resource))
+    }
+    if not chats:
+        return {}, {}
+    members = tenant_chats.known_members(chats)
+    return members, {chat_id: [] for chat_id in chats if chat_id not in members}
 
 
 def _drain_lifecycle(limit: int) -> int:

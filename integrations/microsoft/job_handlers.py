@@ -6,6 +6,7 @@ work that is still pending, with conditional UPDATEs.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from integrations.microsoft import bulk_kinds as _bulk_kinds  # noqa: F401  (registers them)
@@ -14,6 +15,7 @@ from integrations.microsoft import (
     probe,
     subscriptions,
     sync,
+    tenant_chats,
 )
 from integrations.microsoft.models import SyncState
 from integrations.microsoft.subscriptions import handle_lifecycle_event, maintain
@@ -73,7 +75,7 @@ def sync_delta(job: Any) -> dict[str, Any] | None:
     description="Renew subscriptions past half-life, recreate vanished ones",
 )
 def subscriptions_maintain(job: Any) -> dict[str, int]:
-    return maintain().counts()
+    return maintain(deadline=time.monotonic() + subscriptions.RUN_SECONDS).counts()
 
 
 def _run_retry_permission(job: Any) -> str:
@@ -97,8 +99,10 @@ def subscriptions_run(job: Any) -> dict[str, Any]:
     # The role was checked when the operator started (or retried) it; the service audits the
     # run in the name of the console user who did.
     actor = Actor.system(f"console:{job.retried_by or job.payload['started_by']}")
-    service = subscriptions.setup if job.payload["action"] == "setup" else subscriptions.cleanup
-    summary = service(actor)
+    if job.payload["action"] == "setup":
+        summary = subscriptions.setup(actor, deadline=time.monotonic() + subscriptions.RUN_SECONDS)
+    else:
+        summary = subscriptions.cleanup(actor)
     return {
         "counts": summary.counts(),
         "lines": summary.lines()[-200:],
@@ -115,3 +119,17 @@ def subscriptions_run(job: Any) -> dict[str, Any]:
 )
 def probe_tick(job: Any) -> str:
     return probe.tick(job.payload.get("probes"))
+
+
+@job_handler(
+    tenant_chats.MEMBERS_JOB,
+    label="Chat members lookup",
+    max_attempts=5,
+    backoff_base=10,
+    timeout=60,
+    retry_permission="sync_delta",
+    description="Ask Graph who is in a chat (tenant-wide chat subscription), then sync the "
+    "monitored members' chats",
+)
+def chat_members(job: Any) -> dict[str, Any]:
+    return tenant_chats.sync_members(str(job.payload["chat_id"]))

@@ -13,13 +13,17 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
+from django.db import connection as db_connection
 from django.db import transaction
 from django.utils import timezone
 
@@ -94,6 +98,8 @@ class Summary:
     resolved: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    # Operations not started before the run's deadline: the next run (queued at once) does them.
+    left: int = 0
 
     COUNTED = (
         "created",
@@ -127,12 +133,14 @@ class Summary:
             f"{n} {name.replace('_', ' ')}" for name, n in self.counts().items() if n
         )
         prefix = "Dry run: " if self.dry_run else ""
+        if self.left:
+            counts += f"{', ' if counts else ''}{self.left} left for the next run"
         out.append(f"{prefix}{self.action}: {counts or 'nothing to do'}")
         return out
 
 
 def _label(user: MonitoredUser | None, kind: str, graph_id: str | None = None) -> str:
-    who = str(user) if user is not None else "(no user)"
+    who = str(user) if user is not None else "(whole tenant)"
     return f"{who} {kind}" + (f" [{graph_id}]" if graph_id else "")
 
 
@@ -291,15 +299,20 @@ def _within_allowed_lifetime(
 
 
 def _create(
-    user: MonitoredUser, kind: str, *, replaces: Subscription | None = None
+    user: MonitoredUser | None, kind: str, *, replaces: Subscription | None = None
 ) -> Subscription:
-    """POST /subscriptions (Graph runs the validation handshake against our receiver)."""
+    """POST /subscriptions (Graph runs the validation handshake against our receiver). No
+    user: the tenant-wide chat subscription."""
     spec = KINDS[kind]
     client_state = secrets.token_urlsafe(CLIENT_STATE_BYTES)
     sub = Subscription.objects.create(
         monitored_user=user,
         kind=kind,
-        resource=spec.resource.format(id=user.graph_id),
+        resource=(
+            spec.resource.format(id=user.graph_id)
+            if user is not None
+            else Subscription.TENANT_CHATS_RESOURCE
+        ),
         change_types=spec.change_types,
         notification_url=webhook_url(spec.endpoint),
         # Always set: Teams requires it above 1 h, and for mail it brings `missed` and
@@ -322,7 +335,8 @@ def _create(
         body["expirationDateTime"] = _iso(started + timedelta(minutes=minutes))
         try:
             # Repeatable: a second create of the same resource is answered 409 below.
-            return graph.post("/subscriptions", json=body, repeatable=True)
+            paced()
+            return graph.post("/subscriptions", json=body, repeatable=True, windows=OPS_WINDOWS)
         except Conflict as exc:
             # Graph already has one for this resource that we lost track of (its clientState
             # is unknown to us, so we could not verify its notifications): replace it.
@@ -330,8 +344,10 @@ def _create(
             if not match:
                 raise
             logger.warning("Subscription %s already existed in Graph; replacing it", match.group(1))
-            graph.delete(f"/subscriptions/{match.group(1)}")
-            return graph.post("/subscriptions", json=body, repeatable=True)
+            paced()
+            graph.delete(f"/subscriptions/{match.group(1)}", windows=OPS_WINDOWS)
+            paced()
+            return graph.post("/subscriptions", json=body, repeatable=True, windows=OPS_WINDOWS)
 
     try:
         data, started = _within_allowed_lifetime(kind, post)
@@ -424,15 +440,18 @@ def emit_lapsed(sub: Subscription, reason: str) -> None:
 
 def _renew(sub: Subscription) -> Subscription:
     """PATCH a new expirationDateTime (renews and reauthorizes: "Update subscription")."""
-    try:
-        data, started = _within_allowed_lifetime(
-            sub.kind,
-            lambda started, minutes: graph.patch(
-                f"/subscriptions/{sub.graph_id}",
-                json={"expirationDateTime": _iso(started + timedelta(minutes=minutes))},
-                repeatable=True,  # it sets an absolute time
-            ),
+
+    def send(started: datetime, minutes: int) -> dict[str, Any]:
+        paced()
+        return graph.patch(
+            f"/subscriptions/{sub.graph_id}",
+            json={"expirationDateTime": _iso(started + timedelta(minutes=minutes))},
+            repeatable=True,  # it sets an absolute time
+            windows=OPS_WINDOWS,
         )
+
+    try:
+        data, started = _within_allowed_lifetime(sub.kind, send)
     except GraphError as exc:
         _note_failure(sub, exc)
         raise
@@ -459,7 +478,8 @@ def _reauthorize(sub: Subscription) -> Subscription:
 def _delete_remote(graph_id: str) -> bool:
     """DELETE in Graph; False when Graph did not have it (already gone is fine)."""
     try:
-        graph.delete(f"/subscriptions/{graph_id}")
+        paced()
+        graph.delete(f"/subscriptions/{graph_id}", windows=OPS_WINDOWS)
     except NotFound:
         return False
     return True
@@ -468,7 +488,7 @@ def _delete_remote(graph_id: str) -> bool:
 def _recreate(sub: Subscription) -> Subscription:
     """Replace a subscription: delete it in Graph if still there, create a new one, then
     catch up with a delta sync (no notifications arrived in between)."""
-    if sub.monitored_user is None:
+    if sub.monitored_user is None and not sub.tenant_wide:
         raise ValueError("This subscription belongs to no monitored user; delete it instead.")
     if sub.graph_id and sub.state == Subscription.State.ACTIVE:
         _delete_remote(sub.graph_id)
@@ -487,6 +507,19 @@ def _catch_up(sub: Subscription, trigger: str) -> Any:
 # the list at most 20 pages per 20 s together, leaving room for an operator's comparison.
 LIST_PAGES_PER_SECOND = 1.0
 LIST_BUDGET_KEY = "graph-subscriptions-list"
+# Creations, renewals and deletions: Graph allows 500 per 20 s per app and tenant (same page);
+# every process takes its slots from one shared window (GRAPH_SUBSCRIPTION_OPS_PER_20_SECONDS),
+# and a 429 on one of them holds every process back for its Retry-After.
+OPS_BUDGET_KEY = "graph-subscriptions-ops"
+OPS_WINDOW_SECONDS = 20.0
+OPS_WINDOWS = (OPS_BUDGET_KEY,)
+
+
+def paced() -> None:
+    """Wait for this request's slot in the subscriptions API's write budget."""
+    throttle.wait_for_window_slot(
+        OPS_BUDGET_KEY, int(settings.GRAPH_SUBSCRIPTION_OPS_PER_20_SECONDS), OPS_WINDOW_SECONDS
+    )
 
 
 def list_remote() -> list[dict[str, Any]]:
@@ -513,7 +546,51 @@ def ours(remote: dict[str, Any]) -> bool:
 # --------------------------------------------------------------------------- reconcile
 
 
-def _reconcile(summary: Summary, *, create_missing: bool, delete_unwanted: bool) -> None:  # noqa: C901 (every state a row can be in against Graph's list)
+@dataclass(frozen=True)
+class ChatMode:
+    """How chats are watched: one tenant-wide subscription, or one per user."""
+
+    tenant_wide: bool
+    watching: int  # monitored users watching chats
+    threshold: int
+
+
+def chat_mode() -> ChatMode:
+    watching = (
+        MonitoredUser.objects.filter(is_active=True, watch_chat_messages=True)
+        .exclude(graph_id="")
+        .count()
+    )
+    threshold = int(settings.TEAMS_TENANT_CHAT_SUBSCRIPTION_THRESHOLD)
+    return ChatMode(watching >= threshold, watching, threshold)
+
+
+def tenant_chats_wanted(users: list[MonitoredUser] | None = None) -> bool:
+    """Whether chats are watched with the one tenant-wide subscription: from
+    TEAMS_TENANT_CHAT_SUBSCRIPTION_THRESHOLD monitored users watching chats on (Teams allows
+    10,000 subscriptions per organisation across all apps: "subscription resource type")."""
+    if users is None:
+        return chat_mode().tenant_wide
+    count = sum(
+        1 for u in users if u.is_active and u.graph_id and ResourceKind.CHAT_MESSAGES in u.kinds
+    )
+    return count >= int(settings.TEAMS_TENANT_CHAT_SUBSCRIPTION_THRESHOLD)
+
+
+@dataclass
+class _Operation:
+    bucket: str
+    label: str
+    run: Callable[[], Any]
+
+
+def _reconcile(
+    summary: Summary,
+    *,
+    create_missing: bool,
+    delete_unwanted: bool,
+    deadline: float | None = None,
+) -> None:
     dry = summary.dry_run
     users = list(MonitoredUser.objects.all())
     for user in users:
@@ -529,71 +606,173 @@ def _reconcile(summary: Summary, *, create_missing: bool, delete_unwanted: bool)
             except GraphError as exc:
                 summary.failed.append(f"{user}: {exc}")
     remote = {r["id"]: r for r in list_remote()}
-    rows = list(
-        Subscription.objects.select_related("monitored_user").exclude(
-            state=Subscription.State.REMOVED, replaced_by__isnull=False
-        )
+    rows: dict[tuple[int | None, str], list[Subscription]] = {}
+    tenant_rows: list[Subscription] = []
+    for row in Subscription.objects.select_related("monitored_user").exclude(
+        state=Subscription.State.REMOVED, replaced_by__isnull=False
+    ):
+        if row.tenant_wide:
+            tenant_rows.append(row)
+        else:
+            rows.setdefault((row.monitored_user_id, row.kind), []).append(row)
+    tenant_chats = tenant_chats_wanted(users)
+    # With the tenant-wide chat subscription wanted, it comes first and the per-user ones go
+    # after it (no moment without either); without it, the per-user ones come first.
+    first: list[_Operation] = []
+    ops: list[_Operation] = []
+    last: list[_Operation] = []
+    tenant_ops = _reconcile_one(
+        None,
+        ResourceKind.CHAT_MESSAGES,
+        tenant_rows,
+        remote,
+        wanted=tenant_chats,
+        create_missing=create_missing,
+        delete_unwanted=True,
+        summary=summary,
     )
+    (first if tenant_chats else last).extend(tenant_ops)
+    handover: list[_Operation] = []  # per-user chat subscriptions the tenant-wide one replaces
     for user in users:
         for kind in KINDS:
             wanted = user.is_active and bool(user.graph_id) and kind in user.kinds
-            mine = [s for s in rows if s.monitored_user_id == user.pk and s.kind == kind]
-            live = sorted(
-                (s for s in mine if s.state == Subscription.State.ACTIVE and s.graph_id in remote),
-                key=lambda s: s.pk,
-                reverse=True,
+            replaced = kind == ResourceKind.CHAT_MESSAGES and tenant_chats
+            (handover if replaced else ops).extend(
+                _reconcile_one(
+                    user,
+                    kind,
+                    rows.get((user.pk, kind), []),
+                    remote,
+                    wanted=wanted and not replaced,
+                    create_missing=create_missing,
+                    delete_unwanted=delete_unwanted or replaced,
+                    summary=summary,
+                )
             )
-            if not wanted:
-                if delete_unwanted:
-                    for sub in live:
-                        _do(
-                            summary,
-                            "deleted",
-                            _label(user, kind, sub.graph_id),
-                            lambda sub=sub: _delete_and_forget(sub),
-                        )
-                continue
-            if live:
-                sub = live[0]
-                if sub.notification_url != webhook_url(KINDS[kind].endpoint):
-                    # PUBLIC_BASE_URL changed; the lifecycle URL cannot be PATCHed: recreate.
-                    _do(
-                        summary,
-                        "recreated",
+    failed = len(summary.failed)
+    _run_all(summary, first, deadline)
+    if len(summary.failed) == failed:  # the tenant-wide one is there (or not wanted)
+        _run_all(summary, handover, deadline)
+    _run_all(summary, ops, deadline)
+    if last and len(summary.failed) == failed and not summary.left:
+        _run_all(summary, last, deadline)  # every per-user one is there: the tenant-wide goes
+
+
+def _reconcile_one(
+    user: MonitoredUser | None,
+    kind: str,
+    mine: list[Subscription],
+    remote: dict[str, Any],
+    *,
+    wanted: bool,
+    create_missing: bool,
+    delete_unwanted: bool,
+    summary: Summary,
+) -> list[_Operation]:
+    """What one user-and-kind (or the tenant-wide chats, user None) needs done."""
+    out: list[_Operation] = []
+    live = sorted(
+        (s for s in mine if s.state == Subscription.State.ACTIVE and s.graph_id in remote),
+        key=lambda s: s.pk,
+        reverse=True,
+    )
+    if not wanted:
+        if delete_unwanted:
+            for sub in live:
+                out.append(
+                    _Operation(
+                        "deleted",
                         _label(user, kind, sub.graph_id),
-                        lambda sub=sub: _recreate_and_catch_up(sub, "setup:url-changed"),
+                        partial(_delete_and_forget, sub),
                     )
-                elif renewal_due(sub):
-                    _do(
-                        summary,
-                        "renewed",
-                        _label(user, kind, sub.graph_id),
-                        lambda sub=sub: _renew(sub),
-                    )
-                else:
-                    summary.unchanged.append(_label(user, kind, sub.graph_id))
-                continue
-            vanished = [
-                s
-                for s in mine
-                if s.graph_id and s.state in (Subscription.State.ACTIVE, Subscription.State.REMOVED)
-            ]
-            if vanished:
-                old = max(vanished, key=lambda s: s.pk)
-                # Graph no longer has it (expired, or removed): new subscription + catch-up.
-                _do(
-                    summary,
+                )
+        return out
+    if live:
+        sub = live[0]
+        if sub.notification_url != webhook_url(KINDS[kind].endpoint):
+            # PUBLIC_BASE_URL changed; the lifecycle URL cannot be PATCHed: recreate.
+            out.append(
+                _Operation(
                     "recreated",
-                    _label(user, kind, old.graph_id),
-                    lambda old=old: _replace_vanished(old),
+                    _label(user, kind, sub.graph_id),
+                    partial(_recreate_and_catch_up, sub, "setup:url-changed"),
                 )
-            elif create_missing:
-                _do(
-                    summary,
-                    "created",
-                    _label(user, kind),
-                    lambda user=user, kind=kind: _create_and_sync(user, kind),
-                )
+            )
+        elif renewal_due(sub):
+            out.append(
+                _Operation("renewed", _label(user, kind, sub.graph_id), partial(_renew, sub))
+            )
+        else:
+            summary.unchanged.append(_label(user, kind, sub.graph_id))
+        return out
+    vanished = [
+        s
+        for s in mine
+        if s.graph_id and s.state in (Subscription.State.ACTIVE, Subscription.State.REMOVED)
+    ]
+    if vanished:
+        old = max(vanished, key=lambda s: s.pk)
+        # Graph no longer has it (expired, or removed): new subscription + catch-up.
+        out.append(
+            _Operation(
+                "recreated",
+                _label(user, kind, old.graph_id),
+                partial(_replace_vanished, old),
+            )
+        )
+    elif create_missing:
+        out.append(
+            _Operation(
+                "created",
+                _label(user, kind),
+                partial(_create_and_sync, user, kind),
+            )
+        )
+    return out
+
+
+def _run_all(summary: Summary, operations: list[_Operation], deadline: float | None) -> None:
+    """Run the operations, SUBSCRIPTION_SETUP_CONCURRENCY at a time (each waits for its slot
+    in the subscriptions API's budget, so more at once only hide each one's latency); the ones
+    not started by `deadline` (time.monotonic()) are counted as left for the next run."""
+    if summary.dry_run:
+        for op in operations:
+            getattr(summary, op.bucket).append(op.label)
+        return
+    queue = list(reversed(operations))
+    lock = threading.Lock()
+
+    def take() -> _Operation | None:
+        with lock:
+            if not queue:
+                return None
+            if deadline is not None and time.monotonic() > deadline:
+                summary.left += len(queue)
+                queue.clear()
+                return None
+            return queue.pop()
+
+    def work(own_connection: bool) -> None:
+        try:
+            while (op := take()) is not None:
+                _do(summary, op.bucket, op.label, op.run)
+        finally:
+            if own_connection:
+                db_connection.close()
+
+    threads = min(int(settings.SUBSCRIPTION_SETUP_CONCURRENCY), len(operations))
+    if threads <= 1 or db_connection.in_atomic_block:
+        work(own_connection=False)
+        return
+    helpers = [
+        threading.Thread(target=work, args=(True,), name=f"subscriptions-{n}", daemon=True)
+        for n in range(threads - 1)
+    ]
+    for helper in helpers:
+        helper.start()
+    work(own_connection=False)
+    for helper in helpers:
+        helper.join()
 
 
 def _do(summary: Summary, bucket: str, label: str, operation: Any) -> None:
@@ -611,7 +790,7 @@ def _do(summary: Summary, bucket: str, label: str, operation: Any) -> None:
         getattr(summary, bucket).append(label)
 
 
-def _create_and_sync(user: MonitoredUser, kind: str) -> Subscription:
+def _create_and_sync(user: MonitoredUser | None, kind: str) -> Subscription:
     sub = _create(user, kind)
     _catch_up(sub, "subscription:created")  # baseline (or catch-up) delta round
     return sub
@@ -651,7 +830,7 @@ def _audit(actor: Actor, action: str, summary: Summary, *, target_id: Any = "") 
         )
 
 
-def setup(actor: Actor, *, dry_run: bool = False) -> Summary:
+def setup(actor: Actor, *, dry_run: bool = False, deadline: float | None = None) -> Summary:
     """The runbook's `setup:webhooks`: make Graph and the database match the monitored users.
 
     Creates missing subscriptions (the handshake must succeed), renews those past half-life,
@@ -661,24 +840,30 @@ def setup(actor: Actor, *, dry_run: bool = False) -> Summary:
     require(actor, "setup_subscriptions", action="webhooks.setup", target_type="subscription")
     summary = Summary("setup_webhooks", dry_run=dry_run)
     try:
-        _reconcile(summary, create_missing=True, delete_unwanted=True)
+        _reconcile(summary, create_missing=True, delete_unwanted=True, deadline=deadline)
     except GraphError as exc:  # listing failed: nothing can be reconciled
         summary.failed.append(f"listing Graph subscriptions failed: {exc}")
     _audit(actor, "webhooks.setup", summary)
+    if summary.left:
+        continue_maintenance()
     return summary
 
 
-def maintain() -> Summary:
-    """The schedule: renew due subscriptions, recreate vanished ones, create missing ones.
+def maintain(deadline: float | None = None) -> Summary:
+    """The schedule: renew due subscriptions, recreate vanished ones, create missing ones
+    (and move chats between per-user and tenant-wide subscriptions at the threshold).
 
     Audited (as the system) only when it changed something or failed, so the log is not
-    flooded with no-op runs.
+    flooded with no-op runs. What the `deadline` (time.monotonic()) left undone is continued
+    by a maintenance job queued at once.
     """
     summary = Summary("maintain_webhooks")
     lapse_expired()  # first, and in its own transactions: even when Graph is unreachable
-    _reconcile(summary, create_missing=True, delete_unwanted=False)
+    _reconcile(summary, create_missing=True, delete_unwanted=False, deadline=deadline)
     if summary.changed or summary.failed:
         _audit(Actor.system("schedule:webhooks.maintain"), "webhooks.maintain", summary)
+    if summary.left:
+        continue_maintenance()
     return summary
 
 
@@ -872,7 +1057,7 @@ def handle_lifecycle_event(event_id: int) -> str:
             with transaction.atomic():
                 lapse(sub, "Graph removed it (lifecycle event subscriptionRemoved)")
                 Subscription.objects.filter(pk=sub.pk).update(state=Subscription.State.REMOVED)
-            if sub.monitored_user is None:
+            if sub.monitored_user is None and not sub.tenant_wide:
                 # Its user was deleted: there is nobody to watch, so nothing to recreate.
                 outcome = "removed; it belongs to no monitored user, so it is not recreated"
             else:
@@ -935,6 +1120,23 @@ def enqueue_maintenance() -> int:
         {},
         idempotency_key=f"graph.subs.maint:{slot}",
         created_by="schedule:webhooks.maintain",
+    )
+    return job.pk
+
+
+# A set-up or maintenance run started by a job stops starting operations after this many
+# seconds (the jobs' timeout is 280 s) and queues its continuation: 10,000 creations take
+# 400 s at Graph's budget.
+RUN_SECONDS = 200
+
+
+def continue_maintenance() -> int:
+    """Queue a maintenance run now, to do what a run left for lack of time."""
+    job = enqueue(
+        "graph.subscriptions_maintain",
+        {},
+        idempotency_key=f"graph.subs.more:{timezone.now().timestamp():.0f}",
+        created_by="webhooks:continue",
     )
     return job.pk
 

@@ -9,6 +9,9 @@
   the messaging keys (`teams-chat:…`, `teams-channel:…`, `teams-sender:…`).
 - **Send slots** (every worker, SendBudget.next_slot_at): outbound mail and Teams posts are
   spaced one interval apart per key (messaging/budgets.py asks for a slot before each send).
+- **Window budgets** (every worker, BudgetSlot): at most N requests in any W seconds under
+  a key, as Graph counts the subscriptions API; bursts up to N are allowed, which paced
+  slots one interval apart would not (reserve_window_slot).
 - **Mailbox leases** (every worker, MailboxLease): the in-flight limit counted across all
   processes and nodes, since Graph counts it per app and mailbox, not per process; the
   gate's semaphore only keeps one process's threads from queueing on the database.
@@ -32,7 +35,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from integrations.microsoft.models import MailboxLease, MonitoredUser, SendBudget
+from integrations.microsoft.models import BudgetSlot, MailboxLease, MonitoredUser, SendBudget
 
 logger = logging.getLogger("integrations.microsoft.throttle")
 
@@ -309,3 +312,42 @@ def wait_for_slot(key: str, per_second: float) -> None:
     wait = (slot - timezone.now()).total_seconds()
     if wait > 0:
         time.sleep(wait)
+
+
+# A reserved slot is this much later than the window strictly needs: a request may reach Graph
+# some milliseconds after its slot, and Graph counts arrivals.
+WINDOW_MARGIN_SECONDS = 0.25
+
+
+def reserve_window_slot(key: str, limit: int, window_seconds: float) -> datetime:
+    """Reserve the earliest time one request may leave under `key` so that no `window_seconds`
+    hold more than `limit` of them (and outside its shared Retry-After window), and return it.
+    The k-th reservation is at least a window after the (k-limit)-th: a burst of `limit` goes
+    at once, then one as each leaves the window."""
+    now = timezone.now()
+    window = timedelta(seconds=window_seconds + WINDOW_MARGIN_SECONDS)
+    with transaction.atomic():
+        row = _row(key, now)  # its lock serialises the reservations of every process
+        nth_latest = (
+            BudgetSlot.objects.filter(key=key)
+            .order_by("-at")
+            .values_list("at", flat=True)[limit - 1 : limit]
+            .first()
+        )
+        slot = max([now] + ([nth_latest + window] if nth_latest else []))
+        if row.blocked_until and row.blocked_until > slot:
+            slot = row.blocked_until
+        BudgetSlot.objects.create(key=key, at=slot)
+        if row.next_slot_at < now - window:  # prune at most once a window
+            BudgetSlot.objects.filter(key=key, at__lt=now - window).delete()
+            SendBudget.objects.filter(key=key).update(next_slot_at=now)
+    return slot
+
+
+def wait_for_window_slot(key: str, limit: int, window_seconds: float) -> float:
+    """Reserve a slot under the window budget `key` and sleep until it; returns the wait."""
+    slot = reserve_window_slot(key, limit, window_seconds)
+    wait = (slot - timezone.now()).total_seconds()
+    if wait > 0:
+        time.sleep(wait)
+    return max(0.0, wait)

@@ -124,6 +124,7 @@ def subscription_list(request: HtmxHttpRequest) -> HttpResponse:
                 "subscription__monitored_user", "job", "followup_job"
             )[:15],
             "kinds": kinds.KINDS.values(),
+            "chat_mode": subscriptions.chat_mode(),
         }
     )
     return render(request, "console/subscriptions.html", context)

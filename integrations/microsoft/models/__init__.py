@@ -18,17 +18,24 @@ from integrations.microsoft.models.notifications import (
     NotificationInbox,
     WebhookRejection,
 )
-from integrations.microsoft.models.outbound import MailboxLease, OutboundMessage, SendBudget
+from integrations.microsoft.models.outbound import (
+    BudgetSlot,
+    MailboxLease,
+    OutboundMessage,
+    SendBudget,
+)
 from integrations.microsoft.models.probe import Probe
 from integrations.microsoft.models.subscriptions import (
     LifecycleEvent,
     MonitoredUser,
     ResourceKind,
     Subscription,
+    TeamsChat,
 )
 from integrations.microsoft.models.sync import SyncedItem, SyncRun, SyncState
 
 __all__ = [
+    "BudgetSlot",
     "Credential",
     "DelegatedAccount",
     "GraphCall",
@@ -47,6 +54,7 @@ __all__ = [
     "SyncRun",
     "SyncState",
     "SyncedItem",
+    "TeamsChat",
     "WebhookRejection",
     "refuse_foreign_credential",
 ]

@@ -174,3 +174,20 @@ class MailboxLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} until {self.expires_at:%H:%M:%S.%f}"
+
+
+class BudgetSlot(models.Model):
+    """One request's reserved send time under a shared sliding-window budget (`key`), for
+    every worker: Graph counts some limits as N requests in any window of W seconds (the
+    subscriptions API: "Microsoft Graph service-specific throttling limits"), so the k-th
+    request may leave no earlier than W after the (k-N)-th (throttle.reserve_window_slot).
+    Rows older than a window are pruned as new ones are taken."""
+
+    key = models.CharField(max_length=100)
+    at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["key", "at"], name="ms_budget_slot_key_at")]
+
+    def __str__(self) -> str:
+        return f"{self.key} at {self.at:%H:%M:%S.%f}"

@@ -185,16 +185,42 @@ class Subscription(models.Model):
             models.Index(fields=["monitored_user", "kind", "state"], name="ms_sub_user_kind_state")
         ]
 
+    # The tenant-wide chat subscription's resource: every chat message of the organisation
+    # ("chatMessage: getAllMessages" on /chats), one subscription instead of one per user.
+    TENANT_CHATS_RESOURCE = "chats/getAllMessages"
+
     def __str__(self) -> str:
+        if self.tenant_wide:
+            return f"{self.kind} for the whole tenant ({self.state})"
         return f"{self.kind} for {self.monitored_user or '?'} ({self.state})"
 
     def __repr__(self) -> str:
         return f"<Subscription #{self.pk} {self.graph_id} {self.state}>"
 
+    @property
+    def tenant_wide(self) -> bool:
+        """One subscription for every user's chats (no user of its own)."""
+        return self.monitored_user_id is None and self.resource == self.TENANT_CHATS_RESOURCE
+
     def client_state(self) -> str:
         """The plaintext clientState, for the receiver's comparison and Graph only."""
 
         return decrypt(self.client_state_encrypted)
+
+
+class TeamsChat(models.Model):
+    """Which monitored users are members of one Teams chat, as Graph listed them ("List
+    members of a chat"): the tenant-wide chat subscription's notifications name the chat, not
+    the users, so the drain looks the chat up here to sync the monitored members' chats and
+    to drop the notifications of chats with none. Refreshed after CHAT_MEMBERS_REFRESH_MINUTES
+    (members come and go)."""
+
+    chat_id = models.CharField(max_length=255, primary_key=True)
+    monitored_user_ids = models.JSONField(default=list, blank=True)
+    refreshed_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.chat_id} ({len(self.monitored_user_ids)} monitored)"
 
 
 class LifecycleEvent(models.Model):

@@ -164,7 +164,7 @@ def test_setup_and_cleanup_are_dry_runs_until_confirmed(client, otto_operator, s
     runs = []
 
     def fake(name):
-        def service(actor, *, dry_run=False):
+        def service(actor, *, dry_run=False, deadline=None):
             runs.append((name, dry_run))
             summary = subscriptions.Summary(name, dry_run=dry_run)
             summary.created.append("driver1 messages")

@@ -1,0 +1,91 @@
+"""Subscription creations, renewals and deletions stay within Graph's budget for the
+subscriptions API (500 per 20 s per app and tenant: "Microsoft Graph service-specific
+throttling limits"), shared by every thread and process, and never go inside a Retry-After
+window. Against the emulator over HTTPS, scaled down to a few requests per few seconds."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from integrations.microsoft import subscriptions, throttle
+from integrations.microsoft.models import MonitoredUser, Subscription
+from portal.access.actors import Actor
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+WINDOW = 3.0
+LIMIT = 4
+
+
+def test_a_window_budget_allows_a_burst_then_one_as_each_leaves_the_window():
+    slots = [throttle.reserve_window_slot("test-window", 3, 2.0) for _ in range(5)]
+    first = slots[0]
+    assert all((slot - first).total_seconds() < 0.5 for slot in slots[:3])
+    margin = timedelta(seconds=2.0 + throttle.WINDOW_MARGIN_SECONDS)
+    assert slots[3] >= slots[0] + margin and slots[4] >= slots[1] + margin
+
+
+@pytest.fixture
+def small_budget(webhook_settings, emulator, monkeypatch) -> Any:
+    """Graph's budget scaled down (LIMIT per WINDOW s), and the portal's set to the same."""
+    emulator.control.configure(
+        throttling={"subscription_ops_limit": LIMIT, "subscription_window_s": WINDOW}
+    )
+    webhook_settings.GRAPH_SUBSCRIPTION_OPS_PER_20_SECONDS = LIMIT
+    webhook_settings.SUBSCRIPTION_SETUP_CONCURRENCY = 4
+    webhook_settings.TEAMS_TENANT_CHAT_SUBSCRIPTION_THRESHOLD = 100
+    monkeypatch.setattr(subscriptions, "OPS_WINDOW_SECONDS", WINDOW)
+    tenant = emulator.control.tenant()
+    members = {m for chat in tenant["chats"] for m in chat["members"]}
+    people = [u for u in tenant["users"] if u["id"] in members][:5]
+    for u in people:
+        MonitoredUser.objects.create(
+            identifier=u["userPrincipalName"], graph_id=u["id"], upn=u["userPrincipalName"]
+        )
+    return webhook_settings
+
+
+def subscription_writes(emulator) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in emulator.control.requests_log(path=r"/subscriptions")
+        if r["method"] in ("POST", "PATCH", "DELETE")
+    ]
+
+
+def test_set_up_paces_its_creations_to_the_budget_with_no_429(small_budget, emulator):
+    started = time.monotonic()
+    summary = subscriptions.setup(Actor.system("test"))
+    assert not summary.failed, summary.failed
+    assert len(summary.created) == 10  # 5 users x (mail, chats)
+    writes = subscription_writes(emulator)
+    assert [r["status"] for r in writes] == [201] * 10  # not one 429
+    # A burst of LIMIT, then each a window after the one LIMIT before it.
+    times = sorted(r["monotonic"] for r in writes)
+    for earlier, later in zip(times, times[LIMIT:], strict=False):
+        assert later - earlier >= WINDOW
+    # ...and not much slower than that: 10 in 2 windows and a bit.
+    assert time.monotonic() - started < 2 * WINDOW + 3
+
+
+def test_a_retry_after_holds_every_thread_back(small_budget, emulator):
+    emulator.control.configure(throttling={"subscription_ops_limit": 500})
+    emulator.control.inject_fault(
+        path=r"/subscriptions$", method="POST", kind="429", retry_after=2, count=1
+    )
+    summary = subscriptions.setup(Actor.system("test"))
+    assert not summary.failed, summary.failed
+    assert Subscription.objects.filter(state="active").count() == 10
+    writes = sorted(subscription_writes(emulator), key=lambda r: r["monotonic"])
+    throttled = [r for r in writes if r["status"] == 429]
+    assert len(throttled) == 1 and throttled[0]["retry_after"] == "2"
+    after = [r for r in writes if r["monotonic"] > throttled[0]["monotonic"]]
+    # Threads past their window check when the 429 came back may still arrive a moment
+    # later (the check, the token and the send take some ms on a busy machine); none later.
+    inside = [r for r in after if 0.25 < r["monotonic"] - throttled[0]["monotonic"] < 2.0]
+    gaps = [(round(r["monotonic"] - throttled[0]["monotonic"], 3), r["status"]) for r in writes]
+    assert inside == [], gaps
