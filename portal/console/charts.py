@@ -18,6 +18,8 @@ from typing import Any
 from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
 
 from portal.alerts.models import MetricSample, SampleBucket
 from portal.audit.models import AuditEvent
@@ -168,14 +170,43 @@ class Bar:
 
 
 def _height(value: float, top: int) -> float:
-    return round(100 * value / top, 3)
+    return round(100 * value / top, 2)
 
 
-def _bucket_label(moment: datetime, chart: ChartRange, zone: tzinfo) -> str:
+def _bucket_label(moment: datetime, chart: ChartRange, zone: tzinfo, today: date) -> str:
     local = moment.astimezone(zone)
-    if chart.span <= timedelta(hours=24) and local.date() == timezone.localdate(timezone=zone):
+    if chart.span <= timedelta(hours=24) and local.date() == today:
         return f"{local:%H:%M}"
     return f"{local:%a} {local.day} {local:%b} {local:%H:%M}"
+
+
+def _rect(css_class: str, x: float, width: float, y: float, height: float) -> str:
+    return f'<rect class="{css_class}" x="{x}%" width="{width}%" y="{y}%" height="{height}%"/>'
+
+
+def bars_svg(bars: list[Bar], kind: str) -> SafeString:
+    """One chart's bars as SVG, each with its figures as a tooltip. Built here, not in the
+    template: 360 bars a chart, three charts, every live refresh, cost about a second of
+    template rendering; this takes milliseconds. A bucket with no sample draws nothing."""
+    parts = []
+    for bar in bars:
+        bucket = bar.bucket
+        if not bucket.samples:
+            continue
+        when = bar.label + (" (so far)" if bar.in_progress else "")
+        if kind == "calls":
+            title = f"{when}: {bucket.calls_ok} succeeded, {bucket.calls_failed} failed"
+            shapes = _rect("bar-ok", bar.x, bar.width, bar.ok_y, bar.ok_height) + _rect(
+                "bar-failed", bar.x, bar.width, bar.failed_y, bar.failed_height
+            )
+        elif kind == "throttled":
+            title = f"{when}: {bucket.calls_throttled} answered 429"
+            shapes = _rect("bar-warn", bar.x, bar.width, bar.throttled_y, bar.throttled_height)
+        else:
+            title = f"{when}: {bucket.queue_peak} waiting"
+            shapes = _rect("bar-queue", bar.x, bar.width, bar.queue_y, bar.queue_height)
+        parts.append(f"<g><title>{escape(title)}</title>{shapes}</g>")
+    return mark_safe("".join(parts))  # noqa: S308 (numbers, and each title escaped above)
 
 
 def _bars(
@@ -187,6 +218,7 @@ def _bars(
         "queue": nice_ceiling(max((b.queue_peak or 0 for b in buckets), default=0)),
     }
     bars = []
+    today = now.astimezone(zone).date()
     for bucket in buckets:
         end = min(bucket.start + chart.bucket, now)
         x = 100 * ((bucket.start - start) / chart.span)
@@ -199,17 +231,17 @@ def _bars(
         bars.append(
             Bar(
                 bucket=bucket,
-                x=round(x, 3),
-                width=round(full * 0.8 if full > 0.5 else full, 3),  # a gap where there is room
-                label=_bucket_label(bucket.start, chart, zone),
+                x=round(x, 2),
+                width=round(full * 0.8 if full > 0.5 else full, 2),  # a gap where there is room
+                label=_bucket_label(bucket.start, chart, zone, today),
                 in_progress=bucket.start + chart.bucket > now,
-                ok_y=round(100 - ok - failed, 3),
+                ok_y=round(100 - ok - failed, 2),
                 ok_height=ok,
-                failed_y=round(100 - failed, 3),
+                failed_y=round(100 - failed, 2),
                 failed_height=failed,
-                throttled_y=round(100 - throttled, 3),
+                throttled_y=round(100 - throttled, 2),
                 throttled_height=throttled,
-                queue_y=round(100 - queue, 3),
+                queue_y=round(100 - queue, 2),
                 queue_height=queue,
             )
         )
@@ -253,7 +285,9 @@ def _markers(
     return markers, total
 
 
-def _summary(buckets: list[SampleBucket], chart: ChartRange, zone: tzinfo) -> dict[str, Any]:
+def _summary(
+    buckets: list[SampleBucket], chart: ChartRange, zone: tzinfo, today: date
+) -> dict[str, Any]:
     """The text beside each picture: totals and the worst bucket, for everyone who cannot
     see the bars."""
     sampled = [b for b in buckets if b.samples]
@@ -265,11 +299,11 @@ def _summary(buckets: list[SampleBucket], chart: ChartRange, zone: tzinfo) -> di
         "failed": sum(b.calls_failed for b in buckets),
         "throttled": sum(b.calls_throttled for b in buckets),
         "busiest": busiest if busiest and busiest.calls else None,
-        "busiest_label": _bucket_label(busiest.start, chart, zone) if busiest else "",
+        "busiest_label": _bucket_label(busiest.start, chart, zone, today) if busiest else "",
         "most_429": most_429 if most_429 and most_429.calls_throttled else None,
-        "most_429_label": _bucket_label(most_429.start, chart, zone) if most_429 else "",
+        "most_429_label": _bucket_label(most_429.start, chart, zone, today) if most_429 else "",
         "longest": longest,
-        "longest_label": _bucket_label(longest.start, chart, zone) if longest else "",
+        "longest_label": _bucket_label(longest.start, chart, zone, today) if longest else "",
         "sampled": len(sampled),
     }
 
@@ -306,7 +340,8 @@ def dashboard_charts(
         "ticks": time_ticks(start, now, zone),
         "markers": markers,
         "actions_total": actions_total,
-        "summary": _summary(buckets, chart, zone),
+        "bars_svg": {kind: bars_svg(bars, kind) for kind in ("calls", "throttled", "queue")},
+        "summary": _summary(buckets, chart, zone, local_now.date()),
         "has_data": any(b.samples for b in buckets),
         "zone_name": local_now.tzname(),
         "zone_key": str(zone),

@@ -177,6 +177,11 @@ def test_one_hour_is_sixty_minutes_ending_now(vera_viewer):
     assert busiest.label == "13:30" and busiest.ok_height == 100  # the scale's top is 50
     assert charts["tops"] == {"calls": 50, "throttled": 1, "queue": 50}
     assert charts["summary"]["ok"] == 58 and charts["summary"]["busiest_label"] == "13:30"
+    # Only sampled minutes are drawn (no sample is not zero), each with its figures on hover.
+    svg = charts["bars_svg"]["calls"]
+    assert svg.count("<g>") == 2
+    assert "<title>14:03 (so far): 8 succeeded, 2 failed</title>" in svg
+    assert "<title>13:30: 40 waiting</title>" in charts["bars_svg"]["queue"]
 
 
 @pytest.mark.django_db
@@ -266,3 +271,13 @@ def test_chart_times_are_in_the_viewers_time_zone(client, ada_admin):
     session.save()
     html = client.get(reverse("console:dashboard"), {"range": "6h"}).content.decode()
     assert "times in Asia/Kathmandu (+0545)" in html
+
+
+@pytest.mark.django_db
+def test_a_range_longer_than_the_samples_are_kept_says_so(client, ada_admin, settings):
+    settings.METRIC_SAMPLE_RETENTION_DAYS = 2
+    client.force_login(ada_admin)
+    html = client.get(reverse("console:dashboard"), {"range": "7d"}).content.decode()
+    assert "Samples are kept 2 days: the start of this range has none." in html
+    html = client.get(reverse("console:dashboard"), {"range": "24h"}).content.decode()
+    assert "Samples are kept" not in html
