@@ -9,7 +9,7 @@ from django.db.models.signals import post_migrate
 def _sync_roles_after_migrate(sender: AppConfig, **kwargs: Any) -> None:
     from django.apps import apps
 
-    from portal.access.sync import sync_roles
+    from portal.access.role_groups import sync_roles
 
     sync_roles(apps)
 

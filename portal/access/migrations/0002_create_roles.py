@@ -2,7 +2,7 @@ from django.db import migrations
 
 
 def create_roles(apps, schema_editor):
-    from portal.access.sync import sync_roles
+    from portal.access.role_groups import sync_roles
 
     sync_roles(apps)
 
