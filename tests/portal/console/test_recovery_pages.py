@@ -1,40 +1,15 @@
-"""Recovery page and `manage.py recover` (portal/recovery, console/recovery_views.py)."""
-
-from unittest import mock
+"""The recovery page (console/recovery_views.py) over the recovery service."""
 
 import pytest
-from django.core.management import CommandError, call_command
 
-from integrations.microsoft import inbox, subscriptions, verify
+from integrations.microsoft import inbox, subscriptions
 from integrations.microsoft.models import MonitoredUser, SyncState
 from portal.audit.models import AuditEvent
 from portal.jobs.models import PausedJobType
 from portal.recovery import services as recovery
+from tests.portal.recovery.support import fake_graph  # noqa: F401
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def fake_graph(stub, monkeypatch):
-    """The Graph-facing services, replaced: cleanup and setup succeed, verify passes."""
-    seen = []
-
-    def summary(name):
-        def service(actor, *, dry_run=False):
-            seen.append((name, actor.request_id))
-            s = subscriptions.Summary(name, dry_run=dry_run)
-            s.created.append("driver1 messages")
-            return s
-
-        return service
-
-    stub(subscriptions, "setup", side_effect=summary("setup_webhooks"))
-    stub(subscriptions, "cleanup", side_effect=summary("cleanup_webhooks"))
-    token_ok = mock.create_autospec(
-        verify.check_token, return_value=verify.CheckResult("Token", True, "issued")
-    )
-    monkeypatch.setattr(verify, "CHECKS", [token_ok])
-    return seen
 
 
 @pytest.mark.parametrize("persona", ["vera_viewer", "sam_support", "otto_operator"])
@@ -125,37 +100,3 @@ def test_unknown_sessions_are_404(client, ada_admin, path):
     client.force_login(ada_admin)
     assert client.get(path).status_code == 404
     assert client.post(path + "step", {"step": "pause"}).status_code == 404
-
-
-def test_the_command_lists_the_steps_without_yes(capsys):
-    with pytest.raises(CommandError, match="--yes"):
-        call_command("recover")
-    assert "Pause processing" in capsys.readouterr().out
-    assert not AuditEvent.objects.filter(action="recovery.start").exists()
-
-
-def test_the_command_runs_the_same_steps(fake_graph, capsys):
-    user = MonitoredUser.objects.create(identifier="d@x.test", graph_id="g")
-    SyncState.objects.create(monitored_user=user, kind="messages", delta_link="https://l")
-    call_command("recover", "--yes", "--reset-sync", "--timeout", "2")
-    out = capsys.readouterr().out
-    assert "Recovery complete and verified." in out and "reset 1 sync state" in out
-    assert SyncState.objects.get().delta_link == ""
-    assert not PausedJobType.objects.exists()
-    start = AuditEvent.objects.get(action="recovery.start")
-    assert start.actor_name.startswith("cli:")
-    assert AuditEvent.objects.filter(request_id=start.target_id, action="sync.reset").exists()
-
-
-def test_the_command_resumes_processing_when_a_middle_step_fails(fake_graph, stub):
-    def broken(actor, *, dry_run=False):
-        s = subscriptions.Summary("cleanup_webhooks")
-        s.failed.append("boom")
-        return s
-
-    stub(subscriptions, "cleanup", side_effect=broken)
-    with pytest.raises(CommandError, match="cleanup"):
-        call_command("recover", "--yes")
-    assert not PausedJobType.objects.exists() and not inbox.paused()
-    finish = AuditEvent.objects.get(action="recovery.finish")
-    assert finish.params["aborted"] and finish.params["drain_resumed"]
