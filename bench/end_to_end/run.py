@@ -200,7 +200,7 @@ def main() -> int:
     from integrations.microsoft.models import MonitoredUser, SyncState
     from portal.access.actors import Actor
     from portal.access.service_clients import create_client
-    from portal.events import push
+    from portal.events.endpoints import create_endpoint
     from portal.events.models import Event
     from portal.runtime.registry import get
 
@@ -227,7 +227,7 @@ def main() -> int:
         ]
         bench_actor = Actor.command("bench_end_to_end")
         _, token = create_client(bench_actor, "bench-e2e", ["events:read"])
-        _, secret = push.create_endpoint(
+        _, secret = create_endpoint(
             bench_actor,
             receiver.url,
             ["mail.received", "chat_message.received"],

@@ -115,7 +115,8 @@ def main() -> int:
     from django_q.models import OrmQ
 
     from portal.access.actors import Actor
-    from portal.events import push
+    from portal.events.endpoints import create_endpoint
+    from portal.events.fan_out import fan_out_endpoint
     from portal.events.models import Event, EventDelivery, EventEndpoint
     from portal.events.services import emit_many
     from portal.jobs.models import Job, JobAttempt
@@ -152,7 +153,7 @@ def main() -> int:
         reset()
         ARRIVALS.clear()
         for n in range(args.endpoints):
-            push.create_endpoint(actor, f"https://127.0.0.1:{port}/ep{n}")
+            create_endpoint(actor, f"https://127.0.0.1:{port}/ep{n}")
         with transaction.atomic():
             emit_many(
                 ("mail.received", {"graphId": f"m{i}", "subject": "bench"}, "bench", None)
@@ -164,7 +165,7 @@ def main() -> int:
         # The fan-out, made here in one run per endpoint (timed apart): fan_out()'s batch
         # limit would queue follow-up fan-out jobs, which would find nothing left to do.
         for endpoint in EventEndpoint.objects.all():
-            push.fan_out_endpoint(endpoint.pk, max_batches=count)
+            fan_out_endpoint(endpoint.pk, max_batches=count)
         fan_out_seconds = time.perf_counter() - started
         deliveries = EventDelivery.objects.count()
         expected = count * args.endpoints
@@ -242,7 +243,7 @@ def main() -> int:
     # 3. Latency: events emitted one at a time while the cluster runs (commit → receiver).
     reset()
     ARRIVALS.clear()
-    push.create_endpoint(actor, f"https://127.0.0.1:{port}/latency")
+    create_endpoint(actor, f"https://127.0.0.1:{port}/latency")
     # The fan-out runs on the main queue, the deliveries on theirs.
     clusters = [start_cluster(env), start_cluster(env, queue="events")]
     latencies = []

@@ -10,11 +10,23 @@ from django.utils.dateparse import parse_datetime
 
 from portal.access.actors import Actor
 from portal.api.framework import ApiError, Owned, api_endpoint, by_method
-from portal.events import push
+from portal.events.endpoints import (
+    EndpointError,
+    create_endpoint,
+    get_endpoint,
+    pause_endpoint,
+    replay_delivery,
+    replay_since,
+    resume_endpoint,
+    rotate_secret,
+    send_test,
+    visible_deliveries,
+    visible_endpoints,
+)
 from portal.events.models import EventDelivery, EventEndpoint
 
-EVENT_ENDPOINT = Owned("event endpoint", "endpoint_id", push.visible_endpoints)
-EVENT_DELIVERY = Owned("delivery", "delivery_id", push.visible_deliveries)
+EVENT_ENDPOINT = Owned("event endpoint", "endpoint_id", visible_endpoints)
+EVENT_DELIVERY = Owned("delivery", "delivery_id", visible_deliveries)
 CREATE_SCHEMA = {
     "type": "object",
     "required": ["url"],
@@ -69,7 +81,7 @@ def delivery_json(delivery: EventDelivery) -> dict[str, Any]:
 def _act(call: Any, *args: Any) -> Any:
     try:
         return call(*args)
-    except push.EndpointError as exc:
+    except EndpointError as exc:
         status = 404 if "There is no" in str(exc) else 400
         field = str(exc).split(":", 1)[0] if status == 400 and ":" in str(exc) else ""
         raise ApiError(
@@ -87,7 +99,7 @@ def _act(call: Any, *args: Any) -> Any:
     "List event endpoints with their health and backlog.",
 )
 def endpoint_list(request: HttpRequest, actor: Actor, body: dict) -> dict[str, Any]:
-    endpoints = push.visible_endpoints(actor).order_by("id")
+    endpoints = visible_endpoints(actor).order_by("id")
     return {"endpoints": [endpoint_json(e) for e in endpoints]}
 
 
@@ -113,7 +125,7 @@ def endpoint_create(request: HttpRequest, actor: Actor, body: dict) -> JsonRespo
             "url and description are strings.",
             field="url" if not isinstance(url, str) else "description",
         )
-    endpoint, secret = _act(push.create_endpoint, actor, url, types, description)
+    endpoint, secret = _act(create_endpoint, actor, url, types, description)
     response = JsonResponse(
         {**endpoint_json(endpoint), "secret": secret},
         status=201,
@@ -137,7 +149,7 @@ endpoints_collection = by_method(get=endpoint_list, post=endpoint_create)
 def endpoint_detail(
     request: HttpRequest, actor: Actor, body: dict, endpoint_id: str
 ) -> dict[str, Any]:
-    return endpoint_json(_act(push.get_endpoint, actor, endpoint_id), deliveries=True)
+    return endpoint_json(_act(get_endpoint, actor, endpoint_id), deliveries=True)
 
 
 @api_endpoint(
@@ -152,7 +164,7 @@ def endpoint_pause(
 ) -> dict[str, Any]:
     reason = body.get("reason", "")
     return endpoint_json(
-        _act(push.pause_endpoint, actor, endpoint_id, reason if isinstance(reason, str) else "")
+        _act(pause_endpoint, actor, endpoint_id, reason if isinstance(reason, str) else "")
     )
 
 
@@ -166,7 +178,7 @@ def endpoint_pause(
 def endpoint_resume(
     request: HttpRequest, actor: Actor, body: dict, endpoint_id: str
 ) -> dict[str, Any]:
-    return endpoint_json(_act(push.resume_endpoint, actor, endpoint_id))
+    return endpoint_json(_act(resume_endpoint, actor, endpoint_id))
 
 
 @api_endpoint(
@@ -191,7 +203,7 @@ def endpoint_rotate(
             "overlapHours: a number of hours from 0 to 336.",
             field="overlapHours",
         )
-    endpoint, secret = _act(push.rotate_secret, actor, endpoint_id, float(overlap))
+    endpoint, secret = _act(rotate_secret, actor, endpoint_id, float(overlap))
     response = JsonResponse(
         {**endpoint_json(endpoint), "secret": secret}, json_dumps_params={"default": str}
     )
@@ -209,7 +221,7 @@ def endpoint_rotate(
 def endpoint_test(
     request: HttpRequest, actor: Actor, body: dict, endpoint_id: str
 ) -> dict[str, Any]:
-    return delivery_json(_act(push.send_test, actor, endpoint_id))
+    return delivery_json(_act(send_test, actor, endpoint_id))
 
 
 @api_endpoint(
@@ -228,7 +240,7 @@ def endpoint_replay(
     request: HttpRequest, actor: Actor, body: dict, endpoint_id: str
 ) -> dict[str, Any]:
     since = _since(body.get("since"))
-    return {"replayed": _act(push.replay_since, actor, endpoint_id, since)}
+    return {"replayed": _act(replay_since, actor, endpoint_id, since)}
 
 
 @api_endpoint(
@@ -242,7 +254,7 @@ def endpoint_replay(
 def delivery_replay(
     request: HttpRequest, actor: Actor, body: dict, delivery_id: str
 ) -> dict[str, Any]:
-    return delivery_json(_act(push.replay_delivery, actor, delivery_id))
+    return delivery_json(_act(replay_delivery, actor, delivery_id))
 
 
 def _since(raw: Any) -> datetime:

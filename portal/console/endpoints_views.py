@@ -12,7 +12,16 @@ from django.views.decorators.http import require_GET, require_POST
 
 from portal.access.actors import Actor
 from portal.access.decorators import requires
-from portal.events import push
+from portal.events.endpoints import (
+    EndpointError,
+    create_endpoint,
+    pause_endpoint,
+    replay_delivery,
+    replay_since,
+    resume_endpoint,
+    rotate_secret,
+    send_test,
+)
 from portal.events.models import EventEndpoint
 from portal.events.services import EVENT_TYPES
 
@@ -65,10 +74,10 @@ def endpoint_create(request: HttpRequest) -> HttpResponse:
         return _list(request, form, status=400)
     data = form.cleaned_data
     try:
-        _endpoint, secret = push.create_endpoint(
+        _endpoint, secret = create_endpoint(
             Actor.from_request(request), data["url"], data["event_types"], data["description"]
         )
-    except push.EndpointError as exc:
+    except EndpointError as exc:
         form.add_error(None, str(exc))
         return _list(request, form, status=400)
     return _list(request, EndpointForm(), secret=secret)
@@ -109,29 +118,29 @@ def endpoint_action(request: HttpRequest, endpoint_id: int, action: str) -> Http
     actor = Actor.from_request(request)
     try:
         if action == "pause":
-            push.pause_endpoint(actor, endpoint.pk, request.POST.get("reason", "")[:300])
+            pause_endpoint(actor, endpoint.pk, request.POST.get("reason", "")[:300])
             messages.success(request, "Paused: events wait as the backlog.")
         elif action == "resume":
-            push.resume_endpoint(actor, endpoint.pk)
+            resume_endpoint(actor, endpoint.pk)
             messages.success(request, "Resumed: the backlog is being sent.")
         elif action == "test":
-            delivery = push.send_test(actor, endpoint.pk)
+            delivery = send_test(actor, endpoint.pk)
             messages.success(request, f"Test event queued ({delivery.webhook_id}).")
         elif action == "rotate":
-            endpoint, secret = push.rotate_secret(actor, endpoint.pk, 24)
+            endpoint, secret = rotate_secret(actor, endpoint.pk, 24)
             return _detail(request, endpoint, secret=secret)
         elif action == "replay":
             form = ReplayForm(request.POST)
             if not form.is_valid():
                 messages.error(request, "Give the time to replay from.")
             else:
-                count = push.replay_since(actor, endpoint.pk, form.cleaned_data["since"])
+                count = replay_since(actor, endpoint.pk, form.cleaned_data["since"])
                 messages.success(request, f"{count} deliveries are being sent again.")
         elif action == "replay-delivery":
-            delivery = push.replay_delivery(actor, request.POST.get("delivery", ""))
+            delivery = replay_delivery(actor, request.POST.get("delivery", ""))
             messages.success(request, f"{delivery.webhook_id} is being sent again.")
         else:
             raise Http404(f"No action {action!r}.")
-    except push.EndpointError as exc:
+    except EndpointError as exc:
         messages.error(request, str(exc))
     return redirect("console:event_endpoint", endpoint_id=endpoint.pk)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from portal.events.push import deliver as deliver_batch
-from portal.events.push import fan_out as fan_out_all
+from portal.events.delivery import deliver as deliver_batch
+from portal.events.fan_out import fan_out as fan_out_all
 from portal.jobs.registry import SucceededWith, job_handler
 
 # Backoff: 30 s doubling to a 2-hour cap, with equal jitter (never under half the delay):

@@ -87,7 +87,7 @@ class EventEndpoint(models.Model):
     created_by = models.CharField(max_length=150, blank=True)
     # Who owns it: the service client that made it through the API, or (null) the console,
     # for endpoints people made. A client sees and acts on its own endpoints only
-    # (push.visible_endpoints); people see them all. PROTECT: clients are revoked, not deleted.
+    # (endpoints.visible_endpoints); people see them all. PROTECT: clients are revoked, not deleted.
     owner_client = models.ForeignKey(
         "access.ServiceClient",
         null=True,
@@ -161,7 +161,7 @@ class EventDelivery(models.Model):
     last_error = models.CharField(max_length=500, blank=True)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     # Set while an attempt is in flight: it holds one of its endpoint's and owner's
-    # concurrency slots until then (push.take_slot), so a worker that died frees it anyway.
+    # concurrency slots until then (delivery.take_slot), so a worker that died frees it anyway.
     sending_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     delivered_at = models.DateTimeField(null=True, blank=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from portal.events.push import fan_out as fan_out_all
+from portal.events.fan_out import fan_out as fan_out_all
 
 
 def fan_out() -> int:

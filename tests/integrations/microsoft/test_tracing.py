@@ -24,7 +24,7 @@ from integrations.microsoft import sync
 from integrations.microsoft.models import MonitoredUser, NotificationInbox
 from portal.access import service_clients
 from portal.access.actors import Actor
-from portal.events import push
+from portal.events.endpoints import create_endpoint
 from portal.jobs.models import Job
 from portal.lib import tracing
 from tests.conftest import run_queued_jobs
@@ -70,7 +70,7 @@ def test_a_notification_is_one_trace_from_the_webhook_to_the_fleet_endpoint(
     sync.run(sync.ensure_state(monitored.pk, "messages").pk)  # the baseline: no events
     make_sub(monitored, graph_id="sub-traced", client_state="traced-state")
     with running_receiver() as receiver:
-        _, receiver.secret = push.create_endpoint(SYSTEM, receiver.url, [], "fleet")
+        _, receiver.secret = create_endpoint(SYSTEM, receiver.url, [], "fleet")
         mail = emulator.control.create_mail(emulator_user["userPrincipalName"], subject="Gate 7")
         spans.clear()
         answer = post_json(

@@ -21,7 +21,7 @@ from portal.access.actors import Actor
 from portal.access.roles import SCOPES
 from portal.api.framework import TENANT_WIDE, Owned, api_endpoint
 from portal.api.tokens import create_token
-from portal.events import push
+from portal.events.endpoints import create_endpoint, send_test
 from portal.events.models import EventDelivery, EventEndpoint
 from tests.portal.test_rbac_walk import concrete, routes
 
@@ -65,8 +65,8 @@ def world(settings, client, personas):
     console = Actor(kind="user", name=admin.username, role="admin", user=admin)
     ids: dict[str, dict[str, int]] = {}
     for who, actor, auth in (("owner", owner, owner_auth), ("console", console, admin_auth)):
-        endpoint, _secret = push.create_endpoint(actor, "http://127.0.0.1:9/hook")
-        delivery = push.send_test(actor, endpoint.pk)
+        endpoint, _secret = create_endpoint(actor, "http://127.0.0.1:9/hook")
+        delivery = send_test(actor, endpoint.pk)
         EventDelivery.objects.filter(pk=delivery.pk).update(attempts=1, status="failed")
         response = client.post(
             "/api/messages",

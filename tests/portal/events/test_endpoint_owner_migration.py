@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 
 from portal.access import service_clients
 from portal.access.actors import Actor
-from portal.events import push
+from portal.events.endpoints import create_endpoint
 from portal.events.models import EventEndpoint
 from portal.lib.crypto import encrypt
 
@@ -35,8 +35,8 @@ def test_existing_endpoints_get_their_creator_client_or_the_console(settings, pe
     as_client = Actor(kind="client", name="fleet-ops", role="", token=token, client=fleet)
     admin = personas["admin"]
     as_admin = Actor(kind="user", name=admin.username, role="admin", user=admin)
-    by_client = push.create_endpoint(as_client, "http://127.0.0.1:9/a")[0]
-    by_admin = push.create_endpoint(as_admin, "http://127.0.0.1:9/b")[0]
+    by_client = create_endpoint(as_client, "http://127.0.0.1:9/a")[0]
+    by_admin = create_endpoint(as_admin, "http://127.0.0.1:9/b")[0]
     unaudited = bare("fleet-ops")
     service_clients.create_client(SYSTEM, "shared-name", ["events:read"])
     get_user_model().objects.create_user("shared-name")

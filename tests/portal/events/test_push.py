@@ -18,7 +18,19 @@ from django_q.models import OrmQ
 from portal.access import service_clients
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
-from portal.events import push, safe_http
+from portal.events import safe_http
+from portal.events.delivery import take_slot
+from portal.events.endpoints import (
+    EndpointError,
+    create_endpoint,
+    pause_endpoint,
+    replay_delivery,
+    replay_since,
+    resume_endpoint,
+    rotate_secret,
+    send_test,
+)
+from portal.events.fan_out import fan_out
 from portal.events.models import EventDelivery, EventEndpoint
 from portal.events.services import FAN_OUT_JOB, emit, emit_many
 from portal.jobs import services as job_services
@@ -48,13 +60,13 @@ def receiver(local):
 
 @pytest.fixture
 def endpoint(receiver):
-    endpoint, secret = push.create_endpoint(SYSTEM, receiver.url, [], "fleet core")
+    endpoint, secret = create_endpoint(SYSTEM, receiver.url, [], "fleet core")
     receiver.secret = secret
     return endpoint
 
 
 def deliver_all(rounds: int = 3) -> list[str]:
-    push.fan_out()
+    fan_out()
     return run_queued_jobs(rounds)
 
 
@@ -91,14 +103,14 @@ def test_a_backlog_longer_than_one_run_queues_one_follow_up_for_all_endpoints(
     # Each run makes at most 20 batches (of 3 here) per endpoint; 70 events need a second
     # run. Each run covers every endpoint, so one follow-up job does: one per endpoint
     # multiplied the fan-out jobs with every round (bench/events drained 50 idle ones).
-    endpoints = [push.create_endpoint(SYSTEM, f"http://127.0.0.1:9/ep{n}")[0] for n in range(3)]
+    endpoints = [create_endpoint(SYSTEM, f"http://127.0.0.1:9/ep{n}")[0] for n in range(3)]
     newest = emit_many(("mail.received", {"n": i}, "", None) for i in range(70))[-1]
     Job.objects.all().delete()  # the appends' own kick
     with django_capture_on_commit_callbacks(execute=True):
-        assert push.fan_out() == 3 * 60
+        assert fan_out() == 3 * 60
     assert Job.objects.filter(job_type=FAN_OUT_JOB).count() == 1
     with django_capture_on_commit_callbacks(execute=True):
-        assert push.fan_out() == 3 * 10
+        assert fan_out() == 3 * 10
     assert Job.objects.filter(job_type=FAN_OUT_JOB).count() == 1  # done: no more follow-ups
     for endpoint in endpoints:
         endpoint.refresh_from_db()
@@ -108,16 +120,16 @@ def test_a_backlog_longer_than_one_run_queues_one_follow_up_for_all_endpoints(
 
 def test_a_fan_out_with_nothing_new_costs_two_queries(local, django_assert_num_queries):
     for n in range(3):
-        push.create_endpoint(SYSTEM, f"http://127.0.0.1:9/ep{n}")
+        create_endpoint(SYSTEM, f"http://127.0.0.1:9/ep{n}")
     emit("mail.received", {"n": 0})
-    push.fan_out()
+    fan_out()
     with django_assert_num_queries(2):  # the newest event, the endpoints behind it (none)
-        assert push.fan_out() == 0
+        assert fan_out() == 0
 
 
 def test_an_endpoint_gets_only_its_types_and_events_from_its_creation(receiver, local):
     emit("mail.received", {"n": "before"})
-    _endpoint, secret = push.create_endpoint(SYSTEM, receiver.url, ["message.sent"])
+    _endpoint, secret = create_endpoint(SYSTEM, receiver.url, ["message.sent"])
     receiver.secret = secret
     emit("mail.received", {"n": "other type"})
     emit("message.sent", {"n": "wanted"})
@@ -133,7 +145,7 @@ def test_a_receiver_that_is_down_gets_everything_when_it_returns(receiver, endpo
     assert delivery.status == "pending" and delivery.last_status_code == 503
     for i in range(1, 5):
         emit("mail.received", {"n": i})
-    push.fan_out()
+    fan_out()
     assert EventDelivery.objects.count() == 1  # held back as the backlog while failing
     endpoint.refresh_from_db()
     assert endpoint.backlog() == 5 and endpoint.failing_since and endpoint.failure_streak
@@ -167,10 +179,10 @@ def test_410_disables_the_endpoint_and_keeps_its_events(receiver, endpoint):
     assert EventDelivery.objects.get().status == "failed"
     assert AuditEvent.objects.filter(action="event_endpoint.disable").exists()
     emit("mail.received", {"n": 1})
-    push.fan_out()
+    fan_out()
     assert EventDelivery.objects.count() == 1 and endpoint.backlog() == 1
     receiver.status = 200
-    push.resume_endpoint(SYSTEM, endpoint.pk)
+    resume_endpoint(SYSTEM, endpoint.pk)
     deliver_all()
     assert [e["data"]["n"] for e in receiver.events()] == [1]
 
@@ -190,11 +202,11 @@ def test_an_endpoint_failing_for_too_long_is_disabled(receiver, endpoint, local)
 
 
 def test_pause_holds_and_resume_sends_the_backlog(receiver, endpoint):
-    push.pause_endpoint(SYSTEM, endpoint.pk, "receiver maintenance")
+    pause_endpoint(SYSTEM, endpoint.pk, "receiver maintenance")
     emit("chat_message.received", {"n": 0})
     deliver_all()
     assert receiver.received == []
-    push.resume_endpoint(SYSTEM, endpoint.pk)
+    resume_endpoint(SYSTEM, endpoint.pk)
     deliver_all()
     assert [e["data"]["n"] for e in receiver.events()] == [0]
 
@@ -203,10 +215,10 @@ def test_replay_resends_with_the_same_webhook_id(receiver, endpoint):
     emit("mail.received", {"n": 0})
     deliver_all()
     delivery = EventDelivery.objects.get()
-    push.replay_delivery(SYSTEM, delivery.pk)
+    replay_delivery(SYSTEM, delivery.pk)
     run_queued_jobs()
     assert [d["webhook-id"] for d in receiver.received] == [delivery.webhook_id] * 2
-    assert push.replay_since(SYSTEM, endpoint.pk, timezone.now() - timedelta(hours=1)) == 1
+    assert replay_since(SYSTEM, endpoint.pk, timezone.now() - timedelta(hours=1)) == 1
     run_queued_jobs()
     assert len(receiver.received) == 3 and len(receiver.events()) == 1
 
@@ -216,7 +228,7 @@ def test_retrying_a_dead_delivery_job_sends_it_again_and_needs_endpoint_rights(
 ):
     receiver.status = 500
     emit("mail.received", {"n": 0})
-    push.fan_out()
+    fan_out()
     delivery = EventDelivery.objects.get()
     Job.objects.filter(pk=delivery.job_id).update(max_attempts=1)  # its last attempt
     run_queued_jobs()
@@ -236,7 +248,7 @@ def test_retrying_a_dead_delivery_job_sends_it_again_and_needs_endpoint_rights(
 
 def test_deliveries_reuse_a_kept_alive_connection_and_a_long_answer_does_not_poison_it(local):
     with running_receiver(keep_alive=True) as receiver:
-        endpoint, receiver.secret = push.create_endpoint(SYSTEM, receiver.url)
+        endpoint, receiver.secret = create_endpoint(SYSTEM, receiver.url)
         for n in range(3):
             emit("mail.received", {"n": n})
             deliver_all()
@@ -256,7 +268,7 @@ def test_deliveries_reuse_a_kept_alive_connection_and_a_long_answer_does_not_poi
 
 def test_a_rotated_secret_signs_alongside_the_old_one_during_the_overlap(receiver, endpoint):
     old = receiver.secret
-    _endpoint, new = push.rotate_secret(SYSTEM, endpoint.pk, overlap_hours=1)
+    _endpoint, new = rotate_secret(SYSTEM, endpoint.pk, overlap_hours=1)
     emit("mail.received", {"n": 0})
     deliver_all()
     assert len(receiver.received[0]["signature"].split(" ")) == 2  # verified with the old
@@ -264,7 +276,7 @@ def test_a_rotated_secret_signs_alongside_the_old_one_during_the_overlap(receive
     emit("mail.received", {"n": 1})
     deliver_all()
     assert receiver.rejected == [] and len(receiver.events()) == 2
-    _endpoint, newest = push.rotate_secret(SYSTEM, endpoint.pk, overlap_hours=0)
+    _endpoint, newest = rotate_secret(SYSTEM, endpoint.pk, overlap_hours=0)
     receiver.secret = old
     emit("mail.received", {"n": 2})
     deliver_all()
@@ -273,8 +285,8 @@ def test_a_rotated_secret_signs_alongside_the_old_one_during_the_overlap(receive
 
 
 def test_a_test_event_goes_out_even_while_paused(receiver, endpoint):
-    push.pause_endpoint(SYSTEM, endpoint.pk)
-    push.send_test(SYSTEM, endpoint.pk)
+    pause_endpoint(SYSTEM, endpoint.pk)
+    send_test(SYSTEM, endpoint.pk)
     run_queued_jobs()
     assert [e["type"] for e in receiver.events()] == ["test"]
 
@@ -304,16 +316,16 @@ def test_a_test_event_goes_out_even_while_paused(receiver, endpoint):
 )
 def test_private_loopback_link_local_and_odd_urls_are_refused(settings, url):
     settings.DEBUG = False
-    with pytest.raises(push.EndpointError, match="url: "):
-        push.create_endpoint(SYSTEM, url)
+    with pytest.raises(EndpointError, match="url: "):
+        create_endpoint(SYSTEM, url)
     assert not EventEndpoint.objects.exists()
 
 
 def test_http_is_refused_outside_debug(settings):
     settings.DEBUG = False
     settings.EVENT_ENDPOINT_ALLOWED_NETWORKS = ["127.0.0.0/8"]
-    with pytest.raises(push.EndpointError, match="https"):
-        push.create_endpoint(SYSTEM, "http://127.0.0.1:8080/x")
+    with pytest.raises(EndpointError, match="https"):
+        create_endpoint(SYSTEM, "http://127.0.0.1:8080/x")
 
 
 def test_a_name_resolving_to_a_private_address_is_refused(settings, monkeypatch):
@@ -324,8 +336,8 @@ def test_a_name_resolving_to_a_private_address_is_refused(settings, monkeypatch)
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
 
     monkeypatch.setattr(safe_http.socket, "getaddrinfo", resolver)
-    with pytest.raises(push.EndpointError, match=r"10\.0\.0\.7"):
-        push.create_endpoint(SYSTEM, "https://evil.example/hook")
+    with pytest.raises(EndpointError, match=r"10\.0\.0\.7"):
+        create_endpoint(SYSTEM, "https://evil.example/hook")
     assert safe_http.resolve("https://fine.example/hook").address == "93.184.216.34"
 
 
@@ -477,7 +489,7 @@ def test_a_dripping_receiver_cannot_hold_a_delivery_past_its_deadline(local, hea
     local.EVENT_READ_TIMEOUT = 2  # each byte comes well within it
     local.EVENT_DELIVERY_DEADLINE_SECONDS = 1
     with dripping_receiver(headers_first=headers_first) as (url, state):
-        push.create_endpoint(SYSTEM, url)
+        create_endpoint(SYSTEM, url)
         emit("mail.received", {"n": 0})
         assert deliver_all(1) == ["retrying"]
     delivery = EventDelivery.objects.get()
@@ -492,9 +504,9 @@ def test_a_dripping_receiver_cannot_hold_a_delivery_past_its_deadline(local, hea
 
 def in_flight_elsewhere(endpoint: EventEndpoint) -> EventDelivery:
     """A delivery of `endpoint` holding a slot, as one being sent by another worker."""
-    delivery = push.send_test(SYSTEM, endpoint.pk)
+    delivery = send_test(SYSTEM, endpoint.pk)
     OrmQ.objects.filter(pk=OrmQ.objects.order_by("-id")[0].pk).delete()  # not run here
-    assert push.take_slot(delivery, endpoint)
+    assert take_slot(delivery, endpoint)
     return delivery
 
 
@@ -525,18 +537,18 @@ def test_concurrency_caps_per_endpoint_and_per_owner(local, receiver, personas):
     fleet, raw = service_clients.create_client(SYSTEM, "fleet-ops", ["events:manage"])
     token = service_clients.authenticate(raw)
     client_actor = Actor(kind="client", name="fleet-ops", role="", token=token, client=fleet)
-    first, second, third = (push.create_endpoint(client_actor, receiver.url)[0] for _ in "123")
-    console = push.create_endpoint(SYSTEM, receiver.url)[0]
+    first, second, third = (create_endpoint(client_actor, receiver.url)[0] for _ in "123")
+    console = create_endpoint(SYSTEM, receiver.url)[0]
     one = in_flight_elsewhere(first)
-    assert not push.take_slot(push.send_test(SYSTEM, first.pk), first)  # its endpoint's cap
-    assert push.take_slot(push.send_test(SYSTEM, second.pk), second)  # the owner's second
-    assert not push.take_slot(push.send_test(SYSTEM, third.pk), third)  # the owner's cap
-    assert push.take_slot(push.send_test(SYSTEM, console.pk), console)  # another owner
+    assert not take_slot(send_test(SYSTEM, first.pk), first)  # its endpoint's cap
+    assert take_slot(send_test(SYSTEM, second.pk), second)  # the owner's second
+    assert not take_slot(send_test(SYSTEM, third.pk), third)  # the owner's cap
+    assert take_slot(send_test(SYSTEM, console.pk), console)  # another owner
     # A slot whose worker died frees itself when its time is up.
     EventDelivery.objects.filter(pk=one.pk).update(
         sending_until=timezone.now() - timedelta(seconds=1)
     )
-    assert push.take_slot(push.send_test(SYSTEM, third.pk), third)
+    assert take_slot(send_test(SYSTEM, third.pk), third)
 
 
 def test_graph_jobs_proceed_while_slow_endpoints_hold_every_delivery_worker(local, qcluster):
@@ -555,11 +567,11 @@ def test_graph_jobs_proceed_while_slow_endpoints_hold_every_delivery_worker(loca
         dripping_receiver(headers_first=True) as (slow_b, state_b),
     ):
         for url in (slow_a, slow_b):
-            push.create_endpoint(SYSTEM, url)
+            create_endpoint(SYSTEM, url)
         emit_many(("mail.received", {"n": n}, "", None) for n in range(3))
         Job.objects.all().delete()  # the appends' fan-out kick: the test fans out itself
         OrmQ.objects.all().delete()
-        push.fan_out()  # 6 deliveries on the events queue
+        fan_out()  # 6 deliveries on the events queue
         qcluster(workers=2, WORKER_QUEUE="events", **worker_env)
         qcluster(workers=1, **worker_env)
         wait_until(lambda: state_a["connections"] + state_b["connections"] == 2)
