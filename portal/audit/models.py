@@ -9,7 +9,17 @@ from django.utils import timezone
 # Audited actions that change nothing (signing in, reading, checking, exporting): not
 # "operator actions" on the dashboard's charts.
 NOT_CHANGES_PREFIXES = ("auth.", "audit.", "preference.")
-NOT_CHANGES = frozenset({"approval.secret_shown", "credential.verify", "integration.verify"})
+NOT_CHANGES = frozenset(
+    {
+        "access.view",
+        "api.call",
+        "approval.secret_shown",
+        "credential.verify",
+        "integration.verify",
+        "sync.diagnose",
+        "webhooks.compare",
+    }
+)
 
 
 class AuditEventQuerySet(models.QuerySet["AuditEvent"]):

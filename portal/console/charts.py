@@ -22,6 +22,7 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 from portal.alerts.models import MetricSample, SampleBucket
+from portal.audit.actions import action_words
 from portal.audit.models import AuditEvent
 from portal.console import audit_targets
 
@@ -248,11 +249,6 @@ def _bars(
     return bars, tops
 
 
-def _action_words(action: str) -> str:
-    """'credential.rollback' → 'credential rollback'."""
-    return action.replace(".", " ").replace("_", " ")
-
-
 def _markers(
     start: datetime, now: datetime, span: timedelta, zone: tzinfo, viewer: Any
 ) -> tuple[list[dict[str, Any]], int]:
@@ -269,7 +265,7 @@ def _markers(
     for event in events:
         local = event.created_at.astimezone(zone)
         who = f"{event.actor_name} ({event.actor_role})" if event.actor_role else event.actor_name
-        what = _action_words(event.action)
+        what = action_words(event.action)
         target = getattr(event, "target_label", "")
         markers.append(
             {

@@ -84,7 +84,9 @@ def test_the_charts_choose_a_range_and_lead_from_an_action_to_its_audit_row(
     labels = charts.locator("#chart-calls .ticks text").all_text_contents()
     assert all(re.fullmatch(r"\d\d:\d\d|\w{3} \d{1,2}|now", label) for label in labels), labels
     marker = charts.locator(f"#marker-{action}")
-    expect(marker).to_have_attribute("aria-label", re.compile(r"otto-operator .*jobs pause"))
+    expect(marker).to_have_attribute(
+        "aria-label", re.compile(r"otto-operator .*paused the job queue")
+    )
     assert_no_sideways_scroll(page)
     width = viewport["width"]
     screenshot(f"dashboard-charts-6h-{width}")

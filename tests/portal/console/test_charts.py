@@ -216,7 +216,7 @@ def test_operator_actions_are_marked_with_who_did_what_and_a_link_to_the_audit_r
     charts = dashboard_charts("1h", ada_admin)
     (marker,) = charts["markers"]
     assert marker["who"] == "otto-operator (operator)"
-    assert marker["what"] == f"job retry: Job {job.pk} · Delta sync"
+    assert marker["what"] == f"retried a job: Job {job.pk} · Delta sync"
     assert marker["href"] == f"/audit/?before={retry.pk + 1}#audit-event-{retry.pk}"
     assert 0 <= marker["x"] <= 100
     # Who may not read the audit log does not see it on the dashboard either.
