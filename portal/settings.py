@@ -164,7 +164,9 @@ Q_CLUSTER = {
     # through its pruning . Failures are still stored.
     "save_limit": -1,
     "catch_up": False,
-    "poll": 0.5,
+    # An idle worker's longest wait: a dispatch wakes its queue's workers at once
+    # (portal/jobs/broker.py on PostgreSQL, the blocking pop on Redis).
+    "poll": env_float("Q_POLL_SECONDS", 0.5, minimum=0.01),
     "recycle": 500,
     "label": "Django Q",
     "sync": env_bool("Q_SYNC", False),

@@ -377,7 +377,10 @@ def run(should_stop: Callable[[], bool]) -> None:
                     linger_until = time.monotonic() + WAKE_INTERVAL_SECONDS + LINGER_POLL
                 time.sleep(LINGER_POLL)
             elif listener is not None:
-                listener.wait(idle_seconds())
+                if listener.wait(idle_seconds()):
+                    # After every wake-up, not only one that found rows: the waker's next
+                    # commits within its interval may come without a NOTIFY of their own.
+                    linger_until = time.monotonic() + WAKE_INTERVAL_SECONDS + LINGER_POLL
             else:
                 time.sleep(idle_seconds())
     finally:

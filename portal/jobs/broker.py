@@ -1,15 +1,22 @@
 """django-q2's ORM broker, woken instead of polled on PostgreSQL.
 
 django-q2's ORM broker looks for tasks, and when there are none sleeps Q_CLUSTER["poll"]
-(0.5 s) before looking again: each job hop of a change (drain → sync job → fan-out →
-delivery) waited for that poll. Here a worker with nothing to do waits on `LISTEN
-fleet_jobs` instead, for at most the same poll (so a lost wake-up costs no more than
-before, and the cluster still sees its stop signal), and `wake_workers()` NOTIFYs after a
-dispatching transaction commits. As the inbox's receivers do (integrations/microsoft/
-notifications.py), each process NOTIFYs at most every WAKE_INTERVAL_SECONDS — a NOTIFY is a
-durable commit of its own — and a worker that just found work keeps looking every
-LINGER_POLL for a little longer than that, for tasks committed without a wake-up of their
-own. With Redis the broker's blocking pop already wakes workers; on SQLite it polls.
+before looking again: each job hop of a change (drain → sync job → delivery) waited for
+that poll. Here a worker with nothing to do waits on `LISTEN` instead, for at most the
+same poll (so a lost wake-up costs no more than before, and the cluster still sees its stop
+signal), and `wake_workers(queue_key)` NOTIFYs after a dispatching transaction commits.
+
+Each django-q2 queue has a channel of its own (`channel_for`): the event deliveries' queue
+and the main (Graph) queue wake their own workers, and a wake-up of one is never spent on
+the other's.
+
+A NOTIFY is a durable commit of its own, so each process NOTIFYs a channel at most every
+WAKE_INTERVAL_SECONDS (the inbox's receivers too: integrations/microsoft/notifications.py).
+What a process commits meanwhile is found because every listener, after each wake-up,
+keeps looking every LINGER_POLL for WAKE_INTERVAL_SECONDS + LINGER_POLL: a commit without
+a NOTIFY of its own follows, within the interval, a NOTIFY of the same process on the same
+channel, which woke the listener. With Redis the broker's blocking pop wakes workers; on
+SQLite they poll.
 """
 
 from __future__ import annotations
@@ -24,10 +31,10 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
+from psycopg import sql
 
 logger = logging.getLogger(__name__)
 
-CHANNEL = "fleet_jobs"
 WAKE_INTERVAL_SECONDS = 0.25
 LINGER_POLL = 0.05
 _last_wake: dict[str, float] = {}
@@ -49,7 +56,7 @@ class Listener:
             autocommit=True,
             connect_timeout=5,
         )
-        conn.execute(f"LISTEN {self.channel}")
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
         return conn
 
     def wait(self, timeout: float) -> bool:
@@ -84,7 +91,8 @@ def notify(channel: str) -> None:
     if connection.vendor != "postgresql":
         return
     clock = time.monotonic()
-    if clock - _last_wake.get(channel, 0.0) < WAKE_INTERVAL_SECONDS:
+    last = _last_wake.get(channel)
+    if last is not None and clock - last < WAKE_INTERVAL_SECONDS:
         return
     _last_wake[channel] = clock
     try:
@@ -94,17 +102,25 @@ def notify(channel: str) -> None:
         logger.warning("Could not NOTIFY %s (its listeners poll)", channel, exc_info=True)
 
 
-def wake_workers() -> None:
-    """Wake idle job workers (ORM broker): called after a dispatch commits."""
-    notify(CHANNEL)
+def channel_for(list_key: str) -> str:
+    """The LISTEN/NOTIFY channel of one django-q2 queue (its broker list key)."""
+    return f"jobs:{list_key}"[:63]  # PostgreSQL's identifier limit
+
+
+def wake_workers(list_key: str) -> None:
+    """Wake the idle workers of one queue (ORM broker): called after a dispatch commits."""
+    notify(channel_for(list_key))
 
 
 class WakingORM(ORM):
-    """The ORM broker whose idle wait ends at a NOTIFY (Q_CLUSTER["broker_class"])."""
+    """The ORM broker whose idle wait ends at a NOTIFY on its queue's channel
+    (Q_CLUSTER["broker_class"])."""
 
     def __init__(self, list_key: str | None = None) -> None:
         super().__init__(list_key=list_key)
-        self._listener = Listener(CHANNEL) if connection.vendor == "postgresql" else None
+        self._listener = (
+            Listener(channel_for(self.list_key)) if connection.vendor == "postgresql" else None
+        )
         self._linger_until = 0.0
 
     def dequeue(self) -> list[tuple[Any, str]] | None:
@@ -118,6 +134,7 @@ class WakingORM(ORM):
             return tasks
         if time.monotonic() < self._linger_until:
             time.sleep(LINGER_POLL)
-        else:
-            self._listener.wait(Conf.POLL)
+        elif self._listener.wait(Conf.POLL):
+            # Woken: the waker's next commits within its interval may come without a NOTIFY.
+            self._linger_until = time.monotonic() + WAKE_INTERVAL_SECONDS + LINGER_POLL
         return None

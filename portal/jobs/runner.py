@@ -7,6 +7,8 @@ waits for the commit; the release sweep re-dispatches anything a crash left behi
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import hashlib
 import json
 import logging
@@ -42,6 +44,10 @@ from portal.lib.tracing import continued, current_traceparent
 logger = logging.getLogger(__name__)
 
 RUN_TASK = "portal.jobs.tasks.run_job"
+# The jobs queued with follow_up=True while a job runs in this process (run_job sets it).
+_follow_ups: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "follow_ups", default=None
+)
 # A pending job dispatched this long ago and still not started is dispatched again (a lost
 # broker message); run_job's atomic claim makes the duplicate harmless.
 STALE_DISPATCH = timedelta(minutes=15)
@@ -94,7 +100,8 @@ def _dispatch(ids: list[int], key: str) -> None:
 
     if _broker_is_transactional():
         push()
-        transaction.on_commit(wake_workers)  # idle workers take it now, not at their poll
+        # This queue's idle workers take it now, not at their poll.
+        transaction.on_commit(functools.partial(wake_workers, key))
     else:
         transaction.on_commit(push)
 
@@ -147,9 +154,16 @@ def enqueue(
     delay_seconds: float | None = None,
     max_attempts: int | None = None,
     trace_context: str | None = None,
+    follow_up: bool = False,
 ) -> Job:
     """Create a job (or return the one with the same idempotency key) and dispatch it.
-    Its run continues `trace_context` (a traceparent), by default the current span's."""
+    Its run continues `trace_context` (a traceparent), by default the current span's.
+
+    `follow_up`: when a job is running in this process (a worker), the new job is not handed
+    to the broker but runs here right after the current one, once this transaction commits
+    — a hop that would only wait for another worker to take it. Should this process die
+    first, the job is pending and undispatched, which the release sweep dispatches. Outside
+    a job run (a web request, the drain) it is dispatched as usual."""
     definition = get_job_type(job_type)
     now = timezone.now()
     # No savepoint when the caller has a transaction (the webhook receiver does): the job
@@ -162,6 +176,7 @@ def enqueue(
         # A paused type is not checked here: run_job's claim refuses paused types and parks
         # the job undispatched, so enqueueing (the webhook's hot path) saves that query.
         waits = bool(delay_seconds)
+        follow_ups = _follow_ups.get() if follow_up and not waits else None
         fields = {
             "job_type": job_type,
             "payload": payload or {},
@@ -171,7 +186,7 @@ def enqueue(
             "correlation_id": correlation_id[:64],
             "trace_context": current_traceparent() if trace_context is None else trace_context,
             "next_attempt_at": now + timedelta(seconds=delay_seconds) if delay_seconds else None,
-            "dispatched_at": None if waits else now,
+            "dispatched_at": None if waits or follow_ups is not None else now,
         }
         if idempotency_key:
             try:
@@ -182,7 +197,9 @@ def enqueue(
                 return Job.objects.get(idempotency_key=idempotency_key)
         else:
             job = Job.objects.create(**fields)
-        if not waits:
+        if follow_ups is not None:
+            transaction.on_commit(functools.partial(follow_ups.append, job.pk))
+        elif not waits:
             dispatch([job.pk], job_type)
     return job
 
@@ -290,6 +307,8 @@ def run_job(job_id: int) -> str:
     # writes it as lost.
     started = time.monotonic()
     log_context = job_id_var.set(str(job.pk))
+    follow_ups: list[int] = []
+    follow_context = _follow_ups.set(follow_ups)
     try:
         definition = get_job_type(job.job_type)
         with continued(
@@ -308,6 +327,10 @@ def run_job(job_id: int) -> str:
         outcome = _recording(record_success, job, result, started, worker)
     finally:
         job_id_var.reset(log_context)
+        _follow_ups.reset(follow_context)
+    # Follow-ups (enqueued with follow_up=True) run now, before anything could dispatch them.
+    for follow_up_id in follow_ups:
+        run_job(follow_up_id)
     release_due_jobs_now_and_then()
     return outcome
 

@@ -36,9 +36,10 @@ from portal.events.services import FAN_OUT_JOB, emit, emit_many
 from portal.jobs import services as job_services
 from portal.jobs.models import Job
 from portal.jobs.registry import get_job_type
-from portal.jobs.runner import enqueue, release_due_jobs
+from portal.jobs.runner import enqueue, queue_key, release_due_jobs, run_job
 from tests.conftest import run_queued_jobs
 from tests.portal.events.receiver import running_receiver
+from tests.portal.jobs import handlers as _test_handlers  # noqa: F401  (registers test.emit)
 
 pytestmark = pytest.mark.django_db
 SYSTEM = Actor.system("tests")
@@ -582,3 +583,27 @@ def test_graph_jobs_proceed_while_slow_endpoints_hold_every_delivery_worker(loca
         assert state_a["cut_off"] + state_b["cut_off"] == 0
         assert EventDelivery.objects.filter(sending_until__isnull=False).count() == 2
         assert not EventDelivery.objects.filter(status="delivered").exists()
+
+
+@pytest.mark.django_db(transaction=True)  # the fan-out follows the emitting commit
+def test_events_emitted_by_a_job_fan_out_in_its_worker_right_after_it(receiver, endpoint):
+    """No hop that only waits for a worker's wake-up: the fan-out runs in the worker that
+    emitted, and the delivery goes to the events queue's workers."""
+    job = enqueue("test.emit", {"count": 2})
+    OrmQ.objects.all().delete()  # taken by this "worker"
+    assert run_job(job.pk) == "succeeded"
+    fan_out_job = Job.objects.get(job_type=FAN_OUT_JOB)
+    assert fan_out_job.status == "succeeded" and fan_out_job.dispatched_at is None
+    [delivery] = EventDelivery.objects.all()
+    assert delivery.event_count == 2
+    [queued] = OrmQ.objects.all()
+    assert queued.key == queue_key("events")
+    assert run_queued_jobs() == ["succeeded"] and len(receiver.received) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_events_emitted_outside_a_job_are_fanned_out_by_a_worker(receiver, endpoint):
+    emit("test", {"n": 1})
+    fan_out_job = Job.objects.get(job_type=FAN_OUT_JOB)
+    assert fan_out_job.dispatched_at is not None
+    assert run_queued_jobs(2) == ["succeeded", "succeeded"] and len(receiver.received) == 1

@@ -5,10 +5,13 @@ import os
 import signal
 
 from django.contrib.auth import get_user_model
+from django.db import transaction
 
+from portal.events.services import emit_many
 from portal.jobs.errors import PermanentJobError, TransientJobError
 from portal.jobs.models import Job
 from portal.jobs.registry import SucceededWith, job_handler
+from portal.jobs.runner import enqueue
 
 
 @job_handler("test.ok", max_attempts=3, backoff_base=1)
@@ -62,3 +65,40 @@ def rename_user(job):
     return SucceededWith(
         "renamed", get_user_model(), job.payload["user"], {"first_name": job.payload["name"]}
     )
+
+
+@job_handler("test.count_events", max_attempts=3, backoff_base=1, queue="events")
+def count_events(job):
+    """test.count on the event deliveries' queue (served by WORKER_QUEUE=events workers)."""
+    return {"ran_in": os.getpid(), "node": os.getpgrp()}
+
+
+@job_handler("test.chain", max_attempts=1)
+def chain(job):
+    """Queues `follow_up` (a job type) as a follow-up of itself and, with `events`, a
+    test.count_events job the usual way; says which process ran it."""
+    if job.payload.get("follow_up"):
+        enqueue(job.payload["follow_up"], {}, follow_up=True)
+    if job.payload.get("events"):
+        enqueue("test.count_events", {})
+    return {"ran_in": os.getpid(), "node": os.getpgrp()}
+
+
+@job_handler("test.chain_rolled_back", max_attempts=1)
+def chain_rolled_back(job):
+    """Queues a test.count follow-up in a transaction that then rolls back."""
+    try:
+        with transaction.atomic():
+            enqueue("test.count", {}, follow_up=True)
+            raise RuntimeError("changed its mind")
+    except RuntimeError:
+        pass
+    return "ok"
+
+
+@job_handler("test.emit", max_attempts=1)
+def emit_events(job):
+    """Emits `count` test events in one transaction, as the sync engine emits its changes."""
+    with transaction.atomic():
+        emit_many([("test", {"n": n}, "", None) for n in range(job.payload.get("count", 1))])
+    return "ok"

@@ -212,3 +212,34 @@ def test_a_database_blip_at_the_claim_is_ridden_out(drain, monkeypatch):
     assert drain() == ["succeeded"]
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED and job.attempts == 1 and calls["n"] == 2
+
+
+@pytest.mark.django_db(transaction=True)  # follow-ups are registered when a commit happens
+class TestFollowUps:
+    def test_a_follow_up_runs_right_after_its_job_without_the_broker(self):
+        chain = enqueue("test.chain", {"follow_up": "test.count"})
+        OrmQ.objects.all().delete()  # taken by this "worker"
+        assert run_job(chain.pk) == "succeeded"
+        follow_up = Job.objects.get(job_type="test.count")
+        assert follow_up.status == Job.Status.SUCCEEDED and follow_up.dispatched_at is None
+        assert not OrmQ.objects.exists()  # never handed to the broker
+
+    def test_outside_a_job_a_follow_up_is_dispatched_as_usual(self):
+        job = enqueue("test.count", {}, follow_up=True)
+        assert job.dispatched_at is not None and OrmQ.objects.count() == 1
+
+    def test_a_follow_up_its_worker_never_ran_is_released_by_the_sweep(self):
+        # The worker died between its job's commit and the follow-up: pending, undispatched.
+        token = runner._follow_ups.set([])
+        try:
+            job = enqueue("test.count", {}, follow_up=True)
+        finally:
+            runner._follow_ups.reset(token)
+        assert job.dispatched_at is None and not OrmQ.objects.exists()
+        assert release_due_jobs() == 1 and OrmQ.objects.count() == 1
+
+    def test_a_follow_up_rolled_back_with_its_transaction_is_not_run(self):
+        chain = enqueue("test.chain_rolled_back", {})
+        OrmQ.objects.all().delete()
+        assert run_job(chain.pk) == "succeeded"
+        assert not Job.objects.filter(job_type="test.count").exists()
