@@ -27,7 +27,7 @@ from integrations.microsoft.models import (
     SyncState,
     WebhookRejection,
 )
-from integrations.microsoft.subscriptions import add_monitored_user, remove_monitored_user
+from integrations.microsoft.monitored_users import add_monitored_user, remove_monitored_user
 from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.audit.services import record

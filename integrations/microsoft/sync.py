@@ -11,6 +11,11 @@ a follow-up job: a huge mailbox takes turns with the others instead of holding a
 An expired token (410 / syncStateNotFound / resyncRequired) starts a full round at once,
 recorded as an automatic reset; a full round ends with a sweep that marks items it did not
 see as removed.
+
+One module, over 600 lines, on purpose: the requests (`request_delta`, `mark_due`), the
+operator actions (`delta_now`, `reset`, `full_sync`) and the engine (`run`) all write the same
+SyncState fields under the engine's lease and coalescing rules (`queued_job_id`, `due_since`,
+`reset_requested`); kept together, those rules are read in one place.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from integrations.microsoft import diagnosis, subscriptions, sync
+from integrations.microsoft import diagnosis, monitored_users, sync
 from integrations.microsoft.diagnosis import DELTA_TOKEN_DAYS
 from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import (
@@ -98,7 +98,7 @@ def user_add(request: HttpRequest) -> HttpResponse:
             messages.error(request, " ".join(map(str, errors)))
         return redirect("console:sync_users")
     try:
-        user = subscriptions.add_monitored_user(
+        user = monitored_users.add_monitored_user(
             Actor.from_request(request),
             form.cleaned_data["identifier"],
             messages=form.cleaned_data["messages"],
@@ -137,7 +137,7 @@ def user_remove(request: HttpRequest, user_id: int) -> HttpResponse:
                 ).count(),
             },
         )
-    subscriptions.remove_monitored_user(Actor.from_request(request), user.pk)
+    monitored_users.remove_monitored_user(Actor.from_request(request), user.pk)
     messages.success(
         request,
         f"{user} is no longer monitored. Its subscriptions are deleted by "

@@ -9,7 +9,7 @@ import time_machine
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
-from integrations.microsoft import kinds, subscriptions
+from integrations.microsoft import kinds, monitored_users, subscriptions
 from integrations.microsoft.models import MonitoredUser, Subscription
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
@@ -159,12 +159,12 @@ class TestOperatorActions:
         self, webhook_settings, emulator_user, otto_operator
     ):
         operator = Actor(kind="user", name="otto", role="operator", user=otto_operator)
-        user = subscriptions.add_monitored_user(
+        user = monitored_users.add_monitored_user(
             operator, emulator_user["userPrincipalName"], chat_messages=False
         )
         assert user.graph_id == emulator_user["id"] and user.kinds == ["messages"]
         with pytest.raises(ValueError, match="does not know"):
-            subscriptions.add_monitored_user(operator, "nobody@fleetdemo.onmicrosoft.com")
+            monitored_users.add_monitored_user(operator, "nobody@fleetdemo.onmicrosoft.com")
         assert MonitoredUser.objects.get(identifier="nobody@fleetdemo.onmicrosoft.com").last_error
         assert AuditEvent.objects.filter(action="monitored_user.add").count() == 2
 

@@ -10,7 +10,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from integrations.microsoft import graph
 from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import MonitoredUser
-from integrations.microsoft.subscriptions import add_monitored_user, setup
+from integrations.microsoft.monitored_users import add_monitored_user
+from integrations.microsoft.subscriptions import setup
 from portal.access.actors import Actor
 
 
