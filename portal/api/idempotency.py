@@ -151,12 +151,3 @@ def release(record: IdempotencyRecord) -> None:
     IdempotencyRecord.objects.filter(
         pk=record.pk, state=IdempotencyRecord.State.PROCESSING
     ).delete()
-
-
-def key_of_message(message_id: int) -> str | None:
-    """The client's Idempotency-Key that sent a message (while its record is kept)."""
-    return (
-        IdempotencyRecord.objects.filter(resource_id=message_id, endpoint=SEND_ENDPOINT)
-        .values_list("key", flat=True)
-        .first()
-    )

@@ -80,9 +80,15 @@ def send_message(request: HttpRequest, actor: Actor, body: dict) -> JsonResponse
             return _resource(message, actor, claim.record.response_status or 202, True)
         try:
             with transaction.atomic():
-                # The record's id namespaces the message's key: a key reused after it expired
-                # makes a new message, a retry of the same request never does.
-                message = service.send(actor, checked, key=f"api-{claim.record.pk}", client_key=key)
+                # The message's key is the client's, scoped to the principal. A key reused
+                # after it expired names a new message; a retry of the same request never does.
+                message = service.send(
+                    actor,
+                    checked,
+                    key=OutboundMessage.api_key(idempotency.owner_of(actor), key),
+                    client_key=key,
+                    key_claimed=True,
+                )
                 idempotency.complete(claim.record, 202, message.pk)
         except BaseException:
             idempotency.release(claim.record)

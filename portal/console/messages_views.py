@@ -22,8 +22,6 @@ from integrations.microsoft.messaging.errors import MessagingError
 from integrations.microsoft.models import GraphCall, MonitoredUser, OutboundMessage
 from portal.access.actors import Actor
 from portal.access.decorators import requires
-from portal.api import idempotency
-from portal.api.models import IdempotencyRecord
 from portal.audit.models import AuditEvent
 from portal.console.forms import start_of_day
 from portal.console.paging import empty_page, keyset_page
@@ -86,10 +84,7 @@ class MessageFilter(forms.Form):
         if data.get("sender"):
             queryset = queryset.filter(sender__iexact=data["sender"])
         if data.get("key"):
-            ids = IdempotencyRecord.objects.filter(key=data["key"]).values_list(
-                "resource_id", flat=True
-            )
-            queryset = queryset.filter(pk__in=list(ids))
+            queryset = queryset.filter(pk__in=OutboundMessage.objects.with_key(data["key"]))
         if data.get("date_from"):
             queryset = queryset.filter(created_at__gte=start_of_day(data["date_from"]))
         return queryset
@@ -188,7 +183,7 @@ def message_detail(request: HttpRequest, message_id: int) -> HttpResponse:
         {
             "message": message,
             "job": job,
-            "api_key": idempotency.key_of_message(message.pk),
+            "api_key": message.client_key,
             "attempts": JobAttempt.objects.filter(job=job).order_by("-number") if job else [],
             "graph_calls": graph_calls,
             "audit": AuditEvent.objects.filter(

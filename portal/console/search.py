@@ -71,7 +71,7 @@ def _jobs(query: str) -> list[Hit]:
 
 def _messages(query: str) -> list[Hit]:
     condition = (
-        Q(idempotency_key=query)
+        Q(pk__in=OutboundMessage.objects.with_key(query))
         | Q(internet_message_id=query)
         | Q(internet_message_id=f"<{query.strip('<>')}>")
         | Q(graph_message_id=query)

@@ -1,9 +1,9 @@
 """Sending one queued e-mail (the job `graph.send_mail`; Microsoft Learn: "Send mail").
 
-The message is created as a *draft* tagged with the message's key in a single-value extended
-property, then the draft is sent (`POST …/messages/{id}/send`). Before each step with a side
-effect the row's `step` is committed, so a run after a crash knows what may have happened and
-asks Graph first:
+The message is created as a *draft* tagged with the message's `graph_tag` in a single-value
+extended property, then the draft is sent (`POST …/messages/{id}/send`). Before each step
+with a side effect the row's `step` is committed, so a run after a crash knows what may have
+happened and asks Graph first:
 
 - a message with the tag that is no longer a draft → it was sent: done, nothing is sent;
 - a tagged draft → send that draft (after MESSAGING_SEND_SETTLE_SECONDS when a send of it
@@ -26,7 +26,7 @@ from portal.jobs.errors import PermanentJobError, TransientJobError
 
 logger = logging.getLogger(__name__)
 
-# A named MAPI property in our own namespace (GUID made for this portal) carries the key.
+# A named MAPI property in our own namespace (GUID made for this portal) carries the tag.
 TAG_PROPERTY_ID = "String {6f1c2a8e-4b7d-4e55-9a3c-2d8e5b1f7c40} Name FleetPortalSendKey"
 
 
@@ -37,7 +37,7 @@ def _recipients(addresses: list[str]) -> list[dict[str, Any]]:
 def _tagged(message: OutboundMessage, base: str) -> list[dict[str, Any]]:
     flt = (
         f"singleValueExtendedProperties/Any(ep: ep/id eq '{TAG_PROPERTY_ID}' and "
-        f"ep/value eq '{message.idempotency_key}')"
+        f"ep/value eq '{message.graph_tag}')"
     )
     response = steps.call(
         "GET",
@@ -128,7 +128,7 @@ def deliver_mail(message: OutboundMessage) -> str:
                     "ccRecipients": _recipients(message.cc_recipients),
                     "bccRecipients": _recipients(message.bcc_recipients),
                     "singleValueExtendedProperties": [
-                        {"id": TAG_PROPERTY_ID, "value": message.idempotency_key}
+                        {"id": TAG_PROPERTY_ID, "value": message.graph_tag}
                     ],
                 },
             ).body

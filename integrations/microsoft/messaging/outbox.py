@@ -1,13 +1,12 @@
 """Queueing outbound messages: `send_mail()` and `send_teams_message()` check the message
 (schema.py), create an OutboundMessage and its job in one transaction (the job layer's
-outbox), keyed by an idempotency key: calling them again with the same key returns the first
-message instead of sending another. `cancel_message()` takes back one not sent yet.
+outbox), under the message's one idempotency key: calling them again with the same key
+returns the first message instead of sending another. `cancel_message()` takes back one
+not sent yet.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -16,24 +15,32 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from integrations.microsoft.messaging import schema
-from integrations.microsoft.messaging.errors import NotCancellable
+from integrations.microsoft.messaging.errors import InvalidMessage, NotCancellable
 from integrations.microsoft.models import OutboundMessage
 from portal.jobs.models import Job
 from portal.jobs.runner import enqueue
 
 MAIL_JOB = "graph.send_mail"
 TEAMS_JOB = "graph.send_teams"
-_KEY_OK = re.compile(r"^[A-Za-z0-9._:@-]{1,150}$")
+KEY_LIMIT = 400  # the column; an API key is at most 4 + 64 + 1 + 255 characters
 
 
 def _key(idempotency_key: str | None) -> str:
-    """The stored key: the caller's (namespaced) or a new one; always safe in an OData
-    string literal and an extended property value."""
+    """The message's one key: the caller's, or a new one."""
     if not idempotency_key:
-        return f"msg:{uuid.uuid4().hex}"
-    if _KEY_OK.match(idempotency_key):
-        return f"msg:{idempotency_key}"
-    return "msg:sha256:" + hashlib.sha256(idempotency_key.encode()).hexdigest()
+        return uuid.uuid4().hex
+    if len(idempotency_key) > KEY_LIMIT:
+        raise InvalidMessage("idempotency key", f"is longer than {KEY_LIMIT} characters.")
+    return idempotency_key
+
+
+def retire_key(key: str) -> None:
+    """Free an API send's key whose use has expired, so that it names a new message: the old
+    message keeps it as a retired key (and keeps its Graph tag)."""
+    for pk in OutboundMessage.objects.filter(idempotency_key=key).values_list("pk", flat=True):
+        OutboundMessage.objects.filter(pk=pk).update(
+            idempotency_key=OutboundMessage.retired_api_key(key, pk)
+        )
 
 
 def _create(
@@ -61,10 +68,10 @@ def _create(
                 )
         except IntegrityError:
             return OutboundMessage.objects.get(idempotency_key=key)
+        # No key of its own: the message's unique key already makes this its only job.
         job = enqueue(
             job_type,
             {"message": message.pk},
-            idempotency_key=key,
             created_by=created_by,
             correlation_id=correlation_id,
         )

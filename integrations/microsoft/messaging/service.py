@@ -4,7 +4,8 @@ list, cancel, resend, a test send), over the outbox (outbox.py).
 Each function checks the permission of the work it causes and writes the audit event in the
 transaction of its effect; it raises the domain errors of errors.py, which the API translates
 to 4xx JSON problems and the console to form errors. The Idempotency-Key header is the API's
-(portal/api/idempotency.py); this service takes the message's key it derives.
+(portal/api/idempotency.py); the message's one key is derived from it
+(OutboundMessage.api_key).
 """
 
 from __future__ import annotations
@@ -89,12 +90,25 @@ def principal_label(actor: Actor) -> str:
 
 
 def send(
-    actor: Actor, request: schema.MessageRequest, *, key: str, client_key: str = ""
+    actor: Actor,
+    request: schema.MessageRequest,
+    *,
+    key: str,
+    client_key: str = "",
+    key_claimed: bool = False,
 ) -> OutboundMessage:
     """Queue a checked request once under the message's `key`, audited (`client_key`: the
-    key the client gave, for the audit row)."""
+    key the client gave, for the audit row).
+
+    `key_claimed`: the caller holds a fresh claim of the key (the API's Idempotency-Key
+    record), so a committed message that still holds it was sent under an earlier use that
+    expired, and the key now names a new message. (A request still running under the key
+    has not committed its message: the insert waits for it and returns that message.)
+    """
     require(actor, "send_messages", action="message.send", target_type="outbound_message")
     with transaction.atomic():
+        if key_claimed:
+            outbox.retire_key(key)
         message = _queue(
             request, key=key, created_by=principal_label(actor), correlation_id=actor.request_id
         )

@@ -5,11 +5,23 @@ and changed only by the job's handler (messaging_handlers.py)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from django.db import models
 from django.db.models import Min, Q
 from django.utils import timezone
+
+# An API send's key: "api <principal> <Idempotency-Key>" (a key has no spaces: the API checks).
+API_KEY_PREFIX = "api "
+# A key whose use expired and was sent again names the new message; the old one keeps its key
+# as "api~<id> <principal> <Idempotency-Key>".
+RETIRED_API_KEY_PREFIX = "api~"
+
+
+def new_graph_tag() -> str:
+    """A message's tag in the mailbox: random, so it never repeats, even after a restore."""
+    return f"msg:{uuid.uuid4().hex}"
 
 
 class OutboundMessageQuerySet(models.QuerySet["OutboundMessage"]):
@@ -35,14 +47,28 @@ class OutboundMessageQuerySet(models.QuerySet["OutboundMessage"]):
         ).aggregate(oldest=Min("created_at"))["oldest"]
         return (timezone.now() - oldest).total_seconds() if oldest else None
 
+    def with_key(self, key: str) -> models.QuerySet[OutboundMessage]:
+        """Messages by their idempotency key, or by the Idempotency-Key an API client sent
+        (the console's filter and search: the client knows its own key, not ours)."""
+        client = Q(idempotency_key__startswith=API_KEY_PREFIX) | Q(
+            idempotency_key__startswith=RETIRED_API_KEY_PREFIX
+        )
+        return self.filter(
+            Q(idempotency_key=key) | (client & Q(idempotency_key__endswith=f" {key}"))
+        )
+
 
 class OutboundMessage(models.Model):
     """One e-mail or Teams message the portal sends, and how far sending it got.
 
     `step` is written *before* each Graph call that has a side effect, so a retry after a
     crash knows what may already have happened and checks Graph before repeating it:
-    mail goes out as a draft tagged with `idempotency_key` (found again by that tag), Teams
-    posts are looked for in the chat's recent messages.
+    mail goes out as a draft tagged with `graph_tag` (found again by that tag), Teams posts
+    are looked for in the chat's recent messages.
+
+    A message has one idempotency key, `idempotency_key`: queueing again with it returns this
+    message (and its one job). An API send's is the client's Idempotency-Key scoped to the
+    principal (`api_key()`); other callers give their own or get a random one.
     """
 
     class Channel(models.TextChoices):
@@ -69,8 +95,11 @@ class OutboundMessage(models.Model):
     channel = models.CharField(max_length=16, choices=Channel.choices)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     step = models.CharField(max_length=16, choices=Step.choices, blank=True, default="")
-    # Also the job's idempotency key and the value of the draft's extended-property tag.
-    idempotency_key = models.CharField(max_length=200, unique=True)
+    idempotency_key = models.CharField(max_length=400, unique=True)
+    # The value of the mail draft's extended-property tag, by which a retry finds the draft or
+    # the sent item in the mailbox: random, made once, never changed (a message from before
+    # keys were one per message keeps its old key here, the tag its draft already carries).
+    graph_tag = models.CharField(max_length=200, unique=True, default=new_graph_tag)
     sender = models.CharField(
         max_length=255, blank=True, help_text="Mail: the sending mailbox. Teams: the sender account"
     )
@@ -144,6 +173,22 @@ class OutboundMessage(models.Model):
 
     def __repr__(self) -> str:
         return f"<OutboundMessage #{self.pk} {self.channel} {self.status}>"
+
+    @staticmethod
+    def api_key(owner: str, client_key: str) -> str:
+        """The key of a message an API principal (`owner`) sends with an Idempotency-Key."""
+        return f"{API_KEY_PREFIX}{owner} {client_key}"
+
+    @staticmethod
+    def retired_api_key(key: str, message_id: int) -> str:
+        return f"{RETIRED_API_KEY_PREFIX}{message_id} {key.removeprefix(API_KEY_PREFIX)}"
+
+    @property
+    def client_key(self) -> str:
+        """The Idempotency-Key its API client sent ("" for a message not sent by the API)."""
+        if self.idempotency_key.startswith((API_KEY_PREFIX, RETIRED_API_KEY_PREFIX)):
+            return self.idempotency_key.rsplit(" ", 1)[-1]
+        return ""
 
 
 class SendBudget(models.Model):

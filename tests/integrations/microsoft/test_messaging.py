@@ -97,7 +97,8 @@ class TestMail:
         message = outbox.send_mail(
             sender, [to], "Route R7 closed", "Use R9.", idempotency_key="ticket-7"
         )
-        assert message.status == "queued" and message.job.idempotency_key == "msg:ticket-7"
+        assert message.status == "queued" and message.idempotency_key == "ticket-7"
+        assert message.job.idempotency_key is None  # one key: the message's
         # The same key again: the same message, no second job.
         again = outbox.send_mail(
             sender, [to], "Route R7 closed", "Use R9.", idempotency_key="ticket-7"
@@ -111,10 +112,10 @@ class TestMail:
         sent = mails(emulator, "Route R7 closed")
         assert len(sent) == 1 and sent[0]["via"] == "draft.send" and sent[0]["to"] == [to]
         assert sent[0]["singleValueExtendedProperties"] == [
-            {"id": mail.TAG_PROPERTY_ID, "value": "msg:ticket-7"}
+            {"id": mail.TAG_PROPERTY_ID, "value": message.graph_tag}
         ]
         # The sent item keeps the tag: that is how a retry recognises it.
-        items = tagged_items(emulator, sender, "msg:ticket-7")
+        items = tagged_items(emulator, sender, message.graph_tag)
         assert [i["isDraft"] for i in items] == [False]
         assert Job.objects.get().status == "succeeded"
 
@@ -129,9 +130,7 @@ class TestMail:
             run_queued()
         message.refresh_from_db()
         assert message.step == "draft_requested" and not message.graph_draft_id
-        assert [i["isDraft"] for i in tagged_items(emulator, sender, message.idempotency_key)] == [
-            True
-        ]
+        assert [i["isDraft"] for i in tagged_items(emulator, sender, message.graph_tag)] == [True]
         assert mails(emulator, "Brake pads late") == []
 
         # The worker is gone: the watchdog counts the run as lost and the retry runs.
@@ -148,9 +147,7 @@ class TestMail:
             path=r"/users/[^/]+/messages$", method="POST"
         )
         assert len(drafts_created) == 1  # the existing draft was reused
-        assert [i["isDraft"] for i in tagged_items(emulator, sender, message.idempotency_key)] == [
-            False
-        ]
+        assert [i["isDraft"] for i in tagged_items(emulator, sender, message.graph_tag)] == [False]
         job = Job.objects.get(pk=job_id)
         assert job.runs == 2 and list(job.attempt_log.values_list("outcome", flat=True)) == [
             "lost",
@@ -247,9 +244,7 @@ class TestMail:
         with pytest.raises(Crash):
             delivery.deliver(message.pk)
         monkeypatch.undo()
-        assert [i["isDraft"] for i in tagged_items(emulator, sender, message.idempotency_key)] == [
-            True
-        ]
+        assert [i["isDraft"] for i in tagged_items(emulator, sender, message.graph_tag)] == [True]
         # The retry (the watchdog's, moments later) sees the draft and waits: no second send.
         with pytest.raises(TransientJobError) as caught:
             delivery.deliver(message.pk)
@@ -544,9 +539,7 @@ class TestActedOnDespiteTheAnswer:
         assert run_queued() == ["retrying"]
         message.refresh_from_db()
         assert message.step == "draft_requested"
-        assert [i["isDraft"] for i in tagged_items(emulator, sender, message.idempotency_key)] == [
-            True
-        ]
+        assert [i["isDraft"] for i in tagged_items(emulator, sender, message.graph_tag)] == [True]
 
         due_now(message.job_id)
         assert run_queued() == ["succeeded"]

@@ -112,6 +112,25 @@ def test_keys_are_per_client_and_expire_after_their_ttl(client, fleet):
     )
     reused = post(client, fleet, {**MAIL, "body": "A new request after a day"})
     assert reused.status_code == 202 and reused.json()["id"] not in (first["id"], second["id"])
+    # The key names the new message; the first keeps it as a retired key, and its Graph tag.
+    old, new = (
+        OutboundMessage.objects.get(pk=first["id"]),
+        OutboundMessage.objects.get(pk=reused.json()["id"]),
+    )
+    assert new.idempotency_key == f"api {record.owner} k-1"
+    assert old.idempotency_key == f"api~{old.pk} {record.owner} k-1" and old.client_key == "k-1"
+    assert old.graph_tag != new.graph_tag
+
+
+def test_a_message_has_one_key_the_clients_and_keeps_it_after_the_record_is_pruned(client, fleet):
+    message_id = post(client, fleet, MAIL, key="order-4711").json()["id"]
+    message = OutboundMessage.objects.get(pk=message_id)
+    owner = IdempotencyRecord.objects.get().owner
+    assert message.idempotency_key == f"api {owner} order-4711"
+    assert message.job.idempotency_key is None and message.graph_tag.startswith("msg:")
+    IdempotencyRecord.objects.all().delete()  # pruned after API_IDEMPOTENCY_TTL_HOURS
+    assert list(OutboundMessage.objects.with_key("order-4711")) == [message]
+    assert message.client_key == "order-4711"
 
 
 def test_the_idempotency_key_is_required_and_checked(client, fleet):

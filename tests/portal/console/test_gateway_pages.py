@@ -153,3 +153,19 @@ def test_a_sent_mails_page_lists_the_graph_calls_of_its_attempts(client, otto_op
     assert "/graph/?request_id=11111111-aaaa-4bbb-8ccc-000000000001" in body
     assert "11111111-aaaa-4bbb-8ccc-000000000001" in body
     assert "11111111-aaaa-4bbb-8ccc-000000000002" in body
+
+
+def test_an_api_message_is_found_and_shown_by_its_clients_key(client, otto_operator, failed):
+    """The message's one key is its client's Idempotency-Key: the filter, the search and
+    the detail page find and show it, also after the API's record of the key is pruned."""
+    OutboundMessage.objects.filter(pk=failed.pk).update(
+        idempotency_key=OutboundMessage.api_key("client:7", "order-4711")
+    )
+    client.force_login(otto_operator)
+    listed = client.get(reverse("console:messages"), {"key": "order-4711"})
+    assert f"#{failed.pk}".encode() in listed.content
+    assert f"#{failed.pk}".encode() not in (
+        client.get(reverse("console:messages"), {"key": "order-4712"}).content
+    )
+    detail = client.get(reverse("console:message", args=[failed.pk]))
+    assert b"<code>order-4711</code> (the client's)" in detail.content
