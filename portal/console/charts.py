@@ -266,7 +266,8 @@ def _markers(
         local = event.created_at.astimezone(zone)
         who = f"{event.actor_name} ({event.actor_role})" if event.actor_role else event.actor_name
         what = action_words(event.action)
-        target = getattr(event, "target_label", "")
+        # "paused the job queue", not "…: job queue (none named)": no target, no words for it.
+        target = getattr(event, "target_label", "") if event.target_id else ""
         markers.append(
             {
                 "id": event.pk,

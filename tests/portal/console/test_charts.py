@@ -281,3 +281,11 @@ def test_a_range_longer_than_the_samples_are_kept_says_so(client, ada_admin, set
     assert "Samples are kept 2 days: the start of this range has none." in html
     html = client.get(reverse("console:dashboard"), {"range": "24h"}).content.decode()
     assert "Samples are kept" not in html
+
+
+@pytest.mark.django_db
+def test_an_action_without_a_target_reads_as_the_action_alone(otto_operator):
+    actor = Actor(kind="user", name="otto-operator", role="operator", user=otto_operator)
+    record("jobs.pause", actor=actor, target_type="job_queue")
+    (marker,) = dashboard_charts("1h", otto_operator)["markers"]
+    assert marker["what"] == "paused the job queue"
