@@ -107,16 +107,15 @@ class Actor:
             "user_agent": request.headers.get("User-Agent", "")[:300],
             "request_id": getattr(request, "request_id", ""),
         }
-        client_token = getattr(request, "service_client_token", None)
-        token = getattr(request, "api_token", None)
+        token = getattr(request, "bearer_token", None)
         user = getattr(request, "user", None)
-        if client_token is not None:
+        if token is not None and token.client is not None:
             return cls(
                 kind="client",
-                name=client_token.client.name,
+                name=token.client.name,
                 role=CLIENT_ROLE,
-                token=client_token,
-                client=client_token.client,
+                token=token,
+                client=token.client,
                 **common,
             )
         if token is not None:

@@ -9,9 +9,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from portal.access import lockouts
+from portal.access import api_tokens, lockouts
 from portal.access.actors import Actor
-from portal.access.models import CredentialFailure
+from portal.access.models import BearerToken, CredentialFailure
 from portal.lib.admin_utils import ReadOnlyAdminMixin
 
 # Accounts and roles change through portal.access (`portal_user`, the SSO role mapping), which
@@ -85,3 +85,38 @@ class SignInLogAdmin(ReadOnlyAdminMixin, AccessLogAdmin):
 @admin.register(AccessFailureLog)
 class SignInFailureLogAdmin(ReadOnlyAdminMixin, AccessFailureLogAdmin):
     actions = None
+
+
+@admin.register(BearerToken)
+class ApiTokenAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """People's API tokens. They are created on the console or with `manage.py api_token
+    create`; the hash is never shown. Service clients' tokens are managed per client."""
+
+    list_display = (
+        "id",
+        "prefix",
+        "user",
+        "name",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+    )
+    list_filter = ("revoked_at",)
+    search_fields = ("prefix", "name", "user__username")
+    exclude = ("token_hash",)
+    actions = ["revoke_selected"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[BearerToken]:
+        return super().get_queryset(request).filter(client__isnull=True)
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke_selected(self, request: HttpRequest, queryset: QuerySet[BearerToken]) -> None:
+        actor = Actor.from_request(request)
+        try:
+            for token in queryset.only("id"):
+                api_tokens.revoke_token(actor, token.pk)
+        except PermissionDenied as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        self.message_user(request, "Revoked.", messages.SUCCESS)

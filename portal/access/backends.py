@@ -16,11 +16,11 @@ from portal.access.roles import ADMIN, PERMISSIONS
 # audited) or not at all. Admin actions call those services and check the role themselves.
 ADMIN_MODEL_PERMISSIONS: frozenset[str] = frozenset(
     {
-        "access.view_credentialfailure",
         "alerts.view_alert",
         "alerts.view_alertevent",
         "alerts.view_auditchaincheck",
-        "api.view_apitoken",
+        "access.view_bearertoken",
+        "access.view_credentialfailure",
         "approvals.view_approvalpolicy",
         "approvals.view_approvalrequest",
         "audit.view_auditevent",

@@ -31,7 +31,7 @@ def requires(codename: str) -> Callable[[ViewFunc], ViewFunc]:
     def decorator(view: ViewFunc) -> ViewFunc:
         @wraps(view)
         def wrapped(request: OTPHttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-            has_token = getattr(request, "api_token", None) is not None
+            has_token = getattr(request, "bearer_token", None) is not None
             if not has_token and not request.user.is_authenticated:
                 if getattr(request, "htmx", False):
                     return HttpResponseClientRedirect(resolve_url(settings.LOGIN_URL))

@@ -138,30 +138,77 @@ class ServiceClient(models.Model):
         return f"client:{self.name}"
 
 
-class ServiceClientToken(models.Model):
-    """One bearer token of a service client; only its SHA-256 is stored. During a rotation
-    the old token stays valid until its (shortened) expiry, so two work at once."""
+class BearerTokenQuerySet(models.QuerySet["BearerToken"]):
+    def of_people(self) -> BearerTokenQuerySet:
+        """People's API tokens (the console's API tokens page, `api_token list`, the admin)."""
+        return self.filter(client__isnull=True)
+
+
+class BearerToken(models.Model):
+    """One bearer token of the JSON API: a person's API token (`user` set; `fgp_…`) or a
+    service client's (`client` set; `fgs_…`). Only its SHA-256 is stored. During a client's
+    rotation the old token stays valid until its (shortened) expiry, so two work at once."""
 
     id = models.BigAutoField(primary_key=True)
-    client = models.ForeignKey(ServiceClient, on_delete=models.CASCADE, related_name="tokens")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="api_tokens",
+    )
+    client = models.ForeignKey(
+        ServiceClient, on_delete=models.CASCADE, null=True, blank=True, related_name="tokens"
+    )
+    name = models.CharField(max_length=100, blank=True)
     prefix = models.CharField(max_length=16, db_index=True)
     token_hash = models.CharField(max_length=64, unique=True)
+    # A person's token: permission codenames, empty meaning "whatever the user's role allows".
+    # A client's token is always empty: the client's own scopes apply.
+    scopes = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.CharField(max_length=150)
     expires_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
+    objects = BearerTokenQuerySet.as_manager()
+
     class Meta:
         ordering = ["-id"]
+        verbose_name = "API token"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=False, client__isnull=True)
+                | models.Q(user__isnull=True, client__isnull=False),
+                name="access_bearertoken_one_owner",
+            )
+        ]
 
     def __str__(self) -> str:
-        return f"{self.prefix}… ({self.client.name})"
+        return f"{self.prefix}… ({self.name or self.owner_name})"
+
+    @property
+    def owner_name(self) -> str:
+        if self.client is not None:
+            return self.client.name
+        return self.user.get_username() if self.user is not None else ""
+
+    @property
+    def display_name(self) -> str:
+        """How audit rows name a person's token (clients are named by the client)."""
+        return f"token:{self.prefix}:{self.owner_name}"
 
     @property
     def is_usable(self) -> bool:
-        return (
-            self.revoked_at is None
-            and self.client.revoked_at is None
-            and (self.expires_at is None or self.expires_at > timezone.now())
-        )
+        if self.revoked_at is not None:
+            return False
+        if self.expires_at is not None and self.expires_at <= timezone.now():
+            return False
+        if self.client is not None:
+            return self.client.revoked_at is None
+        return self.user is not None and self.user.is_active
+
+    def allows(self, codename: str) -> bool:
+        """A person's token narrows its user's role to its scopes (none: the whole role)."""
+        return not self.scopes or codename in self.scopes

@@ -1,4 +1,5 @@
-"""Service clients: the Fleet services' API principals (create, rotate, revoke, authenticate).
+"""Service clients: the Fleet services' API principals (create, rotate, revoke; their tokens
+are bearer tokens like people's, authenticated by `bearer_tokens.authenticate`).
 
 A client holds scopes, not a role. Each scope grants a fixed set of the portal's permission
 codenames (roles.SCOPES), so the API's one permission check (`Actor.can`) serves people's tokens
@@ -13,20 +14,18 @@ from datetime import datetime, timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from portal.access import bearer_tokens
 from portal.access.actors import Actor
 from portal.access.authz import require
-from portal.access.models import ServiceClient, ServiceClientToken
+from portal.access.models import BearerToken, ServiceClient
 from portal.access.roles import SCOPES
-from portal.access.token_values import hash_token, new_token_value
 from portal.approvals import gate
 from portal.audit.services import record
 
-CLIENT_TOKEN_PREFIX = "fgs_"
 DEFAULT_EXPIRY_DAYS = 90
 MAX_EXPIRY_DAYS = 365
 DEFAULT_GRACE_HOURS = 24
 MAX_GRACE_HOURS = 24 * 14
-LAST_USED_RESOLUTION = timedelta(minutes=1)
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
 
@@ -58,16 +57,10 @@ def _expiry(expires_days: int | None) -> datetime | None:
 
 def _issue(
     client: ServiceClient, actor: Actor, expires_days: int | None
-) -> tuple[ServiceClientToken, str]:
-    raw, prefix = new_token_value(CLIENT_TOKEN_PREFIX)
-    token = ServiceClientToken.objects.create(
-        client=client,
-        prefix=prefix,
-        token_hash=hash_token(raw),
-        created_by=actor.name[:150],
-        expires_at=_expiry(expires_days),
+) -> tuple[BearerToken, str]:
+    return bearer_tokens.issue(
+        owner=client, created_by=actor.name, expires_at=_expiry(expires_days)
     )
-    return token, raw
 
 
 def get_client(name: str) -> ServiceClient:
@@ -143,7 +136,7 @@ def rotate_client(
     name: str,
     grace_hours: int = DEFAULT_GRACE_HOURS,
     expires_days: int | None = DEFAULT_EXPIRY_DAYS,
-) -> tuple[ServiceClientToken, str]:
+) -> tuple[BearerToken, str]:
     """Issue a new token; the current ones keep working for `grace_hours` more, then expire
     (0 ends them now). Returns the new token and its raw value (shown once)."""
     require(
@@ -163,7 +156,7 @@ def rotate_client(
         now = timezone.now()
         ends = now + timedelta(hours=grace_hours)
         current = (
-            ServiceClientToken.objects.select_for_update()
+            BearerToken.objects.select_for_update()
             .filter(client=client, revoked_at__isnull=True)
             .exclude(expires_at__lte=now)
         )
@@ -171,7 +164,7 @@ def rotate_client(
         for old in current:
             old_prefixes.append(old.prefix)
             if old.expires_at is None or old.expires_at > ends:
-                ServiceClientToken.objects.filter(pk=old.pk).update(expires_at=ends)
+                BearerToken.objects.filter(pk=old.pk).update(expires_at=ends)
         token, raw = _issue(client, actor, expires_days)
         record(
             "service_client.rotate",
@@ -203,9 +196,7 @@ def revoke_client(actor: Actor, name: str) -> ServiceClient:
         if client.revoked_at is None:
             ServiceClient.objects.filter(pk=client.pk).update(revoked_at=now)
             client.revoked_at = now
-        ServiceClientToken.objects.filter(client=client, revoked_at__isnull=True).update(
-            revoked_at=now
-        )
+        BearerToken.objects.filter(client=client, revoked_at__isnull=True).update(revoked_at=now)
         record(
             "service_client.revoke",
             actor=actor,
@@ -214,35 +205,3 @@ def revoke_client(actor: Actor, name: str) -> ServiceClient:
             params={"name": name},
         )
     return client
-
-
-def public_prefix(raw: str) -> str | None:
-    """The visible `fgs_xxxxxxxx` part of a value shaped like a client token, else None (the
-    bad-token limiter counts failures per prefix; the secret part is never kept)."""
-    head, sep, _ = raw[len(CLIENT_TOKEN_PREFIX) :].partition("_")
-    if (
-        not raw.startswith(CLIENT_TOKEN_PREFIX)
-        or not sep
-        or len(head) != 8
-        or any(char not in "0123456789abcdef" for char in head)
-    ):
-        return None
-    return f"{CLIENT_TOKEN_PREFIX}{head}"
-
-
-def authenticate(raw: str) -> ServiceClientToken | None:
-    """The usable client token with this value (its client loaded), or None."""
-    if not raw.startswith(CLIENT_TOKEN_PREFIX) or len(raw) > 200:
-        return None
-    token = (
-        ServiceClientToken.objects.select_related("client")
-        .filter(token_hash=hash_token(raw))
-        .first()
-    )
-    if token is None or not token.is_usable:
-        return None
-    now = timezone.now()
-    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
-        ServiceClientToken.objects.filter(pk=token.pk).update(last_used_at=now)
-        token.last_used_at = now
-    return token

@@ -22,15 +22,13 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
 
-from portal.access import credential_limits, service_clients
+from portal.access import bearer_tokens, credential_limits
 from portal.access.actors import Actor
 from portal.access.addresses import from_api_trusted_network
 from portal.access.authz import require
 from portal.access.roles import PERMISSIONS
 from portal.api.approval_answers import answer_required
-from portal.api.models import public_prefix
 from portal.api.request_types import ApiHttpRequest
-from portal.api.tokens import authenticate
 from portal.approvals.gate import ApprovalRequired
 
 logger = logging.getLogger(__name__)
@@ -384,37 +382,25 @@ def _authenticate(request: ApiHttpRequest, trusted_network: bool) -> Actor:
     # Refused credentials are counted (credential_limits), not audited one row each: an
     # unauthenticated caller must not be able to grow the append-only audit log.
     raw = _bearer(request)
-    if raw is not None and raw.startswith(service_clients.CLIENT_TOKEN_PREFIX):
-        wait = credential_limits.wait_before_trying(request)
-        if wait:
-            raise _too_many_failures(wait)
-        client_token = service_clients.authenticate(raw)
-        if client_token is None:
-            wait = credential_limits.record_failure(
-                request,
-                token_prefix=service_clients.public_prefix(raw) or credential_limits.OTHER_PREFIX,
-                reason="unknown, expired or revoked service-client token",
-            )
-            if wait:
-                raise _too_many_failures(wait)
-            raise ApiError(401, "unauthorized", "The bearer token is unknown, expired or revoked.")
-        request.service_client_token = client_token
-        return Actor.from_request(request)
     if raw is not None:
         wait = credential_limits.wait_before_trying(request)
         if wait:
             raise _too_many_failures(wait)
-        token = authenticate(raw)
+        token = bearer_tokens.authenticate(raw)
         if token is None:
             wait = credential_limits.record_failure(
                 request,
-                token_prefix=public_prefix(raw) or credential_limits.OTHER_PREFIX,
-                reason="unknown, expired or revoked token",
+                token_prefix=bearer_tokens.public_prefix(raw) or credential_limits.OTHER_PREFIX,
+                reason=(
+                    "unknown, expired or revoked service-client token"
+                    if bearer_tokens.is_client_value(raw)
+                    else "unknown, expired or revoked token"
+                ),
             )
             if wait:
                 raise _too_many_failures(wait)
             raise ApiError(401, "unauthorized", "The bearer token is unknown, expired or revoked.")
-        request.api_token = token
+        request.bearer_token = token
         return Actor.from_request(request)
     if trusted_network and from_api_trusted_network(request):
         base = Actor.from_request(request)

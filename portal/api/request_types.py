@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
-from portal.access.models import ServiceClientToken
-from portal.api.models import ApiToken
+from portal.access.models import BearerToken
 
 
 class ApiHttpRequest(HttpRequest):
-    """A request the API authenticated: exactly one of `request.api_token` (a person's token) or
-    `request.service_client_token` (a Fleet service's) is set, or neither for a trusted-network
-    caller; readers use getattr for that reason."""
+    """A request the API authenticated: `request.bearer_token` is the person's or the Fleet
+    service's token, or is not set for a trusted-network caller; readers use getattr for that
+    reason."""
 
-    api_token: ApiToken
-    service_client_token: ServiceClientToken
+    bearer_token: BearerToken

@@ -13,10 +13,9 @@ from django.contrib.auth import get_user_model
 
 from integrations.microsoft import bulk_kinds, credentials, tenant
 from integrations.microsoft.models import Credential, MonitoredUser, Subscription
-from portal.access import service_clients, users
+from portal.access import api_tokens, service_clients, users
 from portal.access.actors import Actor, role_of
 from portal.access.roles import ADMIN
-from portal.api import tokens
 from portal.approvals.gate import SECRET, CoveredAction, register
 from portal.jobs import services as job_services
 from portal.jobs.services import JobFilter
@@ -230,7 +229,7 @@ def _scopes(params: dict[str, Any]) -> list[str]:
 
 
 def _create_token(actor: Actor, params: dict[str, Any]) -> dict[str, Any]:
-    token, raw = tokens.create_token(
+    token, raw = api_tokens.create_token(
         actor,
         _text(params, "username"),
         _text(params, "name"),
@@ -242,7 +241,7 @@ def _create_token(actor: Actor, params: dict[str, Any]) -> dict[str, Any]:
 
 register(
     CoveredAction(
-        key=tokens.FOR_ANOTHER_PERSON,
+        key=api_tokens.FOR_ANOTHER_PERSON,
         label="Create an API token for another person",
         permission="manage_api_tokens",
         run=_create_token,

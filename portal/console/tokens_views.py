@@ -11,11 +11,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from portal.access import api_tokens
 from portal.access.actors import Actor
 from portal.access.decorators import requires
+from portal.access.models import BearerToken
 from portal.access.roles import PERMISSIONS
-from portal.api import tokens
-from portal.api.models import ApiToken
 
 
 class TokenForm(forms.Form):
@@ -30,7 +30,7 @@ class TokenForm(forms.Form):
         help_text="None ticked: whatever the user's role allows.",
     )
     expires_days = forms.IntegerField(
-        min_value=1, max_value=tokens.MAX_EXPIRY_DAYS, initial=tokens.DEFAULT_EXPIRY_DAYS
+        min_value=1, max_value=api_tokens.MAX_EXPIRY_DAYS, initial=api_tokens.DEFAULT_EXPIRY_DAYS
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -49,7 +49,7 @@ def _page(
         {
             "form": form,
             "created": created,
-            "tokens": ApiToken.objects.select_related("user").order_by("-id")[:200],
+            "tokens": BearerToken.objects.of_people().select_related("user").order_by("-id")[:200],
         },
         status=status,
     )
@@ -69,14 +69,14 @@ def token_create(request: HttpRequest) -> HttpResponse:
         return _page(request, form, status=400)
     data = form.cleaned_data
     try:
-        _token, raw = tokens.create_token(
+        _token, raw = api_tokens.create_token(
             Actor.from_request(request),
             data["user"].username,
             data["name"],
             data["scopes"],
             data["expires_days"],
         )
-    except tokens.TokenError as exc:
+    except api_tokens.TokenError as exc:
         form.add_error(None, str(exc))
         return _page(request, form, status=400)
     # Shown once, in this response only; never stored, never in a redirect or a message.
@@ -89,8 +89,8 @@ def token_create(request: HttpRequest) -> HttpResponse:
 @requires("manage_api_tokens")
 def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     try:
-        token = tokens.revoke_token(Actor.from_request(request), token_id)
-    except tokens.TokenError as exc:
+        token = api_tokens.revoke_token(Actor.from_request(request), token_id)
+    except api_tokens.TokenError as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"Token {token.prefix}… is revoked; it stops working now.")

@@ -12,10 +12,10 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from portal.access import service_clients
 from portal.access.actors import Actor
+from portal.access.api_tokens import create_token
 from portal.access.middleware import view_permission
 from portal.access.models import ServiceClient
 from portal.access.roles import MATRIX, SCOPES, permissions_of_scopes
-from portal.api.tokens import create_token
 from portal.audit.models import AuditEvent
 from portal.jobs.models import BulkOperation, Job
 from tests.conftest import PERSONAS

@@ -22,8 +22,8 @@ from integrations.microsoft.diagnosis import COMPARES_PER_MINUTE
 from integrations.microsoft.models import MonitoredUser
 from portal.access import mfa
 from portal.access.actors import Actor
+from portal.access.api_tokens import create_token
 from portal.access.middleware import POLL_HEADER, SESSION_ACTIVE_KEY
-from portal.api.tokens import create_token
 from portal.audit.services import record
 from portal.jobs.models import Job
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 from integrations.microsoft import diagnosis, subscriptions
 from integrations.microsoft.models import MonitoredUser, SyncRun, SyncState
 from portal.access.actors import Actor
-from portal.api.tokens import create_token
+from portal.access.api_tokens import create_token
 from portal.audit.services import record
 from tests.integrations.microsoft.webhook_support import make_sub
 

@@ -11,7 +11,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from portal.access import mfa
 from portal.access.actors import Actor
-from portal.api.tokens import create_token
+from portal.access.api_tokens import create_token
 from portal.audit.models import AuditEvent
 from tests.conftest import PERSONA_PASSWORD
 

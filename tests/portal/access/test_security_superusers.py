@@ -18,11 +18,11 @@ from django.urls import reverse
 
 from portal.access import users
 from portal.access.actors import Actor, role_of
+from portal.access.api_tokens import create_token
 from portal.access.models import EntraAccount
 from portal.alerts import services
 from portal.alerts.models import Alert
 from portal.alerts.rules import RULES
-from portal.api.tokens import create_token
 from portal.audit.models import AuditEvent
 from tests.conftest import PERSONA_PASSWORD
 

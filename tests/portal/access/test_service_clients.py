@@ -10,10 +10,10 @@ from django.test import RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
-from portal.access import service_clients
+from portal.access import bearer_tokens, service_clients
 from portal.access.actors import Actor
-from portal.access.models import ServiceClient, ServiceClientToken
-from portal.access.token_values import hash_token
+from portal.access.bearer_tokens import hash_token
+from portal.access.models import BearerToken, ServiceClient
 from portal.audit.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -36,7 +36,7 @@ def test_create_prints_the_token_once_on_its_last_line_and_audits_without_it():
     assert raw.startswith("fgs_")
     client = ServiceClient.objects.get(name="fleet-api")
     assert client.scopes == ["messages:read", "messages:send"]
-    assert ServiceClientToken.objects.get().token_hash == hash_token(raw)
+    assert BearerToken.objects.get().token_hash == hash_token(raw)
     event = AuditEvent.objects.get(action="service_client.create")
     assert raw not in str(event.params) and event.actor_name.startswith("cli:")
     listing = command("list")
@@ -77,13 +77,13 @@ def test_a_client_token_never_opens_the_console(client):
 def test_rotation_keeps_both_tokens_valid_for_the_overlap_then_only_the_new_one(client):
     _client, old = service_clients.create_client(SYSTEM, "fleet-api", ["events:read"])
     _token, new = service_clients.rotate_client(SYSTEM, "fleet-api", grace_hours=2)
-    assert service_clients.authenticate(old) is not None
-    assert service_clients.authenticate(new) is not None
-    ServiceClientToken.objects.filter(token_hash=hash_token(old)).update(
+    assert bearer_tokens.authenticate(old) is not None
+    assert bearer_tokens.authenticate(new) is not None
+    BearerToken.objects.filter(token_hash=hash_token(old)).update(
         expires_at=timezone.now() - timedelta(seconds=1)
     )  # the overlap has passed
-    assert service_clients.authenticate(old) is None
-    assert service_clients.authenticate(new) is not None
+    assert bearer_tokens.authenticate(old) is None
+    assert bearer_tokens.authenticate(new) is not None
     response = client.get("/api/queue/dead-letter", **bearer(old))
     assert response.status_code == 401
     event = AuditEvent.objects.get(action="service_client.rotate")
@@ -93,7 +93,7 @@ def test_rotation_keeps_both_tokens_valid_for_the_overlap_then_only_the_new_one(
 def test_rotation_with_no_overlap_ends_the_old_token_now():
     _client, old = service_clients.create_client(SYSTEM, "fleet-api", ["events:read"])
     service_clients.rotate_client(SYSTEM, "fleet-api", grace_hours=0)
-    assert service_clients.authenticate(old) is None
+    assert bearer_tokens.authenticate(old) is None
 
 
 def test_revoking_a_client_stops_every_token(client):
@@ -101,8 +101,8 @@ def test_revoking_a_client_stops_every_token(client):
     service_clients.rotate_client(SYSTEM, "fleet-api")
     out = command("revoke", "fleet-api")
     assert "Revoked" in out
-    assert service_clients.authenticate(raw) is None
-    assert not ServiceClientToken.objects.filter(revoked_at__isnull=True).exists()
+    assert bearer_tokens.authenticate(raw) is None
+    assert not BearerToken.objects.filter(revoked_at__isnull=True).exists()
     assert client.get("/api/queue/dead-letter", **bearer(raw)).status_code == 401
 
 
@@ -147,10 +147,10 @@ def test_an_admin_creates_rotates_and_revokes_in_the_console(client, ada_admin):
         reverse("console:service_client_rotate", args=["fleet-api"]), {"grace_hours": "1"}
     )
     new = response.context["created"]
-    assert new != raw and service_clients.authenticate(raw) is not None
+    assert new != raw and bearer_tokens.authenticate(raw) is not None
     response = client.post(reverse("console:service_client_revoke", args=["fleet-api"]))
     assert response.status_code == 302
-    assert service_clients.authenticate(new) is None
+    assert bearer_tokens.authenticate(new) is None
     actions = list(
         AuditEvent.objects.filter(actor_name="ada-admin", action__startswith="service_client.")
         .order_by("id")

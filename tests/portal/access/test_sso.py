@@ -12,11 +12,11 @@ from django.contrib.auth.models import Group
 
 from portal.access import sso
 from portal.access.actors import Actor, role_of
+from portal.access.api_tokens import create_token
 from portal.access.models import CredentialFailure, EntraAccount, LastSignIn
 from portal.access.tasks import recheck_entra_accounts
 from portal.access.users import UserError, set_role
 from portal.alerts.models import Alert
-from portal.api.tokens import create_token
 from portal.audit.models import AuditEvent
 from tests.conftest import PERSONA_PASSWORD, PERSONAS
 from tests.portal.access.sso_support import ENTRA_STAFF, NO_ROLE, pick_account, sign_in

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from portal.access.actors import Actor
-from portal.api.tokens import create_token
+from portal.access.api_tokens import create_token
 
 pytestmark = pytest.mark.django_db
 

@@ -10,9 +10,9 @@ from integrations.microsoft.messaging.delivery import deliver
 from integrations.microsoft.models import MonitoredUser, OutboundMessage
 from portal.access import service_clients
 from portal.access.actors import Actor
+from portal.access.api_tokens import create_token
 from portal.api import idempotency
 from portal.api.models import IdempotencyRecord
-from portal.api.tokens import create_token
 from portal.audit.models import AuditEvent
 from portal.jobs.models import Job
 

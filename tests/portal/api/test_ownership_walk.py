@@ -16,11 +16,11 @@ import json
 import pytest
 
 from integrations.microsoft.models import MonitoredUser, OutboundMessage
-from portal.access import service_clients
+from portal.access import bearer_tokens, service_clients
 from portal.access.actors import Actor
+from portal.access.api_tokens import create_token
 from portal.access.roles import SCOPES
 from portal.api.framework import TENANT_WIDE, Owned, api_endpoint
-from portal.api.tokens import create_token
 from portal.events.endpoints import create_endpoint, send_test
 from portal.events.models import EventDelivery, EventEndpoint
 from tests.portal.test_rbac_walk import concrete, routes
@@ -48,7 +48,7 @@ def scopes_of(callback) -> dict[str, object]:
 
 def principal(name: str) -> tuple[Actor, dict[str, str]]:
     row, raw = service_clients.create_client(SYSTEM, name, list(SCOPES))
-    token = service_clients.authenticate(raw)
+    token = bearer_tokens.authenticate(raw)
     actor = Actor(kind="client", name=row.name, role="service-client", token=token, client=row)
     return actor, {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
 

@@ -6,9 +6,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from portal.access.actors import Actor
-from portal.access.models import CredentialFailure
-from portal.api.models import ApiToken
-from portal.api.tokens import create_token
+from portal.access.api_tokens import create_token
+from portal.access.models import BearerToken, CredentialFailure
 from portal.audit.models import AuditEvent
 from portal.jobs.models import BulkOperation, Job
 from portal.jobs.runner import enqueue
@@ -117,8 +116,8 @@ class TestAuthentication:
 
     def test_a_revoked_or_expired_token_is_401_and_counted(self, client, token_for):
         token = token_for("viewer")
-        stored = ApiToken.objects.get()
-        ApiToken.objects.update(revoked_at="2026-01-01T00:00:00Z")
+        stored = BearerToken.objects.get()
+        BearerToken.objects.update(revoked_at="2026-01-01T00:00:00Z")
         assert client.get("/api/queue/dead-letter", **auth(token)).status_code == 401
         counted = CredentialFailure.objects.get(scope="token_prefix")
         assert (counted.key, counted.count) == (stored.prefix, 1)
@@ -150,7 +149,7 @@ class TestAuthentication:
 
     def test_only_the_hash_is_stored(self, token_for):
         token = token_for("viewer")
-        stored = ApiToken.objects.get()
+        stored = BearerToken.objects.get()
         assert token not in (stored.token_hash, stored.prefix)
         assert token.startswith(stored.prefix)
 
@@ -200,7 +199,7 @@ class TestTokenCommand:
     def test_list_and_revoke(self, personas, capsys):
         call_command("api_token", "create", "--user", personas["viewer"].username)
         raw = capsys.readouterr().out.strip()
-        token = ApiToken.objects.get()
+        token = BearerToken.objects.get()
         call_command("api_token", "list")
         listing = capsys.readouterr().out
         assert token.prefix in listing and raw not in listing

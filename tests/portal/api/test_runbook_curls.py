@@ -14,7 +14,7 @@ from django.conf import settings
 
 from integrations.microsoft.models import MonitoredUser, SyncState
 from portal.access.actors import Actor
-from portal.api.tokens import create_token
+from portal.access.api_tokens import create_token
 from portal.jobs.models import Job
 
 RUNBOOK = Path(settings.BASE_DIR) / "docs" / "runbook-legacy.md"

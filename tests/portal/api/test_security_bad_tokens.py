@@ -15,8 +15,8 @@ from django.db.models import F
 from django.test import Client
 
 from portal.access.actors import Actor
+from portal.access.api_tokens import create_token
 from portal.access.models import CredentialFailure
-from portal.api.tokens import create_token
 from portal.audit.models import AuditEvent
 from portal.jobs import retention
 

@@ -6,7 +6,7 @@ import pytest
 
 from integrations.microsoft.models import GraphCall, MonitoredUser, SyncState
 from portal.access.actors import Actor
-from portal.api.tokens import create_token
+from portal.access.api_tokens import create_token
 from portal.audit.models import AuditEvent
 from portal.jobs.models import Job
 

@@ -17,12 +17,11 @@ from django.utils import timezone
 
 from integrations.graph_emulator.testing import RunningEmulator
 from integrations.microsoft.models import Credential, MonitoredUser, OutboundMessage, Subscription
-from portal.access import service_clients
+from portal.access import bearer_tokens, service_clients
 from portal.access.actors import Actor, role_of
-from portal.access.models import ServiceClient
+from portal.access.models import BearerToken, ServiceClient
 from portal.access.users import apply_role
 from portal.alerts.models import Alert
-from portal.api.models import TOKEN_PREFIX, ApiToken, hash_token, new_token_value
 from portal.approvals import gate, services
 from portal.approvals.checks import check_approval_policy
 from portal.approvals.models import ApprovalRequest
@@ -41,10 +40,7 @@ pytestmark = pytest.mark.django_db
 
 def bearer(user) -> dict[str, str]:
     """The person's own API token (made directly: the policy covers tokens for others)."""
-    raw, prefix = new_token_value(TOKEN_PREFIX)
-    ApiToken.objects.create(
-        user=user, name="walk", prefix=prefix, token_hash=hash_token(raw), created_by="tests"
-    )
+    _token, raw = bearer_tokens.issue(owner=user, name="walk", created_by="tests", expires_at=None)
     return {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
 
 
@@ -583,7 +579,7 @@ def test_a_token_for_another_person_is_shown_once_to_the_requester_only(
     assert form.status_code == 200 and "needs a second person" in form.content.decode()
     client.post("/approvals/new", {"payload": form.context["payload"], "reason": "scripts"})
     approval = ApprovalRequest.objects.get()
-    assert not ApiToken.objects.filter(user=otto_operator).exists()
+    assert not BearerToken.objects.filter(user=otto_operator).exists()
     services.approve(actor_of(abe_admin), approval.pk)
     approval.refresh_from_db()
     assert approval.status == "executed" and "token_id" in approval.result
@@ -594,14 +590,16 @@ def test_a_token_for_another_person_is_shown_once_to_the_requester_only(
     with pytest.raises(ApprovalError, match="Only the requester"):
         services.reveal_secret(actor_of(abe_admin), approval.pk)
     page = client.post(f"/approvals/{approval.pk}/reveal").content.decode()
-    token = ApiToken.objects.get(user=otto_operator)
+    token = BearerToken.objects.get(user=otto_operator)
     secret = page.split('id="revealed-secret">')[1].split("<")[0]
     assert secret.startswith(token.prefix)
     response = api_post(client, f"/api/approvals/{approval.pk}/secret", ada_admin)
     assert response.status_code == 409
     # One's own token needs nobody.
     client.post("/tokens/create", {**data, "user": ada_admin.username})
-    assert ApprovalRequest.objects.count() == 1 and ApiToken.objects.filter(user=ada_admin).exists()
+    assert (
+        ApprovalRequest.objects.count() == 1 and BearerToken.objects.filter(user=ada_admin).exists()
+    )
 
 
 def test_a_service_client_that_may_send_waits_for_another_admin(
@@ -705,7 +703,7 @@ def test_api_token_and_api_client_commands_go_through_approval(covered, otto_ope
         str(token_request.pk),
         stdout=out,
     )
-    assert out.getvalue().startswith(ApiToken.objects.get(user=otto_operator).prefix)
+    assert out.getvalue().startswith(BearerToken.objects.get(user=otto_operator).prefix)
 
     with pytest.raises(CommandError, match="needs a second person"):
         call_command("api_client", "create", "fleet-api", "--scopes", "messages:send")

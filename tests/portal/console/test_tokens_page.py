@@ -1,7 +1,8 @@
 import pytest
 from django.urls import reverse
 
-from portal.api.models import ApiToken, hash_token
+from portal.access.bearer_tokens import hash_token
+from portal.access.models import BearerToken
 from portal.audit.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -23,7 +24,7 @@ def test_an_admin_creates_a_token_that_is_shown_once(client, ada_admin, sam_supp
     raw = response.context["created"]
     assert raw.startswith("fgp_") and raw.encode() in response.content
     assert response["Cache-Control"] == "no-store"
-    token = ApiToken.objects.get()
+    token = BearerToken.objects.get()
     assert token.token_hash == hash_token(raw) and token.user == sam_support
     assert raw.encode() not in client.get(reverse("console:tokens")).content
     event = AuditEvent.objects.get(action="api_token.create")
@@ -42,7 +43,7 @@ def test_scopes_beyond_the_role_and_bad_input_are_refused(client, ada_admin, ver
         reverse("console:token_create"), {"user": "nobody", "name": "", "expires_days": "9999"}
     )
     assert response.status_code == 400
-    assert not ApiToken.objects.exists()
+    assert not BearerToken.objects.exists()
 
 
 def test_revoke(client, ada_admin):
@@ -50,7 +51,7 @@ def test_revoke(client, ada_admin):
     client.post(
         reverse("console:token_create"), {"user": "ada-admin", "name": "x", "expires_days": "1"}
     )
-    token = ApiToken.objects.get()
+    token = BearerToken.objects.get()
     response = client.post(reverse("console:token_revoke", args=[token.pk]), follow=True)
     assert b"is revoked" in response.content
     token.refresh_from_db()

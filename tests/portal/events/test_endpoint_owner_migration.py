@@ -9,7 +9,7 @@ import pytest
 from django.apps import apps
 from django.contrib.auth import get_user_model
 
-from portal.access import service_clients
+from portal.access import bearer_tokens, service_clients
 from portal.access.actors import Actor
 from portal.events.endpoints import create_endpoint
 from portal.events.models import EventEndpoint
@@ -31,7 +31,7 @@ def test_existing_endpoints_get_their_creator_client_or_the_console(settings, pe
     settings.DEBUG = True
     settings.EVENT_ENDPOINT_ALLOWED_NETWORKS = ["127.0.0.0/8"]
     fleet, raw = service_clients.create_client(SYSTEM, "fleet-ops", ["events:manage"])
-    token = service_clients.authenticate(raw)
+    token = bearer_tokens.authenticate(raw)
     as_client = Actor(kind="client", name="fleet-ops", role="", token=token, client=fleet)
     admin = personas["admin"]
     as_admin = Actor(kind="user", name=admin.username, role="admin", user=admin)

@@ -15,7 +15,7 @@ from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 from django_q.models import OrmQ
 
-from portal.access import service_clients
+from portal.access import bearer_tokens, service_clients
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
 from portal.events import safe_http
@@ -536,7 +536,7 @@ def test_concurrency_caps_per_endpoint_and_per_owner(local, receiver, personas):
     local.EVENT_DELIVERY_ENDPOINT_CONCURRENCY = 1
     local.EVENT_DELIVERY_OWNER_CONCURRENCY = 2
     fleet, raw = service_clients.create_client(SYSTEM, "fleet-ops", ["events:manage"])
-    token = service_clients.authenticate(raw)
+    token = bearer_tokens.authenticate(raw)
     client_actor = Actor(kind="client", name="fleet-ops", role="", token=token, client=fleet)
     first, second, third = (create_endpoint(client_actor, receiver.url)[0] for _ in "123")
     console = create_endpoint(SYSTEM, receiver.url)[0]

@@ -14,8 +14,8 @@ from django.core.exceptions import PermissionDenied
 import tests.portal.jobs.handlers  # noqa: F401  (registers test.admin_work)
 from integrations.microsoft import subscriptions
 from portal.access.actors import Actor
+from portal.access.api_tokens import create_token
 from portal.access.roles import PERMISSIONS
-from portal.api.tokens import create_token
 from portal.audit.models import AuditEvent
 from portal.jobs import bulk, services
 from portal.jobs.models import BulkOperation, Job

@@ -1,4 +1,5 @@
-"""API tokens: create, revoke, authenticate."""
+"""People's API tokens: create and revoke (the JSON API authenticates them with
+`bearer_tokens.authenticate`, like service clients' tokens)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,16 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from portal.access import bearer_tokens
 from portal.access.actors import Actor, role_of
 from portal.access.authz import require
+from portal.access.models import BearerToken
 from portal.access.roles import MATRIX, PERMISSIONS
-from portal.api.models import TOKEN_PREFIX, ApiToken, hash_token, new_token_value
 from portal.approvals import gate
 from portal.audit.services import record
 
 MAX_EXPIRY_DAYS = 365
 DEFAULT_EXPIRY_DAYS = 90
-# last_used_at is refreshed at most this often, so reads do not become writes.
-LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 class TokenError(Exception):
@@ -35,7 +35,7 @@ def create_token(
     name: str,
     scopes: list[str] | None = None,
     expires_days: int | None = DEFAULT_EXPIRY_DAYS,
-) -> tuple[ApiToken, str]:
+) -> tuple[BearerToken, str]:
     """Create a token for a user; returns it and the raw value (shown once, never stored)."""
     require(
         actor,
@@ -67,13 +67,10 @@ def create_token(
             FOR_ANOTHER_PERSON,
             {"username": username, "name": name, "scopes": scopes, "expires_days": expires_days},
         )
-    raw, prefix = new_token_value(TOKEN_PREFIX)
     with transaction.atomic():
-        token = ApiToken.objects.create(
-            user=user,
-            name=(name or "API token")[:100],
-            prefix=prefix,
-            token_hash=hash_token(raw),
+        token, raw = bearer_tokens.issue(
+            owner=user,
+            name=name or "API token",
             scopes=scopes,
             created_by=actor.name,
             expires_at=timezone.now() + timedelta(days=expires_days) if expires_days else None,
@@ -86,7 +83,7 @@ def create_token(
             params={
                 "user": username,
                 "name": token.name,
-                "prefix": prefix,
+                "prefix": token.prefix,
                 "scopes": scopes or "role",
                 "expires_days": expires_days,
             },
@@ -94,7 +91,8 @@ def create_token(
     return token, raw
 
 
-def revoke_token(actor: Actor, token_id: int) -> ApiToken:
+def revoke_token(actor: Actor, token_id: int) -> BearerToken:
+    """Revoke a person's token (a service client's tokens end with its rotation or revocation)."""
     require(
         actor,
         "manage_api_tokens",
@@ -104,8 +102,8 @@ def revoke_token(actor: Actor, token_id: int) -> ApiToken:
     )
     with transaction.atomic():
         try:
-            token = ApiToken.objects.select_for_update().get(pk=token_id)
-        except ApiToken.DoesNotExist:
+            token = BearerToken.objects.of_people().select_for_update().get(pk=token_id)
+        except BearerToken.DoesNotExist:
             raise TokenError(f"There is no API token #{token_id}.") from None
         if token.revoked_at is None:
             token.revoked_at = timezone.now()
@@ -115,20 +113,6 @@ def revoke_token(actor: Actor, token_id: int) -> ApiToken:
             actor=actor,
             target_type="api_token",
             target_id=token.pk,
-            params={"prefix": token.prefix, "user": token.user.get_username()},
+            params={"prefix": token.prefix, "user": token.owner_name},
         )
-    return token
-
-
-def authenticate(raw: str) -> ApiToken | None:
-    """The usable token with this value, or None."""
-    if not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
-        return None
-    token = ApiToken.objects.select_related("user").filter(token_hash=hash_token(raw)).first()
-    if token is None or not token.is_usable:
-        return None
-    now = timezone.now()
-    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-        token.last_used_at = now
     return token

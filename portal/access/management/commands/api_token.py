@@ -4,9 +4,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from portal.access import api_tokens
 from portal.access.actors import Actor
-from portal.api import tokens
-from portal.api.models import ApiToken
+from portal.access.models import BearerToken
 from portal.approvals import commands as approvals
 
 
@@ -21,7 +21,7 @@ class Command(BaseCommand):
         create.add_argument(
             "--scopes", default="", help="Comma-separated permissions; default: the user's role."
         )
-        create.add_argument("--expires-days", type=int, default=tokens.DEFAULT_EXPIRY_DAYS)
+        create.add_argument("--expires-days", type=int, default=api_tokens.DEFAULT_EXPIRY_DAYS)
         approvals.add_arguments(create)
         sub.add_parser("list", help="List tokens (never their values).")
         revoke = sub.add_parser("revoke", help="Revoke a token by id.")
@@ -36,7 +36,7 @@ class Command(BaseCommand):
                     self,
                     options,
                     actor,
-                    lambda who: tokens.create_token(
+                    lambda who: api_tokens.create_token(
                         who,
                         options["user"],
                         options["name"] or f"cli token for {options['user']}",
@@ -47,7 +47,7 @@ class Command(BaseCommand):
                 if created is not None:
                     self.stdout.write(created[1])
             elif options["action"] == "list":
-                for token in ApiToken.objects.select_related("user"):
+                for token in BearerToken.objects.of_people().select_related("user"):
                     state = (
                         "revoked"
                         if token.revoked_at
@@ -59,7 +59,7 @@ class Command(BaseCommand):
                             [
                                 str(token.pk),
                                 f"{token.prefix}…",
-                                token.user.get_username(),
+                                token.owner_name,
                                 token.name,
                                 ",".join(token.scopes) or "role",
                                 state,
@@ -68,7 +68,7 @@ class Command(BaseCommand):
                         )
                     )
             else:
-                token = tokens.revoke_token(actor, options["token_id"])
+                token = api_tokens.revoke_token(actor, options["token_id"])
                 self.stdout.write(f"Revoked {token.prefix}….")
-        except tokens.TokenError as exc:
+        except api_tokens.TokenError as exc:
             raise CommandError(str(exc)) from None
