@@ -40,7 +40,6 @@ from integrations.microsoft.kinds import parse_graph_datetime
 from integrations.microsoft.models import Credential, MonitoredUser
 from integrations.microsoft.subscriptions import webhook_url
 from portal.access.authz import require
-from portal.alerts.rules import RULES
 from portal.audit.services import record
 from portal.jobs.liveness import ping_workers
 
@@ -558,21 +557,6 @@ def check_worker(ctx: _Context) -> CheckResult:
     )
 
 
-def check_queue(ctx: _Context) -> CheckResult:
-    """The Job table's due and dead jobs, judged by the alert rules themselves (same
-    figures, same runtime thresholds), so this check and the dashboard never disagree."""
-    verdicts = {rule.name: rule.evaluate() for rule in RULES if rule.name in QUEUE_RULES}
-    due, dead = verdicts["queue_length"], verdicts["dead_letters"]
-    detail = f"{due.value:g} due, {dead.value:g} dead"
-    problems = [verdict.message for verdict in (due, dead) if verdict.firing]
-    if problems:
-        return CheckResult("Queue", False, f"{detail}: {' '.join(problems)}")
-    return CheckResult("Queue", True, detail)
-
-
-QUEUE_RULES = ("queue_length", "dead_letters")
-
-
 CHECKS: list[Callable[[_Context], CheckResult]] = [
     check_configuration,
     check_token,
@@ -585,8 +569,14 @@ CHECKS: list[Callable[[_Context], CheckResult]] = [
     check_webhook_url,
     check_webhook,
     check_worker,
-    check_queue,
 ]
+
+
+def add_check(check: Callable[[_Context], CheckResult]) -> None:
+    """Add a check that another layer owns, run after the integration's own (once: the queue
+    check, judged by the alert rules, is added by portal.alerts at start-up)."""
+    if check not in CHECKS:
+        CHECKS.append(check)
 
 
 def run_checks(timeout: float = 10.0) -> list[CheckResult]:

@@ -7,9 +7,10 @@ class AlertsConfig(AppConfig):
     verbose_name = "Alerts"
 
     def ready(self) -> None:
-        from integrations.microsoft import auth
+        from integrations.microsoft import auth, verify
         from portal.access.signals import break_glass_used
         from portal.alerts import rules  # noqa: F401  (defines the threshold settings)
+        from portal.alerts.queue_check import check_queue
         from portal.alerts.services import record_chain_verification
         from portal.alerts.token_health import record_outcome
         from portal.approvals.signals import break_glass_changed
@@ -26,6 +27,7 @@ class AlertsConfig(AppConfig):
         # A cached token hides a refused credential for up to an hour: ask every minute.
         register("graph.token.check", "portal.alerts.token_health.check", 1)
         auth.observe_tokens(record_outcome)
+        verify.add_check(check_queue)
         keep(Retention("alerts.MetricSample", "taken_at", "METRIC_SAMPLE_RETENTION_DAYS"))
         break_glass_used.connect(_raise_break_glass_alert, dispatch_uid="break-glass-alert")
         break_glass_changed.connect(_raise_approval_alert, dispatch_uid="approval-bypassed-alert")

@@ -28,6 +28,7 @@ from integrations.microsoft.models import (
 from portal.access.actors import Actor
 from portal.alerts import rules
 from portal.alerts.models import MetricSample
+from portal.alerts.queue_check import check_queue
 from portal.alerts.services import take_sample
 from portal.events.models import Event, EventEndpoint
 from portal.jobs.models import Job
@@ -223,7 +224,7 @@ def test_every_consumer_reports_the_same_queue_length(client, jobs, vera_viewer)
     assert gauge(client, "fleet_queue_length") == 3
     take_sample()
     assert MetricSample.objects.get().queue_length == 3
-    assert verify.check_queue(verify._Context(timeout=1)).detail.startswith("3 due")
+    assert check_queue(verify._Context(timeout=1)).detail.startswith("3 due")
 
 
 def test_work_waiting_for_its_time_is_not_in_the_queue(client, frozen, vera_viewer):
@@ -276,7 +277,7 @@ def test_every_consumer_reports_the_same_dead_letters(client, jobs, vera_viewer)
     assert gauge(client, "fleet_dead_letters") == 3
     take_sample()
     assert MetricSample.objects.get().dead == 3
-    assert verify.check_queue(verify._Context(timeout=1)).detail.endswith("3 dead")
+    assert check_queue(verify._Context(timeout=1)).detail.endswith("3 dead")
 
 
 def test_every_consumer_reports_the_same_jobs_by_type_and_state(client, jobs):
