@@ -3,6 +3,9 @@
 Every variable is listed, with its default, in docs/configuration.md and `.env.example`. A `.env`
 file at the project root is read when present; real environment variables win over it, so every
 `manage.py` command in another terminal talks to the same portal that `make run` started.
+
+Over 600 lines on purpose: every setting's default is defined once, here, and read as
+`settings.X` at call time.
 """
 
 from __future__ import annotations

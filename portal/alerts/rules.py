@@ -2,6 +2,10 @@
 
 Thresholds are runtime settings (Settings page), so an operator can tune them at 3 a.m.
 without a deploy. deploy/prometheus/alerts.yml expresses the same rules in PromQL.
+
+One module, about 700 lines, on purpose: it is the rule table, each rule's threshold setting
+next to its evaluation and RULES listing them all, so a rule is read in one place; the figures
+they judge are queryset methods on the models.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ Every function checks permission server-side and audits in the same transaction 
 change. The requester never approves their own request, whatever the path (session, API
 token, Django admin): approvers are compared by account, and service clients and commands
 are not people, so they never approve.
+
+One module, just over 600 lines, on purpose: it is one request's state machine (file, decide,
+run exactly once, break glass), and its guards (pending only, never one's own, run once) are
+read together.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 With the ORM broker, `enqueue()` inside the caller's transaction is a transactional outbox:
 the job row and django-q2's task row commit (or roll back) together. With Redis, dispatch
 waits for the commit; the release sweep re-dispatches anything a crash left behind.
+
+One module, just over 600 lines, on purpose: enqueue, dispatch, claim, run and record are one
+job's life cycle under one lease and one outbox rule; split, each part would need the others'
+private states.
 """
 
 from __future__ import annotations
