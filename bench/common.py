@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -387,3 +388,35 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def load() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def signed_in_client(username: str, role: str = "admin") -> Any:
+    """A Django test client signed in as a console user the way a person signs in: the login
+    form with a password, then the second step with a code from the user's authenticator
+    (TOTP). The benchmarks run the production settings, REQUIRE_MFA included; a client that
+    skipped the second step (`force_login`) would be sent to it (302) on every page.
+    Needs Django set up (setup_django)."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from django.test import Client
+    from django.urls import reverse
+    from django_otp.oath import totp
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    password = secrets.token_urlsafe(24)
+    user, _ = get_user_model().objects.get_or_create(username=username)
+    user.set_password(password)
+    user.is_active = True
+    user.save()
+    user.groups.add(Group.objects.get(name=role))
+    TOTPDevice.objects.filter(user=user).delete()
+    device = TOTPDevice.objects.create(user=user, name="bench authenticator", confirmed=True)
+    client = Client()
+    answer = client.post(reverse("login"), {"username": username, "password": password})
+    if answer.status_code != 302:
+        raise RuntimeError(f"sign-in refused ({answer.status_code})")
+    code = totp(device.bin_key, device.step, device.t0, device.digits, device.drift)
+    answer = client.post(reverse("second_factor"), {"token": f"{code:0{device.digits}d}"})
+    if answer.status_code != 302 or client.get(reverse("console:dashboard")).status_code != 200:
+        raise RuntimeError(f"second step refused ({answer.status_code})")
+    return client

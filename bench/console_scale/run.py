@@ -4,7 +4,9 @@
     python bench/console_scale/run.py [--quick]
 
 For every list page and HTMX partial: p50 and p95 over repeated requests (in-process, Django
-test client, signed in as an admin), beside the time of that page's main query alone.
+test client, signed in as an admin with a password and an authenticator code, as a person
+signs in: the production settings require the second step), beside the time of that page's
+main query alone.
 Target: p95 < 300 ms per page. Also fails if any page runs an exact COUNT(*) over a big table.
 """
 
@@ -16,11 +18,12 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.common import bench_env, setup_django
+from bench.common import bench_env, setup_django, signed_in_client
 
 BIG_TABLES = (
     "jobs_job",
@@ -44,12 +47,19 @@ def main() -> int:
         ALLOWED_HOSTS="testserver",
     )
     setup_django(env)
-
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.models import Group
     from django.db import connection
-    from django.test import Client
-    from django.test.utils import CaptureQueriesContext
+
+    counts = {table: _estimate(connection, table) for table in BIG_TABLES}
+    print("rows (planner estimates): " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
+    client = signed_in_client("bench-admin", "admin")
+    worst, counted = measure(client, console_pages(), repeats)
+    print(f"worst p95: {worst:.1f} ms (target < 300 ms)")
+    return 0 if worst < 300 and not counted else 1
+
+
+def console_pages() -> list[tuple[str, str | None, bool, Callable[[], object]]]:
+    """(label, URL, HTMX partial?, the page's main query alone) for every list page and
+    partial, with ids of rows that exist in the database."""
     from django.urls import NoReverseMatch, reverse
 
     from integrations.microsoft.models import GraphCall, MonitoredUser, Subscription
@@ -57,12 +67,6 @@ def main() -> int:
     from portal.jobs.models import Job
     from portal.jobs.stats import state_counts
 
-    counts = {table: _estimate(connection, table) for table in BIG_TABLES}
-    print("rows (planner estimates): " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
-    user, _ = get_user_model().objects.get_or_create(username="bench-admin")
-    user.groups.add(Group.objects.get(name="admin"))
-    client = Client()
-    client.force_login(user)
     some_user = MonitoredUser.objects.order_by("id").values_list("id", flat=True).first()
     some_job = Job.objects.filter(status="dead").values_list("id", flat=True).first()
     some_request_id = (
@@ -167,8 +171,20 @@ def main() -> int:
             lambda: list(AuditEvent.objects.filter(target_id=some_target)[:10]),
         ),
     ]
+    return pages
+
+
+def measure(
+    client: object, pages: list[tuple[str, str | None, bool, Callable[[], object]]], repeats: int
+) -> tuple[float, list[tuple[str, str]]]:
+    """Request every page `repeats` times (after one to warm caches) and print p50, p95, the
+    main query's time alone and the number of queries; returns the worst p95 (ms) and any
+    exact COUNT(*) over a big table. A page that does not answer 200 counts as 10 s."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
     worst = 0.0
-    counted = []
+    counted: list[tuple[str, str]] = []
     print(f"{'page':<26}{'p50 ms':>9}{'p95 ms':>9}{'query ms':>10}  queries")
     for label, path, htmx, query in pages:
         if path is None:
@@ -179,10 +195,11 @@ def main() -> int:
         for n in range(repeats + 1):
             with CaptureQueriesContext(connection) as captured:
                 started = time.perf_counter()
-                response = client.get(path, headers=headers)
+                response = client.get(path, headers=headers)  # type: ignore[attr-defined]
                 elapsed = (time.perf_counter() - started) * 1000
             if response.status_code != 200:
                 print(f"{label:<26} HTTP {response.status_code}")
+                worst = max(worst, 10_000.0)
                 break
             if n:  # the first request warms caches
                 timings.append(elapsed)
@@ -209,8 +226,7 @@ def main() -> int:
             )
     for label, sql in counted:
         print(f"exact COUNT(*) over a big table on {label}: {sql}")
-    print(f"worst p95: {worst:.1f} ms (target < 300 ms)")
-    return 0 if worst < 300 and not counted else 1
+    return worst, counted
 
 
 def _estimate(connection, table: str) -> int:
