@@ -30,6 +30,7 @@ from django.conf import settings
 from django.core.exceptions import FieldError
 from django.db import transaction
 from django.db.models import Min
+from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django_q.conf import Conf
 
@@ -335,7 +336,8 @@ def check_subscriptions(ctx: _Context) -> CheckResult:
     try:
         return _generic_subscription_summary(model)
     except FieldError:
-        return CheckResult("Subscriptions", True, f"{model.objects.count()} subscription(s)")
+        count = model.objects.count()
+        return CheckResult("Subscriptions", True, f"{count} subscription{pluralize(count)}")
 
 
 def _generic_subscription_summary(model: Any) -> CheckResult:

@@ -7,6 +7,7 @@ from django.contrib.auth.models import Group, User
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.defaultfilters import pluralize
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from portal.access import api_tokens, lockouts
@@ -74,7 +75,9 @@ class LockoutAdmin(ReadOnlyAdminMixin, AccessAttemptAdmin):
         except PermissionDenied as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
-        self.message_user(request, f"{cleared} lockout(s) cleared.", messages.SUCCESS)
+        self.message_user(
+            request, f"{cleared} lockout{pluralize(cleared)} cleared.", messages.SUCCESS
+        )
 
 
 @admin.register(AccessLog)

@@ -16,6 +16,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.template.defaultfilters import pluralize
 from django.urls import reverse_lazy
 from django.utils import timezone
 from django.utils.functional import Promise
@@ -197,6 +198,10 @@ def rule_named(name: str) -> Rule | None:
     return next((rule for rule in RULES if rule.name == name), None)
 
 
+def _are(count: int) -> str:
+    return "is" if count == 1 else "are"
+
+
 def thresholds() -> dict[str, int]:
     """The rules' current thresholds, for pages that colour a tile by its alert."""
     return {
@@ -215,7 +220,7 @@ def _queue() -> Verdict:
         value > threshold,
         value,
         threshold,
-        f"{value} jobs are due and not started (threshold {threshold}).",
+        f"{value} job{pluralize(value)} {_are(value)} due and not started (threshold {threshold}).",
     )
 
 
@@ -225,7 +230,8 @@ def _dead() -> Verdict:
         value > threshold,
         value,
         threshold,
-        f"{value} jobs are in the dead-letter queue (threshold {threshold}).",
+        f"{value} job{pluralize(value)} {_are(value)} in the dead-letter queue (threshold "
+        f"{threshold}).",
     )
 
 
@@ -256,8 +262,8 @@ def _throttled() -> Verdict:
         value > threshold,
         value,
         threshold,
-        f"Graph answered 429 {value} times in the last {_window_text()} (threshold "
-        f"{threshold}).{worst}",
+        f"Graph answered 429 {value} time{pluralize(value)} in the last {_window_text()} "
+        f"(threshold {threshold}).{worst}",
     )
 
 
@@ -280,7 +286,11 @@ def _subscription_expiry() -> Verdict:
     soonest = Subscription.objects.soonest_expiry_in()
     soon = f"; the soonest in {soonest.total_seconds() / 3600:.1f} h" if soonest is not None else ""
     return Verdict(
-        expiring > 0, expiring, hours, f"{expiring} subscriptions expire within {hours} h{soon}."
+        expiring > 0,
+        expiring,
+        hours,
+        f"{expiring} subscription{pluralize(expiring)} expire{pluralize(expiring, 's,')} within "
+        f"{hours} h{soon}.",
     )
 
 
@@ -339,7 +349,8 @@ def _superusers() -> Verdict:
         bool(names),
         len(names),
         0,
-        f"{len(names)} accounts carry Django's superuser flag: {shown}."
+        f"{len(names)} account{pluralize(names)} carr{pluralize(names, 'ies,y')} Django's "
+        f"superuser flag: {shown}."
         if names
         else "No account carries the superuser flag.",
     )
@@ -391,12 +402,13 @@ def _inbox_stale() -> Verdict:
     age = NotificationInbox.objects.oldest_pending_seconds()
     if age is None:
         return Verdict(False, None, minutes * 60, "No notification waits for processing.")
+    waiting = NotificationInbox.objects.pending().count()
     return Verdict(
         age > minutes * 60,
         round(age),
         minutes * 60,
-        f"{NotificationInbox.objects.pending().count()} notifications wait; the oldest for "
-        f"{age / 60:.0f} min (threshold {minutes} min).",
+        f"{waiting} notification{pluralize(waiting)} wait{pluralize(waiting, 's,')}; the oldest "
+        f"for {age / 60:.0f} min (threshold {minutes} min).",
     )
 
 
@@ -406,14 +418,19 @@ def _approval_bypassed() -> Verdict:
         count > 0,
         count,
         0,
-        f"{count} covered actions ran without approval (break glass) and wait for another "
-        "admin's review.",
+        f"{count} covered action{pluralize(count)} ran without approval (break glass) and "
+        f"wait{pluralize(count, 's,')} for another admin's review.",
     )
 
 
 def _endpoints_failing() -> Verdict:
     value = EventEndpoint.objects.failing().count()
-    return Verdict(value > 0, value, 0, f"{value} event endpoints are failing or disabled.")
+    return Verdict(
+        value > 0,
+        value,
+        0,
+        f"{value} event endpoint{pluralize(value)} {_are(value)} failing or disabled.",
+    )
 
 
 def _event_backlog() -> Verdict:
@@ -422,7 +439,8 @@ def _event_backlog() -> Verdict:
         value > threshold,
         value,
         threshold,
-        f"{value} events wait for delivery (threshold {threshold}).",
+        f"{value} event{pluralize(value)} wait{pluralize(value, 's,')} for delivery (threshold "
+        f"{threshold}).",
     )
 
 
@@ -436,8 +454,9 @@ def _subscription_missing() -> Verdict:
         overdue > 0,
         overdue,
         minutes,
-        f"{missing} subscriptions are missing in Graph, the longest for {longest / 60:.0f} "
-        f"min (threshold {minutes} min): no notifications arrive for them.",
+        f"{missing} subscription{pluralize(missing)} {_are(missing)} missing in Graph, the "
+        f"longest for {longest / 60:.0f} min (threshold {minutes} min): no notifications "
+        "arrive for them.",
     )
 
 
@@ -466,7 +485,8 @@ def _audit_stream_lag() -> Verdict:
         round(worst.lag_seconds),
         minutes * 60,
         f"The audit stream to {worst.sink} is {worst.lag_seconds / 60:.0f} min behind "
-        f"({worst.pending} records wait; threshold {minutes} min). They are kept at least "
+        f"({worst.pending} record{pluralize(worst.pending)} wait{pluralize(worst.pending, 's,')}; "
+        f"threshold {minutes} min). They are kept at least "
         f"{settings.AUDIT_STREAM_BUFFER_DAYS} days: nothing is lost while the sink is down.{error}",
     )
 

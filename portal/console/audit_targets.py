@@ -15,9 +15,11 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from integrations.microsoft.models import MonitoredUser, OutboundMessage, Subscription, SyncState
+from portal.alerts.rules import RULES
 from portal.events.models import EventEndpoint
 from portal.jobs.models import Job
 from portal.jobs.registry import job_type_label
+from portal.runtime.registry import SPECS
 
 # The short names of the synced resources, as in "user · mail".
 KIND_WORDS = {"messages": "mail", "chatMessages": "Teams chats"}
@@ -155,6 +157,28 @@ def _named(url_name: str, words: str) -> Callable[[set[str]], dict[str, Target]]
     return resolve
 
 
+def _settings(ids: set[str]) -> dict[str, Target]:
+    where = reverse("console:settings")
+    return {
+        i: (f"setting “{SPECS[i].label}”" if i in SPECS else f"setting {i}", where) for i in ids
+    }
+
+
+def _alerts(ids: set[str]) -> dict[str, Target]:
+    titles = {rule.name: str(rule.title) for rule in RULES}
+    where = reverse("console:alerts")
+    return {i: (f"alert “{titles[i]}”" if i in titles else f"alert {i}", where) for i in ids}
+
+
+def label_of(target_type: str, target_id: str) -> str:
+    """One target's words (the search's audit-trail hits): as `describe` names it."""
+    resolver, _permission = _RESOLVERS.get(target_type, (None, ""))
+    found = resolver({target_id}) if resolver is not None else {}
+    if target_id in found:
+        return found[target_id][0]
+    return f"{target_type.replace('_', ' ')} {target_id}"
+
+
 def _urls(ids: set[str]) -> dict[str, Target]:
     return {
         i: (f"page {i}", i if i.startswith("/") and not i.startswith("//") else "") for i in ids
@@ -176,7 +200,7 @@ _RESOLVERS: dict[str, tuple[Callable[[set[str]], dict[str, Target]], str]] = {
         _named("console:service_clients", "service client"),
         "manage_service_clients",
     ),
-    "setting": (_named("console:settings", "setting"), "view_console"),
-    "alert": (_named("console:alerts", "alert"), "view_console"),
+    "setting": (_settings, "view_console"),
+    "alert": (_alerts, "view_console"),
     "url": (_urls, "view_console"),
 }

@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -112,7 +113,10 @@ def _audit_stream_health() -> list[dict[str, Any]]:
         state, text = "ok", "every audit record shipped"
     else:
         state = "warn" if worst.lag_seconds <= get_setting(AUDIT_STREAM_MINUTES) * 60 else "bad"
-        text = f"{worst.pending} records to ship, oldest {humanize_seconds(worst.lag_seconds)}"
+        text = (
+            f"{worst.pending} record{pluralize(worst.pending)} to ship, oldest "
+            f"{humanize_seconds(worst.lag_seconds)}"
+        )
         if worst.last_error:
             state, text = "bad", f"{text}; the sink fails: {worst.last_error}"
     return [_tile("Audit stream", state, text, "console:alerts")]
@@ -179,7 +183,7 @@ def _integration_health() -> dict[str, Any]:
     ):
         graph_state = "bad"
         graph_text = (
-            f"{recent.unavailable} of {recent.total} calls in the last "
+            f"{recent.unavailable} of {recent.total} call{pluralize(recent.total)} in the last "
             f"{humanize_seconds(rules.alert_window())} got a 5xx or no answer"
         )
     elif window.total == 0:
@@ -202,7 +206,8 @@ def _integration_health() -> dict[str, Any]:
     elif active.last_error:
         token_state, token_text = "bad", active.last_error
     elif days_left is not None and days_left < thresholds["secret_days"]:
-        token_state, token_text = "warn", f"secret expires in {days_left} days"
+        token_state = "warn"
+        token_text = f"secret expires in {days_left} day{pluralize(days_left)}"
     else:
         token_state, token_text = "ok", f"secret …{active.fingerprint} active"
     if heartbeat is None:
@@ -281,7 +286,7 @@ def _receiver_tile() -> dict[str, str]:
     state = "ok"
     if share > get_setting(SLOW_ANSWERS):
         state = "bad" if answers.answered >= rules.MIN_ANSWERS_FOR_SLOW_SHARE else "warn"
-    text = f"{share:.1f} % of {answers.answered} answers slow (10 min)"
+    text = f"{share:.1f} % of {answers.answered} answer{pluralize(answers.answered)} slow (10 min)"
     return _tile("Receiver", state, text, "console:verify")
 
 

@@ -8,6 +8,7 @@ from django import forms
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
 from django.views.decorators.http import require_GET, require_POST
 
 from portal.access.actors import Actor
@@ -23,7 +24,7 @@ from portal.events.endpoints import (
     send_test,
 )
 from portal.events.models import EventEndpoint
-from portal.events.services import EVENT_TYPES
+from portal.events.services import EVENT_TYPES, event_type_label
 
 
 class EndpointForm(forms.Form):
@@ -31,7 +32,7 @@ class EndpointForm(forms.Form):
     description = forms.CharField(max_length=300, required=False)
     event_types = forms.MultipleChoiceField(
         required=False,
-        choices=[(t, t) for t in EVENT_TYPES if t != "test"],
+        choices=[(t, f"{event_type_label(t)} ({t})") for t in EVENT_TYPES if t != "test"],
         widget=forms.CheckboxSelectMultiple,
         help_text="None ticked: every type.",
     )
@@ -135,7 +136,11 @@ def endpoint_action(request: HttpRequest, endpoint_id: int, action: str) -> Http
                 messages.error(request, "Give the time to replay from.")
             else:
                 count = replay_since(actor, endpoint.pk, form.cleaned_data["since"])
-                messages.success(request, f"{count} deliveries are being sent again.")
+                messages.success(
+                    request,
+                    f"{count} deliver{pluralize(count, 'y,ies')} {'is' if count == 1 else 'are'} "
+                    "being sent again.",
+                )
         elif action == "replay-delivery":
             delivery = replay_delivery(actor, request.POST.get("delivery", ""))
             messages.success(request, f"{delivery.webhook_id} is being sent again.")

@@ -18,6 +18,7 @@ from django.urls import reverse
 
 from integrations.microsoft.models import GraphCall, MonitoredUser, OutboundMessage, Subscription
 from portal.audit.models import AuditEvent
+from portal.console import audit_targets
 from portal.events.models import EventEndpoint
 from portal.jobs.models import Job
 from portal.jobs.registry import job_type_label
@@ -132,9 +133,10 @@ def _subscriptions(query: str) -> list[Hit]:
     return [
         Hit(
             "Subscription",
-            f"Subscription {sub.pk} · {sub.get_kind_display()}",
-            f"{sub.get_state_display()} · "
-            + (sub.monitored_user.upn if sub.monitored_user else sub.resource),
+            f"Subscription {sub.pk} · "
+            + (sub.monitored_user.upn if sub.monitored_user else "(no user)")
+            + f" · {audit_targets.KIND_WORDS.get(sub.kind, sub.kind)}",
+            f"{sub.get_state_display()} · {sub.resource}",
             reverse("console:subscriptions") + "?" + urlencode({"id": sub.pk}),
         )
         for sub in found.order_by("-id")[:LIMIT_PER_KIND]
@@ -182,7 +184,7 @@ def _audit_targets(query: str) -> list[Hit]:
     return [
         Hit(
             "Audit trail",
-            f"{row['target_type'].replace('_', ' ')} {query}",
+            audit_targets.label_of(row["target_type"], query),
             f"{row['events']} audited action{'s' if row['events'] != 1 else ''}",
             reverse("console:audit")
             + "?"

@@ -40,6 +40,27 @@ EVENT_TYPES: dict[str, str] = {
     "sync.failed": "A delta sync run failed",
     "test": "A test event sent from the console",
 }
+# What the console shows for each type (the type itself in small print, for a search).
+EVENT_TYPE_LABELS: dict[str, str] = {
+    "mail.received": "Mail received",
+    "mail.updated": "Mail changed",
+    "mail.deleted": "Mail removed",
+    "chat_message.received": "Teams message received",
+    "chat_message.updated": "Teams message edited",
+    "chat_message.deleted": "Teams message deleted",
+    "message.sent": "Message sent",
+    "message.failed": "Message failed",
+    "subscription.lapsed": "Subscription lapsed",
+    "sync.failed": "Sync failed",
+    "test": "Test event",
+}
+
+
+def event_type_label(name: str) -> str:
+    """The human name of an event type (the type name itself when it has none)."""
+    return EVENT_TYPE_LABELS.get(name, name)
+
+
 # Arbitrary fixed key for pg_advisory_xact_lock (the audit chain uses another).
 _APPEND_LOCK_KEY = 7_401_305_114
 FAN_OUT_JOB = "events.fan_out"

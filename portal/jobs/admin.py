@@ -6,6 +6,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.defaultfilters import pluralize
 from django_q.models import Failure, OrmQ, Schedule, Success
 
 from portal.access.actors import Actor
@@ -61,7 +62,7 @@ class JobAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
                 done += 1
             except (services.JobActionError, PermissionDenied) as exc:
                 refused.append(f"#{job.pk}: {exc}")
-        self.message_user(request, f"{done} job(s) queued again.", messages.SUCCESS)
+        self.message_user(request, f"{done} job{pluralize(done)} queued again.", messages.SUCCESS)
         for reason in refused[:5]:
             self.message_user(request, reason, messages.WARNING)
 
@@ -78,7 +79,7 @@ class JobAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
             except PermissionDenied as exc:
                 self.message_user(request, str(exc), messages.ERROR)
                 return
-        self.message_user(request, f"{done} job(s) discarded.", messages.SUCCESS)
+        self.message_user(request, f"{done} job{pluralize(done)} discarded.", messages.SUCCESS)
 
 
 @admin.register(JobAttempt)

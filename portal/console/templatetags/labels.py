@@ -10,18 +10,77 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
+from portal.alerts.rules import RULES
+from portal.audit.action_labels import action_label
+from portal.console.audit_targets import KIND_WORDS
+from portal.events.services import event_type_label
 from portal.jobs.registry import job_type_label
 
 register = template.Library()
 
 
-@register.filter
-def job_type(name: str) -> SafeString:
-    """ "Delta sync <small>graph.sync_delta</small>" (the name alone when it has no label)."""
-    label = job_type_label(name)
+def _labelled(label: str, name: str) -> SafeString:
     if label == name:
         return format_html("<code>{}</code>", name)
     return format_html('{} <small class="muted machine-name">{}</small>', label, name)
+
+
+@register.filter
+def job_type(name: str) -> SafeString:
+    """ "Delta sync <small>graph.sync_delta</small>" (the name alone when it has no label)."""
+    return _labelled(job_type_label(name), name)
+
+
+@register.filter
+def event_type(name: str) -> SafeString:
+    """ "Mail received <small>mail.received</small>"."""
+    return _labelled(event_type_label(name), name)
+
+
+@register.filter
+def event_types(names: list[str]) -> SafeString:
+    """An endpoint's event types in words ("every type" when none is chosen)."""
+    if not names:
+        return mark_safe("every type")
+    return format_html_join(", ", "{}", ((event_type(name),) for name in names))
+
+
+@register.filter
+def audit_action(name: str) -> SafeString:
+    """ "Job retried <small>job.retry</small>"."""
+    return _labelled(action_label(name), name)
+
+
+@register.filter
+def alert_rule(name: str) -> SafeString:
+    """ "Queue too long <small>queue_length</small>"."""
+    titles = {rule.name: str(rule.title) for rule in RULES}
+    return _labelled(titles.get(name, name), name)
+
+
+LIFECYCLE_LABELS = {
+    "reauthorizationRequired": "Re-authorisation required",
+    "subscriptionRemoved": "Subscription removed",
+    "missed": "Notifications missed",
+}
+
+
+@register.filter
+def lifecycle_event(name: str) -> SafeString:
+    """A Graph lifecycle notification in words, Graph's name in small print."""
+    return _labelled(LIFECYCLE_LABELS.get(name, name), name)
+
+
+@register.filter
+def resource_kind(kind: str) -> str:
+    """ "mail" for messages, "Teams chats" for chatMessages."""
+    return KIND_WORDS.get(kind, kind)
+
+
+@register.simple_tag
+def sync_state(user: object, kind: str) -> str:
+    """A sync state, a subscription's resource: "lena.ortiz@… · mail"."""
+    return f"{user or '(no user)'} · {resource_kind(kind)}"
 
 
 def _field_name(key: object) -> str:

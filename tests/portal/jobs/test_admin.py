@@ -13,7 +13,7 @@ def test_the_admin_action_retries_through_the_service_and_is_audited(client, ada
         "/admin/jobs/job/", {"action": "retry_selected", "_selected_action": [job.pk]}, follow=True
     )
     assert response.status_code == 200
-    assert b"1 job(s) queued again" in response.content
+    assert b"1 job queued again" in response.content
     assert Job.objects.get(pk=job.pk).status == Job.Status.PENDING
     assert AuditEvent.objects.get(action="job.retry").actor_name == "ada-admin"
 

@@ -33,11 +33,11 @@ def test_list_shows_dead_jobs_newest_first_and_filters_by_type(drain):
     second = dead_job(drain, "test.flaky", fail_times=1)
     enqueue("test.ok")  # pending: not in the dead-letter queue
     lines = run("list").splitlines()
-    assert lines[0] == "2 dead job(s)."
+    assert lines[0] == "2 dead jobs."
     assert [line.split()[0] for line in lines[1:]] == [f"#{second.pk}", f"#{first.pk}"]
     assert "test.permanent" in lines[2] and "the mailbox does not exist" in lines[2]
     only = run("list", "--type", "test.flaky").splitlines()
-    assert only[0] == "1 dead job(s) of type test.flaky." and len(only) == 2
+    assert only[0] == "1 dead job of type test.flaky." and len(only) == 2
     assert run("list", "--limit", "1").splitlines()[-1] == "… and 1 more (--limit)."
 
 
@@ -94,14 +94,14 @@ def test_retry_all_starts_the_same_bulk_operation_as_the_console(drain):
     other = dead_job(drain, "test.flaky", fail_times=1)
     preview = run("retry-all", "--type", "test.permanent", "--dry-run")
     assert preview.splitlines()[0] == (
-        "Dry run: 2 dead job(s) of type test.permanent would be retried."
+        "Dry run: 2 dead jobs of type test.permanent would be retried."
     )
     assert not BulkOperation.objects.exists()
 
     output = run("retry-all", "--type", "test.permanent")
     operation = BulkOperation.objects.get()
     assert (
-        f"Retrying 2 dead job(s) of type test.permanent as bulk operation #{operation.pk}" in output
+        f"Retrying 2 dead jobs of type test.permanent as bulk operation #{operation.pk}" in output
     )
     assert (operation.kind, operation.total, operation.created_by) == ("retry", 2, ACTOR)
     event = AuditEvent.objects.get(action="job.retry_all")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.template.defaultfilters import pluralize
 from django.utils import timezone
 
 from integrations.microsoft import certificates, tenant
@@ -199,8 +200,8 @@ class Command(BaseCommand):
         )
         if result.remote_failed:
             self.stdout.write(
-                f"{len(result.remote_failed)} subscription(s) could not be "
-                "deleted in the old tenant (they expire there by themselves):"
+                f"{len(result.remote_failed)} subscription{pluralize(result.remote_failed)} "
+                "could not be deleted in the old tenant (they expire there by themselves):"
             )
             for line in result.remote_failed:
                 self.stdout.write(f"  {line}")
@@ -226,6 +227,7 @@ class Command(BaseCommand):
         if failed:
             self.stdout.write(
                 self.style.WARNING(
-                    f"{len(failed)} check(s) failed: {', '.join(failed)} — see docs/real-tenant.md."
+                    f"{len(failed)} check{pluralize(failed)} failed: {', '.join(failed)} — see "
+                    "docs/real-tenant.md."
                 )
             )

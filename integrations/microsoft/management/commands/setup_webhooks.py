@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.template.defaultfilters import pluralize
 
 from integrations.microsoft import subscriptions
 from portal.access.actors import Actor
@@ -44,4 +45,6 @@ def report(command: BaseCommand, summary: subscriptions.Summary, *, as_json: boo
         for line in summary.lines():
             command.stdout.write(line)
     if summary.failed:
-        raise CommandError(f"{len(summary.failed)} operation(s) failed", returncode=1)
+        raise CommandError(
+            f"{len(summary.failed)} operation{pluralize(summary.failed)} failed", returncode=1
+        )

@@ -4,6 +4,7 @@ import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.template.defaultfilters import pluralize
 
 from portal.access import mfa, users
 from portal.access.actors import Actor
@@ -98,7 +99,9 @@ class Command(BaseCommand):
             elif options["action"] == "reset-mfa":
                 user = users.get_user(options["username"])
                 removed = mfa.reset(actor, user)
-                self.stdout.write(f"Removed {removed} authenticator(s) of {options['username']}.")
+                self.stdout.write(
+                    f"Removed {removed} authenticator{pluralize(removed)} of {options['username']}."
+                )
                 self.stdout.write(
                     f"Set-up link for the new one (once, 24 h): {mfa.enrol_link(actor, user)}"
                 )

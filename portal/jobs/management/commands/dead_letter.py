@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import QuerySet
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 
 from portal.access.actors import Actor
@@ -82,7 +83,7 @@ class Command(BaseCommand):
             raise CommandError("--limit must be at least 1.")
         queryset = job_filter.queryset()
         total = queryset.count()
-        self.stdout.write(f"{total} dead job(s){self._of_type(job_filter)}.")
+        self.stdout.write(f"{total} dead job{pluralize(total)}{self._of_type(job_filter)}.")
         self._table(queryset.order_by("-id")[:limit])
         if total > limit:
             self.stdout.write(f"… and {total - limit} more (--limit).")
@@ -111,7 +112,10 @@ class Command(BaseCommand):
         of_type = self._of_type(job_filter)
         if options["dry_run"]:
             preview = services.preview_retry_all(job_filter, actor=Actor.command("dead_letter"))
-            self.stdout.write(f"Dry run: {preview.count} dead job(s){of_type} would be retried.")
+            self.stdout.write(
+                f"Dry run: {preview.count} dead job{pluralize(preview.count)}{of_type} would be "
+                "retried."
+            )
             self._table(preview.sample)
             return
         if not job_filter.queryset().exists():
@@ -130,8 +134,8 @@ class Command(BaseCommand):
         )
         self.stdout.write(
             self.style.SUCCESS(
-                f"Retrying {operation.total} dead job(s){of_type} as bulk operation "
-                f"#{operation.pk}; a worker works through them. Progress: {progress} "
+                f"Retrying {operation.total} dead job{pluralize(operation.total)}{of_type} as bulk "
+                f"operation #{operation.pk}; a worker works through them. Progress: {progress} "
                 f"(or GET /api/queue/operations/{operation.pk})."
             )
         )
