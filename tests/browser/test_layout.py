@@ -8,8 +8,12 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from integrations.microsoft.models import MonitoredUser, Subscription
+from integrations.microsoft import backoff
+from integrations.microsoft.models import GraphCall, MonitoredUser, Subscription
+from portal.access.actors import Actor
+from portal.audit.services import record
 from portal.lib.crypto import encrypt
+from tests.browser.test_console_layout import LAPTOP, PHONE, assert_no_sideways_scroll
 from tests.conftest import PERSONAS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -64,3 +68,86 @@ def test_subscription_actions_are_on_screen_at_1280(
     card = page.locator("#subscriptions")
     assert card.evaluate("el => el.scrollWidth <= el.clientWidth"), shot
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+@pytest.fixture
+def wide_graph_calls():
+    """Graph calls as wide as real ones get: a long mailbox address, a long route with ids,
+    request-ids (GUIDs), throttled calls whose Retry-After is still running, an operator's
+    back-off with a long reason."""
+    now = timezone.now()
+    upn = "konstantina.papadopoulou-vasilakopoulou@fleetdemo.onmicrosoft.com"
+    user = MonitoredUser.objects.create(
+        identifier=upn, upn=upn, graph_id="0f8fad5b-d9cb-469f-a165-70867728950e"
+    )
+    route = (
+        "/users/{id}/mailFolders/{id}/messages/delta?$select=subject,from,toRecipients,"
+        "receivedDateTime,internetMessageId&$deltatoken={token}"
+    )
+    for n in range(30):
+        GraphCall.objects.create(
+            method="GET",
+            route=route,
+            status=429 if n % 3 == 0 else 200,
+            throttled=n % 3 == 0,
+            retry_after=600 if n % 3 == 0 else None,
+            duration_ms=1234,
+            mailbox=user.graph_id
+            if n % 2
+            else f"unknown-mailbox-{n}@contoso-holdings.onmicrosoft.com",
+            request_id=f"5d2c1c4e-7b1a-4f7e-9a3b-{n:012d}",
+            error_code="TooManyRequests.ApplicationThrottledForThisMailbox" if n % 3 == 0 else "",
+            created_at=now - timedelta(seconds=n),
+        )
+    GraphCall.objects.create(
+        method="POST", route=route, status=429, throttled=True, retry_after=600, mailbox=""
+    )
+    backoff.back_off_mailbox(
+        Actor.system("tests"),
+        upn,
+        30,
+        "Draws most of the tenant's 429s since the migration of the shared mailboxes this morning",
+    )
+
+
+@pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["1280", "390"])
+def test_the_graph_calls_page_fits_with_wide_data(
+    viewport, page, live_server, sign_in, screenshot, personas, wide_graph_calls
+):
+    page.set_viewport_size(viewport)
+    sign_in(PERSONAS["operator"])
+    page.goto(live_server.url + "/graph/")
+    expect(page.locator(".mailbox-backoff")).to_have_count(1)
+    shot = screenshot(f"graph-calls-{viewport['width']}")
+    # Every card shows all its columns: none scrolls inside, the page does not scroll sideways.
+    cards = page.locator("main .card")
+    assert cards.count() >= 5
+    for i in range(cards.count()):
+        card = cards.nth(i)
+        assert card.evaluate("el => el.scrollWidth <= el.clientWidth + 1"), (
+            card.locator("h2").first.inner_text() if card.locator("h2").count() else i,
+            shot,
+        )
+    assert_no_sideways_scroll(page)
+
+
+def test_the_dashboards_latest_actions_fit_a_phone(
+    page, live_server, sign_in, screenshot, personas
+):
+    for n in range(8):
+        record(
+            "subscription.bulk_renew",
+            actor=Actor.system(f"konstantina.papadopoulou-vasilakopoulou{n}@fleetdemo.example"),
+            outcome="denied" if n % 2 else "success",
+        )
+    page.set_viewport_size(PHONE)
+    sign_in(PERSONAS["admin"])
+    card = page.locator("section.card", has=page.get_by_role("heading", name="Latest actions"))
+    expect(card.locator("tbody tr")).to_have_count(8)
+    shot = screenshot("dashboard-latest-actions-390")
+    assert card.evaluate("el => el.scrollWidth <= el.clientWidth + 1"), shot
+    # Each row's outcome is on screen, not behind a scroll bar.
+    for i in range(8):
+        box = card.locator("tbody tr").nth(i).locator("td").last.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= 390, box
+    assert_no_sideways_scroll(page)

@@ -58,6 +58,7 @@ def test_every_audited_action_in_the_code_has_a_label():
     )
     actions = set(re.findall(r'record\(\s*"([a-z_]+\.[a-z_]+)"', source))
     actions |= set(re.findall(r'action="([a-z_]+\.[a-z_]+)"', source))
+    actions |= set(re.findall(r'_?ACTION = "([a-z_]+\.[a-z_]+)"', source))
     assert actions and sorted(actions - set(ACTION_LABELS)) == []
 
 
