@@ -94,6 +94,12 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
     context["health"] += _audit_stream_health()
     for item in context["health"]:
         item["href"] = _openable(request, item["href"])
+    # What is not set up yet (no tenant, no Teams sender, no probe mailbox), as steps.
+    context["setup_steps"] = [
+        {**item, "step": item["text"].removeprefix("not set up: ")}
+        for item in context["health"]
+        if item["state"] == "unset"
+    ]
     context["charts"] = dashboard_charts(request.GET.get("range"), request.user)
     context["gateway_tiles"] = _gateway_tiles(request, context["gateway"])
     template = "console/dashboard.html#health" if request.htmx else "console/dashboard.html"

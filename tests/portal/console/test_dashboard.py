@@ -125,3 +125,21 @@ def test_the_demo_at_rest_is_green(client, graph_settings, emulator, vera_viewer
     assert "alert-banner" not in body
     assert 'class="tile tile-link bad' not in body and 'class="tile tile-link warn' not in body
     assert 'class="tile bad' not in body and 'class="tile warn' not in body
+
+
+@pytest.mark.parametrize(
+    ("role", "linked"), [("admin", True), ("viewer", False)], ids=["admin", "viewer"]
+)
+def test_what_is_not_set_up_is_listed_as_steps(client, personas, role, linked):
+    """No tenant, no Teams sender, no probe mailbox: three steps, each linked to the page
+    that sets it up for whoever may open it."""
+    client.force_login(personas[role])
+    response = client.get("/")
+    steps = {step["name"]: step for step in response.context["setup_steps"]}
+    assert set(steps) == {"Token", "Teams sender", "Probe"}
+    body = response.content.decode()
+    assert "Set-up steps left" in body
+    assert "Teams sender</strong>: no account connected to send Teams messages" in body
+    credentials = reverse("console:credentials") + "#sender-title"
+    assert (f'href="{credentials}">Set up teams sender' in body) is linked
+    assert f'href="{reverse("console:probe")}">Set up probe' in body  # every role sees it
