@@ -1,5 +1,6 @@
 """Audited actions in words ("retried a job", not `job.retry`), for screens that tell who did
-what (the dashboard's chart markers); the machine name stays in the audit log."""
+what (the dashboard's chart markers, the audit log's Action column beside the machine name,
+which stays in the record, the export and the filters)."""
 
 from __future__ import annotations
 
@@ -69,9 +70,41 @@ ACTION_WORDS = {
     "user.set_role": "changed a user's role",
     "webhooks.cleanup": "cleaned up subscriptions",
     "webhooks.setup": "set up subscriptions",
+    "event_endpoint.pause": "paused an event endpoint",
+    "event_endpoint.resume": "resumed an event endpoint",
+    "graph.mailbox_backoff": "backed off a mailbox",
+    "jobs.retry_all": "retried dead jobs",
+    "subscriptions.bulk_renew": "renewed subscriptions",
+    "tenant.connect": "connected a tenant",
+}
+# Audited reads and sign-ins (portal.audit.models.NOT_CHANGES): the audit log names them too,
+# but they change nothing, so no chart marks them.
+READ_WORDS = {
+    "access.view": "opened a page",
+    "api.call": "called the API",
+    "approval.secret_shown": "was shown an approved secret",
+    "audit.export": "exported the audit log",
+    "auth.break_glass": "signed in with break-glass",
+    "auth.lockout": "was locked out of signing in",
+    "auth.login": "signed in",
+    "auth.logout": "signed out",
+    "auth.mfa": "passed the second factor",
+    "auth.mfa_enrol_link": "used a second-factor set-up link",
+    "auth.mfa_enroll": "set up a second factor",
+    "auth.sso": "signed in with Microsoft",
+    "auth.sso_recheck": "was re-checked with Microsoft",
+    "credential.verify": "verified a credential",
+    "integration.verify": "ran the integration checks",
+    "preference.time_zone": "chose a time zone",
+    "sync.diagnose": "diagnosed a sync",
+    "webhooks.compare": "compared subscriptions with Graph",
 }
 
 
 def action_words(action: str) -> str:
     """'job.retry' → 'retried a job'; an action without words reads 'job retry'."""
-    return ACTION_WORDS.get(action) or action.replace(".", " ").replace("_", " ")
+    return (
+        ACTION_WORDS.get(action)
+        or READ_WORDS.get(action)
+        or action.replace(".", " ").replace("_", " ")
+    )

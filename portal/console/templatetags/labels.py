@@ -11,7 +11,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from portal.alerts.rules import RULES
-from portal.audit.action_labels import action_label
+from portal.audit.actions import action_words
 from portal.console.audit_targets import KIND_WORDS
 from portal.events.services import event_type_label
 from portal.jobs.registry import job_type_label
@@ -47,8 +47,9 @@ def event_types(names: list[str]) -> SafeString:
 
 @register.filter
 def audit_action(name: str) -> SafeString:
-    """ "Job retried <small>job.retry</small>"."""
-    return _labelled(action_label(name), name)
+    """ "Retried a job <small>job.retry</small>"."""
+    words = action_words(name)
+    return _labelled(words[:1].upper() + words[1:], name)
 
 
 @register.filter
