@@ -171,7 +171,7 @@ def test_mailboxes_show_as_upns_in_one_query(client, vera_viewer, django_assert_
     assert labels["ccc-unknown"] == "ccc-unknown"
     assert response.context["by_mailbox"][0]["label"] == "adele@fleet.example"
     assert response.context["backoffs"][0].scope == "mailbox adele@fleet.example"
-    body = response.content.decode()
+    body = response.content.decode().replace("<wbr>", "")  # long names may wrap at dots
     assert "adele@fleet.example" in body and 'title="aaa-1"' in body
     # An operator filters by the UPN they know; the calls carry the Graph id.
     by_upn = client.get(URL, {"mailbox": "Adele@fleet.example"})
