@@ -133,8 +133,39 @@ def _within(module: str, package: str) -> bool:
     return module == package or module.startswith(package + ".")
 
 
+# What the integration (integrations.microsoft) may use of the portal: its services, and the
+# portal's small helpers. Anything else there is operator-facing and belongs above it.
+INTEGRATION_USES = (
+    "portal.access",  # actors and permission checks
+    "portal.audit",  # the audit log
+    "portal.jobs",  # durable work, schedules, retention
+    "portal.events",  # the Fleet event feed
+    "portal.runtime",  # settings changed at run time
+    "portal.approvals",  # the four-eyes gate in front of credential and tenant changes
+    "portal.lib",  # the shared helpers: encryption, the clock, trace context, redaction
+)
+
+
+def _integration_overreach(source: str, target: str) -> bool:
+    return (
+        _within(source, "integrations.microsoft")
+        and _within(target, "portal")
+        and not any(_within(target, allowed) for allowed in INTEGRATION_USES)
+    )
+
+
 # (who, what it must never import, why). Checked against every arrow.
 FORBIDDEN = [
+    (
+        lambda s: _within(s, "integrations.graph"),
+        lambda t: (
+            _within(t, "portal")
+            or _within(t, "integrations.microsoft")
+            or _within(t, "integrations.graph_emulator")
+        ),
+        "the Graph client knows nothing of the portal or the integration: what it needs "
+        "comes in through integrations.graph.ports",
+    ),
     (
         lambda s: _within(s, "integrations"),
         lambda t: _within(t, "portal.console") or _within(t, "portal.api") or _is_view(t),
@@ -164,6 +195,11 @@ def forbidden(found: list[Arrow]) -> list[str]:
         for arrow in found
         for who, what, why in FORBIDDEN
         if who(arrow.source) and what(arrow.target)
+    ] + [
+        f"{arrow.source}:{arrow.line} imports {arrow.target} (the integration uses only the "
+        "portal services it needs: INTEGRATION_USES)"
+        for arrow in found
+        if _integration_overreach(arrow.source, arrow.target)
     ]
 
 
@@ -286,4 +322,39 @@ def test_each_never_arrow_is_reported(tmp_path):
         "another package's HTTP views)",
         "portal.lib.helper:2 imports portal.access.ctx (the shared helpers in portal.lib sit "
         "below every app and the integration)",
+    ]
+
+
+def test_the_graph_client_and_the_integration_keep_to_their_layers(tmp_path):
+    modules = _tree(
+        tmp_path,
+        {
+            "integrations/__init__.py": "",
+            "integrations/graph/__init__.py": "",
+            "integrations/graph/auth.py": "from integrations.microsoft import models\n",
+            "integrations/graph/ports.py": "from portal.lib.crypto import encrypt\n",
+            "integrations/graph_emulator/__init__.py": "from integrations.graph import auth\n",
+            "integrations/microsoft/__init__.py": "",
+            "integrations/microsoft/models.py": "from integrations.graph import ports\n",
+            "integrations/microsoft/sync.py": (
+                "from portal.jobs import runner\nfrom portal.alerts import rules\n"
+            ),
+            "portal/__init__.py": "",
+            "portal/lib/__init__.py": "",
+            "portal/lib/crypto.py": "",
+            "portal/jobs/__init__.py": "",
+            "portal/jobs/runner.py": "",
+            "portal/alerts/__init__.py": "",
+            "portal/alerts/rules.py": "",
+        },
+    )
+    assert sorted(forbidden(arrows(modules))) == [
+        "integrations.graph.auth:1 imports integrations.microsoft.models (the Graph client "
+        "knows nothing of the portal or the integration: what it needs comes in through "
+        "integrations.graph.ports)",
+        "integrations.graph.ports:1 imports portal.lib.crypto (the Graph client knows nothing of "
+        "the portal or the integration: what it needs comes in through "
+        "integrations.graph.ports)",
+        "integrations.microsoft.sync:2 imports portal.alerts.rules (the integration uses only "
+        "the portal services it needs: INTEGRATION_USES)",
     ]

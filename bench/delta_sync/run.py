@@ -103,8 +103,10 @@ def run_throttled(
     from django.conf import settings
     from django.db import connection
 
-    from integrations.microsoft import auth, graph, sync
-    from integrations.microsoft.errors import GraphError
+    from integrations import graph
+    from integrations.graph import auth
+    from integrations.graph.errors import GraphError
+    from integrations.microsoft import sync
     from integrations.microsoft.models import GraphCall, SyncState
 
     _reset_tables()
@@ -187,7 +189,9 @@ def run_unthrottled(emulator, items: int) -> float:
     from django.db import transaction
     from django.utils import timezone
 
-    from integrations.microsoft import auth, graph, sync
+    from integrations import graph
+    from integrations.graph import auth
+    from integrations.microsoft import sync
     from integrations.microsoft.models import SyncedItem, SyncState
 
     _reset_tables()

@@ -10,8 +10,8 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
+from integrations.graph.errors import GraphError
 from integrations.microsoft import subscriptions, sync
-from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import (
     Credential,
     DelegatedAccount,

@@ -9,10 +9,23 @@ class MicrosoftConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models import Q
 
+        from integrations.graph import ports
+        from integrations.microsoft.active_credential import DatabaseCredentialStore
+        from integrations.microsoft.graph_stores import DatabaseSharedLimits, GraphCallLog
         from integrations.microsoft.models import LifecycleEvent, NotificationInbox, SyncRun
+        from integrations.microsoft.teams_sender import delegated_token
         from portal.jobs.retention import Retention
         from portal.jobs.retention import register as keep
         from portal.jobs.schedules import register
+
+        # What the Graph client needs from this app (its ports): the active credential, the
+        # call log, the rows behind the shared throttle windows, and the Teams sender's token.
+        ports.register(
+            credential_store=DatabaseCredentialStore(),
+            call_log=GraphCallLog(),
+            shared_limits=DatabaseSharedLimits(),
+            delegated_token=delegated_token,
+        )
 
         # Periodic work (django-q2 schedules, created on migrate). The first two only
         # enqueue jobs.

@@ -1,9 +1,10 @@
 """An operator's back-off for one mailbox: no Graph request for it for N minutes.
 
 It is a shared throttle window (throttle.share_block on the mailbox's key), the same every
-worker already honours after a 429: each request for the mailbox waits in `graph.await_turn`,
-and a job whose wait is longer than GRAPH_MAX_IN_PROCESS_WAIT_SECONDS is rescheduled to the
-window's end (LocalThrottle), retries already scheduled included. The other mailboxes go on.
+worker already honours after a 429: each request for the mailbox waits its turn (the Graph
+client's `request.await_turn`), and a job whose wait is longer than
+GRAPH_MAX_IN_PROCESS_WAIT_SECONDS is rescheduled to the window's end (LocalThrottle), retries
+already scheduled included. The other mailboxes go on.
 Who set it, why and until when is in the audit log (action graph.mailbox_backoff).
 """
 
@@ -17,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from integrations.microsoft import throttle
+from integrations.graph import throttle
 from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.audit.models import AuditEvent

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from django.db.models import QuerySet
 
+from integrations.graph.errors import GraphError
 from integrations.microsoft import subscriptions
-from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import Subscription
 from portal.access.actors import Actor
 from portal.access.authz import require

@@ -19,8 +19,9 @@ from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
 
-from integrations.microsoft import kinds, subscriptions, sync
-from integrations.microsoft.errors import GraphError
+from integrations.graph import kinds
+from integrations.graph.errors import GraphError
+from integrations.microsoft import subscriptions, sync
 from integrations.microsoft.models import (
     GraphCall,
     LifecycleEvent,

@@ -7,8 +7,8 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
-from integrations.microsoft import graph
-from integrations.microsoft.errors import GraphError
+from integrations import graph
+from integrations.graph.errors import GraphError
 from integrations.microsoft.models import MonitoredUser
 from portal.access.actors import Actor
 from portal.access.authz import require

@@ -34,7 +34,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
-from integrations.microsoft.kinds import parse_graph_datetime
+from integrations.graph.kinds import parse_graph_datetime
 from integrations.microsoft.models import (
     LifecycleEvent,
     NotificationAnswers,

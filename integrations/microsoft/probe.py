@@ -29,8 +29,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from integrations.microsoft import graph, teams_sender
-from integrations.microsoft.errors import GraphError, NotFound
+from integrations import graph
+from integrations.graph.errors import GraphError, NotFound
+from integrations.microsoft import teams_sender
 from integrations.microsoft.models import MonitoredUser, NotificationInbox, Probe
 from portal.access.actors import Actor
 from portal.access.authz import require

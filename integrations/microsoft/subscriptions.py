@@ -34,9 +34,11 @@ from django.db import connection as db_connection
 from django.db import transaction
 from django.utils import timezone
 
-from integrations.microsoft import graph, sync, throttle
-from integrations.microsoft.errors import Conflict, GraphError, NotFound
-from integrations.microsoft.kinds import KINDS, parse_graph_datetime
+from integrations import graph
+from integrations.graph import throttle
+from integrations.graph.errors import Conflict, GraphError, NotFound
+from integrations.graph.kinds import KINDS, parse_graph_datetime
+from integrations.microsoft import sync
 from integrations.microsoft.models import (
     LifecycleEvent,
     MonitoredUser,

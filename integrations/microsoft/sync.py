@@ -33,9 +33,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from integrations.microsoft import graph, probe
-from integrations.microsoft.errors import DeltaTokenExpired, GraphError
-from integrations.microsoft.kinds import KINDS, parse_graph_datetime
+from integrations import graph
+from integrations.graph.errors import DeltaTokenExpired, GraphError
+from integrations.graph.kinds import KINDS, parse_graph_datetime
+from integrations.microsoft import probe
 from integrations.microsoft.models import (
     MonitoredUser,
     ResourceKind,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from integrations.microsoft.credentials import retire_expired_grace as retire
+from integrations.microsoft.credential_lifecycle import retire_expired_grace as retire
 
 
 def retire_expired_grace() -> int:

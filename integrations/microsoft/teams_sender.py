@@ -20,8 +20,8 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from integrations.microsoft import auth
-from integrations.microsoft.errors import TokenError
+from integrations.graph import auth, ports
+from integrations.graph.errors import TokenError
 from integrations.microsoft.models import DelegatedAccount
 from portal.access.authz import require
 from portal.audit.services import record
@@ -267,4 +267,4 @@ def _forget_apps() -> None:
         _delegated.clear()
 
 
-auth.on_invalidate(_forget_apps)
+ports.on_invalidate(_forget_apps)

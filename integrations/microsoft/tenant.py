@@ -16,7 +16,8 @@
 
 Other processes (web server, worker) still hold the old settings until restarted; from the
 moment the new credential is active they refuse to ask for tokens ("the stored secret is for
-tenant X / client Y", models.refuse_foreign_credential), so nothing reaches the old tenant.
+tenant X / client Y": the Graph client's auth.refuse_foreign_credential), so nothing reaches
+the old tenant.
 """
 
 from __future__ import annotations
@@ -36,10 +37,13 @@ from django.db import transaction
 from django.utils import timezone
 from dotenv import dotenv_values
 
-from integrations.microsoft import auth, certificates, graph, http, teams_sender
+from integrations import graph
+from integrations.graph import auth, http
+from integrations.graph.errors import GraphError, TokenError
+from integrations.graph.ports import ClientCredential
+from integrations.microsoft import certificates, teams_sender
 from integrations.microsoft.certificates import CertificateCredential
-from integrations.microsoft.credentials import MAX_SECRET_LENGTH
-from integrations.microsoft.errors import GraphError, TokenError
+from integrations.microsoft.credential_lifecycle import MAX_SECRET_LENGTH
 from integrations.microsoft.models import (
     Credential,
     DelegatedAccount,
@@ -78,7 +82,7 @@ def _fingerprint(credential: NewCredential) -> str:
     return fingerprint(credential)
 
 
-def _client_credential(credential: NewCredential) -> auth.ClientCredential:
+def _client_credential(credential: NewCredential) -> ClientCredential:
     if isinstance(credential, CertificateCredential):
         return auth.certificate_credential(credential.private_key_pem, credential.certificate_pem)
     return credential

@@ -20,7 +20,8 @@ from django.conf import settings
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from integrations.microsoft import graph, sync
+from integrations import graph
+from integrations.microsoft import sync
 from integrations.microsoft.models import MonitoredUser, ResourceKind, TeamsChat
 from portal.jobs.models import Job
 from portal.jobs.runner import enqueue

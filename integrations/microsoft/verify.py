@@ -34,10 +34,12 @@ from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django_q.conf import Conf
 
-from integrations.microsoft import auth, graph, http, teams_sender
-from integrations.microsoft.credential_store import active_credential
-from integrations.microsoft.errors import GraphError, TokenError
-from integrations.microsoft.kinds import parse_graph_datetime
+from integrations import graph
+from integrations.graph import auth, http
+from integrations.graph.errors import GraphError, TokenError
+from integrations.graph.kinds import parse_graph_datetime
+from integrations.microsoft import teams_sender
+from integrations.microsoft.active_credential import active_credential, client_credential
 from integrations.microsoft.models import Credential, MonitoredUser
 from integrations.microsoft.subscriptions import webhook_url
 from portal.access.authz import require
@@ -116,7 +118,7 @@ def check_token(ctx: _Context) -> CheckResult:
         credential.refuse_if_foreign()
         # A fresh MSAL app: MSAL caches identical 400 answers for 60 s per app, so the
         # process-wide one could report a fixed problem as still broken.
-        result = auth.acquire_with(auth.client_credential(credential))
+        result = auth.acquire_with(client_credential(credential))
     except TokenError as exc:
         ctx.token_error = exc.message
         return CheckResult("Token acquisition", False, exc.message)

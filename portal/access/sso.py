@@ -42,9 +42,9 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 
-from integrations.microsoft.credential_store import active_credential
-from integrations.microsoft.errors import TokenError
-from integrations.microsoft.http import build_session
+from integrations.graph.errors import TokenError
+from integrations.graph.http import build_session
+from integrations.microsoft.active_credential import active_credential
 from portal.access.actors import Actor, forget_permissions, role_of
 from portal.access.models import EntraAccount, LastSignIn
 from portal.access.request_types import SignInHttpRequest

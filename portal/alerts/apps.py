@@ -7,7 +7,8 @@ class AlertsConfig(AppConfig):
     verbose_name = "Alerts"
 
     def ready(self) -> None:
-        from integrations.microsoft import auth, verify
+        from integrations.graph import ports
+        from integrations.microsoft import verify
         from portal.access.signals import break_glass_used
         from portal.alerts import rules  # noqa: F401  (defines the threshold settings)
         from portal.alerts.queue_check import check_queue
@@ -26,7 +27,7 @@ class AlertsConfig(AppConfig):
         register("alerts.downsample_samples", "portal.alerts.tasks.downsample_samples", 10)
         # A cached token hides a refused credential for up to an hour: ask every minute.
         register("graph.token.check", "portal.alerts.token_health.check", 1)
-        auth.observe_tokens(record_outcome)
+        ports.observe_tokens(record_outcome)
         verify.add_check(check_queue)
         keep(Retention("alerts.MetricSample", "taken_at", "METRIC_SAMPLE_RETENTION_DAYS"))
         break_glass_used.connect(_raise_break_glass_alert, dispatch_uid="break-glass-alert")

@@ -1,6 +1,6 @@
 """Token acquisition health: the portal's side of the Graph client's token observer.
 
-Every process reports its app-token outcomes (auth.observe_tokens, registered in
+Every process reports its app-token outcomes (ports.observe_tokens, registered in
 AlertsConfig.ready); they are kept per credential in TokenHealth, so the console, the
 "Microsoft sign-in refused" alert and /metrics see what any worker saw. A token from MSAL's
 cache proves nothing about the credential now, so the scheduled check (every minute) asks the
@@ -15,8 +15,8 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
-from integrations.microsoft import auth
-from integrations.microsoft.errors import TokenError
+from integrations.graph import auth, ports
+from integrations.graph.errors import TokenError
 from portal.alerts.models import TokenHealth
 from portal.alerts.services import evaluate_rule
 from portal.jobs.runner import worker_identity
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 RULE = "token_refused"
 
 
-def record_outcome(outcome: auth.TokenOutcome) -> None:
+def record_outcome(outcome: ports.TokenOutcome) -> None:
     """Keep the outcome (observer of auth.app_token_result). Best effort, in a savepoint:
     a database error must neither fail the token request nor the caller's transaction."""
     if outcome.error is None and outcome.from_cache:

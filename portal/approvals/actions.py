@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from integrations.microsoft import bulk_kinds, credentials, tenant
+from integrations.microsoft import bulk_kinds, credential_lifecycle, tenant
 from integrations.microsoft.models import Credential, MonitoredUser, Subscription
 from portal.access import api_tokens, service_clients, users
 from portal.access.actors import Actor, role_of
@@ -148,7 +148,7 @@ register(
         label="Activate a credential",
         permission="rotate_credentials",
         run=lambda actor, p: {
-            "credential_id": credentials.activate(actor, _credential_id(p)).pk,
+            "credential_id": credential_lifecycle.activate(actor, _credential_id(p)).pk,
         },
         preview=_credential_preview,
         describe=lambda p: f"Activate credential #{_credential_id(p)}",
@@ -159,7 +159,7 @@ register(
         key="credential.rollback",
         label="Roll back to the previous credential",
         permission="rotate_credentials",
-        run=lambda actor, p: {"credential_id": credentials.rollback(actor).pk},
+        run=lambda actor, p: {"credential_id": credential_lifecycle.rollback(actor).pk},
         preview=_live_credentials,
         describe=lambda p: "Roll back to the credential in its grace period",
     )
@@ -170,7 +170,7 @@ register(
         label="Retire a credential",
         permission="rotate_credentials",
         run=lambda actor, p: {
-            "credential_id": credentials.retire(actor, _credential_id(p)).pk,
+            "credential_id": credential_lifecycle.retire(actor, _credential_id(p)).pk,
         },
         preview=_credential_preview,
         describe=lambda p: f"Retire credential #{_credential_id(p)}",

@@ -1,7 +1,7 @@
 """Credentials: the inventory of secrets, certificates and workload identity (never a secret
 value or private key), the rotation wizard, the Teams sender account (delegated sign-in).
 
-The services in integrations.microsoft.credentials / auth check `rotate_credentials` and
+The services in integrations.microsoft.credential_lifecycle / auth check `rotate_credentials` and
 audit every step; these views only translate between forms, messages and redirects.
 """
 
@@ -18,9 +18,9 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from integrations.microsoft import certificates, credentials, teams_sender
-from integrations.microsoft.credentials import CredentialError
-from integrations.microsoft.errors import GraphError
+from integrations.graph.errors import GraphError
+from integrations.microsoft import certificates, credential_lifecycle, teams_sender
+from integrations.microsoft.credential_lifecycle import CredentialError
 from integrations.microsoft.models import Credential, DelegatedAccount
 from portal.access.actors import Actor
 from portal.access.decorators import requires
@@ -34,7 +34,7 @@ FLOW_SESSION_KEY = "console.teams_sender_flow"
 class AddSecretForm(forms.Form):
     value = forms.CharField(
         label="Secret value",
-        max_length=credentials.MAX_SECRET_LENGTH,
+        max_length=credential_lifecycle.MAX_SECRET_LENGTH,
         strip=True,
         widget=forms.PasswordInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
     )
@@ -108,7 +108,7 @@ def _rotation_step(rows: list[Credential]) -> dict[str, object]:
 @require_GET
 @requires("view_secrets_metadata")
 def credentials_page(request: HttpRequest) -> HttpResponse:
-    rows = credentials.inventory()
+    rows = credential_lifecycle.inventory()
     now = timezone.now()
     health = TokenHealth.objects.in_bulk([row.pk for row in rows])
     for row in rows:
@@ -151,7 +151,7 @@ def credential_add(request: HttpRequest) -> HttpResponse:
         _form_errors(request, form)
         return _back()
     try:
-        credential = credentials.add_secret(
+        credential = credential_lifecycle.add_secret(
             Actor.from_request(request),
             form.cleaned_data["value"],
             form.cleaned_data["display_name"],
@@ -183,7 +183,7 @@ def credential_add_certificate(request: HttpRequest) -> HttpResponse:
         _form_errors(request, form)
         return _back()
     try:
-        credential = credentials.add_certificate(
+        credential = credential_lifecycle.add_certificate(
             Actor.from_request(request),
             form.cleaned_data["certificate_file"],
             form.cleaned_data["certificate_password"],
@@ -205,7 +205,7 @@ def credential_add_certificate(request: HttpRequest) -> HttpResponse:
 @requires("rotate_credentials")
 def credential_add_workload_identity(request: HttpRequest) -> HttpResponse:
     try:
-        credential = credentials.add_workload_identity(Actor.from_request(request))
+        credential = credential_lifecycle.add_workload_identity(Actor.from_request(request))
     except CredentialError as exc:
         messages.error(request, f"Workload identity was not added: {exc}")
     else:
@@ -221,7 +221,7 @@ def credential_add_workload_identity(request: HttpRequest) -> HttpResponse:
 @requires("rotate_credentials")
 def credential_verify(request: HttpRequest, credential_id: int) -> HttpResponse:
     try:
-        outcome = credentials.verify_secret(Actor.from_request(request), credential_id)
+        outcome = credential_lifecycle.verify_secret(Actor.from_request(request), credential_id)
     except CredentialError as exc:
         messages.error(request, str(exc))
         return _back()
@@ -242,7 +242,7 @@ def credential_verify(request: HttpRequest, credential_id: int) -> HttpResponse:
 @requires("rotate_credentials")
 def credential_activate(request: HttpRequest, credential_id: int) -> HttpResponse:
     try:
-        credential = credentials.activate(Actor.from_request(request), credential_id)
+        credential = credential_lifecycle.activate(Actor.from_request(request), credential_id)
     except CredentialError as exc:
         messages.error(request, str(exc))
     else:
@@ -294,7 +294,7 @@ def _confirm_page(request: HttpRequest, context: dict, status: int = 200) -> Htt
 @require_http_methods(["GET", "POST"])
 @requires("rotate_credentials")
 def credential_rollback(request: HttpRequest) -> HttpResponse:
-    rows = credentials.inventory()
+    rows = credential_lifecycle.inventory()
     grace = next((c for c in rows if c.state == Credential.State.GRACE), None)
     current = next((c for c in rows if c.state == Credential.State.ACTIVE), None)
     if request.method == "GET" or request.POST.get("confirm") != "yes":
@@ -318,7 +318,7 @@ def credential_rollback(request: HttpRequest) -> HttpResponse:
             status=200 if request.method == "GET" else 400,
         )
     try:
-        credential = credentials.rollback(Actor.from_request(request))
+        credential = credential_lifecycle.rollback(Actor.from_request(request))
     except CredentialError as exc:
         messages.error(request, str(exc))
     else:
@@ -350,7 +350,7 @@ def credential_retire(request: HttpRequest, credential_id: int) -> HttpResponse:
             status=200 if request.method == "GET" else 400,
         )
     try:
-        credential = credentials.retire(Actor.from_request(request), credential_id)
+        credential = credential_lifecycle.retire(Actor.from_request(request), credential_id)
     except CredentialError as exc:
         messages.error(request, str(exc))
     else:

@@ -14,7 +14,7 @@ from typing import Any
 from django.db.models import Count, Max
 from django.utils import timezone
 
-from integrations.microsoft import throttle
+from integrations.graph import throttle
 from integrations.microsoft.models import GraphCall
 
 

@@ -19,8 +19,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from integrations.microsoft import bulk_kinds, diagnosis, kinds, subscriptions
-from integrations.microsoft.errors import GraphError
+from integrations.graph import kinds
+from integrations.graph.errors import GraphError
+from integrations.microsoft import bulk_kinds, diagnosis, subscriptions
 from integrations.microsoft.models import LifecycleEvent, ResourceKind, Subscription
 from portal.access.actors import Actor
 from portal.access.decorators import requires

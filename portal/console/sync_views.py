@@ -13,9 +13,9 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from integrations.graph.errors import GraphError
 from integrations.microsoft import diagnosis, monitored_users, sync
 from integrations.microsoft.diagnosis import DELTA_TOKEN_DAYS
-from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import (
     MonitoredUser,
     ResourceKind,

@@ -23,7 +23,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from integrations.microsoft import certificates, tenant
 from integrations.microsoft.certificates import CertificateError
-from integrations.microsoft.credentials import MAX_SECRET_LENGTH
+from integrations.microsoft.credential_lifecycle import MAX_SECRET_LENGTH
 from integrations.microsoft.tenant import ConnectError
 from integrations.microsoft.verify import run_checks
 from portal.access.actors import Actor

@@ -25,8 +25,8 @@ from typing import Any
 
 from django.db import transaction
 
+from integrations.graph.errors import GraphError
 from integrations.microsoft import inbox, subscriptions, sync, verify
-from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import SyncState
 from portal.access.actors import Actor
 from portal.access.authz import require

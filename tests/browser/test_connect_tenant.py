@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import expect
 
+from integrations.graph import auth
 from integrations.graph_emulator.testing import RunningEmulator
-from integrations.microsoft import auth
 from integrations.microsoft.models import Credential
 from portal.audit.models import AuditEvent
 from tests.browser.conftest import open_nav_item

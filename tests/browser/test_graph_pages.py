@@ -9,7 +9,8 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from integrations.microsoft import auth, certificates, subscriptions, verify
+from integrations.graph import auth
+from integrations.microsoft import certificates, subscriptions, verify
 from integrations.microsoft.models import GraphCall, SyncRun, SyncState
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent

@@ -6,7 +6,7 @@ comes back and the sender is connected; not registered, Microsoft's sign-in page
 import pytest
 from playwright.sync_api import expect
 
-from integrations.microsoft import auth
+from integrations.graph import auth
 from integrations.microsoft.models import DelegatedAccount
 from tests.browser.conftest import open_nav_item
 from tests.conftest import PERSONAS

@@ -25,9 +25,10 @@ from django.contrib.auth.models import Group
 from django.db import connection
 from django.db.utils import InterfaceError, OperationalError
 
+from integrations.graph import auth
 from integrations.graph_emulator.pytest_plugin import emulator, graph_emulator  # noqa: F401
 from integrations.graph_emulator.testing import RunningEmulator
-from integrations.microsoft import auth, teams_sender
+from integrations.microsoft import teams_sender
 from portal.access.actors import Actor
 from portal.jobs.models import Job
 from portal.jobs.runner import release_due_jobs

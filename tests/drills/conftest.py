@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from integrations.graph import auth
 from integrations.graph_emulator.pytest_plugin import emulator, graph_emulator  # noqa: F401
 from integrations.graph_emulator.testing import RunningEmulator
-from integrations.microsoft import auth
 from portal.alerts.models import Alert
 from portal.alerts.rules import RULES, Rule
 from portal.alerts.services import evaluate_all

@@ -17,7 +17,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from integrations.microsoft import throttle
+from integrations.graph import throttle
 from integrations.microsoft.models import OutboundMessage
 from portal.jobs.errors import TransientJobError
 

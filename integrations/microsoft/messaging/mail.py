@@ -18,8 +18,8 @@ from typing import Any
 
 from django.utils import timezone
 
-from integrations.microsoft import throttle
-from integrations.microsoft.errors import GraphError
+from integrations.graph import throttle
+from integrations.graph.errors import GraphError
 from integrations.microsoft.messaging import budgets, steps
 from integrations.microsoft.models import OutboundMessage
 from portal.jobs.errors import PermanentJobError, TransientJobError

@@ -8,7 +8,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from integrations.microsoft import graph
+from integrations import graph
 from integrations.microsoft.models import OutboundMessage
 from portal.events.services import emit
 

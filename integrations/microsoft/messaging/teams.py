@@ -23,8 +23,9 @@ from typing import Any
 
 from django.utils import timezone
 
-from integrations.microsoft import auth, teams_sender, throttle
-from integrations.microsoft.errors import GraphError, TokenError
+from integrations.graph import auth, throttle
+from integrations.graph.errors import GraphError, TokenError
+from integrations.microsoft import teams_sender
 from integrations.microsoft.messaging import budgets, steps
 from integrations.microsoft.models import OutboundMessage
 from portal.jobs.errors import PermanentJobError, TransientJobError

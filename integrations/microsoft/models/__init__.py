@@ -6,11 +6,7 @@ on its model's QuerySet (tests/portal/test_figures.py proves that every consumer
 same number for the same rows).
 """
 
-from integrations.microsoft.models.credentials import (
-    Credential,
-    DelegatedAccount,
-    refuse_foreign_credential,
-)
+from integrations.microsoft.models.credentials import Credential, DelegatedAccount
 from integrations.microsoft.models.graph_calls import GraphCall, GraphCallFigures
 from integrations.microsoft.models.notifications import (
     InboxDrainPause,
@@ -56,5 +52,4 @@ __all__ = [
     "SyncedItem",
     "TeamsChat",
     "WebhookRejection",
-    "refuse_foreign_credential",
 ]

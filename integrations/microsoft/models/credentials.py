@@ -5,38 +5,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from integrations.microsoft.errors import TokenError
+from integrations.graph.auth import credential_mismatch, refuse_foreign_credential
 from portal.lib.crypto import decrypt
-
-
-def credential_mismatch(tenant_id: str, client_id: str) -> str:
-    """Why a secret recorded for (tenant_id, client_id) cannot be used with the configured
-    tenant and client ("" = it can; blank recorded values are not checked)."""
-    tenant = settings.MICROSOFT_TENANT_ID or ""
-    client = settings.MICROSOFT_CLIENT_ID or ""
-    if (tenant_id and tenant_id.lower() != tenant.lower()) or (
-        client_id and client_id.lower() != client.lower()
-    ):
-        return (
-            f"the stored secret is for tenant {tenant_id} / client {client_id}; run "
-            f"connect_tenant (configured: tenant {tenant or '(unset)'} / client "
-            f"{client or '(unset)'})"
-        )
-    return ""
-
-
-def refuse_foreign_credential(tenant_id: str, client_id: str) -> None:
-    """Raise TokenError when a secret of another app registration would be used: refused
-    here instead of by Entra (AADSTS7000215), and without any request."""
-
-    mismatch = credential_mismatch(tenant_id, client_id)
-    if mismatch:
-        raise TokenError(mismatch + ".", error="credential_mismatch")
 
 
 class CredentialQuerySet(models.QuerySet["Credential"]):

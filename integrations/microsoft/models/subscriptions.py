@@ -11,12 +11,14 @@ from django.db.models import Count, Min, Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from integrations.graph import kinds
 from portal.lib.crypto import decrypt
 
 
 class ResourceKind(models.TextChoices):
-    MESSAGES = "messages", "Outlook inbox messages"
-    CHAT_MESSAGES = "chatMessages", "Teams chat messages"
+    # The values are the Graph client's kind names (its KINDS table is keyed by them).
+    MESSAGES = kinds.MESSAGES, "Outlook inbox messages"
+    CHAT_MESSAGES = kinds.CHAT_MESSAGES, "Teams chat messages"
 
 
 class MonitoredUserQuerySet(models.QuerySet["MonitoredUser"]):

@@ -12,7 +12,7 @@ import django
 
 def main(mailbox: str, count: int) -> int:
     django.setup()
-    from integrations.microsoft import graph  # noqa: PLC0415 - needs django.setup() first
+    from integrations import graph  # noqa: PLC0415 - needs django.setup() first
 
     failures: list[str] = []
     start = threading.Barrier(count)

@@ -9,8 +9,9 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
-from integrations.microsoft import backoff, graph, sync
-from integrations.microsoft.errors import Throttled
+from integrations import graph
+from integrations.graph.errors import Throttled
+from integrations.microsoft import backoff, sync
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
 from portal.jobs.models import Job

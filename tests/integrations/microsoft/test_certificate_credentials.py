@@ -15,10 +15,12 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from integrations import graph
+from integrations.graph import auth
+from integrations.graph.errors import TokenError
 from integrations.graph_emulator.testing import RunningEmulator
-from integrations.microsoft import auth, certificates, credentials, graph, verify
-from integrations.microsoft.credentials import CredentialError
-from integrations.microsoft.errors import TokenError
+from integrations.microsoft import certificates, credential_lifecycle, verify
+from integrations.microsoft.credential_lifecycle import CredentialError
 from integrations.microsoft.models import Credential
 from portal.access.actors import Actor
 from portal.alerts import rules
@@ -61,7 +63,7 @@ class TestCertificateLifecycle:
     ):
         auth.app_token()  # bootstraps the secret from the environment
         secret = Credential.objects.get(state="active")
-        added = credentials.add_certificate(
+        added = credential_lifecycle.add_certificate(
             admin_actor, _uploaded(emulator, key_and_cert), display_name="Q3 certificate"
         )
         thumbprint, subject, expires = certificates.describe(key_and_cert[1])
@@ -72,10 +74,10 @@ class TestCertificateLifecycle:
         assert "PRIVATE KEY" not in added.secret_encrypted
         assert "PRIVATE KEY" in added.secret_value()
 
-        outcome = credentials.verify_secret(admin_actor, added.pk)
+        outcome = credential_lifecycle.verify_secret(admin_actor, added.pk)
         assert outcome.ok and "certificate" in outcome.detail and "Mail.Send" in outcome.roles
-        credentials.activate(admin_actor, added.pk)
-        credentials.retire(admin_actor, secret.pk)
+        credential_lifecycle.activate(admin_actor, added.pk)
+        credential_lifecycle.retire(admin_actor, secret.pk)
         assert _stored_secrets() == 0  # no application secret stored while a certificate is active
 
         _drop_emulator_secrets(emulator)
@@ -83,9 +85,9 @@ class TestCertificateLifecycle:
 
         # And back to a (new) secret the same way, the certificate going into grace.
         value = emulator.control.add_secret(emulator.client_id)["secretText"]
-        back = credentials.add_secret(admin_actor, value, "back to a secret")
-        assert credentials.verify_secret(admin_actor, back.pk).ok
-        credentials.activate(admin_actor, back.pk)
+        back = credential_lifecycle.add_secret(admin_actor, value, "back to a secret")
+        assert credential_lifecycle.verify_secret(admin_actor, back.pk).ok
+        credential_lifecycle.activate(admin_actor, back.pk)
         added.refresh_from_db()
         assert added.state == "grace"
         emulator.control.remove_certificate(emulator.client_id, thumbprint)
@@ -99,12 +101,12 @@ class TestCertificateLifecycle:
     ):
         auth.app_token()
         key_pem, cert_pem = key_and_cert  # not uploaded to the app registration
-        added = credentials.add_certificate(admin_actor, (key_pem + cert_pem).encode())
-        outcome = credentials.verify_secret(admin_actor, added.pk)
+        added = credential_lifecycle.add_certificate(admin_actor, (key_pem + cert_pem).encode())
+        outcome = credential_lifecycle.verify_secret(admin_actor, added.pk)
         assert not outcome.ok and "AADSTS700027" in outcome.detail
         assert "certificate is not uploaded" in outcome.detail
         with pytest.raises(CredentialError, match="Verify"):
-            credentials.activate(admin_actor, added.pk)
+            credential_lifecycle.activate(admin_actor, added.pk)
         assert Credential.objects.get(state="active").kind == "secret"
 
     def test_a_pfx_with_its_password(self, graph_settings, emulator, admin_actor, key_and_cert):
@@ -117,8 +119,8 @@ class TestCertificateLifecycle:
             None,
             serialization.BestAvailableEncryption(b"pfx-password"),
         )
-        added = credentials.add_certificate(admin_actor, pfx, "pfx-password")
-        assert credentials.verify_secret(admin_actor, added.pk).ok
+        added = credential_lifecycle.add_certificate(admin_actor, pfx, "pfx-password")
+        assert credential_lifecycle.verify_secret(admin_actor, added.pk).ok
 
 
 def _expired_certificate() -> bytes:
@@ -169,7 +171,7 @@ class TestBadUploads:
         ]
         for data, password, message in cases:
             with pytest.raises(CredentialError, match=message):
-                credentials.add_certificate(admin_actor, data, password)
+                credential_lifecycle.add_certificate(admin_actor, data, password)
         assert not Credential.objects.exists()
         assert not AuditEvent.objects.filter(action="credential.add").exists()
 
@@ -193,17 +195,17 @@ class TestWorkloadIdentity:
         token_file = tmp_path / "azure-identity-token"
         graph_settings.MICROSOFT_CLIENT_ASSERTION_FILE = str(token_file)
         with pytest.raises(CredentialError, match="cannot be read"):
-            credentials.add_workload_identity(admin_actor)
+            credential_lifecycle.add_workload_identity(admin_actor)
         token_file.write_text("")
         with pytest.raises(CredentialError, match="is empty"):
-            credentials.add_workload_identity(admin_actor)
+            credential_lifecycle.add_workload_identity(admin_actor)
         assert Credential.objects.count() == 1
 
         _write_token(token_file, emulator, self.SUBJECT)
-        added = credentials.add_workload_identity(admin_actor)
+        added = credential_lifecycle.add_workload_identity(admin_actor)
         assert added.kind == "federated" and added.secret_encrypted == ""
-        assert credentials.verify_secret(admin_actor, added.pk).ok
-        previous = credentials.activate(admin_actor, added.pk)
+        assert credential_lifecycle.verify_secret(admin_actor, added.pk).ok
+        previous = credential_lifecycle.activate(admin_actor, added.pk)
         assert previous.state == "active"
         _drop_emulator_secrets(emulator)
         assert graph.get("/users", params={"$top": "1"})["value"]
@@ -316,11 +318,11 @@ def test_the_demo_switches_to_workload_identity_with_the_emulator_as_issuer(
     graph_settings.MICROSOFT_CLIENT_ASSERTION_FILE = emu.info["workload_token_file"]
     auth.app_token()
     assert Credential.objects.get(state="active").kind == "secret"  # the secret bootstraps
-    added = credentials.add_workload_identity(admin_actor)
-    assert credentials.verify_secret(admin_actor, added.pk).ok
+    added = credential_lifecycle.add_workload_identity(admin_actor)
+    assert credential_lifecycle.verify_secret(admin_actor, added.pk).ok
     secret = Credential.objects.get(state="active")
-    credentials.activate(admin_actor, added.pk)
-    credentials.retire(admin_actor, secret.pk)
+    credential_lifecycle.activate(admin_actor, added.pk)
+    credential_lifecycle.retire(admin_actor, secret.pk)
     _drop_emulator_secrets(emu)
     assert graph.get("/users", params={"$top": "1"})["value"]
     assert _stored_secrets() == 0
@@ -329,7 +331,7 @@ def test_the_demo_switches_to_workload_identity_with_the_emulator_as_issuer(
 @pytest.mark.django_db
 def test_a_certificate_near_its_expiry_fires_the_alert_and_verify_shows_it(admin_actor):
     key_pem, cert_pem = certificates.generate("short-lived", days=5)
-    added = credentials.add_certificate(admin_actor, (key_pem + cert_pem).encode())
+    added = credential_lifecycle.add_certificate(admin_actor, (key_pem + cert_pem).encode())
     Credential.objects.filter(pk=added.pk).update(state="active", last_verified_at=added.created_at)
     verdict = next(rule for rule in rules.RULES if rule.name == "secret_expiring").evaluate()
     assert verdict.firing and "credential expires in 5.0 days" in verdict.message

@@ -7,7 +7,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from integrations.microsoft import auth
+from integrations.graph import auth
 from integrations.microsoft.models import Credential
 from portal.audit.models import AuditEvent
 from tests.conftest import free_port

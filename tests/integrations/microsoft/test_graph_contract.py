@@ -12,8 +12,9 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from integrations.microsoft import auth, subscriptions, sync
-from integrations.microsoft.errors import GraphError
+from integrations.graph import auth
+from integrations.graph.errors import GraphError
+from integrations.microsoft import subscriptions, sync
 from integrations.microsoft.models import MailboxLease, Subscription, SyncedItem, SyncState
 from portal.access.actors import Actor
 from portal.events.models import Event

@@ -11,8 +11,9 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from integrations.microsoft import graph, throttle
-from integrations.microsoft.errors import Throttled
+from integrations import graph
+from integrations.graph import throttle
+from integrations.graph.errors import Throttled
 from integrations.microsoft.messaging import delivery, mail, outbox, steps, teams
 from integrations.microsoft.messaging.errors import InvalidMessage
 from integrations.microsoft.models import MonitoredUser, OutboundMessage, SendBudget

@@ -13,7 +13,8 @@ import psycopg
 import pytest
 from django.db import connection
 
-from integrations.microsoft import subscriptions, throttle
+from integrations.graph import throttle
+from integrations.microsoft import subscriptions
 from integrations.microsoft.models import MonitoredUser, Subscription
 from portal.access.actors import Actor
 

@@ -9,7 +9,8 @@ import time_machine
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
-from integrations.microsoft import kinds, monitored_users, subscriptions
+from integrations.graph import kinds
+from integrations.microsoft import monitored_users, subscriptions
 from integrations.microsoft.models import MonitoredUser, Subscription
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent

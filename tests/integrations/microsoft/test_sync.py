@@ -11,8 +11,8 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
+from integrations.graph.errors import Transient
 from integrations.microsoft import sync
-from integrations.microsoft.errors import Transient
 from integrations.microsoft.models import GraphCall, SyncedItem, SyncRun, SyncState
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent

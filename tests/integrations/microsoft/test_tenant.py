@@ -12,9 +12,10 @@ from django.core.exceptions import PermissionDenied
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from integrations.graph import auth
+from integrations.graph.errors import TokenError
 from integrations.graph_emulator.testing import RunningEmulator
-from integrations.microsoft import auth, certificates, credentials, sync, tenant
-from integrations.microsoft.errors import TokenError
+from integrations.microsoft import certificates, credential_lifecycle, sync, tenant
 from integrations.microsoft.models import (
     Credential,
     DelegatedAccount,
@@ -68,7 +69,7 @@ class TestCredentialBelongsToItsApp:
         boot = Credential.objects.get(state="active")
         assert (boot.tenant_id, boot.client_id) == (emulator.tenant_id, emulator.client_id)
         actor = Actor(kind="user", name="ada-admin", role="admin", user=ada_admin)
-        added = credentials.add_secret(actor, "another-secret-value", "second")
+        added = credential_lifecycle.add_secret(actor, "another-secret-value", "second")
         assert (added.tenant_id, added.client_id) == (emulator.tenant_id, emulator.client_id)
         event = AuditEvent.objects.get(action="credential.add")
         assert event.params["tenant_id"] == emulator.tenant_id
@@ -102,12 +103,12 @@ class TestCredentialBelongsToItsApp:
         self, graph_settings, emulator, b, ada_admin
     ):
         actor = Actor(kind="user", name="ada-admin", role="admin", user=ada_admin)
-        added = credentials.add_secret(
+        added = credential_lifecycle.add_secret(
             actor, emulator.control.add_secret(emulator.client_id)["secretText"], "for A"
         )
         _point_settings_at(graph_settings, b)
         before = _log_size(emulator)
-        outcome = credentials.verify_secret(actor, added.pk)
+        outcome = credential_lifecycle.verify_secret(actor, added.pk)
         assert not outcome.ok and "run connect_tenant" in outcome.detail
         assert _log_size(emulator) == before
 

@@ -7,8 +7,9 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
+from integrations.graph import auth
 from integrations.graph_emulator.testing import RunningEmulator
-from integrations.microsoft import auth, verify
+from integrations.microsoft import verify
 from integrations.microsoft.models import Credential, DelegatedAccount, MonitoredUser
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from integrations.microsoft import auth, credentials
-from integrations.microsoft.errors import TokenError
+from integrations.graph import auth
+from integrations.graph.errors import TokenError
+from integrations.microsoft import credential_lifecycle
 from integrations.microsoft.models import Credential
 from portal.access.actors import Actor
 from portal.alerts import token_health
@@ -104,9 +105,9 @@ def test_everyone_sees_it_and_the_rotation_clears_it(client, graph_settings, emu
     # The fix: a new secret from the app registration, added, verified and activated.
     actor = Actor(kind="user", name=ada_admin.username, role="admin", user=ada_admin)
     new_value = emulator.control.add_secret(emulator.client_id)["secretText"]
-    pending = credentials.add_secret(actor, new_value, "after the expiry", None)
-    assert credentials.verify_secret(actor, pending.pk).ok
-    credentials.activate(actor, pending.pk)
+    pending = credential_lifecycle.add_secret(actor, new_value, "after the expiry", None)
+    assert credential_lifecycle.verify_secret(actor, pending.pk).ok
+    credential_lifecycle.activate(actor, pending.pk)
     token_health.check()
     assert Alert.objects.get(rule="token_refused").state == "ok"
     dashboard = client.get(reverse("console:dashboard"))

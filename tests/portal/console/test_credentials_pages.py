@@ -7,7 +7,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
-from integrations.microsoft import auth, certificates
+from integrations.graph import auth
+from integrations.microsoft import certificates
 from integrations.microsoft.models import Credential, DelegatedAccount
 from portal.audit.models import AuditEvent
 from portal.lib.crypto import encrypt

@@ -2,8 +2,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from integrations.graph import auth
 from integrations.graph_emulator.pytest_plugin import emulator, graph_emulator  # noqa: F401
-from integrations.microsoft import auth
 from integrations.microsoft.models import GraphCall
 from portal.access.actors import Actor
 from portal.alerts import token_health

@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from integrations.microsoft import graph
+from integrations import graph
 from integrations.microsoft.models import Credential, GraphCall, MonitoredUser
 from portal.console import metrics
 

@@ -6,8 +6,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from integrations.graph.errors import GraphError
 from integrations.microsoft import subscriptions
-from integrations.microsoft.errors import GraphError
 from integrations.microsoft.models import LifecycleEvent, MonitoredUser, Subscription
 from portal.audit.models import AuditEvent
 from portal.console.subscriptions_views import TYPED_CONFIRMATION_THRESHOLD

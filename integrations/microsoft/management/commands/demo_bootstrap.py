@@ -7,8 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from integrations.microsoft import graph
-from integrations.microsoft.errors import GraphError
+from integrations import graph
+from integrations.graph.errors import GraphError
 from integrations.microsoft.models import MonitoredUser
 from integrations.microsoft.monitored_users import add_monitored_user
 from integrations.microsoft.subscriptions import setup

@@ -18,8 +18,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from integrations.microsoft import credentials
-from integrations.microsoft.credentials import CredentialError
+from integrations.microsoft import credential_lifecycle
+from integrations.microsoft.credential_lifecycle import CredentialError
 from integrations.microsoft.models import Credential
 from portal.access.actors import Actor
 from portal.approvals import commands as approvals
@@ -86,7 +86,9 @@ class Command(BaseCommand):
             if options["list"]:
                 self._list()
             elif options["rollback"]:
-                credential = approvals.run_covered(self, options, actor, credentials.rollback)
+                credential = approvals.run_covered(
+                    self, options, actor, credential_lifecycle.rollback
+                )
                 if credential is None:
                     return  # an approval request was filed
                 self.stdout.write(
@@ -98,13 +100,19 @@ class Command(BaseCommand):
                 )
             elif options["retire"] is not None:
                 credential = approvals.run_covered(
-                    self, options, actor, lambda who: credentials.retire(who, options["retire"])
+                    self,
+                    options,
+                    actor,
+                    lambda who: credential_lifecycle.retire(who, options["retire"]),
                 )
                 if credential is not None:
                     self.stdout.write(self.style.SUCCESS(f"Retired #{credential.pk}."))
             elif options["activate"] is not None:
                 credential = approvals.run_covered(
-                    self, options, actor, lambda who: credentials.activate(who, options["activate"])
+                    self,
+                    options,
+                    actor,
+                    lambda who: credential_lifecycle.activate(who, options["activate"]),
                 )
                 if credential is not None:
                     self.stdout.write(self.style.SUCCESS(f"Activated #{credential.pk}."))
@@ -123,7 +131,7 @@ class Command(BaseCommand):
     def _add(self, actor: Actor, options: dict[str, Any]) -> Credential:
         stream = options.get("stdin") or sys.stdin
         if options["workload_identity"]:
-            return credentials.add_workload_identity(actor, options["display_name"])
+            return credential_lifecycle.add_workload_identity(actor, options["display_name"])
         if options["certificate_file"]:
             try:
                 data = Path(options["certificate_file"]).read_bytes()
@@ -135,7 +143,9 @@ class Command(BaseCommand):
             password = ""
             if options["certificate_password_stdin"]:
                 password = stream.readline().rstrip("\r\n")
-            return credentials.add_certificate(actor, data, password, options["display_name"])
+            return credential_lifecycle.add_certificate(
+                actor, data, password, options["display_name"]
+            )
         if options["certificate_password_stdin"]:
             raise CommandError("--certificate-password-stdin goes with --certificate-file.")
         value = self._read_secret(stream)
@@ -149,7 +159,7 @@ class Command(BaseCommand):
             if options["expires_days"] <= 0:
                 raise CommandError("--expires-days must be positive.")
             expires_at = timezone.now() + timedelta(days=options["expires_days"])
-        return credentials.add_secret(actor, value, options["display_name"], expires_at)
+        return credential_lifecycle.add_secret(actor, value, options["display_name"], expires_at)
 
     def _rotate(self, actor: Actor, options: dict[str, Any]) -> None:
         if options["approval"] is not None:
@@ -167,7 +177,7 @@ class Command(BaseCommand):
             f"1. Added {credential.get_kind_display().lower()} #{credential.pk} "
             f"“{credential.display_name}” ({what}) as pending."
         )
-        outcome = credentials.verify_secret(actor, credential.pk)
+        outcome = credential_lifecycle.verify_secret(actor, credential.pk)
         if not outcome.ok:
             raise CommandError(
                 f"2. Verification failed: {outcome.detail} The credential stays "
@@ -184,7 +194,7 @@ class Command(BaseCommand):
             )
             return
         activated = approvals.run_covered(
-            self, options, actor, lambda who: credentials.activate(who, credential.pk)
+            self, options, actor, lambda who: credential_lifecycle.activate(who, credential.pk)
         )
         if activated is None:
             self.stdout.write(
@@ -200,7 +210,7 @@ class Command(BaseCommand):
         )
 
     def _list(self) -> None:
-        for c in credentials.inventory():
+        for c in credential_lifecycle.inventory():
             extra = f" grace until {c.grace_until:%Y-%m-%d %H:%M}" if c.grace_until else ""
             error = f" last error: {c.last_error[:80]}" if c.last_error else ""
             what = f"thumbprint {c.thumbprint}" if c.thumbprint else f"…{c.fingerprint}"

@@ -1,6 +1,7 @@
 """Access tokens for Graph: MSAL apps and app-only (client credentials) tokens.
 
-The delegated Teams sender builds on these in teams_sender.py.
+The delegated Teams sender builds on these (the integration's teams_sender.py); the active
+credential comes from the credential store registered in ports.py.
 
 MSAL facts this module is built around (MSAL Python's documentation, "Acquire and cache tokens"):
 - the ConfidentialClientApplication constructor does OIDC discovery over the network, so
@@ -26,7 +27,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +36,12 @@ import msal
 import requests
 from django.conf import settings
 
-from integrations.microsoft.credential_store import active_credential
-from integrations.microsoft.errors import TokenError
-from integrations.microsoft.http import build_session
-from integrations.microsoft.models import Credential, refuse_foreign_credential
+from integrations.graph import ports
+from integrations.graph.errors import TokenError
+from integrations.graph.http import build_session
+from integrations.graph.ports import ClientCredential
 
+# The logger keeps the name log pipelines and alerts already filter on.
 logger = logging.getLogger("integrations.microsoft.auth")
 
 # Hosts MSAL knows (public and national clouds): instance discovery is fine for these.
@@ -110,8 +111,29 @@ def _check_configuration(app: AppRegistration) -> None:
         raise TokenError("MICROSOFT_AUTHORITY_HOST must be an https URL (MSAL refuses http).")
 
 
-# What MSAL's ConfidentialClientApplication takes as client_credential.
-ClientCredential = str | dict[str, Any]
+def credential_mismatch(tenant_id: str, client_id: str) -> str:
+    """Why a credential recorded for (tenant_id, client_id) cannot be used with the configured
+    tenant and client ("" = it can; blank recorded values are not checked)."""
+    tenant = settings.MICROSOFT_TENANT_ID or ""
+    client = settings.MICROSOFT_CLIENT_ID or ""
+    if (tenant_id and tenant_id.lower() != tenant.lower()) or (
+        client_id and client_id.lower() != client.lower()
+    ):
+        return (
+            f"the stored secret is for tenant {tenant_id} / client {client_id}; run "
+            f"connect_tenant (configured: tenant {tenant or '(unset)'} / client "
+            f"{client or '(unset)'})"
+        )
+    return ""
+
+
+def refuse_foreign_credential(tenant_id: str, client_id: str) -> None:
+    """Raise TokenError when a secret of another app registration would be used: refused
+    here instead of by Entra (AADSTS7000215), and without any request."""
+
+    mismatch = credential_mismatch(tenant_id, client_id)
+    if mismatch:
+        raise TokenError(mismatch + ".", error="credential_mismatch")
 
 
 def read_client_assertion() -> str:
@@ -138,19 +160,24 @@ def read_client_assertion() -> str:
     return token
 
 
+# The three ways to prove the app's identity, as MSAL takes them (a credential store builds
+# its StoredCredential.client_credential with one of these).
+
+
+def secret_credential(secret: str) -> ClientCredential:
+    return secret
+
+
 def certificate_credential(private_key_pem: str, certificate_pem: str) -> ClientCredential:
     # No "thumbprint": given the certificate, MSAL computes its SHA-256 thumbprint and signs
     # PS256 with x5t#S256 (a "thumbprint" would mean SHA-1 and RS256, kept for ADFS).
     return {"private_key": private_key_pem, "public_certificate": certificate_pem}
 
 
-def client_credential(credential: Credential) -> ClientCredential:
-    """What MSAL needs to prove the app's identity with this stored credential."""
-    if credential.kind == Credential.Kind.FEDERATED:
-        return {"client_assertion": read_client_assertion}
-    if credential.kind == Credential.Kind.CERTIFICATE:
-        return certificate_credential(credential.secret_value(), credential.certificate_pem)
-    return credential.secret_value()
+def client_assertion_credential() -> ClientCredential:
+    # A callable, not a value: MSAL calls it for every token request, so the platform's
+    # rotation of the token file is picked up.
+    return {"client_assertion": read_client_assertion}
 
 
 def build_app(
@@ -280,7 +307,8 @@ def _acquire_for_client(
 ) -> dict[str, Any]:
     registration = registration or AppRegistration.configured()
     try:
-        result = app.acquire_token_for_client(scopes=app_scopes())
+        # MSAL is untyped: its answer is the token endpoint's JSON object (or None).
+        result: dict[str, Any] | None = app.acquire_token_for_client(scopes=app_scopes())
     except msal.exceptions.MsalServiceError as exc:
         # MSAL raises for HTTP >= 500 from the token endpoint.
         raise TokenError(
@@ -338,8 +366,8 @@ _apps: dict[tuple[str, str, str], msal.ConfidentialClientApplication] = {}
 
 
 def resolve_active() -> ActiveCredential:
-    """The active credential (secret or key decrypted), re-read from the database every few
-    seconds.
+    """The active credential (secret or key decrypted), re-read from the credential store
+    every few seconds.
 
     Other processes see an activation within CREDENTIAL_RECHECK_SECONDS; meanwhile they keep
     using the previous credential, which stays valid during its grace period — the reason the
@@ -352,15 +380,15 @@ def resolve_active() -> ActiveCredential:
         if current is not None and time.monotonic() - current.resolved_at < ttl:
             return current
 
-    credential = active_credential()
+    stored = ports.credential_store().active()
     resolved = ActiveCredential(
-        credential.pk,
-        credential.fingerprint,
-        credential.kind,
-        client_credential(credential),
+        stored.credential_id,
+        stored.fingerprint,
+        stored.kind,
+        stored.client_credential,
         time.monotonic(),
-        credential.tenant_id,
-        credential.client_id,
+        stored.tenant_id,
+        stored.client_id,
     )
     with _lock:
         _active = resolved
@@ -379,43 +407,17 @@ def _app_for(active: ActiveCredential) -> msal.ConfidentialClientApplication:
         return app
 
 
-@dataclass(frozen=True)
-class TokenOutcome:
-    """One app-token request for the active credential: refused (`error`) or answered by the
-    identity platform (`from_cache` False) or by MSAL's cache (which proves nothing new)."""
-
-    credential_id: int
-    error: TokenError | None = None
-    from_cache: bool = False
-
-
-# Whoever keeps token health (the portal) registers here; this module imports none of it.
-_token_observers: list[Callable[[TokenOutcome], None]] = []
-
-
-def observe_tokens(callback: Callable[[TokenOutcome], None]) -> None:
-    """Call `callback` with every app-token outcome of this process (once per callback)."""
-    if callback not in _token_observers:
-        _token_observers.append(callback)
-
-
-def _report(outcome: TokenOutcome) -> None:
-    for callback in list(_token_observers):
-        try:
-            callback(outcome)
-        except Exception:  # recording health must never break a token request
-            logger.exception("A token observer failed")
-
-
 def app_token_result() -> dict[str, Any]:
     """MSAL's result dict for an app-only Graph token (from cache when still valid)."""
     active = resolve_active()
     try:
         result = _acquire_for_client(_app_for(active), active.client_credential)
     except TokenError as exc:
-        _report(TokenOutcome(active.credential_id, error=exc))
+        ports.report_token_outcome(ports.TokenOutcome(active.credential_id, error=exc))
         raise
-    _report(TokenOutcome(active.credential_id, from_cache=result.get("token_source") == "cache"))
+    ports.report_token_outcome(
+        ports.TokenOutcome(active.credential_id, from_cache=result.get("token_source") == "cache")
+    )
     return result
 
 
@@ -428,7 +430,7 @@ def check_app_token() -> dict[str, Any]:
 
 def app_token() -> str:
     """An app-only access token for Graph. Raises TokenError."""
-    return app_token_result()["access_token"]
+    return str(app_token_result()["access_token"])
 
 
 def drop_cached_app_token() -> None:
@@ -439,25 +441,13 @@ def drop_cached_app_token() -> None:
         app.remove_tokens_for_client()
 
 
-# Caches built on the active credential elsewhere (the Teams sender's apps) register here, so
-# invalidate() reaches them without this module importing theirs.
-_on_invalidate: list[Callable[[], None]] = []
-
-
-def on_invalidate(callback: Callable[[], None]) -> None:
-    """Call `callback` whenever invalidate() runs (once per callback)."""
-    if callback not in _on_invalidate:
-        _on_invalidate.append(callback)
-
-
 def invalidate() -> None:
     """Forget the active credential and every MSAL app (after activation or rollback)."""
     global _active
     with _lock:
         _active = None
         _apps.clear()
-    for callback in list(_on_invalidate):
-        callback()
+    ports.notify_invalidated()
 
 
 def acquire_with(

@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from integrations.microsoft import graph, throttle
+from integrations import graph
+from integrations.graph import throttle
 from integrations.microsoft.models import SendBudget
 
 pytestmark = pytest.mark.django_db

@@ -10,10 +10,12 @@ from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.utils import timezone
 
-from integrations.microsoft import auth, credentials, graph
+from integrations import graph
+from integrations.graph import auth
+from integrations.graph.errors import TokenError
+from integrations.microsoft import credential_lifecycle
 from integrations.microsoft.admin import CredentialAdmin, DelegatedAccountAdmin
-from integrations.microsoft.credentials import CredentialError
-from integrations.microsoft.errors import TokenError
+from integrations.microsoft.credential_lifecycle import CredentialError
 from integrations.microsoft.models import Credential, GraphCall
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
@@ -71,15 +73,15 @@ class TestRotation:
         original = Credential.objects.get(state="active")
         new_value = _new_emulator_secret(emulator)
 
-        pending = credentials.add_secret(
+        pending = credential_lifecycle.add_secret(
             admin_actor, new_value, "Q3 rotation", timezone.now() + timedelta(days=180)
         )
         assert pending.state == "pending" and not pending.is_verified
         with pytest.raises(CredentialError, match="Verify"):
-            credentials.activate(admin_actor, pending.pk)
-        outcome = credentials.verify_secret(admin_actor, pending.pk)
+            credential_lifecycle.activate(admin_actor, pending.pk)
+        outcome = credential_lifecycle.verify_secret(admin_actor, pending.pk)
         assert outcome.ok and "Mail.Send" in outcome.roles
-        credentials.activate(admin_actor, pending.pk)
+        credential_lifecycle.activate(admin_actor, pending.pk)
 
         original.refresh_from_db()
         assert original.state == "grace"
@@ -98,7 +100,7 @@ class TestRotation:
         assert len(token_requests(emulator)) == before + 1  # a new token, new secret
 
         # Rollback brings back the (now deleted) old one: tokens fail, as they should.
-        credentials.rollback(admin_actor)
+        credential_lifecycle.rollback(admin_actor)
         original.refresh_from_db()
         pending.refresh_from_db()
         assert (original.state, pending.state) == ("active", "pending")
@@ -122,17 +124,17 @@ class TestRotation:
     def test_a_wrong_secret_stays_pending_with_its_error(
         self, graph_settings, emulator, admin_actor
     ):
-        pending = credentials.add_secret(admin_actor, "not-the-right-secret", "typo")
-        outcome = credentials.verify_secret(admin_actor, pending.pk)
+        pending = credential_lifecycle.add_secret(admin_actor, "not-the-right-secret", "typo")
+        outcome = credential_lifecycle.verify_secret(admin_actor, pending.pk)
         assert not outcome.ok and "AADSTS7000215" in outcome.detail
         pending.refresh_from_db()
         assert pending.last_error and pending.state == "pending"
         # Verifying twice in a row reaches the identity platform twice: no stale MSAL cache.
-        credentials.verify_secret(admin_actor, pending.pk)
+        credential_lifecycle.verify_secret(admin_actor, pending.pk)
         tokens = emulator.control.requests_log(path="/oauth2/v2.0/token")
         assert [e["status"] for e in tokens] == [401, 401]
         with pytest.raises(CredentialError, match="Verify"):
-            credentials.activate(admin_actor, pending.pk)
+            credential_lifecycle.activate(admin_actor, pending.pk)
         assert AuditEvent.objects.filter(action="credential.verify", outcome="failure").count() == 2
 
     def test_a_second_activation_retires_the_older_grace_one(
@@ -140,9 +142,9 @@ class TestRotation:
     ):
         auth.app_token()
         for name in ("second", "third"):
-            c = credentials.add_secret(admin_actor, _new_emulator_secret(emulator), name)
-            credentials.verify_secret(admin_actor, c.pk)
-            credentials.activate(admin_actor, c.pk)
+            c = credential_lifecycle.add_secret(admin_actor, _new_emulator_secret(emulator), name)
+            credential_lifecycle.verify_secret(admin_actor, c.pk)
+            credential_lifecycle.activate(admin_actor, c.pk)
         states = dict(Credential.objects.values_list("display_name", "state"))
         assert states == {
             "From MICROSOFT_CLIENT_SECRET": "retired",
@@ -158,48 +160,48 @@ class TestRotation:
         auth.app_token()
         active = Credential.objects.get(state="active")
         with pytest.raises(CredentialError, match="cannot be retired"):
-            credentials.retire(admin_actor, active.pk)
-        pending = credentials.add_secret(admin_actor, "some-other-secret", "spare")
-        credentials.retire(admin_actor, pending.pk)
+            credential_lifecycle.retire(admin_actor, active.pk)
+        pending = credential_lifecycle.add_secret(admin_actor, "some-other-secret", "spare")
+        credential_lifecycle.retire(admin_actor, pending.pk)
         with pytest.raises(CredentialError, match="already retired"):
-            credentials.retire(admin_actor, pending.pk)
+            credential_lifecycle.retire(admin_actor, pending.pk)
         with pytest.raises(CredentialError, match="no credential"):
-            credentials.retire(admin_actor, 999_999)
+            credential_lifecycle.retire(admin_actor, 999_999)
 
     def test_duplicates_and_empty_values_are_refused(self, graph_settings, emulator, admin_actor):
         auth.app_token()
         with pytest.raises(CredentialError, match="already stored"):
-            credentials.add_secret(admin_actor, emulator.client_secret, "again")
+            credential_lifecycle.add_secret(admin_actor, emulator.client_secret, "again")
         with pytest.raises(CredentialError, match="empty"):
-            credentials.add_secret(admin_actor, "   ", "blank")
+            credential_lifecycle.add_secret(admin_actor, "   ", "blank")
 
     def test_rollback_needs_a_grace_credential(self, graph_settings, emulator, admin_actor):
         auth.app_token()
         with pytest.raises(CredentialError, match="no credential in its grace"):
-            credentials.rollback(admin_actor)
+            credential_lifecycle.rollback(admin_actor)
 
     def test_grace_periods_end_on_schedule(self, graph_settings, emulator, admin_actor):
         auth.app_token()
-        c = credentials.add_secret(admin_actor, _new_emulator_secret(emulator), "next")
-        credentials.verify_secret(admin_actor, c.pk)
-        credentials.activate(admin_actor, c.pk)
-        assert credentials.retire_expired_grace() == 0
+        c = credential_lifecycle.add_secret(admin_actor, _new_emulator_secret(emulator), "next")
+        credential_lifecycle.verify_secret(admin_actor, c.pk)
+        credential_lifecycle.activate(admin_actor, c.pk)
+        assert credential_lifecycle.retire_expired_grace() == 0
         with time_machine.travel(timezone.now() + timedelta(hours=25)):
-            assert credentials.retire_expired_grace() == 1
+            assert credential_lifecycle.retire_expired_grace() == 1
         event = AuditEvent.objects.filter(action="credential.retire").get()
         assert event.actor_type == "system" and event.reason == "grace period over"
 
     def test_rollback_ends_with_the_grace_period(self, graph_settings, emulator, admin_actor):
         auth.app_token()
-        c = credentials.add_secret(admin_actor, _new_emulator_secret(emulator), "next")
-        credentials.verify_secret(admin_actor, c.pk)
-        credentials.activate(admin_actor, c.pk)
+        c = credential_lifecycle.add_secret(admin_actor, _new_emulator_secret(emulator), "next")
+        credential_lifecycle.verify_secret(admin_actor, c.pk)
+        credential_lifecycle.activate(admin_actor, c.pk)
         # Past grace_until, before the retire schedule has run: no rollback to the old one.
         with (
             time_machine.travel(timezone.now() + timedelta(hours=25)),
             pytest.raises(CredentialError, match="grace period ended"),
         ):
-            credentials.rollback(admin_actor)
+            credential_lifecycle.rollback(admin_actor)
         states = dict(Credential.objects.values_list("display_name", "state"))
         assert states == {"From MICROSOFT_CLIENT_SECRET": "grace", "next": "active"}
         assert not AuditEvent.objects.filter(action="credential.rollback").exists()
@@ -208,11 +210,11 @@ class TestRotation:
     def test_each_step_requires_rotate_credentials(self, graph_settings, otto_operator, step):
         actor = Actor(kind="user", name="otto-operator", role="operator", user=otto_operator)
         calls = {
-            "add": lambda: credentials.add_secret(actor, "x", "y"),
-            "verify": lambda: credentials.verify_secret(actor, 1),
-            "activate": lambda: credentials.activate(actor, 1),
-            "rollback": lambda: credentials.rollback(actor),
-            "retire": lambda: credentials.retire(actor, 1),
+            "add": lambda: credential_lifecycle.add_secret(actor, "x", "y"),
+            "verify": lambda: credential_lifecycle.verify_secret(actor, 1),
+            "activate": lambda: credential_lifecycle.activate(actor, 1),
+            "rollback": lambda: credential_lifecycle.rollback(actor),
+            "retire": lambda: credential_lifecycle.retire(actor, 1),
         }
         with pytest.raises(PermissionDenied):
             calls[step]()
@@ -231,13 +233,13 @@ def test_secret_values_never_leak(graph_settings, emulator, admin_actor, caplog,
     texts: list[str] = []
 
     auth.app_token()
-    bad = credentials.add_secret(admin_actor, wrong_value, "wrong")
-    texts.append(credentials.verify_secret(admin_actor, bad.pk).detail)
-    good = credentials.add_secret(admin_actor, new_value, "right")
-    credentials.verify_secret(admin_actor, good.pk)
-    credentials.activate(admin_actor, good.pk)
+    bad = credential_lifecycle.add_secret(admin_actor, wrong_value, "wrong")
+    texts.append(credential_lifecycle.verify_secret(admin_actor, bad.pk).detail)
+    good = credential_lifecycle.add_secret(admin_actor, new_value, "right")
+    credential_lifecycle.verify_secret(admin_actor, good.pk)
+    credential_lifecycle.activate(admin_actor, good.pk)
     graph.get("/users", params={"$top": "1"})
-    credentials.rollback(admin_actor)
+    credential_lifecycle.rollback(admin_actor)
     graph_settings.MICROSOFT_CLIENT_SECRET = wrong_value
     try:
         auth.acquire_with(wrong_value)

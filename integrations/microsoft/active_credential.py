@@ -1,9 +1,10 @@
-"""The credential store as token acquisition sees it: the active credential (bootstrapped
-from MICROSOFT_CLIENT_ASSERTION_FILE or MICROSOFT_CLIENT_SECRET when the store is empty) and
-what identifies a credential.
+"""The active credential: which stored credential token acquisition uses now (bootstrapped
+from MICROSOFT_CLIENT_ASSERTION_FILE or MICROSOFT_CLIENT_SECRET when the store is empty),
+handed to the Graph client as its credential store, and what identifies a credential.
 
-auth.py (tokens) and credentials.py (rotation, which also invalidates auth's caches) both
-need these; living here, neither has to import the other's module back.
+The Graph client (integrations.graph.auth, through its ports) and the credential lifecycle
+(credential_lifecycle.py: add, verify, activate, roll back, retire) both need these; living
+here, neither has to import the other's module back.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from integrations.microsoft.errors import TokenError
+from integrations.graph import auth
+from integrations.graph.errors import TokenError
+from integrations.graph.ports import ClientCredential, StoredCredential
 from integrations.microsoft.models import Credential
 from portal.access.actors import Actor
 from portal.audit.services import record
@@ -60,6 +63,31 @@ def active_credential() -> Credential:
         "certificate (console or `manage.py rotate_client_secret`).",
         error="no_credential",
     )
+
+
+def client_credential(credential: Credential) -> ClientCredential:
+    """What MSAL needs to prove the app's identity with this stored credential."""
+    if credential.kind == Credential.Kind.FEDERATED:
+        return auth.client_assertion_credential()
+    if credential.kind == Credential.Kind.CERTIFICATE:
+        return auth.certificate_credential(credential.secret_value(), credential.certificate_pem)
+    return auth.secret_credential(credential.secret_value())
+
+
+class DatabaseCredentialStore:
+    """The Graph client's credential store (ports.CredentialStore): the active Credential row,
+    its secret or key decrypted."""
+
+    def active(self) -> StoredCredential:
+        credential = active_credential()
+        return StoredCredential(
+            credential.pk,
+            credential.fingerprint,
+            credential.kind,
+            client_credential(credential),
+            credential.tenant_id,
+            credential.client_id,
+        )
 
 
 def bootstrap_from_environment() -> Credential | None:

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from integrations.microsoft import throttle
+from integrations.graph import throttle
 from integrations.microsoft.models import MonitoredUser, SendBudget
 
 pytestmark = pytest.mark.django_db

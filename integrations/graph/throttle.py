@@ -4,21 +4,24 @@
   per app ID and mailbox): at most
   GRAPH_MAX_IN_FLIGHT_PER_MAILBOX requests in flight, a token bucket of
   GRAPH_MAILBOX_BUDGET_PER_10_MIN per 600 s, and a "blocked until" window after a 429.
-- **Shared windows** (every worker, SendBudget.blocked_until): a Retry-After one process
+- **Shared windows** (every worker, a row's blocked_until): a Retry-After one process
   was given holds for all of them. Keys: `graph-mailbox:<Graph user id>` for a mailbox, and
   the messaging keys (`teams-chat:…`, `teams-channel:…`, `teams-sender:…`).
-- **Send slots** (every worker, SendBudget.next_slot_at): outbound mail and Teams posts are
-  spaced one interval apart per key (messaging/budgets.py asks for a slot before each send).
-- **Window budgets** (every worker, BudgetSlot): at most N requests in any W seconds under
-  a key, as Graph counts the subscriptions API; bursts up to N are allowed, which paced
-  slots one interval apart would not (reserve_window_slot).
-- **Mailbox leases** (every worker, MailboxLease): the in-flight limit counted across all
-  processes and nodes, since Graph counts it per app and mailbox, not per process; the
-  gate's semaphore only keeps one process's threads from queueing on the database.
+- **Send slots** (every worker, a row's next_slot_at): outbound mail and Teams posts are
+  spaced one interval apart per key (the sender asks for a slot before each send).
+- **Window budgets** (every worker, one slot row per reservation): at most N requests in any
+  W seconds under a key, as Graph counts the subscriptions API; bursts up to N are allowed,
+  which paced slots one interval apart would not (reserve_window_slot).
+- **Mailbox leases** (every worker, one lease row per request in flight): the in-flight
+  limit counted across all processes and nodes, since Graph counts it per app and mailbox,
+  not per process; the gate's semaphore only keeps one process's threads from queueing on
+  the store.
 
 A mailbox is keyed by its Graph id: `/users/{upn}/…` and `/users/{id}/…` are the same
 mailbox to Graph, so they share one gate, one budget and one window. UPNs are resolved
 through the monitored users (cached per process); an unknown UPN stays its own key.
+
+The rows live in the application's store (ports.SharedLimits); the policy lives here.
 """
 
 from __future__ import annotations
@@ -31,12 +34,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from integrations.microsoft.models import BudgetSlot, MailboxLease, MonitoredUser, SendBudget
+from integrations.graph import ports
+from integrations.graph.ports import StoreUnavailable
 
+# The logger keeps the name log pipelines and alerts already filter on.
 logger = logging.getLogger("integrations.microsoft.throttle")
 
 BUDGET_WINDOW_SECONDS = 600.0
@@ -66,13 +69,8 @@ def mailbox_id(name: str | None) -> str:
     if cached is not None and cached[1] > now:
         return cached[0] or name
     try:
-        found = (
-            MonitoredUser.objects.filter(Q(upn__iexact=name) | Q(identifier__iexact=name))
-            .exclude(graph_id="")
-            .values_list("graph_id", flat=True)
-            .first()
-        )
-    except DatabaseError:  # a key is still needed; the UPN is one, just not shared with the id
+        found = ports.shared_limits().graph_id_of(name)
+    except StoreUnavailable:  # a key is still needed; the UPN is one, just not shared with the id
         return name
     resolved = (found or "").lower()
     ttl = RESOLVED_TTL_SECONDS if resolved else UNKNOWN_TTL_SECONDS
@@ -194,37 +192,21 @@ def reset_state() -> None:
 # --------------------------------------------------------------------------- shared rows
 
 
-def _row(key: str, now: datetime) -> SendBudget:
-    row = SendBudget.objects.select_for_update().filter(key=key).first()
-    if row is None:
-        try:
-            with transaction.atomic():
-                SendBudget.objects.create(key=key, next_slot_at=now)
-        except IntegrityError:
-            pass
-        row = SendBudget.objects.select_for_update().get(key=key)
-    return row
-
-
 def share_block(key: str, seconds: float) -> None:
     """Nobody sends under `key` before `seconds` have passed (windows only grow). Best
     effort: a database error leaves this process's own gate to honour the window."""
-    now = timezone.now()
-    until = now + timedelta(seconds=seconds)
+    until = timezone.now() + timedelta(seconds=seconds)
     try:
-        with transaction.atomic():
-            row = _row(key, now)
-            if row.blocked_until is None or row.blocked_until < until:
-                SendBudget.objects.filter(key=key).update(blocked_until=until)
-    except DatabaseError:
+        ports.shared_limits().extend_block(key, until)
+    except StoreUnavailable:
         logger.warning("Could not share the Retry-After window of %s", key, exc_info=True)
 
 
 def blocked_for(key: str) -> float:
     """Seconds left in the shared window of `key` (0 when none)."""
     try:
-        until = SendBudget.objects.filter(key=key).values_list("blocked_until", flat=True).first()
-    except DatabaseError:
+        until = ports.shared_limits().blocked_until(key)
+    except StoreUnavailable:
         return 0.0
     if until is None:
         return 0.0
@@ -239,7 +221,8 @@ def acquire_mailbox_lease(mailbox: str, *, wait_seconds: float, hold_seconds: fl
     None when no slot freed within `wait_seconds`. `hold_seconds` bounds the lease (the
     request's timeout), so a holder that died frees it. A database error gives 0: the
     request goes ahead under this process's own gate rather than not at all."""
-    if transaction.get_connection().in_atomic_block:
+    store = ports.shared_limits()
+    if store.in_transaction():
         # A lease written inside the caller's transaction would be invisible to the others
         # until it commits; network I/O does not belong in a transaction anyway.
         return 0
@@ -250,17 +233,14 @@ def acquire_mailbox_lease(mailbox: str, *, wait_seconds: float, hold_seconds: fl
     while True:
         now = timezone.now()
         try:
-            with transaction.atomic():
-                _row(key, now)  # the mailbox's row lock serialises the count and the insert
-                MailboxLease.objects.filter(key=key, expires_at__lte=now).delete()
-                if MailboxLease.objects.filter(key=key).count() < limit:
-                    lease = MailboxLease.objects.create(
-                        key=key, expires_at=now + timedelta(seconds=hold_seconds)
-                    )
-                    return lease.pk
-        except DatabaseError:
+            lease = store.take_lease(
+                key, limit=limit, now=now, expires_at=now + timedelta(seconds=hold_seconds)
+            )
+        except StoreUnavailable:
             logger.warning("Could not take a shared in-flight slot for %s", key, exc_info=True)
             return 0
+        if lease is not None:
+            return lease
         if time.monotonic() + pause > deadline:
             return None
         time.sleep(pause)
@@ -271,28 +251,18 @@ def release_mailbox_lease(lease_id: int) -> None:
     if not lease_id:
         return
     try:
-        MailboxLease.objects.filter(pk=lease_id).delete()
-    except DatabaseError:  # it lapses by itself at its expiry
+        ports.shared_limits().release_lease(lease_id)
+    except StoreUnavailable:  # it lapses by itself at its expiry
         logger.warning("Could not release in-flight slot %s", lease_id, exc_info=True)
 
 
 def reserve_slot(keys: list[tuple[str, float]], *, not_before: datetime | None = None) -> datetime:
     """Reserve the earliest time at which one send may leave under every (key, interval)
     budget, and return it. Slots are one interval apart per key; shared windows
-    (`blocked_until`) are respected. The rows are locked only for this call."""
+    (`blocked_until`) are respected. The rows are locked only for this call; a store error
+    propagates (no slot was reserved)."""
     now = timezone.now()
-    with transaction.atomic():
-        rows = [(_row(key, now), interval) for key, interval in sorted(keys)]
-        slot = max(
-            [now, not_before or now]
-            + [row.next_slot_at for row, _ in rows]
-            + [row.blocked_until for row, _ in rows if row.blocked_until]
-        )
-        for row, interval in rows:
-            SendBudget.objects.filter(key=row.key).update(
-                next_slot_at=slot + timedelta(seconds=interval), updated_at=now
-            )
-    return slot
+    return ports.shared_limits().reserve_slot(sorted(keys), now=now, not_before=not_before or now)
 
 
 # Slots are spaced a little wider than the limit: the time between taking a slot and the
@@ -323,25 +293,11 @@ def reserve_window_slot(key: str, limit: int, window_seconds: float) -> datetime
     """Reserve the earliest time one request may leave under `key` so that no `window_seconds`
     hold more than `limit` of them (and outside its shared Retry-After window), and return it.
     The k-th reservation is at least a window after the (k-limit)-th: a burst of `limit` goes
-    at once, then one as each leaves the window."""
+    at once, then one as each leaves the window. A store error propagates (nothing was
+    reserved)."""
     now = timezone.now()
     window = timedelta(seconds=window_seconds + WINDOW_MARGIN_SECONDS)
-    with transaction.atomic():
-        row = _row(key, now)  # its lock serialises the reservations of every process
-        nth_latest = (
-            BudgetSlot.objects.filter(key=key)
-            .order_by("-at")
-            .values_list("at", flat=True)[limit - 1 : limit]
-            .first()
-        )
-        slot = max([now] + ([nth_latest + window] if nth_latest else []))
-        if row.blocked_until and row.blocked_until > slot:
-            slot = row.blocked_until
-        BudgetSlot.objects.create(key=key, at=slot)
-        if row.next_slot_at < now - window:  # prune at most once a window
-            BudgetSlot.objects.filter(key=key, at__lt=now - window).delete()
-            SendBudget.objects.filter(key=key).update(next_slot_at=now)
-    return slot
+    return ports.shared_limits().reserve_window_slot(key, limit=limit, window=window, now=now)
 
 
 def wait_for_window_slot(key: str, limit: int, window_seconds: float) -> float:

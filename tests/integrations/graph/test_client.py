@@ -11,8 +11,9 @@ import time_machine
 from django.db import connections
 from django.utils import timezone
 
-from integrations.microsoft import auth, graph
-from integrations.microsoft.errors import (
+from integrations import graph
+from integrations.graph import auth, error_mapping, routes
+from integrations.graph.errors import (
     AuthError,
     Conflict,
     DeltaTokenExpired,
@@ -23,7 +24,7 @@ from integrations.microsoft.errors import (
     Transient,
 )
 from integrations.microsoft.models import GraphCall
-from tests.integrations.microsoft.conftest import token_requests
+from tests.integrations.graph.conftest import token_requests
 
 
 class TestRouteTemplate:
@@ -53,26 +54,26 @@ class TestRouteTemplate:
     )
     def test_it_replaces_ids(self, settings, path, expected):
         settings.MICROSOFT_GRAPH_URL = "https://graph.example/v1.0"
-        assert graph.route_template(path) == expected
+        assert routes.route_template(path) == expected
 
     def test_it_finds_the_mailbox(self, settings):
         settings.MICROSOFT_GRAPH_URL = "https://graph.example/v1.0"
-        assert graph.mailbox_of("/users/Ab-12/messages") == "ab-12"
-        assert graph.mailbox_of("https://graph.example/v1.0/users/X/messages/delta?a=1") == "x"
-        assert graph.mailbox_of("/users('A@B.com')/messages") == "a@b.com"
-        assert graph.mailbox_of("/subscriptions") == ""
+        assert routes.mailbox_of("/users/Ab-12/messages") == "ab-12"
+        assert routes.mailbox_of("https://graph.example/v1.0/users/X/messages/delta?a=1") == "x"
+        assert routes.mailbox_of("/users('A@B.com')/messages") == "a@b.com"
+        assert routes.mailbox_of("/subscriptions") == ""
 
 
 class TestRetryAfter:
     def test_it_parses_seconds_decimals_and_dates(self):
-        assert graph.parse_retry_after("10") == 10
-        assert graph.parse_retry_after("2.128") == pytest.approx(2.128)
-        assert graph.parse_retry_after("-3") == 0
+        assert error_mapping.parse_retry_after("10") == 10
+        assert error_mapping.parse_retry_after("2.128") == pytest.approx(2.128)
+        assert error_mapping.parse_retry_after("-3") == 0
         when = timezone.now() + timedelta(seconds=30)
         http_date = when.strftime("%a, %d %b %Y %H:%M:%S GMT")
-        assert 28 <= graph.parse_retry_after(http_date) <= 31
-        assert graph.parse_retry_after("soon") is None
-        assert graph.parse_retry_after(None) is None
+        assert 28 <= error_mapping.parse_retry_after(http_date) <= 31
+        assert error_mapping.parse_retry_after("soon") is None
+        assert error_mapping.parse_retry_after(None) is None
 
 
 class TestErrorMapping:
@@ -92,7 +93,9 @@ class TestErrorMapping:
     )
     def test_it_types_errors(self, status, code, kind, transient):
         body = {"error": {"code": code, "message": "m", "innerError": {"request-id": "r1"}}}
-        error = graph.error_for(status, body, {"Retry-After": "7"}, method="GET", route="/x")
+        error = error_mapping.error_for(
+            status, body, {"Retry-After": "7"}, method="GET", route="/x"
+        )
         assert type(error) is kind
         assert error.transient is transient
         assert error.code == code and error.request_id == "r1" and error.retry_after == 7
@@ -178,7 +181,7 @@ class TestAgainstEmulator:
     def test_a_long_retry_after_goes_to_the_job_layer(self, graph_settings, emulator):
         emulator.control.inject_fault(path="/v1.0/subscriptions", kind="429", retry_after=120)
         with (
-            mock.patch.object(graph.time, "sleep", wraps=time.sleep) as slept,
+            mock.patch.object(time, "sleep", wraps=time.sleep) as slept,
             pytest.raises(Throttled) as caught,
         ):
             graph.get("/subscriptions")

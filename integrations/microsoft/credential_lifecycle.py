@@ -20,15 +20,17 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from integrations.microsoft import auth, certificates
-from integrations.microsoft.certificates import CertificateError
-from integrations.microsoft.credential_store import (
+from integrations.graph import auth
+from integrations.graph.errors import TokenError
+from integrations.microsoft import certificates
+from integrations.microsoft.active_credential import (
     TARGET,
+    client_credential,
     configured_app,
     federated_fingerprint,
     public_params,
 )
-from integrations.microsoft.errors import TokenError
+from integrations.microsoft.certificates import CertificateError
 from integrations.microsoft.models import Credential
 from portal.access.actors import Actor
 from portal.access.authz import require
@@ -191,7 +193,7 @@ def verify_secret(actor: Actor, credential_id: int) -> VerifyOutcome:
     # The token request happens outside any transaction: no lock held during network I/O.
     try:
         credential.refuse_if_foreign()
-        result = auth.acquire_with(auth.client_credential(credential))
+        result = auth.acquire_with(client_credential(credential))
     except TokenError as exc:
         outcome = VerifyOutcome(False, exc.message)
     else:

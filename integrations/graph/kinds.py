@@ -1,7 +1,8 @@
-"""The resource kinds the portal subscribes to and delta-syncs, and Graph's date-time format.
+"""The resource kinds one can subscribe to and delta-sync, and Graph's date-time format.
 
-Shared by subscriptions.py, sync.py and notifications.py (and the console), so none of them
-imports another for a table or a parser.
+The kind names are defined here (the integration's ResourceKind choices take their values from
+them); the table is shared by the integration's subscriptions, sync and notifications (and the
+console), so none of them imports another for a table or a parser.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from integrations.microsoft.models import ResourceKind
+# The kind names (stored in the integration's rows: do not change a value).
+MESSAGES = "messages"
+CHAT_MESSAGES = "chatMessages"
 
 
 @dataclass(frozen=True)
@@ -38,16 +41,16 @@ class KindSpec:
 
 
 KINDS: dict[str, KindSpec] = {
-    ResourceKind.MESSAGES: KindSpec(
-        ResourceKind.MESSAGES,
+    MESSAGES: KindSpec(
+        MESSAGES,
         "mail",
         "users/{id}/mailFolders('inbox')/messages",
         "created,updated,deleted",
         10_000,
         "/users/{id}/mailFolders/inbox/messages/delta",
     ),
-    ResourceKind.CHAT_MESSAGES: KindSpec(
-        ResourceKind.CHAT_MESSAGES,
+    CHAT_MESSAGES: KindSpec(
+        CHAT_MESSAGES,
         "teams",
         "users/{id}/chats/getAllMessages",
         "created,updated,deleted",
