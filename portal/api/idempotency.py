@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -151,3 +152,31 @@ def release(record: IdempotencyRecord) -> None:
     IdempotencyRecord.objects.filter(
         pk=record.pk, state=IdempotencyRecord.State.PROCESSING
     ).delete()
+
+
+@dataclass(frozen=True)
+class Answer:
+    resource_id: int
+    status: int  # 202 the first time; a replay answers what the first request answered
+    replayed: bool
+
+
+def once(
+    actor: Actor, endpoint: str, key: str, body: dict[str, Any], create: Callable[[], int]
+) -> Answer:
+    """Run `create` (which returns the new resource's id) once per key: claim the key, create
+    and record the answer in one transaction, or return the first answer. A failure releases
+    the key. Raises ApiError 409 or 422 as claim() does."""
+    taken = claim(actor, endpoint, key, body)
+    if taken.replay:
+        # A replayed claim is a DONE record, and complete() made it DONE with the resource.
+        assert taken.record.resource_id is not None
+        return Answer(taken.record.resource_id, taken.record.response_status or 202, True)
+    try:
+        with transaction.atomic():
+            resource_id = create()
+            complete(taken.record, 202, resource_id)
+    except BaseException:
+        release(taken.record)
+        raise
+    return Answer(resource_id, 202, False)

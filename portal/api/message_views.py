@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 
 from integrations.microsoft.messaging import schema, service
@@ -72,30 +71,27 @@ def send_message(request: HttpRequest, actor: Actor, body: dict) -> JsonResponse
     key = idempotency.key_from(request)
     try:
         checked = service.check_request(body)
-        claim = idempotency.claim(actor, idempotency.SEND_ENDPOINT, key, body)
-        if claim.replay:
-            # A replayed claim is a DONE record, and complete() made it DONE with the message.
-            assert claim.record.resource_id is not None
-            message = OutboundMessage.objects.get(pk=claim.record.resource_id)
-            return _resource(message, actor, claim.record.response_status or 202, True)
-        try:
-            with transaction.atomic():
-                # The message's key is the client's, scoped to the principal. A key reused
-                # after it expired names a new message; a retry of the same request never does.
-                message = service.send(
+        # The message's key is the client's, scoped to the principal: a retry of the same
+        # request never sends again, a key reused after it expired names a new message.
+        answer = idempotency.once(
+            actor,
+            idempotency.SEND_ENDPOINT,
+            key,
+            body,
+            lambda: (
+                service.send(
                     actor,
                     checked,
                     key=OutboundMessage.api_key(idempotency.owner_of(actor), key),
                     client_key=key,
                     key_claimed=True,
-                )
-                idempotency.complete(claim.record, 202, message.pk)
-        except BaseException:
-            idempotency.release(claim.record)
-            raise
+                ).pk
+            ),
+        )
     except MessagingError as exc:
         raise problem(exc) from None
-    return _resource(message, actor, 202)
+    message = OutboundMessage.objects.get(pk=answer.resource_id)
+    return _resource(message, actor, answer.status, answer.replayed)
 
 
 @api_endpoint(
