@@ -96,7 +96,7 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
         item["href"] = _openable(request, item["href"])
     # What is not set up yet (no tenant, no Teams sender, no probe mailbox), as steps.
     context["setup_steps"] = [
-        {**item, "step": item["text"].removeprefix("not set up: ")}
+        {**item, "step": _sentence_part(item["text"].removeprefix("not set up: "))}
         for item in context["health"]
         if item["state"] == "unset"
     ]
@@ -104,6 +104,11 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
     context["gateway_tiles"] = _gateway_tiles(request, context["gateway"])
     template = "console/dashboard.html#health" if request.htmx else "console/dashboard.html"
     return render(request, template, context)
+
+
+def _sentence_part(text: str) -> str:
+    """ "No probe mailbox …" read after "Probe: " as "no probe mailbox …"."""
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
 
 
 def _audit_stream_health() -> list[dict[str, Any]]:
