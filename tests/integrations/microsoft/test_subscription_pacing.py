@@ -17,6 +17,7 @@ from integrations.graph import throttle
 from integrations.microsoft import subscriptions
 from integrations.microsoft.models import MonitoredUser, Subscription
 from portal.access.actors import Actor
+from portal.jobs.models import Job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -119,3 +120,20 @@ def test_one_set_up_or_maintenance_run_at_a_time(webhook_settings, emulator):
         assert subscriptions.maintain().skipped == []
     finally:
         other.close()
+
+
+def test_a_mass_set_up_syncs_its_new_users_after_its_writes(small_budget, emulator):
+    """More creations than one window holds: the budget sets the pace, and the baseline syncs
+    wait until about the end of the run instead of taking the CPU the creations need."""
+    assert not subscriptions.setup(Actor.system("test")).failed
+    baselines = Job.objects.filter(
+        job_type="graph.sync_delta", payload__trigger="subscription:created"
+    ).order_by("pk")
+    waits = [
+        (job.next_attempt_at - job.created_at).total_seconds() if job.next_attempt_at else 0.0
+        for job in baselines
+    ]
+    assert len(waits) == 10
+    # The first one created waits for the nine after it (WINDOW / LIMIT each), the last none.
+    assert waits[0] == pytest.approx(10 * WINDOW / LIMIT, abs=1.0)
+    assert waits[-1] <= WINDOW / LIMIT + 0.5
