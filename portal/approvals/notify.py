@@ -13,6 +13,7 @@ from django.conf import settings
 from django.urls import reverse
 
 from integrations.microsoft.messaging import outbox
+from integrations.microsoft.messaging.schema import fit_subject
 from portal.approvals.models import ApprovalRequest
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def approvers_of_request(approval: ApprovalRequest, addresses: list[str]) -> Non
         outbox.send_mail(
             settings.APPROVAL_NOTIFY_FROM,
             addresses,
-            f"[Fleet Graph Portal] Approval needed: {approval.summary}"[:400],
+            fit_subject(f"[Fleet Graph Portal] Approval needed: {approval.summary}"),
             body,
             idempotency_key=f"approval-{approval.pk}-request",
             created_by="approvals",

@@ -27,6 +27,16 @@ CONTENT_TYPES = ("text", "html")
 IMPORTANCES = ("normal", "high")
 CHANNELS = ("mail", "teams")
 
+
+def fit_subject(text: str) -> str:
+    """`text` cut to SUBJECT_LIMIT bytes of UTF-8 on a character boundary, with "…" when cut,
+    for callers that make a subject from data of their own (the limit is in bytes: a subject
+    of non-ASCII characters is refused long before 400 characters)."""
+    if len(text.encode()) <= SUBJECT_LIMIT:
+        return text
+    room = SUBJECT_LIMIT - len("…".encode())
+    return text.encode()[:room].decode(errors="ignore") + "…"
+
 Kind = Literal["string", "address", "addresses", "choice"]
 
 

@@ -22,7 +22,7 @@ from portal.access.actors import Actor, role_of
 from portal.access.models import BearerToken, ServiceClient
 from portal.access.users import apply_role
 from portal.alerts.models import Alert
-from portal.approvals import gate, services
+from portal.approvals import gate, notify, services
 from portal.approvals.checks import check_approval_policy
 from portal.approvals.models import ApprovalRequest
 from portal.approvals.services import ApprovalError
@@ -729,6 +729,20 @@ def test_a_new_request_is_e_mailed_to_who_may_approve_it(
     assert mail.to_recipients == ["olga@fleetdemo.example"]  # not the requester
     assert f"/approvals/{approval.pk}/" in mail.body and mail.sender == "portal@fleetdemo.example"
 
+
+
+@override_settings(APPROVAL_NOTIFY_FROM="portal@fleetdemo.example", MESSAGING_SENDER_MAILBOXES=[])
+def test_a_long_summary_in_non_ascii_still_sends_its_e_mail(covered, otto_operator, olga_operator):
+    """The send limit is 400 bytes: a summary cut at 400 characters was refused and never sent."""
+    dead_jobs(150)
+    approval = services.request_approval(
+        actor_of(otto_operator), "jobs.retry_all", {"filter": {"status": "dead"}}, "r", "api"
+    )
+    approval.summary = "Zurücksetzen für " + "é" * 270  # 287 characters, 560 bytes
+    notify.approvers_of_request(approval, ["olga@fleetdemo.example"])
+    subject = OutboundMessage.objects.get().subject
+    assert subject.startswith("[Fleet Graph Portal] Approval needed: Zurücksetzen")
+    assert subject.endswith("…") and len(subject.encode()) <= 400
 
 # --------------------------------------------------------------------------- every action
 
