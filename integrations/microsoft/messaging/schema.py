@@ -37,6 +37,7 @@ def fit_subject(text: str) -> str:
     room = SUBJECT_LIMIT - len("…".encode())
     return text.encode()[:room].decode(errors="ignore") + "…"
 
+
 Kind = Literal["string", "address", "addresses", "choice"]
 
 

@@ -730,7 +730,6 @@ def test_a_new_request_is_e_mailed_to_who_may_approve_it(
     assert f"/approvals/{approval.pk}/" in mail.body and mail.sender == "portal@fleetdemo.example"
 
 
-
 @override_settings(APPROVAL_NOTIFY_FROM="portal@fleetdemo.example", MESSAGING_SENDER_MAILBOXES=[])
 def test_a_long_summary_in_non_ascii_still_sends_its_e_mail(covered, otto_operator, olga_operator):
     """The send limit is 400 bytes: a summary cut at 400 characters was refused and never sent."""
@@ -743,6 +742,7 @@ def test_a_long_summary_in_non_ascii_still_sends_its_e_mail(covered, otto_operat
     subject = OutboundMessage.objects.get().subject
     assert subject.startswith("[Fleet Graph Portal] Approval needed: Zurücksetzen")
     assert subject.endswith("…") and len(subject.encode()) <= 400
+
 
 # --------------------------------------------------------------------------- every action
 
