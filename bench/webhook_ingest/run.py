@@ -14,6 +14,20 @@ processed per second behind it, the backlog's age while it runs, and every accep
 notification processed exactly once (none pending after the catch-up).
 Targets: requests/s >= 0.8 of the baseline at batch 1 and >= 0.6 at batch 10; notifications/s
 at batch 10 >= 5x the baseline's requests/s; p99 < 50 ms at half of peak; nothing lost.
+
+Tracing off costs nothing: in the same run a second gunicorn serves the receiver with its one
+tracing call removed (settings_untraced: replaced by a function returning the "" it returns
+when OTEL_EXPORTER_OTLP_ENDPOINT is unset), alternating with the receiver as shipped (tracing
+off) at batch 1; the ratio off / removed is the median of the pairs (target >= 0.95, the
+noise of a pair on this machine).
+
+    python bench/webhook_ingest/run.py --otlp [--quick]
+
+instead exports: a local OTLP/HTTP receiver (this process, 127.0.0.1) is the endpoint of the
+gunicorn workers and of the drain; a steady load of single notifications is received and
+drained, and the spans it got are counted — by name, and by trace: one trace per
+notification (each inbox row's trace is its own; each drain claim continues one and links
+the others its sync coalesced).
 """
 
 from __future__ import annotations
@@ -56,6 +70,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=0, help="baseline/receiver pairs per size")
     parser.add_argument("--drains", type=int, default=1, help="drain_inbox processes")
+    parser.add_argument(
+        "--otlp", action="store_true", help="export spans to a local OTLP receiver and count them"
+    )
     args = parser.parse_args()
     seconds = 6 if args.quick else 10
     rounds = args.rounds or (2 if args.quick else 3)
@@ -63,7 +80,13 @@ def main() -> int:
         DJANGO_SETTINGS_MODULE="bench.webhook_ingest.settings",
         ALLOWED_HOSTS="127.0.0.1,localhost",
         LOG_LEVEL="ERROR",
+        OTEL_EXPORTER_OTLP_ENDPOINT="",
     )
+    collector = None
+    if args.otlp:
+        collector = OtlpReceiver()
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.url
+        env["OTEL_SERVICE_NAME"] = "bench-webhook-ingest"
     ensure_database(env)
     setup_django(env)
 
@@ -127,20 +150,27 @@ def main() -> int:
             )
         return json.dumps({"value": items})
 
+    def gunicorn(port: int, settings_module: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "portal.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(args.workers),
+                "--log-level",
+                "error",
+            ],
+            env={**env, "DJANGO_SETTINGS_MODULE": settings_module},
+            cwd=ROOT,
+        )
+
     port = free_port()
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "portal.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(args.workers),
-            "--log-level",
-            "error",
-        ],
-        env=env,
-        cwd=ROOT,
+    server = gunicorn(port, "bench.webhook_ingest.settings")
+    untraced_port = free_port()
+    untraced = (
+        None if args.otlp else gunicorn(untraced_port, "bench.webhook_ingest.settings_untraced")
     )
     serial = 0
 
@@ -152,10 +182,11 @@ def main() -> int:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
             json.dump(bodies, handle)
         path = "/bench/baseline" if target == "baseline" else "/api/webhooks/mail"
+        where = untraced_port if target == "untraced" else port
         command = [
             sys.executable,
             str(Path(__file__).parent / "loadgen.py"),
-            f"http://127.0.0.1:{port}{path}",
+            f"http://127.0.0.1:{where}{path}",
             handle.name,
             str(seconds),
             str(args.concurrency),
@@ -186,15 +217,19 @@ def main() -> int:
     try:
         import requests
 
-        for _ in range(100):
-            try:
-                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except requests.RequestException:
-                time.sleep(0.2)
+        for where in (port, untraced_port) if untraced is not None else (port,):
+            for _ in range(100):
+                try:
+                    requests.get(f"http://127.0.0.1:{where}/healthz", timeout=1)
+                    break
+                except requests.RequestException:
+                    time.sleep(0.2)
         print(f"load: {os.getloadavg()[0]:.2f} (1-min average) at the start", flush=True)
+        if collector is not None:
+            return 0 if otlp_run(args, env, load, show, collector) else 1
         count = 25_000  # more than 10 s at 2,500 requests/s: the runs end by time
         load("webhook", 1, 2_000)  # warm-up: every worker's connection and clientState cache
+        load("untraced", 1, 2_000)
         NotificationInbox.objects.all().delete()
         ok = True
         accepted = 0
@@ -219,6 +254,22 @@ def main() -> int:
                 f"(median of {', '.join(f'{r:.2f}' for r in ratios)}; target >= {target:.2f})",
                 flush=True,
             )
+        # Tracing off against the same receiver without its tracing call, in pairs.
+        off_ratios = []
+        for n in range(rounds):
+            removed = load("untraced", 1, count)
+            show(f"no tracing #{n + 1}", 1, removed)
+            off = load("webhook", 1, count)
+            show(f"tracing off #{n + 1}", 1, off)
+            accepted += removed["accepted"] + off["accepted"]
+            off_ratios.append(off["rps"] / removed["rps"])
+        off_ratio = statistics.median(off_ratios)
+        ok &= off_ratio >= 0.95
+        print(
+            f"batch  1: tracing off / tracing code removed, requests/s = {off_ratio:.2f} "
+            f"(median of {', '.join(f'{r:.2f}' for r in off_ratios)}; target >= 0.95)",
+            flush=True,
+        )
         # Notifications/s at batch 10 against the baseline's requests/s (one row each).
         notes = medians[(10, "webhook")] * 10
         factor = notes / medians[(10, "baseline")]
@@ -250,9 +301,112 @@ def main() -> int:
         )
         ok &= drain_run(args, env, load, show, NotificationInbox)
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        for process in (server, untraced):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=20)
+        if collector is not None:
+            collector.shutdown()
     return 0 if ok else 1
+
+
+class OtlpReceiver:
+    """A local OTLP/HTTP trace receiver (POST /v1/traces, protobuf) that keeps every span."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        self.spans: list = []
+        self.requests = 0
+        lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                export = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+                with lock:
+                    receiver.requests += 1
+                    for resource_spans in export.resource_spans:
+                        for scope_spans in resource_spans.scope_spans:
+                            receiver.spans.extend(scope_spans.spans)
+                answer = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def shutdown(self) -> None:
+        self.server.shutdown()
+
+
+def otlp_run(args, env, load, show, collector: OtlpReceiver) -> bool:
+    """Single notifications at a steady rate, drained, every span exported to `collector`."""
+    from collections import Counter
+
+    from integrations.microsoft.models import NotificationInbox
+    from portal.lib.tracing import trace_id
+
+    NotificationInbox.objects.all().delete()
+    collector.spans.clear()
+    drains = start_drains(args.drains, env)
+    try:
+        result = load("webhook", 1, 5_000, rate=100 if args.quick else 200)
+        show("traced", 1, result)
+        deadline = time.monotonic() + 120
+        while NotificationInbox.objects.pending().exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(7)  # the batch span processors export every 5 s
+    finally:
+        for process in drains:
+            stop_process(process)
+    rows = list(NotificationInbox.objects.values_list("trace_context", "status"))
+    row_traces = {trace_id(context) for context, _ in rows}
+    names = Counter(span.name for span in collector.spans)
+    traces = {span.trace_id.hex() for span in collector.spans}
+    # The webhook requests' server spans (SPAN_KIND_SERVER; the readiness probes are others).
+    server = [
+        span
+        for span in collector.spans
+        if span.kind == 2 and span.name.startswith("POST api/webhooks")
+    ]
+    server_traces = {span.trace_id.hex() for span in server}
+    claims = [span for span in collector.spans if span.name == "graph.inbox.claim"]
+    claimed = sum(1 + len(span.links) for span in claims)
+    claim_traces = {span.trace_id.hex() for span in claims}
+    print(
+        f"OTLP receiver: {len(collector.spans)} spans in {collector.requests} exports, "
+        f"{len(traces)} traces; by name: "
+        + ", ".join(f"{name} {n}" for name, n in names.most_common()),
+        flush=True,
+    )
+    accepted, processed = len(rows), sum(status == "processed" for _, status in rows)
+    one_each = (
+        len(row_traces) == accepted
+        and "" not in row_traces
+        and row_traces == server_traces
+        and claim_traces <= row_traces
+        and claimed == processed
+    )
+    print(
+        f"notifications {accepted} (processed {processed}): {len(row_traces)} distinct traces in "
+        f"the inbox rows, {len(server_traces)} webhook request traces, {len(claims)} drain "
+        f"claims continuing or linking {claimed} of them: "
+        f"{'one trace per notification' if one_each else 'MISMATCH'}",
+        flush=True,
+    )
+    return one_each and result["accepted"] == accepted
 
 
 def drain_run(args, env, load, show, NotificationInbox) -> bool:
