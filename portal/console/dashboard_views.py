@@ -42,7 +42,7 @@ from portal.alerts.rules import (
 from portal.alerts.services import active_alerts, evaluate_if_overdue
 from portal.audit.models import AuditEvent, AuditStreamCursor
 from portal.console import metrics
-from portal.console.charts import dashboard_charts
+from portal.console.charts import dashboard_charts, unchanged_charts
 from portal.console.htmx import HtmxHttpRequest
 from portal.console.metrics import humanize_seconds
 from portal.console.navigation import may_open
@@ -100,7 +100,12 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
         for item in context["health"]
         if item["state"] == "unset"
     ]
-    context["charts"] = dashboard_charts(request.GET.get("range"), request.user)
+    # The live refresh sends the stamp of the charts it shows: unchanged (same range, zone,
+    # minute and newest sample), the fragment tells htmx to keep them instead of redrawing.
+    now = timezone.now()
+    range_key = request.GET.get("range")
+    kept = unchanged_charts(range_key, request.GET.get("drawn"), now) if request.htmx else None
+    context["charts"] = kept or dashboard_charts(range_key, request.user, now=now)
     context["gateway_tiles"] = _gateway_tiles(request, context["gateway"])
     template = "console/dashboard.html#health" if request.htmx else "console/dashboard.html"
     return render(request, template, context)

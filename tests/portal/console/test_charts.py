@@ -7,9 +7,13 @@ import itertools
 import re
 import zoneinfo
 from datetime import UTC, datetime, timedelta
+from html import unescape
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import time_machine
 from django.urls import reverse
+from django.utils import timezone
 
 from portal.access.actors import Actor
 from portal.alerts.models import MetricSample
@@ -177,11 +181,14 @@ def test_one_hour_is_sixty_minutes_ending_now(vera_viewer):
     assert busiest.label == "13:30" and busiest.ok_height == 100  # the scale's top is 50
     assert charts["tops"] == {"calls": 50, "throttled": 1, "queue": 50}
     assert charts["summary"]["ok"] == 58 and charts["summary"]["busiest_label"] == "13:30"
-    # Only sampled minutes are drawn (no sample is not zero), each with its figures on hover.
-    svg = charts["bars_svg"]["calls"]
-    assert svg.count("<g>") == 2
-    assert "<title>14:03 (so far): 8 succeeded, 2 failed</title>" in svg
-    assert "<title>13:30: 40 waiting</title>" in charts["bars_svg"]["queue"]
+    # Only sampled minutes are drawn (no sample is not zero): one sub-path a bar, each series
+    # one path; the current minute's 2 failed calls (of a scale of 50) stand 40 of 1,000.
+    paths = charts["paths"]
+    assert paths["ok"].count("z") == 2 and paths["queue"].count("z") == 2
+    # At 99.44 % of the width, 0.44 % wide (80 % of the 20 seconds of it so far).
+    assert paths["failed"] == "M9944 1000h44v-40h-44z"
+    assert paths["queue"].startswith(f"M{round(busiest.x * 100)} 1000h")
+    assert f"v-{round(busiest.queue_height * 10)}h" in paths["queue"]
 
 
 @pytest.mark.django_db
@@ -239,7 +246,7 @@ def test_the_range_is_chosen_by_a_link_and_kept_in_the_url(client, ada_admin):
         assert f'href="/?range={key}"' in link and f'hx-get="/?range={key}"' in link
         assert 'hx-target="#health"' in link and 'hx-push-url="true"' in link
     assert 'aria-current="true">7 d<' in html
-    assert '<div id="health" hx-get="/?range=7d"' in html
+    assert '<div id="health" hx-get="/?range=7d&amp;drawn=7d+' in html
     assert "the last 7 days" in html
 
 
@@ -248,7 +255,7 @@ def test_htmx_gets_the_fragment_and_the_answer_varies_on_it(client, ada_admin):
     client.force_login(ada_admin)
     fragment = client.get(reverse("console:dashboard"), {"range": "1h"}, HTTP_HX_REQUEST="true")
     html = fragment.content.decode()
-    assert html.lstrip().startswith('<div id="health" hx-get="/?range=1h"')
+    assert html.lstrip().startswith('<div id="health" hx-get="/?range=1h&amp;drawn=1h+')
     assert "<h1>" not in html and "the last hour" in html
     assert "HX-Request" in fragment["Vary"]
     page = client.get(reverse("console:dashboard"), {"range": "1h"})
@@ -260,7 +267,7 @@ def test_an_unknown_range_shows_the_default_and_the_default_keeps_a_plain_url(cl
     client.force_login(ada_admin)
     html = client.get(reverse("console:dashboard"), {"range": "forever"}).content.decode()
     assert 'aria-current="true">6 h<' in html
-    assert '<div id="health" hx-get="/"' in html
+    assert '<div id="health" hx-get="/?drawn=6h+' in html
 
 
 @pytest.mark.django_db
@@ -289,3 +296,34 @@ def test_an_action_without_a_target_reads_as_the_action_alone(otto_operator):
     record("jobs.pause", actor=actor, target_type="job_queue")
     (marker,) = dashboard_charts("1h", otto_operator)["markers"]
     assert marker["what"] == "paused the job queue"
+
+
+@pytest.mark.django_db
+def test_the_live_refresh_keeps_the_charts_until_the_minute_or_the_samples_change(
+    client, ada_admin
+):
+    client.force_login(ada_admin)
+    sample(timezone.now() - timedelta(seconds=30), ok=5)
+
+    def drawn(html: str) -> str:
+        refresh = re.search(r'<div id="health" hx-get="([^"]*)"', html).group(1)
+        return parse_qs(urlsplit(unescape(refresh)).query)["drawn"][0]
+
+    def refresh(**query: str) -> str:
+        return client.get("/", query, HTTP_HX_REQUEST="true").content.decode()
+
+    with time_machine.travel(timezone.now().replace(second=10), tick=False):
+        html = refresh(range="1h")
+        stamp = drawn(html)
+        assert '<section id="charts" class="card charts-panel"' in html
+        # The same minute, range, zone and samples: htmx keeps the charts the page has.
+        kept = refresh(range="1h", drawn=stamp)
+        assert '<section id="charts" hx-preserve="true"></section>' in kept
+        assert "timechart" not in kept and "charts-title" not in kept
+        assert drawn(kept) == stamp
+        # Another range (a link under the old stamp) draws.
+        assert "timechart" in refresh(range="6h", drawn=stamp)
+        sample(timezone.now(), ok=7)  # a new sample: drawn anew
+        assert "timechart" in refresh(range="1h", drawn=stamp)
+    with time_machine.travel(timezone.now().replace(second=10) + timedelta(minutes=1)):
+        assert "timechart" in refresh(range="1h", drawn=stamp)  # the next minute
