@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Any
 
 from django import template
 from django.utils import timezone
@@ -78,10 +79,15 @@ def resource_kind(kind: str) -> str:
     return KIND_WORDS.get(kind, kind)
 
 
-@register.simple_tag
-def sync_state(user: object, kind: str) -> str:
-    """A sync state, a subscription's resource: "lena.ortiz@… · mail"."""
-    return f"{user or '(no user)'} · {resource_kind(kind)}"
+@register.filter
+def subscription_target(subscription: Any) -> str:
+    """Whose what a subscription watches, as sync states read: "lena.ortiz@… · mail",
+    "whole tenant · Teams chats"."""
+    if subscription.monitored_user is not None:
+        owner = str(subscription.monitored_user)
+    else:
+        owner = "whole tenant" if subscription.tenant_wide else "(no user)"
+    return f"{owner} · {resource_kind(subscription.kind)}"
 
 
 def _field_name(key: object) -> str:

@@ -96,6 +96,9 @@ def test_sync_states_read_user_and_mail(client, ada_admin):
     assert "lena.ortiz@example.test · mail" in text(client, reverse("console:audit"))
     found = text(client, reverse("console:search") + "?q=sub-1")
     assert "lena.ortiz@example.test · Teams chats" in found
+    subscription = Subscription.objects.get(graph_id="sub-1")
+    confirm = text(client, reverse("console:subscription_recreate", args=[subscription.pk]))
+    assert "lena.ortiz@example.test · Teams chats" in confirm
 
 
 def test_numbers_and_nouns_agree(client, vera_viewer):
