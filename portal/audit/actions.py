@@ -108,3 +108,13 @@ def action_words(action: str) -> str:
         or READ_WORDS.get(action)
         or action.replace(".", " ").replace("_", " ")
     )
+
+
+def actions_described_by(text: str) -> list[str]:
+    """The actions whose words contain `text` ("paused" → jobs.pause, inbox.pause…), so the
+    audit log's filter finds an action by what the screen says as well as by its name."""
+    needle = text.strip().lower()
+    if not needle:
+        return []
+    every = {**ACTION_WORDS, **READ_WORDS}
+    return sorted(action for action, words in every.items() if needle in words.lower())

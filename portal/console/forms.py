@@ -4,9 +4,10 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from django import forms
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from portal.audit.actions import actions_described_by
 from portal.audit.models import AuditEvent
 
 
@@ -38,7 +39,11 @@ class AuditFilterForm(forms.Form):
         if data.get("actor"):
             queryset = queryset.filter(actor_name__istartswith=data["actor"])
         if data.get("action"):
-            queryset = queryset.filter(action__startswith=data["action"])
+            # The machine name's start ("jobs."), or words the screen shows ("paused").
+            queryset = queryset.filter(
+                Q(action__startswith=data["action"])
+                | Q(action__in=actions_described_by(data["action"]))
+            )
         if data.get("target_type"):
             queryset = queryset.filter(target_type=data["target_type"])
         if data.get("target_id"):

@@ -144,3 +144,16 @@ def test_audit_targets_name_their_object_and_link_to_it(client, personas):
     client.force_login(personas["support"])
     body = client.get("/audit/").content.decode()
     assert "person vera-viewer" in body and '<a href="/people/">person' not in body
+
+
+def test_the_action_filter_takes_the_name_or_the_words_on_the_screen(client, otto_operator):
+    record("jobs.pause", actor=SYSTEM, target_type="job_queue")
+    record("inbox.pause", actor=SYSTEM, target_type="inbox")
+    record("job.retry", actor=SYSTEM, target_type="job", target_id="7")
+    client.force_login(otto_operator)
+    html = client.get(url()).content.decode()
+    assert 'Paused the job queue <small class="muted machine-name">jobs.pause</small>' in html
+    by_name = client.get(url(action="jobs.")).context["events"]
+    assert [e.action for e in by_name] == ["jobs.pause"]
+    by_words = client.get(url(action="Paused")).context["events"]
+    assert sorted(e.action for e in by_words) == ["inbox.pause", "jobs.pause"]
