@@ -11,7 +11,8 @@ os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 # Sign-in tests use force_login; the MFA tests turn this on themselves.
 os.environ.setdefault("REQUIRE_MFA", "false")
 os.environ.setdefault("AUDIT_CHAIN_KEY", "test:" + "audit-chain-test-key-" * 3)
-# Tests trace into memory (tests/portal/test_tracing.py), never to a developer's collector.
+# Tests trace into memory (tests/integrations/microsoft/test_tracing.py), never to a
+# developer's collector.
 os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = ""
 os.environ.setdefault("FIELD_ENCRYPTION_KEYS", "Z7v0bqVXc3L8RJd2f5m9gQq5bUq1ZkBl3sRr8uH1o2U=")
 

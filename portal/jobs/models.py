@@ -12,7 +12,7 @@ from portal.lib.tracing import trace_id
 
 class JobQuerySet(models.QuerySet["Job"]):
     """The queue's figures, one definition each (the dashboard, /api/metrics/queue, the
-    alerts, /metrics and verify_integration read them: tests/portal/jobs/test_figures.py)."""
+    alerts, /metrics and verify_integration read them: tests/portal/test_figures.py)."""
 
     def due(self, now: datetime | None = None) -> JobQuerySet:
         """The queue: work that is due and not started. A job waiting for its time (an
