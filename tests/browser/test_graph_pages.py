@@ -162,7 +162,7 @@ def test_operator_resets_a_users_sync_and_reads_the_timeline(
     card.locator("summary", has_text="Reset…").click()
     expect(card.get_by_text("the next run")).to_be_visible()
     screenshot("sync-user")
-    card.get_by_role("button", name="Reset messages sync state").click()
+    card.get_by_role("button", name="Reset mail sync state").click()
     expect(page.locator(".messages")).to_contain_text("Sync state of")
     state.refresh_from_db()
     assert state.delta_link == "" and state.reset_requested
