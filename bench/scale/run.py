@@ -431,6 +431,11 @@ def main() -> int:
             stop(emulator.process)
         if not args.keep and run.ok:
             shutil.rmtree(work, ignore_errors=True)
+    total = time.monotonic() - started
+    if args.quick:
+        run.verdict("--quick run time", f"{total / 60:.1f} min", "< 10 min", total < 600)
+    else:
+        print(f"run time: {total / 60:.1f} min")
     print(f"\nload after: {load()}")
     print("summary:")
     for line in run.lines:
