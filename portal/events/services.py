@@ -100,7 +100,12 @@ def emit_many(events: Iterable[tuple[str, dict[str, Any], str, datetime | None]]
         )
     if not rows:
         return []
-    with span("events.emit", attributes={"events": len(rows)}), transaction.atomic():
+    # No savepoint: the caller's transaction is the unit (an event exists exactly when its
+    # change commits), and no caller recovers from a failed append inside it.
+    with (
+        span("events.emit", attributes={"events": len(rows)}),
+        transaction.atomic(savepoint=False),
+    ):
         _lock_appends()
         created = Event.objects.bulk_create(rows)
         # The fan-out continues this span's trace, though it is queued after the commit.
