@@ -17,7 +17,6 @@ from integrations.microsoft import (
     sync,
     tenant_chats,
 )
-from integrations.microsoft.models import SyncState
 from integrations.microsoft.subscriptions import handle_lifecycle_event, maintain
 from portal.access.actors import Actor
 from portal.jobs.registry import job_handler
@@ -48,10 +47,8 @@ def lifecycle_event(job: Any) -> str:
     description="Run (or continue) a delta sync for one user and kind",
 )
 def sync_delta(job: Any) -> dict[str, Any] | None:
-    state_id = job.payload["state"]
-    if not SyncState.objects.filter(pk=state_id).exists():
-        return None  # the user was removed since
-    run = sync.run(state_id, job=job, trigger=job.payload.get("trigger", ""))
+    # None when the user was removed since (the claim finds no state).
+    run = sync.run(job.payload["state"], job=job, trigger=job.payload.get("trigger", ""))
     if run is None:
         return None
     return {

@@ -30,7 +30,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Case, Count, F, OuterRef, Q, Subquery, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from integrations import graph
@@ -336,22 +337,32 @@ def new_lease_owner() -> str:
     return owner if len(owner) <= 64 else owner[:12]  # never a cut-off pid
 
 
-def _claim(state_id: int, owner: str, job: Job | None) -> bool:
+def _claim(state_id: int, owner: str, job: Job | None) -> bool | None:
+    """Take the lease (one conditional UPDATE). False: another run holds it; None: the state
+    no longer exists (its user was removed)."""
     now = timezone.now()
-    take = {
+    take: dict[str, Any] = {
         "lease_owner": owner,
         "lease_expires_at": now + lease_duration(),
         "status": SyncState.Status.RUNNING,
         "last_attempt_at": now,
     }
+    if job is not None:
+        # From now on a new notification needs a new job: this run may be past its change.
+        # In the claim's own UPDATE (a request_delta after it sees a running job, not this one).
+        take["queued_job_id"] = Case(
+            When(queued_job_id=job.pk, then=Value(None)), default=F("queued_job_id")
+        )
     claimed = (
         SyncState.objects.filter(pk=state_id)
         .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now))
         .update(**take)
     )
     if not claimed:
-        holder = SyncState.objects.filter(pk=state_id).values_list("lease_owner", flat=True)
-        held_by = next(iter(holder), "")
+        holder = list(SyncState.objects.filter(pk=state_id).values_list("lease_owner", flat=True))
+        if not holder:
+            return None
+        held_by = holder[0]
         if "@" in held_by and worker_gone_here(held_by.partition("@")[2]):
             # Conditional on the same holder: of two runs noticing, one takes it over.
             claimed = SyncState.objects.filter(pk=state_id, lease_owner=held_by).update(**take)
@@ -361,9 +372,6 @@ def _claim(state_id: int, owner: str, job: Job | None) -> bool:
                     state_id,
                     held_by.partition("@")[2],
                 )
-    if claimed and job is not None:
-        # From now on a new notification needs a new job: this run may be past its change.
-        SyncState.objects.filter(pk=state_id, queued_job_id=job.pk).update(queued_job_id=None)
     return bool(claimed)
 
 
@@ -528,21 +536,28 @@ def _emit_changes(state: SyncState, changes: list[tuple[str, str, dict[str, Any]
     emit_many(events)
 
 
-def _finish_run(run: SyncRun, outcome: str, started: float, error: str = "") -> None:
+def _finish_run(
+    run: SyncRun, outcome: str, started: float, error: str = "", *, also: list[str] | None = None
+) -> None:
+    """Record the run's outcome (and the fields named in `also`) in one UPDATE."""
     run.outcome = outcome
     run.error = error[:2000]
     run.finished_at = timezone.now()
     run.duration_ms = int((time.monotonic() - started) * 1000)
-    run.save(update_fields=["outcome", "error", "finished_at", "duration_ms"])
+    run.save(update_fields=[*(also or ()), "outcome", "error", "finished_at", "duration_ms"])
 
 
 def run(  # noqa: C901 (a run's life cycle (lease, pages, reset, hand-over) in order)
     state_id: int, *, job: Job | None = None, trigger: str = "", max_pages: int | None = None
 ) -> SyncRun | None:
     """Run (or continue) the delta round of one state. Raises on failure (the job retries;
-    the checkpoint keeps the pages already applied)."""
+    the checkpoint keeps the pages already applied). None: nothing to run (the state or its
+    user was removed, or the user is no longer synced for this kind)."""
     owner = new_lease_owner()
-    if not _claim(state_id, owner, job):
+    claimed = _claim(state_id, owner, job)
+    if claimed is None:
+        return None
+    if not claimed:
         raise SyncBusy(f"Sync state #{state_id} is being synced by another run")
     state = SyncState.objects.select_related("monitored_user").get(pk=state_id)
     user = state.monitored_user
@@ -566,19 +581,21 @@ def run(  # noqa: C901 (a run's life cycle (lease, pages, reset, hand-over) in o
         kind = (
             SyncState.RoundKind.MANUAL_RESET if state.reset_requested else SyncState.RoundKind.FULL
         )
+    # A new round's fields are written with its first page's checkpoint (one UPDATE, one
+    # commit fewer): a run that dies before that page leaves the state as it found it, and
+    # the next run starts the same round again.
+    round_fields: dict[str, Any] = {}
     if not resumed:
         state.round_kind = kind
         state.round_started_at = timezone.now()
         if kind != SyncState.RoundKind.DELTA:
             state.round_number += 1
-        _save_state(
-            state_id,
-            owner,
-            round_kind=kind,
-            round_started_at=state.round_started_at,
-            round_number=state.round_number,
-            reset_requested=False,
-        )
+        round_fields = {
+            "round_kind": kind,
+            "round_started_at": state.round_started_at,
+            "round_number": state.round_number,
+            "reset_requested": False,
+        }
     sync_run = SyncRun.objects.create(
         state=state, kind=kind, resumed=resumed, trigger=trigger[:40], job=job
     )
@@ -597,16 +614,17 @@ def run(  # noqa: C901 (a run's life cycle (lease, pages, reset, hand-over) in o
                 state.round_kind = SyncState.RoundKind.AUTO_RESET
                 state.round_number += 1
                 state.round_started_at = timezone.now()
-                _save_state(
-                    state_id,
-                    owner,
-                    delta_link="",
-                    next_link="",
-                    round_kind=state.round_kind,
-                    round_number=state.round_number,
-                    round_started_at=state.round_started_at,
-                    token_obtained_at=None,
-                )
+                restart: dict[str, Any] = {
+                    **round_fields,  # reset_requested, when the round had not started yet
+                    "delta_link": "",
+                    "next_link": "",
+                    "round_kind": state.round_kind,
+                    "round_number": state.round_number,
+                    "round_started_at": state.round_started_at,
+                    "token_obtained_at": None,
+                }
+                _save_state(state_id, owner, **restart)
+                round_fields = {}
                 sync_run = SyncRun.objects.create(
                     state=state, kind=state.round_kind, trigger="token-expired", job=job
                 )
@@ -627,6 +645,7 @@ def run(  # noqa: C901 (a run's life cycle (lease, pages, reset, hand-over) in o
                 sync_run.updated += updated
                 sync_run.removed += removed
                 fields: dict[str, Any] = {
+                    **round_fields,
                     "next_link": next_link,
                     "total_added": F("total_added") + added,
                     "total_updated": F("total_updated") + updated,
@@ -641,9 +660,14 @@ def run(  # noqa: C901 (a run's life cycle (lease, pages, reset, hand-over) in o
                         total_removed=F("total_removed") + removed + swept,
                     )
                 _save_state(state_id, owner, **fields)
-                sync_run.save(update_fields=["pages", "added", "updated", "removed"])
+                round_fields = {}
+                counted = ["pages", "added", "updated", "removed"]
+                if delta_link:
+                    # The run's outcome commits with the round's last checkpoint.
+                    _finish_run(sync_run, SyncRun.Outcome.SUCCEEDED, started, also=counted)
+                else:
+                    sync_run.save(update_fields=counted)
             if delta_link:
-                _finish_run(sync_run, SyncRun.Outcome.SUCCEEDED, started)
                 return sync_run
             url, params = next_link, None
             if sync_run.pages >= budget:
@@ -704,27 +728,42 @@ def _sweep(state: SyncState) -> int:
 
 
 def _complete_round(state: SyncState) -> dict[str, Any]:
-    """State fields for a finished round (inside the last page's transaction)."""
+    """State fields for a finished round (inside the last page's transaction).
+
+    SQL expressions, not values read first: the item count, the token's age and `due_since`
+    are computed by the checkpoint's UPDATE from the row as it is then (a `mark_due` during
+    the run included), without a SELECT each."""
     now = timezone.now()
-    count = SyncedItem.objects.filter(
-        monitored_user_id=state.monitored_user_id, kind=state.kind, removed_at__isnull=True
-    ).count()
-    fresh = (
-        SyncState.objects.filter(pk=state.pk).values_list("token_obtained_at", "due_since").get()
+    live = (
+        SyncedItem.objects.filter(
+            monitored_user_id=OuterRef("monitored_user_id"),
+            kind=OuterRef("kind"),
+            removed_at__isnull=True,
+        )
+        .order_by()
+        .values("monitored_user_id")
+        .annotate(live=Count("pk"))
+        .values("live")
     )
-    due_since = fresh[1]
-    return {
+    fields: dict[str, Any] = {
         "status": SyncState.Status.IDLE,
         "last_success_at": now,
         "last_error": "",
-        "item_count": count,
+        "item_count": Coalesce(Subquery(live), Value(0)),
         # The age of the token chain: reset by every full round.
-        "token_obtained_at": fresh[0]
-        if state.round_kind == SyncState.RoundKind.DELTA and fresh[0]
+        "token_obtained_at": Case(
+            When(token_obtained_at__isnull=False, then=F("token_obtained_at")),
+            default=Value(now),
+        )
+        if state.round_kind == SyncState.RoundKind.DELTA
         else now,
-        "due_since": None
-        if due_since is None or (state.round_started_at and due_since <= state.round_started_at)
-        else due_since,
         "lease_owner": "",
         "lease_expires_at": None,
     }
+    if state.round_started_at is not None:
+        # Due before this round started: this round has seen those changes.
+        fields["due_since"] = Case(
+            When(due_since__lte=state.round_started_at, then=Value(None)),
+            default=F("due_since"),
+        )
+    return fields
