@@ -31,12 +31,14 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
-from django.db.models import Max
+from django.db.models import Case, DateTimeField, F, QuerySet, Value, When
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from integrations.microsoft import probe, sync, tenant_chats
@@ -52,7 +54,7 @@ from portal.access.authz import require
 from portal.audit.services import record
 from portal.jobs.broker import WAKE_INTERVAL_SECONDS, Listener
 from portal.jobs.runner import enqueue
-from portal.lib.tracing import continued
+from portal.lib.tracing import continued, current_traceparent
 from portal.runtime.registry import get
 
 logger = logging.getLogger(__name__)
@@ -185,6 +187,7 @@ def _drain_notifications(limit: int) -> Drained:
                 "trace_context",
                 "resource",
                 "subscription__resource",
+                "received_at",
             )[:limit]
         )
         if not rows:
@@ -209,6 +212,7 @@ def _drain_notifications(limit: int) -> Drained:
             traceparent,
             resource,
             sub_resource,
+            _received_at,
         ) in rows:
             chat_id = (
                 tenant_chats.chat_id_of(resource)
@@ -240,45 +244,80 @@ def _drain_notifications(limit: int) -> Drained:
             mine.filter(pk__in=orphans).update(
                 status=NotificationInbox.Status.IGNORED, processed_at=now
             )
-        # Sorted: two drains lock the sync states in the same order (no deadlock).
-        for (user_id, kind), row_ids in sorted(targets.items()):
-            parent, *others = traces[(user_id, kind)]
-            with continued(
-                parent,
-                "graph.inbox.claim",
-                links=others,
-                attributes={"notifications": len(row_ids), "user.id": user_id, "kind": kind},
-            ):
-                if realtime:  # the sync job continues the claim's trace
-                    job = sync.request_delta(
-                        user_id, kind, trigger="notification", created_by="notification"
-                    )
-                    mine.filter(pk__in=row_ids).update(
-                        status=NotificationInbox.Status.PROCESSED, processed_at=now, sync_job=job
-                    )
-                else:
-                    sync.mark_due(user_id, kind)
-                    mine.filter(pk__in=row_ids).update(
-                        status=NotificationInbox.Status.PROCESSED, processed_at=now
-                    )
-        # Per-subscription "last notification received", kept off the request path.
-        latest = (
-            NotificationInbox.objects.filter(
-                pk__in=[r[0] for r in rows], subscription__isnull=False
-            )
-            .values("subscription_id")
-            .annotate(at=Max("received_at"))
-            .order_by("subscription_id")
-        )
-        for entry in latest:
-            Subscription.objects.filter(pk=entry["subscription_id"]).exclude(
-                last_notification_at__gte=entry["at"]
-            ).update(last_notification_at=entry["at"])
+        if targets:
+            _cause_syncs(mine, targets, traces, realtime=realtime, now=now)
+        _note_latest(rows)
     return Drained(
         claimed=len(rows),
         processed=len(rows) - len(orphans),
         ignored=len(orphans),
         targets=len(targets),
+    )
+
+
+def _cause_syncs(
+    mine: QuerySet[NotificationInbox],
+    targets: dict[tuple[int, str], list[int]],
+    traces: dict[tuple[int, str], dict[str, None]],
+    *,
+    realtime: bool,
+    now: datetime,
+) -> None:
+    """One coalesced delta job per (user, kind) of the batch (or a "due" mark when real-time
+    sync is off), and the rows marked processed: a handful of statements for the whole batch,
+    however many users it spans."""
+    if not realtime:
+        sync.mark_due(targets)
+        mine.filter(pk__in=[pk for row_ids in targets.values() for pk in row_ids]).update(
+            status=NotificationInbox.Status.PROCESSED, processed_at=now
+        )
+        return
+    requests = []
+    for (user_id, kind), row_ids in sorted(targets.items()):
+        # Each target's claim continues the first webhook request's trace and links the rest;
+        # its sync job continues the claim.
+        parent, *others = traces[(user_id, kind)]
+        with continued(
+            parent,
+            "graph.inbox.claim",
+            links=others,
+            attributes={"notifications": len(row_ids), "user.id": user_id, "kind": kind},
+        ):
+            requests.append(sync.DeltaRequest(user_id, kind, trace_context=current_traceparent()))
+    jobs = sync.request_deltas(requests, trigger="notification", created_by="notification")
+    # A chat's row may concern several members: it names the last member's job.
+    job_of_row = {
+        row_id: jobs[target].pk for target in sorted(targets) for row_id in targets[target]
+    }
+    rows_of_job: dict[int, list[int]] = {}
+    for row_id, job_id in job_of_row.items():
+        rows_of_job.setdefault(job_id, []).append(row_id)
+    mine.filter(pk__in=job_of_row).update(
+        status=NotificationInbox.Status.PROCESSED,
+        processed_at=now,
+        sync_job_id=Case(
+            *(When(pk__in=row_ids, then=Value(job_id)) for job_id, row_ids in rows_of_job.items())
+        ),
+    )
+
+
+def _note_latest(rows: list[tuple[Any, ...]]) -> None:
+    """Per-subscription "last notification received", kept off the request path: one UPDATE
+    for the batch, never moving a subscription's time backwards (another drain may have
+    noted a later one)."""
+    latest: dict[int, datetime] = {}
+    for row in rows:
+        sub_id, received_at = row[3], row[-1]
+        if sub_id is not None and (sub_id not in latest or received_at > latest[sub_id]):
+            latest[sub_id] = received_at
+    if not latest:
+        return
+    newest = Case(
+        *(When(pk=sub_id, then=Value(at)) for sub_id, at in latest.items()),
+        output_field=DateTimeField(),
+    )
+    Subscription.objects.filter(pk__in=latest).update(
+        last_notification_at=Greatest(Coalesce(F("last_notification_at"), newest), newest)
     )
 
 
@@ -290,7 +329,7 @@ def _chat_members(
     wait for that job)."""
     chats = {
         chat_id
-        for *_, resource, sub_resource in rows
+        for *_, resource, sub_resource, _received_at in rows
         if sub_resource == Subscription.TENANT_CHATS_RESOURCE
         and (chat_id := tenant_chats.chat_id_of(resource))
     }

@@ -110,8 +110,10 @@ def _dispatch(ids: list[int], key: str) -> None:
         transaction.on_commit(push)
 
 
-# From this many jobs on, dispatch writes the broker's rows in bulk (retry-all of 100,000).
-BULK_DISPATCH_MIN = 50
+# From this many jobs on, dispatch writes the broker's rows (or Redis list entries) in bulk:
+# one INSERT (one RPUSH) per _BULK_BATCH instead of one per job — the drain's batch of a
+# storm's users, the fan-out, retry-all of 100,000.
+BULK_DISPATCH_MIN = 2
 _BULK_BATCH = 2000
 
 
@@ -139,9 +141,10 @@ def _bulk_push(ids: list[int], key: str) -> None:
                 OrmQ(key=key, payload=_task_package(job_id, now), lock=now)
                 for job_id in ids[start : start + _BULK_BATCH]
             )
-    else:
-        for job_id in ids:
-            broker.enqueue(_task_package(job_id, now))
+    else:  # Redis: the list django-q2's Redis broker pushes to, many entries per RPUSH
+        for start in range(0, len(ids), _BULK_BATCH):
+            packages = [_task_package(job_id, now) for job_id in ids[start : start + _BULK_BATCH]]
+            broker.connection.rpush(broker.list_key, *packages)
 
 
 def paused_types() -> set[str]:
@@ -209,13 +212,22 @@ def enqueue(
 
 
 def enqueue_many(
-    job_type: str, payloads: list[dict[str, Any]], *, created_by: str = ""
+    job_type: str,
+    payloads: list[dict[str, Any]],
+    *,
+    created_by: str = "",
+    trace_contexts: list[str] | None = None,
 ) -> list[Job]:
     """Create several jobs of one type at once (no idempotency keys, no delay) and dispatch
-    them together: one INSERT for the jobs instead of one per job (the event fan-out)."""
+    them together: one INSERT for the jobs instead of one per job (the event fan-out, the
+    inbox drain). Each run continues its entry of `trace_contexts` (traceparents, one per
+    payload), by default the current span's."""
     definition = get_job_type(job_type)
     now = timezone.now()
-    traceparent = current_traceparent()
+    if trace_contexts is None:
+        trace_contexts = [current_traceparent()] * len(payloads)
+    elif len(trace_contexts) != len(payloads):
+        raise ValueError("enqueue_many: one trace context per payload")
     with transaction.atomic(savepoint=False):
         jobs = Job.objects.bulk_create(
             Job(
@@ -226,7 +238,7 @@ def enqueue_many(
                 dispatched_at=now,
                 trace_context=traceparent,
             )
-            for payload in payloads
+            for payload, traceparent in zip(payloads, trace_contexts, strict=True)
         )
         dispatch([job.pk for job in jobs], job_type)
     return jobs
