@@ -512,12 +512,26 @@ def _item_fields(kind: str, data: dict[str, Any]) -> tuple[str, datetime | None]
     )
 
 
+Change = tuple[str, str, dict[str, Any]]  # (received / updated / deleted, Graph id, data)
+
+
 def apply_page(state: SyncState, items: list[dict[str, Any]]) -> tuple[int, int, int]:
-    """Upsert one page by Graph id; returns (added, updated, removed). Idempotent.
+    """Upsert one page by Graph id and emit its changes; returns (added, updated, removed).
+    Idempotent.
 
     Call inside a transaction. Updated items may carry only changed properties, so
     they are merged into what we have. A replayed, unchanged item counts as nothing.
     """
+    added, updated, removed, changes = _apply_page(state, items)
+    _emit_changes(state, changes)
+    return added, updated, removed
+
+
+def _apply_page(
+    state: SyncState, items: list[dict[str, Any]]
+) -> tuple[int, int, int, list[Change]]:
+    """apply_page without the emitting: the changes come back for the caller to emit last
+    in its transaction (the feed's append lock is then held only until the commit)."""
     kind, user_id = state.kind, state.monitored_user_id
     if probe.mailbox():
         # The end-to-end probe's traffic is measured, not synced: no item, no event.
@@ -539,7 +553,7 @@ def apply_page(state: SyncState, items: list[dict[str, Any]]) -> tuple[int, int,
             removed_ids.discard(graph_id)
     now = timezone.now()
     added = updated = 0
-    changes: list[tuple[str, str, dict[str, Any]]] = []
+    changes: list[Change] = []
     if live:
         existing = {
             gid: (data, removed_at)
@@ -587,11 +601,10 @@ def apply_page(state: SyncState, items: list[dict[str, Any]]) -> tuple[int, int,
             now,
         )
         changes.extend(deleted)
-    _emit_changes(state, changes)
-    return added, updated, removed
+    return added, updated, removed, changes
 
 
-def _mark_removed(items: Any, now: datetime) -> tuple[int, list[tuple[str, str, dict[str, Any]]]]:
+def _mark_removed(items: Any, now: datetime) -> tuple[int, list[Change]]:
     """The one way a SyncedItem is marked removed (a delta `@removed`, a Teams soft delete,
     a full round's sweep): only items not removed yet, locked, so each deletion is counted
     and becomes a `deleted` change exactly once however often the page is replayed."""
@@ -608,7 +621,7 @@ def _mark_removed(items: Any, now: datetime) -> tuple[int, list[tuple[str, str, 
     return removed, [("deleted", graph_id, data) for _, graph_id, data in gone]
 
 
-def _emit_changes(state: SyncState, changes: list[tuple[str, str, dict[str, Any]]]) -> None:
+def _emit_changes(state: SyncState, changes: list[Change]) -> None:
     """Each change becomes a feed event, in the page's transaction. The first round of a
     user and kind is the baseline (its items are history, not news) and emits nothing."""
     if not changes or state.last_success_at is None:
@@ -750,7 +763,7 @@ def run(  # noqa: C901 (a run's life cycle (lease, pages, reset, hand-over) in o
                     "Delta page without nextLink or deltaLink", code="MalformedDeltaPage"
                 )
             with transaction.atomic():
-                added, updated, removed = apply_page(state, items)
+                added, updated, removed, changes = _apply_page(state, items)
                 sync_run.pages += 1
                 sync_run.added += added
                 sync_run.updated += updated
@@ -763,7 +776,8 @@ def run(  # noqa: C901 (a run's life cycle (lease, pages, reset, hand-over) in o
                     "total_removed": F("total_removed") + removed,
                 }
                 if delta_link:
-                    swept = _sweep(state)
+                    swept, deleted = _sweep(state)
+                    changes.extend(deleted)
                     sync_run.removed += swept
                     fields.update(
                         _complete_round(state),
@@ -778,6 +792,10 @@ def run(  # noqa: C901 (a run's life cycle (lease, pages, reset, hand-over) in o
                     _finish_run(sync_run, SyncRun.Outcome.SUCCEEDED, started, also=counted)
                 else:
                     sync_run.save(update_fields=counted)
+                # Last in the transaction: emitting takes the feed's append lock (see
+                # portal.events.services), which every event-producing transaction then
+                # waits for until this one commits.
+                _emit_changes(state, changes)
             if delta_link:
                 return sync_run
             url, params = next_link, None
@@ -819,11 +837,12 @@ def run(  # noqa: C901 (a run's life cycle (lease, pages, reset, hand-over) in o
         raise
 
 
-def _sweep(state: SyncState) -> int:
+def _sweep(state: SyncState) -> tuple[int, list[Change]]:
     """After a full round: what it did not see no longer exists (deleted during a gap).
-    Each swept item is a `deleted` event, like a delta `@removed` (in the same transaction)."""
+    Each swept item is a `deleted` change, like a delta `@removed` (the caller emits them in
+    the same transaction)."""
     if state.round_kind == SyncState.RoundKind.DELTA:
-        return 0
+        return 0, []
     unseen = SyncedItem.objects.filter(
         monitored_user_id=state.monitored_user_id,
         kind=state.kind,
@@ -833,9 +852,7 @@ def _sweep(state: SyncState) -> int:
     if window is not None:
         # Older than the window is beyond what the round could see, not deleted.
         unseen = unseen.filter(item_at__gte=timezone.now() - window)
-    swept, deleted = _mark_removed(unseen, timezone.now())
-    _emit_changes(state, deleted)
-    return swept
+    return _mark_removed(unseen, timezone.now())
 
 
 def _complete_round(state: SyncState) -> dict[str, Any]:
