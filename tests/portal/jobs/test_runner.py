@@ -2,7 +2,8 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.db import OperationalError, transaction
+from django.db import OperationalError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.models import OrmQ
 
@@ -148,6 +149,15 @@ class TestRun:
         for text in (job.last_error, attempt.error, attempt.traceback):
             assert "hunter2" not in text and "abcdefghijklmnop" not in text
         assert "Traceback" in attempt.traceback
+
+    def test_the_release_sweep_with_nothing_due_reads_once(self):
+        # Workers run it about once a second after their jobs: one SELECT, the paused types
+        # a subquery of it (plus the transaction's own statements).
+        PausedJobType.objects.create(job_type="test.ok", paused_by="tests")
+        with CaptureQueriesContext(connection) as queries:
+            assert release_due_jobs() == 0
+        reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
+        assert len(reads) == 1, reads
 
     def test_a_paused_type_waits_and_loses_nothing(self, drain):
         PausedJobType.objects.create(job_type="test.ok", paused_by="tests")
