@@ -242,6 +242,7 @@ def request_deltas(
             status__in=(Job.Status.PENDING, Job.Status.RETRYING),
         ).in_bulk()
         new: dict[tuple[int, str], DeltaRequest] = {}
+        release: list[int] = []
         for request in requests:
             key = (request.monitored_user_id, request.kind)
             if key in jobs or key in new:
@@ -249,8 +250,12 @@ def request_deltas(
             state_id = state_ids[key]
             job = waiting.get(queued[state_id] or 0)
             if job is not None:
-                if not request.delay_seconds and job.status == Job.Status.PENDING:
-                    release_now(job.pk)
+                if (
+                    not request.delay_seconds
+                    and job.status == Job.Status.PENDING
+                    and job.dispatched_at is None
+                ):
+                    release.append(job.pk)
                 jobs[key] = job
             elif request.idempotency_key or request.delay_seconds:
                 jobs[key] = enqueue(
@@ -263,6 +268,7 @@ def request_deltas(
                 )
             else:
                 new[key] = request
+        release_now(release)
         if new:
             here = current_traceparent()
             created = enqueue_many(
