@@ -173,3 +173,30 @@ def test_on_redis_the_same_chain_runs_without_polling(qcluster):
     assert follow_up.result["ran_in"] == chain.result["ran_in"]
     events = succeeded(Job.objects.get(job_type="test.count_events"))
     assert events.result["node"] != chain.result["node"]
+
+
+def test_on_redis_a_bulk_dispatch_pushes_every_job_once(qcluster):
+    """Several jobs dispatched together go to Redis in one RPUSH, each package a job the
+    worker runs (the drain dispatches a batch's sync jobs this way)."""
+    postgres_only()  # the workers share the test database with this process
+    if not redis_available():
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    env = {"REDIS_URL": REDIS_URL, "Q_CLUSTER_NAME": "fleet-bulk-test", **SLOW_POLL}
+    qcluster(workers=1, **env)
+    code = (
+        "import django; django.setup()\n"
+        "from portal.jobs.runner import enqueue_many\n"
+        "import tests.portal.jobs.handlers\n"
+        "enqueue_many('test.count', [{'n': n} for n in range(5)])\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        env=subprocess_env(**env),
+        check=True,
+        cwd=settings.BASE_DIR,
+        timeout=120,
+    )
+    jobs = [succeeded(job) for job in Job.objects.filter(job_type="test.count")]
+    assert sorted(job.payload["n"] for job in jobs) == [0, 1, 2, 3, 4]
+    assert {job.runs for job in jobs} == {1}
