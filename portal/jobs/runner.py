@@ -11,6 +11,7 @@ private states.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import hashlib
@@ -173,17 +174,20 @@ def enqueue(
     a job run (a web request, the drain) it is dispatched as usual."""
     definition = get_job_type(job_type)
     now = timezone.now()
+    waits = bool(delay_seconds)
+    follow_ups = _follow_ups.get() if follow_up and not waits else None
+    # One INSERT and nothing dispatched (a delayed job, a follow-up): no transaction of its
+    # own (a BEGIN and a COMMIT more, after every event-emitting job for its fan-out).
+    alone = not idempotency_key and (waits or follow_ups is not None)
     # No savepoint when the caller has a transaction (the webhook receiver does): the job
     # commits or rolls back with it, and two round trips are saved on the hot path.
-    with transaction.atomic(savepoint=False):
+    with contextlib.nullcontext() if alone else transaction.atomic(savepoint=False):
         if idempotency_key:
             existing = Job.objects.filter(idempotency_key=idempotency_key).first()
             if existing is not None:
                 return existing
         # A paused type is not checked here: run_job's claim refuses paused types and parks
         # the job undispatched, so enqueueing (the webhook's hot path) saves that query.
-        waits = bool(delay_seconds)
-        follow_ups = _follow_ups.get() if follow_up and not waits else None
         fields = {
             "job_type": job_type,
             "payload": payload or {},

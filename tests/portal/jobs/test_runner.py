@@ -248,6 +248,20 @@ class TestFollowUps:
         assert job.dispatched_at is None and not OrmQ.objects.exists()
         assert release_due_jobs() == 1 and OrmQ.objects.count() == 1
 
+    @pytest.mark.django_db(transaction=True)
+    def test_a_follow_up_queued_outside_a_transaction_is_one_insert(self):
+        # The fan-out a sync job's events kick (from its commit hook): no BEGIN and COMMIT
+        # of its own around the one row.
+        token = runner._follow_ups.set([])
+        try:
+            with CaptureQueriesContext(connection) as queries:
+                job = enqueue("test.count", {}, follow_up=True)
+            assert runner._follow_ups.get() == [job.pk]
+        finally:
+            runner._follow_ups.reset(token)
+        statements = [q["sql"] for q in queries.captured_queries]
+        assert len(statements) == 1 and statements[0].startswith("INSERT"), statements
+
     def test_a_follow_up_rolled_back_with_its_transaction_is_not_run(self):
         chain = enqueue("test.chain_rolled_back", {})
         OrmQ.objects.all().delete()
