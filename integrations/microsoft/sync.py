@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, Count, F, OuterRef, Q, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -454,9 +454,9 @@ def new_lease_owner() -> str:
     return owner if len(owner) <= 64 else owner[:12]  # never a cut-off pid
 
 
-def _claim(state_id: int, owner: str, job: Job | None) -> bool | None:
-    """Take the lease (one conditional UPDATE). False: another run holds it; None: the state
-    no longer exists (its user was removed)."""
+def _claim(state_id: int, owner: str, job: Job | None) -> SyncState | bool | None:
+    """Take the lease (one conditional UPDATE): the state as it is then, its user loaded.
+    False: another run holds it; None: the state no longer exists (its user was removed)."""
     now = timezone.now()
     take: dict[str, Any] = {
         "lease_owner": owner,
@@ -464,32 +464,105 @@ def _claim(state_id: int, owner: str, job: Job | None) -> bool | None:
         "status": SyncState.Status.RUNNING,
         "last_attempt_at": now,
     }
-    if job is not None:
-        # From now on a new notification needs a new job: this run may be past its change.
-        # In the claim's own UPDATE (a request_delta after it sees a running job, not this one).
-        take["queued_job_id"] = Case(
-            When(queued_job_id=job.pk, then=Value(None)), default=F("queued_job_id")
-        )
-    claimed = (
-        SyncState.objects.filter(pk=state_id)
-        .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now))
-        .update(**take)
-    )
-    if not claimed:
-        holder = list(SyncState.objects.filter(pk=state_id).values_list("lease_owner", flat=True))
-        if not holder:
+    free = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now)
+    state = _take(state_id, take, job, free, now=now)
+    if state is not None:
+        return state
+    holder = list(SyncState.objects.filter(pk=state_id).values_list("lease_owner", flat=True))
+    if not holder:
+        return None
+    held_by = holder[0]
+    if "@" in held_by and worker_gone_here(held_by.partition("@")[2]):
+        # Conditional on the same holder: of two runs noticing, one takes it over.
+        state = _take(state_id, take, job, Q(lease_owner=held_by), held_by=held_by)
+        if state is not None:
+            logger.warning(
+                "Sync state #%s: took over the lease of a run whose worker (%s) is gone",
+                state_id,
+                held_by.partition("@")[2],
+            )
+            return state
+    return False
+
+
+_TAKE_SQL = """
+UPDATE {state} AS s SET lease_owner = %s, lease_expires_at = %s, status = %s,
+    last_attempt_at = %s,
+    queued_job_id = CASE WHEN s.queued_job_id = %s THEN NULL ELSE s.queued_job_id END
+FROM {user} AS u
+WHERE s.id = %s AND u.id = s.monitored_user_id AND {condition}
+RETURNING {columns}
+"""
+
+
+def _take(
+    state_id: int,
+    take: dict[str, Any],
+    job: Job | None,
+    condition: Q,
+    *,
+    now: datetime | None = None,
+    held_by: str = "",
+) -> SyncState | None:
+    """The claim's UPDATE where `condition` holds (the lease is free at `now`, or still
+    `held_by` that run); the state it wrote, with its user, or None.
+
+    It also gives up the job's place in the queue: from now on a new notification needs a
+    new job, as this run may be past its change (a request_delta after the claim sees a
+    running job, not this one). On PostgreSQL one statement, UPDATE ... FROM the user ...
+    RETURNING both rows; elsewhere the UPDATE, then a SELECT."""
+    if connection.vendor != "postgresql":
+        if job is not None:
+            take = {
+                **take,
+                "queued_job_id": Case(
+                    When(queued_job_id=job.pk, then=Value(None)), default=F("queued_job_id")
+                ),
+            }
+        if not SyncState.objects.filter(condition, pk=state_id).update(**take):
             return None
-        held_by = holder[0]
-        if "@" in held_by and worker_gone_here(held_by.partition("@")[2]):
-            # Conditional on the same holder: of two runs noticing, one takes it over.
-            claimed = SyncState.objects.filter(pk=state_id, lease_owner=held_by).update(**take)
-            if claimed:
-                logger.warning(
-                    "Sync state #%s: took over the lease of a run whose worker (%s) is gone",
-                    state_id,
-                    held_by.partition("@")[2],
-                )
-    return bool(claimed)
+        return SyncState.objects.select_related("monitored_user").get(pk=state_id)
+    ops = connection.ops
+    state_fields = SyncState._meta.concrete_fields
+    user_fields = MonitoredUser._meta.concrete_fields
+    columns = [f's."{f.column}"' for f in state_fields] + [f'u."{f.column}"' for f in user_fields]
+    if now is not None:
+        where = "(s.lease_expires_at IS NULL OR s.lease_expires_at <= %s)"
+        param: Any = ops.adapt_datetimefield_value(now)
+    else:
+        where, param = "s.lease_owner = %s", held_by
+    sql = _TAKE_SQL.format(
+        state=SyncState._meta.db_table,
+        user=MonitoredUser._meta.db_table,
+        condition=where,
+        columns=", ".join(columns),
+    )
+    params = [
+        take["lease_owner"],
+        ops.adapt_datetimefield_value(take["lease_expires_at"]),
+        take["status"],
+        ops.adapt_datetimefield_value(take["last_attempt_at"]),
+        job.pk if job is not None else None,
+        state_id,
+        param,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    split = len(state_fields)
+    state = _from_row(SyncState, state_fields, row[:split])
+    state.monitored_user = _from_row(MonitoredUser, user_fields, row[split:])
+    return state
+
+
+def _from_row(model: Any, fields: Any, values: Any) -> Any:
+    """A model instance from raw column values, converted as a queryset converts them."""
+    compiler = model.objects.none().query.get_compiler(connection=connection)
+    converters = compiler.get_converters([f.get_col(model._meta.db_table) for f in fields])
+    converted = next(iter(compiler.apply_converters([list(values)], converters)))
+    return model.from_db(connection.alias, [f.attname for f in fields], converted)
 
 
 def _save_state(state_id: int, owner: str, **fields: Any) -> None:
@@ -684,12 +757,11 @@ def run(  # noqa: C901 (a run's life cycle (lease, pages, reset, hand-over) in o
     the checkpoint keeps the pages already applied). None: nothing to run (the state or its
     user was removed, or the user is no longer synced for this kind)."""
     owner = new_lease_owner()
-    claimed = _claim(state_id, owner, job)
-    if claimed is None:
+    state = _claim(state_id, owner, job)
+    if state is None:
         return None
-    if not claimed:
+    if not isinstance(state, SyncState):
         raise SyncBusy(f"Sync state #{state_id} is being synced by another run")
-    state = SyncState.objects.select_related("monitored_user").get(pk=state_id)
     user = state.monitored_user
     started = time.monotonic()
     if not user.is_active or not user.graph_id or state.kind not in user.kinds:

@@ -314,3 +314,49 @@ class TestLeaseOfAGoneWorker:
             lease_owner=f"0123456789ab@another-node:{self.gone_pid()}"
         )
         assert not sync._claim(mail_state.pk, sync.new_lease_owner(), None)
+
+
+class TestClaim:
+    """The claim writes the lease and hands back the state it wrote, with its user (one
+    statement on PostgreSQL): what the run reads must be what the database has."""
+
+    @staticmethod
+    def values(instance):
+        return {f.attname: getattr(instance, f.attname) for f in instance._meta.concrete_fields}
+
+    def test_the_claimed_state_and_its_user_are_the_rows_as_written(self, mail_state, monitored):
+        SyncState.objects.filter(pk=mail_state.pk).update(
+            delta_link="https://graph.example/delta?token=1",
+            round_kind="delta",
+            round_number=3,
+            due_since=timezone.now(),
+            token_obtained_at=timezone.now() - timedelta(days=2),
+            total_added=7,
+        )
+        owner = sync.new_lease_owner()
+        state = sync._claim(mail_state.pk, owner, None)
+        assert isinstance(state, SyncState)
+        fresh = SyncState.objects.select_related("monitored_user").get(pk=mail_state.pk)
+        assert self.values(state) == self.values(fresh)
+        assert state.lease_owner == owner and state.status == "running"
+        assert self.values(state.monitored_user) == self.values(fresh.monitored_user)
+        assert state.monitored_user.kinds == monitored.kinds
+
+    def test_the_claim_gives_up_only_its_own_queued_job(self, mail_state):
+        mine = sync.request_delta(mail_state.monitored_user_id, "messages", trigger="test")
+        other = sync.request_delta(mail_state.monitored_user_id, "messages", trigger="test")
+        assert other.pk == mine.pk  # coalesced: one waiting job
+        SyncState.objects.filter(pk=mail_state.pk).update(queued_job_id=mine.pk + 1000)
+        state = sync._claim(mail_state.pk, sync.new_lease_owner(), mine)
+        assert state.queued_job_id == mine.pk + 1000  # someone else's: kept
+        SyncState.objects.filter(pk=mail_state.pk).update(
+            queued_job_id=mine.pk, lease_owner="", lease_expires_at=None
+        )
+        state = sync._claim(mail_state.pk, sync.new_lease_owner(), mine)
+        assert state.queued_job_id is None
+        assert SyncState.objects.get(pk=mail_state.pk).queued_job_id is None
+
+    def test_a_removed_state_is_nothing_to_run(self, mail_state):
+        SyncState.objects.filter(pk=mail_state.pk).delete()
+        assert sync._claim(mail_state.pk, sync.new_lease_owner(), None) is None
+        assert sync.run(mail_state.pk) is None
