@@ -64,4 +64,5 @@ def run_from_options(opts: dict[str, Any]) -> int:
         redirect_uris=list(opts.get("redirect_uris") or []),
         log_level=opts["log_level"],
         extra_users=int(opts.get("extra_users") or 0),
+        own_process=True,
     )

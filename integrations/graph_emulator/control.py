@@ -153,7 +153,7 @@ def create_chat_message(app: EmulatorHost, spec: dict[str, Any]) -> dict[str, An
             chat_id = next(
                 (
                     c.data["id"]
-                    for c in st.chats.values()
+                    for c in st.chats_of(a["id"])
                     if c.data["chatType"] == "oneOnOne" and set(c.members) == {a["id"], b["id"]}
                 ),
                 None,

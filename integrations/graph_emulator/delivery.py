@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import logging
 import random
@@ -20,7 +22,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import requests
@@ -45,6 +47,30 @@ class Pending:
     family: str = "outlook"
 
 
+class UrlQueue:
+    """The notifications waiting for one URL: those not due yet by due time, the due ones by
+    the order a batch takes them in (lifecycle notifications first, then creation order), so
+    that taking a batch costs the batch, not the backlog (a slow receiver's can reach tens of
+    thousands)."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[float, int, Pending]] = []
+        self.due: list[tuple[bool, float, int, Pending]] = []
+
+    def __len__(self) -> int:
+        return len(self.waiting) + len(self.due)
+
+    def add(self, p: Pending, order: int) -> None:
+        heapq.heappush(self.waiting, (p.next_at, order, p))
+
+    def take(self, now: float, limit: int) -> list[Pending]:
+        waiting, due = self.waiting, self.due
+        while waiting and waiting[0][0] <= now:
+            _, order, p = heapq.heappop(waiting)
+            heapq.heappush(due, (not p.lifecycle, p.created, order, p))
+        return [heapq.heappop(due)[3] for _ in range(min(limit, len(due)))]
+
+
 @dataclass
 class EndpointStats:
     samples: deque[tuple[float, bool]] = field(default_factory=deque)
@@ -60,7 +86,9 @@ class DeliveryManager:
         self.config = config
         self.rng = rng or random.Random()
         self._cv = threading.Condition()
-        self._pending: list[Pending] = []
+        self._queues: dict[str, UrlQueue] = {}
+        self._pending_total = 0
+        self._order = itertools.count()  # ties in a queue go in the order queued
         self._inflight_urls: set[str] = set()
         self._endpoints: dict[str, EndpointStats] = {}
         self._stop = threading.Event()
@@ -69,6 +97,12 @@ class DeliveryManager:
         self.log: deque[dict[str, Any]] = deque(maxlen=int(config.get("logs", "delivery_log_size")))
         self._log_seq = 0
         self._last_schedule = 0.0
+        # Emulator-clock time before which no subscription expires or is owed a
+        # reauthorizationRequired, valid while the subscription table's version and the
+        # reauthorization settings are _lifecycle_key: until then the scan over every
+        # subscription (a fleet tenant has tens of thousands) is skipped.
+        self._lifecycle_next: datetime | None = None
+        self._lifecycle_key: tuple[Any, ...] = ()
         state.notifier = self.enqueue
 
     # ------------------------------------------------------------------ lifecycle
@@ -87,7 +121,9 @@ class DeliveryManager:
 
     def reset(self) -> None:
         with self._cv:
-            self._pending.clear()
+            self._queues.clear()
+            self._pending_total = 0
+            self._lifecycle_key = ()
             self._endpoints.clear()
             self.log.clear()
 
@@ -99,7 +135,9 @@ class DeliveryManager:
         if not cfg["enabled"]:
             return
         now = time.monotonic()
+        wake = now + float(cfg["tick_s"])
         with self._cv:
+            soonest = float("inf")
             for sub, item in items:
                 due = now + float(cfg["batch_delay_s"])
                 ep = self._endpoints.get(sub.notification_url)
@@ -117,12 +155,16 @@ class DeliveryManager:
                     due += float(cfg["slow_delay_s"])
                 if cfg["reorder_probability"] and self.rng.random() < cfg["reorder_probability"]:
                     due += float(cfg["batch_delay_s"]) * 3 + 0.3
-                self._pending.append(
+                self._queue(
                     Pending(
                         sub.notification_url, item, sub.id, False, now, due, family=sub.spec.family
                     )
                 )
-            self._cv.notify_all()
+                soonest = min(soonest, due)
+            # The worker looks at the queues every tick anyway: wake it only for what is due
+            # sooner (one wake per notification would cost more than the notification).
+            if soonest < wake:
+                self._cv.notify_all()
 
     def enqueue_lifecycle(self, sub: Subscription, event: str) -> bool:
         """Queue a lifecycle event for ``sub`` (caller holds the state lock)."""
@@ -138,13 +180,21 @@ class DeliveryManager:
         }
         now = time.monotonic()
         with self._cv:
-            self._pending.append(Pending(url, item, sub.id, True, now, now, family=sub.spec.family))
+            self._queue(Pending(url, item, sub.id, True, now, now, family=sub.spec.family))
             self._cv.notify_all()
         return True
 
+    def _queue(self, p: Pending) -> None:
+        """Caller holds ``_cv``."""
+        queue = self._queues.get(p.url)
+        if queue is None:
+            queue = self._queues[p.url] = UrlQueue()
+        queue.add(p, next(self._order))
+        self._pending_total += 1
+
     def pending_count(self) -> int:
         with self._cv:
-            return len(self._pending)
+            return self._pending_total
 
     # ------------------------------------------------------------------ worker
 
@@ -167,10 +217,18 @@ class DeliveryManager:
         now = self.state.clock.now()
         before = timedelta(seconds=float(cfg["reauth_before_s"]))
         interval = timedelta(seconds=float(cfg["reauth_interval_s"]))
+        subs = self.state.subscriptions
+        if (
+            (subs.version, (before, interval)) == self._lifecycle_key
+            and self._lifecycle_next is not None
+            and now < self._lifecycle_next
+        ):
+            return  # nothing is due before then: no subscription nor the config changed since
         with self.state.lock:
-            for sub in list(self.state.subscriptions.values()):
+            nearest: datetime | None = None
+            for sub in list(subs.values()):
                 if sub.expiration <= now:
-                    del self.state.subscriptions[sub.id]
+                    del subs[sub.id]
                     log.info("subscription %s expired and was deleted", sub.id)
                     self._record({"event": "expired", "subscriptionId": sub.id})
                     continue
@@ -181,29 +239,37 @@ class DeliveryManager:
                 ):
                     sub.last_reauth_notice = now
                     self.enqueue_lifecycle(sub, "reauthorizationRequired")
+                event = sub.expiration
+                if sub.lifecycle_url:
+                    window = sub.expiration - before
+                    if window > now:
+                        event = min(event, window)
+                    elif sub.last_reauth_notice is not None:
+                        event = min(event, sub.last_reauth_notice + interval)
+                if nearest is None or event < nearest:
+                    nearest = event
+            self._lifecycle_next = nearest
+            self._lifecycle_key = (subs.version, (before, interval))
 
     def _dispatch_due(self) -> None:
         cfg = self.config.section("delivery")
         now = time.monotonic()
         batches: list[tuple[str, list[Pending]]] = []
         with self._cv:
-            if not self._pending:
+            if not self._pending_total:
                 return
-            keep: list[Pending] = []
-            due_by_url: dict[str, list[Pending]] = {}
-            for p in self._pending:
-                if p.next_at <= now and p.url not in self._inflight_urls:
-                    due_by_url.setdefault(p.url, []).append(p)
-                else:
-                    keep.append(p)
-            for url, items in due_by_url.items():
+            for url, queue in list(self._queues.items()):
+                if url in self._inflight_urls:
+                    continue
                 # lifecycle notifications first, then in creation order
-                items.sort(key=lambda p: (not p.lifecycle, p.created))
-                batch = items[: int(cfg["batch_max"])]
-                keep.extend(items[int(cfg["batch_max"]) :])
+                batch = queue.take(now, int(cfg["batch_max"]))
+                if not queue:
+                    del self._queues[url]
+                if not batch:
+                    continue
+                self._pending_total -= len(batch)
                 self._inflight_urls.add(url)
                 batches.append((url, batch))
-            self._pending = keep
         for url, batch in batches:
             self._pool.submit(self._send, url, batch)
 
@@ -268,7 +334,7 @@ class DeliveryManager:
             if dup and self.rng.random() < dup:
                 again = self.rng.choice(batch)
                 with self._cv:
-                    self._pending.append(
+                    self._queue(
                         Pending(
                             url,
                             again.item,
@@ -295,7 +361,8 @@ class DeliveryManager:
             p.next_at = now + delay
             retry.append(p)
         with self._cv:
-            self._pending.extend(retry)
+            for p in retry:
+                self._queue(p)
         if expired:
             self._record({"event": "gave_up", "url": url, "items": [p.item for p in expired]})
             with self.state.lock:

@@ -447,6 +447,7 @@ def update_subscription(ctx: Ctx) -> Response:
             sub.notification_url = str(new_url)
         if "notificationUrlAppId" in body:
             sub.notification_url_app_id = body["notificationUrlAppId"]
+        ctx.state.subscriptions.changed(sub)
         out = sub.to_json()
     return entity(ctx, "subscriptions/$entity", out)
 
@@ -465,6 +466,7 @@ def reauthorize_subscription(ctx: Ctx) -> Response:
         sub = _get_sub(ctx)
         _check_permission(ctx, sub.spec)
         sub.last_reauth_notice = ctx.state.clock.now()
+        ctx.state.subscriptions.changed(sub)
     return empty_response(204)
 
 

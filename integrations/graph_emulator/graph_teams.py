@@ -118,7 +118,7 @@ def list_user_chats(ctx: Ctx) -> Response:
                 "Forbidden",
                 "Requested API is not supported in delegated context for another user.",
             )
-        chats = [dict(c.data) for c in ctx.state.chats.values() if user["id"] in c.members]
+        chats = [dict(c.data) for c in ctx.state.chats_of(user["id"])]
     chats.sort(key=lambda c: c.get("lastUpdatedDateTime") or "", reverse=True)
     return _page(ctx, chats, 50, 50, f"users('{user['id']}')/chats")
 
@@ -156,7 +156,7 @@ def create_chat(ctx: Ctx) -> Response:
             ids.append(user["id"])
         if p.user_id not in ids or ids[0] == ids[1]:
             raise GraphError(400, "BadRequest", "The caller must be one of two members.")
-        for chat in ctx.state.chats.values():
+        for chat in ctx.state.chats_of(ids[0]):
             if chat.data.get("chatType") == "oneOnOne" and set(chat.members) == set(ids):
                 return entity(ctx, "chats/$entity", dict(chat.data), status=201)
         cid = f"19:{ids[0]}_{ids[1]}@unq.gbl.spaces"
@@ -318,12 +318,7 @@ def all_messages(ctx: Ctx) -> Response:
     q = ctx.query
     with ctx.state.lock:
         user = user_or_404(ctx, ctx.params["user"])
-        msgs = [
-            dict(m)
-            for c in ctx.state.chats.values()
-            if user["id"] in c.members
-            for m in c.messages.values()
-        ]
+        msgs = [dict(m) for c in ctx.state.chats_of(user["id"]) for m in c.messages.values()]
     if q.get("$filter"):
         pred = compile_filter(q["$filter"])
         msgs = [m for m in msgs if pred(m)]
@@ -343,8 +338,7 @@ def chats_delta(ctx: Ctx) -> Response:
     _read_chats(ctx, protected=True)
     with ctx.state.lock:
         user = user_or_404(ctx, ctx.params["user"])
-        chats = {cid: c for cid, c in ctx.state.chats.items() if user["id"] in c.members}
-        streams: list[StreamKey] = [("chat", cid) for cid in chats]
+        streams: list[StreamKey] = [("chat", c.data["id"]) for c in ctx.state.chats_of(user["id"])]
         oldest = iso(ctx.state.clock.now() - EIGHT_MONTHS)
 
         def render(key: tuple[str, ...], item_id: str, select: list[str] | None):

@@ -9,6 +9,7 @@ change streams (used by delta queries) and emit change notifications through
 from __future__ import annotations
 
 import base64
+import itertools
 import secrets
 import threading
 import uuid
@@ -279,11 +280,16 @@ class Team:
     channels: dict[str, Channel] = field(default_factory=dict)
 
 
+# Versions of subscription tables, unique across tables (a reset swaps the table).
+_table_versions = itertools.count(1)
+
+
 class SubscriptionTable(dict[str, Subscription]):
     """The tenant's subscriptions by id, with the indexes that keep creating one and
     notifying for one change independent of how many there are (a fleet tenant has tens of
     thousands). Only item assignment, `del`, `pop` and `clear` change it; a subscription's
-    resource and app never change once it is stored."""
+    resource and app never change once it is stored; whoever changes a stored one's
+    expiration or lifecycle state calls `changed`. `version` changes with every change."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -293,6 +299,13 @@ class SubscriptionTable(dict[str, Subscription]):
         # A lower bound of every stored expiration (renewals only move them later): nothing
         # can have expired before it, so a purge can skip the scan until then.
         self.earliest_expiration: datetime | None = None
+        self.version = next(_table_versions)
+
+    def changed(self, sub: Subscription) -> None:
+        """A stored subscription's expiration or reauthorization state was changed."""
+        self.version = next(_table_versions)
+        if self.earliest_expiration is not None and sub.expiration < self.earliest_expiration:
+            self.earliest_expiration = sub.expiration
 
     @staticmethod
     def targets(sub: Subscription) -> list[tuple[str, ...]]:
@@ -312,6 +325,7 @@ class SubscriptionTable(dict[str, Subscription]):
     def __setitem__(self, key: str, sub: Subscription) -> None:
         if key in self:
             self.__delitem__(key)
+        self.version = next(_table_versions)
         super().__setitem__(key, sub)
         for target in self.targets(sub):
             self.by_target.setdefault(target, set()).add(key)
@@ -324,6 +338,7 @@ class SubscriptionTable(dict[str, Subscription]):
     def __delitem__(self, key: str) -> None:
         sub = self[key]
         super().__delitem__(key)
+        self.version = next(_table_versions)
         for target in self.targets(sub):
             ids = self.by_target.get(target)
             if ids is not None:
@@ -345,6 +360,7 @@ class SubscriptionTable(dict[str, Subscription]):
 
     def clear(self) -> None:
         super().clear()
+        self.version = next(_table_versions)
         self.by_target.clear()
         self.by_combination.clear()
         self.family_counts.clear()
@@ -387,6 +403,8 @@ class EmulatorState:
         self.upn_index: dict[str, str] = {}
         self.mailboxes: dict[str, Mailbox] = {}
         self.chats: dict[str, Chat] = {}
+        # Chat ids by member, in the order the chats were added (add_chat keeps it).
+        self.chats_by_member: dict[str, list[str]] = {}
         self.teams: dict[str, Team] = {}
         self.streams: dict[tuple[str, ...], Stream] = {}
         self.seq = 0
@@ -617,7 +635,16 @@ class EmulatorState:
         return str(ms)
 
     def add_chat(self, chat: Chat) -> None:
-        self.chats[chat.data["id"]] = chat
+        cid = chat.data["id"]
+        if cid not in self.chats:
+            for member in chat.members:
+                self.chats_by_member.setdefault(member, []).append(cid)
+        self.chats[cid] = chat
+
+    def chats_of(self, user_id: str) -> list[Chat]:
+        """The user's chats in the order they were added (an index: a fleet tenant has
+        thousands of chats, and every getAllMessages delta asks for one user's)."""
+        return [self.chats[cid] for cid in self.chats_by_member.get(user_id, ())]
 
     def add_team(self, team: Team) -> None:
         self.teams[team.data["id"]] = team

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import time
 from datetime import UTC, datetime, timedelta
+
+from integrations.graph_emulator.delivery import Pending, UrlQueue
 
 from .conftest import HANNAH, MARIA
 
@@ -181,3 +184,32 @@ def test_slow_endpoint_goes_to_drop_state(graph, receiver):
     graph.emu.control.create_mail(MARIA, subject="dropped")
     events = graph.emu.control.deliveries()["value"]
     assert any(e["event"] == "dropped" for e in events)
+
+
+def test_a_renewal_that_brings_the_expiry_near_is_owed_a_reauthorization(graph, receiver):
+    # The worker knows when the next lifecycle event is due and does not look before then;
+    # a PATCH moving the expiry inside the reauthorization window must still count.
+    graph.emu.control.configure(delivery={"reauth_before_s": 3600})
+    sub = _mail_sub(graph, receiver)
+    time.sleep(0.5)  # a scan has run and found nothing due for two days
+    assert not receiver.items("/lifecycle")
+    resp = graph.patch(f"subscriptions/{sub['id']}", {"expirationDateTime": _exp(50)})
+    assert resp.status_code == 200, resp.text
+    ev = receiver.wait_for(lambda: receiver.items("/lifecycle"), timeout=5)
+    assert ev[0]["lifecycleEvent"] == "reauthorizationRequired"
+    assert ev[0]["subscriptionId"] == sub["id"]
+
+
+def test_a_backlog_is_taken_lifecycle_first_then_in_creation_order_when_due():
+    queue = UrlQueue()
+
+    def pending(created: float, next_at: float, lifecycle: bool = False) -> Pending:
+        return Pending("https://r", {"n": created}, "s", lifecycle, created, next_at)
+
+    items = [pending(1, 1), pending(2, 5), pending(3, 1), pending(4, 1, True), pending(0.5, 1)]
+    for order, p in enumerate(items):
+        queue.add(p, order)
+    assert [p.created for p in queue.take(2.0, 3)] == [4, 0.5, 1]
+    assert [p.created for p in queue.take(2.0, 3)] == [3]  # the last one is not due yet
+    assert len(queue) == 1
+    assert [p.created for p in queue.take(5.0, 3)] == [2] and not queue

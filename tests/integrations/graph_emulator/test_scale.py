@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from integrations.graph_emulator.httptypes import Headers, Request
 from integrations.graph_emulator.server import EmulatorApp
-from integrations.graph_emulator.state import ResourceSpec, Subscription, SubscriptionTable
+from integrations.graph_emulator.state import Chat, ResourceSpec, Subscription, SubscriptionTable
 
 from .test_inprocess import _token
 
@@ -100,3 +100,18 @@ def test_a_traffic_burst_creates_each_item_once_at_its_rate(tmp_path):
     assert len({i["id"] for i in progress["items"]}) == 100
     assert progress["finished"] - progress["started"] >= 0.45
     assert time.time() >= progress["finished"]
+
+
+def test_the_chats_of_a_user_are_indexed_in_the_order_they_were_added(tmp_path):
+    app = EmulatorApp(tmp_path, extra_users=5)
+    st = app.state
+    for user_id in st.users:
+        scanned = [c.data["id"] for c in st.chats.values() if user_id in c.members]
+        assert [c.data["id"] for c in st.chats_of(user_id)] == scanned
+    first, second = list(st.users)[-2:]
+    chat = Chat(
+        data={"id": "19:new@unq.gbl.spaces", "chatType": "oneOnOne"}, members=[first, second]
+    )
+    st.add_chat(chat)
+    st.add_chat(chat)  # stored again: still once in the index
+    assert [c.data["id"] for c in st.chats_of(second)].count("19:new@unq.gbl.spaces") == 1
