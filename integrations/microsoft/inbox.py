@@ -8,12 +8,12 @@ coalesced delta-sync job, or a "due" mark when real-time sync is off; a lifecycl
 job) and marks them processed. A drain killed at any moment rolls back: its rows are
 pending and unlocked again, so nothing accepted is lost and nothing is processed twice.
 
-Wake-ups: on PostgreSQL the receiver NOTIFYs `fleet_inbox` after its commit (rate-limited
-per process, see `portal.jobs.broker.notify`); the drain LISTENs on a connection of its own
-(`portal.jobs.broker.Listener`) and polls every INBOX_DRAIN_IDLE_SECONDS anyway (SQLite; a
-wake-up lost with a connection); after each batch it looks again every LINGER_POLL seconds
-for a moment, for what receivers committed within their rate limit. The `graph.inbox.sweep`
-schedule drains whatever is left when no drain process runs.
+Wake-ups: on PostgreSQL the receiver NOTIFYs `fleet_inbox` after each commit
+(`portal.jobs.broker.notify`); the drain LISTENs on a connection of its own
+(`portal.jobs.broker.Listener`), starting before it looks for rows, so a NOTIFY sent while
+it drains ends its next wait at once. It polls every INBOX_DRAIN_IDLE_SECONDS anyway
+(SQLite; a wake-up lost with a connection). The `graph.inbox.sweep` schedule drains
+whatever is left when no drain process runs.
 
 The drain has a pause switch of its own (`pause()` / `resume()`, audited; the jobs page and
 the recovery procedure use it): while paused, notifications are accepted and wait.
@@ -52,7 +52,7 @@ from integrations.microsoft.notifications import CHANNEL, wake_drains
 from portal.access.actors import Actor
 from portal.access.authz import require
 from portal.audit.services import record
-from portal.jobs.broker import WAKE_INTERVAL_SECONDS, Listener
+from portal.jobs.broker import Listener
 from portal.jobs.runner import enqueue
 from portal.lib.tracing import continued, current_traceparent
 from portal.runtime.registry import get
@@ -60,7 +60,6 @@ from portal.runtime.registry import get
 logger = logging.getLogger(__name__)
 
 LIFECYCLE_JOB = "graph.lifecycle_event"
-LINGER_POLL = 0.05  # seconds between looks while receivers may commit without waking us
 
 
 def batch_size() -> int:
@@ -385,7 +384,7 @@ def run(should_stop: Callable[[], bool]) -> None:
     growing pause; it rolled back, so its rows are simply claimed again."""
     listener = Listener(CHANNEL) if connection.vendor == "postgresql" else None
     failures = 0
-    beat = linger_until = 0.0
+    beat = 0.0
     try:
         while not should_stop():
             now = time.monotonic()
@@ -393,6 +392,10 @@ def run(should_stop: Callable[[], bool]) -> None:
                 beat = now
                 _touch(alive_file())
             close_old_connections()
+            if listener is not None:
+                # Before looking: a receiver's NOTIFY from now on ends the wait below at once.
+                with contextlib.suppress(Exception):  # no connection: wait() polls meanwhile
+                    listener.listen()
             try:
                 done = drain_once()
                 failures = 0
@@ -409,17 +412,8 @@ def run(should_stop: Callable[[], bool]) -> None:
                 time.sleep(idle_seconds())
             elif done.claimed >= batch_size() or done.lifecycle:
                 continue  # more is waiting: no pause
-            elif done.claimed or time.monotonic() < linger_until:
-                # Receivers NOTIFY at most every WAKE_INTERVAL_SECONDS each: what they commit
-                # meanwhile is found by looking again soon, for a little longer than that.
-                if done.claimed:
-                    linger_until = time.monotonic() + WAKE_INTERVAL_SECONDS + LINGER_POLL
-                time.sleep(LINGER_POLL)
             elif listener is not None:
-                if listener.wait(idle_seconds()):
-                    # After every wake-up, not only one that found rows: the waker's next
-                    # commits within its interval may come without a NOTIFY of their own.
-                    linger_until = time.monotonic() + WAKE_INTERVAL_SECONDS + LINGER_POLL
+                listener.wait(idle_seconds())
             else:
                 time.sleep(idle_seconds())
     finally:

@@ -32,7 +32,6 @@ def waking_broker(monkeypatch):
         pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite workers poll")
     # A poll far longer than the test may wait: only a wake-up ends the idle wait in time.
     monkeypatch.setattr(Conf, "POLL", 60)
-    monkeypatch.setattr(broker, "_last_wake", {})
     woken = broker.WakingORM(list_key=queue_key(""))
     yield woken
     woken._listener.close()
@@ -92,6 +91,18 @@ def test_an_idle_worker_is_woken_by_the_dispatch_and_takes_the_job(waking_broker
     assert SignedPackage.loads(payload)["args"] == (job.pk,)
 
 
+def test_every_dispatch_wakes_its_queue_even_right_after_another(waking_broker):
+    # A NOTIFY alone costs a round trip, so none is skipped: a job dispatched right after
+    # another (a chat message's second member) no longer waits for a listener's poll.
+    listener = waking_broker._listener
+    listener.listen()
+    for _ in range(3):
+        with transaction.atomic():
+            enqueue("test.ok", {})
+        assert listener.wait(5) is True
+    assert listener.wait(0) is False  # one wake-up each, none left over
+
+
 def test_each_queue_has_its_own_channel(waking_broker):
     events = broker.WakingORM(list_key=queue_key("events"))
     try:
@@ -106,13 +117,10 @@ def test_each_queue_has_its_own_channel(waking_broker):
         events._listener.close()
 
 
-def test_real_workers_of_each_queue_are_woken_by_their_own_dispatch(qcluster, monkeypatch):
-    """One process dispatching to both queues within its NOTIFY interval wakes both: the
-    interval is per channel. (With one channel for all queues, the second dispatch's NOTIFY
-    was skipped and the event workers slept out their poll.)"""
+def test_real_workers_of_each_queue_are_woken_by_their_own_dispatch(qcluster):
+    """One process dispatching to both queues wakes both. (With one channel for all queues,
+    the second dispatch's NOTIFY was skipped and the event workers slept out their poll.)"""
     postgres_only()
-    monkeypatch.setattr(broker, "WAKE_INTERVAL_SECONDS", 3600)  # one NOTIFY per channel here
-    monkeypatch.setattr(broker, "_last_wake", {})
     qcluster(workers=1, **SLOW_POLL)
     qcluster(workers=1, WORKER_QUEUE="events", **SLOW_POLL)
     main = succeeded(enqueue("test.count", {}))
