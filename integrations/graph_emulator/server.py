@@ -55,6 +55,17 @@ from .throttling import Throttler
 log = logging.getLogger("graph_emulator")
 
 IDENTITY_FILE = "emulator-identity.json"
+AGS_DIAGNOSTIC = json.dumps(
+    {
+        "ServerInfo": {
+            "DataCenter": "Local Emulator",
+            "Slice": "E",
+            "Ring": "0",
+            "ScaleUnit": "000",
+            "RoleInstance": "EMU",
+        }
+    }
+)
 GC_YOUNG_THRESHOLD = 20_000  # allocations between young collections (Python's default: 700)
 DEMO_TENANT_FILE = "demo-tenant.json"
 # Demo mode: a workload identity token kept fresh here, as Kubernetes projects one.
@@ -365,17 +376,7 @@ class EmulatorApp:
         if not resp.reset_connection:
             resp.headers["request-id"] = req.meta["request_id"]
             resp.headers["client-request-id"] = req.meta["client_request_id"]
-            resp.headers["x-ms-ags-diagnostic"] = json.dumps(
-                {
-                    "ServerInfo": {
-                        "DataCenter": "Local Emulator",
-                        "Slice": "E",
-                        "Ring": "0",
-                        "ScaleUnit": "000",
-                        "RoleInstance": "EMU",
-                    }
-                }
-            )
+            resp.headers["x-ms-ags-diagnostic"] = AGS_DIAGNOSTIC
             resp.headers["Strict-Transport-Security"] = "max-age=31536000"
             if "Cache-Control" not in resp.headers:
                 resp.headers["Cache-Control"] = "no-cache"
@@ -517,6 +518,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "GraphEmulator/1.0"
     sys_version = ""
     server: EmulatorHTTPServer
+    _headers_buffer: list[bytes]  # BaseHTTPRequestHandler's: send_header fills it
 
     # Headers and body go out in separate writes; without TCP_NODELAY each response waits
     # for the client's delayed ACK (about 40 ms on Linux).
@@ -576,9 +578,11 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in resp.headers.items():
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(resp.body)))
-        self.end_headers()
+        # Headers and body in one write: one TLS record and one system call, not two.
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD" and resp.body:
-            self.wfile.write(resp.body)
+            self._headers_buffer.append(resp.body)
+        self.flush_headers()
 
     def _read_chunked(self) -> bytes:
         out = bytearray()

@@ -72,3 +72,14 @@ def test_the_demo_apps_redirect_uris_are_registered_and_survive_a_reset(tmp_path
     (tmp_path / "bare").mkdir()
     bare = EmulatorApp(tmp_path / "bare")
     assert [a.redirect_uris for a in bare.state.apps.values()] == [[]]
+
+
+def test_a_token_used_before_is_still_checked_for_expiry(tmp_path):
+    # The signature check is remembered per token; the lifetime check must run every time.
+    app = EmulatorApp(tmp_path)
+    headers = Headers({"Authorization": f"Bearer {_token(app)}"})
+    assert app.dispatch(Request("GET", "/v1.0/users", headers=headers)).status == 200
+    app.clock.set_offset(3600)
+    resp = app.dispatch(Request("GET", "/v1.0/users", headers=headers))
+    assert resp.status == 401
+    assert "expired" in resp.json()["error"]["message"]
