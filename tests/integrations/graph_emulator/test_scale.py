@@ -100,6 +100,13 @@ def test_a_traffic_burst_creates_each_item_once_at_its_rate(tmp_path):
     assert len({i["id"] for i in progress["items"]}) == 100
     assert progress["finished"] - progress["started"] >= 0.45
     assert time.time() >= progress["finished"]
+    # Items due together are created together, but none before its time (start + n / rate).
+    early = [
+        n
+        for n, item in enumerate(progress["items"])
+        if item["at"] < progress["started"] + n / 200 - 0.001
+    ]
+    assert early == []
 
 
 def test_the_chats_of_a_user_are_indexed_in_the_order_they_were_added(tmp_path):
