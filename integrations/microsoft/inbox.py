@@ -232,13 +232,14 @@ def _drain_notifications(limit: int) -> Drained:
                     targets.setdefault((member, kind), []).append(row_id)
                     traces.setdefault((member, kind), {})[traceparent] = None
         mine = NotificationInbox.objects.filter(status=NotificationInbox.Status.PENDING)
-        for chat_id, row_ids in waiting.items():
-            if row_ids:  # the members job syncs them once it knows who they are
-                mine.filter(pk__in=row_ids).update(
-                    status=NotificationInbox.Status.PROCESSED,
-                    processed_at=now,
-                    sync_job=tenant_chats.request_members(chat_id),
-                )
+        # The members job syncs a waiting chat's rows once it knows who its members are.
+        asked = tenant_chats.request_members(chat for chat, row_ids in waiting.items() if row_ids)
+        if asked:
+            _mark_processed(
+                mine,
+                {row: asked[chat].pk for chat, row_ids in waiting.items() for row in row_ids},
+                now,
+            )
         if orphans:
             mine.filter(pk__in=orphans).update(
                 status=NotificationInbox.Status.IGNORED, processed_at=now
@@ -285,9 +286,17 @@ def _cause_syncs(
             requests.append(sync.DeltaRequest(user_id, kind, trace_context=current_traceparent()))
     jobs = sync.request_deltas(requests, trigger="notification", created_by="notification")
     # A chat's row may concern several members: it names the last member's job.
-    job_of_row = {
-        row_id: jobs[target].pk for target in sorted(targets) for row_id in targets[target]
-    }
+    _mark_processed(
+        mine,
+        {row_id: jobs[target].pk for target in sorted(targets) for row_id in targets[target]},
+        now,
+    )
+
+
+def _mark_processed(
+    mine: QuerySet[NotificationInbox], job_of_row: dict[int, int], now: datetime
+) -> None:
+    """Rows processed, each naming the job that does its work: one UPDATE."""
     rows_of_job: dict[int, list[int]] = {}
     for row_id, job_id in job_of_row.items():
         rows_of_job.setdefault(job_id, []).append(row_id)

@@ -13,6 +13,7 @@ for its members ("List members of a chat") and then requests the members' deltas
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -24,7 +25,7 @@ from integrations import graph
 from integrations.microsoft import sync
 from integrations.microsoft.models import MonitoredUser, ResourceKind, TeamsChat
 from portal.jobs.models import Job
-from portal.jobs.runner import enqueue
+from portal.jobs.runner import enqueue_once_each
 
 MEMBERS_JOB = "graph.chat_members"
 _CHAT_OF_RESOURCE = re.compile(r"^chats\('([^']+)'\)/messages", re.IGNORECASE)
@@ -44,17 +45,18 @@ def known_members(chat_ids: set[str]) -> dict[str, list[int]]:
     return dict(rows.values_list("chat_id", "monitored_user_ids"))
 
 
-def request_members(chat_id: str) -> Job:
-    """The members job of a chat (one per chat and refresh period: later notifications of the
-    same chat join it)."""
+def request_members(chat_ids: Iterable[str]) -> dict[str, Job]:
+    """The members job of each chat (one per chat and refresh period: later notifications of
+    the same chat join it), {chat id: job}."""
     period = max(1.0, float(settings.CHAT_MEMBERS_REFRESH_MINUTES) * 60)
     slot = int(timezone.now().timestamp() // period)
-    return enqueue(
+    keys = {chat_id: f"{MEMBERS_JOB}:{chat_id}:{slot}"[:200] for chat_id in chat_ids}
+    jobs = enqueue_once_each(
         MEMBERS_JOB,
-        {"chat_id": chat_id},
-        idempotency_key=f"{MEMBERS_JOB}:{chat_id}:{slot}"[:200],
+        {key: {"chat_id": chat_id} for chat_id, key in keys.items()},
         created_by="notification",
     )
+    return {chat_id: jobs[key] for chat_id, key in keys.items()}
 
 
 def refresh_members(chat_id: str) -> list[int]:

@@ -248,6 +248,50 @@ def enqueue_many(
     return jobs
 
 
+def enqueue_once_each(
+    job_type: str, payloads: dict[str, dict[str, Any]], *, created_by: str = ""
+) -> dict[str, Job]:
+    """enqueue() with an idempotency key, for many keys at once: {key: its job}, the
+    existing job for a key that has one. Three statements (read, INSERT … ON CONFLICT DO
+    NOTHING, read back) and one dispatch, however many keys (the drain asks for the
+    members of every new chat of a storm this way). Two callers racing on a key may both
+    dispatch its job; its run happens once (run_job claims it)."""
+    if not payloads:
+        return {}
+    definition = get_job_type(job_type)
+    now = timezone.now()
+    traceparent = current_traceparent()
+    with transaction.atomic(savepoint=False):
+
+        def by_key(keys: Iterable[str]) -> dict[str, Job]:
+            return {
+                job.idempotency_key: job for job in Job.objects.filter(idempotency_key__in=keys)
+            }
+
+        jobs = by_key(payloads)
+        missing = [key for key in payloads if key not in jobs]
+        if missing:
+            Job.objects.bulk_create(
+                [
+                    Job(
+                        job_type=job_type,
+                        payload=payloads[key],
+                        max_attempts=definition.max_attempts,
+                        idempotency_key=key,
+                        created_by=created_by[:150],
+                        dispatched_at=now,
+                        trace_context=traceparent,
+                    )
+                    for key in missing
+                ],
+                ignore_conflicts=True,
+            )
+            created = by_key(missing)
+            jobs.update(created)
+            dispatch([job.pk for job in created.values() if job.dispatched_at == now], job_type)
+    return {key: jobs[key] for key in payloads}
+
+
 def backoff_seconds(definition: JobType, attempts: int, retry_after: float | None) -> float:
     """Exponential backoff with jitter; Graph's Retry-After, when given, wins."""
     if retry_after is not None and retry_after > 0:

@@ -109,6 +109,41 @@ class TestDrainOnce:
         assert len(queries) <= 20, "\n".join(q["sql"][:120] for q in queries)
         assert len(sync_jobs()) == 40
 
+    def test_new_chats_of_the_tenant_wide_subscription_cost_a_few_statements_per_batch(
+        self, client
+    ):
+        # 30 chats the drain has never seen: each needs its members job, asked in bulk.
+        tenant = make_sub(None, kind="chatMessages", graph_id="sub-tenant", client_state="right")
+        Subscription.objects.filter(pk=tenant.pk).update(
+            resource=Subscription.TENANT_CHATS_RESOURCE
+        )
+        items = []
+        for n in range(30):
+            item = notification("sub-tenant", "right", message_id=f"c{n}")
+            item["resource"] = f"chats('chat-{n}')/messages('c{n}')"
+            items.append(item)
+        assert post_json(client, URL, {"value": items}).status_code == 202
+        with CaptureQueriesContext(connection) as queries:
+            done = inbox.drain_once()
+        assert done.claimed == 30
+        assert len(queries) <= 16, "\n".join(q["sql"][:120] for q in queries)
+        members_jobs = Job.objects.filter(job_type="graph.chat_members")
+        assert sorted(job.payload["chat_id"] for job in members_jobs) == sorted(
+            f"chat-{n}" for n in range(30)
+        )
+        for row in NotificationInbox.objects.select_related("sync_job"):
+            assert row.status == "processed"
+            assert row.sync_job.payload["chat_id"] == row.resource.split("'")[1]
+        # A second message in the same chats joins the members jobs that wait.
+        more = []
+        for n in range(30):
+            item = notification("sub-tenant", "right", message_id=f"d{n}")
+            item["resource"] = f"chats('chat-{n}')/messages('d{n}')"
+            more.append(item)
+        assert post_json(client, URL, {"value": more}).status_code == 202
+        inbox.drain_once()
+        assert members_jobs.count() == 30
+
     def test_batches_are_bounded_and_taken_oldest_first(self, client, sub):
         receive(client, 3)
         receive(client, 3, start=3)
