@@ -52,7 +52,13 @@ from portal.access.authz import require
 from portal.audit.services import record
 from portal.events.services import emit, emit_many
 from portal.jobs.models import Job
-from portal.jobs.runner import enqueue, enqueue_many, release_now, worker_identity
+from portal.jobs.runner import (
+    enqueue,
+    enqueue_many,
+    enqueue_once_each,
+    release_now,
+    worker_identity,
+)
 from portal.jobs.watchdog import worker_gone_here
 from portal.lib import clock
 from portal.lib.redaction import redact_text
@@ -221,8 +227,8 @@ def request_deltas(
     locked in one SELECT … FOR UPDATE (in id order, so concurrent callers never deadlock),
     the waiting jobs read in one, and the new jobs inserted in one (bench/scale: a storm
     spread over 1,000 users drained at ~150 rows/s when each user cost ten statements).
-    Requests with an idempotency key or a delay (the interval schedule) are enqueued one
-    by one, since each may meet an existing job.
+    Requests with an idempotency key (the interval schedule's, one per slot) are enqueued
+    together too (runner.enqueue_once_each); one with a delay and no key alone.
     """
     state_ids = ensure_states((r.monitored_user_id, r.kind) for r in requests)
     jobs: dict[tuple[int, str], Job] = {}
@@ -242,6 +248,7 @@ def request_deltas(
             status__in=(Job.Status.PENDING, Job.Status.RETRYING),
         ).in_bulk()
         new: dict[tuple[int, str], DeltaRequest] = {}
+        keyed: dict[str, tuple[tuple[int, str], DeltaRequest]] = {}
         release: list[int] = []
         for request in requests:
             key = (request.monitored_user_id, request.kind)
@@ -257,7 +264,9 @@ def request_deltas(
                 ):
                     release.append(job.pk)
                 jobs[key] = job
-            elif request.idempotency_key or request.delay_seconds:
+            elif request.idempotency_key:
+                keyed[request.idempotency_key] = (key, request)
+            elif request.delay_seconds:
                 jobs[key] = enqueue(
                     JOB_TYPE,
                     {"state": state_id, **payload},
@@ -269,6 +278,18 @@ def request_deltas(
             else:
                 new[key] = request
         release_now(release)
+        if keyed:
+            found = enqueue_once_each(
+                JOB_TYPE,
+                {name: {"state": state_ids[key], **payload} for name, (key, _) in keyed.items()},
+                created_by=created_by,
+                delays={
+                    name: request.delay_seconds
+                    for name, (_, request) in keyed.items()
+                    if request.delay_seconds
+                },
+            )
+            jobs.update((key, found[name]) for name, (key, _) in keyed.items())
         if new:
             here = current_traceparent()
             created = enqueue_many(

@@ -249,25 +249,30 @@ def enqueue_many(
 
 
 def enqueue_once_each(
-    job_type: str, payloads: dict[str, dict[str, Any]], *, created_by: str = ""
+    job_type: str,
+    payloads: dict[str, dict[str, Any]],
+    *,
+    created_by: str = "",
+    delays: dict[str, float] | None = None,
 ) -> dict[str, Job]:
     """enqueue() with an idempotency key, for many keys at once: {key: its job}, the
-    existing job for a key that has one. Three statements (read, INSERT … ON CONFLICT DO
-    NOTHING, read back) and one dispatch, however many keys (the drain asks for the
-    members of every new chat of a storm this way). Two callers racing on a key may both
-    dispatch its job; its run happens once (run_job claims it)."""
+    existing job for a key that has one; `delays` (seconds, by key) as enqueue's
+    delay_seconds. Three statements (read, INSERT … ON CONFLICT DO NOTHING, read back) and
+    one dispatch, however many keys (the drain asks for the members of a storm's new chats,
+    the interval schedule for every user's sync, this way). Two callers racing on a key may
+    both dispatch its job; its run happens once (run_job claims it)."""
     if not payloads:
         return {}
     definition = get_job_type(job_type)
     now = timezone.now()
     traceparent = current_traceparent()
+    delays = delays or {}
+
+    def by_key(keys: Iterable[str]) -> dict[str, Job]:
+        rows = Job.objects.filter(idempotency_key__in=list(keys))
+        return {str(job.idempotency_key): job for job in rows}
+
     with transaction.atomic(savepoint=False):
-
-        def by_key(keys: Iterable[str]) -> dict[str, Job]:
-            return {
-                job.idempotency_key: job for job in Job.objects.filter(idempotency_key__in=keys)
-            }
-
         jobs = by_key(payloads)
         missing = [key for key in payloads if key not in jobs]
         if missing:
@@ -279,7 +284,11 @@ def enqueue_once_each(
                         max_attempts=definition.max_attempts,
                         idempotency_key=key,
                         created_by=created_by[:150],
-                        dispatched_at=now,
+                        # A delayed job waits for the release sweep, as enqueue's does.
+                        next_attempt_at=now + timedelta(seconds=delays[key])
+                        if delays.get(key)
+                        else None,
+                        dispatched_at=None if delays.get(key) else now,
                         trace_context=traceparent,
                     )
                     for key in missing

@@ -9,11 +9,19 @@ from datetime import timedelta
 
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from integrations.graph.errors import Transient
 from integrations.microsoft import sync
-from integrations.microsoft.models import GraphCall, SyncedItem, SyncRun, SyncState
+from integrations.microsoft.models import (
+    GraphCall,
+    MonitoredUser,
+    SyncedItem,
+    SyncRun,
+    SyncState,
+)
 from portal.access.actors import Actor
 from portal.audit.models import AuditEvent
 from portal.jobs.models import Job
@@ -246,6 +254,30 @@ class TestOperations:
         jobs = Job.objects.filter(job_type="graph.sync_delta")
         assert jobs.count() == 2
         assert {j.payload["trigger"] for j in jobs} == {"interval"}
+
+    def test_the_interval_schedule_costs_a_few_statements_per_chunk_not_per_user(
+        self, graph_settings
+    ):
+        # At 10,000 users the schedule asks for 20,000 syncs a slot, every minute: per user
+        # it cost a get-or-create, a lock, a keyed enqueue and an update.
+        graph_settings.SYNC_SPREAD_SECONDS = 120
+        MonitoredUser.objects.bulk_create(
+            MonitoredUser(identifier=f"d{n}@x.test", graph_id=f"g-d{n}") for n in range(60)
+        )
+        with CaptureQueriesContext(connection) as queries:
+            assert sync.enqueue_interval_syncs() == 120
+        assert len(queries) <= 20, "\n".join(q["sql"][:120] for q in queries)
+        jobs = Job.objects.filter(job_type="graph.sync_delta")
+        assert jobs.count() == 120
+        states = dict(SyncState.objects.values_list("pk", "queued_job_id"))
+        assert sorted(states.values()) == sorted(jobs.values_list("pk", flat=True))
+        # Spread: some wait for the release sweep, the others were dispatched.
+        assert {job.dispatched_at is None for job in jobs} == {True, False}
+        assert all((job.next_attempt_at is None) != (job.dispatched_at is None) for job in jobs)
+        with CaptureQueriesContext(connection) as queries:
+            assert sync.enqueue_interval_syncs() == 120  # the same slot: the same jobs
+        assert len(queries) <= 20
+        assert jobs.count() == 120
 
     def test_interval_jobs_are_spread(self, graph_settings, monitored):
         graph_settings.SYNC_SPREAD_SECONDS = 120
