@@ -320,7 +320,7 @@ class Portal:
             words = [w.decode(errors="replace") for w in cmdline]
             role = (
                 "web"
-                if "runserver" in words
+                if "gunicorn" in words
                 else "worker"
                 if "qcluster" in words or "drain_inbox" in words
                 else "emulator"

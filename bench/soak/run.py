@@ -618,7 +618,7 @@ def chart(samples: list[dict], marks: list[tuple[float, str]], path: Path, hours
 
     x = [s["sim_h"] for s in samples]
     fig, (mem, backlog) = plt.subplots(2, 1, figsize=(8, 5), sharex=True, dpi=100)
-    mem.plot(x, [s["web_kib"] / 1024 for s in samples], label="web (runserver)")
+    mem.plot(x, [s["web_kib"] / 1024 for s in samples], label="web (gunicorn)")
     mem.plot(x, [s["worker_kib"] / 1024 for s in samples], label="worker (qcluster tree, drain)")
     mem.set_ylabel("RSS (MiB)")
     mem.set_ylim(bottom=0)
