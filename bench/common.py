@@ -39,6 +39,19 @@ def bench_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def emulator_env(emulator: Any) -> dict[str, str]:
+    """The settings that point the portal at a RunningEmulator (its app, CA and hosts)."""
+    return {
+        "MICROSOFT_AUTHORITY_HOST": emulator.authority_host,
+        "MICROSOFT_GRAPH_URL": emulator.graph_url,
+        "MICROSOFT_TENANT_ID": emulator.tenant_id,
+        "MICROSOFT_CLIENT_ID": emulator.client_id,
+        "MICROSOFT_CLIENT_SECRET": emulator.client_secret,
+        "MICROSOFT_CA_BUNDLE": emulator.ca_path,
+        "MICROSOFT_ALLOW_EMULATOR": "true",
+    }
+
+
 def _database(env: dict[str, str]) -> tuple[str, list[str]]:
     """The benchmark database's name and a psql command line on the server's `postgres` db."""
     url = urlsplit(env["DATABASE_URL"])

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.common import bench_env, ensure_database, setup_django
+from bench.common import bench_env, emulator_env, ensure_database, setup_django
 
 REPEATS = 3
 
@@ -54,13 +54,7 @@ def main() -> int:
     emulator = RunningEmulator().start()
     try:
         env = bench_env(
-            MICROSOFT_AUTHORITY_HOST=emulator.authority_host,
-            MICROSOFT_GRAPH_URL=emulator.graph_url,
-            MICROSOFT_TENANT_ID=emulator.tenant_id,
-            MICROSOFT_CLIENT_ID=emulator.client_id,
-            MICROSOFT_CLIENT_SECRET=emulator.client_secret,
-            MICROSOFT_CA_BUNDLE=emulator.ca_path,
-            MICROSOFT_ALLOW_EMULATOR="true",
+            **emulator_env(emulator),
             # The client's own budget equals the emulator's rate (per 600 s, as in production).
             GRAPH_MAILBOX_BUDGET_PER_10_MIN=str(int(args.budget * 600 / args.window)),
             GRAPH_MAX_IN_PROCESS_WAIT_SECONDS="10",

@@ -26,7 +26,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.common import bench_env, ensure_database, load, percentile, setup_django
+from bench.common import (
+    bench_env,
+    emulator_env,
+    ensure_database,
+    load,
+    percentile,
+    setup_django,
+)
 
 COUNTED = 5  # jobs whose statements are captured (and not timed)
 IDENTIFIER = "sync-job-bench"
@@ -45,13 +52,7 @@ def main() -> int:
     emulator = RunningEmulator().start()
     try:
         env = bench_env(
-            MICROSOFT_AUTHORITY_HOST=emulator.authority_host,
-            MICROSOFT_GRAPH_URL=emulator.graph_url,
-            MICROSOFT_TENANT_ID=emulator.tenant_id,
-            MICROSOFT_CLIENT_ID=emulator.client_id,
-            MICROSOFT_CLIENT_SECRET=emulator.client_secret,
-            MICROSOFT_CA_BUNDLE=emulator.ca_path,
-            MICROSOFT_ALLOW_EMULATOR="true",
+            **emulator_env(emulator),
             EVENT_ENDPOINT_ALLOWED_NETWORKS="127.0.0.0/8",
         )
         ensure_database(env)

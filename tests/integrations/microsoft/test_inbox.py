@@ -117,12 +117,16 @@ class TestDrainOnce:
         Subscription.objects.filter(pk=tenant.pk).update(
             resource=Subscription.TENANT_CHATS_RESOURCE
         )
-        items = []
-        for n in range(30):
-            item = notification("sub-tenant", "right", message_id=f"c{n}")
-            item["resource"] = f"chats('chat-{n}')/messages('c{n}')"
-            items.append(item)
-        assert post_json(client, URL, {"value": items}).status_code == 202
+
+        def in_each_chat(message: str) -> list[dict]:
+            items = []
+            for n in range(30):
+                item = notification("sub-tenant", "right", message_id=f"{message}{n}")
+                item["resource"] = f"chats('chat-{n}')/messages('{message}{n}')"
+                items.append(item)
+            return items
+
+        assert post_json(client, URL, {"value": in_each_chat("c")}).status_code == 202
         with CaptureQueriesContext(connection) as queries:
             done = inbox.drain_once()
         assert done.claimed == 30
@@ -135,12 +139,7 @@ class TestDrainOnce:
             assert row.status == "processed"
             assert row.sync_job.payload["chat_id"] == row.resource.split("'")[1]
         # A second message in the same chats joins the members jobs that wait.
-        more = []
-        for n in range(30):
-            item = notification("sub-tenant", "right", message_id=f"d{n}")
-            item["resource"] = f"chats('chat-{n}')/messages('d{n}')"
-            more.append(item)
-        assert post_json(client, URL, {"value": more}).status_code == 202
+        assert post_json(client, URL, {"value": in_each_chat("d")}).status_code == 202
         inbox.drain_once()
         assert members_jobs.count() == 30
 

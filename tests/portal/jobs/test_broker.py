@@ -152,6 +152,22 @@ def redis_available() -> bool:
         return False
 
 
+def dispatch_from_another_process(code: str, env: dict[str, str]) -> None:
+    """Run `code` in a new portal process configured by `env`: django-q2 freezes its broker
+    settings at import, so this test process cannot switch to Redis."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import django; django.setup()\nimport tests.portal.jobs.handlers\n{code}",
+        ],
+        env=subprocess_env(**env),
+        check=True,
+        cwd=settings.BASE_DIR,
+        timeout=120,
+    )
+
+
 def test_on_redis_the_same_chain_runs_without_polling(qcluster):
     """The Redis broker: dispatch after commit, workers woken by the blocking pop; follow-ups
     run in the worker as on PostgreSQL."""
@@ -162,18 +178,10 @@ def test_on_redis_the_same_chain_runs_without_polling(qcluster):
     env = {"REDIS_URL": REDIS_URL, "Q_CLUSTER_NAME": "fleet-wake-test", **SLOW_POLL}
     qcluster(workers=1, **env)
     qcluster(workers=1, WORKER_QUEUE="events", **env)
-    code = (
-        "import django; django.setup()\n"
+    dispatch_from_another_process(
         "from portal.jobs.runner import enqueue\n"
-        "import tests.portal.jobs.handlers\n"
-        "enqueue('test.chain', {'follow_up': 'test.count', 'events': True})\n"
-    )
-    subprocess.run(
-        [sys.executable, "-c", code],
-        env=subprocess_env(**env),
-        check=True,
-        cwd=settings.BASE_DIR,
-        timeout=120,
+        "enqueue('test.chain', {'follow_up': 'test.count', 'events': True})\n",
+        env,
     )
     chain = succeeded(Job.objects.get(job_type="test.chain"))
     follow_up = succeeded(Job.objects.get(job_type="test.count"))
@@ -192,18 +200,10 @@ def test_on_redis_a_bulk_dispatch_pushes_every_job_once(qcluster):
     redis.Redis.from_url(REDIS_URL).flushdb()
     env = {"REDIS_URL": REDIS_URL, "Q_CLUSTER_NAME": "fleet-bulk-test", **SLOW_POLL}
     qcluster(workers=1, **env)
-    code = (
-        "import django; django.setup()\n"
+    dispatch_from_another_process(
         "from portal.jobs.runner import enqueue_many\n"
-        "import tests.portal.jobs.handlers\n"
-        "enqueue_many('test.count', [{'n': n} for n in range(5)])\n"
-    )
-    subprocess.run(
-        [sys.executable, "-c", code],
-        env=subprocess_env(**env),
-        check=True,
-        cwd=settings.BASE_DIR,
-        timeout=120,
+        "enqueue_many('test.count', [{'n': n} for n in range(5)])\n",
+        env,
     )
     jobs = [succeeded(job) for job in Job.objects.filter(job_type="test.count")]
     assert sorted(job.payload["n"] for job in jobs) == [0, 1, 2, 3, 4]
