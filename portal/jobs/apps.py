@@ -1,5 +1,7 @@
 from django.apps import AppConfig
 
+from portal.lib.gc_freeze import freeze_start_up_objects
+
 
 class JobsConfig(AppConfig):
     name = "portal.jobs"
@@ -10,6 +12,7 @@ class JobsConfig(AppConfig):
         from django.db.models import Q
         from django.db.models.signals import post_migrate
         from django.utils.module_loading import autodiscover_modules
+        from django_q.signals import post_spawn
 
         from portal.jobs import cluster_guard
         from portal.jobs.retention import Retention
@@ -18,6 +21,8 @@ class JobsConfig(AppConfig):
 
         # A cluster wedged by a process killed on one of its queues restarts instead of hanging.
         cluster_guard.install()
+        # Each django-q2 process (workers, pusher, monitor) freezes its start-up objects.
+        post_spawn.connect(_freeze_start_up_objects, dispatch_uid="portal.jobs.gc_freeze")
 
         # Every app's job_handlers.py registers its job types (the worker needs them all).
         autodiscover_modules("job_handlers")
@@ -45,3 +50,7 @@ class JobsConfig(AppConfig):
         keep(Retention("jobs.WorkerHeartbeat", "last_seen", "", fixed_days=1))
         # Answered or abandoned pings are of no use after a day.
         keep(Retention("jobs.WorkerPing", "created_at", "", fixed_days=1))
+
+
+def _freeze_start_up_objects(sender: object = None, **kwargs: object) -> None:
+    freeze_start_up_objects()

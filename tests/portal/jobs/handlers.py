@@ -1,6 +1,7 @@
 """Job types for the tests (registered in test processes and, via JOB_HANDLER_MODULES, in
 the worker processes the tests start)."""
 
+import gc
 import os
 import signal
 
@@ -49,6 +50,12 @@ def kill_worker(job):
 def count(job):
     """Says which process and which node (process group: one per qcluster) ran it."""
     return {"ran_in": os.getpid(), "node": os.getpgrp()}
+
+
+@job_handler("test.gc_frozen", max_attempts=1)
+def gc_frozen(job):
+    """How many objects the process running it keeps out of the garbage collector's walks."""
+    return {"frozen": gc.get_freeze_count()}
 
 
 @job_handler("test.admin_work", max_attempts=1, retry_permission="run_recovery")

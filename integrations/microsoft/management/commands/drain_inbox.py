@@ -14,6 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from integrations.microsoft import inbox
+from portal.lib.gc_freeze import freeze_start_up_objects
 
 
 class Command(BaseCommand):
@@ -56,6 +57,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
         self.stdout.write("Draining the notification inbox (Ctrl-C to stop).")
+        freeze_start_up_objects()
         inbox.run(lambda: stopping)
         self.stdout.write("Inbox drain stopped.")
 
